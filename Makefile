@@ -1,0 +1,50 @@
+# LSD — the two commands a user needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+CONFIG ?= config/lsd.toml
+BIND ?= 127.0.0.1:3000
+
+.PHONY: run test lint format bench venv clean db-stop
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## make run: set up, start a local PostgreSQL under .lsd/ when LSD_DATABASE_URL is unset, migrate, serve.
+run: $(STAMP)
+	@if [ -z "$$LSD_DATABASE_URL" ]; then \
+		LSD_DATABASE_URL=$$($(BIN)/lsd localdb start --data-dir .lsd/pgdata) || exit 1; \
+		export LSD_DATABASE_URL; \
+		echo "using local PostgreSQL at $$LSD_DATABASE_URL (stop it with: make db-stop)"; \
+	fi; \
+	exec $(BIN)/lsd serve --config $(CONFIG) --bind $(BIND)
+
+db-stop: $(STAMP)
+	$(BIN)/lsd localdb stop --data-dir .lsd/pgdata
+
+## make test: the whole suite against a throwaway PostgreSQL (or LSD_TEST_DATABASE_URL).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check lsd tests bench
+	$(BIN)/ruff check lsd tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff format lsd tests bench
+	$(BIN)/ruff check --fix lsd tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,39 @@
+"""The one place an LsdError becomes an HTTP response: `{"error": message, "error_code": code, "field"?}`."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lsd.errors import AllAttemptsFailed, LsdError
+
+log = logging.getLogger("lsd.api")
+
+
+def error_body(exc: LsdError) -> bytes:
+    body: dict[str, object] = {"error": exc.message, "error_code": exc.error_code}
+    if exc.field:
+        body["field"] = exc.field
+    if isinstance(exc, AllAttemptsFailed):
+        body["attempts"] = [
+            {"variant": f.variant, "model": f.model, "provider": f.provider, "kind": f.kind, "error": f.message}
+            for f in exc.failures
+        ]
+    return orjson.dumps(body)
+
+
+async def handle_lsd_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LsdError)
+    if exc.http_status >= 500:
+        log.warning("request failed: %s %s", exc.error_code, exc.message)
+    return Response(error_body(exc), status_code=exc.http_status, media_type="application/json")
+
+
+async def handle_not_found(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    message = "route not found" if status == 404 else "method not allowed"
+    body = {"error": f"{message}: {request.method} {request.url.path}", "error_code": "not_found"}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")

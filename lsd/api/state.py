@@ -1,0 +1,17 @@
+"""The typed state the lifespan yields to every request."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from lsd.config.model import Config
+from lsd.inference.run import Engine
+from lsd.store.database import Database
+from lsd.store.writer import Writer
+
+
+class AppState(TypedDict):
+    config: Config
+    engine: Engine
+    database: Database
+    writer: Writer

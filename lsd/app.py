@@ -1,0 +1,59 @@
+"""build_app(config, database_url): the Starlette app; its lifespan opens and closes every resource."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from lsd.api.errors import handle_lsd_error, handle_not_found
+from lsd.api.routes import ROUTES
+from lsd.api.state import AppState
+from lsd.config import load
+from lsd.config.model import Config
+from lsd.errors import LsdError
+from lsd.inference.models import ModelTable
+from lsd.inference.run import Engine
+from lsd.providers.transport import Transport
+from lsd.store.database import Database
+from lsd.store.writer import Writer
+
+
+def build_app(config: Config, database_url: str, *, models: ModelTable | None = None) -> Starlette:
+    """The gateway as an ASGI app. Nothing connects until the lifespan starts."""
+    model_table = models or ModelTable.from_config(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
+        database = Database(
+            database_url,
+            min_size=config.gateway.database.pool_min_size,
+            max_size=config.gateway.database.pool_max_size,
+        )
+        writer = Writer(database_url, config.gateway.observability)
+        transport = Transport()
+        await database.open(timeout_s=config.gateway.database.connect_timeout_s)
+        try:
+            await writer.open()
+            await transport.open()
+            engine = Engine(config=config, models=model_table, transport=transport, recorder=writer)
+            yield AppState(config=config, engine=engine, database=database, writer=writer)
+        finally:
+            # Shutdown order protects rows: requests have drained; flush the writer before closing the pool.
+            await writer.close()
+            await transport.close()
+            await database.close()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={LsdError: handle_lsd_error, HTTPException: handle_not_found},
+    )
+
+
+def from_environment() -> Starlette:
+    """App factory for multi-worker serving: config path and URL come from the environment set by `lsd serve`."""
+    return build_app(load(os.environ["LSD_CONFIG"]), os.environ["LSD_DATABASE_URL"])

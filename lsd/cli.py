@@ -1,0 +1,253 @@
+"""The `lsd` command line: serve, migrate, config check, doctor, localdb."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from hypercorn.config import Config as HypercornConfig
+
+from lsd import __version__
+from lsd.app import build_app
+from lsd.config import load
+from lsd.config.model import Config
+from lsd.errors import ConfigError
+from lsd.inference.models import ModelTable
+from lsd.store import admin, migrate
+from lsd.store.database import DatabaseUnreachable, connect_with_retry
+from lsd.store.local import LocalServer, LocalServerError
+from lsd.telemetry import logging as lsd_logging
+
+log = logging.getLogger("lsd")
+
+EXIT_CONFIG = 1
+EXIT_USAGE = 2
+EXIT_DATABASE = 3
+EXIT_MIGRATION = 4
+DEFAULT_CONFIG = "config/lsd.toml"
+
+
+class CliExit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lsd", description="LSD, the LLM Service Daemon")
+    parser.add_argument("--version", action="version", version=f"lsd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    default_config = os.environ.get("LSD_CONFIG", DEFAULT_CONFIG)
+
+    serve = sub.add_parser("serve", help="run the gateway (migrates first unless disabled)")
+    serve.add_argument("--config", default=default_config, help=f"TOML config file (default {default_config})")
+    serve.add_argument("--bind", help="HOST:PORT (default: gateway.bind_address)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+
+    mig = sub.add_parser("migrate", help="apply pending database migrations and exit")
+    mig.add_argument("--config", default=None, help="config file (for gateway.database settings)")
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    check = cfg_sub.add_parser("check", help="validate a config file; print every error with its key path")
+    check.add_argument("path")
+
+    doctor = sub.add_parser("doctor", help="check the database: version, migrations, partitions, pool")
+    doctor.add_argument("--config", default=None)
+
+    local = sub.add_parser("localdb", help="a local PostgreSQL for development (used by `make run`)")
+    local_sub = local.add_subparsers(dest="localdb_command", required=True, metavar="SUBCOMMAND")
+    for name, text in (("start", "start (initialising if needed) and print its URL"), ("stop", "stop it")):
+        p = local_sub.add_parser(name, help=text)
+        p.add_argument("--data-dir", default=".lsd/pgdata")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    lsd_logging.configure()
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "migrate":
+            return _migrate(args)
+        if args.command == "config":
+            return _config_check(args.path)
+        if args.command == "doctor":
+            return _doctor(args)
+        return _localdb(args)
+    except CliExit as exc:
+        sys.stderr.write(f"lsd: {exc.message}\n")
+        return exc.code
+
+
+# -- shared start-up steps ---------------------------------------------------------------------------------
+
+
+def _load_config(path: str | None) -> Config | None:
+    if path is None:
+        return None
+    try:
+        config = load(path)
+        ModelTable.from_config(config)  # providers validate their own keys
+    except ConfigError as exc:
+        raise CliExit(EXIT_CONFIG, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
+    return config
+
+
+def _database_url() -> str:
+    url = os.environ.get("LSD_DATABASE_URL", "").strip()
+    if not url:
+        raise CliExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
+    return url
+
+
+def _connect(url: str, timeout_s: float):  # type: ignore[no-untyped-def]
+    try:
+        return connect_with_retry(url, timeout_s)
+    except DatabaseUnreachable as exc:
+        raise CliExit(EXIT_DATABASE, str(exc)) from None
+
+
+def _prepare_database(config: Config, url: str) -> None:
+    """Migrate (or check migrations), create partitions ahead and snapshot the config."""
+    db = config.gateway.database
+    with _connect(url, db.connect_timeout_s) as conn:
+        try:
+            if db.disable_automatic_migrations:
+                migrate.check(conn)
+            else:
+                applied = migrate.apply(conn)
+                if applied:
+                    log.info("applied migrations: %s", ", ".join(applied))
+        except migrate.MigrationError as exc:
+            raise CliExit(EXIT_MIGRATION, str(exc)) from None
+        admin.ensure_partitions(conn, db.partitions_ahead_days)
+        admin.save_config_snapshot(conn, config.source_hash, config.source_text, __version__)
+
+
+# -- commands ----------------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load_config(args.config)
+    assert config is not None
+    url = _database_url()
+    _prepare_database(config, url)
+    hconfig = HypercornConfig()
+    hconfig.bind = [args.bind or config.gateway.bind_address]
+    hconfig.graceful_timeout = config.gateway.graceful_timeout_s
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    hconfig.keep_alive_timeout = 75
+    hconfig.worker_class = "uvloop" if _has_uvloop() else "asyncio"
+    log.info("lsd %s serving %s on http://%s", __version__, args.config, hconfig.bind[0])
+    if args.workers > 1:
+        from hypercorn.run import run  # noqa: PLC0415  (only multi-worker serving needs it)
+
+        os.environ["LSD_CONFIG"] = str(Path(args.config).resolve())
+        hconfig.workers = args.workers
+        hconfig.application_path = "lsd.app:from_environment()"
+        return int(run(hconfig))
+    app = build_app(config, url)
+    runner = _uvloop_run if hconfig.worker_class == "uvloop" else asyncio.run
+    runner(_serve_async(app, hconfig))
+    log.info("lsd stopped")
+    return 0
+
+
+async def _serve_async(app: object, hconfig: HypercornConfig) -> None:
+    from hypercorn.asyncio import serve  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(app, hconfig, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def _uvloop_run(coro):  # type: ignore[no-untyped-def]
+    import uvloop  # noqa: PLC0415
+
+    return uvloop.run(coro)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config = _load_config(args.config)
+    url = _database_url()
+    timeout = config.gateway.database.connect_timeout_s if config else 30.0
+    with _connect(url, timeout) as conn:
+        try:
+            applied = migrate.apply(conn)
+        except migrate.MigrationError as exc:
+            raise CliExit(EXIT_MIGRATION, str(exc)) from None
+        admin.ensure_partitions(conn, config.gateway.database.partitions_ahead_days if config else 7)
+    print(f"applied: {', '.join(applied)}" if applied else "database is up to date")  # noqa: T201
+    return 0
+
+
+def _config_check(path: str) -> int:
+    config = _load_config(path)
+    assert config is not None
+    print(f"{path}: ok ({len(config.models)} models, {len(config.functions)} functions)")  # noqa: T201
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    config = _load_config(args.config)
+    url = _database_url()
+    timeout = config.gateway.database.connect_timeout_s if config else 10.0
+    with _connect(url, timeout) as conn:
+        report = admin.doctor(conn)
+    out = [
+        f"server version: {report.server_version}",
+        f"migrations applied: {list(report.migrations.applied)}; pending: {list(report.migrations.pending)}",
+    ]
+    for table, days in sorted(report.partition_days.items()):
+        span = f"{days[0]} .. {days[-1]} ({len(days)})" if days else "none"
+        out.append(f"partitions {table}: {span}")
+    pool = asyncio.run(_pool_stats(url, config))
+    out.append(f"pool: size={pool.size} available={pool.available} waiting={pool.waiting} max={pool.max_size}")
+    for problem in report.problems:
+        out.append(f"PROBLEM: {problem}")
+    print("\n".join(out))  # noqa: T201
+    return 1 if report.problems else 0
+
+
+async def _pool_stats(url: str, config: Config | None):  # type: ignore[no-untyped-def]
+    from lsd.store.database import Database  # noqa: PLC0415
+
+    db = config.gateway.database if config else None
+    database = Database(url, min_size=1, max_size=db.pool_max_size if db else 20)
+    await database.open(timeout_s=10)
+    try:
+        await database.ping()
+        return database.stats()
+    finally:
+        await database.close()
+
+
+def _localdb(args: argparse.Namespace) -> int:
+    server = LocalServer(Path(args.data_dir))
+    try:
+        if args.localdb_command == "start":
+            print(server.start())  # noqa: T201
+        else:
+            server.stop()
+    except LocalServerError as exc:
+        raise CliExit(EXIT_DATABASE, str(exc)) from None
+    return 0

@@ -1,0 +1,126 @@
+"""The LsdError tree: every failure the gateway reports, with its error code and HTTP status.
+
+    LsdError                      500 internal_error
+    ├── InvalidRequest            400 invalid_request     (names the field)
+    │   └── PayloadTooLarge       413 payload_too_large
+    ├── Unauthorized              401 unauthorized
+    ├── NotFound                  404 not_found           (unknown function, variant, model, inference)
+    ├── RateLimited               429 rate_limited
+    ├── ProviderError             502 provider_error      (one provider attempt failed)
+    │   └── ProviderTimeout       408 provider_timeout
+    ├── AllAttemptsFailed         502 all_attempts_failed (every provider and variant failed)
+    ├── DatabaseUnavailable       503 database_unavailable
+    └── ConfigError               500 config_error        (raised at load time; the CLI exits 1)
+
+The API maps this tree to JSON in one place (lsd.api.errors); nothing else chooses a status code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class LsdError(Exception):
+    """Base of every error LSD reports to a caller."""
+
+    error_code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidRequest(LsdError):
+    error_code = "invalid_request"
+    http_status = 400
+
+
+class PayloadTooLarge(InvalidRequest):
+    error_code = "payload_too_large"
+    http_status = 413
+
+
+class Unauthorized(LsdError):
+    error_code = "unauthorized"
+    http_status = 401
+
+
+class NotFound(LsdError):
+    error_code = "not_found"
+    http_status = 404
+
+
+class RateLimited(LsdError):
+    error_code = "rate_limited"
+    http_status = 429
+
+
+class ProviderError(LsdError):
+    """One provider attempt failed; `retryable` tells routing whether trying again may help."""
+
+    error_code = "provider_error"
+    http_status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status: int | None = None,
+        retryable: bool = True,
+        kind: str = "provider_error",
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+        self.retryable = retryable
+        self.kind = kind
+
+
+class ProviderTimeout(ProviderError):
+    error_code = "provider_timeout"
+    http_status = 408
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailure:
+    """One failed attempt, summarised for the 502 body (never holds secrets)."""
+
+    variant: str
+    model: str
+    provider: str
+    kind: str
+    message: str
+
+
+class AllAttemptsFailed(LsdError):
+    error_code = "all_attempts_failed"
+    http_status = 502
+
+    def __init__(self, failures: Sequence[AttemptFailure]) -> None:
+        summary = "; ".join(f"{f.variant}/{f.model}/{f.provider}: {f.message}" for f in failures)
+        super().__init__(f"all {len(failures)} attempt(s) failed: {summary}")
+        self.failures = list(failures)
+        # A single client-side cause (e.g. 400 from every provider) keeps its status; else 502.
+        statuses = {f.kind for f in failures}
+        if statuses == {"timeout"}:
+            self.http_status = 408
+
+
+class DatabaseUnavailable(LsdError):
+    error_code = "database_unavailable"
+    http_status = 503
+
+
+class ConfigError(LsdError):
+    """A config problem; `errors` lists every problem found, each naming its TOML key path."""
+
+    error_code = "config_error"
+    http_status = 500
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = list(errors)

@@ -1,0 +1,76 @@
+"""Models as the engine uses them: configured `[models.*]` plus shorthand names like `dummy::echo`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lsd.config.model import Config, ModelConfig, ProviderConfig, TimeoutsConfig
+from lsd.config.reader import ErrorSink
+from lsd.errors import ConfigError, NotFound
+from lsd.providers.base import Provider
+from lsd.providers.registry import PROVIDER_TYPES, build_provider
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    providers: tuple[Provider, ...]  # in routing order
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+
+
+class ModelTable:
+    """Every model by name. Shorthand names (`type::model_name`) are built on first use and kept."""
+
+    def __init__(self, models: Mapping[str, Model]) -> None:
+        self._models = dict(models)
+
+    @classmethod
+    def from_config(cls, config: Config) -> ModelTable:
+        """Build every configured provider; raise ConfigError listing every problem."""
+        sink = ErrorSink()
+        models = {name: _build(model, sink) for name, model in config.models.items()}
+        for function in config.functions.values():
+            for variant in function.variants.values():
+                if variant.model not in models and "::" in variant.model:
+                    models[variant.model] = _shorthand(
+                        variant.model, sink, f"functions.{function.name}.variants.{variant.name}.model"
+                    )
+        if sink.errors:
+            raise ConfigError(sink.errors)
+        return cls(models)
+
+    def get(self, name: str, *, field_name: str = "model_name") -> Model:
+        model = self._models.get(name)
+        if model is None:
+            if "::" not in name:
+                raise NotFound(f"unknown model {name!r}", field=field_name)
+            sink = ErrorSink()
+            model = _shorthand(name, sink, field_name)
+            if sink.errors:
+                raise NotFound(f"invalid model name {name!r}: {sink.errors[0]}", field=field_name)
+            self._models[name] = model
+        return model
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+
+def _build(model: ModelConfig, sink: ErrorSink) -> Model:
+    providers = [build_provider(model.providers[name], sink) for name in model.routing if name in model.providers]
+    return Model(model.name, tuple(p for p in providers if p is not None), model.timeouts)
+
+
+def _shorthand(name: str, sink: ErrorSink, key_path: str) -> Model:
+    provider_type, _, model_name = name.partition("::")
+    if provider_type not in PROVIDER_TYPES or not model_name:
+        known = ", ".join(sorted(PROVIDER_TYPES))
+        sink.add(key_path, f"shorthand {name!r} must be 'TYPE::MODEL' with TYPE one of: {known}")
+        return Model(name, ())
+    config = ProviderConfig(
+        name=provider_type, type=provider_type, options={"model_name": model_name}, key_path=key_path,
+        base_dir=Path.cwd(),
+    )
+    provider = build_provider(config, sink)
+    return Model(name, (provider,) if provider else ())

@@ -1,0 +1,282 @@
+"""Parse a TensorZero-shaped `/inference` body into an InferenceRequest; every error names its field."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from lsd.errors import InvalidRequest
+from lsd.ids import validate_episode_id
+from lsd.types import (
+    ContentBlock,
+    File,
+    InferenceParams,
+    Input,
+    Json,
+    Message,
+    RawText,
+    Template,
+    Text,
+    Thought,
+    ToolCall,
+    ToolResult,
+    Unknown,
+)
+
+# Keys the tensorzero client sends that LSD accepts; null always means "absent".
+_TOP_LEVEL = frozenset(
+    {
+        "function_name", "model_name", "episode_id", "input", "stream", "params", "variant_name", "dryrun",
+        "tags", "internal", "namespace", "credentials", "cache_options", "output_schema", "allowed_tools",
+        "additional_tools", "tool_choice", "parallel_tool_calls", "provider_tools", "include_raw_response",
+        "include_raw_usage", "include_original_response", "include_aggregated_response", "extra_body",
+        "extra_headers", "internal_dynamic_variant_config",
+    }
+)
+_PARAMS = ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty",
+           "stop_sequences", "json_mode")
+_IGNORED_PARAMS = ("reasoning_effort", "service_tier", "thinking_budget_tokens", "verbosity")
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    input: Input
+    function_name: str | None = None
+    model_name: str | None = None
+    episode_id: UUID | None = None
+    variant_name: str | None = None
+    stream: bool = False
+    dryrun: bool = False
+    params: InferenceParams = field(default_factory=InferenceParams)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    credentials: Mapping[str, str] = field(default_factory=dict)
+    output_schema: Mapping[str, Json] | None = None
+    extra_body: tuple[Json, ...] = ()
+    extra_headers: tuple[Json, ...] = ()
+    include_original_response: bool = False
+
+
+def _fail(path: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"{path}: {message}", field=path)
+
+
+def _expect(value: Any, kinds: type | tuple[type, ...], path: str, what: str) -> Any:
+    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+        raise _fail(path, f"expected {what}, got boolean")
+    if not isinstance(value, kinds):
+        raise _fail(path, f"expected {what}, got {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
+
+
+def _str(body: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = body.get(key)
+    return None if value is None else _expect(value, str, path, "a string")
+
+
+def _bool(body: Mapping[str, Any], key: str, path: str) -> bool:
+    value = body.get(key)
+    return False if value is None else bool(_expect(value, bool, path, "a boolean"))
+
+
+def _string_map(value: Any, path: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    _expect(value, dict, path, "an object of strings")
+    for k, v in value.items():
+        _expect(v, str, f"{path}.{k}", "a string")
+    return dict(value)
+
+
+def parse_uuid(value: Any, path: str) -> UUID:
+    _expect(value, str, path, "a UUID string")
+    try:
+        return UUID(value)
+    except ValueError:
+        raise _fail(path, f"invalid UUID {value!r}") from None
+
+
+def parse_inference_request(body: Any) -> InferenceRequest:
+    _expect(body, dict, "body", "a JSON object")
+    unknown = sorted(set(body) - _TOP_LEVEL)
+    if unknown:
+        raise _fail(unknown[0], "unknown field")
+    function_name = _str(body, "function_name", "function_name")
+    model_name = _str(body, "model_name", "model_name")
+    if (function_name is None) == (model_name is None):
+        raise _fail("function_name", "exactly one of function_name and model_name is required")
+    episode_id = None
+    if body.get("episode_id") is not None:
+        episode_id = parse_uuid(body["episode_id"], "episode_id")
+        try:
+            validate_episode_id(episode_id)
+        except ValueError as exc:
+            raise _fail("episode_id", f"Invalid Episode ID: {exc}") from None
+    if body.get("input") is None:
+        raise _fail("input", "missing required field")
+    tags = _string_map(body.get("tags"), "tags")
+    internal = _bool(body, "internal", "internal")
+    for key in tags:
+        if (key.startswith("tensorzero::") or key.startswith("lsd::")) and not internal:
+            raise _fail(f"tags.{key}", "tag keys starting with 'tensorzero::' or 'lsd::' are reserved")
+    namespace = _str(body, "namespace", "namespace")
+    if namespace is not None:
+        if not namespace:
+            raise _fail("namespace", "must not be empty")
+        tags = {**tags, "tensorzero::namespace": namespace}
+    output_schema = body.get("output_schema")
+    if output_schema is not None:
+        _expect(output_schema, dict, "output_schema", "a JSON Schema object")
+    for key in ("extra_body", "extra_headers", "provider_tools"):
+        if body.get(key) is not None:
+            _expect(body[key], list, key, "an array")
+    cache = body.get("cache_options")
+    if cache is not None:
+        _expect(cache, dict, "cache_options", "an object")
+    return InferenceRequest(
+        input=parse_input(body["input"], "input"),
+        function_name=function_name,
+        model_name=model_name,
+        episode_id=episode_id,
+        variant_name=_str(body, "variant_name", "variant_name"),
+        stream=_bool(body, "stream", "stream"),
+        dryrun=_bool(body, "dryrun", "dryrun"),
+        params=parse_params(body.get("params"), "params"),
+        tags=tags,
+        credentials=_string_map(body.get("credentials"), "credentials"),
+        output_schema=output_schema,
+        extra_body=tuple(body.get("extra_body") or ()),
+        extra_headers=tuple(body.get("extra_headers") or ()),
+        include_original_response=_bool(body, "include_original_response", "include_original_response"),
+    )
+
+
+def parse_params(value: Any, path: str) -> InferenceParams:
+    if value is None:
+        return InferenceParams()
+    _expect(value, dict, path, "an object")
+    unknown = sorted(set(value) - {"chat_completion"})
+    if unknown:
+        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+    chat = value.get("chat_completion")
+    if chat is None:
+        return InferenceParams()
+    cpath = f"{path}.chat_completion"
+    _expect(chat, dict, cpath, "an object")
+    unknown = sorted(set(chat) - set(_PARAMS) - set(_IGNORED_PARAMS))
+    if unknown:
+        raise _fail(f"{cpath}.{unknown[0]}", "unknown field")
+    values: dict[str, Any] = {}
+    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        if chat.get(key) is not None:
+            number = _expect(chat[key], (int, float), f"{cpath}.{key}", "a number")
+            if not math.isfinite(number):
+                raise _fail(f"{cpath}.{key}", "must be finite")
+            values[key] = float(number)
+    for key in ("max_tokens", "seed"):
+        if chat.get(key) is not None:
+            values[key] = _expect(chat[key], int, f"{cpath}.{key}", "an integer")
+    if values.get("max_tokens") is not None and values["max_tokens"] < 1:
+        raise _fail(f"{cpath}.max_tokens", "must be >= 1")
+    if chat.get("stop_sequences") is not None:
+        stops = _expect(chat["stop_sequences"], list, f"{cpath}.stop_sequences", "an array of strings")
+        for i, s in enumerate(stops):
+            _expect(s, str, f"{cpath}.stop_sequences[{i}]", "a string")
+        values["stop_sequences"] = tuple(stops)
+    if chat.get("json_mode") is not None:
+        mode = _expect(chat["json_mode"], str, f"{cpath}.json_mode", "a string")
+        if mode not in ("off", "on", "strict", "tool"):
+            raise _fail(f"{cpath}.json_mode", f"must be off, on, strict or tool, got {mode!r}")
+        values["json_mode"] = mode
+    return InferenceParams(**values)
+
+
+def parse_input(value: Any, path: str) -> Input:
+    _expect(value, dict, path, "an object")
+    unknown = sorted(set(value) - {"system", "messages"})
+    if unknown:
+        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+    system = value.get("system")
+    if system is not None:
+        _expect(system, (str, dict), f"{path}.system", "a string or an object")
+    raw_messages = value.get("messages") or []
+    _expect(raw_messages, list, f"{path}.messages", "an array")
+    messages = tuple(parse_message(m, f"{path}.messages[{i}]") for i, m in enumerate(raw_messages))
+    return Input(system=system, messages=messages)
+
+
+def parse_message(value: Any, path: str) -> Message:
+    _expect(value, dict, path, "an object")
+    unknown = sorted(set(value) - {"role", "content"})
+    if unknown:
+        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+    role = value.get("role")
+    if role not in ("user", "assistant"):
+        raise _fail(f"{path}.role", f"must be 'user' or 'assistant', got {role!r}")
+    content = value.get("content")
+    if isinstance(content, str):
+        return Message(role=role, content=(Text(content),))
+    if isinstance(content, dict):  # arguments for the role's schema'd template
+        return Message(role=role, content=(Template(name=role, arguments=content),))
+    _expect(content, list, f"{path}.content", "a string or an array of content blocks")
+    blocks = tuple(parse_block(b, f"{path}.content[{i}]") for i, b in enumerate(content))
+    return Message(role=role, content=blocks)
+
+
+def _req_str(block: Mapping[str, Any], key: str, path: str) -> str:
+    if block.get(key) is None:
+        raise _fail(f"{path}.{key}", "missing required field")
+    return str(_expect(block[key], str, f"{path}.{key}", "a string"))
+
+
+def parse_block(value: Any, path: str) -> ContentBlock:
+    _expect(value, dict, path, "an object")
+    kind = value.get("type")
+    if kind == "text":
+        if "arguments" in value and "text" not in value:
+            arguments = _expect(value["arguments"], dict, f"{path}.arguments", "an object")
+            return Template(name="", arguments=arguments)
+        return Text(_req_str(value, "text", path))
+    if kind == "raw_text":
+        return RawText(_req_str(value, "value", path))
+    if kind == "template":
+        arguments = _expect(value.get("arguments"), dict, f"{path}.arguments", "an object")
+        return Template(_req_str(value, "name", path), arguments)
+    if kind == "tool_call":
+        arguments = value.get("arguments")
+        if isinstance(arguments, dict):
+            arguments = orjson.dumps(arguments).decode()
+        raw = value.get("raw_arguments") if arguments is None else arguments
+        name = value.get("name") or value.get("raw_name")
+        _expect(name, str, f"{path}.name", "a string")
+        _expect(raw, str, f"{path}.arguments", "a JSON string or object")
+        return ToolCall(id=_req_str(value, "id", path), name=name, arguments=raw)
+    if kind == "tool_result":
+        return ToolResult(_req_str(value, "id", path), _req_str(value, "name", path), _req_str(value, "result", path))
+    if kind in ("file", "image"):
+        file_type = value.get("file_type")
+        url = value.get("url")
+        data = value.get("data")
+        if file_type == "url" or (file_type is None and url is not None):
+            return File(mime_type=value.get("mime_type"), url=_req_str(value, "url", path),
+                        detail=value.get("detail"), filename=value.get("filename"))
+        if file_type == "base64" or data is not None:
+            return File(mime_type=value.get("mime_type"), data=_req_str(value, "data", path),
+                        detail=value.get("detail"), filename=value.get("filename"))
+        raise _fail(f"{path}.file_type", "must be 'url' or 'base64'")
+    if kind == "thought":
+        return Thought(text=value.get("text"), signature=value.get("signature"))
+    if kind == "unknown":
+        return Unknown(data=value.get("data"), model_name=value.get("model_name"),
+                       provider_name=value.get("provider_name"))
+    raise _fail(f"{path}.type", f"unknown content block type {kind!r}")

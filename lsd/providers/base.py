@@ -1,0 +1,100 @@
+"""The provider interface: every provider type implements `Provider` and registers in lsd.providers.registry."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from lsd.config.model import ProviderConfig
+from lsd.config.reader import Table
+from lsd.errors import InvalidRequest, ProviderError
+from lsd.providers.transport import Transport
+from lsd.types import ProviderRequest, ProviderResponse, StreamChunk
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a provider call needs besides the request: the shared transport and per-request credentials."""
+
+    transport: Transport
+    credentials: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLocation:
+    """Where a provider's API key comes from: `env::VAR`, `dynamic::NAME` (request credentials) or `none`."""
+
+    kind: str  # env | dynamic | none
+    name: str = ""
+
+    @staticmethod
+    def parse(table: Table, key: str, default: str) -> KeyLocation:
+        raw = table.str(key, default)
+        if raw == "none":
+            return KeyLocation("none")
+        for kind in ("env", "dynamic"):
+            if isinstance(raw, str) and raw.startswith(f"{kind}::") and len(raw) > len(kind) + 2:
+                location = KeyLocation(kind, raw[len(kind) + 2 :])
+                if kind == "env" and location.name not in os.environ:
+                    table.error(key, f"environment variable {location.name} is not set")
+                return location
+        table.error(key, f"expected 'env::VAR', 'dynamic::NAME' or 'none', got {raw!r}")
+        return KeyLocation("none")
+
+    def resolve(self, credentials: Mapping[str, str]) -> str | None:
+        """The key for this call; a missing dynamic credential is the caller's error (400)."""
+        if self.kind == "env":
+            return os.environ.get(self.name)
+        if self.kind == "dynamic":
+            if self.name not in credentials:
+                raise InvalidRequest(f"missing credential {self.name!r} in `credentials`", field="credentials")
+            return credentials[self.name]
+        return None
+
+
+def key_fingerprint(key: str | None) -> str | None:
+    """SHA-256 of a provider key, stored instead of the key so rows can tell keys apart."""
+    return hashlib.sha256(key.encode()).hexdigest() if key else None
+
+
+class Provider(ABC):
+    """One configured provider of a model. Built once from config; `infer`/`stream` are called per request.
+
+    Implementations raise ProviderError (or ProviderTimeout) for every failure of the remote side, with
+    `retryable` telling routing whether another attempt may help.
+    """
+
+    type_name: ClassVar[str]
+    supports_embeddings: ClassVar[bool] = False
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.name = config.name
+        self.config = config
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: ProviderConfig, options: Table) -> Provider:
+        """Parse `options` (the provider's TOML keys besides type/timeouts); report errors on the table."""
+
+    @property
+    @abstractmethod
+    def model_name(self) -> str:
+        """The model name as the provider knows it."""
+
+    @abstractmethod
+    async def infer(self, request: ProviderRequest, ctx: CallContext) -> ProviderResponse: ...
+
+    @abstractmethod
+    def stream(self, request: ProviderRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]: ...
+
+    def key_sha256(self, ctx: CallContext) -> str | None:
+        """Fingerprint of the key this call uses (None when the provider uses no key)."""
+        return None
+
+    def error(self, message: str, *, status: int | None = None, retryable: bool = True) -> ProviderError:
+        return ProviderError(message, provider=self.name, status=status, retryable=retryable)

@@ -1,0 +1,116 @@
+"""The built-in `dummy` provider: deterministic answers with no network, for demos, tests and benchmarks.
+
+`model_name` selects the behaviour:
+  echo   answers with the last user text ("echo: <text>"; the default answer when there is no text)
+  json   answers with a JSON object {"answer": "<last user text>"}
+  error  always fails (a retryable provider error)
+  slow   answers like echo after `latency_ms` (default 1000 ms for slow)
+  flaky  fails every other call, starting with the first (exercises retries and fallbacks)
+  tool   answers with a tool call to the first offered tool, arguments {}
+anything else answers "Hello from LSD's dummy provider (<model_name>)".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import orjson
+
+from lsd.config.model import ProviderConfig
+from lsd.config.reader import Table
+from lsd.providers.base import CallContext, Provider
+from lsd.types import OutputBlock, ProviderRequest, ProviderResponse, StreamChunk, Text, ToolCall, Usage
+
+
+class DummyProvider(Provider):
+    type_name = "dummy"
+
+    def __init__(self, config: ProviderConfig, model_name: str, latency_ms: int) -> None:
+        super().__init__(config)
+        self._model_name = model_name
+        self.latency_ms = latency_ms
+        self._calls = itertools.count()
+
+    @classmethod
+    def from_config(cls, config: ProviderConfig, options: Table) -> DummyProvider:
+        model_name = options.str("model_name", "echo")
+        latency = options.int("latency_ms", 1000 if model_name == "slow" else 0, minimum=0)
+        options.str("api_key_location", "none")  # accepted for symmetry; the dummy needs no key
+        return cls(config, model_name, latency)
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    def _answer(self, request: ProviderRequest) -> tuple[OutputBlock, ...]:
+        call = next(self._calls)
+        behaviour = self._model_name
+        if behaviour == "error" or (behaviour == "flaky" and call % 2 == 0):
+            raise self.error(f"dummy provider {behaviour!r} failed as configured", status=500)
+        last_text = _last_user_text(request)
+        if behaviour in ("echo", "slow"):
+            return (Text(f"echo: {last_text}" if last_text else "echo"),)
+        if behaviour == "json":
+            return (Text(orjson.dumps({"answer": last_text}).decode()),)
+        if behaviour == "tool" and request.tools:
+            return (ToolCall(id=f"call_{call}", name=request.tools[0].name, arguments="{}"),)
+        return (Text(f"Hello from LSD's dummy provider ({behaviour})"),)
+
+    def _raw_request(self, request: ProviderRequest) -> str:
+        messages = [
+            {"role": m.role, "content": [getattr(b, "text", b.type) for b in m.content]} for m in request.messages
+        ]
+        return orjson.dumps({"model": self._model_name, "system": request.system, "messages": messages}).decode()
+
+    async def infer(self, request: ProviderRequest, ctx: CallContext) -> ProviderResponse:
+        if self.latency_ms:
+            await asyncio.sleep(self.latency_ms / 1000)
+        content = self._answer(request)
+        usage = Usage(input_tokens=_count_tokens(request), output_tokens=sum(_block_tokens(b) for b in content))
+        raw_response = orjson.dumps(
+            {"content": [getattr(b, "text", None) or getattr(b, "name", "") for b in content]}
+        ).decode()
+        return ProviderResponse(
+            content=content,
+            usage=usage,
+            finish_reason="tool_call" if isinstance(content[0], ToolCall) else "stop",
+            raw_request=self._raw_request(request),
+            raw_response=raw_response,
+        )
+
+    async def stream(self, request: ProviderRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
+        response = await self.infer(request, ctx)
+        block = response.content[0]
+        if isinstance(block, Text):
+            words = block.text.split(" ")
+            for i, word in enumerate(words):
+                piece = word if i == 0 else " " + word
+                yield StreamChunk(content=(Text(piece),), raw=piece)
+                await asyncio.sleep(0)
+        else:
+            yield StreamChunk(content=(block,))
+        yield StreamChunk(usage=response.usage, finish_reason=response.finish_reason)
+
+
+def _last_user_text(request: ProviderRequest) -> str:
+    for message in reversed(request.messages):
+        if message.role == "user":
+            texts = [b.text for b in message.content if isinstance(b, Text)]
+            if texts:
+                return " ".join(texts)
+    return ""
+
+
+def _count_tokens(request: ProviderRequest) -> int:
+    words = len((request.system or "").split())
+    for message in request.messages:
+        for block in message.content:
+            if isinstance(block, Text):
+                words += len(block.text.split())
+    return max(words, 1)
+
+
+def _block_tokens(block: OutputBlock) -> int:
+    return len(block.text.split()) if isinstance(block, Text) else 1

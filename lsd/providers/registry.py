@@ -1,0 +1,27 @@
+"""The provider registry: provider type name -> class. Adding a provider adds one line here."""
+
+from __future__ import annotations
+
+from lsd.config.model import ProviderConfig
+from lsd.config.reader import ErrorSink, Table
+from lsd.providers.base import Provider
+from lsd.providers.dummy import DummyProvider
+
+PROVIDER_TYPES: dict[str, type[Provider]] = {
+    DummyProvider.type_name: DummyProvider,
+}
+
+
+def build_provider(config: ProviderConfig, sink: ErrorSink) -> Provider | None:
+    """Build a provider from its config entry, adding any problems to `sink` (None when invalid)."""
+    cls = PROVIDER_TYPES.get(config.type)
+    if cls is None:
+        if config.type:
+            known = ", ".join(sorted(PROVIDER_TYPES))
+            sink.add(f"{config.key_path}.type", f"unknown provider type {config.type!r} (known: {known})")
+        return None
+    before = len(sink.errors)
+    options = Table(config.options, config.key_path, sink, config.base_dir)
+    provider = cls.from_config(config, options)
+    options.finish()
+    return provider if len(sink.errors) == before else None

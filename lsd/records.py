@@ -1,0 +1,131 @@
+"""The observability rows LSD writes, one frozen dataclass per table; field names are the column names.
+
+The domain builds these (ids and timestamps included); the store writes them as given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+Json = Any
+
+
+@dataclass(frozen=True, slots=True)
+class ChatInferenceRecord:
+    TABLE: ClassVar[str] = "chat_inferences"
+    id: UUID
+    created_at: datetime
+    function_name: str
+    variant_name: str
+    episode_id: UUID
+    input: Json
+    output: Json
+    tool_params: Json | None
+    inference_params: Json
+    tags: Json
+    processing_time_ms: int | None
+    ttft_ms: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost: float | None
+    finish_reason: str | None
+    cached: bool
+    config_hash: str | None
+    api_key_public_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JsonInferenceRecord:
+    TABLE: ClassVar[str] = "json_inferences"
+    id: UUID
+    created_at: datetime
+    function_name: str
+    variant_name: str
+    episode_id: UUID
+    input: Json
+    output: Json
+    output_schema: Json | None
+    inference_params: Json
+    tags: Json
+    processing_time_ms: int | None
+    ttft_ms: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost: float | None
+    finish_reason: str | None
+    cached: bool
+    config_hash: str | None
+    api_key_public_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatInferenceDataRecord:
+    TABLE: ClassVar[str] = "chat_inference_data"
+    inference_id: UUID
+    created_at: datetime
+    rendered_input: Json | None
+    extra_body: Json | None
+    extra_headers: Json | None
+    original_response: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JsonInferenceDataRecord:
+    TABLE: ClassVar[str] = "json_inference_data"
+    inference_id: UUID
+    created_at: datetime
+    rendered_input: Json | None
+    extra_body: Json | None
+    extra_headers: Json | None
+    original_response: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInferenceRecord:
+    TABLE: ClassVar[str] = "model_inferences"
+    id: UUID
+    created_at: datetime
+    inference_id: UUID
+    inference_kind: str
+    attempt: int
+    function_name: str | None
+    variant_name: str | None
+    model_name: str
+    model_provider_name: str
+    provider_type: str
+    status: str
+    error_kind: str | None
+    error: str | None
+    latency_ms: int | None
+    ttft_ms: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost: float | None
+    finish_reason: str | None
+    cached: bool
+    streamed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInferenceDataRecord:
+    TABLE: ClassVar[str] = "model_inference_data"
+    model_inference_id: UUID
+    created_at: datetime
+    inference_id: UUID
+    raw_request: str | None
+    raw_response: str | None
+    request_headers: Json | None
+    api_key_sha256: str | None
+
+
+Record = (
+    ChatInferenceRecord
+    | JsonInferenceRecord
+    | ChatInferenceDataRecord
+    | JsonInferenceDataRecord
+    | ModelInferenceRecord
+    | ModelInferenceDataRecord
+)

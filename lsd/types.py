@@ -1,0 +1,178 @@
+"""Frozen value types shared by every layer: content blocks, messages, usage, provider requests/responses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+Role: TypeAlias = Literal["user", "assistant"]
+FinishReason: TypeAlias = Literal["stop", "stop_sequence", "length", "tool_call", "content_filter", "unknown"]
+JsonMode: TypeAlias = Literal["off", "on", "strict", "tool"]
+Json: TypeAlias = Any
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    text: str
+    type: Literal["text"] = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class RawText:
+    """Text that bypasses templates."""
+
+    value: str
+    type: Literal["raw_text"] = "raw_text"
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """Arguments for a named template (or the role's schema'd template)."""
+
+    name: str
+    arguments: Mapping[str, Json]
+    type: Literal["template"] = "template"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call made by the model; `arguments` is the raw JSON string the model produced."""
+
+    id: str
+    name: str
+    arguments: str
+    type: Literal["tool_call"] = "tool_call"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    id: str
+    name: str
+    result: str
+    type: Literal["tool_result"] = "tool_result"
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    """An image or other file, by URL or inline base64 data."""
+
+    mime_type: str | None
+    url: str | None = None
+    data: str | None = None
+    detail: str | None = None
+    filename: str | None = None
+    type: Literal["file"] = "file"
+
+
+@dataclass(frozen=True, slots=True)
+class Thought:
+    text: str | None
+    signature: str | None = None
+    summary: tuple[Json, ...] | None = None
+    type: Literal["thought"] = "thought"
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    data: Json
+    model_name: str | None = None
+    provider_name: str | None = None
+    type: Literal["unknown"] = "unknown"
+
+
+ContentBlock: TypeAlias = Text | RawText | Template | ToolCall | ToolResult | File | Thought | Unknown
+OutputBlock: TypeAlias = Text | ToolCall | Thought | Unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: tuple[ContentBlock, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """The request's input: an optional system (string or schema'd arguments) and the messages."""
+
+    system: str | Mapping[str, Json] | None
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        def add(a: int | None, b: int | None) -> int | None:
+            return None if a is None and b is None else (a or 0) + (b or 0)
+
+        return Usage(add(self.input_tokens, other.input_tokens), add(self.output_tokens, other.output_tokens))
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceParams:
+    """Sampling parameters; None means 'not set' (the provider's default applies)."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    stop_sequences: tuple[str, ...] | None = None
+    json_mode: JsonMode | None = None
+
+    def merged(self, override: InferenceParams) -> InferenceParams:
+        """`override`'s set fields win over ours."""
+        return InferenceParams(
+            **{
+                name: getattr(override, name) if getattr(override, name) is not None else getattr(self, name)
+                for name in self.__dataclass_fields__
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: Mapping[str, Json]
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRequest:
+    """What a provider is asked to do: rendered messages (templates already applied) and parameters."""
+
+    system: str | None
+    messages: tuple[Message, ...]
+    params: InferenceParams = field(default_factory=InferenceParams)
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str | Mapping[str, str] | None = None
+    parallel_tool_calls: bool | None = None
+    output_schema: Mapping[str, Json] | None = None
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResponse:
+    """One successful provider call; raw_request/raw_response are what crossed the wire (redacted later)."""
+
+    content: tuple[OutputBlock, ...]
+    usage: Usage
+    finish_reason: FinishReason | None
+    raw_request: str
+    raw_response: str
+    cost: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """One streamed delta: text, a tool call fragment, or (last) usage and finish reason."""
+
+    content: tuple[OutputBlock, ...] = ()
+    usage: Usage | None = None
+    finish_reason: FinishReason | None = None
+    raw: str = ""
