@@ -72,12 +72,17 @@ class ProviderError(LsdError):
         status: int | None = None,
         retryable: bool = True,
         kind: str = "provider_error",
+        raw_request: str | None = None,
+        raw_response: str | None = None,
     ) -> None:
         super().__init__(message)
         self.provider = provider
         self.status = status
         self.retryable = retryable
         self.kind = kind
+        # What crossed the wire, for the failed attempt's model_inference_data row (never holds keys).
+        self.raw_request = raw_request
+        self.raw_response = raw_response
 
 
 class ProviderTimeout(ProviderError):

@@ -166,13 +166,30 @@ class ProviderResponse:
     raw_request: str
     raw_response: str
     cost: float | None = None
+    request_headers: Mapping[str, str] = field(default_factory=dict)  # already redacted
+    api_key_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StreamChunk:
-    """One streamed delta: text, a tool call fragment, or (last) usage and finish reason."""
+    """One streamed delta: text, a tool call fragment, or (last) usage and finish reason.
+
+    Deltas: `Text(text=<new text>)`; `ToolCall(id, name, arguments=<new argument text>)` where `name` is the
+    tool name on the first delta of that call and "" after; `Thought(text=<new text>)`.
+    """
 
     content: tuple[OutputBlock, ...] = ()
     usage: Usage | None = None
     finish_reason: FinishReason | None = None
     raw: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResponse:
+    embeddings: tuple[tuple[float, ...], ...]
+    usage: Usage
+    raw_request: str
+    raw_response: str
+    cost: float | None = None
+    request_headers: Mapping[str, str] = field(default_factory=dict)  # already redacted
+    api_key_sha256: str | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -13,7 +13,7 @@ from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.errors import InvalidRequest, ProviderError
 from lsd.providers.transport import Transport
-from lsd.types import ProviderRequest, ProviderResponse, StreamChunk
+from lsd.types import EmbeddingResponse, ProviderRequest, ProviderResponse, StreamChunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,33 @@ class KeyLocation:
         return None
 
 
+SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"})
+REDACTED = "[REDACTED]"
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers as stored in rows: every credential-bearing header replaced by [REDACTED]."""
+    return {k: (REDACTED if k.lower() in SECRET_HEADERS or "token" in k.lower() else v) for k, v in headers.items()}
+
+
+_STATUS_KINDS = {400: "bad_request", 401: "auth", 403: "auth", 404: "not_found", 408: "timeout",
+                 413: "bad_request", 422: "bad_request", 429: "rate_limited"}
+
+
+def error_from_status(
+    provider: str, status: int, body: bytes | str, *, raw_request: str | None = None
+) -> ProviderError:
+    """A provider's non-2xx answer as a ProviderError: 408/429/5xx are retryable, other 4xx are not."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    kind = _STATUS_KINDS.get(status, "server_error" if status >= 500 else "bad_request")
+    retryable = status in (408, 429) or status >= 500
+    return ProviderError(
+        f"provider {provider!r} answered HTTP {status}: {text[:500]}",
+        provider=provider, status=status, retryable=retryable, kind=kind,
+        raw_request=raw_request, raw_response=text,
+    )
+
+
 def key_fingerprint(key: str | None) -> str | None:
     """SHA-256 of a provider key, stored instead of the key so rows can tell keys apart."""
     return hashlib.sha256(key.encode()).hexdigest() if key else None
@@ -92,9 +119,12 @@ class Provider(ABC):
     @abstractmethod
     def stream(self, request: ProviderRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]: ...
 
-    def key_sha256(self, ctx: CallContext) -> str | None:
-        """Fingerprint of the key this call uses (None when the provider uses no key)."""
-        return None
+    async def embed(
+        self, inputs: Sequence[str], ctx: CallContext, *, dimensions: int | None = None
+    ) -> EmbeddingResponse:
+        """Embed each input; providers that support embeddings override this and set supports_embeddings."""
+        raise ProviderError(f"provider type {self.type_name!r} does not support embeddings",
+                            provider=self.name, retryable=False, kind="unsupported")
 
     def error(self, message: str, *, status: int | None = None, retryable: bool = True) -> ProviderError:
         return ProviderError(message, provider=self.name, status=status, retryable=retryable)
