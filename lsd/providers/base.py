@@ -39,17 +39,18 @@ class KeyLocation:
             return KeyLocation("none")
         for kind in ("env", "dynamic"):
             if isinstance(raw, str) and raw.startswith(f"{kind}::") and len(raw) > len(kind) + 2:
-                location = KeyLocation(kind, raw[len(kind) + 2 :])
-                if kind == "env" and location.name not in os.environ:
-                    table.error(key, f"environment variable {location.name} is not set")
-                return location
+                return KeyLocation(kind, raw[len(kind) + 2 :])
         table.error(key, f"expected 'env::VAR', 'dynamic::NAME' or 'none', got {raw!r}")
         return KeyLocation("none")
 
-    def resolve(self, credentials: Mapping[str, str]) -> str | None:
-        """The key for this call; a missing dynamic credential is the caller's error (400)."""
+    def resolve(self, credentials: Mapping[str, str], provider: str = "") -> str | None:
+        """The key for this call. A missing dynamic credential is the caller's error (400); a missing
+        environment variable fails the attempt (not retryable), so routing falls back to the next provider."""
         if self.kind == "env":
-            return os.environ.get(self.name)
+            if self.name not in os.environ:
+                raise ProviderError(f"environment variable {self.name} is not set", provider=provider,
+                                    retryable=False, kind="auth")
+            return os.environ[self.name]
         if self.kind == "dynamic":
             if self.name not in credentials:
                 raise InvalidRequest(f"missing credential {self.name!r} in `credentials`", field="credentials")
