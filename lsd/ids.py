@@ -16,8 +16,13 @@ MIN_EPISODE_TIMESTAMP_S = 1579751960  # 2020-01-23, as TensorZero
 
 
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
-    """A new UUIDv7 for the current (or given) unix time in milliseconds; strictly increasing per process."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    """A new UUIDv7 for the current unix time, strictly increasing per process; or for a given time
+    (`now_ms`), unique by its random bits but outside that ordering."""
+    if now_ms is not None:
+        rand = int.from_bytes(os.urandom(10), "big")
+        value = (now_ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | (rand >> 64 & 0xFFF) << 64 | 0b10 << 62
+        return uuid.UUID(int=value | rand & 0x3FFFFFFFFFFFFFFF)
+    ms = int(time.time() * 1000)
     with _lock:
         last_ms, counter = _state
         if ms <= last_ms:

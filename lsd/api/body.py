@@ -10,7 +10,7 @@ from starlette.requests import Request
 from lsd.errors import InvalidRequest, PayloadTooLarge
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
+async def read_json(request: Request[Any], max_bytes: int) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"body: larger than the limit of {max_bytes} bytes", field="body")

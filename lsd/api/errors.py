@@ -19,7 +19,13 @@ def error_body(exc: LsdError) -> bytes:
         body["field"] = exc.field
     if isinstance(exc, AllAttemptsFailed):
         body["attempts"] = [
-            {"variant": f.variant, "model": f.model, "provider": f.provider, "kind": f.kind, "error": f.message}
+            {
+                "variant": f.variant,
+                "model": f.model,
+                "provider": f.provider,
+                "kind": f.kind,
+                "error": f.message,
+            }
             for f in exc.failures
         ]
     return orjson.dumps(body)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -61,9 +60,9 @@ def _parsed_arguments(raw: str) -> Any:
 
 async def inference(request: Request[AppState]) -> Response:
     state = request.state
-    body = await read_json(request, state.config.gateway.max_body_bytes)
+    body = await read_json(request, state["config"].gateway.max_body_bytes)
     parsed = parse_inference_request(body)
     if parsed.stream:
         raise InvalidRequest("stream: streaming responses are not available yet", field="stream")
-    result = await state.engine.infer(parsed)
+    result = await state["engine"].infer(parsed)
     return Response(json_response_bytes(result_to_json(result)), media_type="application/json")

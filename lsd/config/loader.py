@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-
-import orjson
 import re
-import sys
+import tomllib
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from lsd.config.model import (
     BatchWritesConfig,
@@ -26,11 +26,6 @@ from lsd.config.model import (
 from lsd.config.reader import ErrorSink, Table
 from lsd.errors import ConfigError
 from lsd.types import InferenceParams
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 JSON_MODES = ("off", "on", "strict", "tool")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -200,14 +195,17 @@ def _function(name: str, t: Table, models: dict[str, ModelConfig]) -> FunctionCo
             t.error("output_schema", "only allowed for json functions")
         output_schema = _json_file(t, "output_schema")
     function = FunctionConfig(
-        name=name, type=ftype, variants=variants, description=t.str("description"), output_schema=output_schema
+        name=name,
+        type=ftype,
+        variants=variants,
+        description=t.str("description"),
+        output_schema=output_schema,
     )
     t.finish()
     return function
 
 
 def _json_file(t: Table, key: str) -> dict[str, Any] | None:
-
 
     path = t.path_value(key)
     if path is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import os
 from collections.abc import Iterator, Mapping
@@ -25,26 +26,33 @@ class ErrorSink:
 class Table:
     """One TOML table being read. Call `finish()` after reading to report keys nobody asked for."""
 
-    def __init__(self, data: Mapping[str, Any], path: str, sink: ErrorSink, base_dir: Path) -> None:
+    def __init__(self, data: Mapping[str, Any], path: builtins.str, sink: ErrorSink, base_dir: Path) -> None:
         self.data = data
         self.path = path
         self.sink = sink
         self.base_dir = base_dir
         self._seen: set[str] = set()
 
-    def key_path(self, key: str) -> str:
+    def key_path(self, key: builtins.str) -> builtins.str:
         return f"{self.path}.{key}" if self.path else key
 
-    def error(self, key: str, message: str) -> None:
+    def error(self, key: builtins.str, message: builtins.str) -> None:
         self.sink.add(self.key_path(key) if key else self.path, message)
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> builtins.bool:
         return key in self.data
 
     def keys(self) -> list[str]:
         return list(self.data)
 
-    def _get(self, key: str, kinds: tuple[type, ...], kind_name: str, default: Any, required: bool) -> Any:
+    def _get(
+        self,
+        key: builtins.str,
+        kinds: tuple[type, ...],
+        kind_name: builtins.str,
+        default: Any,
+        required: builtins.bool,
+    ) -> Any:
         self._seen.add(key)
         if key not in self.data:
             if required:
@@ -52,7 +60,7 @@ class Table:
             return default
         value = self.data[key]
         # bool is an int subclass: never accept it where a number is wanted, and vice versa.
-        if isinstance(value, bool) and bool not in kinds:
+        if isinstance(value, builtins.bool) and bool not in kinds:
             self.error(key, f"expected {kind_name}, got boolean")
             return default
         if not isinstance(value, kinds):
@@ -60,9 +68,16 @@ class Table:
             return default
         return value
 
-    def str(self, key: str, default: Any = None, *, required: bool = False, env: bool = False) -> Any:
+    def str(
+        self,
+        key: builtins.str,
+        default: Any = None,
+        *,
+        required: builtins.bool = False,
+        env: builtins.bool = False,
+    ) -> Any:
         value = self._get(key, (str,), "a string", default, required)
-        if env and isinstance(value, str) and value.startswith("env::"):
+        if env and isinstance(value, builtins.str) and value.startswith("env::"):
             name = value[5:]
             if name not in os.environ:
                 self.error(key, f"environment variable {name} is not set")
@@ -70,25 +85,32 @@ class Table:
             return os.environ[name]
         return value
 
-    def choice(self, key: str, options: tuple[str, ...], default: Any = None, *, required: bool = False) -> Any:
+    def choice(
+        self,
+        key: builtins.str,
+        options: tuple[builtins.str, ...],
+        default: Any = None,
+        *,
+        required: builtins.bool = False,
+    ) -> Any:
         value = self.str(key, default, required=required)
         if value is not default and value not in options:
             self.error(key, f"must be one of {', '.join(repr(o) for o in options)}, got {value!r}")
             return default
         return value
 
-    def bool(self, key: str, default: Any = None) -> Any:
+    def bool(self, key: builtins.str, default: Any = None) -> Any:
         return self._get(key, (bool,), "a boolean", default, False)
 
-    def int(self, key: str, default: Any = None, *, minimum: int | None = None) -> Any:
+    def int(self, key: builtins.str, default: Any = None, *, minimum: builtins.int | None = None) -> Any:
         value = self._get(key, (int,), "an integer", default, False)
-        if minimum is not None and isinstance(value, int) and value < minimum and value is not default:
+        if minimum is not None and isinstance(value, builtins.int) and value < minimum and value is not default:
             self.error(key, f"must be >= {minimum}, got {value}")
             return default
         return value
 
-    def float(self, key: str, default: Any = None, *, minimum: float | None = None) -> Any:
-        value = self._get(key, (int, float), "a number", default, False)
+    def float(self, key: builtins.str, default: Any = None, *, minimum: builtins.float | None = None) -> Any:
+        value = self._get(key, (int, builtins.float), "a number", default, False)
         if value is not None and value is not default:
             value = float(value)
             if minimum is not None and value < minimum:
@@ -96,40 +118,40 @@ class Table:
                 return default
         return value
 
-    def str_list(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+    def str_list(self, key: builtins.str, default: Any = None, *, required: builtins.bool = False) -> Any:
         value = self._get(key, (list,), "a list of strings", default, required)
         if value is default:
             return default
-        if not all(isinstance(v, str) for v in value):
+        if not all(isinstance(v, builtins.str) for v in value):
             self.error(key, "expected a list of strings")
             return default
         return tuple(value)
 
-    def path_value(self, key: str, default: Any = None, *, required: bool = False) -> Path | None:
+    def path_value(self, key: builtins.str, default: Any = None, *, required: builtins.bool = False) -> Path | None:
         """A file path, resolved relative to the config file's folder."""
         value = self.str(key, default, required=required)
-        if not isinstance(value, str):
+        if not isinstance(value, builtins.str):
             return None
         path = Path(value)
         return path if path.is_absolute() else (self.base_dir / path).resolve()
 
-    def raw(self, key: str, default: Any = None) -> Any:
+    def raw(self, key: builtins.str, default: Any = None) -> Any:
         self._seen.add(key)
         return self.data.get(key, default)
 
-    def table(self, key: str, *, required: bool = False) -> Table:
+    def table(self, key: builtins.str, *, required: builtins.bool = False) -> Table:
         value = self._get(key, (dict,), "a table", {}, required)
         return Table(value, self.key_path(key), self.sink, self.base_dir)
 
-    def subtables(self, key: str) -> Iterator[tuple[str, Table]]:
+    def subtables(self, key: builtins.str) -> Iterator[tuple[builtins.str, Table]]:
         """Each entry of a table of tables (e.g. `models.*`)."""
         parent = self.table(key)
-        for name in parent.keys():
+        for name in parent.data:
             yield name, parent.table(name)
 
-    def rest(self) -> dict[str, Any]:
+    def rest(self) -> dict[builtins.str, Any]:
         """Every key not read yet, marked as read (a plugin parses them)."""
-        rest = {k: v for k, v in self.data.items() if k not in self._seen}
+        rest: dict[builtins.str, Any] = {k: v for k, v in self.data.items() if k not in self._seen}
         self._seen.update(rest)
         return rest
 

@@ -69,7 +69,10 @@ def _shorthand(name: str, sink: ErrorSink, key_path: str) -> Model:
         sink.add(key_path, f"shorthand {name!r} must be 'TYPE::MODEL' with TYPE one of: {known}")
         return Model(name, ())
     config = ProviderConfig(
-        name=provider_type, type=provider_type, options={"model_name": model_name}, key_path=key_path,
+        name=provider_type,
+        type=provider_type,
+        options={"model_name": model_name},
+        key_path=key_path,
         base_dir=Path.cwd(),
     )
     provider = build_provider(config, sink)

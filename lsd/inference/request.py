@@ -31,15 +31,44 @@ from lsd.types import (
 # Keys the tensorzero client sends that LSD accepts; null always means "absent".
 _TOP_LEVEL = frozenset(
     {
-        "function_name", "model_name", "episode_id", "input", "stream", "params", "variant_name", "dryrun",
-        "tags", "internal", "namespace", "credentials", "cache_options", "output_schema", "allowed_tools",
-        "additional_tools", "tool_choice", "parallel_tool_calls", "provider_tools", "include_raw_response",
-        "include_raw_usage", "include_original_response", "include_aggregated_response", "extra_body",
-        "extra_headers", "internal_dynamic_variant_config",
+        "function_name",
+        "model_name",
+        "episode_id",
+        "input",
+        "stream",
+        "params",
+        "variant_name",
+        "dryrun",
+        "tags",
+        "internal",
+        "namespace",
+        "credentials",
+        "cache_options",
+        "output_schema",
+        "allowed_tools",
+        "additional_tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "provider_tools",
+        "include_raw_response",
+        "include_raw_usage",
+        "include_original_response",
+        "include_aggregated_response",
+        "extra_body",
+        "extra_headers",
+        "internal_dynamic_variant_config",
     }
 )
-_PARAMS = ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty",
-           "stop_sequences", "json_mode")
+_PARAMS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop_sequences",
+    "json_mode",
+)
 _IGNORED_PARAMS = ("reasoning_effort", "service_tier", "thinking_budget_tokens", "verbosity")
 
 
@@ -74,9 +103,14 @@ def _expect(value: Any, kinds: type | tuple[type, ...], path: str, what: str) ->
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
-        type(value), "null" if value is None else type(value).__name__
-    )
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+    }.get(type(value), "null" if value is None else type(value).__name__)
 
 
 def _str(body: Mapping[str, Any], key: str, path: str) -> str | None:
@@ -268,15 +302,26 @@ def parse_block(value: Any, path: str) -> ContentBlock:
         url = value.get("url")
         data = value.get("data")
         if file_type == "url" or (file_type is None and url is not None):
-            return File(mime_type=value.get("mime_type"), url=_req_str(value, "url", path),
-                        detail=value.get("detail"), filename=value.get("filename"))
+            return File(
+                mime_type=value.get("mime_type"),
+                url=_req_str(value, "url", path),
+                detail=value.get("detail"),
+                filename=value.get("filename"),
+            )
         if file_type == "base64" or data is not None:
-            return File(mime_type=value.get("mime_type"), data=_req_str(value, "data", path),
-                        detail=value.get("detail"), filename=value.get("filename"))
+            return File(
+                mime_type=value.get("mime_type"),
+                data=_req_str(value, "data", path),
+                detail=value.get("detail"),
+                filename=value.get("filename"),
+            )
         raise _fail(f"{path}.file_type", "must be 'url' or 'base64'")
     if kind == "thought":
         return Thought(text=value.get("text"), signature=value.get("signature"))
     if kind == "unknown":
-        return Unknown(data=value.get("data"), model_name=value.get("model_name"),
-                       provider_name=value.get("provider_name"))
+        return Unknown(
+            data=value.get("data"),
+            model_name=value.get("model_name"),
+            provider_name=value.get("provider_name"),
+        )
     raise _fail(f"{path}.type", f"unknown content block type {kind!r}")

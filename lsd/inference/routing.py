@@ -79,13 +79,27 @@ async def call_model(
             error = exc
         else:
             attempts.append(
-                Attempt(variant_name, model.name, provider, int(started * 1000),
-                        int((time.perf_counter() - t0) * 1000), response, None)
+                Attempt(
+                    variant_name,
+                    model.name,
+                    provider,
+                    int(started * 1000),
+                    int((time.perf_counter() - t0) * 1000),
+                    response,
+                    None,
+                )
             )
             return provider, response
         attempts.append(
-            Attempt(variant_name, model.name, provider, int(started * 1000),
-                    int((time.perf_counter() - t0) * 1000), None, error)
+            Attempt(
+                variant_name,
+                model.name,
+                provider,
+                int(started * 1000),
+                int((time.perf_counter() - t0) * 1000),
+                None,
+                error,
+            )
         )
         last = error
     raise last or ProviderError(f"model {model.name!r} has no providers", retryable=False)
@@ -105,5 +119,6 @@ def summarise(attempts: Sequence[Attempt]) -> list[AttemptFailure]:
 
 
 def is_client_error(error: ProviderError) -> bool:
-    return isinstance(error, InvalidRequest) or (error.status is not None and 400 <= error.status < 500
-                                                 and error.status not in (408, 429))
+    return isinstance(error, InvalidRequest) or (
+        error.status is not None and 400 <= error.status < 500 and error.status not in (408, 429)
+    )

@@ -30,7 +30,7 @@ from lsd.records import (
     ModelInferenceRecord,
     Record,
 )
-from lsd.types import Input, InferenceParams, OutputBlock, ProviderRequest, RawText, Text, Usage
+from lsd.types import InferenceParams, Input, OutputBlock, ProviderRequest, RawText, Text, Usage
 
 DEFAULT_FUNCTION = "tensorzero::default"
 
@@ -86,7 +86,10 @@ class Engine:
         function = self._default_functions.get(request.model_name)
         if function is None:
             variant = VariantConfig(
-                name=request.model_name, type="chat_completion", model=request.model_name, weight=None,
+                name=request.model_name,
+                type="chat_completion",
+                model=request.model_name,
+                weight=None,
                 params=InferenceParams(),
             )
             function = FunctionConfig(name=DEFAULT_FUNCTION, type="chat", variants={variant.name: variant})
@@ -121,7 +124,8 @@ class Engine:
                     function_type=function.type,
                     content=response.content,
                     output=json_output(response.content, request.output_schema or function.output_schema)
-                    if function.type == "json" else None,
+                    if function.type == "json"
+                    else None,
                     usage=response.usage,
                     cost=response.cost,
                     finish_reason=response.finish_reason,
@@ -198,17 +202,13 @@ class Engine:
             ]
         else:
             records = [
-                ChatInferenceRecord(
-                    output=[block_to_json(b) for b in result.content], tool_params=None, **common
-                ),
+                ChatInferenceRecord(output=[block_to_json(b) for b in result.content], tool_params=None, **common),
                 ChatInferenceDataRecord(**data),
             ]
         records.extend(self._attempt_records(result.inference_id, function, attempts))
         return records
 
-    def _attempt_records(
-        self, inference_id: UUID, function: FunctionConfig, attempts: list[Attempt]
-    ) -> list[Record]:
+    def _attempt_records(self, inference_id: UUID, function: FunctionConfig, attempts: list[Attempt]) -> list[Record]:
         records: list[Record] = []
         for number, attempt in enumerate(attempts, start=1):
             model_inference_id = uuid7(attempt.started_ms)
@@ -257,9 +257,9 @@ def build_provider_request(
     input: Input, params: InferenceParams, output_schema: Mapping[str, Any] | None, function: FunctionConfig
 ) -> ProviderRequest:
     """The provider's view of the input: system as text, blocks as given (templates come with issue #3)."""
-    system = input.system if isinstance(input.system, str) or input.system is None else orjson.dumps(
-        input.system
-    ).decode()
+    system = (
+        input.system if isinstance(input.system, str) or input.system is None else orjson.dumps(input.system).decode()
+    )
     messages = tuple(
         type(m)(role=m.role, content=tuple(Text(b.value) if isinstance(b, RawText) else b for b in m.content))
         for m in input.messages

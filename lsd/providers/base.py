@@ -48,8 +48,12 @@ class KeyLocation:
         environment variable fails the attempt (not retryable), so routing falls back to the next provider."""
         if self.kind == "env":
             if self.name not in os.environ:
-                raise ProviderError(f"environment variable {self.name} is not set", provider=provider,
-                                    retryable=False, kind="auth")
+                raise ProviderError(
+                    f"environment variable {self.name} is not set",
+                    provider=provider,
+                    retryable=False,
+                    kind="auth",
+                )
             return os.environ[self.name]
         if self.kind == "dynamic":
             if self.name not in credentials:
@@ -67,8 +71,16 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: (REDACTED if k.lower() in SECRET_HEADERS or "token" in k.lower() else v) for k, v in headers.items()}
 
 
-_STATUS_KINDS = {400: "bad_request", 401: "auth", 403: "auth", 404: "not_found", 408: "timeout",
-                 413: "bad_request", 422: "bad_request", 429: "rate_limited"}
+_STATUS_KINDS = {
+    400: "bad_request",
+    401: "auth",
+    403: "auth",
+    404: "not_found",
+    408: "timeout",
+    413: "bad_request",
+    422: "bad_request",
+    429: "rate_limited",
+}
 
 
 def error_from_status(
@@ -80,8 +92,12 @@ def error_from_status(
     retryable = status in (408, 429) or status >= 500
     return ProviderError(
         f"provider {provider!r} answered HTTP {status}: {text[:500]}",
-        provider=provider, status=status, retryable=retryable, kind=kind,
-        raw_request=raw_request, raw_response=text,
+        provider=provider,
+        status=status,
+        retryable=retryable,
+        kind=kind,
+        raw_request=raw_request,
+        raw_response=text,
     )
 
 
@@ -124,8 +140,12 @@ class Provider(ABC):
         self, inputs: Sequence[str], ctx: CallContext, *, dimensions: int | None = None
     ) -> EmbeddingResponse:
         """Embed each input; providers that support embeddings override this and set supports_embeddings."""
-        raise ProviderError(f"provider type {self.type_name!r} does not support embeddings",
-                            provider=self.name, retryable=False, kind="unsupported")
+        raise ProviderError(
+            f"provider type {self.type_name!r} does not support embeddings",
+            provider=self.name,
+            retryable=False,
+            kind="unsupported",
+        )
 
     def error(self, message: str, *, status: int | None = None, retryable: bool = True) -> ProviderError:
         return ProviderError(message, provider=self.name, status=status, retryable=retryable)

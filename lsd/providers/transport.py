@@ -51,29 +51,38 @@ class Transport:
         return aiohttp.ClientTimeout(total=timeout_s or self._default_timeout_s)
 
     async def post(
-        self, url: str, body: bytes, headers: Mapping[str, str], *, provider: str, timeout_s: float | None = None
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        provider: str,
+        timeout_s: float | None = None,
     ) -> HttpResponse:
         try:
-            async with self.session.post(
-                url, data=body, headers=headers, timeout=self._timeout(timeout_s)
-            ) as resp:
+            async with self.session.post(url, data=body, headers=headers, timeout=self._timeout(timeout_s)) as resp:
                 data = await resp.read()
                 return HttpResponse(resp.status, data, dict(resp.headers))
         except TimeoutError as exc:
             raise ProviderTimeout(f"timed out after {timeout_s}s", provider=provider, kind="timeout") from exc
         except aiohttp.ClientError as exc:
-            raise ProviderError(f"connection error: {type(exc).__name__}: {exc}", provider=provider,
-                                kind="connection") from exc
+            raise ProviderError(
+                f"connection error: {type(exc).__name__}: {exc}", provider=provider, kind="connection"
+            ) from exc
 
     async def stream_lines(
-        self, url: str, body: bytes, headers: Mapping[str, str], *, provider: str, timeout_s: float | None = None,
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        provider: str,
+        timeout_s: float | None = None,
         ttft_timeout_s: float | None = None,
     ) -> AsyncIterator[bytes | HttpResponse]:
         """POST and yield response lines as they arrive; on a non-2xx status yield one HttpResponse instead."""
         try:
-            async with self.session.post(
-                url, data=body, headers=headers, timeout=self._timeout(timeout_s)
-            ) as resp:
+            async with self.session.post(url, data=body, headers=headers, timeout=self._timeout(timeout_s)) as resp:
                 if resp.status >= 300:
                     yield HttpResponse(resp.status, await resp.read(), dict(resp.headers))
                     return
@@ -90,5 +99,6 @@ class Transport:
         except TimeoutError as exc:
             raise ProviderTimeout("timed out while streaming", provider=provider, kind="timeout") from exc
         except aiohttp.ClientError as exc:
-            raise ProviderError(f"connection error: {type(exc).__name__}: {exc}", provider=provider,
-                                kind="connection") from exc
+            raise ProviderError(
+                f"connection error: {type(exc).__name__}: {exc}", provider=provider, kind="connection"
+            ) from exc

@@ -53,9 +53,7 @@ def connect_with_retry(url: str, timeout_s: float, *, autocommit: bool = True) -
         except psycopg.ProgrammingError as exc:
             raise DatabaseUnreachable(f"invalid LSD_DATABASE_URL: {scrub(str(exc), url)}") from None
         if time.monotonic() + delay > deadline:
-            raise DatabaseUnreachable(
-                f"cannot reach PostgreSQL at {describe(url)} after {timeout_s:g}s: {last}"
-            )
+            raise DatabaseUnreachable(f"cannot reach PostgreSQL at {describe(url)} after {timeout_s:g}s: {last}")
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
 

@@ -1,0 +1,148 @@
+"""LSD as a real process over real sockets: an inference lands in three rows; SIGTERM loses no accepted row."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import psycopg
+import pytest
+
+from tests.support.gateway import Daemon
+
+CONFIG = """
+[gateway.observability.batch_writes]
+flush_interval_ms = {flush}
+max_rows = 100000
+
+[models.echo]
+routing = ["dummy"]
+[models.echo.providers.dummy]
+type = "dummy"
+model_name = "echo"
+
+[functions.chat]
+type = "chat"
+[functions.chat.variants.only]
+type = "chat_completion"
+model = "echo"
+"""
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path, database_url: str) -> Iterator[object]:
+    started: list[Daemon] = []
+
+    def start(flush_ms: int = 100) -> Daemon:
+        path = tmp_path / f"lsd{len(started)}.toml"
+        path.write_text(CONFIG.format(flush=flush_ms))
+        daemon = Daemon(path, database_url)
+        started.append(daemon)
+        daemon.wait_ready()
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.terminate()
+
+
+def wait_for_rows(database_url: str, query: str, params: tuple[object, ...], expected: int) -> int:
+    deadline = time.monotonic() + 10
+    count = -1
+    while time.monotonic() < deadline:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(query, params).fetchone()
+            count = int(row[0]) if row else 0
+        if count >= expected:
+            return count
+        time.sleep(0.05)
+    return count
+
+
+def test_inference_over_http_writes_three_matching_rows(daemon_factory, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    daemon = daemon_factory()
+    response = httpx.post(
+        f"{daemon.base_url}/inference",
+        json={"function_name": "chat", "input": {"messages": [{"role": "user", "content": "hi there"}]}},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["content"] == [{"type": "text", "text": "echo: hi there"}]
+    assert body["variant_name"] == "only"
+    inference_id = UUID(body["inference_id"])
+    assert inference_id.version == 7 and UUID(body["episode_id"]).version == 7
+    assert (
+        wait_for_rows(database_url, "SELECT count(*) FROM model_inferences WHERE inference_id = %s", (inference_id,), 1)
+        == 1
+    )
+    with psycopg.connect(database_url) as conn:
+        chat = conn.execute(
+            "SELECT function_name, variant_name, episode_id, output, config_hash FROM chat_inferences WHERE id = %s",
+            (inference_id,),
+        ).fetchone()
+        data = conn.execute(
+            "SELECT rendered_input FROM chat_inference_data WHERE inference_id = %s", (inference_id,)
+        ).fetchone()
+        model = conn.execute(
+            "SELECT model_name, model_provider_name, status, input_tokens, output_tokens FROM model_inferences "
+            "WHERE inference_id = %s",
+            (inference_id,),
+        ).fetchone()
+        snapshot = conn.execute("SELECT count(*) FROM config_snapshots WHERE hash = %s", (chat[4],)).fetchone()
+    assert chat[:3] == ("chat", "only", UUID(body["episode_id"]))
+    assert chat[3] == [{"type": "text", "text": "echo: hi there"}]
+    assert data is not None and data[0]["messages"][0]["role"] == "user"
+    assert model == ("echo", "dummy", "ok", 2, 3)
+    assert snapshot == (1,)
+
+
+def test_health_and_status(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    daemon = daemon_factory()
+    assert httpx.get(f"{daemon.base_url}/health").json() == {"gateway": "ok", "postgres": "ok"}
+    status = httpx.get(f"{daemon.base_url}/status").json()
+    assert status["status"] == "ok" and len(status["config_hash"]) == 64
+
+
+def test_sigterm_during_load_loses_no_accepted_row(daemon_factory, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    # A long flush interval keeps accepted rows queued in memory when SIGTERM arrives.
+    daemon = daemon_factory(flush_ms=60_000)
+    accepted: list[str] = []
+
+    async def load() -> None:
+        stop = asyncio.Event()
+
+        async def worker(client: httpx.AsyncClient) -> None:
+            while not stop.is_set():
+                try:
+                    r = await client.post(
+                        f"{daemon.base_url}/inference",
+                        json={
+                            "function_name": "chat",
+                            "input": {"messages": [{"role": "user", "content": "x"}]},
+                        },
+                    )
+                except httpx.HTTPError:
+                    stop.set()
+                    return
+                if r.status_code == 200:
+                    accepted.append(r.json()["inference_id"])
+
+        async with httpx.AsyncClient(timeout=10) as client:
+            workers = [asyncio.ensure_future(worker(client)) for _ in range(8)]
+            while len(accepted) < 200:
+                await asyncio.sleep(0.01)
+            daemon.process.send_signal(15)
+            await asyncio.wait_for(asyncio.gather(*workers), 30)
+
+    asyncio.run(load())
+    assert daemon.process.wait(30) == 0, daemon.log()
+    assert len(accepted) >= 200
+    with psycopg.connect(database_url) as conn:
+        stored = {str(r[0]) for r in conn.execute("SELECT id FROM chat_inferences")}
+        attempts = conn.execute("SELECT count(DISTINCT inference_id) FROM model_inferences").fetchone()
+    assert set(accepted) <= stored
+    assert attempts is not None and attempts[0] >= len(accepted)

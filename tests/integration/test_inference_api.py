@@ -1,0 +1,208 @@
+"""`/inference` in-process on a real socket: TensorZero's shapes, clear 4xx errors, and nothing half-written."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import psycopg
+import pytest
+
+from tests.support.gateway import in_process_gateway
+
+CONFIG = """
+[gateway]
+max_body_bytes = 2048
+[gateway.observability]
+async_writes = false
+
+[models.echo]
+routing = ["dummy"]
+[models.echo.providers.dummy]
+type = "dummy"
+model_name = "echo"
+
+[models.broken]
+routing = ["bad", "good"]
+[models.broken.providers.bad]
+type = "dummy"
+model_name = "error"
+[models.broken.providers.good]
+type = "dummy"
+model_name = "echo"
+
+[functions.chat]
+type = "chat"
+[functions.chat.variants.a]
+type = "chat_completion"
+model = "echo"
+
+[functions.failing]
+type = "chat"
+[functions.failing.variants.a]
+type = "chat_completion"
+model = "dummy::error"
+
+[functions.extract]
+type = "json"
+[functions.extract.variants.a]
+type = "chat_completion"
+model = "dummy::json"
+json_mode = "strict"
+"""
+
+MESSAGE = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process_gateway(CONFIG, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        yield http
+
+
+def count_rows(database_url: str) -> dict[str, int]:
+    tables = (
+        "chat_inferences",
+        "json_inferences",
+        "chat_inference_data",
+        "model_inferences",
+        "model_inference_data",
+    )
+    with psycopg.connect(database_url) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}  # type: ignore[index]
+
+
+async def test_chat_function(client: httpx.AsyncClient, database_url: str) -> None:
+    r = await client.post("/inference", json={"function_name": "chat", "input": MESSAGE})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"inference_id", "episode_id", "variant_name", "content", "usage", "finish_reason"}
+    assert body["usage"] == {"input_tokens": 1, "output_tokens": 2, "cost": None}
+    # async_writes = false: the rows are committed before the response.
+    counts = count_rows(database_url)
+    assert counts == {
+        "chat_inferences": 1,
+        "json_inferences": 0,
+        "chat_inference_data": 1,
+        "model_inferences": 1,
+        "model_inference_data": 1,
+    }
+
+
+async def test_json_function(client: httpx.AsyncClient, database_url: str) -> None:
+    r = await client.post("/inference", json={"function_name": "extract", "input": MESSAGE})
+    assert r.status_code == 200
+    assert r.json()["output"] == {"raw": '{"answer":"hello"}', "parsed": {"answer": "hello"}}
+    assert count_rows(database_url)["json_inferences"] == 1
+
+
+async def test_model_name_shorthand_and_tensorzero_client_nulls(client: httpx.AsyncClient) -> None:
+    body = {
+        "function_name": None,
+        "model_name": "dummy::echo",
+        "episode_id": None,
+        "input": MESSAGE,
+        "stream": None,
+        "params": {"chat_completion": {}},
+        "variant_name": None,
+        "dryrun": None,
+        "tags": {},
+        "internal": False,
+        "namespace": None,
+        "credentials": {},
+        "cache_options": {"max_age_s": None, "enabled": "off"},
+        "include_original_response": False,
+        "include_raw_response": False,
+        "include_raw_usage": False,
+        "include_aggregated_response": False,
+        "extra_body": [],
+        "extra_headers": [],
+        "provider_tools": [],
+        "output_schema": None,
+        "internal_dynamic_variant_config": None,
+    }
+    r = await client.post("/inference", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["variant_name"] == "dummy::echo"
+
+
+async def test_fallback_to_next_provider_records_both_attempts(client: httpx.AsyncClient, database_url: str) -> None:
+    r = await client.post("/inference", json={"model_name": "broken", "input": MESSAGE})
+    assert r.status_code == 200
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT attempt, model_provider_name, status FROM model_inferences ORDER BY attempt"
+        ).fetchall()
+    assert rows == [(1, "bad", "error"), (2, "good", "ok")]
+
+
+async def test_all_attempts_failing_is_a_502_summarising_each(client: httpx.AsyncClient, database_url: str) -> None:
+    r = await client.post("/inference", json={"function_name": "failing", "input": MESSAGE})
+    assert r.status_code == 502
+    body = r.json()
+    assert body["error_code"] == "all_attempts_failed" and len(body["attempts"]) == 1
+    counts = count_rows(database_url)
+    assert counts["chat_inferences"] == 0 and counts["model_inferences"] == 1  # the failed attempt is recorded
+
+
+async def test_dryrun_writes_nothing(client: httpx.AsyncClient, database_url: str) -> None:
+    r = await client.post("/inference", json={"function_name": "chat", "input": MESSAGE, "dryrun": True})
+    assert r.status_code == 200
+    assert set(count_rows(database_url).values()) == {0}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b"{not json", 400, "body"),
+        (b"", 400, "body"),
+        (b"[1, 2]", 400, "body"),
+        (
+            b'{"function_name": "chat", "input": {"messages": [{"role": "robot", "content": "x"}]}}',
+            400,
+            "input.messages[0].role",
+        ),
+        (
+            b'{"function_name": "chat", "input": {"messages": [{"role": "user", "content": 5}]}}',
+            400,
+            "input.messages[0].content",
+        ),
+        (b'{"function_name": 5, "input": {}}', 400, "function_name"),
+        (b'{"function_name": "chat", "model_name": "echo", "input": {}}', 400, "function_name"),
+        (b'{"function_name": "chat", "input": {}, "surprise": 1}', 400, "surprise"),
+        (
+            b'{"function_name": "chat", "input": {}, "params": {"chat_completion": {"temperature": "hot"}}}',
+            400,
+            "params.chat_completion.temperature",
+        ),
+        (b'{"function_name": "chat", "input": {}, "episode_id": "not-a-uuid"}', 400, "episode_id"),
+        (
+            b'{"function_name": "chat", "input": {}, "episode_id": "6ba7b810-9dad-11d1-80b4-00c04fd430c8"}',
+            400,
+            "episode_id",
+        ),
+        (
+            b'{"function_name": "chat", "input": {}, "tags": {"tensorzero::x": "y"}}',
+            400,
+            "tags.tensorzero::x",
+        ),
+        (b'{"function_name": "nope", "input": {}}', 404, "function_name"),
+        (b'{"model_name": "nope", "input": {}}', 404, "model_name"),
+        (b'{"function_name": "chat", "variant_name": "zzz", "input": {}}', 404, "variant_name"),
+        (b'{"function_name": "chat", "input": {"messages": []}, "pad": "' + b"x" * 4096 + b'"}', 413, "body"),
+    ],
+)
+async def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(
+    client: httpx.AsyncClient, database_url: str, body: bytes, status: int, field: str
+) -> None:
+    r = await client.post("/inference", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    error = r.json()
+    assert error["field"] == field
+    assert isinstance(error["error"], str) and error["error_code"]
+    assert set(count_rows(database_url).values()) == {0}
+
+
+async def test_unknown_route_is_json(client: httpx.AsyncClient) -> None:
+    r = await client.get("/nope")
+    assert r.status_code == 404 and "error" in r.json()

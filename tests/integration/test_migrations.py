@@ -1,0 +1,131 @@
+"""Migrations against a real PostgreSQL: idempotent, concurrent-safe, edits refused, partitions created."""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from lsd.ids import uuid7
+from lsd.store import admin, migrate
+
+
+def test_apply_is_idempotent(empty_database_url: str) -> None:
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        first = migrate.apply(conn)
+        assert first == [m.name for m in migrate.load_migrations()]
+        assert migrate.apply(conn) == []
+        state = migrate.state(conn)
+        assert state.pending == () and state.edited == ()
+
+
+def test_concurrent_migrations_apply_once(empty_database_url: str) -> None:
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def run() -> None:
+        try:
+            with psycopg.connect(empty_database_url, autocommit=True) as conn:
+                barrier.wait()
+                results.append(migrate.apply(conn))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(len(r) for r in results) == [0, 0, 0, len(migrate.load_migrations())]
+    with psycopg.connect(empty_database_url) as conn:
+        rows = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+        assert rows == (len(migrate.load_migrations()),)
+
+
+def test_edited_migration_is_refused(empty_database_url: str, tmp_path: Path) -> None:
+    originals = migrate.load_migrations()
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        migrate.apply(conn, originals)
+        edited = [migrate.Migration(originals[0].version, originals[0].name, originals[0].sql + "\n-- edit\n")]
+        with pytest.raises(migrate.MigrationError, match="changed on disk"):
+            migrate.apply(conn, edited + originals[1:])
+        with pytest.raises(migrate.MigrationError, match=r"0001_schema\.sql"):
+            migrate.apply(conn, edited)
+
+
+def test_check_reports_missing_migrations(empty_database_url: str) -> None:
+    with (
+        psycopg.connect(empty_database_url, autocommit=True) as conn,
+        pytest.raises(migrate.MigrationError, match="missing migration"),
+    ):
+        migrate.check(conn)
+
+
+def test_partitions_exist_for_today_and_the_next_days(database_url: str) -> None:
+    today = datetime.now(tz=UTC).date()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        admin.ensure_partitions(conn, 7)
+        rows = conn.execute("SELECT table_name, day FROM lsd_partitions").fetchall()
+        tables = {t for (t,) in conn.execute("SELECT table_name FROM lsd_partitioned_tables")}
+        for table in tables:
+            days = {day for t, day in rows if t == table}
+            for offset in range(8):
+                assert today + timedelta(days=offset) in days, (table, offset)
+        assert admin.ensure_partitions(conn, 7) == 0  # idempotent
+        report = admin.doctor(conn)
+        assert report.problems == []
+
+
+def test_every_documented_table_exists(database_url: str) -> None:
+    expected = {
+        "chat_inferences",
+        "json_inferences",
+        "embedding_inferences",
+        "chat_inference_data",
+        "json_inference_data",
+        "model_inference_data",
+        "model_inferences",
+        "batch_requests",
+        "batch_model_inferences",
+        "boolean_metric_feedback",
+        "float_metric_feedback",
+        "comment_feedback",
+        "demonstration_feedback",
+        "inference_evaluation_runs",
+        "inference_evaluation_human_feedback",
+        "config_snapshots",
+        "api_keys",
+        "rate_limit_buckets",
+        "model_inference_cache",
+    }
+    with psycopg.connect(database_url) as conn:
+        present = {
+            r[0]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = 'public'::regnamespace"
+            )
+        }
+        assert expected <= present
+        partitioned = {r[0] for r in conn.execute("SELECT relname FROM pg_class WHERE relkind = 'p'")}
+        assert {"chat_inferences", "model_inferences", "boolean_metric_feedback"} <= partitioned
+
+
+def test_payload_columns_use_lz4_when_available(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT attcompression FROM pg_attribute WHERE attrelid = 'chat_inferences'::regclass AND attname = 'input'"
+        ).fetchone()
+        assert row is not None and row[0] in ("l", "")
+
+
+def test_lookup_by_id_prunes_to_one_partition(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        plan = conn.execute("EXPLAIN SELECT * FROM chat_inferences WHERE id = %s", (uuid7(),)).fetchall()
+        text = "\n".join(r[0] for r in plan)
+        assert len(set(re.findall(r"chat_inferences_p\d{8}\b", text))) == 1, text

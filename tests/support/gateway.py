@@ -1,0 +1,105 @@
+"""Start LSD for tests: as a real `python -m lsd serve` process, or in-process with hypercorn on a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from lsd.app import build_app
+from lsd.config import parse
+from lsd.store.local import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def lsd_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lsd", *args]
+
+
+def run_lsd(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "LSD_LOG_FORMAT": "text", **(env or {})}
+    return subprocess.run(
+        lsd_command(*args),
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+class Daemon:
+    """`lsd serve` as a child process on a free port."""
+
+    def __init__(self, config_path: Path, database_url: str, *, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = config_path.with_suffix(".log")
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            lsd_command("serve", "--config", str(config_path), "--bind", f"127.0.0.1:{self.port}"),
+            env={**os.environ, "LSD_DATABASE_URL": database_url, **(env or {})},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"lsd exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"lsd did not become healthy:\n{self.log()}")
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self._log.close()
+        return code
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+
+@contextlib.asynccontextmanager
+async def in_process_gateway(config_text: str, database_url: str) -> AsyncIterator[str]:
+    """Serve `config_text` from this process on a free port; yields the base URL."""
+    config = parse(config_text, base_dir=ROOT)
+    app = build_app(config, database_url)
+    port = free_port()
+    hconfig = HypercornConfig()
+    hconfig.bind = [f"127.0.0.1:{port}"]
+    hconfig.accesslog = None
+    hconfig.graceful_timeout = 5
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, hconfig, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    base_url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as client:
+        for _ in range(200):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"{base_url}/health")).status_code == 200:
+                    break
+            await asyncio.sleep(0.02)
+    try:
+        yield base_url
+    finally:
+        stop.set()
+        await task
