@@ -37,10 +37,10 @@ model = "echo"
 def daemon_factory(tmp_path: Path, database_url: str) -> Iterator[object]:
     started: list[Daemon] = []
 
-    def start(flush_ms: int = 100) -> Daemon:
+    def start(flush_ms: int = 100, args: tuple[str, ...] = ()) -> Daemon:
         path = tmp_path / f"lsd{len(started)}.toml"
         path.write_text(CONFIG.format(flush=flush_ms))
-        daemon = Daemon(path, database_url)
+        daemon = Daemon(path, database_url, args=args)
         started.append(daemon)
         daemon.wait_ready()
         return daemon
@@ -146,3 +146,20 @@ def test_sigterm_during_load_loses_no_accepted_row(daemon_factory, database_url:
         attempts = conn.execute("SELECT count(DISTINCT inference_id) FROM model_inferences").fetchone()
     assert set(accepted) <= stored
     assert attempts is not None and attempts[0] >= len(accepted)
+
+
+def test_multiple_workers_serve_and_flush_on_sigterm(daemon_factory, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    daemon = daemon_factory(flush_ms=60_000, args=("--workers", "2"))
+    ids = []
+    with httpx.Client() as client:
+        for _ in range(20):
+            r = client.post(
+                f"{daemon.base_url}/inference",
+                json={"function_name": "chat", "input": {"messages": [{"role": "user", "content": "w"}]}},
+            )
+            assert r.status_code == 200
+            ids.append(r.json()["inference_id"])
+    assert daemon.terminate() == 0
+    with psycopg.connect(database_url) as conn:
+        stored = {str(r[0]) for r in conn.execute("SELECT id FROM chat_inferences")}
+    assert set(ids) <= stored

@@ -43,13 +43,15 @@ def run_lsd(*args: str, env: dict[str, str] | None = None, timeout: float = 60) 
 class Daemon:
     """`lsd serve` as a child process on a free port."""
 
-    def __init__(self, config_path: Path, database_url: str, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config_path: Path, database_url: str, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = config_path.with_suffix(".log")
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            lsd_command("serve", "--config", str(config_path), "--bind", f"127.0.0.1:{self.port}"),
+            lsd_command("serve", "--config", str(config_path), "--bind", f"127.0.0.1:{self.port}", *args),
             env={**os.environ, "LSD_DATABASE_URL": database_url, **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
