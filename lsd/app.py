@@ -17,9 +17,13 @@ from lsd.config.model import Config
 from lsd.errors import LsdError
 from lsd.inference.models import ModelTable
 from lsd.inference.run import Engine
+from lsd.jobs.runner import Job, JobRunner
 from lsd.providers.transport import Transport
+from lsd.store.admin import partition_upkeep
 from lsd.store.database import Database
 from lsd.store.writer import Writer
+
+PARTITION_UPKEEP_INTERVAL_S = 3600.0
 
 
 def build_app(config: Config, database_url: str, *, models: ModelTable | None = None) -> Starlette:
@@ -35,14 +39,18 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
         )
         writer = Writer(database_url, config.gateway.observability)
         transport = Transport()
+        ahead = config.gateway.database.partitions_ahead_days
+        jobs = JobRunner([Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(database, ahead))])
         await database.open(timeout_s=config.gateway.database.connect_timeout_s)
         try:
             await writer.open()
             await transport.open()
+            await jobs.open()
             engine = Engine(config=config, models=model_table, transport=transport, recorder=writer)
             yield AppState(config=config, engine=engine, database=database, writer=writer)
         finally:
             # Shutdown order protects rows: requests have drained; flush the writer before closing the pool.
+            await jobs.close()
             await writer.close()
             await transport.close()
             await database.close()

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 
 from lsd.store import migrate
+from lsd.store.database import Database
 
 # pg_try_advisory_lock key for cluster-wide partition upkeep: 'LSD' + 'part'.
 PARTITION_LOCK_KEY = 0x4C5344_70617274
@@ -30,18 +31,19 @@ def ensure_partitions(conn: psycopg.Connection[Any], ahead_days: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def ensure_partitions_async(conn: psycopg.AsyncConnection[Any], ahead_days: int) -> int | None:
-    """As ensure_partitions, once per cluster: None when another process holds the upkeep lock."""
-    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (PARTITION_LOCK_KEY,))
-    locked = await cur.fetchone()
-    if not locked or not locked[0]:
-        return None
-    try:
-        cur = await conn.execute(_ENSURE, (ahead_days + 1,))
-        row = await cur.fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (PARTITION_LOCK_KEY,))
+async def partition_upkeep(database: Database, ahead_days: int) -> int | None:
+    """As ensure_partitions, once per cluster at a time: None when another process holds the upkeep lock."""
+    async with database.pool.connection() as conn:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (PARTITION_LOCK_KEY,))
+        locked = await cur.fetchone()
+        if not locked or not locked[0]:
+            return None
+        try:
+            cur = await conn.execute(_ENSURE, (ahead_days + 1,))
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (PARTITION_LOCK_KEY,))
 
 
 @dataclass(frozen=True, slots=True)
