@@ -74,8 +74,9 @@ class Table:
         default: Any = None,
         *,
         required: builtins.bool = False,
-        env: builtins.bool = False,
+        env: builtins.bool = True,
     ) -> Any:
+        """A string; `env::NAME` is replaced by that environment variable at load (unless env=False)."""
         value = self._get(key, (str,), "a string", default, required)
         if env and isinstance(value, builtins.str) and value.startswith("env::"):
             name = value[5:]

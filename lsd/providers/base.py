@@ -34,7 +34,7 @@ class KeyLocation:
 
     @staticmethod
     def parse(table: Table, key: str, default: str) -> KeyLocation:
-        raw = table.str(key, default)
+        raw = table.str(key, default, env=False)  # resolved per call, so keys never sit in config
         if raw == "none":
             return KeyLocation("none")
         for kind in ("env", "dynamic"):

@@ -91,9 +91,11 @@ class LocalServer:
     def _run(self, *args: str) -> None:
         bin_dir = find_bin_dir()
         user = self._user()
+        # Drop root's group too: with gid 0, root-group directories would deny by their group bits.
+        drop = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []} if user else {}
         result = subprocess.run(
             [str(bin_dir / args[0]), *args[1:]],
-            user=user,
+            **drop,  # type: ignore[arg-type]
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -115,7 +117,7 @@ class LocalServer:
         for start in (self.data_dir.resolve(), find_bin_dir()):
             for parent in [start, *start.parents]:
                 mode = parent.stat().st_mode
-                if mode & 0o001 == 0:
+                if not mode & 0o001:
                     parent.chmod(mode | 0o001)
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
             os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)

@@ -122,3 +122,13 @@ def test_shorthand_model_in_variant_is_built() -> None:
         base_dir=Path("."),
     )
     assert ModelTable.from_config(config).get("dummy::echo").providers[0].model_name == "echo"
+
+
+def test_env_values_are_resolved_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LSD_TEST_BIND", "0.0.0.0:4000")
+    config = parse('[gateway]\nbind_address = "env::LSD_TEST_BIND"\n', base_dir=Path("."))
+    assert config.gateway.bind_address == "0.0.0.0:4000"
+    monkeypatch.delenv("LSD_TEST_BIND")
+    assert errors_of('[gateway]\nbind_address = "env::LSD_TEST_BIND"\n') == [
+        "gateway.bind_address: environment variable LSD_TEST_BIND is not set"
+    ]
