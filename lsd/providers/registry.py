@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import ErrorSink, Table
+from lsd.providers.anthropic import AnthropicProvider
+from lsd.providers.azure import AzureProvider
 from lsd.providers.base import Provider
 from lsd.providers.dummy import DummyProvider
+from lsd.providers.gemini import GeminiProvider
+from lsd.providers.openai import OpenAIProvider
 
 PROVIDER_TYPES: dict[str, type[Provider]] = {
+    AnthropicProvider.type_name: AnthropicProvider,
+    AzureProvider.type_name: AzureProvider,
     DummyProvider.type_name: DummyProvider,
+    GeminiProvider.type_name: GeminiProvider,
+    OpenAIProvider.type_name: OpenAIProvider,
 }
 
 

@@ -1,0 +1,48 @@
+"""The `azure` provider type: Azure OpenAI's Chat Completions, the `openai` wire format at another URL.
+
+Options (besides type and timeouts):
+    deployment_id     required; the deployment named in the URL (also sent as the body's "model")
+    endpoint          required, e.g. "https://my-resource.openai.azure.com"
+    api_version       default "2024-10-21"
+    api_key_location  default "env::AZURE_OPENAI_API_KEY"; the key is sent in the `api-key` header
+    cost              optional inline table {input_per_million, output_per_million}
+
+The output token limit is sent as "max_tokens", which every GA api-version accepts.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+from urllib.parse import quote
+
+from lsd.config.model import ProviderConfig
+from lsd.config.reader import Table
+from lsd.providers.base import KeyLocation
+from lsd.providers.openai.provider import ChatCompletionsProvider, Pricing, check_url
+
+DEFAULT_API_VERSION = "2024-10-21"
+
+
+def chat_url(endpoint: str, deployment_id: str, api_version: str) -> str:
+    deployment, version = quote(deployment_id, safe=""), quote(api_version, safe="")
+    return f"{endpoint.rstrip('/')}/openai/deployments/{deployment}/chat/completions?api-version={version}"
+
+
+class AzureProvider(ChatCompletionsProvider):
+    type_name: ClassVar[str] = "azure"
+
+    @classmethod
+    def from_config(cls, config: ProviderConfig, options: Table) -> AzureProvider:
+        deployment_id = options.str("deployment_id", required=True) or ""
+        endpoint = check_url(options, "endpoint", options.str("endpoint", required=True))
+        api_version = options.str("api_version", DEFAULT_API_VERSION) or DEFAULT_API_VERSION
+        return cls(
+            config,
+            model_name=deployment_id,
+            chat_url=chat_url(endpoint, deployment_id, api_version),
+            key_location=KeyLocation.parse(options, "api_key_location", "env::AZURE_OPENAI_API_KEY"),
+            key_header="api-key",
+            key_prefix="",
+            max_tokens_field="max_tokens",
+            pricing=Pricing.parse(options),
+        )

@@ -1,0 +1,125 @@
+"""Streamed Chat Completions: SSE data payloads in, StreamChunk deltas out (pure; no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from lsd.errors import ProviderError
+from lsd.providers.openai.wire import (
+    JSON_TOOL_NAME,
+    arguments_text,
+    finish_reason,
+    malformed,
+    parse_usage,
+)
+from lsd.types import FinishReason, OutputBlock, StreamChunk, Text, Thought, ToolCall, Usage
+
+
+class StreamState:
+    """Turns the SSE data payloads of one streamed chat completion into StreamChunk deltas.
+
+    `feed` returns a chunk for each payload with content (raw = that payload) and None for the others
+    (role-only, finish-reason-only and usage-only events), whose payloads ride on the final chunk that
+    `finish` builds with the usage and finish reason. OpenAI sends a tool call's id only on its first
+    delta, keyed by `index`; every ToolCall delta here carries it.
+    """
+
+    def __init__(self, *, json_tool: bool = False, provider: str = "", raw_request: str | None = None) -> None:
+        self.json_tool = json_tool
+        self.provider = provider
+        self.raw_request = raw_request
+        self.done = False
+        self.usage: Usage | None = None
+        self.finish_reason: FinishReason | None = None
+        self.payloads: list[str] = []
+        self._held: list[str] = []
+        self._ids: dict[int, str] = {}
+        self._names: dict[int, str] = {}
+        self._answered_with_tool = False
+
+    def raw_response(self) -> str:
+        return "\n".join(self.payloads)
+
+    def feed(self, data: str) -> StreamChunk | None:
+        if data == "[DONE]":
+            self.done = True
+            return None
+        self.payloads.append(data)
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict):
+            raise malformed(
+                "a stream event is not a JSON object",
+                provider=self.provider,
+                raw_request=self.raw_request,
+                raw_response=self.raw_response(),
+            )
+        if event.get("error") is not None:
+            raise ProviderError(
+                f"provider {self.provider!r} sent an error mid-stream: {data[:500]}",
+                provider=self.provider,
+                retryable=True,
+                kind="server_error",
+                raw_request=self.raw_request,
+                raw_response=self.raw_response(),
+            )
+        if isinstance(event.get("usage"), dict):
+            self.usage = parse_usage(event["usage"])
+        blocks: list[OutputBlock] = []
+        for choice in event.get("choices") or ():
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                self._feed_choice(choice, blocks)
+        if not blocks:
+            self._held.append(data)
+            return None
+        return StreamChunk(content=tuple(blocks), raw=data)
+
+    def _feed_choice(self, choice: Mapping[str, Any], blocks: list[OutputBlock]) -> None:
+        reason = finish_reason(choice.get("finish_reason"))
+        if reason is not None:
+            self.finish_reason = reason
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return
+        reasoning = delta.get("reasoning_content")
+        if isinstance(reasoning, str) and reasoning:
+            blocks.append(Thought(reasoning))
+        for key in ("content", "refusal"):
+            text = delta.get(key)
+            if isinstance(text, str) and text:
+                blocks.append(Text(text))
+        for call in delta.get("tool_calls") or ():
+            if isinstance(call, dict):
+                block = self._tool_delta(call)
+                if block is not None:
+                    blocks.append(block)
+
+    def _tool_delta(self, call: Mapping[str, Any]) -> OutputBlock | None:
+        index = call.get("index", 0)
+        index = index if isinstance(index, int) else 0
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        arguments = arguments_text(function)
+        first = index not in self._ids
+        if first:
+            self._ids[index] = str(call.get("id") or f"call_{index}")
+            name = function.get("name")
+            self._names[index] = name if isinstance(name, str) else ""
+        if self.json_tool and self._names[index] == JSON_TOOL_NAME:
+            return Text(arguments) if arguments else None
+        if not first and not arguments:
+            return None
+        self._answered_with_tool = True
+        return ToolCall(id=self._ids[index], name=self._names[index] if first else "", arguments=arguments)
+
+    def finish(self) -> StreamChunk:
+        """The last chunk: usage (empty when the server sent none) and finish reason."""
+        reason = self.finish_reason
+        if self.json_tool and reason == "tool_call" and not self._answered_with_tool:
+            reason = "stop"
+        return StreamChunk(usage=self.usage or Usage(), finish_reason=reason, raw="\n".join(self._held))

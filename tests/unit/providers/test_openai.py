@@ -1,0 +1,694 @@
+"""The `openai` and `azure` providers: the wire mapping without sockets, then end to end against FakeOpenAI."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from lsd.config.model import ProviderConfig
+from lsd.config.reader import ErrorSink, Table
+from lsd.errors import InvalidRequest, ProviderError, ProviderTimeout
+from lsd.providers.azure import AzureProvider
+from lsd.providers.base import CallContext, Provider
+from lsd.providers.openai import OpenAIProvider, StreamState, build_body, parse_response
+from lsd.providers.transport import Transport
+from lsd.types import (
+    File,
+    InferenceParams,
+    Message,
+    ProviderRequest,
+    RawText,
+    StreamChunk,
+    Template,
+    Text,
+    Thought,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    Usage,
+)
+from tests.fakes.openai_server import FakeOpenAI
+
+KEY = "sk-test-0123456789abcdef"
+WEATHER = ToolSpec("get_weather", "Weather for a city", {"type": "object", "properties": {"text": {}}})
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+
+
+def user(*blocks: Any) -> Message:
+    return Message("user", tuple(Text(b) if isinstance(b, str) else b for b in blocks))
+
+
+def ask(text: str, **kwargs: Any) -> ProviderRequest:
+    return ProviderRequest(system=kwargs.pop("system", None), messages=(user(text),), **kwargs)
+
+
+def build(cls: type[Provider], options: Mapping[str, Any]) -> tuple[Provider, list[str]]:
+    config = ProviderConfig(
+        name="p", type=cls.type_name, options=options, key_path="models.m.providers.p", base_dir=Path(".")
+    )
+    sink = ErrorSink()
+    table = Table(options, config.key_path, sink, Path("."))
+    provider = cls.from_config(config, table)
+    table.finish()
+    return provider, sink.errors
+
+
+def make(cls: type[Provider], options: Mapping[str, Any]) -> Any:
+    provider, errors = build(cls, options)
+    assert errors == []
+    return provider
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI(api_key=KEY, delay_s=5.0) as server:
+        yield server
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[Transport]:
+    transport = Transport()
+    await transport.open()
+    yield transport
+    await transport.close()
+
+
+@pytest.fixture
+def ctx(transport: Transport, monkeypatch: pytest.MonkeyPatch) -> CallContext:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEY)
+    return CallContext(transport=transport, timeout_s=10.0)
+
+
+def openai(fake: FakeOpenAI, model: str = "gpt-test", **options: Any) -> Any:
+    return make(OpenAIProvider, {"model_name": model, "api_base": fake.api_base, **options})
+
+
+async def collect(stream: AsyncIterator[StreamChunk]) -> list[StreamChunk]:
+    return [chunk async for chunk in stream]
+
+
+def text_of(chunks: list[StreamChunk]) -> str:
+    return "".join(b.text for c in chunks for b in c.content if isinstance(b, Text))
+
+
+# ---- config ------------------------------------------------------------------------------------------------
+
+
+def test_defaults_point_at_openai() -> None:
+    provider = make(OpenAIProvider, {"model_name": "gpt-4o-mini"})
+    assert provider.model_name == "gpt-4o-mini"
+    assert provider.chat_url == "https://api.openai.com/v1/chat/completions"
+    assert provider.embeddings_url == "https://api.openai.com/v1/embeddings"
+    assert (provider.key_location.kind, provider.key_location.name) == ("env", "OPENAI_API_KEY")
+    assert provider.max_tokens_field == "max_completion_tokens"
+    assert provider.pricing is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "models.m.providers.p.model_name: missing required key"),
+        ({"model_name": "m", "api_base": "localhost:8000"}, "models.m.providers.p.api_base: expected an http"),
+        ({"model_name": "m", "api_key_location": "OPENAI_KEY"}, "models.m.providers.p.api_key_location: expected"),
+        ({"model_name": "m", "cost": 3}, "models.m.providers.p.cost: expected a table"),
+        ({"model_name": "m", "cost": {"input_per_million": 1.0}}, "cost.output_per_million: missing required key"),
+        ({"model_name": "m", "cost": {"input_per_million": 1, "output_per_million": 2, "x": 1}}, "cost.x: unknown"),
+        ({"model_name": "m", "cost": {"input_per_million": -1, "output_per_million": 2}}, "must be >= 0"),
+        ({"model_name": "m", "modle": "x"}, "models.m.providers.p.modle: unknown key"),
+    ],
+)
+def test_config_errors_name_the_key(options: dict[str, Any], message: str) -> None:
+    _, errors = build(OpenAIProvider, options)
+    assert any(message in error for error in errors), errors
+
+
+def test_azure_config() -> None:
+    provider = make(AzureProvider, {"deployment_id": "gpt4o", "endpoint": "https://x.openai.azure.com/"})
+    assert (
+        provider.chat_url
+        == "https://x.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
+    )
+    assert (provider.key_header, provider.key_prefix) == ("api-key", "")
+    assert provider.key_location.name == "AZURE_OPENAI_API_KEY"
+    assert not provider.supports_embeddings
+    _, errors = build(AzureProvider, {})
+    assert sorted(errors) == [
+        "models.m.providers.p.deployment_id: missing required key",
+        "models.m.providers.p.endpoint: missing required key",
+    ]
+
+
+# ---- request mapping (no sockets) --------------------------------------------------------------------------
+
+
+def test_text_request_body() -> None:
+    request = ask("hi", system="be brief", params=InferenceParams(temperature=0.5))
+    assert build_body(request, "m", False) == {
+        "model": "m",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+        "temperature": 0.5,
+    }
+
+
+def test_params_and_token_limit_field() -> None:
+    params = InferenceParams(
+        temperature=0.1,
+        max_tokens=7,
+        top_p=0.9,
+        seed=3,
+        presence_penalty=0.2,
+        frequency_penalty=0.3,
+        stop_sequences=("END",),
+        json_mode="off",
+    )
+    body = build_body(ask("x", params=params), "m", False, max_tokens_field="max_completion_tokens")
+    expected = {
+        "temperature": 0.1,
+        "max_completion_tokens": 7,
+        "top_p": 0.9,
+        "seed": 3,
+        "presence_penalty": 0.2,
+        "frequency_penalty": 0.3,
+        "stop": ["END"],
+    }
+    assert {k: body[k] for k in expected} == expected
+    assert "max_tokens" not in body and "response_format" not in body
+    assert build_body(ask("x", params=params), "m", False)["max_tokens"] == 7
+
+
+def test_multimodal_user_content() -> None:
+    message = user(
+        "look",
+        File("image/png", url="https://img/x.png", detail="low"),
+        File("image/jpeg", data="QUJD"),
+        File("application/pdf", data="UERG", filename="a.pdf"),
+        RawText("raw"),
+        Thought("hidden"),
+    )
+    body = build_body(ProviderRequest(system=None, messages=(message,)), "m", False)
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "https://img/x.png", "detail": "low"}},
+                {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,QUJD"}},
+                {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,UERG"}},
+                {"type": "text", "text": "raw"},
+            ],
+        }
+    ]
+
+
+def test_tool_calls_and_results_in_history() -> None:
+    messages = (
+        user("weather?"),
+        Message("assistant", (Thought("let me see"), Text("checking"), ToolCall("call_1", "get_weather", '{"c":1}'))),
+        Message("user", (ToolResult("call_1", "get_weather", "sunny"), Text("thanks"))),
+        Message("assistant", (ToolCall("call_2", "get_weather", "{}"),)),
+    )
+    body = build_body(ProviderRequest(system=None, messages=messages), "m", False)
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"c":1}'}}
+    assert body["messages"] == [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": "checking", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        {"role": "user", "content": "thanks"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ],
+        },
+    ]
+
+
+def test_unrendered_template_is_refused() -> None:
+    request = ProviderRequest(system=None, messages=(user(Template("greeting", {})),))
+    with pytest.raises(InvalidRequest):
+        build_body(request, "m", False)
+
+
+@pytest.mark.parametrize(
+    ("choice", "sent"),
+    [
+        ("auto", "auto"),
+        ("none", "none"),
+        ("required", "required"),
+        ({"specific": "get_weather"}, {"type": "function", "function": {"name": "get_weather"}}),
+    ],
+)
+def test_tools_and_tool_choice(choice: Any, sent: Any) -> None:
+    strict = ToolSpec("lookup", "Look up", {"type": "object"}, strict=True)
+    body = build_body(ask("x", tools=(WEATHER, strict), tool_choice=choice, parallel_tool_calls=False), "m", False)
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": dict(WEATHER.parameters),
+            },
+        },
+        {
+            "type": "function",
+            "function": {"name": "lookup", "description": "Look up", "parameters": {"type": "object"}, "strict": True},
+        },
+    ]
+    assert body["tool_choice"] == sent
+    assert body["parallel_tool_calls"] is False
+
+
+def test_tool_choice_without_tools_is_not_sent_and_bad_choice_is_refused() -> None:
+    assert "tool_choice" not in build_body(ask("x", tool_choice="auto", parallel_tool_calls=True), "m", False)
+    with pytest.raises(InvalidRequest):
+        build_body(ask("x", tools=(WEATHER,), tool_choice="sometimes"), "m", False)
+
+
+@pytest.mark.parametrize(
+    ("mode", "schema", "response_format"),
+    [
+        (None, SCHEMA, None),
+        ("off", SCHEMA, None),
+        ("on", SCHEMA, {"type": "json_object"}),
+        ("strict", None, {"type": "json_object"}),
+        (
+            "strict",
+            SCHEMA,
+            {"type": "json_schema", "json_schema": {"name": "response", "strict": True, "schema": SCHEMA}},
+        ),
+    ],
+)
+def test_json_modes(mode: Any, schema: Any, response_format: Any) -> None:
+    body = build_body(ask("x", params=InferenceParams(json_mode=mode), output_schema=schema), "m", False)
+    assert body.get("response_format") == response_format
+    assert "tools" not in body
+
+
+def test_json_mode_tool_forces_the_respond_tool() -> None:
+    request = ask("x", params=InferenceParams(json_mode="tool"), output_schema=SCHEMA, tools=(WEATHER,))
+    body = build_body(request, "m", False)
+    assert [t["function"]["name"] for t in body["tools"]] == ["respond"]
+    assert body["tools"][0]["function"]["parameters"] == SCHEMA
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "respond"}}
+    assert "response_format" not in body
+
+
+def test_stream_body_asks_for_usage() -> None:
+    body = build_body(ask("x"), "m", True)
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+
+
+# ---- response mapping (no sockets) -------------------------------------------------------------------------
+
+
+def completion(message: dict[str, Any], finish: Any = "stop", usage: Any = None) -> dict[str, Any]:
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": usage or {"prompt_tokens": 3, "completion_tokens": 5},
+    }
+
+
+def test_parse_text_and_usage() -> None:
+    content, usage, finish = parse_response(completion({"role": "assistant", "content": "hello"}))
+    assert content == (Text("hello"),)
+    assert usage == Usage(3, 5)
+    assert finish == "stop"
+
+
+def test_parse_tool_calls() -> None:
+    calls = [
+        {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": '{"x":1}'}},
+        {"id": "call_b", "type": "function", "function": {"name": "g", "arguments": {"y": 2}}},
+    ]
+    content, _, finish = parse_response(
+        completion({"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls")
+    )
+    assert content == (ToolCall("call_a", "f", '{"x":1}'), ToolCall("call_b", "g", '{"y":2}'))
+    assert finish == "tool_call"
+
+
+def test_parse_json_tool_answer_becomes_text() -> None:
+    calls = [{"id": "call_a", "type": "function", "function": {"name": "respond", "arguments": '{"answer":"4"}'}}]
+    body = completion({"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls")
+    content, _, finish = parse_response(body, json_tool=True)
+    assert content == (Text('{"answer":"4"}'),)
+    assert finish == "stop"
+
+
+@pytest.mark.parametrize(
+    ("sent", "finish"),
+    [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("tool_calls", "tool_call"),
+        ("function_call", "tool_call"),
+        ("content_filter", "content_filter"),
+        ("something_new", "unknown"),
+        (None, None),
+    ],
+)
+def test_parse_finish_reasons(sent: Any, finish: Any) -> None:
+    assert parse_response(completion({"role": "assistant", "content": "x"}, sent))[2] == finish
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {},
+        {"choices": []},
+        {"choices": [{"index": 0}]},
+        completion({"content": 5}),
+        completion({"tool_calls": [{"function": {}}]}),
+    ],
+)
+def test_parse_malformed(body: Any) -> None:
+    with pytest.raises(ProviderError) as info:
+        parse_response(body)
+    assert (info.value.kind, info.value.retryable) == ("malformed", True)
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+    return orjson.dumps(
+        {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "usage": None,
+        }
+    ).decode()
+
+
+def test_stream_state_text_and_final_chunk() -> None:
+    state = StreamState()
+    usage_event = orjson.dumps({"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}}).decode()
+    events = [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "Hel"}),
+        chunk({"content": "lo"}),
+        chunk({}, "stop"),
+        usage_event,
+    ]
+    chunks = [c for c in map(state.feed, events) if c is not None]
+    assert [c.content for c in chunks] == [(Text("Hel"),), (Text("lo"),)]
+    assert [c.raw for c in chunks] == events[1:3]
+    assert state.feed("[DONE]") is None and state.done
+    final = state.finish()
+    assert (final.usage, final.finish_reason, final.content) == (Usage(2, 3), "stop", ())
+    assert final.raw.split("\n") == [events[0], events[3], usage_event]
+
+
+def test_stream_state_tool_call_deltas_carry_their_id() -> None:
+    state = StreamState()
+    events = [
+        chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": ""}}
+                ]
+            }
+        ),
+        chunk(
+            {
+                "tool_calls": [
+                    {"index": 1, "id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{"}}
+                ]
+            }
+        ),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]}),
+        chunk({"tool_calls": [{"index": 1, "function": {"arguments": "}"}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}),
+        chunk({}, "tool_calls"),
+    ]
+    blocks = [b for c in map(state.feed, events) if c is not None for b in c.content]
+    assert blocks == [
+        ToolCall("call_a", "f", ""),
+        ToolCall("call_b", "g", "{"),
+        ToolCall("call_a", "", '{"a"'),
+        ToolCall("call_b", "", "}"),
+        ToolCall("call_a", "", ":1}"),
+    ]
+    state.feed("[DONE]")
+    assert state.finish().finish_reason == "tool_call"
+    assert state.finish().usage == Usage()
+
+
+def test_stream_state_errors() -> None:
+    with pytest.raises(ProviderError) as info:
+        StreamState(provider="p").feed("{oops")
+    assert (info.value.kind, info.value.provider, info.value.raw_response) == ("malformed", "p", "{oops")
+    with pytest.raises(ProviderError) as info:
+        StreamState(provider="p").feed('{"error": {"message": "overloaded"}}')
+    assert info.value.retryable and "overloaded" in info.value.message
+
+
+# ---- end to end against the fake server --------------------------------------------------------------------
+
+
+def assert_no_key(value: Any) -> None:
+    assert KEY not in repr(value)
+
+
+async def test_text_answer(fake: FakeOpenAI, ctx: CallContext) -> None:
+    provider = openai(fake)
+    request = ask("hello there", system="sys", params=InferenceParams(max_tokens=20))
+    response = await provider.infer(request, ctx)
+    assert response.content == (Text("echo: hello there"),)
+    assert response.usage == Usage(3, 3)
+    assert response.finish_reason == "stop"
+    assert response.cost is None
+    sent = fake.requests[-1]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["Authorization"] == f"Bearer {KEY}"
+    assert orjson.loads(response.raw_request) == sent.body
+    assert sent.body["max_tokens"] == 20  # not api.openai.com: the portable name
+    assert orjson.loads(response.raw_response)["object"] == "chat.completion"
+    assert response.request_headers["Authorization"] == "[REDACTED]"
+    assert response.api_key_sha256 == hashlib.sha256(KEY.encode()).hexdigest()
+    assert_no_key(response)
+
+
+async def test_tool_call_out_and_results_in(fake: FakeOpenAI, ctx: CallContext) -> None:
+    provider = openai(fake, "tool")
+    response = await provider.infer(ask("Paris", tools=(WEATHER,), tool_choice="auto"), ctx)
+    assert response.content == (ToolCall("call_fake_0", "get_weather", '{"text":"Paris"}'),)
+    assert response.finish_reason == "tool_call"
+    call = response.content[0]
+    assert isinstance(call, ToolCall)
+    history = (
+        user("Paris"),
+        Message("assistant", (call,)),
+        Message("user", (ToolResult(call.id, call.name, "sunny"),)),
+    )
+    await openai(fake).infer(ProviderRequest(system=None, messages=history, tools=(WEATHER,)), ctx)
+    messages = fake.requests[-1].body["messages"]
+    assert messages[1]["tool_calls"][0]["id"] == "call_fake_0"
+    assert messages[2] == {"role": "tool", "tool_call_id": "call_fake_0", "content": "sunny"}
+
+
+@pytest.mark.parametrize("mode", ["on", "strict", "tool"])
+async def test_json_modes_answer_json_text(fake: FakeOpenAI, ctx: CallContext, mode: Any) -> None:
+    provider = openai(fake, "json")
+    request = ask("42", params=InferenceParams(json_mode=mode), output_schema=SCHEMA)
+    response = await provider.infer(request, ctx)
+    assert len(response.content) == 1 and isinstance(response.content[0], Text)
+    assert isinstance(orjson.loads(response.content[0].text), dict)
+    assert response.finish_reason == "stop"
+    expected = {"on": "json_object", "strict": "json_schema", "tool": None}[mode]
+    assert fake.requests[-1].body.get("response_format", {}).get("type") == expected
+
+
+@pytest.mark.parametrize(("reason", "finish"), [("length", "length"), ("content_filter", "content_filter")])
+async def test_finish_reasons(fake: FakeOpenAI, ctx: CallContext, reason: str, finish: str) -> None:
+    response = await openai(fake, f"finish-{reason}").infer(ask("x"), ctx)
+    assert response.finish_reason == finish
+
+
+async def test_cost_from_config(fake: FakeOpenAI, ctx: CallContext) -> None:
+    provider = openai(fake, cost={"input_per_million": 2.0, "output_per_million": 10})
+    response = await provider.infer(ask("one two three"), ctx)
+    assert response.usage == Usage(3, 4)
+    assert response.cost == pytest.approx((3 * 2.0 + 4 * 10) / 1e6)
+
+
+async def test_stream_text(fake: FakeOpenAI, ctx: CallContext) -> None:
+    chunks = await collect(openai(fake).stream(ask("hello streaming world", stream=True), ctx))
+    assert text_of(chunks) == "echo: hello streaming world"
+    assert len([c for c in chunks if c.content]) == 4
+    assert all(c.raw for c in chunks)
+    final = chunks[-1]
+    assert (final.usage, final.finish_reason, final.content) == (Usage(3, 4), "stop", ())
+    assert all(c.usage is None and c.finish_reason is None for c in chunks[:-1])
+    assert fake.requests[-1].body["stream_options"] == {"include_usage": True}
+
+
+async def test_stream_yields_chunks_as_they_arrive(fake: FakeOpenAI, ctx: CallContext) -> None:
+    stream = openai(fake, "hold").stream(ask("first second"), ctx)
+    first = await asyncio.wait_for(anext(stream), 10)  # the server holds the rest until released
+    assert first.content == (Text("echo:"),)
+    fake.release.set()
+    rest = await collect(stream)
+    assert text_of([first, *rest]) == "echo: first second"
+
+
+async def test_stream_tool_calls(fake: FakeOpenAI, ctx: CallContext) -> None:
+    chunks = await collect(openai(fake, "tools").stream(ask("Oslo", tools=(WEATHER,)), ctx))
+    calls = [b for c in chunks for b in c.content if isinstance(b, ToolCall)]
+    assert len(calls) > 4  # each call arrives in several argument fragments
+    assert {c.id for c in calls} == {"call_fake_0", "call_fake_1"}
+    for call_id in ("call_fake_0", "call_fake_1"):
+        mine = [c for c in calls if c.id == call_id]
+        assert [c.name for c in mine] == ["get_weather"] + [""] * (len(mine) - 1)
+        assert "".join(c.arguments for c in mine) == '{"text":"Oslo"}'
+    assert chunks[-1].finish_reason == "tool_call"
+
+
+async def test_stream_json_tool_mode_streams_text(fake: FakeOpenAI, ctx: CallContext) -> None:
+    request = ask("7", params=InferenceParams(json_mode="tool"), output_schema=SCHEMA)
+    chunks = await collect(openai(fake).stream(request, ctx))
+    assert orjson.loads(text_of(chunks)) == {"text": "7"}
+    assert not any(isinstance(b, ToolCall) for c in chunks for b in c.content)
+    assert chunks[-1].finish_reason == "stop"
+
+
+async def test_stream_broken_midway_raises_after_the_first_chunks(fake: FakeOpenAI, ctx: CallContext) -> None:
+    received: list[StreamChunk] = []
+    with pytest.raises(ProviderError) as info:
+        async for chunk in openai(fake, "broken").stream(ask("a b c d e"), ctx):
+            received.append(chunk)
+    assert text_of(received) == "echo: a"
+    assert (info.value.kind, info.value.retryable) == ("stream_interrupted", True)
+    assert info.value.raw_request is not None and info.value.raw_response
+
+
+@pytest.mark.parametrize(("model", "kind"), [("error-429", "rate_limited"), ("malformed", "malformed")])
+async def test_stream_errors(fake: FakeOpenAI, ctx: CallContext, model: str, kind: str) -> None:
+    with pytest.raises(ProviderError) as info:
+        await collect(openai(fake, model).stream(ask("x"), ctx))
+    assert info.value.kind == kind
+    assert info.value.raw_request is not None
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "retryable"),
+    [
+        (400, "bad_request", False),
+        (401, "auth", False),
+        (403, "auth", False),
+        (404, "not_found", False),
+        (429, "rate_limited", True),
+        (500, "server_error", True),
+        (503, "server_error", True),
+    ],
+)
+async def test_error_statuses(fake: FakeOpenAI, ctx: CallContext, status: int, kind: str, retryable: bool) -> None:
+    with pytest.raises(ProviderError) as info:
+        await openai(fake, f"error-{status}").infer(ask("x"), ctx)
+    error = info.value
+    assert (error.status, error.kind, error.retryable, error.provider) == (status, kind, retryable, "p")
+    assert error.raw_request is not None and orjson.loads(error.raw_request)["model"] == f"error-{status}"
+    assert error.raw_response is not None and "error" in orjson.loads(error.raw_response)
+    assert_no_key(vars(error))
+
+
+@pytest.mark.parametrize("model", ["malformed", "nochoices"])
+async def test_malformed_answers(fake: FakeOpenAI, ctx: CallContext, model: str) -> None:
+    with pytest.raises(ProviderError) as info:
+        await openai(fake, model).infer(ask("x"), ctx)
+    assert (info.value.kind, info.value.retryable, info.value.provider) == ("malformed", True, "p")
+    assert info.value.raw_request is not None and info.value.raw_response
+
+
+async def test_connection_closed_without_answer(fake: FakeOpenAI, ctx: CallContext) -> None:
+    with pytest.raises(ProviderError) as info:
+        await openai(fake, "broken").infer(ask("x"), ctx)
+    assert info.value.kind == "connection"
+
+
+async def test_timeout(fake: FakeOpenAI, transport: Transport, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    quick = CallContext(transport=transport, timeout_s=0.2)
+    with pytest.raises(ProviderTimeout):
+        await openai(fake, "slow").infer(ask("x"), quick)
+    with pytest.raises(ProviderTimeout):
+        await collect(openai(fake, "slow").stream(ask("x"), quick))
+
+
+async def test_credentials(fake: FakeOpenAI, transport: Transport, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    ctx = CallContext(transport=transport)
+    with pytest.raises(ProviderError) as info:
+        await openai(fake).infer(ask("x"), ctx)
+    assert (info.value.kind, info.value.retryable) == ("auth", False)
+    monkeypatch.setenv("MY_KEY", "sk-wrong")
+    with pytest.raises(ProviderError) as info:
+        await openai(fake, api_key_location="env::MY_KEY").infer(ask("x"), ctx)
+    assert (info.value.status, info.value.kind) == (401, "auth")
+    dynamic = openai(fake, api_key_location="dynamic::openai")
+    response = await dynamic.infer(ask("x"), CallContext(transport=transport, credentials={"openai": KEY}))
+    assert response.api_key_sha256 == hashlib.sha256(KEY.encode()).hexdigest()
+    assert_no_key(response)
+    with pytest.raises(InvalidRequest):
+        await dynamic.infer(ask("x"), ctx)
+    with pytest.raises(InvalidRequest):
+        await collect(dynamic.stream(ask("x"), ctx))
+
+
+async def test_no_key_sends_no_authorization(transport: Transport) -> None:
+    async with FakeOpenAI() as server:
+        provider = openai(server, api_key_location="none")
+        response = await provider.infer(ask("x"), CallContext(transport=transport))
+        assert "Authorization" not in server.requests[-1].headers
+        assert "Authorization" not in response.request_headers
+        assert response.api_key_sha256 is None
+
+
+async def test_azure(fake: FakeOpenAI, ctx: CallContext) -> None:
+    provider = make(AzureProvider, {"deployment_id": "dep", "endpoint": fake.url, "api_version": "2024-06-01"})
+    response = await provider.infer(ask("hi", params=InferenceParams(max_tokens=5)), ctx)
+    assert response.content == (Text("echo: hi"),)
+    sent = fake.requests[-1]
+    assert (sent.path, sent.query) == ("/openai/deployments/dep/chat/completions", {"api-version": "2024-06-01"})
+    assert sent.headers["api-key"] == KEY and "Authorization" not in sent.headers
+    assert sent.body["max_tokens"] == 5
+    assert response.request_headers["api-key"] == "[REDACTED]"
+    assert_no_key(response)
+    chunks = await collect(provider.stream(ask("hi there"), ctx))
+    assert text_of(chunks) == "echo: hi there"
+    with pytest.raises(ProviderError) as info:
+        await provider.embed(["x"], ctx)
+    assert info.value.kind == "unsupported"
+
+
+async def test_embeddings(fake: FakeOpenAI, ctx: CallContext) -> None:
+    provider = openai(fake, "text-embedding-3-small", cost={"input_per_million": 0.02, "output_per_million": 0})
+    assert provider.supports_embeddings
+    response = await provider.embed(["one", "two words"], ctx, dimensions=4)
+    assert len(response.embeddings) == 2 and all(len(v) == 4 for v in response.embeddings)
+    assert response.embeddings[0] != response.embeddings[1]
+    assert response.usage == Usage(3, None)
+    assert response.cost == pytest.approx(3 * 0.02 / 1e6)
+    sent = fake.requests[-1]
+    assert sent.path == "/v1/embeddings"
+    assert sent.body == {
+        "model": "text-embedding-3-small",
+        "input": ["one", "two words"],
+        "encoding_format": "float",
+        "dimensions": 4,
+    }
+    assert response.request_headers["Authorization"] == "[REDACTED]"
+    assert_no_key(response)
+    with pytest.raises(ProviderError) as info:
+        await openai(fake, "error-500").embed(["x"], ctx)
+    assert (info.value.kind, info.value.retryable) == ("server_error", True)
