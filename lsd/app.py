@@ -15,8 +15,10 @@ from lsd.api.state import AppState
 from lsd.config import load
 from lsd.config.model import Config
 from lsd.errors import LsdError
+from lsd.inference.embeddings import Embedder
 from lsd.inference.models import ModelTable
 from lsd.inference.run import Engine
+from lsd.inference.templates import Templates
 from lsd.jobs.runner import Job, JobRunner
 from lsd.providers.transport import Transport
 from lsd.store.admin import partition_upkeep
@@ -29,6 +31,8 @@ PARTITION_UPKEEP_INTERVAL_S = 3600.0
 def build_app(config: Config, database_url: str, *, models: ModelTable | None = None) -> Starlette:
     """The gateway as an ASGI app. Nothing connects until the lifespan starts."""
     model_table = models or ModelTable.from_config(config)
+    embedding_models = ModelTable.embeddings_from_config(config)
+    templates = Templates(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
@@ -46,8 +50,16 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
             await writer.open()
             await transport.open()
             await jobs.open()
-            engine = Engine(config=config, models=model_table, transport=transport, recorder=writer)
-            yield AppState(config=config, engine=engine, database=database, writer=writer)
+            engine = Engine(
+                config=config,
+                models=model_table,
+                transport=transport,
+                recorder=writer,
+                database=database,
+                templates=templates,
+            )
+            embedder = Embedder(config=config, models=embedding_models, transport=transport, recorder=writer)
+            yield AppState(config=config, engine=engine, embedder=embedder, database=database, writer=writer)
         finally:
             # Shutdown order protects rows: requests have drained; flush the writer before closing the pool.
             await jobs.close()

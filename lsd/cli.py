@@ -18,6 +18,7 @@ from lsd.config import load
 from lsd.config.model import Config
 from lsd.errors import ConfigError
 from lsd.inference.models import ModelTable
+from lsd.inference.templates import Templates
 from lsd.store import admin, migrate
 from lsd.store.database import DatabaseUnreachable, connect_with_retry
 from lsd.store.local import LocalServer, LocalServerError
@@ -96,6 +97,8 @@ def _load_config(path: str | None) -> Config | None:
     try:
         config = load(path)
         ModelTable.from_config(config)  # providers validate their own keys
+        ModelTable.embeddings_from_config(config)
+        Templates(config)  # templates compile, schemas are valid
     except ConfigError as exc:
         raise CliExit(EXIT_CONFIG, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
     return config

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -30,7 +31,7 @@ class ChatInferenceRecord:
     ttft_ms: int | None
     input_tokens: int | None
     output_tokens: int | None
-    cost: float | None
+    cost: Decimal | None  # numeric column: exact sums
     finish_reason: str | None
     cached: bool
     config_hash: str | None
@@ -54,7 +55,7 @@ class JsonInferenceRecord:
     ttft_ms: int | None
     input_tokens: int | None
     output_tokens: int | None
-    cost: float | None
+    cost: Decimal | None  # numeric column: exact sums
     finish_reason: str | None
     cached: bool
     config_hash: str | None
@@ -103,7 +104,7 @@ class ModelInferenceRecord:
     ttft_ms: int | None
     input_tokens: int | None
     output_tokens: int | None
-    cost: float | None
+    cost: Decimal | None  # numeric column: exact sums
     finish_reason: str | None
     cached: bool
     streamed: bool
@@ -121,8 +122,29 @@ class ModelInferenceDataRecord:
     api_key_sha256: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class EmbeddingInferenceRecord:
+    TABLE: ClassVar[str] = "embedding_inferences"
+    id: UUID
+    created_at: datetime
+    embedding_model_name: str
+    model_provider_name: str | None
+    input: Json
+    num_inputs: int
+    dimensions: int | None
+    embeddings: Json | None
+    tags: Json
+    processing_time_ms: int | None
+    input_tokens: int | None
+    cost: Decimal | None  # numeric column: exact sums
+    cached: bool
+    config_hash: str | None
+    api_key_public_id: str | None
+
+
 Record = (
-    ChatInferenceRecord
+    EmbeddingInferenceRecord
+    | ChatInferenceRecord
     | JsonInferenceRecord
     | ChatInferenceDataRecord
     | JsonInferenceDataRecord

@@ -182,6 +182,11 @@ class StreamChunk:
     usage: Usage | None = None
     finish_reason: FinishReason | None = None
     raw: str = ""
+    # Set on the last chunk by providers that know them: what a non-streamed call reports in ProviderResponse.
+    cost: float | None = None
+    raw_request: str | None = None
+    request_headers: Mapping[str, str] | None = None
+    api_key_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

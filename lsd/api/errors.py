@@ -31,11 +31,19 @@ def error_body(exc: LsdError) -> bytes:
     return orjson.dumps(body)
 
 
+def openai_error_body(exc: LsdError) -> bytes:
+    """OpenAI's error shape, so the OpenAI SDK shows the message: {"error": {"message", "type", "code", "param"}}."""
+    return orjson.dumps(
+        {"error": {"message": exc.message, "type": exc.error_code, "code": exc.error_code, "param": exc.field}}
+    )
+
+
 async def handle_lsd_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LsdError)
     if exc.http_status >= 500:
         log.warning("request failed: %s %s", exc.error_code, exc.message)
-    return Response(error_body(exc), status_code=exc.http_status, media_type="application/json")
+    body = openai_error_body(exc) if request.url.path.startswith("/openai/") else error_body(exc)
+    return Response(body, status_code=exc.http_status, media_type="application/json")
 
 
 async def handle_not_found(request: Request, exc: Exception) -> Response:

@@ -1,18 +1,27 @@
-"""`POST /inference`: parse the TensorZero-shaped body, run the engine, answer in TensorZero's shape."""
+"""`POST /inference`: parse the TensorZero-shaped body, run the engine, answer in TensorZero's shape (or SSE)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from lsd.api.body import json_response_bytes, read_json
 from lsd.api.state import AppState
-from lsd.errors import InvalidRequest
+from lsd.inference.recording import block_to_json
 from lsd.inference.request import parse_inference_request
-from lsd.inference.run import InferenceResult, block_to_json
+from lsd.inference.run import InferenceResult
+from lsd.inference.streaming import InferenceStream, StreamEvent, start_stream
+from lsd.types import OutputBlock, Text, Thought, ToolCall, Usage
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
+    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "cost": cost}
 
 
 def result_to_json(result: InferenceResult) -> dict[str, Any]:
@@ -24,12 +33,8 @@ def result_to_json(result: InferenceResult) -> dict[str, Any]:
     if result.output is not None:
         body["output"] = {"raw": result.output.raw, "parsed": result.output.parsed}
     else:
-        body["content"] = [_output_block(b) for b in result.content]
-    body["usage"] = {
-        "input_tokens": result.usage.input_tokens,
-        "output_tokens": result.usage.output_tokens,
-        "cost": result.cost,
-    }
+        body["content"] = result.content
+    body["usage"] = usage_json(result.usage, result.cost)
     if result.finish_reason is not None:
         body["finish_reason"] = result.finish_reason
     if result.original_response is not None:
@@ -37,32 +42,49 @@ def result_to_json(result: InferenceResult) -> dict[str, Any]:
     return body
 
 
-def _output_block(block: Any) -> dict[str, Any]:
-    if block.type == "tool_call":
-        return {
-            "type": "tool_call",
-            "id": block.id,
-            "name": block.name,
-            "arguments": _parsed_arguments(block.arguments),
-            "raw_name": block.name,
-            "raw_arguments": block.arguments,
-        }
-    return block_to_json(block)
+def delta_json(block: OutputBlock) -> dict[str, Any]:
+    """A streamed content delta in TensorZero's chunk shape."""
+    if isinstance(block, Text):
+        return {"type": "text", "id": "0", "text": block.text}
+    if isinstance(block, ToolCall):
+        return {"type": "tool_call", "id": block.id, "raw_name": block.name, "raw_arguments": block.arguments}
+    if isinstance(block, Thought):
+        return {"type": "thought", "id": "0", "text": block.text or "", "signature": block.signature}
+    return {**block_to_json(block), "id": "0"}
 
 
-def _parsed_arguments(raw: str) -> Any:
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
+def event_json(stream: InferenceStream, event: StreamEvent) -> dict[str, Any]:
+    if event.error is not None:
+        return {"error": event.error}
+    chunk: dict[str, Any] = {
+        "inference_id": str(stream.inference_id),
+        "episode_id": str(stream.episode_id),
+        "variant_name": stream.variant_name,
+    }
+    if stream.function_type == "json":
+        chunk["raw"] = "".join(b.text for b in event.content if isinstance(b, Text))
+    else:
+        chunk["content"] = [delta_json(b) for b in event.content]
+    if event.usage is not None:
+        chunk["usage"] = usage_json(event.usage, None)
+    if event.finish_reason is not None:
+        chunk["finish_reason"] = event.finish_reason
+    return chunk
+
+
+async def sse(stream: InferenceStream) -> AsyncIterator[bytes]:
+    async for event in stream.events():
+        yield b"data: " + orjson.dumps(event_json(stream, event)) + b"\n\n"
+    yield b"data: [DONE]\n\n"
 
 
 async def inference(request: Request[AppState]) -> Response:
     state = request.state
     body = await read_json(request, state["config"].gateway.max_body_bytes)
     parsed = parse_inference_request(body)
+    engine = state["engine"]
     if parsed.stream:
-        raise InvalidRequest("stream: streaming responses are not available yet", field="stream")
-    result = await state["engine"].infer(parsed)
+        stream = await start_stream(engine, parsed)
+        return StreamingResponse(sse(stream), media_type="text/event-stream", headers=SSE_HEADERS)
+    result = await engine.infer(parsed)
     return Response(json_response_bytes(result_to_json(result)), media_type="application/json")

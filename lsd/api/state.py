@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from lsd.config.model import Config
+from lsd.inference.embeddings import Embedder
 from lsd.inference.run import Engine
 from lsd.store.database import Database
 from lsd.store.writer import Writer
@@ -13,5 +14,6 @@ from lsd.store.writer import Writer
 class AppState(TypedDict):
     config: Config
     engine: Engine
+    embedder: Embedder
     database: Database
     writer: Writer

@@ -6,28 +6,18 @@ import hashlib
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
 
-import orjson
-
+from lsd.config.functions import function_from, model_from, tool_from
 from lsd.config.model import (
     BatchWritesConfig,
     Config,
     DatabaseConfig,
-    FunctionConfig,
     GatewayConfig,
-    ModelConfig,
     ObservabilityConfig,
-    ProviderConfig,
-    RetryConfig,
-    TimeoutsConfig,
-    VariantConfig,
 )
 from lsd.config.reader import ErrorSink, Table
 from lsd.errors import ConfigError
-from lsd.types import InferenceParams
 
-JSON_MODES = ("off", "on", "strict", "tool")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -54,8 +44,10 @@ def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
     sink = ErrorSink()
     root = Table(data, "", sink, base_dir)
     gateway = _gateway(root.table("gateway"))
-    models = {name: _model(name, t) for name, t in root.subtables("models")}
-    functions = {name: _function(name, t, models) for name, t in root.subtables("functions")}
+    models = {name: model_from(name, t) for name, t in root.subtables("models")}
+    embedding_models = {name: model_from(name, t) for name, t in root.subtables("embedding_models")}
+    tools = {name: tool_from(name, t) for name, t in root.subtables("tools")}
+    functions = {name: function_from(name, t, models, tools) for name, t in root.subtables("functions")}
     root.finish()
     if sink.errors:
         raise ConfigError(sink.errors)
@@ -63,6 +55,8 @@ def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
         gateway=gateway,
         models=models,
         functions=functions,
+        tools=tools,
+        embedding_models=embedding_models,
         source_text=text,
         source_hash=hashlib.sha256(text.encode()).hexdigest(),
         path=path,
@@ -83,6 +77,10 @@ def _gateway(t: Table) -> GatewayConfig:
         async_writes=obs.bool("async_writes", True),
         batch_writes=batch_writes,
         max_queue_rows=obs.int("max_queue_rows", 100_000, minimum=1),
+        # A relative spool_dir is relative to the config file's folder (like every path); the default to the cwd.
+        spool_dir=obs.path_value("spool_dir") or Path.cwd() / ".lsd" / "spool",
+        spool_max_bytes=obs.int("spool_max_bytes", 1024**3, minimum=0),
+        shutdown_flush_timeout_s=obs.float("shutdown_flush_timeout_s", 10.0, minimum=0),
     )
     obs.finish()
     db = t.table("database")
@@ -106,119 +104,3 @@ def _gateway(t: Table) -> GatewayConfig:
     )
     t.finish()
     return gateway
-
-
-def _timeouts(t: Table) -> TimeoutsConfig:
-    non_streaming = t.table("non_streaming")
-    streaming = t.table("streaming")
-    result = TimeoutsConfig(
-        non_streaming_total_ms=non_streaming.int("total_ms", None, minimum=1),
-        streaming_ttft_ms=streaming.int("ttft_ms", None, minimum=1),
-        streaming_total_ms=streaming.int("total_ms", None, minimum=1),
-    )
-    non_streaming.finish()
-    streaming.finish()
-    t.finish()
-    return result
-
-
-def _model(name: str, t: Table) -> ModelConfig:
-    routing = t.str_list("routing", (), required=True)
-    providers: dict[str, ProviderConfig] = {}
-    for pname, p in t.subtables("providers"):
-        ptype = p.str("type", "", required=True)
-        timeouts = _timeouts(p.table("timeouts"))
-        providers[pname] = ProviderConfig(
-            name=pname, type=ptype, options=p.rest(), key_path=p.path, base_dir=p.base_dir, timeouts=timeouts
-        )
-    for entry in routing:
-        if entry not in providers:
-            t.error("routing", f"names provider {entry!r}, which is not in models.{name}.providers")
-    if not routing and not t.sink.errors:
-        t.error("routing", "must name at least one provider")
-    model = ModelConfig(name=name, routing=routing, providers=providers, timeouts=_timeouts(t.table("timeouts")))
-    t.finish()
-    return model
-
-
-def params_from(t: Table) -> InferenceParams:
-    """Sampling parameters as they appear in a variant table (and in request overrides)."""
-    return InferenceParams(
-        temperature=t.float("temperature"),
-        max_tokens=t.int("max_tokens", minimum=1),
-        top_p=t.float("top_p"),
-        seed=t.int("seed"),
-        presence_penalty=t.float("presence_penalty"),
-        frequency_penalty=t.float("frequency_penalty"),
-        stop_sequences=t.str_list("stop_sequences"),
-        json_mode=t.choice("json_mode", JSON_MODES),
-    )
-
-
-def _variant(name: str, t: Table, ftype: str, models: dict[str, ModelConfig]) -> VariantConfig:
-    vtype = t.choice("type", ("chat_completion",), required=True)
-    model = t.str("model", "", required=True)
-    if model and model not in models and "::" not in model:
-        t.error("model", f"unknown model {model!r}: define [models.{model}] or use a shorthand like 'dummy::echo'")
-    retries_t = t.table("retries")
-    retries = RetryConfig(
-        num_retries=retries_t.int("num_retries", 0, minimum=0),
-        max_delay_s=retries_t.float("max_delay_s", 10.0, minimum=0),
-    )
-    retries_t.finish()
-    params = params_from(t)
-    if ftype == "json" and params.json_mode is None:
-        t.error("json_mode", "required for variants of json functions")
-    if ftype == "chat" and params.json_mode is not None:
-        t.error("json_mode", "only allowed for variants of json functions")
-    variant = VariantConfig(
-        name=name,
-        type=vtype,
-        model=model,
-        weight=t.float("weight", None, minimum=0),
-        params=params,
-        retries=retries,
-        timeouts=_timeouts(t.table("timeouts")),
-    )
-    t.finish()
-    return variant
-
-
-def _function(name: str, t: Table, models: dict[str, ModelConfig]) -> FunctionConfig:
-    ftype = t.choice("type", ("chat", "json"), "chat", required=True)
-    variants = {vname: _variant(vname, v, ftype, models) for vname, v in t.subtables("variants")}
-    if not variants:
-        t.error("variants", "a function needs at least one variant")
-    output_schema: dict[str, Any] | None = None
-    if t.has("output_schema"):
-        if ftype != "json":
-            t.error("output_schema", "only allowed for json functions")
-        output_schema = _json_file(t, "output_schema")
-    function = FunctionConfig(
-        name=name,
-        type=ftype,
-        variants=variants,
-        description=t.str("description"),
-        output_schema=output_schema,
-    )
-    t.finish()
-    return function
-
-
-def _json_file(t: Table, key: str) -> dict[str, Any] | None:
-
-    path = t.path_value(key)
-    if path is None:
-        return None
-    try:
-        value = orjson.loads(path.read_bytes())
-    except OSError as exc:
-        t.error(key, f"cannot read {path}: {exc.strerror}")
-        return None
-    except orjson.JSONDecodeError as exc:
-        t.error(key, f"{path} is not valid JSON: {exc}")
-        return None
-    if not isinstance(value, dict):
-        t.error(key, f"{path} must hold a JSON object")
-        return None
-    return value

@@ -25,6 +25,9 @@ class ObservabilityConfig:
     async_writes: bool = True
     batch_writes: BatchWritesConfig = field(default_factory=BatchWritesConfig)
     max_queue_rows: int = 100_000
+    spool_dir: Path = Path(".lsd/spool")  # the loader makes it absolute
+    spool_max_bytes: int = 1024**3
+    shutdown_flush_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,14 @@ class RetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateConfig:
+    """A Jinja2 template: its source text and where it came from (for error messages)."""
+
+    source: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
 class VariantConfig:
     name: str
     type: Literal["chat_completion"]
@@ -87,6 +98,20 @@ class VariantConfig:
     params: InferenceParams
     retries: RetryConfig = field(default_factory=RetryConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    # Templates by role name ("system", "user", "assistant") or by a named template.
+    templates: Mapping[str, TemplateConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolConfig:
+    name: str  # the name sent to the model
+    key: str  # the [tools.KEY] key
+    description: str
+    parameters: Mapping[str, Any]
+    strict: bool = False
+
+
+ToolChoice = str | Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +121,11 @@ class FunctionConfig:
     variants: Mapping[str, VariantConfig]
     description: str | None = None
     output_schema: Mapping[str, Any] | None = None
+    # JSON Schemas of the arguments of each role's template ("system", "user", "assistant").
+    schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    tools: tuple[str, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +133,8 @@ class Config:
     gateway: GatewayConfig
     models: Mapping[str, ModelConfig]
     functions: Mapping[str, FunctionConfig]
+    tools: Mapping[str, ToolConfig] = field(default_factory=dict)
+    embedding_models: Mapping[str, ModelConfig] = field(default_factory=dict)
     source_text: str = ""
     source_hash: str = ""
     path: Path | None = None

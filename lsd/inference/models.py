@@ -41,6 +41,22 @@ class ModelTable:
             raise ConfigError(sink.errors)
         return cls(models)
 
+    @classmethod
+    def embeddings_from_config(cls, config: Config) -> ModelTable:
+        """The `[embedding_models.*]` table; every provider must support embeddings."""
+        sink = ErrorSink()
+        models = {name: _build(model, sink) for name, model in config.embedding_models.items()}
+        for name, model in models.items():
+            for provider in model.providers:
+                if not provider.supports_embeddings:
+                    sink.add(
+                        f"embedding_models.{name}.providers.{provider.name}.type",
+                        f"provider type {provider.type_name!r} does not support embeddings",
+                    )
+        if sink.errors:
+            raise ConfigError(sink.errors)
+        return cls(models)
+
     def get(self, name: str, *, field_name: str = "model_name") -> Model:
         model = self._models.get(name)
         if model is None:

@@ -25,6 +25,7 @@ from lsd.types import (
     Thought,
     ToolCall,
     ToolResult,
+    ToolSpec,
     Unknown,
 )
 
@@ -88,6 +89,27 @@ class InferenceRequest:
     extra_body: tuple[Json, ...] = ()
     extra_headers: tuple[Json, ...] = ()
     include_original_response: bool = False
+    allowed_tools: tuple[str, ...] | None = None
+    additional_tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str | Mapping[str, str] | None = None
+    parallel_tool_calls: bool | None = None
+    cache: CacheOptions = field(default_factory=lambda: CacheOptions())
+
+
+@dataclass(frozen=True, slots=True)
+class CacheOptions:
+    """`enabled`: on (read and write), off, read_only, write_only. `max_age_s`: oldest entry a read accepts."""
+
+    enabled: str = "off"
+    max_age_s: int | None = None
+
+    @property
+    def read(self) -> bool:
+        return self.enabled in ("on", "read_only")
+
+    @property
+    def write(self) -> bool:
+        return self.enabled in ("on", "write_only")
 
 
 def _fail(path: str, message: str) -> InvalidRequest:
@@ -174,9 +196,12 @@ def parse_inference_request(body: Any) -> InferenceRequest:
     for key in ("extra_body", "extra_headers", "provider_tools"):
         if body.get(key) is not None:
             _expect(body[key], list, key, "an array")
-    cache = body.get("cache_options")
-    if cache is not None:
-        _expect(cache, dict, "cache_options", "an object")
+    allowed = body.get("allowed_tools")
+    if allowed is not None:
+        _expect(allowed, list, "allowed_tools", "an array of tool names")
+        for i, name in enumerate(allowed):
+            _expect(name, str, f"allowed_tools[{i}]", "a string")
+    dryrun = _bool(body, "dryrun", "dryrun")
     return InferenceRequest(
         input=parse_input(body["input"], "input"),
         function_name=function_name,
@@ -184,7 +209,7 @@ def parse_inference_request(body: Any) -> InferenceRequest:
         episode_id=episode_id,
         variant_name=_str(body, "variant_name", "variant_name"),
         stream=_bool(body, "stream", "stream"),
-        dryrun=_bool(body, "dryrun", "dryrun"),
+        dryrun=dryrun,
         params=parse_params(body.get("params"), "params"),
         tags=tags,
         credentials=_string_map(body.get("credentials"), "credentials"),
@@ -192,7 +217,62 @@ def parse_inference_request(body: Any) -> InferenceRequest:
         extra_body=tuple(body.get("extra_body") or ()),
         extra_headers=tuple(body.get("extra_headers") or ()),
         include_original_response=_bool(body, "include_original_response", "include_original_response"),
+        allowed_tools=tuple(allowed) if allowed is not None else None,
+        additional_tools=tuple(
+            parse_tool(t, f"additional_tools[{i}]") for i, t in enumerate(_list(body, "additional_tools"))
+        ),
+        tool_choice=parse_tool_choice(body.get("tool_choice"), "tool_choice"),
+        parallel_tool_calls=None
+        if body.get("parallel_tool_calls") is None
+        else _bool(body, "parallel_tool_calls", "parallel_tool_calls"),
+        cache=parse_cache_options(body.get("cache_options"), "cache_options", dryrun),
     )
+
+
+def _list(body: Mapping[str, Any], key: str) -> list[Any]:
+    value = body.get(key)
+    return [] if value is None else list(_expect(value, list, key, "an array"))
+
+
+def parse_tool(value: Any, path: str) -> ToolSpec:
+    _expect(value, dict, path, "an object")
+    unknown = sorted(set(value) - {"name", "description", "parameters", "strict", "type"})
+    if unknown:
+        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+    parameters = value.get("parameters")
+    _expect(parameters, dict, f"{path}.parameters", "a JSON Schema object")
+    return ToolSpec(
+        name=_req_str(value, "name", path),
+        description=_str(value, "description", f"{path}.description") or "",
+        parameters=parameters,
+        strict=_bool(value, "strict", f"{path}.strict"),
+    )
+
+
+def parse_tool_choice(value: Any, path: str) -> str | dict[str, str] | None:
+    if value is None or value in ("none", "auto", "required"):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, dict) and set(value) == {"specific"} and isinstance(value["specific"], str):
+        return {"specific": value["specific"]}
+    raise _fail(path, "must be 'none', 'auto', 'required' or {\"specific\": TOOL}")
+
+
+def parse_cache_options(value: Any, path: str, dryrun: bool) -> CacheOptions:
+    if value is None:
+        return CacheOptions()
+    _expect(value, dict, path, "an object")
+    unknown = sorted(set(value) - {"enabled", "max_age_s"})
+    if unknown:
+        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+    enabled = value.get("enabled") or "off"
+    if enabled not in ("on", "off", "read_only", "write_only"):
+        raise _fail(f"{path}.enabled", f"must be on, off, read_only or write_only, got {enabled!r}")
+    max_age = value.get("max_age_s")
+    if max_age is not None and (_expect(max_age, int, f"{path}.max_age_s", "an integer") < 0):
+        raise _fail(f"{path}.max_age_s", "must be >= 0")
+    if dryrun:  # a dry run never writes: on reads only, write_only does nothing
+        enabled = {"on": "read_only", "write_only": "off"}.get(enabled, enabled)
+    return CacheOptions(enabled, max_age)
 
 
 def parse_params(value: Any, path: str) -> InferenceParams:

@@ -6,28 +6,17 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 from lsd.config.model import FunctionConfig, VariantConfig
-from lsd.errors import AttemptFailure, InvalidRequest, NotFound, ProviderError, ProviderTimeout
+from lsd.errors import AttemptFailure, NotFound, ProviderError, ProviderTimeout
+from lsd.inference.cache import Cache, cache_key
 from lsd.inference.models import Model
+from lsd.inference.recording import Attempt
 from lsd.providers.base import CallContext, Provider
-from lsd.types import ProviderRequest, ProviderResponse
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One provider call, successful or not, with what the rows need."""
-
-    variant_name: str
-    model_name: str
-    provider: Provider
-    started_ms: int
-    latency_ms: int
-    response: ProviderResponse | None
-    error: ProviderError | None
+from lsd.types import ProviderRequest, ProviderResponse, StreamChunk
 
 
 def order_variants(function: FunctionConfig, episode_id: UUID, pinned: str | None) -> list[VariantConfig]:
@@ -59,15 +48,43 @@ def order_variants(function: FunctionConfig, episode_id: UUID, pinned: str | Non
     return ordered + fallbacks
 
 
+def _names(variant: str, model: Model, provider: Provider) -> tuple[str, str, str, str]:
+    return (variant, model.name, provider.name, provider.type_name)
+
+
+def _timeout_ms(model: Model, provider: Provider, variant: VariantConfig, kind: str) -> int | None:
+    """The provider's own timeout wins over the model's, which wins over the variant's."""
+    for timeouts in (provider.config.timeouts, model.timeouts, variant.timeouts):
+        value: int | None = getattr(timeouts, kind)
+        if value:
+            return value
+    return None
+
+
 async def call_model(
-    model: Model, variant_name: str, request: ProviderRequest, ctx: CallContext, attempts: list[Attempt]
-) -> tuple[Provider, ProviderResponse]:
-    """Try each provider of `model` in routing order; append every attempt to `attempts`."""
+    model: Model,
+    variant: VariantConfig,
+    request: ProviderRequest,
+    ctx: CallContext,
+    attempts: list[Attempt],
+    cache: Cache | None = None,
+) -> ProviderResponse:
+    """Try each provider of `model` in routing order; append every attempt to `attempts`.
+
+    Raises the last ProviderError when all fail. InvalidRequest (a caller mistake) propagates at once.
+    """
     last: ProviderError | None = None
     for provider in model.providers:
-        timeout_ms = provider.config.timeouts.non_streaming_total_ms or model.timeouts.non_streaming_total_ms
-        started = time.time()
+        names = _names(variant.name, model, provider)
+        started = int(time.time() * 1000)
         t0 = time.perf_counter()
+        key = cache_key(provider, request) if cache is not None else None
+        if cache is not None and key is not None and cache.options.read:
+            hit = await cache.get(key)
+            if hit is not None:
+                attempts.append(Attempt.succeeded(names, started, _elapsed_ms(t0), hit, cached=True))
+                return hit
+        timeout_ms = _timeout_ms(model, provider, variant, "non_streaming_total_ms")
         try:
             async with asyncio.timeout(timeout_ms / 1000 if timeout_ms else None):
                 response = await provider.infer(request, ctx)
@@ -78,31 +95,69 @@ async def call_model(
         except ProviderError as exc:
             error = exc
         else:
-            attempts.append(
-                Attempt(
-                    variant_name,
-                    model.name,
-                    provider,
-                    int(started * 1000),
-                    int((time.perf_counter() - t0) * 1000),
-                    response,
-                    None,
-                )
-            )
-            return provider, response
-        attempts.append(
-            Attempt(
-                variant_name,
-                model.name,
-                provider,
-                int(started * 1000),
-                int((time.perf_counter() - t0) * 1000),
-                None,
-                error,
-            )
-        )
+            attempts.append(Attempt.succeeded(names, started, _elapsed_ms(t0), response))
+            if cache is not None and key is not None and cache.options.write:
+                await cache.put(key, model.name, provider.name, response)
+            return response
+        attempts.append(Attempt.failed(names, started, _elapsed_ms(t0), error))
         last = error
     raise last or ProviderError(f"model {model.name!r} has no providers", retryable=False)
+
+
+@dataclass
+class OpenStream:
+    """A provider stream whose first chunk has arrived (so errors before it were handled as attempts)."""
+
+    provider: Provider
+    names: tuple[str, str, str, str]
+    started_ms: int
+    t0: float
+    first: StreamChunk | None
+    rest: AsyncIterator[StreamChunk]
+    ttft_ms: int
+    total_deadline: float | None
+
+
+async def open_stream(
+    model: Model, variant: VariantConfig, request: ProviderRequest, ctx: CallContext, attempts: list[Attempt]
+) -> OpenStream:
+    """Start streaming from the first provider that yields a first chunk within its TTFT timeout."""
+    last: ProviderError | None = None
+    for provider in model.providers:
+        names = _names(variant.name, model, provider)
+        started = int(time.time() * 1000)
+        t0 = time.perf_counter()
+        ttft_ms = _timeout_ms(model, provider, variant, "streaming_ttft_ms")
+        total_ms = _timeout_ms(model, provider, variant, "streaming_total_ms")
+        iterator = aiter(provider.stream(request, ctx))
+        try:
+            async with asyncio.timeout(ttft_ms / 1000 if ttft_ms else None):
+                first: StreamChunk | None = await anext(iterator)
+        except StopAsyncIteration:
+            first = None
+        except TimeoutError:
+            error: ProviderError = ProviderTimeout(
+                f"no first token within {ttft_ms} ms", provider=provider.name, kind="timeout"
+            )
+        except ProviderError as exc:
+            error = exc
+        else:
+            deadline = t0 + total_ms / 1000 if total_ms else None
+            return OpenStream(provider, names, started, t0, first, iterator, _elapsed_ms(t0), deadline)
+        await _close(iterator)
+        attempts.append(Attempt.failed(names, started, _elapsed_ms(t0), error))
+        last = error
+    raise last or ProviderError(f"model {model.name!r} has no providers", retryable=False)
+
+
+async def _close(iterator: AsyncIterator[StreamChunk]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _elapsed_ms(t0: float) -> int:
+    return int((time.perf_counter() - t0) * 1000)
 
 
 def backoff_s(attempt: int, max_delay_s: float) -> float:
@@ -112,13 +167,7 @@ def backoff_s(attempt: int, max_delay_s: float) -> float:
 
 def summarise(attempts: Sequence[Attempt]) -> list[AttemptFailure]:
     return [
-        AttemptFailure(a.variant_name, a.model_name, a.provider.name, a.error.kind, a.error.message)
+        AttemptFailure(a.variant_name, a.model_name, a.provider_name, a.error.kind, a.error.message)
         for a in attempts
         if a.error is not None
     ]
-
-
-def is_client_error(error: ProviderError) -> bool:
-    return isinstance(error, InvalidRequest) or (
-        error.status is not None and 400 <= error.status < 500 and error.status not in (408, 429)
-    )

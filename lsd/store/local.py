@@ -92,10 +92,12 @@ class LocalServer:
         bin_dir = find_bin_dir()
         user = self._user()
         # Drop root's group too: with gid 0, root-group directories would deny by their group bits.
-        drop = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []} if user else {}
+        gid = pwd.getpwnam(user).pw_gid if user else None
         result = subprocess.run(
             [str(bin_dir / args[0]), *args[1:]],
-            **drop,  # type: ignore[arg-type]
+            user=user,
+            group=gid,
+            extra_groups=[] if user else None,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

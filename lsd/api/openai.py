@@ -1,0 +1,90 @@
+"""The OpenAI-compatible API under /openai/v1: chat completions (streaming too), embeddings, models."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from lsd.api.body import json_response_bytes, read_json
+from lsd.api.inference import SSE_HEADERS
+from lsd.api.openai_wire import ChunkWriter, completion_json, embedding_vector, parse_chat_request, parse_model
+from lsd.api.state import AppState
+from lsd.errors import InvalidRequest
+from lsd.inference.embeddings import EmbeddingRequest
+from lsd.inference.request import InferenceRequest
+from lsd.inference.streaming import InferenceStream, start_stream
+
+
+async def chat_completions(request: Request[AppState]) -> Response:
+    state = request.state
+    body = await read_json(request, state["config"].gateway.max_body_bytes)
+    parsed, include_usage = parse_chat_request(body)
+    if parsed.stream:
+        stream = await start_stream(state["engine"], parsed)
+        return StreamingResponse(
+            _sse(parsed, stream, include_usage), media_type="text/event-stream", headers=SSE_HEADERS
+        )
+    result = await state["engine"].infer(parsed)
+    return Response(json_response_bytes(completion_json(parsed, result)), media_type="application/json")
+
+
+async def _sse(request: InferenceRequest, stream: InferenceStream, include_usage: bool) -> AsyncIterator[bytes]:
+    writer = ChunkWriter(request, stream, include_usage)
+    async for event in stream.events():
+        chunk = writer.chunk(event)
+        if chunk is not None:
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+async def embeddings(request: Request[AppState]) -> Response:
+    state = request.state
+    body = await read_json(request, state["config"].gateway.max_body_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: expected a JSON object", field="body")
+    _, name = parse_model(body.get("model"), "embedding_model_name")
+    raw = body.get("input")
+    inputs = [raw] if isinstance(raw, str) else raw
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+        raise InvalidRequest("input: expected a string or a non-empty array of strings", field="input")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1):
+        raise InvalidRequest("dimensions: expected a positive integer", field="dimensions")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise InvalidRequest("encoding_format: must be float or base64", field="encoding_format")
+    credentials = body.get("lsd::credentials") or body.get("tensorzero::credentials") or {}
+    dryrun = bool(body.get("lsd::dryrun") or body.get("tensorzero::dryrun"))
+    result = await state["embedder"].embed(
+        EmbeddingRequest(
+            model_name=name, inputs=tuple(inputs), dimensions=dimensions, credentials=credentials, dryrun=dryrun
+        )
+    )
+    usage = result.response.usage
+    answer: dict[str, Any] = {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": embedding_vector(v, encoding)}
+            for i, v in enumerate(result.response.embeddings)
+        ],
+        "model": f"lsd::embedding_model_name::{result.model_name}",
+        "usage": {
+            "prompt_tokens": usage.input_tokens or 0,
+            "total_tokens": usage.input_tokens or 0,
+            "tensorzero_cost": result.response.cost,
+        },
+    }
+    return Response(json_response_bytes(answer), media_type="application/json")
+
+
+async def models(request: Request[AppState]) -> Response:
+    config = request.state["config"]
+    ids = [f"lsd::function_name::{f}" for f in sorted(config.functions)]
+    ids += [f"lsd::model_name::{m}" for m in sorted(config.models)]
+    ids += [f"lsd::embedding_model_name::{e}" for e in sorted(config.embedding_models)]
+    data = [{"id": i, "object": "model", "created": 0, "owned_by": "lsd"} for i in ids]
+    return Response(json_response_bytes({"object": "list", "data": data}), media_type="application/json")

@@ -1,0 +1,74 @@
+"""The inference cache: a provider response stored in PostgreSQL under a hash of the provider request.
+
+A hit costs one primary-key read, is marked `cached` in the rows, and reports zero usage and cost.
+Only non-streaming calls are cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from lsd.inference.recording import block_to_json
+from lsd.inference.request import CacheOptions
+from lsd.providers.base import Provider
+from lsd.store.cache import CachedResponse, cache_get, cache_put
+from lsd.store.database import Database
+from lsd.types import OutputBlock, ProviderRequest, ProviderResponse, Text, Thought, ToolCall, Unknown, Usage
+
+
+def cache_key(provider: Provider, request: ProviderRequest) -> bytes:
+    """SHA-256 of the provider's identity and the normalised request (orjson serialises the dataclasses)."""
+    identity = {"type": provider.type_name, "model": provider.model_name, "provider": provider.config.key_path}
+    return hashlib.sha256(orjson.dumps([identity, request], option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def blocks_from_json(blocks: Sequence[dict[str, Any]]) -> tuple[OutputBlock, ...]:
+    out: list[OutputBlock] = []
+    for b in blocks:
+        kind = b.get("type")
+        if kind == "text":
+            out.append(Text(b["text"]))
+        elif kind == "tool_call":
+            out.append(ToolCall(b["id"], b["name"], b["arguments"]))
+        elif kind == "thought":
+            out.append(Thought(b.get("text"), b.get("signature")))
+        else:
+            out.append(Unknown(b.get("data"), b.get("model_name"), b.get("provider_name")))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Cache:
+    """The cache as one request sees it: where it lives and the request's cache_options."""
+
+    database: Database
+    options: CacheOptions
+
+    async def get(self, key: bytes) -> ProviderResponse | None:
+        entry = await cache_get(self.database, key, self.options.max_age_s)
+        if entry is None:
+            return None
+        return ProviderResponse(
+            content=blocks_from_json(entry.output),
+            usage=Usage(0, 0),
+            finish_reason=entry.finish_reason,  # type: ignore[arg-type]
+            raw_request=entry.raw_request or "",
+            raw_response=entry.raw_response or "",
+            cost=0.0,
+        )
+
+    async def put(self, key: bytes, model_name: str, provider_name: str, response: ProviderResponse) -> None:
+        entry = CachedResponse(
+            output=[block_to_json(b) for b in response.content],
+            raw_request=response.raw_request,
+            raw_response=response.raw_response,
+            input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens,
+            finish_reason=response.finish_reason,
+        )
+        await cache_put(self.database, key, model_name, provider_name, entry)

@@ -1,0 +1,228 @@
+"""The rows one inference produces: built here from the engine's results, written by the store's writer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from lsd.errors import ProviderError
+from lsd.ids import uuid7
+from lsd.records import (
+    ChatInferenceDataRecord,
+    ChatInferenceRecord,
+    JsonInferenceDataRecord,
+    JsonInferenceRecord,
+    ModelInferenceDataRecord,
+    ModelInferenceRecord,
+    Record,
+)
+from lsd.types import InferenceParams, Input, Message, ProviderResponse, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One provider call, successful or not, with everything its two rows need (never a key)."""
+
+    variant_name: str
+    model_name: str
+    provider_name: str
+    provider_type: str
+    started_ms: int
+    latency_ms: int
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None
+    finish_reason: str | None = None
+    raw_request: str | None = None
+    raw_response: str | None = None
+    request_headers: Mapping[str, str] | None = None
+    api_key_sha256: str | None = None
+    error: ProviderError | None = None
+    ttft_ms: int | None = None
+    cached: bool = False
+    streamed: bool = False
+
+    @classmethod
+    def succeeded(
+        cls,
+        names: tuple[str, str, str, str],
+        started_ms: int,
+        latency_ms: int,
+        response: ProviderResponse,
+        *,
+        cached: bool = False,
+    ) -> Attempt:
+        return cls(
+            *names,
+            started_ms,
+            latency_ms,
+            response.usage,
+            response.cost,
+            response.finish_reason,
+            response.raw_request,
+            response.raw_response,
+            dict(response.request_headers) or None,
+            response.api_key_sha256,
+            cached=cached,
+        )
+
+    @classmethod
+    def failed(
+        cls, names: tuple[str, str, str, str], started_ms: int, latency_ms: int, error: ProviderError
+    ) -> Attempt:
+        return cls(
+            *names, started_ms, latency_ms, raw_request=error.raw_request, raw_response=error.raw_response, error=error
+        )
+
+
+def money(value: float | None) -> Decimal | None:
+    """A cost for a numeric column (via str, so 0.1 stays 0.1)."""
+    return None if value is None else Decimal(str(value))
+
+
+def time_of(inference_id: UUID) -> datetime:
+    return datetime.fromtimestamp((inference_id.int >> 80) / 1000, tz=UTC)
+
+
+def block_to_json(block: Any) -> dict[str, Any]:
+    """A content block as TensorZero's JSON (type first, None fields dropped)."""
+    out: dict[str, Any] = {"type": block.type}
+    for name in block.__dataclass_fields__:
+        if name != "type":
+            value = getattr(block, name)
+            if value is not None:
+                out[name] = dict(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def messages_to_json(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    return [{"role": m.role, "content": [block_to_json(b) for b in m.content]} for m in messages]
+
+
+def input_to_json(input: Input) -> dict[str, Any]:
+    out: dict[str, Any] = {"messages": messages_to_json(input.messages)}
+    if input.system is not None:
+        out["system"] = input.system if isinstance(input.system, str) else dict(input.system)
+    return out
+
+
+def params_to_json(params: InferenceParams) -> dict[str, Any]:
+    values = {k: getattr(params, k) for k in params.__dataclass_fields__ if getattr(params, k) is not None}
+    return {"chat_completion": values}
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRow:
+    """What the inference-level rows hold, for chat and json alike."""
+
+    inference_id: UUID
+    episode_id: UUID
+    function_name: str
+    function_type: str
+    variant_name: str
+    input: dict[str, Any]
+    output: Any  # chat: list of blocks; json: {"raw", "parsed"}
+    rendered_input: dict[str, Any] | None
+    inference_params: dict[str, Any]
+    tool_params: dict[str, Any] | None
+    output_schema: Mapping[str, Any] | None
+    tags: Mapping[str, str]
+    processing_time_ms: int
+    ttft_ms: int | None
+    usage: Usage
+    cost: float | None
+    finish_reason: str | None
+    cached: bool
+    config_hash: str | None
+    api_key_public_id: str | None
+    extra_body: list[Any] | None
+    extra_headers: list[Any] | None
+    original_response: str | None
+
+
+def inference_records(row: InferenceRow) -> list[Record]:
+    now = time_of(row.inference_id)
+    common: dict[str, Any] = {
+        "id": row.inference_id,
+        "created_at": now,
+        "function_name": row.function_name,
+        "variant_name": row.variant_name,
+        "episode_id": row.episode_id,
+        "input": row.input,
+        "output": row.output,
+        "inference_params": row.inference_params,
+        "tags": dict(row.tags),
+        "processing_time_ms": row.processing_time_ms,
+        "ttft_ms": row.ttft_ms,
+        "input_tokens": row.usage.input_tokens,
+        "output_tokens": row.usage.output_tokens,
+        "cost": money(row.cost),
+        "finish_reason": row.finish_reason,
+        "cached": row.cached,
+        "config_hash": row.config_hash,
+        "api_key_public_id": row.api_key_public_id,
+    }
+    data: dict[str, Any] = {
+        "inference_id": row.inference_id,
+        "created_at": now,
+        "rendered_input": row.rendered_input,
+        "extra_body": row.extra_body,
+        "extra_headers": row.extra_headers,
+        "original_response": row.original_response,
+    }
+    if row.function_type == "json":
+        return [
+            JsonInferenceRecord(output_schema=dict(row.output_schema) if row.output_schema else None, **common),
+            JsonInferenceDataRecord(**data),
+        ]
+    return [ChatInferenceRecord(tool_params=row.tool_params, **common), ChatInferenceDataRecord(**data)]
+
+
+def attempt_records(
+    inference_id: UUID, inference_kind: str, function_name: str | None, attempts: Sequence[Attempt]
+) -> list[Record]:
+    records: list[Record] = []
+    for number, attempt in enumerate(attempts, start=1):
+        model_inference_id = uuid7(attempt.started_ms)
+        created = datetime.fromtimestamp(attempt.started_ms / 1000, tz=UTC)
+        error = attempt.error
+        records.append(
+            ModelInferenceRecord(
+                id=model_inference_id,
+                created_at=created,
+                inference_id=inference_id,
+                inference_kind=inference_kind,
+                attempt=number,
+                function_name=function_name,
+                variant_name=attempt.variant_name,
+                model_name=attempt.model_name,
+                model_provider_name=attempt.provider_name,
+                provider_type=attempt.provider_type,
+                status="error" if error else "ok",
+                error_kind=error.kind if error else None,
+                error=error.message if error else None,
+                latency_ms=attempt.latency_ms,
+                ttft_ms=attempt.ttft_ms,
+                input_tokens=attempt.usage.input_tokens,
+                output_tokens=attempt.usage.output_tokens,
+                cost=money(attempt.cost),
+                finish_reason=attempt.finish_reason,
+                cached=attempt.cached,
+                streamed=attempt.streamed,
+            )
+        )
+        records.append(
+            ModelInferenceDataRecord(
+                model_inference_id=model_inference_id,
+                created_at=created,
+                inference_id=inference_id,
+                raw_request=attempt.raw_request,
+                raw_response=attempt.raw_response,
+                request_headers=dict(attempt.request_headers) if attempt.request_headers else None,
+                api_key_sha256=attempt.api_key_sha256,
+            )
+        )
+    return records

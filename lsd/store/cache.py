@@ -1,0 +1,62 @@
+"""The inference cache table: look up and store provider responses by the hash of the provider request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from lsd.store.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    output: list[dict[str, Any]]
+    raw_request: str | None
+    raw_response: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    finish_reason: str | None
+
+
+_GET = (
+    "SELECT output, raw_request, raw_response, input_tokens, output_tokens, finish_reason "
+    "FROM model_inference_cache WHERE cache_key = %s "
+    "AND (%s::integer IS NULL OR created_at >= now() - make_interval(secs => %s::integer))"
+)
+
+_PUT = (
+    "INSERT INTO model_inference_cache (cache_key, model_name, model_provider_name, output, raw_request, "
+    "raw_response, input_tokens, output_tokens, finish_reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (cache_key) DO UPDATE SET output = EXCLUDED.output, raw_request = EXCLUDED.raw_request, "
+    "raw_response = EXCLUDED.raw_response, input_tokens = EXCLUDED.input_tokens, "
+    "output_tokens = EXCLUDED.output_tokens, finish_reason = EXCLUDED.finish_reason, created_at = now()"
+)
+
+
+async def cache_get(database: Database, key: bytes, max_age_s: int | None) -> CachedResponse | None:
+    """The entry for `key`, if there is one no older than `max_age_s` (any age when None). One primary-key read."""
+    async with database.pool.connection() as conn:
+        cur = await conn.execute(_GET, (key, max_age_s, max_age_s), prepare=True)
+        row = await cur.fetchone()
+    return CachedResponse(*row) if row else None
+
+
+async def cache_put(database: Database, key: bytes, model_name: str, provider_name: str, entry: CachedResponse) -> None:
+    async with database.pool.connection() as conn:
+        await conn.execute(
+            _PUT,
+            (
+                key,
+                model_name,
+                provider_name,
+                Jsonb(entry.output),
+                entry.raw_request,
+                entry.raw_response,
+                entry.input_tokens,
+                entry.output_tokens,
+                entry.finish_reason,
+            ),
+            prepare=True,
+        )
