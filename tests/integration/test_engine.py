@@ -162,9 +162,9 @@ async def test_each_provider_non_streaming(client: httpx.AsyncClient, database_u
     body = r.json()
     assert "hello world" in body["content"][0]["text"]
     assert body["usage"]["input_tokens"] > 0 and body["finish_reason"] == "stop"
-    [(status, provider_type, headers, key_hash, raw_request)] = rows(
+    [(status, headers, key_hash, raw_request)] = rows(
         database_url,
-        "SELECT m.status, m.provider_type, d.request_headers, d.api_key_sha256, d.raw_request "
+        "SELECT m.status, d.request_headers, d.api_key_sha256, d.raw_request "
         "FROM model_inferences m JOIN model_inference_data d ON d.model_inference_id = m.id",
     )
     assert status == "ok"
@@ -208,7 +208,8 @@ async def test_schema_template_and_tool_call(client: httpx.AsyncClient, database
     assert call["arguments"] == {"text": "Paris"} and call["raw_name"] == "weather"
     [(rendered, tool_params)] = rows(
         database_url,
-        "SELECT d.rendered_input, i.tool_params FROM chat_inferences i JOIN chat_inference_data d ON d.inference_id = i.id",
+        "SELECT d.rendered_input, i.tool_params FROM chat_inferences i "
+        "JOIN chat_inference_data d ON d.inference_id = i.id",
     )
     assert rendered["system"] == "You help Ada."  # type: ignore[index]
     assert tool_params["tools_available"][0]["name"] == "weather"  # type: ignore[index]
@@ -243,7 +244,8 @@ async def test_fallback_across_providers(client: httpx.AsyncClient, database_url
     assert attempts == [("broken", "error", "server_error"), ("openai", "ok", None)]
     raw = rows(
         database_url,
-        "SELECT raw_response FROM model_inference_data d JOIN model_inferences m ON m.id = d.model_inference_id WHERE m.status = 'error'",
+        "SELECT raw_response FROM model_inference_data d "
+        "JOIN model_inferences m ON m.id = d.model_inference_id WHERE m.status = 'error'",
     )
     assert "fake" in str(raw[0][0])  # the failed attempt's response body is kept
 
