@@ -15,6 +15,7 @@ from lsd.api.state import AppState
 from lsd.config import load
 from lsd.config.model import Config
 from lsd.errors import LsdError
+from lsd.feedback import FeedbackService
 from lsd.inference.embeddings import Embedder
 from lsd.inference.models import ModelTable
 from lsd.inference.run import Engine
@@ -23,6 +24,7 @@ from lsd.jobs.runner import Job, JobRunner
 from lsd.providers.transport import Transport
 from lsd.store.admin import partition_upkeep
 from lsd.store.database import Database
+from lsd.store.recent import RecentInferences
 from lsd.store.writer import Writer
 
 PARTITION_UPKEEP_INTERVAL_S = 3600.0
@@ -50,6 +52,7 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
             await writer.open()
             await transport.open()
             await jobs.open()
+            recent = RecentInferences()
             engine = Engine(
                 config=config,
                 models=model_table,
@@ -57,9 +60,13 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                 recorder=writer,
                 database=database,
                 templates=templates,
+                recent=recent,
             )
+            feedback = FeedbackService(config=config, database=database, recent=recent, recorder=writer)
             embedder = Embedder(config=config, models=embedding_models, transport=transport, recorder=writer)
-            yield AppState(config=config, engine=engine, embedder=embedder, database=database, writer=writer)
+            yield AppState(
+                config=config, engine=engine, embedder=embedder, feedback=feedback, database=database, writer=writer
+            )
         finally:
             # Shutdown order protects rows: requests have drained; flush the writer before closing the pool.
             await jobs.close()

@@ -142,6 +142,55 @@ class EmbeddingInferenceRecord:
     api_key_public_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class BooleanMetricFeedbackRecord:
+    TABLE: ClassVar[str] = "boolean_metric_feedback"
+    id: UUID
+    created_at: datetime
+    target_id: UUID
+    target_level: str
+    metric_name: str
+    value: bool
+    tags: Json
+    api_key_public_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FloatMetricFeedbackRecord:
+    TABLE: ClassVar[str] = "float_metric_feedback"
+    id: UUID
+    created_at: datetime
+    target_id: UUID
+    target_level: str
+    metric_name: str
+    value: float
+    tags: Json
+    api_key_public_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommentFeedbackRecord:
+    TABLE: ClassVar[str] = "comment_feedback"
+    id: UUID
+    created_at: datetime
+    target_id: UUID
+    target_level: str
+    value: str
+    tags: Json
+    api_key_public_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DemonstrationFeedbackRecord:
+    TABLE: ClassVar[str] = "demonstration_feedback"
+    id: UUID
+    created_at: datetime
+    inference_id: UUID
+    value: Json
+    tags: Json
+    api_key_public_id: str | None
+
+
 Record = (
     EmbeddingInferenceRecord
     | ChatInferenceRecord
@@ -150,4 +199,8 @@ Record = (
     | JsonInferenceDataRecord
     | ModelInferenceRecord
     | ModelInferenceDataRecord
+    | BooleanMetricFeedbackRecord
+    | FloatMetricFeedbackRecord
+    | CommentFeedbackRecord
+    | DemonstrationFeedbackRecord
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from lsd.config.model import Config
+from lsd.feedback import FeedbackService
 from lsd.inference.embeddings import Embedder
 from lsd.inference.run import Engine
 from lsd.store.database import Database
@@ -15,5 +16,6 @@ class AppState(TypedDict):
     config: Config
     engine: Engine
     embedder: Embedder
+    feedback: FeedbackService
     database: Database
     writer: Writer

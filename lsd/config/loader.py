@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 from lsd.config.functions import function_from, model_from, tool_from
+from lsd.config.metrics import metric_from
 from lsd.config.model import (
     BatchWritesConfig,
     Config,
@@ -48,6 +49,7 @@ def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
     embedding_models = {name: model_from(name, t) for name, t in root.subtables("embedding_models")}
     tools = {name: tool_from(name, t) for name, t in root.subtables("tools")}
     functions = {name: function_from(name, t, models, tools) for name, t in root.subtables("functions")}
+    metrics = {name: metric_from(name, t) for name, t in root.subtables("metrics")}
     root.finish()
     if sink.errors:
         raise ConfigError(sink.errors)
@@ -57,6 +59,7 @@ def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
         functions=functions,
         tools=tools,
         embedding_models=embedding_models,
+        metrics=metrics,
         source_text=text,
         source_hash=hashlib.sha256(text.encode()).hexdigest(),
         path=path,

@@ -129,12 +129,22 @@ class FunctionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricConfig:
+    name: str
+    type: Literal["boolean", "float"]
+    optimize: Literal["max", "min"]
+    level: Literal["inference", "episode"]
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     gateway: GatewayConfig
     models: Mapping[str, ModelConfig]
     functions: Mapping[str, FunctionConfig]
     tools: Mapping[str, ToolConfig] = field(default_factory=dict)
     embedding_models: Mapping[str, ModelConfig] = field(default_factory=dict)
+    metrics: Mapping[str, MetricConfig] = field(default_factory=dict)
     source_text: str = ""
     source_hash: str = ""
     path: Path | None = None

@@ -35,6 +35,7 @@ from lsd.providers.base import CallContext
 from lsd.providers.transport import Transport
 from lsd.records import Record
 from lsd.store.database import Database
+from lsd.store.recent import InferenceTarget, RecentInferences
 from lsd.types import InferenceParams, OutputBlock, ProviderRequest, Text, ToolCall, Usage
 
 DEFAULT_FUNCTION = "tensorzero::default"
@@ -93,6 +94,7 @@ class Engine:
     database: Database | None = None
     templates: Templates | None = None
     embedding_models: ModelTable | None = None
+    recent: RecentInferences | None = None
     _default_functions: dict[str, FunctionConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -192,6 +194,13 @@ class Engine:
             original_response=original_response,
         )
 
+    def remember(self, p: Prepared, variant_name: str) -> None:
+        """Let feedback target this inference at once, before its rows are committed."""
+        if self.recent is not None and not p.request.dryrun:
+            self.recent.add(
+                InferenceTarget(p.inference_id, p.function.name, p.function.type, variant_name, p.episode_id)
+            )
+
     def output_of(self, p: Prepared, content: Sequence[OutputBlock], tools: ToolParams | None) -> Any:
         """The stored/returned output: chat blocks in TensorZero's shape, or json {raw, parsed}."""
         if p.function.type == "json":
@@ -233,6 +242,7 @@ class Engine:
                     original_response=response.raw_response,
                 )
                 if not request.dryrun:
+                    self.remember(p, variant.name)
                     await self.recorder.record(
                         inference_records(row)
                         + attempt_records(p.inference_id, p.function.type, p.function.name, attempts)

@@ -139,6 +139,7 @@ class InferenceStream:
             # Queued, never awaited: this also runs while the request is being cancelled. The provider's
             # generator is closed by the event loop's async-generator finaliser, which ends its HTTP call.
             if not self.prepared.request.dryrun:
+                self.engine.remember(self.prepared, self.variant.name)
                 self.engine.recorder.submit(self.records(aggregate, error))
         if error is not None:
             yield StreamEvent(error=error.message)

@@ -1,0 +1,203 @@
+"""Feedback: metrics, comments and demonstrations attached to inferences and episodes (`POST /feedback`)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+import jsonschema
+
+from lsd.config.model import Config
+from lsd.errors import InvalidRequest, NotFound
+from lsd.ids import uuid7
+from lsd.records import (
+    BooleanMetricFeedbackRecord,
+    CommentFeedbackRecord,
+    DemonstrationFeedbackRecord,
+    FloatMetricFeedbackRecord,
+    Record,
+)
+from lsd.store.database import Database
+from lsd.store.feedback import episode_exists, find_inference
+from lsd.store.recent import InferenceTarget, RecentInferences
+
+_FIELDS = frozenset({"metric_name", "inference_id", "episode_id", "value", "tags", "dryrun", "internal"})
+# A target made by another replica may still sit in that replica's write queue: look again for this long.
+TARGET_WAIT_S = 1.0
+
+
+class Recorder(Protocol):
+    async def record(self, records: Sequence[Record]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRequest:
+    metric_name: str
+    value: Any
+    inference_id: UUID | None = None
+    episode_id: UUID | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    dryrun: bool = False
+
+
+def _fail(path: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"{path}: {message}", field=path)
+
+
+def _uuid(value: Any, path: str) -> UUID | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail(path, "expected a UUID string")
+    try:
+        return UUID(value)
+    except ValueError:
+        raise _fail(path, f"invalid UUID {value!r}") from None
+
+
+def parse_feedback_request(body: Any) -> FeedbackRequest:
+    if not isinstance(body, dict):
+        raise _fail("body", "expected a JSON object")
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise _fail(unknown[0], "unknown field")
+    metric = body.get("metric_name")
+    if not isinstance(metric, str) or not metric:
+        raise _fail("metric_name", "expected a non-empty string")
+    if "value" not in body:
+        raise _fail("value", "missing required field")
+    tags = body.get("tags") or {}
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise _fail("tags", "expected an object of strings")
+    dryrun = body.get("dryrun")
+    if dryrun is not None and not isinstance(dryrun, bool):
+        raise _fail("dryrun", "expected a boolean")
+    return FeedbackRequest(
+        metric_name=metric,
+        value=body["value"],
+        inference_id=_uuid(body.get("inference_id"), "inference_id"),
+        episode_id=_uuid(body.get("episode_id"), "episode_id"),
+        tags=tags,
+        dryrun=bool(dryrun),
+    )
+
+
+@dataclass
+class FeedbackService:
+    config: Config
+    database: Database
+    recent: RecentInferences
+    recorder: Recorder
+    target_wait_s: float = TARGET_WAIT_S
+
+    async def submit(self, request: FeedbackRequest) -> UUID:
+        """Validate, check the target exists, queue the row; return the feedback id."""
+        kind, level = self._metric(request.metric_name)
+        target_id = self._target_id(request, kind, level)
+        feedback_id = uuid7()
+        created = datetime.fromtimestamp((feedback_id.int >> 80) / 1000, tz=UTC)
+        tags = dict(request.tags)
+        target_level = "inference" if request.inference_id is not None else "episode"
+        record: Record
+        if kind == "boolean":
+            if not isinstance(request.value, bool):
+                raise _fail("value", f"metric {request.metric_name!r} is boolean: expected true or false")
+            await self._require(request)
+            record = BooleanMetricFeedbackRecord(
+                feedback_id, created, target_id, target_level, request.metric_name, request.value, tags, None
+            )
+        elif kind == "float":
+            value = request.value
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise _fail("value", f"metric {request.metric_name!r} is float: expected a finite number")
+            await self._require(request)
+            record = FloatMetricFeedbackRecord(
+                feedback_id, created, target_id, target_level, request.metric_name, float(value), tags, None
+            )
+        elif kind == "comment":
+            if not isinstance(request.value, str):
+                raise _fail("value", "a comment is a string")
+            await self._require(request)
+            record = CommentFeedbackRecord(feedback_id, created, target_id, target_level, request.value, tags, None)
+        else:
+            target = await self._require(request)
+            assert target is not None
+            value = self._demonstration(target, request.value)
+            record = DemonstrationFeedbackRecord(feedback_id, created, target_id, value, tags, None)
+        if not request.dryrun:
+            await self.recorder.record([record])
+        return feedback_id
+
+    def _metric(self, name: str) -> tuple[str, str]:
+        if name == "comment":
+            return "comment", "any"
+        if name == "demonstration":
+            return "demonstration", "inference"
+        metric = self.config.metrics.get(name)
+        if metric is None:
+            raise NotFound(f"unknown metric {name!r}", field="metric_name")
+        return metric.type, metric.level
+
+    def _target_id(self, request: FeedbackRequest, kind: str, level: str) -> UUID:
+        if (request.inference_id is None) == (request.episode_id is None):
+            raise _fail("inference_id", "exactly one of inference_id and episode_id is required")
+        if level == "inference" and request.inference_id is None:
+            raise _fail("episode_id", f"metric {request.metric_name!r} is inference-level: send inference_id")
+        if level == "episode" and request.episode_id is None:
+            raise _fail("inference_id", f"metric {request.metric_name!r} is episode-level: send episode_id")
+        target = request.inference_id or request.episode_id
+        assert target is not None
+        return target
+
+    async def _require(self, request: FeedbackRequest) -> InferenceTarget | None:
+        """The target must exist: in this process's recent answers, else in the database (waiting briefly for
+        rows another replica has queued). Returns the inference for inference-level feedback."""
+        deadline = time.monotonic() + self.target_wait_s
+        while True:
+            if request.inference_id is not None:
+                found = self.recent.inference(request.inference_id) or await find_inference(
+                    self.database, request.inference_id
+                )
+                if found is not None:
+                    return found
+            elif request.episode_id is not None and (
+                self.recent.has_episode(request.episode_id) or await episode_exists(self.database, request.episode_id)
+            ):
+                return None
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+        if request.inference_id is not None:
+            raise NotFound(f"unknown inference {request.inference_id}", field="inference_id")
+        raise NotFound(f"unknown episode {request.episode_id}", field="episode_id")
+
+    def _demonstration(self, target: InferenceTarget, value: Any) -> Any:
+        function = self.config.functions.get(target.function_name)
+        if target.function_type == "json":
+            schema = function.output_schema if function else None
+            if schema:
+                error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+                if error is not None:
+                    raise _fail("value", f"demonstration does not match the output schema: {error.message}")
+            return value
+        if isinstance(value, str):
+            return [{"type": "text", "text": value}]
+        if not isinstance(value, list):
+            raise _fail("value", "a chat demonstration is a string or a list of text and tool_call blocks")
+        tools = {self.config.tools[t].name for t in function.tools} if function else set()
+        for i, block in enumerate(value):
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "text" and isinstance(block.get("text"), str):
+                continue
+            if kind == "tool_call" and isinstance(block.get("name"), str):
+                if block["name"] not in tools:
+                    raise _fail(f"value[{i}].name", f"unknown tool {block['name']!r} for this function")
+                continue
+            raise _fail(f"value[{i}]", "expected {type: text, text} or {type: tool_call, id, name, arguments}")
+        return value
