@@ -18,7 +18,8 @@ from urllib.parse import quote
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.providers.base import KeyLocation
-from lsd.providers.openai.provider import ChatCompletionsProvider, Pricing, check_url
+from lsd.providers.http import Pricing, check_url
+from lsd.providers.openai.provider import ChatCompletionsProvider
 
 DEFAULT_API_VERSION = "2024-10-21"
 

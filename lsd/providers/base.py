@@ -7,13 +7,15 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
+
+import orjson
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.errors import InvalidRequest, ProviderError
 from lsd.providers.transport import Transport
-from lsd.types import EmbeddingResponse, ProviderRequest, ProviderResponse, StreamChunk
+from lsd.types import EmbeddingResponse, FinishReason, ProviderRequest, ProviderResponse, StreamChunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,36 @@ def error_from_status(
         raw_request=raw_request,
         raw_response=text,
     )
+
+
+def malformed(
+    message: str, *, provider: str = "", raw_request: str | None = None, raw_response: str | None = None
+) -> ProviderError:
+    """An answer whose shape is wrong (retryable: another attempt may get a well-formed one)."""
+    return ProviderError(
+        f"malformed response: {message}",
+        provider=provider,
+        retryable=True,
+        kind="malformed",
+        raw_request=raw_request,
+        raw_response=raw_response,
+    )
+
+
+def json_object(data: bytes | str) -> dict[str, Any] | None:
+    """`data` decoded, when it is a JSON object; None for anything else (invalid JSON included)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def mapped_reason(reasons: Mapping[str, FinishReason], value: object) -> FinishReason | None:
+    """A provider's finish/stop reason through its table: None when absent, "unknown" when not in it."""
+    if value is None:
+        return None
+    return reasons.get(value, "unknown") if isinstance(value, str) else "unknown"
 
 
 def key_fingerprint(key: str | None) -> str | None:

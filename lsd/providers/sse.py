@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 
@@ -12,7 +12,7 @@ class SseEvent:
     data: str
 
 
-async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
+async def sse_events(lines: AsyncIterator[bytes]) -> AsyncGenerator[SseEvent, None]:
     """Yield one SseEvent per blank-line-terminated event; multi-line `data:` fields are joined with \\n."""
     event: str | None = None
     data: list[str] = []

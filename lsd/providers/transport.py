@@ -7,7 +7,8 @@ throughput of httpx.AsyncClient on a local proxy hop (see bench/README.md).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import aiohttp
@@ -59,16 +60,10 @@ class Transport:
         provider: str,
         timeout_s: float | None = None,
     ) -> HttpResponse:
-        try:
+        with _mapped_errors(provider, f"timed out after {timeout_s}s"):
             async with self.session.post(url, data=body, headers=headers, timeout=self._timeout(timeout_s)) as resp:
                 data = await resp.read()
                 return HttpResponse(resp.status, data, dict(resp.headers))
-        except TimeoutError as exc:
-            raise ProviderTimeout(f"timed out after {timeout_s}s", provider=provider, kind="timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise ProviderError(
-                f"connection error: {type(exc).__name__}: {exc}", provider=provider, kind="connection"
-            ) from exc
 
     async def stream_lines(
         self,
@@ -79,9 +74,10 @@ class Transport:
         provider: str,
         timeout_s: float | None = None,
         ttft_timeout_s: float | None = None,
-    ) -> AsyncIterator[bytes | HttpResponse]:
-        """POST and yield response lines as they arrive; on a non-2xx status yield one HttpResponse instead."""
-        try:
+    ) -> AsyncGenerator[bytes | HttpResponse, None]:
+        """POST and yield response lines as they arrive; on a non-2xx status yield one HttpResponse instead.
+        Close the generator (contextlib.aclosing) to release the connection as soon as the caller stops."""
+        with _mapped_errors(provider, "timed out while streaming"):
             async with self.session.post(url, data=body, headers=headers, timeout=self._timeout(timeout_s)) as resp:
                 if resp.status >= 300:
                     yield HttpResponse(resp.status, await resp.read(), dict(resp.headers))
@@ -96,9 +92,16 @@ class Transport:
                     if not line:
                         return
                     yield line
-        except TimeoutError as exc:
-            raise ProviderTimeout("timed out while streaming", provider=provider, kind="timeout") from exc
-        except aiohttp.ClientError as exc:
-            raise ProviderError(
-                f"connection error: {type(exc).__name__}: {exc}", provider=provider, kind="connection"
-            ) from exc
+
+
+@contextmanager
+def _mapped_errors(provider: str, timeout_message: str) -> Iterator[None]:
+    """aiohttp's exceptions (and timeouts) as ProviderTimeout/ProviderError, the one place they are mapped."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise ProviderTimeout(timeout_message, provider=provider, kind="timeout") from exc
+    except aiohttp.ClientError as exc:
+        raise ProviderError(
+            f"connection error: {type(exc).__name__}: {exc}", provider=provider, kind="connection"
+        ) from exc

@@ -7,15 +7,23 @@ Options (besides type and timeouts):
     cost              optional inline table {input_per_million, output_per_million} in currency per 1M tokens
 
 Modules: `wire` maps requests and completions (pure), `stream` turns SSE payloads into deltas (pure),
-`provider` does the HTTP calls; the `azure` type (lsd.providers.azure) reuses all three.
+`provider` configures the HTTP shell (lsd.providers.http); the `azure` type (lsd.providers.azure) reuses all
+three.
 
 Token limit: `InferenceParams.max_tokens` is sent as "max_completion_tokens" to api.openai.com (the only name
 its reasoning models accept; "max_tokens" is deprecated there) and as "max_tokens" to every other server
 (vLLM, Ollama, LM Studio, Azure's GA API versions), which know only that name.
 """
 
-from lsd.providers.openai.provider import ChatCompletionsProvider, OpenAIProvider, Pricing
+from lsd.providers.openai.provider import ChatCompletionsProvider, OpenAIProvider
 from lsd.providers.openai.stream import StreamState
-from lsd.providers.openai.wire import build_body, parse_response
+from lsd.providers.openai.wire import build_body, parse_embeddings, parse_response
 
-__all__ = ["ChatCompletionsProvider", "OpenAIProvider", "Pricing", "StreamState", "build_body", "parse_response"]
+__all__ = [
+    "ChatCompletionsProvider",
+    "OpenAIProvider",
+    "StreamState",
+    "build_body",
+    "parse_embeddings",
+    "parse_response",
+]

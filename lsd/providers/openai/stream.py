@@ -5,16 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from lsd.errors import ProviderError
-from lsd.providers.openai.wire import (
-    JSON_TOOL_NAME,
-    arguments_text,
-    finish_reason,
-    malformed,
-    parse_usage,
-)
+from lsd.providers.base import json_object, malformed
+from lsd.providers.openai.wire import JSON_TOOL_NAME, arguments_text, finish_reason, parse_usage, reported_cost
+from lsd.providers.sse import SseEvent
 from lsd.types import FinishReason, OutputBlock, StreamChunk, Text, Thought, ToolCall, Usage
 
 
@@ -23,8 +17,8 @@ class StreamState:
 
     `feed` returns a chunk for each payload with content (raw = that payload) and None for the others
     (role-only, finish-reason-only and usage-only events), whose payloads ride on the final chunk that
-    `finish` builds with the usage and finish reason. OpenAI sends a tool call's id only on its first
-    delta, keyed by `index`; every ToolCall delta here carries it.
+    `finish` builds with the usage, finish reason and any cost the server reports. OpenAI sends a tool
+    call's id only on its first delta, keyed by `index`; every ToolCall delta here carries it.
     """
 
     def __init__(self, *, json_tool: bool = False, provider: str = "", raw_request: str | None = None) -> None:
@@ -34,6 +28,7 @@ class StreamState:
         self.done = False
         self.usage: Usage | None = None
         self.finish_reason: FinishReason | None = None
+        self.reported_cost: float | None = None
         self.payloads: list[str] = []
         self._held: list[str] = []
         self._ids: dict[int, str] = {}
@@ -43,16 +38,21 @@ class StreamState:
     def raw_response(self) -> str:
         return "\n".join(self.payloads)
 
+    def feed_event(self, event: SseEvent) -> StreamChunk | None:
+        """`feed` until `data: [DONE]`; the events after it are read (so the connection can be reused) and
+        ignored."""
+        return None if self.done else self.feed(event.data)
+
+    def missing_end(self) -> str | None:
+        return None if self.done else "[DONE]"
+
     def feed(self, data: str) -> StreamChunk | None:
         if data == "[DONE]":
             self.done = True
             return None
         self.payloads.append(data)
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            event = None
-        if not isinstance(event, dict):
+        event = json_object(data)
+        if event is None:
             raise malformed(
                 "a stream event is not a JSON object",
                 provider=self.provider,
@@ -70,6 +70,7 @@ class StreamState:
             )
         if isinstance(event.get("usage"), dict):
             self.usage = parse_usage(event["usage"])
+            self.reported_cost = reported_cost(event["usage"])
         blocks: list[OutputBlock] = []
         for choice in event.get("choices") or ():
             if isinstance(choice, dict) and choice.get("index", 0) == 0:
@@ -118,8 +119,10 @@ class StreamState:
         return ToolCall(id=self._ids[index], name=self._names[index] if first else "", arguments=arguments)
 
     def finish(self) -> StreamChunk:
-        """The last chunk: usage (empty when the server sent none) and finish reason."""
+        """The last chunk: usage (empty when the server sent none), finish reason and reported cost."""
         reason = self.finish_reason
         if self.json_tool and reason == "tool_call" and not self._answered_with_tool:
             reason = "stop"
-        return StreamChunk(usage=self.usage or Usage(), finish_reason=reason, raw="\n".join(self._held))
+        return StreamChunk(
+            usage=self.usage or Usage(), finish_reason=reason, raw="\n".join(self._held), cost=self.reported_cost
+        )

@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from lsd.errors import InvalidRequest, ProviderError
+from lsd.errors import InvalidRequest
+from lsd.providers.base import malformed, mapped_reason
 from lsd.types import (
     File,
     FinishReason,
@@ -190,23 +191,8 @@ def _add_tools(body: dict[str, Any], request: ProviderRequest) -> None:
 # ---- response mapping --------------------------------------------------------------------------------------
 
 
-def malformed(
-    message: str, *, provider: str = "", raw_request: str | None = None, raw_response: str | None = None
-) -> ProviderError:
-    return ProviderError(
-        f"malformed response: {message}",
-        provider=provider,
-        retryable=True,
-        kind="malformed",
-        raw_request=raw_request,
-        raw_response=raw_response,
-    )
-
-
 def finish_reason(value: Any) -> FinishReason | None:
-    if value is None:
-        return None
-    return _FINISH_REASONS.get(value, "unknown") if isinstance(value, str) else "unknown"
+    return mapped_reason(_FINISH_REASONS, value)
 
 
 def parse_usage(usage: Any) -> Usage:

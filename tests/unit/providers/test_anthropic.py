@@ -122,7 +122,7 @@ def test_config_defaults_and_errors() -> None:
     provider, errors = build({"model_name": "claude-x"})
     assert errors == []
     assert provider.url == "https://api.anthropic.com/v1/messages"
-    assert (provider.key.kind, provider.key.name) == ("env", "ANTHROPIC_API_KEY")
+    assert (provider.key_location.kind, provider.key_location.name) == ("env", "ANTHROPIC_API_KEY")
     assert provider.max_tokens == 4096 and provider.pricing is None and provider.model_name == "claude-x"
 
     _, errors = build({"api_key_location": "ANTHROPIC_API_KEY", "max_tokens": 0, "cost": {"input_per_million": 1}})
@@ -502,7 +502,7 @@ async def test_cost(fake: FakeAnthropic, transport: Transport) -> None:
     response = await provider.infer(ask("one two three"), CallContext(transport))
     assert response.usage == Usage(3, 4)
     assert response.cost == pytest.approx(3 * 3 / 1e6 + 4 * 15 / 1e6)
-    assert provider.cost_of(Usage(1_000_000, None)) == pytest.approx(3.0)
+    assert provider.pricing.cost_of(Usage(1_000_000, None)) == pytest.approx(3.0)
 
 
 @pytest.mark.parametrize(
@@ -614,6 +614,7 @@ async def test_stream_cut_off_before_message_stop(fake: FakeAnthropic, transport
     assert texts(chunks) == ["echo: "]
     assert isinstance(error, ProviderError) and error.kind == "stream_interrupted"
     assert error.retryable and error.raw_request
+    assert error.raw_response and "content_block_delta" in error.raw_response  # the events received
 
 
 async def test_abandoned_stream_can_be_closed(fake: FakeAnthropic, transport: Transport) -> None:
@@ -657,6 +658,30 @@ async def test_key_from_environment(
     with pytest.raises(ProviderError) as caught:
         await provider.infer(ask("hi"), CallContext(transport))
     assert caught.value.kind == "auth" and not caught.value.retryable
+
+
+async def test_stream_last_chunk_reports_what_infer_does(
+    keyed: FakeAnthropic, transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    provider = make_provider(
+        keyed.base_url,
+        api_key_location="env::ANTHROPIC_API_KEY",
+        cost={"input_per_million": 3, "output_per_million": 15},
+    )
+    chunks, error = await collect(provider.stream(ask("stream me a longer answer"), CallContext(transport)))
+    assert error is None
+    *deltas, last = chunks
+    assert last.usage == Usage(5, 6) and last.finish_reason == "stop"
+    assert last.cost == pytest.approx(5 * 3 / 1e6 + 6 * 15 / 1e6)
+    assert last.raw_request is not None and orjson.loads(last.raw_request) == keyed.last.json
+    assert last.request_headers is not None and last.request_headers["x-api-key"] == "[REDACTED]"
+    assert last.request_headers["anthropic-version"] == "2023-06-01"
+    assert last.api_key_sha256 == hashlib.sha256(KEY.encode()).hexdigest()
+    assert all(c.raw_request is None and c.request_headers is None and c.api_key_sha256 is None for c in deltas)
+    for chunk in chunks:
+        for name in StreamChunk.__dataclass_fields__:
+            assert KEY not in repr(getattr(chunk, name)), name
 
 
 async def test_dynamic_key(keyed: FakeAnthropic, transport: Transport) -> None:

@@ -600,6 +600,22 @@ async def test_stream_is_incremental(fake: FakeGemini, ctx: CallContext) -> None
     assert fake.requests[0].query == {"alt": "sse"}
 
 
+async def test_stream_last_chunk_reports_what_infer_does(fake: FakeGemini, ctx: CallContext) -> None:
+    provider = provider_for(fake, cost={"input_per_million": 1.25, "output_per_million": 10.0})
+    chunks, error = await collect(provider.stream(ask("one two three"), ctx))
+    assert error is None
+    *deltas, last = chunks
+    assert (last.usage, last.finish_reason) == (Usage(3, 4), "stop")
+    assert last.cost == pytest.approx((3 * 1.25 + 4 * 10.0) / 1e6)
+    assert last.raw_request is not None and orjson.loads(last.raw_request) == fake.requests[-1].json
+    assert last.request_headers == {"Content-Type": "application/json", "x-goog-api-key": REDACTED}
+    assert last.api_key_sha256 == key_fingerprint(KEY)
+    assert all(c.raw_request is None and c.request_headers is None and c.api_key_sha256 is None for c in deltas)
+    for chunk in chunks:
+        for name in StreamChunk.__dataclass_fields__:
+            assert KEY not in repr(getattr(chunk, name)), name
+
+
 async def test_stream_function_calls_and_thoughts(fake: FakeGemini, ctx: CallContext) -> None:
     chunks, error = await collect(provider_for(fake, "function").stream(ask("x", tools=(TIME,)), ctx))
     assert error is None

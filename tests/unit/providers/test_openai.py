@@ -533,6 +533,30 @@ async def test_stream_text(fake: FakeOpenAI, ctx: CallContext) -> None:
     assert fake.requests[-1].body["stream_options"] == {"include_usage": True}
 
 
+async def test_stream_last_chunk_reports_what_infer_does(fake: FakeOpenAI, ctx: CallContext) -> None:
+    provider = openai(fake, cost={"input_per_million": 2.0, "output_per_million": 10})
+    chunks = await collect(provider.stream(ask("hello streaming world"), ctx))
+    *deltas, last = chunks
+    assert last.usage == Usage(3, 4)
+    assert last.cost == pytest.approx((3 * 2.0 + 4 * 10) / 1e6)
+    assert last.raw_request is not None and orjson.loads(last.raw_request) == fake.requests[-1].body
+    assert last.request_headers == {"Content-Type": "application/json", "Authorization": "[REDACTED]"}
+    assert last.api_key_sha256 == hashlib.sha256(KEY.encode()).hexdigest()
+    assert all(c.raw_request is None and c.request_headers is None and c.api_key_sha256 is None for c in deltas)
+    for c in chunks:
+        for name in StreamChunk.__dataclass_fields__:
+            assert KEY not in repr(getattr(c, name)), name
+
+
+def test_stream_state_keeps_a_reported_cost() -> None:
+    state = StreamState()
+    state.feed(chunk({"content": "Hi"}, "stop"))
+    state.feed(
+        orjson.dumps({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "cost": 0.5}}).decode()
+    )
+    assert state.finish().cost == 0.5
+
+
 async def test_stream_yields_chunks_as_they_arrive(fake: FakeOpenAI, ctx: CallContext) -> None:
     stream = openai(fake, "hold").stream(ask("first second"), ctx)
     first = await asyncio.wait_for(anext(stream), 10)  # the server holds the rest until released

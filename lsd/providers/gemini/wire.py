@@ -1,15 +1,4 @@
-"""The `google_ai_studio_gemini` provider type: the Gemini API (generativelanguage.googleapis.com, v1beta).
-
-Options (besides type and timeouts):
-    model_name        required; "gemini-2.5-flash" becomes the resource "models/gemini-2.5-flash" (a name that
-                      already holds a "/", such as "tunedModels/x", is used as the resource as-is)
-    api_base          default "https://generativelanguage.googleapis.com/v1beta/"
-    api_key_location  default "env::GOOGLE_AI_STUDIO_API_KEY"; sent in the `x-goog-api-key` header, never in
-                      the URL's `?key=`, so it never lands in access logs or stored URLs
-    cost              optional inline table {input_per_million, output_per_million} in currency per 1M tokens
-
-Endpoints: POST {api_base}{resource}:generateContent, :streamGenerateContent?alt=sse (SSE, one
-GenerateContentResponse per `data:`) and :batchEmbedContents.
+"""The Gemini API's wire format as pure functions: request bodies out, GenerateContentResponses in.
 
 Mapping choices:
 - Tool parameters go as `parametersJsonSchema` and strict JSON schemas as `responseJsonSchema`: both take JSON
@@ -34,31 +23,22 @@ Mapping choices:
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import aclosing
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, ClassVar, cast
-from urllib.parse import urlsplit
+from typing import Any
 
 import orjson
 
-from lsd.config.model import ProviderConfig
-from lsd.config.reader import Table
 from lsd.errors import InvalidRequest, ProviderError
-from lsd.providers.base import CallContext, KeyLocation, Provider, error_from_status, key_fingerprint, redact_headers
-from lsd.providers.sse import sse_events
+from lsd.providers.base import error_from_status, json_object, malformed, mapped_reason
 from lsd.providers.transport import HttpResponse
 from lsd.types import (
-    EmbeddingResponse,
     File,
     FinishReason,
     Message,
     OutputBlock,
     ProviderRequest,
-    ProviderResponse,
     RawText,
-    StreamChunk,
     Template,
     Text,
     Thought,
@@ -68,8 +48,6 @@ from lsd.types import (
     Usage,
 )
 
-DEFAULT_API_BASE = "https://generativelanguage.googleapis.com/v1beta/"
-KEY_HEADER = "x-goog-api-key"
 # json_mode = "tool" forces a call to this function; its arguments are the answer.
 JSON_TOOL_NAME = "respond"
 _FINISH_REASONS: Mapping[str, FinishReason] = MappingProxyType(
@@ -85,35 +63,6 @@ _FINISH_REASONS: Mapping[str, FinishReason] = MappingProxyType(
     }
 )
 _TOOL_MODES: Mapping[str, str] = MappingProxyType({"auto": "AUTO", "none": "NONE", "required": "ANY"})
-
-
-@dataclass(frozen=True, slots=True)
-class Pricing:
-    """The `cost` option: price per million input and output tokens."""
-
-    input_per_million: float
-    output_per_million: float
-
-    @staticmethod
-    def parse(options: Table) -> Pricing | None:
-        if not options.has("cost"):
-            return None
-        table = options.table("cost")
-        if not isinstance(options.data["cost"], dict):
-            return None  # options.table reported it
-        prices = []
-        for key in ("input_per_million", "output_per_million"):
-            if not table.has(key):
-                table.error(key, "missing required key")
-            prices.append(table.float(key, 0.0, minimum=0.0))
-        table.finish()
-        return Pricing(prices[0], prices[1])
-
-    def cost(self, usage: Usage) -> float | None:
-        if usage.input_tokens is None and usage.output_tokens is None:
-            return None
-        spent = (usage.input_tokens or 0) * self.input_per_million
-        return (spent + (usage.output_tokens or 0) * self.output_per_million) / 1e6
 
 
 def model_resource(model_name: str) -> str:
@@ -271,14 +220,8 @@ def _add_tools(body: dict[str, Any], request: ProviderRequest) -> None:
 # ---- response mapping --------------------------------------------------------------------------------------
 
 
-def malformed(message: str) -> ProviderError:
-    return ProviderError(f"malformed response: {message}", retryable=True, kind="malformed")
-
-
 def parse_finish_reason(value: Any) -> FinishReason | None:
-    if value is None:
-        return None
-    return _FINISH_REASONS.get(value, "unknown") if isinstance(value, str) else "unknown"
+    return mapped_reason(_FINISH_REASONS, value)
 
 
 def parse_usage(metadata: Any) -> Usage:
@@ -294,7 +237,7 @@ def parse_usage(metadata: Any) -> Usage:
     return Usage(prompt if isinstance(prompt, int) else None, output)
 
 
-def _blocked(body: Mapping[str, Any]) -> ProviderError | None:
+def blocked_error(body: Mapping[str, Any]) -> ProviderError | None:
     feedback = body.get("promptFeedback")
     reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
     if reason is None:
@@ -302,7 +245,7 @@ def _blocked(body: Mapping[str, Any]) -> ProviderError | None:
     return ProviderError(f"the prompt was blocked: {reason}", retryable=False, kind="content_filter")
 
 
-class _Parts:
+class Parts:
     """Turns candidate parts into output blocks, numbering function calls across one response."""
 
     def __init__(self, *, json_tool: bool) -> None:
@@ -356,7 +299,7 @@ class _Parts:
         return "tool_call" if reason == "stop" and self.calls else reason
 
 
-def _first_candidate(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def first_candidate(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     candidates = body.get("candidates")
     if candidates is None or candidates == []:
         return None
@@ -372,10 +315,10 @@ def parse_response(body: Any, *, json_tool: bool = False) -> tuple[tuple[OutputB
     the shape is wrong."""
     if not isinstance(body, dict):
         raise malformed("the body is not a JSON object")
-    candidate = _first_candidate(body)
+    candidate = first_candidate(body)
     if candidate is None:
-        raise _blocked(body) or malformed("no candidates")
-    parts = _Parts(json_tool=json_tool)
+        raise blocked_error(body) or malformed("no candidates")
+    parts = Parts(json_tool=json_tool)
     blocks = parts.blocks(candidate)
     return tuple(blocks), parse_usage(body.get("usageMetadata")), parts.finish_reason(candidate.get("finishReason"))
 
@@ -393,257 +336,13 @@ def parse_embeddings(body: Any, count: int) -> tuple[tuple[float, ...], ...]:
     return tuple(vectors)
 
 
-class StreamState:
-    """Turns the SSE data payloads of one streamGenerateContent call into StreamChunk deltas.
-
-    `feed` returns a chunk for each payload with content (raw = that payload) and None for the others, whose
-    payloads ride on the chunk `finish` builds with the last usageMetadata and the finish reason. Gemini sends
-    each function call whole, so each ToolCall chunk carries its id, name and complete arguments.
-    """
-
-    def __init__(self, *, json_tool: bool = False, provider: str = "", raw_request: str | None = None) -> None:
-        self.provider = provider
-        self.raw_request = raw_request
-        self.usage = Usage()
-        self.finish_reason: FinishReason | None = None
-        self.payloads: list[str] = []
-        self._held: list[str] = []
-        self._parts = _Parts(json_tool=json_tool)
-
-    def raw_response(self) -> str:
-        return "\n".join(self.payloads)
-
-    def attach(self, exc: ProviderError) -> ProviderError:
-        """`exc` with this stream's provider and what crossed the wire so far."""
-        exc.provider, exc.raw_request, exc.raw_response = self.provider, self.raw_request, self.raw_response()
-        return exc
-
-    def feed(self, data: str) -> StreamChunk | None:
-        self.payloads.append(data)
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            event = None
-        if not isinstance(event, dict):
-            raise self.attach(malformed("a stream event is not a JSON object"))
-        error = event.get("error")
-        if error is not None:
-            code = error.get("code") if isinstance(error, dict) else None
-            status = code if isinstance(code, int) and code >= 400 else 500
-            raise error_from_status(self.provider, status, data, raw_request=self.raw_request)
-        try:
-            candidate = _first_candidate(event)
-            if candidate is None and (blocked := _blocked(event)) is not None:
-                raise blocked
-            blocks = self._parts.blocks(candidate) if candidate is not None else []
-        except ProviderError as exc:
-            raise self.attach(exc) from None
-        if "usageMetadata" in event:
-            self.usage = parse_usage(event["usageMetadata"])
-        if candidate is not None and candidate.get("finishReason") is not None:
-            self.finish_reason = self._parts.finish_reason(candidate["finishReason"])
-        if not blocks:
-            self._held.append(data)
-            return None
-        return StreamChunk(content=tuple(blocks), raw=data)
-
-    def finish(self) -> StreamChunk:
-        """The last chunk: usage and finish reason (call only once `finish_reason` is set)."""
-        reason = self.finish_reason
-        if reason == "stop" and self._parts.calls:
-            reason = "tool_call"  # the call may come in an event before the one with the finish reason
-        return StreamChunk(usage=self.usage, finish_reason=reason, raw="\n".join(self._held))
-
-
-# ---- the provider ------------------------------------------------------------------------------------------
-
-
 def status_error(provider: str, response: HttpResponse, raw_request: str) -> ProviderError:
     """A non-2xx answer as a ProviderError; Google's 400 for a bad key (reason API_KEY_INVALID) is "auth"."""
     exc = error_from_status(provider, response.status, response.body, raw_request=raw_request)
-    try:
-        error = orjson.loads(response.body).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        return exc
+    body = json_object(response.body)
+    error = body.get("error") if body is not None else None
     details = error.get("details") if isinstance(error, dict) else None
     reasons = {d.get("reason") for d in details if isinstance(d, dict)} if isinstance(details, list) else set()
     if "API_KEY_INVALID" in reasons or (isinstance(error, dict) and error.get("status") == "UNAUTHENTICATED"):
         exc.kind = "auth"
     return exc
-
-
-@dataclass(frozen=True, slots=True)
-class _Exchange:
-    """One successful JSON POST: what crossed the wire, redacted, plus the decoded answer."""
-
-    raw_request: str
-    raw_response: str
-    request_headers: dict[str, str]
-    api_key_sha256: str | None
-    data: Any
-
-
-class GeminiProvider(Provider):
-    """The I/O shell around the pure functions above."""
-
-    type_name: ClassVar[str] = "google_ai_studio_gemini"
-    supports_embeddings: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        config: ProviderConfig,
-        *,
-        model_name: str,
-        api_base: str = DEFAULT_API_BASE,
-        key_location: KeyLocation,
-        pricing: Pricing | None = None,
-    ) -> None:
-        super().__init__(config)
-        self._model_name = model_name
-        self.api_base = api_base if api_base.endswith("/") else api_base + "/"
-        self.key_location = key_location
-        self.pricing = pricing
-
-    @classmethod
-    def from_config(cls, config: ProviderConfig, options: Table) -> GeminiProvider:
-        model_name = options.str("model_name", required=True)
-        api_base = options.str("api_base", DEFAULT_API_BASE)
-        if isinstance(api_base, str) and (
-            not api_base.startswith(("http://", "https://")) or not urlsplit(api_base).hostname
-        ):
-            options.error("api_base", f"expected an http:// or https:// URL, got {api_base!r}")
-            api_base = DEFAULT_API_BASE
-        return cls(
-            config,
-            model_name=model_name or "",
-            api_base=api_base or DEFAULT_API_BASE,
-            key_location=KeyLocation.parse(options, "api_key_location", "env::GOOGLE_AI_STUDIO_API_KEY"),
-            pricing=Pricing.parse(options),
-        )
-
-    @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    def url(self, method: str) -> str:
-        return f"{self.api_base}{model_resource(self._model_name)}:{method}"
-
-    def headers(self, key: str | None) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if key is not None:
-            headers[KEY_HEADER] = key
-        return headers
-
-    def cost(self, usage: Usage) -> float | None:
-        return self.pricing.cost(usage) if self.pricing is not None else None
-
-    async def post_json(self, url: str, body: Mapping[str, Any], ctx: CallContext) -> _Exchange:
-        """POST `body`; raise ProviderError for a non-2xx status or an answer that is not JSON."""
-        raw_request = orjson.dumps(body).decode()
-        key = self.key_location.resolve(ctx.credentials, self.name)
-        headers = self.headers(key)
-        response = await ctx.transport.post(
-            url, raw_request.encode(), headers, provider=self.name, timeout_s=ctx.timeout_s
-        )
-        if not 200 <= response.status < 300:
-            raise status_error(self.name, response, raw_request)
-        raw_response = response.body.decode("utf-8", "replace")
-        try:
-            data = orjson.loads(response.body)
-        except orjson.JSONDecodeError:
-            raise self._attach(malformed("the body is not JSON"), raw_request, raw_response) from None
-        return _Exchange(raw_request, raw_response, redact_headers(headers), key_fingerprint(key), data)
-
-    def _attach(self, exc: ProviderError, raw_request: str, raw_response: str) -> ProviderError:
-        exc.provider, exc.raw_request, exc.raw_response = self.name, raw_request, raw_response
-        return exc
-
-    async def infer(self, request: ProviderRequest, ctx: CallContext) -> ProviderResponse:
-        body = build_body(request, stream=False, provider_name=self.name)
-        exchange = await self.post_json(self.url("generateContent"), body, ctx)
-        try:
-            content, usage, reason = parse_response(exchange.data, json_tool=request.params.json_mode == "tool")
-        except ProviderError as exc:
-            raise self._attach(exc, exchange.raw_request, exchange.raw_response) from None
-        return ProviderResponse(
-            content=content,
-            usage=usage,
-            finish_reason=reason,
-            raw_request=exchange.raw_request,
-            raw_response=exchange.raw_response,
-            cost=self.cost(usage),
-            request_headers=exchange.request_headers,
-            api_key_sha256=exchange.api_key_sha256,
-        )
-
-    async def stream(self, request: ProviderRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
-        """Yield deltas as they arrive, then one chunk with usage and finish reason. A stream that breaks or
-        ends before any finishReason raises ProviderError(kind="stream_interrupted") after its deltas."""
-        raw_request = orjson.dumps(build_body(request, stream=True, provider_name=self.name)).decode()
-        key = self.key_location.resolve(ctx.credentials, self.name)
-        state = StreamState(json_tool=request.params.json_mode == "tool", provider=self.name, raw_request=raw_request)
-        # stream_lines is an async generator (annotated AsyncIterator): close it to release the connection.
-        lines = cast(
-            AsyncGenerator[bytes | HttpResponse, None],
-            ctx.transport.stream_lines(
-                self.url("streamGenerateContent") + "?alt=sse",
-                raw_request.encode(),
-                self.headers(key),
-                provider=self.name,
-                timeout_s=ctx.timeout_s,
-            ),
-        )
-        async with aclosing(lines):
-            first = await anext(lines, None)
-            if isinstance(first, HttpResponse):
-                raise status_error(self.name, first, raw_request)
-            try:
-                async for event in sse_events(_lines_from(first, lines)):
-                    chunk = state.feed(event.data)
-                    if chunk is not None:
-                        yield chunk
-            except ProviderError as exc:
-                if exc.kind != "connection":
-                    raise
-                raise self._interrupted(state, str(exc)) from exc
-        if state.finish_reason is None:
-            raise self._interrupted(state, "the stream ended before a finishReason")
-        yield state.finish()
-
-    def _interrupted(self, state: StreamState, reason: str) -> ProviderError:
-        message = f"stream from provider {self.name!r} was interrupted: {reason}"
-        return state.attach(ProviderError(message, retryable=True, kind="stream_interrupted"))
-
-    async def embed(
-        self, inputs: Sequence[str], ctx: CallContext, *, dimensions: int | None = None
-    ) -> EmbeddingResponse:
-        resource = model_resource(self._model_name)
-        requests: list[dict[str, Any]] = []
-        for text in inputs:
-            item: dict[str, Any] = {"model": resource, "content": {"parts": [{"text": text}]}}
-            if dimensions is not None:
-                item["outputDimensionality"] = dimensions
-            requests.append(item)
-        exchange = await self.post_json(self.url("batchEmbedContents"), {"requests": requests}, ctx)
-        try:
-            embeddings = parse_embeddings(exchange.data, len(inputs))
-        except ProviderError as exc:
-            raise self._attach(exc, exchange.raw_request, exchange.raw_response) from None
-        return EmbeddingResponse(
-            embeddings=embeddings,
-            usage=Usage(),
-            raw_request=exchange.raw_request,
-            raw_response=exchange.raw_response,
-            request_headers=exchange.request_headers,
-            api_key_sha256=exchange.api_key_sha256,
-        )
-
-
-async def _lines_from(first: bytes | None, rest: AsyncIterator[bytes | HttpResponse]) -> AsyncIterator[bytes]:
-    """`first` then the rest of the lines (only the first item of stream_lines can be an HttpResponse)."""
-    if first is None:
-        return
-    yield first
-    async for line in rest:
-        if isinstance(line, bytes):
-            yield line

@@ -1,0 +1,279 @@
+"""Anthropic's Messages API as pure functions: request bodies out, message objects in.
+
+Request mapping: the system prompt is the top-level `system` string. Each content block carries its own
+role: a ToolCall is always an assistant `tool_use` block (its arguments parsed to an object), a ToolResult
+always a user `tool_result` block, a signed Thought an assistant `thinking` block (`redacted_thinking` when
+it has a signature but no text; unsigned thoughts are dropped, Anthropic rejects them), a File an `image`
+(or, for application/pdf, a `document`) block by base64 data or URL. Consecutive blocks of one role are
+merged into one message because Anthropic requires the roles to alternate, and within a user message the
+`tool_result` blocks are moved first, as Anthropic requires. Empty text blocks are dropped (Anthropic
+rejects them). An Unknown block is passed through verbatim when it names no provider or this one.
+Parameters: temperature, top_p, max_tokens and stop_sequences are sent; seed and the presence/frequency
+penalties have no Anthropic equivalent and are dropped.
+
+JSON mode: "tool" and "strict" with an output schema add a tool named `respond` whose input_schema is the
+output schema and force it with tool_choice; its `tool_use` input comes back as one Text block holding the
+JSON (streamed as Text deltas) and the finish reason "tool_call" becomes "stop". Such a request's own
+tool_choice is overridden (and a request tool named `respond` would clash). "on" (and "tool"/"strict"
+without a schema) appends an instruction to answer with JSON only to the system prompt (quoting the schema
+when there is one).
+
+Usage: input_tokens counts every prompt token, cache reads and writes included (Anthropic reports those
+separately); the `cost` option prices them all at input_per_million.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+import orjson
+
+from lsd.errors import InvalidRequest
+from lsd.providers.base import mapped_reason
+from lsd.types import (
+    ContentBlock,
+    File,
+    FinishReason,
+    Json,
+    Message,
+    OutputBlock,
+    ProviderRequest,
+    RawText,
+    Template,
+    Text,
+    Thought,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    Unknown,
+    Usage,
+)
+
+DEFAULT_MAX_TOKENS = 4096
+JSON_TOOL_NAME = "respond"
+JSON_INSTRUCTION = "Respond with one valid JSON value only: no prose and no code fences."
+
+_STOP_REASONS: Mapping[str, FinishReason] = MappingProxyType(
+    {
+        "end_turn": "stop",
+        "stop_sequence": "stop_sequence",
+        "max_tokens": "length",
+        "tool_use": "tool_call",
+        "refusal": "content_filter",
+    }
+)
+
+
+def uses_json_tool(request: ProviderRequest) -> bool:
+    """Whether the request's JSON mode is served by the forced `respond` tool."""
+    return request.params.json_mode in ("tool", "strict") and request.output_schema is not None
+
+
+def build_body(
+    request: ProviderRequest,
+    model_name: str,
+    stream: bool,
+    *,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    provider_name: str | None = None,
+) -> dict[str, Json]:
+    """The Messages API request body for `request`; raises InvalidRequest for content Anthropic cannot take."""
+    params = request.params
+    body: dict[str, Json] = {
+        "model": model_name,
+        "max_tokens": params.max_tokens if params.max_tokens is not None else max_tokens,
+        "messages": build_messages(request.messages, provider_name=provider_name),
+    }
+    system = _system(request)
+    if system:
+        body["system"] = system
+    if params.temperature is not None:
+        body["temperature"] = params.temperature
+    if params.top_p is not None:
+        body["top_p"] = params.top_p
+    if params.stop_sequences:
+        body["stop_sequences"] = list(params.stop_sequences)
+    tools, tool_choice = _tools(request)
+    if tools:
+        body["tools"] = tools
+        if tool_choice is not None:
+            body["tool_choice"] = tool_choice
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def build_messages(messages: Sequence[Message], *, provider_name: str | None = None) -> list[dict[str, Json]]:
+    """Anthropic's alternating messages: every block placed by its role, consecutive same-role runs merged."""
+    turns: list[tuple[str, list[dict[str, Json]]]] = []
+    for message in messages:
+        for block in message.content:
+            placed = _block(block, message.role, provider_name)
+            if placed is None:
+                continue
+            role, part = placed
+            if turns and turns[-1][0] == role:
+                turns[-1][1].append(part)
+            else:
+                turns.append((role, [part]))
+    out: list[dict[str, Json]] = []
+    for role, parts in turns:
+        if role == "user":
+            parts.sort(key=lambda part: part.get("type") != "tool_result")  # stable: tool results first
+        out.append({"role": role, "content": parts})
+    return out
+
+
+def _block(block: ContentBlock, role: str, provider_name: str | None) -> tuple[str, dict[str, Json]] | None:
+    if isinstance(block, Text | RawText):
+        text = block.text if isinstance(block, Text) else block.value
+        return (role, {"type": "text", "text": text}) if text else None
+    if isinstance(block, ToolCall):
+        part: dict[str, Json] = {"type": "tool_use", "id": block.id, "name": block.name}
+        part["input"] = _arguments(block)
+        return "assistant", part
+    if isinstance(block, ToolResult):
+        return "user", {"type": "tool_result", "tool_use_id": block.id, "content": block.result}
+    if isinstance(block, File):
+        return role, _file(block)
+    if isinstance(block, Thought):
+        if not block.signature:
+            return None
+        if block.text is None:
+            return "assistant", {"type": "redacted_thinking", "data": block.signature}
+        return "assistant", {"type": "thinking", "thinking": block.text, "signature": block.signature}
+    if isinstance(block, Template):
+        raise InvalidRequest(f"template {block.name!r} was not rendered before the provider call", field="messages")
+    if isinstance(block.data, dict) and block.provider_name in (None, provider_name):
+        return role, dict(block.data)
+    return None
+
+
+def _arguments(call: ToolCall) -> dict[str, Json]:
+    try:
+        value = orjson.loads(call.arguments or "{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"tool call {call.id!r} has arguments that are not JSON", field="messages") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"tool call {call.id!r} has arguments that are not a JSON object", field="messages")
+    return value
+
+
+def _file(file: File) -> dict[str, Json]:
+    mime, data, url = file.mime_type, file.data, file.url
+    if url and url.startswith("data:") and data is None:
+        header, _, data = url[5:].partition(",")
+        mime = mime or header.split(";")[0] or None
+        url = None
+    kind = "document" if mime == "application/pdf" else "image"
+    if kind == "image" and mime is not None and not mime.startswith("image/"):
+        raise InvalidRequest(f"Anthropic accepts images and PDFs, not {mime!r} files", field="messages")
+    if data is not None:
+        if mime is None:
+            raise InvalidRequest("an inline file needs a mime_type", field="messages")
+        return {"type": kind, "source": {"type": "base64", "media_type": mime, "data": data}}
+    if url:
+        return {"type": kind, "source": {"type": "url", "url": url}}
+    raise InvalidRequest("a file needs a url or data", field="messages")
+
+
+def _system(request: ProviderRequest) -> str | None:
+    mode = request.params.json_mode
+    if mode not in ("on", "tool", "strict") or uses_json_tool(request):
+        return request.system
+    instruction = JSON_INSTRUCTION
+    if request.output_schema is not None:
+        schema = orjson.dumps(request.output_schema, option=orjson.OPT_SORT_KEYS).decode()
+        instruction += f" The JSON must match this JSON Schema: {schema}"
+    return f"{request.system}\n\n{instruction}" if request.system else instruction
+
+
+def _tool(spec: ToolSpec) -> dict[str, Json]:
+    return {"name": spec.name, "description": spec.description, "input_schema": dict(spec.parameters)}
+
+
+def _tools(request: ProviderRequest) -> tuple[list[dict[str, Json]], dict[str, Json] | None]:
+    tools = [_tool(spec) for spec in request.tools]
+    if uses_json_tool(request):
+        schema = dict(request.output_schema or {})
+        tools.append({"name": JSON_TOOL_NAME, "description": "Respond with the answer.", "input_schema": schema})
+        return tools, {"type": "tool", "name": JSON_TOOL_NAME}
+    if not tools:
+        return [], None
+    choice = _tool_choice(request.tool_choice)
+    if request.parallel_tool_calls is False and (choice is None or choice["type"] != "none"):
+        choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return tools, choice
+
+
+def _tool_choice(choice: str | Mapping[str, str] | None) -> dict[str, Json] | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        mapped = {"auto": "auto", "required": "any", "none": "none"}.get(choice)
+        if mapped is not None:
+            return {"type": mapped}
+    elif set(choice) == {"specific"}:
+        return {"type": "tool", "name": choice["specific"]}
+    raise InvalidRequest(f"unsupported tool_choice {choice!r}", field="tool_choice")
+
+
+def finish_reason(stop_reason: object, *, json_tool: bool = False) -> FinishReason | None:
+    """Anthropic's stop_reason as a FinishReason (None when absent)."""
+    if json_tool and stop_reason == "tool_use":
+        return "stop"
+    return mapped_reason(_STOP_REASONS, stop_reason)
+
+
+def parse_usage(usage: object, previous: Usage | None = None) -> Usage:
+    """Anthropic's usage object; fields it lacks keep their `previous` value (streams report in two steps)."""
+    before = previous or Usage()
+    if not isinstance(usage, dict):
+        return before
+    parts = [usage.get(k) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
+    counted = [p for p in parts if isinstance(p, int)]
+    output = usage.get("output_tokens")
+    return Usage(
+        sum(counted) if counted else before.input_tokens,
+        output if isinstance(output, int) else before.output_tokens,
+    )
+
+
+def parse_response(
+    body: bytes | str | Mapping[str, Json], *, json_tool: bool = False
+) -> tuple[tuple[OutputBlock, ...], Usage, FinishReason | None]:
+    """A Messages API response's content blocks, usage and finish reason, from its JSON text or the object
+    it decodes to; ValueError when malformed."""
+    data = orjson.loads(body) if isinstance(body, bytes | str) else body
+    if not isinstance(data, dict) or not isinstance(data.get("content"), list):
+        raise ValueError("expected a message object with a `content` list")
+    blocks = tuple(_output_block(block, json_tool) for block in data["content"])
+    return blocks, parse_usage(data.get("usage")), finish_reason(data.get("stop_reason"), json_tool=json_tool)
+
+
+def _output_block(block: object, json_tool: bool) -> OutputBlock:
+    if not isinstance(block, dict):
+        raise ValueError(f"content block is not an object: {block!r}")
+    kind = block.get("type")
+    if kind == "text":
+        return Text(str_field(block, "text"))
+    if kind == "tool_use":
+        arguments = orjson.dumps(block.get("input") or {}).decode()
+        if json_tool and block.get("name") == JSON_TOOL_NAME:
+            return Text(arguments)
+        return ToolCall(id=str_field(block, "id"), name=str_field(block, "name"), arguments=arguments)
+    if kind == "thinking":
+        signature = block.get("signature")
+        return Thought(text=str_field(block, "thinking"), signature=signature if isinstance(signature, str) else None)
+    if kind == "redacted_thinking":
+        return Thought(text=None, signature=str_field(block, "data"))
+    return Unknown(data=block)
+
+
+def str_field(obj: Mapping[str, Json], key: str) -> str:
+    """`obj[key]`, which must be a string (ValueError otherwise)."""
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string at {key!r}, got {value!r}")
+    return value

@@ -1,0 +1,322 @@
+"""The shell the HTTP providers share: the `cost` option, URL checks, JSON POSTs and SSE streams.
+
+Every result and every error carries what crossed the wire (the body sent, the answer received, the headers
+with their credentials redacted, the key's fingerprint), so the provider modules hold only their own wire
+format. A stream whose connection breaks after its first event raises ProviderError(kind="stream_interrupted")
+with the payloads received so far; one that ends without the provider's end marker raises the same.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import orjson
+
+from lsd.config.model import ProviderConfig
+from lsd.config.reader import Table
+from lsd.errors import ProviderError
+from lsd.providers.base import (
+    CallContext,
+    KeyLocation,
+    Provider,
+    error_from_status,
+    json_object,
+    key_fingerprint,
+    malformed,
+    redact_headers,
+)
+from lsd.providers.sse import SseEvent, sse_events
+from lsd.providers.transport import HttpResponse
+from lsd.types import (
+    EmbeddingResponse,
+    FinishReason,
+    OutputBlock,
+    ProviderRequest,
+    ProviderResponse,
+    StreamChunk,
+    Usage,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """The `cost` option: price per million input and output tokens."""
+
+    input_per_million: float
+    output_per_million: float
+
+    @staticmethod
+    def parse(options: Table) -> Pricing | None:
+        """The `cost` inline table; None when it is absent (or not a table, which `options` then reports)."""
+        if not options.has("cost"):
+            return None
+        table = options.table("cost")
+        if not isinstance(options.data["cost"], dict):
+            return None
+        prices = []
+        for key in ("input_per_million", "output_per_million"):
+            if not table.has(key):
+                table.error(key, "missing required key")
+            prices.append(table.float(key, 0.0, minimum=0.0))
+        table.finish()
+        return Pricing(prices[0], prices[1])
+
+    def cost_of(self, usage: Usage) -> float | None:
+        """What `usage` costs; None when the provider reported no token counts at all."""
+        if usage.input_tokens is None and usage.output_tokens is None:
+            return None
+        spent = (usage.input_tokens or 0) * self.input_per_million
+        return (spent + (usage.output_tokens or 0) * self.output_per_million) / 1e6
+
+
+def check_url(options: Table, key: str, value: str | None) -> str:
+    """`value` if it is an http(s) URL, else "" with the error reported on `key`."""
+    if value is None:
+        return ""
+    if not value.startswith(("http://", "https://")) or not urlsplit(value).hostname:
+        options.error(key, f"expected an http:// or https:// URL, got {value!r}")
+        return ""
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One prepared POST, before any I/O: where it goes, the body as sent, its headers and the key they carry
+    (never stored: rows get `request_headers` and `api_key_sha256`)."""
+
+    url: str
+    body: bytes
+    raw_request: str
+    headers: dict[str, str]
+    key: str | None
+    ttft_timeout_s: float | None = None
+
+    @property
+    def request_headers(self) -> dict[str, str]:
+        return redact_headers(self.headers)
+
+    @property
+    def api_key_sha256(self) -> str | None:
+        return key_fingerprint(self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One successful JSON POST: the call and the answer, as received and decoded."""
+
+    call: Call
+    raw_response: str
+    data: dict[str, Any]
+
+    @property
+    def raw_request(self) -> str:
+        return self.call.raw_request
+
+
+class StreamParser(Protocol):
+    """What HttpProvider.stream needs of a provider's stream state (each provider's `stream.StreamState`)."""
+
+    def feed_event(self, event: SseEvent) -> StreamChunk | None:
+        """The chunk for one event, or None; raises ProviderError for an error event or a malformed one."""
+
+    def raw_response(self) -> str:
+        """The payloads received so far, for the error row of a stream that breaks."""
+
+    def missing_end(self) -> str | None:
+        """What a stream that stops here lacks (such as "[DONE]"); None once it has ended properly."""
+
+    def finish(self) -> StreamChunk | None:
+        """The chunk that closes a properly ended stream (None when its last chunk was already fed out)."""
+
+
+class HttpProvider(Provider):
+    """A provider that POSTs JSON and streams SSE; subclasses build bodies, parse answers and name their URLs.
+
+    The chunk of a stream that carries the usage (its last) also carries the cost, the body sent, the
+    redacted headers and the key's fingerprint: what `infer` reports in its ProviderResponse.
+    """
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        model_name: str,
+        key_location: KeyLocation,
+        key_header: str,
+        key_prefix: str = "",
+        pricing: Pricing | None = None,
+    ) -> None:
+        super().__init__(config)
+        self._model_name = model_name
+        self.key_location = key_location
+        self.key_header = key_header
+        self.key_prefix = key_prefix
+        self.pricing = pricing
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    def headers(self, key: str | None, *, stream: bool = False) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers[self.key_header] = f"{self.key_prefix}{key}"
+        return headers
+
+    def status_error(self, response: HttpResponse, raw_request: str) -> ProviderError:
+        """A non-2xx answer as a ProviderError (providers refine the kind from their error bodies)."""
+        return error_from_status(self.name, response.status, response.body, raw_request=raw_request)
+
+    def cost(self, usage: Usage, reported: float | None = None) -> float | None:
+        """Priced by the `cost` option when it is set, else what the provider reported (if anything)."""
+        return self.pricing.cost_of(usage) if self.pricing is not None else reported
+
+    def prepare(
+        self,
+        url: str,
+        body: Mapping[str, Any],
+        ctx: CallContext,
+        *,
+        stream: bool = False,
+        ttft_timeout_s: float | None = None,
+    ) -> Call:
+        """The call to send (resolving the key, which may raise before anything goes out)."""
+        encoded = orjson.dumps(body)
+        key = self.key_location.resolve(ctx.credentials, self.name)
+        return Call(url, encoded, encoded.decode(), self.headers(key, stream=stream), key, ttft_timeout_s)
+
+    async def post_json(self, url: str, body: Mapping[str, Any], ctx: CallContext) -> Exchange:
+        """POST `body`; raise ProviderError for a failed call, a non-2xx status or an answer that is not a
+        JSON object."""
+        call = self.prepare(url, body, ctx)
+        try:
+            response = await ctx.transport.post(
+                call.url, call.body, call.headers, provider=self.name, timeout_s=ctx.timeout_s
+            )
+        except ProviderError as exc:
+            exc.raw_request = exc.raw_request or call.raw_request
+            raise
+        if not 200 <= response.status < 300:
+            raise self.status_error(response, call.raw_request)
+        raw_response = response.body.decode("utf-8", "replace")
+        data = json_object(response.body)
+        if data is None:
+            raise malformed(
+                "the body is not a JSON object",
+                provider=self.name,
+                raw_request=call.raw_request,
+                raw_response=raw_response,
+            )
+        return Exchange(call, raw_response, data)
+
+    def attach(self, exc: ProviderError, exchange: Exchange) -> ProviderError:
+        """`exc`, raised by a pure parse function, completed with this provider and what crossed the wire."""
+        exc.provider, exc.raw_request, exc.raw_response = self.name, exchange.raw_request, exchange.raw_response
+        return exc
+
+    def response(
+        self,
+        exchange: Exchange,
+        content: tuple[OutputBlock, ...],
+        usage: Usage,
+        finish_reason: FinishReason | None,
+        reported_cost: float | None = None,
+    ) -> ProviderResponse:
+        return ProviderResponse(
+            content=content,
+            usage=usage,
+            finish_reason=finish_reason,
+            raw_request=exchange.raw_request,
+            raw_response=exchange.raw_response,
+            cost=self.cost(usage, reported_cost),
+            request_headers=exchange.call.request_headers,
+            api_key_sha256=exchange.call.api_key_sha256,
+        )
+
+    def embedding_response(
+        self,
+        exchange: Exchange,
+        embeddings: Sequence[tuple[float, ...]],
+        usage: Usage,
+        reported_cost: float | None = None,
+    ) -> EmbeddingResponse:
+        return EmbeddingResponse(
+            embeddings=tuple(embeddings),
+            usage=usage,
+            raw_request=exchange.raw_request,
+            raw_response=exchange.raw_response,
+            cost=self.cost(usage, reported_cost),
+            request_headers=exchange.call.request_headers,
+            api_key_sha256=exchange.call.api_key_sha256,
+        )
+
+    @abstractmethod
+    def stream_call(self, request: ProviderRequest, ctx: CallContext) -> tuple[Call, StreamParser]:
+        """The streaming call for `request` and the state that will parse its events (no I/O)."""
+
+    async def stream(self, request: ProviderRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
+        """Yield each delta as its event arrives, then the last chunk (usage, finish reason and what a
+        ProviderResponse would report). A stream that breaks after its first event, or ends without its end
+        marker, raises ProviderError(kind="stream_interrupted") after the deltas that did arrive."""
+        call, parser = self.stream_call(request, ctx)
+        started = False
+        try:
+            # Closing both generators releases the connection now, also when our consumer stops early.
+            async with aclosing(self._lines(call, ctx)) as lines, aclosing(sse_events(lines)) as events:
+                async for event in events:
+                    started = True
+                    chunk = parser.feed_event(event)
+                    if chunk is not None:
+                        yield self._last(chunk, call) if chunk.usage is not None else chunk
+        except ProviderError as exc:
+            exc.raw_request = exc.raw_request or call.raw_request
+            if started and exc.kind == "connection":
+                raise self._interrupted(parser, call, exc.message) from exc
+            raise
+        missing = parser.missing_end()
+        if missing is not None:
+            raise self._interrupted(parser, call, f"the stream ended before {missing}")
+        last = parser.finish()
+        if last is not None:
+            yield self._last(last, call)
+
+    async def _lines(self, call: Call, ctx: CallContext) -> AsyncGenerator[bytes, None]:
+        """The response's lines; a non-2xx answer (which comes instead of any line) raises."""
+        source = ctx.transport.stream_lines(
+            call.url,
+            call.body,
+            call.headers,
+            provider=self.name,
+            timeout_s=ctx.timeout_s,
+            ttft_timeout_s=call.ttft_timeout_s,
+        )
+        async with aclosing(source):
+            async for item in source:
+                if isinstance(item, HttpResponse):
+                    raise self.status_error(item, call.raw_request)
+                yield item
+
+    def _last(self, chunk: StreamChunk, call: Call) -> StreamChunk:
+        """The chunk with usage, completed as a ProviderResponse would be (its `cost`, if any, is reported)."""
+        return replace(
+            chunk,
+            cost=self.cost(chunk.usage or Usage(), chunk.cost),
+            raw_request=call.raw_request,
+            request_headers=call.request_headers,
+            api_key_sha256=call.api_key_sha256,
+        )
+
+    def _interrupted(self, parser: StreamParser, call: Call, reason: str) -> ProviderError:
+        return ProviderError(
+            f"stream from provider {self.name!r} was interrupted: {reason}",
+            provider=self.name,
+            retryable=True,
+            kind="stream_interrupted",
+            raw_request=call.raw_request,
+            raw_response=parser.raw_response(),
+        )
