@@ -143,6 +143,31 @@ class ToolSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class BodyPatch:
+    """An `extra_body` entry: set `value` at the JSON Pointer (a final "-" appends), or delete it. Optional
+    filters limit it to a variant, a model or a model's provider."""
+
+    pointer: str
+    value: Json = None
+    delete: bool = False
+    variant_name: str | None = None
+    model_name: str | None = None
+    provider_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderPatch:
+    """An `extra_headers` entry: set or delete one HTTP header, with the same optional filters."""
+
+    name: str
+    value: str | None = None
+    delete: bool = False
+    variant_name: str | None = None
+    model_name: str | None = None
+    provider_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderRequest:
     """What a provider is asked to do: rendered messages (templates already applied) and parameters."""
 

@@ -15,16 +15,18 @@ import orjson
 
 from lsd.inference.recording import block_to_json
 from lsd.inference.request import CacheOptions
-from lsd.providers.base import Provider
+from lsd.providers.base import CallContext, Provider
 from lsd.store.cache import CachedResponse, cache_get, cache_put
 from lsd.store.database import Database
 from lsd.types import OutputBlock, ProviderRequest, ProviderResponse, Text, Thought, ToolCall, Unknown, Usage
 
 
-def cache_key(provider: Provider, request: ProviderRequest) -> bytes:
-    """SHA-256 of the provider's identity and the normalised request (orjson serialises the dataclasses)."""
+def cache_key(provider: Provider, request: ProviderRequest, ctx: CallContext) -> bytes:
+    """SHA-256 of the provider's identity, the normalised request and the extra_body/extra_headers edits that
+    apply to it (orjson serialises the dataclasses)."""
     identity = {"type": provider.type_name, "model": provider.model_name, "provider": provider.config.key_path}
-    return hashlib.sha256(orjson.dumps([identity, request], option=orjson.OPT_SORT_KEYS)).digest()
+    parts = [identity, request, ctx.extra_body, ctx.extra_headers]
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).digest()
 
 
 def blocks_from_json(blocks: Sequence[dict[str, Any]]) -> tuple[OutputBlock, ...]:

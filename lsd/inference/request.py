@@ -13,8 +13,10 @@ import orjson
 from lsd.errors import InvalidRequest
 from lsd.ids import validate_episode_id
 from lsd.types import (
+    BodyPatch,
     ContentBlock,
     File,
+    HeaderPatch,
     InferenceParams,
     Input,
     Json,
@@ -86,8 +88,8 @@ class InferenceRequest:
     tags: Mapping[str, str] = field(default_factory=dict)
     credentials: Mapping[str, str] = field(default_factory=dict)
     output_schema: Mapping[str, Json] | None = None
-    extra_body: tuple[Json, ...] = ()
-    extra_headers: tuple[Json, ...] = ()
+    extra_body: tuple[BodyPatch, ...] = ()
+    extra_headers: tuple[HeaderPatch, ...] = ()
     include_original_response: bool = False
     allowed_tools: tuple[str, ...] | None = None
     additional_tools: tuple[ToolSpec, ...] = ()
@@ -193,9 +195,8 @@ def parse_inference_request(body: Any) -> InferenceRequest:
     output_schema = body.get("output_schema")
     if output_schema is not None:
         _expect(output_schema, dict, "output_schema", "a JSON Schema object")
-    for key in ("extra_body", "extra_headers", "provider_tools"):
-        if body.get(key) is not None:
-            _expect(body[key], list, key, "an array")
+    if body.get("provider_tools") is not None:
+        _expect(body["provider_tools"], list, "provider_tools", "an array")
     allowed = body.get("allowed_tools")
     if allowed is not None:
         _expect(allowed, list, "allowed_tools", "an array of tool names")
@@ -214,8 +215,10 @@ def parse_inference_request(body: Any) -> InferenceRequest:
         tags=tags,
         credentials=_string_map(body.get("credentials"), "credentials"),
         output_schema=output_schema,
-        extra_body=tuple(body.get("extra_body") or ()),
-        extra_headers=tuple(body.get("extra_headers") or ()),
+        extra_body=tuple(parse_body_patch(e, f"extra_body[{i}]") for i, e in enumerate(_list(body, "extra_body"))),
+        extra_headers=tuple(
+            parse_header_patch(e, f"extra_headers[{i}]") for i, e in enumerate(_list(body, "extra_headers"))
+        ),
         include_original_response=_bool(body, "include_original_response", "include_original_response"),
         allowed_tools=tuple(allowed) if allowed is not None else None,
         additional_tools=tuple(
@@ -232,6 +235,42 @@ def parse_inference_request(body: Any) -> InferenceRequest:
 def _list(body: Mapping[str, Any], key: str) -> list[Any]:
     value = body.get(key)
     return [] if value is None else list(_expect(value, list, key, "an array"))
+
+
+_FILTERS = ("variant_name", "model_name", "provider_name", "model_provider_name")
+
+
+def _filters(value: Mapping[str, Any], path: str) -> dict[str, str | None]:
+    found = {k: _str(value, k, f"{path}.{k}") for k in _FILTERS}
+    return {
+        "variant_name": found["variant_name"],
+        "model_name": found["model_name"],
+        "provider_name": found["provider_name"] or found["model_provider_name"],
+    }
+
+
+def parse_body_patch(value: Any, path: str) -> BodyPatch:
+    _expect(value, dict, path, "an object {pointer, value} or {pointer, delete: true}")
+    unknown = sorted(set(value) - {"pointer", "value", "delete", *_FILTERS})
+    if unknown:
+        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+    pointer = _req_str(value, "pointer", path)
+    if not pointer.startswith("/"):
+        raise _fail(f"{path}.pointer", "a JSON Pointer starts with '/'")
+    delete = _bool(value, "delete", f"{path}.delete")
+    if not delete and "value" not in value:
+        raise _fail(f"{path}.value", "missing: give a value or delete: true")
+    return BodyPatch(pointer, value.get("value"), delete, **_filters(value, path))
+
+
+def parse_header_patch(value: Any, path: str) -> HeaderPatch:
+    _expect(value, dict, path, "an object {name, value} or {name, delete: true}")
+    unknown = sorted(set(value) - {"name", "value", "delete", *_FILTERS})
+    if unknown:
+        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+    delete = _bool(value, "delete", f"{path}.delete")
+    header_value = None if delete else _req_str(value, "value", path)
+    return HeaderPatch(_req_str(value, "name", path), header_value, delete, **_filters(value, path))
 
 
 def parse_tool(value: Any, path: str) -> ToolSpec:

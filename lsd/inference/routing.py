@@ -7,7 +7,7 @@ import hashlib
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from uuid import UUID
 
 from lsd.config.model import FunctionConfig, VariantConfig
@@ -16,7 +16,7 @@ from lsd.inference.cache import Cache, cache_key
 from lsd.inference.models import Model
 from lsd.inference.recording import Attempt
 from lsd.providers.base import CallContext, Provider
-from lsd.types import ProviderRequest, ProviderResponse, StreamChunk
+from lsd.types import BodyPatch, HeaderPatch, ProviderRequest, ProviderResponse, StreamChunk
 
 
 def order_variants(function: FunctionConfig, episode_id: UUID, pinned: str | None) -> list[VariantConfig]:
@@ -52,6 +52,25 @@ def _names(variant: str, model: Model, provider: Provider) -> tuple[str, str, st
     return (variant, model.name, provider.name, provider.type_name)
 
 
+def for_call(ctx: CallContext, variant: str, model: Model, provider: Provider) -> CallContext:
+    """The context narrowed to the extra_body/extra_headers entries that apply to this provider call."""
+    if not ctx.extra_body and not ctx.extra_headers:
+        return ctx
+
+    def applies(p: BodyPatch | HeaderPatch) -> bool:
+        return (
+            (p.variant_name is None or p.variant_name == variant)
+            and (p.model_name is None or p.model_name == model.name)
+            and (p.provider_name is None or p.provider_name == provider.name)
+        )
+
+    return replace(
+        ctx,
+        extra_body=tuple(p for p in ctx.extra_body if applies(p)),
+        extra_headers=tuple(p for p in ctx.extra_headers if applies(p)),
+    )
+
+
 def _timeout_ms(model: Model, provider: Provider, variant: VariantConfig, kind: str) -> int | None:
     """The provider's own timeout wins over the model's, which wins over the variant's."""
     for timeouts in (provider.config.timeouts, model.timeouts, variant.timeouts):
@@ -78,7 +97,8 @@ async def call_model(
         names = _names(variant.name, model, provider)
         started = int(time.time() * 1000)
         t0 = time.perf_counter()
-        key = cache_key(provider, request) if cache is not None else None
+        call_ctx = for_call(ctx, variant.name, model, provider)
+        key = cache_key(provider, request, call_ctx) if cache is not None else None
         if cache is not None and key is not None and cache.options.read:
             hit = await cache.get(key)
             if hit is not None:
@@ -87,7 +107,7 @@ async def call_model(
         timeout_ms = _timeout_ms(model, provider, variant, "non_streaming_total_ms")
         try:
             async with asyncio.timeout(timeout_ms / 1000 if timeout_ms else None):
-                response = await provider.infer(request, ctx)
+                response = await provider.infer(request, call_ctx)
         except TimeoutError:
             error: ProviderError = ProviderTimeout(
                 f"no response within {timeout_ms} ms", provider=provider.name, kind="timeout"
@@ -129,7 +149,7 @@ async def open_stream(
         t0 = time.perf_counter()
         ttft_ms = _timeout_ms(model, provider, variant, "streaming_ttft_ms")
         total_ms = _timeout_ms(model, provider, variant, "streaming_total_ms")
-        iterator = aiter(provider.stream(request, ctx))
+        iterator = aiter(provider.stream(request, for_call(ctx, variant.name, model, provider)))
         try:
             async with asyncio.timeout(ttft_ms / 1000 if ttft_ms else None):
                 first: StreamChunk | None = await anext(iterator)

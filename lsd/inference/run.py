@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -189,8 +189,8 @@ class Engine:
             cached=cached,
             config_hash=self.config.source_hash,
             api_key_public_id=None,
-            extra_body=list(r.extra_body) or None,
-            extra_headers=list(r.extra_headers) or None,
+            extra_body=[_without_nulls(asdict(e)) for e in r.extra_body] or None,
+            extra_headers=[_without_nulls(asdict(e)) for e in r.extra_headers] or None,
             original_response=original_response,
         )
 
@@ -215,7 +215,12 @@ class Engine:
         p = self.prepare(request)
         tools = self.tool_params(p)
         attempts: list[Attempt] = []
-        ctx = CallContext(transport=self.transport, credentials=request.credentials)
+        ctx = CallContext(
+            transport=self.transport,
+            credentials=request.credentials,
+            extra_body=request.extra_body,
+            extra_headers=request.extra_headers,
+        )
         cache = Cache(self.database, request.cache) if self.database and request.cache.enabled != "off" else None
         for variant in order_variants(p.function, p.episode_id, request.variant_name):
             model = self.models.get(variant.model)
@@ -265,6 +270,10 @@ class Engine:
         if not request.dryrun:
             await self.recorder.record(attempt_records(p.inference_id, p.function.type, p.function.name, attempts))
         raise AllAttemptsFailed(summarise(attempts))
+
+
+def _without_nulls(value: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in value.items() if v is not None}
 
 
 def json_output(content: Sequence[OutputBlock], schema: Mapping[str, Any] | None) -> JsonOutput:

@@ -198,7 +198,12 @@ async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceSt
     p = engine.prepare(request)
     tools = engine.tool_params(p)
     attempts: list[Attempt] = []
-    ctx = CallContext(transport=engine.transport, credentials=request.credentials)
+    ctx = CallContext(
+        transport=engine.transport,
+        credentials=request.credentials,
+        extra_body=request.extra_body,
+        extra_headers=request.extra_headers,
+    )
     for variant in order_variants(p.function, p.episode_id, request.variant_name):
         model = engine.models.get(variant.model)
         provider_request = engine.provider_request(p, variant, tools, stream=True)

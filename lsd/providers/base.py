@@ -15,7 +15,15 @@ from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.errors import InvalidRequest, ProviderError
 from lsd.providers.transport import Transport
-from lsd.types import EmbeddingResponse, FinishReason, ProviderRequest, ProviderResponse, StreamChunk
+from lsd.types import (
+    BodyPatch,
+    EmbeddingResponse,
+    FinishReason,
+    HeaderPatch,
+    ProviderRequest,
+    ProviderResponse,
+    StreamChunk,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +33,9 @@ class CallContext:
     transport: Transport
     credentials: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+    # Already narrowed to this call's variant, model and provider.
+    extra_body: tuple[BodyPatch, ...] = ()
+    extra_headers: tuple[HeaderPatch, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

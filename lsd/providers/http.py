@@ -30,6 +30,7 @@ from lsd.providers.base import (
     malformed,
     redact_headers,
 )
+from lsd.providers.patches import apply_body_patches, apply_header_patches
 from lsd.providers.sse import SseEvent, sse_events
 from lsd.providers.transport import HttpResponse
 from lsd.types import (
@@ -186,9 +187,14 @@ class HttpProvider(Provider):
         ttft_timeout_s: float | None = None,
     ) -> Call:
         """The call to send (resolving the key, which may raise before anything goes out)."""
+        if ctx.extra_body:
+            body = apply_body_patches(body, ctx.extra_body)
         encoded = orjson.dumps(body)
         key = self.key_location.resolve(ctx.credentials, self.name)
-        return Call(url, encoded, encoded.decode(), self.headers(key, stream=stream), key, ttft_timeout_s)
+        headers = self.headers(key, stream=stream)
+        if ctx.extra_headers:
+            headers = apply_header_patches(headers, ctx.extra_headers)
+        return Call(url, encoded, encoded.decode(), headers, key, ttft_timeout_s)
 
     async def post_json(self, url: str, body: Mapping[str, Any], ctx: CallContext) -> Exchange:
         """POST `body`; raise ProviderError for a failed call, a non-2xx status or an answer that is not a

@@ -317,3 +317,25 @@ async def test_disconnect_mid_stream_is_recorded(fakes, client: httpx.AsyncClien
     [(output,)] = rows(database_url, "SELECT output FROM chat_inferences")
     assert output and output[0]["text"]  # type: ignore[index]
     openai.release.set()
+
+
+async def test_extra_body_and_headers_reach_the_provider(fakes, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    openai = fakes[0]
+    r = await client.post(
+        "/inference",
+        json={
+            "model_name": "gpt",
+            "input": USER,
+            "extra_body": [
+                {"pointer": "/temperature", "value": 0.25},
+                {"pointer": "/metadata/team", "value": "search"},
+                {"pointer": "/stop", "value": ["x"], "model_name": "other"},  # filtered out
+            ],
+            "extra_headers": [{"name": "X-Trace", "value": "abc"}],
+        },
+    )
+    assert r.status_code == 200, r.text
+    sent = openai.requests[-1]
+    assert sent.body["temperature"] == 0.25 and sent.body["metadata"] == {"team": "search"}
+    assert "stop" not in sent.body
+    assert sent.headers.get("X-Trace") == "abc"
