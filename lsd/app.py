@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
+from lsd.api.access_log import AccessLog
 from lsd.api.errors import handle_lsd_error, handle_not_found
 from lsd.api.routes import ROUTES
 from lsd.api.state import AppState
@@ -20,6 +22,7 @@ from lsd.inference.embeddings import Embedder
 from lsd.inference.models import ModelTable
 from lsd.inference.run import Engine
 from lsd.inference.templates import Templates
+from lsd.jobs.maintenance import maintenance_jobs
 from lsd.jobs.runner import Job, JobRunner
 from lsd.providers.transport import Transport
 from lsd.store.admin import partition_upkeep
@@ -46,7 +49,12 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
         writer = Writer(database_url, config.gateway.observability)
         transport = Transport()
         ahead = config.gateway.database.partitions_ahead_days
-        jobs = JobRunner([Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(database, ahead))])
+        jobs = JobRunner(
+            [
+                Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(database, ahead)),
+                *maintenance_jobs(config.gateway.observability, database),
+            ]
+        )
         await database.open(timeout_s=config.gateway.database.connect_timeout_s)
         try:
             await writer.open()
@@ -76,6 +84,7 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
 
     return Starlette(
         routes=ROUTES,
+        middleware=[Middleware(AccessLog)],
         lifespan=lifespan,
         exception_handlers={LsdError: handle_lsd_error, HTTPException: handle_not_found},
     )

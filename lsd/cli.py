@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from lsd.config.model import Config
 from lsd.errors import ConfigError
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
-from lsd.store import admin, migrate
+from lsd.store import admin, migrate, statistics
 from lsd.store.database import DatabaseUnreachable, connect_with_retry
 from lsd.store.local import LocalServer, LocalServerError
 from lsd.telemetry import logging as lsd_logging
@@ -62,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check the database: version, migrations, partitions, pool")
     doctor.add_argument("--config", default=None)
 
+    stats = sub.add_parser("stats", help="statistics tables")
+    stats_sub = stats.add_subparsers(dest="stats_command", required=True, metavar="SUBCOMMAND")
+    refresh = stats_sub.add_parser("refresh", help="fold the rows written since the last refresh into the statistics")
+    refresh.add_argument("--config", default=None, help="config file (for gateway.database settings)")
+
     local = sub.add_parser("localdb", help="a local PostgreSQL for development (used by `make run`)")
     local_sub = local.add_subparsers(dest="localdb_command", required=True, metavar="SUBCOMMAND")
     for name, text in (("start", "start (initialising if needed) and print its URL"), ("stop", "stop it")):
@@ -80,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             return _migrate(args)
         if args.command == "config":
             return _config_check(args.path)
+        if args.command == "stats":
+            return _stats_refresh(args)
         if args.command == "doctor":
             return _doctor(args)
         return _localdb(args)
@@ -145,6 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
     _prepare_database(config, url)
     hconfig = HypercornConfig()
     hconfig.bind = [args.bind or config.gateway.bind_address]
+    _check_bind(hconfig.bind[0])
     hconfig.graceful_timeout = config.gateway.graceful_timeout_s
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
@@ -163,6 +172,20 @@ def _serve(args: argparse.Namespace) -> int:
     runner(_serve_async(app, hconfig))
     log.info("lsd stopped")
     return 0
+
+
+def _check_bind(bind: str) -> None:
+    """Fail before start-up work when the address cannot be bound (hypercorn binds only after the lifespan)."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except (OSError, ValueError) as exc:
+        raise CliExit(EXIT_USAGE, f"cannot listen on {bind}: {exc}") from None
 
 
 async def _serve_async(app: object, hconfig: HypercornConfig) -> None:
@@ -242,6 +265,23 @@ async def _pool_stats(url: str, config: Config | None):  # type: ignore[no-untyp
         return database.stats()
     finally:
         await database.close()
+
+
+def _stats_refresh(args: argparse.Namespace) -> int:
+    config = _load_config(args.config)
+    url = _database_url()
+    timeout = config.gateway.database.connect_timeout_s if config else 10.0
+    with _connect(url, timeout) as conn:
+        try:
+            result = statistics.refresh_statistics_sync(conn)
+        except statistics.RefreshConflict as exc:
+            raise CliExit(EXIT_DATABASE, str(exc)) from None
+    if result is None:
+        print("another process is refreshing the statistics; nothing to do")  # noqa: T201
+        return 0
+    counts = ", ".join(f"{table} {n}" for table, n in sorted(result.rows.items()))
+    print(f"statistics refreshed in {result.duration_s:.3f}s; new rows: {counts}")  # noqa: T201
+    return 0
 
 
 def _localdb(args: argparse.Namespace) -> int:

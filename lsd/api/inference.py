@@ -9,6 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from lsd.api.access_log import log_fields
 from lsd.api.body import json_response_bytes, read_json
 from lsd.api.state import AppState
 from lsd.inference.recording import block_to_json
@@ -83,8 +84,24 @@ async def inference(request: Request[AppState]) -> Response:
     body = await read_json(request, state["config"].gateway.max_body_bytes)
     parsed = parse_inference_request(body)
     engine = state["engine"]
+    fields = log_fields(request)
     if parsed.stream:
         stream = await start_stream(engine, parsed)
+        fields.update(
+            inference_id=str(stream.inference_id),
+            function=stream.prepared.function.name,
+            variant=stream.variant_name,
+            model=stream.model.name,
+            provider=stream.opened.provider.name,
+            stream=True,
+        )
         return StreamingResponse(sse(stream), media_type="text/event-stream", headers=SSE_HEADERS)
     result = await engine.infer(parsed)
+    fields.update(
+        inference_id=str(result.inference_id),
+        function=result.function_name,
+        variant=result.variant_name,
+        model=result.model_name,
+        provider=result.provider_name,
+    )
     return Response(json_response_bytes(result_to_json(result)), media_type="application/json")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from lsd.api import feedback, inference, openai, status
+from lsd.api import feedback, inference, inferences, openai, status
 
 ROUTES = [
     Route("/health", status.health, methods=["GET"]),
     Route("/status", status.status, methods=["GET"]),
     Route("/inference", inference.inference, methods=["POST"]),
     Route("/feedback", feedback.feedback, methods=["POST"]),
+    Route("/v1/inferences/list_inferences", inferences.list_inferences, methods=["POST"]),
+    Route("/v1/inferences/get_inferences", inferences.get_inferences, methods=["POST"]),
     Route("/openai/v1/chat/completions", openai.chat_completions, methods=["POST"]),
     Route("/openai/v1/embeddings", openai.embeddings, methods=["POST"]),
     Route("/openai/v1/models", openai.models, methods=["GET"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,23 @@ def test_multiple_workers_serve_and_flush_on_sigterm(daemon_factory, database_ur
     with psycopg.connect(database_url) as conn:
         stored = {str(r[0]) for r in conn.execute("SELECT id FROM chat_inferences")}
     assert set(ids) <= stored
+
+
+def test_one_json_log_line_per_request_without_prompts(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    daemon = daemon_factory()
+    r = httpx.post(
+        f"{daemon.base_url}/inference",
+        json={"function_name": "chat", "input": {"messages": [{"role": "user", "content": "top secret prompt"}]}},
+        headers={"x-request-id": "req-123"},
+    )
+    assert r.headers["x-request-id"] == "req-123"
+    daemon.terminate()
+    lines = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+    access = [e for e in lines if e["logger"] == "lsd.access" and e.get("route") == "/inference"]
+    assert len(access) == 1
+    entry = access[0]
+    assert entry["request_id"] == "req-123" and entry["status"] == 200
+    assert entry["inference_id"] == r.json()["inference_id"]
+    assert (entry["function"], entry["variant"], entry["model"], entry["provider"]) == ("chat", "only", "echo", "dummy")
+    assert entry["latency_ms"] >= 0
+    assert "top secret" not in daemon.log()

@@ -87,3 +87,9 @@ def test_serve_snapshots_the_config(tmp_path: Path, database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT config FROM config_snapshots").fetchone()
     assert row is not None and row[0] == Path(DEMO).read_text()
+
+
+def test_stats_refresh_by_hand(database_url: str) -> None:
+    result = run_lsd("stats", "refresh", env={"LSD_DATABASE_URL": database_url})
+    assert result.returncode == 0, result.stderr
+    assert "statistics refreshed" in result.stdout

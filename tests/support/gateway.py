@@ -77,7 +77,8 @@ class Daemon:
         return code
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
 

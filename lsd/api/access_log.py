@@ -1,0 +1,70 @@
+"""One structured log line per request: request id, route, status, latency and what the handler added.
+
+A pure ASGI middleware (no per-request task or body buffering). Handlers add fields (inference id, function,
+variant, model, provider) through `log_fields(request)`. Prompts, outputs and secrets are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lsd.ids import uuid7
+
+log = logging.getLogger("lsd.access")
+_FIELDS = "lsd.log_fields"
+
+
+def log_fields(request: Request[Any]) -> dict[str, Any]:
+    """The dict this request's log line is built from; handlers add their fields to it."""
+    fields: dict[str, Any] = request.scope.setdefault(_FIELDS, {})
+    return fields
+
+
+class AccessLog:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _header(scope, b"x-request-id") or str(uuid7())
+        fields: dict[str, Any] = {}
+        scope[_FIELDS] = fields
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                route = scope.get("route")
+                entry = {
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "route": getattr(route, "path", scope["path"]),
+                    "status": status,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    **fields,
+                }
+                log.info("%s %s %s", scope["method"], scope["path"], status, extra={"fields": entry})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            decoded: str = value.decode("latin-1")[:200]
+            return decoded
+    return None

@@ -1,0 +1,24 @@
+"""`POST /v1/inferences/list_inferences` and `POST /v1/inferences/get_inferences`: stored inferences."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lsd.api.body import json_response_bytes, read_json
+from lsd.api.state import AppState
+from lsd.inference import listing
+
+
+async def list_inferences(request: Request[AppState]) -> Response:
+    state = request.state
+    body = await read_json(request, state["config"].gateway.max_body_bytes)
+    page = await listing.list_inferences(state["database"], body, state["config"].metrics)
+    return Response(json_response_bytes(page), media_type="application/json")
+
+
+async def get_inferences(request: Request[AppState]) -> Response:
+    state = request.state
+    body = await read_json(request, state["config"].gateway.max_body_bytes)
+    found = await listing.get_inferences(state["database"], body)
+    return Response(json_response_bytes(found), media_type="application/json")

@@ -1,0 +1,479 @@
+"""Reading stored inferences: list with filters, order and keyset pagination, or get by id; partitions pruned.
+
+Every value is a bound parameter; identifiers come from fixed tables here. A time bound becomes an id bound
+(the smallest UUIDv7 of the instant), so PostgreSQL prunes the daily partitions outside the range.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from lsd.errors import InvalidRequest
+from lsd.store.database import Database
+
+OutputSource = Literal["inference", "demonstration", "none"]
+Comparison = Literal["<", "<=", "=", ">", ">=", "!="]
+Direction = Literal["ascending", "descending"]
+MetricType = Literal["boolean", "float"]
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS = dt.timedelta(milliseconds=1)
+# Attempt ids are made when the attempt starts, after its inference id; look a little earlier for safety.
+ATTEMPT_LOOKBACK = dt.timedelta(hours=1)
+
+
+# -- the query objects (built by lsd.inference.listing) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TagFilter:
+    key: str
+    value: str
+    operator: Literal["=", "!="]
+
+
+@dataclass(frozen=True, slots=True)
+class BooleanMetricFilter:
+    metric_name: str
+    value: bool
+    path: str  # where the metric was named in the request, for errors
+
+
+@dataclass(frozen=True, slots=True)
+class FloatMetricFilter:
+    metric_name: str
+    value: float
+    operator: Comparison
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimeFilter:
+    time: dt.datetime
+    operator: Comparison
+
+
+@dataclass(frozen=True, slots=True)
+class DemonstrationFilter:
+    has_demonstration: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AndFilter:
+    children: tuple[Filter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrFilter:
+    children: tuple[Filter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NotFilter:
+    child: Filter
+
+
+Filter = (
+    TagFilter
+    | BooleanMetricFilter
+    | FloatMetricFilter
+    | TimeFilter
+    | DemonstrationFilter
+    | AndFilter
+    | OrFilter
+    | NotFilter
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderBy:
+    by: Literal["timestamp", "metric"]
+    direction: Direction
+    metric_name: str | None = None
+    path: str = "order_by"
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """One list_inferences request. `keyset` is (`<` or `>`, id): rows strictly before or after that id."""
+
+    function_name: str | None = None
+    variant_name: str | None = None
+    episode_id: UUID | None = None
+    model_name: str | None = None
+    ids: tuple[UUID, ...] | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    output_source: OutputSource = "inference"
+    filters: Filter | None = None
+    order_by: tuple[OrderBy, ...] = ()
+    limit: int = 20
+    offset: int = 0
+    keyset: tuple[Literal["<", ">"], UUID] | None = None
+    reverse: bool = False  # TensorZero's `after`: query in the opposite order, then reverse the page
+    include_model_inferences: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    name: str
+    type: MetricType
+    level: Literal["inference", "episode"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """One inference as stored, with its attempts when asked for (`kind` is chat or json)."""
+
+    kind: str
+    id: UUID
+    episode_id: UUID
+    function_name: str
+    variant_name: str
+    created_at: dt.datetime
+    input: Any
+    output: Any
+    dispreferred_output: Any
+    tags: dict[str, str]
+    inference_params: Any
+    processing_time_ms: int | None
+    ttft_ms: int | None
+    tool_params: Any
+    output_schema: Any
+    extra_body: Any
+    model_inferences: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- time as id bounds -------------------------------------------------------------------------------------
+
+
+def uuid7_floor_ms(ms: int) -> UUID:
+    return UUID(int=(ms & 0xFFFFFFFFFFFF) << 80)
+
+
+def _ms_ceil(at: dt.datetime) -> int:
+    """The first whole millisecond at or after `at` (exact: no float arithmetic)."""
+    delta = at - _EPOCH
+    return -((-delta) // _MS)
+
+
+def _ms_floor(at: dt.datetime) -> int:
+    return (at - _EPOCH) // _MS
+
+
+class Params:
+    """Named bound parameters of one statement: each call adds a value and returns its placeholder."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def __call__(self, value: Any) -> sql.Placeholder:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return sql.Placeholder(name)
+
+
+def time_condition(op: Comparison, at: dt.datetime, column: sql.Composable, params: Params) -> sql.Composable:
+    """`timestamp op at` as a comparison of the UUIDv7 id, whose timestamp has millisecond resolution."""
+    at_or_after = uuid7_floor_ms(_ms_ceil(at))  # id >= this  <=>  timestamp >= at
+    after = uuid7_floor_ms(_ms_floor(at) + 1)  # id >= this  <=>  timestamp > at
+    if op in (">=", ">", "<", "<="):
+        bound = at_or_after if op in (">=", "<") else after
+        return sql.SQL("{} {} {}").format(column, sql.SQL(">=" if op[0] == ">" else "<"), params(bound))
+    equal = sql.SQL("({0} >= {1} AND {0} < {2})").format(column, params(at_or_after), params(after))
+    return equal if op == "=" else sql.SQL("NOT {}").format(equal)
+
+
+# -- metrics -----------------------------------------------------------------------------------------------
+
+_METRIC_LOOKUP = """
+SELECT 'boolean', target_level FROM (
+    SELECT target_level FROM boolean_metric_feedback WHERE metric_name = %(name)s ORDER BY id DESC LIMIT 1) b
+UNION ALL
+SELECT 'float', target_level FROM (
+    SELECT target_level FROM float_metric_feedback WHERE metric_name = %(name)s ORDER BY id DESC LIMIT 1) f
+"""
+
+
+def metric_references(query: ListQuery) -> list[tuple[str, str, MetricType | None]]:
+    """Every metric the query names: (name, request path, required type or None for ordering)."""
+    refs: list[tuple[str, str, MetricType | None]] = [
+        (o.metric_name, o.path, None) for o in query.order_by if o.by == "metric" and o.metric_name
+    ]
+    stack = [query.filters] if query.filters is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, BooleanMetricFilter):
+            refs.append((node.metric_name, node.path, "boolean"))
+        elif isinstance(node, FloatMetricFilter):
+            refs.append((node.metric_name, node.path, "float"))
+        elif isinstance(node, AndFilter | OrFilter):
+            stack.extend(node.children)
+        elif isinstance(node, NotFilter):
+            stack.append(node.child)
+    return refs
+
+
+async def resolve_metrics(
+    conn: psycopg.AsyncConnection[Any], query: ListQuery, configured: Mapping[str, Metric]
+) -> dict[str, Metric]:
+    """Type and level of each metric the query names: from the config, else as recorded in the feedback tables
+    (a metric that is not configured exists once it has feedback).
+
+    Raises InvalidRequest naming the field for an unknown metric or one of the wrong type.
+    """
+    metrics: dict[str, Metric] = {}
+    for name, path, wanted in metric_references(query):
+        if name not in metrics:
+            if name in configured:
+                metrics[name] = configured[name]
+            else:
+                cur = await conn.execute(_METRIC_LOOKUP, {"name": name})
+                found = await cur.fetchall()
+                if not found:
+                    raise InvalidRequest(f"{path}: unknown metric {name!r}", field=path)
+                metrics[name] = Metric(name, found[0][0], "episode" if found[0][1] == "episode" else "inference")
+        if wanted is not None and metrics[name].type != wanted:
+            raise InvalidRequest(f"{path}: metric {name!r} is a {metrics[name].type} metric", field=path)
+    return metrics
+
+
+# -- building the list statement ---------------------------------------------------------------------------
+
+_DEMONSTRATION_EXISTS = sql.SQL("EXISTS (SELECT 1 FROM demonstration_feedback df WHERE df.inference_id = i.id)")
+# The latest value of one metric per target, computed once per statement and hash-joined: its cost follows the
+# feedback for that metric, not the number of inferences the other conditions leave.
+_LATEST_VALUES = sql.SQL(
+    "{name} AS MATERIALIZED (SELECT DISTINCT ON (f.target_id) f.target_id, f.value FROM {table} f "
+    "WHERE f.metric_name = {metric} AND f.target_level = {level} ORDER BY f.target_id, f.id DESC)"
+)
+
+
+class _Builder:
+    """Builds one list statement: its parameters and the latest-value CTE of each metric it names."""
+
+    def __init__(self, query: ListQuery, metrics: Mapping[str, Metric]) -> None:
+        self.query = query
+        self.metrics = metrics
+        self.params = Params()
+        self.ctes: dict[str, sql.Composable] = {}
+
+    def latest(self, metric_name: str) -> tuple[sql.Identifier, sql.Identifier]:
+        """The CTE with `metric_name`'s latest values, and the column of `i` its targets are."""
+        metric = self.metrics[metric_name]
+        if metric_name not in self.ctes:
+            self.ctes[metric_name] = _LATEST_VALUES.format(
+                name=sql.Identifier(f"m{len(self.ctes)}"),
+                table=sql.Identifier(f"{metric.type}_metric_feedback"),
+                metric=self.params(metric.name),
+                level=self.params(metric.level),
+            )
+        index = list(self.ctes).index(metric_name)
+        return sql.Identifier(f"m{index}"), sql.Identifier("episode_id" if metric.level == "episode" else "id")
+
+    def filter(self, node: Filter) -> sql.Composable:
+        """A filter tree over `i`. A metric without feedback matches no comparison, so NOT is the complement."""
+        if isinstance(node, AndFilter | OrFilter):
+            if not node.children:
+                return sql.SQL("TRUE" if isinstance(node, AndFilter) else "FALSE")
+            joiner = sql.SQL(" AND " if isinstance(node, AndFilter) else " OR ")
+            return sql.SQL("({})").format(joiner.join(self.filter(c) for c in node.children))
+        if isinstance(node, NotFilter):
+            return sql.SQL("NOT {}").format(self.filter(node.child))
+        if isinstance(node, TagFilter):
+            if node.operator == "=":
+                return sql.SQL("i.tags @> {}").format(self.params(Jsonb({node.key: node.value})))
+            key, value = self.params(node.key), self.params(node.value)
+            return sql.SQL("(i.tags ? {0} AND i.tags ->> {0} <> {1})").format(key, value)
+        if isinstance(node, TimeFilter):
+            return time_condition(node.operator, node.time, sql.SQL("i.id"), self.params)
+        if isinstance(node, DemonstrationFilter):
+            return _DEMONSTRATION_EXISTS if node.has_demonstration else sql.SQL("NOT {}").format(_DEMONSTRATION_EXISTS)
+        op = "=" if isinstance(node, BooleanMetricFilter) else node.operator
+        cte, column = self.latest(node.metric_name)
+        return sql.SQL("i.{} IN (SELECT target_id FROM {} WHERE value {} {})").format(
+            column, cte, sql.SQL("<>" if op == "!=" else op), self.params(node.value)
+        )
+
+    def conditions(self) -> list[sql.Composable]:
+        query, params = self.query, self.params
+        conds: list[sql.Composable] = []
+        for column, value in (
+            ("function_name", query.function_name),
+            ("variant_name", query.variant_name),
+            ("episode_id", query.episode_id),
+        ):
+            if value is not None:
+                conds.append(sql.SQL("i.{} = {}").format(sql.Identifier(column), params(value)))
+        if query.ids is not None:
+            conds.append(sql.SQL("i.id = ANY({})").format(params(list(query.ids))))
+        if query.tags:
+            conds.append(sql.SQL("i.tags @> {}").format(params(Jsonb(query.tags))))
+        if query.since is not None:
+            conds.append(time_condition(">=", query.since, sql.SQL("i.id"), params))
+        if query.until is not None:
+            conds.append(time_condition("<", query.until, sql.SQL("i.id"), params))
+        if query.keyset is not None:
+            conds.append(sql.SQL("i.id {} {}").format(sql.SQL(query.keyset[0]), params(query.keyset[1])))
+        if query.model_name is not None:
+            conds.append(
+                sql.SQL(
+                    "EXISTS (SELECT 1 FROM model_inferences m WHERE m.inference_id = i.id "
+                    "AND m.model_name = {} AND m.status = 'ok')"
+                ).format(params(query.model_name))
+            )
+        if query.output_source == "demonstration":
+            conds.append(_DEMONSTRATION_EXISTS)
+        if query.filters is not None:
+            conds.append(self.filter(query.filters))
+        return conds
+
+    def order(self) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+        """Sort columns (`, sN.value AS sN`), their joins, and the ORDER BY over them; id breaks ties."""
+        columns: list[sql.Composable] = []
+        joins: list[sql.Composable] = []
+        terms: list[sql.Composable] = []
+        for n, order in enumerate(self.query.order_by):
+            descending = (order.direction == "descending") != self.query.reverse
+            if order.by == "timestamp":
+                # Timestamp order is id order; kept as plain `id` so an index scan on id can produce it.
+                terms.append(sql.SQL("id DESC" if descending else "id ASC"))
+                continue
+            assert order.metric_name is not None
+            cte, column = self.latest(order.metric_name)
+            name = sql.Identifier(f"s{n}")
+            columns.append(sql.SQL(", {}.value AS {}").format(name, name))
+            joins.append(sql.SQL(" LEFT JOIN {} {} ON {}.target_id = i.{}").format(cte, name, name, column))
+            terms.append(sql.SQL("{} {} NULLS LAST").format(name, sql.SQL("DESC" if descending else "ASC")))
+        keyset = self.query.keyset
+        id_descending = keyset[0] == "<" if keyset is not None else not self.query.reverse
+        terms.append(sql.SQL("id DESC" if id_descending else "id ASC"))
+        return sql.SQL("").join(columns), sql.SQL("").join(joins), sql.SQL(", ").join(terms)
+
+
+_BRANCH = sql.SQL("""
+    (SELECT {kind} AS kind, i.id, i.episode_id, i.function_name, i.variant_name, i.created_at, i.input, i.output,
+            i.tags, i.inference_params, i.processing_time_ms, i.ttft_ms, {tool_params} AS tool_params,
+            {output_schema} AS output_schema{sort_columns}
+     FROM {table} i{joins} WHERE {where} ORDER BY {order} LIMIT {window})""")
+
+_OUTER = sql.SQL("""
+{with_ctes}SELECT p.*,
+       CASE p.kind
+           WHEN 'chat' THEN (SELECT d.extra_body FROM chat_inference_data d WHERE d.inference_id = p.id)
+           ELSE (SELECT d.extra_body FROM json_inference_data d WHERE d.inference_id = p.id)
+       END AS extra_body,
+       {demonstration} AS demonstration
+FROM (SELECT * FROM ({branches}) u ORDER BY {order} LIMIT {limit} OFFSET {offset}) p
+ORDER BY {order}
+""")
+_LATEST_DEMONSTRATION = sql.SQL(
+    "(SELECT df.value FROM demonstration_feedback df WHERE df.inference_id = p.id ORDER BY df.id DESC LIMIT 1)"
+)
+
+
+def list_statement(query: ListQuery, metrics: Mapping[str, Metric]) -> tuple[sql.Composed, dict[str, Any]]:
+    """The list query over chat and json inferences, with its named parameters."""
+    builder = _Builder(query, metrics)
+    sort_columns, joins, order = builder.order()
+    conds = builder.conditions()
+    branches = [
+        _BRANCH.format(
+            kind=sql.Literal(kind),
+            tool_params=sql.SQL("i.tool_params" if kind == "chat" else "NULL::jsonb"),
+            output_schema=sql.SQL("i.output_schema" if kind == "json" else "NULL::jsonb"),
+            sort_columns=sort_columns,
+            table=sql.Identifier(f"{kind}_inferences"),
+            joins=joins,
+            where=sql.SQL(" AND ").join(conds) if conds else sql.SQL("TRUE"),
+            order=order,
+            window=builder.params(query.limit + query.offset),
+        )
+        for kind in ("chat", "json")
+    ]
+    ctes = list(builder.ctes.values())
+    statement = _OUTER.format(
+        with_ctes=sql.SQL("WITH {}\n").format(sql.SQL(", ").join(ctes)) if ctes else sql.SQL(""),
+        branches=sql.SQL(" UNION ALL ").join(branches),
+        order=order,
+        limit=builder.params(query.limit),
+        offset=builder.params(query.offset),
+        demonstration=_LATEST_DEMONSTRATION if query.output_source == "demonstration" else sql.SQL("NULL::jsonb"),
+    )
+    return statement, builder.params.values
+
+
+_ATTEMPTS = """
+SELECT m.id, m.inference_id, m.created_at, m.attempt, m.model_name, m.model_provider_name, m.provider_type,
+       m.status, m.error_kind, m.error, m.latency_ms, m.ttft_ms, m.input_tokens, m.output_tokens, m.cost,
+       m.finish_reason, m.cached, m.streamed, d.raw_request, d.raw_response
+FROM model_inferences m
+LEFT JOIN model_inference_data d ON d.model_inference_id = m.id AND d.model_inference_id >= %(floor)s
+WHERE m.inference_id = ANY(%(ids)s) AND m.id >= %(floor)s
+ORDER BY m.inference_id, m.attempt, m.id
+"""
+
+
+def attempts_statement(inference_ids: Sequence[UUID]) -> tuple[str, dict[str, Any]]:
+    """The attempts of some inferences; ids before the earliest inference (less a margin) are pruned."""
+    earliest = min(i.int >> 80 for i in inference_ids)
+    floor_ms = max(earliest - ATTEMPT_LOOKBACK // _MS, 0)
+    return _ATTEMPTS, {"ids": list(inference_ids), "floor": uuid7_floor_ms(floor_ms)}
+
+
+# -- running them ------------------------------------------------------------------------------------------
+
+
+def _row(r: dict[str, Any], source: OutputSource) -> StoredRow:
+    demonstration = source == "demonstration"
+    return StoredRow(
+        kind=r["kind"],
+        id=r["id"],
+        episode_id=r["episode_id"],
+        function_name=r["function_name"],
+        variant_name=r["variant_name"],
+        created_at=r["created_at"],
+        input=r["input"],
+        output=r["demonstration"] if demonstration else r["output"],
+        dispreferred_output=r["output"] if demonstration else None,
+        tags=r["tags"],
+        inference_params=r["inference_params"],
+        processing_time_ms=r["processing_time_ms"],
+        ttft_ms=r["ttft_ms"],
+        tool_params=r["tool_params"],
+        output_schema=r["output_schema"],
+        extra_body=r["extra_body"],
+    )
+
+
+async def list_inferences(
+    database: Database, query: ListQuery, configured: Mapping[str, Metric] | None = None
+) -> list[StoredRow]:
+    """The page of inferences `query` asks for, in its order. Raises InvalidRequest for an unknown metric."""
+    async with database.pool.connection() as conn:
+        metrics = await resolve_metrics(conn, query, configured or {})
+        statement, params = list_statement(query, metrics)
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(statement, params)
+        found = [_row(r, query.output_source) for r in await cur.fetchall()]
+        if query.reverse:
+            found.reverse()
+        if query.include_model_inferences and found:
+            text, attempt_params = attempts_statement([r.id for r in found])
+            await cur.execute(text, attempt_params)
+            by_inference: dict[UUID, list[dict[str, Any]]] = {}
+            for attempt in await cur.fetchall():
+                by_inference.setdefault(attempt["inference_id"], []).append(attempt)
+            for row in found:
+                row.model_inferences.extend(by_inference.get(row.id, []))
+    return found

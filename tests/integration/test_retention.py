@@ -1,0 +1,115 @@
+"""Retention drops only the daily partitions wholly older than retention_days, once per cluster."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg
+import pytest
+
+from lsd.config.model import ObservabilityConfig
+from lsd.ids import uuid7
+from lsd.jobs.maintenance import maintenance_jobs
+from lsd.store.database import Database
+from lsd.store.retention import RETENTION_LOCK_KEY, apply_retention, apply_retention_sync
+from lsd.store.statistics import refresh_statistics_sync
+from tests.support import rows
+
+
+def noon(day: date) -> int:
+    return rows.ms_of(datetime.combine(day, time(12), tzinfo=UTC))
+
+
+def partition_days(conn: psycopg.Connection[Any], table: str) -> set[date]:
+    return {d for (d,) in conn.execute("SELECT day FROM lsd_partitions WHERE table_name = %s", (table,))}
+
+
+async def test_drops_old_partitions_and_keeps_recent_rows(database_url: str) -> None:
+    today = datetime.now(tz=UTC).date()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT lsd_ensure_partitions(%s, 10)", (today - timedelta(days=10),))
+        old = [rows.inference(conn, id=uuid7(noon(today - timedelta(days=d)))) for d in (10, 8, 4)]
+        recent = [rows.inference(conn, id=uuid7(noon(today - timedelta(days=d)))) for d in (3, 2, 1)]
+        recent.append(rows.inference(conn))
+        rows.attempt(conn, old[0])
+        rows.feedback(conn, old[0], "ok", True)
+        rows.feedback(conn, recent[0], "ok", False)
+        refresh_statistics_sync(conn)
+        tables = [t for (t,) in conn.execute("SELECT table_name FROM lsd_partitioned_tables")]
+        before = {t: partition_days(conn, t) for t in tables}
+
+        database = Database(database_url, min_size=1, max_size=2)
+        await database.open()
+        try:
+            dropped = await apply_retention(database, 3)
+        finally:
+            await database.close()
+
+        assert dropped is not None
+        cutoff = today - timedelta(days=3)  # day D goes when D + 1 <= now - 3 days
+        expected_days = {d for d in before["chat_inferences"] if d < cutoff}
+        assert {p.day for p in dropped} == expected_days == {today - timedelta(days=d) for d in range(4, 11)}
+        assert {p.table_name for p in dropped} == set(tables)
+        assert len(dropped) == len(tables) * len(expected_days)
+        for table in tables:
+            assert partition_days(conn, table) == {d for d in before[table] if d >= cutoff}
+            assert today in partition_days(conn, table) and today + timedelta(days=1) in partition_days(conn, table)
+        left = {i for (i,) in conn.execute("SELECT id FROM chat_inferences")}
+        assert left == set(recent)
+        assert conn.execute("SELECT count(*) FROM chat_inference_data").fetchone() == (len(recent),)
+        assert conn.execute("SELECT count(*) FROM model_inferences").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM boolean_metric_feedback").fetchone() == (2,)
+        # Per-target bookkeeping for gone inferences is pruned; statistics already counted are kept.
+        assert conn.execute("SELECT target_id FROM statistics_feedback_by_target").fetchall() == [(recent[0],)]
+        assert conn.execute("SELECT sum(inference_count) FROM variant_statistics").fetchone() == (7,)
+        assert conn.execute("SELECT to_regclass(%s)", (dropped[0].partition_name,)).fetchone() == (None,)
+
+        assert apply_retention_sync(conn, 3) == []  # nothing left to drop
+
+
+def test_today_and_yesterday_are_never_dropped(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows.inference(conn, id=uuid7(rows.ms_of(rows.now() - timedelta(days=1))))
+        assert apply_retention_sync(conn, 1) == []
+        assert conn.execute("SELECT count(*) FROM chat_inferences").fetchone() == (1,)
+        with pytest.raises(ValueError, match="at least 1"):
+            apply_retention_sync(conn, 0)
+
+
+async def test_only_one_replica_applies_retention(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT lsd_ensure_partitions((now() AT TIME ZONE 'UTC')::date - 9, 1)")
+        conn.execute("SELECT pg_advisory_lock(%s)", (RETENTION_LOCK_KEY,))
+        database = Database(database_url, min_size=1, max_size=2)
+        await database.open()
+        try:
+            assert await apply_retention(database, 2) is None
+            conn.execute("SELECT pg_advisory_unlock(%s)", (RETENTION_LOCK_KEY,))
+            dropped = await apply_retention(database, 2)
+        finally:
+            await database.close()
+        assert dropped and {p.day for p in dropped} == {datetime.now(tz=UTC).date() - timedelta(days=d) for d in (8, 9)}
+
+
+def test_a_busy_table_is_skipped_not_waited_on(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lsd.store.retention.LOCK_TIMEOUT", "100ms")
+    with (
+        psycopg.connect(database_url, autocommit=True) as conn,
+        psycopg.connect(database_url, autocommit=True) as reader,
+    ):
+        conn.execute("SELECT lsd_ensure_partitions((now() AT TIME ZONE 'UTC')::date - 9, 0)")
+        with reader.transaction():
+            reader.execute("SELECT count(*) FROM chat_inferences")  # holds a lock on the parent until commit
+            dropped = apply_retention_sync(conn, 2)
+        assert "chat_inferences" not in {p.table_name for p in dropped}
+        assert len(dropped) == conn.execute("SELECT count(*) FROM lsd_partitioned_tables").fetchone()[0] - 1  # type: ignore[index]
+        assert {p.table_name for p in apply_retention_sync(conn, 2)} == {"chat_inferences"}
+
+
+async def test_maintenance_jobs_follow_the_config(database_url: str) -> None:
+    database = Database(database_url)  # never opened: building jobs does no I/O
+    assert [(j.name, j.interval_s) for j in maintenance_jobs(ObservabilityConfig(), database)] == [("statistics", 10.0)]
+    configured = SimpleNamespace(statistics_refresh_interval_s=0, retention_days=30)
+    assert [(j.name, j.interval_s) for j in maintenance_jobs(configured, database)] == [("retention", 3600.0)]  # type: ignore[arg-type]
