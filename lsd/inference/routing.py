@@ -6,14 +6,14 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from uuid import UUID
 
 from lsd.config.model import FunctionConfig, VariantConfig
 from lsd.errors import AttemptFailure, NotFound, ProviderError, ProviderTimeout
 from lsd.inference.cache import Cache, cache_key
-from lsd.inference.models import Model
+from lsd.inference.models import Model, ModelTable
 from lsd.inference.recording import Attempt
 from lsd.providers.base import CallContext, Provider
 from lsd.types import BodyPatch, HeaderPatch, ProviderRequest, ProviderResponse, StreamChunk
@@ -46,6 +46,19 @@ def order_variants(function: FunctionConfig, episode_id: UUID, pinned: str | Non
         ordered.append(candidates.pop(pick)[0])
         draw = random.random()
     return ordered + fallbacks
+
+
+async def tries(
+    function: FunctionConfig, episode_id: UUID, pinned: str | None, models: ModelTable
+) -> AsyncGenerator[tuple[VariantConfig, Model], None]:
+    """Each (variant, model) to try, in order: every variant's retries back to back (with backoff between
+    them), then the next variant. The caller stops iterating at the first success."""
+    for variant in order_variants(function, episode_id, pinned):
+        model = models.get(variant.model)
+        for retry in range(variant.retries.num_retries + 1):
+            if retry:
+                await asyncio.sleep(backoff_s(retry, variant.retries.max_delay_s))
+            yield variant, model
 
 
 def _names(variant: str, model: Model, provider: Provider) -> tuple[str, str, str, str]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -28,7 +28,7 @@ from lsd.inference.recording import (
     params_to_json,
 )
 from lsd.inference.request import InferenceRequest
-from lsd.inference.routing import backoff_s, call_model, order_variants, summarise
+from lsd.inference.routing import call_model, summarise, tries
 from lsd.inference.templates import Templates
 from lsd.inference.tools import ToolParams, resolve_tools, tool_call_json
 from lsd.providers.base import CallContext
@@ -194,6 +194,14 @@ class Engine:
             original_response=original_response,
         )
 
+    def call_context(self, request: InferenceRequest) -> CallContext:
+        return CallContext(
+            transport=self.transport,
+            credentials=request.credentials,
+            extra_body=request.extra_body,
+            extra_headers=request.extra_headers,
+        )
+
     def remember(self, p: Prepared, variant_name: str) -> None:
         """Let feedback target this inference at once, before its rows are committed."""
         if self.recent is not None and not p.request.dryrun:
@@ -215,19 +223,14 @@ class Engine:
         p = self.prepare(request)
         tools = self.tool_params(p)
         attempts: list[Attempt] = []
-        ctx = CallContext(
-            transport=self.transport,
-            credentials=request.credentials,
-            extra_body=request.extra_body,
-            extra_headers=request.extra_headers,
-        )
+        ctx = self.call_context(request)
         cache = Cache(self.database, request.cache) if self.database and request.cache.enabled != "off" else None
-        for variant in order_variants(p.function, p.episode_id, request.variant_name):
-            model = self.models.get(variant.model)
-            provider_request = self.provider_request(p, variant, tools, stream=False)
-            for retry in range(variant.retries.num_retries + 1):
-                if retry:
-                    await asyncio.sleep(backoff_s(retry, variant.retries.max_delay_s))
+        rendered: dict[str, ProviderRequest] = {}  # a variant's templates render once, whatever its retries
+        async with aclosing(tries(p.function, p.episode_id, request.variant_name, self.models)) as plan:
+            async for variant, model in plan:
+                if variant.name not in rendered:
+                    rendered[variant.name] = self.provider_request(p, variant, tools, stream=False)
+                provider_request = rendered[variant.name]
                 try:
                     response = await call_model(model, variant, provider_request, ctx, attempts, cache)
                 except ProviderError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from lsd.config.model import VariantConfig
@@ -18,10 +19,9 @@ from lsd.errors import AllAttemptsFailed, ProviderError, ProviderTimeout
 from lsd.inference.models import Model
 from lsd.inference.recording import Attempt, attempt_records, inference_records
 from lsd.inference.request import InferenceRequest
-from lsd.inference.routing import OpenStream, backoff_s, open_stream, order_variants, summarise
+from lsd.inference.routing import OpenStream, open_stream, summarise, tries
 from lsd.inference.run import Engine, Prepared
 from lsd.inference.tools import ToolParams
-from lsd.providers.base import CallContext
 from lsd.records import Record
 from lsd.types import OutputBlock, ProviderRequest, StreamChunk, Text, Thought, ToolCall, Usage
 
@@ -198,18 +198,13 @@ async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceSt
     p = engine.prepare(request)
     tools = engine.tool_params(p)
     attempts: list[Attempt] = []
-    ctx = CallContext(
-        transport=engine.transport,
-        credentials=request.credentials,
-        extra_body=request.extra_body,
-        extra_headers=request.extra_headers,
-    )
-    for variant in order_variants(p.function, p.episode_id, request.variant_name):
-        model = engine.models.get(variant.model)
-        provider_request = engine.provider_request(p, variant, tools, stream=True)
-        for retry in range(variant.retries.num_retries + 1):
-            if retry:
-                await asyncio.sleep(backoff_s(retry, variant.retries.max_delay_s))
+    ctx = engine.call_context(request)
+    rendered: dict[str, ProviderRequest] = {}
+    async with aclosing(tries(p.function, p.episode_id, request.variant_name, engine.models)) as plan:
+        async for variant, model in plan:
+            if variant.name not in rendered:
+                rendered[variant.name] = engine.provider_request(p, variant, tools, stream=True)
+            provider_request = rendered[variant.name]
             try:
                 opened = await open_stream(model, variant, provider_request, ctx, attempts)
             except ProviderError:
