@@ -17,18 +17,12 @@ from lsd.api.state import AppState
 from lsd.config import load
 from lsd.config.model import Config
 from lsd.errors import LsdError
-from lsd.feedback import FeedbackService
-from lsd.inference.embeddings import Embedder
 from lsd.inference.models import ModelTable
-from lsd.inference.run import Engine
 from lsd.inference.templates import Templates
 from lsd.jobs.maintenance import maintenance_jobs
 from lsd.jobs.runner import Job, JobRunner
-from lsd.providers.transport import Transport
+from lsd.runtime import open_runtime
 from lsd.store.admin import partition_upkeep
-from lsd.store.database import Database
-from lsd.store.recent import RecentInferences
-from lsd.store.writer import Writer
 
 PARTITION_UPKEEP_INTERVAL_S = 3600.0
 
@@ -41,46 +35,29 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
-        database = Database(
-            database_url,
-            min_size=config.gateway.database.pool_min_size,
-            max_size=config.gateway.database.pool_max_size,
-        )
-        writer = Writer(database_url, config.gateway.observability)
-        transport = Transport()
-        ahead = config.gateway.database.partitions_ahead_days
-        jobs = JobRunner(
-            [
-                Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(database, ahead)),
-                *maintenance_jobs(config.gateway.observability, database),
-            ]
-        )
-        await database.open(timeout_s=config.gateway.database.connect_timeout_s)
-        try:
-            await writer.open()
-            await transport.open()
+        async with open_runtime(
+            config, database_url, models=model_table, embedding_models=embedding_models, templates=templates
+        ) as rt:
+            ahead = config.gateway.database.partitions_ahead_days
+            jobs = JobRunner(
+                [
+                    Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(rt.database, ahead)),
+                    *maintenance_jobs(config.gateway.observability, rt.database),
+                ]
+            )
             await jobs.open()
-            recent = RecentInferences()
-            engine = Engine(
-                config=config,
-                models=model_table,
-                transport=transport,
-                recorder=writer,
-                database=database,
-                templates=templates,
-                recent=recent,
-            )
-            feedback = FeedbackService(config=config, database=database, recent=recent, recorder=writer)
-            embedder = Embedder(config=config, models=embedding_models, transport=transport, recorder=writer)
-            yield AppState(
-                config=config, engine=engine, embedder=embedder, feedback=feedback, database=database, writer=writer
-            )
-        finally:
-            # Shutdown order protects rows: requests have drained; flush the writer before closing the pool.
-            await jobs.close()
-            await writer.close()
-            await transport.close()
-            await database.close()
+            try:
+                yield AppState(
+                    config=config,
+                    engine=rt.engine,
+                    embedder=rt.embedder,
+                    feedback=rt.feedback,
+                    database=rt.database,
+                    writer=rt.writer,
+                )
+            finally:
+                # Requests have drained; jobs stop before open_runtime flushes the writer and closes the pool.
+                await jobs.close()
 
     return Starlette(
         routes=ROUTES,

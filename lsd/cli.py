@@ -18,8 +18,10 @@ from lsd.app import build_app
 from lsd.config import load
 from lsd.config.model import Config
 from lsd.errors import ConfigError
+from lsd.evaluations import cli as evaluate_cli
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
+from lsd.runtime import prepare_database
 from lsd.store import admin, migrate, statistics
 from lsd.store.database import DatabaseUnreachable, connect_with_retry
 from lsd.store.local import LocalServer, LocalServerError
@@ -68,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     refresh = stats_sub.add_parser("refresh", help="fold the rows written since the last refresh into the statistics")
     refresh.add_argument("--config", default=None, help="config file (for gateway.database settings)")
 
+    evaluate_cli.add_parser(sub)
+
     local = sub.add_parser("localdb", help="a local PostgreSQL for development (used by `make run`)")
     local_sub = local.add_subparsers(dest="localdb_command", required=True, metavar="SUBCOMMAND")
     for name, text in (("start", "start (initialising if needed) and print its URL"), ("stop", "stop it")):
@@ -90,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             return _stats_refresh(args)
         if args.command == "doctor":
             return _doctor(args)
+        if args.command == "evaluate":
+            return evaluate_cli.run(args)
         return _localdb(args)
     except CliExit as exc:
         sys.stderr.write(f"lsd: {exc.message}\n")
@@ -128,19 +134,14 @@ def _connect(url: str, timeout_s: float):  # type: ignore[no-untyped-def]
 
 def _prepare_database(config: Config, url: str) -> None:
     """Migrate (or check migrations), create partitions ahead and snapshot the config."""
-    db = config.gateway.database
-    with _connect(url, db.connect_timeout_s) as conn:
-        try:
-            if db.disable_automatic_migrations:
-                migrate.check(conn)
-            else:
-                applied = migrate.apply(conn)
-                if applied:
-                    log.info("applied migrations: %s", ", ".join(applied))
-        except migrate.MigrationError as exc:
-            raise CliExit(EXIT_MIGRATION, str(exc)) from None
-        admin.ensure_partitions(conn, db.partitions_ahead_days)
-        admin.save_config_snapshot(conn, config.source_hash, config.source_text, __version__)
+    try:
+        applied = prepare_database(config, url)
+    except DatabaseUnreachable as exc:
+        raise CliExit(EXIT_DATABASE, str(exc)) from None
+    except migrate.MigrationError as exc:
+        raise CliExit(EXIT_MIGRATION, str(exc)) from None
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
 
 
 # -- commands ----------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from lsd.api import feedback, inference, inferences, openai, status
+from lsd.api import evaluations, feedback, inference, inferences, openai, status
 
 ROUTES = [
     Route("/health", status.health, methods=["GET"]),
@@ -13,6 +13,9 @@ ROUTES = [
     Route("/feedback", feedback.feedback, methods=["POST"]),
     Route("/v1/inferences/list_inferences", inferences.list_inferences, methods=["POST"]),
     Route("/v1/inferences/get_inferences", inferences.get_inferences, methods=["POST"]),
+    Route("/v1/evaluations/human_feedback", evaluations.human_feedback, methods=["POST"]),
+    Route("/v1/evaluations/runs", evaluations.list_runs, methods=["GET"]),
+    Route("/v1/evaluations/runs/{run_id}", evaluations.get_run, methods=["GET"]),
     Route("/openai/v1/chat/completions", openai.chat_completions, methods=["POST"]),
     Route("/openai/v1/embeddings", openai.embeddings, methods=["POST"]),
     Route("/openai/v1/models", openai.models, methods=["GET"]),

@@ -7,6 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from lsd.config.evaluations import evaluation_from
 from lsd.config.functions import function_from, model_from, tool_from
 from lsd.config.metrics import metric_from
 from lsd.config.model import (
@@ -50,6 +51,7 @@ def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
     tools = {name: tool_from(name, t) for name, t in root.subtables("tools")}
     functions = {name: function_from(name, t, models, tools) for name, t in root.subtables("functions")}
     metrics = {name: metric_from(name, t) for name, t in root.subtables("metrics")}
+    evaluations = {name: evaluation_from(name, t, functions) for name, t in root.subtables("evaluations")}
     root.finish()
     if sink.errors:
         raise ConfigError(sink.errors)
@@ -60,6 +62,7 @@ def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
         tools=tools,
         embedding_models=embedding_models,
         metrics=metrics,
+        evaluations=evaluations,
         source_text=text,
         source_hash=hashlib.sha256(text.encode()).hexdigest(),
         path=path,

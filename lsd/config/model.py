@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from lsd.types import InferenceParams
+
+if TYPE_CHECKING:
+    from lsd.config.evaluations import EvaluationConfig
 
 FunctionType = Literal["chat", "json"]
 
@@ -147,6 +150,7 @@ class Config:
     tools: Mapping[str, ToolConfig] = field(default_factory=dict)
     embedding_models: Mapping[str, ModelConfig] = field(default_factory=dict)
     metrics: Mapping[str, MetricConfig] = field(default_factory=dict)
+    evaluations: Mapping[str, EvaluationConfig] = field(default_factory=dict)
     source_text: str = ""
     source_hash: str = ""
     path: Path | None = None

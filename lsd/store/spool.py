@@ -254,6 +254,23 @@ class Spool:
         segment.size += len(data)
         return count, reason
 
+    def append_groups(self, groups: Sequence[Sequence[Record]]) -> tuple[list[int], list[int], str | None]:
+        """Encode and append groups: (indices stored, indices that cannot be encoded, why not all were stored).
+
+        A group that cannot be encoded would be refused by PostgreSQL too (the writer encodes JSON alike)."""
+        frames: list[bytes] = []
+        positions: list[int] = []
+        unencodable: list[int] = []
+        for index, group in enumerate(groups):
+            try:
+                frames.append(encode_frame(group))
+            except (TypeError, ValueError):
+                unencodable.append(index)
+            else:
+                positions.append(index)
+        count, reason = self.append(frames)
+        return positions[:count], unencodable, reason
+
     def _writable_segment(self) -> Segment:
         if self._open is not None and self._open.size < self.segment_bytes:
             return self._open

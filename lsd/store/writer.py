@@ -450,7 +450,7 @@ class Writer:
 
     async def _spill(self, entries: list[_Entry]) -> int:
         """Move `entries` to the spool; returns the rows stored (the others are rejected or dropped, and counted)."""
-        stored, unencodable, reason = await asyncio.to_thread(self._append, [entry.records for entry in entries])
+        stored, unencodable, reason = await asyncio.to_thread(self._spool.append_groups, [e.records for e in entries])
         spooled = _count_by_table(entries[i].records for i in stored)
         for table, count in spooled.items():
             self.stats.spooled_rows[table] += count
@@ -462,23 +462,6 @@ class Writer:
             self._drop(lost, reason or "the spool write failed")
         self._spool_stats()
         return sum(spooled.values())
-
-    def _append(self, groups: list[Sequence[Record]]) -> tuple[list[int], list[int], str | None]:
-        """(In a thread.) Encode and append: (indices stored, indices unencodable, why not all were stored).
-
-        A group that cannot be encoded would be refused by PostgreSQL too (the writer encodes JSON alike)."""
-        frames: list[bytes] = []
-        positions: list[int] = []
-        unencodable: list[int] = []
-        for index, group in enumerate(groups):
-            try:
-                frames.append(encode_frame(group))
-            except (TypeError, ValueError):
-                unencodable.append(index)
-            else:
-                positions.append(index)
-        count, reason = self._spool.append(frames)
-        return positions[:count], unencodable, reason
 
     def _drop(self, groups: Sequence[Sequence[Record]], reason: str) -> None:
         tables = _count_by_table(groups)

@@ -9,9 +9,11 @@ import asyncio
 import dataclasses
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -46,16 +48,22 @@ TEMPLATE = "lsd_durability_template"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    """A private PostgreSQL, with a migrated template database; tests that stop it start it again."""
-    local = LocalServer(tmp_path_factory.mktemp("pg"), fast_unsafe=True)
-    local.start()
-    with psycopg.connect(local.url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-    with psycopg.connect(local.url(TEMPLATE), autocommit=True) as conn:
-        migrate.apply(conn)
-    yield local
-    local.stop()
+def server() -> Iterator[LocalServer]:
+    """A private PostgreSQL, with a migrated template database; tests that stop it start it again.
+
+    Its data lives outside pytest's basetemp, which a concurrent pytest session may prune while this one runs."""
+    data_dir = Path(tempfile.mkdtemp(prefix="lsd-durability-pg-"))
+    local = LocalServer(data_dir, fast_unsafe=True)
+    try:
+        local.start()
+        with psycopg.connect(local.url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+        with psycopg.connect(local.url(TEMPLATE), autocommit=True) as conn:
+            migrate.apply(conn)
+        yield local
+    finally:
+        local.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,105 @@
+"""The process runtime: prepare the database, then open (and close, in order) pool, writer, transport and engine.
+
+`lsd serve` (through the app lifespan) and `lsd evaluate` open the same runtime; only the lifespan adds jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from lsd import __version__
+from lsd.config.model import Config
+from lsd.feedback import FeedbackService
+from lsd.inference.embeddings import Embedder
+from lsd.inference.models import ModelTable
+from lsd.inference.run import Engine
+from lsd.inference.templates import Templates
+from lsd.providers.transport import Transport
+from lsd.store import admin, migrate
+from lsd.store.database import Database, connect_with_retry
+from lsd.store.recent import RecentInferences
+from lsd.store.writer import Writer
+
+
+def prepare_database(config: Config, url: str) -> list[str]:
+    """Migrate (or, with automatic migrations disabled, check), create partitions ahead, snapshot the config.
+
+    Returns the migrations applied. Raises DatabaseUnreachable and migrate.MigrationError."""
+    db = config.gateway.database
+    applied: list[str] = []
+    with connect_with_retry(url, db.connect_timeout_s) as conn:
+        if db.disable_automatic_migrations:
+            migrate.check(conn)
+        else:
+            applied = migrate.apply(conn)
+        admin.ensure_partitions(conn, db.partitions_ahead_days)
+        admin.save_config_snapshot(conn, config.source_hash, config.source_text, __version__)
+    return applied
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """The open resources and the services built on them."""
+
+    config: Config
+    database: Database
+    writer: Writer
+    transport: Transport
+    recent: RecentInferences
+    engine: Engine
+    feedback: FeedbackService
+    embedder: Embedder
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    config: Config,
+    database_url: str,
+    *,
+    models: ModelTable | None = None,
+    embedding_models: ModelTable | None = None,
+    templates: Templates | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open everything; on exit flush the writer before closing the pool (shutdown order protects rows).
+
+    Raises ConfigError (from the model tables and templates) before connecting anything."""
+    model_table = ModelTable.from_config(config) if models is None else models
+    embedding_table = ModelTable.embeddings_from_config(config) if embedding_models is None else embedding_models
+    compiled = Templates(config) if templates is None else templates
+    database = Database(
+        database_url,
+        min_size=config.gateway.database.pool_min_size,
+        max_size=config.gateway.database.pool_max_size,
+    )
+    writer = Writer(database_url, config.gateway.observability)
+    transport = Transport()
+    await database.open(timeout_s=config.gateway.database.connect_timeout_s)
+    try:
+        await writer.open()
+        await transport.open()
+        recent = RecentInferences()
+        engine = Engine(
+            config=config,
+            models=model_table,
+            transport=transport,
+            recorder=writer,
+            database=database,
+            templates=compiled,
+            recent=recent,
+        )
+        yield Runtime(
+            config=config,
+            database=database,
+            writer=writer,
+            transport=transport,
+            recent=recent,
+            engine=engine,
+            feedback=FeedbackService(config=config, database=database, recent=recent, recorder=writer),
+            embedder=Embedder(config=config, models=embedding_table, transport=transport, recorder=writer),
+        )
+    finally:
+        await writer.close()
+        await transport.close()
+        await database.close()
