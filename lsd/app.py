@@ -23,6 +23,7 @@ from lsd.jobs.maintenance import maintenance_jobs
 from lsd.jobs.runner import Job, JobRunner
 from lsd.runtime import open_runtime
 from lsd.store.admin import partition_upkeep
+from lsd.telemetry import logging as lsd_logging
 
 PARTITION_UPKEEP_INTERVAL_S = 3600.0
 
@@ -69,4 +70,5 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
 
 def from_environment() -> Starlette:
     """App factory for multi-worker serving: config path and URL come from the environment set by `lsd serve`."""
+    lsd_logging.configure()  # a spawned worker starts with Python's default logging
     return build_app(load(os.environ["LSD_CONFIG"]), os.environ["LSD_DATABASE_URL"])

@@ -25,6 +25,7 @@ from lsd.runtime import prepare_database
 from lsd.store import admin, migrate, statistics
 from lsd.store.database import DatabaseUnreachable, connect_with_retry
 from lsd.store.local import LocalServer, LocalServerError
+from lsd.supervisor import supervise
 from lsd.telemetry import logging as lsd_logging
 
 log = logging.getLogger("lsd")
@@ -162,12 +163,11 @@ def _serve(args: argparse.Namespace) -> int:
     hconfig.worker_class = "uvloop" if _has_uvloop() else "asyncio"
     log.info("lsd %s serving %s on http://%s", __version__, args.config, hconfig.bind[0])
     if args.workers > 1:
-        from hypercorn.run import run  # noqa: PLC0415  (only multi-worker serving needs it)
-
         os.environ["LSD_CONFIG"] = str(Path(args.config).resolve())
-        hconfig.workers = args.workers
         hconfig.application_path = "lsd.app:from_environment()"
-        return int(run(hconfig))
+        code = supervise(hconfig, args.workers)
+        log.info("lsd stopped")
+        return code
     app = build_app(config, url)
     runner = _uvloop_run if hconfig.worker_class == "uvloop" else asyncio.run
     runner(_serve_async(app, hconfig))

@@ -49,7 +49,10 @@ class JobRunner:
                 await job.run()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001  (the runner's guard: a failed run must not end the job)
+            except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # a driver turned our cancellation into its own error: stop anyway
                 stats.failures += 1
                 stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("job %s failed: %s", job.name, stats.last_error)

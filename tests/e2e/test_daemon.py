@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import psycopg
 import pytest
 
+from lsd.store.local import LocalServer
 from tests.support.gateway import Daemon
 
 CONFIG = """
@@ -184,3 +186,36 @@ def test_one_json_log_line_per_request_without_prompts(daemon_factory) -> None: 
     assert (entry["function"], entry["variant"], entry["model"], entry["provider"]) == ("chat", "only", "echo", "dummy")
     assert entry["latency_ms"] >= 0
     assert "top secret" not in daemon.log()
+
+
+def test_workers_spool_at_sigterm_while_the_database_is_down_and_replay_later(tmp_path: Path) -> None:
+    server = LocalServer(Path(tempfile.mkdtemp(prefix="lsd-e2e-pg-")), fast_unsafe=True)
+    url = server.start()
+    try:
+        spool = tmp_path / "spool"
+        path = tmp_path / "lsd.toml"
+        path.write_text(
+            CONFIG.format(flush=50)
+            + f'\n[gateway.observability]\nspool_dir = "{spool}"\nshutdown_flush_timeout_s = 2\n'
+        )
+        daemon = Daemon(path, url, args=("--workers", "2"))
+        daemon.wait_ready()
+        body = {"function_name": "chat", "input": {"messages": [{"role": "user", "content": "x"}]}}
+        ids = [httpx.post(f"{daemon.base_url}/inference", json=body).json()["inference_id"] for _ in range(10)]
+        server.stop()
+        ids += [httpx.post(f"{daemon.base_url}/inference", json=body).json()["inference_id"] for _ in range(20)]
+        assert daemon.terminate(60) == 0, daemon.log()
+        assert any(spool.rglob("*")), "rows not written must be spooled"
+        server.start()
+        replay = Daemon(path, url)
+        replay.wait_ready()
+        deadline = time.monotonic() + 20
+        stored: set[str] = set()
+        while time.monotonic() < deadline and not set(ids) <= stored:
+            with psycopg.connect(url) as conn:
+                stored = {str(r[0]) for r in conn.execute("SELECT id FROM chat_inferences")}
+            time.sleep(0.2)
+        assert replay.terminate() == 0
+        assert set(ids) <= stored
+    finally:
+        server.stop()

@@ -1,0 +1,55 @@
+"""`lsd serve --workers N`: start N worker processes on shared sockets and stop them without losing rows.
+
+hypercorn's own supervisor returns as soon as one worker exits and terminates the others, which would kill
+workers still flushing their write queues. This one forwards SIGTERM/SIGINT as a shutdown event and waits for
+every worker to finish its lifespan (drain requests, flush or spool rows) on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from multiprocessing import get_context
+from types import FrameType
+
+from hypercorn.asyncio.run import asyncio_worker, uvloop_worker
+from hypercorn.config import Config as HypercornConfig
+
+log = logging.getLogger("lsd.supervisor")
+
+
+def supervise(hconfig: HypercornConfig, workers: int) -> int:
+    """Run `workers` processes serving `hconfig.application_path`; return 0 when all exited cleanly."""
+    ctx = get_context("spawn")
+    sockets = hconfig.create_sockets()
+    shutdown = ctx.Event()
+    worker = uvloop_worker if hconfig.worker_class == "uvloop" else asyncio_worker
+    # Children inherit ignored signals across exec: only this process reacts to SIGTERM/SIGINT.
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    processes = [
+        ctx.Process(target=worker, kwargs={"config": hconfig, "sockets": sockets, "shutdown_event": shutdown})
+        for _ in range(workers)
+    ]
+    try:
+        for process in processes:
+            process.start()
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            shutdown.set()
+
+        for sig in previous:
+            signal.signal(sig, stop)
+        failed = False
+        while any(p.is_alive() for p in processes):
+            for process in processes:
+                process.join(timeout=0.2)
+                if process.exitcode not in (None, 0) and not shutdown.is_set():
+                    log.error("worker %s exited with %s; stopping the others", process.pid, process.exitcode)
+                    failed = True
+                    shutdown.set()
+        return 1 if failed or any(p.exitcode != 0 for p in processes) else 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+            sock.close()
