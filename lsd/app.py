@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator
 
@@ -47,6 +48,9 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                 ]
             )
             await jobs.open()
+            # Start-up objects (modules, config, compiled templates) never die: keep them out of every collection.
+            gc.collect()
+            gc.freeze()
             try:
                 yield AppState(
                     config=config,

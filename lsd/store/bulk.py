@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 import psycopg
@@ -31,16 +32,19 @@ class TableSpec:
 
 
 def _row_function(columns: tuple[str, ...], types: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
-    numeric = frozenset(i for i, t in enumerate(types) if t == "numeric")
+    getter = attrgetter(*columns)
+    get: Callable[[Any], tuple[Any, ...]] = getter if len(columns) > 1 else (lambda record: (getter(record),))
+    numeric = tuple(i for i, t in enumerate(types) if t == "numeric")
     if not numeric:
-        return lambda record: tuple(getattr(record, c) for c in columns)
+        return get
 
     # The binary numeric dumper takes Decimal or int, not float: convert by shortest repr (0.1 stays 0.1).
+    # Records already carry Decimal (lsd.inference.recording.money); this only guards other producers.
     def row(record: Any) -> tuple[Any, ...]:
-        return tuple(
-            Decimal(repr(v)) if i in numeric and isinstance(v, float) else v
-            for i, v in enumerate(getattr(record, c) for c in columns)
-        )
+        values = get(record)
+        if any(isinstance(values[i], float) for i in numeric):
+            return tuple(Decimal(repr(v)) if isinstance(v, float) and i in numeric else v for i, v in enumerate(values))
+        return values
 
     return row
 

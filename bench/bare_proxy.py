@@ -1,0 +1,72 @@
+"""The baseline gateway: POST /inference -> the fake's POST /v1/chat/completions, no validation, no recording.
+
+    python -m bench.bare_proxy --bind 127.0.0.1:8001 --upstream http://127.0.0.1:8000
+
+Starlette served by hypercorn on uvloop in one process, one pooled aiohttp session: what LSD would cost
+if it did nothing but forward. It takes the same TensorZero body as `lsd serve` and returns the provider's JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import uvloop
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+HEADERS = {"Content-Type": "application/json"}
+
+
+def build_app(upstream: str) -> Starlette:
+    url = upstream.rstrip("/") + "/v1/chat/completions"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        # As lsd's transport: no total connection limit, keep-alive connections reused across requests.
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=256)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            yield {"session": session}
+
+    async def inference(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        upstream_body = orjson.dumps({"model": body["model_name"], "messages": body["input"]["messages"]})
+        async with request.state.session.post(url, data=upstream_body, headers=HEADERS) as reply:
+            content = await reply.read()
+        return Response(content, status_code=reply.status, media_type="application/json")
+
+    return Starlette(routes=[Route("/inference", inference, methods=["POST"])], lifespan=lifespan)
+
+
+async def run(bind: str, upstream: str) -> None:
+    config = Config()
+    config.bind = [bind]
+    config.accesslog = None
+    config.keep_alive_timeout = 75  # as lsd serve
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(build_app(upstream), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bind", required=True, help="HOST:PORT")
+    parser.add_argument("--upstream", required=True, help="the fake's root URL")
+    args = parser.parse_args()
+    uvloop.run(run(args.bind, args.upstream))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""`make bench`: gateway overhead against a bare proxy (part 1) and writer throughput against bare COPY (part 2).
+
+    python -m bench.run                                  # everything, about 5 minutes on 2 cores
+    python -m bench.run --parts gateway --duration 20    # BENCH_ARGS="--parts gateway --duration 20" make bench
+    python -m bench.run --parts writer --durability on
+    python -m bench.run --quick                          # a smoke run of every part in about a minute
+
+Starts a throwaway PostgreSQL (fsync on) in a temporary folder, and the fake OpenAI server, the bare proxy and
+`lsd serve` as child processes; stops all of them at the end, on error and on Ctrl-C or SIGTERM. Prints a
+markdown table per part and writes every number to bench/results/<UTC timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import gateway, report, writer
+from bench.children import Children, shielded
+from bench.database import Cluster
+from lsd.store.local import LocalServerError
+
+PARTS = ("gateway", "writer")
+
+
+def _csv(kind: type, choices: tuple[str, ...] | None = None):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> tuple[Any, ...]:
+        values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        if choices is not None:
+            unknown = [v for v in values if v not in choices]
+            if unknown:
+                raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {', '.join(choices)}")
+        if not values:
+            raise argparse.ArgumentTypeError("empty list")
+        return values
+
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--parts", type=_csv(str, PARTS), default=PARTS, help="gateway,writer (default both)")
+    p.add_argument("--quick", action="store_true", help="short runs (3 s, 10k inferences): to check the harness")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        help="before each measured run, wait up to this many seconds for other processes\n"
+        "to use under 10%% of the CPUs (default 0: do not wait)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, PostgreSQL data)")
+    g = p.add_argument_group("part 1: gateway")
+    g.add_argument(
+        "--targets",
+        type=_csv(str, gateway.TARGETS),
+        default=gateway.DEFAULT_TARGETS,
+        help="fake,bare,lsd,lsd2 (default bare,lsd,lsd2; lsd2 is lsd serve --workers 2)",
+    )
+    g.add_argument(
+        "--gc-trace",
+        action="store_true",
+        help="run the one-worker lsd under bench.gc_trace and report its gen-2 GC pauses",
+    )
+    g.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    g.add_argument("--warmup", type=float, default=5.0, help="closed-loop warm-up seconds (default 5)")
+    g.add_argument("--duration", type=float, default=15.0, help="closed-loop seconds measured (default 15)")
+    g.add_argument("--rate", type=float, default=500.0, help="open-loop requests per second (default 500)")
+    g.add_argument("--rate-warmup", type=float, default=3.0, help="open-loop warm-up seconds (default 3)")
+    g.add_argument("--rate-duration", type=float, default=15.0, help="open-loop seconds measured (default 15)")
+    w = p.add_argument_group("part 2: writer")
+    w.add_argument("--inferences", type=int, default=100_000, help="inferences written, 4 rows each (default 100000)")
+    w.add_argument("--batch-rows", type=_csv(int), default=(1000, 5000), help="writer max_rows and COPY batch sizes")
+    w.add_argument("--repeat", type=int, default=3, help="runs of each write method; the median is shown (default 3)")
+    w.add_argument("--submit-calls", type=int, default=100_000, help="Writer.submit() calls timed (default 100000)")
+    w.add_argument(
+        "--durability",
+        type=_csv(str, ("on", "off")),
+        default=("on", "off"),
+        help="on,off (default both): fsync on is realistic;\noff turns fsync, synchronous_commit, full_page_writes off",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.quick:
+        args.warmup, args.duration, args.rate_warmup, args.rate_duration = 1.0, 3.0, 1.0, 3.0
+        args.inferences = min(args.inferences, 10_000)
+        args.submit_calls = min(args.submit_calls, 10_000)
+        args.repeat = 1
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks below stop every child and PostgreSQL.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    workdir = Path(tempfile.mkdtemp(prefix="lsd-bench-"))
+    cluster = Cluster(workdir / "postgres")
+    results: dict[str, Any] = {"machine": report.machine(), "args": vars(args), "loadavg": {"start": report.loadavg()}}
+    started = time.monotonic()
+    code = 0
+    print(f"# LSD benchmarks, {results['machine']['date']}, {results['machine']['cpu_count']} CPUs")
+    print(f"(temporary folder {workdir}; load average {results['loadavg']['start']})")
+    try:
+        cluster.start()
+        results["postgres"] = {"version": cluster.version(), **cluster.settings()}
+        print(f"PostgreSQL {results['postgres']['version']}, fsync {results['postgres'].get('fsync')}")
+        with Children(workdir) as children:
+            if "gateway" in args.parts:
+                settings = gateway.Settings(
+                    targets=args.targets,
+                    connections=args.connections,
+                    warmup_s=args.warmup,
+                    duration_s=args.duration,
+                    rate=args.rate,
+                    rate_warmup_s=args.rate_warmup,
+                    rate_duration_s=args.rate_duration,
+                    quiet_wait_s=args.quiet_wait,
+                    gc_trace=args.gc_trace,
+                )
+                results["gateway"] = gateway.run(settings, children, cluster, workdir)
+                results["loadavg"]["after_gateway"] = report.loadavg()
+        if "writer" in args.parts:
+            wsettings = writer.Settings(
+                inferences=args.inferences,
+                batch_rows=args.batch_rows,
+                submit_calls=min(args.submit_calls, args.inferences),
+                repeat=max(1, args.repeat),
+                quiet_wait_s=args.quiet_wait,
+                durability=tuple(f"fsync {d}" for d in args.durability),
+            )
+            results["writer"] = writer.run(wsettings, cluster, workdir)
+            results["loadavg"]["after_writer"] = report.loadavg()
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every child process and PostgreSQL")
+        code = 130
+    except Exception as exc:
+        print(f"\nbenchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        code = 1
+    finally:
+        with shielded():
+            try:
+                cluster.stop()
+            except LocalServerError as exc:
+                print(f"could not stop PostgreSQL: {exc}", file=sys.stderr)
+            if args.keep:
+                print(f"kept {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    if "gateway" in results or "writer" in results:
+        path = report.save(results)
+        print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    print(f"elapsed: {results['elapsed_s']:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
