@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,14 +18,17 @@ from tests.support.gateway import in_process_gateway
 
 
 @pytest.fixture
-def own_cluster(tmp_path: Path) -> Iterator[LocalServer]:
-    """A private PostgreSQL this test may stop and start without disturbing the others."""
-    server = LocalServer(tmp_path / "pg", fast_unsafe=True)
+def own_cluster() -> Iterator[LocalServer]:
+    """A private PostgreSQL this test may stop and start without disturbing the others. It lives in its own
+    mkdtemp folder: another pytest session on the machine may prune old pytest tmp_path folders."""
+    folder = Path(tempfile.mkdtemp(prefix="lsd-outage-pg-"))
+    server = LocalServer(folder, fast_unsafe=True)
     server.start()
     with psycopg.connect(server.url(), autocommit=True) as conn:
         migrate.apply(conn)
     yield server
     server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 async def test_health_is_503_while_the_database_is_down(own_cluster: LocalServer) -> None:
