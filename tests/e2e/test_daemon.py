@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -189,7 +190,8 @@ def test_one_json_log_line_per_request_without_prompts(daemon_factory) -> None: 
 
 
 def test_workers_spool_at_sigterm_while_the_database_is_down_and_replay_later(tmp_path: Path) -> None:
-    server = LocalServer(Path(tempfile.mkdtemp(prefix="lsd-e2e-pg-")), fast_unsafe=True)
+    folder = Path(tempfile.mkdtemp(prefix="lsd-e2e-pg-"))
+    server = LocalServer(folder, fast_unsafe=True)
     url = server.start()
     try:
         spool = tmp_path / "spool"
@@ -219,3 +221,4 @@ def test_workers_spool_at_sigterm_while_the_database_is_down_and_replay_later(tm
         assert set(ids) <= stored
     finally:
         server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
