@@ -11,6 +11,8 @@ import socket
 import sys
 from pathlib import Path
 
+import uvloop
+from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
 from lsd import __version__
@@ -23,7 +25,7 @@ from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
 from lsd.runtime import prepare_database
 from lsd.store import admin, migrate, statistics
-from lsd.store.database import DatabaseUnreachable, connect_with_retry
+from lsd.store.database import Database, DatabaseUnreachable, PoolStats, connect_with_retry
 from lsd.store.local import LocalServer, LocalServerError
 from lsd.supervisor import supervise
 from lsd.telemetry import logging as lsd_logging
@@ -160,7 +162,7 @@ def _serve(args: argparse.Namespace) -> int:
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     hconfig.keep_alive_timeout = 75
-    hconfig.worker_class = "uvloop" if _has_uvloop() else "asyncio"
+    hconfig.worker_class = "uvloop"
     log.info("lsd %s serving %s on http://%s", __version__, args.config, hconfig.bind[0])
     if args.workers > 1:
         os.environ["LSD_CONFIG"] = str(Path(args.config).resolve())
@@ -169,8 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("lsd stopped")
         return code
     app = build_app(config, url)
-    runner = _uvloop_run if hconfig.worker_class == "uvloop" else asyncio.run
-    runner(_serve_async(app, hconfig))
+    uvloop.run(_serve_async(app, hconfig))
     log.info("lsd stopped")
     return 0
 
@@ -190,27 +191,11 @@ def _check_bind(bind: str) -> None:
 
 
 async def _serve_async(app: object, hconfig: HypercornConfig) -> None:
-    from hypercorn.asyncio import serve  # noqa: PLC0415
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await serve(app, hconfig, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-
-
-def _has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
-
-
-def _uvloop_run(coro):  # type: ignore[no-untyped-def]
-    import uvloop  # noqa: PLC0415
-
-    return uvloop.run(coro)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -255,9 +240,7 @@ def _doctor(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
-async def _pool_stats(url: str, config: Config | None):  # type: ignore[no-untyped-def]
-    from lsd.store.database import Database  # noqa: PLC0415
-
+async def _pool_stats(url: str, config: Config | None) -> PoolStats:
     db = config.gateway.database if config else None
     database = Database(url, min_size=1, max_size=db.pool_max_size if db else 20)
     await database.open(timeout_s=10)
