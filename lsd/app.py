@@ -24,12 +24,13 @@ from lsd.jobs.maintenance import maintenance_jobs
 from lsd.jobs.runner import Job, JobRunner
 from lsd.runtime import open_runtime
 from lsd.store.admin import partition_upkeep
+from lsd.store.database import DatabaseUrls
 from lsd.telemetry import logging as lsd_logging
 
 PARTITION_UPKEEP_INTERVAL_S = 3600.0
 
 
-def build_app(config: Config, database_url: str, *, models: ModelTable | None = None) -> Starlette:
+def build_app(config: Config, database_url: str | DatabaseUrls, *, models: ModelTable | None = None) -> Starlette:
     """The gateway as an ASGI app. Nothing connects until the lifespan starts."""
     model_table = models or ModelTable.from_config(config)
     embedding_models = ModelTable.embeddings_from_config(config)
@@ -73,6 +74,6 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
 
 
 def from_environment() -> Starlette:
-    """App factory for multi-worker serving: config path and URL come from the environment set by `lsd serve`."""
+    """App factory for multi-worker serving: config path and URLs come from the environment set by `lsd serve`."""
     lsd_logging.configure()  # a spawned worker starts with Python's default logging
-    return build_app(load(os.environ["LSD_CONFIG"]), os.environ["LSD_DATABASE_URL"])
+    return build_app(load(os.environ["LSD_CONFIG"]), DatabaseUrls.from_environ(os.environ))

@@ -18,18 +18,19 @@ from lsd.inference.run import Engine
 from lsd.inference.templates import Templates
 from lsd.providers.transport import Transport
 from lsd.store import admin, migrate
-from lsd.store.database import Database, connect_with_retry
+from lsd.store.database import Database, DatabaseUrls, connect_with_retry
 from lsd.store.recent import RecentInferences
 from lsd.store.writer import Writer
 
 
-def prepare_database(config: Config, url: str) -> list[str]:
+def prepare_database(config: Config, url: str | DatabaseUrls) -> list[str]:
     """Migrate (or, with automatic migrations disabled, check), create partitions ahead, snapshot the config.
 
-    Returns the migrations applied. Raises DatabaseUnreachable and migrate.MigrationError."""
+    Runs on the session URL (the migration lock is a session lock). Returns the migrations applied. Raises
+    DatabaseUnreachable and migrate.MigrationError."""
     db = config.gateway.database
     applied: list[str] = []
-    with connect_with_retry(url, db.connect_timeout_s) as conn:
+    with connect_with_retry(DatabaseUrls.of(url).session_url, db.connect_timeout_s) as conn:
         if db.disable_automatic_migrations:
             migrate.check(conn)
         else:
@@ -56,7 +57,7 @@ class Runtime:
 @contextlib.asynccontextmanager
 async def open_runtime(
     config: Config,
-    database_url: str,
+    database_url: str | DatabaseUrls,
     *,
     models: ModelTable | None = None,
     embedding_models: ModelTable | None = None,
@@ -64,16 +65,17 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Open everything; on exit flush the writer before closing the pool (shutdown order protects rows).
 
-    Raises ConfigError (from the model tables and templates) before connecting anything."""
+    `database_url` is the primary's URL, or all three (see lsd.store.database). Raises ConfigError (from the model
+    tables and templates) before connecting anything."""
     model_table = ModelTable.from_config(config) if models is None else models
     embedding_table = ModelTable.embeddings_from_config(config) if embedding_models is None else embedding_models
     compiled = Templates(config) if templates is None else templates
-    database = Database(
-        database_url,
-        min_size=config.gateway.database.pool_min_size,
-        max_size=config.gateway.database.pool_max_size,
+    urls = DatabaseUrls.of(database_url)
+    db = config.gateway.database
+    database = Database.from_urls(
+        urls, min_size=db.pool_min_size, max_size=db.pool_max_size, prepared_statements=db.prepared_statements
     )
-    writer = Writer(database_url, config.gateway.observability)
+    writer = Writer(urls.primary, config.gateway.observability, prepare_threshold=database.prepare_threshold)
     transport = Transport()
     await database.open(timeout_s=config.gateway.database.connect_timeout_s)
     try:

@@ -98,6 +98,7 @@ def _gateway(t: Table) -> GatewayConfig:
         pool_min_size=db.int("pool_min_size", 2, minimum=1),
         pool_max_size=db.int("pool_max_size", 20, minimum=1),
         partitions_ahead_days=db.int("partitions_ahead_days", 7, minimum=1),
+        prepared_statements=db.bool("prepared_statements", True),
     )
     db.finish()
     bind = t.str("bind_address", "127.0.0.1:3000")

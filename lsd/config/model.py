@@ -42,6 +42,7 @@ class DatabaseConfig:
     pool_min_size: int = 2
     pool_max_size: int = 20
     partitions_ahead_days: int = 7
+    prepared_statements: bool = True  # false behind a transaction-mode PgBouncer older than 1.21
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,8 +99,9 @@ class _Rejected(Exception):
 class Writer:
     """Batched, asynchronous writer. No I/O until `open()`; `close()` flushes or spools everything first."""
 
-    def __init__(self, url: str, config: ObservabilityConfig) -> None:
+    def __init__(self, url: str, config: ObservabilityConfig, *, prepare_threshold: int | None = 5) -> None:
         self.url = url
+        self._prepare_threshold = prepare_threshold  # None behind a PgBouncer that cannot route prepared statements
         self.config = config
         self.enabled = config.enabled
         self.stats = WriterStats()
@@ -393,7 +394,11 @@ class Writer:
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(
-            self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="lsd-writer"
+            self.url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name="lsd-writer",
+            prepare_threshold=self._prepare_threshold,
         )
         set_json_dumps(orjson.dumps, context=conn)  # as the spool encodes JSON: a replay inserts the same bytes
         return conn
