@@ -45,6 +45,7 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                 [
                     Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(rt.database, ahead)),
                     *maintenance_jobs(config.gateway.observability, rt.database),
+                    Job("batch_poller", config.gateway.batch.poll_interval_s, rt.batches.poll_pending),
                 ]
             )
             await jobs.open()
@@ -55,6 +56,7 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                 yield AppState(
                     config=config,
                     engine=rt.engine,
+                    batches=rt.batches,
                     embedder=rt.embedder,
                     feedback=rt.feedback,
                     database=rt.database,

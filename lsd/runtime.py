@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from lsd import __version__
 from lsd.config.model import Config
 from lsd.feedback import FeedbackService
+from lsd.inference.batch import BatchService
 from lsd.inference.embeddings import Embedder
 from lsd.inference.models import ModelTable
 from lsd.inference.run import Engine
@@ -49,6 +50,7 @@ class Runtime:
     transport: Transport
     recent: RecentInferences
     engine: Engine
+    batches: BatchService
     feedback: FeedbackService
     embedder: Embedder
 
@@ -96,6 +98,7 @@ async def open_runtime(
             transport=transport,
             recent=recent,
             engine=engine,
+            batches=BatchService(engine, database, config.gateway.batch.poll_interval_s),
             feedback=FeedbackService(config=config, database=database, recent=recent, recorder=writer),
             embedder=Embedder(config=config, models=embedding_table, transport=transport, recorder=writer),
         )

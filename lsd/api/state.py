@@ -6,6 +6,7 @@ from typing import TypedDict
 
 from lsd.config.model import Config
 from lsd.feedback import FeedbackService
+from lsd.inference.batch import BatchService
 from lsd.inference.embeddings import Embedder
 from lsd.inference.run import Engine
 from lsd.store.database import Database
@@ -15,6 +16,7 @@ from lsd.store.writer import Writer
 class AppState(TypedDict):
     config: Config
     engine: Engine
+    batches: BatchService
     embedder: Embedder
     feedback: FeedbackService
     database: Database

@@ -11,6 +11,7 @@ from lsd.config.evaluations import evaluation_from
 from lsd.config.functions import function_from, model_from, tool_from
 from lsd.config.metrics import metric_from
 from lsd.config.model import (
+    BatchConfig,
     BatchWritesConfig,
     Config,
     DatabaseConfig,
@@ -100,6 +101,9 @@ def _gateway(t: Table) -> GatewayConfig:
         partitions_ahead_days=db.int("partitions_ahead_days", 7, minimum=1),
     )
     db.finish()
+    batch_table = t.table("batch")
+    batch_config = BatchConfig(poll_interval_s=batch_table.float("poll_interval_s", 30.0, minimum=0.1))
+    batch_table.finish()
     bind = t.str("bind_address", "127.0.0.1:3000")
     if isinstance(bind, str) and ":" not in bind:
         t.error("bind_address", f"expected HOST:PORT, got {bind!r}")
@@ -109,6 +113,7 @@ def _gateway(t: Table) -> GatewayConfig:
         graceful_timeout_s=t.float("graceful_timeout_s", 30.0, minimum=0),
         observability=observability,
         database=database,
+        batch=batch_config,
     )
     t.finish()
     return gateway

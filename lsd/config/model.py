@@ -45,12 +45,18 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchConfig:
+    poll_interval_s: float = 30.0  # a provider batch is polled at most this often, however many ask
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     bind_address: str = "127.0.0.1:3000"
     max_body_bytes: int = 10 * 1024 * 1024
     graceful_timeout_s: float = 30.0
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
 
 @dataclass(frozen=True, slots=True)
