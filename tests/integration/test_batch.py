@@ -13,7 +13,12 @@ import httpx
 import psycopg
 import pytest
 
+from lsd.config import parse
 from lsd.ids import uuid7
+from lsd.inference.batch_request import parse_batch_request
+from lsd.providers.base import CallContext
+from lsd.runtime import open_runtime
+from lsd.store import batch as batch_store
 from lsd.store.database import Database
 from lsd.store.statistics import refresh_statistics
 from tests.fakes.anthropic_batch import FakeAnthropicBatch
@@ -462,3 +467,30 @@ async def test_dryrun_submits_and_stores_nothing(client: httpx.AsyncClient, data
     assert r.status_code == 200 and len(r.json()["inference_ids"]) == 1
     assert query(database_url, "SELECT count(*) FROM batch_requests") == [(0,)]
     assert (await client.get(f"/batch_inference/{r.json()['batch_id']}")).status_code == 404
+
+
+async def test_two_services_finishing_one_batch_record_it_once(database_url: str, tmp_path: Path) -> None:
+    """The claim in lsd.store.batch.complete: two processes (two pools) record the same ended batch at the
+    same moment; one records every row, the others nothing."""
+    config = parse(write_config(tmp_path, *_no_fakes()), base_dir=tmp_path)
+    async with open_runtime(config, database_url) as one, open_runtime(config, database_url) as two:
+        body = {"function_name": "chat", "variant_name": "dummy", "inputs": [message("a")] * 6}
+        batch_id = (await one.batches.submit(parse_batch_request(body))).batch_id
+        await asyncio.sleep(0.3)  # the dummy batch is ready after 200 ms
+        row = await batch_store.get_batch(one.database, batch_id)
+        assert row is not None and row.status == "pending" and row.provider_batch_id is not None
+        provider = one.batches._provider(row)
+        state = await provider.poll_batch(row.provider_batch_id, row.provider_data, CallContext(one.transport))
+        recorded = await asyncio.gather(*(rt.batches._complete(row, state) for rt in (one, two, one, two)))
+    assert sorted(recorded) == [False, False, False, True]
+    assert query(database_url, "SELECT count(*) FROM chat_inferences") == [(3,)]
+    assert query(database_url, "SELECT count(*) FROM model_inferences") == [(6,)]
+    assert query(database_url, "SELECT status, count(*) FROM batch_request_events GROUP BY 1 ORDER BY 1") == [
+        ("completed", 1),
+        ("pending", 1),
+    ]
+
+
+def _no_fakes() -> tuple[FakeOpenAIBatch, FakeAnthropicBatch]:
+    """Fakes that are never started: their URLs only fill the config text."""
+    return FakeOpenAIBatch(), FakeAnthropicBatch()
