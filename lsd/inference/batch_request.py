@@ -150,8 +150,9 @@ def batch_path(field: str, i: int) -> str:
     if field == "input" or field.startswith(("input.", "input[")):
         return f"inputs[{i}]{field[len('input') :]}"
     if field.startswith("params.chat_completion."):
-        name, _, rest = field[len("params.chat_completion.") :].partition(".")
-        return f"params.chat_completion.{name}[{i}]" + (f".{rest}" if rest else "")
+        tail = field[len("params.chat_completion.") :]
+        cut = min((tail.index(c) for c in ".[" if c in tail), default=len(tail))
+        return f"params.chat_completion.{tail[:cut]}[{i}]{tail[cut:]}"
     for key, target in _ALIGNED.items():
         if field == target or field.startswith((f"{target}.", f"{target}[")):
             return f"{key}[{i}]{field[len(target) :]}"
