@@ -134,3 +134,22 @@ def test_usage_errors(tmp_path: Path, database_url: str) -> None:
     assert result.returncode == 2 and "unknown batch" in result.stderr
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM batch_requests").fetchone() == (0,)
+
+
+def test_the_demo_config_completes_a_batch(database_url: str) -> None:
+    daemon = Daemon(ROOT / "config" / "lsd.toml", database_url)
+    try:
+        daemon.wait_ready()
+        with httpx.Client(base_url=daemon.base_url) as client:
+            inputs = [{"messages": [{"role": "user", "content": "hi"}]}]
+            r = client.post("/batch_inference", json={"function_name": "chat", "inputs": inputs})
+            assert r.status_code == 200, r.text
+            batch_id = r.json()["batch_id"]
+            deadline = time.monotonic() + 10
+            while (answer := client.get(f"/batch_inference/{batch_id}").json())["status"] == "pending":
+                assert time.monotonic() < deadline, "still pending"
+                time.sleep(0.2)
+        assert answer["status"] == "completed"
+        assert answer["inferences"][0]["content"] == [{"type": "text", "text": "echo: hi"}]
+    finally:
+        daemon.terminate()
