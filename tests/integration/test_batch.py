@@ -494,3 +494,28 @@ async def test_two_services_finishing_one_batch_record_it_once(database_url: str
 def _no_fakes() -> tuple[FakeOpenAIBatch, FakeAnthropicBatch]:
     """Fakes that are never started: their URLs only fill the config text."""
     return FakeOpenAIBatch(), FakeAnthropicBatch()
+
+
+async def test_the_background_poller_completes_batches_nobody_asks_about(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    r = await client.post("/batch_inference", json={"function_name": "extract", "inputs": [message("a")]})
+    batch_id = r.json()["batch_id"]
+    for _ in range(100):
+        (status,) = query(database_url, "SELECT status FROM batch_requests WHERE id = %s", batch_id)
+        if status[0] != "pending":
+            break
+        await asyncio.sleep(0.05)
+    assert status == ("completed",)
+    assert query(database_url, "SELECT count(*) FROM json_inferences") == [(1,)]
+
+
+async def test_a_provider_refusing_the_submission_is_502_and_stores_nothing(
+    client: httpx.AsyncClient, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LSD_TEST_BATCH_OPENAI_KEY", "sk-wrong")
+    r = await client.post(
+        "/batch_inference", json={"function_name": "chat", "variant_name": "openai", "inputs": [message("a")]}
+    )
+    assert r.status_code == 502 and "HTTP 401" in r.json()["error"] and "sk-wrong" not in r.text
+    assert query(database_url, "SELECT count(*) FROM batch_requests") == [(0,)]
