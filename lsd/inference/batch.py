@@ -214,6 +214,8 @@ class BatchService:
                 row.num_inferences - len(item_errors),
                 row.num_inferences,
             )
+        else:
+            log.info("batch %s had already been recorded by another process; nothing written", row.id)
         return recorded
 
     async def poll_pending(self) -> int | None:

@@ -12,6 +12,7 @@ anything else answers "Hello from LSD's dummy provider (<model_name>)".
 Batches run in-process: `start_batch` answers every request at once and `poll_batch` reports the batch pending
 until `batch_delay_ms` (default 1000) has passed since it started. The answers travel in the batch's stored
 `data`, so any process can poll it. With `error` every request fails; with `flaky` every other one does.
+`latency_ms` delays each poll's answer too.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ class DummyProvider(Provider):
         )
 
     async def poll_batch(self, provider_batch_id: str, data: Mapping[str, Any], ctx: CallContext) -> BatchPoll:
+        if self.latency_ms:  # a slow provider: polls overlap, and processes race to record the results
+            await asyncio.sleep(self.latency_ms / 1000)
         if time.time() * 1000 < data.get("ready_at_ms", 0):
             raw = orjson.dumps({"id": provider_batch_id, "status": "in_progress"}).decode()
             return BatchPoll("pending", "in_progress", raw)

@@ -27,7 +27,9 @@ routing = ["d"]
 [models.dummy.providers.d]
 type = "dummy"
 model_name = "flaky"
-batch_delay_ms = 1500
+batch_delay_ms = 3000
+# Each poll takes longer than poll_interval_s, so polls from all three processes overlap and race to record.
+latency_ms = 400
 
 [functions.chat]
 type = "chat"
@@ -52,26 +54,31 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
 def test_two_replicas_and_the_cli_record_a_batch_once(tmp_path: Path, database_url: str) -> None:
     config, inputs = setup(tmp_path)
     env = {"LSD_DATABASE_URL": database_url}
-    submitted = run_lsd("batch", "--config", str(config), "submit", "--function", "chat", str(inputs), env=env)
-    assert submitted.returncode == 0, submitted.stderr
-    batch = json.loads(submitted.stdout)
-    assert len(batch["inference_ids"]) == INPUTS
-
-    status = run_lsd("batch", "--config", str(config), "status", batch["batch_id"], env=env)
-    assert status.returncode == 0 and json.loads(status.stdout)["status"] == "pending"
-
-    daemons = [Daemon(config, database_url) for _ in range(2)]
+    replica = tmp_path / "replica.toml"  # its own file, so each daemon logs to its own file
+    replica.write_text(config.read_text())
+    daemons = [Daemon(config, database_url), Daemon(replica, database_url)]
     results = tmp_path / "results.jsonl"
     stop = threading.Event()
 
-    def hammer(base_url: str) -> None:
+    def hammer(base_url: str, batch_id: str) -> None:
         with httpx.Client(base_url=base_url) as client:
             while not stop.is_set():
-                assert client.get(f"/batch_inference/{batch['batch_id']}").status_code == 200
+                assert client.get(f"/batch_inference/{batch_id}").status_code == 200
 
     try:
         for daemon in daemons:
             daemon.wait_ready()
+        # The dummy batch ends 3 s after submission: by then both replicas (their pollers and the GETs below)
+        # and `lsd batch wait` are all polling it every 0.1 s.
+        submitted = run_lsd("batch", "--config", str(config), "submit", "--function", "chat", str(inputs), env=env)
+        assert submitted.returncode == 0, submitted.stderr
+        batch = json.loads(submitted.stdout)
+        assert len(batch["inference_ids"]) == INPUTS
+        threads = [
+            threading.Thread(target=hammer, args=(d.base_url, batch["batch_id"])) for d in daemons for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
         waiter = subprocess.Popen(
             lsd_command(
                 "batch",
@@ -90,20 +97,23 @@ def test_two_replicas_and_the_cli_record_a_batch_once(tmp_path: Path, database_u
             stderr=subprocess.PIPE,
             text=True,
         )
-        threads = [threading.Thread(target=hammer, args=(d.base_url,)) for d in daemons for _ in range(2)]
-        for thread in threads:
-            thread.start()
         _, err = waiter.communicate(timeout=60)
-        time.sleep(0.3)  # the replicas keep asking for a moment after the end
+        time.sleep(0.6)  # the replicas keep asking, and their polls in flight (0.4 s each) end
         stop.set()
         for thread in threads:
             thread.join()
         assert waiter.returncode == 0, err
         assert f"batch completed (completed): {INPUTS // 2} results, {INPUTS // 2} failed inputs" in err
+        status = run_lsd("batch", "--config", str(config), "status", batch["batch_id"], env=env)
+        assert status.returncode == 0 and json.loads(status.stdout)["status"] == "completed"
     finally:
         stop.set()
         for daemon in daemons:
             daemon.terminate()
+    # Exactly one of the three processes recorded the results (each logs it when its transaction won).
+    logs = [daemon.log() for daemon in daemons] + [err]
+    assert sum(log.count("results recorded") for log in logs) == 1, logs
+    assert sum(log.count("already been recorded") for log in logs) >= 1, logs  # the race did happen
 
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert len(lines) == INPUTS
