@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from lsd.api.access_log import AccessLog
+from lsd.api.direct import DirectRoutes
 from lsd.api.errors import handle_lsd_error, handle_not_found
 from lsd.api.routes import ROUTES
 from lsd.api.state import AppState
@@ -25,6 +26,7 @@ from lsd.jobs.runner import Job, JobRunner
 from lsd.runtime import open_runtime
 from lsd.store.admin import partition_upkeep
 from lsd.telemetry import logging as lsd_logging
+from lsd.telemetry.logging import LineSink
 
 PARTITION_UPKEEP_INTERVAL_S = 3600.0
 
@@ -34,6 +36,7 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
     model_table = models or ModelTable.from_config(config)
     embedding_models = ModelTable.embeddings_from_config(config)
     templates = Templates(config)
+    access_log = LineSink("lsd.access")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
@@ -63,10 +66,12 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
             finally:
                 # Requests have drained; jobs stop before open_runtime flushes the writer and closes the pool.
                 await jobs.close()
+                access_log.flush()
 
     return Starlette(
         routes=ROUTES,
-        middleware=[Middleware(AccessLog)],
+        # DirectRoutes innermost: POST /inference skips the router but not the middleware above it.
+        middleware=[Middleware(AccessLog, sink=access_log), Middleware(DirectRoutes)],
         lifespan=lifespan,
         exception_handlers={LsdError: handle_lsd_error, HTTPException: handle_not_found},
     )
