@@ -51,6 +51,13 @@ type = "dummy"
 model_name = "json"
 batch_delay_ms = 0
 
+[models.dummy_tool]
+routing = ["d"]
+[models.dummy_tool.providers.d]
+type = "dummy"
+model_name = "tool"
+batch_delay_ms = 0
+
 [models.gpt]
 routing = ["openai"]
 [models.gpt.providers.openai]
@@ -127,6 +134,12 @@ output_schema = "{tmp}/out.json"
 type = "chat_completion"
 model = "dummy_json"
 json_mode = "strict"
+
+[functions.act]
+type = "chat"
+[functions.act.variants.a]
+type = "chat_completion"
+model = "dummy_tool"
 
 [functions.greet]
 type = "chat"
@@ -519,3 +532,26 @@ async def test_a_provider_refusing_the_submission_is_502_and_stores_nothing(
     )
     assert r.status_code == 502 and "HTTP 401" in r.json()["error"] and "sk-wrong" not in r.text
     assert query(database_url, "SELECT count(*) FROM batch_requests") == [(0,)]
+
+
+async def test_tools_per_input(client: httpx.AsyncClient, database_url: str) -> None:
+    tool = {"name": "lookup", "description": "d", "parameters": {"type": "object", "properties": {}}}
+    r = await client.post(
+        "/batch_inference",
+        json={
+            "function_name": "act",
+            "inputs": [message("a"), message("b")],
+            "additional_tools": [[tool], None],
+            "tool_choice": ["required", None],
+        },
+    )
+    assert r.status_code == 200, r.text
+    first, second = r.json()["inference_ids"]
+    done = await wait_done(client, r.json()["batch_id"])
+    by_id = {i["inference_id"]: i for i in done["inferences"]}
+    (call,) = by_id[first]["content"]
+    assert (call["type"], call["name"], call["arguments"], call["raw_name"]) == ("tool_call", "lookup", {}, "lookup")
+    assert by_id[first]["finish_reason"] == "tool_call"
+    assert by_id[second]["content"][0]["type"] == "text"
+    (params,) = query(database_url, "SELECT tool_params FROM chat_inferences WHERE id = %s", first)
+    assert params[0]["tool_choice"] == "required" and params[0]["tools_available"][0]["name"] == "lookup"
