@@ -146,8 +146,10 @@ def test_usage_errors(tmp_path: Path, database_url: str) -> None:
         assert conn.execute("SELECT count(*) FROM batch_requests").fetchone() == (0,)
 
 
-def test_the_demo_config_completes_a_batch(database_url: str) -> None:
-    daemon = Daemon(ROOT / "config" / "lsd.toml", database_url)
+def test_the_demo_config_completes_a_batch(tmp_path: Path, database_url: str) -> None:
+    demo = tmp_path / "demo.toml"  # a copy, so the daemon's log goes to tmp_path
+    demo.write_text((ROOT / "config" / "lsd.toml").read_text())
+    daemon = Daemon(demo, database_url)
     try:
         daemon.wait_ready()
         with httpx.Client(base_url=daemon.base_url) as client:
