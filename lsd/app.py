@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,6 +15,7 @@ from lsd.api.access_log import AccessLog
 from lsd.api.errors import handle_lsd_error, handle_not_found
 from lsd.api.routes import ROUTES
 from lsd.api.state import AppState
+from lsd.api.tracing import TraceContext
 from lsd.config import load
 from lsd.config.model import Config
 from lsd.errors import LsdError
@@ -25,8 +26,10 @@ from lsd.jobs.runner import Job, JobRunner
 from lsd.runtime import open_runtime
 from lsd.store.admin import partition_upkeep
 from lsd.telemetry import logging as lsd_logging
+from lsd.telemetry.metrics import Metrics
 
 PARTITION_UPKEEP_INTERVAL_S = 3600.0
+METRICS_SAMPLE_INTERVAL_S = 5.0
 
 
 def build_app(config: Config, database_url: str, *, models: ModelTable | None = None) -> Starlette:
@@ -44,7 +47,8 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
             jobs = JobRunner(
                 [
                     Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(rt.database, ahead)),
-                    *maintenance_jobs(config.gateway.observability, rt.database),
+                    *maintenance_jobs(config.gateway.observability, rt.database, rt.metrics),
+                    Job("metrics", METRICS_SAMPLE_INTERVAL_S, _sampler(rt.metrics)),
                 ]
             )
             await jobs.open()
@@ -59,17 +63,30 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                     feedback=rt.feedback,
                     database=rt.database,
                     writer=rt.writer,
+                    metrics=rt.metrics,
                 )
             finally:
                 # Requests have drained; jobs stop before open_runtime flushes the writer and closes the pool.
                 await jobs.close()
 
+    middleware = [Middleware(AccessLog)]
+    if config.gateway.otlp_traces.enabled:  # only then: W3C traceparent continues the caller's trace
+        middleware.append(Middleware(TraceContext))
     return Starlette(
         routes=ROUTES,
-        middleware=[Middleware(AccessLog)],
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={LsdError: handle_lsd_error, HTTPException: handle_not_found},
     )
+
+
+def _sampler(metrics: Metrics) -> Callable[[], Awaitable[None]]:
+    """Gauges (pool, writer queue) refreshed in every worker, not only in the one a scrape reaches."""
+
+    async def sample() -> None:
+        metrics.sample()
+
+    return sample
 
 
 def from_environment() -> Starlette:

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lsd.api.metrics import observe_http
 from lsd.ids import uuid7
 
 log = logging.getLogger("lsd.access")
@@ -49,6 +50,7 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            observe_http(scope, status, time.perf_counter() - started)  # telemetry: lsd_http_requests_total
             if log.isEnabledFor(logging.INFO):
                 route = scope.get("route")
                 entry = {
