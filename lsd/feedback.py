@@ -27,7 +27,7 @@ from lsd.store.database import Database
 from lsd.store.feedback import episode_exists, find_inference
 from lsd.store.recent import InferenceTarget, RecentInferences
 from lsd.telemetry.metrics import Metrics
-from lsd.telemetry.tracing import Clock, Tracing, current_context, record_span
+from lsd.telemetry.tracing import Clock, Tracing
 
 _FIELDS = frozenset({"metric_name", "inference_id", "episode_id", "value", "tags", "dryrun", "internal"})
 # A target made by another replica may still sit in that replica's write queue: look again for this long.
@@ -124,8 +124,8 @@ class FeedbackService:
             kind = self._metric(request.metric_name)[0]
         if self.metrics is not None:
             self.metrics.observe_feedback(kind, "error" if error else "ok")
-        tracer = self.tracing.tracer if self.tracing is not None else None
-        if tracer is not None:
+        tracing = self.tracing
+        if tracing is not None and tracing.is_open:
             clock = Clock()
             attributes: dict[str, Any] = {"lsd.feedback_kind": kind}
             if known:
@@ -137,7 +137,7 @@ class FeedbackService:
             if request.episode_id is not None:
                 attributes["lsd.episode_id"] = str(request.episode_id)
             end = clock.ns(time.perf_counter())
-            record_span(tracer, "feedback", current_context(), clock.ns(started), end, attributes, error=error)
+            tracing.record_span("feedback", tracing.parent(), clock.ns(started), end, attributes, error=error)
 
     async def _submit(self, request: FeedbackRequest) -> UUID:
         kind, level = self._metric(request.metric_name)

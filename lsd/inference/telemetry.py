@@ -15,12 +15,11 @@ import orjson
 
 from lsd.inference.recording import Attempt, messages_to_json
 from lsd.telemetry.metrics import Metrics
-from lsd.telemetry.tracing import Clock, Tracing, current_context, record_span
+from lsd.telemetry.tracing import Clock, Tracing
 from lsd.types import ProviderRequest, Usage
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
-    from opentelemetry.trace import Tracer
+    from opentelemetry.trace import SpanContext
 
     from lsd.inference.run import Prepared
 
@@ -32,7 +31,7 @@ class InferenceTelemetry:
 
     def __init__(self, metrics: Metrics | None, tracing: Tracing | None = None) -> None:
         self.metrics = metrics
-        self.tracer: Tracer | None = tracing.tracer if tracing is not None else None
+        self.tracing = tracing
         self.include_content = tracing.include_content if tracing is not None else False
 
     def finished(
@@ -71,8 +70,8 @@ class InferenceTelemetry:
                 cost,
             )
             self._attempt_metrics(p, attempts, metrics)
-        if self.tracer is not None:
-            self._spans(self.tracer, p, attempts, end, stream, usage, cost, finish_reason, error, request, output)
+        if self.tracing is not None and self.tracing.is_open:
+            self._spans(self.tracing, p, attempts, end, stream, usage, cost, finish_reason, error, request, output)
 
     def _attempt_metrics(self, p: Prepared, attempts: Sequence[Attempt], metrics: Metrics) -> None:
         reading = p.request.cache.read
@@ -97,7 +96,7 @@ class InferenceTelemetry:
 
     def _spans(
         self,
-        tracer: Tracer,
+        tracing: Tracing,
         p: Prepared,
         attempts: Sequence[Attempt],
         end: float,
@@ -142,13 +141,14 @@ class InferenceTelemetry:
                 attributes["gen_ai.input.messages"] = _json(messages_to_json(request.messages))
         if self.include_content and output is not None:
             attributes["gen_ai.output.messages"] = _json(output)
-        root = record_span(
-            tracer, "function_inference", current_context(), clock.ns(p.started), clock.ns(end), attributes, error=error
+        root = tracing.record_span(
+            "function_inference", tracing.parent(), clock.ns(p.started), clock.ns(end), attributes, error=error
         )
-        _attempt_spans(tracer, clock, root, p, attempts)
+        if root is not None:
+            _attempt_spans(tracing, clock, root, p, attempts)
 
 
-def _attempt_spans(tracer: Tracer, clock: Clock, root: Context, p: Prepared, attempts: Sequence[Attempt]) -> None:
+def _attempt_spans(tracing: Tracing, clock: Clock, root: SpanContext, p: Prepared, attempts: Sequence[Attempt]) -> None:
     """variant_inference spans (one per run of attempts on a variant), model_inference spans (one per try of the
     variant's model: a provider already tried starts the next try) and a model_provider_inference per attempt."""
     variants: list[list[list[Attempt]]] = []
@@ -161,8 +161,7 @@ def _attempt_spans(tracer: Tracer, clock: Clock, root: Context, p: Prepared, att
             variants[-1][-1].append(a)
     for tries in variants:
         first, final = tries[0][0], tries[-1][-1]
-        variant_ctx = record_span(
-            tracer,
+        variant_ctx = tracing.record_span(
             "variant_inference",
             root,
             clock.ns(first.t0),
@@ -172,8 +171,7 @@ def _attempt_spans(tracer: Tracer, clock: Clock, root: Context, p: Prepared, att
         )
         for group in tries:
             head, tail = group[0], group[-1]
-            model_ctx = record_span(
-                tracer,
+            model_ctx = tracing.record_span(
                 "model_inference",
                 variant_ctx,
                 clock.ns(head.t0),
@@ -196,8 +194,7 @@ def _attempt_spans(tracer: Tracer, clock: Clock, root: Context, p: Prepared, att
                     attributes["error.type"] = a.error.kind
                 else:
                     _usage_attributes(attributes, a.usage, a.finish_reason)
-                record_span(
-                    tracer,
+                tracing.record_span(
                     "model_provider_inference",
                     model_ctx,
                     clock.ns(a.t0),
