@@ -81,8 +81,11 @@ class Tracing:
         self.include_content = include_content
         self._exporter = exporter
         self._processor: BatchSpanProcessor | None = None
-        # Resource.create adds OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES over these defaults.
-        self._resource = Resource.create({"service.name": "lsd", "service.version": __version__})
+        # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES apply; the service is "lsd" unless they name it.
+        resource = Resource.create({"service.version": __version__})
+        if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({"service.name": "lsd"}))
+        self._resource = resource
         self._scope = InstrumentationScope("lsd", __version__)
 
     @property

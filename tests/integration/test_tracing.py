@@ -9,12 +9,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
+    TraceServiceServicer,
+    add_TraceServiceServicer_to_server,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -89,6 +94,12 @@ class Receiver:
         message = ExportTraceServiceRequest()
         message.ParseFromString(await request.read())
         self.headers.append(dict(request.headers))
+        self.add(message)
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
+        )
+
+    def add(self, message: ExportTraceServiceRequest) -> None:
         for resource_spans in message.resource_spans:
             self.resources.append({a.key: _value(a.value) for a in resource_spans.resource.attributes})
             for scope_spans in resource_spans.scope_spans:
@@ -105,9 +116,6 @@ class Receiver:
                             end_ns=s.end_time_unix_nano,
                         )
                     )
-        return web.Response(
-            body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
-        )
 
     async def wait_for(self, predicate: Any, within_s: float = 10.0) -> list[Span]:
         deadline = time.monotonic() + within_s
@@ -235,3 +243,46 @@ async def test_a_dead_collector_fails_no_request(database_url: str, monkeypatch:
             assert r.status_code == 200
     # and shutting down does not hang on the exporter (bounded by its timeout and the flush limit)
     assert time.monotonic() - started < 30
+
+
+class GrpcReceiver(TraceServiceServicer):
+    """An OTLP/gRPC collector."""
+
+    def __init__(self, into: Receiver) -> None:
+        self.into = into
+
+    async def Export(
+        self, request: ExportTraceServiceRequest, context: grpc.aio.ServicerContext
+    ) -> ExportTraceServiceResponse:
+        self.into.headers.append(dict(context.invocation_metadata() or ()))
+        self.into.add(request)
+        return ExportTraceServiceResponse()
+
+
+async def test_grpc_with_the_standard_environment_variables(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    rx = Receiver()
+    server = grpc.aio.server()
+    add_TraceServiceServicer_to_server(GrpcReceiver(rx), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-tenant=acme")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-eu")
+    text = CONFIG.split("[models.broken]")[1]
+    try:
+        async with (
+            in_process_gateway(
+                "[gateway.export.otlp.traces]\nenabled = true\n[models.broken]" + text, database_url
+            ) as base_url,
+            httpx.AsyncClient() as http,
+        ):
+            r = await http.post(f"{base_url}/inference", json={"function_name": "chat", "input": MESSAGE})
+            assert r.status_code == 200
+            [root] = await rx.wait_for(lambda s: s.name == "function_inference")
+    finally:
+        await server.stop(None)
+    assert root.attributes["lsd.inference_id"] == r.json()["inference_id"]
+    assert rx.headers[0].get("x-tenant") == "acme"
+    assert rx.resources[0]["service.name"] == "gateway-eu"
