@@ -29,7 +29,7 @@ from lsd.telemetry import logging as lsd_logging
 from lsd.telemetry.metrics import Metrics
 
 PARTITION_UPKEEP_INTERVAL_S = 3600.0
-METRICS_SAMPLE_INTERVAL_S = 5.0
+METRICS_FLUSH_INTERVAL_S = 1.0  # how stale another worker's counts may be in a scrape
 
 
 def build_app(config: Config, database_url: str, *, models: ModelTable | None = None) -> Starlette:
@@ -48,7 +48,7 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                 [
                     Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(rt.database, ahead)),
                     *maintenance_jobs(config.gateway.observability, rt.database, rt.metrics),
-                    Job("metrics", METRICS_SAMPLE_INTERVAL_S, _sampler(rt.metrics)),
+                    Job("metrics", METRICS_FLUSH_INTERVAL_S, _sampler(rt.metrics)),
                 ]
             )
             await jobs.open()
@@ -81,7 +81,8 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
 
 
 def _sampler(metrics: Metrics) -> Callable[[], Awaitable[None]]:
-    """Gauges (pool, writer queue) refreshed in every worker, not only in the one a scrape reaches."""
+    """Every worker flushes its pending counts and refreshes its gauges (pool, writer queue), not only the one a
+    scrape reaches."""
 
     async def sample() -> None:
         metrics.sample()

@@ -146,6 +146,7 @@ async def open_runtime(
         )
     finally:
         await writer.close()
+        metrics.flush()  # a worker's last counts reach the multiprocess files before it exits
         if tracing is not None:
             await tracing.close()
         await transport.close()

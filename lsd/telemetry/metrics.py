@@ -3,8 +3,10 @@
 Single process: a plain CollectorRegistry per Metrics object. `lsd serve --workers N`: the supervisor points
 PROMETHEUS_MULTIPROC_DIR at a fresh folder before the workers start (prometheus-client picks its value class
 when first imported, so the variable must be set before that), every worker writes its own mmap files, and
-`/metrics` sums them with a MultiProcessCollector. Label children are cached per label tuple, so recording an
-inference costs a dict lookup and a few increments (see `bench/telemetry_cost.py`).
+`/metrics` sums them with a MultiProcessCollector. The request path never touches prometheus-client (its every
+increment takes a lock, and in multiprocess mode writes an mmap): it adds to plain per-label-tuple floats and
+bucket counts, which `flush()` moves into the prometheus-client values before every scrape and every second.
+Recording an inference costs a dict lookup and a few additions (see `bench/telemetry_cost.py`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +56,73 @@ def remove_multiprocess_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@dataclass(frozen=True, slots=True)
-class _InferenceChildren:
-    """The label children one (function, variant, model, provider, outcome, stream) combination records to."""
+class _Counter:
+    """A counter child's increments, held in a float until `flush` (the event loop is single-threaded)."""
 
-    count: Any
-    latency: Any
-    overhead: Any
-    ttft: Any
-    input_tokens: Any
-    output_tokens: Any
-    cost: Any
+    __slots__ = ("child", "value")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.value = 0.0
+
+    def flush(self) -> None:
+        if self.value:
+            value, self.value = self.value, 0.0
+            self.child.inc(value)
+
+
+class _Histogram:
+    """A histogram child's observations, held as per-bucket counts until `flush` adds each bucket once.
+
+    prometheus-client has no public bulk observe: `flush` adds to the child's `_buckets` and `_sum` values
+    (non-cumulative per-bucket counts, as its `observe` keeps them; tests/integration/test_metrics.py pins it)."""
+
+    __slots__ = ("bounds", "child", "counts", "dirty", "sum")
+
+    def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
+        self.child = child
+        self.bounds = bounds  # without +Inf: index len(bounds) is the +Inf bucket
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.dirty = False
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.dirty = True
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        buckets = self.child._buckets
+        counts = self.counts
+        for i, count in enumerate(counts):
+            if count:
+                buckets[i].inc(count)
+                counts[i] = 0
+        total, self.sum, self.dirty = self.sum, 0.0, False
+        self.child._sum.inc(total)
+
+
+class _InferenceChildren:
+    """What one (function, variant, model, provider, outcome, stream) combination records to."""
+
+    __slots__ = ("cost", "count", "input_tokens", "latency", "output_tokens", "overhead", "ttft")
+
+    def __init__(self, metrics: Metrics, labels: tuple[str, ...]) -> None:
+        by_model = labels[:4]
+        self.count = _Counter(metrics.inferences.labels(*labels))
+        self.latency = _Histogram(metrics.inference_latency.labels(*labels), metrics.latency_buckets)
+        self.overhead = _Histogram(metrics.overhead.labels(*labels), metrics.overhead_buckets)
+        self.ttft = _Histogram(metrics.ttft.labels(*by_model), metrics.ttft_buckets)
+        self.input_tokens = _Counter(metrics.input_tokens.labels(*by_model))
+        self.output_tokens = _Counter(metrics.output_tokens.labels(*by_model))
+        self.cost = _Counter(metrics.cost.labels(*by_model))
+
+    def flush(self) -> None:
+        for pending in (self.count, self.latency, self.overhead, self.ttft, self.input_tokens, self.output_tokens):
+            pending.flush()
+        self.cost.flush()
 
 
 class Metrics:
@@ -78,14 +136,19 @@ class Metrics:
         ttft_buckets: Sequence[float],
     ) -> None:
         self.multiprocess = multiprocess_mode()
+        self.latency_buckets = tuple(latency_buckets)
+        self.overhead_buckets = tuple(overhead_buckets)
+        self.ttft_buckets = tuple(ttft_buckets)
         # In multiprocess mode values live in the mmap files; the families are not registered anywhere.
         self.registry = CollectorRegistry(auto_describe=True)
         reg: CollectorRegistry | None = None if self.multiprocess else self.registry
         if self.multiprocess:
             multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
         self._inference_children: dict[tuple[str, ...], _InferenceChildren] = {}
-        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._attempt_children: dict[tuple[str, str, str | None], tuple[Any, Any, Any]] = {}
+        # The request path adds to these; `flush()` moves them into the prometheus-client values.
+        self._http_children: dict[tuple[str, str, int], tuple[_Counter, _Histogram]] = {}
+        self._attempt_children: dict[tuple[str, str, str | None], tuple[_Counter, _Histogram, _Counter | None]] = {}
+        self._pending: list[_Counter | _Histogram | _InferenceChildren] = []
         self._samplers: list[Callable[[], None]] = []
 
         def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
@@ -133,7 +196,8 @@ class Metrics:
             "lsd_fallbacks_total", "Moves to the next provider or variant after a failure", ("function", "kind")
         )
         self.cache = counter("lsd_cache_requests_total", "Inference cache lookups", ("result",))
-        self._cache_hit, self._cache_miss = self.cache.labels("hit"), self.cache.labels("miss")
+        self._cache_hit, self._cache_miss = _Counter(self.cache.labels("hit")), _Counter(self.cache.labels("miss"))
+        self._pending += [self._cache_hit, self._cache_miss]
         self.rate_limit_refusals = counter(
             "lsd_rate_limit_refusals_total", "Requests refused by a rate limit", ("rule",)
         )
@@ -162,13 +226,19 @@ class Metrics:
         self._samplers.append(sampler)
 
     def sample(self) -> None:
-        """Refresh the sampled gauges: before every scrape, and periodically (the `telemetry` job) so that the
-        other workers' gauges stay current in multiprocess mode."""
+        """Refresh the sampled gauges and flush the request path's pending counts: before every scrape, and
+        every second (the `metrics` job), so that under `--workers N` a scrape answered by one
+        worker sees the others' counts at most that old."""
         for sampler in self._samplers:
             sampler()
+        self.flush()
+
+    def flush(self) -> None:
+        for pending in self._pending:
+            pending.flush()
 
     def exposition(self) -> tuple[bytes, str]:
-        """Sample, then the text format body and its content type."""
+        """Sample and flush, then the text format body and its content type."""
         self.sample()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
@@ -178,9 +248,13 @@ class Metrics:
         key = (route, method, status)
         children = self._http_children.get(key)
         if children is None:
-            children = (self.http_requests.labels(route, method, str(status)), self.http_latency.labels(route, method))
+            children = (
+                _Counter(self.http_requests.labels(route, method, str(status))),
+                _Histogram(self.http_latency.labels(route, method), self.latency_buckets),
+            )
             self._http_children[key] = children
-        children[0].inc()
+            self._pending.extend(children)
+        children[0].value += 1
         children[1].observe(seconds)
 
     def observe_inference(
@@ -196,47 +270,35 @@ class Metrics:
         """One finished inference. `labels`: function, variant, model, provider, outcome ("ok"/"error"), stream."""
         c = self._inference_children.get(labels)
         if c is None:
-            c = self._children(labels)
-        c.count.inc()
+            c = self._inference_children[labels] = _InferenceChildren(self, labels)
+            self._pending.append(c)
+        c.count.value += 1
         c.latency.observe(seconds)
         c.overhead.observe(overhead_seconds)
         if ttft_seconds is not None:
             c.ttft.observe(ttft_seconds)
         if input_tokens:
-            c.input_tokens.inc(input_tokens)
+            c.input_tokens.value += input_tokens
         if output_tokens:
-            c.output_tokens.inc(output_tokens)
+            c.output_tokens.value += output_tokens
         if cost:
-            c.cost.inc(cost)
-
-    def _children(self, labels: tuple[str, ...]) -> _InferenceChildren:
-        by_model = labels[:4]
-        c = _InferenceChildren(
-            count=self.inferences.labels(*labels),
-            latency=self.inference_latency.labels(*labels),
-            overhead=self.overhead.labels(*labels),
-            ttft=self.ttft.labels(*by_model),
-            input_tokens=self.input_tokens.labels(*by_model),
-            output_tokens=self.output_tokens.labels(*by_model),
-            cost=self.cost.labels(*by_model),
-        )
-        self._inference_children[labels] = c
-        return c
+            c.cost.value += cost
 
     def observe_provider_attempt(self, model: str, provider: str, error_kind: str | None, seconds: float) -> None:
         key = (model, provider, error_kind)
         children = self._attempt_children.get(key)
         if children is None:
             children = (
-                self.provider_attempts.labels(model, provider, "error" if error_kind else "ok"),
-                self.provider_latency.labels(model, provider),
-                self.provider_errors.labels(model, provider, error_kind) if error_kind else None,
+                _Counter(self.provider_attempts.labels(model, provider, "error" if error_kind else "ok")),
+                _Histogram(self.provider_latency.labels(model, provider), self.latency_buckets),
+                _Counter(self.provider_errors.labels(model, provider, error_kind)) if error_kind else None,
             )
             self._attempt_children[key] = children
-        children[0].inc()
+            self._pending.extend(c for c in children if c is not None)
+        children[0].value += 1
         children[1].observe(seconds)
         if children[2] is not None:
-            children[2].inc()
+            children[2].value += 1
 
     def observe_retry(self, function: str, variant: str) -> None:
         self.retries.labels(function, variant).inc()
@@ -246,7 +308,7 @@ class Metrics:
         self.fallbacks.labels(function, kind).inc()
 
     def observe_cache(self, hit: bool) -> None:
-        (self._cache_hit if hit else self._cache_miss).inc()
+        (self._cache_hit if hit else self._cache_miss).value += 1
 
     def observe_rate_limit_refusal(self, rule: str) -> None:
         self.rate_limit_refusals.labels(rule).inc()

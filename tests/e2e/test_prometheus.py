@@ -171,6 +171,7 @@ def test_two_workers_sum_exactly(daemon_factory: Any, tmp_path: Path) -> None:
         }.items()
     )
     http_labels = frozenset({"route": "/inference", "method": "POST", "status": "200"}.items())
+    time.sleep(1.5)  # each worker flushes its pending counts every second (and before answering a scrape)
     for _ in range(5):  # whichever worker answers the scrape, the sums are the same and exact
         samples = scrape(daemon.base_url)
         assert samples[("lsd_inferences_total", labels)] == served
