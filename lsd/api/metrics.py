@@ -17,10 +17,22 @@ async def metrics(request: Request[AppState]) -> Response:
     return Response(body, headers={"content-type": content_type})
 
 
+# Served by lsd.api.direct ahead of the router (so no route in the scope). Not imported from there: it imports
+# the handlers, which import this module.
+DIRECT_PATHS = frozenset({"/inference"})
+
+
 def observe_http(scope: Scope, status: int, seconds: float) -> None:
     """Count one answered HTTP request by its route template (never the raw path: unmatched is `unmatched`)."""
     state: dict[str, Any] | None = scope.get("state")
     recorder: Metrics | None = state.get("metrics") if state is not None else None
     if recorder is not None:
-        route = scope.get("route")
-        recorder.observe_http(route.path if route is not None else "unmatched", scope["method"], status, seconds)
+        recorder.observe_http(_route_name(scope), scope["method"], status, seconds)
+
+
+def _route_name(scope: Scope) -> str:
+    route = scope.get("route")
+    if route is not None:
+        name: str = route.path
+        return name
+    return str(scope["path"]) if scope["path"] in DIRECT_PATHS else "unmatched"

@@ -26,6 +26,8 @@ def order_variants(function: FunctionConfig, episode_id: UUID, pinned: str | Non
             raise NotFound(f"unknown variant {pinned!r} of function {function.name!r}", field="variant_name")
         return [function.variants[pinned]]
     variants = list(function.variants.values())
+    if len(variants) == 1:
+        return variants
     if all(v.weight is None for v in variants):
         candidates = [(v, 1.0) for v in variants]
         fallbacks: list[VariantConfig] = []

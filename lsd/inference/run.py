@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
-import jsonschema
 import orjson
 
 from lsd.config.model import Config, FunctionConfig, VariantConfig
@@ -29,6 +28,7 @@ from lsd.inference.recording import (
 )
 from lsd.inference.request import InferenceRequest
 from lsd.inference.routing import call_model, summarise, tries
+from lsd.inference.schemas import conforms
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
 from lsd.inference.tools import ToolParams, resolve_tools, tool_call_json
@@ -297,9 +297,6 @@ def json_output(content: Sequence[OutputBlock], schema: Mapping[str, Any] | None
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return JsonOutput(raw, None)
-    if schema:
-        try:
-            jsonschema.validate(parsed, schema)
-        except (jsonschema.ValidationError, jsonschema.SchemaError):
-            return JsonOutput(raw, None)
+    if schema and not conforms(parsed, schema):
+        return JsonOutput(raw, None)
     return JsonOutput(raw, parsed)
