@@ -23,8 +23,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from lsd.api.tracing import TraceContext
+from lsd.app import build_app
+from lsd.config import parse
+from lsd.runtime import build_tracing
 from lsd.store.local import free_port
-from tests.support.gateway import in_process_gateway
+from tests.support.gateway import ROOT, in_process_gateway
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -286,3 +290,14 @@ async def test_grpc_with_the_standard_environment_variables(database_url: str, m
     assert root.attributes["lsd.inference_id"] == r.json()["inference_id"]
     assert rx.headers[0].get("x-tenant") == "acme"
     assert rx.resources[0]["service.name"] == "gateway-eu"
+
+
+def test_tracing_off_builds_nothing() -> None:
+    """The default: no span pipeline, no traceparent middleware, so the request path skips tracing entirely."""
+    text = config("http://127.0.0.1:1/v1/traces")
+    off = parse(text.replace("enabled = true", "enabled = false"), base_dir=ROOT)
+    assert build_tracing(off) is None
+    assert TraceContext not in [m.cls for m in build_app(off, "postgresql://unused").user_middleware]
+    on = parse(text, base_dir=ROOT)
+    assert build_tracing(on) is not None
+    assert TraceContext in [m.cls for m in build_app(on, "postgresql://unused").user_middleware]
