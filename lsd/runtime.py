@@ -16,12 +16,15 @@ from lsd.inference.batch import BatchService
 from lsd.inference.embeddings import Embedder
 from lsd.inference.models import ModelTable
 from lsd.inference.run import Engine
+from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
 from lsd.providers.transport import Transport
 from lsd.store import admin, migrate
 from lsd.store.database import Database, connect_with_retry
 from lsd.store.recent import RecentInferences
 from lsd.store.writer import Writer
+from lsd.telemetry.metrics import Metrics
+from lsd.telemetry.tracing import Tracing
 
 
 def prepare_database(config: Config, url: str) -> list[str]:
@@ -53,6 +56,30 @@ class Runtime:
     batches: BatchService
     feedback: FeedbackService
     embedder: Embedder
+    metrics: Metrics
+    tracing: Tracing | None
+
+
+def build_metrics(config: Config) -> Metrics:
+    buckets = config.gateway.metrics
+    return Metrics(
+        latency_buckets=buckets.latency_buckets,
+        overhead_buckets=buckets.overhead_buckets,
+        ttft_buckets=buckets.ttft_buckets,
+    )
+
+
+def build_tracing(config: Config) -> Tracing | None:
+    """None unless `[gateway.export.otlp.traces] enabled`: then no span object is ever made."""
+    traces = config.gateway.otlp_traces
+    if not traces.enabled:
+        return None
+    return Tracing(
+        protocol=traces.protocol,
+        endpoint=traces.endpoint,
+        extra_headers=traces.extra_headers,
+        include_content=traces.include_content,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -63,6 +90,8 @@ async def open_runtime(
     models: ModelTable | None = None,
     embedding_models: ModelTable | None = None,
     templates: Templates | None = None,
+    metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open everything; on exit flush the writer before closing the pool (shutdown order protects rows).
 
@@ -75,10 +104,21 @@ async def open_runtime(
         min_size=config.gateway.database.pool_min_size,
         max_size=config.gateway.database.pool_max_size,
     )
-    writer = Writer(database_url, config.gateway.observability)
+    metrics = build_metrics(config) if metrics is None else metrics
+    tracing = build_tracing(config) if tracing is None else tracing
+    writer = Writer(database_url, config.gateway.observability, metrics=metrics)
     transport = Transport()
     await database.open(timeout_s=config.gateway.database.connect_timeout_s)
     try:
+        if tracing is not None:
+            tracing.open()
+
+        def sample() -> None:
+            pool = database.stats()
+            metrics.set_pool(pool.size, pool.size - pool.available, pool.waiting, pool.max_size)
+            metrics.set_writer_state(writer.stats.queued_rows, writer.stats.spool_bytes)
+
+        metrics.add_sampler(sample)
         await writer.open()
         await transport.open()
         recent = RecentInferences()
@@ -90,6 +130,7 @@ async def open_runtime(
             database=database,
             templates=compiled,
             recent=recent,
+            telemetry=InferenceTelemetry(metrics, tracing),
         )
         yield Runtime(
             config=config,
@@ -99,10 +140,17 @@ async def open_runtime(
             recent=recent,
             engine=engine,
             batches=BatchService(engine, database, config.gateway.batch.poll_interval_s),
-            feedback=FeedbackService(config=config, database=database, recent=recent, recorder=writer),
+            feedback=FeedbackService(
+                config=config, database=database, recent=recent, recorder=writer, metrics=metrics, tracing=tracing
+            ),
             embedder=Embedder(config=config, models=embedding_table, transport=transport, recorder=writer),
+            metrics=metrics,
+            tracing=tracing,
         )
     finally:
         await writer.close()
+        metrics.flush()  # a worker's last counts reach the multiprocess files before it exits
+        if tracing is not None:
+            await tracing.close()
         await transport.close()
         await database.close()
