@@ -11,6 +11,7 @@ from lsd.config.evaluations import evaluation_from
 from lsd.config.functions import function_from, model_from, tool_from
 from lsd.config.metrics import metric_from
 from lsd.config.model import (
+    BatchConfig,
     BatchWritesConfig,
     Config,
     DatabaseConfig,
@@ -18,6 +19,7 @@ from lsd.config.model import (
     ObservabilityConfig,
 )
 from lsd.config.reader import ErrorSink, Table
+from lsd.config.telemetry import metrics_from, otlp_traces_from
 from lsd.errors import ConfigError
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -101,6 +103,9 @@ def _gateway(t: Table) -> GatewayConfig:
         prepared_statements=db.bool("prepared_statements", True),
     )
     db.finish()
+    batch_table = t.table("batch")
+    batch_config = BatchConfig(poll_interval_s=batch_table.float("poll_interval_s", 30.0, minimum=0.1))
+    batch_table.finish()
     bind = t.str("bind_address", "127.0.0.1:3000")
     if isinstance(bind, str) and ":" not in bind:
         t.error("bind_address", f"expected HOST:PORT, got {bind!r}")
@@ -110,6 +115,9 @@ def _gateway(t: Table) -> GatewayConfig:
         graceful_timeout_s=t.float("graceful_timeout_s", 30.0, minimum=0),
         observability=observability,
         database=database,
+        batch=batch_config,
+        metrics=metrics_from(t.table("metrics")),  # telemetry: [gateway.metrics]
+        otlp_traces=otlp_traces_from(t.table("export")),  # telemetry: [gateway.export.otlp.traces]
     )
     t.finish()
     return gateway

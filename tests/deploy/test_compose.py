@@ -25,12 +25,6 @@ from tests.support.gateway import ROOT, run_lsd
 
 DEPLOY = ROOT / "deploy"
 SCHEMA = json.loads((Path(__file__).parent / "compose_spec.json").read_text())
-# Written by the telemetry work (issue 7); mounted here by these paths.
-FROM_TELEMETRY = {
-    DEPLOY / "prometheus" / "prometheus.yml",
-    DEPLOY / "prometheus" / "alerts.yml",
-    DEPLOY / "grafana" / "lsd-dashboard.json",
-}
 
 
 def _compose() -> dict[str, Any]:
@@ -95,7 +89,7 @@ def test_every_mounted_file_exists() -> None:
             source = volume.split(":")[0]
             if source.startswith("."):
                 path = (DEPLOY / source).resolve()
-                assert path.exists() or path in FROM_TELEMETRY, f"{name} mounts missing {source}"
+                assert path.exists(), f"{name} mounts missing {source}"
 
 
 def test_the_replicas_outlast_their_drain() -> None:
@@ -110,6 +104,21 @@ def test_the_replicas_outlast_their_drain() -> None:
 def test_the_compose_config_passes_lsd_config_check() -> None:
     result = run_lsd("config", "check", str(DEPLOY / "lsd.compose.toml"))
     assert result.returncode == 0, result.stderr
+
+
+def test_prometheus_scrapes_each_replica_and_loads_the_alerts() -> None:
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (job,) = prometheus["scrape_configs"]
+    targets = [t for config in job["static_configs"] for t in config["targets"]]
+    assert sorted(targets) == ["lsd-1:3000", "lsd-2:3000"]
+    mounts = {v.split(":")[1] for v in _compose()["services"]["prometheus"]["volumes"]}
+    for rules in prometheus["rule_files"]:
+        assert f"/etc/prometheus/{rules}" in mounts
+
+
+def test_the_replicas_export_traces_to_the_collector() -> None:
+    config = tomllib.loads((DEPLOY / "lsd.compose.toml").read_text())
+    assert config["gateway"]["export"]["otlp"]["traces"]["enabled"] is True
 
 
 def test_otel_collector_has_a_traces_pipeline() -> None:
