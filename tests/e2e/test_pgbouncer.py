@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.conftest import PgCluster
-from tests.support.gateway import Daemon
+from tests.support.gateway import Daemon, run_lsd
 from tests.support.pgbouncer import PgBouncer
 
 pytestmark = pytest.mark.e2e
@@ -179,3 +179,13 @@ def test_sigterm_through_pgbouncer_flushes_every_accepted_row(serve: Any, databa
     with psycopg.connect(database_url) as conn:
         stored = {str(r[0]) for r in conn.execute("SELECT id FROM chat_inferences")}
     assert set(ids) <= stored
+
+
+def test_migrate_through_pgbouncer_takes_its_lock_on_the_session_url(
+    bouncer: PgBouncer, empty_database_url: str
+) -> None:
+    env = {"LSD_DATABASE_URL": bouncer.url(empty_database_url), "LSD_SESSION_DATABASE_URL": empty_database_url}
+    result = run_lsd("migrate", env=env)
+    assert result.returncode == 0, result.stderr
+    assert _count(empty_database_url, "SELECT count(*) FROM schema_migrations") >= 3
+    assert _count(empty_database_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
