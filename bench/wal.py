@@ -9,12 +9,15 @@ their own. Per prompt size: a warm-up of 1,000 inferences; CHECKPOINT; then `--i
 (bench.load.open_loop). Around the run (from before the first request until every row is in and one statistics
 refresh has folded them): `pg_current_wal_lsn()` and `pg_stat_wal`, the CPU time of every PostgreSQL process
 (the postmaster's tree, from /proc: backends, walwriter, checkpointer, autovacuum) and of lsd's. Afterwards the
-on-disk size of each table (heap, indexes, TOAST) over its rows. Writes bench/results/wal-<UTC time>.json.
+on-disk size of each table (heap, indexes, TOAST) over its rows, and the PostgreSQL CPU of a few kinds of
+`list_inferences` request (`--queries` of each, 8 in flight, after the writes). Writes
+bench/results/wal-<UTC time>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import random
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import psycopg
 from psycopg import sql
@@ -137,6 +141,7 @@ def measure(
         _wait_rows(url, before_rows + load.ok)
         time.sleep(STATISTICS_INTERVAL_S + 1)  # one statistics refresh folds the new rows in (its WAL and CPU count)
         wal1, pg1, lsd1, t1 = _wal(url), _cpu_s(cluster.postmaster_pid()), _cpu_s(lsd.pid), time.monotonic()
+        reads = {name: _read_cost(cluster, f"http://{bind}", query, args.queries) for name, query in READS.items()}
     finally:
         children.stop(lsd)
     per_k = 1000 / max(load.ok, 1)
@@ -157,6 +162,45 @@ def measure(
         "lsd_cpu_s_per_1k": round((lsd1 - lsd0) * per_k, 3),
         "pg_cpu_pct_of_one_core": round(100 * (pg1 - pg0) / (t1 - t0), 1),
         "sizes": sizes,
+        "reads": reads,
+    }
+
+
+# Query API reads, measured after the writes (no load meanwhile): PostgreSQL CPU per request.
+READS = {
+    "newest 20 of a function": {"function_name": "tensorzero::default", "limit": 20},
+    "newest 100 with their attempts": {
+        "function_name": "tensorzero::default",
+        "limit": 100,
+        "include_model_inferences": True,
+    },
+    "newest 20 of a model (joins attempts)": {"model_name": MODEL, "limit": 20},
+}
+
+
+def _read_cost(cluster: Cluster, base_url: str, query: dict[str, Any], n: int) -> dict[str, float]:
+    body = orjson.dumps(query)
+
+    async def run() -> int:
+        async with aiohttp.ClientSession(headers={"Content-Type": "application/json"}) as session:
+
+            async def one(i: int) -> bool:
+                async with session.post(f"{base_url}/v1/inferences/list_inferences", data=body) as reply:
+                    await reply.read()
+                    return reply.status == 200
+
+            oks = 0
+            for start in range(0, n, 8):  # 8 in flight, like a handful of dashboard users
+                oks += sum(await asyncio.gather(*(one(i) for i in range(start, min(start + 8, n)))))
+            return oks
+
+    pg0, t0 = _cpu_s(cluster.postmaster_pid()), time.monotonic()
+    ok = run_async(run())
+    pg1, t1 = _cpu_s(cluster.postmaster_pid()), time.monotonic()
+    return {
+        "requests": ok,
+        "pg_cpu_ms_per_request": round(1000 * (pg1 - pg0) / max(ok, 1), 3),
+        "seconds": round(t1 - t0, 2),
     }
 
 
@@ -193,6 +237,12 @@ def render(runs: list[dict[str, Any]]) -> str:
                 ]
             )
     out.append(table(["prompt chars", "table", "rows", "heap B/row", "index B/row", "TOAST B/row"], size_rows))
+    read_rows = [
+        [r["prompt_chars"], name, v["requests"], v["pg_cpu_ms_per_request"]]
+        for r in runs
+        for name, v in r["reads"].items()
+    ]
+    out.append(table(["prompt chars", "list_inferences", "requests", "PostgreSQL CPU ms/request"], read_rows))
     return "\n\n".join(out)
 
 
@@ -200,6 +250,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inferences", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--queries", type=int, default=1000, help="list_inferences requests per query kind")
     parser.add_argument("--prompts", default="0,2000", help="prompt sizes in characters, comma-separated (0: 'hi')")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lsd-bench-wal-"))
