@@ -141,6 +141,10 @@ def measure(
         _wait_rows(url, before_rows + load.ok)
         time.sleep(STATISTICS_INTERVAL_S + 1)  # one statistics refresh folds the new rows in (its WAL and CPU count)
         wal1, pg1, lsd1, t1 = _wal(url), _cpu_s(cluster.postmaster_pid()), _cpu_s(lsd.pid), time.monotonic()
+        # Leave autovacuum and the checkpointer nothing to do, so that the reads' CPU is the queries'.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+        cluster.checkpoint()
         reads = {name: _read_cost(cluster, f"http://{bind}", query, args.queries) for name, query in READS.items()}
     finally:
         children.stop(lsd)
