@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 
 from lsd.api.access_log import AccessLog
 from lsd.api.errors import handle_lsd_error, handle_not_found
+from lsd.api.guard import Guard
 from lsd.api.routes import ROUTES
 from lsd.api.state import AppState
 from lsd.config import load
@@ -20,6 +21,7 @@ from lsd.config.model import Config
 from lsd.errors import LsdError
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
+from lsd.jobs.access import access_jobs
 from lsd.jobs.maintenance import maintenance_jobs
 from lsd.jobs.runner import Job, JobRunner
 from lsd.runtime import open_runtime
@@ -45,6 +47,7 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                 [
                     Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(rt.database, ahead)),
                     *maintenance_jobs(config.gateway.observability, rt.database),
+                    *access_jobs(rt.auth, rt.limiter),
                 ]
             )
             await jobs.open()
@@ -59,6 +62,8 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                     feedback=rt.feedback,
                     database=rt.database,
                     writer=rt.writer,
+                    auth=rt.auth,
+                    limiter=rt.limiter,
                 )
             finally:
                 # Requests have drained; jobs stop before open_runtime flushes the writer and closes the pool.
@@ -66,7 +71,7 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
 
     return Starlette(
         routes=ROUTES,
-        middleware=[Middleware(AccessLog)],
+        middleware=[Middleware(AccessLog), Middleware(Guard, gateway=config.gateway)],
         lifespan=lifespan,
         exception_handlers={LsdError: handle_lsd_error, HTTPException: handle_not_found},
     )

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from lsd import __version__
+from lsd.auth import AuthService
 from lsd.config.model import Config
 from lsd.feedback import FeedbackService
 from lsd.inference.embeddings import Embedder
@@ -17,6 +18,7 @@ from lsd.inference.models import ModelTable
 from lsd.inference.run import Engine
 from lsd.inference.templates import Templates
 from lsd.providers.transport import Transport
+from lsd.ratelimit.limiter import RateLimiter
 from lsd.store import admin, migrate
 from lsd.store.database import Database, connect_with_retry
 from lsd.store.recent import RecentInferences
@@ -51,6 +53,8 @@ class Runtime:
     engine: Engine
     feedback: FeedbackService
     embedder: Embedder
+    auth: AuthService
+    limiter: RateLimiter
 
 
 @contextlib.asynccontextmanager
@@ -80,6 +84,7 @@ async def open_runtime(
         await writer.open()
         await transport.open()
         recent = RecentInferences()
+        limiter = RateLimiter(config.rate_limiting, database)
         engine = Engine(
             config=config,
             models=model_table,
@@ -88,6 +93,7 @@ async def open_runtime(
             database=database,
             templates=compiled,
             recent=recent,
+            limiter=limiter,
         )
         yield Runtime(
             config=config,
@@ -98,7 +104,11 @@ async def open_runtime(
             engine=engine,
             feedback=FeedbackService(config=config, database=database, recent=recent, recorder=writer),
             embedder=Embedder(config=config, models=embedding_table, transport=transport, recorder=writer),
+            auth=AuthService(config.gateway.auth, database),
+            limiter=limiter,
         )
+        if limiter.active:
+            await limiter.flush(everything=True)  # leased capacity goes back for the other replicas
     finally:
         await writer.close()
         await transport.close()

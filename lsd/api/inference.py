@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from lsd.api.access_log import log_fields
+from lsd.api.auth import identify
 from lsd.api.body import json_response_bytes, read_json
 from lsd.api.state import AppState
 from lsd.inference.recording import block_to_json
@@ -82,7 +83,7 @@ async def sse(stream: InferenceStream) -> AsyncIterator[bytes]:
 async def inference(request: Request[AppState]) -> Response:
     state = request.state
     body = await read_json(request, state["config"].gateway.max_body_bytes)
-    parsed = parse_inference_request(body)
+    parsed = identify(request, parse_inference_request(body))
     engine = state["engine"]
     fields = log_fields(request)
     if parsed.stream:
