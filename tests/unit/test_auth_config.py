@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from lsd.config import parse
+from lsd.config import load, parse
 from lsd.config.ratelimit import EACH, TOTAL, KeyScope, TagScope
 from lsd.errors import ConfigError
+from tests.support.gateway import ROOT, run_lsd
 
 
 def errors_of(text: str) -> list[str]:
@@ -120,3 +121,13 @@ def test_bad_trusted_proxy() -> None:
     assert errors_of('[gateway]\ntrusted_proxies = ["not-an-ip"]') == [
         "gateway.trusted_proxies[0]: not an IP address or network: 'not-an-ip'"
     ]
+
+
+def test_shipped_configs_pass_config_check() -> None:
+    demo = load(ROOT / "config" / "lsd.toml")
+    assert not demo.gateway.auth.enabled
+    production = load(ROOT / "config" / "production.toml")
+    assert production.gateway.auth.enabled and production.rate_limiting.rules
+    result = run_lsd("config", "check", "config/production.toml")
+    assert result.returncode == 0, result.stderr
+    assert "config/production.toml: ok" in result.stdout
