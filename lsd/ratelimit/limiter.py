@@ -30,12 +30,14 @@ BucketId = tuple[str, str]  # (rule_key, scope_key): one row of rate_limit_bucke
 
 @dataclass
 class _Local:
-    """Units this replica holds for one bucket: a lease (spendable until `expires`) or, with lease = 0, only
-    corrections waiting to be given back (negative: a debt)."""
+    """What this replica holds for one bucket: `balance`, a lease spendable until `expires`, and `pending`,
+    corrections from settled requests waiting to be given back (negative: a debt), never spent locally, so a
+    replica never holds more than one lease of spendable units."""
 
     limit: Limit
     balance: float
     expires: float
+    pending: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,8 @@ class RateLimiter:
             for rule, key in applied
             for limit in rule.limits
         ]
-        if self.config.lease > 0:
+        lease = self.config.lease
+        if lease > 0 and any(lease * n.limit.capacity > n.amount for n in needs):
             if self._spend_locally(needs):
                 return Reservation(self, needs)
             async with contextlib.AsyncExitStack() as stack:
@@ -157,7 +160,7 @@ class RateLimiter:
                     n.bucket[1],
                     n.limit.capacity,
                     n.limit.refill_per_s,
-                    give_back=held.balance if held else 0.0,
+                    give_back=held.balance + held.pending if held else 0.0,
                     need=n.amount,
                     want=max(n.amount, lease),
                 )
@@ -198,24 +201,25 @@ class RateLimiter:
         """Give `delta` units back to a bucket (negative: take more); applied with its next database call."""
         held = self._local.get(bucket)
         if held is None:
-            # Not spendable (expired at once) with lease = 0 or when no lease is held: only given back.
-            self._local[bucket] = _Local(limit, delta, self._now() if self.config.lease > 0 else 0.0)
+            self._local[bucket] = _Local(limit, 0.0, 0.0, delta)
         else:
-            held.balance += delta
+            held.pending += delta
 
     async def flush(self, *, everything: bool = False) -> int:
         """Give back expired leases and pending corrections (all of them when `everything`); returns how many
         buckets were touched. Run periodically by a job and once at shutdown."""
         now = self._now()
-        due = [(b, h) for b, h in self._local.items() if everything or h.expires <= now]
+        due = [(b, h) for b, h in self._local.items() if everything or h.expires <= now or h.pending]
         for bucket, _ in due:
             del self._local[bucket]
         for bucket in [b for b, lock in self._locks.items() if not lock.locked() and b not in self._local]:
             del self._locks[bucket]
         changes = [
-            BucketChange(h.limit.bucket_key, b[1], h.limit.capacity, h.limit.refill_per_s, h.balance, 0.0, 0.0)
+            BucketChange(
+                h.limit.bucket_key, b[1], h.limit.capacity, h.limit.refill_per_s, h.balance + h.pending, 0.0, 0.0
+            )
             for b, h in due
-            if h.balance != 0
+            if h.balance + h.pending != 0
         ]
         if changes:
             self.round_trips += 1

@@ -85,6 +85,7 @@ async def test_the_daemon_works_with_least_privilege(database_url: str, roles: t
         created = conn.execute("SELECT lsd_ensure_partitions(current_date + 40, 0)").fetchone()
         assert created is not None and created[0] > 0  # a new day's partitions, through the owner's function
         assert conn.execute("SELECT count(*) FROM chat_inferences").fetchone() == (2,)
+        assert conn.execute("SELECT api_key_public_id FROM comment_feedback").fetchone() == (made.public_id,)
         for statement in (
             "DELETE FROM chat_inferences",
             "UPDATE model_inferences SET output_tokens = 0",
