@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from lsd.auth import AuthService
-from lsd.errors import InvalidRequest
 from lsd.inference.request import InferenceRequest
 
 OPEN_PATHS = frozenset({"/health", "/status"})
@@ -46,13 +45,8 @@ def identify(request: Request[Any], parsed: InferenceRequest) -> InferenceReques
     header_tags: dict[str, str] = {}
     for name, value in request.scope["headers"]:
         if name.startswith(TAG_HEADER) and len(name) > len(TAG_HEADER):
-            tag = name[len(TAG_HEADER) :].decode("latin-1")
-            if tag.startswith(("tensorzero", "lsd")):
-                header = f"headers.{name.decode('latin-1')}"
-                raise InvalidRequest(
-                    f"{header}: tag keys starting with 'tensorzero' or 'lsd' are reserved", field=header
-                )
-            header_tags[tag] = value.decode("latin-1")
+            # A header name cannot hold ':', so a reserved `lsd::`/`tensorzero::` key cannot come this way.
+            header_tags[name[len(TAG_HEADER) :].decode("latin-1")] = value.decode("latin-1")
     if not header_tags and key_id is None:
         return parsed
     tags = {**header_tags, **parsed.tags}
