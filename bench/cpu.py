@@ -71,6 +71,13 @@ class CpuMeter:
         self.share = CpuShare(round(machine, 1), round(ours, 1), round(machine - ours, 1), time.monotonic() - t0)
 
 
+def tree_cpu_s(root: int | None) -> float:
+    """CPU seconds (user + system) used so far by a process tree: what one server costs, whatever else runs."""
+    if not root:
+        return 0.0
+    return sum(_jiffies(pid) for pid in process_tree(root)) / os.sysconf("SC_CLK_TCK")
+
+
 def own_roots(postmaster_pid: Callable[[], int | None]) -> Callable[[], list[int]]:
     """This process and the PostgreSQL cluster's postmaster (pg_ctl daemonises it: not our child)."""
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from bench.children import Child, Children, command_line, process_tree, rss_kib, wait_for_file, wait_for_http
-from bench.cpu import CpuMeter, CpuShare, own_roots, wait_quiet
+from bench.cpu import CpuMeter, CpuShare, own_roots, tree_cpu_s, wait_quiet
 from bench.database import Cluster, count_rows
 from bench.load import LoadResult, closed_loop, have_wrk, open_loop
 from bench.loop import run as run_async
@@ -144,17 +144,32 @@ def _measure(
         )
     _print_run("closed loop", closed, closed_cpu.share)
     _settle(roots, settings.quiet_wait_s)
+    target_cpu0, pg_cpu0 = tree_cpu_s(child.pid if child else None), tree_cpu_s(cluster.postmaster_pid())
     with CpuMeter(roots) as fixed_cpu:
         fixed = run_async(
             open_loop(
                 url, body, rate=settings.rate, duration_s=settings.rate_duration_s, warmup_s=settings.rate_warmup_s
             )
         )
+    # CPU per request over the whole open-loop run (warm-up included): robust to other processes on the machine.
+    sent = max(fixed.ok + fixed.warmup_ok, 1)
+    cpu_us = {
+        "target_us_per_request": round(1e6 * (tree_cpu_s(child.pid if child else None) - target_cpu0) / sent, 1),
+        "postgres_us_per_request": round(1e6 * (tree_cpu_s(cluster.postmaster_pid()) - pg_cpu0) / sent, 1),
+    }
     _print_run(f"{settings.rate:.0f} req/s", fixed, fixed_cpu.share)
+    print(
+        f"  CPU per request at {settings.rate:.0f} req/s: server {cpu_us['target_us_per_request']:.0f} us, "
+        f"PostgreSQL {cpu_us['postgres_us_per_request']:.0f} us"
+    )
     result: dict[str, Any] = {
         "warmup": warm.as_dict(),
         "closed": {**closed.as_dict(), "cpu": asdict(closed_cpu.share) if closed_cpu.share else None},
-        "fixed_rate": {**fixed.as_dict(), "cpu": asdict(fixed_cpu.share) if fixed_cpu.share else None},
+        "fixed_rate": {
+            **fixed.as_dict(),
+            "cpu": asdict(fixed_cpu.share) if fixed_cpu.share else None,
+            **cpu_us,
+        },
     }
     if child is None:
         return result
@@ -299,7 +314,11 @@ def render(summary: dict[str, Any]) -> str:
     )
     parts.append(table(["target", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", OTHERS], closed_rows))
     fixed_rows = [
-        [*_load_row(n, r["fixed_rate"]), r["fixed_rate"]["schedule_p99_ms"], r["fixed_rate"]["lag_p99_ms"]]
+        [
+            *_load_row(n, r["fixed_rate"]),
+            *(r["fixed_rate"].get(k) for k in ("schedule_p99_ms", "lag_p99_ms")),
+            *(r["fixed_rate"].get(k) for k in ("target_us_per_request", "postgres_us_per_request")),
+        ]
         for n, r in targets.items()
     ]
     parts.append(
@@ -307,7 +326,8 @@ def render(summary: dict[str, Any]) -> str:
         f"{settings['rate_warmup_s']:.0f} s warm-up (latency from each send)"
     )
     headers = ["target", "achieved req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", OTHERS]
-    parts.append(table([*headers, "p99 from due time ms", "sender lag p99 ms"], fixed_rows))
+    extra = ["p99 from due time ms", "sender lag p99 ms", "server CPU us/req", "PostgreSQL CPU us/req"]
+    parts.append(table([*headers, *extra], fixed_rows))
     comparison: dict[str, Any] = summary["comparison"]
     if comparison:
         parts.append("\n### lsd against the bare proxy (overhead = lsd latency - bare latency)")

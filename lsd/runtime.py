@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from lsd import __version__
@@ -16,6 +16,7 @@ from lsd.feedback import FeedbackService
 from lsd.inference.embeddings import Embedder
 from lsd.inference.models import ModelTable
 from lsd.inference.run import Engine
+from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
 from lsd.providers.transport import Transport
 from lsd.ratelimit.limiter import RateLimiter
@@ -23,6 +24,8 @@ from lsd.store import admin, migrate
 from lsd.store.database import Database, connect_with_retry
 from lsd.store.recent import RecentInferences
 from lsd.store.writer import Writer
+from lsd.telemetry.metrics import Metrics
+from lsd.telemetry.tracing import Tracing
 
 
 def prepare_database(config: Config, url: str) -> list[str]:
@@ -55,6 +58,49 @@ class Runtime:
     embedder: Embedder
     auth: AuthService
     limiter: RateLimiter
+    metrics: Metrics
+    tracing: Tracing | None
+
+
+def build_metrics(config: Config) -> Metrics:
+    buckets = config.gateway.metrics
+    return Metrics(
+        latency_buckets=buckets.latency_buckets,
+        overhead_buckets=buckets.overhead_buckets,
+        ttft_buckets=buckets.ttft_buckets,
+    )
+
+
+def build_tracing(config: Config) -> Tracing | None:
+    """None unless `[gateway.export.otlp.traces] enabled`: then no span object is ever made."""
+    traces = config.gateway.otlp_traces
+    if not traces.enabled:
+        return None
+    return Tracing(
+        protocol=traces.protocol,
+        endpoint=traces.endpoint,
+        extra_headers=traces.extra_headers,
+        include_content=traces.include_content,
+    )
+
+
+def access_sampler(metrics: Metrics, auth: AuthService, limiter: RateLimiter) -> Callable[[], None]:
+    """Moves the auth failures and rate-limit refusals counted since the last sample into the metrics (the
+    request path only adds to plain Counters)."""
+    exported: dict[tuple[str, str], int] = {}
+
+    def sample() -> None:
+        for kind, counts, counter in (
+            ("auth", auth.failures, metrics.auth_failures),
+            ("limit", limiter.refusals, metrics.rate_limit_refusals),
+        ):
+            for label, count in list(counts.items()):
+                new = count - exported.get((kind, label), 0)
+                if new > 0:
+                    counter.labels(label).inc(new)
+                    exported[(kind, label)] = count
+
+    return sample
 
 
 @contextlib.asynccontextmanager
@@ -65,6 +111,8 @@ async def open_runtime(
     models: ModelTable | None = None,
     embedding_models: ModelTable | None = None,
     templates: Templates | None = None,
+    metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open everything; on exit flush the writer before closing the pool (shutdown order protects rows).
 
@@ -77,14 +125,27 @@ async def open_runtime(
         min_size=config.gateway.database.pool_min_size,
         max_size=config.gateway.database.pool_max_size,
     )
-    writer = Writer(database_url, config.gateway.observability)
+    metrics = build_metrics(config) if metrics is None else metrics
+    tracing = build_tracing(config) if tracing is None else tracing
+    writer = Writer(database_url, config.gateway.observability, metrics=metrics)
     transport = Transport()
     await database.open(timeout_s=config.gateway.database.connect_timeout_s)
     try:
+        if tracing is not None:
+            tracing.open()
+
+        def sample() -> None:
+            pool = database.stats()
+            metrics.set_pool(pool.size, pool.size - pool.available, pool.waiting, pool.max_size)
+            metrics.set_writer_state(writer.stats.queued_rows, writer.stats.spool_bytes)
+
+        metrics.add_sampler(sample)
         await writer.open()
         await transport.open()
         recent = RecentInferences()
         limiter = RateLimiter(config.rate_limiting, database)
+        auth = AuthService(config.gateway.auth, database)
+        metrics.add_sampler(access_sampler(metrics, auth, limiter))
         engine = Engine(
             config=config,
             models=model_table,
@@ -94,6 +155,7 @@ async def open_runtime(
             templates=compiled,
             recent=recent,
             limiter=limiter,
+            telemetry=InferenceTelemetry(metrics, tracing),
         )
         yield Runtime(
             config=config,
@@ -102,14 +164,21 @@ async def open_runtime(
             transport=transport,
             recent=recent,
             engine=engine,
-            feedback=FeedbackService(config=config, database=database, recent=recent, recorder=writer),
+            feedback=FeedbackService(
+                config=config, database=database, recent=recent, recorder=writer, metrics=metrics, tracing=tracing
+            ),
             embedder=Embedder(config=config, models=embedding_table, transport=transport, recorder=writer),
-            auth=AuthService(config.gateway.auth, database),
+            auth=auth,
             limiter=limiter,
+            metrics=metrics,
+            tracing=tracing,
         )
         if limiter.active:
             await limiter.flush(everything=True)  # leased capacity goes back for the other replicas
     finally:
         await writer.close()
+        metrics.flush()  # a worker's last counts reach the multiprocess files before it exits
+        if tracing is not None:
+            await tracing.close()
         await transport.close()
         await database.close()

@@ -1,33 +1,39 @@
 """One structured log line per request: request id, route, status, latency and what the handler added.
 
 A pure ASGI middleware (no per-request task or body buffering). Handlers add fields (inference id, function,
-variant, model, provider) through `log_fields(request)`. Prompts, outputs and secrets are never logged.
+variant, model, provider) through `log_fields(request)` (or `scope_fields(scope)`). Lines go through a
+`LineSink` (buffered JSON lines). Prompts, outputs and secrets are never logged.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lsd.api.metrics import observe_http
 from lsd.ids import uuid7
+from lsd.telemetry.logging import LineSink
 
-log = logging.getLogger("lsd.access")
 _FIELDS = "lsd.log_fields"
 
 
-def log_fields(request: Request[Any]) -> dict[str, Any]:
+def scope_fields(scope: Scope) -> dict[str, Any]:
     """The dict this request's log line is built from; handlers add their fields to it."""
-    fields: dict[str, Any] = request.scope.setdefault(_FIELDS, {})
+    fields: dict[str, Any] = scope.setdefault(_FIELDS, {})
     return fields
 
 
+def log_fields(request: Request[Any]) -> dict[str, Any]:
+    return scope_fields(request.scope)
+
+
 class AccessLog:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, sink: LineSink) -> None:
         self.app = app
+        self.sink = sink
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,17 +55,19 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if log.isEnabledFor(logging.INFO):
+            observe_http(scope, status, time.perf_counter() - started)  # telemetry: lsd_http_requests_total
+            if self.sink.enabled():
                 route = scope.get("route")
+                method, path = scope["method"], scope["path"]
                 entry = {
                     "request_id": request_id,
-                    "method": scope["method"],
-                    "route": getattr(route, "path", scope["path"]),
+                    "method": method,
+                    "route": getattr(route, "path", path),
                     "status": status,
                     "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                     **fields,
                 }
-                log.info("%s %s %s", scope["method"], scope["path"], status, extra={"fields": entry})
+                self.sink.emit(f"{method} {path} {status}", entry)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -7,9 +7,7 @@ adds the verified key's public id and the `lsd-tag-<key>` headers to the parsed 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
-from starlette.requests import Request
 from starlette.types import Scope
 
 from lsd.auth import AuthService
@@ -39,11 +37,11 @@ async def authenticate(auth: AuthService, scope: Scope) -> None:
     scope[KEY_SCOPE] = key.public_id
 
 
-def identify(request: Request[Any], parsed: InferenceRequest) -> InferenceRequest:
+def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
     """The request with `lsd-tag-*` header tags (body tags win on a clash) and the caller's key id."""
-    key_id: str | None = request.scope.get(KEY_SCOPE)
+    key_id: str | None = scope.get(KEY_SCOPE)
     header_tags: dict[str, str] = {}
-    for name, value in request.scope["headers"]:
+    for name, value in scope["headers"]:
         if name.startswith(TAG_HEADER) and len(name) > len(TAG_HEADER):
             # A header name cannot hold ':', so a reserved `lsd::`/`tensorzero::` key cannot come this way.
             header_tags[name[len(TAG_HEADER) :].decode("latin-1")] = value.decode("latin-1")

@@ -5,30 +5,42 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive, Scope
 
 from lsd.errors import InvalidRequest, PayloadTooLarge
 
 
 async def read_json(request: Request[Any], max_bytes: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"body: larger than the limit of {max_bytes} bytes", field="body")
+    return await receive_json(request.scope, request.receive, max_bytes)
+
+
+async def receive_json(scope: Scope, receive: Receive, max_bytes: int) -> Any:
+    """The request body parsed as JSON, read straight from the ASGI messages (at most `max_bytes`)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+            raise PayloadTooLarge(f"body: larger than the limit of {max_bytes} bytes", field="body")
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise PayloadTooLarge(f"body: larger than the limit of {max_bytes} bytes", field="body")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not raw:
         raise InvalidRequest("body: empty; expected a JSON object", field="body")
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"body: malformed JSON: {exc}", field="body") from None
-    max_depth: int = request.state["config"].gateway.max_json_depth
+    max_depth: int = scope["state"]["config"].gateway.max_json_depth
     if too_deep(value, max_depth):
         raise InvalidRequest(f"body: JSON nested deeper than gateway.max_json_depth ({max_depth})", field="body")
     return value

@@ -47,13 +47,17 @@ def openai_error_body(exc: LsdError) -> bytes:
     return orjson.dumps({"error": error})
 
 
-async def handle_lsd_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, LsdError)
+def error_response(exc: LsdError, path: str) -> Response:
     if exc.http_status >= 500:
         log.warning("request failed: %s %s", exc.error_code, exc.message)
-    body = openai_error_body(exc) if request.url.path.startswith("/openai/") else error_body(exc)
+    body = openai_error_body(exc) if path.startswith("/openai/") else error_body(exc)
     headers = {"retry-after": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
     return Response(body, status_code=exc.http_status, media_type="application/json", headers=headers)
+
+
+async def handle_lsd_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LsdError)
+    return error_response(exc, request.url.path)
 
 
 async def handle_not_found(request: Request, exc: Exception) -> Response:

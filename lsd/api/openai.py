@@ -24,7 +24,7 @@ async def chat_completions(request: Request[AppState]) -> Response:
     state = request.state
     body = await read_json(request, state["config"].gateway.max_body_bytes)
     parsed, include_usage = parse_chat_request(body)
-    parsed = identify(request, parsed)
+    parsed = identify(request.scope, parsed)
     if parsed.stream:
         stream = await start_stream(state["engine"], parsed)
         return StreamingResponse(

@@ -12,6 +12,7 @@ from lsd.inference.run import Engine
 from lsd.ratelimit.limiter import RateLimiter
 from lsd.store.database import Database
 from lsd.store.writer import Writer
+from lsd.telemetry.metrics import Metrics
 
 
 class AppState(TypedDict):
@@ -23,3 +24,4 @@ class AppState(TypedDict):
     writer: Writer
     auth: AuthService
     limiter: RateLimiter
+    metrics: Metrics

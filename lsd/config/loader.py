@@ -21,6 +21,7 @@ from lsd.config.model import (
 )
 from lsd.config.ratelimit import rate_limiting_from
 from lsd.config.reader import ErrorSink, Table
+from lsd.config.telemetry import metrics_from, otlp_traces_from
 from lsd.errors import ConfigError
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -120,6 +121,8 @@ def _gateway(t: Table) -> GatewayConfig:
         max_header_bytes=t.int("max_header_bytes", 16 * 1024, minimum=1024),
         request_timeout_s=t.float("request_timeout_s", 300.0, minimum=0),
         trusted_proxies=_networks(t, "trusted_proxies"),
+        metrics=metrics_from(t.table("metrics")),  # telemetry: [gateway.metrics]
+        otlp_traces=otlp_traces_from(t.table("export")),  # telemetry: [gateway.export.otlp.traces]
     )
     t.finish()
     return gateway

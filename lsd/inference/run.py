@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
-import jsonschema
 import orjson
 
 from lsd.config.model import Config, FunctionConfig, VariantConfig
@@ -29,6 +28,8 @@ from lsd.inference.recording import (
 )
 from lsd.inference.request import InferenceRequest
 from lsd.inference.routing import call_model, summarise, tries
+from lsd.inference.schemas import conforms
+from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
 from lsd.inference.tools import ToolParams, resolve_tools, tool_call_json
 from lsd.providers.base import REDACTED, CallContext, is_secret_header
@@ -98,6 +99,7 @@ class Engine:
     embedding_models: ModelTable | None = None
     recent: RecentInferences | None = None
     limiter: RateLimiter | None = None
+    telemetry: InferenceTelemetry | None = None
     _default_functions: dict[str, FunctionConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -270,6 +272,11 @@ class Engine:
                         inference_records(row)
                         + attempt_records(p.inference_id, p.function.type, p.function.name, attempts)
                     )
+                if self.telemetry is not None:  # telemetry: metrics and spans, once per inference
+                    self.telemetry.finished(
+                        p, attempts, usage=response.usage, cost=response.cost, finish_reason=response.finish_reason,
+                        request=provider_request, output=output,
+                    )  # fmt: skip
                 return InferenceResult(
                     inference_id=p.inference_id,
                     episode_id=p.episode_id,
@@ -288,6 +295,8 @@ class Engine:
         settle(reservation, Usage(0, 0), 0.0)
         if not request.dryrun:
             await self.recorder.record(attempt_records(p.inference_id, p.function.type, p.function.name, attempts))
+        if self.telemetry is not None:  # telemetry
+            self.telemetry.finished(p, attempts, error="all attempts failed")
         raise AllAttemptsFailed(summarise(attempts))
 
 
@@ -331,9 +340,6 @@ def json_output(content: Sequence[OutputBlock], schema: Mapping[str, Any] | None
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return JsonOutput(raw, None)
-    if schema:
-        try:
-            jsonschema.validate(parsed, schema)
-        except (jsonschema.ValidationError, jsonschema.SchemaError):
-            return JsonOutput(raw, None)
+    if schema and not conforms(parsed, schema):
+        return JsonOutput(raw, None)
     return JsonOutput(raw, parsed)

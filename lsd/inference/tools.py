@@ -6,11 +6,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 import orjson
 
 from lsd.config.model import Config, FunctionConfig
 from lsd.errors import InvalidRequest
+from lsd.inference.schemas import conforms
 from lsd.types import ToolCall, ToolSpec
 
 
@@ -68,12 +68,8 @@ def tool_call_json(block: ToolCall, tools: ToolParams | None) -> dict[str, Any]:
         parsed = orjson.loads(block.arguments) if block.arguments else {}
     except orjson.JSONDecodeError:
         parsed = None
-    if spec is not None and isinstance(parsed, dict):
-        try:
-            jsonschema.validate(parsed, spec.parameters)
-            arguments = parsed
-        except (jsonschema.ValidationError, jsonschema.SchemaError):
-            arguments = None
+    if spec is not None and isinstance(parsed, dict) and conforms(parsed, spec.parameters):
+        arguments = parsed
     return {
         "type": "tool_call",
         "id": block.id,

@@ -176,6 +176,10 @@ async def test_http_routes_need_a_key_and_record_its_public_id(database_url: str
             assert refused.json()["error_code"] == "unauthorized"
             assert refused.headers["www-authenticate"] == "Bearer"
         assert (await http.get("/openai/v1/models")).status_code == 401
+        metrics = await http.get("/metrics")  # open unless gateway.auth.protect_metrics
+        assert metrics.status_code == 200
+        assert 'lsd_auth_failures_total{reason="missing"} 2.0' in metrics.text
+        assert 'lsd_auth_failures_total{reason="malformed"} 2.0' in metrics.text
         assert (await http.get("/no/such/route")).status_code == 401
         auth = {"authorization": f"Bearer {token}"}
         ok = await http.post("/inference", json=body, headers={**auth, "lsd-tag-user": "ann", "lsd-tag-team": "header"})
@@ -201,3 +205,14 @@ async def test_http_routes_need_a_key_and_record_its_public_id(database_url: str
     assert [r[0] for r in rows] == [public_id, public_id]
     assert rows[0][1] == {"user": "ann", "team": "body", "tensorzero::api_key_public_id": public_id}
     assert rows[1][1]["user"] == "bob"
+
+
+async def test_protect_metrics(database_url: str) -> None:
+    _, token = create_key(database_url)
+    config = CONFIG.replace(
+        "[gateway.auth]\nenabled = true\n", "[gateway.auth]\nenabled = true\nprotect_metrics = true\n"
+    )
+    async with in_process_gateway(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        assert (await http.get("/metrics")).status_code == 401
+        assert (await http.get("/metrics", headers={"authorization": f"Bearer {token}"})).status_code == 200
+        assert (await http.get("/health")).status_code == 200

@@ -301,6 +301,8 @@ async def test_http_429_names_the_rule_and_makes_no_provider_call(database_url: 
         )
         assert openai.status_code == 429
         assert "rate_limiting.rules[0]" in openai.json()["error"]["message"]
+        metrics = (await http.get("/metrics")).text
+        assert 'lsd_rate_limit_refusals_total{rule="rate_limiting.rules[0]"} 2.0' in metrics
         # A token rule without max_tokens anywhere: 400 naming the field.
         tokens = await http.post("/inference", json={**body, "tags": {"tokens": "x"}})
         assert tokens.status_code == 400

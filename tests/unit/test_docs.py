@@ -21,6 +21,7 @@ def test_every_config_key_is_documented() -> None:
         ROOT / "lsd" / "config" / "loader.py",
         ROOT / "lsd" / "config" / "auth.py",
         ROOT / "lsd" / "config" / "ratelimit.py",
+        ROOT / "lsd" / "config" / "telemetry.py",
         *sorted((ROOT / "lsd" / "providers").rglob("*.py")),
     ]
     missing = {
