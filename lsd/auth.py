@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lsd.config.auth import AuthConfig
-from lsd.errors import Unauthorized
+from lsd.errors import DatabaseUnavailable, Unauthorized
 from lsd.store.database import Database
 from lsd.store.keys import StoredKey, find_key, listen_for_revocations
 
@@ -79,6 +79,7 @@ class AuthService:
         self.failures: Counter[str] = Counter()  # missing, malformed, unknown, disabled, wrong_secret
         self.cache_hits = 0
         self.cache_misses = 0
+        self.stale_hits = 0  # checks answered from an expired entry while PostgreSQL was unreachable
         self._cache: dict[str, _Entry] = {}
         self._ttl_s = config.cache_ttl_ms / 1000
 
@@ -101,11 +102,19 @@ class AuthService:
             key = entry.key
         else:
             self.cache_misses += 1
-            key = await find_key(self.database, public_id)
-            if self.config.cache_enabled and self._ttl_s > 0:
-                if len(self._cache) >= MAX_CACHED:
-                    self._cache.clear()
-                self._cache[public_id] = _Entry(key, self.clock() + self._ttl_s)
+            try:
+                key = await find_key(self.database, public_id)
+            except DatabaseUnavailable:
+                if entry is None:
+                    raise
+                # PostgreSQL is down, so no key can be disabled meanwhile: the last verdict stands.
+                self.stale_hits += 1
+                key = entry.key
+            else:
+                if self.config.cache_enabled and self._ttl_s > 0:
+                    if len(self._cache) >= MAX_CACHED:
+                        self._cache.clear()
+                    self._cache[public_id] = _Entry(key, self.clock() + self._ttl_s)
         if key is None:
             return self._refuse("unknown")
         if not hmac.compare_digest(key.secret_sha256, digest):

@@ -68,6 +68,7 @@ class RateLimitingConfig:
     default_cost: float = 1.0  # the cost reserved before a call, corrected by the real cost afterwards
     lease: float = 0.0  # share of a bucket's capacity a replica may take at once and spend locally; 0 is exact
     lease_ttl_ms: int = 1000  # unspent leased capacity goes back to the shared bucket after this long
+    fail_open: bool = True  # PostgreSQL unreachable: admit without limits (true) or answer 503 (false)
 
 
 def rate_limiting_from(t: Table, *, auth_enabled: bool) -> RateLimitingConfig:
@@ -78,6 +79,7 @@ def rate_limiting_from(t: Table, *, auth_enabled: bool) -> RateLimitingConfig:
         t.error("lease", f"must be <= 0.5 (a share of each bucket's capacity), got {lease}")
         lease = 0.0
     lease_ttl_ms = t.int("lease_ttl_ms", 1000, minimum=1)
+    fail_open = t.bool("fail_open", True)
     raw_rules = t.raw("rules", [])
     rules: list[RuleConfig] = []
     if not isinstance(raw_rules, list):
@@ -92,7 +94,7 @@ def rate_limiting_from(t: Table, *, auth_enabled: bool) -> RateLimitingConfig:
         if rule is not None:
             rules.append(rule)
     t.finish()
-    return RateLimitingConfig(enabled, tuple(rules), default_cost, lease, lease_ttl_ms)
+    return RateLimitingConfig(enabled, tuple(rules), default_cost, lease, lease_ttl_ms, fail_open)
 
 
 def _rule(t: Table, index: int, raw: dict[str, Any], auth_enabled: bool) -> RuleConfig | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lsd.config.ratelimit import Limit, RateLimitingConfig, RuleConfig
-from lsd.errors import InvalidRequest, RateLimited
+from lsd.errors import DatabaseUnavailable, InvalidRequest, RateLimited
 from lsd.ratelimit.rules import LimitRequest, applicable
 from lsd.store.database import Database
 from lsd.store.ratelimit import BucketChange, take
@@ -79,6 +79,7 @@ class RateLimiter:
         self.admitted = 0
         self.round_trips = 0
         self.local_admissions = 0
+        self.failed_open = 0  # requests admitted without limits because PostgreSQL was unreachable
         self._local: dict[BucketId, _Local] = {}
         self._locks: dict[BucketId, asyncio.Lock] = {}
         self._ttl_s = config.lease_ttl_ms / 1000
@@ -114,10 +115,19 @@ class RateLimiter:
                 # One database call per bucket at a time: a replica holds at most one lease of each bucket.
                 for bucket in sorted({n.bucket for n in needs}):
                     await stack.enter_async_context(self._locks.setdefault(bucket, asyncio.Lock()))
-                if not self._spend_locally(needs):
-                    await self._take(needs)
-        else:
+                if self._spend_locally(needs):
+                    return Reservation(self, needs)
+                return await self._take_or_fail_open(needs)
+        return await self._take_or_fail_open(needs)
+
+    async def _take_or_fail_open(self, needs: Sequence[_Need]) -> Reservation | None:
+        try:
             await self._take(needs)
+        except DatabaseUnavailable:
+            if not self.config.fail_open:
+                raise
+            self.failed_open += 1  # admitted unlimited; nothing was taken, so nothing is settled
+            return None
         return Reservation(self, needs)
 
     def _amount(self, limit: Limit, rule: RuleConfig, request: LimitRequest) -> float:

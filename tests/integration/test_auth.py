@@ -14,7 +14,7 @@ import pytest
 
 from lsd.auth import AuthService, new_key, parse_key
 from lsd.config.auth import AuthConfig
-from lsd.errors import Unauthorized
+from lsd.errors import DatabaseUnavailable, Unauthorized
 from lsd.store import keys
 from lsd.store.database import Database
 from tests.support.gateway import in_process_gateway
@@ -216,3 +216,19 @@ async def test_protect_metrics(database_url: str) -> None:
         assert (await http.get("/metrics")).status_code == 401
         assert (await http.get("/metrics", headers={"authorization": f"Bearer {token}"})).status_code == 200
         assert (await http.get("/health")).status_code == 200
+
+
+async def test_a_database_outage_keeps_known_keys_working(database_url: str) -> None:
+    public_id, token = create_key(database_url)
+    database = Database(database_url, min_size=1, max_size=2)
+    await database.open()
+    auth = AuthService(AuthConfig(enabled=True), database)
+    assert (await auth.verify(f"Bearer {token}")).public_id == public_id
+    await database.close()  # PostgreSQL unreachable from now on
+    # No key can be disabled while the database is down: the last verdict stands (not trusted otherwise).
+    assert (await auth.verify(f"Bearer {token}")).public_id == public_id
+    assert auth.stale_hits == 1
+    with pytest.raises(Unauthorized):
+        await auth.verify(f"Bearer {token[:-1]}{'a' if token[-1] != 'a' else 'b'}")
+    with pytest.raises(DatabaseUnavailable):
+        await auth.verify(f"Bearer {new_key().token}")  # never seen: 503, not 401

@@ -12,7 +12,7 @@ import pytest
 
 from lsd.config import parse
 from lsd.config.ratelimit import RateLimitingConfig
-from lsd.errors import InvalidRequest, RateLimited
+from lsd.errors import DatabaseUnavailable, InvalidRequest, RateLimited
 from lsd.ratelimit.limiter import RateLimiter
 from lsd.ratelimit.rules import LimitRequest
 from lsd.store.database import Database
@@ -317,3 +317,17 @@ async def test_http_429_names_the_rule_and_makes_no_provider_call(database_url: 
         tags = conn.execute("SELECT tags FROM chat_inferences ORDER BY id LIMIT 2").fetchall()
     assert calls == (3,)  # the refused requests reached no provider
     assert all(t[0]["user"] == "ann" for t in tags)
+
+
+async def test_a_database_outage_fails_open_or_closed_as_configured(database_url: str) -> None:
+    database = Database(database_url, min_size=1, max_size=2)
+    await database.open()
+    rule = "[[rate_limiting.rules]]\nmodel_inferences_per_hour = 1\nalways = true\n"
+    open_limiter = limiter(database, rule)
+    closed_limiter = limiter(database, "[rate_limiting]\nfail_open = false\n" + rule)
+    assert await open_limiter.acquire(LimitRequest({})) is not None
+    await database.close()
+    assert await open_limiter.acquire(LimitRequest({})) is None  # admitted without limits
+    assert open_limiter.failed_open == 1
+    with pytest.raises(DatabaseUnavailable):
+        await closed_limiter.acquire(LimitRequest({}))
