@@ -92,6 +92,8 @@ def test_key_lifecycle_and_disable_reaches_another_replica_within_a_second(repli
     assert "disabled" in keys_cli(database_url, "list")
     unknown = run_lsd("keys", "disable", "zzzzzzzzzzzz", env={"LSD_DATABASE_URL": database_url})
     assert unknown.returncode == 1 and "no key" in unknown.stderr
+    whole = run_lsd("keys", "disable", token, env={"LSD_DATABASE_URL": database_url})
+    assert whole.returncode == 2 and "public id" in whole.stderr and token not in whole.stderr
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT DISTINCT api_key_public_id FROM chat_inferences").fetchall()
     assert rows == [(public_id,)]

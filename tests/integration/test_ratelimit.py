@@ -289,6 +289,8 @@ async def test_http_429_names_the_rule_and_makes_no_provider_call(database_url: 
         # The header tag counts like a body tag.
         header = {"lsd-tag-user": "ann"}
         assert (await http.post("/inference", json={**body, "tags": {}}, headers=header)).status_code == 200
+        streamed = await http.post("/inference", json={**body, "stream": True})
+        assert streamed.status_code == 429 and streamed.json()["rule"] == "rate_limiting.rules[0]"
         refused = await http.post("/inference", json=body)
         assert refused.status_code == 429
         assert refused.json()["rule"] == "rate_limiting.rules[0]"
@@ -302,7 +304,7 @@ async def test_http_429_names_the_rule_and_makes_no_provider_call(database_url: 
         assert openai.status_code == 429
         assert "rate_limiting.rules[0]" in openai.json()["error"]["message"]
         metrics = (await http.get("/metrics")).text
-        assert 'lsd_rate_limit_refusals_total{rule="rate_limiting.rules[0]"} 2.0' in metrics
+        assert 'lsd_rate_limit_refusals_total{rule="rate_limiting.rules[0]"} 3.0' in metrics
         # A token rule without max_tokens anywhere: 400 naming the field.
         tokens = await http.post("/inference", json={**body, "tags": {"tokens": "x"}})
         assert tokens.status_code == 400
