@@ -56,6 +56,7 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                     *maintenance_jobs(config.gateway.observability, rt.database, rt.metrics),
                     Job("metrics", METRICS_FLUSH_INTERVAL_S, _sampler(rt.metrics)),
                     *access_jobs(rt.auth, rt.limiter),
+                    Job("batch_poller", config.gateway.batch.poll_interval_s, rt.batches.poll_pending),
                 ]
             )
             await jobs.open()
@@ -69,6 +70,7 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                 yield AppState(
                     config=config,
                     engine=rt.engine,
+                    batches=rt.batches,
                     embedder=rt.embedder,
                     feedback=rt.feedback,
                     database=rt.database,

@@ -1,4 +1,4 @@
-"""The `lsd` command line: serve, migrate, config check, doctor, stats, evaluate, keys, localdb."""
+"""The `lsd` command line: serve, migrate, config check, doctor, stats, evaluate, batch, keys, localdb."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import uvloop
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
-from lsd import __version__, keys_cli
+from lsd import __version__, batch_cli, keys_cli
 from lsd.app import build_app
 from lsd.config import load
 from lsd.config.model import Config
@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate_cli.add_parser(sub)
     keys_cli.add_parser(sub)
+    batch_cli.add_parser(sub)
 
     local = sub.add_parser("localdb", help="a local PostgreSQL for development (used by `make run`)")
     local_sub = local.add_subparsers(dest="localdb_command", required=True, metavar="SUBCOMMAND")
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             return evaluate_cli.run(args)
         if args.command == "keys":
             return keys_cli.run(args)
+        if args.command == "batch":
+            return batch_cli.run(args)
         return _localdb(args)
     except CliExit as exc:
         sys.stderr.write(f"lsd: {exc.message}\n")

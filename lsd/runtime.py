@@ -13,6 +13,7 @@ from lsd import __version__
 from lsd.auth import AuthService
 from lsd.config.model import Config
 from lsd.feedback import FeedbackService
+from lsd.inference.batch import BatchService
 from lsd.inference.embeddings import Embedder
 from lsd.inference.models import ModelTable
 from lsd.inference.run import Engine
@@ -54,6 +55,7 @@ class Runtime:
     transport: Transport
     recent: RecentInferences
     engine: Engine
+    batches: BatchService
     feedback: FeedbackService
     embedder: Embedder
     auth: AuthService
@@ -164,6 +166,7 @@ async def open_runtime(
             transport=transport,
             recent=recent,
             engine=engine,
+            batches=BatchService(engine, database, config.gateway.batch.poll_interval_s),
             feedback=FeedbackService(
                 config=config, database=database, recent=recent, recorder=writer, metrics=metrics, tracing=tracing
             ),

@@ -7,6 +7,7 @@ from typing import TypedDict
 from lsd.auth import AuthService
 from lsd.config.model import Config
 from lsd.feedback import FeedbackService
+from lsd.inference.batch import BatchService
 from lsd.inference.embeddings import Embedder
 from lsd.inference.run import Engine
 from lsd.ratelimit.limiter import RateLimiter
@@ -18,6 +19,7 @@ from lsd.telemetry.metrics import Metrics
 class AppState(TypedDict):
     config: Config
     engine: Engine
+    batches: BatchService
     embedder: Embedder
     feedback: FeedbackService
     database: Database

@@ -13,6 +13,7 @@ from lsd.config.evaluations import evaluation_from
 from lsd.config.functions import function_from, model_from, tool_from
 from lsd.config.metrics import metric_from
 from lsd.config.model import (
+    BatchConfig,
     BatchWritesConfig,
     Config,
     DatabaseConfig,
@@ -106,6 +107,9 @@ def _gateway(t: Table) -> GatewayConfig:
         partitions_ahead_days=db.int("partitions_ahead_days", 7, minimum=1),
     )
     db.finish()
+    batch_table = t.table("batch")
+    batch_config = BatchConfig(poll_interval_s=batch_table.float("poll_interval_s", 30.0, minimum=0.1))
+    batch_table.finish()
     bind = t.str("bind_address", "127.0.0.1:3000")
     if isinstance(bind, str) and ":" not in bind:
         t.error("bind_address", f"expected HOST:PORT, got {bind!r}")
@@ -121,6 +125,7 @@ def _gateway(t: Table) -> GatewayConfig:
         max_header_bytes=t.int("max_header_bytes", 16 * 1024, minimum=1024),
         request_timeout_s=t.float("request_timeout_s", 300.0, minimum=0),
         trusted_proxies=_networks(t, "trusted_proxies"),
+        batch=batch_config,
         metrics=metrics_from(t.table("metrics")),  # telemetry: [gateway.metrics]
         otlp_traces=otlp_traces_from(t.table("export")),  # telemetry: [gateway.export.otlp.traces]
     )

@@ -74,6 +74,11 @@ class OtlpTracesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchConfig:
+    poll_interval_s: float = 30.0  # a provider batch is polled at most this often, however many ask
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     bind_address: str = "127.0.0.1:3000"
     max_body_bytes: int = 10 * 1024 * 1024
@@ -87,6 +92,7 @@ class GatewayConfig:
     request_timeout_s: float = 300.0  # until the response starts; 0 turns it off
     # Peers whose X-Forwarded-For/-Proto are believed (networks, e.g. "10.0.0.0/8"); others' are ignored.
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    batch: BatchConfig = field(default_factory=BatchConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     otlp_traces: OtlpTracesConfig = field(default_factory=OtlpTracesConfig)
 
