@@ -1,6 +1,6 @@
 """Auth and rate limiting with real `lsd serve` processes sharing one database: the key lifecycle through the
 CLI, a disabled key refused by another replica within a second, the multi-replica limit with its bounded
-overshoot, and no secret in any table or log."""
+overshoot, and no secret in any table, log or exported trace."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import aiohttp
 import httpx
 import psycopg
 import pytest
+from aiohttp import web
 from psycopg import sql
 
+from lsd.store.local import free_port
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.gateway import Daemon, run_lsd
 
@@ -145,15 +147,39 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
     await server.stop()
 
 
-async def test_no_secret_in_any_table_or_log(
-    fake: FakeOpenAI, tmp_path: Path, database_url: str, replicas: Start
+@pytest.fixture
+async def collector() -> AsyncIterator[tuple[list[bytes], str]]:
+    """An OTLP/HTTP trace collector keeping each export's raw body (strings sit in protobuf as UTF-8)."""
+    bodies: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield bodies, f"http://127.0.0.1:{port}/v1/traces"
+    await runner.cleanup()
+
+
+async def test_no_secret_in_any_table_log_or_trace(
+    fake: FakeOpenAI, collector: tuple[list[bytes], str], database_url: str, replicas: Start
 ) -> None:
     token = keys_cli(database_url, "create").strip()
     secret = token.split("-")[3]
+    traces, endpoint = collector
     config = (
         AUTH
         + BASE
         + f"""
+[gateway.export.otlp.traces]
+enabled = true
+endpoint = "{endpoint}"
+include_content = true
 [models.gpt]
 routing = ["openai"]
 [models.gpt.providers.openai]
@@ -169,7 +195,8 @@ type = "chat_completion"
 model = "gpt"
 """
     )
-    (daemon,) = await asyncio.to_thread(replicas, 1, config, {"FAKE_OPENAI_KEY": PROVIDER_KEY})
+    env = {"FAKE_OPENAI_KEY": PROVIDER_KEY, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    (daemon,) = await asyncio.to_thread(replicas, 1, config, env)
     headers = {"authorization": f"Bearer {token}", "cookie": COOKIE, "lsd-tag-user": "ann"}
     body = {
         "function_name": "gpt",
@@ -190,10 +217,13 @@ model = "gpt"
     assert fake.requests and all(r.headers["Authorization"] == f"Bearer {PROVIDER_KEY}" for r in fake.requests)
     needles = (PROVIDER_KEY, token, secret, "COOKIE-SECRET")
     hits = await asyncio.to_thread(scan_tables, database_url, needles)
-    assert daemon.terminate() == 0
+    assert await asyncio.to_thread(daemon.terminate) == 0  # the last spans are exported at shutdown
     log = daemon.log()
     assert hits == []
     assert [n for n in needles if n in log] == []
+    exported = b"".join(traces)
+    assert b"gen_ai" in exported and b"hello" in exported  # spans, with the prompt, did arrive
+    assert [n for n in needles if n.encode() in exported] == []
 
 
 def scan_tables(database_url: str, needles: tuple[str, ...]) -> list[tuple[str, str]]:
