@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import openai
 import psycopg
 import pytest
 from aiohttp import web
@@ -80,6 +81,15 @@ def test_key_lifecycle_and_disable_reaches_another_replica_within_a_second(repli
     a, b = replicas(2, AUTH + BASE)
     auth = {"authorization": f"Bearer {token}"}
     body = {"function_name": "chat", "input": MESSAGE}
+    # The OpenAI SDK sends its api_key as the bearer token.
+    with openai.OpenAI(api_key=token, base_url=f"{a.base_url}/openai/v1", max_retries=0) as sdk:
+        answer = sdk.chat.completions.create(model="lsd::function_name::chat", messages=MESSAGE["messages"])
+        assert answer.choices[0].message.content
+    with (
+        openai.OpenAI(api_key="sk-not-an-lsd-key", base_url=f"{a.base_url}/openai/v1", max_retries=0) as wrong,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        wrong.models.list()
     for daemon in (a, b):
         assert httpx.post(f"{daemon.base_url}/inference", json=body, headers=auth).status_code == 200
         assert httpx.post(f"{daemon.base_url}/inference", json=body).status_code == 401
@@ -98,7 +108,7 @@ def test_key_lifecycle_and_disable_reaches_another_replica_within_a_second(repli
     assert whole.returncode == 2 and "public id" in whole.stderr and token not in whole.stderr
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT DISTINCT api_key_public_id FROM chat_inferences").fetchall()
-    assert rows == [(public_id,)]
+    assert rows == [(public_id,)]  # the SDK's inference included
 
 
 async def _burst(daemons: list[Daemon], total: int) -> tuple[int, int, float]:
