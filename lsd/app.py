@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 from lsd.api.access_log import AccessLog
 from lsd.api.direct import DirectRoutes
 from lsd.api.errors import handle_lsd_error, handle_not_found
+from lsd.api.guard import Guard
 from lsd.api.routes import ROUTES
 from lsd.api.state import AppState
 from lsd.api.tracing import TraceContext
@@ -22,6 +23,7 @@ from lsd.config.model import Config
 from lsd.errors import LsdError
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
+from lsd.jobs.access import access_jobs
 from lsd.jobs.maintenance import maintenance_jobs
 from lsd.jobs.runner import Job, JobRunner
 from lsd.runtime import open_runtime
@@ -54,6 +56,7 @@ def build_app(config: Config, database_url: str | DatabaseUrls, *, models: Model
                     Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(rt.database, ahead)),
                     *maintenance_jobs(config.gateway.observability, rt.database, rt.metrics),
                     Job("metrics", METRICS_FLUSH_INTERVAL_S, _sampler(rt.metrics)),
+                    *access_jobs(rt.auth, rt.limiter),
                     Job("batch_poller", config.gateway.batch.poll_interval_s, rt.batches.poll_pending),
                 ]
             )
@@ -73,6 +76,8 @@ def build_app(config: Config, database_url: str | DatabaseUrls, *, models: Model
                     feedback=rt.feedback,
                     database=rt.database,
                     writer=rt.writer,
+                    auth=rt.auth,
+                    limiter=rt.limiter,
                     metrics=rt.metrics,
                 )
             finally:
@@ -85,8 +90,8 @@ def build_app(config: Config, database_url: str | DatabaseUrls, *, models: Model
         middleware.append(Middleware(TraceContext))
     return Starlette(
         routes=ROUTES,
-        # DirectRoutes innermost: POST /inference skips the router but not the middleware above it.
-        middleware=[*middleware, Middleware(DirectRoutes)],
+        # DirectRoutes innermost: POST /inference skips the router but not the middleware above it (the Guard).
+        middleware=[*middleware, Middleware(Guard, gateway=config.gateway), Middleware(DirectRoutes)],
         lifespan=lifespan,
         exception_handlers={LsdError: handle_lsd_error, HTTPException: handle_not_found},
     )

@@ -1,4 +1,4 @@
-"""The `lsd` command line: serve, migrate, config check, doctor, stats, evaluate, batch, localdb."""
+"""The `lsd` command line: serve, migrate, config check, doctor, stats, evaluate, batch, keys, localdb."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import uvloop
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
-from lsd import __version__, batch_cli
+from lsd import __version__, batch_cli, keys_cli
 from lsd.app import build_app
 from lsd.config import load
 from lsd.config.model import Config
@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     refresh.add_argument("--config", default=None, help="config file (for gateway.database settings)")
 
     evaluate_cli.add_parser(sub)
+    keys_cli.add_parser(sub)
     batch_cli.add_parser(sub)
 
     local = sub.add_parser("localdb", help="a local PostgreSQL for development (used by `make run`)")
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             return _doctor(args)
         if args.command == "evaluate":
             return evaluate_cli.run(args)
+        if args.command == "keys":
+            return keys_cli.run(args)
         if args.command == "batch":
             return batch_cli.run(args)
         return _localdb(args)
@@ -174,6 +177,8 @@ def _serve(args: argparse.Namespace) -> int:
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     hconfig.keep_alive_timeout = 75
+    hconfig.h11_max_incomplete_size = config.gateway.max_header_bytes  # the request line and headers
+    hconfig.h2_max_header_list_size = config.gateway.max_header_bytes
     hconfig.worker_class = "uvloop"
     log.info("lsd %s serving %s on http://%s", __version__, args.config, hconfig.bind[0])
     if args.workers > 1:

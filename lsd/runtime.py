@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from lsd import __version__
+from lsd.auth import AuthService
 from lsd.config.model import Config
 from lsd.feedback import FeedbackService
 from lsd.inference.batch import BatchService
@@ -19,6 +20,7 @@ from lsd.inference.run import Engine
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
 from lsd.providers.transport import Transport
+from lsd.ratelimit.limiter import RateLimiter
 from lsd.store import admin, migrate
 from lsd.store.database import Database, DatabaseUrls, connect_with_retry
 from lsd.store.recent import RecentInferences
@@ -57,6 +59,8 @@ class Runtime:
     batches: BatchService
     feedback: FeedbackService
     embedder: Embedder
+    auth: AuthService
+    limiter: RateLimiter
     metrics: Metrics
     tracing: Tracing | None
 
@@ -81,6 +85,25 @@ def build_tracing(config: Config) -> Tracing | None:
         extra_headers=traces.extra_headers,
         include_content=traces.include_content,
     )
+
+
+def access_sampler(metrics: Metrics, auth: AuthService, limiter: RateLimiter) -> Callable[[], None]:
+    """Moves the auth failures and rate-limit refusals counted since the last sample into the metrics (the
+    request path only adds to plain Counters)."""
+    exported: dict[tuple[str, str], int] = {}
+
+    def sample() -> None:
+        for kind, counts, counter in (
+            ("auth", auth.failures, metrics.auth_failures),
+            ("limit", limiter.refusals, metrics.rate_limit_refusals),
+        ):
+            for label, count in list(counts.items()):
+                new = count - exported.get((kind, label), 0)
+                if new > 0:
+                    counter.labels(label).inc(new)
+                    exported[(kind, label)] = count
+
+    return sample
 
 
 @contextlib.asynccontextmanager
@@ -126,6 +149,9 @@ async def open_runtime(
         await writer.open()
         await transport.open()
         recent = RecentInferences()
+        limiter = RateLimiter(config.rate_limiting, database)
+        auth = AuthService(config.gateway.auth, database)
+        metrics.add_sampler(access_sampler(metrics, auth, limiter))
         engine = Engine(
             config=config,
             models=model_table,
@@ -134,6 +160,7 @@ async def open_runtime(
             database=database,
             templates=compiled,
             recent=recent,
+            limiter=limiter,
             telemetry=InferenceTelemetry(metrics, tracing),
         )
         yield Runtime(
@@ -148,9 +175,13 @@ async def open_runtime(
                 config=config, database=database, recent=recent, recorder=writer, metrics=metrics, tracing=tracing
             ),
             embedder=Embedder(config=config, models=embedding_table, transport=transport, recorder=writer),
+            auth=auth,
+            limiter=limiter,
             metrics=metrics,
             tracing=tracing,
         )
+        if limiter.active:
+            await limiter.flush(everything=True)  # leased capacity goes back for the other replicas
     finally:
         await writer.close()
         metrics.flush()  # a worker's last counts reach the multiprocess files before it exits

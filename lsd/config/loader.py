@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
 
+from lsd.config.auth import auth_from
 from lsd.config.evaluations import evaluation_from
 from lsd.config.functions import function_from, model_from, tool_from
 from lsd.config.metrics import metric_from
@@ -18,6 +20,7 @@ from lsd.config.model import (
     GatewayConfig,
     ObservabilityConfig,
 )
+from lsd.config.ratelimit import rate_limiting_from
 from lsd.config.reader import ErrorSink, Table
 from lsd.config.telemetry import metrics_from, otlp_traces_from
 from lsd.errors import ConfigError
@@ -54,6 +57,7 @@ def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
     functions = {name: function_from(name, t, models, tools) for name, t in root.subtables("functions")}
     metrics = {name: metric_from(name, t) for name, t in root.subtables("metrics")}
     evaluations = {name: evaluation_from(name, t, functions) for name, t in root.subtables("evaluations")}
+    rate_limiting = rate_limiting_from(root.table("rate_limiting"), auth_enabled=gateway.auth.enabled)
     root.finish()
     if sink.errors:
         raise ConfigError(sink.errors)
@@ -65,6 +69,7 @@ def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
         embedding_models=embedding_models,
         metrics=metrics,
         evaluations=evaluations,
+        rate_limiting=rate_limiting,
         source_text=text,
         source_hash=hashlib.sha256(text.encode()).hexdigest(),
         path=path,
@@ -115,9 +120,25 @@ def _gateway(t: Table) -> GatewayConfig:
         graceful_timeout_s=t.float("graceful_timeout_s", 30.0, minimum=0),
         observability=observability,
         database=database,
+        auth=auth_from(t.table("auth")),
+        max_json_depth=t.int("max_json_depth", 64, minimum=1),
+        max_header_count=t.int("max_header_count", 100, minimum=1),
+        max_header_bytes=t.int("max_header_bytes", 16 * 1024, minimum=1024),
+        request_timeout_s=t.float("request_timeout_s", 300.0, minimum=0),
+        trusted_proxies=_networks(t, "trusted_proxies"),
         batch=batch_config,
         metrics=metrics_from(t.table("metrics")),  # telemetry: [gateway.metrics]
         otlp_traces=otlp_traces_from(t.table("export")),  # telemetry: [gateway.export.otlp.traces]
     )
     t.finish()
     return gateway
+
+
+def _networks(t: Table, key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    out = []
+    for i, value in enumerate(t.str_list(key, ())):
+        try:
+            out.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            t.error(f"{key}[{i}]", f"not an IP address or network: {value!r}")
+    return tuple(out)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from lsd.config.auth import AuthConfig
+from lsd.config.ratelimit import RateLimitingConfig
 from lsd.types import InferenceParams
 
 if TYPE_CHECKING:
@@ -83,6 +86,13 @@ class GatewayConfig:
     graceful_timeout_s: float = 30.0
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    max_json_depth: int = 64
+    max_header_count: int = 100
+    max_header_bytes: int = 16 * 1024
+    request_timeout_s: float = 300.0  # until the response starts; 0 turns it off
+    # Peers whose X-Forwarded-For/-Proto are believed (networks, e.g. "10.0.0.0/8"); others' are ignored.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     batch: BatchConfig = field(default_factory=BatchConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     otlp_traces: OtlpTracesConfig = field(default_factory=OtlpTracesConfig)
@@ -186,6 +196,7 @@ class Config:
     embedding_models: Mapping[str, ModelConfig] = field(default_factory=dict)
     metrics: Mapping[str, MetricConfig] = field(default_factory=dict)
     evaluations: Mapping[str, EvaluationConfig] = field(default_factory=dict)
+    rate_limiting: RateLimitingConfig = field(default_factory=RateLimitingConfig)
     source_text: str = ""
     source_hash: str = ""
     path: Path | None = None

@@ -111,13 +111,21 @@ class BatchPoll:
     errors: tuple[str, ...] = ()
 
 
-SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"})
+SECRET_HEADERS = frozenset(
+    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization", "cookie", "set-cookie"}
+)
 REDACTED = "[REDACTED]"
+LSD_KEY_PREFIX = "sk-lsd-"  # an LSD API key (lsd.auth) is redacted wherever it appears in a header value
+
+
+def is_secret_header(name: str, value: str | None) -> bool:
+    lower = name.lower()
+    return lower in SECRET_HEADERS or "token" in lower or (value is not None and LSD_KEY_PREFIX in value)
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Headers as stored in rows: every credential-bearing header replaced by [REDACTED]."""
-    return {k: (REDACTED if k.lower() in SECRET_HEADERS or "token" in k.lower() else v) for k, v in headers.items()}
+    return {k: (REDACTED if is_secret_header(k, v) else v) for k, v in headers.items()}
 
 
 _STATUS_KINDS = {

@@ -2,11 +2,12 @@
 descriptions.
 
 Three URLs, from the environment (see docs/deployment.md):
-- `LSD_DATABASE_URL`, the primary: every write, the feedback target checks, the inference cache, and every read
-  that must see what was just written (`Database.pool`).
+- `LSD_DATABASE_URL`, the primary: every write, API key checks, rate limits, the feedback target checks, the
+  inference cache, and every read that must see what was just written (`Database.pool`).
 - `LSD_READ_DATABASE_URL` (optional), a replica: the query API, evaluation run reads, statistics reads.
 - `LSD_SESSION_DATABASE_URL` (optional, default the primary): connections that hold session state (advisory
-  locks of the jobs and migrations); behind a transaction-mode PgBouncer it must reach PostgreSQL directly.
+  locks of the jobs and migrations, the API-key revocation LISTEN); behind a transaction-mode PgBouncer it must reach
+  PostgreSQL directly.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ The request path (inference, cache, feedback and its target check, list_inferenc
 PgBouncer with `prepared_statements = false`; the statistics and partition jobs and migrations take session
 advisory locks on LSD_SESSION_DATABASE_URL, straight to PostgreSQL. SIGTERM still flushes every accepted row.
 
-Auth revocation and rate limits through PgBouncer: added with the API-key work (issue 6).
+API keys (checked in the database through PgBouncer; revocations heard by a LISTEN on the session URL) and rate
+limits (atomic bucket updates through PgBouncer) work the same way.
 """
 
 from __future__ import annotations
@@ -189,3 +190,63 @@ def test_migrate_through_pgbouncer_takes_its_lock_on_the_session_url(
     assert result.returncode == 0, result.stderr
     assert _count(empty_database_url, "SELECT count(*) FROM schema_migrations") >= 3
     assert _count(empty_database_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+
+
+AUTH_CONFIG = """
+[gateway.database]
+prepared_statements = false
+
+[gateway.auth]
+enabled = true
+[gateway.auth.cache]
+ttl_ms = 600000
+
+[rate_limiting]
+lease = 0
+
+[[rate_limiting.rules]]
+always = true
+model_inferences_per_minute = { capacity = 8, refill_rate = 1 }
+scope = [{ api_key_public_id = "lsd::each" }]
+
+[models.echo]
+routing = ["dummy"]
+[models.echo.providers.dummy]
+type = "dummy"
+model_name = "echo"
+
+[functions.chat]
+type = "chat"
+[functions.chat.variants.only]
+type = "chat_completion"
+model = "echo"
+"""
+
+
+def test_api_keys_revocation_and_rate_limits_through_pgbouncer(
+    bouncer: PgBouncer, database_url: str, tmp_path: Path
+) -> None:
+    env = {"LSD_DATABASE_URL": bouncer.url(database_url), "LSD_SESSION_DATABASE_URL": database_url}
+    created = run_lsd("keys", "create", "--description", "through pgbouncer", env=env)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    public_id = token.split("-")[2]
+    path = tmp_path / "auth.toml"
+    path.write_text(AUTH_CONFIG)
+    daemon = Daemon(path, bouncer.url(database_url), env={"LSD_SESSION_DATABASE_URL": database_url})
+    try:
+        daemon.wait_ready()
+        body = {"function_name": "chat", "input": {"messages": [{"role": "user", "content": "hi"}]}}
+        auth = {"authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=daemon.base_url, timeout=30) as http:
+            assert http.post("/inference", json=body).status_code == 401
+            # The bucket holds 8: the 9th request within the minute is refused (one bucket update each, pooled).
+            codes = [http.post("/inference", json=body, headers=auth).status_code for _ in range(9)]
+            assert codes == [200] * 8 + [429], daemon.log()
+            # Disabled through PgBouncer; the NOTIFY reaches the listener on the direct session connection.
+            disabled = run_lsd("keys", "disable", public_id, env=env)
+            assert disabled.returncode == 0, disabled.stderr
+            assert _eventually(lambda: http.post("/inference", json=body, headers=auth).status_code == 401, 5)
+        assert "prepared statement" not in daemon.log()
+    finally:
+        daemon.terminate()
