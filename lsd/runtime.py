@@ -170,7 +170,7 @@ async def open_runtime(
             transport=transport,
             recent=recent,
             engine=engine,
-            batches=BatchService(engine, database, config.gateway.batch.poll_interval_s),
+            batches=BatchService(engine, database, config.gateway.batch.poll_interval_s, tracing=tracing),
             feedback=FeedbackService(
                 config=config, database=database, recent=recent, recorder=writer, metrics=metrics, tracing=tracing
             ),

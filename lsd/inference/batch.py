@@ -28,6 +28,7 @@ from lsd.inference.run import Engine, Prepared
 from lsd.providers.base import BatchPoll, CallContext, KeyLocation, Provider
 from lsd.store import batch as store
 from lsd.store.database import Database
+from lsd.telemetry.tracing import Clock, Tracing
 from lsd.types import ProviderRequest
 
 log = logging.getLogger("lsd.batch")
@@ -57,6 +58,15 @@ class BatchService:
     engine: Engine
     database: Database
     poll_interval_s: float
+    tracing: Tracing | None = None
+
+    def _span(self, name: str, started: float, attributes: dict[str, Any], error: str | None = None) -> None:
+        """Telemetry: a `batch_submit` or `batch_poll` span (provider, model, batch id and status; no content)."""
+        tracing = self.tracing
+        if tracing is not None and tracing.is_open:
+            clock = Clock()
+            end = clock.ns(time.perf_counter())
+            tracing.record_span(name, tracing.parent(), clock.ns(started), end, attributes, error=error)
 
     # -- submission -----------------------------------------------------------------------------------------
 
@@ -115,7 +125,23 @@ class BatchService:
         if request.dryrun:
             return submitted
         ctx = CallContext(transport=self.engine.transport, credentials=request.credentials)
-        start = await provider.start_batch([(str(p.inference_id), r) for p, r, _ in prepared], ctx)
+        started = time.perf_counter()
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": provider.type_name,
+            "gen_ai.request.model": model.name,
+            "lsd.batch_id": str(batch_id),
+            "lsd.function_name": function.name,
+            "lsd.variant_name": variant.name,
+            "lsd.model_provider_name": provider.name,
+            "lsd.batch_size": len(prepared),
+        }
+        try:
+            start = await provider.start_batch([(str(p.inference_id), r) for p, r, _ in prepared], ctx)
+        except ProviderError as exc:
+            self._span("batch_submit", started, attributes, error=exc.message)
+            raise
+        self._span("batch_submit", started, {**attributes, "lsd.provider_batch_id": start.provider_batch_id})
         created = time_of(batch_id)
         row = store.BatchRow(
             id=batch_id,
@@ -180,18 +206,31 @@ class BatchService:
         row = await store.claim_poll(self.database, batch_id, self.poll_interval_s)
         if row is None or row.provider_batch_id is None:
             return False
+        started = time.perf_counter()
+        attributes: dict[str, Any] = {
+            "gen_ai.system": row.provider_type,
+            "gen_ai.request.model": row.model_name,
+            "lsd.batch_id": str(batch_id),
+            "lsd.provider_batch_id": row.provider_batch_id,
+            "lsd.function_name": row.function_name,
+        }
         try:
             provider = self._provider(row)
             ctx = CallContext(transport=self.engine.transport)
             state = await provider.poll_batch(row.provider_batch_id, row.provider_data or {}, ctx)
         except (ProviderError, NotFound) as exc:
             log.warning("polling batch %s (%s) failed: %s", batch_id, row.provider_batch_id, exc.message)
+            self._span("batch_poll", started, attributes, error=exc.message)
             return False
+        attributes["lsd.batch_status"] = state.status
         if state.status == "pending":
             event = self._event(row, state)
             await store.record_progress(self.database, batch_id, event)
+            self._span("batch_poll", started, attributes)
             return False
-        return await self._complete(row, state)
+        recorded = await self._complete(row, state)
+        self._span("batch_poll", started, {**attributes, "lsd.results_recorded": recorded})
+        return recorded
 
     def _event(self, row: store.BatchRow, state: BatchPoll, errors: Any = None) -> store.BatchEvent:
         event_id = uuid7()

@@ -301,3 +301,52 @@ def test_tracing_off_builds_nothing() -> None:
     on = parse(text, base_dir=ROOT)
     assert build_tracing(on) is not None
     assert TraceContext in [m.cls for m in build_app(on, "postgresql://unused").user_middleware]
+
+
+BATCH_CONFIG = """
+[gateway.batch]
+poll_interval_s = 0.1
+
+[models.slow_echo]
+routing = ["dummy"]
+
+[models.slow_echo.providers.dummy]
+type = "dummy"
+model_name = "echo"
+batch_delay_ms = 0
+
+[functions.classify]
+type = "chat"
+
+[functions.classify.variants.a]
+type = "chat_completion"
+model = "slow_echo"
+"""
+
+
+async def test_batch_submission_and_polls_are_spans(receiver: tuple[Receiver, str], database_url: str) -> None:
+    rx, endpoint = receiver
+    text = config(endpoint) + BATCH_CONFIG
+    async with in_process_gateway(text, database_url) as base_url, httpx.AsyncClient() as http:
+        r = await http.post(
+            f"{base_url}/batch_inference",
+            json={"function_name": "classify", "inputs": [MESSAGE, MESSAGE]},
+            headers={"traceparent": TRACEPARENT},
+        )
+        assert r.status_code == 200, r.text
+        batch_id = r.json()["batch_id"]
+        [submit] = await rx.wait_for(lambda s: s.name == "batch_submit")
+        assert submit.trace_id == TRACE_ID and submit.parent_id == PARENT_ID
+        assert submit.attributes["lsd.batch_id"] == batch_id
+        assert submit.attributes["lsd.batch_size"] == 2
+        assert submit.attributes["gen_ai.system"] == "dummy"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = (await http.get(f"{base_url}/batch_inference/{batch_id}")).json()["status"]
+            if status == "completed":
+                break
+            await asyncio.sleep(0.1)
+        polls = await rx.wait_for(lambda s: s.name == "batch_poll" and s.attributes.get("lsd.results_recorded"))
+        assert polls[0].attributes["lsd.batch_status"] == "completed"
+        assert polls[0].attributes["lsd.batch_id"] == batch_id
+        assert not any("private prompt" in str(s.attributes) for s in rx.spans)
