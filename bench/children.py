@@ -161,9 +161,20 @@ def process_tree(pid: int) -> list[int]:
 
 def rss_kib(pid: int) -> int:
     """The resident set size of one process (VmRSS of /proc/<pid>/status), in KiB; 0 if it is gone."""
+    return status_kib(pid, "VmRSS")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The highest resident set size the process has had (VmHWM, its high-water mark), in KiB; 0 if it is gone."""
+    return status_kib(pid, "VmHWM")
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A `kB` field of /proc/<pid>/status, in KiB; 0 if the process is gone."""
+    prefix = key + ":"
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(prefix):
                 return int(line.split()[1])
     except OSError:
         pass

@@ -59,8 +59,13 @@ class LoadResult:
     mean_ms: float
     warmup_ok: int = 0  # open loop: 2xx answers during the warm-up, not in the numbers above
     schedule_p50_ms: float | None = None  # open loop: latency from the due time, not the send time
+    schedule_p90_ms: float | None = None
     schedule_p99_ms: float | None = None
     lag_p99_ms: float | None = None  # open loop: how late the generator sent (p99)
+    stream: bool = False  # open loop: SSE answers; the p* above are then the time to the end of the stream
+    ttft_p50_ms: float | None = None  # streaming: from the send to the first `data:` line received
+    ttft_p90_ms: float | None = None
+    ttft_p99_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,17 +157,24 @@ def closed_loop(url: str, body: bytes, *, connections: int, duration_s: float, s
     return run_async(_closed_loop(url, body, connections, duration_s))
 
 
-async def open_loop(url: str, body: bytes, *, rate: float, duration_s: float, warmup_s: float) -> LoadResult:
+async def open_loop(
+    url: str, body: bytes, *, rate: float, duration_s: float, warmup_s: float, stream: bool = False
+) -> LoadResult:
     """Request i is due at start + i / rate, whether or not earlier ones have been answered.
 
     The latencies reported are from the moment each request is sent; `schedule_*` are from its due time, so
     they also hold the generator's own lateness (`lag_p99_ms`: uvloop's timers tick in milliseconds). The
-    first `warmup_s` seconds are sent at the same rate but left out (their 2xx answers are in `warmup_ok`)."""
+    first `warmup_s` seconds are sent at the same rate but left out (their 2xx answers are in `warmup_ok`).
+
+    With `stream` the body asks for server-sent events: the answer is read line by line, `ttft_*` run from
+    the send to the first `data:` line, and the latencies to the end of the stream. A 2xx answer without any
+    `data:` line counts as an error."""
     clock = time.perf_counter
     warmup_count = int(warmup_s * rate)
     total = warmup_count + int(duration_s * rate)
     latencies: list[float] = []
     from_due: list[float] = []
+    firsts: list[float] = []
     lags: list[float] = []
     errors = 0
     warmup_ok = 0
@@ -177,10 +189,16 @@ async def open_loop(url: str, body: bytes, *, rate: float, duration_s: float, wa
         async def one(due: float, measured: bool) -> None:
             nonlocal errors, warmup_ok, last_done
             sent = clock()
+            first = 0.0
             try:
                 async with session.post(url, data=body) as reply:
-                    await reply.read()
-                    good = 200 <= reply.status < 300
+                    if stream:
+                        async for line in reply.content:
+                            if not first and line.startswith(b"data:"):
+                                first = clock()
+                    else:
+                        await reply.read()
+                    good = 200 <= reply.status < 300 and (first > 0 or not stream)
             except (aiohttp.ClientError, TimeoutError):
                 good = False
             done = clock()
@@ -192,6 +210,8 @@ async def open_loop(url: str, body: bytes, *, rate: float, duration_s: float, wa
             if good:
                 latencies.append(done - sent)
                 from_due.append(done - due)
+                if stream:
+                    firsts.append(first - sent)
             else:
                 errors += 1
 
@@ -205,16 +225,27 @@ async def open_loop(url: str, body: bytes, *, rate: float, duration_s: float, wa
             task.add_done_callback(pending.discard)
         await asyncio.gather(*pending)
     seconds = max(last_done - (start + warmup_count / rate), 1e-9)
-    result = _summary("open loop (aiohttp)", None, rate, seconds, latencies, errors)
+    tool = "open loop (aiohttp, streaming)" if stream else "open loop (aiohttp)"
+    result = _summary(tool, None, rate, seconds, latencies, errors)
     from_due.sort()
     lags.sort()
+    firsts.sort()
     return replace(
         result,
         warmup_ok=warmup_ok,
-        schedule_p50_ms=round(percentile(from_due, 50) * 1000, 3),
-        schedule_p99_ms=round(percentile(from_due, 99) * 1000, 3),
-        lag_p99_ms=round(percentile(lags, 99) * 1000, 3),
+        schedule_p50_ms=_ms(from_due, 50),
+        schedule_p90_ms=_ms(from_due, 90),
+        schedule_p99_ms=_ms(from_due, 99),
+        lag_p99_ms=_ms(lags, 99),
+        stream=stream,
+        ttft_p50_ms=_ms(firsts, 50) if stream else None,
+        ttft_p90_ms=_ms(firsts, 90) if stream else None,
+        ttft_p99_ms=_ms(firsts, 99) if stream else None,
     )
+
+
+def _ms(sorted_values: list[float], p: float) -> float:
+    return round(percentile(sorted_values, p) * 1000, 3)
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
