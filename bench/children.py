@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from bench import pinning
+from bench.pinning import Pins
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,15 +57,17 @@ class Children:
     stops the children in order (lsd gets SIGTERM and flushes its writer). A child that does not exit within
     its timeout is killed with its whole process group (hypercorn's worker processes included)."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, pins: Pins | None = None) -> None:
         self.log_dir = log_dir
+        self.pins: Pins = pins or {}
         self._children: list[Child] = []
 
     def start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Child:
+        """Start `argv` (under `taskset` when its role, by `name`, is pinned: see bench.pinning)."""
         log_path = self.log_dir / f"{name}.log"
         log = log_path.open("ab")  # append mode: the lines of several worker processes never overwrite each other
         process = subprocess.Popen(
-            list(argv),
+            [*pinning.prefix(self.pins, pinning.role_of(name)), *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -76,6 +76,7 @@ class Settings:
     rate_duration_s: float = 8.0
     latency_ms: float = 0.0  # the fake's wait before each answer
     quiet_wait_s: float = 0.0  # before each measured run, wait up to this long for other processes to calm down
+    wrk_prefix: tuple[str, ...] = ()  # `taskset -c CPUS` with --pin load=CPUS (bench.pinning)
     gc_trace: bool = False  # run the one-worker lsd under bench.gc_trace and report its gen-2 GC pauses
 
 
@@ -161,14 +162,23 @@ def drive(
     `server_cpu` and `postgres_cpu` give the CPU seconds the target's and PostgreSQL's process trees have used
     so far; `roots` the processes that are ours for the "other processes' CPU" share."""
     body, stream_body = bodies(name)
-    workdir_lua = script_dir
     warm = closed_loop(
-        url, body, connections=settings.connections, duration_s=settings.warmup_s, script_dir=workdir_lua
+        url,
+        body,
+        connections=settings.connections,
+        duration_s=settings.warmup_s,
+        script_dir=script_dir,
+        cpus=settings.wrk_prefix,
     )
     _settle(roots, settings.quiet_wait_s)
     with CpuMeter(roots) as closed_cpu:
         closed = closed_loop(
-            url, body, connections=settings.connections, duration_s=settings.duration_s, script_dir=workdir_lua
+            url,
+            body,
+            connections=settings.connections,
+            duration_s=settings.duration_s,
+            script_dir=script_dir,
+            cpus=settings.wrk_prefix,
         )
     _print_run("closed loop", closed, closed_cpu.share)
     result: dict[str, Any] = {

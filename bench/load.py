@@ -79,13 +79,16 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def wrk(url: str, body: bytes, *, connections: int, duration_s: float, script_dir: Path) -> LoadResult:
+def wrk(
+    url: str, body: bytes, *, connections: int, duration_s: float, script_dir: Path, cpus: tuple[str, ...] = ()
+) -> LoadResult:
     """`wrk -t1 -c<connections>`: one thread is enough to saturate a Python server and leaves the other core."""
     if b"]==]" in body:
         raise LoadError("the body cannot be quoted in Lua")
     script = script_dir / "post.lua"
     script.write_text(_LUA.replace("BODY", body.decode()).replace("MARK", _MARK))
     command = [
+        *cpus,
         "wrk",
         "-t1",
         f"-c{connections}",
@@ -150,10 +153,14 @@ async def _closed_loop(url: str, body: bytes, connections: int, duration_s: floa
     return _summary("aiohttp closed loop", connections, None, seconds, latencies, errors)
 
 
-def closed_loop(url: str, body: bytes, *, connections: int, duration_s: float, script_dir: Path) -> LoadResult:
-    """wrk if installed, else an aiohttp closed loop (slower: it takes CPU from the server under test)."""
+def closed_loop(
+    url: str, body: bytes, *, connections: int, duration_s: float, script_dir: Path, cpus: tuple[str, ...] = ()
+) -> LoadResult:
+    """wrk if installed, else an aiohttp closed loop (slower: it takes CPU from the server under test).
+
+    `cpus`: an argv prefix for wrk (`taskset -c 0-3`, see bench.pinning)."""
     if have_wrk():
-        return wrk(url, body, connections=connections, duration_s=duration_s, script_dir=script_dir)
+        return wrk(url, body, connections=connections, duration_s=duration_s, script_dir=script_dir, cpus=cpus)
     return run_async(_closed_loop(url, body, connections, duration_s))
 
 

@@ -26,7 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import gateway, gateway_report, report
+from bench import gateway, gateway_report, pinning, report
 from bench.children import Child, ChildError, Children, shielded, wait_for_file, wait_for_http
 from bench.cpu import own_roots, tree_cpu_s
 from bench.database import Cluster
@@ -123,6 +123,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=0.0, help="the fake provider's wait before each answer")
     p.add_argument("--quiet-wait", type=float, default=0.0, help="wait up to this long for a quiet machine")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, configuration)")
+    p.add_argument("--pin", type=pinning.parse, default={}, help="ROLE=CPUS,...: as python -m bench.run --pin")
     return p
 
 
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         rate_duration_s=args.rate_duration,
         latency_ms=args.latency_ms,
         quiet_wait_s=args.quiet_wait,
+        wrk_prefix=tuple(pinning.prefix(args.pin, "load")),
     )
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="lsd-bench-peers-"))
@@ -151,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# Peers: {', '.join(map(gateway_report.describe, settings.targets))} ({workdir})")
     targets: dict[str, Any] = {}
     try:
+        pinning.move_self(args.pin, "postgres")
         cluster.start()
-        with Children(workdir) as children:
+        pinning.move_self(args.pin, "load")
+        with Children(workdir, args.pin) as children:
             fake, _ = gateway.start_fake(children, workdir, settings.latency_ms)
             for name in settings.targets:
                 print(f"- {gateway_report.describe(name)}")

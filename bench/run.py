@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import gateway, gateway_report, report, writer
+from bench import gateway, gateway_report, pinning, report, writer
 from bench.children import Children, shielded
 from bench.database import Cluster
 from lsd.store.local import LocalServerError
@@ -58,6 +58,13 @@ def parser() -> argparse.ArgumentParser:
         "to use under 10%% of the CPUs (default 0: do not wait)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, PostgreSQL data)")
+    p.add_argument(
+        "--pin",
+        type=pinning.parse,
+        default={},
+        help="ROLE=CPUS,...: run the load generator, the fake, the server under test and PostgreSQL\n"
+        "on CPUs of their own (taskset), e.g. load=0-3,fake=4-5,target=6-11,postgres=12-15",
+    )
     g = p.add_argument_group("part 1: gateway")
     g.add_argument(
         "--targets",
@@ -122,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# LSD benchmarks, {results['machine']['date']}, {results['machine']['cpu_count']} CPUs")
     print(f"(temporary folder {workdir}; load average {results['loadavg']['start']})")
     try:
+        pinning.move_self(args.pin, "postgres")  # pg_ctl and the cluster inherit this process's CPUs
         cluster.start()
+        pinning.move_self(args.pin, "load")
         results["postgres"] = {"version": cluster.version(), **cluster.settings()}
         print(f"PostgreSQL {results['postgres']['version']}, fsync {results['postgres'].get('fsync')}")
-        with Children(workdir) as children:
+        with Children(workdir, args.pin) as children:
             if "gateway" in args.parts:
                 settings = gateway.Settings(
                     targets=args.targets,
@@ -139,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                     latency_ms=args.latency_ms,
                     quiet_wait_s=args.quiet_wait,
                     gc_trace=args.gc_trace,
+                    wrk_prefix=tuple(pinning.prefix(args.pin, "load")),
                 )
                 results["gateway"] = gateway.run(settings, children, cluster, workdir)
                 results["loadavg"]["after_gateway"] = report.loadavg()
