@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,6 +16,7 @@ from lsd.api.direct import DirectRoutes
 from lsd.api.errors import handle_lsd_error, handle_not_found
 from lsd.api.routes import ROUTES
 from lsd.api.state import AppState
+from lsd.api.tracing import TraceContext
 from lsd.config import load
 from lsd.config.model import Config
 from lsd.errors import LsdError
@@ -27,9 +28,11 @@ from lsd.runtime import open_runtime
 from lsd.store.admin import partition_upkeep
 from lsd.telemetry import logging as lsd_logging
 from lsd.telemetry.logging import LineSink
+from lsd.telemetry.metrics import Metrics
 
 PARTITION_UPKEEP_INTERVAL_S = 3600.0
 GC_GEN0_THRESHOLD = 20_000
+METRICS_FLUSH_INTERVAL_S = 1.0  # how stale another worker's counts may be in a scrape
 
 
 def build_app(config: Config, database_url: str, *, models: ModelTable | None = None) -> Starlette:
@@ -48,7 +51,8 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
             jobs = JobRunner(
                 [
                     Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(rt.database, ahead)),
-                    *maintenance_jobs(config.gateway.observability, rt.database),
+                    *maintenance_jobs(config.gateway.observability, rt.database, rt.metrics),
+                    Job("metrics", METRICS_FLUSH_INTERVAL_S, _sampler(rt.metrics)),
                 ]
             )
             await jobs.open()
@@ -66,19 +70,33 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                     feedback=rt.feedback,
                     database=rt.database,
                     writer=rt.writer,
+                    metrics=rt.metrics,
                 )
             finally:
                 # Requests have drained; jobs stop before open_runtime flushes the writer and closes the pool.
                 await jobs.close()
                 access_log.flush()
 
+    middleware = [Middleware(AccessLog, sink=access_log)]
+    if config.gateway.otlp_traces.enabled:  # only then: W3C traceparent continues the caller's trace
+        middleware.append(Middleware(TraceContext))
     return Starlette(
         routes=ROUTES,
         # DirectRoutes innermost: POST /inference skips the router but not the middleware above it.
-        middleware=[Middleware(AccessLog, sink=access_log), Middleware(DirectRoutes)],
+        middleware=[*middleware, Middleware(DirectRoutes)],
         lifespan=lifespan,
         exception_handlers={LsdError: handle_lsd_error, HTTPException: handle_not_found},
     )
+
+
+def _sampler(metrics: Metrics) -> Callable[[], Awaitable[None]]:
+    """Every worker flushes its pending counts and refreshes its gauges (pool, writer queue), not only the one a
+    scrape reaches."""
+
+    async def sample() -> None:
+        metrics.sample()
+
+    return sample
 
 
 def from_environment() -> Starlette:

@@ -14,7 +14,7 @@ from uuid import UUID
 import jsonschema
 
 from lsd.config.model import Config
-from lsd.errors import InvalidRequest, NotFound
+from lsd.errors import InvalidRequest, LsdError, NotFound
 from lsd.ids import uuid7
 from lsd.records import (
     BooleanMetricFeedbackRecord,
@@ -26,6 +26,8 @@ from lsd.records import (
 from lsd.store.database import Database
 from lsd.store.feedback import episode_exists, find_inference
 from lsd.store.recent import InferenceTarget, RecentInferences
+from lsd.telemetry.metrics import Metrics
+from lsd.telemetry.tracing import Clock, Tracing
 
 _FIELDS = frozenset({"metric_name", "inference_id", "episode_id", "value", "tags", "dryrun", "internal"})
 # A target made by another replica may still sit in that replica's write queue: look again for this long.
@@ -95,9 +97,49 @@ class FeedbackService:
     recent: RecentInferences
     recorder: Recorder
     target_wait_s: float = TARGET_WAIT_S
+    metrics: Metrics | None = None
+    tracing: Tracing | None = None
 
     async def submit(self, request: FeedbackRequest) -> UUID:
         """Validate, check the target exists, queue the row; return the feedback id."""
+        if self.metrics is None and self.tracing is None:
+            return await self._submit(request)
+        started = time.perf_counter()
+        feedback_id: UUID | None = None
+        error: str | None = None
+        try:
+            feedback_id = await self._submit(request)
+        except LsdError as exc:
+            error = f"{exc.error_code}: {exc}"
+            raise
+        finally:
+            self._observe(request, started, feedback_id, error)
+        return feedback_id
+
+    def _observe(self, request: FeedbackRequest, started: float, feedback_id: UUID | None, error: str | None) -> None:
+        """Telemetry: the feedback counter and a `feedback` span (the metric name only when it is configured)."""
+        known = request.metric_name in ("comment", "demonstration") or request.metric_name in self.config.metrics
+        kind = "unknown"
+        if known:
+            kind = self._metric(request.metric_name)[0]
+        if self.metrics is not None:
+            self.metrics.observe_feedback(kind, "error" if error else "ok")
+        tracing = self.tracing
+        if tracing is not None and tracing.is_open:
+            clock = Clock()
+            attributes: dict[str, Any] = {"lsd.feedback_kind": kind}
+            if known:
+                attributes["lsd.metric_name"] = request.metric_name
+            if feedback_id is not None:
+                attributes["lsd.feedback_id"] = str(feedback_id)
+            if request.inference_id is not None:
+                attributes["lsd.inference_id"] = str(request.inference_id)
+            if request.episode_id is not None:
+                attributes["lsd.episode_id"] = str(request.episode_id)
+            end = clock.ns(time.perf_counter())
+            tracing.record_span("feedback", tracing.parent(), clock.ns(started), end, attributes, error=error)
+
+    async def _submit(self, request: FeedbackRequest) -> UUID:
         kind, level = self._metric(request.metric_name)
         target_id = self._target_id(request, kind, level)
         feedback_id = uuid7()

@@ -15,12 +15,15 @@ from lsd.feedback import FeedbackService
 from lsd.inference.embeddings import Embedder
 from lsd.inference.models import ModelTable
 from lsd.inference.run import Engine
+from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
 from lsd.providers.transport import Transport
 from lsd.store import admin, migrate
 from lsd.store.database import Database, connect_with_retry
 from lsd.store.recent import RecentInferences
 from lsd.store.writer import Writer
+from lsd.telemetry.metrics import Metrics
+from lsd.telemetry.tracing import Tracing
 
 
 def prepare_database(config: Config, url: str) -> list[str]:
@@ -51,6 +54,30 @@ class Runtime:
     engine: Engine
     feedback: FeedbackService
     embedder: Embedder
+    metrics: Metrics
+    tracing: Tracing | None
+
+
+def build_metrics(config: Config) -> Metrics:
+    buckets = config.gateway.metrics
+    return Metrics(
+        latency_buckets=buckets.latency_buckets,
+        overhead_buckets=buckets.overhead_buckets,
+        ttft_buckets=buckets.ttft_buckets,
+    )
+
+
+def build_tracing(config: Config) -> Tracing | None:
+    """None unless `[gateway.export.otlp.traces] enabled`: then no span object is ever made."""
+    traces = config.gateway.otlp_traces
+    if not traces.enabled:
+        return None
+    return Tracing(
+        protocol=traces.protocol,
+        endpoint=traces.endpoint,
+        extra_headers=traces.extra_headers,
+        include_content=traces.include_content,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -61,6 +88,8 @@ async def open_runtime(
     models: ModelTable | None = None,
     embedding_models: ModelTable | None = None,
     templates: Templates | None = None,
+    metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open everything; on exit flush the writer before closing the pool (shutdown order protects rows).
 
@@ -73,10 +102,21 @@ async def open_runtime(
         min_size=config.gateway.database.pool_min_size,
         max_size=config.gateway.database.pool_max_size,
     )
-    writer = Writer(database_url, config.gateway.observability)
+    metrics = build_metrics(config) if metrics is None else metrics
+    tracing = build_tracing(config) if tracing is None else tracing
+    writer = Writer(database_url, config.gateway.observability, metrics=metrics)
     transport = Transport()
     await database.open(timeout_s=config.gateway.database.connect_timeout_s)
     try:
+        if tracing is not None:
+            tracing.open()
+
+        def sample() -> None:
+            pool = database.stats()
+            metrics.set_pool(pool.size, pool.size - pool.available, pool.waiting, pool.max_size)
+            metrics.set_writer_state(writer.stats.queued_rows, writer.stats.spool_bytes)
+
+        metrics.add_sampler(sample)
         await writer.open()
         await transport.open()
         recent = RecentInferences()
@@ -88,6 +128,7 @@ async def open_runtime(
             database=database,
             templates=compiled,
             recent=recent,
+            telemetry=InferenceTelemetry(metrics, tracing),
         )
         yield Runtime(
             config=config,
@@ -96,10 +137,17 @@ async def open_runtime(
             transport=transport,
             recent=recent,
             engine=engine,
-            feedback=FeedbackService(config=config, database=database, recent=recent, recorder=writer),
+            feedback=FeedbackService(
+                config=config, database=database, recent=recent, recorder=writer, metrics=metrics, tracing=tracing
+            ),
             embedder=Embedder(config=config, models=embedding_table, transport=transport, recorder=writer),
+            metrics=metrics,
+            tracing=tracing,
         )
     finally:
         await writer.close()
+        metrics.flush()  # a worker's last counts reach the multiprocess files before it exits
+        if tracing is not None:
+            await tracing.close()
         await transport.close()
         await database.close()

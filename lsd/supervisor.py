@@ -8,6 +8,7 @@ every worker to finish its lifespan (drain requests, flush or spool rows) on its
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from multiprocessing import get_context
 from types import FrameType
@@ -15,11 +16,31 @@ from types import FrameType
 from hypercorn.asyncio.run import asyncio_worker, uvloop_worker
 from hypercorn.config import Config as HypercornConfig
 
+from lsd.telemetry.metrics import (
+    MULTIPROC_ENV,
+    configured_multiprocess_dir,
+    prepare_multiprocess_dir,
+    remove_multiprocess_dir,
+)
+
 log = logging.getLogger("lsd.supervisor")
 
 
 def supervise(hconfig: HypercornConfig, workers: int) -> int:
-    """Run `workers` processes serving `hconfig.application_path`; return 0 when all exited cleanly."""
+    """Run `workers` processes serving `hconfig.application_path`; return 0 when all exited cleanly.
+
+    The workers' Prometheus values go to PROMETHEUS_MULTIPROC_DIR (emptied first), or to a temporary folder
+    removed at exit; the variable is set before any worker imports prometheus-client."""
+    metrics_dir, own_metrics_dir = prepare_multiprocess_dir(configured_multiprocess_dir())
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    try:
+        return _supervise(hconfig, workers)
+    finally:
+        if own_metrics_dir:
+            remove_multiprocess_dir(metrics_dir)
+
+
+def _supervise(hconfig: HypercornConfig, workers: int) -> int:
     ctx = get_context("spawn")
     sockets = hconfig.create_sockets()
     shutdown = ctx.Event()

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lsd.api.metrics import observe_http
 from lsd.ids import uuid7
 from lsd.telemetry.logging import LineSink
 
@@ -54,6 +55,7 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            observe_http(scope, status, time.perf_counter() - started)  # telemetry: lsd_http_requests_total
             if self.sink.enabled():
                 route = scope.get("route")
                 method, path = scope["method"], scope["path"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from lsd.api import evaluations, feedback, inference, inferences, openai, status
+from lsd.api import evaluations, feedback, inference, inferences, metrics, openai, status
 
 ROUTES = [
     Route("/health", status.health, methods=["GET"]),
     Route("/status", status.status, methods=["GET"]),
+    Route("/metrics", metrics.metrics, methods=["GET"]),
     Route("/inference", inference.inference, methods=["POST"]),
     Route("/feedback", feedback.feedback, methods=["POST"]),
     Route("/v1/inferences/list_inferences", inferences.list_inferences, methods=["POST"]),

@@ -10,6 +10,7 @@ from lsd.inference.embeddings import Embedder
 from lsd.inference.run import Engine
 from lsd.store.database import Database
 from lsd.store.writer import Writer
+from lsd.telemetry.metrics import Metrics
 
 
 class AppState(TypedDict):
@@ -19,3 +20,4 @@ class AppState(TypedDict):
     feedback: FeedbackService
     database: Database
     writer: Writer
+    metrics: Metrics

@@ -18,6 +18,7 @@ from lsd.config.model import (
     ObservabilityConfig,
 )
 from lsd.config.reader import ErrorSink, Table
+from lsd.config.telemetry import metrics_from, otlp_traces_from
 from lsd.errors import ConfigError
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -109,6 +110,8 @@ def _gateway(t: Table) -> GatewayConfig:
         graceful_timeout_s=t.float("graceful_timeout_s", 30.0, minimum=0),
         observability=observability,
         database=database,
+        metrics=metrics_from(t.table("metrics")),  # telemetry: [gateway.metrics]
+        otlp_traces=otlp_traces_from(t.table("export")),  # telemetry: [gateway.export.otlp.traces]
     )
     t.finish()
     return gateway

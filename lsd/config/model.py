@@ -44,6 +44,32 @@ class DatabaseConfig:
     partitions_ahead_days: int = 7
 
 
+# Histogram buckets in seconds. Overhead is sub-millisecond when healthy, so its buckets start at 50 µs.
+DEFAULT_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+DEFAULT_OVERHEAD_BUCKETS_S = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+DEFAULT_TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """`[gateway.metrics]`: the Prometheus histograms' buckets (seconds)."""
+
+    latency_buckets: tuple[float, ...] = DEFAULT_LATENCY_BUCKETS_S
+    overhead_buckets: tuple[float, ...] = DEFAULT_OVERHEAD_BUCKETS_S
+    ttft_buckets: tuple[float, ...] = DEFAULT_TTFT_BUCKETS_S
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpTracesConfig:
+    """`[gateway.export.otlp.traces]`: OTLP span export. None endpoint/protocol: the OTEL_* variables decide."""
+
+    enabled: bool = False
+    protocol: str | None = None  # "http/protobuf" or "grpc"
+    endpoint: str | None = None
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+    include_content: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     bind_address: str = "127.0.0.1:3000"
@@ -51,6 +77,8 @@ class GatewayConfig:
     graceful_timeout_s: float = 30.0
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    otlp_traces: OtlpTracesConfig = field(default_factory=OtlpTracesConfig)
 
 
 @dataclass(frozen=True, slots=True)

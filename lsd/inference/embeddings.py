@@ -60,7 +60,7 @@ class Embedder:
             try:
                 response = await provider.embed(request.inputs, ctx, dimensions=request.dimensions)
             except ProviderError as exc:
-                attempts.append(Attempt.failed(names, started_ms, int((time.perf_counter() - t0) * 1000), exc))
+                attempts.append(Attempt.failed(names, started_ms, t0, exc))
                 continue
             attempts.append(
                 Attempt(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,21 +45,24 @@ class Attempt:
     ttft_ms: int | None = None
     cached: bool = False
     streamed: bool = False
+    t0: float = 0.0  # perf_counter() at the start, and seconds taken: telemetry's precise timings
+    elapsed_s: float = 0.0
 
     @classmethod
     def succeeded(
         cls,
         names: tuple[str, str, str, str],
         started_ms: int,
-        latency_ms: int,
+        t0: float,
         response: ProviderResponse,
         *,
         cached: bool = False,
     ) -> Attempt:
+        elapsed = time.perf_counter() - t0
         return cls(
             *names,
             started_ms,
-            latency_ms,
+            int(elapsed * 1000),
             response.usage,
             response.cost,
             response.finish_reason,
@@ -67,14 +71,22 @@ class Attempt:
             dict(response.request_headers) or None,
             response.api_key_sha256,
             cached=cached,
+            t0=t0,
+            elapsed_s=elapsed,
         )
 
     @classmethod
-    def failed(
-        cls, names: tuple[str, str, str, str], started_ms: int, latency_ms: int, error: ProviderError
-    ) -> Attempt:
+    def failed(cls, names: tuple[str, str, str, str], started_ms: int, t0: float, error: ProviderError) -> Attempt:
+        elapsed = time.perf_counter() - t0
         return cls(
-            *names, started_ms, latency_ms, raw_request=error.raw_request, raw_response=error.raw_response, error=error
+            *names,
+            started_ms,
+            int(elapsed * 1000),
+            raw_request=error.raw_request,
+            raw_response=error.raw_response,
+            error=error,
+            t0=t0,
+            elapsed_s=elapsed,
         )
 
 

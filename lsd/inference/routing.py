@@ -26,6 +26,8 @@ def order_variants(function: FunctionConfig, episode_id: UUID, pinned: str | Non
             raise NotFound(f"unknown variant {pinned!r} of function {function.name!r}", field="variant_name")
         return [function.variants[pinned]]
     variants = list(function.variants.values())
+    if len(variants) == 1:
+        return variants
     if all(v.weight is None for v in variants):
         candidates = [(v, 1.0) for v in variants]
         fallbacks: list[VariantConfig] = []
@@ -115,7 +117,7 @@ async def call_model(
         if cache is not None and key is not None and cache.options.read:
             hit = await cache.get(key)
             if hit is not None:
-                attempts.append(Attempt.succeeded(names, started, _elapsed_ms(t0), hit, cached=True))
+                attempts.append(Attempt.succeeded(names, started, t0, hit, cached=True))
                 return hit
         timeout_ms = _timeout_ms(model, provider, variant, "non_streaming_total_ms")
         try:
@@ -128,11 +130,11 @@ async def call_model(
         except ProviderError as exc:
             error = exc
         else:
-            attempts.append(Attempt.succeeded(names, started, _elapsed_ms(t0), response))
+            attempts.append(Attempt.succeeded(names, started, t0, response))
             if cache is not None and key is not None and cache.options.write:
                 await cache.put(key, model.name, provider.name, response)
             return response
-        attempts.append(Attempt.failed(names, started, _elapsed_ms(t0), error))
+        attempts.append(Attempt.failed(names, started, t0, error))
         last = error
     raise last or ProviderError(f"model {model.name!r} has no providers", retryable=False)
 
@@ -178,7 +180,7 @@ async def open_stream(
             deadline = t0 + total_ms / 1000 if total_ms else None
             return OpenStream(provider, names, started, t0, first, iterator, _elapsed_ms(t0), deadline)
         await _close(iterator)
-        attempts.append(Attempt.failed(names, started, _elapsed_ms(t0), error))
+        attempts.append(Attempt.failed(names, started, t0, error))
         last = error
     raise last or ProviderError(f"model {model.name!r} has no providers", retryable=False)
 

@@ -29,6 +29,7 @@ from lsd.inference.recording import (
 from lsd.inference.request import InferenceRequest
 from lsd.inference.routing import call_model, summarise, tries
 from lsd.inference.schemas import conforms
+from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
 from lsd.inference.tools import ToolParams, resolve_tools, tool_call_json
 from lsd.providers.base import CallContext
@@ -95,6 +96,7 @@ class Engine:
     templates: Templates | None = None
     embedding_models: ModelTable | None = None
     recent: RecentInferences | None = None
+    telemetry: InferenceTelemetry | None = None
     _default_functions: dict[str, FunctionConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -255,6 +257,11 @@ class Engine:
                         inference_records(row)
                         + attempt_records(p.inference_id, p.function.type, p.function.name, attempts)
                     )
+                if self.telemetry is not None:  # telemetry: metrics and spans, once per inference
+                    self.telemetry.finished(
+                        p, attempts, usage=response.usage, cost=response.cost, finish_reason=response.finish_reason,
+                        request=provider_request, output=output,
+                    )  # fmt: skip
                 return InferenceResult(
                     inference_id=p.inference_id,
                     episode_id=p.episode_id,
@@ -272,6 +279,8 @@ class Engine:
                 )
         if not request.dryrun:
             await self.recorder.record(attempt_records(p.inference_id, p.function.type, p.function.name, attempts))
+        if self.telemetry is not None:  # telemetry
+            self.telemetry.finished(p, attempts, error="all attempts failed")
         raise AllAttemptsFailed(summarise(attempts))
 
 

@@ -21,6 +21,7 @@ from lsd.inference.recording import Attempt, attempt_records, inference_records
 from lsd.inference.request import InferenceRequest
 from lsd.inference.routing import OpenStream, open_stream, summarise, tries
 from lsd.inference.run import Engine, Prepared
+from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.tools import ToolParams
 from lsd.records import Record
 from lsd.types import OutputBlock, ProviderRequest, StreamChunk, Text, Thought, ToolCall, Usage
@@ -138,9 +139,12 @@ class InferenceStream:
         finally:
             # Queued, never awaited: this also runs while the request is being cancelled. The provider's
             # generator is closed by the event loop's async-generator finaliser, which ends its HTTP call.
+            attempt = self._attempt(aggregate, error)
             if not self.prepared.request.dryrun:
                 self.engine.remember(self.prepared, self.variant.name)
-                self.engine.recorder.submit(self.records(aggregate, error))
+                self.engine.recorder.submit(self.records(aggregate, attempt))
+            if self.engine.telemetry is not None:  # telemetry: metrics and spans, once per inference
+                self._telemetry(self.engine.telemetry, aggregate, attempt)
         if error is not None:
             yield StreamEvent(error=error.message)
         yield StreamEvent(usage=aggregate.usage, finish_reason=aggregate.finish_reason)
@@ -157,13 +161,13 @@ class InferenceStream:
                 "stream exceeded its total time limit", provider=opened.provider.name, kind="timeout"
             ) from None
 
-    def records(self, aggregate: _Aggregate, error: ProviderError | None) -> list[Record]:
+    def _attempt(self, aggregate: _Aggregate, error: ProviderError | None) -> Attempt:
         opened = self.opened
-        content = aggregate.blocks()
-        attempt = Attempt(
+        elapsed = time.perf_counter() - opened.t0
+        return Attempt(
             *opened.names,
             started_ms=opened.started_ms,
-            latency_ms=int((time.perf_counter() - opened.t0) * 1000),
+            latency_ms=int(elapsed * 1000),
             usage=aggregate.usage,
             cost=aggregate.cost,
             finish_reason=aggregate.finish_reason,
@@ -174,7 +178,28 @@ class InferenceStream:
             error=error,
             ttft_ms=opened.ttft_ms,
             streamed=True,
+            t0=opened.t0,
+            elapsed_s=elapsed,
         )
+
+    def _telemetry(self, telemetry: InferenceTelemetry, aggregate: _Aggregate, attempt: Attempt) -> None:
+        opened, p = self.opened, self.prepared
+        telemetry.finished(
+            p,
+            [*self.attempts, attempt],
+            stream=True,
+            usage=aggregate.usage,
+            cost=aggregate.cost,
+            finish_reason=aggregate.finish_reason,
+            error=_error_text(attempt),
+            ttft_s=opened.t0 - p.started + opened.ttft_ms / 1000,
+            request=self.provider_request,
+            output=self.engine.output_of(p, aggregate.blocks(), self.tools) if telemetry.include_content else None,
+        )
+
+    def records(self, aggregate: _Aggregate, attempt: Attempt) -> list[Record]:
+        opened = self.opened
+        content = aggregate.blocks()
         output = self.engine.output_of(self.prepared, content, self.tools)
         row = self.engine.row(
             self.prepared,
@@ -212,4 +237,10 @@ async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceSt
             return InferenceStream(engine, p, variant, model, provider_request, tools, opened, attempts)
     if not request.dryrun:
         engine.recorder.submit(attempt_records(p.inference_id, p.function.type, p.function.name, attempts))
+    if engine.telemetry is not None:  # telemetry
+        engine.telemetry.finished(p, attempts, stream=True, error="all attempts failed")
     raise AllAttemptsFailed(summarise(attempts))
+
+
+def _error_text(attempt: Attempt) -> str | None:
+    return f"{attempt.error.kind}: {attempt.error.message}" if attempt.error is not None else None

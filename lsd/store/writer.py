@@ -38,6 +38,7 @@ from lsd.records import Record
 from lsd.store.bulk import BulkInserter
 from lsd.store.database import scrub
 from lsd.store.spool import Chunk, Spool, encode_frame
+from lsd.telemetry.metrics import Metrics
 
 log = logging.getLogger("lsd.writer")
 
@@ -99,8 +100,9 @@ class _Rejected(Exception):
 class Writer:
     """Batched, asynchronous writer. No I/O until `open()`; `close()` flushes or spools everything first."""
 
-    def __init__(self, url: str, config: ObservabilityConfig) -> None:
+    def __init__(self, url: str, config: ObservabilityConfig, *, metrics: Metrics | None = None) -> None:
         self.url = url
+        self._metrics = metrics  # telemetry: counters recorded where the stats change
         self.config = config
         self.enabled = config.enabled
         self.stats = WriterStats()
@@ -348,11 +350,15 @@ class Writer:
             inserted = await self._insert(records, idempotent=idempotent, limit_s=limit_s)
         except _REJECTED as exc:
             self.stats.flush_failures += 1
+            if self._metrics is not None:  # telemetry
+                self._metrics.observe_flush_failure()
             if self._conn is not None and self._conn.closed:
                 self._conn = None
             raise _Rejected from exc
         except (psycopg.Error, OSError, TimeoutError) as exc:  # TimeoutError is an OSError; named for the reader
             self.stats.flush_failures += 1
+            if self._metrics is not None:  # telemetry
+                self._metrics.observe_flush_failure()
             log.debug("flush of %d rows failed: %s", len(records), scrub(str(exc) or type(exc).__name__, self.url))
             await self._disconnect()
             raise _Unavailable from exc
@@ -360,6 +366,8 @@ class Writer:
             self.stats.written_rows[table] += count
         self.stats.flushes += 1
         self.stats.last_flush_seconds = time.perf_counter() - started
+        if self._metrics is not None:  # telemetry
+            self._metrics.observe_flush(inserted, self.stats.last_flush_seconds, self.stats.queued_rows)
 
     async def _insert(self, records: list[Record], *, idempotent: bool, limit_s: float) -> dict[str, int]:
         try:
@@ -374,6 +382,8 @@ class Writer:
         tables = _count_by_table([entry.records])
         for table, count in tables.items():
             self.stats.rejected_rows[table] += count
+        if self._metrics is not None:  # telemetry
+            self._metrics.observe_rejected(tables)
         sqlstate = getattr(exc, "sqlstate", None) or "none"
         # Never the rows nor the server's message (it may quote them): the tables, counts and SQLSTATE only.
         log.error("PostgreSQL rejected rows %s (SQLSTATE %s, %s)", tables, sqlstate, type(exc).__name__)
@@ -454,6 +464,8 @@ class Writer:
         spooled = _count_by_table(entries[i].records for i in stored)
         for table, count in spooled.items():
             self.stats.spooled_rows[table] += count
+        if self._metrics is not None:  # telemetry
+            self._metrics.observe_spooled(spooled, self._spool.size_bytes)
         for i in unencodable:
             self._reject(entries[i], TypeError("a value cannot be encoded as JSON"))
         done = {*stored, *unencodable}
@@ -467,6 +479,8 @@ class Writer:
         tables = _count_by_table(groups)
         for table, count in tables.items():
             self.stats.dropped_rows[table] += count
+        if self._metrics is not None:  # telemetry
+            self._metrics.observe_dropped(tables)
         log.error("dropped %d observability rows %s: %s", sum(tables.values()), tables, reason)
 
     def _abandon(self, reason: str) -> None:

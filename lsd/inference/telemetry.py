@@ -1,0 +1,222 @@
+"""Metrics and spans for one finished inference, built once from what the engine measured anyway.
+
+The engine calls `InferenceTelemetry.finished` once per inference (answered or failed) with its attempts.
+Metrics are a few increments on cached label children; spans (function → variant → model → provider attempt)
+are created after the fact with the attempts' own timings, and only when OTLP export is on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from lsd.inference.recording import Attempt, messages_to_json
+from lsd.telemetry.metrics import Metrics
+from lsd.telemetry.tracing import Clock, Tracing
+from lsd.types import ProviderRequest, Usage
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
+
+    from lsd.inference.run import Prepared
+
+_PARAMS = ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty")
+
+
+class InferenceTelemetry:
+    """Records finished inferences to `metrics` and, when tracing is open, to spans."""
+
+    def __init__(self, metrics: Metrics | None, tracing: Tracing | None = None) -> None:
+        self.metrics = metrics
+        self.tracing = tracing
+        self.include_content = tracing.include_content if tracing is not None else False
+
+    def finished(
+        self,
+        p: Prepared,
+        attempts: Sequence[Attempt],
+        *,
+        stream: bool = False,
+        usage: Usage | None = None,
+        cost: float | None = None,
+        finish_reason: str | None = None,
+        error: str | None = None,
+        ttft_s: float | None = None,
+        request: ProviderRequest | None = None,
+        output: Any = None,
+    ) -> None:
+        end = time.perf_counter()
+        seconds = end - p.started
+        function = p.function.name
+        last = attempts[-1] if attempts else None
+        variant = last.variant_name if last is not None else ""
+        model = last.model_name if last is not None else ""
+        provider = last.provider_name if last is not None else ""
+        metrics = self.metrics
+        if metrics is not None:
+            provider_s = 0.0
+            for a in attempts:
+                provider_s += a.elapsed_s
+            metrics.observe_inference(
+                (function, variant, model, provider, "error" if error else "ok", "true" if stream else "false"),
+                seconds,
+                max(0.0, seconds - provider_s),
+                ttft_s,
+                usage.input_tokens if usage is not None else None,
+                usage.output_tokens if usage is not None else None,
+                cost,
+            )
+            self._attempt_metrics(p, attempts, metrics)
+        if self.tracing is not None and self.tracing.is_open:
+            self._spans(self.tracing, p, attempts, end, stream, usage, cost, finish_reason, error, request, output)
+
+    def _attempt_metrics(self, p: Prepared, attempts: Sequence[Attempt], metrics: Metrics) -> None:
+        reading = p.request.cache.read
+        previous: Attempt | None = None
+        for a in attempts:
+            if a.cached:
+                metrics.observe_cache(True)
+            else:
+                if reading:
+                    metrics.observe_cache(False)
+                metrics.observe_provider_attempt(
+                    a.model_name, a.provider_name, a.error.kind if a.error is not None else None, a.elapsed_s
+                )
+            if previous is not None:
+                if previous.variant_name != a.variant_name:
+                    metrics.observe_fallback(p.function.name, "variant")
+                elif previous.model_name == a.model_name and previous.provider_name != a.provider_name:
+                    metrics.observe_fallback(p.function.name, "provider")
+                else:
+                    metrics.observe_retry(p.function.name, a.variant_name)
+            previous = a
+
+    def _spans(
+        self,
+        tracing: Tracing,
+        p: Prepared,
+        attempts: Sequence[Attempt],
+        end: float,
+        stream: bool,
+        usage: Usage | None,
+        cost: float | None,
+        finish_reason: str | None,
+        error: str | None,
+        request: ProviderRequest | None,
+        output: Any,
+    ) -> None:
+        clock = Clock()
+        last = attempts[-1] if attempts else None
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "lsd.inference_id": str(p.inference_id),
+            "lsd.episode_id": str(p.episode_id),
+            "lsd.function_name": p.function.name,
+            "lsd.function_type": p.function.type,
+            "lsd.stream": stream,
+        }
+        if p.request.dryrun:
+            attributes["lsd.dryrun"] = True
+        if last is not None:
+            attributes["lsd.variant_name"] = last.variant_name
+            attributes["lsd.model_name"] = last.model_name
+            attributes["lsd.model_provider_name"] = last.provider_name
+            attributes["gen_ai.request.model"] = last.model_name
+            attributes["gen_ai.system"] = last.provider_type
+        _usage_attributes(attributes, usage, finish_reason)
+        if cost is not None:
+            attributes["lsd.cost"] = cost
+        if request is not None:
+            params = request.params
+            for name in _PARAMS:
+                value = getattr(params, name)
+                if value is not None:
+                    attributes[f"gen_ai.request.{name}"] = value
+            if self.include_content:
+                if request.system is not None:
+                    attributes["gen_ai.system_instructions"] = _json(request.system)
+                attributes["gen_ai.input.messages"] = _json(messages_to_json(request.messages))
+        if self.include_content and output is not None:
+            attributes["gen_ai.output.messages"] = _json(output)
+        root = tracing.record_span(
+            "function_inference", tracing.parent(), clock.ns(p.started), clock.ns(end), attributes, error=error
+        )
+        if root is not None:
+            _attempt_spans(tracing, clock, root, p, attempts)
+
+
+def _attempt_spans(tracing: Tracing, clock: Clock, root: SpanContext, p: Prepared, attempts: Sequence[Attempt]) -> None:
+    """variant_inference spans (one per run of attempts on a variant), model_inference spans (one per try of the
+    variant's model: a provider already tried starts the next try) and a model_provider_inference per attempt."""
+    variants: list[list[list[Attempt]]] = []
+    for a in attempts:
+        if not variants or variants[-1][-1][-1].variant_name != a.variant_name:
+            variants.append([[a]])
+        elif any(b.provider_name == a.provider_name for b in variants[-1][-1]):
+            variants[-1].append([a])
+        else:
+            variants[-1][-1].append(a)
+    for tries in variants:
+        first, final = tries[0][0], tries[-1][-1]
+        variant_ctx = tracing.record_span(
+            "variant_inference",
+            root,
+            clock.ns(first.t0),
+            clock.ns(final.t0 + final.elapsed_s),
+            {"lsd.function_name": p.function.name, "lsd.variant_name": first.variant_name},
+            error=_error(final),
+        )
+        for group in tries:
+            head, tail = group[0], group[-1]
+            model_ctx = tracing.record_span(
+                "model_inference",
+                variant_ctx,
+                clock.ns(head.t0),
+                clock.ns(tail.t0 + tail.elapsed_s),
+                {"lsd.model_name": head.model_name, "gen_ai.request.model": head.model_name},
+                error=_error(tail),
+            )
+            for a in group:
+                attributes: dict[str, Any] = {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.system": a.provider_type,
+                    "gen_ai.request.model": a.model_name,
+                    "lsd.model_name": a.model_name,
+                    "lsd.model_provider_name": a.provider_name,
+                    "lsd.cached": a.cached,
+                }
+                if a.ttft_ms is not None:
+                    attributes["lsd.ttft_ms"] = a.ttft_ms
+                if a.error is not None:
+                    attributes["error.type"] = a.error.kind
+                else:
+                    _usage_attributes(attributes, a.usage, a.finish_reason)
+                tracing.record_span(
+                    "model_provider_inference",
+                    model_ctx,
+                    clock.ns(a.t0),
+                    clock.ns(a.t0 + a.elapsed_s),
+                    attributes,
+                    error=_error(a),
+                )
+
+
+def _error(a: Attempt) -> str | None:
+    return f"{a.error.kind}: {a.error.message}" if a.error is not None else None
+
+
+def _usage_attributes(attributes: dict[str, Any], usage: Usage | None, finish_reason: str | None) -> None:
+    if usage is not None:
+        if usage.input_tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
+        if usage.output_tokens is not None:
+            attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
+    if finish_reason is not None:
+        attributes["gen_ai.response.finish_reasons"] = (finish_reason,)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()

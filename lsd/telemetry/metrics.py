@@ -1,0 +1,361 @@
+"""Prometheus metrics: one `Metrics` object per runtime, its own registry, and the `/metrics` exposition.
+
+Single process: a plain CollectorRegistry per Metrics object. `lsd serve --workers N`: the supervisor points
+PROMETHEUS_MULTIPROC_DIR at a fresh folder before the workers start (prometheus-client picks its value class
+when first imported, so the variable must be set before that), every worker writes its own mmap files, and
+`/metrics` sums them with a MultiProcessCollector. The request path never touches prometheus-client (its every
+increment takes a lock, and in multiprocess mode writes an mmap): it adds to plain per-label-tuple floats and
+bucket counts, which `flush()` moves into the prometheus-client values before every scrape and every second.
+Recording an inference costs a dict lookup and a few additions (see `bench/telemetry_cost.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+FLUSH_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+REFRESH_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def multiprocess_mode() -> bool:
+    """True when prometheus-client was imported with PROMETHEUS_MULTIPROC_DIR set (its values are mmap files)."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+def prepare_multiprocess_dir(configured: str | None) -> tuple[Path, bool]:
+    """The folder the workers write to, emptied of a previous run's files: `configured` (the operator's
+    PROMETHEUS_MULTIPROC_DIR) or a new temporary one. Returns it and whether it is ours to remove."""
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        return path, False
+    return Path(tempfile.mkdtemp(prefix="lsd-metrics-")), True
+
+
+def remove_multiprocess_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class _Counter:
+    """A counter child's increments, held in a float until `flush` (the event loop is single-threaded)."""
+
+    __slots__ = ("child", "value")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.value = 0.0
+
+    def flush(self) -> None:
+        if self.value:
+            value, self.value = self.value, 0.0
+            self.child.inc(value)
+
+
+class _Histogram:
+    """A histogram child's observations, held as per-bucket counts until `flush` adds each bucket once.
+
+    prometheus-client has no public bulk observe: `flush` adds to the child's `_buckets` and `_sum` values
+    (non-cumulative per-bucket counts, as its `observe` keeps them; tests/integration/test_metrics.py pins it)."""
+
+    __slots__ = ("bounds", "child", "counts", "dirty", "sum")
+
+    def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
+        self.child = child
+        self.bounds = bounds  # without +Inf: index len(bounds) is the +Inf bucket
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.dirty = False
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.dirty = True
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        buckets = self.child._buckets
+        counts = self.counts
+        for i, count in enumerate(counts):
+            if count:
+                buckets[i].inc(count)
+                counts[i] = 0
+        total, self.sum, self.dirty = self.sum, 0.0, False
+        self.child._sum.inc(total)
+
+
+class _InferenceChildren:
+    """What one (function, variant, model, provider, outcome, stream) combination records to."""
+
+    __slots__ = ("cost", "count", "input_tokens", "latency", "output_tokens", "overhead", "ttft")
+
+    def __init__(self, metrics: Metrics, labels: tuple[str, ...]) -> None:
+        by_model = labels[:4]
+        self.count = _Counter(metrics.inferences.labels(*labels))
+        self.latency = _Histogram(metrics.inference_latency.labels(*labels), metrics.latency_buckets)
+        self.overhead = _Histogram(metrics.overhead.labels(*labels), metrics.overhead_buckets)
+        self.ttft = _Histogram(metrics.ttft.labels(*by_model), metrics.ttft_buckets)
+        self.input_tokens = _Counter(metrics.input_tokens.labels(*by_model))
+        self.output_tokens = _Counter(metrics.output_tokens.labels(*by_model))
+        self.cost = _Counter(metrics.cost.labels(*by_model))
+
+    def flush(self) -> None:
+        for pending in (self.count, self.latency, self.overhead, self.ttft, self.input_tokens, self.output_tokens):
+            pending.flush()
+        self.cost.flush()
+
+
+class Metrics:
+    """Every LSD metric family. Methods take plain values, so any layer may record without importing another."""
+
+    def __init__(
+        self,
+        *,
+        latency_buckets: Sequence[float],
+        overhead_buckets: Sequence[float],
+        ttft_buckets: Sequence[float],
+    ) -> None:
+        self.multiprocess = multiprocess_mode()
+        self.latency_buckets = tuple(latency_buckets)
+        self.overhead_buckets = tuple(overhead_buckets)
+        self.ttft_buckets = tuple(ttft_buckets)
+        # In multiprocess mode values live in the mmap files; the families are not registered anywhere.
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg: CollectorRegistry | None = None if self.multiprocess else self.registry
+        if self.multiprocess:
+            multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+        self._inference_children: dict[tuple[str, ...], _InferenceChildren] = {}
+        # The request path adds to these; `flush()` moves them into the prometheus-client values.
+        self._http_children: dict[tuple[str, str, int], tuple[_Counter, _Histogram]] = {}
+        self._attempt_children: dict[tuple[str, str, str | None], tuple[_Counter, _Histogram, _Counter | None]] = {}
+        self._pending: list[_Counter | _Histogram | _InferenceChildren] = []
+        self._samplers: list[Callable[[], None]] = []
+
+        def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=reg)
+
+        def gauge(name: str, doc: str, labels: Sequence[str] = (), mode: str = "livesum") -> Gauge:
+            return Gauge(name, doc, labels, registry=reg, multiprocess_mode=mode)  # type: ignore[arg-type]
+
+        def histogram(name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]) -> Histogram:
+            return Histogram(name, doc, labels, registry=reg, buckets=buckets)
+
+        inference = ("function", "variant", "model", "provider", "outcome", "stream")
+        by_model = ("function", "variant", "model", "provider")
+        self.http_requests = counter("lsd_http_requests_total", "HTTP requests answered", ("route", "method", "status"))
+        self.http_latency = histogram(
+            "lsd_http_request_duration_seconds", "HTTP request latency", ("route", "method"), latency_buckets
+        )
+        self.inferences = counter("lsd_inferences_total", "Inferences by outcome (ok, error)", inference)
+        self.inference_latency = histogram(
+            "lsd_inference_duration_seconds", "Inference latency inside the gateway", inference, latency_buckets
+        )
+        self.overhead = histogram(
+            "lsd_gateway_overhead_seconds",
+            "Inference latency minus the time spent waiting on providers",
+            inference,
+            overhead_buckets,
+        )
+        self.ttft = histogram(
+            "lsd_time_to_first_token_seconds", "Time to the first streamed chunk", by_model, ttft_buckets
+        )
+        self.input_tokens = counter("lsd_input_tokens_total", "Input tokens of answered inferences", by_model)
+        self.output_tokens = counter("lsd_output_tokens_total", "Output tokens of answered inferences", by_model)
+        self.cost = counter("lsd_cost_total", "Cost of answered inferences, in the pricing's currency", by_model)
+        self.provider_attempts = counter(
+            "lsd_provider_attempts_total", "Provider calls (cache hits excluded)", ("model", "provider", "outcome")
+        )
+        self.provider_errors = counter(
+            "lsd_provider_errors_total", "Failed provider calls by error kind", ("model", "provider", "kind")
+        )
+        self.provider_latency = histogram(
+            "lsd_provider_duration_seconds", "Provider call latency", ("model", "provider"), latency_buckets
+        )
+        self.retries = counter("lsd_retries_total", "Repeated tries of the same variant", ("function", "variant"))
+        self.fallbacks = counter(
+            "lsd_fallbacks_total", "Moves to the next provider or variant after a failure", ("function", "kind")
+        )
+        self.cache = counter("lsd_cache_requests_total", "Inference cache lookups", ("result",))
+        self._cache_hit, self._cache_miss = _Counter(self.cache.labels("hit")), _Counter(self.cache.labels("miss"))
+        self._pending += [self._cache_hit, self._cache_miss]
+        self.rate_limit_refusals = counter(
+            "lsd_rate_limit_refusals_total", "Requests refused by a rate limit", ("rule",)
+        )
+        self.auth_failures = counter("lsd_auth_failures_total", "Requests refused by authentication", ("reason",))
+        self.feedback = counter("lsd_feedback_total", "Feedback requests by kind and outcome", ("kind", "outcome"))
+        self.writer_queue = gauge("lsd_writer_queue_rows", "Rows waiting in the writer's memory queue")
+        self.writer_spool_bytes = gauge("lsd_writer_spool_bytes", "Bytes in the writer's spool files")
+        self.writer_written = counter("lsd_writer_rows_written_total", "Rows committed to PostgreSQL", ("table",))
+        self.writer_spooled = counter("lsd_writer_rows_spooled_total", "Rows moved to the disk spool", ("table",))
+        self.writer_dropped = counter("lsd_writer_rows_dropped_total", "Rows lost (spool full/unwritable)", ("table",))
+        self.writer_rejected = counter("lsd_writer_rows_rejected_total", "Rows refused by PostgreSQL", ("table",))
+        self.writer_flush_failures = counter("lsd_writer_flush_failures_total", "Failed flush attempts")
+        self.writer_flush = histogram("lsd_writer_flush_duration_seconds", "Flush (COPY) latency", (), FLUSH_BUCKETS_S)
+        self.pool_size = gauge("lsd_db_pool_connections", "Open connections in the request pool")
+        self.pool_in_use = gauge("lsd_db_pool_in_use_connections", "Pool connections lent out")
+        self.pool_waiting = gauge("lsd_db_pool_waiting_requests", "Requests waiting for a pool connection")
+        self.pool_max = gauge("lsd_db_pool_max_connections", "The pool's maximum size")
+        self.statistics_refresh = histogram(
+            "lsd_statistics_refresh_duration_seconds", "Statistics refresh duration", (), REFRESH_BUCKETS_S
+        )
+
+    # -- exposition --------------------------------------------------------------------------------------------
+
+    def add_sampler(self, sampler: Callable[[], None]) -> None:
+        """`sampler` sets gauges from a resource's stats (pool, writer queue); run by `sample()`."""
+        self._samplers.append(sampler)
+
+    def sample(self) -> None:
+        """Refresh the sampled gauges and flush the request path's pending counts: before every scrape, and
+        every second (the `metrics` job), so that under `--workers N` a scrape answered by one
+        worker sees the others' counts at most that old."""
+        for sampler in self._samplers:
+            sampler()
+        self.flush()
+
+    def flush(self) -> None:
+        for pending in self._pending:
+            pending.flush()
+
+    def exposition(self) -> tuple[bytes, str]:
+        """Sample and flush, then the text format body and its content type."""
+        self.sample()
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    # -- request path ------------------------------------------------------------------------------------------
+
+    def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = (
+                _Counter(self.http_requests.labels(route, method, str(status))),
+                _Histogram(self.http_latency.labels(route, method), self.latency_buckets),
+            )
+            self._http_children[key] = children
+            self._pending.extend(children)
+        children[0].value += 1
+        children[1].observe(seconds)
+
+    def observe_inference(
+        self,
+        labels: tuple[str, str, str, str, str, str],
+        seconds: float,
+        overhead_seconds: float,
+        ttft_seconds: float | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        cost: float | None,
+    ) -> None:
+        """One finished inference. `labels`: function, variant, model, provider, outcome ("ok"/"error"), stream."""
+        c = self._inference_children.get(labels)
+        if c is None:
+            c = self._inference_children[labels] = _InferenceChildren(self, labels)
+            self._pending.append(c)
+        c.count.value += 1
+        c.latency.observe(seconds)
+        c.overhead.observe(overhead_seconds)
+        if ttft_seconds is not None:
+            c.ttft.observe(ttft_seconds)
+        if input_tokens:
+            c.input_tokens.value += input_tokens
+        if output_tokens:
+            c.output_tokens.value += output_tokens
+        if cost:
+            c.cost.value += cost
+
+    def observe_provider_attempt(self, model: str, provider: str, error_kind: str | None, seconds: float) -> None:
+        key = (model, provider, error_kind)
+        children = self._attempt_children.get(key)
+        if children is None:
+            children = (
+                _Counter(self.provider_attempts.labels(model, provider, "error" if error_kind else "ok")),
+                _Histogram(self.provider_latency.labels(model, provider), self.latency_buckets),
+                _Counter(self.provider_errors.labels(model, provider, error_kind)) if error_kind else None,
+            )
+            self._attempt_children[key] = children
+            self._pending.extend(c for c in children if c is not None)
+        children[0].value += 1
+        children[1].observe(seconds)
+        if children[2] is not None:
+            children[2].value += 1
+
+    def observe_retry(self, function: str, variant: str) -> None:
+        self.retries.labels(function, variant).inc()
+
+    def observe_fallback(self, function: str, kind: str) -> None:
+        """`kind`: "provider" (next provider of the model) or "variant" (next variant of the function)."""
+        self.fallbacks.labels(function, kind).inc()
+
+    def observe_cache(self, hit: bool) -> None:
+        (self._cache_hit if hit else self._cache_miss).value += 1
+
+    def observe_rate_limit_refusal(self, rule: str) -> None:
+        self.rate_limit_refusals.labels(rule).inc()
+
+    def observe_auth_failure(self, reason: str) -> None:
+        self.auth_failures.labels(reason).inc()
+
+    def observe_feedback(self, kind: str, outcome: str) -> None:
+        self.feedback.labels(kind, outcome).inc()
+
+    # -- writer, pool, jobs ------------------------------------------------------------------------------------
+
+    def observe_flush(self, written: Mapping[str, int], seconds: float, queued_rows: int) -> None:
+        for table, rows in written.items():
+            self.writer_written.labels(table).inc(rows)
+        self.writer_flush.observe(seconds)
+        self.writer_queue.set(queued_rows)
+
+    def observe_flush_failure(self) -> None:
+        self.writer_flush_failures.inc()
+
+    def observe_spooled(self, rows: Mapping[str, int], spool_bytes: int) -> None:
+        for table, count in rows.items():
+            self.writer_spooled.labels(table).inc(count)
+        self.writer_spool_bytes.set(spool_bytes)
+
+    def observe_dropped(self, rows: Mapping[str, int]) -> None:
+        for table, count in rows.items():
+            self.writer_dropped.labels(table).inc(count)
+
+    def observe_rejected(self, rows: Mapping[str, int]) -> None:
+        for table, count in rows.items():
+            self.writer_rejected.labels(table).inc(count)
+
+    def set_writer_state(self, queued_rows: int, spool_bytes: int) -> None:
+        self.writer_queue.set(queued_rows)
+        self.writer_spool_bytes.set(spool_bytes)
+
+    def set_pool(self, size: int, in_use: int, waiting: int, max_size: int) -> None:
+        self.pool_size.set(size)
+        self.pool_in_use.set(in_use)
+        self.pool_waiting.set(waiting)
+        self.pool_max.set(max_size)
+
+    def observe_statistics_refresh(self, seconds: float) -> None:
+        self.statistics_refresh.observe(seconds)
+
+
+def configured_multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None

@@ -1,0 +1,72 @@
+"""The shipped Prometheus rules load, and every metric the dashboard and the alerts use exists in /metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+from tests.support.gateway import ROOT, in_process_gateway
+
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+DASHBOARD = ROOT / "deploy" / "grafana" / "lsd-dashboard.json"
+_METRIC = re.compile(r"\blsd_[a-z_]+\b")
+_HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+
+CONFIG = """
+[models.echo]
+routing = ["dummy"]
+[models.echo.providers.dummy]
+type = "dummy"
+model_name = "echo"
+"""
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool is not installed: `apt-get install -y prometheus` (.ci/run installs it)")
+    return path
+
+
+def test_alert_rules_and_scrape_config_load() -> None:
+    rules = subprocess.run(
+        [promtool(), "check", "rules", str(PROMETHEUS / "alerts.yml")], capture_output=True, text=True, check=False
+    )
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    config = subprocess.run(
+        [promtool(), "check", "config", str(PROMETHEUS / "prometheus.yml")], capture_output=True, text=True, check=False
+    )
+    assert config.returncode == 0, config.stdout + config.stderr
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"] if isinstance(v.get("query"), dict)]
+    return exprs
+
+
+async def test_every_metric_used_exists(database_url: str) -> None:
+    async with in_process_gateway(CONFIG, database_url) as base_url, httpx.AsyncClient() as http:
+        text = (await http.get(f"{base_url}/metrics")).text
+    exposed: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            exposed.add(name)
+            if kind == "histogram":
+                exposed.update(name + suffix for suffix in _HISTOGRAM_SUFFIXES)
+            if kind == "counter":
+                exposed.add(name + "_total")
+    used = {
+        "dashboard": {m for e in dashboard_expressions() for m in _METRIC.findall(e)},
+        "alerts": set(_METRIC.findall((PROMETHEUS / "alerts.yml").read_text())),
+    }
+    assert len(used["dashboard"]) > 20 and len(used["alerts"]) >= 6
+    for source, names in used.items():
+        assert names - exposed == set(), f"{source} uses metrics /metrics does not have"

@@ -1,0 +1,181 @@
+"""`GET /metrics` in-process on a real socket: known traffic in, exact counters out, in the Prometheus format."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lsd.config import parse
+from lsd.errors import ConfigError
+from tests.support.gateway import ROOT, in_process_gateway
+
+CONFIG = """
+[gateway.observability]
+async_writes = false
+
+[gateway.metrics]
+overhead_buckets = [0.001, 0.01, 0.1]
+
+[models.echo]
+routing = ["dummy"]
+[models.echo.providers.dummy]
+type = "dummy"
+model_name = "echo"
+
+[models.broken]
+routing = ["bad", "good"]
+[models.broken.providers.bad]
+type = "dummy"
+model_name = "error"
+[models.broken.providers.good]
+type = "dummy"
+model_name = "echo"
+
+[functions.chat]
+type = "chat"
+[functions.chat.variants.a]
+type = "chat_completion"
+model = "echo"
+
+[functions.fallback]
+type = "chat"
+[functions.fallback.variants.a]
+type = "chat_completion"
+model = "broken"
+
+[functions.failing]
+type = "chat"
+[functions.failing.variants.a]
+type = "chat_completion"
+model = "dummy::error"
+retries = { num_retries = 1, max_delay_s = 0.01 }
+
+[metrics.thumbs_up]
+type = "boolean"
+level = "inference"
+optimize = "max"
+"""
+
+MESSAGE = {"messages": [{"role": "user", "content": "hello there"}]}
+
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process_gateway(CONFIG, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        yield http
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(client: httpx.AsyncClient) -> tuple[Samples, set[str], str]:
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=")
+    samples: Samples = {}
+    families: set[str] = set()
+    for family in text_string_to_metric_families(r.text):
+        families.add(family.name)
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples, families, r.text
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+CHAT = {"function": "chat", "variant": "a", "model": "echo", "provider": "dummy"}
+
+
+async def test_counters_follow_known_traffic(client: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        assert (await client.post("/inference", json={"function_name": "chat", "input": MESSAGE})).status_code == 200
+    r = await client.post("/inference", json={"function_name": "chat", "input": MESSAGE, "stream": True})
+    assert r.status_code == 200 and "[DONE]" in r.text
+    r = await client.post("/inference", json={"function_name": "fallback", "input": MESSAGE})
+    assert r.status_code == 200
+    inference_id = r.json()["inference_id"]
+    assert (await client.post("/inference", json={"function_name": "failing", "input": MESSAGE})).status_code == 502
+    r = await client.post("/feedback", json={"metric_name": "thumbs_up", "inference_id": inference_id, "value": True})
+    assert r.status_code == 200
+    r = await client.post("/feedback", json={"metric_name": "nope", "inference_id": inference_id, "value": True})
+    assert r.status_code == 404
+    assert (await client.get("/no/such/path")).status_code == 404
+
+    samples, families, text = await scrape(client)
+    ok = {**CHAT, "outcome": "ok"}
+    assert value(samples, "lsd_inferences_total", **ok, stream="false") == 3
+    assert value(samples, "lsd_inferences_total", **ok, stream="true") == 1
+    assert value(samples, "lsd_inference_duration_seconds_count", **ok, stream="false") == 3
+    assert value(samples, "lsd_gateway_overhead_seconds_count", **ok, stream="false") == 3
+    # the configured buckets, plus +Inf
+    assert value(samples, "lsd_gateway_overhead_seconds_bucket", **ok, stream="false", le="+Inf") == 3
+    assert (
+        "lsd_gateway_overhead_seconds_bucket",
+        frozenset({**ok, "stream": "false", "le": "0.01"}.items()),
+    ) in samples
+    assert ("lsd_gateway_overhead_seconds_bucket", frozenset({**ok, "stream": "false", "le": "0.005"}.items())) not in (
+        samples
+    )
+    assert value(samples, "lsd_time_to_first_token_seconds_count", **CHAT) == 1
+    # the dummy counts 2 input tokens ("hello there") and answers "echo: hello there" (3 tokens)
+    assert value(samples, "lsd_input_tokens_total", **CHAT) == 4 * 2
+    assert value(samples, "lsd_output_tokens_total", **CHAT) == 4 * 3
+
+    fallback = {"function": "fallback", "variant": "a", "model": "broken", "provider": "good"}
+    assert value(samples, "lsd_inferences_total", **fallback, outcome="ok", stream="false") == 1
+    assert value(samples, "lsd_provider_attempts_total", model="broken", provider="bad", outcome="error") == 1
+    assert value(samples, "lsd_provider_attempts_total", model="broken", provider="good", outcome="ok") == 1
+    assert value(samples, "lsd_provider_errors_total", model="broken", provider="bad", kind="provider_error") == 1
+    assert value(samples, "lsd_fallbacks_total", function="fallback", kind="provider") == 1
+
+    failing = {"function": "failing", "variant": "a", "model": "dummy::error", "provider": "dummy"}
+    assert value(samples, "lsd_inferences_total", **failing, outcome="error", stream="false") == 1
+    assert value(samples, "lsd_retries_total", function="failing", variant="a") == 1
+    assert value(samples, "lsd_provider_attempts_total", model="dummy::error", provider="dummy", outcome="error") == 2
+
+    assert value(samples, "lsd_feedback_total", kind="boolean", outcome="ok") == 1
+    assert value(samples, "lsd_feedback_total", kind="unknown", outcome="error") == 1  # never the raw name
+
+    assert value(samples, "lsd_http_requests_total", route="/inference", method="POST", status="200") == 5
+    assert value(samples, "lsd_http_requests_total", route="/inference", method="POST", status="502") == 1
+    assert value(samples, "lsd_http_requests_total", route="unmatched", method="GET", status="404") == 1
+    assert "/no/such/path" not in text
+
+    # async_writes = false: every row is committed before its answer, so the writer counted them already
+    assert value(samples, "lsd_writer_rows_written_total", table="chat_inferences") == 5
+    assert value(samples, "lsd_writer_rows_written_total", table="boolean_metric_feedback") == 1
+    assert value(samples, "lsd_writer_flush_duration_seconds_count") >= 1
+    assert value(samples, "lsd_writer_queue_rows") == 0
+    assert value(samples, "lsd_db_pool_max_connections") == 20
+    assert value(samples, "lsd_db_pool_connections") >= 1
+    # declared for the rate limiter and authentication, which record into them
+    for family in (
+        "lsd_rate_limit_refusals",
+        "lsd_auth_failures",
+        "lsd_cache_requests",
+        "lsd_writer_rows_dropped",
+        "lsd_writer_rows_spooled",
+        "lsd_statistics_refresh_duration_seconds",
+    ):
+        assert family in families, family
+
+
+async def test_metrics_needs_no_credentials_and_counts_itself(client: httpx.AsyncClient) -> None:
+    await scrape(client)
+    samples, _, _ = await scrape(client)
+    assert value(samples, "lsd_http_requests_total", route="/metrics", method="GET", status="200") == 1
+
+
+def test_bucket_config_is_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse("[gateway.metrics]\nlatency_buckets = [1, 0.5]\nttft_bucket = [1]\n", base_dir=ROOT)
+    assert "gateway.metrics.latency_buckets: bucket bounds must be strictly increasing" in str(info.value)
+    assert "gateway.metrics.ttft_bucket: unknown key (did you mean 'ttft_buckets'?)" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse('[gateway.export.otlp.traces]\nenabled = true\nprotocol = "udp"\n', base_dir=ROOT)
+    assert "gateway.export.otlp.traces.protocol: must be one of" in str(info.value)

@@ -1,0 +1,303 @@
+"""OTLP traces from the real exporter into an in-test OTLP/HTTP receiver: span tree, GenAI attributes, the
+caller's trace continued, no content unless asked, and a dead collector that fails no request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
+    TraceServiceServicer,
+    add_TraceServiceServicer_to_server,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from lsd.api.tracing import TraceContext
+from lsd.app import build_app
+from lsd.config import parse
+from lsd.runtime import build_tracing
+from lsd.store.local import free_port
+from tests.support.gateway import ROOT, in_process_gateway
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+
+CONFIG = """
+[gateway.export.otlp.traces]
+enabled = true
+endpoint = "{endpoint}"
+include_content = {include_content}
+extra_headers = {{ "x-collector-key" = "secret-123" }}
+
+[models.broken]
+routing = ["bad", "good"]
+[models.broken.providers.bad]
+type = "dummy"
+model_name = "error"
+[models.broken.providers.good]
+type = "dummy"
+model_name = "echo"
+
+[functions.chat]
+type = "chat"
+[functions.chat.variants.a]
+type = "chat_completion"
+model = "broken"
+temperature = 0.5
+
+[metrics.thumbs_up]
+type = "boolean"
+level = "inference"
+optimize = "max"
+"""
+
+MESSAGE = {"messages": [{"role": "user", "content": "a private prompt"}]}
+
+
+def _value(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    return getattr(v, kind) if kind else None
+
+
+@dataclass
+class Span:
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    attributes: dict[str, Any]
+    error: bool
+    start_ns: int
+    end_ns: int
+
+
+@dataclass
+class Receiver:
+    """An OTLP/HTTP collector: decodes ExportTraceServiceRequest bodies posted to /v1/traces."""
+
+    spans: list[Span] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    resources: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        assert request.content_type == "application/x-protobuf"
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        self.headers.append(dict(request.headers))
+        self.add(message)
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
+        )
+
+    def add(self, message: ExportTraceServiceRequest) -> None:
+        for resource_spans in message.resource_spans:
+            self.resources.append({a.key: _value(a.value) for a in resource_spans.resource.attributes})
+            for scope_spans in resource_spans.scope_spans:
+                for s in scope_spans.spans:
+                    self.spans.append(
+                        Span(
+                            name=s.name,
+                            trace_id=s.trace_id.hex(),
+                            span_id=s.span_id.hex(),
+                            parent_id=s.parent_span_id.hex(),
+                            attributes={a.key: _value(a.value) for a in s.attributes},
+                            error=s.status.code == 2,
+                            start_ns=s.start_time_unix_nano,
+                            end_ns=s.end_time_unix_nano,
+                        )
+                    )
+
+    async def wait_for(self, predicate: Any, within_s: float = 10.0) -> list[Span]:
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            found = [s for s in self.spans if predicate(s)]
+            if found:
+                return found
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no matching span among {[s.name for s in self.spans]}")
+
+
+@pytest.fixture
+async def receiver(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Receiver, str]]:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # export within 50 ms, not the default 5 s
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/v1/traces", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield receiver, f"http://127.0.0.1:{port}/v1/traces"
+    finally:
+        await runner.cleanup()
+
+
+def config(endpoint: str, *, include_content: bool = False) -> str:
+    return CONFIG.format(endpoint=endpoint, include_content=str(include_content).lower())
+
+
+async def test_span_tree_under_the_callers_trace(receiver: tuple[Receiver, str], database_url: str) -> None:
+    rx, endpoint = receiver
+    async with in_process_gateway(config(endpoint), database_url) as base_url, httpx.AsyncClient() as http:
+        r = await http.post(
+            f"{base_url}/inference",
+            json={"function_name": "chat", "input": MESSAGE},
+            headers={"traceparent": TRACEPARENT},
+        )
+        assert r.status_code == 200
+        inference_id = r.json()["inference_id"]
+        [root] = await rx.wait_for(lambda s: s.name == "function_inference")
+        await rx.wait_for(lambda s: s.name == "model_provider_inference" and not s.error)
+
+    # the caller's trace continues: same trace id, the caller's span is the parent
+    assert (root.trace_id, root.parent_id) == (TRACE_ID, PARENT_ID)
+    assert root.attributes["lsd.inference_id"] == inference_id
+    assert root.attributes["lsd.episode_id"] == r.json()["episode_id"]
+    assert root.attributes["lsd.function_name"] == "chat"
+    assert root.attributes["lsd.variant_name"] == "a"
+    assert root.attributes["gen_ai.operation.name"] == "chat"
+    assert root.attributes["gen_ai.system"] == "dummy"
+    assert root.attributes["gen_ai.request.model"] == "broken"
+    assert root.attributes["gen_ai.request.temperature"] == 0.5
+    assert root.attributes["gen_ai.usage.input_tokens"] == r.json()["usage"]["input_tokens"]
+    assert root.attributes["gen_ai.usage.output_tokens"] == r.json()["usage"]["output_tokens"]
+    assert root.attributes["gen_ai.response.finish_reasons"] == ["stop"]
+    assert not root.error
+
+    by_parent: dict[str, list[Span]] = {}
+    for s in rx.spans:
+        assert s.trace_id == TRACE_ID
+        by_parent.setdefault(s.parent_id, []).append(s)
+    [variant] = by_parent[root.span_id]
+    assert (variant.name, variant.attributes["lsd.variant_name"]) == ("variant_inference", "a")
+    [model] = by_parent[variant.span_id]
+    assert (model.name, model.attributes["lsd.model_name"]) == ("model_inference", "broken")
+    bad, good = sorted(by_parent[model.span_id], key=lambda s: s.start_ns)
+    assert [bad.name, good.name] == ["model_provider_inference"] * 2
+    assert (bad.attributes["lsd.model_provider_name"], bad.error, bad.attributes["error.type"]) == (
+        "bad",
+        True,
+        "provider_error",
+    )
+    assert (good.attributes["lsd.model_provider_name"], good.error) == ("good", False)
+    assert good.attributes["gen_ai.usage.output_tokens"] == r.json()["usage"]["output_tokens"]
+    # children sit inside their parents
+    assert root.start_ns <= variant.start_ns <= bad.start_ns <= bad.end_ns <= good.start_ns <= good.end_ns
+    assert good.end_ns <= model.end_ns <= variant.end_ns <= root.end_ns
+
+    # no prompt or completion text, and the collector's header went to the collector only
+    assert not any("private prompt" in str(s.attributes) for s in rx.spans)
+    assert all(h.get("x-collector-key") == "secret-123" for h in rx.headers)
+    assert not any("secret-123" in str(s.attributes) for s in rx.spans)
+    assert rx.resources[0]["service.name"] == "lsd"
+
+
+async def test_streams_feedback_and_content(receiver: tuple[Receiver, str], database_url: str) -> None:
+    rx, endpoint = receiver
+    async with (
+        in_process_gateway(config(endpoint, include_content=True), database_url) as base_url,
+        httpx.AsyncClient() as http,
+    ):
+        r = await http.post(f"{base_url}/inference", json={"function_name": "chat", "input": MESSAGE, "stream": True})
+        assert r.status_code == 200 and "[DONE]" in r.text
+        [stream] = await rx.wait_for(lambda s: s.name == "function_inference")
+        inference_id = stream.attributes["lsd.inference_id"]
+        r = await http.post(
+            f"{base_url}/feedback", json={"metric_name": "thumbs_up", "inference_id": inference_id, "value": True}
+        )
+        assert r.status_code == 200
+        [feedback] = await rx.wait_for(lambda s: s.name == "feedback")
+
+    assert stream.attributes["lsd.stream"] is True
+    assert stream.parent_id == ""  # no traceparent: a new trace
+    assert "a private prompt" in stream.attributes["gen_ai.input.messages"]
+    assert "echo: a private prompt" in stream.attributes["gen_ai.output.messages"]
+    assert feedback.attributes["lsd.feedback_id"] == r.json()["feedback_id"]
+    assert feedback.attributes["lsd.inference_id"] == inference_id
+    assert feedback.attributes["lsd.metric_name"] == "thumbs_up"
+
+
+async def test_a_dead_collector_fails_no_request(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "1")
+    dead = f"http://127.0.0.1:{free_port()}/v1/traces"  # nothing listens here
+    started = time.monotonic()
+    async with in_process_gateway(config(dead), database_url) as base_url, httpx.AsyncClient() as http:
+        for _ in range(20):
+            r = await http.post(
+                f"{base_url}/inference",
+                json={"function_name": "chat", "input": MESSAGE},
+                headers={"traceparent": TRACEPARENT},
+            )
+            assert r.status_code == 200
+    # and shutting down does not hang on the exporter (bounded by its timeout and the flush limit)
+    assert time.monotonic() - started < 30
+
+
+class GrpcReceiver(TraceServiceServicer):
+    """An OTLP/gRPC collector."""
+
+    def __init__(self, into: Receiver) -> None:
+        self.into = into
+
+    async def Export(
+        self, request: ExportTraceServiceRequest, context: grpc.aio.ServicerContext
+    ) -> ExportTraceServiceResponse:
+        self.into.headers.append(dict(context.invocation_metadata() or ()))
+        self.into.add(request)
+        return ExportTraceServiceResponse()
+
+
+async def test_grpc_with_the_standard_environment_variables(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    rx = Receiver()
+    server = grpc.aio.server()
+    add_TraceServiceServicer_to_server(GrpcReceiver(rx), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-tenant=acme")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-eu")
+    text = CONFIG.split("[models.broken]")[1]
+    try:
+        async with (
+            in_process_gateway(
+                "[gateway.export.otlp.traces]\nenabled = true\n[models.broken]" + text, database_url
+            ) as base_url,
+            httpx.AsyncClient() as http,
+        ):
+            r = await http.post(f"{base_url}/inference", json={"function_name": "chat", "input": MESSAGE})
+            assert r.status_code == 200
+            [root] = await rx.wait_for(lambda s: s.name == "function_inference")
+    finally:
+        await server.stop(None)
+    assert root.attributes["lsd.inference_id"] == r.json()["inference_id"]
+    assert rx.headers[0].get("x-tenant") == "acme"
+    assert rx.resources[0]["service.name"] == "gateway-eu"
+
+
+def test_tracing_off_builds_nothing() -> None:
+    """The default: no span pipeline, no traceparent middleware, so the request path skips tracing entirely."""
+    text = config("http://127.0.0.1:1/v1/traces")
+    off = parse(text.replace("enabled = true", "enabled = false"), base_dir=ROOT)
+    assert build_tracing(off) is None
+    assert TraceContext not in [m.cls for m in build_app(off, "postgresql://unused").user_middleware]
+    on = parse(text, base_dir=ROOT)
+    assert build_tracing(on) is not None
+    assert TraceContext in [m.cls for m in build_app(on, "postgresql://unused").user_middleware]
