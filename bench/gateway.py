@@ -73,7 +73,7 @@ class Settings:
     rates: tuple[float, ...] = (100.0, 500.0, 1000.0)
     stream_rates: tuple[float, ...] = (100.0, 500.0, 1000.0)
     rate_warmup_s: float = 2.0
-    rate_duration_s: float = 8.0
+    rate_duration_s: float = 6.0
     latency_ms: float = 0.0  # the fake's wait before each answer
     quiet_wait_s: float = 0.0  # before each measured run, wait up to this long for other processes to calm down
     wrk_prefix: tuple[str, ...] = ()  # `taskset -c CPUS` with --pin load=CPUS (bench.pinning)

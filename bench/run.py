@@ -92,12 +92,12 @@ def parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--no-stream", action="store_true", help="skip the streaming runs")
     g.add_argument("--rate-warmup", type=float, default=2.0, help="open-loop warm-up seconds per rate (default 2)")
-    g.add_argument("--rate-duration", type=float, default=8.0, help="open-loop seconds measured per rate (default 8)")
+    g.add_argument("--rate-duration", type=float, default=6.0, help="open-loop seconds measured per rate (default 6)")
     g.add_argument(
         "--latency-ms", type=float, default=0.0, help="the fake provider's wait before each answer (default 0)"
     )
     w = p.add_argument_group("part 2: writer")
-    w.add_argument("--inferences", type=int, default=100_000, help="inferences written, 4 rows each (default 100000)")
+    w.add_argument("--inferences", type=int, default=60_000, help="inferences written, 4 rows each (default 60000)")
     w.add_argument(
         "--batch-rows", type=csv_list(int), default=(1000, 5000), help="writer max_rows and COPY batch sizes"
     )
