@@ -204,17 +204,17 @@ def drive(
                     stream=stream,
                 )
             )
-        # CPU per request over the whole open-loop run (warm-up included): robust to other processes on the machine.
-        sent = max(fixed.ok + fixed.warmup_ok, 1)
+        # CPU per answered request over the whole open-loop run (warm-up included): robust to other processes.
+        answered = fixed.ok + fixed.warmup_ok
         cpu_us = {
-            "target_us_per_request": round(1e6 * (server_cpu() - server0) / sent, 1),
-            "postgres_us_per_request": round(1e6 * (postgres_cpu() - pg0) / sent, 1),
+            "target_us_per_request": round(1e6 * (server_cpu() - server0) / answered, 1) if answered else None,
+            "postgres_us_per_request": round(1e6 * (postgres_cpu() - pg0) / answered, 1) if answered else None,
         }
         client_ok += fixed.ok + fixed.warmup_ok
         label = f"{rate:.0f} req/s{' streaming' if stream else ''}"
         _print_run(label, fixed, cpu.share)
         if stream:
-            print(f"    TTFT p50 {fixed.ttft_p50_ms:.2f} ms, p99 {fixed.ttft_p99_ms:.2f} ms")
+            print(f"    TTFT p50 {_ms(fixed.ttft_p50_ms)}, p99 {_ms(fixed.ttft_p99_ms)}")
         result[kind][rate_key(rate)] = {
             **fixed.as_dict(),
             "cpu": asdict(cpu.share) if cpu.share else None,
@@ -293,9 +293,13 @@ def _settle(roots: Callable[[], Iterable[int]], max_wait_s: float) -> None:
 def _print_run(label: str, run: LoadResult, cpu: CpuShare | None) -> None:
     busy = f"; CPU: machine {cpu.machine_pct:.0f}%, other processes {cpu.others_pct:.0f}%" if cpu else ""
     print(
-        f"  {label}: {run.rps:,.0f} req/s, p50 {run.p50_ms:.2f} ms, p90 {run.p90_ms:.2f} ms, "
-        f"p99 {run.p99_ms:.2f} ms, errors {run.errors}{busy}"
+        f"  {label}: {run.rps:,.0f} req/s, p50 {_ms(run.p50_ms)}, p90 {_ms(run.p90_ms)}, "
+        f"p99 {_ms(run.p99_ms)}, errors {run.errors}{busy}"
     )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
 
 
 def _recording(database_url: str, log_path: Path, client_ok: int, cut: int) -> dict[str, Any]:

@@ -52,11 +52,11 @@ class LoadResult:
     ok: int
     errors: int
     rps: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    mean_ms: float
+    p50_ms: float | None  # None: no successful request to measure
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
     warmup_ok: int = 0  # open loop: 2xx answers during the warm-up, not in the numbers above
     schedule_p50_ms: float | None = None  # open loop: latency from the due time, not the send time
     schedule_p90_ms: float | None = None
@@ -251,8 +251,9 @@ async def open_loop(
     )
 
 
-def _ms(sorted_values: list[float], p: float) -> float:
-    return round(percentile(sorted_values, p) * 1000, 3)
+def _ms(sorted_values: list[float], p: float) -> float | None:
+    """The percentile in ms; None when there is nothing to measure (every request failed)."""
+    return round(percentile(sorted_values, p) * 1000, 3) if sorted_values else None
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -277,9 +278,9 @@ def _summary(
         ok=len(values),
         errors=errors,
         rps=round(requests / seconds, 1) if seconds else 0.0,
-        p50_ms=round(percentile(values, 50) * 1000, 3),
-        p90_ms=round(percentile(values, 90) * 1000, 3),
-        p99_ms=round(percentile(values, 99) * 1000, 3),
-        max_ms=round(values[-1] * 1000, 3) if values else 0.0,
-        mean_ms=round(sum(values) / len(values) * 1000, 3) if values else 0.0,
+        p50_ms=_ms(values, 50),
+        p90_ms=_ms(values, 90),
+        p99_ms=_ms(values, 99),
+        max_ms=round(values[-1] * 1000, 3) if values else None,
+        mean_ms=round(sum(values) / len(values) * 1000, 3) if values else None,
     )
