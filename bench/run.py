@@ -87,8 +87,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--stream-rates",
         type=csv_list(float),
-        default=(100.0, 500.0),
-        help="open-loop req/s with streaming bodies (default 100,500)",
+        default=(100.0, 500.0, 1000.0),
+        help="open-loop req/s with streaming bodies (default 100,500,1000)",
     )
     g.add_argument("--no-stream", action="store_true", help="skip the streaming runs")
     g.add_argument("--rate-warmup", type=float, default=2.0, help="open-loop warm-up seconds per rate (default 2)")
