@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-LINT_PATHS := lsd tests $(wildcard bench)
+LINT_PATHS := lsd tests $(wildcard bench) $(wildcard deploy)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CONFIG ?= config/lsd.toml
 BIND ?= 127.0.0.1:3000

@@ -80,13 +80,21 @@ def have_wrk() -> bool:
 
 
 def wrk(
-    url: str, body: bytes, *, connections: int, duration_s: float, script_dir: Path, cpus: tuple[str, ...] = ()
+    url: str,
+    body: bytes,
+    *,
+    connections: int,
+    duration_s: float,
+    script_dir: Path,
+    headers: dict[str, str] | None = None,
+    cpus: tuple[str, ...] = (),
 ) -> LoadResult:
     """`wrk -t1 -c<connections>`: one thread is enough to saturate a Python server and leaves the other core."""
-    if b"]==]" in body:
-        raise LoadError("the body cannot be quoted in Lua")
+    if b"]==]" in body or any("]==]" in k + v for k, v in (headers or {}).items()):
+        raise LoadError("the body or a header cannot be quoted in Lua")
     script = script_dir / "post.lua"
-    script.write_text(_LUA.replace("BODY", body.decode()).replace("MARK", _MARK))
+    extra = "".join(f"wrk.headers[ [==[{k}]==] ] = [==[{v}]==]\n" for k, v in (headers or {}).items())
+    script.write_text(extra + _LUA.replace("BODY", body.decode()).replace("MARK", _MARK))
     command = [
         *cpus,
         "wrk",
@@ -125,12 +133,16 @@ def wrk(
     )
 
 
-async def _closed_loop(url: str, body: bytes, connections: int, duration_s: float) -> LoadResult:
+async def _closed_loop(
+    url: str, body: bytes, connections: int, duration_s: float, headers: dict[str, str] | None = None
+) -> LoadResult:
     """The fallback when wrk is missing: `connections` aiohttp workers posting back to back."""
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector, headers={"Content-Type": "application/json"}) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, headers={"Content-Type": "application/json", **(headers or {})}
+    ) as session:
         started = time.perf_counter()
         deadline = started + duration_s
 
@@ -154,14 +166,29 @@ async def _closed_loop(url: str, body: bytes, connections: int, duration_s: floa
 
 
 def closed_loop(
-    url: str, body: bytes, *, connections: int, duration_s: float, script_dir: Path, cpus: tuple[str, ...] = ()
+    url: str,
+    body: bytes,
+    *,
+    connections: int,
+    duration_s: float,
+    script_dir: Path,
+    headers: dict[str, str] | None = None,
+    cpus: tuple[str, ...] = (),
 ) -> LoadResult:
     """wrk if installed, else an aiohttp closed loop (slower: it takes CPU from the server under test).
 
     `cpus`: an argv prefix for wrk (`taskset -c 0-3`, see bench.pinning)."""
     if have_wrk():
-        return wrk(url, body, connections=connections, duration_s=duration_s, script_dir=script_dir, cpus=cpus)
-    return run_async(_closed_loop(url, body, connections, duration_s))
+        return wrk(
+            url,
+            body,
+            connections=connections,
+            duration_s=duration_s,
+            script_dir=script_dir,
+            headers=headers,
+            cpus=cpus,
+        )
+    return run_async(_closed_loop(url, body, connections, duration_s, headers))
 
 
 async def open_loop(

@@ -1,4 +1,5 @@
-"""`make bench`: gateway overhead against a bare proxy (part 1) and writer throughput against bare COPY (part 2).
+"""`make bench`: gateway overhead against a bare proxy (part 1), writer throughput against bare COPY (part 2), and
+what auth and rate limiting cost (part auth, bench/auth.py).
 
     python -m bench.run                                  # everything, under 10 minutes on 2 cores
     python -m bench.run --parts gateway --rates 500,2000 # BENCH_ARGS="--parts gateway --rates 500,2000" make bench
@@ -22,12 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import gateway, gateway_report, pinning, report, writer
+from bench import auth, gateway, gateway_report, pinning, report, writer
 from bench.children import Children, shielded
 from bench.database import Cluster
 from lsd.store.local import LocalServerError
 
-PARTS = ("gateway", "writer")
+PARTS = ("gateway", "writer", "auth")
 
 
 def csv_list(kind: type, choices: tuple[str, ...] | None = None):  # type: ignore[no-untyped-def]
@@ -48,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("--parts", type=csv_list(str, PARTS), default=PARTS, help="gateway,writer (default both)")
+    p.add_argument("--parts", type=csv_list(str, PARTS), default=PARTS, help="gateway,writer,auth (default all)")
     p.add_argument("--quick", action="store_true", help="short runs (3 s, 10k inferences): to check the harness")
     p.add_argument(
         "--quiet-wait",
@@ -152,6 +153,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 results["gateway"] = gateway.run(settings, children, cluster, workdir)
                 results["loadavg"]["after_gateway"] = report.loadavg()
+            if "auth" in args.parts:
+                asettings = auth.Settings(
+                    calls=2_000 if args.quick else 20_000,
+                    connections=args.connections,
+                    warmup_s=args.warmup,
+                    duration_s=args.duration,
+                )
+                results["auth"] = auth.run(asettings, children, cluster, workdir)
+                results["loadavg"]["after_auth"] = report.loadavg()
         if "writer" in args.parts:
             wsettings = writer.Settings(
                 inferences=args.inferences,
@@ -186,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n## Against the issue's targets (ratios; the run does not fail on them)")
         for line in lines:
             print(f"- {line}")
-    if "gateway" in results or "writer" in results:
+    if "gateway" in results or "writer" in results or "auth" in results:
         path = report.save(results)
         print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     print(f"elapsed: {results['elapsed_s']:.0f} s")

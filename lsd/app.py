@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 from lsd.api.access_log import AccessLog
 from lsd.api.direct import DirectRoutes
 from lsd.api.errors import handle_lsd_error, handle_not_found
+from lsd.api.guard import Guard
 from lsd.api.routes import ROUTES
 from lsd.api.state import AppState
 from lsd.api.tracing import TraceContext
@@ -22,10 +23,12 @@ from lsd.config.model import Config
 from lsd.errors import LsdError
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
+from lsd.jobs.access import access_jobs
 from lsd.jobs.maintenance import maintenance_jobs
 from lsd.jobs.runner import Job, JobRunner
 from lsd.runtime import open_runtime
 from lsd.store.admin import partition_upkeep
+from lsd.store.database import DatabaseUrls
 from lsd.telemetry import logging as lsd_logging
 from lsd.telemetry.logging import LineSink
 from lsd.telemetry.metrics import Metrics
@@ -35,7 +38,7 @@ GC_GEN0_THRESHOLD = 20_000
 METRICS_FLUSH_INTERVAL_S = 1.0  # how stale another worker's counts may be in a scrape
 
 
-def build_app(config: Config, database_url: str, *, models: ModelTable | None = None) -> Starlette:
+def build_app(config: Config, database_url: str | DatabaseUrls, *, models: ModelTable | None = None) -> Starlette:
     """The gateway as an ASGI app. Nothing connects until the lifespan starts."""
     model_table = models or ModelTable.from_config(config)
     embedding_models = ModelTable.embeddings_from_config(config)
@@ -53,6 +56,8 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                     Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(rt.database, ahead)),
                     *maintenance_jobs(config.gateway.observability, rt.database, rt.metrics),
                     Job("metrics", METRICS_FLUSH_INTERVAL_S, _sampler(rt.metrics)),
+                    *access_jobs(rt.auth, rt.limiter),
+                    Job("batch_poller", config.gateway.batch.poll_interval_s, rt.batches.poll_pending),
                 ]
             )
             await jobs.open()
@@ -66,10 +71,13 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
                 yield AppState(
                     config=config,
                     engine=rt.engine,
+                    batches=rt.batches,
                     embedder=rt.embedder,
                     feedback=rt.feedback,
                     database=rt.database,
                     writer=rt.writer,
+                    auth=rt.auth,
+                    limiter=rt.limiter,
                     metrics=rt.metrics,
                 )
             finally:
@@ -82,8 +90,8 @@ def build_app(config: Config, database_url: str, *, models: ModelTable | None = 
         middleware.append(Middleware(TraceContext))
     return Starlette(
         routes=ROUTES,
-        # DirectRoutes innermost: POST /inference skips the router but not the middleware above it.
-        middleware=[*middleware, Middleware(DirectRoutes)],
+        # DirectRoutes innermost: POST /inference skips the router but not the middleware above it (the Guard).
+        middleware=[*middleware, Middleware(Guard, gateway=config.gateway), Middleware(DirectRoutes)],
         lifespan=lifespan,
         exception_handlers={LsdError: handle_lsd_error, HTTPException: handle_not_found},
     )
@@ -100,6 +108,6 @@ def _sampler(metrics: Metrics) -> Callable[[], Awaitable[None]]:
 
 
 def from_environment() -> Starlette:
-    """App factory for multi-worker serving: config path and URL come from the environment set by `lsd serve`."""
+    """App factory for multi-worker serving: config path and URLs come from the environment set by `lsd serve`."""
     lsd_logging.configure()  # a spawned worker starts with Python's default logging
-    return build_app(load(os.environ["LSD_CONFIG"]), os.environ["LSD_DATABASE_URL"])
+    return build_app(load(os.environ["LSD_CONFIG"]), DatabaseUrls.from_environ(os.environ))

@@ -1,4 +1,4 @@
-"""The `lsd` command line: serve, migrate, config check, doctor, localdb."""
+"""The `lsd` command line: serve, migrate, config check, doctor, stats, evaluate, batch, keys, localdb."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import uvloop
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
-from lsd import __version__
+from lsd import __version__, batch_cli, keys_cli
 from lsd.app import build_app
 from lsd.config import load
 from lsd.config.model import Config
@@ -25,7 +25,7 @@ from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
 from lsd.runtime import prepare_database
 from lsd.store import admin, migrate, statistics
-from lsd.store.database import Database, DatabaseUnreachable, PoolStats, connect_with_retry
+from lsd.store.database import Database, DatabaseUnreachable, DatabaseUrls, PoolStats, connect_with_retry
 from lsd.store.local import LocalServer, LocalServerError
 from lsd.supervisor import supervise
 from lsd.telemetry import logging as lsd_logging
@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     refresh.add_argument("--config", default=None, help="config file (for gateway.database settings)")
 
     evaluate_cli.add_parser(sub)
+    keys_cli.add_parser(sub)
+    batch_cli.add_parser(sub)
 
     local = sub.add_parser("localdb", help="a local PostgreSQL for development (used by `make run`)")
     local_sub = local.add_subparsers(dest="localdb_command", required=True, metavar="SUBCOMMAND")
@@ -99,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             return _doctor(args)
         if args.command == "evaluate":
             return evaluate_cli.run(args)
+        if args.command == "keys":
+            return keys_cli.run(args)
+        if args.command == "batch":
+            return batch_cli.run(args)
         return _localdb(args)
     except CliExit as exc:
         sys.stderr.write(f"lsd: {exc.message}\n")
@@ -121,11 +127,20 @@ def _load_config(path: str | None) -> Config | None:
     return config
 
 
-def _database_url() -> str:
-    url = os.environ.get("LSD_DATABASE_URL", "").strip()
-    if not url:
+def _database_urls() -> DatabaseUrls:
+    urls = DatabaseUrls.from_environ()
+    if not urls.primary:
         raise CliExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
-    return url
+    return urls
+
+
+def _database_url() -> str:
+    return _database_urls().primary
+
+
+def _session_url() -> str:
+    """Where session advisory locks may be taken: LSD_SESSION_DATABASE_URL, else LSD_DATABASE_URL."""
+    return _database_urls().session_url
 
 
 def _connect(url: str, timeout_s: float):  # type: ignore[no-untyped-def]
@@ -135,7 +150,7 @@ def _connect(url: str, timeout_s: float):  # type: ignore[no-untyped-def]
         raise CliExit(EXIT_DATABASE, str(exc)) from None
 
 
-def _prepare_database(config: Config, url: str) -> None:
+def _prepare_database(config: Config, url: DatabaseUrls) -> None:
     """Migrate (or check migrations), create partitions ahead and snapshot the config."""
     try:
         applied = prepare_database(config, url)
@@ -153,7 +168,7 @@ def _prepare_database(config: Config, url: str) -> None:
 def _serve(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     assert config is not None
-    url = _database_url()
+    url = _database_urls()
     _prepare_database(config, url)
     hconfig = HypercornConfig()
     hconfig.bind = [args.bind or config.gateway.bind_address]
@@ -162,6 +177,8 @@ def _serve(args: argparse.Namespace) -> int:
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     hconfig.keep_alive_timeout = 75
+    hconfig.h11_max_incomplete_size = config.gateway.max_header_bytes  # the request line and headers
+    hconfig.h2_max_header_list_size = config.gateway.max_header_bytes
     hconfig.worker_class = "uvloop"
     log.info("lsd %s serving %s on http://%s", __version__, args.config, hconfig.bind[0])
     if args.workers > 1:
@@ -200,7 +217,7 @@ async def _serve_async(app: object, hconfig: HypercornConfig) -> None:
 
 def _migrate(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
-    url = _database_url()
+    url = _session_url()  # the migration lock is a session lock
     timeout = config.gateway.database.connect_timeout_s if config else 30.0
     with _connect(url, timeout) as conn:
         try:
@@ -242,7 +259,12 @@ def _doctor(args: argparse.Namespace) -> int:
 
 async def _pool_stats(url: str, config: Config | None) -> PoolStats:
     db = config.gateway.database if config else None
-    database = Database(url, min_size=1, max_size=db.pool_max_size if db else 20)
+    database = Database(
+        url,
+        min_size=1,
+        max_size=db.pool_max_size if db else 20,
+        prepared_statements=db.prepared_statements if db else True,
+    )
     await database.open(timeout_s=10)
     try:
         await database.ping()
@@ -253,7 +275,7 @@ async def _pool_stats(url: str, config: Config | None) -> PoolStats:
 
 def _stats_refresh(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
-    url = _database_url()
+    url = _session_url()  # the statistics lock is a session lock
     timeout = config.gateway.database.connect_timeout_s if config else 10.0
     with _connect(url, timeout) as conn:
         try:

@@ -2,10 +2,12 @@
 
     LsdError                      500 internal_error
     ├── InvalidRequest            400 invalid_request     (names the field)
-    │   └── PayloadTooLarge       413 payload_too_large
+    │   ├── PayloadTooLarge       413 payload_too_large
+    │   └── HeadersTooLarge       431 headers_too_large
     ├── Unauthorized              401 unauthorized
     ├── NotFound                  404 not_found           (unknown function, variant, model, inference)
-    ├── RateLimited               429 rate_limited
+    ├── RateLimited               429 rate_limited        (names the rule; Retry-After)
+    ├── RequestTimeout            504 request_timeout     (no response started within gateway.request_timeout_s)
     ├── ProviderError             502 provider_error      (one provider attempt failed)
     │   └── ProviderTimeout       408 provider_timeout
     ├── AllAttemptsFailed         502 all_attempts_failed (every provider and variant failed)
@@ -54,8 +56,25 @@ class NotFound(LsdError):
 
 
 class RateLimited(LsdError):
+    """A rate-limit rule refused the request: `rule` names it, `retry_after_s` says when to try again."""
+
     error_code = "rate_limited"
     http_status = 429
+
+    def __init__(self, message: str, *, rule: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.retry_after_s = retry_after_s
+
+
+class RequestTimeout(LsdError):
+    error_code = "request_timeout"
+    http_status = 504
+
+
+class HeadersTooLarge(InvalidRequest):
+    error_code = "headers_too_large"
+    http_status = 431
 
 
 class ProviderError(LsdError):

@@ -46,6 +46,7 @@ class FeedbackRequest:
     episode_id: UUID | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     dryrun: bool = False
+    api_key_public_id: str | None = None  # the verified key's, set by the API layer
 
 
 def _fail(path: str, message: str) -> InvalidRequest:
@@ -146,13 +147,14 @@ class FeedbackService:
         created = datetime.fromtimestamp((feedback_id.int >> 80) / 1000, tz=UTC)
         tags = dict(request.tags)
         target_level = "inference" if request.inference_id is not None else "episode"
+        key = request.api_key_public_id
         record: Record
         if kind == "boolean":
             if not isinstance(request.value, bool):
                 raise _fail("value", f"metric {request.metric_name!r} is boolean: expected true or false")
             await self._require(request)
             record = BooleanMetricFeedbackRecord(
-                feedback_id, created, target_id, target_level, request.metric_name, request.value, tags, None
+                feedback_id, created, target_id, target_level, request.metric_name, request.value, tags, key
             )
         elif kind == "float":
             value = request.value
@@ -160,18 +162,18 @@ class FeedbackService:
                 raise _fail("value", f"metric {request.metric_name!r} is float: expected a finite number")
             await self._require(request)
             record = FloatMetricFeedbackRecord(
-                feedback_id, created, target_id, target_level, request.metric_name, float(value), tags, None
+                feedback_id, created, target_id, target_level, request.metric_name, float(value), tags, key
             )
         elif kind == "comment":
             if not isinstance(request.value, str):
                 raise _fail("value", "a comment is a string")
             await self._require(request)
-            record = CommentFeedbackRecord(feedback_id, created, target_id, target_level, request.value, tags, None)
+            record = CommentFeedbackRecord(feedback_id, created, target_id, target_level, request.value, tags, key)
         else:
             target = await self._require(request)
             assert target is not None
             value = self._demonstration(target, request.value)
-            record = DemonstrationFeedbackRecord(feedback_id, created, target_id, value, tags, None)
+            record = DemonstrationFeedbackRecord(feedback_id, created, target_id, value, tags, key)
         if not request.dryrun:
             await self.recorder.record([record])
         return feedback_id

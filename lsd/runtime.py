@@ -6,33 +6,37 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from lsd import __version__
+from lsd.auth import AuthService
 from lsd.config.model import Config
 from lsd.feedback import FeedbackService
+from lsd.inference.batch import BatchService
 from lsd.inference.embeddings import Embedder
 from lsd.inference.models import ModelTable
 from lsd.inference.run import Engine
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
 from lsd.providers.transport import Transport
+from lsd.ratelimit.limiter import RateLimiter
 from lsd.store import admin, migrate
-from lsd.store.database import Database, connect_with_retry
+from lsd.store.database import Database, DatabaseUrls, connect_with_retry
 from lsd.store.recent import RecentInferences
 from lsd.store.writer import Writer
 from lsd.telemetry.metrics import Metrics
 from lsd.telemetry.tracing import Tracing
 
 
-def prepare_database(config: Config, url: str) -> list[str]:
+def prepare_database(config: Config, url: str | DatabaseUrls) -> list[str]:
     """Migrate (or, with automatic migrations disabled, check), create partitions ahead, snapshot the config.
 
-    Returns the migrations applied. Raises DatabaseUnreachable and migrate.MigrationError."""
+    Runs on the session URL (the migration lock is a session lock). Returns the migrations applied. Raises
+    DatabaseUnreachable and migrate.MigrationError."""
     db = config.gateway.database
     applied: list[str] = []
-    with connect_with_retry(url, db.connect_timeout_s) as conn:
+    with connect_with_retry(DatabaseUrls.of(url).session_url, db.connect_timeout_s) as conn:
         if db.disable_automatic_migrations:
             migrate.check(conn)
         else:
@@ -52,8 +56,11 @@ class Runtime:
     transport: Transport
     recent: RecentInferences
     engine: Engine
+    batches: BatchService
     feedback: FeedbackService
     embedder: Embedder
+    auth: AuthService
+    limiter: RateLimiter
     metrics: Metrics
     tracing: Tracing | None
 
@@ -80,10 +87,29 @@ def build_tracing(config: Config) -> Tracing | None:
     )
 
 
+def access_sampler(metrics: Metrics, auth: AuthService, limiter: RateLimiter) -> Callable[[], None]:
+    """Moves the auth failures and rate-limit refusals counted since the last sample into the metrics (the
+    request path only adds to plain Counters)."""
+    exported: dict[tuple[str, str], int] = {}
+
+    def sample() -> None:
+        for kind, counts, counter in (
+            ("auth", auth.failures, metrics.auth_failures),
+            ("limit", limiter.refusals, metrics.rate_limit_refusals),
+        ):
+            for label, count in list(counts.items()):
+                new = count - exported.get((kind, label), 0)
+                if new > 0:
+                    counter.labels(label).inc(new)
+                    exported[(kind, label)] = count
+
+    return sample
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(
     config: Config,
-    database_url: str,
+    database_url: str | DatabaseUrls,
     *,
     models: ModelTable | None = None,
     embedding_models: ModelTable | None = None,
@@ -93,18 +119,21 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Open everything; on exit flush the writer before closing the pool (shutdown order protects rows).
 
-    Raises ConfigError (from the model tables and templates) before connecting anything."""
+    `database_url` is the primary's URL, or all three (see lsd.store.database). Raises ConfigError (from the model
+    tables and templates) before connecting anything."""
     model_table = ModelTable.from_config(config) if models is None else models
     embedding_table = ModelTable.embeddings_from_config(config) if embedding_models is None else embedding_models
     compiled = Templates(config) if templates is None else templates
-    database = Database(
-        database_url,
-        min_size=config.gateway.database.pool_min_size,
-        max_size=config.gateway.database.pool_max_size,
+    urls = DatabaseUrls.of(database_url)
+    db = config.gateway.database
+    database = Database.from_urls(
+        urls, min_size=db.pool_min_size, max_size=db.pool_max_size, prepared_statements=db.prepared_statements
     )
     metrics = build_metrics(config) if metrics is None else metrics
     tracing = build_tracing(config) if tracing is None else tracing
-    writer = Writer(database_url, config.gateway.observability, metrics=metrics)
+    writer = Writer(
+        urls.primary, config.gateway.observability, metrics=metrics, prepare_threshold=database.prepare_threshold
+    )
     transport = Transport()
     await database.open(timeout_s=config.gateway.database.connect_timeout_s)
     try:
@@ -120,6 +149,9 @@ async def open_runtime(
         await writer.open()
         await transport.open()
         recent = RecentInferences()
+        limiter = RateLimiter(config.rate_limiting, database)
+        auth = AuthService(config.gateway.auth, database)
+        metrics.add_sampler(access_sampler(metrics, auth, limiter))
         engine = Engine(
             config=config,
             models=model_table,
@@ -128,6 +160,7 @@ async def open_runtime(
             database=database,
             templates=compiled,
             recent=recent,
+            limiter=limiter,
             telemetry=InferenceTelemetry(metrics, tracing),
         )
         yield Runtime(
@@ -137,13 +170,18 @@ async def open_runtime(
             transport=transport,
             recent=recent,
             engine=engine,
+            batches=BatchService(engine, database, config.gateway.batch.poll_interval_s),
             feedback=FeedbackService(
                 config=config, database=database, recent=recent, recorder=writer, metrics=metrics, tracing=tracing
             ),
             embedder=Embedder(config=config, models=embedding_table, transport=transport, recorder=writer),
+            auth=auth,
+            limiter=limiter,
             metrics=metrics,
             tracing=tracing,
         )
+        if limiter.active:
+            await limiter.flush(everything=True)  # leased capacity goes back for the other replicas
     finally:
         await writer.close()
         metrics.flush()  # a worker's last counts reach the multiprocess files before it exits

@@ -37,9 +37,30 @@ async def receive_json(scope: Scope, receive: Receive, max_bytes: int) -> Any:
     if not raw:
         raise InvalidRequest("body: empty; expected a JSON object", field="body")
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"body: malformed JSON: {exc}", field="body") from None
+    max_depth: int = scope["state"]["config"].gateway.max_json_depth
+    if too_deep(value, max_depth):
+        raise InvalidRequest(f"body: JSON nested deeper than gateway.max_json_depth ({max_depth})", field="body")
+    return value
+
+
+def too_deep(value: Any, max_depth: int) -> bool:
+    """Whether arrays and objects nest more than `max_depth` levels (iterative: no recursion limit to hit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def json_response_bytes(value: Any) -> bytes:

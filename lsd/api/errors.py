@@ -8,7 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lsd.errors import AllAttemptsFailed, LsdError
+from lsd.errors import AllAttemptsFailed, LsdError, RateLimited
 
 log = logging.getLogger("lsd.api")
 
@@ -17,6 +17,9 @@ def error_body(exc: LsdError) -> bytes:
     body: dict[str, object] = {"error": exc.message, "error_code": exc.error_code}
     if exc.field:
         body["field"] = exc.field
+    if isinstance(exc, RateLimited):
+        body["rule"] = exc.rule
+        body["retry_after_s"] = exc.retry_after_s
     if isinstance(exc, AllAttemptsFailed):
         body["attempts"] = [
             {
@@ -33,16 +36,23 @@ def error_body(exc: LsdError) -> bytes:
 
 def openai_error_body(exc: LsdError) -> bytes:
     """OpenAI's error shape, so the OpenAI SDK shows the message: {"error": {"message", "type", "code", "param"}}."""
-    return orjson.dumps(
-        {"error": {"message": exc.message, "type": exc.error_code, "code": exc.error_code, "param": exc.field}}
-    )
+    error: dict[str, object] = {
+        "message": exc.message,
+        "type": exc.error_code,
+        "code": exc.error_code,
+        "param": exc.field,
+    }
+    if isinstance(exc, RateLimited):
+        error["rule"] = exc.rule
+    return orjson.dumps({"error": error})
 
 
 def error_response(exc: LsdError, path: str) -> Response:
     if exc.http_status >= 500:
         log.warning("request failed: %s %s", exc.error_code, exc.message)
     body = openai_error_body(exc) if path.startswith("/openai/") else error_body(exc)
-    return Response(body, status_code=exc.http_status, media_type="application/json")
+    headers = {"retry-after": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
+    return Response(body, status_code=exc.http_status, media_type="application/json", headers=headers)
 
 
 async def handle_lsd_error(request: Request, exc: Exception) -> Response:

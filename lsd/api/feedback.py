@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lsd.api.auth import KEY_SCOPE
 from lsd.api.body import json_response_bytes, read_json
 from lsd.api.state import AppState
 from lsd.feedback import parse_feedback_request
@@ -13,5 +16,6 @@ from lsd.feedback import parse_feedback_request
 async def feedback(request: Request[AppState]) -> Response:
     state = request.state
     body = await read_json(request, state["config"].gateway.max_body_bytes)
-    feedback_id = await state["feedback"].submit(parse_feedback_request(body))
+    parsed = dataclasses.replace(parse_feedback_request(body), api_key_public_id=request.scope.get(KEY_SCOPE))
+    feedback_id = await state["feedback"].submit(parsed)
     return Response(json_response_bytes({"feedback_id": str(feedback_id)}), media_type="application/json")

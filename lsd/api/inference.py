@@ -11,6 +11,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from lsd.api.access_log import log_fields, scope_fields
+from lsd.api.auth import identify
 from lsd.api.body import json_response_bytes, read_json, receive_json
 from lsd.api.errors import error_response
 from lsd.api.state import AppState
@@ -82,9 +83,10 @@ async def sse(stream: InferenceStream) -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
-async def respond(state: AppState, body: Any, fields: dict[str, Any]) -> Response:
-    """Run one /inference body; `fields` (the access-log line) gets the ids and names."""
-    parsed = parse_inference_request(body)
+async def respond(state: AppState, body: Any, fields: dict[str, Any], scope: Scope) -> Response:
+    """Run one /inference body; `fields` (the access-log line) gets the ids and names; `scope` has the caller's
+    key and `lsd-tag-*` headers."""
+    parsed = identify(scope, parse_inference_request(body))
     engine = state["engine"]
     if parsed.stream:
         stream = await start_stream(engine, parsed)
@@ -112,7 +114,7 @@ async def inference(request: Request[AppState]) -> Response:
     """The routed handler (the direct path below serves POST /inference first; this one stays for the router)."""
     state = request.state
     body = await read_json(request, state["config"].gateway.max_body_bytes)
-    return await respond(state, body, log_fields(request))
+    return await respond(state, body, log_fields(request), request.scope)
 
 
 async def serve(scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,7 +122,7 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
     state: AppState = scope["state"]
     try:
         body = await receive_json(scope, receive, state["config"].gateway.max_body_bytes)
-        response = await respond(state, body, scope_fields(scope))
+        response = await respond(state, body, scope_fields(scope), scope)
     except LsdError as exc:
         response = error_response(exc, scope["path"])
     await response(scope, receive, send)

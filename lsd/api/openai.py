@@ -9,6 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from lsd.api.auth import KEY_SCOPE, identify
 from lsd.api.body import json_response_bytes, read_json
 from lsd.api.inference import SSE_HEADERS
 from lsd.api.openai_wire import ChunkWriter, completion_json, embedding_vector, parse_chat_request, parse_model
@@ -23,6 +24,7 @@ async def chat_completions(request: Request[AppState]) -> Response:
     state = request.state
     body = await read_json(request, state["config"].gateway.max_body_bytes)
     parsed, include_usage = parse_chat_request(body)
+    parsed = identify(request.scope, parsed)
     if parsed.stream:
         stream = await start_stream(state["engine"], parsed)
         return StreamingResponse(
@@ -61,7 +63,12 @@ async def embeddings(request: Request[AppState]) -> Response:
     dryrun = bool(body.get("lsd::dryrun") or body.get("tensorzero::dryrun"))
     result = await state["embedder"].embed(
         EmbeddingRequest(
-            model_name=name, inputs=tuple(inputs), dimensions=dimensions, credentials=credentials, dryrun=dryrun
+            model_name=name,
+            inputs=tuple(inputs),
+            dimensions=dimensions,
+            credentials=credentials,
+            dryrun=dryrun,
+            api_key_public_id=request.scope.get(KEY_SCOPE),
         )
     )
     usage = result.response.usage

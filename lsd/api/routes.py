@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from lsd.api import evaluations, feedback, inference, inferences, metrics, openai, status
+from lsd.api import batch, evaluations, feedback, inference, inferences, metrics, openai, status
 
 ROUTES = [
     Route("/health", status.health, methods=["GET"]),
@@ -12,6 +12,9 @@ ROUTES = [
     Route("/metrics", metrics.metrics, methods=["GET"]),
     Route("/inference", inference.inference, methods=["POST"]),
     Route("/feedback", feedback.feedback, methods=["POST"]),
+    Route("/batch_inference", batch.start_batch, methods=["POST"]),
+    Route("/batch_inference/{batch_id}", batch.batch_status, methods=["GET"]),
+    Route("/batch_inference/{batch_id}/inference/{inference_id}", batch.batch_inference_status, methods=["GET"]),
     Route("/v1/inferences/list_inferences", inferences.list_inferences, methods=["POST"]),
     Route("/v1/inferences/get_inferences", inferences.get_inferences, methods=["POST"]),
     Route("/v1/evaluations/human_feedback", evaluations.human_feedback, methods=["POST"]),

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
 
+from lsd.config.auth import auth_from
 from lsd.config.evaluations import evaluation_from
 from lsd.config.functions import function_from, model_from, tool_from
 from lsd.config.metrics import metric_from
 from lsd.config.model import (
+    BatchConfig,
     BatchWritesConfig,
     Config,
     DatabaseConfig,
     GatewayConfig,
     ObservabilityConfig,
 )
+from lsd.config.ratelimit import rate_limiting_from
 from lsd.config.reader import ErrorSink, Table
 from lsd.config.telemetry import metrics_from, otlp_traces_from
 from lsd.errors import ConfigError
@@ -53,6 +57,7 @@ def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
     functions = {name: function_from(name, t, models, tools) for name, t in root.subtables("functions")}
     metrics = {name: metric_from(name, t) for name, t in root.subtables("metrics")}
     evaluations = {name: evaluation_from(name, t, functions) for name, t in root.subtables("evaluations")}
+    rate_limiting = rate_limiting_from(root.table("rate_limiting"), auth_enabled=gateway.auth.enabled)
     root.finish()
     if sink.errors:
         raise ConfigError(sink.errors)
@@ -64,6 +69,7 @@ def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
         embedding_models=embedding_models,
         metrics=metrics,
         evaluations=evaluations,
+        rate_limiting=rate_limiting,
         source_text=text,
         source_hash=hashlib.sha256(text.encode()).hexdigest(),
         path=path,
@@ -99,8 +105,12 @@ def _gateway(t: Table) -> GatewayConfig:
         pool_min_size=db.int("pool_min_size", 2, minimum=1),
         pool_max_size=db.int("pool_max_size", 20, minimum=1),
         partitions_ahead_days=db.int("partitions_ahead_days", 7, minimum=1),
+        prepared_statements=db.bool("prepared_statements", True),
     )
     db.finish()
+    batch_table = t.table("batch")
+    batch_config = BatchConfig(poll_interval_s=batch_table.float("poll_interval_s", 30.0, minimum=0.1))
+    batch_table.finish()
     bind = t.str("bind_address", "127.0.0.1:3000")
     if isinstance(bind, str) and ":" not in bind:
         t.error("bind_address", f"expected HOST:PORT, got {bind!r}")
@@ -110,8 +120,25 @@ def _gateway(t: Table) -> GatewayConfig:
         graceful_timeout_s=t.float("graceful_timeout_s", 30.0, minimum=0),
         observability=observability,
         database=database,
+        auth=auth_from(t.table("auth")),
+        max_json_depth=t.int("max_json_depth", 64, minimum=1),
+        max_header_count=t.int("max_header_count", 100, minimum=1),
+        max_header_bytes=t.int("max_header_bytes", 16 * 1024, minimum=1024),
+        request_timeout_s=t.float("request_timeout_s", 300.0, minimum=0),
+        trusted_proxies=_networks(t, "trusted_proxies"),
+        batch=batch_config,
         metrics=metrics_from(t.table("metrics")),  # telemetry: [gateway.metrics]
         otlp_traces=otlp_traces_from(t.table("export")),  # telemetry: [gateway.export.otlp.traces]
     )
     t.finish()
     return gateway
+
+
+def _networks(t: Table, key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    out = []
+    for i, value in enumerate(t.str_list(key, ())):
+        try:
+            out.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            t.error(f"{key}[{i}]", f"not an IP address or network: {value!r}")
+    return tuple(out)

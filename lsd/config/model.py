@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from lsd.config.auth import AuthConfig
+from lsd.config.ratelimit import RateLimitingConfig
 from lsd.types import InferenceParams
 
 if TYPE_CHECKING:
@@ -42,6 +45,7 @@ class DatabaseConfig:
     pool_min_size: int = 2
     pool_max_size: int = 20
     partitions_ahead_days: int = 7
+    prepared_statements: bool = True  # false behind a transaction-mode PgBouncer older than 1.21
 
 
 # Histogram buckets in seconds. Overhead is sub-millisecond when healthy, so its buckets start at 50 µs.
@@ -71,12 +75,25 @@ class OtlpTracesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchConfig:
+    poll_interval_s: float = 30.0  # a provider batch is polled at most this often, however many ask
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     bind_address: str = "127.0.0.1:3000"
     max_body_bytes: int = 10 * 1024 * 1024
     graceful_timeout_s: float = 30.0
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    max_json_depth: int = 64
+    max_header_count: int = 100
+    max_header_bytes: int = 16 * 1024
+    request_timeout_s: float = 300.0  # until the response starts; 0 turns it off
+    # Peers whose X-Forwarded-For/-Proto are believed (networks, e.g. "10.0.0.0/8"); others' are ignored.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    batch: BatchConfig = field(default_factory=BatchConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     otlp_traces: OtlpTracesConfig = field(default_factory=OtlpTracesConfig)
 
@@ -179,6 +196,7 @@ class Config:
     embedding_models: Mapping[str, ModelConfig] = field(default_factory=dict)
     metrics: Mapping[str, MetricConfig] = field(default_factory=dict)
     evaluations: Mapping[str, EvaluationConfig] = field(default_factory=dict)
+    rate_limiting: RateLimitingConfig = field(default_factory=RateLimitingConfig)
     source_text: str = ""
     source_hash: str = ""
     path: Path | None = None

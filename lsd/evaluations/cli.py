@@ -23,7 +23,7 @@ from lsd.evaluations.summary import RunSummary
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
 from lsd.runtime import Runtime, open_runtime, prepare_database
-from lsd.store.database import DatabaseUnreachable
+from lsd.store.database import DatabaseUnreachable, DatabaseUrls
 from lsd.store.migrate import MigrationError
 
 EXIT_OK = 0
@@ -94,8 +94,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.variant not in function.variants:
         known = ", ".join(sorted(function.variants))
         raise EvaluateExit(EXIT_USAGE, f"unknown variant {args.variant!r} of {function.name!r} (variants: {known})")
-    url = os.environ.get("LSD_DATABASE_URL", "").strip()
-    if not url:
+    url = DatabaseUrls.from_environ()
+    if not url.primary:
         raise EvaluateExit(
             EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)"
         )
@@ -126,7 +126,7 @@ def _load(path: str) -> tuple[Config, ModelTable, Templates]:
 
 
 async def _evaluate(
-    args: argparse.Namespace, config: Config, url: str, models: ModelTable, templates: Templates
+    args: argparse.Namespace, config: Config, url: DatabaseUrls, models: ModelTable, templates: Templates
 ) -> RunSummary:
     evaluation = config.evaluations[args.evaluation]
     async with open_runtime(config, url, models=models, templates=templates) as runtime:

@@ -154,7 +154,7 @@ class EvaluationService:
         return {"runs": [run_json(r) for r in rows]}
 
     async def run_detail(self, run_id: UUID) -> dict[str, Any]:
-        run = await store.get_run(self.database, run_id)
+        run = await store.get_run(self.database, run_id, replica=True)
         if run is None:
             raise NotFound(f"unknown evaluation run {run_id}", field="run_id")
         datapoints: dict[str, dict[str, Any]] = {}

@@ -28,6 +28,7 @@ class EmbeddingRequest:
     credentials: Mapping[str, str] = field(default_factory=dict)
     dryrun: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
+    api_key_public_id: str | None = None  # the verified key's, set by the API layer
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,6 @@ class Embedder:
             cost=money(response.cost),
             cached=False,
             config_hash=self.config.source_hash,
-            api_key_public_id=None,
+            api_key_public_id=request.api_key_public_id,
         )
         return [record, *attempt_records(inference_id, "embedding", None, attempts)]

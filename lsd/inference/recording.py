@@ -142,7 +142,7 @@ class InferenceRow:
     tool_params: dict[str, Any] | None
     output_schema: Mapping[str, Any] | None
     tags: Mapping[str, str]
-    processing_time_ms: int
+    processing_time_ms: int | None  # None for batch results (no wall time of our own)
     ttft_ms: int | None
     usage: Usage
     cost: float | None

@@ -96,6 +96,7 @@ class InferenceRequest:
     tool_choice: str | Mapping[str, str] | None = None
     parallel_tool_calls: bool | None = None
     cache: CacheOptions = field(default_factory=lambda: CacheOptions())
+    api_key_public_id: str | None = None  # set by the API layer from the verified key; never from the body
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,8 +32,10 @@ from lsd.inference.schemas import conforms
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
 from lsd.inference.tools import ToolParams, resolve_tools, tool_call_json
-from lsd.providers.base import CallContext
+from lsd.providers.base import REDACTED, CallContext, is_secret_header
 from lsd.providers.transport import Transport
+from lsd.ratelimit.limiter import RateLimiter, Reservation
+from lsd.ratelimit.rules import LimitRequest
 from lsd.records import Record
 from lsd.store.database import Database
 from lsd.store.recent import InferenceTarget, RecentInferences
@@ -96,6 +98,7 @@ class Engine:
     templates: Templates | None = None
     embedding_models: ModelTable | None = None
     recent: RecentInferences | None = None
+    limiter: RateLimiter | None = None
     telemetry: InferenceTelemetry | None = None
     _default_functions: dict[str, FunctionConfig] = field(default_factory=dict)
 
@@ -190,9 +193,9 @@ class Engine:
             finish_reason=finish_reason,
             cached=cached,
             config_hash=self.config.source_hash,
-            api_key_public_id=None,
+            api_key_public_id=r.api_key_public_id,
             extra_body=[_without_nulls(asdict(e)) for e in r.extra_body] or None,
-            extra_headers=[_without_nulls(asdict(e)) for e in r.extra_headers] or None,
+            extra_headers=[_redacted(_without_nulls(asdict(e))) for e in r.extra_headers] or None,
             original_response=original_response,
         )
 
@@ -218,12 +221,23 @@ class Engine:
             return {"raw": out.raw, "parsed": out.parsed}
         return [tool_call_json(b, tools) if isinstance(b, ToolCall) else block_to_json(b) for b in content]
 
+    # -- rate limiting (before any provider call) ---------------------------------------------------------------
+
+    async def admit(self, p: Prepared) -> Reservation | None:
+        """Reserve this inference's share of every rate limit that applies, or raise RateLimited (429)."""
+        if self.limiter is None or not self.limiter.active:
+            return None
+        r = p.request
+        tokens = token_estimate(p) if self.limiter.needs_tokens else None
+        return await self.limiter.acquire(LimitRequest(r.tags, r.api_key_public_id, tokens))
+
     # -- non-streaming ------------------------------------------------------------------------------------------
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         """Run one inference: pick variants, call providers with retries and fallbacks, record every attempt."""
         p = self.prepare(request)
         tools = self.tool_params(p)
+        reservation = await self.admit(p)
         attempts: list[Attempt] = []
         ctx = self.call_context(request)
         cache = Cache(self.database, request.cache) if self.database and request.cache.enabled != "off" else None
@@ -238,6 +252,7 @@ class Engine:
                 except ProviderError:
                     continue
                 last = attempts[-1]
+                settle(reservation, response.usage, response.cost)
                 output = self.output_of(p, response.content, tools)
                 row = self.row(
                     p,
@@ -277,6 +292,7 @@ class Engine:
                     cached=last.cached,
                     original_response=response.raw_response if request.include_original_response else None,
                 )
+        settle(reservation, Usage(0, 0), 0.0)
         if not request.dryrun:
             await self.recorder.record(attempt_records(p.inference_id, p.function.type, p.function.name, attempts))
         if self.telemetry is not None:  # telemetry
@@ -284,8 +300,35 @@ class Engine:
         raise AllAttemptsFailed(summarise(attempts))
 
 
+def settle(reservation: Reservation | None, usage: Usage, cost: float | None) -> None:
+    """Correct a rate-limit reservation by what the call really used (an unknown figure keeps the estimate)."""
+    if reservation is not None:
+        known = usage.input_tokens is not None or usage.output_tokens is not None
+        tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0) if known else None
+        reservation.settle(tokens=tokens, cost=cost)
+
+
+def token_estimate(p: Prepared) -> float | None:
+    """Tokens reserved before the call: the prompt (about 4 bytes a token) plus max_tokens, from the request or
+    else the largest of the function's variants (None when some variant has none)."""
+    max_tokens = p.request.params.max_tokens
+    if max_tokens is None:
+        limits = [v.params.max_tokens for v in p.function.variants.values()]
+        if not limits or any(m is None for m in limits):
+            return None
+        max_tokens = max(m for m in limits if m is not None)
+    return len(orjson.dumps(input_to_json(p.request.input))) / 4 + max_tokens
+
+
 def _without_nulls(value: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in value.items() if v is not None}
+
+
+def _redacted(header: dict[str, Any]) -> dict[str, Any]:
+    """A stored extra_headers entry: a credential's value is replaced by [REDACTED]."""
+    if "value" in header and is_secret_header(header["name"], header["value"]):
+        return {**header, "value": REDACTED}
+    return header
 
 
 def json_output(content: Sequence[OutputBlock], schema: Mapping[str, Any] | None) -> JsonOutput:

@@ -20,9 +20,10 @@ from lsd.inference.models import Model
 from lsd.inference.recording import Attempt, attempt_records, inference_records
 from lsd.inference.request import InferenceRequest
 from lsd.inference.routing import OpenStream, open_stream, summarise, tries
-from lsd.inference.run import Engine, Prepared
+from lsd.inference.run import Engine, Prepared, settle
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.tools import ToolParams
+from lsd.ratelimit.limiter import Reservation
 from lsd.records import Record
 from lsd.types import OutputBlock, ProviderRequest, StreamChunk, Text, Thought, ToolCall, Usage
 
@@ -101,6 +102,7 @@ class InferenceStream:
         tools: ToolParams | None,
         opened: OpenStream,
         attempts: list[Attempt],
+        reservation: Reservation | None = None,
     ) -> None:
         self.engine = engine
         self.prepared = prepared
@@ -110,6 +112,7 @@ class InferenceStream:
         self.tools = tools
         self.opened = opened
         self.attempts = attempts
+        self.reservation = reservation
         self.inference_id = prepared.inference_id
         self.episode_id = prepared.episode_id
         self.variant_name = variant.name
@@ -139,6 +142,7 @@ class InferenceStream:
         finally:
             # Queued, never awaited: this also runs while the request is being cancelled. The provider's
             # generator is closed by the event loop's async-generator finaliser, which ends its HTTP call.
+            settle(self.reservation, aggregate.usage, aggregate.cost)
             attempt = self._attempt(aggregate, error)
             if not self.prepared.request.dryrun:
                 self.engine.remember(self.prepared, self.variant.name)
@@ -222,6 +226,7 @@ async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceSt
     """Open a stream: like Engine.infer up to the first chunk (raising AllAttemptsFailed if none comes)."""
     p = engine.prepare(request)
     tools = engine.tool_params(p)
+    reservation = await engine.admit(p)
     attempts: list[Attempt] = []
     ctx = engine.call_context(request)
     rendered: dict[str, ProviderRequest] = {}
@@ -234,7 +239,8 @@ async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceSt
                 opened = await open_stream(model, variant, provider_request, ctx, attempts)
             except ProviderError:
                 continue
-            return InferenceStream(engine, p, variant, model, provider_request, tools, opened, attempts)
+            return InferenceStream(engine, p, variant, model, provider_request, tools, opened, attempts, reservation)
+    settle(reservation, Usage(0, 0), 0.0)
     if not request.dryrun:
         engine.recorder.submit(attempt_records(p.inference_id, p.function.type, p.function.name, attempts))
     if engine.telemetry is not None:  # telemetry

@@ -6,6 +6,7 @@ Options (besides type and timeouts):
     api_version       default "2024-10-21"
     api_key_location  default "env::AZURE_OPENAI_API_KEY"; the key is sent in the `api-key` header
     cost              optional inline table {input_per_million, output_per_million}
+    batch_cost        optional, the same shape: the Batch API price (default: `cost` at half price)
 
 The output token limit is sent as "max_tokens", which every GA api-version accepts.
 """
@@ -19,6 +20,7 @@ from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.providers.base import KeyLocation
 from lsd.providers.http import Pricing, check_url
+from lsd.providers.openai.batch import azure_api
 from lsd.providers.openai.provider import ChatCompletionsProvider
 
 DEFAULT_API_VERSION = "2024-10-21"
@@ -31,12 +33,14 @@ def chat_url(endpoint: str, deployment_id: str, api_version: str) -> str:
 
 class AzureProvider(ChatCompletionsProvider):
     type_name: ClassVar[str] = "azure"
+    supports_batch: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, config: ProviderConfig, options: Table) -> AzureProvider:
         deployment_id = options.str("deployment_id", required=True) or ""
         endpoint = check_url(options, "endpoint", options.str("endpoint", required=True))
         api_version = options.str("api_version", DEFAULT_API_VERSION) or DEFAULT_API_VERSION
+        pricing = Pricing.parse(options)
         return cls(
             config,
             model_name=deployment_id,
@@ -45,5 +49,7 @@ class AzureProvider(ChatCompletionsProvider):
             key_header="api-key",
             key_prefix="",
             max_tokens_field="max_tokens",
-            pricing=Pricing.parse(options),
+            pricing=pricing,
+            batch_pricing=Pricing.parse_batch(options, pricing),
+            batch_api=azure_api(endpoint, quote(api_version, safe="")) if endpoint else None,
         )

@@ -7,7 +7,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 
@@ -75,13 +75,57 @@ class KeyLocation:
         return None
 
 
-SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"})
+BatchStatus = Literal["pending", "completed", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSubmission:
+    """A provider batch just started. `data` is what `poll_batch` needs later (stored with the batch, so any
+    process can poll it); `item_requests` holds each item's request body as sent, by custom id."""
+
+    provider_batch_id: str
+    provider_status: str
+    raw_request: str
+    raw_response: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    item_requests: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItemResult:
+    """One item of a finished batch: a response, or the error the provider reported for it."""
+
+    custom_id: str
+    response: ProviderResponse | None = None
+    error: ProviderError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPoll:
+    """A provider batch's state. `results` is filled once it ended (completed, or failed with partial results)."""
+
+    status: BatchStatus
+    provider_status: str
+    raw_response: str
+    results: tuple[BatchItemResult, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+SECRET_HEADERS = frozenset(
+    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization", "cookie", "set-cookie"}
+)
 REDACTED = "[REDACTED]"
+LSD_KEY_PREFIX = "sk-lsd-"  # an LSD API key (lsd.auth) is redacted wherever it appears in a header value
+
+
+def is_secret_header(name: str, value: str | None) -> bool:
+    lower = name.lower()
+    return lower in SECRET_HEADERS or "token" in lower or (value is not None and LSD_KEY_PREFIX in value)
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Headers as stored in rows: every credential-bearing header replaced by [REDACTED]."""
-    return {k: (REDACTED if k.lower() in SECRET_HEADERS or "token" in k.lower() else v) for k, v in headers.items()}
+    return {k: (REDACTED if is_secret_header(k, v) else v) for k, v in headers.items()}
 
 
 _STATUS_KINDS = {
@@ -158,6 +202,7 @@ class Provider(ABC):
 
     type_name: ClassVar[str]
     supports_embeddings: ClassVar[bool] = False
+    supports_batch: ClassVar[bool] = False
 
     def __init__(self, config: ProviderConfig) -> None:
         self.name = config.name
@@ -185,6 +230,23 @@ class Provider(ABC):
         """Embed each input; providers that support embeddings override this and set supports_embeddings."""
         raise ProviderError(
             f"provider type {self.type_name!r} does not support embeddings",
+            provider=self.name,
+            retryable=False,
+            kind="unsupported",
+        )
+
+    async def start_batch(self, items: Sequence[tuple[str, ProviderRequest]], ctx: CallContext) -> BatchSubmission:
+        """Submit `items` (custom id, request) as one provider batch; providers with a batch API override this,
+        `poll_batch` and set supports_batch."""
+        raise self.unsupported("batch inference")
+
+    async def poll_batch(self, provider_batch_id: str, data: Mapping[str, Any], ctx: CallContext) -> BatchPoll:
+        """The batch's state now; its results once it ended. Raises ProviderError when the provider cannot be asked."""
+        raise self.unsupported("batch inference")
+
+    def unsupported(self, what: str) -> ProviderError:
+        return ProviderError(
+            f"provider type {self.type_name!r} does not support {what}",
             provider=self.name,
             retryable=False,
             kind="unsupported",

@@ -8,37 +8,49 @@
   flaky  fails every other call, starting with the first (exercises retries and fallbacks)
   tool   answers with a tool call to the first offered tool, arguments {}
 anything else answers "Hello from LSD's dummy provider (<model_name>)".
+
+Batches run in-process: `start_batch` answers every request at once and `poll_batch` reports the batch pending
+until `batch_delay_ms` (default 1000) has passed since it started. The answers travel in the batch's stored
+`data`, so any process can poll it. With `error` every request fails; with `flaky` every other one does.
+`latency_ms` delays each poll's answer too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import orjson
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
-from lsd.providers.base import CallContext, Provider
+from lsd.errors import ProviderError
+from lsd.ids import uuid7
+from lsd.providers.base import BatchItemResult, BatchPoll, BatchSubmission, CallContext, Provider
 from lsd.types import OutputBlock, ProviderRequest, ProviderResponse, StreamChunk, Text, ToolCall, Usage
 
 
 class DummyProvider(Provider):
     type_name = "dummy"
+    supports_batch: ClassVar[bool] = True
 
-    def __init__(self, config: ProviderConfig, model_name: str, latency_ms: int) -> None:
+    def __init__(self, config: ProviderConfig, model_name: str, latency_ms: int, batch_delay_ms: int = 1000) -> None:
         super().__init__(config)
         self._model_name = model_name
         self.latency_ms = latency_ms
+        self.batch_delay_ms = batch_delay_ms
         self._calls = itertools.count()
 
     @classmethod
     def from_config(cls, config: ProviderConfig, options: Table) -> DummyProvider:
         model_name = options.str("model_name", "echo")
         latency = options.int("latency_ms", 1000 if model_name == "slow" else 0, minimum=0)
+        batch_delay = options.int("batch_delay_ms", 1000, minimum=0)
         options.str("api_key_location", "none")  # accepted for symmetry; the dummy needs no key
-        return cls(config, model_name, latency)
+        return cls(config, model_name, latency, batch_delay)
 
     @property
     def model_name(self) -> str:
@@ -67,6 +79,9 @@ class DummyProvider(Provider):
     async def infer(self, request: ProviderRequest, ctx: CallContext) -> ProviderResponse:
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)
+        return self._respond(request)
+
+    def _respond(self, request: ProviderRequest) -> ProviderResponse:
         content = self._answer(request)
         usage = Usage(input_tokens=_count_tokens(request), output_tokens=sum(_block_tokens(b) for b in content))
         raw_response = orjson.dumps(
@@ -79,6 +94,64 @@ class DummyProvider(Provider):
             raw_request=self._raw_request(request),
             raw_response=raw_response,
         )
+
+    async def start_batch(self, items: Sequence[tuple[str, ProviderRequest]], ctx: CallContext) -> BatchSubmission:
+        answers: list[dict[str, Any]] = []
+        sent = {}
+        for custom_id, request in items:
+            sent[custom_id] = self._raw_request(request)
+            try:
+                response = self._respond(request)
+            except ProviderError as exc:
+                answers.append({"custom_id": custom_id, "error": exc.message})
+                continue
+            block = response.content[0]
+            answers.append(
+                {
+                    "custom_id": custom_id,
+                    "text": block.text if isinstance(block, Text) else None,
+                    "tool_call": [block.id, block.name, block.arguments] if isinstance(block, ToolCall) else None,
+                    "usage": [response.usage.input_tokens, response.usage.output_tokens],
+                    "finish_reason": response.finish_reason,
+                }
+            )
+        ready_at_ms = int(time.time() * 1000) + self.batch_delay_ms
+        batch_id = f"dummy-batch-{uuid7()}"
+        return BatchSubmission(
+            provider_batch_id=batch_id,
+            provider_status="in_progress",
+            raw_request=orjson.dumps({"model": self._model_name, "requests": len(items)}).decode(),
+            raw_response=orjson.dumps({"id": batch_id, "status": "in_progress"}).decode(),
+            data={"ready_at_ms": ready_at_ms, "answers": answers},
+            item_requests=sent,
+        )
+
+    async def poll_batch(self, provider_batch_id: str, data: Mapping[str, Any], ctx: CallContext) -> BatchPoll:
+        if self.latency_ms:  # a slow provider: polls overlap, and processes race to record the results
+            await asyncio.sleep(self.latency_ms / 1000)
+        if time.time() * 1000 < data.get("ready_at_ms", 0):
+            raw = orjson.dumps({"id": provider_batch_id, "status": "in_progress"}).decode()
+            return BatchPoll("pending", "in_progress", raw)
+        results = tuple(self._batch_item(answer) for answer in data.get("answers", ()))
+        raw = orjson.dumps({"id": provider_batch_id, "status": "completed"}).decode()
+        return BatchPoll("completed", "completed", raw, results)
+
+    def _batch_item(self, answer: Mapping[str, Any]) -> BatchItemResult:
+        custom_id = answer["custom_id"]
+        if answer.get("error") is not None:
+            error = ProviderError(answer["error"], provider=self.name, retryable=False, kind="batch_item_failed")
+            return BatchItemResult(custom_id, error=error)
+        call = answer.get("tool_call")
+        block: OutputBlock = ToolCall(*call) if call else Text(answer.get("text") or "")
+        input_tokens, output_tokens = answer["usage"]
+        response = ProviderResponse(
+            content=(block,),
+            usage=Usage(input_tokens, output_tokens),
+            finish_reason=answer.get("finish_reason"),
+            raw_request="",
+            raw_response=orjson.dumps(answer).decode(),
+        )
+        return BatchItemResult(custom_id, response=response)
 
     async def stream(self, request: ProviderRequest, ctx: CallContext) -> AsyncIterator[StreamChunk]:
         response = await self.infer(request, ctx)

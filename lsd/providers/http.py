@@ -1,4 +1,4 @@
-"""The shell the HTTP providers share: the `cost` option, URL checks, JSON POSTs and SSE streams.
+"""The shell the HTTP providers share: the `cost` options, URL checks, JSON POSTs, GETs and SSE streams.
 
 Every result and every error carries what crossed the wire (the body sent, the answer received, the headers
 with their credentials redacted, the key's fingerprint), so the provider modules hold only their own wire
@@ -43,21 +43,25 @@ from lsd.types import (
     Usage,
 )
 
+# OpenAI's Batch API and Anthropic's Message Batches both bill half the live price.
+BATCH_DISCOUNT = 0.5
+
 
 @dataclass(frozen=True, slots=True)
 class Pricing:
-    """The `cost` option: price per million input and output tokens."""
+    """The `cost` option (or `batch_cost`): price per million input and output tokens."""
 
     input_per_million: float
     output_per_million: float
 
     @staticmethod
-    def parse(options: Table) -> Pricing | None:
-        """The `cost` inline table; None when it is absent (or not a table, which `options` then reports)."""
-        if not options.has("cost"):
+    def parse(options: Table, key: str = "cost") -> Pricing | None:
+        """The `cost` (or `batch_cost`) inline table; None when it is absent (or not a table, which `options`
+        then reports)."""
+        if not options.has(key):
             return None
-        table = options.table("cost")
-        if not isinstance(options.data["cost"], dict):
+        table = options.table(key)
+        if not isinstance(options.data[key], dict):
             return None
         prices = []
         for key in ("input_per_million", "output_per_million"):
@@ -73,6 +77,14 @@ class Pricing:
             return None
         spent = (usage.input_tokens or 0) * self.input_per_million
         return (spent + (usage.output_tokens or 0) * self.output_per_million) / 1e6
+
+    @staticmethod
+    def parse_batch(options: Table, live: Pricing | None) -> Pricing | None:
+        """`batch_cost` when set, else the live `cost` at BATCH_DISCOUNT, else None."""
+        explicit = Pricing.parse(options, "batch_cost")
+        if explicit is not None or live is None:
+            return explicit
+        return Pricing(live.input_per_million * BATCH_DISCOUNT, live.output_per_million * BATCH_DISCOUNT)
 
 
 def check_url(options: Table, key: str, value: str | None) -> str:
@@ -151,6 +163,7 @@ class HttpProvider(Provider):
         key_header: str,
         key_prefix: str = "",
         pricing: Pricing | None = None,
+        batch_pricing: Pricing | None = None,
     ) -> None:
         super().__init__(config)
         self._model_name = model_name
@@ -158,6 +171,7 @@ class HttpProvider(Provider):
         self.key_header = key_header
         self.key_prefix = key_prefix
         self.pricing = pricing
+        self.batch_pricing = batch_pricing
 
     @property
     def model_name(self) -> str:
@@ -176,6 +190,44 @@ class HttpProvider(Provider):
     def cost(self, usage: Usage, reported: float | None = None) -> float | None:
         """Priced by the `cost` option when it is set, else what the provider reported (if anything)."""
         return self.pricing.cost_of(usage) if self.pricing is not None else reported
+
+    def batch_cost(self, usage: Usage) -> float | None:
+        """A batch result's cost at the provider's batch price (`batch_cost`, else `cost` at the discount)."""
+        return self.batch_pricing.cost_of(usage) if self.batch_pricing is not None else None
+
+    async def get_bytes(self, url: str, ctx: CallContext) -> bytes:
+        """GET `url` with this provider's credentials; raise ProviderError for a failed call or a non-2xx status."""
+        headers = self.headers(self.key_location.resolve(ctx.credentials, self.name))
+        headers.pop("Content-Type", None)
+        response = await ctx.transport.get(url, headers, provider=self.name, timeout_s=ctx.timeout_s)
+        if not 200 <= response.status < 300:
+            raise self.status_error(response, f"GET {url}")
+        return response.body
+
+    async def get_json(self, url: str, ctx: CallContext) -> Exchange:
+        """GET `url` and decode a JSON object (the Exchange's raw_request is "GET <url>")."""
+        body = await self.get_bytes(url, ctx)
+        data = json_object(body)
+        raw = body.decode("utf-8", "replace")
+        if data is None:
+            raise malformed("the body is not a JSON object", provider=self.name, raw_response=raw)
+        headers = self.headers(None)
+        return Exchange(Call(url, b"", f"GET {url}", headers, None), raw, data)
+
+    async def post_bytes(self, url: str, body: bytes, content_type: str, ctx: CallContext) -> Exchange:
+        """POST a ready-made body (a multipart upload) and decode the JSON object answered."""
+        key = self.key_location.resolve(ctx.credentials, self.name)
+        headers = {**self.headers(key), "Content-Type": content_type}
+        raw_request = f"POST {url} ({len(body)} bytes, {content_type.split(';')[0]})"
+        call = Call(url, body, raw_request, headers, key)
+        response = await ctx.transport.post(url, body, headers, provider=self.name, timeout_s=ctx.timeout_s)
+        if not 200 <= response.status < 300:
+            raise self.status_error(response, raw_request)
+        data = json_object(response.body)
+        raw = response.body.decode("utf-8", "replace")
+        if data is None:
+            raise malformed("the body is not a JSON object", provider=self.name, raw_response=raw)
+        return Exchange(call, raw, data)
 
     def prepare(
         self,

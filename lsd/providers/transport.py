@@ -65,6 +65,14 @@ class Transport:
                 data = await resp.read()
                 return HttpResponse(resp.status, data, dict(resp.headers))
 
+    async def get(
+        self, url: str, headers: Mapping[str, str], *, provider: str, timeout_s: float | None = None
+    ) -> HttpResponse:
+        """GET `url` (batch status and result files)."""
+        with _mapped_errors(provider, f"timed out after {timeout_s}s"):
+            async with self.session.get(url, headers=headers, timeout=self._timeout(timeout_s)) as resp:
+                return HttpResponse(resp.status, await resp.read(), dict(resp.headers))
+
     async def stream_lines(
         self,
         url: str,

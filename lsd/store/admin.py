@@ -32,8 +32,9 @@ def ensure_partitions(conn: psycopg.Connection[Any], ahead_days: int) -> int:
 
 
 async def partition_upkeep(database: Database, ahead_days: int) -> int | None:
-    """As ensure_partitions, once per cluster at a time: None when another process holds the upkeep lock."""
-    async with database.pool.connection() as conn:
+    """As ensure_partitions, once per cluster at a time: None when another process holds the upkeep lock (a
+    session lock: on a session connection)."""
+    async with database.session() as conn:
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (PARTITION_LOCK_KEY,))
         locked = await cur.fetchone()
         if not locked or not locked[0]:

@@ -38,7 +38,7 @@ _PUT = (
 async def cache_get(database: Database, key: bytes, max_age_s: int | None) -> CachedResponse | None:
     """The entry for `key`, if there is one no older than `max_age_s` (any age when None). One primary-key read."""
     async with database.pool.connection() as conn:
-        cur = await conn.execute(_GET, (key, max_age_s, max_age_s), prepare=True)
+        cur = await conn.execute(_GET, (key, max_age_s, max_age_s), prepare=database.prepare)
         row = await cur.fetchone()
     return CachedResponse(*row) if row else None
 
@@ -58,5 +58,5 @@ async def cache_put(database: Database, key: bytes, model_name: str, provider_na
                 entry.output_tokens,
                 entry.finish_reason,
             ),
-            prepare=True,
+            prepare=database.prepare,
         )

@@ -125,8 +125,10 @@ async def insert_results(database: Database, rows: Sequence[ResultRow]) -> None:
         await cur.executemany(_INSERT_RESULT, [_params(r) for r in rows])
 
 
-async def get_run(database: Database, run_id: UUID) -> RunRow | None:
-    async with database.pool.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+async def get_run(database: Database, run_id: UUID, *, replica: bool = False) -> RunRow | None:
+    """`replica=True` reads from the read pool (the runs API); a write that checks the run reads the primary."""
+    pool = database.read_pool if replica else database.pool
+    async with pool.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
         await cur.execute(f"SELECT {_RUN_COLUMNS} FROM inference_evaluation_runs WHERE id = %s", (run_id,))
         return await cur.fetchone()
 
@@ -141,13 +143,13 @@ async def list_runs(
         "AND (%(before)s::uuid IS NULL OR id < %(before)s) "
         "ORDER BY id DESC LIMIT %(limit)s"
     )
-    async with database.pool.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+    async with database.read_pool.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
         await cur.execute(query, {"name": evaluation_name, "before": before, "limit": limit})
         return await cur.fetchall()
 
 
 async def run_results(database: Database, run_id: UUID) -> list[ResultRow]:
-    async with database.pool.connection() as conn, conn.cursor(row_factory=class_row(ResultRow)) as cur:
+    async with database.read_pool.connection() as conn, conn.cursor(row_factory=class_row(ResultRow)) as cur:
         await cur.execute(
             f"SELECT {_RESULT_COLUMNS} FROM inference_evaluation_results WHERE evaluation_run_id = %s ORDER BY id",
             (run_id,),
@@ -204,6 +206,6 @@ async def select_inferences(
         "AND i.tags @> %(tags)s ORDER BY i.id DESC LIMIT %(limit)s"
     ).format(sql.Identifier(_INFERENCE_TABLES[function_type]))
     params = {"function": function_name, "variant": variant_name, "tags": Jsonb(dict(tags)), "limit": limit}
-    async with database.pool.connection() as conn, conn.cursor(row_factory=class_row(StoredInference)) as cur:
+    async with database.read_pool.connection() as conn, conn.cursor(row_factory=class_row(StoredInference)) as cur:
         await cur.execute(query, params)
         return await cur.fetchall()

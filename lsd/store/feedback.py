@@ -21,13 +21,13 @@ _EPISODE = (
 
 async def find_inference(database: Database, inference_id: UUID) -> InferenceTarget | None:
     async with database.pool.connection() as conn:
-        cur = await conn.execute(_INFERENCE, {"id": inference_id}, prepare=True)
+        cur = await conn.execute(_INFERENCE, {"id": inference_id}, prepare=database.prepare)
         row = await cur.fetchone()
     return InferenceTarget(inference_id, row[0], row[1], row[2], row[3]) if row else None
 
 
 async def episode_exists(database: Database, episode_id: UUID) -> bool:
     async with database.pool.connection() as conn:
-        cur = await conn.execute(_EPISODE, {"id": episode_id}, prepare=True)
+        cur = await conn.execute(_EPISODE, {"id": episode_id}, prepare=database.prepare)
         row = await cur.fetchone()
     return bool(row and row[0])

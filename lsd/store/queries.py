@@ -460,7 +460,7 @@ async def list_inferences(
     database: Database, query: ListQuery, configured: Mapping[str, Metric] | None = None
 ) -> list[StoredRow]:
     """The page of inferences `query` asks for, in its order. Raises InvalidRequest for an unknown metric."""
-    async with database.pool.connection() as conn:
+    async with database.read_pool.connection() as conn:
         metrics = await resolve_metrics(conn, query, configured or {})
         statement, params = list_statement(query, metrics)
         cur = conn.cursor(row_factory=dict_row)

@@ -84,7 +84,7 @@ def apply_retention_sync(conn: psycopg.Connection[Any], days: int) -> list[Dropp
 async def apply_retention(database: Database, days: int) -> list[DroppedPartition] | None:
     """As apply_retention_sync, once per cluster at a time: None when another process holds the retention lock."""
     _check(days)
-    async with database.pool.connection() as conn:
+    async with database.session() as conn:  # the lock is a session lock: never on a pooled connection
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RETENTION_LOCK_KEY,))
         locked = await cur.fetchone()
         if not locked or not locked[0]:

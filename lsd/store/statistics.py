@@ -297,8 +297,8 @@ def refresh_statistics_sync(conn: psycopg.Connection[Any]) -> RefreshResult | No
 async def refresh_statistics(database: Database) -> RefreshResult | None:
     """One refresh per cluster at a time (the `statistics` job): None when another process holds the statistics
     lock. Raises RefreshConflict (see there) and psycopg errors; the job runner reports them and runs again at the
-    next interval."""
-    async with database.pool.connection() as conn:
+    next interval. The lock is a session lock: it runs on a session connection, never a pooled one."""
+    async with database.session() as conn:
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (STATISTICS_LOCK_KEY,))
         locked = await cur.fetchone()
         if not locked or not locked[0]:

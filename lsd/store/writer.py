@@ -100,9 +100,17 @@ class _Rejected(Exception):
 class Writer:
     """Batched, asynchronous writer. No I/O until `open()`; `close()` flushes or spools everything first."""
 
-    def __init__(self, url: str, config: ObservabilityConfig, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        config: ObservabilityConfig,
+        *,
+        metrics: Metrics | None = None,
+        prepare_threshold: int | None = 5,
+    ) -> None:
         self.url = url
         self._metrics = metrics  # telemetry: counters recorded where the stats change
+        self._prepare_threshold = prepare_threshold  # None behind a PgBouncer that cannot route prepared statements
         self.config = config
         self.enabled = config.enabled
         self.stats = WriterStats()
@@ -403,7 +411,11 @@ class Writer:
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(
-            self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="lsd-writer"
+            self.url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name="lsd-writer",
+            prepare_threshold=self._prepare_threshold,
         )
         set_json_dumps(orjson.dumps, context=conn)  # as the spool encodes JSON: a replay inserts the same bytes
         return conn

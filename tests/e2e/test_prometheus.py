@@ -197,8 +197,14 @@ def test_workers_use_a_temporary_folder_removed_at_exit(daemon_factory: Any, tmp
     tmp.mkdir()
     daemon = daemon_factory("--workers", "2", env={"TMPDIR": str(tmp)})
     assert httpx.post(f"{daemon.base_url}/inference", json=MESSAGE, timeout=10).status_code == 200
-    samples = scrape(daemon.base_url)
-    assert sum(v for (name, _), v in samples.items() if name == "lsd_inferences_total") == 1
+    # The scrape may reach the other worker, which sees the first one's counts after its next flush (<= 1 s).
+    deadline = time.monotonic() + 10
+    total = 0.0
+    while time.monotonic() < deadline and total != 1:
+        samples = scrape(daemon.base_url)
+        total = sum(v for (name, _), v in samples.items() if name == "lsd_inferences_total")
+        time.sleep(0.2)
+    assert total == 1
     assert len(list(tmp.glob("lsd-metrics-*"))) == 1
     assert daemon.terminate() == 0
     assert list(tmp.glob("lsd-metrics-*")) == []

@@ -109,8 +109,8 @@ class FakeOpenAI:
         self._runner: web.AppRunner | None = None
         self._port = 0
 
-    async def start(self) -> str:
-        """Listen on 127.0.0.1 (a free port) and return the server's root URL."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen on `host`:`port` (default 127.0.0.1 and a free port) and return the server's root URL."""
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
@@ -118,7 +118,7 @@ class FakeOpenAI:
         # handler_cancellation: a handler whose client went away (a timed-out slow call) stops at once.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         self._port = self._runner.addresses[0][1]
         return self.url

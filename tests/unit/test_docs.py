@@ -19,6 +19,8 @@ def test_every_config_key_is_documented() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
     sources = [
         ROOT / "lsd" / "config" / "loader.py",
+        ROOT / "lsd" / "config" / "auth.py",
+        ROOT / "lsd" / "config" / "ratelimit.py",
         ROOT / "lsd" / "config" / "telemetry.py",
         *sorted((ROOT / "lsd" / "providers").rglob("*.py")),
     ]

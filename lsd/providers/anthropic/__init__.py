@@ -6,9 +6,11 @@ Options:
   api_key_location    default "env::ANTHROPIC_API_KEY"; "dynamic::NAME" or "none" (no x-api-key header)
   max_tokens          default 4096, sent when a request sets none (Anthropic requires max_tokens)
   cost                optional inline table { input_per_million, output_per_million } (USD per million tokens)
+  batch_cost          optional, the same shape: the Message Batches price (default: `cost` at half price)
 
 Modules: `wire` maps requests and message objects (pure; its docstring states the mapping choices), `stream`
-turns SSE events into deltas (pure), `provider` configures the HTTP shell (lsd.providers.http).
+turns SSE events into deltas (pure), `batch` speaks Message Batches, `provider` configures the HTTP shell
+(lsd.providers.http).
 """
 
 from lsd.providers.anthropic.provider import AnthropicProvider

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
+from lsd.providers.anthropic import batch
 from lsd.providers.anthropic.stream import StreamState
 from lsd.providers.anthropic.wire import DEFAULT_MAX_TOKENS, build_body, parse_response, uses_json_tool
-from lsd.providers.base import CallContext, KeyLocation, malformed
+from lsd.providers.base import BatchPoll, BatchSubmission, CallContext, KeyLocation, malformed
 from lsd.providers.http import Call, HttpProvider, Pricing
 from lsd.types import Json, ProviderRequest, ProviderResponse
 
@@ -19,6 +21,7 @@ DEFAULT_KEY_LOCATION = "env::ANTHROPIC_API_KEY"
 
 class AnthropicProvider(HttpProvider):
     type_name: ClassVar[str] = "anthropic"
+    supports_batch: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -29,11 +32,18 @@ class AnthropicProvider(HttpProvider):
         key_location: KeyLocation,
         max_tokens: int,
         pricing: Pricing | None,
+        batch_pricing: Pricing | None = None,
     ) -> None:
         super().__init__(
-            config, model_name=model_name, key_location=key_location, key_header="x-api-key", pricing=pricing
+            config,
+            model_name=model_name,
+            key_location=key_location,
+            key_header="x-api-key",
+            pricing=pricing,
+            batch_pricing=batch_pricing,
         )
         self.url = api_base.rstrip("/") + "/messages"
+        self.batches_url = self.url + "/batches"
         self.max_tokens = max_tokens
 
     @classmethod
@@ -42,13 +52,15 @@ class AnthropicProvider(HttpProvider):
         api_base = options.str("api_base", DEFAULT_API_BASE)
         key_location = KeyLocation.parse(options, "api_key_location", DEFAULT_KEY_LOCATION)
         max_tokens = options.int("max_tokens", DEFAULT_MAX_TOKENS, minimum=1)
+        pricing = Pricing.parse(options)
         return cls(
             config,
             model_name=model_name if isinstance(model_name, str) else "",
             api_base=api_base if isinstance(api_base, str) else DEFAULT_API_BASE,
             key_location=key_location,
             max_tokens=max_tokens,
-            pricing=Pricing.parse(options),
+            pricing=pricing,
+            batch_pricing=Pricing.parse_batch(options, pricing),
         )
 
     def headers(self, key: str | None, *, stream: bool = False) -> dict[str, str]:
@@ -67,6 +79,14 @@ class AnthropicProvider(HttpProvider):
         except ValueError as exc:
             raise self.attach(malformed(str(exc)), exchange) from exc
         return self.response(exchange, content, usage, reason)
+
+    async def start_batch(self, items: Sequence[tuple[str, ProviderRequest]], ctx: CallContext) -> BatchSubmission:
+        bodies = [(custom_id, self._body(request, stream=False)) for custom_id, request in items]
+        json_tool = [custom_id for custom_id, request in items if uses_json_tool(request)]
+        return await batch.start(self, self.batches_url, bodies, json_tool, ctx)
+
+    async def poll_batch(self, provider_batch_id: str, data: Mapping[str, Any], ctx: CallContext) -> BatchPoll:
+        return await batch.poll(self, self.batches_url, provider_batch_id, data, ctx)
 
     def stream_call(self, request: ProviderRequest, ctx: CallContext) -> tuple[Call, StreamState]:
         ttft_ms = self.config.timeouts.streaming_ttft_ms

@@ -5,10 +5,11 @@ Options (besides type and timeouts):
     api_base          default "https://api.openai.com/v1/"; "/chat/completions" and "/embeddings" are appended
     api_key_location  default "env::OPENAI_API_KEY"; "none" sends no Authorization header (vLLM, Ollama)
     cost              optional inline table {input_per_million, output_per_million} in currency per 1M tokens
+    batch_cost        optional, the same shape: the Batch API price (default: `cost` at half price)
 
 Modules: `wire` maps requests and completions (pure), `stream` turns SSE payloads into deltas (pure),
-`provider` configures the HTTP shell (lsd.providers.http); the `azure` type (lsd.providers.azure) reuses all
-three.
+`batch` speaks the Batch API (files and batches), `provider` configures the HTTP shell (lsd.providers.http);
+the `azure` type (lsd.providers.azure) reuses them all.
 
 Token limit: `InferenceParams.max_tokens` is sent as "max_completion_tokens" to api.openai.com (the only name
 its reasoning models accept; "max_tokens" is deprecated there) and as "max_tokens" to every other server

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.errors import ProviderError
-from lsd.providers.base import CallContext, KeyLocation
+from lsd.providers.base import BatchPoll, BatchSubmission, CallContext, KeyLocation
 from lsd.providers.http import Call, HttpProvider, Pricing, check_url
+from lsd.providers.openai import batch
 from lsd.providers.openai.stream import StreamState
 from lsd.providers.openai.wire import build_body, parse_embeddings, parse_response, reported_cost
 from lsd.types import EmbeddingResponse, ProviderRequest, ProviderResponse
@@ -38,6 +39,8 @@ class ChatCompletionsProvider(HttpProvider):
         key_prefix: str = "Bearer ",
         max_tokens_field: str = "max_tokens",
         pricing: Pricing | None = None,
+        batch_pricing: Pricing | None = None,
+        batch_api: batch.BatchApi | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -46,9 +49,11 @@ class ChatCompletionsProvider(HttpProvider):
             key_header=key_header,
             key_prefix=key_prefix,
             pricing=pricing,
+            batch_pricing=batch_pricing,
         )
         self.chat_url = chat_url
         self.max_tokens_field = max_tokens_field
+        self.batch_api = batch_api
 
     def build_body(self, request: ProviderRequest, stream: bool) -> dict[str, Any]:
         return build_body(
@@ -63,6 +68,17 @@ class ChatCompletionsProvider(HttpProvider):
             raise self.attach(exc, exchange) from None
         return self.response(exchange, content, usage, reason, reported_cost(exchange.data.get("usage")))
 
+    async def start_batch(self, items: Sequence[tuple[str, ProviderRequest]], ctx: CallContext) -> BatchSubmission:
+        if self.batch_api is None:
+            raise self.unsupported("batch inference")
+        bodies = [(custom_id, self.build_body(request, stream=False)) for custom_id, request in items]
+        return await batch.start(self, self.batch_api, bodies, items, ctx)
+
+    async def poll_batch(self, provider_batch_id: str, data: Mapping[str, Any], ctx: CallContext) -> BatchPoll:
+        if self.batch_api is None:
+            raise self.unsupported("batch inference")
+        return await batch.poll(self, self.batch_api, provider_batch_id, data, ctx)
+
     def stream_call(self, request: ProviderRequest, ctx: CallContext) -> tuple[Call, StreamState]:
         call = self.prepare(self.chat_url, self.build_body(request, stream=True), ctx, stream=True)
         json_tool = request.params.json_mode == "tool"
@@ -72,6 +88,7 @@ class ChatCompletionsProvider(HttpProvider):
 class OpenAIProvider(ChatCompletionsProvider):
     type_name: ClassVar[str] = "openai"
     supports_embeddings: ClassVar[bool] = True
+    supports_batch: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -81,6 +98,7 @@ class OpenAIProvider(ChatCompletionsProvider):
         api_base: str = DEFAULT_API_BASE,
         key_location: KeyLocation,
         pricing: Pricing | None = None,
+        batch_pricing: Pricing | None = None,
     ) -> None:
         base = api_base.rstrip("/")
         super().__init__(
@@ -90,6 +108,8 @@ class OpenAIProvider(ChatCompletionsProvider):
             key_location=key_location,
             max_tokens_field=max_tokens_field(api_base),
             pricing=pricing,
+            batch_pricing=batch_pricing,
+            batch_api=batch.openai_api(api_base),
         )
         self.embeddings_url = f"{base}/embeddings"
 
@@ -97,12 +117,14 @@ class OpenAIProvider(ChatCompletionsProvider):
     def from_config(cls, config: ProviderConfig, options: Table) -> OpenAIProvider:
         model_name = options.str("model_name", required=True)
         api_base = check_url(options, "api_base", options.str("api_base", DEFAULT_API_BASE)) or DEFAULT_API_BASE
+        pricing = Pricing.parse(options)
         return cls(
             config,
             api_base=api_base,
             model_name=model_name or "",
             key_location=KeyLocation.parse(options, "api_key_location", "env::OPENAI_API_KEY"),
-            pricing=Pricing.parse(options),
+            pricing=pricing,
+            batch_pricing=Pricing.parse_batch(options, pricing),
         )
 
     async def embed(

@@ -1,0 +1,53 @@
+"""Who is calling: the API key check every protected route passes, and request identity for the engine.
+
+`authenticate` runs in the Guard middleware, before routing; `identify` runs in the inference handlers and
+adds the verified key's public id and the `lsd-tag-<key>` headers to the parsed request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from starlette.types import Scope
+
+from lsd.auth import AuthService
+from lsd.inference.request import InferenceRequest
+
+OPEN_PATHS = frozenset({"/health", "/status"})
+METRICS_PATH = "/metrics"
+TAG_HEADER = b"lsd-tag-"
+KEY_SCOPE = "lsd.api_key_public_id"  # where the verified key's public id waits for the handler
+KEY_TAG = "tensorzero::api_key_public_id"  # TensorZero's tag for it, added to the inference's tags
+
+
+def needs_key(auth: AuthService, path: str) -> bool:
+    if not auth.enabled or path in OPEN_PATHS:
+        return False
+    return path != METRICS_PATH or auth.config.protect_metrics
+
+
+async def authenticate(auth: AuthService, scope: Scope) -> None:
+    """Verify the bearer key of a request that needs one; raises Unauthorized (401)."""
+    authorization = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+            break
+    key = await auth.verify(authorization)
+    scope[KEY_SCOPE] = key.public_id
+
+
+def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
+    """The request with `lsd-tag-*` header tags (body tags win on a clash) and the caller's key id."""
+    key_id: str | None = scope.get(KEY_SCOPE)
+    header_tags: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name.startswith(TAG_HEADER) and len(name) > len(TAG_HEADER):
+            # A header name cannot hold ':', so a reserved `lsd::`/`tensorzero::` key cannot come this way.
+            header_tags[name[len(TAG_HEADER) :].decode("latin-1")] = value.decode("latin-1")
+    if not header_tags and key_id is None:
+        return parsed
+    tags = {**header_tags, **parsed.tags}
+    if key_id is not None:
+        tags[KEY_TAG] = key_id
+    return dataclasses.replace(parsed, tags=tags, api_key_public_id=key_id)

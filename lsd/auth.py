@@ -1,0 +1,144 @@
+"""API keys: the `sk-lsd-<public_id>-<secret>` format, and verification with an in-process cache.
+
+A key is checked by hashing its secret (SHA-256) and comparing the digest with the stored one in constant
+time. Verified keys (and unknown or disabled ones) are cached for `gateway.auth.cache.ttl_ms`, but the cache is
+trusted only while the revocation listener holds its LISTEN connection: a disabled key is dropped from every
+replica's cache as soon as PostgreSQL delivers the notice, and without the listener every check asks the
+database. Secrets are never logged, stored or kept: the cache holds digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lsd.config.auth import AuthConfig
+from lsd.errors import DatabaseUnavailable, Unauthorized
+from lsd.store.database import Database
+from lsd.store.keys import StoredKey, find_key, listen_for_revocations
+
+PREFIX = "sk-lsd-"
+_KEY = re.compile(r"^sk-lsd-([a-z0-9]{12})-([A-Za-z0-9]{48})$")
+_PUBLIC_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+_SECRET_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+MAX_CACHED = 100_000  # entries; past it the cache starts afresh (bounds memory under a flood of unknown keys)
+# One message for every refusal: it must not reveal whether the key was missing, unknown or disabled.
+REFUSED = "missing or invalid API key: send Authorization: Bearer sk-lsd-..."
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A freshly made key: `token` is shown to its owner once; only `public_id` and `secret_sha256` are kept."""
+
+    public_id: str
+    token: str
+    secret_sha256: bytes
+
+
+def new_key() -> NewKey:
+    public_id = "".join(secrets.choice(_PUBLIC_ALPHABET) for _ in range(12))
+    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(48))
+    return NewKey(public_id, f"{PREFIX}{public_id}-{secret}", hashlib.sha256(secret.encode()).digest())
+
+
+def parse_key(token: str) -> tuple[str, bytes] | None:
+    """(public id, SHA-256 of the secret) of a well-formed key, else None."""
+    match = _KEY.match(token)
+    if match is None:
+        return None
+    return match.group(1), hashlib.sha256(match.group(2).encode()).digest()
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    key: StoredKey | None  # None: no such key
+    expires: float
+
+
+class AuthService:
+    """Verifies keys for one process. `failures` counts refusals by reason (for metrics; never shown to callers)."""
+
+    def __init__(self, config: AuthConfig, database: Database, *, clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.database = database
+        self.clock = clock
+        self.listening = False  # the cache is trusted only while the revocation listener is connected
+        self.failures: Counter[str] = Counter()  # missing, malformed, unknown, disabled, wrong_secret
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.stale_hits = 0  # checks answered from an expired entry while PostgreSQL was unreachable
+        self._cache: dict[str, _Entry] = {}
+        self._ttl_s = config.cache_ttl_ms / 1000
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    async def verify(self, authorization: str | None) -> StoredKey:
+        """The key behind an `Authorization` header value; raises Unauthorized (401) with one message for all."""
+        token = bearer_token(authorization)
+        if token is None:
+            return self._refuse("missing")
+        parsed = parse_key(token)
+        if parsed is None:
+            return self._refuse("malformed")
+        public_id, digest = parsed
+        entry = self._cache.get(public_id)
+        if entry is not None and self.listening and entry.expires > self.clock():
+            self.cache_hits += 1
+            key = entry.key
+        else:
+            self.cache_misses += 1
+            try:
+                key = await find_key(self.database, public_id)
+            except DatabaseUnavailable:
+                if entry is None:
+                    raise
+                # PostgreSQL is down, so no key can be disabled meanwhile: the last verdict stands.
+                self.stale_hits += 1
+                key = entry.key
+            else:
+                if self.config.cache_enabled and self._ttl_s > 0:
+                    if len(self._cache) >= MAX_CACHED:
+                        self._cache.clear()
+                    self._cache[public_id] = _Entry(key, self.clock() + self._ttl_s)
+        if key is None:
+            return self._refuse("unknown")
+        if not hmac.compare_digest(key.secret_sha256, digest):
+            return self._refuse("wrong_secret")
+        if key.disabled_at is not None:
+            return self._refuse("disabled")
+        return key
+
+    def _refuse(self, reason: str) -> StoredKey:
+        self.failures[reason] += 1
+        raise Unauthorized(REFUSED)
+
+    # -- revocation ---------------------------------------------------------------------------------------------
+
+    def forget(self, public_id: str) -> None:
+        self._cache.pop(public_id, None)
+
+    def _listening(self) -> None:
+        self._cache.clear()  # notices sent while nobody listened are lost: start afresh
+        self.listening = True
+
+    def _lost(self) -> None:
+        self.listening = False
+
+    async def listen(self) -> None:
+        """The revocation listener (a job: run again by the job runner whenever its connection is lost)."""
+        await listen_for_revocations(self.database.session_url, self._listening, self.forget, self._lost)

@@ -1,0 +1,292 @@
+"""Batch inference: submit inputs through a provider's batch API, poll it, record its results like live ones.
+
+`BatchService.submit` validates and renders every input with the engine's own steps (schemas, templates,
+tools, variant params) before anything is sent, so a bad input fails the whole request with its index and
+nothing is submitted. One variant is used for the whole batch (the pinned one, else the one sampled for the
+first episode id), and only its model's first provider, which must support batches: there are no retries or
+fallbacks. `poll` asks the provider at most every `gateway.batch.poll_interval_s` per batch across the
+cluster (a claim in the database), and records the results exactly once (lsd.store.batch.complete).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from lsd.config.model import FunctionConfig, VariantConfig
+from lsd.errors import InvalidRequest, NotFound, ProviderError
+from lsd.ids import uuid7
+from lsd.inference.batch_request import BatchRequest, reindexed
+from lsd.inference.batch_results import result_records, stored_result_json
+from lsd.inference.models import Model
+from lsd.inference.recording import input_to_json, messages_to_json, params_to_json, time_of
+from lsd.inference.routing import order_variants
+from lsd.inference.run import Engine, Prepared
+from lsd.providers.base import BatchPoll, CallContext, KeyLocation, Provider
+from lsd.store import batch as store
+from lsd.store.database import Database
+from lsd.types import ProviderRequest
+
+log = logging.getLogger("lsd.batch")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSubmitted:
+    batch_id: UUID
+    inference_ids: tuple[UUID, ...]
+    episode_ids: tuple[UUID, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchView:
+    """What `GET /batch_inference/{id}` reports: status, and once ended the recorded inferences and errors."""
+
+    batch_id: UUID
+    status: str
+    provider_status: str | None
+    num_inferences: int
+    inferences: tuple[dict[str, Any], ...] = ()
+    errors: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass
+class BatchService:
+    engine: Engine
+    database: Database
+    poll_interval_s: float
+
+    # -- submission -----------------------------------------------------------------------------------------
+
+    def _variant(self, function: FunctionConfig, pinned: str | None, first_episode: UUID) -> VariantConfig:
+        variant = order_variants(function, first_episode, pinned)[0]
+        if variant.type != "chat_completion":
+            raise InvalidRequest(
+                f"variant_name: variant {variant.name!r} is of type {variant.type!r}; batches run "
+                "chat_completion variants only",
+                field="variant_name",
+            )
+        return variant
+
+    def _batch_provider(self, variant: VariantConfig) -> tuple[Model, Provider]:
+        model = self.engine.models.get(variant.model, field_name="variant_name")
+        if not model.providers:
+            raise InvalidRequest(f"variant_name: model {model.name!r} has no providers", field="variant_name")
+        provider = model.providers[0]
+        if not provider.supports_batch:
+            raise InvalidRequest(
+                f"variant_name: variant {variant.name!r} uses model {model.name!r}, whose provider "
+                f"{provider.name!r} has type {provider.type_name!r}, which does not support batch inference",
+                field="variant_name",
+            )
+        location = getattr(provider, "key_location", None)
+        if isinstance(location, KeyLocation) and location.kind == "dynamic":
+            raise InvalidRequest(
+                f"credentials: provider {provider.name!r} reads its key from the request (dynamic::{location.name}); "
+                "batches are polled later without the request, so they need a key the gateway holds (env::VAR)",
+                field="credentials",
+            )
+        return model, provider
+
+    async def submit(self, request: BatchRequest) -> BatchSubmitted:
+        """Validate and render every input, start the provider batch, then store it; returns the ids."""
+        function = self.engine.config.functions.get(request.function_name)
+        if function is None:
+            raise NotFound(f"unknown function {request.function_name!r}", field="function_name")
+        first_episode = request.requests[0].episode_id or uuid7()
+        variant = self._variant(function, request.variant_name, first_episode)
+        model, provider = self._batch_provider(variant)
+        prepared: list[tuple[Prepared, ProviderRequest, dict[str, Any] | None]] = []
+        for i, single in enumerate(request.requests):
+            episode_id = first_episode if i == 0 else single.episode_id or uuid7()
+            p = Prepared(single, function, uuid7(), episode_id, time.perf_counter())
+            try:
+                tools = self.engine.tool_params(p)
+                provider_request = self.engine.provider_request(p, variant, tools, stream=False)
+            except InvalidRequest as exc:
+                raise reindexed(exc, i) from None
+            prepared.append((p, provider_request, tools.to_json() if tools else None))
+        batch_id = uuid7()
+        submitted = BatchSubmitted(
+            batch_id, tuple(p.inference_id for p, _, _ in prepared), tuple(p.episode_id for p, _, _ in prepared)
+        )
+        if request.dryrun:
+            return submitted
+        ctx = CallContext(transport=self.engine.transport, credentials=request.credentials)
+        start = await provider.start_batch([(str(p.inference_id), r) for p, r, _ in prepared], ctx)
+        created = time_of(batch_id)
+        row = store.BatchRow(
+            id=batch_id,
+            created_at=created,
+            function_name=function.name,
+            function_type=function.type,
+            variant_name=variant.name,
+            model_name=model.name,
+            model_provider_name=provider.name,
+            provider_type=provider.type_name,
+            provider_batch_id=start.provider_batch_id,
+            provider_status=start.provider_status,
+            provider_data=dict(start.data),
+            status="pending",
+            num_inferences=len(prepared),
+            raw_request=start.raw_request,
+            raw_response=start.raw_response,
+            errors=None,
+            tags={},
+            last_polled_at=None,
+            completed_at=None,
+        )
+        items = [
+            store.BatchItemRow(
+                inference_id=p.inference_id,
+                created_at=time_of(p.inference_id),
+                batch_id=batch_id,
+                function_name=function.name,
+                variant_name=variant.name,
+                episode_id=p.episode_id,
+                input=input_to_json(p.request.input),
+                rendered_input={"system": r.system, "messages": messages_to_json(r.messages)},
+                tool_params=tool_params,
+                inference_params=params_to_json(r.params),
+                output_schema=dict(r.output_schema) if function.type == "json" and r.output_schema else None,
+                raw_request=start.item_requests.get(str(p.inference_id)),
+                model_name=model.name,
+                model_provider_name=provider.name,
+                tags=dict(p.request.tags),
+            )
+            for p, r, tool_params in prepared
+        ]
+        event = store.BatchEvent(
+            uuid7(), created, batch_id, "pending", start.provider_status, start.raw_request, start.raw_response, None
+        )
+        await store.insert_batch(self.database, row, items, event)
+        return submitted
+
+    # -- polling --------------------------------------------------------------------------------------------
+
+    def _provider(self, row: store.BatchRow) -> Provider:
+        model = self.engine.models.get(row.model_name)
+        for provider in model.providers:
+            if provider.name == row.model_provider_name:
+                return provider
+        raise NotFound(f"model {row.model_name!r} no longer has provider {row.model_provider_name!r}")
+
+    async def poll(self, batch_id: UUID) -> bool:
+        """Ask the provider about a pending batch, unless any process did within poll_interval_s; record the
+        results once it ended. True when this call recorded them. Provider failures are logged, not raised:
+        the next poll tries again."""
+        row = await store.claim_poll(self.database, batch_id, self.poll_interval_s)
+        if row is None or row.provider_batch_id is None:
+            return False
+        try:
+            provider = self._provider(row)
+            ctx = CallContext(transport=self.engine.transport)
+            state = await provider.poll_batch(row.provider_batch_id, row.provider_data or {}, ctx)
+        except (ProviderError, NotFound) as exc:
+            log.warning("polling batch %s (%s) failed: %s", batch_id, row.provider_batch_id, exc.message)
+            return False
+        if state.status == "pending":
+            event = self._event(row, state)
+            await store.record_progress(self.database, batch_id, event)
+            return False
+        return await self._complete(row, state)
+
+    def _event(self, row: store.BatchRow, state: BatchPoll, errors: Any = None) -> store.BatchEvent:
+        event_id = uuid7()
+        return store.BatchEvent(
+            event_id, time_of(event_id), row.id, state.status, state.provider_status, None, state.raw_response, errors
+        )
+
+    async def _complete(self, row: store.BatchRow, state: BatchPoll) -> bool:
+        items = await store.batch_items(self.database, row.id)
+        records, item_errors = result_records(row, items, state, self.engine.config.source_hash)
+        errors = [{"message": m} for m in state.errors] + [
+            {"inference_id": str(i), "message": m} for i, m in item_errors.items()
+        ]
+        recorded = await store.complete(self.database, self._event(row, state, errors), records)
+        if recorded:
+            log.info(
+                "batch %s %s: %d of %d results recorded",
+                row.id,
+                state.status,
+                row.num_inferences - len(item_errors),
+                row.num_inferences,
+            )
+        else:
+            log.info("batch %s had already been recorded by another process; nothing written", row.id)
+        return recorded
+
+    async def poll_pending(self) -> int | None:
+        """The background poller: every pending batch, once per cluster (None when another process holds the
+        lock). Returns how many batches this run recorded."""
+        async with store.poller_lock(self.database) as locked:
+            if not locked:
+                return None
+            recorded = 0
+            for batch_id in await store.pending_batch_ids(self.database):
+                recorded += await self.poll(batch_id)
+            return recorded
+
+    # -- reading --------------------------------------------------------------------------------------------
+
+    async def status(self, batch_id: UUID) -> BatchView:
+        """The batch now: a pending batch is polled first (rate limited), so a client's GET completes it."""
+        row = await self._row(batch_id)
+        if row.status == "pending":
+            await self.poll(batch_id)
+            row = await self._row(batch_id)
+        return await self._view(row)
+
+    async def inference_status(self, batch_id: UUID, inference_id: UUID) -> BatchView:
+        view = await self.status(batch_id)
+        if not await store.item_in_batch(self.database, batch_id, inference_id):
+            raise NotFound(f"batch {batch_id} has no inference {inference_id}", field="inference_id")
+        key = str(inference_id)
+        return BatchView(
+            view.batch_id,
+            view.status,
+            view.provider_status,
+            1,
+            tuple(i for i in view.inferences if i["inference_id"] == key),
+            tuple(e for e in view.errors if e.get("inference_id") in (None, key)),
+        )
+
+    async def _row(self, batch_id: UUID) -> store.BatchRow:
+        row = await store.get_batch(self.database, batch_id)
+        if row is None:
+            raise NotFound(f"unknown batch {batch_id}", field="batch_id")
+        return row
+
+    async def _view(self, row: store.BatchRow) -> BatchView:
+        if row.status == "pending":
+            return BatchView(row.id, row.status, row.provider_status, row.num_inferences)
+        items = await store.batch_items(self.database, row.id)
+        stored = await store.stored_results(self.database, row.function_type, [i.inference_id for i in items])
+        inferences = tuple(stored_result_json(stored[i.inference_id]) for i in items if i.inference_id in stored)
+        return BatchView(
+            row.id, row.status, row.provider_status, row.num_inferences, inferences, tuple(row.errors or ())
+        )
+
+
+def submission_json(submitted: BatchSubmitted) -> dict[str, Any]:
+    return {
+        "batch_id": str(submitted.batch_id),
+        "inference_ids": [str(i) for i in submitted.inference_ids],
+        "episode_ids": [str(i) for i in submitted.episode_ids],
+    }
+
+
+def view_json(view: BatchView) -> dict[str, Any]:
+    """TensorZero's shape ({status} while pending; {status, batch_id, inferences} after), plus LSD's `errors`
+    (batch-level messages and each failed input) and `provider_status`."""
+    if view.status == "pending":
+        return {"status": "pending", "batch_id": str(view.batch_id), "provider_status": view.provider_status}
+    return {
+        "status": view.status,
+        "batch_id": str(view.batch_id),
+        "inferences": list(view.inferences),
+        "errors": list(view.errors),
+        "provider_status": view.provider_status,
+    }

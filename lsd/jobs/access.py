@@ -1,0 +1,19 @@
+"""The jobs auth and rate limiting need: the key-revocation listener and the return of expired leases."""
+
+from __future__ import annotations
+
+from lsd.auth import AuthService
+from lsd.jobs.runner import Job
+from lsd.ratelimit.limiter import RateLimiter
+
+LISTENER_RETRY_S = 0.2  # a lost LISTEN connection is reopened this soon (meanwhile every check asks PostgreSQL)
+
+
+def access_jobs(auth: AuthService, limiter: RateLimiter) -> list[Job]:
+    jobs = []
+    if auth.enabled:
+        jobs.append(Job("auth-revocations", LISTENER_RETRY_S, auth.listen))
+    if limiter.active:
+        # Leases are returned within half a lease TTL of expiring; corrections with lease = 0 as often.
+        jobs.append(Job("rate-limit-leases", limiter.config.lease_ttl_ms / 2000, limiter.flush))
+    return jobs

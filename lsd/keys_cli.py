@@ -1,0 +1,105 @@
+"""`lsd keys create|list|disable`: manage API keys in the database (LSD_DATABASE_URL)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import orjson
+
+from lsd.auth import PREFIX, new_key
+from lsd.store import keys
+from lsd.store.database import DatabaseUnreachable, connect_with_retry
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_DATABASE = 3
+
+
+class KeysExit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("keys", help="API keys: create (printed once), list, disable")
+    sub = p.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
+    create = sub.add_parser("create", help="make a key and print it (it is shown only this once)")
+    create.add_argument("--description")
+    create.add_argument("--organization")
+    create.add_argument("--workspace")
+    listing = sub.add_parser("list", help="every key: public id, created, disabled, labels (never a secret)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    disable = sub.add_parser("disable", help="disable a key; every replica refuses it within a second")
+    disable.add_argument("public_id")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except KeysExit as exc:
+        sys.stderr.write(f"lsd: {exc.message}\n")
+        return exc.code
+
+
+def _run(args: argparse.Namespace) -> int:
+    url = os.environ.get("LSD_DATABASE_URL", "").strip()
+    if not url:
+        raise KeysExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
+    try:
+        conn = connect_with_retry(url, 10.0)
+    except DatabaseUnreachable as exc:
+        raise KeysExit(EXIT_DATABASE, str(exc)) from None
+    with conn:
+        try:
+            keys.check_table(conn)
+        except keys.NotMigrated as exc:
+            raise KeysExit(EXIT_DATABASE, str(exc)) from None
+        return _command(conn, args)
+
+
+def _command(conn: Any, args: argparse.Namespace) -> int:
+    out = sys.stdout
+    if args.keys_command == "create":
+        made = new_key()
+        keys.insert_key(
+            conn,
+            made.public_id,
+            made.secret_sha256,
+            description=args.description,
+            organization=args.organization,
+            workspace=args.workspace,
+        )
+        out.write(made.token + "\n")
+        sys.stderr.write(f"created key {made.public_id}; store it now: it is not shown again\n")
+        return EXIT_OK
+    if args.keys_command == "list":
+        for key in keys.list_keys(conn):
+            row = {
+                "public_id": key.public_id,
+                "created_at": key.created_at.isoformat(),
+                "disabled_at": key.disabled_at.isoformat() if key.disabled_at else None,
+                "description": key.description,
+                "organization": key.organization,
+                "workspace": key.workspace,
+            }
+            if args.json:
+                out.write(orjson.dumps(row).decode() + "\n")
+            else:
+                state = f"disabled {row['disabled_at']}" if key.disabled_at else "active"
+                labels = " ".join(f"{k}={row[k]}" for k in ("organization", "workspace") if row[k])
+                out.write(f"{key.public_id}  {row['created_at']}  {state}  {key.description or ''}  {labels}".rstrip())
+                out.write("\n")
+        return EXIT_OK
+    public_id = args.public_id
+    if public_id.startswith(PREFIX):
+        raise KeysExit(EXIT_USAGE, "give the public id (12 characters), not the whole key")
+    if keys.disable_key(conn, public_id) is None:
+        raise KeysExit(EXIT_NOT_FOUND, f"no key with public id {public_id!r}")
+    out.write(f"disabled {public_id}\n")
+    return EXIT_OK

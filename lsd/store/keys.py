@@ -1,0 +1,110 @@
+"""API keys in PostgreSQL: create, list, disable, look up, and the LISTEN connection that hears revocations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from lsd.errors import DatabaseUnavailable
+from lsd.store.database import Database
+
+CHANNEL = "lsd_api_keys"  # sql/migrations/0004_auth.sql notifies it with the public id of a changed key
+HEARTBEAT_S = 1.0  # how often the listener proves its connection is alive while no notice arrives
+LOOKUP_TIMEOUT_S = 2.0  # the longest a key check waits for a pool connection before it is DatabaseUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    public_id: str
+    secret_sha256: bytes
+    description: str | None
+    organization: str | None
+    workspace: str | None
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+_COLUMNS = "public_id, secret_sha256, description, organization, workspace, created_at, disabled_at"
+
+
+class NotMigrated(RuntimeError):
+    """The api_keys table is missing: `lsd migrate` has not run."""
+
+
+def check_table(conn: psycopg.Connection[Any]) -> None:
+    row = conn.execute("SELECT to_regclass('api_keys') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        raise NotMigrated("the database is not migrated: run `lsd migrate` first")
+
+
+def _key(row: tuple[Any, ...]) -> StoredKey:
+    return StoredKey(row[0], bytes(row[1]), row[2], row[3], row[4], row[5], row[6])
+
+
+def insert_key(
+    conn: psycopg.Connection[Any],
+    public_id: str,
+    secret_sha256: bytes,
+    *,
+    description: str | None,
+    organization: str | None,
+    workspace: str | None,
+) -> StoredKey:
+    row = conn.execute(
+        f"INSERT INTO api_keys (public_id, secret_sha256, description, organization, workspace) "
+        f"VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+        (public_id, secret_sha256, description, organization, workspace),
+    ).fetchone()
+    assert row is not None
+    return _key(row)
+
+
+def list_keys(conn: psycopg.Connection[Any]) -> list[StoredKey]:
+    return [_key(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, public_id")]
+
+
+def disable_key(conn: psycopg.Connection[Any], public_id: str) -> StoredKey | None:
+    """Disable a key (its trigger tells every replica); None when there is no such key. Idempotent."""
+    row = conn.execute(
+        f"UPDATE api_keys SET disabled_at = coalesce(disabled_at, now()) WHERE public_id = %s RETURNING {_COLUMNS}",
+        (public_id,),
+    ).fetchone()
+    return _key(row) if row else None
+
+
+async def find_key(database: Database, public_id: str) -> StoredKey | None:
+    """One primary-key read. Raises DatabaseUnavailable when PostgreSQL cannot be reached."""
+    try:
+        async with database.pool.connection(timeout=LOOKUP_TIMEOUT_S) as conn:
+            cur = await conn.execute(
+                f"SELECT {_COLUMNS} FROM api_keys WHERE public_id = %s", (public_id,), prepare=database.prepare
+            )
+            row = await cur.fetchone()
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot check the API key: {type(exc).__name__}") from None
+    return _key(row) if row else None
+
+
+async def listen_for_revocations(
+    url: str, on_listening: Callable[[], None], on_revoked: Callable[[str], None], on_lost: Callable[[], None]
+) -> None:
+    """Hold a dedicated connection that LISTENs on the key channel; returns or raises only when it is lost.
+
+    `on_listening` runs once LISTEN is in place (notices missed before it are the caller's to forget: it clears
+    its cache), `on_revoked(public_id)` for each notice, `on_lost` when the connection ends for any reason.
+    A `SELECT 1` every HEARTBEAT_S finds a dead connection that would otherwise wait silently forever.
+    """
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=5) as conn:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            on_listening()
+            while True:
+                async for notice in conn.notifies(timeout=HEARTBEAT_S):
+                    on_revoked(notice.payload)
+                await conn.execute("SELECT 1")
+    finally:
+        on_lost()

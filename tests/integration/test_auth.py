@@ -1,0 +1,234 @@
+"""API keys against a real PostgreSQL and real sockets: verification, one 401 for every failure, the cache and
+its revocation through LISTEN/NOTIFY, the key's public id on each inference, header tags and the Guard limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import psycopg
+import pytest
+
+from lsd.auth import AuthService, new_key, parse_key
+from lsd.config.auth import AuthConfig
+from lsd.errors import DatabaseUnavailable, Unauthorized
+from lsd.store import keys
+from lsd.store.database import Database
+from tests.support.gateway import in_process_gateway
+
+
+def create_key(database_url: str, description: str = "test") -> tuple[str, str]:
+    made = new_key()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        keys.insert_key(
+            conn, made.public_id, made.secret_sha256, description=description, organization="acme", workspace=None
+        )
+    return made.public_id, made.token
+
+
+def test_key_format() -> None:
+    made = new_key()
+    assert made.token.startswith(f"sk-lsd-{made.public_id}-")
+    assert len(made.public_id) == 12
+    assert parse_key(made.token) == (made.public_id, made.secret_sha256)
+    for bad in ("", "sk-lsd-", "sk-t0-abcdefghijkl-" + "a" * 48, made.token + "x", made.token.upper(), "Bearer x"):
+        assert parse_key(bad) is None
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url, min_size=1, max_size=4)
+    await db.open()
+    yield db
+    await db.close()
+
+
+@contextlib.asynccontextmanager
+async def listening(auth: AuthService) -> AsyncIterator[None]:
+    task = asyncio.create_task(auth.listen())
+    for _ in range(200):
+        if auth.listening:
+            break
+        await asyncio.sleep(0.01)
+    assert auth.listening
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_verify_refuses_every_bad_key_alike(database: Database, database_url: str) -> None:
+    public_id, token = create_key(database_url)
+    auth = AuthService(AuthConfig(enabled=True), database)
+    assert (await auth.verify(f"Bearer {token}")).public_id == public_id
+    other_id, other = create_key(database_url)
+    wrong_secret = token[: -len("x")] + ("a" if token[-1] != "a" else "b")
+    messages = set()
+    for header in (
+        None,
+        "",
+        "Basic abc",
+        f"Bearer {token}x",
+        "Bearer sk-lsd-zzzzzzzzzzzz-" + "a" * 48,
+        f"Bearer {wrong_secret}",
+    ):
+        with pytest.raises(Unauthorized) as refused:
+            await auth.verify(header)
+        messages.add(refused.value.message)
+    assert len(messages) == 1  # nothing tells which
+    assert auth.failures == {"missing": 3, "malformed": 1, "unknown": 1, "wrong_secret": 1}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert keys.disable_key(conn, other_id) is not None
+    with pytest.raises(Unauthorized):
+        await auth.verify(f"Bearer {other}")
+    assert auth.failures["disabled"] == 1
+
+
+async def test_disable_reaches_a_warm_cache_through_notify(database: Database, database_url: str) -> None:
+    public_id, token = create_key(database_url)
+    auth = AuthService(AuthConfig(enabled=True, cache_ttl_ms=3_600_000), database)
+    async with listening(auth):
+        await auth.verify(f"Bearer {token}")
+        await auth.verify(f"Bearer {token}")
+        assert auth.cache_hits == 1 and auth.cache_misses == 1
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            keys.disable_key(conn, public_id)
+        started = time.monotonic()
+        while True:
+            try:
+                await auth.verify(f"Bearer {token}")
+            except Unauthorized:
+                break
+            assert time.monotonic() - started < 1.0, "the disabled key was still accepted after 1 s"
+            await asyncio.sleep(0.01)
+
+
+async def test_without_the_listener_the_cache_is_not_trusted(database: Database, database_url: str) -> None:
+    public_id, token = create_key(database_url)
+    auth = AuthService(AuthConfig(enabled=True, cache_ttl_ms=3_600_000), database)
+    await auth.verify(f"Bearer {token}")
+    await auth.verify(f"Bearer {token}")
+    assert auth.cache_hits == 0 and auth.cache_misses == 2  # never listening: every check asks PostgreSQL
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        keys.disable_key(conn, public_id)
+    with pytest.raises(Unauthorized):
+        await auth.verify(f"Bearer {token}")
+
+
+async def test_the_cache_expires_after_its_ttl(database: Database, database_url: str) -> None:
+    now = [100.0]
+    _, token = create_key(database_url)
+    auth = AuthService(AuthConfig(enabled=True, cache_ttl_ms=500), database, clock=lambda: now[0])
+    async with listening(auth):
+        await auth.verify(f"Bearer {token}")
+        await auth.verify(f"Bearer {token}")
+        now[0] += 0.5
+        await auth.verify(f"Bearer {token}")
+    assert (auth.cache_hits, auth.cache_misses) == (1, 2)
+
+
+CONFIG = """
+[gateway]
+max_json_depth = 8
+max_header_count = 40
+request_timeout_s = 0.3
+[gateway.auth]
+enabled = true
+[gateway.observability]
+async_writes = false
+
+[models.echo]
+routing = ["dummy"]
+[models.echo.providers.dummy]
+type = "dummy"
+model_name = "echo"
+
+[models.slow]
+routing = ["dummy"]
+[models.slow.providers.dummy]
+type = "dummy"
+model_name = "slow"
+latency_ms = 2000
+
+[functions.chat]
+type = "chat"
+[functions.chat.variants.a]
+type = "chat_completion"
+model = "echo"
+"""
+MESSAGE = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+async def test_http_routes_need_a_key_and_record_its_public_id(database_url: str) -> None:
+    public_id, token = create_key(database_url)
+    async with in_process_gateway(CONFIG, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        assert (await http.get("/health")).status_code == 200
+        assert (await http.get("/status")).status_code == 200
+        body = {"function_name": "chat", "input": MESSAGE, "tags": {"team": "body"}}
+        for headers in ({}, {"authorization": "Bearer nope"}, {"authorization": f"Bearer {token[:-1]}"}):
+            refused = await http.post("/inference", json=body, headers=headers)
+            assert refused.status_code == 401
+            assert refused.json()["error_code"] == "unauthorized"
+            assert refused.headers["www-authenticate"] == "Bearer"
+        assert (await http.get("/openai/v1/models")).status_code == 401
+        metrics = await http.get("/metrics")  # open unless gateway.auth.protect_metrics
+        assert metrics.status_code == 200
+        assert 'lsd_auth_failures_total{reason="missing"} 2.0' in metrics.text
+        assert 'lsd_auth_failures_total{reason="malformed"} 2.0' in metrics.text
+        assert (await http.get("/no/such/route")).status_code == 401
+        auth = {"authorization": f"Bearer {token}"}
+        ok = await http.post("/inference", json=body, headers={**auth, "lsd-tag-user": "ann", "lsd-tag-team": "header"})
+        assert ok.status_code == 200, ok.text
+        openai = await http.post(
+            "/openai/v1/chat/completions",
+            json={"model": "lsd::function_name::chat", "messages": MESSAGE["messages"]},
+            headers={**auth, "lsd-tag-user": "bob"},
+        )
+        assert openai.status_code == 200, openai.text
+        # Guard limits.
+        deep: object = "x"
+        for _ in range(10):
+            deep = [deep]
+        too_deep = await http.post("/inference", json={**body, "tags": {}, "input": {"messages": deep}}, headers=auth)
+        assert too_deep.status_code == 400 and "max_json_depth" in too_deep.json()["error"]
+        many = {f"x-h{i}": "1" for i in range(50)}
+        assert (await http.post("/inference", json=body, headers={**auth, **many})).status_code == 431
+        slow = await http.post("/inference", json={"model_name": "slow", "input": MESSAGE}, headers=auth, timeout=10)
+        assert slow.status_code == 504 and slow.json()["error_code"] == "request_timeout"
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT api_key_public_id, tags FROM chat_inferences ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == [public_id, public_id]
+    assert rows[0][1] == {"user": "ann", "team": "body", "tensorzero::api_key_public_id": public_id}
+    assert rows[1][1]["user"] == "bob"
+
+
+async def test_protect_metrics(database_url: str) -> None:
+    _, token = create_key(database_url)
+    config = CONFIG.replace(
+        "[gateway.auth]\nenabled = true\n", "[gateway.auth]\nenabled = true\nprotect_metrics = true\n"
+    )
+    async with in_process_gateway(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        assert (await http.get("/metrics")).status_code == 401
+        assert (await http.get("/metrics", headers={"authorization": f"Bearer {token}"})).status_code == 200
+        assert (await http.get("/health")).status_code == 200
+
+
+async def test_a_database_outage_keeps_known_keys_working(database_url: str) -> None:
+    public_id, token = create_key(database_url)
+    database = Database(database_url, min_size=1, max_size=2)
+    await database.open()
+    auth = AuthService(AuthConfig(enabled=True), database)
+    assert (await auth.verify(f"Bearer {token}")).public_id == public_id
+    await database.close()  # PostgreSQL unreachable from now on
+    # No key can be disabled while the database is down: the last verdict stands (not trusted otherwise).
+    assert (await auth.verify(f"Bearer {token}")).public_id == public_id
+    assert auth.stale_hits == 1
+    with pytest.raises(Unauthorized):
+        await auth.verify(f"Bearer {token[:-1]}{'a' if token[-1] != 'a' else 'b'}")
+    with pytest.raises(DatabaseUnavailable):
+        await auth.verify(f"Bearer {new_key().token}")  # never seen: 503, not 401

@@ -1,0 +1,335 @@
+"""Rate limiting against a real PostgreSQL: scopes, priority vs always, refill over mocked time, token and cost
+reconciliation, all-or-nothing consumption, leases, and the 429 over HTTP (with no provider call)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from lsd.config import parse
+from lsd.config.ratelimit import RateLimitingConfig
+from lsd.errors import DatabaseUnavailable, InvalidRequest, RateLimited
+from lsd.ratelimit.limiter import RateLimiter
+from lsd.ratelimit.rules import LimitRequest
+from lsd.store.database import Database
+from tests.support.gateway import in_process_gateway
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limits(text: str, *, auth: bool = True) -> RateLimitingConfig:
+    head = "[gateway.auth]\nenabled = true\n" if auth else ""
+    return parse(head + text, base_dir=Path(".")).rate_limiting
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url, min_size=1, max_size=4)
+    await db.open()
+    yield db
+    await db.close()
+
+
+def limiter(database: Database, text: str, clock: Clock | None = None) -> RateLimiter:
+    return RateLimiter(limits(text), database, clock=clock or Clock())
+
+
+async def admitted(lim: RateLimiter, request: LimitRequest, times: int) -> int:
+    count = 0
+    for _ in range(times):
+        try:
+            await lim.acquire(request)
+        except RateLimited:
+            continue
+        count += 1
+    return count
+
+
+async def test_refill_over_mocked_time(database: Database) -> None:
+    clock = Clock()
+    lim = limiter(database, "[[rate_limiting.rules]]\nmodel_inferences_per_minute = 3\nalways = true\n", clock)
+    request = LimitRequest(tags={})
+    assert await admitted(lim, request, 3) == 3
+    with pytest.raises(RateLimited) as refused:
+        await lim.acquire(request)
+    assert refused.value.rule == "rate_limiting.rules[0]"
+    assert refused.value.retry_after_s == 20  # one of 3 per minute comes back in 20 s
+    assert "model_inferences_per_minute" in refused.value.message
+    assert lim.refusals["rate_limiting.rules[0]"] == 1
+    clock.now += 19.9
+    assert await admitted(lim, request, 1) == 0
+    clock.now += 0.1
+    assert await admitted(lim, request, 2) == 1
+    clock.now += 3600  # refills to capacity, never beyond
+    assert await admitted(lim, request, 5) == 3
+
+
+async def test_token_bucket_capacity_and_refill_rate(database: Database) -> None:
+    clock = Clock()
+    lim = limiter(
+        database,
+        "[[rate_limiting.rules]]\nmodel_inferences_per_second = { capacity = 5, refill_rate = 1 }\nalways = true\n",
+        clock,
+    )
+    assert await admitted(lim, LimitRequest({}), 10) == 5
+    clock.now += 2
+    assert await admitted(lim, LimitRequest({}), 10) == 2
+
+
+async def test_every_scope_kind(database: Database) -> None:
+    lim = limiter(
+        database,
+        """
+[[rate_limiting.rules]]
+model_inferences_per_hour = 2
+always = true
+scope = [{ tag_key = "user", tag_value = "lsd::each" }]
+
+[[rate_limiting.rules]]
+model_inferences_per_hour = 5
+always = true
+scope = [{ tag_key = "team", tag_value = "tensorzero::total" }]
+
+[[rate_limiting.rules]]
+model_inferences_per_hour = 1
+always = true
+scope = [{ tag_key = "tier", tag_value = "free" }]
+
+[[rate_limiting.rules]]
+model_inferences_per_hour = 3
+always = true
+scope = [{ api_key_public_id = "lsd::each" }]
+
+[[rate_limiting.rules]]
+model_inferences_per_hour = 1
+always = true
+scope = [{ api_key_public_id = "aaaaaaaaaaaa" }]
+""",
+    )
+    # lsd::each: one bucket per value.
+    assert await admitted(lim, LimitRequest({"user": "ann"}), 5) == 2
+    assert await admitted(lim, LimitRequest({"user": "bob"}), 5) == 2
+    # lsd::total: one bucket for every value.
+    assert await admitted(lim, LimitRequest({"team": "x"}), 3) == 3
+    assert await admitted(lim, LimitRequest({"team": "y"}), 3) == 2
+    # a literal: only that value.
+    assert await admitted(lim, LimitRequest({"tier": "free"}), 3) == 1
+    assert await admitted(lim, LimitRequest({"tier": "paid"}), 3) == 3
+    # api keys: each key its own bucket; a literal key its own limit.
+    assert await admitted(lim, LimitRequest({}, "bbbbbbbbbbbb"), 5) == 3
+    assert await admitted(lim, LimitRequest({}, "cccccccccccc"), 5) == 3
+    assert await admitted(lim, LimitRequest({}, "aaaaaaaaaaaa"), 5) == 1
+    # no tag, no key: no rule matches.
+    assert await admitted(lim, LimitRequest({"other": "z"}), 10) == 10
+
+
+async def test_priority_vs_always(database: Database) -> None:
+    lim = limiter(
+        database,
+        """
+[[rate_limiting.rules]]
+model_inferences_per_hour = 1
+priority = 1
+
+[[rate_limiting.rules]]
+model_inferences_per_hour = 4
+priority = 2
+scope = [{ tag_key = "vip", tag_value = "yes" }]
+
+[[rate_limiting.rules]]
+model_inferences_per_hour = 6
+always = true
+""",
+    )
+    # vip: only the priority-2 rule and the always rule apply (the priority-1 limit of 1 does not).
+    assert await admitted(lim, LimitRequest({"vip": "yes"}), 10) == 4
+    # others: the priority-1 rule applies; the always rule has 2 left after the vip's 4.
+    assert await admitted(lim, LimitRequest({}), 10) == 1
+    with pytest.raises(RateLimited) as refused:
+        await lim.acquire(LimitRequest({}))
+    assert refused.value.rule == "rate_limiting.rules[0]"
+
+
+async def test_all_buckets_or_none(database: Database, database_url: str) -> None:
+    lim = limiter(
+        database,
+        """
+[[rate_limiting.rules]]
+model_inferences_per_hour = 1
+always = true
+scope = [{ tag_key = "user", tag_value = "lsd::each" }]
+
+[[rate_limiting.rules]]
+model_inferences_per_hour = 10
+always = true
+""",
+    )
+    assert await admitted(lim, LimitRequest({"user": "ann"}), 4) == 1
+    with psycopg.connect(database_url) as conn:
+        rows = dict(conn.execute("SELECT scope_key, balance FROM rate_limit_buckets").fetchall())
+    # ann's three refusals took nothing from the shared bucket.
+    assert rows[""] == pytest.approx(9, abs=0.01)
+    assert rows["tag:user=ann"] == pytest.approx(0, abs=0.01)
+
+
+async def test_tokens_reserve_the_estimate_and_reconcile(database: Database) -> None:
+    lim = limiter(database, "[[rate_limiting.rules]]\ntokens_per_hour = 100\nalways = true\n")
+    first = await lim.acquire(LimitRequest({}, tokens=60))
+    assert first is not None
+    with pytest.raises(RateLimited):
+        await lim.acquire(LimitRequest({}, tokens=60))  # 40 left
+    first.settle(tokens=10, cost=None)  # it used 10: 50 come back with the next call
+    second = await lim.acquire(LimitRequest({}, tokens=60))
+    assert second is not None
+    second.settle(tokens=90, cost=None)  # used more than reserved: a debt of 30
+    await lim.flush(everything=True)
+    with pytest.raises(RateLimited):
+        await lim.acquire(LimitRequest({}, tokens=1))
+    with pytest.raises(InvalidRequest, match="max_tokens"):
+        await lim.acquire(LimitRequest({}, tokens=None))
+
+
+async def test_cost_reserves_default_cost_and_reconciles(database: Database, database_url: str) -> None:
+    lim = limiter(
+        database, "[rate_limiting]\ndefault_cost = 1.0\n[[rate_limiting.rules]]\ncost_per_day = 2\nalways = true\n"
+    )
+    a = await lim.acquire(LimitRequest({}))
+    b = await lim.acquire(LimitRequest({}))
+    assert a is not None and b is not None
+    with pytest.raises(RateLimited):
+        await lim.acquire(LimitRequest({}))
+    a.settle(tokens=None, cost=0.25)
+    b.settle(tokens=None, cost=0.25)
+    assert await lim.flush(everything=True) == 1
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT balance FROM rate_limit_buckets").fetchone()
+    assert row is not None and row[0] == pytest.approx(1.5, abs=0.01)
+    assert await admitted(lim, LimitRequest({}), 3) == 1
+
+
+async def test_leases_spend_locally_and_go_back(database: Database, database_url: str) -> None:
+    clock = Clock()
+    lim = limiter(
+        database,
+        "[rate_limiting]\nlease = 0.1\nlease_ttl_ms = 1000\n"
+        "[[rate_limiting.rules]]\n"
+        "model_inferences_per_hour = { capacity = 100, refill_rate = 0.0001 }\nalways = true\n",
+        clock,
+    )
+    assert await admitted(lim, LimitRequest({}), 10) == 10
+    assert lim.round_trips == 1  # one call took 10 (the request's 1 and a lease of 9 more)
+    assert lim.local_admissions == 9
+
+    def balance() -> float:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT balance FROM rate_limit_buckets").fetchone()
+        assert row is not None
+        return float(row[0])
+
+    assert balance() == pytest.approx(90, abs=0.01)
+    assert await admitted(lim, LimitRequest({}), 1) == 1  # the next lease: 10 more taken, 9 held
+    assert balance() == pytest.approx(80, abs=0.01)
+    assert await lim.flush() == 0  # not expired yet
+    clock.now += 1.0
+    assert await lim.flush() == 1
+    assert balance() == pytest.approx(89, abs=0.01)  # the 9 unspent units went back
+
+
+async def test_exact_mode_is_one_round_trip_per_request(database: Database) -> None:
+    lim = limiter(database, "[[rate_limiting.rules]]\nmodel_inferences_per_hour = 100\nalways = true\n")
+    assert await admitted(lim, LimitRequest({}), 5) == 5
+    assert lim.round_trips == 5 and lim.local_admissions == 0
+
+
+CONFIG = """
+[gateway.observability]
+async_writes = false
+
+[models.echo]
+routing = ["dummy"]
+[models.echo.providers.dummy]
+type = "dummy"
+model_name = "echo"
+
+[functions.chat]
+type = "chat"
+[functions.chat.variants.a]
+type = "chat_completion"
+model = "echo"
+
+[[rate_limiting.rules]]
+model_inferences_per_hour = 2
+always = true
+scope = [{ tag_key = "user", tag_value = "lsd::each" }]
+
+[[rate_limiting.rules]]
+tokens_per_hour = 1000
+always = true
+scope = [{ tag_key = "tokens", tag_value = "lsd::total" }]
+"""
+MESSAGE = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+async def test_http_429_names_the_rule_and_makes_no_provider_call(database_url: str) -> None:
+    async with in_process_gateway(CONFIG, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        body = {"function_name": "chat", "input": MESSAGE, "tags": {"user": "ann"}}
+        assert (await http.post("/inference", json=body)).status_code == 200
+        # The header tag counts like a body tag.
+        header = {"lsd-tag-user": "ann"}
+        assert (await http.post("/inference", json={**body, "tags": {}}, headers=header)).status_code == 200
+        streamed = await http.post("/inference", json={**body, "stream": True})
+        assert streamed.status_code == 429 and streamed.json()["rule"] == "rate_limiting.rules[0]"
+        refused = await http.post("/inference", json=body)
+        assert refused.status_code == 429
+        assert refused.json()["rule"] == "rate_limiting.rules[0]"
+        assert refused.json()["error_code"] == "rate_limited"
+        assert int(refused.headers["retry-after"]) >= 1
+        openai = await http.post(
+            "/openai/v1/chat/completions",
+            json={"model": "lsd::function_name::chat", "messages": MESSAGE["messages"]},
+            headers=header,
+        )
+        assert openai.status_code == 429
+        assert "rate_limiting.rules[0]" in openai.json()["error"]["message"]
+        metrics = (await http.get("/metrics")).text
+        assert 'lsd_rate_limit_refusals_total{rule="rate_limiting.rules[0]"} 3.0' in metrics
+        # A token rule without max_tokens anywhere: 400 naming the field.
+        tokens = await http.post("/inference", json={**body, "tags": {"tokens": "x"}})
+        assert tokens.status_code == 400
+        assert tokens.json()["field"] == "params.chat_completion.max_tokens"
+        ok = await http.post(
+            "/inference",
+            json={**body, "tags": {"tokens": "x"}, "params": {"chat_completion": {"max_tokens": 50}}},
+        )
+        assert ok.status_code == 200
+    with psycopg.connect(database_url) as conn:
+        calls = conn.execute("SELECT count(*) FROM model_inferences").fetchone()
+        tags = conn.execute("SELECT tags FROM chat_inferences ORDER BY id LIMIT 2").fetchall()
+    assert calls == (3,)  # the refused requests reached no provider
+    assert all(t[0]["user"] == "ann" for t in tags)
+
+
+async def test_a_database_outage_fails_open_or_closed_as_configured(database_url: str) -> None:
+    database = Database(database_url, min_size=1, max_size=2)
+    await database.open()
+    rule = "[[rate_limiting.rules]]\nmodel_inferences_per_hour = 1\nalways = true\n"
+    open_limiter = limiter(database, rule)
+    closed_limiter = limiter(database, "[rate_limiting]\nfail_open = false\n" + rule)
+    assert await open_limiter.acquire(LimitRequest({})) is not None
+    await database.close()
+    assert await open_limiter.acquire(LimitRequest({})) is None  # admitted without limits
+    assert open_limiter.failed_open == 1
+    with pytest.raises(DatabaseUnavailable):
+        await closed_limiter.acquire(LimitRequest({}))
