@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CONFIG ?= config/lsd.toml
 BIND ?= 127.0.0.1:3000
 
-.PHONY: run test lint format bench venv clean db-stop
+.PHONY: run test lint format bench bench-peers venv clean db-stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,8 +44,19 @@ format: $(STAMP)
 	$(BIN)/ruff format $(LINT_PATHS)
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 
+## make bench: gateway overhead against a bare proxy and writer throughput against bare COPY (docs/performance.md).
 bench: $(STAMP)
+	@command -v wrk >/dev/null || echo "wrk not found (apt-get install -y wrk): closed loops fall back to aiohttp"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## make bench-peers: the same gateway load on LiteLLM's proxy, installed into its own venv on first use.
+PEERS_VENV ?= .bench-peers/venv
+bench-peers: $(STAMP)
+	@test -x $(PEERS_VENV)/bin/litellm || { \
+		echo "installing litellm[proxy] into $(PEERS_VENV) (a few minutes)"; \
+		$(PYTHON) -m venv $(PEERS_VENV) && $(PEERS_VENV)/bin/python -m pip install -q 'litellm[proxy]'; \
+	} || { echo "could not install litellm[proxy] into $(PEERS_VENV)"; exit 1; }
+	$(BIN)/python -m bench.peers --litellm $(PEERS_VENV)/bin/litellm $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

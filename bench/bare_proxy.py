@@ -3,7 +3,9 @@
     python -m bench.bare_proxy --bind 127.0.0.1:8001 --upstream http://127.0.0.1:8000
 
 Starlette served by hypercorn on uvloop in one process, one pooled aiohttp session: what LSD would cost
-if it did nothing but forward. It takes the same TensorZero body as `lsd serve` and returns the provider's JSON.
+if it did nothing but forward. It takes the same TensorZero body as `lsd serve` and returns the provider's JSON;
+with `"stream": true` in the body it asks the provider to stream and relays the provider's bytes (its SSE
+events) as they arrive, chunk by chunk, without parsing them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 HEADERS = {"Content-Type": "application/json"}
@@ -40,10 +42,19 @@ def build_app(upstream: str) -> Starlette:
 
     async def inference(request: Request) -> Response:
         body = orjson.loads(await request.body())
-        upstream_body = orjson.dumps({"model": body["model_name"], "messages": body["input"]["messages"]})
-        async with request.state.session.post(url, data=upstream_body, headers=HEADERS) as reply:
+        upstream = {"model": body["model_name"], "messages": body["input"]["messages"]}
+        session: aiohttp.ClientSession = request.state.session
+        if body.get("stream"):
+            upstream["stream"] = True
+            return StreamingResponse(relay(session, orjson.dumps(upstream)), media_type="text/event-stream")
+        async with session.post(url, data=orjson.dumps(upstream), headers=HEADERS) as reply:
             content = await reply.read()
         return Response(content, status_code=reply.status, media_type="application/json")
+
+    async def relay(session: aiohttp.ClientSession, upstream_body: bytes) -> AsyncIterator[bytes]:
+        async with session.post(url, data=upstream_body, headers=HEADERS) as reply:
+            async for chunk in reply.content.iter_any():
+                yield chunk
 
     return Starlette(routes=[Route("/inference", inference, methods=["POST"])], lifespan=lifespan)
 

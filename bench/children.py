@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from bench import pinning
+from bench.pinning import Pins
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,15 +57,17 @@ class Children:
     stops the children in order (lsd gets SIGTERM and flushes its writer). A child that does not exit within
     its timeout is killed with its whole process group (hypercorn's worker processes included)."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, pins: Pins | None = None) -> None:
         self.log_dir = log_dir
+        self.pins: Pins = pins or {}
         self._children: list[Child] = []
 
     def start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Child:
+        """Start `argv` (under `taskset` when its role, by `name`, is pinned: see bench.pinning)."""
         log_path = self.log_dir / f"{name}.log"
         log = log_path.open("ab")  # append mode: the lines of several worker processes never overwrite each other
         process = subprocess.Popen(
-            list(argv),
+            [*pinning.prefix(self.pins, pinning.role_of(name)), *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -161,9 +166,20 @@ def process_tree(pid: int) -> list[int]:
 
 def rss_kib(pid: int) -> int:
     """The resident set size of one process (VmRSS of /proc/<pid>/status), in KiB; 0 if it is gone."""
+    return status_kib(pid, "VmRSS")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The highest resident set size the process has had (VmHWM, its high-water mark), in KiB; 0 if it is gone."""
+    return status_kib(pid, "VmHWM")
+
+
+def status_kib(pid: int, key: str) -> int:
+    """A `kB` field of /proc/<pid>/status, in KiB; 0 if the process is gone."""
+    prefix = key + ":"
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(prefix):
                 return int(line.split()[1])
     except OSError:
         pass

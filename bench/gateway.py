@@ -1,10 +1,11 @@
-"""Part 1, gateway overhead: the same load on a bare proxy and on `lsd serve`, both in front of the fake OpenAI.
+"""Part 1, gateway overhead: the same load on the fake OpenAI itself, a bare proxy and `lsd serve` in front of it.
 
 Every server runs in a process of its own (fake, bare proxy, lsd): on a 2-core machine they share the cores
 with the load generator and PostgreSQL, as they would in a small deployment. For each target: a closed-loop
-warm-up, a closed-loop run (wrk, `connections` in flight), then an open-loop run at a fixed rate. After the runs
-of an lsd target: its RSS, then SIGTERM (the writer flushes), then the rows in PostgreSQL against the 200
-answers lsd's access log reports.
+warm-up, a closed-loop run (wrk, `connections` in flight: the maximum throughput), then an open-loop run at
+each fixed rate, plain and then streaming (time to first token). After the runs of a server: its RSS and peak
+RSS; then SIGTERM (lsd's writer flushes), then, for lsd, the rows in PostgreSQL against the 200 answers lsd's
+access log reports. Tables and verdicts: bench/gateway_report.py.
 """
 
 from __future__ import annotations
@@ -16,20 +17,28 @@ from typing import Any
 
 import orjson
 
-from bench.children import Child, Children, command_line, process_tree, rss_kib, wait_for_file, wait_for_http
+from bench.children import (
+    Child,
+    Children,
+    command_line,
+    peak_rss_kib,
+    process_tree,
+    rss_kib,
+    wait_for_file,
+    wait_for_http,
+)
 from bench.cpu import CpuMeter, CpuShare, own_roots, tree_cpu_s, wait_quiet
 from bench.database import Cluster, count_rows
+from bench.gateway_report import compare, describe, rate_key, render
 from bench.load import LoadResult, closed_loop, have_wrk, open_loop
 from bench.loop import run as run_async
-from bench.report import table
 from lsd.store.local import free_port
 
 TARGETS = ("fake", "bare", "lsd", "lsd2")
-DEFAULT_TARGETS = ("bare", "lsd", "lsd2")
+DEFAULT_TARGETS = TARGETS
 MODEL = "gpt"
 BODY = orjson.dumps({"model_name": MODEL, "input": {"messages": [{"role": "user", "content": "hi"}]}})
 FAKE_BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
-OTHERS = "other processes' CPU %"  # of the whole machine, during the run: anything above a few % disturbs it
 RECORDED_TABLES = ("chat_inferences", "chat_inference_data", "model_inferences", "model_inference_data")
 
 LSD_CONFIG = """\
@@ -59,38 +68,40 @@ api_key_location = "none"
 class Settings:
     targets: tuple[str, ...] = DEFAULT_TARGETS
     connections: int = 32
-    warmup_s: float = 5.0
-    duration_s: float = 15.0
-    rate: float = 500.0
-    rate_warmup_s: float = 3.0
-    rate_duration_s: float = 15.0
+    warmup_s: float = 3.0
+    duration_s: float = 10.0
+    rates: tuple[float, ...] = (100.0, 500.0, 1000.0)
+    stream_rates: tuple[float, ...] = (100.0, 500.0, 1000.0)
+    rate_warmup_s: float = 2.0
+    rate_duration_s: float = 6.0
+    latency_ms: float = 0.0  # the fake's wait before each answer
     quiet_wait_s: float = 0.0  # before each measured run, wait up to this long for other processes to calm down
+    wrk_prefix: tuple[str, ...] = ()  # `taskset -c CPUS` with --pin load=CPUS (bench.pinning)
     gc_trace: bool = False  # run the one-worker lsd under bench.gc_trace and report its gen-2 GC pauses
 
 
-def describe(name: str) -> str:
-    return {
-        "fake": "fake OpenAI, direct",
-        "bare": "bare proxy (starlette+aiohttp)",
-        "lsd": "lsd serve (1 worker)",
-        "lsd2": "lsd serve --workers 2",
-    }[name]
+def start_fake(children: Children, workdir: Path, latency_ms: float) -> tuple[Child, str]:
+    """The fake OpenAI server in its own process; returns it and its root URL."""
+    url_file = workdir / "fake.url"
+    fake = children.python(
+        "fake", "-m", "bench.fake_openai", "--url-file", str(url_file), "--latency-ms", str(latency_ms)
+    )
+    return fake, wait_for_file(url_file, fake)
 
 
 def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path) -> dict[str, Any]:
     print(f"\n## Part 1: gateway overhead ({'wrk' if have_wrk() else 'aiohttp closed loop: wrk not found'})")
-    url_file = workdir / "fake.url"
-    fake = children.python("fake", "-m", "bench.fake_openai", "--url-file", str(url_file))
-    fake_url = wait_for_file(url_file, fake)
+    if not have_wrk():
+        print("  (install wrk for the closed-loop runs: apt-get install -y wrk; the aiohttp fallback takes more CPU)")
+    fake, _ = start_fake(children, workdir, settings.latency_ms)
     results: dict[str, Any] = {}
     try:
         for name in settings.targets:
             print(f"- {describe(name)}")
-            results[name] = _measure(name, settings, children, cluster, workdir, fake_url)
+            results[name] = measure(name, settings, children, cluster, workdir, fake)
     finally:
         children.stop(fake)
-    comparison = _compare(results)
-    summary = {"settings": asdict(settings), "targets": results, "comparison": comparison}
+    summary = {"settings": asdict(settings), "targets": results, "comparison": compare(results)}
     print()
     print(render(summary))
     return summary
@@ -130,61 +141,115 @@ def _start(
     return child, f"{base}/inference"
 
 
-def _measure(
-    name: str, settings: Settings, children: Children, cluster: Cluster, workdir: Path, fake_url: str
+def bodies(name: str) -> tuple[bytes, bytes]:
+    """The target's request body, plain and streaming: OpenAI's for the fake and LiteLLM, TensorZero's else."""
+    plain = FAKE_BODY if name in ("fake", "litellm") else BODY
+    return plain, orjson.dumps({**orjson.loads(plain), "stream": True})
+
+
+def drive(
+    url: str,
+    name: str,
+    settings: Settings,
+    *,
+    roots: Callable[[], list[int]],
+    server_cpu: Callable[[], float],
+    postgres_cpu: Callable[[], float],
+    script_dir: Path,
 ) -> dict[str, Any]:
-    child, url = _start(name, children, cluster, workdir, fake_url, gc_trace=settings.gc_trace)
-    body = FAKE_BODY if name == "fake" else BODY
-    roots = own_roots(cluster.postmaster_pid)
-    warm = closed_loop(url, body, connections=settings.connections, duration_s=settings.warmup_s, script_dir=workdir)
+    """The load on one target: closed-loop warm-up and run, then each fixed rate, plain and streaming.
+
+    `server_cpu` and `postgres_cpu` give the CPU seconds the target's and PostgreSQL's process trees have used
+    so far; `roots` the processes that are ours for the "other processes' CPU" share."""
+    body, stream_body = bodies(name)
+    warm = closed_loop(
+        url,
+        body,
+        connections=settings.connections,
+        duration_s=settings.warmup_s,
+        script_dir=script_dir,
+        cpus=settings.wrk_prefix,
+    )
     _settle(roots, settings.quiet_wait_s)
     with CpuMeter(roots) as closed_cpu:
         closed = closed_loop(
-            url, body, connections=settings.connections, duration_s=settings.duration_s, script_dir=workdir
+            url,
+            body,
+            connections=settings.connections,
+            duration_s=settings.duration_s,
+            script_dir=script_dir,
+            cpus=settings.wrk_prefix,
         )
     _print_run("closed loop", closed, closed_cpu.share)
-    _settle(roots, settings.quiet_wait_s)
-    target_cpu0, pg_cpu0 = tree_cpu_s(child.pid if child else None), tree_cpu_s(cluster.postmaster_pid())
-    with CpuMeter(roots) as fixed_cpu:
-        fixed = run_async(
-            open_loop(
-                url, body, rate=settings.rate, duration_s=settings.rate_duration_s, warmup_s=settings.rate_warmup_s
-            )
-        )
-    # CPU per request over the whole open-loop run (warm-up included): robust to other processes on the machine.
-    sent = max(fixed.ok + fixed.warmup_ok, 1)
-    cpu_us = {
-        "target_us_per_request": round(1e6 * (tree_cpu_s(child.pid if child else None) - target_cpu0) / sent, 1),
-        "postgres_us_per_request": round(1e6 * (tree_cpu_s(cluster.postmaster_pid()) - pg_cpu0) / sent, 1),
-    }
-    _print_run(f"{settings.rate:.0f} req/s", fixed, fixed_cpu.share)
-    print(
-        f"  CPU per request at {settings.rate:.0f} req/s: server {cpu_us['target_us_per_request']:.0f} us, "
-        f"PostgreSQL {cpu_us['postgres_us_per_request']:.0f} us"
-    )
     result: dict[str, Any] = {
         "warmup": warm.as_dict(),
         "closed": {**closed.as_dict(), "cpu": asdict(closed_cpu.share) if closed_cpu.share else None},
-        "fixed_rate": {
-            **fixed.as_dict(),
-            "cpu": asdict(fixed_cpu.share) if fixed_cpu.share else None,
-            **cpu_us,
-        },
+        "rates": {},
+        "stream": {},
     }
+    client_ok = warm.ok + closed.ok
+    runs = [("rates", rate, body, False) for rate in settings.rates]
+    runs += [("stream", rate, stream_body, True) for rate in settings.stream_rates]
+    for kind, rate, payload, stream in runs:
+        _settle(roots, settings.quiet_wait_s)
+        server0, pg0 = server_cpu(), postgres_cpu()
+        with CpuMeter(roots) as cpu:
+            fixed = run_async(
+                open_loop(
+                    url,
+                    payload,
+                    rate=rate,
+                    duration_s=settings.rate_duration_s,
+                    warmup_s=settings.rate_warmup_s,
+                    stream=stream,
+                )
+            )
+        # CPU per answered request over the whole open-loop run (warm-up included): robust to other processes.
+        answered = fixed.ok + fixed.warmup_ok
+        cpu_us = {
+            "target_us_per_request": round(1e6 * (server_cpu() - server0) / answered, 1) if answered else None,
+            "postgres_us_per_request": round(1e6 * (postgres_cpu() - pg0) / answered, 1) if answered else None,
+        }
+        client_ok += fixed.ok + fixed.warmup_ok
+        label = f"{rate:.0f} req/s{' streaming' if stream else ''}"
+        _print_run(label, fixed, cpu.share)
+        if stream:
+            print(f"    TTFT p50 {_ms(fixed.ttft_p50_ms)}, p99 {_ms(fixed.ttft_p99_ms)}")
+        result[kind][rate_key(rate)] = {
+            **fixed.as_dict(),
+            "cpu": asdict(cpu.share) if cpu.share else None,
+            **cpu_us,
+        }
+    result["client_2xx"] = client_ok
+    return result
+
+
+def measure(
+    name: str, settings: Settings, children: Children, cluster: Cluster, workdir: Path, fake: Child
+) -> dict[str, Any]:
+    fake_url = wait_for_file(workdir / "fake.url", fake)
+    child, url = _start(name, children, cluster, workdir, fake_url, gc_trace=settings.gc_trace)
+    server = child or fake  # the fake called directly: its own CPU and memory
+    result = drive(
+        url,
+        name,
+        settings,
+        roots=own_roots(cluster.postmaster_pid),
+        server_cpu=lambda: tree_cpu_s(server.pid),
+        postgres_cpu=lambda: tree_cpu_s(cluster.postmaster_pid()),
+        script_dir=workdir,
+    )
+    result.update(memory(server.pid))
     if child is None:
+        print(f"  RSS of the fake: {result['rss_kib'] / 1024:.0f} MiB, peak {result['peak_rss_kib'] / 1024:.0f} MiB")
         return result
-    pids = process_tree(child.pid)
-    rss = {pid: rss_kib(pid) for pid in pids}
-    result["rss_kib"] = sum(rss.values())
-    result["rss_by_process"] = [{"pid": pid, "rss_kib": kib, "command": command_line(pid)} for pid, kib in rss.items()]
-    result["processes"] = len(pids)
     code = children.stop(child, timeout_s=60)
     result["exit_code"] = code
     if name.startswith("lsd"):
-        client_ok = warm.ok + closed.ok + fixed.warmup_ok + fixed.ok
         # wrk stops with up to `connections` requests in flight, twice (warm-up and run): lsd answers and records
         # them, but wrk never counts them.
         cut = 2 * settings.connections if have_wrk() else 0
+        client_ok = result["client_2xx"]
         result["recording"] = rec = _recording(cluster.url(f"bench_{name}"), child.log_path, client_ok, cut)
         print(
             f"  rows: chat_inferences {rec['rows']['chat_inferences']:,}, model_inferences "
@@ -197,8 +262,27 @@ def _measure(
             f"  gen-2 GC: {pauses['count']} collections, longest {pauses['max_ms']:.0f} ms, "
             f"{pauses['total_ms']:.0f} ms in all (the last {pauses['last_ms']:.0f} ms)"
         )
-    print(f"  RSS after the run: {result['rss_kib'] / 1024:.0f} MiB over {len(pids)} process(es); exit code {code}")
+    print(
+        f"  RSS after the runs: {result['rss_kib'] / 1024:.0f} MiB, peak {result['peak_rss_kib'] / 1024:.0f} MiB, "
+        f"over {result['processes']} process(es); exit code {code}"
+    )
     return result
+
+
+def memory(pid: int) -> dict[str, Any]:
+    """RSS now and peak RSS (VmHWM), each summed over the process tree of `pid`.
+
+    The peaks of several processes need not have coincided, so their sum is an upper bound of the tree's peak."""
+    pids = process_tree(pid)
+    rows = [
+        {"pid": p, "rss_kib": rss_kib(p), "peak_rss_kib": peak_rss_kib(p), "command": command_line(p)} for p in pids
+    ]
+    return {
+        "rss_kib": sum(r["rss_kib"] for r in rows),
+        "peak_rss_kib": sum(r["peak_rss_kib"] for r in rows),
+        "rss_by_process": rows,
+        "processes": len(pids),
+    }
 
 
 def _settle(roots: Callable[[], Iterable[int]], max_wait_s: float) -> None:
@@ -209,9 +293,13 @@ def _settle(roots: Callable[[], Iterable[int]], max_wait_s: float) -> None:
 def _print_run(label: str, run: LoadResult, cpu: CpuShare | None) -> None:
     busy = f"; CPU: machine {cpu.machine_pct:.0f}%, other processes {cpu.others_pct:.0f}%" if cpu else ""
     print(
-        f"  {label}: {run.rps:,.0f} req/s, p50 {run.p50_ms:.2f} ms, p90 {run.p90_ms:.2f} ms, "
-        f"p99 {run.p99_ms:.2f} ms, errors {run.errors}{busy}"
+        f"  {label}: {run.rps:,.0f} req/s, p50 {_ms(run.p50_ms)}, p90 {_ms(run.p90_ms)}, "
+        f"p99 {_ms(run.p99_ms)}, errors {run.errors}{busy}"
     )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
 
 
 def _recording(database_url: str, log_path: Path, client_ok: int, cut: int) -> dict[str, Any]:
@@ -268,107 +356,3 @@ def _gc_pauses(log_path: Path) -> dict[str, Any]:
         "last_ms": pauses[-1] if pauses else 0.0,
         "pauses_ms": pauses,
     }
-
-
-def _compare(results: dict[str, Any]) -> dict[str, Any]:
-    """Each lsd target against the bare proxy: throughput ratio, latency ratios and overhead (lsd - bare)."""
-    bare = results.get("bare")
-    if bare is None:
-        return {}
-    out: dict[str, Any] = {}
-    for name, result in results.items():
-        if not name.startswith("lsd"):
-            continue
-        closed, fixed = result["closed"], result["fixed_rate"]
-        bare_closed, bare_fixed = bare["closed"], bare["fixed_rate"]
-        out[name] = {
-            "throughput_ratio": _ratio(closed["rps"], bare_closed["rps"]),
-            "closed_p50_overhead_ms": round(closed["p50_ms"] - bare_closed["p50_ms"], 3),
-            "closed_p99_overhead_ms": round(closed["p99_ms"] - bare_closed["p99_ms"], 3),
-            "fixed_p50_ratio": _ratio(fixed["p50_ms"], bare_fixed["p50_ms"]),
-            "fixed_p99_ratio": _ratio(fixed["p99_ms"], bare_fixed["p99_ms"]),
-            "fixed_p50_overhead_ms": round(fixed["p50_ms"] - bare_fixed["p50_ms"], 3),
-            "fixed_p99_overhead_ms": round(fixed["p99_ms"] - bare_fixed["p99_ms"], 3),
-        }
-    return out
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b else None
-
-
-def _load_row(name: str, run: dict[str, Any]) -> list[Any]:
-    others = run["cpu"]["others_pct"] if run.get("cpu") else None
-    return [describe(name), *(run[k] for k in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "errors")), others]
-
-
-def render(summary: dict[str, Any]) -> str:
-    settings = summary["settings"]
-    targets: dict[str, Any] = summary["targets"]
-    parts: list[str] = []
-    closed_rows = [_load_row(n, r["closed"]) for n, r in targets.items()]
-    tool = next(iter(targets.values()))["closed"]["tool"] if targets else "wrk"
-    parts.append(
-        f"### Closed loop: {tool}, {settings['connections']} connections, {settings['duration_s']:.0f} s "
-        f"after a {settings['warmup_s']:.0f} s warm-up"
-    )
-    parts.append(table(["target", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", OTHERS], closed_rows))
-    fixed_rows = [
-        [
-            *_load_row(n, r["fixed_rate"]),
-            *(r["fixed_rate"].get(k) for k in ("schedule_p99_ms", "lag_p99_ms")),
-            *(r["fixed_rate"].get(k) for k in ("target_us_per_request", "postgres_us_per_request")),
-        ]
-        for n, r in targets.items()
-    ]
-    parts.append(
-        f"\n### Fixed rate: {settings['rate']:.0f} req/s open loop, {settings['rate_duration_s']:.0f} s after a "
-        f"{settings['rate_warmup_s']:.0f} s warm-up (latency from each send)"
-    )
-    headers = ["target", "achieved req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", OTHERS]
-    extra = ["p99 from due time ms", "sender lag p99 ms", "server CPU us/req", "PostgreSQL CPU us/req"]
-    parts.append(table([*headers, *extra], fixed_rows))
-    comparison: dict[str, Any] = summary["comparison"]
-    if comparison:
-        parts.append("\n### lsd against the bare proxy (overhead = lsd latency - bare latency)")
-        keys = {
-            "req/s ratio lsd/bare": "throughput_ratio",
-            "closed p50 overhead ms": "closed_p50_overhead_ms",
-            "closed p99 overhead ms": "closed_p99_overhead_ms",
-            "fixed p50 ratio": "fixed_p50_ratio",
-            "fixed p99 ratio": "fixed_p99_ratio",
-            "fixed p50 overhead ms": "fixed_p50_overhead_ms",
-            "fixed p99 overhead ms": "fixed_p99_overhead_ms",
-        }
-        rows = [[describe(n), *(c[k] for k in keys.values())] for n, c in comparison.items()]
-        parts.append(table(["target", *keys], rows))
-    recorded = {n: r for n, r in targets.items() if "rss_kib" in r}
-    if recorded:
-        parts.append("\n### Memory and recording (after the runs)")
-        rows = []
-        for n, r in recorded.items():
-            rec = r.get("recording")
-            rows.append(
-                [
-                    describe(n),
-                    round(r["rss_kib"] / 1024, 1),
-                    r["processes"],
-                    rec["log_200"] if rec else None,
-                    rec["client_2xx"] if rec else None,
-                    rec["rows"]["chat_inferences"] if rec else None,
-                    rec["rows"]["model_inferences"] if rec else None,
-                    rec["all_recorded"] if rec else None,
-                ]
-            )
-        headers = [
-            "target",
-            "RSS MiB",
-            "processes",
-            "200s in lsd's log",
-            "2xx at the clients",
-            "chat_inferences rows",
-            "model_inferences rows",
-            "every 200 recorded",
-        ]
-        parts.append(table(headers, rows))
-    return "\n".join(parts)

@@ -52,15 +52,20 @@ class LoadResult:
     ok: int
     errors: int
     rps: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    mean_ms: float
+    p50_ms: float | None  # None: no successful request to measure
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
     warmup_ok: int = 0  # open loop: 2xx answers during the warm-up, not in the numbers above
     schedule_p50_ms: float | None = None  # open loop: latency from the due time, not the send time
+    schedule_p90_ms: float | None = None
     schedule_p99_ms: float | None = None
     lag_p99_ms: float | None = None  # open loop: how late the generator sent (p99)
+    stream: bool = False  # open loop: SSE answers; the p* above are then the time to the end of the stream
+    ttft_p50_ms: float | None = None  # streaming: from the send to the first `data:` line received
+    ttft_p90_ms: float | None = None
+    ttft_p99_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +87,7 @@ def wrk(
     duration_s: float,
     script_dir: Path,
     headers: dict[str, str] | None = None,
+    cpus: tuple[str, ...] = (),
 ) -> LoadResult:
     """`wrk -t1 -c<connections>`: one thread is enough to saturate a Python server and leaves the other core."""
     if b"]==]" in body or any("]==]" in k + v for k, v in (headers or {}).items()):
@@ -90,6 +96,7 @@ def wrk(
     extra = "".join(f"wrk.headers[ [==[{k}]==] ] = [==[{v}]==]\n" for k, v in (headers or {}).items())
     script.write_text(extra + _LUA.replace("BODY", body.decode()).replace("MARK", _MARK))
     command = [
+        *cpus,
         "wrk",
         "-t1",
         f"-c{connections}",
@@ -166,24 +173,42 @@ def closed_loop(
     duration_s: float,
     script_dir: Path,
     headers: dict[str, str] | None = None,
+    cpus: tuple[str, ...] = (),
 ) -> LoadResult:
-    """wrk if installed, else an aiohttp closed loop (slower: it takes CPU from the server under test)."""
+    """wrk if installed, else an aiohttp closed loop (slower: it takes CPU from the server under test).
+
+    `cpus`: an argv prefix for wrk (`taskset -c 0-3`, see bench.pinning)."""
     if have_wrk():
-        return wrk(url, body, connections=connections, duration_s=duration_s, script_dir=script_dir, headers=headers)
+        return wrk(
+            url,
+            body,
+            connections=connections,
+            duration_s=duration_s,
+            script_dir=script_dir,
+            headers=headers,
+            cpus=cpus,
+        )
     return run_async(_closed_loop(url, body, connections, duration_s, headers))
 
 
-async def open_loop(url: str, body: bytes, *, rate: float, duration_s: float, warmup_s: float) -> LoadResult:
+async def open_loop(
+    url: str, body: bytes, *, rate: float, duration_s: float, warmup_s: float, stream: bool = False
+) -> LoadResult:
     """Request i is due at start + i / rate, whether or not earlier ones have been answered.
 
     The latencies reported are from the moment each request is sent; `schedule_*` are from its due time, so
     they also hold the generator's own lateness (`lag_p99_ms`: uvloop's timers tick in milliseconds). The
-    first `warmup_s` seconds are sent at the same rate but left out (their 2xx answers are in `warmup_ok`)."""
+    first `warmup_s` seconds are sent at the same rate but left out (their 2xx answers are in `warmup_ok`).
+
+    With `stream` the body asks for server-sent events: the answer is read line by line, `ttft_*` run from
+    the send to the first `data:` line, and the latencies to the end of the stream. A 2xx answer without any
+    `data:` line counts as an error."""
     clock = time.perf_counter
     warmup_count = int(warmup_s * rate)
     total = warmup_count + int(duration_s * rate)
     latencies: list[float] = []
     from_due: list[float] = []
+    firsts: list[float] = []
     lags: list[float] = []
     errors = 0
     warmup_ok = 0
@@ -198,10 +223,16 @@ async def open_loop(url: str, body: bytes, *, rate: float, duration_s: float, wa
         async def one(due: float, measured: bool) -> None:
             nonlocal errors, warmup_ok, last_done
             sent = clock()
+            first = 0.0
             try:
                 async with session.post(url, data=body) as reply:
-                    await reply.read()
-                    good = 200 <= reply.status < 300
+                    if stream:
+                        async for line in reply.content:
+                            if not first and line.startswith(b"data:"):
+                                first = clock()
+                    else:
+                        await reply.read()
+                    good = 200 <= reply.status < 300 and (first > 0 or not stream)
             except (aiohttp.ClientError, TimeoutError):
                 good = False
             done = clock()
@@ -213,6 +244,8 @@ async def open_loop(url: str, body: bytes, *, rate: float, duration_s: float, wa
             if good:
                 latencies.append(done - sent)
                 from_due.append(done - due)
+                if stream:
+                    firsts.append(first - sent)
             else:
                 errors += 1
 
@@ -226,16 +259,28 @@ async def open_loop(url: str, body: bytes, *, rate: float, duration_s: float, wa
             task.add_done_callback(pending.discard)
         await asyncio.gather(*pending)
     seconds = max(last_done - (start + warmup_count / rate), 1e-9)
-    result = _summary("open loop (aiohttp)", None, rate, seconds, latencies, errors)
+    tool = "open loop (aiohttp, streaming)" if stream else "open loop (aiohttp)"
+    result = _summary(tool, None, rate, seconds, latencies, errors)
     from_due.sort()
     lags.sort()
+    firsts.sort()
     return replace(
         result,
         warmup_ok=warmup_ok,
-        schedule_p50_ms=round(percentile(from_due, 50) * 1000, 3),
-        schedule_p99_ms=round(percentile(from_due, 99) * 1000, 3),
-        lag_p99_ms=round(percentile(lags, 99) * 1000, 3),
+        schedule_p50_ms=_ms(from_due, 50),
+        schedule_p90_ms=_ms(from_due, 90),
+        schedule_p99_ms=_ms(from_due, 99),
+        lag_p99_ms=_ms(lags, 99),
+        stream=stream,
+        ttft_p50_ms=_ms(firsts, 50) if stream else None,
+        ttft_p90_ms=_ms(firsts, 90) if stream else None,
+        ttft_p99_ms=_ms(firsts, 99) if stream else None,
     )
+
+
+def _ms(sorted_values: list[float], p: float) -> float | None:
+    """The percentile in ms; None when there is nothing to measure (every request failed)."""
+    return round(percentile(sorted_values, p) * 1000, 3) if sorted_values else None
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -260,9 +305,9 @@ def _summary(
         ok=len(values),
         errors=errors,
         rps=round(requests / seconds, 1) if seconds else 0.0,
-        p50_ms=round(percentile(values, 50) * 1000, 3),
-        p90_ms=round(percentile(values, 90) * 1000, 3),
-        p99_ms=round(percentile(values, 99) * 1000, 3),
-        max_ms=round(values[-1] * 1000, 3) if values else 0.0,
-        mean_ms=round(sum(values) / len(values) * 1000, 3) if values else 0.0,
+        p50_ms=_ms(values, 50),
+        p90_ms=_ms(values, 90),
+        p99_ms=_ms(values, 99),
+        max_ms=round(values[-1] * 1000, 3) if values else None,
+        mean_ms=round(sum(values) / len(values) * 1000, 3) if values else None,
     )

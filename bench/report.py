@@ -75,9 +75,10 @@ def loadavg() -> str:
         return "?"
 
 
-def save(results: dict[str, Any]) -> Path:
+def save(results: dict[str, Any], suffix: str = "") -> Path:
+    """bench/results/<UTC timestamp><suffix>.json"""
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"{stamp}.json"
+    path = RESULTS_DIR / f"{stamp}{suffix}.json"
     path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     return path

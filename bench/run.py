@@ -1,14 +1,15 @@
 """`make bench`: gateway overhead against a bare proxy (part 1), writer throughput against bare COPY (part 2), and
 what auth and rate limiting cost (part auth, bench/auth.py).
 
-    python -m bench.run                                  # everything, about 5 minutes on 2 cores
-    python -m bench.run --parts gateway --duration 20    # BENCH_ARGS="--parts gateway --duration 20" make bench
-    python -m bench.run --parts writer --durability on
-    python -m bench.run --quick                          # a smoke run of every part in about a minute
+    python -m bench.run                                  # everything, under 10 minutes on 2 cores
+    python -m bench.run --parts gateway --rates 500,2000 # BENCH_ARGS="--parts gateway --rates 500,2000" make bench
+    python -m bench.run --parts writer --durability on,off
+    python -m bench.run --quick                          # a smoke run of every part in about two minutes
 
 Starts a throwaway PostgreSQL (fsync on) in a temporary folder, and the fake OpenAI server, the bare proxy and
-`lsd serve` as child processes; stops all of them at the end, on error and on Ctrl-C or SIGTERM. Prints a
-markdown table per part and writes every number to bench/results/<UTC timestamp>.json.
+`lsd serve` as child processes; stops all of them at the end, on error and on Ctrl-C or SIGTERM. Prints
+markdown tables and one verdict line per target against issue #7's targets, and writes every number to
+bench/results/<UTC timestamp>.json. The method: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import auth, gateway, report, writer
+from bench import auth, gateway, gateway_report, pinning, report, writer
 from bench.children import Children, shielded
 from bench.database import Cluster
 from lsd.store.local import LocalServerError
@@ -30,7 +31,7 @@ from lsd.store.local import LocalServerError
 PARTS = ("gateway", "writer", "auth")
 
 
-def _csv(kind: type, choices: tuple[str, ...] | None = None):  # type: ignore[no-untyped-def]
+def csv_list(kind: type, choices: tuple[str, ...] | None = None):  # type: ignore[no-untyped-def]
     def parse(text: str) -> tuple[Any, ...]:
         values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
         if choices is not None:
@@ -48,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("--parts", type=_csv(str, PARTS), default=PARTS, help="gateway,writer,auth (default all)")
+    p.add_argument("--parts", type=csv_list(str, PARTS), default=PARTS, help="gateway,writer,auth (default all)")
     p.add_argument("--quick", action="store_true", help="short runs (3 s, 10k inferences): to check the harness")
     p.add_argument(
         "--quiet-wait",
@@ -58,12 +59,20 @@ def parser() -> argparse.ArgumentParser:
         "to use under 10%% of the CPUs (default 0: do not wait)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, PostgreSQL data)")
+    p.add_argument(
+        "--pin",
+        type=pinning.parse,
+        default={},
+        help="ROLE=CPUS,...: run the load generator, the fake, the server under test and PostgreSQL\n"
+        "on CPUs of their own (taskset), e.g. load=0-3,fake=4-5,target=6-11,postgres=12-15",
+    )
     g = p.add_argument_group("part 1: gateway")
     g.add_argument(
         "--targets",
-        type=_csv(str, gateway.TARGETS),
+        type=csv_list(str, gateway.TARGETS),
         default=gateway.DEFAULT_TARGETS,
-        help="fake,bare,lsd,lsd2 (default bare,lsd,lsd2; lsd2 is lsd serve --workers 2)",
+        help="fake,bare,lsd,lsd2 (default all; fake is the fake provider called directly,\n"
+        "lsd2 is lsd serve --workers 2)",
     )
     g.add_argument(
         "--gc-trace",
@@ -71,21 +80,35 @@ def parser() -> argparse.ArgumentParser:
         help="run the one-worker lsd under bench.gc_trace and report its gen-2 GC pauses",
     )
     g.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    g.add_argument("--warmup", type=float, default=5.0, help="closed-loop warm-up seconds (default 5)")
-    g.add_argument("--duration", type=float, default=15.0, help="closed-loop seconds measured (default 15)")
-    g.add_argument("--rate", type=float, default=500.0, help="open-loop requests per second (default 500)")
-    g.add_argument("--rate-warmup", type=float, default=3.0, help="open-loop warm-up seconds (default 3)")
-    g.add_argument("--rate-duration", type=float, default=15.0, help="open-loop seconds measured (default 15)")
+    g.add_argument("--warmup", type=float, default=3.0, help="closed-loop warm-up seconds (default 3)")
+    g.add_argument("--duration", type=float, default=10.0, help="closed-loop seconds measured (default 10)")
+    g.add_argument(
+        "--rates", type=csv_list(float), default=(100.0, 500.0, 1000.0), help="open-loop req/s (default 100,500,1000)"
+    )
+    g.add_argument(
+        "--stream-rates",
+        type=csv_list(float),
+        default=(100.0, 500.0, 1000.0),
+        help="open-loop req/s with streaming bodies (default 100,500,1000)",
+    )
+    g.add_argument("--no-stream", action="store_true", help="skip the streaming runs")
+    g.add_argument("--rate-warmup", type=float, default=2.0, help="open-loop warm-up seconds per rate (default 2)")
+    g.add_argument("--rate-duration", type=float, default=6.0, help="open-loop seconds measured per rate (default 6)")
+    g.add_argument(
+        "--latency-ms", type=float, default=0.0, help="the fake provider's wait before each answer (default 0)"
+    )
     w = p.add_argument_group("part 2: writer")
-    w.add_argument("--inferences", type=int, default=100_000, help="inferences written, 4 rows each (default 100000)")
-    w.add_argument("--batch-rows", type=_csv(int), default=(1000, 5000), help="writer max_rows and COPY batch sizes")
+    w.add_argument("--inferences", type=int, default=60_000, help="inferences written, 4 rows each (default 60000)")
+    w.add_argument(
+        "--batch-rows", type=csv_list(int), default=(1000, 5000), help="writer max_rows and COPY batch sizes"
+    )
     w.add_argument("--repeat", type=int, default=3, help="runs of each write method; the median is shown (default 3)")
     w.add_argument("--submit-calls", type=int, default=100_000, help="Writer.submit() calls timed (default 100000)")
     w.add_argument(
         "--durability",
-        type=_csv(str, ("on", "off")),
-        default=("on", "off"),
-        help="on,off (default both): fsync on is realistic;\noff turns fsync, synchronous_commit, full_page_writes off",
+        type=csv_list(str, ("on", "off")),
+        default=("on",),
+        help="on, off or on,off (default on: realistic); off turns fsync, synchronous_commit\nand full_page_writes off",
     )
     return p
 
@@ -93,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.quick:
-        args.warmup, args.duration, args.rate_warmup, args.rate_duration = 1.0, 3.0, 1.0, 3.0
+        args.warmup, args.duration, args.rate_warmup, args.rate_duration = 1.0, 3.0, 1.0, 2.0
         args.inferences = min(args.inferences, 10_000)
         args.submit_calls = min(args.submit_calls, 10_000)
         args.repeat = 1
@@ -107,21 +130,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# LSD benchmarks, {results['machine']['date']}, {results['machine']['cpu_count']} CPUs")
     print(f"(temporary folder {workdir}; load average {results['loadavg']['start']})")
     try:
+        pinning.move_self(args.pin, "postgres")  # pg_ctl and the cluster inherit this process's CPUs
         cluster.start()
+        pinning.move_self(args.pin, "load")
         results["postgres"] = {"version": cluster.version(), **cluster.settings()}
         print(f"PostgreSQL {results['postgres']['version']}, fsync {results['postgres'].get('fsync')}")
-        with Children(workdir) as children:
+        with Children(workdir, args.pin) as children:
             if "gateway" in args.parts:
                 settings = gateway.Settings(
                     targets=args.targets,
                     connections=args.connections,
                     warmup_s=args.warmup,
                     duration_s=args.duration,
-                    rate=args.rate,
+                    rates=args.rates,
+                    stream_rates=() if args.no_stream else args.stream_rates,
                     rate_warmup_s=args.rate_warmup,
                     rate_duration_s=args.rate_duration,
+                    latency_ms=args.latency_ms,
                     quiet_wait_s=args.quiet_wait,
                     gc_trace=args.gc_trace,
+                    wrk_prefix=tuple(pinning.prefix(args.pin, "load")),
                 )
                 results["gateway"] = gateway.run(settings, children, cluster, workdir)
                 results["loadavg"]["after_gateway"] = report.loadavg()
@@ -163,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
+    if lines := gateway_report.verdicts(results.get("gateway"), results.get("writer")):
+        results["verdicts"] = lines
+        print("\n## Against the issue's targets (ratios; the run does not fail on them)")
+        for line in lines:
+            print(f"- {line}")
     if "gateway" in results or "writer" in results or "auth" in results:
         path = report.save(results)
         print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
