@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lsd.api.auth import KEY_SCOPE
 from lsd.api.metrics import observe_http
 from lsd.ids import uuid7
 from lsd.telemetry.logging import LineSink
@@ -67,6 +68,9 @@ class AccessLog:
                     "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                     **fields,
                 }
+                key_id = scope.get(KEY_SCOPE)  # set by the Guard once a key is verified; never the secret
+                if key_id is not None:
+                    entry["api_key_public_id"] = key_id
                 self.sink.emit(f"{method} {path} {status}", entry)
 
 

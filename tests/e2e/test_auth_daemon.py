@@ -5,6 +5,7 @@ overshoot, and no secret in any table, log or exported trace."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -109,6 +110,11 @@ def test_key_lifecycle_and_disable_reaches_another_replica_within_a_second(repli
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT DISTINCT api_key_public_id FROM chat_inferences").fetchall()
     assert rows == [(public_id,)]  # the SDK's inference included
+    assert a.terminate() == 0
+    entries = [json.loads(line) for line in a.log().splitlines() if line.startswith("{")]
+    keyed = [e for e in entries if e.get("logger") == "lsd.access" and e.get("api_key_public_id") == public_id]
+    assert keyed, "the access log names the key's public id"
+    assert token.split("-")[3] not in a.log()
 
 
 async def _burst(daemons: list[Daemon], total: int) -> tuple[int, int, float]:
