@@ -9,7 +9,6 @@ request was canceled or expired (a cancelled or wholly expired batch).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -17,8 +16,9 @@ import orjson
 from lsd.errors import ProviderError
 from lsd.providers.anthropic.wire import parse_response
 from lsd.providers.base import BatchItemResult, BatchPoll, BatchStatus, BatchSubmission, CallContext, json_object
+from lsd.providers.batch_lines import ResultLine, item_result, mapping
 from lsd.providers.http import HttpProvider
-from lsd.types import FinishReason, Json, OutputBlock, ProviderResponse, Usage
+from lsd.types import Json
 
 
 def batch_body(bodies: Sequence[tuple[str, Mapping[str, Json]]]) -> tuple[dict[str, Json], dict[str, str]]:
@@ -34,7 +34,7 @@ def batch_state(batch: Mapping[str, Any]) -> tuple[BatchStatus, str, tuple[str, 
         return "pending", word, ()
     if word != "ended":
         raise ValueError(f"unknown processing_status {word!r}")
-    counts = _obj(batch.get("request_counts"))
+    counts = mapping(batch.get("request_counts"))
     number = {k: v for k, v in counts.items() if isinstance(v, int)}
     errors = tuple(f"{number[k]} request(s) {k}" for k in ("errored", "canceled", "expired") if number.get(k))
     lost = number.get("canceled", 0) + number.get("expired", 0)
@@ -43,18 +43,7 @@ def batch_state(batch: Mapping[str, Any]) -> tuple[BatchStatus, str, tuple[str, 
     return "completed", word, errors
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedLine:
-    custom_id: str
-    raw: str
-    content: tuple[OutputBlock, ...] = ()
-    usage: Usage | None = None
-    finish_reason: FinishReason | None = None
-    error: str | None = None
-    kind: str = "batch_item_failed"
-
-
-def parse_result_lines(text: str, json_tool_ids: frozenset[str] = frozenset()) -> list[ParsedLine]:
+def parse_result_lines(text: str, json_tool_ids: frozenset[str] = frozenset()) -> list[ResultLine]:
     """Every line of a results file; anything but `succeeded` (or an unparseable message) is an error."""
     parsed = []
     for raw in text.splitlines():
@@ -62,7 +51,7 @@ def parse_result_lines(text: str, json_tool_ids: frozenset[str] = frozenset()) -
         if line is None or not isinstance(line.get("custom_id"), str):
             continue
         custom_id = line["custom_id"]
-        result = _obj(line.get("result"))
+        result = mapping(line.get("result"))
         kind = result.get("type")
         if kind == "succeeded":
             try:
@@ -70,16 +59,16 @@ def parse_result_lines(text: str, json_tool_ids: frozenset[str] = frozenset()) -
                     result.get("message") or {}, json_tool=custom_id in json_tool_ids
                 )
             except ValueError as exc:
-                parsed.append(ParsedLine(custom_id, raw, error=f"malformed response: {exc}", kind="malformed"))
+                parsed.append(ResultLine(custom_id, raw, error=f"malformed response: {exc}", kind="malformed"))
                 continue
-            parsed.append(ParsedLine(custom_id, raw, content, usage, reason))
+            parsed.append(ResultLine(custom_id, raw, content, usage, reason))
         elif kind == "errored":
-            error = _obj(result.get("error"))
-            inner = _obj(error.get("error")) or error
+            error = mapping(result.get("error"))
+            inner = mapping(error.get("error")) or error
             message = f"{inner.get('type') or 'error'}: {inner.get('message') or ''}"
-            parsed.append(ParsedLine(custom_id, raw, error=message))
+            parsed.append(ResultLine(custom_id, raw, error=message))
         else:
-            parsed.append(ParsedLine(custom_id, raw, error=f"the request was {kind}", kind=str(kind)))
+            parsed.append(ResultLine(custom_id, raw, error=f"the request was {kind}", kind=str(kind)))
     return parsed
 
 
@@ -125,26 +114,5 @@ async def poll(
     if isinstance(results_url, str) and results_url:
         text = (await provider.get_bytes(results_url, ctx)).decode("utf-8", "replace")
         json_tool = frozenset(data.get("json_tool") or ())
-        results = [_item(provider, line) for line in parse_result_lines(text, json_tool)]
+        results = [item_result(provider, line) for line in parse_result_lines(text, json_tool)]
     return BatchPoll(status, word, exchange.raw_response, tuple(results), errors)
-
-
-def _item(provider: HttpProvider, line: ParsedLine) -> BatchItemResult:
-    if line.error is not None or line.usage is None:
-        error = ProviderError(
-            line.error or "no answer", provider=provider.name, retryable=False, kind=line.kind, raw_response=line.raw
-        )
-        return BatchItemResult(line.custom_id, error=error)
-    response = ProviderResponse(
-        content=line.content,
-        usage=line.usage,
-        finish_reason=line.finish_reason,
-        raw_request="",
-        raw_response=line.raw,
-        cost=provider.batch_cost(line.usage),
-    )
-    return BatchItemResult(line.custom_id, response=response)
-
-
-def _obj(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}

@@ -19,9 +19,10 @@ import orjson
 from lsd.errors import ProviderError
 from lsd.ids import uuid7
 from lsd.providers.base import BatchItemResult, BatchPoll, BatchStatus, BatchSubmission, CallContext, json_object
+from lsd.providers.batch_lines import ResultLine, item_result, mapping
 from lsd.providers.http import HttpProvider
 from lsd.providers.openai.wire import parse_response
-from lsd.types import FinishReason, OutputBlock, ProviderRequest, ProviderResponse, Usage
+from lsd.types import ProviderRequest
 
 _PENDING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 _FAILED = frozenset({"failed", "expired", "cancelled"})
@@ -106,22 +107,9 @@ def batch_state(batch: Mapping[str, Any]) -> tuple[BatchStatus, str, tuple[str, 
     raise ValueError(f"unknown batch status {word!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedLine:
-    """One line of an output or error file: the answer's parts, or the error message."""
-
-    custom_id: str
-    raw: str
-    content: tuple[OutputBlock, ...] = ()
-    usage: Usage | None = None
-    finish_reason: FinishReason | None = None
-    error: str | None = None
-    status: int | None = None
-
-
-def parse_result_lines(text: str, json_tool_ids: frozenset[str] = frozenset()) -> list[ParsedLine]:
+def parse_result_lines(text: str, json_tool_ids: frozenset[str] = frozenset()) -> list[ResultLine]:
     """Every line of an output or error file. A line with a non-200 status, an `error`, or a body that does
-    not parse becomes a ParsedLine with `error` set; lines without a custom_id are skipped."""
+    not parse becomes a ResultLine with `error` set; lines without a custom_id are skipped."""
     parsed = []
     for raw in text.splitlines():
         if not raw.strip():
@@ -130,26 +118,27 @@ def parse_result_lines(text: str, json_tool_ids: frozenset[str] = frozenset()) -
         if line is None or not isinstance(line.get("custom_id"), str):
             continue
         custom_id = line["custom_id"]
-        response = _obj(line.get("response"))
+        response = mapping(line.get("response"))
         status = response.get("status_code") if isinstance(response.get("status_code"), int) else None
         body = response.get("body")
         error = line.get("error")
         if error or status != 200:
             message = _error_message(error) or _error_message(body) or f"HTTP {status}"
-            parsed.append(ParsedLine(custom_id, raw, error=message, status=status))
+            kind = "bad_request" if status is not None and 400 <= status < 500 else "batch_item_failed"
+            parsed.append(ResultLine(custom_id, raw, error=message, status=status, kind=kind))
             continue
         try:
             content, usage, reason = parse_response(body, json_tool=custom_id in json_tool_ids)
         except ProviderError as exc:
-            parsed.append(ParsedLine(custom_id, raw, error=exc.message, status=status))
+            parsed.append(ResultLine(custom_id, raw, error=exc.message, status=status))
             continue
-        parsed.append(ParsedLine(custom_id, raw, content, usage, reason, status=status))
+        parsed.append(ResultLine(custom_id, raw, content, usage, reason, status=status))
     return parsed
 
 
 def _error_message(value: Any) -> str | None:
     if isinstance(value, Mapping):
-        inner = _obj(value.get("error")) or value
+        inner = mapping(value.get("error")) or value
         message = inner.get("message")
         code = inner.get("code")
         if isinstance(message, str):
@@ -211,32 +200,5 @@ async def poll(
         file_id = exchange.data.get(key)
         if isinstance(file_id, str) and file_id:
             text = (await provider.get_bytes(api.file_content_url(file_id), ctx)).decode("utf-8", "replace")
-            results.extend(_item(provider, line) for line in parse_result_lines(text, json_tool))
+            results.extend(item_result(provider, line) for line in parse_result_lines(text, json_tool))
     return BatchPoll(status, word, exchange.raw_response, tuple(results), errors)
-
-
-def _item(provider: HttpProvider, line: ParsedLine) -> BatchItemResult:
-    if line.error is not None or line.usage is None:
-        kind = "bad_request" if line.status is not None and 400 <= line.status < 500 else "batch_item_failed"
-        error = ProviderError(
-            line.error or "no answer",
-            provider=provider.name,
-            status=line.status,
-            retryable=False,
-            kind=kind,
-            raw_response=line.raw,
-        )
-        return BatchItemResult(line.custom_id, error=error)
-    response = ProviderResponse(
-        content=line.content,
-        usage=line.usage,
-        finish_reason=line.finish_reason,
-        raw_request="",
-        raw_response=line.raw,
-        cost=provider.batch_cost(line.usage),
-    )
-    return BatchItemResult(line.custom_id, response=response)
-
-
-def _obj(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
