@@ -97,6 +97,8 @@ def query(base_url: str, promql: str) -> float | None:
     """An instant query's single value, or None while it has no result (or Prometheus is not up yet)."""
     with contextlib.suppress(httpx.HTTPError):
         r = httpx.get(f"{base_url}/api/v1/query", params={"query": promql}, timeout=5)
+        if r.status_code != 200:  # 503 "Service Unavailable" until its storage is ready
+            return None
         result = r.json()["data"]["result"]
         if result:
             return float(result[0]["value"][1])
