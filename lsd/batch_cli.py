@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from lsd.config import load
 from lsd.config.model import Config
 from lsd.errors import ConfigError, LsdError
+from lsd.exits import EXIT_DATABASE, EXIT_MIGRATION, EXIT_OK, EXIT_USAGE, CommandExit
 from lsd.inference.batch import BatchService, BatchView, submission_json, view_json
 from lsd.inference.batch_request import parse_batch_request
 from lsd.inference.models import ModelTable
@@ -32,11 +33,7 @@ from lsd.runtime import open_runtime, prepare_database
 from lsd.store.database import DatabaseUnreachable, DatabaseUrls
 from lsd.store.migrate import MigrationError
 
-EXIT_OK = 0
 EXIT_FAILED = 1  # the batch failed (or the config is invalid)
-EXIT_USAGE = 2
-EXIT_DATABASE = 3
-EXIT_MIGRATION = 4
 EXIT_TIMEOUT = 5
 DEFAULT_CONFIG = "config/lsd.toml"
 # Per-line keys of a submit file besides `input`, and the batch list each feeds.
@@ -49,13 +46,6 @@ _LINE_KEYS = {
     "tool_choice": "tool_choice",
     "parallel_tool_calls": "parallel_tool_calls",
 }
-
-
-class BatchExit(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -87,7 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except BatchExit as exc:
+    except CommandExit as exc:
         sys.stderr.write(f"lsd: {exc.message}\n")
         return exc.code
     except KeyboardInterrupt:
@@ -100,10 +90,10 @@ def _run(args: argparse.Namespace) -> int:
         config = load(args.config)
         models, templates = ModelTable.from_config(config), Templates(config)
     except ConfigError as exc:
-        raise BatchExit(EXIT_FAILED, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
+        raise CommandExit(EXIT_FAILED, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
     url = DatabaseUrls.from_environ()
     if not url.primary:
-        raise BatchExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
+        raise CommandExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
     if args.batch_command == "submit":
         body = read_inputs(args.file, args.function, args.variant)
     else:
@@ -111,9 +101,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         prepare_database(config, url)
     except DatabaseUnreachable as exc:
-        raise BatchExit(EXIT_DATABASE, str(exc)) from None
+        raise CommandExit(EXIT_DATABASE, str(exc)) from None
     except MigrationError as exc:
-        raise BatchExit(EXIT_MIGRATION, str(exc)) from None
+        raise CommandExit(EXIT_MIGRATION, str(exc)) from None
 
     async def command(service: BatchService) -> int:
         if args.batch_command == "submit":
@@ -135,7 +125,7 @@ async def _with_service(
         try:
             code: int = await command(runtime.batches)
         except LsdError as exc:
-            raise BatchExit(EXIT_USAGE if exc.http_status < 500 else EXIT_FAILED, exc.message) from None
+            raise CommandExit(EXIT_USAGE if exc.http_status < 500 else EXIT_FAILED, exc.message) from None
         return code
 
 
@@ -143,7 +133,7 @@ def _uuid(value: str) -> UUID:
     try:
         return UUID(value)
     except ValueError:
-        raise BatchExit(EXIT_USAGE, f"not a batch id: {value!r}") from None
+        raise CommandExit(EXIT_USAGE, f"not a batch id: {value!r}") from None
 
 
 def read_inputs(path: Path, function: str, variant: str | None) -> dict[str, Any]:
@@ -152,7 +142,7 @@ def read_inputs(path: Path, function: str, variant: str | None) -> dict[str, Any
     try:
         lines = path.read_bytes().splitlines()
     except OSError as exc:
-        raise BatchExit(EXIT_USAGE, f"cannot read {path}: {exc.strerror}") from None
+        raise CommandExit(EXIT_USAGE, f"cannot read {path}: {exc.strerror}") from None
     entries: list[dict[str, Any]] = []
     progress = _progress(f"reading {path.name}")
     with progress:
@@ -164,12 +154,12 @@ def read_inputs(path: Path, function: str, variant: str | None) -> dict[str, Any
             try:
                 entry = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
-                raise BatchExit(EXIT_USAGE, f"{path}:{number}: not JSON: {exc}") from None
+                raise CommandExit(EXIT_USAGE, f"{path}:{number}: not JSON: {exc}") from None
             if not isinstance(entry, dict):
-                raise BatchExit(EXIT_USAGE, f"{path}:{number}: expected a JSON object")
+                raise CommandExit(EXIT_USAGE, f"{path}:{number}: expected a JSON object")
             entries.append(entry if "input" in entry else {"input": entry})
     if not entries:
-        raise BatchExit(EXIT_USAGE, f"{path}: no inputs")
+        raise CommandExit(EXIT_USAGE, f"{path}: no inputs")
     body: dict[str, Any] = {"function_name": function, "inputs": [e["input"] for e in entries]}
     if variant is not None:
         body["variant_name"] = variant
@@ -183,7 +173,7 @@ async def _submit(service: BatchService, body: dict[str, Any]) -> int:
     try:
         request = parse_batch_request(body)
     except LsdError as exc:
-        raise BatchExit(EXIT_USAGE, f"{exc.message} (inputs[i] is the i-th input line, from 0)") from None
+        raise CommandExit(EXIT_USAGE, f"{exc.message} (inputs[i] is the i-th input line, from 0)") from None
     console = Console(stderr=True)
     with console.status(f"uploading {len(request.requests)} inputs to the provider"):
         submitted = await service.submit(request)
@@ -202,7 +192,7 @@ async def _wait(
         task = progress.add_task(view.provider_status or view.status, total=view.num_inferences)
         while view.status == "pending":
             if deadline is not None and time.monotonic() >= deadline:
-                raise BatchExit(EXIT_TIMEOUT, f"batch {batch_id} is still pending after {limit_s:g} s")
+                raise CommandExit(EXIT_TIMEOUT, f"batch {batch_id} is still pending after {limit_s:g} s")
             await asyncio.sleep(interval)
             view = await service.status(batch_id)
             progress.update(task, description=view.provider_status or view.status)

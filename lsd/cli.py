@@ -21,6 +21,7 @@ from lsd.config import load
 from lsd.config.model import Config
 from lsd.errors import ConfigError
 from lsd.evaluations import cli as evaluate_cli
+from lsd.exits import EXIT_CONFIG, EXIT_DATABASE, EXIT_MIGRATION, EXIT_USAGE, CommandExit
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
 from lsd.runtime import prepare_database
@@ -32,18 +33,7 @@ from lsd.telemetry import logging as lsd_logging
 
 log = logging.getLogger("lsd")
 
-EXIT_CONFIG = 1
-EXIT_USAGE = 2
-EXIT_DATABASE = 3
-EXIT_MIGRATION = 4
 DEFAULT_CONFIG = "config/lsd.toml"
-
-
-class CliExit(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "batch":
             return batch_cli.run(args)
         return _localdb(args)
-    except CliExit as exc:
+    except CommandExit as exc:
         sys.stderr.write(f"lsd: {exc.message}\n")
         return exc.code
 
@@ -123,14 +113,14 @@ def _load_config(path: str | None) -> Config | None:
         ModelTable.embeddings_from_config(config)
         Templates(config)  # templates compile, schemas are valid
     except ConfigError as exc:
-        raise CliExit(EXIT_CONFIG, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
+        raise CommandExit(EXIT_CONFIG, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
     return config
 
 
 def _database_urls() -> DatabaseUrls:
     urls = DatabaseUrls.from_environ()
     if not urls.primary:
-        raise CliExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
+        raise CommandExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
     return urls
 
 
@@ -147,7 +137,7 @@ def _connect(url: str, timeout_s: float):  # type: ignore[no-untyped-def]
     try:
         return connect_with_retry(url, timeout_s)
     except DatabaseUnreachable as exc:
-        raise CliExit(EXIT_DATABASE, str(exc)) from None
+        raise CommandExit(EXIT_DATABASE, str(exc)) from None
 
 
 def _prepare_database(config: Config, url: DatabaseUrls) -> None:
@@ -155,9 +145,9 @@ def _prepare_database(config: Config, url: DatabaseUrls) -> None:
     try:
         applied = prepare_database(config, url)
     except DatabaseUnreachable as exc:
-        raise CliExit(EXIT_DATABASE, str(exc)) from None
+        raise CommandExit(EXIT_DATABASE, str(exc)) from None
     except migrate.MigrationError as exc:
-        raise CliExit(EXIT_MIGRATION, str(exc)) from None
+        raise CommandExit(EXIT_MIGRATION, str(exc)) from None
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
 
@@ -204,7 +194,7 @@ def _check_bind(bind: str) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
     except (OSError, ValueError) as exc:
-        raise CliExit(EXIT_USAGE, f"cannot listen on {bind}: {exc}") from None
+        raise CommandExit(EXIT_USAGE, f"cannot listen on {bind}: {exc}") from None
 
 
 async def _serve_async(app: object, hconfig: HypercornConfig) -> None:
@@ -223,7 +213,7 @@ def _migrate(args: argparse.Namespace) -> int:
         try:
             applied = migrate.apply(conn)
         except migrate.MigrationError as exc:
-            raise CliExit(EXIT_MIGRATION, str(exc)) from None
+            raise CommandExit(EXIT_MIGRATION, str(exc)) from None
         admin.ensure_partitions(conn, config.gateway.database.partitions_ahead_days if config else 7)
     print(f"applied: {', '.join(applied)}" if applied else "database is up to date")  # noqa: T201
     return 0
@@ -281,7 +271,7 @@ def _stats_refresh(args: argparse.Namespace) -> int:
         try:
             result = statistics.refresh_statistics_sync(conn)
         except statistics.RefreshConflict as exc:
-            raise CliExit(EXIT_DATABASE, str(exc)) from None
+            raise CommandExit(EXIT_DATABASE, str(exc)) from None
     if result is None:
         print("another process is refreshing the statistics; nothing to do")  # noqa: T201
         return 0
@@ -298,5 +288,5 @@ def _localdb(args: argparse.Namespace) -> int:
         else:
             server.stop()
     except LocalServerError as exc:
-        raise CliExit(EXIT_DATABASE, str(exc)) from None
+        raise CommandExit(EXIT_DATABASE, str(exc)) from None
     return 0

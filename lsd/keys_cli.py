@@ -10,20 +10,11 @@ from typing import Any
 import orjson
 
 from lsd.auth import PREFIX, new_key
+from lsd.exits import EXIT_DATABASE, EXIT_OK, EXIT_USAGE, CommandExit
 from lsd.store import keys
 from lsd.store.database import DatabaseUnreachable, connect_with_retry
 
-EXIT_OK = 0
 EXIT_NOT_FOUND = 1
-EXIT_USAGE = 2
-EXIT_DATABASE = 3
-
-
-class KeysExit(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except KeysExit as exc:
+    except CommandExit as exc:
         sys.stderr.write(f"lsd: {exc.message}\n")
         return exc.code
 
@@ -50,16 +41,16 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     url = os.environ.get("LSD_DATABASE_URL", "").strip()
     if not url:
-        raise KeysExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
+        raise CommandExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
     try:
         conn = connect_with_retry(url, 10.0)
     except DatabaseUnreachable as exc:
-        raise KeysExit(EXIT_DATABASE, str(exc)) from None
+        raise CommandExit(EXIT_DATABASE, str(exc)) from None
     with conn:
         try:
             keys.check_table(conn)
         except keys.NotMigrated as exc:
-            raise KeysExit(EXIT_DATABASE, str(exc)) from None
+            raise CommandExit(EXIT_DATABASE, str(exc)) from None
         return _command(conn, args)
 
 
@@ -98,8 +89,8 @@ def _command(conn: Any, args: argparse.Namespace) -> int:
         return EXIT_OK
     public_id = args.public_id
     if public_id.startswith(PREFIX):
-        raise KeysExit(EXIT_USAGE, "give the public id (12 characters), not the whole key")
+        raise CommandExit(EXIT_USAGE, "give the public id (12 characters), not the whole key")
     if keys.disable_key(conn, public_id) is None:
-        raise KeysExit(EXIT_NOT_FOUND, f"no key with public id {public_id!r}")
+        raise CommandExit(EXIT_NOT_FOUND, f"no key with public id {public_id!r}")
     out.write(f"disabled {public_id}\n")
     return EXIT_OK

@@ -20,27 +20,16 @@ from lsd.evaluations.datasets import Dataset, DatasetError, from_inferences, rea
 from lsd.evaluations.evaluators import build_evaluators
 from lsd.evaluations.runner import EvaluationRunner
 from lsd.evaluations.summary import RunSummary
+from lsd.exits import EXIT_CONFIG, EXIT_DATABASE, EXIT_MIGRATION, EXIT_OK, EXIT_USAGE, CommandExit
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
 from lsd.runtime import Runtime, open_runtime, prepare_database
 from lsd.store.database import DatabaseUnreachable, DatabaseUrls
 from lsd.store.migrate import MigrationError
 
-EXIT_OK = 0
 EXIT_BELOW_CUTOFF = 1  # also: an invalid config, as for every lsd command
-EXIT_CONFIG = 1
-EXIT_USAGE = 2
-EXIT_DATABASE = 3
-EXIT_MIGRATION = 4
 EXIT_INTERRUPTED = 130
 DEFAULT_CONFIG = "config/lsd.toml"
-
-
-class EvaluateExit(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -72,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     """The `evaluate` command. Messages go to stderr, the summary to stdout."""
     try:
         return _run(args)
-    except EvaluateExit as exc:
+    except CommandExit as exc:
         sys.stderr.write(f"lsd: {exc.message}\n")
         return exc.code
     except KeyboardInterrupt:
@@ -82,29 +71,27 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
-        raise EvaluateExit(EXIT_USAGE, "--concurrency must be >= 1")
+        raise CommandExit(EXIT_USAGE, "--concurrency must be >= 1")
     if args.max_datapoints is not None and args.max_datapoints < 1:
-        raise EvaluateExit(EXIT_USAGE, "--max-datapoints must be >= 1")
+        raise CommandExit(EXIT_USAGE, "--max-datapoints must be >= 1")
     config, models, templates = _load(args.config)
     evaluation = config.evaluations.get(args.evaluation)
     if evaluation is None:
         known = ", ".join(sorted(config.evaluations)) or "none"
-        raise EvaluateExit(EXIT_USAGE, f"unknown evaluation {args.evaluation!r} (configured: {known})")
+        raise CommandExit(EXIT_USAGE, f"unknown evaluation {args.evaluation!r} (configured: {known})")
     function = config.functions[evaluation.function_name]
     if args.variant not in function.variants:
         known = ", ".join(sorted(function.variants))
-        raise EvaluateExit(EXIT_USAGE, f"unknown variant {args.variant!r} of {function.name!r} (variants: {known})")
+        raise CommandExit(EXIT_USAGE, f"unknown variant {args.variant!r} of {function.name!r} (variants: {known})")
     url = DatabaseUrls.from_environ()
     if not url.primary:
-        raise EvaluateExit(
-            EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)"
-        )
+        raise CommandExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
     try:
         prepare_database(config, url)
     except DatabaseUnreachable as exc:
-        raise EvaluateExit(EXIT_DATABASE, str(exc)) from None
+        raise CommandExit(EXIT_DATABASE, str(exc)) from None
     except MigrationError as exc:
-        raise EvaluateExit(EXIT_MIGRATION, str(exc)) from None
+        raise CommandExit(EXIT_MIGRATION, str(exc)) from None
     summary = asyncio.run(_evaluate(args, config, url, models, templates))
     if args.format == "json":
         sys.stdout.write(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -122,7 +109,7 @@ def _load(path: str) -> tuple[Config, ModelTable, Templates]:
         config = load(path)
         return config, ModelTable.from_config(config), Templates(config)
     except ConfigError as exc:
-        raise EvaluateExit(EXIT_CONFIG, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
+        raise CommandExit(EXIT_CONFIG, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
 
 
 async def _evaluate(
@@ -133,12 +120,12 @@ async def _evaluate(
         try:
             evaluators = build_evaluators(config, evaluation, runtime.engine)
         except ConfigError as exc:
-            raise EvaluateExit(EXIT_CONFIG, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
+            raise CommandExit(EXIT_CONFIG, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
         dataset = await _dataset(args, runtime)
         for problem in dataset.problems:
             sys.stderr.write(f"lsd: skipped {problem}\n")
         if not dataset.datapoints:
-            raise EvaluateExit(EXIT_USAGE, f"no datapoints to run in {dataset.source}")
+            raise CommandExit(EXIT_USAGE, f"no datapoints to run in {dataset.source}")
         runner = EvaluationRunner(
             config=config,
             evaluation=evaluation,
@@ -164,7 +151,7 @@ async def _evaluate(
                     on_datapoint=lambda: progress.advance(task),
                 )
             except LsdError as exc:
-                raise EvaluateExit(EXIT_DATABASE, f"the run failed: {exc.message}") from None
+                raise CommandExit(EXIT_DATABASE, f"the run failed: {exc.message}") from None
 
 
 async def _dataset(args: argparse.Namespace, runtime: Runtime) -> Dataset:
@@ -176,7 +163,7 @@ async def _dataset(args: argparse.Namespace, runtime: Runtime) -> Dataset:
         selection = read_inference_filter(args.from_inferences)
         return await from_inferences(runtime.database, function, selection, max_datapoints=args.max_datapoints)
     except DatasetError as exc:
-        raise EvaluateExit(EXIT_USAGE, str(exc)) from None
+        raise CommandExit(EXIT_USAGE, str(exc)) from None
 
 
 def _number(value: float | None) -> str:
