@@ -24,14 +24,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from lsd.config import load
 from lsd.config.model import Config
 from lsd.errors import ConfigError, LsdError
-from lsd.exits import EXIT_DATABASE, EXIT_MIGRATION, EXIT_OK, EXIT_USAGE, CommandExit
+from lsd.exits import EXIT_OK, EXIT_USAGE, CommandExit
 from lsd.inference.batch import BatchService, BatchView, submission_json, view_json
 from lsd.inference.batch_request import parse_batch_request
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
-from lsd.runtime import open_runtime, prepare_database
-from lsd.store.database import DatabaseUnreachable, DatabaseUrls
-from lsd.store.migrate import MigrationError
+from lsd.runtime import open_runtime
+from lsd.startup import database_urls, prepare
+from lsd.store.database import DatabaseUrls
 
 EXIT_FAILED = 1  # the batch failed (or the config is invalid)
 EXIT_TIMEOUT = 5
@@ -91,19 +91,12 @@ def _run(args: argparse.Namespace) -> int:
         models, templates = ModelTable.from_config(config), Templates(config)
     except ConfigError as exc:
         raise CommandExit(EXIT_FAILED, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
-    url = DatabaseUrls.from_environ()
-    if not url.primary:
-        raise CommandExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
+    url = database_urls()
     if args.batch_command == "submit":
         body = read_inputs(args.file, args.function, args.variant)
     else:
         batch_id = _uuid(args.batch_id)
-    try:
-        prepare_database(config, url)
-    except DatabaseUnreachable as exc:
-        raise CommandExit(EXIT_DATABASE, str(exc)) from None
-    except MigrationError as exc:
-        raise CommandExit(EXIT_MIGRATION, str(exc)) from None
+    prepare(config, url)
 
     async def command(service: BatchService) -> int:
         if args.batch_command == "submit":

@@ -24,7 +24,7 @@ from lsd.evaluations import cli as evaluate_cli
 from lsd.exits import EXIT_CONFIG, EXIT_DATABASE, EXIT_MIGRATION, EXIT_USAGE, CommandExit
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
-from lsd.runtime import prepare_database
+from lsd.startup import database_urls, prepare
 from lsd.store import admin, migrate, statistics
 from lsd.store.database import Database, DatabaseUnreachable, DatabaseUrls, PoolStats, connect_with_retry
 from lsd.store.local import LocalServer, LocalServerError
@@ -117,20 +117,13 @@ def _load_config(path: str | None) -> Config | None:
     return config
 
 
-def _database_urls() -> DatabaseUrls:
-    urls = DatabaseUrls.from_environ()
-    if not urls.primary:
-        raise CommandExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
-    return urls
-
-
 def _database_url() -> str:
-    return _database_urls().primary
+    return database_urls().primary
 
 
 def _session_url() -> str:
     """Where session advisory locks may be taken: LSD_SESSION_DATABASE_URL, else LSD_DATABASE_URL."""
-    return _database_urls().session_url
+    return database_urls().session_url
 
 
 def _connect(url: str, timeout_s: float):  # type: ignore[no-untyped-def]
@@ -142,12 +135,7 @@ def _connect(url: str, timeout_s: float):  # type: ignore[no-untyped-def]
 
 def _prepare_database(config: Config, url: DatabaseUrls) -> None:
     """Migrate (or check migrations), create partitions ahead and snapshot the config."""
-    try:
-        applied = prepare_database(config, url)
-    except DatabaseUnreachable as exc:
-        raise CommandExit(EXIT_DATABASE, str(exc)) from None
-    except migrate.MigrationError as exc:
-        raise CommandExit(EXIT_MIGRATION, str(exc)) from None
+    applied = prepare(config, url)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
 
@@ -158,7 +146,7 @@ def _prepare_database(config: Config, url: DatabaseUrls) -> None:
 def _serve(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     assert config is not None
-    url = _database_urls()
+    url = database_urls()
     _prepare_database(config, url)
     hconfig = HypercornConfig()
     hconfig.bind = [args.bind or config.gateway.bind_address]

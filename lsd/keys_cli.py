@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -11,6 +10,7 @@ import orjson
 
 from lsd.auth import PREFIX, new_key
 from lsd.exits import EXIT_DATABASE, EXIT_OK, EXIT_USAGE, CommandExit
+from lsd.startup import database_urls
 from lsd.store import keys
 from lsd.store.database import DatabaseUnreachable, connect_with_retry
 
@@ -39,9 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    url = os.environ.get("LSD_DATABASE_URL", "").strip()
-    if not url:
-        raise CommandExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
+    url = database_urls().primary
     try:
         conn = connect_with_retry(url, 10.0)
     except DatabaseUnreachable as exc:

@@ -20,12 +20,12 @@ from lsd.evaluations.datasets import Dataset, DatasetError, from_inferences, rea
 from lsd.evaluations.evaluators import build_evaluators
 from lsd.evaluations.runner import EvaluationRunner
 from lsd.evaluations.summary import RunSummary
-from lsd.exits import EXIT_CONFIG, EXIT_DATABASE, EXIT_MIGRATION, EXIT_OK, EXIT_USAGE, CommandExit
+from lsd.exits import EXIT_CONFIG, EXIT_DATABASE, EXIT_OK, EXIT_USAGE, CommandExit
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
-from lsd.runtime import Runtime, open_runtime, prepare_database
-from lsd.store.database import DatabaseUnreachable, DatabaseUrls
-from lsd.store.migrate import MigrationError
+from lsd.runtime import Runtime, open_runtime
+from lsd.startup import database_urls, prepare
+from lsd.store.database import DatabaseUrls
 
 EXIT_BELOW_CUTOFF = 1  # also: an invalid config, as for every lsd command
 EXIT_INTERRUPTED = 130
@@ -83,15 +83,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.variant not in function.variants:
         known = ", ".join(sorted(function.variants))
         raise CommandExit(EXIT_USAGE, f"unknown variant {args.variant!r} of {function.name!r} (variants: {known})")
-    url = DatabaseUrls.from_environ()
-    if not url.primary:
-        raise CommandExit(EXIT_USAGE, "LSD_DATABASE_URL is not set: point it at PostgreSQL (postgresql://user@host/db)")
-    try:
-        prepare_database(config, url)
-    except DatabaseUnreachable as exc:
-        raise CommandExit(EXIT_DATABASE, str(exc)) from None
-    except MigrationError as exc:
-        raise CommandExit(EXIT_MIGRATION, str(exc)) from None
+    url = database_urls()
+    prepare(config, url)
     summary = asyncio.run(_evaluate(args, config, url, models, templates))
     if args.format == "json":
         sys.stdout.write(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
