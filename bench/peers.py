@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import gateway, gateway_report, pinning, report
-from bench.children import Child, ChildError, Children, shielded, wait_for_file, wait_for_http
+from bench.children import Child, ChildError, Children, wait_for_file, wait_for_http
 from bench.cpu import own_roots, tree_cpu_s
 from bench.database import Cluster
-from bench.run import csv_list
-from lsd.store.local import LocalServerError, free_port
+from bench.run import csv_list, stop_and_clean
+from lsd.store.local import free_port
 
 TARGETS = ("fake", "bare", "lsd", "lsd2", "litellm")
 DEFAULT_TARGETS = ("bare", "lsd", "litellm")
@@ -178,15 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         results["error"] = f"{type(exc).__name__}: {exc}"
         code = 1
     finally:
-        with shielded():
-            try:
-                cluster.stop()
-            except LocalServerError as exc:
-                print(f"could not stop PostgreSQL: {exc}", file=sys.stderr)
-            if args.keep:
-                print(f"kept {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+        stop_and_clean(cluster, workdir, keep=args.keep)
     if targets:
         summary = {"settings": asdict(settings), "targets": targets, "comparison": gateway_report.compare(targets)}
         results["peers"] = summary

@@ -113,6 +113,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def stop_and_clean(cluster: Cluster, workdir: Path, *, keep: bool) -> None:
+    """At the end of a run, even on Ctrl-C: stop PostgreSQL, then remove the temporary folder unless `keep`."""
+    with shielded():
+        try:
+            cluster.stop()
+        except LocalServerError as exc:
+            print(f"could not stop PostgreSQL: {exc}", file=sys.stderr)
+        if keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.quick:
@@ -181,15 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         results["error"] = f"{type(exc).__name__}: {exc}"
         code = 1
     finally:
-        with shielded():
-            try:
-                cluster.stop()
-            except LocalServerError as exc:
-                print(f"could not stop PostgreSQL: {exc}", file=sys.stderr)
-            if args.keep:
-                print(f"kept {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+        stop_and_clean(cluster, workdir, keep=args.keep)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     if lines := gateway_report.verdicts(results.get("gateway"), results.get("writer")):
         results["verdicts"] = lines
