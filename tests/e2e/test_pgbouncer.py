@@ -11,7 +11,6 @@ limits (atomic bucket updates through PgBouncer) work the same way.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pytest
 from tests.conftest import PgCluster
 from tests.support.gateway import Daemon, run_lsd
 from tests.support.pgbouncer import PgBouncer
+from tests.support.polling import count, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -82,21 +82,6 @@ def serve(bouncer: PgBouncer, database_url: str, tmp_path: Path) -> Iterator[Any
         daemon.terminate()
 
 
-def _count(url: str, query: str, *params: object) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(query, params).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _eventually(check: Any, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
-
-
 def _transactions(bouncer: PgBouncer, dbname: str) -> int:
     return sum(int(row["total_xact_count"]) for row in bouncer.show("STATS") if row["database"] == dbname)
 
@@ -152,7 +137,7 @@ def test_the_request_path_through_pgbouncer_in_transaction_mode(
             return len(r.json()["inferences"]) == 20  # the default page
 
         for _ in range(8):
-            assert _eventually(listed)
+            assert eventually(listed)
 
     # A fresh process (nothing remembered) checks feedback targets in the database, through PgBouncer.
     daemon.terminate()
@@ -161,21 +146,21 @@ def test_the_request_path_through_pgbouncer_in_transaction_mode(
     assert r.status_code == 200, r.text
 
     rows = "SELECT count(*) FROM boolean_metric_feedback"
-    assert _eventually(lambda: _count(database_url, rows) == 37)
+    assert eventually(lambda: count(database_url, rows) == 37)
     statistics = "SELECT coalesce(sum(inference_count), 0) FROM inference_by_function_statistics"
-    assert _eventually(lambda: _count(database_url, statistics) >= 61), daemon.log()
+    assert eventually(lambda: count(database_url, statistics) >= 61), daemon.log()
     # The traffic really went through PgBouncer (its totals update every stats_period, 1 s here).
-    assert _eventually(lambda: _transactions(bouncer, dbname) - before > 20)
+    assert eventually(lambda: _transactions(bouncer, dbname) - before > 20)
     assert "prepared statement" not in daemon.log()
     assert "job statistics failed" not in daemon.log()
     # No session advisory lock is left on a pooled server connection.
-    assert _count(database_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    assert count(database_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
 
 
 def test_sigterm_through_pgbouncer_flushes_every_accepted_row(serve: Any, database_url: str) -> None:
     daemon = serve(flush_ms=60_000)  # rows wait in memory until shutdown
     ids = asyncio.run(_infer_many(daemon.base_url, 100, "flush"))
-    assert _count(database_url, "SELECT count(*) FROM chat_inferences") == 0
+    assert count(database_url, "SELECT count(*) FROM chat_inferences") == 0
     assert daemon.terminate() == 0, daemon.log()
     with psycopg.connect(database_url) as conn:
         stored = {str(r[0]) for r in conn.execute("SELECT id FROM chat_inferences")}
@@ -188,8 +173,8 @@ def test_migrate_through_pgbouncer_takes_its_lock_on_the_session_url(
     env = {"LSD_DATABASE_URL": bouncer.url(empty_database_url), "LSD_SESSION_DATABASE_URL": empty_database_url}
     result = run_lsd("migrate", env=env)
     assert result.returncode == 0, result.stderr
-    assert _count(empty_database_url, "SELECT count(*) FROM schema_migrations") >= 3
-    assert _count(empty_database_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    assert count(empty_database_url, "SELECT count(*) FROM schema_migrations") >= 3
+    assert count(empty_database_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
 
 
 AUTH_CONFIG = """
@@ -246,7 +231,7 @@ def test_api_keys_revocation_and_rate_limits_through_pgbouncer(
             # Disabled through PgBouncer; the NOTIFY reaches the listener on the direct session connection.
             disabled = run_lsd("keys", "disable", public_id, env=env)
             assert disabled.returncode == 0, disabled.stderr
-            assert _eventually(lambda: http.post("/inference", json=body, headers=auth).status_code == 401, 5)
+            assert eventually(lambda: http.post("/inference", json=body, headers=auth).status_code == 401, 5)
         assert "prepared statement" not in daemon.log()
     finally:
         daemon.terminate()

@@ -25,6 +25,7 @@ from lsd.store import admin, migrate
 from lsd.store.database import DatabaseUrls
 from lsd.store.local import LocalServer
 from tests.support.gateway import Daemon
+from tests.support.polling import count, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -148,21 +149,6 @@ def serve(pair: Pair, tmp_path: Path) -> Iterator[Any]:
         daemon.terminate()
 
 
-def _count(url: str, query: str, *params: object) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(query, params).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _eventually(check: Any, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
-
-
 def _listed(daemon: Daemon, tag: str) -> list[str]:
     response = httpx.post(
         f"{daemon.base_url}/v1/inferences/list_inferences", json={"function_name": "chat", "tags": {"t": tag}}
@@ -184,15 +170,15 @@ def test_queries_read_the_replica_and_writes_go_to_the_primary(pair: Pair, serve
     daemon = serve()
     replicated = _infer(daemon, "replicated")
     # With the subscription running, the row reaches the replica and the query API sees it.
-    assert _eventually(lambda: _listed(daemon, "replicated")) == [replicated]
+    assert eventually(lambda: _listed(daemon, "replicated")) == [replicated]
 
     pair.subscription(enabled=False)
     try:
         held_back = _infer(daemon, "held-back")
         on_primary = "SELECT count(*) FROM chat_inferences WHERE id = %s"
-        assert _eventually(lambda: _count(pair.primary_url, on_primary, held_back)) == 1
+        assert eventually(lambda: count(pair.primary_url, on_primary, held_back)) == 1
         time.sleep(0.5)
-        assert _count(pair.replica_url, on_primary, held_back) == 0
+        assert count(pair.replica_url, on_primary, held_back) == 0
         # The primary has the row, the replica not: the query API answers from the replica.
         assert _listed(daemon, "held-back") == []
 
@@ -204,16 +190,16 @@ def test_queries_read_the_replica_and_writes_go_to_the_primary(pair: Pair, serve
         )
         assert feedback.status_code == 200, feedback.text
         feedback_rows = "SELECT count(*) FROM boolean_metric_feedback WHERE target_id = %s"
-        assert _eventually(lambda: _count(pair.primary_url, feedback_rows, held_back)) == 1
-        assert _count(pair.replica_url, feedback_rows, held_back) == 0
+        assert eventually(lambda: count(pair.primary_url, feedback_rows, held_back)) == 1
+        assert count(pair.replica_url, feedback_rows, held_back) == 0
 
         # The statistics job writes on the primary (the replica's statistics tables are not replicated here).
         statistics = "SELECT coalesce(sum(inference_count), 0) FROM inference_by_function_statistics"
-        assert _eventually(lambda: _count(pair.primary_url, statistics) >= 2)
-        assert _count(pair.replica_url, statistics) == 0
+        assert eventually(lambda: count(pair.primary_url, statistics) >= 2)
+        assert count(pair.replica_url, statistics) == 0
     finally:
         pair.subscription(enabled=True)
-    assert _eventually(lambda: _listed(daemon, "held-back")) == [held_back]
+    assert eventually(lambda: _listed(daemon, "held-back")) == [held_back]
 
 
 def test_evaluation_runs_are_read_from_the_replica(pair: Pair, serve: Any) -> None:
@@ -233,7 +219,7 @@ def test_evaluation_runs_are_read_from_the_replica(pair: Pair, serve: Any) -> No
         assert [r["id"] for r in listed.json()["runs"]] == [str(run_id)]
         detail = httpx.get(f"{daemon.base_url}/v1/evaluations/runs/{run_id}")
         assert detail.status_code == 200, detail.text
-        assert _count(pair.primary_url, "SELECT count(*) FROM inference_evaluation_runs WHERE id = %s", run_id) == 0
+        assert count(pair.primary_url, "SELECT count(*) FROM inference_evaluation_runs WHERE id = %s", run_id) == 0
     finally:
         pair.subscription(enabled=True)
 
