@@ -17,11 +17,6 @@ async def metrics(request: Request[AppState]) -> Response:
     return Response(body, headers={"content-type": content_type})
 
 
-# Served by lsd.api.direct ahead of the router (so no route in the scope). Not imported from there: it imports
-# the handlers, which import this module.
-DIRECT_PATHS = frozenset({"/inference"})
-
-
 def observe_http(scope: Scope, status: int, seconds: float) -> None:
     """Count one answered HTTP request by its route template (never the raw path: unmatched is `unmatched`)."""
     state: dict[str, Any] | None = scope.get("state")
@@ -35,4 +30,4 @@ def _route_name(scope: Scope) -> str:
     if route is not None:
         name: str = route.path
         return name
-    return str(scope["path"]) if scope["path"] in DIRECT_PATHS else "unmatched"
+    return "unmatched"
