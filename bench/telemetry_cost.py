@@ -23,6 +23,7 @@ from lsd.inference.request import parse_inference_request
 from lsd.inference.run import Prepared
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.telemetry.metrics import Metrics
+from lsd.telemetry.otlp import OtlpPipeline
 from lsd.telemetry.tracing import Tracing
 from lsd.types import InferenceParams, ProviderRequest, ProviderResponse, Text, Usage
 
@@ -59,7 +60,7 @@ def main() -> None:
         Attempt.failed(("a", "m", "p2", "openai"), 0, t0, error),
         Attempt.succeeded(("a", "m", "p1", "openai"), 0, t0, response),
     ]
-    tracing = Tracing(exporter=Discard())  # OTEL_BSP_MAX_QUEUE_SIZE: keep every span in this tight loop
+    tracing = Tracing(OtlpPipeline(exporter=Discard()))  # OTEL_BSP_MAX_QUEUE_SIZE: keep every span in this tight loop
     tracing.open()
     cases = {
         "metrics only (tracing off)": (InferenceTelemetry(metrics()), one),
