@@ -28,27 +28,16 @@ from lsd.app import build_app
 from lsd.config import parse
 from lsd.runtime import build_tracing
 from lsd.store.local import free_port
+from tests.support.configs import boolean_metric, dummy_fallback_model
 from tests.support.gateway import ROOT, in_process_gateway
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 
-CONFIG = """
-[gateway.export.otlp.traces]
-enabled = true
-endpoint = "{endpoint}"
-include_content = {include_content}
-extra_headers = {{ "x-collector-key" = "secret-123" }}
-
-[models.broken]
-routing = ["bad", "good"]
-[models.broken.providers.bad]
-type = "dummy"
-model_name = "error"
-[models.broken.providers.good]
-type = "dummy"
-model_name = "echo"
+# What every test here serves, after its own [gateway.export.otlp.traces].
+MODELS = f"""
+{dummy_fallback_model("broken", failing="bad", answering="good")}
 
 [functions.chat]
 type = "chat"
@@ -56,11 +45,7 @@ type = "chat"
 type = "chat_completion"
 model = "broken"
 temperature = 0.5
-
-[metrics.thumbs_up]
-type = "boolean"
-level = "inference"
-optimize = "max"
+{boolean_metric("thumbs_up")}
 """
 
 MESSAGE = {"messages": [{"role": "user", "content": "a private prompt"}]}
@@ -148,7 +133,16 @@ async def receiver(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Recei
 
 
 def config(endpoint: str, *, include_content: bool = False) -> str:
-    return CONFIG.format(endpoint=endpoint, include_content=str(include_content).lower())
+    return (
+        f"""
+[gateway.export.otlp.traces]
+enabled = true
+endpoint = "{endpoint}"
+include_content = {str(include_content).lower()}
+extra_headers = {{ "x-collector-key" = "secret-123" }}
+"""
+        + MODELS
+    )
 
 
 async def test_span_tree_under_the_callers_trace(receiver: tuple[Receiver, str], database_url: str) -> None:
@@ -274,12 +268,9 @@ async def test_grpc_with_the_standard_environment_variables(database_url: str, m
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-tenant=acme")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-eu")
-    text = CONFIG.split("[models.broken]")[1]
     try:
         async with (
-            in_process_gateway(
-                "[gateway.export.otlp.traces]\nenabled = true\n[models.broken]" + text, database_url
-            ) as base_url,
+            in_process_gateway("[gateway.export.otlp.traces]\nenabled = true\n" + MODELS, database_url) as base_url,
             httpx.AsyncClient() as http,
         ):
             r = await http.post(f"{base_url}/inference", json={"function_name": "chat", "input": MESSAGE})

@@ -82,6 +82,37 @@ class Daemon:
         return self.log_path.read_text()
 
 
+class Daemons:
+    """`lsd serve` processes started from config text, each config in its own file under `folder` (so each has
+    its own log); `stop()` terminates every one still running."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[Daemon] = []
+
+    def start(
+        self,
+        config: str,
+        database_url: str,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        wait: bool = True,
+    ) -> Daemon:
+        """A daemon serving `config`; healthy on return unless `wait=False` (then call `wait_ready()`)."""
+        path = self.folder / f"lsd{len(self.started)}.toml"
+        path.write_text(config)
+        daemon = Daemon(path, database_url, env=env, args=args)
+        self.started.append(daemon)
+        if wait:
+            daemon.wait_ready()
+        return daemon
+
+    def stop(self) -> None:
+        for daemon in self.started:
+            daemon.terminate()
+
+
 @contextlib.asynccontextmanager
 async def in_process_gateway(config_text: str, database_url: str) -> AsyncIterator[str]:
     """Serve `config_text` from this process on a free port; yields the base URL."""
