@@ -1,8 +1,9 @@
 """TOML blocks that many tests need but none is about: the dummy `echo` model, a one-variant chat function, a
 dummy model that falls back, a boolean metric, an OpenAI model on a fake server, the `{"answer": ...}` schema.
 
-A test whose subject is its config (fallbacks, retries, evaluators, batch providers...) writes that config out in
-full; these builders are for the plumbing around it. Each returns text to concatenate into a config."""
+A test whose subject is its config (retries, evaluators, batch providers...) writes that config out in full; these
+builders are for the plumbing around it, and their arguments name what a test's assertions rely on (a variant's
+name, a fallback's providers). Each returns TOML text to put into a config."""
 
 from __future__ import annotations
 
