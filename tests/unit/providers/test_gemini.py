@@ -493,7 +493,11 @@ async def test_infer_text(fake: FakeGemini, ctx: CallContext) -> None:
 async def test_the_key_is_only_stored_redacted(fake: FakeGemini, ctx: CallContext) -> None:
     provider = provider_for(fake)
     response = await provider.infer(ask("hi"), ctx)
-    assert response.request_headers == {"Content-Type": "application/json", "User-Agent": "lsd", "x-goog-api-key": REDACTED}
+    assert response.request_headers == {
+        "Content-Type": "application/json",
+        "User-Agent": "lsd",
+        "x-goog-api-key": REDACTED,
+    }
     assert response.api_key_sha256 == key_fingerprint(KEY)
     assert KEY not in repr(response)
     chunks, _ = await collect(provider.stream(ask("hi"), ctx))
