@@ -22,7 +22,7 @@ from lsd.records import (
     ModelInferenceRecord,
     Record,
 )
-from lsd.types import InferenceParams, Input, Message, ProviderResponse, Usage
+from lsd.types import InferenceParams, Input, Message, ProviderResponse, Text, Usage
 
 
 @immutable
@@ -102,6 +102,8 @@ def time_of(inference_id: UUID) -> datetime:
 
 def block_to_json(block: Any) -> dict[str, Any]:
     """A content block as TensorZero's JSON (type first, None fields dropped)."""
+    if type(block) is Text:  # the common block, without the generic walk over its fields
+        return {"type": "text", "text": block.text}
     out: dict[str, Any] = {"type": block.type}
     for name in block.__dataclass_fields__:
         if name != "type":
