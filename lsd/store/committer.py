@@ -25,14 +25,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import psycopg
-from psycopg.types.json import set_json_dumps
 
 from lsd.config.model import ObservabilityConfig
 from lsd.errors import LsdError
 from lsd.records import Record
-from lsd.store.bulk import BulkInserter
+from lsd.store.bulk import BulkInserter, configure
 from lsd.store.database import scrub
 from lsd.store.spool import Spool, encode_frame
 from lsd.telemetry.metrics import Metrics
@@ -277,7 +275,7 @@ class Committer:
             application_name="lsd-writer",
             prepare_threshold=self._prepare_threshold,
         )
-        set_json_dumps(orjson.dumps, context=conn)  # as the spool encodes JSON: a replay inserts the same bytes
+        configure(conn)
         return conn
 
     async def _disconnect(self) -> None:
