@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -12,6 +12,7 @@ from uuid import UUID
 
 from lsd.errors import ProviderError
 from lsd.ids import uuid7
+from lsd.immutable import immutable
 from lsd.records import (
     ChatInferenceDataRecord,
     ChatInferenceRecord,
@@ -24,7 +25,7 @@ from lsd.records import (
 from lsd.types import InferenceParams, Input, Message, ProviderResponse, Usage
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Attempt:
     """One provider call, successful or not, with everything its two rows need (never a key)."""
 
@@ -126,7 +127,7 @@ def params_to_json(params: InferenceParams) -> dict[str, Any]:
     return {"chat_completion": values}
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class InferenceRow:
     """What the inference-level rows hold, for chat and json alike."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +12,7 @@ import orjson
 
 from lsd.errors import InvalidRequest
 from lsd.ids import validate_episode_id
+from lsd.immutable import immutable
 from lsd.types import (
     BodyPatch,
     ContentBlock,
@@ -75,7 +76,7 @@ _PARAMS = (
 _IGNORED_PARAMS = ("reasoning_effort", "service_tier", "thinking_budget_tokens", "verbosity")
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class InferenceRequest:
     input: Input
     function_name: str | None = None
@@ -99,7 +100,7 @@ class InferenceRequest:
     api_key_public_id: str | None = None  # set by the API layer from the verified key; never from the body
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CacheOptions:
     """`enabled`: on (read and write), off, read_only, write_only. `max_age_s`: oldest entry a read accepts."""
 

@@ -23,8 +23,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from lsd.api.tracing import TraceContext
-from lsd.app import build_app
+from lsd.api.front import FrontDoor
+from lsd.app import Gateway, build_app
 from lsd.config import parse
 from lsd.runtime import build_tracing
 from lsd.store.local import free_port
@@ -293,14 +293,20 @@ async def test_grpc_with_the_standard_environment_variables(database_url: str, m
 
 
 def test_tracing_off_builds_nothing() -> None:
-    """The default: no span pipeline, no traceparent middleware, so the request path skips tracing entirely."""
+    """The default: no span pipeline, no traceparent lookup, so the request path skips tracing entirely."""
     text = config("http://127.0.0.1:1/v1/traces")
     off = parse(text.replace("enabled = true", "enabled = false"), base_dir=ROOT)
     assert build_tracing(off) is None
-    assert TraceContext not in [m.cls for m in build_app(off, "postgresql://unused").user_middleware]
+    assert not front_door(build_app(off, "postgresql://unused")).tracing
     on = parse(text, base_dir=ROOT)
     assert build_tracing(on) is not None
-    assert TraceContext in [m.cls for m in build_app(on, "postgresql://unused").user_middleware]
+    assert front_door(build_app(on, "postgresql://unused")).tracing
+
+
+def front_door(app: Gateway) -> FrontDoor:
+    stack = app.build_middleware_stack()
+    assert isinstance(stack, FrontDoor)
+    return stack
 
 
 BATCH_CONFIG = """
