@@ -1,6 +1,6 @@
 """CPU per request of the ASGI app alone, no HTTP server: lsd's app against the bare proxy's app.
 
-    .venv/bin/python -m bench.app_cost [--requests 10000] [--rounds 3]
+    .venv/bin/python -m bench.app_cost [--requests 10000] [--rounds 3] [--breakdown]
 
 `make bench` measures whole servers under wrk, which on a small shared machine moves with everything else that
 runs. This measures only what differs between lsd and the bare proxy: both apps are called in this process with
@@ -9,6 +9,8 @@ ASGI messages (32 concurrent callers, the same body as `make bench`), each calli
 production settings (every inference recorded by its writer into a throwaway PostgreSQL, access log on, to
 /dev/null) and the CPU time of this process per request is reported, with the part spent in the garbage collector.
 Rounds alternate between the apps; the table shows medians. Use it to see what a change to the request path costs.
+`--breakdown` adds lsd with its access log off, with recording off (`[gateway.observability] enabled = false`),
+and with both off: what each costs, and what the engine alone costs over the bare proxy.
 """
 
 from __future__ import annotations
@@ -121,15 +123,28 @@ async def measure(app: Any, requests: int, rounds: int, results: dict[str, list[
             gc.callbacks.remove(clock)
 
 
+def variants(config_text: str, breakdown: bool) -> dict[str, tuple[str, str]]:
+    """lsd's variants to run: name -> (config text, LSD_LOG_LEVEL)."""
+    unrecorded = config_text.replace("enabled = true\nasync_writes", "enabled = false\nasync_writes", 1)
+    assert unrecorded != config_text
+    runs = {"lsd": (config_text, "INFO")}
+    if breakdown:
+        runs["lsd, access log off"] = (config_text, "WARNING")
+        runs["lsd, recording off"] = (unrecorded, "INFO")
+        runs["lsd, both off"] = (unrecorded, "WARNING")
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.app_cost", description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=10_000, help="requests per round (default 10000)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per app, alternating (default 3)")
+    p.add_argument("--breakdown", action="store_true", help="also lsd without access log, recording, both")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="lsd-bench-app-"))
     cluster = Cluster(workdir / "postgres")
-    results: dict[str, list[dict[str, float]]] = {"bare": [], "lsd": []}
+    results: dict[str, list[dict[str, float]]] = {}
     # lsd's access log goes to stderr: point it at /dev/null for the run, keep our own output on stdout.
     saved_stderr = os.dup(2)
     try:
@@ -137,16 +152,18 @@ def main(argv: list[str] | None = None) -> int:
         database_url = cluster.create("bench_app", migrated=True)
         with Children(workdir) as children:
             _, fake_url = start_fake(children, workdir, 0.0)
-            config = parse(
-                LSD_CONFIG.format(spool_dir=workdir / "spool", model=MODEL, api_base=f"{fake_url}/v1/"),
-                base_dir=workdir,
-            )
+            config_text = LSD_CONFIG.format(spool_dir=workdir / "spool", model=MODEL, api_base=f"{fake_url}/v1/")
+            runs = variants(config_text, args.breakdown)
+            results = {name: [] for name in ("bare", *runs)}
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 2)
-            lsd_logging.configure()  # as `lsd serve`: JSON access lines at INFO (to /dev/null here)
             for _ in range(args.rounds):
                 run_async(measure(build_bare_app(fake_url), args.requests, 1, results, "bare"))
-                run_async(measure(build_app(config, database_url), args.requests, 1, results, "lsd"))
+                for name, (text, level) in runs.items():
+                    os.environ["LSD_LOG_LEVEL"] = level
+                    lsd_logging.configure()  # as `lsd serve`: JSON access lines at INFO (to /dev/null here)
+                    app = build_app(parse(text, base_dir=workdir), database_url)
+                    run_async(measure(app, args.requests, 1, results, name))
     except KeyboardInterrupt:
         return 130
     finally:
@@ -155,14 +172,15 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop()
             shutil.rmtree(workdir, ignore_errors=True)
     summary = {
-        name: {key: statistics.median(r[key] for r in runs) for key in ("cpu_us", "gc_us")}
-        for name, runs in results.items()
+        name: {key: statistics.median(r[key] for r in samples) for key in ("cpu_us", "gc_us")}
+        for name, samples in results.items()
     }
-    print("| app | CPU µs/request (median) | of which GC | rounds |")
-    print("|---|---:|---:|---:|")
+    bare = summary["bare"]["cpu_us"]
+    print("| app | CPU µs/request (median) | over bare | of which GC | rounds |")
+    print("|---|---:|---:|---:|---:|")
     for name, values in summary.items():
-        print(f"| {name} | {values['cpu_us']:.1f} | {values['gc_us']:.1f} | {len(results[name])} |")
-    print(f"\nlsd - bare: {summary['lsd']['cpu_us'] - summary['bare']['cpu_us']:.1f} µs of CPU per request")
+        over = f"+{values['cpu_us'] - bare:.1f}" if name != "bare" else ""
+        print(f"| {name} | {values['cpu_us']:.1f} | {over} | {values['gc_us']:.1f} | {len(results[name])} |")
     saved = report.save({"machine": report.machine(), "app_cost": {"runs": results, "median": summary}})
     print(f"results: {saved}")
     return 0
