@@ -6,18 +6,18 @@ import contextlib
 import gc
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from lsd.api.access_log import AccessLog
-from lsd.api.direct import DirectRoutes
 from lsd.api.errors import handle_lsd_error, handle_not_found
+from lsd.api.front import FrontDoor
 from lsd.api.guard import Guard
 from lsd.api.routes import ROUTES
 from lsd.api.state import AppState
-from lsd.api.tracing import TraceContext
 from lsd.config import load
 from lsd.config.model import Config
 from lsd.errors import LsdError
@@ -38,7 +38,7 @@ GC_GEN0_THRESHOLD = 20_000
 METRICS_FLUSH_INTERVAL_S = 1.0  # how stale another worker's counts may be in a scrape
 
 
-def build_app(config: Config, database_url: str | DatabaseUrls, *, models: ModelTable | None = None) -> Starlette:
+def build_app(config: Config, database_url: str | DatabaseUrls, *, models: ModelTable | None = None) -> Gateway:
     """The gateway as an ASGI app. Nothing connects until the lifespan starts."""
     model_table = models or ModelTable.from_config(config)
     embedding_models = ModelTable.embeddings_from_config(config)
@@ -85,16 +85,26 @@ def build_app(config: Config, database_url: str | DatabaseUrls, *, models: Model
                 await jobs.close()
                 access_log.flush()
 
-    middleware = [Middleware(AccessLog, sink=access_log)]
-    if config.gateway.otlp_traces.enabled:  # only then: W3C traceparent continues the caller's trace
-        middleware.append(Middleware(TraceContext))
-    return Starlette(
+    return Gateway(
+        front=lambda app: FrontDoor(
+            app, Guard(config.gateway), AccessLog(access_log), tracing=config.gateway.otlp_traces.enabled
+        ),
         routes=ROUTES,
-        # DirectRoutes innermost: POST /inference skips the router but not the middleware above it (the Guard).
-        middleware=[*middleware, Middleware(Guard, gateway=config.gateway), Middleware(DirectRoutes)],
         lifespan=lifespan,
         exception_handlers={LsdError: handle_lsd_error, HTTPException: handle_not_found},
     )
+
+
+class Gateway(Starlette):
+    """Starlette with the front door (lsd.api.front) outside its middleware stack: POST /inference, the hot path,
+    passes one layer instead of starlette's error middleware, the Guard, the access log and the router."""
+
+    def __init__(self, *, front: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.front = front
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self.front(super().build_middleware_stack())
 
 
 def _sampler(metrics: Metrics) -> Callable[[], Awaitable[None]]:

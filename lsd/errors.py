@@ -20,7 +20,8 @@ The API maps this tree to JSON in one place (lsd.api.errors); nothing else choos
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from lsd.immutable import immutable
 
 
 class LsdError(Exception):
@@ -109,7 +110,7 @@ class ProviderTimeout(ProviderError):
     http_status = 408
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AttemptFailure:
     """One failed attempt, summarised for the 502 body (never holds secrets)."""
 

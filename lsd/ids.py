@@ -46,26 +46,36 @@ MIN_EPISODE_TIMESTAMP_S = 1579751960  # 2020-01-23, as TensorZero
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
     """A new UUIDv7 for the current unix time, strictly increasing per process; or for a given time
     (`now_ms`), unique by its random bits but outside that ordering."""
-    if now_ms is not None:
-        with _lock:
-            rand = _random.bits(10)
-        value = (now_ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | (rand >> 64 & 0xFFF) << 64 | 0b10 << 62
-        return uuid.UUID(int=value | rand & 0x3FFFFFFFFFFFFFFF)
-    ms = int(time.time() * 1000)
     with _lock:
-        last_ms, counter = _state
-        if ms <= last_ms:
-            ms = last_ms
-            counter += 1
-            if counter > 0xFFF:
-                ms += 1
-                counter = 0
+        rand = _random.bits(10)  # 16 bits for a new millisecond's counter, 64 for rand_b
+        if now_ms is None:
+            ms = time.time_ns() // 1_000_000
+            last_ms, counter = _state
+            if ms <= last_ms:
+                ms = last_ms
+                counter += 1
+                if counter > 0xFFF:
+                    ms += 1
+                    counter = 0
+            else:
+                counter = rand >> 64 & 0x3FF  # a random start leaves room to count up within the millisecond
+            _state[0], _state[1] = ms, counter
         else:
-            counter = _random.bits(2) & 0x3FF
-        _state[0], _state[1] = ms, counter
-        rand_b = _random.bits(8) & 0x3FFFFFFFFFFFFFFF
-    value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
-    return uuid.UUID(int=value)
+            ms, counter = now_ms, rand >> 64 & 0xFFF
+    return _uuid((ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand & 0x3FFFFFFFFFFFFFFF)
+
+
+def _uuid(value: int) -> uuid.UUID:
+    """uuid.UUID(int=value) without its argument checks (half its cost; `value` is a valid 128-bit UUIDv7)."""
+    made = _new(uuid.UUID)
+    _set(made, "int", value)
+    _set(made, "is_safe", _UNKNOWN_SAFETY)
+    return made
+
+
+_new = object.__new__
+_set = object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
 
 
 def uuid7_floor(at: datetime) -> uuid.UUID:

@@ -5,16 +5,17 @@ The domain builds these (ids and timestamps included); the store writes them as 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 from uuid import UUID
 
+from lsd.immutable import immutable
+
 Json = Any
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ChatInferenceRecord:
     TABLE: ClassVar[str] = "chat_inferences"
     id: UUID
@@ -38,7 +39,7 @@ class ChatInferenceRecord:
     api_key_public_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class JsonInferenceRecord:
     TABLE: ClassVar[str] = "json_inferences"
     id: UUID
@@ -62,7 +63,7 @@ class JsonInferenceRecord:
     api_key_public_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ChatInferenceDataRecord:
     TABLE: ClassVar[str] = "chat_inference_data"
     inference_id: UUID
@@ -73,7 +74,7 @@ class ChatInferenceDataRecord:
     original_response: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class JsonInferenceDataRecord:
     TABLE: ClassVar[str] = "json_inference_data"
     inference_id: UUID
@@ -84,7 +85,7 @@ class JsonInferenceDataRecord:
     original_response: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ModelInferenceRecord:
     TABLE: ClassVar[str] = "model_inferences"
     id: UUID
@@ -110,7 +111,7 @@ class ModelInferenceRecord:
     streamed: bool
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ModelInferenceDataRecord:
     TABLE: ClassVar[str] = "model_inference_data"
     model_inference_id: UUID
@@ -122,7 +123,7 @@ class ModelInferenceDataRecord:
     api_key_sha256: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class EmbeddingInferenceRecord:
     TABLE: ClassVar[str] = "embedding_inferences"
     id: UUID
@@ -142,7 +143,7 @@ class EmbeddingInferenceRecord:
     api_key_public_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class BooleanMetricFeedbackRecord:
     TABLE: ClassVar[str] = "boolean_metric_feedback"
     id: UUID
@@ -155,7 +156,7 @@ class BooleanMetricFeedbackRecord:
     api_key_public_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class FloatMetricFeedbackRecord:
     TABLE: ClassVar[str] = "float_metric_feedback"
     id: UUID
@@ -168,7 +169,7 @@ class FloatMetricFeedbackRecord:
     api_key_public_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CommentFeedbackRecord:
     TABLE: ClassVar[str] = "comment_feedback"
     id: UUID
@@ -180,7 +181,7 @@ class CommentFeedbackRecord:
     api_key_public_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DemonstrationFeedbackRecord:
     TABLE: ClassVar[str] = "demonstration_feedback"
     id: UUID

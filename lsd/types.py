@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal, TypeAlias
+
+from lsd.immutable import immutable
 
 Role: TypeAlias = Literal["user", "assistant"]
 FinishReason: TypeAlias = Literal["stop", "stop_sequence", "length", "tool_call", "content_filter", "unknown"]
@@ -12,13 +14,13 @@ JsonMode: TypeAlias = Literal["off", "on", "strict", "tool"]
 Json: TypeAlias = Any
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Text:
     text: str
     type: Literal["text"] = "text"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class RawText:
     """Text that bypasses templates."""
 
@@ -26,7 +28,7 @@ class RawText:
     type: Literal["raw_text"] = "raw_text"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Template:
     """Arguments for a named template (or the role's schema'd template)."""
 
@@ -35,7 +37,7 @@ class Template:
     type: Literal["template"] = "template"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ToolCall:
     """A tool call made by the model; `arguments` is the raw JSON string the model produced."""
 
@@ -45,7 +47,7 @@ class ToolCall:
     type: Literal["tool_call"] = "tool_call"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ToolResult:
     id: str
     name: str
@@ -53,7 +55,7 @@ class ToolResult:
     type: Literal["tool_result"] = "tool_result"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class File:
     """An image or other file, by URL or inline base64 data."""
 
@@ -65,7 +67,7 @@ class File:
     type: Literal["file"] = "file"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Thought:
     text: str | None
     signature: str | None = None
@@ -73,7 +75,7 @@ class Thought:
     type: Literal["thought"] = "thought"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Unknown:
     data: Json
     model_name: str | None = None
@@ -85,13 +87,13 @@ ContentBlock: TypeAlias = Text | RawText | Template | ToolCall | ToolResult | Fi
 OutputBlock: TypeAlias = Text | ToolCall | Thought | Unknown
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Message:
     role: Role
     content: tuple[ContentBlock, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Input:
     """The request's input: an optional system (string or schema'd arguments) and the messages."""
 
@@ -99,7 +101,7 @@ class Input:
     messages: tuple[Message, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Usage:
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -111,7 +113,7 @@ class Usage:
         return Usage(add(self.input_tokens, other.input_tokens), add(self.output_tokens, other.output_tokens))
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class InferenceParams:
     """Sampling parameters; None means 'not set' (the provider's default applies)."""
 
@@ -134,7 +136,7 @@ class InferenceParams:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ToolSpec:
     name: str
     description: str
@@ -142,7 +144,7 @@ class ToolSpec:
     strict: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class BodyPatch:
     """An `extra_body` entry: set `value` at the JSON Pointer (a final "-" appends), or delete it. Optional
     filters limit it to a variant, a model or a model's provider."""
@@ -155,7 +157,7 @@ class BodyPatch:
     provider_name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class HeaderPatch:
     """An `extra_headers` entry: set or delete one HTTP header, with the same optional filters."""
 
@@ -167,7 +169,7 @@ class HeaderPatch:
     provider_name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ProviderRequest:
     """What a provider is asked to do: rendered messages (templates already applied) and parameters."""
 
@@ -181,7 +183,7 @@ class ProviderRequest:
     stream: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ProviderResponse:
     """One successful provider call; raw_request/raw_response are what crossed the wire (redacted later)."""
 
@@ -195,7 +197,7 @@ class ProviderResponse:
     api_key_sha256: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class StreamChunk:
     """One streamed delta: text, a tool call fragment, or (last) usage and finish reason.
 
@@ -214,7 +216,7 @@ class StreamChunk:
     api_key_sha256: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class EmbeddingResponse:
     embeddings: tuple[tuple[float, ...], ...]
     usage: Usage

@@ -6,7 +6,7 @@ import concurrent.futures
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,7 +16,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from lsd.ids import uuid7
 from lsd.store import migrate
+from lsd.store.database import Database
 from lsd.store.local import LocalServer
+from tests.support.gateway import Daemons
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,8 +109,25 @@ def database_url(pg: PgCluster, template_db: str) -> Iterator[str]:
 
 
 @pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """An open connection pool (1 to 4 connections) on this test's database."""
+    db = Database(database_url, min_size=1, max_size=4)
+    await db.open()
+    yield db
+    await db.close()
+
+
+@pytest.fixture
 def empty_database_url(pg: PgCluster) -> Iterator[str]:
     """A fresh database with no migrations applied."""
     name = pg.create_database()
     yield pg.url(name)
     pg.drop_database(name)
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    """Starts `lsd serve` processes for one test (request `database_url` first: they stop before it is dropped)."""
+    started = Daemons(tmp_path)
+    yield started
+    started.stop()

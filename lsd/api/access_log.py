@@ -1,8 +1,9 @@
 """One structured log line per request: request id, route, status, latency and what the handler added.
 
-A pure ASGI middleware (no per-request task or body buffering). Handlers add fields (inference id, function,
-variant, model, provider) through `log_fields(request)` (or `scope_fields(scope)`). Lines go through a
-`LineSink` (buffered JSON lines). Prompts, outputs and secrets are never logged.
+The front door (lsd.api.front) asks for the request id when a request arrives and calls `finish` when it is
+answered. Handlers add fields (inference id, function, variant, model, provider) through `log_fields(request)`
+(or `scope_fields(scope)`). Lines go through a `LineSink` (buffered JSON lines). Prompts, outputs and secrets
+are never logged.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from lsd.api.auth import KEY_SCOPE
 from lsd.api.metrics import observe_http
@@ -32,46 +33,33 @@ def log_fields(request: Request[Any]) -> dict[str, Any]:
 
 
 class AccessLog:
-    def __init__(self, app: ASGIApp, sink: LineSink) -> None:
-        self.app = app
+    def __init__(self, sink: LineSink) -> None:
         self.sink = sink
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        request_id = _header(scope, b"x-request-id") or str(uuid7())
-        fields: dict[str, Any] = {}
-        scope[_FIELDS] = fields
-        status = 500
+    def start(self, scope: Scope) -> str:
+        """The request's id (the caller's `x-request-id`, else a new one); opens its log fields."""
+        scope[_FIELDS] = {}
+        return _header(scope, b"x-request-id") or str(uuid7())
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            observe_http(scope, status, time.perf_counter() - started)  # telemetry: lsd_http_requests_total
-            if self.sink.enabled():
-                route = scope.get("route")
-                method, path = scope["method"], scope["path"]
-                entry = {
-                    "request_id": request_id,
-                    "method": method,
-                    "route": getattr(route, "path", path),
-                    "status": status,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                    **fields,
-                }
-                key_id = scope.get(KEY_SCOPE)  # set by the Guard once a key is verified; never the secret
-                if key_id is not None:
-                    entry["api_key_public_id"] = key_id
-                self.sink.emit(f"{method} {path} {status}", entry)
+    def finish(self, scope: Scope, request_id: str, status: int, started: float) -> None:
+        """Count the answered request (lsd_http_requests_total) and write its line."""
+        elapsed = time.perf_counter() - started
+        observe_http(scope, status, elapsed)
+        if self.sink.enabled():
+            route = scope.get("route")
+            method, path = scope["method"], scope["path"]
+            entry = {
+                "request_id": request_id,
+                "method": method,
+                "route": getattr(route, "path", path),
+                "status": status,
+                "latency_ms": round(elapsed * 1000, 3),
+                **scope[_FIELDS],
+            }
+            key_id = scope.get(KEY_SCOPE)  # set by the Guard once a key is verified; never the secret
+            if key_id is not None:
+                entry["api_key_public_id"] = key_id
+            self.sink.emit(f"{method} {path} {status}", entry)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -1,64 +1,35 @@
-"""The Guard middleware: what every request passes before routing.
+"""The Guard: what every HTTP request passes before it is handled (run by the front door, lsd.api.front).
 
 In order: the peer address and scheme from `X-Forwarded-For`/`-Proto` (only from `gateway.trusted_proxies`),
-header count and size limits (431), the API key (401, see lsd.api.auth), and a deadline for the response to
-start (`gateway.request_timeout_s`, 504; a started stream is not cut). Refusals are JSON in the route's shape.
+header count and size limits (431), and the API key (401, see lsd.api.auth). Refusals are JSON in the route's
+shape (`send_error`). The deadline for the response to start (`gateway.request_timeout_s`, 504) is kept by
+lsd.api.deadlines.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from lsd.api.auth import authenticate, needs_key
 from lsd.api.errors import error_body, openai_error_body
 from lsd.config.model import GatewayConfig
-from lsd.errors import HeadersTooLarge, LsdError, RequestTimeout
+from lsd.errors import HeadersTooLarge, LsdError
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, gateway: GatewayConfig) -> None:
-        self.app = app
+    def __init__(self, gateway: GatewayConfig) -> None:
         self.gateway = gateway
-        self.timeout_s = gateway.request_timeout_s or None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def admit(self, scope: Scope) -> None:
+        """Check one request (rewriting its client address and scheme behind a trusted proxy); raises LsdError."""
         if self.gateway.trusted_proxies:
             self._forwarded(scope)
-        try:
-            self._check_headers(scope)
-            auth = scope["state"]["auth"]
-            if needs_key(auth, scope["path"]):
-                await authenticate(auth, scope)
-        except LsdError as exc:
-            await send_error(scope, send, exc)
-            return
-        if self.timeout_s is None:
-            await self.app(scope, receive, send)
-            return
-        started = False
-        deadline = asyncio.timeout(self.timeout_s)
-
-        async def send_started(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start" and not started:
-                started = True
-                deadline.reschedule(None)  # a started response (a long stream) is not cut
-            await send(message)
-
-        try:
-            async with deadline:
-                await self.app(scope, receive, send_started)
-        except TimeoutError:
-            if not deadline.expired() or started:
-                raise
-            limit = f"{self.gateway.request_timeout_s:g}"
-            await send_error(scope, send, RequestTimeout(f"no response within gateway.request_timeout_s ({limit} s)"))
+        self._check_headers(scope)
+        auth = scope["state"]["auth"]
+        if needs_key(auth, scope["path"]):
+            await authenticate(auth, scope)
 
     def _check_headers(self, scope: Scope) -> None:
         headers = scope["headers"]

@@ -17,7 +17,7 @@ from lsd.api.errors import error_response
 from lsd.api.state import AppState
 from lsd.errors import LsdError
 from lsd.inference.recording import block_to_json
-from lsd.inference.request import parse_inference_request
+from lsd.inference.request import InferenceRequest, parse_inference_request
 from lsd.inference.run import InferenceResult
 from lsd.inference.streaming import InferenceStream, StreamEvent, start_stream
 from lsd.types import OutputBlock, Text, Thought, ToolCall, Usage
@@ -87,19 +87,27 @@ async def respond(state: AppState, body: Any, fields: dict[str, Any], scope: Sco
     """Run one /inference body; `fields` (the access-log line) gets the ids and names; `scope` has the caller's
     key and `lsd-tag-*` headers."""
     parsed = identify(scope, parse_inference_request(body))
-    engine = state["engine"]
     if parsed.stream:
-        stream = await start_stream(engine, parsed)
-        fields.update(
-            inference_id=str(stream.inference_id),
-            function=stream.prepared.function.name,
-            variant=stream.variant_name,
-            model=stream.model.name,
-            provider=stream.opened.provider.name,
-            stream=True,
-        )
-        return StreamingResponse(sse(stream), media_type="text/event-stream", headers=SSE_HEADERS)
-    result = await engine.infer(parsed)
+        return await stream_response(state, parsed, fields)
+    return Response(await answer(state, parsed, fields), media_type="application/json")
+
+
+async def stream_response(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> Response:
+    stream = await start_stream(state["engine"], parsed)
+    fields.update(
+        inference_id=str(stream.inference_id),
+        function=stream.prepared.function.name,
+        variant=stream.variant_name,
+        model=stream.model.name,
+        provider=stream.opened.provider.name,
+        stream=True,
+    )
+    return StreamingResponse(sse(stream), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def answer(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> bytes:
+    """A non-streamed inference's JSON body."""
+    result = await state["engine"].infer(parsed)
     fields.update(
         inference_id=str(result.inference_id),
         function=result.function_name,
@@ -107,7 +115,7 @@ async def respond(state: AppState, body: Any, fields: dict[str, Any], scope: Sco
         model=result.model_name,
         provider=result.provider_name,
     )
-    return Response(json_response_bytes(result_to_json(result)), media_type="application/json")
+    return json_response_bytes(result_to_json(result))
 
 
 async def inference(request: Request[AppState]) -> Response:
@@ -118,11 +126,19 @@ async def inference(request: Request[AppState]) -> Response:
 
 
 async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-    """POST /inference as a bare ASGI app: no Request object, router or exception middleware on the hot path."""
+    """POST /inference as a bare ASGI app: no Request object, router or exception middleware on the hot path;
+    a non-streamed answer is sent as two ASGI messages without a Response object."""
     state: AppState = scope["state"]
     try:
         body = await receive_json(scope, receive, state["config"].gateway.max_body_bytes)
-        response = await respond(state, body, scope_fields(scope), scope)
+        parsed = identify(scope, parse_inference_request(body))
+        if not parsed.stream:
+            content = await answer(state, parsed, scope_fields(scope))
+            headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+            return
+        response = await stream_response(state, parsed, scope_fields(scope))
     except LsdError as exc:
         response = error_response(exc, scope["path"])
     await response(scope, receive, send)

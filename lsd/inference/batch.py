@@ -19,6 +19,7 @@ from uuid import UUID
 from lsd.config.model import FunctionConfig, VariantConfig
 from lsd.errors import InvalidRequest, NotFound, ProviderError
 from lsd.ids import uuid7
+from lsd.immutable import immutable
 from lsd.inference.batch_request import BatchRequest, reindexed
 from lsd.inference.batch_results import result_records, stored_result_json
 from lsd.inference.models import Model
@@ -34,14 +35,14 @@ from lsd.types import ProviderRequest
 log = logging.getLogger("lsd.batch")
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class BatchSubmitted:
     batch_id: UUID
     inference_ids: tuple[UUID, ...]
     episode_ids: tuple[UUID, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class BatchView:
     """What `GET /batch_inference/{id}` reports: status, and once ended the recorded inferences and errors."""
 

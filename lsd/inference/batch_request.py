@@ -8,10 +8,10 @@ be, and an error names the batch's own path, e.g. `inputs[3].messages[0].content
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from lsd.errors import InvalidRequest, LsdError
+from lsd.immutable import immutable
 from lsd.inference.request import InferenceRequest, parse_inference_request
 
 _TOP_LEVEL = frozenset(
@@ -43,7 +43,7 @@ _ALIGNED = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class BatchRequest:
     function_name: str
     variant_name: str | None

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from lsd.immutable import immutable
 from lsd.inference.recording import block_to_json
 from lsd.inference.request import CacheOptions
 from lsd.providers.base import CallContext, Provider
@@ -44,7 +44,7 @@ def blocks_from_json(blocks: Sequence[dict[str, Any]]) -> tuple[OutputBlock, ...
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Cache:
     """The cache as one request sees it: where it lives and the request's cache_options."""
 

@@ -10,6 +10,7 @@ from uuid import UUID
 from lsd.config.model import Config
 from lsd.errors import AllAttemptsFailed, NotFound, ProviderError
 from lsd.ids import uuid7
+from lsd.immutable import immutable
 from lsd.inference.models import Model, ModelTable
 from lsd.inference.recording import Attempt, attempt_records, money, time_of
 from lsd.inference.routing import summarise
@@ -20,7 +21,7 @@ from lsd.records import EmbeddingInferenceRecord, Record
 from lsd.types import EmbeddingResponse
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class EmbeddingRequest:
     model_name: str
     inputs: tuple[str, ...]
@@ -31,7 +32,7 @@ class EmbeddingRequest:
     api_key_public_id: str | None = None  # the verified key's, set by the API layer
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class EmbeddingResult:
     inference_id: UUID
     model_name: str

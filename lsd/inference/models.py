@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from lsd.config.model import Config, ModelConfig, ProviderConfig, TimeoutsConfig
 from lsd.config.reader import ErrorSink
 from lsd.errors import ConfigError, NotFound
+from lsd.immutable import immutable
 from lsd.providers.base import Provider
 from lsd.providers.registry import PROVIDER_TYPES, build_provider
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Model:
     name: str
     providers: tuple[Provider, ...]  # in routing order

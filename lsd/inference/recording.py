@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -12,6 +12,7 @@ from uuid import UUID
 
 from lsd.errors import ProviderError
 from lsd.ids import uuid7
+from lsd.immutable import immutable
 from lsd.records import (
     ChatInferenceDataRecord,
     ChatInferenceRecord,
@@ -21,10 +22,10 @@ from lsd.records import (
     ModelInferenceRecord,
     Record,
 )
-from lsd.types import InferenceParams, Input, Message, ProviderResponse, Usage
+from lsd.types import InferenceParams, Input, Message, ProviderResponse, Text, Usage
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Attempt:
     """One provider call, successful or not, with everything its two rows need (never a key)."""
 
@@ -101,6 +102,8 @@ def time_of(inference_id: UUID) -> datetime:
 
 def block_to_json(block: Any) -> dict[str, Any]:
     """A content block as TensorZero's JSON (type first, None fields dropped)."""
+    if type(block) is Text:  # the common block, without the generic walk over its fields
+        return {"type": "text", "text": block.text}
     out: dict[str, Any] = {"type": block.type}
     for name in block.__dataclass_fields__:
         if name != "type":
@@ -126,7 +129,7 @@ def params_to_json(params: InferenceParams) -> dict[str, Any]:
     return {"chat_completion": values}
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class InferenceRow:
     """What the inference-level rows hold, for chat and json alike."""
 

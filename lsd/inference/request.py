@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import field
+from typing import Any, TypeVar
 from uuid import UUID
 
 import orjson
 
 from lsd.errors import InvalidRequest
 from lsd.ids import validate_episode_id
+from lsd.immutable import immutable
 from lsd.types import (
     BodyPatch,
     ContentBlock,
@@ -62,6 +63,8 @@ _TOP_LEVEL = frozenset(
         "internal_dynamic_variant_config",
     }
 )
+T = TypeVar("T")
+
 _PARAMS = (
     "temperature",
     "max_tokens",
@@ -75,7 +78,7 @@ _PARAMS = (
 _IGNORED_PARAMS = ("reasoning_effort", "service_tier", "thinking_budget_tokens", "verbosity")
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class InferenceRequest:
     input: Input
     function_name: str | None = None
@@ -99,7 +102,7 @@ class InferenceRequest:
     api_key_public_id: str | None = None  # set by the API layer from the verified key; never from the body
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CacheOptions:
     """`enabled`: on (read and write), off, read_only, write_only. `max_age_s`: oldest entry a read accepts."""
 
@@ -216,15 +219,11 @@ def parse_inference_request(body: Any) -> InferenceRequest:
         tags=tags,
         credentials=_string_map(body.get("credentials"), "credentials"),
         output_schema=output_schema,
-        extra_body=tuple(parse_body_patch(e, f"extra_body[{i}]") for i, e in enumerate(_list(body, "extra_body"))),
-        extra_headers=tuple(
-            parse_header_patch(e, f"extra_headers[{i}]") for i, e in enumerate(_list(body, "extra_headers"))
-        ),
+        extra_body=_parsed_list(body, "extra_body", parse_body_patch),
+        extra_headers=_parsed_list(body, "extra_headers", parse_header_patch),
         include_original_response=_bool(body, "include_original_response", "include_original_response"),
         allowed_tools=tuple(allowed) if allowed is not None else None,
-        additional_tools=tuple(
-            parse_tool(t, f"additional_tools[{i}]") for i, t in enumerate(_list(body, "additional_tools"))
-        ),
+        additional_tools=_parsed_list(body, "additional_tools", parse_tool),
         tool_choice=parse_tool_choice(body.get("tool_choice"), "tool_choice"),
         parallel_tool_calls=None
         if body.get("parallel_tool_calls") is None
@@ -233,9 +232,13 @@ def parse_inference_request(body: Any) -> InferenceRequest:
     )
 
 
-def _list(body: Mapping[str, Any], key: str) -> list[Any]:
+def _parsed_list(body: Mapping[str, Any], key: str, parse: Callable[[Any, str], T]) -> tuple[T, ...]:
+    """`body[key]`, an array, each item parsed with its path (`key[i]`); () when absent."""
     value = body.get(key)
-    return [] if value is None else list(_expect(value, list, key, "an array"))
+    if value is None:
+        return ()
+    _expect(value, list, key, "an array")
+    return tuple(parse(item, f"{key}[{i}]") for i, item in enumerate(value))
 
 
 _FILTERS = ("variant_name", "model_name", "provider_name", "model_provider_name")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from uuid import UUID
 
@@ -50,17 +51,19 @@ def order_variants(function: FunctionConfig, episode_id: UUID, pinned: str | Non
     return ordered + fallbacks
 
 
-async def tries(
+def tries(
     function: FunctionConfig, episode_id: UUID, pinned: str | None, models: ModelTable
-) -> AsyncGenerator[tuple[VariantConfig, Model], None]:
-    """Each (variant, model) to try, in order: every variant's retries back to back (with backoff between
-    them), then the next variant. The caller stops iterating at the first success."""
+) -> Iterator[tuple[VariantConfig, Model, float]]:
+    """Each (variant, model, backoff seconds to wait first) to try, in order: every variant's retries back to
+    back, then the next variant. The caller waits the backoff, and stops iterating at the first success. (A
+    plain generator, not an async one: the common single try costs no async-generator machinery.)"""
     for variant in order_variants(function, episode_id, pinned):
         model = models.get(variant.model)
         for retry in range(variant.retries.num_retries + 1):
-            if retry:
-                await asyncio.sleep(backoff_s(retry, variant.retries.max_delay_s))
-            yield variant, model
+            yield variant, model, backoff_s(retry, variant.retries.max_delay_s) if retry else 0.0
+
+
+_NO_TIMEOUT = contextlib.nullcontext()  # stateless, so shared: no Timeout object per call when none is set
 
 
 def _names(variant: str, model: Model, provider: Provider) -> tuple[str, str, str, str]:
@@ -121,7 +124,7 @@ async def call_model(
                 return hit
         timeout_ms = _timeout_ms(model, provider, variant, "non_streaming_total_ms")
         try:
-            async with asyncio.timeout(timeout_ms / 1000 if timeout_ms else None):
+            async with asyncio.timeout(timeout_ms / 1000) if timeout_ms else _NO_TIMEOUT:
                 response = await provider.infer(request, call_ctx)
         except TimeoutError:
             error: ProviderError = ProviderTimeout(

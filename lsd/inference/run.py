@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -14,6 +14,7 @@ import orjson
 from lsd.config.model import Config, FunctionConfig, VariantConfig
 from lsd.errors import AllAttemptsFailed, NotFound, ProviderError
 from lsd.ids import uuid7
+from lsd.immutable import immutable
 from lsd.inference.cache import Cache
 from lsd.inference.models import ModelTable
 from lsd.inference.recording import (
@@ -52,13 +53,13 @@ class Recorder(Protocol):
     def submit(self, records: Sequence[Record]) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class JsonOutput:
     raw: str | None
     parsed: Any | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class InferenceResult:
     inference_id: UUID
     episode_id: UUID
@@ -75,7 +76,7 @@ class InferenceResult:
     original_response: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Prepared:
     """Everything about one inference that does not depend on which variant runs."""
 
@@ -242,56 +243,56 @@ class Engine:
         ctx = self.call_context(request)
         cache = Cache(self.database, request.cache) if self.database and request.cache.enabled != "off" else None
         rendered: dict[str, ProviderRequest] = {}  # a variant's templates render once, whatever its retries
-        async with aclosing(tries(p.function, p.episode_id, request.variant_name, self.models)) as plan:
-            async for variant, model in plan:
-                if variant.name not in rendered:
-                    rendered[variant.name] = self.provider_request(p, variant, tools, stream=False)
-                provider_request = rendered[variant.name]
-                try:
-                    response = await call_model(model, variant, provider_request, ctx, attempts, cache)
-                except ProviderError:
-                    continue
-                last = attempts[-1]
-                settle(reservation, response.usage, response.cost)
-                output = self.output_of(p, response.content, tools)
-                row = self.row(
-                    p,
-                    variant,
-                    provider_request,
-                    tools,
-                    output,
-                    response.usage,
-                    response.cost,
-                    response.finish_reason,
-                    cached=last.cached,
-                    original_response=response.raw_response,
+        for variant, model, backoff_s in tries(p.function, p.episode_id, request.variant_name, self.models):
+            if backoff_s:
+                await asyncio.sleep(backoff_s)
+            if variant.name not in rendered:
+                rendered[variant.name] = self.provider_request(p, variant, tools, stream=False)
+            provider_request = rendered[variant.name]
+            try:
+                response = await call_model(model, variant, provider_request, ctx, attempts, cache)
+            except ProviderError:
+                continue
+            last = attempts[-1]
+            settle(reservation, response.usage, response.cost)
+            output = self.output_of(p, response.content, tools)
+            row = self.row(
+                p,
+                variant,
+                provider_request,
+                tools,
+                output,
+                response.usage,
+                response.cost,
+                response.finish_reason,
+                cached=last.cached,
+                original_response=response.raw_response,
+            )
+            if not request.dryrun:
+                self.remember(p, variant.name)
+                await self.recorder.record(
+                    inference_records(row) + attempt_records(p.inference_id, p.function.type, p.function.name, attempts)
                 )
-                if not request.dryrun:
-                    self.remember(p, variant.name)
-                    await self.recorder.record(
-                        inference_records(row)
-                        + attempt_records(p.inference_id, p.function.type, p.function.name, attempts)
-                    )
-                if self.telemetry is not None:  # telemetry: metrics and spans, once per inference
-                    self.telemetry.finished(
-                        p, attempts, usage=response.usage, cost=response.cost, finish_reason=response.finish_reason,
-                        request=provider_request, output=output,
-                    )  # fmt: skip
-                return InferenceResult(
-                    inference_id=p.inference_id,
-                    episode_id=p.episode_id,
-                    function_name=p.function.name,
-                    variant_name=variant.name,
-                    content=output if p.function.type == "chat" else [],
-                    output=JsonOutput(output["raw"], output["parsed"]) if p.function.type == "json" else None,
-                    usage=response.usage,
-                    cost=response.cost,
-                    finish_reason=response.finish_reason,
-                    model_name=model.name,
-                    provider_name=last.provider_name,
-                    cached=last.cached,
-                    original_response=response.raw_response if request.include_original_response else None,
-                )
+            if self.telemetry is not None:  # telemetry: metrics and spans, once per inference
+                self.telemetry.finished(
+                    p, attempts, usage=response.usage, cost=response.cost, finish_reason=response.finish_reason,
+                    request=provider_request, output=output,
+                )  # fmt: skip
+            return InferenceResult(
+                inference_id=p.inference_id,
+                episode_id=p.episode_id,
+                function_name=p.function.name,
+                variant_name=variant.name,
+                content=output if p.function.type == "chat" else [],
+                output=JsonOutput(output["raw"], output["parsed"]) if p.function.type == "json" else None,
+                usage=response.usage,
+                cost=response.cost,
+                finish_reason=response.finish_reason,
+                model_name=model.name,
+                provider_name=last.provider_name,
+                cached=last.cached,
+                original_response=response.raw_response if request.include_original_response else None,
+            )
         settle(reservation, Usage(0, 0), 0.0)
         if not request.dryrun:
             await self.recorder.record(attempt_records(p.inference_id, p.function.type, p.function.name, attempts))

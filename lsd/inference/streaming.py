@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from lsd.config.model import VariantConfig
 from lsd.errors import AllAttemptsFailed, ProviderError, ProviderTimeout
+from lsd.immutable import immutable
 from lsd.inference.models import Model
 from lsd.inference.recording import Attempt, attempt_records, inference_records
 from lsd.inference.request import InferenceRequest
@@ -28,7 +28,7 @@ from lsd.records import Record
 from lsd.types import OutputBlock, ProviderRequest, StreamChunk, Text, Thought, ToolCall, Usage
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class StreamEvent:
     """One event for the client: content deltas, or (last) usage and finish reason, or an error."""
 
@@ -230,16 +230,17 @@ async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceSt
     attempts: list[Attempt] = []
     ctx = engine.call_context(request)
     rendered: dict[str, ProviderRequest] = {}
-    async with aclosing(tries(p.function, p.episode_id, request.variant_name, engine.models)) as plan:
-        async for variant, model in plan:
-            if variant.name not in rendered:
-                rendered[variant.name] = engine.provider_request(p, variant, tools, stream=True)
-            provider_request = rendered[variant.name]
-            try:
-                opened = await open_stream(model, variant, provider_request, ctx, attempts)
-            except ProviderError:
-                continue
-            return InferenceStream(engine, p, variant, model, provider_request, tools, opened, attempts, reservation)
+    for variant, model, backoff_s in tries(p.function, p.episode_id, request.variant_name, engine.models):
+        if backoff_s:
+            await asyncio.sleep(backoff_s)
+        if variant.name not in rendered:
+            rendered[variant.name] = engine.provider_request(p, variant, tools, stream=True)
+        provider_request = rendered[variant.name]
+        try:
+            opened = await open_stream(model, variant, provider_request, ctx, attempts)
+        except ProviderError:
+            continue
+        return InferenceStream(engine, p, variant, model, provider_request, tools, opened, attempts, reservation)
     settle(reservation, Usage(0, 0), 0.0)
     if not request.dryrun:
         engine.recorder.submit(attempt_records(p.inference_id, p.function.type, p.function.name, attempts))

@@ -83,16 +83,17 @@ class Templates:
     def _block(
         self, function: FunctionConfig, variant: VariantConfig, role: str, block: ContentBlock, i: int, j: int
     ) -> ContentBlock:
-        path = f"input.messages[{i}].content[{j}]"
         if isinstance(block, RawText):
             return Text(block.value)
         if isinstance(block, Text):
             if role in function.schemas:
+                path = _path(i, j)
                 raise InvalidRequest(
                     f"{path}: function {function.name!r} has a {role}_schema: send arguments, not text", field=path
                 )
             return block
         if isinstance(block, Template):
+            path = _path(i, j)
             name = block.name or role
             template = self._compiled.get((function.name, variant.name, name))
             if template is None:
@@ -119,3 +120,8 @@ class Templates:
             return str(template.render(**arguments))
         except TemplateError as exc:
             raise InvalidRequest(f"{path}: template failed: {exc}", field=path) from None
+
+
+def _path(i: int, j: int) -> str:
+    """Where a content block is in the request (built only when needed: an error or a template)."""
+    return f"input.messages[{i}].content[{j}]"

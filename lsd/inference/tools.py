@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from lsd.config.model import Config, FunctionConfig
 from lsd.errors import InvalidRequest
+from lsd.immutable import immutable
 from lsd.inference.schemas import conforms
 from lsd.types import ToolCall, ToolSpec
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ToolParams:
     tools: tuple[ToolSpec, ...]
     tool_choice: str | Mapping[str, str]

@@ -6,7 +6,7 @@ import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -14,6 +14,7 @@ import orjson
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.errors import InvalidRequest, ProviderError
+from lsd.immutable import immutable
 from lsd.providers.transport import Transport
 from lsd.types import (
     BodyPatch,
@@ -26,7 +27,7 @@ from lsd.types import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class CallContext:
     """What a provider call needs besides the request: the shared transport and per-request credentials."""
 
@@ -38,7 +39,7 @@ class CallContext:
     extra_headers: tuple[HeaderPatch, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class KeyLocation:
     """Where a provider's API key comes from: `env::VAR`, `dynamic::NAME` (request credentials) or `none`."""
 
@@ -78,7 +79,7 @@ class KeyLocation:
 BatchStatus = Literal["pending", "completed", "failed"]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class BatchSubmission:
     """A provider batch just started. `data` is what `poll_batch` needs later (stored with the batch, so any
     process can poll it); `item_requests` holds each item's request body as sent, by custom id."""
@@ -91,7 +92,7 @@ class BatchSubmission:
     item_requests: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class BatchItemResult:
     """One item of a finished batch: a response, or the error the provider reported for it."""
 
@@ -100,7 +101,7 @@ class BatchItemResult:
     error: ProviderError | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class BatchPoll:
     """A provider batch's state. `results` is filled once it ended (completed, or failed with partial results)."""
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from lsd.errors import ProviderError
+from lsd.immutable import immutable
 from lsd.providers.base import BatchItemResult
 from lsd.providers.http import HttpProvider
 from lsd.types import FinishReason, OutputBlock, ProviderResponse, Usage
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ResultLine:
     """The answer's parts, or the error message (`kind` is the attempt's error kind; `status` the HTTP status
     the provider reports for the line, where it reports one)."""

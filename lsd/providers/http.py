@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -20,6 +20,7 @@ import orjson
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.errors import ProviderError
+from lsd.immutable import immutable
 from lsd.providers.base import (
     CallContext,
     KeyLocation,
@@ -45,9 +46,10 @@ from lsd.types import (
 
 # OpenAI's Batch API and Anthropic's Message Batches both bill half the live price.
 BATCH_DISCOUNT = 0.5
+USER_AGENT = "lsd"  # sent to providers (aiohttp would add its own, at a cost: lsd.providers.transport)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Pricing:
     """The `cost` option (or `batch_cost`): price per million input and output tokens."""
 
@@ -97,7 +99,7 @@ def check_url(options: Table, key: str, value: str | None) -> str:
     return value
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Call:
     """One prepared POST, before any I/O: where it goes, the body as sent, its headers and the key they carry
     (never stored: rows get `request_headers` and `api_key_sha256`)."""
@@ -118,7 +120,7 @@ class Call:
         return key_fingerprint(self.key)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Exchange:
     """One successful JSON POST: the call and the answer, as received and decoded."""
 
@@ -178,7 +180,7 @@ class HttpProvider(Provider):
         return self._model_name
 
     def headers(self, key: str | None, *, stream: bool = False) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         if key is not None:
             headers[self.key_header] = f"{self.key_prefix}{key}"
         return headers

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+
+from lsd.immutable import immutable
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class SseEvent:
     event: str | None
     data: str

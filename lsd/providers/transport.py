@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import aiohttp
 
 from lsd.errors import ProviderError, ProviderTimeout
+from lsd.immutable import immutable
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class HttpResponse:
     status: int
     body: bytes
@@ -30,12 +30,13 @@ class Transport:
         self._limit_per_host = limit_per_host
         self._default_timeout_s = default_timeout_s
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=self._limit_per_host, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
-        )
+        # No skip_auto_headers: it makes aiohttp copy every request's headers; providers send their own
+        # User-Agent instead (lsd.providers.http), so aiohttp's is never added.
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -49,7 +50,11 @@ class Transport:
         return self._session
 
     def _timeout(self, timeout_s: float | None) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=timeout_s or self._default_timeout_s)
+        total = timeout_s or self._default_timeout_s
+        timeout = self._timeouts.get(total)
+        if timeout is None:  # one per configured timeout: a handful in all
+            timeout = self._timeouts[total] = aiohttp.ClientTimeout(total=total)
+        return timeout
 
     async def post(
         self,
@@ -63,7 +68,7 @@ class Transport:
         with _mapped_errors(provider, f"timed out after {timeout_s}s"):
             async with self.session.post(url, data=body, headers=headers, timeout=self._timeout(timeout_s)) as resp:
                 data = await resp.read()
-                return HttpResponse(resp.status, data, dict(resp.headers))
+                return HttpResponse(resp.status, data, resp.headers)
 
     async def get(
         self, url: str, headers: Mapping[str, str], *, provider: str, timeout_s: float | None = None
@@ -71,7 +76,7 @@ class Transport:
         """GET `url` (batch status and result files)."""
         with _mapped_errors(provider, f"timed out after {timeout_s}s"):
             async with self.session.get(url, headers=headers, timeout=self._timeout(timeout_s)) as resp:
-                return HttpResponse(resp.status, await resp.read(), dict(resp.headers))
+                return HttpResponse(resp.status, await resp.read(), resp.headers)
 
     async def stream_lines(
         self,
@@ -88,7 +93,7 @@ class Transport:
         with _mapped_errors(provider, "timed out while streaming"):
             async with self.session.post(url, data=body, headers=headers, timeout=self._timeout(timeout_s)) as resp:
                 if resp.status >= 300:
-                    yield HttpResponse(resp.status, await resp.read(), dict(resp.headers))
+                    yield HttpResponse(resp.status, await resp.read(), resp.headers)
                     return
                 first = True
                 while True:

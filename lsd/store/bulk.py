@@ -16,8 +16,11 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
+from psycopg.abc import Buffer
+from psycopg.types.json import Json, Jsonb, JsonbBinaryDumper, set_json_dumps
 
 from lsd.records import Record
 
@@ -42,14 +45,36 @@ def _row_function(columns: tuple[str, ...], types: tuple[str, ...]) -> Callable[
         return get
 
     # The binary numeric dumper takes Decimal or int, not float: convert by shortest repr (0.1 stays 0.1).
-    # Records already carry Decimal (lsd.inference.recording.money); this only guards other producers.
+    # Records already carry Decimal (lsd.inference.recording.money); this only guards other producers. A plain loop,
+    # not any() over a generator: this runs for every row, and costs ~0.16 µs instead of ~0.5.
     def row(record: Any) -> tuple[Any, ...]:
         values = get(record)
-        if any(isinstance(values[i], float) for i in numeric):
-            return tuple(Decimal(repr(v)) if isinstance(v, float) and i in numeric else v for i, v in enumerate(values))
+        for i in numeric:
+            if isinstance(values[i], float):
+                return tuple(
+                    Decimal(repr(v)) if isinstance(v, float) and j in numeric else v for j, v in enumerate(values)
+                )
         return values
 
     return row
+
+
+class _JsonbCopyDumper(JsonbBinaryDumper):
+    """jsonb for a binary COPY in one call per value (psycopg's own takes two Python calls and two isinstance)."""
+
+    _dumps = orjson.dumps
+
+    def dump(self, obj: Any) -> Buffer | None:
+        if isinstance(obj, Json | Jsonb):  # psycopg's wrappers, which may name their own dumps
+            return super().dump(obj)
+        return b"\x01" + orjson.dumps(obj)  # version 1 of jsonb's binary format, then the text
+
+
+def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Set up a connection `BulkInserter` will use: JSON encoded by orjson, as the spool encodes it (so a replay
+    inserts the same bytes), and the jsonb dumper COPY uses after set_types."""
+    set_json_dumps(orjson.dumps, context=conn)
+    conn.adapters.register_dumper(None, _JsonbCopyDumper)  # by oid only: what COPY looks up after set_types
 
 
 class BulkInserter:
@@ -98,10 +123,11 @@ class BulkInserter:
                 copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(target), columns)
                 async with conn.cursor().copy(copy_sql) as copy:
                     copy.set_types(list(spec.types))
+                    to_row, write_row = spec.row, copy.write_row
                     # Encoding runs on the event loop: let other tasks in every few rows, so a flush does not
                     # stall requests for its whole batch (one worker at 500 req/s: p99 ~3.7 -> ~2.8 ms).
                     for i, row in enumerate(rows, 1):
-                        await copy.write_row(spec.row(row))
+                        await write_row(to_row(row))
                         if not i % YIELD_EVERY_ROWS:
                             await asyncio.sleep(0)
                 if idempotent:

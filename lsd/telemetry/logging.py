@@ -20,12 +20,13 @@ import orjson
 
 def json_line(logger: str, level: str, message: str, fields: dict[str, Any] | None, created: float) -> bytes:
     """One JSON log line (without the newline): time, level, logger, message, then the fields."""
-    entry: dict[str, Any] = {
-        "time": datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds"),
-        "level": level,
-        "logger": logger,
-        "message": message,
-    }
+    return _line(
+        datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds"), logger, level, message, fields
+    )
+
+
+def _line(time_text: str, logger: str, level: str, message: str, fields: dict[str, Any] | None) -> bytes:
+    entry: dict[str, Any] = {"time": time_text, "level": level, "logger": logger, "message": message}
     if fields:
         entry.update(fields)
     return orjson.dumps(entry, default=str)
@@ -71,6 +72,7 @@ class LineSink:
         self._max_bytes = max_bytes
         self._buffer = bytearray()
         self._timer: asyncio.TimerHandle | None = None
+        self._second, self._second_text = -1, ""
         # Direct only where configure() set up JSON lines on stderr; otherwise `logging` decides (tests, embedding).
         self._direct = any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
 
@@ -81,7 +83,7 @@ class LineSink:
         if not self._direct:
             self._log.info(message, extra={"fields": fields})
             return
-        self._buffer += json_line(self._name, "info", message, fields, time.time())
+        self._buffer += _line(self._time(time.time()), self._name, "info", message, fields)
         self._buffer += b"\n"
         if len(self._buffer) >= self._max_bytes:
             self.flush()
@@ -92,6 +94,14 @@ class LineSink:
                 self.flush()
                 return
             self._timer = loop.call_later(self._max_delay_s, self.flush)
+
+    def _time(self, now: float) -> str:
+        """`now` as json_line writes it (ISO 8601, milliseconds, UTC), the date part formatted once a second."""
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{int((now - second) * 1000):03d}+00:00"
 
     def flush(self) -> None:
         if self._timer is not None:

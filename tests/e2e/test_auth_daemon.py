@@ -8,8 +8,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import httpx
@@ -21,23 +20,13 @@ from psycopg import sql
 
 from lsd.store.local import free_port
 from tests.fakes.openai_server import FakeOpenAI
-from tests.support.gateway import Daemon, run_lsd
+from tests.support.configs import chat_function, echo_chat, openai_model
+from tests.support.gateway import Daemon, Daemons, run_lsd
 
-BASE = """
+BASE = f"""
 [gateway.observability.batch_writes]
 flush_interval_ms = 20
-
-[models.echo]
-routing = ["dummy"]
-[models.echo.providers.dummy]
-type = "dummy"
-model_name = "echo"
-
-[functions.chat]
-type = "chat"
-[functions.chat.variants.a]
-type = "chat_completion"
-model = "echo"
+{echo_chat()}
 """
 AUTH = "[gateway.auth]\nenabled = true\n[gateway.auth.cache]\nttl_ms = 600000\n"
 MESSAGE = {"messages": [{"role": "user", "content": "hello"}]}
@@ -46,24 +35,14 @@ Start = Callable[..., list[Daemon]]
 
 
 @pytest.fixture
-def replicas(tmp_path: Path, database_url: str) -> Iterator[Start]:
-    started: list[Daemon] = []
-
+def replicas(database_url: str, daemons: Daemons) -> Start:
     def start(count: int, config: str, env: dict[str, str] | None = None) -> list[Daemon]:
-        daemons = []
-        for _ in range(count):
-            path = tmp_path / f"lsd{len(started)}.toml"
-            path.write_text(config)
-            daemon = Daemon(path, database_url, env=env)
-            started.append(daemon)
-            daemons.append(daemon)
-        for daemon in daemons:
+        started = [daemons.start(config, database_url, env=env, wait=False) for _ in range(count)]
+        for daemon in started:
             daemon.wait_ready()
-        return daemons
+        return started
 
-    yield start
-    for daemon in started:
-        daemon.terminate()
+    return start
 
 
 def keys_cli(database_url: str, *args: str) -> str:
@@ -157,10 +136,8 @@ COOKIE = "session=COOKIE-SECRET-8e2c"
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:
-    server = FakeOpenAI(api_key=PROVIDER_KEY)
-    await server.start()
-    yield server
-    await server.stop()
+    async with FakeOpenAI(api_key=PROVIDER_KEY) as server:
+        yield server
 
 
 @pytest.fixture
@@ -196,19 +173,8 @@ async def test_no_secret_in_any_table_log_or_trace(
 enabled = true
 endpoint = "{endpoint}"
 include_content = true
-[models.gpt]
-routing = ["openai"]
-[models.gpt.providers.openai]
-type = "openai"
-model_name = "gpt-4o-mini"
-api_base = "{fake.api_base}"
-api_key_location = "env::FAKE_OPENAI_KEY"
-
-[functions.gpt]
-type = "chat"
-[functions.gpt.variants.a]
-type = "chat_completion"
-model = "gpt"
+{openai_model("gpt", fake.api_base, key_location="env::FAKE_OPENAI_KEY")}
+{chat_function("gpt", model="gpt")}
 """
     )
     env = {"FAKE_OPENAI_KEY": PROVIDER_KEY, "OTEL_BSP_SCHEDULE_DELAY": "50"}

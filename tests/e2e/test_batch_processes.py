@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tests.support.gateway import ROOT, Daemon, lsd_command, run_lsd
+from tests.support.gateway import ROOT, Daemons, lsd_command, run_lsd
 
 CONFIG = """
 [gateway.batch]
@@ -51,12 +51,10 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     return config, inputs
 
 
-def test_two_replicas_and_the_cli_record_a_batch_once(tmp_path: Path, database_url: str) -> None:
+def test_two_replicas_and_the_cli_record_a_batch_once(tmp_path: Path, database_url: str, daemons: Daemons) -> None:
     config, inputs = setup(tmp_path)
     env = {"LSD_DATABASE_URL": database_url}
-    replica = tmp_path / "replica.toml"  # its own file, so each daemon logs to its own file
-    replica.write_text(config.read_text())
-    daemons = [Daemon(config, database_url), Daemon(replica, database_url)]
+    replicas = [daemons.start(config.read_text(), database_url, wait=False) for _ in range(2)]
     results = tmp_path / "results.jsonl"
     stop = threading.Event()
 
@@ -66,7 +64,7 @@ def test_two_replicas_and_the_cli_record_a_batch_once(tmp_path: Path, database_u
                 assert client.get(f"/batch_inference/{batch_id}").status_code == 200
 
     try:
-        for daemon in daemons:
+        for daemon in replicas:
             daemon.wait_ready()
         # The dummy batch ends 3 s after submission: by then both replicas (their pollers and the GETs below)
         # and `lsd batch wait` are all polling it every 0.1 s.
@@ -75,7 +73,7 @@ def test_two_replicas_and_the_cli_record_a_batch_once(tmp_path: Path, database_u
         batch = json.loads(submitted.stdout)
         assert len(batch["inference_ids"]) == INPUTS
         threads = [
-            threading.Thread(target=hammer, args=(d.base_url, batch["batch_id"])) for d in daemons for _ in range(2)
+            threading.Thread(target=hammer, args=(d.base_url, batch["batch_id"])) for d in replicas for _ in range(2)
         ]
         for thread in threads:
             thread.start()
@@ -108,10 +106,10 @@ def test_two_replicas_and_the_cli_record_a_batch_once(tmp_path: Path, database_u
         assert status.returncode == 0 and json.loads(status.stdout)["status"] == "completed"
     finally:
         stop.set()
-        for daemon in daemons:
+        for daemon in replicas:
             daemon.terminate()
     # Exactly one of the three processes recorded the results (each logs it when its transaction won).
-    logs = [daemon.log() for daemon in daemons] + [err]
+    logs = [daemon.log() for daemon in replicas] + [err]
     assert sum(log.count("results recorded") for log in logs) == 1, logs
     assert sum(log.count("already been recorded") for log in logs) >= 1, logs  # the race did happen
 
@@ -146,22 +144,16 @@ def test_usage_errors(tmp_path: Path, database_url: str) -> None:
         assert conn.execute("SELECT count(*) FROM batch_requests").fetchone() == (0,)
 
 
-def test_the_demo_config_completes_a_batch(tmp_path: Path, database_url: str) -> None:
-    demo = tmp_path / "demo.toml"  # a copy, so the daemon's log goes to tmp_path
-    demo.write_text((ROOT / "config" / "lsd.toml").read_text())
-    daemon = Daemon(demo, database_url)
-    try:
-        daemon.wait_ready()
-        with httpx.Client(base_url=daemon.base_url) as client:
-            inputs = [{"messages": [{"role": "user", "content": "hi"}]}]
-            r = client.post("/batch_inference", json={"function_name": "chat", "inputs": inputs})
-            assert r.status_code == 200, r.text
-            batch_id = r.json()["batch_id"]
-            deadline = time.monotonic() + 10
-            while (answer := client.get(f"/batch_inference/{batch_id}").json())["status"] == "pending":
-                assert time.monotonic() < deadline, "still pending"
-                time.sleep(0.2)
-        assert answer["status"] == "completed"
-        assert answer["inferences"][0]["content"] == [{"type": "text", "text": "echo: hi"}]
-    finally:
-        daemon.terminate()
+def test_the_demo_config_completes_a_batch(database_url: str, daemons: Daemons) -> None:
+    daemon = daemons.start((ROOT / "config" / "lsd.toml").read_text(), database_url)
+    with httpx.Client(base_url=daemon.base_url) as client:
+        inputs = [{"messages": [{"role": "user", "content": "hi"}]}]
+        r = client.post("/batch_inference", json={"function_name": "chat", "inputs": inputs})
+        assert r.status_code == 200, r.text
+        batch_id = r.json()["batch_id"]
+        deadline = time.monotonic() + 10
+        while (answer := client.get(f"/batch_inference/{batch_id}").json())["status"] == "pending":
+            assert time.monotonic() < deadline, "still pending"
+            time.sleep(0.2)
+    assert answer["status"] == "completed"
+    assert answer["inferences"][0]["content"] == [{"type": "text", "text": "echo: hi"}]

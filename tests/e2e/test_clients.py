@@ -13,6 +13,7 @@ from openai import AsyncOpenAI
 from tensorzero import AsyncTensorZeroGateway
 
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.configs import openai_model, write_answer_schema
 from tests.support.gateway import Daemon
 
 KEY = "sk-fake-provider-key"
@@ -20,29 +21,21 @@ KEY = "sk-fake-provider-key"
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:
-    server = FakeOpenAI(api_key=KEY)
-    await server.start()
-    yield server
-    await server.stop()
+    async with FakeOpenAI(api_key=KEY) as server:
+        yield server
 
 
 @pytest.fixture
 def daemon(fake: FakeOpenAI, tmp_path: Path, database_url: str) -> Iterator[Daemon]:
     (tmp_path / "weather.json").write_text(json.dumps({"type": "object", "properties": {"text": {"type": "string"}}}))
-    (tmp_path / "answer.json").write_text(json.dumps({"type": "object", "required": ["answer"]}))
+    write_answer_schema(tmp_path)
     config = tmp_path / "lsd.toml"
     config.write_text(
         f"""
 [gateway.observability.batch_writes]
 flush_interval_ms = 20
 
-[models.gpt]
-routing = ["openai"]
-[models.gpt.providers.openai]
-type = "openai"
-model_name = "gpt-4o-mini"
-api_base = "{fake.api_base}"
-api_key_location = "env::FAKE_OPENAI_KEY"
+{openai_model("gpt", fake.api_base, key_location="env::FAKE_OPENAI_KEY")}
 
 [embedding_models.small]
 routing = ["openai"]

@@ -7,7 +7,6 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
@@ -16,55 +15,26 @@ import psycopg
 import pytest
 
 from lsd.store.local import LocalServer
-from tests.support.gateway import Daemon
+from tests.support.configs import echo_chat
+from tests.support.gateway import Daemon, Daemons
+from tests.support.polling import count, eventually
 
-CONFIG = """
+
+def config(flush_ms: int) -> str:
+    return f"""
 [gateway.observability.batch_writes]
-flush_interval_ms = {flush}
+flush_interval_ms = {flush_ms}
 max_rows = 100000
-
-[models.echo]
-routing = ["dummy"]
-[models.echo.providers.dummy]
-type = "dummy"
-model_name = "echo"
-
-[functions.chat]
-type = "chat"
-[functions.chat.variants.only]
-type = "chat_completion"
-model = "echo"
+{echo_chat(variant="only")}
 """
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path, database_url: str) -> Iterator[object]:
-    started: list[Daemon] = []
-
+def daemon_factory(database_url: str, daemons: Daemons) -> object:
     def start(flush_ms: int = 100, args: tuple[str, ...] = ()) -> Daemon:
-        path = tmp_path / f"lsd{len(started)}.toml"
-        path.write_text(CONFIG.format(flush=flush_ms))
-        daemon = Daemon(path, database_url, args=args)
-        started.append(daemon)
-        daemon.wait_ready()
-        return daemon
+        return daemons.start(config(flush_ms), database_url, args=args)
 
-    yield start
-    for daemon in started:
-        daemon.terminate()
-
-
-def wait_for_rows(database_url: str, query: str, params: tuple[object, ...], expected: int) -> int:
-    deadline = time.monotonic() + 10
-    count = -1
-    while time.monotonic() < deadline:
-        with psycopg.connect(database_url) as conn:
-            row = conn.execute(query, params).fetchone()
-            count = int(row[0]) if row else 0
-        if count >= expected:
-            return count
-        time.sleep(0.05)
-    return count
+    return start
 
 
 def test_inference_over_http_writes_three_matching_rows(daemon_factory, database_url: str) -> None:  # type: ignore[no-untyped-def]
@@ -79,10 +49,8 @@ def test_inference_over_http_writes_three_matching_rows(daemon_factory, database
     assert body["variant_name"] == "only"
     inference_id = UUID(body["inference_id"])
     assert inference_id.version == 7 and UUID(body["episode_id"]).version == 7
-    assert (
-        wait_for_rows(database_url, "SELECT count(*) FROM model_inferences WHERE inference_id = %s", (inference_id,), 1)
-        == 1
-    )
+    attempts = "SELECT count(*) FROM model_inferences WHERE inference_id = %s"
+    assert eventually(lambda: count(database_url, attempts, inference_id), 10) == 1
     with psycopg.connect(database_url) as conn:
         chat = conn.execute(
             "SELECT function_name, variant_name, episode_id, output, config_hash FROM chat_inferences WHERE id = %s",
@@ -197,8 +165,7 @@ def test_workers_spool_at_sigterm_while_the_database_is_down_and_replay_later(tm
         spool = tmp_path / "spool"
         path = tmp_path / "lsd.toml"
         path.write_text(
-            CONFIG.format(flush=50)
-            + f'\n[gateway.observability]\nspool_dir = "{spool}"\nshutdown_flush_timeout_s = 2\n'
+            config(50) + f'\n[gateway.observability]\nspool_dir = "{spool}"\nshutdown_flush_timeout_s = 2\n'
         )
         daemon = Daemon(path, url, args=("--workers", "2"))
         daemon.wait_ready()

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.support.configs import write_answer_schema
 from tests.support.gateway import run_lsd
 
 CONFIG = """
@@ -56,7 +57,7 @@ def line(text: str, answer: str) -> str:
 
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path]:
-    (tmp_path / "answer.json").write_text(json.dumps({"type": "object", "required": ["answer"]}))
+    write_answer_schema(tmp_path)
     # A chat judge built on `dummy::echo` answers "echo: <prompt>", never a bare number: each of its judgements
     # is a failure, counted as such, and the run goes on.
     (tmp_path / "judge.txt").write_text("{{ output.answer | length }}")

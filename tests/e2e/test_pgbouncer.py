@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,13 +19,16 @@ import psycopg
 import pytest
 
 from tests.conftest import PgCluster
-from tests.support.gateway import Daemon, run_lsd
+from tests.support.configs import boolean_metric, echo_chat
+from tests.support.gateway import Daemon, Daemons, run_lsd
 from tests.support.pgbouncer import PgBouncer
 from tests.support.polling import count, eventually
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = """
+
+def config(flush_ms: int) -> str:
+    return f"""
 [gateway.database]
 prepared_statements = false
 pool_max_size = 8
@@ -35,24 +37,9 @@ pool_max_size = 8
 statistics_refresh_interval_s = 0.2
 
 [gateway.observability.batch_writes]
-flush_interval_ms = {flush}
-
-[models.echo]
-routing = ["dummy"]
-[models.echo.providers.dummy]
-type = "dummy"
-model_name = "echo"
-
-[functions.chat]
-type = "chat"
-[functions.chat.variants.only]
-type = "chat_completion"
-model = "echo"
-
-[metrics.good]
-type = "boolean"
-optimize = "max"
-level = "inference"
+flush_interval_ms = {flush_ms}
+{echo_chat(variant="only")}
+{boolean_metric("good")}
 """
 
 
@@ -65,21 +52,12 @@ def bouncer(pg: PgCluster) -> Iterator[PgBouncer]:
 
 
 @pytest.fixture
-def serve(bouncer: PgBouncer, database_url: str, tmp_path: Path) -> Iterator[Any]:
-    started: list[Daemon] = []
-
+def serve(bouncer: PgBouncer, database_url: str, daemons: Daemons) -> Any:
     def start(flush_ms: int = 20) -> Daemon:
-        path = tmp_path / f"lsd{len(started)}.toml"
-        path.write_text(CONFIG.format(flush=flush_ms))
         env = {"LSD_SESSION_DATABASE_URL": database_url}
-        daemon = Daemon(path, bouncer.url(database_url), env=env)
-        started.append(daemon)
-        daemon.wait_ready()
-        return daemon
+        return daemons.start(config(flush_ms), bouncer.url(database_url), env=env)
 
-    yield start
-    for daemon in started:
-        daemon.terminate()
+    return start
 
 
 def _transactions(bouncer: PgBouncer, dbname: str) -> int:
@@ -193,45 +171,27 @@ lease = 0
 always = true
 model_inferences_per_minute = { capacity = 8, refill_rate = 1 }
 scope = [{ api_key_public_id = "lsd::each" }]
-
-[models.echo]
-routing = ["dummy"]
-[models.echo.providers.dummy]
-type = "dummy"
-model_name = "echo"
-
-[functions.chat]
-type = "chat"
-[functions.chat.variants.only]
-type = "chat_completion"
-model = "echo"
-"""
+""" + echo_chat(variant="only")
 
 
 def test_api_keys_revocation_and_rate_limits_through_pgbouncer(
-    bouncer: PgBouncer, database_url: str, tmp_path: Path
+    bouncer: PgBouncer, database_url: str, daemons: Daemons
 ) -> None:
     env = {"LSD_DATABASE_URL": bouncer.url(database_url), "LSD_SESSION_DATABASE_URL": database_url}
     created = run_lsd("keys", "create", "--description", "through pgbouncer", env=env)
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
     public_id = token.split("-")[2]
-    path = tmp_path / "auth.toml"
-    path.write_text(AUTH_CONFIG)
-    daemon = Daemon(path, bouncer.url(database_url), env={"LSD_SESSION_DATABASE_URL": database_url})
-    try:
-        daemon.wait_ready()
-        body = {"function_name": "chat", "input": {"messages": [{"role": "user", "content": "hi"}]}}
-        auth = {"authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=daemon.base_url, timeout=30) as http:
-            assert http.post("/inference", json=body).status_code == 401
-            # The bucket holds 8: the 9th request within the minute is refused (one bucket update each, pooled).
-            codes = [http.post("/inference", json=body, headers=auth).status_code for _ in range(9)]
-            assert codes == [200] * 8 + [429], daemon.log()
-            # Disabled through PgBouncer; the NOTIFY reaches the listener on the direct session connection.
-            disabled = run_lsd("keys", "disable", public_id, env=env)
-            assert disabled.returncode == 0, disabled.stderr
-            assert eventually(lambda: http.post("/inference", json=body, headers=auth).status_code == 401, 5)
-        assert "prepared statement" not in daemon.log()
-    finally:
-        daemon.terminate()
+    daemon = daemons.start(AUTH_CONFIG, bouncer.url(database_url), env={"LSD_SESSION_DATABASE_URL": database_url})
+    body = {"function_name": "chat", "input": {"messages": [{"role": "user", "content": "hi"}]}}
+    auth = {"authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=daemon.base_url, timeout=30) as http:
+        assert http.post("/inference", json=body).status_code == 401
+        # The bucket holds 8: the 9th request within the minute is refused (one bucket update each, pooled).
+        codes = [http.post("/inference", json=body, headers=auth).status_code for _ in range(9)]
+        assert codes == [200] * 8 + [429], daemon.log()
+        # Disabled through PgBouncer; the NOTIFY reaches the listener on the direct session connection.
+        disabled = run_lsd("keys", "disable", public_id, env=env)
+        assert disabled.returncode == 0, disabled.stderr
+        assert eventually(lambda: http.post("/inference", json=body, headers=auth).status_code == 401, 5)
+    assert "prepared statement" not in daemon.log()

@@ -15,23 +15,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lsd.store.local import free_port
-from tests.support.gateway import ROOT, Daemon
+from tests.support.configs import echo_chat
+from tests.support.gateway import ROOT, Daemon, Daemons
 
-CONFIG = """
+CONFIG = f"""
 [gateway.observability]
 statistics_refresh_interval_s = 1
-
-[models.echo]
-routing = ["dummy"]
-[models.echo.providers.dummy]
-type = "dummy"
-model_name = "echo"
-
-[functions.chat]
-type = "chat"
-[functions.chat.variants.a]
-type = "chat_completion"
-model = "echo"
+{echo_chat()}
 """
 
 MESSAGE = {"function_name": "chat", "input": {"messages": [{"role": "user", "content": "hi"}]}}
@@ -46,20 +36,11 @@ def require(tool: str) -> str:
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path, database_url: str) -> Iterator[Any]:
-    started: list[Daemon] = []
-
+def daemon_factory(database_url: str, daemons: Daemons) -> Any:
     def start(*args: str, env: dict[str, str] | None = None) -> Daemon:
-        path = tmp_path / f"lsd{len(started)}.toml"
-        path.write_text(CONFIG)
-        daemon = Daemon(path, database_url, args=args, env=env)
-        started.append(daemon)
-        daemon.wait_ready()
-        return daemon
+        return daemons.start(CONFIG, database_url, args=args, env=env)
 
-    yield start
-    for daemon in started:
-        daemon.terminate()
+    return start
 
 
 @contextlib.contextmanager

@@ -24,34 +24,20 @@ from lsd.ids import uuid7
 from lsd.store import admin, migrate
 from lsd.store.database import DatabaseUrls
 from lsd.store.local import LocalServer
-from tests.support.gateway import Daemon
+from tests.support.configs import boolean_metric, echo_chat
+from tests.support.gateway import Daemon, Daemons
 from tests.support.polling import count, eventually
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = """
+CONFIG = f"""
 [gateway.observability]
 statistics_refresh_interval_s = 0.2
 
 [gateway.observability.batch_writes]
 flush_interval_ms = 20
-
-[models.echo]
-routing = ["dummy"]
-[models.echo.providers.dummy]
-type = "dummy"
-model_name = "echo"
-
-[functions.chat]
-type = "chat"
-[functions.chat.variants.only]
-type = "chat_completion"
-model = "echo"
-
-[metrics.good]
-type = "boolean"
-optimize = "max"
-level = "inference"
+{echo_chat(variant="only")}
+{boolean_metric("good")}
 """
 
 # Insert-only: the replica is a read copy of the observability rows (updates, e.g. of statistics, stay home).
@@ -133,20 +119,11 @@ def pair() -> Iterator[Pair]:
 
 
 @pytest.fixture
-def serve(pair: Pair, tmp_path: Path) -> Iterator[Any]:
-    started: list[Daemon] = []
-
+def serve(pair: Pair, daemons: Daemons) -> Any:
     def start() -> Daemon:
-        path = tmp_path / f"lsd{len(started)}.toml"
-        path.write_text(CONFIG)
-        daemon = Daemon(path, pair.primary_url, env={"LSD_READ_DATABASE_URL": pair.replica_url})
-        started.append(daemon)
-        daemon.wait_ready()
-        return daemon
+        return daemons.start(CONFIG, pair.primary_url, env={"LSD_READ_DATABASE_URL": pair.replica_url})
 
-    yield start
-    for daemon in started:
-        daemon.terminate()
+    return start
 
 
 def _listed(daemon: Daemon, tag: str) -> list[str]:

@@ -17,6 +17,7 @@ from lsd.config.auth import AuthConfig
 from lsd.errors import DatabaseUnavailable, Unauthorized
 from lsd.store import keys
 from lsd.store.database import Database
+from tests.support.configs import echo_chat
 from tests.support.gateway import in_process_gateway
 
 
@@ -36,14 +37,6 @@ def test_key_format() -> None:
     assert parse_key(made.token) == (made.public_id, made.secret_sha256)
     for bad in ("", "sk-lsd-", "sk-t0-abcdefghijkl-" + "a" * 48, made.token + "x", made.token.upper(), "Bearer x"):
         assert parse_key(bad) is None
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url, min_size=1, max_size=4)
-    await db.open()
-    yield db
-    await db.close()
 
 
 @contextlib.asynccontextmanager
@@ -132,7 +125,7 @@ async def test_the_cache_expires_after_its_ttl(database: Database, database_url:
     assert (auth.cache_hits, auth.cache_misses) == (1, 2)
 
 
-CONFIG = """
+CONFIG = f"""
 [gateway]
 max_json_depth = 8
 max_header_count = 40
@@ -141,25 +134,13 @@ request_timeout_s = 0.3
 enabled = true
 [gateway.observability]
 async_writes = false
-
-[models.echo]
-routing = ["dummy"]
-[models.echo.providers.dummy]
-type = "dummy"
-model_name = "echo"
-
+{echo_chat()}
 [models.slow]
 routing = ["dummy"]
 [models.slow.providers.dummy]
 type = "dummy"
 model_name = "slow"
 latency_ms = 2000
-
-[functions.chat]
-type = "chat"
-[functions.chat.variants.a]
-type = "chat_completion"
-model = "echo"
 """
 MESSAGE = {"messages": [{"role": "user", "content": "hello"}]}
 

@@ -23,6 +23,7 @@ from lsd.store.database import Database
 from lsd.store.statistics import refresh_statistics
 from tests.fakes.anthropic_batch import FakeAnthropicBatch
 from tests.fakes.openai_batch import FakeOpenAIBatch
+from tests.support.configs import write_answer_schema
 from tests.support.gateway import in_process_gateway
 
 CONFIG = """
@@ -162,7 +163,7 @@ async def fakes() -> AsyncIterator[tuple[FakeOpenAIBatch, FakeAnthropicBatch]]:
 
 
 def write_config(tmp: Path, openai: FakeOpenAIBatch, anthropic: FakeAnthropicBatch) -> str:
-    (tmp / "out.json").write_text(json.dumps({"type": "object", "required": ["answer"]}))
+    write_answer_schema(tmp, "out.json")
     (tmp / "user.json").write_text(
         json.dumps({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]})
     )

@@ -10,20 +10,13 @@ import subprocess
 import httpx
 import pytest
 
+from tests.support.configs import ECHO_MODEL
 from tests.support.gateway import ROOT, in_process_gateway
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "lsd-dashboard.json"
 _METRIC = re.compile(r"\blsd_[a-z_]+\b")
 _HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
-
-CONFIG = """
-[models.echo]
-routing = ["dummy"]
-[models.echo.providers.dummy]
-type = "dummy"
-model_name = "echo"
-"""
 
 
 def promtool() -> str:
@@ -52,7 +45,7 @@ def dashboard_expressions() -> list[str]:
 
 
 async def test_every_metric_used_exists(database_url: str) -> None:
-    async with in_process_gateway(CONFIG, database_url) as base_url, httpx.AsyncClient() as http:
+    async with in_process_gateway(ECHO_MODEL, database_url) as base_url, httpx.AsyncClient() as http:
         text = (await http.get(f"{base_url}/metrics")).text
     exposed: set[str] = set()
     for line in text.splitlines():

@@ -14,6 +14,7 @@ import pytest
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.configs import write_answer_schema
 from tests.support.gateway import in_process_gateway
 
 KEY = "sk-test-secret-key-0123456789"
@@ -28,7 +29,7 @@ def config(openai: FakeOpenAI, anthropic: str, gemini: str, tmp: Path) -> str:
     (tmp / "weather.json").write_text(
         json.dumps({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]})
     )
-    (tmp / "out.json").write_text(json.dumps({"type": "object", "required": ["answer"]}))
+    write_answer_schema(tmp, "out.json")
     return f"""
 [gateway.observability]
 async_writes = false

@@ -27,6 +27,7 @@ from lsd.evaluations.evaluators import build_evaluators
 from lsd.evaluations.runner import EvaluationRunner
 from lsd.evaluations.summary import RunSummary
 from lsd.runtime import open_runtime
+from tests.support.configs import write_answer_schema
 from tests.support.gateway import ROOT, in_process_gateway
 
 CONFIG = """
@@ -103,7 +104,7 @@ DATASET = [
 
 @pytest.fixture
 def config_text(tmp_path: Path) -> str:
-    (tmp_path / "answer.json").write_text(json.dumps({"type": "object", "required": ["answer"]}))
+    write_answer_schema(tmp_path)
     return CONFIG.replace("@TMP@", str(tmp_path))
 
 

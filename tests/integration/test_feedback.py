@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from lsd.ids import uuid7
+from tests.support.configs import write_answer_schema
 from tests.support.gateway import in_process_gateway
 
 CONFIG = """
@@ -47,8 +48,7 @@ MESSAGE = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 async def gateway(database_url: str, tmp_path: Path, flush_ms: int) -> AsyncIterator[httpx.AsyncClient]:
-    schema = tmp_path / "answer.json"
-    schema.write_text(json.dumps({"type": "object", "required": ["answer"]}))
+    schema = write_answer_schema(tmp_path)
     text = CONFIG.format(flush=flush_ms, schema=schema)
     async with in_process_gateway(text, database_url) as url, httpx.AsyncClient(base_url=url) as http:
         yield http

@@ -8,34 +8,16 @@ import httpx
 import psycopg
 import pytest
 
+from tests.support.configs import dummy_fallback_model, echo_chat
 from tests.support.gateway import in_process_gateway
 
-CONFIG = """
+CONFIG = f"""
 [gateway]
 max_body_bytes = 2048
 [gateway.observability]
 async_writes = false
-
-[models.echo]
-routing = ["dummy"]
-[models.echo.providers.dummy]
-type = "dummy"
-model_name = "echo"
-
-[models.broken]
-routing = ["bad", "good"]
-[models.broken.providers.bad]
-type = "dummy"
-model_name = "error"
-[models.broken.providers.good]
-type = "dummy"
-model_name = "echo"
-
-[functions.chat]
-type = "chat"
-[functions.chat.variants.a]
-type = "chat_completion"
-model = "echo"
+{echo_chat()}
+{dummy_fallback_model("broken", failing="bad", answering="good")}
 
 [functions.failing]
 type = "chat"

@@ -10,35 +10,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lsd.config import parse
 from lsd.errors import ConfigError
+from tests.support.configs import boolean_metric, dummy_fallback_model, echo_chat
 from tests.support.gateway import ROOT, in_process_gateway
 
-CONFIG = """
+CONFIG = f"""
 [gateway.observability]
 async_writes = false
 
 [gateway.metrics]
 overhead_buckets = [0.001, 0.01, 0.1]
-
-[models.echo]
-routing = ["dummy"]
-[models.echo.providers.dummy]
-type = "dummy"
-model_name = "echo"
-
-[models.broken]
-routing = ["bad", "good"]
-[models.broken.providers.bad]
-type = "dummy"
-model_name = "error"
-[models.broken.providers.good]
-type = "dummy"
-model_name = "echo"
-
-[functions.chat]
-type = "chat"
-[functions.chat.variants.a]
-type = "chat_completion"
-model = "echo"
+{echo_chat()}
+{dummy_fallback_model("broken", failing="bad", answering="good")}
 
 [functions.fallback]
 type = "chat"
@@ -51,12 +33,8 @@ type = "chat"
 [functions.failing.variants.a]
 type = "chat_completion"
 model = "dummy::error"
-retries = { num_retries = 1, max_delay_s = 0.01 }
-
-[metrics.thumbs_up]
-type = "boolean"
-level = "inference"
-optimize = "max"
+retries = {{ num_retries = 1, max_delay_s = 0.01 }}
+{boolean_metric("thumbs_up")}
 """
 
 MESSAGE = {"messages": [{"role": "user", "content": "hello there"}]}

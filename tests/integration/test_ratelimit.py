@@ -3,7 +3,6 @@ reconciliation, all-or-nothing consumption, leases, and the 429 over HTTP (with 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ from lsd.errors import DatabaseUnavailable, InvalidRequest, RateLimited
 from lsd.ratelimit.limiter import RateLimiter
 from lsd.ratelimit.rules import LimitRequest
 from lsd.store.database import Database
+from tests.support.configs import echo_chat
 from tests.support.gateway import in_process_gateway
 
 T0 = 1_800_000_000.0
@@ -32,14 +32,6 @@ class Clock:
 def limits(text: str, *, auth: bool = True) -> RateLimitingConfig:
     head = "[gateway.auth]\nenabled = true\n" if auth else ""
     return parse(head + text, base_dir=Path(".")).rate_limiting
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url, min_size=1, max_size=4)
-    await db.open()
-    yield db
-    await db.close()
 
 
 def limiter(database: Database, text: str, clock: Clock | None = None) -> RateLimiter:
@@ -257,18 +249,6 @@ CONFIG = """
 [gateway.observability]
 async_writes = false
 
-[models.echo]
-routing = ["dummy"]
-[models.echo.providers.dummy]
-type = "dummy"
-model_name = "echo"
-
-[functions.chat]
-type = "chat"
-[functions.chat.variants.a]
-type = "chat_completion"
-model = "echo"
-
 [[rate_limiting.rules]]
 model_inferences_per_hour = 2
 always = true
@@ -278,7 +258,7 @@ scope = [{ tag_key = "user", tag_value = "lsd::each" }]
 tokens_per_hour = 1000
 always = true
 scope = [{ tag_key = "tokens", tag_value = "lsd::total" }]
-"""
+""" + echo_chat()
 MESSAGE = {"messages": [{"role": "user", "content": "hello"}]}
 
 

@@ -4,7 +4,6 @@ keys or change the schema; lsd_analyst reads everything but key digests and writ
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -16,9 +15,9 @@ from lsd.config import parse
 from lsd.runtime import prepare_database
 from lsd.store import keys
 from lsd.store.statistics import refresh_statistics_sync
-from tests.support.gateway import in_process_gateway
+from tests.support.configs import echo_chat
+from tests.support.gateway import ROOT, in_process_gateway
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIG = """
 [gateway.auth]
 enabled = true
@@ -27,23 +26,11 @@ disable_automatic_migrations = true
 [gateway.observability]
 async_writes = false
 
-[models.echo]
-routing = ["dummy"]
-[models.echo.providers.dummy]
-type = "dummy"
-model_name = "echo"
-
-[functions.chat]
-type = "chat"
-[functions.chat.variants.a]
-type = "chat_completion"
-model = "echo"
-
 [[rate_limiting.rules]]
 model_inferences_per_minute = 100
 always = true
 scope = [{ api_key_public_id = "lsd::each" }]
-"""
+""" + echo_chat()
 
 
 def as_role(url: str, role: str) -> str:

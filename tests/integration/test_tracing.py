@@ -26,32 +26,21 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from lsd.api.tracing import TraceContext
-from lsd.app import build_app
+from lsd.api.front import FrontDoor
+from lsd.app import Gateway, build_app
 from lsd.config import parse
 from lsd.runtime import build_tracing
 from lsd.store.local import free_port
+from tests.support.configs import boolean_metric, dummy_fallback_model
 from tests.support.gateway import ROOT, in_process_gateway
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 
-CONFIG = """
-[gateway.export.otlp.traces]
-enabled = true
-endpoint = "{endpoint}"
-include_content = {include_content}
-extra_headers = {{ "x-collector-key" = "secret-123" }}
-
-[models.broken]
-routing = ["bad", "good"]
-[models.broken.providers.bad]
-type = "dummy"
-model_name = "error"
-[models.broken.providers.good]
-type = "dummy"
-model_name = "echo"
+# What every test here serves, after its own [gateway.export.otlp.traces].
+MODELS = f"""
+{dummy_fallback_model("broken", failing="bad", answering="good")}
 
 [functions.chat]
 type = "chat"
@@ -59,11 +48,7 @@ type = "chat"
 type = "chat_completion"
 model = "broken"
 temperature = 0.5
-
-[metrics.thumbs_up]
-type = "boolean"
-level = "inference"
-optimize = "max"
+{boolean_metric("thumbs_up")}
 """
 
 MESSAGE = {"messages": [{"role": "user", "content": "a private prompt"}]}
@@ -151,7 +136,16 @@ async def receiver(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Recei
 
 
 def config(endpoint: str, *, include_content: bool = False) -> str:
-    return CONFIG.format(endpoint=endpoint, include_content=str(include_content).lower())
+    return (
+        f"""
+[gateway.export.otlp.traces]
+enabled = true
+endpoint = "{endpoint}"
+include_content = {str(include_content).lower()}
+extra_headers = {{ "x-collector-key" = "secret-123" }}
+"""
+        + MODELS
+    )
 
 
 async def test_span_tree_under_the_callers_trace(receiver: tuple[Receiver, str], database_url: str) -> None:
@@ -277,12 +271,9 @@ async def test_grpc_with_the_standard_environment_variables(database_url: str, m
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-tenant=acme")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-eu")
-    text = CONFIG.split("[models.broken]")[1]
     try:
         async with (
-            in_process_gateway(
-                "[gateway.export.otlp.traces]\nenabled = true\n[models.broken]" + text, database_url
-            ) as base_url,
+            in_process_gateway("[gateway.export.otlp.traces]\nenabled = true\n" + MODELS, database_url) as base_url,
             httpx.AsyncClient() as http,
         ):
             r = await http.post(f"{base_url}/inference", json={"function_name": "chat", "input": MESSAGE})
@@ -329,14 +320,20 @@ def test_the_sdk_and_exporters_load_only_with_tracing_on(enabled: bool) -> None:
 
 
 def test_tracing_off_builds_nothing() -> None:
-    """The default: no span pipeline, no traceparent middleware, so the request path skips tracing entirely."""
+    """The default: no span pipeline, no traceparent lookup, so the request path skips tracing entirely."""
     text = config("http://127.0.0.1:1/v1/traces")
     off = parse(text.replace("enabled = true", "enabled = false"), base_dir=ROOT)
     assert build_tracing(off) is None
-    assert TraceContext not in [m.cls for m in build_app(off, "postgresql://unused").user_middleware]
+    assert not front_door(build_app(off, "postgresql://unused")).tracing
     on = parse(text, base_dir=ROOT)
     assert build_tracing(on) is not None
-    assert TraceContext in [m.cls for m in build_app(on, "postgresql://unused").user_middleware]
+    assert front_door(build_app(on, "postgresql://unused")).tracing
+
+
+def front_door(app: Gateway) -> FrontDoor:
+    stack = app.build_middleware_stack()
+    assert isinstance(stack, FrontDoor)
+    return stack
 
 
 BATCH_CONFIG = """

@@ -222,3 +222,30 @@ async def test_duplicate_rows_are_written_once(database_url: str, tmp_path: Path
         await writer.close()
     assert chat_ids(database_url) == [group[0].id]
     assert writer.stats.rejected_rows == {}
+
+
+async def test_values_are_stored_as_given(database_url: str, tmp_path: Path) -> None:
+    """JSON comes back equal and a float cost is stored by its shortest repr (0.1 stays 0.1), on the direct COPY
+    and on the idempotent path through a staging table (a batch holding the same rows twice takes it)."""
+    direct, staged = (inference(f"naïve ☃ {i}") for i in range(2))
+    direct[0] = dataclasses.replace(direct[0], cost=0.1)  # type: ignore[type-var]
+    staged[0] = dataclasses.replace(staged[0], cost=2.675)  # type: ignore[type-var]
+    writer = Writer(database_url, observability(tmp_path))
+    await writer.open()
+    try:
+        await writer.write(direct)
+        writer.submit(staged)
+        writer.submit(staged)
+        await eventually(lambda: writer.stats.queued_rows == 0)
+    finally:
+        await writer.close()
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT id, input, output, inference_params, tags, cost FROM chat_inferences").fetchall()
+    expected = [
+        (r.id, r.input, r.output, r.inference_params, r.tags, Decimal(repr(r.cost)))
+        for r in (direct[0], staged[0])
+        if isinstance(r, ChatInferenceRecord)
+    ]
+    assert sorted(rows) == sorted(expected)
+    assert [row[5] for row in sorted(rows)] == [Decimal("0.1"), Decimal("2.675")]
+    assert writer.stats.rejected_rows == {}

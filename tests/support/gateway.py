@@ -50,6 +50,7 @@ class Daemon:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = config_path.with_suffix(".log")
         self._log = self.log_path.open("w")
+        self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
         self.process = subprocess.Popen(
             lsd_command("serve", "--config", str(config_path), "--bind", f"127.0.0.1:{self.port}", *args),
             env={**os.environ, "LSD_DATABASE_URL": database_url, **(env or {})},
@@ -59,12 +60,16 @@ class Daemon:
         )
 
     def wait_ready(self, timeout: float = 30) -> None:
+        """Until /health answers and, with --workers N, every worker has started (hypercorn logs "Running on"
+        once a worker's lifespan, its database pool included, is up): a test that then stops PostgreSQL must not
+        catch a worker still starting."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"lsd exited with {self.process.returncode}:\n{self.log()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                healthy = httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200
+                if healthy and (self.workers == 1 or self.log().count("Running on") >= self.workers):
                     return
             time.sleep(0.05)
         raise RuntimeError(f"lsd did not become healthy:\n{self.log()}")
@@ -80,6 +85,37 @@ class Daemon:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text()
+
+
+class Daemons:
+    """`lsd serve` processes started from config text, each config in its own file under `folder` (so each has
+    its own log); `stop()` terminates every one still running."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[Daemon] = []
+
+    def start(
+        self,
+        config: str,
+        database_url: str,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        wait: bool = True,
+    ) -> Daemon:
+        """A daemon serving `config`; healthy on return unless `wait=False` (then call `wait_ready()`)."""
+        path = self.folder / f"lsd{len(self.started)}.toml"
+        path.write_text(config)
+        daemon = Daemon(path, database_url, env=env, args=args)
+        self.started.append(daemon)
+        if wait:
+            daemon.wait_ready()
+        return daemon
+
+    def stop(self) -> None:
+        for daemon in self.started:
+            daemon.terminate()
 
 
 @contextlib.asynccontextmanager

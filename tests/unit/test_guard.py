@@ -1,4 +1,4 @@
-"""The Guard middleware's address rewriting, header redaction for stored rows, and the JSON depth check."""
+"""The Guard's address rewriting, header redaction for stored rows, and the JSON depth check."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lsd.providers.base import REDACTED, redact_headers
 
 def forwarded(peer: str, headers: dict[str, str], trusted: tuple[str, ...]) -> tuple[Any, Any]:
     gateway = GatewayConfig(trusted_proxies=tuple(ipaddress.ip_network(t) for t in trusted))
-    guard = Guard(app=None, gateway=gateway)  # type: ignore[arg-type]
+    guard = Guard(gateway)
     scope: dict[str, Any] = {
         "client": (peer, 5000),
         "scheme": "http",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import time
 import uuid
 from datetime import UTC, datetime
@@ -36,3 +37,12 @@ def test_episode_id_validation() -> None:
         validate_episode_id(uuid7(int((time.time() + 3600) * 1000)))
     with pytest.raises(ValueError, match="2020"):
         validate_episode_id(uuid7(1000))
+
+
+def test_ids_behave_as_uuids_built_by_the_uuid_module() -> None:
+    value = uuid7()
+    same = uuid.UUID(str(value))
+    assert value == same and hash(value) == hash(same) and str(value) == str(same)
+    assert value.is_safe is same.is_safe and pickle.loads(pickle.dumps(value)) == value
+    at = uuid7(1_700_000_000_123)
+    assert at.version == 7 and at.variant == uuid.RFC_4122 and at.int >> 80 == 1_700_000_000_123

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -71,3 +72,10 @@ def test_without_json_logging_lines_go_through_logging(caplog: pytest.LogCapture
         assert sink.enabled()
         sink.emit("GET /status 200", {"status": 200})
     assert [r.getMessage() for r in caplog.records] == ["GET /status 200"]
+
+
+def test_times_match_the_logging_format() -> None:
+    sink = LineSink("lsd.test")
+    for now in (1_700_000_000.0, 1_700_000_000.5004, 1_700_000_059.999, 1_764_000_000.25):
+        expected = datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds")
+        assert sink._time(now) == expected

@@ -11,13 +11,13 @@ an output file with the requests that did finish; those results are read and rec
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from lsd.errors import ProviderError
 from lsd.ids import uuid7
+from lsd.immutable import immutable
 from lsd.providers.base import BatchItemResult, BatchPoll, BatchStatus, BatchSubmission, CallContext, json_object
 from lsd.providers.batch_lines import ResultLine, item_result, mapping
 from lsd.providers.http import HttpProvider
@@ -29,7 +29,7 @@ _FAILED = frozenset({"failed", "expired", "cancelled"})
 COMPLETION_WINDOW = "24h"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class BatchApi:
     """Where one provider's batch endpoints are. `endpoint` is the `url` of each JSONL line."""
 

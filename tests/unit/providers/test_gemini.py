@@ -493,7 +493,11 @@ async def test_infer_text(fake: FakeGemini, ctx: CallContext) -> None:
 async def test_the_key_is_only_stored_redacted(fake: FakeGemini, ctx: CallContext) -> None:
     provider = provider_for(fake)
     response = await provider.infer(ask("hi"), ctx)
-    assert response.request_headers == {"Content-Type": "application/json", "x-goog-api-key": REDACTED}
+    assert response.request_headers == {
+        "Content-Type": "application/json",
+        "User-Agent": "lsd",
+        "x-goog-api-key": REDACTED,
+    }
     assert response.api_key_sha256 == key_fingerprint(KEY)
     assert KEY not in repr(response)
     chunks, _ = await collect(provider.stream(ask("hi"), ctx))
@@ -608,7 +612,7 @@ async def test_stream_last_chunk_reports_what_infer_does(fake: FakeGemini, ctx: 
     assert (last.usage, last.finish_reason) == (Usage(3, 4), "stop")
     assert last.cost == pytest.approx((3 * 1.25 + 4 * 10.0) / 1e6)
     assert last.raw_request is not None and orjson.loads(last.raw_request) == fake.requests[-1].json
-    assert last.request_headers == {"Content-Type": "application/json", "x-goog-api-key": REDACTED}
+    assert last.request_headers == {"Content-Type": "application/json", "User-Agent": "lsd", "x-goog-api-key": REDACTED}
     assert last.api_key_sha256 == key_fingerprint(KEY)
     assert all(c.raw_request is None and c.request_headers is None and c.api_key_sha256 is None for c in deltas)
     for chunk in chunks:

@@ -540,7 +540,11 @@ async def test_stream_last_chunk_reports_what_infer_does(fake: FakeOpenAI, ctx: 
     assert last.usage == Usage(3, 4)
     assert last.cost == pytest.approx((3 * 2.0 + 4 * 10) / 1e6)
     assert last.raw_request is not None and orjson.loads(last.raw_request) == fake.requests[-1].body
-    assert last.request_headers == {"Content-Type": "application/json", "Authorization": "[REDACTED]"}
+    assert last.request_headers == {
+        "Content-Type": "application/json",
+        "User-Agent": "lsd",
+        "Authorization": "[REDACTED]",
+    }
     assert last.api_key_sha256 == hashlib.sha256(KEY.encode()).hexdigest()
     assert all(c.raw_request is None and c.request_headers is None and c.api_key_sha256 is None for c in deltas)
     for c in chunks:

@@ -1,0 +1,285 @@
+"""The writer's connection to PostgreSQL: commits groups of rows, isolates rejected ones, paces retries.
+
+`Committer.commit()` writes a batch of groups (lsd.store.writer's queue entries, or a replayed spool chunk) in one
+transaction with lsd.store.bulk, and tells the two ways a flush fails apart:
+
+- unavailable (connection, timeout, server state): nothing is written, `commit()` returns False and the next try
+  waits out an exponential backoff (`retry_at`, up to 5 s); a retried batch takes the idempotent path, as a flush
+  whose COMMIT succeeded but whose reply was lost must not be written twice.
+- rejected as data (a NUL byte in text, a missing partition): the batch is bisected, every group that commits alone
+  is written, and each group refused alone is counted in `rejected_rows`, its waiter failed, and its rows kept in
+  `<spool_dir>/rejected/` for an operator (never replayed).
+
+The counters it updates live in the writer's `WriterStats`, defined here so both modules share one object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from lsd.config.model import ObservabilityConfig
+from lsd.errors import LsdError
+from lsd.records import Record
+from lsd.store.bulk import BulkInserter, configure
+from lsd.store.database import scrub
+from lsd.store.spool import Spool, encode_frame
+from lsd.telemetry.metrics import Metrics
+
+log = logging.getLogger("lsd.writer")
+
+FIRST_RETRY_DELAY_S = 0.05
+MAX_RETRY_DELAY_S = 5.0
+CONNECT_TIMEOUT_S = 5
+ATTEMPT_TIMEOUT_S = 30.0  # one flush (connect, COPY, COMMIT) gives up after this and counts as failed
+REJECTED_DIR = "rejected"  # under spool_dir: groups PostgreSQL refused, in spool format, for an operator to inspect
+_REJECTED = (psycopg.DataError, psycopg.IntegrityError, TypeError, ValueError)
+
+
+def _per_table() -> defaultdict[str, int]:
+    return defaultdict(int)
+
+
+@dataclass
+class WriterStats:
+    """The writer's counters, plain attributes for telemetry. Row counts are cumulative except queued_rows."""
+
+    queued_rows: int = 0  # rows in memory now
+    written_rows: dict[str, int] = field(default_factory=_per_table)  # inserted, per table (replays included)
+    spooled_rows: dict[str, int] = field(default_factory=_per_table)  # moved from memory to the spool, per table
+    replayed_rows: int = 0  # rows read back from the spool and committed (duplicates skipped included)
+    dropped_rows: dict[str, int] = field(default_factory=_per_table)  # lost: spool full or unwritable, per table
+    rejected_rows: dict[str, int] = field(default_factory=_per_table)  # refused by PostgreSQL as data, per table
+    spool_bytes: int = 0  # bytes in the spool files this process holds
+    spool_files: int = 0
+    spool_torn_frames: int = 0  # frames skipped on replay: cut short by a crash, or corrupt
+    flushes: int = 0
+    flush_failures: int = 0
+    last_flush_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class Entry:
+    """One group of rows, committed together; `waiter` is set while a `write()` caller waits for the commit."""
+
+    records: Sequence[Record]
+    waiter: asyncio.Future[None] | None = None
+
+    @property
+    def held(self) -> bool:
+        """A caller waits on these rows: they stay in memory (never spooled) until committed."""
+        return self.waiter is not None and not self.waiter.done()
+
+
+def count_by_table(groups: Iterable[Sequence[Record]]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for group in groups:
+        for record in group:
+            counts[record.TABLE] += 1
+    return dict(counts)
+
+
+class _Unavailable(Exception):
+    """The flush failed for a reason that retrying later may fix (connection, timeout, server state)."""
+
+
+class _Rejected(Exception):
+    """PostgreSQL (or the encoder) refused the rows themselves: retrying the same rows cannot help."""
+
+
+class Committer:
+    """One dedicated connection, opened on first use; `close()` closes it. Used by the writer's task only."""
+
+    def __init__(
+        self,
+        url: str,
+        config: ObservabilityConfig,
+        stats: WriterStats,
+        *,
+        metrics: Metrics | None,
+        prepare_threshold: int | None,
+    ) -> None:
+        self.url = url
+        self._stats = stats
+        self._metrics = metrics  # telemetry: counters recorded where the stats change
+        self._prepare_threshold = prepare_threshold  # None behind a PgBouncer that cannot route prepared statements
+        self._spool_dir = config.spool_dir  # named in the log when the database goes away
+        self._rejects = Spool(config.spool_dir / REJECTED_DIR, config.spool_max_bytes)  # kept, never replayed
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._bulk = BulkInserter()
+        self._retrying = False  # the last flush failed: the next one takes the idempotent path
+        self._retry_at = 0.0
+        self._delay = FIRST_RETRY_DELAY_S
+        self._deadline = math.inf  # set by finish_by(): no attempt runs past it
+        self._attempt_timeout: asyncio.Timeout | None = None  # of the flush under way
+
+    @property
+    def retrying(self) -> bool:
+        """The last flush failed for want of the database."""
+        return self._retrying
+
+    @property
+    def retry_at(self) -> float:
+        """time.monotonic() before which the next flush should not be tried (the backoff); 0 when none."""
+        return self._retry_at
+
+    async def connect(self) -> None:
+        """Connect before the first flush, so that a flush at shutdown does not wait for a connection."""
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S) as self._attempt_timeout:
+                self._conn = await self._connect()
+        except (psycopg.Error, OSError, TimeoutError):
+            await self._disconnect()  # the first flush reports it, and retries
+        finally:
+            self._attempt_timeout = None
+
+    def finish_by(self, deadline: float) -> None:
+        """Shutting down: retry at once, and let no attempt (the one under way included) run past `deadline`."""
+        self._deadline = deadline
+        self._retry_at = 0.0
+        attempt = self._attempt_timeout
+        if attempt is not None and not attempt.expired():
+            # A flush under way (a connect to a host that does not answer, say) must not outlast the deadline.
+            at = asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())
+            attempt.reschedule(min(attempt.when() or at, at))
+
+    async def commit(self, entries: list[Entry], *, replayed: bool) -> bool:
+        """One flush: commit `entries` in one transaction; False when the database is unavailable (retry later,
+        at `retry_at`). Replayed rows, and every batch after a failed flush, take the idempotent path."""
+        if not await self._commit(entries, idempotent=replayed or self._retrying):
+            self._failed()
+            return False
+        self._succeeded()
+        return True
+
+    def reject(self, entry: Entry, exc: BaseException) -> None:
+        """Count `entry` as refused and fail its waiter; logs the tables, counts and SQLSTATE, never the rows."""
+        tables = count_by_table([entry.records])
+        for table, count in tables.items():
+            self._stats.rejected_rows[table] += count
+        if self._metrics is not None:  # telemetry
+            self._metrics.observe_rejected(tables)
+        sqlstate = getattr(exc, "sqlstate", None) or "none"
+        # Never the rows nor the server's message (it may quote them): the tables, counts and SQLSTATE only.
+        log.error("PostgreSQL rejected rows %s (SQLSTATE %s, %s)", tables, sqlstate, type(exc).__name__)
+        if entry.waiter is not None and not entry.waiter.done():
+            entry.waiter.set_exception(LsdError(f"PostgreSQL rejected the rows (SQLSTATE {sqlstate})"))
+
+    async def close(self) -> None:
+        """Close the connection and release the rejected rows' spool."""
+        await self._disconnect()
+        await asyncio.to_thread(self._rejects.close)
+
+    def _failed(self) -> None:
+        if not self._retrying:
+            log.warning(
+                "cannot write to PostgreSQL; retrying with backoff, spooling to %s if the queue fills",
+                self._spool_dir,
+            )
+        self._retrying = True
+        self._retry_at = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, MAX_RETRY_DELAY_S)
+
+    def _succeeded(self) -> None:
+        if self._retrying:
+            log.info("writing to PostgreSQL again")
+        self._retrying = False
+        self._retry_at = 0.0
+        self._delay = FIRST_RETRY_DELAY_S
+
+    async def _commit(self, entries: list[Entry], *, idempotent: bool) -> bool:
+        """Commit `entries` in one transaction; False when the database is unavailable (retry later).
+
+        When PostgreSQL rejects the rows themselves, bisect: every group that commits alone is written, and each
+        group rejected alone is counted in rejected_rows and dropped."""
+        if not entries:
+            return True
+        try:
+            await self._attempt([r for entry in entries for r in entry.records], idempotent=idempotent)
+        except _Unavailable:
+            return False
+        except _Rejected as exc:
+            if not idempotent:  # perhaps only rows already present (a primary key conflict): skip those
+                return await self._commit(entries, idempotent=True)
+            if len(entries) == 1:
+                self.reject(entries[0], exc.__cause__ or exc)
+                await self._keep_rejected(entries[0])
+                return True
+            middle = len(entries) // 2
+            return await self._commit(entries[:middle], idempotent=True) and await self._commit(
+                entries[middle:], idempotent=True
+            )
+        return True
+
+    async def _attempt(self, records: list[Record], *, idempotent: bool) -> None:
+        started = time.perf_counter()
+        limit_s = max(0.01, min(ATTEMPT_TIMEOUT_S, self._deadline - time.monotonic()))
+        try:
+            inserted = await self._insert(records, idempotent=idempotent, limit_s=limit_s)
+        except _REJECTED as exc:
+            self._stats.flush_failures += 1
+            if self._metrics is not None:  # telemetry
+                self._metrics.observe_flush_failure()
+            if self._conn is not None and self._conn.closed:
+                self._conn = None
+            raise _Rejected from exc
+        except (psycopg.Error, OSError, TimeoutError) as exc:  # TimeoutError is an OSError; named for the reader
+            self._stats.flush_failures += 1
+            if self._metrics is not None:  # telemetry
+                self._metrics.observe_flush_failure()
+            log.debug("flush of %d rows failed: %s", len(records), scrub(str(exc) or type(exc).__name__, self.url))
+            await self._disconnect()
+            raise _Unavailable from exc
+        stats = self._stats
+        for table, count in inserted.items():
+            stats.written_rows[table] += count
+        stats.flushes += 1
+        stats.last_flush_seconds = time.perf_counter() - started
+        if self._metrics is not None:  # telemetry
+            self._metrics.observe_flush(inserted, stats.last_flush_seconds, stats.queued_rows)
+
+    async def _insert(self, records: list[Record], *, idempotent: bool, limit_s: float) -> dict[str, int]:
+        try:
+            async with asyncio.timeout(limit_s) as self._attempt_timeout:
+                if self._conn is None:
+                    self._conn = await self._connect()
+                return await self._bulk.insert(self._conn, records, idempotent=idempotent)
+        finally:
+            self._attempt_timeout = None
+
+    async def _keep_rejected(self, entry: Entry) -> None:
+        try:
+            frame = encode_frame(entry.records)
+        except (TypeError, ValueError):
+            return  # not even JSON: nothing can keep it
+        stored, reason = await asyncio.to_thread(self._rejects.append, [frame])
+        if stored:
+            log.error("the rejected rows are kept in %s", self._rejects.directory)
+        else:
+            log.error("the rejected rows are dropped: %s", reason)
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name="lsd-writer",
+            prepare_threshold=self._prepare_threshold,
+        )
+        configure(conn)
+        return conn
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await conn.close()
