@@ -65,14 +65,15 @@ def test_colliding_and_client_chosen_ids() -> None:
 def test_random_churn_matches_a_plain_dict() -> None:
     rng = random.Random(7)
     recent = RecentInferences(capacity=300)
-    window: list[InferenceTarget] = []
+    added: list[InferenceTarget] = []
     episodes = [uuid7() for _ in range(50)]
     for _ in range(3000):
         t = target(rng.choice(episodes) if rng.random() < 0.5 else None, variant=rng.choice("abc"))
         recent.add(t)
-        window = [*window, t][-300:]
-    live = {t.inference_id: t for t in window}
-    assert all(recent.inference(i) == t for i, t in live.items())
+        added.append(t)
+    window = added[-300:]
+    assert all(recent.inference(t.inference_id) == t for t in window)
+    assert not any(recent.inference(t.inference_id) for t in added[:-300])
     assert {e for e in episodes if recent.has_episode(e)} == {t.episode_id for t in window} & set(episodes)
 
 
