@@ -230,7 +230,8 @@ class Writer:
                 break
             entries.append(entry)
             rows += len(entry.records)
-        if not await self._committer.commit(entries, replayed=False):
+        behind = self.stats.queued_rows - rows >= self._max_rows
+        if not await self._committer.commit(entries, replayed=False, behind=behind):
             return
         # Only this task removes from the left, and it did not spill during the commit: these are the same entries.
         for _ in entries:

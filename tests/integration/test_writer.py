@@ -16,6 +16,7 @@ import pytest
 from lsd.config.model import BatchWritesConfig, ObservabilityConfig
 from lsd.ids import uuid7
 from lsd.records import ChatInferenceRecord, ModelInferenceRecord, Record
+from lsd.store import bulk
 from lsd.store.spool import HEADER, decode_payload, iter_frames
 from lsd.store.writer import Writer
 
@@ -249,3 +250,56 @@ async def test_values_are_stored_as_given(database_url: str, tmp_path: Path) -> 
     assert sorted(rows) == sorted(expected)
     assert [row[5] for row in sorted(rows)] == [Decimal("0.1"), Decimal("2.675")]
     assert writer.stats.rejected_rows == {}
+
+
+async def test_a_cooperative_copy_lets_requests_run_and_a_catching_up_one_does_not(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer yields to other tasks every few rows while it keeps up; when it is behind (a full batch or
+    more waiting behind this one), it writes its batch straight through so that a saturating load cannot
+    starve it."""
+    yields = 0
+    yield_now = bulk.let_others_run
+
+    async def counted() -> None:
+        nonlocal yields
+        yields += 1
+        await yield_now()
+
+    monkeypatch.setattr(bulk, "let_others_run", counted)
+    counts = {}
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        bulk.configure(conn)
+        inserter = bulk.BulkInserter()
+        for cooperative in (True, False):
+            yields = 0
+            records = [r for _ in range(200) for r in inference()]  # 200 rows in each of two tables
+            await inserter.insert(conn, records, idempotent=False, cooperative=cooperative)
+            counts[cooperative] = yields
+    assert counts == {True: 2 * (200 // bulk.YIELD_EVERY_ROWS), False: 0}
+
+
+async def test_a_writer_behind_its_queue_writes_without_yielding(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ten batches queued at once, the first nine are written straight through (a full batch or more waits
+    behind each); only the last, with nothing behind it, yields to other tasks as it goes."""
+    yields = 0
+    yield_now = bulk.let_others_run
+
+    async def counted() -> None:
+        nonlocal yields
+        yields += 1
+        await yield_now()
+
+    monkeypatch.setattr(bulk, "let_others_run", counted)
+    config = observability(tmp_path, batch_writes=BatchWritesConfig(flush_interval_ms=3_600_000, max_rows=80))
+    writer = Writer(database_url, config)
+    await writer.open()
+    try:
+        for group in inferences(400):  # 800 rows: ten batches of 80
+            writer.submit(group)
+        await eventually(lambda: count(database_url) == 400)
+    finally:
+        await writer.close()
+    assert yields == 2 * (40 // bulk.YIELD_EVERY_ROWS)  # the last batch only: 40 rows in each of two tables
