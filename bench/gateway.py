@@ -10,6 +10,7 @@ access log reports. Tables and verdicts: bench/gateway_report.py.
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -181,9 +182,17 @@ def drive(
             cpus=settings.wrk_prefix,
         )
     _print_run("closed loop", closed, closed_cpu.share)
+    backlog = writer_backlog(url) if name.startswith("lsd") else None
+    if backlog is not None:
+        # A writer that fell behind would make the closed-loop rate unsustainable: its work would be deferred.
+        print(f"    writer queue at the end of the closed loop: {backlog:,.0f} rows")
     result: dict[str, Any] = {
         "warmup": warm.as_dict(),
-        "closed": {**closed.as_dict(), "cpu": asdict(closed_cpu.share) if closed_cpu.share else None},
+        "closed": {
+            **closed.as_dict(),
+            "cpu": asdict(closed_cpu.share) if closed_cpu.share else None,
+            "writer_queue_rows": backlog,
+        },
         "rates": {},
         "stream": {},
     }
@@ -267,6 +276,18 @@ def measure(
         f"over {result['processes']} process(es); exit code {code}"
     )
     return result
+
+
+def writer_backlog(inference_url: str) -> float | None:
+    """lsd's writer queue (rows in memory, summed over workers) from its /metrics, or None if unreadable."""
+    metrics_url = inference_url.rsplit("/", 1)[0] + "/metrics"
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return None
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("lsd_writer_queue_rows")]
+    return sum(values) if values else None
 
 
 def memory(pid: int) -> dict[str, Any]:
