@@ -252,47 +252,43 @@ async def test_values_are_stored_as_given(database_url: str, tmp_path: Path) -> 
     assert writer.stats.rejected_rows == {}
 
 
+@pytest.fixture
+def yields(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times the COPY let other tasks run (one element, reset by the test at will)."""
+    count = [0]
+    yield_now = bulk.let_others_run
+
+    async def counted() -> None:
+        count[0] += 1
+        await yield_now()
+
+    monkeypatch.setattr(bulk, "let_others_run", counted)
+    return count
+
+
 async def test_a_cooperative_copy_lets_requests_run_and_a_catching_up_one_does_not(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    database_url: str, yields: list[int]
 ) -> None:
     """The writer yields to other tasks every few rows while it keeps up; when it is behind (a full batch or
     more waiting behind this one), it writes its batch straight through so that a saturating load cannot
     starve it."""
-    yields = 0
-    yield_now = bulk.let_others_run
-
-    async def counted() -> None:
-        nonlocal yields
-        yields += 1
-        await yield_now()
-
-    monkeypatch.setattr(bulk, "let_others_run", counted)
     counts = {}
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         bulk.configure(conn)
         inserter = bulk.BulkInserter()
         for cooperative in (True, False):
-            yields = 0
+            yields[0] = 0
             records = [r for _ in range(200) for r in inference()]  # 200 rows in each of two tables
             await inserter.insert(conn, records, idempotent=False, cooperative=cooperative)
-            counts[cooperative] = yields
+            counts[cooperative] = yields[0]
     assert counts == {True: 2 * (200 // bulk.YIELD_EVERY_ROWS), False: 0}
 
 
 async def test_a_writer_behind_its_queue_writes_without_yielding(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, tmp_path: Path, yields: list[int]
 ) -> None:
     """With ten batches queued at once, the first nine are written straight through (a full batch or more waits
     behind each); only the last, with nothing behind it, yields to other tasks as it goes."""
-    yields = 0
-    yield_now = bulk.let_others_run
-
-    async def counted() -> None:
-        nonlocal yields
-        yields += 1
-        await yield_now()
-
-    monkeypatch.setattr(bulk, "let_others_run", counted)
     config = observability(tmp_path, batch_writes=BatchWritesConfig(flush_interval_ms=3_600_000, max_rows=80))
     writer = Writer(database_url, config)
     await writer.open()
@@ -302,4 +298,4 @@ async def test_a_writer_behind_its_queue_writes_without_yielding(
         await eventually(lambda: count(database_url) == 400)
     finally:
         await writer.close()
-    assert yields == 2 * (40 // bulk.YIELD_EVERY_ROWS)  # the last batch only: 40 rows in each of two tables
+    assert yields[0] == 2 * (40 // bulk.YIELD_EVERY_ROWS)  # the last batch only: 40 rows in each of two tables
