@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -16,7 +16,7 @@ from lsd.errors import AllAttemptsFailed, NotFound, ProviderError
 from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.cache import Cache
-from lsd.inference.models import ModelTable
+from lsd.inference.models import Model, ModelTable
 from lsd.inference.recording import (
     Attempt,
     InferenceRow,
@@ -158,6 +158,17 @@ class Engine:
             stream=stream,
         )
 
+    def plan(
+        self, p: Prepared, tools: ToolParams | None, *, stream: bool
+    ) -> Iterator[tuple[VariantConfig, Model, float, ProviderRequest]]:
+        """routing.tries with each variant's provider request, rendered once whatever its retries: (variant,
+        model, backoff seconds to wait first, request)."""
+        rendered: dict[str, ProviderRequest] = {}
+        for variant, model, backoff_s in tries(p.function, p.episode_id, p.request.variant_name, self.models):
+            if variant.name not in rendered:
+                rendered[variant.name] = self.provider_request(p, variant, tools, stream=stream)
+            yield variant, model, backoff_s, rendered[variant.name]
+
     def row(
         self,
         p: Prepared,
@@ -242,13 +253,9 @@ class Engine:
         attempts: list[Attempt] = []
         ctx = self.call_context(request)
         cache = Cache(self.database, request.cache) if self.database and request.cache.enabled != "off" else None
-        rendered: dict[str, ProviderRequest] = {}  # a variant's templates render once, whatever its retries
-        for variant, model, backoff_s in tries(p.function, p.episode_id, request.variant_name, self.models):
+        for variant, model, backoff_s, provider_request in self.plan(p, tools, stream=False):
             if backoff_s:
                 await asyncio.sleep(backoff_s)
-            if variant.name not in rendered:
-                rendered[variant.name] = self.provider_request(p, variant, tools, stream=False)
-            provider_request = rendered[variant.name]
             try:
                 response = await call_model(model, variant, provider_request, ctx, attempts, cache)
             except ProviderError:

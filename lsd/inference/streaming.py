@@ -19,7 +19,7 @@ from lsd.immutable import immutable
 from lsd.inference.models import Model
 from lsd.inference.recording import Attempt, attempt_records, inference_records
 from lsd.inference.request import InferenceRequest
-from lsd.inference.routing import OpenStream, open_stream, summarise, tries
+from lsd.inference.routing import OpenStream, open_stream, summarise
 from lsd.inference.run import Engine, Prepared, settle
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.tools import ToolParams
@@ -229,13 +229,9 @@ async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceSt
     reservation = await engine.admit(p)
     attempts: list[Attempt] = []
     ctx = engine.call_context(request)
-    rendered: dict[str, ProviderRequest] = {}
-    for variant, model, backoff_s in tries(p.function, p.episode_id, request.variant_name, engine.models):
+    for variant, model, backoff_s, provider_request in engine.plan(p, tools, stream=True):
         if backoff_s:
             await asyncio.sleep(backoff_s)
-        if variant.name not in rendered:
-            rendered[variant.name] = engine.provider_request(p, variant, tools, stream=True)
-        provider_request = rendered[variant.name]
         try:
             opened = await open_stream(model, variant, provider_request, ctx, attempts)
         except ProviderError:
