@@ -46,7 +46,10 @@ DEFAULT_FUNCTION = "tensorzero::default"
 
 
 class Recorder(Protocol):
-    """Where rows go (the store's Writer): `record` honours async_writes; `submit` never waits."""
+    """Where rows go (the store's Writer): `record` honours async_writes; `submit` never waits. With `enabled`
+    false (`[gateway.observability] enabled = false`) both drop what they get, so callers may skip building rows."""
+
+    enabled: bool
 
     async def record(self, records: Sequence[Record]) -> None: ...
 
@@ -263,20 +266,21 @@ class Engine:
             last = attempts[-1]
             settle(reservation, response.usage, response.cost)
             output = self.output_of(p, response.content, tools)
-            row = self.row(
-                p,
-                variant,
-                provider_request,
-                tools,
-                output,
-                response.usage,
-                response.cost,
-                response.finish_reason,
-                cached=last.cached,
-                original_response=response.raw_response,
-            )
             if not request.dryrun:
                 self.remember(p, variant.name)
+            if not request.dryrun and self.recorder.enabled:  # no rows built for a gateway that records nothing
+                row = self.row(
+                    p,
+                    variant,
+                    provider_request,
+                    tools,
+                    output,
+                    response.usage,
+                    response.cost,
+                    response.finish_reason,
+                    cached=last.cached,
+                    original_response=response.raw_response,
+                )
                 await self.recorder.record(
                     inference_records(row) + attempt_records(p.inference_id, p.function.type, p.function.name, attempts)
                 )

@@ -146,7 +146,8 @@ class InferenceStream:
             attempt = self._attempt(aggregate, error)
             if not self.prepared.request.dryrun:
                 self.engine.remember(self.prepared, self.variant.name)
-                self.engine.recorder.submit(self.records(aggregate, attempt))
+                if self.engine.recorder.enabled:
+                    self.engine.recorder.submit(self.records(aggregate, attempt))
             if self.engine.telemetry is not None:  # telemetry: metrics and spans, once per inference
                 self._telemetry(self.engine.telemetry, aggregate, attempt)
         if error is not None:

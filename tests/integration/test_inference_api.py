@@ -188,3 +188,14 @@ async def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(
 async def test_unknown_route_is_json(client: httpx.AsyncClient) -> None:
     r = await client.get("/nope")
     assert r.status_code == 404 and "error" in r.json()
+
+
+async def test_a_gateway_that_records_nothing_still_answers(database_url: str) -> None:
+    """`[gateway.observability] enabled = false`: inferences, streamed or not, are answered and no row is written."""
+    config = CONFIG.replace("[gateway.observability]\n", "[gateway.observability]\nenabled = false\n")
+    async with in_process_gateway(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        plain = await http.post("/inference", json={"function_name": "chat", "input": MESSAGE})
+        assert plain.status_code == 200 and plain.json()["content"][0]["text"]
+        streamed = await http.post("/inference", json={"function_name": "chat", "input": MESSAGE, "stream": True})
+        assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
+    assert set(count_rows(database_url).values()) == {0}
