@@ -31,8 +31,10 @@ class Deadlines:
             self._timer = loop.call_later(self.tick_s, self._sweep, loop)
 
     def stop(self, task: asyncio.Task[Any]) -> None:
-        """The response started, or the request ended: no deadline for `task` any more."""
+        """The response started, or the request ended: no deadline for `task` any more (and no note that it
+        expired, should the request have swallowed its cancellation without asking)."""
         self._due.pop(task, None)
+        self._expired.discard(task)
 
     def expired(self, task: asyncio.Task[Any]) -> bool:
         """Whether `task` was cancelled by its deadline (asked once, when its CancelledError arrives)."""

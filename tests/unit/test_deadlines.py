@@ -33,3 +33,17 @@ async def test_the_deadline_never_fires_early() -> None:
         await task
     assert task.cancelled() and deadlines.expired(task)
     assert loop.time() - started >= 0.1  # never early (late only by a tick plus the loop's own lateness)
+
+
+async def test_a_request_that_swallowed_its_cancellation_leaves_nothing_behind() -> None:
+    deadlines = Deadlines(0.01, tick_s=0.01)
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(stubborn())
+    deadlines.start(task)
+    await task  # cancelled by its deadline, which it swallowed: nobody asked expired()
+    deadlines.stop(task)  # what the front door does when the request ends
+    assert not deadlines.expired(task) and not deadlines._due
