@@ -10,6 +10,7 @@ access log reports. Tables and verdicts: bench/gateway_report.py.
 
 from __future__ import annotations
 
+import argparse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from bench import pinning
 from bench.children import (
     Child,
     Children,
@@ -79,6 +81,24 @@ class Settings:
     quiet_wait_s: float = 0.0  # before each measured run, wait up to this long for other processes to calm down
     wrk_prefix: tuple[str, ...] = ()  # `taskset -c CPUS` with --pin load=CPUS (bench.pinning)
     gc_trace: bool = False  # run the one-worker lsd under bench.gc_trace and report its gen-2 GC pauses
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        """From the options `python -m bench.run` and `python -m bench.peers` share (peers has no --gc-trace)."""
+        return cls(
+            targets=args.targets,
+            connections=args.connections,
+            warmup_s=args.warmup,
+            duration_s=args.duration,
+            rates=args.rates,
+            stream_rates=() if args.no_stream else args.stream_rates,
+            rate_warmup_s=args.rate_warmup,
+            rate_duration_s=args.rate_duration,
+            latency_ms=args.latency_ms,
+            quiet_wait_s=args.quiet_wait,
+            gc_trace=getattr(args, "gc_trace", False),
+            wrk_prefix=tuple(pinning.prefix(args.pin, "load")),
+        )
 
 
 def start_fake(children: Children, workdir: Path, latency_ms: float) -> tuple[Child, str]:

@@ -138,19 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which(args.litellm) is None:
         print(f"{args.litellm} not found: pip install 'litellm[proxy]' into a virtual environment", file=sys.stderr)
         return 2
-    settings = gateway.Settings(
-        targets=args.targets,
-        connections=args.connections,
-        warmup_s=args.warmup,
-        duration_s=args.duration,
-        rates=args.rates,
-        stream_rates=() if args.no_stream else args.stream_rates,
-        rate_warmup_s=args.rate_warmup,
-        rate_duration_s=args.rate_duration,
-        latency_ms=args.latency_ms,
-        quiet_wait_s=args.quiet_wait,
-        wrk_prefix=tuple(pinning.prefix(args.pin, "load")),
-    )
+    settings = gateway.Settings.from_args(args)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="lsd-bench-peers-"))
     cluster = Cluster(workdir / "postgres")

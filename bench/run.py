@@ -150,20 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PostgreSQL {results['postgres']['version']}, fsync {results['postgres'].get('fsync')}")
         with Children(workdir, args.pin) as children:
             if "gateway" in args.parts:
-                settings = gateway.Settings(
-                    targets=args.targets,
-                    connections=args.connections,
-                    warmup_s=args.warmup,
-                    duration_s=args.duration,
-                    rates=args.rates,
-                    stream_rates=() if args.no_stream else args.stream_rates,
-                    rate_warmup_s=args.rate_warmup,
-                    rate_duration_s=args.rate_duration,
-                    latency_ms=args.latency_ms,
-                    quiet_wait_s=args.quiet_wait,
-                    gc_trace=args.gc_trace,
-                    wrk_prefix=tuple(pinning.prefix(args.pin, "load")),
-                )
+                settings = gateway.Settings.from_args(args)
                 results["gateway"] = gateway.run(settings, children, cluster, workdir)
                 results["loadavg"]["after_gateway"] = report.loadavg()
             if "auth" in args.parts:
