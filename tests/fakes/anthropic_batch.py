@@ -15,10 +15,12 @@ is `errored`. With outcome `expired` every request but the first expires; with `
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
+
+from tests.fakes.serving import FakeServer
 
 
 def _last_user_text(params: dict[str, Any]) -> str:
@@ -31,8 +33,11 @@ def _last_user_text(params: dict[str, Any]) -> str:
     return ""
 
 
-class FakeAnthropicBatch:
+class FakeAnthropicBatch(FakeServer):
+    RUNNER_OPTIONS: ClassVar[dict[str, Any]] = {"access_log": None}
+
     def __init__(self, *, api_key: str | None = None) -> None:
+        super().__init__()
         self.api_key = api_key
         self.outcome = "ended"
         self.polls_to_end = 2
@@ -42,35 +47,21 @@ class FakeAnthropicBatch:
         self._requests: dict[str, list[dict[str, Any]]] = {}
         self._outcomes: dict[str, str] = {}
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     async def start(self) -> str:
+        await self.listen()
+        return self.api_base
+
+    def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post("/v1/messages/batches", self._create)
         app.router.add_get("/v1/messages/batches/{batch_id}", self._get)
         app.router.add_get("/v1/messages/batches/{batch_id}/results", self._results)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self.api_base
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> FakeAnthropicBatch:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        return app
 
     @property
     def api_base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/"
+        return f"{self.url}/v1/"
 
     def _refused(self, request: web.Request) -> web.Response | None:
         if request.headers.get("anthropic-version") is None:

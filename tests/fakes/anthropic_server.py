@@ -30,10 +30,12 @@ import asyncio
 import contextlib
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
+
+from tests.fakes.serving import FakeServer
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -59,34 +61,33 @@ class ReceivedRequest:
     json: Any
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeServer):
     """`await start()` returns the base URL to use as `api_base`; `await stop()` shuts it down."""
 
+    RUNNER_OPTIONS: ClassVar[dict[str, Any]] = {"shutdown_timeout": 1.0}
+
     def __init__(self, *, api_key: str | None = None, delay_s: float = 5.0) -> None:
+        super().__init__()
         self.api_key = api_key
         self.delay_s = delay_s
         self.requests: list[ReceivedRequest] = []
         self._ids = itertools.count(1)
         self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
         self.base_url = ""
 
     async def start(self) -> str:
+        await self.listen()
+        self.base_url = f"{self.url}/v1/"
+        return self.base_url
+
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}/v1/"
-        return self.base_url
+        return app
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await super().stop()
 
     @property
     def last(self) -> ReceivedRequest:

@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 from aiohttp import web
+
+from tests.fakes.serving import FakeServer
 
 SCENARIOS = frozenset(
     {
@@ -98,8 +100,10 @@ def _texts(content: Any) -> list[str]:
     return [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
 
 
-class FakeGemini:
+class FakeGemini(FakeServer):
     """Start with `await start()` (returns `base_url`), stop with `await stop()`; `requests` lists each call."""
+
+    RUNNER_OPTIONS: ClassVar[dict[str, Any]] = {"handler_cancellation": True, "shutdown_timeout": 1.0}
 
     def __init__(
         self,
@@ -108,29 +112,23 @@ class FakeGemini:
         key_error: Literal["invalid", "denied"] = "invalid",
         delay_s: float = 5.0,
     ) -> None:
+        super().__init__()
         self.expected_key = expected_key
         self.key_error = key_error
         self.delay_s = delay_s
         self.release: asyncio.Event | None = None
         self.requests: list[ReceivedRequest] = []
         self.base_url = ""  # set by start()
-        self._runner: web.AppRunner | None = None
 
     async def start(self) -> str:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}/v1beta/"
+        await self.listen()
+        self.base_url = f"{self.url}/v1beta/"
         return self.base_url
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        return app
 
     # ---- dispatch ----------------------------------------------------------------------------------------
 

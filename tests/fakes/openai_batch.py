@@ -19,10 +19,12 @@ reports a validation error.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
+
+from tests.fakes.serving import FakeServer
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
@@ -44,8 +46,11 @@ def _words(body: dict[str, Any]) -> int:
     return max(total, 1)
 
 
-class FakeOpenAIBatch:
+class FakeOpenAIBatch(FakeServer):
+    RUNNER_OPTIONS: ClassVar[dict[str, Any]] = {"access_log": None}
+
     def __init__(self, *, api_key: str | None = None) -> None:
+        super().__init__()
         self.api_key = api_key
         self.outcome = "completed"
         self.polls_to_end = 2
@@ -54,37 +59,15 @@ class FakeOpenAIBatch:
         self._files: dict[str, bytes] = {}
         self._batches: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    async def start(self) -> str:
+    def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024**2)
         for prefix in ("/v1", "/openai"):
             app.router.add_post(f"{prefix}/files", self._upload)
             app.router.add_post(f"{prefix}/batches", self._create)
             app.router.add_get(f"{prefix}/batches/{{batch_id}}", self._get)
             app.router.add_get(f"{prefix}/files/{{file_id}}/content", self._content)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self.url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> FakeOpenAIBatch:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return app
 
     @property
     def api_base(self) -> str:

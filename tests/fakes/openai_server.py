@@ -38,10 +38,12 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
+
+from tests.fakes.serving import FakeServer
 
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request (fake)."),
@@ -97,47 +99,35 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer):
     """No I/O until `start()`; `stop()` closes the socket and cancels handlers still running."""
 
+    # handler_cancellation: a handler whose client went away (a timed-out slow call) stops at once.
+    RUNNER_OPTIONS: ClassVar[dict[str, Any]] = {
+        "access_log": None,
+        "handler_cancellation": True,
+        "shutdown_timeout": 0.5,
+    }
+
     def __init__(self, *, api_key: str | None = None, delay_s: float = 1.0, record: bool = True) -> None:
+        super().__init__()
         self.api_key = api_key
         self.delay_s = delay_s
         self.record = record
         self.requests: list[RecordedRequest] = []
         self.release = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._port = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on `host`:`port` (default 127.0.0.1 and a free port) and return the server's root URL."""
+        await self.listen(host, port)
+        return self.url
+
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
-        # handler_cancellation: a handler whose client went away (a timed-out slow call) stops at once.
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self._port = self._runner.addresses[0][1]
-        return self.url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeOpenAI:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return app
 
     @property
     def api_base(self) -> str:
