@@ -40,6 +40,11 @@ class InvalidRequest(LsdError):
     error_code = "invalid_request"
     http_status = 400
 
+    @classmethod
+    def at(cls, path: str, message: str) -> InvalidRequest:
+        """The error for the request field at `path` ("input.messages[0].role"): "<path>: <message>"."""
+        return cls(f"{path}: {message}", field=path)
+
 
 class PayloadTooLarge(InvalidRequest):
     error_code = "payload_too_large"

@@ -49,38 +49,34 @@ class FeedbackRequest:
     api_key_public_id: str | None = None  # the verified key's, set by the API layer
 
 
-def _fail(path: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{path}: {message}", field=path)
-
-
 def _uuid(value: Any, path: str) -> UUID | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _fail(path, "expected a UUID string")
+        raise InvalidRequest.at(path, "expected a UUID string")
     try:
         return UUID(value)
     except ValueError:
-        raise _fail(path, f"invalid UUID {value!r}") from None
+        raise InvalidRequest.at(path, f"invalid UUID {value!r}") from None
 
 
 def parse_feedback_request(body: Any) -> FeedbackRequest:
     if not isinstance(body, dict):
-        raise _fail("body", "expected a JSON object")
+        raise InvalidRequest.at("body", "expected a JSON object")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
-        raise _fail(unknown[0], "unknown field")
+        raise InvalidRequest.at(unknown[0], "unknown field")
     metric = body.get("metric_name")
     if not isinstance(metric, str) or not metric:
-        raise _fail("metric_name", "expected a non-empty string")
+        raise InvalidRequest.at("metric_name", "expected a non-empty string")
     if "value" not in body:
-        raise _fail("value", "missing required field")
+        raise InvalidRequest.at("value", "missing required field")
     tags = body.get("tags") or {}
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
-        raise _fail("tags", "expected an object of strings")
+        raise InvalidRequest.at("tags", "expected an object of strings")
     dryrun = body.get("dryrun")
     if dryrun is not None and not isinstance(dryrun, bool):
-        raise _fail("dryrun", "expected a boolean")
+        raise InvalidRequest.at("dryrun", "expected a boolean")
     return FeedbackRequest(
         metric_name=metric,
         value=body["value"],
@@ -151,7 +147,7 @@ class FeedbackService:
         record: Record
         if kind == "boolean":
             if not isinstance(request.value, bool):
-                raise _fail("value", f"metric {request.metric_name!r} is boolean: expected true or false")
+                raise InvalidRequest.at("value", f"metric {request.metric_name!r} is boolean: expected true or false")
             await self._require(request)
             record = BooleanMetricFeedbackRecord(
                 feedback_id, created, target_id, target_level, request.metric_name, request.value, tags, key
@@ -159,14 +155,14 @@ class FeedbackService:
         elif kind == "float":
             value = request.value
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise _fail("value", f"metric {request.metric_name!r} is float: expected a finite number")
+                raise InvalidRequest.at("value", f"metric {request.metric_name!r} is float: expected a finite number")
             await self._require(request)
             record = FloatMetricFeedbackRecord(
                 feedback_id, created, target_id, target_level, request.metric_name, float(value), tags, key
             )
         elif kind == "comment":
             if not isinstance(request.value, str):
-                raise _fail("value", "a comment is a string")
+                raise InvalidRequest.at("value", "a comment is a string")
             await self._require(request)
             record = CommentFeedbackRecord(feedback_id, created, target_id, target_level, request.value, tags, key)
         else:
@@ -190,11 +186,13 @@ class FeedbackService:
 
     def _target_id(self, request: FeedbackRequest, kind: str, level: str) -> UUID:
         if (request.inference_id is None) == (request.episode_id is None):
-            raise _fail("inference_id", "exactly one of inference_id and episode_id is required")
+            raise InvalidRequest.at("inference_id", "exactly one of inference_id and episode_id is required")
         if level == "inference" and request.inference_id is None:
-            raise _fail("episode_id", f"metric {request.metric_name!r} is inference-level: send inference_id")
+            raise InvalidRequest.at(
+                "episode_id", f"metric {request.metric_name!r} is inference-level: send inference_id"
+            )
         if level == "episode" and request.episode_id is None:
-            raise _fail("inference_id", f"metric {request.metric_name!r} is episode-level: send episode_id")
+            raise InvalidRequest.at("inference_id", f"metric {request.metric_name!r} is episode-level: send episode_id")
         target = request.inference_id or request.episode_id
         assert target is not None
         return target
@@ -228,12 +226,12 @@ class FeedbackService:
             if schema:
                 error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
                 if error is not None:
-                    raise _fail("value", f"demonstration does not match the output schema: {error.message}")
+                    raise InvalidRequest.at("value", f"demonstration does not match the output schema: {error.message}")
             return value
         if isinstance(value, str):
             return [{"type": "text", "text": value}]
         if not isinstance(value, list):
-            raise _fail("value", "a chat demonstration is a string or a list of text and tool_call blocks")
+            raise InvalidRequest.at("value", "a chat demonstration is a string or a list of text and tool_call blocks")
         tools = {self.config.tools[t].name for t in function.tools} if function else set()
         for i, block in enumerate(value):
             kind = block.get("type") if isinstance(block, dict) else None
@@ -241,7 +239,9 @@ class FeedbackService:
                 continue
             if kind == "tool_call" and isinstance(block.get("name"), str):
                 if block["name"] not in tools:
-                    raise _fail(f"value[{i}].name", f"unknown tool {block['name']!r} for this function")
+                    raise InvalidRequest.at(f"value[{i}].name", f"unknown tool {block['name']!r} for this function")
                 continue
-            raise _fail(f"value[{i}]", "expected {type: text, text} or {type: tool_call, id, name, arguments}")
+            raise InvalidRequest.at(
+                f"value[{i}]", "expected {type: text, text} or {type: tool_call, id, name, arguments}"
+            )
         return value

@@ -34,10 +34,6 @@ FINISH = {
 }
 
 
-def _fail(path: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{path}: {message}", field=path)
-
-
 def _extra(body: Mapping[str, Any], name: str) -> Any:
     """An LSD extension key, accepted with the `lsd::` or `tensorzero::` prefix."""
     for prefix in PREFIXES:
@@ -49,14 +45,14 @@ def _extra(body: Mapping[str, Any], name: str) -> Any:
 def parse_model(model: Any, kind: str = "function_name") -> tuple[str, str]:
     """`lsd::function_name::F` / `lsd::model_name::M` (or tensorzero::) -> (kind, name); a bare name is a model."""
     if not isinstance(model, str) or not model:
-        raise _fail("model", "expected a non-empty string")
+        raise InvalidRequest.at("model", "expected a non-empty string")
     for prefix in PREFIXES:
         for key in ("function_name", "model_name", "embedding_model_name"):
             marker = f"{prefix}{key}::"
             if model.startswith(marker):
                 return key, model[len(marker) :]
         if model.startswith(prefix):
-            raise _fail(
+            raise InvalidRequest.at(
                 "model", f"unknown model prefix in {model!r}: use {prefix}function_name::F or {prefix}model_name::M"
             )
     return ("embedding_model_name" if kind == "embedding_model_name" else "model_name"), model
@@ -67,13 +63,13 @@ def _text_of(content: Any, path: str) -> str:
         return content
     if isinstance(content, list):
         return "".join(_part_text(p, f"{path}[{i}]") for i, p in enumerate(content))
-    raise _fail(path, "expected a string or an array of text parts")
+    raise InvalidRequest.at(path, "expected a string or an array of text parts")
 
 
 def _part_text(part: Any, path: str) -> str:
     if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
         return str(part["text"])
-    raise _fail(path, "expected a text part")
+    raise InvalidRequest.at(path, "expected a text part")
 
 
 def _parts(content: Any, role: str, path: str) -> list[ContentBlock]:
@@ -82,12 +78,12 @@ def _parts(content: Any, role: str, path: str) -> list[ContentBlock]:
     if isinstance(content, str):
         return [Text(content)]
     if not isinstance(content, list):
-        raise _fail(path, "expected a string or an array of content parts")
+        raise InvalidRequest.at(path, "expected a string or an array of content parts")
     blocks: list[ContentBlock] = []
     for i, part in enumerate(content):
         ppath = f"{path}[{i}]"
         if not isinstance(part, dict):
-            raise _fail(ppath, "expected an object")
+            raise InvalidRequest.at(ppath, "expected an object")
         kind = part.get("type")
         arguments = _extra(part, "arguments")
         if kind == "text" and isinstance(arguments, dict):
@@ -97,7 +93,7 @@ def _parts(content: Any, role: str, path: str) -> list[ContentBlock]:
         elif kind == "image_url":
             url = (part.get("image_url") or {}).get("url")
             if not isinstance(url, str):
-                raise _fail(f"{ppath}.image_url.url", "expected a string")
+                raise InvalidRequest.at(f"{ppath}.image_url.url", "expected a string")
             detail = (part.get("image_url") or {}).get("detail")
             if url.startswith("data:") and ";base64," in url:
                 mime, _, data = url[5:].partition(";base64,")
@@ -109,20 +105,20 @@ def _parts(content: Any, role: str, path: str) -> list[ContentBlock]:
         elif kind in ("lsd::template", "tensorzero::template"):
             blocks.append(Template(name=str(part.get("name", role)), arguments=part.get("arguments") or {}))
         else:
-            raise _fail(f"{ppath}.type", f"unsupported content part type {kind!r}")
+            raise InvalidRequest.at(f"{ppath}.type", f"unsupported content part type {kind!r}")
     return blocks
 
 
 def parse_messages(messages: Any) -> Input:
     if not isinstance(messages, list) or not messages:
-        raise _fail("messages", "expected a non-empty array")
+        raise InvalidRequest.at("messages", "expected a non-empty array")
     system: str | dict[str, Any] | None = None
     out: list[Message] = []
     tool_names: dict[str, str] = {}
     for i, m in enumerate(messages):
         path = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise _fail(path, "expected an object")
+            raise InvalidRequest.at(path, "expected an object")
         role = m.get("role")
         content = m.get("content")
         if role in ("system", "developer"):
@@ -141,7 +137,7 @@ def parse_messages(messages: Any) -> Input:
                 cpath = f"{path}.tool_calls[{j}]"
                 function = call.get("function") if isinstance(call, dict) else None
                 if not isinstance(function, dict) or not isinstance(call.get("id"), str):
-                    raise _fail(cpath, "expected {id, type: function, function: {name, arguments}}")
+                    raise InvalidRequest.at(cpath, "expected {id, type: function, function: {name, arguments}}")
                 name, arguments = str(function.get("name", "")), function.get("arguments", "")
                 tool_names[call["id"]] = name
                 blocks.append(
@@ -153,24 +149,24 @@ def parse_messages(messages: Any) -> Input:
         elif role == "tool":
             call_id = m.get("tool_call_id")
             if not isinstance(call_id, str):
-                raise _fail(f"{path}.tool_call_id", "required for tool messages")
+                raise InvalidRequest.at(f"{path}.tool_call_id", "required for tool messages")
             result = ToolResult(call_id, tool_names.get(call_id, ""), _text_of(content, f"{path}.content"))
             if out and out[-1].role == "user" and all(isinstance(b, ToolResult) for b in out[-1].content):
                 out[-1] = Message("user", (*out[-1].content, result))
             else:
                 out.append(Message("user", (result,)))
         else:
-            raise _fail(f"{path}.role", f"must be system, developer, user, assistant or tool, got {role!r}")
+            raise InvalidRequest.at(f"{path}.role", f"must be system, developer, user, assistant or tool, got {role!r}")
     return Input(system=system, messages=tuple(out))
 
 
 def parse_chat_request(body: Any) -> tuple[InferenceRequest, bool]:
     """The engine request for an OpenAI chat completion, and whether usage goes on the last stream chunk."""
     if not isinstance(body, dict):
-        raise _fail("body", "expected a JSON object")
+        raise InvalidRequest.at("body", "expected a JSON object")
     kind, name = parse_model(body.get("model"))
     if body.get("n") not in (None, 1):
-        raise _fail("n", "only n = 1 is supported")
+        raise InvalidRequest.at("n", "only n = 1 is supported")
     values: dict[str, Any] = {}
     for key in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
         if body.get(key) is not None:
@@ -203,11 +199,11 @@ def parse_chat_request(body: Any) -> tuple[InferenceRequest, bool]:
     if isinstance(choice, dict):
         choice = {"specific": str((choice.get("function") or {}).get("name", ""))}
     elif choice is not None and choice not in ("none", "auto", "required"):
-        raise _fail("tool_choice", "must be none, auto, required or {type: function, function: {name}}")
+        raise InvalidRequest.at("tool_choice", "must be none, auto, required or {type: function, function: {name}}")
     episode = _extra(body, "episode_id")
     tags = _extra(body, "tags") or {}
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
-        raise _fail("lsd::tags", "expected an object of strings")
+        raise InvalidRequest.at("lsd::tags", "expected an object of strings")
     dryrun = bool(_extra(body, "dryrun"))
     stream = bool(body.get("stream"))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

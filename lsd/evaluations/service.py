@@ -20,10 +20,6 @@ MAX_RUNS_LIMIT = 1000
 HUMAN_TAG = "lsd::human_feedback"
 
 
-def _fail(path: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{path}: {message}", field=path)
-
-
 @dataclass(frozen=True, slots=True)
 class HumanFeedbackRequest:
     evaluation_run_id: UUID
@@ -35,30 +31,30 @@ class HumanFeedbackRequest:
 
 def _uuid(value: Any, path: str) -> UUID:
     if not isinstance(value, str):
-        raise _fail(path, "expected a UUID string")
+        raise InvalidRequest.at(path, "expected a UUID string")
     try:
         return UUID(value)
     except ValueError:
-        raise _fail(path, f"invalid UUID {value!r}") from None
+        raise InvalidRequest.at(path, f"invalid UUID {value!r}") from None
 
 
 def parse_human_feedback(body: Any) -> HumanFeedbackRequest:
     if not isinstance(body, dict):
-        raise _fail("body", "expected a JSON object")
+        raise InvalidRequest.at("body", "expected a JSON object")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
-        raise _fail(unknown[0], "unknown field")
+        raise InvalidRequest.at(unknown[0], "unknown field")
     for key in ("datapoint_id", "evaluator_name"):
         if not isinstance(body.get(key), str) or not body[key]:
-            raise _fail(key, "expected a non-empty string")
+            raise InvalidRequest.at(key, "expected a non-empty string")
     if "value" not in body:
-        raise _fail("value", "missing required field")
+        raise InvalidRequest.at("value", "missing required field")
     tags = body.get("tags") or {}
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
-        raise _fail("tags", "expected an object of strings")
+        raise InvalidRequest.at("tags", "expected an object of strings")
     for key in tags:
         if key.startswith(("lsd::", "tensorzero::")):
-            raise _fail(f"tags.{key}", "tag keys starting with 'lsd::' or 'tensorzero::' are reserved")
+            raise InvalidRequest.at(f"tags.{key}", "tag keys starting with 'lsd::' or 'tensorzero::' are reserved")
     return HumanFeedbackRequest(
         evaluation_run_id=_uuid(body.get("evaluation_run_id"), "evaluation_run_id"),
         datapoint_id=body["datapoint_id"],
@@ -79,11 +75,11 @@ def parse_run_listing(params: Mapping[str, str]) -> RunListing:
     """Query parameters of `GET /v1/evaluations/runs`: evaluation_name, limit, before (a run id, for paging)."""
     unknown = sorted(set(params) - {"evaluation_name", "limit", "before"})
     if unknown:
-        raise _fail(unknown[0], "unknown query parameter")
+        raise InvalidRequest.at(unknown[0], "unknown query parameter")
     limit = DEFAULT_RUNS_LIMIT
     if "limit" in params:
         if not params["limit"].isdigit() or not 1 <= int(params["limit"]) <= MAX_RUNS_LIMIT:
-            raise _fail("limit", f"expected an integer from 1 to {MAX_RUNS_LIMIT}")
+            raise InvalidRequest.at("limit", f"expected an integer from 1 to {MAX_RUNS_LIMIT}")
         limit = int(params["limit"])
     before = _uuid(params["before"], "before") if "before" in params else None
     return RunListing(params.get("evaluation_name") or None, limit, before)
@@ -110,14 +106,18 @@ class EvaluationService:
                 field="evaluator_name",
             )
         if evaluator.get("type") != "llm_judge":
-            raise _fail("evaluator_name", "human feedback applies to llm_judge evaluators (the others are exact)")
+            raise InvalidRequest.at(
+                "evaluator_name", "human feedback applies to llm_judge evaluators (the others are exact)"
+            )
         result = await store.find_result(
             self.database, request.evaluation_run_id, request.datapoint_id, request.evaluator_name
         )
         if result is None:
             raise NotFound(f"run {run.id} has no datapoint {request.datapoint_id!r}", field="datapoint_id")
         if result.inference_id is None or result.output_hash is None:
-            raise _fail("datapoint_id", "the inference failed for this datapoint: there is no output to judge")
+            raise InvalidRequest.at(
+                "datapoint_id", "the inference failed for this datapoint: there is no output to judge"
+            )
         value = _value(request.value, evaluator.get("output_type"))
         feedback_id = uuid7()
         tags = {
@@ -198,8 +198,8 @@ def run_json(run: store.RunRow) -> dict[str, Any]:
 def _value(value: Any, output_type: Any) -> bool | float:
     if output_type == "boolean":
         if not isinstance(value, bool):
-            raise _fail("value", "the evaluator is boolean: expected true or false")
+            raise InvalidRequest.at("value", "the evaluator is boolean: expected true or false")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail("value", "the evaluator is float: expected a finite number")
+        raise InvalidRequest.at("value", "the evaluator is float: expected a finite number")
     return float(value)

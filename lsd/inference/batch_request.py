@@ -52,38 +52,34 @@ class BatchRequest:
     dryrun: bool
 
 
-def _fail(path: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{path}: {message}", field=path)
-
-
 def _aligned_list(body: Mapping[str, Any], key: str, count: int) -> list[Any] | None:
     value = body.get(key)
     if value is None:
         return None
     if not isinstance(value, list):
-        raise _fail(key, "expected an array with one entry (or null) per input")
+        raise InvalidRequest.at(key, "expected an array with one entry (or null) per input")
     if len(value) != count:
-        raise _fail(key, f"expected {count} entries (one per input), got {len(value)}")
+        raise InvalidRequest.at(key, f"expected {count} entries (one per input), got {len(value)}")
     return value
 
 
 def parse_batch_request(body: Any) -> BatchRequest:
     if not isinstance(body, dict):
-        raise _fail("body", "expected a JSON object")
+        raise InvalidRequest.at("body", "expected a JSON object")
     unknown = sorted(set(body) - _TOP_LEVEL)
     if unknown:
-        raise _fail(unknown[0], "unknown field")
+        raise InvalidRequest.at(unknown[0], "unknown field")
     function_name = body.get("function_name")
     if not isinstance(function_name, str) or not function_name:
-        raise _fail("function_name", "missing required field (a string)")
+        raise InvalidRequest.at("function_name", "missing required field (a string)")
     variant_name = body.get("variant_name")
     if variant_name is not None and not isinstance(variant_name, str):
-        raise _fail("variant_name", "expected a string")
+        raise InvalidRequest.at("variant_name", "expected a string")
     inputs = body.get("inputs")
     if not isinstance(inputs, list):
-        raise _fail("inputs", "missing required field (an array of inputs)")
+        raise InvalidRequest.at("inputs", "missing required field (an array of inputs)")
     if not inputs:
-        raise _fail("inputs", "must not be empty")
+        raise InvalidRequest.at("inputs", "must not be empty")
     count = len(inputs)
     aligned = {key: _aligned_list(body, key, count) for key in _ALIGNED}
     params = _params(body.get("params"), count)
@@ -103,10 +99,10 @@ def parse_batch_request(body: Any) -> BatchRequest:
             raise reindexed(exc, i) from None
     credentials = body.get("credentials") or {}
     if not isinstance(credentials, dict) or not all(isinstance(v, str) for v in credentials.values()):
-        raise _fail("credentials", "expected an object of strings")
+        raise InvalidRequest.at("credentials", "expected an object of strings")
     dryrun = body.get("dryrun")
     if dryrun is not None and not isinstance(dryrun, bool):
-        raise _fail("dryrun", "expected a boolean")
+        raise InvalidRequest.at("dryrun", "expected a boolean")
     return BatchRequest(function_name, variant_name, tuple(requests), credentials, bool(dryrun))
 
 
@@ -114,17 +110,17 @@ def _params(value: Any, count: int) -> dict[str, list[Any]]:
     if value is None:
         return {}
     if not isinstance(value, dict) or set(value) - {"chat_completion"}:
-        raise _fail("params", 'expected {"chat_completion": {PARAM: [value per input]}}')
+        raise InvalidRequest.at("params", 'expected {"chat_completion": {PARAM: [value per input]}}')
     chat = value.get("chat_completion") or {}
     if not isinstance(chat, dict):
-        raise _fail("params.chat_completion", "expected an object of arrays")
+        raise InvalidRequest.at("params.chat_completion", "expected an object of arrays")
     out = {}
     for name, values in chat.items():
         path = f"params.chat_completion.{name}"
         if not isinstance(values, list):
-            raise _fail(path, "expected an array with one entry (or null) per input")
+            raise InvalidRequest.at(path, "expected an array with one entry (or null) per input")
         if len(values) != count:
-            raise _fail(path, f"expected {count} entries (one per input), got {len(values)}")
+            raise InvalidRequest.at(path, f"expected {count} entries (one per input), got {len(values)}")
         out[name] = values
     return out
 

@@ -78,10 +78,6 @@ _CURSOR_VERSION = b"lsd1"
 # -- parsing -----------------------------------------------------------------------------------------------
 
 
-def _fail(path: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{path}: {message}", field=path)
-
-
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -92,10 +88,10 @@ def _json_type(value: Any) -> str:
 
 def _object(value: Any, path: str, allowed: set[str] | frozenset[str]) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise _fail(path, f"expected an object, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected an object, got {_json_type(value)}")
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise _fail(f"{path}.{unknown[0]}" if path != "body" else unknown[0], "unknown field")
+        raise InvalidRequest.at(f"{path}.{unknown[0]}" if path != "body" else unknown[0], "unknown field")
     return value
 
 
@@ -103,10 +99,10 @@ def _str(body: Mapping[str, Any], key: str, path: str, *, required: bool = False
     value = body.get(key)
     if value is None:
         if required:
-            raise _fail(path, "missing required field")
+            raise InvalidRequest.at(path, "missing required field")
         return None
     if not isinstance(value, str):
-        raise _fail(path, f"expected a string, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected a string, got {_json_type(value)}")
     return value
 
 
@@ -115,7 +111,7 @@ def _bool(body: Mapping[str, Any], key: str, path: str, *, required: bool = Fals
     if value is None and not required:
         return False
     if not isinstance(value, bool):
-        raise _fail(path, f"expected a boolean, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected a boolean, got {_json_type(value)}")
     return value
 
 
@@ -124,32 +120,32 @@ def _int(body: Mapping[str, Any], key: str, default: int, maximum: int | None = 
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(key, f"expected a non-negative integer, got {_json_type(value)}")
+        raise InvalidRequest.at(key, f"expected a non-negative integer, got {_json_type(value)}")
     if value < 0:
-        raise _fail(key, "must be >= 0")
+        raise InvalidRequest.at(key, "must be >= 0")
     if maximum is not None and value > maximum:
-        raise _fail(key, f"must be at most {maximum}, got {value}")
+        raise InvalidRequest.at(key, f"must be at most {maximum}, got {value}")
     return value
 
 
 def _uuid(value: Any, path: str) -> UUID:
     if not isinstance(value, str):
-        raise _fail(path, f"expected a UUID string, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected a UUID string, got {_json_type(value)}")
     try:
         return UUID(value)
     except ValueError:
-        raise _fail(path, f"invalid UUID {value!r}") from None
+        raise InvalidRequest.at(path, f"invalid UUID {value!r}") from None
 
 
 def _time(value: Any, path: str) -> dt.datetime:
     if not isinstance(value, str):
-        raise _fail(path, f"expected an RFC 3339 timestamp, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected an RFC 3339 timestamp, got {_json_type(value)}")
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise _fail(path, f"invalid RFC 3339 timestamp {value!r}") from None
+        raise InvalidRequest.at(path, f"invalid RFC 3339 timestamp {value!r}") from None
     if parsed.tzinfo is None:
-        raise _fail(path, f"timestamp {value!r} needs a time zone (e.g. 'Z')")
+        raise InvalidRequest.at(path, f"timestamp {value!r} needs a time zone (e.g. 'Z')")
     return parsed
 
 
@@ -159,8 +155,8 @@ def _choice(body: Mapping[str, Any], key: str, path: str, choices: tuple[str, ..
         value = default
     if value not in choices:
         if value is None:
-            raise _fail(path, "missing required field")
-        raise _fail(path, f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+            raise InvalidRequest.at(path, "missing required field")
+        raise InvalidRequest.at(path, f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
     return str(value)
 
 
@@ -171,13 +167,13 @@ def _output_source(body: Mapping[str, Any]) -> queries.OutputSource:
 
 def parse_filter(value: Any, path: str) -> Filter:
     if not isinstance(value, dict):
-        raise _fail(path, f"expected an object, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected an object, got {_json_type(value)}")
     kind = _choice(value, "type", f"{path}.type", tuple(_FILTER_FIELDS), None)
     node = _object(value, path, _FILTER_FIELDS[kind] | {"type"})
     if kind in ("and", "or"):
         children = node.get("children")
         if not isinstance(children, list):
-            raise _fail(f"{path}.children", f"expected an array, got {_json_type(children)}")
+            raise InvalidRequest.at(f"{path}.children", f"expected an array, got {_json_type(children)}")
         parsed = tuple(parse_filter(c, f"{path}.children[{i}]") for i, c in enumerate(children))
         return AndFilter(parsed) if kind == "and" else OrFilter(parsed)
     if kind == "not":
@@ -197,7 +193,7 @@ def parse_filter(value: Any, path: str) -> Filter:
         assert name is not None
         number = node.get("value")
         if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
-            raise _fail(f"{path}.value", f"expected a finite number, got {_json_type(number)}")
+            raise InvalidRequest.at(f"{path}.value", f"expected a finite number, got {_json_type(number)}")
         op = _choice(node, "comparison_operator", f"{path}.comparison_operator", COMPARISONS, None)
         return FloatMetricFilter(name, float(number), op, f"{path}.metric_name")  # type: ignore[arg-type]
     if kind == "time":
@@ -210,14 +206,14 @@ def _order_by(value: Any) -> tuple[OrderBy, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise _fail("order_by", f"expected an array, got {_json_type(value)}")
+        raise InvalidRequest.at("order_by", f"expected an array, got {_json_type(value)}")
     terms = []
     for i, item in enumerate(value):
         path = f"order_by[{i}]"
         node = _object(item, path, {"by", "name", "direction"})
         by = _choice(node, "by", f"{path}.by", ("timestamp", "metric", "search_relevance"), None)
         if by == "search_relevance":
-            raise _fail(f"{path}.by", "search_relevance ordering is not supported")
+            raise InvalidRequest.at(f"{path}.by", "search_relevance ordering is not supported")
         direction = _choice(node, "direction", f"{path}.direction", ("ascending", "descending"), None)
         name = _str(node, "name", f"{path}.name", required=by == "metric")
         terms.append(OrderBy(by, direction, name if by == "metric" else None, f"{path}.name"))  # type: ignore[arg-type]
@@ -231,13 +227,13 @@ def encode_cursor(op: Literal["<", ">"], id: UUID) -> str:
 
 def decode_cursor(value: Any) -> tuple[Literal["<", ">"], UUID]:
     if not isinstance(value, str):
-        raise _fail("cursor", f"expected a cursor string, got {_json_type(value)}")
+        raise InvalidRequest.at("cursor", f"expected a cursor string, got {_json_type(value)}")
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 21 or not raw.startswith(_CURSOR_VERSION) or raw[4:5] not in (b"<", b">"):
-        raise _fail("cursor", "not a cursor returned by list_inferences")
+        raise InvalidRequest.at("cursor", "not a cursor returned by list_inferences")
     return ("<" if raw[4:5] == b"<" else ">"), UUID(bytes=raw[5:])
 
 
@@ -249,7 +245,7 @@ def parse_list_request(body: Any) -> ListQuery:
     """A list_inferences body as a ListQuery; raises InvalidRequest naming the field."""
     body = _object(body, "body", _LIST_FIELDS)
     if body.get("search_query_experimental") is not None:
-        raise _fail("search_query_experimental", "not supported by LSD")
+        raise InvalidRequest.at("search_query_experimental", "not supported by LSD")
     filters_key = "filters" if body.get("filters") is not None else "filter"
     filters = parse_filter(body[filters_key], filters_key) if body.get(filters_key) is not None else None
     order_by = _order_by(body.get("order_by"))
@@ -258,9 +254,9 @@ def parse_list_request(body: Any) -> ListQuery:
     cursor = decode_cursor(body["cursor"]) if body.get("cursor") is not None else None
     given = [k for k in ("before", "after", "cursor") if body.get(k) is not None]
     if len(given) > 1:
-        raise _fail(given[1], f"cannot be combined with {given[0]}")
+        raise InvalidRequest.at(given[1], f"cannot be combined with {given[0]}")
     if given and body.get("offset") is not None:
-        raise _fail("offset", f"cannot be combined with {given[0]} (cursor pagination)")
+        raise InvalidRequest.at("offset", f"cannot be combined with {given[0]} (cursor pagination)")
     keyset: tuple[Literal["<", ">"], UUID] | None = None
     if before is not None:
         keyset = ("<", before)
@@ -268,17 +264,17 @@ def parse_list_request(body: Any) -> ListQuery:
         keyset = (">", after)
     elif cursor is not None:
         if not _timestamp_only(order_by):
-            raise _fail("cursor", "cursors page through timestamp order only")
+            raise InvalidRequest.at("cursor", "cursors page through timestamp order only")
         descending = not order_by or order_by[0].direction == "descending"
         if (cursor[0] == "<") != descending:
-            raise _fail("cursor", "this cursor was made for the opposite order_by direction")
+            raise InvalidRequest.at("cursor", "this cursor was made for the opposite order_by direction")
         keyset = cursor
     since = _time(body["since"], "since") if body.get("since") is not None else None
     until = _time(body["until"], "until") if body.get("until") is not None else None
     episode_id = _uuid(body["episode_id"], "episode_id") if body.get("episode_id") is not None else None
     tags = body.get("tags")
     if tags is not None and (not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values())):
-        raise _fail("tags", "expected an object of strings")
+        raise InvalidRequest.at("tags", "expected an object of strings")
     return ListQuery(
         function_name=_str(body, "function_name", "function_name"),
         variant_name=_str(body, "variant_name", "variant_name"),
@@ -303,12 +299,12 @@ def parse_get_request(body: Any) -> ListQuery:
     body = _object(body, "body", _GET_FIELDS)
     raw_ids = body.get("ids")
     if not isinstance(raw_ids, list):
-        raise _fail(
+        raise InvalidRequest.at(
             "ids",
             "missing required field" if raw_ids is None else f"expected an array of UUIDs, got {_json_type(raw_ids)}",
         )
     if len(raw_ids) > MAX_IDS:
-        raise _fail("ids", f"at most {MAX_IDS} ids per request, got {len(raw_ids)}")
+        raise InvalidRequest.at("ids", f"at most {MAX_IDS} ids per request, got {len(raw_ids)}")
     ids = tuple(dict.fromkeys(_uuid(v, f"ids[{i}]") for i, v in enumerate(raw_ids)))
     return ListQuery(
         ids=ids,

@@ -118,15 +118,11 @@ class CacheOptions:
         return self.enabled in ("on", "write_only")
 
 
-def _fail(path: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{path}: {message}", field=path)
-
-
 def _expect(value: Any, kinds: type | tuple[type, ...], path: str, what: str) -> Any:
     if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-        raise _fail(path, f"expected {what}, got boolean")
+        raise InvalidRequest.at(path, f"expected {what}, got boolean")
     if not isinstance(value, kinds):
-        raise _fail(path, f"expected {what}, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected {what}, got {_json_type(value)}")
     return value
 
 
@@ -165,36 +161,36 @@ def parse_uuid(value: Any, path: str) -> UUID:
     try:
         return UUID(value)
     except ValueError:
-        raise _fail(path, f"invalid UUID {value!r}") from None
+        raise InvalidRequest.at(path, f"invalid UUID {value!r}") from None
 
 
 def parse_inference_request(body: Any) -> InferenceRequest:
     _expect(body, dict, "body", "a JSON object")
     unknown = sorted(set(body) - _TOP_LEVEL)
     if unknown:
-        raise _fail(unknown[0], "unknown field")
+        raise InvalidRequest.at(unknown[0], "unknown field")
     function_name = _str(body, "function_name", "function_name")
     model_name = _str(body, "model_name", "model_name")
     if (function_name is None) == (model_name is None):
-        raise _fail("function_name", "exactly one of function_name and model_name is required")
+        raise InvalidRequest.at("function_name", "exactly one of function_name and model_name is required")
     episode_id = None
     if body.get("episode_id") is not None:
         episode_id = parse_uuid(body["episode_id"], "episode_id")
         try:
             validate_episode_id(episode_id)
         except ValueError as exc:
-            raise _fail("episode_id", f"Invalid Episode ID: {exc}") from None
+            raise InvalidRequest.at("episode_id", f"Invalid Episode ID: {exc}") from None
     if body.get("input") is None:
-        raise _fail("input", "missing required field")
+        raise InvalidRequest.at("input", "missing required field")
     tags = _string_map(body.get("tags"), "tags")
     internal = _bool(body, "internal", "internal")
     for key in tags:
         if (key.startswith("tensorzero::") or key.startswith("lsd::")) and not internal:
-            raise _fail(f"tags.{key}", "tag keys starting with 'tensorzero::' or 'lsd::' are reserved")
+            raise InvalidRequest.at(f"tags.{key}", "tag keys starting with 'tensorzero::' or 'lsd::' are reserved")
     namespace = _str(body, "namespace", "namespace")
     if namespace is not None:
         if not namespace:
-            raise _fail("namespace", "must not be empty")
+            raise InvalidRequest.at("namespace", "must not be empty")
         tags = {**tags, "tensorzero::namespace": namespace}
     output_schema = body.get("output_schema")
     if output_schema is not None:
@@ -257,13 +253,13 @@ def parse_body_patch(value: Any, path: str) -> BodyPatch:
     _expect(value, dict, path, "an object {pointer, value} or {pointer, delete: true}")
     unknown = sorted(set(value) - {"pointer", "value", "delete", *_FILTERS})
     if unknown:
-        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+        raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
     pointer = _req_str(value, "pointer", path)
     if not pointer.startswith("/"):
-        raise _fail(f"{path}.pointer", "a JSON Pointer starts with '/'")
+        raise InvalidRequest.at(f"{path}.pointer", "a JSON Pointer starts with '/'")
     delete = _bool(value, "delete", f"{path}.delete")
     if not delete and "value" not in value:
-        raise _fail(f"{path}.value", "missing: give a value or delete: true")
+        raise InvalidRequest.at(f"{path}.value", "missing: give a value or delete: true")
     return BodyPatch(pointer, value.get("value"), delete, **_filters(value, path))
 
 
@@ -271,7 +267,7 @@ def parse_header_patch(value: Any, path: str) -> HeaderPatch:
     _expect(value, dict, path, "an object {name, value} or {name, delete: true}")
     unknown = sorted(set(value) - {"name", "value", "delete", *_FILTERS})
     if unknown:
-        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+        raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
     delete = _bool(value, "delete", f"{path}.delete")
     header_value = None if delete else _req_str(value, "value", path)
     return HeaderPatch(_req_str(value, "name", path), header_value, delete, **_filters(value, path))
@@ -281,7 +277,7 @@ def parse_tool(value: Any, path: str) -> ToolSpec:
     _expect(value, dict, path, "an object")
     unknown = sorted(set(value) - {"name", "description", "parameters", "strict", "type"})
     if unknown:
-        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+        raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
     parameters = value.get("parameters")
     _expect(parameters, dict, f"{path}.parameters", "a JSON Schema object")
     return ToolSpec(
@@ -297,7 +293,7 @@ def parse_tool_choice(value: Any, path: str) -> str | dict[str, str] | None:
         return value  # type: ignore[no-any-return]
     if isinstance(value, dict) and set(value) == {"specific"} and isinstance(value["specific"], str):
         return {"specific": value["specific"]}
-    raise _fail(path, "must be 'none', 'auto', 'required' or {\"specific\": TOOL}")
+    raise InvalidRequest.at(path, "must be 'none', 'auto', 'required' or {\"specific\": TOOL}")
 
 
 def parse_cache_options(value: Any, path: str, dryrun: bool) -> CacheOptions:
@@ -306,13 +302,13 @@ def parse_cache_options(value: Any, path: str, dryrun: bool) -> CacheOptions:
     _expect(value, dict, path, "an object")
     unknown = sorted(set(value) - {"enabled", "max_age_s"})
     if unknown:
-        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+        raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
     enabled = value.get("enabled") or "off"
     if enabled not in ("on", "off", "read_only", "write_only"):
-        raise _fail(f"{path}.enabled", f"must be on, off, read_only or write_only, got {enabled!r}")
+        raise InvalidRequest.at(f"{path}.enabled", f"must be on, off, read_only or write_only, got {enabled!r}")
     max_age = value.get("max_age_s")
     if max_age is not None and (_expect(max_age, int, f"{path}.max_age_s", "an integer") < 0):
-        raise _fail(f"{path}.max_age_s", "must be >= 0")
+        raise InvalidRequest.at(f"{path}.max_age_s", "must be >= 0")
     if dryrun:  # a dry run never writes: on reads only, write_only does nothing
         enabled = {"on": "read_only", "write_only": "off"}.get(enabled, enabled)
     return CacheOptions(enabled, max_age)
@@ -324,7 +320,7 @@ def parse_params(value: Any, path: str) -> InferenceParams:
     _expect(value, dict, path, "an object")
     unknown = sorted(set(value) - {"chat_completion"})
     if unknown:
-        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+        raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
     chat = value.get("chat_completion")
     if chat is None:
         return InferenceParams()
@@ -332,19 +328,19 @@ def parse_params(value: Any, path: str) -> InferenceParams:
     _expect(chat, dict, cpath, "an object")
     unknown = sorted(set(chat) - set(_PARAMS) - set(_IGNORED_PARAMS))
     if unknown:
-        raise _fail(f"{cpath}.{unknown[0]}", "unknown field")
+        raise InvalidRequest.at(f"{cpath}.{unknown[0]}", "unknown field")
     values: dict[str, Any] = {}
     for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         if chat.get(key) is not None:
             number = _expect(chat[key], (int, float), f"{cpath}.{key}", "a number")
             if not math.isfinite(number):
-                raise _fail(f"{cpath}.{key}", "must be finite")
+                raise InvalidRequest.at(f"{cpath}.{key}", "must be finite")
             values[key] = float(number)
     for key in ("max_tokens", "seed"):
         if chat.get(key) is not None:
             values[key] = _expect(chat[key], int, f"{cpath}.{key}", "an integer")
     if values.get("max_tokens") is not None and values["max_tokens"] < 1:
-        raise _fail(f"{cpath}.max_tokens", "must be >= 1")
+        raise InvalidRequest.at(f"{cpath}.max_tokens", "must be >= 1")
     if chat.get("stop_sequences") is not None:
         stops = _expect(chat["stop_sequences"], list, f"{cpath}.stop_sequences", "an array of strings")
         for i, s in enumerate(stops):
@@ -353,7 +349,7 @@ def parse_params(value: Any, path: str) -> InferenceParams:
     if chat.get("json_mode") is not None:
         mode = _expect(chat["json_mode"], str, f"{cpath}.json_mode", "a string")
         if mode not in ("off", "on", "strict", "tool"):
-            raise _fail(f"{cpath}.json_mode", f"must be off, on, strict or tool, got {mode!r}")
+            raise InvalidRequest.at(f"{cpath}.json_mode", f"must be off, on, strict or tool, got {mode!r}")
         values["json_mode"] = mode
     return InferenceParams(**values)
 
@@ -362,7 +358,7 @@ def parse_input(value: Any, path: str) -> Input:
     _expect(value, dict, path, "an object")
     unknown = sorted(set(value) - {"system", "messages"})
     if unknown:
-        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+        raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
     system = value.get("system")
     if system is not None:
         _expect(system, (str, dict), f"{path}.system", "a string or an object")
@@ -376,10 +372,10 @@ def parse_message(value: Any, path: str) -> Message:
     _expect(value, dict, path, "an object")
     unknown = sorted(set(value) - {"role", "content"})
     if unknown:
-        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+        raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
     role = value.get("role")
     if role not in ("user", "assistant"):
-        raise _fail(f"{path}.role", f"must be 'user' or 'assistant', got {role!r}")
+        raise InvalidRequest.at(f"{path}.role", f"must be 'user' or 'assistant', got {role!r}")
     content = value.get("content")
     if isinstance(content, str):
         return Message(role=role, content=(Text(content),))
@@ -392,7 +388,7 @@ def parse_message(value: Any, path: str) -> Message:
 
 def _req_str(block: Mapping[str, Any], key: str, path: str) -> str:
     if block.get(key) is None:
-        raise _fail(f"{path}.{key}", "missing required field")
+        raise InvalidRequest.at(f"{path}.{key}", "missing required field")
     return str(_expect(block[key], str, f"{path}.{key}", "a string"))
 
 
@@ -438,7 +434,7 @@ def parse_block(value: Any, path: str) -> ContentBlock:
                 detail=value.get("detail"),
                 filename=value.get("filename"),
             )
-        raise _fail(f"{path}.file_type", "must be 'url' or 'base64'")
+        raise InvalidRequest.at(f"{path}.file_type", "must be 'url' or 'base64'")
     if kind == "thought":
         return Thought(text=value.get("text"), signature=value.get("signature"))
     if kind == "unknown":
@@ -447,4 +443,4 @@ def parse_block(value: Any, path: str) -> ContentBlock:
             model_name=value.get("model_name"),
             provider_name=value.get("provider_name"),
         )
-    raise _fail(f"{path}.type", f"unknown content block type {kind!r}")
+    raise InvalidRequest.at(f"{path}.type", f"unknown content block type {kind!r}")

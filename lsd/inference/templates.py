@@ -113,13 +113,13 @@ class Templates:
         error = jsonschema.exceptions.best_match(validator.iter_errors(value))
         if error is not None:
             where = path + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-            raise InvalidRequest(f"{where}: does not match the {role}_schema: {error.message}", field=where)
+            raise InvalidRequest.at(where, f"does not match the {role}_schema: {error.message}")
 
     def _run(self, template: Any, arguments: Mapping[str, Any], path: str) -> str:
         try:
             return str(template.render(**arguments))
         except TemplateError as exc:
-            raise InvalidRequest(f"{path}: template failed: {exc}", field=path) from None
+            raise InvalidRequest.at(path, f"template failed: {exc}") from None
 
 
 def _path(i: int, j: int) -> str:

@@ -241,10 +241,10 @@ async def resolve_metrics(
                 cur = await conn.execute(_METRIC_LOOKUP, {"name": name})
                 found = await cur.fetchall()
                 if not found:
-                    raise InvalidRequest(f"{path}: unknown metric {name!r}", field=path)
+                    raise InvalidRequest.at(path, f"unknown metric {name!r}")
                 metrics[name] = Metric(name, found[0][0], "episode" if found[0][1] == "episode" else "inference")
         if wanted is not None and metrics[name].type != wanted:
-            raise InvalidRequest(f"{path}: metric {name!r} is a {metrics[name].type} metric", field=path)
+            raise InvalidRequest.at(path, f"metric {name!r} is a {metrics[name].type} metric")
     return metrics
 
 
