@@ -46,7 +46,7 @@ from lsd.types import (
 
 # OpenAI's Batch API and Anthropic's Message Batches both bill half the live price.
 BATCH_DISCOUNT = 0.5
-USER_AGENT = "lsd"  # sent to providers (aiohttp would add its own, at a cost: lsd.providers.transport)
+USER_AGENT = "lsd"  # sent to providers with every request
 
 
 @immutable

@@ -1,19 +1,20 @@
-"""Outbound HTTP for every provider: one aiohttp session with pooled keep-alive connections.
+"""Outbound HTTP for every provider: pooled keep-alive HTTP/1.1 connections (lsd.providers.connections).
 
-This is the only module that imports an HTTP client. aiohttp is used because it measured ~6x the
-throughput of httpx.AsyncClient on a local proxy hop (see bench/README.md).
+This is the only module the providers call for HTTP. It maps connection failures and deadlines to
+ProviderError/ProviderTimeout in one place.
 """
 
 from __future__ import annotations
 
-import asyncio
+import ssl
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 
-import aiohttp
-
 from lsd.errors import ProviderError, ProviderTimeout
 from lsd.immutable import immutable
+from lsd.providers.connections import Connection, HeaderRejected, Origin, Pool, origin_of, request_head
+
+MAX_LINE = 1 << 24  # a streamed line (an SSE field) longer than 16 MiB fails the call
 
 
 @immutable
@@ -24,37 +25,60 @@ class HttpResponse:
 
 
 class Transport:
-    """No I/O until `open()`. Maps aiohttp's exceptions to ProviderError/ProviderTimeout in one place."""
+    """No I/O until `open()`. One pool of connections for all providers, keyed by origin."""
 
-    def __init__(self, *, limit_per_host: int = 256, default_timeout_s: float = 900.0) -> None:
+    def __init__(
+        self,
+        *,
+        limit_per_host: int = 256,
+        default_timeout_s: float = 900.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`ssl_context`: how https origins are verified (default: the system's CAs, hostname checked)."""
         self._limit_per_host = limit_per_host
         self._default_timeout_s = default_timeout_s
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._ssl_context = ssl_context
+        self._pool: Pool | None = None
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=self._limit_per_host, ttl_dns_cache=300)
-        # No skip_auto_headers: it makes aiohttp copy every request's headers; providers send their own
-        # User-Agent instead (lsd.providers.http), so aiohttp's is never added.
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        self._pool = Pool(self._limit_per_host, self._ssl_context)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def pool(self) -> Pool:
+        if self._pool is None:
             raise RuntimeError("Transport.open() was not called")
-        return self._session
+        return self._pool
 
-    def _timeout(self, timeout_s: float | None) -> aiohttp.ClientTimeout:
-        total = timeout_s or self._default_timeout_s
-        timeout = self._timeouts.get(total)
-        if timeout is None:  # one per configured timeout: a handful in all
-            timeout = self._timeouts[total] = aiohttp.ClientTimeout(total=total)
-        return timeout
+    async def _send(
+        self, method: bytes, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None
+    ) -> tuple[Connection, Origin, float]:
+        pool = self.pool
+        origin = origin_of(url)
+        head = request_head(method, origin, headers, len(body) if method == b"POST" else None)
+        deadline = pool.loop.time() + (timeout_s or self._default_timeout_s)
+        conn = await pool.acquire(origin, deadline)
+        try:
+            conn.send(head, body, deadline)
+        except BaseException:
+            pool.release(origin, conn)
+            raise
+        return conn, origin, deadline
+
+    async def _exchange(
+        self, method: bytes, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None
+    ) -> HttpResponse:
+        conn, origin, _ = await self._send(method, url, body, headers, timeout_s)
+        try:
+            await conn.read_head()
+            data = await conn.read_all()
+            return HttpResponse(conn.status, data, conn.headers)
+        finally:
+            self.pool.release(origin, conn)
 
     async def post(
         self,
@@ -66,17 +90,14 @@ class Transport:
         timeout_s: float | None = None,
     ) -> HttpResponse:
         with _mapped_errors(provider, f"timed out after {timeout_s}s"):
-            async with self.session.post(url, data=body, headers=headers, timeout=self._timeout(timeout_s)) as resp:
-                data = await resp.read()
-                return HttpResponse(resp.status, data, resp.headers)
+            return await self._exchange(b"POST", url, body, headers, timeout_s)
 
     async def get(
         self, url: str, headers: Mapping[str, str], *, provider: str, timeout_s: float | None = None
     ) -> HttpResponse:
         """GET `url` (batch status and result files)."""
         with _mapped_errors(provider, f"timed out after {timeout_s}s"):
-            async with self.session.get(url, headers=headers, timeout=self._timeout(timeout_s)) as resp:
-                return HttpResponse(resp.status, await resp.read(), resp.headers)
+            return await self._exchange(b"GET", url, b"", headers, timeout_s)
 
     async def stream_lines(
         self,
@@ -91,30 +112,46 @@ class Transport:
         """POST and yield response lines as they arrive; on a non-2xx status yield one HttpResponse instead.
         Close the generator (contextlib.aclosing) to release the connection as soon as the caller stops."""
         with _mapped_errors(provider, "timed out while streaming"):
-            async with self.session.post(url, data=body, headers=headers, timeout=self._timeout(timeout_s)) as resp:
-                if resp.status >= 300:
-                    yield HttpResponse(resp.status, await resp.read(), resp.headers)
+            conn, origin, deadline = await self._send(b"POST", url, body, headers, timeout_s)
+            try:
+                await conn.read_head()
+                if conn.status >= 300:
+                    yield HttpResponse(conn.status, await conn.read_all(), conn.headers)
                     return
+                if ttft_timeout_s:
+                    conn.arm(min(deadline, self.pool.loop.time() + ttft_timeout_s))
+                pending = b""
                 first = True
                 while True:
-                    if first and ttft_timeout_s:
-                        line = await asyncio.wait_for(resp.content.readline(), ttft_timeout_s)
-                    else:
-                        line = await resp.content.readline()
-                    first = False
-                    if not line:
+                    data = await conn.read_some()
+                    if not data:
+                        if pending:
+                            yield pending
                         return
-                    yield line
+                    if first and ttft_timeout_s:
+                        conn.arm(deadline)
+                    first = False
+                    lines = (pending + data).split(b"\n")
+                    pending = lines.pop()
+                    if len(pending) > MAX_LINE:
+                        raise ConnectionError(f"a streamed line is longer than {MAX_LINE} bytes")
+                    for line in lines:
+                        yield line + b"\n"
+            finally:
+                self.pool.release(origin, conn)
 
 
 @contextmanager
 def _mapped_errors(provider: str, timeout_message: str) -> Iterator[None]:
-    """aiohttp's exceptions (and timeouts) as ProviderTimeout/ProviderError, the one place they are mapped."""
+    """Connection failures, malformed responses, rejected headers and deadlines as ProviderError/ProviderTimeout,
+    the one place they are mapped."""
     try:
         yield
     except TimeoutError as exc:
         raise ProviderTimeout(timeout_message, provider=provider, kind="timeout") from exc
-    except aiohttp.ClientError as exc:
+    except HeaderRejected as exc:
+        raise ProviderError(str(exc), provider=provider, retryable=False, kind="request") from exc
+    except (OSError, ssl.SSLError, ValueError) as exc:
         raise ProviderError(
             f"connection error: {type(exc).__name__}: {exc}", provider=provider, kind="connection"
         ) from exc

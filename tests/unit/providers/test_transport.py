@@ -1,0 +1,303 @@
+"""The outbound HTTP/1.1 transport against scripted servers on real sockets: framing, keep-alive, TLS, deadlines,
+cancellation and the per-origin connection limit."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+
+import pytest
+import trustme
+
+from lsd.errors import ProviderError, ProviderTimeout
+from lsd.providers.transport import HttpResponse, Transport
+
+Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
+OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
+
+
+class Server:
+    """A TCP server that reads each request (head and Content-Length body) and lets `handler` answer it."""
+
+    def __init__(self, handler: Handler, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.handler = handler
+        self.ssl_context = ssl_context
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.closed_by_client = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Server:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl_context)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"{'https' if self.ssl_context else 'http'}://localhost:{port}/v1/chat/completions?x=1"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                request = head + (await reader.readexactly(length) if length else b"")
+                self.requests.append(request)
+                await self.handler(request, writer)
+                if writer.is_closing():
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed_by_client += 1
+        finally:
+            writer.close()
+
+
+async def answer_ok(request: bytes, writer: asyncio.StreamWriter) -> None:
+    writer.write(OK)
+    await writer.drain()
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[Transport]:
+    t = Transport(default_timeout_s=5)
+    await t.open()
+    yield t
+    await t.close()
+
+
+async def post(t: Transport, url: str, timeout_s: float | None = None) -> HttpResponse:
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer k"}
+    return await t.post(url, b'{"a":1}', headers, provider="p", timeout_s=timeout_s)
+
+
+async def test_request_bytes_and_keep_alive(transport: Transport) -> None:
+    async with Server(answer_ok) as server:
+        url = server.url
+        first = await post(transport, url)
+        second = await post(transport, url)
+    assert (first.status, first.body, second.body) == (200, b'{"ok":true}', b'{"ok":true}')
+    assert first.headers["content-type"] == "application/json"
+    assert server.connections == 1  # the second request reused the connection
+    head, body = server.requests[0].split(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /v1/chat/completions?x=1 HTTP/1.1"
+    assert set(lines[1:]) == {
+        b"Content-Type: application/json",
+        b"Authorization: Bearer k",
+        f"Host: localhost:{url.split(':')[2].split('/')[0]}".encode(),
+        b"Content-Length: 7",
+    }
+    assert body == b'{"a":1}'
+
+
+async def test_chunked_gzip_and_close_delimited_bodies(transport: Transport) -> None:
+    packed = gzip.compress(b'{"big":"' + b"x" * 5000 + b'"}')
+
+    async def chunked_gzip(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n")
+        for i in range(0, len(packed), 100):
+            part = packed[i : i + 100]
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+
+    async def until_close(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
+        await writer.drain()
+        writer.close()
+
+    async with Server(chunked_gzip) as server:
+        reply = await post(transport, server.url)
+        assert reply.body == gzip.decompress(packed)
+    async with Server(until_close) as server:
+        assert (await post(transport, server.url)).body == b"all of it"
+        assert (await post(transport, server.url)).body == b"all of it"
+        assert server.connections == 2  # Connection: close is not reused
+
+
+async def test_stream_lines_split_anywhere_and_error_status(transport: Transport) -> None:
+    async def sse(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in (b"data: one\n", b"\ndata: t", b"wo\n\n", b"data: [DONE]"):
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.write(b"0\r\n\r\n")
+
+    async def refuse(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\n\r\nslow")
+
+    async with Server(sse) as server:
+        async with aclosing(transport.stream_lines(server.url, b"{}", {}, provider="p")) as lines:
+            got = [line async for line in lines]
+        assert got == [b"data: one\n", b"\n", b"data: two\n", b"\n", b"data: [DONE]"]
+        assert (await post(transport, server.url)).status == 200  # the connection went back to the pool
+        assert server.connections == 1
+    async with Server(refuse) as server:
+        async with aclosing(transport.stream_lines(server.url, b"{}", {}, provider="p")) as lines:
+            items = [item async for item in lines]
+        assert len(items) == 1 and isinstance(items[0], HttpResponse)
+        assert (items[0].status, items[0].body) == (429, b"slow")
+
+
+async def test_slow_consumer_of_a_large_stream_gets_every_byte(transport: Transport) -> None:
+    line = b"data: " + b"y" * 1000 + b"\n"
+
+    async def flood(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (len(line) * 2000))
+        for _ in range(2000):
+            writer.write(line)
+        await writer.drain()
+
+    async with Server(flood) as server:
+        count = 0
+        async with aclosing(transport.stream_lines(server.url, b"{}", {}, provider="p")) as lines:
+            async for got in lines:
+                assert got == line
+                count += 1
+                if count % 200 == 0:
+                    await asyncio.sleep(0.01)  # reading pauses while these bytes pile up
+    assert count == 2000
+
+
+async def test_deadlines_fail_the_call_and_drop_the_connection(transport: Transport) -> None:
+    async def silent(request: bytes, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(3)
+
+    async with Server(silent) as server:
+        with pytest.raises(ProviderTimeout):
+            await post(transport, server.url, timeout_s=0.2)
+        with pytest.raises(ProviderTimeout):
+            async with aclosing(
+                transport.stream_lines(server.url, b"{}", {}, provider="p", ttft_timeout_s=0.2)
+            ) as lines:
+                async for _ in lines:
+                    pass
+        await asyncio.sleep(0.05)
+        assert server.connections == 2 and server.closed_by_client == 2
+
+
+async def test_headers_only_then_no_first_byte_hits_the_ttft_deadline(transport: Transport) -> None:
+    async def headers_only(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(3)
+
+    async with Server(headers_only) as server:
+        with pytest.raises(ProviderTimeout):
+            async with aclosing(
+                transport.stream_lines(server.url, b"{}", {}, provider="p", ttft_timeout_s=0.2)
+            ) as lines:
+                async for _ in lines:
+                    pass
+
+
+async def test_a_cancelled_call_closes_its_connection(transport: Transport) -> None:
+    async def slow(request: bytes, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.3)
+        writer.write(OK)
+
+    async with Server(slow) as server:
+        task = asyncio.create_task(post(transport, server.url))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.4)  # the server notices once it has answered and reads again
+        assert server.closed_by_client == 1
+        assert (await post(transport, server.url)).status == 200
+        assert server.connections == 2
+
+
+async def test_broken_answers_are_connection_errors(transport: Transport) -> None:
+    async def garbage(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+
+    async def cut_short(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial')
+        await writer.drain()
+        writer.close()
+
+    for handler in (garbage, cut_short):
+        async with Server(handler) as server:
+            with pytest.raises(ProviderError) as caught:
+                await post(transport, server.url)
+            assert caught.value.kind == "connection"
+    with pytest.raises(ProviderError) as refused:
+        await post(transport, "http://127.0.0.1:1/v1/chat/completions")
+    assert refused.value.kind == "connection"
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused(transport: Transport) -> None:
+    async def once(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(OK)
+        await writer.drain()
+        writer.close()  # keep-alive announced, then dropped while idle
+
+    async with Server(once) as server:
+        assert (await post(transport, server.url)).status == 200
+        await asyncio.sleep(0.05)
+        assert (await post(transport, server.url)).status == 200
+        assert server.connections == 2
+
+
+async def test_header_injection_is_refused_before_sending(transport: Transport) -> None:
+    async with Server(answer_ok) as server:
+        with pytest.raises(ProviderError) as caught:
+            await transport.post(server.url, b"{}", {"x-evil": "a\r\nX-Injected: 1"}, provider="p")
+        assert caught.value.kind == "request" and not caught.value.retryable
+        assert server.requests == []
+
+
+async def test_the_per_origin_limit_queues_callers() -> None:
+    t = Transport(limit_per_host=1, default_timeout_s=5)
+    await t.open()
+
+    async def slowish(request: bytes, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.02)
+        writer.write(OK)
+        await writer.drain()
+
+    try:
+        async with Server(slowish) as server:
+            replies = await asyncio.gather(*(post(t, server.url) for _ in range(5)))
+        assert [r.status for r in replies] == [200] * 5
+        assert server.connections == 1
+    finally:
+        await t.close()
+
+
+async def test_https_with_verified_certificates() -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    trusting = Transport(ssl_context=client_context, default_timeout_s=5)
+    default = Transport(default_timeout_s=5)  # the system's CAs: the test CA is unknown to them
+    await trusting.open()
+    await default.open()
+    try:
+        async with Server(answer_ok, server_context) as server:
+            assert server.url.startswith("https://")
+            assert (await post(trusting, server.url)).body == b'{"ok":true}'
+            assert (await post(trusting, server.url)).status == 200
+            assert server.connections == 1
+            with pytest.raises(ProviderError) as caught:
+                await post(default, server.url)
+            assert caught.value.kind == "connection" and "CERTIFICATE_VERIFY_FAILED" in caught.value.message
+    finally:
+        await trusting.close()
+        await default.close()
