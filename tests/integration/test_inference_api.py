@@ -168,6 +168,16 @@ async def test_dryrun_writes_nothing(client: httpx.AsyncClient, database_url: st
             400,
             "tags.tensorzero::x",
         ),
+        (
+            b'{"function_name": "chat", "input": {}, "extra_headers": [{"name": "x-a", "value": "1\\r\\nX-Smuggled: 2"}]}',
+            400,
+            "extra_headers[0].value",
+        ),
+        (
+            b'{"function_name": "chat", "input": {}, "extra_headers": [{"name": "bad name:", "value": "1"}]}',
+            400,
+            "extra_headers[0].name",
+        ),
         (b'{"function_name": "nope", "input": {}}', 404, "function_name"),
         (b'{"model_name": "nope", "input": {}}', 404, "model_name"),
         (b'{"function_name": "chat", "variant_name": "zzz", "input": {}}', 404, "variant_name"),
