@@ -169,7 +169,8 @@ async def test_dryrun_writes_nothing(client: httpx.AsyncClient, database_url: st
             "tags.tensorzero::x",
         ),
         (
-            b'{"function_name": "chat", "input": {}, "extra_headers": [{"name": "x-a", "value": "1\\r\\nX-Smuggled: 2"}]}',
+            b'{"function_name": "chat", "input": {}, '
+            b'"extra_headers": [{"name": "x-a", "value": "1\\r\\nX-Smuggled: 2"}]}',
             400,
             "extra_headers[0].value",
         ),
