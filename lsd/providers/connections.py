@@ -2,7 +2,7 @@
 
 Why not aiohttp's ClientSession: on the gateway's hop it costs ~100 µs of CPU per request (URL objects, cookie
 jar, tracing hooks, timeout handles, a StreamReader per response); this path does the same exchange in ~25 µs
-(bench/README.md). It does only what a provider call needs: a request with a known-length body, a response
+(bench/client_cost.py). It does only what a provider call needs: a request with a known-length body, a response
 delimited by Content-Length, chunked encoding or the connection's end, keep-alive reuse, TLS, gzip/deflate, a
 deadline, and back-pressure while a stream's consumer is slower than the provider.
 """
@@ -267,6 +267,7 @@ class Pool:
         self._open: dict[tuple[str, str, int], int] = {}
         self._waiters: dict[tuple[str, str, int], deque[asyncio.Future[None]]] = {}
         self._ssl = ssl_context
+        self._closed = False
 
     async def acquire(self, origin: Origin, deadline: float) -> Connection:
         key = origin.key
@@ -283,9 +284,11 @@ class Pool:
             try:
                 async with asyncio.timeout_at(deadline):
                     await waiter
-            finally:
-                if not waiter.done():
-                    waiter.cancel()
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._notify(key)  # woken, but leaving: pass the free connection on to the next caller
+                waiter.cancel()
+                raise
             idle = self._idle.get(key)
             if idle:
                 conn = idle.pop()
@@ -303,7 +306,7 @@ class Pool:
                     server_hostname=origin.host if origin.scheme == "https" else None,
                 )
         except BaseException:
-            self._open[key] -= 1
+            self._open[key] = self._open.get(key, 1) - 1
             self._notify(key)
             raise
         return conn
@@ -312,7 +315,7 @@ class Pool:
         """Back to the pool if it finished its exchange cleanly, else closed."""
         conn.disarm()
         key = origin.key
-        if conn.finished():
+        if conn.finished() and not self._closed:
             conn.idle_since = time.monotonic()
             self._idle.setdefault(key, []).append(conn)
         else:
@@ -322,7 +325,7 @@ class Pool:
 
     def _forget(self, key: tuple[str, str, int], conn: Connection) -> None:
         conn.abort()
-        self._open[key] -= 1
+        self._open[key] = self._open.get(key, 1) - 1
 
     def _notify(self, key: tuple[str, str, int]) -> None:
         waiters = self._waiters.get(key)
@@ -338,6 +341,8 @@ class Pool:
         return self._ssl
 
     def close(self) -> None:
+        """Close the idle connections; those in use are closed when their exchange ends."""
+        self._closed = True
         for conns in self._idle.values():
             for conn in conns:
                 conn.abort()

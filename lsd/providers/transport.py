@@ -55,9 +55,8 @@ class Transport:
         return self._pool
 
     async def _send(
-        self, method: bytes, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None
+        self, pool: Pool, method: bytes, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None
     ) -> tuple[Connection, Origin, float]:
-        pool = self.pool
         origin = origin_of(url)
         head = request_head(method, origin, headers, len(body) if method == b"POST" else None)
         deadline = pool.loop.time() + (timeout_s or self._default_timeout_s)
@@ -72,13 +71,14 @@ class Transport:
     async def _exchange(
         self, method: bytes, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None
     ) -> HttpResponse:
-        conn, origin, _ = await self._send(method, url, body, headers, timeout_s)
+        pool = self.pool  # kept: close() may come while this call is in flight
+        conn, origin, _ = await self._send(pool, method, url, body, headers, timeout_s)
         try:
             await conn.read_head()
             data = await conn.read_all()
             return HttpResponse(conn.status, data, conn.headers)
         finally:
-            self.pool.release(origin, conn)
+            pool.release(origin, conn)
 
     async def post(
         self,
@@ -112,14 +112,15 @@ class Transport:
         """POST and yield response lines as they arrive; on a non-2xx status yield one HttpResponse instead.
         Close the generator (contextlib.aclosing) to release the connection as soon as the caller stops."""
         with _mapped_errors(provider, "timed out while streaming"):
-            conn, origin, deadline = await self._send(b"POST", url, body, headers, timeout_s)
+            pool = self.pool
+            conn, origin, deadline = await self._send(pool, b"POST", url, body, headers, timeout_s)
             try:
                 await conn.read_head()
                 if conn.status >= 300:
                     yield HttpResponse(conn.status, await conn.read_all(), conn.headers)
                     return
                 if ttft_timeout_s:
-                    conn.arm(min(deadline, self.pool.loop.time() + ttft_timeout_s))
+                    conn.arm(min(deadline, pool.loop.time() + ttft_timeout_s))
                 pending = b""
                 first = True
                 while True:
@@ -138,7 +139,7 @@ class Transport:
                     for line in lines:
                         yield line + b"\n"
             finally:
-                self.pool.release(origin, conn)
+                pool.release(origin, conn)
 
 
 @contextmanager

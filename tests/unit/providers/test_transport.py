@@ -301,3 +301,49 @@ async def test_https_with_verified_certificates() -> None:
     finally:
         await trusting.close()
         await default.close()
+
+
+async def test_a_caller_leaving_the_queue_does_not_hold_up_the_others() -> None:
+    t = Transport(limit_per_host=1, default_timeout_s=5)
+    await t.open()
+
+    async def slowish(request: bytes, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.1)
+        writer.write(OK)
+        await writer.drain()
+
+    try:
+        async with Server(slowish) as server:
+            first = asyncio.create_task(post(t, server.url))
+            await asyncio.sleep(0.02)
+            leaving = asyncio.create_task(post(t, server.url))
+            staying = asyncio.create_task(post(t, server.url))
+            await asyncio.sleep(0.02)
+            leaving.cancel()
+            assert [r.status for r in await asyncio.gather(first, staying)] == [200, 200]
+            assert leaving.cancelled() and server.connections == 1
+            holder = asyncio.create_task(post(t, server.url))
+            await asyncio.sleep(0.02)
+            with pytest.raises(ProviderTimeout):  # a queued caller's deadline covers its wait for a connection
+                await post(t, server.url, timeout_s=0.05)
+            assert (await holder).status == 200
+    finally:
+        await t.close()
+
+
+async def test_closing_the_transport_mid_call_lets_the_call_finish() -> None:
+    t = Transport(default_timeout_s=5)
+    await t.open()
+
+    async def slowish(request: bytes, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.1)
+        writer.write(OK)
+        await writer.drain()
+
+    async with Server(slowish) as server:
+        call = asyncio.create_task(post(t, server.url))
+        await asyncio.sleep(0.02)
+        pool = t.pool
+        await t.close()
+        assert (await call).status == 200
+        assert pool._idle == {}  # not pooled again after close
