@@ -117,6 +117,7 @@ class Connection(asyncio.Protocol):
         self._error: BaseException | None = None
         self._decoder: zlib._Decompress | None = None
         self._paused = False
+        self._may_pause = True  # back-pressure for a stream's reader; read_all takes everything as it comes
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -133,7 +134,7 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self._complete or self._error is not None:
             return
-        if self._head_done and self._ends_with_connection():
+        if exc is None and self._head_done and self._ends_with_connection():
             self._complete = True  # a body delimited by the connection's end
             self._wake()
         else:
@@ -163,7 +164,7 @@ class Connection(asyncio.Protocol):
                 return
         self._chunks.append(body)
         self._buffered += len(body)
-        if self._buffered > PAUSE_AT and not self._paused and self.transport is not None:
+        if self._buffered > PAUSE_AT and self._may_pause and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
         self._wake()
@@ -202,6 +203,8 @@ class Connection(asyncio.Protocol):
             await self._wait()
 
     async def read_all(self) -> bytes:
+        self._may_pause = False
+        self._resume()
         while not self._complete:
             await self._wait()
         return b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
@@ -215,10 +218,13 @@ class Connection(asyncio.Protocol):
         data = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
         self._chunks.clear()
         self._buffered = 0
+        self._resume()
+        return data
+
+    def _resume(self) -> None:
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
-        return data
 
     def finished(self) -> bool:
         """The response was read in full and the connection can carry another request."""

@@ -347,3 +347,19 @@ async def test_closing_the_transport_mid_call_lets_the_call_finish() -> None:
         await t.close()
         assert (await call).status == 200
         assert pool._idle == {}  # not pooled again after close
+
+
+async def test_a_large_answer_read_whole_is_not_held_back(transport: Transport) -> None:
+    body = b"z" * (3 << 20)  # far past the stream back-pressure threshold
+
+    async def big(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for i in range(0, len(body), 65536):
+            writer.write(body[i : i + 65536])
+            await writer.drain()
+
+    async with Server(big) as server:
+        reply = await transport.get(server.url, {}, provider="p", timeout_s=5)
+        assert reply.body == body
+        assert server.requests[0].startswith(b"GET /v1/chat/completions?x=1 HTTP/1.1\r\n")
+        assert b"content-length" not in server.requests[0].lower()
