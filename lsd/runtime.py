@@ -180,7 +180,9 @@ async def open_runtime(
             transport=transport,
             recent=recent,
             engine=engine,
-            batches=BatchService(engine, database, config.gateway.batch.poll_interval_s, tracing=tracing),
+            batches=BatchService(
+                engine, database, config.gateway.batch.poll_interval_s, tracing=tracing, metrics=metrics
+            ),
             feedback=FeedbackService(
                 config=config, database=database, recent=recent, recorder=writer, metrics=metrics, tracing=tracing
             ),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -27,8 +28,10 @@ from lsd.inference.recording import input_to_json, messages_to_json, params_to_j
 from lsd.inference.routing import order_variants
 from lsd.inference.run import Engine, Prepared
 from lsd.providers.base import BatchPoll, CallContext, KeyLocation, Provider
+from lsd.records import ModelInferenceRecord, Record
 from lsd.store import batch as store
 from lsd.store.database import Database
+from lsd.telemetry.metrics import Metrics
 from lsd.telemetry.tracing import Clock, Tracing
 from lsd.types import ProviderRequest
 
@@ -60,6 +63,7 @@ class BatchService:
     database: Database
     poll_interval_s: float
     tracing: Tracing | None = None
+    metrics: Metrics | None = None
 
     def _span(self, name: str, started: float, attributes: dict[str, Any], error: str | None = None) -> None:
         """Telemetry: a `batch_submit` or `batch_poll` span (provider, model, batch id and status; no content)."""
@@ -246,6 +250,8 @@ class BatchService:
             {"inference_id": str(i), "message": m} for i, m in item_errors.items()
         ]
         recorded = await store.complete(self.database, self._event(row, state, errors), records)
+        if recorded and self.metrics is not None:
+            self._count(row, state.status, records)
         if recorded:
             log.info(
                 "batch %s %s: %d of %d results recorded",
@@ -257,6 +263,23 @@ class BatchService:
         else:
             log.info("batch %s had already been recorded by another process; nothing written", row.id)
         return recorded
+
+    def _count(self, row: store.BatchRow, status: str, records: Sequence[Record]) -> None:
+        """Metrics for a batch whose results this process recorded: the batch, and each input's result."""
+        assert self.metrics is not None
+        self.metrics.observe_batch(row.function_name, row.model_name, row.model_provider_name, status)
+        for record in records:
+            if isinstance(record, ModelInferenceRecord):
+                labels = (
+                    record.function_name or "",
+                    record.variant_name or "",
+                    record.model_name,
+                    record.model_provider_name,
+                )
+                cost = float(record.cost) if record.cost is not None else None
+                self.metrics.observe_batch_result(
+                    labels, record.status == "ok", record.input_tokens, record.output_tokens, cost
+                )
 
     async def poll_pending(self) -> int | None:
         """The background poller: every pending batch, once per cluster (None when another process holds the

@@ -203,6 +203,16 @@ class Metrics:
         )
         self.auth_failures = counter("lsd_auth_failures_total", "Requests refused by authentication", ("reason",))
         self.feedback = counter("lsd_feedback_total", "Feedback requests by kind and outcome", ("kind", "outcome"))
+        self.batches = counter(
+            "lsd_batches_total",
+            "Provider batches whose results were recorded",
+            ("function", "model", "provider", "status"),
+        )
+        self.batch_inferences = counter(
+            "lsd_batch_inferences_total",
+            "Batch inputs whose result was recorded, by outcome (ok, error)",
+            (*by_model, "outcome"),
+        )
         self.writer_queue = gauge("lsd_writer_queue_rows", "Rows waiting in the writer's memory queue")
         self.writer_spool_bytes = gauge("lsd_writer_spool_bytes", "Bytes in the writer's spool files")
         self.writer_written = counter("lsd_writer_rows_written_total", "Rows committed to PostgreSQL", ("table",))
@@ -318,6 +328,27 @@ class Metrics:
 
     def observe_feedback(self, kind: str, outcome: str) -> None:
         self.feedback.labels(kind, outcome).inc()
+
+    def observe_batch(self, function: str, model: str, provider: str, status: str) -> None:
+        """A provider batch ended and this process recorded its results (once per cluster)."""
+        self.batches.labels(function, model, provider, status).inc()
+
+    def observe_batch_result(
+        self,
+        by_model: tuple[str, str, str, str],
+        ok: bool,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        cost: float | None,
+    ) -> None:
+        """One batch input's recorded result; its tokens and cost go to the same counters as live inferences."""
+        self.batch_inferences.labels(*by_model, "ok" if ok else "error").inc()
+        if input_tokens:
+            self.input_tokens.labels(*by_model).inc(input_tokens)
+        if output_tokens:
+            self.output_tokens.labels(*by_model).inc(output_tokens)
+        if cost:
+            self.cost.labels(*by_model).inc(cost)
 
     # -- writer, pool, jobs ------------------------------------------------------------------------------------
 

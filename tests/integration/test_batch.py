@@ -25,6 +25,7 @@ from tests.fakes.anthropic_batch import FakeAnthropicBatch
 from tests.fakes.openai_batch import FakeOpenAIBatch
 from tests.support.configs import write_answer_schema
 from tests.support.gateway import in_process_gateway
+from tests.support.prometheus import scrape, value
 
 CONFIG = """
 [gateway.batch]
@@ -307,6 +308,16 @@ async def test_openai_batch_with_failures_and_batch_price(
     assert rows == [("error", None, "bad_request"), ("ok", Decimal("0.000008"), None)]
     raw = query(database_url, "SELECT raw_request FROM model_inference_data WHERE raw_request IS NOT NULL")
     assert len(raw) == 2 and "sk-batch" not in str(raw)
+    # Prometheus: the batch, each input's outcome, and the result's tokens and cost with the live inferences'
+    samples, _, _ = await scrape(client)
+    by_model = {"function": "chat", "variant": "openai", "model": "gpt", "provider": "openai"}
+    batch = {"function": "chat", "model": "gpt", "provider": "openai", "status": "completed"}
+    assert value(samples, "lsd_batches_total", **batch) == 1
+    assert value(samples, "lsd_batch_inferences_total", **by_model, outcome="ok") == 1
+    assert value(samples, "lsd_batch_inferences_total", **by_model, outcome="error") == 1
+    assert value(samples, "lsd_input_tokens_total", **by_model) == 2
+    assert value(samples, "lsd_output_tokens_total", **by_model) == 3
+    assert value(samples, "lsd_cost_total", **by_model) == pytest.approx(8e-6)
 
 
 async def test_azure_batch_uses_its_urls_and_batch_cost(

@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from lsd.config import parse
 from lsd.errors import ConfigError
 from tests.support.configs import boolean_metric, dummy_fallback_model, echo_chat
 from tests.support.gateway import ROOT, in_process_gateway
+from tests.support.prometheus import scrape, value
 
 CONFIG = f"""
 [gateway.observability]
@@ -44,26 +44,6 @@ MESSAGE = {"messages": [{"role": "user", "content": "hello there"}]}
 async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with in_process_gateway(CONFIG, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
         yield http
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-async def scrape(client: httpx.AsyncClient) -> tuple[Samples, set[str], str]:
-    r = await client.get("/metrics")
-    assert r.status_code == 200
-    assert r.headers["content-type"].startswith("text/plain; version=")
-    samples: Samples = {}
-    families: set[str] = set()
-    for family in text_string_to_metric_families(r.text):
-        families.add(family.name)
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples, families, r.text
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 CHAT = {"function": "chat", "variant": "a", "model": "echo", "provider": "dummy"}
