@@ -28,7 +28,7 @@ from lsd.startup import database_urls, prepare
 from lsd.store import admin, migrate, statistics
 from lsd.store.database import Database, DatabaseUnreachable, DatabaseUrls, PoolStats, connect_with_retry
 from lsd.store.local import LocalServer, LocalServerError
-from lsd.supervisor import supervise
+from lsd.supervisor import handover
 from lsd.telemetry import logging as lsd_logging
 
 log = logging.getLogger("lsd")
@@ -162,9 +162,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         os.environ["LSD_CONFIG"] = str(Path(args.config).resolve())
         hconfig.application_path = "lsd.app:from_environment()"
-        code = supervise(hconfig, args.workers)
-        log.info("lsd stopped")
-        return code
+        handover(hconfig, args.workers)  # this process becomes the slim supervisor; never returns
     app = build_app(config, url)
     uvloop.run(_serve_async(app, hconfig))
     log.info("lsd stopped")

@@ -131,6 +131,16 @@ def test_multiple_workers_serve_and_flush_on_sigterm(daemon_factory, database_ur
             )
             assert r.status_code == 200
             ids.append(r.json()["inference_id"])
+    # The process `lsd serve` started (same PID) became the slim supervisor: it runs no gateway code.
+    pid = daemon.process.pid
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"lsd.supervisor" in cmdline
+    rss_kib = int(
+        next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS")).split()[
+            1
+        ]
+    )
+    assert rss_kib < 40 * 1024, f"supervisor RSS {rss_kib} KiB"
     assert daemon.terminate() == 0
     with psycopg.connect(database_url) as conn:
         stored = {str(r[0]) for r in conn.execute("SELECT id FROM chat_inferences")}
