@@ -169,9 +169,9 @@ def render(summary: dict[str, Any]) -> str:
             "TTFT p99 ratio",
             "total p99 overhead",
         ]
-        keys = ("ttft_p50_overhead_ms", "ttft_p90_overhead_ms", "ttft_p99_overhead_ms", "ttft_p99_ratio")
+        ttft_keys = ("ttft_p50_overhead_ms", "ttft_p90_overhead_ms", "ttft_p99_overhead_ms", "ttft_p99_ratio")
         rows = [
-            [k, describe(n), *(c[x] for x in keys), c["total_p99_overhead_ms"]]
+            [k, describe(n), *(c[x] for x in ttft_keys), c["total_p99_overhead_ms"]]
             for k, n, c in sorted(ttft, key=lambda t: float(t[0]))
         ]
         parts.append(table(headers, rows))

@@ -13,6 +13,7 @@ import math
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -283,12 +284,12 @@ def _ms(sorted_values: list[float], p: float) -> float | None:
     return round(percentile(sorted_values, p) * 1000, 3) if sorted_values else None
 
 
-def percentile(sorted_values: list[float], p: float) -> float:
+def percentile(sorted_values: Sequence[float], p: float) -> float:
     """The nearest-rank percentile (`p` in 0..100) of an ascending list; 0.0 for an empty one."""
     if not sorted_values:
         return 0.0
     rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
+    return float(sorted_values[rank - 1])
 
 
 def _summary(

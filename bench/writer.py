@@ -23,6 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -337,11 +338,16 @@ def _methods(groups: list[Group], settings: Settings, spool_dir: Path) -> list[_
                 "writer",
                 f"lsd Writer (max_rows {batch})",
                 batch,
-                lambda u, b=batch: writer_run(u, groups, b, spool_dir),
+                partial(writer_run, groups=groups, max_rows=batch, spool_dir=spool_dir),
             )
         )
         methods.append(
-            _Method("copy", f"bare binary COPY ({batch} rows/txn)", batch, lambda u, b=batch: copy_run(u, groups, b))
+            _Method(
+                "copy",
+                f"bare binary COPY ({batch} rows/txn)",
+                batch,
+                partial(copy_run, groups=groups, batch_rows=batch),
+            )
         )
     first = settings.batch_rows[0]
     methods.append(
