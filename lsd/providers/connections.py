@@ -3,8 +3,8 @@
 Why not aiohttp's ClientSession: on the gateway's hop it costs ~100 µs of CPU per request (URL objects, cookie
 jar, tracing hooks, timeout handles, a StreamReader per response); this path does the same exchange in ~25 µs
 (bench/client_cost.py). It does only what a provider call needs: a request with a known-length body, a response
-delimited by Content-Length, chunked encoding or the connection's end, keep-alive reuse, TLS, gzip/deflate, a
-deadline, and back-pressure while a stream's consumer is slower than the provider.
+delimited by Content-Length, chunked encoding or the connection's end (interim 1xx answers skipped), keep-alive
+reuse, TLS, gzip/deflate, a deadline, and back-pressure while a stream's consumer is slower than the provider.
 """
 
 from __future__ import annotations
@@ -151,6 +151,8 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
+        if 100 <= self.status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            return
         encoding = self.headers.get("content-encoding", "").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
             self._decoder = zlib.decompressobj(47)  # gzip or zlib, detected from the header
@@ -170,6 +172,9 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if 100 <= self.status < 200:
+            self.status, self.headers = 0, {}
+            return
         if self._decoder is not None:
             rest = self._decoder.flush()
             if rest:

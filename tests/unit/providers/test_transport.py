@@ -127,6 +127,17 @@ async def test_chunked_gzip_and_close_delimited_bodies(transport: Transport) -> 
         assert server.connections == 2  # Connection: close is not reused
 
 
+async def test_interim_answers_are_skipped(transport: Transport) -> None:
+    async def early_hints(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + OK)
+
+    async with Server(early_hints) as server:
+        reply = await post(transport, server.url)
+        assert (reply.status, reply.body) == (200, b'{"ok":true}') and "link" not in reply.headers
+        assert (await post(transport, server.url)).status == 200
+        assert server.connections == 1
+
+
 async def test_stream_lines_split_anywhere_and_error_status(transport: Transport) -> None:
     async def sse(request: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
