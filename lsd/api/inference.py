@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from lsd.api.access_log import log_fields, scope_fields
 from lsd.api.auth import identify
 from lsd.api.body import json_response_bytes, read_json, receive_json
 from lsd.api.errors import error_response
+from lsd.api.sse import EventStreamResponse, event_stream
 from lsd.api.state import AppState
 from lsd.errors import LsdError
 from lsd.inference.recording import block_to_json
@@ -21,8 +21,6 @@ from lsd.inference.request import InferenceRequest, parse_inference_request
 from lsd.inference.run import InferenceResult
 from lsd.inference.streaming import InferenceStream, StreamEvent, start_stream
 from lsd.types import OutputBlock, Text, Thought, ToolCall, Usage
-
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
@@ -77,10 +75,11 @@ def event_json(stream: InferenceStream, event: StreamEvent) -> dict[str, Any]:
     return chunk
 
 
-async def sse(stream: InferenceStream) -> AsyncIterator[bytes]:
+async def sse_events(stream: InferenceStream) -> AsyncIterator[tuple[dict[str, Any], bool]]:
+    """Each chunk's JSON, and whether it only trails the content (usage, finish reason)."""
     async for event in stream.events():
-        yield b"data: " + orjson.dumps(event_json(stream, event)) + b"\n\n"
-    yield b"data: [DONE]\n\n"
+        trailing = event.usage is not None and not event.content and event.error is None
+        yield event_json(stream, event), trailing
 
 
 async def respond(state: AppState, body: Any, fields: dict[str, Any], scope: Scope) -> Response:
@@ -102,7 +101,7 @@ async def stream_response(state: AppState, parsed: InferenceRequest, fields: dic
         provider=stream.opened.provider.name,
         stream=True,
     )
-    return StreamingResponse(sse(stream), media_type="text/event-stream", headers=SSE_HEADERS)
+    return EventStreamResponse(event_stream(sse_events(stream)))
 
 
 async def answer(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> bytes:

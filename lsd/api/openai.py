@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from lsd.api.auth import KEY_SCOPE, identify
 from lsd.api.body import json_response_bytes, read_json
-from lsd.api.inference import SSE_HEADERS
 from lsd.api.openai_wire import ChunkWriter, completion_json, embedding_vector, parse_chat_request, parse_model
+from lsd.api.sse import EventStreamResponse, event_stream
 from lsd.api.state import AppState
 from lsd.errors import InvalidRequest
 from lsd.inference.embeddings import EmbeddingRequest
@@ -27,20 +26,20 @@ async def chat_completions(request: Request[AppState]) -> Response:
     parsed = identify(request.scope, parsed)
     if parsed.stream:
         stream = await start_stream(state["engine"], parsed)
-        return StreamingResponse(
-            _sse(parsed, stream, include_usage), media_type="text/event-stream", headers=SSE_HEADERS
-        )
+        return EventStreamResponse(event_stream(_sse(parsed, stream, include_usage)))
     result = await state["engine"].infer(parsed)
     return Response(json_response_bytes(completion_json(parsed, result)), media_type="application/json")
 
 
-async def _sse(request: InferenceRequest, stream: InferenceStream, include_usage: bool) -> AsyncIterator[bytes]:
+async def _sse(
+    request: InferenceRequest, stream: InferenceStream, include_usage: bool
+) -> AsyncIterator[tuple[dict[str, Any], bool]]:
+    """Each chat.completion.chunk, and whether it only trails the content (usage, finish reason)."""
     writer = ChunkWriter(request, stream, include_usage)
     async for event in stream.events():
         chunk = writer.chunk(event)
         if chunk is not None:
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-    yield b"data: [DONE]\n\n"
+            yield chunk, event.usage is not None and not event.content and event.error is None
 
 
 async def embeddings(request: Request[AppState]) -> Response:
