@@ -69,9 +69,33 @@ async def answer_ok(request: bytes, writer: asyncio.StreamWriter) -> None:
     await writer.drain()
 
 
+async def lines_of(t: Transport, url: str, ttft_timeout_s: float | None = None) -> list[bytes | HttpResponse]:
+    """Everything stream_lines yields for a POST to `url`."""
+    async with aclosing(t.stream_lines(url, b"{}", {}, provider="p", ttft_timeout_s=ttft_timeout_s)) as lines:
+        return [line async for line in lines]
+
+
+def answer_after(seconds: float) -> Handler:
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(seconds)
+        writer.write(OK)
+        await writer.drain()
+
+    return handler
+
+
 @pytest.fixture
 async def transport() -> AsyncIterator[Transport]:
     t = Transport(default_timeout_s=5)
+    await t.open()
+    yield t
+    await t.close()
+
+
+@pytest.fixture
+async def one_connection() -> AsyncIterator[Transport]:
+    """A transport allowed one connection per origin."""
+    t = Transport(limit_per_host=1, default_timeout_s=5)
     await t.open()
     yield t
     await t.close()
@@ -151,14 +175,12 @@ async def test_stream_lines_split_anywhere_and_error_status(transport: Transport
         writer.write(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\n\r\nslow")
 
     async with Server(sse) as server:
-        async with aclosing(transport.stream_lines(server.url, b"{}", {}, provider="p")) as lines:
-            got = [line async for line in lines]
+        got = await lines_of(transport, server.url)
         assert got == [b"data: one\n", b"\n", b"data: two\n", b"\n", b"data: [DONE]"]
         assert (await post(transport, server.url)).status == 200  # the connection went back to the pool
         assert server.connections == 1
     async with Server(refuse) as server:
-        async with aclosing(transport.stream_lines(server.url, b"{}", {}, provider="p")) as lines:
-            items = [item async for item in lines]
+        items = await lines_of(transport, server.url)
         assert len(items) == 1 and isinstance(items[0], HttpResponse)
         assert (items[0].status, items[0].body) == (429, b"slow")
 
@@ -191,11 +213,7 @@ async def test_deadlines_fail_the_call_and_drop_the_connection(transport: Transp
         with pytest.raises(ProviderTimeout):
             await post(transport, server.url, timeout_s=0.2)
         with pytest.raises(ProviderTimeout):
-            async with aclosing(
-                transport.stream_lines(server.url, b"{}", {}, provider="p", ttft_timeout_s=0.2)
-            ) as lines:
-                async for _ in lines:
-                    pass
+            await lines_of(transport, server.url, ttft_timeout_s=0.2)
         await asyncio.sleep(0.05)
         assert server.connections == 2 and server.closed_by_client == 2
 
@@ -208,19 +226,11 @@ async def test_headers_only_then_no_first_byte_hits_the_ttft_deadline(transport:
 
     async with Server(headers_only) as server:
         with pytest.raises(ProviderTimeout):
-            async with aclosing(
-                transport.stream_lines(server.url, b"{}", {}, provider="p", ttft_timeout_s=0.2)
-            ) as lines:
-                async for _ in lines:
-                    pass
+            await lines_of(transport, server.url, ttft_timeout_s=0.2)
 
 
 async def test_a_cancelled_call_closes_its_connection(transport: Transport) -> None:
-    async def slow(request: bytes, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(0.3)
-        writer.write(OK)
-
-    async with Server(slow) as server:
+    async with Server(answer_after(0.3)) as server:
         task = asyncio.create_task(post(transport, server.url))
         await asyncio.sleep(0.1)
         task.cancel()
@@ -272,22 +282,11 @@ async def test_header_injection_is_refused_before_sending(transport: Transport) 
         assert server.requests == []
 
 
-async def test_the_per_origin_limit_queues_callers() -> None:
-    t = Transport(limit_per_host=1, default_timeout_s=5)
-    await t.open()
-
-    async def slowish(request: bytes, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(0.02)
-        writer.write(OK)
-        await writer.drain()
-
-    try:
-        async with Server(slowish) as server:
-            replies = await asyncio.gather(*(post(t, server.url) for _ in range(5)))
-        assert [r.status for r in replies] == [200] * 5
-        assert server.connections == 1
-    finally:
-        await t.close()
+async def test_the_per_origin_limit_queues_callers(one_connection: Transport) -> None:
+    async with Server(answer_after(0.02)) as server:
+        replies = await asyncio.gather(*(post(one_connection, server.url) for _ in range(5)))
+    assert [r.status for r in replies] == [200] * 5
+    assert server.connections == 1
 
 
 async def test_https_with_verified_certificates() -> None:
@@ -314,44 +313,28 @@ async def test_https_with_verified_certificates() -> None:
         await default.close()
 
 
-async def test_a_caller_leaving_the_queue_does_not_hold_up_the_others() -> None:
-    t = Transport(limit_per_host=1, default_timeout_s=5)
-    await t.open()
-
-    async def slowish(request: bytes, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(0.1)
-        writer.write(OK)
-        await writer.drain()
-
-    try:
-        async with Server(slowish) as server:
-            first = asyncio.create_task(post(t, server.url))
-            await asyncio.sleep(0.02)
-            leaving = asyncio.create_task(post(t, server.url))
-            staying = asyncio.create_task(post(t, server.url))
-            await asyncio.sleep(0.02)
-            leaving.cancel()
-            assert [r.status for r in await asyncio.gather(first, staying)] == [200, 200]
-            assert leaving.cancelled() and server.connections == 1
-            holder = asyncio.create_task(post(t, server.url))
-            await asyncio.sleep(0.02)
-            with pytest.raises(ProviderTimeout):  # a queued caller's deadline covers its wait for a connection
-                await post(t, server.url, timeout_s=0.05)
-            assert (await holder).status == 200
-    finally:
-        await t.close()
+async def test_a_caller_leaving_the_queue_does_not_hold_up_the_others(one_connection: Transport) -> None:
+    t = one_connection
+    async with Server(answer_after(0.1)) as server:
+        first = asyncio.create_task(post(t, server.url))
+        await asyncio.sleep(0.02)
+        leaving = asyncio.create_task(post(t, server.url))
+        staying = asyncio.create_task(post(t, server.url))
+        await asyncio.sleep(0.02)
+        leaving.cancel()
+        assert [r.status for r in await asyncio.gather(first, staying)] == [200, 200]
+        assert leaving.cancelled() and server.connections == 1
+        holder = asyncio.create_task(post(t, server.url))
+        await asyncio.sleep(0.02)
+        with pytest.raises(ProviderTimeout):  # a queued caller's deadline covers its wait for a connection
+            await post(t, server.url, timeout_s=0.05)
+        assert (await holder).status == 200
 
 
 async def test_closing_the_transport_mid_call_lets_the_call_finish() -> None:
     t = Transport(default_timeout_s=5)
     await t.open()
-
-    async def slowish(request: bytes, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(0.1)
-        writer.write(OK)
-        await writer.drain()
-
-    async with Server(slowish) as server:
+    async with Server(answer_after(0.1)) as server:
         call = asyncio.create_task(post(t, server.url))
         await asyncio.sleep(0.02)
         pool = t.pool
