@@ -271,13 +271,16 @@ class Connection(asyncio.Protocol):
 class Pool:
     """Keep-alive connections per origin (scheme, host, port), at most `limit_per_host` open to each."""
 
-    def __init__(self, limit_per_host: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, limit_per_host: int, ssl_context: ssl.SSLContext | None = None, connect_timeout_s: float = 10.0
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self._limit = limit_per_host
         self._idle: dict[tuple[str, str, int], list[Connection]] = {}
         self._open: dict[tuple[str, str, int], int] = {}
         self._waiters: dict[tuple[str, str, int], deque[asyncio.Future[None]]] = {}
         self._ssl = ssl_context
+        self._connect_timeout_s = connect_timeout_s  # TCP and TLS: a host that never answers fails fast
         self._closed = False
 
     async def acquire(self, origin: Origin, deadline: float) -> Connection:
@@ -307,8 +310,9 @@ class Pool:
                     return conn
                 self._forget(key, conn)
         self._open[key] = self._open.get(key, 0) + 1
+        connect_by = self.loop.time() + self._connect_timeout_s
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(min(deadline, connect_by)):
                 _, conn = await self.loop.create_connection(
                     lambda: Connection(self),
                     origin.host,
@@ -316,6 +320,14 @@ class Pool:
                     ssl=self._tls() if origin.scheme == "https" else None,
                     server_hostname=origin.host if origin.scheme == "https" else None,
                 )
+        except TimeoutError:
+            self._open[key] = self._open.get(key, 1) - 1
+            self._notify(key)
+            if connect_by < deadline:  # the connect limit, not the call's own deadline
+                raise ConnectionError(
+                    f"no connection to {origin.host}:{origin.port} within {self._connect_timeout_s:g} s"
+                ) from None
+            raise
         except BaseException:
             self._open[key] = self._open.get(key, 1) - 1
             self._notify(key)

@@ -32,16 +32,19 @@ class Transport:
         *,
         limit_per_host: int = 256,
         default_timeout_s: float = 900.0,
+        connect_timeout_s: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """`ssl_context`: how https origins are verified (default: the system's CAs, hostname checked)."""
+        """`connect_timeout_s`: the longest a new connection (TCP and TLS) may take, within the call's own timeout;
+        `ssl_context`: how https origins are verified (default: the system's CAs, hostname checked)."""
         self._limit_per_host = limit_per_host
         self._default_timeout_s = default_timeout_s
+        self._connect_timeout_s = connect_timeout_s
         self._ssl_context = ssl_context
         self._pool: Pool | None = None
 
     async def open(self) -> None:
-        self._pool = Pool(self._limit_per_host, self._ssl_context)
+        self._pool = Pool(self._limit_per_host, self._ssl_context, self._connect_timeout_s)
 
     async def close(self) -> None:
         if self._pool is not None:

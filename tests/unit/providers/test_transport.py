@@ -357,3 +357,22 @@ async def test_a_large_answer_read_whole_is_not_held_back(transport: Transport) 
         assert reply.body == body
         assert server.requests[0].startswith(b"GET /v1/chat/completions?x=1 HTTP/1.1\r\n")
         assert b"content-length" not in server.requests[0].lower()
+
+
+async def test_a_host_that_never_completes_the_connection_fails_after_the_connect_timeout() -> None:
+    async def never(request: bytes, writer: asyncio.StreamWriter) -> None:
+        raise AssertionError("no request should arrive")
+
+    t = Transport(connect_timeout_s=0.2, default_timeout_s=5)
+    await t.open()
+    try:
+        async with Server(never) as server:  # plain TCP: a TLS handshake to it never completes
+            https = server.url.replace("http://", "https://")
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(ProviderError) as caught:
+                await post(t, https)
+            assert asyncio.get_running_loop().time() - started < 2
+            assert caught.value.kind == "connection" and "within 0.2 s" in caught.value.message
+            assert not isinstance(caught.value, ProviderTimeout)  # the provider did not time out: it never answered
+    finally:
+        await t.close()
