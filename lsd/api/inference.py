@@ -78,8 +78,7 @@ def event_json(stream: InferenceStream, event: StreamEvent) -> dict[str, Any]:
 async def sse_events(stream: InferenceStream) -> AsyncIterator[tuple[dict[str, Any], bool]]:
     """Each chunk's JSON, and whether it only trails the content (usage, finish reason)."""
     async for event in stream.events():
-        trailing = event.usage is not None and not event.content and event.error is None
-        yield event_json(stream, event), trailing
+        yield event_json(stream, event), event.trailing
 
 
 async def respond(state: AppState, body: Any, fields: dict[str, Any], scope: Scope) -> Response:

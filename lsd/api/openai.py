@@ -39,7 +39,7 @@ async def _sse(
     async for event in stream.events():
         chunk = writer.chunk(event)
         if chunk is not None:
-            yield chunk, event.usage is not None and not event.content and event.error is None
+            yield chunk, event.trailing
 
 
 async def embeddings(request: Request[AppState]) -> Response:

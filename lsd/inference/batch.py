@@ -251,7 +251,7 @@ class BatchService:
         ]
         recorded = await store.complete(self.database, self._event(row, state, errors), records)
         if recorded and self.metrics is not None:
-            self._count(row, state.status, records)
+            _count(self.metrics, row, state.status, records)
         if recorded:
             log.info(
                 "batch %s %s: %d of %d results recorded",
@@ -263,23 +263,6 @@ class BatchService:
         else:
             log.info("batch %s had already been recorded by another process; nothing written", row.id)
         return recorded
-
-    def _count(self, row: store.BatchRow, status: str, records: Sequence[Record]) -> None:
-        """Metrics for a batch whose results this process recorded: the batch, and each input's result."""
-        assert self.metrics is not None
-        self.metrics.observe_batch(row.function_name, row.model_name, row.model_provider_name, status)
-        for record in records:
-            if isinstance(record, ModelInferenceRecord):
-                labels = (
-                    record.function_name or "",
-                    record.variant_name or "",
-                    record.model_name,
-                    record.model_provider_name,
-                )
-                cost = float(record.cost) if record.cost is not None else None
-                self.metrics.observe_batch_result(
-                    labels, record.status == "ok", record.input_tokens, record.output_tokens, cost
-                )
 
     async def poll_pending(self) -> int | None:
         """The background poller: every pending batch, once per cluster (None when another process holds the
@@ -353,3 +336,18 @@ def view_json(view: BatchView) -> dict[str, Any]:
         "errors": list(view.errors),
         "provider_status": view.provider_status,
     }
+
+
+def _count(metrics: Metrics, row: store.BatchRow, status: str, records: Sequence[Record]) -> None:
+    """Metrics for a batch whose results this process recorded: the batch, and each input's result."""
+    metrics.observe_batch(row.function_name, row.model_name, row.model_provider_name, status)
+    for record in records:
+        if isinstance(record, ModelInferenceRecord):
+            labels = (
+                record.function_name or "",
+                record.variant_name or "",
+                record.model_name,
+                record.model_provider_name,
+            )
+            cost = float(record.cost) if record.cost is not None else None
+            metrics.observe_batch_result(labels, record.status == "ok", record.input_tokens, record.output_tokens, cost)

@@ -37,6 +37,11 @@ class StreamEvent:
     finish_reason: str | None = None
     error: str | None = None
 
+    @property
+    def trailing(self) -> bool:
+        """Usage (and finish reason) with no content: what may wait for the stream's end before it is sent."""
+        return self.usage is not None and not self.content and self.error is None
+
 
 @dataclass
 class _Aggregate:
