@@ -285,13 +285,9 @@ class Pool:
 
     async def acquire(self, origin: Origin, deadline: float) -> Connection:
         key = origin.key
-        idle = self._idle.get(key)
-        now = time.monotonic()
-        while idle:
-            conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < IDLE_S:
-                return conn
-            self._forget(key, conn)
+        reused = self._take_idle(key)
+        if reused is not None:
+            return reused
         while self._open.get(key, 0) >= self._limit:
             waiter = self.loop.create_future()
             self._waiters.setdefault(key, deque()).append(waiter)
@@ -303,12 +299,9 @@ class Pool:
                     self._notify(key)  # woken, but leaving: pass the free connection on to the next caller
                 waiter.cancel()
                 raise
-            idle = self._idle.get(key)
-            if idle:
-                conn = idle.pop()
-                if not conn.closed:
-                    return conn
-                self._forget(key, conn)
+            reused = self._take_idle(key)
+            if reused is not None:
+                return reused
         self._open[key] = self._open.get(key, 0) + 1
         connect_by = self.loop.time() + self._connect_timeout_s
         try:
@@ -320,19 +313,26 @@ class Pool:
                     ssl=self._tls() if origin.scheme == "https" else None,
                     server_hostname=origin.host if origin.scheme == "https" else None,
                 )
-        except TimeoutError:
+        except BaseException as exc:
             self._open[key] = self._open.get(key, 1) - 1
             self._notify(key)
-            if connect_by < deadline:  # the connect limit, not the call's own deadline
+            if isinstance(exc, TimeoutError) and connect_by < deadline:  # the connect limit, not the call's deadline
                 raise ConnectionError(
                     f"no connection to {origin.host}:{origin.port} within {self._connect_timeout_s:g} s"
                 ) from None
             raise
-        except BaseException:
-            self._open[key] = self._open.get(key, 1) - 1
-            self._notify(key)
-            raise
         return conn
+
+    def _take_idle(self, key: tuple[str, str, int]) -> Connection | None:
+        """The most recently pooled connection to `key` that is still open and fresh; stale ones are closed."""
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < IDLE_S:
+                return conn
+            self._forget(key, conn)
+        return None
 
     def release(self, origin: Origin, conn: Connection) -> None:
         """Back to the pool if it finished its exchange cleanly, else closed."""
@@ -342,8 +342,7 @@ class Pool:
             conn.idle_since = time.monotonic()
             self._idle.setdefault(key, []).append(conn)
         else:
-            conn.abort()
-            self._forget(key, conn)
+            self._forget(key, conn)  # closes it
         self._notify(key)
 
     def _forget(self, key: tuple[str, str, int], conn: Connection) -> None:
