@@ -1,8 +1,14 @@
-"""Feedback: metrics, comments and demonstrations attached to inferences and episodes (`POST /feedback`)."""
+"""Feedback: metrics, comments and demonstrations attached to inferences and episodes (`POST /feedback`).
+
+When PostgreSQL cannot answer the target check, metric and comment feedback is accepted unchecked (its row goes
+through the writer's queue and spool like every row); a demonstration, which needs its inference's function to be
+validated and shaped, answers 503 unless this process answered that inference itself (docs/durability.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -14,7 +20,7 @@ from uuid import UUID
 import jsonschema
 
 from lsd.config.model import Config
-from lsd.errors import InvalidRequest, LsdError, NotFound
+from lsd.errors import DatabaseUnavailable, InvalidRequest, LsdError, NotFound
 from lsd.ids import uuid7
 from lsd.records import (
     BooleanMetricFeedbackRecord,
@@ -28,6 +34,8 @@ from lsd.store.feedback import episode_exists, find_inference
 from lsd.store.recent import InferenceTarget, RecentInferences
 from lsd.telemetry.metrics import Metrics
 from lsd.telemetry.tracing import Clock, Tracing
+
+log = logging.getLogger("lsd.feedback")
 
 _FIELDS = frozenset({"metric_name", "inference_id", "episode_id", "value", "tags", "dryrun", "internal"})
 # A target made by another replica may still sit in that replica's write queue: look again for this long.
@@ -166,7 +174,7 @@ class FeedbackService:
             await self._require(request)
             record = CommentFeedbackRecord(feedback_id, created, target_id, target_level, request.value, tags, key)
         else:
-            target = await self._require(request)
+            target = await self._require(request, needs_target=True)
             assert target is not None
             value = self._demonstration(target, request.value)
             record = DemonstrationFeedbackRecord(feedback_id, created, target_id, value, tags, key)
@@ -197,20 +205,30 @@ class FeedbackService:
         assert target is not None
         return target
 
-    async def _require(self, request: FeedbackRequest) -> InferenceTarget | None:
+    async def _require(self, request: FeedbackRequest, *, needs_target: bool = False) -> InferenceTarget | None:
         """The target must exist: in this process's recent answers, else in the database (waiting briefly for
-        rows another replica has queued). Returns the inference for inference-level feedback."""
+        rows another replica has queued). Returns the inference for inference-level feedback.
+
+        When PostgreSQL cannot answer, the target is taken on trust (None) unless `needs_target` (a demonstration
+        needs the inference itself): then DatabaseUnavailable propagates (503)."""
         deadline = time.monotonic() + self.target_wait_s
         while True:
-            if request.inference_id is not None:
-                found = self.recent.inference(request.inference_id) or await find_inference(
-                    self.database, request.inference_id
-                )
-                if found is not None:
-                    return found
-            elif request.episode_id is not None and (
-                self.recent.has_episode(request.episode_id) or await episode_exists(self.database, request.episode_id)
-            ):
+            try:
+                if request.inference_id is not None:
+                    found = self.recent.inference(request.inference_id) or await find_inference(
+                        self.database, request.inference_id
+                    )
+                    if found is not None:
+                        return found
+                elif request.episode_id is not None and (
+                    self.recent.has_episode(request.episode_id)
+                    or await episode_exists(self.database, request.episode_id)
+                ):
+                    return None
+            except DatabaseUnavailable:
+                if needs_target:
+                    raise
+                log.warning("feedback accepted without checking that its target exists: the database is unavailable")
                 return None
             if time.monotonic() >= deadline:
                 break

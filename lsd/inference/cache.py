@@ -1,7 +1,8 @@
 """The inference cache: a provider response stored in PostgreSQL under a hash of the provider request.
 
 A hit costs one primary-key read, is marked `cached` in the rows, and reports zero usage and cost.
-Only non-streaming calls are cached.
+Only non-streaming calls are cached. The cache never fails an inference: when PostgreSQL cannot answer (within
+lsd.store.cache.timeout_s), a read is a miss and a write is skipped, each counted in `lsd_cache_errors_total`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from lsd.errors import DatabaseUnavailable
 from lsd.immutable import immutable
 from lsd.inference.recording import block_to_json
 from lsd.inference.request import CacheOptions
@@ -52,7 +54,12 @@ class Cache:
     options: CacheOptions
 
     async def get(self, key: bytes) -> ProviderResponse | None:
-        entry = await cache_get(self.database, key, self.options.max_age_s)
+        """The cached response for `key`, or None: not cached, or PostgreSQL cannot answer (a counted miss)."""
+        try:
+            entry = await cache_get(self.database, key, self.options.max_age_s)
+        except DatabaseUnavailable:
+            self._count_error("read")
+            return None
         if entry is None:
             return None
         return ProviderResponse(
@@ -65,6 +72,7 @@ class Cache:
         )
 
     async def put(self, key: bytes, model_name: str, provider_name: str, response: ProviderResponse) -> None:
+        """Store `response` under `key`; skipped (and counted) when PostgreSQL cannot answer."""
         entry = CachedResponse(
             output=[block_to_json(b) for b in response.content],
             raw_request=response.raw_request,
@@ -73,4 +81,12 @@ class Cache:
             output_tokens=response.usage.output_tokens,
             finish_reason=response.finish_reason,
         )
-        await cache_put(self.database, key, model_name, provider_name, entry)
+        try:
+            await cache_put(self.database, key, model_name, provider_name, entry)
+        except DatabaseUnavailable:
+            self._count_error("write")
+
+    def _count_error(self, operation: str) -> None:
+        metrics = self.database.metrics
+        if metrics is not None:
+            metrics.observe_cache_error(operation)

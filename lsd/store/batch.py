@@ -123,7 +123,7 @@ _INSERT_EVENT = _insert_sql("batch_request_events", BatchEvent)
 
 async def insert_batch(database: Database, batch: BatchRow, items: Sequence[BatchItemRow], event: BatchEvent) -> None:
     """The batch, its items and its first event, in one transaction."""
-    async with database.pool.connection() as conn, conn.transaction():
+    async with database.connection("batch") as conn, conn.transaction():
         await conn.execute(_INSERT_BATCH, _values(batch))
         async with conn.cursor() as cur:
             await cur.executemany(_INSERT_ITEM, [_values(item) for item in items])
@@ -131,7 +131,7 @@ async def insert_batch(database: Database, batch: BatchRow, items: Sequence[Batc
 
 
 async def get_batch(database: Database, batch_id: UUID) -> BatchRow | None:
-    async with database.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+    async with database.connection("batch") as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(f"SELECT {_BATCH_COLUMNS} FROM batch_requests WHERE id = %s", (batch_id,))
         row = await cur.fetchone()
     return BatchRow(**row) if row else None
@@ -140,7 +140,7 @@ async def get_batch(database: Database, batch_id: UUID) -> BatchRow | None:
 async def batch_items(database: Database, batch_id: UUID) -> list[BatchItemRow]:
     """The batch's items in submission order (their UUIDv7 ids were made in order)."""
     columns = ", ".join(f.name for f in fields(BatchItemRow))
-    async with database.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+    async with database.connection("batch") as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"SELECT {columns} FROM batch_model_inferences WHERE batch_id = %s ORDER BY inference_id", (batch_id,)
         )
@@ -148,7 +148,7 @@ async def batch_items(database: Database, batch_id: UUID) -> list[BatchItemRow]:
 
 
 async def item_in_batch(database: Database, batch_id: UUID, inference_id: UUID) -> bool:
-    async with database.pool.connection() as conn:
+    async with database.connection("batch") as conn:
         cur = await conn.execute(
             "SELECT 1 FROM batch_model_inferences WHERE inference_id = %s AND batch_id = %s", (inference_id, batch_id)
         )
@@ -158,7 +158,7 @@ async def item_in_batch(database: Database, batch_id: UUID, inference_id: UUID) 
 async def claim_poll(database: Database, batch_id: UUID, interval_s: float) -> BatchRow | None:
     """Take this batch's next poll: the row when it is pending and was not polled within `interval_s` (by any
     process), else None. The claim is one UPDATE, so however many ask, one of them polls per interval."""
-    async with database.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+    async with database.connection("batch") as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "UPDATE batch_requests SET last_polled_at = now() "
             "WHERE id = %s AND status = 'pending' "
@@ -172,7 +172,7 @@ async def claim_poll(database: Database, batch_id: UUID, interval_s: float) -> B
 
 async def record_progress(database: Database, batch_id: UUID, event: BatchEvent) -> None:
     """A still-pending batch whose provider status changed (e.g. validating -> in_progress): one more event."""
-    async with database.pool.connection() as conn, conn.transaction():
+    async with database.connection("batch") as conn, conn.transaction():
         cur = await conn.execute(
             "UPDATE batch_requests SET provider_status = %s, raw_response = %s "
             "WHERE id = %s AND status = 'pending' AND provider_status IS DISTINCT FROM %s RETURNING id",
@@ -185,7 +185,7 @@ async def record_progress(database: Database, batch_id: UUID, event: BatchEvent)
 async def complete(database: Database, event: BatchEvent, records: Sequence[Record]) -> bool:
     """Move the batch to its final status and insert its inference rows, in one transaction. False (and
     nothing written) when it had already left 'pending': another process recorded it first."""
-    async with database.pool.connection() as conn, conn.transaction():
+    async with database.connection("batch") as conn, conn.transaction():
         cur = await conn.execute(
             "UPDATE batch_requests SET status = %s, provider_status = %s, raw_response = %s, errors = %s, "
             "completed_at = %s WHERE id = %s AND status = 'pending' RETURNING id",
@@ -207,7 +207,7 @@ async def complete(database: Database, event: BatchEvent, records: Sequence[Reco
 
 
 async def pending_batch_ids(database: Database, limit: int = 1000) -> list[UUID]:
-    async with database.pool.connection() as conn:
+    async with database.connection("batch") as conn:
         cur = await conn.execute(
             "SELECT id FROM batch_requests WHERE status = 'pending' ORDER BY id LIMIT %s", (limit,)
         )
@@ -219,7 +219,7 @@ async def stored_results(database: Database, function_type: str, ids: Sequence[U
     if not ids:
         return {}
     table = "json_inferences" if function_type == "json" else "chat_inferences"
-    async with database.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+    async with database.connection("batch") as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "SELECT id AS inference_id, episode_id, variant_name, output, input_tokens, output_tokens, "
             f"cost::float8 AS cost, finish_reason FROM {table} "

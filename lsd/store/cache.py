@@ -1,4 +1,8 @@
-"""The inference cache table: look up and store provider responses by the hash of the provider request."""
+"""The inference cache table: look up and store provider responses by the hash of the provider request.
+
+A cache call never holds an inference up for long: getting the connection and the statement together take at most
+`timeout_s` (min(gateway.database.acquire_timeout_s, CACHE_TIMEOUT_S)), else DatabaseUnavailable.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from lsd.store.database import Database
+
+CACHE_TIMEOUT_S = 0.5  # the most one cache read or write may add to an inference
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +41,26 @@ _PUT = (
 )
 
 
+def timeout_s(database: Database) -> float:
+    """How long one cache call may take in all: the acquire timeout, capped at CACHE_TIMEOUT_S."""
+    return min(database.acquire_timeout_s, CACHE_TIMEOUT_S)
+
+
 async def cache_get(database: Database, key: bytes, max_age_s: int | None) -> CachedResponse | None:
-    """The entry for `key`, if there is one no older than `max_age_s` (any age when None). One primary-key read."""
-    async with database.pool.connection() as conn:
+    """The entry for `key`, if there is one no older than `max_age_s` (any age when None). One primary-key read.
+    Raises DatabaseUnavailable when PostgreSQL cannot answer within `timeout_s`."""
+    limit = timeout_s(database)
+    async with database.connection("cache", limit, deadline_s=limit) as conn:
         cur = await conn.execute(_GET, (key, max_age_s, max_age_s), prepare=database.prepare)
         row = await cur.fetchone()
     return CachedResponse(*row) if row else None
 
 
 async def cache_put(database: Database, key: bytes, model_name: str, provider_name: str, entry: CachedResponse) -> None:
-    async with database.pool.connection() as conn:
+    """Store (or replace) the entry for `key`. Raises DatabaseUnavailable when PostgreSQL cannot answer within
+    `timeout_s`."""
+    limit = timeout_s(database)
+    async with database.connection("cache", limit, deadline_s=limit) as conn:
         await conn.execute(
             _PUT,
             (

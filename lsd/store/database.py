@@ -3,16 +3,24 @@ descriptions.
 
 Three URLs, from the environment (see docs/deployment.md):
 - `LSD_DATABASE_URL`, the primary: every write, API key checks, rate limits, the feedback target checks, the
-  inference cache, and every read that must see what was just written (`Database.pool`).
-- `LSD_READ_DATABASE_URL` (optional), a replica: the query API, evaluation run reads, statistics reads.
+  inference cache, and every read that must see what was just written (`Database.connection`).
+- `LSD_READ_DATABASE_URL` (optional), a replica: the query API, evaluation run reads, statistics reads
+  (`Database.reading`).
 - `LSD_SESSION_DATABASE_URL` (optional, default the primary): connections that hold session state (advisory
   locks of the jobs and migrations, the API-key revocation LISTEN); behind a transaction-mode PgBouncer it must reach
   PostgreSQL directly.
+
+The request path reaches the pools through one door, `Database.connection(purpose)` (primary) and
+`Database.reading(purpose)` (replica): each waits at most `gateway.database.acquire_timeout_s` for a connection
+and turns every sign that PostgreSQL cannot answer (see `unavailable`) into DatabaseUnavailable (503), counted by
+purpose in `lsd_database_unavailable_total`. Callers choose their policy by catching it (docs/durability.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -25,12 +33,21 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
+from lsd.errors import DatabaseUnavailable
+from lsd.telemetry.metrics import Metrics
+
 # JSON columns go through orjson in both directions (3-10x faster than the stdlib).
 set_json_dumps(orjson.dumps)
 set_json_loads(orjson.loads)
 
 
+log = logging.getLogger("lsd.store")
+
 SESSION_CONNECT_TIMEOUT_S = 10
+ACQUIRE_TIMEOUT_S = 2.0  # gateway.database.acquire_timeout_s's default
+# SQLSTATE classes of a server that cannot serve now: connection exception, insufficient resources (too many
+# connections, disk full), operator intervention (shutdown, starting up, statement timeout), system error.
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
 PSYCOPG_PREPARE_THRESHOLD = 5  # psycopg's default: prepare a statement on its 5th execution on one connection
 
 
@@ -107,6 +124,15 @@ def connect_with_retry(url: str, timeout_s: float, *, autocommit: bool = True) -
         delay = min(delay * 2, 2.0)
 
 
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says PostgreSQL cannot answer now (rather than that it refused this statement): the pool
+    timed out, was closed or had too many waiting; a connection failed or was lost (no SQLSTATE); an
+    operational SQLSTATE class listed above; a timeout; a socket error."""
+    if isinstance(exc, psycopg.OperationalError):
+        return exc.sqlstate is None or exc.sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    return isinstance(exc, TimeoutError | OSError)
+
+
 @dataclass(frozen=True, slots=True)
 class PoolStats:
     size: int
@@ -132,6 +158,8 @@ class Database:
         read_url: str | None = None,
         session_url: str | None = None,
         prepared_statements: bool = True,
+        acquire_timeout_s: float = ACQUIRE_TIMEOUT_S,
+        metrics: Metrics | None = None,
     ) -> None:
         self.url = url
         self.read_url = read_url
@@ -139,6 +167,8 @@ class Database:
         self.prepare_threshold = prepare_threshold(prepared_statements)
         # For hot statements that ask to be prepared at once: True, or None (the threshold, here: never).
         self.prepare: bool | None = True if prepared_statements else None
+        self.acquire_timeout_s = acquire_timeout_s
+        self.metrics = metrics
         kwargs = {"autocommit": True, "prepare_threshold": self.prepare_threshold}
         self._pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False, kwargs=kwargs)
         self._read_pool = (
@@ -151,7 +181,14 @@ class Database:
 
     @classmethod
     def from_urls(
-        cls, urls: DatabaseUrls, *, min_size: int = 2, max_size: int = 20, prepared_statements: bool = True
+        cls,
+        urls: DatabaseUrls,
+        *,
+        min_size: int = 2,
+        max_size: int = 20,
+        prepared_statements: bool = True,
+        acquire_timeout_s: float = ACQUIRE_TIMEOUT_S,
+        metrics: Metrics | None = None,
     ) -> Database:
         return cls(
             urls.primary,
@@ -160,17 +197,55 @@ class Database:
             read_url=urls.read,
             session_url=urls.session,
             prepared_statements=prepared_statements,
+            acquire_timeout_s=acquire_timeout_s,
+            metrics=metrics,
         )
 
-    @property
-    def pool(self) -> AsyncConnectionPool:
-        """The primary: writes and every read that must see them."""
-        return self._pool
+    def connection(
+        self, purpose: str, timeout_s: float | None = None, *, deadline_s: float | None = None
+    ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """A primary connection for the block: writes, and every read that must see them.
 
-    @property
-    def read_pool(self) -> AsyncConnectionPool:
-        """The replica when LSD_READ_DATABASE_URL is set, else the primary: reads that tolerate replication lag."""
-        return self._read_pool or self._pool
+        `purpose` ("query", "cache", "feedback", "auth", "ratelimit", "batch", "evaluations") names the caller in
+        logs and in `lsd_database_unavailable_total`. Waits at most `timeout_s` (default `acquire_timeout_s`)
+        for a connection; `deadline_s` also bounds the whole block (for callers that must never wait long, the
+        cache). Raises DatabaseUnavailable when PostgreSQL cannot answer (see `unavailable`), whether getting
+        the connection or in the block; other errors of the block propagate unchanged."""
+        return self._connect(self._pool, self.url, purpose, timeout_s, deadline_s)
+
+    def reading(
+        self, purpose: str, timeout_s: float | None = None, *, deadline_s: float | None = None
+    ) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """As `connection`, from the replica when LSD_READ_DATABASE_URL is set: reads that tolerate replication
+        lag (the query API, evaluation run reads)."""
+        if self._read_pool is not None and self.read_url:
+            return self._connect(self._read_pool, self.read_url, purpose, timeout_s, deadline_s)
+        return self._connect(self._pool, self.url, purpose, timeout_s, deadline_s)
+
+    @contextlib.asynccontextmanager
+    async def _connect(
+        self, pool: AsyncConnectionPool, url: str, purpose: str, timeout_s: float | None, deadline_s: float | None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        timeout = self.acquire_timeout_s if timeout_s is None else timeout_s
+        started = time.monotonic()
+        try:
+            # asyncio.timeout cancels this task, which runs both this generator and the caller's block.
+            async with asyncio.timeout(deadline_s), pool.connection(timeout=timeout) as conn:
+                yield conn
+        except (psycopg.OperationalError, TimeoutError, OSError) as exc:
+            if not unavailable(exc):
+                raise
+            if self.metrics is not None:
+                self.metrics.observe_database_unavailable(purpose)
+            reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
+            log.warning(
+                "PostgreSQL unavailable for %s after %.2fs (%s): %s",
+                purpose,
+                time.monotonic() - started,
+                type(exc).__name__,
+                reason,
+            )
+            raise DatabaseUnavailable(f"the database is unavailable ({purpose}); try again later") from exc
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -208,7 +283,7 @@ class Database:
         try:
             async with self._pool.connection(timeout=timeout_s) as conn:
                 await conn.execute("SELECT 1")
-        except (psycopg.Error, TimeoutError, OSError):
+        except (psycopg.Error, TimeoutError, OSError):  # /health: any failure is "postgres": "error"
             return False
         return True
 

@@ -105,12 +105,12 @@ _HUMAN_COLUMNS = ", ".join(f.name for f in fields(HumanFeedbackRow))
 
 
 async def insert_run(database: Database, run: RunRow) -> None:
-    async with database.pool.connection() as conn:
+    async with database.connection("evaluations") as conn:
         await conn.execute(_INSERT_RUN, _params(run))
 
 
 async def finish_run(database: Database, run_id: UUID, status: str, finished_at: datetime, summary: Json) -> None:
-    async with database.pool.connection() as conn:
+    async with database.connection("evaluations") as conn:
         await conn.execute(
             "UPDATE inference_evaluation_runs SET status = %s, finished_at = %s, summary = %s WHERE id = %s",
             (status, finished_at, Jsonb(summary) if summary is not None else None, run_id),
@@ -121,14 +121,14 @@ async def insert_results(database: Database, rows: Sequence[ResultRow]) -> None:
     """One datapoint's results, in one transaction."""
     if not rows:
         return
-    async with database.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+    async with database.connection("evaluations") as conn, conn.transaction(), conn.cursor() as cur:
         await cur.executemany(_INSERT_RESULT, [_params(r) for r in rows])
 
 
 async def get_run(database: Database, run_id: UUID, *, replica: bool = False) -> RunRow | None:
     """`replica=True` reads from the read pool (the runs API); a write that checks the run reads the primary."""
-    pool = database.read_pool if replica else database.pool
-    async with pool.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+    door = database.reading if replica else database.connection
+    async with door("evaluations") as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
         await cur.execute(f"SELECT {_RUN_COLUMNS} FROM inference_evaluation_runs WHERE id = %s", (run_id,))
         return await cur.fetchone()
 
@@ -143,13 +143,13 @@ async def list_runs(
         "AND (%(before)s::uuid IS NULL OR id < %(before)s) "
         "ORDER BY id DESC LIMIT %(limit)s"
     )
-    async with database.read_pool.connection() as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
+    async with database.reading("evaluations") as conn, conn.cursor(row_factory=class_row(RunRow)) as cur:
         await cur.execute(query, {"name": evaluation_name, "before": before, "limit": limit})
         return await cur.fetchall()
 
 
 async def run_results(database: Database, run_id: UUID) -> list[ResultRow]:
-    async with database.read_pool.connection() as conn, conn.cursor(row_factory=class_row(ResultRow)) as cur:
+    async with database.reading("evaluations") as conn, conn.cursor(row_factory=class_row(ResultRow)) as cur:
         await cur.execute(
             f"SELECT {_RESULT_COLUMNS} FROM inference_evaluation_results WHERE evaluation_run_id = %s ORDER BY id",
             (run_id,),
@@ -158,7 +158,7 @@ async def run_results(database: Database, run_id: UUID) -> list[ResultRow]:
 
 
 async def find_result(database: Database, run_id: UUID, datapoint_id: str, evaluator_name: str) -> ResultRow | None:
-    async with database.pool.connection() as conn, conn.cursor(row_factory=class_row(ResultRow)) as cur:
+    async with database.connection("evaluations") as conn, conn.cursor(row_factory=class_row(ResultRow)) as cur:
         await cur.execute(
             f"SELECT {_RESULT_COLUMNS} FROM inference_evaluation_results "
             "WHERE evaluation_run_id = %s AND datapoint_id = %s AND evaluator_name = %s",
@@ -168,7 +168,7 @@ async def find_result(database: Database, run_id: UUID, datapoint_id: str, evalu
 
 
 async def insert_human_feedback(database: Database, row: HumanFeedbackRow) -> None:
-    async with database.pool.connection() as conn:
+    async with database.connection("evaluations") as conn:
         await conn.execute(_INSERT_HUMAN, _params(row))
 
 
@@ -176,7 +176,7 @@ async def human_judgement(
     database: Database, metric_name: str, datapoint_id: str, output_hash: str
 ) -> HumanFeedbackRow | None:
     """The latest human judgement of this datapoint's output under this metric, if any."""
-    async with database.pool.connection() as conn, conn.cursor(row_factory=class_row(HumanFeedbackRow)) as cur:
+    async with database.connection("evaluations") as conn, conn.cursor(row_factory=class_row(HumanFeedbackRow)) as cur:
         await cur.execute(
             f"SELECT {_HUMAN_COLUMNS} FROM inference_evaluation_human_feedback "
             "WHERE metric_name = %s AND datapoint_id = %s AND output_hash = %s ORDER BY id DESC LIMIT 1",
@@ -206,6 +206,6 @@ async def select_inferences(
         "AND i.tags @> %(tags)s ORDER BY i.id DESC LIMIT %(limit)s"
     ).format(sql.Identifier(_INFERENCE_TABLES[function_type]))
     params = {"function": function_name, "variant": variant_name, "tags": Jsonb(dict(tags)), "limit": limit}
-    async with database.read_pool.connection() as conn, conn.cursor(row_factory=class_row(StoredInference)) as cur:
+    async with database.reading("evaluations") as conn, conn.cursor(row_factory=class_row(StoredInference)) as cur:
         await cur.execute(query, params)
         return await cur.fetchall()

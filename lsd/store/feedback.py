@@ -20,14 +20,16 @@ _EPISODE = (
 
 
 async def find_inference(database: Database, inference_id: UUID) -> InferenceTarget | None:
-    async with database.pool.connection() as conn:
+    """The inference with this id, if recorded. Raises DatabaseUnavailable when PostgreSQL cannot answer."""
+    async with database.connection("feedback") as conn:
         cur = await conn.execute(_INFERENCE, {"id": inference_id}, prepare=database.prepare)
         row = await cur.fetchone()
     return InferenceTarget(inference_id, row[0], row[1], row[2], row[3]) if row else None
 
 
 async def episode_exists(database: Database, episode_id: UUID) -> bool:
-    async with database.pool.connection() as conn:
+    """Whether an inference of this episode is recorded. Raises DatabaseUnavailable when PostgreSQL cannot answer."""
+    async with database.connection("feedback") as conn:
         cur = await conn.execute(_EPISODE, {"id": episode_id}, prepare=database.prepare)
         row = await cur.fetchone()
     return bool(row and row[0])

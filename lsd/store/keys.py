@@ -9,12 +9,10 @@ from typing import Any
 
 import psycopg
 
-from lsd.errors import DatabaseUnavailable
 from lsd.store.database import Database
 
 CHANNEL = "lsd_api_keys"  # sql/migrations/0004_auth.sql notifies it with the public id of a changed key
 HEARTBEAT_S = 1.0  # how often the listener proves its connection is alive while no notice arrives
-LOOKUP_TIMEOUT_S = 2.0  # the longest a key check waits for a pool connection before it is DatabaseUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +76,11 @@ def disable_key(conn: psycopg.Connection[Any], public_id: str) -> StoredKey | No
 
 async def find_key(database: Database, public_id: str) -> StoredKey | None:
     """One primary-key read. Raises DatabaseUnavailable when PostgreSQL cannot be reached."""
-    try:
-        async with database.pool.connection(timeout=LOOKUP_TIMEOUT_S) as conn:
-            cur = await conn.execute(
-                f"SELECT {_COLUMNS} FROM api_keys WHERE public_id = %s", (public_id,), prepare=database.prepare
-            )
-            row = await cur.fetchone()
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"cannot check the API key: {type(exc).__name__}") from None
+    async with database.connection("auth") as conn:
+        cur = await conn.execute(
+            f"SELECT {_COLUMNS} FROM api_keys WHERE public_id = %s", (public_id,), prepare=database.prepare
+        )
+        row = await cur.fetchone()
     return _key(row) if row else None
 
 

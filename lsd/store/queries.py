@@ -459,8 +459,9 @@ def _row(r: dict[str, Any], source: OutputSource) -> StoredRow:
 async def list_inferences(
     database: Database, query: ListQuery, configured: Mapping[str, Metric] | None = None
 ) -> list[StoredRow]:
-    """The page of inferences `query` asks for, in its order. Raises InvalidRequest for an unknown metric."""
-    async with database.read_pool.connection() as conn:
+    """The page of inferences `query` asks for, in its order. Raises InvalidRequest for an unknown metric,
+    DatabaseUnavailable when PostgreSQL cannot answer."""
+    async with database.reading("query") as conn:
         metrics = await resolve_metrics(conn, query, configured or {})
         statement, params = list_statement(query, metrics)
         cur = conn.cursor(row_factory=dict_row)

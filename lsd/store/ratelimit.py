@@ -6,12 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import psycopg
-
-from lsd.errors import DatabaseUnavailable
 from lsd.store.database import Database
 
-TIMEOUT_S = 2.0  # the longest a call waits for a pool connection before it is DatabaseUnavailable
 _TAKE = "SELECT ok, taken, balances FROM lsd_rate_limit_take(%s, %s, %s, %s, %s, %s, %s, %s)"
 
 
@@ -37,25 +33,22 @@ class TakeResult:
 
 async def take(database: Database, changes: Sequence[BucketChange], at: datetime | None = None) -> TakeResult:
     """All buckets or none, in one statement; `at` None uses the database's clock (shared by every replica).
-    Raises DatabaseUnavailable when PostgreSQL cannot be reached."""
-    try:
-        async with database.pool.connection(timeout=TIMEOUT_S) as conn:
-            cur = await conn.execute(
-                _TAKE,
-                (
-                    [c.rule_key for c in changes],
-                    [c.scope_key for c in changes],
-                    [c.capacity for c in changes],
-                    [c.refill_per_s for c in changes],
-                    [c.give_back for c in changes],
-                    [c.need for c in changes],
-                    [c.want for c in changes],
-                    at,
-                ),
-                prepare=database.prepare,
-            )
-            row = await cur.fetchone()
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"cannot reach the rate-limit buckets: {type(exc).__name__}") from None
+    Raises DatabaseUnavailable when PostgreSQL cannot be reached (within gateway.database.acquire_timeout_s)."""
+    async with database.connection("ratelimit") as conn:
+        cur = await conn.execute(
+            _TAKE,
+            (
+                [c.rule_key for c in changes],
+                [c.scope_key for c in changes],
+                [c.capacity for c in changes],
+                [c.refill_per_s for c in changes],
+                [c.give_back for c in changes],
+                [c.need for c in changes],
+                [c.want for c in changes],
+                at,
+            ),
+            prepare=database.prepare,
+        )
+        row = await cur.fetchone()
     assert row is not None
     return TakeResult(bool(row[0]), tuple(row[1]), tuple(row[2]))

@@ -198,6 +198,11 @@ class Metrics:
         self.cache = counter("lsd_cache_requests_total", "Inference cache lookups", ("result",))
         self._cache_hit, self._cache_miss = _Counter(self.cache.labels("hit")), _Counter(self.cache.labels("miss"))
         self._pending += [self._cache_hit, self._cache_miss]
+        self.cache_errors = counter(
+            "lsd_cache_errors_total",
+            "Inference cache reads (a miss) and writes (skipped) PostgreSQL failed",
+            ("operation",),
+        )
         self.rate_limit_refusals = counter(
             "lsd_rate_limit_refusals_total", "Requests refused by a rate limit", ("rule",)
         )
@@ -225,6 +230,9 @@ class Metrics:
         self.pool_in_use = gauge("lsd_db_pool_in_use_connections", "Pool connections lent out")
         self.pool_waiting = gauge("lsd_db_pool_waiting_requests", "Requests waiting for a pool connection")
         self.pool_max = gauge("lsd_db_pool_max_connections", "The pool's maximum size")
+        self.database_unavailable = counter(
+            "lsd_database_unavailable_total", "Request-path database calls PostgreSQL could not answer", ("purpose",)
+        )
         self.statistics_refresh = histogram(
             "lsd_statistics_refresh_duration_seconds", "Statistics refresh duration", (), REFRESH_BUCKETS_S
         )
@@ -320,6 +328,10 @@ class Metrics:
     def observe_cache(self, hit: bool) -> None:
         (self._cache_hit if hit else self._cache_miss).value += 1
 
+    def observe_cache_error(self, operation: str) -> None:
+        """A cache `read` (answered as a miss) or `write` (skipped) that PostgreSQL could not serve."""
+        self.cache_errors.labels(operation).inc()
+
     def observe_rate_limit_refusal(self, rule: str) -> None:
         self.rate_limit_refusals.labels(rule).inc()
 
@@ -383,6 +395,9 @@ class Metrics:
         self.pool_in_use.set(in_use)
         self.pool_waiting.set(waiting)
         self.pool_max.set(max_size)
+
+    def observe_database_unavailable(self, purpose: str) -> None:
+        self.database_unavailable.labels(purpose).inc()
 
     def observe_statistics_refresh(self, seconds: float) -> None:
         self.statistics_refresh.observe(seconds)
