@@ -22,6 +22,7 @@ from lsd.providers.base import KeyLocation
 from lsd.providers.http import Pricing, check_url
 from lsd.providers.openai.batch import azure_api
 from lsd.providers.openai.provider import ChatCompletionsProvider
+from lsd.providers.proxies import proxy_option
 
 DEFAULT_API_VERSION = "2024-10-21"
 
@@ -33,6 +34,7 @@ def chat_url(endpoint: str, deployment_id: str, api_version: str) -> str:
 
 class AzureProvider(ChatCompletionsProvider):
     type_name: ClassVar[str] = "azure"
+    credential_headers: ClassVar[frozenset[str]] = frozenset({"api-key"})
     supports_batch: ClassVar[bool] = True
 
     @classmethod
@@ -52,4 +54,5 @@ class AzureProvider(ChatCompletionsProvider):
             pricing=pricing,
             batch_pricing=Pricing.parse_batch(options, pricing),
             batch_api=azure_api(endpoint, quote(api_version, safe="")) if endpoint else None,
+            proxy=proxy_option(options),
         )

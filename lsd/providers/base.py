@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import field
 from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
@@ -112,21 +113,59 @@ class BatchPoll:
     errors: tuple[str, ...] = ()
 
 
-SECRET_HEADERS = frozenset(
-    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization", "cookie", "set-cookie"}
-)
 REDACTED = "[REDACTED]"
 LSD_KEY_PREFIX = "sk-lsd-"  # an LSD API key (lsd.auth) is redacted wherever it appears in a header value
+# A header (or URL query parameter) whose name holds one of these words carries a credential, whichever provider
+# sends it: a provider that forgets to declare its key header still never stores the key.
+CREDENTIAL_WORDS = ("key", "token", "secret", "auth", "cookie", "signature")
+# A key shorter than this is not searched for in stored text: replacing a short string (a test's "x") could
+# rewrite ordinary content, and a real provider key is far longer.
+MIN_SCRUBBED_KEY_LENGTH = 8
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a header or query parameter named `name` carries a credential, by the generic rule."""
+    lower = name.lower()
+    return any(word in lower for word in CREDENTIAL_WORDS)
 
 
 def is_secret_header(name: str, value: str | None) -> bool:
-    lower = name.lower()
-    return lower in SECRET_HEADERS or "token" in lower or (value is not None and LSD_KEY_PREFIX in value)
+    """The generic rule, for headers of any origin: a credential-like name, or a value carrying an LSD key.
+    A provider's own headers are also checked against its `credential_headers` (see `redact_headers`)."""
+    return is_secret_name(name) or (value is not None and LSD_KEY_PREFIX in value)
 
 
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Headers as stored in rows: every credential-bearing header replaced by [REDACTED]."""
-    return {k: (REDACTED if is_secret_header(k, v) else v) for k, v in headers.items()}
+def redact_headers(
+    headers: Mapping[str, str], credential_headers: frozenset[str] = frozenset(), *, key: str | None = None
+) -> dict[str, str]:
+    """Headers as stored in rows: [REDACTED] for the provider's declared `credential_headers` (any case), for
+    every header the generic rule flags, and for any header whose value holds the call's `key`."""
+    declared = {name.lower() for name in credential_headers}
+    return {
+        name: REDACTED if name.lower() in declared or is_secret_header(name, value) or _holds_key(value, key) else value
+        for name, value in headers.items()
+    }
+
+
+def redact_text(text: str, key: str | None) -> str:
+    """`text` (a raw request as stored) with every occurrence of `key` replaced by [REDACTED]."""
+    return text.replace(key, REDACTED) if key is not None and _holds_key(text, key) else text
+
+
+def redact_url(url: str) -> str:
+    """`url` with the value of every credential-named query parameter (`?key=`, `access_token=`) replaced."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(is_secret_name(name) for name, _ in pairs):
+        return url
+    query = urlencode([(name, REDACTED if is_secret_name(name) else value) for name, value in pairs], safe="[]")
+    return urlunsplit(parts._replace(query=query))
+
+
+def _holds_key(text: str, key: str | None) -> bool:
+    return key is not None and len(key) >= MIN_SCRUBBED_KEY_LENGTH and key in text
 
 
 _STATUS_KINDS = {
@@ -202,6 +241,10 @@ class Provider(ABC):
     """
 
     type_name: ClassVar[str]
+    # The request headers that carry this provider type's credentials, stored [REDACTED] (any case). The
+    # generic rule (`is_secret_header`) covers what a provider forgets; declare them anyway, and the
+    # conformance suite checks that every header carrying the key is declared.
+    credential_headers: ClassVar[frozenset[str]] = frozenset()
     supports_embeddings: ClassVar[bool] = False
     supports_batch: ClassVar[bool] = False
 

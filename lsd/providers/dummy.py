@@ -4,7 +4,8 @@
   echo   answers with the last user text ("echo: <text>"; the default answer when there is no text)
   json   answers with a JSON object {"answer": "<last user text>"}
   error  always fails (a retryable provider error)
-  slow   answers like echo after `latency_ms` (default 1000 ms for slow)
+  slow   answers like echo after `latency_ms` (default 1000 ms for slow); a call whose `timeout_s` comes first
+         raises ProviderTimeout then, as an HTTP provider does
   flaky  fails every other call, starting with the first (exercises retries and fallbacks)
   tool   answers with a tool call to the first offered tool, arguments {}
 anything else answers "Hello from LSD's dummy provider (<model_name>)".
@@ -27,7 +28,7 @@ import orjson
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
-from lsd.errors import ProviderError
+from lsd.errors import ProviderError, ProviderTimeout
 from lsd.ids import uuid7
 from lsd.providers.base import BatchItemResult, BatchPoll, BatchSubmission, CallContext, Provider
 from lsd.types import OutputBlock, ProviderRequest, ProviderResponse, StreamChunk, Text, ToolCall, Usage
@@ -35,6 +36,7 @@ from lsd.types import OutputBlock, ProviderRequest, ProviderResponse, StreamChun
 
 class DummyProvider(Provider):
     type_name = "dummy"
+    credential_headers: ClassVar[frozenset[str]] = frozenset()  # it sends nothing anywhere
     supports_batch: ClassVar[bool] = True
 
     def __init__(self, config: ProviderConfig, model_name: str, latency_ms: int, batch_delay_ms: int = 1000) -> None:
@@ -78,8 +80,18 @@ class DummyProvider(Provider):
 
     async def infer(self, request: ProviderRequest, ctx: CallContext) -> ProviderResponse:
         if self.latency_ms:
-            await asyncio.sleep(self.latency_ms / 1000)
+            await self._wait(self.latency_ms / 1000, ctx)
         return self._respond(request)
+
+    async def _wait(self, seconds: float, ctx: CallContext) -> None:
+        """Sleep `seconds`, or fail as an HTTP provider would when the call's timeout comes first."""
+        if ctx.timeout_s is None or seconds <= ctx.timeout_s:
+            await asyncio.sleep(seconds)
+            return
+        await asyncio.sleep(ctx.timeout_s)
+        raise ProviderTimeout(
+            f"dummy provider {self.name!r} timed out after {ctx.timeout_s} s", provider=self.name, kind="timeout"
+        )
 
     def _respond(self, request: ProviderRequest) -> ProviderResponse:
         content = self._answer(request)

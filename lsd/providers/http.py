@@ -30,8 +30,11 @@ from lsd.providers.base import (
     key_fingerprint,
     malformed,
     redact_headers,
+    redact_text,
+    redact_url,
 )
 from lsd.providers.patches import apply_body_patches, apply_header_patches
+from lsd.providers.proxies import ProxyChoice
 from lsd.providers.sse import SseEvent, sse_events
 from lsd.providers.transport import HttpResponse
 from lsd.types import (
@@ -110,10 +113,11 @@ class Call:
     headers: dict[str, str]
     key: str | None
     ttft_timeout_s: float | None = None
+    credential_headers: frozenset[str] = frozenset()  # the provider's, redacted in `request_headers`
 
     @property
     def request_headers(self) -> dict[str, str]:
-        return redact_headers(self.headers)
+        return redact_headers(self.headers, self.credential_headers, key=self.key)
 
     @property
     def api_key_sha256(self) -> str | None:
@@ -166,9 +170,11 @@ class HttpProvider(Provider):
         key_prefix: str = "",
         pricing: Pricing | None = None,
         batch_pricing: Pricing | None = None,
+        proxy: ProxyChoice = None,
     ) -> None:
         super().__init__(config)
         self._model_name = model_name
+        self.proxy = proxy  # the `proxy` option (lsd.providers.proxies.proxy_option): passed with every call
         self.key_location = key_location
         self.key_header = key_header
         self.key_prefix = key_prefix
@@ -178,6 +184,20 @@ class HttpProvider(Provider):
     @property
     def model_name(self) -> str:
         return self._model_name
+
+    def call(
+        self,
+        url: str,
+        body: bytes,
+        raw_request: str,
+        headers: dict[str, str],
+        key: str | None,
+        ttft_timeout_s: float | None = None,
+    ) -> Call:
+        """A Call whose stored parts hold no credential: `raw_request` loses the key (a provider or an
+        `extra_body` may put it in the body) and credential-named URL query values (`?key=`)."""
+        raw_request = redact_text(raw_request, key)
+        return Call(url, body, raw_request, headers, key, ttft_timeout_s, self.credential_headers | {self.key_header})
 
     def headers(self, key: str | None, *, stream: bool = False) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
@@ -201,9 +221,9 @@ class HttpProvider(Provider):
         """GET `url` with this provider's credentials; raise ProviderError for a failed call or a non-2xx status."""
         headers = self.headers(self.key_location.resolve(ctx.credentials, self.name))
         headers.pop("Content-Type", None)
-        response = await ctx.transport.get(url, headers, provider=self.name, timeout_s=ctx.timeout_s)
+        response = await ctx.transport.get(url, headers, provider=self.name, timeout_s=ctx.timeout_s, proxy=self.proxy)
         if not 200 <= response.status < 300:
-            raise self.status_error(response, f"GET {url}")
+            raise self.status_error(response, f"GET {redact_url(url)}")
         return response.body
 
     async def get_json(self, url: str, ctx: CallContext) -> Exchange:
@@ -214,15 +234,17 @@ class HttpProvider(Provider):
         if data is None:
             raise malformed("the body is not a JSON object", provider=self.name, raw_response=raw)
         headers = self.headers(None)
-        return Exchange(Call(url, b"", f"GET {url}", headers, None), raw, data)
+        return Exchange(self.call(url, b"", f"GET {redact_url(url)}", headers, None), raw, data)
 
     async def post_bytes(self, url: str, body: bytes, content_type: str, ctx: CallContext) -> Exchange:
         """POST a ready-made body (a multipart upload) and decode the JSON object answered."""
         key = self.key_location.resolve(ctx.credentials, self.name)
         headers = {**self.headers(key), "Content-Type": content_type}
-        raw_request = f"POST {url} ({len(body)} bytes, {content_type.split(';')[0]})"
-        call = Call(url, body, raw_request, headers, key)
-        response = await ctx.transport.post(url, body, headers, provider=self.name, timeout_s=ctx.timeout_s)
+        raw_request = f"POST {redact_url(url)} ({len(body)} bytes, {content_type.split(';')[0]})"
+        call = self.call(url, body, raw_request, headers, key)
+        response = await ctx.transport.post(
+            url, body, headers, provider=self.name, timeout_s=ctx.timeout_s, proxy=self.proxy
+        )
         if not 200 <= response.status < 300:
             raise self.status_error(response, raw_request)
         data = json_object(response.body)
@@ -248,7 +270,7 @@ class HttpProvider(Provider):
         headers = self.headers(key, stream=stream)
         if ctx.extra_headers:
             headers = apply_header_patches(headers, ctx.extra_headers)
-        return Call(url, encoded, encoded.decode(), headers, key, ttft_timeout_s)
+        return self.call(url, encoded, encoded.decode(), headers, key, ttft_timeout_s)
 
     async def post_json(self, url: str, body: Mapping[str, Any], ctx: CallContext) -> Exchange:
         """POST `body`; raise ProviderError for a failed call, a non-2xx status or an answer that is not a
@@ -256,7 +278,7 @@ class HttpProvider(Provider):
         call = self.prepare(url, body, ctx)
         try:
             response = await ctx.transport.post(
-                call.url, call.body, call.headers, provider=self.name, timeout_s=ctx.timeout_s
+                call.url, call.body, call.headers, provider=self.name, timeout_s=ctx.timeout_s, proxy=self.proxy
             )
         except ProviderError as exc:
             exc.raw_request = exc.raw_request or call.raw_request
@@ -354,6 +376,7 @@ class HttpProvider(Provider):
             provider=self.name,
             timeout_s=ctx.timeout_s,
             ttft_timeout_s=call.ttft_timeout_s,
+            proxy=self.proxy,
         )
         async with aclosing(source):
             async for item in source:

@@ -59,6 +59,7 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]
     json: Any
+    query: dict[str, str]
 
 
 class FakeAnthropic(FakeServer):
@@ -99,7 +100,7 @@ class FakeAnthropic(FakeServer):
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
-        self.requests.append(ReceivedRequest(request.path, dict(request.headers), body))
+        self.requests.append(ReceivedRequest(request.path, dict(request.headers), body, dict(request.query)))
         if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
             return _error(401, "invalid x-api-key")
         problem = _validate(request, body)

@@ -18,7 +18,7 @@ is one, else "echo":
     length      "echo" cut short, finishReason MAX_TOKENS
     safety      a candidate with no content and finishReason SAFETY
     blocked     promptFeedback.blockReason SAFETY and no candidates (the prompt was blocked)
-    error-NNN   Google's error JSON with status NNN (400, 403, 404, 429, 500, 503)
+    error-NNN   Google's error JSON with status NNN (400, 401, 403, 404, 429, 500, 503)
     slow        waits `delay_s` seconds, then answers like echo
     malformed   a 200 whose body (or first stream event) is not JSON
     cutoff      streams the first two words and ends the stream without a finishReason (not streamed: a
@@ -57,11 +57,12 @@ SCENARIOS = frozenset(
         "cutoff",
         "drop",
         "stream-error",
-        *(f"error-{status}" for status in (400, 403, 404, 429, 500, 503)),
+        *(f"error-{status}" for status in (400, 401, 403, 404, 429, 500, 503)),
     }
 )
 _ERRORS = {
     400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+    401: ("UNAUTHENTICATED", "Request had invalid authentication credentials."),
     403: ("PERMISSION_DENIED", "The caller does not have permission."),
     404: ("NOT_FOUND", "models/nope is not found for API version v1beta, or is not supported for generateContent."),
     429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),

@@ -15,7 +15,15 @@ import orjson
 
 from lsd.errors import ProviderError
 from lsd.providers.anthropic.wire import parse_response
-from lsd.providers.base import BatchItemResult, BatchPoll, BatchStatus, BatchSubmission, CallContext, json_object
+from lsd.providers.base import (
+    BatchItemResult,
+    BatchPoll,
+    BatchStatus,
+    BatchSubmission,
+    CallContext,
+    json_object,
+    redact_url,
+)
 from lsd.providers.batch_lines import ResultLine, item_result, mapping
 from lsd.providers.http import HttpProvider
 from lsd.types import Json
@@ -92,7 +100,7 @@ async def start(
         provider_batch_id=batch_id,
         provider_status=word,
         # The body holds every request: the per-item bodies are stored with each item instead.
-        raw_request=f"POST {url} ({len(bodies)} requests)",
+        raw_request=f"POST {redact_url(url)} ({len(bodies)} requests)",
         raw_response=created.raw_response,
         data={"json_tool": sorted(json_tool)},
         item_requests=sent,

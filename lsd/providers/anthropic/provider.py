@@ -12,15 +12,18 @@ from lsd.providers.anthropic.stream import StreamState
 from lsd.providers.anthropic.wire import DEFAULT_MAX_TOKENS, build_body, parse_response, uses_json_tool
 from lsd.providers.base import BatchPoll, BatchSubmission, CallContext, KeyLocation, malformed
 from lsd.providers.http import Call, HttpProvider, Pricing
+from lsd.providers.proxies import ProxyChoice, proxy_option
 from lsd.types import Json, ProviderRequest, ProviderResponse
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_API_BASE = "https://api.anthropic.com/v1/"
 DEFAULT_KEY_LOCATION = "env::ANTHROPIC_API_KEY"
+KEY_HEADER = "x-api-key"
 
 
 class AnthropicProvider(HttpProvider):
     type_name: ClassVar[str] = "anthropic"
+    credential_headers: ClassVar[frozenset[str]] = frozenset({KEY_HEADER})
     supports_batch: ClassVar[bool] = True
 
     def __init__(
@@ -33,14 +36,16 @@ class AnthropicProvider(HttpProvider):
         max_tokens: int,
         pricing: Pricing | None,
         batch_pricing: Pricing | None = None,
+        proxy: ProxyChoice = None,
     ) -> None:
         super().__init__(
             config,
             model_name=model_name,
             key_location=key_location,
-            key_header="x-api-key",
+            key_header=KEY_HEADER,
             pricing=pricing,
             batch_pricing=batch_pricing,
+            proxy=proxy,
         )
         self.url = api_base.rstrip("/") + "/messages"
         self.batches_url = self.url + "/batches"
@@ -61,6 +66,7 @@ class AnthropicProvider(HttpProvider):
             max_tokens=max_tokens,
             pricing=pricing,
             batch_pricing=Pricing.parse_batch(options, pricing),
+            proxy=proxy_option(options),
         )
 
     def headers(self, key: str | None, *, stream: bool = False) -> dict[str, str]:

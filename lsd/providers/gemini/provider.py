@@ -12,6 +12,7 @@ from lsd.providers.base import CallContext, KeyLocation
 from lsd.providers.gemini.stream import StreamState
 from lsd.providers.gemini.wire import build_body, model_resource, parse_embeddings, parse_response, status_error
 from lsd.providers.http import Call, HttpProvider, Pricing, check_url
+from lsd.providers.proxies import ProxyChoice, proxy_option
 from lsd.providers.transport import HttpResponse
 from lsd.types import EmbeddingResponse, ProviderRequest, ProviderResponse, Usage
 
@@ -21,6 +22,7 @@ KEY_HEADER = "x-goog-api-key"
 
 class GeminiProvider(HttpProvider):
     type_name: ClassVar[str] = "google_ai_studio_gemini"
+    credential_headers: ClassVar[frozenset[str]] = frozenset({KEY_HEADER})
     supports_embeddings: ClassVar[bool] = True
 
     def __init__(
@@ -31,9 +33,15 @@ class GeminiProvider(HttpProvider):
         api_base: str = DEFAULT_API_BASE,
         key_location: KeyLocation,
         pricing: Pricing | None = None,
+        proxy: ProxyChoice = None,
     ) -> None:
         super().__init__(
-            config, model_name=model_name, key_location=key_location, key_header=KEY_HEADER, pricing=pricing
+            config,
+            model_name=model_name,
+            key_location=key_location,
+            key_header=KEY_HEADER,
+            pricing=pricing,
+            proxy=proxy,
         )
         self.api_base = api_base if api_base.endswith("/") else api_base + "/"
 
@@ -47,6 +55,7 @@ class GeminiProvider(HttpProvider):
             api_base=api_base,
             key_location=KeyLocation.parse(options, "api_key_location", "env::GOOGLE_AI_STUDIO_API_KEY"),
             pricing=Pricing.parse(options),
+            proxy=proxy_option(options),
         )
 
     def url(self, method: str) -> str:

@@ -14,6 +14,7 @@ from lsd.providers.http import Call, HttpProvider, Pricing, check_url
 from lsd.providers.openai import batch
 from lsd.providers.openai.stream import StreamState
 from lsd.providers.openai.wire import build_body, parse_embeddings, parse_response, reported_cost
+from lsd.providers.proxies import ProxyChoice, proxy_option
 from lsd.types import EmbeddingResponse, ProviderRequest, ProviderResponse
 
 DEFAULT_API_BASE = "https://api.openai.com/v1/"
@@ -41,6 +42,7 @@ class ChatCompletionsProvider(HttpProvider):
         pricing: Pricing | None = None,
         batch_pricing: Pricing | None = None,
         batch_api: batch.BatchApi | None = None,
+        proxy: ProxyChoice = None,
     ) -> None:
         super().__init__(
             config,
@@ -50,6 +52,7 @@ class ChatCompletionsProvider(HttpProvider):
             key_prefix=key_prefix,
             pricing=pricing,
             batch_pricing=batch_pricing,
+            proxy=proxy,
         )
         self.chat_url = chat_url
         self.max_tokens_field = max_tokens_field
@@ -87,6 +90,7 @@ class ChatCompletionsProvider(HttpProvider):
 
 class OpenAIProvider(ChatCompletionsProvider):
     type_name: ClassVar[str] = "openai"
+    credential_headers: ClassVar[frozenset[str]] = frozenset({"Authorization"})
     supports_embeddings: ClassVar[bool] = True
     supports_batch: ClassVar[bool] = True
 
@@ -99,6 +103,7 @@ class OpenAIProvider(ChatCompletionsProvider):
         key_location: KeyLocation,
         pricing: Pricing | None = None,
         batch_pricing: Pricing | None = None,
+        proxy: ProxyChoice = None,
     ) -> None:
         base = api_base.rstrip("/")
         super().__init__(
@@ -110,6 +115,7 @@ class OpenAIProvider(ChatCompletionsProvider):
             pricing=pricing,
             batch_pricing=batch_pricing,
             batch_api=batch.openai_api(api_base),
+            proxy=proxy,
         )
         self.embeddings_url = f"{base}/embeddings"
 
@@ -125,6 +131,7 @@ class OpenAIProvider(ChatCompletionsProvider):
             key_location=KeyLocation.parse(options, "api_key_location", "env::OPENAI_API_KEY"),
             pricing=pricing,
             batch_pricing=Pricing.parse_batch(options, pricing),
+            proxy=proxy_option(options),
         )
 
     async def embed(
