@@ -136,10 +136,15 @@ async def open_runtime(
     compiled = Templates(config) if templates is None else templates
     urls = DatabaseUrls.of(database_url)
     db = config.gateway.database
-    database = Database.from_urls(
-        urls, min_size=db.pool_min_size, max_size=db.pool_max_size, prepared_statements=db.prepared_statements
-    )
     metrics = build_metrics(config) if metrics is None else metrics
+    database = Database.from_urls(
+        urls,
+        min_size=db.pool_min_size,
+        max_size=db.pool_max_size,
+        prepared_statements=db.prepared_statements,
+        acquire_timeout_s=db.acquire_timeout_s,
+        metrics=metrics,
+    )
     tracing = build_tracing(config) if tracing is None else tracing
     writer = Writer(
         urls.primary, config.gateway.observability, metrics=metrics, prepare_threshold=database.prepare_threshold

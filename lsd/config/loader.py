@@ -106,6 +106,7 @@ def _gateway(t: Table) -> GatewayConfig:
         pool_max_size=db.int("pool_max_size", 20, minimum=1),
         partitions_ahead_days=db.int("partitions_ahead_days", 7, minimum=1),
         prepared_statements=db.bool("prepared_statements", True),
+        acquire_timeout_s=db.float("acquire_timeout_s", 2.0, minimum=0.01),
     )
     db.finish()
     batch_table = t.table("batch")

@@ -46,6 +46,7 @@ class DatabaseConfig:
     pool_max_size: int = 20
     partitions_ahead_days: int = 7
     prepared_statements: bool = True  # false behind a transaction-mode PgBouncer older than 1.21
+    acquire_timeout_s: float = 2.0  # a request waits this long for a pool connection, then answers 503
 
 
 # Histogram buckets in seconds. Overhead is sub-millisecond when healthy, so its buckets start at 50 µs.
