@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import ErrorSink, Table
-from lsd.errors import InvalidRequest, LsdError, ProviderError, ProviderTimeout
+from lsd.errors import InvalidRequest, LsdError, ProviderError
 from lsd.providers.anthropic import (
     AnthropicProvider,
     StreamState,
@@ -27,7 +26,6 @@ from lsd.types import (
     InferenceParams,
     Message,
     ProviderRequest,
-    ProviderResponse,
     StreamChunk,
     Template,
     Text,
@@ -40,7 +38,6 @@ from lsd.types import (
 )
 from tests.fakes.anthropic_server import SIGNATURE, FakeAnthropic
 
-KEY = "sk-ant-test-0123456789"
 KEY_PATH = "models.m.providers.p"
 WEATHER = ToolSpec(
     name="weather",
@@ -80,14 +77,6 @@ def ask(text: str, **fields: Any) -> ProviderRequest:
 @pytest.fixture(scope="module")
 async def fake() -> AsyncIterator[FakeAnthropic]:
     server = FakeAnthropic(delay_s=30.0)
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture(scope="module")
-async def keyed() -> AsyncIterator[FakeAnthropic]:
-    server = FakeAnthropic(api_key=KEY)
     await server.start()
     yield server
     await server.stop()
@@ -505,63 +494,7 @@ async def test_cost(fake: FakeAnthropic, transport: Transport) -> None:
     assert provider.pricing.cost_of(Usage(1_000_000, None)) == pytest.approx(3.0)
 
 
-@pytest.mark.parametrize(
-    ("status", "kind", "retryable"),
-    [
-        (400, "bad_request", False),
-        (401, "auth", False),
-        (403, "auth", False),
-        (404, "not_found", False),
-        (429, "rate_limited", True),
-        (500, "server_error", True),
-        (529, "server_error", True),
-    ],
-)
-async def test_error_statuses(
-    fake: FakeAnthropic, transport: Transport, status: int, kind: str, retryable: bool
-) -> None:
-    provider = make_provider(fake.base_url, model_name=f"error-{status}")
-    with pytest.raises(ProviderError) as caught:
-        await provider.infer(ask("hi"), CallContext(transport))
-    chunks, streamed = await collect(provider.stream(ask("hi"), CallContext(transport)))
-    assert chunks == [] and isinstance(streamed, ProviderError)
-    for error in (caught.value, streamed):
-        assert (error.status, error.kind, error.retryable, error.provider) == (status, kind, retryable, "p")
-        assert orjson.loads(error.raw_response or "")["error"]["type"]
-        assert orjson.loads(error.raw_request or "")["model"] == f"error-{status}"
-
-
-async def test_malformed_responses(fake: FakeAnthropic, transport: Transport) -> None:
-    provider = make_provider(fake.base_url, model_name="malformed")
-    with pytest.raises(ProviderError) as caught:
-        await provider.infer(ask("hi"), CallContext(transport))
-    assert caught.value.kind == "malformed" and caught.value.raw_response
-    chunks, error = await collect(provider.stream(ask("hi"), CallContext(transport)))
-    assert chunks == [] and isinstance(error, ProviderError) and error.kind == "malformed"
-
-
-async def test_timeout(fake: FakeAnthropic, transport: Transport) -> None:
-    provider = make_provider(fake.base_url, model_name="slow")
-    with pytest.raises(ProviderTimeout) as caught:
-        await provider.infer(ask("hi"), CallContext(transport, timeout_s=0.2))
-    assert caught.value.raw_request is not None
-    chunks, error = await collect(provider.stream(ask("hi"), CallContext(transport, timeout_s=0.2)))
-    assert chunks == [] and isinstance(error, ProviderTimeout)
-
-
 # --------------------------------------------------------------------------------------------- streaming
-
-
-async def test_stream_text(fake: FakeAnthropic, transport: Transport) -> None:
-    provider = make_provider(fake.base_url)
-    chunks, error = await collect(provider.stream(ask("stream me a longer answer"), CallContext(transport)))
-    assert error is None
-    assert len(texts(chunks)) > 3  # delivered as several deltas, not one
-    assert "".join(texts(chunks)) == "echo: stream me a longer answer"
-    assert all(c.raw for c in chunks)
-    assert fake.last.json["stream"] is True
-    last = chunks[-1]
-    assert last.content == () and last.finish_reason == "stop" and last.usage == Usage(5, 6)
 
 
 async def test_stream_is_incremental(fake: FakeAnthropic, transport: Transport) -> None:
@@ -570,17 +503,6 @@ async def test_stream_is_incremental(fake: FakeAnthropic, transport: Transport) 
     assert first.content == (Text("echo: "),)
     rest, error = await collect(stream)
     assert error is None and "".join(texts([first, *rest])) == "echo: one two three four five"
-
-
-async def test_stream_tool_call(fake: FakeAnthropic, transport: Transport) -> None:
-    provider = make_provider(fake.base_url, model_name="tool")
-    chunks, error = await collect(provider.stream(ask("Paris", tools=(WEATHER,)), CallContext(transport)))
-    assert error is None
-    calls = [b for c in chunks for b in c.content if isinstance(b, ToolCall)]
-    assert len(calls) > 2 and calls[0].name == "weather" and all(c.name == "" for c in calls[1:])
-    assert len({c.id for c in calls}) == 1
-    assert orjson.loads("".join(c.arguments for c in calls)) == {"query": "Paris", "n": 2}
-    assert chunks[-1].finish_reason == "tool_call"
 
 
 async def test_stream_thinking(fake: FakeAnthropic, transport: Transport) -> None:
@@ -592,14 +514,6 @@ async def test_stream_thinking(fake: FakeAnthropic, transport: Transport) -> Non
     assert "".join(texts(chunks)) == "echo: thinking hard"
 
 
-async def test_stream_json_tool_mode_streams_text(fake: FakeAnthropic, transport: Transport) -> None:
-    request = ask("streamed json", params=InferenceParams(json_mode="tool"), output_schema=SCHEMA)
-    chunks, error = await collect(make_provider(fake.base_url).stream(request, CallContext(transport)))
-    assert error is None
-    assert orjson.loads("".join(texts(chunks))) == {"answer": "streamed json"}
-    assert chunks[-1].finish_reason == "stop"
-
-
 async def test_stream_error_event_after_first_chunks(fake: FakeAnthropic, transport: Transport) -> None:
     chunks, error = await collect(make_provider(fake.base_url).stream(ask("stream-error now"), CallContext(transport)))
     assert texts(chunks) == ["echo: "]
@@ -608,9 +522,8 @@ async def test_stream_error_event_after_first_chunks(fake: FakeAnthropic, transp
     assert "overloaded_error" in (error.raw_response or "")
 
 
-@pytest.mark.parametrize("behaviour", ["cutoff", "truncated"])
-async def test_stream_cut_off_before_message_stop(fake: FakeAnthropic, transport: Transport, behaviour: str) -> None:
-    chunks, error = await collect(make_provider(fake.base_url).stream(ask(behaviour), CallContext(transport)))
+async def test_stream_ending_without_message_stop_is_interrupted(fake: FakeAnthropic, transport: Transport) -> None:
+    chunks, error = await collect(make_provider(fake.base_url).stream(ask("truncated"), CallContext(transport)))
     assert texts(chunks) == ["echo: "]
     assert isinstance(error, ProviderError) and error.kind == "stream_interrupted"
     assert error.retryable and error.raw_request
@@ -625,77 +538,7 @@ async def test_abandoned_stream_can_be_closed(fake: FakeAnthropic, transport: Tr
     assert response.content == (Text("echo: still fine"),)
 
 
-# ------------------------------------------------------------------------------------ credentials, redaction
-
-
-def assert_key_absent(response: ProviderResponse, key: str) -> None:
-    assert response.request_headers["x-api-key"] == "[REDACTED]"
-    assert response.api_key_sha256 == hashlib.sha256(key.encode()).hexdigest()
-    for name in ProviderResponse.__dataclass_fields__:
-        assert key not in repr(getattr(response, name)), name
-
-
-async def test_key_from_environment(
-    keyed: FakeAnthropic, transport: Transport, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    provider = make_provider(keyed.base_url, api_key_location="env::ANTHROPIC_API_KEY")
-    response = await provider.infer(ask("secret stuff"), CallContext(transport))
-    assert response.content == (Text("echo: secret stuff"),)
-    assert keyed.last.headers["x-api-key"] == KEY
-    assert_key_absent(response, KEY)
-
-    chunks, error = await collect(provider.stream(ask("streamed"), CallContext(transport)))
-    assert error is None and all(KEY not in c.raw for c in chunks)
-
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-wrong")
-    with pytest.raises(ProviderError) as caught:
-        await provider.infer(ask("hi"), CallContext(transport))
-    assert (caught.value.status, caught.value.kind, caught.value.retryable) == (401, "auth", False)
-    assert "sk-wrong" not in (caught.value.raw_request or "") + (caught.value.raw_response or "")
-
-    monkeypatch.delenv("ANTHROPIC_API_KEY")
-    with pytest.raises(ProviderError) as caught:
-        await provider.infer(ask("hi"), CallContext(transport))
-    assert caught.value.kind == "auth" and not caught.value.retryable
-
-
-async def test_stream_last_chunk_reports_what_infer_does(
-    keyed: FakeAnthropic, transport: Transport, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    provider = make_provider(
-        keyed.base_url,
-        api_key_location="env::ANTHROPIC_API_KEY",
-        cost={"input_per_million": 3, "output_per_million": 15},
-    )
-    chunks, error = await collect(provider.stream(ask("stream me a longer answer"), CallContext(transport)))
-    assert error is None
-    *deltas, last = chunks
-    assert last.usage == Usage(5, 6) and last.finish_reason == "stop"
-    assert last.cost == pytest.approx(5 * 3 / 1e6 + 6 * 15 / 1e6)
-    assert last.raw_request is not None and orjson.loads(last.raw_request) == keyed.last.json
-    assert last.request_headers is not None and last.request_headers["x-api-key"] == "[REDACTED]"
-    assert last.request_headers["anthropic-version"] == "2023-06-01"
-    assert last.api_key_sha256 == hashlib.sha256(KEY.encode()).hexdigest()
-    assert all(c.raw_request is None and c.request_headers is None and c.api_key_sha256 is None for c in deltas)
-    for chunk in chunks:
-        for name in StreamChunk.__dataclass_fields__:
-            assert KEY not in repr(getattr(chunk, name)), name
-
-
-async def test_dynamic_key(keyed: FakeAnthropic, transport: Transport) -> None:
-    provider = make_provider(keyed.base_url, api_key_location="dynamic::anthropic")
-    response = await provider.infer(ask("dynamic"), CallContext(transport, credentials={"anthropic": KEY}))
-    assert response.content == (Text("echo: dynamic"),)
-    assert_key_absent(response, KEY)
-
-    sent = len(keyed.requests)
-    with pytest.raises(InvalidRequest):
-        await provider.infer(ask("hi"), CallContext(transport, credentials={"other": KEY}))
-    chunks, error = await collect(provider.stream(ask("hi"), CallContext(transport)))
-    assert chunks == [] and isinstance(error, InvalidRequest)
-    assert len(keyed.requests) == sent  # nothing went out
+# -------------------------------------------------------------------------------------------- embeddings
 
 
 async def test_no_embeddings(fake: FakeAnthropic, transport: Transport) -> None:

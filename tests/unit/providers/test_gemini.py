@@ -12,7 +12,7 @@ import pytest
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import ErrorSink, Table
-from lsd.errors import InvalidRequest, ProviderError, ProviderTimeout
+from lsd.errors import InvalidRequest, ProviderError
 from lsd.providers.base import REDACTED, CallContext, key_fingerprint
 from lsd.providers.gemini import (
     GeminiProvider,
@@ -490,20 +490,6 @@ async def test_infer_text(fake: FakeGemini, ctx: CallContext) -> None:
     assert orjson.loads(response.raw_response)["candidates"][0]["content"]["parts"] == [{"text": "echo: hello there"}]
 
 
-async def test_the_key_is_only_stored_redacted(fake: FakeGemini, ctx: CallContext) -> None:
-    provider = provider_for(fake)
-    response = await provider.infer(ask("hi"), ctx)
-    assert response.request_headers == {
-        "Content-Type": "application/json",
-        "User-Agent": "lsd",
-        "x-goog-api-key": REDACTED,
-    }
-    assert response.api_key_sha256 == key_fingerprint(KEY)
-    assert KEY not in repr(response)
-    chunks, _ = await collect(provider.stream(ask("hi"), ctx))
-    assert all(KEY not in repr(chunk) for chunk in chunks)
-
-
 async def test_function_calls_out_and_back_in(fake: FakeGemini, ctx: CallContext) -> None:
     provider = provider_for(fake, "function")
     request = ask("weather in Paris", tools=(WEATHER, TIME), tool_choice="auto")
@@ -545,18 +531,6 @@ async def test_json_mode_on(fake: FakeGemini, ctx: CallContext) -> None:
     [answer] = response.content
     assert isinstance(answer, Text) and orjson.loads(answer.text) == {"answer": "forty two"}
     assert fake.requests[0].json["generationConfig"] == {"responseMimeType": "application/json"}
-
-
-async def test_json_mode_tool(fake: FakeGemini, ctx: CallContext) -> None:
-    provider = provider_for(fake)
-    request = ask("forty two", params=InferenceParams(json_mode="tool"), output_schema=SCHEMA)
-    response = await provider.infer(request, ctx)
-    assert response.content == (Text('{"query":"forty two"}'),)
-    assert response.finish_reason == "stop"
-    chunks, error = await collect(provider.stream(request, ctx))
-    assert error is None
-    assert text_of(chunks) == '{"query":"forty two"}'
-    assert chunks[-1].finish_reason == "stop"
 
 
 async def test_thoughts_and_usage(fake: FakeGemini, ctx: CallContext) -> None:
@@ -604,22 +578,6 @@ async def test_stream_is_incremental(fake: FakeGemini, ctx: CallContext) -> None
     assert fake.requests[0].query == {"alt": "sse"}
 
 
-async def test_stream_last_chunk_reports_what_infer_does(fake: FakeGemini, ctx: CallContext) -> None:
-    provider = provider_for(fake, cost={"input_per_million": 1.25, "output_per_million": 10.0})
-    chunks, error = await collect(provider.stream(ask("one two three"), ctx))
-    assert error is None
-    *deltas, last = chunks
-    assert (last.usage, last.finish_reason) == (Usage(3, 4), "stop")
-    assert last.cost == pytest.approx((3 * 1.25 + 4 * 10.0) / 1e6)
-    assert last.raw_request is not None and orjson.loads(last.raw_request) == fake.requests[-1].json
-    assert last.request_headers == {"Content-Type": "application/json", "User-Agent": "lsd", "x-goog-api-key": REDACTED}
-    assert last.api_key_sha256 == key_fingerprint(KEY)
-    assert all(c.raw_request is None and c.request_headers is None and c.api_key_sha256 is None for c in deltas)
-    for chunk in chunks:
-        for name in StreamChunk.__dataclass_fields__:
-            assert KEY not in repr(getattr(chunk, name)), name
-
-
 async def test_stream_function_calls_and_thoughts(fake: FakeGemini, ctx: CallContext) -> None:
     chunks, error = await collect(provider_for(fake, "function").stream(ask("x", tools=(TIME,)), ctx))
     assert error is None
@@ -631,17 +589,12 @@ async def test_stream_function_calls_and_thoughts(fake: FakeGemini, ctx: CallCon
     assert chunks[-1].usage == Usage(1, 5)
 
 
-@pytest.mark.parametrize(
-    ("model", "kind", "text"), [("cutoff", "stream_interrupted", "echo: hi"), ("drop", "stream_interrupted", "echo:")]
-)
-async def test_cut_off_stream_raises_after_its_chunks(
-    fake: FakeGemini, ctx: CallContext, model: str, kind: str, text: str
-) -> None:
-    chunks, error = await collect(provider_for(fake, model).stream(ask("hi there"), ctx))
-    assert text_of(chunks) == text
+async def test_stream_ending_without_a_finish_reason_is_interrupted(fake: FakeGemini, ctx: CallContext) -> None:
+    chunks, error = await collect(provider_for(fake, "cutoff").stream(ask("hi there"), ctx))
+    assert text_of(chunks) == "echo: hi"
     assert all(c.finish_reason is None for c in chunks)
     assert error is not None
-    assert (error.kind, error.retryable, error.provider) == (kind, True, "p")
+    assert (error.kind, error.retryable, error.provider) == ("stream_interrupted", True, "p")
     assert error.raw_request is not None and error.raw_response
 
 
@@ -649,29 +602,6 @@ async def test_error_event_mid_stream(fake: FakeGemini, ctx: CallContext) -> Non
     chunks, error = await collect(provider_for(fake, "stream-error").stream(ask("hi"), ctx))
     assert text_of(chunks) == "echo:"
     assert error is not None and (error.kind, error.status, error.retryable) == ("server_error", 500, True)
-
-
-@pytest.mark.parametrize(
-    ("status", "kind", "retryable"),
-    [
-        (400, "bad_request", False),
-        (403, "auth", False),
-        (404, "not_found", False),
-        (429, "rate_limited", True),
-        (500, "server_error", True),
-        (503, "server_error", True),
-    ],
-)
-async def test_error_statuses(fake: FakeGemini, ctx: CallContext, status: int, kind: str, retryable: bool) -> None:
-    provider = provider_for(fake, f"error-{status}")
-    with pytest.raises(ProviderError) as info:
-        await provider.infer(ask("hi"), ctx)
-    assert (info.value.status, info.value.kind, info.value.retryable) == (status, kind, retryable)
-    assert info.value.raw_request is not None
-    assert orjson.loads(info.value.raw_response or "")["error"]["code"] == status
-    chunks, error = await collect(provider.stream(ask("hi"), ctx))
-    assert chunks == []
-    assert error is not None and (error.status, error.kind, error.retryable) == (status, kind, retryable)
 
 
 async def test_blocked_prompt(fake: FakeGemini, ctx: CallContext) -> None:
@@ -686,62 +616,11 @@ async def test_blocked_prompt(fake: FakeGemini, ctx: CallContext) -> None:
         assert exc.raw_response and "blockReason" in exc.raw_response
 
 
-async def test_malformed_answers(fake: FakeGemini, ctx: CallContext) -> None:
-    for model in ("malformed", "cutoff"):
-        with pytest.raises(ProviderError) as info:
-            await provider_for(fake, model).infer(ask("hi"), ctx)
-        assert (info.value.kind, info.value.provider) == ("malformed", "p")
-        assert info.value.raw_response
-    chunks, error = await collect(provider_for(fake, "malformed").stream(ask("hi"), ctx))
-    assert chunks == [] and error is not None and error.kind == "malformed"
-
-
-async def test_timeout(fake: FakeGemini, transport: Transport) -> None:
-    provider = provider_for(fake, "slow")
-    slow_ctx = CallContext(transport=transport, timeout_s=0.2)
-    with pytest.raises(ProviderTimeout):
-        await provider.infer(ask("hi"), slow_ctx)
-    chunks, error = await collect(provider.stream(ask("hi"), slow_ctx))
-    assert chunks == [] and isinstance(error, ProviderTimeout)
-
-
-async def test_missing_env_key_fails_the_attempt(
-    fake: FakeGemini, ctx: CallContext, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("GOOGLE_AI_STUDIO_API_KEY")
+async def test_a_truncated_body_is_malformed(fake: FakeGemini, ctx: CallContext) -> None:
     with pytest.raises(ProviderError) as info:
-        await provider_for(fake).infer(ask("hi"), ctx)
-    assert (info.value.kind, info.value.retryable) == ("auth", False)
-    assert fake.requests == []
-
-
-async def test_env_key_location(fake: FakeGemini, ctx: CallContext, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GOOGLE_AI_STUDIO_API_KEY")
-    monkeypatch.setenv("MY_GEMINI_KEY", KEY)
-    response = await provider_for(fake, api_key_location="env::MY_GEMINI_KEY").infer(ask("hi"), ctx)
-    assert response.content == (Text("echo: hi"),)
-
-
-async def test_dynamic_credentials(fake: FakeGemini, transport: Transport) -> None:
-    provider = provider_for(fake, api_key_location="dynamic::gemini")
-    ctx = CallContext(transport=transport, credentials={"gemini": KEY})
-    response = await provider.infer(ask("hi"), ctx)
-    assert response.api_key_sha256 == key_fingerprint(KEY)
-    chunks, error = await collect(provider.stream(ask("hi"), ctx))
-    assert error is None and text_of(chunks) == "echo: hi"
-    assert [r.headers["x-goog-api-key"] for r in fake.requests] == [KEY, KEY]
-
-
-async def test_missing_dynamic_credential_is_the_callers_error(fake: FakeGemini, ctx: CallContext) -> None:
-    provider = provider_for(fake, api_key_location="dynamic::gemini")
-    with pytest.raises(InvalidRequest) as info:
-        await provider.infer(ask("hi"), ctx)
-    assert info.value.field == "credentials"
-    with pytest.raises(InvalidRequest):
-        await collect(provider.stream(ask("hi"), ctx))
-    with pytest.raises(InvalidRequest):
-        await provider.embed(["hi"], ctx)
-    assert fake.requests == []
+        await provider_for(fake, "cutoff").infer(ask("hi"), ctx)
+    assert (info.value.kind, info.value.provider) == ("malformed", "p")
+    assert info.value.raw_response
 
 
 @pytest.mark.parametrize(("key_error", "status"), [("invalid", 400), ("denied", 403)])

@@ -13,7 +13,7 @@ import pytest
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import ErrorSink, Table
-from lsd.errors import InvalidRequest, ProviderError, ProviderTimeout
+from lsd.errors import InvalidRequest, ProviderError
 from lsd.providers.azure import AzureProvider
 from lsd.providers.base import CallContext, Provider
 from lsd.providers.openai import OpenAIProvider, StreamState, build_body, parse_response
@@ -497,18 +497,6 @@ async def test_tool_call_out_and_results_in(fake: FakeOpenAI, ctx: CallContext) 
     assert messages[2] == {"role": "tool", "tool_call_id": "call_fake_0", "content": "sunny"}
 
 
-@pytest.mark.parametrize("mode", ["on", "strict", "tool"])
-async def test_json_modes_answer_json_text(fake: FakeOpenAI, ctx: CallContext, mode: Any) -> None:
-    provider = openai(fake, "json")
-    request = ask("42", params=InferenceParams(json_mode=mode), output_schema=SCHEMA)
-    response = await provider.infer(request, ctx)
-    assert len(response.content) == 1 and isinstance(response.content[0], Text)
-    assert isinstance(orjson.loads(response.content[0].text), dict)
-    assert response.finish_reason == "stop"
-    expected = {"on": "json_object", "strict": "json_schema", "tool": None}[mode]
-    assert fake.requests[-1].body.get("response_format", {}).get("type") == expected
-
-
 @pytest.mark.parametrize(("reason", "finish"), [("length", "length"), ("content_filter", "content_filter")])
 async def test_finish_reasons(fake: FakeOpenAI, ctx: CallContext, reason: str, finish: str) -> None:
     response = await openai(fake, f"finish-{reason}").infer(ask("x"), ctx)
@@ -520,36 +508,6 @@ async def test_cost_from_config(fake: FakeOpenAI, ctx: CallContext) -> None:
     response = await provider.infer(ask("one two three"), ctx)
     assert response.usage == Usage(3, 4)
     assert response.cost == pytest.approx((3 * 2.0 + 4 * 10) / 1e6)
-
-
-async def test_stream_text(fake: FakeOpenAI, ctx: CallContext) -> None:
-    chunks = await collect(openai(fake).stream(ask("hello streaming world", stream=True), ctx))
-    assert text_of(chunks) == "echo: hello streaming world"
-    assert len([c for c in chunks if c.content]) == 4
-    assert all(c.raw for c in chunks)
-    final = chunks[-1]
-    assert (final.usage, final.finish_reason, final.content) == (Usage(3, 4), "stop", ())
-    assert all(c.usage is None and c.finish_reason is None for c in chunks[:-1])
-    assert fake.requests[-1].body["stream_options"] == {"include_usage": True}
-
-
-async def test_stream_last_chunk_reports_what_infer_does(fake: FakeOpenAI, ctx: CallContext) -> None:
-    provider = openai(fake, cost={"input_per_million": 2.0, "output_per_million": 10})
-    chunks = await collect(provider.stream(ask("hello streaming world"), ctx))
-    *deltas, last = chunks
-    assert last.usage == Usage(3, 4)
-    assert last.cost == pytest.approx((3 * 2.0 + 4 * 10) / 1e6)
-    assert last.raw_request is not None and orjson.loads(last.raw_request) == fake.requests[-1].body
-    assert last.request_headers == {
-        "Content-Type": "application/json",
-        "User-Agent": "lsd",
-        "Authorization": "[REDACTED]",
-    }
-    assert last.api_key_sha256 == hashlib.sha256(KEY.encode()).hexdigest()
-    assert all(c.raw_request is None and c.request_headers is None and c.api_key_sha256 is None for c in deltas)
-    for c in chunks:
-        for name in StreamChunk.__dataclass_fields__:
-            assert KEY not in repr(getattr(c, name)), name
 
 
 def test_stream_state_keeps_a_reported_cost() -> None:
@@ -582,58 +540,9 @@ async def test_stream_tool_calls(fake: FakeOpenAI, ctx: CallContext) -> None:
     assert chunks[-1].finish_reason == "tool_call"
 
 
-async def test_stream_json_tool_mode_streams_text(fake: FakeOpenAI, ctx: CallContext) -> None:
-    request = ask("7", params=InferenceParams(json_mode="tool"), output_schema=SCHEMA)
-    chunks = await collect(openai(fake).stream(request, ctx))
-    assert orjson.loads(text_of(chunks)) == {"text": "7"}
-    assert not any(isinstance(b, ToolCall) for c in chunks for b in c.content)
-    assert chunks[-1].finish_reason == "stop"
-
-
-async def test_stream_broken_midway_raises_after_the_first_chunks(fake: FakeOpenAI, ctx: CallContext) -> None:
-    received: list[StreamChunk] = []
+async def test_a_completion_without_choices_is_malformed(fake: FakeOpenAI, ctx: CallContext) -> None:
     with pytest.raises(ProviderError) as info:
-        async for chunk in openai(fake, "broken").stream(ask("a b c d e"), ctx):
-            received.append(chunk)
-    assert text_of(received) == "echo: a"
-    assert (info.value.kind, info.value.retryable) == ("stream_interrupted", True)
-    assert info.value.raw_request is not None and info.value.raw_response
-
-
-@pytest.mark.parametrize(("model", "kind"), [("error-429", "rate_limited"), ("malformed", "malformed")])
-async def test_stream_errors(fake: FakeOpenAI, ctx: CallContext, model: str, kind: str) -> None:
-    with pytest.raises(ProviderError) as info:
-        await collect(openai(fake, model).stream(ask("x"), ctx))
-    assert info.value.kind == kind
-    assert info.value.raw_request is not None
-
-
-@pytest.mark.parametrize(
-    ("status", "kind", "retryable"),
-    [
-        (400, "bad_request", False),
-        (401, "auth", False),
-        (403, "auth", False),
-        (404, "not_found", False),
-        (429, "rate_limited", True),
-        (500, "server_error", True),
-        (503, "server_error", True),
-    ],
-)
-async def test_error_statuses(fake: FakeOpenAI, ctx: CallContext, status: int, kind: str, retryable: bool) -> None:
-    with pytest.raises(ProviderError) as info:
-        await openai(fake, f"error-{status}").infer(ask("x"), ctx)
-    error = info.value
-    assert (error.status, error.kind, error.retryable, error.provider) == (status, kind, retryable, "p")
-    assert error.raw_request is not None and orjson.loads(error.raw_request)["model"] == f"error-{status}"
-    assert error.raw_response is not None and "error" in orjson.loads(error.raw_response)
-    assert_no_key(vars(error))
-
-
-@pytest.mark.parametrize("model", ["malformed", "nochoices"])
-async def test_malformed_answers(fake: FakeOpenAI, ctx: CallContext, model: str) -> None:
-    with pytest.raises(ProviderError) as info:
-        await openai(fake, model).infer(ask("x"), ctx)
+        await openai(fake, "nochoices").infer(ask("x"), ctx)
     assert (info.value.kind, info.value.retryable, info.value.provider) == ("malformed", True, "p")
     assert info.value.raw_request is not None and info.value.raw_response
 
@@ -642,35 +551,6 @@ async def test_connection_closed_without_answer(fake: FakeOpenAI, ctx: CallConte
     with pytest.raises(ProviderError) as info:
         await openai(fake, "broken").infer(ask("x"), ctx)
     assert info.value.kind == "connection"
-
-
-async def test_timeout(fake: FakeOpenAI, transport: Transport, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    quick = CallContext(transport=transport, timeout_s=0.2)
-    with pytest.raises(ProviderTimeout):
-        await openai(fake, "slow").infer(ask("x"), quick)
-    with pytest.raises(ProviderTimeout):
-        await collect(openai(fake, "slow").stream(ask("x"), quick))
-
-
-async def test_credentials(fake: FakeOpenAI, transport: Transport, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    ctx = CallContext(transport=transport)
-    with pytest.raises(ProviderError) as info:
-        await openai(fake).infer(ask("x"), ctx)
-    assert (info.value.kind, info.value.retryable) == ("auth", False)
-    monkeypatch.setenv("MY_KEY", "sk-wrong")
-    with pytest.raises(ProviderError) as info:
-        await openai(fake, api_key_location="env::MY_KEY").infer(ask("x"), ctx)
-    assert (info.value.status, info.value.kind) == (401, "auth")
-    dynamic = openai(fake, api_key_location="dynamic::openai")
-    response = await dynamic.infer(ask("x"), CallContext(transport=transport, credentials={"openai": KEY}))
-    assert response.api_key_sha256 == hashlib.sha256(KEY.encode()).hexdigest()
-    assert_no_key(response)
-    with pytest.raises(InvalidRequest):
-        await dynamic.infer(ask("x"), ctx)
-    with pytest.raises(InvalidRequest):
-        await collect(dynamic.stream(ask("x"), ctx))
 
 
 async def test_no_key_sends_no_authorization(transport: Transport) -> None:
