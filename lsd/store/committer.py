@@ -10,6 +10,9 @@ transaction with lsd.store.bulk, and tells the two ways a flush fails apart:
   is written, and each group refused alone is counted in `rejected_rows`, its waiter failed, and its rows kept in
   `<spool_dir>/rejected/` for an operator (never replayed).
 
+On each connection it reads which database it reached (`identity`: PostgreSQL's system identifier and the database
+name), which the spool files it writes name, and against which the writer checks a spool file before replaying it.
+
 The counters it updates live in the writer's `WriterStats`, defined here so both modules share one object.
 """
 
@@ -32,7 +35,7 @@ from lsd.errors import LsdError
 from lsd.records import Record
 from lsd.store.bulk import BulkInserter, configure
 from lsd.store.database import scrub
-from lsd.store.spool import Spool, encode_frame
+from lsd.store.spool import REJECTED_DIR, DatabaseIdentity, Spool, encode_frame
 from lsd.telemetry.metrics import Metrics
 
 log = logging.getLogger("lsd.writer")
@@ -41,7 +44,6 @@ FIRST_RETRY_DELAY_S = 0.05
 MAX_RETRY_DELAY_S = 5.0
 CONNECT_TIMEOUT_S = 5
 ATTEMPT_TIMEOUT_S = 30.0  # one flush (connect, COPY, COMMIT) gives up after this and counts as failed
-REJECTED_DIR = "rejected"  # under spool_dir: groups PostgreSQL refused, in spool format, for an operator to inspect
 _REJECTED = (psycopg.DataError, psycopg.IntegrityError, TypeError, ValueError)
 
 
@@ -62,6 +64,7 @@ class WriterStats:
     spool_bytes: int = 0  # bytes in the spool files this process holds
     spool_files: int = 0
     spool_torn_frames: int = 0  # frames skipped on replay: cut short by a crash, or corrupt
+    spool_foreign_files: int = 0  # spool files of another database: set aside in <spool_dir>/foreign, not replayed
     flushes: int = 0
     flush_failures: int = 0
     last_flush_seconds: float = 0.0
@@ -115,6 +118,7 @@ class Committer:
         self._spool_dir = config.spool_dir  # named in the log when the database goes away
         self._rejects = Spool(config.spool_dir / REJECTED_DIR, config.spool_max_bytes)  # kept, never replayed
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._identity: DatabaseIdentity | None = None  # of the last connection made
         self._bulk = BulkInserter()
         self._retrying = False  # the last flush failed: the next one takes the idempotent path
         self._retry_at = 0.0
@@ -127,6 +131,27 @@ class Committer:
     def retrying(self) -> bool:
         """The last flush failed for want of the database."""
         return self._retrying
+
+    @property
+    def identity(self) -> DatabaseIdentity | None:
+        """The database the last connection reached; None before the first."""
+        return self._identity
+
+    async def identify(self) -> DatabaseIdentity | None:
+        """The database this committer writes to, connecting when not connected; None (and a backoff, as for a
+        failed flush) when the database is unavailable."""
+        if self._conn is None:
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S) as self._attempt_timeout:
+                    self._conn = await self._connect()
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                log.debug("connect failed: %s", scrub(str(exc) or type(exc).__name__, self.url))
+                await self._disconnect()
+                self._failed()
+                return None
+            finally:
+                self._attempt_timeout = None
+        return self._identity
 
     @property
     def retry_at(self) -> float:
@@ -285,6 +310,8 @@ class Committer:
             prepare_threshold=self._prepare_threshold,
         )
         configure(conn)
+        self._identity = await _identity(conn)
+        self._rejects.identity = self._identity
         return conn
 
     async def _disconnect(self) -> None:
@@ -292,3 +319,15 @@ class Committer:
         if conn is not None and not conn.closed:
             with contextlib.suppress(psycopg.Error, OSError):
                 await conn.close()
+
+
+async def _identity(conn: psycopg.AsyncConnection[Any]) -> DatabaseIdentity:
+    """PostgreSQL's system identifier (when the role may read pg_control_system()) and the database's name."""
+    cursor = await conn.execute("SELECT current_database(), has_function_privilege('pg_control_system()', 'EXECUTE')")
+    name, allowed = await cursor.fetchone() or ("", False)
+    system: str | None = None
+    if allowed:
+        cursor = await conn.execute("SELECT system_identifier::text FROM pg_control_system()")
+        row = await cursor.fetchone()
+        system = None if row is None else row[0]
+    return DatabaseIdentity(system, name)

@@ -1,15 +1,8 @@
 """The spool: append-only files on local disk that hold observability rows PostgreSQL could not take yet.
 
-A spool file (version 1) is a header followed by frames:
-
-    header   b"LSDSPOOL1\\n"
-    frame    payload length (4 bytes, big-endian) | CRC-32 of the payload (4 bytes, big-endian) | payload
-
-A payload is one group of records (the rows of one `record()` call, which the writer commits in one transaction),
-encoded by orjson as `[[table, value, ...], ...]`, values in field order. Typed fields are tagged by their declared
-type: UUIDs as strings, datetimes as ISO 8601 with their UTC offset, Decimals as "d:<str>" and non-finite floats as
-"f:<repr>" (JSON has neither). JSON values are stored as orjson writes them, which is also how the writer sends them
-to PostgreSQL, so a replayed row is the row a direct write would have inserted.
+The file format (a header naming the version, the database and each table's columns, then CRC-checked frames) is
+lsd.store.spool_format's; this module owns the directory: which process holds which file, appending, adopting the
+files of dead processes, replaying them oldest first, and setting aside the files of another database.
 
 A crash while appending leaves a torn last frame: the reader detects it (short read or CRC mismatch), skips the rest
 of that file and counts it in `torn_frames`; it is never fatal.
@@ -18,6 +11,11 @@ Files are named `<UUIDv7 hex>.spool`, so sorting names sorts them by creation ti
 (the one that wrote it, or the one that adopted it after its writer died) holds an exclusive `flock` on it until it
 deletes it; a process adopts only files it can lock, so two processes never replay the same file. A new file is
 written under a hidden temporary name, locked, and only then renamed, so no other process can lock it first.
+
+A file names the database it was written for (once the writer has connected to it; files written before name none
+and are replayed into the database the writer reaches). A file naming another database than `Spool.identity` is never
+replayed: it is moved to `foreign/` beside the spool, for an operator (`lsd spool replay --dir` with the right
+LSD_DATABASE_URL), or left where it is when the spool is itself such a folder.
 
 Every method does blocking file I/O: the writer calls them through `asyncio.to_thread`, one at a time.
 """
@@ -28,142 +26,53 @@ import contextlib
 import dataclasses
 import fcntl
 import logging
-import math
 import os
-import struct
 import time
-import typing
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
-from operator import attrgetter
+from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
 from uuid import UUID
 
-import orjson
-
-from lsd.ids import uuid7
+from lsd.ids import timestamp_of, uuid7
 from lsd.records import Record
+from lsd.store.spool_format import (
+    CURRENT,
+    HEADER_V1,
+    MAX_HEADER,
+    DatabaseIdentity,
+    Layout,
+    SpoolDecodeError,
+    SpoolHeaderError,
+    count_rows,
+    decode_payload,
+    encode_frame,
+    header,
+    iter_frames,
+    read_header,
+)
+
+__all__ = [
+    "HEADER_V1",
+    "Chunk",
+    "DatabaseIdentity",
+    "Segment",
+    "Spool",
+    "SpoolDecodeError",
+    "Survey",
+    "decode_payload",
+    "encode_frame",
+    "iter_frames",
+]
 
 log = logging.getLogger("lsd.spool")
 
-HEADER = b"LSDSPOOL1\n"
 SUFFIX = ".spool"
 TEMP_SUFFIX = ".tmp"
+FOREIGN_DIR = "foreign"  # beside the spool's files: files of another database, never replayed here
+REJECTED_DIR = "rejected"  # beside the spool's files: groups PostgreSQL refused, for an operator; never replayed
 SEGMENT_BYTES = 16 * 1024 * 1024  # start a new file past this size: a file is deleted only once all its rows are in
 STALE_TEMP_S = 60.0
-_FRAME = struct.Struct(">II")
-_MAX_FRAME = 1 << 30
-
-
-class SpoolDecodeError(ValueError):
-    """A frame whose checksum is right but whose payload is not a group of known records."""
-
-
-def _number_out(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return f"d:{value}"  # str(Decimal) round-trips exactly: digits, exponent, sign of zero, NaN, Infinity
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"f:{value!r}"  # orjson would write null
-    return value
-
-
-def _number_in(value: Any) -> Any:
-    if isinstance(value, str):
-        return Decimal(value[2:]) if value.startswith("d:") else float(value[2:])
-    return value
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class _Codec:
-    """How one record class is written to and read from a frame: `[table, value, ...]`, values in field order.
-
-    Only the typed fields JSON cannot hold are converted (`special`: position in the list, encoder, decoder); the
-    rest go to orjson as they are."""
-
-    cls: type
-    width: int  # 1 + the number of fields
-    getter: Callable[[Any], tuple[Any, ...]]
-    special: tuple[tuple[int, Callable[[Any], Any], Callable[[Any], Any]], ...]
-
-    @classmethod
-    def of(cls, record_type: type) -> _Codec:
-        hints = typing.get_type_hints(record_type)
-        names = tuple(f.name for f in dataclasses.fields(record_type))
-        special: list[tuple[int, Callable[[Any], Any], Callable[[Any], Any]]] = []
-        for position, name in enumerate(names, start=1):
-            kinds = set(typing.get_args(hints[name])) or {hints[name]}
-            if UUID in kinds:
-                special.append((position, _same, UUID))  # orjson writes a UUID as its canonical string
-            elif datetime in kinds:
-                special.append((position, datetime.isoformat, datetime.fromisoformat))
-            elif float in kinds or Decimal in kinds:
-                special.append((position, _number_out, _number_in))
-        return cls(record_type, len(names) + 1, attrgetter("TABLE", *names), tuple(special))
-
-    def encode(self, record: Any) -> list[Any]:
-        values = list(self.getter(record))
-        for position, encode, _ in self.special:
-            value = values[position]
-            if value is not None:
-                values[position] = encode(value)
-        return values
-
-    def decode(self, values: list[Any]) -> Record:
-        if len(values) != self.width:
-            raise SpoolDecodeError(f"{self.cls.__name__}: {len(values) - 1} values for {self.width - 1} fields")
-        for position, _, decode in self.special:
-            value = values[position]
-            if value is not None:
-                values[position] = decode(value)
-        record: Record = self.cls(*values[1:])
-        return record
-
-
-_CODECS = MappingProxyType({cls.TABLE: _Codec.of(cls) for cls in typing.get_args(Record)})
-
-
-def encode_frame(group: Sequence[Record]) -> bytes:
-    """One group of records as a frame. Raises TypeError (orjson.JSONEncodeError) for a value JSON cannot hold."""
-    payload = orjson.dumps([_CODECS[record.TABLE].encode(record) for record in group])
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def decode_payload(payload: bytes) -> list[Record]:
-    """The records of one frame's payload; raises SpoolDecodeError when they are not records this version knows."""
-    try:
-        items = orjson.loads(payload)
-        return [_CODECS[item[0]].decode(item) for item in items]
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
-        raise SpoolDecodeError(f"undecodable frame: {type(exc).__name__}: {exc}") from exc
-
-
-def iter_frames(data: bytes | memoryview, offset: int) -> Iterator[tuple[int, bytes | None]]:
-    """(end offset, payload) for each frame from `offset`; a last item with payload None marks a torn frame."""
-    view = memoryview(data)
-    while offset < len(view):
-        if len(view) - offset < _FRAME.size:
-            yield len(view), None
-            return
-        length, crc = _FRAME.unpack_from(view, offset)
-        start = offset + _FRAME.size
-        if length > _MAX_FRAME or start + length > len(view):
-            yield len(view), None
-            return
-        payload = bytes(view[start : start + length])
-        if zlib.crc32(payload) != crc:
-            yield len(view), None
-            return
-        offset = start + length
-        yield offset, payload
 
 
 @dataclass(eq=False)
@@ -173,12 +82,20 @@ class Segment:
     path: Path
     fd: int
     size: int
-    read_offset: int = len(HEADER)
+    layout: Layout  # from its header: how to read its frames, and the database it was written for
+    read_offset: int = 0  # the header's end until its replay begins
     data: bytes | None = None  # the whole file, loaded when its replay begins
+
+    def __post_init__(self) -> None:
+        self.read_offset = self.read_offset or self.layout.size
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def database(self) -> DatabaseIdentity | None:
+        return self.layout.database
 
 
 @dataclass(eq=False)
@@ -197,12 +114,25 @@ class Chunk:
 class Spool:
     """The spool directory as seen by one process: the files it holds, oldest first. No I/O until used."""
 
-    def __init__(self, directory: Path, max_bytes: int, *, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        identity: DatabaseIdentity | None = None,
+    ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
+        # The database rows are written to, once known: new files name it, and files naming another are set aside.
+        self.identity = identity
+        # Where files of another database go; None (in a folder that is already such a place): left where they are.
+        self.foreign_dir: Path | None = None if directory.name == FOREIGN_DIR else directory / FOREIGN_DIR
         self.torn_frames = 0
+        self.foreign_files = 0  # files of another database met by this process (set aside, never replayed)
         self._segments: list[Segment] = []
+        self._skipped: set[str] = set()  # foreign files left in place: not adopted again
         self._open: Segment | None = None  # the file appends go to; sealed (None) once its replay begins
 
     @property
@@ -216,7 +146,7 @@ class Spool:
 
     def pending(self) -> bool:
         """Whether a held file has frames not yet replayed (or is empty and waits to be deleted)."""
-        return any(s is not self._open or s.size > len(HEADER) for s in self._segments)
+        return any(s is not self._open or s.size > s.layout.size for s in self._segments)
 
     # -- writing -------------------------------------------------------------------------------------------
 
@@ -228,6 +158,8 @@ class Spool:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             room = self.max_bytes - self._directory_bytes()
+            if self._needs_new_segment():
+                room -= len(header(self.identity))  # the new file's header counts too
         except OSError as exc:
             return 0, f"cannot use spool directory {self.directory}: {exc.strerror}"
         count, size = 0, 0
@@ -271,8 +203,12 @@ class Spool:
         count, reason = self.append(frames)
         return positions[:count], unencodable, reason
 
+    def _needs_new_segment(self) -> bool:
+        current = self._open
+        return current is None or current.size >= self.segment_bytes or current.database != self.identity
+
     def _writable_segment(self) -> Segment:
-        if self._open is not None and self._open.size < self.segment_bytes:
+        if self._open is not None and not self._needs_new_segment():
             return self._open
         name = uuid7().hex
         temp = self.directory / f".{name}{TEMP_SUFFIX}"
@@ -280,7 +216,8 @@ class Spool:
         try:
             # Blocking: another process's orphan scan may hold it for a moment (and lets go of a fresh file).
             fcntl.flock(fd, fcntl.LOCK_EX)
-            _write_all(fd, HEADER, 0)
+            start = header(self.identity)
+            _write_all(fd, start, 0)
             os.fsync(fd)
             path = self.directory / f"{name}{SUFFIX}"
             os.rename(temp, path)
@@ -290,7 +227,7 @@ class Spool:
             with contextlib.suppress(OSError):
                 temp.unlink()
             raise
-        segment = Segment(path, fd, len(HEADER))
+        segment = Segment(path, fd, len(start), dataclasses.replace(CURRENT, database=self.identity, size=len(start)))
         self._segments.append(segment)
         self._open = segment
         return segment
@@ -312,7 +249,7 @@ class Spool:
             entries = sorted(os.listdir(self.directory))
         except FileNotFoundError:
             return 0
-        held = {segment.name for segment in self._segments}
+        held = {segment.name for segment in self._segments} | self._skipped
         adopted = 0
         for name in entries:
             if name in held or not name.endswith((SUFFIX, TEMP_SUFFIX)):
@@ -330,20 +267,24 @@ class Spool:
                 os.close(fd)
                 continue
             size = os.fstat(fd).st_size
-            if os.pread(fd, len(HEADER), 0) != HEADER:
+            try:
+                layout = read_header(os.pread(fd, min(size, MAX_HEADER), 0))
+            except SpoolHeaderError as exc:
                 self.torn_frames += 1
-                log.error("spool file %s has no valid header; renamed to %s.corrupt and skipped", path, name)
+                log.error("spool file %s: %s; renamed to %s.corrupt and skipped", path, exc, name)
                 with contextlib.suppress(OSError):
                     path.rename(path.with_name(f"{name}.corrupt"))
                 os.close(fd)
                 continue
-            self._segments.append(Segment(path, fd, size))
+            self._segments.append(Segment(path, fd, size, layout))
             adopted += 1
         self._segments.sort(key=lambda segment: segment.name)
         return adopted
 
     def read_chunk(self, max_rows: int) -> Chunk | None:
         """The next groups to replay (about `max_rows` rows, whole groups) from the oldest held file, or None."""
+        while self.pending() and self._foreign(self._segments[0]):
+            self._set_aside(self._segments[0])
         if not self.pending():
             return None
         segment = self._segments[0]
@@ -365,7 +306,7 @@ class Spool:
                 )
             else:
                 try:
-                    group = decode_payload(payload)
+                    group = segment.layout.decode(payload)
                 except SpoolDecodeError as exc:
                     self.torn_frames += 1
                     log.error("spool file %s: frame at byte %d skipped: %s", segment.path, offset, exc)
@@ -377,6 +318,38 @@ class Spool:
                 break
         segment.read_offset = offset
         return Chunk(segment, groups, last=offset >= len(segment.data))
+
+    def _foreign(self, segment: Segment) -> bool:
+        return not (segment.database is None or self.identity is None or segment.database.matches(self.identity))
+
+    def _set_aside(self, segment: Segment) -> None:
+        """Never replay a file of another database: move it to `foreign_dir` (or leave it), and let go of it."""
+        self.foreign_files += 1
+        self._segments.remove(segment)
+        if segment is self._open:
+            self._open = None
+        where = f"left in {self.directory}"
+        try:
+            if self.foreign_dir is None:
+                self._skipped.add(segment.name)
+            else:
+                self.foreign_dir.mkdir(parents=True, exist_ok=True)
+                segment.path.rename(self.foreign_dir / segment.name)
+                _fsync_directory(self.foreign_dir)
+                where = f"moved to {self.foreign_dir}"
+        except OSError as exc:
+            self._skipped.add(segment.name)
+            where = f"left in {self.directory} ({exc.strerror})"
+        finally:
+            os.close(segment.fd)
+        log.error(
+            "spool file %s was written for database %s, not %s: %s, not replayed; replay it into its database "
+            "with `lsd spool replay --dir DIR`",
+            segment.name,
+            segment.database,
+            self.identity,
+            where,
+        )
 
     def release(self, chunk: Chunk) -> None:
         """Call once `chunk`'s rows are committed: deletes its file when the chunk was the file's last."""
@@ -394,6 +367,69 @@ class Spool:
             os.close(segment.fd)
         self._segments.clear()
         self._open = None
+
+
+@dataclass(frozen=True, slots=True)
+class Survey:
+    """What one spool folder holds, read without taking any lock (a live writer may be appending)."""
+
+    directory: Path
+    files: int = 0
+    rows: int = 0
+    bytes: int = 0
+    oldest: datetime | None = None  # when the oldest file was created
+    databases: Mapping[str, int] = dataclasses.field(default_factory=dict)  # the database each file names: files
+    versions: Mapping[int, int] = dataclasses.field(default_factory=dict)  # format version: files
+    unreadable: int = 0  # files without a valid header (the writer renames them *.corrupt)
+    torn_frames: int = 0
+
+
+UNNAMED = "none named (replayed into any database)"
+
+
+def survey(directory: Path) -> Survey:
+    """The spool files directly in `directory` (not its subfolders); an empty Survey when it does not exist."""
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX) and not n.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return Survey(directory)
+    files = rows = size = unreadable = torn = 0
+    oldest: datetime | None = None
+    databases: dict[str, int] = {}
+    versions: dict[int, int] = {}
+    for name in names:
+        try:
+            data = (directory / name).read_bytes()
+        except OSError:
+            continue  # replayed and deleted meanwhile
+        files, size = files + 1, size + len(data)
+        created = _created(directory / name)
+        oldest = created if oldest is None else min(oldest, created)
+        try:
+            layout = read_header(data[:MAX_HEADER])
+        except SpoolHeaderError:
+            unreadable += 1
+            continue
+        versions[layout.version] = versions.get(layout.version, 0) + 1
+        database = UNNAMED if layout.database is None else str(layout.database)
+        databases[database] = databases.get(database, 0) + 1
+        for _, payload in iter_frames(data, layout.size):
+            if payload is None:
+                torn += 1
+            else:
+                rows += count_rows(payload)
+    return Survey(directory, files, rows, size, oldest, databases, versions, unreadable, torn)
+
+
+def _created(path: Path) -> datetime:
+    """From the file's UUIDv7 name; its modification time for a name that is not one."""
+    try:
+        return timestamp_of(UUID(hex=path.name.removesuffix(SUFFIX)))
+    except ValueError:
+        try:
+            return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except OSError:
+            return datetime.now(UTC)
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:

@@ -11,6 +11,9 @@ states what it guarantees. In short:
 - When the queue passes `max_queue_rows`, its oldest rows move to the spool (lsd.store.spool, fsync'd files); the
   spool is replayed, oldest first and before the queue, as soon as the database answers; at `open()` the writer
   adopts the files a dead process left. Only when the spool is full too are rows dropped, and counted.
+- Spool files name the database they were written for (once the writer has reached it); a file of another database
+  is never replayed but moved to `<spool_dir>/foreign/` and logged. Files an older LSD wrote (fewer columns, or the
+  version 1 format) are replayed, the columns they lack taking their defaults.
 - Groups PostgreSQL rejects as data (a NUL byte in text, a missing partition) are isolated by bisection, so one bad
   row never blocks the others; they are counted in `rejected_rows` and kept in `<spool_dir>/rejected/`.
 - `close()` flushes for at most `shutdown_flush_timeout_s`, then spools what is left.
@@ -34,7 +37,7 @@ from lsd.config.model import ObservabilityConfig
 from lsd.errors import DatabaseUnavailable
 from lsd.records import Record
 from lsd.store.committer import Committer, Entry, WriterStats, count_by_table
-from lsd.store.spool import Chunk, Spool
+from lsd.store.spool import Chunk, DatabaseIdentity, Spool
 from lsd.telemetry.metrics import Metrics
 
 __all__ = ["Writer", "WriterStats"]  # WriterStats lives in lsd.store.committer, which updates it too
@@ -78,6 +81,16 @@ class Writer:
         self._closing = False
         self._closed = False
         self._deadline = math.inf
+
+    @property
+    def database(self) -> DatabaseIdentity | None:
+        """The database the writer last connected to (its system identifier and name); None before it has."""
+        return self._committer.identity
+
+    @property
+    def unavailable(self) -> bool:
+        """The last flush (or replay) failed for want of the database."""
+        return self._committer.retrying
 
     async def open(self) -> None:
         """Start the writer task. Connecting and replaying an old spool happen in it, not here."""
@@ -212,6 +225,11 @@ class Writer:
     async def _flush_next(self) -> None:
         """One flush: the spool first (oldest rows), else the front of the queue; the committer sets the backoff."""
         if self._replay is None and self._spool.pending():
+            # Know the database before replaying a file into it: a file of another database is set aside.
+            identity = await self._committer.identify()
+            if identity is None:
+                return  # unavailable: the committer set the backoff
+            self._spool.identity = identity
             self._replay = await asyncio.to_thread(self._spool.read_chunk, max(self._max_rows, REPLAY_MIN_ROWS))
             self._spool_stats()
         if self._replay is not None:
@@ -279,6 +297,8 @@ class Writer:
 
     async def _spill(self, entries: list[Entry]) -> int:
         """Move `entries` to the spool; returns the rows stored (the others are rejected or dropped, and counted)."""
+        if self._committer.identity is not None:
+            self._spool.identity = self._committer.identity  # the files name the database last reached
         stored, unencodable, reason = await asyncio.to_thread(self._spool.append_groups, [e.records for e in entries])
         spooled = count_by_table(entries[i].records for i in stored)
         for table, count in spooled.items():
@@ -316,6 +336,7 @@ class Writer:
         self.stats.spool_bytes = self._spool.size_bytes
         self.stats.spool_files = self._spool.files
         self.stats.spool_torn_frames = self._spool.torn_frames
+        self.stats.spool_foreign_files = self._spool.foreign_files
 
     async def _stop(self) -> None:
         """The deadline passed or all is written: spool what is left, close the connection, release the spool."""

@@ -17,7 +17,7 @@ from lsd.config.model import BatchWritesConfig, ObservabilityConfig
 from lsd.ids import uuid7
 from lsd.records import ChatInferenceRecord, ModelInferenceRecord, Record
 from lsd.store import bulk
-from lsd.store.spool import HEADER, decode_payload, iter_frames
+from lsd.store.spool_format import decode_payload, iter_frames, read_header
 from lsd.store.writer import Writer
 
 Group = list[Record]
@@ -206,7 +206,8 @@ async def test_a_rejected_row_does_not_block_the_others(
     assert "rejected" in caplog.text
     assert secret not in caplog.text
     [kept] = (tmp_path / "rejected").glob("*.spool")  # for an operator to look at; never replayed
-    [(_, payload)] = list(iter_frames(kept.read_bytes(), len(HEADER)))
+    data = kept.read_bytes()
+    [(_, payload)] = list(iter_frames(data, read_header(data).size))
     assert payload is not None and decode_payload(payload) == bad
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 
@@ -13,14 +12,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lsd.config import load
+from lsd.cli.options import Subparsers, default_config, load_checked
 from lsd.config.model import Config
-from lsd.errors import ConfigError, LsdError
+from lsd.errors import LsdError
 from lsd.evaluations.datasets import Dataset, DatasetError, from_inferences, read_inference_filter, read_jsonl
 from lsd.evaluations.evaluators import build_evaluators
 from lsd.evaluations.runner import EvaluationRunner
 from lsd.evaluations.summary import RunSummary
-from lsd.exits import EXIT_CONFIG, EXIT_DATABASE, EXIT_OK, EXIT_USAGE, CommandExit
+from lsd.exits import EXIT_DATABASE, EXIT_OK, EXIT_USAGE, CommandExit
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
 from lsd.runtime import Runtime, open_runtime
@@ -28,19 +27,17 @@ from lsd.startup import database_urls, prepare
 from lsd.store.database import DatabaseUrls
 
 EXIT_BELOW_CUTOFF = 1  # also: an invalid config, as for every lsd command
-EXIT_INTERRUPTED = 130
-DEFAULT_CONFIG = "config/lsd.toml"
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    default_config = os.environ.get("LSD_CONFIG", DEFAULT_CONFIG)
+def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
+    default = default_config()
     p = subparsers.add_parser(
         "evaluate",
         help="run an evaluation: a dataset through a variant, scored by the evaluation's evaluators",
         description="Exit status: 0 ok, 1 an evaluator's mean is on the wrong side of its cutoff (or the config is "
         "invalid), 2 usage or dataset errors, 3 database unreachable, 4 migrations.",
     )
-    p.add_argument("--config", default=default_config, help=f"TOML config file (default {default_config})")
+    p.add_argument("--config", default=default, help=f"TOML config file (default {default})")
     p.add_argument("--evaluation", required=True, help="the [evaluations.NAME] to run")
     p.add_argument("--variant", required=True, help="the variant of the evaluation's function to evaluate")
     source = p.add_mutually_exclusive_group(required=True)
@@ -59,22 +56,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """The `evaluate` command. Messages go to stderr, the summary to stdout."""
-    try:
-        return _run(args)
-    except CommandExit as exc:
-        sys.stderr.write(f"lsd: {exc.message}\n")
-        return exc.code
-    except KeyboardInterrupt:
-        sys.stderr.write("lsd: interrupted; the run is marked failed\n")
-        return EXIT_INTERRUPTED
-
-
-def _run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise CommandExit(EXIT_USAGE, "--concurrency must be >= 1")
     if args.max_datapoints is not None and args.max_datapoints < 1:
         raise CommandExit(EXIT_USAGE, "--max-datapoints must be >= 1")
-    config, models, templates = _load(args.config)
+    checked = load_checked(args.config)
+    config, models, templates = checked.config, checked.models, checked.templates
     evaluation = config.evaluations.get(args.evaluation)
     if evaluation is None:
         known = ", ".join(sorted(config.evaluations)) or "none"
@@ -97,23 +84,12 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load(path: str) -> tuple[Config, ModelTable, Templates]:
-    try:
-        config = load(path)
-        return config, ModelTable.from_config(config), Templates(config)
-    except ConfigError as exc:
-        raise CommandExit(EXIT_CONFIG, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
-
-
 async def _evaluate(
     args: argparse.Namespace, config: Config, url: DatabaseUrls, models: ModelTable, templates: Templates
 ) -> RunSummary:
     evaluation = config.evaluations[args.evaluation]
     async with open_runtime(config, url, models=models, templates=templates) as runtime:
-        try:
-            evaluators = build_evaluators(config, evaluation, runtime.engine)
-        except ConfigError as exc:
-            raise CommandExit(EXIT_CONFIG, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
+        evaluators = build_evaluators(config, evaluation, runtime.engine)  # raises ConfigError
         dataset = await _dataset(args, runtime)
         for problem in dataset.problems:
             sys.stderr.write(f"lsd: skipped {problem}\n")

@@ -9,15 +9,16 @@ from typing import Any
 import orjson
 
 from lsd.auth import PREFIX, new_key
-from lsd.exits import EXIT_DATABASE, EXIT_OK, EXIT_USAGE, CommandExit
+from lsd.cli.options import Subparsers
+from lsd.exits import EXIT_OK, EXIT_USAGE, CommandExit
 from lsd.startup import database_urls
 from lsd.store import keys
-from lsd.store.database import DatabaseUnreachable, connect_with_retry
+from lsd.store.database import connect_with_retry
 
 EXIT_NOT_FOUND = 1
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("keys", help="API keys: create (printed once), list, disable")
     sub = p.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
     create = sub.add_parser("create", help="make a key and print it (it is shown only this once)")
@@ -31,24 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except CommandExit as exc:
-        sys.stderr.write(f"lsd: {exc.message}\n")
-        return exc.code
-
-
-def _run(args: argparse.Namespace) -> int:
-    url = database_urls().primary
-    try:
-        conn = connect_with_retry(url, 10.0)
-    except DatabaseUnreachable as exc:
-        raise CommandExit(EXIT_DATABASE, str(exc)) from None
-    with conn:
-        try:
-            keys.check_table(conn)
-        except keys.NotMigrated as exc:
-            raise CommandExit(EXIT_DATABASE, str(exc)) from None
+    with connect_with_retry(database_urls().primary, 10.0) as conn:
+        keys.check_table(conn)  # raises NotMigrated
         return _command(conn, args)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,11 +20,12 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from lsd.config import load
+from lsd.api.tensorzero_wire import batch_view_json, submission_json
+from lsd.cli.options import Subparsers, default_config, load_checked
 from lsd.config.model import Config
-from lsd.errors import ConfigError, LsdError
+from lsd.errors import LsdError
 from lsd.exits import EXIT_OK, EXIT_USAGE, CommandExit
-from lsd.inference.batch import BatchService, BatchView, submission_json, view_json
+from lsd.inference.batch import BatchService, BatchView
 from lsd.inference.batch_request import parse_batch_request
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
@@ -35,7 +35,6 @@ from lsd.store.database import DatabaseUrls
 
 EXIT_FAILED = 1  # the batch failed (or the config is invalid)
 EXIT_TIMEOUT = 5
-DEFAULT_CONFIG = "config/lsd.toml"
 # Per-line keys of a submit file besides `input`, and the batch list each feeds.
 _LINE_KEYS = {
     "episode_id": "episode_ids",
@@ -48,15 +47,15 @@ _LINE_KEYS = {
 }
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    default_config = os.environ.get("LSD_CONFIG", DEFAULT_CONFIG)
+def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
+    default = default_config()
     p = subparsers.add_parser(
         "batch",
         help="batch inference through the providers' batch APIs",
         description="Exit status: 0 ok, 1 the batch failed (or the config is invalid), 2 usage or input errors, "
         "3 database unreachable, 4 migrations, 5 wait timed out.",
     )
-    p.add_argument("--config", default=default_config, help=f"TOML config file (default {default_config})")
+    p.add_argument("--config", default=default, help=f"TOML config file (default {default})")
     sub = p.add_subparsers(dest="batch_command", required=True, metavar="SUBCOMMAND")
     submit = sub.add_parser("submit", help="submit a JSONL file of inputs; prints the batch id")
     submit.add_argument("--function", required=True, help="the function to run")
@@ -75,22 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except CommandExit as exc:
-        sys.stderr.write(f"lsd: {exc.message}\n")
-        return exc.code
-    except KeyboardInterrupt:
-        sys.stderr.write("lsd: interrupted (the batch goes on; `lsd batch wait` picks it up)\n")
-        return 130
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        config = load(args.config)
-        models, templates = ModelTable.from_config(config), Templates(config)
-    except ConfigError as exc:
-        raise CommandExit(EXIT_FAILED, "invalid config:\n  " + "\n  ".join(exc.errors)) from None
+    checked = load_checked(args.config)
+    config, models, templates = checked.config, checked.models, checked.templates
     url = database_urls()
     if args.batch_command == "submit":
         body = read_inputs(args.file, args.function, args.variant)
@@ -103,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
             return await _submit(service, body)
         if args.batch_command == "status":
             view = await service.status(batch_id)
-            sys.stdout.write(orjson.dumps(view_json(view)).decode() + "\n")
+            sys.stdout.write(orjson.dumps(batch_view_json(view)).decode() + "\n")
             return EXIT_FAILED if view.status == "failed" else EXIT_OK
         interval = args.interval if args.interval is not None else config.gateway.batch.poll_interval_s
         return await _wait(service, batch_id, args.output, args.timeout, interval)
@@ -115,10 +100,7 @@ async def _with_service(
     config: Config, url: DatabaseUrls, models: ModelTable, templates: Templates, command: Callable[[BatchService], Any]
 ) -> int:
     async with open_runtime(config, url, models=models, templates=templates) as runtime:
-        try:
-            code: int = await command(runtime.batches)
-        except LsdError as exc:
-            raise CommandExit(EXIT_USAGE if exc.http_status < 500 else EXIT_FAILED, exc.message) from None
+        code: int = await command(runtime.batches)  # an LsdError is reported by lsd.cli's error exit
         return code
 
 

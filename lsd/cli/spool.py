@@ -1,0 +1,168 @@
+"""`lsd spool status|replay`: what the observability spool holds, and replaying it now into LSD_DATABASE_URL.
+
+The spool folder is `--dir`, else the `gateway.observability.spool_dir` of the config file (`--config`, default
+LSD_CONFIG or config/lsd.toml), else `.lsd/spool` when there is no config file. `replay` goes through the same
+writer a gateway uses (lsd.store.writer): the same idempotent COPY, the same checks of the database each file names,
+the same handling of rejected rows; files a running gateway holds are left to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lsd.cli.options import Subparsers, default_config
+from lsd.config import load
+from lsd.config.model import Config, ObservabilityConfig
+from lsd.exits import EXIT_DATABASE, EXIT_OK
+from lsd.startup import database_urls
+from lsd.store.database import connect_with_retry, prepare_threshold
+from lsd.store.spool import FOREIGN_DIR, REJECTED_DIR, Survey, survey
+from lsd.store.writer import Writer
+
+DEFAULT_REPLAY_TIMEOUT_S = 600.0
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("spool", help="the observability spool: what waits on disk, and replaying it")
+    sub = p.add_subparsers(dest="spool_command", required=True, metavar="SUBCOMMAND")
+    status = sub.add_parser("status", help="files, rows, bytes, oldest file, databases; foreign and rejected files")
+    replay = sub.add_parser(
+        "replay",
+        help="replay the spool now into LSD_DATABASE_URL (files of another database are set aside)",
+        description="Exit status: 0 nothing replayable is left, 3 PostgreSQL is unreachable or went away.",
+    )
+    for command in (status, replay):
+        command.add_argument("--dir", type=Path, default=None, help="the spool folder (default: from the config)")
+        command.add_argument("--config", default=None, help="config file whose spool_dir to use")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    replay.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_REPLAY_TIMEOUT_S,
+        help=f"stop replaying after this many seconds (default {DEFAULT_REPLAY_TIMEOUT_S:g}); the rest stays spooled",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    observability = config.gateway.observability if config else ObservabilityConfig(spool_dir=_default_dir())
+    directory = (args.dir or observability.spool_dir).absolute()
+    if args.spool_command == "status":
+        return _status(directory, as_json=args.json)
+    return _replay(directory, config, dataclasses.replace(observability, spool_dir=directory), args.timeout)
+
+
+def _default_dir() -> Path:
+    """The config loader's default spool_dir: relative to the working directory."""
+    return Path.cwd() / ".lsd" / "spool"
+
+
+def _config(path: str | None) -> Config | None:
+    """The config named by --config; else the default one when it exists; else none."""
+    if path is None:
+        path = default_config()
+        if not Path(path).exists():
+            return None
+    return load(path)  # a ConfigError is reported by lsd.cli's error exit
+
+
+# -- status ----------------------------------------------------------------------------------------------------
+
+
+def _status(directory: Path, *, as_json: bool) -> int:
+    folders = {
+        "spool": survey(directory),
+        "foreign": survey(directory / FOREIGN_DIR),
+        "rejected": survey(directory / REJECTED_DIR),
+    }
+    if as_json:
+        sys.stdout.write(orjson.dumps({name: _json(found) for name, found in folders.items()}).decode() + "\n")
+        return EXIT_OK
+    titles = {
+        "spool": "waiting to be replayed",
+        "foreign": "of another database (not replayed here)",
+        "rejected": "refused by PostgreSQL (never replayed)",
+    }
+    lines: list[str] = []
+    for name, found in folders.items():
+        lines.append(f"{found.directory}: {_summary(found)} {titles[name]}")
+        for database, files in sorted(found.databases.items()):
+            lines.append(f"  database {database}: {_files(files)}")
+        if found.unreadable:
+            lines.append(f"  unreadable (no valid header): {_files(found.unreadable)}")
+        if found.torn_frames:
+            lines.append(f"  torn frames (skipped on replay): {found.torn_frames}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def _summary(found: Survey) -> str:
+    text = f"{_files(found.files)}, {found.rows} rows, {found.bytes} bytes"
+    if found.oldest is not None:
+        age = (datetime.now(UTC) - found.oldest).total_seconds()
+        text += f", oldest {found.oldest.isoformat(timespec='seconds')} ({age:.0f} s ago)"
+    return text + ","
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
+
+
+def _json(found: Survey) -> dict[str, Any]:
+    return {
+        "directory": str(found.directory),
+        "files": found.files,
+        "rows": found.rows,
+        "bytes": found.bytes,
+        "oldest": None if found.oldest is None else found.oldest.isoformat(),
+        "databases": dict(found.databases),
+        "versions": {str(version): files for version, files in found.versions.items()},
+        "unreadable_files": found.unreadable,
+        "torn_frames": found.torn_frames,
+    }
+
+
+# -- replay ----------------------------------------------------------------------------------------------------
+
+
+def _replay(directory: Path, config: Config | None, observability: ObservabilityConfig, timeout_s: float) -> int:
+    url = database_urls().primary
+    database = config.gateway.database if config else None
+    # Fail at once, with the reason, when PostgreSQL does not answer (the writer would only log and back off).
+    connect_with_retry(url, database.connect_timeout_s if database else 10.0).close()
+    before = survey(directory)
+    observability = dataclasses.replace(
+        observability, enabled=True, async_writes=True, shutdown_flush_timeout_s=timeout_s
+    )
+    threshold = prepare_threshold(database.prepared_statements if database else True)
+    writer = Writer(url, observability, prepare_threshold=threshold)
+    asyncio.run(_open_and_close(writer))
+    after = survey(directory)
+    stats = writer.stats
+    written = sum(stats.written_rows.values())
+    rejected = sum(stats.rejected_rows.values())
+    sys.stdout.write(
+        f"replayed {stats.replayed_rows} rows from {directory} into database {writer.database} "
+        f"({written} written, {stats.replayed_rows - written - rejected} already there); "
+        f"{rejected} rejected (kept in {directory / REJECTED_DIR}); "
+        f"{_files(stats.spool_foreign_files)} of another database set aside; "
+        f"{_files(after.files)} left of {before.files}\n"
+    )
+    if writer.unavailable and after.files:
+        sys.stderr.write(f"lsd: PostgreSQL went away during the replay; {_files(after.files)} left in {directory}\n")
+        return EXIT_DATABASE
+    return EXIT_OK
+
+
+async def _open_and_close(writer: Writer) -> None:
+    """The writer replays what it adopts as soon as it is open, and `close()` lets it finish (until the timeout)."""
+    await writer.open()
+    await writer.close()
