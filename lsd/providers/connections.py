@@ -5,6 +5,10 @@ jar, tracing hooks, timeout handles, a StreamReader per response); this path doe
 (bench/client_cost.py). It does only what a provider call needs: a request with a known-length body, a response
 delimited by Content-Length, chunked encoding or the connection's end (interim 1xx answers skipped), keep-alive
 reuse, TLS, gzip/deflate, a deadline, and back-pressure while a stream's consumer is slower than the provider.
+
+Through an HTTP proxy (lsd.providers.proxies), an https origin is reached through a CONNECT tunnel (TLS to the
+origin over it, the origin's name checked) and an http origin by sending the request to the proxy with an
+absolute-form target. A proxied origin is pooled apart from the direct one (its key holds the proxy).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import cast
 import httptools
 
 from lsd.immutable import immutable
+from lsd.providers.proxies import Proxy
 
 IDLE_S = 15.0  # a pooled connection idle for longer is closed rather than reused (servers drop idle ones)
 PAUSE_AT = 1 << 18  # a stream's unread bytes above which reading from the socket pauses
@@ -35,6 +40,13 @@ class HeaderRejected(ValueError):
     """A request header name or value that would change the request's framing (CR, LF or NUL)."""
 
 
+class ProxyRefused(ConnectionError):
+    """A proxy could not be reached, or refused to carry a request (its message never holds the password)."""
+
+
+PoolKey = tuple[str, str, int, Proxy | None]
+
+
 @immutable
 class Origin:
     """Where a URL's requests go, and the request-line target and Host header for it."""
@@ -42,12 +54,11 @@ class Origin:
     scheme: str
     host: str
     port: int
-    target: bytes  # path and query, as sent in the request line
+    target: bytes  # path and query as sent in the request line (the absolute URL when an http proxy carries it)
     host_header: bytes
-
-    @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.scheme, self.host, self.port)
+    key: PoolKey  # the pool's: a proxied origin does not share the direct one's connections
+    proxy: Proxy | None = None
+    proxy_header: bytes = b""  # the Proxy-Authorization line of a request sent to a proxy (http origins)
 
 
 @lru_cache(maxsize=1024)
@@ -65,7 +76,20 @@ def origin_of(url: str) -> Origin:
     target = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
     shown = f"[{host}]" if ":" in host else host
     host_header = (shown if port == default else f"{shown}:{port}").encode("idna")
-    return Origin(scheme, host, port, target, host_header)
+    return Origin(scheme, host, port, target, host_header, (scheme, host, port, None))
+
+
+@lru_cache(maxsize=1024)
+def proxied_origin(url: str, proxy: Proxy) -> Origin:
+    """`url` sent through `proxy`: through a CONNECT tunnel for https (the request as for a direct one), in
+    absolute form with the proxy's credentials for http."""
+    direct = origin_of(url)
+    key = (direct.scheme, direct.host, direct.port, proxy)
+    if direct.scheme == "https":
+        return Origin(direct.scheme, direct.host, direct.port, direct.target, direct.host_header, key, proxy)
+    target = b"http://" + direct.host_header + direct.target
+    credentials = b"" if proxy.authorization is None else b"Proxy-Authorization: %s\r\n" % proxy.authorization.encode()
+    return Origin(direct.scheme, direct.host, direct.port, target, direct.host_header, key, proxy, credentials)
 
 
 def request_head(method: bytes, origin: Origin, headers: Mapping[str, str], length: int | None) -> bytes:
@@ -80,6 +104,8 @@ def request_head(method: bytes, origin: Origin, headers: Mapping[str, str], leng
             continue
         lines.append(b"%s: %s\r\n" % (_header_bytes(name), _header_bytes(value)))
     lines.append(b"Host: %s\r\n" % host)
+    if origin.proxy_header:
+        lines.append(origin.proxy_header)
     if length is not None:
         lines.append(b"Content-Length: %d\r\n" % length)
     lines.append(b"\r\n")
@@ -268,6 +294,42 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+def connect_request(origin: Origin, proxy: Proxy) -> bytes:
+    """The CONNECT request that opens a tunnel to `origin` through `proxy`."""
+    authority = origin.host_header if origin.port != 443 else b"%s:443" % origin.host_header
+    credentials = b"" if proxy.authorization is None else b"Proxy-Authorization: %s\r\n" % proxy.authorization.encode()
+    return b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (authority, authority, credentials)
+
+
+class ProxyAnswer(asyncio.Protocol):
+    """Reads a proxy's answer to CONNECT up to the end of its head; `head` gets (status, reason)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.head: asyncio.Future[tuple[int, str]] = loop.create_future()
+        self._received = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.head.done():
+            return
+        self._received += data
+        end = self._received.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._received) > 65536:
+                self.head.set_exception(ProxyRefused("the proxy's answer to CONNECT has no end of head"))
+            return
+        line = self._received[: self._received.find(b"\r\n")].decode("latin-1")
+        version, _, rest = line.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            self.head.set_exception(ProxyRefused(f"the proxy answered CONNECT with {line[:100]!r}"))
+        else:
+            self.head.set_result((int(code), reason.strip()))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.head.done():
+            self.head.set_exception(ProxyRefused("the proxy closed the connection before answering CONNECT"))
+
+
 class Pool:
     """Keep-alive connections per origin (scheme, host, port), at most `limit_per_host` open to each."""
 
@@ -276,9 +338,9 @@ class Pool:
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self._limit = limit_per_host
-        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
-        self._open: dict[tuple[str, str, int], int] = {}
-        self._waiters: dict[tuple[str, str, int], deque[asyncio.Future[None]]] = {}
+        self._idle: dict[PoolKey, list[Connection]] = {}
+        self._open: dict[PoolKey, int] = {}
+        self._waiters: dict[PoolKey, deque[asyncio.Future[None]]] = {}
         self._ssl = ssl_context
         self._connect_timeout_s = connect_timeout_s  # TCP and TLS: a host that never answers fails fast
         self._closed = False
@@ -306,24 +368,54 @@ class Pool:
         connect_by = self.loop.time() + self._connect_timeout_s
         try:
             async with asyncio.timeout_at(min(deadline, connect_by)):
-                _, conn = await self.loop.create_connection(
-                    lambda: Connection(self),
-                    origin.host,
-                    origin.port,
-                    ssl=self._tls() if origin.scheme == "https" else None,
-                    server_hostname=origin.host if origin.scheme == "https" else None,
-                )
+                if origin.proxy is None:
+                    _, conn = await self.loop.create_connection(
+                        lambda: Connection(self),
+                        origin.host,
+                        origin.port,
+                        ssl=self._tls() if origin.scheme == "https" else None,
+                        server_hostname=origin.host if origin.scheme == "https" else None,
+                    )
+                else:
+                    conn = await self._through(origin, origin.proxy)
         except BaseException as exc:
             self._open[key] = self._open.get(key, 1) - 1
             self._notify(key)
             if isinstance(exc, TimeoutError) and connect_by < deadline:  # the connect limit, not the call's deadline
+                via = f" through proxy {origin.proxy.shown}" if origin.proxy is not None else ""
                 raise ConnectionError(
-                    f"no connection to {origin.host}:{origin.port} within {self._connect_timeout_s:g} s"
+                    f"no connection to {origin.host}:{origin.port}{via} within {self._connect_timeout_s:g} s"
                 ) from None
             raise
         return conn
 
-    def _take_idle(self, key: tuple[str, str, int]) -> Connection | None:
+    async def _through(self, origin: Origin, proxy: Proxy) -> Connection:
+        """A connection to `proxy`: tunnelled with CONNECT and TLS to the origin for https, as it is for http."""
+        try:
+            if origin.scheme == "http":
+                _, conn = await self.loop.create_connection(lambda: Connection(self), proxy.host, proxy.port)
+                return conn
+            raw, answer = await self.loop.create_connection(lambda: ProxyAnswer(self.loop), proxy.host, proxy.port)
+        except OSError as exc:
+            raise ProxyRefused(f"cannot reach proxy {proxy.shown}: {exc}") from exc
+        try:
+            raw.write(connect_request(origin, proxy))
+            status, reason = await answer.head
+            if status != 200:
+                hint = " (check the user and password in the proxy URL)" if status == 407 else ""
+                where = f"{origin.host}:{origin.port}"
+                raise ProxyRefused(f"proxy {proxy.shown} refused to tunnel to {where}: HTTP {status} {reason}{hint}")
+            conn = Connection(self)
+            tls = await self.loop.start_tls(raw, conn, self._tls(), server_hostname=origin.host)
+        except BaseException:
+            raw.abort()
+            raise
+        if tls is None:  # only when the connection closed during the handshake
+            raise ConnectionClosed(f"proxy {proxy.shown} closed the tunnel to {origin.host}:{origin.port}")
+        conn.connection_made(tls)
+        return conn
+
+    def _take_idle(self, key: PoolKey) -> Connection | None:
         """The most recently pooled connection to `key` that is still open and fresh; stale ones are closed."""
         idle = self._idle.get(key)
         now = time.monotonic()
@@ -345,11 +437,11 @@ class Pool:
             self._forget(key, conn)  # closes it
         self._notify(key)
 
-    def _forget(self, key: tuple[str, str, int], conn: Connection) -> None:
+    def _forget(self, key: PoolKey, conn: Connection) -> None:
         conn.abort()
         self._open[key] = self._open.get(key, 1) - 1
 
-    def _notify(self, key: tuple[str, str, int]) -> None:
+    def _notify(self, key: PoolKey) -> None:
         waiters = self._waiters.get(key)
         while waiters:
             waiter = waiters.popleft()
