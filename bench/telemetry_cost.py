@@ -72,13 +72,15 @@ def main() -> None:
     for name, (telemetry, attempts) in cases.items():
         for _ in range(1000):  # warm the label caches
             p = Prepared(request, function, uuid7(), uuid7(), time.perf_counter())
-            telemetry.finished(p, attempts, usage=response.usage, cost=0.001, finish_reason="stop")
+            telemetry.finished(p.done(attempts, None, usage=response.usage, cost=0.001, finish_reason="stop"))
         # CPU time of this process (the export thread's included): steadier than wall time on a busy machine
         started = time.process_time()
         for i in range(n):
             p = Prepared(request, function, uuid7(), uuid7(), time.perf_counter())
             telemetry.finished(
-                p, attempts, usage=response.usage, cost=0.001, finish_reason="stop", request=provider_request
+                p.done(
+                    attempts, None, usage=response.usage, cost=0.001, finish_reason="stop", request=provider_request
+                )
             )
             http.observe_http("/inference", "POST", 200, 0.001)
             if i % FLUSH_EVERY == 0:  # the gateway flushes every second: ~2,000 inferences at 2,000 req/s

@@ -191,7 +191,7 @@ async def open_runtime(
             feedback=FeedbackService(
                 config=config, database=database, recent=recent, recorder=writer, metrics=metrics, tracing=tracing
             ),
-            embedder=Embedder(config=config, models=embedding_table, transport=transport, recorder=writer),
+            embedder=Embedder(config=config, models=embedding_table, transport=transport, finisher=engine.finisher),
             auth=auth,
             limiter=limiter,
             metrics=metrics,

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from lsd.api.body import json_response_bytes, read_json
 from lsd.api.state import AppState
-from lsd.inference.batch import submission_json, view_json
+from lsd.api.tensorzero_wire import batch_view_json, submission_json
 from lsd.inference.batch_request import parse_batch_request
 from lsd.inference.request import parse_uuid
 
@@ -22,11 +22,11 @@ async def start_batch(request: Request[AppState]) -> Response:
 async def batch_status(request: Request[AppState]) -> Response:
     batch_id = parse_uuid(request.path_params["batch_id"], "batch_id")
     view = await request.state["batches"].status(batch_id)
-    return Response(json_response_bytes(view_json(view)), media_type="application/json")
+    return Response(json_response_bytes(batch_view_json(view)), media_type="application/json")
 
 
 async def batch_inference_status(request: Request[AppState]) -> Response:
     batch_id = parse_uuid(request.path_params["batch_id"], "batch_id")
     inference_id = parse_uuid(request.path_params["inference_id"], "inference_id")
     view = await request.state["batches"].inference_status(batch_id, inference_id)
-    return Response(json_response_bytes(view_json(view)), media_type="application/json")
+    return Response(json_response_bytes(batch_view_json(view)), media_type="application/json")

@@ -1,4 +1,5 @@
-"""The one place an LsdError becomes an HTTP response: `{"error": message, "error_code": code, "field"?}`."""
+"""The one place an LsdError becomes an HTTP response: its status, and its body in the wire format of the route
+(lsd.api.tensorzero_wire, or lsd.api.openai_wire under /openai/)."""
 
 from __future__ import annotations
 
@@ -8,49 +9,22 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lsd.errors import AllAttemptsFailed, LsdError, RateLimited
+from lsd.api.openai_wire import openai_error_body
+from lsd.api.tensorzero_wire import error_body
+from lsd.errors import LsdError, RateLimited
 
 log = logging.getLogger("lsd.api")
 
 
-def error_body(exc: LsdError) -> bytes:
-    body: dict[str, object] = {"error": exc.message, "error_code": exc.error_code}
-    if exc.field:
-        body["field"] = exc.field
-    if isinstance(exc, RateLimited):
-        body["rule"] = exc.rule
-        body["retry_after_s"] = exc.retry_after_s
-    if isinstance(exc, AllAttemptsFailed):
-        body["attempts"] = [
-            {
-                "variant": f.variant,
-                "model": f.model,
-                "provider": f.provider,
-                "kind": f.kind,
-                "error": f.message,
-            }
-            for f in exc.failures
-        ]
-    return orjson.dumps(body)
-
-
-def openai_error_body(exc: LsdError) -> bytes:
-    """OpenAI's error shape, so the OpenAI SDK shows the message: {"error": {"message", "type", "code", "param"}}."""
-    error: dict[str, object] = {
-        "message": exc.message,
-        "type": exc.error_code,
-        "code": exc.error_code,
-        "param": exc.field,
-    }
-    if isinstance(exc, RateLimited):
-        error["rule"] = exc.rule
-    return orjson.dumps({"error": error})
+def error_bytes(exc: LsdError, path: str) -> bytes:
+    """The error's body in the wire format of the route at `path`."""
+    return openai_error_body(exc) if path.startswith("/openai/") else error_body(exc)
 
 
 def error_response(exc: LsdError, path: str) -> Response:
     if exc.http_status >= 500:
         log.warning("request failed: %s %s", exc.error_code, exc.message)
-    body = openai_error_body(exc) if path.startswith("/openai/") else error_body(exc)
+    body = error_bytes(exc, path)
     headers = {"retry-after": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
     return Response(body, status_code=exc.http_status, media_type="application/json", headers=headers)
 

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from lsd.api.auth import KEY_SCOPE
 from lsd.api.body import json_response_bytes, read_json
 from lsd.api.state import AppState
+from lsd.api.tensorzero_wire import feedback_json
 from lsd.feedback import parse_feedback_request
 
 
@@ -18,4 +19,4 @@ async def feedback(request: Request[AppState]) -> Response:
     body = await read_json(request, state["config"].gateway.max_body_bytes)
     parsed = dataclasses.replace(parse_feedback_request(body), api_key_public_id=request.scope.get(KEY_SCOPE))
     feedback_id = await state["feedback"].submit(parsed)
-    return Response(json_response_bytes({"feedback_id": str(feedback_id)}), media_type="application/json")
+    return Response(json_response_bytes(feedback_json(feedback_id)), media_type="application/json")

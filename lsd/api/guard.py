@@ -13,7 +13,7 @@ import ipaddress
 from starlette.types import Scope, Send
 
 from lsd.api.auth import authenticate, needs_key
-from lsd.api.errors import error_body, openai_error_body
+from lsd.api.errors import error_bytes
 from lsd.config.model import GatewayConfig
 from lsd.errors import HeadersTooLarge, LsdError
 
@@ -69,7 +69,7 @@ class Guard:
 
 
 async def send_error(scope: Scope, send: Send, exc: LsdError) -> None:
-    body = openai_error_body(exc) if scope["path"].startswith("/openai/") else error_body(exc)
+    body = error_bytes(exc, scope["path"])
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.http_status == 401:
         headers.append((b"www-authenticate", b"Bearer"))

@@ -15,70 +15,16 @@ from lsd.api.body import json_response_bytes, read_json, receive_json
 from lsd.api.errors import error_response
 from lsd.api.sse import EventStreamResponse, event_stream
 from lsd.api.state import AppState
+from lsd.api.tensorzero_wire import chunk_json, inference_json
 from lsd.errors import LsdError
-from lsd.inference.recording import block_to_json
 from lsd.inference.request import InferenceRequest, parse_inference_request
-from lsd.inference.run import InferenceResult
-from lsd.inference.streaming import InferenceStream, StreamEvent, start_stream
-from lsd.types import OutputBlock, Text, Thought, ToolCall, Usage
-
-
-def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
-    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "cost": cost}
-
-
-def result_to_json(result: InferenceResult) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "inference_id": str(result.inference_id),
-        "episode_id": str(result.episode_id),
-        "variant_name": result.variant_name,
-    }
-    if result.output is not None:
-        body["output"] = {"raw": result.output.raw, "parsed": result.output.parsed}
-    else:
-        body["content"] = result.content
-    body["usage"] = usage_json(result.usage, result.cost)
-    if result.finish_reason is not None:
-        body["finish_reason"] = result.finish_reason
-    if result.original_response is not None:
-        body["original_response"] = result.original_response
-    return body
-
-
-def delta_json(block: OutputBlock) -> dict[str, Any]:
-    """A streamed content delta in TensorZero's chunk shape."""
-    if isinstance(block, Text):
-        return {"type": "text", "id": "0", "text": block.text}
-    if isinstance(block, ToolCall):
-        return {"type": "tool_call", "id": block.id, "raw_name": block.name, "raw_arguments": block.arguments}
-    if isinstance(block, Thought):
-        return {"type": "thought", "id": "0", "text": block.text or "", "signature": block.signature}
-    return {**block_to_json(block), "id": "0"}
-
-
-def event_json(stream: InferenceStream, event: StreamEvent) -> dict[str, Any]:
-    if event.error is not None:
-        return {"error": event.error}
-    chunk: dict[str, Any] = {
-        "inference_id": str(stream.inference_id),
-        "episode_id": str(stream.episode_id),
-        "variant_name": stream.variant_name,
-    }
-    if stream.function_type == "json":
-        chunk["raw"] = "".join(b.text for b in event.content if isinstance(b, Text))
-    else:
-        chunk["content"] = [delta_json(b) for b in event.content]
-    if event.usage is not None:
-        chunk["usage"] = usage_json(event.usage, None)
-    if event.finish_reason is not None:
-        chunk["finish_reason"] = event.finish_reason
-    return chunk
+from lsd.inference.streaming import InferenceStream, start_stream
 
 
 async def sse_events(stream: InferenceStream) -> AsyncIterator[tuple[dict[str, Any], bool]]:
     """Each chunk's JSON, and whether it only trails the content (usage, finish reason)."""
     async for event in stream.events():
-        yield event_json(stream, event), event.trailing
+        yield chunk_json(stream, event), event.trailing
 
 
 async def respond(state: AppState, body: Any, fields: dict[str, Any], scope: Scope) -> Response:
@@ -96,8 +42,8 @@ async def stream_response(state: AppState, parsed: InferenceRequest, fields: dic
         inference_id=str(stream.inference_id),
         function=stream.prepared.function.name,
         variant=stream.variant_name,
-        model=stream.model.name,
-        provider=stream.opened.provider.name,
+        model=stream.model_name,
+        provider=stream.provider.name,
         stream=True,
     )
     return EventStreamResponse(event_stream(sse_events(stream)))
@@ -113,7 +59,7 @@ async def answer(state: AppState, parsed: InferenceRequest, fields: dict[str, An
         model=result.model_name,
         provider=result.provider_name,
     )
-    return json_response_bytes(result_to_json(result))
+    return json_response_bytes(inference_json(result))
 
 
 async def inference(request: Request[AppState]) -> Response:

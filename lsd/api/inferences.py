@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from lsd.api.body import json_response_bytes, read_json
 from lsd.api.state import AppState
+from lsd.api.tensorzero_wire import page_json
 from lsd.inference import listing
 
 
@@ -14,11 +15,11 @@ async def list_inferences(request: Request[AppState]) -> Response:
     state = request.state
     body = await read_json(request, state["config"].gateway.max_body_bytes)
     page = await listing.list_inferences(state["database"], body, state["config"].metrics)
-    return Response(json_response_bytes(page), media_type="application/json")
+    return Response(json_response_bytes(page_json(page)), media_type="application/json")
 
 
 async def get_inferences(request: Request[AppState]) -> Response:
     state = request.state
     body = await read_json(request, state["config"].gateway.max_body_bytes)
     found = await listing.get_inferences(state["database"], body)
-    return Response(json_response_bytes(found), media_type="application/json")
+    return Response(json_response_bytes(page_json(found)), media_type="application/json")

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from lsd.api.auth import KEY_SCOPE, identify
 from lsd.api.body import json_response_bytes, read_json
-from lsd.api.openai_wire import ChunkWriter, completion_json, embedding_vector, parse_chat_request, parse_model
+from lsd.api.openai_wire import ChunkWriter, completion_json, embeddings_json, parse_chat_request, parse_model
 from lsd.api.sse import EventStreamResponse, event_stream
 from lsd.api.state import AppState
 from lsd.errors import InvalidRequest
@@ -70,21 +70,7 @@ async def embeddings(request: Request[AppState]) -> Response:
             api_key_public_id=request.scope.get(KEY_SCOPE),
         )
     )
-    usage = result.response.usage
-    answer: dict[str, Any] = {
-        "object": "list",
-        "data": [
-            {"object": "embedding", "index": i, "embedding": embedding_vector(v, encoding)}
-            for i, v in enumerate(result.response.embeddings)
-        ],
-        "model": f"lsd::embedding_model_name::{result.model_name}",
-        "usage": {
-            "prompt_tokens": usage.input_tokens or 0,
-            "total_tokens": usage.input_tokens or 0,
-            "tensorzero_cost": result.response.cost,
-        },
-    }
-    return Response(json_response_bytes(answer), media_type="application/json")
+    return Response(json_response_bytes(embeddings_json(result, encoding)), media_type="application/json")
 
 
 async def models(request: Request[AppState]) -> Response:

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from lsd.errors import InvalidRequest
+from lsd.errors import InvalidRequest, LsdError, RateLimited
 from lsd.inference.request import (
     InferenceRequest,
     parse_cache_options,
@@ -19,7 +19,7 @@ from lsd.inference.request import (
     parse_tool,
     parse_uuid,
 )
-from lsd.inference.run import InferenceResult
+from lsd.inference.result import EmbeddingResult, InferenceResult, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
 from lsd.types import ContentBlock, File, Input, Message, Template, Text, ToolCall, ToolResult, Usage
 
@@ -253,12 +253,12 @@ def completion_json(request: InferenceRequest, result: InferenceResult) -> dict[
         content: str | None = result.output.raw
         tool_calls: list[dict[str, Any]] = []
     else:
-        texts = [b["text"] for b in result.content if b["type"] == "text"]
+        texts = [b.text for b in result.content if isinstance(b, Text)]
         content = "".join(texts) if texts else None
         tool_calls = [
-            {"id": b["id"], "type": "function", "function": {"name": b["raw_name"], "arguments": b["raw_arguments"]}}
+            {"id": b.id, "type": "function", "function": {"name": b.raw_name, "arguments": b.raw_arguments}}
             for b in result.content
-            if b["type"] == "tool_call"
+            if isinstance(b, ToolCallOutput)
         ]
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if tool_calls:
@@ -333,6 +333,35 @@ class ChunkWriter:
             "choices": [{"index": 0, "finish_reason": finish, "logprobs": None, "delta": delta}],
             "usage": usage_json(event.usage, None) if event.usage is not None and self.include_usage else None,
         }
+
+
+def embeddings_json(result: EmbeddingResult, encoding: str) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": embedding_vector(v, encoding)}
+            for i, v in enumerate(result.embeddings)
+        ],
+        "model": f"lsd::embedding_model_name::{result.model_name}",
+        "usage": {
+            "prompt_tokens": result.usage.input_tokens or 0,
+            "total_tokens": result.usage.input_tokens or 0,
+            "tensorzero_cost": result.cost,
+        },
+    }
+
+
+def openai_error_body(exc: LsdError) -> bytes:
+    """OpenAI's error shape, so the OpenAI SDK shows the message: {"error": {"message", "type", "code", "param"}}."""
+    error: dict[str, object] = {
+        "message": exc.message,
+        "type": exc.error_code,
+        "code": exc.error_code,
+        "param": exc.field,
+    }
+    if isinstance(exc, RateLimited):
+        error["rule"] = exc.rule
+    return orjson.dumps({"error": error})
 
 
 def embedding_vector(values: tuple[float, ...], encoding: str) -> list[float] | str:

@@ -38,7 +38,10 @@ def _timeouts(t: Table) -> TimeoutsConfig:
     return result
 
 
-def model_from(name: str, t: Table) -> ModelConfig:
+def model_from(name: str, t: Table, *, retries: bool = False) -> ModelConfig:
+    """A `[models.*]` table, or with `retries` an `[embedding_models.*]` one (which may retry: chat models are
+    retried by their variants)."""
+    retry = _retries(t) if retries else RetryConfig()
     routing = t.str_list("routing", (), required=True)
     providers: dict[str, ProviderConfig] = {}
     for pname, p in t.subtables("providers"):
@@ -52,9 +55,21 @@ def model_from(name: str, t: Table) -> ModelConfig:
             t.error("routing", f"names provider {entry!r}, which is not in models.{name}.providers")
     if not routing and not t.sink.errors:
         t.error("routing", "must name at least one provider")
-    model = ModelConfig(name=name, routing=routing, providers=providers, timeouts=_timeouts(t.table("timeouts")))
+    model = ModelConfig(
+        name=name, routing=routing, providers=providers, timeouts=_timeouts(t.table("timeouts")), retries=retry
+    )
     t.finish()
     return model
+
+
+def _retries(t: Table) -> RetryConfig:
+    retries_t = t.table("retries")
+    retries = RetryConfig(
+        num_retries=retries_t.int("num_retries", 0, minimum=0),
+        max_delay_s=retries_t.float("max_delay_s", 10.0, minimum=0),
+    )
+    retries_t.finish()
+    return retries
 
 
 def params_from(t: Table) -> InferenceParams:
@@ -77,12 +92,7 @@ def _variant(name: str, t: Table, ftype: str, models: dict[str, ModelConfig]) ->
     templates = _templates(t)
     if model and model not in models and "::" not in model:
         t.error("model", f"unknown model {model!r}: define [models.{model}] or use a shorthand like 'dummy::echo'")
-    retries_t = t.table("retries")
-    retries = RetryConfig(
-        num_retries=retries_t.int("num_retries", 0, minimum=0),
-        max_delay_s=retries_t.float("max_delay_s", 10.0, minimum=0),
-    )
-    retries_t.finish()
+    retries = _retries(t)
     params = params_from(t)
     if ftype == "json" and params.json_mode is None:
         t.error("json_mode", "required for variants of json functions")

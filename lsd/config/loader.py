@@ -52,7 +52,7 @@ def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
     root = Table(data, "", sink, base_dir)
     gateway = _gateway(root.table("gateway"))
     models = {name: model_from(name, t) for name, t in root.subtables("models")}
-    embedding_models = {name: model_from(name, t) for name, t in root.subtables("embedding_models")}
+    embedding_models = {name: model_from(name, t, retries=True) for name, t in root.subtables("embedding_models")}
     tools = {name: tool_from(name, t) for name, t in root.subtables("tools")}
     functions = {name: function_from(name, t, models, tools) for name, t in root.subtables("functions")}
     metrics = {name: metric_from(name, t) for name, t in root.subtables("metrics")}

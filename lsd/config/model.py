@@ -119,17 +119,18 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryConfig:
+    num_retries: int = 0
+    max_delay_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     routing: tuple[str, ...]
     providers: Mapping[str, ProviderConfig]
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryConfig:
-    num_retries: int = 0
-    max_delay_s: float = 10.0
+    retries: RetryConfig = field(default_factory=RetryConfig)  # [embedding_models.*] only
 
 
 @dataclass(frozen=True, slots=True)

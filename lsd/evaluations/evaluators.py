@@ -137,7 +137,7 @@ class LlmJudge:
                 return None, f"the judge's answer has no {self.config.output_field!r}: {raw!r}"
             answer = parsed[self.config.output_field]
         else:
-            answer = "".join(b.get("text", "") for b in result.content if b.get("type") == "text")
+            answer = result.text
         return score(answer, self.config.output_type)
 
 

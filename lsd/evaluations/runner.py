@@ -20,6 +20,7 @@ from lsd.evaluations.evaluators import Case, Evaluator, Verdict
 from lsd.evaluations.outputs import canonical, output_hash
 from lsd.evaluations.summary import EvaluatorSummary, RunSummary, Tally, interval
 from lsd.ids import timestamp_of, uuid7
+from lsd.inference.recording import output_to_json
 from lsd.inference.request import InferenceRequest
 from lsd.inference.run import Engine, InferenceResult
 from lsd.records import BooleanMetricFeedbackRecord, FloatMetricFeedbackRecord, Record
@@ -279,6 +280,6 @@ class EvaluationRunner:
 
 
 def _stored_output(result: InferenceResult, function_type: str) -> Any:
-    if function_type == "json":
-        return {"raw": result.output.raw, "parsed": result.output.parsed} if result.output else None
-    return result.content
+    if function_type == "json" and result.output is None:
+        return None
+    return output_to_json(result.content, result.output)

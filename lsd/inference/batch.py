@@ -22,7 +22,7 @@ from lsd.errors import InvalidRequest, NotFound, ProviderError
 from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.batch_request import BatchRequest, reindexed
-from lsd.inference.batch_results import result_records, stored_result_json
+from lsd.inference.batch_results import result_records
 from lsd.inference.models import Model
 from lsd.inference.recording import input_to_json, messages_to_json, params_to_json, time_of
 from lsd.inference.routing import order_variants
@@ -53,7 +53,7 @@ class BatchView:
     status: str
     provider_status: str | None
     num_inferences: int
-    inferences: tuple[dict[str, Any], ...] = ()
+    inferences: tuple[store.StoredResult, ...] = ()
     errors: tuple[dict[str, Any], ...] = ()
 
 
@@ -295,7 +295,7 @@ class BatchService:
             view.status,
             view.provider_status,
             1,
-            tuple(i for i in view.inferences if i["inference_id"] == key),
+            tuple(i for i in view.inferences if i.inference_id == inference_id),
             tuple(e for e in view.errors if e.get("inference_id") in (None, key)),
         )
 
@@ -310,32 +310,10 @@ class BatchService:
             return BatchView(row.id, row.status, row.provider_status, row.num_inferences)
         items = await store.batch_items(self.database, row.id)
         stored = await store.stored_results(self.database, row.function_type, [i.inference_id for i in items])
-        inferences = tuple(stored_result_json(stored[i.inference_id]) for i in items if i.inference_id in stored)
+        inferences = tuple(stored[i.inference_id] for i in items if i.inference_id in stored)
         return BatchView(
             row.id, row.status, row.provider_status, row.num_inferences, inferences, tuple(row.errors or ())
         )
-
-
-def submission_json(submitted: BatchSubmitted) -> dict[str, Any]:
-    return {
-        "batch_id": str(submitted.batch_id),
-        "inference_ids": [str(i) for i in submitted.inference_ids],
-        "episode_ids": [str(i) for i in submitted.episode_ids],
-    }
-
-
-def view_json(view: BatchView) -> dict[str, Any]:
-    """TensorZero's shape ({status} while pending; {status, batch_id, inferences} after), plus LSD's `errors`
-    (batch-level messages and each failed input) and `provider_status`."""
-    if view.status == "pending":
-        return {"status": "pending", "batch_id": str(view.batch_id), "provider_status": view.provider_status}
-    return {
-        "status": view.status,
-        "batch_id": str(view.batch_id),
-        "inferences": list(view.inferences),
-        "errors": list(view.errors),
-        "provider_status": view.provider_status,
-    }
 
 
 def _count(metrics: Metrics, row: store.BatchRow, status: str, records: Sequence[Record]) -> None:

@@ -16,13 +16,13 @@ from uuid import UUID
 
 from lsd.errors import ProviderError
 from lsd.ids import uuid7
-from lsd.inference.recording import InferenceRow, block_to_json, inference_records, money
-from lsd.inference.run import json_output
-from lsd.inference.tools import ToolParams, tool_call_json
+from lsd.inference.recording import InferenceRow, inference_records, money, output_to_json
+from lsd.inference.result import typed_output
+from lsd.inference.tools import ToolParams
 from lsd.providers.base import BatchPoll
 from lsd.records import ModelInferenceDataRecord, ModelInferenceRecord, Record
-from lsd.store.batch import BatchItemRow, BatchRow, StoredResult
-from lsd.types import ProviderResponse, ToolCall, ToolSpec, Usage
+from lsd.store.batch import BatchItemRow, BatchRow
+from lsd.types import ProviderResponse, ToolSpec, Usage
 
 
 def tool_params_from_json(value: Mapping[str, Any] | None) -> ToolParams | None:
@@ -37,11 +37,9 @@ def tool_params_from_json(value: Mapping[str, Any] | None) -> ToolParams | None:
 
 
 def output_json(function_type: str, item: BatchItemRow, response: ProviderResponse) -> Any:
-    if function_type == "json":
-        out = json_output(response.content, item.output_schema)
-        return {"raw": out.raw, "parsed": out.parsed}
-    tools = tool_params_from_json(item.tool_params)
-    return [tool_call_json(b, tools) if isinstance(b, ToolCall) else block_to_json(b) for b in response.content]
+    """The stored output of a result: typed and checked as a live inference's is (lsd.inference.result)."""
+    tools = tool_params_from_json(item.tool_params) if function_type == "chat" else None
+    return output_to_json(*typed_output(function_type, response.content, tools, item.output_schema))
 
 
 def result_records(
@@ -136,17 +134,3 @@ def _model_records(
             api_key_sha256=None,
         ),
     ]
-
-
-def stored_result_json(result: StoredResult) -> dict[str, Any]:
-    """A recorded batch inference in the shape of a non-streaming `/inference` response."""
-    body: dict[str, Any] = {
-        "inference_id": str(result.inference_id),
-        "episode_id": str(result.episode_id),
-        "variant_name": result.variant_name,
-    }
-    body["output" if result.function_type == "json" else "content"] = result.output
-    body["usage"] = {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens, "cost": result.cost}
-    if result.finish_reason is not None:
-        body["finish_reason"] = result.finish_reason
-    return body

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from lsd.config.model import MetricConfig
 from lsd.errors import InvalidRequest
+from lsd.immutable import immutable
 from lsd.store import queries
 from lsd.store.database import Database
 from lsd.store.queries import (
@@ -318,57 +319,24 @@ def parse_get_request(body: Any) -> ListQuery:
 # -- the answer --------------------------------------------------------------------------------------------
 
 
-def rfc3339(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _attempt_json(a: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in a.items() if k not in ("created_at", "cost")}
-    out["id"] = str(a["id"])
-    out["inference_id"] = str(a["inference_id"])
-    out["timestamp"] = rfc3339(a["created_at"])
-    out["cost"] = float(a["cost"]) if a["cost"] is not None else None
-    return out
-
-
-def stored_inference_json(row: StoredRow, *, include_model_inferences: bool = False) -> dict[str, Any]:
-    """One row as TensorZero's StoredInference (plus `model_inferences` when asked for)."""
-    out: dict[str, Any] = {
-        "type": row.kind,
-        "function_name": row.function_name,
-        "variant_name": row.variant_name,
-        "input": row.input,
-        "output": row.output,
-        "dispreferred_outputs": [row.dispreferred_output] if row.dispreferred_output is not None else [],
-        "timestamp": rfc3339(row.created_at),
-        "episode_id": str(row.episode_id),
-        "inference_id": str(row.id),
-        "tags": row.tags,
-        "extra_body": row.extra_body or [],
-        "inference_params": row.inference_params,
-        "processing_time_ms": row.processing_time_ms,
-        "ttft_ms": row.ttft_ms,
-    }
-    if row.kind == "chat":
-        tools = row.tool_params if isinstance(row.tool_params, dict) else {}
-        for key in ("additional_tools", "allowed_tools", "tool_choice", "parallel_tool_calls"):
-            out[key] = tools.get(key)
-        out["provider_tools"] = tools.get("provider_tools") or []
-    else:
-        out["output_schema"] = row.output_schema
-    if include_model_inferences:
-        out["model_inferences"] = [_attempt_json(a) for a in row.model_inferences]
-    return out
-
-
 def _configured(metrics: Mapping[str, MetricConfig]) -> dict[str, Metric]:
     return {name: Metric(name, m.type, m.level) for name, m in metrics.items()}
 
 
+@immutable
+class InferencePage:
+    """What a list_inferences (`paged`, with its `next_cursor`) or get_inferences body found."""
+
+    rows: tuple[StoredRow, ...]
+    include_model_inferences: bool
+    paged: bool
+    next_cursor: str | None = None
+
+
 async def list_inferences(
     database: Database, body: Any, metrics: Mapping[str, MetricConfig] | None = None
-) -> dict[str, Any]:
-    """`{"inferences": [...], "next_cursor": ...}` for a list_inferences body; `metrics` are the configured ones."""
+) -> InferencePage:
+    """The page for a list_inferences body; `metrics` are the configured ones."""
     query = parse_list_request(body)
     found = await queries.list_inferences(database, query, _configured(metrics or {}))
     next_cursor = None
@@ -379,22 +347,13 @@ async def list_inferences(
             else not query.order_by or query.order_by[0].direction == "descending"
         )
         next_cursor = encode_cursor("<" if descending else ">", found[-1].id)
-    return {
-        "inferences": [
-            stored_inference_json(r, include_model_inferences=query.include_model_inferences) for r in found
-        ],
-        "next_cursor": next_cursor,
-    }
+    return InferencePage(tuple(found), query.include_model_inferences, True, next_cursor)
 
 
-async def get_inferences(database: Database, body: Any) -> dict[str, Any]:
-    """`{"inferences": [...]}` for a get_inferences body, in the order of its ids; unknown ids are left out."""
+async def get_inferences(database: Database, body: Any) -> InferencePage:
+    """The inferences of a get_inferences body, in the order of its ids; unknown ids are left out."""
     query = parse_get_request(body)
     found = await queries.list_inferences(database, query) if query.ids else []
     by_id = {r.id: r for r in found}
     ordered = [by_id[i] for i in query.ids or () if i in by_id]
-    return {
-        "inferences": [
-            stored_inference_json(r, include_model_inferences=query.include_model_inferences) for r in ordered
-        ]
-    }
+    return InferencePage(tuple(ordered), query.include_model_inferences, False)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import field
 from pathlib import Path
 
-from lsd.config.model import Config, ModelConfig, ProviderConfig, TimeoutsConfig
+from lsd.config.model import Config, ModelConfig, ProviderConfig, RetryConfig, TimeoutsConfig
 from lsd.config.reader import ErrorSink
 from lsd.errors import ConfigError, NotFound
 from lsd.immutable import immutable
@@ -19,6 +19,7 @@ class Model:
     name: str
     providers: tuple[Provider, ...]  # in routing order
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    retries: RetryConfig = field(default_factory=RetryConfig)  # embedding models only: variants retry chat models
 
 
 class ModelTable:
@@ -76,7 +77,7 @@ class ModelTable:
 
 def _build(model: ModelConfig, sink: ErrorSink) -> Model:
     providers = [build_provider(model.providers[name], sink) for name in model.routing if name in model.providers]
-    return Model(model.name, tuple(p for p in providers if p is not None), model.timeouts)
+    return Model(model.name, tuple(p for p in providers if p is not None), model.timeouts, model.retries)
 
 
 def _shorthand(name: str, sink: ErrorSink, key_path: str) -> Model:

@@ -13,6 +13,7 @@ from uuid import UUID
 from lsd.errors import ProviderError
 from lsd.ids import uuid7
 from lsd.immutable import immutable
+from lsd.inference.result import JsonOutput, ResultBlock, ToolCallOutput
 from lsd.records import (
     ChatInferenceDataRecord,
     ChatInferenceRecord,
@@ -22,7 +23,7 @@ from lsd.records import (
     ModelInferenceRecord,
     Record,
 )
-from lsd.types import InferenceParams, Input, Message, ProviderResponse, Text, Usage
+from lsd.types import EmbeddingResponse, InferenceParams, Input, Message, ProviderResponse, Text, Usage
 
 
 @immutable
@@ -55,7 +56,7 @@ class Attempt:
         names: tuple[str, str, str, str],
         started_ms: int,
         t0: float,
-        response: ProviderResponse,
+        response: ProviderResponse | EmbeddingResponse,
         *,
         cached: bool = False,
     ) -> Attempt:
@@ -66,7 +67,7 @@ class Attempt:
             int(elapsed * 1000),
             response.usage,
             response.cost,
-            response.finish_reason,
+            response.finish_reason if type(response) is ProviderResponse else None,
             response.raw_request,
             response.raw_response,
             dict(response.request_headers) or None,
@@ -101,9 +102,19 @@ def time_of(inference_id: UUID) -> datetime:
 
 
 def block_to_json(block: Any) -> dict[str, Any]:
-    """A content block as TensorZero's JSON (type first, None fields dropped)."""
+    """A content block as stored (TensorZero's JSON: type first, None fields dropped; a checked tool call keeps
+    its null name/arguments)."""
     if type(block) is Text:  # the common block, without the generic walk over its fields
         return {"type": "text", "text": block.text}
+    if type(block) is ToolCallOutput:
+        return {
+            "type": "tool_call",
+            "id": block.id,
+            "name": block.name,
+            "arguments": block.arguments,
+            "raw_name": block.raw_name,
+            "raw_arguments": block.raw_arguments,
+        }
     out: dict[str, Any] = {"type": block.type}
     for name in block.__dataclass_fields__:
         if name != "type":
@@ -111,6 +122,13 @@ def block_to_json(block: Any) -> dict[str, Any]:
             if value is not None:
                 out[name] = dict(value) if isinstance(value, Mapping) else value
     return out
+
+
+def output_to_json(content: Sequence[ResultBlock], output: JsonOutput | None) -> Any:
+    """A result's output as stored in the inference rows: chat blocks, or json {raw, parsed}."""
+    if output is not None:
+        return {"raw": output.raw, "parsed": output.parsed}
+    return [block_to_json(b) for b in content]
 
 
 def messages_to_json(messages: Sequence[Message]) -> list[dict[str, Any]]:

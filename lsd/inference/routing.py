@@ -1,4 +1,4 @@
-"""The only retry and fallback code: providers in routing order, variant retries with backoff, other variants."""
+"""The only retry and fallback code: providers in routing order, retries with backoff, other variants (`route`)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import contextlib
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Generic, Protocol, TypeVar
 from uuid import UUID
 
-from lsd.config.model import FunctionConfig, VariantConfig
-from lsd.errors import AttemptFailure, NotFound, ProviderError, ProviderTimeout
-from lsd.inference.cache import Cache, cache_key
+from lsd.config.model import FunctionConfig, TimeoutsConfig, VariantConfig
+from lsd.errors import AllAttemptsFailed, AttemptFailure, NotFound, ProviderError, ProviderTimeout
 from lsd.inference.models import Model, ModelTable
 from lsd.inference.recording import Attempt
 from lsd.providers.base import CallContext, Provider
-from lsd.types import BodyPatch, HeaderPatch, ProviderRequest, ProviderResponse, StreamChunk
+from lsd.types import BodyPatch, HeaderPatch, StreamChunk
 
 
 def order_variants(function: FunctionConfig, episode_id: UUID, pinned: str | None) -> list[VariantConfig]:
@@ -65,9 +65,50 @@ def tries(
 
 _NO_TIMEOUT = contextlib.nullcontext()  # stateless, so shared: no Timeout object per call when none is set
 
+NON_STREAMING = "non_streaming_total_ms"
+STREAMING_TTFT = "streaming_ttft_ms"
+STREAMING_TOTAL = "streaming_total_ms"
+_TIMEOUT_MESSAGES = {NON_STREAMING: "no response within {} ms", STREAMING_TTFT: "no first token within {} ms"}
 
-def _names(variant: str, model: Model, provider: Provider) -> tuple[str, str, str, str]:
-    return (variant, model.name, provider.name, provider.type_name)
+
+class Step(Protocol):
+    """One try of a model: which variant it serves ("" for an embedding model), the backoff to wait first, and
+    the variant's timeouts (the fallback for the model's and the provider's)."""
+
+    @property
+    def variant_name(self) -> str: ...
+    @property
+    def model(self) -> Model: ...
+    @property
+    def backoff_s(self) -> float: ...
+    @property
+    def timeouts(self) -> TimeoutsConfig | None: ...
+
+
+S = TypeVar("S", bound=Step)
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class ModelStep:
+    """A try of a model outside any variant (embedding models)."""
+
+    model: Model
+    backoff_s: float
+    variant_name: str = ""
+    timeouts: TimeoutsConfig | None = None
+
+
+@dataclass(slots=True)
+class Routed(Generic[S, T]):
+    """The call that succeeded: its step, provider, attempt names and start, and what the call returned."""
+
+    step: S
+    provider: Provider
+    names: tuple[str, str, str, str]
+    started_ms: int
+    t0: float
+    value: T
 
 
 def for_call(ctx: CallContext, variant: str, model: Model, provider: Provider) -> CallContext:
@@ -89,113 +130,67 @@ def for_call(ctx: CallContext, variant: str, model: Model, provider: Provider) -
     )
 
 
-def _timeout_ms(model: Model, provider: Provider, variant: VariantConfig, kind: str) -> int | None:
+def model_steps(model: Model) -> Iterator[ModelStep]:
+    """An embedding model's tries: its own `retries` (backoff as for variants)."""
+    retries = model.retries
+    for retry in range(retries.num_retries + 1):
+        yield ModelStep(model, backoff_s(retry, retries.max_delay_s) if retry else 0.0)
+
+
+async def route(
+    steps: Iterable[S],
+    timeout_kind: str,
+    call: Callable[[S, Provider, CallContext], Awaitable[T]],
+    ctx: CallContext,
+    attempts: list[Attempt],
+) -> Routed[S, T]:
+    """The one fallback loop: for each step (after its backoff), each of its model's providers in routing order,
+    `call` under the provider's timeout of `timeout_kind`, until one succeeds. Every failed call is appended to
+    `attempts` (the caller appends the successful one, which only it can describe).
+
+    Raises AllAttemptsFailed when every call failed. InvalidRequest (a caller mistake) propagates at once."""
+    for step in steps:
+        if step.backoff_s:
+            await asyncio.sleep(step.backoff_s)
+        model = step.model
+        for provider in model.providers:
+            names = (step.variant_name, model.name, provider.name, provider.type_name)
+            started = int(time.time() * 1000)
+            t0 = time.perf_counter()
+            timeout_ms = timeout_of(model, provider, step.timeouts, timeout_kind)
+            try:
+                async with asyncio.timeout(timeout_ms / 1000) if timeout_ms else _NO_TIMEOUT:
+                    value = await call(step, provider, for_call(ctx, step.variant_name, model, provider))
+            except TimeoutError:
+                error: ProviderError = ProviderTimeout(
+                    _TIMEOUT_MESSAGES[timeout_kind].format(timeout_ms), provider=provider.name, kind="timeout"
+                )
+            except ProviderError as exc:
+                error = exc
+            else:
+                return Routed(step, provider, names, started, t0, value)
+            attempts.append(Attempt.failed(names, started, t0, error))
+    raise AllAttemptsFailed(summarise(attempts))
+
+
+def timeout_of(model: Model, provider: Provider, variant: TimeoutsConfig | None, kind: str) -> int | None:
     """The provider's own timeout wins over the model's, which wins over the variant's."""
-    for timeouts in (provider.config.timeouts, model.timeouts, variant.timeouts):
-        value: int | None = getattr(timeouts, kind)
-        if value:
-            return value
+    for timeouts in (provider.config.timeouts, model.timeouts, variant):
+        if timeouts is not None:
+            value: int | None = getattr(timeouts, kind)
+            if value:
+                return value
     return None
 
 
-async def call_model(
-    model: Model,
-    variant: VariantConfig,
-    request: ProviderRequest,
-    ctx: CallContext,
-    attempts: list[Attempt],
-    cache: Cache | None = None,
-) -> ProviderResponse:
-    """Try each provider of `model` in routing order; append every attempt to `attempts`.
-
-    Raises the last ProviderError when all fail. InvalidRequest (a caller mistake) propagates at once.
-    """
-    last: ProviderError | None = None
-    for provider in model.providers:
-        names = _names(variant.name, model, provider)
-        started = int(time.time() * 1000)
-        t0 = time.perf_counter()
-        call_ctx = for_call(ctx, variant.name, model, provider)
-        key = cache_key(provider, request, call_ctx) if cache is not None else None
-        if cache is not None and key is not None and cache.options.read:
-            hit = await cache.get(key)
-            if hit is not None:
-                attempts.append(Attempt.succeeded(names, started, t0, hit, cached=True))
-                return hit
-        timeout_ms = _timeout_ms(model, provider, variant, "non_streaming_total_ms")
-        try:
-            async with asyncio.timeout(timeout_ms / 1000) if timeout_ms else _NO_TIMEOUT:
-                response = await provider.infer(request, call_ctx)
-        except TimeoutError:
-            error: ProviderError = ProviderTimeout(
-                f"no response within {timeout_ms} ms", provider=provider.name, kind="timeout"
-            )
-        except ProviderError as exc:
-            error = exc
-        else:
-            attempts.append(Attempt.succeeded(names, started, t0, response))
-            if cache is not None and key is not None and cache.options.write:
-                await cache.put(key, model.name, provider.name, response)
-            return response
-        attempts.append(Attempt.failed(names, started, t0, error))
-        last = error
-    raise last or ProviderError(f"model {model.name!r} has no providers", retryable=False)
+def elapsed_ms(t0: float) -> int:
+    return int((time.perf_counter() - t0) * 1000)
 
 
-@dataclass
-class OpenStream:
-    """A provider stream whose first chunk has arrived (so errors before it were handled as attempts)."""
-
-    provider: Provider
-    names: tuple[str, str, str, str]
-    started_ms: int
-    t0: float
-    first: StreamChunk | None
-    rest: AsyncIterator[StreamChunk]
-    ttft_ms: int
-    total_deadline: float | None
-
-
-async def open_stream(
-    model: Model, variant: VariantConfig, request: ProviderRequest, ctx: CallContext, attempts: list[Attempt]
-) -> OpenStream:
-    """Start streaming from the first provider that yields a first chunk within its TTFT timeout."""
-    last: ProviderError | None = None
-    for provider in model.providers:
-        names = _names(variant.name, model, provider)
-        started = int(time.time() * 1000)
-        t0 = time.perf_counter()
-        ttft_ms = _timeout_ms(model, provider, variant, "streaming_ttft_ms")
-        total_ms = _timeout_ms(model, provider, variant, "streaming_total_ms")
-        iterator = aiter(provider.stream(request, for_call(ctx, variant.name, model, provider)))
-        try:
-            async with asyncio.timeout(ttft_ms / 1000 if ttft_ms else None):
-                first: StreamChunk | None = await anext(iterator)
-        except StopAsyncIteration:
-            first = None
-        except TimeoutError:
-            error: ProviderError = ProviderTimeout(
-                f"no first token within {ttft_ms} ms", provider=provider.name, kind="timeout"
-            )
-        except ProviderError as exc:
-            error = exc
-        else:
-            deadline = t0 + total_ms / 1000 if total_ms else None
-            return OpenStream(provider, names, started, t0, first, iterator, _elapsed_ms(t0), deadline)
-        await _close(iterator)
-        attempts.append(Attempt.failed(names, started, t0, error))
-        last = error
-    raise last or ProviderError(f"model {model.name!r} has no providers", retryable=False)
-
-
-async def _close(iterator: AsyncIterator[StreamChunk]) -> None:
+async def close_stream(iterator: AsyncIterator[StreamChunk]) -> None:
     close = getattr(iterator, "aclose", None)
     if close is not None:
         await close()
-
-
-def _elapsed_ms(t0: float) -> int:
-    return int((time.perf_counter() - t0) * 1000)
 
 
 def backoff_s(attempt: int, max_delay_s: float) -> float:

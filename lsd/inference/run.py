@@ -1,82 +1,55 @@
-"""The inference engine: `Engine.infer`, `Engine.stream` and `Engine.embed` are what the API calls."""
+"""The inference engine: `Engine.infer` and `start_stream` (lsd.inference.streaming) are what the API calls.
+
+Every inference goes the same way: `prepare` (function, ids), `admit` (rate limits), `plan` (variants, models,
+retries, the rendered request), `route` (lsd.inference.routing: the one fallback loop), then `Finisher.finish`
+(lsd.inference.finish: limits settled, rows recorded, metrics and spans). Results are typed
+(lsd.inference.result); the engine knows no wire format.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 import orjson
 
 from lsd.config.model import Config, FunctionConfig, VariantConfig
-from lsd.errors import AllAttemptsFailed, NotFound, ProviderError
+from lsd.errors import AllAttemptsFailed, NotFound
 from lsd.ids import uuid7
 from lsd.immutable import immutable
-from lsd.inference.cache import Cache
+from lsd.inference.cache import Cache, cache_key
+from lsd.inference.finish import Done, Finisher, Recorder
 from lsd.inference.models import Model, ModelTable
 from lsd.inference.recording import (
     Attempt,
     InferenceRow,
-    attempt_records,
-    block_to_json,
     inference_records,
     input_to_json,
     messages_to_json,
+    output_to_json,
     params_to_json,
 )
 from lsd.inference.request import InferenceRequest
-from lsd.inference.routing import call_model, summarise, tries
-from lsd.inference.schemas import conforms
+from lsd.inference.result import InferenceResult, JsonOutput, ResultBlock, typed_output
+from lsd.inference.routing import NON_STREAMING, route, tries
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
-from lsd.inference.tools import ToolParams, resolve_tools, tool_call_json
-from lsd.providers.base import REDACTED, CallContext, is_secret_header
+from lsd.inference.tools import ToolParams, resolve_tools
+from lsd.providers.base import REDACTED, CallContext, Provider, is_secret_header
 from lsd.providers.transport import Transport
 from lsd.ratelimit.limiter import RateLimiter, Reservation
 from lsd.ratelimit.rules import LimitRequest
 from lsd.records import Record
 from lsd.store.database import Database
 from lsd.store.recent import InferenceTarget, RecentInferences
-from lsd.types import InferenceParams, OutputBlock, ProviderRequest, Text, ToolCall, Usage
+from lsd.types import InferenceParams, ProviderRequest, ProviderResponse, Usage
+
+__all__ = ["Engine", "InferenceResult", "Prepared", "Recorder"]
 
 DEFAULT_FUNCTION = "tensorzero::default"
-
-
-class Recorder(Protocol):
-    """Where rows go (the store's Writer): `record` honours async_writes; `submit` never waits. With `enabled`
-    false (`[gateway.observability] enabled = false`) both drop what they get, so callers may skip building rows."""
-
-    enabled: bool
-
-    async def record(self, records: Sequence[Record]) -> None: ...
-
-    def submit(self, records: Sequence[Record]) -> None: ...
-
-
-@immutable
-class JsonOutput:
-    raw: str | None
-    parsed: Any | None
-
-
-@immutable
-class InferenceResult:
-    inference_id: UUID
-    episode_id: UUID
-    function_name: str
-    variant_name: str
-    content: list[dict[str, Any]]  # TensorZero output blocks (chat functions)
-    output: JsonOutput | None  # json functions
-    usage: Usage
-    cost: float | None
-    finish_reason: str | None
-    model_name: str
-    provider_name: str
-    cached: bool = False
-    original_response: str | None = None
 
 
 @immutable
@@ -88,6 +61,41 @@ class Prepared:
     inference_id: UUID
     episode_id: UUID
     started: float
+
+    def done(self, attempts: list[Attempt], reservation: Reservation | None, **outcome: Any) -> Done:
+        """What the finishing step gets for this inference, with `outcome` (usage, rows, error...)."""
+        r = self.request
+        return Done(
+            self.inference_id,
+            self.function.type,
+            self.function.name,
+            self.started,
+            attempts,
+            dryrun=r.dryrun,
+            episode_id=self.episode_id,
+            reservation=reservation,
+            cache_read=r.cache.read,
+            **outcome,
+        )
+
+
+@immutable
+class ChatStep:
+    """One try in a chat inference's plan (lsd.inference.routing.Step): a variant's model, the backoff to wait
+    first, and the provider request rendered for that variant."""
+
+    variant: VariantConfig
+    model: Model
+    backoff_s: float
+    request: ProviderRequest
+
+    @property
+    def variant_name(self) -> str:
+        return self.variant.name
+
+    @property
+    def timeouts(self) -> Any:
+        return self.variant.timeouts
 
 
 @dataclass
@@ -104,11 +112,13 @@ class Engine:
     recent: RecentInferences | None = None
     limiter: RateLimiter | None = None
     telemetry: InferenceTelemetry | None = None
+    finisher: Finisher = field(init=False)
     _default_functions: dict[str, FunctionConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.templates is None:
             self.templates = Templates(self.config)
+        self.finisher = Finisher(self.recorder, self.recent, self.telemetry)
 
     # -- shared steps ----------------------------------------------------------------------------------------
 
@@ -161,16 +171,13 @@ class Engine:
             stream=stream,
         )
 
-    def plan(
-        self, p: Prepared, tools: ToolParams | None, *, stream: bool
-    ) -> Iterator[tuple[VariantConfig, Model, float, ProviderRequest]]:
-        """routing.tries with each variant's provider request, rendered once whatever its retries: (variant,
-        model, backoff seconds to wait first, request)."""
+    def plan(self, p: Prepared, tools: ToolParams | None, *, stream: bool) -> Iterator[ChatStep]:
+        """routing.tries as steps, each variant's provider request rendered once whatever its retries."""
         rendered: dict[str, ProviderRequest] = {}
         for variant, model, backoff_s in tries(p.function, p.episode_id, p.request.variant_name, self.models):
             if variant.name not in rendered:
                 rendered[variant.name] = self.provider_request(p, variant, tools, stream=stream)
-            yield variant, model, backoff_s, rendered[variant.name]
+            yield ChatStep(variant, model, backoff_s, rendered[variant.name])
 
     def row(
         self,
@@ -222,19 +229,14 @@ class Engine:
             extra_headers=request.extra_headers,
         )
 
-    def remember(self, p: Prepared, variant_name: str) -> None:
-        """Let feedback target this inference at once, before its rows are committed."""
-        if self.recent is not None and not p.request.dryrun:
-            self.recent.add(
-                InferenceTarget(p.inference_id, p.function.name, p.function.type, variant_name, p.episode_id)
-            )
+    def target(self, p: Prepared, variant_name: str) -> InferenceTarget:
+        """What feedback may target at once, before the rows are committed."""
+        return InferenceTarget(p.inference_id, p.function.name, p.function.type, variant_name, p.episode_id)
 
-    def output_of(self, p: Prepared, content: Sequence[OutputBlock], tools: ToolParams | None) -> Any:
-        """The stored/returned output: chat blocks in TensorZero's shape, or json {raw, parsed}."""
-        if p.function.type == "json":
-            out = json_output(content, p.request.output_schema or p.function.output_schema)
-            return {"raw": out.raw, "parsed": out.parsed}
-        return [tool_call_json(b, tools) if isinstance(b, ToolCall) else block_to_json(b) for b in content]
+    def output(
+        self, p: Prepared, content: tuple[Any, ...], tools: ToolParams | None
+    ) -> tuple[tuple[ResultBlock, ...], JsonOutput | None]:
+        return typed_output(p.function.type, content, tools, p.request.output_schema or p.function.output_schema)
 
     # -- rate limiting (before any provider call) ---------------------------------------------------------------
 
@@ -254,70 +256,64 @@ class Engine:
         tools = self.tool_params(p)
         reservation = await self.admit(p)
         attempts: list[Attempt] = []
-        ctx = self.call_context(request)
         cache = Cache(self.database, request.cache) if self.database and request.cache.enabled != "off" else None
-        for variant, model, backoff_s, provider_request in self.plan(p, tools, stream=False):
-            if backoff_s:
-                await asyncio.sleep(backoff_s)
-            try:
-                response = await call_model(model, variant, provider_request, ctx, attempts, cache)
-            except ProviderError:
-                continue
-            last = attempts[-1]
-            settle(reservation, response.usage, response.cost)
-            output = self.output_of(p, response.content, tools)
-            if not request.dryrun:
-                self.remember(p, variant.name)
-            if not request.dryrun and self.recorder.enabled:  # no rows built for a gateway that records nothing
-                row = self.row(
-                    p,
-                    variant,
-                    provider_request,
-                    tools,
-                    output,
-                    response.usage,
-                    response.cost,
-                    response.finish_reason,
-                    cached=last.cached,
-                    original_response=response.raw_response,
-                )
-                await self.recorder.record(
-                    inference_records(row) + attempt_records(p.inference_id, p.function.type, p.function.name, attempts)
-                )
-            if self.telemetry is not None:  # telemetry: metrics and spans, once per inference
-                self.telemetry.finished(
-                    p, attempts, usage=response.usage, cost=response.cost, finish_reason=response.finish_reason,
-                    request=provider_request, output=output,
-                )  # fmt: skip
-            return InferenceResult(
-                inference_id=p.inference_id,
-                episode_id=p.episode_id,
-                function_name=p.function.name,
-                variant_name=variant.name,
-                content=output if p.function.type == "chat" else [],
-                output=JsonOutput(output["raw"], output["parsed"]) if p.function.type == "json" else None,
-                usage=response.usage,
-                cost=response.cost,
-                finish_reason=response.finish_reason,
-                model_name=model.name,
-                provider_name=last.provider_name,
-                cached=last.cached,
-                original_response=response.raw_response if request.include_original_response else None,
+
+        async def call(
+            step: ChatStep, provider: Provider, ctx: CallContext
+        ) -> tuple[ProviderResponse, bytes | None, bool]:
+            """The provider's answer (or the cache's), its cache key, and whether it came from the cache."""
+            key = cache_key(provider, step.request, ctx) if cache is not None else None
+            if cache is not None and key is not None and cache.options.read:
+                hit = await cache.get(key)
+                if hit is not None:
+                    return hit, key, True
+            return await provider.infer(step.request, ctx), key, False
+
+        try:
+            routed = await route(
+                self.plan(p, tools, stream=False), NON_STREAMING, call, self.call_context(request), attempts
             )
-        settle(reservation, Usage(0, 0), 0.0)
-        if not request.dryrun:
-            await self.recorder.record(attempt_records(p.inference_id, p.function.type, p.function.name, attempts))
-        if self.telemetry is not None:  # telemetry
-            self.telemetry.finished(p, attempts, error="all attempts failed")
-        raise AllAttemptsFailed(summarise(attempts))
+        except AllAttemptsFailed:
+            await self.finisher.finish(p.done(attempts, reservation, error="all attempts failed"))
+            raise
+        step, (response, key, cached) = routed.step, routed.value
+        attempts.append(Attempt.succeeded(routed.names, routed.started_ms, routed.t0, response, cached=cached))
+        if cache is not None and key is not None and not cached and cache.options.write:
+            await cache.put(key, step.model.name, routed.provider.name, response)
+        content, output = self.output(p, response.content, tools)
 
+        def rows() -> list[Record]:
+            return inference_records(
+                self.row(
+                    p, step.variant, step.request, tools, output_to_json(content, output), response.usage,
+                    response.cost, response.finish_reason, cached=cached, original_response=response.raw_response,
+                )
+            )  # fmt: skip
 
-def settle(reservation: Reservation | None, usage: Usage, cost: float | None) -> None:
-    """Correct a rate-limit reservation by what the call really used (an unknown figure keeps the estimate)."""
-    if reservation is not None:
-        known = usage.input_tokens is not None or usage.output_tokens is not None
-        tokens = (usage.input_tokens or 0) + (usage.output_tokens or 0) if known else None
-        reservation.settle(tokens=tokens, cost=cost)
+        await self.finisher.finish(
+            p.done(
+                attempts, reservation, usage=response.usage, cost=response.cost, finish_reason=response.finish_reason,
+                rows=rows, target=self.target(p, step.variant.name), request=step.request,
+                output=lambda: output_to_json(content, output),
+            )
+        )  # fmt: skip
+        return InferenceResult(
+            inference_id=p.inference_id,
+            episode_id=p.episode_id,
+            function_name=p.function.name,
+            function_type=p.function.type,
+            variant_name=step.variant.name,
+            model_name=step.model.name,
+            provider_name=routed.provider.name,
+            content=content,
+            output=output,
+            usage=response.usage,
+            cost=response.cost,
+            finish_reason=response.finish_reason,
+            cached=cached,
+            original_response=response.raw_response if request.include_original_response else None,
+            attempts=tuple(attempts),
+        )
 
 
 def token_estimate(p: Prepared) -> float | None:
@@ -341,17 +337,3 @@ def _redacted(header: dict[str, Any]) -> dict[str, Any]:
     if "value" in header and is_secret_header(header["name"], header["value"]):
         return {**header, "value": REDACTED}
     return header
-
-
-def json_output(content: Sequence[OutputBlock], schema: Mapping[str, Any] | None) -> JsonOutput:
-    """`raw` is the model's text; `parsed` is its JSON value, or None when invalid or off-schema."""
-    raw = "".join(b.text for b in content if isinstance(b, Text)) or None
-    if raw is None:
-        return JsonOutput(None, None)
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return JsonOutput(raw, None)
-    if schema and not conforms(parsed, schema):
-        return JsonOutput(raw, None)
-    return JsonOutput(raw, parsed)

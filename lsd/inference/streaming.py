@@ -1,9 +1,12 @@
-"""Streaming inference: start the first provider that answers, relay its deltas, record when the stream ends.
+"""Streaming inference: the engine's path with chunks. Start the first provider that answers, relay its deltas,
+finish when the stream ends.
 
-Errors before the first chunk are handled like non-streaming ones (other providers, retries, other variants,
-then an HTTP error). After the first chunk the stream is committed to that provider: a failure mid-stream
-becomes an error event. The rows are written once the stream ends — completed, failed, or abandoned by a
-client that disconnected (then the provider call is cancelled and what arrived so far is recorded).
+Errors before the first chunk are handled by the same fallback loop as a plain inference (other providers,
+retries, other variants, then an HTTP error): the call `route` makes opens the stream and waits for its first
+chunk under the TTFT timeout. After the first chunk the stream is committed to that provider: a failure
+mid-stream becomes an error event. The inference finishes (lsd.inference.finish) once the stream ends —
+completed, failed, or abandoned by a client that disconnected (then the provider call is cancelled and what
+arrived so far is recorded).
 """
 
 from __future__ import annotations
@@ -13,19 +16,20 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from lsd.config.model import VariantConfig
 from lsd.errors import AllAttemptsFailed, ProviderError, ProviderTimeout
 from lsd.immutable import immutable
-from lsd.inference.models import Model
-from lsd.inference.recording import Attempt, attempt_records, inference_records
+from lsd.inference.finish import Done
+from lsd.inference.recording import Attempt, inference_records, output_to_json
 from lsd.inference.request import InferenceRequest
-from lsd.inference.routing import OpenStream, open_stream, summarise
-from lsd.inference.run import Engine, Prepared, settle
-from lsd.inference.telemetry import InferenceTelemetry
+from lsd.inference.routing import STREAMING_TOTAL, STREAMING_TTFT, Routed, close_stream, elapsed_ms, route, timeout_of
+from lsd.inference.run import ChatStep, Engine, Prepared
 from lsd.inference.tools import ToolParams
+from lsd.providers.base import CallContext, Provider
 from lsd.ratelimit.limiter import Reservation
 from lsd.records import Record
-from lsd.types import OutputBlock, ProviderRequest, StreamChunk, Text, Thought, ToolCall, Usage
+from lsd.types import OutputBlock, StreamChunk, Text, Thought, ToolCall, Usage
+
+Opened = tuple[StreamChunk | None, AsyncIterator[StreamChunk]]
 
 
 @immutable
@@ -101,82 +105,75 @@ class InferenceStream:
         self,
         engine: Engine,
         prepared: Prepared,
-        variant: VariantConfig,
-        model: Model,
-        provider_request: ProviderRequest,
+        routed: Routed[ChatStep, Opened],
         tools: ToolParams | None,
-        opened: OpenStream,
         attempts: list[Attempt],
         reservation: Reservation | None = None,
     ) -> None:
         self.engine = engine
         self.prepared = prepared
-        self.variant = variant
-        self.model = model
-        self.provider_request = provider_request
+        self.step = routed.step
+        self.provider = routed.provider
+        self.routed = routed
         self.tools = tools
-        self.opened = opened
         self.attempts = attempts
         self.reservation = reservation
+        self.ttft_ms = elapsed_ms(routed.t0)
+        total_ms = timeout_of(self.step.model, self.provider, self.step.variant.timeouts, STREAMING_TOTAL)
+        self.total_deadline = routed.t0 + total_ms / 1000 if total_ms else None
         self.inference_id = prepared.inference_id
         self.episode_id = prepared.episode_id
-        self.variant_name = variant.name
+        self.variant_name = self.step.variant.name
+        self.model_name = self.step.model.name
         self.function_type = prepared.function.type
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         aggregate = _Aggregate()
         error: ProviderError | None = None
-        opened = self.opened
+        first, rest = self.routed.value
         try:
-            chunk = opened.first
+            chunk = first
             while chunk is not None:
                 aggregate.add(chunk)
                 if chunk.content:
                     yield StreamEvent(content=chunk.content)
-                chunk = await self._next(opened)
+                chunk = await self._next(rest)
         except ProviderError as exc:
             error = exc
         except (asyncio.CancelledError, GeneratorExit):
             error = ProviderError(
                 "client disconnected mid-stream",
-                provider=opened.provider.name,
+                provider=self.provider.name,
                 kind="client_disconnected",
                 retryable=False,
             )
             raise
         finally:
-            # Queued, never awaited: this also runs while the request is being cancelled. The provider's
+            # Finished without waiting: this also runs while the request is being cancelled. The provider's
             # generator is closed by the event loop's async-generator finaliser, which ends its HTTP call.
-            settle(self.reservation, aggregate.usage, aggregate.cost)
-            attempt = self._attempt(aggregate, error)
-            if not self.prepared.request.dryrun:
-                self.engine.remember(self.prepared, self.variant.name)
-                if self.engine.recorder.enabled:
-                    self.engine.recorder.submit(self.records(aggregate, attempt))
-            if self.engine.telemetry is not None:  # telemetry: metrics and spans, once per inference
-                self._telemetry(self.engine.telemetry, aggregate, attempt)
+            self.engine.finisher.finish_now(self._done(aggregate, error))
         if error is not None:
             yield StreamEvent(error=error.message)
         yield StreamEvent(usage=aggregate.usage, finish_reason=aggregate.finish_reason)
 
-    async def _next(self, opened: OpenStream) -> StreamChunk | None:
-        remaining = None if opened.total_deadline is None else opened.total_deadline - time.perf_counter()
+    async def _next(self, rest: AsyncIterator[StreamChunk]) -> StreamChunk | None:
+        remaining = None if self.total_deadline is None else self.total_deadline - time.perf_counter()
         try:
             async with asyncio.timeout(remaining):
-                return await anext(opened.rest)
+                return await anext(rest)
         except StopAsyncIteration:
             return None
         except TimeoutError:
             raise ProviderTimeout(
-                "stream exceeded its total time limit", provider=opened.provider.name, kind="timeout"
+                "stream exceeded its total time limit", provider=self.provider.name, kind="timeout"
             ) from None
 
     def _attempt(self, aggregate: _Aggregate, error: ProviderError | None) -> Attempt:
-        opened = self.opened
-        elapsed = time.perf_counter() - opened.t0
+        routed = self.routed
+        elapsed = time.perf_counter() - routed.t0
         return Attempt(
-            *opened.names,
-            started_ms=opened.started_ms,
+            *routed.names,
+            started_ms=routed.started_ms,
             latency_ms=int(elapsed * 1000),
             usage=aggregate.usage,
             cost=aggregate.cost,
@@ -186,46 +183,53 @@ class InferenceStream:
             request_headers=aggregate.request_headers,
             api_key_sha256=aggregate.api_key_sha256,
             error=error,
-            ttft_ms=opened.ttft_ms,
+            ttft_ms=self.ttft_ms,
             streamed=True,
-            t0=opened.t0,
+            t0=routed.t0,
             elapsed_s=elapsed,
         )
 
-    def _telemetry(self, telemetry: InferenceTelemetry, aggregate: _Aggregate, attempt: Attempt) -> None:
-        opened, p = self.opened, self.prepared
-        telemetry.finished(
-            p,
+    def _done(self, aggregate: _Aggregate, error: ProviderError | None) -> Done:
+        attempt = self._attempt(aggregate, error)
+        p, step, engine = self.prepared, self.step, self.engine
+
+        def output() -> object:
+            return output_to_json(*engine.output(p, aggregate.blocks(), self.tools))
+
+        def rows() -> list[Record]:
+            row = engine.row(
+                p, step.variant, step.request, self.tools, output(), aggregate.usage, aggregate.cost,
+                aggregate.finish_reason, ttft_ms=self.ttft_ms,
+            )  # fmt: skip
+            return inference_records(row)
+
+        return p.done(
             [*self.attempts, attempt],
-            stream=True,
+            self.reservation,
             usage=aggregate.usage,
             cost=aggregate.cost,
             finish_reason=aggregate.finish_reason,
-            error=_error_text(attempt),
-            ttft_s=opened.t0 - p.started + opened.ttft_ms / 1000,
-            request=self.provider_request,
-            output=self.engine.output_of(p, aggregate.blocks(), self.tools) if telemetry.include_content else None,
+            error=f"{error.kind}: {error.message}" if error is not None else None,
+            stream=True,
+            ttft_s=self.routed.t0 - p.started + self.ttft_ms / 1000,
+            rows=rows,
+            target=engine.target(p, step.variant.name),
+            request=step.request,
+            output=output,
         )
 
-    def records(self, aggregate: _Aggregate, attempt: Attempt) -> list[Record]:
-        opened = self.opened
-        content = aggregate.blocks()
-        output = self.engine.output_of(self.prepared, content, self.tools)
-        row = self.engine.row(
-            self.prepared,
-            self.variant,
-            self.provider_request,
-            self.tools,
-            output,
-            aggregate.usage,
-            aggregate.cost,
-            aggregate.finish_reason,
-            ttft_ms=opened.ttft_ms,
-        )
-        p = self.prepared
-        return inference_records(row) + attempt_records(
-            p.inference_id, p.function.type, p.function.name, [*self.attempts, attempt]
-        )
+
+async def _open(step: ChatStep, provider: Provider, ctx: CallContext) -> Opened:
+    """The call `route` makes for a stream: start it and wait for its first chunk (None: it ended empty)."""
+    iterator = aiter(provider.stream(step.request, ctx))
+    try:
+        first: StreamChunk | None = await anext(iterator)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await close_stream(iterator)
+        raise
+    return first, iterator
 
 
 async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceStream:
@@ -234,22 +238,11 @@ async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceSt
     tools = engine.tool_params(p)
     reservation = await engine.admit(p)
     attempts: list[Attempt] = []
-    ctx = engine.call_context(request)
-    for variant, model, backoff_s, provider_request in engine.plan(p, tools, stream=True):
-        if backoff_s:
-            await asyncio.sleep(backoff_s)
-        try:
-            opened = await open_stream(model, variant, provider_request, ctx, attempts)
-        except ProviderError:
-            continue
-        return InferenceStream(engine, p, variant, model, provider_request, tools, opened, attempts, reservation)
-    settle(reservation, Usage(0, 0), 0.0)
-    if not request.dryrun:
-        engine.recorder.submit(attempt_records(p.inference_id, p.function.type, p.function.name, attempts))
-    if engine.telemetry is not None:  # telemetry
-        engine.telemetry.finished(p, attempts, stream=True, error="all attempts failed")
-    raise AllAttemptsFailed(summarise(attempts))
-
-
-def _error_text(attempt: Attempt) -> str | None:
-    return f"{attempt.error.kind}: {attempt.error.message}" if attempt.error is not None else None
+    try:
+        routed = await route(
+            engine.plan(p, tools, stream=True), STREAMING_TTFT, _open, engine.call_context(request), attempts
+        )
+    except AllAttemptsFailed:
+        engine.finisher.finish_now(p.done(attempts, reservation, stream=True, error="all attempts failed"))
+        raise
+    return InferenceStream(engine, p, routed, tools, attempts, reservation)

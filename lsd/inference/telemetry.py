@@ -8,7 +8,6 @@ are created after the fact with the attempts' own timings, and only when OTLP ex
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -16,12 +15,12 @@ import orjson
 from lsd.inference.recording import Attempt, messages_to_json
 from lsd.telemetry.metrics import Metrics
 from lsd.telemetry.tracing import Clock, Tracing
-from lsd.types import ProviderRequest, Usage
+from lsd.types import Usage
 
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
 
-    from lsd.inference.run import Prepared
+    from lsd.inference.finish import Done
 
 _PARAMS = ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty")
 
@@ -34,49 +33,45 @@ class InferenceTelemetry:
         self.tracing = tracing
         self.include_content = tracing.include_content if tracing is not None else False
 
-    def finished(
-        self,
-        p: Prepared,
-        attempts: Sequence[Attempt],
-        *,
-        stream: bool = False,
-        usage: Usage | None = None,
-        cost: float | None = None,
-        finish_reason: str | None = None,
-        error: str | None = None,
-        ttft_s: float | None = None,
-        request: ProviderRequest | None = None,
-        output: Any = None,
-    ) -> None:
+    def finished(self, done: Done) -> None:
         end = time.perf_counter()
-        seconds = end - p.started
-        function = p.function.name
+        seconds = end - done.started
+        attempts = done.attempts
         last = attempts[-1] if attempts else None
         variant = last.variant_name if last is not None else ""
-        model = last.model_name if last is not None else ""
+        model = last.model_name if last is not None else done.model_name or ""
         provider = last.provider_name if last is not None else ""
         metrics = self.metrics
         if metrics is not None:
             provider_s = 0.0
             for a in attempts:
                 provider_s += a.elapsed_s
+            usage = done.usage
             metrics.observe_inference(
-                (function, variant, model, provider, "error" if error else "ok", "true" if stream else "false"),
+                (
+                    done.function_name,
+                    variant,
+                    model,
+                    provider,
+                    "error" if done.error else "ok",
+                    "true" if done.stream else "false",
+                ),
                 seconds,
                 max(0.0, seconds - provider_s),
-                ttft_s,
+                done.ttft_s,
                 usage.input_tokens if usage is not None else None,
                 usage.output_tokens if usage is not None else None,
-                cost,
+                done.cost,
             )
-            self._attempt_metrics(p, attempts, metrics)
+            self._attempt_metrics(done, metrics)
         if self.tracing is not None and self.tracing.is_open:
-            self._spans(self.tracing, p, attempts, end, stream, usage, cost, finish_reason, error, request, output)
+            self._spans(self.tracing, done, end)
 
-    def _attempt_metrics(self, p: Prepared, attempts: Sequence[Attempt], metrics: Metrics) -> None:
-        reading = p.request.cache.read
+    def _attempt_metrics(self, done: Done, metrics: Metrics) -> None:
+        reading = done.cache_read
+        function = done.function_name
         previous: Attempt | None = None
-        for a in attempts:
+        for a in done.attempts:
             if a.cached:
                 metrics.observe_cache(True)
             else:
@@ -87,38 +82,29 @@ class InferenceTelemetry:
                 )
             if previous is not None:
                 if previous.variant_name != a.variant_name:
-                    metrics.observe_fallback(p.function.name, "variant")
+                    metrics.observe_fallback(function, "variant")
                 elif previous.model_name == a.model_name and previous.provider_name != a.provider_name:
-                    metrics.observe_fallback(p.function.name, "provider")
+                    metrics.observe_fallback(function, "provider")
                 else:
-                    metrics.observe_retry(p.function.name, a.variant_name)
+                    metrics.observe_retry(function, a.variant_name)
             previous = a
 
-    def _spans(
-        self,
-        tracing: Tracing,
-        p: Prepared,
-        attempts: Sequence[Attempt],
-        end: float,
-        stream: bool,
-        usage: Usage | None,
-        cost: float | None,
-        finish_reason: str | None,
-        error: str | None,
-        request: ProviderRequest | None,
-        output: Any,
-    ) -> None:
+    def _spans(self, tracing: Tracing, done: Done, end: float) -> None:
+        attempts, usage, request = done.attempts, done.usage, done.request
         clock = Clock()
         last = attempts[-1] if attempts else None
+        embedding = done.kind == "embedding"
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "lsd.inference_id": str(p.inference_id),
-            "lsd.episode_id": str(p.episode_id),
-            "lsd.function_name": p.function.name,
-            "lsd.function_type": p.function.type,
-            "lsd.stream": stream,
+            "gen_ai.operation.name": "embeddings" if embedding else "chat",
+            "lsd.inference_id": str(done.inference_id),
         }
-        if p.request.dryrun:
+        if done.episode_id is not None:
+            attributes["lsd.episode_id"] = str(done.episode_id)
+        if not embedding:
+            attributes["lsd.function_name"] = done.function_name
+            attributes["lsd.function_type"] = done.kind
+            attributes["lsd.stream"] = done.stream
+        if done.dryrun:
             attributes["lsd.dryrun"] = True
         if last is not None:
             attributes["lsd.variant_name"] = last.variant_name
@@ -126,9 +112,9 @@ class InferenceTelemetry:
             attributes["lsd.model_provider_name"] = last.provider_name
             attributes["gen_ai.request.model"] = last.model_name
             attributes["gen_ai.system"] = last.provider_type
-        _usage_attributes(attributes, usage, finish_reason)
-        if cost is not None:
-            attributes["lsd.cost"] = cost
+        _usage_attributes(attributes, usage, done.finish_reason)
+        if done.cost is not None:
+            attributes["lsd.cost"] = done.cost
         if request is not None:
             params = request.params
             for name in _PARAMS:
@@ -139,20 +125,26 @@ class InferenceTelemetry:
                 if request.system is not None:
                     attributes["gen_ai.system_instructions"] = _json(request.system)
                 attributes["gen_ai.input.messages"] = _json(messages_to_json(request.messages))
-        if self.include_content and output is not None:
-            attributes["gen_ai.output.messages"] = _json(output)
+        if self.include_content and done.output is not None:
+            attributes["gen_ai.output.messages"] = _json(done.output())
         root = tracing.record_span(
-            "function_inference", tracing.parent(), clock.ns(p.started), clock.ns(end), attributes, error=error
+            "embedding_inference" if embedding else "function_inference",
+            tracing.parent(),
+            clock.ns(done.started),
+            clock.ns(end),
+            attributes,
+            error=done.error,
         )
         if root is not None:
-            _attempt_spans(tracing, clock, root, p, attempts)
+            _attempt_spans(tracing, clock, root, done)
 
 
-def _attempt_spans(tracing: Tracing, clock: Clock, root: SpanContext, p: Prepared, attempts: Sequence[Attempt]) -> None:
+def _attempt_spans(tracing: Tracing, clock: Clock, root: SpanContext, done: Done) -> None:
     """variant_inference spans (one per run of attempts on a variant), model_inference spans (one per try of the
     variant's model: a provider already tried starts the next try) and a model_provider_inference per attempt."""
     variants: list[list[list[Attempt]]] = []
-    for a in attempts:
+    operation = "embeddings" if done.kind == "embedding" else "chat"
+    for a in done.attempts:
         if not variants or variants[-1][-1][-1].variant_name != a.variant_name:
             variants.append([[a]])
         elif any(b.provider_name == a.provider_name for b in variants[-1][-1]):
@@ -166,7 +158,7 @@ def _attempt_spans(tracing: Tracing, clock: Clock, root: SpanContext, p: Prepare
             root,
             clock.ns(first.t0),
             clock.ns(final.t0 + final.elapsed_s),
-            {"lsd.function_name": p.function.name, "lsd.variant_name": first.variant_name},
+            {"lsd.function_name": done.function_name, "lsd.variant_name": first.variant_name},
             error=_error(final),
         )
         for group in tries:
@@ -181,7 +173,7 @@ def _attempt_spans(tracing: Tracing, clock: Clock, root: SpanContext, p: Prepare
             )
             for a in group:
                 attributes: dict[str, Any] = {
-                    "gen_ai.operation.name": "chat",
+                    "gen_ai.operation.name": operation,
                     "gen_ai.system": a.provider_type,
                     "gen_ai.request.model": a.model_name,
                     "lsd.model_name": a.model_name,

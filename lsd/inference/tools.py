@@ -1,17 +1,14 @@
-"""Tools for one inference: the function's tools, narrowed or extended by the request; tool calls checked."""
+"""Tools for one inference: the function's tools, narrowed or extended by the request (checked: result.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from lsd.config.model import Config, FunctionConfig
 from lsd.errors import InvalidRequest
 from lsd.immutable import immutable
-from lsd.inference.schemas import conforms
-from lsd.types import ToolCall, ToolSpec
+from lsd.types import ToolSpec
 
 
 @immutable
@@ -57,24 +54,3 @@ def resolve_tools(
         raise InvalidRequest(f"tool_choice: unknown tool {choice.get('specific')!r}", field="tool_choice")
     parallel = parallel_tool_calls if parallel_tool_calls is not None else function.parallel_tool_calls
     return ToolParams(tuple(specs), choice, parallel)
-
-
-def tool_call_json(block: ToolCall, tools: ToolParams | None) -> dict[str, Any]:
-    """TensorZero's output shape: `name`/`arguments` are null when the call names no offered tool or its
-    arguments are not valid JSON matching the tool's parameters; `raw_name`/`raw_arguments` are as produced."""
-    spec = next((t for t in tools.tools if t.name == block.name), None) if tools else None
-    arguments: Any = None
-    try:
-        parsed = orjson.loads(block.arguments) if block.arguments else {}
-    except orjson.JSONDecodeError:
-        parsed = None
-    if spec is not None and isinstance(parsed, dict) and conforms(parsed, spec.parameters):
-        arguments = parsed
-    return {
-        "type": "tool_call",
-        "id": block.id,
-        "name": block.name if spec is not None else None,
-        "arguments": arguments,
-        "raw_name": block.name,
-        "raw_arguments": block.arguments,
-    }

@@ -1,0 +1,206 @@
+"""TensorZero's wire format: every response and error body of LSD's native API, built from the engine's typed
+results (lsd.inference.result) and the services' value objects. The only module that knows these shapes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from lsd.errors import AllAttemptsFailed, LsdError, RateLimited
+from lsd.inference.batch import BatchSubmitted, BatchView
+from lsd.inference.listing import InferencePage
+from lsd.inference.recording import block_to_json
+from lsd.inference.result import InferenceResult
+from lsd.inference.streaming import InferenceStream, StreamEvent
+from lsd.store.batch import StoredResult
+from lsd.store.queries import StoredRow
+from lsd.types import OutputBlock, Text, Thought, ToolCall, Usage
+
+# -- inference -------------------------------------------------------------------------------------------------
+
+
+def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
+    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "cost": cost}
+
+
+def inference_json(result: InferenceResult) -> dict[str, Any]:
+    """A non-streamed `/inference` answer."""
+    body: dict[str, Any] = {
+        "inference_id": str(result.inference_id),
+        "episode_id": str(result.episode_id),
+        "variant_name": result.variant_name,
+    }
+    if result.output is not None:
+        body["output"] = {"raw": result.output.raw, "parsed": result.output.parsed}
+    else:
+        body["content"] = [block_to_json(b) for b in result.content]
+    body["usage"] = usage_json(result.usage, result.cost)
+    if result.finish_reason is not None:
+        body["finish_reason"] = result.finish_reason
+    if result.original_response is not None:
+        body["original_response"] = result.original_response
+    return body
+
+
+def delta_json(block: OutputBlock) -> dict[str, Any]:
+    """A streamed content delta in TensorZero's chunk shape."""
+    if isinstance(block, Text):
+        return {"type": "text", "id": "0", "text": block.text}
+    if isinstance(block, ToolCall):
+        return {"type": "tool_call", "id": block.id, "raw_name": block.name, "raw_arguments": block.arguments}
+    if isinstance(block, Thought):
+        return {"type": "thought", "id": "0", "text": block.text or "", "signature": block.signature}
+    return {**block_to_json(block), "id": "0"}
+
+
+def chunk_json(stream: InferenceStream, event: StreamEvent) -> dict[str, Any]:
+    """One streamed `/inference` chunk (or its error event)."""
+    if event.error is not None:
+        return {"error": event.error}
+    chunk: dict[str, Any] = {
+        "inference_id": str(stream.inference_id),
+        "episode_id": str(stream.episode_id),
+        "variant_name": stream.variant_name,
+    }
+    if stream.function_type == "json":
+        chunk["raw"] = "".join(b.text for b in event.content if isinstance(b, Text))
+    else:
+        chunk["content"] = [delta_json(b) for b in event.content]
+    if event.usage is not None:
+        chunk["usage"] = usage_json(event.usage, None)
+    if event.finish_reason is not None:
+        chunk["finish_reason"] = event.finish_reason
+    return chunk
+
+
+# -- feedback --------------------------------------------------------------------------------------------------
+
+
+def feedback_json(feedback_id: UUID) -> dict[str, Any]:
+    return {"feedback_id": str(feedback_id)}
+
+
+# -- batch inference -------------------------------------------------------------------------------------------
+
+
+def submission_json(submitted: BatchSubmitted) -> dict[str, Any]:
+    return {
+        "batch_id": str(submitted.batch_id),
+        "inference_ids": [str(i) for i in submitted.inference_ids],
+        "episode_ids": [str(i) for i in submitted.episode_ids],
+    }
+
+
+def stored_result_json(result: StoredResult) -> dict[str, Any]:
+    """A recorded batch inference in the shape of a non-streaming `/inference` response."""
+    body: dict[str, Any] = {
+        "inference_id": str(result.inference_id),
+        "episode_id": str(result.episode_id),
+        "variant_name": result.variant_name,
+    }
+    body["output" if result.function_type == "json" else "content"] = result.output
+    body["usage"] = {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens, "cost": result.cost}
+    if result.finish_reason is not None:
+        body["finish_reason"] = result.finish_reason
+    return body
+
+
+def batch_view_json(view: BatchView) -> dict[str, Any]:
+    """TensorZero's shape ({status} while pending; {status, batch_id, inferences} after), plus LSD's `errors`
+    (batch-level messages and each failed input) and `provider_status`."""
+    if view.status == "pending":
+        return {"status": "pending", "batch_id": str(view.batch_id), "provider_status": view.provider_status}
+    return {
+        "status": view.status,
+        "batch_id": str(view.batch_id),
+        "inferences": [stored_result_json(i) for i in view.inferences],
+        "errors": list(view.errors),
+        "provider_status": view.provider_status,
+    }
+
+
+# -- stored inferences (list_inferences, get_inferences) ------------------------------------------------------
+
+
+def rfc3339(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _attempt_json(a: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in a.items() if k not in ("created_at", "cost")}
+    out["id"] = str(a["id"])
+    out["inference_id"] = str(a["inference_id"])
+    out["timestamp"] = rfc3339(a["created_at"])
+    out["cost"] = float(a["cost"]) if a["cost"] is not None else None
+    return out
+
+
+def stored_inference_json(row: StoredRow, *, include_model_inferences: bool = False) -> dict[str, Any]:
+    """One row as TensorZero's StoredInference (plus `model_inferences` when asked for)."""
+    out: dict[str, Any] = {
+        "type": row.kind,
+        "function_name": row.function_name,
+        "variant_name": row.variant_name,
+        "input": row.input,
+        "output": row.output,
+        "dispreferred_outputs": [row.dispreferred_output] if row.dispreferred_output is not None else [],
+        "timestamp": rfc3339(row.created_at),
+        "episode_id": str(row.episode_id),
+        "inference_id": str(row.id),
+        "tags": row.tags,
+        "extra_body": row.extra_body or [],
+        "inference_params": row.inference_params,
+        "processing_time_ms": row.processing_time_ms,
+        "ttft_ms": row.ttft_ms,
+    }
+    if row.kind == "chat":
+        tools = row.tool_params if isinstance(row.tool_params, dict) else {}
+        for key in ("additional_tools", "allowed_tools", "tool_choice", "parallel_tool_calls"):
+            out[key] = tools.get(key)
+        out["provider_tools"] = tools.get("provider_tools") or []
+    else:
+        out["output_schema"] = row.output_schema
+    if include_model_inferences:
+        out["model_inferences"] = [_attempt_json(a) for a in row.model_inferences]
+    return out
+
+
+def page_json(page: InferencePage) -> dict[str, Any]:
+    """`{"inferences": [...], "next_cursor": ...}` (list_inferences) or `{"inferences": [...]}` (get_inferences)."""
+    body: dict[str, Any] = {
+        "inferences": [
+            stored_inference_json(r, include_model_inferences=page.include_model_inferences) for r in page.rows
+        ]
+    }
+    if page.paged:
+        body["next_cursor"] = page.next_cursor
+    return body
+
+
+# -- errors ----------------------------------------------------------------------------------------------------
+
+
+def error_body(exc: LsdError) -> bytes:
+    """`{"error": message, "error_code": code, "field"?, ...}`."""
+    body: dict[str, object] = {"error": exc.message, "error_code": exc.error_code}
+    if exc.field:
+        body["field"] = exc.field
+    if isinstance(exc, RateLimited):
+        body["rule"] = exc.rule
+        body["retry_after_s"] = exc.retry_after_s
+    if isinstance(exc, AllAttemptsFailed):
+        body["attempts"] = [
+            {
+                "variant": f.variant,
+                "model": f.model,
+                "provider": f.provider,
+                "kind": f.kind,
+                "error": f.message,
+            }
+            for f in exc.failures
+        ]
+    return orjson.dumps(body)
