@@ -174,6 +174,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @dataclass
 class Fakes:
+    """The fake servers the suite runs, by the name a Harness gives in `fake`."""
+
     servers: dict[str, Any] = field(default_factory=dict)
 
     def url(self, harness: Harness) -> str:
