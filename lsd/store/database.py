@@ -237,7 +237,8 @@ class Database:
                 raise
             if self.metrics is not None:
                 self.metrics.observe_database_unavailable(purpose)
-            reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = scrub(first, url) if first else f"no answer within {deadline_s or timeout:g}s"
             log.warning(
                 "PostgreSQL unavailable for %s after %.2fs (%s): %s",
                 purpose,
