@@ -1,7 +1,8 @@
 """`lsd spool status|replay`: what the observability spool holds, and replaying it now into LSD_DATABASE_URL.
 
 The spool folder is `--dir`, else the `gateway.observability.spool_dir` of the config file (`--config`, default
-LSD_CONFIG or config/lsd.toml), else `.lsd/spool` when there is no config file. `replay` goes through the same
+LSD_CONFIG or config/lsd.toml), else `.lsd/spool` when there is no config file. With `--dir` and no `--config` no
+config file is read (replay then uses the default database settings). `replay` goes through the same
 writer a gateway uses (lsd.store.writer): the same idempotent COPY, the same checks of the database each file names,
 the same handling of rejected rows; files a running gateway holds are left to it.
 """
@@ -52,7 +53,7 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = _config(args.config)
+    config = _config(args.config) if args.config is not None or args.dir is None else None
     observability = config.gateway.observability if config else ObservabilityConfig(spool_dir=_default_dir())
     directory = (args.dir or observability.spool_dir).absolute()
     if args.spool_command == "status":
