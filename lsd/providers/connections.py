@@ -323,7 +323,7 @@ class ProxyAnswer(asyncio.Protocol):
         if not version.startswith("HTTP/1.") or not code.isdigit():
             self.head.set_exception(ProxyRefused(f"the proxy answered CONNECT with {line[:100]!r}"))
         else:
-            self.head.set_result((int(code), reason.strip()))
+            self.head.set_result((int(code), reason.strip()[:100]))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.head.done():

@@ -66,10 +66,10 @@ ProxyChoice = Proxy | Literal["direct"] | None
 environment's HTTPS_PROXY/HTTP_PROXY and NO_PROXY decide)."""
 
 
-def proxy_option(options: Table, key: str = "proxy") -> ProxyChoice:
+def proxy_option(options: Table) -> ProxyChoice:
     """A provider's `proxy` key: absent → None (the environment decides), "none" or "" → "direct", else a proxy
     URL (errors reported on the table, with the password masked)."""
-    raw = options.str(key, None, env=True)
+    raw = options.str("proxy", None, env=True)
     if not isinstance(raw, str):
         return None
     if raw.strip().lower() in ("", "none"):
@@ -77,7 +77,7 @@ def proxy_option(options: Table, key: str = "proxy") -> ProxyChoice:
     try:
         return Proxy.parse(raw)
     except ValueError as exc:
-        options.error(key, str(exc))
+        options.error("proxy", str(exc))
         return None
 
 

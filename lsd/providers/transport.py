@@ -12,7 +12,7 @@ import ssl
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 
-from lsd.errors import ProviderError, ProviderTimeout
+from lsd.errors import ConfigError, ProviderError, ProviderTimeout
 from lsd.immutable import immutable
 from lsd.providers.connections import (
     Connection,
@@ -62,9 +62,12 @@ class Transport:
         self._env_routes: dict[PoolKey, Proxy | None] = {}
 
     async def open(self) -> None:
-        """Read the proxy variables (ValueError, naming the variable, for a proxy URL that cannot be used) and
+        """Read the proxy variables (ConfigError, naming the variable, for a proxy URL that cannot be used) and
         start the pool."""
-        self._env_proxies = EnvironmentProxies.read(os.environ if self._environ is None else self._environ)
+        try:
+            self._env_proxies = EnvironmentProxies.read(os.environ if self._environ is None else self._environ)
+        except ValueError as exc:
+            raise ConfigError([str(exc)]) from None
         self._env_routes = {}
         self._pool = Pool(self._limit_per_host, self._ssl_context, self._connect_timeout_s)
 

@@ -15,7 +15,7 @@ import trustme
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import ErrorSink, Table
-from lsd.errors import ProviderError
+from lsd.errors import ConfigError, ProviderError
 from lsd.providers.base import CallContext
 from lsd.providers.openai import OpenAIProvider
 from lsd.providers.proxies import EnvironmentProxies, NoProxy, Proxy, ProxyChoice, proxy_option
@@ -234,7 +234,7 @@ async def test_a_proxy_that_never_answers_fails_within_the_connect_timeout(
 
 async def test_an_unusable_proxy_variable_fails_open_naming_it() -> None:
     t = Transport(environ={"https_proxy": f"socks5://me:{PASSWORD}@proxy:1080"})
-    with pytest.raises(ValueError, match="https_proxy: unsupported proxy scheme 'socks5'") as caught:
+    with pytest.raises(ConfigError, match="https_proxy: unsupported proxy scheme 'socks5'") as caught:
         await t.open()
     assert PASSWORD not in str(caught.value)
 
