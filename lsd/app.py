@@ -68,18 +68,7 @@ def build_app(config: Config, database_url: str | DatabaseUrls, *, models: Model
             # collector runs several times per request. 20,000 cut the CPU per request by ~8% (bench/README.md).
             gc.set_threshold(GC_GEN0_THRESHOLD, 10, 10)
             try:
-                yield AppState(
-                    config=config,
-                    engine=rt.engine,
-                    batches=rt.batches,
-                    embedder=rt.embedder,
-                    feedback=rt.feedback,
-                    database=rt.database,
-                    writer=rt.writer,
-                    auth=rt.auth,
-                    limiter=rt.limiter,
-                    metrics=rt.metrics,
-                )
+                yield AppState(services=rt)
             finally:
                 # Requests have drained; jobs stop before open_runtime flushes the writer and closes the pool.
                 await jobs.close()

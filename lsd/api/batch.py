@@ -14,19 +14,19 @@ from lsd.inference.request import parse_uuid
 
 async def start_batch(request: Request[AppState]) -> Response:
     state = request.state
-    body = await read_json(request, state["config"].gateway.max_body_bytes)
-    submitted = await state["batches"].submit(parse_batch_request(body))
+    body = await read_json(request, state["services"].config.gateway.max_body_bytes)
+    submitted = await state["services"].batches.submit(parse_batch_request(body))
     return Response(json_response_bytes(submission_json(submitted)), media_type="application/json")
 
 
 async def batch_status(request: Request[AppState]) -> Response:
     batch_id = parse_uuid(request.path_params["batch_id"], "batch_id")
-    view = await request.state["batches"].status(batch_id)
+    view = await request.state["services"].batches.status(batch_id)
     return Response(json_response_bytes(batch_view_json(view)), media_type="application/json")
 
 
 async def batch_inference_status(request: Request[AppState]) -> Response:
     batch_id = parse_uuid(request.path_params["batch_id"], "batch_id")
     inference_id = parse_uuid(request.path_params["inference_id"], "inference_id")
-    view = await request.state["batches"].inference_status(batch_id, inference_id)
+    view = await request.state["services"].batches.inference_status(batch_id, inference_id)
     return Response(json_response_bytes(batch_view_json(view)), media_type="application/json")

@@ -40,7 +40,7 @@ async def receive_json(scope: Scope, receive: Receive, max_bytes: int) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"body: malformed JSON: {exc}", field="body") from None
-    max_depth: int = scope["state"]["config"].gateway.max_json_depth
+    max_depth: int = scope["state"]["services"].config.gateway.max_json_depth
     # Arrays and objects cannot nest deeper than there are brackets: most bodies need no walk at all.
     if raw.count(b"[") + raw.count(b"{") > max_depth and too_deep(value, max_depth):
         raise InvalidRequest(f"body: JSON nested deeper than gateway.max_json_depth ({max_depth})", field="body")

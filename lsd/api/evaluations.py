@@ -14,7 +14,7 @@ from lsd.inference.request import parse_uuid
 
 
 def _service(state: AppState) -> EvaluationService:
-    return EvaluationService(database=state["database"], recorder=state["writer"])
+    return EvaluationService(database=state["services"].database, recorder=state["services"].writer)
 
 
 def _json(value: Any) -> Response:
@@ -23,7 +23,7 @@ def _json(value: Any) -> Response:
 
 async def human_feedback(request: Request[AppState]) -> Response:
     state = request.state
-    body = await read_json(request, state["config"].gateway.max_body_bytes)
+    body = await read_json(request, state["services"].config.gateway.max_body_bytes)
     feedback_id = await _service(state).human_feedback(parse_human_feedback(body))
     return _json({"feedback_id": str(feedback_id)})
 

@@ -16,7 +16,7 @@ from lsd.feedback import parse_feedback_request
 
 async def feedback(request: Request[AppState]) -> Response:
     state = request.state
-    body = await read_json(request, state["config"].gateway.max_body_bytes)
+    body = await read_json(request, state["services"].config.gateway.max_body_bytes)
     parsed = dataclasses.replace(parse_feedback_request(body), api_key_public_id=request.scope.get(KEY_SCOPE))
-    feedback_id = await state["feedback"].submit(parsed)
+    feedback_id = await state["services"].feedback.submit(parsed)
     return Response(json_response_bytes(feedback_json(feedback_id)), media_type="application/json")

@@ -27,7 +27,7 @@ class Guard:
         if self.gateway.trusted_proxies:
             self._forwarded(scope)
         self._check_headers(scope)
-        auth = scope["state"]["auth"]
+        auth = scope["state"]["services"].auth
         if needs_key(auth, scope["path"]):
             await authenticate(auth, scope)
 

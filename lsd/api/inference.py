@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from lsd.api.access_log import log_fields, scope_fields
+from lsd.api.access_log import scope_fields
 from lsd.api.auth import identify
-from lsd.api.body import json_response_bytes, read_json, receive_json
+from lsd.api.body import json_response_bytes, receive_json
 from lsd.api.errors import error_response
 from lsd.api.sse import EventStreamResponse, event_stream
 from lsd.api.state import AppState
@@ -27,17 +26,8 @@ async def sse_events(stream: InferenceStream) -> AsyncIterator[tuple[dict[str, A
         yield chunk_json(stream, event), event.trailing
 
 
-async def respond(state: AppState, body: Any, fields: dict[str, Any], scope: Scope) -> Response:
-    """Run one /inference body; `fields` (the access-log line) gets the ids and names; `scope` has the caller's
-    key and `lsd-tag-*` headers."""
-    parsed = identify(scope, parse_inference_request(body))
-    if parsed.stream:
-        return await stream_response(state, parsed, fields)
-    return Response(await answer(state, parsed, fields), media_type="application/json")
-
-
 async def stream_response(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> Response:
-    stream = await start_stream(state["engine"], parsed)
+    stream = await start_stream(state["services"].engine, parsed)
     fields.update(
         inference_id=str(stream.inference_id),
         function=stream.prepared.function.name,
@@ -51,7 +41,7 @@ async def stream_response(state: AppState, parsed: InferenceRequest, fields: dic
 
 async def answer(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> bytes:
     """A non-streamed inference's JSON body."""
-    result = await state["engine"].infer(parsed)
+    result = await state["services"].engine.infer(parsed)
     fields.update(
         inference_id=str(result.inference_id),
         function=result.function_name,
@@ -62,19 +52,12 @@ async def answer(state: AppState, parsed: InferenceRequest, fields: dict[str, An
     return json_response_bytes(inference_json(result))
 
 
-async def inference(request: Request[AppState]) -> Response:
-    """The routed handler (the direct path below serves POST /inference first; this one stays for the router)."""
-    state = request.state
-    body = await read_json(request, state["config"].gateway.max_body_bytes)
-    return await respond(state, body, log_fields(request), request.scope)
-
-
 async def serve(scope: Scope, receive: Receive, send: Send) -> None:
     """POST /inference as a bare ASGI app: no Request object, router or exception middleware on the hot path;
     a non-streamed answer is sent as two ASGI messages without a Response object."""
     state: AppState = scope["state"]
     try:
-        body = await receive_json(scope, receive, state["config"].gateway.max_body_bytes)
+        body = await receive_json(scope, receive, state["services"].config.gateway.max_body_bytes)
         parsed = identify(scope, parse_inference_request(body))
         if not parsed.stream:
             content = await answer(state, parsed, scope_fields(scope))
@@ -86,3 +69,14 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
     except LsdError as exc:
         response = error_response(exc, scope["path"])
     await response(scope, receive, send)
+
+
+class DirectRoute:
+    """The route table's entry for POST /inference, an ASGI app (starlette calls it as one, without a Request):
+    the same `serve` the front door calls first, so there is one handler whichever way a request arrives."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await serve(scope, receive, send)
+
+
+endpoint = DirectRoute()

@@ -13,13 +13,13 @@ from lsd.inference import listing
 
 async def list_inferences(request: Request[AppState]) -> Response:
     state = request.state
-    body = await read_json(request, state["config"].gateway.max_body_bytes)
-    page = await listing.list_inferences(state["database"], body, state["config"].metrics)
+    body = await read_json(request, state["services"].config.gateway.max_body_bytes)
+    page = await listing.list_inferences(state["services"].database, body, state["services"].config.metrics)
     return Response(json_response_bytes(page_json(page)), media_type="application/json")
 
 
 async def get_inferences(request: Request[AppState]) -> Response:
     state = request.state
-    body = await read_json(request, state["config"].gateway.max_body_bytes)
-    found = await listing.get_inferences(state["database"], body)
+    body = await read_json(request, state["services"].config.gateway.max_body_bytes)
+    found = await listing.get_inferences(state["services"].database, body)
     return Response(json_response_bytes(page_json(found)), media_type="application/json")

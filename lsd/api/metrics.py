@@ -13,14 +13,15 @@ from lsd.telemetry.metrics import Metrics
 
 
 async def metrics(request: Request[AppState]) -> Response:
-    body, content_type = request.state["metrics"].exposition()
+    body, content_type = request.state["services"].metrics.exposition()
     return Response(body, headers={"content-type": content_type})
 
 
 def observe_http(scope: Scope, status: int, seconds: float) -> None:
     """Count one answered HTTP request by its route template (never the raw path: unmatched is `unmatched`)."""
     state: dict[str, Any] | None = scope.get("state")
-    recorder: Metrics | None = state.get("metrics") if state is not None else None
+    services = state.get("services") if state is not None else None
+    recorder: Metrics | None = services.metrics if services is not None else None
     if recorder is not None:
         recorder.observe_http(_route_name(scope), scope["method"], status, seconds)
 

@@ -21,13 +21,13 @@ from lsd.inference.streaming import InferenceStream, start_stream
 
 async def chat_completions(request: Request[AppState]) -> Response:
     state = request.state
-    body = await read_json(request, state["config"].gateway.max_body_bytes)
+    body = await read_json(request, state["services"].config.gateway.max_body_bytes)
     parsed, include_usage = parse_chat_request(body)
     parsed = identify(request.scope, parsed)
     if parsed.stream:
-        stream = await start_stream(state["engine"], parsed)
+        stream = await start_stream(state["services"].engine, parsed)
         return EventStreamResponse(event_stream(_sse(parsed, stream, include_usage)))
-    result = await state["engine"].infer(parsed)
+    result = await state["services"].engine.infer(parsed)
     return Response(json_response_bytes(completion_json(parsed, result)), media_type="application/json")
 
 
@@ -44,7 +44,7 @@ async def _sse(
 
 async def embeddings(request: Request[AppState]) -> Response:
     state = request.state
-    body = await read_json(request, state["config"].gateway.max_body_bytes)
+    body = await read_json(request, state["services"].config.gateway.max_body_bytes)
     if not isinstance(body, dict):
         raise InvalidRequest("body: expected a JSON object", field="body")
     _, name = parse_model(body.get("model"), "embedding_model_name")
@@ -60,7 +60,7 @@ async def embeddings(request: Request[AppState]) -> Response:
         raise InvalidRequest("encoding_format: must be float or base64", field="encoding_format")
     credentials = body.get("lsd::credentials") or body.get("tensorzero::credentials") or {}
     dryrun = bool(body.get("lsd::dryrun") or body.get("tensorzero::dryrun"))
-    result = await state["embedder"].embed(
+    result = await state["services"].embedder.embed(
         EmbeddingRequest(
             model_name=name,
             inputs=tuple(inputs),
@@ -74,7 +74,7 @@ async def embeddings(request: Request[AppState]) -> Response:
 
 
 async def models(request: Request[AppState]) -> Response:
-    config = request.state["config"]
+    config = request.state["services"].config
     ids = [f"lsd::function_name::{f}" for f in sorted(config.functions)]
     ids += [f"lsd::model_name::{m}" for m in sorted(config.models)]
     ids += [f"lsd::embedding_model_name::{e}" for e in sorted(config.embedding_models)]

@@ -11,11 +11,11 @@ from lsd.api.state import AppState
 
 
 async def health(request: Request[AppState]) -> Response:
-    ok = await request.state["database"].ping()
+    ok = await request.state["services"].database.ping()
     body = {"gateway": "ok", "postgres": "ok" if ok else "error"}
     return Response(json_response_bytes(body), status_code=200 if ok else 503, media_type="application/json")
 
 
 async def status(request: Request[AppState]) -> Response:
-    body = {"status": "ok", "version": __version__, "config_hash": request.state["config"].source_hash}
+    body = {"status": "ok", "version": __version__, "config_hash": request.state["services"].config.source_hash}
     return Response(json_response_bytes(body), media_type="application/json")

@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
@@ -49,7 +50,7 @@ async def serve_listing(database_url: str) -> AsyncIterator[str]:
         database = Database(database_url, min_size=1, max_size=4)
         await database.open()
         try:
-            yield {"config": config, "database": database}
+            yield {"services": SimpleNamespace(config=config, database=database)}  # the two services these use
         finally:
             await database.close()
 
