@@ -26,6 +26,9 @@ otherwise a request whose tool_choice forces a function gets a call to it; other
     broken           streams two deltas, then closes the connection without `data: [DONE]`;
                      without streaming, closes the connection without answering
 
+Embeddings take the model name as their directive: error-<status>, slow/slow-<ms> (then answer), and
+flaky-<n> (the first <n> calls of that model answer 503, the later ones succeed).
+
 Streamed answers are sent one word (or argument fragment) per `chat.completion.chunk` event, then a
 chunk with the finish_reason, then (with stream_options.include_usage) a usage-only chunk with empty
 choices, then `data: [DONE]`. Usage counts words: prompt_tokens over all message text, completion_tokens
@@ -116,6 +119,7 @@ class FakeOpenAI(FakeServer):
         self.record = record
         self.requests: list[RecordedRequest] = []
         self.release = asyncio.Event()
+        self.failures: dict[str, int] = {}  # flaky-<n> embedding models: calls failed so far
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on `host`:`port` (default 127.0.0.1 and a free port) and return the server's root URL."""
@@ -178,6 +182,12 @@ class FakeOpenAI(FakeServer):
         model = str(body.get("model", ""))
         if model.startswith("error-") and model[6:].isdigit():
             return _error(int(model[6:]))
+        if model.startswith("slow"):
+            await asyncio.sleep(int(model[5:]) / 1000 if model[5:].isdigit() else self.delay_s)
+        if model.startswith("flaky-") and model[6:].isdigit():  # the first <n> calls of this model fail with 503
+            self.failures[model] = self.failures.get(model, 0) + 1
+            if self.failures[model] <= int(model[6:]):
+                return _error(503)
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else inputs
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):

@@ -1,0 +1,161 @@
+"""Embeddings through the one inference path: rows readable right after the answer with async_writes = false,
+timeouts, retries and fallbacks across providers, every attempt recorded, metrics like any inference."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.support.gateway import in_process_gateway
+from tests.support.prometheus import scrape, value
+
+KEY = "sk-test-secret-key-0123456789"
+
+
+def config(openai: FakeOpenAI) -> str:
+    def entry(model: str, pname: str, model_name: str, timeout: str = "") -> str:
+        return f"""
+[embedding_models.{model}.providers.{pname}]
+type = "openai"
+model_name = "{model_name}"
+api_base = "{openai.api_base}"
+api_key_location = "env::LSD_TEST_OPENAI_KEY"
+{timeout}
+"""
+
+    return f"""
+[gateway.observability]
+async_writes = false
+
+[embedding_models.plain]
+routing = ["openai"]
+{entry("plain", "openai", "text-embedding-3-small")}
+
+[embedding_models.fallback]
+routing = ["broken", "good"]
+{entry("fallback", "broken", "error-500")}
+{entry("fallback", "good", "text-embedding-3-small")}
+
+[embedding_models.retried]
+routing = ["flaky"]
+retries = {{ num_retries = 2, max_delay_s = 0.01 }}
+{entry("retried", "flaky", "flaky-2")}
+
+[embedding_models.unretried]
+routing = ["flaky"]
+{entry("unretried", "flaky", "flaky-1")}
+
+[embedding_models.timed]
+routing = ["slow", "good"]
+{entry("timed", "slow", "slow-3000", "timeouts = { non_streaming = { total_ms = 200 } }")}
+{entry("timed", "good", "text-embedding-3-small")}
+"""
+
+
+@pytest.fixture
+async def client(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
+    monkeypatch.setenv("LSD_TEST_OPENAI_KEY", KEY)
+    openai = FakeOpenAI(api_key=KEY)
+    await openai.start()
+    try:
+        async with (
+            in_process_gateway(config(openai), database_url) as base_url,
+            httpx.AsyncClient(base_url=base_url, timeout=30) as http,
+        ):
+            yield http
+    finally:
+        await openai.stop()
+
+
+def rows(database_url: str, query: str, *params: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+async def embed(client: httpx.AsyncClient, model: str, text: str = "hello world") -> httpx.Response:
+    return await client.post(
+        "/openai/v1/embeddings", json={"model": f"lsd::embedding_model_name::{model}", "input": text}
+    )
+
+
+def attempts(database_url: str, inference_id: str) -> list[tuple[object, ...]]:
+    return rows(
+        database_url,
+        "SELECT attempt, model_provider_name, status, error_kind, inference_kind FROM model_inferences"
+        " WHERE inference_id = %s ORDER BY attempt",
+        inference_id,
+    )
+
+
+def inference_id_of(database_url: str, model: str) -> str:
+    found = rows(database_url, "SELECT id FROM embedding_inferences WHERE embedding_model_name = %s", model)
+    assert len(found) == 1, found
+    return str(found[0][0])
+
+
+async def test_async_writes_false_row_readable_right_after_the_answer(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    r = await embed(client, "plain", "one two three")
+    assert r.status_code == 200, r.text
+    assert len(r.json()["data"][0]["embedding"]) == 8
+    # No wait, no polling: with async_writes = false the answer comes after the commit, as for chat.
+    found = rows(
+        database_url,
+        "SELECT model_provider_name, num_inputs, dimensions, input_tokens FROM embedding_inferences"
+        " WHERE embedding_model_name = 'plain'",
+    )
+    assert found == [("openai", 1, 8, 3)]
+    inference_id = inference_id_of(database_url, "plain")
+    assert attempts(database_url, inference_id) == [(1, "openai", "ok", None, "embedding")]
+
+
+async def test_falls_back_to_the_next_provider(client: httpx.AsyncClient, database_url: str) -> None:
+    r = await embed(client, "fallback")
+    assert r.status_code == 200, r.text
+    inference_id = inference_id_of(database_url, "fallback")
+    assert attempts(database_url, inference_id) == [
+        (1, "broken", "error", "server_error", "embedding"),
+        (2, "good", "ok", None, "embedding"),
+    ]
+
+
+async def test_retries_with_the_models_retries(client: httpx.AsyncClient, database_url: str) -> None:
+    r = await embed(client, "retried")
+    assert r.status_code == 200, r.text
+    inference_id = inference_id_of(database_url, "retried")
+    assert [a[2] for a in attempts(database_url, inference_id)] == ["error", "error", "ok"]
+
+
+async def test_without_retries_a_failure_is_a_502_with_its_attempt_recorded(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    r = await embed(client, "unretried")
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "all_attempts_failed"
+    found = rows(database_url, "SELECT status, inference_kind FROM model_inferences WHERE model_name = 'unretried'")
+    assert found == [("error", "embedding")]
+    assert rows(database_url, "SELECT count(*) FROM embedding_inferences") == [(0,)]
+
+
+async def test_a_provider_timeout_moves_on_to_the_next(client: httpx.AsyncClient, database_url: str) -> None:
+    r = await embed(client, "timed")
+    assert r.status_code == 200, r.text
+    inference_id = inference_id_of(database_url, "timed")
+    assert attempts(database_url, inference_id) == [
+        (1, "slow", "error", "timeout", "embedding"),
+        (2, "good", "ok", None, "embedding"),
+    ]
+
+
+async def test_embeddings_are_counted_like_inferences(client: httpx.AsyncClient) -> None:
+    assert (await embed(client, "fallback")).status_code == 200
+    samples, _, _ = await scrape(client)
+    labels = {"function": "", "variant": "", "model": "fallback", "provider": "good", "stream": "false"}
+    assert value(samples, "lsd_inferences_total", **labels, outcome="ok") == 1
+    assert value(samples, "lsd_provider_attempts_total", model="fallback", provider="broken", outcome="error") == 1
