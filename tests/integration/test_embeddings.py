@@ -4,7 +4,6 @@ timeouts, retries and fallbacks across providers, every attempt recorded, metric
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import psycopg
