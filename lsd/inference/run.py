@@ -9,14 +9,14 @@ retries, the rendered request), `route` (lsd.inference.routing: the one fallback
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from uuid import UUID
 
 import orjson
 
-from lsd.config.model import Config, FunctionConfig, VariantConfig
+from lsd.config.model import Config, FunctionConfig, TimeoutsConfig, VariantConfig
 from lsd.errors import AllAttemptsFailed, NotFound
 from lsd.ids import uuid7
 from lsd.immutable import immutable
@@ -45,7 +45,7 @@ from lsd.ratelimit.rules import LimitRequest
 from lsd.records import Record
 from lsd.store.database import Database
 from lsd.store.recent import InferenceTarget, RecentInferences
-from lsd.types import InferenceParams, ProviderRequest, ProviderResponse, Usage
+from lsd.types import InferenceParams, OutputBlock, ProviderRequest, ProviderResponse, Usage
 
 __all__ = ["Engine", "InferenceResult", "Prepared", "Recorder"]
 
@@ -94,7 +94,7 @@ class ChatStep:
         return self.variant.name
 
     @property
-    def timeouts(self) -> Any:
+    def timeouts(self) -> TimeoutsConfig:
         return self.variant.timeouts
 
 
@@ -234,8 +234,9 @@ class Engine:
         return InferenceTarget(p.inference_id, p.function.name, p.function.type, variant_name, p.episode_id)
 
     def output(
-        self, p: Prepared, content: tuple[Any, ...], tools: ToolParams | None
+        self, p: Prepared, content: Sequence[OutputBlock], tools: ToolParams | None
     ) -> tuple[tuple[ResultBlock, ...], JsonOutput | None]:
+        """A provider's answer as the result's typed (content, output)."""
         return typed_output(p.function.type, content, tools, p.request.output_schema or p.function.output_schema)
 
     # -- rate limiting (before any provider call) ---------------------------------------------------------------

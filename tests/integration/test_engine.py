@@ -340,3 +340,37 @@ async def test_extra_body_and_headers_reach_the_provider(fakes, client: httpx.As
     assert sent.body["temperature"] == 0.25 and sent.body["metadata"] == {"team": "search"}
     assert "stop" not in sent.body
     assert sent.headers.get("X-Trace") == "abc"
+
+
+async def test_a_custom_credential_header_is_stored_redacted(
+    fakes, client: httpx.AsyncClient, database_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A header no provider declares (`X-Custom-Key`) reaches the provider, and no row holds its value: the
+    inference's extra_headers and the attempt's request headers say [REDACTED]."""
+    openai = fakes[0]
+    secret = "custom-secret-value-31415926"
+    r = await client.post(
+        "/inference",
+        json={"model_name": "gpt", "input": USER, "extra_headers": [{"name": "X-Custom-Key", "value": secret}]},
+    )
+    assert r.status_code == 200, r.text
+    assert openai.requests[-1].headers.get("X-Custom-Key") == secret
+    inference_id = r.json()["inference_id"]
+    [(extra_headers,)] = rows(
+        database_url, "SELECT extra_headers FROM chat_inference_data WHERE inference_id = %s", inference_id
+    )
+    assert extra_headers == [{"name": "X-Custom-Key", "value": "[REDACTED]", "delete": False}]
+    [(headers,)] = rows(
+        database_url, "SELECT request_headers FROM model_inference_data WHERE inference_id = %s", inference_id
+    )
+    assert {k.lower(): v for k, v in headers.items()}["x-custom-key"] == "[REDACTED]"
+    stored = rows(
+        database_url,
+        "SELECT d::text FROM chat_inference_data d WHERE inference_id = %s"
+        " UNION ALL SELECT m::text FROM model_inference_data m WHERE inference_id = %s"
+        " UNION ALL SELECT c::text FROM chat_inferences c WHERE id = %s",
+        inference_id,
+        inference_id,
+        inference_id,
+    )
+    assert len(stored) == 3 and not any(secret in text for (text,) in stored)
