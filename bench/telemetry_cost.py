@@ -78,9 +78,7 @@ def main() -> None:
         for i in range(n):
             p = Prepared(request, function, uuid7(), uuid7(), time.perf_counter())
             telemetry.finished(
-                p.done(
-                    attempts, None, usage=response.usage, cost=0.001, finish_reason="stop", request=provider_request
-                )
+                p.done(attempts, None, usage=response.usage, cost=0.001, finish_reason="stop", request=provider_request)
             )
             http.observe_http("/inference", "POST", 200, 0.001)
             if i % FLUSH_EVERY == 0:  # the gateway flushes every second: ~2,000 inferences at 2,000 req/s

@@ -8,8 +8,6 @@ cluster, with errors PostgreSQL raises on demand.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
@@ -18,17 +16,17 @@ from uuid import UUID
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
 
 from lsd.auth import new_key
 from lsd.config import parse
 from lsd.errors import ConfigError, DatabaseUnavailable
 from lsd.ids import uuid7
 from lsd.runtime import build_metrics
-from lsd.store import keys, migrate
+from lsd.store import keys
 from lsd.store.database import Database, unavailable
 from lsd.store.local import LocalServer
 from tests.support.gateway import in_process_gateway
+from tests.support.private_server import fresh_database, private_server
 from tests.support.prometheus import scrape, value
 
 TEMPLATE = "lsd_outage_template"
@@ -63,34 +61,14 @@ CACHED = {
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalServer]:
-    """A private PostgreSQL with a migrated template database; tests that stop it start it again.
-
-    Its data lives outside pytest's basetemp, which a concurrent pytest session may prune while this one runs."""
-    data_dir = Path(tempfile.mkdtemp(prefix="lsd-db-outage-pg-"))
-    local = LocalServer(data_dir, fast_unsafe=True)
-    try:
-        local.start()
-        with psycopg.connect(local.url(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-        with psycopg.connect(local.url(TEMPLATE), autocommit=True) as conn:
-            migrate.apply(conn)
-        yield local
-    finally:
-        local.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    """A private PostgreSQL, with a migrated template database; tests that stop it start it again."""
+    yield from private_server("lsd-db-outage-pg-", TEMPLATE)
 
 
 @pytest.fixture
 def own_url(server: LocalServer) -> Iterator[str]:
     """A fresh migrated database on the private server."""
-    server.start()
-    name = f"lsd_test_{uuid7().hex[-12:]}"
-    with psycopg.connect(server.url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
-    yield server.url(name)
-    server.start()
-    with psycopg.connect(server.url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield from fresh_database(server, TEMPLATE)
 
 
 # -- the door: Database.connection / Database.reading ----------------------------------------------------------

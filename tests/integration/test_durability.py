@@ -9,11 +9,9 @@ import asyncio
 import dataclasses
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -23,9 +21,7 @@ from pathlib import Path
 from uuid import UUID
 
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
 
 from lsd.config import parse
 from lsd.ids import uuid7
@@ -37,46 +33,26 @@ from lsd.records import (
     ModelInferenceDataRecord,
     Record,
 )
-from lsd.store import migrate
 from lsd.store.local import LocalServer, free_port
 from lsd.store.spool import Spool, decode_payload, encode_frame, iter_frames
 from lsd.store.writer import Writer
 from tests.integration.test_writer import chat_ids, count, eventually, ids_of, inference, inferences, observability
 from tests.support.gateway import ROOT, in_process_gateway
+from tests.support.private_server import fresh_database, private_server
 
 TEMPLATE = "lsd_durability_template"
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalServer]:
-    """A private PostgreSQL, with a migrated template database; tests that stop it start it again.
-
-    Its data lives outside pytest's basetemp, which a concurrent pytest session may prune while this one runs."""
-    data_dir = Path(tempfile.mkdtemp(prefix="lsd-durability-pg-"))
-    local = LocalServer(data_dir, fast_unsafe=True)
-    try:
-        local.start()
-        with psycopg.connect(local.url(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-        with psycopg.connect(local.url(TEMPLATE), autocommit=True) as conn:
-            migrate.apply(conn)
-        yield local
-    finally:
-        local.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    """A private PostgreSQL, with a migrated template database; tests that stop it start it again."""
+    yield from private_server("lsd-durability-pg-", TEMPLATE)
 
 
 @pytest.fixture
 def own_url(server: LocalServer) -> Iterator[str]:
     """A fresh migrated database on the private server."""
-    server.start()
-    name = f"lsd_test_{uuid7().hex[-12:]}"
-    with psycopg.connect(server.url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
-    yield server.url(name)
-    server.start()
-    with psycopg.connect(server.url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield from fresh_database(server, TEMPLATE)
 
 
 @pytest.fixture
