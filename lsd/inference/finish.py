@@ -1,11 +1,11 @@
 """The one finishing step of every inference (plain, streamed, embedding; answered or failed).
 
 `Finisher.finish` settles the rate-limit reservation by what was used, lets feedback target the inference at once,
-records its rows (waiting for the commit when `async_writes = false`) and emits its metrics and spans. A stream's
-end, which may run while its request is being cancelled, uses `finish_now`: the same step, queuing its rows without
-waiting. Batch results are the exception, by design: their rows are committed together with the batch's completion
-(exactly once across processes, lsd.store.batch.complete), so they are built by the same functions
-(lsd.inference.recording) but not queued here.
+records its rows (waiting for the commit when `async_writes = false`) and emits its metrics and spans. A stream
+abandoned by its client, finished while its request is being cancelled, uses `finish_now`: the same step, queuing
+its rows without waiting. Batch results are the exception, by design: their rows are committed together with the
+batch's completion (exactly once across processes, lsd.store.batch.complete), so they are built by the same
+functions (lsd.inference.recording) but not queued here.
 """
 
 from __future__ import annotations
@@ -71,10 +71,12 @@ class Finisher:
     async def finish(self, done: Done) -> None:
         """Finish, waiting for the rows when the recorder does (`async_writes = false`)."""
         records = self._close(done)
-        if records:
-            await self.recorder.record(records)
-        if self.telemetry is not None:
-            self.telemetry.finished(done)
+        try:
+            if records:
+                await self.recorder.record(records)  # cancelled while waiting, the rows stay queued
+        finally:
+            if self.telemetry is not None:
+                self.telemetry.finished(done)
 
     def finish_now(self, done: Done) -> None:
         """Finish without waiting: rows are queued (safe while the request is being cancelled)."""

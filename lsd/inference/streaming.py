@@ -4,9 +4,10 @@ finish when the stream ends.
 Errors before the first chunk are handled by the same fallback loop as a plain inference (other providers,
 retries, other variants, then an HTTP error): the call `route` makes opens the stream and waits for its first
 chunk under the TTFT timeout. After the first chunk the stream is committed to that provider: a failure
-mid-stream becomes an error event. The inference finishes (lsd.inference.finish) once the stream ends —
-completed, failed, or abandoned by a client that disconnected (then the provider call is cancelled and what
-arrived so far is recorded).
+mid-stream becomes an error event. The inference finishes (lsd.inference.finish) once the stream ends: a
+completed or broken stream before its last event (so `async_writes = false` holds as for a plain inference); a
+stream abandoned by a client that disconnected at once, without waiting (the provider call is cancelled and
+what arrived so far is recorded).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from lsd.errors import AllAttemptsFailed, ProviderError, ProviderTimeout
+from lsd.errors import AllAttemptsFailed, LsdError, ProviderError, ProviderTimeout
 from lsd.immutable import immutable
 from lsd.inference.finish import Done
 from lsd.inference.recording import Attempt, inference_records, output_to_json
@@ -140,18 +141,26 @@ class InferenceStream:
                 chunk = await self._next(rest)
         except ProviderError as exc:
             error = exc
-        except (asyncio.CancelledError, GeneratorExit):
-            error = ProviderError(
-                "client disconnected mid-stream",
+        except BaseException as exc:
+            # The client went away (the request cancelled, this generator closed), or a bug: finish with what
+            # arrived, without waiting (this runs while the request is being cancelled), and let it go on. The
+            # provider's generator is closed by the event loop's async-generator finaliser, ending its HTTP call.
+            gone = isinstance(exc, asyncio.CancelledError | GeneratorExit)
+            message = "client disconnected mid-stream" if gone else f"stream failed: {exc!r}"
+            ended = ProviderError(
+                message,
                 provider=self.provider.name,
-                kind="client_disconnected",
+                kind="client_disconnected" if gone else "internal",
                 retryable=False,
             )
+            self.engine.finisher.finish_now(self._done(aggregate, ended))
             raise
-        finally:
-            # Finished without waiting: this also runs while the request is being cancelled. The provider's
-            # generator is closed by the event loop's async-generator finaliser, which ends its HTTP call.
-            self.engine.finisher.finish_now(self._done(aggregate, error))
+        # The stream ended, complete or broken at the provider: finish before the last event, so that with
+        # async_writes = false its rows are committed before the client reads the end of the stream.
+        try:
+            await self.engine.finisher.finish(self._done(aggregate, error))
+        except LsdError as exc:  # the rows could not be committed: the content is out, say so in the stream
+            yield StreamEvent(error=exc.message)
         if error is not None:
             yield StreamEvent(error=error.message)
         yield StreamEvent(usage=aggregate.usage, finish_reason=aggregate.finish_reason)
