@@ -31,6 +31,7 @@ from lsd.app import Gateway, build_app
 from lsd.config import parse
 from lsd.runtime import build_tracing
 from lsd.store.local import free_port
+from tests.fakes.openai_server import FakeOpenAI
 from tests.support.configs import boolean_metric, dummy_fallback_model
 from tests.support.gateway import ROOT, in_process_gateway
 
@@ -383,3 +384,48 @@ async def test_batch_submission_and_polls_are_spans(receiver: tuple[Receiver, st
         assert polls[0].attributes["lsd.batch_status"] == "completed"
         assert polls[0].attributes["lsd.batch_id"] == batch_id
         assert not any("private prompt" in str(s.attributes) for s in rx.spans)
+
+
+async def test_an_embedding_is_a_span_tree_too(receiver: tuple[Receiver, str], database_url: str) -> None:
+    """Embeddings finish through the same step as chat: an embedding_inference span with its provider calls."""
+    rx, endpoint = receiver
+    fake = FakeOpenAI()
+    await fake.start()
+    embedding_model = f"""
+[embedding_models.vectors]
+routing = ["broken", "good"]
+[embedding_models.vectors.providers.broken]
+type = "openai"
+model_name = "error-500"
+api_base = "{fake.api_base}"
+api_key_location = "none"
+[embedding_models.vectors.providers.good]
+type = "openai"
+model_name = "text-embedding-3-small"
+api_base = "{fake.api_base}"
+api_key_location = "none"
+"""
+    try:
+        async with (
+            in_process_gateway(config(endpoint) + embedding_model, database_url) as base_url,
+            httpx.AsyncClient() as http,
+        ):
+            r = await http.post(
+                f"{base_url}/openai/v1/embeddings",
+                json={"model": "lsd::embedding_model_name::vectors", "input": "a private prompt"},
+            )
+            assert r.status_code == 200, r.text
+            [root] = await rx.wait_for(lambda s: s.name == "embedding_inference")
+            await rx.wait_for(lambda s: s.name == "model_provider_inference" and not s.error)
+    finally:
+        await fake.stop()
+    assert root.attributes["gen_ai.operation.name"] == "embeddings"
+    assert root.attributes["lsd.model_name"] == "vectors"
+    assert root.attributes["lsd.model_provider_name"] == "good"
+    assert not root.error
+    calls = [s for s in rx.spans if s.name == "model_provider_inference"]
+    assert [(s.attributes["lsd.model_provider_name"], s.error) for s in sorted(calls, key=lambda s: s.start_ns)] == [
+        ("broken", True),
+        ("good", False),
+    ]
+    assert all(s.attributes["gen_ai.operation.name"] == "embeddings" for s in calls)
