@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
+from lsd.config.experimentation import experimentation_from
 from lsd.config.model import (
     FunctionConfig,
+    MetricConfig,
     ModelConfig,
     ProviderConfig,
     RetryConfig,
@@ -22,6 +25,20 @@ from lsd.types import InferenceParams
 
 JSON_MODES = ("off", "on", "strict", "tool")
 ROLES = ("system", "user", "assistant")
+# TensorZero's other variant types (and the names it also reads): refused at load until LSD implements them.
+UNIMPLEMENTED_VARIANT_TYPES = (
+    "experimental_best_of_n_sampling",
+    "experimental_best_of_n",
+    "best_of_n_sampling",
+    "experimental_mixture_of_n",
+    "mixture_of_n",
+    "experimental_dynamic_in_context_learning",
+    "dicl",
+    "experimental_chain_of_thought",
+    "chain_of_thought",
+)
+# chat_completion keys TensorZero applies that LSD parses but does not apply yet (documented as such).
+UNAPPLIED_VARIANT_KEYS = ("extra_body", "extra_headers", "reasoning_effort", "service_tier", "verbosity")
 
 
 def _timeouts(t: Table) -> TimeoutsConfig:
@@ -55,9 +72,12 @@ def model_from(name: str, t: Table, *, retries: bool = False) -> ModelConfig:
             t.error("routing", f"names provider {entry!r}, which is not in models.{name}.providers")
     if not routing and not t.sink.errors:
         t.error("routing", "must name at least one provider")
-    model = ModelConfig(
-        name=name, routing=routing, providers=providers, timeouts=_timeouts(t.table("timeouts")), retries=retry
-    )
+    timeouts = _timeouts(t.table("timeouts"))
+    timeout_ms = t.int("timeout_ms", None, minimum=1) if retries else None  # TensorZero's embedding-model limit
+    if timeout_ms is not None and timeouts.non_streaming_total_ms is None:
+        timeouts = TimeoutsConfig(non_streaming_total_ms=timeout_ms)
+    t.bool("skip_relay", False)  # TensorZero's relay: LSD has none, every model calls its providers
+    model = ModelConfig(name=name, routing=routing, providers=providers, timeouts=timeouts, retries=retry)
     t.finish()
     return model
 
@@ -86,10 +106,17 @@ def params_from(t: Table) -> InferenceParams:
     )
 
 
-def _variant(name: str, t: Table, ftype: str, models: dict[str, ModelConfig]) -> VariantConfig:
-    vtype = t.choice("type", ("chat_completion",), required=True)
+def _variant(
+    name: str, t: Table, ftype: str, models: dict[str, ModelConfig], schemas: dict[str, dict[str, Any]]
+) -> VariantConfig | None:
+    vtype = t.str("type", "", required=True)
+    if vtype in UNIMPLEMENTED_VARIANT_TYPES:
+        t.error("type", f"variant type {vtype!r} is not implemented by LSD (only 'chat_completion' is)")
+        return None  # its other keys are that type's: not reported as unknown
+    if vtype and vtype != "chat_completion":
+        t.error("type", f"must be 'chat_completion', got {vtype!r}")
     model = t.str("model", "", required=True)
-    templates = _templates(t)
+    templates = _templates(t, schemas)
     if model and model not in models and "::" not in model:
         t.error("model", f"unknown model {model!r}: define [models.{model}] or use a shorthand like 'dummy::echo'")
     retries = _retries(t)
@@ -100,40 +127,68 @@ def _variant(name: str, t: Table, ftype: str, models: dict[str, ModelConfig]) ->
         t.error("json_mode", "only allowed for variants of json functions")
     variant = VariantConfig(
         name=name,
-        type=vtype,
+        type="chat_completion",
         model=model,
         weight=t.float("weight", None, minimum=0),
         params=params,
         retries=retries,
         timeouts=_timeouts(t.table("timeouts")),
         templates=templates,
+        unapplied=_unapplied(t),
     )
     t.finish()
     return variant
 
 
-def function_from(name: str, t: Table, models: dict[str, ModelConfig], tools: dict[str, ToolConfig]) -> FunctionConfig:
+def _unapplied(t: Table) -> dict[str, Any]:
+    """Keys TensorZero applies that LSD accepts without applying yet; checked for type only."""
+    found: dict[str, Any] = {}
+    for key in ("extra_body", "extra_headers"):
+        value = t.raw(key)
+        if value is not None:
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                t.error(key, "expected an array of tables")
+            found[key] = value
+    for key in ("reasoning_effort", "service_tier", "verbosity"):
+        if t.has(key):
+            found[key] = t.str(key, env=False)
+    budget = t.int("thinking_budget_tokens")
+    if budget is not None:
+        found["thinking_budget_tokens"] = budget
+    return found
+
+
+def function_from(
+    name: str,
+    t: Table,
+    models: dict[str, ModelConfig],
+    tools: dict[str, ToolConfig],
+    metrics: Mapping[str, MetricConfig],
+) -> FunctionConfig:
     ftype = t.choice("type", ("chat", "json"), "chat", required=True)
-    variants = {vname: _variant(vname, v, ftype, models) for vname, v in t.subtables("variants")}
-    if not variants:
-        t.error("variants", "a function needs at least one variant")
     output_schema: dict[str, Any] | None = None
     if t.has("output_schema"):
         if ftype != "json":
             t.error("output_schema", "only allowed for json functions")
         output_schema = _json_file(t, "output_schema")
-    schemas: dict[str, dict[str, Any]] = {}
-    for role in ROLES:
-        if t.has(f"{role}_schema"):
-            schema = _json_file(t, f"{role}_schema")
-            if schema is not None:
-                schemas[role] = schema
+    schemas = _schemas(t)
+    parsed = {vname: _variant(vname, v, ftype, models, schemas) for vname, v in t.subtables("variants")}
+    variants = {vname: v for vname, v in parsed.items() if v is not None}
+    if not parsed:
+        t.error("variants", "a function needs at least one variant")
     for vname, variant in variants.items():
-        for role in schemas:
-            if role not in variant.templates:
-                t.error(
-                    f"variants.{vname}", f"the function has a {role}_schema, so the variant needs a {role}_template"
-                )
+        for schema_name in schemas:
+            if schema_name not in variant.templates:
+                needs = f"{schema_name}_template" if schema_name in ROLES else f"templates.{schema_name}.path"
+                has = f"a {schema_name}_schema" if schema_name in ROLES else f"schemas.{schema_name}"
+                t.error(f"variants.{vname}", f"the function has {has}, so the variant needs {needs}")
+    experimentation = None
+    if t.has("experimentation"):
+        experimentation = experimentation_from(t.table("experimentation"), parsed, metrics)
+    evaluators: dict[str, Mapping[str, Any]] = {}
+    for ename, e in t.subtables("evaluators"):
+        e.str("type", required=True)
+        evaluators[ename] = e.rest()  # TensorZero's online evaluators: kept as written, not run by LSD
     function_tools = t.str_list("tools", ())
     for tool in function_tools:
         if tool not in tools:
@@ -150,9 +205,32 @@ def function_from(name: str, t: Table, models: dict[str, ModelConfig], tools: di
         tools=function_tools,
         tool_choice=tool_choice_from(t, "tool_choice", tuple(function_tools)),
         parallel_tool_calls=t.bool("parallel_tool_calls"),
+        experimentation=experimentation,
+        evaluators=evaluators,
     )
     t.finish()
     return function
+
+
+def _schemas(t: Table) -> dict[str, dict[str, Any]]:
+    """`system_schema` etc. (TensorZero's legacy keys) and `schemas.NAME.path`: the arguments of the templates of
+    that name (the roles' templates for the legacy keys)."""
+    schemas: dict[str, dict[str, Any]] = {}
+    for role in ROLES:
+        if t.has(f"{role}_schema"):
+            schema = _json_file(t, f"{role}_schema")
+            if schema is not None:
+                schemas[role] = schema
+    for schema_name, table in t.subtables("schemas"):
+        if schema_name in ROLES and t.has(f"{schema_name}_schema"):
+            table.error("", f"give either {schema_name}_schema or schemas.{schema_name}.path, not both")
+        if not table.has("path"):
+            table.str("path", required=True)
+        schema = _json_file(table, "path")
+        table.finish()
+        if schema is not None:
+            schemas[schema_name] = schema
+    return schemas
 
 
 def tool_choice_from(t: Table, key: str, tools: tuple[str, ...]) -> ToolChoice:
@@ -182,15 +260,31 @@ def tool_from(key: str, t: Table) -> ToolConfig:
     return tool
 
 
-def _templates(t: Table) -> dict[str, TemplateConfig]:
-    """`system_template` etc. (TensorZero's legacy keys) and `templates.NAME.path`, read from files."""
+def _templates(t: Table, schemas: Mapping[str, Any]) -> dict[str, TemplateConfig]:
+    """`system_template` etc. and `input_wrappers.ROLE` (TensorZero's legacy keys) and `templates.NAME.path`, read
+    from files. A legacy template of a role without a schema wraps that role's plain text (as `ROLE_text`)."""
     found: dict[str, TemplateConfig] = {}
     for role in ROLES:
         if t.has(f"{role}_template"):
-            template = _template_file(t, f"{role}_template")
+            template = _template_file(t, f"{role}_template", legacy=role not in schemas)
             if template:
                 found[role] = template
+    wrappers = t.table("input_wrappers")
+    for role in ROLES:
+        if wrappers.has(role):
+            if role in schemas:
+                wrappers.error(role, f"cannot be used with the function's {role}_schema (a wrapper takes plain text)")
+            if t.has(f"{role}_template"):
+                wrappers.error(role, f"cannot be used with {role}_template")
+            template = _template_file(wrappers, role, legacy=True)
+            if template and role not in found:
+                found[role] = template
+    wrappers.finish()
     for name, table in t.subtables("templates"):
+        if not table.has("path"):
+            table.str("path", required=True)
+        if name in found:
+            table.error("", f"give either templates.{name}.path or {name}_template (or input_wrappers.{name})")
         template = _template_file(table, "path")
         table.finish()
         if template:
@@ -198,12 +292,12 @@ def _templates(t: Table) -> dict[str, TemplateConfig]:
     return found
 
 
-def _template_file(t: Table, key: str) -> TemplateConfig | None:
+def _template_file(t: Table, key: str, *, legacy: bool = False) -> TemplateConfig | None:
     path = t.path_value(key)
     if path is None:
         return None
     try:
-        return TemplateConfig(path.read_text(encoding="utf-8"), path)
+        return TemplateConfig(path.read_text(encoding="utf-8"), path, key_path=t.key_path(key), legacy=legacy)
     except OSError as exc:
         t.error(key, f"cannot read {path}: {exc.strerror}")
         return None

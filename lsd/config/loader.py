@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import re
-import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 from lsd.config.auth import auth_from
 from lsd.config.evaluations import evaluation_from
+from lsd.config.files import SourceFile, Sources, expand, parse_toml, read
 from lsd.config.functions import function_from, model_from, tool_from
 from lsd.config.metrics import metric_from
 from lsd.config.model import (
@@ -19,48 +18,50 @@ from lsd.config.model import (
     DatabaseConfig,
     GatewayConfig,
     ObservabilityConfig,
+    TemplateFilesystemAccess,
 )
 from lsd.config.ratelimit import rate_limiting_from
-from lsd.config.reader import ErrorSink, Table
+from lsd.config.reader import ErrorSink, Origins, Table
 from lsd.config.telemetry import metrics_from, otlp_traces_from
+from lsd.config.tensorzero import accepted_tables
 from lsd.errors import ConfigError
-
-_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
 def load(path: str | Path) -> Config:
-    """Read and parse the config file; raise ConfigError listing every problem (file:line or key path)."""
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{file}: cannot read config file: {exc.strerror}"]) from exc
-    return parse(text, base_dir=file.resolve().parent, path=file)
+    """Read and parse one config file; raise ConfigError listing every problem (file:line or key path)."""
+    return load_many([str(path)])
+
+
+def load_many(patterns: Sequence[str]) -> Config:
+    """Read the files the paths and globs name (TensorZero's `--config-file 'config/*.toml'`), merge them (a key
+    defined by two files is an error naming both) and parse the result; relative paths in a file resolve against
+    that file's folder. The snapshot (`source_text`, `source_hash`) covers every file."""
+    sources = read(expand(patterns))
+    return _build(sources, sources.files[0].path.resolve().parent)
 
 
 def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
-    name = str(path) if path else "<config>"
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        match = _TOML_POSITION.search(str(exc))
-        where = f"{name}:{match.group(1)}:{match.group(2)}" if match else name
-        message = _TOML_POSITION.sub("", str(exc)).strip()
-        raise ConfigError([f"{where}: invalid TOML: {message}"]) from exc
+    """Parse one config document (paths relative to `base_dir`)."""
+    data = parse_toml(text, str(path) if path else "<config>")
+    return _build(Sources(data, Origins(), (SourceFile(path or Path("<config>"), text),)), base_dir)
 
+
+def _build(sources: Sources, base_dir: Path) -> Config:
     sink = ErrorSink()
-    root = Table(data, "", sink, base_dir)
-    gateway = _gateway(root.table("gateway"))
+    root = Table(sources.data, "", sink, base_dir, sources.origins)
+    gateway = _gateway(root.table("gateway"), root.table("postgres"))
     models = {name: model_from(name, t) for name, t in root.subtables("models")}
     embedding_models = {name: model_from(name, t, retries=True) for name, t in root.subtables("embedding_models")}
     tools = {name: tool_from(name, t) for name, t in root.subtables("tools")}
-    functions = {name: function_from(name, t, models, tools) for name, t in root.subtables("functions")}
     metrics = {name: metric_from(name, t) for name, t in root.subtables("metrics")}
+    functions = {name: function_from(name, t, models, tools, metrics) for name, t in root.subtables("functions")}
     evaluations = {name: evaluation_from(name, t, functions) for name, t in root.subtables("evaluations")}
     rate_limiting = rate_limiting_from(root.table("rate_limiting"), auth_enabled=gateway.auth.enabled)
+    accepted = accepted_tables(root)
     root.finish()
     if sink.errors:
         raise ConfigError(sink.errors)
+    paths = tuple(f.path for f in sources.files)
     return Config(
         gateway=gateway,
         models=models,
@@ -70,13 +71,15 @@ def parse(text: str, *, base_dir: Path, path: Path | None = None) -> Config:
         metrics=metrics,
         evaluations=evaluations,
         rate_limiting=rate_limiting,
-        source_text=text,
-        source_hash=hashlib.sha256(text.encode()).hexdigest(),
-        path=path,
+        source_text=sources.text,
+        source_hash=sources.hash,
+        path=paths[0] if paths and paths[0] != Path("<config>") else None,
+        paths=tuple(p for p in paths if p != Path("<config>")),
+        accepted=accepted,
     )
 
 
-def _gateway(t: Table) -> GatewayConfig:
+def _gateway(t: Table, postgres: Table) -> GatewayConfig:
     obs = t.table("observability")
     batch = obs.table("batch_writes")
     batch_writes = BatchWritesConfig(
@@ -84,7 +87,13 @@ def _gateway(t: Table) -> GatewayConfig:
         flush_interval_ms=batch.int("flush_interval_ms", 100, minimum=1),
         max_rows=batch.int("max_rows", 1000, minimum=1),
     )
+    # TensorZero's: LSD has one queue for all rows (bounded by observability.max_queue_rows).
+    batch.int("max_rows_postgres", None, minimum=1)
+    batch.int("write_queue_capacity", None, minimum=1)
+    batch.bool("__force_allow_embedded_batch_writes", False)
     batch.finish()
+    obs.choice("backend", ("auto", "clickhouse", "postgres"))  # TensorZero's: LSD writes PostgreSQL only
+    legacy_no_migrations = obs.bool("disable_automatic_migrations", None)  # TensorZero's older place for it
     observability = ObservabilityConfig(
         enabled=obs.bool("enabled", True),
         async_writes=obs.bool("async_writes", True),
@@ -99,11 +108,16 @@ def _gateway(t: Table) -> GatewayConfig:
     )
     obs.finish()
     db = t.table("database")
+    # TensorZero's [postgres]: the URL comes from the environment in both; enabled = false cannot work here.
+    if postgres.bool("enabled", None) is False:
+        postgres.error("enabled", "LSD stores everything in PostgreSQL: it cannot run with PostgreSQL disabled")
+    pool_size = postgres.int("connection_pool_size", 20, minimum=1)
+    postgres.finish()
     database = DatabaseConfig(
         connect_timeout_s=db.float("connect_timeout_s", 30.0, minimum=0),
-        disable_automatic_migrations=db.bool("disable_automatic_migrations", False),
+        disable_automatic_migrations=db.bool("disable_automatic_migrations", legacy_no_migrations or False),
         pool_min_size=db.int("pool_min_size", 2, minimum=1),
-        pool_max_size=db.int("pool_max_size", 20, minimum=1),
+        pool_max_size=db.int("pool_max_size", pool_size, minimum=1),
         partitions_ahead_days=db.int("partitions_ahead_days", 7, minimum=1),
         prepared_statements=db.bool("prepared_statements", True),
         acquire_timeout_s=db.float("acquire_timeout_s", 2.0, minimum=0.01),
@@ -130,9 +144,48 @@ def _gateway(t: Table) -> GatewayConfig:
         batch=batch_config,
         metrics=metrics_from(t.table("metrics")),  # telemetry: [gateway.metrics]
         otlp_traces=otlp_traces_from(t.table("export")),  # telemetry: [gateway.export.otlp.traces]
+        template_filesystem_access=_template_filesystem_access(t.table("template_filesystem_access")),
+        unstable_error_json=t.bool("unstable_error_json", False),
+        debug=t.bool("debug", False),
+        unstable_disable_feedback_target_validation=t.bool("unstable_disable_feedback_target_validation", False),
+        disable_pseudonymous_usage_analytics=t.bool("disable_pseudonymous_usage_analytics", False),
+        fetch_and_encode_input_files_before_inference=t.bool("fetch_and_encode_input_files_before_inference", False),
+        global_outbound_http_timeout_ms=t.int("global_outbound_http_timeout_ms", 900_000, minimum=1),
     )
+    base_path = t.str("base_path", "/")
+    if isinstance(base_path, str) and base_path.strip("/"):
+        t.error("base_path", f"LSD serves its routes at the root only, got {base_path!r}: add the prefix in a proxy")
+    relay = t.table("relay")
+    if relay.str("gateway_url") is not None:
+        relay.error("gateway_url", "LSD has no relay mode: it calls the providers itself")
+    relay.raw("api_key_location")
+    relay.finish()
+    _cache(t.table("cache"))
     t.finish()
     return gateway
+
+
+def _template_filesystem_access(t: Table) -> TemplateFilesystemAccess:
+    """TensorZero's `{% include %}` root: `base_path` (relative to the file naming it); `enabled = true` without
+    it means that file's folder; `enabled = false` turns it off."""
+    enabled = t.bool("enabled", None)
+    base = t.path_value("base_path")
+    if enabled and base is None:
+        base = t.base_dir
+    if base is not None and not base.is_dir():
+        t.error("base_path", f"{base} is not a folder")
+    t.finish()
+    return TemplateFilesystemAccess(base if enabled is not False else None)
+
+
+def _cache(t: Table) -> None:
+    """TensorZero's `[gateway.cache]` (ClickHouse or Valkey): LSD's cache is PostgreSQL, asked per request."""
+    t.bool("enabled", None)
+    t.choice("backend", ("auto", "clickhouse", "valkey"))
+    valkey = t.table("valkey")
+    valkey.int("ttl_s", 86400, minimum=1)
+    valkey.finish()
+    t.finish()
 
 
 def _networks(t: Table, key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -81,6 +81,13 @@ class BatchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateFilesystemAccess:
+    """`[gateway.template_filesystem_access]`: the folder `{% include %}` and `{% import %}` read from (None: off)."""
+
+    base_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     bind_address: str = "127.0.0.1:3000"
     max_body_bytes: int = 10 * 1024 * 1024
@@ -97,6 +104,15 @@ class GatewayConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     otlp_traces: OtlpTracesConfig = field(default_factory=OtlpTracesConfig)
+    template_filesystem_access: TemplateFilesystemAccess = field(default_factory=TemplateFilesystemAccess)
+    # TensorZero's: an `error_json` field beside `error` in error bodies.
+    unstable_error_json: bool = False
+    # TensorZero keys accepted for compatibility; LSD does not act on them (docs/configuration.md says why).
+    debug: bool = False
+    unstable_disable_feedback_target_validation: bool = False
+    disable_pseudonymous_usage_analytics: bool = False
+    fetch_and_encode_input_files_before_inference: bool = False
+    global_outbound_http_timeout_ms: int = 900_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +155,10 @@ class TemplateConfig:
 
     source: str
     path: Path
+    key_path: str = ""  # the TOML key that names it, for start-up errors
+    # TensorZero's legacy role templates (`user_template`, `input_wrappers.user`, ...) with no schema render a plain
+    # text block of their role with the text as `user_text` / `assistant_text` / `system_text`.
+    legacy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +172,8 @@ class VariantConfig:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     # Templates by role name ("system", "user", "assistant") or by a named template.
     templates: Mapping[str, TemplateConfig] = field(default_factory=dict)
+    # TensorZero variant keys LSD accepts but does not apply yet (extra_body, reasoning_effort, ...), as written.
+    unapplied: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,17 +189,36 @@ ToolChoice = str | Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
+class ExperimentationConfig:
+    """`[functions.F.experimentation]`, checked and kept; LSD samples variants by `weight` until it acts on this."""
+
+    type: Literal["static", "adaptive"]
+    candidate_variants: Mapping[str, float]  # a list is uniform: each weight 1.0
+    fallback_variants: tuple[str, ...] = ()
+    metric: str | None = None  # adaptive only
+    delta: float = 0.05
+    epsilon: float = 0.0
+    min_prob: float = 0.0
+    min_samples_per_variant: int = 10
+    update_period_s: int = 300
+    namespaces: Mapping[str, ExperimentationConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class FunctionConfig:
     name: str
     type: FunctionType
     variants: Mapping[str, VariantConfig]
     description: str | None = None
     output_schema: Mapping[str, Any] | None = None
-    # JSON Schemas of the arguments of each role's template ("system", "user", "assistant").
+    # JSON Schemas of template arguments: by role ("system", "user", "assistant") and by `schemas.NAME`.
     schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tools: tuple[str, ...] = ()
     tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool | None = None
+    experimentation: ExperimentationConfig | None = None
+    # `[functions.F.evaluators.E]` tables as written (their `type` checked); LSD runs none of them.
+    evaluators: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,4 +242,7 @@ class Config:
     rate_limiting: RateLimitingConfig = field(default_factory=RateLimitingConfig)
     source_text: str = ""
     source_hash: str = ""
-    path: Path | None = None
+    path: Path | None = None  # the first file
+    paths: tuple[Path, ...] = ()  # every file, in load order
+    # TensorZero top-level tables LSD accepts and does not act on ([object_storage], [provider_types], ...).
+    accepted: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -23,15 +23,44 @@ class ErrorSink:
         self.errors.append(f"{path}: {message}" if path else message)
 
 
+class Origins:
+    """Which file's folder each key of a merged config came from (several files: `lsd.config.files`).
+
+    Keyed by the identity of the table (dict) holding the key: relative paths resolve against the folder of the file
+    that wrote the key, wherever the table holding it was merged from."""
+
+    def __init__(self) -> None:
+        self._dirs: dict[int, dict[builtins.str, Path]] = {}
+
+    def record(self, table: Mapping[builtins.str, Any], key: builtins.str, folder: Path) -> None:
+        self._dirs.setdefault(id(table), {})[key] = folder
+
+    def folder(self, table: Mapping[builtins.str, Any], key: builtins.str) -> Path | None:
+        return self._dirs.get(id(table), {}).get(key)
+
+
 class Table:
     """One TOML table being read. Call `finish()` after reading to report keys nobody asked for."""
 
-    def __init__(self, data: Mapping[str, Any], path: builtins.str, sink: ErrorSink, base_dir: Path) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        path: builtins.str,
+        sink: ErrorSink,
+        base_dir: Path,
+        origins: Origins | None = None,
+    ) -> None:
         self.data = data
         self.path = path
         self.sink = sink
         self.base_dir = base_dir
+        self.origins = origins
         self._seen: set[str] = set()
+
+    def key_dir(self, key: builtins.str) -> Path:
+        """The folder of the file that wrote `key` (relative paths in its value resolve against it)."""
+        folder = self.origins.folder(self.data, key) if self.origins is not None else None
+        return folder or self.base_dir
 
     def key_path(self, key: builtins.str) -> builtins.str:
         return f"{self.path}.{key}" if self.path else key
@@ -134,7 +163,7 @@ class Table:
         if not isinstance(value, builtins.str):
             return None
         path = Path(value)
-        return path if path.is_absolute() else (self.base_dir / path).resolve()
+        return path if path.is_absolute() else (self.key_dir(key) / path).resolve()
 
     def raw(self, key: builtins.str, default: Any = None) -> Any:
         self._seen.add(key)
@@ -142,7 +171,7 @@ class Table:
 
     def table(self, key: builtins.str, *, required: builtins.bool = False) -> Table:
         value = self._get(key, (dict,), "a table", {}, required)
-        return Table(value, self.key_path(key), self.sink, self.base_dir)
+        return Table(value, self.key_path(key), self.sink, self.key_dir(key), self.origins)
 
     def subtables(self, key: builtins.str) -> Iterator[tuple[builtins.str, Table]]:
         """Each entry of a table of tables (e.g. `models.*`)."""

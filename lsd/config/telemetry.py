@@ -17,9 +17,14 @@ PROTOCOLS = ("http/protobuf", "grpc")
 
 
 def metrics_from(t: Table) -> MetricsConfig:
+    # TensorZero's name for the overhead histogram's buckets (its `[]` turns the metric off: LSD keeps the default).
+    tz_key = "tensorzero_inference_latency_overhead_seconds_buckets"
+    overhead_default: tuple[float, ...] = DEFAULT_OVERHEAD_BUCKETS_S
+    if t.raw(tz_key) not in (None, []):
+        overhead_default = _buckets(t, tz_key, DEFAULT_OVERHEAD_BUCKETS_S)
     config = MetricsConfig(
         latency_buckets=_buckets(t, "latency_buckets", DEFAULT_LATENCY_BUCKETS_S),
-        overhead_buckets=_buckets(t, "overhead_buckets", DEFAULT_OVERHEAD_BUCKETS_S),
+        overhead_buckets=_buckets(t, "overhead_buckets", overhead_default),
         ttft_buckets=_buckets(t, "ttft_buckets", DEFAULT_TTFT_BUCKETS_S),
     )
     t.finish()
@@ -44,6 +49,8 @@ def otlp_traces_from(export: Table) -> OtlpTracesConfig:
         extra_headers=headers,
         include_content=t.bool("include_content", False),
     )
+    # TensorZero's attribute convention: LSD's spans follow the OpenTelemetry GenAI conventions either way.
+    t.choice("format", ("opentelemetry", "openinference"))
     t.finish()
     otlp.finish()
     export.finish()
