@@ -19,7 +19,8 @@ from urllib.parse import quote
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.providers.base import KeyLocation
-from lsd.providers.http import Pricing, check_url
+from lsd.providers.cost import parse_batch_cost, parse_cost
+from lsd.providers.http import check_url
 from lsd.providers.openai.batch import azure_api
 from lsd.providers.openai.provider import ChatCompletionsProvider
 from lsd.providers.proxies import proxy_option
@@ -42,7 +43,7 @@ class AzureProvider(ChatCompletionsProvider):
         deployment_id = options.str("deployment_id", required=True) or ""
         endpoint = check_url(options, "endpoint", options.str("endpoint", required=True))
         api_version = options.str("api_version", DEFAULT_API_VERSION) or DEFAULT_API_VERSION
-        pricing = Pricing.parse(options)
+        pricing = parse_cost(options)
         return cls(
             config,
             model_name=deployment_id,
@@ -52,7 +53,7 @@ class AzureProvider(ChatCompletionsProvider):
             key_prefix="",
             max_tokens_field="max_tokens",
             pricing=pricing,
-            batch_pricing=Pricing.parse_batch(options, pricing),
+            batch_pricing=parse_batch_cost(options, pricing),
             batch_api=azure_api(endpoint, quote(api_version, safe="")) if endpoint else None,
             proxy=proxy_option(options),
         )

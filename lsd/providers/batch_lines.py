@@ -25,6 +25,7 @@ class ResultLine:
     error: str | None = None
     status: int | None = None
     kind: str = "batch_item_failed"
+    answer: Any = None  # the response object, as a plain call would have answered it (for the list form of cost)
 
 
 def item_result(provider: HttpProvider, line: ResultLine) -> BatchItemResult:
@@ -45,7 +46,7 @@ def item_result(provider: HttpProvider, line: ResultLine) -> BatchItemResult:
         finish_reason=line.finish_reason,
         raw_request="",
         raw_response=line.raw,
-        cost=provider.batch_cost(line.usage),
+        cost=provider.batch_cost(line.usage, line.answer),
     )
     return BatchItemResult(line.custom_id, response=response)
 

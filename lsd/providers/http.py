@@ -1,4 +1,4 @@
-"""The shell the HTTP providers share: the `cost` options, URL checks, JSON POSTs, GETs and SSE streams.
+"""The shell the HTTP providers share: URL checks, JSON POSTs, GETs and SSE streams, priced by `cost`.
 
 Every result and every error carries what crossed the wire (the body sent, the answer received, the headers
 with their credentials redacted, the key's fingerprint), so the provider modules hold only their own wire
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from dataclasses import replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -33,6 +33,7 @@ from lsd.providers.base import (
     redact_text,
     redact_url,
 )
+from lsd.providers.cost import Cost, PointerPricing
 from lsd.providers.patches import apply_body_patches, apply_header_patches
 from lsd.providers.proxies import ProxyChoice
 from lsd.providers.sse import SseEvent, sse_events
@@ -47,49 +48,7 @@ from lsd.types import (
     Usage,
 )
 
-# OpenAI's Batch API and Anthropic's Message Batches both bill half the live price.
-BATCH_DISCOUNT = 0.5
 USER_AGENT = "lsd"  # sent to providers with every request
-
-
-@immutable
-class Pricing:
-    """The `cost` option (or `batch_cost`): price per million input and output tokens."""
-
-    input_per_million: float
-    output_per_million: float
-
-    @staticmethod
-    def parse(options: Table, key: str = "cost") -> Pricing | None:
-        """The `cost` (or `batch_cost`) inline table; None when it is absent (or not a table, which `options`
-        then reports)."""
-        if not options.has(key):
-            return None
-        table = options.table(key)
-        if not isinstance(options.data[key], dict):
-            return None
-        prices = []
-        for key in ("input_per_million", "output_per_million"):
-            if not table.has(key):
-                table.error(key, "missing required key")
-            prices.append(table.float(key, 0.0, minimum=0.0))
-        table.finish()
-        return Pricing(prices[0], prices[1])
-
-    def cost_of(self, usage: Usage) -> float | None:
-        """What `usage` costs; None when the provider reported no token counts at all."""
-        if usage.input_tokens is None and usage.output_tokens is None:
-            return None
-        spent = (usage.input_tokens or 0) * self.input_per_million
-        return (spent + (usage.output_tokens or 0) * self.output_per_million) / 1e6
-
-    @staticmethod
-    def parse_batch(options: Table, live: Pricing | None) -> Pricing | None:
-        """`batch_cost` when set, else the live `cost` at BATCH_DISCOUNT, else None."""
-        explicit = Pricing.parse(options, "batch_cost")
-        if explicit is not None or live is None:
-            return explicit
-        return Pricing(live.input_per_million * BATCH_DISCOUNT, live.output_per_million * BATCH_DISCOUNT)
 
 
 def check_url(options: Table, key: str, value: str | None) -> str:
@@ -168,8 +127,8 @@ class HttpProvider(Provider):
         key_location: KeyLocation,
         key_header: str,
         key_prefix: str = "",
-        pricing: Pricing | None = None,
-        batch_pricing: Pricing | None = None,
+        pricing: Cost | None = None,
+        batch_pricing: Cost | None = None,
         proxy: ProxyChoice = None,
     ) -> None:
         super().__init__(config)
@@ -209,13 +168,27 @@ class HttpProvider(Provider):
         """A non-2xx answer as a ProviderError (providers refine the kind from their error bodies)."""
         return error_from_status(self.name, response.status, response.body, raw_request=raw_request)
 
-    def cost(self, usage: Usage, reported: float | None = None) -> float | None:
-        """Priced by the `cost` option when it is set, else what the provider reported (if anything)."""
-        return self.pricing.cost_of(usage) if self.pricing is not None else reported
+    def cost(
+        self,
+        usage: Usage,
+        reported: float | None = None,
+        answers: Sequence[Any] = (),
+        *,
+        streamed: bool = False,
+    ) -> float | None:
+        """Priced by the `cost` option when it is set, else what the provider reported (if anything).
+        `answers` is the provider's answer as decoded JSON (a plain call's object, or each event of a stream),
+        which the list form of `cost` reads its numbers from."""
+        if self.pricing is None:
+            return reported
+        return self.pricing.price(usage, answers, streamed=streamed)
 
-    def batch_cost(self, usage: Usage) -> float | None:
-        """A batch result's cost at the provider's batch price (`batch_cost`, else `cost` at the discount)."""
-        return self.batch_pricing.cost_of(usage) if self.batch_pricing is not None else None
+    def batch_cost(self, usage: Usage, answer: Any = None) -> float | None:
+        """A batch result's cost at the provider's batch price (`batch_cost`, else `cost` at the discount);
+        `answer` is the result's response object, as a plain call would have answered it."""
+        if self.batch_pricing is None:
+            return None
+        return self.batch_pricing.price(usage, () if answer is None else (answer,))
 
     async def get_bytes(self, url: str, ctx: CallContext) -> bytes:
         """GET `url` with this provider's credentials; raise ProviderError for a failed call or a non-2xx status."""
@@ -315,7 +288,7 @@ class HttpProvider(Provider):
             finish_reason=finish_reason,
             raw_request=exchange.raw_request,
             raw_response=exchange.raw_response,
-            cost=self.cost(usage, reported_cost),
+            cost=self.cost(usage, reported_cost, (exchange.data,)),
             request_headers=exchange.call.request_headers,
             api_key_sha256=exchange.call.api_key_sha256,
         )
@@ -332,7 +305,7 @@ class HttpProvider(Provider):
             usage=usage,
             raw_request=exchange.raw_request,
             raw_response=exchange.raw_response,
-            cost=self.cost(usage, reported_cost),
+            cost=self.cost(usage, reported_cost, (exchange.data,)),
             request_headers=exchange.call.request_headers,
             api_key_sha256=exchange.call.api_key_sha256,
         )
@@ -347,14 +320,18 @@ class HttpProvider(Provider):
         marker, raises ProviderError(kind="stream_interrupted") after the deltas that did arrive."""
         call, parser = self.stream_call(request, ctx)
         started = False
+        # The list form of `cost` reads the events themselves; only then are they decoded a second time.
+        events_seen: list[Any] | None = [] if isinstance(self.pricing, PointerPricing) else None
         try:
             # Closing both generators releases the connection now, also when our consumer stops early.
             async with aclosing(self._lines(call, ctx)) as lines, aclosing(sse_events(lines)) as events:
                 async for event in events:
                     started = True
                     chunk = parser.feed_event(event)
+                    if events_seen is not None:
+                        _keep_json(events_seen, event.data)
                     if chunk is not None:
-                        yield self._last(chunk, call) if chunk.usage is not None else chunk
+                        yield self._last(chunk, call, events_seen) if chunk.usage is not None else chunk
         except ProviderError as exc:
             exc.raw_request = exc.raw_request or call.raw_request
             if started and exc.kind == "connection":
@@ -365,7 +342,7 @@ class HttpProvider(Provider):
             raise self._interrupted(parser, call, f"the stream ended before {missing}")
         last = parser.finish()
         if last is not None:
-            yield self._last(last, call)
+            yield self._last(last, call, events_seen)
 
     async def _lines(self, call: Call, ctx: CallContext) -> AsyncGenerator[bytes, None]:
         """The response's lines; a non-2xx answer (which comes instead of any line) raises."""
@@ -384,11 +361,12 @@ class HttpProvider(Provider):
                     raise self.status_error(item, call.raw_request)
                 yield item
 
-    def _last(self, chunk: StreamChunk, call: Call) -> StreamChunk:
-        """The chunk with usage, completed as a ProviderResponse would be (its `cost`, if any, is reported)."""
+    def _last(self, chunk: StreamChunk, call: Call, events: Sequence[Any] | None = None) -> StreamChunk:
+        """The chunk with usage, completed as a ProviderResponse would be (its `cost`, if any, is reported;
+        `events` are the stream's decoded events so far, for the list form of `cost`)."""
         return replace(
             chunk,
-            cost=self.cost(chunk.usage or Usage(), chunk.cost),
+            cost=self.cost(chunk.usage or Usage(), chunk.cost, events or (), streamed=True),
             raw_request=call.raw_request,
             request_headers=call.request_headers,
             api_key_sha256=call.api_key_sha256,
@@ -403,3 +381,10 @@ class HttpProvider(Provider):
             raw_request=call.raw_request,
             raw_response=parser.raw_response(),
         )
+
+
+def _keep_json(events: list[Any], data: str) -> None:
+    """Add the event's data, decoded, when it is JSON (`[DONE]` and other markers are not)."""
+    if data.startswith(("{", "[")):
+        with suppress(orjson.JSONDecodeError):
+            events.append(orjson.loads(data))

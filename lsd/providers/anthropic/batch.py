@@ -69,7 +69,7 @@ def parse_result_lines(text: str, json_tool_ids: frozenset[str] = frozenset()) -
             except ValueError as exc:
                 parsed.append(ResultLine(custom_id, raw, error=f"malformed response: {exc}", kind="malformed"))
                 continue
-            parsed.append(ResultLine(custom_id, raw, content, usage, reason))
+            parsed.append(ResultLine(custom_id, raw, content, usage, reason, answer=result.get("message")))
         elif kind == "errored":
             error = mapping(result.get("error"))
             inner = mapping(error.get("error")) or error

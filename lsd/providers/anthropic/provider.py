@@ -11,7 +11,8 @@ from lsd.providers.anthropic import batch
 from lsd.providers.anthropic.stream import StreamState
 from lsd.providers.anthropic.wire import DEFAULT_MAX_TOKENS, build_body, parse_response, uses_json_tool
 from lsd.providers.base import BatchPoll, BatchSubmission, CallContext, KeyLocation, malformed
-from lsd.providers.http import Call, HttpProvider, Pricing
+from lsd.providers.cost import Cost, parse_batch_cost, parse_cost
+from lsd.providers.http import Call, HttpProvider
 from lsd.providers.proxies import ProxyChoice, proxy_option
 from lsd.types import Json, ProviderRequest, ProviderResponse
 
@@ -34,8 +35,8 @@ class AnthropicProvider(HttpProvider):
         api_base: str,
         key_location: KeyLocation,
         max_tokens: int,
-        pricing: Pricing | None,
-        batch_pricing: Pricing | None = None,
+        pricing: Cost | None,
+        batch_pricing: Cost | None = None,
         proxy: ProxyChoice = None,
     ) -> None:
         super().__init__(
@@ -57,7 +58,7 @@ class AnthropicProvider(HttpProvider):
         api_base = options.str("api_base", DEFAULT_API_BASE)
         key_location = KeyLocation.parse(options, "api_key_location", DEFAULT_KEY_LOCATION)
         max_tokens = options.int("max_tokens", DEFAULT_MAX_TOKENS, minimum=1)
-        pricing = Pricing.parse(options)
+        pricing = parse_cost(options)
         return cls(
             config,
             model_name=model_name if isinstance(model_name, str) else "",
@@ -65,7 +66,7 @@ class AnthropicProvider(HttpProvider):
             key_location=key_location,
             max_tokens=max_tokens,
             pricing=pricing,
-            batch_pricing=Pricing.parse_batch(options, pricing),
+            batch_pricing=parse_batch_cost(options, pricing),
             proxy=proxy_option(options),
         )
 

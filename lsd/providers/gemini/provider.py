@@ -9,9 +9,10 @@ from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.errors import ProviderError
 from lsd.providers.base import CallContext, KeyLocation
+from lsd.providers.cost import Cost, parse_cost
 from lsd.providers.gemini.stream import StreamState
 from lsd.providers.gemini.wire import build_body, model_resource, parse_embeddings, parse_response, status_error
-from lsd.providers.http import Call, HttpProvider, Pricing, check_url
+from lsd.providers.http import Call, HttpProvider, check_url
 from lsd.providers.proxies import ProxyChoice, proxy_option
 from lsd.providers.transport import HttpResponse
 from lsd.types import EmbeddingResponse, ProviderRequest, ProviderResponse, Usage
@@ -32,7 +33,7 @@ class GeminiProvider(HttpProvider):
         model_name: str,
         api_base: str = DEFAULT_API_BASE,
         key_location: KeyLocation,
-        pricing: Pricing | None = None,
+        pricing: Cost | None = None,
         proxy: ProxyChoice = None,
     ) -> None:
         super().__init__(
@@ -54,7 +55,7 @@ class GeminiProvider(HttpProvider):
             model_name=model_name or "",
             api_base=api_base,
             key_location=KeyLocation.parse(options, "api_key_location", "env::GOOGLE_AI_STUDIO_API_KEY"),
-            pricing=Pricing.parse(options),
+            pricing=parse_cost(options),
             proxy=proxy_option(options),
         )
 

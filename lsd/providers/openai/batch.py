@@ -132,7 +132,7 @@ def parse_result_lines(text: str, json_tool_ids: frozenset[str] = frozenset()) -
         except ProviderError as exc:
             parsed.append(ResultLine(custom_id, raw, error=exc.message, status=status))
             continue
-        parsed.append(ResultLine(custom_id, raw, content, usage, reason, status=status))
+        parsed.append(ResultLine(custom_id, raw, content, usage, reason, status=status, answer=body))
     return parsed
 
 

@@ -10,7 +10,8 @@ from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.errors import ProviderError
 from lsd.providers.base import BatchPoll, BatchSubmission, CallContext, KeyLocation
-from lsd.providers.http import Call, HttpProvider, Pricing, check_url
+from lsd.providers.cost import Cost, parse_batch_cost, parse_cost
+from lsd.providers.http import Call, HttpProvider, check_url
 from lsd.providers.openai import batch
 from lsd.providers.openai.stream import StreamState
 from lsd.providers.openai.wire import build_body, parse_embeddings, parse_response, reported_cost
@@ -39,8 +40,8 @@ class ChatCompletionsProvider(HttpProvider):
         key_header: str = "Authorization",
         key_prefix: str = "Bearer ",
         max_tokens_field: str = "max_tokens",
-        pricing: Pricing | None = None,
-        batch_pricing: Pricing | None = None,
+        pricing: Cost | None = None,
+        batch_pricing: Cost | None = None,
         batch_api: batch.BatchApi | None = None,
         proxy: ProxyChoice = None,
     ) -> None:
@@ -101,8 +102,8 @@ class OpenAIProvider(ChatCompletionsProvider):
         model_name: str,
         api_base: str = DEFAULT_API_BASE,
         key_location: KeyLocation,
-        pricing: Pricing | None = None,
-        batch_pricing: Pricing | None = None,
+        pricing: Cost | None = None,
+        batch_pricing: Cost | None = None,
         proxy: ProxyChoice = None,
     ) -> None:
         base = api_base.rstrip("/")
@@ -123,14 +124,14 @@ class OpenAIProvider(ChatCompletionsProvider):
     def from_config(cls, config: ProviderConfig, options: Table) -> OpenAIProvider:
         model_name = options.str("model_name", required=True)
         api_base = check_url(options, "api_base", options.str("api_base", DEFAULT_API_BASE)) or DEFAULT_API_BASE
-        pricing = Pricing.parse(options)
+        pricing = parse_cost(options)
         return cls(
             config,
             api_base=api_base,
             model_name=model_name or "",
             key_location=KeyLocation.parse(options, "api_key_location", "env::OPENAI_API_KEY"),
             pricing=pricing,
-            batch_pricing=Pricing.parse_batch(options, pricing),
+            batch_pricing=parse_batch_cost(options, pricing),
             proxy=proxy_option(options),
         )
 
