@@ -46,6 +46,9 @@ class KeyLocation:
 
     kind: str  # env | dynamic | none
     name: str = ""
+    # An unset variable sends no key instead of failing the attempt: the default of a type whose servers often
+    # run without one (vllm's `env::VLLM_API_KEY`).
+    optional: bool = False
 
     @staticmethod
     def parse(table: Table, key: str, default: str) -> KeyLocation:
@@ -63,6 +66,8 @@ class KeyLocation:
         environment variable fails the attempt (not retryable), so routing falls back to the next provider."""
         if self.kind == "env":
             if self.name not in os.environ:
+                if self.optional:
+                    return None
                 raise ProviderError(
                     f"environment variable {self.name} is not set",
                     provider=provider,

@@ -22,6 +22,7 @@ from lsd.config.model import ProviderConfig
 from lsd.config.reader import ErrorSink, Table
 from lsd.errors import InvalidRequest, LsdError, ProviderError, ProviderTimeout
 from lsd.providers.base import REDACTED, CallContext, Provider, key_fingerprint
+from lsd.providers.openai.compatible import OPENAI_COMPATIBLE
 from lsd.providers.registry import PROVIDER_TYPES
 from lsd.providers.transport import Transport
 from lsd.types import (
@@ -147,6 +148,16 @@ HARNESSES: dict[str, Harness] = {
         },
         statuses=(*_COMMON, 503),
     ),
+    # Every OpenAI-compatible type (deepseek, groq, vllm, ...) is the openai wire at another api_base.
+    **{
+        cls.type_name: Harness(
+            fake="openai",
+            options=lambda url, model: _keyed({"model_name": model, "api_base": f"{url}/v1/"}),
+            models=_OPENAI_MODELS,
+            statuses=(*_COMMON, 503),
+        )
+        for cls in OPENAI_COMPATIBLE
+    },
     "dummy": Harness(
         fake=None,
         options=lambda url, model: {"model_name": model},

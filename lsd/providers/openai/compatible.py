@@ -1,0 +1,131 @@
+"""TensorZero's OpenAI-compatible provider types (`deepseek`, `groq`, `vllm`, ...): the `openai` type's Chat
+Completions wire at each vendor's URL, declared in one table rather than a module per vendor.
+
+A row names the type, its default `api_base` (None: the type has none and `api_base` is required), its default
+`api_key_location` (TensorZero's), whether a key is required (a type that may run without one sends none when
+its default variable is unset), a default model name (TGI serves the one model it was started with) and the
+type's own string options, sent as body fields of the same name (groq's `reasoning_format`, mistral's
+`prompt_mode`).
+
+Options of every row (besides type and timeouts): model_name, api_base, api_key_location, cost, batch_cost,
+proxy, and the row's own options. `api_base` is accepted by every row (TensorZero accepts it only for sglang,
+tgi and vllm), so a vendor can be reached through a gateway or a test double.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from lsd.config.model import ProviderConfig
+from lsd.config.reader import Table
+from lsd.immutable import immutable
+from lsd.providers.base import KeyLocation
+from lsd.providers.cost import Cost, parse_batch_cost, parse_cost
+from lsd.providers.http import check_url
+from lsd.providers.openai.provider import ChatCompletionsProvider, max_tokens_field
+from lsd.providers.proxies import ProxyChoice, proxy_option
+from lsd.types import ProviderRequest
+
+
+@immutable
+class CompatibleType:
+    """One OpenAI-compatible provider type, as TensorZero defines it."""
+
+    name: str
+    api_base: str | None  # None: no default, `api_base` is required
+    api_key_location: str
+    key_required: bool = True
+    model_name: str | None = None  # a default, making `model_name` optional
+    body_options: tuple[str, ...] = ()  # string options sent as body fields of the same name
+    # Boolean options TensorZero has that LSD accepts only as false (what LSD does), naming what true would do.
+    unsupported_flags: tuple[tuple[str, str], ...] = ()
+
+
+_THINK_BLOCKS = (("parse_think_blocks", "parsing <think> blocks into thoughts"),)
+
+COMPATIBLE_TYPES: tuple[CompatibleType, ...] = (
+    CompatibleType("deepseek", "https://api.deepseek.com/v1/", "env::DEEPSEEK_API_KEY"),
+    CompatibleType(
+        "fireworks", "https://api.fireworks.ai/inference/v1/", "env::FIREWORKS_API_KEY", unsupported_flags=_THINK_BLOCKS
+    ),
+    CompatibleType("groq", "https://api.groq.com/openai/v1/", "env::GROQ_API_KEY", body_options=("reasoning_format",)),
+    CompatibleType("hyperbolic", "https://api.hyperbolic.xyz/v1/", "env::HYPERBOLIC_API_KEY"),
+    CompatibleType("mistral", "https://api.mistral.ai/v1/", "env::MISTRAL_API_KEY", body_options=("prompt_mode",)),
+    CompatibleType("openrouter", "https://openrouter.ai/api/v1/", "env::OPENROUTER_API_KEY"),
+    CompatibleType("sglang", None, "none", key_required=False),
+    CompatibleType("tgi", None, "none", key_required=False, model_name="tgi"),
+    CompatibleType(
+        "together", "https://api.together.xyz/v1/", "env::TOGETHER_API_KEY", unsupported_flags=_THINK_BLOCKS
+    ),
+    CompatibleType("vllm", "http://localhost:8000/v1/", "env::VLLM_API_KEY", key_required=False),
+    CompatibleType("xai", "https://api.x.ai/v1/", "env::XAI_API_KEY"),
+)
+
+
+class CompatibleProvider(ChatCompletionsProvider):
+    """A provider of one OpenAI-compatible type; `spec` is its row (see `provider_class`)."""
+
+    spec: ClassVar[CompatibleType]
+    credential_headers: ClassVar[frozenset[str]] = frozenset({"Authorization"})
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        model_name: str,
+        api_base: str,
+        key_location: KeyLocation,
+        body_fields: Mapping[str, str] | None = None,
+        pricing: Cost | None = None,
+        batch_pricing: Cost | None = None,
+        proxy: ProxyChoice = None,
+    ) -> None:
+        super().__init__(
+            config,
+            model_name=model_name,
+            chat_url=f"{api_base.rstrip('/')}/chat/completions",
+            key_location=key_location,
+            max_tokens_field=max_tokens_field(api_base),
+            pricing=pricing,
+            batch_pricing=batch_pricing,
+            proxy=proxy,
+        )
+        self.body_fields = dict(body_fields or {})
+
+    @classmethod
+    def from_config(cls, config: ProviderConfig, options: Table) -> CompatibleProvider:
+        spec = cls.spec
+        model_name = options.str("model_name", spec.model_name, required=spec.model_name is None)
+        raw_base = options.str("api_base", spec.api_base, required=spec.api_base is None)
+        api_base = check_url(options, "api_base", raw_base)
+        key_location = KeyLocation.parse(options, "api_key_location", spec.api_key_location)
+        if not spec.key_required and not options.has("api_key_location"):
+            key_location = KeyLocation(key_location.kind, key_location.name, optional=True)
+        body_fields = {name: options.str(name) for name in spec.body_options}
+        for flag, what in spec.unsupported_flags:
+            if options.bool(flag, False):
+                options.error(flag, f"{what} is not implemented in LSD yet: leave it unset or false")
+        pricing = parse_cost(options)
+        return cls(
+            config,
+            model_name=model_name or "",
+            api_base=api_base,
+            key_location=key_location,
+            body_fields={name: value for name, value in body_fields.items() if isinstance(value, str)},
+            pricing=pricing,
+            batch_pricing=parse_batch_cost(options, pricing),
+            proxy=proxy_option(options),
+        )
+
+    def build_body(self, request: ProviderRequest, stream: bool) -> dict[str, Any]:
+        return {**super().build_body(request, stream), **self.body_fields}
+
+
+def provider_class(spec: CompatibleType) -> type[CompatibleProvider]:
+    """The provider class of one row: CompatibleProvider with the row's `type_name` and `spec`."""
+    name = "".join(part.capitalize() for part in spec.name.split("_")) + "Provider"
+    return type(name, (CompatibleProvider,), {"type_name": spec.name, "spec": spec, "__module__": __name__})
+
+
+OPENAI_COMPATIBLE: tuple[type[CompatibleProvider], ...] = tuple(provider_class(spec) for spec in COMPATIBLE_TYPES)
