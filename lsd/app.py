@@ -18,7 +18,7 @@ from lsd.api.front import FrontDoor
 from lsd.api.guard import Guard
 from lsd.api.routes import ROUTES
 from lsd.api.state import AppState
-from lsd.config import load
+from lsd.config import load_many
 from lsd.config.model import Config
 from lsd.errors import LsdError
 from lsd.inference.models import ModelTable
@@ -109,4 +109,4 @@ def _sampler(metrics: Metrics) -> Callable[[], Awaitable[None]]:
 def from_environment() -> Starlette:
     """App factory for multi-worker serving: config path and URLs come from the environment set by `lsd serve`."""
     lsd_logging.configure()  # a spawned worker starts with Python's default logging
-    return build_app(load(os.environ["LSD_CONFIG"]), DatabaseUrls.from_environ(os.environ))
+    return build_app(load_many(os.environ["LSD_CONFIG"].split(os.pathsep)), DatabaseUrls.from_environ(os.environ))

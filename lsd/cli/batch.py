@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from lsd.api.tensorzero_wire import batch_view_json, submission_json
-from lsd.cli.options import Subparsers, default_config, load_checked
+from lsd.cli.options import Subparsers, add_config_argument, load_checked
 from lsd.config.model import Config
 from lsd.errors import LsdError
 from lsd.exits import EXIT_OK, EXIT_USAGE, CommandExit
@@ -48,14 +48,13 @@ _LINE_KEYS = {
 
 
 def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
-    default = default_config()
     p = subparsers.add_parser(
         "batch",
         help="batch inference through the providers' batch APIs",
         description="Exit status: 0 ok, 1 the batch failed (or the config is invalid), 2 usage or input errors, "
         "3 database unreachable, 4 migrations, 5 wait timed out.",
     )
-    p.add_argument("--config", default=default, help=f"TOML config file (default {default})")
+    add_config_argument(p, required_default=True, help="TOML config file or glob, repeatable")
     sub = p.add_subparsers(dest="batch_command", required=True, metavar="SUBCOMMAND")
     submit = sub.add_parser("submit", help="submit a JSONL file of inputs; prints the batch id")
     submit.add_argument("--function", required=True, help="the function to run")

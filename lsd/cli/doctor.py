@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from lsd.cli.options import Subparsers, load_checked
+from lsd.cli.options import Subparsers, add_config_argument, load_checked
 from lsd.config.model import Config
 from lsd.startup import database_urls
 from lsd.store import admin
@@ -14,7 +14,7 @@ from lsd.store.database import Database, PoolStats, connect_with_retry
 
 def add_parser(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("doctor", help="check the database: version, migrations, partitions, pool")
-    p.add_argument("--config", default=None)
+    add_config_argument(p, required_default=False, help="TOML config file or glob, repeatable")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lsd.cli.options import Subparsers, default_config, load_checked
+from lsd.cli.options import Subparsers, add_config_argument, load_checked
 from lsd.config.model import Config
 from lsd.errors import LsdError
 from lsd.evaluations.datasets import Dataset, DatasetError, from_inferences, read_inference_filter, read_jsonl
@@ -30,14 +30,13 @@ EXIT_BELOW_CUTOFF = 1  # also: an invalid config, as for every lsd command
 
 
 def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
-    default = default_config()
     p = subparsers.add_parser(
         "evaluate",
         help="run an evaluation: a dataset through a variant, scored by the evaluation's evaluators",
         description="Exit status: 0 ok, 1 an evaluator's mean is on the wrong side of its cutoff (or the config is "
         "invalid), 2 usage or dataset errors, 3 database unreachable, 4 migrations.",
     )
-    p.add_argument("--config", default=default, help=f"TOML config file (default {default})")
+    add_config_argument(p, required_default=True, help="TOML config file or glob, repeatable")
     p.add_argument("--evaluation", required=True, help="the [evaluations.NAME] to run")
     p.add_argument("--variant", required=True, help="the variant of the evaluation's function to evaluate")
     source = p.add_mutually_exclusive_group(required=True)

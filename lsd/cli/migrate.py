@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lsd.cli.options import Subparsers, load_checked
+from lsd.cli.options import Subparsers, add_config_argument, load_checked
 from lsd.startup import database_urls
 from lsd.store import admin, migrate
 from lsd.store.database import connect_with_retry
@@ -12,7 +12,7 @@ from lsd.store.database import connect_with_retry
 
 def add_parser(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("migrate", help="apply pending database migrations and exit")
-    p.add_argument("--config", default=None, help="config file (for gateway.database settings)")
+    add_config_argument(p, required_default=False, help="config files (for gateway.database settings)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import socket
-from pathlib import Path
 
 import uvloop
 from hypercorn.asyncio import serve
@@ -16,7 +15,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from lsd import __version__
 from lsd.app import build_app
-from lsd.cli.options import Subparsers, default_config, load_checked
+from lsd.cli.options import Subparsers, add_config_argument, load_checked
 from lsd.exits import EXIT_USAGE, CommandExit
 from lsd.startup import database_urls, prepare
 from lsd.supervisor import handover
@@ -25,9 +24,8 @@ log = logging.getLogger("lsd")
 
 
 def add_parser(subparsers: Subparsers) -> None:
-    default = default_config()
     p = subparsers.add_parser("serve", help="run the gateway (migrates first unless disabled)")
-    p.add_argument("--config", default=default, help=f"TOML config file (default {default})")
+    add_config_argument(p, required_default=True, help="TOML config file or glob, repeatable: the files are merged")
     p.add_argument("--bind", help="HOST:PORT (default: gateway.bind_address)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
 
@@ -48,9 +46,11 @@ def run(args: argparse.Namespace) -> int:
     hconfig.h11_max_incomplete_size = config.gateway.max_header_bytes  # the request line and headers
     hconfig.h2_max_header_list_size = config.gateway.max_header_bytes
     hconfig.worker_class = "uvloop"
-    log.info("lsd %s serving %s on http://%s", __version__, args.config, hconfig.bind[0])
+    files = ", ".join(str(p) for p in config.paths)
+    log.info("lsd %s serving %s on http://%s", __version__, files, hconfig.bind[0])
     if args.workers > 1:
-        os.environ["LSD_CONFIG"] = str(Path(args.config).resolve())
+        # The workers load the very files this process checked, whatever the globs would match by then.
+        os.environ["LSD_CONFIG"] = os.pathsep.join(str(p.resolve()) for p in config.paths)
         hconfig.application_path = "lsd.app:from_environment()"
         handover(hconfig, args.workers)  # this process becomes the slim supervisor; never returns
     app = build_app(config, url)

@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from lsd.cli.options import Subparsers, default_config
-from lsd.config import load
+from lsd.cli.options import Subparsers, add_config_argument, config_patterns, default_config
+from lsd.config import load_many
 from lsd.config.model import Config, ObservabilityConfig
 from lsd.exits import EXIT_DATABASE, EXIT_OK
 from lsd.startup import database_urls
@@ -42,7 +42,7 @@ def add_parser(subparsers: Subparsers) -> None:
     )
     for command in (status, replay):
         command.add_argument("--dir", type=Path, default=None, help="the spool folder (default: from the config)")
-        command.add_argument("--config", default=None, help="config file whose spool_dir to use")
+        add_config_argument(command, required_default=False, help="config files whose spool_dir to use")
     status.add_argument("--json", action="store_true", help="one JSON object")
     replay.add_argument(
         "--timeout",
@@ -66,13 +66,13 @@ def _default_dir() -> Path:
     return Path.cwd() / ".lsd" / "spool"
 
 
-def _config(path: str | None) -> Config | None:
+def _config(patterns: list[str] | None) -> Config | None:
     """The config named by --config; else the default one when it exists; else none."""
-    if path is None:
-        path = default_config()
-        if not Path(path).exists():
+    if patterns is None:
+        patterns = config_patterns(None)
+        if patterns == [default_config()] and not Path(patterns[0]).exists():
             return None
-    return load(path)  # a ConfigError is reported by lsd.cli's error exit
+    return load_many(patterns)  # a ConfigError is reported by lsd.cli's error exit
 
 
 # -- status ----------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lsd.cli.options import Subparsers, load_checked
+from lsd.cli.options import Subparsers, add_config_argument, load_checked
 from lsd.exits import EXIT_DATABASE, CommandExit
 from lsd.startup import database_urls
 from lsd.store import statistics
@@ -15,7 +15,7 @@ def add_parser(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("stats", help="statistics tables")
     sub = p.add_subparsers(dest="stats_command", required=True, metavar="SUBCOMMAND")
     refresh = sub.add_parser("refresh", help="fold the rows written since the last refresh into the statistics")
-    refresh.add_argument("--config", default=None, help="config file (for gateway.database settings)")
+    add_config_argument(refresh, required_default=False, help="config files (for gateway.database settings)")
 
 
 def run(args: argparse.Namespace) -> int:

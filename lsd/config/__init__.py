@@ -1,6 +1,6 @@
 """Configuration: TOML parsed once into frozen, typed objects whose errors name the key path."""
 
-from lsd.config.loader import load, parse
+from lsd.config.loader import load, load_many, parse
 from lsd.config.model import (
     Config,
     FunctionConfig,
@@ -21,5 +21,6 @@ __all__ = [
     "Table",
     "VariantConfig",
     "load",
+    "load_many",
     "parse",
 ]
