@@ -1,0 +1,158 @@
+"""TensorZero's OpenAI-compatible provider types (one table over the Chat Completions provider), and the types
+TensorZero names that LSD refuses by name. The wire itself is covered by the conformance suite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lsd.config.model import ProviderConfig
+from lsd.config.reader import ErrorSink
+from lsd.errors import ProviderError
+from lsd.providers.base import CallContext, KeyLocation
+from lsd.providers.openai.compatible import COMPATIBLE_TYPES, CompatibleProvider
+from lsd.providers.registry import PROVIDER_TYPES, build_provider
+from lsd.providers.transport import Transport
+from lsd.types import Message, ProviderRequest, Text
+from tests.fakes.openai_server import FakeOpenAI
+
+# What TensorZero's docs and code say of each type: default api_base (None: required), default key location.
+TENSORZERO_DEFAULTS = {
+    "deepseek": ("https://api.deepseek.com/v1/", "env::DEEPSEEK_API_KEY"),
+    "fireworks": ("https://api.fireworks.ai/inference/v1/", "env::FIREWORKS_API_KEY"),
+    "groq": ("https://api.groq.com/openai/v1/", "env::GROQ_API_KEY"),
+    "hyperbolic": ("https://api.hyperbolic.xyz/v1/", "env::HYPERBOLIC_API_KEY"),
+    "mistral": ("https://api.mistral.ai/v1/", "env::MISTRAL_API_KEY"),
+    "openrouter": ("https://openrouter.ai/api/v1/", "env::OPENROUTER_API_KEY"),
+    "sglang": (None, "none"),
+    "tgi": (None, "none"),
+    "together": ("https://api.together.xyz/v1/", "env::TOGETHER_API_KEY"),
+    "vllm": ("http://localhost:8000/v1/", "env::VLLM_API_KEY"),
+    "xai": ("https://api.x.ai/v1/", "env::XAI_API_KEY"),
+}
+
+
+def build(type_name: str, options: Mapping[str, Any]) -> tuple[Any, list[str]]:
+    config = ProviderConfig(
+        name="p", type=type_name, options=options, key_path="models.m.providers.p", base_dir=Path(".")
+    )
+    sink = ErrorSink()
+    return build_provider(config, sink), sink.errors
+
+
+def ask(text: str) -> ProviderRequest:
+    return ProviderRequest(system=None, messages=(Message("user", (Text(text),)),))
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[Transport]:
+    transport = Transport()
+    await transport.open()
+    yield transport
+    await transport.close()
+
+
+def test_every_type_tensorzero_names_is_registered() -> None:
+    assert {spec.name for spec in COMPATIBLE_TYPES} == set(TENSORZERO_DEFAULTS)
+    for name in TENSORZERO_DEFAULTS:
+        assert issubclass(PROVIDER_TYPES[name], CompatibleProvider) and PROVIDER_TYPES[name].type_name == name
+
+
+@pytest.mark.parametrize("type_name", sorted(TENSORZERO_DEFAULTS))
+def test_defaults(type_name: str) -> None:
+    api_base, key = TENSORZERO_DEFAULTS[type_name]
+    options: dict[str, Any] = {"model_name": "some-model"}
+    if api_base is None:
+        _, errors = build(type_name, options)
+        assert errors == ["models.m.providers.p.api_base: missing required key"]
+        options["api_base"] = api_base = "http://localhost:30000/v1/"
+    provider, errors = build(type_name, options)
+    assert errors == []
+    assert provider.chat_url == f"{api_base}chat/completions"
+    assert provider.model_name == "some-model"
+    kind, _, name = key.partition("::")
+    assert (provider.key_location.kind, provider.key_location.name) == (kind, name)
+    assert provider.max_tokens_field == "max_tokens"
+    assert not provider.supports_batch and not provider.supports_embeddings
+
+
+def test_model_name_is_required_except_for_tgi() -> None:
+    _, errors = build("groq", {})
+    assert errors == ["models.m.providers.p.model_name: missing required key"]
+    provider, errors = build("tgi", {"api_base": "http://tgi:8080/v1/"})
+    assert errors == [] and provider.model_name == "tgi"  # TGI serves the one model it was started with
+
+
+def test_type_errors_name_the_key_path() -> None:
+    _, errors = build("deepseek", {"model_name": "m", "api_base": "api.deepseek.com", "temperature": 1})
+    assert errors == [
+        "models.m.providers.p.api_base: expected an http:// or https:// URL, got 'api.deepseek.com'",
+        "models.m.providers.p.temperature: unknown key",
+    ]
+    _, errors = build("together", {"model_name": "m", "parse_think_blocks": True})
+    assert errors == [
+        "models.m.providers.p.parse_think_blocks: parsing <think> blocks into thoughts is not implemented in LSD "
+        "yet: leave it unset or false"
+    ]
+    assert build("fireworks", {"model_name": "m", "parse_think_blocks": False})[1] == []
+    assert build("groq", {"model_name": "m", "prompt_mode": "reasoning"})[1] == [
+        "models.m.providers.p.prompt_mode: unknown key"
+    ]
+
+
+@pytest.mark.parametrize("type_name", ["aws_bedrock", "aws_sagemaker", "gcp_vertex_anthropic", "gcp_vertex_gemini"])
+def test_types_lsd_does_not_implement_are_refused_by_name(type_name: str) -> None:
+    provider, errors = build(type_name, {"model_id": "x", "region": "us-east-1"})
+    assert provider is None
+    assert errors == [f"models.m.providers.p.type: provider type '{type_name}' is not implemented in LSD yet"]
+    _, errors = build("bedrock", {})
+    assert errors[0].startswith("models.m.providers.p.type: unknown provider type 'bedrock' (known: anthropic,")
+
+
+async def test_type_options_are_sent_in_the_body(transport: Transport) -> None:
+    async with FakeOpenAI() as fake:
+        ctx = CallContext(transport=transport)
+        for type_name, option, value in (
+            ("groq", "reasoning_format", "parsed"),
+            ("mistral", "prompt_mode", "reasoning"),
+        ):
+            options = {"model_name": "m", "api_base": fake.api_base, "api_key_location": "none", option: value}
+            provider, errors = build(type_name, options)
+            assert errors == []
+            await provider.infer(ask("hi"), ctx)
+            assert fake.requests[-1].body[option] == value
+            assert [c async for c in provider.stream(ask("hi"), ctx)]
+            assert fake.requests[-1].body[option] == value and fake.requests[-1].body["stream"] is True
+
+
+async def test_a_server_without_a_key(transport: Transport, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vllm's default key variable may be unset (a server started without --api-key): no Authorization is sent.
+    Named explicitly, an unset variable fails the attempt as for any type; sglang and tgi default to no key."""
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    async with FakeOpenAI() as fake:
+        ctx = CallContext(transport=transport)
+        for type_name in ("vllm", "sglang", "tgi"):
+            provider, errors = build(type_name, {"model_name": "m", "api_base": fake.api_base})
+            assert errors == []
+            response = await provider.infer(ask("hi"), ctx)
+            assert response.api_key_sha256 is None
+            assert "Authorization" not in fake.requests[-1].headers
+        monkeypatch.setenv("VLLM_API_KEY", "sk-vllm-0123456789")
+        provider, _ = build("vllm", {"model_name": "m", "api_base": fake.api_base})
+        await provider.infer(ask("hi"), ctx)
+        assert fake.requests[-1].headers["Authorization"] == "Bearer sk-vllm-0123456789"
+        monkeypatch.delenv("VLLM_API_KEY")
+        explicit, _ = build(
+            "vllm", {"model_name": "m", "api_base": fake.api_base, "api_key_location": "env::VLLM_API_KEY"}
+        )
+        assert explicit.key_location == KeyLocation("env", "VLLM_API_KEY")
+        with pytest.raises(ProviderError) as caught:
+            await explicit.infer(ask("hi"), ctx)
+        assert caught.value.kind == "auth" and "VLLM_API_KEY" in caught.value.message
+        monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+        deepseek, _ = build("deepseek", {"model_name": "m", "api_base": fake.api_base})
+        with pytest.raises(ProviderError, match="DEEPSEEK_API_KEY is not set"):
+            await deepseek.infer(ask("hi"), ctx)
