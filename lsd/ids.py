@@ -41,6 +41,9 @@ _random = _RandomPool()
 os.register_at_fork(after_in_child=_random.forget)
 
 MIN_EPISODE_TIMESTAMP_S = 1579751960  # 2020-01-23, as TensorZero
+# Episodes of workflow evaluation runs carry their creation time plus this offset (~317 years), as TensorZero's do:
+# an episode id at or past it is looked up as a run's episode instead of being validated as a client's id.
+WORKFLOW_EPISODE_OFFSET_S = 10_000_000_000
 
 
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
@@ -89,10 +92,23 @@ def timestamp_of(value: uuid.UUID) -> datetime:
     return datetime.fromtimestamp((value.int >> 80) / 1000, tz=UTC)
 
 
+def workflow_episode_id() -> uuid.UUID:
+    """A new episode id of a workflow evaluation run: a UUIDv7 for now + WORKFLOW_EPISODE_OFFSET_S."""
+    return uuid7(time.time_ns() // 1_000_000 + WORKFLOW_EPISODE_OFFSET_S * 1000)
+
+
+def is_workflow_episode(value: uuid.UUID) -> bool:
+    """Whether an episode id is in the range reserved for workflow evaluation runs' episodes."""
+    return value.version == 7 and (value.int >> 80) // 1000 >= WORKFLOW_EPISODE_OFFSET_S
+
+
 def validate_episode_id(value: uuid.UUID) -> None:
-    """Raise ValueError with a reason when a client-supplied episode id is not an acceptable UUIDv7."""
+    """Raise ValueError with a reason when a client-supplied episode id is not an acceptable UUIDv7. An id in the
+    workflow evaluation range passes: whether such an episode exists is looked up where it is used."""
     if value.version != 7:
         raise ValueError(f"must be a UUIDv7, got version {value.version}")
+    if is_workflow_episode(value):
+        return
     seconds = (value.int >> 80) // 1000
     if seconds < MIN_EPISODE_TIMESTAMP_S:
         raise ValueError("timestamp is before 2020-01-23")

@@ -11,9 +11,12 @@ from uuid import UUID
 
 import orjson
 
+from lsd.config.model import VariantConfig
 from lsd.errors import InvalidRequest
 from lsd.ids import validate_episode_id
 from lsd.immutable import immutable
+from lsd.inference.dynamic_variant import FIELD as DYNAMIC_VARIANT
+from lsd.inference.dynamic_variant import parse_dynamic_variant
 from lsd.types import (
     BodyPatch,
     ContentBlock,
@@ -101,6 +104,8 @@ class InferenceRequest:
     parallel_tool_calls: bool | None = None
     cache: CacheOptions = field(default_factory=lambda: CacheOptions())
     api_key_public_id: str | None = None  # set by the API layer from the verified key; never from the body
+    # internal_dynamic_variant_config: the one variant to run (dry runs only); its name is tensorzero::dynamic_variant
+    dynamic_variant: VariantConfig | None = None
 
 
 @immutable
@@ -204,6 +209,15 @@ def parse_inference_request(body: Any) -> InferenceRequest:
         for i, name in enumerate(allowed):
             _expect(name, str, f"allowed_tools[{i}]", "a string")
     dryrun = _bool(body, "dryrun", "dryrun")
+    dynamic_variant = None
+    if body.get(DYNAMIC_VARIANT) is not None:
+        if not dryrun:  # TensorZero's words
+            raise InvalidRequest.at(
+                DYNAMIC_VARIANT, f"If `{DYNAMIC_VARIANT}` is used, `dryrun` must also be set to true"
+            )
+        if body.get("variant_name") is not None:
+            raise InvalidRequest.at(DYNAMIC_VARIANT, f"`variant_name` and `{DYNAMIC_VARIANT}` cannot both be set.")
+        dynamic_variant = parse_dynamic_variant(body[DYNAMIC_VARIANT])
     return InferenceRequest(
         input=parse_input(body["input"], "input"),
         function_name=function_name,
@@ -226,6 +240,7 @@ def parse_inference_request(body: Any) -> InferenceRequest:
         if body.get("parallel_tool_calls") is None
         else _bool(body, "parallel_tool_calls", "parallel_tool_calls"),
         cache=parse_cache_options(body.get("cache_options"), "cache_options", dryrun),
+        dynamic_variant=dynamic_variant,
     )
 
 
