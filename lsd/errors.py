@@ -2,10 +2,17 @@
 
     LsdError                      500 internal_error
     ├── InvalidRequest            400 invalid_request     (names the field)
+    │   ├── InvalidOpenAIRequest  400 invalid_request     (a /openai/v1 body TensorZero would refuse)
+    │   ├── SchemaValidation      400 invalid_request     (input that fails a role's JSON Schema)
     │   ├── PayloadTooLarge       413 payload_too_large
     │   └── HeadersTooLarge       431 headers_too_large
     ├── Unauthorized              401 unauthorized
-    ├── NotFound                  404 not_found           (unknown function, variant, model, inference)
+    ├── NotFound                  404 not_found           (an inference, a run, a datapoint)
+    │   ├── UnknownFunction       404 not_found
+    │   ├── UnknownVariant        404 not_found
+    │   ├── UnknownModel          404 not_found           (also UnknownEmbeddingModel)
+    │   ├── UnknownMetric         404 not_found
+    │   └── BatchNotFound         404 not_found
     ├── RateLimited               429 rate_limited        (names the rule; Retry-After)
     ├── RequestTimeout            504 request_timeout     (no response started within gateway.request_timeout_s)
     ├── ProviderError             502 provider_error      (one provider attempt failed)
@@ -14,12 +21,16 @@
     ├── DatabaseUnavailable       503 database_unavailable
     └── ConfigError               500 config_error        (raised at load time; the CLI exits 1)
 
-The API maps this tree to JSON in one place (lsd.api.errors); nothing else chooses a status code.
+The API maps this tree to JSON in one place (lsd.api.errors); nothing else chooses a status code. Messages use
+TensorZero's wording where its clients and tests match on it ("Unknown function: f"); the subclasses that carry
+their subject (a name, an id) let lsd.api.tensorzero_wire build TensorZero's `error_json` for each.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import orjson
 
 from lsd.immutable import immutable
 
@@ -46,6 +57,31 @@ class InvalidRequest(LsdError):
         return cls(f"{path}: {message}", field=path)
 
 
+class InvalidOpenAIRequest(InvalidRequest):
+    """A /openai/v1 request TensorZero refuses before parsing further; `detail` is its message without the prefix."""
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(f"Invalid request to OpenAI-compatible endpoint: {detail}", field=field)
+        self.detail = detail
+
+
+class SchemaValidation(InvalidRequest):
+    """Input at `path` that fails the `role`'s JSON Schema: each failure's message, the value and the schema. The
+    message holds TensorZero's "JSON Schema validation failed" text after LSD's path."""
+
+    def __init__(self, path: str, role: str, messages: Sequence[str], data: object, schema: object) -> None:
+        failed = "\n".join(messages)
+        schema_text = orjson.dumps(schema).decode()
+        super().__init__(
+            f"{path}: does not match the {role}_schema: JSON Schema validation failed:\n{failed}"
+            f"\n\nSchema:\n{schema_text}",
+            field=path,
+        )
+        self.messages = list(messages)
+        self.data = data
+        self.schema = schema
+
+
 class PayloadTooLarge(InvalidRequest):
     error_code = "payload_too_large"
     http_status = 413
@@ -59,6 +95,42 @@ class Unauthorized(LsdError):
 class NotFound(LsdError):
     error_code = "not_found"
     http_status = 404
+
+
+class UnknownFunction(NotFound):
+    def __init__(self, name: str, *, field: str | None = "function_name") -> None:
+        super().__init__(f"Unknown function: {name}", field=field)
+        self.name = name
+
+
+class UnknownVariant(NotFound):
+    def __init__(self, name: str, *, field: str | None = "variant_name") -> None:
+        super().__init__(f"Unknown variant: {name}", field=field)
+        self.name = name
+
+
+class UnknownModel(NotFound):
+    def __init__(self, name: str, *, field: str | None = "model_name") -> None:
+        super().__init__(f"Unknown model: {name}", field=field)
+        self.name = name
+
+
+class UnknownEmbeddingModel(NotFound):
+    def __init__(self, name: str, *, field: str | None = "model") -> None:
+        super().__init__(f"Model not found: {name}", field=field)
+        self.name = name
+
+
+class UnknownMetric(NotFound):
+    def __init__(self, name: str, *, field: str | None = "metric_name") -> None:
+        super().__init__(f"Unknown metric: {name}", field=field)
+        self.name = name
+
+
+class BatchNotFound(NotFound):
+    def __init__(self, batch_id: object, *, field: str | None = "batch_id") -> None:
+        super().__init__(f"Batch request not found for id: {batch_id}", field=field)
+        self.batch_id = str(batch_id)
 
 
 class RateLimited(LsdError):
@@ -131,8 +203,16 @@ class AllAttemptsFailed(LsdError):
     http_status = 502
 
     def __init__(self, failures: Sequence[AttemptFailure]) -> None:
-        summary = "; ".join(f"{f.variant}/{f.model}/{f.provider}: {f.message}" for f in failures)
-        super().__init__(f"all {len(failures)} attempt(s) failed: {summary}")
+        # TensorZero's wording: each variant's model providers, in the order they were tried.
+        by_variant: dict[str, list[AttemptFailure]] = {}
+        for f in failures:
+            by_variant.setdefault(f.variant, []).append(f)
+        summary = "\n".join(
+            f"{variant}: All model providers failed to infer with errors: "
+            + ", ".join(f"{f.provider}: {f.message}" for f in tried)
+            for variant, tried in by_variant.items()
+        )
+        super().__init__(f"All variants failed with errors: {summary}")
         self.failures = list(failures)
         # A single client-side cause (e.g. 400 from every provider) keeps its status; else 502.
         statuses = {f.kind for f in failures}

@@ -20,7 +20,7 @@ from uuid import UUID
 import jsonschema
 
 from lsd.config.model import Config
-from lsd.errors import DatabaseUnavailable, InvalidRequest, LsdError, NotFound
+from lsd.errors import DatabaseUnavailable, InvalidRequest, LsdError, NotFound, UnknownMetric
 from lsd.ids import uuid7
 from lsd.records import (
     BooleanMetricFeedbackRecord,
@@ -189,7 +189,7 @@ class FeedbackService:
             return "demonstration", "inference"
         metric = self.config.metrics.get(name)
         if metric is None:
-            raise NotFound(f"unknown metric {name!r}", field="metric_name")
+            raise UnknownMetric(name)
         return metric.type, metric.level
 
     def _target_id(self, request: FeedbackRequest, kind: str, level: str) -> UUID:

@@ -199,13 +199,16 @@ class ProviderResponse:
 
 @immutable
 class StreamChunk:
-    """One streamed delta: text, a tool call fragment, or (last) usage and finish reason.
+    """One streamed delta: text, a tool call fragment, (last) usage and finish reason, or an error.
 
     Deltas: `Text(text=<new text>)`; `ToolCall(id, name, arguments=<new argument text>)` where `name` is the
-    tool name on the first delta of that call and "" after; `Thought(text=<new text>)`.
+    tool name on the first delta of that call and "" after; `Thought(text=<new text>)`. `error` is a provider's
+    error event that does not end its stream (the message; the chunk has no content): the client is told and the
+    stream is read on, as TensorZero does. A provider raises ProviderError instead for an error that ends it.
     """
 
     content: tuple[OutputBlock, ...] = ()
+    error: str | None = None
     usage: Usage | None = None
     finish_reason: FinishReason | None = None
     raw: str = ""

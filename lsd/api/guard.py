@@ -69,7 +69,7 @@ class Guard:
 
 
 async def send_error(scope: Scope, send: Send, exc: LsdError) -> None:
-    body = error_bytes(exc, scope["path"])
+    body = error_bytes(exc, scope)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.http_status == 401:
         headers.append((b"www-authenticate", b"Bearer"))

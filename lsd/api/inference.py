@@ -20,10 +20,10 @@ from lsd.inference.request import InferenceRequest, parse_inference_request
 from lsd.inference.streaming import InferenceStream, start_stream
 
 
-async def sse_events(stream: InferenceStream) -> AsyncIterator[tuple[dict[str, Any], bool]]:
+async def sse_events(stream: InferenceStream, *, with_error_json: bool) -> AsyncIterator[tuple[dict[str, Any], bool]]:
     """Each chunk's JSON, and whether it only trails the content (usage, finish reason)."""
     async for event in stream.events():
-        yield chunk_json(stream, event), event.trailing
+        yield chunk_json(stream, event, with_error_json=with_error_json), event.trailing
 
 
 async def stream_response(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> Response:
@@ -36,7 +36,8 @@ async def stream_response(state: AppState, parsed: InferenceRequest, fields: dic
         provider=stream.provider.name,
         stream=True,
     )
-    return EventStreamResponse(event_stream(sse_events(stream)))
+    with_error_json = state["services"].config.gateway.unstable_error_json
+    return EventStreamResponse(event_stream(sse_events(stream, with_error_json=with_error_json)))
 
 
 async def answer(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> bytes:
@@ -67,7 +68,7 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
             return
         response = await stream_response(state, parsed, scope_fields(scope))
     except LsdError as exc:
-        response = error_response(exc, scope["path"])
+        response = error_response(exc, scope)
     await response(scope, receive, send)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -15,27 +16,24 @@ from lsd.api.sse import EventStreamResponse, event_stream
 from lsd.api.state import AppState
 from lsd.errors import InvalidRequest
 from lsd.inference.embeddings import EmbeddingRequest
-from lsd.inference.request import InferenceRequest
 from lsd.inference.streaming import InferenceStream, start_stream
 
 
 async def chat_completions(request: Request[AppState]) -> Response:
     state = request.state
     body = await read_json(request, state["services"].config.gateway.max_body_bytes)
-    parsed, include_usage = parse_chat_request(body)
-    parsed = identify(request.scope, parsed)
-    if parsed.stream:
-        stream = await start_stream(state["services"].engine, parsed)
-        return EventStreamResponse(event_stream(_sse(parsed, stream, include_usage)))
-    result = await state["services"].engine.infer(parsed)
-    return Response(json_response_bytes(completion_json(parsed, result)), media_type="application/json")
+    call = parse_chat_request(body)
+    call = replace(call, request=identify(request.scope, call.request))
+    if call.request.stream:
+        stream = await start_stream(state["services"].engine, call.request)
+        writer = ChunkWriter(call, stream, with_error_json=state["services"].config.gateway.unstable_error_json)
+        return EventStreamResponse(event_stream(_sse(writer, stream)))
+    result = await state["services"].engine.infer(call.request)
+    return Response(json_response_bytes(completion_json(call, result)), media_type="application/json")
 
 
-async def _sse(
-    request: InferenceRequest, stream: InferenceStream, include_usage: bool
-) -> AsyncIterator[tuple[dict[str, Any], bool]]:
+async def _sse(writer: ChunkWriter, stream: InferenceStream) -> AsyncIterator[tuple[dict[str, Any], bool]]:
     """Each chat.completion.chunk, and whether it only trails the content (usage, finish reason)."""
-    writer = ChunkWriter(request, stream, include_usage)
     async for event in stream.events():
         chunk = writer.chunk(event)
         if chunk is not None:
@@ -47,7 +45,7 @@ async def embeddings(request: Request[AppState]) -> Response:
     body = await read_json(request, state["services"].config.gateway.max_body_bytes)
     if not isinstance(body, dict):
         raise InvalidRequest("body: expected a JSON object", field="body")
-    _, name = parse_model(body.get("model"), "embedding_model_name")
+    model = parse_model(body.get("model"), "embedding_model_name")
     raw = body.get("input")
     inputs = [raw] if isinstance(raw, str) else raw
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
@@ -62,7 +60,7 @@ async def embeddings(request: Request[AppState]) -> Response:
     dryrun = bool(body.get("lsd::dryrun") or body.get("tensorzero::dryrun"))
     result = await state["services"].embedder.embed(
         EmbeddingRequest(
-            model_name=name,
+            model_name=model.name,
             inputs=tuple(inputs),
             dimensions=dimensions,
             credentials=credentials,
@@ -70,7 +68,8 @@ async def embeddings(request: Request[AppState]) -> Response:
             api_key_public_id=request.scope.get(KEY_SCOPE),
         )
     )
-    return Response(json_response_bytes(embeddings_json(result, encoding)), media_type="application/json")
+    body = embeddings_json(result, encoding, model.prefix)
+    return Response(json_response_bytes(body), media_type="application/json")
 
 
 async def models(request: Request[AppState]) -> Response:

@@ -11,7 +11,10 @@ from typing import Any
 
 import orjson
 
-from lsd.errors import InvalidRequest, LsdError, RateLimited
+from lsd.api.tensorzero_wire import error_json
+from lsd.errors import InvalidOpenAIRequest, InvalidRequest, LsdError, RateLimited
+from lsd.immutable import immutable
+from lsd.inference.recording import block_to_json
 from lsd.inference.request import (
     InferenceRequest,
     parse_cache_options,
@@ -19,9 +22,22 @@ from lsd.inference.request import (
     parse_tool,
     parse_uuid,
 )
-from lsd.inference.result import EmbeddingResult, InferenceResult, ToolCallOutput
+from lsd.inference.result import EmbeddingResult, InferenceResult, ResultBlock, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
-from lsd.types import ContentBlock, File, Input, Message, Template, Text, ToolCall, ToolResult, Usage
+from lsd.types import (
+    ContentBlock,
+    File,
+    Input,
+    Message,
+    OutputBlock,
+    Template,
+    Text,
+    Thought,
+    ToolCall,
+    ToolResult,
+    Unknown,
+    Usage,
+)
 
 PREFIXES = ("lsd::", "tensorzero::")
 FINISH = {
@@ -42,34 +58,95 @@ def _extra(body: Mapping[str, Any], name: str) -> Any:
     return None
 
 
-def parse_model(model: Any, kind: str = "function_name") -> tuple[str, str]:
-    """`lsd::function_name::F` / `lsd::model_name::M` (or tensorzero::) -> (kind, name); a bare name is a model."""
+MODEL_PREFIX_HINT = (
+    "`model` field must start with `tensorzero::function_name::` or `tensorzero::model_name::`. For example, "
+    "`tensorzero::function_name::my_function` for a function `my_function` defined in your config, "
+    "`tensorzero::model_name::my_model` for a model `my_model` defined in your config, or default functions like "
+    "`tensorzero::model_name::openai::gpt-4o-mini`."
+)
+
+
+@immutable
+class ModelRef:
+    """A parsed `model` field: the prefix the client used (echoed in answers), the kind and the name."""
+
+    prefix: str  # "tensorzero::" or "lsd::"
+    kind: str  # function_name | model_name | embedding_model_name
+    name: str
+
+
+def parse_model(model: Any, kind: str = "function_name") -> ModelRef:
+    """`tensorzero::function_name::F` / `tensorzero::model_name::M` (or `lsd::`) for chat, where any other value
+    is a 400 as in TensorZero; `tensorzero::embedding_model_name::E` (or a bare name) for embeddings."""
     if not isinstance(model, str) or not model:
-        raise InvalidRequest.at("model", "expected a non-empty string")
+        raise InvalidOpenAIRequest(MODEL_PREFIX_HINT, field="model")
+    kinds = ("embedding_model_name",) if kind == "embedding_model_name" else ("function_name", "model_name")
     for prefix in PREFIXES:
-        for key in ("function_name", "model_name", "embedding_model_name"):
+        for key in kinds:
             marker = f"{prefix}{key}::"
             if model.startswith(marker):
-                return key, model[len(marker) :]
-        if model.startswith(prefix):
-            raise InvalidRequest.at(
-                "model", f"unknown model prefix in {model!r}: use {prefix}function_name::F or {prefix}model_name::M"
-            )
-    return ("embedding_model_name" if kind == "embedding_model_name" else "model_name"), model
+                name = model[len(marker) :]
+                if not name:
+                    raise InvalidOpenAIRequest(
+                        f'{key} (passed in model field after "{marker}") cannot be empty', field="model"
+                    )
+                return ModelRef(prefix, key, name)
+    if kind == "embedding_model_name" and not model.startswith(PREFIXES):
+        return ModelRef("tensorzero::", kind, model)  # TensorZero accepts a bare name here (deprecated)
+    raise InvalidOpenAIRequest(MODEL_PREFIX_HINT, field="model")
 
 
-def _text_of(content: Any, path: str) -> str:
+def _text_of(content: Any, path: str, *, system: bool = False) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(_part_text(p, f"{path}[{i}]") for i, p in enumerate(content))
+        return "".join(_part_text(p, f"{path}[{i}]", system) for i, p in enumerate(content))
     raise InvalidRequest.at(path, "expected a string or an array of text parts")
 
 
-def _part_text(part: Any, path: str) -> str:
-    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-        return str(part["text"])
+def _part_text(part: Any, path: str, system: bool) -> str:
+    if isinstance(part, dict) and part.get("type") == "text":
+        _check_text_part(part, path)
+        if isinstance(part.get("text"), str):
+            return str(part["text"])
+    if system:
+        raise InvalidOpenAIRequest("System message must contain only text or template content blocks", field=path)
     raise InvalidRequest.at(path, "expected a text part")
+
+
+def _check_text_part(part: Mapping[str, Any], path: str) -> None:
+    """TensorZero's rules for a `text` part: `text` or `tensorzero::arguments`, exactly one of them."""
+    has_text, has_arguments = part.get("text") is not None, _extra(part, "arguments") is not None
+    if has_text and has_arguments:
+        raise InvalidOpenAIRequest(
+            "Invalid TensorZero content block: Only one of `text` or `tensorzero::arguments` can be set", field=path
+        )
+    if not has_text and not has_arguments:
+        raise InvalidOpenAIRequest(
+            'Invalid content block: Either `text` or `tensorzero::arguments` must be set when using `"type": "text"`',
+            field=path,
+        )
+
+
+def _file_part(part: Mapping[str, Any], path: str) -> File:
+    """OpenAI's `{"type": "file", "file": {"file_data", "filename"}}`: a data URL, or bare base64."""
+    file = part.get("file")
+    if not isinstance(file, dict):
+        raise InvalidRequest.at(f"{path}.file", "expected an object")
+    filename = file.get("filename") if isinstance(file.get("filename"), str) else None
+    data = file.get("file_data")
+    if isinstance(data, str):
+        if data.startswith("data:") and ";base64," in data:
+            mime, _, payload = data[5:].partition(";base64,")
+            return File(mime_type=mime or None, data=payload, filename=filename)
+        given = part.get("mime_type") or file.get("mime_type")
+        return File(mime_type=given if isinstance(given, str) else None, data=data, filename=filename)
+    url = file.get("url") or part.get("url")
+    if isinstance(url, str):
+        return File(mime_type=None, url=url, filename=filename)
+    if file.get("file_id") is not None:
+        raise InvalidOpenAIRequest("`file_id` is not supported: send the file's content in `file_data`", field=path)
+    raise InvalidRequest.at(f"{path}.file", "expected file_data")
 
 
 def _parts(content: Any, role: str, path: str) -> list[ContentBlock]:
@@ -86,10 +163,14 @@ def _parts(content: Any, role: str, path: str) -> list[ContentBlock]:
             raise InvalidRequest.at(ppath, "expected an object")
         kind = part.get("type")
         arguments = _extra(part, "arguments")
+        if kind == "text":
+            _check_text_part(part, ppath)
         if kind == "text" and isinstance(arguments, dict):
             blocks.append(Template(name=role, arguments=arguments))
         elif kind == "text":
-            blocks.append(Text(_part_text(part, ppath)))
+            blocks.append(Text(_part_text(part, ppath, False)))
+        elif kind == "file":
+            blocks.append(_file_part(part, ppath))
         elif kind == "image_url":
             url = (part.get("image_url") or {}).get("url")
             if not isinstance(url, str):
@@ -105,8 +186,37 @@ def _parts(content: Any, role: str, path: str) -> list[ContentBlock]:
         elif kind in ("lsd::template", "tensorzero::template"):
             blocks.append(Template(name=str(part.get("name", role)), arguments=part.get("arguments") or {}))
         else:
-            raise InvalidRequest.at(f"{ppath}.type", f"unsupported content part type {kind!r}")
+            raise InvalidOpenAIRequest(
+                f"Invalid content block: unknown variant `{kind}`, expected one of `text`, `image_url`, `file`",
+                field=f"{ppath}.type",
+            )
     return blocks
+
+
+def _with_extra_content(blocks: list[ContentBlock], message: Mapping[str, Any], path: str) -> list[ContentBlock]:
+    """An assistant message's `tensorzero_extra_content` (thought and unknown blocks), each at its insert_index
+    (at the end without one)."""
+    extra = message.get("tensorzero_extra_content")
+    if extra is None:
+        return blocks
+    if not isinstance(extra, list):
+        raise InvalidRequest.at(f"{path}.tensorzero_extra_content", "expected an array")
+    out = list(blocks)
+    for k, item in enumerate(extra):
+        epath = f"{path}.tensorzero_extra_content[{k}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest.at(epath, "expected an object")
+        block: ContentBlock
+        if item.get("type") == "thought":
+            summary = item.get("summary")
+            block = Thought(item.get("text"), item.get("signature"), tuple(summary) if summary else None)
+        elif item.get("type") == "unknown":
+            block = Unknown(item.get("data"), item.get("model_name"), item.get("provider_name"))
+        else:
+            raise InvalidRequest.at(f"{epath}.type", "must be thought or unknown")
+        index = item.get("insert_index")
+        out.insert(index if isinstance(index, int) and 0 <= index <= len(out) else len(out), block)
+    return out
 
 
 def parse_messages(messages: Any) -> Input:
@@ -127,7 +237,7 @@ def parse_messages(messages: Any) -> Input:
             elif isinstance(content, dict):
                 system = content
             else:
-                text = _text_of(content, f"{path}.content")
+                text = _text_of(content, f"{path}.content", system=True)
                 system = text if system is None or not isinstance(system, str) else f"{system}\n{text}"
         elif role == "user":
             out.append(Message("user", tuple(_parts(content, "user", f"{path}.content"))))
@@ -145,7 +255,7 @@ def parse_messages(messages: Any) -> Input:
                         call["id"], name, arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
                     )
                 )
-            out.append(Message("assistant", tuple(blocks)))
+            out.append(Message("assistant", tuple(_with_extra_content(blocks, m, path))))
         elif role == "tool":
             call_id = m.get("tool_call_id")
             if not isinstance(call_id, str):
@@ -160,11 +270,22 @@ def parse_messages(messages: Any) -> Input:
     return Input(system=system, messages=tuple(out))
 
 
-def parse_chat_request(body: Any) -> tuple[InferenceRequest, bool]:
-    """The engine request for an OpenAI chat completion, and whether usage goes on the last stream chunk."""
+@immutable
+class ChatCompletionRequest:
+    """A parsed chat completion: the engine's request, the `model` the client named (its prefix is echoed) and
+    whether usage goes on the last stream chunk."""
+
+    request: InferenceRequest
+    model: ModelRef
+    include_usage: bool = False
+
+
+def parse_chat_request(body: Any) -> ChatCompletionRequest:
+    """The engine request for an OpenAI chat completion (400 as TensorZero answers for a `model` it refuses)."""
     if not isinstance(body, dict):
         raise InvalidRequest.at("body", "expected a JSON object")
-    kind, name = parse_model(body.get("model"))
+    model = parse_model(body.get("model"))
+    kind, name = model.kind, model.name
     if body.get("n") not in (None, 1):
         raise InvalidRequest.at("n", "only n = 1 is supported")
     values: dict[str, Any] = {}
@@ -223,16 +344,30 @@ def parse_chat_request(body: Any) -> tuple[InferenceRequest, bool]:
         tool_choice=choice,
         parallel_tool_calls=body.get("parallel_tool_calls"),
         cache=parse_cache_options(_extra(body, "cache_options"), "lsd::cache_options", dryrun),
+        include_original_response=bool(_extra(body, "include_original_response")),
     )
     if request.function_name is None and request.variant_name is not None:
         request = replace(request, variant_name=None)
-    return request, include_usage
+    return ChatCompletionRequest(request, model, include_usage)
 
 
-def response_model(request: InferenceRequest, variant_name: str) -> str:
-    if request.function_name is not None:
-        return f"lsd::function_name::{request.function_name}::variant_name::{variant_name}"
-    return f"lsd::model_name::{request.model_name}"
+def response_model(call: ChatCompletionRequest, variant_name: str) -> str:
+    """The answer's `model`, in the prefix the request used: `<prefix>function_name::F::variant_name::V` or
+    `<prefix>model_name::M`."""
+    ref = call.model
+    if ref.kind == "function_name":
+        return f"{ref.prefix}function_name::{ref.name}::variant_name::{variant_name}"
+    return f"{ref.prefix}{ref.kind}::{ref.name}"
+
+
+def extra_content_json(block: OutputBlock | ResultBlock, insert_index: int | None) -> dict[str, Any] | None:
+    """A thought or unknown block as a `tensorzero_extra_content` entry (None for text and tool calls)."""
+    if not isinstance(block, Thought | Unknown):
+        return None
+    entry = {**block_to_json(block)}
+    if insert_index is not None:
+        entry["insert_index"] = insert_index
+    return entry
 
 
 def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
@@ -248,7 +383,8 @@ def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
     return out
 
 
-def completion_json(request: InferenceRequest, result: InferenceResult) -> dict[str, Any]:
+def completion_json(call: ChatCompletionRequest, result: InferenceResult) -> dict[str, Any]:
+    extra: list[dict[str, Any]] = []
     if result.output is not None:
         content: str | None = result.output.raw
         tool_calls: list[dict[str, Any]] = []
@@ -260,15 +396,21 @@ def completion_json(request: InferenceRequest, result: InferenceResult) -> dict[
             for b in result.content
             if isinstance(b, ToolCallOutput)
         ]
+        for i, b in enumerate(result.content):
+            entry = extra_content_json(b, i)
+            if entry is not None:
+                extra.append(entry)
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {
+    if extra:
+        message["tensorzero_extra_content"] = extra
+    body: dict[str, Any] = {
         "id": str(result.inference_id),
         "episode_id": str(result.episode_id),
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": response_model(request, result.variant_name),
+        "model": response_model(call, result.variant_name),
         "system_fingerprint": "",
         "service_tier": None,
         "choices": [
@@ -281,22 +423,28 @@ def completion_json(request: InferenceRequest, result: InferenceResult) -> dict[
         ],
         "usage": usage_json(result.usage, result.cost),
     }
+    if result.original_response is not None:
+        body["tensorzero_original_response"] = result.original_response
+    return body
 
 
 class ChunkWriter:
-    """Turns one stream's events into `chat.completion.chunk` objects (tool call indexes, first-delta role)."""
+    """Turns one stream's events into `chat.completion.chunk` objects (tool call indexes, first-delta role, the
+    answer's `model` in the request's prefix). The last chunk carries the finish reason and, with
+    `stream_options.include_usage`, the usage; a JSON function's has `content: ""`."""
 
-    def __init__(self, request: InferenceRequest, stream: InferenceStream, include_usage: bool) -> None:
-        self.request = request
+    def __init__(self, call: ChatCompletionRequest, stream: InferenceStream, *, with_error_json: bool = False) -> None:
+        self.call = call
         self.stream = stream
-        self.include_usage = include_usage
+        self.with_error_json = with_error_json
         self.created = int(time.time())
         self.first = True
         self.tool_index: dict[str, int] = {}
+        self.extra_index = 0
 
     def chunk(self, event: StreamEvent) -> dict[str, Any] | None:
         if event.error is not None:
-            return {"error": {"message": event.error}}
+            return openai_error_object(event.error, with_error_json=self.with_error_json)
         delta: dict[str, Any] = {}
         if self.first:
             delta["role"] = "assistant"
@@ -305,6 +453,7 @@ class ChunkWriter:
         if texts:
             delta["content"] = "".join(texts)
         calls = []
+        extra = []
         for block in event.content:
             if isinstance(block, ToolCall):
                 new = block.id not in self.tool_index
@@ -317,9 +466,16 @@ class ChunkWriter:
                 if new:
                     call["id"] = block.id
                 calls.append(call)
+            elif (entry := extra_content_json(block, None)) is not None:
+                extra.append({**entry, "id": "0"})
         if calls:
             delta["tool_calls"] = calls
-        finish = FINISH.get(event.finish_reason or "stop", "stop") if event.usage is not None else None
+        if extra:
+            delta["tensorzero_extra_content"] = extra
+        last = event.usage is not None
+        finish = FINISH.get(event.finish_reason or "stop", "stop") if last else None
+        if last and self.stream.function_type == "json":
+            delta["content"] = ""
         if not delta and finish is None:
             return None
         return {
@@ -327,22 +483,24 @@ class ChunkWriter:
             "episode_id": str(self.stream.episode_id),
             "object": "chat.completion.chunk",
             "created": self.created,
-            "model": response_model(self.request, self.stream.variant_name),
+            "model": response_model(self.call, self.stream.variant_name),
             "system_fingerprint": "",
             "service_tier": None,
             "choices": [{"index": 0, "finish_reason": finish, "logprobs": None, "delta": delta}],
-            "usage": usage_json(event.usage, None) if event.usage is not None and self.include_usage else None,
+            "usage": usage_json(event.usage, event.cost)
+            if event.usage is not None and self.call.include_usage
+            else None,
         }
 
 
-def embeddings_json(result: EmbeddingResult, encoding: str) -> dict[str, Any]:
+def embeddings_json(result: EmbeddingResult, encoding: str, prefix: str = "tensorzero::") -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
             {"object": "embedding", "index": i, "embedding": embedding_vector(v, encoding)}
             for i, v in enumerate(result.embeddings)
         ],
-        "model": f"lsd::embedding_model_name::{result.model_name}",
+        "model": f"{prefix}embedding_model_name::{result.model_name}",
         "usage": {
             "prompt_tokens": result.usage.input_tokens or 0,
             "total_tokens": result.usage.input_tokens or 0,
@@ -351,17 +509,22 @@ def embeddings_json(result: EmbeddingResult, encoding: str) -> dict[str, Any]:
     }
 
 
-def openai_error_body(exc: LsdError) -> bytes:
-    """OpenAI's error shape, so the OpenAI SDK shows the message: {"error": {"message", "type", "code", "param"}}."""
-    error: dict[str, object] = {
-        "message": exc.message,
-        "type": exc.error_code,
-        "code": exc.error_code,
-        "param": exc.field,
-    }
+def openai_error_object(exc: LsdError, *, with_error_json: bool = False) -> dict[str, Any]:
+    """TensorZero's OpenAI-compatible error, `{"error": {"message", "error_json"?, "tensorzero_error_json"?}}`,
+    plus OpenAI's `type`, `code` and `param` (LSD's error code and field) so the OpenAI SDK reads it."""
+    error: dict[str, Any] = {"message": exc.message}
+    if with_error_json:
+        details = error_json(exc)
+        error["error_json"] = details  # TensorZero's deprecated name, still sent beside the new one
+        error["tensorzero_error_json"] = details
+    error.update(type=exc.error_code, code=exc.error_code, param=exc.field)
     if isinstance(exc, RateLimited):
         error["rule"] = exc.rule
-    return orjson.dumps({"error": error})
+    return {"error": error}
+
+
+def openai_error_body(exc: LsdError, *, with_error_json: bool = False) -> bytes:
+    return orjson.dumps(openai_error_object(exc, with_error_json=with_error_json))
 
 
 def embedding_vector(values: tuple[float, ...], encoding: str) -> list[float] | str:

@@ -10,7 +10,27 @@ from uuid import UUID
 
 import orjson
 
-from lsd.errors import AllAttemptsFailed, LsdError, RateLimited
+from lsd.errors import (
+    AllAttemptsFailed,
+    BatchNotFound,
+    ConfigError,
+    DatabaseUnavailable,
+    InvalidOpenAIRequest,
+    InvalidRequest,
+    LsdError,
+    NotFound,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    RequestTimeout,
+    SchemaValidation,
+    Unauthorized,
+    UnknownEmbeddingModel,
+    UnknownFunction,
+    UnknownMetric,
+    UnknownModel,
+    UnknownVariant,
+)
 from lsd.inference.batch import BatchSubmitted, BatchView
 from lsd.inference.listing import InferencePage
 from lsd.inference.recording import block_to_json
@@ -57,10 +77,12 @@ def delta_json(block: OutputBlock) -> dict[str, Any]:
     return {**block_to_json(block), "id": "0"}
 
 
-def chunk_json(stream: InferenceStream, event: StreamEvent) -> dict[str, Any]:
-    """One streamed `/inference` chunk (or its error event)."""
+def chunk_json(stream: InferenceStream, event: StreamEvent, *, with_error_json: bool = False) -> dict[str, Any]:
+    """One streamed `/inference` chunk, or its error event (`{"error": message, "error_json"?, ...}`, after which
+    the stream may go on). The last chunk has no content (`content: []`, or `raw: ""` for a JSON function), the
+    inference's usage with its cost, and the finish reason."""
     if event.error is not None:
-        return {"error": event.error}
+        return error_object(event.error, with_error_json=with_error_json)
     chunk: dict[str, Any] = {
         "inference_id": str(stream.inference_id),
         "episode_id": str(stream.episode_id),
@@ -71,7 +93,7 @@ def chunk_json(stream: InferenceStream, event: StreamEvent) -> dict[str, Any]:
     else:
         chunk["content"] = [delta_json(b) for b in event.content]
     if event.usage is not None:
-        chunk["usage"] = usage_json(event.usage, None)
+        chunk["usage"] = usage_json(event.usage, event.cost)
     if event.finish_reason is not None:
         chunk["finish_reason"] = event.finish_reason
     return chunk
@@ -184,9 +206,75 @@ def page_json(page: InferencePage) -> dict[str, Any]:
 # -- errors ----------------------------------------------------------------------------------------------------
 
 
-def error_body(exc: LsdError) -> bytes:
-    """`{"error": message, "error_code": code, "field"?, ...}`."""
-    body: dict[str, object] = {"error": exc.message, "error_code": exc.error_code}
+def _provider_error_json(exc: ProviderError) -> dict[str, Any]:
+    """A failed provider call as TensorZero's InferenceClient (the provider answered 4xx) or InferenceServer."""
+    fields: dict[str, Any] = {
+        "message": exc.message,
+        "provider_type": exc.provider,
+        "api_type": "chat_completions",
+        "raw_request": None,
+        "raw_response": None,
+    }
+    if isinstance(exc, ProviderTimeout):
+        return {"ModelProviderTimeout": {"provider_name": exc.provider, "timeout": None, "kind": None}}
+    if exc.status is not None and 400 <= exc.status < 500:
+        return {"InferenceClient": {**fields, "status_code": exc.status}}
+    return {"InferenceServer": fields}
+
+
+def _attempts_json(exc: AllAttemptsFailed) -> dict[str, Any]:
+    """{"AllVariantsFailed": {"errors": {variant: {"AllModelProvidersFailed": {"provider_errors": {...}}}}}}."""
+    variants: dict[str, dict[str, Any]] = {}
+    for f in exc.failures:
+        providers = variants.setdefault(f.variant, {})
+        failure = ProviderError(f.message, provider=f.provider, kind=f.kind)
+        providers[f.provider] = _provider_error_json(failure)
+    return {
+        "AllVariantsFailed": {
+            "errors": {v: {"AllModelProvidersFailed": {"provider_errors": p}} for v, p in variants.items()}
+        }
+    }
+
+
+def error_json(exc: LsdError) -> dict[str, Any]:
+    """TensorZero's `error_json` for `exc`: its ErrorDetails variant, `{"<Variant>": {fields}}` (what
+    `gateway.unstable_error_json = true` adds to an error body)."""
+    if isinstance(exc, UnknownFunction | UnknownVariant | UnknownModel | UnknownMetric):
+        return {type(exc).__name__: {"name": exc.name}}  # the class names are TensorZero's variant names
+    if isinstance(exc, UnknownEmbeddingModel):
+        return {"ModelNotFound": {"model_name": exc.name}}
+    if isinstance(exc, BatchNotFound):
+        return {"BatchNotFound": {"id": exc.batch_id}}
+    if isinstance(exc, InvalidOpenAIRequest):
+        return {"InvalidOpenAICompatibleRequest": {"message": exc.detail}}
+    if isinstance(exc, SchemaValidation):
+        details = {"JsonSchemaValidation": {"messages": exc.messages, "data": exc.data, "schema": exc.schema}}
+        return {"InputValidation": {"source": details}}
+    if isinstance(exc, AllAttemptsFailed):
+        return _attempts_json(exc)
+    if isinstance(exc, ProviderError):
+        return _provider_error_json(exc)
+    if isinstance(exc, RateLimited):
+        return {"RateLimitExceeded": {"failed_rate_limits": [{"rule": exc.rule, "retry_after_s": exc.retry_after_s}]}}
+    if isinstance(exc, Unauthorized):
+        return {"TensorZeroAuth": {"message": exc.message}}
+    if isinstance(exc, RequestTimeout):
+        return {"InferenceTimeout": {"variant_name": None}}
+    if isinstance(exc, DatabaseUnavailable):
+        return {"PostgresConnection": {"message": exc.message}}
+    if isinstance(exc, ConfigError):
+        return {"Config": {"message": exc.message}}
+    if isinstance(exc, InvalidRequest | NotFound):
+        return {"InvalidRequest": {"message": exc.message}}
+    return {"InternalError": {"message": exc.message}}
+
+
+def error_object(exc: LsdError, *, with_error_json: bool = False) -> dict[str, Any]:
+    """`{"error": message, "error_json"?, "error_code", "field"?, ...}`: TensorZero's keys first, then LSD's."""
+    body: dict[str, Any] = {"error": exc.message}
+    if with_error_json:
+        body["error_json"] = error_json(exc)
+    body["error_code"] = exc.error_code
     if exc.field:
         body["field"] = exc.field
     if isinstance(exc, RateLimited):
@@ -203,4 +291,21 @@ def error_body(exc: LsdError) -> bytes:
             }
             for f in exc.failures
         ]
+    return body
+
+
+def error_body(exc: LsdError, *, with_error_json: bool = False) -> bytes:
+    """The error's native body, compact JSON (as TensorZero sends it)."""
+    return orjson.dumps(error_object(exc, with_error_json=with_error_json))
+
+
+def route_not_found_body(method: str, path: str, status: int, *, with_error_json: bool = False) -> bytes:
+    """A path (or method) no route serves: TensorZero's `Route not found: METHOD /path`."""
+    if status == 404:
+        body: dict[str, Any] = {"error": f"Route not found: {method} {path}"}
+        if with_error_json:
+            body["error_json"] = {"RouteNotFound": {"path": path, "method": method}}
+    else:
+        body = {"error": f"method not allowed: {method} {path}"}
+    body["error_code"] = "not_found"
     return orjson.dumps(body)

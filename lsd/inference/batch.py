@@ -18,7 +18,7 @@ from typing import Any
 from uuid import UUID
 
 from lsd.config.model import FunctionConfig, VariantConfig
-from lsd.errors import InvalidRequest, NotFound, ProviderError
+from lsd.errors import BatchNotFound, InvalidRequest, NotFound, ProviderError, UnknownFunction
 from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.batch_request import BatchRequest, reindexed
@@ -109,7 +109,7 @@ class BatchService:
         """Validate and render every input, start the provider batch, then store it; returns the ids."""
         function = self.engine.config.functions.get(request.function_name)
         if function is None:
-            raise NotFound(f"unknown function {request.function_name!r}", field="function_name")
+            raise UnknownFunction(request.function_name)
         first_episode = request.requests[0].episode_id or uuid7()
         variant = self._variant(function, request.variant_name, first_episode)
         model, provider = self._batch_provider(variant)
@@ -302,7 +302,7 @@ class BatchService:
     async def _row(self, batch_id: UUID) -> store.BatchRow:
         row = await store.get_batch(self.database, batch_id)
         if row is None:
-            raise NotFound(f"unknown batch {batch_id}", field="batch_id")
+            raise BatchNotFound(batch_id)
         return row
 
     async def _view(self, row: store.BatchRow) -> BatchView:

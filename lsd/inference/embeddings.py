@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from lsd.config.model import Config
-from lsd.errors import AllAttemptsFailed, NotFound
+from lsd.errors import AllAttemptsFailed, NotFound, UnknownEmbeddingModel
 from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.finish import Done, Finisher
@@ -48,7 +48,7 @@ class Embedder:
         try:
             model = self.models.get(request.model_name)
         except NotFound:
-            raise NotFound(f"unknown embedding model {request.model_name!r}", field="model") from None
+            raise UnknownEmbeddingModel(request.model_name) from None
         inference_id = uuid7()
         started = time.perf_counter()
         ctx = CallContext(transport=self.transport, credentials=request.credentials)

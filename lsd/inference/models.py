@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lsd.config.model import Config, ModelConfig, ProviderConfig, RetryConfig, TimeoutsConfig
 from lsd.config.reader import ErrorSink
-from lsd.errors import ConfigError, NotFound
+from lsd.errors import ConfigError, NotFound, UnknownModel
 from lsd.immutable import immutable
 from lsd.providers.base import Provider
 from lsd.providers.registry import PROVIDER_TYPES, build_provider
@@ -63,7 +63,7 @@ class ModelTable:
         model = self._models.get(name)
         if model is None:
             if "::" not in name:
-                raise NotFound(f"unknown model {name!r}", field=field_name)
+                raise UnknownModel(name, field=field_name)
             sink = ErrorSink()
             model = _shorthand(name, sink, field_name)
             if sink.errors:

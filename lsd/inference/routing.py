@@ -13,7 +13,7 @@ from typing import Generic, Protocol, TypeVar
 from uuid import UUID
 
 from lsd.config.model import FunctionConfig, TimeoutsConfig, VariantConfig
-from lsd.errors import AllAttemptsFailed, AttemptFailure, NotFound, ProviderError, ProviderTimeout
+from lsd.errors import AllAttemptsFailed, AttemptFailure, ProviderError, ProviderTimeout, UnknownVariant
 from lsd.inference.models import Model, ModelTable
 from lsd.inference.recording import Attempt
 from lsd.providers.base import CallContext, Provider
@@ -24,7 +24,7 @@ def order_variants(function: FunctionConfig, episode_id: UUID, pinned: str | Non
     """Variants to try, in order: the sampled candidate (sticky per episode), other candidates, fallbacks."""
     if pinned is not None:
         if pinned not in function.variants:
-            raise NotFound(f"unknown variant {pinned!r} of function {function.name!r}", field="variant_name")
+            raise UnknownVariant(pinned)
         return [function.variants[pinned]]
     variants = list(function.variants.values())
     if len(variants) == 1:

@@ -17,7 +17,7 @@ from uuid import UUID
 import orjson
 
 from lsd.config.model import Config, FunctionConfig, TimeoutsConfig, VariantConfig
-from lsd.errors import AllAttemptsFailed, NotFound
+from lsd.errors import AllAttemptsFailed, NotFound, UnknownFunction
 from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.cache import Cache, cache_key
@@ -126,7 +126,7 @@ class Engine:
         if request.function_name is not None:
             function = self.config.functions.get(request.function_name)
             if function is None:
-                raise NotFound(f"unknown function {request.function_name!r}", field="function_name")
+                raise UnknownFunction(request.function_name)
             return function
         assert request.model_name is not None
         self.models.get(request.model_name)  # 404 for an unknown model before anything else

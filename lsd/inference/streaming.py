@@ -4,7 +4,10 @@ finish when the stream ends.
 Errors before the first chunk are handled by the same fallback loop as a plain inference (other providers,
 retries, other variants, then an HTTP error): the call `route` makes opens the stream and waits for its first
 chunk under the TTFT timeout. After the first chunk the stream is committed to that provider: a failure
-mid-stream becomes an error event. The inference finishes (lsd.inference.finish) once the stream ends: a
+mid-stream becomes an error event, and a provider's error event that does not end its stream (a StreamChunk
+with `error`) becomes an error event the stream goes on after, as in TensorZero. With the cache on, the call
+answers from the cache when it can (the cached answer replayed as chunks, usage 0/0) and a complete streamed
+answer is written to it at the end. The inference finishes (lsd.inference.finish) once the stream ends: a
 completed or broken stream before its last event (so `async_writes = false` holds as for a plain inference); a
 stream abandoned by a client that disconnected at once, without waiting (the provider call is cancelled and
 what arrived so far is recorded).
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from lsd.errors import AllAttemptsFailed, LsdError, ProviderError, ProviderTimeout
 from lsd.immutable import immutable
+from lsd.inference.cache import Cache, cache_key
 from lsd.inference.finish import Done
 from lsd.inference.recording import Attempt, inference_records, output_to_json
 from lsd.inference.request import InferenceRequest
@@ -28,19 +32,30 @@ from lsd.inference.tools import ToolParams
 from lsd.providers.base import CallContext, Provider
 from lsd.ratelimit.limiter import Reservation
 from lsd.records import Record
-from lsd.types import OutputBlock, StreamChunk, Text, Thought, ToolCall, Usage
+from lsd.types import OutputBlock, ProviderResponse, StreamChunk, Text, Thought, ToolCall, Usage
 
-Opened = tuple[StreamChunk | None, AsyncIterator[StreamChunk]]
+
+@immutable
+class Opened:
+    """What the call `route` makes for a stream returns: the first chunk (None: the stream ended empty), the rest,
+    and the cache key with whether the chunks are the cache's replay."""
+
+    first: StreamChunk | None
+    rest: AsyncIterator[StreamChunk]
+    cache_key: bytes | None = None
+    cached: bool = False
 
 
 @immutable
 class StreamEvent:
-    """One event for the client: content deltas, or (last) usage and finish reason, or an error."""
+    """One event for the client: content deltas, or (last) the inference's usage, cost and finish reason, or an
+    error (the stream goes on after it unless it was the provider's last word)."""
 
     content: tuple[OutputBlock, ...] = ()
     usage: Usage | None = None
     finish_reason: str | None = None
-    error: str | None = None
+    cost: float | None = None
+    error: LsdError | None = None
 
     @property
     def trailing(self) -> bool:
@@ -62,6 +77,7 @@ class _Aggregate:
     raw_request: str | None = None
     request_headers: dict[str, str] | None = None
     api_key_sha256: str | None = None
+    errors: int = 0  # the provider's error events that did not end the stream
 
     def add(self, chunk: StreamChunk) -> None:
         for block in chunk.content:
@@ -110,8 +126,10 @@ class InferenceStream:
         tools: ToolParams | None,
         attempts: list[Attempt],
         reservation: Reservation | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self.engine = engine
+        self.cache = cache
         self.prepared = prepared
         self.step = routed.step
         self.provider = routed.provider
@@ -127,17 +145,28 @@ class InferenceStream:
         self.variant_name = self.step.variant.name
         self.model_name = self.step.model.name
         self.function_type = prepared.function.type
+        self.cached = routed.value.cached
+
+    def _client_content(self, chunk: StreamChunk) -> tuple[OutputBlock, ...]:
+        """A chunk's deltas as the client sees them: a JSON function streams no thought deltas."""
+        if self.function_type == "json":
+            return tuple(b for b in chunk.content if not isinstance(b, Thought))
+        return chunk.content
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         aggregate = _Aggregate()
         error: ProviderError | None = None
-        first, rest = self.routed.value
+        opened = self.routed.value
+        rest = opened.rest
         try:
-            chunk = first
+            chunk = opened.first
             while chunk is not None:
                 aggregate.add(chunk)
-                if chunk.content:
-                    yield StreamEvent(content=chunk.content)
+                if chunk.error is not None:
+                    aggregate.errors += 1
+                    yield StreamEvent(error=ProviderError(chunk.error, provider=self.provider.name))
+                elif content := self._client_content(chunk):
+                    yield StreamEvent(content=content)
                 chunk = await self._next(rest)
         except ProviderError as exc:
             error = exc
@@ -160,10 +189,26 @@ class InferenceStream:
         try:
             await self.engine.finisher.finish(self._done(aggregate, error))
         except LsdError as exc:  # the rows could not be committed: the content is out, say so in the stream
-            yield StreamEvent(error=exc.message)
+            yield StreamEvent(error=exc)
+        if error is None and aggregate.errors == 0:
+            await self._cache_put(aggregate)
         if error is not None:
-            yield StreamEvent(error=error.message)
-        yield StreamEvent(usage=aggregate.usage, finish_reason=aggregate.finish_reason)
+            yield StreamEvent(error=error)
+        yield StreamEvent(usage=aggregate.usage, finish_reason=aggregate.finish_reason, cost=aggregate.cost)
+
+    async def _cache_put(self, aggregate: _Aggregate) -> None:
+        """Write a complete streamed answer to the cache (when the request writes it and it did not come from it)."""
+        key = self.routed.value.cache_key
+        if self.cache is None or key is None or self.cached or not self.cache.options.write:
+            return
+        response = ProviderResponse(
+            content=aggregate.blocks(),
+            usage=aggregate.usage,
+            finish_reason=aggregate.finish_reason,  # type: ignore[arg-type]
+            raw_request=aggregate.raw_request or "",
+            raw_response="\n".join(aggregate.raw),
+        )
+        await self.cache.put(key, self.model_name, self.provider.name, response)
 
     async def _next(self, rest: AsyncIterator[StreamChunk]) -> StreamChunk | None:
         remaining = None if self.total_deadline is None else self.total_deadline - time.perf_counter()
@@ -193,6 +238,7 @@ class InferenceStream:
             api_key_sha256=aggregate.api_key_sha256,
             error=error,
             ttft_ms=self.ttft_ms,
+            cached=self.cached,
             streamed=True,
             t0=routed.t0,
             elapsed_s=elapsed,
@@ -208,7 +254,7 @@ class InferenceStream:
         def rows() -> list[Record]:
             row = engine.row(
                 p, step.variant, step.request, self.tools, output(), aggregate.usage, aggregate.cost,
-                aggregate.finish_reason, ttft_ms=self.ttft_ms,
+                aggregate.finish_reason, ttft_ms=self.ttft_ms, cached=self.cached,
             )  # fmt: skip
             return inference_records(row)
 
@@ -228,8 +274,39 @@ class InferenceStream:
         )
 
 
-async def _open(step: ChatStep, provider: Provider, ctx: CallContext) -> Opened:
-    """The call `route` makes for a stream: start it and wait for its first chunk (None: it ended empty)."""
+def _opener(cache: Cache | None) -> Callable[[ChatStep, Provider, CallContext], Awaitable[Opened]]:
+    """The call `route` makes for a stream: answer from the cache when it holds this request (replayed as chunks),
+    else start the provider's stream and wait for its first chunk."""
+
+    async def open_stream(step: ChatStep, provider: Provider, ctx: CallContext) -> Opened:
+        key = cache_key(provider, step.request, ctx) if cache is not None else None
+        if cache is not None and key is not None and cache.options.read:
+            hit = await cache.get(key)
+            if hit is not None:
+                return Opened(*_replay(hit), cache_key=key, cached=True)
+        first, rest = await _open(step, provider, ctx)
+        return Opened(first, rest, cache_key=key)
+
+    return open_stream
+
+
+def _replay(hit: ProviderResponse) -> tuple[StreamChunk, AsyncIterator[StreamChunk]]:
+    """A cached answer as a stream: its blocks as deltas, then the last chunk (usage 0/0, cost 0)."""
+    chunks = [StreamChunk(content=(block,)) for block in hit.content]
+    chunks.append(StreamChunk(usage=hit.usage, finish_reason=hit.finish_reason, cost=hit.cost))
+
+    async def rest() -> AsyncIterator[StreamChunk]:
+        for chunk in chunks[1:]:
+            yield chunk
+
+    return chunks[0], rest()
+
+
+async def _open(
+    step: ChatStep, provider: Provider, ctx: CallContext
+) -> tuple[StreamChunk | None, AsyncIterator[StreamChunk]]:
+    """Start the provider's stream and wait for its first chunk (None: it ended empty). An error event before any
+    content fails the attempt, so that routing falls back as for any error before the first chunk."""
     iterator = aiter(provider.stream(step.request, ctx))
     try:
         first: StreamChunk | None = await anext(iterator)
@@ -238,20 +315,24 @@ async def _open(step: ChatStep, provider: Provider, ctx: CallContext) -> Opened:
     except BaseException:
         await close_stream(iterator)
         raise
+    if first is not None and first.error is not None:
+        await close_stream(iterator)
+        raise ProviderError(first.error, provider=provider.name, kind="server_error", raw_response=first.raw or None)
     return first, iterator
 
 
 async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceStream:
     """Open a stream: like Engine.infer up to the first chunk (raising AllAttemptsFailed if none comes)."""
-    p = engine.prepare(request)
+    p = await engine.begin(request)
     tools = engine.tool_params(p)
     reservation = await engine.admit(p)
     attempts: list[Attempt] = []
+    cache = Cache(engine.database, request.cache) if engine.database and request.cache.enabled != "off" else None
     try:
         routed = await route(
-            engine.plan(p, tools, stream=True), STREAMING_TTFT, _open, engine.call_context(request), attempts
+            engine.plan(p, tools, stream=True), STREAMING_TTFT, _opener(cache), engine.call_context(request), attempts
         )
     except AllAttemptsFailed:
         engine.finisher.finish_now(p.done(attempts, reservation, stream=True, error="all attempts failed"))
         raise
-    return InferenceStream(engine, p, routed, tools, attempts, reservation)
+    return InferenceStream(engine, p, routed, tools, attempts, reservation, cache)

@@ -135,11 +135,11 @@ def test_usage_errors(tmp_path: Path, database_url: str) -> None:
     result = run_lsd("batch", "--config", str(config), "submit", "--function", "chat", str(bad), env=env)
     assert result.returncode == 2 and "inputs[0].messages[0].role" in result.stderr
     result = run_lsd("batch", "--config", str(config), "submit", "--function", "nope", str(inputs), env=env)
-    assert result.returncode == 2 and "unknown function 'nope'" in result.stderr
+    assert result.returncode == 2 and "Unknown function: nope" in result.stderr
     result = run_lsd("batch", "--config", str(config), "status", "not-an-id", env=env)
     assert result.returncode == 2 and "not a batch id" in result.stderr
     result = run_lsd("batch", "--config", str(config), "status", "0190f0a8-1111-7000-8000-000000000000", env=env)
-    assert result.returncode == 2 and "unknown batch" in result.stderr
+    assert result.returncode == 2 and "Batch request not found for id" in result.stderr
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM batch_requests").fetchone() == (0,)
 

@@ -25,6 +25,8 @@ otherwise a request whose tool_choice forces a function gets a call to it; other
     nochoices        a 200 chat.completion object without choices
     broken           streams two deltas, then closes the connection without `data: [DONE]`;
                      without streaming, closes the connection without answering
+    midstream-error  streams two deltas, then an `{"error": {...}}` event, then the rest and `data: [DONE]`
+                     (without streaming: echoes)
 
 Embeddings take the model name as their directive: error-<status>, slow/slow-<ms> (then answer), and
 flaky-<n> (the first <n> calls of that model answer 503, the later ones succeed).
@@ -285,6 +287,9 @@ class FakeOpenAI(FakeServer):
                 assert request.transport is not None
                 request.transport.close()
                 return response
+            if call.directive == "midstream-error" and i == 2:
+                error = {"error": {"message": "transient upstream hiccup (fake)", "type": "server_error"}}
+                await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
             await response.write(event(delta))
             if call.directive == "hold" and i == 0:
                 await self.release.wait()
@@ -325,6 +330,7 @@ def _is_directive(name: str) -> bool:
         "malformed",
         "nochoices",
         "broken",
+        "midstream",
     )
 
 

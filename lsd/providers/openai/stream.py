@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lsd.errors import ProviderError
 from lsd.providers.base import json_object, malformed
 from lsd.providers.openai.wire import JSON_TOOL_NAME, arguments_text, finish_reason, parse_usage, reported_cost
 from lsd.providers.sse import SseEvent
@@ -60,14 +59,8 @@ class StreamState:
                 raw_response=self.raw_response(),
             )
         if event.get("error") is not None:
-            raise ProviderError(
-                f"provider {self.provider!r} sent an error mid-stream: {data[:500]}",
-                provider=self.provider,
-                retryable=True,
-                kind="server_error",
-                raw_request=self.raw_request,
-                raw_response=self.raw_response(),
-            )
+            # An error event does not end the stream: the client is told, and later events are read on.
+            return StreamChunk(error=f"provider {self.provider!r} sent an error mid-stream: {data[:500]}", raw=data)
         if isinstance(event.get("usage"), dict):
             self.usage = parse_usage(event["usage"])
             self.reported_cost = reported_cost(event["usage"])
