@@ -188,7 +188,8 @@ def function_from(
     evaluators: dict[str, Mapping[str, Any]] = {}
     for ename, e in t.subtables("evaluators"):
         e.str("type", required=True)
-        evaluators[ename] = e.rest()  # TensorZero's online evaluators: kept as written, not run by LSD
+        e.rest()
+        evaluators[ename] = dict(e.data)  # TensorZero's online evaluators: kept as written, not run by LSD
     function_tools = t.str_list("tools", ())
     for tool in function_tools:
         if tool not in tools:

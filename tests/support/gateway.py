@@ -17,7 +17,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
 from lsd.app import build_app
-from lsd.config import parse
+from lsd.config import Config, parse
 from lsd.store.local import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,9 +119,9 @@ class Daemons:
 
 
 @contextlib.asynccontextmanager
-async def in_process_gateway(config_text: str, database_url: str) -> AsyncIterator[str]:
-    """Serve `config_text` from this process on a free port; yields the base URL."""
-    config = parse(config_text, base_dir=ROOT)
+async def in_process_gateway(config_text: str | Config, database_url: str) -> AsyncIterator[str]:
+    """Serve `config_text` (or a loaded Config) from this process on a free port; yields the base URL."""
+    config = config_text if isinstance(config_text, Config) else parse(config_text, base_dir=ROOT)
     app = build_app(config, database_url)
     port = free_port()
     hconfig = HypercornConfig()

@@ -1,0 +1,66 @@
+"""A TensorZero user's config, several files under a glob, passes `lsd config check` unchanged and serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from lsd.config import load_many
+from tests.support.gateway import in_process_gateway, run_lsd
+from tests.support.tensorzero_config import write_tensorzero_config
+
+
+def test_lsd_config_check_accepts_the_files_unchanged(tmp_path: Path) -> None:
+    pattern = write_tensorzero_config(tmp_path)
+    result = run_lsd("config", "check", "--config", pattern)
+    assert result.returncode == 0, result.stderr
+    assert "ok (1 models, 3 functions)" in result.stdout
+
+
+def test_lsd_config_check_names_both_files_of_a_table_defined_twice(tmp_path: Path) -> None:
+    pattern = write_tensorzero_config(tmp_path)
+    extra = tmp_path / "config" / "zz.toml"
+    extra.write_text('[models.echo]\nrouting = ["dummy"]\n')
+    result = run_lsd("config", "check", "--config", pattern)
+    assert result.returncode == 1
+    assert f"models.echo.routing: defined in both {tmp_path / 'config' / 'tensorzero.toml'} and {extra}" in (
+        result.stdout + result.stderr
+    )
+
+
+def test_a_missing_include_fails_start_up_not_requests(tmp_path: Path) -> None:
+    pattern = write_tensorzero_config(tmp_path)
+    (tmp_path / "config" / "partials" / "persona.minijinja").unlink()
+    result = run_lsd("serve", "--config", pattern, env={"LSD_DATABASE_URL": "postgresql://unused.invalid/x"})
+    assert result.returncode != 0
+    assert "functions.draft.variants.a.system_template" in result.stderr
+    assert "cannot load included template 'partials/persona.minijinja'" in result.stderr
+
+
+async def test_it_serves_inferences_through_the_dummy_provider(tmp_path: Path, database_url: str) -> None:
+    config = load_many([write_tensorzero_config(tmp_path)])
+    async with in_process_gateway(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+        wrapped = await client.post(
+            "/inference",
+            json={"function_name": "wrapped", "input": {"messages": [{"role": "user", "content": "hello"}]}},
+        )
+        assert wrapped.status_code == 200, wrapped.text
+        assert wrapped.json()["content"][0]["text"] == "echo: <q>hello</q>"
+        topic = {"type": "template", "name": "topic", "arguments": {"topic": "owls"}}
+        facts = await client.post(
+            "/inference",
+            json={"function_name": "facts", "input": {"messages": [{"role": "user", "content": [topic]}]}},
+        )
+        assert facts.status_code == 200, facts.text
+        assert facts.json()["content"][0]["text"] == "echo: Tell me about owls"
+        draft = await client.post(
+            "/inference",
+            json={
+                "function_name": "draft",
+                "input": {"system": {"name": "Bo"}, "messages": [{"role": "user", "content": "hi"}]},
+            },
+        )
+        assert draft.status_code == 200, draft.text
+        status = (await client.get("/status")).json()
+        assert status["config_hash"] == config.source_hash

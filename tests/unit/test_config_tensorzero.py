@@ -1,0 +1,194 @@
+"""TensorZero configs load unchanged: several files merged, every TensorZero key accepted (or refused with a reason),
+named schemas, input_wrappers, experimentation, includes checked at load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lsd.config import load, load_many
+from lsd.errors import ConfigError, InvalidRequest
+from lsd.inference.templates import Templates
+from lsd.types import Input, Message, Template, Text
+from tests.support.tensorzero_config import write_tensorzero_config
+
+MODEL = """
+[models.echo]
+routing = ["dummy"]
+[models.echo.providers.dummy]
+type = "dummy"
+"""
+
+
+def errors_of(patterns: list[str]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        Templates(load_many(patterns))
+    return caught.value.errors
+
+
+def test_a_multi_file_tensorzero_config_loads_and_keeps_what_it_says(tmp_path: Path) -> None:
+    config = load_many([write_tensorzero_config(tmp_path)])
+    assert len(config.paths) == 2
+    assert config.gateway.unstable_error_json is True
+    assert config.gateway.debug is True
+    assert config.gateway.template_filesystem_access.base_path == (tmp_path / "config").resolve()
+    assert config.gateway.database.pool_max_size == 10  # [postgres] connection_pool_size
+    assert config.accepted["object_storage"] == {"type": "disabled"}
+    assert "provider_types" in config.accepted
+    facts = config.functions["facts"]
+    assert facts.experimentation is not None
+    assert facts.experimentation.candidate_variants == {"a": 1.0}
+    assert facts.experimentation.fallback_variants == ("b",)
+    assert facts.evaluators == {"exact": {"type": "exact_match"}}
+    # the snapshot covers both files, each named
+    for path in config.paths:
+        assert f"# ---- lsd config file: {path} ----" in config.source_text
+        assert path.read_text() in config.source_text
+
+
+def test_templates_named_schemas_and_input_wrappers_behave_as_in_tensorzero(tmp_path: Path) -> None:
+    config = load_many([write_tensorzero_config(tmp_path)])
+    templates = Templates(config)
+    draft, wrapped, facts = (config.functions[n] for n in ("draft", "wrapped", "facts"))
+    system, _ = templates.render(draft, draft.variants["a"], Input(system={"name": "Bo"}, messages=()))
+    assert system == "You are helpful. I am Bo."  # the include, read under template_filesystem_access
+    _, messages = templates.render(
+        wrapped, wrapped.variants["a"], Input(system=None, messages=(Message("user", (Text("hi"),)),))
+    )
+    assert messages[0].content == (Text("<q>hi</q>"),)
+    block = Template(name="topic", arguments={"topic": "owls"})
+    _, messages = templates.render(
+        facts, facts.variants["a"], Input(system=None, messages=(Message("user", (block,)),))
+    )
+    assert messages[0].content == (Text("Tell me about owls"),)
+    bad = Template(name="topic", arguments={"topic": 3})
+    with pytest.raises(InvalidRequest, match=r"arguments\.topic: does not match"):
+        templates.render(facts, facts.variants["a"], Input(system=None, messages=(Message("user", (bad,)),)))
+
+
+def test_a_key_defined_in_two_files_names_both(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text(MODEL + '[functions.f]\ntype = "chat"\n')
+    (tmp_path / "b.toml").write_text('[functions.f]\ntype = "json"\n[gateway]\ndebug = true\n')
+    errors = errors_of([str(tmp_path / "*.toml")])
+    assert errors == [f"functions.f.type: defined in both {tmp_path / 'a.toml'} and {tmp_path / 'b.toml'}"]
+
+
+def test_tables_may_be_spread_over_files_and_paths_resolve_against_their_file(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "user.minijinja").write_text("U: {{ user_text }}")
+    (tmp_path / "a.toml").write_text(MODEL + '[functions.f]\ntype = "chat"\n')
+    (tmp_path / "sub" / "b.toml").write_text(
+        '[functions.f.variants.v]\ntype = "chat_completion"\nmodel = "echo"\nuser_template = "user.minijinja"\n'
+    )
+    config = load_many([str(tmp_path / "a.toml"), str(tmp_path / "sub" / "b.toml")])
+    assert config.functions["f"].variants["v"].templates["user"].path == tmp_path / "sub" / "user.minijinja"
+
+
+def test_a_glob_that_matches_nothing_is_an_error(tmp_path: Path) -> None:
+    assert errors_of([str(tmp_path / "*.toml")]) == [f"{tmp_path / '*.toml'}: no config file matches this pattern"]
+
+
+def test_one_file_keeps_its_text_as_the_snapshot(tmp_path: Path) -> None:
+    (tmp_path / "lsd.toml").write_text(MODEL)
+    assert load(tmp_path / "lsd.toml").source_text == MODEL
+
+
+def _function_with(tmp_path: Path, template: str, gateway: str = "") -> str:
+    (tmp_path / "system.minijinja").write_text(template)
+    path = tmp_path / "lsd.toml"
+    path.write_text(
+        gateway
+        + MODEL
+        + '[functions.f]\ntype = "chat"\n[functions.f.variants.v]\ntype = "chat_completion"\nmodel = "echo"\n'
+        + 'system_template = "system.minijinja"\n'
+    )
+    return str(path)
+
+
+def test_a_missing_include_is_a_start_up_error_naming_the_key(tmp_path: Path) -> None:
+    gateway = '[gateway.template_filesystem_access]\nbase_path = "."\n'
+    path = _function_with(tmp_path, "{% include 'extra_templates/foo.minijinja' %}", gateway)
+    [error] = errors_of([path])
+    assert error.startswith("functions.f.variants.v.system_template: ")
+    assert "cannot load included template 'extra_templates/foo.minijinja'" in error
+
+
+def test_an_include_without_template_filesystem_access_is_a_start_up_error(tmp_path: Path) -> None:
+    (tmp_path / "extra.minijinja").write_text("x")
+    [error] = errors_of([_function_with(tmp_path, "{% import 'extra.minijinja' as x %}")])
+    assert "set gateway.template_filesystem_access.base_path" in error
+
+
+def test_an_include_cannot_leave_base_path(tmp_path: Path) -> None:
+    (tmp_path / "inside").mkdir()
+    gateway = '[gateway.template_filesystem_access]\nbase_path = "inside"\n'
+    [error] = errors_of([_function_with(tmp_path, "{% include '../system.minijinja' %}", gateway)])
+    assert "cannot load included template '../system.minijinja'" in error
+
+
+@pytest.mark.parametrize(
+    "vtype", ["experimental_best_of_n_sampling", "experimental_mixture_of_n", "experimental_chain_of_thought"]
+)
+def test_an_unimplemented_variant_type_is_refused_naming_its_key(tmp_path: Path, vtype: str) -> None:
+    (tmp_path / "lsd.toml").write_text(
+        MODEL
+        + '[functions.f]\ntype = "chat"\n[functions.f.variants.ok]\ntype = "chat_completion"\nmodel = "echo"\n'
+        + f'[functions.f.variants.fancy]\ntype = "{vtype}"\ncandidates = ["ok"]\n'
+        + "[functions.f.variants.fancy.evaluator]\nmodel = 'echo'\n"
+    )
+    assert errors_of([str(tmp_path / "lsd.toml")]) == [
+        f"functions.f.variants.fancy.type: variant type {vtype!r} is not implemented by LSD (only 'chat_completion' is)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("toml", "error"),
+    [
+        ('[gateway]\nbase_path = "/v2"', "gateway.base_path: LSD serves its routes at the root only"),
+        ('[gateway.relay]\ngateway_url = "http://x"', "gateway.relay.gateway_url: LSD has no relay mode"),
+        ("[postgres]\nenabled = false", "postgres.enabled: LSD stores everything in PostgreSQL"),
+        ('[object_storage]\ntype = "ftp"', "object_storage.type: must be one of"),
+        ("[gateway]\nunstable_error_json = 1", "gateway.unstable_error_json: expected a boolean"),
+    ],
+)
+def test_tensorzero_keys_lsd_cannot_honour_are_refused_with_a_reason(tmp_path: Path, toml: str, error: str) -> None:
+    (tmp_path / "lsd.toml").write_text(toml + "\n" + MODEL)
+    [found] = errors_of([str(tmp_path / "lsd.toml")])
+    assert found.startswith(error)
+
+
+def test_experimentation_names_only_known_variants_and_metrics(tmp_path: Path) -> None:
+    (tmp_path / "lsd.toml").write_text(
+        MODEL
+        + '[functions.f]\ntype = "chat"\n[functions.f.variants.a]\ntype = "chat_completion"\nmodel = "echo"\n'
+        + '[functions.f.experimentation]\ntype = "adaptive"\ncandidate_variants = ["a", "zz"]\nmetric = "nope"\n'
+    )
+    assert errors_of([str(tmp_path / "lsd.toml")]) == [
+        "functions.f.experimentation.candidate_variants: unknown variant 'zz'",
+        "functions.f.experimentation.metric: unknown metric 'nope': define [metrics.nope]",
+    ]
+
+
+def test_a_named_schema_needs_its_template_in_every_variant(tmp_path: Path) -> None:
+    (tmp_path / "s.json").write_text('{"type": "object"}')
+    (tmp_path / "lsd.toml").write_text(
+        MODEL
+        + '[functions.f]\ntype = "chat"\nschemas.topic.path = "s.json"\n'
+        + '[functions.f.variants.a]\ntype = "chat_completion"\nmodel = "echo"\n'
+    )
+    assert errors_of([str(tmp_path / "lsd.toml")]) == [
+        "functions.f.variants.a: the function has schemas.topic, so the variant needs templates.topic.path"
+    ]
+
+
+def test_an_input_wrapper_and_a_schema_of_its_role_conflict(tmp_path: Path) -> None:
+    (tmp_path / "s.json").write_text('{"type": "object"}')
+    (tmp_path / "w.minijinja").write_text("{{ user_text }}")
+    (tmp_path / "lsd.toml").write_text(
+        MODEL
+        + '[functions.f]\ntype = "chat"\nuser_schema = "s.json"\n'
+        + '[functions.f.variants.a]\ntype = "chat_completion"\nmodel = "echo"\ninput_wrappers.user = "w.minijinja"\n'
+    )
+    errors = errors_of([str(tmp_path / "lsd.toml")])
+    assert errors[0].startswith("functions.f.variants.a.input_wrappers.user: cannot be used with the function's")
