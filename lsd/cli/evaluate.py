@@ -15,7 +15,14 @@ from rich.table import Table
 from lsd.cli.options import Subparsers, add_config_argument, load_checked
 from lsd.config.model import Config
 from lsd.errors import LsdError
-from lsd.evaluations.datasets import Dataset, DatasetError, from_inferences, read_inference_filter, read_jsonl
+from lsd.evaluations.datasets import (
+    Dataset,
+    DatasetError,
+    from_inferences,
+    from_stored_dataset,
+    read_inference_filter,
+    read_jsonl,
+)
 from lsd.evaluations.evaluators import build_evaluators
 from lsd.evaluations.runner import EvaluationRunner
 from lsd.evaluations.summary import RunSummary
@@ -46,6 +53,11 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         type=Path,
         metavar="FILTER.json",
         help="stored inferences as the dataset: {function_name?, variant_name?, tags?, limit?}",
+    )
+    source.add_argument(
+        "--dataset-name",
+        metavar="NAME",
+        help="a stored dataset (POST /v1/datasets/NAME/datapoints): its datapoints of the evaluated function",
     )
     p.add_argument("--concurrency", type=int, default=8, help="datapoints in flight at once (default 8)")
     p.add_argument("--max-datapoints", type=int, default=None, help="run at most this many datapoints")
@@ -128,6 +140,10 @@ async def _dataset(args: argparse.Namespace, runtime: Runtime) -> Dataset:
     try:
         if args.dataset is not None:
             return read_jsonl(args.dataset, max_datapoints=args.max_datapoints)
+        if args.dataset_name is not None:
+            return await from_stored_dataset(
+                runtime.database, function, args.dataset_name, max_datapoints=args.max_datapoints
+            )
         selection = read_inference_filter(args.from_inferences)
         return await from_inferences(runtime.database, function, selection, max_datapoints=args.max_datapoints)
     except DatasetError as exc:

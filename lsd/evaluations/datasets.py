@@ -1,4 +1,5 @@
-"""Datasets: datapoints from a JSONL file (bad lines reported by file:line and skipped) or from stored inferences."""
+"""Datasets: datapoints from a JSONL file (bad lines reported by file:line and skipped), from stored inferences, or
+from a stored dataset (the /v1/datasets API's datapoints)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from lsd.errors import InvalidRequest
 from lsd.inference.recording import input_to_json
 from lsd.inference.request import parse_input
 from lsd.store.database import Database
+from lsd.store.datasets import DatapointQuery, list_rows
 from lsd.store.evaluations import select_inferences
 from lsd.types import Input
 
@@ -199,3 +201,35 @@ async def from_inferences(
             Datapoint(str(row.id), parsed, row.input, row.demonstration, row.has_demonstration, tags, where)
         )
     return Dataset("stored inferences", tuple(datapoints), tuple(problems))
+
+
+async def from_stored_dataset(
+    database: Database, function: FunctionConfig, dataset_name: str, *, max_datapoints: int | None = None
+) -> Dataset:
+    """The live datapoints of a stored dataset for the evaluated function, oldest first. The datapoint id is the
+    stored id; the reference is the stored output (a json datapoint's parsed value, its raw text when it did not
+    parse). Raises DatasetError when the dataset has no datapoint of the function."""
+    query = DatapointQuery(
+        dataset_name=dataset_name, function_name=function.name, descending=False, limit=max_datapoints
+    )
+    rows = await list_rows(database, query)
+    if not rows:
+        raise DatasetError(f"dataset {dataset_name!r} has no datapoints of function {function.name!r}")
+    datapoints: list[Datapoint] = []
+    problems: list[str] = []
+    for row in rows:
+        where = f"datapoint {row.id}"
+        if row.type != function.type:
+            problems.append(f"{where}: a {row.type} datapoint; {function.name!r} is a {function.type} function")
+            continue
+        try:
+            parsed = parse_input(row.input, "input")
+        except InvalidRequest as exc:
+            problems.append(f"{where}: {exc.message}")
+            continue
+        reference = row.output
+        if row.type == "json" and isinstance(reference, dict):
+            reference = reference["parsed"] if reference.get("parsed") is not None else reference.get("raw")
+        tags = {k: v for k, v in (row.tags or {}).items() if not k.startswith(_RESERVED_TAG_PREFIXES)}
+        datapoints.append(Datapoint(str(row.id), parsed, row.input, reference, row.output is not None, tags, where))
+    return Dataset(f"dataset {dataset_name!r}", tuple(datapoints), tuple(problems))
