@@ -21,7 +21,7 @@ import jsonschema
 
 from lsd.config.model import Config
 from lsd.errors import DatabaseUnavailable, InvalidRequest, LsdError, NotFound, UnknownMetric
-from lsd.ids import uuid7
+from lsd.ids import is_workflow_episode, uuid7
 from lsd.records import (
     BooleanMetricFeedbackRecord,
     CommentFeedbackRecord,
@@ -32,6 +32,7 @@ from lsd.records import (
 from lsd.store.database import Database
 from lsd.store.feedback import episode_exists, find_inference
 from lsd.store.recent import InferenceTarget, RecentInferences
+from lsd.store.workflow_evaluations import episode_exists as run_episode_exists
 from lsd.telemetry.metrics import Metrics
 from lsd.telemetry.tracing import Clock, Tracing
 
@@ -223,6 +224,11 @@ class FeedbackService:
                 elif request.episode_id is not None and (
                     self.recent.has_episode(request.episode_id)
                     or await episode_exists(self.database, request.episode_id)
+                    # a workflow evaluation run's episode exists from its creation, inferences or not
+                    or (
+                        is_workflow_episode(request.episode_id)
+                        and await run_episode_exists(self.database, request.episode_id)
+                    )
                 ):
                     return None
             except DatabaseUnavailable:

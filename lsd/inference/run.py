@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
 import orjson
 
 from lsd.config.model import Config, FunctionConfig, TimeoutsConfig, VariantConfig
-from lsd.errors import AllAttemptsFailed, NotFound, UnknownFunction
+from lsd.errors import AllAttemptsFailed, ConfigError, InvalidRequest, NotFound, UnknownFunction
 from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.cache import Cache, cache_key
+from lsd.inference.dynamic_variant import with_dynamic_variant
 from lsd.inference.finish import Done, Finisher, Recorder
 from lsd.inference.models import Model, ModelTable
 from lsd.inference.recording import (
@@ -38,6 +39,7 @@ from lsd.inference.routing import NON_STREAMING, route, tries
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
 from lsd.inference.tools import ToolParams, resolve_tools
+from lsd.inference.workflow_runs import apply_episode_run
 from lsd.providers.base import REDACTED, CallContext, Provider, is_secret_header
 from lsd.providers.transport import Transport
 from lsd.ratelimit.limiter import RateLimiter, Reservation
@@ -61,6 +63,7 @@ class Prepared:
     inference_id: UUID
     episode_id: UUID
     started: float
+    templates: Templates | None = None  # a dynamic variant's, compiled for this request; else the engine's
 
     def done(self, attempts: list[Attempt], reservation: Reservation | None, **outcome: Any) -> Done:
         """What the finishing step gets for this inference, with `outcome` (usage, rows, error...)."""
@@ -147,7 +150,22 @@ class Engine:
 
     def prepare(self, request: InferenceRequest) -> Prepared:
         function = self.resolve_function(request)
-        return Prepared(request, function, uuid7(), request.episode_id or uuid7(), time.perf_counter())
+        templates = None
+        if request.dynamic_variant is not None:  # it replaces the function's variants for this request
+            function = with_dynamic_variant(function, request.dynamic_variant)
+            templates = self.dynamic_templates(function)
+        return Prepared(request, function, uuid7(), request.episode_id or uuid7(), time.perf_counter(), templates)
+
+    async def begin(self, request: InferenceRequest) -> Prepared:
+        """`prepare`, once the request's episode has applied its workflow evaluation run (if it is a run's)."""
+        return self.prepare(await apply_episode_run(self.database, request))
+
+    def dynamic_templates(self, function: FunctionConfig) -> Templates:
+        """The templates of `function` (with its dynamic variant) compiled; a bad one is the request's error."""
+        try:
+            return Templates(replace(self.config, functions={function.name: function}))
+        except ConfigError as exc:
+            raise InvalidRequest.at("internal_dynamic_variant_config", "; ".join(exc.errors)) from None
 
     def tool_params(self, p: Prepared) -> ToolParams | None:
         r = p.request
@@ -158,8 +176,9 @@ class Engine:
     def provider_request(
         self, p: Prepared, variant: VariantConfig, tools: ToolParams | None, *, stream: bool
     ) -> ProviderRequest:
-        assert self.templates is not None
-        system, messages = self.templates.render(p.function, variant, p.request.input)
+        templates = p.templates or self.templates
+        assert templates is not None
+        system, messages = templates.render(p.function, variant, p.request.input)
         return ProviderRequest(
             system=system,
             messages=messages,
@@ -253,7 +272,7 @@ class Engine:
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         """Run one inference: pick variants, call providers with retries and fallbacks, record every attempt."""
-        p = self.prepare(request)
+        p = await self.begin(request)
         tools = self.tool_params(p)
         reservation = await self.admit(p)
         attempts: list[Attempt] = []
