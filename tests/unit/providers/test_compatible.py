@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from lsd.config.loader import parse
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import ErrorSink
-from lsd.errors import ProviderError
+from lsd.errors import ConfigError, ProviderError
+from lsd.inference.models import ModelTable
 from lsd.providers.base import CallContext, KeyLocation
 from lsd.providers.openai.compatible import COMPATIBLE_TYPES, CompatibleProvider
 from lsd.providers.registry import PROVIDER_TYPES, build_provider
@@ -156,3 +158,44 @@ async def test_a_server_without_a_key(transport: Transport, monkeypatch: pytest.
         deepseek, _ = build("deepseek", {"model_name": "m", "api_base": fake.api_base})
         with pytest.raises(ProviderError, match="DEEPSEEK_API_KEY is not set"):
             await deepseek.infer(ask("hi"), ctx)
+
+
+def test_a_tensorzero_config_loads_through_the_real_loader() -> None:
+    """From TOML to built models: the compatible types build, the unimplemented ones stop the start with one line
+    per provider entry naming its key path, and a bad cost entry names its index."""
+    text = """
+[models.claude]
+routing = ["bedrock", "vertex"]
+[models.claude.providers.bedrock]
+type = "aws_bedrock"
+model_id = "anthropic.claude-haiku-4-5-v1:0"
+region = "us-east-1"
+[models.claude.providers.vertex]
+type = "gcp_vertex_anthropic"
+model_id = "claude-haiku-4-5@20251001"
+location = "us-east5"
+project_id = "p"
+[models.ds]
+routing = ["d", "g"]
+[models.ds.providers.d]
+type = "deepseek"
+model_name = "deepseek-chat"
+cost = [
+  { pointer = "/usage/prompt_tokens", cost_per_million = 0.27, required = true },
+  { pointer = "usage", cost_per_unit = 1 },
+]
+[models.ds.providers.g]
+type = "groq"
+model_name = "qwen/qwen3-32b"
+reasoning_format = "parsed"
+"""
+    with pytest.raises(ConfigError) as caught:
+        ModelTable.from_config(parse(text, base_dir=Path(".")))
+    assert str(caught.value).split("; ") == [
+        "models.claude.providers.bedrock.type: provider type 'aws_bedrock' is not implemented in LSD yet",
+        "models.claude.providers.vertex.type: provider type 'gcp_vertex_anthropic' is not implemented in LSD yet",
+        "models.ds.providers.d.cost[1].pointer: expected a JSON pointer such as '/usage/prompt_tokens', got 'usage'",
+    ]
+    fixed = text.split("[models.ds]")[1].replace('pointer = "usage"', 'pointer = "/usage/cost"')
+    models = ModelTable.from_config(parse("[models.ds]" + fixed, base_dir=Path(".")))
+    assert [p.type_name for p in models.get("ds").providers] == ["deepseek", "groq"]
