@@ -448,9 +448,13 @@ def test_stream_state_errors() -> None:
     with pytest.raises(ProviderError) as info:
         StreamState(provider="p").feed("{oops")
     assert (info.value.kind, info.value.provider, info.value.raw_response) == ("malformed", "p", "{oops")
-    with pytest.raises(ProviderError) as info:
-        StreamState(provider="p").feed('{"error": {"message": "overloaded"}}')
-    assert info.value.retryable and "overloaded" in info.value.message
+    # An error event does not end the stream: it is a chunk carrying the error, and later events are read on.
+    state = StreamState(provider="p")
+    error = state.feed('{"error": {"message": "overloaded"}}')
+    assert error is not None and error.error is not None and "overloaded" in error.error and not error.content
+    assert error.raw == '{"error": {"message": "overloaded"}}'
+    later = state.feed('{"choices": [{"index": 0, "delta": {"content": "more"}}]}')
+    assert later is not None and later.content == (Text("more"),)
 
 
 # ---- end to end against the fake server --------------------------------------------------------------------
