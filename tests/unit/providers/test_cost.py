@@ -230,3 +230,9 @@ async def test_anthropic_stream_splits_usage_across_events(transport: Transport)
     for usage, cost_value in ((response.usage, response.cost), (last.usage, last.cost)):
         assert usage is not None and usage.input_tokens and usage.output_tokens
         assert cost_value == pytest.approx((usage.input_tokens * 3.0 + usage.output_tokens * 15.0) / 1e6)
+
+
+async def test_embedding_cost_reads_the_response(fake_openai: FakeOpenAI, ctx: CallContext) -> None:
+    provider = openai(fake_openai, [{"pointer": "/usage/total_tokens", "cost_per_million": 0.02, "required": True}])
+    response = await provider.embed(["one two", "three"], ctx)
+    assert response.usage.input_tokens and response.cost == pytest.approx(response.usage.input_tokens * 0.02 / 1e6)
