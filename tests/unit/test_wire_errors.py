@@ -1,0 +1,119 @@
+"""The error bodies of both wire formats, and the OpenAI-compatible `model` parsing, as TensorZero answers them."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from lsd.api.openai_wire import ModelRef, openai_error_body, parse_chat_request, parse_model
+from lsd.api.tensorzero_wire import error_body, error_json, route_not_found_body
+from lsd.errors import (
+    AllAttemptsFailed,
+    AttemptFailure,
+    BatchNotFound,
+    InvalidOpenAIRequest,
+    InvalidRequest,
+    LsdError,
+    ProviderError,
+    SchemaValidation,
+    UnknownEmbeddingModel,
+    UnknownFunction,
+    UnknownMetric,
+    UnknownModel,
+    UnknownVariant,
+)
+
+
+@pytest.mark.parametrize(
+    ("exc", "message", "details"),
+    [
+        (UnknownFunction("f"), "Unknown function: f", {"UnknownFunction": {"name": "f"}}),
+        (UnknownVariant("v"), "Unknown variant: v", {"UnknownVariant": {"name": "v"}}),
+        (UnknownModel("m"), "Unknown model: m", {"UnknownModel": {"name": "m"}}),
+        (UnknownMetric("q"), "Unknown metric: q", {"UnknownMetric": {"name": "q"}}),
+        (UnknownEmbeddingModel("e"), "Model not found: e", {"ModelNotFound": {"model_name": "e"}}),
+        (BatchNotFound("b1"), "Batch request not found for id: b1", {"BatchNotFound": {"id": "b1"}}),
+        (InvalidRequest("bad"), "bad", {"InvalidRequest": {"message": "bad"}}),
+        (LsdError("boom"), "boom", {"InternalError": {"message": "boom"}}),
+        (
+            InvalidOpenAIRequest("no"),
+            "Invalid request to OpenAI-compatible endpoint: no",
+            {"InvalidOpenAICompatibleRequest": {"message": "no"}},
+        ),
+    ],
+)
+def test_messages_and_error_json(exc: LsdError, message: str, details: dict[str, object]) -> None:
+    assert exc.message == message
+    assert error_json(exc) == details
+
+
+def test_native_body_is_compact_with_error_json_only_when_asked() -> None:
+    exc = UnknownFunction("not_a_function")
+    assert error_body(exc) == (
+        b'{"error":"Unknown function: not_a_function","error_code":"not_found","field":"function_name"}'
+    )
+    assert error_body(exc, with_error_json=True) == (
+        b'{"error":"Unknown function: not_a_function","error_json":{"UnknownFunction":{"name":"not_a_function"}},'
+        b'"error_code":"not_found","field":"function_name"}'
+    )
+
+
+def test_openai_body_has_both_error_json_keys() -> None:
+    body = orjson.loads(openai_error_body(UnknownFunction("x"), with_error_json=True))
+    assert body["error"]["message"] == "Unknown function: x"
+    assert body["error"]["error_json"] == body["error"]["tensorzero_error_json"] == {"UnknownFunction": {"name": "x"}}
+    assert "error_json" not in orjson.loads(openai_error_body(UnknownFunction("x")))["error"]
+
+
+def test_route_not_found() -> None:
+    body = orjson.loads(route_not_found_body("GET", "/nope", 404, with_error_json=True))
+    assert body["error"] == "Route not found: GET /nope"
+    assert body["error_json"] == {"RouteNotFound": {"path": "/nope", "method": "GET"}}
+
+
+def test_all_attempts_failed_in_tensorzero_terms() -> None:
+    exc = AllAttemptsFailed(
+        [AttemptFailure("a", "m", "p1", "server_error", "down"), AttemptFailure("a", "m", "p2", "timeout", "slow")]
+    )
+    assert (
+        exc.message
+        == "All variants failed with errors: a: All model providers failed to infer with errors: p1: down, p2: slow"
+    )
+    errors = error_json(exc)["AllVariantsFailed"]["errors"]
+    providers = errors["a"]["AllModelProvidersFailed"]["provider_errors"]
+    assert set(providers) == {"p1", "p2"} and "InferenceServer" in providers["p1"]
+
+
+def test_provider_error_kinds() -> None:
+    assert "InferenceClient" in error_json(ProviderError("nope", provider="p", status=400))
+    assert "InferenceServer" in error_json(ProviderError("nope", provider="p", status=500))
+
+
+def test_schema_validation() -> None:
+    exc = SchemaValidation("input.system", "system", ["'Hi' is not of type 'object'"], "Hi", {"type": "object"})
+    assert "JSON Schema validation failed:\n'Hi' is not of type 'object'" in exc.message
+    assert exc.field == "input.system"
+    source = error_json(exc)["InputValidation"]["source"]
+    assert source == {"JsonSchemaValidation": {"messages": exc.messages, "data": "Hi", "schema": {"type": "object"}}}
+
+
+def test_model_prefixes() -> None:
+    assert parse_model("tensorzero::function_name::f") == ModelRef("tensorzero::", "function_name", "f")
+    assert parse_model("lsd::model_name::openai::gpt-4o") == ModelRef("lsd::", "model_name", "openai::gpt-4o")
+    assert parse_model("small", "embedding_model_name") == ModelRef("tensorzero::", "embedding_model_name", "small")
+    for bad in ("chatgpt", "tensorzero::other::x", "", None):
+        with pytest.raises(InvalidOpenAIRequest, match="`model` field must start with"):
+            parse_model(bad)
+    with pytest.raises(InvalidOpenAIRequest, match="cannot be empty"):
+        parse_model("tensorzero::model_name::")
+
+
+def test_text_parts_and_files() -> None:
+    def parsed(content: object) -> object:
+        body = {"model": "tensorzero::function_name::f", "messages": [{"role": "user", "content": content}]}
+        return parse_chat_request(body).request.input.messages[0].content
+
+    with pytest.raises(InvalidOpenAIRequest, match="Only one of `text` or `tensorzero::arguments`"):
+        parsed([{"type": "text", "text": "a", "tensorzero::arguments": {}}])
+    blocks = parsed([{"type": "file", "file": {"file_data": "data:application/pdf;base64,QQ==", "filename": "a.pdf"}}])
+    assert blocks[0].mime_type == "application/pdf" and blocks[0].data == "QQ==" and blocks[0].filename == "a.pdf"  # type: ignore[index]
