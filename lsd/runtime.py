@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from lsd import __version__
 from lsd.auth import AuthService
 from lsd.config.model import Config
+from lsd.datasets.service import DatasetService
 from lsd.feedback import FeedbackService
 from lsd.inference.batch import BatchService
 from lsd.inference.embeddings import Embedder
@@ -21,6 +22,7 @@ from lsd.inference.models import ModelTable
 from lsd.inference.run import Engine
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
+from lsd.inference.workflow_runs import WorkflowRuns
 from lsd.providers.transport import Transport
 from lsd.ratelimit.limiter import RateLimiter
 from lsd.store import admin, migrate
@@ -70,6 +72,8 @@ class Runtime:
     limiter: RateLimiter
     metrics: Metrics
     tracing: Tracing | None
+    datasets: DatasetService
+    workflow_runs: WorkflowRuns
 
 
 def build_metrics(config: Config) -> Metrics:
@@ -196,6 +200,8 @@ async def open_runtime(
             limiter=limiter,
             metrics=metrics,
             tracing=tracing,
+            datasets=DatasetService(config, database),
+            workflow_runs=WorkflowRuns(config, database),
         )
         if limiter.active:
             await limiter.flush(everything=True)  # leased capacity goes back for the other replicas

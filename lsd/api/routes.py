@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from lsd.api import batch, evaluations, feedback, inference, inferences, metrics, openai, status
+from lsd.api import batch, datasets, evaluations, feedback, inference, inferences, metrics, openai, status
+from lsd.api import workflow_evaluations as workflows
 
 ROUTES = [
     Route("/health", status.health, methods=["GET"]),
@@ -20,6 +21,20 @@ ROUTES = [
     Route("/v1/evaluations/human_feedback", evaluations.human_feedback, methods=["POST"]),
     Route("/v1/evaluations/runs", evaluations.list_runs, methods=["GET"]),
     Route("/v1/evaluations/runs/{run_id}", evaluations.get_run, methods=["GET"]),
+    Route("/workflow_evaluation_run", workflows.create_run, methods=["POST"]),
+    Route("/workflow_evaluation_run/{run_id}/episode", workflows.create_episode, methods=["POST"]),
+    Route("/dynamic_evaluation_run", workflows.create_run, methods=["POST"]),
+    Route("/dynamic_evaluation_run/{run_id}/episode", workflows.create_episode, methods=["POST"]),
+    Route("/v1/workflow_evaluations/runs/{run_id}", workflows.get_run, methods=["GET"]),
+    Route("/v1/datasets/get_datapoints", datasets.get_datapoints, methods=["POST"]),
+    Route("/v1/datasets/{dataset_name}", datasets.delete_dataset, methods=["DELETE"]),
+    Route("/v1/datasets/{dataset_name}/datapoints", datasets.create_datapoints, methods=["POST"]),
+    Route("/v1/datasets/{dataset_name}/datapoints", datasets.update_datapoints, methods=["PATCH"]),
+    Route("/v1/datasets/{dataset_name}/datapoints", datasets.delete_datapoints, methods=["DELETE"]),
+    Route("/v1/datasets/{dataset_name}/datapoints/metadata", datasets.update_metadata, methods=["PATCH"]),
+    Route("/v1/datasets/{dataset_name}/list_datapoints", datasets.list_datapoints, methods=["POST"]),
+    Route("/v1/datasets/{dataset_name}/get_datapoints", datasets.get_datapoints, methods=["POST"]),
+    Route("/v1/datasets/{dataset_name}/from_inferences", datasets.from_inferences, methods=["POST"]),
     Route("/openai/v1/chat/completions", openai.chat_completions, methods=["POST"]),
     Route("/openai/v1/embeddings", openai.embeddings, methods=["POST"]),
     Route("/openai/v1/models", openai.models, methods=["GET"]),

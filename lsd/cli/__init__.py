@@ -15,7 +15,21 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from lsd import __version__
-from lsd.cli import batch, config, doctor, evaluate, keys, localdb, migrate, serve, spool, stats, status
+from lsd.cli import (
+    batch,
+    config,
+    datasets,
+    doctor,
+    evaluate,
+    importer,
+    keys,
+    localdb,
+    migrate,
+    serve,
+    spool,
+    stats,
+    status,
+)
 from lsd.cli.options import Subparsers
 from lsd.errors import ConfigError, LsdError
 from lsd.exits import EXIT_CONFIG, EXIT_DATABASE, EXIT_MIGRATION, EXIT_USAGE, CommandExit
@@ -47,11 +61,13 @@ COMMANDS = MappingProxyType(
         "doctor": Command(doctor.add_parser, doctor.run),
         "stats": Command(stats.add_parser, stats.run),
         "evaluate": Command(evaluate.add_parser, evaluate.run, "interrupted; the run is marked failed"),
+        "datasets": Command(datasets.add_parser, datasets.run),
         "keys": Command(keys.add_parser, keys.run),
         "batch": Command(batch.add_parser, batch.run, "interrupted (the batch goes on; `lsd batch wait` picks it up)"),
         "localdb": Command(localdb.add_parser, localdb.run),
         "spool": Command(spool.add_parser, spool.run),
         "status": Command(status.add_parser, status.run),
+        "import": Command(importer.add_parser, importer.run, "interrupted; a rerun skips the rows already written"),
     }
 )
 
