@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import httpx
+import pytest
 
 from lsd.config import load_many
+from tests.fakes.openai_server import FakeOpenAI
 from tests.support.gateway import in_process_gateway, run_lsd
 from tests.support.tensorzero_config import write_tensorzero_config
 
@@ -15,7 +18,7 @@ def test_lsd_config_check_accepts_the_files_unchanged(tmp_path: Path) -> None:
     pattern = write_tensorzero_config(tmp_path)
     result = run_lsd("config", "check", "--config", pattern)
     assert result.returncode == 0, result.stderr
-    assert "ok (1 models, 3 functions)" in result.stdout
+    assert "ok (2 models, 4 functions)" in result.stdout
 
 
 def test_lsd_config_check_names_both_files_of_a_table_defined_twice(tmp_path: Path) -> None:
@@ -39,8 +42,23 @@ def test_a_missing_include_fails_start_up_not_requests(tmp_path: Path) -> None:
 
 
 async def test_it_serves_inferences_through_the_dummy_provider(tmp_path: Path, database_url: str) -> None:
-    config = load_many([write_tensorzero_config(tmp_path)])
-    async with in_process_gateway(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+    fake = FakeOpenAI()
+    await fake.start()
+    config = load_many([write_tensorzero_config(tmp_path, fake.api_base)])
+    async with (
+        in_process_gateway(config, database_url) as base_url,
+        httpx.AsyncClient(base_url=base_url) as client,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        stack.push_async_callback(fake.stop)
+        local = await client.post(
+            "/inference",
+            json={"function_name": "local_chat", "input": {"messages": [{"role": "user", "content": "two words"}]}},
+        )
+        assert local.status_code == 200, local.text  # the vllm type, priced by TensorZero's list-form cost
+        usage = local.json()["usage"]
+        expected = (usage["input_tokens"] * 1.0 + usage["output_tokens"] * 2.0) / 1e6
+        assert usage["cost"] == pytest.approx(expected) and expected > 0
         wrapped = await client.post(
             "/inference",
             json={"function_name": "wrapped", "input": {"messages": [{"role": "user", "content": "hello"}]}},

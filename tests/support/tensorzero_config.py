@@ -2,7 +2,8 @@
 
 It uses every `[gateway]` key TensorZero reads, `[postgres]`, `[object_storage]`, `[clickhouse]`,
 `[provider_types]`, named schemas, `input_wrappers`, `experimentation`, function `evaluators` and an
-`{% include %}` under `template_filesystem_access`; its models are the dummy provider."""
+`{% include %}` under `template_filesystem_access`; its models are the dummy provider and an OpenAI-compatible
+provider type named as TensorZero names it (`vllm`), priced with TensorZero's list form of `cost`."""
 
 from __future__ import annotations
 
@@ -58,6 +59,18 @@ skip_relay = false
 type = "dummy"
 model_name = "echo"
 
+[models.local]
+routing = ["vllm"]
+[models.local.providers.vllm]
+type = "vllm"
+model_name = "echo"
+api_base = "{openai_base}"
+api_key_location = "none"
+cost = [
+  { pointer = "/usage/prompt_tokens", cost_per_million = 1.0, required = true },
+  { pointer = "/usage/completion_tokens", cost_per_million = 2.0, required = true },
+]
+
 [metrics.liked]
 type = "boolean"
 optimize = "max"
@@ -104,17 +117,25 @@ fallback_variants = ["b"]
 
 [functions.facts.evaluators.exact]
 type = "exact_match"
+
+[functions.local_chat]
+type = "chat"
+
+[functions.local_chat.variants.a]
+type = "chat_completion"
+model = "local"
 """
 
 
-def write_tensorzero_config(folder: Path) -> str:
-    """Write the files under `folder/config`; returns the glob that names them all."""
+def write_tensorzero_config(folder: Path, openai_base: str = "http://127.0.0.1:9/v1/") -> str:
+    """Write the files under `folder/config` (the `vllm` provider at `openai_base`); returns the glob that names
+    them all."""
     config = folder / "config"
     functions = config / "functions"
     for sub in ("draft", "wrapped", "facts"):
         (functions / sub).mkdir(parents=True, exist_ok=True)
     (config / "partials").mkdir(parents=True, exist_ok=True)
-    (config / "tensorzero.toml").write_text(GATEWAY)
+    (config / "tensorzero.toml").write_text(GATEWAY.replace("{openai_base}", openai_base))
     (functions / "tensorzero.functions.toml").write_text(FUNCTIONS)
     schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
     (functions / "draft" / "system_schema.json").write_text(json.dumps(schema))
