@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 
 import httpx
 import pytest
+from openai import AsyncOpenAI
+from tensorzero import AsyncTensorZeroGateway
 
 from lsd.config import load_many
 from tests.fakes.openai_server import FakeOpenAI
-from tests.support.gateway import in_process_gateway, run_lsd
+from tests.support.gateway import Daemon, in_process_gateway, run_lsd
 from tests.support.tensorzero_config import write_tensorzero_config
 
 
@@ -82,3 +85,39 @@ async def test_it_serves_inferences_through_the_dummy_provider(tmp_path: Path, d
         assert draft.status_code == 200, draft.text
         status = (await client.get("/status")).json()
         assert status["config_hash"] == config.source_hash
+
+
+@pytest.mark.e2e
+async def test_a_running_lsd_serve_with_the_glob_serves_tensorzeros_clients(tmp_path: Path, database_url: str) -> None:
+    """`lsd serve --config 'config/**/*.toml'` as a real process: the tensorzero client and the OpenAI SDK, unchanged,
+    against the TensorZero-format files (a named template, an input wrapper, the vllm type with list-form cost)."""
+    fake = FakeOpenAI()
+    await fake.start()
+    pattern = write_tensorzero_config(tmp_path, fake.api_base)
+    daemon = Daemon(Path(pattern), database_url, log_path=tmp_path / "lsd.log")
+    try:
+        await asyncio.to_thread(daemon.wait_ready)
+        client = await AsyncTensorZeroGateway.build_http(gateway_url=daemon.base_url)
+        try:
+            topic = {"type": "template", "name": "topic", "arguments": {"topic": "owls"}}
+            facts = await client.inference(
+                function_name="facts", input={"messages": [{"role": "user", "content": [topic]}]}
+            )
+            assert facts.content[0].text == "echo: Tell me about owls"  # type: ignore[union-attr]
+        finally:
+            await client.close()
+        openai = AsyncOpenAI(base_url=f"{daemon.base_url}/openai/v1", api_key="unused")
+        wrapped = await openai.chat.completions.create(
+            model="tensorzero::function_name::wrapped", messages=[{"role": "user", "content": "hello"}]
+        )
+        assert wrapped.choices[0].message.content == "echo: <q>hello</q>"
+        assert wrapped.model.startswith("tensorzero::function_name::wrapped::variant_name::")
+        local = await openai.chat.completions.create(
+            model="tensorzero::function_name::local_chat", messages=[{"role": "user", "content": "two words"}]
+        )
+        assert local.usage is not None and local.model_extra is not None
+        assert local.usage.model_extra is not None and local.usage.model_extra["tensorzero_cost"] > 0
+        await openai.close()
+    finally:
+        daemon.terminate()
+        await fake.stop()

@@ -44,11 +44,18 @@ class Daemon:
     """`lsd serve` as a child process on a free port."""
 
     def __init__(
-        self, config_path: Path, database_url: str, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+        self,
+        config_path: Path,
+        database_url: str,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        log_path: Path | None = None,
     ) -> None:
+        """`config_path` may be a glob (then give `log_path`: by default the log sits beside the config file)."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = config_path.with_suffix(".log")
+        self.log_path = log_path or config_path.with_suffix(".log")
         self._log = self.log_path.open("w")
         self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
         self.process = subprocess.Popen(
