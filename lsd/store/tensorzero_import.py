@@ -44,31 +44,40 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
-import orjson
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from lsd.ids import timestamp_of, uuid7_floor
+from lsd.ids import uuid7_floor
 from lsd.records import (
-    BooleanMetricFeedbackRecord,
-    ChatInferenceDataRecord,
-    ChatInferenceRecord,
-    CommentFeedbackRecord,
-    DemonstrationFeedbackRecord,
-    FloatMetricFeedbackRecord,
-    JsonInferenceDataRecord,
-    JsonInferenceRecord,
-    ModelInferenceDataRecord,
-    ModelInferenceRecord,
     Record,
 )
 from lsd.store.bulk import BulkInserter, configure
 from lsd.store.database import DatabaseUnreachable, describe, scrub
 from lsd.store.keys import NotMigrated
+from lsd.store.tensorzero_rows import (
+    BOOLEAN,
+    CHAT,
+    COMMENT,
+    FLOAT,
+    JSON,
+    MODEL,
+    SOURCES,
+    Row,
+    SourceTable,
+    SourceTarget,
+    SourceUsage,
+    comment_record,
+    demonstration_record,
+    finish_reason_of,
+    inference_records,
+    int_value,
+    json_value,
+    metric_record,
+    model_records,
+)
 
 __all__ = [
     "BATCH_ROWS",
@@ -83,13 +92,7 @@ __all__ = [
 SOURCE_SCHEMA = "tensorzero"
 BATCH_ROWS = 1000
 CONNECT_TIMEOUT_S = 10
-API_KEY_TAG = "tensorzero::api_key_public_id"
-UNKNOWN_PROVIDER_TYPE = "unknown"
-MAX_ATTEMPT = 32767  # model_inferences.attempt is a smallint
-# Finish reasons of TensorZero's early Postgres drafts, in LSD's words.
-FINISH_REASONS = {"tool_calls": "tool_call", "other": "unknown"}
 
-Row = dict[str, Any]
 Layout = Mapping[str, frozenset[str]]  # source table -> its columns
 
 
@@ -123,105 +126,6 @@ class ImportReport:
     def skip(self, source_table: str, reason: str) -> None:
         reasons = self.skipped.setdefault(source_table, {})
         reasons[reason] = reasons.get(reason, 0) + 1
-
-
-@dataclass(frozen=True, slots=True)
-class _Source:
-    """A source table: its columns wanted (aliased as written here), the ones without which it is not
-    TensorZero's, and the `_data` table that holds its payload in the split layout."""
-
-    table: str
-    columns: tuple[str, ...]
-    required: frozenset[str]
-    data_table: str | None = None
-
-
-CHAT = _Source(
-    "chat_inferences",
-    (
-        "id",
-        "function_name",
-        "variant_name",
-        "episode_id",
-        "input",
-        "output",
-        "inference_params",
-        "tags",
-        "processing_time_ms",
-        "ttft_ms",
-        "extra_body",
-        "dynamic_tools",
-        "dynamic_provider_tools",
-        "allowed_tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "error",
-    ),
-    frozenset({"id", "function_name", "variant_name", "episode_id", "input", "output"}),
-    "chat_inference_data",
-)
-JSON = _Source(
-    "json_inferences",
-    (
-        "id",
-        "function_name",
-        "variant_name",
-        "episode_id",
-        "input",
-        "output",
-        "output_schema",
-        "inference_params",
-        "tags",
-        "processing_time_ms",
-        "ttft_ms",
-        "extra_body",
-        "error",
-    ),
-    frozenset({"id", "function_name", "variant_name", "episode_id", "input", "output"}),
-    "json_inference_data",
-)
-MODEL = _Source(
-    "model_inferences",
-    (
-        "id",
-        "inference_id",
-        "model_name",
-        "model_provider_name",
-        "input_tokens",
-        "output_tokens",
-        "response_time_ms",
-        "ttft_ms",
-        "cached",
-        "finish_reason",
-        "cost",
-        "error",
-        "raw_request",
-        "raw_response",
-    ),
-    frozenset({"id", "inference_id", "model_name", "model_provider_name"}),
-    "model_inference_data",
-)
-BOOLEAN = _Source(
-    "boolean_metric_feedback",
-    ("id", "target_id", "metric_name", "value", "tags"),
-    frozenset({"id", "target_id", "metric_name", "value"}),
-)
-FLOAT = _Source(
-    "float_metric_feedback",
-    ("id", "target_id", "metric_name", "value", "tags"),
-    frozenset({"id", "target_id", "metric_name", "value"}),
-)
-COMMENT = _Source(
-    "comment_feedback",
-    ("id", "target_id", "target_type", "value", "tags"),
-    frozenset({"id", "target_id", "target_type", "value"}),
-)
-DEMONSTRATION = _Source(
-    "demonstration_feedback",
-    ("id", "inference_id", "value", "tags"),
-    frozenset({"id", "inference_id", "value"}),
-)
-SOURCES = (CHAT, JSON, MODEL, BOOLEAN, FLOAT, COMMENT, DEMONSTRATION)
 
 
 async def import_tensorzero(
@@ -336,7 +240,7 @@ async def _layout(src: psycopg.AsyncConnection[Any]) -> Layout:
     return layout
 
 
-def _select(source: _Source, layout: Layout) -> sql.Composed:
+def _select(source: SourceTable, layout: Layout) -> sql.Composed:
     """One keyset batch of `source`: its columns (NULL where this release lacks one), the payload joined from its
     `_data` table in the split layout, in id order after %(after)s."""
     main = layout[source.table]
@@ -369,28 +273,6 @@ def _select(source: _Source, layout: Layout) -> sql.Composed:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Usage:
-    """What an inference's model inferences say about it."""
-
-    input_tokens: int | None
-    output_tokens: int | None
-    cost: Decimal | None
-    finish_reason: str | None
-    cached: bool
-    rendered_input: Any
-    original_response: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    """The inference a model inference or a feedback row refers to, as the source has it."""
-
-    kind: Literal["chat", "json"]
-    function_name: str
-    variant_name: str
-
-
 class _Importer:
     def __init__(
         self,
@@ -410,7 +292,7 @@ class _Importer:
         self.inserter = BulkInserter()
         self.days: set[date] = set()
 
-    async def copy(self, source: _Source, start: uuid.UUID) -> None:
+    async def copy(self, source: SourceTable, start: uuid.UUID) -> None:
         """Every row of `source` after `start`, batch by batch in id order."""
         query = _select(source, self.layout)
         after = start
@@ -427,7 +309,7 @@ class _Importer:
             if len(rows) < self.batch_rows:
                 return
 
-    def _keep(self, source: _Source, row: Row) -> bool:
+    def _keep(self, source: SourceTable, row: Row) -> bool:
         if not isinstance(row["id"], uuid.UUID) or row["id"].version != 7:
             self.report.skip(source.table, "id is not a UUIDv7")
             return False
@@ -436,21 +318,21 @@ class _Importer:
             return False
         return True
 
-    async def _records(self, source: _Source, rows: list[Row]) -> list[Record]:
+    async def _records(self, source: SourceTable, rows: list[Row]) -> list[Record]:
         if not rows:
             return []
         if source in (CHAT, JSON):
             usage = await self._usage([row["id"] for row in rows])
-            return [r for row in rows for r in _inference_records(source, row, usage.get(row["id"]))]
+            return [r for row in rows for r in inference_records(source, row, usage.get(row["id"]))]
         if source is MODEL:
             targets = await self._targets([row["inference_id"] for row in rows])
-            return [r for row in rows for r in _model_records(row, targets.get(row["inference_id"]))]
+            return [r for row in rows for r in model_records(row, targets.get(row["inference_id"]))]
         if source in (BOOLEAN, FLOAT):
             targets = await self._targets([row["target_id"] for row in rows])
-            return [_metric_record(source, row, row["target_id"] in targets) for row in rows]
+            return [metric_record(source, row, row["target_id"] in targets) for row in rows]
         if source is COMMENT:
-            return [_comment_record(row) for row in rows]
-        return [_demonstration_record(row) for row in rows]
+            return [comment_record(row) for row in rows]
+        return [demonstration_record(row) for row in rows]
 
     async def _write(self, records: Sequence[Record]) -> None:
         read: dict[str, int] = {}
@@ -473,7 +355,7 @@ class _Importer:
             await self.dst.execute("SELECT lsd_ensure_partitions(%s::date, 0)", (day,))
             self.days.add(day)
 
-    async def _usage(self, inference_ids: list[uuid.UUID]) -> dict[uuid.UUID, _Usage]:
+    async def _usage(self, inference_ids: list[uuid.UUID]) -> dict[uuid.UUID, SourceUsage]:
         """Token, cost and finish facts of these inferences, from their model inferences."""
         if MODEL.table not in self.layout:
             return {}
@@ -491,12 +373,12 @@ class _Importer:
         )
         facts = await cur.fetchall()
         payloads = await self._payloads([row[6] for row in facts])
-        usage: dict[uuid.UUID, _Usage] = {}
+        usage: dict[uuid.UUID, SourceUsage] = {}
         for inference_id, inputs, outputs, total, finish, cached, last in facts:
             system, messages, response = payloads.get(last, (None, None, None))
-            rendered = None if messages is None else {"system": system, "messages": _json(messages)}
-            usage[inference_id] = _Usage(
-                _int(inputs), _int(outputs), total, _finish_reason(finish), bool(cached), rendered, response
+            rendered = None if messages is None else {"system": system, "messages": json_value(messages)}
+            usage[inference_id] = SourceUsage(
+                int_value(inputs), int_value(outputs), total, finish_reason_of(finish), bool(cached), rendered, response
             )
         return usage
 
@@ -513,7 +395,7 @@ class _Importer:
         )
         return {row[0]: (row[1], row[2], row[3]) for row in await cur.fetchall()}
 
-    async def _targets(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, _Target]:
+    async def _targets(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, SourceTarget]:
         """The inferences among `ids` that the source holds."""
         parts = [
             sql.SQL("SELECT id, {}, function_name, variant_name FROM {}.{} WHERE id = ANY(%(ids)s)").format(
@@ -523,184 +405,4 @@ class _Importer:
             if source.table in self.layout
         ]
         cur = await self.src.execute(sql.SQL(" UNION ALL ").join(parts), {"ids": list(set(ids))})
-        return {row[0]: _Target(row[1], row[2], row[3]) for row in await cur.fetchall()}
-
-
-def _inference_records(source: _Source, row: Row, usage: _Usage | None) -> list[Record]:
-    inference_id: uuid.UUID = row["id"]
-    created_at = timestamp_of(inference_id)
-    tags = _json(row["tags"]) or {}
-    extra_body = _json(row["extra_body"])
-    common: dict[str, Any] = {
-        "id": inference_id,
-        "created_at": created_at,
-        "function_name": row["function_name"],
-        "variant_name": row["variant_name"],
-        "episode_id": row["episode_id"],
-        "input": _json(row["input"]),
-        "output": _json(row["output"]),
-        "inference_params": _json(row["inference_params"]) or {},
-        "tags": tags,
-        "processing_time_ms": row["processing_time_ms"],
-        "ttft_ms": row["ttft_ms"],
-        "input_tokens": usage.input_tokens if usage else None,
-        "output_tokens": usage.output_tokens if usage else None,
-        "cost": usage.cost if usage else None,
-        "finish_reason": usage.finish_reason if usage else None,
-        "cached": usage.cached if usage else False,
-        "config_hash": None,
-        "api_key_public_id": tags.get(API_KEY_TAG) if isinstance(tags, dict) else None,
-    }
-    data: dict[str, Any] = {
-        "inference_id": inference_id,
-        "created_at": created_at,
-        "rendered_input": usage.rendered_input if usage else None,
-        "extra_body": extra_body or None,
-        "extra_headers": None,
-        "original_response": usage.original_response if usage else None,
-    }
-    if source is CHAT:
-        return [ChatInferenceRecord(tool_params=_tool_params(row), **common), ChatInferenceDataRecord(**data)]
-    return [JsonInferenceRecord(output_schema=_json(row["output_schema"]), **common), JsonInferenceDataRecord(**data)]
-
-
-def _tool_params(row: Row) -> dict[str, Any] | None:
-    """LSD's tool_params from TensorZero's columns: `tools_available` (what LSD's engine reads), `tool_choice` and
-    `parallel_tool_calls`, plus the keys of TensorZero's stored inference that list_inferences echoes:
-    `additional_tools` (its dynamic tools), `allowed_tools` (names: TensorZero stores a config tool by name only)
-    and `provider_tools`. NULL when the inference was offered no tools and set no tool choice."""
-    tools = [_tool(t) for t in _list(row["dynamic_tools"])]
-    tools = [t for t in tools if t is not None]
-    provider_tools = _list(row["dynamic_provider_tools"])
-    allowed = _json(row["allowed_tools"])
-    names = allowed.get("tools") if isinstance(allowed, dict) else None
-    choice = _json(row["tool_choice"])
-    parallel = row["parallel_tool_calls"]
-    if not tools and not provider_tools and not names and choice is None and parallel is None:
-        return None
-    return {
-        "tools_available": tools,
-        "tool_choice": choice if choice is not None else "auto",
-        "parallel_tool_calls": parallel,
-        "additional_tools": tools or None,
-        "allowed_tools": list(names) if isinstance(names, list) else None,
-        "provider_tools": provider_tools,
-    }
-
-
-def _tool(value: Any) -> dict[str, Any] | None:
-    tool = _json(value)
-    if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
-        return None
-    return {
-        "name": tool["name"],
-        "description": tool.get("description") or "",
-        "parameters": tool.get("parameters") or {},
-        "strict": bool(tool.get("strict")),
-    }
-
-
-def _list(value: Any) -> list[Any]:
-    """A JSON array column (jsonb, or a text[] of JSON texts in earlier releases) as a list; [] for NULL."""
-    items = _json(value)
-    return [_json(item) for item in items] if isinstance(items, list) else []
-
-
-def _model_records(row: Row, target: _Target | None) -> list[Record]:
-    model_inference_id: uuid.UUID = row["id"]
-    created_at = timestamp_of(model_inference_id)
-    error = row["error"]
-    return [
-        ModelInferenceRecord(
-            id=model_inference_id,
-            created_at=created_at,
-            inference_id=row["inference_id"],
-            inference_kind=target.kind if target else "chat",
-            attempt=min(int(row["attempt"] or 1), MAX_ATTEMPT),
-            function_name=target.function_name if target else None,
-            variant_name=target.variant_name if target else None,
-            model_name=row["model_name"],
-            model_provider_name=row["model_provider_name"],
-            provider_type=UNKNOWN_PROVIDER_TYPE,
-            status="ok" if error is None else "error",
-            error_kind=None if error is None else "provider_error",
-            error=error,
-            latency_ms=row["response_time_ms"],
-            ttft_ms=row["ttft_ms"],
-            input_tokens=row["input_tokens"],
-            output_tokens=row["output_tokens"],
-            cost=row["cost"],
-            finish_reason=_finish_reason(row["finish_reason"]),
-            cached=bool(row["cached"]),
-            streamed=row["ttft_ms"] is not None,
-        ),
-        ModelInferenceDataRecord(
-            model_inference_id=model_inference_id,
-            created_at=created_at,
-            inference_id=row["inference_id"],
-            raw_request=row["raw_request"],
-            raw_response=row["raw_response"],
-            request_headers=None,
-            api_key_sha256=None,
-        ),
-    ]
-
-
-def _metric_record(source: _Source, row: Row, targets_inference: bool) -> Record:
-    tags = _json(row["tags"]) or {}
-    common: dict[str, Any] = {
-        "id": row["id"],
-        "created_at": timestamp_of(row["id"]),
-        "target_id": row["target_id"],
-        "target_level": "inference" if targets_inference else "episode",
-        "metric_name": row["metric_name"],
-        "tags": tags,
-        "api_key_public_id": tags.get(API_KEY_TAG) if isinstance(tags, dict) else None,
-    }
-    if source is BOOLEAN:
-        return BooleanMetricFeedbackRecord(value=bool(row["value"]), **common)
-    return FloatMetricFeedbackRecord(value=float(row["value"]), **common)
-
-
-def _comment_record(row: Row) -> Record:
-    tags = _json(row["tags"]) or {}
-    return CommentFeedbackRecord(
-        id=row["id"],
-        created_at=timestamp_of(row["id"]),
-        target_id=row["target_id"],
-        target_level="episode" if row["target_type"] == "episode" else "inference",
-        value=row["value"],
-        tags=tags,
-        api_key_public_id=tags.get(API_KEY_TAG) if isinstance(tags, dict) else None,
-    )
-
-
-def _demonstration_record(row: Row) -> Record:
-    tags = _json(row["tags"]) or {}
-    return DemonstrationFeedbackRecord(
-        id=row["id"],
-        created_at=timestamp_of(row["id"]),
-        inference_id=row["inference_id"],
-        value=_json(row["value"]),
-        tags=tags,
-        api_key_public_id=tags.get(API_KEY_TAG) if isinstance(tags, dict) else None,
-    )
-
-
-def _json(value: Any) -> Any:
-    """A JSON value as stored: jsonb arrives decoded; a text column (earlier releases) or a jsonb string holding
-    JSON text is decoded here; text that is not JSON stays text."""
-    if isinstance(value, str):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
-def _finish_reason(value: str | None) -> str | None:
-    return None if value is None else FINISH_REASONS.get(value, value)
+        return {row[0]: SourceTarget(row[1], row[2], row[3]) for row in await cur.fetchall()}
