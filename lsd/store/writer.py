@@ -3,7 +3,8 @@
 Every observability row (inferences, provider attempts, payloads, feedback) goes through `Writer`; docs/durability.md
 states what it guarantees. In short:
 
-- `submit()` appends to an in-memory queue (O(1), no I/O); one background task does everything else.
+- `submit()` appends to an in-memory queue (O(1), no I/O); one background task does everything else. The COPY
+  itself runs on the committer's own thread and event loop, so a flush never holds the gateway's loop.
 - A flush writes whole groups (the rows of one `record()` call) in one transaction on a dedicated connection.
 - A failed flush is retried with exponential backoff (up to 5 s), the batch kept in order. A retried batch, and every
   replayed one, goes through a staging table and `INSERT ... ON CONFLICT DO NOTHING`, so a flush whose COMMIT
@@ -248,8 +249,7 @@ class Writer:
                 break
             entries.append(entry)
             rows += len(entry.records)
-        behind = self.stats.queued_rows - rows >= self._max_rows
-        if not await self._committer.commit(entries, replayed=False, behind=behind):
+        if not await self._committer.commit(entries, replayed=False):
             return
         # Only this task removes from the left, and it did not spill during the commit: these are the same entries.
         for _ in entries:
