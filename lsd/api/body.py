@@ -44,7 +44,29 @@ async def receive_json(scope: Scope, receive: Receive, max_bytes: int) -> Any:
     # Arrays and objects cannot nest deeper than there are brackets: most bodies need no walk at all.
     if raw.count(b"[") + raw.count(b"{") > max_depth and too_deep(value, max_depth):
         raise InvalidRequest(f"body: JSON nested deeper than gateway.max_json_depth ({max_depth})", field="body")
+    # PostgreSQL cannot store U+0000, which JSON can only spell as the escape \u0000: one scan of the raw bytes, and
+    # a walk only when it is there (docs/api.md#nul). Refused before any provider is called.
+    if b"\\u0000" in raw and (path := nul_path(value)) is not None:
+        raise InvalidRequest.at(path, "contains U+0000 (NUL), which cannot be stored; remove it or encode it")
     return value
+
+
+def nul_path(value: Any) -> str | None:
+    """The path (`input.messages[0].content[0].text`) of the first string or key holding U+0000, or None."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path or "body"
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                if "\x00" in key:
+                    return f"{path or 'body'} (a key)"
+                stack.append((child, f"{path}.{key}" if path else key))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in reversed(list(enumerate(item))))
+    return None
 
 
 def too_deep(value: Any, max_depth: int) -> bool:

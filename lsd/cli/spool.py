@@ -1,4 +1,5 @@
-"""`lsd spool status|replay`: what the observability spool holds, and replaying it now into LSD_DATABASE_URL.
+"""`lsd spool status|replay|rejected|retry-rejected`: what the observability spool holds, replaying it now into
+LSD_DATABASE_URL, and the rows PostgreSQL rejected (listing them, moving them back to be replayed after a fix).
 
 The spool folder is `--dir`, else the `gateway.observability.spool_dir` of the config file (`--config`, default
 LSD_CONFIG or config/lsd.toml), else `.lsd/spool` when there is no config file. With `--dir` and no `--config` no
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import fcntl
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +28,8 @@ from lsd.config.model import Config, ObservabilityConfig
 from lsd.exits import EXIT_DATABASE, EXIT_OK
 from lsd.startup import database_urls
 from lsd.store.database import connect_with_retry, prepare_threshold
-from lsd.store.spool import FOREIGN_DIR, REJECTED_DIR, Survey, survey
+from lsd.store.spool import FOREIGN_DIR, REJECTED_DIR, SUFFIX, Survey, survey
+from lsd.store.spool_format import MAX_HEADER, SpoolHeaderError, iter_frames, read_header
 from lsd.store.writer import Writer
 
 DEFAULT_REPLAY_TIMEOUT_S = 600.0
@@ -40,10 +44,22 @@ def add_parser(subparsers: Subparsers) -> None:
         help="replay the spool now into LSD_DATABASE_URL (files of another database are set aside)",
         description="Exit status: 0 nothing replayable is left, 3 PostgreSQL is unreachable or went away.",
     )
-    for command in (status, replay):
+    rejected = sub.add_parser(
+        "rejected",
+        help="the groups of rows PostgreSQL rejected (kept in <spool_dir>/rejected/): file, time, tables, rows",
+    )
+    retry = sub.add_parser(
+        "retry-rejected",
+        help="move the rejected files back into the spool, to be replayed (after the cause is fixed)",
+        description="Files a running gateway still writes to are left where they are. The moved files are "
+        "replayed by a gateway using the spool (within a minute) or by `lsd spool replay`; rows still refused "
+        "go back to rejected/.",
+    )
+    for command in (status, replay, rejected, retry):
         command.add_argument("--dir", type=Path, default=None, help="the spool folder (default: from the config)")
         add_config_argument(command, required_default=False, help="config files whose spool_dir to use")
     status.add_argument("--json", action="store_true", help="one JSON object")
+    rejected.add_argument("--json", action="store_true", help="one JSON object per line, one line per file")
     replay.add_argument(
         "--timeout",
         type=float,
@@ -58,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     directory = (args.dir or observability.spool_dir).absolute()
     if args.spool_command == "status":
         return _status(directory, as_json=args.json)
+    if args.spool_command == "rejected":
+        return _rejected(directory / REJECTED_DIR, as_json=args.json)
+    if args.spool_command == "retry-rejected":
+        return _retry_rejected(directory)
     return _replay(directory, config, dataclasses.replace(observability, spool_dir=directory), args.timeout)
 
 
@@ -129,6 +149,95 @@ def _json(found: Survey) -> dict[str, Any]:
         "unreadable_files": found.unreadable,
         "torn_frames": found.torn_frames,
     }
+
+
+# -- rejected rows ---------------------------------------------------------------------------------------------
+
+
+def _rejected_files(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    """One rejected file: its name, creation time, database, groups and rows per table (never the rows' values)."""
+    data = path.read_bytes()
+    found: dict[str, Any] = {"file": str(path), "created": _created(path), "bytes": len(data)}
+    try:
+        layout = read_header(data[:MAX_HEADER])
+    except SpoolHeaderError as exc:
+        return found | {"error": str(exc)}
+    tables: dict[str, int] = {}
+    groups = torn = 0
+    for _, payload in iter_frames(data, layout.size):
+        if payload is None:
+            torn += 1
+            continue
+        groups += 1
+        items = orjson.loads(payload)
+        for item in items if isinstance(items, list) else ():
+            if isinstance(item, list) and item and isinstance(item[0], str):
+                tables[item[0]] = tables.get(item[0], 0) + 1
+    database = None if layout.database is None else str(layout.database)
+    return found | {"database": database, "groups": groups, "rows": tables, "torn_frames": torn}
+
+
+def _created(path: Path) -> str:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+
+
+def _rejected(folder: Path, *, as_json: bool) -> int:
+    files = _rejected_files(folder)
+    described = []
+    for path in files:
+        try:
+            described.append(_describe(path))
+        except (OSError, orjson.JSONDecodeError):
+            continue  # moved or deleted meanwhile
+    if as_json:
+        sys.stdout.write("".join(orjson.dumps(d).decode() + "\n" for d in described))
+        return EXIT_OK
+    lines = [f"{folder}: {_files(len(described))} of rows PostgreSQL rejected (never replayed automatically)"]
+    for d in described:
+        if "error" in d:
+            lines.append(f"  {d['file']}: unreadable ({d['error']})")
+            continue
+        rows = ", ".join(f"{table}: {count}" for table, count in sorted(d["rows"].items())) or "no rows"
+        lines.append(f"  {d['file']}: written {d['created']}, {d['groups']} groups ({rows}), {d['bytes']} bytes")
+    if described:
+        lines.append("  after fixing the cause: lsd spool retry-rejected (then they are replayed)")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def _retry_rejected(directory: Path) -> int:
+    """Move every rejected file no process holds back into `directory`, where it is replayed like any spool file."""
+    moved = held = 0
+    for path in _rejected_files(directory / REJECTED_DIR):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a gateway still appending to it holds this lock
+        except OSError:
+            held += 1
+            os.close(fd)
+            continue
+        try:
+            os.rename(path, directory / path.name)  # same name: the spool orders files by it (their creation time)
+            moved += 1
+        finally:
+            os.close(fd)  # releases the lock: the file is an orphan, adopted by the next replay
+    sys.stdout.write(
+        f"moved {_files(moved)} from {directory / REJECTED_DIR} to {directory}; they are replayed by a gateway "
+        f"using this spool (within a minute) or by `lsd spool replay`"
+        + (f"; {_files(held)} still held by a running gateway, left in place" if held else "")
+        + "\n"
+    )
+    return EXIT_OK
 
 
 # -- replay ----------------------------------------------------------------------------------------------------

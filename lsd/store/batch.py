@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from lsd.records import Record
 from lsd.store.bulk import BulkInserter
 from lsd.store.database import Database
+from lsd.store.escaping import escape_text
 
 # pg_try_advisory_lock key for the cluster-wide batch poller: 'LSD' + 'btch'.
 BATCH_POLLER_LOCK_KEY = 0x4C5344_62746368
@@ -170,13 +171,18 @@ async def claim_poll(database: Database, batch_id: UUID, interval_s: float) -> B
     return BatchRow(**row) if row else None
 
 
+def _stored(text: str | None) -> str | None:
+    """A provider's text as a text column holds it (U+0000 escaped: lsd.store.escaping)."""
+    return None if text is None else escape_text(text)
+
+
 async def record_progress(database: Database, batch_id: UUID, event: BatchEvent) -> None:
     """A still-pending batch whose provider status changed (e.g. validating -> in_progress): one more event."""
     async with database.connection("batch") as conn, conn.transaction():
         cur = await conn.execute(
             "UPDATE batch_requests SET provider_status = %s, raw_response = %s "
             "WHERE id = %s AND status = 'pending' AND provider_status IS DISTINCT FROM %s RETURNING id",
-            (event.provider_status, event.raw_response, batch_id, event.provider_status),
+            (event.provider_status, _stored(event.raw_response), batch_id, event.provider_status),
         )
         if await cur.fetchone() is not None:
             await conn.execute(_INSERT_EVENT, _values(event))
@@ -192,7 +198,7 @@ async def complete(database: Database, event: BatchEvent, records: Sequence[Reco
             (
                 event.status,
                 event.provider_status,
-                event.raw_response,
+                _stored(event.raw_response),
                 Jsonb(event.errors),
                 event.created_at,
                 event.batch_id,

@@ -16,13 +16,13 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.types.json import Json, Jsonb, JsonbBinaryDumper, set_json_dumps
 
 from lsd.records import Record
+from lsd.store import escaping
 
 YIELD_EVERY_ROWS = 4
 
@@ -41,6 +41,9 @@ def _row_function(columns: tuple[str, ...], types: tuple[str, ...]) -> Callable[
     getter = attrgetter(*columns)
     get: Callable[[Any], tuple[Any, ...]] = getter if len(columns) > 1 else (lambda record: (getter(record),))
     numeric = tuple(i for i, t in enumerate(types) if t == "numeric")
+    escaped = tuple(i for i, c in enumerate(columns) if c in escaping.ESCAPED_TEXT_COLUMNS and types[i] == "text")
+    if escaped:
+        get = _escaping_row(get, escaped)
     if not numeric:
         return get
 
@@ -59,21 +62,40 @@ def _row_function(columns: tuple[str, ...], types: tuple[str, ...]) -> Callable[
     return row
 
 
-class _JsonbCopyDumper(JsonbBinaryDumper):
-    """jsonb for a binary COPY in one call per value (psycopg's own takes two Python calls and two isinstance)."""
+def _escaping_row(get: Callable[[Any], tuple[Any, ...]], escaped: tuple[int, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """`get`, with the provider text columns at `escaped` able to hold U+0000 (lsd.store.escaping); a scan of each
+    such value, a new tuple only for a row that has one."""
+    needs = escaping.needs_escape
 
-    _dumps = orjson.dumps
+    def row(record: Any) -> tuple[Any, ...]:
+        values = get(record)
+        for i in escaped:
+            value = values[i]
+            if value is not None and needs(value):
+                return tuple(
+                    escaping.escape_text(v) if j in escaped and v is not None else v for j, v in enumerate(values)
+                )
+        return values
+
+    return row
+
+
+class _JsonbCopyDumper(JsonbBinaryDumper):
+    """jsonb for a binary COPY in one call per value (psycopg's own takes two Python calls and two isinstance);
+    U+0000 escaped (lsd.store.escaping)."""
+
+    _dumps = staticmethod(escaping.dumps)
 
     def dump(self, obj: Any) -> Buffer | None:
         if isinstance(obj, Json | Jsonb):  # psycopg's wrappers, which may name their own dumps
             return super().dump(obj)
-        return b"\x01" + orjson.dumps(obj)  # version 1 of jsonb's binary format, then the text
+        return b"\x01" + escaping.dumps(obj)  # version 1 of jsonb's binary format, then the text
 
 
 def configure(conn: psycopg.AsyncConnection[Any]) -> None:
     """Set up a connection `BulkInserter` will use: JSON encoded by orjson, as the spool encodes it (so a replay
     inserts the same bytes), and the jsonb dumper COPY uses after set_types."""
-    set_json_dumps(orjson.dumps, context=conn)
+    set_json_dumps(escaping.dumps, context=conn)
     conn.adapters.register_dumper(None, _JsonbCopyDumper)  # by oid only: what COPY looks up after set_types
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from lsd.store.database import Database
+from lsd.store.escaping import escape_text, unescape_optional
 
 CACHE_TIMEOUT_S = 0.5  # the most one cache read or write may add to an inference
 
@@ -53,7 +54,10 @@ async def cache_get(database: Database, key: bytes, max_age_s: int | None) -> Ca
     async with database.connection("cache", limit, deadline_s=limit) as conn:
         cur = await conn.execute(_GET, (key, max_age_s, max_age_s), prepare=database.prepare)
         row = await cur.fetchone()
-    return CachedResponse(*row) if row else None
+    if row is None:
+        return None
+    output, raw_request, raw_response, *rest = row  # the text columns as stored (lsd.store.escaping)
+    return CachedResponse(output, unescape_optional(raw_request), unescape_optional(raw_response), *rest)
 
 
 async def cache_put(database: Database, key: bytes, model_name: str, provider_name: str, entry: CachedResponse) -> None:
@@ -68,8 +72,8 @@ async def cache_put(database: Database, key: bytes, model_name: str, provider_na
                 model_name,
                 provider_name,
                 Jsonb(entry.output),
-                entry.raw_request,
-                entry.raw_response,
+                None if entry.raw_request is None else escape_text(entry.raw_request),
+                None if entry.raw_response is None else escape_text(entry.raw_response),
                 entry.input_tokens,
                 entry.output_tokens,
                 entry.finish_reason,

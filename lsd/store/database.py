@@ -27,18 +27,18 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from lsd.errors import DatabaseUnavailable
+from lsd.store import escaping
 from lsd.telemetry.metrics import Metrics
 
-# JSON columns go through orjson in both directions (3-10x faster than the stdlib).
-set_json_dumps(orjson.dumps)
-set_json_loads(orjson.loads)
+# JSON columns go through orjson in both directions (3-10x faster than the stdlib), U+0000 escaped (lsd.store.escaping).
+set_json_dumps(escaping.dumps)
+set_json_loads(escaping.loads)
 
 
 log = logging.getLogger("lsd.store")

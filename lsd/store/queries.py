@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from lsd.errors import InvalidRequest
 from lsd.store.database import Database
+from lsd.store.escaping import escape_text, unescape_optional
 
 OutputSource = Literal["inference", "demonstration", "none"]
 Comparison = Literal["<", "<=", "=", ">", ">=", "!="]
@@ -293,7 +294,8 @@ class _Builder:
         if isinstance(node, TagFilter):
             if node.operator == "=":
                 return sql.SQL("i.tags @> {}").format(self.params(Jsonb({node.key: node.value})))
-            key, value = self.params(node.key), self.params(node.value)
+            # As stored (lsd.store.escaping): the jsonb above is escaped by its dumper, these text values here.
+            key, value = self.params(escape_text(node.key)), self.params(escape_text(node.value))
             return sql.SQL("(i.tags ? {0} AND i.tags ->> {0} <> {1})").format(key, value)
         if isinstance(node, TimeFilter):
             return time_condition(node.operator, node.time, sql.SQL("i.id"), self.params)
@@ -474,6 +476,8 @@ async def list_inferences(
             await cur.execute(text, attempt_params)
             by_inference: dict[UUID, list[dict[str, Any]]] = {}
             for attempt in await cur.fetchall():
+                for column in ("error", "raw_request", "raw_response"):  # text as stored (lsd.store.escaping)
+                    attempt[column] = unescape_optional(attempt[column])
                 by_inference.setdefault(attempt["inference_id"], []).append(attempt)
             for row in found:
                 row.model_inferences.extend(by_inference.get(row.id, []))

@@ -223,7 +223,11 @@ class Metrics:
         self.writer_written = counter("lsd_writer_rows_written_total", "Rows committed to PostgreSQL", ("table",))
         self.writer_spooled = counter("lsd_writer_rows_spooled_total", "Rows moved to the disk spool", ("table",))
         self.writer_dropped = counter("lsd_writer_rows_dropped_total", "Rows lost (spool full/unwritable)", ("table",))
-        self.writer_rejected = counter("lsd_writer_rows_rejected_total", "Rows refused by PostgreSQL", ("table",))
+        self.writer_rejected = counter(
+            "lsd_writer_rows_rejected_total",
+            "Rows refused by PostgreSQL or not encodable, kept in <spool_dir>/rejected/",
+            ("table", "reason"),
+        )
         self.writer_flush_failures = counter("lsd_writer_flush_failures_total", "Failed flush attempts")
         self.writer_flush = histogram("lsd_writer_flush_duration_seconds", "Flush (COPY) latency", (), FLUSH_BUCKETS_S)
         self.pool_size = gauge("lsd_db_pool_connections", "Open connections in the request pool")
@@ -382,9 +386,11 @@ class Metrics:
         for table, count in rows.items():
             self.writer_dropped.labels(table).inc(count)
 
-    def observe_rejected(self, rows: Mapping[str, int]) -> None:
+    def observe_rejected(self, rows: Mapping[str, int], reason: str = "unknown") -> None:
+        """`reason`: the SQLSTATE PostgreSQL answered (22021: a NUL or bad encoding in text, 23514: no
+        partition...), or `unencodable` for rows that could not even be encoded."""
         for table, count in rows.items():
-            self.writer_rejected.labels(table).inc(count)
+            self.writer_rejected.labels(table, reason).inc(count)
 
     def set_writer_state(self, queued_rows: int, spool_bytes: int) -> None:
         self.writer_queue.set(queued_rows)

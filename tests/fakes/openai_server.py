@@ -25,6 +25,7 @@ otherwise a request whose tool_choice forces a function gets a call to it; other
     nochoices        a 200 chat.completion object without choices
     broken           streams two deltas, then closes the connection without `data: [DONE]`;
                      without streaming, closes the connection without answering
+    nul              echoes with U+0000 (and U+E000, LSD's escape character) in the answer: "nul\\x00: <text> \\ue0000"
     midstream-error  streams two deltas, then an `{"error": {...}}` event, then the rest and `data: [DONE]`
                      (without streaming: echoes)
 
@@ -331,6 +332,7 @@ def _is_directive(name: str) -> bool:
         "nochoices",
         "broken",
         "midstream",
+        "nul",
     )
 
 
@@ -352,6 +354,8 @@ def _message(call: _Call) -> tuple[dict[str, Any], str]:
         ]
         return {"role": "assistant", "content": None, "tool_calls": tool_calls, "refusal": None}, "tool_calls"
     content = orjson.dumps({"answer": call.text}).decode() if directive == "json" else f"echo: {call.text}"
+    if directive == "nul":
+        content = f"nul\x00: {call.text} \ue0000"
     finish = directive[7:] if directive.startswith("finish-") else "stop"
     return {"role": "assistant", "content": content, "refusal": None}, finish
 
