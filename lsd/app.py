@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
 from lsd.api.access_log import AccessLog
-from lsd.api.errors import handle_lsd_error, handle_not_found
+from lsd.api.errors import handle_lsd_error, handle_not_found, handle_unexpected
 from lsd.api.front import FrontDoor
 from lsd.api.guard import Guard
 from lsd.api.routes import ROUTES
@@ -80,7 +80,11 @@ def build_app(config: Config, database_url: str | DatabaseUrls, *, models: Model
         ),
         routes=ROUTES,
         lifespan=lifespan,
-        exception_handlers={LsdError: handle_lsd_error, HTTPException: handle_not_found},
+        exception_handlers={
+            LsdError: handle_lsd_error,
+            HTTPException: handle_not_found,
+            Exception: handle_unexpected,
+        },
     )
 
 

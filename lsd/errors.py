@@ -1,6 +1,7 @@
 """The LsdError tree: every failure the gateway reports, with its error code and HTTP status.
 
     LsdError                      500 internal_error
+    ├── InternalError             500 internal_error      (an unexpected exception; carries the logged error_id)
     ├── InvalidRequest            400 invalid_request     (names the field)
     │   ├── InvalidOpenAIRequest  400 invalid_request     (a /openai/v1 body TensorZero would refuse)
     │   ├── SchemaValidation      400 invalid_request     (input that fails a role's JSON Schema)
@@ -45,6 +46,14 @@ class LsdError(Exception):
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+class InternalError(LsdError):
+    """An unexpected exception on a request path, answered as a 500: `error_id` is logged with its traceback."""
+
+    def __init__(self, error_id: str) -> None:
+        super().__init__(f"internal error (error_id {error_id})")
+        self.error_id = error_id
 
 
 class InvalidRequest(LsdError):

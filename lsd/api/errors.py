@@ -1,6 +1,9 @@
 """The one place an LsdError becomes an HTTP response: its status, and its body in the wire format of the route
 (lsd.api.tensorzero_wire, or lsd.api.openai_wire under /openai/), with TensorZero's `error_json` when
-`gateway.unstable_error_json` is on."""
+`gateway.unstable_error_json` is on.
+
+An exception outside the tree on a request path is a bug: it is logged with its traceback under a fresh error id
+and answered as a JSON 500 carrying that id (`internal_error`), never starlette's plain-text page."""
 
 from __future__ import annotations
 
@@ -12,9 +15,14 @@ from starlette.types import Scope
 
 from lsd.api.openai_wire import openai_error_body
 from lsd.api.tensorzero_wire import error_body, route_not_found_body
-from lsd.errors import LsdError, RateLimited
+from lsd.errors import InternalError, LsdError, RateLimited
+from lsd.ids import uuid7
 
 log = logging.getLogger("lsd.api")
+
+# Set in the scope once an unexpected exception has been logged and answered, so the front door does not log it
+# again when starlette's error middleware re-raises it.
+ANSWERED_KEY = "lsd.internal_error_id"
 
 
 def wants_error_json(scope: Scope) -> bool:
@@ -31,17 +39,42 @@ def error_bytes(exc: LsdError, scope: Scope) -> bytes:
     return error_body(exc, with_error_json=with_error_json)
 
 
+def error_headers(exc: LsdError) -> dict[str, str]:
+    """The headers an error answer carries beside its body. A 413 or 431 may leave part of the request unread, so
+    the server closes the connection after it: `Connection: close` tells a keep-alive client not to reuse it."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["retry-after"] = str(exc.retry_after_s)
+    if exc.http_status in (413, 431):
+        headers["connection"] = "close"
+    if exc.http_status == 401:
+        headers["www-authenticate"] = "Bearer"
+    return headers
+
+
+def internal_error(exc: BaseException, scope: Scope) -> InternalError:
+    """The 500 for an unexpected exception: logged here, with its traceback, under the id the answer carries."""
+    error = InternalError(uuid7().hex)
+    scope[ANSWERED_KEY] = error.error_id
+    log.error("internal error %s on %s %s", error.error_id, scope.get("method"), scope.get("path"), exc_info=exc)
+    return error
+
+
 def error_response(exc: LsdError, scope: Scope) -> Response:
-    if exc.http_status >= 500:
+    if exc.http_status >= 500 and not isinstance(exc, InternalError):
         log.warning("request failed: %s %s", exc.error_code, exc.message)
     body = error_bytes(exc, scope)
-    headers = {"retry-after": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
-    return Response(body, status_code=exc.http_status, media_type="application/json", headers=headers)
+    return Response(body, status_code=exc.http_status, media_type="application/json", headers=error_headers(exc))
 
 
 async def handle_lsd_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LsdError)
     return error_response(exc, request.scope)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """Starlette's 500 handler (its error middleware calls it, then re-raises to the front door)."""
+    return error_response(internal_error(exc, request.scope), request.scope)
 
 
 async def handle_not_found(request: Request, exc: Exception) -> Response:

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lsd.api import inference
 from lsd.api.access_log import AccessLog
 from lsd.api.deadlines import Deadlines
+from lsd.api.errors import ANSWERED_KEY, internal_error
 from lsd.api.guard import Guard, send_error
 from lsd.api.routes import ROUTES
 from lsd.api.tracing import continue_trace
@@ -84,12 +85,14 @@ class FrontDoor:
             await send_error(
                 scope, answer.send, RequestTimeout(f"no response within gateway.request_timeout_s ({limit} s)")
             )
-        except Exception:
-            # What starlette's error middleware does for the routed paths: log, and answer 500 if nothing started.
-            if not direct or answer.started:
+        except Exception as exc:
+            # Starlette's error middleware has logged and answered a routed path's error (lsd.api.errors) and
+            # re-raises it; POST /inference is answered here. Either way the client gets a JSON 500 with an id.
+            if answer.started:
+                if ANSWERED_KEY in scope and answer.status == 500:
+                    return  # the 500 sent is this error's
                 raise
-            log.exception("unexpected error in POST /inference")
-            await send_error(scope, answer.send, LsdError("internal error"))
+            await send_error(scope, answer.send, internal_error(exc, scope))
         finally:
             if deadlines is not None:
                 deadlines.stop(task)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import ipaddress
 from starlette.types import Scope, Send
 
 from lsd.api.auth import authenticate, needs_key
-from lsd.api.errors import error_bytes
+from lsd.api.errors import error_bytes, error_headers
 from lsd.config.model import GatewayConfig
 from lsd.errors import HeadersTooLarge, LsdError
 
@@ -71,7 +71,6 @@ class Guard:
 async def send_error(scope: Scope, send: Send, exc: LsdError) -> None:
     body = error_bytes(exc, scope)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if exc.http_status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
+    headers.extend((k.encode(), v.encode()) for k, v in error_headers(exc).items())
     await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

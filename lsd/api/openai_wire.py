@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from lsd.api.tensorzero_wire import error_json
-from lsd.errors import InvalidOpenAIRequest, InvalidRequest, LsdError, RateLimited
+from lsd.errors import InternalError, InvalidOpenAIRequest, InvalidRequest, LsdError, RateLimited
 from lsd.immutable import immutable
 from lsd.inference.recording import block_to_json
 from lsd.inference.request import (
@@ -232,8 +232,9 @@ def parse_messages(messages: Any) -> Input:
         role = m.get("role")
         content = m.get("content")
         if role in ("system", "developer"):
-            if isinstance(content, list) and len(content) == 1 and isinstance(_extra(content[0], "arguments"), dict):
-                system = _extra(content[0], "arguments")
+            single = content[0] if isinstance(content, list) and len(content) == 1 else None
+            if isinstance(single, dict) and isinstance(_extra(single, "arguments"), dict):
+                system = _extra(single, "arguments")
             elif isinstance(content, dict):
                 system = content
             else:
@@ -518,6 +519,8 @@ def openai_error_object(exc: LsdError, *, with_error_json: bool = False) -> dict
         error["error_json"] = details  # TensorZero's deprecated name, still sent beside the new one
         error["tensorzero_error_json"] = details
     error.update(type=exc.error_code, code=exc.error_code, param=exc.field)
+    if isinstance(exc, InternalError):
+        error["error_id"] = exc.error_id
     if isinstance(exc, RateLimited):
         error["rule"] = exc.rule
     return {"error": error}

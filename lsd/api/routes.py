@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from lsd.api import batch, datasets, evaluations, feedback, inference, inferences, metrics, openai, status
+from lsd.api import batch, datasets, evaluations, feedback, inference, inferences, metrics, openai, openapi, status
 from lsd.api import workflow_evaluations as workflows
 
 ROUTES = [
     Route("/health", status.health, methods=["GET"]),
     Route("/status", status.status, methods=["GET"]),
     Route("/metrics", metrics.metrics, methods=["GET"]),
+    Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
     Route("/inference", inference.endpoint, methods=["POST"]),
     Route("/feedback", feedback.feedback, methods=["POST"]),
     Route("/batch_inference", batch.start_batch, methods=["POST"]),

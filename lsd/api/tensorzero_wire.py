@@ -15,6 +15,7 @@ from lsd.errors import (
     BatchNotFound,
     ConfigError,
     DatabaseUnavailable,
+    InternalError,
     InvalidOpenAIRequest,
     InvalidRequest,
     LsdError,
@@ -277,6 +278,8 @@ def error_object(exc: LsdError, *, with_error_json: bool = False) -> dict[str, A
     body["error_code"] = exc.error_code
     if exc.field:
         body["field"] = exc.field
+    if isinstance(exc, InternalError):
+        body["error_id"] = exc.error_id
     if isinstance(exc, RateLimited):
         body["rule"] = exc.rule
         body["retry_after_s"] = exc.retry_after_s

@@ -24,6 +24,7 @@ from lsd.store.queries import AndFilter, Filter, NotFilter, OrFilter, TagFilter,
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
+MAX_OFFSET = 1_000_000  # within bigint, and as deep as OFFSET paging is worth (lsd.inference.listing.MAX_OFFSET)
 MAX_ITEMS = 1000  # datapoints or ids in one request
 DATASET_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}")  # what a URL path segment holds without escaping
 OutputSource = Literal["inference", "demonstration", "none"]
@@ -434,7 +435,7 @@ def parse_list(body: Any) -> ListRequest:
         else None,
         descending=descending,
         limit=_count(node, limit_key, DEFAULT_LIMIT, MAX_LIMIT) or DEFAULT_LIMIT,
-        offset=_count(node, "offset", 0),
+        offset=_count(node, "offset", 0, MAX_OFFSET),
     )
 
 

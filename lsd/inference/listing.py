@@ -37,6 +37,11 @@ from lsd.store.queries import (
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 MAX_IDS = 1000
+# OFFSET makes PostgreSQL walk and discard every skipped row: deeper pages are for cursors (before/after/cursor).
+MAX_OFFSET = 1_000_000
+# Ids (UUIDv7) carry milliseconds since 1970: no inference is older, so an earlier bound is the epoch itself
+# (`since` 1900 matches everything, `until` 1900 nothing), not a negative number that wraps in the id.
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 COMPARISONS = ("<", "<=", "=", ">", ">=", "!=")
 
 _LIST_FIELDS = frozenset(
@@ -147,7 +152,7 @@ def _time(value: Any, path: str) -> dt.datetime:
         raise InvalidRequest.at(path, f"invalid RFC 3339 timestamp {value!r}") from None
     if parsed.tzinfo is None:
         raise InvalidRequest.at(path, f"timestamp {value!r} needs a time zone (e.g. 'Z')")
-    return parsed
+    return max(parsed, EPOCH)
 
 
 def _choice(body: Mapping[str, Any], key: str, path: str, choices: tuple[str, ...], default: str | None) -> str:
@@ -288,7 +293,7 @@ def parse_list_request(body: Any) -> ListQuery:
         filters=filters,
         order_by=order_by,
         limit=_int(body, "limit", DEFAULT_LIMIT, MAX_LIMIT) or DEFAULT_LIMIT,  # 0 means the default, as TensorZero
-        offset=_int(body, "offset", 0),
+        offset=_int(body, "offset", 0, MAX_OFFSET),
         keyset=keyset,
         reverse=after is not None,
         include_model_inferences=_bool(body, "include_model_inferences", "include_model_inferences"),

@@ -1,0 +1,244 @@
+"""`GET /openapi.json`: an OpenAPI 3.1 description of every route, built from the small table below.
+
+The table describes what a client may send (path parameters, query parameters, the JSON body's main keys) and the
+error body every route may answer; it is not the parser (each route parses its own input, lsd.inference.request,
+lsd.feedback, ...). It is enough for a client generator or a fuzzer (schemathesis, tests/robustness) to reach
+every route. A test pins that every route of lsd.api.routes appears here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lsd import __version__
+
+Schema = dict[str, Any]
+
+STRING: Schema = {"type": "string"}
+UUID: Schema = {"type": "string", "format": "uuid"}
+TAGS: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
+MESSAGE: Schema = {
+    "type": "object",
+    "properties": {
+        "role": {"type": "string", "enum": ["user", "assistant"]},
+        "content": {"oneOf": [STRING, {"type": "array", "items": {"type": "object"}}]},
+    },
+    "required": ["role", "content"],
+}
+INPUT: Schema = {
+    "type": "object",
+    "properties": {"system": {}, "messages": {"type": "array", "items": MESSAGE}},
+}
+PARAMS: Schema = {
+    "type": "object",
+    "properties": {
+        "chat_completion": {
+            "type": "object",
+            "properties": {
+                "temperature": {"type": "number"},
+                "max_tokens": {"type": "integer"},
+                "top_p": {"type": "number"},
+                "seed": {"type": "integer"},
+                "stop_sequences": {"type": "array", "items": STRING},
+            },
+        }
+    },
+}
+INFERENCE: Schema = {
+    "type": "object",
+    "properties": {
+        "function_name": STRING,
+        "model_name": STRING,
+        "variant_name": STRING,
+        "episode_id": UUID,
+        "input": INPUT,
+        "stream": {"type": "boolean"},
+        "params": PARAMS,
+        "dryrun": {"type": "boolean"},
+        "tags": TAGS,
+        "output_schema": {"type": "object"},
+        "cache_options": {"type": "object"},
+        "extra_body": {"type": "array", "items": {"type": "object"}},
+        "extra_headers": {"type": "array", "items": {"type": "object"}},
+    },
+}
+FEEDBACK: Schema = {
+    "type": "object",
+    "properties": {
+        "metric_name": STRING,
+        "inference_id": UUID,
+        "episode_id": UUID,
+        "value": {},
+        "tags": TAGS,
+        "dryrun": {"type": "boolean"},
+    },
+    "required": ["metric_name", "value"],
+}
+LIST_INFERENCES: Schema = {
+    "type": "object",
+    "properties": {
+        "function_name": STRING,
+        "variant_name": STRING,
+        "episode_id": UUID,
+        "model_name": STRING,
+        "output_source": {"type": "string", "enum": ["inference", "demonstration"]},
+        "limit": {"type": "integer", "minimum": 0, "maximum": 1000},
+        "offset": {"type": "integer", "minimum": 0},
+        "before": UUID,
+        "after": UUID,
+        "since": {"type": "string", "format": "date-time"},
+        "until": {"type": "string", "format": "date-time"},
+        "tags": TAGS,
+        "filters": {"type": "object"},
+        "order_by": {"type": "array", "items": {"type": "object"}},
+        "include_model_inferences": {"type": "boolean"},
+    },
+}
+IDS: Schema = {"type": "object", "properties": {"ids": {"type": "array", "items": UUID}}, "required": ["ids"]}
+CHAT_COMPLETION: Schema = {
+    "type": "object",
+    "properties": {
+        "model": STRING,
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]},
+                    "content": {"oneOf": [STRING, {"type": "array", "items": {}}, {"type": "null"}]},
+                },
+                "required": ["role"],
+            },
+        },
+        "stream": {"type": "boolean"},
+        "temperature": {"type": "number"},
+        "max_tokens": {"type": "integer"},
+        "max_completion_tokens": {"type": "integer"},
+        "n": {"type": "integer"},
+        "seed": {"type": "integer"},
+        "stop": {"oneOf": [STRING, {"type": "array", "items": STRING}]},
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "tool_choice": {},
+        "response_format": {"type": "object"},
+        "stream_options": {"type": "object"},
+    },
+    "required": ["model", "messages"],
+}
+EMBEDDINGS: Schema = {
+    "type": "object",
+    "properties": {
+        "model": STRING,
+        "input": {"oneOf": [STRING, {"type": "array", "items": STRING}]},
+        "dimensions": {"type": "integer"},
+        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+    },
+    "required": ["model", "input"],
+}
+ANY_OBJECT: Schema = {"type": "object"}
+
+# (method, path, summary, JSON body schema or None, query parameters)
+OPERATIONS: tuple[tuple[str, str, str, Schema | None, tuple[tuple[str, Schema], ...]], ...] = (
+    ("GET", "/health", "200 while PostgreSQL answers, else 503", None, ()),
+    ("GET", "/status", "version and config hash", None, ()),
+    ("GET", "/metrics", "Prometheus metrics (text)", None, ()),
+    ("GET", "/openapi.json", "this document", None, ()),
+    ("POST", "/inference", "run an inference (TensorZero's body)", INFERENCE, ()),
+    ("POST", "/feedback", "feedback on an inference or episode", FEEDBACK, ()),
+    ("POST", "/batch_inference", "start a batch inference", ANY_OBJECT, ()),
+    ("GET", "/batch_inference/{batch_id}", "a batch's status and results", None, ()),
+    ("GET", "/batch_inference/{batch_id}/inference/{inference_id}", "one inference of a batch", None, ()),
+    ("POST", "/v1/inferences/list_inferences", "stored inferences, filtered and paged", LIST_INFERENCES, ()),
+    ("POST", "/v1/inferences/get_inferences", "stored inferences by id", IDS, ()),
+    ("POST", "/v1/evaluations/human_feedback", "a person's judgement of an evaluation result", ANY_OBJECT, ()),
+    (
+        "GET",
+        "/v1/evaluations/runs",
+        "evaluation runs",
+        None,
+        (("evaluation_name", STRING), ("limit", {"type": "integer", "minimum": 1}), ("before", UUID)),
+    ),
+    ("GET", "/v1/evaluations/runs/{run_id}", "one evaluation run and its results", None, ()),
+    ("POST", "/workflow_evaluation_run", "start a workflow evaluation run", ANY_OBJECT, ()),
+    ("POST", "/workflow_evaluation_run/{run_id}/episode", "start an episode of a run", ANY_OBJECT, ()),
+    ("POST", "/dynamic_evaluation_run", "start a workflow evaluation run (older name)", ANY_OBJECT, ()),
+    ("POST", "/dynamic_evaluation_run/{run_id}/episode", "start an episode of a run (older name)", ANY_OBJECT, ()),
+    ("GET", "/v1/workflow_evaluations/runs/{run_id}", "one workflow evaluation run", None, ()),
+    ("POST", "/v1/datasets/get_datapoints", "datapoints by id", IDS, ()),
+    ("DELETE", "/v1/datasets/{dataset_name}", "delete a dataset", None, ()),
+    ("POST", "/v1/datasets/{dataset_name}/datapoints", "create datapoints", ANY_OBJECT, ()),
+    ("PATCH", "/v1/datasets/{dataset_name}/datapoints", "update datapoints", ANY_OBJECT, ()),
+    ("DELETE", "/v1/datasets/{dataset_name}/datapoints", "delete datapoints", IDS, ()),
+    ("PATCH", "/v1/datasets/{dataset_name}/datapoints/metadata", "rename datapoints", ANY_OBJECT, ()),
+    ("POST", "/v1/datasets/{dataset_name}/list_datapoints", "a dataset's datapoints, paged", ANY_OBJECT, ()),
+    ("POST", "/v1/datasets/{dataset_name}/get_datapoints", "a dataset's datapoints by id", IDS, ()),
+    ("POST", "/v1/datasets/{dataset_name}/from_inferences", "datapoints from stored inferences", ANY_OBJECT, ()),
+    ("POST", "/openai/v1/chat/completions", "OpenAI-compatible chat completion", CHAT_COMPLETION, ()),
+    ("POST", "/openai/v1/embeddings", "OpenAI-compatible embeddings", EMBEDDINGS, ()),
+    ("GET", "/openai/v1/models", "the functions and models, OpenAI's list shape", None, ()),
+)
+
+PATH_PARAMETERS: dict[str, Schema] = {"batch_id": UUID, "inference_id": UUID, "run_id": UUID, "dataset_name": STRING}
+
+ERROR: Schema = {
+    "type": "object",
+    "description": "An error (under /openai/: nested in `error`, OpenAI's shape). A 500 carries `error_id`, the id "
+    "logged with its traceback.",
+    "properties": {
+        "error": {},
+        "error_code": STRING,
+        "field": STRING,
+        "error_id": STRING,
+    },
+    "required": ["error"],
+}
+
+
+def _operation(
+    method: str, path: str, summary: str, body: Schema | None, query: tuple[tuple[str, Schema], ...]
+) -> Schema:
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    parameters = [{"name": n, "in": "path", "required": True, "schema": PATH_PARAMETERS[n]} for n in names]
+    parameters += [{"name": n, "in": "query", "required": False, "schema": s} for n, s in query]
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    operation: Schema = {
+        "operationId": f"{method.lower()} {path}",
+        "summary": summary,
+        "responses": {
+            "200": {"description": "success", "content": {"application/json": {"schema": {}}}},
+            "4XX": {"description": "a request LSD refuses (never a row written)", **error},
+            "5XX": {"description": "an upstream or server failure", **error},
+        },
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return operation
+
+
+def document() -> Schema:
+    """The OpenAPI document."""
+    paths: dict[str, Schema] = {}
+    for method, path, summary, body, query in OPERATIONS:
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, summary, body, query)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "LSD", "version": __version__, "description": "An LLM gateway (docs/api.md)."},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": ERROR},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{}, {"bearer": []}],
+    }
+
+
+DOCUMENT = orjson.dumps(document())
+
+
+async def openapi_json(request: Request[Any]) -> Response:
+    return Response(DOCUMENT, media_type="application/json")
