@@ -30,12 +30,12 @@ from lsd.providers.base import (
     key_fingerprint,
     malformed,
     redact_headers,
-    redact_text,
     redact_url,
 )
 from lsd.providers.cost import Cost, PointerPricing
 from lsd.providers.patches import apply_body_patches, apply_header_patches
 from lsd.providers.proxies import ProxyChoice
+from lsd.providers.scrubber import NO_SECRETS, Scrubber
 from lsd.providers.sse import SseEvent, sse_events
 from lsd.providers.transport import HttpResponse
 from lsd.types import (
@@ -73,6 +73,7 @@ class Call:
     key: str | None
     ttft_timeout_s: float | None = None
     credential_headers: frozenset[str] = frozenset()  # the provider's, redacted in `request_headers`
+    scrubber: Scrubber = NO_SECRETS  # the key and credential header values, removed from what comes back
 
     @property
     def request_headers(self) -> dict[str, str]:
@@ -153,10 +154,18 @@ class HttpProvider(Provider):
         key: str | None,
         ttft_timeout_s: float | None = None,
     ) -> Call:
-        """A Call whose stored parts hold no credential: `raw_request` loses the key (a provider or an
-        `extra_body` may put it in the body) and credential-named URL query values (`?key=`)."""
-        raw_request = redact_text(raw_request, key)
-        return Call(url, body, raw_request, headers, key, ttft_timeout_s, self.credential_headers | {self.key_header})
+        """A Call whose stored parts hold no credential: `raw_request` loses the call's secrets (the key, which a
+        provider or an `extra_body` may put in the body, and the values of credential headers) and
+        credential-named URL query values (`?key=`, removed by the caller with `redact_url`). Its `scrubber`
+        removes the same secrets from everything the provider answers."""
+        credential_headers = self.credential_headers | {self.key_header}
+        scrubber = Scrubber.for_call(key, headers, credential_headers)
+        return Call(url, body, scrubber.text(raw_request), headers, key, ttft_timeout_s, credential_headers, scrubber)
+
+    def scrubbed(self, response: HttpResponse, scrubber: Scrubber) -> HttpResponse:
+        """`response` with the call's secrets removed from its body (the provider may repeat the key)."""
+        body = scrubber.body(response.body)
+        return response if body is response.body else replace(response, body=body)
 
     def headers(self, key: str | None, *, stream: bool = False) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
@@ -192,11 +201,19 @@ class HttpProvider(Provider):
 
     async def get_bytes(self, url: str, ctx: CallContext) -> bytes:
         """GET `url` with this provider's credentials; raise ProviderError for a failed call or a non-2xx status."""
-        headers = self.headers(self.key_location.resolve(ctx.credentials, self.name))
+        key = self.key_location.resolve(ctx.credentials, self.name)
+        headers = self.headers(key)
         headers.pop("Content-Type", None)
-        response = await ctx.transport.get(url, headers, provider=self.name, timeout_s=ctx.timeout_s, proxy=self.proxy)
+        scrubber = Scrubber.for_call(key, headers, self.credential_headers | {self.key_header})
+        try:
+            response = await ctx.transport.get(
+                url, headers, provider=self.name, timeout_s=ctx.timeout_s, proxy=self.proxy
+            )
+        except ProviderError as exc:
+            raise scrubber.error(exc) from None
+        response = self.scrubbed(response, scrubber)
         if not 200 <= response.status < 300:
-            raise self.status_error(response, f"GET {redact_url(url)}")
+            raise scrubber.error(self.status_error(response, f"GET {redact_url(url)}"))
         return response.body
 
     async def get_json(self, url: str, ctx: CallContext) -> Exchange:
@@ -215,11 +232,15 @@ class HttpProvider(Provider):
         headers = {**self.headers(key), "Content-Type": content_type}
         raw_request = f"POST {redact_url(url)} ({len(body)} bytes, {content_type.split(';')[0]})"
         call = self.call(url, body, raw_request, headers, key)
-        response = await ctx.transport.post(
-            url, body, headers, provider=self.name, timeout_s=ctx.timeout_s, proxy=self.proxy
-        )
+        try:
+            response = await ctx.transport.post(
+                url, body, headers, provider=self.name, timeout_s=ctx.timeout_s, proxy=self.proxy
+            )
+        except ProviderError as exc:
+            raise call.scrubber.error(exc) from None
+        response = self.scrubbed(response, call.scrubber)
         if not 200 <= response.status < 300:
-            raise self.status_error(response, raw_request)
+            raise call.scrubber.error(self.status_error(response, call.raw_request))
         data = json_object(response.body)
         raw = response.body.decode("utf-8", "replace")
         if data is None:
@@ -255,11 +276,14 @@ class HttpProvider(Provider):
             )
         except ProviderError as exc:
             exc.raw_request = exc.raw_request or call.raw_request
-            raise
+            raise call.scrubber.error(exc) from None
         if not 200 <= response.status < 300:
-            raise self.status_error(response, call.raw_request)
-        raw_response = response.body.decode("utf-8", "replace")
-        data = json_object(response.body)
+            raise call.scrubber.error(self.status_error(self.scrubbed(response, call.scrubber), call.raw_request))
+        received = response.body.decode("utf-8", "replace")
+        # The answer is decoded from the scrubbed text: its content (what the client gets and what is stored)
+        # holds no secret either. Only a body that held one is decoded from text.
+        raw_response = call.scrubber.text(received)
+        data = json_object(response.body if raw_response is received else raw_response)
         if data is None:
             raise malformed(
                 "the body is not a JSON object",
@@ -272,7 +296,7 @@ class HttpProvider(Provider):
     def attach(self, exc: ProviderError, exchange: Exchange) -> ProviderError:
         """`exc`, raised by a pure parse function, completed with this provider and what crossed the wire."""
         exc.provider, exc.raw_request, exc.raw_response = self.name, exchange.raw_request, exchange.raw_response
-        return exc
+        return exchange.call.scrubber.error(exc)
 
     def response(
         self,
@@ -325,8 +349,9 @@ class HttpProvider(Provider):
         try:
             # Closing both generators releases the connection now, also when our consumer stops early.
             async with aclosing(self._lines(call, ctx)) as lines, aclosing(sse_events(lines)) as events:
-                async for event in events:
+                async for received in events:
                     started = True
+                    event = _scrubbed_event(received, call.scrubber)
                     chunk = parser.feed_event(event)
                     if events_seen is not None:
                         _keep_json(events_seen, event.data)
@@ -334,6 +359,7 @@ class HttpProvider(Provider):
                         yield self._last(chunk, call, events_seen) if chunk.usage is not None else chunk
         except ProviderError as exc:
             exc.raw_request = exc.raw_request or call.raw_request
+            call.scrubber.error(exc)
             if started and exc.kind == "connection":
                 raise self._interrupted(parser, call, exc.message) from exc
             raise
@@ -358,7 +384,7 @@ class HttpProvider(Provider):
         async with aclosing(source):
             async for item in source:
                 if isinstance(item, HttpResponse):
-                    raise self.status_error(item, call.raw_request)
+                    raise self.status_error(self.scrubbed(item, call.scrubber), call.raw_request)
                 yield item
 
     def _last(self, chunk: StreamChunk, call: Call, events: Sequence[Any] | None = None) -> StreamChunk:
@@ -373,7 +399,7 @@ class HttpProvider(Provider):
         )
 
     def _interrupted(self, parser: StreamParser, call: Call, reason: str) -> ProviderError:
-        return ProviderError(
+        error = ProviderError(
             f"stream from provider {self.name!r} was interrupted: {reason}",
             provider=self.name,
             retryable=True,
@@ -381,6 +407,16 @@ class HttpProvider(Provider):
             raw_request=call.raw_request,
             raw_response=parser.raw_response(),
         )
+        return call.scrubber.error(error)
+
+
+def _scrubbed_event(event: SseEvent, scrubber: Scrubber) -> SseEvent:
+    """The event with the call's secrets removed from its data: the parser, the chunks' raw text, error events
+    and the cost's decoded events all see the scrubbed payload."""
+    if not scrubber:
+        return event
+    data = scrubber.text(event.data)
+    return event if data is event.data else SseEvent(event.event, data)
 
 
 def _keep_json(events: list[Any], data: str) -> None:

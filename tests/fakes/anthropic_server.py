@@ -22,6 +22,8 @@ a forced tool (`tool_choice` {"type": "tool"}) is always called, with {"answer":
   stream-error  streams part of the echo, then `event: error` (overloaded_error) and ends
   cutoff        streams part of the echo, then closes the connection mid-response
   truncated     streams part of the echo, then ends the response cleanly without message_stop
+  leak-401      HTTP 401 whose message repeats the x-api-key received (whole, masked and cut short)
+  leak          the echo, ending with the x-api-key received (streamed as one delta)
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ ERROR_TYPES = {
 }
 BEHAVIOURS = frozenset(
     {"echo", "tool", "thinking", "json", "length", "refusal", "slow", "malformed"}
-    | {"stream-error", "cutoff", "truncated"}
+    | {"stream-error", "cutoff", "truncated", "leak", "leak-401"}
     | {f"error-{status}" for status in ERROR_TYPES}
 )
 SIGNATURE = "c2lnbmF0dXJl"
@@ -110,10 +112,15 @@ class FakeAnthropic(FakeServer):
         if behaviour.startswith("error-"):
             status = int(behaviour.removeprefix("error-"))
             return _error(status, f"fake error {status}")
+        key = request.headers.get("x-api-key", "")
+        if behaviour == "leak-401":
+            return _error(401, f"invalid x-api-key {key}: {key[:4]}{'*' * 20}{key[-4:]} ({key[:12]}…)")
         if behaviour == "slow":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.delay_s)
         message = self._message(body, behaviour)
+        if behaviour == "leak":
+            message["content"][0]["text"] += f" {key}"
         if body.get("stream"):
             return await _stream(request, message, behaviour)
         if behaviour == "malformed":
@@ -225,16 +232,16 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps({"type": event, **data}) + b"\n\n"
 
 
-def _events(message: dict[str, Any]) -> list[bytes]:
-    """The full event sequence Anthropic streams for `message`."""
+def _events(message: dict[str, Any], size: int = 6) -> list[bytes]:
+    """The full event sequence Anthropic streams for `message` (text in deltas of `size` characters)."""
     usage = message["usage"]
     start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
     events = [_sse("message_start", {"message": start}), _sse("ping", {})]
     for index, block in enumerate(message["content"]):
         if block["type"] == "text":
             events.append(_sse("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}}))
-            for piece in _pieces(block["text"], 6):
-                delta = {"type": "text_delta", "text": piece}
+            for text in _pieces(block["text"], size):
+                delta = {"type": "text_delta", "text": text}
                 events.append(_sse("content_block_delta", {"index": index, "delta": delta}))
         elif block["type"] == "tool_use":
             opened = {**block, "input": {}}
@@ -268,7 +275,7 @@ async def _stream(request: web.Request, message: dict[str, Any], behaviour: str)
         await response.write(b"event: message_start\ndata: {not json\n\n")
         await response.write_eof()
         return response
-    events = _events(message)
+    events = _events(message, 1000 if behaviour == "leak" else 6)
     if behaviour in ("stream-error", "cutoff", "truncated"):
         events = events[:4]  # message_start, ping, content_block_start, the first text delta
     for event in events:

@@ -25,6 +25,8 @@ is one, else "echo":
                 truncated JSON body)
     drop        streams the first word and then drops the connection
     stream-error  streams the first word and then an {"error": ...} event (status 500)
+    leak-401    Google's 401 whose message repeats the x-goog-api-key received (whole, masked and cut short)
+    leak        the echo, ending with the x-goog-api-key received
 When the last content holds functionResponse parts, the answer is the text "results: name=result, ...".
 
 `expected_key`: every request without that `x-goog-api-key` is refused as Google refuses a bad key: 400
@@ -57,6 +59,8 @@ SCENARIOS = frozenset(
         "cutoff",
         "drop",
         "stream-error",
+        "leak",
+        "leak-401",
         *(f"error-{status}" for status in (400, 401, 403, 404, 429, 500, 503)),
     }
 )
@@ -152,6 +156,11 @@ class FakeGemini(FakeServer):
         scenario = self._scenario(resource.removeprefix("models/"), body)
         if scenario.startswith("error-"):
             return self._error(int(scenario.removeprefix("error-")))
+        key = request.headers.get("x-goog-api-key", "")
+        if scenario == "leak-401":
+            return self._error(401, f"API key not valid: {key}. Key {key[:4]}{'*' * 20}{key[-4:]} ({key[:12]}…).")
+        if scenario == "leak":
+            body = {**body, "contents": [*body.get("contents", []), {"role": "user", "parts": [{"text": key}]}]}
         if scenario == "slow":
             await asyncio.sleep(self.delay_s)
         if method in ("embedContent", "batchEmbedContents"):

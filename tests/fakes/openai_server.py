@@ -28,6 +28,8 @@ otherwise a request whose tool_choice forces a function gets a call to it; other
     nul              echoes with U+0000 (and U+E000, LSD's escape character) in the answer: "nul\\x00: <text> \\ue0000"
     midstream-error  streams two deltas, then an `{"error": {...}}` event, then the rest and `data: [DONE]`
                      (without streaming: echoes)
+    leak-401         HTTP 401 whose message repeats the key received, whole, masked and cut short (`leaked`)
+    leak             echoes, the answer ending with the key received (a provider that repeats it in a 200)
 
 Embeddings take the model name as their directive: error-<status>, slow/slow-<ms> (then answer), and
 flaky-<n> (the first <n> calls of that model answer 503, the later ones succeed).
@@ -87,6 +89,16 @@ def error_body(status: int, message: str | None = None) -> bytes:
         status, ("server_error" if status >= 500 else "invalid_request_error", None, f"HTTP {status} (fake).")
     )
     return orjson.dumps({"error": {"message": message or default, "type": kind, "param": None, "code": code}})
+
+
+def leaked(key: str) -> str:
+    """A message repeating `key` as providers do: whole, masked as OpenAI shows it, and cut short."""
+    return f"Incorrect API key provided: {key}. You passed {key[:4]}{'*' * 20}{key[-4:]} ({key[:12]}…)."
+
+
+def received_key(headers: Any) -> str:
+    """The key a request carried (`Authorization: Bearer <key>`, or Azure's `api-key`)."""
+    return str(headers.get("api-key") or headers.get("Authorization", "").removeprefix("Bearer "))
 
 
 def _error(status: int, message: str | None = None) -> web.Response:
@@ -232,6 +244,10 @@ class FakeOpenAI(FakeServer):
         directive = call.directive
         if directive.startswith("error-") and directive[6:].isdigit():
             return _error(int(directive[6:]))
+        if directive == "leak-401":
+            return _error(401, leaked(received_key(request.headers)))
+        if directive == "leak":
+            call = _Call(directive, f"{call.text} {received_key(request.headers)}", call.model, call.body)
         if directive.startswith("slow"):
             delay = int(directive[5:]) / 1000 if directive[5:].isdigit() else self.delay_s
             await asyncio.sleep(delay)
@@ -321,6 +337,7 @@ def _is_directive(name: str) -> bool:
     base = name.split("-", 1)[0]
     return base in (
         "echo",
+        "leak",
         "tool",
         "tools",
         "json",

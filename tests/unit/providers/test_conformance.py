@@ -24,6 +24,7 @@ from lsd.errors import InvalidRequest, LsdError, ProviderError, ProviderTimeout
 from lsd.providers.base import REDACTED, CallContext, Provider, key_fingerprint
 from lsd.providers.openai.compatible import OPENAI_COMPATIBLE
 from lsd.providers.registry import PROVIDER_TYPES
+from lsd.providers.scrubber import PREFIX_LENGTH
 from lsd.providers.transport import Transport
 from lsd.types import (
     BodyPatch,
@@ -105,6 +106,8 @@ _OPENAI_MODELS = {
     "broken": "broken",
     "slow": "slow",
     "malformed": "malformed",
+    "leak": "leak",
+    "leak_401": "leak-401",
 }
 
 HARNESSES: dict[str, Harness] = {
@@ -131,6 +134,8 @@ HARNESSES: dict[str, Harness] = {
             "broken": "cutoff",
             "slow": "slow",
             "malformed": "malformed",
+            "leak": "leak",
+            "leak_401": "leak-401",
         },
         statuses=(*_COMMON, 529),
     ),
@@ -145,6 +150,8 @@ HARNESSES: dict[str, Harness] = {
             "broken": "drop",
             "slow": "slow",
             "malformed": "malformed",
+            "leak": "leak",
+            "leak_401": "leak-401",
         },
         statuses=(*_COMMON, 503),
     ),
@@ -420,6 +427,56 @@ async def test_timeout(type_name: str, harness: Harness, fakes: Fakes, transport
     assert caught.value.retryable
     chunks, error = await collect(provider.stream(ask("hi"), quick))
     assert chunks == [] and isinstance(error, ProviderTimeout)
+
+
+# ---- secrets in what comes back ------------------------------------------------------------------------------
+
+# What the fakes' `leak` scenarios show of the key: whole, its start (cut short) and its end (masked).
+KEY_FRAGMENTS = (KEY, KEY[:PREFIX_LENGTH], KEY[-4:], "*" * 20)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["infer", "stream"])
+async def test_key_repeated_in_an_error_is_scrubbed(
+    type_name: str, harness: Harness, fakes: Fakes, ctx: CallContext, stream: bool
+) -> None:
+    """A provider whose 401 repeats the key (whole, masked, cut short) fails with a ProviderError that holds
+    none of it, in its message or in the raw response stored with the attempt; the rest of the message stays."""
+    provider = provider_for(type_name, harness, fakes, "leak_401")
+    if stream:
+        chunks, error = await collect(provider.stream(ask("hi"), ctx))
+        assert chunks == []
+    else:
+        with pytest.raises(ProviderError) as caught:
+            await provider.infer(ask("hi"), ctx)
+        error = caught.value
+    assert isinstance(error, ProviderError)
+    assert (error.status, error.kind, error.retryable) == (401, "auth", False)
+    assert error.raw_response is not None and orjson.loads(error.raw_response)["error"]
+    assert REDACTED in error.message and REDACTED in error.raw_response
+    for fragment in KEY_FRAGMENTS:
+        assert fragment not in str(error) and fragment not in repr(vars(error)), fragment
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["infer", "stream"])
+async def test_key_repeated_in_an_answer_is_scrubbed(
+    type_name: str, harness: Harness, fakes: Fakes, ctx: CallContext, stream: bool
+) -> None:
+    """A 200 that repeats the key is answered, with the key replaced in the content and the raw response."""
+    provider = provider_for(type_name, harness, fakes, "leak")
+    answered: list[ProviderResponse | StreamChunk]
+    if stream:
+        chunks, error = await collect(provider.stream(ask("hi"), ctx))
+        assert error is None
+        text, answered = streamed_text(chunks), list(chunks)
+    else:
+        response = await provider.infer(ask("hi"), ctx)
+        text, answered = text_of(response.content), [response]
+    assert text.startswith("echo: ") and text.endswith(REDACTED)
+    assert any(
+        REDACTED in (item.raw or "") if isinstance(item, StreamChunk) else REDACTED in item.raw_response
+        for item in answered
+    )
+    assert KEY not in repr(answered) and KEY[:PREFIX_LENGTH] not in repr(answered)
 
 
 # ---- credentials ---------------------------------------------------------------------------------------------

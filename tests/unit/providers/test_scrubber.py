@@ -1,0 +1,75 @@
+"""The scrubbing rule: what of a call's secrets is recognised in a provider's answer, and what is left alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from lsd.errors import ProviderError
+from lsd.providers.base import REDACTED
+from lsd.providers.scrubber import NO_SECRETS, Scrubber
+
+KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
+HEADERS = {
+    "Authorization": f"Bearer {KEY}",
+    "X-Custom-Token": "Basic custom-secret-value",
+    "X-Trace": "visible-trace-value",
+    "Content-Type": "application/json",
+}
+SCRUBBER = Scrubber.for_call(KEY, HEADERS, frozenset({"Authorization"}))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"Incorrect API key provided: {KEY}.", f"Incorrect API key provided: {REDACTED}."),
+        (f'{{"message": "{KEY}"}}', f'{{"message": "{REDACTED}"}}'),
+        ("Incorrect API key provided: sk-proj-abc***...6789. See x", f"Incorrect API key provided: {REDACTED}. See x"),
+        ("You passed sk-p********************6789.", f"You passed {REDACTED}."),
+        ("masked: ********************6789", f"masked: {REDACTED}"),
+        ("cut short: (sk-proj-abcd…)", f"cut short: ({REDACTED})"),
+        ("a header secret: custom-secret-value!", f"a header secret: {REDACTED}!"),
+        ("its start: custom-s and more", f"its start: {REDACTED} and more"),
+    ],
+)
+def test_secrets_and_their_echoes_are_replaced(text: str, expected: str) -> None:
+    assert SCRUBBER.text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "echo: hello there",
+        "***bold italic*** and **bold**",
+        "a short start: sk-proj and ab***",
+        "visible-trace-value application/json Bearer Basic",
+        "the last four alone: 6789",
+    ],
+)
+def test_ordinary_text_is_left_alone(text: str) -> None:
+    assert SCRUBBER.text(text) is text or SCRUBBER.text(text) == text
+
+
+def test_json_escaped_secrets_are_replaced() -> None:
+    scrubber = Scrubber(['pass"word/with\\quote'])
+    assert scrubber.text('{"m": "pass\\"word/with\\\\quote"}') == f'{{"m": "{REDACTED}"}}'
+
+
+def test_a_call_without_secrets_scrubs_nothing() -> None:
+    assert Scrubber.for_call(None, {"Content-Type": "application/json"}) is NO_SECRETS
+    assert not NO_SECRETS and NO_SECRETS.text(KEY) == KEY
+    assert Scrubber(["short"]).text("short") == "short"  # too short to search for
+
+
+def test_bodies_and_errors_are_scrubbed() -> None:
+    body = f'{{"error": "{KEY}"}}'.encode()
+    assert SCRUBBER.body(body) == f'{{"error": "{REDACTED}"}}'.encode()
+    clean = b'{"ok": true}'
+    assert SCRUBBER.body(clean) is clean
+    error = ProviderError(f"bad key {KEY}", raw_request=f"sent {KEY}", raw_response=f"got {KEY}")
+    assert SCRUBBER.error(error) is error
+    assert (error.message, str(error), error.raw_request, error.raw_response) == (
+        f"bad key {REDACTED}",
+        f"bad key {REDACTED}",
+        f"sent {REDACTED}",
+        f"got {REDACTED}",
+    )
