@@ -103,6 +103,7 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
         spool_dir=obs.path_value("spool_dir") or Path.cwd() / ".lsd" / "spool",
         spool_max_bytes=obs.int("spool_max_bytes", 1024**3, minimum=0),
         shutdown_flush_timeout_s=obs.float("shutdown_flush_timeout_s", 10.0, minimum=0),
+        durability=obs.choice("durability", ("queue", "journal"), "queue"),
         retention_days=obs.int("retention_days", None, minimum=1),
         statistics_refresh_interval_s=obs.float("statistics_refresh_interval_s", 10.0, minimum=0),
     )

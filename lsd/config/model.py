@@ -34,6 +34,8 @@ class ObservabilityConfig:
     spool_dir: Path = Path(".lsd/spool")  # the loader makes it absolute
     spool_max_bytes: int = 1024**3
     shutdown_flush_timeout_s: float = 10.0
+    # "journal": every accepted group is fsync'd to <spool_dir>/journal before the response (docs/durability.md).
+    durability: Literal["queue", "journal"] = "queue"
     retention_days: int | None = None  # drop daily partitions wholly older than this; None keeps everything
     statistics_refresh_interval_s: float = 10.0  # 0 turns the statistics job off
 

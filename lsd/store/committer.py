@@ -36,7 +36,7 @@ from lsd.errors import LsdError
 from lsd.records import Record
 from lsd.store.bulk import BulkInserter, configure
 from lsd.store.database import scrub
-from lsd.store.spool import REJECTED_DIR, DatabaseIdentity, Spool, encode_frame
+from lsd.store.spool import REJECTED_DIR, DatabaseIdentity, Segment, Spool, encode_frame
 from lsd.telemetry.metrics import Metrics
 
 log = logging.getLogger("lsd.writer")
@@ -80,6 +80,7 @@ class Entry:
 
     records: Sequence[Record]
     waiter: asyncio.Future[None] | None = None
+    journal: Segment | None = None  # the journal file holding these rows until they are safe (durability = journal)
 
     @property
     def held(self) -> bool:

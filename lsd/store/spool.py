@@ -54,6 +54,7 @@ from lsd.store.spool_format import (
 
 __all__ = [
     "HEADER_V1",
+    "SUFFIX",
     "Chunk",
     "DatabaseIdentity",
     "Segment",
@@ -144,6 +145,11 @@ class Spool:
     def files(self) -> int:
         return len(self._segments)
 
+    @property
+    def current(self) -> Segment | None:
+        """The file appends go to now (None before the first append, or once it is sealed)."""
+        return self._open
+
     def pending(self) -> bool:
         """Whether a held file has frames not yet replayed (or is empty and waits to be deleted)."""
         return any(s is not self._open or s.size > s.layout.size for s in self._segments)
@@ -221,7 +227,7 @@ class Spool:
             os.fsync(fd)
             path = self.directory / f"{name}{SUFFIX}"
             os.rename(temp, path)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         except OSError:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -255,7 +261,7 @@ class Spool:
             if name in held or not name.endswith((SUFFIX, TEMP_SUFFIX)):
                 continue
             path = self.directory / name
-            fd = _lock_existing(path)
+            fd = lock_existing(path)
             if fd is None:
                 continue
             if name.endswith(TEMP_SUFFIX):
@@ -335,7 +341,7 @@ class Spool:
             else:
                 self.foreign_dir.mkdir(parents=True, exist_ok=True)
                 segment.path.rename(self.foreign_dir / segment.name)
-                _fsync_directory(self.foreign_dir)
+                fsync_directory(self.foreign_dir)
                 where = f"moved to {self.foreign_dir}"
         except OSError as exc:
             self._skipped.add(segment.name)
@@ -360,6 +366,22 @@ class Spool:
             segment.path.unlink()
         os.close(segment.fd)
         self._segments.remove(segment)
+
+    def discard(self, segment: Segment) -> None:
+        """Delete a held file whose rows are all safe elsewhere (the journal's, once committed), and let go of it."""
+        if segment not in self._segments:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            segment.path.unlink()
+        os.close(segment.fd)
+        self._segments.remove(segment)
+        if segment is self._open:
+            self._open = None
+
+    @property
+    def segments(self) -> list[Segment]:
+        """The files this process holds, oldest first."""
+        return list(self._segments)
 
     def close(self) -> None:
         """Release every lock, keeping the files: the next process to open the spool replays them."""
@@ -451,7 +473,7 @@ def _read_all(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _lock_existing(path: Path) -> int | None:
+def lock_existing(path: Path) -> int | None:
     """An fd holding the exclusive lock on `path`, or None when another process holds it or the file is gone."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -468,7 +490,7 @@ def _lock_existing(path: Path) -> int | None:
     return fd
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -38,7 +39,8 @@ from lsd.config.model import ObservabilityConfig
 from lsd.errors import DatabaseUnavailable
 from lsd.records import Record
 from lsd.store.committer import Committer, Entry, WriterStats, count_by_table
-from lsd.store.spool import Chunk, DatabaseIdentity, Spool
+from lsd.store.journal import Journal
+from lsd.store.spool import Chunk, DatabaseIdentity, Segment, Spool
 from lsd.telemetry.metrics import Metrics
 
 __all__ = ["Writer", "WriterStats"]  # WriterStats lives in lsd.store.committer, which updates it too
@@ -72,6 +74,8 @@ class Writer:
         self._max_rows = batch.max_rows if batch.enabled else 1
         self._max_queue = config.max_queue_rows
         self._spool = Spool(config.spool_dir, config.spool_max_bytes)
+        # durability = "journal": every group is fsync'd to <spool_dir>/journal before it is queued.
+        self._journal = Journal(config.spool_dir, config.spool_max_bytes) if config.durability == "journal" else None
         # The connection, the backoff, and the rows PostgreSQL rejects.
         self._committer = Committer(url, config, self.stats, metrics=metrics, prepare_threshold=prepare_threshold)
         self._queue: deque[Entry] = deque()
@@ -97,6 +101,8 @@ class Writer:
         """Start the writer task. Connecting and replaying an old spool happen in it, not here."""
         if not self.enabled or self._task is not None:
             return
+        if self._journal is not None:
+            self._journal.open()
         self._task = asyncio.create_task(self._run(), name="lsd-writer")
 
     async def close(self) -> None:
@@ -121,6 +127,8 @@ class Writer:
                 await task
             self._closed = True
             self._abandon("the writer did not stop in time")
+            if self._journal is not None:
+                await self._journal.close()  # what it still holds is replayed at the next start
 
     # -- enqueue (the request path: O(1), no I/O) ------------------------------------------------------------
 
@@ -130,6 +138,9 @@ class Writer:
             return
         if self._closed:
             self._drop([records], "the writer is closed")
+            return
+        if self._journal is not None:
+            self._journaled(records)
             return
         self._enqueue(Entry(records))
 
@@ -148,11 +159,26 @@ class Writer:
         await waiter
 
     async def record(self, records: Sequence[Record]) -> None:
-        """Queue or write, as `async_writes` says."""
-        if self.config.async_writes:
-            self.submit(records)
+        """Queue or write, as `async_writes` says; with durability = "journal" (and async_writes), return once the
+        rows are fsync'd to the journal."""
+        if not self.config.async_writes:
+            await self.write(records)  # committed: the journal would add nothing
+        elif self._journal is not None and self.enabled and records and not self._closed:
+            await asyncio.shield(self._journaled(records))  # cancelled, the rows are still journaled and queued
         else:
-            await self.write(records)
+            self.submit(records)
+
+    def _journaled(self, records: Sequence[Record]) -> asyncio.Future[Segment | None]:
+        """Journal a group, and queue it once it is fsync'd (a callback: no task, nothing a cancellation stops)."""
+        assert self._journal is not None
+        written = self._journal.append(records)
+        written.add_done_callback(functools.partial(self._queue_journaled, records))
+        return written
+
+    def _queue_journaled(self, records: Sequence[Record], written: asyncio.Future[Segment | None]) -> None:
+        if self._closed:  # closed meanwhile: the journal keeps the rows, and the next start replays them
+            return
+        self._enqueue(Entry(records, journal=written.result()))
 
     def _enqueue(self, entry: Entry) -> None:
         before = self.stats.queued_rows
@@ -231,6 +257,8 @@ class Writer:
             if identity is None:
                 return  # unavailable: the committer set the backoff
             self._spool.identity = identity
+            if self._journal is not None:
+                self._journal.identity = identity
             self._replay = await asyncio.to_thread(self._spool.read_chunk, max(self._max_rows, REPLAY_MIN_ROWS))
             self._spool_stats()
         if self._replay is not None:
@@ -255,6 +283,7 @@ class Writer:
         for _ in entries:
             self._queue.popleft()
         self.stats.queued_rows -= rows
+        self._release_journal(entries)
         for entry in entries:
             if entry.waiter is not None and not entry.waiter.done():
                 entry.waiter.set_result(None)
@@ -264,6 +293,11 @@ class Writer:
     # -- the spool -----------------------------------------------------------------------------------------
 
     async def _adopt_orphans(self) -> None:
+        if self._journal is not None:
+            # A dead process's journal becomes spool files, replayed (idempotently) like any other.
+            moved = await asyncio.to_thread(self._journal.recover)
+            if moved:
+                log.info("replaying %d journal files left by an earlier process", moved)
         try:
             adopted = await asyncio.to_thread(self._spool.adopt_orphans)
         except OSError as exc:
@@ -311,8 +345,16 @@ class Writer:
         lost = [entry.records for i, entry in enumerate(entries) if i not in done]
         if lost:
             self._drop(lost, reason or "the spool write failed")
+        self._release_journal(entries)  # spooled (fsync'd), rejected or dropped and counted: not to replay again
         self._spool_stats()
         return sum(spooled.values())
+
+    def _release_journal(self, entries: Sequence[Entry]) -> None:
+        if self._journal is not None:
+            for entry in entries:
+                if entry.journal is not None:
+                    self._journal.release(entry.journal)
+                    entry.journal = None
 
     def _drop(self, groups: Sequence[Sequence[Record]], reason: str) -> None:
         tables = count_by_table(groups)
@@ -356,5 +398,7 @@ class Writer:
                 entry.waiter.set_exception(DatabaseUnavailable("the rows were not committed before shutdown"))
         await self._committer.close()
         await asyncio.to_thread(self._spool.close)
+        if self._journal is not None:
+            await self._journal.close()
         self._replay = None
         self._spool_stats()

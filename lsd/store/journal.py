@@ -1,0 +1,181 @@
+"""The journal: with `durability = "journal"`, every accepted group is on local disk, fsync'd, before the response.
+
+Files are spool files (lsd.store.spool_format: header, CRC-checked frames) in `<spool_dir>/journal/`, written and
+locked by one process as the spool's are. Appends are group-committed: the groups accepted while one write + fsync
+is under way go together into the next, so one fsync (a few milliseconds) serves every request of that window.
+
+A group stays counted against the file it went to until the writer has committed it in PostgreSQL (or moved it to
+the spool, itself fsync'd); a file no longer appended to (past `segment_bytes`) is deleted once all its groups are.
+After a crash, the journal files no live process holds are moved into the spool directory, where the writer adopts
+and replays them like any spool file: idempotently, so rows that had been committed too are not inserted twice.
+
+Blocking file I/O runs on the journal's own thread (one, so appends and deletions never race); the bookkeeping
+runs on the event loop. No I/O until `open()`; `close()` deletes the files whose groups are all safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from lsd.records import Record
+from lsd.store.spool import SUFFIX, DatabaseIdentity, Segment, Spool, fsync_directory, lock_existing
+
+log = logging.getLogger("lsd.journal")
+
+JOURNAL_DIR = "journal"  # beside the spool's files
+SEGMENT_BYTES = 4 * 1024 * 1024  # start a new file past this size, so that committed files can be deleted
+
+_Pending = tuple[Sequence[Record], "asyncio.Future[Segment | None]"]
+
+
+@dataclass
+class JournalStats:
+    fsyncs: int = 0  # group commits: each one write and one fsync
+    journaled_rows: int = 0
+    failed_rows: int = 0  # not journaled (disk full, spool_max_bytes, unencodable): queued anyway
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    segment: Segment | None
+    stored: frozenset[int]
+    reason: str | None
+
+
+class Journal:
+    """The journal of one process. `append` from the event loop; `release` once a group's rows are safe."""
+
+    def __init__(self, spool_dir: Path, max_bytes: int, *, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.directory = spool_dir / JOURNAL_DIR
+        self.spool_dir = spool_dir
+        self.stats = JournalStats()
+        self._files = Spool(self.directory, max_bytes, segment_bytes=segment_bytes)
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[_Pending] = []
+        self._writing: asyncio.Future[_Written] | None = None
+        self._outstanding: dict[Segment, int] = {}  # groups not yet safe in PostgreSQL or the spool, per file
+        self._current: Segment | None = None  # the file the last append went to
+        self._failing = False
+
+    @property
+    def identity(self) -> DatabaseIdentity | None:
+        return self._files.identity
+
+    @identity.setter
+    def identity(self, identity: DatabaseIdentity | None) -> None:
+        self._files.identity = identity  # new files name the database (read by the journal's thread: a plain swap)
+
+    def open(self) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="lsd-journal")
+
+    def recover(self) -> int:
+        """Blocking: move the journal files no live process holds into the spool directory (where the writer
+        replays them); returns how many."""
+        try:
+            names = sorted(n for n in os.listdir(self.directory) if n.endswith(SUFFIX) and not n.startswith("."))
+        except FileNotFoundError:
+            return 0
+        moved = 0
+        for name in names:
+            fd = lock_existing(self.directory / name)
+            if fd is None:
+                continue  # a live process's (this one's included)
+            try:
+                self.spool_dir.mkdir(parents=True, exist_ok=True)
+                (self.directory / name).rename(self.spool_dir / name)
+                fsync_directory(self.spool_dir)
+                fsync_directory(self.directory)
+                moved += 1
+            except OSError as exc:
+                log.error("cannot move journal file %s to %s: %s", name, self.spool_dir, exc.strerror)
+            finally:
+                os.close(fd)  # the spool's adoption locks it next
+        return moved
+
+    def append(self, records: Sequence[Record]) -> asyncio.Future[Segment | None]:
+        """Journal one group; the future resolves once it is fsync'd: to its file, or None when it could not be
+        journaled (logged and counted: the rows are then only in memory). Never raises."""
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[Segment | None] = loop.create_future()
+        self._pending.append((records, written))
+        if self._writing is None:
+            self._write_pending(loop)
+        return written
+
+    def release(self, segment: Segment) -> None:
+        """One group of `segment` is safe (committed, or spooled): a file no longer appended to is deleted once
+        all its groups are."""
+        left = self._outstanding.get(segment, 0) - 1
+        self._outstanding[segment] = left
+        if left <= 0 and segment is not self._current:
+            self._discard(segment)
+
+    async def close(self) -> None:
+        """Wait for the appends under way; delete the files whose groups are all safe and let go of the rest
+        (a later start replays them)."""
+        while self._writing is not None or self._pending:
+            await asyncio.sleep(0.001)  # the last append's callback runs on this loop
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        done = [s for s in self._files.segments if self._outstanding.get(s, 0) <= 0]
+        await asyncio.get_running_loop().run_in_executor(executor, self._close_files, done)
+        executor.shutdown(wait=True)
+
+    def _close_files(self, done: list[Segment]) -> None:
+        for segment in done:
+            self._files.discard(segment)
+        self._files.close()
+
+    def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending, []
+        if self._executor is None:
+            self.open()
+        writing = loop.run_in_executor(self._executor, self._write, [records for records, _ in batch])
+        self._writing = writing
+        writing.add_done_callback(functools.partial(self._written, batch, loop))
+
+    def _write(self, groups: list[Sequence[Record]]) -> _Written:
+        """On the journal's thread: one write and one fsync for every group of the window."""
+        stored, _, reason = self._files.append_groups(groups)
+        return _Written(self._files.current, frozenset(stored), reason)
+
+    def _written(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop, done: asyncio.Future[_Written]) -> None:
+        self._writing = None
+        try:
+            result = done.result()
+        except (OSError, RuntimeError) as exc:  # append_groups reports disk errors itself: the unexpected rest
+            result = _Written(None, frozenset(), str(exc) or type(exc).__name__)
+        self.stats.fsyncs += 1
+        previous, self._current = self._current, result.segment
+        failed = 0
+        for index, (records, written) in enumerate(batch):
+            segment = result.segment if index in result.stored else None
+            if segment is None:
+                failed += len(records)
+            else:
+                self._outstanding[segment] = self._outstanding.get(segment, 0) + 1
+                self.stats.journaled_rows += len(records)
+            if not written.done():
+                written.set_result(segment)
+        self.stats.failed_rows += failed
+        if failed and not self._failing:
+            log.error("cannot journal %d rows (%s): they are kept in memory only", failed, result.reason)
+        self._failing = failed > 0
+        if previous is not None and previous is not self._current and self._outstanding.get(previous, 0) <= 0:
+            self._discard(previous)  # sealed by this append, with every group already safe
+        if self._pending:
+            self._write_pending(loop)
+
+    def _discard(self, segment: Segment) -> None:
+        self._outstanding.pop(segment, None)
+        if self._executor is not None:
+            self._executor.submit(self._files.discard, segment)
