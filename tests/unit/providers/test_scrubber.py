@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
+from lsd.config.model import ProviderConfig
 from lsd.errors import ProviderError
-from lsd.providers.base import REDACTED
+from lsd.providers.base import REDACTED, CallContext, KeyLocation
+from lsd.providers.openai.provider import OpenAIProvider
 from lsd.providers.scrubber import NO_SECRETS, Scrubber
+from lsd.providers.transport import Transport
+from tests.fakes.scripted_server import Server
 
 KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
 HEADERS = {
@@ -73,3 +80,28 @@ def test_bodies_and_errors_are_scrubbed() -> None:
         f"sent {REDACTED}",
         f"got {REDACTED}",
     )
+
+
+async def test_files_a_provider_serves_are_scrubbed() -> None:
+    """What a GET brings back (a batch's results file) and a refused GET hold no key either."""
+    line = f'{{"custom_id": "a", "error": {{"message": "Incorrect API key provided: {KEY}"}}}}\n'.encode()
+
+    async def answer(request: bytes, writer: asyncio.StreamWriter) -> None:
+        status, body = (b"200 OK", line) if b"GET /v1/chat/completions" in request else (b"401 Unauthorized", line)
+        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+
+    transport = Transport()
+    await transport.open()
+    try:
+        async with Server(answer) as server:
+            config = ProviderConfig(name="p", type="openai", options={}, key_path="p", base_dir=Path("."))
+            provider = OpenAIProvider(config, model_name="m", key_location=KeyLocation("dynamic", "k"))
+            ctx = CallContext(transport=transport, credentials={"k": KEY})
+            text = (await provider.get_bytes(server.url, ctx)).decode()
+            assert KEY not in text and f"provided: {REDACTED}" in text
+            with pytest.raises(ProviderError) as caught:
+                await provider.get_bytes(server.url.replace("/chat/", "/other/"), ctx)
+            assert caught.value.status == 401 and KEY not in repr(vars(caught.value)) and REDACTED in str(caught.value)
+    finally:
+        await transport.close()
