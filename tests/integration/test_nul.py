@@ -16,6 +16,9 @@ import psycopg
 import pytest
 
 from lsd.records import Record
+from lsd.store.database import Database
+from lsd.store.spool import Spool
+from lsd.store.spool_format import encode_frame
 from lsd.store.writer import Writer
 from lsd.telemetry.metrics import Metrics
 from tests.fakes.openai_server import FakeOpenAI
@@ -251,3 +254,29 @@ async def test_a_rejected_row_is_counted_logged_and_listed(
     assert "moved 1 file" in moved.stdout
     assert not list((tmp_path / "rejected").glob("*.spool"))
     assert (tmp_path / kept.name).exists()  # back in the spool: the next replay tries it again
+
+
+async def test_rows_rejected_for_nul_before_the_escaping_are_recovered_by_retry_rejected(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Rows an older LSD could not store (U+0000 in an output) sit in rejected/; after the upgrade, retry-rejected
+    moves them back and a replay stores them, reading back as they were."""
+    group = inference()
+    chat = dataclasses.replace(group[0], output=[{"type": "text", "text": NUL_ANSWER}])  # type: ignore[type-var]
+    rejected = Spool(tmp_path / "rejected", 1 << 30)
+    stored, reason = rejected.append([encode_frame([chat, *group[1:]])])
+    rejected.close()
+    assert stored, reason
+
+    assert run_lsd("spool", "retry-rejected", "--dir", str(tmp_path)).returncode == 0
+    replayed = run_lsd("spool", "replay", "--dir", str(tmp_path), env={"LSD_DATABASE_URL": database_url})
+    assert replayed.returncode == 0, replayed.stderr
+    assert "0 rejected" in replayed.stdout
+    database = Database(database_url, min_size=1, max_size=1)
+    await database.open()
+    try:
+        async with database.reading("query") as conn:
+            cur = await conn.execute("SELECT output FROM chat_inferences WHERE id = %s", (chat.id,))
+            assert await cur.fetchone() == ([{"type": "text", "text": NUL_ANSWER}],)
+    finally:
+        await database.close()
