@@ -187,8 +187,12 @@ async def test_provider_output_with_nul_is_stored_and_read_back(gateway: Gateway
     [item] = listed.json()["inferences"]
     assert item["output"] == [{"type": "text", "text": NUL_ANSWER}]
     with psycopg.connect(database_url) as conn:
-        row_ = conn.execute("SELECT raw_response FROM model_inference_data").fetchone()
-    assert row_ is not None and "\ue0000" in row_[0]  # stored escaped: U+0000 as U+E000 "0"
+        stored = conn.execute("SELECT output::text, raw_response FROM chat_inferences, model_inference_data").fetchone()
+    assert stored is not None
+    assert "nul\ue0000: hello \ue000\ue0000" in stored[0]  # U+0000 as U+E000 "0", U+E000 doubled
+    assert "\ue000\ue0000" in stored[1]  # the raw JSON text holds U+E000 as sent: doubled when stored
+    [attempt] = item["model_inferences"]
+    assert "\ue0000" in attempt["raw_response"] and "\ue000\ue000" not in attempt["raw_response"]  # as sent
 
 
 async def test_streamed_output_with_nul_is_stored_and_read_back(gateway: Gateway, database_url: str) -> None:
@@ -212,16 +216,39 @@ async def test_streamed_output_with_nul_is_stored_and_read_back(gateway: Gateway
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "field"),
     [
-        {"function_name": "chat", "filters": {"type": "tag", "key": "k", "value": "v\x00", "comparison_operator": "="}},
-        {"function_name": "chat\x00"},
+        (
+            {
+                "function_name": "chat",
+                "filters": {"type": "tag", "key": "k", "value": "v\x00", "comparison_operator": "="},
+            },
+            "filters.value",
+        ),
+        ({"function_name": "chat\x00"}, "function_name"),
     ],
 )
-async def test_list_inferences_with_nul_in_a_filter_is_a_400(gateway: Gateway, body: dict[str, Any]) -> None:
+async def test_list_inferences_with_nul_in_a_filter_is_a_400(
+    gateway: Gateway, body: dict[str, Any], field: str
+) -> None:
     r = await gateway.http.post("/v1/inferences/list_inferences", json=body)
-    assert r.status_code == 400, r.text
-    assert "U+0000" in r.json()["error"]
+    refused(r, field)
+
+
+@pytest.mark.parametrize("operator", ["=", "!="])
+async def test_a_tag_holding_the_escape_character_reads_back_and_filters(
+    gateway: Gateway, database_url: str, operator: str
+) -> None:
+    tagged = {"k": "a\ue000b\ue0000"}
+    for tags in (tagged, {"k": "other"}):
+        r = await gateway.http.post("/inference", json={"function_name": "chat", "input": user("hi"), "tags": tags})
+        assert r.status_code == 200, r.text
+    await eventually(lambda: count(database_url, "chat_inferences") == 2)
+    filters = {"type": "tag", "key": "k", "value": tagged["k"], "comparison_operator": operator}
+    r = await gateway.http.post("/v1/inferences/list_inferences", json={"function_name": "chat", "filters": filters})
+    assert r.status_code == 200, r.text
+    [found] = r.json()["inferences"]
+    assert (found["tags"]["k"] == tagged["k"]) is (operator == "=")
 
 
 async def test_a_rejected_row_is_counted_logged_and_listed(
