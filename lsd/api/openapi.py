@@ -1,5 +1,8 @@
 """`GET /openapi.json`: an OpenAPI 3.1 description of every route, built from the small table below.
 
+Names are those the running config defines (functions, models, embedding models, metrics), as an `enum`: a
+generated request reaches a real function, and a fuzzer's negative cases try the others.
+
 The table describes what a client may send (path parameters, query parameters, the JSON body's main keys) and the
 error body every route may answer; it is not the parser (each route parses its own input, lsd.inference.request,
 lsd.feedback, ...). It is enough for a client generator or a fuzzer (schemathesis, tests/robustness) to reach
@@ -15,23 +18,33 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lsd import __version__
+from lsd.api.state import AppState
+from lsd.config.model import Config
 
 Schema = dict[str, Any]
 
 STRING: Schema = {"type": "string"}
 UUID: Schema = {"type": "string", "format": "uuid"}
 TAGS: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
+TEXT_BLOCK: Schema = {
+    "type": "object",
+    "properties": {"type": {"const": "text"}, "text": STRING},
+    "required": ["type", "text"],
+    "additionalProperties": False,
+}
 MESSAGE: Schema = {
     "type": "object",
     "properties": {
         "role": {"type": "string", "enum": ["user", "assistant"]},
-        "content": {"oneOf": [STRING, {"type": "array", "items": {"type": "object"}}]},
+        "content": {"oneOf": [STRING, {"type": "array", "items": TEXT_BLOCK}]},
     },
     "required": ["role", "content"],
+    "additionalProperties": False,
 }
 INPUT: Schema = {
     "type": "object",
-    "properties": {"system": {}, "messages": {"type": "array", "items": MESSAGE}},
+    "properties": {"system": STRING, "messages": {"type": "array", "items": MESSAGE, "minItems": 1}},
+    "additionalProperties": False,
 }
 PARAMS: Schema = {
     "type": "object",
@@ -39,14 +52,16 @@ PARAMS: Schema = {
         "chat_completion": {
             "type": "object",
             "properties": {
-                "temperature": {"type": "number"},
-                "max_tokens": {"type": "integer"},
-                "top_p": {"type": "number"},
-                "seed": {"type": "integer"},
+                "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                "max_tokens": {"type": "integer", "minimum": 1},
+                "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+                "seed": {"type": "integer", "minimum": 0},
                 "stop_sequences": {"type": "array", "items": STRING},
             },
+            "additionalProperties": False,
         }
     },
+    "additionalProperties": False,
 }
 INFERENCE: Schema = {
     "type": "object",
@@ -60,11 +75,10 @@ INFERENCE: Schema = {
         "params": PARAMS,
         "dryrun": {"type": "boolean"},
         "tags": TAGS,
-        "output_schema": {"type": "object"},
-        "cache_options": {"type": "object"},
-        "extra_body": {"type": "array", "items": {"type": "object"}},
-        "extra_headers": {"type": "array", "items": {"type": "object"}},
     },
+    "description": "The common keys (docs/api.md lists them all: output_schema, extra_body, cache_options...).",
+    "required": ["function_name", "input"],
+    "additionalProperties": False,
 }
 FEEDBACK: Schema = {
     "type": "object",
@@ -77,6 +91,7 @@ FEEDBACK: Schema = {
         "dryrun": {"type": "boolean"},
     },
     "required": ["metric_name", "value"],
+    "additionalProperties": False,
 }
 LIST_INFERENCES: Schema = {
     "type": "object",
@@ -97,6 +112,7 @@ LIST_INFERENCES: Schema = {
         "order_by": {"type": "array", "items": {"type": "object"}},
         "include_model_inferences": {"type": "boolean"},
     },
+    "additionalProperties": False,
 }
 IDS: Schema = {"type": "object", "properties": {"ids": {"type": "array", "items": UUID}}, "required": ["ids"]}
 CHAT_COMPLETION: Schema = {
@@ -109,17 +125,18 @@ CHAT_COMPLETION: Schema = {
                 "type": "object",
                 "properties": {
                     "role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]},
-                    "content": {"oneOf": [STRING, {"type": "array", "items": {}}, {"type": "null"}]},
+                    "content": {"oneOf": [STRING, {"type": "array", "items": TEXT_BLOCK}, {"type": "null"}]},
                 },
                 "required": ["role"],
+                "additionalProperties": False,
             },
         },
         "stream": {"type": "boolean"},
-        "temperature": {"type": "number"},
-        "max_tokens": {"type": "integer"},
-        "max_completion_tokens": {"type": "integer"},
-        "n": {"type": "integer"},
-        "seed": {"type": "integer"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "n": {"type": "integer", "enum": [1]},
+        "seed": {"type": "integer", "minimum": 0},
         "stop": {"oneOf": [STRING, {"type": "array", "items": STRING}]},
         "tools": {"type": "array", "items": {"type": "object"}},
         "tool_choice": {},
@@ -127,6 +144,7 @@ CHAT_COMPLETION: Schema = {
         "stream_options": {"type": "object"},
     },
     "required": ["model", "messages"],
+    "additionalProperties": False,
 }
 EMBEDDINGS: Schema = {
     "type": "object",
@@ -137,6 +155,7 @@ EMBEDDINGS: Schema = {
         "encoding_format": {"type": "string", "enum": ["float", "base64"]},
     },
     "required": ["model", "input"],
+    "additionalProperties": False,
 }
 ANY_OBJECT: Schema = {"type": "object"}
 
@@ -237,8 +256,39 @@ def document() -> Schema:
     }
 
 
-DOCUMENT = orjson.dumps(document())
+def named(names: list[str]) -> Schema:
+    """One of `names` (what the config defines: any other is a 404)."""
+    return {"type": "string", "enum": names} if names else STRING
 
 
-async def openapi_json(request: Request[Any]) -> Response:
-    return Response(DOCUMENT, media_type="application/json")
+def with_names(schema: Any, names: dict[str, Schema]) -> Any:
+    """`schema` with each property named in `names` (function_name, model...) described by its schema there."""
+    if isinstance(schema, dict):
+        out = {k: with_names(v, names) for k, v in schema.items()}
+        props = out.get("properties")
+        if isinstance(props, dict):
+            out["properties"] = {k: names.get(k, v) if v == STRING else v for k, v in props.items()}
+        return out
+    if isinstance(schema, list):
+        return [with_names(v, names) for v in schema]
+    return schema
+
+
+def config_names(config: Config) -> dict[str, Schema]:
+    models = sorted(config.models)
+    functions = sorted(config.functions)
+    embeddings = sorted(config.embedding_models)
+    chat_models = [f"tensorzero::function_name::{f}" for f in functions] + [
+        f"tensorzero::model_name::{m}" for m in models
+    ]
+    return {
+        "function_name": named(functions),
+        "model_name": named(models),
+        "metric_name": named(sorted(config.metrics)),
+        "model": named(chat_models + embeddings),
+    }
+
+
+async def openapi_json(request: Request[AppState]) -> Response:
+    config = request.state["services"].config
+    return Response(orjson.dumps(with_names(document(), config_names(config))), media_type="application/json")

@@ -182,12 +182,14 @@ def test_oversize_body_and_headers_close_the_connection(gateway: Gateway) -> Non
     host, port = gateway.base_url.removeprefix("http://").split(":")
     oversize = b"{" + b" " * (MAX_BODY_BYTES + 10) + b"}"
     many_headers = "".join(f"x-h{i}: v\r\n" for i in range(200)).encode()
-    for head, body, status in (
-        (f"content-length: {len(oversize)}\r\n".encode(), oversize, 413),
-        (many_headers + b"content-length: 2\r\n", b"{}", 431),
-    ):
+    cases = [
+        (path, f"content-length: {len(oversize)}\r\n".encode(), oversize, 413) for path in ("/inference", "/feedback")
+    ]
+    cases += [(path, many_headers + b"content-length: 2\r\n", b"{}", 431) for path in ("/inference", "/feedback")]
+    for path, head, body, status in cases:
         with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(b"POST /inference HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n" + head + b"\r\n")
+            start = f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n".encode()
+            sock.sendall(start + head + b"\r\n")
             sock.sendall(body)
             answer = b""
             while b"\r\n\r\n" not in answer:
@@ -198,7 +200,7 @@ def test_oversize_body_and_headers_close_the_connection(gateway: Gateway) -> Non
         head_lines = answer.split(b"\r\n\r\n")[0].lower()
         assert head_lines.startswith(f"http/1.1 {status}".encode()), answer[:200]
         assert b"connection: close" in head_lines, head_lines
-        gateway.note("POST", "/inference", status, answer)
+        gateway.note("POST", path, status, answer)
 
 
 def test_openapi_document_lists_every_route(client: httpx.Client) -> None:
