@@ -140,6 +140,9 @@ class HttpProvider(Provider):
         self.key_prefix = key_prefix
         self.pricing = pricing
         self.batch_pricing = batch_pricing
+        # The last call's key and headers and their Scrubber: a provider's calls mostly repeat them (an env key),
+        # and building one costs more than comparing them.
+        self._last_scrubber: tuple[tuple[object, ...], Scrubber] | None = None
 
     @property
     def model_name(self) -> str:
@@ -159,8 +162,18 @@ class HttpProvider(Provider):
         credential-named URL query values (`?key=`, removed by the caller with `redact_url`). Its `scrubber`
         removes the same secrets from everything the provider answers."""
         credential_headers = self.credential_headers | {self.key_header}
-        scrubber = Scrubber.for_call(key, headers, credential_headers)
+        scrubber = self.scrubber(key, headers)
         return Call(url, body, scrubber.text(raw_request), headers, key, ttft_timeout_s, credential_headers, scrubber)
+
+    def scrubber(self, key: str | None, headers: Mapping[str, str]) -> Scrubber:
+        """The Scrubber of a call sending `headers` with `key` (the last one built, when they are the same)."""
+        signature = (key, *headers.items())
+        last = self._last_scrubber
+        if last is not None and last[0] == signature:
+            return last[1]
+        scrubber = Scrubber.for_call(key, headers, self.credential_headers | {self.key_header})
+        self._last_scrubber = (signature, scrubber)
+        return scrubber
 
     def scrubbed(self, response: HttpResponse, scrubber: Scrubber) -> HttpResponse:
         """`response` with the call's secrets removed from its body (the provider may repeat the key)."""
@@ -204,7 +217,7 @@ class HttpProvider(Provider):
         key = self.key_location.resolve(ctx.credentials, self.name)
         headers = self.headers(key)
         headers.pop("Content-Type", None)
-        scrubber = Scrubber.for_call(key, headers, self.credential_headers | {self.key_header})
+        scrubber = self.scrubber(key, headers)
         try:
             response = await ctx.transport.get(
                 url, headers, provider=self.name, timeout_s=ctx.timeout_s, proxy=self.proxy

@@ -9,13 +9,14 @@ whitespace-separated word of such a value (the key of "Bearer <key>"). The rule,
    JSON-escaped form);
 2. a word (a run of letters, digits, `_`, `-`, dots inside it, and mask characters) that begins with a secret's
    first PREFIX_LENGTH characters is replaced whole: a key cut short or masked after its start ("sk-proj-abc…");
-3. a masked word (three or more `*` or `•` in it) is replaced whole when the visible part before the mask
-   begins the secret (3+ characters) or the visible part after it ends the secret (4+ characters):
-   "sk-ab***...wxyz", as OpenAI shows a key.
+3. a masked word (three or more `*` in it) is replaced whole when the visible part before the mask begins the
+   secret (3+ characters) or the visible part after it ends the secret (4+ characters): "sk-ab***...wxyz", as
+   OpenAI shows a key.
 
 Shorter fragments are not searched for: they are not enough of a key to use, and searching for them would
 rewrite ordinary text. A call without secrets costs nothing; with secrets, a text that holds none of them costs
-one `in` scan per secret and prefix, plus one for the mask characters.
+one `in` scan per distinct 8-character start (a secret holds its start, so one that is absent rules the whole
+secret out) and one for `***`. Patterns are compiled only for a text that needs them (re caches them).
 """
 
 from __future__ import annotations
@@ -26,39 +27,42 @@ from collections.abc import Iterable, Mapping
 import orjson
 
 from lsd.errors import ProviderError
-from lsd.providers.base import MIN_SCRUBBED_KEY_LENGTH, REDACTED, redact_headers
+from lsd.providers.base import MIN_SCRUBBED_KEY_LENGTH, REDACTED, is_secret_header
 
 PREFIX_LENGTH = 8  # a word that starts with this much of a secret is taken for an echo of it
-_WORD_TAIL = r"(?:[\w\-*•…]|\.+(?=[\w\-*•…]))*"  # the rest of a word: dots only inside it, not the full stop after
-_MASKED = re.compile(r"[\w\-]*[*•]{3,}" + _WORD_TAIL)
-_MASKS = ("***", "•••")
+_WORD_TAIL = r"(?:[\w\-*…]|\.+(?=[\w\-*…]))*"  # the rest of a word: dots only inside it, not the full stop after
+_MASK = "***"
+_MASKED = re.compile(r"[\w\-]*\*{3,}" + _WORD_TAIL)
 _VISIBLE = re.compile(r"[\w\-]+")
 
 
 class Scrubber:
     """Replaces the secrets of one call in text (see the module docstring for the rule). Immutable once built."""
 
-    __slots__ = ("_masks", "_prefixes", "_secrets")
+    __slots__ = ("_by_prefix", "_secrets", "_words")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         found = {s for s in secrets if len(s) >= MIN_SCRUBBED_KEY_LENGTH}
-        found |= {escaped for s in found if (escaped := orjson.dumps(s).decode()[1:-1]) != s}
-        # Longest first, so a header value ("Bearer <key>") goes before the key inside it.
+        found |= {_json_escaped(s) for s in found if not s.isprintable() or '"' in s or "\\" in s}
+        # Longest first, so a secret goes before a shorter one inside it.
         self._secrets = tuple(sorted(found, key=len, reverse=True))
-        words = [s for s in self._secrets if not any(c.isspace() for c in s)]
-        prefixes = {s[:PREFIX_LENGTH] for s in words}
-        self._prefixes = tuple((p, re.compile(re.escape(p) + _WORD_TAIL)) for p in sorted(prefixes))
-        self._masks = tuple(words)
+        self._words = tuple(s for s in self._secrets if s.split(maxsplit=1) == [s])
+        by_prefix: dict[str, list[str]] = {}
+        for secret in self._secrets:
+            by_prefix.setdefault(secret[:PREFIX_LENGTH], []).append(secret)
+        # Each 8-character start with the secrets that begin with it: a text without the start holds none of them.
+        self._by_prefix = tuple((prefix, tuple(group)) for prefix, group in by_prefix.items())
 
     @classmethod
     def for_call(
         cls, key: str | None, headers: Mapping[str, str], credential_headers: frozenset[str] = frozenset()
     ) -> Scrubber:
-        """The scrubber of a call sending `headers` with `key`: the key, and every header value stored redacted."""
+        """The scrubber of a call sending `headers` with `key`: the key, and every header value stored redacted
+        (a value that holds the key, such as "Bearer <key>", adds nothing: the key is replaced inside it)."""
         secrets = [] if key is None else [key]
-        for name, shown in redact_headers(headers, credential_headers, key=key).items():
-            if shown == REDACTED:
-                value = headers[name]
+        declared = {name.lower() for name in credential_headers}
+        for name, value in headers.items():
+            if (key is None or key not in value) and (name.lower() in declared or is_secret_header(name, value)):
                 secrets.append(value)
                 secrets.extend(value.split())
         return cls(secrets) if secrets else NO_SECRETS
@@ -70,13 +74,14 @@ class Scrubber:
         """`text` with every secret, and every echo of one the rule recognises, replaced by [REDACTED]."""
         if not self._secrets:
             return text
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        for prefix, pattern in self._prefixes:
+        for prefix, secrets in self._by_prefix:
             if prefix in text:
-                text = pattern.sub(REDACTED, text)
-        if any(mask in text for mask in _MASKS):
+                for secret in secrets:
+                    if secret in text:
+                        text = text.replace(secret, REDACTED)
+                if prefix in text:
+                    text = re.sub(re.escape(prefix) + _WORD_TAIL, REDACTED, text)
+        if _MASK in text:
             text = _MASKED.sub(self._masked, text)
         return text
 
@@ -103,12 +108,17 @@ class Scrubber:
     def _masked(self, match: re.Match[str]) -> str:
         word = match.group()
         visible = _VISIBLE.findall(word)
-        start = visible[0] if visible and word[0] not in "*•" else ""
-        end = visible[-1] if visible and word[-1] not in "*•" else ""
-        for secret in self._masks:
+        start = visible[0] if visible and word[0] != "*" else ""
+        end = visible[-1] if visible and word[-1] != "*" else ""
+        for secret in self._words:
             if (len(start) >= 3 and secret.startswith(start)) or (len(end) >= 4 and secret.endswith(end)):
                 return REDACTED
         return word
+
+
+def _json_escaped(secret: str) -> str:
+    """`secret` as it appears inside a JSON string."""
+    return orjson.dumps(secret).decode()[1:-1]
 
 
 NO_SECRETS = Scrubber()
