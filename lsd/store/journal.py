@@ -25,14 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lsd.records import Record
-from lsd.store.spool import SUFFIX, DatabaseIdentity, Segment, Spool, fsync_directory, lock_existing
+from lsd.store.spool import SUFFIX, DatabaseIdentity, Segment, Spool, encode_frame, fsync_directory, lock_existing
 
 log = logging.getLogger("lsd.journal")
 
 JOURNAL_DIR = "journal"  # beside the spool's files
 SEGMENT_BYTES = 4 * 1024 * 1024  # start a new file past this size, so that committed files can be deleted
 
-_Pending = tuple[Sequence[Record], "asyncio.Future[Segment | None]"]
+# One accepted group: its frame (None when it cannot be encoded), its row count, and who waits for the fsync.
+_Pending = tuple[bytes | None, int, "asyncio.Future[Segment | None]"]
 
 
 @dataclass
@@ -45,7 +46,7 @@ class JournalStats:
 @dataclass(frozen=True, slots=True)
 class _Written:
     segment: Segment | None
-    stored: frozenset[int]
+    stored: int  # how many leading frames were written
     reason: str | None
 
 
@@ -105,7 +106,13 @@ class Journal:
         journaled (logged and counted: the rows are then only in memory). Never raises."""
         loop = asyncio.get_running_loop()
         written: asyncio.Future[Segment | None] = loop.create_future()
-        self._pending.append((records, written))
+        # Encoded here (orjson: microseconds): the journal's thread then only writes and fsyncs, releasing the GIL,
+        # where encoding there would make the gateway's loop wait for the GIL at every window.
+        try:
+            frame: bytes | None = encode_frame(records)
+        except (TypeError, ValueError):
+            frame = None  # PostgreSQL will reject it too: queued unjournaled, and rejected by the committer
+        self._pending.append((frame, len(records), written))
         if self._writing is None:
             self._write_pending(loop)
         return written
@@ -139,31 +146,36 @@ class Journal:
         batch, self._pending = self._pending, []
         if self._executor is None:
             self.open()
-        writing = loop.run_in_executor(self._executor, self._write, [records for records, _ in batch])
+        frames = [frame for frame, _, _ in batch if frame is not None]
+        writing = loop.run_in_executor(self._executor, self._write, frames)
         self._writing = writing
         writing.add_done_callback(functools.partial(self._written, batch, loop))
 
-    def _write(self, groups: list[Sequence[Record]]) -> _Written:
+    def _write(self, frames: list[bytes]) -> _Written:
         """On the journal's thread: one write and one fsync for every group of the window."""
-        stored, _, reason = self._files.append_groups(groups)
-        return _Written(self._files.current, frozenset(stored), reason)
+        stored, reason = self._files.append(frames)
+        return _Written(self._files.current, stored, reason)
 
     def _written(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop, done: asyncio.Future[_Written]) -> None:
         self._writing = None
         try:
             result = done.result()
         except (OSError, RuntimeError) as exc:  # append_groups reports disk errors itself: the unexpected rest
-            result = _Written(None, frozenset(), str(exc) or type(exc).__name__)
+            result = _Written(None, 0, str(exc) or type(exc).__name__)
         self.stats.fsyncs += 1
         previous, self._current = self._current, result.segment
         failed = 0
-        for index, (records, written) in enumerate(batch):
-            segment = result.segment if index in result.stored else None
+        position = 0  # among the frames written
+        for frame, rows, written in batch:
+            segment = None
+            if frame is not None:
+                segment = result.segment if position < result.stored else None
+                position += 1
             if segment is None:
-                failed += len(records)
+                failed += rows
             else:
                 self._outstanding[segment] = self._outstanding.get(segment, 0) + 1
-                self.stats.journaled_rows += len(records)
+                self.stats.journaled_rows += rows
             if not written.done():
                 written.set_result(segment)
         self.stats.failed_rows += failed
