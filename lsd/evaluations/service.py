@@ -78,7 +78,11 @@ def parse_run_listing(params: Mapping[str, str]) -> RunListing:
         raise InvalidRequest.at(unknown[0], "unknown query parameter")
     limit = DEFAULT_RUNS_LIMIT
     if "limit" in params:
-        if not params["limit"].isdigit() or not 1 <= int(params["limit"]) <= MAX_RUNS_LIMIT:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        if (
+            not (params["limit"].isascii() and params["limit"].isdigit())
+            or not 1 <= int(params["limit"]) <= MAX_RUNS_LIMIT
+        ):
             raise InvalidRequest.at("limit", f"expected an integer from 1 to {MAX_RUNS_LIMIT}")
         limit = int(params["limit"])
     before = _uuid(params["before"], "before") if "before" in params else None

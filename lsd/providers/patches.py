@@ -19,6 +19,11 @@ def _tokens(pointer: str) -> list[str]:
     return [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
 
 
+def _is_index(token: str) -> bool:
+    """An array index: ASCII digits only (str.isdigit() also accepts "²", which int() refuses)."""
+    return token.isascii() and token.isdigit()
+
+
 def apply_body_patches(body: Mapping[str, Any], patches: Sequence[BodyPatch]) -> dict[str, Any]:
     """A copy of `body` with each patch applied in order: set (creating objects on the way), append with a final
     "-", or delete (a missing path is ignored)."""
@@ -28,7 +33,7 @@ def apply_body_patches(body: Mapping[str, Any], patches: Sequence[BodyPatch]) ->
         node: Any = result
         for token in tokens[:-1]:
             if isinstance(node, list):
-                node = node[int(token)] if token.isdigit() and int(token) < len(node) else None
+                node = node[int(token)] if _is_index(token) and int(token) < len(node) else None
             elif isinstance(node, dict):
                 if token not in node and not patch.delete:
                     node[token] = {}
@@ -40,11 +45,11 @@ def apply_body_patches(body: Mapping[str, Any], patches: Sequence[BodyPatch]) ->
             continue
         if isinstance(node, list):
             if patch.delete:
-                if last.isdigit() and int(last) < len(node):
+                if _is_index(last) and int(last) < len(node):
                     del node[int(last)]
             elif last == "-":
                 node.append(patch.value)
-            elif last.isdigit() and int(last) < len(node):
+            elif _is_index(last) and int(last) < len(node):
                 node[int(last)] = patch.value
         elif isinstance(node, dict):
             if patch.delete:

@@ -15,6 +15,8 @@ import pytest
 from lsd.api.openapi import OPERATIONS
 from lsd.api.routes import ROUTES
 from lsd.ids import uuid7
+from lsd.providers.patches import apply_body_patches
+from lsd.types import BodyPatch
 from tests.robustness.conftest import MAX_BODY_BYTES, Gateway
 
 VALID_BODIES: dict[str, dict[str, Any]] = {
@@ -209,3 +211,17 @@ def test_openapi_document_lists_every_route(client: httpx.Client) -> None:
     described = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
     routed = {(method, route.path) for route in ROUTES for method in (route.methods or ()) if method != "HEAD"}
     assert routed <= described, routed - described
+
+
+@pytest.mark.parametrize("value", ["²", "\u0661", "1e3", "-1", "", "99999999999999999999999", "\u0000"])
+def test_query_numbers_are_range_checked(client: httpx.Client, gateway: Gateway, value: str) -> None:
+    response = client.get("/v1/evaluations/runs", params={"limit": value})
+    gateway.note("GET", "/v1/evaluations/runs", response.status_code, response.content)
+    assert response.status_code in (200, 400), response.text
+
+
+def test_a_pointer_index_in_another_script_is_not_an_index() -> None:
+    """extra_body pointers come from the client: "²" passes str.isdigit() but not int()."""
+    body = {"messages": [{"a": 1}]}
+    patched = apply_body_patches(body, [BodyPatch("/messages/²/a", 2), BodyPatch("/messages/²", 3)])
+    assert patched == body
