@@ -65,6 +65,9 @@ class FrontDoor:
         except LsdError as exc:
             await send_error(scope, answer.send, exc)
             return
+        except Exception as exc:  # noqa: BLE001  (the request guard: a bug in a check is a JSON 500 with an id)
+            await send_error(scope, answer.send, internal_error(exc, scope))
+            return
         direct = scope["path"] == INFERENCE_PATH and scope["method"] == "POST"
         if direct:
             scope["route"] = self.inference_route

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 
+from lsd.api.guard import Guard
 from lsd.providers.dummy import DummyProvider
 from tests.support.configs import echo_chat
 from tests.support.gateway import in_process_gateway
@@ -41,3 +42,14 @@ async def test_an_unexpected_exception_is_a_json_500_with_a_logged_id(
     assert [r.getMessage().split()[2] for r in logged] == [body["error_id"], error["error_id"]]
     assert all(r.exc_info is not None for r in logged)
     assert after.status_code == 200
+
+
+async def test_a_bug_in_the_guard_is_a_json_500(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with in_process_gateway(echo_chat(), database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        monkeypatch.setattr(Guard, "_check_headers", _broken_check)
+        answer = await http.get("/status")
+    assert answer.status_code == 500 and answer.json()["error_code"] == "internal_error", answer.text
+
+
+def _broken_check(*args: Any) -> NoReturn:
+    raise RuntimeError("a bug")
