@@ -2,7 +2,9 @@
 
 Every result and every error carries what crossed the wire (the body sent, the answer received, the headers
 with their credentials redacted, the key's fingerprint), so the provider modules hold only their own wire
-format. A stream whose connection breaks after its first event raises ProviderError(kind="stream_interrupted")
+format. Nothing of it holds the call's secrets: each answer, error body and stream event is scrubbed
+(lsd.providers.scrubber) as it comes in, before anything parses it, and so is every ProviderError raised here.
+A stream whose connection breaks after its first event raises ProviderError(kind="stream_interrupted")
 with the payloads received so far; one that ends without the provider's end marker raises the same.
 """
 
