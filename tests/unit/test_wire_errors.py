@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from lsd.api.openai_wire import ModelRef, openai_error_body, parse_chat_request, parse_model
+from lsd.api.openai_request import ModelRef, parse_chat_request, parse_model
+from lsd.api.openai_wire import openai_error_body
 from lsd.api.tensorzero_wire import error_body, error_json, route_not_found_body
 from lsd.errors import (
     AllAttemptsFailed,

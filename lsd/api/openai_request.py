@@ -1,0 +1,335 @@
+"""OpenAI's Chat Completions request, parsed into the engine's InferenceRequest (its answers: lsd.api.openai_wire)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from lsd.errors import InvalidOpenAIRequest, InvalidRequest
+from lsd.immutable import immutable
+from lsd.inference.request import (
+    InferenceRequest,
+    parse_cache_options,
+    parse_params,
+    parse_tool,
+    parse_uuid,
+)
+from lsd.types import (
+    ContentBlock,
+    File,
+    Input,
+    Message,
+    Template,
+    Text,
+    Thought,
+    ToolCall,
+    ToolResult,
+    Unknown,
+)
+
+PREFIXES = ("lsd::", "tensorzero::")
+
+
+def _extra(body: Mapping[str, Any], name: str) -> Any:
+    """An LSD extension key, accepted with the `lsd::` or `tensorzero::` prefix."""
+    for prefix in PREFIXES:
+        if f"{prefix}{name}" in body:
+            return body[f"{prefix}{name}"]
+    return None
+
+
+MODEL_PREFIX_HINT = (
+    "`model` field must start with `tensorzero::function_name::` or `tensorzero::model_name::`. For example, "
+    "`tensorzero::function_name::my_function` for a function `my_function` defined in your config, "
+    "`tensorzero::model_name::my_model` for a model `my_model` defined in your config, or default functions like "
+    "`tensorzero::model_name::openai::gpt-4o-mini`."
+)
+
+
+@immutable
+class ModelRef:
+    """A parsed `model` field: the prefix the client used (echoed in answers), the kind and the name."""
+
+    prefix: str  # "tensorzero::" or "lsd::"
+    kind: str  # function_name | model_name | embedding_model_name
+    name: str
+
+
+def parse_model(model: Any, kind: str = "function_name") -> ModelRef:
+    """`tensorzero::function_name::F` / `tensorzero::model_name::M` (or `lsd::`) for chat, where any other value
+    is a 400 as in TensorZero; `tensorzero::embedding_model_name::E` (or a bare name) for embeddings."""
+    if not isinstance(model, str) or not model:
+        raise InvalidOpenAIRequest(MODEL_PREFIX_HINT, field="model")
+    kinds = ("embedding_model_name",) if kind == "embedding_model_name" else ("function_name", "model_name")
+    for prefix in PREFIXES:
+        for key in kinds:
+            marker = f"{prefix}{key}::"
+            if model.startswith(marker):
+                name = model[len(marker) :]
+                if not name:
+                    raise InvalidOpenAIRequest(
+                        f'{key} (passed in model field after "{marker}") cannot be empty', field="model"
+                    )
+                return ModelRef(prefix, key, name)
+    if kind == "embedding_model_name" and not model.startswith(PREFIXES):
+        return ModelRef("tensorzero::", kind, model)  # TensorZero accepts a bare name here (deprecated)
+    raise InvalidOpenAIRequest(MODEL_PREFIX_HINT, field="model")
+
+
+def _text_of(content: Any, path: str, *, system: bool = False) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(_part_text(p, f"{path}[{i}]", system) for i, p in enumerate(content))
+    raise InvalidRequest.at(path, "expected a string or an array of text parts")
+
+
+def _part_text(part: Any, path: str, system: bool) -> str:
+    if isinstance(part, dict) and part.get("type") == "text":
+        _check_text_part(part, path)
+        if isinstance(part.get("text"), str):
+            return str(part["text"])
+    if system:
+        raise InvalidOpenAIRequest("System message must contain only text or template content blocks", field=path)
+    raise InvalidRequest.at(path, "expected a text part")
+
+
+def _check_text_part(part: Mapping[str, Any], path: str) -> None:
+    """TensorZero's rules for a `text` part: `text` or `tensorzero::arguments`, exactly one of them."""
+    has_text, has_arguments = part.get("text") is not None, _extra(part, "arguments") is not None
+    if has_text and has_arguments:
+        raise InvalidOpenAIRequest(
+            "Invalid TensorZero content block: Only one of `text` or `tensorzero::arguments` can be set", field=path
+        )
+    if not has_text and not has_arguments:
+        raise InvalidOpenAIRequest(
+            'Invalid content block: Either `text` or `tensorzero::arguments` must be set when using `"type": "text"`',
+            field=path,
+        )
+
+
+def _file_part(part: Mapping[str, Any], path: str) -> File:
+    """OpenAI's `{"type": "file", "file": {"file_data", "filename"}}`: a data URL, or bare base64."""
+    file = part.get("file")
+    if not isinstance(file, dict):
+        raise InvalidRequest.at(f"{path}.file", "expected an object")
+    filename = file.get("filename") if isinstance(file.get("filename"), str) else None
+    data = file.get("file_data")
+    if isinstance(data, str):
+        if data.startswith("data:") and ";base64," in data:
+            mime, _, payload = data[5:].partition(";base64,")
+            return File(mime_type=mime or None, data=payload, filename=filename)
+        given = part.get("mime_type") or file.get("mime_type")
+        return File(mime_type=given if isinstance(given, str) else None, data=data, filename=filename)
+    url = file.get("url") or part.get("url")
+    if isinstance(url, str):
+        return File(mime_type=None, url=url, filename=filename)
+    if file.get("file_id") is not None:
+        raise InvalidOpenAIRequest("`file_id` is not supported: send the file's content in `file_data`", field=path)
+    raise InvalidRequest.at(f"{path}.file", "expected file_data")
+
+
+def _parts(content: Any, role: str, path: str) -> list[ContentBlock]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [Text(content)]
+    if not isinstance(content, list):
+        raise InvalidRequest.at(path, "expected a string or an array of content parts")
+    blocks: list[ContentBlock] = []
+    for i, part in enumerate(content):
+        ppath = f"{path}[{i}]"
+        if not isinstance(part, dict):
+            raise InvalidRequest.at(ppath, "expected an object")
+        kind = part.get("type")
+        arguments = _extra(part, "arguments")
+        if kind == "text":
+            _check_text_part(part, ppath)
+        if kind == "text" and isinstance(arguments, dict):
+            blocks.append(Template(name=role, arguments=arguments))
+        elif kind == "text":
+            blocks.append(Text(_part_text(part, ppath, False)))
+        elif kind == "file":
+            blocks.append(_file_part(part, ppath))
+        elif kind == "image_url":
+            url = (part.get("image_url") or {}).get("url")
+            if not isinstance(url, str):
+                raise InvalidRequest.at(f"{ppath}.image_url.url", "expected a string")
+            detail = (part.get("image_url") or {}).get("detail")
+            if url.startswith("data:") and ";base64," in url:
+                mime, _, data = url[5:].partition(";base64,")
+                blocks.append(File(mime_type=mime, data=data, detail=detail))
+            else:
+                blocks.append(File(mime_type=None, url=url, detail=detail))
+        elif kind in ("lsd::raw_text", "tensorzero::raw_text"):
+            blocks.append(Text(str(part.get("value", ""))))
+        elif kind in ("lsd::template", "tensorzero::template"):
+            blocks.append(Template(name=str(part.get("name", role)), arguments=part.get("arguments") or {}))
+        else:
+            raise InvalidOpenAIRequest(
+                f"Invalid content block: unknown variant `{kind}`, expected one of `text`, `image_url`, `file`",
+                field=f"{ppath}.type",
+            )
+    return blocks
+
+
+def _with_extra_content(blocks: list[ContentBlock], message: Mapping[str, Any], path: str) -> list[ContentBlock]:
+    """An assistant message's `tensorzero_extra_content` (thought and unknown blocks), each at its insert_index
+    (at the end without one)."""
+    extra = message.get("tensorzero_extra_content")
+    if extra is None:
+        return blocks
+    if not isinstance(extra, list):
+        raise InvalidRequest.at(f"{path}.tensorzero_extra_content", "expected an array")
+    out = list(blocks)
+    for k, item in enumerate(extra):
+        epath = f"{path}.tensorzero_extra_content[{k}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest.at(epath, "expected an object")
+        block: ContentBlock
+        if item.get("type") == "thought":
+            summary = item.get("summary")
+            block = Thought(item.get("text"), item.get("signature"), tuple(summary) if summary else None)
+        elif item.get("type") == "unknown":
+            block = Unknown(item.get("data"), item.get("model_name"), item.get("provider_name"))
+        else:
+            raise InvalidRequest.at(f"{epath}.type", "must be thought or unknown")
+        index = item.get("insert_index")
+        out.insert(index if isinstance(index, int) and 0 <= index <= len(out) else len(out), block)
+    return out
+
+
+def parse_messages(messages: Any) -> Input:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest.at("messages", "expected a non-empty array")
+    system: str | dict[str, Any] | None = None
+    out: list[Message] = []
+    tool_names: dict[str, str] = {}
+    for i, m in enumerate(messages):
+        path = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise InvalidRequest.at(path, "expected an object")
+        role = m.get("role")
+        content = m.get("content")
+        if role in ("system", "developer"):
+            single = content[0] if isinstance(content, list) and len(content) == 1 else None
+            if isinstance(single, dict) and isinstance(_extra(single, "arguments"), dict):
+                system = _extra(single, "arguments")
+            elif isinstance(content, dict):
+                system = content
+            else:
+                text = _text_of(content, f"{path}.content", system=True)
+                system = text if system is None or not isinstance(system, str) else f"{system}\n{text}"
+        elif role == "user":
+            out.append(Message("user", tuple(_parts(content, "user", f"{path}.content"))))
+        elif role == "assistant":
+            blocks = _parts(content, "assistant", f"{path}.content")
+            for j, call in enumerate(m.get("tool_calls") or []):
+                cpath = f"{path}.tool_calls[{j}]"
+                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(function, dict) or not isinstance(call.get("id"), str):
+                    raise InvalidRequest.at(cpath, "expected {id, type: function, function: {name, arguments}}")
+                name, arguments = str(function.get("name", "")), function.get("arguments", "")
+                tool_names[call["id"]] = name
+                blocks.append(
+                    ToolCall(
+                        call["id"], name, arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
+                    )
+                )
+            out.append(Message("assistant", tuple(_with_extra_content(blocks, m, path))))
+        elif role == "tool":
+            call_id = m.get("tool_call_id")
+            if not isinstance(call_id, str):
+                raise InvalidRequest.at(f"{path}.tool_call_id", "required for tool messages")
+            result = ToolResult(call_id, tool_names.get(call_id, ""), _text_of(content, f"{path}.content"))
+            if out and out[-1].role == "user" and all(isinstance(b, ToolResult) for b in out[-1].content):
+                out[-1] = Message("user", (*out[-1].content, result))
+            else:
+                out.append(Message("user", (result,)))
+        else:
+            raise InvalidRequest.at(f"{path}.role", f"must be system, developer, user, assistant or tool, got {role!r}")
+    return Input(system=system, messages=tuple(out))
+
+
+@immutable
+class ChatCompletionRequest:
+    """A parsed chat completion: the engine's request, the `model` the client named (its prefix is echoed) and
+    whether usage goes on the last stream chunk."""
+
+    request: InferenceRequest
+    model: ModelRef
+    include_usage: bool = False
+
+
+def parse_chat_request(body: Any) -> ChatCompletionRequest:
+    """The engine request for an OpenAI chat completion (400 as TensorZero answers for a `model` it refuses)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest.at("body", "expected a JSON object")
+    model = parse_model(body.get("model"))
+    kind, name = model.kind, model.name
+    if body.get("n") not in (None, 1):
+        raise InvalidRequest.at("n", "only n = 1 is supported")
+    values: dict[str, Any] = {}
+    for key in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
+        if body.get(key) is not None:
+            values[key] = body[key]
+    limits = [body[k] for k in ("max_tokens", "max_completion_tokens") if body.get(k) is not None]
+    if limits:
+        values["max_tokens"] = min(limits)
+    stop = body.get("stop")
+    if stop is not None:
+        values["stop_sequences"] = [stop] if isinstance(stop, str) else stop
+    output_schema = None
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict):
+        if fmt.get("type") == "json_schema":
+            values["json_mode"] = "strict"
+            output_schema = (fmt.get("json_schema") or {}).get("schema")
+        elif fmt.get("type") == "json_object":
+            values["json_mode"] = "on"
+        elif fmt.get("type") == "text":
+            values["json_mode"] = "off"
+    params = parse_params({"chat_completion": values}, "params")
+    override = _extra(body, "params")
+    if override is not None:
+        params = params.merged(parse_params(override, "lsd::params"))
+    tools = tuple(
+        parse_tool(t.get("function") if isinstance(t, dict) else t, f"tools[{i}].function")
+        for i, t in enumerate(body.get("tools") or [])
+    )
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        choice = {"specific": str((choice.get("function") or {}).get("name", ""))}
+    elif choice is not None and choice not in ("none", "auto", "required"):
+        raise InvalidRequest.at("tool_choice", "must be none, auto, required or {type: function, function: {name}}")
+    episode = _extra(body, "episode_id")
+    tags = _extra(body, "tags") or {}
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise InvalidRequest.at("lsd::tags", "expected an object of strings")
+    dryrun = bool(_extra(body, "dryrun"))
+    stream = bool(body.get("stream"))
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    request = InferenceRequest(
+        input=parse_messages(body.get("messages")),
+        function_name=name if kind == "function_name" else None,
+        model_name=name if kind == "model_name" else None,
+        episode_id=parse_uuid(episode, "lsd::episode_id") if episode is not None else None,
+        variant_name=_extra(body, "variant_name"),
+        stream=stream,
+        dryrun=dryrun,
+        params=params,
+        tags=tags,
+        credentials=_extra(body, "credentials") or {},
+        output_schema=output_schema,
+        additional_tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=body.get("parallel_tool_calls"),
+        cache=parse_cache_options(_extra(body, "cache_options"), "lsd::cache_options", dryrun),
+        include_original_response=bool(_extra(body, "include_original_response")),
+    )
+    if request.function_name is None and request.variant_name is not None:
+        request = replace(request, variant_name=None)
+    return ChatCompletionRequest(request, model, include_usage)
