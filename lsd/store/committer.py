@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psycopg
+import uvloop
 
 from lsd.config.model import ObservabilityConfig
 from lsd.errors import LsdError
@@ -230,7 +231,7 @@ class Committer:
         Cancelling the caller cancels `work` (asyncio chains the two futures)."""
         loop = self._loop
         if loop is None:
-            loop = self._loop = asyncio.new_event_loop()
+            loop = self._loop = uvloop.new_event_loop()  # as the gateway's (lsd serve runs on uvloop)
             self._thread = threading.Thread(target=loop.run_forever, name=THREAD_NAME, daemon=True)
             self._thread.start()
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, loop))
