@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from lsd.inference.finish import Done, Finisher
 from lsd.inference.models import ModelTable
 from lsd.inference.recording import Attempt, money, time_of
 from lsd.inference.result import EmbeddingResult
-from lsd.inference.routing import NON_STREAMING, ModelStep, model_steps, route
+from lsd.inference.routing import ABANDONED, NON_STREAMING, ModelStep, model_steps, route
 from lsd.providers.base import CallContext, Provider
 from lsd.providers.transport import Transport
 from lsd.records import EmbeddingInferenceRecord, Record
@@ -65,6 +66,9 @@ class Embedder:
             routed = await route(model_steps(model), NON_STREAMING, call, ctx, attempts)
         except AllAttemptsFailed:
             await self.finisher.finish(done(error="all attempts failed"))
+            raise
+        except asyncio.CancelledError:  # route recorded the abandoned call; finish without waiting
+            self.finisher.finish_now(done(error=ABANDONED))
             raise
         response = routed.value
         attempts.append(Attempt.succeeded(routed.names, routed.started_ms, routed.t0, response))

@@ -68,6 +68,7 @@ _NO_TIMEOUT = contextlib.nullcontext()  # stateless, so shared: no Timeout objec
 NON_STREAMING = "non_streaming_total_ms"
 STREAMING_TTFT = "streaming_ttft_ms"
 STREAMING_TOTAL = "streaming_total_ms"
+ABANDONED = "abandoned: the request was cancelled (gateway.request_timeout_s or the client went away)"
 _TIMEOUT_MESSAGES = {NON_STREAMING: "no response within {} ms", STREAMING_TTFT: "no first token within {} ms"}
 
 
@@ -146,7 +147,8 @@ async def route(
 ) -> Routed[S, T]:
     """The one fallback loop: for each step (after its backoff), each of its model's providers in routing order,
     `call` under the provider's timeout of `timeout_kind`, until one succeeds. Every failed call is appended to
-    `attempts` (the caller appends the successful one, which only it can describe).
+    `attempts` (the caller appends the successful one, which only it can describe); so is a call abandoned because
+    the request was cancelled (kind `timeout`), before the cancellation goes on.
 
     Raises AllAttemptsFailed when every call failed. InvalidRequest (a caller mistake) propagates at once."""
     for step in steps:
@@ -167,6 +169,12 @@ async def route(
                 )
             except ProviderError as exc:
                 error = exc
+            except asyncio.CancelledError:
+                # The request was cancelled during the call (gateway.request_timeout_s, or the client went away):
+                # the call is abandoned. Recorded as a timeout for the caller's finishing step; cancellation goes on.
+                abandoned = ProviderTimeout(ABANDONED, provider=provider.name, kind="timeout")
+                attempts.append(Attempt.failed(names, started, t0, abandoned))
+                raise
             else:
                 return Routed(step, provider, names, started, t0, value)
             attempts.append(Attempt.failed(names, started, t0, error))

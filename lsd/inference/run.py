@@ -18,7 +18,7 @@ from uuid import UUID
 import orjson
 
 from lsd.config.model import Config, FunctionConfig, TimeoutsConfig, VariantConfig
-from lsd.errors import AllAttemptsFailed, ConfigError, InvalidRequest, NotFound, ProviderTimeout, UnknownFunction
+from lsd.errors import AllAttemptsFailed, ConfigError, InvalidRequest, NotFound, UnknownFunction
 from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.cache import Cache, cache_key
@@ -36,7 +36,7 @@ from lsd.inference.recording import (
 )
 from lsd.inference.request import InferenceRequest
 from lsd.inference.result import InferenceResult, JsonOutput, ResultBlock, typed_output
-from lsd.inference.routing import NON_STREAMING, route, tries
+from lsd.inference.routing import ABANDONED, NON_STREAMING, route, tries
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
 from lsd.inference.tools import ToolParams, resolve_tools
@@ -53,7 +53,6 @@ from lsd.types import InferenceParams, OutputBlock, ProviderRequest, ProviderRes
 __all__ = ["Engine", "InferenceResult", "Prepared", "Recorder"]
 
 DEFAULT_FUNCTION = "tensorzero::default"
-ABANDONED = "abandoned: the request was cancelled (gateway.request_timeout_s or the client went away)"
 
 
 @immutable
@@ -279,16 +278,11 @@ class Engine:
         reservation = await self.admit(p)
         attempts: list[Attempt] = []
         cache = Cache(self.database, request.cache) if self.database and request.cache.enabled != "off" else None
-        # The latest call: its names, start, and how many attempts were recorded before it (route records a
-        # failed call after it ends, so a longer list means this one is recorded already).
-        in_flight: list[tuple[tuple[str, str, str, str], int, float, int]] = []
 
         async def call(
             step: ChatStep, provider: Provider, ctx: CallContext
         ) -> tuple[ProviderResponse, bytes | None, bool]:
             """The provider's answer (or the cache's), its cache key, and whether it came from the cache."""
-            names = (step.variant_name, step.model.name, provider.name, provider.type_name)
-            in_flight[:] = [(names, int(time.time() * 1000), time.perf_counter(), len(attempts))]
             key = cache_key(provider, step.request, ctx) if cache is not None else None
             if cache is not None and key is not None and cache.options.read:
                 hit = await cache.get(key)
@@ -304,14 +298,9 @@ class Engine:
             await self.finisher.finish(p.done(attempts, reservation, error="all attempts failed"))
             raise
         except asyncio.CancelledError:
-            # Cut by gateway.request_timeout_s (or the client going away): record the attempts so far and the
-            # abandoned call as a timeout, queued without waiting (the request is being cancelled).
-            abandoned = [
-                Attempt.failed(names, started_ms, t0, ProviderTimeout(ABANDONED, provider=names[2], kind="timeout"))
-                for names, started_ms, t0, before in in_flight
-                if before == len(attempts)
-            ]
-            self.finisher.finish_now(p.done([*attempts, *abandoned], reservation, error=ABANDONED))
+            # Cut by gateway.request_timeout_s (or the client going away): route recorded the abandoned call as a
+            # timeout; finish without waiting (the request is being cancelled).
+            self.finisher.finish_now(p.done(attempts, reservation, error=ABANDONED))
             raise
         step, (response, key, cached) = routed.step, routed.value
         attempts.append(Attempt.succeeded(routed.names, routed.started_ms, routed.t0, response, cached=cached))

@@ -26,7 +26,16 @@ from lsd.inference.cache import Cache, cache_key
 from lsd.inference.finish import Done
 from lsd.inference.recording import Attempt, inference_records, output_to_json
 from lsd.inference.request import InferenceRequest
-from lsd.inference.routing import STREAMING_TOTAL, STREAMING_TTFT, Routed, close_stream, elapsed_ms, route, timeout_of
+from lsd.inference.routing import (
+    ABANDONED,
+    STREAMING_TOTAL,
+    STREAMING_TTFT,
+    Routed,
+    close_stream,
+    elapsed_ms,
+    route,
+    timeout_of,
+)
 from lsd.inference.run import ChatStep, Engine, Prepared
 from lsd.inference.tools import ToolParams
 from lsd.providers.base import CallContext, Provider
@@ -334,5 +343,8 @@ async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceSt
         )
     except AllAttemptsFailed:
         engine.finisher.finish_now(p.done(attempts, reservation, stream=True, error="all attempts failed"))
+        raise
+    except asyncio.CancelledError:  # cut before the first chunk: route recorded the abandoned call
+        engine.finisher.finish_now(p.done(attempts, reservation, stream=True, error=ABANDONED))
         raise
     return InferenceStream(engine, p, routed, tools, attempts, reservation, cache)

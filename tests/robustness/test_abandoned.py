@@ -7,6 +7,7 @@ import asyncio
 
 import httpx
 import psycopg
+import pytest
 
 from tests.support.gateway import in_process_gateway
 
@@ -26,9 +27,12 @@ latency_ms = 5000
 MESSAGE = {"messages": [{"role": "user", "content": "hello"}]}
 
 
-async def test_a_timed_out_request_records_its_abandoned_attempt(database_url: str) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_timed_out_request_records_its_abandoned_attempt(database_url: str, stream: bool) -> None:
+    """Plain, and streamed before its first chunk: the same fallback loop records the abandoned call."""
+    body = {"model_name": "failing_then_slow", "input": MESSAGE, "stream": stream}
     async with in_process_gateway(CONFIG, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
-        answer = await http.post("/inference", json={"model_name": "failing_then_slow", "input": MESSAGE}, timeout=10)
+        answer = await http.post("/inference", json=body, timeout=10)
         assert answer.status_code == 504 and answer.json()["error_code"] == "request_timeout", answer.text
         rows: list[tuple[object, ...]] = []
         for _ in range(200):  # the rows are queued without waiting: the writer commits them soon after
