@@ -73,6 +73,9 @@ class WriterStats:
     flushes: int = 0
     flush_failures: int = 0
     last_flush_seconds: float = 0.0
+    journaled_rows: int = 0  # durability = "journal": rows fsync'd to the journal before their response
+    journal_fsyncs: int = 0  # its group commits (one write and one fsync each)
+    journal_failed_rows: int = 0  # rows that could not be journaled (disk full, spool_max_bytes): queued only
 
 
 @dataclass(slots=True)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from lsd.records import Record
 from lsd.store.spool import SUFFIX, DatabaseIdentity, Segment, Spool, encode_frame, fsync_directory, lock_existing
@@ -36,11 +37,12 @@ SEGMENT_BYTES = 4 * 1024 * 1024  # start a new file past this size, so that comm
 _Pending = tuple[bytes | None, int, "asyncio.Future[Segment | None]"]
 
 
-@dataclass
-class JournalStats:
-    fsyncs: int = 0  # group commits: each one write and one fsync
-    journaled_rows: int = 0
-    failed_rows: int = 0  # not journaled (disk full, spool_max_bytes, unencodable): queued anyway
+class JournalStats(Protocol):
+    """The counters the journal updates (the writer's WriterStats)."""
+
+    journaled_rows: int
+    journal_fsyncs: int
+    journal_failed_rows: int  # not journaled (disk full, spool_max_bytes, unencodable): queued anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +55,12 @@ class _Written:
 class Journal:
     """The journal of one process. `append` from the event loop; `release` once a group's rows are safe."""
 
-    def __init__(self, spool_dir: Path, max_bytes: int, *, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(
+        self, spool_dir: Path, max_bytes: int, stats: JournalStats, *, segment_bytes: int = SEGMENT_BYTES
+    ) -> None:
         self.directory = spool_dir / JOURNAL_DIR
         self.spool_dir = spool_dir
-        self.stats = JournalStats()
+        self.stats = stats
         self._files = Spool(self.directory, max_bytes, segment_bytes=segment_bytes)
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[_Pending] = []
@@ -162,7 +166,7 @@ class Journal:
             result = done.result()
         except (OSError, RuntimeError) as exc:  # append_groups reports disk errors itself: the unexpected rest
             result = _Written(None, 0, str(exc) or type(exc).__name__)
-        self.stats.fsyncs += 1
+        self.stats.journal_fsyncs += 1
         previous, self._current = self._current, result.segment
         failed = 0
         position = 0  # among the frames written
@@ -178,7 +182,7 @@ class Journal:
                 self.stats.journaled_rows += rows
             if not written.done():
                 written.set_result(segment)
-        self.stats.failed_rows += failed
+        self.stats.journal_failed_rows += failed
         if failed and not self._failing:
             log.error("cannot journal %d rows (%s): they are kept in memory only", failed, result.reason)
         self._failing = failed > 0

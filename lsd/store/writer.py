@@ -75,7 +75,8 @@ class Writer:
         self._max_queue = config.max_queue_rows
         self._spool = Spool(config.spool_dir, config.spool_max_bytes)
         # durability = "journal": every group is fsync'd to <spool_dir>/journal before it is queued.
-        self._journal = Journal(config.spool_dir, config.spool_max_bytes) if config.durability == "journal" else None
+        journaled = config.durability == "journal"
+        self._journal = Journal(config.spool_dir, config.spool_max_bytes, self.stats) if journaled else None
         # The connection, the backoff, and the rows PostgreSQL rejects.
         self._committer = Committer(url, config, self.stats, metrics=metrics, prepare_threshold=prepare_threshold)
         self._queue: deque[Entry] = deque()

@@ -158,3 +158,20 @@ async def test_the_copy_runs_off_the_event_loop(
         await writer.close()
     assert threads
     assert all(thread is not threading.main_thread() for thread in threads)
+
+
+async def test_rows_submitted_without_waiting_are_journaled_then_committed(database_url: str, tmp_path: Path) -> None:
+    """A stream abandoned by its client cannot wait: `submit` journals its rows and queues them once fsync'd."""
+    writer = Writer(database_url, observability(tmp_path, durability="journal"))
+    await writer.open()
+    try:
+        groups = inferences(50)
+        for group in groups:
+            writer.submit(group)
+        assert writer.stats.queued_rows == 0  # not queued before the fsync
+        await eventually(lambda: count(database_url) == 50)
+        assert writer.stats.journaled_rows == 100
+        assert 1 <= writer.stats.journal_fsyncs < 50  # group commit: the fifty groups share fsyncs
+    finally:
+        await writer.close()
+    assert set(chat_ids(database_url)) == ids_of(groups)
