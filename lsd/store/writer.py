@@ -115,6 +115,8 @@ class Writer:
         if task is None:  # never opened
             self._closed = True
             self._abandon("the writer was closed without being opened")
+            if self._journal is not None:
+                await self._journal.close()  # what was journaled meanwhile stays for the next start
             return
         self._closing = True
         self._deadline = time.monotonic() + self.config.shutdown_flush_timeout_s
