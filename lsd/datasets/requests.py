@@ -19,7 +19,7 @@ from lsd.errors import InvalidRequest
 from lsd.inference.listing import parse_filter
 from lsd.inference.recording import input_to_json
 from lsd.inference.request import parse_input, parse_tool, parse_tool_choice, parse_uuid
-from lsd.store.datasets import AllOf, AnyOf, Condition, DatapointType, Negation, TagCondition, TimeCondition
+from lsd.store.datasets import DatapointType
 from lsd.store.queries import AndFilter, Filter, NotFilter, OrFilter, TagFilter, TimeFilter
 
 DEFAULT_LIMIT = 20
@@ -70,7 +70,7 @@ class DatapointUpdate:
 @dataclass(frozen=True, slots=True)
 class ListRequest:
     function_name: str | None
-    condition: Condition | None
+    condition: Filter | None
     descending: bool
     limit: int
     offset: int
@@ -439,18 +439,16 @@ def parse_list(body: Any) -> ListRequest:
     )
 
 
-def _condition(node: Filter, path: str) -> Condition:
+def _condition(node: Filter, path: str) -> Filter:
     """A datapoint filter: the tag, time and logical nodes of the inference filter (metrics do not apply)."""
-    if isinstance(node, TagFilter):
-        return TagCondition(node.key, node.value, node.operator)
-    if isinstance(node, TimeFilter):
-        return TimeCondition(node.time, node.operator)
     if isinstance(node, AndFilter | OrFilter):
-        children = tuple(_condition(c, f"{path}.children[{i}]") for i, c in enumerate(node.children))
-        return AllOf(children) if isinstance(node, AndFilter) else AnyOf(children)
-    if isinstance(node, NotFilter):
-        return Negation(_condition(node.child, f"{path}.child"))
-    raise InvalidRequest.at(f"{path}.type", "datapoints are filtered by 'tag', 'time', 'and', 'or' and 'not'")
+        for i, child in enumerate(node.children):
+            _condition(child, f"{path}.children[{i}]")
+    elif isinstance(node, NotFilter):
+        _condition(node.child, f"{path}.child")
+    elif not isinstance(node, TagFilter | TimeFilter):
+        raise InvalidRequest.at(f"{path}.type", "datapoints are filtered by 'tag', 'time', 'and', 'or' and 'not'")
+    return node
 
 
 # -- from inferences ---------------------------------------------------------------------------------------

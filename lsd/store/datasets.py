@@ -16,10 +16,10 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from lsd.store.database import Database
+from lsd.store.queries import AndFilter, Filter, NotFilter, OrFilter, TagFilter, TimeFilter
 
 Json = Any
 DatapointType = Literal["chat", "json"]
-Comparison = Literal["<", "<=", "=", ">", ">=", "!="]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,43 +50,13 @@ class DatapointRow:
 
 
 @dataclass(frozen=True, slots=True)
-class TagCondition:
-    key: str
-    value: str
-    operator: Literal["=", "!="]
-
-
-@dataclass(frozen=True, slots=True)
-class TimeCondition:
-    at: dt.datetime
-    operator: Comparison
-
-
-@dataclass(frozen=True, slots=True)
-class AllOf:
-    children: tuple[Condition, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AnyOf:
-    children: tuple[Condition, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Negation:
-    child: Condition
-
-
-Condition = TagCondition | TimeCondition | AllOf | AnyOf | Negation
-
-
-@dataclass(frozen=True, slots=True)
 class DatapointQuery:
-    """Live datapoints of one dataset; `condition` over tags and `updated_at`; id order (creation order)."""
+    """Live datapoints of one dataset; `condition` over tags and `updated_at` (the inference filter's tag, time and
+    logical nodes, checked by the request parser); id order (creation order)."""
 
     dataset_name: str
     function_name: str | None = None
-    condition: Condition | None = None
+    condition: Filter | None = None
     descending: bool = True
     limit: int | None = 20  # None: all of them (export, evaluation)
     offset: int = 0
@@ -211,20 +181,22 @@ class _Where:
 _OPERATORS: dict[str, sql.SQL] = {op: sql.SQL(op) for op in ("<", "<=", "=", ">", ">=", "!=")}
 
 
-def _condition(node: Condition, where: _Where) -> sql.Composable:
-    if isinstance(node, TagCondition):
+def _condition(node: Filter, where: _Where) -> sql.Composable:
+    if isinstance(node, TagFilter):
         # != matches rows that lack the key, as TensorZero does for a tag that is not equal
         text = "(tags ->> {key}) IS NOT DISTINCT FROM {value}"
         clause = sql.SQL(text).format(key=where.bind(node.key), value=where.bind(node.value))
         return clause if node.operator == "=" else sql.SQL("NOT ({})").format(clause)
-    if isinstance(node, TimeCondition):
-        return sql.SQL("updated_at {} {}").format(_OPERATORS[node.operator], where.bind(node.at))
-    if isinstance(node, Negation):
+    if isinstance(node, TimeFilter):
+        return sql.SQL("updated_at {} {}").format(_OPERATORS[node.operator], where.bind(node.time))
+    if isinstance(node, NotFilter):
         return sql.SQL("NOT ({})").format(_condition(node.child, where))
-    joiner, empty = (" AND ", "true") if isinstance(node, AllOf) else (" OR ", "false")
-    if not node.children:
-        return sql.SQL(empty)
-    return sql.SQL("({})").format(sql.SQL(joiner).join(_condition(c, where) for c in node.children))
+    if isinstance(node, AndFilter | OrFilter):
+        joiner, empty = (" AND ", "true") if isinstance(node, AndFilter) else (" OR ", "false")
+        if not node.children:
+            return sql.SQL(empty)
+        return sql.SQL("({})").format(sql.SQL(joiner).join(_condition(c, where) for c in node.children))
+    raise TypeError(f"datapoints are not filtered by {type(node).__name__} (the request parser refuses it)")
 
 
 def list_statement(query: DatapointQuery) -> tuple[sql.Composed, dict[str, Any]]:
