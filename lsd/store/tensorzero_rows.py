@@ -47,6 +47,8 @@ class SourceTable:
     data_table: str | None = None
 
 
+# The columns without which a table is not TensorZero's chat_inferences / json_inferences.
+INFERENCE_REQUIRED = frozenset({"id", "function_name", "variant_name", "episode_id", "input", "output"})
 CHAT = SourceTable(
     "chat_inferences",
     (
@@ -68,7 +70,7 @@ CHAT = SourceTable(
         "parallel_tool_calls",
         "error",
     ),
-    frozenset({"id", "function_name", "variant_name", "episode_id", "input", "output"}),
+    INFERENCE_REQUIRED,
     "chat_inference_data",
 )
 JSON = SourceTable(
@@ -88,7 +90,7 @@ JSON = SourceTable(
         "extra_body",
         "error",
     ),
-    frozenset({"id", "function_name", "variant_name", "episode_id", "input", "output"}),
+    INFERENCE_REQUIRED,
     "json_inference_data",
 )
 MODEL = SourceTable(
