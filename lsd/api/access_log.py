@@ -1,9 +1,8 @@
 """One structured log line per request: request id, route, status, latency and what the handler added.
 
 The front door (lsd.api.front) asks for the request id when a request arrives and calls `finish` when it is
-answered. Handlers add fields (inference id, function, variant, model, provider) through `log_fields(request)`
-(or `scope_fields(scope)`). Lines go through a `LineSink` (buffered JSON lines). Prompts, outputs and secrets
-are never logged.
+answered. Handlers add fields (inference id, function, variant, model, provider) through `scope_fields(scope)`.
+Lines go through a `LineSink` (buffered JSON lines). Prompts, outputs and secrets are never logged.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from starlette.requests import Request
 from starlette.types import Scope
 
 from lsd.api.auth import KEY_SCOPE
@@ -26,10 +24,6 @@ def scope_fields(scope: Scope) -> dict[str, Any]:
     """The dict this request's log line is built from; handlers add their fields to it."""
     fields: dict[str, Any] = scope.setdefault(_FIELDS, {})
     return fields
-
-
-def log_fields(request: Request[Any]) -> dict[str, Any]:
-    return scope_fields(request.scope)
 
 
 class AccessLog:
