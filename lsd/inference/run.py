@@ -112,7 +112,6 @@ class Engine:
     recorder: Recorder
     database: Database | None = None
     templates: Templates | None = None
-    embedding_models: ModelTable | None = None
     recent: RecentInferences | None = None
     limiter: RateLimiter | None = None
     telemetry: InferenceTelemetry | None = None
