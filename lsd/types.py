@@ -103,14 +103,25 @@ class Input:
 
 @immutable
 class Usage:
+    """Token counts; None when the provider did not report one. `input_tokens` counts every input token, the
+    cached ones included; the two cache counts are the parts of it read from / written to the provider's
+    prompt cache (priced apart)."""
+
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_write_input_tokens: int | None = None
 
     def __add__(self, other: Usage) -> Usage:
         def add(a: int | None, b: int | None) -> int | None:
             return None if a is None and b is None else (a or 0) + (b or 0)
 
-        return Usage(add(self.input_tokens, other.input_tokens), add(self.output_tokens, other.output_tokens))
+        return Usage(
+            add(self.input_tokens, other.input_tokens),
+            add(self.output_tokens, other.output_tokens),
+            add(self.cache_read_input_tokens, other.cache_read_input_tokens),
+            add(self.cache_write_input_tokens, other.cache_write_input_tokens),
+        )
 
 
 @immutable

@@ -227,16 +227,19 @@ def finish_reason(stop_reason: object, *, json_tool: bool = False) -> FinishReas
 
 
 def parse_usage(usage: object, previous: Usage | None = None) -> Usage:
-    """Anthropic's usage object; fields it lacks keep their `previous` value (streams report in two steps)."""
+    """Anthropic's usage object; fields it lacks keep their `previous` value (streams report in two steps).
+    Anthropic's `input_tokens` leaves the cached tokens out; ours counts them (the cache counts are parts of it)."""
     before = previous or Usage()
     if not isinstance(usage, dict):
         return before
     parts = [usage.get(k) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
     counted = [p for p in parts if isinstance(p, int)]
-    output = usage.get("output_tokens")
+    output, written, read = usage.get("output_tokens"), parts[1], parts[2]
     return Usage(
         sum(counted) if counted else before.input_tokens,
         output if isinstance(output, int) else before.output_tokens,
+        read if isinstance(read, int) else before.cache_read_input_tokens,
+        written if isinstance(written, int) else before.cache_write_input_tokens,
     )
 
 

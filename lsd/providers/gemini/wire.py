@@ -228,13 +228,18 @@ def parse_usage(metadata: Any) -> Usage:
     """usageMetadata as Usage; thinking tokens count as output (see the module docstring)."""
     if not isinstance(metadata, dict):
         return Usage()
-    prompt, candidates, thoughts = (
-        metadata.get(key) for key in ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount")
+    prompt, candidates, thoughts, cached = (
+        metadata.get(key)
+        for key in ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount", "cachedContentTokenCount")
     )
     output = candidates if isinstance(candidates, int) else None
     if isinstance(thoughts, int):
         output = (output or 0) + thoughts
-    return Usage(prompt if isinstance(prompt, int) else None, output)
+    return Usage(
+        prompt if isinstance(prompt, int) else None,
+        output,
+        cache_read_input_tokens=cached if isinstance(cached, int) else None,
+    )
 
 
 def blocked_error(body: Mapping[str, Any]) -> ProviderError | None:

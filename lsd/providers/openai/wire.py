@@ -199,7 +199,13 @@ def parse_usage(usage: Any) -> Usage:
     if not isinstance(usage, dict):
         return Usage()
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    return Usage(prompt if isinstance(prompt, int) else None, completion if isinstance(completion, int) else None)
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        prompt if isinstance(prompt, int) else None,
+        completion if isinstance(completion, int) else None,
+        cache_read_input_tokens=cached if isinstance(cached, int) and not isinstance(cached, bool) else None,
+    )
 
 
 def reported_cost(usage: Any) -> float | None:

@@ -308,7 +308,7 @@ def test_parse_response_maps_every_block_and_usage() -> None:
         ToolCall(id="toolu_1", name="weather", arguments='{"query":"Paris"}'),
         Unknown({"type": "server_tool_use", "id": "srv_1"}),
     )
-    assert usage == Usage(115, 7)
+    assert usage == Usage(115, 7, cache_read_input_tokens=100, cache_write_input_tokens=5)
     assert reason == "tool_call"
 
 
