@@ -37,6 +37,8 @@ class ChatInferenceRecord:
     cached: bool
     config_hash: str | None
     api_key_public_id: str | None
+    cache_read_input_tokens: int | None = None  # parts of input_tokens (0008_cache_tokens.sql)
+    cache_write_input_tokens: int | None = None
 
 
 @immutable
@@ -61,6 +63,8 @@ class JsonInferenceRecord:
     cached: bool
     config_hash: str | None
     api_key_public_id: str | None
+    cache_read_input_tokens: int | None = None  # parts of input_tokens (0008_cache_tokens.sql)
+    cache_write_input_tokens: int | None = None
 
 
 @immutable
@@ -109,6 +113,8 @@ class ModelInferenceRecord:
     finish_reason: str | None
     cached: bool
     streamed: bool
+    cache_read_input_tokens: int | None = None  # parts of input_tokens (0008_cache_tokens.sql)
+    cache_write_input_tokens: int | None = None
 
 
 @immutable

@@ -197,6 +197,8 @@ def inference_records(row: InferenceRow) -> list[Record]:
         "cached": row.cached,
         "config_hash": row.config_hash,
         "api_key_public_id": row.api_key_public_id,
+        "cache_read_input_tokens": row.usage.cache_read_input_tokens,
+        "cache_write_input_tokens": row.usage.cache_write_input_tokens,
     }
     data: dict[str, Any] = {
         "inference_id": row.inference_id,
@@ -245,6 +247,8 @@ def attempt_records(
                 finish_reason=attempt.finish_reason,
                 cached=attempt.cached,
                 streamed=attempt.streamed,
+                cache_read_input_tokens=attempt.usage.cache_read_input_tokens,
+                cache_write_input_tokens=attempt.usage.cache_write_input_tokens,
             )
         )
         records.append(

@@ -73,10 +73,18 @@ def older_file(
 
 
 def v1_file(directory: Path, groups: list[Group]) -> Path:
-    """A file as the releases before the format version 2 wrote it: the fixed header, no database, no columns."""
+    """A file as the releases before the format version 2 wrote it: the fixed header, no database, no columns
+    (each row holds the V1_COLUMNS only: the columns added since are dropped)."""
+    frames = []
+    for group in groups:
+        rows = orjson.loads(encode_frame(group)[8:])
+        kept = [
+            [row[0], *(row[1 + CURRENT_COLUMNS[row[0]].index(name)] for name in V1_COLUMNS[row[0]])] for row in rows
+        ]
+        frames.append(encode_payload(kept))
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{uuid7().hex}.spool"
-    path.write_bytes(HEADER_V1 + b"".join(encode_frame(group) for group in groups))
+    path.write_bytes(HEADER_V1 + b"".join(frames))
     return path
 
 
