@@ -2,7 +2,8 @@
 
 Two forms, both read by `parse_cost`:
 
-- the table `{ input_per_million, output_per_million }` (`Pricing`) prices the normalised token counts;
+- the table `{ input_per_million, output_per_million, cache_read_per_million?, cache_write_per_million? }`
+  (`Pricing`) prices the normalised token counts; cached input tokens at their own rates when these are set;
 - TensorZero's list `[{ pointer, cost_per_million | cost_per_unit, required }, ...]` (`PointerPricing`) reads
   numbers out of the provider's own answer: the response object of a plain call, every event of a stream. Each
   entry adds value * rate; an entry whose field is absent adds nothing unless it is `required`, which makes the
@@ -25,23 +26,42 @@ _MISSING: Any = object()
 
 @immutable
 class Pricing:
-    """The table form: price per million input and output tokens."""
+    """The table form: price per million input and output tokens, and optionally per million input tokens read
+    from or written to the provider's prompt cache (None: those are priced as other input tokens)."""
 
     input_per_million: float
     output_per_million: float
+    cache_read_per_million: float | None = None
+    cache_write_per_million: float | None = None
 
     def price(self, usage: Usage, answers: Sequence[Any] = (), *, streamed: bool = False) -> float | None:
-        """What `usage` costs; None when the provider reported no token counts at all (`answers` unused)."""
+        """What `usage` costs; None when the provider reported no token counts at all (`answers` unused). The
+        cache counts are parts of `input_tokens`: those with a rate of their own leave the plain input count."""
         if usage.input_tokens is None and usage.output_tokens is None:
             return None
-        spent = (usage.input_tokens or 0) * self.input_per_million
+        plain = usage.input_tokens or 0
+        spent = 0.0
+        for tokens, rate in (
+            (usage.cache_read_input_tokens, self.cache_read_per_million),
+            (usage.cache_write_input_tokens, self.cache_write_per_million),
+        ):
+            if tokens and rate is not None:
+                plain -= tokens
+                spent += tokens * rate
+        spent += max(plain, 0) * self.input_per_million
         return (spent + (usage.output_tokens or 0) * self.output_per_million) / 1e6
 
     def cost_of(self, usage: Usage) -> float | None:
         return self.price(usage)
 
     def scaled(self, factor: float) -> Pricing:
-        return Pricing(self.input_per_million * factor, self.output_per_million * factor)
+        read, write = self.cache_read_per_million, self.cache_write_per_million
+        return Pricing(
+            self.input_per_million * factor,
+            self.output_per_million * factor,
+            None if read is None else read * factor,
+            None if write is None else write * factor,
+        )
 
 
 @immutable
@@ -157,8 +177,10 @@ def parse_cost(options: Table, key: str = "cost") -> Cost | None:
         if not table.has(name):
             table.error(name, "missing required key")
         prices.append(table.float(name, 0.0, minimum=0.0))
+    cache_read = table.float("cache_read_per_million", minimum=0.0)
+    cache_write = table.float("cache_write_per_million", minimum=0.0)
     table.finish()
-    return Pricing(prices[0], prices[1])
+    return Pricing(prices[0], prices[1], cache_read, cache_write)
 
 
 def parse_batch_cost(options: Table, live: Cost | None) -> Cost | None:

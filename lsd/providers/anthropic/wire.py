@@ -19,7 +19,9 @@ without a schema) appends an instruction to answer with JSON only to the system 
 when there is one).
 
 Usage: input_tokens counts every prompt token, cache reads and writes included (Anthropic reports those
-separately); the `cost` option prices them all at input_per_million.
+separately); cache_read_input_tokens and cache_write_input_tokens (Anthropic's cache_creation_input_tokens)
+are those parts. The `cost` table prices them at cache_read_per_million / cache_write_per_million when set,
+else at input_per_million.
 """
 
 from __future__ import annotations

@@ -236,3 +236,18 @@ async def test_embedding_cost_reads_the_response(fake_openai: FakeOpenAI, ctx: C
     provider = openai(fake_openai, [{"pointer": "/usage/total_tokens", "cost_per_million": 0.02, "required": True}])
     response = await provider.embed(["one two", "three"], ctx)
     assert response.usage.input_tokens and response.cost == pytest.approx(response.usage.input_tokens * 0.02 / 1e6)
+
+
+def test_the_table_form_prices_cache_tokens_at_their_own_rates() -> None:
+    table = {"input_per_million": 3.0, "output_per_million": 15.0}
+    cached = {**table, "cache_read_per_million": 0.3, "cache_write_per_million": 3.75}
+    usage = Usage(1000, 100, cache_read_input_tokens=600, cache_write_input_tokens=300)
+    plain = parse_cost(Table({"cost": table}, "p", ErrorSink(), Path(".")))
+    priced = parse_cost(Table({"cost": cached}, "p", ErrorSink(), Path(".")))
+    assert isinstance(plain, Pricing) and isinstance(priced, Pricing)
+    assert plain.price(usage) == pytest.approx((1000 * 3.0 + 100 * 15.0) / 1e6)  # cache tokens are input tokens
+    assert priced.price(usage) == pytest.approx((100 * 3.0 + 600 * 0.3 + 300 * 3.75 + 100 * 15.0) / 1e6)
+    assert priced.price(Usage(1000, 100)) == plain.price(Usage(1000, 100))  # no cache counts reported
+    assert priced.scaled(0.5).price(usage) == pytest.approx(priced.price(usage) / 2)  # type: ignore[operator]
+    errors = errors_of({**table, "cache_read_per_million": -1})
+    assert len(errors) == 1 and "models.m.providers.p.cost.cache_read_per_million: must be >= 0" in errors[0]
