@@ -65,12 +65,13 @@ def parse_dynamic_variant(value: Any, path: str = FIELD) -> VariantConfig:
 
 
 def with_dynamic_variant(function: FunctionConfig, variant: VariantConfig) -> FunctionConfig:
-    """`function` with `variant` as its only variant; json_mode must fit the function's type (as in a config)."""
+    """`function` with `variant` as its only variant and no experiment; json_mode must fit the function's type."""
     if function.type == "json" and variant.params.json_mode is None:
         raise InvalidRequest.at(f"{FIELD}.json_mode", f"required: function {function.name!r} is a json function")
     if function.type == "chat" and variant.params.json_mode is not None:
         raise InvalidRequest.at(f"{FIELD}.json_mode", f"only for json functions: {function.name!r} is a chat function")
-    return replace(function, variants={variant.name: variant})
+    # Its experiment names variants the request replaced: the one dynamic variant runs, whatever the weights.
+    return replace(function, variants={variant.name: variant}, experimentation=None)
 
 
 def _object(value: Any, path: str) -> Mapping[str, Any]:

@@ -14,30 +14,34 @@ from uuid import UUID
 
 from lsd.config.model import FunctionConfig, TimeoutsConfig, VariantConfig
 from lsd.errors import AllAttemptsFailed, AttemptFailure, ProviderError, ProviderTimeout, UnknownVariant
+from lsd.inference.experiment import Allocation, sampling_plan
 from lsd.inference.models import Model, ModelTable
 from lsd.inference.recording import Attempt
 from lsd.providers.base import CallContext, Provider
 from lsd.types import BodyPatch, HeaderPatch, StreamChunk
 
 
-def order_variants(function: FunctionConfig, episode_id: UUID, pinned: str | None) -> list[VariantConfig]:
-    """Variants to try, in order: the sampled candidate (sticky per episode), other candidates, fallbacks."""
+def order_variants(
+    function: FunctionConfig,
+    episode_id: UUID,
+    pinned: str | None,
+    allocation: Allocation | None = None,
+    namespace: str | None = None,
+) -> list[VariantConfig]:
+    """Variants to try, in order: the sampled candidate, other candidates (sampled without replacement), then the
+    fallbacks. The first draw hashes the function and episode into the weights' CDF, so an episode keeps its
+    variant while the weights stay the same (lsd.inference.experiment.sampling_plan says which weights)."""
     if pinned is not None:
         if pinned not in function.variants:
             raise UnknownVariant(pinned)
         return [function.variants[pinned]]
-    variants = list(function.variants.values())
-    if len(variants) == 1:
-        return variants
-    if all(v.weight is None for v in variants):
-        candidates = [(v, 1.0) for v in variants]
-        fallbacks: list[VariantConfig] = []
-    else:
-        candidates = [(v, v.weight) for v in variants if v.weight]
-        fallbacks = [v for v in variants if v.weight is None]
+    if len(function.variants) == 1:
+        return list(function.variants.values())
+    plan = sampling_plan(function, namespace, allocation)
+    candidates = list(plan.candidates)
     digest = hashlib.sha256(function.name.encode() + episode_id.bytes).digest()
     draw = int.from_bytes(digest[:4], "big") / 2**32
-    ordered: list[VariantConfig] = []
+    ordered: list[str] = []
     while candidates:
         total = sum(w for _, w in candidates)
         point, pick = draw * total, len(candidates) - 1
@@ -48,16 +52,24 @@ def order_variants(function: FunctionConfig, episode_id: UUID, pinned: str | Non
                 break
         ordered.append(candidates.pop(pick)[0])
         draw = random.random()
-    return ordered + fallbacks
+    fallbacks = [name for name in plan.fallbacks if name not in ordered]
+    if plan.shuffle_fallbacks:
+        random.shuffle(fallbacks)
+    return [function.variants[name] for name in ordered + fallbacks]
 
 
 def tries(
-    function: FunctionConfig, episode_id: UUID, pinned: str | None, models: ModelTable
+    function: FunctionConfig,
+    episode_id: UUID,
+    pinned: str | None,
+    models: ModelTable,
+    allocation: Allocation | None = None,
+    namespace: str | None = None,
 ) -> Iterator[tuple[VariantConfig, Model, float]]:
     """Each (variant, model, backoff seconds to wait first) to try, in order: every variant's retries back to
     back, then the next variant. The caller waits the backoff, and stops iterating at the first success. (A
     plain generator, not an async one: the common single try costs no async-generator machinery.)"""
-    for variant in order_variants(function, episode_id, pinned):
+    for variant in order_variants(function, episode_id, pinned, allocation, namespace):
         model = models.get(variant.model)
         for retry in range(variant.retries.num_retries + 1):
             yield variant, model, backoff_s(retry, variant.retries.max_delay_s) if retry else 0.0

@@ -23,6 +23,7 @@ from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.cache import Cache, cache_key
 from lsd.inference.dynamic_variant import with_dynamic_variant
+from lsd.inference.experiment import NAMESPACE_TAG, Allocations
 from lsd.inference.finish import Done, Finisher, Recorder
 from lsd.inference.models import Model, ModelTable
 from lsd.inference.recording import (
@@ -115,6 +116,7 @@ class Engine:
     recent: RecentInferences | None = None
     limiter: RateLimiter | None = None
     telemetry: InferenceTelemetry | None = None
+    allocations: Allocations = field(default_factory=Allocations)  # adaptive experiments' stored weights
     finisher: Finisher = field(init=False)
     _default_functions: dict[str, FunctionConfig] = field(default_factory=dict)
 
@@ -193,7 +195,11 @@ class Engine:
     def plan(self, p: Prepared, tools: ToolParams | None, *, stream: bool) -> Iterator[ChatStep]:
         """routing.tries as steps, each variant's provider request rendered once whatever its retries."""
         rendered: dict[str, ProviderRequest] = {}
-        for variant, model, backoff_s in tries(p.function, p.episode_id, p.request.variant_name, self.models):
+        r = p.request
+        allocation, namespace = self.allocations.get(p.function.name), r.tags.get(NAMESPACE_TAG)
+        for variant, model, backoff_s in tries(
+            p.function, p.episode_id, r.variant_name, self.models, allocation, namespace
+        ):
             if variant.name not in rendered:
                 rendered[variant.name] = self.provider_request(p, variant, tools, stream=stream)
             yield ChatStep(variant, model, backoff_s, rendered[variant.name])
