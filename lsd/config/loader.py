@@ -10,6 +10,7 @@ from lsd.config.auth import auth_from
 from lsd.config.evaluations import evaluation_from
 from lsd.config.files import SourceFile, Sources, expand, parse_toml, read
 from lsd.config.functions import function_from, model_from, tool_from
+from lsd.config.inbound import inbound_from
 from lsd.config.metrics import metric_from
 from lsd.config.model import (
     BatchConfig,
@@ -57,6 +58,7 @@ def _build(sources: Sources, base_dir: Path) -> Config:
     functions = {name: function_from(name, t, models, tools, metrics) for name, t in root.subtables("functions")}
     evaluations = {name: evaluation_from(name, t, functions) for name, t in root.subtables("evaluations")}
     rate_limiting = rate_limiting_from(root.table("rate_limiting"), auth_enabled=gateway.auth.enabled)
+    inbound = inbound_from(root.table("inbound"), models, functions)
     accepted = accepted_tables(root)
     root.finish()
     if sink.errors:
@@ -76,6 +78,7 @@ def _build(sources: Sources, base_dir: Path) -> Config:
         path=paths[0] if paths and paths[0] != Path("<config>") else None,
         paths=tuple(p for p in paths if p != Path("<config>")),
         accepted=accepted,
+        inbound=inbound,
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lsd.config.auth import AuthConfig
+from lsd.config.inbound import InboundConfig
 from lsd.config.ratelimit import RateLimitingConfig
 from lsd.types import InferenceParams
 
@@ -248,3 +249,4 @@ class Config:
     paths: tuple[Path, ...] = ()  # every file, in load order
     # TensorZero top-level tables LSD accepts and does not act on ([object_storage], [provider_types], ...).
     accepted: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    inbound: InboundConfig = field(default_factory=InboundConfig)  # [inbound.anthropic]: client model names

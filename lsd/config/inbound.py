@@ -1,0 +1,82 @@
+"""`[inbound.*]`: how the foreign-shaped inbound APIs name LSD's functions and models (`[inbound.anthropic]`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lsd.config.reader import Table
+
+TargetKind = Literal["function_name", "model_name"]
+PREFIXES = ("lsd::", "tensorzero::")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundTarget:
+    """What a client's `model` stands for: an LSD function or an LSD model, by name."""
+
+    kind: TargetKind
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnthropicInboundConfig:
+    """`[inbound.anthropic]`: `models` maps a plain model name a Claude client sends (`claude-sonnet-4-5`) to an
+    LSD model or `lsd::function_name::F`."""
+
+    models: Mapping[str, InboundTarget] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundConfig:
+    anthropic: AnthropicInboundConfig = field(default_factory=AnthropicInboundConfig)
+
+
+def parse_target(value: str) -> InboundTarget | None:
+    """`lsd::function_name::F`, `lsd::model_name::M` (or with `tensorzero::`) as a target; None for a bare name
+    (which the caller looks up itself) or a prefixed name with nothing after it."""
+    for prefix in PREFIXES:
+        for kind in ("function_name", "model_name"):
+            marker = f"{prefix}{kind}::"
+            if value.startswith(marker):
+                name = value[len(marker) :]
+                return InboundTarget(kind, name) if name else None  # type: ignore[arg-type]
+    return None
+
+
+def inbound_from(t: Table, models: Mapping[str, Any], functions: Mapping[str, Any]) -> InboundConfig:
+    """`[inbound]`; every mapped name must be a configured model, a `type::model` shorthand, or a configured
+    function (errors name the key, e.g. `inbound.anthropic.models.claude-sonnet-4-5`)."""
+    anthropic = t.table("anthropic")
+    table = anthropic.table("models")
+    mapped: dict[str, InboundTarget] = {}
+    for name in list(table.data):
+        value = table.str(name, env=False)
+        if not isinstance(value, str):
+            continue
+        target = _target(table, name, value, models, functions)
+        if target is not None:
+            mapped[name] = target
+    table.finish()
+    anthropic.finish()
+    t.finish()
+    return InboundConfig(anthropic=AnthropicInboundConfig(models=mapped))
+
+
+def _target(
+    table: Table, key: str, value: str, models: Mapping[str, Any], functions: Mapping[str, Any]
+) -> InboundTarget | None:
+    target = parse_target(value)
+    if target is None:
+        if value.startswith(PREFIXES):
+            table.error(key, f"expected `lsd::function_name::F`, `lsd::model_name::M` or a model name, got {value!r}")
+            return None
+        target = InboundTarget("model_name", value)
+    if target.kind == "function_name" and target.name not in functions:
+        table.error(key, f"unknown function {target.name!r}: define [functions.{target.name}]")
+        return None
+    if target.kind == "model_name" and target.name not in models and "::" not in target.name:
+        table.error(key, f"unknown model {target.name!r}: define [models.{target.name}] or use a shorthand")
+        return None
+    return target
