@@ -41,7 +41,7 @@ def parse_target(value: str) -> InboundTarget | None:
             marker = f"{prefix}{kind}::"
             if value.startswith(marker):
                 name = value[len(marker) :]
-                return InboundTarget(kind, name) if name else None  # type: ignore[arg-type]
+                return InboundTarget(kind, name) if name else None
     return None
 
 
