@@ -362,8 +362,8 @@ class HttpProvider(Provider):
         # The list form of `cost` reads the events themselves; only then are they decoded a second time.
         events_seen: list[Any] | None = [] if isinstance(self.pricing, PointerPricing) else None
         try:
-            # Closing both generators releases the connection now, also when our consumer stops early.
-            async with aclosing(self._lines(call, ctx)) as lines, aclosing(sse_events(lines)) as events:
+            # Closing the generator releases the connection now, also when our consumer stops early.
+            async with aclosing(self.events(call, ctx)) as events:
                 async for received in events:
                     started = True
                     event = _scrubbed_event(received, call.scrubber)
@@ -384,6 +384,13 @@ class HttpProvider(Provider):
         last = parser.finish()
         if last is not None:
             yield self._last(last, call, events_seen)
+
+    async def events(self, call: Call, ctx: CallContext) -> AsyncGenerator[SseEvent, None]:
+        """The stream's events as they arrive: server-sent events here; a provider with another framing (Bedrock's
+        binary event stream) overrides this and yields each of its messages as an SseEvent."""
+        async with aclosing(self._lines(call, ctx)) as lines, aclosing(sse_events(lines)) as events:
+            async for event in events:
+                yield event
 
     async def _lines(self, call: Call, ctx: CallContext) -> AsyncGenerator[bytes, None]:
         """The response's lines; a non-2xx answer (which comes instead of any line) raises."""

@@ -1,0 +1,115 @@
+"""AWS credentials and SigV4 signatures for aws_bedrock, through botocore (the `aws` extra).
+
+Credentials come from botocore's standard chain, in its order: the environment (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), the shared files (AWS_PROFILE, ~/.aws/credentials and config, SSO and
+assume-role profiles), web identity (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), the container role (ECS/EKS) and
+the instance role (IMDS). Finding them may read files and make HTTP calls with botocore's own client, which
+blocks, so it runs on a worker thread, once; temporary credentials are refreshed on a worker thread when botocore
+says they are near expiry (its advisory window, 15 minutes before). Each call is then signed on the event loop
+(SigV4 is a few HMACs); the request itself goes out through LSD's transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from lsd.errors import ProviderError
+from lsd.immutable import immutable
+
+try:
+    from botocore import exceptions as botocore_exceptions
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import RefreshableCredentials
+    from botocore.session import Session
+except ImportError:  # the provider refuses its config (AWS_EXTRA_MISSING)
+    Session = None
+
+AWS_EXTRA_MISSING = Session is None
+SIGNING_NAME = "bedrock"  # bedrock-runtime signs as "bedrock"
+CHAIN = "the environment, the shared profile, web identity, the container role or the instance role"
+
+
+@immutable
+class AwsIdentity:
+    """Credentials frozen for the calls of the next minutes, and the region they sign for."""
+
+    access_key: str
+    secret_key: str
+    token: str | None
+    region: str
+
+
+class AwsCredentials:
+    """Where a provider's credentials and region come from. No I/O until `current()`."""
+
+    def __init__(self, provider: str, *, region: str | None, auto_detect_region: bool) -> None:
+        self.provider = provider
+        self.region = region
+        self.auto_detect_region = auto_detect_region
+        self._credentials: Any = None  # botocore's Credentials (RefreshableCredentials for temporary ones)
+        self._region: str | None = region
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> AwsIdentity:
+        """Fresh credentials and the region; resolving or refreshing them on a worker thread when needed.
+        Raises ProviderError(kind="auth", not retryable) when the chain finds none or cannot refresh them."""
+        credentials = self._credentials
+        if credentials is None or _refresh_needed(credentials):
+            async with self._lock:
+                if self._credentials is None:
+                    self._credentials, self._region = await asyncio.to_thread(self._resolve)
+                credentials = self._credentials
+                if _refresh_needed(credentials):
+                    frozen = await asyncio.to_thread(self._frozen, credentials)
+                    return self._identity(frozen)
+        return self._identity(credentials.get_frozen_credentials())
+
+    def _identity(self, frozen: Any) -> AwsIdentity:
+        return AwsIdentity(frozen.access_key, frozen.secret_key, frozen.token, self._region or "")
+
+    def _resolve(self) -> tuple[Any, str]:
+        """On a worker thread: the chain's credentials and the region (the option, else the detected one)."""
+        try:
+            session = Session()
+            credentials = session.get_credentials()
+            region = self.region or (session.get_config_variable("region") if self.auto_detect_region else None)
+        except botocore_exceptions.BotoCoreError as exc:
+            raise self._failed(f"the AWS credential chain failed: {exc}") from None
+        if credentials is None:
+            raise self._failed(f"no AWS credentials found (looked in {CHAIN})")
+        if not region:
+            raise self._failed("allow_auto_detect_region is set but no AWS region was found (AWS_REGION, profile)")
+        return credentials, region
+
+    def _frozen(self, credentials: Any) -> Any:
+        try:
+            return credentials.get_frozen_credentials()
+        except botocore_exceptions.BotoCoreError as exc:
+            raise self._failed(f"refreshing the AWS credentials failed: {exc}") from None
+
+    def _failed(self, message: str) -> ProviderError:
+        return ProviderError(message, provider=self.provider, retryable=False, kind="auth")
+
+
+def _refresh_needed(credentials: Any) -> bool:
+    return isinstance(credentials, RefreshableCredentials) and bool(credentials.refresh_needed())
+
+
+def sign(identity: AwsIdentity, url: str, body: bytes, headers: Mapping[str, str]) -> dict[str, str]:
+    """`headers` plus X-Amz-Date, X-Amz-Security-Token (temporary credentials) and the SigV4 Authorization."""
+    request = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
+    credentials = _ReadOnly(identity.access_key, identity.secret_key, identity.token)
+    SigV4Auth(credentials, SIGNING_NAME, identity.region).add_auth(request)
+    return dict(request.headers.items())
+
+
+@immutable
+class _ReadOnly:
+    """The credentials shape botocore's signer reads."""
+
+    access_key: str
+    secret_key: str
+    token: str | None

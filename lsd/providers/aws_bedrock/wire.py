@@ -1,0 +1,311 @@
+"""Bedrock's Converse API as pure functions: request bodies out, Converse responses and errors in.
+
+Request mapping: the system prompt is one `system` text block. Each content block carries its own role, as with
+Anthropic: a ToolCall is an assistant `toolUse` (its arguments parsed to an object), a ToolResult a user
+`toolResult` with one text item, a signed Thought an assistant `reasoningContent` (`redactedContent` when it has
+a signature but no text; unsigned thoughts are dropped), a File an `image` (or, for application/pdf, a
+`document`) block from base64 data (Converse takes bytes or S3 locations, not http URLs). Consecutive blocks of
+one role are merged into one message (Converse wants the roles to alternate), tool results first in a user
+message. An Unknown block is passed through verbatim when it names no provider or this one.
+Parameters: max_tokens, temperature, top_p and stop_sequences go in `inferenceConfig`; seed and the penalties
+have no Converse field and are dropped.
+
+Tools: `toolConfig.tools[].toolSpec` with the JSON Schema under `inputSchema.json`; tool_choice "auto" -> auto,
+"required" -> any, {"specific": name} -> tool; "none" sends no toolConfig (Converse has no "none"), unless the
+conversation holds tool blocks, which Converse refuses without one: then the tools go without a choice.
+
+JSON mode, as for Anthropic: "tool"/"strict" with an output schema force a tool `respond` whose input is the
+answer (returned as one Text block, finish reason "stop"; Bedrock allows forcing a tool for Anthropic and
+Mistral Large models); "on" (and "tool"/"strict" without a schema) adds a JSON-only instruction to the system.
+
+Usage: Converse's `inputTokens` leaves the prompt-cache tokens out; ours counts them, with the two cache counts
+(`cacheReadInputTokens`, `cacheWriteInputTokens`) as parts of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from lsd.errors import InvalidRequest, ProviderError
+from lsd.providers.anthropic.wire import JSON_INSTRUCTION, JSON_TOOL_NAME, uses_json_tool
+from lsd.providers.base import error_from_status, json_object, mapped_reason
+from lsd.types import (
+    ContentBlock,
+    File,
+    FinishReason,
+    Json,
+    Message,
+    OutputBlock,
+    ProviderRequest,
+    RawText,
+    Template,
+    Text,
+    Thought,
+    ToolCall,
+    ToolResult,
+    Unknown,
+    Usage,
+)
+
+_STOP_REASONS: Mapping[str, FinishReason] = MappingProxyType(
+    {
+        "end_turn": "stop",
+        "stop_sequence": "stop_sequence",
+        "max_tokens": "length",
+        "model_context_window_exceeded": "length",
+        "tool_use": "tool_call",
+        "guardrail_intervened": "content_filter",
+        "content_filtered": "content_filter",
+    }
+)
+_IMAGE_FORMATS = frozenset({"png", "jpeg", "gif", "webp"})
+# Bedrock's exception names (the x-amzn-ErrorType header, a stream's :exception-type) and their HTTP statuses.
+EXCEPTION_STATUSES: Mapping[str, int] = MappingProxyType(
+    {
+        "validationException": 400,
+        "accessDeniedException": 403,
+        "unrecognizedClientException": 403,
+        "invalidSignatureException": 403,
+        "resourceNotFoundException": 404,
+        "modelTimeoutException": 408,
+        "modelNotReadyException": 429,
+        "throttlingException": 429,
+        "modelErrorException": 424,
+        "modelStreamErrorException": 424,
+        "internalServerException": 500,
+        "serviceUnavailableException": 503,
+    }
+)
+# An error name Bedrock gives for a request it could not authenticate (signature, unknown key, expired token).
+_AUTH_EXCEPTIONS = frozenset(
+    {"accessDeniedException", "unrecognizedClientException", "invalidSignatureException", "expiredTokenException"}
+)
+
+
+# ---- request mapping ---------------------------------------------------------------------------------------
+
+
+def build_body(request: ProviderRequest, *, provider_name: str | None = None) -> dict[str, Json]:
+    """The Converse (and ConverseStream) request body; raises InvalidRequest for content Converse cannot take."""
+    params = request.params
+    messages = build_messages(request.messages, provider_name=provider_name)
+    body: dict[str, Json] = {"messages": messages}
+    system = _system(request)
+    if system:
+        body["system"] = [{"text": system}]
+    config: dict[str, Json] = {}
+    for key, value in (("maxTokens", params.max_tokens), ("temperature", params.temperature), ("topP", params.top_p)):
+        if value is not None:
+            config[key] = value
+    if params.stop_sequences:
+        config["stopSequences"] = list(params.stop_sequences)
+    if config:
+        body["inferenceConfig"] = config
+    tool_config = _tool_config(request, _has_tool_blocks(messages))
+    if tool_config is not None:
+        body["toolConfig"] = tool_config
+    return body
+
+
+def build_messages(messages: Sequence[Message], *, provider_name: str | None = None) -> list[dict[str, Json]]:
+    """Converse's alternating messages: every block placed by its role, consecutive same-role runs merged."""
+    turns: list[tuple[str, list[dict[str, Json]]]] = []
+    for message in messages:
+        for block in message.content:
+            placed = _block(block, message.role, provider_name)
+            if placed is None:
+                continue
+            role, part = placed
+            if turns and turns[-1][0] == role:
+                turns[-1][1].append(part)
+            else:
+                turns.append((role, [part]))
+    out: list[dict[str, Json]] = []
+    for role, parts in turns:
+        if role == "user":
+            parts.sort(key=lambda part: "toolResult" not in part)  # stable: tool results first
+        out.append({"role": role, "content": list(parts)})
+    return out
+
+
+def _block(block: ContentBlock, role: str, provider_name: str | None) -> tuple[str, dict[str, Json]] | None:
+    if isinstance(block, Text | RawText):
+        text = block.text if isinstance(block, Text) else block.value
+        return (role, {"text": text}) if text else None
+    if isinstance(block, ToolCall):
+        return "assistant", {"toolUse": {"toolUseId": block.id, "name": block.name, "input": _arguments(block)}}
+    if isinstance(block, ToolResult):
+        return "user", {"toolResult": {"toolUseId": block.id, "content": [{"text": block.result}]}}
+    if isinstance(block, File):
+        return role, _file(block)
+    if isinstance(block, Thought):
+        if not block.signature:
+            return None
+        if block.text is None:
+            return "assistant", {"reasoningContent": {"redactedContent": block.signature}}
+        reasoning = {"text": block.text, "signature": block.signature}
+        return "assistant", {"reasoningContent": {"reasoningText": reasoning}}
+    if isinstance(block, Template):
+        raise InvalidRequest(f"template {block.name!r} was not rendered before the provider call", field="messages")
+    if isinstance(block.data, dict) and block.provider_name in (None, provider_name):
+        return role, dict(block.data)
+    return None
+
+
+def _arguments(call: ToolCall) -> dict[str, Json]:
+    try:
+        value = orjson.loads(call.arguments or "{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"tool call {call.id!r} has arguments that are not JSON", field="messages") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"tool call {call.id!r} has arguments that are not a JSON object", field="messages")
+    return value
+
+
+def _file(file: File) -> dict[str, Json]:
+    mime, data, url = file.mime_type, file.data, file.url
+    if url and url.startswith("data:") and data is None:
+        header, _, data = url[5:].partition(",")
+        mime = mime or header.split(";")[0] or None
+    if data is None:
+        raise InvalidRequest("Bedrock takes files as inline data, not URLs", field="messages")
+    if mime == "application/pdf":
+        return {"document": {"format": "pdf", "name": "document", "source": {"bytes": data}}}
+    image_format = (mime or "").removeprefix("image/")
+    if not (mime or "").startswith("image/") or image_format not in _IMAGE_FORMATS:
+        raise InvalidRequest(f"Bedrock accepts png, jpeg, gif and webp images and PDFs, not {mime!r}", field="messages")
+    return {"image": {"format": image_format, "source": {"bytes": data}}}
+
+
+def _system(request: ProviderRequest) -> str | None:
+    mode = request.params.json_mode
+    if mode not in ("on", "tool", "strict") or uses_json_tool(request):
+        return request.system
+    instruction = JSON_INSTRUCTION
+    if request.output_schema is not None:
+        schema = orjson.dumps(request.output_schema, option=orjson.OPT_SORT_KEYS).decode()
+        instruction += f" The JSON must match this JSON Schema: {schema}"
+    return f"{request.system}\n\n{instruction}" if request.system else instruction
+
+
+def _tool(name: str, description: str, schema: Mapping[str, Any]) -> dict[str, Json]:
+    return {"toolSpec": {"name": name, "description": description, "inputSchema": {"json": dict(schema)}}}
+
+
+def _has_tool_blocks(messages: list[dict[str, Json]]) -> bool:
+    return any(
+        "toolUse" in part or "toolResult" in part
+        for message in messages
+        for part in message["content"]
+        if isinstance(part, dict)
+    )
+
+
+def _tool_config(request: ProviderRequest, history_has_tools: bool) -> dict[str, Json] | None:
+    tools = [_tool(spec.name, spec.description, spec.parameters) for spec in request.tools]
+    if uses_json_tool(request):
+        tools.append(_tool(JSON_TOOL_NAME, "Respond with the answer.", request.output_schema or {}))
+        return {"tools": list(tools), "toolChoice": {"tool": {"name": JSON_TOOL_NAME}}}
+    if not tools:
+        return None
+    choice = request.tool_choice
+    config: dict[str, Json] = {"tools": list(tools)}
+    if choice is None or choice == "auto":
+        config["toolChoice"] = {"auto": {}}
+    elif choice == "required":
+        config["toolChoice"] = {"any": {}}
+    elif choice == "none":
+        return config if history_has_tools else None
+    elif not isinstance(choice, str) and set(choice) == {"specific"}:
+        config["toolChoice"] = {"tool": {"name": choice["specific"]}}
+    else:
+        raise InvalidRequest(f"unsupported tool_choice {choice!r}", field="tool_choice")
+    return config
+
+
+# ---- response mapping --------------------------------------------------------------------------------------
+
+
+def finish_reason(stop_reason: object, *, json_tool: bool = False) -> FinishReason | None:
+    """Converse's stopReason as a FinishReason (None when absent)."""
+    if json_tool and stop_reason == "tool_use":
+        return "stop"
+    return mapped_reason(_STOP_REASONS, stop_reason)
+
+
+def parse_usage(usage: object) -> Usage:
+    """Converse's usage object (see the module docstring for the cache tokens)."""
+    if not isinstance(usage, dict):
+        return Usage()
+    values = [usage.get(k) for k in ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens")]
+    plain, output, read, written = (v if isinstance(v, int) else None for v in values)
+    counted = [v for v in (plain, read, written) if v is not None]
+    return Usage(sum(counted) if counted else None, output, read, written)
+
+
+def parse_response(
+    body: Mapping[str, Any], *, json_tool: bool = False
+) -> tuple[tuple[OutputBlock, ...], Usage, FinishReason | None]:
+    """A Converse response's content blocks, usage and finish reason; ValueError when malformed."""
+    output = body.get("output")
+    message = output.get("message") if isinstance(output, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        raise ValueError("expected output.message.content to be a list")
+    blocks = tuple(_output_block(block, json_tool) for block in content)
+    return blocks, parse_usage(body.get("usage")), finish_reason(body.get("stopReason"), json_tool=json_tool)
+
+
+def _output_block(block: object, json_tool: bool) -> OutputBlock:
+    if not isinstance(block, dict):
+        raise ValueError("a content block is not an object")
+    if isinstance(block.get("text"), str):
+        return Text(block["text"])
+    use = block.get("toolUse")
+    if isinstance(use, dict):
+        if not isinstance(use.get("toolUseId"), str) or not isinstance(use.get("name"), str):
+            raise ValueError("a toolUse block lacks its toolUseId or name")
+        arguments = orjson.dumps(use.get("input") or {}).decode()
+        if json_tool and use["name"] == JSON_TOOL_NAME:
+            return Text(arguments)
+        return ToolCall(id=use["toolUseId"], name=use["name"], arguments=arguments)
+    reasoning = block.get("reasoningContent")
+    if isinstance(reasoning, dict):
+        text = reasoning.get("reasoningText")
+        if isinstance(text, dict):
+            signature = text.get("signature")
+            return Thought(str(text.get("text") or ""), signature if isinstance(signature, str) else None)
+        if isinstance(reasoning.get("redactedContent"), str):
+            return Thought(None, signature=reasoning["redactedContent"])
+    return Unknown(dict(block))
+
+
+# ---- errors ------------------------------------------------------------------------------------------------
+
+
+def exception_name(raw: str | None) -> str:
+    """`ValidationException:http://internal.amazon.com/...` -> `validationException` (the stream's spelling)."""
+    name = (raw or "").split(":", 1)[0].strip()
+    return name[:1].lower() + name[1:]
+
+
+def status_error(
+    provider: str, status: int, body: bytes | str, error_type: str | None, *, raw_request: str | None = None
+) -> ProviderError:
+    """A non-2xx answer (or a stream's exception message) as a ProviderError; Bedrock answers 403 to a request it
+    cannot authenticate (a bad signature, an unknown key, an expired token): kind "auth"."""
+    exc = error_from_status(provider, status, body, raw_request=raw_request)
+    name = exception_name(error_type)
+    data = json_object(body)
+    message = data.get("message") or data.get("Message") if data is not None else None
+    if name in _AUTH_EXCEPTIONS or (status == 403 and isinstance(message, str) and "signature" in message.lower()):
+        exc.kind = "auth"
+        exc.retryable = False
+    if name:
+        exc.message = f"{exc.message} ({name})"
+        exc.args = (exc.message,)
+    return exc
