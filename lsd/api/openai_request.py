@@ -41,6 +41,9 @@ def _extra(body: Mapping[str, Any], name: str) -> Any:
     return None
 
 
+extension = _extra  # the same, for the other OpenAI-shaped endpoint (lsd.api.responses_request)
+
+
 MODEL_PREFIX_HINT = (
     "`model` field must start with `tensorzero::function_name::` or `tensorzero::model_name::`. For example, "
     "`tensorzero::function_name::my_function` for a function `my_function` defined in your config, "

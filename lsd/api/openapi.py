@@ -157,6 +157,22 @@ EMBEDDINGS: Schema = {
     "required": ["model", "input"],
     "additionalProperties": False,
 }
+RESPONSES: Schema = {
+    "type": "object",
+    "properties": {
+        "model": STRING,
+        "input": {"oneOf": [STRING, {"type": "array", "items": {"type": "object"}}]},
+        "instructions": STRING,
+        "stream": {"type": "boolean"},
+        "store": {"type": "boolean"},
+        "previous_response_id": STRING,
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "text": {"type": "object"},
+        "metadata": {"type": "object", "additionalProperties": STRING},
+        "max_output_tokens": {"type": "integer", "minimum": 1},
+    },
+    "required": ["model", "input"],
+}
 ANY_OBJECT: Schema = {"type": "object"}
 
 # (method, path, summary, JSON body schema or None, query parameters)
@@ -197,6 +213,7 @@ OPERATIONS: tuple[tuple[str, str, str, Schema | None, tuple[tuple[str, Schema], 
     ("POST", "/v1/datasets/{dataset_name}/from_inferences", "datapoints from stored inferences", ANY_OBJECT, ()),
     ("POST", "/openai/v1/chat/completions", "OpenAI-compatible chat completion", CHAT_COMPLETION, ()),
     ("POST", "/openai/v1/embeddings", "OpenAI-compatible embeddings", EMBEDDINGS, ()),
+    ("POST", "/openai/v1/responses", "OpenAI's Responses API (streamed too)", RESPONSES, ()),
     ("GET", "/openai/v1/models", "the functions and models, OpenAI's list shape", None, ()),
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from lsd.api import batch, datasets, evaluations, feedback, inference, inferences, metrics, openai, openapi, status
+from lsd.api import responses as openai_responses
 from lsd.api import workflow_evaluations as workflows
 
 ROUTES = [
@@ -38,5 +39,6 @@ ROUTES = [
     Route("/v1/datasets/{dataset_name}/from_inferences", datasets.from_inferences, methods=["POST"]),
     Route("/openai/v1/chat/completions", openai.chat_completions, methods=["POST"]),
     Route("/openai/v1/embeddings", openai.embeddings, methods=["POST"]),
+    Route("/openai/v1/responses", openai_responses.responses, methods=["POST"]),
     Route("/openai/v1/models", openai.models, methods=["GET"]),
 ]

@@ -15,6 +15,8 @@ otherwise a request whose tool_choice forces a function gets a call to it; other
 
     echo             "echo: <last user text>" (the default; the fast path, no sleeps)
     tool             one call to the first offered tool (or the forced one), arguments {"text": <text>}
+    toolround        as `tool` until the conversation ends with a tool result (a `tool` message): then the
+                     text "result: <that message's content>" (a function calling round trip)
     tools            two calls (the first two offered tools, or the first one twice)
     json             the text {"answer": "<text>"}
     error-<status>   HTTP <status> with {"error": {"message", "type", "param", "code"}} (e.g. error-429)
@@ -356,6 +358,11 @@ def _is_directive(name: str) -> bool:
 def _message(call: _Call) -> tuple[dict[str, Any], str]:
     """The assistant message and finish_reason answering `call`."""
     directive = call.directive
+    last = (call.body.get("messages") or [{}])[-1]
+    if directive == "toolround" and isinstance(last, dict) and last.get("role") == "tool":
+        return {"role": "assistant", "content": f"result: {_text_of(last.get('content'))}", "refusal": None}, "stop"
+    if directive == "toolround":
+        directive = "tool"
     if directive in ("tool", "tools"):
         names = [t["function"]["name"] for t in call.body.get("tools") or () if isinstance(t, dict)]
         choice = call.body.get("tool_choice")

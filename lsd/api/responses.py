@@ -1,0 +1,101 @@
+"""`POST /openai/v1/responses`: OpenAI's Responses API on the engine's one path (streamed too), and a
+`previous_response_id` continued from the inference LSD stored for it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from uuid import UUID
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lsd.api.auth import identify
+from lsd.api.body import json_response_bytes, read_json
+from lsd.api.responses_request import (
+    STORE_TAG,
+    ResponsesRequest,
+    parse_responses_request,
+    response_id,
+    with_history,
+)
+from lsd.api.responses_wire import ResponseEvents, completed_json
+from lsd.api.sse import EventStreamResponse, Final
+from lsd.api.state import AppState
+from lsd.errors import NotFound
+from lsd.inference.streaming import InferenceStream, start_stream
+from lsd.runtime import Runtime
+from lsd.store.queries import ListQuery, list_inferences
+
+# A previous response this process just answered (or one made moments ago, maybe by another process) may not be
+# committed yet under async_writes: its rows are waited for this long before the id is called unknown.
+COMMIT_WAIT_S = 5.0
+COMMIT_POLL_S = (0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+async def responses(request: Request[AppState]) -> Response:
+    services = request.state["services"]
+    body = await read_json(request, services.config.gateway.max_body_bytes)
+    call = parse_responses_request(body)
+    call = replace(call, request=identify(request.scope, call.request))
+    if call.previous_response_id is not None:
+        call = await continued(services, call, call.previous_response_id)
+    if call.request.stream:
+        stream = await start_stream(services.engine, call.request)
+        return EventStreamResponse(_sse(ResponseEvents(call, stream), stream))
+    result = await services.engine.infer(call.request)
+    return Response(json_response_bytes(completed_json(call, result)), media_type="application/json")
+
+
+async def _sse(writer: ResponseEvents, stream: InferenceStream) -> AsyncIterator[bytes]:
+    """`event:`/`data:` pairs, as OpenAI streams them (no `[DONE]`); the last one ends the body."""
+    pending = writer.start()
+    async for event in stream.events():
+        out = b"".join(_line(kind, data) for kind, data in pending)
+        pending = writer.events(event)
+        if out:
+            yield out
+    yield Final(b"".join(_line(kind, data) for kind, data in pending))
+
+
+def _line(kind: str, data: dict[str, object]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+async def continued(services: Runtime, call: ResponsesRequest, previous_id: UUID) -> ResponsesRequest:
+    """`call` after the conversation of the inference `previous_id`, read from the store (waiting a moment for
+    rows not committed yet); 404 naming `previous_response_id` when there is none or it was made with
+    `store: false`."""
+    query = ListQuery(ids=(previous_id,), limit=1)
+    deadline: float | None = None
+    polls = iter(COMMIT_POLL_S)
+    while True:
+        found = await list_inferences(services.database, query)
+        if found:
+            row = found[0]
+            if row.tags.get(STORE_TAG) == "false":
+                break
+            return with_history(call, row.input, row.output, row.kind)
+        if deadline is None:
+            if not _recent(services, previous_id):
+                break
+            deadline = time.monotonic() + COMMIT_WAIT_S
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(next(polls, COMMIT_POLL_S[-1]))
+    raise NotFound(
+        f"previous_response_id: previous response with id {response_id(previous_id)!r} not found",
+        field="previous_response_id",
+    )
+
+
+def _recent(services: Runtime, inference_id: UUID) -> bool:
+    """Whether the inference may still be on its way to the database: this process answered it recently, or its
+    id (a UUIDv7) was made within the commit wait."""
+    if services.recent.inference(inference_id) is not None:
+        return True
+    made_s = (inference_id.int >> 80) / 1000
+    return inference_id.version == 7 and 0 <= time.time() - made_s < COMMIT_WAIT_S

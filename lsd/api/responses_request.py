@@ -1,0 +1,445 @@
+"""OpenAI's Responses API request (`POST /openai/v1/responses`), parsed into the engine's InferenceRequest; a
+`previous_response_id`'s stored conversation put in front of it (its answers: lsd.api.responses_wire).
+
+`model` is read as on the chat endpoint (lsd.api.openai_request.parse_model). `input` items become an Input:
+`message` items by role (`system`/`developer` ones join `instructions` as the system text), `function_call` and
+`reasoning` items go into the assistant's message, `function_call_output` items into the user's, consecutive
+items of one role make one message. Every error is a 400 naming the field (`input[2].content[0].type`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from lsd.api.openai_request import ModelRef, extension, parse_model
+from lsd.errors import InvalidRequest
+from lsd.immutable import immutable
+from lsd.inference.request import (
+    InferenceRequest,
+    parse_cache_options,
+    parse_input,
+    parse_params,
+    parse_tool,
+    parse_uuid,
+)
+from lsd.types import ContentBlock, File, Input, Json, Message, Role, Text, Thought, ToolCall, ToolResult
+
+RESPONSE_ID_PREFIX = "resp_"
+# Tool types OpenAI runs on its side (web search, file search, code interpreter...): no LSD provider serves them.
+SERVED_TOOL_TYPES = ("function",)
+STORE_TAG = "lsd::store"  # "false" on an inference made with `store: false`: not usable as previous_response_id
+_REFUSED = {
+    "background": "background responses are not supported: leave `background` false",
+    "conversation": "conversations are not supported: chain responses with `previous_response_id`",
+    "prompt": "stored prompts are not supported: send `input` and `instructions`",
+}
+
+
+@immutable
+class ResponsesRequest:
+    """A parsed Responses API call: the engine's request (without the previous response's conversation), the
+    `model` the client named, and what the response object echoes back."""
+
+    request: InferenceRequest
+    model: ModelRef
+    previous_response_id: UUID | None = None
+    store: bool = True
+    instructions: str | None = None
+    tools: tuple[Mapping[str, Json], ...] = ()
+    tool_choice: Json = "auto"
+    text_format: Mapping[str, Json] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = None
+    parallel_tool_calls: bool = True
+    metadata: Mapping[str, str] | None = None
+
+
+def response_id(inference_id: UUID) -> str:
+    """A response's `id`: `resp_` and the inference id's 32 hex digits."""
+    return f"{RESPONSE_ID_PREFIX}{inference_id.hex}"
+
+
+def parse_response_id(value: Any, path: str) -> UUID:
+    """An inference id from a response id: `resp_<32 hex>` (as LSD answers) or a plain UUID."""
+    if isinstance(value, str) and value.startswith(RESPONSE_ID_PREFIX):
+        try:
+            return UUID(hex=value[len(RESPONSE_ID_PREFIX) :])
+        except ValueError:
+            raise InvalidRequest.at(path, f"not a response id LSD made: {value!r}") from None
+    return parse_uuid(value, path)
+
+
+def _number(body: Mapping[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest.at(key, "expected a number")
+    return float(value)
+
+
+def _flag(body: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidRequest.at(key, "expected a boolean")
+    return value
+
+
+def parse_responses_request(body: Any) -> ResponsesRequest:
+    """The engine request for a Responses API call; InvalidRequest (400) naming the field otherwise."""
+    if not isinstance(body, dict):
+        raise InvalidRequest.at("body", "expected a JSON object")
+    model = parse_model(body.get("model"))
+    for key, why in _REFUSED.items():
+        if body.get(key) not in (None, False):
+            raise InvalidRequest.at(key, why)
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise InvalidRequest.at("instructions", "expected a string")
+    messages, system = parse_items(body.get("input"))
+    system = "\n".join(s for s in (instructions, system) if s) or None
+    values: dict[str, Any] = {}
+    temperature, top_p = _number(body, "temperature"), _number(body, "top_p")
+    if temperature is not None:
+        values["temperature"] = temperature
+    if top_p is not None:
+        values["top_p"] = top_p
+    max_output = body.get("max_output_tokens")
+    if max_output is not None:
+        if isinstance(max_output, bool) or not isinstance(max_output, int) or max_output < 1:
+            raise InvalidRequest.at("max_output_tokens", "expected a positive integer")
+        values["max_tokens"] = max_output
+    text_format, output_schema = _text_format(body.get("text"), values)
+    params = parse_params({"chat_completion": values}, "params")
+    override = extension(body, "params")
+    if override is not None:
+        params = params.merged(parse_params(override, "lsd::params"))
+    tools, specs = _tools(body.get("tools"))
+    choice, choice_echo = _tool_choice(body.get("tool_choice"))
+    parallel = _flag(body, "parallel_tool_calls", True)
+    metadata = _metadata(body.get("metadata"))
+    tags = extension(body, "tags") or {}
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise InvalidRequest.at("lsd::tags", "expected an object of strings")
+    store = _flag(body, "store", True)
+    tags = {**(metadata or {}), **tags, **({} if store else {STORE_TAG: "false"})}
+    previous = body.get("previous_response_id")
+    episode = extension(body, "episode_id")
+    dryrun = bool(extension(body, "dryrun"))
+    request = InferenceRequest(
+        input=Input(system=system, messages=tuple(messages)),
+        function_name=model.name if model.kind == "function_name" else None,
+        model_name=model.name if model.kind == "model_name" else None,
+        episode_id=parse_uuid(episode, "lsd::episode_id") if episode is not None else None,
+        variant_name=extension(body, "variant_name") if model.kind == "function_name" else None,
+        stream=_flag(body, "stream", False),
+        dryrun=dryrun,
+        params=params,
+        tags=tags,
+        credentials=extension(body, "credentials") or {},
+        output_schema=output_schema,
+        additional_tools=specs,
+        tool_choice=choice,
+        parallel_tool_calls=body.get("parallel_tool_calls"),
+        cache=parse_cache_options(extension(body, "cache_options"), "lsd::cache_options", dryrun),
+    )
+    return ResponsesRequest(
+        request=request,
+        model=model,
+        previous_response_id=None if previous is None else parse_response_id(previous, "previous_response_id"),
+        store=store,
+        instructions=instructions,
+        tools=tools,
+        tool_choice=choice_echo,
+        text_format=text_format,
+        temperature=temperature,
+        top_p=top_p,
+        max_output_tokens=max_output,
+        parallel_tool_calls=parallel,
+        metadata=metadata,
+    )
+
+
+def _text_format(text: Any, values: dict[str, Any]) -> tuple[Mapping[str, Json] | None, Mapping[str, Json] | None]:
+    """`text.format`: (the format echoed, the output schema); sets `json_mode` in `values`."""
+    if text is None:
+        return None, None
+    if not isinstance(text, dict):
+        raise InvalidRequest.at("text", "expected an object")
+    fmt = text.get("format")
+    if fmt is None:
+        return None, None
+    if not isinstance(fmt, dict):
+        raise InvalidRequest.at("text.format", "expected an object")
+    kind = fmt.get("type")
+    if kind == "text":
+        values["json_mode"] = "off"
+        return fmt, None
+    if kind == "json_object":
+        values["json_mode"] = "on"
+        return fmt, None
+    if kind == "json_schema":
+        schema = fmt.get("schema")
+        if not isinstance(schema, dict):
+            raise InvalidRequest.at("text.format.schema", "expected a JSON Schema object")
+        values["json_mode"] = "strict"
+        return fmt, schema
+    raise InvalidRequest.at("text.format.type", f"must be text, json_object or json_schema, got {kind!r}")
+
+
+def _tools(raw: Any) -> tuple[tuple[Mapping[str, Json], ...], tuple[Any, ...]]:
+    """`tools`: (as echoed, as the engine's ToolSpecs). Only function tools: a tool OpenAI runs itself is a 400."""
+    if raw is None:
+        return (), ()
+    if not isinstance(raw, list):
+        raise InvalidRequest.at("tools", "expected an array")
+    specs = []
+    for i, tool in enumerate(raw):
+        path = f"tools[{i}]"
+        if not isinstance(tool, dict):
+            raise InvalidRequest.at(path, "expected an object")
+        kind = tool.get("type")
+        if kind not in SERVED_TOOL_TYPES:
+            raise InvalidRequest.at(
+                f"{path}.type", f"tool type {kind!r} is not supported by LSD: only function tools are served"
+            )
+        parameters = tool.get("parameters")
+        function = {
+            "name": tool.get("name"),
+            "description": tool.get("description"),
+            "parameters": {"type": "object", "properties": {}} if parameters is None else parameters,
+            "strict": tool.get("strict"),
+        }
+        specs.append(parse_tool({k: v for k, v in function.items() if v is not None}, path))
+    return tuple(raw), tuple(specs)
+
+
+def _tool_choice(raw: Any) -> tuple[str | dict[str, str] | None, Json]:
+    """`tool_choice`: (the engine's, as echoed)."""
+    if raw is None:
+        return None, "auto"
+    if raw in ("none", "auto", "required"):
+        return raw, raw
+    if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("name"), str):
+        return {"specific": raw["name"]}, raw
+    raise InvalidRequest.at("tool_choice", "must be none, auto, required or {type: function, name}")
+
+
+def _metadata(raw: Any) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidRequest.at("metadata", "expected an object of strings")
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            raise InvalidRequest.at(f"metadata.{key}", "expected a string")
+        if key.startswith(("lsd::", "tensorzero::")):
+            raise InvalidRequest.at(f"metadata.{key}", "keys starting with 'lsd::' or 'tensorzero::' are reserved")
+    return dict(raw)
+
+
+# -- input items ---------------------------------------------------------------------------------------------
+
+
+def parse_items(raw: Any) -> tuple[list[Message], str | None]:
+    """`input` (a string, or an array of items) as messages, and the text of its system/developer messages."""
+    if isinstance(raw, str):
+        return [Message("user", (Text(raw),))], None
+    if not isinstance(raw, list):
+        raise InvalidRequest.at("input", "expected a string or an array of input items")
+    messages: list[Message] = []
+    system: list[str] = []
+    tool_names: dict[str, str] = {}
+    for i, item in enumerate(raw):
+        path = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest.at(path, "expected an object")
+        kind = item.get("type", "message" if "role" in item else None)
+        if kind == "message":
+            role = item.get("role")
+            if role in ("system", "developer"):
+                system.append(_text(item.get("content"), f"{path}.content"))
+                continue
+            if role not in ("user", "assistant"):
+                raise InvalidRequest.at(f"{path}.role", f"must be user, assistant, system or developer, got {role!r}")
+            _add(messages, role, _content(item.get("content"), f"{path}.content"))
+        elif kind == "function_call":
+            call_id, name = _string(item, "call_id", path), _string(item, "name", path)
+            arguments = item.get("arguments", "")
+            if not isinstance(arguments, str):
+                raise InvalidRequest.at(f"{path}.arguments", "expected a JSON string")
+            tool_names[call_id] = name
+            _add(messages, "assistant", [ToolCall(call_id, name, arguments)])
+        elif kind == "function_call_output":
+            call_id = _string(item, "call_id", path)
+            output = item.get("output")
+            text = output if isinstance(output, str) else _text(output, f"{path}.output")
+            _add(messages, "user", [ToolResult(call_id, tool_names.get(call_id, ""), text)])
+        elif kind == "reasoning":
+            _add(messages, "assistant", [_reasoning(item, path)])
+        else:
+            raise InvalidRequest.at(
+                f"{path}.type",
+                f"input item type {kind!r} is not supported: use message, function_call, function_call_output "
+                "or reasoning",
+            )
+    return messages, "\n".join(system) or None
+
+
+def _add(messages: list[Message], role: Role, blocks: Sequence[ContentBlock]) -> None:
+    """Append `blocks` as a message of `role`, joined to the last message when it has that role."""
+    if messages and messages[-1].role == role:
+        messages[-1] = Message(role, (*messages[-1].content, *blocks))
+    else:
+        messages.append(Message(role, tuple(blocks)))
+
+
+def _string(item: Mapping[str, Any], key: str, path: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest.at(f"{path}.{key}", "expected a non-empty string")
+    return value
+
+
+def _text(content: Any, path: str) -> str:
+    """Content that must be text: a string, or an array of text parts."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest.at(path, "expected a string or an array of text parts")
+    texts = []
+    for i, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text", "text"):
+            raise InvalidRequest.at(f"{path}[{i}]", "expected a text part")
+        texts.append(str(part.get("text", "")))
+    return "".join(texts)
+
+
+def _content(content: Any, path: str) -> list[ContentBlock]:
+    if isinstance(content, str):
+        return [Text(content)]
+    if not isinstance(content, list):
+        raise InvalidRequest.at(path, "expected a string or an array of content parts")
+    blocks: list[ContentBlock] = []
+    for i, part in enumerate(content):
+        ppath = f"{path}[{i}]"
+        if not isinstance(part, dict):
+            raise InvalidRequest.at(ppath, "expected an object")
+        kind = part.get("type")
+        if kind in ("input_text", "output_text"):
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise InvalidRequest.at(f"{ppath}.text", "expected a string")
+            blocks.append(Text(text))
+        elif kind == "refusal":
+            blocks.append(Text(str(part.get("refusal", ""))))
+        elif kind == "input_image":
+            blocks.append(_image(part, ppath))
+        elif kind == "input_file":
+            blocks.append(_file(part, ppath))
+        else:
+            raise InvalidRequest.at(
+                f"{ppath}.type",
+                f"content part type {kind!r} is not supported: use input_text, input_image, input_file or output_text",
+            )
+    return blocks
+
+
+def _data_url(url: str, detail: Any = None, filename: Any = None) -> File:
+    name = filename if isinstance(filename, str) else None
+    level = detail if isinstance(detail, str) else None
+    if url.startswith("data:") and ";base64," in url:
+        mime, _, data = url[5:].partition(";base64,")
+        return File(mime_type=mime or None, data=data, detail=level, filename=name)
+    return File(mime_type=None, url=url, detail=level, filename=name)
+
+
+def _image(part: Mapping[str, Any], path: str) -> File:
+    url = part.get("image_url")
+    if isinstance(url, str):
+        return _data_url(url, part.get("detail"))
+    if part.get("file_id") is not None:
+        raise InvalidRequest.at(f"{path}.file_id", "file ids are not supported: send the image in `image_url`")
+    raise InvalidRequest.at(f"{path}.image_url", "expected a URL or a data URL")
+
+
+def _file(part: Mapping[str, Any], path: str) -> File:
+    data, url, filename = part.get("file_data"), part.get("file_url"), part.get("filename")
+    if isinstance(data, str):
+        if data.startswith("data:"):
+            return _data_url(data, filename=filename)
+        return File(mime_type=None, data=data, filename=filename if isinstance(filename, str) else None)
+    if isinstance(url, str):
+        return _data_url(url, filename=filename)
+    if part.get("file_id") is not None:
+        raise InvalidRequest.at(f"{path}.file_id", "file ids are not supported: send the file in `file_data`")
+    raise InvalidRequest.at(f"{path}.file_data", "expected file_data or file_url")
+
+
+def _reasoning(item: Mapping[str, Any], path: str) -> Thought:
+    """A reasoning item as a thought: its text (content, else summary) and its encrypted content as signature."""
+    texts = []
+    for key in ("content", "summary"):
+        parts = item.get(key)
+        if parts is None:
+            continue
+        if not isinstance(parts, list):
+            raise InvalidRequest.at(f"{path}.{key}", "expected an array")
+        texts = [str(p.get("text", "")) for p in parts if isinstance(p, dict)]
+        if texts:
+            break
+    signature = item.get("encrypted_content")
+    return Thought("".join(texts) or None, signature if isinstance(signature, str) else None)
+
+
+# -- previous_response_id ---------------------------------------------------------------------------------------
+
+
+def with_history(call: ResponsesRequest, stored_input: Any, stored_output: Any, kind: str) -> ResponsesRequest:
+    """`call` continuing a stored inference: its messages, its answer as the assistant's, then the new input.
+    As at OpenAI, the previous response's instructions (its system) are not carried over."""
+    try:
+        previous = parse_input(stored_input, "previous_response_id")
+    except InvalidRequest:
+        raise InvalidRequest.at("previous_response_id", "the stored response cannot be continued") from None
+    messages = list(previous.messages)
+    answer: list[ContentBlock] = []
+    if kind == "json":
+        raw = stored_output.get("raw") if isinstance(stored_output, dict) else None
+        if isinstance(raw, str):
+            answer.append(Text(raw))
+    elif isinstance(stored_output, list):
+        for stored in stored_output:
+            block = _stored_block(stored) if isinstance(stored, dict) else None
+            if block is not None:
+                answer.append(block)
+    if answer:
+        _add(messages, "assistant", answer)
+    for message in call.request.input.messages:
+        _add(messages, message.role, message.content)
+    request = replace(call.request, input=Input(system=call.request.input.system, messages=tuple(messages)))
+    return replace(call, request=request)
+
+
+def _stored_block(block: Mapping[str, Any]) -> ContentBlock | None:
+    """An output block as stored (lsd.inference.recording.block_to_json) back into an input block (None for a
+    provider's unknown block)."""
+    kind = block.get("type")
+    if kind == "tool_call":
+        arguments = block.get("raw_arguments")
+        if not isinstance(arguments, str):
+            arguments = orjson.dumps(block.get("arguments") or {}).decode()
+        return ToolCall(str(block.get("id", "")), str(block.get("raw_name") or block.get("name") or ""), arguments)
+    if kind == "thought":
+        return Thought(block.get("text"), block.get("signature"))
+    if kind == "text":
+        return Text(str(block.get("text", "")))
+    return None

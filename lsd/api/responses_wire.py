@@ -1,0 +1,305 @@
+"""OpenAI's Responses API answers, built from the engine's typed results: the `response` object, and the stream's
+events (`response.created` ... `response.completed`, each with its `sequence_number`). The request side:
+lsd.api.responses_request.
+
+A response's `id` is `resp_` and the inference id's hex; its output items' ids are derived from it (`msg_`, `fc_`,
+`rs_` with the item's index), and a function call's `call_id` is the provider's tool call id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from lsd.api.openai_request import ModelRef
+from lsd.api.openai_wire import openai_error_object
+from lsd.api.responses_request import ResponsesRequest, response_id
+from lsd.errors import LsdError
+from lsd.inference.result import InferenceResult, ResultBlock, ToolCallOutput
+from lsd.inference.streaming import InferenceStream, StreamEvent
+from lsd.types import OutputBlock, Text, Thought, ToolCall, Usage
+
+# finish reasons that end a response short of its answer: `status: "incomplete"` and its reason
+INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def model_label(ref: ModelRef, variant_name: str) -> str:
+    """The response's `model`, as the chat endpoint names it (lsd.api.openai_wire.response_model)."""
+    if ref.kind == "function_name":
+        return f"{ref.prefix}function_name::{ref.name}::variant_name::{variant_name}"
+    return f"{ref.prefix}{ref.kind}::{ref.name}"
+
+
+def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
+    """The response's `usage` (unknown counts as 0, as OpenAI's fields are integers), and LSD's cost."""
+    inputs, outputs = usage.input_tokens or 0, usage.output_tokens or 0
+    cached = getattr(usage, "cache_read_input_tokens", None) or 0  # set by providers that report cache reads
+    return {
+        "input_tokens": inputs,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": outputs,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": inputs + outputs,
+        "tensorzero_cost": cost,
+    }
+
+
+def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+
+
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": item_id,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+def reasoning_item(item_id: str, text: str | None, signature: str | None) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": "reasoning", "id": item_id, "summary": []}
+    if text:
+        item["content"] = [{"type": "reasoning_text", "text": text}]
+    if signature:
+        item["encrypted_content"] = signature
+    return item
+
+
+def output_items(inference_id: UUID, content: Sequence[ResultBlock], json_raw: str | None) -> list[dict[str, Any]]:
+    """The `output` items of an answer: a reasoning item per thought, a message per run of text, a function_call
+    per tool call, in the answer's order (a json function's answer: one message with its raw text)."""
+    base = inference_id.hex
+    if json_raw is not None:
+        return [message_item(f"msg_{base}_0", json_raw)]
+    items: list[dict[str, Any]] = []
+    text: list[str] = []
+
+    def close_text() -> None:
+        if text:
+            items.append(message_item(f"msg_{base}_{len(items)}", "".join(text)))
+            text.clear()
+
+    for block in content:
+        if isinstance(block, Text):
+            text.append(block.text)
+            continue
+        close_text()
+        if isinstance(block, ToolCallOutput):
+            items.append(function_call_item(f"fc_{base}_{len(items)}", block.id, block.raw_name, block.raw_arguments))
+        elif isinstance(block, Thought):
+            items.append(reasoning_item(f"rs_{base}_{len(items)}", block.text, block.signature))
+    close_text()
+    return items
+
+
+def response_json(
+    call: ResponsesRequest,
+    inference_id: UUID,
+    variant_name: str,
+    *,
+    created_at: int,
+    output: list[dict[str, Any]],
+    status: str = "completed",
+    usage: dict[str, Any] | None = None,
+    finish_reason: str | None = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The `response` object (complete, or as it stands in a stream's events)."""
+    reason = INCOMPLETE.get(finish_reason or "")
+    if status == "completed" and reason is not None:
+        status = "incomplete"
+    previous = call.previous_response_id
+    return {
+        "id": response_id(inference_id),
+        "object": "response",
+        "created_at": created_at,
+        "status": status,
+        "error": error,
+        "incomplete_details": {"reason": reason} if status == "incomplete" else None,
+        "instructions": call.instructions,
+        "max_output_tokens": call.max_output_tokens,
+        "model": model_label(call.model, variant_name),
+        "output": output,
+        "parallel_tool_calls": call.parallel_tool_calls,
+        "previous_response_id": response_id(previous) if previous is not None else None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": call.store,
+        "temperature": call.temperature,
+        "text": {"format": dict(call.text_format) if call.text_format else {"type": "text"}},
+        "tool_choice": call.tool_choice,
+        "tools": [dict(t) for t in call.tools],
+        "top_p": call.top_p,
+        "truncation": "disabled",
+        "usage": usage,
+        "metadata": dict(call.metadata or {}),
+        "user": None,
+    }
+
+
+def completed_json(call: ResponsesRequest, result: InferenceResult) -> dict[str, Any]:
+    """A non-streamed inference's response object."""
+    json_raw = (result.output.raw or "") if result.output is not None else None
+    return response_json(
+        call,
+        result.inference_id,
+        result.variant_name,
+        created_at=int(time.time()),
+        output=output_items(result.inference_id, result.content, json_raw),
+        usage=usage_json(result.usage, result.cost),
+        finish_reason=result.finish_reason,
+    )
+
+
+@dataclass
+class _Item:
+    """An output item being streamed: its index, kind, ids and the text (or arguments) so far."""
+
+    index: int
+    kind: str  # message | function_call | reasoning
+    item_id: str
+    call_id: str = ""
+    name: str = ""
+    parts: list[str] = field(default_factory=list)
+    signature: str | None = None
+
+    def json(self, status: str) -> dict[str, Any]:
+        text = "".join(self.parts)
+        if self.kind == "message":
+            return message_item(self.item_id, text, status)
+        if self.kind == "function_call":
+            return function_call_item(self.item_id, self.call_id, self.name, text, status)
+        return reasoning_item(self.item_id, text, self.signature)
+
+
+class ResponseEvents:
+    """Turns one stream's events into the Responses API's events, each a (type, JSON object) pair numbered by
+    `sequence_number`. `start()` gives the opening events; `events(event)` those of each engine event; the last
+    engine event (usage) closes the open item and ends with `response.completed` (or `response.failed` when the
+    stream broke: its last error came after all of its content)."""
+
+    def __init__(self, call: ResponsesRequest, stream: InferenceStream) -> None:
+        self.call = call
+        self.stream = stream
+        self.created_at = int(time.time())
+        self.sequence = 0
+        self.items: list[_Item] = []
+        self.open: _Item | None = None
+        self.error: LsdError | None = None
+
+    def _event(self, kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        event = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return kind, event
+
+    def _response(self, status: str, **outcome: Any) -> dict[str, Any]:
+        output = [item.json("completed") for item in self.items]
+        s = self.stream
+        return response_json(
+            self.call, s.inference_id, s.variant_name, created_at=self.created_at, output=output, status=status,
+            **outcome,
+        )  # fmt: skip
+
+    def start(self) -> list[tuple[str, dict[str, Any]]]:
+        response = self._response("in_progress")
+        return [
+            self._event("response.created", response=response),
+            self._event("response.in_progress", response=response),
+        ]
+
+    def events(self, event: StreamEvent) -> list[tuple[str, dict[str, Any]]]:
+        out: list[tuple[str, dict[str, Any]]] = []
+        if event.error is not None:
+            self.error = event.error
+            body = openai_error_object(event.error)["error"]
+            out.append(self._event("error", code=body["code"], message=body["message"], param=body["param"]))
+        for block in event.content:
+            self.error = None  # content after an error: the stream went on
+            out.extend(self._delta(block))
+        if event.usage is not None:
+            out.extend(self._close())
+            usage = usage_json(event.usage, event.cost)
+            if self.error is not None:
+                error = {"code": self.error.error_code, "message": self.error.message}
+                out.append(self._event("response.failed", response=self._response("failed", usage=usage, error=error)))
+            else:
+                response = self._response("completed", usage=usage, finish_reason=event.finish_reason)
+                kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
+                out.append(self._event(kind, response=response))
+        return out
+
+    def _item(self, kind: str, prefix: str, **fields: Any) -> list[tuple[str, dict[str, Any]]]:
+        """Close the open item and open a new one of `kind`."""
+        out = self._close()
+        item = _Item(len(self.items), kind, f"{prefix}_{self.stream.inference_id.hex}_{len(self.items)}", **fields)
+        self.items.append(item)
+        self.open = item
+        added = item.json("in_progress")
+        if kind == "message":
+            added["content"] = []
+        out.append(self._event("response.output_item.added", output_index=item.index, item=added))
+        if kind == "message":
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            out.append(self._ids("response.content_part.added", item, content_index=0, part=part))
+        return out
+
+    def _ids(self, kind: str, item: _Item, **fields: Any) -> tuple[str, dict[str, Any]]:
+        return self._event(kind, item_id=item.item_id, output_index=item.index, **fields)
+
+    def _delta(self, block: OutputBlock) -> list[tuple[str, dict[str, Any]]]:
+        out: list[tuple[str, dict[str, Any]]] = []
+        item = self.open
+        if isinstance(block, Text):
+            if item is None or item.kind != "message":
+                out.extend(self._item("message", "msg"))
+                item = self.open
+            assert item is not None
+            item.parts.append(block.text)
+            out.append(self._ids("response.output_text.delta", item, content_index=0, delta=block.text, logprobs=[]))
+        elif isinstance(block, ToolCall):
+            if item is None or item.kind != "function_call" or (block.id and block.id != item.call_id):
+                out.extend(self._item("function_call", "fc", call_id=block.id, name=block.name))
+                item = self.open
+            assert item is not None
+            if block.name and not item.name:
+                item.name = block.name
+            if block.arguments:
+                item.parts.append(block.arguments)
+                out.append(self._ids("response.function_call_arguments.delta", item, delta=block.arguments))
+        elif isinstance(block, Thought):
+            if item is None or item.kind != "reasoning":
+                out.extend(self._item("reasoning", "rs"))
+                item = self.open
+            assert item is not None
+            if block.signature:
+                item.signature = block.signature
+            if block.text:
+                item.parts.append(block.text)
+                out.append(self._ids("response.reasoning_text.delta", item, content_index=0, delta=block.text))
+        return out
+
+    def _close(self) -> list[tuple[str, dict[str, Any]]]:
+        """The `.done` events of the open item."""
+        item, self.open = self.open, None
+        if item is None:
+            return []
+        out: list[tuple[str, dict[str, Any]]] = []
+        text = "".join(item.parts)
+        if item.kind == "message":
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            out.append(self._ids("response.output_text.done", item, content_index=0, text=text, logprobs=[]))
+            out.append(self._ids("response.content_part.done", item, content_index=0, part=part))
+        elif item.kind == "function_call":
+            out.append(self._ids("response.function_call_arguments.done", item, name=item.name, arguments=text))
+        elif text:
+            out.append(self._ids("response.reasoning_text.done", item, content_index=0, text=text))
+        out.append(self._event("response.output_item.done", output_index=item.index, item=item.json("completed")))
+        return out

@@ -1,0 +1,266 @@
+"""The official OpenAI SDK's `client.responses.create` against a real `lsd serve`, with an OpenAI and an Anthropic
+provider behind it (fakes): plain, streamed, function calling round trips, json_schema, previous_response_id; the
+rows recorded match what was answered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import psycopg
+import pytest
+from openai import AsyncOpenAI
+
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.openai_server import FakeOpenAI
+from tests.support.configs import openai_model
+from tests.support.gateway import Daemon
+
+KEY = "sk-fake-provider-key"
+WEATHER = {
+    "type": "function",
+    "name": "weather",
+    "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"text": {"type": "string"}}},
+}
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeOpenAI, FakeAnthropic]]:
+    anthropic = FakeAnthropic(api_key=KEY)
+    await anthropic.start()
+    try:
+        async with FakeOpenAI(api_key=KEY) as fake:
+            yield fake, anthropic
+    finally:
+        await anthropic.stop()
+
+
+@pytest.fixture
+def daemon(fakes: tuple[FakeOpenAI, FakeAnthropic], tmp_path: Path, database_url: str) -> Iterator[Daemon]:
+    fake, anthropic = fakes
+    config = tmp_path / "lsd.toml"
+    config.write_text(
+        f"""
+[gateway.observability.batch_writes]
+flush_interval_ms = 20
+
+{openai_model("gpt", fake.api_base, key_location="env::FAKE_KEY")}
+[models.gpt.providers.openai.cost]
+input_per_million = 1.0
+output_per_million = 2.0
+
+[models.claude]
+routing = ["anthropic"]
+[models.claude.providers.anthropic]
+type = "anthropic"
+model_name = "claude-test"
+api_base = "{anthropic.base_url}"
+api_key_location = "env::FAKE_KEY"
+
+[functions.assistant]
+type = "chat"
+[functions.assistant.variants.gpt]
+type = "chat_completion"
+model = "gpt"
+
+[functions.claude_assistant]
+type = "chat"
+[functions.claude_assistant.variants.claude]
+type = "chat_completion"
+model = "claude"
+"""
+    )
+    running = Daemon(config, database_url, env={"FAKE_KEY": KEY})
+    running.wait_ready()
+    yield running
+    assert running.terminate() == 0
+
+
+def rows(database_url: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(query).fetchall()
+
+
+async def test_responses_with_an_openai_provider(daemon: Daemon, database_url: str) -> None:
+    client = AsyncOpenAI(base_url=f"{daemon.base_url}/openai/v1", api_key="unused")
+    try:
+        plain = await client.responses.create(
+            model="lsd::function_name::assistant",
+            input="hello responses",
+            instructions="be brief",
+            metadata={"team": "search"},
+        )
+        assert plain.output_text == "echo: hello responses"
+        assert plain.status == "completed" and plain.object == "response"
+        assert plain.model == "lsd::function_name::assistant::variant_name::gpt"
+        assert plain.id.startswith("resp_")
+        assert plain.usage is not None and plain.usage.input_tokens == 4 and plain.usage.output_tokens == 3
+        assert plain.usage.total_tokens == 7 and plain.usage.input_tokens_details.cached_tokens == 0
+
+        follow = await client.responses.create(
+            model="lsd::function_name::assistant", input="and again", previous_response_id=plain.id
+        )
+        assert follow.output_text == "echo: and again"
+        assert follow.previous_response_id == plain.id
+
+        stream = await client.responses.create(model="lsd::model_name::gpt", input="one two three", stream=True)
+        kinds, deltas, completed = [], [], None
+        async for event in stream:
+            kinds.append(event.type)
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+            if event.type == "response.completed":
+                completed = event.response
+        assert "".join(deltas) == "echo: one two three"
+        assert kinds[:2] == ["response.created", "response.in_progress"]
+        assert kinds[-1] == "response.completed"
+        assert {"response.output_item.added", "response.content_part.added", "response.output_text.done"} <= set(kinds)
+        assert completed is not None and completed.output_text == "echo: one two three"
+        assert completed.usage is not None and completed.usage.output_tokens == 4
+
+        call = await client.responses.create(
+            model="lsd::model_name::gpt",
+            input="[fake:toolround] Oslo",
+            tools=[WEATHER],  # type: ignore[list-item]
+        )
+        function_calls = [item for item in call.output if item.type == "function_call"]
+        assert len(function_calls) == 1 and function_calls[0].name == "weather"
+        assert json.loads(function_calls[0].arguments) == {"text": "Oslo"}
+        answer = await client.responses.create(
+            model="lsd::model_name::gpt",
+            previous_response_id=call.id,
+            input=[{"type": "function_call_output", "call_id": function_calls[0].call_id, "output": "sunny"}],
+            tools=[WEATHER],  # type: ignore[list-item]
+        )
+        assert answer.output_text == "result: sunny"
+
+        streamed_call = await client.responses.create(
+            model="lsd::model_name::gpt",
+            input="[fake:tool] Bergen",
+            tools=[WEATHER],
+            stream=True,  # type: ignore[list-item]
+        )
+        arguments, done = [], None
+        async for event in streamed_call:
+            if event.type == "response.function_call_arguments.delta":
+                arguments.append(event.delta)
+            if event.type == "response.function_call_arguments.done":
+                done = event.arguments
+        assert json.loads("".join(arguments)) == {"text": "Bergen"} and done == "".join(arguments)
+
+        structured = await client.responses.create(
+            model="lsd::model_name::gpt",
+            input="[fake:json] Rome",
+            text={"format": {"type": "json_schema", "name": "answer", "schema": SCHEMA, "strict": True}},
+        )
+        assert json.loads(structured.output_text) == {"answer": "Rome"}
+
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.responses.create(
+                model="lsd::model_name::gpt", input="x", previous_response_id="resp_" + "0" * 32
+            )
+        assert missing.value.body["param"] == "previous_response_id"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(
+                model="lsd::model_name::gpt",
+                input="x",
+                tools=[{"type": "web_search"}],  # type: ignore[list-item]
+            )
+        assert refused.value.body["param"] == "tools[0].type"  # type: ignore[index]
+
+        unstored = await client.responses.create(model="lsd::model_name::gpt", input="secret", store=False)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.create(model="lsd::model_name::gpt", input="x", previous_response_id=unstored.id)
+    finally:
+        await client.close()
+    await asyncio.sleep(0.5)
+    recorded = rows(
+        database_url,
+        "SELECT id, function_name, variant_name, input, output, tags, input_tokens, output_tokens, cost "
+        "FROM chat_inferences ORDER BY id",
+    )
+    assert len(recorded) == 8
+    first, second = recorded[0], recorded[1]
+    assert first[0].hex == plain.id.removeprefix("resp_")
+    assert (first[1], first[2], first[5]) == ("assistant", "gpt", {"team": "search"})
+    assert first[3] == {
+        "system": "be brief",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello responses"}]}],
+    }
+    assert first[4] == [{"type": "text", "text": "echo: hello responses"}]
+    assert (first[6], first[7]) == (4, 3) and float(first[8]) == pytest.approx((4 * 1.0 + 3 * 2.0) / 1e6)
+    # the follow-up carries the first exchange (not its instructions), then the new message
+    assert second[3]["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "hello responses"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "echo: hello responses"}]},
+        {"role": "user", "content": [{"type": "text", "text": "and again"}]},
+    ]
+    assert "system" not in second[3]
+    assert recorded[-1][5] == {"lsd::store": "false"}
+    assert rows(database_url, "SELECT count(*) FROM json_inferences") == [(0,)]
+    providers = rows(database_url, "SELECT DISTINCT model_provider_name, status FROM model_inferences")
+    assert providers == [("openai", "ok")]
+
+
+async def test_responses_with_an_anthropic_provider(daemon: Daemon, database_url: str) -> None:
+    client = AsyncOpenAI(base_url=f"{daemon.base_url}/openai/v1", api_key="unused")
+    try:
+        plain = await client.responses.create(model="lsd::function_name::claude_assistant", input="hello claude")
+        assert plain.output_text == "echo: hello claude"
+        assert plain.model == "lsd::function_name::claude_assistant::variant_name::claude"
+
+        follow = await client.responses.create(
+            model="lsd::function_name::claude_assistant", input="second turn", previous_response_id=plain.id
+        )
+        assert follow.output_text == "echo: second turn"
+
+        stream = await client.responses.create(model="lsd::model_name::claude", input="stream me please", stream=True)
+        deltas, completed = [], None
+        async for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+            if event.type == "response.completed":
+                completed = event.response
+        assert "".join(deltas) == "echo: stream me please"
+        assert completed is not None and completed.usage is not None and completed.usage.input_tokens > 0
+
+        call = await client.responses.create(
+            model="lsd::model_name::claude",
+            input="tool Oslo",
+            tools=[WEATHER],  # type: ignore[list-item]
+        )
+        (function_call,) = [item for item in call.output if item.type == "function_call"]
+        assert function_call.name == "weather" and json.loads(function_call.arguments)["query"] == "tool Oslo"
+        answer = await client.responses.create(
+            model="lsd::model_name::claude",
+            previous_response_id=call.id,
+            input=[{"type": "function_call_output", "call_id": function_call.call_id, "output": "rainy"}],
+            tools=[WEATHER],  # type: ignore[list-item]
+        )
+        assert answer.output_text == "result: rainy"
+
+        structured = await client.responses.create(
+            model="lsd::model_name::claude",
+            input="json Rome",
+            text={"format": {"type": "json_schema", "name": "answer", "schema": SCHEMA, "strict": True}},
+        )
+        assert "answer" in json.loads(structured.output_text)
+    finally:
+        await client.close()
+    await asyncio.sleep(0.5)
+    recorded = rows(database_url, "SELECT function_name, input, output, input_tokens FROM chat_inferences ORDER BY id")
+    assert len(recorded) == 6
+    assert [r[0] for r in recorded] == ["claude_assistant"] * 2 + ["tensorzero::default"] * 4
+    assert all(r[3] is not None and r[3] > 0 for r in recorded)
+    # the tool round trip: the stored follow-up holds the call and its result
+    round_trip = recorded[4][1]["messages"]
+    assert round_trip[1]["content"][0]["type"] == "tool_call" and round_trip[2]["content"][0]["type"] == "tool_result"
+    assert rows(database_url, "SELECT DISTINCT model_provider_name, status FROM model_inferences") == [
+        ("anthropic", "ok")
+    ]
