@@ -24,6 +24,7 @@ from lsd.errors import LsdError
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
 from lsd.jobs.access import access_jobs
+from lsd.jobs.experiments import experiment_jobs
 from lsd.jobs.maintenance import maintenance_jobs
 from lsd.jobs.runner import Job, JobRunner
 from lsd.runtime import open_runtime
@@ -55,6 +56,7 @@ def build_app(config: Config, database_url: str | DatabaseUrls, *, models: Model
                 [
                     Job("partitions", PARTITION_UPKEEP_INTERVAL_S, lambda: partition_upkeep(rt.database, ahead)),
                     *maintenance_jobs(config.gateway.observability, rt.database, rt.metrics),
+                    *experiment_jobs(config, rt.database, rt.engine.allocations),
                     Job("metrics", METRICS_FLUSH_INTERVAL_S, _sampler(rt.metrics)),
                     *access_jobs(rt.auth, rt.limiter),
                     Job("batch_poller", config.gateway.batch.poll_interval_s, rt.batches.poll_pending),

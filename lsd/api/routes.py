@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from lsd.api import batch, datasets, evaluations, feedback, inference, inferences, metrics, openai, openapi, status
+from lsd.api import batch, datasets, evaluations, experiments, feedback, inference, inferences, metrics, openai, openapi
+from lsd.api import status
 from lsd.api import responses as openai_responses
 from lsd.api import workflow_evaluations as workflows
 
@@ -28,6 +29,7 @@ ROUTES = [
     Route("/dynamic_evaluation_run", workflows.create_run, methods=["POST"]),
     Route("/dynamic_evaluation_run/{run_id}/episode", workflows.create_episode, methods=["POST"]),
     Route("/v1/workflow_evaluations/runs/{run_id}", workflows.get_run, methods=["GET"]),
+    Route("/v1/functions/{function_name}/experiment", experiments.show, methods=["GET"]),
     Route("/v1/datasets/get_datapoints", datasets.get_datapoints, methods=["POST"]),
     Route("/v1/datasets/{dataset_name}", datasets.delete_dataset, methods=["DELETE"]),
     Route("/v1/datasets/{dataset_name}/datapoints", datasets.create_datapoints, methods=["POST"]),

@@ -24,6 +24,10 @@ def experimentation_from(
     kind = t.choice("type", tuple(TYPES), "static", required=True)
     kind = TYPES.get(kind, "static")
     candidates = _candidates(t, variants, required=kind == "adaptive" or t.has("candidate_variants"))
+    if kind == "adaptive" and isinstance(t.raw("candidate_variants"), dict):
+        t.error("candidate_variants", "an adaptive experiment takes a list of variant names (weights are its own)")
+    if kind == "adaptive" and not namespaces:
+        t.error("type", "LSD runs adaptive experiments per function, not per namespace: use a static one here")
     fallbacks = t.str_list("fallback_variants", ())
     for name in fallbacks:
         if name not in variants:

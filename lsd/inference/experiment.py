@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Literal
 
 from lsd.config.model import ExperimentationConfig, FunctionConfig, MetricConfig
+from lsd.store.experiments import AllocationRow
 
 Phase = Literal["static", "explore", "bandit", "stopped"]
 
@@ -223,6 +224,46 @@ def _std_error(metric: MetricConfig, arm: ArmStats) -> float:
     return (std if std is not None else 1.0) / math.sqrt(max(n, 1))
 
 
+def to_row(allocation: Allocation) -> AllocationRow:
+    assert allocation.updated_at is not None
+    return AllocationRow(
+        function_name=allocation.function_name,
+        weights=dict(allocation.weights),
+        phase=allocation.phase,
+        evidence={name: _evidence_json(e) for name, e in allocation.evidence.items()},
+        stopped=allocation.stopped,
+        winner=allocation.winner,
+        stopped_at=allocation.stopped_at,
+        fingerprint=allocation.fingerprint,
+        updated_at=allocation.updated_at,
+    )
+
+
+def from_row(row: AllocationRow) -> Allocation:
+    phase: Phase = row.phase if row.phase in ("explore", "bandit", "stopped") else "explore"  # type: ignore[assignment]
+    return Allocation(
+        function_name=row.function_name,
+        weights={name: float(w) for name, w in row.weights.items()},
+        phase=phase,
+        evidence={name: ArmEvidence(**e) for name, e in row.evidence.items()},
+        winner=row.winner,
+        stopped_at=row.stopped_at,
+        updated_at=row.updated_at,
+        fingerprint=row.fingerprint,
+    )
+
+
+def _evidence_json(e: ArmEvidence) -> dict[str, object]:
+    return {
+        "count": e.count,
+        "mean": e.mean,
+        "lower": e.lower,
+        "upper": e.upper,
+        "eliminated": e.eliminated,
+        "p_best": e.p_best,
+    }
+
+
 # -- sampling plan -------------------------------------------------------------------------------------------
 
 
@@ -285,3 +326,71 @@ class Allocations:
 
     def __len__(self) -> int:
         return len(self._by_function)
+
+
+# -- what `GET /v1/functions/{F}/experiment` and `lsd experiments show` tell --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentReport:
+    """A function's experiment as this process samples it. `source`: "variant_weights" (no experimentation table:
+    the variants' `weight`), "config" (static), "stored" (an adaptive allocation read from PostgreSQL) or
+    "default" (adaptive, nothing stored yet for this config: uniform exploration)."""
+
+    function_name: str
+    type: Literal["static", "adaptive"]
+    source: Literal["variant_weights", "config", "stored", "default"]
+    candidates: tuple[str, ...]
+    fallbacks: tuple[str, ...]
+    weights: Mapping[str, float]  # sampling probabilities, summing to 1 over the candidates
+    phase: Phase
+    experiment: ExperimentationConfig | None
+    metric: MetricConfig | None = None
+    evidence: Mapping[str, ArmEvidence] = field(default_factory=dict)
+    winner: str | None = None
+    stopped_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.phase == "stopped"
+
+
+def report(
+    function: FunctionConfig, metrics: Mapping[str, MetricConfig], allocation: Allocation | None
+) -> ExperimentReport:
+    experiment = function.experimentation
+    plan = sampling_plan(function, None, allocation)
+    total = sum(w for _, w in plan.candidates) or 1.0
+    weights = {name: w / total for name, w in plan.candidates}
+    if experiment is None:
+        names = tuple(function.variants)
+        weights = {name: weights.get(name, 0.0) for name in names if name not in plan.fallbacks}
+        return ExperimentReport(
+            function.name, "static", "variant_weights", tuple(weights), tuple(plan.fallbacks), weights, "static", None
+        )
+    candidates = tuple(experiment.candidate_variants)
+    weights = {name: weights.get(name, 0.0) for name in candidates}
+    fallbacks = tuple(experiment.fallback_variants)
+    if experiment.type == "static":
+        return ExperimentReport(function.name, "static", "config", candidates, fallbacks, weights, "static", experiment)
+    metric = metrics.get(experiment.metric or "")
+    if allocation is None or allocation.fingerprint != fingerprint(experiment):
+        return ExperimentReport(
+            function.name, "adaptive", "default", candidates, fallbacks, weights, "explore", experiment, metric
+        )
+    return ExperimentReport(
+        function.name,
+        "adaptive",
+        "stored",
+        candidates,
+        fallbacks,
+        weights,
+        allocation.phase,
+        experiment,
+        metric,
+        evidence=allocation.evidence,
+        winner=allocation.winner,
+        stopped_at=allocation.stopped_at,
+        updated_at=allocation.updated_at,
+    )
