@@ -76,6 +76,9 @@ class ChatInferenceDataRecord:
     extra_body: Json | None
     extra_headers: Json | None
     original_response: str | None
+    # Stored once (0012_payload_once.sql): the copy is left out (NULL) when it can be rebuilt, and the flag says so.
+    rendered_input_is_input: bool = False  # rendered_input was {"system": input.system, "messages": input.messages}
+    original_response_is_raw: bool = False  # original_response was the successful attempt's raw_response
 
 
 @immutable
@@ -87,6 +90,9 @@ class JsonInferenceDataRecord:
     extra_body: Json | None
     extra_headers: Json | None
     original_response: str | None
+    # Stored once (0012_payload_once.sql): the copy is left out (NULL) when it can be rebuilt, and the flag says so.
+    rendered_input_is_input: bool = False  # rendered_input was {"system": input.system, "messages": input.messages}
+    original_response_is_raw: bool = False  # original_response was the successful attempt's raw_response
 
 
 @immutable

@@ -173,7 +173,19 @@ class InferenceRow:
     api_key_public_id: str | None
     extra_body: list[Any] | None
     extra_headers: list[Any] | None
-    original_response: str | None
+    original_response: str | None  # the successful attempt's raw_response (stored once: in model_inference_data)
+
+
+def _rendered_is_input(rendered: dict[str, Any] | None, input: dict[str, Any]) -> bool:
+    """The rendered messages are the input's own (no template rewrote them): stored once, as `input`. Their
+    texts are the same str objects when nothing was rendered, so this compares identities, not texts."""
+    return (
+        rendered is not None
+        and len(rendered) == 2
+        and rendered.get("messages") == input["messages"]
+        and "system" in rendered
+        and rendered["system"] == input.get("system")
+    )
 
 
 def inference_records(row: InferenceRow) -> list[Record]:
@@ -203,11 +215,19 @@ def inference_records(row: InferenceRow) -> list[Record]:
     data: dict[str, Any] = {
         "inference_id": row.inference_id,
         "created_at": now,
-        "rendered_input": row.rendered_input,
         "extra_body": row.extra_body,
         "extra_headers": row.extra_headers,
-        "original_response": row.original_response,
     }
+    # Each payload stored once (0012_payload_once.sql; read back through lsd.store.payloads): a copy that can be
+    # rebuilt is left out and flagged.
+    if _rendered_is_input(row.rendered_input, row.input):
+        data["rendered_input"], data["rendered_input_is_input"] = None, True
+    else:
+        data["rendered_input"] = row.rendered_input
+    if row.original_response is not None:
+        data["original_response"], data["original_response_is_raw"] = None, True
+    else:
+        data["original_response"] = None
     if row.function_type == "json":
         return [
             JsonInferenceRecord(output_schema=dict(row.output_schema) if row.output_schema else None, **common),

@@ -57,7 +57,7 @@ def test_inference_over_http_writes_three_matching_rows(daemon_factory, database
             (inference_id,),
         ).fetchone()
         data = conn.execute(
-            "SELECT rendered_input FROM chat_inference_data WHERE inference_id = %s", (inference_id,)
+            "SELECT rendered_input FROM inference_payloads WHERE inference_id = %s", (inference_id,)
         ).fetchone()
         model = conn.execute(
             "SELECT model_name, model_provider_name, status, input_tokens, output_tokens FROM model_inferences "
