@@ -10,15 +10,19 @@ answers from the cache when it can (the cached answer replayed as chunks, usage 
 answer is written to it at the end. The inference finishes (lsd.inference.finish) once the stream ends: a
 completed or broken stream before its last event (so `async_writes = false` holds as for a plain inference); a
 stream abandoned by a client that disconnected at once, without waiting (the provider call is cancelled and
-what arrived so far is recorded).
+what arrived so far is recorded). A stream that ends early (broken at the provider, or abandoned by its client) is
+still priced from what it used: the usage the provider reported so far, and for a count it never reported an estimate
+(`estimated_usage`: the rendered prompt's and the streamed answer's characters / 4, tagged `lsd::usage_estimated`),
+priced by the provider's `cost` table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lsd.errors import AllAttemptsFailed, LsdError, ProviderError, ProviderTimeout
 from lsd.immutable import immutable
@@ -39,9 +43,25 @@ from lsd.inference.routing import (
 from lsd.inference.run import ChatStep, Engine, Prepared
 from lsd.inference.tools import ToolParams
 from lsd.providers.base import CallContext, Provider
+from lsd.providers.cost import Pricing
+from lsd.providers.http import HttpProvider
 from lsd.ratelimit.limiter import Reservation
 from lsd.records import Record
-from lsd.types import OutputBlock, ProviderResponse, StreamChunk, Text, Thought, ToolCall, Usage
+from lsd.types import (
+    OutputBlock,
+    ProviderRequest,
+    ProviderResponse,
+    StreamChunk,
+    Text,
+    Thought,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
+
+# The tag an inference gets when a stream that ended early had its usage (partly) estimated: the estimated counts.
+USAGE_ESTIMATED_TAG = "lsd::usage_estimated"
+CHARS_PER_TOKEN = 4  # the estimate's rule of thumb for English text (OpenAI's: ~4 characters a token)
 
 
 @immutable
@@ -87,6 +107,12 @@ class _Aggregate:
     request_headers: dict[str, str] | None = None
     api_key_sha256: str | None = None
     errors: int = 0  # the provider's error events that did not end the stream
+    estimated: tuple[str, ...] = ()  # usage counts estimated for a stream that ended early
+
+    def answer_chars(self) -> int:
+        """The characters streamed so far (text, thoughts, tool names and arguments)."""
+        calls = sum(len(part) for parts in self.tool_calls.values() for part in parts)
+        return sum(map(len, self.text)) + sum(map(len, self.thought)) + calls
 
     def add(self, chunk: StreamChunk) -> None:
         for block in chunk.content:
@@ -254,8 +280,17 @@ class InferenceStream:
         )
 
     def _done(self, aggregate: _Aggregate, error: ProviderError | None) -> Done:
-        attempt = self._attempt(aggregate, error)
         p, step, engine = self.prepared, self.step, self.engine
+        if error is not None and not aggregate.estimated:  # ended early: priced from what it used
+            aggregate.usage, aggregate.estimated = estimated_usage(
+                aggregate.usage, step.request, aggregate.answer_chars()
+            )
+            if aggregate.cost is None:
+                aggregate.cost = early_cost(self.provider, aggregate.usage)
+        if aggregate.estimated:
+            tags = {**p.request.tags, USAGE_ESTIMATED_TAG: ",".join(aggregate.estimated)}
+            p = replace(p, request=replace(p.request, tags=tags))
+        attempt = self._attempt(aggregate, error)
 
         def output() -> object:
             return output_to_json(*engine.output(p, aggregate.blocks(), self.tools))
@@ -281,6 +316,44 @@ class InferenceStream:
             request=step.request,
             output=output,
         )
+
+
+def estimated_usage(usage: Usage, request: ProviderRequest, answer_chars: int) -> tuple[Usage, tuple[str, ...]]:
+    """`usage` with each count the provider did not report estimated at CHARS_PER_TOKEN characters a token
+    (rounded up): input from the rendered prompt's text (system, message text, tool calls and results; files not
+    counted), output from the answer streamed so far. Also the names of the counts estimated."""
+    estimated: list[str] = []
+    inputs, outputs = usage.input_tokens, usage.output_tokens
+    if inputs is None:
+        inputs = math.ceil(prompt_chars(request) / CHARS_PER_TOKEN)
+        estimated.append("input_tokens")
+    if outputs is None:
+        outputs = math.ceil(answer_chars / CHARS_PER_TOKEN)
+        estimated.append("output_tokens")
+    return replace(usage, input_tokens=inputs, output_tokens=outputs), tuple(estimated)
+
+
+def prompt_chars(request: ProviderRequest) -> int:
+    chars = len(request.system or "")
+    for message in request.messages:
+        for block in message.content:
+            if isinstance(block, Text):
+                chars += len(block.text)
+            elif isinstance(block, ToolCall):
+                chars += len(block.name) + len(block.arguments)
+            elif isinstance(block, ToolResult):
+                chars += len(block.result)
+            elif isinstance(block, Thought):
+                chars += len(block.text or "")
+    return chars
+
+
+def early_cost(provider: Provider, usage: Usage) -> float | None:
+    """The cost of a stream that ended before its provider priced it: its `cost` table applied to `usage` (None
+    without one: the list form of `cost` reads the provider's last events, which never came)."""
+    if isinstance(provider, HttpProvider) and isinstance(provider.pricing, Pricing):
+        return provider.pricing.price(usage)
+    return None
 
 
 def _opener(cache: Cache | None) -> Callable[[ChatStep, Provider, CallContext], Awaitable[Opened]]:

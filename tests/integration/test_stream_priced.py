@@ -1,0 +1,137 @@
+"""A streamed inference that ends early is still priced from what it used: a provider stream that breaks mid-way,
+and a client that hangs up after the first chunk, leave rows with token counts (estimated where the provider sent
+none, and tagged so) and a cost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.openai_server import FakeOpenAI
+from tests.support.gateway import in_process_gateway
+
+KEY = "sk-fake-priced"
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeOpenAI, FakeAnthropic]]:
+    anthropic = FakeAnthropic(api_key=KEY)
+    await anthropic.start()
+    try:
+        async with FakeOpenAI(api_key=KEY) as openai:
+            yield openai, anthropic
+    finally:
+        await anthropic.stop()
+
+
+@pytest.fixture
+async def client(
+    fakes: tuple[FakeOpenAI, FakeAnthropic], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[httpx.AsyncClient]:
+    monkeypatch.setenv("LSD_TEST_PRICED_KEY", KEY)
+    openai, anthropic = fakes
+    config = f"""
+[gateway.observability]
+async_writes = false
+
+[models.gpt]
+routing = ["openai"]
+[models.gpt.providers.openai]
+type = "openai"
+model_name = "gpt-4o-mini"
+api_base = "{openai.api_base}"
+api_key_location = "env::LSD_TEST_PRICED_KEY"
+cost = {{ input_per_million = 1.0, output_per_million = 2.0 }}
+
+[models.claude]
+routing = ["anthropic"]
+[models.claude.providers.anthropic]
+type = "anthropic"
+model_name = "claude-test"
+api_base = "{anthropic.base_url}"
+api_key_location = "env::LSD_TEST_PRICED_KEY"
+cost = {{ input_per_million = 3.0, output_per_million = 15.0 }}
+"""
+    async with in_process_gateway(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        yield http
+
+
+def rows(database_url: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(query).fetchall()
+
+
+def stream_body(model: str, text: str) -> dict[str, Any]:
+    return {"model_name": model, "stream": True, "input": {"messages": [{"role": "user", "content": text}]}}
+
+
+async def test_a_provider_stream_that_breaks_is_priced_from_an_estimate(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    text = "[fake:broken] alpha beta gamma delta"
+    async with client.stream("POST", "/inference", json=stream_body("gpt", text)) as r:
+        events = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+    assert any('"error"' in e for e in events)  # the client was told the stream broke
+    [(status, kind, inputs, outputs, cost)] = rows(
+        database_url, "SELECT status, error_kind, input_tokens, output_tokens, cost FROM model_inferences"
+    )
+    assert (status, kind) == ("error", "stream_interrupted")
+    # "echo: alpha beta gamma delta" was cut after two deltas: "echo:" and " alpha" arrived (11 characters)
+    assert outputs == 3  # ceil(11 / 4)
+    assert inputs == 9  # ceil(len(text) / 4): the rendered prompt's 36 characters
+    assert float(cost) == pytest.approx((inputs * 1.0 + outputs * 2.0) / 1e6)
+    [(tags, row_inputs, row_outputs, row_cost, output)] = rows(
+        database_url, "SELECT tags, input_tokens, output_tokens, cost, output FROM chat_inferences"
+    )
+    assert tags == {"lsd::usage_estimated": "input_tokens,output_tokens"}
+    assert (row_inputs, row_outputs, row_cost) == (inputs, outputs, cost)
+    assert output == [{"type": "text", "text": "echo: alpha"}]
+
+
+async def test_a_client_that_hangs_up_still_leaves_a_priced_row(
+    fakes: tuple[FakeOpenAI, FakeAnthropic], client: httpx.AsyncClient, database_url: str
+) -> None:
+    async with client.stream("POST", "/inference", json=stream_body("gpt", "[fake:hold] one two three")) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                break  # the first delta arrived; hang up
+    found: list[tuple[Any, ...]] = []
+    for _ in range(100):
+        found = rows(database_url, "SELECT error_kind, input_tokens, output_tokens, cost FROM model_inferences")
+        if found:
+            break
+        await asyncio.sleep(0.05)
+    fakes[0].release.set()
+    [(kind, inputs, outputs, cost)] = found
+    assert kind == "client_disconnected"
+    assert inputs > 0 and outputs > 0 and cost is not None and float(cost) > 0
+    [(tags, row_cost)] = rows(database_url, "SELECT tags, cost FROM chat_inferences")
+    assert tags == {"lsd::usage_estimated": "input_tokens,output_tokens"} and row_cost == cost
+
+
+async def test_a_cut_anthropic_stream_is_priced_at_its_own_rates(client: httpx.AsyncClient, database_url: str) -> None:
+    async with client.stream("POST", "/inference", json=stream_body("claude", "cutoff one two three four")) as r:
+        [line async for line in r.aiter_lines()]
+    [(kind, inputs, outputs, cost)] = rows(
+        database_url, "SELECT error_kind, input_tokens, output_tokens, cost FROM model_inferences"
+    )
+    assert kind == "stream_interrupted"
+    assert inputs > 0 and outputs > 0
+    assert float(cost) == pytest.approx((inputs * 3.0 + outputs * 15.0) / 1e6)
+
+
+async def test_a_complete_stream_keeps_the_reported_usage(client: httpx.AsyncClient, database_url: str) -> None:
+    async with client.stream("POST", "/inference", json=stream_body("gpt", "one two")) as r:
+        [line async for line in r.aiter_lines()]
+    [(tags, inputs, outputs, cost)] = rows(
+        database_url, "SELECT tags, input_tokens, output_tokens, cost FROM chat_inferences"
+    )
+    assert tags == {}  # nothing estimated
+    assert (inputs, outputs) == (2, 3)  # the fake counts words: "one two", "echo: one two"
+    assert float(cost) == pytest.approx((2 * 1.0 + 3 * 2.0) / 1e6)
