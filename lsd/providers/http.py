@@ -182,6 +182,11 @@ class HttpProvider(Provider):
         body = scrubber.body(response.body)
         return response if body is response.body else replace(response, body=body)
 
+    def resolve_key(self, ctx: CallContext) -> str | None:
+        """The key this call sends (its `api_key_location`); a provider whose credential is a token it fetches
+        itself (gcp_vertex_*) overrides this."""
+        return self.key_location.resolve(ctx.credentials, self.name)
+
     def headers(self, key: str | None, *, stream: bool = False) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         if key is not None:
@@ -216,7 +221,7 @@ class HttpProvider(Provider):
 
     async def get_bytes(self, url: str, ctx: CallContext) -> bytes:
         """GET `url` with this provider's credentials; raise ProviderError for a failed call or a non-2xx status."""
-        key = self.key_location.resolve(ctx.credentials, self.name)
+        key = self.resolve_key(ctx)
         headers = self.headers(key)
         headers.pop("Content-Type", None)
         scrubber = self.scrubber(key, headers)
@@ -243,7 +248,7 @@ class HttpProvider(Provider):
 
     async def post_bytes(self, url: str, body: bytes, content_type: str, ctx: CallContext) -> Exchange:
         """POST a ready-made body (a multipart upload) and decode the JSON object answered."""
-        key = self.key_location.resolve(ctx.credentials, self.name)
+        key = self.resolve_key(ctx)
         headers = {**self.headers(key), "Content-Type": content_type}
         raw_request = f"POST {redact_url(url)} ({len(body)} bytes, {content_type.split(';')[0]})"
         call = self.call(url, body, raw_request, headers, key)
@@ -275,7 +280,7 @@ class HttpProvider(Provider):
         if ctx.extra_body:
             body = apply_body_patches(body, ctx.extra_body)
         encoded = orjson.dumps(body)
-        key = self.key_location.resolve(ctx.credentials, self.name)
+        key = self.resolve_key(ctx)
         headers = self.headers(key, stream=stream)
         if ctx.extra_headers:
             headers = apply_header_patches(headers, ctx.extra_headers)
