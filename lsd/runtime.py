@@ -182,6 +182,9 @@ async def open_runtime(
             limiter=limiter,
             telemetry=InferenceTelemetry(metrics, tracing),
         )
+        # dicl variants embed their input through the same Embedder as /openai/v1/embeddings
+        embedder = Embedder(config=config, models=embedding_table, transport=transport, finisher=engine.finisher)
+        engine.embedder = embedder
         yield Runtime(
             config=config,
             database=database,
@@ -195,7 +198,7 @@ async def open_runtime(
             feedback=FeedbackService(
                 config=config, database=database, recent=recent, recorder=writer, metrics=metrics, tracing=tracing
             ),
-            embedder=Embedder(config=config, models=embedding_table, transport=transport, finisher=engine.finisher),
+            embedder=embedder,
             auth=auth,
             limiter=limiter,
             metrics=metrics,

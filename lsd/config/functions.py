@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -21,22 +22,18 @@ from lsd.config.model import (
     VariantConfig,
 )
 from lsd.config.reader import Table
+from lsd.config.variant_types import (
+    JUDGE_TABLES,
+    candidates_from,
+    check_candidates,
+    check_kind,
+    dicl_from,
+    variant_type,
+)
 from lsd.types import InferenceParams
 
 JSON_MODES = ("off", "on", "strict", "tool")
 ROLES = ("system", "user", "assistant")
-# TensorZero's other variant types (and the names it also reads): refused at load until LSD implements them.
-UNIMPLEMENTED_VARIANT_TYPES = (
-    "experimental_best_of_n_sampling",
-    "experimental_best_of_n",
-    "best_of_n_sampling",
-    "experimental_mixture_of_n",
-    "mixture_of_n",
-    "experimental_dynamic_in_context_learning",
-    "dicl",
-    "experimental_chain_of_thought",
-    "chain_of_thought",
-)
 # chat_completion keys TensorZero applies that LSD parses but does not apply yet (documented as such).
 UNAPPLIED_VARIANT_KEYS = ("extra_body", "extra_headers", "reasoning_effort", "service_tier", "verbosity")
 
@@ -109,33 +106,46 @@ def params_from(t: Table) -> InferenceParams:
 def _variant(
     name: str, t: Table, ftype: str, models: dict[str, ModelConfig], schemas: dict[str, dict[str, Any]]
 ) -> VariantConfig | None:
-    vtype = t.str("type", "", required=True)
-    if vtype in UNIMPLEMENTED_VARIANT_TYPES:
-        t.error("type", f"variant type {vtype!r} is not implemented by LSD (only 'chat_completion' is)")
+    kind = variant_type(t)
+    if kind is None:
         return None  # its other keys are that type's: not reported as unknown
-    if vtype and vtype != "chat_completion":
-        t.error("type", f"must be 'chat_completion', got {vtype!r}")
-    model = t.str("model", "", required=True)
-    templates = _templates(t, schemas)
+    check_kind(t, kind, ftype)
+    # A best_of_n_sampling / mixture_of_n variant's own call is its evaluator's / fuser's: those keys live there.
+    judge = JUDGE_TABLES.get(kind)
+    s = t.table(judge, required=True) if judge else t
+    model = s.str("model", "", required=True)
+    templates = _templates(s, schemas) if kind != "dicl" else {}  # dicl writes its own prompt
     if model and model not in models and "::" not in model:
-        t.error("model", f"unknown model {model!r}: define [models.{model}] or use a shorthand like 'dummy::echo'")
-    retries = _retries(t)
-    params = params_from(t)
-    if ftype == "json" and params.json_mode is None:
-        t.error("json_mode", "required for variants of json functions")
-    if ftype == "chat" and params.json_mode is not None:
-        t.error("json_mode", "only allowed for variants of json functions")
+        s.error("model", f"unknown model {model!r}: define [models.{model}] or use a shorthand like 'dummy::echo'")
+    retries = _retries(s)
+    params = params_from(s)
+    if kind == "best_of_n_sampling":  # the evaluator answers a JSON choice, whatever the function's type
+        params = replace(params, json_mode=params.json_mode or "strict")
+    elif ftype == "json" and params.json_mode is None:
+        s.error("json_mode", "required for variants of json functions")
+    elif ftype == "chat" and params.json_mode is not None:
+        s.error("json_mode", "only allowed for variants of json functions")
+    candidates = candidates_from(t) if judge else None
+    timeouts = _timeouts(s.table("timeouts"))
+    if judge:
+        outer = _timeouts(t.table("timeouts"))  # the whole variant's: bounds the wait for the candidates
+        if candidates is not None and outer.non_streaming_total_ms is not None:
+            candidates = replace(candidates, timeout_s=outer.non_streaming_total_ms / 1000)
     variant = VariantConfig(
         name=name,
-        type="chat_completion",
+        type=kind,
         model=model,
         weight=t.float("weight", None, minimum=0),
         params=params,
         retries=retries,
-        timeouts=_timeouts(t.table("timeouts")),
+        timeouts=timeouts,
         templates=templates,
-        unapplied=_unapplied(t),
+        unapplied=_unapplied(s),
+        candidates=candidates,
+        dicl=dicl_from(t) if kind == "dicl" else None,
     )
+    if judge:
+        s.finish()
     t.finish()
     return variant
 
@@ -176,7 +186,10 @@ def function_from(
     variants = {vname: v for vname, v in parsed.items() if v is not None}
     if not parsed:
         t.error("variants", "a function needs at least one variant")
+    check_candidates(t, variants)
     for vname, variant in variants.items():
+        if variant.dicl is not None:
+            continue  # dicl puts the input in its prompt as JSON: no templates
         for schema_name in schemas:
             if schema_name not in variant.templates:
                 needs = f"{schema_name}_template" if schema_name in ROLES else f"templates.{schema_name}.path"

@@ -25,6 +25,7 @@ from lsd.config.ratelimit import rate_limiting_from
 from lsd.config.reader import ErrorSink, Origins, Table
 from lsd.config.telemetry import metrics_from, otlp_traces_from
 from lsd.config.tensorzero import accepted_tables
+from lsd.config.variant_types import check_embedding_models
 from lsd.errors import ConfigError
 
 
@@ -56,6 +57,7 @@ def _build(sources: Sources, base_dir: Path) -> Config:
     tools = {name: tool_from(name, t) for name, t in root.subtables("tools")}
     metrics = {name: metric_from(name, t) for name, t in root.subtables("metrics")}
     functions = {name: function_from(name, t, models, tools, metrics) for name, t in root.subtables("functions")}
+    check_embedding_models(sink, functions, embedding_models)
     evaluations = {name: evaluation_from(name, t, functions) for name, t in root.subtables("evaluations")}
     rate_limiting = rate_limiting_from(root.table("rate_limiting"), auth_enabled=gateway.auth.enabled)
     inbound = inbound_from(root.table("inbound"), models, functions)

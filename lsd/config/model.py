@@ -167,7 +167,7 @@ class TemplateConfig:
 @dataclass(frozen=True, slots=True)
 class VariantConfig:
     name: str
-    type: Literal["chat_completion"]
+    type: VariantType
     model: str
     weight: float | None
     params: InferenceParams
@@ -177,6 +177,31 @@ class VariantConfig:
     templates: Mapping[str, TemplateConfig] = field(default_factory=dict)
     # TensorZero variant keys LSD accepts but does not apply yet (extra_body, reasoning_effort, ...), as written.
     unapplied: Mapping[str, Any] = field(default_factory=dict)
+    candidates: CandidatesConfig | None = None  # best_of_n_sampling and mixture_of_n only
+    dicl: DiclConfig | None = None  # dicl only
+
+
+# TensorZero's variant types, by LSD's canonical names (lsd.config.variant_types reads the `experimental_*` ones too).
+VariantType = Literal["chat_completion", "best_of_n_sampling", "mixture_of_n", "dicl", "chain_of_thought"]
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatesConfig:
+    """A best_of_n_sampling or mixture_of_n variant's candidates (variant names, repeats allowed) and how long to
+    wait for them; the variant's own model, templates and params are its evaluator's (or fuser's)."""
+
+    candidates: tuple[str, ...]
+    timeout_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class DiclConfig:
+    """A dicl variant's retrieval: the embedding model, how many stored examples, how far they may be."""
+
+    embedding_model: str
+    k: int
+    max_distance: float | None = None  # cosine distance; None keeps the k nearest whatever their distance
+    system_instructions: str | None = None  # the file's text; None: the built-in instructions
 
 
 @dataclass(frozen=True, slots=True)

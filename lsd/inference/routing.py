@@ -156,14 +156,19 @@ async def route(
     call: Callable[[S, Provider, CallContext], Awaitable[T]],
     ctx: CallContext,
     attempts: list[Attempt],
+    before: Callable[[S], Awaitable[bool]] | None = None,
 ) -> Routed[S, T]:
     """The one fallback loop: for each step (after its backoff), each of its model's providers in routing order,
     `call` under the provider's timeout of `timeout_kind`, until one succeeds. Every failed call is appended to
     `attempts` (the caller appends the successful one, which only it can describe); so is a call abandoned because
-    the request was cancelled (kind `timeout`), before the cancellation goes on.
+    the request was cancelled (kind `timeout`), before the cancellation goes on. `before`, when given, is awaited
+    for each step ahead of its calls and outside their timeouts (a best_of_n_sampling variant runs its candidates
+    there, lsd.inference.variant_types.runs); False skips the step.
 
     Raises AllAttemptsFailed when every call failed. InvalidRequest (a caller mistake) propagates at once."""
     for step in steps:
+        if before is not None and not await before(step):
+            continue
         if step.backoff_s:
             await asyncio.sleep(step.backoff_s)
         model = step.model

@@ -23,6 +23,7 @@ from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.cache import Cache, cache_key
 from lsd.inference.dynamic_variant import with_dynamic_variant
+from lsd.inference.embeddings import Embedder
 from lsd.inference.experiment import NAMESPACE_TAG, Allocations
 from lsd.inference.finish import Done, Finisher, Recorder
 from lsd.inference.models import Model, ModelTable
@@ -38,9 +39,12 @@ from lsd.inference.recording import (
 from lsd.inference.request import InferenceRequest
 from lsd.inference.result import InferenceResult, JsonOutput, ResultBlock, typed_output
 from lsd.inference.routing import ABANDONED, NON_STREAMING, route, tries
+from lsd.inference.routing import backoff_s as retry_backoff_s
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
 from lsd.inference.tools import ToolParams, resolve_tools
+from lsd.inference.variant_types import dicl
+from lsd.inference.variant_types.runs import VariantRuns, has_other_types
 from lsd.inference.workflow_runs import apply_episode_run
 from lsd.providers.base import REDACTED, CallContext, Provider, is_secret_header
 from lsd.providers.transport import Transport
@@ -116,6 +120,7 @@ class Engine:
     recent: RecentInferences | None = None
     limiter: RateLimiter | None = None
     telemetry: InferenceTelemetry | None = None
+    embedder: Embedder | None = None  # dicl variants embed their input with it (set by the runtime)
     allocations: Allocations = field(default_factory=Allocations)  # adaptive experiments' stored weights
     finisher: Finisher = field(init=False)
     _default_functions: dict[str, FunctionConfig] = field(default_factory=dict)
@@ -180,7 +185,10 @@ class Engine:
     ) -> ProviderRequest:
         templates = p.templates or self.templates
         assert templates is not None
-        system, messages = templates.render(p.function, variant, p.request.input)
+        if variant.dicl is not None:  # no templates: the input as JSON (its examples are added when it runs)
+            system, messages = dicl.prompt(variant.dicl, p.request.input)
+        else:
+            system, messages = templates.render(p.function, variant, p.request.input)
         return ProviderRequest(
             system=system,
             messages=messages,
@@ -200,9 +208,21 @@ class Engine:
         for variant, model, backoff_s in tries(
             p.function, p.episode_id, r.variant_name, self.models, allocation, namespace
         ):
+            if stream and variant.type != "chat_completion":
+                raise InvalidRequest.at(
+                    "stream", f"variant {variant.name!r} is a {variant.type} variant, which LSD does not stream yet"
+                )
             if variant.name not in rendered:
                 rendered[variant.name] = self.provider_request(p, variant, tools, stream=stream)
             yield ChatStep(variant, model, backoff_s, rendered[variant.name])
+
+    def variant_steps(self, p: Prepared, variant: VariantConfig, tools: ToolParams | None) -> Iterator[ChatStep]:
+        """One variant's tries (its retries), not streamed: a best_of_n_sampling / mixture_of_n candidate."""
+        model = self.models.get(variant.model)
+        request = self.provider_request(p, variant, tools, stream=False)
+        retries = variant.retries
+        for retry in range(retries.num_retries + 1):
+            yield ChatStep(variant, model, retry_backoff_s(retry, retries.max_delay_s) if retry else 0.0, request)
 
     def row(
         self,
@@ -283,11 +303,15 @@ class Engine:
         reservation = await self.admit(p)
         attempts: list[Attempt] = []
         cache = Cache(self.database, request.cache) if self.database and request.cache.enabled != "off" else None
+        ctx = self.call_context(request)
+        runs = VariantRuns(self, p, tools, attempts, ctx) if has_other_types(p.function) else None
 
         async def call(
             step: ChatStep, provider: Provider, ctx: CallContext
         ) -> tuple[ProviderResponse, bytes | None, bool]:
             """The provider's answer (or the cache's), its cache key, and whether it came from the cache."""
+            if runs is not None and step.variant.type != "chat_completion":
+                return await runs.call(step, provider, ctx), None, False  # never cached: it is several calls
             key = cache_key(provider, step.request, ctx) if cache is not None else None
             if cache is not None and key is not None and cache.options.read:
                 hit = await cache.get(key)
@@ -297,7 +321,7 @@ class Engine:
 
         try:
             routed = await route(
-                self.plan(p, tools, stream=False), NON_STREAMING, call, self.call_context(request), attempts
+                self.plan(p, tools, stream=False), NON_STREAMING, call, ctx, attempts, runs.before if runs else None
             )
         except AllAttemptsFailed:
             await self.finisher.finish(p.done(attempts, reservation, error="all attempts failed"))
@@ -309,6 +333,9 @@ class Engine:
             raise
         step, (response, key, cached) = routed.step, routed.value
         attempts.append(Attempt.succeeded(routed.names, routed.started_ms, routed.t0, response, cached=cached))
+        sent = step.request
+        if runs is not None and step.variant.type != "chat_completion":
+            sent, response = runs.request(step), runs.answer(step.variant, response)
         if cache is not None and key is not None and not cached and cache.options.write:
             await cache.put(key, step.model.name, routed.provider.name, response)
         content, output = self.output(p, response.content, tools)
@@ -316,7 +343,7 @@ class Engine:
         def rows() -> list[Record]:
             return inference_records(
                 self.row(
-                    p, step.variant, step.request, tools, output_to_json(content, output), response.usage,
+                    p, step.variant, sent, tools, output_to_json(content, output), response.usage,
                     response.cost, response.finish_reason, cached=cached, original_response=response.raw_response,
                 )
             )  # fmt: skip
@@ -324,7 +351,7 @@ class Engine:
         await self.finisher.finish(
             p.done(
                 attempts, reservation, usage=response.usage, cost=response.cost, finish_reason=response.finish_reason,
-                rows=rows, target=self.target(p, step.variant.name), request=step.request,
+                rows=rows, target=self.target(p, step.variant.name), request=sent,
                 output=lambda: output_to_json(content, output),
             )
         )  # fmt: skip

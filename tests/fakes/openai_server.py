@@ -19,6 +19,8 @@ otherwise a request whose tool_choice forces a function gets a call to it; other
                      text "result: <that message's content>" (a function calling round trip)
     tools            two calls (the first two offered tools, or the first one twice)
     json             the text {"answer": "<text>"}
+    choose-<n>       the text {"thinking": "...", "answer_choice": <n>} (a best_of_n evaluator's choice)
+    cot              the text {"thinking": "...", "response": {"answer": "<text>"}} (a chain_of_thought answer)
     error-<status>   HTTP <status> with {"error": {"message", "type", "param", "code"}} (e.g. error-429)
     slow, slow-<ms>  sleeps `delay_s` (or <ms>), then echoes; for exercising timeouts
     hold             streams the first delta, then waits for `fake.release` (an asyncio.Event) to be set
@@ -352,6 +354,8 @@ def _is_directive(name: str) -> bool:
         "broken",
         "midstream",
         "nul",
+        "choose",
+        "cot",
     )
 
 
@@ -378,6 +382,10 @@ def _message(call: _Call) -> tuple[dict[str, Any], str]:
         ]
         return {"role": "assistant", "content": None, "tool_calls": tool_calls, "refusal": None}, "tool_calls"
     content = orjson.dumps({"answer": call.text}).decode() if directive == "json" else f"echo: {call.text}"
+    if directive.startswith("choose-"):
+        content = orjson.dumps({"thinking": "the fake judge chose", "answer_choice": int(directive[7:])}).decode()
+    if directive == "cot":
+        content = orjson.dumps({"thinking": "step by step", "response": {"answer": call.text}}).decode()
     if directive == "nul":
         content = f"nul\x00: {call.text} \ue0000"
     finish = directive[7:] if directive.startswith("finish-") else "stop"

@@ -128,18 +128,25 @@ def test_an_include_cannot_leave_base_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "vtype", ["experimental_best_of_n_sampling", "experimental_mixture_of_n", "experimental_chain_of_thought"]
+    ("vtype", "judge", "canonical"),
+    [
+        ("experimental_best_of_n_sampling", "evaluator", "best_of_n_sampling"),
+        ("experimental_best_of_n", "evaluator", "best_of_n_sampling"),
+        ("experimental_mixture_of_n", "fuser", "mixture_of_n"),
+    ],
 )
-def test_an_unimplemented_variant_type_is_refused_naming_its_key(tmp_path: Path, vtype: str) -> None:
+def test_tensorzero_candidates_variant_types_load_by_their_experimental_names(
+    tmp_path: Path, vtype: str, judge: str, canonical: str
+) -> None:
     (tmp_path / "lsd.toml").write_text(
         MODEL
         + '[functions.f]\ntype = "chat"\n[functions.f.variants.ok]\ntype = "chat_completion"\nmodel = "echo"\n'
-        + f'[functions.f.variants.fancy]\ntype = "{vtype}"\ncandidates = ["ok"]\n'
-        + "[functions.f.variants.fancy.evaluator]\nmodel = 'echo'\n"
+        + f'[functions.f.variants.fancy]\ntype = "{vtype}"\ncandidates = ["ok", "ok"]\n'
+        + f"[functions.f.variants.fancy.{judge}]\nmodel = 'echo'\n"
     )
-    assert errors_of([str(tmp_path / "lsd.toml")]) == [
-        f"functions.f.variants.fancy.type: variant type {vtype!r} is not implemented by LSD (only 'chat_completion' is)"
-    ]
+    fancy = load(tmp_path / "lsd.toml").functions["f"].variants["fancy"]
+    assert fancy.type == canonical
+    assert fancy.candidates is not None and fancy.candidates.candidates == ("ok", "ok")
 
 
 @pytest.mark.parametrize(
