@@ -76,7 +76,7 @@ class BatchService:
     # -- submission -----------------------------------------------------------------------------------------
 
     def _variant(self, function: FunctionConfig, pinned: str | None, first_episode: UUID) -> VariantConfig:
-        variant = order_variants(function, first_episode, pinned)[0]
+        variant = order_variants(function, first_episode, pinned, self.engine.allocations.get(function.name))[0]
         if variant.type != "chat_completion":
             raise InvalidRequest(
                 f"variant_name: variant {variant.name!r} is of type {variant.type!r}; batches run "
