@@ -10,9 +10,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
 from lsd.api.access_log import AccessLog
+from lsd.api.console.routes import ROUTES as CONSOLE_ROUTES
 from lsd.api.errors import handle_lsd_error, handle_not_found, handle_unexpected
 from lsd.api.front import FrontDoor
 from lsd.api.guard import Guard
@@ -80,7 +82,7 @@ def build_app(config: Config, database_url: str | DatabaseUrls, *, models: Model
         front=lambda app: FrontDoor(
             app, Guard(config.gateway), AccessLog(access_log), tracing=config.gateway.otlp_traces.enabled
         ),
-        routes=ROUTES,
+        routes=_routes(config),
         lifespan=lifespan,
         exception_handlers={
             LsdError: handle_lsd_error,
@@ -100,6 +102,12 @@ class Gateway(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         return self.front(super().build_middleware_stack())
+
+
+def _routes(config: Config) -> list[BaseRoute]:
+    """The API's route table, and the console at /ui unless `[gateway.ui] enabled = false`."""
+    console: list[BaseRoute] = [Mount("/ui", routes=CONSOLE_ROUTES)] if config.gateway.ui.enabled else []
+    return [*ROUTES, *console]
 
 
 def _sampler(metrics: Metrics) -> Callable[[], Awaitable[None]]:

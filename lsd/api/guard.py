@@ -17,6 +17,8 @@ from lsd.api.errors import error_bytes, error_headers
 from lsd.config.model import GatewayConfig
 from lsd.errors import HeadersTooLarge, LsdError
 
+CONSOLE_PATH = "/ui"
+
 
 class Guard:
     def __init__(self, gateway: GatewayConfig) -> None:
@@ -28,8 +30,12 @@ class Guard:
             self._forwarded(scope)
         self._check_headers(scope)
         auth = scope["state"]["services"].auth
-        if needs_key(auth, scope["path"]):
+        if needs_key(auth, scope["path"]) and not self._console(scope["path"]):
             await authenticate(auth, scope)
+
+    def _console(self, path: str) -> bool:
+        """The console (lsd.api.console) signs its visitors in with a cookie, not a bearer key."""
+        return self.gateway.ui.enabled and (path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/"))
 
     def _check_headers(self, scope: Scope) -> None:
         headers = scope["headers"]

@@ -25,6 +25,9 @@ def add_parser(subparsers: Subparsers) -> None:
     create.add_argument("--description")
     create.add_argument("--organization")
     create.add_argument("--workspace")
+    create.add_argument(
+        "--console-role", choices=("read-only", "admin"), help="may sign in to the console at /ui with this role"
+    )
     listing = sub.add_parser("list", help="every key: public id, created, disabled, labels (never a secret)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     disable = sub.add_parser("disable", help="disable a key; every replica refuses it within a second")
@@ -48,6 +51,7 @@ def _command(conn: Any, args: argparse.Namespace) -> int:
             description=args.description,
             organization=args.organization,
             workspace=args.workspace,
+            console_role=args.console_role,
         )
         out.write(made.token + "\n")
         sys.stderr.write(f"created key {made.public_id}; store it now: it is not shown again\n")
@@ -61,12 +65,13 @@ def _command(conn: Any, args: argparse.Namespace) -> int:
                 "description": key.description,
                 "organization": key.organization,
                 "workspace": key.workspace,
+                "console_role": key.console_role,
             }
             if args.json:
                 out.write(orjson.dumps(row).decode() + "\n")
             else:
                 state = f"disabled {row['disabled_at']}" if key.disabled_at else "active"
-                labels = " ".join(f"{k}={row[k]}" for k in ("organization", "workspace") if row[k])
+                labels = " ".join(f"{k}={row[k]}" for k in ("organization", "workspace", "console_role") if row[k])
                 out.write(f"{key.public_id}  {row['created_at']}  {state}  {key.description or ''}  {labels}".rstrip())
                 out.write("\n")
         return EXIT_OK

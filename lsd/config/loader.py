@@ -20,6 +20,7 @@ from lsd.config.model import (
     GatewayConfig,
     ObservabilityConfig,
     TemplateFilesystemAccess,
+    UiConfig,
 )
 from lsd.config.ratelimit import rate_limiting_from
 from lsd.config.reader import ErrorSink, Origins, Table
@@ -158,6 +159,7 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
         fetch_and_encode_input_files_before_inference=t.bool("fetch_and_encode_input_files_before_inference", False),
         global_outbound_http_timeout_ms=t.int("global_outbound_http_timeout_ms", 900_000, minimum=1),
     )
+        ui=_ui(t.table("ui")),
     base_path = t.str("base_path", "/")
     if isinstance(base_path, str) and base_path.strip("/"):
         t.error("base_path", f"LSD serves its routes at the root only, got {base_path!r}: add the prefix in a proxy")
@@ -172,6 +174,13 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
 
 
 def _template_filesystem_access(t: Table) -> TemplateFilesystemAccess:
+def _ui(t: Table) -> UiConfig:
+    """`[gateway.ui]`: the console (docs/console.md)."""
+    ui = UiConfig(enabled=t.bool("enabled", True), session_ttl_s=t.int("session_ttl_s", 43_200, minimum=60))
+    t.finish()
+    return ui
+
+
     """TensorZero's `{% include %}` root: `base_path` (relative to the file naming it); `enabled = true` without
     it means that file's folder; `enabled = false` turns it off."""
     enabled = t.bool("enabled", None)

@@ -84,6 +84,14 @@ class BatchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UiConfig:
+    """`[gateway.ui]`: the console at /ui (lsd.api.console)."""
+
+    enabled: bool = True
+    session_ttl_s: int = 43_200  # a console sign-in lasts this long (with gateway.auth on)
+
+
+@dataclass(frozen=True, slots=True)
 class TemplateFilesystemAccess:
     """`[gateway.template_filesystem_access]`: the folder `{% include %}` and `{% import %}` read from (None: off)."""
 
@@ -118,6 +126,7 @@ class GatewayConfig:
     global_outbound_http_timeout_ms: int = 900_000
 
 
+    ui: UiConfig = field(default_factory=UiConfig)
 @dataclass(frozen=True, slots=True)
 class TimeoutsConfig:
     non_streaming_total_ms: int | None = None

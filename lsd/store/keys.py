@@ -24,9 +24,16 @@ class StoredKey:
     workspace: str | None
     created_at: datetime
     disabled_at: datetime | None
+    console_role: str | None = None  # 'read-only' | 'admin' | None: may not sign in to the console
 
 
-_COLUMNS = "public_id, secret_sha256, description, organization, workspace, created_at, disabled_at"
+_COLUMNS = "public_id, secret_sha256, description, organization, workspace, created_at, disabled_at, console_role"
+_INSERT = (
+    "INSERT INTO api_keys (public_id, secret_sha256, description, organization, workspace, console_role) "
+    f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}"
+)
+_LIST = f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, public_id"
+_DISABLE = f"UPDATE api_keys SET disabled_at = coalesce(disabled_at, now()) WHERE public_id = %s RETURNING {_COLUMNS}"
 
 
 class NotMigrated(RuntimeError):
@@ -40,7 +47,7 @@ def check_table(conn: psycopg.Connection[Any]) -> None:
 
 
 def _key(row: tuple[Any, ...]) -> StoredKey:
-    return StoredKey(row[0], bytes(row[1]), row[2], row[3], row[4], row[5], row[6])
+    return StoredKey(row[0], bytes(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
 
 
 def insert_key(
@@ -51,26 +58,65 @@ def insert_key(
     description: str | None,
     organization: str | None,
     workspace: str | None,
+    console_role: str | None = None,
 ) -> StoredKey:
     row = conn.execute(
-        f"INSERT INTO api_keys (public_id, secret_sha256, description, organization, workspace) "
-        f"VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-        (public_id, secret_sha256, description, organization, workspace),
+        _INSERT, (public_id, secret_sha256, description, organization, workspace, console_role)
     ).fetchone()
     assert row is not None
     return _key(row)
 
 
 def list_keys(conn: psycopg.Connection[Any]) -> list[StoredKey]:
-    return [_key(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, public_id")]
+    return [_key(r) for r in conn.execute(_LIST)]
 
 
 def disable_key(conn: psycopg.Connection[Any], public_id: str) -> StoredKey | None:
     """Disable a key (its trigger tells every replica); None when there is no such key. Idempotent."""
-    row = conn.execute(
-        f"UPDATE api_keys SET disabled_at = coalesce(disabled_at, now()) WHERE public_id = %s RETURNING {_COLUMNS}",
-        (public_id,),
-    ).fetchone()
+    row = conn.execute(_DISABLE, (public_id,)).fetchone()
+    return _key(row) if row else None
+
+
+# -- the same three from the console (lsd.api.console), on the request-path pool ----------------------------
+
+
+class NoWritePrivilege(RuntimeError):
+    """The daemon's database role may not write api_keys (the lsd_daemon role of sql/roles.sql)."""
+
+
+async def insert_key_async(
+    database: Database,
+    public_id: str,
+    secret_sha256: bytes,
+    *,
+    description: str | None,
+    console_role: str | None,
+) -> StoredKey:
+    """Raises NoWritePrivilege where the daemon's role may not write keys (sql/roles.sql)."""
+    try:
+        async with database.connection("auth") as conn:
+            cur = await conn.execute(_INSERT, (public_id, secret_sha256, description, None, None, console_role))
+            row = await cur.fetchone()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise NoWritePrivilege(str(exc)) from None
+    assert row is not None
+    return _key(row)
+
+
+async def list_keys_async(database: Database, limit: int) -> list[StoredKey]:
+    async with database.connection("auth") as conn:
+        cur = await conn.execute(f"{_LIST} LIMIT %s", (limit,))
+        return [_key(r) for r in await cur.fetchall()]
+
+
+async def disable_key_async(database: Database, public_id: str) -> StoredKey | None:
+    """As disable_key; raises NoWritePrivilege where the daemon's role may not write keys."""
+    try:
+        async with database.connection("auth") as conn:
+            cur = await conn.execute(_DISABLE, (public_id,))
+            row = await cur.fetchone()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise NoWritePrivilege(str(exc)) from None
     return _key(row) if row else None
 
 

@@ -1,0 +1,73 @@
+"""Rendering a console page: the Jinja2 environment (autoescaped), its filters, and the HTML responses."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import orjson
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from lsd.api.console.access import Viewer
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+DASH = "\N{EN DASH}"  # for a missing value
+# Pages are never cached: they show live data and may carry a CSRF token.
+NO_STORE = {"cache-control": "no-store", "x-frame-options": "DENY", "referrer-policy": "same-origin"}
+CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; form-action 'self'"
+
+
+def number(value: Any, digits: int = 0) -> str:
+    """12,345 (or 12,345.68 with `digits`); a dash for None."""
+    if value is None:
+        return DASH
+    return f"{value:,.{digits}f}"
+
+
+def money(value: Any) -> str:
+    if value is None:
+        return DASH
+    return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
+
+
+def when(value: dt.datetime | None) -> str:
+    return DASH if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def pretty(value: Any) -> str:
+    """JSON as indented text (the template escapes it)."""
+    if value is None:
+        return "null"
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
+
+
+def percent(value: float | None) -> str:
+    return DASH if value is None else f"{value * 100:.1f} %"
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(number=number, money=money, when=when, pretty=pretty, percent=percent)
+    return env
+
+
+ENVIRONMENT = _environment()
+
+
+def render(
+    request: Request[Any], template: str, viewer: Viewer, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    """The page `template` with `context`, the viewer (role, CSRF token) and the current path for the menu."""
+    html = ENVIRONMENT.get_template(template).render(viewer=viewer, path=request.url.path, **context)
+    response = HTMLResponse(html, status_code=status_code, headers={**NO_STORE, "content-security-policy": CSP})
+    viewer.set_cookies(response, secure=request.url.scheme == "https")
+    return response

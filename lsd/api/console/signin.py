@@ -1,0 +1,62 @@
+"""Signing in to the console with an LSD key, and out (only with `[gateway.auth] enabled = true`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lsd.api.console import access
+from lsd.api.console.access import Forbidden
+from lsd.api.console.page import read_form, redirect, services
+from lsd.api.console.render import render
+
+HOME = "/ui/"
+
+
+def _next(value: str | None) -> str:
+    """Where to go after signing in: a console path only (never another site)."""
+    if value and value.startswith("/ui") and not value.startswith("//") and "\\" not in value:
+        return value
+    return HOME
+
+
+async def login_form(request: Request[Any]) -> Response:
+    if not services(request).config.gateway.ui.enabled:
+        raise HTTPException(404)
+    if not services(request).auth.enabled:
+        return redirect(HOME)
+    viewer = access.anonymous(request)
+    return render(request, "login.html", viewer, next=_next(request.query_params.get("next")), message=None)
+
+
+async def login(request: Request[Any]) -> Response:
+    if not services(request).config.gateway.ui.enabled:
+        raise HTTPException(404)
+    viewer = access.anonymous(request)
+    form = await read_form(request)
+    target = _next(form.get("next"))
+    try:
+        access.check_form(viewer, form)
+        if not services(request).auth.enabled:
+            return redirect(HOME)
+        token = await access.sign_in(request, form.get("key", ""))
+    except Forbidden as exc:
+        return render(request, "login.html", viewer, 401, next=target, message=exc.message)
+    response = redirect(target)
+    access.set_session_cookie(request, response, token)
+    return response
+
+
+async def logout(request: Request[Any]) -> Response:
+    if not services(request).config.gateway.ui.enabled:
+        raise HTTPException(404)
+    viewer = await access.viewer(request)
+    form = await read_form(request)
+    if viewer is not None:
+        access.check_form(viewer, form)
+    response = redirect("/ui/login" if services(request).auth.enabled else HOME)
+    await access.sign_out(request, response)
+    return response

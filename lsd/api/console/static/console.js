@@ -1,0 +1,30 @@
+// The LSD console's only script: confirmation before disabling a key, and the feedback form's hint. Pages work
+// without it.
+"use strict";
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  const question = form instanceof HTMLFormElement ? form.dataset.confirm : undefined;
+  if (question && !window.confirm(question)) {
+    event.preventDefault();
+  }
+});
+document.addEventListener("DOMContentLoaded", () => {
+  const kind = document.getElementById("feedback-kind");
+  const metric = document.getElementById("feedback-metric");
+  if (!kind || !metric) {
+    return;
+  }
+  const sync = () => {
+    const needsMetric = kind.value === "boolean" || kind.value === "float";
+    metric.disabled = !needsMetric;
+    for (const option of metric.options) {
+      option.hidden = needsMetric && option.dataset.type !== kind.value;
+    }
+    const visible = Array.from(metric.options).find((o) => !o.hidden);
+    if (needsMetric && metric.selectedOptions[0] && metric.selectedOptions[0].hidden && visible) {
+      metric.value = visible.value;
+    }
+  };
+  kind.addEventListener("change", sync);
+  sync();
+});

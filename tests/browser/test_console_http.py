@@ -1,0 +1,215 @@
+"""The console in-process (starlette's TestClient on the real app, real PostgreSQL): every page's HTML with data
+in it, human feedback through the form, the CSRF and role refusals, sign-in with auth on, and `[gateway.ui]`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from lsd.app import build_app
+from lsd.auth import new_key
+from lsd.config import parse
+from lsd.store import keys
+from tests.browser.console_data import AUTH, CONFIG, Traffic, send_traffic
+from tests.support.polling import count, eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def client_for(config: str, database_url: str) -> TestClient:
+    return TestClient(build_app(parse(config, base_dir=ROOT), database_url), follow_redirects=False)
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def make_key(database_url: str, role: str | None) -> tuple[str, str]:
+    made = new_key()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        keys.insert_key(
+            conn, made.public_id, made.secret_sha256, description="console", organization=None, workspace=None,
+            console_role=role,
+        )
+    return made.public_id, made.token
+
+
+@pytest.fixture
+def open_console(database_url: str) -> Iterator[tuple[TestClient, Traffic]]:
+    with client_for(CONFIG, database_url) as client:
+        yield client, send_traffic(client, database_url)
+
+
+def test_every_page_renders_the_stored_data(open_console: tuple[TestClient, Traffic]) -> None:
+    client, traffic = open_console
+    first = traffic.inference_ids[0]
+    pages = {
+        "/ui/": ["Overview", "chat", "wobbly", "echo", "broken", "<svg"],
+        "/ui/?range=1h": ["inferences"],
+        "/ui/?range=30d": ["inferences"],
+        "/ui/functions": ["chat", "wobbly"],
+        "/ui/functions/chat": ["variant-row", "thumbs", "score", "95 %"],
+        "/ui/inferences": [str(first), "alice"[:0]],
+        "/ui/inferences?tag=user%3Dalice": [str(first)],
+        "/ui/inferences?function=chat&variant=a&metric=thumbs&value=true": [],
+        f"/ui/inferences/{first}": ["echo: hello 0", "thumbs", "0.75", "raw request"],
+        f"/ui/inferences/{traffic.failing_inference_id}": ["status-error", "broken", "backup"],
+        f"/ui/episodes/{traffic.episode_id}": [str(traffic.inference_ids[5])],
+        "/ui/evaluations": ["Evaluation runs"],
+        "/ui/datasets": ["Datasets"],
+        "/ui/batches": ["Batches"],
+        "/ui/keys": ["Rate-limit buckets", "Create a key"],
+    }
+    for path, expected in pages.items():
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.text[:500])
+        assert response.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in response.headers["content-security-policy"]
+        for text in expected:
+            assert text in response.text, (path, text)
+    # The variant's share and the overview's totals come from the statistics tables: 6 inferences of `chat`.
+    assert re.search(r"<b>7</b><span>inferences</span>", client.get("/ui/").text)
+    tagged = client.get("/ui/inferences?tag=user%3Dalice").text
+    assert str(first) in tagged and str(traffic.inference_ids[1]) not in tagged
+
+
+def test_keyset_paging_walks_every_inference(open_console: tuple[TestClient, Traffic], monkeypatch: pytest.MonkeyPatch) -> None:
+    client, traffic = open_console
+    monkeypatch.setattr("lsd.api.console.inferences.PAGE_SIZE", 3)
+    seen: list[str] = []
+    url: str | None = "/ui/inferences?function=chat"
+    while url:
+        html = client.get(url).text
+        seen += re.findall(r'href="/ui/inferences/([0-9a-f-]{36})"', html)
+        found = re.search(r'href="([^"]+)" id="next-page"', html)
+        url = found.group(1).replace("&amp;", "&") if found else None
+    assert sorted(seen) == sorted(str(i) for i in traffic.inference_ids)
+
+
+def test_bad_filters_and_unknown_ids_are_html_pages_naming_the_field(open_console: tuple[TestClient, Traffic]) -> None:
+    client, _ = open_console
+    response = client.get("/ui/inferences?episode=nope")
+    assert response.status_code == 400 and "episode_id" in response.text and "<html" in response.text
+    assert client.get("/ui/inferences?tag=novalue").status_code == 400
+    assert client.get("/ui/?range=2y").status_code == 400
+    assert client.get("/ui/inferences/01890000-0000-7000-8000-000000000000").status_code == 404
+    assert client.get("/ui/functions/nothing").status_code == 404
+
+
+def test_human_feedback_form_stores_through_the_feedback_path(
+    open_console: tuple[TestClient, Traffic], database_url: str
+) -> None:
+    client, traffic = open_console
+    target = traffic.inference_ids[4]
+    page = client.get(f"/ui/inferences/{target}")
+    token = csrf_of(page.text)
+    assert "lsd_console_csrf" in page.headers["set-cookie"] and "samesite=strict" in page.headers["set-cookie"].lower()
+    for kind, metric, value in (
+        ("boolean", "thumbs", "true"),
+        ("float", "score", "0.25"),
+        ("comment", "", "looks right <b>"),
+        ("demonstration", "", "the ideal answer"),
+    ):
+        form = {"csrf": token, "kind": kind, "metric_name": metric, "value": value, "episode_id": str(traffic.episode_id)}
+        response = client.post(f"/ui/inferences/{target}/feedback", data=form)
+        assert response.status_code == 303, response.text
+        assert response.headers["location"].startswith(f"/ui/inferences/{target}?added=")
+    query = "SELECT count(*) FROM {} WHERE target_id = %s"
+    assert eventually(lambda: count(database_url, query.format("boolean_metric_feedback") + " AND value", target))
+    assert eventually(lambda: count(database_url, query.format("float_metric_feedback") + " AND value = 0.25", target))
+    assert eventually(lambda: count(database_url, query.format("comment_feedback"), target))
+    assert eventually(lambda: count(database_url, "SELECT count(*) FROM demonstration_feedback WHERE inference_id = %s", target))
+    shown = client.get(f"/ui/inferences/{target}").text
+    assert "looks right &lt;b&gt;" in shown and "the ideal answer" in shown
+    # No CSRF token, or another one: refused, nothing stored.
+    for bad in ({}, {"csrf": "x" * 43}):
+        form = {**bad, "kind": "boolean", "metric_name": "thumbs", "value": "false"}
+        assert client.post(f"/ui/inferences/{target}/feedback", data=form).status_code == 403
+    # An invalid value is the feedback path's own 400.
+    form = {"csrf": token, "kind": "float", "metric_name": "score", "value": "lots"}
+    assert client.post(f"/ui/inferences/{target}/feedback", data=form).status_code == 400
+    assert count(database_url, query.format("boolean_metric_feedback") + " AND NOT value", target) == 0
+
+
+def test_html_is_escaped(open_console: tuple[TestClient, Traffic]) -> None:
+    client, _ = open_console
+    answer = client.post(
+        "/inference",
+        json={"function_name": "chat", "input": {"messages": [{"role": "user", "content": "<script>alert(1)</script>"}]},
+              "tags": {"x": "<img src=x onerror=alert(1)>"}},
+    ).json()
+    page = eventually(lambda: (r := client.get(f"/ui/inferences/{answer['inference_id']}")).status_code == 200 and r.text)
+    assert "<script>alert" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;" in page
+
+
+def test_console_off_is_404(database_url: str) -> None:
+    with client_for(CONFIG + "[gateway.ui]\nenabled = false\n", database_url) as client:
+        assert client.get("/ui/").status_code == 404
+        assert client.get("/ui/static/console.css").status_code == 404
+
+
+def test_sign_in_roles_and_sign_out_with_auth_on(database_url: str) -> None:
+    admin_id, admin_key = make_key(database_url, "admin")
+    reader_id, reader_key = make_key(database_url, "read-only")
+    _, api_only_key = make_key(database_url, None)
+    with client_for(CONFIG + AUTH, database_url) as client:
+        # Without a session: sent to sign in; a form post is refused; the API still wants its bearer key.
+        response = client.get("/ui/functions")
+        assert response.status_code == 303 and response.headers["location"] == "/ui/login?next=%2Fui%2Ffunctions"
+        assert client.post("/ui/keys", data={"description": "x"}).status_code == 401
+        assert client.get("/v1/evaluations/runs").status_code == 401
+        login = client.get("/ui/login")
+        assert login.status_code == 200
+        token = csrf_of(login.text)
+        # Keys that cannot sign in all get one answer; the login form needs its CSRF token.
+        for key in ("", "sk-lsd-nonsense", api_only_key, admin_key + "x"):
+            refused = client.post("/ui/login", data={"csrf": token, "key": key, "next": "/ui/"})
+            assert refused.status_code == 401 and "cannot sign in" in refused.text
+        assert client.post("/ui/login", data={"key": admin_key}).status_code == 401
+        # read-only: every page, no feedback form, no key management.
+        signed = client.post("/ui/login", data={"csrf": token, "key": reader_key, "next": "/ui/functions"})
+        assert signed.status_code == 303 and signed.headers["location"] == "/ui/functions"
+        cookie = signed.headers["set-cookie"]
+        assert "lsd_console_session=" in cookie and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+        assert reader_key.split("-")[3] not in cookie
+        assert count(database_url, "SELECT count(*) FROM console_sessions WHERE public_id = %s", reader_id) == 1
+        keys_page = client.get("/ui/keys")
+        assert keys_page.status_code == 200 and "Create a key" not in keys_page.text
+        session_csrf = csrf_of(keys_page.text)
+        assert client.post("/ui/keys", data={"csrf": session_csrf, "description": "nope"}).status_code == 403
+        inference = client.post(
+            "/inference",
+            json={"function_name": "chat", "input": {"messages": [{"role": "user", "content": "hi"}]}},
+            headers={"authorization": f"Bearer {admin_key}"},
+        ).json()["inference_id"]
+        page = eventually(lambda: (r := client.get(f"/ui/inferences/{inference}")).status_code == 200 and r.text)
+        assert "feedback-form" not in page and "read-only console role cannot add feedback" in page
+        form = {"csrf": session_csrf, "kind": "comment", "value": "no"}
+        assert client.post(f"/ui/inferences/{inference}/feedback", data=form).status_code == 403
+        signed_out = client.post("/ui/logout", data={"csrf": session_csrf})
+        assert signed_out.status_code == 303 and signed_out.headers["location"] == "/ui/login"
+        assert count(database_url, "SELECT count(*) FROM console_sessions WHERE public_id = %s", reader_id) == 0
+        assert client.get("/ui/keys").status_code == 303
+        # admin: creates a key (shown once), disables it; disabling the admin's own key ends its session.
+        client.post("/ui/login", data={"csrf": token, "key": admin_key, "next": "/ui/keys"})
+        admin_csrf = csrf_of(client.get("/ui/keys").text)
+        created = client.post("/ui/keys", data={"csrf": admin_csrf, "description": "made in the console", "console_role": ""})
+        assert created.status_code == 200
+        new_token = re.search(r'id="new-key">(sk-lsd-[^<]+)<', created.text)
+        assert new_token is not None
+        new_id = new_token.group(1).split("-")[2]
+        listed = client.get("/ui/keys").text
+        assert new_id in listed and new_token.group(1) not in listed
+        assert client.post(f"/ui/keys/{new_id}/disable", data={"csrf": admin_csrf}).status_code == 303
+        assert count(database_url, "SELECT count(*) FROM api_keys WHERE public_id = %s AND disabled_at IS NOT NULL", new_id) == 1
+        assert client.post(f"/ui/keys/{admin_id}/disable", data={"csrf": admin_csrf}).status_code == 303
+        assert client.get("/ui/keys").status_code == 303
