@@ -124,9 +124,9 @@ class GatewayConfig:
     disable_pseudonymous_usage_analytics: bool = False
     fetch_and_encode_input_files_before_inference: bool = False
     global_outbound_http_timeout_ms: int = 900_000
-
-
     ui: UiConfig = field(default_factory=UiConfig)
+
+
 @dataclass(frozen=True, slots=True)
 class TimeoutsConfig:
     non_streaming_total_ms: int | None = None
