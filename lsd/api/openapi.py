@@ -202,6 +202,7 @@ OPERATIONS: tuple[tuple[str, str, str, Schema | None, tuple[tuple[str, Schema], 
     ("POST", "/dynamic_evaluation_run", "start a workflow evaluation run (older name)", ANY_OBJECT, ()),
     ("POST", "/dynamic_evaluation_run/{run_id}/episode", "start an episode of a run (older name)", ANY_OBJECT, ()),
     ("GET", "/v1/workflow_evaluations/runs/{run_id}", "one workflow evaluation run", None, ()),
+    ("GET", "/v1/functions/{function_name}/experiment", "a function's experiment: weights and evidence", None, ()),
     ("POST", "/v1/datasets/get_datapoints", "datapoints by id", IDS, ()),
     ("DELETE", "/v1/datasets/{dataset_name}", "delete a dataset", None, ()),
     ("POST", "/v1/datasets/{dataset_name}/datapoints", "create datapoints", ANY_OBJECT, ()),
@@ -217,7 +218,13 @@ OPERATIONS: tuple[tuple[str, str, str, Schema | None, tuple[tuple[str, Schema], 
     ("GET", "/openai/v1/models", "the functions and models, OpenAI's list shape", None, ()),
 )
 
-PATH_PARAMETERS: dict[str, Schema] = {"batch_id": UUID, "inference_id": UUID, "run_id": UUID, "dataset_name": STRING}
+PATH_PARAMETERS: dict[str, Schema] = {
+    "batch_id": UUID,
+    "inference_id": UUID,
+    "run_id": UUID,
+    "dataset_name": STRING,
+    "function_name": STRING,
+}
 
 ERROR: Schema = {
     "type": "object",
