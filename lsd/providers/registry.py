@@ -5,23 +5,28 @@ from __future__ import annotations
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import ErrorSink, Table
 from lsd.providers.anthropic import AnthropicProvider
+from lsd.providers.aws_bedrock import BedrockProvider
 from lsd.providers.azure import AzureProvider
 from lsd.providers.base import Provider
 from lsd.providers.dummy import DummyProvider
+from lsd.providers.gcp_vertex import VertexAnthropicProvider, VertexGeminiProvider
 from lsd.providers.gemini import GeminiProvider
 from lsd.providers.openai import OpenAIProvider
 from lsd.providers.openai.compatible import OPENAI_COMPATIBLE
 
 PROVIDER_TYPES: dict[str, type[Provider]] = {
     AnthropicProvider.type_name: AnthropicProvider,
+    BedrockProvider.type_name: BedrockProvider,
     AzureProvider.type_name: AzureProvider,
     DummyProvider.type_name: DummyProvider,
+    VertexAnthropicProvider.type_name: VertexAnthropicProvider,
+    VertexGeminiProvider.type_name: VertexGeminiProvider,
     GeminiProvider.type_name: GeminiProvider,
     OpenAIProvider.type_name: OpenAIProvider,
     **{cls.type_name: cls for cls in OPENAI_COMPATIBLE},  # deepseek, groq, vllm, ... (one table)
 }
 # Types TensorZero names that LSD does not implement yet: refused by name, not as unknown types.
-NOT_IMPLEMENTED = frozenset({"aws_bedrock", "aws_sagemaker", "gcp_vertex_anthropic", "gcp_vertex_gemini"})
+NOT_IMPLEMENTED = frozenset({"aws_sagemaker"})
 
 
 def build_provider(config: ProviderConfig, sink: ErrorSink) -> Provider | None:

@@ -24,10 +24,10 @@ try:
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import RefreshableCredentials
     from botocore.session import Session
-except ImportError:  # the provider refuses its config (AWS_EXTRA_MISSING)
-    Session = None
 
-AWS_EXTRA_MISSING = Session is None
+    AWS_EXTRA_MISSING = False
+except ImportError:  # the provider refuses its config
+    AWS_EXTRA_MISSING = True
 SIGNING_NAME = "bedrock"  # bedrock-runtime signs as "bedrock"
 CHAIN = "the environment, the shared profile, web identity, the container role or the instance role"
 

@@ -9,14 +9,14 @@ an interrupted stream) serves this framing too. `StreamState` is pure: it maps t
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import orjson
 
-try:
+# Without the `aws` extra the provider refuses its config (credentials.AWS_EXTRA_MISSING).
+with contextlib.suppress(ImportError):
     from botocore import eventstream
-except ImportError:  # without the `aws` extra the provider refuses its config (credentials.AWS_EXTRA_MISSING)
-    eventstream = None
 
 from lsd.errors import ProviderError
 from lsd.providers.anthropic.wire import JSON_TOOL_NAME

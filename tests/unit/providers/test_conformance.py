@@ -40,12 +40,18 @@ from lsd.types import (
     Usage,
 )
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.bedrock_server import FakeBedrock
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.vertex_server import FakeVertex
 
 KEY = "sk-conformance-0123456789abcdef"  # every fake expects it; nothing stored may hold it
 CREDENTIAL = "conformance"  # providers take KEY from the request's credentials under this name
 UNSET_VAR = "LSD_CONFORMANCE_UNSET_KEY"
+# The cloud types take no api_key_location: Bedrock signs with the AWS chain's credentials (KEY is the access key
+# id, which the Authorization header names), Vertex sends the token its fake issues (KEY) for a service account.
+AWS_SECRET, AWS_TOKEN = "wJalrXUtnFEMI-K7MDENG-conformance", "IQoJb3JpZ2luX2VjEConformanceToken0123"
+VERTEX_KEY_VAR = "LSD_CONFORMANCE_VERTEX_KEY"  # holds the fake's service-account key file
 WEATHER = ToolSpec("get_weather", "Weather for a city", {"type": "object", "properties": {"city": {"type": "string"}}})
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 PRICE = {"input_per_million": 2.0, "output_per_million": 10.0}
@@ -86,6 +92,8 @@ class Harness:
     statuses: tuple[int, ...] = ()
     priced: bool = True  # takes the `cost` option
     keyed: bool = True  # sends an API key
+    key_location: bool = True  # takes it from `api_key_location` (the cloud types have their own credentials)
+    error_field: str = "error"  # the member of its error bodies that holds the error
 
     def model(self, scenario: str) -> str:
         if scenario not in self.models:
@@ -95,6 +103,16 @@ class Harness:
 
 def _keyed(options: dict[str, Any]) -> dict[str, Any]:
     return {"api_key_location": f"dynamic::{CREDENTIAL}", **options}
+
+
+def _vertex(url: str, model: str) -> dict[str, Any]:
+    return {
+        "model_id": model,
+        "location": "us-central1",
+        "project_id": "fake-project",
+        "api_base": f"{url}/v1/",
+        "credential_location": f"env::{VERTEX_KEY_VAR}",
+    }
 
 
 _COMMON = (400, 401, 403, 404, 429, 500)
@@ -155,6 +173,58 @@ HARNESSES: dict[str, Harness] = {
         },
         statuses=(*_COMMON, 503),
     ),
+    "aws_bedrock": Harness(
+        fake="bedrock",
+        options=lambda url, model: {"model_id": model, "region": "us-east-1", "endpoint_url": url},
+        models={
+            "plain": "anthropic.claude-test-v1:0",
+            "tool": "tool",
+            "json": "json",
+            "json_tool": "anthropic.claude-test-v1:0",
+            "broken": "cutoff",
+            "slow": "slow",
+            "malformed": "malformed",
+            "leak": "leak",
+            "leak_401": "leak-401",
+        },
+        statuses=(*_COMMON, 503),
+        key_location=False,
+        error_field="message",
+    ),
+    "gcp_vertex_anthropic": Harness(
+        fake="vertex",
+        options=lambda url, model: _vertex(url, model),
+        models={
+            "plain": "claude-test@20250101",
+            "tool": "tool",
+            "json": "json",
+            "json_tool": "claude-test@20250101",
+            "broken": "cutoff",
+            "slow": "slow",
+            "malformed": "malformed",
+            "leak": "leak",
+            "leak_401": "leak-401",
+        },
+        statuses=(*_COMMON, 529),
+        key_location=False,
+    ),
+    "gcp_vertex_gemini": Harness(
+        fake="vertex",
+        options=lambda url, model: _vertex(url, model),
+        models={
+            "plain": "gemini-test",
+            "tool": "function",
+            "json": "json",
+            "json_tool": "gemini-test",
+            "broken": "drop",
+            "slow": "slow",
+            "malformed": "malformed",
+            "leak": "leak",
+            "leak_401": "leak-401",
+        },
+        statuses=(*_COMMON, 503),
+        key_location=False,
+    ),
     # Every OpenAI-compatible type (deepseek, groq, vllm, ...) is the openai wire at another api_base.
     **{
         cls.type_name: Harness(
@@ -214,13 +284,21 @@ class Fakes:
 @pytest.fixture(scope="module")
 async def fakes() -> AsyncIterator[Fakes]:
     async with AsyncExitStack() as stack:
+        vertex = FakeVertex(token=KEY, delay_s=5.0)
         servers: dict[str, Any] = {
             "openai": FakeOpenAI(api_key=KEY, delay_s=5.0),
             "anthropic": FakeAnthropic(api_key=KEY, delay_s=5.0),
             "gemini": FakeGemini(expected_key=KEY, delay_s=5.0),
+            "bedrock": FakeBedrock(access_key=KEY, secret_key=AWS_SECRET, token=AWS_TOKEN, delay_s=5.0),
+            "vertex": vertex,
         }
         for server in servers.values():
             await stack.enter_async_context(server)
+        environ = stack.enter_context(pytest.MonkeyPatch.context())
+        for name, value in (("AWS_ACCESS_KEY_ID", KEY), ("AWS_SECRET_ACCESS_KEY", AWS_SECRET)):
+            environ.setenv(name, value)
+        environ.setenv("AWS_SESSION_TOKEN", AWS_TOKEN)
+        environ.setenv(VERTEX_KEY_VAR, orjson.dumps(vertex.service_account_info()).decode())
         yield Fakes(servers)
 
 
@@ -392,7 +470,7 @@ async def test_error_status(type_name: str, harness: Harness, fakes: Fakes, ctx:
     for error in (caught.value, streamed):
         assert (error.status, error.kind, error.retryable, error.provider) == (status, kind, retryable, "p")
         assert error.raw_request is not None and orjson.loads(error.raw_request)
-        assert error.raw_response is not None and orjson.loads(error.raw_response)["error"]
+        assert error.raw_response is not None and orjson.loads(error.raw_response)[harness.error_field]
         assert KEY not in repr(vars(error))
 
 
@@ -451,7 +529,7 @@ async def test_key_repeated_in_an_error_is_scrubbed(
         error = caught.value
     assert isinstance(error, ProviderError)
     assert (error.status, error.kind, error.retryable) == (401, "auth", False)
-    assert error.raw_response is not None and orjson.loads(error.raw_response)["error"]
+    assert error.raw_response is not None and orjson.loads(error.raw_response)[harness.error_field]
     assert REDACTED in error.message and REDACTED in error.raw_response
     for fragment in KEY_FRAGMENTS:
         assert fragment not in str(error) and fragment not in repr(vars(error)), fragment
@@ -487,8 +565,8 @@ async def test_credentials(
 ) -> None:
     """`env::VAR` and `dynamic::NAME` keys reach the provider; a missing one fails before anything is sent (an
     unset variable fails the attempt, a missing request credential is the caller's 400); a wrong one is `auth`."""
-    if not harness.keyed:
-        pytest.skip("this provider type sends no key")
+    if not harness.keyed or not harness.key_location:
+        pytest.skip("this provider type takes no api_key_location")
     plain = harness.model("plain")
     monkeypatch.setenv(UNSET_VAR, KEY)
     from_env = build(type_name, harness.options(fakes.url(harness), plain) | {"api_key_location": f"env::{UNSET_VAR}"})
