@@ -27,12 +27,15 @@ def needs_key(auth: AuthService, path: str) -> bool:
 
 
 async def authenticate(auth: AuthService, scope: Scope) -> None:
-    """Verify the bearer key of a request that needs one; raises Unauthorized (401)."""
+    """Verify the bearer key of a request that needs one; raises Unauthorized (401). Without an Authorization
+    header, an `x-api-key` header (what Anthropic's clients send) carries the key."""
     authorization = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             authorization = value.decode("latin-1")
             break
+        if name == b"x-api-key" and authorization is None:
+            authorization = "Bearer " + value.decode("latin-1")
     key = await auth.verify(authorization)
     scope[KEY_SCOPE] = key.public_id
 

@@ -1,6 +1,6 @@
 """The one place an LsdError becomes an HTTP response: its status, and its body in the wire format of the route
-(lsd.api.tensorzero_wire, or lsd.api.openai_wire under /openai/), with TensorZero's `error_json` when
-`gateway.unstable_error_json` is on.
+(lsd.api.tensorzero_wire, lsd.api.openai_wire under /openai/, lsd.api.anthropic_wire under /anthropic/), with
+TensorZero's `error_json` when `gateway.unstable_error_json` is on.
 
 An exception outside the tree on a request path is a bug: it is logged with its traceback under a fresh error id
 and answered as a JSON 500 carrying that id (`internal_error`), never starlette's plain-text page."""
@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from lsd.api.anthropic_wire import anthropic_error_body
 from lsd.api.openai_wire import openai_error_body
 from lsd.api.tensorzero_wire import error_body, route_not_found_body
 from lsd.errors import InternalError, LsdError, RateLimited
@@ -36,6 +37,8 @@ def error_bytes(exc: LsdError, scope: Scope) -> bytes:
     with_error_json = wants_error_json(scope)
     if scope["path"].startswith("/openai/"):
         return openai_error_body(exc, with_error_json=with_error_json)
+    if scope["path"].startswith("/anthropic/"):
+        return anthropic_error_body(exc)
     return error_body(exc, with_error_json=with_error_json)
 
 

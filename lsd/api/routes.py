@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from lsd.api import batch, datasets, evaluations, experiments, feedback, inference, inferences, metrics, openai, openapi
-from lsd.api import status
+from lsd.api import (
+    anthropic,
+    batch,
+    datasets,
+    evaluations,
+    experiments,
+    feedback,
+    inference,
+    inferences,
+    metrics,
+    openai,
+    openapi,
+    status,
+)
 from lsd.api import responses as openai_responses
 from lsd.api import workflow_evaluations as workflows
 
@@ -43,4 +55,6 @@ ROUTES = [
     Route("/openai/v1/embeddings", openai.embeddings, methods=["POST"]),
     Route("/openai/v1/responses", openai_responses.responses, methods=["POST"]),
     Route("/openai/v1/models", openai.models, methods=["GET"]),
+    Route("/anthropic/v1/messages", anthropic.messages, methods=["POST"]),
+    Route("/anthropic/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
 ]

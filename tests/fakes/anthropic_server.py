@@ -4,7 +4,9 @@ POST /v1/messages answers like Anthropic, as JSON or (with `"stream": true`) as 
 (`event: <name>` / `data: <json>`, the full message_start ... message_stop sequence, written in pieces).
 It checks what Anthropic checks and answers 400 invalid_request_error otherwise: the anthropic-version
 header, `model`, `max_tokens`, roles that alternate and tool_result blocks first in a user message.
-With `api_key` set it answers 401 unless x-api-key matches.
+With `api_key` set it answers 401 unless x-api-key matches. A `thinking` block sent back in an assistant turn must
+carry the signature this fake signs with (400 otherwise), as Anthropic checks its own signatures.
+POST /v1/messages/count_tokens answers `{"input_tokens": <words in the system and text blocks>}`.
 
 The behaviour is the model name when that is a behaviour below, else the first word of the last user text
 when that is one, else `echo`. A last user message holding a tool_result is answered "result: <content>";
@@ -13,6 +15,7 @@ a forced tool (`tool_choice` {"type": "tool"}) is always called, with {"answer":
   echo          text "echo: <last user text>"
   tool          a tool_use of the first tool, input {"query": <last user text>, "n": 2} (streamed in fragments)
   thinking      a signed thinking block, then the echo text
+  cached        the echo, its usage reporting cache_read_input_tokens 1000 and cache_creation_input_tokens 100
   json          text '{"answer": "<last user text>"}'
   length        "echo" text cut short: stop_reason max_tokens
   refusal       stop_reason refusal
@@ -49,11 +52,12 @@ ERROR_TYPES = {
     529: "overloaded_error",
 }
 BEHAVIOURS = frozenset(
-    {"echo", "tool", "thinking", "json", "length", "refusal", "slow", "malformed"}
+    {"echo", "tool", "thinking", "cached", "json", "length", "refusal", "slow", "malformed"}
     | {"stream-error", "cutoff", "truncated", "leak", "leak-401"}
     | {f"error-{status}" for status in ERROR_TYPES}
 )
 SIGNATURE = "c2lnbmF0dXJl"
+CACHE_READ, CACHE_WRITE = 1000, 100
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,17 @@ class FakeAnthropic(FakeServer):
     def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         return app
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        self.requests.append(ReceivedRequest(request.path, dict(request.headers), body, dict(request.query)))
+        if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
+            return _error(401, "invalid x-api-key")
+        if request.headers.get("anthropic-version") != "2023-06-01" or "model" not in body:
+            return _error(400, "anthropic-version header or model missing")
+        return web.Response(body=orjson.dumps({"input_tokens": _count_input(body)}), content_type="application/json")
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -152,6 +166,9 @@ class FakeAnthropic(FakeServer):
             if behaviour == "thinking":
                 thought = {"type": "thinking", "thinking": f"The user said {text}.", "signature": SIGNATURE}
                 content.insert(0, thought)
+        usage = {"input_tokens": _count_input(body), "output_tokens": max(_count_output(content), 1)}
+        if behaviour == "cached":
+            usage.update(cache_read_input_tokens=CACHE_READ, cache_creation_input_tokens=CACHE_WRITE)
         return {
             "id": f"msg_{next(self._ids):06d}",
             "type": "message",
@@ -160,7 +177,7 @@ class FakeAnthropic(FakeServer):
             "content": content,
             "stop_reason": stop_reason,
             "stop_sequence": None,
-            "usage": {"input_tokens": _count_input(body), "output_tokens": max(_count_output(content), 1)},
+            "usage": usage,
         }
 
     def _tool_use(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +206,8 @@ def _validate(request: web.Request, body: Any) -> str | None:
             return "messages: tool_result blocks must come first in the user message"
         if any(block.get("type") == "text" and not block.get("text") for block in message["content"]):
             return "messages: text content blocks must be non-empty"
+        if any(b.get("type") == "thinking" and b.get("signature") != SIGNATURE for b in message["content"]):
+            return "messages: a thinking block's signature is not valid"
     return None
 
 

@@ -87,6 +87,12 @@ class AnthropicProvider(HttpProvider):
             raise self.attach(malformed(str(exc)), exchange) from exc
         return self.response(exchange, content, usage, reason)
 
+    async def count_tokens(self, body: Mapping[str, Json], ctx: CallContext) -> dict[str, Json]:
+        """Anthropic's `POST {api_base}messages/count_tokens` for a Messages body (its `model` replaced by this
+        provider's): the answer as Anthropic sent it, `{"input_tokens": N}`. ProviderError when the call fails."""
+        exchange = await self.post_json(self.url + "/count_tokens", {**body, "model": self._model_name}, ctx)
+        return exchange.data
+
     async def start_batch(self, items: Sequence[tuple[str, ProviderRequest]], ctx: CallContext) -> BatchSubmission:
         bodies = [(custom_id, self._body(request, stream=False)) for custom_id, request in items]
         json_tool = [custom_id for custom_id, request in items if uses_json_tool(request)]

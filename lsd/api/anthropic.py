@@ -1,0 +1,123 @@
+"""Anthropic's Messages API under /anthropic/v1: messages (streaming too) and count_tokens.
+
+A Messages request is an ordinary LSD inference: parsed into the engine's request (lsd.api.anthropic_request), run
+by `engine.infer` or `start_stream`, answered from the typed result (lsd.api.anthropic_wire).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lsd.api.anthropic_request import (
+    MessagesRequest,
+    parse_messages_request,
+    provider_extras,
+    resolve_model,
+)
+from lsd.api.anthropic_wire import StreamWriter, message_json, sse_bytes
+from lsd.api.auth import identify
+from lsd.api.body import json_response_bytes, read_json
+from lsd.api.sse import EventStreamResponse, Final
+from lsd.api.state import AppState
+from lsd.config.inbound import InboundTarget
+from lsd.errors import InvalidRequest
+from lsd.inference.request import InferenceRequest
+from lsd.inference.streaming import InferenceStream, start_stream
+from lsd.providers.anthropic import AnthropicProvider
+from lsd.providers.base import Provider
+from lsd.runtime import Runtime
+from lsd.types import Input, Message, Text
+
+BETA_HEADER = b"anthropic-beta"
+
+
+async def messages(request: Request[AppState]) -> Response:
+    services = request.state["services"]
+    body = await read_json(request, services.config.gateway.max_body_bytes)
+    call = parse_messages_request(body, services.config)
+    call = _with_provider_extras(call, services, _header(request, BETA_HEADER))
+    call = replace(call, request=identify(request.scope, call.request))
+    if call.request.stream:
+        stream = await start_stream(services.engine, call.request)
+        return EventStreamResponse(_sse(StreamWriter(call, stream), stream))
+    result = await services.engine.infer(call.request)
+    return Response(json_response_bytes(message_json(call, result)), media_type="application/json")
+
+
+async def _sse(writer: StreamWriter, stream: InferenceStream) -> AsyncIterator[bytes]:
+    """The stream's events as Anthropic's SSE; the last (message_delta, message_stop) ends the body."""
+    yield sse_bytes(writer.start())
+    held = b""
+    async for event in stream.events():
+        data = sse_bytes(writer.events(event))
+        if event.trailing:
+            held += data
+        elif data:
+            yield held + data
+            held = b""
+    yield Final(held)
+
+
+async def count_tokens(request: Request[AppState]) -> Response:
+    """Passed through to the first `anthropic` provider the model routes to (400 naming `model` when none)."""
+    services = request.state["services"]
+    body = await read_json(request, services.config.gateway.max_body_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest.at("body", "expected a JSON object")
+    target = resolve_model(body.get("model"), services.config)
+    provider = next((p for _, p in _providers(services, target) if isinstance(p, AnthropicProvider)), None)
+    if provider is None:
+        raise InvalidRequest.at(
+            "model",
+            f"count_tokens needs an `anthropic` provider behind the model: {body['model']!r} routes to none",
+        )
+    if not isinstance(body.get("messages"), list):
+        raise InvalidRequest.at("messages", "required: an array")
+    credentials = body.get("lsd::credentials") or body.get("tensorzero::credentials") or {}
+    if not isinstance(credentials, dict):
+        raise InvalidRequest.at("lsd::credentials", "expected an object of strings")
+    passed = {k: v for k, v in body.items() if not k.startswith(("lsd::", "tensorzero::"))}
+    ctx = services.engine.call_context(
+        InferenceRequest(Input(None, (Message("user", (Text(""),)),)), credentials=credentials)
+    )
+    answer = await provider.count_tokens(passed, ctx)
+    return Response(json_response_bytes(answer), media_type="application/json")
+
+
+def _providers(services: Runtime, target: InboundTarget) -> Iterator[tuple[str, Provider]]:
+    """(model name, provider) for every provider the target may route to: its variants' models in config order,
+    each model's providers in routing order."""
+    if target.kind == "model_name":
+        names = [target.name]
+    else:
+        names = list(dict.fromkeys(v.model for v in services.config.functions[target.name].variants.values()))
+    for name in names:
+        model = services.engine.models.get(name, field_name="model")
+        for provider in model.providers:
+            yield model.name, provider
+
+
+def _with_provider_extras(call: MessagesRequest, services: Runtime, beta: str | None) -> MessagesRequest:
+    if not call.anthropic_fields and not beta:
+        return call
+    routes = ((model, p.name, p.type_name) for model, p in _providers(services, call.target))
+    bodies, headers = provider_extras(call, routes, beta)
+    if not bodies and not headers:
+        return call
+    request = replace(
+        call.request,
+        extra_body=(*call.request.extra_body, *bodies),
+        extra_headers=(*call.request.extra_headers, *headers),
+    )
+    return replace(call, request=request)
+
+
+def _header(request: Request[AppState], name: bytes) -> str | None:
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None

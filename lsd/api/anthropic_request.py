@@ -1,0 +1,394 @@
+"""Anthropic's Messages API request, parsed into the engine's InferenceRequest (its answers: lsd.api.anthropic_wire).
+
+`model` names an LSD function or model: `lsd::function_name::F`, `lsd::model_name::M` (or `tensorzero::`), a name
+`[inbound.anthropic] models` maps, or a configured model's own name. Anthropic-only request fields with no place in
+the engine's request (`thinking`, `top_k`, the `anthropic-beta` header) travel as extra_body/extra_headers entries
+narrowed to the providers that speak Anthropic's body, so other providers never see them. Every error names its
+field (`messages[0].content[1].source.type`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeGuard
+
+import orjson
+
+from lsd.config.inbound import PREFIXES, InboundTarget, parse_target
+from lsd.config.model import Config
+from lsd.errors import InvalidRequest, UnknownFunction, UnknownModel
+from lsd.immutable import immutable
+from lsd.inference.request import (
+    InferenceRequest,
+    parse_body_patch,
+    parse_cache_options,
+    parse_header_patch,
+    parse_uuid,
+)
+from lsd.types import (
+    BodyPatch,
+    ContentBlock,
+    File,
+    HeaderPatch,
+    InferenceParams,
+    Input,
+    Json,
+    Message,
+    Text,
+    Thought,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+)
+
+# Provider types whose request body is Anthropic's Messages body: the Anthropic-only fields go to these alone.
+ANTHROPIC_BODY_TYPES = frozenset({"anthropic", "gcp_vertex_anthropic"})
+_FIELDS = frozenset(
+    {
+        *("model", "max_tokens", "messages", "system", "temperature", "top_p", "top_k", "stop_sequences"),
+        *("stream", "tools", "tool_choice", "metadata", "thinking", "service_tier"),
+    }
+)
+_EXTENSIONS = frozenset(
+    {"tags", "episode_id", "variant_name", "dryrun", "cache_options", "credentials", "extra_body", "extra_headers"}
+)
+
+
+@immutable
+class MessagesRequest:
+    """A parsed Messages request: the engine's request (before the provider-narrowed extras are added), the
+    `model` as the client sent it (echoed in answers), what it names, and the Anthropic-only body fields."""
+
+    request: InferenceRequest
+    model: str
+    target: InboundTarget
+    anthropic_fields: Mapping[str, Json]  # top-level body keys for Anthropic-bodied providers (thinking, top_k)
+
+
+def resolve_model(model: Any, config: Config) -> InboundTarget:
+    """What `model` names; InvalidRequest (400) or UnknownFunction/UnknownModel (404), both naming `model`."""
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest.at("model", "expected a non-empty string")
+    target = parse_target(model)
+    if target is None:
+        if model.startswith(PREFIXES):
+            raise InvalidRequest.at("model", f"expected lsd::function_name::F or lsd::model_name::M, got {model!r}")
+        target = config.inbound.anthropic.models.get(model) or InboundTarget("model_name", model)
+    if target.kind == "function_name" and target.name not in config.functions:
+        raise UnknownFunction(target.name, field="model")
+    if target.kind == "model_name" and target.name not in config.models and "::" not in target.name:
+        raise UnknownModel(target.name, field="model")
+    return target
+
+
+def parse_messages_request(body: Any, config: Config) -> MessagesRequest:
+    """The engine request for a Messages API body; InvalidRequest (400) naming the field for a body Anthropic
+    would refuse or LSD cannot carry."""
+    if not isinstance(body, dict):
+        raise InvalidRequest.at("body", "expected a JSON object")
+    for key in body:
+        bare = key.split("::", 1)[1] if key.startswith(PREFIXES) else None
+        if key not in _FIELDS and bare not in _EXTENSIONS:
+            raise InvalidRequest.at(key, "unknown field")
+    target = resolve_model(body.get("model"), config)
+    max_tokens = body.get("max_tokens")
+    if not _is_int(max_tokens) or max_tokens < 1:
+        raise InvalidRequest.at("max_tokens", "required: a positive integer")
+    params = InferenceParams(
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature"),
+        top_p=_number(body, "top_p"),
+        stop_sequences=_strings(body.get("stop_sequences"), "stop_sequences"),
+    )
+    tool_choice, parallel = _tool_choice(body.get("tool_choice"))
+    tags = dict(_extension(body, "tags", _string_map) or {})
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise InvalidRequest.at("metadata", "expected an object")
+        user = metadata.get("user_id")
+        if user is not None and not isinstance(user, str):
+            raise InvalidRequest.at("metadata.user_id", "expected a string")
+        if user:
+            tags.setdefault("user_id", user)
+    episode = _extension(body, "episode_id", parse_uuid)
+    dryrun = bool(_extension(body, "dryrun", _bool))
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest.at("stream", "expected a boolean")
+    variant = _extension(body, "variant_name", _string)
+    request = InferenceRequest(
+        input=Input(system=_system(body.get("system")), messages=parse_messages(body.get("messages"))),
+        function_name=target.name if target.kind == "function_name" else None,
+        model_name=target.name if target.kind == "model_name" else None,
+        episode_id=episode,
+        variant_name=variant if target.kind == "function_name" else None,
+        stream=bool(stream),
+        dryrun=dryrun,
+        params=params,
+        tags=tags,
+        credentials=_extension(body, "credentials", _string_map) or {},
+        extra_body=tuple(_extension(body, "extra_body", _patches(parse_body_patch)) or ()),
+        extra_headers=tuple(_extension(body, "extra_headers", _patches(parse_header_patch)) or ()),
+        additional_tools=_tools(body.get("tools")),
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel,
+        cache=parse_cache_options(_raw_extension(body, "cache_options"), "lsd::cache_options", dryrun),
+    )
+    return MessagesRequest(request, body["model"], target, _anthropic_fields(body))
+
+
+def provider_extras(
+    call: MessagesRequest, providers: Iterable[tuple[str, str, str]], beta: str | None
+) -> tuple[tuple[BodyPatch, ...], tuple[HeaderPatch, ...]]:
+    """The Anthropic-only fields (and the client's `anthropic-beta` header) as extra_body/extra_headers entries for
+    each (model, provider, provider type) that takes Anthropic's body, so that no other provider sees them."""
+    bodies: list[BodyPatch] = []
+    headers: list[HeaderPatch] = []
+    for model, provider, provider_type in providers:
+        if provider_type not in ANTHROPIC_BODY_TYPES:
+            continue
+        for key, value in call.anthropic_fields.items():
+            bodies.append(BodyPatch(f"/{key}", value, model_name=model, provider_name=provider))
+        if beta:
+            headers.append(HeaderPatch("anthropic-beta", beta, model_name=model, provider_name=provider))
+    return tuple(bodies), tuple(headers)
+
+
+def parse_messages(value: Any) -> tuple[Message, ...]:
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest.at("messages", "required: a non-empty array")
+    tool_names: dict[str, str] = {}
+    out: list[Message] = []
+    for i, message in enumerate(value):
+        path = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise InvalidRequest.at(path, "expected an object")
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            raise InvalidRequest.at(f"{path}.role", f"must be 'user' or 'assistant', got {role!r}")
+        content = message.get("content")
+        if isinstance(content, str):
+            out.append(Message(role, (Text(content),)))
+            continue
+        if not isinstance(content, list):
+            raise InvalidRequest.at(f"{path}.content", "expected a string or an array of content blocks")
+        blocks: list[ContentBlock] = []
+        for j, block in enumerate(content):
+            blocks.extend(_block(block, f"{path}.content[{j}]", tool_names))
+        out.append(Message(role, tuple(blocks)))
+    return tuple(out)
+
+
+def _block(block: Any, path: str, tool_names: dict[str, str]) -> list[ContentBlock]:
+    if not isinstance(block, dict):
+        raise InvalidRequest.at(path, "expected an object")
+    kind = block.get("type")
+    if kind == "text":
+        return [Text(_required_str(block, "text", path))]
+    if kind in ("image", "document"):
+        return [_source(block, kind, path)]
+    if kind == "tool_use":
+        call_id, name = _required_str(block, "id", path), _required_str(block, "name", path)
+        arguments = block.get("input", {})
+        if not isinstance(arguments, dict):
+            raise InvalidRequest.at(f"{path}.input", "expected an object")
+        tool_names[call_id] = name
+        return [ToolCall(call_id, name, orjson.dumps(arguments).decode())]
+    if kind == "tool_result":
+        return _tool_result(block, path, tool_names)
+    if kind == "thinking":
+        return [Thought(_required_str(block, "thinking", path), _required_str(block, "signature", path))]
+    if kind == "redacted_thinking":
+        return [Thought(None, _required_str(block, "data", path))]
+    raise InvalidRequest.at(
+        f"{path}.type",
+        f"unsupported content block type {kind!r}: expected text, image, document, tool_use, tool_result, "
+        "thinking or redacted_thinking",
+    )
+
+
+def _source(block: Mapping[str, Any], kind: str, path: str) -> ContentBlock:
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise InvalidRequest.at(f"{path}.source", "expected an object")
+    spath = f"{path}.source"
+    source_type = source.get("type")
+    if source_type == "base64":
+        return File(mime_type=_required_str(source, "media_type", spath), data=_required_str(source, "data", spath))
+    if source_type == "url":
+        mime = "application/pdf" if kind == "document" else None
+        return File(mime_type=mime, url=_required_str(source, "url", spath))
+    if source_type == "text" and kind == "document":
+        return Text(_required_str(source, "data", spath))
+    raise InvalidRequest.at(f"{spath}.type", f"unsupported source type {source_type!r}: expected base64 or url")
+
+
+def _tool_result(block: Mapping[str, Any], path: str, tool_names: Mapping[str, str]) -> list[ContentBlock]:
+    """A tool_result: its text as the ToolResult; images it holds follow it as their own blocks."""
+    call_id = _required_str(block, "tool_use_id", path)
+    content = block.get("content")
+    files: list[ContentBlock] = []
+    if content is None or isinstance(content, str):
+        text = content or ""
+    elif isinstance(content, list):
+        parts = []
+        for k, part in enumerate(content):
+            ppath = f"{path}.content[{k}]"
+            if isinstance(part, dict) and part.get("type") == "text":
+                parts.append(_required_str(part, "text", ppath))
+            elif isinstance(part, dict) and part.get("type") in ("image", "document"):
+                files.append(_source(part, str(part["type"]), ppath))
+            else:
+                raise InvalidRequest.at(f"{ppath}.type", "expected a text, image or document block")
+        text = "\n".join(parts)
+    else:
+        raise InvalidRequest.at(f"{path}.content", "expected a string or an array of content blocks")
+    return [ToolResult(call_id, tool_names.get(call_id, ""), text), *files]
+
+
+def _system(value: Any) -> str | None:
+    """`system` as a string, or an array of text blocks (joined by blank lines)."""
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise InvalidRequest.at("system", "expected a string or an array of text blocks")
+    texts = []
+    for i, block in enumerate(value):
+        if not isinstance(block, dict) or block.get("type") != "text":
+            raise InvalidRequest.at(f"system[{i}]", "expected a text block {type: text, text}")
+        texts.append(_required_str(block, "text", f"system[{i}]"))
+    return "\n\n".join(texts)
+
+
+def _tools(value: Any) -> tuple[ToolSpec, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidRequest.at("tools", "expected an array")
+    tools = []
+    for i, tool in enumerate(value):
+        path = f"tools[{i}]"
+        if not isinstance(tool, dict):
+            raise InvalidRequest.at(path, "expected an object")
+        if tool.get("type") not in (None, "custom"):
+            raise InvalidRequest.at(f"{path}.type", f"server tools ({tool['type']!r}) are not supported")
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict):
+            raise InvalidRequest.at(f"{path}.input_schema", "required: a JSON Schema object")
+        description = tool.get("description")
+        if description is not None and not isinstance(description, str):
+            raise InvalidRequest.at(f"{path}.description", "expected a string")
+        tools.append(ToolSpec(_required_str(tool, "name", path), description or "", schema))
+    return tuple(tools)
+
+
+def _tool_choice(value: Any) -> tuple[str | dict[str, str] | None, bool | None]:
+    """Anthropic's tool_choice as the engine's (choice, parallel_tool_calls)."""
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        raise InvalidRequest.at("tool_choice", "expected an object {type: auto | any | tool | none}")
+    disable = value.get("disable_parallel_tool_use")
+    if disable is not None and not isinstance(disable, bool):
+        raise InvalidRequest.at("tool_choice.disable_parallel_tool_use", "expected a boolean")
+    parallel = None if disable is None else not disable
+    kind = value.get("type")
+    if kind == "tool":
+        return {"specific": _required_str(value, "name", "tool_choice")}, parallel
+    choice = {"auto": "auto", "any": "required", "none": "none"}.get(kind) if isinstance(kind, str) else None
+    if choice is None:
+        raise InvalidRequest.at("tool_choice.type", f"must be auto, any, tool or none, got {kind!r}")
+    return choice, parallel
+
+
+def _anthropic_fields(body: Mapping[str, Any]) -> dict[str, Json]:
+    fields: dict[str, Json] = {}
+    thinking = body.get("thinking")
+    if thinking is not None:
+        if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled", "adaptive"):
+            raise InvalidRequest.at("thinking", "expected {type: enabled, budget_tokens} or {type: disabled}")
+        budget = thinking.get("budget_tokens")
+        if thinking["type"] == "enabled" and (not _is_int(budget) or budget < 1):
+            raise InvalidRequest.at("thinking.budget_tokens", "required: a positive integer")
+        fields["thinking"] = thinking
+    top_k = body.get("top_k")
+    if top_k is not None:
+        if not _is_int(top_k) or top_k < 0:
+            raise InvalidRequest.at("top_k", "expected a non-negative integer")
+        fields["top_k"] = top_k
+    return fields
+
+
+# ---- small readers, each naming its field ----------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(body: Mapping[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest.at(key, "expected a number")
+    return float(value)
+
+
+def _strings(value: Any, path: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise InvalidRequest.at(path, "expected an array of strings")
+    return tuple(value)
+
+
+def _required_str(obj: Mapping[str, Any], key: str, path: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise InvalidRequest.at(f"{path}.{key}", "required: a string")
+    return value
+
+
+def _raw_extension(body: Mapping[str, Any], name: str) -> Any:
+    for prefix in PREFIXES:
+        if body.get(f"{prefix}{name}") is not None:
+            return body[f"{prefix}{name}"]
+    return None
+
+
+def _extension(body: Mapping[str, Any], name: str, parse: Any) -> Any:
+    """The `lsd::<name>` (or `tensorzero::<name>`) extension key, parsed with its path; None when absent."""
+    for prefix in PREFIXES:
+        value = body.get(f"{prefix}{name}")
+        if value is not None:
+            return parse(value, f"{prefix}{name}")
+    return None
+
+
+def _string(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequest.at(path, "expected a string")
+    return value
+
+
+def _bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequest.at(path, "expected a boolean")
+    return value
+
+
+def _string_map(value: Any, path: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidRequest.at(path, "expected an object of strings")
+    return dict(value)
+
+
+def _patches(parse: Any) -> Any:
+    def parse_all(value: Any, path: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise InvalidRequest.at(path, "expected an array")
+        return [parse(item, f"{path}[{i}]") for i, item in enumerate(value)]
+
+    return parse_all

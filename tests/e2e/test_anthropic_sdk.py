@@ -1,0 +1,377 @@
+"""The official `anthropic` SDK against a real `lsd serve` on POST /anthropic/v1/messages: plain and streamed messages
+with system blocks, images, tools and thinking, count_tokens, with an Anthropic fake behind (passed through) and an
+OpenAI fake behind (translated); the rows each call leaves are checked."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import anthropic
+import psycopg
+import pytest
+from anthropic import AsyncAnthropic
+
+from tests.fakes.anthropic_server import CACHE_READ, CACHE_WRITE, SIGNATURE, FakeAnthropic
+from tests.fakes.openai_server import FakeOpenAI
+from tests.support.gateway import Daemon
+
+ANTHROPIC_KEY = "sk-ant-fake-provider-key"
+OPENAI_KEY = "sk-fake-openai-key"
+WEATHER = {
+    "name": "weather",
+    "description": "The weather in a city",
+    "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}},
+}
+PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really-a-png").decode()
+# Anthropic's prices for the claude model below (USD per million tokens).
+INPUT, OUTPUT, CACHE_READ_PRICE, CACHE_WRITE_PRICE = 3.0, 15.0, 0.30, 3.75
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeAnthropic, FakeOpenAI]]:
+    claude = FakeAnthropic(api_key=ANTHROPIC_KEY)
+    await claude.start()
+    try:
+        async with FakeOpenAI(api_key=OPENAI_KEY) as gpt:
+            yield claude, gpt
+    finally:
+        await claude.stop()
+
+
+@pytest.fixture
+def daemon(fakes: tuple[FakeAnthropic, FakeOpenAI], tmp_path: Path, database_url: str) -> Iterator[Daemon]:
+    claude, gpt = fakes
+    config = tmp_path / "lsd.toml"
+    config.write_text(
+        f"""
+[gateway.observability]
+async_writes = false
+
+[models.claude]
+routing = ["anthropic"]
+[models.claude.providers.anthropic]
+type = "anthropic"
+model_name = "claude-fake"
+api_base = "{claude.base_url}"
+api_key_location = "env::FAKE_ANTHROPIC_KEY"
+[models.claude.providers.anthropic.cost]
+input_per_million = {INPUT}
+output_per_million = {OUTPUT}
+cache_read_per_million = {CACHE_READ_PRICE}
+cache_write_per_million = {CACHE_WRITE_PRICE}
+
+[models.gpt]
+routing = ["openai"]
+[models.gpt.providers.openai]
+type = "openai"
+model_name = "gpt-4o-mini"
+api_base = "{gpt.api_base}"
+api_key_location = "env::FAKE_OPENAI_KEY"
+cost = {{ input_per_million = 1.0, output_per_million = 2.0 }}
+
+[functions.assistant]
+type = "chat"
+[functions.assistant.variants.claude]
+type = "chat_completion"
+model = "claude"
+
+[inbound.anthropic.models]
+"claude-sonnet-4-5" = "claude"
+"claude-haiku-4-5" = "lsd::function_name::assistant"
+"gpt-4o-mini" = "gpt"
+"""
+    )
+    running = Daemon(config, database_url, env={"FAKE_ANTHROPIC_KEY": ANTHROPIC_KEY, "FAKE_OPENAI_KEY": OPENAI_KEY})
+    running.wait_ready()
+    yield running
+    assert running.terminate() == 0
+
+
+@pytest.fixture
+async def client(daemon: Daemon) -> AsyncIterator[AsyncAnthropic]:
+    sdk = AsyncAnthropic(base_url=f"{daemon.base_url}/anthropic", api_key="unused-lsd-key", max_retries=0)
+    yield sdk
+    await sdk.close()
+
+
+def inference_id(message_id: str) -> UUID:
+    assert message_id.startswith("msg_")
+    return UUID(hex=message_id.removeprefix("msg_"))
+
+
+def row(database_url: str, query: str, *params: Any) -> tuple[Any, ...]:
+    with psycopg.connect(database_url) as conn:
+        found = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    assert found is not None, query
+    return tuple(found)
+
+
+async def test_messages_create_text_system_blocks_and_image(
+    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], database_url: str
+) -> None:
+    claude, _ = fakes
+    message = await client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=100,
+        system=[{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}],
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}},
+                    {"type": "text", "text": "hello claude"},
+                ],
+            }
+        ],
+        extra_headers={"lsd-tag-team": "search"},
+    )
+    assert message.model == "claude-sonnet-4-5" and message.role == "assistant"
+    assert [b.type for b in message.content] == ["text"]
+    assert message.content[0].text == "echo: hello claude"  # type: ignore[union-attr]
+    assert message.stop_reason == "end_turn"
+    sent = claude.last.json
+    assert sent["model"] == "claude-fake" and sent["system"] == "Be brief.\n\nBe kind."
+    assert sent["messages"][0]["content"][0] == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": PIXEL},
+    }
+    assert claude.last.headers["x-api-key"] == ANTHROPIC_KEY
+    function, variant, tags, tokens, output = row(
+        database_url,
+        "SELECT function_name, variant_name, tags, input_tokens, output FROM chat_inferences WHERE id = %s",
+        inference_id(message.id),
+    )
+    assert (function, variant) == ("tensorzero::default", "claude")
+    assert tags["team"] == "search"
+    assert tokens == message.usage.input_tokens and output == [{"type": "text", "text": "echo: hello claude"}]
+
+
+async def test_cache_tokens_are_reported_stored_and_priced(client: AsyncAnthropic, database_url: str) -> None:
+    message = await client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": "cached prompt here"}]
+    )
+    usage = message.usage
+    assert (usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (CACHE_READ, CACHE_WRITE)
+    uncached, output = usage.input_tokens, usage.output_tokens
+    assert uncached == 3  # the fake counts words: Anthropic's input_tokens leaves the cached ones out
+    expected = (
+        uncached * INPUT + CACHE_READ * CACHE_READ_PRICE + CACHE_WRITE * CACHE_WRITE_PRICE + output * OUTPUT
+    ) / 1e6
+    tokens, read, written, cost = row(
+        database_url,
+        "SELECT input_tokens, cache_read_input_tokens, cache_write_input_tokens, cost FROM model_inferences"
+        " WHERE inference_id = %s",
+        inference_id(message.id),
+    )
+    assert (tokens, read, written) == (uncached + CACHE_READ + CACHE_WRITE, CACHE_READ, CACHE_WRITE)
+    assert cost == pytest.approx(Decimal(str(expected)))
+    chat = row(
+        database_url,
+        "SELECT cache_read_input_tokens, cache_write_input_tokens, cost FROM chat_inferences WHERE id = %s",
+        inference_id(message.id),
+    )
+    assert chat == (CACHE_READ, CACHE_WRITE, cost)
+
+    async with client.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": "cached prompt here"}]
+    ) as stream:
+        final = await stream.get_final_message()
+    assert (final.usage.cache_read_input_tokens, final.usage.cache_creation_input_tokens) == (CACHE_READ, CACHE_WRITE)
+    assert final.usage.input_tokens == 3
+    streamed = row(
+        database_url,
+        "SELECT cache_read_input_tokens, cache_write_input_tokens, cost FROM model_inferences WHERE inference_id = %s",
+        inference_id(final.id),
+    )
+    assert streamed[:2] == (CACHE_READ, CACHE_WRITE) and streamed[2] == pytest.approx(Decimal(str(expected)))
+
+
+async def test_tool_use_round_trip_with_tool_result(
+    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], database_url: str
+) -> None:
+    claude, _ = fakes
+    first = await client.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=100,
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice={"type": "auto"},
+        messages=[{"role": "user", "content": "tool Oslo"}],
+    )
+    assert first.stop_reason == "tool_use"
+    [call] = first.content
+    assert call.type == "tool_use" and call.name == "weather" and call.input == {"query": "tool Oslo", "n": 2}
+    second = await client.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=100,
+        tools=[WEATHER],  # type: ignore[list-item]
+        messages=[
+            {"role": "user", "content": "tool Oslo"},
+            {"role": "assistant", "content": [call.model_dump()]},  # type: ignore[list-item]
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": call.id, "content": [{"type": "text", "text": "sunny"}]}
+                ],
+            },
+        ],
+    )
+    assert second.content[0].text == "result: sunny"  # type: ignore[union-attr]
+    sent = claude.last.json["messages"]
+    assert sent[1]["content"][0] == {"type": "tool_use", "id": call.id, "name": "weather", "input": call.input}
+    assert sent[2]["content"][0] == {"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}
+    function, variant, output = row(
+        database_url,
+        "SELECT function_name, variant_name, output FROM chat_inferences WHERE id = %s",
+        inference_id(first.id),
+    )
+    assert (function, variant) == ("assistant", "claude")
+    assert output[0]["type"] == "tool_call" and output[0]["id"] == call.id and output[0]["raw_name"] == "weather"
+
+
+async def test_stream_with_tools(client: AsyncAnthropic, database_url: str) -> None:
+    async with client.messages.stream(
+        model="claude-sonnet-4-5",
+        max_tokens=100,
+        tools=[WEATHER],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "tool Bergen"}],
+    ) as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_message()
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert "content_block_start" in kinds and "input_json" in kinds
+    [call] = final.content
+    assert call.type == "tool_use" and call.input == {"query": "tool Bergen", "n": 2}
+    assert final.stop_reason == "tool_use" and final.usage.output_tokens > 0
+    streamed, output = row(
+        database_url,
+        "SELECT streamed, (SELECT output FROM chat_inferences c WHERE c.id = m.inference_id)"
+        " FROM model_inferences m WHERE inference_id = %s",
+        inference_id(final.id),
+    )
+    assert streamed is True and output[0]["raw_arguments"] == json.dumps(call.input, separators=(",", ":"))
+
+
+async def test_thinking_with_signature_passes_through_plain_and_streamed(
+    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], database_url: str
+) -> None:
+    claude, _ = fakes
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    plain = await client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=2048,
+        thinking=thinking,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "thinking about it"}],
+        extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
+    )
+    assert claude.last.json["thinking"] == thinking  # Anthropic's own field reaches the Anthropic provider
+    assert claude.last.headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+    assert [b.type for b in plain.content] == ["thinking", "text"]
+    assert plain.content[0].signature == SIGNATURE  # type: ignore[union-attr]
+
+    async with client.messages.stream(
+        model="claude-sonnet-4-5",
+        max_tokens=2048,
+        thinking=thinking,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "thinking again"}],
+    ) as stream:
+        final = await stream.get_final_message()
+    block = final.content[0]
+    assert block.type == "thinking" and block.signature == SIGNATURE
+    assert block.thinking == "The user said thinking again."
+    assert final.content[1].text == "echo: thinking again"  # type: ignore[union-attr]
+
+    # The signed thought goes back unchanged (the fake refuses a wrong signature).
+    again = await client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=2048,
+        thinking=thinking,  # type: ignore[arg-type]
+        messages=[
+            {"role": "user", "content": "thinking again"},
+            {"role": "assistant", "content": [b.model_dump() for b in final.content]},  # type: ignore[misc]
+            {"role": "user", "content": "and then"},
+        ],
+    )
+    assert again.content[-1].text == "echo: and then"  # type: ignore[union-attr]
+    assert claude.last.json["messages"][1]["content"][0]["signature"] == SIGNATURE
+    (output,) = row(database_url, "SELECT output FROM chat_inferences WHERE id = %s", inference_id(plain.id))
+    assert output[0] == {"type": "thought", "text": "The user said thinking about it.", "signature": SIGNATURE}
+
+
+async def test_openai_provider_behind_is_translated(
+    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], database_url: str
+) -> None:
+    _, gpt = fakes
+    message = await client.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=100,
+        system="Be brief.",
+        thinking={"type": "enabled", "budget_tokens": 1024},  # Anthropic-only: never sent to OpenAI
+        messages=[{"role": "user", "content": "hello gpt"}],
+    )
+    assert message.content[0].text == "echo: hello gpt"  # type: ignore[union-attr]
+    body = gpt.requests[-1].body
+    assert "thinking" not in body and body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert body["max_tokens"] == 100 or body.get("max_completion_tokens") == 100
+
+    async with client.messages.stream(
+        model="lsd::model_name::gpt",
+        max_tokens=100,
+        tools=[WEATHER],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "[fake:tool] Rome"}],
+    ) as stream:
+        final = await stream.get_final_message()
+    [call] = final.content
+    assert call.type == "tool_use" and call.name == "weather" and call.input == {"text": "Rome"}
+    assert final.stop_reason == "tool_use"
+    provider_type, tokens, cost = row(
+        database_url,
+        "SELECT provider_type, input_tokens, cost FROM model_inferences WHERE inference_id = %s",
+        inference_id(message.id),
+    )
+    assert provider_type == "openai" and tokens == message.usage.input_tokens
+    assert cost == pytest.approx(Decimal(str((tokens * 1.0 + message.usage.output_tokens * 2.0) / 1e6)))
+
+
+async def test_count_tokens_and_errors(client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
+    claude, _ = fakes
+    counted = await client.messages.count_tokens(
+        model="claude-sonnet-4-5",
+        system="one two",
+        messages=[{"role": "user", "content": [{"type": "text", "text": "three four five"}]}],
+    )
+    assert counted.input_tokens == 5
+    assert claude.last.path == "/v1/messages/count_tokens" and claude.last.json["model"] == "claude-fake"
+
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        await client.messages.count_tokens(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert refused.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "model" in refused.value.body["error"]["message"]  # type: ignore[index]
+
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        await client.messages.create(model="claude-nope", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    assert missing.value.body == {  # type: ignore[comparison-overlap]
+        "type": "error",
+        "error": {"type": "not_found_error", "message": "model: Unknown model: claude-nope"},
+    }
+
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        await client.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=10,
+            messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}],  # type: ignore[list-item, typeddict-item]
+        )
+    assert bad.value.body["error"]["message"].startswith("messages[0].content[0].source.type:")  # type: ignore[index]
+
+    with pytest.raises(anthropic.APIStatusError) as failed:
+        await client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "error-529 now"}]
+        )
+    assert failed.value.body["type"] == "error"  # type: ignore[index]
+    await asyncio.sleep(0)
