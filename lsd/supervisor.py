@@ -10,17 +10,18 @@ that only starts and waits for workers keeps its PID but holds ~20 MiB instead o
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
+import socket
 import sys
+from collections.abc import Callable
 from multiprocessing import get_context
 from types import FrameType
 
 from hypercorn.asyncio.run import asyncio_worker, uvloop_worker
-from hypercorn.config import Config as HypercornConfig
 
+from lsd.servers import ServerSettings, hypercorn_config, listening_socket, uvicorn_worker
 from lsd.telemetry import logging as lsd_logging
 from lsd.telemetry.metrics import (
     MULTIPROC_ENV,
@@ -31,52 +32,47 @@ from lsd.telemetry.metrics import (
 
 log = logging.getLogger("lsd.supervisor")
 
-# The hypercorn settings `lsd serve` sets, carried across the exec.
-_SETTINGS = (
-    "bind",
-    "graceful_timeout",
-    "keep_alive_timeout",
-    "h11_max_incomplete_size",
-    "h2_max_header_list_size",
-    "worker_class",
-    "application_path",
-)
 
-
-def handover(hconfig: HypercornConfig, workers: int) -> None:
-    """Replace this process with `python -m lsd.supervisor`, which supervises `workers` workers for `hconfig`
-    (never returns)."""
-    settings = {name: getattr(hconfig, name) for name in _SETTINGS}
+def handover(settings: ServerSettings, workers: int) -> None:
+    """Replace this process with `python -m lsd.supervisor`, which supervises `workers` workers serving
+    `settings.application_path` (never returns)."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "lsd.supervisor", json.dumps(settings), str(workers)])
+    os.execv(sys.executable, [sys.executable, "-m", "lsd.supervisor", settings.to_json(), str(workers)])
 
 
-def supervise(hconfig: HypercornConfig, workers: int) -> int:
-    """Run `workers` processes serving `hconfig.application_path`; return 0 when all exited cleanly.
+def supervise(settings: ServerSettings, workers: int) -> int:
+    """Run `workers` processes serving `settings.application_path`; return 0 when all exited cleanly.
 
     The workers' Prometheus values go to PROMETHEUS_MULTIPROC_DIR (emptied first), or to a temporary folder
     removed at exit; the variable is set before any worker imports prometheus-client."""
     metrics_dir, own_metrics_dir = prepare_multiprocess_dir(configured_multiprocess_dir())
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     try:
-        return _supervise(hconfig, workers)
+        return _supervise(settings, workers)
     finally:
         if own_metrics_dir:
             remove_multiprocess_dir(metrics_dir)
 
 
-def _supervise(hconfig: HypercornConfig, workers: int) -> int:
+def _supervise(settings: ServerSettings, workers: int) -> int:
     ctx = get_context("spawn")
-    sockets = hconfig.create_sockets()
     shutdown = ctx.Event()
-    worker = uvloop_worker if hconfig.worker_class == "uvloop" else asyncio_worker
+    sockets: list[socket.socket]
+    if settings.kind == "hypercorn":
+        hconfig = hypercorn_config(settings)
+        created = hconfig.create_sockets()
+        sockets = [*created.secure_sockets, *created.insecure_sockets]
+        worker = uvloop_worker if hconfig.worker_class == "uvloop" else asyncio_worker
+        kwargs: dict[str, object] = {"config": hconfig, "sockets": created, "shutdown_event": shutdown}
+        target: Callable[..., object] = worker
+    else:
+        sockets = [listening_socket(settings)]
+        kwargs = {"settings": settings, "sock": sockets[0], "shutdown_event": shutdown}
+        target = uvicorn_worker
     # Children inherit ignored signals across exec: only this process reacts to SIGTERM/SIGINT.
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
-    processes = [
-        ctx.Process(target=worker, kwargs={"config": hconfig, "sockets": sockets, "shutdown_event": shutdown})
-        for _ in range(workers)
-    ]
+    processes = [ctx.Process(target=target, kwargs=kwargs) for _ in range(workers)]
     try:
         for process in processes:
             process.start()
@@ -98,20 +94,14 @@ def _supervise(hconfig: HypercornConfig, workers: int) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+        for sock in sockets:
             sock.close()
 
 
 def main(argv: list[str]) -> int:
     """`python -m lsd.supervisor SETTINGS_JSON WORKERS`, as `handover` runs it."""
     lsd_logging.configure()
-    settings, workers = json.loads(argv[0]), int(argv[1])
-    hconfig = HypercornConfig()
-    for name, value in settings.items():
-        setattr(hconfig, name, value)
-    hconfig.accesslog = None
-    hconfig.errorlog = logging.getLogger("hypercorn.error")
-    code = supervise(hconfig, workers)
+    code = supervise(ServerSettings.from_json(argv[0]), int(argv[1]))
     logging.getLogger("lsd").info("lsd stopped")
     return code
 

@@ -140,6 +140,7 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
         bind_address=bind,
         max_body_bytes=t.int("max_body_bytes", 10 * 1024 * 1024, minimum=1),
         graceful_timeout_s=t.float("graceful_timeout_s", 30.0, minimum=0),
+        http_server=t.choice("http_server", ("uvicorn", "hypercorn"), "uvicorn"),
         observability=observability,
         database=database,
         auth=auth_from(t.table("auth")),
@@ -158,8 +159,8 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
         disable_pseudonymous_usage_analytics=t.bool("disable_pseudonymous_usage_analytics", False),
         fetch_and_encode_input_files_before_inference=t.bool("fetch_and_encode_input_files_before_inference", False),
         global_outbound_http_timeout_ms=t.int("global_outbound_http_timeout_ms", 900_000, minimum=1),
-    )
         ui=_ui(t.table("ui")),
+    )
     base_path = t.str("base_path", "/")
     if isinstance(base_path, str) and base_path.strip("/"):
         t.error("base_path", f"LSD serves its routes at the root only, got {base_path!r}: add the prefix in a proxy")
@@ -173,7 +174,6 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
     return gateway
 
 
-def _template_filesystem_access(t: Table) -> TemplateFilesystemAccess:
 def _ui(t: Table) -> UiConfig:
     """`[gateway.ui]`: the console (docs/console.md)."""
     ui = UiConfig(enabled=t.bool("enabled", True), session_ttl_s=t.int("session_ttl_s", 43_200, minimum=60))
@@ -181,6 +181,7 @@ def _ui(t: Table) -> UiConfig:
     return ui
 
 
+def _template_filesystem_access(t: Table) -> TemplateFilesystemAccess:
     """TensorZero's `{% include %}` root: `base_path` (relative to the file naming it); `enabled = true` without
     it means that file's folder; `enabled = false` turns it off."""
     enabled = t.bool("enabled", None)

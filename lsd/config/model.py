@@ -103,6 +103,8 @@ class GatewayConfig:
     bind_address: str = "127.0.0.1:3000"
     max_body_bytes: int = 10 * 1024 * 1024
     graceful_timeout_s: float = 30.0
+    # The HTTP server `lsd serve` runs the app under: uvicorn (httptools) by default, hypercorn for HTTP/2.
+    http_server: Literal["uvicorn", "hypercorn"] = "uvicorn"
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -173,23 +175,6 @@ class TemplateConfig:
     legacy: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class VariantConfig:
-    name: str
-    type: VariantType
-    model: str
-    weight: float | None
-    params: InferenceParams
-    retries: RetryConfig = field(default_factory=RetryConfig)
-    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
-    # Templates by role name ("system", "user", "assistant") or by a named template.
-    templates: Mapping[str, TemplateConfig] = field(default_factory=dict)
-    # TensorZero variant keys LSD accepts but does not apply yet (extra_body, reasoning_effort, ...), as written.
-    unapplied: Mapping[str, Any] = field(default_factory=dict)
-    candidates: CandidatesConfig | None = None  # best_of_n_sampling and mixture_of_n only
-    dicl: DiclConfig | None = None  # dicl only
-
-
 # TensorZero's variant types, by LSD's canonical names (lsd.config.variant_types reads the `experimental_*` ones too).
 VariantType = Literal["chat_completion", "best_of_n_sampling", "mixture_of_n", "dicl", "chain_of_thought"]
 
@@ -211,6 +196,23 @@ class DiclConfig:
     k: int
     max_distance: float | None = None  # cosine distance; None keeps the k nearest whatever their distance
     system_instructions: str | None = None  # the file's text; None: the built-in instructions
+
+
+@dataclass(frozen=True, slots=True)
+class VariantConfig:
+    name: str
+    type: VariantType
+    model: str
+    weight: float | None
+    params: InferenceParams
+    retries: RetryConfig = field(default_factory=RetryConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    # Templates by role name ("system", "user", "assistant") or by a named template.
+    templates: Mapping[str, TemplateConfig] = field(default_factory=dict)
+    # TensorZero variant keys LSD accepts but does not apply yet (extra_body, reasoning_effort, ...), as written.
+    unapplied: Mapping[str, Any] = field(default_factory=dict)
+    candidates: CandidatesConfig | None = None  # best_of_n_sampling and mixture_of_n only
+    dicl: DiclConfig | None = None  # dicl only
 
 
 @dataclass(frozen=True, slots=True)
