@@ -10,6 +10,8 @@ Endpoints (the `api_base` is `{url}/v1/`):
     POST /v1/projects/P/locations/L/publishers/anthropic/models/M:rawPredict
                                      and :streamRawPredict: the Anthropic fake's (tests/fakes/anthropic_server.py);
                                      the body must carry anthropic_version "vertex-2023-10-16" and no `model`
+    POST /v1/projects/P/locations/L/publishers/anthropic/models/count-tokens:rawPredict
+                                     {"input_tokens": N} for a body naming `model` and `messages`
     POST /v1/projects/P/locations/L/endpoints/E:<method>   the same, by method, for an endpoint id
 
 Every model call needs `Authorization: Bearer <a token this fake issued>` (Google's 401 UNAUTHENTICATED
@@ -197,6 +199,11 @@ class FakeVertex(FakeServer):
     async def _anthropic_call(
         self, request: web.Request, model: str, method: str, body: dict[str, Any], token: str
     ) -> web.StreamResponse:
+        if model == "count-tokens" and method == "rawPredict":
+            if not isinstance(body.get("model"), str) or not isinstance(body.get("messages"), list):
+                return anthropic_server._error(400, "count-tokens: model and messages are required")
+            answer = {"input_tokens": anthropic_server._count_input(body)}
+            return web.Response(body=orjson.dumps(answer), content_type="application/json")
         problem = _anthropic_problem(body, method)
         if problem:
             return anthropic_server._error(400, problem)

@@ -12,6 +12,7 @@ says they are near expiry (its advisory window, 15 minutes before). Each call is
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,13 +76,17 @@ class AwsCredentials:
         try:
             session = Session()
             credentials = session.get_credentials()
-            region = self.region or (session.get_config_variable("region") if self.auto_detect_region else None)
+            region = self.region
+            if region is None and self.auto_detect_region:
+                # AWS_REGION first, as the AWS SDKs other than botocore read it; then AWS_DEFAULT_REGION, the profile.
+                region = os.environ.get("AWS_REGION") or session.get_config_variable("region")
         except botocore_exceptions.BotoCoreError as exc:
             raise self._failed(f"the AWS credential chain failed: {exc}") from None
         if credentials is None:
             raise self._failed(f"no AWS credentials found (looked in {CHAIN})")
         if not region:
-            raise self._failed("allow_auto_detect_region is set but no AWS region was found (AWS_REGION, profile)")
+            where = "AWS_REGION, AWS_DEFAULT_REGION, the profile's region"
+            raise self._failed(f"allow_auto_detect_region is set but no AWS region was found ({where})")
         return credentials, region
 
     def _frozen(self, credentials: Any) -> Any:

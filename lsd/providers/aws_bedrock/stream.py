@@ -48,7 +48,7 @@ class EventStreamDecoder:
                     yield SseEvent(f"{EXCEPTION_PREFIX}{headers.get(':error-code', '')}", payload)
                 else:
                     yield SseEvent(str(headers.get(":event-type", "")), payload)
-        except eventstream.EventStreamError as exc:
+        except eventstream.ParserError as exc:  # a bad length, a checksum that does not match
             raise malformed(f"an event-stream frame is broken: {exc}", provider=self.provider) from None
 
 

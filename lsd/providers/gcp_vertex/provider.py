@@ -34,10 +34,11 @@ class VertexTarget:
     """The resource a provider calls: `{api_base}projects/P/locations/L/publishers/X/models/M` (or
     `.../endpoints/E` for a fine-tuned model or a custom endpoint), and the token source."""
 
-    def __init__(self, resource_url: str, model: str, tokens: GcpTokens) -> None:
+    def __init__(self, resource_url: str, model: str, tokens: GcpTokens, publisher_url: str | None = None) -> None:
         self.resource_url = resource_url
         self.model = model
         self.tokens = tokens
+        self.publisher_url = publisher_url  # `.../publishers/X/models` (None for an endpoint_id)
 
     @staticmethod
     def parse(config: ProviderConfig, options: Table, publisher: str, proxy: ProxyChoice) -> VertexTarget:
@@ -51,12 +52,11 @@ class VertexTarget:
         if GCP_EXTRA_MISSING:
             options.error("type", f"{config.type} needs google-auth: pip install 'lsd[gcp]'")
         parent = f"{api_base.rstrip('/')}/projects/{quote(project_id, safe='')}/locations/{quote(location, safe='')}"
+        tokens = GcpTokens(config.name, credentials, proxy=proxy)
         if endpoint_id is not None:
-            resource, model = f"{parent}/endpoints/{quote(endpoint_id, safe='')}", endpoint_id
-        else:
-            model = model_id or ""
-            resource = f"{parent}/publishers/{publisher}/models/{quote(model, safe='@')}"
-        return VertexTarget(resource, model, GcpTokens(config.name, credentials, proxy=proxy))
+            return VertexTarget(f"{parent}/endpoints/{quote(endpoint_id, safe='')}", endpoint_id, tokens)
+        models = f"{parent}/publishers/{publisher}/models"
+        return VertexTarget(f"{models}/{quote(model_id or '', safe='@')}", model_id or "", tokens, models)
 
 
 class VertexGeminiProvider(GeminiProvider):
@@ -172,6 +172,16 @@ class VertexAnthropicProvider(AnthropicProvider):
         body = self._body(request, stream=True)
         call = self.prepare(self.stream_url, body, ctx, stream=True, ttft_timeout_s=ttft_ms / 1000 if ttft_ms else None)
         return call, AnthropicStreamState(self.name, json_tool=uses_json_tool(request), raw_request=call.raw_request)
+
+    async def count_tokens(self, body: Mapping[str, Json], ctx: CallContext) -> dict[str, Json]:
+        """Vertex's token counter for Anthropic models: `POST .../publishers/anthropic/models/count-tokens:rawPredict`,
+        the body naming the model; the answer as sent, `{"input_tokens": N}`."""
+        if self.target.publisher_url is None:
+            raise self.unsupported("count_tokens with an endpoint_id")
+        self._token = await self.target.tokens.token(ctx.transport, ctx.timeout_s)
+        sent = {**body, "anthropic_version": ANTHROPIC_VERTEX_VERSION, "model": self._model_name}
+        exchange = await self.post_json(f"{self.target.publisher_url}/count-tokens:rawPredict", sent, ctx)
+        return exchange.data
 
     async def start_batch(self, items: Sequence[tuple[str, ProviderRequest]], ctx: CallContext) -> BatchSubmission:
         raise self.unsupported("batch inference")
