@@ -98,6 +98,7 @@ class _Aggregate:
 
     text: list[str] = field(default_factory=list)
     thought: list[str] = field(default_factory=list)
+    signature: str | None = None  # the thought's (Anthropic's signature_delta), sent back with it in a later turn
     tool_calls: dict[str, list[str]] = field(default_factory=dict)  # id -> [name, arguments...]
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
@@ -123,8 +124,11 @@ class _Aggregate:
                 if block.name and not parts[0]:
                     parts[0] = block.name
                 parts.append(block.arguments)
-            elif isinstance(block, Thought) and block.text:
-                self.thought.append(block.text)
+            elif isinstance(block, Thought):
+                if block.text:
+                    self.thought.append(block.text)
+                if block.signature:
+                    self.signature = block.signature
         if chunk.usage is not None:
             self.usage = self.usage + chunk.usage
         if chunk.finish_reason is not None:
@@ -143,7 +147,7 @@ class _Aggregate:
     def blocks(self) -> tuple[OutputBlock, ...]:
         out: list[OutputBlock] = []
         if self.thought:
-            out.append(Thought("".join(self.thought)))
+            out.append(Thought("".join(self.thought), self.signature))
         if self.text:
             out.append(Text("".join(self.text)))
         out.extend(ToolCall(id, parts[0], "".join(parts[1:])) for id, parts in self.tool_calls.items())

@@ -208,7 +208,9 @@ async def test_responses_with_an_openai_provider(daemon: Daemon, database_url: s
     assert providers == [("openai", "ok")]
 
 
-async def test_responses_with_an_anthropic_provider(daemon: Daemon, database_url: str) -> None:
+async def test_responses_with_an_anthropic_provider(
+    fakes: tuple[FakeOpenAI, FakeAnthropic], daemon: Daemon, database_url: str
+) -> None:
     client = AsyncOpenAI(base_url=f"{daemon.base_url}/openai/v1", api_key="unused")
     try:
         plain = await client.responses.create(model="lsd::function_name::claude_assistant", input="hello claude")
@@ -251,12 +253,26 @@ async def test_responses_with_an_anthropic_provider(daemon: Daemon, database_url
             text={"format": {"type": "json_schema", "name": "answer", "schema": SCHEMA, "strict": True}},
         )
         assert "answer" in json.loads(structured.output_text)
+
+        async with client.responses.stream(model="lsd::model_name::claude", input="thinking about Oslo") as events:
+            thought = [e.delta async for e in events if e.type == "response.reasoning_text.delta"]
+            thinking = await events.get_final_response()
+        assert "".join(thought) == "The user said thinking about Oslo."
+        reasoning = thinking.output[0]
+        assert reasoning.type == "reasoning" and reasoning.encrypted_content  # the signature
+        assert thinking.output_text == "echo: thinking about Oslo"
+        await client.responses.create(
+            model="lsd::model_name::claude", input="and now?", previous_response_id=thinking.id
+        )
+        sent = fakes[1].last.json["messages"]
+        assert sent[1]["role"] == "assistant" and sent[1]["content"][0]["type"] == "thinking"
+        assert sent[1]["content"][0]["signature"] == reasoning.encrypted_content
     finally:
         await client.close()
     await asyncio.sleep(0.5)
     recorded = rows(database_url, "SELECT function_name, input, output, input_tokens FROM chat_inferences ORDER BY id")
-    assert len(recorded) == 6
-    assert [r[0] for r in recorded] == ["claude_assistant"] * 2 + ["tensorzero::default"] * 4
+    assert len(recorded) == 8
+    assert [r[0] for r in recorded] == ["claude_assistant"] * 2 + ["tensorzero::default"] * 6
     assert all(r[3] is not None and r[3] > 0 for r in recorded)
     # the tool round trip: the stored follow-up holds the call and its result
     round_trip = recorded[4][1]["messages"]
