@@ -252,35 +252,50 @@ async def resolve_metrics(
 # -- building the list statement ---------------------------------------------------------------------------
 
 _DEMONSTRATION_EXISTS = sql.SQL("EXISTS (SELECT 1 FROM demonstration_feedback df WHERE df.inference_id = i.id)")
-# The latest value of one metric per target, computed once per statement and hash-joined: its cost follows the
-# feedback for that metric, not the number of inferences the other conditions leave.
-_LATEST_VALUES = sql.SQL(
-    "{name} AS MATERIALIZED (SELECT DISTINCT ON (f.target_id) f.target_id, f.value FROM {table} f "
-    "WHERE f.metric_name = {metric} AND f.target_level = {level} ORDER BY f.target_id, f.id DESC)"
+# The latest value of a metric for one target, from the table the feedback trigger keeps (0009_history_indexes.sql):
+# one primary-key probe per inference considered, so a filter reads about as many rows as the page needs.
+# A scalar subquery, not IN/EXISTS, so the planner cannot turn it into a join over every value of the metric.
+_LATEST_VALUE = sql.SQL(
+    "(SELECT l.value FROM {table} l WHERE l.metric_name = {metric} AND l.target_level = {level} "
+    "AND l.target_id = i.{column})"
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _MetricOrder:
+    """Ordering by an inference-level metric first: the rows with a value in the value index's order, then the
+    rows without one in id order (NULLS LAST), each part cut at the window."""
+
+    table: sql.Identifier
+    metric: sql.Composable
+    level: sql.Composable
+    value_direction: sql.SQL
+    id_direction: sql.SQL
+    null_value: sql.SQL
+
+
 class _Builder:
-    """Builds one list statement: its parameters and the latest-value CTE of each metric it names."""
+    """Builds one list statement: its parameters and the latest-value lookups of each metric it names."""
 
     def __init__(self, query: ListQuery, metrics: Mapping[str, Metric]) -> None:
         self.query = query
         self.metrics = metrics
         self.params = Params()
-        self.ctes: dict[str, sql.Composable] = {}
+        self._names: dict[str, tuple[sql.Composable, sql.Composable]] = {}
 
-    def latest(self, metric_name: str) -> tuple[sql.Identifier, sql.Identifier]:
-        """The CTE with `metric_name`'s latest values, and the column of `i` its targets are."""
+    def latest(self, metric_name: str) -> tuple[sql.Identifier, sql.Composable, sql.Composable, sql.Identifier]:
+        """The latest-value table of `metric_name`, its name and level parameters, and the column of `i` its targets
+        are."""
         metric = self.metrics[metric_name]
-        if metric_name not in self.ctes:
-            self.ctes[metric_name] = _LATEST_VALUES.format(
-                name=sql.Identifier(f"m{len(self.ctes)}"),
-                table=sql.Identifier(f"{metric.type}_metric_feedback"),
-                metric=self.params(metric.name),
-                level=self.params(metric.level),
-            )
-        index = list(self.ctes).index(metric_name)
-        return sql.Identifier(f"m{index}"), sql.Identifier("episode_id" if metric.level == "episode" else "id")
+        if metric_name not in self._names:
+            self._names[metric_name] = (self.params(metric.name), self.params(metric.level))
+        name, level = self._names[metric_name]
+        column = sql.Identifier("episode_id" if metric.level == "episode" else "id")
+        return sql.Identifier(f"{metric.type}_metric_latest"), name, level, column
+
+    def value_of(self, metric_name: str) -> sql.Composable:
+        table, name, level, column = self.latest(metric_name)
+        return _LATEST_VALUE.format(table=table, metric=name, level=level, column=column)
 
     def filter(self, node: Filter) -> sql.Composable:
         """A filter tree over `i`. A metric without feedback matches no comparison, so NOT is the complement."""
@@ -302,10 +317,21 @@ class _Builder:
         if isinstance(node, DemonstrationFilter):
             return _DEMONSTRATION_EXISTS if node.has_demonstration else sql.SQL("NOT {}").format(_DEMONSTRATION_EXISTS)
         op = "=" if isinstance(node, BooleanMetricFilter) else node.operator
-        cte, column = self.latest(node.metric_name)
-        return sql.SQL("i.{} IN (SELECT target_id FROM {} WHERE value {} {})").format(
-            column, cte, sql.SQL("<>" if op == "!=" else op), self.params(node.value)
+        return sql.SQL("coalesce({} {} {}, false)").format(
+            self.value_of(node.metric_name), sql.SQL("<>" if op == "!=" else op), self.params(node.value)
         )
+
+    def id_bounds(self, column: sql.Composable) -> list[sql.Composable]:
+        """The query's bounds on the inference id (since, until, the keyset) as conditions on `column`."""
+        query, params = self.query, self.params
+        bounds: list[sql.Composable] = []
+        if query.since is not None:
+            bounds.append(time_condition(">=", query.since, column, params))
+        if query.until is not None:
+            bounds.append(time_condition("<", query.until, column, params))
+        if query.keyset is not None:
+            bounds.append(sql.SQL("{} {} {}").format(column, sql.SQL(query.keyset[0]), params(query.keyset[1])))
+        return bounds
 
     def conditions(self) -> list[sql.Composable]:
         query, params = self.query, self.params
@@ -321,12 +347,7 @@ class _Builder:
             conds.append(sql.SQL("i.id = ANY({})").format(params(list(query.ids))))
         if query.tags:
             conds.append(sql.SQL("i.tags @> {}").format(params(Jsonb(query.tags))))
-        if query.since is not None:
-            conds.append(time_condition(">=", query.since, sql.SQL("i.id"), params))
-        if query.until is not None:
-            conds.append(time_condition("<", query.until, sql.SQL("i.id"), params))
-        if query.keyset is not None:
-            conds.append(sql.SQL("i.id {} {}").format(sql.SQL(query.keyset[0]), params(query.keyset[1])))
+        conds.extend(self.id_bounds(sql.SQL("i.id")))
         if query.model_name is not None:
             conds.append(
                 sql.SQL(
@@ -340,10 +361,33 @@ class _Builder:
             conds.append(self.filter(query.filters))
         return conds
 
-    def order(self) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
-        """Sort columns (`, sN.value AS sN`), their joins, and the ORDER BY over them; id breaks ties."""
+    def _id_descending(self) -> bool:
+        keyset = self.query.keyset
+        return keyset[0] == "<" if keyset is not None else not self.query.reverse
+
+    def metric_order(self) -> _MetricOrder | None:
+        """The bounded plan's parameters when the order is one inference-level metric (then id as always)."""
+        if len(self.query.order_by) != 1 or self.query.order_by[0].by != "metric":
+            return None
+        order = self.query.order_by[0]
+        assert order.metric_name is not None
+        metric = self.metrics[order.metric_name]
+        if metric.level != "inference":
+            return None  # an episode's value orders all its inferences: no per-inference value index to walk
+        table, name, level, _ = self.latest(order.metric_name)
+        descending = (order.direction == "descending") != self.query.reverse
+        return _MetricOrder(
+            table=table,
+            metric=name,
+            level=level,
+            value_direction=sql.SQL("DESC" if descending else "ASC"),
+            id_direction=sql.SQL("DESC" if self._id_descending() else "ASC"),
+            null_value=sql.SQL("NULL::boolean" if metric.type == "boolean" else "NULL::double precision"),
+        )
+
+    def order(self) -> tuple[sql.Composable, sql.Composable]:
+        """Sort columns (`, (value) AS sN`) and the ORDER BY over them; id breaks ties."""
         columns: list[sql.Composable] = []
-        joins: list[sql.Composable] = []
         terms: list[sql.Composable] = []
         for n, order in enumerate(self.query.order_by):
             descending = (order.direction == "descending") != self.query.reverse
@@ -352,22 +396,38 @@ class _Builder:
                 terms.append(sql.SQL("id DESC" if descending else "id ASC"))
                 continue
             assert order.metric_name is not None
-            cte, column = self.latest(order.metric_name)
             name = sql.Identifier(f"s{n}")
-            columns.append(sql.SQL(", {}.value AS {}").format(name, name))
-            joins.append(sql.SQL(" LEFT JOIN {} {} ON {}.target_id = i.{}").format(cte, name, name, column))
+            columns.append(sql.SQL(", {} AS {}").format(self.value_of(order.metric_name), name))
             terms.append(sql.SQL("{} {} NULLS LAST").format(name, sql.SQL("DESC" if descending else "ASC")))
-        keyset = self.query.keyset
-        id_descending = keyset[0] == "<" if keyset is not None else not self.query.reverse
-        terms.append(sql.SQL("id DESC" if id_descending else "id ASC"))
-        return sql.SQL("").join(columns), sql.SQL("").join(joins), sql.SQL(", ").join(terms)
+        terms.append(sql.SQL("id DESC" if self._id_descending() else "id ASC"))
+        return sql.SQL("").join(columns), sql.SQL(", ").join(terms)
 
 
+_COLUMNS = sql.SQL(
+    "{kind} AS kind, i.id, i.episode_id, i.function_name, i.variant_name, i.created_at, i.input, i.output, "
+    "i.tags, i.inference_params, i.processing_time_ms, i.ttft_ms, {tool_params} AS tool_params, "
+    "{output_schema} AS output_schema"
+)
 _BRANCH = sql.SQL("""
-    (SELECT {kind} AS kind, i.id, i.episode_id, i.function_name, i.variant_name, i.created_at, i.input, i.output,
-            i.tags, i.inference_params, i.processing_time_ms, i.ttft_ms, {tool_params} AS tool_params,
-            {output_schema} AS output_schema{sort_columns}
-     FROM {table} i{joins} WHERE {where} ORDER BY {order} LIMIT {window})""")
+    (SELECT {columns}{sort_columns}
+     FROM {table} i WHERE {where} ORDER BY {order} LIMIT {window})""")
+# Ordered by an inference-level metric: walk the metric's value index, looking each target up in both inference
+# tables by id (pruned to one partition at run time); only when that finds fewer than the window, the inferences
+# without a value, in id order (the one-time filter skips them otherwise).
+_VALUED = sql.SQL("""
+valued AS MATERIALIZED (
+    SELECT x.*, v.value AS s0
+    FROM {latest} v CROSS JOIN LATERAL ({lookups}) x
+    WHERE v.metric_name = {metric} AND v.target_level = {level}{target_bounds}
+    ORDER BY v.value {value_direction}, v.target_id {id_direction} LIMIT {window})""")
+_LOOKUP = sql.SQL("(SELECT {columns} FROM {table} i WHERE i.id = v.target_id AND {where})")
+_UNVALUED_BRANCH = sql.SQL("""
+    (SELECT {columns}, {null_value} AS s0
+     FROM {table} i
+     WHERE {where} AND (SELECT true FROM {latest} v WHERE v.metric_name = {metric} AND v.target_level = {level}
+                        AND v.target_id = i.id) IS NULL
+       AND (SELECT count(*) FROM valued) < {window}
+     ORDER BY i.id {id_direction} LIMIT {window})""")
 
 _OUTER = sql.SQL("""
 {with_ctes}SELECT p.*,
@@ -384,26 +444,70 @@ _LATEST_DEMONSTRATION = sql.SQL(
 )
 
 
+def _columns(kind: str) -> sql.Composable:
+    return _COLUMNS.format(
+        kind=sql.Literal(kind),
+        tool_params=sql.SQL("i.tool_params" if kind == "chat" else "NULL::jsonb"),
+        output_schema=sql.SQL("i.output_schema" if kind == "json" else "NULL::jsonb"),
+    )
+
+
 def list_statement(query: ListQuery, metrics: Mapping[str, Metric]) -> tuple[sql.Composed, dict[str, Any]]:
     """The list query over chat and json inferences, with its named parameters."""
     builder = _Builder(query, metrics)
-    sort_columns, joins, order = builder.order()
+    metric_order = builder.metric_order()
+    sort_columns, order = builder.order()
     conds = builder.conditions()
-    branches = [
-        _BRANCH.format(
-            kind=sql.Literal(kind),
-            tool_params=sql.SQL("i.tool_params" if kind == "chat" else "NULL::jsonb"),
-            output_schema=sql.SQL("i.output_schema" if kind == "json" else "NULL::jsonb"),
-            sort_columns=sort_columns,
-            table=sql.Identifier(f"{kind}_inferences"),
-            joins=joins,
-            where=sql.SQL(" AND ").join(conds) if conds else sql.SQL("TRUE"),
-            order=order,
-            window=builder.params(query.limit + query.offset),
+    where = sql.SQL(" AND ").join(conds) if conds else sql.SQL("TRUE")
+    window = builder.params(query.limit + query.offset)
+    kinds = ("chat", "json")
+    ctes: list[sql.Composable] = []
+    branches: list[sql.Composable]
+    if metric_order is None:
+        branches = [
+            _BRANCH.format(
+                columns=_columns(kind),
+                sort_columns=sort_columns,
+                table=sql.Identifier(f"{kind}_inferences"),
+                where=where,
+                order=order,
+                window=window,
+            )
+            for kind in kinds
+        ]
+    else:
+        lookups = sql.SQL(" UNION ALL ").join(
+            _LOOKUP.format(columns=_columns(kind), table=sql.Identifier(f"{kind}_inferences"), where=where)
+            for kind in kinds
         )
-        for kind in ("chat", "json")
-    ]
-    ctes = list(builder.ctes.values())
+        bounds = builder.id_bounds(sql.SQL("v.target_id"))
+        ctes.append(
+            _VALUED.format(
+                latest=metric_order.table,
+                lookups=lookups,
+                metric=metric_order.metric,
+                level=metric_order.level,
+                target_bounds=sql.SQL("").join(sql.SQL(" AND {}").format(b) for b in bounds),
+                value_direction=metric_order.value_direction,
+                id_direction=metric_order.id_direction,
+                window=window,
+            )
+        )
+        branches = [sql.SQL("(SELECT * FROM valued)")]
+        branches.extend(
+            _UNVALUED_BRANCH.format(
+                columns=_columns(kind),
+                table=sql.Identifier(f"{kind}_inferences"),
+                where=where,
+                window=window,
+                latest=metric_order.table,
+                metric=metric_order.metric,
+                level=metric_order.level,
+                id_direction=metric_order.id_direction,
+                null_value=metric_order.null_value,
+            )
+            for kind in kinds
+        )
     statement = _OUTER.format(
         with_ctes=sql.SQL("WITH {}\n").format(sql.SQL(", ").join(ctes)) if ctes else sql.SQL(""),
         branches=sql.SQL(" UNION ALL ").join(branches),
@@ -435,6 +539,13 @@ def attempts_statement(inference_ids: Sequence[UUID]) -> tuple[str, dict[str, An
 
 # -- running them ------------------------------------------------------------------------------------------
 
+# For the list statement only, in its own transaction (SET LOCAL: nothing outlives it, so a pooled connection behind
+# a transaction-mode PgBouncer carries no state). A list statement names every daily partition of four tables unless
+# a time bound prunes them: planning it took 15-40 ms at 90 days of partitions, executing it 1-3 ms. Prepared
+# (gateway.database.prepared_statements) and planned once generically, the partitions outside the bounds are pruned
+# at run time and the call costs 1-2 ms (docs/scaling.md). JIT compilation never pays off for a bounded query.
+QUERY_SETTINGS = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('jit', 'off', true)"
+
 
 def _row(r: dict[str, Any], source: OutputSource) -> StoredRow:
     demonstration = source == "demonstration"
@@ -463,11 +574,12 @@ async def list_inferences(
 ) -> list[StoredRow]:
     """The page of inferences `query` asks for, in its order. Raises InvalidRequest for an unknown metric,
     DatabaseUnavailable when PostgreSQL cannot answer."""
-    async with database.reading("query") as conn:
+    async with database.reading("query") as conn, conn.transaction():
         metrics = await resolve_metrics(conn, query, configured or {})
         statement, params = list_statement(query, metrics)
+        await conn.execute(QUERY_SETTINGS)
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(statement, params)
+        await cur.execute(statement, params, prepare=database.prepare)
         found = [_row(r, query.output_source) for r in await cur.fetchall()]
         if query.reverse:
             found.reverse()
