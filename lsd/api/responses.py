@@ -69,6 +69,11 @@ async def continued(services: Runtime, call: ResponsesRequest, previous_id: UUID
     """`call` after the conversation of the inference `previous_id`, read from the store (waiting a moment for
     rows not committed yet); 404 naming `previous_response_id` when there is none or it was made with
     `store: false`."""
+    if not services.engine.recorder.enabled:
+        raise NotFound(
+            "previous_response_id: this gateway records no inferences ([gateway.observability] enabled = false)",
+            field="previous_response_id",
+        )
     query = ListQuery(ids=(previous_id,), limit=1)
     deadline: float | None = None
     polls = iter(COMMIT_POLL_S)
