@@ -63,6 +63,10 @@ def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
         out["completion_tokens"] = completion
     if prompt is not None or completion is not None:
         out["total_tokens"] = (prompt or 0) + (completion or 0)
+    if usage.cache_read_input_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cache_read_input_tokens}
+    if usage.cache_write_input_tokens is not None:
+        out["tensorzero_provider_cache_write_input_tokens"] = usage.cache_write_input_tokens
     out["tensorzero_cost"] = cost
     return out
 

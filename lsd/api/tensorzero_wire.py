@@ -45,7 +45,14 @@ from lsd.types import OutputBlock, Text, Thought, ToolCall, Usage
 
 
 def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
-    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "cost": cost}
+    """TensorZero's usage: the cache-token keys only when the provider reported them."""
+    out: dict[str, Any] = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+    if usage.cache_read_input_tokens is not None:
+        out["provider_cache_read_input_tokens"] = usage.cache_read_input_tokens
+    if usage.cache_write_input_tokens is not None:
+        out["provider_cache_write_input_tokens"] = usage.cache_write_input_tokens
+    out["cost"] = cost
+    return out
 
 
 def inference_json(result: InferenceResult) -> dict[str, Any]:

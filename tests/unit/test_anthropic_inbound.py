@@ -1,0 +1,485 @@
+"""POST /anthropic/v1/messages without a socket: the request parser (every refusal names its field), model
+resolution, the Anthropic-only fields narrowed to Anthropic-bodied providers, the answer and stream builders, the
+error shape, the x-api-key header, and the cache-token usage each wire reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from uuid import UUID
+
+import orjson
+import pytest
+
+from lsd.api.anthropic_request import MessagesRequest, parse_messages_request, provider_extras, resolve_model
+from lsd.api.anthropic_wire import StreamWriter, error_object, message_json, sse_bytes, usage_json
+from lsd.api.auth import authenticate
+from lsd.api.openai_wire import usage_json as openai_usage_json
+from lsd.api.tensorzero_wire import usage_json as tensorzero_usage_json
+from lsd.config.inbound import InboundTarget
+from lsd.config.loader import parse
+from lsd.config.model import Config
+from lsd.errors import (
+    AllAttemptsFailed,
+    InvalidRequest,
+    LsdError,
+    RateLimited,
+    Unauthorized,
+    UnknownFunction,
+    UnknownModel,
+)
+from lsd.inference.result import InferenceResult, JsonOutput, ToolCallOutput
+from lsd.inference.streaming import StreamEvent
+from lsd.providers.gemini.wire import parse_usage as gemini_usage
+from lsd.providers.openai.wire import parse_usage as openai_usage
+from lsd.types import BodyPatch, File, HeaderPatch, Text, Thought, ToolCall, ToolResult, Usage
+
+CONFIG = """
+[models.claude]
+routing = ["anthropic"]
+[models.claude.providers.anthropic]
+type = "anthropic"
+model_name = "claude-sonnet-4-5"
+
+[models.gpt]
+routing = ["openai"]
+[models.gpt.providers.openai]
+type = "openai"
+model_name = "gpt-4o-mini"
+
+[functions.assistant]
+type = "chat"
+[functions.assistant.variants.claude]
+type = "chat_completion"
+model = "claude"
+
+[inbound.anthropic.models]
+"claude-sonnet-4-5" = "claude"
+"claude-haiku-4-5" = "lsd::function_name::assistant"
+"""
+INFERENCE_ID = UUID("01890000-0000-7000-8000-000000000001")
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return parse(CONFIG, base_dir=Path("."))
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    return {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}], **fields}
+
+
+# ---- model resolution --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "target"),
+    [
+        ("claude-sonnet-4-5", InboundTarget("model_name", "claude")),  # mapped in [inbound.anthropic]
+        ("claude-haiku-4-5", InboundTarget("function_name", "assistant")),
+        ("gpt", InboundTarget("model_name", "gpt")),  # a configured model's own name
+        ("lsd::function_name::assistant", InboundTarget("function_name", "assistant")),
+        ("tensorzero::model_name::claude", InboundTarget("model_name", "claude")),
+        ("anthropic::claude-opus-4", InboundTarget("model_name", "anthropic::claude-opus-4")),  # a shorthand
+    ],
+)
+def test_model_resolution(config: Config, model: str, target: InboundTarget) -> None:
+    assert resolve_model(model, config) == target
+
+
+@pytest.mark.parametrize(
+    ("model", "error"),
+    [
+        ("claude-nope", UnknownModel),
+        ("lsd::model_name::nope", UnknownModel),
+        ("lsd::function_name::nope", UnknownFunction),
+        ("lsd::function_name::", InvalidRequest),
+        ("", InvalidRequest),
+        (7, InvalidRequest),
+    ],
+)
+def test_unknown_or_malformed_models_name_the_model_field(config: Config, model: Any, error: type[LsdError]) -> None:
+    with pytest.raises(error) as info:
+        resolve_model(model, config)
+    assert info.value.field == "model"
+    assert error_object(info.value)["error"]["message"].startswith("model:")
+
+
+# ---- request parsing ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"max_tokens": None}, "max_tokens"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": [{"type": "search_result"}]}]}, "messages[0].content[0].type"),
+        ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}
+                ]
+            },
+            "messages[0].content[0].source.type",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "x"}}]}]},
+            "messages[0].content[0].source.media_type",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "w", "input": 1}]}
+                ]
+            },
+            "messages[0].content[0].input",
+        ),
+        (
+            {"messages": [{"role": "assistant", "content": [{"type": "thinking", "thinking": "hm"}]}]},
+            "messages[0].content[0].signature",
+        ),
+        ({"system": [{"type": "image"}]}, "system[0]"),
+        ({"system": 5}, "system"),
+        ({"tools": [{"name": "w"}]}, "tools[0].input_schema"),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0].type"),
+        ({"tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
+        ({"tool_choice": {"type": "tool"}}, "tool_choice.name"),
+        (
+            {"tool_choice": {"type": "auto", "disable_parallel_tool_use": "yes"}},
+            "tool_choice.disable_parallel_tool_use",
+        ),
+        ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens"),
+        ({"thinking": {"type": "sometimes"}}, "thinking"),
+        ({"top_k": -1}, "top_k"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"stop_sequences": "END"}, "stop_sequences"),
+        ({"metadata": {"user_id": 3}}, "metadata.user_id"),
+        ({"stream": "yes"}, "stream"),
+        ({"container": "c"}, "container"),
+        ({"lsd::tags": {"a": 1}}, "lsd::tags"),
+        ({"lsd::episode_id": "nope"}, "lsd::episode_id"),
+        ({"tensorzero::dryrun": "yes"}, "tensorzero::dryrun"),
+    ],
+)
+def test_a_refused_request_names_its_field(config: Config, fields: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_messages_request(body(**fields), config)
+    assert info.value.field == field, info.value.message
+    shape = error_object(info.value)
+    assert shape["type"] == "error" and shape["error"]["type"] == "invalid_request_error"
+    assert shape["error"]["message"].startswith(f"{field}:")
+
+
+def test_a_full_request_becomes_the_engines_request(config: Config) -> None:
+    call = parse_messages_request(
+        body(
+            model="claude-haiku-4-5",
+            system=[
+                {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": "Be kind."},
+            ],
+            temperature=0.5,
+            top_p=0.9,
+            top_k=40,
+            stop_sequences=["END"],
+            stream=True,
+            metadata={"user_id": "u-1"},
+            thinking={"type": "enabled", "budget_tokens": 2048},
+            tools=[{"name": "weather", "description": "W", "input_schema": {"type": "object"}}],
+            tool_choice={"type": "any", "disable_parallel_tool_use": True},
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                        {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+                        {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}},
+                        {"type": "text", "text": "weather?"},
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": "Let me look.", "signature": "sig"},
+                        {"type": "redacted_thinking", "data": "opaque"},
+                        {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Oslo"}},
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "toolu_1",
+                            "content": [
+                                {"type": "text", "text": "sunny"},
+                                {"type": "text", "text": "12C"},
+                                {
+                                    "type": "image",
+                                    "source": {"type": "base64", "media_type": "image/png", "data": "BBBB"},
+                                },
+                            ],
+                        }
+                    ],
+                },
+            ],
+            **{"lsd::tags": {"team": "search"}, "lsd::variant_name": "claude"},
+        ),
+        config,
+    )
+    request = call.request
+    assert (request.function_name, request.model_name, request.variant_name) == ("assistant", None, "claude")
+    assert request.stream and request.input.system == "Be brief.\n\nBe kind."
+    assert request.params.max_tokens == 64 and request.params.temperature == 0.5 and request.params.top_p == 0.9
+    assert request.params.stop_sequences == ("END",)
+    assert request.tags == {"team": "search", "user_id": "u-1"}
+    assert request.tool_choice == "required" and request.parallel_tool_calls is False
+    assert [t.name for t in request.additional_tools] == ["weather"]
+    user, assistant, results = request.input.messages
+    assert user.content == (
+        File(mime_type="image/png", data="AAAA"),
+        File(mime_type=None, url="https://example.com/a.png"),
+        File(mime_type="application/pdf", url="https://example.com/a.pdf"),
+        Text("weather?"),
+    )
+    assert assistant.content == (
+        Thought("Let me look.", "sig"),
+        Thought(None, "opaque"),
+        ToolCall("toolu_1", "weather", '{"city":"Oslo"}'),
+    )
+    assert results.content == (ToolResult("toolu_1", "weather", "sunny\n12C"), File(mime_type="image/png", data="BBBB"))
+    assert call.anthropic_fields == {"thinking": {"type": "enabled", "budget_tokens": 2048}, "top_k": 40}
+    assert call.model == "claude-haiku-4-5" and call.target == InboundTarget("function_name", "assistant")
+
+
+def test_a_model_request_drops_a_variant_name(config: Config) -> None:
+    call = parse_messages_request(body(**{"lsd::variant_name": "v"}), config)
+    assert (call.request.model_name, call.request.variant_name) == ("claude", None)
+
+
+def test_anthropic_only_fields_reach_anthropic_bodied_providers_only(config: Config) -> None:
+    call = parse_messages_request(body(thinking={"type": "enabled", "budget_tokens": 1024}, top_k=5), config)
+    routes = [
+        ("claude", "anthropic", "anthropic"),
+        ("gpt", "openai", "openai"),
+        ("v", "vertex", "gcp_vertex_anthropic"),
+    ]
+    bodies, headers = provider_extras(call, routes, "interleaved-thinking-2025-05-14")
+    assert bodies == (
+        BodyPatch(
+            "/thinking", {"type": "enabled", "budget_tokens": 1024}, model_name="claude", provider_name="anthropic"
+        ),
+        BodyPatch("/top_k", 5, model_name="claude", provider_name="anthropic"),
+        BodyPatch("/thinking", {"type": "enabled", "budget_tokens": 1024}, model_name="v", provider_name="vertex"),
+        BodyPatch("/top_k", 5, model_name="v", provider_name="vertex"),
+    )
+    assert headers == (
+        HeaderPatch(
+            "anthropic-beta", "interleaved-thinking-2025-05-14", model_name="claude", provider_name="anthropic"
+        ),
+        HeaderPatch("anthropic-beta", "interleaved-thinking-2025-05-14", model_name="v", provider_name="vertex"),
+    )
+    assert provider_extras(parse_messages_request(body(), config), routes, None) == ((), ())
+
+
+# ---- answers -----------------------------------------------------------------------------------------------
+
+
+def result(**fields: Any) -> InferenceResult:
+    values: dict[str, Any] = {
+        "inference_id": INFERENCE_ID,
+        "episode_id": INFERENCE_ID,
+        "function_name": "tensorzero::default",
+        "function_type": "chat",
+        "variant_name": "claude",
+        "model_name": "claude",
+        "provider_name": "anthropic",
+        "content": (),
+        "output": None,
+        "usage": Usage(10, 5),
+        "cost": None,
+        "finish_reason": "stop",
+    }
+    return InferenceResult(**{**values, **fields})
+
+
+def call(config: Config) -> MessagesRequest:
+    return parse_messages_request(body(), config)
+
+
+def test_message_json_maps_blocks_stop_reasons_and_cache_usage(config: Config) -> None:
+    answer = message_json(
+        call(config),
+        result(
+            content=(
+                Thought("Hmm.", "sig"),
+                Thought(None, "opaque"),
+                Thought("unsigned", None),
+                Text("Looking."),
+                ToolCallOutput("toolu_1", "weather", '{"city":"Oslo"}', "weather", {"city": "Oslo"}),
+                ToolCallOutput("toolu_2", "nope", "not json", None, None),
+            ),
+            usage=Usage(1200, 30, cache_read_input_tokens=1000, cache_write_input_tokens=150),
+            finish_reason="tool_call",
+        ),
+    )
+    assert answer["id"] == f"msg_{INFERENCE_ID.hex}" and answer["model"] == "claude-sonnet-4-5"
+    assert answer["content"] == [
+        {"type": "thinking", "thinking": "Hmm.", "signature": "sig"},
+        {"type": "redacted_thinking", "data": "opaque"},
+        {"type": "thinking", "thinking": "unsigned", "signature": ""},
+        {"type": "text", "text": "Looking."},
+        {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Oslo"}},
+        {"type": "tool_use", "id": "toolu_2", "name": "nope", "input": {}},
+    ]
+    assert answer["stop_reason"] == "tool_use" and answer["stop_sequence"] is None
+    assert answer["usage"] == {
+        "input_tokens": 50,
+        "output_tokens": 30,
+        "cache_creation_input_tokens": 150,
+        "cache_read_input_tokens": 1000,
+    }
+    for reason, expected in [
+        ("length", "max_tokens"),
+        ("content_filter", "refusal"),
+        ("stop_sequence", "stop_sequence"),
+        (None, "end_turn"),
+    ]:
+        assert message_json(call(config), result(finish_reason=reason))["stop_reason"] == expected
+    json_answer = message_json(call(config), result(function_type="json", output=JsonOutput('{"a":1}', {"a": 1})))
+    assert json_answer["content"] == [{"type": "text", "text": '{"a":1}'}]
+    assert usage_json(Usage(None, None)) == {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cache_creation_input_tokens": None,
+        "cache_read_input_tokens": None,
+    }
+
+
+def test_stream_writer_opens_feeds_and_closes_blocks(config: Config) -> None:
+    stream: Any = SimpleNamespace(inference_id=INFERENCE_ID)
+    writer = StreamWriter(call(config), stream)
+    events = writer.start()
+    for event in [
+        StreamEvent(content=(Thought("Let me "),)),
+        StreamEvent(content=(Thought("think."),)),
+        StreamEvent(content=(Thought(None, "sig"),)),
+        StreamEvent(content=(Thought(None, "redacted"),)),
+        StreamEvent(content=(Text("Hi"),)),
+        StreamEvent(content=(Text(" there"), ToolCall("t1", "weather", '{"ci'))),
+        StreamEvent(content=(ToolCall("t1", "", 'ty":"Oslo"}'), ToolCall("t2", "time", ""))),
+        StreamEvent(error=AllAttemptsFailed([])),
+        StreamEvent(usage=Usage(20, 7, cache_read_input_tokens=5), finish_reason="tool_call"),
+    ]:
+        events += writer.events(event)
+    names = [name for name, _ in events]
+    assert names == [
+        "message_start",
+        "ping",
+        *("content_block_start", "content_block_delta", "content_block_delta", "content_block_delta"),
+        *("content_block_stop", "content_block_start", "content_block_stop"),  # the redacted thought
+        *("content_block_start", "content_block_delta", "content_block_delta", "content_block_stop"),
+        *("content_block_start", "content_block_delta", "content_block_delta"),
+        *("content_block_stop", "content_block_start"),  # t2 opens, with no arguments yet
+        "error",
+        *("content_block_stop", "message_delta", "message_stop"),
+    ]
+    data = [payload for _, payload in events]
+    assert data[0]["message"]["id"] == f"msg_{INFERENCE_ID.hex}" and data[0]["message"]["content"] == []
+    assert data[2] == {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+    }
+    assert data[5]["delta"] == {"type": "signature_delta", "signature": "sig"}
+    assert data[7]["content_block"] == {"type": "redacted_thinking", "data": "redacted"} and data[7]["index"] == 1
+    assert data[11]["delta"] == {"type": "text_delta", "text": " there"} and data[11]["index"] == 2
+    assert data[13]["content_block"] == {"type": "tool_use", "id": "t1", "name": "weather", "input": {}}
+    assert [d["delta"]["partial_json"] for d in data[14:16]] == ['{"ci', 'ty":"Oslo"}']
+    assert data[17]["content_block"]["id"] == "t2" and data[18]["error"]["type"] == "api_error"
+    assert data[20] == {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+        "usage": {
+            "input_tokens": 15,
+            "output_tokens": 7,
+            "cache_creation_input_tokens": None,
+            "cache_read_input_tokens": 5,
+        },
+    }
+    encoded = sse_bytes(events[:1])
+    assert encoded.startswith(b"event: message_start\ndata: {") and encoded.endswith(b"}\n\n")
+    assert orjson.loads(encoded.split(b"data: ", 1)[1]) == data[0]
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "status"),
+    [
+        (InvalidRequest.at("messages", "bad"), "invalid_request_error", 400),
+        (Unauthorized("no key"), "authentication_error", 401),
+        (UnknownModel("m", field="model"), "not_found_error", 404),
+        (RateLimited("slow down", rule="r", retry_after_s=1), "rate_limit_error", 429),
+        (AllAttemptsFailed([]), "api_error", 502),
+    ],
+)
+def test_errors_in_anthropics_shape(error: LsdError, kind: str, status: int) -> None:
+    assert error.http_status == status
+    assert error_object(error)["error"]["type"] == kind
+
+
+# ---- auth and usage ----------------------------------------------------------------------------------------
+
+
+class RecordingAuth:
+    def __init__(self) -> None:
+        self.seen: list[str | None] = []
+
+    async def verify(self, authorization: str | None) -> Any:
+        self.seen.append(authorization)
+        return SimpleNamespace(public_id="pub123456789")
+
+
+@pytest.mark.parametrize(
+    ("headers", "sent"),
+    [
+        ({"x-api-key": "sk-lsd-a"}, "Bearer sk-lsd-a"),
+        ({"authorization": "Bearer sk-lsd-b", "x-api-key": "sk-lsd-a"}, "Bearer sk-lsd-b"),
+        ({"x-api-key": "sk-lsd-a", "authorization": "Bearer sk-lsd-b"}, "Bearer sk-lsd-b"),
+        ({}, None),
+    ],
+)
+async def test_the_key_comes_from_x_api_key_without_an_authorization_header(
+    headers: dict[str, str], sent: str | None
+) -> None:
+    auth = RecordingAuth()
+    scope: dict[str, Any] = {"headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+    await authenticate(auth, scope)  # type: ignore[arg-type]
+    assert auth.seen == [sent] and scope["lsd.api_key_public_id"] == "pub123456789"
+
+
+def test_providers_report_cache_tokens_and_the_wires_answer_them() -> None:
+    assert openai_usage(
+        {"prompt_tokens": 100, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 64}}
+    ) == (Usage(100, 5, cache_read_input_tokens=64))
+    assert openai_usage({"prompt_tokens": 100, "completion_tokens": 5}) == Usage(100, 5)
+    assert gemini_usage({"promptTokenCount": 100, "candidatesTokenCount": 5, "cachedContentTokenCount": 80}) == (
+        Usage(100, 5, cache_read_input_tokens=80)
+    )
+    cached = Usage(100, 5, cache_read_input_tokens=64, cache_write_input_tokens=10)
+    assert tensorzero_usage_json(cached, 0.5) == {
+        "input_tokens": 100,
+        "output_tokens": 5,
+        "provider_cache_read_input_tokens": 64,
+        "provider_cache_write_input_tokens": 10,
+        "cost": 0.5,
+    }
+    assert tensorzero_usage_json(Usage(1, 2), None) == {"input_tokens": 1, "output_tokens": 2, "cost": None}
+    assert openai_usage_json(cached, None)["prompt_tokens_details"] == {"cached_tokens": 64}
+    assert openai_usage_json(cached, None)["tensorzero_provider_cache_write_input_tokens"] == 10
+    assert "prompt_tokens_details" not in openai_usage_json(Usage(1, 2), None)
+    assert Usage(1, 2, 3, None) + Usage(1, None, 1, 4) == Usage(2, 2, 4, 4)
