@@ -41,12 +41,10 @@ def experiment_jobs(config: Config, database: Database, allocations: Allocations
     return [Job("experiments", float(period), lambda: update_experiments(config, database, allocations))]
 
 
-async def update_experiments(
-    config: Config, database: Database, allocations: Allocations, *, every_time: bool = False
-) -> list[Allocation] | None:
+async def update_experiments(config: Config, database: Database, allocations: Allocations) -> list[Allocation] | None:
     """One run of the job (see the module docstring): the allocations this replica computed (None: another
-    replica held the lock). `every_time` recomputes every allocation whether due or not (tests, the CLI).
-    Raises DatabaseUnavailable and psycopg errors, after which the cache keeps its last allocations."""
+    replica held the lock). Raises DatabaseUnavailable and psycopg errors, after which the cache keeps its last
+    allocations."""
     experiments = adaptive_experiments(config)
     try:
         await refresh_statistics(database)
@@ -56,7 +54,7 @@ async def update_experiments(
         ExperimentKey(name, e.metric or "", tuple(e.candidate_variants), float(e.update_period_s))
         for name, e in experiments.items()
     ]
-    written = await update_allocations(database, keys, lambda *a: _compute(config, *a), every_time=every_time)
+    written = await update_allocations(database, keys, lambda *a: _compute(config, *a))
     stored = await load_allocations(database)
     allocations.replace_all([from_row(row) for row in stored if row.function_name in experiments])
     return None if written is None else [from_row(row) for row in written]

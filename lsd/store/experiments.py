@@ -70,9 +70,9 @@ _TOTALS = (
 
 
 async def update_allocations(
-    database: Database, experiments: Sequence[ExperimentKey], compute: Compute, *, every_time: bool = False
+    database: Database, experiments: Sequence[ExperimentKey], compute: Compute
 ) -> list[AllocationRow] | None:
-    """Recompute and store the allocations that are due (stored `period_s` ago or more; all with `every_time`),
+    """Recompute and store the allocations that are due (none stored, or stored about `period_s` ago or more),
     in one transaction under a transaction-scoped advisory lock: None when another replica is updating now.
     Raises DatabaseUnavailable and psycopg errors (the job runner reports them)."""
     async with database.connection("experiments") as conn, conn.transaction():
@@ -85,7 +85,7 @@ async def update_allocations(
         written = []
         for key in experiments:
             previous = stored.get(key.function_name)
-            if not every_time and previous is not None and now - previous.updated_at < _due(key.period_s):
+            if previous is not None and now - previous.updated_at < _due(key.period_s):
                 continue
             cur = await conn.execute(_TOTALS, (key.function_name, key.metric_name, list(key.variants)))
             totals = {name: MetricTotals(int(n), float(s), float(q)) for name, n, s, q in await cur.fetchall()}

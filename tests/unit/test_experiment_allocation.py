@@ -6,11 +6,15 @@ import math
 import random
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from lsd.config.loader import parse
 from lsd.config.model import ExperimentationConfig, FunctionConfig, MetricConfig, VariantConfig
+from lsd.errors import ConfigError
 from lsd.ids import uuid7
+from lsd.inference.dynamic_variant import DYNAMIC_VARIANT_NAME, parse_dynamic_variant, with_dynamic_variant
 from lsd.inference.experiment import (
     Allocation,
     ArmStats,
@@ -191,3 +195,66 @@ def test_simulated_experiment_stops_on_the_better_arm_within_the_promise() -> No
         assert min(counts.values()) < promise  # the promise: stopped by the update where both have `promise`
     assert allocation is not None and allocation.stopped and allocation.winner == "good"
     assert shifted
+
+
+CONFIG = """
+[metrics.success]
+type = "boolean"
+optimize = "max"
+level = "inference"
+[functions.f]
+type = "chat"
+[functions.f.variants.a]
+type = "chat_completion"
+model = "dummy::echo"
+[functions.f.variants.b]
+type = "chat_completion"
+model = "dummy::echo"
+[functions.f.experimentation]
+"""
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        (
+            'type = "adaptive"\nmetric = "success"\ncandidate_variants = { a = 1.0, b = 2.0 }\n',
+            "functions.f.experimentation.candidate_variants: an adaptive experiment takes a list of variant names",
+        ),
+        (
+            'type = "static"\n[functions.f.experimentation.namespaces.acme]\ntype = "adaptive"\nmetric = "success"\n'
+            'candidate_variants = ["a", "b"]\n',
+            "functions.f.experimentation.namespaces.acme.type: LSD runs adaptive experiments per function",
+        ),
+        (
+            'type = "adaptive"\nmetric = "success"\ncandidate_variants = ["a", "b"]\nmin_prob = 0.6\n',
+            "functions.f.experimentation.min_prob: times the number of candidate_variants must not exceed 1",
+        ),
+        (
+            'type = "track_and_stop"\nmetric = "success"\ncandidate_variants = ["a", "b"]\ndelta = 1.5\n',
+            "functions.f.experimentation.delta: must be between 0 and 1",
+        ),
+    ],
+)
+def test_experimentation_keys_lsd_cannot_honour_are_refused(table: str, error: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(CONFIG + table, base_dir=Path("."))
+    assert any(e.startswith(error) for e in caught.value.errors), caught.value.errors
+
+
+def test_track_and_stop_reads_as_adaptive_with_tensorzero_defaults() -> None:
+    config = parse(
+        CONFIG + 'type = "track_and_stop"\nmetric = "success"\ncandidate_variants = ["a", "b"]\n', base_dir=Path(".")
+    )
+    experiment = config.functions["f"].experimentation
+    assert experiment is not None and experiment.type == "adaptive"
+    assert (experiment.delta, experiment.epsilon, experiment.min_prob) == (0.05, 0.0, 0.0)
+    assert (experiment.min_samples_per_variant, experiment.update_period_s) == (10, 300)
+
+
+def test_a_dynamic_variant_runs_whatever_the_experiment() -> None:
+    config = adaptive("a", "b")
+    f = function(config, "a", "b")
+    dynamic = with_dynamic_variant(f, parse_dynamic_variant({"type": "chat_completion", "model": "dummy::echo"}))
+    assert dynamic.experimentation is None
+    assert [v.name for v in order_variants(dynamic, uuid7(), None)] == [DYNAMIC_VARIANT_NAME]
