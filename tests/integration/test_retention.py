@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -106,6 +107,44 @@ def test_a_busy_table_is_skipped_not_waited_on(database_url: str, monkeypatch: p
         assert "chat_inferences" not in {p.table_name for p in dropped}
         assert len(dropped) == conn.execute("SELECT count(*) FROM lsd_partitioned_tables").fetchone()[0] - 1  # type: ignore[index]
         assert {p.table_name for p in apply_retention_sync(conn, 2)} == {"chat_inferences"}
+
+
+def test_inserts_go_on_while_retention_waits_for_a_long_reader(database_url: str) -> None:
+    """DETACH ... CONCURRENTLY: with a reader's transaction open on chat_inferences, retention waits for the reader,
+    and an insert made meanwhile completes while the reader is still open (a plain DETACH queues an ACCESS
+    EXCLUSIVE lock that the insert would wait behind until the reader ends)."""
+    today = datetime.now(tz=UTC).date()
+    with (
+        psycopg.connect(database_url, autocommit=True) as conn,
+        psycopg.connect(database_url) as reader,
+        psycopg.connect(database_url, autocommit=True) as writer,
+    ):
+        conn.execute("SELECT lsd_ensure_partitions(%s, 0)", (today - timedelta(days=6),))
+        old = rows.inference(conn, id=uuid7(noon(today - timedelta(days=6))))
+        reader.execute("SELECT count(*) FROM chat_inferences").fetchone()  # its transaction stays open
+        dropped: list[Any] = []
+        retention = threading.Thread(target=lambda: dropped.extend(apply_retention_sync(conn, 3)))
+        retention.start()
+        try:
+            pending = "SELECT count(*) FROM pg_inherits WHERE inhdetachpending AND inhrelid = %s::regclass"
+            partition = f"chat_inferences_p{(today - timedelta(days=6)).strftime('%Y%m%d')}"
+            for _ in range(500):  # until the detach has started and waits for the reader
+                if writer.execute(pending, (partition,)).fetchone() == (1,):
+                    break
+                threading.Event().wait(0.01)
+            else:
+                pytest.fail("the detach never started")
+            writer.execute("SET statement_timeout = '20s'")  # a guard against hanging, not a measurement
+            new = rows.inference(writer)
+            assert reader.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+            assert retention.is_alive()  # still waiting for the reader
+            assert writer.execute("SELECT count(*) FROM chat_inferences WHERE id = %s", (new,)).fetchone() == (1,)
+        finally:
+            reader.commit()
+            retention.join()
+        assert partition in {p.partition_name for p in dropped}
+        assert conn.execute("SELECT to_regclass(%s)", (partition,)).fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM chat_inferences WHERE id = %s", (old,)).fetchone() == (0,)
 
 
 async def test_maintenance_jobs_follow_the_config(database_url: str) -> None:
