@@ -12,6 +12,7 @@ says they are near expiry (its advisory window, 15 minutes before). Each call is
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +31,9 @@ try:
 except ImportError:  # the provider refuses its config
     AWS_EXTRA_MISSING = True
 SIGNING_NAME = "bedrock"  # bedrock-runtime signs as "bedrock"
+# botocore's signer logs each canonical request, the session token in it, at DEBUG: its logger stays above that,
+# whatever LSD_LOG_LEVEL says (tests/integration/test_bedrock_vertex.py checks the log).
+logging.getLogger("botocore.auth").setLevel(logging.INFO)
 CHAIN = "the environment, the shared profile, web identity, the container role or the instance role"
 
 
