@@ -69,7 +69,7 @@ def _uuid7(ms: int, rng: random.Random) -> UUID:
 
 
 def _inference(
-    at: datetime, inference_id: UUID, episode: UUID, n: int, rng: random.Random
+    at: datetime, inference_id: UUID, episode: UUID, n: int, rng: random.Random, copies: bool
 ) -> tuple[Record, Record, Record, Record]:
     function = rng.choices(FUNCTIONS, FUNCTION_WEIGHTS)[0]
     variant = VARIANTS[rng.randrange(3)]
@@ -95,6 +95,7 @@ def _inference(
             "system_fingerprint": "fp_fake",
         }
     ).decode()
+    messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
     tags = {"env": "prod" if rng.random() < 0.95 else "staging", "user_id": f"u{rng.randrange(USERS)}"}
     if n % 1000 == 0:
         tags["experiment"] = "rare"
@@ -106,7 +107,7 @@ def _inference(
             function_name=function,
             variant_name=variant,
             episode_id=episode,
-            input={"messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]},
+            input={"messages": messages},
             output=[{"type": "text", "text": answer}],
             tool_params=None,
             inference_params={"chat_completion": {}},
@@ -124,10 +125,15 @@ def _inference(
         ChatInferenceDataRecord(
             inference_id=inference_id,
             created_at=at,
-            rendered_input={"messages": [{"role": "user", "content": text}]},
+            # As the gateway records a call without templates: the rendered messages are the input's own and the
+            # original response is the attempt's raw response, so both are left out (0012_payload_once.sql)
+            # unless `copies` asks for the earlier layout that stored them again.
+            rendered_input={"messages": messages} if copies else None,
             extra_body=None,
             extra_headers=None,
-            original_response=raw_response,
+            original_response=raw_response if copies else None,
+            rendered_input_is_input=not copies,
+            original_response_is_raw=not copies,
         ),
         ModelInferenceRecord(
             id=attempt_id,
@@ -198,10 +204,18 @@ def _feedback(at: datetime, target: UUID, rng: random.Random, share: float) -> l
 
 
 def history(
-    rows: int, start: datetime, end: datetime, *, seed: int = 0, feedback_share: float = 0.2, first: int = 0
+    rows: int,
+    start: datetime,
+    end: datetime,
+    *,
+    seed: int = 0,
+    feedback_share: float = 0.2,
+    first: int = 0,
+    copies: bool = False,
 ) -> Iterator[list[Record]]:
     """The records of `rows` inferences evenly spread over [start, end), oldest first, one list per inference
-    (about four in ten episodes have more than one inference; `feedback_share` of inferences get each metric)."""
+    (about four in ten episodes have more than one inference; `feedback_share` of inferences get each metric).
+    `copies`: store the rendered input and original response again, as LSD did before migration 0012."""
     rng = random.Random(seed)
     span_ms = (end - start) / timedelta(milliseconds=1)
     start_ms = start.timestamp() * 1000
@@ -212,7 +226,7 @@ def history(
         if rng.random() < 0.6:
             episode = _uuid7(ms, rng)
         inference_id = _uuid7(ms, rng)
-        records: list[Record] = list(_inference(at, inference_id, episode, n, rng))
+        records: list[Record] = list(_inference(at, inference_id, episode, n, rng, copies))
         records.extend(_feedback(at, inference_id, rng, feedback_share))
         yield records
 
@@ -270,10 +284,12 @@ def load(
     migrated: bool = False,
     analyze: bool = True,
     progress: bool = False,
+    copies: bool = False,
 ) -> LoadStats:
     """Write `rows` chat inferences spread over the `days` days before `end` (default: now) into the database at
     `database_url`: migrates it unless `migrated`, creates the partitions, writes oldest first in transactions of
-    `batch` inferences with lsd.store.bulk (binary COPY), then ANALYZEs. Returns what it wrote and how fast."""
+    `batch` inferences with lsd.store.bulk (binary COPY), then ANALYZEs. Returns what it wrote and how fast.
+    `copies`: the payload layout before migration 0012 (rendered input and original response stored again)."""
     finish = end or datetime.now(tz=UTC)
     start = finish - timedelta(days=days)
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -281,7 +297,7 @@ def load(
             migrate.apply(conn)
         ensure_partitions(conn, start, finish)
     started = time.perf_counter()
-    groups = history(rows, start, finish, seed=seed, feedback_share=feedback_share)
+    groups = history(rows, start, finish, seed=seed, feedback_share=feedback_share, copies=copies)
     inferences, booleans, floats, first, last = asyncio.run(_write(database_url, groups, batch, progress))
     seconds = time.perf_counter() - started
     if analyze:
