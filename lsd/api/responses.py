@@ -28,7 +28,7 @@ from lsd.api.state import AppState
 from lsd.errors import NotFound
 from lsd.inference.streaming import InferenceStream, start_stream
 from lsd.runtime import Runtime
-from lsd.store.queries import ListQuery, list_inferences
+from lsd.store.conversations import find_conversation
 
 # A previous response this process just answered (or one made moments ago, maybe by another process) may not be
 # committed yet under async_writes: its rows are waited for this long before the id is called unknown.
@@ -67,23 +67,21 @@ def _line(kind: str, data: dict[str, object]) -> bytes:
 
 async def continued(services: Runtime, call: ResponsesRequest, previous_id: UUID) -> ResponsesRequest:
     """`call` after the conversation of the inference `previous_id`, read from the store (waiting a moment for
-    rows not committed yet); 404 naming `previous_response_id` when there is none or it was made with
-    `store: false`."""
+    rows not committed yet); 404 naming `previous_response_id` when there is none, it was made with `store: false`,
+    or by another API key than the caller's (gateway auth)."""
     if not services.engine.recorder.enabled:
         raise NotFound(
             "previous_response_id: this gateway records no inferences ([gateway.observability] enabled = false)",
             field="previous_response_id",
         )
-    query = ListQuery(ids=(previous_id,), limit=1)
     deadline: float | None = None
     polls = iter(COMMIT_POLL_S)
     while True:
-        found = await list_inferences(services.database, query)
-        if found:
-            row = found[0]
-            if row.tags.get(STORE_TAG) == "false":
+        found = await find_conversation(services.database, previous_id)
+        if found is not None:
+            if found.tags.get(STORE_TAG) == "false" or found.api_key_public_id != call.request.api_key_public_id:
                 break
-            return with_history(call, row.input, row.output, row.kind)
+            return with_history(call, found.input, found.output, found.kind)
         if deadline is None:
             if not _recent(services, previous_id):
                 break

@@ -8,12 +8,20 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from tests.integration.test_auth import create_key
 from tests.support.configs import echo_chat
 from tests.support.gateway import in_process_gateway
 
 SLOW_FLUSH = f"""
 [gateway.observability.batch_writes]
 flush_interval_ms = 1500
+{echo_chat()}
+"""
+WITH_AUTH = f"""
+[gateway.auth]
+enabled = true
+[gateway.observability]
+async_writes = false
 {echo_chat()}
 """
 NOT_RECORDING = f"""
@@ -59,3 +67,16 @@ async def test_nothing_to_continue_when_nothing_is_recorded(client: httpx.AsyncC
         json={"model": "lsd::function_name::chat", "input": "two", "previous_response_id": first.json()["id"]},
     )
     assert follow.status_code == 404 and "records no inferences" in follow.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("client", [WITH_AUTH], indirect=True)
+async def test_only_the_key_that_made_a_response_continues_it(client: httpx.AsyncClient, database_url: str) -> None:
+    mine, theirs = create_key(database_url)[1], create_key(database_url)[1]
+    body = {"model": "lsd::function_name::chat", "input": "one"}
+    first = await client.post("/openai/v1/responses", json=body, headers={"Authorization": f"Bearer {mine}"})
+    assert first.status_code == 200, first.text
+    follow = {**body, "previous_response_id": first.json()["id"]}
+    other = await client.post("/openai/v1/responses", json=follow, headers={"Authorization": f"Bearer {theirs}"})
+    assert other.status_code == 404 and other.json()["error"]["param"] == "previous_response_id"
+    same = await client.post("/openai/v1/responses", json=follow, headers={"Authorization": f"Bearer {mine}"})
+    assert same.status_code == 200, same.text
