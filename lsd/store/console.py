@@ -173,7 +173,7 @@ async def traffic_series(
     params = {"step": step, "origin": EPOCH, "since": since, "until": until, "function": function_name}
     async with database.reading("console") as conn:
         cur = await conn.execute(_TRAFFIC_SERIES, params)
-        return [_traffic(r[0].isoformat(), r) for r in await cur.fetchall()]
+        return [_traffic(r[0].astimezone(dt.UTC).isoformat(), r) for r in await cur.fetchall()]
 
 
 async def traffic_by(
@@ -198,7 +198,7 @@ async def latency_series(
     params = {"step": step, "origin": EPOCH, "since": since, "until": until}
     async with database.reading("console") as conn:
         cur = await conn.execute(_LATENCY_SERIES.format(table=table), params)
-        return [LatencyPoint(r[0].isoformat(), r[1], r[2], r[3]) for r in await cur.fetchall()]
+        return [LatencyPoint(r[0].astimezone(dt.UTC).isoformat(), r[1], r[2], r[3]) for r in await cur.fetchall()]
 
 
 async def providers(database: Database, since: dt.datetime, until: dt.datetime) -> list[ProviderRow]:

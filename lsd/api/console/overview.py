@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from starlette.requests import Request
@@ -13,16 +14,38 @@ from lsd.api.console.page import RANGES, services, time_range
 from lsd.api.console.render import render
 from lsd.store import console
 
+HOUR = dt.timedelta(hours=1)
+
+
+def bucket_labels(since: dt.datetime, until: dt.datetime, step: dt.timedelta) -> list[str]:
+    """Every bucket start from `since` to `until`, aligned as the store's date_bin aligns them (ISO)."""
+    start = console.EPOCH + (since - console.EPOCH) // step * step
+    labels = []
+    while start < until:
+        labels.append(start.isoformat())
+        start += step
+    return labels
+
+
+def filled(labels: list[str], points: dict[str, Any], empty: Any) -> list[Any]:
+    """One point per label: a bucket with nothing in it is `empty` (zero traffic), not left out."""
+    return [points.get(label, empty) for label in labels]
+
 
 async def overview(request: Request[Any], viewer: Viewer) -> Response:
     span = time_range(request)
     database = services(request).database
-    traffic = await console.traffic_series(database, span.since, span.until, span.step)
-    latency = await console.latency_series(database, span.since, span.until, span.step)
+    # Traffic is counted in UTC hours: a step under an hour would draw empty buckets between the hours.
+    traffic_step = max(span.step, HOUR)
+    labels = bucket_labels(span.since, span.until, traffic_step)
+    zero = console.TrafficPoint("", 0, 0, 0, 0, 0.0, None)
+    found = await console.traffic_series(database, span.since, span.until, traffic_step)
+    traffic = filled(labels, {p.label: p for p in found}, zero)
+    latency_labels = bucket_labels(span.since, span.until, span.step)
+    measured = await console.latency_series(database, span.since, span.until, span.step)
+    latency = filled(latency_labels, {p.label: p for p in measured}, console.LatencyPoint("", 0, None, None))
     functions = await console.traffic_by(database, "function_name", span.since, span.until)
     providers = await console.providers(database, span.since, span.until)
-    labels = [p.label for p in traffic]
-    latency_labels = [p.label for p in latency]
     totals = {
         "inferences": sum(p.inferences for p in traffic),
         "failed_attempts": sum(p.failed_attempts for p in traffic),
