@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import orjson
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from lsd.store.database import Database
 
 SKETCH_BITS = 256
-PREFILTER_MIN = 1000  # examples ranked exactly, at least
-PREFILTER_PER_K = 50  # ... and this many per example asked for
+PREFILTER_MIN = 200  # examples ranked exactly, at least
+PREFILTER_PER_K = 20  # ... and this many per example asked for
 
 _NEAREST = """
 SELECT input, output, distance FROM (
@@ -52,7 +54,7 @@ _COLUMNS = (
     "source_inference_id",
     "created_at",
 )
-_TYPES = ("uuid", "text", "text", "jsonb", "jsonb", "float4[]", "bit", "uuid", "timestamptz")
+_TYPES = ("uuid", "text", "text", "jsonb", "jsonb", "float4[]", "text", "uuid", "timestamptz")  # sketch: its bit text
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,16 @@ async def nearest(
     none farther than `max_distance`. Raises DatabaseUnavailable when PostgreSQL cannot answer."""
     if k <= 0:
         return []
+    async with database.reading("dicl") as conn, conn.cursor() as cur:
+        await cur.execute(*nearest_query(function_name, variant_name, embedding, k, max_distance))
+        return [Neighbour(i, o, float(d)) for i, o, d in await cur.fetchall()]
+
+
+def nearest_query(
+    function_name: str, variant_name: str, embedding: Sequence[float], k: int, max_distance: float | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The nearest-neighbour query and its parameters (rows: input, output, distance), for `nearest` and for
+    bench/variant_types.py, which times it alone."""
     query = unit(embedding)
     params = {
         "query": list(query),
@@ -118,9 +130,7 @@ async def nearest(
         "max_distance": max_distance,
         "k": k,
     }
-    async with database.reading("dicl") as conn, conn.cursor() as cur:
-        await cur.execute(_NEAREST, params)
-        return [Neighbour(i, o, float(d)) for i, o, d in await cur.fetchall()]
+    return _NEAREST, params
 
 
 async def insert(database: Database, examples: Sequence[DiclExample]) -> int:
@@ -159,3 +169,46 @@ async def count(database: Database, function_name: str, variant_name: str) -> in
         )
         row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """An example to store: its input and the output to imitate, and the inference it comes from (None: a file's)."""
+
+    inference_id: UUID | None
+    input: Any
+    output: Any
+
+
+async def demonstrated(database: Database, function_name: str, function_type: str, limit: int) -> list[Source]:
+    """The newest `limit` inferences of the function with a demonstration; the output is the latest demonstration
+    (a json function's as {"raw", "parsed"})."""
+    table = sql.Identifier("json_inferences" if function_type == "json" else "chat_inferences")
+    query = sql.SQL(
+        "SELECT i.id, i.input, d.value FROM {} i"
+        " JOIN LATERAL (SELECT value FROM demonstration_feedback WHERE inference_id = i.id ORDER BY id DESC LIMIT 1)"
+        " d ON true WHERE i.function_name = %s ORDER BY i.id DESC LIMIT %s"
+    ).format(table)
+    async with database.reading("dicl") as conn, conn.cursor() as cur:
+        await cur.execute(query, (function_name, limit))
+        rows = await cur.fetchall()
+    if function_type == "json":
+        return [Source(i, inp, {"raw": orjson.dumps(v).decode(), "parsed": v}) for i, inp, v in rows]
+    return [Source(i, inp, v) for i, inp, v in rows]
+
+
+async def rated(
+    database: Database, function_name: str, function_type: str, metric_name: str, level: str, limit: int
+) -> list[Source]:
+    """The newest `limit` inferences of the function whose latest value of the boolean `metric_name` (given on the
+    inference, or on its episode for an episode-level metric) is true; the output is the inference's own."""
+    table = sql.Identifier("json_inferences" if function_type == "json" else "chat_inferences")
+    target = sql.Identifier("episode_id" if level == "episode" else "id")
+    query = sql.SQL(
+        "SELECT i.id, i.input, i.output FROM {} i WHERE i.function_name = %s AND (SELECT f.value"
+        " FROM boolean_metric_feedback f WHERE f.target_id = i.{} AND f.metric_name = %s ORDER BY f.id DESC LIMIT 1)"
+        " ORDER BY i.id DESC LIMIT %s"
+    ).format(table, target)
+    async with database.reading("dicl") as conn, conn.cursor() as cur:
+        await cur.execute(query, (function_name, metric_name, limit))
+        return [Source(i, inp, out) for i, inp, out in await cur.fetchall()]

@@ -3,6 +3,7 @@ chain_of_thought and dicl, with what the provider received and what PostgreSQL r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from psycopg.types.json import Jsonb
 from lsd.store.dicl import sketch, unit
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.configs import write_answer_schema
-from tests.support.gateway import in_process_gateway
+from tests.support.gateway import in_process_gateway, run_lsd
 
 KEY = "sk-test-secret-key-0123456789"
 PRICE = "cost = { input_per_million = 1.0, output_per_million = 2.0 }"
@@ -314,3 +315,42 @@ async def test_dicl_puts_the_k_nearest_stored_examples_in_the_request(
         " WHERE i.variant_name = 'similar' ORDER BY i.id DESC LIMIT 1",
     )
     assert len(rendered["messages"]) == 5
+
+
+async def test_lsd_dicl_load_and_add_store_embedded_examples_once(
+    client: httpx.AsyncClient, fake: FakeOpenAI, database_url: str, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "lsd.toml"
+    config_file.write_text(config(fake, tmp_path))
+    answer = await infer(client, "write", "a", "capital of France")
+    r = await client.post(
+        "/feedback",
+        json={"metric_name": "demonstration", "inference_id": answer["inference_id"], "value": "Paris"},
+    )
+    assert r.status_code == 200, r.text
+    env = {"LSD_DATABASE_URL": database_url}
+    common = ("--config", str(config_file), "--function", "write", "--variant", "similar")
+    load = ("dicl", "load", *common, "--from-demonstrations")
+    done = await asyncio.to_thread(run_lsd, *load, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "1 examples stored for write.similar (0 of 1 were already there)" in done.stdout
+    again = await asyncio.to_thread(run_lsd, *load, env=env)
+    assert "0 examples stored for write.similar (1 of 1 were already there)" in again.stdout
+
+    lines = tmp_path / "examples.jsonl"
+    lines.write_text(json.dumps({"input": {"messages": [{"role": "user", "content": "2+2"}]}, "output": "4"}) + "\n")
+    added = await asyncio.to_thread(run_lsd, "dicl", "add", *common, str(lines), env=env)
+    assert added.returncode == 0, added.stderr
+    stored = rows(
+        database_url,
+        "SELECT input, output, cardinality(embedding), source_inference_id IS NOT NULL FROM dicl_examples"
+        " ORDER BY created_at, id",
+    )
+    assert [(out, dims, sourced) for _, out, dims, sourced in stored] == [
+        ([{"type": "text", "text": "Paris"}], 8, True),
+        ([{"type": "text", "text": "4"}], 8, False),
+    ]
+    assert stored[1][0] == {"messages": [{"role": "user", "content": [{"type": "text", "text": "2+2"}]}]}
+    # The next dicl request finds them: its input is nearest to the first one's.
+    await infer(client, "write", "similar", "capital of France")
+    assert "Paris" in json.dumps(chats(fake)[-1]["messages"])
