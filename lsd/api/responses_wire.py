@@ -34,12 +34,15 @@ def model_label(ref: ModelRef, variant_name: str) -> str:
 
 
 def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
-    """The response's `usage` (unknown counts as 0, as OpenAI's fields are integers), and LSD's cost."""
+    """The response's `usage` (unknown counts as 0, as OpenAI's fields are integers; the prompt cache's reads as
+    `cached_tokens` and, when there were any, its writes as `cache_write_tokens`), and LSD's cost."""
     inputs, outputs = usage.input_tokens or 0, usage.output_tokens or 0
-    cached = getattr(usage, "cache_read_input_tokens", None) or 0  # set by providers that report cache reads
+    cached = {"cached_tokens": usage.cache_read_input_tokens or 0}
+    if usage.cache_write_input_tokens:
+        cached["cache_write_tokens"] = usage.cache_write_input_tokens
     return {
         "input_tokens": inputs,
-        "input_tokens_details": {"cached_tokens": cached},
+        "input_tokens_details": cached,
         "output_tokens": outputs,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": inputs + outputs,

@@ -161,6 +161,12 @@ def test_a_cut_answer_is_incomplete() -> None:
     assert body["model"] == "lsd::model_name::gpt" and body["max_output_tokens"] == 5
 
 
+def test_cache_reads_and_writes_are_in_the_usage_details() -> None:
+    usage = usage_json(Usage(100, 5, cache_read_input_tokens=80, cache_write_input_tokens=10), None)
+    assert usage["input_tokens"] == 100 and usage["total_tokens"] == 105
+    assert usage["input_tokens_details"] == {"cached_tokens": 80, "cache_write_tokens": 10}
+
+
 def events_of(call: Any, stream_events: list[StreamEvent]) -> list[tuple[str, dict[str, Any]]]:
     stream = SimpleNamespace(inference_id=ID, variant_name="gpt")
     writer = ResponseEvents(call, stream)  # type: ignore[arg-type]
