@@ -20,7 +20,7 @@ from anthropic import AsyncAnthropic
 
 from tests.fakes.anthropic_server import CACHE_READ, CACHE_WRITE, SIGNATURE, FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
-from tests.support.gateway import Daemon
+from tests.support.gateway import Daemon, run_lsd
 
 ANTHROPIC_KEY = "sk-ant-fake-provider-key"
 OPENAI_KEY = "sk-fake-openai-key"
@@ -375,3 +375,48 @@ async def test_count_tokens_and_errors(client: AsyncAnthropic, fakes: tuple[Fake
         )
     assert failed.value.body["type"] == "error"  # type: ignore[index]
     await asyncio.sleep(0)
+
+
+async def test_gateway_auth_takes_the_sdks_x_api_key(
+    fakes: tuple[FakeAnthropic, FakeOpenAI], tmp_path: Path, database_url: str
+) -> None:
+    claude, _ = fakes
+    created = run_lsd("keys", "create", "--description", "claude code", env={"LSD_DATABASE_URL": database_url})
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    config = tmp_path / "auth.toml"
+    config.write_text(
+        f"""
+[gateway.auth]
+enabled = true
+
+[models.claude]
+routing = ["anthropic"]
+[models.claude.providers.anthropic]
+type = "anthropic"
+model_name = "claude-fake"
+api_base = "{claude.base_url}"
+api_key_location = "env::FAKE_ANTHROPIC_KEY"
+"""
+    )
+    daemon = Daemon(config, database_url, env={"FAKE_ANTHROPIC_KEY": ANTHROPIC_KEY})
+    try:
+        daemon.wait_ready()
+        async with AsyncAnthropic(base_url=f"{daemon.base_url}/anthropic", api_key=token, max_retries=0) as sdk:
+            message = await sdk.messages.create(
+                model="claude", max_tokens=10, messages=[{"role": "user", "content": "hello"}]
+            )
+            assert message.content[0].text == "echo: hello"  # type: ignore[union-attr]
+        async with AsyncAnthropic(
+            base_url=f"{daemon.base_url}/anthropic", api_key="sk-lsd-wrong", max_retries=0
+        ) as bad:
+            with pytest.raises(anthropic.AuthenticationError) as refused:
+                await bad.messages.create(model="claude", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+        assert refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    finally:
+        assert daemon.terminate() == 0
+    public_id = token.split("-")[2]
+    assert row(
+        database_url, "SELECT api_key_public_id FROM chat_inferences WHERE id = %s", inference_id(message.id)
+    ) == (public_id,)
+    assert claude.last.headers["x-api-key"] == ANTHROPIC_KEY  # the provider's key, never the client's
