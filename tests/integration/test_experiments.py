@@ -54,6 +54,26 @@ metric = "success"
 min_samples_per_variant = 10
 update_period_s = 1
 
+[metrics.edits]
+type = "float"
+optimize = "min"
+level = "episode"
+
+[functions.episodic]
+type = "chat"
+[functions.episodic.variants.careful]
+type = "chat_completion"
+model = "dummy::echo"
+[functions.episodic.variants.sloppy]
+type = "chat_completion"
+model = "dummy::echo"
+[functions.episodic.experimentation]
+type = "adaptive"
+candidate_variants = ["careful", "sloppy"]
+metric = "edits"
+min_samples_per_variant = 5
+update_period_s = 1
+
 [functions.weighted]
 type = "chat"
 [functions.weighted.variants.a]
@@ -120,11 +140,11 @@ async def experiment(http: httpx.AsyncClient, function: str) -> dict[str, Any]:
     return body
 
 
-async def agreed(clients: list[httpx.AsyncClient], sent: int) -> dict[str, Any]:
+async def agreed(clients: list[httpx.AsyncClient], sent: int, function: str = "sim") -> dict[str, Any]:
     """The allocation once every replica has read the one that counts all `sent` feedback (or the stopped one)."""
     views: list[dict[str, Any]] = []
     for _ in range(300):
-        views = [await experiment(http, "sim") for http in clients]
+        views = [await experiment(http, function) for http in clients]
         first = views[0]
         counted = sum(v["count"] for v in first.get("evidence", {}).values())
         current = first["source"] == "stored" and (first["stopped"] or counted == sent)
@@ -242,3 +262,23 @@ async def test_a_namespace_override_applies_to_its_requests(database_url: str, n
         assert seen == {"c"}
         other = {**body, "namespace": "someone_else"}  # an unknown namespace gets the function's experiment
         assert {(await http.post("/inference", json=other)).json()["variant_name"] for _ in range(30)} <= {"a", "b"}
+
+
+async def test_episode_level_float_metric_to_minimise(database_url: str) -> None:
+    """Feedback on episodes (each with one inference) counts for the variant that served them; lower is better."""
+    rng = random.Random(5)
+    edits = {"careful": 1.0, "sloppy": 3.0}
+    async with replicas(database_url, 1) as (http,):
+        look: dict[str, Any] = {}
+        for sent in range(1, 200):
+            answer = await infer(http, "episodic", str(uuid7()))
+            value = edits[answer["variant_name"]] + rng.gauss(0, 0.3)
+            feedback = {"metric_name": "edits", "episode_id": answer["episode_id"], "value": value}
+            assert (await http.post("/feedback", json=feedback)).status_code == 200
+            if sent % 10 == 0:
+                look = await agreed([http], sent, "episodic")
+                if look["stopped"]:
+                    break
+        assert look["stopped"] and look["winner"] == "careful"
+        careful, sloppy = look["evidence"]["careful"], look["evidence"]["sloppy"]
+        assert careful["mean"] < 1.5 < 2.5 < sloppy["mean"] and careful["upper"] < sloppy["lower"]
