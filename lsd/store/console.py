@@ -19,6 +19,7 @@ from psycopg.rows import class_row
 from lsd.store.batch import BatchRow
 from lsd.store.database import Database
 from lsd.store.escaping import unescape_optional
+from lsd.store.experiments import AllocationRow
 from lsd.store.queries import uuid7_floor_ms
 
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # date_bin's origin: buckets line up with UTC hours and days
@@ -227,6 +228,14 @@ async def variant_metrics(database: Database, function_name: str) -> list[Varian
             (function_name, MAX_ROWS),
         )
         return [VariantMetric(*r) for r in await cur.fetchall()]
+
+
+async def experiment_allocation(database: Database, function_name: str) -> AllocationRow | None:
+    """The adaptive experiment's stored allocation of a function (experiment_allocations), if it has one."""
+    columns = "function_name, weights, phase, evidence, stopped, winner, stopped_at, fingerprint, updated_at"
+    async with database.reading("console") as conn, conn.cursor(row_factory=class_row(AllocationRow)) as cur:
+        await cur.execute(f"SELECT {columns} FROM experiment_allocations WHERE function_name = %s", (function_name,))
+        return await cur.fetchone()
 
 
 # -- feedback of one inference or episode: target index, partitions from the target's day --------------------

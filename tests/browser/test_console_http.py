@@ -36,7 +36,12 @@ def make_key(database_url: str, role: str | None) -> tuple[str, str]:
     made = new_key()
     with psycopg.connect(database_url, autocommit=True) as conn:
         keys.insert_key(
-            conn, made.public_id, made.secret_sha256, description="console", organization=None, workspace=None,
+            conn,
+            made.public_id,
+            made.secret_sha256,
+            description="console",
+            organization=None,
+            workspace=None,
             console_role=role,
         )
     return made.public_id, made.token
@@ -81,7 +86,9 @@ def test_every_page_renders_the_stored_data(open_console: tuple[TestClient, Traf
     assert str(first) in tagged and str(traffic.inference_ids[1]) not in tagged
 
 
-def test_keyset_paging_walks_every_inference(open_console: tuple[TestClient, Traffic], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyset_paging_walks_every_inference(
+    open_console: tuple[TestClient, Traffic], monkeypatch: pytest.MonkeyPatch
+) -> None:
     client, traffic = open_console
     monkeypatch.setattr("lsd.api.console.inferences.PAGE_SIZE", 3)
     seen: list[str] = []
@@ -118,7 +125,13 @@ def test_human_feedback_form_stores_through_the_feedback_path(
         ("comment", "", "looks right <b>"),
         ("demonstration", "", "the ideal answer"),
     ):
-        form = {"csrf": token, "kind": kind, "metric_name": metric, "value": value, "episode_id": str(traffic.episode_id)}
+        form = {
+            "csrf": token,
+            "kind": kind,
+            "metric_name": metric,
+            "value": value,
+            "episode_id": str(traffic.episode_id),
+        }
         response = client.post(f"/ui/inferences/{target}/feedback", data=form)
         assert response.status_code == 303, response.text
         assert response.headers["location"].startswith(f"/ui/inferences/{target}?added=")
@@ -126,7 +139,9 @@ def test_human_feedback_form_stores_through_the_feedback_path(
     assert eventually(lambda: count(database_url, query.format("boolean_metric_feedback") + " AND value", target))
     assert eventually(lambda: count(database_url, query.format("float_metric_feedback") + " AND value = 0.25", target))
     assert eventually(lambda: count(database_url, query.format("comment_feedback"), target))
-    assert eventually(lambda: count(database_url, "SELECT count(*) FROM demonstration_feedback WHERE inference_id = %s", target))
+    assert eventually(
+        lambda: count(database_url, "SELECT count(*) FROM demonstration_feedback WHERE inference_id = %s", target)
+    )
     shown = client.get(f"/ui/inferences/{target}").text
     assert "looks right &lt;b&gt;" in shown and "the ideal answer" in shown
     # No CSRF token, or another one: refused, nothing stored.
@@ -143,10 +158,15 @@ def test_html_is_escaped(open_console: tuple[TestClient, Traffic]) -> None:
     client, _ = open_console
     answer = client.post(
         "/inference",
-        json={"function_name": "chat", "input": {"messages": [{"role": "user", "content": "<script>alert(1)</script>"}]},
-              "tags": {"x": "<img src=x onerror=alert(1)>"}},
+        json={
+            "function_name": "chat",
+            "input": {"messages": [{"role": "user", "content": "<script>alert(1)</script>"}]},
+            "tags": {"x": "<img src=x onerror=alert(1)>"},
+        },
     ).json()
-    page = eventually(lambda: (r := client.get(f"/ui/inferences/{answer['inference_id']}")).status_code == 200 and r.text)
+    page = eventually(
+        lambda: (r := client.get(f"/ui/inferences/{answer['inference_id']}")).status_code == 200 and r.text
+    )
     assert "<script>alert" not in page and "<img src=x" not in page
     assert "&lt;script&gt;" in page
 
@@ -202,7 +222,9 @@ def test_sign_in_roles_and_sign_out_with_auth_on(database_url: str) -> None:
         # admin: creates a key (shown once), disables it; disabling the admin's own key ends its session.
         client.post("/ui/login", data={"csrf": token, "key": admin_key, "next": "/ui/keys"})
         admin_csrf = csrf_of(client.get("/ui/keys").text)
-        created = client.post("/ui/keys", data={"csrf": admin_csrf, "description": "made in the console", "console_role": ""})
+        created = client.post(
+            "/ui/keys", data={"csrf": admin_csrf, "description": "made in the console", "console_role": ""}
+        )
         assert created.status_code == 200
         new_token = re.search(r'id="new-key">(sk-lsd-[^<]+)<', created.text)
         assert new_token is not None
@@ -210,6 +232,27 @@ def test_sign_in_roles_and_sign_out_with_auth_on(database_url: str) -> None:
         listed = client.get("/ui/keys").text
         assert new_id in listed and new_token.group(1) not in listed
         assert client.post(f"/ui/keys/{new_id}/disable", data={"csrf": admin_csrf}).status_code == 303
-        assert count(database_url, "SELECT count(*) FROM api_keys WHERE public_id = %s AND disabled_at IS NOT NULL", new_id) == 1
+        assert (
+            count(
+                database_url, "SELECT count(*) FROM api_keys WHERE public_id = %s AND disabled_at IS NOT NULL", new_id
+            )
+            == 1
+        )
         assert client.post(f"/ui/keys/{admin_id}/disable", data={"csrf": admin_csrf}).status_code == 303
         assert client.get("/ui/keys").status_code == 303
+
+
+def test_function_page_shows_the_experiments_current_allocation(
+    open_console: tuple[TestClient, Traffic], database_url: str
+) -> None:
+    client, _ = open_console
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO experiment_allocations (function_name, weights, phase, evidence, stopped, winner, stopped_at, "
+            "fingerprint, updated_at) VALUES ('chat', '{\"a\": 0.8, \"b\": 0.2}', 'stopped', "
+            '\'{"a": {"count": 40, "mean": 0.9, "lower": 0.8, "upper": 0.95, "eliminated": false}}\', true, \'a\', '
+            "now(), 'x', now())"
+        )
+    page = client.get("/ui/functions/chat").text
+    assert "Current allocation" in page and "winner <b>a</b>" in page
+    assert "80.0 %" in page and "[0.800, 0.950]" in page

@@ -94,4 +94,5 @@ async def function(request: Request[Any], viewer: Viewer) -> Response:
         metrics=metrics,
         share=share,
         experiment=config.experimentation if config else None,
+        allocation=await console.experiment_allocation(rt.database, name),
     )
