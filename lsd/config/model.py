@@ -229,7 +229,7 @@ ToolChoice = str | Mapping[str, str]
 
 @dataclass(frozen=True, slots=True)
 class ExperimentationConfig:
-    """`[functions.F.experimentation]`, checked and kept; LSD samples variants by `weight` until it acts on this."""
+    """`[functions.F.experimentation]`: how routing samples the variants (lsd.inference.experiment)."""
 
     type: Literal["static", "adaptive"]
     candidate_variants: Mapping[str, float]  # a list is uniform: each weight 1.0
