@@ -1,8 +1,9 @@
 """The baseline gateway: POST /inference -> the fake's POST /v1/chat/completions, no validation, no recording.
 
-    python -m bench.bare_proxy --bind 127.0.0.1:8001 --upstream http://127.0.0.1:8000
+    python -m bench.bare_proxy --bind 127.0.0.1:8001 --upstream http://127.0.0.1:8000 [--server uvicorn|hypercorn]
 
-Starlette served by hypercorn on uvloop in one process, one pooled aiohttp session: what LSD would cost
+Starlette served by the same HTTP server as `lsd serve` (uvicorn with httptools by default, or hypercorn) on uvloop
+in one process, one pooled aiohttp session: what LSD would cost
 if it did nothing but forward. It takes the same TensorZero body as `lsd serve` and returns the provider's JSON;
 with `"stream": true` in the body it asks the provider to stream and relays the provider's bytes (its SSE
 events) as they arrive, chunk by chunk, without parsing them.
@@ -19,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import uvicorn
 import uvloop
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -59,7 +61,10 @@ def build_app(upstream: str) -> Starlette:
     return Starlette(routes=[Route("/inference", inference, methods=["POST"])], lifespan=lifespan)
 
 
-async def run(bind: str, upstream: str) -> None:
+async def run(bind: str, upstream: str, server: str = "uvicorn") -> None:
+    if server == "uvicorn":
+        await _run_uvicorn(bind, upstream)
+        return
     config = Config()
     config.bind = [bind]
     config.accesslog = None
@@ -71,12 +76,32 @@ async def run(bind: str, upstream: str) -> None:
     await serve(build_app(upstream), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
 
+async def _run_uvicorn(bind: str, upstream: str) -> None:
+    """As `lsd serve` runs uvicorn (lsd.servers), without the head limit: httptools, no access log."""
+    host, _, port = bind.rpartition(":")
+    config = uvicorn.Config(
+        build_app(upstream),
+        host=host,
+        port=int(port),
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        timeout_keep_alive=75,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    await server.serve()  # uvicorn stops on SIGTERM/SIGINT itself
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bind", required=True, help="HOST:PORT")
     parser.add_argument("--upstream", required=True, help="the fake's root URL")
+    parser.add_argument("--server", choices=("uvicorn", "hypercorn"), default="uvicorn", help="default uvicorn")
     args = parser.parse_args()
-    uvloop.run(run(args.bind, args.upstream))
+    uvloop.run(run(args.bind, args.upstream, args.server))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from bench.children import (
 )
 from bench.cpu import CpuMeter, CpuShare, own_roots, tree_cpu_s, wait_quiet
 from bench.database import Cluster, count_rows
-from bench.gateway_report import compare, describe, rate_key, render
+from bench.gateway_report import compare, compare_direct, describe, rate_key, render
 from bench.load import LoadResult, closed_loop, have_wrk, open_loop
 from bench.loop import run as run_async
 from lsd.store.local import free_port
@@ -122,7 +122,12 @@ def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path)
             results[name] = measure(name, settings, children, cluster, workdir, fake)
     finally:
         children.stop(fake)
-    summary = {"settings": asdict(settings), "targets": results, "comparison": compare(results)}
+    summary = {
+        "settings": asdict(settings),
+        "targets": results,
+        "comparison": compare(results),
+        "direct": compare_direct(results),
+    }
     print()
     print(render(summary))
     return summary

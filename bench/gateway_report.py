@@ -76,6 +76,31 @@ def compare(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def compare_direct(results: dict[str, Any]) -> dict[str, Any]:
+    """Every target but the fake against the fake called directly at the same rate: the latency a gateway adds to
+    a direct call (issue #23's measure), plain and streamed (TTFT)."""
+    fake = results.get("fake")
+    if fake is None:
+        return {}
+    out: dict[str, Any] = {}
+    for name, result in results.items():
+        if name == "fake":
+            continue
+        entry: dict[str, Any] = {"rates": {}, "stream": {}}
+        for key, run in result.get("rates", {}).items():
+            if (base := fake.get("rates", {}).get(key)) is not None:
+                entry["rates"][key] = {
+                    f"p{q}_overhead_ms": _minus(run[f"p{q}_ms"], base[f"p{q}_ms"]) for q in (50, 90, 99)
+                }
+        for key, run in result.get("stream", {}).items():
+            if (base := fake.get("stream", {}).get(key)) is not None:
+                entry["stream"][key] = {
+                    f"ttft_p{q}_overhead_ms": _minus(run[f"ttft_p{q}_ms"], base[f"ttft_p{q}_ms"]) for q in (50, 90, 99)
+                }
+        out[name] = entry
+    return out
+
+
 def _others(run: dict[str, Any]) -> float | None:
     return run["cpu"]["others_pct"] if run.get("cpu") else None
 
@@ -157,6 +182,27 @@ def render(summary: dict[str, Any]) -> str:
             for key, name, run in streamed
         ]
         parts.append(table(headers, rows))
+    direct = summary.get("direct", {})
+    if rows := [
+        [k, describe(n), *(c[f"p{q}_overhead_ms"] for q in (50, 90, 99))]
+        for n, entry in direct.items()
+        for k, c in sorted(entry["rates"].items(), key=lambda t: float(t[0]))
+    ]:
+        parts.append("\n### Overhead against a direct call (target latency - the fake's called directly, same rate)")
+        parts.append(
+            table(["req/s", "target", "overhead p50 ms", "p90 ms", "p99 ms"], sorted(rows, key=lambda r: float(r[0])))
+        )
+    if rows := [
+        [k, describe(n), *(c[f"ttft_p{q}_overhead_ms"] for q in (50, 90, 99))]
+        for n, entry in direct.items()
+        for k, c in entry["stream"].items()
+    ]:
+        parts.append("\n### TTFT overhead against a direct call (target TTFT - the fake's TTFT, same rate)")
+        parts.append(
+            table(
+                ["req/s", "target", "TTFT overhead p50 ms", "p90 ms", "p99 ms"], sorted(rows, key=lambda r: float(r[0]))
+            )
+        )
     ttft = [(k, n, c) for n, c in comparison.items() for k, c in c["stream"].items()]
     if ttft:
         parts.append("\n### TTFT overhead against the bare proxy (target TTFT - bare TTFT)")
@@ -207,6 +253,9 @@ def _memory_table(targets: dict[str, Any]) -> str:
     return table(headers, rows)
 
 
+# Issue #23's target: p99 overhead against a direct call <= 1 ms at 1,000 req/s, one worker, recording on.
+DIRECT_P99_TARGET_MS = 1.0
+DIRECT_RATE = 1000.0
 # The issue's targets (#7): saturation >= 0.80 x bare, p99 at 500 req/s <= 1.5 x bare, writer >= 0.80 x COPY.
 SATURATION_TARGET = 0.80
 P99_TARGET = 1.5
@@ -232,6 +281,12 @@ def verdicts(gateway: dict[str, Any] | None, writer: dict[str, Any] | None) -> l
             if (p99 := entry["rates"][key]["p99_ratio"]) is not None:
                 met = _met(p99 <= P99_TARGET, f"<= {P99_TARGET:.1f}", name)
                 parts.append(f"p99 at {key} req/s {p99:.2f}x bare{met}")
+        direct = (gateway or {}).get("direct", {}).get(name, {}).get("rates", {})
+        if direct:
+            key = min(direct, key=lambda k: abs(float(k) - DIRECT_RATE))
+            if (p99 := direct[key]["p99_overhead_ms"]) is not None:
+                met = _met(p99 <= DIRECT_P99_TARGET_MS, f"<= {DIRECT_P99_TARGET_MS:.0f} ms", name)
+                parts.append(f"p99 overhead over a direct call at {key} req/s {p99:+.2f} ms{met}")
         lines.append(f"{describe(name)}: " + "; ".join(parts))
     for durability, ratios in (writer or {}).get("writer_vs_copy", {}).items():
         for batch, ratio in ratios.items():

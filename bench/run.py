@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import auth, gateway, gateway_report, pinning, report, writer
+from bench import auth, bigctx, front_door, gateway, gateway_report, pinning, report, streams, writer
 from bench.children import Children, shielded
 from bench.database import Cluster
 from lsd.store.local import LocalServerError
 
-PARTS = ("gateway", "writer", "auth")
+PARTS = ("gateway", "writer", "auth", "front-door", "streams", "bigctx")
 
 
 def csv_list(kind: type, choices: tuple[str, ...] | None = None):  # type: ignore[no-untyped-def]
@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("--parts", type=csv_list(str, PARTS), default=PARTS, help="gateway,writer,auth (default all)")
+    p.add_argument("--parts", type=csv_list(str, PARTS), default=PARTS, help=", ".join(PARTS) + " (default all)")
     p.add_argument("--quick", action="store_true", help="short runs (3 s, 10k inferences): to check the harness")
     p.add_argument(
         "--quiet-wait",
@@ -97,6 +97,15 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--latency-ms", type=float, default=0.0, help="the fake provider's wait before each answer (default 0)"
     )
+    st = p.add_argument_group("part streams: long streams (bench/streams.py)")
+    st.add_argument("--stream-tokens", type=int, default=100, help="tokens per stream (default 100)")
+    st.add_argument("--token-rate", type=float, default=50.0, help="tokens per second of each stream (default 50)")
+    st.add_argument("--stream-levels", type=csv_list(int), default=streams.DEFAULT_LEVELS, help="concurrent streams")
+    st.add_argument("--stream-window", type=float, default=6.0, help="seconds measured at each level (default 6)")
+    bc = p.add_argument_group("part bigctx: big prompts (bench/bigctx.py)")
+    bc.add_argument("--prompt-kib", type=int, default=100, help="prompt size in KiB (default 100)")
+    bc.add_argument("--answer-bytes", type=int, default=2048, help="answer size in bytes (default 2048)")
+    bc.add_argument("--bigctx-rates", type=csv_list(float), default=(50.0, 100.0, 200.0), help="open-loop req/s")
     w = p.add_argument_group("part 2: writer")
     w.add_argument("--inferences", type=int, default=60_000, help="inferences written, 4 rows each (default 60000)")
     w.add_argument(
@@ -153,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
                 settings = gateway.Settings.from_args(args)
                 results["gateway"] = gateway.run(settings, children, cluster, workdir)
                 results["loadavg"]["after_gateway"] = report.loadavg()
+            if "front-door" in args.parts:
+                fsettings = front_door.Settings(
+                    rounds=1 if args.quick else 2, warmup_s=args.warmup, duration_s=min(args.duration, 8.0)
+                )
+                results["front_door"] = front_door.run(fsettings, children, cluster, workdir)
+            if "streams" in args.parts:
+                results["streams"] = streams.run(streams.Settings.from_args(args), children, cluster, workdir)
+            if "bigctx" in args.parts:
+                results["bigctx"] = bigctx.run(bigctx.Settings.from_args(args), children, cluster, workdir)
             if "auth" in args.parts:
                 asettings = auth.Settings(
                     calls=2_000 if args.quick else 20_000,
@@ -188,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n## Against the issue's targets (ratios; the run does not fail on them)")
         for line in lines:
             print(f"- {line}")
-    if "gateway" in results or "writer" in results or "auth" in results:
+    if any(part in results for part in ("gateway", "writer", "auth", "front_door", "streams", "bigctx")):
         path = report.save(results)
         print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     print(f"elapsed: {results['elapsed_s']:.0f} s")

@@ -1,0 +1,225 @@
+"""Part bigctx: agent-sized requests. 100 KiB prompts (`--prompt-kib`) and 2 KiB answers (`--answer-bytes`) through the
+bare proxy and `lsd serve` (recording on): closed-loop throughput, then latency at `--bigctx-rates` (50,100,200 req/s),
+the writer's queue, and the bytes PostgreSQL stores per inference, by column.
+
+    python -m bench.run --parts bigctx
+
+The prompt is pseudo-random words (it compresses about as well as prose, not as well as a repeated string). Bytes
+per inference are the growth of every table in the database (heap, TOAST and indexes) over the inferences
+recorded; the by-column table shows which stored copies take them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+from bench.children import Child, Children, wait_for_file, wait_for_http
+from bench.cpu import tree_cpu_s
+from bench.database import Cluster
+from bench.gateway import LSD_CONFIG, MODEL, writer_backlog
+from bench.load import closed_loop, open_loop
+from bench.loop import run as run_async
+from bench.report import table
+from lsd.store.local import free_port
+
+WORDS = (  # noqa: SIM905 (a sentence reads better than a list of 110 strings)
+    "the of and to in is you that it he was for on are as with his they at be this have from or one had by word but "
+    "not what all were we when your can said there use an each which she do how their if will up other about out many "
+    "then them these so some her would make like him into time has look two more write go see number no way could "
+    "people my than first water been call who oil its now find long down day did get come made may part function tool "
+    "json schema request response stream token model provider gateway latency database record inference feedback"
+).split()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    prompt_kib: int = 100
+    answer_bytes: int = 2048
+    rates: tuple[float, ...] = (50.0, 100.0, 200.0)
+    connections: int = 16
+    warmup_s: float = 3.0
+    duration_s: float = 8.0
+    rate_warmup_s: float = 2.0
+    rate_duration_s: float = 6.0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        quick = getattr(args, "quick", False)
+        return cls(
+            prompt_kib=getattr(args, "prompt_kib", 100),
+            answer_bytes=getattr(args, "answer_bytes", 2048),
+            rates=(50.0,) if quick else getattr(args, "bigctx_rates", (50.0, 100.0, 200.0)),
+            warmup_s=args.warmup,
+            duration_s=args.duration,
+            rate_warmup_s=args.rate_warmup,
+            rate_duration_s=args.rate_duration,
+        )
+
+
+def prompt(kib: int, seed: int = 7) -> str:
+    rng = random.Random(seed)
+    words: list[str] = []
+    size = 0
+    while size < kib * 1024:
+        word = rng.choice(WORDS)
+        words.append(word)
+        size += len(word) + 1
+    return " ".join(words)[: kib * 1024]
+
+
+def body(kib: int) -> bytes:
+    return orjson.dumps({"model_name": MODEL, "input": {"messages": [{"role": "user", "content": prompt(kib)}]}})
+
+
+def stored_bytes(url: str) -> int:
+    """Every table's heap + TOAST + indexes in the public schema."""
+    query = """
+        SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'"""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
+def by_column(url: str) -> list[tuple[str, int]]:
+    """(table.column, bytes as stored, compressed where PostgreSQL compressed it) for every large column."""
+    out: list[tuple[str, int]] = []
+    with psycopg.connect(url) as conn:
+        columns = conn.execute(
+            """SELECT c.table_name, c.column_name FROM information_schema.columns c
+               JOIN pg_class t ON t.relname = c.table_name AND t.relkind = 'p'
+               WHERE c.table_schema = 'public' AND c.data_type IN ('jsonb', 'text', 'bytea', 'json')"""
+        ).fetchall()
+        for table_name, column in columns:
+            # Names from the catalog, quoted.
+            sql = f'SELECT coalesce(sum(pg_column_size("{column}")), 0)::bigint FROM "{table_name}"'
+            row = conn.execute(sql).fetchone()
+            if row and int(row[0]) > 0:
+                out.append((f"{table_name}.{column}", int(row[0])))
+    return sorted(out, key=lambda item: -item[1])
+
+
+def count_inferences(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM chat_inferences").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _start(name: str, children: Children, workdir: Path, fake_url: str, database_url: str) -> tuple[Child, str]:
+    bind = f"127.0.0.1:{free_port()}"
+    if name == "bare":
+        child = children.python("bigctx-bare", "-m", "bench.bare_proxy", "--bind", bind, "--upstream", fake_url)
+        wait_for_http(f"http://{bind}/inference", child, any_status=True)
+        return child, f"http://{bind}/inference"
+    config = workdir / "bigctx.toml"
+    config.write_text(LSD_CONFIG.format(spool_dir=workdir / "spool-bigctx", model=MODEL, api_base=f"{fake_url}/v1/"))
+    env = {"LSD_DATABASE_URL": database_url, "LSD_LOG_FORMAT": "json", "LSD_LOG_LEVEL": "INFO"}
+    child = children.python("bigctx-lsd", "-m", "lsd", "serve", "--config", str(config), "--bind", bind, env=env)
+    wait_for_http(f"http://{bind}/health", child, timeout_s=120)
+    return child, f"http://{bind}/inference"
+
+
+def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path) -> dict[str, Any]:
+    print(f"\n## Part bigctx: {settings.prompt_kib} KiB prompts, {settings.answer_bytes} B answers")
+    url_file = workdir / "bigctx-fake.url"
+    fake = children.python(
+        "bigctx-fake",
+        "-m",
+        "bench.token_fake",
+        "--url-file",
+        str(url_file),
+        "--answer-bytes",
+        str(settings.answer_bytes),
+    )
+    fake_url = wait_for_file(url_file, fake)
+    database_url = cluster.create("bench_bigctx")
+    payload = body(settings.prompt_kib)
+    results: dict[str, Any] = {}
+    try:
+        for name in ("bare", "lsd"):
+            before = stored_bytes(database_url)
+            child, url = _start(name, children, workdir, fake_url, database_url)
+            closed_loop(
+                url, payload, connections=settings.connections, duration_s=settings.warmup_s, script_dir=workdir
+            )
+            cpu0 = tree_cpu_s(child.pid)
+            closed = closed_loop(
+                url, payload, connections=settings.connections, duration_s=settings.duration_s, script_dir=workdir
+            )
+            entry: dict[str, Any] = {
+                "closed": closed.as_dict(),
+                "cpu_us_per_request": round(1e6 * (tree_cpu_s(child.pid) - cpu0) / max(closed.ok, 1), 1),
+                "rates": {},
+            }
+            if name == "lsd":
+                entry["writer_queue_rows_after_closed"] = writer_backlog(url)
+            print(f"  {name}: closed loop {closed.rps:,.0f} req/s, p99 {closed.p99_ms} ms, errors {closed.errors}")
+            for rate in settings.rates:
+                fixed = run_async(
+                    open_loop(
+                        url, payload, rate=rate, duration_s=settings.rate_duration_s, warmup_s=settings.rate_warmup_s
+                    )
+                )
+                entry["rates"][f"{rate:g}"] = fixed.as_dict()
+                queue = writer_backlog(url) if name == "lsd" else None
+                entry["rates"][f"{rate:g}"]["writer_queue_rows"] = queue
+                print(
+                    f"  {name} at {rate:g} req/s: achieved {fixed.rps:,.0f}, p50 {fixed.p50_ms} ms, p99 "
+                    f"{fixed.p99_ms} ms, errors {fixed.errors}" + (f", writer queue {queue:,.0f} rows" if queue else "")
+                )
+            children.stop(child, timeout_s=120)
+            if name == "lsd":
+                recorded = count_inferences(database_url)
+                grown = stored_bytes(database_url) - before
+                entry["inferences_recorded"] = recorded
+                entry["bytes_per_inference"] = round(grown / max(recorded, 1))
+                entry["by_column_bytes_per_inference"] = {
+                    column: round(size / max(recorded, 1)) for column, size in by_column(database_url)
+                }
+            results[name] = entry
+    finally:
+        children.stop(fake)
+    summary = {"settings": asdict(settings), "targets": results}
+    print()
+    print(render(summary))
+    return summary
+
+
+def render(summary: dict[str, Any]) -> str:
+    targets = summary["targets"]
+    bare, lsd = targets.get("bare"), targets.get("lsd")
+    lines = []
+    rows = []
+    for name, entry in targets.items():
+        closed = entry["closed"]
+        ratio = round(closed["rps"] / bare["closed"]["rps"], 2) if bare and bare["closed"]["rps"] else None
+        rows.append(
+            [name, round(closed["rps"]), ratio, closed["p50_ms"], closed["p99_ms"], entry["cpu_us_per_request"]]
+        )
+    lines.append(table(["target", "closed-loop req/s", "vs bare", "p50 ms", "p99 ms", "server CPU us/req"], rows))
+    rows = []
+    for name, entry in targets.items():
+        for key, run in entry["rates"].items():
+            base = bare["rates"].get(key) if bare else None
+            over = round(run["p99_ms"] - base["p99_ms"], 2) if base and run["p99_ms"] and base["p99_ms"] else None
+            rows.append(
+                [key, name, run["rps"], run["p50_ms"], run["p99_ms"], over, run["errors"], run["writer_queue_rows"]]
+            )
+    lines.append("")
+    lines.append(
+        table(["req/s", "target", "achieved", "p50 ms", "p99 ms", "p99 over bare", "errors", "writer queue"], rows)
+    )
+    if lsd and "bytes_per_inference" in lsd:
+        lines.append(
+            f"\nstored per inference: {lsd['bytes_per_inference']:,} bytes ({lsd['inferences_recorded']:,} inferences)"
+        )
+        rows = [[column, size] for column, size in lsd["by_column_bytes_per_inference"].items()]
+        lines.append(table(["column", "bytes per inference (as stored)"], rows))
+    return "\n".join(lines)
