@@ -25,12 +25,10 @@ from lsd.api.sse import EventStreamResponse, Final
 from lsd.api.state import AppState
 from lsd.config.inbound import InboundTarget
 from lsd.errors import InvalidRequest
-from lsd.inference.request import InferenceRequest
 from lsd.inference.streaming import InferenceStream, start_stream
 from lsd.providers.anthropic import AnthropicProvider
-from lsd.providers.base import Provider
+from lsd.providers.base import CallContext, Provider
 from lsd.runtime import Runtime
-from lsd.types import Input, Message, Text
 
 BETA_HEADER = b"anthropic-beta"
 
@@ -78,12 +76,10 @@ async def count_tokens(request: Request[AppState]) -> Response:
     if not isinstance(body.get("messages"), list):
         raise InvalidRequest.at("messages", "required: an array")
     credentials = body.get("lsd::credentials") or body.get("tensorzero::credentials") or {}
-    if not isinstance(credentials, dict):
+    if not isinstance(credentials, dict) or not all(isinstance(v, str) for v in credentials.values()):
         raise InvalidRequest.at("lsd::credentials", "expected an object of strings")
     passed = {k: v for k, v in body.items() if not k.startswith(("lsd::", "tensorzero::"))}
-    ctx = services.engine.call_context(
-        InferenceRequest(Input(None, (Message("user", (Text(""),)),)), credentials=credentials)
-    )
+    ctx = CallContext(transport=services.transport, credentials=credentials)
     answer = await provider.count_tokens(passed, ctx)
     return Response(json_response_bytes(answer), media_type="application/json")
 
