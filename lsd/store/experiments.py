@@ -13,6 +13,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from lsd.store.database import Database
+from lsd.store.keys import NotMigrated
 
 # pg_try_advisory_xact_lock key for the cluster-wide experiments update: 'LSD' + 'exp'.
 EXPERIMENTS_LOCK_KEY = 0x4C5344_657870
@@ -115,7 +116,10 @@ async def load_allocations(database: Database) -> list[AllocationRow]:
 
 
 def load_allocation_sync(conn: psycopg.Connection[Any], function_name: str) -> AllocationRow | None:
-    """One function's stored allocation (for `lsd experiments show`)."""
+    """One function's stored allocation (for `lsd experiments show`). Raises NotMigrated without the table."""
+    row = conn.execute("SELECT to_regclass('experiment_allocations') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        raise NotMigrated("the database has no experiment_allocations table: run `lsd migrate` first")
     with conn.cursor(row_factory=class_row(AllocationRow)) as cur:
         cur.execute(f"{_SELECT} WHERE function_name = %s", (function_name,))
         return cur.fetchone()

@@ -11,15 +11,19 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from lsd.config.loader import parse
+from lsd.exits import EXIT_DATABASE
 from lsd.ids import uuid7
 from lsd.inference.experiment import promised_samples
 from tests.support.gateway import in_process_gateway, run_lsd
+
+if TYPE_CHECKING:
+    from tests.conftest import PgCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -282,3 +286,15 @@ async def test_episode_level_float_metric_to_minimise(database_url: str) -> None
         assert look["stopped"] and look["winner"] == "careful"
         careful, sloppy = look["evidence"]["careful"], look["evidence"]["sloppy"]
         assert careful["mean"] < 1.5 < 2.5 < sloppy["mean"] and careful["upper"] < sloppy["lower"]
+
+
+async def test_cli_on_an_unmigrated_database_says_so(pg: PgCluster, tmp_path: Path) -> None:
+    config_path = tmp_path / "lsd.toml"
+    config_path.write_text(CONFIG)
+    name = pg.create_database()
+    try:
+        env = {"LSD_DATABASE_URL": pg.url(name)}
+        shown = await asyncio.to_thread(run_lsd, "experiments", "show", "sim", "--config", str(config_path), env=env)
+    finally:
+        pg.drop_database(name)
+    assert shown.returncode == EXIT_DATABASE and "run `lsd migrate` first" in shown.stderr
