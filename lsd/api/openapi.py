@@ -115,6 +115,18 @@ LIST_INFERENCES: Schema = {
     "additionalProperties": False,
 }
 IDS: Schema = {"type": "object", "properties": {"ids": {"type": "array", "items": UUID}}, "required": ["ids"]}
+EXPORT_INFERENCES: Schema = {
+    "type": "object",
+    "properties": {
+        "function_name": STRING,
+        "variant_name": STRING,
+        "since": {"type": "string", "format": "date-time"},
+        "until": {"type": "string", "format": "date-time"},
+        "with_feedback": {"type": "boolean"},
+        "format": {"type": "string", "enum": ["parquet", "csv", "jsonl"]},
+    },
+    "additionalProperties": False,
+}
 CHAT_COMPLETION: Schema = {
     "type": "object",
     "properties": {
@@ -188,6 +200,13 @@ OPERATIONS: tuple[tuple[str, str, str, Schema | None, tuple[tuple[str, Schema], 
     ("GET", "/batch_inference/{batch_id}/inference/{inference_id}", "one inference of a batch", None, ()),
     ("POST", "/v1/inferences/list_inferences", "stored inferences, filtered and paged", LIST_INFERENCES, ()),
     ("POST", "/v1/inferences/get_inferences", "stored inferences by id", IDS, ()),
+    (
+        "POST",
+        "/v1/inferences/export",
+        "stored inferences streamed as Parquet, CSV or JSON Lines",
+        EXPORT_INFERENCES,
+        (),
+    ),
     ("POST", "/v1/evaluations/human_feedback", "a person's judgement of an evaluation result", ANY_OBJECT, ()),
     (
         "GET",

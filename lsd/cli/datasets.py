@@ -10,38 +10,34 @@ from pathlib import Path
 from typing import IO
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lsd.api.datasets_wire import datapoint_json
 from lsd.cli.options import Subparsers
 from lsd.errors import DatabaseUnavailable
 from lsd.exits import EXIT_DATABASE, EXIT_OK, EXIT_USAGE, CommandExit
+from lsd.export import Kind, TableWriter
 from lsd.startup import database_urls
 from lsd.store import datasets as store
 from lsd.store.database import Database
 from lsd.store.datasets import DatapointQuery, DatapointRow
 
-# Parquet columns. Nested values whose shape varies row to row (input, output, tools, schema) are JSON text:
-# one column type for every datapoint, and `json.loads` (or DuckDB's `::JSON`) gives them back.
-PARQUET_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("type", pa.string()),
-        ("dataset_name", pa.string()),
-        ("function_name", pa.string()),
-        ("name", pa.string()),
-        ("episode_id", pa.string()),
-        ("input", pa.string()),
-        ("output", pa.string()),
-        ("tool_params", pa.string()),
-        ("output_schema", pa.string()),
-        ("tags", pa.map_(pa.string(), pa.string())),
-        ("source_inference_id", pa.string()),
-        ("is_custom", pa.bool_()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-        ("updated_at", pa.timestamp("us", tz="UTC")),
-    ]
+# Parquet columns (lsd.export.TableWriter: nested values whose shape varies row to row are JSON text).
+DATAPOINT_COLUMNS: tuple[tuple[str, Kind], ...] = (
+    ("id", "string"),
+    ("type", "string"),
+    ("dataset_name", "string"),
+    ("function_name", "string"),
+    ("name", "string"),
+    ("episode_id", "string"),
+    ("input", "json"),
+    ("output", "json"),
+    ("tool_params", "json"),
+    ("output_schema", "json"),
+    ("tags", "tags"),
+    ("source_inference_id", "string"),
+    ("is_custom", "bool"),
+    ("created_at", "timestamp"),
+    ("updated_at", "timestamp"),
 )
 
 
@@ -69,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise CommandExit(EXIT_USAGE, f"dataset {args.name!r} has no datapoints")
     if args.format == "parquet":
-        pq.write_table(parquet_table(rows), args.output)
+        with args.output.open("wb") as out:
+            writer = TableWriter(out, DATAPOINT_COLUMNS, "parquet")
+            writer.write([parquet_row(r) for r in rows])
+            writer.close()
     elif args.output is None:
         write_jsonl(rows, sys.stdout.buffer)
         sys.stdout.flush()
@@ -99,26 +98,21 @@ def write_jsonl(rows: Sequence[DatapointRow], out: IO[bytes]) -> None:
         out.write(orjson.dumps(datapoint_json(row)) + b"\n")
 
 
-def _text(value: object) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def parquet_table(rows: Sequence[DatapointRow]) -> pa.Table:
-    columns = {
-        "id": [str(r.id) for r in rows],
-        "type": [r.type for r in rows],
-        "dataset_name": [r.dataset_name for r in rows],
-        "function_name": [r.function_name for r in rows],
-        "name": [r.name for r in rows],
-        "episode_id": [str(r.episode_id) if r.episode_id else None for r in rows],
-        "input": [_text(r.input) for r in rows],
-        "output": [_text(r.output) for r in rows],
-        "tool_params": [_text(r.tool_params) for r in rows],
-        "output_schema": [_text(r.output_schema) for r in rows],
-        "tags": [list((r.tags or {}).items()) for r in rows],
-        "source_inference_id": [str(r.source_inference_id) if r.source_inference_id else None for r in rows],
-        "is_custom": [r.is_custom for r in rows],
-        "created_at": [r.created_at for r in rows],
-        "updated_at": [r.updated_at for r in rows],
+def parquet_row(row: DatapointRow) -> dict[str, object]:
+    return {
+        "id": row.id,
+        "type": row.type,
+        "dataset_name": row.dataset_name,
+        "function_name": row.function_name,
+        "name": row.name,
+        "episode_id": row.episode_id,
+        "input": row.input,
+        "output": row.output,
+        "tool_params": row.tool_params,
+        "output_schema": row.output_schema,
+        "tags": row.tags or {},
+        "source_inference_id": row.source_inference_id,
+        "is_custom": row.is_custom,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
     }
-    return pa.table(columns, schema=PARQUET_SCHEMA)
