@@ -77,7 +77,7 @@ class GcpTokens:
 
     async def token(self, transport: Transport, timeout_s: float | None = None) -> str:
         """A fresh access token. Raises ProviderError(kind="auth", not retryable) when the credentials cannot be
-        found or read, and a retryable one when the token endpoint cannot be reached."""
+        found or read, and a retryable one (kind "connection") when the token endpoint cannot be reached."""
         credentials = self._credentials
         if credentials is not None and credentials.token_state == TokenState.FRESH:
             return str(credentials.token)
@@ -122,9 +122,8 @@ class GcpTokens:
         try:
             credentials.refresh(request)
         except google_exceptions.TransportError as exc:
-            raise ProviderError(
-                f"the Google token endpoint could not be reached: {exc}", provider=self.provider, kind="auth"
-            ) from None
+            message = f"the Google token endpoint could not be reached: {exc}"
+            raise ProviderError(message, provider=self.provider, kind="connection") from None
         except google_exceptions.RefreshError as exc:
             raise self._failed(f"the Google token endpoint refused the credentials: {exc}") from None
 

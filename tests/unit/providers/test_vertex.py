@@ -268,3 +268,15 @@ async def test_credentials_that_cannot_be_used(
             await provider.infer(ask("hi"), ctx)
     assert (refused.value.status, refused.value.kind, refused.value.retryable) == (401, "auth", False)
     assert fake.issued[-1] not in repr(vars(refused.value))
+
+
+async def test_an_unreachable_token_endpoint_is_a_retryable_connection_error(
+    fake: FakeVertex, ctx: CallContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FakeVertex() as gone:
+        dead = f"{gone.url}/token"
+    monkeypatch.setenv(KEY_VAR, orjson.dumps({**fake.service_account_info(), "token_uri": dead}).decode())
+    with pytest.raises(ProviderError, match="token endpoint could not be reached") as caught:
+        await provider_for("gcp_vertex_gemini", fake).infer(ask("hi"), ctx)
+    assert (caught.value.kind, caught.value.retryable) == ("connection", True)
+    assert fake.requests == []
