@@ -126,6 +126,12 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     choice, choice_echo = _tool_choice(body.get("tool_choice"))
     parallel = _flag(body, "parallel_tool_calls", True)
     metadata = _metadata(body.get("metadata"))
+    variant = extension(body, "variant_name")
+    if variant is not None and not isinstance(variant, str):
+        raise InvalidRequest.at("lsd::variant_name", "expected a string")
+    credentials = extension(body, "credentials") or {}
+    if not isinstance(credentials, dict) or not all(isinstance(v, str) for v in credentials.values()):
+        raise InvalidRequest.at("lsd::credentials", "expected an object of strings")
     tags = extension(body, "tags") or {}
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
         raise InvalidRequest.at("lsd::tags", "expected an object of strings")
@@ -139,12 +145,12 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         function_name=model.name if model.kind == "function_name" else None,
         model_name=model.name if model.kind == "model_name" else None,
         episode_id=parse_uuid(episode, "lsd::episode_id") if episode is not None else None,
-        variant_name=extension(body, "variant_name") if model.kind == "function_name" else None,
+        variant_name=variant if model.kind == "function_name" else None,
         stream=_flag(body, "stream", False),
         dryrun=dryrun,
         params=params,
         tags=tags,
-        credentials=extension(body, "credentials") or {},
+        credentials=credentials,
         output_schema=output_schema,
         additional_tools=specs,
         tool_choice=choice,
@@ -423,10 +429,17 @@ def with_history(call: ResponsesRequest, stored_input: Any, stored_output: Any, 
                 answer.append(block)
     if answer:
         _add(messages, "assistant", answer)
-    for message in call.request.input.messages:
-        _add(messages, message.role, message.content)
+    names = {b.id: b.name for m in messages for b in m.content if isinstance(b, ToolCall)}
+    for message in call.request.input.messages:  # a tool result names the call it answers (Gemini needs it)
+        _add(messages, message.role, [_named(b, names) for b in message.content])
     request = replace(call.request, input=Input(system=call.request.input.system, messages=tuple(messages)))
     return replace(call, request=request)
+
+
+def _named(block: ContentBlock, names: Mapping[str, str]) -> ContentBlock:
+    if isinstance(block, ToolResult) and not block.name and block.id in names:
+        return ToolResult(block.id, names[block.id], block.result)
+    return block
 
 
 def _stored_block(block: Mapping[str, Any]) -> ContentBlock | None:

@@ -57,6 +57,8 @@ def parse(**body: Any) -> Any:
         ({"background": True}, "background"),
         ({"conversation": "conv_1"}, "conversation"),
         ({"instructions": ["x"]}, "instructions"),
+        ({"lsd::variant_name": 3}, "lsd::variant_name"),
+        ({"tensorzero::credentials": {"k": 1}}, "lsd::credentials"),
     ],
 )
 def test_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
@@ -132,6 +134,9 @@ def test_history_puts_the_stored_exchange_first_without_its_instructions() -> No
         Message("assistant", (Text("hello"), ToolCall("c1", "f", "{"))),
         Message("user", (Text("and then?"),)),
     )
+    answered = parse(input=[{"type": "function_call_output", "call_id": "c1", "output": "42"}])
+    tool_result = with_history(answered, stored_input, stored_output, "chat").request.input.messages[-1]
+    assert tool_result == Message("user", (ToolResult("c1", "f", "42"),))  # named after the stored call
     json_history = with_history(call, stored_input, {"raw": '{"a": 1}', "parsed": {"a": 1}}, "json").request.input
     assert json_history.messages[1] == Message("assistant", (Text('{"a": 1}'),))
 
