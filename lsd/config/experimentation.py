@@ -24,6 +24,8 @@ def experimentation_from(
     kind = t.choice("type", tuple(TYPES), "static", required=True)
     kind = TYPES.get(kind, "static")
     candidates = _candidates(t, variants, required=kind == "adaptive" or t.has("candidate_variants"))
+    if candidates and not any(w > 0 for w in candidates.values()):
+        t.error("candidate_variants", "every weight is 0: no variant would ever be sampled")
     if kind == "adaptive" and isinstance(t.raw("candidate_variants"), dict):
         t.error("candidate_variants", "an adaptive experiment takes a list of variant names (weights are its own)")
     if kind == "adaptive" and not namespaces:

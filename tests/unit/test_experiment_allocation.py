@@ -227,6 +227,10 @@ model = "dummy::echo"
             "functions.f.experimentation.namespaces.acme.type: LSD runs adaptive experiments per function",
         ),
         (
+            'type = "static"\ncandidate_variants = { a = 0, b = 0.0 }\n',
+            "functions.f.experimentation.candidate_variants: every weight is 0",
+        ),
+        (
             'type = "adaptive"\nmetric = "success"\ncandidate_variants = ["a", "b"]\nmin_prob = 0.6\n',
             "functions.f.experimentation.min_prob: times the number of candidate_variants must not exceed 1",
         ),
