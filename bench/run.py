@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import auth, bigctx, front_door, gateway, gateway_report, pinning, report, streams, writer
+from bench import auth, bigctx, console, front_door, gateway, gateway_report, pinning, report, streams, writer
 from bench.children import Children, shielded
 from bench.database import Cluster
 from lsd.store.local import LocalServerError
 
-PARTS = ("gateway", "writer", "auth", "front-door", "streams", "bigctx")
+PARTS = ("gateway", "writer", "auth", "front-door", "streams", "bigctx", "console")
 
 
 def csv_list(kind: type, choices: tuple[str, ...] | None = None):  # type: ignore[no-untyped-def]
@@ -106,6 +106,10 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--prompt-kib", type=int, default=100, help="prompt size in KiB (default 100)")
     bc.add_argument("--answer-bytes", type=int, default=2048, help="answer size in bytes (default 2048)")
     bc.add_argument("--bigctx-rates", type=csv_list(float), default=(50.0, 100.0, 200.0), help="open-loop req/s")
+    cg = p.add_argument_group("part console: every console page over a large history (bench/console.py)")
+    cg.add_argument("--console-inferences", type=int, default=1_000_000, help="inferences loaded (default 1M)")
+    cg.add_argument("--console-days", type=int, default=30, help="days they are spread over (default 30)")
+    cg.add_argument("--console-renders", type=int, default=20, help="renders of each page (default 20)")
     w = p.add_argument_group("part 2: writer")
     w.add_argument("--inferences", type=int, default=60_000, help="inferences written, 4 rows each (default 60000)")
     w.add_argument(
@@ -191,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             results["writer"] = writer.run(wsettings, cluster, workdir)
             results["loadavg"]["after_writer"] = report.loadavg()
+        if "console" in args.parts:
+            csettings = console.Settings(
+                inferences=min(args.console_inferences, 20_000) if args.quick else args.console_inferences,
+                days=args.console_days,
+                renders=5 if args.quick else args.console_renders,
+            )
+            results["console"] = console.run(csettings, cluster, workdir)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping every child process and PostgreSQL")
         code = 130
@@ -206,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n## Against the issue's targets (ratios; the run does not fail on them)")
         for line in lines:
             print(f"- {line}")
-    if any(part in results for part in ("gateway", "writer", "auth", "front_door", "streams", "bigctx")):
+    if any(part in results for part in ("gateway", "writer", "auth", "front_door", "streams", "bigctx", "console")):
         path = report.save(results)
         print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     print(f"elapsed: {results['elapsed_s']:.0f} s")
