@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 
@@ -135,3 +136,18 @@ async def test_a_complete_stream_keeps_the_reported_usage(client: httpx.AsyncCli
     assert tags == {}  # nothing estimated
     assert (inputs, outputs) == (2, 3)  # the fake counts words: "one two", "echo: one two"
     assert float(cost) == pytest.approx((2 * 1.0 + 3 * 2.0) / 1e6)
+
+
+async def test_a_broken_responses_stream_fails_with_its_priced_usage(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    body = {"model": "lsd::model_name::gpt", "input": "[fake:broken] alpha beta gamma delta", "stream": True}
+    async with client.stream("POST", "/openai/v1/responses", json=body) as r:
+        lines = [line async for line in r.aiter_lines()]
+    events = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    assert events[-1] == "response.failed" and "error" in events
+    last = orjson.loads(lines[[i for i, line in enumerate(lines) if line.startswith("data: ")][-1]][6:])
+    usage = last["response"]["usage"]
+    [(inputs, outputs, cost)] = rows(database_url, "SELECT input_tokens, output_tokens, cost FROM chat_inferences")
+    assert (usage["input_tokens"], usage["output_tokens"]) == (inputs, outputs) == (9, 3)
+    assert usage["tensorzero_cost"] == pytest.approx(float(cost))
