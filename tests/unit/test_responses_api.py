@@ -156,6 +156,22 @@ def test_output_items_keep_the_answer_order() -> None:
     assert output_items(ID, (), '{"a": 1}')[0]["content"][0]["text"] == '{"a": 1}'
 
 
+def test_output_items_sent_back_as_input_are_the_assistant_turn() -> None:
+    """The SDK's manual loop: `input = [*input, *response.output, function_call_output]`."""
+    content = (Thought("hmm", "sig"), Text("let me look"), ToolCallOutput("call_9", "weather", "{}", "weather", {}))
+    items = [
+        {"role": "user", "content": "weather?"},
+        *output_items(ID, content, None),
+        {"type": "function_call_output", "call_id": "call_9", "output": "sunny"},
+    ]
+    messages = parse(input=items).request.input.messages
+    assert messages == (
+        Message("user", (Text("weather?"),)),
+        Message("assistant", (Thought("hmm", "sig"), Text("let me look"), ToolCall("call_9", "weather", "{}"))),
+        Message("user", (ToolResult("call_9", "weather", "sunny"),)),
+    )
+
+
 def test_a_cut_answer_is_incomplete() -> None:
     call = parse(max_output_tokens=5)
     body = response_json(
