@@ -6,13 +6,15 @@ by `engine.infer` or `start_stream`, answered from the typed result (lsd.api.ant
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
+from typing import Protocol, runtime_checkable
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from lsd.api.anthropic_request import (
+    ANTHROPIC_BODY_TYPES,
     MessagesRequest,
     parse_messages_request,
     provider_extras,
@@ -26,11 +28,18 @@ from lsd.api.state import AppState
 from lsd.config.inbound import InboundTarget
 from lsd.errors import InvalidRequest
 from lsd.inference.streaming import InferenceStream, start_stream
-from lsd.providers.anthropic import AnthropicProvider
 from lsd.providers.base import CallContext, Provider
 from lsd.runtime import Runtime
+from lsd.types import Json
 
 BETA_HEADER = b"anthropic-beta"
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A provider that counts a Messages body's input tokens (`anthropic`, `gcp_vertex_anthropic`)."""
+
+    async def count_tokens(self, body: Mapping[str, Json], ctx: CallContext) -> dict[str, Json]: ...
 
 
 async def messages(request: Request[AppState]) -> Response:
@@ -61,17 +70,19 @@ async def _sse(writer: StreamWriter, stream: InferenceStream) -> AsyncIterator[b
 
 
 async def count_tokens(request: Request[AppState]) -> Response:
-    """Passed through to the first `anthropic` provider the model routes to (400 naming `model` when none)."""
+    """Passed through to the first provider with Anthropic's body and a token counter (`anthropic`,
+    `gcp_vertex_anthropic`) the model routes to (400 naming `model` when none)."""
     services = request.state["services"]
     body = await read_json(request, services.config.gateway.max_body_bytes)
     if not isinstance(body, dict):
         raise InvalidRequest.at("body", "expected a JSON object")
     target = resolve_model(body.get("model"), services.config)
-    provider = next((p for _, p in _providers(services, target) if isinstance(p, AnthropicProvider)), None)
+    counters = (p for _, p in _providers(services, target) if p.type_name in ANTHROPIC_BODY_TYPES)
+    provider = next((p for p in counters if isinstance(p, TokenCounter)), None)
     if provider is None:
         raise InvalidRequest.at(
             "model",
-            f"count_tokens needs an `anthropic` provider behind the model: {body['model']!r} routes to none",
+            f"count_tokens needs an anthropic provider behind the model: {body['model']!r} routes to none",
         )
     if not isinstance(body.get("messages"), list):
         raise InvalidRequest.at("messages", "required: an array")
