@@ -290,7 +290,8 @@ def sampling_plan(
 ) -> SamplingPlan:
     """What routing samples from. Without an experimentation table: the variants' legacy `weight` (none at all:
     every variant evenly; weight 0: never; no weight: a fallback). Static: `candidate_variants` as weighted.
-    Adaptive: the stored allocation's weights, uniform over the candidates until there is one."""
+    Adaptive: `allocation`'s weights (one computed for this experiment: `Allocations` keeps no other), uniform over
+    the candidates until there is one."""
     experiment = experiment_of(function, namespace)
     if experiment is None:
         variants = list(function.variants.values())
@@ -302,8 +303,7 @@ def sampling_plan(
     weights: Mapping[str, float] = experiment.candidate_variants
     adaptive = experiment.type == "adaptive"
     if adaptive:
-        usable = allocation is not None and allocation.fingerprint == fingerprint(experiment)
-        weights = allocation.weights if usable and allocation is not None else dict.fromkeys(weights, 1.0)
+        weights = allocation.weights if allocation is not None else dict.fromkeys(weights, 1.0)
     candidates = [(name, w) for name in experiment.candidate_variants if (w := weights.get(name, 0.0)) > 0]
     return SamplingPlan(candidates, tuple(experiment.fallback_variants), shuffle_fallbacks=adaptive)
 
@@ -321,8 +321,14 @@ class Allocations:
     def get(self, function_name: str) -> Allocation | None:
         return self._by_function.get(function_name)
 
-    def replace_all(self, allocations: Sequence[Allocation]) -> None:
-        self._by_function = {a.function_name: a for a in allocations}
+    def replace_all(self, allocations: Sequence[Allocation], experiments: Mapping[str, ExperimentationConfig]) -> None:
+        """Keep the allocations computed for the config's adaptive `experiments` as they are now (the fingerprint
+        is checked here, once per read, so that routing need not check it per request)."""
+        self._by_function = {
+            a.function_name: a
+            for a in allocations
+            if (e := experiments.get(a.function_name)) is not None and a.fingerprint == fingerprint(e)
+        }
 
     def __len__(self) -> int:
         return len(self._by_function)
@@ -360,6 +366,8 @@ def report(
     function: FunctionConfig, metrics: Mapping[str, MetricConfig], allocation: Allocation | None
 ) -> ExperimentReport:
     experiment = function.experimentation
+    if allocation is not None and (experiment is None or allocation.fingerprint != fingerprint(experiment)):
+        allocation = None  # computed for another version of the experiment: not what routing uses
     plan = sampling_plan(function, None, allocation)
     total = sum(w for _, w in plan.candidates) or 1.0
     weights = {name: w / total for name, w in plan.candidates}
@@ -375,7 +383,7 @@ def report(
     if experiment.type == "static":
         return ExperimentReport(function.name, "static", "config", candidates, fallbacks, weights, "static", experiment)
     metric = metrics.get(experiment.metric or "")
-    if allocation is None or allocation.fingerprint != fingerprint(experiment):
+    if allocation is None:
         return ExperimentReport(
             function.name, "adaptive", "default", candidates, fallbacks, weights, "explore", experiment, metric
         )

@@ -14,7 +14,7 @@ import logging
 from datetime import datetime
 
 from lsd.config.model import Config, ExperimentationConfig
-from lsd.inference.experiment import Allocation, Allocations, ArmStats, allocate, from_row, to_row
+from lsd.inference.experiment import Allocation, Allocations, ArmStats, allocate, fingerprint, from_row, to_row
 from lsd.jobs.runner import Job
 from lsd.store.database import Database
 from lsd.store.experiments import AllocationRow, ExperimentKey, MetricTotals, load_allocations, update_allocations
@@ -51,12 +51,12 @@ async def update_experiments(config: Config, database: Database, allocations: Al
     except RefreshConflict as exc:  # another refresh committed first: its rows are in, go on with them
         log.info("experiments: %s", exc)
     keys = [
-        ExperimentKey(name, e.metric or "", tuple(e.candidate_variants), float(e.update_period_s))
+        ExperimentKey(name, e.metric or "", tuple(e.candidate_variants), float(e.update_period_s), fingerprint(e))
         for name, e in experiments.items()
     ]
     written = await update_allocations(database, keys, lambda *a: _compute(config, *a))
     stored = await load_allocations(database)
-    allocations.replace_all([from_row(row) for row in stored if row.function_name in experiments])
+    allocations.replace_all([from_row(row) for row in stored], experiments)
     return None if written is None else [from_row(row) for row in written]
 
 

@@ -51,6 +51,7 @@ class ExperimentKey:
     metric_name: str
     variants: tuple[str, ...]
     period_s: float
+    fingerprint: str  # a stored allocation with another one was computed for another config: due at once
 
 
 # (stats by variant, the stored allocation or None, now) -> the row to store
@@ -73,9 +74,9 @@ _TOTALS = (
 async def update_allocations(
     database: Database, experiments: Sequence[ExperimentKey], compute: Compute
 ) -> list[AllocationRow] | None:
-    """Recompute and store the allocations that are due (none stored, or stored about `period_s` ago or more),
-    in one transaction under a transaction-scoped advisory lock: None when another replica is updating now.
-    Raises DatabaseUnavailable and psycopg errors (the job runner reports them)."""
+    """Recompute and store the allocations that are due (none stored, one stored for another config, or one stored
+    about `period_s` ago or more), in one transaction under a transaction-scoped advisory lock: None when another
+    replica is updating now. Raises DatabaseUnavailable and psycopg errors (the job runner reports them)."""
     async with database.connection("experiments") as conn, conn.transaction():
         cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s), now()", (EXPERIMENTS_LOCK_KEY,))
         row = await cur.fetchone()
@@ -86,7 +87,11 @@ async def update_allocations(
         written = []
         for key in experiments:
             previous = stored.get(key.function_name)
-            if previous is not None and now - previous.updated_at < _due(key.period_s):
+            if (
+                previous is not None
+                and previous.fingerprint == key.fingerprint
+                and now - previous.updated_at < _due(key.period_s)
+            ):
                 continue
             cur = await conn.execute(_TOTALS, (key.function_name, key.metric_name, list(key.variants)))
             totals = {name: MetricTotals(int(n), float(s), float(q)) for name, n, s, q in await cur.fetchall()}

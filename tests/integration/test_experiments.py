@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import psycopg
 import pytest
 
 from lsd.config.loader import parse
@@ -298,3 +299,20 @@ async def test_cli_on_an_unmigrated_database_says_so(pg: PgCluster, tmp_path: Pa
     finally:
         pg.drop_database(name)
     assert shown.returncode == EXIT_DATABASE and "run `lsd migrate` first" in shown.stderr
+
+
+async def test_a_changed_experiment_starts_over_at_once(database_url: str) -> None:
+    """An allocation stored for another version of the experiment (here: stopped on `bad`) is neither used nor kept:
+    the first update recomputes it, even though it is younger than `update_period_s`."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO experiment_allocations (function_name, weights, phase, evidence, stopped, winner, "
+            "stopped_at, fingerprint, updated_at) VALUES ('sim', '{\"good\": 0.0, \"bad\": 1.0}', 'stopped', '{}', "
+            "true, 'bad', now(), 'an older config', now())"
+        )
+    config = parse(CONFIG.replace("update_period_s = 1\n", "update_period_s = 3600\n"), base_dir=ROOT)
+    async with in_process_gateway(config, database_url) as url, httpx.AsyncClient(base_url=url) as http:
+        view = await agreed([http], 0)
+        assert view["phase"] == "explore" and view["winner"] is None
+        assert view["weights"] == {"good": 0.5, "bad": 0.5}
+        assert {(await infer(http, "sim"))["variant_name"] for _ in range(40)} == {"good", "bad"}

@@ -17,6 +17,7 @@ from lsd.ids import uuid7
 from lsd.inference.dynamic_variant import DYNAMIC_VARIANT_NAME, parse_dynamic_variant, with_dynamic_variant
 from lsd.inference.experiment import (
     Allocation,
+    Allocations,
     ArmStats,
     allocate,
     fingerprint,
@@ -166,8 +167,16 @@ def test_adaptive_uses_the_stored_weights_only_for_its_own_config() -> None:
     stopped = Allocation("f", {"a": 0.0, "b": 1.0, "c": 0.0}, "stopped", winner="b", fingerprint=fingerprint(config))
     assert {order_variants(f, uuid7(), None, stopped)[0].name for _ in range(200)} == {"b"}
     stale = Allocation("f", {"a": 0.0, "b": 1.0, "c": 0.0}, "stopped", winner="b", fingerprint="other")
-    assert {order_variants(f, uuid7(), None, stale)[0].name for _ in range(300)} == {"a", "b", "c"}
+    cache = Allocations()
+    cache.replace_all([stale], {"f": config})  # computed for another version of the experiment: not kept
+    assert cache.get("f") is None
+    assert {order_variants(f, uuid7(), None, cache.get("f"))[0].name for _ in range(300)} == {"a", "b", "c"}
+    cache.replace_all([stopped], {"f": config})
+    assert cache.get("f") == stopped
+    cache.replace_all([stopped], {})  # no longer an adaptive experiment in the config
+    assert cache.get("f") is None
     assert report(f, {"success": SUCCESS}, stale).source == "default"
+    assert report(f, {"success": SUCCESS}, stale).weights == {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}
     assert report(f, {"success": SUCCESS}, stopped).winner == "b"
 
 
