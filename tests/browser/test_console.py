@@ -150,6 +150,7 @@ def test_every_page_links_and_feedback(browser: Any, daemons: Daemons, database_
     assert eventually(lambda: count(database_url, stored, inference_id), 10) == 1
     page.reload()
     assert page.locator("tr.feedback-row", has_text="thumbs").count() >= 1
+    page.locator("details.raw summary").first.click()
     pages.shot("inference")
     # The other pages, each with its screenshot.
     pages.goto(f"/ui/inferences/{traffic.failing_inference_id}")
