@@ -235,6 +235,16 @@ by_metric AS (
 SELECT count(*) FILTER (WHERE src = 'boolean'), count(*) FILTER (WHERE src = 'float') FROM f
 """)
 
+# For the refresh's transaction only (SET LOCAL). Every join of a refresh pairs the new rows with rows found by key
+# (the inference of a feedback row, the feedback waiting for an inference): index probes per new row keep its cost
+# in proportion to the new rows. Left to itself the planner hashes a whole side instead (a sequential scan of
+# statistics_feedback_by_target, which grows with the history: 0.5 s of a 1.8 s refresh at 1M inferences), and
+# once its estimate over ~90 partitions passes jit_above_cost it spends seconds compiling (issue #22). See
+# docs/scaling.md for the measurements.
+REFRESH_SETTINGS = (
+    "SELECT set_config('jit', 'off', true), set_config('enable_hashjoin', 'off', true), "
+    "set_config('enable_mergejoin', 'off', true)"
+)
 _WATERMARKS = "SELECT source_table, last_snapshot::text FROM statistics_watermarks ORDER BY source_table FOR UPDATE"
 _ADVANCE = (
     "UPDATE statistics_watermarks SET last_snapshot = pg_current_snapshot(), refreshed_at = now(), "
@@ -281,6 +291,7 @@ def refresh_statistics_sync(conn: psycopg.Connection[Any]) -> RefreshResult | No
         # The lock is taken before the transaction starts, so its snapshot sees the last refresh's commit.
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            conn.execute(REFRESH_SETTINGS)
             snapshots: dict[str, str | None] = dict(conn.execute(_WATERMARKS).fetchall())
             for statement, tables in _statements(snapshots):
                 counts = conn.execute(statement).fetchone()
@@ -308,6 +319,7 @@ async def refresh_statistics(database: Database) -> RefreshResult | None:
             rows: dict[str, int] = {}
             async with conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                await conn.execute(REFRESH_SETTINGS)
                 cur = await conn.execute(_WATERMARKS)
                 snapshots: dict[str, str | None] = dict(await cur.fetchall())
                 for statement, tables in _statements(snapshots):
