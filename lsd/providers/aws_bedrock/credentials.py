@@ -45,9 +45,9 @@ class AwsIdentity:
     its repr)."""
 
     access_key: str
+    region: str
     secret_key: str = field(repr=False)
     token: str | None = field(repr=False)
-    region: str
 
 
 class AwsCredentials:
@@ -76,7 +76,8 @@ class AwsCredentials:
         return self._identity(credentials.get_frozen_credentials())
 
     def _identity(self, frozen: Any) -> AwsIdentity:
-        return AwsIdentity(frozen.access_key, frozen.secret_key, frozen.token, self._region or "")
+        region = self._region or ""
+        return AwsIdentity(frozen.access_key, region, secret_key=frozen.secret_key, token=frozen.token)
 
     def _resolve(self) -> tuple[Any, str]:
         """On a worker thread: the chain's credentials and the region (the option, else the detected one)."""
@@ -113,7 +114,7 @@ def _refresh_needed(credentials: Any) -> bool:
 def sign(identity: AwsIdentity, url: str, body: bytes, headers: Mapping[str, str]) -> dict[str, str]:
     """`headers` plus X-Amz-Date, X-Amz-Security-Token (temporary credentials) and the SigV4 Authorization."""
     request = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
-    credentials = _ReadOnly(identity.access_key, identity.secret_key, identity.token)
+    credentials = _ReadOnly(identity.access_key, secret_key=identity.secret_key, token=identity.token)
     SigV4Auth(credentials, SIGNING_NAME, identity.region).add_auth(request)
     return dict(request.headers.items())
 
