@@ -81,7 +81,7 @@ async def continued(services: Runtime, call: ResponsesRequest, previous_id: UUID
         if found is not None:
             if found.tags.get(STORE_TAG) == "false" or found.api_key_public_id != call.request.api_key_public_id:
                 break
-            return with_history(call, found.input, found.output, found.kind)
+            return with_history(call, found.input, found.output, found.kind, found.episode_id)
         if deadline is None:
             if not _recent(services, previous_id):
                 break

@@ -409,9 +409,12 @@ def _reasoning(item: Mapping[str, Any], path: str) -> Thought:
 # -- previous_response_id ---------------------------------------------------------------------------------------
 
 
-def with_history(call: ResponsesRequest, stored_input: Any, stored_output: Any, kind: str) -> ResponsesRequest:
-    """`call` continuing a stored inference: its messages, its answer as the assistant's, then the new input.
-    As at OpenAI, the previous response's instructions (its system) are not carried over."""
+def with_history(
+    call: ResponsesRequest, stored_input: Any, stored_output: Any, kind: str, episode_id: UUID | None = None
+) -> ResponsesRequest:
+    """`call` continuing a stored inference: its messages, its answer as the assistant's, then the new input; in
+    its episode unless the call names one. As at OpenAI, the previous response's instructions (its system) are not
+    carried over."""
     try:
         previous = parse_input(stored_input, "previous_response_id")
     except InvalidRequest:
@@ -432,7 +435,11 @@ def with_history(call: ResponsesRequest, stored_input: Any, stored_output: Any, 
     names = {b.id: b.name for m in messages for b in m.content if isinstance(b, ToolCall)}
     for message in call.request.input.messages:  # a tool result names the call it answers (Gemini needs it)
         _add(messages, message.role, [_named(b, names) for b in message.content])
-    request = replace(call.request, input=Input(system=call.request.input.system, messages=tuple(messages)))
+    request = replace(
+        call.request,
+        input=Input(system=call.request.input.system, messages=tuple(messages)),
+        episode_id=call.request.episode_id or episode_id,
+    )
     return replace(call, request=request)
 
 

@@ -11,18 +11,20 @@ from lsd.store.database import Database
 # `id = %s` prunes to the one daily partition the UUIDv7 falls in. Read from the primary: a follow-up comes
 # right after its previous response, faster than a replica may catch up.
 _CONVERSATION = (
-    "SELECT 'chat', input, output, tags, api_key_public_id FROM chat_inferences WHERE id = %(id)s "
-    "UNION ALL SELECT 'json', input, output, tags, api_key_public_id FROM json_inferences WHERE id = %(id)s "
+    "SELECT 'chat', episode_id, input, output, tags, api_key_public_id FROM chat_inferences WHERE id = %(id)s "
+    "UNION ALL SELECT 'json', episode_id, input, output, tags, api_key_public_id FROM json_inferences "
+    "WHERE id = %(id)s "
     "LIMIT 1"
 )
 
 
 @dataclass(frozen=True, slots=True)
 class StoredConversation:
-    """An inference's input and output as stored (lsd.inference.recording's JSON), its kind (chat or json), its
-    tags and the public id of the API key that made it (None without gateway auth)."""
+    """An inference's input and output as stored (lsd.inference.recording's JSON), its kind (chat or json) and
+    episode, its tags and the public id of the API key that made it (None without gateway auth)."""
 
     kind: str
+    episode_id: UUID
     input: Any
     output: Any
     tags: dict[str, str]

@@ -182,7 +182,7 @@ async def test_responses_with_an_openai_provider(daemon: Daemon, database_url: s
     await asyncio.sleep(0.5)
     recorded = rows(
         database_url,
-        "SELECT id, function_name, variant_name, input, output, tags, input_tokens, output_tokens, cost "
+        "SELECT id, function_name, variant_name, input, output, tags, input_tokens, output_tokens, cost, episode_id "
         "FROM chat_inferences ORDER BY id",
     )
     assert len(recorded) == 8
@@ -202,6 +202,7 @@ async def test_responses_with_an_openai_provider(daemon: Daemon, database_url: s
         {"role": "user", "content": [{"type": "text", "text": "and again"}]},
     ]
     assert "system" not in second[3]
+    assert second[9] == first[9] and recorded[2][9] != first[9]  # a follow-up continues its episode
     assert recorded[-1][5] == {"lsd::store": "false"}
     assert rows(database_url, "SELECT count(*) FROM json_inferences") == [(0,)]
     providers = rows(database_url, "SELECT DISTINCT model_provider_name, status FROM model_inferences")
