@@ -27,10 +27,12 @@ def order_variants(
     pinned: str | None,
     allocation: Allocation | None = None,
     namespace: str | None = None,
+    sticky: str | None = None,
 ) -> list[VariantConfig]:
     """Variants to try, in order: the sampled candidate, other candidates (sampled without replacement), then the
     fallbacks. The first draw hashes the function and episode into the weights' CDF, so an episode keeps its
-    variant while the weights stay the same (lsd.inference.experiment.sampling_plan says which weights)."""
+    variant while the weights stay the same (lsd.inference.experiment.sampling_plan says which weights); `sticky`,
+    the variant the episode ran before (lsd.inference.episode_variants), comes first while it is a candidate."""
     if pinned is not None:
         if pinned not in function.variants:
             raise UnknownVariant(pinned)
@@ -42,6 +44,10 @@ def order_variants(
     digest = hashlib.sha256(function.name.encode() + episode_id.bytes).digest()
     draw = int.from_bytes(digest[:4], "big") / 2**32
     ordered: list[str] = []
+    if sticky is not None and any(name == sticky for name, _ in candidates):
+        ordered.append(sticky)
+        candidates = [(name, w) for name, w in candidates if name != sticky]
+        draw = random.random()
     while candidates:
         total = sum(w for _, w in candidates)
         point, pick = draw * total, len(candidates) - 1
@@ -65,11 +71,12 @@ def tries(
     models: ModelTable,
     allocation: Allocation | None = None,
     namespace: str | None = None,
+    sticky: str | None = None,
 ) -> Iterator[tuple[VariantConfig, Model, float]]:
     """Each (variant, model, backoff seconds to wait first) to try, in order: every variant's retries back to
     back, then the next variant. The caller waits the backoff, and stops iterating at the first success. (A
     plain generator, not an async one: the common single try costs no async-generator machinery.)"""
-    for variant in order_variants(function, episode_id, pinned, allocation, namespace):
+    for variant in order_variants(function, episode_id, pinned, allocation, namespace, sticky):
         model = models.get(variant.model)
         for retry in range(variant.retries.num_retries + 1):
             yield variant, model, backoff_s(retry, variant.retries.max_delay_s) if retry else 0.0

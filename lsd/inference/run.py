@@ -24,6 +24,7 @@ from lsd.immutable import immutable
 from lsd.inference.cache import Cache, cache_key
 from lsd.inference.dynamic_variant import with_dynamic_variant
 from lsd.inference.embeddings import Embedder
+from lsd.inference.episode_variants import sticky_variant
 from lsd.inference.experiment import NAMESPACE_TAG, Allocations
 from lsd.inference.finish import Done, Finisher, Recorder
 from lsd.inference.models import Model, ModelTable
@@ -70,6 +71,7 @@ class Prepared:
     episode_id: UUID
     started: float
     templates: Templates | None = None  # a dynamic variant's, compiled for this request; else the engine's
+    episode_variant: str | None = None  # adaptive experiments: the variant the episode ran before (sticky)
 
     def done(self, attempts: list[Attempt], reservation: Reservation | None, **outcome: Any) -> Done:
         """What the finishing step gets for this inference, with `outcome` (usage, rows, error...)."""
@@ -164,8 +166,15 @@ class Engine:
         return Prepared(request, function, uuid7(), request.episode_id or uuid7(), time.perf_counter(), templates)
 
     async def begin(self, request: InferenceRequest) -> Prepared:
-        """`prepare`, once the request's episode has applied its workflow evaluation run (if it is a run's)."""
-        return self.prepare(await apply_episode_run(self.database, request))
+        """`prepare`, once the request's episode has applied its workflow evaluation run (if it is a run's), with
+        the variant its episode ran before when the function's experiment is adaptive."""
+        p = self.prepare(await apply_episode_run(self.database, request))
+        r = p.request
+        if r.variant_name is None and r.episode_id is not None:
+            sticky = await sticky_variant(self.database, p.function, r.episode_id, r.tags.get(NAMESPACE_TAG))
+            if sticky is not None:
+                p = replace(p, episode_variant=sticky)
+        return p
 
     def dynamic_templates(self, function: FunctionConfig) -> Templates:
         """The templates of `function` (with its dynamic variant) compiled; a bad one is the request's error."""
@@ -206,7 +215,7 @@ class Engine:
         r = p.request
         allocation, namespace = self.allocations.get(p.function.name), r.tags.get(NAMESPACE_TAG)
         for variant, model, backoff_s in tries(
-            p.function, p.episode_id, r.variant_name, self.models, allocation, namespace
+            p.function, p.episode_id, r.variant_name, self.models, allocation, namespace, p.episode_variant
         ):
             if stream and variant.type != "chat_completion":
                 raise InvalidRequest.at(

@@ -6,17 +6,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
+from uuid import UUID
 
 import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from lsd.ids import timestamp_of, uuid7_floor
 from lsd.store.database import Database
 from lsd.store.keys import NotMigrated
 
 # pg_try_advisory_xact_lock key for the cluster-wide experiments update: 'LSD' + 'exp'.
 EXPERIMENTS_LOCK_KEY = 0x4C5344_657870
+EPISODE_LOOKUP_S = 1.0  # an inference waits at most this long for its episode's variant, then samples
+EPISODE_ID_SLACK_S = 60.0  # an episode id made this long after its first inference's id is still found
 
 Json = Any
 
@@ -118,6 +122,27 @@ async def load_allocations(database: Database) -> list[AllocationRow]:
     """Every stored allocation (each replica reads them every period). Raises DatabaseUnavailable."""
     async with database.connection("experiments") as conn:
         return await _select(conn)
+
+
+# The variant of an episode's first inference of a function. `id >= %s` (a bound just before the episode id's own
+# time: an episode's inferences are not older than its id) keeps the partitions before the episode out.
+_EPISODE_VARIANT = (
+    "SELECT variant_name FROM {table} WHERE episode_id = %s AND function_name = %s AND id >= %s ORDER BY id LIMIT 1"
+)
+
+
+async def episode_variant(
+    database: Database, table: Literal["chat_inferences", "json_inferences"], function_name: str, episode_id: UUID
+) -> str | None:
+    """The variant that served the episode's first stored inference of the function, or None. Waits at most
+    EPISODE_LOOKUP_S; raises DatabaseUnavailable (the caller samples as if there were none)."""
+    bound = uuid7_floor(timestamp_of(episode_id) - timedelta(seconds=EPISODE_ID_SLACK_S))
+    async with database.connection("experiments", deadline_s=EPISODE_LOOKUP_S) as conn:
+        cur = await conn.execute(
+            _EPISODE_VARIANT.format(table=table), (episode_id, function_name, bound), prepare=database.prepare
+        )
+        row = await cur.fetchone()
+    return str(row[0]) if row else None
 
 
 def load_allocation_sync(conn: psycopg.Connection[Any], function_name: str) -> AllocationRow | None:

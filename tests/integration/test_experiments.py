@@ -20,7 +20,7 @@ import pytest
 from lsd.config.loader import parse
 from lsd.exits import EXIT_DATABASE
 from lsd.ids import uuid7
-from lsd.inference.experiment import promised_samples
+from lsd.inference.experiment import fingerprint, promised_samples
 from tests.support.gateway import in_process_gateway, run_lsd
 
 if TYPE_CHECKING:
@@ -316,3 +316,38 @@ async def test_a_changed_experiment_starts_over_at_once(database_url: str) -> No
         assert view["phase"] == "explore" and view["winner"] is None
         assert view["weights"] == {"good": 0.5, "bad": 0.5}
         assert {(await infer(http, "sim"))["variant_name"] for _ in range(40)} == {"good", "bad"}
+
+
+async def test_an_episode_keeps_its_variant_when_the_weights_move(database_url: str) -> None:
+    """The stored weights favour `bad` 99 to 1; an episode whose first inference ran `good` stays on `good`."""
+    config = parse(CONFIG.replace("update_period_s = 1\n", "update_period_s = 3600\n"), base_dir=ROOT)
+    sim = config.functions["sim"].experimentation
+    assert sim is not None
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO experiment_allocations (function_name, weights, phase, evidence, stopped, fingerprint, "
+            "updated_at) VALUES ('sim', '{\"good\": 0.01, \"bad\": 0.99}', 'bandit', '{}', false, %s, now())",
+            (fingerprint(sim),),
+        )
+    async with in_process_gateway(config, database_url) as url, httpx.AsyncClient(base_url=url) as http:
+        for _ in range(100):  # the experiments job reads the stored weights as it starts
+            view = await experiment(http, "sim")
+            if view["source"] == "stored":
+                break
+            await asyncio.sleep(0.05)
+        assert view["weights"] == {"good": 0.01, "bad": 0.99}
+        episode = str(uuid7())
+        first = await http.post(
+            "/inference", json={"function_name": "sim", "input": MESSAGE, "episode_id": episode, "variant_name": "good"}
+        )
+        assert first.status_code == 200, first.text
+        for _ in range(100):  # the writer stores the row within its flush interval
+            with psycopg.connect(database_url) as conn:
+                if conn.execute(
+                    "SELECT count(*) FROM chat_inferences WHERE episode_id = %s", (episode,)
+                ).fetchone() == (1,):
+                    break
+            await asyncio.sleep(0.05)
+        assert {(await infer(http, "sim", episode))["variant_name"] for _ in range(20)} == {"good"}
+        fresh = Counter([(await infer(http, "sim", str(uuid7())))["variant_name"] for _ in range(50)])
+        assert fresh["bad"] > 40  # new episodes follow the weights

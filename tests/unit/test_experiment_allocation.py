@@ -271,3 +271,14 @@ def test_a_dynamic_variant_runs_whatever_the_experiment() -> None:
     dynamic = with_dynamic_variant(f, parse_dynamic_variant({"type": "chat_completion", "model": "dummy::echo"}))
     assert dynamic.experimentation is None
     assert [v.name for v in order_variants(dynamic, uuid7(), None)] == [DYNAMIC_VARIANT_NAME]
+
+
+def test_an_episode_variant_comes_first_while_it_can_be_sampled() -> None:
+    config = adaptive("a", "b", "c")
+    f = function(config, "a", "b", "c")
+    moving = Allocation("f", {"a": 0.01, "b": 0.01, "c": 0.98}, "bandit", fingerprint=fingerprint(config))
+    assert {order_variants(f, uuid7(), None, moving, None, "a")[0].name for _ in range(50)} == {"a"}
+    assert sorted(v.name for v in order_variants(f, uuid7(), None, moving, None, "a")) == ["a", "b", "c"]
+    stopped = Allocation("f", {"a": 0.0, "b": 0.0, "c": 1.0}, "stopped", winner="c", fingerprint=fingerprint(config))
+    assert [v.name for v in order_variants(f, uuid7(), None, stopped, None, "a")] == ["c"]  # a lost: no longer sticky
+    assert [v.name for v in order_variants(f, uuid7(), "b", stopped, None, "a")] == ["b"]  # a pin wins
