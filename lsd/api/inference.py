@@ -14,7 +14,7 @@ from lsd.api.body import json_response_bytes, receive_json
 from lsd.api.errors import error_response
 from lsd.api.sse import EventStreamResponse, event_stream
 from lsd.api.state import AppState
-from lsd.api.tensorzero_wire import chunk_json, inference_json
+from lsd.api.tensorzero_wire import chunk_head, chunk_json, inference_json
 from lsd.errors import LsdError
 from lsd.inference.request import InferenceRequest, parse_inference_request
 from lsd.inference.streaming import InferenceStream, start_stream
@@ -22,8 +22,9 @@ from lsd.inference.streaming import InferenceStream, start_stream
 
 async def sse_events(stream: InferenceStream, *, with_error_json: bool) -> AsyncIterator[tuple[dict[str, Any], bool]]:
     """Each chunk's JSON, and whether it only trails the content (usage, finish reason)."""
+    head = chunk_head(stream)
     async for event in stream.events():
-        yield chunk_json(stream, event, with_error_json=with_error_json), event.trailing
+        yield chunk_json(stream, event, with_error_json=with_error_json, head=head), event.trailing
 
 
 async def stream_response(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> Response:

@@ -85,17 +85,28 @@ def delta_json(block: OutputBlock) -> dict[str, Any]:
     return {**block_to_json(block), "id": "0"}
 
 
-def chunk_json(stream: InferenceStream, event: StreamEvent, *, with_error_json: bool = False) -> dict[str, Any]:
-    """One streamed `/inference` chunk, or its error event (`{"error": message, "error_json"?, ...}`, after which
-    the stream may go on). The last chunk has no content (`content: []`, or `raw: ""` for a JSON function), the
-    inference's usage with its cost, and the finish reason."""
-    if event.error is not None:
-        return error_object(event.error, with_error_json=with_error_json)
-    chunk: dict[str, Any] = {
+def chunk_head(stream: InferenceStream) -> dict[str, Any]:
+    """The fields every chunk of `stream` starts with (made once per stream, copied into each chunk)."""
+    return {
         "inference_id": str(stream.inference_id),
         "episode_id": str(stream.episode_id),
         "variant_name": stream.variant_name,
     }
+
+
+def chunk_json(
+    stream: InferenceStream,
+    event: StreamEvent,
+    *,
+    with_error_json: bool = False,
+    head: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One streamed `/inference` chunk, or its error event (`{"error": message, "error_json"?, ...}`, after which
+    the stream may go on). The last chunk has no content (`content: []`, or `raw: ""` for a JSON function), the
+    inference's usage with its cost, and the finish reason. `head`: `chunk_head(stream)`, made once."""
+    if event.error is not None:
+        return error_object(event.error, with_error_json=with_error_json)
+    chunk = dict(head) if head is not None else chunk_head(stream)
     if stream.function_type == "json":
         chunk["raw"] = "".join(b.text for b in event.content if isinstance(b, Text))
     else:

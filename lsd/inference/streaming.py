@@ -250,9 +250,10 @@ class InferenceStream:
         await self.cache.put(key, self.model_name, self.provider.name, response)
 
     async def _next(self, rest: AsyncIterator[StreamChunk]) -> StreamChunk | None:
-        remaining = None if self.total_deadline is None else self.total_deadline - time.perf_counter()
         try:
-            async with asyncio.timeout(remaining):
+            if self.total_deadline is None:  # no limit: no timer per chunk
+                return await anext(rest)
+            async with asyncio.timeout(self.total_deadline - time.perf_counter()):
                 return await anext(rest)
         except StopAsyncIteration:
             return None

@@ -38,8 +38,8 @@ from lsd.providers.cost import Cost, PointerPricing
 from lsd.providers.patches import apply_body_patches, apply_header_patches
 from lsd.providers.proxies import ProxyChoice
 from lsd.providers.scrubber import NO_SECRETS, Scrubber
-from lsd.providers.sse import SseEvent, sse_events
-from lsd.providers.transport import HttpResponse
+from lsd.providers.sse import SseEvent, SseParser
+from lsd.providers.transport import MAX_LINE, HttpResponse
 from lsd.types import (
     EmbeddingResponse,
     FinishReason,
@@ -392,14 +392,9 @@ class HttpProvider(Provider):
 
     async def events(self, call: Call, ctx: CallContext) -> AsyncGenerator[SseEvent, None]:
         """The stream's events as they arrive: server-sent events here; a provider with another framing (Bedrock's
-        binary event stream) overrides this and yields each of its messages as an SseEvent."""
-        async with aclosing(self._lines(call, ctx)) as lines, aclosing(sse_events(lines)) as events:
-            async for event in events:
-                yield event
-
-    async def _lines(self, call: Call, ctx: CallContext) -> AsyncGenerator[bytes, None]:
-        """The response's lines; a non-2xx answer (which comes instead of any line) raises."""
-        source = ctx.transport.stream_lines(
+        binary event stream) overrides this and yields each of its messages as an SseEvent. A non-2xx answer
+        (which comes instead of any event) raises."""
+        source = ctx.transport.stream_bytes(
             call.url,
             call.body,
             call.headers,
@@ -408,11 +403,21 @@ class HttpProvider(Provider):
             ttft_timeout_s=call.ttft_timeout_s,
             proxy=self.proxy,
         )
+        parser = SseParser()
         async with aclosing(source):
             async for item in source:
                 if isinstance(item, HttpResponse):
                     raise self.status_error(self.scrubbed(item, call.scrubber), call.raw_request)
-                yield item
+                for event in parser.feed(item):
+                    yield event
+                if parser.pending_bytes > MAX_LINE:
+                    raise ProviderError(
+                        f"connection error: a streamed line is longer than {MAX_LINE} bytes",
+                        provider=self.name,
+                        kind="connection",
+                    )
+        for event in parser.close():
+            yield event
 
     def _last(self, chunk: StreamChunk, call: Call, events: Sequence[Any] | None = None) -> StreamChunk:
         """The chunk with usage, completed as a ProviderResponse would be (its `cost`, if any, is reported;

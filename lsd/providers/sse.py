@@ -1,8 +1,6 @@
-"""Server-sent events: turn the lines of a streaming response into event payloads."""
+"""Server-sent events: turn the bytes of a streaming response into event payloads."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncGenerator, AsyncIterator
 
 from lsd.immutable import immutable
 
@@ -13,24 +11,51 @@ class SseEvent:
     data: str
 
 
-async def sse_events(lines: AsyncIterator[bytes]) -> AsyncGenerator[SseEvent, None]:
-    """Yield one SseEvent per blank-line-terminated event; multi-line `data:` fields are joined with \\n."""
-    event: str | None = None
-    data: list[str] = []
-    async for raw in lines:
-        line = raw.decode("utf-8").rstrip("\r\n")
+class SseParser:
+    """An incremental SSE parser: `feed` it the response body's bytes as they arrive (split anywhere) and it
+    returns the events completed so far; `close` returns the last one when the body ends without a blank line.
+    Multi-line `data:` fields are joined with \\n; comments and fields other than `data` and `event` are skipped.
+
+    One pass over each received block, with no generator per line: a token streamed by a provider costs one
+    `feed` call on the way through the gateway."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._event: str | None = None
+        self._data: list[str] = []
+
+    @property
+    def pending_bytes(self) -> int:
+        """The length of the line still incomplete (a provider that never ends its line is cut off by the caller)."""
+        return len(self._pending)
+
+    def feed(self, data: bytes) -> list[SseEvent]:
+        lines = (self._pending + data if self._pending else data).split(b"\n")
+        self._pending = lines.pop()
+        events: list[SseEvent] = []
+        for line in lines:
+            self._line(line, events)
+        return events
+
+    def close(self) -> list[SseEvent]:
+        events: list[SseEvent] = []
+        if self._pending:
+            self._line(self._pending, events)
+            self._pending = b""
+        if self._data:
+            events.append(SseEvent(self._event, "\n".join(self._data)))
+            self._event, self._data = None, []
+        return events
+
+    def _line(self, line: bytes, events: list[SseEvent]) -> None:
+        line = line.rstrip(b"\r\n")
         if not line:
-            if data:
-                yield SseEvent(event, "\n".join(data))
-            event, data = None, []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-    if data:
-        yield SseEvent(event, "\n".join(data))
+            if self._data:
+                events.append(SseEvent(self._event, "\n".join(self._data)))
+            self._event, self._data = None, []
+        elif line.startswith(b"data:"):
+            value = line[6:] if line[5:6] == b" " else line[5:]
+            self._data.append(value.decode("utf-8"))
+        elif line.startswith(b"event:"):
+            value = line[7:] if line[6:7] == b" " else line[6:]
+            self._event = value.decode("utf-8")
