@@ -34,7 +34,7 @@ PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really-a-png").decode()
 INPUT, OUTPUT, CACHE_READ_PRICE, CACHE_WRITE_PRICE = 3.0, 15.0, 0.30, 3.75
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def fakes() -> AsyncIterator[tuple[FakeAnthropic, FakeOpenAI]]:
     claude = FakeAnthropic(api_key=ANTHROPIC_KEY)
     await claude.start()
@@ -45,10 +45,20 @@ async def fakes() -> AsyncIterator[tuple[FakeAnthropic, FakeOpenAI]]:
         await claude.stop()
 
 
-@pytest.fixture
-def daemon(fakes: tuple[FakeAnthropic, FakeOpenAI], tmp_path: Path, database_url: str) -> Iterator[Daemon]:
+@pytest.fixture(scope="module")
+def db_url(pg: Any, template_db: str) -> Iterator[str]:
+    """One database for the module's daemon (the tests find their rows by inference id)."""
+    name = pg.database_from(template_db)
+    yield pg.url(name)
+    pg.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def daemon(
+    fakes: tuple[FakeAnthropic, FakeOpenAI], tmp_path_factory: pytest.TempPathFactory, db_url: str
+) -> Iterator[Daemon]:
     claude, gpt = fakes
-    config = tmp_path / "lsd.toml"
+    config = tmp_path_factory.mktemp("anthropic") / "lsd.toml"
     config.write_text(
         f"""
 [gateway.observability]
@@ -88,13 +98,13 @@ model = "claude"
 "gpt-4o-mini" = "gpt"
 """
     )
-    running = Daemon(config, database_url, env={"FAKE_ANTHROPIC_KEY": ANTHROPIC_KEY, "FAKE_OPENAI_KEY": OPENAI_KEY})
+    running = Daemon(config, db_url, env={"FAKE_ANTHROPIC_KEY": ANTHROPIC_KEY, "FAKE_OPENAI_KEY": OPENAI_KEY})
     running.wait_ready()
     yield running
     assert running.terminate() == 0
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def client(daemon: Daemon) -> AsyncIterator[AsyncAnthropic]:
     sdk = AsyncAnthropic(base_url=f"{daemon.base_url}/anthropic", api_key="unused-lsd-key", max_retries=0)
     yield sdk
@@ -114,7 +124,7 @@ def row(database_url: str, query: str, *params: Any) -> tuple[Any, ...]:
 
 
 async def test_messages_create_text_system_blocks_and_image(
-    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], database_url: str
+    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], db_url: str
 ) -> None:
     claude, _ = fakes
     message = await client.messages.create(
@@ -144,7 +154,7 @@ async def test_messages_create_text_system_blocks_and_image(
     }
     assert claude.last.headers["x-api-key"] == ANTHROPIC_KEY
     function, variant, tags, tokens, output = row(
-        database_url,
+        db_url,
         "SELECT function_name, variant_name, tags, input_tokens, output FROM chat_inferences WHERE id = %s",
         inference_id(message.id),
     )
@@ -153,7 +163,7 @@ async def test_messages_create_text_system_blocks_and_image(
     assert tokens == message.usage.input_tokens and output == [{"type": "text", "text": "echo: hello claude"}]
 
 
-async def test_cache_tokens_are_reported_stored_and_priced(client: AsyncAnthropic, database_url: str) -> None:
+async def test_cache_tokens_are_reported_stored_and_priced(client: AsyncAnthropic, db_url: str) -> None:
     message = await client.messages.create(
         model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": "cached prompt here"}]
     )
@@ -165,7 +175,7 @@ async def test_cache_tokens_are_reported_stored_and_priced(client: AsyncAnthropi
         uncached * INPUT + CACHE_READ * CACHE_READ_PRICE + CACHE_WRITE * CACHE_WRITE_PRICE + output * OUTPUT
     ) / 1e6
     tokens, read, written, cost = row(
-        database_url,
+        db_url,
         "SELECT input_tokens, cache_read_input_tokens, cache_write_input_tokens, cost FROM model_inferences"
         " WHERE inference_id = %s",
         inference_id(message.id),
@@ -173,7 +183,7 @@ async def test_cache_tokens_are_reported_stored_and_priced(client: AsyncAnthropi
     assert (tokens, read, written) == (uncached + CACHE_READ + CACHE_WRITE, CACHE_READ, CACHE_WRITE)
     assert cost == pytest.approx(Decimal(str(expected)))
     chat = row(
-        database_url,
+        db_url,
         "SELECT cache_read_input_tokens, cache_write_input_tokens, cost FROM chat_inferences WHERE id = %s",
         inference_id(message.id),
     )
@@ -186,7 +196,7 @@ async def test_cache_tokens_are_reported_stored_and_priced(client: AsyncAnthropi
     assert (final.usage.cache_read_input_tokens, final.usage.cache_creation_input_tokens) == (CACHE_READ, CACHE_WRITE)
     assert final.usage.input_tokens == 3
     streamed = row(
-        database_url,
+        db_url,
         "SELECT cache_read_input_tokens, cache_write_input_tokens, cost FROM model_inferences WHERE inference_id = %s",
         inference_id(final.id),
     )
@@ -194,7 +204,7 @@ async def test_cache_tokens_are_reported_stored_and_priced(client: AsyncAnthropi
 
 
 async def test_tool_use_round_trip_with_tool_result(
-    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], database_url: str
+    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], db_url: str
 ) -> None:
     claude, _ = fakes
     first = await client.messages.create(
@@ -227,7 +237,7 @@ async def test_tool_use_round_trip_with_tool_result(
     assert sent[1]["content"][0] == {"type": "tool_use", "id": call.id, "name": "weather", "input": call.input}
     assert sent[2]["content"][0] == {"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}
     function, variant, output = row(
-        database_url,
+        db_url,
         "SELECT function_name, variant_name, output FROM chat_inferences WHERE id = %s",
         inference_id(first.id),
     )
@@ -235,7 +245,7 @@ async def test_tool_use_round_trip_with_tool_result(
     assert output[0]["type"] == "tool_call" and output[0]["id"] == call.id and output[0]["raw_name"] == "weather"
 
 
-async def test_stream_with_tools(client: AsyncAnthropic, database_url: str) -> None:
+async def test_stream_with_tools(client: AsyncAnthropic, db_url: str) -> None:
     async with client.messages.stream(
         model="claude-sonnet-4-5",
         max_tokens=100,
@@ -250,7 +260,7 @@ async def test_stream_with_tools(client: AsyncAnthropic, database_url: str) -> N
     assert call.type == "tool_use" and call.input == {"query": "tool Bergen", "n": 2}
     assert final.stop_reason == "tool_use" and final.usage.output_tokens > 0
     streamed, output = row(
-        database_url,
+        db_url,
         "SELECT streamed, (SELECT output FROM chat_inferences c WHERE c.id = m.inference_id)"
         " FROM model_inferences m WHERE inference_id = %s",
         inference_id(final.id),
@@ -259,7 +269,7 @@ async def test_stream_with_tools(client: AsyncAnthropic, database_url: str) -> N
 
 
 async def test_thinking_with_signature_passes_through_plain_and_streamed(
-    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], database_url: str
+    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], db_url: str
 ) -> None:
     claude, _ = fakes
     thinking = {"type": "enabled", "budget_tokens": 1024}
@@ -300,12 +310,12 @@ async def test_thinking_with_signature_passes_through_plain_and_streamed(
     )
     assert again.content[-1].text == "echo: and then"  # type: ignore[union-attr]
     assert claude.last.json["messages"][1]["content"][0]["signature"] == SIGNATURE
-    (output,) = row(database_url, "SELECT output FROM chat_inferences WHERE id = %s", inference_id(plain.id))
+    (output,) = row(db_url, "SELECT output FROM chat_inferences WHERE id = %s", inference_id(plain.id))
     assert output[0] == {"type": "thought", "text": "The user said thinking about it.", "signature": SIGNATURE}
 
 
 async def test_openai_provider_behind_is_translated(
-    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], database_url: str
+    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], db_url: str
 ) -> None:
     _, gpt = fakes
     message = await client.messages.create(
@@ -331,7 +341,7 @@ async def test_openai_provider_behind_is_translated(
     assert call.type == "tool_use" and call.name == "weather" and call.input == {"text": "Rome"}
     assert final.stop_reason == "tool_use"
     provider_type, tokens, cost = row(
-        database_url,
+        db_url,
         "SELECT provider_type, input_tokens, cost FROM model_inferences WHERE inference_id = %s",
         inference_id(message.id),
     )
