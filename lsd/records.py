@@ -133,6 +133,8 @@ class ModelInferenceDataRecord:
     raw_response: str | None
     request_headers: Json | None
     api_key_sha256: str | None
+    # raw_request/raw_response hold references to the inference's input/output texts (0012_payload_once.sql)
+    payload_refs: bool = False
 
 
 @immutable

@@ -98,8 +98,11 @@ class Finisher:
         if not self.recorder.enabled:  # no rows built for a gateway that records nothing
             return None
         function_name = done.function_name or None
-        attempts = attempt_records(done.inference_id, done.kind, function_name, done.attempts)
-        return done.rows() + attempts if done.rows is not None else attempts
+        rows = done.rows() if done.rows is not None else []
+        # rows[0] is the inference's own row: its input and output texts are stored once (payload_refs)
+        return rows + attempt_records(
+            done.inference_id, done.kind, function_name, done.attempts, rows[0] if rows else None
+        )
 
 
 def settle(reservation: Reservation | None, usage: Usage, cost: float | None) -> None:

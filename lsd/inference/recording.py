@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
+
+import orjson
 
 from lsd.errors import ProviderError
 from lsd.ids import uuid7
@@ -23,6 +25,7 @@ from lsd.records import (
     ModelInferenceRecord,
     Record,
 )
+from lsd.store.escaping import ESCAPE, NUL
 from lsd.types import EmbeddingResponse, InferenceParams, Input, Message, ProviderResponse, Text, Usage
 
 
@@ -236,11 +239,80 @@ def inference_records(row: InferenceRow) -> list[Record]:
     return [ChatInferenceRecord(tool_params=row.tool_params, **common), ChatInferenceDataRecord(**data)]
 
 
+# -- payload references (0012_payload_once.sql) ------------------------------------------------------------------
+
+REF = "\ue001"  # delimits a reference in a stored raw_request/raw_response (a private-use code point)
+MIN_REF_CHARS = 256  # a shorter text is left in place: its reference would save too little
+
+
+def _input_texts(input: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(reference, text) of each long text of a stored input: its system, its messages' text blocks."""
+    system = input.get("system")
+    if isinstance(system, str) and len(system) >= MIN_REF_CHARS:
+        yield "isystem", system
+    for i, message in enumerate(input.get("messages") or ()):
+        for j, block in enumerate(message.get("content") or ()):
+            text = block.get("text") if isinstance(block, dict) else None
+            if isinstance(text, str) and len(text) >= MIN_REF_CHARS:
+                yield f"imessages,{i},content,{j},text", text
+
+
+def _output_texts(output: Any) -> Iterator[tuple[str, str]]:
+    """(reference, text) of each long text of a stored output: chat text blocks, or a json output's raw."""
+    if isinstance(output, dict):
+        raw = output.get("raw")
+        if isinstance(raw, str) and len(raw) >= MIN_REF_CHARS:
+            yield "oraw", raw
+        return
+    for j, block in enumerate(output or ()):
+        text = block.get("text") if isinstance(block, dict) else None
+        if isinstance(text, str) and len(text) >= MIN_REF_CHARS:
+            yield f"o{j},text", text
+
+
+def _referenced(raw: str | None, texts: Sequence[tuple[str, str]]) -> str | None:
+    """`raw` with each text of `texts` found in it as a JSON string (as orjson, and PostgreSQL's to_json, write
+    it) replaced by its reference; None when none was found. The view model_inference_payloads reverses it."""
+    if raw is None or REF in raw:
+        return None
+    out = None
+    for ref, text in texts:
+        if NUL in text or ESCAPE in text or REF in text:  # stored escaped in jsonb: not the text to_json gives
+            continue
+        quoted = orjson.dumps(text).decode()
+        if quoted in (out or raw):
+            out = (out or raw).replace(quoted, f'"{REF}{ref}{REF}"')
+    return out
+
+
+def _payload_texts(inference: Record | None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    if not isinstance(inference, ChatInferenceRecord | JsonInferenceRecord):
+        return [], []
+    return list(_input_texts(inference.input)), list(_output_texts(inference.output))
+
+
 def attempt_records(
-    inference_id: UUID, inference_kind: str, function_name: str | None, attempts: Sequence[Attempt]
+    inference_id: UUID,
+    inference_kind: str,
+    function_name: str | None,
+    attempts: Sequence[Attempt],
+    inference: Record | None = None,
 ) -> list[Record]:
+    """The two rows of each attempt. With the `inference` row (chat or json), the long texts of its input and
+    output are stored once: each attempt's raw_request/raw_response refers to them (payload_refs)."""
     records: list[Record] = []
+    inputs, outputs = _payload_texts(inference)
     for number, attempt in enumerate(attempts, start=1):
+        raw_request, raw_response = attempt.raw_request, attempt.raw_response
+        refs = False
+        if inputs or outputs:
+            request = _referenced(raw_request, inputs) if inputs else None
+            response = _referenced(raw_response, outputs) if outputs else None
+            refs = request is not None or response is not None
+            if refs and (REF in (raw_request or "") or REF in (raw_response or "")):
+                refs = False  # one of the two holds the delimiter itself: store both as they are
+            elif refs:
+                raw_request, raw_response = request or raw_request, response or raw_response
         model_inference_id = uuid7(attempt.started_ms)
         created = datetime.fromtimestamp(attempt.started_ms / 1000, tz=UTC)
         error = attempt.error
@@ -276,10 +348,11 @@ def attempt_records(
                 model_inference_id=model_inference_id,
                 created_at=created,
                 inference_id=inference_id,
-                raw_request=attempt.raw_request,
-                raw_response=attempt.raw_response,
+                raw_request=raw_request,
+                raw_response=raw_response,
                 request_headers=dict(attempt.request_headers) if attempt.request_headers else None,
                 api_key_sha256=attempt.api_key_sha256,
+                payload_refs=refs,
             )
         )
     return records

@@ -522,7 +522,10 @@ def list_statement(query: ListQuery, metrics: Mapping[str, Metric]) -> tuple[sql
 _ATTEMPTS = """
 SELECT m.id, m.inference_id, m.created_at, m.attempt, m.model_name, m.model_provider_name, m.provider_type,
        m.status, m.error_kind, m.error, m.latency_ms, m.ttft_ms, m.input_tokens, m.output_tokens, m.cost,
-       m.finish_reason, m.cached, m.streamed, d.raw_request, d.raw_response
+       m.finish_reason, m.cached, m.streamed,
+       -- as they crossed the wire: lsd_attempt_payload rebuilds what is stored once (0012_payload_once.sql)
+       lsd_attempt_payload(d.raw_request, d.payload_refs, d.inference_id) AS raw_request,
+       lsd_attempt_payload(d.raw_response, d.payload_refs, d.inference_id) AS raw_response
 FROM model_inferences m
 LEFT JOIN model_inference_data d ON d.model_inference_id = m.id AND d.model_inference_id >= %(floor)s
 WHERE m.inference_id = ANY(%(ids)s) AND m.id >= %(floor)s
