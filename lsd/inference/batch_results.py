@@ -123,6 +123,8 @@ def _model_records(
             finish_reason=response.finish_reason if response is not None else None,
             cached=False,
             streamed=False,
+            cache_read_input_tokens=usage.cache_read_input_tokens,
+            cache_write_input_tokens=usage.cache_write_input_tokens,
         ),
         ModelInferenceDataRecord(
             model_inference_id=model_inference_id,
