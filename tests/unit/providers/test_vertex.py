@@ -20,6 +20,7 @@ from lsd.providers.gcp_vertex import provider as vertex_provider
 from lsd.providers.registry import PROVIDER_TYPES
 from lsd.providers.transport import Transport
 from lsd.types import Message, ProviderRequest, StreamChunk, Text, ToolCall, ToolSpec
+from tests.fakes.anthropic_server import CACHE_READ, CACHE_WRITE
 from tests.fakes.vertex_server import CLIENT_EMAIL, CLOUD_PLATFORM, FakeVertex
 
 KEY_PATH = "models.m.providers.p"
@@ -163,6 +164,8 @@ async def test_anthropic_at_vertex(fake: FakeVertex, ctx: CallContext) -> None:
     assert counted == {"input_tokens": 3}
     assert fake.requests[-1].path == f"{PREFIX}/publishers/anthropic/models/count-tokens:rawPredict"
     assert fake.requests[-1].json["model"] == "claude-sonnet-4-5@20250929"
+    cached = await provider_for("gcp_vertex_anthropic", fake, "cached").infer(ask("hi"), ctx)
+    assert (cached.usage.cache_read_input_tokens, cached.usage.cache_write_input_tokens) == (CACHE_READ, CACHE_WRITE)
 
 
 @pytest.mark.usefixtures("key_in_env")
