@@ -78,6 +78,7 @@ class ReceivedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     json: Any
+    raw_path: str = ""  # as sent, percent-encoding kept
 
 
 def frame(headers: dict[str, str], payload: bytes) -> bytes:
@@ -174,7 +175,8 @@ class FakeBedrock(FakeServer):
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
-        self.requests.append(ReceivedRequest(request.path, dict(request.query), dict(request.headers), body))
+        received = ReceivedRequest(request.path, dict(request.query), dict(request.headers), body, request.raw_path)
+        self.requests.append(received)
         refused = self._check_signature(request, raw)
         if refused is not None:
             return refused

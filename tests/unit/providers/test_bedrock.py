@@ -424,3 +424,11 @@ async def test_temporary_credentials_are_refreshed_on_a_worker_thread(
     for _ in range(3):
         assert (await provider.infer(ask("hi"), ctx)).content == (Text("echo: hi"),)
     assert len(refreshed_on) == 1 and refreshed_on[0] != threading.main_thread().name
+
+
+async def test_an_inference_profile_arn_as_model_id(fake: FakeBedrock, ctx: CallContext) -> None:
+    """The model id goes in the path URL-encoded (an ARN's `:` and `/` too), and the signature covers that path."""
+    arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    response = await provider_for(fake, arn).infer(ask("hi"), ctx)
+    assert response.content == (Text("echo: hi"),)
+    assert "%2F" in fake.requests[-1].raw_path and ":converse" not in fake.requests[-1].raw_path
