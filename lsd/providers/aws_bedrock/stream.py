@@ -120,8 +120,7 @@ class StreamState:
             self.finish_reason = finish_reason(payload.get("stopReason"), json_tool=self.json_tool)
         elif name == "metadata":
             self.usage = parse_usage(payload.get("usage"))
-        elif name != "messageStart":
-            raise ValueError(f"unknown event type {name!r}")
+        # messageStart and event types Bedrock may add later carry nothing
         return ()
 
     def _delta(self, index: int, delta: Json) -> tuple[OutputBlock, ...]:
