@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from starlette.testclient import TestClient
 
 from lsd.app import build_app
@@ -256,3 +257,74 @@ def test_function_page_shows_the_experiments_current_allocation(
     page = client.get("/ui/functions/chat").text
     assert "Current allocation" in page and "winner <b>a</b>" in page
     assert "80.0 %" in page and "[0.800, 0.950]" in page
+
+
+def test_evaluation_dataset_and_batch_pages_with_data(
+    open_console: tuple[TestClient, Traffic], database_url: str
+) -> None:
+    client, traffic = open_console
+    created = client.post(
+        "/v1/datasets/golden/datapoints",
+        json={
+            "datapoints": [
+                {
+                    "type": "chat",
+                    "function_name": "chat",
+                    "input": {"messages": [{"role": "user", "content": "what is LSD?"}]},
+                    "output": [{"type": "text", "text": "a gateway"}],
+                    "name": "first",
+                }
+            ]
+        },
+    )
+    assert created.status_code == 200, created.text
+    run_id = "01890000-0000-7000-8000-0000000000aa"
+    summary = {
+        "datapoints": 2,
+        "inference_failures": 0,
+        "cost": 0.5,
+        "evaluators": [
+            {
+                "name": "exact",
+                "output_type": "boolean",
+                "n": 2,
+                "mean": 0.5,
+                "ci_low": 0.09,
+                "ci_high": 0.91,
+                "failures": 0,
+                "human": 1,
+                "cutoff": 0.4,
+                "passed": True,
+            },
+        ],
+    }
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO inference_evaluation_runs (id, created_at, evaluation_name, function_name, variant_name, "
+            "status, summary) VALUES (%s, now(), 'quality', 'chat', 'a', 'completed', %s)",
+            (run_id, Jsonb(summary)),
+        )
+        for n, (value, source) in enumerate(((True, "evaluator"), (False, "human"))):
+            conn.execute(
+                "INSERT INTO inference_evaluation_results (id, created_at, evaluation_run_id, datapoint_id, "
+                "inference_id, evaluator_name, metric_name, value, source, input, output) VALUES "
+                "(%s, now(), %s, %s, %s, 'exact', 'lsd::evaluation::quality::evaluator::exact', %s, %s, '{}', %s)",
+                (
+                    f"01890000-0000-7000-8000-0000000001{n:02d}",
+                    run_id,
+                    f"dp-{n}",
+                    traffic.inference_ids[n],
+                    Jsonb(value),
+                    source,
+                    Jsonb([{"type": "text", "text": f"answer {n}"}]),
+                ),
+            )
+    runs = client.get("/ui/evaluations").text
+    assert run_id in runs and "quality" in runs
+    run = client.get(f"/ui/evaluations/{run_id}").text
+    assert "[0.090, 0.910]" in run and "dp-1" in run and "human" in run and str(traffic.inference_ids[0]) in run
+    datasets = client.get("/ui/datasets").text
+    assert "golden" in datasets
+    dataset = client.get("/ui/datasets/golden").text
+    assert "a gateway" in dataset and "first" in dataset
+    assert client.get("/ui/batches/01890000-0000-7000-8000-000000000000").status_code == 404
