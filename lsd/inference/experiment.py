@@ -25,9 +25,9 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from lsd.config.model import ExperimentationConfig, FunctionConfig, MetricConfig
+from lsd.config.model import ExperimentationConfig, FunctionConfig, MetricConfig, VariantConfig
 from lsd.store.experiments import AllocationRow
 
 Phase = Literal["static", "explore", "bandit", "stopped"]
@@ -267,13 +267,13 @@ def _evidence_json(e: ArmEvidence) -> dict[str, object]:
 # -- sampling plan -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SamplingPlan:
-    """The variants an inference samples from (name, weight > 0, in config order), then its fallbacks in order
-    (`shuffle_fallbacks`: adaptive experiments try their fallbacks in a random order, as TensorZero's)."""
+class SamplingPlan(NamedTuple):
+    """The variants an inference samples from (with weight > 0, in config order), then its fallbacks in order
+    (`shuffle_fallbacks`: adaptive experiments try their fallbacks in a random order, as TensorZero's). A tuple:
+    routing builds one per request."""
 
-    candidates: Sequence[tuple[str, float]]
-    fallbacks: Sequence[str]
+    candidates: list[tuple[VariantConfig, float]]
+    fallbacks: list[VariantConfig]
     shuffle_fallbacks: bool = False
 
 
@@ -292,20 +292,24 @@ def sampling_plan(
     every variant evenly; weight 0: never; no weight: a fallback). Static: `candidate_variants` as weighted.
     Adaptive: `allocation`'s weights (one computed for this experiment: `Allocations` keeps no other), uniform over
     the candidates until there is one."""
-    experiment = experiment_of(function, namespace)
+    experiment = function.experimentation
     if experiment is None:
-        variants = list(function.variants.values())
+        variants = function.variants.values()
         if all(v.weight is None for v in variants):
-            return SamplingPlan([(v.name, 1.0) for v in variants], ())
-        return SamplingPlan(
-            [(v.name, v.weight) for v in variants if v.weight], [v.name for v in variants if v.weight is None]
-        )
-    weights: Mapping[str, float] = experiment.candidate_variants
-    adaptive = experiment.type == "adaptive"
-    if adaptive:
-        weights = allocation.weights if allocation is not None else dict.fromkeys(weights, 1.0)
-    candidates = [(name, w) for name in experiment.candidate_variants if (w := weights.get(name, 0.0)) > 0]
-    return SamplingPlan(candidates, tuple(experiment.fallback_variants), shuffle_fallbacks=adaptive)
+            return SamplingPlan([(v, 1.0) for v in variants], [])
+        return SamplingPlan([(v, v.weight) for v in variants if v.weight], [v for v in variants if v.weight is None])
+    if namespace is not None:
+        experiment = experiment.namespaces.get(namespace, experiment)
+    by_name = function.variants
+    fallbacks = [by_name[name] for name in experiment.fallback_variants]
+    if experiment.type == "static":
+        weights = experiment.candidate_variants
+        return SamplingPlan([(by_name[n], w) for n, w in weights.items() if w > 0], fallbacks)
+    if allocation is None:
+        return SamplingPlan([(by_name[n], 1.0) for n in experiment.candidate_variants], fallbacks, True)
+    weights = allocation.weights
+    candidates = [(by_name[n], w) for n in experiment.candidate_variants if (w := weights.get(n, 0.0)) > 0]
+    return SamplingPlan(candidates, fallbacks, True)
 
 
 # -- the in-memory cache every replica reads -------------------------------------------------------------------
@@ -370,12 +374,12 @@ def report(
         allocation = None  # computed for another version of the experiment: not what routing uses
     plan = sampling_plan(function, None, allocation)
     total = sum(w for _, w in plan.candidates) or 1.0
-    weights = {name: w / total for name, w in plan.candidates}
+    weights = {v.name: w / total for v, w in plan.candidates}
     if experiment is None:
-        names = tuple(function.variants)
-        weights = {name: weights.get(name, 0.0) for name in names if name not in plan.fallbacks}
+        fallbacks = tuple(v.name for v in plan.fallbacks)
+        weights = {name: weights.get(name, 0.0) for name in function.variants if name not in fallbacks}
         return ExperimentReport(
-            function.name, "static", "variant_weights", tuple(weights), tuple(plan.fallbacks), weights, "static", None
+            function.name, "static", "variant_weights", tuple(weights), fallbacks, weights, "static", None
         )
     candidates = tuple(experiment.candidate_variants)
     weights = {name: weights.get(name, 0.0) for name in candidates}

@@ -39,14 +39,13 @@ def order_variants(
         return [function.variants[pinned]]
     if len(function.variants) == 1:
         return list(function.variants.values())
-    plan = sampling_plan(function, namespace, allocation)
-    candidates = list(plan.candidates)
+    candidates, fallbacks, shuffle = sampling_plan(function, namespace, allocation)
     digest = hashlib.sha256(function.name.encode() + episode_id.bytes).digest()
     draw = int.from_bytes(digest[:4], "big") / 2**32
-    ordered: list[str] = []
-    if sticky is not None and any(name == sticky for name, _ in candidates):
-        ordered.append(sticky)
-        candidates = [(name, w) for name, w in candidates if name != sticky]
+    ordered: list[VariantConfig] = []
+    if sticky is not None and any(v.name == sticky for v, _ in candidates):
+        ordered.append(function.variants[sticky])
+        candidates = [(v, w) for v, w in candidates if v.name != sticky]
         draw = random.random()
     while candidates:
         total = sum(w for _, w in candidates)
@@ -58,10 +57,12 @@ def order_variants(
                 break
         ordered.append(candidates.pop(pick)[0])
         draw = random.random()
-    fallbacks = [name for name in plan.fallbacks if name not in ordered]
-    if plan.shuffle_fallbacks:
-        random.shuffle(fallbacks)
-    return [function.variants[name] for name in ordered + fallbacks]
+    if fallbacks:
+        taken = {v.name for v in ordered}
+        fallbacks = [v for v in fallbacks if v.name not in taken]
+        if shuffle:
+            random.shuffle(fallbacks)
+    return ordered + fallbacks
 
 
 def tries(

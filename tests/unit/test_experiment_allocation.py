@@ -140,14 +140,19 @@ def test_a_clearly_worse_third_candidate_is_eliminated_and_stays_out() -> None:
 
 
 def test_static_uniform_and_legacy_sampling_plans() -> None:
+    def names(f: FunctionConfig) -> tuple[list[tuple[str, float]], list[str]]:
+        plan = sampling_plan(f)
+        return [(v.name, w) for v, w in plan.candidates], [v.name for v in plan.fallbacks]
+
     static = ExperimentationConfig(type="static", candidate_variants={"a": 5.0, "b": 1.0}, fallback_variants=("c",))
-    assert sampling_plan(function(static, "a", "b", "c")).candidates == [("a", 5.0), ("b", 1.0)]
-    assert sampling_plan(function(static, "a", "b", "c")).fallbacks == ("c",)
+    assert names(function(static, "a", "b", "c")) == ([("a", 5.0), ("b", 1.0)], ["c"])
     uniform = ExperimentationConfig(type="static", candidate_variants={"a": 1.0, "c": 1.0})
-    assert sampling_plan(function(uniform, "a", "b", "c")).candidates == [("a", 1.0), ("c", 1.0)]
+    assert names(function(uniform, "a", "b", "c")) == ([("a", 1.0), ("c", 1.0)], [])
     legacy = function(None, "a", "b", "c", weights={"a": 1.0, "b": 0.0})
-    assert sampling_plan(legacy).candidates == [("a", 1.0)] and sampling_plan(legacy).fallbacks == ["c"]
+    assert names(legacy) == ([("a", 1.0)], ["c"])
     assert report(legacy, {}, None).source == "variant_weights"
+    assert report(legacy, {}, None).weights == {"a": 1.0, "b": 0.0}
+    assert report(legacy, {}, None).fallbacks == ("c",)
 
 
 def test_static_weights_are_honoured_and_episodes_are_sticky() -> None:
