@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import auth, bigctx, console, front_door, gateway, gateway_report, pinning, report, streams, writer
+from bench import auth, bigctx, console, front_door, gateway, gateway_report, pinning, report, scale, streams, writer
 from bench.children import Children, shielded
 from bench.database import Cluster
 from lsd.store.local import LocalServerError
 
-PARTS = ("gateway", "writer", "auth", "front-door", "streams", "bigctx", "console")
+PARTS = ("gateway", "writer", "auth", "front-door", "streams", "bigctx", "console", "scale")
 
 
 def csv_list(kind: type, choices: tuple[str, ...] | None = None):  # type: ignore[no-untyped-def]
@@ -110,6 +110,9 @@ def parser() -> argparse.ArgumentParser:
     cg.add_argument("--console-inferences", type=int, default=1_000_000, help="inferences loaded (default 1M)")
     cg.add_argument("--console-days", type=int, default=30, help="days they are spread over (default 30)")
     cg.add_argument("--console-renders", type=int, default=20, help="renders of each page (default 20)")
+    sg = p.add_argument_group("part scale: list queries, statistics and retention over a long history (bench/scale.py)")
+    sg.add_argument("--scale-rows", type=int, default=1_000_000, help="inferences loaded (default 1M; 10M on request)")
+    sg.add_argument("--scale-days", type=int, default=90, help="days they are spread over (default 90)")
     w = p.add_argument_group("part 2: writer")
     w.add_argument("--inferences", type=int, default=60_000, help="inferences written, 4 rows each (default 60000)")
     w.add_argument(
@@ -202,6 +205,14 @@ def main(argv: list[str] | None = None) -> int:
                 renders=5 if args.quick else args.console_renders,
             )
             results["console"] = console.run(csettings, cluster, workdir)
+        if "scale" in args.parts:
+            ssettings = scale.Settings(
+                rows=min(args.scale_rows, 50_000) if args.quick else args.scale_rows,
+                days=args.scale_days,
+                repeat=5 if args.quick else 30,
+                layout_rows=10_000 if args.quick else 100_000,
+            )
+            results["scale"] = scale.run(ssettings, cluster)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping every child process and PostgreSQL")
         code = 130
@@ -217,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n## Against the issue's targets (ratios; the run does not fail on them)")
         for line in lines:
             print(f"- {line}")
-    if any(part in results for part in ("gateway", "writer", "auth", "front_door", "streams", "bigctx", "console")):
+    if any(
+        part in results for part in ("gateway", "writer", "auth", "front_door", "streams", "bigctx", "console", "scale")
+    ):
         path = report.save(results)
         print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     print(f"elapsed: {results['elapsed_s']:.0f} s")
