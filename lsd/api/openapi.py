@@ -185,6 +185,26 @@ RESPONSES: Schema = {
     },
     "required": ["model", "input"],
 }
+ANTHROPIC_MESSAGES: Schema = {
+    "type": "object",
+    "properties": {
+        "model": STRING,
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "messages": {"type": "array", "items": {"type": "object"}, "minItems": 1},
+        "system": {"oneOf": [STRING, {"type": "array", "items": TEXT_BLOCK}]},
+        "stream": {"type": "boolean"},
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "tool_choice": {"type": "object"},
+        "thinking": {"type": "object"},
+        "metadata": {"type": "object"},
+    },
+    "required": ["model", "max_tokens", "messages"],
+}
+ANTHROPIC_COUNT_TOKENS: Schema = {
+    "type": "object",
+    "properties": {"model": STRING, "messages": {"type": "array", "items": {"type": "object"}}},
+    "required": ["model", "messages"],
+}
 ANY_OBJECT: Schema = {"type": "object"}
 
 # (method, path, summary, JSON body schema or None, query parameters)
@@ -235,6 +255,14 @@ OPERATIONS: tuple[tuple[str, str, str, Schema | None, tuple[tuple[str, Schema], 
     ("POST", "/openai/v1/embeddings", "OpenAI-compatible embeddings", EMBEDDINGS, ()),
     ("POST", "/openai/v1/responses", "OpenAI's Responses API (streamed too)", RESPONSES, ()),
     ("GET", "/openai/v1/models", "the functions and models, OpenAI's list shape", None, ()),
+    ("POST", "/anthropic/v1/messages", "Anthropic's Messages API (streamed too)", ANTHROPIC_MESSAGES, ()),
+    (
+        "POST",
+        "/anthropic/v1/messages/count_tokens",
+        "Anthropic's token count, passed through",
+        ANTHROPIC_COUNT_TOKENS,
+        (),
+    ),
 )
 
 PATH_PARAMETERS: dict[str, Schema] = {
@@ -247,8 +275,8 @@ PATH_PARAMETERS: dict[str, Schema] = {
 
 ERROR: Schema = {
     "type": "object",
-    "description": "An error (under /openai/: nested in `error`, OpenAI's shape). A 500 carries `error_id`, the id "
-    "logged with its traceback.",
+    "description": "An error (under /openai/: nested in `error`, OpenAI's shape; under /anthropic/: Anthropic's, "
+    "`{type: error, error: {type, message}}`). A 500 carries `error_id`, the id logged with its traceback.",
     "properties": {
         "error": {},
         "error_code": STRING,

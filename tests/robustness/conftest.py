@@ -49,7 +49,9 @@ api_key_location = "none"
 """
 
 # Requests that may add rows, by route: a refused (4xx) request must add none.
-INFERENCE_ROUTES = frozenset({"/inference", "/openai/v1/chat/completions", "/openai/v1/embeddings"})
+INFERENCE_ROUTES = frozenset(
+    {"/inference", "/openai/v1/chat/completions", "/openai/v1/embeddings", "/anthropic/v1/messages"}
+)
 FEEDBACK_ROUTES = frozenset({"/feedback", "/v1/evaluations/human_feedback"})
 
 

@@ -34,6 +34,16 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     "/workflow_evaluation_run": {"variants": {"chat": "a"}, "project_name": "p"},
     "/v1/datasets/{dataset_name}/datapoints": {"datapoints": [{"function_name": "chat", "input": {}}]},
     "/v1/datasets/{dataset_name}/list_datapoints": {"limit": 5, "offset": 0},
+    "/anthropic/v1/messages": {
+        "model": "lsd::function_name::chat",
+        "max_tokens": 16,
+        "system": [{"type": "text", "text": "be brief"}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+    },
+    "/anthropic/v1/messages/count_tokens": {
+        "model": "lsd::function_name::chat",
+        "messages": [{"role": "user", "content": "hi"}],
+    },
 }
 USER_HI = {"role": "user", "content": "hi"}
 CHAT = "tensorzero::function_name::chat"
