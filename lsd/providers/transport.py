@@ -233,6 +233,7 @@ class Transport:
             finally:
                 pool.release(origin, conn)
 
+
 def _proxy_refused(origin: Origin, proxy: Proxy) -> ProxyRefused:
     """A 407 from the proxy carrying an http origin's request: the proxy's refusal, not the provider's answer."""
     return ProxyRefused(
