@@ -9,8 +9,8 @@ field (`messages[0].content[1].source.type`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, TypeGuard
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeGuard, TypeVar
 
 import orjson
 
@@ -40,6 +40,8 @@ from lsd.types import (
     ToolResult,
     ToolSpec,
 )
+
+T = TypeVar("T")
 
 # Provider types whose request body is Anthropic's Messages body: the Anthropic-only fields go to these alone.
 ANTHROPIC_BODY_TYPES = frozenset({"anthropic", "gcp_vertex_anthropic"})
@@ -358,7 +360,7 @@ def _raw_extension(body: Mapping[str, Any], name: str) -> Any:
     return None
 
 
-def _extension(body: Mapping[str, Any], name: str, parse: Any) -> Any:
+def _extension(body: Mapping[str, Any], name: str, parse: Callable[[Any, str], T]) -> T | None:
     """The `lsd::<name>` (or `tensorzero::<name>`) extension key, parsed with its path; None when absent."""
     for prefix in PREFIXES:
         value = body.get(f"{prefix}{name}")
@@ -385,8 +387,8 @@ def _string_map(value: Any, path: str) -> dict[str, str]:
     return dict(value)
 
 
-def _patches(parse: Any) -> Any:
-    def parse_all(value: Any, path: str) -> list[Any]:
+def _patches(parse: Callable[[Any, str], T]) -> Callable[[Any, str], list[T]]:
+    def parse_all(value: Any, path: str) -> list[T]:
         if not isinstance(value, list):
             raise InvalidRequest.at(path, "expected an array")
         return [parse(item, f"{path}[{i}]") for i, item in enumerate(value)]
