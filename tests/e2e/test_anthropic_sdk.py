@@ -430,3 +430,30 @@ api_key_location = "env::FAKE_ANTHROPIC_KEY"
         database_url, "SELECT api_key_public_id FROM chat_inferences WHERE id = %s", inference_id(message.id)
     ) == (public_id,)
     assert claude.last.headers["x-api-key"] == ANTHROPIC_KEY  # the provider's key, never the client's
+
+
+async def test_a_claude_code_shaped_request_through_the_beta_client(
+    client: AsyncAnthropic, fakes: tuple[FakeAnthropic, FakeOpenAI], db_url: str
+) -> None:
+    """What Claude clients send: `?beta=true`, betas in `anthropic-beta`, cache_control marks, metadata.user_id."""
+    claude, _ = fakes
+    ephemeral = {"type": "ephemeral"}
+    async with client.beta.messages.stream(
+        model="claude-sonnet-4-5",
+        max_tokens=256,
+        betas=["interleaved-thinking-2025-05-14", "fine-grained-tool-streaming-2025-05-14"],
+        metadata={"user_id": "user_abc_session_1"},
+        system=[{"type": "text", "text": "You are a coding agent.", "cache_control": ephemeral}],  # type: ignore[list-item]
+        tools=[{**WEATHER, "cache_control": ephemeral}],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": [{"type": "text", "text": "hello agent", "cache_control": ephemeral}]}],  # type: ignore[list-item]
+    ) as stream:
+        text = "".join([piece async for piece in stream.text_stream])
+        final = await stream.get_final_message()
+    assert text == "echo: hello agent" and final.stop_reason == "end_turn"
+    assert (
+        claude.last.headers["anthropic-beta"]
+        == "interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"
+    )
+    assert "cache_control" not in str(claude.last.json)  # accepted, not forwarded (docs/api.md)
+    (tags,) = row(db_url, "SELECT tags FROM chat_inferences WHERE id = %s", inference_id(final.id))
+    assert tags["user_id"] == "user_abc_session_1"
