@@ -365,6 +365,28 @@ class _Builder:
         keyset = self.query.keyset
         return keyset[0] == "<" if keyset is not None else not self.query.reverse
 
+    def first_id_descending(self) -> bool:
+        """Whether a timestamp-only order starts newest first."""
+        for order in self.query.order_by:
+            return (order.direction == "descending") != self.query.reverse
+        return self._id_descending()
+
+    def budget(self, kind: str, budget: int) -> sql.Composable:
+        descending = self.first_id_descending()
+        bounds = self.id_bounds(sql.SQL("b.id"))
+        return _BUDGET.format(
+            op=sql.SQL(">=" if descending else "<="),
+            table=sql.Identifier(f"{kind}_inferences"),
+            bounds=sql.SQL(" AND ").join(bounds) if bounds else sql.SQL("TRUE"),
+            direction=sql.SQL("DESC" if descending else "ASC"),
+            budget=self.params(budget),
+            open_end=sql.Literal(str(UUID(int=0 if descending else (1 << 128) - 1))),
+        )
+
+    def text_order(self) -> sql.Composable:
+        """Id order by the id's text: a canonical UUID's text sorts as the UUID does."""
+        return sql.SQL("i.id::text DESC" if self.first_id_descending() else "i.id::text ASC")
+
     def metric_order(self) -> _MetricOrder | None:
         """The bounded plan's parameters when the order is one inference-level metric (then id as always)."""
         if len(self.query.order_by) != 1 or self.query.order_by[0].by != "metric":
@@ -411,6 +433,11 @@ _COLUMNS = sql.SQL(
 _BRANCH = sql.SQL("""
     (SELECT {columns}{sort_columns}
      FROM {table} i WHERE {where} ORDER BY {order} LIMIT {window})""")
+# A scan budget: only the `budget` newest (or oldest) inferences within the query's id bounds are considered.
+_BUDGET = sql.SQL(
+    "i.id {op} coalesce((SELECT b.id FROM {table} b WHERE {bounds} ORDER BY b.id {direction} OFFSET {budget} LIMIT 1), "
+    "{open_end}::uuid)"
+)
 # Ordered by an inference-level metric: walk the metric's value index, looking each target up in both inference
 # tables by id (pruned to one partition at run time); only when that finds fewer than the window, the inferences
 # without a value, in id order (the one-time filter skips them otherwise).
@@ -452,8 +479,13 @@ def _columns(kind: str) -> sql.Composable:
     )
 
 
-def list_statement(query: ListQuery, metrics: Mapping[str, Metric]) -> tuple[sql.Composed, dict[str, Any]]:
-    """The list query over chat and json inferences, with its named parameters."""
+def list_statement(
+    query: ListQuery, metrics: Mapping[str, Metric], *, scan_budget: int | None = None, sort_matches: bool = False
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The list query over chat and json inferences, with its named parameters. Timestamp order only: `scan_budget`
+    considers only that many inferences of each table from the start of the order, within the query's bounds (the
+    answer is the query's own when it fills the page); `sort_matches` sorts the matches by the id's text (the same
+    order) so that no index scan can produce the order and the plan fetches them by the filters' own indexes."""
     builder = _Builder(query, metrics)
     metric_order = builder.metric_order()
     sort_columns, order = builder.order()
@@ -469,8 +501,10 @@ def list_statement(query: ListQuery, metrics: Mapping[str, Metric]) -> tuple[sql
                 columns=_columns(kind),
                 sort_columns=sort_columns,
                 table=sql.Identifier(f"{kind}_inferences"),
-                where=where,
-                order=order,
+                where=where
+                if scan_budget is None
+                else sql.SQL("{} AND {}").format(where, builder.budget(kind, scan_budget)),
+                order=builder.text_order() if sort_matches else order,
                 window=window,
             )
             for kind in kinds
@@ -546,8 +580,12 @@ def attempts_statement(inference_ids: Sequence[UUID]) -> tuple[str, dict[str, An
 # a transaction-mode PgBouncer carries no state). A list statement names every daily partition of four tables unless
 # a time bound prunes them: planning it took 15-40 ms at 90 days of partitions, executing it 1-3 ms. Prepared
 # (gateway.database.prepared_statements) and planned once generically, the partitions outside the bounds are pruned
-# at run time and the call costs 1-2 ms (docs/scaling.md). JIT compilation never pays off for a bounded query.
-QUERY_SETTINGS = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('jit', 'off', true)"
+# at run time and the call costs 1-2 ms (docs/scaling.md). JIT compilation and parallel workers never pay off for a
+# bounded query.
+QUERY_SETTINGS = (
+    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('jit', 'off', true), "
+    "set_config('max_parallel_workers_per_gather', '0', true)"
+)
 
 
 def _row(r: dict[str, Any], source: OutputSource) -> StoredRow:
@@ -572,6 +610,29 @@ def _row(r: dict[str, Any], source: OutputSource) -> StoredRow:
     )
 
 
+# A list filtered by a tag first considers only this many of the newest inferences (about 5 ms): enough for any tag on
+# at least 0.4% of them to fill a page of 20.
+SCAN_BUDGET = 5000
+# The generic plan of a tag filter guesses its share of rows and may scan whole partitions: the index it is.
+MATCHES_BY_INDEX = "SELECT set_config('enable_seqscan', 'off', true)"
+
+
+def _tag_filtered(query: ListQuery) -> bool:
+    """Whether a timestamp-ordered query has a tag condition (where a scan budget, then the GIN index, pays off)."""
+    if any(o.by != "timestamp" for o in query.order_by) or query.ids is not None:
+        return False
+    stack = [query.filters] if query.filters is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, TagFilter):
+            return True
+        if isinstance(node, AndFilter | OrFilter):
+            stack.extend(node.children)
+        elif isinstance(node, NotFilter):
+            stack.append(node.child)
+    return bool(query.tags)
+
+
 async def list_inferences(
     database: Database, query: ListQuery, configured: Mapping[str, Metric] | None = None
 ) -> list[StoredRow]:
@@ -579,11 +640,19 @@ async def list_inferences(
     DatabaseUnavailable when PostgreSQL cannot answer."""
     async with database.reading("query") as conn, conn.transaction():
         metrics = await resolve_metrics(conn, query, configured or {})
-        statement, params = list_statement(query, metrics)
+        budget = SCAN_BUDGET if _tag_filtered(query) else None
+        statement, params = list_statement(query, metrics, scan_budget=budget)
         await conn.execute(QUERY_SETTINGS)
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(statement, params, prepare=database.prepare)
         found = [_row(r, query.output_source) for r in await cur.fetchall()]
+        if budget is not None and len(found) < query.limit:
+            # The newest rows held too few matches: a rare tag. Read its matches from the tags' GIN index and sort
+            # them, instead of walking the whole history in id order.
+            statement, params = list_statement(query, metrics, sort_matches=True)
+            await conn.execute(MATCHES_BY_INDEX)
+            await cur.execute(statement, params, prepare=database.prepare)
+            found = [_row(r, query.output_source) for r in await cur.fetchall()]
         if query.reverse:
             found.reverse()
         if query.include_model_inferences and found:

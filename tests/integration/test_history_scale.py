@@ -16,7 +16,8 @@ from psycopg import sql
 
 from lsd.ids import uuid7
 from lsd.inference.listing import parse_list_request
-from lsd.store.queries import QUERY_SETTINGS, Metric, list_statement, uuid7_floor_ms
+from lsd.store.database import Database
+from lsd.store.queries import QUERY_SETTINGS, Metric, list_inferences, list_statement, uuid7_floor_ms
 
 INFERENCES = 60_000
 DAYS = 5
@@ -32,13 +33,15 @@ def _load(conn: psycopg.Connection[Any]) -> None:
     made: list[tuple[UUID, datetime]] = []
     with conn.cursor() as cur:
         with cur.copy(
-            "COPY chat_inferences (id, created_at, function_name, variant_name, episode_id, input, output) FROM STDIN"
+            "COPY chat_inferences (id, created_at, function_name, variant_name, episode_id, input, output, tags) "
+            "FROM STDIN"
         ) as copy:
             for n in range(INFERENCES):
                 at = now - timedelta(days=DAYS) * (1 - n / INFERENCES)
                 id = uuid7(int(at.timestamp() * 1000))
                 made.append((id, at))
-                copy.write_row((id, at, "f", "a", id, '{"messages": []}', "[]"))
+                tags = '{"env": "prod", "rare": "yes"}' if n % 1000 == 0 else '{"env": "prod"}'
+                copy.write_row((id, at, "f", "a", id, '{"messages": []}', "[]", tags))
         for table, value in (
             ("float_metric_feedback", lambda: round(rng.random(), 3)),
             ("boolean_metric_feedback", lambda: rng.random() < 0.5),
@@ -163,3 +166,25 @@ def test_ordering_by_a_metric_ends_with_the_inferences_without_a_value(conn: psy
     tail = f"WHERE i.id >= '{bound}' ORDER BY l.value DESC NULLS LAST, i.id DESC LIMIT {LIMIT}"
     expected = _expected(conn, "float_metric_feedback", "score", tail)
     assert ids == expected and set(ids[-3:]) == {r[0] for r in newest}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"tags": {"env": "prod"}},  # every row: the newest rows fill the page
+        {"tags": {"rare": "yes"}},  # one in 1000: read from the GIN index
+        {"filters": {"type": "tag", "key": "env", "value": "dev", "comparison_operator": "!="}},
+        {"tags": {"rare": "yes"}, "order_by": [{"by": "timestamp", "direction": "ascending"}]},
+        {"tags": {"rare": "yes"}, "offset": 50},  # past the last match but ten
+    ],
+)
+async def test_tag_filters_answer_the_same_whether_common_or_rare(loaded_url: str, body: dict[str, Any]) -> None:
+    query = parse_list_request({"limit": LIMIT, **body})
+    with psycopg.connect(loaded_url, autocommit=True) as conn:
+        expected = [r[1] for r in conn.execute(*list_statement(query, METRICS))]
+    database = Database(loaded_url, min_size=1, max_size=1)
+    await database.open()
+    try:
+        assert [r.id for r in await list_inferences(database, query, METRICS)] == expected
+    finally:
+        await database.close()
