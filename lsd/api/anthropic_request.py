@@ -2,9 +2,9 @@
 
 `model` names an LSD function or model: `lsd::function_name::F`, `lsd::model_name::M` (or `tensorzero::`), a name
 `[inbound.anthropic] models` maps, or a configured model's own name. Anthropic-only request fields with no place in
-the engine's request (`thinking`, `top_k`, the `anthropic-beta` header) travel as extra_body/extra_headers entries
-narrowed to the providers that speak Anthropic's body, so other providers never see them. Every error names its
-field (`messages[0].content[1].source.type`).
+the engine's request (`thinking`, `top_k`, the `anthropic-beta` header, and for a model the `cache_control` marks on
+system blocks and tools) travel as extra_body/extra_headers entries narrowed to the providers that speak Anthropic's
+body, so other providers never see them. Every error names its field (`messages[0].content[1].source.type`).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class MessagesRequest:
     request: InferenceRequest
     model: str
     target: InboundTarget
-    anthropic_fields: Mapping[str, Json]  # top-level body keys for Anthropic-bodied providers (thinking, top_k)
+    anthropic_fields: Mapping[str, Json]  # JSON pointer -> value, for Anthropic-bodied providers (thinking, top_k)
 
 
 def resolve_model(model: Any, config: Config) -> InboundTarget:
@@ -137,7 +137,10 @@ def parse_messages_request(body: Any, config: Config) -> MessagesRequest:
         parallel_tool_calls=parallel,
         cache=parse_cache_options(_raw_extension(body, "cache_options"), "lsd::cache_options", dryrun),
     )
-    return MessagesRequest(request, body["model"], target, _anthropic_fields(body))
+    fields = _anthropic_fields(body)
+    if target.kind == "model_name":  # no templates, no config tools: the provider's system and tools are the client's
+        fields.update(_cache_marks(body))
+    return MessagesRequest(request, body["model"], target, fields)
 
 
 def provider_extras(
@@ -150,8 +153,8 @@ def provider_extras(
     for model, provider, provider_type in providers:
         if provider_type not in ANTHROPIC_BODY_TYPES:
             continue
-        for key, value in call.anthropic_fields.items():
-            bodies.append(BodyPatch(f"/{key}", value, model_name=model, provider_name=provider))
+        for pointer, value in call.anthropic_fields.items():
+            bodies.append(BodyPatch(pointer, value, model_name=model, provider_name=provider))
         if beta:
             headers.append(HeaderPatch("anthropic-beta", beta, model_name=model, provider_name=provider))
     return tuple(bodies), tuple(headers)
@@ -313,13 +316,27 @@ def _anthropic_fields(body: Mapping[str, Any]) -> dict[str, Json]:
         budget = thinking.get("budget_tokens")
         if thinking["type"] == "enabled" and (not _is_int(budget) or budget < 1):
             raise InvalidRequest.at("thinking.budget_tokens", "required: a positive integer")
-        fields["thinking"] = thinking
+        fields["/thinking"] = thinking
     top_k = body.get("top_k")
     if top_k is not None:
         if not _is_int(top_k) or top_k < 0:
             raise InvalidRequest.at("top_k", "expected a non-negative integer")
-        fields["top_k"] = top_k
+        fields["/top_k"] = top_k
     return fields
+
+
+def _cache_marks(body: Mapping[str, Any]) -> dict[str, Json]:
+    """The client's prompt-cache breakpoints (`cache_control`) on its system blocks and tools, where the provider's
+    body holds them at the same place: the system as the client's text blocks, each tool by its index."""
+    marks: dict[str, Json] = {}
+    system = body.get("system")
+    if isinstance(system, list) and any("cache_control" in block for block in system):
+        keep = ("type", "text", "cache_control")
+        marks["/system"] = [{k: block[k] for k in keep if k in block} for block in system]
+    for i, tool in enumerate(body.get("tools") or ()):
+        if tool.get("cache_control") is not None:
+            marks[f"/tools/{i}/cache_control"] = tool["cache_control"]
+    return marks
 
 
 # ---- small readers, each naming its field ----------------------------------------------------------------------

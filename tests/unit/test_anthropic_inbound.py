@@ -253,8 +253,24 @@ def test_a_full_request_becomes_the_engines_request(config: Config) -> None:
         ToolCall("toolu_1", "weather", '{"city":"Oslo"}'),
     )
     assert results.content == (ToolResult("toolu_1", "weather", "sunny\n12C"), File(mime_type="image/png", data="BBBB"))
-    assert call.anthropic_fields == {"thinking": {"type": "enabled", "budget_tokens": 2048}, "top_k": 40}
+    # A function's system and tools are its own (templates, config tools): the client's cache marks stay behind.
+    assert call.anthropic_fields == {"/thinking": {"type": "enabled", "budget_tokens": 2048}, "/top_k": 40}
     assert call.model == "claude-haiku-4-5" and call.target == InboundTarget("function_name", "assistant")
+
+
+def test_a_models_cache_marks_on_system_and_tools_go_to_anthropic_bodied_providers(config: Config) -> None:
+    mark = {"type": "ephemeral"}
+    tools = [{"name": f"t{i}", "input_schema": {"type": "object"}} for i in range(3)]
+    tools[2]["cache_control"] = mark
+    call = parse_messages_request(
+        body(system=[{"type": "text", "text": "a"}, {"type": "text", "text": "b", "cache_control": mark}], tools=tools),
+        config,
+    )
+    assert call.anthropic_fields == {
+        "/system": [{"type": "text", "text": "a"}, {"type": "text", "text": "b", "cache_control": mark}],
+        "/tools/2/cache_control": mark,
+    }
+    assert parse_messages_request(body(system=[{"type": "text", "text": "a"}]), config).anthropic_fields == {}
 
 
 def test_a_model_request_drops_a_variant_name(config: Config) -> None:
