@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import struct
 import tempfile
 import time
 import uuid
@@ -46,6 +47,7 @@ from lsd.types import Input, Message, Text
 FUNCTION, VARIANT = "bench", "dicl"
 K = 5
 PER_CLUSTER = 50
+FLOAT4_OID = 700
 BEST_OF_N_CONFIG = """
 [models.echo]
 routing = ["dummy"]
@@ -87,12 +89,20 @@ class Settings:
 def sketches(vectors: np.ndarray) -> list[str]:
     """lsd.store.dicl.sketch of each row, vectorised (checked against it on the first rows)."""
     n, d = vectors.shape
+    size = 1
+    while size < d:
+        size *= 2
     index = np.arange(d, dtype=np.int64)
     signs = np.where((index * 2654435761 >> 13) & 1, 1.0, -1.0)
-    buckets = np.zeros((n, SKETCH_BITS))
-    np.add.at(buckets.T, index % SKETCH_BITS, (vectors * signs).T)
-    bits = buckets > 0
-    out = ["".join("1" if b else "0" for b in row) for row in bits]
+    a = np.zeros((n, size))
+    a[:, :d] = vectors.astype(np.float64) * signs
+    step = 1
+    while step < size:
+        evens, odds = a[:, 0::2], a[:, 1::2]
+        a = np.concatenate([evens + odds, evens - odds], axis=1)
+        step *= 2
+    bits = a[:, :SKETCH_BITS] > 0
+    out = ["".join("1" if b else "0" for b in row).ljust(SKETCH_BITS, "0") for row in bits]
     for row in range(min(n, 3)):
         assert out[row] == sketch(vectors[row].tolist()), "bench sketch differs from lsd.store.dicl.sketch"
     return out
@@ -105,29 +115,48 @@ def clustered(rng: np.random.Generator, count: int, dimensions: int) -> np.ndarr
     return result.astype(np.float32)
 
 
+def binary_arrays(vectors: np.ndarray) -> list[bytes]:
+    """Each row as PostgreSQL's binary real[] (COPY BINARY): header, then (length 4, big-endian float4) per element."""
+    n, d = vectors.shape
+    header = struct.pack(">iiiii", 1, 0, FLOAT4_OID, d, 1)
+    cells = np.empty((n, d), dtype=[("length", ">i4"), ("value", ">f4")])
+    cells["length"] = 4
+    cells["value"] = vectors
+    return [header + row.tobytes() for row in cells]
+
+
+def binary_bits(text: str) -> bytes:
+    """A bit string as PostgreSQL's binary bit(n): the length in bits, then the bits, first bit highest."""
+    return struct.pack(">i", len(text)) + np.packbits(np.array([c == "1" for c in text])).tobytes()
+
+
 def load(url: str, vectors: np.ndarray, start: int) -> float:
-    """COPY the examples (inputs and outputs numbered from `start`); returns the seconds it took."""
+    """COPY (binary) the examples (inputs and outputs numbered from `start`); returns the seconds it took."""
     started = time.perf_counter()
     now = datetime.now(UTC)
     columns = "id, function_name, variant_name, input, output, embedding, sketch, created_at"
     with psycopg.connect(url) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY dicl_examples ({columns}) FROM STDIN") as copy:
-            copy.set_types(["uuid", "text", "text", "jsonb", "jsonb", "float4[]", "text", "timestamptz"])
-            for i, (vector, bits) in enumerate(zip(vectors.tolist(), sketches(vectors), strict=True)):
-                n = start + i
-                message = {"role": "user", "content": [{"type": "text", "text": f"question {n}"}]}
-                copy.write_row(
-                    (
-                        uuid.uuid4(),
-                        FUNCTION,
-                        VARIANT,
-                        Jsonb({"messages": [message]}),
-                        Jsonb([{"type": "text", "text": f"answer {n}"}]),
-                        vector,
-                        bits,
-                        now,
+        for chunk in range(0, len(vectors), 5_000):
+            part = vectors[chunk : chunk + 5_000]
+            with cur.copy(f"COPY dicl_examples ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                # The array and bit columns go as their binary wire format, passed through as bytea.
+                copy.set_types(["uuid", "text", "text", "jsonb", "jsonb", "bytea", "bytea", "timestamptz"])
+                for i, (array, bits) in enumerate(zip(binary_arrays(part), sketches(part), strict=True)):
+                    n = start + chunk + i
+                    message = {"role": "user", "content": [{"type": "text", "text": f"question {n}"}]}
+                    copy.write_row(
+                        (
+                            uuid.uuid4(),
+                            FUNCTION,
+                            VARIANT,
+                            Jsonb({"messages": [message]}),
+                            Jsonb([{"type": "text", "text": f"answer {n}"}]),
+                            array,
+                            binary_bits(bits),
+                            now,
+                        )
                     )
-                )
+        conn.commit()
         conn.execute("ANALYZE dicl_examples")
     return time.perf_counter() - started
 
@@ -143,7 +172,9 @@ def exact(conn: psycopg.Connection[Any], query: Sequence[float], k: int) -> list
 
 def lookups(url: str, stored: np.ndarray, settings: Settings, rng: np.random.Generator) -> dict[str, Any]:
     picks = rng.integers(0, len(stored), settings.queries)
-    noise = 0.1 * rng.standard_normal((settings.queries, stored.shape[1])).astype(np.float32)
+    # A query is a stored example moved by a tenth of its length (its cluster's other examples are farther).
+    noise = (0.1 / np.sqrt(stored.shape[1])) * rng.standard_normal((settings.queries, stored.shape[1]))
+    noise = noise.astype(np.float32)
     queries = (stored[picks] + noise).tolist()
     times_ms: list[float] = []
     found: list[list[str]] = []
@@ -267,12 +298,14 @@ def main() -> None:
     p.add_argument("--dimensions", type=int, default=1536)
     p.add_argument("--queries", type=int, default=50)
     p.add_argument("--requests", type=int, default=2_000)
+    p.add_argument("--exact-queries", type=int, default=5, help="exact full scans for the recall (slow at 100k)")
     args = p.parse_args()
     settings = Settings(
         sizes=tuple(int(s) for s in args.sizes.split(",")),
         dimensions=args.dimensions,
         queries=args.queries,
         requests=args.requests,
+        exact_queries=args.exact_queries,
     )
     workdir = Path(tempfile.mkdtemp(prefix="lsd-bench-"))
     cluster = Cluster(workdir / "postgres")

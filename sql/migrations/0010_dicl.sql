@@ -2,10 +2,10 @@
 -- (docs/experiments.md). Plain PostgreSQL: no extension needed.
 --
 -- Each example is an input and the output to imitate, with the input's embedding (by the variant's
--- `embedding_model`) stored at unit length, so cosine distance is 1 - the dot product. `sketch` holds the signs
--- of 256 fixed sparse random projections of the embedding (lsd.store.dicl.sketch): the nearest-neighbour query
--- first keeps the examples whose sketches are nearest in Hamming distance (bit_count of the XOR, cheap on
--- every row), then ranks those by exact cosine distance. Under 1,000 examples of a variant every one is ranked.
+-- `embedding_model`) stored at unit length, so cosine distance is 1 - the dot product. `sketch` holds the signs of
+-- 256 orthogonal ±1 projections of the embedding (lsd.store.dicl.sketch): the nearest-neighbour query first keeps
+-- the examples whose sketches are nearest in Hamming distance (bit_count of the XOR, cheap on every row, no vector
+-- read), then ranks those by exact cosine distance. Under 100 examples of a variant every one is ranked.
 
 CREATE TABLE dicl_examples (
     id uuid PRIMARY KEY,                -- UUIDv7

@@ -23,6 +23,7 @@ def test_every_config_key_is_documented() -> None:
         ROOT / "lsd" / "config" / "ratelimit.py",
         ROOT / "lsd" / "config" / "telemetry.py",
         ROOT / "lsd" / "config" / "experimentation.py",
+        ROOT / "lsd" / "config" / "variant_types.py",
         ROOT / "lsd" / "config" / "tensorzero.py",
         *sorted((ROOT / "lsd" / "providers").rglob("*.py")),
     ]
