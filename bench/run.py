@@ -23,7 +23,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import auth, bigctx, console, front_door, gateway, gateway_report, pinning, report, scale, streams, writer
+from bench import (
+    auth,
+    bigctx,
+    console,
+    front_door,
+    gateway,
+    gateway_report,
+    pinning,
+    plots,
+    report,
+    scale,
+    streams,
+    writer,
+)
 from bench.children import Children, shielded
 from bench.database import Cluster
 from lsd.store.local import LocalServerError
@@ -233,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         path = report.save(results)
         print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+        for png in plots.write_beside(results, path):  # matplotlib (dev extra) absent: no plots
+            print(f"plot: {png}")
     print(f"elapsed: {results['elapsed_s']:.0f} s")
     return code
 
