@@ -182,11 +182,13 @@ def drive(
     server_cpu: Callable[[], float],
     postgres_cpu: Callable[[], float],
     script_dir: Path,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The load on one target: closed-loop warm-up and run, then each fixed rate, plain and streaming.
 
     `server_cpu` and `postgres_cpu` give the CPU seconds the target's and PostgreSQL's process trees have used
-    so far; `roots` the processes that are ours for the "other processes' CPU" share."""
+    so far; `roots` the processes that are ours for the "other processes' CPU" share; `headers` go with every
+    request (bench.peers: LiteLLM's master key)."""
     body, stream_body = bodies(name)
     warm = closed_loop(
         url,
@@ -195,6 +197,7 @@ def drive(
         duration_s=settings.warmup_s,
         script_dir=script_dir,
         cpus=settings.wrk_prefix,
+        headers=headers,
     )
     _settle(roots, settings.quiet_wait_s)
     with CpuMeter(roots) as closed_cpu:
@@ -205,6 +208,7 @@ def drive(
             duration_s=settings.duration_s,
             script_dir=script_dir,
             cpus=settings.wrk_prefix,
+            headers=headers,
         )
     _print_run("closed loop", closed, closed_cpu.share)
     backlog = writer_backlog(url) if name.startswith("lsd") else None
@@ -236,6 +240,7 @@ def drive(
                     duration_s=settings.rate_duration_s,
                     warmup_s=settings.rate_warmup_s,
                     stream=stream,
+                    headers=headers,
                 )
             )
         # CPU per answered request over the whole open-loop run (warm-up included): robust to other processes.

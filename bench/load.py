@@ -193,7 +193,14 @@ def closed_loop(
 
 
 async def open_loop(
-    url: str, body: bytes, *, rate: float, duration_s: float, warmup_s: float, stream: bool = False
+    url: str,
+    body: bytes,
+    *,
+    rate: float,
+    duration_s: float,
+    warmup_s: float,
+    stream: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
     """Request i is due at start + i / rate, whether or not earlier ones have been answered.
 
@@ -218,7 +225,7 @@ async def open_loop(
     connector = aiohttp.TCPConnector(limit=512)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, headers={"Content-Type": "application/json"}
+        connector=connector, timeout=timeout, headers={"Content-Type": "application/json", **(headers or {})}
     ) as session:
 
         async def one(due: float, measured: bool) -> None:
