@@ -9,6 +9,7 @@ body, so other providers never see them. Every error names its field (`messages[
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeGuard, TypeVar
 
@@ -25,6 +26,7 @@ from lsd.inference.request import (
     parse_header_patch,
     parse_uuid,
 )
+from lsd.providers.anthropic.wire import build_messages
 from lsd.types import (
     BodyPatch,
     ContentBlock,
@@ -139,7 +141,7 @@ def parse_messages_request(body: Any, config: Config) -> MessagesRequest:
     )
     fields = _anthropic_fields(body)
     if target.kind == "model_name":  # no templates, no config tools: the provider's system and tools are the client's
-        fields.update(_cache_marks(body))
+        fields.update(_cache_marks(body, request.input.messages))
     return MessagesRequest(request, body["model"], target, fields)
 
 
@@ -325,10 +327,19 @@ def _anthropic_fields(body: Mapping[str, Any]) -> dict[str, Json]:
     return fields
 
 
-def _cache_marks(body: Mapping[str, Any]) -> dict[str, Json]:
-    """The client's prompt-cache breakpoints (`cache_control`) on its system blocks and tools, where the provider's
-    body holds them at the same place: the system as the client's text blocks, each tool by its index."""
+def _cache_marks(body: Mapping[str, Any], messages: tuple[Message, ...]) -> dict[str, Json]:
+    """The client's prompt-cache breakpoints (`cache_control`) where the provider's body holds the same content: on
+    its system blocks (the system then goes as the client's text blocks), on each tool by its index, and one on the
+    last message's last block when the client marked a block of its last message (the provider's messages are built
+    by the Anthropic wire's own `build_messages`, which merges and reorders blocks, so that is where it lands)."""
     marks: dict[str, Json] = {}
+    last = body["messages"][-1].get("content")
+    mark = next((b["cache_control"] for b in last if b.get("cache_control")), None) if isinstance(last, list) else None
+    if mark is not None:
+        with contextlib.suppress(InvalidRequest):  # what the provider cannot take, it refuses itself
+            built = build_messages(messages)
+            if built and built[-1]["content"]:
+                marks[f"/messages/{len(built) - 1}/content/{len(built[-1]['content']) - 1}/cache_control"] = mark
     system = body.get("system")
     if isinstance(system, list) and any("cache_control" in block for block in system):
         keep = ("type", "text", "cache_control")

@@ -454,8 +454,11 @@ async def test_a_claude_code_shaped_request_through_the_beta_client(
         claude.last.headers["anthropic-beta"]
         == "interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"
     )
-    sent = claude.last.json  # the breakpoints on system blocks and tools reach Anthropic; those on messages do not
+    sent = claude.last.json  # the cache breakpoints reach Anthropic
     assert sent["system"] == [{"type": "text", "text": "You are a coding agent.", "cache_control": ephemeral}]
-    assert sent["tools"][0]["cache_control"] == ephemeral and "cache_control" not in str(sent["messages"])
+    assert sent["tools"][0]["cache_control"] == ephemeral
+    assert sent["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "hello agent", "cache_control": ephemeral}]}
+    ]
     (tags,) = row(db_url, "SELECT tags FROM chat_inferences WHERE id = %s", inference_id(final.id))
     assert tags["user_id"] == "user_abc_session_1"

@@ -271,6 +271,21 @@ def test_a_models_cache_marks_on_system_and_tools_go_to_anthropic_bodied_provide
         "/tools/2/cache_control": mark,
     }
     assert parse_messages_request(body(system=[{"type": "text", "text": "a"}]), config).anthropic_fields == {}
+    # A mark on the last message lands on the last block of the last message Anthropic is sent (tool results first).
+    conversation = [
+        {"role": "user", "content": [{"type": "text", "text": "q", "cache_control": mark}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "t0", "input": {}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "and", "cache_control": mark},
+                {"type": "tool_result", "tool_use_id": "t", "content": "r"},
+            ],
+        },
+    ]
+    marked = parse_messages_request(body(messages=conversation), config).anthropic_fields
+    assert marked == {"/messages/2/content/1/cache_control": mark}
+    assert parse_messages_request(body(messages=conversation[:2]), config).anthropic_fields == {}  # not the last
 
 
 def test_a_model_request_drops_a_variant_name(config: Config) -> None:
