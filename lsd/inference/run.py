@@ -217,7 +217,7 @@ class Engine:
         for variant, model, backoff_s in tries(
             p.function, p.episode_id, r.variant_name, self.models, allocation, namespace, p.episode_variant
         ):
-            if stream and variant.type != "chat_completion":
+            if stream and variant.type not in ("chat_completion", "dicl"):
                 raise InvalidRequest.at(
                     "stream", f"variant {variant.name!r} is a {variant.type} variant, which LSD does not stream yet"
                 )

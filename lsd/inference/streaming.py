@@ -42,6 +42,7 @@ from lsd.inference.routing import (
 )
 from lsd.inference.run import ChatStep, Engine, Prepared
 from lsd.inference.tools import ToolParams
+from lsd.inference.variant_types.runs import VariantRuns, has_other_types
 from lsd.providers.base import CallContext, Provider
 from lsd.providers.cost import Pricing
 from lsd.providers.http import HttpProvider
@@ -361,11 +362,16 @@ def early_cost(provider: Provider, usage: Usage) -> float | None:
     return None
 
 
-def _opener(cache: Cache | None) -> Callable[[ChatStep, Provider, CallContext], Awaitable[Opened]]:
+def _opener(
+    cache: Cache | None, runs: VariantRuns | None = None
+) -> Callable[[ChatStep, Provider, CallContext], Awaitable[Opened]]:
     """The call `route` makes for a stream: answer from the cache when it holds this request (replayed as chunks),
-    else start the provider's stream and wait for its first chunk."""
+    else start the provider's stream and wait for its first chunk. A dicl variant's request is the one `runs`
+    prepared (with its examples)."""
 
     async def open_stream(step: ChatStep, provider: Provider, ctx: CallContext) -> Opened:
+        if runs is not None:
+            step = replace(step, request=runs.request(step))
         key = cache_key(provider, step.request, ctx) if cache is not None else None
         if cache is not None and key is not None and cache.options.read:
             hit = await cache.get(key)
@@ -415,14 +421,19 @@ async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceSt
     reservation = await engine.admit(p)
     attempts: list[Attempt] = []
     cache = Cache(engine.database, request.cache) if engine.database and request.cache.enabled != "off" else None
+    ctx = engine.call_context(request)
+    runs = VariantRuns(engine, p, tools, attempts, ctx) if has_other_types(p.function) else None
     try:
         routed = await route(
-            engine.plan(p, tools, stream=True), STREAMING_TTFT, _opener(cache), engine.call_context(request), attempts
-        )
+            engine.plan(p, tools, stream=True), STREAMING_TTFT, _opener(cache, runs), ctx, attempts,
+            runs.before if runs else None,
+        )  # fmt: skip
     except AllAttemptsFailed:
         engine.finisher.finish_now(p.done(attempts, reservation, stream=True, error="all attempts failed"))
         raise
     except asyncio.CancelledError:  # cut before the first chunk: route recorded the abandoned call
         engine.finisher.finish_now(p.done(attempts, reservation, stream=True, error=ABANDONED))
         raise
+    if runs is not None:  # the rows record what was sent (a dicl variant's examples included)
+        routed.step = replace(routed.step, request=runs.request(routed.step))
     return InferenceStream(engine, p, routed, tools, attempts, reservation, cache)

@@ -316,6 +316,21 @@ async def test_dicl_puts_the_k_nearest_stored_examples_in_the_request(
     )
     assert len(rendered["messages"]) == 5
 
+    # Streamed, the same examples go to the provider (a dicl variant streams; the other types do not yet).
+    body = {
+        "function_name": "write",
+        "variant_name": "similar",
+        "stream": True,
+        "input": {"messages": [{"role": "user", "content": "what is two plus two"}]},
+    }
+    async with client.stream("POST", "/inference", json=body) as r:
+        assert r.status_code == 200
+        events = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    streamed = chats(fake)[-1]
+    assert streamed["stream"] is True
+    assert [m["role"] for m in streamed["messages"]] == ["system", "user", "assistant", "user", "assistant", "user"]
+
 
 async def test_lsd_dicl_load_and_add_store_embedded_examples_once(
     client: httpx.AsyncClient, fake: FakeOpenAI, database_url: str, tmp_path: Path
