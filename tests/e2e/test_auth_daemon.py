@@ -115,7 +115,10 @@ async def _burst(daemons: list[Daemon], total: int) -> tuple[int, int, float]:
 
 @pytest.mark.parametrize("lease", [0.0, 0.05])
 def test_three_replicas_hold_a_shared_limit(replicas: Start, lease: float) -> None:
+    # A long acquire timeout: on a loaded machine a 2 s wait for a pool connection would fail the limiter open
+    # (fail_open = true, docs/rate-limiting.md), which is the outage policy, not what this test is about.
     rule = (
+        "[gateway.database]\nacquire_timeout_s = 60\n"
         f"[rate_limiting]\nlease = {lease}\nlease_ttl_ms = 60000\n"
         "[[rate_limiting.rules]]\nmodel_inferences_per_minute = 100\nalways = true\n"
     )
