@@ -37,7 +37,10 @@ def page(handler: Handler) -> Callable[[Request[Any]], Awaitable[Response]]:
     async def endpoint(request: Request[Any]) -> Response:
         if not services(request).config.gateway.ui.enabled:
             raise HTTPException(404)
-        viewer = await access.viewer(request)
+        try:
+            viewer = await access.viewer(request)
+        except LsdError as exc:  # PostgreSQL cannot answer the session lookup (503)
+            return error_page(request, access.anonymous(request), exc)
         if viewer is None:
             if request.method != "GET":
                 return render(request, "error.html", access.anonymous(request), 401, message=access.REFUSED)
