@@ -49,6 +49,7 @@ def config(openai: FakeOpenAI, tmp: Path) -> str:
         + model("broken", "error-500", openai)
         + model("judge", "choose-1", openai)
         + model("thinker", "cot", openai)
+        + model("slow", "slow-3000", openai)
         + f"""
 [gateway.observability]
 async_writes = false
@@ -78,6 +79,15 @@ model = "broken"
 type = "experimental_best_of_n_sampling"
 candidates = ["a", "failing", "b"]
 [functions.write.variants.best.evaluator]
+model = "judge"
+[functions.write.variants.slowpoke]
+type = "chat_completion"
+model = "slow"
+[functions.write.variants.hasty]
+type = "experimental_best_of_n_sampling"
+candidates = ["a", "slowpoke"]
+timeout_s = 0.5
+[functions.write.variants.hasty.evaluator]
 model = "judge"
 [functions.write.variants.mix]
 type = "experimental_mixture_of_n"
@@ -207,6 +217,19 @@ async def test_best_of_n_with_every_candidate_failing_is_a_provider_error_naming
     )
     assert r.status_code >= 500, r.text
     assert not any(b["model"] == "choose-1" for b in chats(fake))  # no candidate: the evaluator is never called
+
+
+async def test_best_of_n_leaves_out_a_candidate_still_running_at_timeout_s(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    answer = await infer(client, "write", "hasty")
+    assert answer["content"] == [{"type": "text", "text": "echo: from a: hello"}]
+    found = rows(
+        database_url,
+        "SELECT variant_name, status, error_kind FROM model_inferences WHERE inference_id = %s ORDER BY variant_name",
+        answer["inference_id"],
+    )
+    assert found == [("a", "ok", None), ("hasty", "ok", None), ("slowpoke", "error", "timeout")]
 
 
 async def test_mixture_of_n_answers_with_the_fusers_answer_built_from_every_candidate(
