@@ -22,6 +22,7 @@ from lsd.config.loader import parse
 from lsd.config.model import Config
 from lsd.errors import (
     AllAttemptsFailed,
+    ConfigError,
     InvalidRequest,
     LsdError,
     RateLimited,
@@ -104,6 +105,23 @@ def test_unknown_or_malformed_models_name_the_model_field(config: Config, model:
         resolve_model(model, config)
     assert info.value.field == "model"
     assert error_object(info.value)["error"]["message"].startswith("model:")
+
+
+def test_inbound_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(
+            CONFIG.replace('"claude-sonnet-4-5" = "claude"', '"claude-x" = "nope"\n"y" = "lsd::function_name::g"')
+            + '"z" = 3\n"w" = "lsd::model_name::"\n[inbound.openai]\n',
+            base_dir=Path("."),
+        )
+    assert sorted(info.value.errors) == [
+        "inbound.anthropic.models.claude-x: unknown model 'nope': define [models.nope] or use a shorthand",
+        "inbound.anthropic.models.w: expected `lsd::function_name::F`, `lsd::model_name::M` or a model name, "
+        "got 'lsd::model_name::'",
+        "inbound.anthropic.models.y: unknown function 'g': define [functions.g]",
+        "inbound.anthropic.models.z: expected a string, got int",
+        "inbound.openai: unknown key",
+    ]
 
 
 # ---- request parsing ---------------------------------------------------------------------------------------
