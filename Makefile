@@ -55,13 +55,14 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || echo "wrk not found (apt-get install -y wrk): closed loops fall back to aiohttp"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-## make bench-peers: the same gateway load on LiteLLM's proxy, installed into its own venv on first use.
+## make bench-peers: the same gateway load on LiteLLM's proxy, without a database and with its PostgreSQL spend
+## logs (prisma: LiteLLM's database client), installed into its own venv on first use.
 PEERS_VENV ?= .bench-peers/venv
 bench-peers: $(STAMP)
-	@test -x $(PEERS_VENV)/bin/litellm || { \
-		echo "installing litellm[proxy] into $(PEERS_VENV) (a few minutes)"; \
-		$(PYTHON) -m venv $(PEERS_VENV) && $(PEERS_VENV)/bin/python -m pip install -q 'litellm[proxy]'; \
-	} || { echo "could not install litellm[proxy] into $(PEERS_VENV)"; exit 1; }
+	@{ test -x $(PEERS_VENV)/bin/litellm && $(PEERS_VENV)/bin/python -c 'import prisma' 2>/dev/null; } || { \
+		echo "installing litellm[proxy] and prisma into $(PEERS_VENV) (a few minutes)"; \
+		$(PYTHON) -m venv $(PEERS_VENV) && $(PEERS_VENV)/bin/python -m pip install -q 'litellm[proxy]' prisma; \
+	} || { echo "could not install litellm[proxy] and prisma into $(PEERS_VENV)"; exit 1; }
 	$(BIN)/python -m bench.peers --litellm $(PEERS_VENV)/bin/litellm $(BENCH_ARGS)
 
 clean:
