@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 import anthropic
+import httpx
 import psycopg
 import pytest
 from anthropic import AsyncAnthropic
@@ -462,3 +463,24 @@ async def test_a_claude_code_shaped_request_through_the_beta_client(
     ]
     (tags,) = row(db_url, "SELECT tags FROM chat_inferences WHERE id = %s", inference_id(final.id))
     assert tags["user_id"] == "user_abc_session_1"
+
+
+async def test_tensorzero_and_openai_answers_carry_the_cache_counts_too(daemon: Daemon) -> None:
+    """The same provider answer through POST /inference and /openai/v1/chat/completions (TensorZero's keys)."""
+    async with httpx.AsyncClient(base_url=daemon.base_url) as http:
+        native = await http.post(
+            "/inference",
+            json={"model_name": "claude", "input": {"messages": [{"role": "user", "content": "cached prompt here"}]}},
+        )
+        chat = await http.post(
+            "/openai/v1/chat/completions",
+            json={"model": "lsd::model_name::claude", "messages": [{"role": "user", "content": "cached prompt here"}]},
+        )
+    usage = native.json()["usage"]
+    total = 3 + CACHE_READ + CACHE_WRITE
+    assert (usage["input_tokens"], usage["provider_cache_read_input_tokens"]) == (total, CACHE_READ)
+    assert usage["provider_cache_write_input_tokens"] == CACHE_WRITE and usage["cost"] > 0
+    openai_usage = chat.json()["usage"]
+    assert openai_usage["prompt_tokens"] == total
+    assert openai_usage["prompt_tokens_details"] == {"cached_tokens": CACHE_READ}
+    assert openai_usage["tensorzero_provider_cache_write_input_tokens"] == CACHE_WRITE
