@@ -231,12 +231,20 @@ def inference_records(row: InferenceRow) -> list[Record]:
         data["original_response"], data["original_response_is_raw"] = None, True
     else:
         data["original_response"] = None
+    # Nothing of its own to hold (both copies rebuilt, no extra_body/extra_headers): no data row at all, which the
+    # view inference_payloads reads as both flags set.
+    empty = (
+        row.extra_body is None
+        and row.extra_headers is None
+        and data["rendered_input"] is None
+        and data.get("rendered_input_is_input", False)
+        and data.get("original_response_is_raw", False)
+    )
     if row.function_type == "json":
-        return [
-            JsonInferenceRecord(output_schema=dict(row.output_schema) if row.output_schema else None, **common),
-            JsonInferenceDataRecord(**data),
-        ]
-    return [ChatInferenceRecord(tool_params=row.tool_params, **common), ChatInferenceDataRecord(**data)]
+        json_row = JsonInferenceRecord(output_schema=dict(row.output_schema) if row.output_schema else None, **common)
+        return [json_row] if empty else [json_row, JsonInferenceDataRecord(**data)]
+    chat_row = ChatInferenceRecord(tool_params=row.tool_params, **common)
+    return [chat_row] if empty else [chat_row, ChatInferenceDataRecord(**data)]
 
 
 # -- payload references (0012_payload_once.sql) ------------------------------------------------------------------

@@ -14,6 +14,7 @@
 --   U+E001 <i|o><path> U+E001, e.g. U+E001 'imessages,0,content,0,text' U+E001: the text at that path of
 --   chat/json_inferences.input (i) or .output (o), JSON-escaped as PostgreSQL's to_json (and orjson) escape it.
 --
+-- When a data row would hold nothing else (no extra_body, extra_headers), it is not written at all.
 -- Rows written before keep the flags false and their copies: nothing to migrate, every row stays readable.
 -- Read these payloads through the views inference_payloads and model_inference_payloads, which rebuild them.
 
@@ -87,25 +88,24 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
 $$;
 
 -- Every chat and json inference's payloads as they were before this version: the one place that rebuilds a copy
--- left out (lsd.store.payloads reads it; so can your own SQL). original_response holds text as stored (U+0000
--- escaped, see lsd/store/escaping.py), like the column.
+-- left out (lsd.store.payloads reads it; so can your own SQL). An inference without a data row (the gateway writes
+-- none when both copies are left out and there is no extra_body or extra_headers) reads as both flags set.
+-- original_response holds text as stored (U+0000 escaped, see lsd/store/escaping.py), like the column.
 CREATE VIEW inference_payloads AS
-SELECT 'chat'::text AS kind, d.inference_id, d.created_at,
-       CASE WHEN d.rendered_input_is_input
-            THEN (SELECT jsonb_build_object('system', i.input -> 'system', 'messages', i.input -> 'messages')
-                  FROM chat_inferences i WHERE i.id = d.inference_id)
+SELECT 'chat'::text AS kind, i.id AS inference_id, i.created_at,
+       CASE WHEN d.inference_id IS NULL OR d.rendered_input_is_input
+            THEN jsonb_build_object('system', i.input -> 'system', 'messages', i.input -> 'messages')
             ELSE d.rendered_input END AS rendered_input,
        d.extra_body, d.extra_headers,
-       CASE WHEN d.original_response_is_raw THEN lsd_successful_raw_response(d.inference_id)
+       CASE WHEN d.inference_id IS NULL OR d.original_response_is_raw THEN lsd_successful_raw_response(i.id)
             ELSE d.original_response END AS original_response
-FROM chat_inference_data d
+FROM chat_inferences i LEFT JOIN chat_inference_data d ON d.inference_id = i.id
 UNION ALL
-SELECT 'json'::text AS kind, d.inference_id, d.created_at,
-       CASE WHEN d.rendered_input_is_input
-            THEN (SELECT jsonb_build_object('system', i.input -> 'system', 'messages', i.input -> 'messages')
-                  FROM json_inferences i WHERE i.id = d.inference_id)
+SELECT 'json'::text AS kind, i.id AS inference_id, i.created_at,
+       CASE WHEN d.inference_id IS NULL OR d.rendered_input_is_input
+            THEN jsonb_build_object('system', i.input -> 'system', 'messages', i.input -> 'messages')
             ELSE d.rendered_input END AS rendered_input,
        d.extra_body, d.extra_headers,
-       CASE WHEN d.original_response_is_raw THEN lsd_successful_raw_response(d.inference_id)
+       CASE WHEN d.inference_id IS NULL OR d.original_response_is_raw THEN lsd_successful_raw_response(i.id)
             ELSE d.original_response END AS original_response
-FROM json_inference_data d;
+FROM json_inferences i LEFT JOIN json_inference_data d ON d.inference_id = i.id;

@@ -60,12 +60,13 @@ async def test_chat_function(client: httpx.AsyncClient, database_url: str) -> No
     body = r.json()
     assert set(body) == {"inference_id", "episode_id", "variant_name", "content", "usage", "finish_reason"}
     assert body["usage"] == {"input_tokens": 1, "output_tokens": 2, "cost": None}
-    # async_writes = false: the rows are committed before the response.
+    # async_writes = false: the rows are committed before the response. No chat_inference_data row: its payloads are
+    # the input's and the attempt's own (stored once, docs/schema.md#payloads-stored-once).
     counts = count_rows(database_url)
     assert counts == {
         "chat_inferences": 1,
         "json_inferences": 0,
-        "chat_inference_data": 1,
+        "chat_inference_data": 0,
         "model_inferences": 1,
         "model_inference_data": 1,
     }

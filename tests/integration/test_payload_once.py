@@ -83,15 +83,15 @@ async def client(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.Async
         yield http
 
 
-def stored(database_url: str, table: str, inference_id: UUID) -> tuple[object, ...]:
+def stored(database_url: str, table: str, inference_id: UUID) -> tuple[object, ...] | None:
+    """The inference's data row (copies and flags); None when none was written."""
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             f"SELECT rendered_input, rendered_input_is_input, original_response, original_response_is_raw "
             f"FROM {table} WHERE inference_id = %s",
             (inference_id,),
         ).fetchone()
-    assert row is not None
-    return tuple(row)
+    return None if row is None else tuple(row)
 
 
 async def payloads_of(database_url: str, inference_id: UUID) -> tuple[object, str | None]:
@@ -114,10 +114,26 @@ async def test_an_untemplated_prompt_and_its_answer_are_stored_once(
     assert r.status_code == 200, r.text
     inference_id = UUID(r.json()["inference_id"])
     original = r.json()["original_response"]
-    # Neither copy is stored: the flags say where each lives.
-    assert stored(database_url, "chat_inference_data", inference_id) == (None, True, None, True)
+    # Neither copy is stored, and with nothing else to hold there is no data row at all...
+    assert stored(database_url, "chat_inference_data", inference_id) is None
     # ... and both read back as they were.
     assert await payloads_of(database_url, inference_id) == ({"system": None, "messages": MESSAGES}, original)
+
+
+async def test_a_data_row_with_extra_body_flags_the_copies_left_out(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    extra_body = [{"variant_name": "a", "pointer": "/temperature", "value": 0.5}]
+    r = await client.post(
+        "/inference",
+        json={"function_name": "chat", "input": {"messages": MESSAGES}, "extra_body": extra_body,
+              "include_original_response": True},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    inference_id = UUID(r.json()["inference_id"])
+    assert stored(database_url, "chat_inference_data", inference_id) == (None, True, None, True)
+    expected = ({"system": None, "messages": MESSAGES}, r.json()["original_response"])
+    assert await payloads_of(database_url, inference_id) == expected
 
 
 async def test_a_json_inference_too(client: httpx.AsyncClient, database_url: str) -> None:
@@ -127,7 +143,7 @@ async def test_a_json_inference_too(client: httpx.AsyncClient, database_url: str
     )
     assert r.status_code == 200, r.text
     inference_id = UUID(r.json()["inference_id"])
-    assert stored(database_url, "json_inference_data", inference_id) == (None, True, None, True)
+    assert stored(database_url, "json_inference_data", inference_id) is None
     rendered, original = await payloads_of(database_url, inference_id)
     assert rendered == {"system": "Be brief.", "messages": MESSAGES}
     assert original is not None and json.loads(original)
@@ -140,7 +156,9 @@ async def test_a_rendered_template_is_stored(client: httpx.AsyncClient, database
     )
     assert r.status_code == 200, r.text
     inference_id = UUID(r.json()["inference_id"])
-    rendered, is_input, _, _ = stored(database_url, "chat_inference_data", inference_id)
+    data = stored(database_url, "chat_inference_data", inference_id)
+    assert data is not None
+    rendered, is_input, _, _ = data
     assert is_input is False
     assert rendered == {"system": "You help Ada.", "messages": MESSAGES}
     assert (await payloads_of(database_url, inference_id))[0] == rendered
