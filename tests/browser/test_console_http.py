@@ -3,6 +3,7 @@ in it, human feedback through the form, the CSRF and role refusals, sign-in with
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from lsd.auth import new_key
 from lsd.config import parse
 from lsd.store import keys
 from tests.browser.console_data import AUTH, CONFIG, Traffic, send_traffic
+from tests.support.gateway import run_lsd
 from tests.support.polling import count, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -328,3 +330,16 @@ def test_evaluation_dataset_and_batch_pages_with_data(
     dataset = client.get("/ui/datasets/golden").text
     assert "a gateway" in dataset and "first" in dataset
     assert client.get("/ui/batches/01890000-0000-7000-8000-000000000000").status_code == 404
+
+
+def test_keys_cli_gives_a_console_role(database_url: str) -> None:
+    made = run_lsd(
+        "keys", "create", "--description", "ops", "--console-role", "admin", env={"LSD_DATABASE_URL": database_url}
+    )
+    assert made.returncode == 0, made.stderr
+    public_id = made.stdout.strip().split("-")[2]
+    listed = run_lsd("keys", "list", "--json", env={"LSD_DATABASE_URL": database_url})
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["console_role"] for r in rows if r["public_id"] == public_id] == ["admin"]
+    refused = run_lsd("keys", "create", "--console-role", "owner", env={"LSD_DATABASE_URL": database_url})
+    assert refused.returncode == 2 and "owner" in refused.stderr
