@@ -343,3 +343,13 @@ def test_keys_cli_gives_a_console_role(database_url: str) -> None:
     assert [r["console_role"] for r in rows if r["public_id"] == public_id] == ["admin"]
     refused = run_lsd("keys", "create", "--console-role", "owner", env={"LSD_DATABASE_URL": database_url})
     assert refused.returncode == 2 and "owner" in refused.stderr
+
+
+def test_ui_without_a_slash_and_unknown_console_paths(database_url: str) -> None:
+    with client_for(CONFIG + AUTH, database_url) as client:
+        bare = client.get("/ui")
+        assert bare.status_code in (307, 308) and bare.headers["location"].endswith("/ui/")
+        assert client.get("/ui/").status_code == 303  # to sign in
+        assert client.get("/ui/static/console.css").status_code == 200
+        assert client.get("/ui/no-such-page").status_code == 404
+        assert client.get("/no-such-route").status_code == 401  # outside /ui the API's rule stands
