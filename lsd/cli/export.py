@@ -13,9 +13,10 @@ from lsd.errors import DatabaseUnavailable, InvalidRequest
 from lsd.exits import EXIT_DATABASE, EXIT_OK, EXIT_USAGE, CommandExit
 from lsd.export import FORMATS, parse_export_request, stream_inferences
 from lsd.startup import database_urls
-from lsd.store.database import Database
+from lsd.store.database import Database, connect_with_retry
 from lsd.store.export import DEFAULT_BATCH_ROWS
 
+CONNECT_TIMEOUT_S = 10.0
 _OPTIONS = {"function_name": "--function", "variant_name": "--variant", "since": "--since", "until": "--until"}
 
 
@@ -59,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
         raise CommandExit(EXIT_USAGE, exc.message.replace(f"{exc.field}:", f"{option}:", 1)) from None
     if args.batch_rows < 1:
         raise CommandExit(EXIT_USAGE, "--batch-rows must be at least 1")
-    database = Database.from_urls(database_urls(), min_size=1, max_size=1)
+    urls = database_urls()
+    # Reachable first (DatabaseUnreachable: exit 3 with PostgreSQL's reason), then the pool the export reads with.
+    with connect_with_retry(urls.read or urls.primary, CONNECT_TIMEOUT_S):
+        pass
+    database = Database.from_urls(urls, min_size=1, max_size=1)
 
     async def export() -> int:
         await database.open()

@@ -248,3 +248,11 @@ async def test_memory_stays_one_batch_whatever_the_rows(database_url: str, datab
     large_peak, large_bytes = await peak("large")
     assert large_bytes > 5 * small_bytes  # eight times the rows written...
     assert large_peak < 2 * small_peak  # ...in about the same memory: one batch of 100
+
+
+def test_cli_usage_errors_name_the_option(database_url: str, tmp_path: Path) -> None:
+    env = {"LSD_DATABASE_URL": database_url}
+    done = run_lsd("export", "inferences", "--since", "yesterday", "--format", "csv", "--out", "-", env=env)
+    assert done.returncode == 2 and "--since: invalid RFC 3339 timestamp" in done.stderr
+    done = run_lsd("export", "inferences", "--format", "xlsx", "--out", str(tmp_path / "x"), env=env)
+    assert done.returncode == 2 and "invalid choice" in done.stderr
