@@ -209,31 +209,41 @@ async def list_inferences(
 ) -> list[StoredRow]:
     """The page of inferences `query` asks for, in its order. Raises InvalidRequest for an unknown metric,
     DatabaseUnavailable when PostgreSQL cannot answer."""
-    async with database.reading("query") as conn, conn.transaction():
+    async with database.reading("query") as conn:
         metrics = await resolve_metrics(conn, query, configured or {})
-        budget = SCAN_BUDGET if _tag_filtered(query) else None
-        statement, params = list_statement(query, metrics, scan_budget=budget)
-        await conn.execute(QUERY_SETTINGS)
-        cur = conn.cursor(row_factory=dict_row)
+        # One round trip for BEGIN, the settings, the statement and COMMIT (pipeline mode); more only for the
+        # second step of a rare tag and for the attempts.
+        async with conn.pipeline(), conn.transaction():
+            return await _run_list(conn, database, query, metrics)
+
+
+async def _run_list(
+    conn: psycopg.AsyncConnection[Any], database: Database, query: ListQuery, metrics: Mapping[str, Metric]
+) -> list[StoredRow]:
+    """One list statement (and the attempts) in the caller's transaction."""
+    budget = SCAN_BUDGET if _tag_filtered(query) else None
+    statement, params = list_statement(query, metrics, scan_budget=budget)
+    await conn.execute(QUERY_SETTINGS)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(statement, params, prepare=database.prepare)
+    found = [_row(r, query.output_source) for r in await cur.fetchall()]
+    if budget is not None and len(found) < query.limit:
+        # The newest rows held too few matches: a rare tag. Read its matches from the tags' GIN index and sort
+        # them, instead of walking the whole history in id order.
+        statement, params = list_statement(query, metrics, sort_matches=True)
+        await conn.execute(MATCHES_BY_INDEX)
         await cur.execute(statement, params, prepare=database.prepare)
         found = [_row(r, query.output_source) for r in await cur.fetchall()]
-        if budget is not None and len(found) < query.limit:
-            # The newest rows held too few matches: a rare tag. Read its matches from the tags' GIN index and sort
-            # them, instead of walking the whole history in id order.
-            statement, params = list_statement(query, metrics, sort_matches=True)
-            await conn.execute(MATCHES_BY_INDEX)
-            await cur.execute(statement, params, prepare=database.prepare)
-            found = [_row(r, query.output_source) for r in await cur.fetchall()]
-        if query.reverse:
-            found.reverse()
-        if query.include_model_inferences and found:
-            text, attempt_params = attempts_statement([r.id for r in found])
-            await cur.execute(text, attempt_params)
-            by_inference: dict[UUID, list[dict[str, Any]]] = {}
-            for attempt in await cur.fetchall():
-                for column in ("error", "raw_request", "raw_response"):  # text as stored (lsd.store.escaping)
-                    attempt[column] = unescape_optional(attempt[column])
-                by_inference.setdefault(attempt["inference_id"], []).append(attempt)
-            for row in found:
-                row.model_inferences.extend(by_inference.get(row.id, []))
+    if query.reverse:
+        found.reverse()
+    if query.include_model_inferences and found:
+        text, attempt_params = attempts_statement([r.id for r in found])
+        await cur.execute(text, attempt_params)
+        by_inference: dict[UUID, list[dict[str, Any]]] = {}
+        for attempt in await cur.fetchall():
+            for column in ("error", "raw_request", "raw_response"):  # text as stored (lsd.store.escaping)
+                attempt[column] = unescape_optional(attempt[column])
+            by_inference.setdefault(attempt["inference_id"], []).append(attempt)
+        for row in found:
+            row.model_inferences.extend(by_inference.get(row.id, []))
     return found
