@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 from starlette.testclient import TestClient
 
@@ -353,3 +354,22 @@ def test_ui_without_a_slash_and_unknown_console_paths(database_url: str) -> None
         assert client.get("/ui/static/console.css").status_code == 200
         assert client.get("/ui/no-such-page").status_code == 404
         assert client.get("/no-such-route").status_code == 401  # outside /ui the API's rule stands
+
+
+def test_least_privilege_daemon_role_signs_in_but_cannot_write_keys(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute((ROOT / "sql" / "roles.sql").read_text().encode())
+    params = conninfo_to_dict(database_url)
+    params["user"] = "lsd_daemon"
+    daemon_url = make_conninfo("", **params)
+    admin_id, admin_key = make_key(database_url, "admin")
+    with client_for(CONFIG + AUTH, daemon_url) as client:
+        token = csrf_of(client.get("/ui/login").text)
+        assert client.post("/ui/login", data={"csrf": token, "key": admin_key, "next": "/ui/keys"}).status_code == 303
+        page = client.get("/ui/keys")
+        assert page.status_code == 200 and admin_id in page.text
+        csrf = csrf_of(page.text)
+        refused = client.post("/ui/keys", data={"csrf": csrf, "description": "x", "console_role": ""})
+        assert refused.status_code == 403 and "lsd keys" in refused.text
+        assert client.post(f"/ui/keys/{admin_id}/disable", data={"csrf": csrf}).status_code == 403
+    assert count(database_url, "SELECT count(*) FROM api_keys") == 1
