@@ -334,15 +334,14 @@ def test_evaluation_dataset_and_batch_pages_with_data(
 
 
 def test_keys_cli_gives_a_console_role(database_url: str) -> None:
-    made = run_lsd(
-        "keys", "create", "--description", "ops", "--console-role", "admin", env={"LSD_DATABASE_URL": database_url}
-    )
+    env = {"LSD_DATABASE_URL": database_url}
+    made = run_lsd("keys", "create", "--description", "ops", "--console-role", "admin", env=env, timeout=180)
     assert made.returncode == 0, made.stderr
     public_id = made.stdout.strip().split("-")[2]
-    listed = run_lsd("keys", "list", "--json", env={"LSD_DATABASE_URL": database_url})
+    listed = run_lsd("keys", "list", "--json", env=env, timeout=180)
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [r["console_role"] for r in rows if r["public_id"] == public_id] == ["admin"]
-    refused = run_lsd("keys", "create", "--console-role", "owner", env={"LSD_DATABASE_URL": database_url})
+    refused = run_lsd("keys", "create", "--console-role", "owner", env=env, timeout=180)
     assert refused.returncode == 2 and "owner" in refused.stderr
 
 
