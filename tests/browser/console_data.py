@@ -75,7 +75,9 @@ def send_traffic(client: httpx.Client, database_url: str) -> Traffic:
     traffic.failing_inference_id = UUID(str(failing["inference_id"]))
     assert eventually(lambda: count(database_url, "SELECT count(*) FROM chat_inferences") == 7, 15)
     for n, inference_id in enumerate(traffic.inference_ids[:3]):
-        response = client.post("/feedback", json={"metric_name": "thumbs", "inference_id": str(inference_id), "value": n != 1})
+        response = client.post(
+            "/feedback", json={"metric_name": "thumbs", "inference_id": str(inference_id), "value": n != 1}
+        )
         assert response.status_code == 200, response.text
     response = client.post(
         "/feedback", json={"metric_name": "score", "inference_id": str(traffic.inference_ids[0]), "value": 0.75}
