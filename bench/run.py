@@ -35,13 +35,14 @@ from bench import (
     report,
     scale,
     streams,
+    variant_types,
     writer,
 )
 from bench.children import Children, shielded
 from bench.database import Cluster
 from lsd.store.local import LocalServerError
 
-PARTS = ("gateway", "writer", "auth", "front-door", "streams", "bigctx", "console", "scale")
+PARTS = ("gateway", "writer", "auth", "front-door", "streams", "bigctx", "console", "scale", "variants")
 
 
 def csv_list(kind: type, choices: tuple[str, ...] | None = None):  # type: ignore[no-untyped-def]
@@ -226,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
                 layout_rows=10_000 if args.quick else 100_000,
             )
             results["scale"] = scale.run(ssettings, cluster)
+        if "variants" in args.parts:  # bench/variant_types.py: dicl lookup at 10k/100k examples, best-of-n overhead
+            vsettings = variant_types.Settings(
+                sizes=(2_000, 10_000) if args.quick else (10_000, 100_000),
+                queries=10 if args.quick else 50,
+                exact_queries=1 if args.quick else 2,
+                requests=200 if args.quick else 2_000,
+            )
+            results["variants"] = variant_types.run(vsettings, cluster)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping every child process and PostgreSQL")
         code = 130
@@ -242,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in lines:
             print(f"- {line}")
     if any(
-        part in results for part in ("gateway", "writer", "auth", "front_door", "streams", "bigctx", "console", "scale")
+        part in results
+        for part in ("gateway", "writer", "auth", "front_door", "streams", "bigctx", "console", "scale", "variants")
     ):
         path = report.save(results)
         print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")

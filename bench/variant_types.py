@@ -109,8 +109,10 @@ def sketches(vectors: np.ndarray) -> list[str]:
 
 
 def clustered(rng: np.random.Generator, count: int, dimensions: int) -> np.ndarray:
+    # Contiguous clusters of PER_CLUSTER: the first 10k rows are 200 whole clusters, as the 100k are 2,000.
     centers = rng.standard_normal((max(count // PER_CLUSTER, 1), dimensions))
-    points = centers[rng.integers(0, len(centers), count)] + 0.35 * rng.standard_normal((count, dimensions))
+    members = np.minimum(np.arange(count) // PER_CLUSTER, len(centers) - 1)
+    points = centers[members] + 0.35 * rng.standard_normal((count, dimensions))
     result: np.ndarray = points / np.linalg.norm(points, axis=1, keepdims=True)
     return result.astype(np.float32)
 
@@ -273,7 +275,7 @@ def run(settings: Settings, cluster: Cluster) -> dict[str, Any]:
         if size.isdigit()
     ]
     print(report.table(["examples", "load s", "lookup p50 ms", "p95 ms", "exact scan ms", f"recall@{K}"], rows))
-    print(f"pgvector: {results['dicl']['pgvector']}")
+    print(f"pgvector: {results['dicl']['pgvector']}; load average {report.loadavg()}")
     results["best_of_n"] = run_async(best_of_n(settings))
     b = results["best_of_n"]
     print(
