@@ -54,6 +54,11 @@ def config(openai: FakeOpenAI, tmp: Path) -> str:
 [gateway.observability]
 async_writes = false
 
+[metrics.good]
+type = "boolean"
+optimize = "max"
+level = "inference"
+
 [embedding_models.embedder]
 routing = ["openai"]
 [embedding_models.embedder.providers.openai]
@@ -392,3 +397,15 @@ async def test_lsd_dicl_load_and_add_store_embedded_examples_once(
     # The next dicl request finds them: its input is nearest to the first one's.
     await infer(client, "write", "similar", "capital of France")
     assert "Paris" in json.dumps(chats(fake)[-1]["messages"])
+
+    # From a boolean metric: the inferences whose latest value is true, with their own output.
+    liked = await infer(client, "write", "b", "largest planet")
+    for inference_id, value in ((liked["inference_id"], True), (answer["inference_id"], False)):
+        r = await client.post("/feedback", json={"metric_name": "good", "inference_id": inference_id, "value": value})
+        assert r.status_code == 200, r.text
+    rated = await asyncio.to_thread(run_lsd, "dicl", "load", *common, "--from-metric", "good", env=env)
+    assert "1 examples stored for write.similar (0 of 1 were already there)" in rated.stdout, rated.stderr
+    [(output,)] = rows(
+        database_url, "SELECT output FROM dicl_examples WHERE source_inference_id = %s", liked["inference_id"]
+    )
+    assert output == [{"type": "text", "text": "echo: from b: largest planet"}]
