@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.responses import Response
@@ -12,19 +11,12 @@ from lsd.api.access_log import scope_fields
 from lsd.api.auth import identify
 from lsd.api.body import json_response_bytes, receive_json
 from lsd.api.errors import error_response
-from lsd.api.sse import EventStreamResponse, event_stream
+from lsd.api.sse import JsonEventStream
 from lsd.api.state import AppState
-from lsd.api.tensorzero_wire import chunk_head, chunk_json, inference_json
+from lsd.api.tensorzero_wire import ChunkEncoder, inference_json
 from lsd.errors import LsdError
 from lsd.inference.request import InferenceRequest, parse_inference_request
-from lsd.inference.streaming import InferenceStream, start_stream
-
-
-async def sse_events(stream: InferenceStream, *, with_error_json: bool) -> AsyncIterator[tuple[dict[str, Any], bool]]:
-    """Each chunk's JSON, and whether it only trails the content (usage, finish reason)."""
-    head = chunk_head(stream)
-    async for event in stream.events():
-        yield chunk_json(stream, event, with_error_json=with_error_json, head=head), event.trailing
+from lsd.inference.streaming import start_stream
 
 
 async def stream_response(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> Response:
@@ -38,7 +30,7 @@ async def stream_response(state: AppState, parsed: InferenceRequest, fields: dic
         stream=True,
     )
     with_error_json = state["services"].config.gateway.unstable_error_json
-    return EventStreamResponse(event_stream(sse_events(stream, with_error_json=with_error_json)))
+    return JsonEventStream(stream.events(), ChunkEncoder(stream, with_error_json=with_error_json))
 
 
 async def answer(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> bytes:

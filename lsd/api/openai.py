@@ -13,7 +13,7 @@ from lsd.api.auth import KEY_SCOPE, identify
 from lsd.api.body import json_response_bytes, read_json
 from lsd.api.openai_request import parse_chat_request, parse_model
 from lsd.api.openai_wire import ChunkWriter, completion_json, embeddings_json
-from lsd.api.sse import EventStreamResponse, event_stream
+from lsd.api.sse import JsonEventStream, json_pair
 from lsd.api.state import AppState
 from lsd.errors import InvalidRequest
 from lsd.inference.embeddings import EmbeddingRequest
@@ -28,7 +28,7 @@ async def chat_completions(request: Request[AppState]) -> Response:
     if call.request.stream:
         stream = await start_stream(state["services"].engine, call.request)
         writer = ChunkWriter(call, stream, with_error_json=state["services"].config.gateway.unstable_error_json)
-        return EventStreamResponse(event_stream(_sse(writer, stream)))
+        return JsonEventStream(_sse(writer, stream), json_pair)
     result = await state["services"].engine.infer(call.request)
     return Response(json_response_bytes(completion_json(call, result)), media_type="application/json")
 

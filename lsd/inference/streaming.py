@@ -198,6 +198,8 @@ class InferenceStream:
         error: ProviderError | None = None
         opened = self.routed.value
         rest = opened.rest
+        untimed = self.total_deadline is None  # no limit: no timer, and no coroutine, per chunk
+        thoughts = self.function_type != "json"  # a JSON function streams no thought deltas
         try:
             chunk = opened.first
             while chunk is not None:
@@ -205,9 +207,9 @@ class InferenceStream:
                 if chunk.error is not None:
                     aggregate.errors += 1
                     yield StreamEvent(error=ProviderError(chunk.error, provider=self.provider.name))
-                elif content := self._client_content(chunk):
+                elif content := chunk.content if thoughts else self._client_content(chunk):
                     yield StreamEvent(content=content)
-                chunk = await self._next(rest)
+                chunk = await anext(rest, None) if untimed else await self._next(rest)
         except ProviderError as exc:
             error = exc
         except BaseException as exc:

@@ -366,12 +366,14 @@ class HttpProvider(Provider):
         started = False
         # The list form of `cost` reads the events themselves; only then are they decoded a second time.
         events_seen: list[Any] | None = [] if isinstance(self.pricing, PointerPricing) else None
+        scrubber = call.scrubber if call.scrubber else None  # a call without secrets: no scrub call per event
         try:
             # Closing the generator releases the connection now, also when our consumer stops early.
             async with aclosing(self.events(call, ctx)) as events:
-                async for received in events:
+                async for event in events:
                     started = True
-                    event = _scrubbed_event(received, call.scrubber)
+                    if scrubber is not None:
+                        event = _scrubbed_event(event, scrubber)
                     chunk = parser.feed_event(event)
                     if events_seen is not None:
                         _keep_json(events_seen, event.data)

@@ -61,37 +61,45 @@ class StreamState:
         if event.get("error") is not None:
             # An error event does not end the stream: the client is told, and later events are read on.
             return StreamChunk(error=f"provider {self.provider!r} sent an error mid-stream: {data[:500]}", raw=data)
-        if isinstance(event.get("usage"), dict):
-            self.usage = parse_usage(event["usage"])
-            self.reported_cost = reported_cost(event["usage"])
+        usage = event.get("usage")
+        if usage is not None and isinstance(usage, dict):
+            self.usage = parse_usage(usage)
+            self.reported_cost = reported_cost(usage)
         blocks: list[OutputBlock] = []
-        for choice in event.get("choices") or ():
-            if isinstance(choice, dict) and choice.get("index", 0) == 0:
-                self._feed_choice(choice, blocks)
+        choices = event.get("choices")
+        if choices:
+            for choice in choices:
+                if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                    self._feed_choice(choice, blocks)
         if not blocks:
             self._held.append(data)
             return None
         return StreamChunk(content=tuple(blocks), raw=data)
 
     def _feed_choice(self, choice: Mapping[str, Any], blocks: list[OutputBlock]) -> None:
-        reason = finish_reason(choice.get("finish_reason"))
+        # A token's event: one choice whose delta holds `content`; each absent key costs one lookup.
+        reason = choice.get("finish_reason")
         if reason is not None:
-            self.finish_reason = reason
+            self.finish_reason = finish_reason(reason)
         delta = choice.get("delta")
         if not isinstance(delta, dict):
             return
         reasoning = delta.get("reasoning_content")
-        if isinstance(reasoning, str) and reasoning:
+        if reasoning and isinstance(reasoning, str):
             blocks.append(Thought(reasoning))
-        for key in ("content", "refusal"):
-            text = delta.get(key)
-            if isinstance(text, str) and text:
-                blocks.append(Text(text))
-        for call in delta.get("tool_calls") or ():
-            if isinstance(call, dict):
-                block = self._tool_delta(call)
-                if block is not None:
-                    blocks.append(block)
+        text = delta.get("content")
+        if text and isinstance(text, str):
+            blocks.append(Text(text))
+        text = delta.get("refusal")
+        if text and isinstance(text, str):
+            blocks.append(Text(text))
+        calls = delta.get("tool_calls")
+        if calls:
+            for call in calls:
+                if isinstance(call, dict):
+                    block = self._tool_delta(call)
+                    if block is not None:
+                        blocks.append(block)
 
     def _tool_delta(self, call: Mapping[str, Any]) -> OutputBlock | None:
         index = call.get("index", 0)
