@@ -149,7 +149,8 @@ def measure_litellm(
         # wrk leaves up to `connections` requests in flight twice; a request the client gave up on (30 s) may
         # still be answered and logged by LiteLLM: both may have rows without a 2xx at the clients.
         slack = 2 * settings.connections + sum(int(run.get("errors") or 0) for run in runs)
-        result["recording"] = spend_logs(database_url, result["client_2xx"], slack)
+        # Not "recording": that key holds lsd's row check, which gateway_report's memory table reads.
+        result["spend_logs"] = spend_logs(database_url, result["client_2xx"], slack)
     result["exit_code"] = children.stop(child, timeout_s=30)
     print(f"  RSS after the runs: {result['rss_kib'] / 1024:.0f} MiB, peak {result['peak_rss_kib'] / 1024:.0f} MiB")
     return result
@@ -293,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\n## Against the bare proxy, with the issue's targets for lsd (ratios)")
         for line in lines:
             print(f"- {line}")
+        for name, result in targets.items():
+            if check := result.get("spend_logs"):
+                print(
+                    f"\n{name}: {check['rows'][SPEND_LOGS]:,} {SPEND_LOGS} rows for {check['client_2xx']:,} 2xx at the "
+                    f"clients (up to {check['slack']:,} more allowed): {check['verdict']}"
+                )
         for name, reason in not_measured.items():
             lines = reason.splitlines()
             cause = next((line for line in lines if line.startswith("Error:")), lines[0] if lines else "")
