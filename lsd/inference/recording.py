@@ -145,8 +145,11 @@ def input_to_json(input: Input) -> dict[str, Any]:
     return out
 
 
+_PARAMS = tuple(InferenceParams.__dataclass_fields__)
+
+
 def params_to_json(params: InferenceParams) -> dict[str, Any]:
-    values = {k: getattr(params, k) for k in params.__dataclass_fields__ if getattr(params, k) is not None}
+    values = {k: v for k in _PARAMS if (v := getattr(params, k)) is not None}
     return {"chat_completion": values}
 
 
@@ -192,59 +195,56 @@ def _rendered_is_input(rendered: dict[str, Any] | None, input: dict[str, Any]) -
 
 
 def inference_records(row: InferenceRow) -> list[Record]:
+    # Every record built by one direct call (no dict of keyword arguments unpacked into it): this runs on the event
+    # loop for every inference.
     now = time_of(row.inference_id)
-    common: dict[str, Any] = {
-        "id": row.inference_id,
-        "created_at": now,
-        "function_name": row.function_name,
-        "variant_name": row.variant_name,
-        "episode_id": row.episode_id,
-        "input": row.input,
-        "output": row.output,
-        "inference_params": row.inference_params,
-        "tags": dict(row.tags),
-        "processing_time_ms": row.processing_time_ms,
-        "ttft_ms": row.ttft_ms,
-        "input_tokens": row.usage.input_tokens,
-        "output_tokens": row.usage.output_tokens,
-        "cost": money(row.cost),
-        "finish_reason": row.finish_reason,
-        "cached": row.cached,
-        "config_hash": row.config_hash,
-        "api_key_public_id": row.api_key_public_id,
-        "cache_read_input_tokens": row.usage.cache_read_input_tokens,
-        "cache_write_input_tokens": row.usage.cache_write_input_tokens,
-    }
-    data: dict[str, Any] = {
-        "inference_id": row.inference_id,
-        "created_at": now,
-        "extra_body": row.extra_body,
-        "extra_headers": row.extra_headers,
-    }
+    usage = row.usage
+    json = row.function_type == "json"
+    cls: type[ChatInferenceRecord | JsonInferenceRecord] = JsonInferenceRecord if json else ChatInferenceRecord
+    schema_or_tools = (dict(row.output_schema) if row.output_schema else None) if json else row.tool_params
+    inference = cls(
+        row.inference_id,
+        now,
+        row.function_name,
+        row.variant_name,
+        row.episode_id,
+        row.input,
+        row.output,
+        schema_or_tools,  # both classes hold it eighth: output_schema (json), tool_params (chat)
+        row.inference_params,
+        dict(row.tags),
+        row.processing_time_ms,
+        row.ttft_ms,
+        usage.input_tokens,
+        usage.output_tokens,
+        money(row.cost),
+        row.finish_reason,
+        row.cached,
+        row.config_hash,
+        row.api_key_public_id,
+        usage.cache_read_input_tokens,
+        usage.cache_write_input_tokens,
+    )
     # Each payload stored once (0012_payload_once.sql; read back through lsd.store.payloads): a copy that can be
     # rebuilt is left out and flagged.
-    if _rendered_is_input(row.rendered_input, row.input):
-        data["rendered_input"], data["rendered_input_is_input"] = None, True
-    else:
-        data["rendered_input"] = row.rendered_input
-    if row.original_response is not None:
-        data["original_response"], data["original_response_is_raw"] = None, True
-    else:
-        data["original_response"] = None
+    rendered_is_input = _rendered_is_input(row.rendered_input, row.input)
+    original_is_raw = row.original_response is not None
     # Nothing of its own to hold (both copies rebuilt, no extra_body/extra_headers): no data row at all, which the
     # view inference_payloads reads as both flags set.
-    empty = (
-        row.extra_body is None
-        and row.extra_headers is None
-        and data["rendered_input"] is None
-        and data.get("rendered_input_is_input", False)
-        and data.get("original_response_is_raw", False)
+    if rendered_is_input and original_is_raw and row.extra_body is None and row.extra_headers is None:
+        return [inference]
+    data_cls = JsonInferenceDataRecord if json else ChatInferenceDataRecord
+    data = data_cls(
+        inference_id=row.inference_id,
+        created_at=now,
+        rendered_input=None if rendered_is_input else row.rendered_input,
+        extra_body=row.extra_body,
+        extra_headers=row.extra_headers,
+        original_response=None,
+        rendered_input_is_input=rendered_is_input,
+        original_response_is_raw=original_is_raw,
     )
-    if row.function_type == "json":
-        json_row = JsonInferenceRecord(output_schema=dict(row.output_schema) if row.output_schema else None, **common)
-        return [json_row] if empty else [json_row, JsonInferenceDataRecord(**data)]
-    chat_row = ChatInferenceRecord(tool_params=row.tool_params, **common)
-    return [chat_row] if empty else [chat_row, ChatInferenceDataRecord(**data)]
+    return [inference, data]
 
 
 # -- payload references (0012_payload_once.sql) ------------------------------------------------------------------
@@ -293,10 +293,16 @@ def _referenced(raw: str | None, texts: Sequence[tuple[str, str]]) -> str | None
     return out
 
 
-def _payload_texts(inference: Record | None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def _input_texts_of(inference: Record | None) -> list[tuple[str, str]]:
     if not isinstance(inference, ChatInferenceRecord | JsonInferenceRecord):
-        return [], []
-    return list(_input_texts(inference.input)), list(_output_texts(inference.output))
+        return []
+    return list(_input_texts(inference.input))
+
+
+def _output_texts_of(inference: Record | None) -> list[tuple[str, str]]:
+    if not isinstance(inference, ChatInferenceRecord | JsonInferenceRecord):
+        return []
+    return list(_output_texts(inference.output))
 
 
 def attempt_records(
@@ -309,10 +315,17 @@ def attempt_records(
     """The two rows of each attempt. With the `inference` row (chat or json), the long texts of its input and
     output are stored once: each attempt's raw_request/raw_response refers to them (payload_refs)."""
     records: list[Record] = []
-    inputs, outputs = _payload_texts(inference)
+    inputs: list[tuple[str, str]] | None = None  # the long texts, found on first need
+    outputs: list[tuple[str, str]] | None = None
     for number, attempt in enumerate(attempts, start=1):
         raw_request, raw_response = attempt.raw_request, attempt.raw_response
         refs = False
+        # A raw text no longer than MIN_REF_CHARS cannot hold a referenced text's JSON string (the text and its
+        # quotes): most requests and responses, which then skip the walk over the input or the output.
+        if inputs is None and raw_request is not None and len(raw_request) > MIN_REF_CHARS:
+            inputs = _input_texts_of(inference)
+        if outputs is None and raw_response is not None and len(raw_response) > MIN_REF_CHARS:
+            outputs = _output_texts_of(inference)
         if inputs or outputs:
             request = _referenced(raw_request, inputs) if inputs else None
             response = _referenced(raw_response, outputs) if outputs else None

@@ -217,10 +217,6 @@ class Engine:
         for variant, model, backoff_s in tries(
             p.function, p.episode_id, r.variant_name, self.models, allocation, namespace, p.episode_variant
         ):
-            if stream and variant.type not in ("chat_completion", "dicl"):
-                raise InvalidRequest.at(
-                    "stream", f"variant {variant.name!r} is a {variant.type} variant, which LSD does not stream yet"
-                )
             if variant.name not in rendered:
                 rendered[variant.name] = self.provider_request(p, variant, tools, stream=stream)
             yield ChatStep(variant, model, backoff_s, rendered[variant.name])
@@ -249,15 +245,18 @@ class Engine:
         original_response: str | None = None,
     ) -> InferenceRow:
         r = p.request
+        stored_input, sent = input_to_json(r.input), provider_request.messages
+        # Messages no template rewrote hold the input's own blocks: their JSON is the input's, shared, not rebuilt.
+        rendered = stored_input["messages"] if sent == r.input.messages else messages_to_json(sent)
         return InferenceRow(
             inference_id=p.inference_id,
             episode_id=p.episode_id,
             function_name=p.function.name,
             function_type=p.function.type,
             variant_name=variant.name,
-            input=input_to_json(r.input),
+            input=stored_input,
             output=output,
-            rendered_input={"system": provider_request.system, "messages": messages_to_json(provider_request.messages)},
+            rendered_input={"system": provider_request.system, "messages": rendered},
             inference_params=params_to_json(provider_request.params),
             tool_params=tools.to_json() if tools else None,
             output_schema=provider_request.output_schema if p.function.type == "json" else None,
