@@ -60,6 +60,8 @@ from lsd.types import (
     Usage,
 )
 
+# Variant types whose provider call streams; the others' answers are replayed as chunks once complete.
+STREAMED_TYPES = ("chat_completion", "dicl")
 # The tag an inference gets when a stream that ended early had its usage (partly) estimated: the estimated counts.
 USAGE_ESTIMATED_TAG = "lsd::usage_estimated"
 CHARS_PER_TOKEN = 4  # the estimate's rule of thumb for English text (OpenAI's: ~4 characters a token)
@@ -68,12 +70,15 @@ CHARS_PER_TOKEN = 4  # the estimate's rule of thumb for English text (OpenAI's: 
 @immutable
 class Opened:
     """What the call `route` makes for a stream returns: the first chunk (None: the stream ended empty), the rest,
-    and the cache key with whether the chunks are the cache's replay."""
+    and the cache key with whether the chunks are the cache's replay. `answered`: for a variant that does not stream
+    (best_of_n_sampling, mixture_of_n, chain_of_thought), its provider's whole answer, the chunks replaying the
+    variant's answer."""
 
     first: StreamChunk | None
     rest: AsyncIterator[StreamChunk]
     cache_key: bytes | None = None
     cached: bool = False
+    answered: ProviderResponse | None = None
 
 
 @immutable
@@ -267,6 +272,9 @@ class InferenceStream:
 
     def _attempt(self, aggregate: _Aggregate, error: ProviderError | None) -> Attempt:
         routed = self.routed
+        answered = routed.value.answered
+        if answered is not None and error is None:  # a replayed answer: the call was the evaluator's or fuser's
+            return Attempt.succeeded(routed.names, routed.started_ms, routed.t0, answered)
         elapsed = time.perf_counter() - routed.t0
         return Attempt(
             *routed.names,
@@ -369,11 +377,16 @@ def _opener(
 ) -> Callable[[ChatStep, Provider, CallContext], Awaitable[Opened]]:
     """The call `route` makes for a stream: answer from the cache when it holds this request (replayed as chunks),
     else start the provider's stream and wait for its first chunk. A dicl variant's request is the one `runs`
-    prepared (with its examples)."""
+    prepared (with its examples); a best_of_n_sampling, mixture_of_n or chain_of_thought variant does not stream:
+    its call is a plain one and its whole answer is replayed as chunks (as TensorZero does for best-of-n)."""
 
     async def open_stream(step: ChatStep, provider: Provider, ctx: CallContext) -> Opened:
         if runs is not None:
             step = replace(step, request=runs.request(step))
+            if step.variant.type not in STREAMED_TYPES:
+                response = await provider.infer(replace(step.request, stream=False), ctx)
+                answer = runs.answer(step.variant, response, recorded=False)
+                return Opened(*_replay(answer), answered=response)
         key = cache_key(provider, step.request, ctx) if cache is not None else None
         if cache is not None and key is not None and cache.options.read:
             hit = await cache.get(key)

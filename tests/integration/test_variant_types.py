@@ -267,19 +267,61 @@ async def test_chain_of_thought_returns_the_response_and_asks_for_the_thinking_f
     assert output == {"raw": '{"answer":"hello"}', "parsed": {"answer": "hello"}}
 
 
-async def test_streaming_a_variant_of_another_type_is_refused_before_any_call(
-    client: httpx.AsyncClient, fake: FakeOpenAI
+async def test_a_streamed_best_of_n_request_gets_the_chosen_answer_replayed(
+    client: httpx.AsyncClient, fake: FakeOpenAI, database_url: str
 ) -> None:
     body = {
         "function_name": "write",
         "variant_name": "best",
         "stream": True,
-        "input": {"messages": [{"role": "user", "content": "x"}]},
+        "input": {"messages": [{"role": "user", "content": "hello"}]},
     }
-    r = await client.post("/inference", json=body)
-    assert r.status_code == 400
-    assert "stream" in r.json()["error"]
-    assert chats(fake) == []
+    async with client.stream("POST", "/inference", json=body) as r:
+        assert r.status_code == 200
+        lines = [line[6:] async for line in r.aiter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    events = [json.loads(line) for line in lines[:-1]]
+    text = "".join(b.get("text", "") for e in events for b in e.get("content", []))
+    assert text == "echo: from b: hello"
+    assert {e["variant_name"] for e in events} == {"best"}
+    inference_id = events[0]["inference_id"]
+    # The candidates ran whole, the evaluator's call was a plain one: each attempt with its own usage and cost.
+    found = rows(
+        database_url,
+        "SELECT variant_name, status, streamed, output_tokens, cost FROM model_inferences WHERE inference_id = %s"
+        " ORDER BY variant_name, status",
+        inference_id,
+    )
+    assert [(v, s, streamed) for v, s, streamed, _, _ in found] == [
+        ("a", "ok", False),
+        ("b", "ok", False),
+        ("best", "ok", False),
+        ("failing", "error", False),
+    ]
+    ok = [(tokens, cost) for _, s, _, tokens, cost in found if s == "ok"]
+    [(output_tokens, cost)] = rows(
+        database_url, "SELECT output_tokens, cost FROM chat_inferences WHERE id = %s", inference_id
+    )
+    assert output_tokens == sum(t for t, _ in ok)
+    assert cost == sum((c for _, c in ok), Decimal(0))
+    assert events[-1]["usage"]["output_tokens"] == output_tokens
+
+
+async def test_a_streamed_chain_of_thought_request_streams_the_response_without_the_thinking(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    body = {
+        "function_name": "extract",
+        "variant_name": "thinking",
+        "stream": True,
+        "input": {"messages": [{"role": "user", "content": "hello"}]},
+    }
+    async with client.stream("POST", "/inference", json=body) as r:
+        assert r.status_code == 200
+        events = [json.loads(line[6:]) async for line in r.aiter_lines() if line.startswith("data: {")]
+    assert "".join(e.get("raw", "") for e in events) == '{"answer":"hello"}'
+    [(output,)] = rows(database_url, "SELECT output FROM json_inferences WHERE id = %s", events[0]["inference_id"])
+    assert output == {"raw": '{"answer":"hello"}', "parsed": {"answer": "hello"}}
 
 
 def example(text: str, answer: str, vector: list[float]) -> tuple[Any, ...]:
@@ -344,7 +386,7 @@ async def test_dicl_puts_the_k_nearest_stored_examples_in_the_request(
     )
     assert len(rendered["messages"]) == 5
 
-    # Streamed, the same examples go to the provider (a dicl variant streams; the other types do not yet).
+    # Streamed, the same examples go to the provider (a dicl variant's call streams).
     body = {
         "function_name": "write",
         "variant_name": "similar",

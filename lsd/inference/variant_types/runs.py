@@ -79,25 +79,26 @@ class VariantRuns:
         """The request the step's provider was sent."""
         return self._requests.get(step.variant.name, step.request)
 
-    def answer(self, variant: VariantConfig, response: ProviderResponse) -> ProviderResponse:
-        """The inference's answer from the successful call of `variant` (already in the attempts)."""
+    def answer(self, variant: VariantConfig, response: ProviderResponse, *, recorded: bool = True) -> ProviderResponse:
+        """The inference's answer from the successful call of `variant`; `recorded`: that call is already in the
+        attempts (a stream records it when it ends)."""
         if variant.type == "chain_of_thought":
             return replace(response, content=chain_of_thought.unwrapped(response.content))
         if variant.candidates is None:
             return response
-        usage, cost = self._used()
+        usage, cost = self._used(() if recorded else (response,))
         if variant.type == "best_of_n_sampling":
             response = best_of_n.chosen(response, self._candidates[variant.name]).response
         return replace(response, usage=usage, cost=cost)
 
-    def _used(self) -> tuple[Usage, float | None]:
-        """The usage of every successful call so far (candidates and evaluator/fuser), and their cost (None when
-        one of them has none)."""
-        answered = [a for a in self.attempts if a.error is None]
+    def _used(self, more: Sequence[ProviderResponse]) -> tuple[Usage, float | None]:
+        """The usage of every successful call so far (candidates and evaluator/fuser) and of `more`, and their cost
+        (None when one of them has none)."""
+        answered = [(a.usage, a.cost) for a in self.attempts if a.error is None] + [(r.usage, r.cost) for r in more]
         usage = Usage()
-        for a in answered:
-            usage = usage + a.usage
-        costs = [a.cost for a in answered]
+        for used, _ in answered:
+            usage = usage + used
+        costs = [cost for _, cost in answered]
         return usage, None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
 
     async def _run_candidates(self, variant: VariantConfig) -> list[Candidate]:
