@@ -21,6 +21,7 @@ def describe(name: str) -> str:
         "lsd": "lsd serve (1 worker)",
         "lsd2": "lsd serve --workers 2",
         "litellm": "LiteLLM proxy (1 worker)",
+        "litellm-db": "LiteLLM proxy + PostgreSQL spend logs (1 worker)",
     }.get(name, name)
 
 
