@@ -11,6 +11,9 @@ Engine.infer hands `VariantRuns.before` and `VariantRuns.call` to lsd.inference.
 - `call(step, provider, ctx)` sends that request to the provider `route` chose.
 - `answer(variant, response)` reads the answer: the evaluator's choice among the candidates, the fuser's answer,
   the thinking split off, with the usage and cost of every call the inference made.
+
+lsd.inference.streaming uses the same `before`; a dicl variant's call then streams, the others' calls are plain and
+their answers are replayed as a stream.
 """
 
 from __future__ import annotations
