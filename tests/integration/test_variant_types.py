@@ -231,10 +231,15 @@ async def test_best_of_n_leaves_out_a_candidate_still_running_at_timeout_s(
     assert answer["content"] == [{"type": "text", "text": "echo: from a: hello"}]
     found = rows(
         database_url,
-        "SELECT variant_name, status, error_kind FROM model_inferences WHERE inference_id = %s ORDER BY variant_name",
+        "SELECT variant_name, status, error_kind, error FROM model_inferences WHERE inference_id = %s"
+        " ORDER BY variant_name",
         answer["inference_id"],
     )
-    assert found == [("a", "ok", None), ("hasty", "ok", None), ("slowpoke", "error", "timeout")]
+    assert found == [
+        ("a", "ok", None, None),
+        ("hasty", "ok", None, None),
+        ("slowpoke", "error", "timeout", "candidate cut by timeout_s (0.5 s)"),
+    ]
 
 
 async def test_mixture_of_n_answers_with_the_fusers_answer_built_from_every_candidate(

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from lsd.config.model import FunctionConfig, VariantConfig
-from lsd.errors import AllAttemptsFailed
+from lsd.errors import AllAttemptsFailed, ProviderTimeout
 from lsd.inference.embeddings import EmbeddingRequest
 from lsd.inference.recording import Attempt, input_to_json
-from lsd.inference.routing import NON_STREAMING, route
+from lsd.inference.routing import ABANDONED, NON_STREAMING, route
 from lsd.inference.variant_types import best_of_n, chain_of_thought, dicl, mixture
 from lsd.inference.variant_types.candidates import Candidate
 from lsd.providers.base import CallContext, Provider
@@ -37,6 +37,9 @@ from lsd.types import ProviderRequest, ProviderResponse, Usage
 if TYPE_CHECKING:
     from lsd.inference.run import ChatStep, Engine, Prepared
     from lsd.inference.tools import ToolParams
+
+
+CUT = "cut"  # a candidate still running at timeout_s
 
 
 def has_other_types(function: FunctionConfig) -> bool:
@@ -115,18 +118,33 @@ class VariantRuns:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        if any(r is CUT for r in results):
+            self._say_cut(variant.candidates.timeout_s)
         return [r for r in results if isinstance(r, Candidate)]
 
-    async def _candidate(self, name: str, deadline: float) -> Candidate | None:
+    async def _candidate(self, name: str, deadline: float) -> Candidate | str | None:
+        """The candidate's answer; None when it failed, CUT when timeout_s cut it."""
         variant = self.p.function.variants[name]
         steps = self.engine.variant_steps(self.p, variant, self.tools)
         try:
             async with asyncio.timeout_at(deadline):
                 routed = await route(steps, NON_STREAMING, self._plain, self.ctx, self.attempts, before=self.before)
-        except (AllAttemptsFailed, TimeoutError):
+        except AllAttemptsFailed:
             return None
+        except TimeoutError:
+            return CUT
         self.attempts.append(Attempt.succeeded(routed.names, routed.started_ms, routed.t0, routed.value))
         return Candidate(name, self.answer(variant, routed.value))
+
+    def _say_cut(self, timeout_s: float) -> None:
+        """The calls timeout_s cut were recorded by route as abandoned (all it knows is that it was cancelled): say
+        why. Only candidates' calls can be abandoned while the request goes on."""
+        for i, attempt in enumerate(self.attempts):
+            if attempt.error is not None and attempt.error.message == ABANDONED:
+                cut = ProviderTimeout(
+                    f"candidate cut by timeout_s ({timeout_s:g} s)", provider=attempt.provider_name, kind="timeout"
+                )
+                self.attempts[i] = replace(attempt, error=cut)
 
     async def _plain(self, step: ChatStep, provider: Provider, ctx: CallContext) -> ProviderResponse:
         return await self.call(step, provider, ctx)
