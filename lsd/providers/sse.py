@@ -30,6 +30,18 @@ class SseParser:
         return len(self._pending)
 
     def feed(self, data: bytes) -> list[SseEvent]:
+        if (
+            data.startswith(b"data: ")
+            and data.find(b"\n") == len(data) - 2
+            and data.endswith(b"\n\n")
+            and 13 not in data  # no \r
+            and not self._pending
+            and not self._data
+            and self._event is None
+        ):
+            # A streamed token's block: one `data:` line and its blank line, nothing before it. One event, no
+            # split into lines (half the parse of the general way below).
+            return [SseEvent(None, data[6:-2].decode("utf-8"))]
         lines = (self._pending + data if self._pending else data).split(b"\n")
         self._pending = lines.pop()
         events: list[SseEvent] = []

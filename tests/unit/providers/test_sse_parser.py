@@ -42,3 +42,16 @@ def test_pending_bytes_count_the_unfinished_line() -> None:
     assert parser.pending_bytes == len(b"data: {")
     assert parser.feed(b"}\n\n") == [SseEvent(None, "{}")]
     assert parser.pending_bytes == 0
+
+
+def test_an_event_per_block_keeps_what_came_before_it() -> None:
+    """A block holding one whole `data:` event (a streamed token) after a block that began an event."""
+    parser = SseParser()
+    assert parser.feed(b"data: a\n\n") == [SseEvent(None, "a")]
+    assert parser.feed(b"event: e\n") == []
+    assert parser.feed(b"data: b\n\n") == [SseEvent("e", "b")]
+    assert parser.feed(b"data: c\n") == []
+    assert parser.feed(b"data: d\n\n") == [SseEvent(None, "c\nd")]
+    assert parser.feed(b"data: {") == []
+    assert parser.feed(b"data: e\n\n") == [SseEvent(None, "{data: e")]
+    assert parser.feed(b"data: f\r\n\r\n") == [SseEvent(None, "f")]
