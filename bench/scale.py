@@ -10,6 +10,7 @@ inference. Method and results: docs/scaling.md.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
 import threading
 import time
@@ -258,7 +259,7 @@ def retention_stall(url: str, keep_days: int) -> dict[str, Any]:
 
 def run(settings: Settings, cluster: Cluster) -> dict[str, Any]:
     """Load, measure, drop the database; returns every number (printed as markdown tables on the way)."""
-    results: dict[str, Any] = {"settings": vars(settings) if hasattr(settings, "__dict__") else settings.__repr__()}
+    results: dict[str, Any] = {"settings": dataclasses.asdict(settings)}
     print(f"\n## Scale: {settings.rows:,} chat inferences over {settings.days} days")
     if settings.layout_rows:
         layouts = {}
