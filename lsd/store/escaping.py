@@ -87,6 +87,15 @@ def dumps(value: Any) -> bytes:
     return data
 
 
+def dumps_jsonb(value: Any) -> bytes:
+    """`dumps` in jsonb's binary format (version 1, then the text), as a binary COPY writes it: one Python call per
+    value (the writer's COPY makes ~5 per inference)."""
+    data = orjson.dumps(value)
+    if _NUL_JSON in data or (b"\xee" in data and _ESCAPE_UTF8 in data):
+        data = orjson.dumps(escape_json(value))
+    return b"\x01" + data
+
+
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """A jsonb column's value as it was written (the reverse of `dumps`)."""
     value = orjson.loads(data)
