@@ -15,6 +15,8 @@ from lsd.immutable import immutable
 Json = Any
 
 
+# lsd.inference.recording builds ChatInferenceRecord and JsonInferenceRecord by position (one call, on the event loop
+# for every inference): both keep the same field order, output_schema/tool_params eighth; add new fields at the end.
 @immutable
 class ChatInferenceRecord:
     TABLE: ClassVar[str] = "chat_inferences"
