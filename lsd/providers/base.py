@@ -25,6 +25,7 @@ from lsd.types import (
     ProviderRequest,
     ProviderResponse,
     StreamChunk,
+    ToolCall,
 )
 
 
@@ -224,6 +225,18 @@ def json_object(data: bytes | str) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def tool_arguments(call: ToolCall) -> dict[str, Any]:
+    """A tool call's JSON argument string as the object Anthropic-style APIs (Anthropic, Bedrock) take as `input`;
+    an empty string is `{}`. Anything but a JSON object is the request's error."""
+    try:
+        value = orjson.loads(call.arguments or "{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"tool call {call.id!r} has arguments that are not JSON", field="messages") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"tool call {call.id!r} has arguments that are not a JSON object", field="messages")
+    return value
 
 
 def mapped_reason(reasons: Mapping[str, FinishReason], value: object) -> FinishReason | None:

@@ -32,7 +32,7 @@ from types import MappingProxyType
 import orjson
 
 from lsd.errors import InvalidRequest
-from lsd.providers.base import mapped_reason
+from lsd.providers.base import mapped_reason, tool_arguments
 from lsd.types import (
     ContentBlock,
     File,
@@ -133,7 +133,7 @@ def _block(block: ContentBlock, role: str, provider_name: str | None) -> tuple[s
         return (role, {"type": "text", "text": text}) if text else None
     if isinstance(block, ToolCall):
         part: dict[str, Json] = {"type": "tool_use", "id": block.id, "name": block.name}
-        part["input"] = _arguments(block)
+        part["input"] = tool_arguments(block)
         return "assistant", part
     if isinstance(block, ToolResult):
         return "user", {"type": "tool_result", "tool_use_id": block.id, "content": block.result}
@@ -150,16 +150,6 @@ def _block(block: ContentBlock, role: str, provider_name: str | None) -> tuple[s
     if isinstance(block.data, dict) and block.provider_name in (None, provider_name):
         return role, dict(block.data)
     return None
-
-
-def _arguments(call: ToolCall) -> dict[str, Json]:
-    try:
-        value = orjson.loads(call.arguments or "{}")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"tool call {call.id!r} has arguments that are not JSON", field="messages") from exc
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"tool call {call.id!r} has arguments that are not a JSON object", field="messages")
-    return value
 
 
 def _file(file: File) -> dict[str, Json]:

@@ -32,7 +32,7 @@ import orjson
 
 from lsd.errors import InvalidRequest, ProviderError
 from lsd.providers.anthropic.wire import JSON_INSTRUCTION, JSON_TOOL_NAME, uses_json_tool
-from lsd.providers.base import error_from_status, json_object, mapped_reason
+from lsd.providers.base import error_from_status, json_object, mapped_reason, tool_arguments
 from lsd.types import (
     ContentBlock,
     File,
@@ -137,7 +137,7 @@ def _block(block: ContentBlock, role: str, provider_name: str | None) -> tuple[s
         text = block.text if isinstance(block, Text) else block.value
         return (role, {"text": text}) if text else None
     if isinstance(block, ToolCall):
-        return "assistant", {"toolUse": {"toolUseId": block.id, "name": block.name, "input": _arguments(block)}}
+        return "assistant", {"toolUse": {"toolUseId": block.id, "name": block.name, "input": tool_arguments(block)}}
     if isinstance(block, ToolResult):
         return "user", {"toolResult": {"toolUseId": block.id, "content": [{"text": block.result}]}}
     if isinstance(block, File):
@@ -154,16 +154,6 @@ def _block(block: ContentBlock, role: str, provider_name: str | None) -> tuple[s
     if isinstance(block.data, dict) and block.provider_name in (None, provider_name):
         return role, dict(block.data)
     return None
-
-
-def _arguments(call: ToolCall) -> dict[str, Json]:
-    try:
-        value = orjson.loads(call.arguments or "{}")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"tool call {call.id!r} has arguments that are not JSON", field="messages") from exc
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"tool call {call.id!r} has arguments that are not a JSON object", field="messages")
-    return value
 
 
 def _file(file: File) -> dict[str, Json]:
