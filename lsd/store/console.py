@@ -191,11 +191,14 @@ async def traffic_by(
 
 
 async def latency_series(
-    database: Database, since: dt.datetime, until: dt.datetime, step: dt.timedelta
+    database: Database, since: dt.datetime, until: dt.datetime, step: dt.timedelta, measure: str = "latency"
 ) -> list[LatencyPoint]:
-    """p50 and p99 latency of successful provider attempts per `step`, from the latency histograms (the minute
-    table for steps under an hour)."""
-    table = "model_latency_histogram_minute" if step < dt.timedelta(hours=1) else "model_latency_histogram_hour"
+    """p50 and p99 latency (`measure` "latency") or time to first token ("ttft", streamed attempts) of successful
+    provider attempts per `step`, from the histograms (the minute table for steps under an hour)."""
+    if measure not in ("latency", "ttft"):
+        raise ValueError(f"no histogram of {measure!r}")
+    grain = "minute" if step < dt.timedelta(hours=1) else "hour"
+    table = f"model_{measure}_histogram_{grain}"
     params = {"step": step, "origin": EPOCH, "since": since, "until": until}
     async with database.reading("console") as conn:
         cur = await conn.execute(_LATENCY_SERIES.format(table=table), params)

@@ -48,6 +48,7 @@ _CUTOFF = "(((now() AT TIME ZONE 'UTC')::date - %(days)s::integer)::timestamp AT
 _PRUNE = (
     f"DELETE FROM statistics_feedback_by_target WHERE target_id < lsd_uuid7_floor({_CUTOFF})",
     f"DELETE FROM model_latency_histogram_minute WHERE bucket_start < {_CUTOFF}",
+    f"DELETE FROM model_ttft_histogram_minute WHERE bucket_start < {_CUTOFF}",
     f"DELETE FROM boolean_metric_latest WHERE target_id < lsd_uuid7_floor({_CUTOFF})",
     f"DELETE FROM float_metric_latest WHERE target_id < lsd_uuid7_floor({_CUTOFF})",
 )

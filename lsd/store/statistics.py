@@ -135,7 +135,7 @@ SELECT count(*) FILTER (WHERE src = 'chat'), count(*) FILTER (WHERE src = 'json'
 _ATTEMPTS = sql.SQL("""
 WITH d AS MATERIALIZED (
     SELECT m.model_name, m.model_provider_name, m.function_name, m.variant_name, m.created_at, m.status,
-           m.latency_ms, m.input_tokens, m.output_tokens, m.cost
+           m.latency_ms, m.ttft_ms, m.input_tokens, m.output_tokens, m.cost
     FROM model_inferences m WHERE {model_new}
 ),
 by_model AS (
@@ -167,6 +167,20 @@ by_hour AS (
     SELECT model_name, model_provider_name, date_trunc('hour', created_at, 'UTC'), lsd_latency_bucket(latency_ms),
            count(*)
     FROM d WHERE status = 'ok' AND latency_ms IS NOT NULL GROUP BY 1, 2, 3, 4
+    ON CONFLICT (model_name, model_provider_name, bucket_start, le_ms) DO UPDATE SET count = s.count + EXCLUDED.count
+),
+ttft_minute AS (
+    INSERT INTO model_ttft_histogram_minute AS s (model_name, model_provider_name, bucket_start, le_ms, count)
+    SELECT model_name, model_provider_name, date_trunc('minute', created_at, 'UTC'), lsd_latency_bucket(ttft_ms),
+           count(*)
+    FROM d WHERE status = 'ok' AND ttft_ms IS NOT NULL GROUP BY 1, 2, 3, 4
+    ON CONFLICT (model_name, model_provider_name, bucket_start, le_ms) DO UPDATE SET count = s.count + EXCLUDED.count
+),
+ttft_hour AS (
+    INSERT INTO model_ttft_histogram_hour AS s (model_name, model_provider_name, bucket_start, le_ms, count)
+    SELECT model_name, model_provider_name, date_trunc('hour', created_at, 'UTC'), lsd_latency_bucket(ttft_ms),
+           count(*)
+    FROM d WHERE status = 'ok' AND ttft_ms IS NOT NULL GROUP BY 1, 2, 3, 4
     ON CONFLICT (model_name, model_provider_name, bucket_start, le_ms) DO UPDATE SET count = s.count + EXCLUDED.count
 ),
 failures AS (

@@ -61,7 +61,7 @@ def test_every_page_renders_the_stored_data(open_console: tuple[TestClient, Traf
     client, traffic = open_console
     first = traffic.inference_ids[0]
     pages = {
-        "/ui/": ["Overview", "chat", "wobbly", "echo", "broken", "<svg"],
+        "/ui/": ["Overview", "chat", "wobbly", "echo", "broken", "<svg", "Time to first token"],
         "/ui/?range=1h": ["inferences"],
         "/ui/?range=30d": ["inferences"],
         "/ui/functions": ["chat", "wobbly"],

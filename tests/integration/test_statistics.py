@@ -84,6 +84,14 @@ FROM_SCRATCH = {
         SELECT model_name, model_provider_name, date_trunc('hour', created_at, 'UTC'), lsd_latency_bucket(latency_ms),
                count(*)
         FROM model_inferences WHERE status = 'ok' AND latency_ms IS NOT NULL GROUP BY 1, 2, 3, 4""",
+    "model_ttft_histogram_minute": """
+        SELECT model_name, model_provider_name, date_trunc('minute', created_at, 'UTC'), lsd_latency_bucket(ttft_ms),
+               count(*)
+        FROM model_inferences WHERE status = 'ok' AND ttft_ms IS NOT NULL GROUP BY 1, 2, 3, 4""",
+    "model_ttft_histogram_hour": """
+        SELECT model_name, model_provider_name, date_trunc('hour', created_at, 'UTC'), lsd_latency_bucket(ttft_ms),
+               count(*)
+        FROM model_inferences WHERE status = 'ok' AND ttft_ms IS NOT NULL GROUP BY 1, 2, 3, 4""",
 }
 
 
@@ -280,6 +288,28 @@ def test_latency_quantiles_from_histograms(database_url: str) -> None:
             (start + timedelta(minutes=30), start + timedelta(minutes=90)),
         ).fetchone() or (None,)
         assert partial == 60
+
+
+def test_ttft_histograms_of_streamed_attempts(database_url: str) -> None:
+    """Streamed attempts (a ttft_ms) land in the TTFT histograms, which the console's overview draws over time;
+    non-streamed and failed ones do not."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        start = rows.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+        for i in range(40):
+            inference_id = rows.inference(conn, id=uuid7(rows.ms_of(start + timedelta(minutes=i))))
+            rows.attempt(conn, inference_id, latency_ms=2000, ttft_ms=(i + 1) * 5)  # 5 .. 200 ms
+        rows.attempt(conn, rows.inference(conn), latency_ms=50)  # not streamed
+        rows.attempt(conn, uuid7(), status="error", latency_ms=10, ttft_ms=10)
+        refresh(conn)
+        assert_exact(conn)
+        hourly = conn.execute("SELECT sum(count) FROM model_ttft_histogram_hour").fetchone()
+        assert hourly == (40,)
+        le, counts = conn.execute(
+            "SELECT array_agg(le_ms ORDER BY le_ms), array_agg(c ORDER BY le_ms) FROM "
+            "(SELECT le_ms, sum(count)::bigint AS c FROM model_ttft_histogram_minute GROUP BY 1) h"
+        ).fetchone()
+        (p50,) = conn.execute("SELECT lsd_histogram_quantile(0.5, %s, %s)", (le, counts)).fetchone()
+        assert 50 <= p50 <= 150
 
 
 def test_the_sql_examples_in_the_docs_run(database_url: str) -> None:

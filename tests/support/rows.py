@@ -77,12 +77,14 @@ def attempt(
     variant_name: str | None = "a",
     id: UUID | None = None,
     attempt_number: int = 1,
+    ttft_ms: int | None = None,
 ) -> UUID:
     id = id or uuid7(ms_of(timestamp_of(inference_id)))
     conn.execute(
         "INSERT INTO model_inferences (id, created_at, inference_id, inference_kind, attempt, function_name, "
         "variant_name, model_name, model_provider_name, provider_type, status, error, latency_ms, input_tokens, "
-        "output_tokens, cost) VALUES (%s, %s, %s, 'chat', %s, %s, %s, %s, %s, 'dummy', %s, %s, %s, %s, %s, %s)",
+        "output_tokens, cost, ttft_ms) "
+        "VALUES (%s, %s, %s, 'chat', %s, %s, %s, %s, %s, 'dummy', %s, %s, %s, %s, %s, %s, %s)",
         (
             id,
             timestamp_of(id),
@@ -98,6 +100,7 @@ def attempt(
             10 if status == "ok" else None,
             5 if status == "ok" else None,
             0.5 if status == "ok" else None,
+            ttft_ms,
         ),
     )
     conn.execute(

@@ -43,7 +43,10 @@ async def overview(request: Request[Any], viewer: Viewer) -> Response:
     traffic = filled(labels, {p.label: p for p in found}, zero)
     latency_labels = bucket_labels(span.since, span.until, span.step)
     measured = await console.latency_series(database, span.since, span.until, span.step)
-    latency = filled(latency_labels, {p.label: p for p in measured}, console.LatencyPoint("", 0, None, None))
+    none = console.LatencyPoint("", 0, None, None)
+    latency = filled(latency_labels, {p.label: p for p in measured}, none)
+    firsts = await console.latency_series(database, span.since, span.until, span.step, "ttft")
+    ttft = filled(latency_labels, {p.label: p for p in firsts}, none)
     functions = await console.traffic_by(database, "function_name", span.since, span.until)
     providers = await console.providers(database, span.since, span.until)
     totals = {
@@ -75,6 +78,12 @@ async def overview(request: Request[Any], viewer: Viewer) -> Response:
             "Provider latency (successful attempts)",
             latency_labels,
             [Series("p50", [p.p50_ms for p in latency]), Series("p99", [p.p99_ms for p in latency])],
+            unit=" ms",
+        ),
+        line_chart(
+            "Time to first token (streamed attempts)",
+            latency_labels,
+            [Series("p50", [p.p50_ms for p in ttft]), Series("p99", [p.p99_ms for p in ttft])],
             unit=" ms",
         ),
         bar_chart("Inferences per function", [(f.label, float(f.inferences)) for f in functions]),
