@@ -97,6 +97,7 @@ class JsonInferenceDataRecord:
     original_response_is_raw: bool = False  # original_response was the successful attempt's raw_response
 
 
+# Built by position too (lsd.inference.recording.attempt_records), as is ModelInferenceDataRecord: new fields last.
 @immutable
 class ModelInferenceRecord:
     TABLE: ClassVar[str] = "model_inferences"

@@ -337,43 +337,45 @@ def attempt_records(
         model_inference_id = uuid7(attempt.started_ms)
         created = datetime.fromtimestamp(attempt.started_ms / 1000, tz=UTC)
         error = attempt.error
+        usage = attempt.usage
+        # By position (lsd.records keeps the order): a keyword call of 23 fields costs ~0.8 us more, per attempt.
         records.append(
             ModelInferenceRecord(
-                id=model_inference_id,
-                created_at=created,
-                inference_id=inference_id,
-                inference_kind=inference_kind,
-                attempt=number,
-                function_name=function_name,
-                variant_name=attempt.variant_name,
-                model_name=attempt.model_name,
-                model_provider_name=attempt.provider_name,
-                provider_type=attempt.provider_type,
-                status="error" if error else "ok",
-                error_kind=error.kind if error else None,
-                error=error.message if error else None,
-                latency_ms=attempt.latency_ms,
-                ttft_ms=attempt.ttft_ms,
-                input_tokens=attempt.usage.input_tokens,
-                output_tokens=attempt.usage.output_tokens,
-                cost=money(attempt.cost),
-                finish_reason=attempt.finish_reason,
-                cached=attempt.cached,
-                streamed=attempt.streamed,
-                cache_read_input_tokens=attempt.usage.cache_read_input_tokens,
-                cache_write_input_tokens=attempt.usage.cache_write_input_tokens,
+                model_inference_id,
+                created,
+                inference_id,
+                inference_kind,
+                number,  # attempt
+                function_name,
+                attempt.variant_name,
+                attempt.model_name,
+                attempt.provider_name,  # model_provider_name
+                attempt.provider_type,
+                "error" if error else "ok",  # status
+                error.kind if error else None,  # error_kind
+                error.message if error else None,  # error
+                attempt.latency_ms,
+                attempt.ttft_ms,
+                usage.input_tokens,
+                usage.output_tokens,
+                money(attempt.cost),
+                attempt.finish_reason,
+                attempt.cached,
+                attempt.streamed,
+                usage.cache_read_input_tokens,
+                usage.cache_write_input_tokens,
             )
         )
         records.append(
             ModelInferenceDataRecord(
-                model_inference_id=model_inference_id,
-                created_at=created,
-                inference_id=inference_id,
-                raw_request=raw_request,
-                raw_response=raw_response,
-                request_headers=dict(attempt.request_headers) if attempt.request_headers else None,
-                api_key_sha256=attempt.api_key_sha256,
-                payload_refs=refs,
+                model_inference_id,
+                created,
+                inference_id,
+                raw_request,
+                raw_response,
+                dict(attempt.request_headers) if attempt.request_headers else None,
+                attempt.api_key_sha256,
+                refs,  # payload_refs
             )
         )
     return records
