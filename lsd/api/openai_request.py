@@ -279,7 +279,14 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     for key in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
         if body.get(key) is not None:
             values[key] = body[key]
-    limits = [body[k] for k in ("max_tokens", "max_completion_tokens") if body.get(k) is not None]
+    limits = []
+    for key in ("max_tokens", "max_completion_tokens"):
+        limit = body.get(key)
+        if limit is None:
+            continue
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise InvalidRequest.at(key, "expected an integer")
+        limits.append(limit)
     if limits:
         values["max_tokens"] = min(limits)
     stop = body.get("stop")
@@ -290,7 +297,10 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     if isinstance(fmt, dict):
         if fmt.get("type") == "json_schema":
             values["json_mode"] = "strict"
-            output_schema = (fmt.get("json_schema") or {}).get("schema")
+            schema = fmt.get("json_schema") or {}
+            if not isinstance(schema, dict):
+                raise InvalidRequest.at("response_format.json_schema", "expected an object")
+            output_schema = schema.get("schema")
         elif fmt.get("type") == "json_object":
             values["json_mode"] = "on"
         elif fmt.get("type") == "text":
@@ -299,13 +309,19 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     override = _extra(body, "params")
     if override is not None:
         params = params.merged(parse_params(override, "lsd::params"))
+    raw_tools = body.get("tools") or []
+    if not isinstance(raw_tools, list):
+        raise InvalidRequest.at("tools", "expected an array")
     tools = tuple(
         parse_tool(t.get("function") if isinstance(t, dict) else t, f"tools[{i}].function")
-        for i, t in enumerate(body.get("tools") or [])
+        for i, t in enumerate(raw_tools)
     )
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
-        choice = {"specific": str((choice.get("function") or {}).get("name", ""))}
+        function = choice.get("function") or {}
+        if not isinstance(function, dict):
+            raise InvalidRequest.at("tool_choice.function", "expected an object")
+        choice = {"specific": str(function.get("name", ""))}
     elif choice is not None and choice not in ("none", "auto", "required"):
         raise InvalidRequest.at("tool_choice", "must be none, auto, required or {type: function, function: {name}}")
     episode = _extra(body, "episode_id")
@@ -314,22 +330,34 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         raise InvalidRequest.at("lsd::tags", "expected an object of strings")
     dryrun = bool(_extra(body, "dryrun"))
     stream = bool(body.get("stream"))
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise InvalidRequest.at("stream_options", "expected an object")
+    include_usage = bool(stream_options.get("include_usage"))
+    variant_name = _extra(body, "variant_name")
+    if variant_name is not None and not isinstance(variant_name, str):
+        raise InvalidRequest.at("lsd::variant_name", "expected a string")
+    credentials = _extra(body, "credentials") or {}
+    if not isinstance(credentials, dict) or not all(isinstance(v, str) for v in credentials.values()):
+        raise InvalidRequest.at("lsd::credentials", "expected an object of strings")
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise InvalidRequest.at("parallel_tool_calls", "expected a boolean")
     request = InferenceRequest(
         input=parse_messages(body.get("messages")),
         function_name=name if kind == "function_name" else None,
         model_name=name if kind == "model_name" else None,
         episode_id=parse_uuid(episode, "lsd::episode_id") if episode is not None else None,
-        variant_name=_extra(body, "variant_name"),
+        variant_name=variant_name,
         stream=stream,
         dryrun=dryrun,
         params=params,
         tags=tags,
-        credentials=_extra(body, "credentials") or {},
+        credentials=credentials,
         output_schema=output_schema,
         additional_tools=tools,
         tool_choice=choice,
-        parallel_tool_calls=body.get("parallel_tool_calls"),
+        parallel_tool_calls=parallel,
         cache=parse_cache_options(_extra(body, "cache_options"), "lsd::cache_options", dryrun),
         include_original_response=bool(_extra(body, "include_original_response")),
     )

@@ -118,3 +118,12 @@ def test_text_parts_and_files() -> None:
         parsed([{"type": "text", "text": "a", "tensorzero::arguments": {}}])
     blocks = parsed([{"type": "file", "file": {"file_data": "data:application/pdf;base64,QQ==", "filename": "a.pdf"}}])
     assert blocks[0].mime_type == "application/pdf" and blocks[0].data == "QQ==" and blocks[0].filename == "a.pdf"  # type: ignore[index]
+
+
+def test_token_limits_of_another_type_are_a_400_naming_the_field() -> None:
+    base = {"model": "tensorzero::function_name::f", "messages": [{"role": "user", "content": "hi"}]}
+    assert parse_chat_request({**base, "max_tokens": 50, "max_completion_tokens": 20}).request.params.max_tokens == 20
+    for key, value in (("max_completion_tokens", "20"), ("max_tokens", True), ("max_tokens", 1.5)):
+        with pytest.raises(InvalidRequest) as raised:
+            parse_chat_request({**base, "max_tokens": 50, key: value})
+        assert raised.value.field == key
