@@ -75,6 +75,7 @@ def _start(app: str, server: str, children: Children, workdir: Path, fake_url: s
 
 def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path) -> dict[str, Any]:
     print("\n## Part front-door: lsd and the bare proxy under each HTTP server (wrk, closed loop)")
+    (workdir / "fake.url").unlink(missing_ok=True)  # part gateway's fake wrote it: wait for this fake's own
     fake, fake_url = start_fake(children, workdir, 0.0)
     database_url = cluster.create("bench_front_door")
     samples: dict[str, list[dict[str, float]]] = {f"{a}-{s}": [] for a, s in servers()}
@@ -92,6 +93,8 @@ def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path)
                 )
                 cpu_us = 1e6 * (tree_cpu_s(child.pid) - cpu0) / max(result.ok, 1)
                 children.stop(child, timeout_s=60)
+                if result.ok < result.requests:
+                    print(f"  {app} under {server}: {result.requests - result.ok} of {result.requests} not 2xx")
                 samples[f"{app}-{server}"].append({"rps": result.rps, "cpu_us": cpu_us, "errors": result.errors})
                 print(f"  round {round_no + 1}, {app} under {server}: {result.rps:,.0f} req/s, {cpu_us:.0f} us CPU/req")
     finally:
