@@ -288,9 +288,30 @@ def _referenced(raw: str | None, texts: Sequence[tuple[str, str]]) -> str | None
         if NUL in text or ESCAPE in text or REF in text:  # stored escaped in jsonb: not the text to_json gives
             continue
         quoted = orjson.dumps(text).decode()
-        if quoted in (out or raw):
-            out = (out or raw).replace(quoted, f'"{REF}{ref}{REF}"')
+        base = out or raw
+        at = _first(base, quoted)
+        if at < 0:
+            continue
+        marker, start = f'"{REF}{ref}{REF}"', 0
+        pieces: list[str] = []
+        while at >= 0:  # every occurrence, left to right, as str.replace
+            pieces += (base[start:at], marker)
+            start = at + len(quoted)
+            at = base.find(quoted, start)  # usually at once: what follows the text is shorter than it
+        pieces.append(base[start:])
+        out = "".join(pieces)
     return out
+
+
+def _first(base: str, quoted: str) -> int:
+    """Where `quoted` first stands in `base`, or -1. Its first 64 characters are looked for, then the whole compared
+    there: ~10 us for a 100 KiB prompt in its raw request, where `in` and `replace` take ~90 us each (they prepare
+    a search for the whole 100 KiB needle). When that first candidate is not it, the full search (linear whatever
+    the text) decides."""
+    at = base.find(quoted[:64])
+    if at >= 0 and base.startswith(quoted, at):
+        return at
+    return base.find(quoted) if at >= 0 else -1
 
 
 def _input_texts_of(inference: Record | None) -> list[tuple[str, str]]:
