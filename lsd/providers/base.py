@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import field
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -22,6 +22,7 @@ from lsd.types import (
     EmbeddingResponse,
     FinishReason,
     HeaderPatch,
+    Message,
     ProviderRequest,
     ProviderResponse,
     StreamChunk,
@@ -225,6 +226,31 @@ def json_object(data: bytes | str) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def alternating_turns(
+    messages: Sequence[Message],
+    place: Callable[[Any, str], tuple[str, dict[str, Any]] | None],
+    is_tool_result: Callable[[dict[str, Any]], bool],
+) -> list[dict[str, Any]]:
+    """Messages for an API that wants user and assistant turns alternating (Anthropic, Bedrock's Converse): each
+    content block placed by `place(block, role)` as (role, part) or dropped (None), consecutive parts of one role
+    merged into one turn, a user turn's tool results first (in their order)."""
+    turns: list[tuple[str, list[dict[str, Any]]]] = []
+    for message in messages:
+        for block in message.content:
+            placed = place(block, message.role)
+            if placed is None:
+                continue
+            role, part = placed
+            if turns and turns[-1][0] == role:
+                turns[-1][1].append(part)
+            else:
+                turns.append((role, [part]))
+    for role, parts in turns:
+        if role == "user":
+            parts.sort(key=lambda part: not is_tool_result(part))  # stable
+    return [{"role": role, "content": parts} for role, parts in turns]
 
 
 def tool_arguments(call: ToolCall) -> dict[str, Any]:

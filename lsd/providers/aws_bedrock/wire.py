@@ -32,7 +32,7 @@ import orjson
 
 from lsd.errors import InvalidRequest, ProviderError
 from lsd.providers.anthropic.wire import JSON_INSTRUCTION, JSON_TOOL_NAME, uses_json_tool
-from lsd.providers.base import error_from_status, json_object, mapped_reason, tool_arguments
+from lsd.providers.base import alternating_turns, error_from_status, json_object, mapped_reason, tool_arguments
 from lsd.types import (
     ContentBlock,
     File,
@@ -113,23 +113,9 @@ def build_body(request: ProviderRequest, *, provider_name: str | None = None) ->
 
 def build_messages(messages: Sequence[Message], *, provider_name: str | None = None) -> list[dict[str, Json]]:
     """Converse's alternating messages: every block placed by its role, consecutive same-role runs merged."""
-    turns: list[tuple[str, list[dict[str, Json]]]] = []
-    for message in messages:
-        for block in message.content:
-            placed = _block(block, message.role, provider_name)
-            if placed is None:
-                continue
-            role, part = placed
-            if turns and turns[-1][0] == role:
-                turns[-1][1].append(part)
-            else:
-                turns.append((role, [part]))
-    out: list[dict[str, Json]] = []
-    for role, parts in turns:
-        if role == "user":
-            parts.sort(key=lambda part: "toolResult" not in part)  # stable: tool results first
-        out.append({"role": role, "content": list(parts)})
-    return out
+    return alternating_turns(
+        messages, lambda block, role: _block(block, role, provider_name), lambda part: "toolResult" in part
+    )
 
 
 def _block(block: ContentBlock, role: str, provider_name: str | None) -> tuple[str, dict[str, Json]] | None:
