@@ -131,8 +131,24 @@ by_metric AS (
 SELECT count(*) FILTER (WHERE src = 'chat'), count(*) FILTER (WHERE src = 'json') FROM d
 """)
 
-# New provider attempts: per-model buckets, latency histograms, and failed attempts per function.
-_ATTEMPTS = sql.SQL("""
+# One histogram of successful attempts (latency or time to first token) at one grain (minute or hour).
+_HISTOGRAM = """{measure}_{grain} AS (
+    INSERT INTO model_{measure}_histogram_{grain} AS s (model_name, model_provider_name, bucket_start, le_ms, count)
+    SELECT model_name, model_provider_name, date_trunc('{grain}', created_at, 'UTC'), lsd_latency_bucket({column}),
+           count(*)
+    FROM d WHERE status = 'ok' AND {column} IS NOT NULL GROUP BY 1, 2, 3, 4
+    ON CONFLICT (model_name, model_provider_name, bucket_start, le_ms) DO UPDATE SET count = s.count + EXCLUDED.count
+),
+"""
+_HISTOGRAMS = "".join(
+    _HISTOGRAM.format(measure=measure, grain=grain, column=column)
+    for measure, column in (("latency", "latency_ms"), ("ttft", "ttft_ms"))
+    for grain in ("minute", "hour")
+)
+
+# New provider attempts: per-model buckets, latency and TTFT histograms, and failed attempts per function.
+_ATTEMPTS = sql.SQL(
+    """
 WITH d AS MATERIALIZED (
     SELECT m.model_name, m.model_provider_name, m.function_name, m.variant_name, m.created_at, m.status,
            m.latency_ms, m.ttft_ms, m.input_tokens, m.output_tokens, m.cost
@@ -155,35 +171,9 @@ by_model AS (
         latency_ms_sum = s.latency_ms_sum + EXCLUDED.latency_ms_sum,
         latency_ms_count = s.latency_ms_count + EXCLUDED.latency_ms_count
 ),
-by_minute AS (
-    INSERT INTO model_latency_histogram_minute AS s (model_name, model_provider_name, bucket_start, le_ms, count)
-    SELECT model_name, model_provider_name, date_trunc('minute', created_at, 'UTC'), lsd_latency_bucket(latency_ms),
-           count(*)
-    FROM d WHERE status = 'ok' AND latency_ms IS NOT NULL GROUP BY 1, 2, 3, 4
-    ON CONFLICT (model_name, model_provider_name, bucket_start, le_ms) DO UPDATE SET count = s.count + EXCLUDED.count
-),
-by_hour AS (
-    INSERT INTO model_latency_histogram_hour AS s (model_name, model_provider_name, bucket_start, le_ms, count)
-    SELECT model_name, model_provider_name, date_trunc('hour', created_at, 'UTC'), lsd_latency_bucket(latency_ms),
-           count(*)
-    FROM d WHERE status = 'ok' AND latency_ms IS NOT NULL GROUP BY 1, 2, 3, 4
-    ON CONFLICT (model_name, model_provider_name, bucket_start, le_ms) DO UPDATE SET count = s.count + EXCLUDED.count
-),
-ttft_minute AS (
-    INSERT INTO model_ttft_histogram_minute AS s (model_name, model_provider_name, bucket_start, le_ms, count)
-    SELECT model_name, model_provider_name, date_trunc('minute', created_at, 'UTC'), lsd_latency_bucket(ttft_ms),
-           count(*)
-    FROM d WHERE status = 'ok' AND ttft_ms IS NOT NULL GROUP BY 1, 2, 3, 4
-    ON CONFLICT (model_name, model_provider_name, bucket_start, le_ms) DO UPDATE SET count = s.count + EXCLUDED.count
-),
-ttft_hour AS (
-    INSERT INTO model_ttft_histogram_hour AS s (model_name, model_provider_name, bucket_start, le_ms, count)
-    SELECT model_name, model_provider_name, date_trunc('hour', created_at, 'UTC'), lsd_latency_bucket(ttft_ms),
-           count(*)
-    FROM d WHERE status = 'ok' AND ttft_ms IS NOT NULL GROUP BY 1, 2, 3, 4
-    ON CONFLICT (model_name, model_provider_name, bucket_start, le_ms) DO UPDATE SET count = s.count + EXCLUDED.count
-),
-failures AS (
+"""
+    + _HISTOGRAMS
+    + """failures AS (
     INSERT INTO inference_by_function_statistics AS s (function_name, variant_name, bucket_start, failed_attempts)
     SELECT function_name, variant_name, date_trunc('hour', created_at, 'UTC'), count(*)
     FROM d WHERE status <> 'ok' AND function_name IS NOT NULL AND variant_name IS NOT NULL GROUP BY 1, 2, 3
@@ -191,7 +181,8 @@ failures AS (
         failed_attempts = s.failed_attempts + EXCLUDED.failed_attempts
 )
 SELECT count(*) FROM d
-""")
+"""
+)
 
 # New feedback: attributed to the variants it concerns as of now, and remembered per target for inferences
 # that arrive later. Must run after _INFERENCES, which reads statistics_feedback_by_target as it was.
