@@ -31,6 +31,20 @@ from lsd.store.list_query import (
 
 # -- building the list statement ---------------------------------------------------------------------------
 
+
+def id_descending(query: ListQuery) -> bool:
+    """Whether ties (and a query without an order) go newest first."""
+    keyset = query.keyset
+    return keyset[0] == "<" if keyset is not None else not query.reverse
+
+
+def first_id_descending(query: ListQuery) -> bool:
+    """Whether a timestamp-only order starts newest first."""
+    for order in query.order_by:
+        return (order.direction == "descending") != query.reverse
+    return id_descending(query)
+
+
 _DEMONSTRATION_EXISTS = sql.SQL("EXISTS (SELECT 1 FROM demonstration_feedback df WHERE df.inference_id = i.id)")
 # The latest value of a metric for one target, from the table the feedback trigger keeps (0009_history_indexes.sql):
 # one primary-key probe per inference considered, so a filter reads about as many rows as the page needs.
@@ -142,14 +156,10 @@ class _Builder:
         return conds
 
     def _id_descending(self) -> bool:
-        keyset = self.query.keyset
-        return keyset[0] == "<" if keyset is not None else not self.query.reverse
+        return id_descending(self.query)
 
     def first_id_descending(self) -> bool:
-        """Whether a timestamp-only order starts newest first."""
-        for order in self.query.order_by:
-            return (order.direction == "descending") != self.query.reverse
-        return self._id_descending()
+        return first_id_descending(self.query)
 
     def budget(self, kind: str, budget: int) -> sql.Composable:
         descending = self.first_id_descending()
@@ -329,5 +339,32 @@ def list_statement(
         limit=builder.params(query.limit),
         offset=builder.params(query.offset),
         demonstration=_LATEST_DEMONSTRATION if query.output_source == "demonstration" else sql.SQL("NULL::jsonb"),
+    )
+    return statement, builder.params.values
+
+
+_EDGE = sql.SQL("""
+SELECT (SELECT u.id FROM ({ids}) u ORDER BY u.id {direction} LIMIT 1) AS first,
+       (SELECT u.id FROM ({ids}) u ORDER BY u.id {direction} OFFSET {budget} LIMIT 1) AS edge
+""")
+_IDS = sql.SQL("SELECT b.id FROM {table} b WHERE {bounds}")
+
+
+def edge_statement(query: ListQuery, budget: int) -> tuple[sql.Composed, dict[str, Any]]:
+    """The first inference id within the query's id bounds (since, until, keyset) in the order it starts with, and
+    the id `budget` inferences further (NULL when there are not that many): the range a scan budget covered."""
+    builder = _Builder(query, {})
+
+    def ids() -> sql.Composable:
+        bounds = builder.id_bounds(sql.SQL("b.id"))
+        where = sql.SQL(" AND ").join(bounds) if bounds else sql.SQL("TRUE")
+        return sql.SQL(" UNION ALL ").join(
+            _IDS.format(table=sql.Identifier(f"{kind}_inferences"), bounds=where) for kind in ("chat", "json")
+        )
+
+    statement = _EDGE.format(
+        ids=ids(),
+        direction=sql.SQL("DESC" if first_id_descending(query) else "ASC"),
+        budget=builder.params(budget),
     )
     return statement, builder.params.values

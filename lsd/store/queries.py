@@ -6,6 +6,8 @@ resolves metrics, runs the statements (docs/querying.md says what each shape rea
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -17,6 +19,7 @@ from lsd.errors import InvalidRequest
 from lsd.store.database import Database
 from lsd.store.escaping import unescape_optional
 from lsd.store.list_query import (
+    _EPOCH,
     _MS,
     ATTEMPT_LOOKBACK,
     AndFilter,
@@ -40,7 +43,7 @@ from lsd.store.list_query import (
     time_condition,
     uuid7_floor_ms,
 )
-from lsd.store.list_statement import list_statement
+from lsd.store.list_statement import edge_statement, first_id_descending, list_statement
 
 __all__ = [
     "ATTEMPT_LOOKBACK",
@@ -184,8 +187,15 @@ def _row(r: dict[str, Any], source: OutputSource) -> StoredRow:
 # A list filtered by a tag first considers only this many of the newest inferences (about 5 ms): enough for any tag on
 # at least 0.4% of them to fill a page of 20.
 SCAN_BUDGET = 5000
-# The generic plan of a tag filter guesses its share of rows and may scan whole partitions: the index it is.
-MATCHES_BY_INDEX = "SELECT set_config('enable_seqscan', 'off', true)"
+# A rarer tag's matches are read from the tags' GIN index in time windows, starting where the order starts: the first
+# window spans WINDOW_GROWTH times the time the budget's inferences took, each next one WINDOW_GROWTH times more,
+# until the page is full; after WINDOWS windows the rest of the range in one. Planned for each window's values
+# (custom plans: only the window's partitions are planned and read), by the GIN index, not a scan of the partitions.
+WINDOW_GROWTH = 4
+WINDOWS = 12
+MATCHES_BY_INDEX = (
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true)"
+)
 
 
 def _tag_filtered(query: ListQuery) -> bool:
@@ -228,12 +238,9 @@ async def _run_list(
     await cur.execute(statement, params, prepare=database.prepare)
     found = [_row(r, query.output_source) for r in await cur.fetchall()]
     if budget is not None and len(found) < query.limit:
-        # The newest rows held too few matches: a rare tag. Read its matches from the tags' GIN index and sort
-        # them, instead of walking the whole history in id order.
-        statement, params = list_statement(query, metrics, sort_matches=True)
-        await conn.execute(MATCHES_BY_INDEX)
-        await cur.execute(statement, params, prepare=database.prepare)
-        found = [_row(r, query.output_source) for r in await cur.fetchall()]
+        # The newest rows held too few matches: a rare tag. Read its matches from the tags' GIN index, window by
+        # window, instead of walking the whole history in id order.
+        found = await _walk_windows(conn, cur, database, query, metrics, found)
     if query.reverse:
         found.reverse()
     if query.include_model_inferences and found:
@@ -247,3 +254,64 @@ async def _run_list(
         for row in found:
             row.model_inferences.extend(by_inference.get(row.id, []))
     return found
+
+
+_CENTURY_MS = 100 * 366 * 86_400_000
+
+
+def _at(ms: int) -> dt.datetime:
+    return _EPOCH + ms * _MS
+
+
+def _window(query: ListQuery, near: int | None, far: int | None) -> ListQuery:
+    """`query` narrowed to the ids between `near` and `far` (ms; None: the query's own bound), in its order."""
+    since, until = (far, near) if first_id_descending(query) else (near, far)
+    narrowed_since = query.since if since is None else _at(since)
+    if query.since is not None and narrowed_since is not None:
+        narrowed_since = max(query.since, narrowed_since)
+    narrowed_until = query.until if until is None else _at(until)
+    if query.until is not None and narrowed_until is not None:
+        narrowed_until = min(query.until, narrowed_until)
+    return dataclasses.replace(query, since=narrowed_since, until=narrowed_until)
+
+
+async def _walk_windows(
+    conn: psycopg.AsyncConnection[Any],
+    cur: psycopg.AsyncCursor[dict[str, Any]],
+    database: Database,
+    query: ListQuery,
+    metrics: Mapping[str, Metric],
+    found: list[StoredRow],
+) -> list[StoredRow]:
+    """The page of a query whose scan budget found too few matches, read window by window (WINDOW_GROWTH)."""
+    statement, params = edge_statement(query, SCAN_BUDGET)
+    await cur.execute(statement, params, prepare=database.prepare)
+    ends = await cur.fetchone()
+    if ends is None or ends["edge"] is None:
+        return found  # the budget covered every inference within the query's bounds: its answer is the whole answer
+    first, span = ends["first"].int >> 80, abs((ends["first"].int >> 80) - (ends["edge"].int >> 80))
+    sign = -1 if first_id_descending(query) else 1
+    far_bound = query.since if sign < 0 else query.until
+    wanted = query.limit + query.offset
+    await conn.execute(MATCHES_BY_INDEX)
+    matches: list[StoredRow] = []
+    near: int | None = None
+    width = max(span, 1000)
+    for step in range(WINDOWS):
+        width *= WINDOW_GROWTH
+        reach = first + sign * width
+        last = (
+            step == WINDOWS - 1
+            or width >= _CENTURY_MS
+            or reach <= 0  # before 1970: no UUIDv7 there
+            or (far_bound is not None and (_at(reach) - far_bound) * sign >= dt.timedelta(0))
+        )
+        far = None if last else reach  # the last window: the rest of the query's range
+        window = dataclasses.replace(_window(query, near, far), limit=wanted - len(matches), offset=0)
+        statement, params = list_statement(window, metrics, sort_matches=True)
+        await cur.execute(statement, params, prepare=database.prepare)
+        matches.extend(_row(r, query.output_source) for r in await cur.fetchall())
+        if len(matches) >= wanted or far is None:
+            break
+        near = far
+    return matches[query.offset : query.offset + query.limit]

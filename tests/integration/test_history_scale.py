@@ -176,6 +176,18 @@ def test_ordering_by_a_metric_ends_with_the_inferences_without_a_value(conn: psy
         {"filters": {"type": "tag", "key": "env", "value": "dev", "comparison_operator": "!="}},
         {"tags": {"rare": "yes"}, "order_by": [{"by": "timestamp", "direction": "ascending"}]},
         {"tags": {"rare": "yes"}, "offset": 50},  # past the last match but ten
+        {"tags": {"rare": "yes"}, "offset": 45, "limit": 10},  # a page that spans windows
+        {"tags": {"nowhere": "x"}},  # no match: every window, then the rest of the history
+        {  # bounded in time: the windows stop at the query's own bounds
+            "tags": {"rare": "yes"},
+            "since": (datetime.now(tz=UTC) - timedelta(days=3)).isoformat(),
+            "until": (datetime.now(tz=UTC) - timedelta(days=1)).isoformat(),
+        },
+        {
+            "tags": {"rare": "yes"},
+            "order_by": [{"by": "timestamp", "direction": "ascending"}],
+            "since": (datetime.now(tz=UTC) - timedelta(days=4)).isoformat(),
+        },
     ],
 )
 async def test_tag_filters_answer_the_same_whether_common_or_rare(loaded_url: str, body: dict[str, Any]) -> None:
