@@ -10,6 +10,8 @@ from starlette.types import Receive, Scope
 
 from lsd.errors import InvalidRequest, PayloadTooLarge
 
+WALK_FROM_BYTES = 8192  # a body larger than this is checked by walking its parsed values (see receive_json)
+
 
 async def read_json(request: Request[Any], max_bytes: int) -> Any:
     return await receive_json(request.scope, request.receive, max_bytes)
@@ -41,14 +43,46 @@ async def receive_json(scope: Scope, receive: Receive, max_bytes: int) -> Any:
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"body: malformed JSON: {exc}", field="body") from None
     max_depth: int = scope["state"]["services"].config.gateway.max_json_depth
-    # Arrays and objects cannot nest deeper than there are brackets: most bodies need no walk at all.
-    if raw.count(b"[") + raw.count(b"{") > max_depth and too_deep(value, max_depth):
+    # A big body is mostly long texts: a walk of its few values is far cheaper than scanning its bytes (on Python
+    # 3.11 a search for \u0000 costs ~0.7 us per KiB, counting brackets ~0.8 us; 100 KiB: 150 us, the walk 5 us).
+    deep = walked(value, max_depth, len(raw) >> 8) if len(raw) > WALK_FROM_BYTES else None
+    if deep is None:  # a small body, one of many values for its size, or U+0000 somewhere: the byte scans decide
+        # Arrays and objects cannot nest deeper than there are brackets: most bodies need no walk at all.
+        deep = raw.count(b"[") + raw.count(b"{") > max_depth and too_deep(value, max_depth)
+        # PostgreSQL cannot store U+0000, which JSON can only spell as the escape \u0000: one scan of the raw bytes,
+        # and a walk only when it is there (docs/api.md#nul). Refused before any provider is called.
+        if not deep and b"\\u0000" in raw and (path := nul_path(value)) is not None:
+            raise InvalidRequest.at(path, "contains U+0000 (NUL), which cannot be stored; remove it or encode it")
+    if deep:
         raise InvalidRequest(f"body: JSON nested deeper than gateway.max_json_depth ({max_depth})", field="body")
-    # PostgreSQL cannot store U+0000, which JSON can only spell as the escape \u0000: one scan of the raw bytes, and
-    # a walk only when it is there (docs/api.md#nul). Refused before any provider is called.
-    if b"\\u0000" in raw and (path := nul_path(value)) is not None:
-        raise InvalidRequest.at(path, "contains U+0000 (NUL), which cannot be stored; remove it or encode it")
     return value
+
+
+def walked(value: Any, max_depth: int, budget: int) -> bool | None:
+    """Whether arrays and objects nest more than `max_depth` levels, from one walk of at most `budget` values that
+    also finds no string or key holding U+0000; None when one does, or when there are more values than `budget`."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return None
+        item, depth = stack.pop()
+        kind = type(item)  # orjson makes exact types
+        if kind is str:
+            if "\x00" in item:
+                return None
+        elif kind is dict:
+            if depth > max_depth:
+                return True
+            for key, child in item.items():
+                if "\x00" in key:
+                    return None
+                stack.append((child, depth + 1))
+        elif kind is list:
+            if depth > max_depth:
+                return True
+            stack.extend([(child, depth + 1) for child in item])
+    return False
 
 
 def nul_path(value: Any) -> str | None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+from types import SimpleNamespace
 from typing import Any
 
-from lsd.api.body import too_deep
+import orjson
+import pytest
+
+from lsd.api.body import receive_json, too_deep
 from lsd.api.guard import Guard
 from lsd.config.model import GatewayConfig
+from lsd.errors import InvalidRequest
 from lsd.providers.base import REDACTED, redact_headers
 
 
@@ -54,3 +60,41 @@ def test_json_depth() -> None:
     for _ in range(10_000):
         deep = [deep]
     assert too_deep(deep, 64)
+
+
+def received(body: bytes, max_depth: int = 8) -> Any:
+    """`body` through receive_json, as POST /inference reads it."""
+    gateway = SimpleNamespace(max_json_depth=max_depth)
+    scope = {"headers": [], "state": {"services": SimpleNamespace(config=SimpleNamespace(gateway=gateway))}}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return asyncio.run(receive_json(scope, receive, 1 << 24))
+
+
+def refusal(body: Any, max_depth: int = 8) -> str:
+    with pytest.raises(InvalidRequest) as caught:
+        received(orjson.dumps(body), max_depth)
+    return caught.value.message
+
+
+@pytest.mark.parametrize("size", [10, 50_000], ids=["small", "big"])
+def test_body_checks_whatever_its_size(size: int) -> None:
+    """A big body is checked by walking its values instead of scanning its bytes: the same answers."""
+    long = "word " * (size // 5)
+    ok = {"input": {"messages": [{"role": "user", "content": [{"type": "text", "text": long}]}]}, "tags": {}}
+    assert received(orjson.dumps(ok)) == ok
+    nul = {**ok, "tags": {"k": "v\x00"}}
+    assert "tags.k: contains U+0000" in refusal(nul)
+    assert "a key" in refusal({**ok, "tags": {"k\x00": "v"}})
+    in_text = {"input": {"messages": [{"role": "user", "content": [{"type": "text", "text": long + "\x00"}]}]}}
+    assert "input.messages[0].content[0].text: contains U+0000" in refusal(in_text)
+    deep: Any = "x"
+    for _ in range(10):
+        deep = [deep]
+    assert "max_json_depth" in refusal({**ok, "deep": deep})
+    assert "max_json_depth" in refusal({**nul, "deep": deep})  # nesting is reported first, as for small bodies
+    many = {**ok, "many": [{"n": i} for i in range(5_000)], "tags": {"k": "v\x00"}}  # more values than the walk's
+    assert "tags.k: contains U+0000" in refusal(many)
+    assert received(b'{"text": "\\\\u0000 is text"}') == {"text": "\\u0000 is text"}
