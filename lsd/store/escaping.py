@@ -11,8 +11,8 @@ Reading reverses it (jsonb: in the loader every query connection uses; text: `un
 read), so a value reads back exactly as it was written. Request inputs with U+0000 are refused before they get here
 (lsd.api.body); this is for what the gateway receives from providers.
 
-Cost: one scan of the encoded bytes per jsonb value and of each escaped text value for either character; the walk
-that escapes runs only when one is found (rare).
+Cost: one scan of the encoded bytes per jsonb value (a walk of its strings instead, for a big one) and of each
+escaped text value for either character; the walk that escapes runs only when one is found (rare).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ ESCAPE = "\ue000"
 _ESCAPE_UTF8 = ESCAPE.encode()
 _NUL_JSON = b"\\u0000"  # how orjson writes U+0000 inside a JSON string (a false positive only costs a walk)
 _ESCAPED = re.compile("\ue000(.)", re.DOTALL)
+WALK_FROM_BYTES = 8192  # JSON larger than this is checked for U+0000 by walking its value (see _holds_nul)
+_SCALARS = frozenset((int, float, bool))
 
 # Text columns that hold what a provider sent (or an error quoting it): escaped when written by the writer's COPY,
 # unescaped where the query API reads them.
@@ -78,11 +80,49 @@ def unescape_json(value: Any) -> Any:
     return _walk(value, unescape_text)
 
 
+def _holds_nul(value: Any, data: bytes) -> bool:
+    """Whether `data`, the JSON of `value`, may hold U+0000 (a false positive only costs a walk). A big value is
+    mostly long texts: a walk of its strings (a memchr each) is far cheaper than a search of its bytes for
+    \\u0000 (~0.7 us per KiB on Python 3.11: 70 us for a 100 KiB prompt, the walk 2 us)."""
+    if len(data) > WALK_FROM_BYTES:
+        held = _nul_in(value, len(data) >> 8)
+        if held is not None:
+            return held
+    return _NUL_JSON in data
+
+
+def _nul_in(value: Any, budget: int) -> bool | None:
+    """Whether a string or key of `value` holds U+0000; None for more than `budget` values or a type this walk
+    does not know (a dataclass, a str subclass: orjson encodes what it holds, the walk would not see it)."""
+    stack = [value]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return None
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if NUL in item:
+                return True
+        elif kind is dict:
+            for key, child in item.items():
+                if type(key) is not str:
+                    return None
+                if NUL in key:
+                    return True
+                stack.append(child)
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif item is not None and kind not in _SCALARS:
+            return None
+    return False
+
+
 def dumps(value: Any) -> bytes:
     """JSON for a jsonb column: orjson's, with U+0000 and U+E000 escaped (see the module's docstring)."""
     data = orjson.dumps(value)
     # b"\xee" alone is a memchr (U+E000-U+EFFF only, private use): far cheaper than a search for all three bytes.
-    if _NUL_JSON in data or (b"\xee" in data and _ESCAPE_UTF8 in data):
+    if (b"\xee" in data and _ESCAPE_UTF8 in data) or _holds_nul(value, data):
         return orjson.dumps(escape_json(value))
     return data
 
@@ -91,7 +131,7 @@ def dumps_jsonb(value: Any) -> bytes:
     """`dumps` in jsonb's binary format (version 1, then the text), as a binary COPY writes it: one Python call per
     value (the writer's COPY makes ~5 per inference)."""
     data = orjson.dumps(value)
-    if _NUL_JSON in data or (b"\xee" in data and _ESCAPE_UTF8 in data):
+    if (b"\xee" in data and _ESCAPE_UTF8 in data) or _holds_nul(value, data):
         data = orjson.dumps(escape_json(value))
     return b"\x01" + data
 
