@@ -196,16 +196,23 @@ class ProviderRequest:
 
 @immutable
 class ProviderResponse:
-    """One successful provider call; raw_request/raw_response are what crossed the wire (redacted later)."""
+    """One successful provider call; raw_request/raw_response are what crossed the wire (redacted later).
+    A JSON request body may stay the bytes sent: recording refers to the prompt inside it and decodes only the rest
+    (a 100 KiB prompt is never decoded again); `request_text` is the whole as text."""
 
     content: tuple[OutputBlock, ...]
     usage: Usage
     finish_reason: FinishReason | None
-    raw_request: str
+    raw_request: str | bytes
     raw_response: str
     cost: float | None = None
     request_headers: Mapping[str, str] = field(default_factory=dict)  # already redacted
     api_key_sha256: str | None = None
+
+    @property
+    def request_text(self) -> str:
+        raw = self.raw_request
+        return raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
 
 
 @immutable

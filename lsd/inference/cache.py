@@ -75,7 +75,7 @@ class Cache:
         """Store `response` under `key`; skipped (and counted) when PostgreSQL cannot answer."""
         entry = CachedResponse(
             output=[block_to_json(b) for b in response.content],
-            raw_request=response.raw_request,
+            raw_request=response.request_text,
             raw_response=response.raw_response,
             input_tokens=response.usage.input_tokens,
             output_tokens=response.usage.output_tokens,

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, AnyStr
 from uuid import UUID
 
 import orjson
@@ -42,7 +42,7 @@ class Attempt:
     usage: Usage = field(default_factory=Usage)
     cost: float | None = None
     finish_reason: str | None = None
-    raw_request: str | None = None
+    raw_request: str | bytes | None = None  # bytes: a JSON body as sent (ProviderResponse), decoded for its row
     raw_response: str | None = None
     request_headers: Mapping[str, str] | None = None
     api_key_sha256: str | None = None
@@ -250,6 +250,7 @@ def inference_records(row: InferenceRow) -> list[Record]:
 # -- payload references (0012_payload_once.sql) ------------------------------------------------------------------
 
 REF = "\ue001"  # delimits a reference in a stored raw_request/raw_response (a private-use code point)
+_REF_UTF8 = REF.encode()
 MIN_REF_CHARS = 256  # a shorter text is left in place: its reference would save too little
 
 
@@ -278,32 +279,50 @@ def _output_texts(output: Any) -> Iterator[tuple[str, str]]:
             yield f"o{j},text", text
 
 
-def _referenced(raw: str | None, texts: Sequence[tuple[str, str]]) -> str | None:
+def _referenced(raw: str | bytes | None, texts: Sequence[tuple[str, str]]) -> str | None:
     """`raw` with each text of `texts` found in it as a JSON string (as orjson, and PostgreSQL's to_json, write
-    it) replaced by its reference; None when none was found. The view model_inference_payloads reverses it."""
-    if raw is None or REF in raw:
+    it) replaced by its reference; None when none was found. The view model_inference_payloads reverses it.
+    A JSON body kept as the bytes sent is searched as bytes (UTF-8 finds the same places), and only what is left
+    once its long texts are references is decoded: a 100 KiB prompt is never decoded nor copied again."""
+    if raw is None or _holds_ref(raw):
         return None
-    out = None
-    for ref, text in texts:
-        if NUL in text or ESCAPE in text or REF in text:  # stored escaped in jsonb: not the text to_json gives
-            continue
-        quoted = orjson.dumps(text).decode()
-        base = out or raw
+    # A text stored escaped in jsonb is not the text to_json gives: left in place.
+    found = [(ref, text) for ref, text in texts if NUL not in text and ESCAPE not in text and REF not in text]
+    if isinstance(raw, bytes):
+        out = _replaced(raw, [(orjson.dumps(text), f'"{REF}{ref}{REF}"'.encode()) for ref, text in found])
+        return None if out is None else out.decode("utf-8", "replace")
+    return _replaced(raw, [(orjson.dumps(text).decode(), f'"{REF}{ref}{REF}"') for ref, text in found])
+
+
+def _replaced(raw: AnyStr, replacements: Sequence[tuple[AnyStr, AnyStr]]) -> AnyStr | None:
+    """`raw` with every occurrence of each (quoted, marker) pair's `quoted` replaced by its `marker`, the pairs in
+    order; None when none occurs."""
+    out: AnyStr | None = None
+    for quoted, marker in replacements:
+        base = raw if out is None else out
         at = _first(base, quoted)
         if at < 0:
             continue
-        marker, start = f'"{REF}{ref}{REF}"', 0
-        pieces: list[str] = []
+        start = 0
+        pieces: list[AnyStr] = []
         while at >= 0:  # every occurrence, left to right, as str.replace
             pieces += (base[start:at], marker)
             start = at + len(quoted)
             at = base.find(quoted, start)  # usually at once: what follows the text is shorter than it
         pieces.append(base[start:])
-        out = "".join(pieces)
+        out = base[:0].join(pieces)
     return out
 
 
-def _first(base: str, quoted: str) -> int:
+def _holds_ref(raw: str | bytes | None) -> bool:
+    if raw is None:
+        return False
+    if isinstance(raw, str):
+        return REF in raw
+    return b"\xee" in raw and _REF_UTF8 in raw  # a memchr first: far cheaper than a search for the three bytes
+
+
+def _first(base: AnyStr, quoted: AnyStr) -> int:
     """Where `quoted` first stands in `base`, or -1. Its first 64 characters are looked for, then the whole compared
     there: ~10 us for a 100 KiB prompt in its raw request, where `in` and `replace` take ~90 us each (they prepare
     a search for the whole 100 KiB needle). When that first candidate is not it, the full search (linear whatever
@@ -351,10 +370,12 @@ def attempt_records(
             request = _referenced(raw_request, inputs) if inputs else None
             response = _referenced(raw_response, outputs) if outputs else None
             refs = request is not None or response is not None
-            if refs and (REF in (raw_request or "") or REF in (raw_response or "")):
+            if refs and (_holds_ref(raw_request) or _holds_ref(raw_response)):
                 refs = False  # one of the two holds the delimiter itself: store both as they are
             elif refs:
                 raw_request, raw_response = request or raw_request, response or raw_response
+        if isinstance(raw_request, bytes):  # not referenced: stored whole, as text
+            raw_request = raw_request.decode("utf-8", "replace")
         model_inference_id = uuid7(attempt.started_ms)
         created = datetime.fromtimestamp(attempt.started_ms / 1000, tz=UTC)
         error = attempt.error

@@ -70,12 +70,17 @@ class Call:
 
     url: str
     body: bytes
-    raw_request: str
+    raw: str | bytes  # the request as stored: a JSON body's bytes (decoded where needed), or text ("GET <url>")
     headers: dict[str, str]
     key: str | None
     ttft_timeout_s: float | None = None
     credential_headers: frozenset[str] = frozenset()  # the provider's, redacted in `request_headers`
     scrubber: Scrubber = NO_SECRETS  # the key and credential header values, removed from what comes back
+
+    @property
+    def raw_request(self) -> str:
+        raw = self.raw
+        return raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
 
     @property
     def request_headers(self) -> dict[str, str]:
@@ -154,18 +159,19 @@ class HttpProvider(Provider):
         self,
         url: str,
         body: bytes,
-        raw_request: str,
+        raw_request: str | bytes,
         headers: dict[str, str],
         key: str | None,
         ttft_timeout_s: float | None = None,
     ) -> Call:
-        """A Call whose stored parts hold no credential: `raw_request` loses the call's secrets (the key, which a
-        provider or an `extra_body` may put in the body, and the values of credential headers) and
-        credential-named URL query values (`?key=`, removed by the caller with `redact_url`). Its `scrubber`
-        removes the same secrets from everything the provider answers."""
+        """A Call whose stored parts hold no credential: `raw_request` (text, or a JSON body's UTF-8 bytes) loses
+        the call's secrets (the key, which a provider or an `extra_body` may put in the body, and the values of
+        credential headers) and credential-named URL query values (`?key=`, removed by the caller with
+        `redact_url`). Its `scrubber` removes the same secrets from everything the provider answers."""
         credential_headers = self.credential_headers | {self.key_header}
         scrubber = self.scrubber(key, headers)
-        return Call(url, body, scrubber.text(raw_request), headers, key, ttft_timeout_s, credential_headers, scrubber)
+        raw = scrubber.text(raw_request) if isinstance(raw_request, str) else scrubber.body(raw_request)
+        return Call(url, body, raw, headers, key, ttft_timeout_s, credential_headers, scrubber)
 
     def scrubber(self, key: str | None, headers: Mapping[str, str]) -> Scrubber:
         """The Scrubber of a call sending `headers` with `key` (the last one built, when they are the same)."""
@@ -284,7 +290,9 @@ class HttpProvider(Provider):
         headers = self.headers(key, stream=stream)
         if ctx.extra_headers:
             headers = apply_header_patches(headers, ctx.extra_headers)
-        return self.call(url, encoded, encoded.decode(), headers, key, ttft_timeout_s)
+        # The body's bytes are its raw request: a 100 KiB prompt is not decoded to be stored (lsd.inference.recording
+        # refers to the prompt inside them and decodes the rest).
+        return self.call(url, encoded, encoded, headers, key, ttft_timeout_s)
 
     async def post_json(self, url: str, body: Mapping[str, Any], ctx: CallContext) -> Exchange:
         """POST `body`; raise ProviderError for a failed call, a non-2xx status or an answer that is not a
@@ -330,7 +338,7 @@ class HttpProvider(Provider):
             content=content,
             usage=usage,
             finish_reason=finish_reason,
-            raw_request=exchange.raw_request,
+            raw_request=exchange.call.raw,
             raw_response=exchange.raw_response,
             cost=self.cost(usage, reported_cost, (exchange.data,)),
             request_headers=exchange.call.request_headers,

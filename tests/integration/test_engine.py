@@ -285,6 +285,9 @@ async def test_cache_hit_and_miss(client: httpx.AsyncClient, database_url: str) 
     assert first.json()["content"] == second.json()["content"]
     assert second.json()["usage"] == {"input_tokens": 0, "output_tokens": 0, "cost": 0.0}
     assert rows(database_url, "SELECT cached FROM chat_inferences ORDER BY id") == [(False,), (True,)]
+    # The cached answer keeps the request as sent, as text (the provider's body bytes decoded for the cache).
+    [(sent,), (cached,)] = rows(database_url, "SELECT raw_request FROM model_inference_data ORDER BY inference_id")
+    assert sent == cached and json.loads(str(sent))["model"]
     other = await client.post(
         "/inference", json={**body, "input": {"messages": [{"role": "user", "content": "other"}]}}
     )
