@@ -114,6 +114,7 @@ def shapes(url: str, days: int) -> dict[str, dict[str, Any]]:
         "tag (0.01%)": {"tags": {"user_id": "u42"}},
         "tag (0.1%) + function": {"function_name": "fn3", "tags": {"experiment": "rare"}},
         "tag (no match)": {"tags": {"experiment": "none"}},
+        "model": {"model_name": "gpt"},
         "time range (12 h)": {
             "function_name": "fn0",
             "since": day.isoformat(),

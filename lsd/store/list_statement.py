@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 
 from lsd.store.escaping import escape_text
 from lsd.store.list_query import (
+    ATTEMPT_LOOKBACK,
     AndFilter,
     BooleanMetricFilter,
     DemonstrationFilter,
@@ -144,10 +145,13 @@ class _Builder:
         conds.extend(self.id_bounds(sql.SQL("i.id")))
         if query.model_name is not None:
             conds.append(
+                # Attempt ids are made after their inference's: the bound prunes the older days' partitions
+                # at run time, for each inference considered, instead of probing every day's index.
                 sql.SQL(
                     "EXISTS (SELECT 1 FROM model_inferences m WHERE m.inference_id = i.id "
+                    "AND m.id >= lsd_uuid7_floor(lsd_uuid7_time(i.id) - {}) "
                     "AND m.model_name = {} AND m.status = 'ok')"
-                ).format(params(query.model_name))
+                ).format(params(ATTEMPT_LOOKBACK), params(query.model_name))
             )
         if query.output_source == "demonstration":
             conds.append(_DEMONSTRATION_EXISTS)
@@ -343,28 +347,37 @@ def list_statement(
     return statement, builder.params.values
 
 
-_EDGE = sql.SQL("""
-SELECT (SELECT u.id FROM ({ids}) u ORDER BY u.id {direction} LIMIT 1) AS first,
-       (SELECT u.id FROM ({ids}) u ORDER BY u.id {direction} OFFSET {budget} LIMIT 1) AS edge
-""")
-_IDS = sql.SQL("SELECT b.id FROM {table} b WHERE {bounds}")
+_EDGE = sql.SQL("SELECT {pick}({firsts}) AS first, {pick}({edges}) AS edge, {other}({lasts}) AS last")
+# Each table on its own: an index scan of its id order (a UNION ALL of the two under one ORDER BY was sorted whole).
+_EDGE_OF = sql.SQL("(SELECT b.id FROM {table} b WHERE {bounds} ORDER BY b.id {direction} OFFSET {skip} LIMIT 1)")
 
 
 def edge_statement(query: ListQuery, budget: int) -> tuple[sql.Composed, dict[str, Any]]:
-    """The first inference id within the query's id bounds (since, until, keyset) in the order it starts with, and
-    the id `budget` inferences further (NULL when there are not that many): the range a scan budget covered."""
+    """The first inference id within the query's id bounds (since, until, keyset) in the order it starts with,
+    about the id `budget` inferences further (the nearer of the two tables'; NULL when neither has that many): the
+    range a scan budget covered, and the last id in that order."""
     builder = _Builder(query, {})
+    descending = first_id_descending(query)
 
-    def ids() -> sql.Composable:
-        bounds = builder.id_bounds(sql.SQL("b.id"))
-        where = sql.SQL(" AND ").join(bounds) if bounds else sql.SQL("TRUE")
-        return sql.SQL(" UNION ALL ").join(
-            _IDS.format(table=sql.Identifier(f"{kind}_inferences"), bounds=where) for kind in ("chat", "json")
-        )
+    def of(skip: int, forward: bool = True) -> sql.Composable:
+        parts = []
+        for kind in ("chat", "json"):
+            bounds = builder.id_bounds(sql.SQL("b.id"))
+            parts.append(
+                _EDGE_OF.format(
+                    table=sql.Identifier(f"{kind}_inferences"),
+                    bounds=sql.SQL(" AND ").join(bounds) if bounds else sql.SQL("TRUE"),
+                    direction=sql.SQL("DESC" if descending == forward else "ASC"),
+                    skip=builder.params(skip),
+                )
+            )
+        return sql.SQL(", ").join(parts)
 
     statement = _EDGE.format(
-        ids=ids(),
-        direction=sql.SQL("DESC" if first_id_descending(query) else "ASC"),
-        budget=builder.params(budget),
+        pick=sql.SQL("greatest" if descending else "least"),
+        other=sql.SQL("least" if descending else "greatest"),
+        firsts=of(0),
+        edges=of(budget),
+        lasts=of(0, forward=False),
     )
     return statement, builder.params.values

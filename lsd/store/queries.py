@@ -256,9 +256,6 @@ async def _run_list(
     return found
 
 
-_CENTURY_MS = 100 * 366 * 86_400_000
-
-
 def _at(ms: int) -> dt.datetime:
     return _EPOCH + ms * _MS
 
@@ -289,29 +286,28 @@ async def _walk_windows(
     ends = await cur.fetchone()
     if ends is None or ends["edge"] is None:
         return found  # the budget covered every inference within the query's bounds: its answer is the whole answer
-    first, span = ends["first"].int >> 80, abs((ends["first"].int >> 80) - (ends["edge"].int >> 80))
+    first, edge, last = (ends[k].int >> 80 for k in ("first", "edge", "last"))
     sign = -1 if first_id_descending(query) else 1
-    far_bound = query.since if sign < 0 else query.until
     wanted = query.limit + query.offset
     await conn.execute(MATCHES_BY_INDEX)
     matches: list[StoredRow] = []
     near: int | None = None
-    width = max(span, 1000)
+    width = max(abs(first - edge), 1000) * WINDOW_GROWTH
     for step in range(WINDOWS):
-        width *= WINDOW_GROWTH
         reach = first + sign * width
-        last = (
-            step == WINDOWS - 1
-            or width >= _CENTURY_MS
-            or reach <= 0  # before 1970: no UUIDv7 there
-            or (far_bound is not None and (_at(reach) - far_bound) * sign >= dt.timedelta(0))
-        )
-        far = None if last else reach  # the last window: the rest of the query's range
+        last_window = step == WINDOWS - 1 or (reach - last) * sign >= 0  # then the rest of the query's range
+        far = None if last_window else reach
         window = dataclasses.replace(_window(query, near, far), limit=wanted - len(matches), offset=0)
         statement, params = list_statement(window, metrics, sort_matches=True)
         await cur.execute(statement, params, prepare=database.prepare)
-        matches.extend(_row(r, query.output_source) for r in await cur.fetchall())
+        got = [_row(r, query.output_source) for r in await cur.fetchall()]
+        matches.extend(got)
         if len(matches) >= wanted or far is None:
             break
+        # The next window: wide enough for the matches still wanted at the density this one showed (half a match
+        # when it had none), at least WINDOW_GROWTH times this one's width, at most WINDOW_GROWTH squared.
+        covered = abs(reach - first)
+        needed = covered * (wanted - len(matches)) / max(len(matches), 0.5)
+        width = covered + int(min(max(needed, covered * (WINDOW_GROWTH - 1)), covered * (WINDOW_GROWTH**2 - 1)))
         near = far
     return matches[query.offset : query.offset + query.limit]
