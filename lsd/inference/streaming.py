@@ -232,11 +232,19 @@ class InferenceStream:
             self.engine.finisher.finish_now(self._done(aggregate, ended))
             raise
         # The stream ended, complete or broken at the provider: finish before the last event, so that with
-        # async_writes = false its rows are committed before the client reads the end of the stream.
+        # async_writes = false its rows are committed before the client reads the end of the stream. Finishing
+        # (the rows, the metrics) is the longest the loop stays in one stream: the other streams' tokens that
+        # arrived meanwhile go out before it and after it, not behind it.
+        try:
+            await let_reads_through()
+        except asyncio.CancelledError:  # the client went away just now: the answer is whole, record it so
+            self.engine.finisher.finish_now(self._done(aggregate, error))
+            raise
         try:
             await self.engine.finisher.finish(self._done(aggregate, error))
         except LsdError as exc:  # the rows could not be committed: the content is out, say so in the stream
             yield StreamEvent(error=exc)
+        await let_reads_through()
         if error is None and aggregate.errors == 0:
             await self._cache_put(aggregate)
         if error is not None:
@@ -334,6 +342,14 @@ class InferenceStream:
         )
 
 
+async def let_reads_through() -> None:
+    """Two passes of the event loop, so that the reads that arrived while this task ran (other streams' tokens)
+    are relayed before it goes on. One is not enough on uvloop: the task resumes ahead of the tasks that the
+    loop's poll for I/O wakes in the same pass."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
 def estimated_usage(usage: Usage, request: ProviderRequest, answer_chars: int) -> tuple[Usage, tuple[str, ...]]:
     """`usage` with each count the provider did not report estimated at CHARS_PER_TOKEN characters a token
     (rounded up): input from the rendered prompt's text (system, message text, tool calls and results; files not
@@ -414,7 +430,9 @@ async def _open(
     step: ChatStep, provider: Provider, ctx: CallContext
 ) -> tuple[StreamChunk | None, AsyncIterator[StreamChunk]]:
     """Start the provider's stream and wait for its first chunk (None: it ended empty). An error event before any
-    content fails the attempt, so that routing falls back as for any error before the first chunk."""
+    content fails the attempt, so that routing falls back as for any error before the first chunk. The other
+    streams' tokens that arrived while this request was parsed and routed go out before its call is sent."""
+    await let_reads_through()
     iterator = aiter(provider.stream(step.request, ctx))
     try:
         first: StreamChunk | None = await anext(iterator)
