@@ -11,6 +11,11 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+# What starlette's init_headers makes of SSE_HEADERS and the media type, made once instead of per response.
+_RAW_HEADERS = (
+    *((name.encode("latin-1"), value.encode("latin-1")) for name, value in SSE_HEADERS.items()),
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+)
 DONE = b"data: [DONE]\n\n"
 
 E = TypeVar("E")
@@ -29,8 +34,15 @@ class EventStreamResponse(StreamingResponse):
     frame less per stream. A client that goes away cancels the stream, as starlette's: here one asyncio task
     listens for the disconnect (starlette's anyio task group and cancel scope cost ~100 us a stream)."""
 
+    media_type = "text/event-stream"
+
     def __init__(self, content: AsyncIterator[Any]) -> None:
-        super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS)
+        # StreamingResponse's attributes, set directly: its __init__ (an ABC isinstance check, the headers encoded
+        # and searched) cost ~25 us a stream on a busy loop.
+        self.body_iterator = content
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = list(_RAW_HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         spec = scope.get("asgi", {}).get("spec_version", "2.0")
