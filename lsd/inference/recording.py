@@ -283,22 +283,33 @@ def _referenced(raw: str | bytes | None, texts: Sequence[tuple[str, str]]) -> st
     """`raw` with each text of `texts` found in it as a JSON string (as orjson, and PostgreSQL's to_json, write
     it) replaced by its reference; None when none was found. The view model_inference_payloads reverses it.
     A JSON body kept as the bytes sent is searched as bytes (UTF-8 finds the same places), and only what is left
-    once its long texts are references is decoded: a 100 KiB prompt is never decoded nor copied again."""
-    if raw is None or _holds_ref(raw):
+    once its long texts are references is decoded: a 100 KiB prompt is never decoded nor copied again.
+    `raw` holding the delimiter itself gives None too: told by the delimiters left in the (short) result, as the
+    replaced texts hold none, instead of a search of the whole of `raw`."""
+    if raw is None:
         return None
     # A text stored escaped in jsonb is not the text to_json gives: left in place.
     found = [(ref, text) for ref, text in texts if NUL not in text and ESCAPE not in text and REF not in text]
     if isinstance(raw, bytes):
-        out = _replaced(raw, [(orjson.dumps(text), f'"{REF}{ref}{REF}"'.encode()) for ref, text in found])
-        return None if out is None else out.decode("utf-8", "replace")
-    return _replaced(raw, [(orjson.dumps(text).decode(), f'"{REF}{ref}{REF}"') for ref, text in found])
+        markers = [f'"{REF}{ref}{REF}"'.encode() for ref, _ in found]
+        out = _replaced(raw, [orjson.dumps(text) for _, text in found], markers)
+        if out is None or out[0].count(_REF_UTF8) != 2 * out[1]:
+            return None
+        return out[0].decode("utf-8", "replace")
+    replaced = _replaced(
+        raw, [orjson.dumps(text).decode() for _, text in found], [f'"{REF}{ref}{REF}"' for ref, _ in found]
+    )
+    if replaced is None or replaced[0].count(REF) != 2 * replaced[1]:
+        return None
+    return replaced[0]
 
 
-def _replaced(raw: AnyStr, replacements: Sequence[tuple[AnyStr, AnyStr]]) -> AnyStr | None:
-    """`raw` with every occurrence of each (quoted, marker) pair's `quoted` replaced by its `marker`, the pairs in
-    order; None when none occurs."""
+def _replaced(raw: AnyStr, quoted_texts: Sequence[AnyStr], markers: Sequence[AnyStr]) -> tuple[AnyStr, int] | None:
+    """`raw` with every occurrence of each `quoted_texts[i]` replaced by `markers[i]`, in order, and the number of
+    markers put in; None when none occurs."""
     out: AnyStr | None = None
-    for quoted, marker in replacements:
+    count = 0
+    for quoted, marker in zip(quoted_texts, markers, strict=True):
         base = raw if out is None else out
         at = _first(base, quoted)
         if at < 0:
@@ -307,11 +318,12 @@ def _replaced(raw: AnyStr, replacements: Sequence[tuple[AnyStr, AnyStr]]) -> Any
         pieces: list[AnyStr] = []
         while at >= 0:  # every occurrence, left to right, as str.replace
             pieces += (base[start:at], marker)
+            count += 1
             start = at + len(quoted)
             at = base.find(quoted, start)  # usually at once: what follows the text is shorter than it
         pieces.append(base[start:])
         out = base[:0].join(pieces)
-    return out
+    return None if out is None else (out, count)
 
 
 def _holds_ref(raw: str | bytes | None) -> bool:
@@ -370,7 +382,10 @@ def attempt_records(
             request = _referenced(raw_request, inputs) if inputs else None
             response = _referenced(raw_response, outputs) if outputs else None
             refs = request is not None or response is not None
-            if refs and (_holds_ref(raw_request) or _holds_ref(raw_response)):
+            # A referenced one holds no delimiter of its own (_referenced checked): only the other is searched.
+            if refs and (
+                (request is None and _holds_ref(raw_request)) or (response is None and _holds_ref(raw_response))
+            ):
                 refs = False  # one of the two holds the delimiter itself: store both as they are
             elif refs:
                 raw_request, raw_response = request or raw_request, response or raw_response
