@@ -235,13 +235,14 @@ class InferenceStream:
         # async_writes = false its rows are committed before the client reads the end of the stream. Finishing
         # (the rows, the metrics) is the longest the loop stays in one stream: the other streams' tokens that
         # arrived meanwhile go out before it and after it, not behind it.
+        done = self._done(aggregate, error)
         try:
             await let_reads_through()
         except asyncio.CancelledError:  # the client went away just now: the answer is whole, record it so
-            self.engine.finisher.finish_now(self._done(aggregate, error))
+            self.engine.finisher.finish_now(done)
             raise
         try:
-            await self.engine.finisher.finish(self._done(aggregate, error))
+            await self.engine.finisher.finish(done)
         except LsdError as exc:  # the rows could not be committed: the content is out, say so in the stream
             yield StreamEvent(error=exc)
         await let_reads_through()
@@ -448,7 +449,9 @@ async def _open(
 
 
 async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceStream:
-    """Open a stream: like Engine.infer up to the first chunk (raising AllAttemptsFailed if none comes)."""
+    """Open a stream: like Engine.infer up to the first chunk (raising AllAttemptsFailed if none comes). The request
+    was read and parsed in the same pass of the loop: the other streams' tokens go first."""
+    await let_reads_through()
     p = await engine.begin(request)
     tools = engine.tool_params(p)
     reservation = await engine.admit(p)
