@@ -177,10 +177,6 @@ class _Builder:
             open_end=sql.Literal(str(UUID(int=0 if descending else (1 << 128) - 1))),
         )
 
-    def text_order(self) -> sql.Composable:
-        """Id order by the id's text: a canonical UUID's text sorts as the UUID does."""
-        return sql.SQL("i.id::text DESC" if self.first_id_descending() else "i.id::text ASC")
-
     def metric_order(self) -> _MetricOrder | None:
         """The bounded plan's parameters when the order is one inference-level metric (then id as always)."""
         if len(self.query.order_by) != 1 or self.query.order_by[0].by != "metric":
@@ -274,12 +270,11 @@ def _columns(kind: str) -> sql.Composable:
 
 
 def list_statement(
-    query: ListQuery, metrics: Mapping[str, Metric], *, scan_budget: int | None = None, sort_matches: bool = False
+    query: ListQuery, metrics: Mapping[str, Metric], *, scan_budget: int | None = None
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """The list query over chat and json inferences, with its named parameters. Timestamp order only: `scan_budget`
     considers only that many inferences of each table from the start of the order, within the query's bounds (the
-    answer is the query's own when it fills the page); `sort_matches` sorts the matches by the id's text (the same
-    order) so that no index scan can produce the order and the plan fetches them by the filters' own indexes."""
+    answer is the query's own when it fills the page)."""
     builder = _Builder(query, metrics)
     metric_order = builder.metric_order()
     sort_columns, order = builder.order()
@@ -298,7 +293,7 @@ def list_statement(
                 where=where
                 if scan_budget is None
                 else sql.SQL("{} AND {}").format(where, builder.budget(kind, scan_budget)),
-                order=builder.text_order() if sort_matches else order,
+                order=order,
                 window=window,
             )
             for kind in kinds
@@ -379,5 +374,32 @@ def edge_statement(query: ListQuery, budget: int) -> tuple[sql.Composed, dict[st
         firsts=of(0),
         edges=of(budget),
         lasts=of(0, forward=False),
+    )
+    return statement, builder.params.values
+
+
+_MATCH_IDS = sql.SQL("(SELECT i.id FROM {table} i WHERE {where} ORDER BY i.id::text {direction} LIMIT {window})")
+
+
+def match_ids_statement(query: ListQuery, metrics: Mapping[str, Metric]) -> tuple[sql.Composed, dict[str, Any]]:
+    """The ids of a timestamp-ordered query's first `limit` matches, sorted by the id's text (a canonical UUID's text
+    sorts as the UUID does), so that no index scan can produce the order and the plan reads the matches by the
+    filters' own indexes (the tags' GIN index). Only the inference tables: the page's columns come after."""
+    builder = _Builder(query, metrics)
+    conds = builder.conditions()
+    where = sql.SQL(" AND ").join(conds) if conds else sql.SQL("TRUE")
+    window = builder.params(query.limit)
+    descending = first_id_descending(query)
+    branches = sql.SQL(" UNION ALL ").join(
+        _MATCH_IDS.format(
+            table=sql.Identifier(f"{kind}_inferences"),
+            where=where,
+            direction=sql.SQL("DESC" if descending else "ASC"),
+            window=window,
+        )
+        for kind in ("chat", "json")
+    )
+    statement = sql.SQL("SELECT u.id FROM ({}) u ORDER BY u.id {} LIMIT {}").format(
+        branches, sql.SQL("DESC" if descending else "ASC"), window
     )
     return statement, builder.params.values
