@@ -150,6 +150,8 @@ class HttpProvider(Provider):
         # The last call's key and headers and their Scrubber: a provider's calls mostly repeat them (an env key),
         # and building one costs more than comparing them.
         self._last_scrubber: tuple[tuple[object, ...], Scrubber] | None = None
+        # The same for what a stream's last chunk reports of its call: the redacted headers and the key's hash.
+        self._last_stored: tuple[tuple[object, ...], dict[str, str], str | None] | None = None
 
     @property
     def model_name(self) -> str:
@@ -432,13 +434,23 @@ class HttpProvider(Provider):
     def _last(self, chunk: StreamChunk, call: Call, events: Sequence[Any] | None = None) -> StreamChunk:
         """The chunk with usage, completed as a ProviderResponse would be (its `cost`, if any, is reported;
         `events` are the stream's decoded events so far, for the list form of `cost`)."""
+        headers, fingerprint = self._stored_call(call)
         return replace(
             chunk,
             cost=self.cost(chunk.usage or Usage(), chunk.cost, events or (), streamed=True),
             raw_request=call.raw_request,
-            request_headers=call.request_headers,
-            api_key_sha256=call.api_key_sha256,
+            request_headers=headers,
+            api_key_sha256=fingerprint,
         )
+
+    def _stored_call(self, call: Call) -> tuple[dict[str, str], str | None]:
+        """`call.request_headers` and `call.api_key_sha256`, computed once for the key and headers the calls
+        repeat (comparing them takes a sixth of the time of redacting the headers and hashing the key)."""
+        signature = (call.key, call.credential_headers, *call.headers.items())
+        last = self._last_stored
+        if last is None or last[0] != signature:
+            last = self._last_stored = (signature, call.request_headers, call.api_key_sha256)
+        return dict(last[1]), last[2]
 
     def _interrupted(self, parser: StreamParser, call: Call, reason: str) -> ProviderError:
         error = ProviderError(

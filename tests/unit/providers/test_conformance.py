@@ -648,3 +648,23 @@ async def test_redaction(type_name: str, harness: Harness, fakes: Fakes, transpo
     with pytest.raises(ProviderError) as caught:
         await failing.infer(ask("hi"), patched)
     assert caught.value.raw_request is not None and KEY not in repr(vars(caught.value))
+
+
+async def test_streams_report_their_own_headers(
+    type_name: str, harness: Harness, fakes: Fakes, transport: Transport
+) -> None:
+    """Each stream's last chunk reports the headers its own call sent, when the stream before it sent others."""
+    provider = provider_for(type_name, harness, fakes, "plain")
+    for value in ("first", "second", "first"):
+        ctx = CallContext(
+            transport=transport,
+            credentials={CREDENTIAL: KEY},
+            timeout_s=10.0,
+            extra_headers=(HeaderPatch("X-Trace", value),),
+        )
+        chunks, error = await collect(provider.stream(ask("hi"), ctx))
+        assert error is None
+        last = chunks[-1]
+        if harness.fake:
+            assert last.request_headers is not None and last.request_headers["X-Trace"] == value
+            assert last.api_key_sha256 == (key_fingerprint(KEY) if harness.keyed else None)
