@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import AsyncGenerator, Iterator, Mapping
-from contextlib import aclosing, contextmanager
+from contextlib import contextmanager
 
 from lsd.errors import ConfigError, ProviderError, ProviderTimeout
 from lsd.immutable import immutable
@@ -164,38 +164,6 @@ class Transport:
         with _mapped_errors(provider, f"timed out after {timeout_s}s"):
             return await self._exchange(b"GET", url, b"", headers, timeout_s, proxy)
 
-    async def stream_lines(
-        self,
-        url: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        *,
-        provider: str,
-        timeout_s: float | None = None,
-        ttft_timeout_s: float | None = None,
-        proxy: ProxyChoice = None,
-    ) -> AsyncGenerator[bytes | HttpResponse, None]:
-        """POST and yield response lines as they arrive; on a non-2xx status yield one HttpResponse instead.
-        Close the generator (contextlib.aclosing) to release the connection as soon as the caller stops."""
-        source = self.stream_bytes(
-            url, body, headers, provider=provider, timeout_s=timeout_s, ttft_timeout_s=ttft_timeout_s, proxy=proxy
-        )
-        async with aclosing(source):
-            pending = b""
-            async for data in source:
-                if isinstance(data, HttpResponse):
-                    yield data
-                    return
-                lines = (pending + data).split(b"\n")
-                pending = lines.pop()
-                if len(pending) > MAX_LINE:
-                    with _mapped_errors(provider, "timed out while streaming"):
-                        raise ConnectionError(f"a streamed line is longer than {MAX_LINE} bytes")
-                for line in lines:
-                    yield line + b"\n"
-            if pending:
-                yield pending
-
     async def stream_bytes(
         self,
         url: str,
@@ -207,8 +175,9 @@ class Transport:
         ttft_timeout_s: float | None = None,
         proxy: ProxyChoice = None,
     ) -> AsyncGenerator[bytes | HttpResponse, None]:
-        """POST and yield the response body's bytes as they arrive (for a binary framing such as Bedrock's event
-        stream); on a non-2xx status yield one HttpResponse instead. Close it as `stream_lines`."""
+        """POST and yield the response body's bytes as they arrive (the framing, SSE or Bedrock's event stream, is
+        the caller's); on a non-2xx status yield one HttpResponse instead. Close the generator (contextlib.aclosing)
+        to release the connection as soon as the caller stops."""
         with _mapped_errors(provider, "timed out while streaming"):
             pool = self.pool
             conn, origin, deadline = await self._send(pool, b"POST", url, body, headers, timeout_s, proxy)

@@ -17,10 +17,10 @@ from lsd.providers.transport import HttpResponse, Transport
 from tests.fakes.scripted_server import OK, Handler, Server, answer_ok
 
 
-async def lines_of(t: Transport, url: str, ttft_timeout_s: float | None = None) -> list[bytes | HttpResponse]:
-    """Everything stream_lines yields for a POST to `url`."""
-    async with aclosing(t.stream_lines(url, b"{}", {}, provider="p", ttft_timeout_s=ttft_timeout_s)) as lines:
-        return [line async for line in lines]
+async def pieces_of(t: Transport, url: str, ttft_timeout_s: float | None = None) -> list[bytes | HttpResponse]:
+    """Everything stream_bytes yields for a POST to `url`."""
+    async with aclosing(t.stream_bytes(url, b"{}", {}, provider="p", ttft_timeout_s=ttft_timeout_s)) as pieces:
+        return [piece async for piece in pieces]
 
 
 def answer_after(seconds: float) -> Handler:
@@ -110,7 +110,7 @@ async def test_interim_answers_are_skipped(transport: Transport) -> None:
         assert server.connections == 1
 
 
-async def test_stream_lines_split_anywhere_and_error_status(transport: Transport) -> None:
+async def test_a_stream_arrives_whole_and_an_error_status_as_one_response(transport: Transport) -> None:
     async def sse(request: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
         for piece in (b"data: one\n", b"\ndata: t", b"wo\n\n", b"data: [DONE]"):
@@ -123,12 +123,12 @@ async def test_stream_lines_split_anywhere_and_error_status(transport: Transport
         writer.write(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\n\r\nslow")
 
     async with Server(sse) as server:
-        got = await lines_of(transport, server.url)
-        assert got == [b"data: one\n", b"\n", b"data: two\n", b"\n", b"data: [DONE]"]
+        got = await pieces_of(transport, server.url)
+        assert b"".join(p for p in got if isinstance(p, bytes)) == b"data: one\n\ndata: two\n\ndata: [DONE]"
         assert (await post(transport, server.url)).status == 200  # the connection went back to the pool
         assert server.connections == 1
     async with Server(refuse) as server:
-        items = await lines_of(transport, server.url)
+        items = await pieces_of(transport, server.url)
         assert len(items) == 1 and isinstance(items[0], HttpResponse)
         assert (items[0].status, items[0].body) == (429, b"slow")
 
@@ -143,14 +143,16 @@ async def test_slow_consumer_of_a_large_stream_gets_every_byte(transport: Transp
         await writer.drain()
 
     async with Server(flood) as server:
-        count = 0
-        async with aclosing(transport.stream_lines(server.url, b"{}", {}, provider="p")) as lines:
-            async for got in lines:
-                assert got == line
-                count += 1
-                if count % 200 == 0:
+        received = bytearray()
+        reads = 0
+        async with aclosing(transport.stream_bytes(server.url, b"{}", {}, provider="p")) as pieces:
+            async for got in pieces:
+                assert isinstance(got, bytes)
+                received += got
+                reads += 1
+                if reads % 20 == 0:
                     await asyncio.sleep(0.01)  # reading pauses while these bytes pile up
-    assert count == 2000
+    assert bytes(received) == line * 2000
 
 
 async def test_deadlines_fail_the_call_and_drop_the_connection(transport: Transport) -> None:
@@ -161,7 +163,7 @@ async def test_deadlines_fail_the_call_and_drop_the_connection(transport: Transp
         with pytest.raises(ProviderTimeout):
             await post(transport, server.url, timeout_s=0.2)
         with pytest.raises(ProviderTimeout):
-            await lines_of(transport, server.url, ttft_timeout_s=0.2)
+            await pieces_of(transport, server.url, ttft_timeout_s=0.2)
         await asyncio.sleep(0.05)
         assert server.connections == 2 and server.closed_by_client == 2
 
@@ -174,7 +176,7 @@ async def test_headers_only_then_no_first_byte_hits_the_ttft_deadline(transport:
 
     async with Server(headers_only) as server:
         with pytest.raises(ProviderTimeout):
-            await lines_of(transport, server.url, ttft_timeout_s=0.2)
+            await pieces_of(transport, server.url, ttft_timeout_s=0.2)
 
 
 async def test_a_cancelled_call_closes_its_connection(transport: Transport) -> None:
