@@ -288,17 +288,19 @@ def _referenced(raw: str | bytes | None, texts: Sequence[tuple[str, str]]) -> st
     replaced texts hold none, instead of a search of the whole of `raw`."""
     if raw is None:
         return None
-    # A text stored escaped in jsonb is not the text to_json gives: left in place.
-    found = [(ref, text) for ref, text in texts if NUL not in text and ESCAPE not in text and REF not in text]
+    kept: list[tuple[str, bytes]] = []  # (reference, the text as a JSON string)
+    for ref, text in texts:
+        # Encoded first: that reads the text once, from memory, and the checks below find it in the cache.
+        encoded = orjson.dumps(text)
+        # A text stored escaped in jsonb is not the text to_json gives: left in place.
+        if NUL not in text and ESCAPE not in text and REF not in text:
+            kept.append((ref, encoded))
     if isinstance(raw, bytes):
-        markers = [f'"{REF}{ref}{REF}"'.encode() for ref, _ in found]
-        out = _replaced(raw, [orjson.dumps(text) for _, text in found], markers)
+        out = _replaced(raw, [e for _, e in kept], [f'"{REF}{ref}{REF}"'.encode() for ref, _ in kept])
         if out is None or out[0].count(_REF_UTF8) != 2 * out[1]:
             return None
         return out[0].decode("utf-8", "replace")
-    replaced = _replaced(
-        raw, [orjson.dumps(text).decode() for _, text in found], [f'"{REF}{ref}{REF}"' for ref, _ in found]
-    )
+    replaced = _replaced(raw, [e.decode() for _, e in kept], [f'"{REF}{ref}{REF}"' for ref, _ in kept])
     if replaced is None or replaced[0].count(REF) != 2 * replaced[1]:
         return None
     return replaced[0]
