@@ -336,6 +336,7 @@ class HttpProvider(Provider):
         finish_reason: FinishReason | None,
         reported_cost: float | None = None,
     ) -> ProviderResponse:
+        headers, fingerprint = self._stored_call(exchange.call)  # as a stream's last chunk: once per key and headers
         return ProviderResponse(
             content=content,
             usage=usage,
@@ -343,8 +344,8 @@ class HttpProvider(Provider):
             raw_request=exchange.call.raw,
             raw_response=exchange.raw_response,
             cost=self.cost(usage, reported_cost, (exchange.data,)),
-            request_headers=exchange.call.request_headers,
-            api_key_sha256=exchange.call.api_key_sha256,
+            request_headers=headers,
+            api_key_sha256=fingerprint,
         )
 
     def embedding_response(

@@ -668,3 +668,21 @@ async def test_streams_report_their_own_headers(
         if harness.fake:
             assert last.request_headers is not None and last.request_headers["X-Trace"] == value
             assert last.api_key_sha256 == (key_fingerprint(KEY) if harness.keyed else None)
+
+
+async def test_answers_report_their_own_headers(
+    type_name: str, harness: Harness, fakes: Fakes, transport: Transport
+) -> None:
+    """Each plain call's response reports the headers its own call sent, when the call before it sent others."""
+    provider = provider_for(type_name, harness, fakes, "plain")
+    for value in ("first", "second", "first"):
+        ctx = CallContext(
+            transport=transport,
+            credentials={CREDENTIAL: KEY},
+            timeout_s=10.0,
+            extra_headers=(HeaderPatch("X-Trace", value),),
+        )
+        response = await provider.infer(ask("hi"), ctx)
+        if harness.fake:
+            assert response.request_headers["X-Trace"] == value
+            assert response.api_key_sha256 == (key_fingerprint(KEY) if harness.keyed else None)
