@@ -110,7 +110,8 @@ async def drive(app: App, state: dict[str, Any], requests: int) -> int:
 
 async def drained(state: dict[str, Any]) -> None:
     """Until lsd's writer has committed every queued row (at once for the bare proxy, which has none)."""
-    writer = state.get("writer")
+    services = state.get("services")  # lsd's lifespan state holds the Runtime
+    writer = getattr(services, "writer", None)
     while writer is not None and writer.stats.queued_rows:
         await asyncio.sleep(0.005)
 

@@ -110,7 +110,7 @@ class BedrockProvider(HttpProvider):
         if ctx.extra_headers:
             headers = apply_header_patches(headers, ctx.extra_headers)
         signed = sign(identity, url, encoded, headers)
-        return self.call(url, encoded, encoded.decode(), signed, identity.access_key, ttft_timeout_s)
+        return self.call(url, encoded, encoded, signed, identity.access_key, ttft_timeout_s)
 
     def scrubber(self, key: str | None, headers: Mapping[str, str]) -> Scrubber:
         """The access key id, the session token and the signature; not the Authorization header's other words
