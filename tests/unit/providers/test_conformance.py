@@ -650,10 +650,12 @@ async def test_redaction(type_name: str, harness: Harness, fakes: Fakes, transpo
     assert caught.value.raw_request is not None and KEY not in repr(vars(caught.value))
 
 
-async def test_streams_report_their_own_headers(
-    type_name: str, harness: Harness, fakes: Fakes, transport: Transport
+@pytest.mark.parametrize("streamed", [False, True], ids=["answer", "stream"])
+async def test_calls_report_their_own_headers(
+    type_name: str, harness: Harness, fakes: Fakes, transport: Transport, streamed: bool
 ) -> None:
-    """Each stream's last chunk reports the headers its own call sent, when the stream before it sent others."""
+    """Each call's answer (a plain response, a stream's last chunk) reports the headers its own call sent, when the
+    call before it sent others (the provider keeps its previous call's redacted headers for reuse)."""
     provider = provider_for(type_name, harness, fakes, "plain")
     for value in ("first", "second", "first"):
         ctx = CallContext(
@@ -662,27 +664,13 @@ async def test_streams_report_their_own_headers(
             timeout_s=10.0,
             extra_headers=(HeaderPatch("X-Trace", value),),
         )
-        chunks, error = await collect(provider.stream(ask("hi"), ctx))
-        assert error is None
-        last = chunks[-1]
+        if streamed:
+            chunks, error = await collect(provider.stream(ask("hi"), ctx))
+            assert error is None
+            headers, key_hash = chunks[-1].request_headers, chunks[-1].api_key_sha256
+        else:
+            response = await provider.infer(ask("hi"), ctx)
+            headers, key_hash = response.request_headers, response.api_key_sha256
         if harness.fake:
-            assert last.request_headers is not None and last.request_headers["X-Trace"] == value
-            assert last.api_key_sha256 == (key_fingerprint(KEY) if harness.keyed else None)
-
-
-async def test_answers_report_their_own_headers(
-    type_name: str, harness: Harness, fakes: Fakes, transport: Transport
-) -> None:
-    """Each plain call's response reports the headers its own call sent, when the call before it sent others."""
-    provider = provider_for(type_name, harness, fakes, "plain")
-    for value in ("first", "second", "first"):
-        ctx = CallContext(
-            transport=transport,
-            credentials={CREDENTIAL: KEY},
-            timeout_s=10.0,
-            extra_headers=(HeaderPatch("X-Trace", value),),
-        )
-        response = await provider.infer(ask("hi"), ctx)
-        if harness.fake:
-            assert response.request_headers["X-Trace"] == value
-            assert response.api_key_sha256 == (key_fingerprint(KEY) if harness.keyed else None)
+            assert headers is not None and headers["X-Trace"] == value
+            assert key_hash == (key_fingerprint(KEY) if harness.keyed else None)
