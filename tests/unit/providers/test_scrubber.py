@@ -105,3 +105,12 @@ async def test_files_a_provider_serves_are_scrubbed() -> None:
             assert caught.value.status == 401 and KEY not in repr(vars(caught.value)) and REDACTED in str(caught.value)
     finally:
         await transport.close()
+
+
+def test_a_body_is_searched_as_bytes_and_decoded_only_when_it_may_hold_a_secret() -> None:
+    accented = Scrubber(["clé-secrète-1234567890"])
+    assert accented.body('{"e": "clé-secrète-1234567890"}'.encode()) == f'{{"e": "{REDACTED}"}}'.encode()
+    masked = f'{{"e": "{KEY[:5]}***{KEY[-4:]}"}}'.encode()
+    assert SCRUBBER.body(masked) == f'{{"e": "{REDACTED}"}}'.encode()
+    big = b'{"prompt": "' + b"words " * 20_000 + b'"}'
+    assert SCRUBBER.body(big) is big
