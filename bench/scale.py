@@ -4,7 +4,7 @@ refresh after 10k new inferences, retention of half the history with a concurren
 inference. Method and results: docs/scaling.md.
 
     python -m bench.run --parts scale                          # 1M inferences over 90 days
-    python -m bench.run --parts scale --scale-rows 5000000     # or 10000000: needs the disk (about 3 GB per 1M)
+    python -m bench.run --parts scale --scale-rows 10000000    # 10M: ~12 min to load on 2 cores, ~20 GB of disk
 """
 
 from __future__ import annotations
