@@ -188,12 +188,13 @@ def _row(r: dict[str, Any], source: OutputSource) -> StoredRow:
 # at least 0.4% of them to fill a page of 20.
 SCAN_BUDGET = 5000
 # A rarer tag's matches are read from the tags' GIN index in time windows, starting where the order starts: the first
-# window spans WINDOW_GROWTH times the time the budget's inferences took, each next one WINDOW_GROWTH times more,
-# until the page is full; after WINDOWS windows the rest of the range in one. A window is planned for its values (a
-# custom plan: only its partitions are planned; a generic plan, not knowing how much of a partition the range holds,
-# may walk the id index through whole days), except the rest of the range after the first window: its generic plan
-# (planned once per connection, pruned at run time) reads the GIN index too, and planning its many days each time
-# cost more than reading them (no match at 10M: 44 against 17 ms at best).
+# window spans WINDOW_GROWTH times the time the budget's inferences took, each next one wide enough for the matches
+# still wanted at the density seen so far (WINDOW_GROWTH to WINDOW_GROWTH squared times the range covered), until
+# the page is full or the range's last inference is reached; after WINDOWS windows the rest of the range in one. A
+# window is planned for its values (a custom plan: only its partitions are planned; a generic plan, not knowing how
+# much of a partition a two-sided range holds, may walk the id index through whole days), except the rest of a range
+# open at its far end: its generic plan (planned once per connection, pruned at run time) reads the GIN index too,
+# and planning its many days each time cost more than reading them (no match at 10M: 44 against 17 ms at best).
 WINDOW_GROWTH = 4
 WINDOWS = 12
 _MATCHES_BY_INDEX = (
@@ -291,6 +292,7 @@ async def _walk_windows(
         return found  # the budget covered every inference within the query's bounds: its answer is the whole answer
     first, edge, last = (ends[k].int >> 80 for k in ("first", "edge", "last"))
     sign = -1 if first_id_descending(query) else 1
+    open_far_end = (query.since if sign < 0 else query.until) is None
     wanted = query.limit + query.offset
     matches: list[UUID] = []
     near: int | None = None
@@ -300,7 +302,7 @@ async def _walk_windows(
         reach = first + sign * width
         last_window = step == WINDOWS - 1 or (reach - last) * sign >= 0  # then the rest of the query's range
         far = None if last_window else reach
-        if plan != (plan := "generic" if far is None and near is not None else "custom"):
+        if plan != (plan := "generic" if far is None and near is not None and open_far_end else "custom"):
             await conn.execute(_MATCHES_BY_INDEX.format(plan))
         window = dataclasses.replace(_window(query, near, far), limit=wanted - len(matches), offset=0)
         statement, params = match_ids_statement(window, metrics)
