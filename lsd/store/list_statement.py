@@ -159,14 +159,8 @@ class _Builder:
             conds.append(self.filter(query.filters))
         return conds
 
-    def _id_descending(self) -> bool:
-        return id_descending(self.query)
-
-    def first_id_descending(self) -> bool:
-        return first_id_descending(self.query)
-
     def budget(self, kind: str, budget: int) -> sql.Composable:
-        descending = self.first_id_descending()
+        descending = first_id_descending(self.query)
         bounds = self.id_bounds(sql.SQL("b.id"))
         return _BUDGET.format(
             op=sql.SQL(">=" if descending else "<="),
@@ -193,7 +187,7 @@ class _Builder:
             metric=name,
             level=level,
             value_direction=sql.SQL("DESC" if descending else "ASC"),
-            id_direction=sql.SQL("DESC" if self._id_descending() else "ASC"),
+            id_direction=sql.SQL("DESC" if id_descending(self.query) else "ASC"),
             null_value=sql.SQL("NULL::boolean" if metric.type == "boolean" else "NULL::double precision"),
         )
 
@@ -211,7 +205,7 @@ class _Builder:
             name = sql.Identifier(f"s{n}")
             columns.append(sql.SQL(", {} AS {}").format(self.value_of(order.metric_name), name))
             terms.append(sql.SQL("{} {} NULLS LAST").format(name, sql.SQL("DESC" if descending else "ASC")))
-        terms.append(sql.SQL("id DESC" if self._id_descending() else "id ASC"))
+        terms.append(sql.SQL("id DESC" if id_descending(self.query) else "id ASC"))
         return sql.SQL("").join(columns), sql.SQL(", ").join(terms)
 
 
