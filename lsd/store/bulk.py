@@ -29,12 +29,43 @@ YIELD_EVERY_ROWS = 4
 
 @dataclass(frozen=True, slots=True)
 class TableSpec:
-    """How one record class maps to its table: columns in field order and their PostgreSQL types."""
+    """How one record class maps to its table: columns in field order and their PostgreSQL types, and the statements
+    a flush sends, rendered once (composing them took ~100 us of a small flush's ~1.2 ms)."""
 
     table: str
     columns: tuple[str, ...]
     types: tuple[str, ...]
     row: Callable[[Any], tuple[Any, ...]]
+    oids: tuple[int, ...] = ()  # the types' oids, for copy.set_types
+    copy: bytes = b""  # COPY into the table
+    stage: bytes = b""  # CREATE the idempotent path's temporary staging table
+    copy_staged: bytes = b""  # COPY into it
+    insert_staged: bytes = b""  # INSERT its rows into the table, skipping those present
+
+
+def table_spec(
+    conn: psycopg.AsyncConnection[Any], table: str, columns: tuple[str, ...], types: tuple[str, ...]
+) -> TableSpec:
+    """The spec of `table`, its statements rendered for `conn` (any connection with the same encoding will do)."""
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    target, staging = sql.Identifier(table), sql.Identifier(f"lsd_stage_{table}")
+    copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)")
+    # Only the record's columns, no constraints: columns the record lacks get the table's defaults in the INSERT,
+    # as on the direct path.
+    stage = sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA")
+    insert = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING")
+    registry = conn.adapters.types
+    return TableSpec(
+        table,
+        columns,
+        types,
+        _row_function(columns, types),
+        oids=tuple(registry.get_oid(t) for t in types),
+        copy=copy.format(target, names).as_bytes(conn),
+        stage=stage.format(staging, names, target).as_bytes(conn),
+        copy_staged=copy.format(staging, names).as_bytes(conn),
+        insert_staged=insert.format(target, names, names, staging).as_bytes(conn),
+    )
 
 
 def _row_function(columns: tuple[str, ...], types: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
@@ -129,8 +160,7 @@ class BulkInserter:
             )
             column_types = dict(await cur.fetchall())
             columns = tuple(f.name for f in dataclasses.fields(record_type))
-            types = tuple(column_types[c] for c in columns)
-            spec = TableSpec(table, columns, types, _row_function(columns, types))
+            spec = table_spec(conn, table, columns, tuple(column_types[c] for c in columns))
             self._specs[record_type] = spec
         return spec
 
@@ -151,19 +181,10 @@ class BulkInserter:
         inserted: dict[str, int] = {}
         async with conn.transaction():
             for spec, rows in zip(specs, by_type.values(), strict=True):
-                target = f"lsd_stage_{spec.table}" if idempotent else spec.table
-                columns = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
                 if idempotent:
-                    # Only the record's columns, no constraints: columns the record lacks get the table's defaults
-                    # in the INSERT below, as on the direct path.
-                    await conn.execute(
-                        sql.SQL(
-                            "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS SELECT {} FROM {} WITH NO DATA"
-                        ).format(sql.Identifier(target), columns, sql.Identifier(spec.table))
-                    )
-                copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(target), columns)
-                async with conn.cursor().copy(copy_sql) as copy:
-                    copy.set_types(list(spec.types))
+                    await conn.execute(spec.stage)
+                async with conn.cursor().copy(spec.copy_staged if idempotent else spec.copy) as copy:
+                    copy.set_types(spec.oids)
                     to_row, write_row = spec.row, copy.write_row
                     # Encoding runs on the event loop: let other tasks in every few rows, so a flush does not
                     # stall requests for its whole batch (one worker at 500 req/s, p99: ~3.7 ms without yields, ~2.8
@@ -174,11 +195,7 @@ class BulkInserter:
                         if every and not i % every:
                             await let_others_run()
                 if idempotent:
-                    cur = await conn.execute(
-                        sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-                            sql.Identifier(spec.table), columns, columns, sql.Identifier(target)
-                        )
-                    )
+                    cur = await conn.execute(spec.insert_staged)
                     inserted[spec.table] = cur.rowcount
                 else:
                     inserted[spec.table] = len(rows)
