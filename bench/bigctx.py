@@ -21,7 +21,7 @@ import orjson
 import psycopg
 
 from bench.children import Child, Children, wait_for_file, wait_for_http
-from bench.cpu import tree_cpu_s
+from bench.cpu import machine_cpu_s, tree_cpu_s
 from bench.database import Cluster
 from bench.gateway import LSD_CONFIG, MODEL, writer_backlog
 from bench.load import closed_loop, open_loop
@@ -149,18 +149,31 @@ def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path)
             closed_loop(
                 url, payload, connections=settings.connections, duration_s=settings.warmup_s, script_dir=workdir
             )
-            cpu0 = tree_cpu_s(child.pid)
+            roles = {"server": child.pid, "postgres": cluster.postmaster_pid(), "fake": fake.pid}
+            cpu0 = {role: tree_cpu_s(pid) for role, pid in roles.items()}
+            machine0 = machine_cpu_s()
             closed = closed_loop(
                 url, payload, connections=settings.connections, duration_s=settings.duration_s, script_dir=workdir
             )
+            per_request = {
+                role: round(1e6 * (tree_cpu_s(pid) - cpu0[role]) / max(closed.ok, 1), 1) for role, pid in roles.items()
+            }
+            per_request["machine"] = round(1e6 * (machine_cpu_s() - machine0) / max(closed.ok, 1), 1)
             entry: dict[str, Any] = {
                 "closed": closed.as_dict(),
-                "cpu_us_per_request": round(1e6 * (tree_cpu_s(child.pid) - cpu0) / max(closed.ok, 1), 1),
+                "cpu_us_per_request": per_request["server"],
+                # Where the machine's CPU went per request in the closed loop: the server, PostgreSQL (the whole
+                # cluster: backends, WAL writer, checkpointer), the fake provider, and all processes together (the
+                # load generator and anything else included).
+                "cpu_us_per_request_by_role": per_request,
                 "rates": {},
             }
             if name == "lsd":
                 entry["writer_queue_rows_after_closed"] = writer_backlog(url)
-            print(f"  {name}: closed loop {closed.rps:,.0f} req/s, p99 {closed.p99_ms} ms, errors {closed.errors}")
+            print(
+                f"  {name}: closed loop {closed.rps:,.0f} req/s, p99 {closed.p99_ms} ms, errors {closed.errors}; CPU "
+                "per request (us): " + ", ".join(f"{role} {us:,.0f}" for role, us in per_request.items())
+            )
             for rate in settings.rates:
                 fixed = run_async(
                     open_loop(
@@ -200,10 +213,13 @@ def render(summary: dict[str, Any]) -> str:
     for name, entry in targets.items():
         closed = entry["closed"]
         ratio = round(closed["rps"] / bare["closed"]["rps"], 2) if bare and bare["closed"]["rps"] else None
+        roles = entry.get("cpu_us_per_request_by_role", {})
         rows.append(
             [name, round(closed["rps"]), ratio, closed["p50_ms"], closed["p99_ms"], entry["cpu_us_per_request"]]
+            + [roles.get(role) for role in ("postgres", "fake", "machine")]
         )
-    lines.append(table(["target", "closed-loop req/s", "vs bare", "p50 ms", "p99 ms", "server CPU us/req"], rows))
+    headers = ["target", "closed-loop req/s", "vs bare", "p50 ms", "p99 ms", "server CPU us/req"]
+    lines.append(table([*headers, "PostgreSQL CPU us/req", "fake CPU us/req", "machine CPU us/req"], rows))
     rows = []
     for name, entry in targets.items():
         for key, run in entry["rates"].items():

@@ -24,6 +24,11 @@ def _machine() -> tuple[int, int]:
     return busy, busy + idle + iowait
 
 
+def machine_cpu_s() -> float:
+    """CPU seconds every process on the machine has used so far (all CPUs), from /proc/stat."""
+    return _machine()[0] / os.sysconf("SC_CLK_TCK")
+
+
 def _jiffies(pid: int) -> int:
     """utime + stime + cutime + cstime of one process (children it reaped included)."""
     try:

@@ -123,6 +123,12 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--stream-tokens", type=int, default=100, help="tokens per stream (default 100)")
     st.add_argument("--token-rate", type=float, default=50.0, help="tokens per second of each stream (default 50)")
     st.add_argument("--stream-levels", type=csv_list(int), default=streams.DEFAULT_LEVELS, help="concurrent streams")
+    st.add_argument(
+        "--stream-targets",
+        type=csv_list(str, streams.TARGETS),
+        default=("fake", "bare", "lsd"),
+        help="fake,bare,lsd,lsd-norec (default fake,bare,lsd; lsd-norec is lsd with observability.enabled = false)",
+    )
     st.add_argument("--stream-window", type=float, default=6.0, help="seconds measured at each level (default 6)")
     bc = p.add_argument_group("part bigctx: big prompts (bench/bigctx.py)")
     bc.add_argument("--prompt-kib", type=int, default=100, help="prompt size in KiB (default 100)")

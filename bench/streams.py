@@ -1,6 +1,8 @@
 """Part streams: how many long streams one worker holds. The fake streams `--stream-tokens` tokens at `--token-rate`
 tokens/s (bench/token_fake.py); C clients each keep one stream open, back to back, for `--stream-window` seconds, at
-C = 25, 50, 100, ... for the fake called directly, the bare proxy relaying bytes and `lsd serve` (recording on).
+C = 10, 15, 20, 25, 35, 50, 75, 100, ... for the fake called directly, the bare proxy relaying bytes and `lsd serve`
+(recording on; `--stream-targets` adds `lsd-norec`, the same gateway with observability off). Every server is
+started first; at each C the fake runs, then each target still holding; the ramp ends when none is left.
 
     python -m bench.run --parts streams [--stream-tokens 100 --token-rate 50 --stream-levels 25,50,100,200,400]
 
@@ -34,7 +36,8 @@ from bench.report import table
 from lsd.store.local import free_port
 
 TTFT_LIMIT_MS = 5.0
-DEFAULT_LEVELS = (25, 50, 100, 200, 400, 800)
+DEFAULT_LEVELS = (10, 15, 20, 25, 35, 50, 75, 100, 150, 200, 300, 400, 600, 800)
+TARGETS = ("fake", "bare", "lsd", "lsd-norec")
 DELAY_LIMIT_MS = 1.0
 _TOKEN = re.compile(rb"t(\d{6,}) ")
 
@@ -53,8 +56,9 @@ class Settings:
         return cls(
             tokens=getattr(args, "stream_tokens", 100),
             token_rate=getattr(args, "token_rate", 50.0),
-            levels=(25, 100) if quick else getattr(args, "stream_levels", DEFAULT_LEVELS),
+            levels=(10, 25) if quick else getattr(args, "stream_levels", DEFAULT_LEVELS),
             window_s=3.0 if quick else getattr(args, "stream_window", 6.0),
+            targets=getattr(args, "stream_targets", ("fake", "bare", "lsd")),
         )
 
 
@@ -165,10 +169,14 @@ def _start(
         child = children.python("streams-bare", "-m", "bench.bare_proxy", "--bind", bind, "--upstream", fake_url)
         wait_for_http(f"http://{bind}/inference", child, any_status=True)
         return child, bind, "/inference"
-    config = workdir / "streams.toml"
-    config.write_text(LSD_CONFIG.format(spool_dir=workdir / "spool-streams", model=MODEL, api_base=f"{fake_url}/v1/"))
-    env = {"LSD_DATABASE_URL": cluster.create("bench_streams"), "LSD_LOG_FORMAT": "json", "LSD_LOG_LEVEL": "INFO"}
-    child = children.python("streams-lsd", "-m", "lsd", "serve", "--config", str(config), "--bind", bind, env=env)
+    config = workdir / f"streams-{name}.toml"
+    text = LSD_CONFIG.format(spool_dir=workdir / f"spool-streams-{name}", model=MODEL, api_base=f"{fake_url}/v1/")
+    if name == "lsd-norec":  # the same gateway recording nothing: what recording costs a stream
+        text = text.replace("[gateway.observability]\nenabled = true", "[gateway.observability]\nenabled = false", 1)
+    config.write_text(text)
+    database = cluster.create(f"bench_streams_{name.replace('-', '_')}")
+    env = {"LSD_DATABASE_URL": database, "LSD_LOG_FORMAT": "json", "LSD_LOG_LEVEL": "INFO"}
+    child = children.python(f"streams-{name}", "-m", "lsd", "serve", "--config", str(config), "--bind", bind, env=env)
     wait_for_http(f"http://{bind}/health", child, timeout_s=120)
     return child, bind, "/inference"
 
@@ -199,39 +207,54 @@ def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path)
         str(settings.token_rate),
     )
     fake_url = wait_for_file(url_file, fake)
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = {name: {} for name in settings.targets}
+    started: dict[str, tuple[Child | None, str, str]] = {}
     try:
+        # Every target up from the start (an idle server costs nothing), the levels interleaved: at each C the fake
+        # first, then each target that held every level below. The ramp stops when none is left, so the fake is
+        # not driven to levels no target reaches.
         for name in settings.targets:
-            child, bind, path = _start(name, children, cluster, workdir, fake_url)
-            host, port = bind.rsplit(":", 1)
-            server = child or fake
-            levels: dict[str, Any] = {}
-            for clients in settings.levels:
-                rss0, cpu0 = rss_kib(server.pid), tree_cpu_s(server.pid)
-                stats = run_async(
-                    drive(host, int(port), path, body_for(name), clients, settings.window_s, ramp_s=min(stream_s, 2.0))
-                )
-                cpu = tree_cpu_s(server.pid) - cpu0
-                level = stats.summary()
-                level["cpu_us_per_token"] = round(1e6 * cpu / max(level["tokens"], 1), 1)
-                level["rss_growth_kib"] = rss_kib(server.pid) - rss0
-                levels[str(clients)] = level
-                print(
-                    f"  {name}, {clients} streams: TTFT p99 {level['ttft_p99_ms']} ms, token delay p50/p99 "
-                    f"{level['delay_p50_ms']}/{level['delay_p99_ms']} ms, {level['cpu_us_per_token']} us CPU/token, "
-                    f"{level['streams']} streams done"
-                )
+            started[name] = _start(name, children, cluster, workdir, fake_url)
+        running = [name for name in settings.targets if name != "fake"]
+        for clients in settings.levels:
+            if not running:
+                break
+            for name in ("fake", *running) if "fake" in settings.targets else running:
+                child, bind, path = started[name]
+                level = _level(name, child or fake, bind, path, clients, settings, stream_s)
+                results[name][str(clients)] = level
                 if name != "fake" and not _holds(level, results.get("fake", {}).get(str(clients))):
-                    break  # past its limit: higher levels only get worse
-            results[name] = levels
+                    running.remove(name)  # past its limit: higher levels only get worse
+    finally:
+        for child, _, _ in started.values():
             if child is not None:
                 children.stop(child, timeout_s=60)
-    finally:
         children.stop(fake)
     summary = {"settings": asdict(settings), "targets": results, "held": _held(results)}
     print()
     print(_render(summary))
     return summary
+
+
+def _level(
+    name: str, server: Child, bind: str, path: str, clients: int, settings: Settings, stream_s: float
+) -> dict[str, Any]:
+    """One level: `clients` streams through one target, with the server's CPU per token and RSS growth."""
+    host, port = bind.rsplit(":", 1)
+    rss0, cpu0 = rss_kib(server.pid), tree_cpu_s(server.pid)
+    stats = run_async(
+        drive(host, int(port), path, body_for(name), clients, settings.window_s, ramp_s=min(stream_s, 2.0))
+    )
+    cpu = tree_cpu_s(server.pid) - cpu0
+    level = stats.summary()
+    level["cpu_us_per_token"] = round(1e6 * cpu / max(level["tokens"], 1), 1)
+    level["rss_growth_kib"] = rss_kib(server.pid) - rss0
+    print(
+        f"  {name}, {clients} streams: TTFT p99 {level['ttft_p99_ms']} ms, token delay p50/p99 "
+        f"{level['delay_p50_ms']}/{level['delay_p99_ms']} ms, {level['cpu_us_per_token']} us CPU/token, "
+        f"{level['streams']} streams done"
+    )
+    return level
 
 
 def _holds(level: dict[str, Any], direct: dict[str, Any] | None) -> bool:
