@@ -162,7 +162,8 @@ async def open_runtime(
         def sample() -> None:
             pool = database.stats()
             metrics.set_pool(pool.size, pool.size - pool.available, pool.waiting, pool.max_size)
-            metrics.set_writer_state(writer.stats.queued_rows, writer.stats.spool_bytes)
+            stats = writer.stats
+            metrics.set_writer_state(stats.queued_rows, stats.spool_bytes, stats.queued_bytes)
 
         metrics.add_sampler(sample)
         await writer.open()

@@ -105,6 +105,7 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
         async_writes=obs.bool("async_writes", True),
         batch_writes=batch_writes,
         max_queue_rows=obs.int("max_queue_rows", 100_000, minimum=1),
+        max_queue_bytes=obs.int("max_queue_bytes", 256 * 1024**2, minimum=1),
         # A relative spool_dir is relative to the config file's folder (like every path); the default to the cwd.
         spool_dir=obs.path_value("spool_dir") or Path.cwd() / ".lsd" / "spool",
         spool_max_bytes=obs.int("spool_max_bytes", 1024**3, minimum=0),

@@ -32,6 +32,7 @@ class ObservabilityConfig:
     async_writes: bool = True
     batch_writes: BatchWritesConfig = field(default_factory=BatchWritesConfig)
     max_queue_rows: int = 100_000
+    max_queue_bytes: int = 256 * 1024**2  # about, as lsd.store.footprint estimates it
     spool_dir: Path = Path(".lsd/spool")  # the loader makes it absolute
     spool_max_bytes: int = 1024**3
     shutdown_flush_timeout_s: float = 10.0

@@ -58,9 +58,11 @@ def _per_table() -> defaultdict[str, int]:
 
 @dataclass
 class WriterStats:
-    """The writer's counters, plain attributes for telemetry. Row counts are cumulative except queued_rows."""
+    """The writer's counters, plain attributes for telemetry. Row counts are cumulative except queued_rows and
+    queued_bytes."""
 
     queued_rows: int = 0  # rows in memory now
+    queued_bytes: int = 0  # about how much memory they hold (lsd.store.footprint), once the queue is long
     written_rows: dict[str, int] = field(default_factory=_per_table)  # inserted, per table (replays included)
     spooled_rows: dict[str, int] = field(default_factory=_per_table)  # moved from memory to the spool, per table
     replayed_rows: int = 0  # rows read back from the spool and committed (duplicates skipped included)
@@ -85,6 +87,7 @@ class Entry:
     records: Sequence[Record]
     waiter: asyncio.Future[None] | None = None
     journal: Segment | None = None  # the journal file holding these rows until they are safe (durability = journal)
+    size: int = -1  # lsd.store.footprint's estimate of the memory the rows hold; -1 until measured
 
     @property
     def held(self) -> bool:

@@ -9,9 +9,10 @@ states what it guarantees. In short:
 - A failed flush is retried with exponential backoff (up to 5 s), the batch kept in order. A retried batch, and every
   replayed one, goes through a staging table and `INSERT ... ON CONFLICT DO NOTHING`, so a flush whose COMMIT
   succeeded but whose reply was lost is never written twice.
-- When the queue passes `max_queue_rows`, its oldest rows move to the spool (lsd.store.spool, fsync'd files); the
-  spool is replayed, oldest first and before the queue, as soon as the database answers; at `open()` the writer
-  adopts the files a dead process left. Only when the spool is full too are rows dropped, and counted.
+- When the queue passes `max_queue_rows` or `max_queue_bytes`, its oldest rows move to the spool (lsd.store.spool,
+  fsync'd files); the spool is replayed, oldest first and before the queue, as soon as the database answers; at
+  `open()` the writer adopts the files a dead process left. Only when the spool is full too are rows dropped, and
+  counted.
 - Spool files name the database they were written for (once the writer has reached it); a file of another database
   is never replayed but moved to `<spool_dir>/foreign/` and logged. Files an older LSD wrote (fewer columns, or the
   version 1 format) are replayed, the columns they lack taking their defaults.
@@ -39,6 +40,7 @@ from lsd.config.model import ObservabilityConfig
 from lsd.errors import DatabaseUnavailable
 from lsd.records import Record
 from lsd.store.committer import Committer, Entry, WriterStats, count_by_table
+from lsd.store.footprint import footprint
 from lsd.store.journal import Journal
 from lsd.store.spool import Chunk, DatabaseIdentity, Segment, Spool
 from lsd.telemetry.metrics import Metrics
@@ -48,9 +50,17 @@ __all__ = ["Writer", "WriterStats"]  # WriterStats lives in lsd.store.committer,
 log = logging.getLogger("lsd.writer")
 
 SPILL_CHUNK_ROWS = 4096  # rows per spool append (one fsync each)
+SPILL_CHUNK_BYTES = 32 * 1024 * 1024  # and about this much memory at most (agent-sized prompts: ~300 inferences)
+# The queue's memory is estimated (lsd.store.footprint, ~5 us a group) only once it holds this many rows: a writer
+# that keeps up never pays for it. Crossing it, the writer task measures the entries queued before.
+MEASURE_FROM_ROWS = 1000
 REPLAY_MIN_ROWS = 1000  # rows per replay transaction, at least
 ORPHAN_SCAN_INTERVAL_S = 60.0  # look for files of processes that died meanwhile
 CLOSE_GRACE_S = 5.0  # close() waits this long past the flush deadline for the spool to be written
+
+
+def _measured(entries: Sequence[Entry]) -> int:
+    return sum(entry.size for entry in entries if entry.size > 0)
 
 
 class Writer:
@@ -73,6 +83,8 @@ class Writer:
         self._interval = batch.flush_interval_ms / 1000 if batch.enabled else 0.0
         self._max_rows = batch.max_rows if batch.enabled else 1
         self._max_queue = config.max_queue_rows
+        self._max_queue_bytes = config.max_queue_bytes
+        self._unmeasured = False  # some queued entries have no size yet (queued while the queue was short)
         self._spool = Spool(config.spool_dir, config.spool_max_bytes)
         # durability = "journal": every group is fsync'd to <spool_dir>/journal before it is queued.
         journaled = config.durability == "journal"
@@ -184,14 +196,27 @@ class Writer:
         self._enqueue(Entry(records, journal=written.result()))
 
     def _enqueue(self, entry: Entry) -> None:
-        before = self.stats.queued_rows
+        stats = self.stats
+        before = stats.queued_rows
         after = before + len(entry.records)
         if not self._queue:
             self._first_queued_at = time.monotonic()
         self._queue.append(entry)
-        self.stats.queued_rows = after
-        # Wake the task only on a change it must act on: a first row (start the interval), a full batch, overflow.
-        if before == 0 or before < self._max_rows <= after or before <= self._max_queue < after:
+        stats.queued_rows = after
+        if before >= MEASURE_FROM_ROWS:
+            entry.size = footprint(entry.records)
+            stats.queued_bytes += entry.size
+        else:
+            self._unmeasured = True
+        # Wake the task only on a change it must act on: a first row (start the interval), a full batch, overflow,
+        # a queue long enough to measure.
+        if (
+            before == 0
+            or before < self._max_rows <= after
+            or before <= self._max_queue < after
+            or before < MEASURE_FROM_ROWS <= after
+            or stats.queued_bytes > self._max_queue_bytes
+        ):
             self._wake.set()
 
     # -- the task ------------------------------------------------------------------------------------------
@@ -286,6 +311,7 @@ class Writer:
         for _ in entries:
             self._queue.popleft()
         self.stats.queued_rows -= rows
+        self.stats.queued_bytes -= _measured(entries)
         self._release_journal(entries)
         for entry in entries:
             if entry.waiter is not None and not entry.waiter.done():
@@ -311,26 +337,48 @@ class Writer:
             self._spool_stats()
 
     async def _spill_overflow(self) -> None:
-        """Past max_queue_rows, move the oldest rows (not those a caller waits on) to the spool, down to half."""
-        if self.stats.queued_rows <= self._max_queue:
+        """Past max_queue_rows or max_queue_bytes, move the oldest rows (not those a caller waits on) to the spool,
+        down to half of each."""
+        stats = self.stats
+        if self._unmeasured and stats.queued_rows >= MEASURE_FROM_ROWS:
+            self._measure()
+        if stats.queued_rows <= self._max_queue and stats.queued_bytes <= self._max_queue_bytes:
             return
-        low = self._max_queue // 2
-        while self.stats.queued_rows > low:
+        low_rows, low_bytes = self._max_queue // 2, self._max_queue_bytes // 2
+        while stats.queued_rows > low_rows or stats.queued_bytes > low_bytes:
             entries: list[Entry] = []
             held: list[Entry] = []
-            rows = 0
-            while self._queue and rows < min(SPILL_CHUNK_ROWS, self.stats.queued_rows - low):
+            rows = size = 0
+            excess_rows, excess_bytes = stats.queued_rows - low_rows, stats.queued_bytes - low_bytes
+            while (
+                self._queue
+                and rows < SPILL_CHUNK_ROWS
+                and size < SPILL_CHUNK_BYTES
+                and (rows < excess_rows or size < excess_bytes)
+            ):
                 entry = self._queue.popleft()
                 if entry.held:
                     held.append(entry)
                 else:
                     entries.append(entry)
                     rows += len(entry.records)
+                    size += max(entry.size, 0)
             self._queue.extendleft(reversed(held))
             if not entries:
                 return
-            self.stats.queued_rows -= rows
+            stats.queued_rows -= rows
+            stats.queued_bytes -= size
             await self._spill(entries)
+
+    def _measure(self) -> None:
+        """Size the entries queued while the queue was short (the queue is long now: its memory counts)."""
+        added = 0
+        for entry in self._queue:
+            if entry.size < 0:
+                entry.size = footprint(entry.records)
+                added += entry.size
+        self.stats.queued_bytes += added
+        self._unmeasured = False
 
     async def _spill(self, entries: list[Entry]) -> int:
         """Move `entries` to the spool; returns the rows stored (the others are rejected or dropped, and counted)."""
@@ -376,6 +424,7 @@ class Writer:
                 entry.waiter.set_exception(DatabaseUnavailable(reason))
         self._queue.clear()
         self.stats.queued_rows = 0
+        self.stats.queued_bytes = 0
 
     def _spool_stats(self) -> None:
         self.stats.spool_bytes = self._spool.size_bytes
@@ -389,6 +438,7 @@ class Writer:
         entries = list(self._queue)
         self._queue.clear()
         self.stats.queued_rows = 0
+        self.stats.queued_bytes = 0
         if entries:
             spooled = await self._spill(entries)
             log.warning(

@@ -219,6 +219,10 @@ class Metrics:
             (*by_model, "outcome"),
         )
         self.writer_queue = gauge("lsd_writer_queue_rows", "Rows waiting in the writer's memory queue")
+        self.writer_queue_bytes = gauge(
+            "lsd_writer_queue_bytes",
+            "About how much memory the rows in the writer's queue hold (estimated once the queue passes 1000 rows)",
+        )
         self.writer_spool_bytes = gauge("lsd_writer_spool_bytes", "Bytes in the writer's spool files")
         self.writer_written = counter("lsd_writer_rows_written_total", "Rows committed to PostgreSQL", ("table",))
         self.writer_spooled = counter("lsd_writer_rows_spooled_total", "Rows moved to the disk spool", ("table",))
@@ -392,8 +396,9 @@ class Metrics:
         for table, count in rows.items():
             self.writer_rejected.labels(table, reason).inc(count)
 
-    def set_writer_state(self, queued_rows: int, spool_bytes: int) -> None:
+    def set_writer_state(self, queued_rows: int, spool_bytes: int, queued_bytes: int = 0) -> None:
         self.writer_queue.set(queued_rows)
+        self.writer_queue_bytes.set(queued_bytes)
         self.writer_spool_bytes.set(spool_bytes)
 
     def set_pool(self, size: int, in_use: int, waiting: int, max_size: int) -> None:
