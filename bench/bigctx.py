@@ -23,7 +23,7 @@ import psycopg
 from bench.children import Child, Children, wait_for_file, wait_for_http
 from bench.cpu import machine_cpu_s, tree_cpu_s
 from bench.database import Cluster
-from bench.gateway import LSD_CONFIG, MODEL, writer_backlog
+from bench.gateway import LSD_CONFIG, MODEL, drain, writer_backlog
 from bench.load import closed_loop, open_loop
 from bench.loop import run as run_async
 from bench.report import table
@@ -169,7 +169,14 @@ def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path)
                 "rates": {},
             }
             if name == "lsd":
-                entry["writer_queue_rows_after_closed"] = writer_backlog(url)
+                # The closed loop outruns PostgreSQL here: let the writer catch up before the fixed rates, so that
+                # their queue readings are theirs; how long it takes is the writer's own rate for these rows.
+                entry["writer_drain"] = drained = drain(url)
+                entry["writer_queue_rows_after_closed"] = drained["queue_rows"]
+                print(
+                    f"  lsd's writer: {drained['queue_rows'] or 0:,.0f} rows queued after the closed loop, committed "
+                    f"in {drained['seconds']} s ({drained['rows_per_s'] or 0:,} rows/s)"
+                )
             print(
                 f"  {name}: closed loop {closed.rps:,.0f} req/s, p99 {closed.p99_ms} ms, errors {closed.errors}; CPU "
                 "per request (us): " + ", ".join(f"{role} {us:,.0f}" for role, us in per_request.items())
@@ -232,6 +239,17 @@ def render(summary: dict[str, Any]) -> str:
     lines.append(
         table(["req/s", "target", "achieved", "p50 ms", "p99 ms", "p99 over bare", "errors", "writer queue"], rows)
     )
+    bare_roles = bare.get("cpu_us_per_request_by_role") if bare else None
+    lsd_roles = lsd.get("cpu_us_per_request_by_role") if lsd else None
+    if bare_roles and lsd_roles and bare_roles.get("machine"):
+        # A recording gateway costing no more than the bare proxy still adds PostgreSQL's work per inference to the
+        # machine's: on a machine the closed loop saturates, that bounds its throughput ratio.
+        ceiling = bare_roles["machine"] / (bare_roles["machine"] + lsd_roles["postgres"])
+        lines.append(
+            f"\nPostgreSQL's CPU per recorded inference: {lsd_roles['postgres']:,.0f} us; on this machine a gateway "
+            f"as cheap as the bare proxy that stores the same rows would reach at most {ceiling:.2f}x its closed-loop "
+            "throughput (the machine's CPU per bare request over that plus PostgreSQL's)"
+        )
     if lsd and "bytes_per_inference" in lsd:
         lines.append(
             f"\nstored per inference: {lsd['bytes_per_inference']:,} bytes ({lsd['inferences_recorded']:,} inferences)"

@@ -11,6 +11,7 @@ access log reports. Tables and verdicts: bench/gateway_report.py.
 from __future__ import annotations
 
 import argparse
+import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -318,6 +319,25 @@ def writer_backlog(inference_url: str) -> float | None:
         return None
     values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("lsd_writer_queue_rows")]
     return sum(values) if values else None
+
+
+def drain(inference_url: str, *, below_rows: float = 100, timeout_s: float = 180.0) -> dict[str, Any]:
+    """Wait until lsd's writer queue is under `below_rows`: the rows it held, the seconds it took to commit them
+    and their rate (the writer's sustained rate for these rows, the requests stopped)."""
+    start = time.monotonic()
+    first = writer_backlog(inference_url)
+    queue = first
+    while queue is not None and queue >= below_rows and time.monotonic() - start < timeout_s:
+        time.sleep(0.25)
+        queue = writer_backlog(inference_url)
+    seconds = time.monotonic() - start
+    drained = (first or 0) - (queue or 0)
+    return {
+        "queue_rows": first,
+        "left_rows": queue,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(drained / seconds) if drained > 0 and seconds > 0 else None,
+    }
 
 
 def memory(pid: int) -> dict[str, Any]:
