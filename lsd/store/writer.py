@@ -6,9 +6,9 @@ states what it guarantees. In short:
 - `submit()` appends to an in-memory queue (O(1), no I/O); one background task does everything else. The COPY
   itself runs on the committer's own thread and event loop, so a flush never holds the gateway's loop.
 - A flush writes whole groups (the rows of one `record()` call) in one transaction on a dedicated connection.
-- A failed flush is retried with exponential backoff (up to 5 s), the batch kept in order. A retried batch, and every
-  replayed one, goes through a staging table and `INSERT ... ON CONFLICT DO NOTHING`, so a flush whose COMMIT
-  succeeded but whose reply was lost is never written twice.
+- A failed flush is retried with exponential backoff (up to 5 s), the batch kept in order. A retried batch goes
+  through a staging table and `INSERT ... ON CONFLICT DO NOTHING`, so a flush whose COMMIT succeeded but whose reply
+  was lost is never written twice; a replayed one goes there when a primary key refuses the direct path.
 - When the queue passes `max_queue_rows` or `max_queue_bytes`, its oldest rows move to the spool (lsd.store.spool,
   fsync'd files); the spool is replayed, oldest first and before the queue, as soon as the database answers; at
   `open()` the writer adopts the files a dead process left. Only when the spool is full too are rows dropped, and
