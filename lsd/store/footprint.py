@@ -15,11 +15,14 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
 
-RECORD_OVERHEAD = 200  # the record object, its field slots, small ints, uuids and datetimes
+RECORD_OVERHEAD = 400  # the record object, its field slots, small ints, uuids, datetimes and short strings
 VALUE_OVERHEAD = 50  # per str, bytes, list or dict walked: the object header
 WALK_BUDGET = 1000  # values walked per record at most
 
-_TEXT_TYPES = ("str", "bytes", "Json", "Any", "dict", "list")  # annotations of the fields counted
+_JSON_TYPES = ("Json", "Any", "dict", "list", "bytes")  # annotations of the fields counted, with BIG_TEXT's
+# The text fields that may be long (a provider's raw request and answer, an error quoting it); the other str fields
+# (names, statuses, hashes) are short, and in RECORD_OVERHEAD.
+BIG_TEXT = frozenset({"raw_request", "raw_response", "original_response", "error"})
 _getters: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 
 
@@ -40,9 +43,11 @@ def footprint(records: Sequence[Any]) -> int:
 
 
 def _getter(kind: type) -> Callable[[Any], tuple[Any, ...]]:
-    """The values of `kind`'s fields that may hold text or JSON (by their annotations); the others (ids, times,
-    numbers, flags) are in RECORD_OVERHEAD. Looked up once per record class."""
-    names = [f.name for f in dataclasses.fields(kind) if any(t in str(f.type) for t in _TEXT_TYPES)]
+    """The values of `kind`'s fields that may be big: JSON (by their annotations) and BIG_TEXT; the others (ids,
+    times, numbers, flags, short names) are in RECORD_OVERHEAD. Looked up once per record class."""
+    names = [
+        f.name for f in dataclasses.fields(kind) if f.name in BIG_TEXT or any(t in str(f.type) for t in _JSON_TYPES)
+    ]
     if not names:
         get: Callable[[Any], tuple[Any, ...]] = lambda record: ()  # noqa: E731
     elif len(names) == 1:
