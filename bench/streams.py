@@ -1,6 +1,6 @@
 """Part streams: how many long streams one worker holds. The fake streams `--stream-tokens` tokens at `--token-rate`
 tokens/s (bench/token_fake.py); C clients each keep one stream open, back to back, for `--stream-window` seconds, at
-C = 10, 15, 20, 25, 35, 50, 75, 100, ... for the fake called directly, the bare proxy relaying bytes and `lsd serve`
+C = 10, 15, 20, 25, 35, 50, 100, 200, ... for the fake called directly, the bare proxy relaying bytes and `lsd serve`
 (recording on; `--stream-targets` adds `lsd-norec`, the same gateway with observability off). Every server is
 started first; at each C the fake runs, then each target still holding; the ramp ends when none is left.
 
@@ -36,7 +36,7 @@ from bench.report import table
 from lsd.store.local import free_port
 
 TTFT_LIMIT_MS = 5.0
-DEFAULT_LEVELS = (10, 15, 20, 25, 35, 50, 75, 100, 150, 200, 300, 400, 600, 800)
+DEFAULT_LEVELS = (10, 15, 20, 25, 35, 50, 100, 200, 400, 800)
 TARGETS = ("fake", "bare", "lsd", "lsd-norec")
 DELAY_LIMIT_MS = 1.0
 _TOKEN = re.compile(rb"t(\d{6,}) ")

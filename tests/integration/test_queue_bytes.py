@@ -63,9 +63,10 @@ async def test_queued_bytes_are_estimated_once_the_queue_is_long_and_return_to_z
         long = inferences(writer_module.MEASURE_FROM_ROWS)
         for group in long:
             writer.submit(group)
-        # Past MEASURE_FROM_ROWS the task sizes what was queued before; every later group is sized as it comes.
+        # Past MEASURE_FROM_ROWS the task sizes what was queued before, and every later group is sized as it comes
+        # (one in SAMPLE_EVERY measured, the others estimated from it: these groups differ only by a few digits).
         expected = sum(footprint(group) for group in [*short, *long])
-        await eventually(lambda: writer.stats.queued_bytes == expected)
+        await eventually(lambda: abs(writer.stats.queued_bytes - expected) < expected * 0.01)
     finally:
         await writer.close()
     assert writer.stats.queued_bytes == 0
