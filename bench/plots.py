@@ -30,7 +30,7 @@ try:
 except ImportError:  # matplotlib is in lsd's dev extra: a bench without it still runs, without plots
     pyplot = None  # type: ignore[assignment]
 
-from bench.streams import TTFT_LIMIT_MS
+from bench.streams import DELAY_LIMIT_MS, TTFT_LIMIT_MS
 
 OVERHEAD_PNG = "perf-overhead-vs-rate.png"
 STREAMS_PNG = "perf-streams-ttft.png"
@@ -39,6 +39,7 @@ STYLE = {
     "bare": ("tab:gray", "bare proxy"),
     "lsd": ("tab:blue", "lsd (recording)"),
     "lsd2": ("tab:green", "lsd, 2 workers"),
+    "lsd-norec": ("tab:purple", "lsd, recording off"),
 }
 
 
@@ -64,8 +65,9 @@ def overhead_points(gateway: dict[str, Any]) -> dict[str, dict[str, list[tuple[f
     return out
 
 
-def streams_points(streams: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
-    """Per target: (concurrent streams, TTFT p99 minus the direct fake's at the same level, ms), by level."""
+def streams_points(streams: dict[str, Any], metric: str = "ttft_p99_ms") -> dict[str, list[tuple[int, float]]]:
+    """Per target: (concurrent streams, `metric` (TTFT p99, or delay_p99_ms: the per-token delay p99) minus the
+    direct fake's at the same level, ms), by level."""
     targets: dict[str, dict[str, Any]] = streams.get("targets", {})
     direct = targets.get("fake", {})
     out: dict[str, list[tuple[int, float]]] = {}
@@ -75,8 +77,8 @@ def streams_points(streams: dict[str, Any]) -> dict[str, list[tuple[int, float]]
         points = []
         for key, level in sorted(levels.items(), key=lambda kv: int(kv[0])):
             base = direct.get(key)
-            if base and level.get("ttft_p99_ms") is not None and base.get("ttft_p99_ms") is not None:
-                points.append((int(key), float(level["ttft_p99_ms"]) - float(base["ttft_p99_ms"])))
+            if base and level.get(metric) is not None and base.get(metric) is not None:
+                points.append((int(key), float(level[metric]) - float(base[metric])))
         if points:
             out[name] = points
     return out
@@ -105,20 +107,38 @@ def overhead_figure(points: dict[str, dict[str, list[tuple[float, float]]]], tit
     return figure
 
 
-def streams_figure(points: dict[str, list[tuple[int, float]]], held: dict[str, int], title: str) -> Figure:
-    figure, axes = pyplot.subplots(figsize=(7, 4.2), layout="constrained")
-    for name in _order(list(points)):
-        color, label = _label(name)
-        label += f" (held {held[name]})" if name in held else ""
-        axes.plot(*zip(*points[name], strict=True), "-", marker="o", color=color, label=label)
-    axes.set_xticks(sorted({level for series in points.values() for level, _ in series}))
-    axes.axhline(TTFT_LIMIT_MS, color="tab:red", linewidth=0.8, linestyle=":", label=f"{TTFT_LIMIT_MS:g} ms limit")
-    axes.axhline(0.0, color="black", linewidth=0.5)
-    axes.set_xlabel("concurrent streams")
-    axes.set_ylabel("TTFT p99 added to a direct call (ms)")
-    axes.set_title(title, fontsize=10)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+def streams_figure(
+    points: dict[str, list[tuple[int, float]]],
+    held: dict[str, int],
+    title: str,
+    delays: dict[str, list[tuple[int, float]]] | None = None,
+) -> Figure:
+    """TTFT p99 added against concurrent streams and, beside it when given, the per-token delay p99 added: the
+    two limits a target must stay within to hold a level."""
+    panels = [("TTFT p99 added to a direct call (ms)", points, TTFT_LIMIT_MS)]
+    if delays:
+        panels.append(("per-token delay p99 added (ms)", delays, DELAY_LIMIT_MS))
+    figure, axes_list = pyplot.subplots(1, len(panels), figsize=(7 * len(panels) * 0.75, 4.2), layout="constrained")
+    axes_list = list(axes_list) if len(panels) > 1 else [axes_list]
+    for axes, (ylabel, series, limit) in zip(axes_list, panels, strict=True):
+        for name in _order(list(series)):
+            color, label = _label(name)
+            label += f" (held {held[name]})" if name in held else ""
+            axes.plot(*zip(*series[name], strict=True), "-", marker="o", color=color, label=label)
+        levels = sorted({level for s in series.values() for level, _ in s})
+        axes.set_xscale("log")  # levels from 10 to hundreds: a linear axis crowds the low ones
+        axes.set_xticks(levels, [str(level) for level in levels])
+        axes.minorticks_off()
+        axes.axhline(limit, color="tab:red", linewidth=0.8, linestyle=":", label=f"{limit:g} ms limit")
+        axes.axhline(0.0, color="black", linewidth=0.5)
+        # Linear up to the limit, logarithmic above: one collapsed level does not flatten the others.
+        axes.set_yscale("symlog", linthresh=limit)
+        axes.set_ylim(bottom=min(0.0, *(v for s in series.values() for _, v in s)))
+        axes.set_xlabel("concurrent streams")
+        axes.set_ylabel(ylabel)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
     return figure
 
 
@@ -142,7 +162,8 @@ def write(results: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path
         settings = (results.get("streams") or {}).get("settings", {})
         what = f"streams of {settings.get('tokens', '?')} tokens at {settings.get('token_rate', '?')} tokens/s"
         held = (results.get("streams") or {}).get("held", {})
-        figures.append((STREAMS_PNG, streams_figure(streams, held, _title(results, what))))
+        delays = streams_points(results.get("streams") or {}, "delay_p99_ms")
+        figures.append((STREAMS_PNG, streams_figure(streams, held, _title(results, what), delays)))
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, figure in figures:
         path = out_dir / f"{prefix}{name}"
