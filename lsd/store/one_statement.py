@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -40,7 +40,7 @@ PLAIN_TYPES = frozenset(
         "jsonb",
     }
 )
-_SCALARS = frozenset((int, bool, type(None), UUID, date, Decimal))
+_SCALARS = frozenset((int, bool, type(None), UUID, Decimal))
 
 
 def select_list(types: Sequence[str]) -> str | None:

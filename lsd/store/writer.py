@@ -296,7 +296,7 @@ class Writer:
             self._spool_stats()
         if self._replay is not None:
             chunk = self._replay
-            if not await self._committer.commit([Entry(group) for group in chunk.groups], replayed=True):
+            if not await self._committer.commit([Entry(group) for group in chunk.groups]):
                 return
             self.stats.replayed_rows += chunk.rows
             self._replay = None
@@ -310,7 +310,7 @@ class Writer:
                 break
             entries.append(entry)
             rows += len(entry.records)
-        if not await self._committer.commit(entries, replayed=False):
+        if not await self._committer.commit(entries):
             return
         # Only this task removes from the left, and it did not spill during the commit: these are the same entries.
         for _ in entries:
