@@ -3,8 +3,8 @@
 The direct path COPYs straight into each table; a batch of at most SMALL_BATCH_ROWS rows goes in one statement
 instead when its values allow (lsd.store.one_statement: one round trip instead of one per COPY). The idempotent path
 COPYs into a temporary staging table and then runs `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, so rows already
-present (same primary key) are skipped: the writer takes it for every retried or replayed batch, whose rows may
-already have been committed.
+present (same primary key) are skipped: the writer takes it for every batch retried after a failed flush, whose rows
+may already have been committed, and for a replayed chunk that a primary key refused on the direct path.
 """
 
 from __future__ import annotations
