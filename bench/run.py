@@ -129,7 +129,7 @@ def parser() -> argparse.ArgumentParser:
         default=("fake", "bare", "lsd"),
         help="fake,bare,lsd,lsd-norec (default fake,bare,lsd; lsd-norec is lsd with observability.enabled = false)",
     )
-    st.add_argument("--stream-window", type=float, default=6.0, help="seconds measured at each level (default 6)")
+    st.add_argument("--stream-window", type=float, default=5.0, help="seconds measured at each level (default 5)")
     bc = p.add_argument_group("part bigctx: big prompts (bench/bigctx.py)")
     bc.add_argument("--prompt-kib", type=int, default=100, help="prompt size in KiB (default 100)")
     bc.add_argument("--answer-bytes", type=int, default=2048, help="answer size in bytes (default 2048)")

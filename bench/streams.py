@@ -47,7 +47,7 @@ class Settings:
     tokens: int = 100
     token_rate: float = 50.0
     levels: tuple[int, ...] = DEFAULT_LEVELS
-    window_s: float = 6.0
+    window_s: float = 5.0
     targets: tuple[str, ...] = ("fake", "bare", "lsd")
 
     @classmethod
@@ -57,7 +57,7 @@ class Settings:
             tokens=getattr(args, "stream_tokens", 100),
             token_rate=getattr(args, "token_rate", 50.0),
             levels=(10, 25) if quick else getattr(args, "stream_levels", DEFAULT_LEVELS),
-            window_s=3.0 if quick else getattr(args, "stream_window", 6.0),
+            window_s=3.0 if quick else getattr(args, "stream_window", 5.0),
             targets=getattr(args, "stream_targets", ("fake", "bare", "lsd")),
         )
 
