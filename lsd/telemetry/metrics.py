@@ -396,7 +396,7 @@ class Metrics:
         for table, count in rows.items():
             self.writer_rejected.labels(table, reason).inc(count)
 
-    def set_writer_state(self, queued_rows: int, spool_bytes: int, queued_bytes: int = 0) -> None:
+    def set_writer_state(self, queued_rows: int, spool_bytes: int, queued_bytes: int) -> None:
         self.writer_queue.set(queued_rows)
         self.writer_queue_bytes.set(queued_bytes)
         self.writer_spool_bytes.set(spool_bytes)
