@@ -38,8 +38,8 @@ from bench.load import LoadResult, closed_loop, have_wrk, open_loop
 from bench.loop import run as run_async
 from lsd.store.local import free_port
 
-TARGETS = ("fake", "bare", "lsd", "lsd2")
-DEFAULT_TARGETS = TARGETS
+TARGETS = ("fake", "bare", "lsd", "lsd2", "lsd-norec")
+DEFAULT_TARGETS = ("fake", "bare", "lsd", "lsd2")
 MODEL = "gpt"
 BODY = orjson.dumps({"model_name": MODEL, "input": {"messages": [{"role": "user", "content": "hi"}]}})
 FAKE_BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
@@ -147,9 +147,12 @@ def _start(
         child = children.python("bare", "-m", "bench.bare_proxy", "--bind", bind, "--upstream", fake_url)
         wait_for_http(f"{base}/inference", child, any_status=True)  # GET: 405 once it listens
         return child, f"{base}/inference"
-    database_url = cluster.create(f"bench_{name}")
+    database_url = cluster.create(database_name(name))
     config = workdir / f"{name}.toml"
-    config.write_text(LSD_CONFIG.format(spool_dir=workdir / f"spool-{name}", model=MODEL, api_base=f"{fake_url}/v1/"))
+    text = LSD_CONFIG.format(spool_dir=workdir / f"spool-{name}", model=MODEL, api_base=f"{fake_url}/v1/")
+    if name == "lsd-norec":  # the same gateway recording nothing: what recording adds to the latency
+        text = text.replace("[gateway.observability]\nenabled = true", "[gateway.observability]\nenabled = false", 1)
+    config.write_text(text)
     workers = ["--workers", "2"] if name == "lsd2" else []
     module = "bench.gc_trace" if gc_trace and name == "lsd" else "lsd"
     child = children.python(
@@ -285,12 +288,12 @@ def measure(
         return result
     code = children.stop(child, timeout_s=60)
     result["exit_code"] = code
-    if name.startswith("lsd"):
+    if name.startswith("lsd") and name != "lsd-norec":
         # wrk stops with up to `connections` requests in flight, twice (warm-up and run): lsd answers and records
         # them, but wrk never counts them.
         cut = 2 * settings.connections if have_wrk() else 0
         client_ok = result["client_2xx"]
-        result["recording"] = rec = _recording(cluster.url(f"bench_{name}"), child.log_path, client_ok, cut)
+        result["recording"] = rec = _recording(cluster.url(database_name(name)), child.log_path, client_ok, cut)
         print(
             f"  rows: chat_inferences {rec['rows']['chat_inferences']:,}, model_inferences "
             f"{rec['rows']['model_inferences']:,}; 200s in lsd's access log {rec['log_200'] or 'none logged'}; "
@@ -307,6 +310,10 @@ def measure(
         f"over {result['processes']} process(es); exit code {code}"
     )
     return result
+
+
+def database_name(target: str) -> str:
+    return f"bench_{target.replace('-', '_')}"
 
 
 def writer_backlog(inference_url: str) -> float | None:

@@ -20,6 +20,7 @@ def describe(name: str) -> str:
         "bare": "bare proxy (starlette+aiohttp)",
         "lsd": "lsd serve (1 worker)",
         "lsd2": "lsd serve --workers 2",
+        "lsd-norec": "lsd serve (1 worker), recording off",
         "litellm": "LiteLLM proxy (1 worker)",
         "litellm-db": "LiteLLM proxy + PostgreSQL spend logs (1 worker)",
     }.get(name, name)

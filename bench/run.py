@@ -93,8 +93,8 @@ def parser() -> argparse.ArgumentParser:
         "--targets",
         type=csv_list(str, gateway.TARGETS),
         default=gateway.DEFAULT_TARGETS,
-        help="fake,bare,lsd,lsd2 (default all; fake is the fake provider called directly,\n"
-        "lsd2 is lsd serve --workers 2)",
+        help="fake,bare,lsd,lsd2,lsd-norec (default fake,bare,lsd,lsd2; fake is the fake provider called\n"
+        "directly, lsd2 is lsd serve --workers 2, lsd-norec is lsd with observability.enabled = false)",
     )
     g.add_argument(
         "--gc-trace",
