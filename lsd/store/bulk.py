@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from operator import attrgetter
@@ -21,16 +21,28 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.abc import Buffer
+from psycopg.adapt import Transformer
+from psycopg.pq import Format
 from psycopg.types.json import Json, Jsonb, JsonbBinaryDumper, set_json_dumps
 
 from lsd.records import Record
 from lsd.store import escaping, one_statement
+
+try:  # what copy.write_row runs, so that a row encoded beforehand is the same bytes; private to psycopg, so guarded
+    from psycopg._copy_base import format_row_binary
+except ImportError:  # pragma: no cover - a psycopg that moved it: rows are then encoded by the COPY itself
+    format_row_binary = None
 
 YIELD_EVERY_ROWS = 4
 # At most this many rows go in one statement (lsd.store.one_statement). Measured against COPY, client + PostgreSQL CPU
 # per flush: 2 inferences (8 rows) 1,325 -> 365 us, 10 (40 rows) 1,800 -> 1,050, 40 (160 rows) 3,000 -> 2,800 (there
 # PostgreSQL's share grows past COPY's).
 SMALL_BATCH_ROWS = 100
+# Binary COPY's framing around rows encoded beforehand (TableSpec.encode): the signature, flags and header
+# extension length (PostgreSQL's COPY docs, "Binary Format"), and the trailer.
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+COPY_TRAILER = b"\xff\xff"
+ENCODED_WRITE_BYTES = 1024 * 1024  # encoded rows go to the COPY in writes of about this size
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +60,7 @@ class TableSpec:
     copy_staged: bytes = b""  # COPY into it
     insert_staged: bytes = b""  # INSERT its rows into the table, skipping those present
     at_once: tuple[str, str, str] | None = None  # quoted table, quoted columns, select list: for one_statement
+    encode: Callable[[Any], bytes] | None = None  # a record as one binary COPY row (for the gateway's loop only)
 
 
 def table_spec(
@@ -64,18 +77,37 @@ def table_spec(
     registry = conn.adapters.types
     select = one_statement.select_list(types)
     at_once = None if select is None else (target.as_string(conn), names.as_string(conn), select)
+    row = _row_function(columns, types)
+    oids = tuple(registry.get_oid(t) for t in types)
     return TableSpec(
         table,
         columns,
         types,
-        _row_function(columns, types),
-        oids=tuple(registry.get_oid(t) for t in types),
+        row,
+        oids=oids,
         copy=copy.format(target, names).as_bytes(conn),
         stage=stage.format(staging, names, target).as_bytes(conn),
         copy_staged=copy.format(staging, names).as_bytes(conn),
         insert_staged=insert.format(target, names, names, staging).as_bytes(conn),
         at_once=at_once,
+        encode=_row_encoder(conn, oids, row) if format_row_binary is not None else None,
     )
+
+
+def _row_encoder(
+    conn: psycopg.AsyncConnection[Any], oids: tuple[int, ...], to_row: Callable[[Any], tuple[Any, ...]]
+) -> Callable[[Any], bytes]:
+    """A record as the bytes `copy.write_row` would send for it after `copy.set_types(oids)` on `conn`: the same
+    dumpers (`configure`'s), through a transformer of its own, for the one thread that calls it."""
+    transformer = Transformer.from_context(conn)
+    transformer.set_dumper_types(list(oids), Format.BINARY)
+
+    def encode(record: Any) -> bytes:
+        out = bytearray()
+        format_row_binary(to_row(record), transformer, out)
+        return bytes(out)
+
+    return encode
 
 
 def _row_function(columns: tuple[str, ...], types: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
@@ -148,6 +180,33 @@ def configure(conn: psycopg.AsyncConnection[Any]) -> None:
     conn.adapters.register_dumper(None, _JsonbCopyDumper)  # by oid only: what COPY looks up after set_types
 
 
+async def _write_rows(copy: psycopg.AsyncCopy, spec: TableSpec, rows: list[Record], cooperative: bool) -> None:
+    """Rows encoded here, one `write_row` each. `cooperative`: on a loop that serves requests, let other tasks in
+    every few rows, so a flush does not stall them for its whole batch (one worker at 500 req/s, p99: ~3.7 ms without
+    yields, ~2.8 every 8 rows, ~2.4 every 4 rows, at no measurable CPU cost; every 2 rows was no better)."""
+    copy.set_types(spec.oids)
+    to_row, write_row = spec.row, copy.write_row
+    every = YIELD_EVERY_ROWS if cooperative else 0
+    for i, row in enumerate(rows, 1):
+        await write_row(to_row(row))
+        if every and not i % every:
+            await let_others_run()
+
+
+async def _write_encoded(copy: psycopg.AsyncCopy, rows: list[bytes]) -> None:
+    """Rows encoded beforehand, framed as a binary COPY, in writes of about ENCODED_WRITE_BYTES."""
+    chunk: list[bytes] = [COPY_SIGNATURE]
+    size = 0
+    for row in rows:
+        chunk.append(row)
+        size += len(row)
+        if size >= ENCODED_WRITE_BYTES:
+            await copy.write(b"".join(chunk))
+            chunk, size = [], 0
+    chunk.append(COPY_TRAILER)
+    await copy.write(b"".join(chunk))
+
+
 async def let_others_run() -> None:
     """One pass of the event loop for the other tasks (requests) in the middle of a COPY."""
     await asyncio.sleep(0)
@@ -158,6 +217,8 @@ class BulkInserter:
 
     def __init__(self) -> None:
         self._specs: dict[type, TableSpec] = {}
+        self.specs: Mapping[type, TableSpec] = self._specs  # read by other threads: a spec, once there, never changes
+        self._local_encoders: dict[type, Callable[[Any], bytes]] = {}  # this thread's, for rows not encoded before
         self._statements: dict[tuple[str, ...], bytes] = {}  # one_statement's, by the tables it writes
 
     async def spec(self, conn: psycopg.AsyncConnection[Any], record_type: type) -> TableSpec:
@@ -182,9 +243,12 @@ class BulkInserter:
         *,
         idempotent: bool,
         cooperative: bool = True,
+        encoded: Sequence[bytes | None] | None = None,
     ) -> dict[str, int]:
         """Insert `records` in one transaction; returns rows inserted per table (skipped duplicates excluded).
-        `cooperative`: let other tasks run every YIELD_EVERY_ROWS rows while encoding."""
+        `cooperative`: let other tasks run every YIELD_EVERY_ROWS rows while encoding. `encoded`: the records as
+        their spec's `encode` wrote them, in order, None for those it did not: a direct COPY sends these bytes
+        (and encodes the others here)."""
         by_type: dict[type, list[Record]] = defaultdict(list)
         for record in records:
             by_type[type(record)].append(record)
@@ -193,28 +257,45 @@ class BulkInserter:
             done = await self._insert_at_once(conn, specs, list(by_type.values()))
             if done is not None:
                 return done
+        rows_by_type = None if encoded is None or idempotent else self._encoded(conn, specs, records, encoded)
         inserted: dict[str, int] = {}
         async with conn.transaction():
-            for spec, rows in zip(specs, by_type.values(), strict=True):
+            for record_type, spec, rows in zip(by_type, specs, by_type.values(), strict=True):
                 if idempotent:
                     await conn.execute(spec.stage)
                 async with conn.cursor().copy(spec.copy_staged if idempotent else spec.copy) as copy:
-                    copy.set_types(spec.oids)
-                    to_row, write_row = spec.row, copy.write_row
-                    # Encoding runs on the event loop: let other tasks in every few rows, so a flush does not
-                    # stall requests for its whole batch (one worker at 500 req/s, p99: ~3.7 ms without yields, ~2.8
-                    # every 8 rows, ~2.4 every 4 rows, at no measurable CPU cost; every 2 rows was no better).
-                    every = YIELD_EVERY_ROWS if cooperative else 0
-                    for i, row in enumerate(rows, 1):
-                        await write_row(to_row(row))
-                        if every and not i % every:
-                            await let_others_run()
+                    if rows_by_type is not None:
+                        await _write_encoded(copy, rows_by_type[record_type])
+                    else:
+                        await _write_rows(copy, spec, rows, cooperative)
                 if idempotent:
                     cur = await conn.execute(spec.insert_staged)
                     inserted[spec.table] = cur.rowcount
                 else:
                     inserted[spec.table] = len(rows)
         return inserted
+
+    def _encoded(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        specs: list[TableSpec],
+        records: Sequence[Record],
+        encoded: Sequence[bytes | None],
+    ) -> dict[type, list[bytes]]:
+        """Each table's rows as binary COPY rows: as encoded when queued, else encoded now (on this thread: through
+        transformers of its own, never the specs' `encode`, which belong to the gateway's loop)."""
+        by_type: dict[type, list[bytes]] = defaultdict(list)
+        local = self._local_encoders
+        for record, row in zip(records, encoded, strict=True):
+            record_type = type(record)
+            if row is None:
+                encode = local.get(record_type)
+                if encode is None:
+                    spec = self._specs[record_type]
+                    encode = local[record_type] = _row_encoder(conn, spec.oids, spec.row)
+                row = encode(record)
+            by_type[record_type].append(row)
+        return by_type
 
     async def _insert_at_once(
         self, conn: psycopg.AsyncConnection[Any], specs: list[TableSpec], groups: list[list[Record]]

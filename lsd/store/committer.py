@@ -88,11 +88,24 @@ class Entry:
     waiter: asyncio.Future[None] | None = None
     journal: Segment | None = None  # the journal file holding these rows until they are safe (durability = journal)
     size: int = -1  # lsd.store.footprint's estimate of the memory the rows hold; -1 until measured
+    # The rows as binary COPY writes them, encoded as the group was queued (Committer.encode); None if not.
+    encoded: list[bytes] | None = None
 
     @property
     def held(self) -> bool:
         """A caller waits on these rows: they stay in memory (never spooled) until committed."""
         return self.waiter is not None and not self.waiter.done()
+
+
+def _encoded(entries: list[Entry]) -> list[bytes | None] | None:
+    """The entries' rows as encoded when queued, in order, None for the rows of an entry that was not; None when
+    no entry was."""
+    if all(entry.encoded is None for entry in entries):
+        return None
+    rows: list[bytes | None] = []
+    for entry in entries:
+        rows += entry.encoded if entry.encoded is not None else [None] * len(entry.records)
+    return rows
 
 
 def count_by_table(groups: Iterable[Sequence[Record]]) -> dict[str, int]:
@@ -144,6 +157,27 @@ class Committer:
         self._attempt_timeout: asyncio.Timeout | None = None  # of the flush under way (on the committer's loop)
         self._loop: asyncio.AbstractEventLoop | None = None  # the committer's own, run by `_thread`
         self._thread: threading.Thread | None = None
+
+    def encode(self, records: Sequence[Record]) -> list[bytes] | None:
+        """On the gateway's loop, as a group is queued for a flush that will be a COPY: its rows as binary COPY
+        writes them, so that the flush sends bytes instead of encoding them on the committer's thread; None until
+        the committer has read the tables' columns (its first flush) or when a value cannot be encoded (the flush
+        then meets, and handles, the same error).
+
+        Why: encoding a batch of ~330 rows (1,000 req/s, 100 ms) the committer's thread held the GIL ~2.7 ms at a
+        time, and the requests of those milliseconds waited for it (p99 latency added to a direct call at 1,000
+        req/s: +1.8-2.0 ms with it, +1.5 without); here each request pays for its own rows (~5 us a row)."""
+        specs = self._bulk.specs
+        rows: list[bytes] = []
+        for record in records:
+            spec = specs.get(type(record))
+            if spec is None or spec.encode is None:
+                return None
+            try:
+                rows.append(spec.encode(record))
+            except _REJECTED:  # a value no dumper takes: the flush's own COPY raises it and rejects the group
+                return None
+        return rows
 
     @property
     def retrying(self) -> bool:
@@ -271,7 +305,9 @@ class Committer:
         if not entries:
             return True
         try:
-            await self._attempt([r for entry in entries for r in entry.records], idempotent=idempotent)
+            await self._attempt(
+                [r for entry in entries for r in entry.records], _encoded(entries), idempotent=idempotent
+            )
         except _Unavailable:
             return False
         except _Rejected as exc:
@@ -287,11 +323,11 @@ class Committer:
             )
         return True
 
-    async def _attempt(self, records: list[Record], *, idempotent: bool) -> None:
+    async def _attempt(self, records: list[Record], encoded: list[bytes | None] | None, *, idempotent: bool) -> None:
         started = time.perf_counter()
         limit_s = max(0.01, min(ATTEMPT_TIMEOUT_S, self._deadline - time.monotonic()))
         try:
-            inserted = await self._insert(records, idempotent=idempotent, limit_s=limit_s)
+            inserted = await self._insert(records, encoded, idempotent=idempotent, limit_s=limit_s)
         except _REJECTED as exc:
             self._stats.flush_failures += 1
             if self._metrics is not None:  # telemetry
@@ -314,16 +350,22 @@ class Committer:
         if self._metrics is not None:  # telemetry
             self._metrics.observe_flush(inserted, stats.last_flush_seconds, stats.queued_rows)
 
-    async def _insert(self, records: list[Record], *, idempotent: bool, limit_s: float) -> dict[str, int]:
-        return await self._there(self._insert_here(records, idempotent=idempotent, limit_s=limit_s))
+    async def _insert(
+        self, records: list[Record], encoded: list[bytes | None] | None, *, idempotent: bool, limit_s: float
+    ) -> dict[str, int]:
+        return await self._there(self._insert_here(records, encoded, idempotent=idempotent, limit_s=limit_s))
 
-    async def _insert_here(self, records: list[Record], *, idempotent: bool, limit_s: float) -> dict[str, int]:
+    async def _insert_here(
+        self, records: list[Record], encoded: list[bytes | None] | None, *, idempotent: bool, limit_s: float
+    ) -> dict[str, int]:
         """On the committer's loop: nothing else runs there, so the COPY never yields."""
         try:
             async with asyncio.timeout(limit_s) as self._attempt_timeout:
                 if self._conn is None:
                     self._conn = await self._connect()
-                return await self._bulk.insert(self._conn, records, idempotent=idempotent, cooperative=False)
+                return await self._bulk.insert(
+                    self._conn, records, idempotent=idempotent, cooperative=False, encoded=encoded
+                )
         finally:
             self._attempt_timeout = None
 

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from lsd.config.model import ObservabilityConfig
 from lsd.errors import DatabaseUnavailable
 from lsd.records import Record
+from lsd.store import bulk
 from lsd.store.committer import Committer, Entry, WriterStats, count_by_table
 from lsd.store.footprint import footprint
 from lsd.store.journal import Journal
@@ -60,6 +61,11 @@ SAMPLE_EVERY = 8
 REPLAY_MIN_ROWS = 1000  # rows per replay transaction, at least
 ORPHAN_SCAN_INTERVAL_S = 60.0  # look for files of processes that died meanwhile
 CLOSE_GRACE_S = 5.0  # close() waits this long past the flush deadline for the spool to be written
+
+
+def _footprint(entry: Entry) -> int:
+    """The memory an entry holds: its records and their encoded rows."""
+    return footprint(entry.records) + (sum(map(len, entry.encoded)) if entry.encoded is not None else 0)
 
 
 def _measured(entries: Sequence[Entry]) -> int:
@@ -85,6 +91,7 @@ class Writer:
         batch = config.batch_writes
         self._interval = batch.flush_interval_ms / 1000 if batch.enabled else 0.0
         self._max_rows = batch.max_rows if batch.enabled else 1
+        self._copying = False  # the last flush was a COPY (more than bulk.SMALL_BATCH_ROWS rows)
         self._max_queue = config.max_queue_rows
         self._max_queue_bytes = config.max_queue_bytes
         self._unmeasured = False  # some queued entries have no size yet (queued while the queue was short)
@@ -204,12 +211,17 @@ class Writer:
         stats = self.stats
         before = stats.queued_rows
         after = before + len(entry.records)
+        if after <= self._max_rows and (self._copying or after > bulk.SMALL_BATCH_ROWS):
+            # Its flush, the next one, will be a COPY (this one is long, or the last one was): encode its rows now
+            # (Committer.encode). Not in a backlog: the rows may be spilled, and the committer's thread encodes a
+            # long batch for less CPU than this loop.
+            entry.encoded = self._committer.encode(entry.records)
         if not self._queue:
             self._first_queued_at = time.monotonic()
         self._queue.append(entry)
         stats.queued_rows = after
         if before >= MEASURE_FROM_ROWS:
-            entry.size = self._size(entry.records)
+            entry.size = self._size(entry)
             stats.queued_bytes += entry.size
         else:
             self._unmeasured = True
@@ -312,6 +324,7 @@ class Writer:
             rows += len(entry.records)
         if not await self._committer.commit(entries):
             return
+        self._copying = rows > bulk.SMALL_BATCH_ROWS
         # Only this task removes from the left, and it did not spill during the commit: these are the same entries.
         for _ in entries:
             self._queue.popleft()
@@ -375,13 +388,13 @@ class Writer:
             stats.queued_bytes -= size
             await self._spill(entries)
 
-    def _size(self, records: Sequence[Record]) -> int:
-        """The memory `records` hold: measured for one group in SAMPLE_EVERY, estimated from it for the others."""
+    def _size(self, entry: Entry) -> int:
+        """The memory `entry` holds: measured for one group in SAMPLE_EVERY, estimated from it for the others."""
         if self._until_sample > 0:
             self._until_sample -= 1
-            return int(self._bytes_per_row * len(records))
-        size = footprint(records)
-        self._bytes_per_row = size / len(records)
+            return int(self._bytes_per_row * len(entry.records))
+        size = _footprint(entry)
+        self._bytes_per_row = size / len(entry.records)
         self._until_sample = SAMPLE_EVERY - 1
         return size
 
@@ -390,7 +403,7 @@ class Writer:
         added = 0
         for entry in self._queue:
             if entry.size < 0:
-                entry.size = footprint(entry.records)
+                entry.size = _footprint(entry)
                 added += entry.size
         self.stats.queued_bytes += added
         self._unmeasured = False

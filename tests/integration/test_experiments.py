@@ -196,7 +196,9 @@ async def test_adaptive_experiment_shifts_traffic_and_stops_within_its_promise(d
         assert good["lower"] > bad["upper"]  # the evidence it stopped on
         # on the way, traffic shifted to the better variant before the experiment stopped
         assert any(v["phase"] == "bandit" and v["weights"]["good"] > 0.6 for v in looks)
-        assert served["good"] > served["bad"]
+        # The variants are drawn at random (not seeded): when the experiment stops early the counts can tie (40/40
+        # once in a full run); the shift itself is the weights' (above).
+        assert served["good"] >= served["bad"]
         # once stopped, every replica serves only the winner
         for http in clients:
             assert {(await infer(http, "sim"))["variant_name"] for _ in range(10)} == {"good"}
