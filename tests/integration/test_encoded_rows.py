@@ -35,6 +35,19 @@ def tricky_records() -> list[Record]:
     return [*records, *nul, escaped]
 
 
+def count_encoded_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The row counts of every COPY that sends rows encoded beforehand (bulk._write_encoded), as it happens."""
+    written: list[int] = []
+    write_encoded = bulk._write_encoded
+
+    async def counting(copy: Any, rows: list[bytes]) -> None:
+        written.append(len(rows))
+        await write_encoded(copy, rows)
+
+    monkeypatch.setattr(bulk, "_write_encoded", counting)
+    return written
+
+
 async def test_encoded_rows_store_what_copy_stores(
     conn: psycopg.AsyncConnection[Any],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -49,14 +62,7 @@ async def test_encoded_rows_store_what_copy_stores(
     specs = inserter.specs
     # Every other row encoded beforehand, the others by the flush itself (rows queued before the queue was long).
     encoded = [specs[type(r)].encode(r) if i % 2 else None for i, r in enumerate(records)]  # type: ignore[misc]
-    written: list[int] = []
-    write_encoded = bulk._write_encoded
-
-    async def counting(copy: Any, rows: list[bytes]) -> None:
-        written.append(len(rows))
-        await write_encoded(copy, rows)
-
-    monkeypatch.setattr(bulk, "_write_encoded", counting)
+    written = count_encoded_writes(monkeypatch)
     monkeypatch.setattr(bulk, "ENCODED_WRITE_BYTES", 64)  # several writes per table: the framing holds across them
     await inserter.insert(conn, records, idempotent=False, encoded=encoded)
     assert sum(written) == len(records)
@@ -66,14 +72,7 @@ async def test_encoded_rows_store_what_copy_stores(
 async def test_the_writer_encodes_once_it_knows_the_tables_and_flushes_the_bytes(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    written: list[int] = []
-    write_encoded = bulk._write_encoded
-
-    async def counting(copy: Any, rows: list[bytes]) -> None:
-        written.append(len(rows))
-        await write_encoded(copy, rows)
-
-    monkeypatch.setattr(bulk, "_write_encoded", counting)
+    written = count_encoded_writes(monkeypatch)
     batch = BatchWritesConfig(flush_interval_ms=50, max_rows=10_000)
     writer = Writer(database_url, observability(tmp_path, batch_writes=batch))
     await writer.open()
