@@ -45,6 +45,11 @@ COPY_TRAILER = b"\xff\xff"
 ENCODED_WRITE_BYTES = 1024 * 1024  # encoded rows go to the COPY in writes of about this size
 
 
+def by_copy(rows: int) -> bool:
+    """Whether a direct (not idempotent) batch of `rows` rows goes by COPY rather than in one statement."""
+    return rows > SMALL_BATCH_ROWS
+
+
 @dataclass(frozen=True, slots=True)
 class TableSpec:
     """How one record class maps to its table: columns in field order and their PostgreSQL types, and the statements
@@ -253,7 +258,7 @@ class BulkInserter:
         for record in records:
             by_type[type(record)].append(record)
         specs = [await self.spec(conn, t) for t in by_type]
-        if not idempotent and len(records) <= SMALL_BATCH_ROWS:
+        if not idempotent and not by_copy(len(records)):
             done = await self._insert_at_once(conn, specs, list(by_type.values()))
             if done is not None:
                 return done

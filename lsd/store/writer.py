@@ -91,7 +91,7 @@ class Writer:
         batch = config.batch_writes
         self._interval = batch.flush_interval_ms / 1000 if batch.enabled else 0.0
         self._max_rows = batch.max_rows if batch.enabled else 1
-        self._copying = False  # the last flush was a COPY (more than bulk.SMALL_BATCH_ROWS rows)
+        self._copying = False  # the last flush was a COPY (bulk.by_copy)
         self._max_queue = config.max_queue_rows
         self._max_queue_bytes = config.max_queue_bytes
         self._unmeasured = False  # some queued entries have no size yet (queued while the queue was short)
@@ -211,10 +211,11 @@ class Writer:
         stats = self.stats
         before = stats.queued_rows
         after = before + len(entry.records)
-        if after <= self._max_rows and (self._copying or after > bulk.SMALL_BATCH_ROWS):
-            # Its flush, the next one, will be a COPY (this one is long, or the last one was): encode its rows now
-            # (Committer.encode). Not in a backlog: the rows may be spilled, and the committer's thread encodes a
-            # long batch for less CPU than this loop.
+        if after <= self._max_rows and (self._copying or bulk.by_copy(after)) and not self._committer.retrying:
+            # Its flush, the next one, will be a direct COPY (this one is long, or the last one was): encode its rows
+            # now (Committer.encode). Not in a backlog: the rows may be spilled, and the committer's thread encodes a
+            # long batch for less CPU than this loop; nor while flushes fail: the next one takes the idempotent
+            # path, which encodes its rows itself.
             entry.encoded = self._committer.encode(entry.records)
         if not self._queue:
             self._first_queued_at = time.monotonic()
@@ -324,7 +325,7 @@ class Writer:
             rows += len(entry.records)
         if not await self._committer.commit(entries):
             return
-        self._copying = rows > bulk.SMALL_BATCH_ROWS
+        self._copying = bulk.by_copy(rows)
         # Only this task removes from the left, and it did not spill during the commit: these are the same entries.
         for _ in entries:
             self._queue.popleft()
