@@ -1,8 +1,9 @@
 """Part streams: how many long streams one worker holds. The fake streams `--stream-tokens` tokens at `--token-rate`
-tokens/s (bench/token_fake.py); C clients each keep one stream open, back to back, for `--stream-window` seconds, at
-C = 10, 15, 20, 25, 35, 50, 100, 200, ... for the fake called directly, the bare proxy relaying bytes and `lsd serve`
-(recording on; `--stream-targets` adds `lsd-norec`, the same gateway with observability off). Every server is
-started first; at each C the fake runs, then each target still holding; the ramp ends when none is left.
+tokens/s (bench/token_fake.py); C clients, started at random moments of the ramp, each keep one stream open, back to
+back, for `--stream-window` seconds, at C = 10, 25, 50, 100, 150, 200, 250, 400, ... for the fake called directly,
+the bare proxy relaying bytes and `lsd serve` (recording on; `--stream-targets` adds `lsd-norec`, the same gateway
+with observability off). Every server is started first; at each C the fake runs, then each target still holding;
+the ramp ends when none is left.
 
     python -m bench.run --parts streams [--stream-tokens 100 --token-rate 50 --stream-levels 25,50,100,200,400]
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -36,7 +38,7 @@ from bench.report import table
 from lsd.store.local import free_port
 
 TTFT_LIMIT_MS = 5.0
-DEFAULT_LEVELS = (10, 15, 20, 25, 35, 50, 100, 200, 400, 800)
+DEFAULT_LEVELS = (10, 25, 50, 100, 150, 200, 250, 400, 800)
 TARGETS = ("fake", "bare", "lsd", "lsd-norec")
 DELAY_LIMIT_MS = 1.0
 _TOKEN = re.compile(rb"t(\d{6,}) ")
@@ -148,14 +150,22 @@ async def drive(
     stats = LevelStats([], [], time.monotonic_ns() + int(ramp_s * 1e9))
     until = loop.time() + ramp_s + window_s
     finished: list[asyncio.Future[None]] = []
-    for i in range(clients):
+    start = loop.time()
+    for offset in start_offsets(clients, ramp_s):
+        await asyncio.sleep(max(0.0, start + offset - loop.time()))
         done: asyncio.Future[None] = loop.create_future()
         finished.append(done)
         await loop.create_connection(lambda d=done: StreamClient(request, until, stats, d), host, port)  # type: ignore[misc]
-        if i < clients - 1:
-            await asyncio.sleep(ramp_s / clients)
     await asyncio.wait_for(asyncio.gather(*finished), timeout=window_s + ramp_s + 60)
     return stats
+
+
+def start_offsets(clients: int, ramp_s: float, seed: int = 23) -> list[float]:
+    """When each client starts within the ramp: uniformly at random (seeded), as independent users would. Evenly
+    spaced starts would phase-lock the streams: at `ramp_s / clients` equal to the token interval (100 clients over
+    2 s at 50 tokens/s) every stream's tokens fall due in the same millisecond, a burst of C tokens every interval."""
+    rng = random.Random(seed)
+    return sorted(rng.uniform(0.0, ramp_s) for _ in range(clients))
 
 
 def _start(
