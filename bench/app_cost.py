@@ -10,6 +10,9 @@ production settings (every inference recorded by its writer into a throwaway Pos
 /dev/null) and the CPU time of this process per request is reported, until the writer has committed every row of
 the round, with the part spent in the garbage collector.
 Rounds alternate between the apps; the table shows medians. Use it to see what a change to the request path costs.
+`--stream` does the same with streamed requests against bench/token_fake.py (`--stream-tokens` tokens at
+`--token-rate` tokens/s each, every token in a read of its own as from a real provider) and also reports CPU per token:
+what a change to the streaming path costs, without the HTTP server's write per token that both apps pay alike.
 `--breakdown` adds lsd with its access log off, with recording off (`[gateway.observability] enabled = false`),
 and with both off: what each costs, and what the engine alone costs over the bare proxy.
 """
@@ -30,9 +33,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import report, streams
 from bench.bare_proxy import build_app as build_bare_app
-from bench.children import Children, shielded
+from bench.children import Children, shielded, wait_for_file
 from bench.database import Cluster
 from bench.gateway import BODY, LSD_CONFIG, MODEL, start_fake
 from bench.loop import run as run_async
@@ -58,8 +61,11 @@ class GcClock:
             self.seconds += time.perf_counter() - self._start
 
 
-async def drive(app: App, state: dict[str, Any], requests: int) -> int:
-    """`requests` POST /inference calls, CONCURRENCY at a time; every answer must be a 200."""
+async def drive(
+    app: App, state: dict[str, Any], requests: int, body: bytes = BODY, events: list[int] | None = None
+) -> int:
+    """`requests` POST /inference calls, CONCURRENCY at a time; every answer must be a 200. `events`: add the
+    number of SSE `data:` lines answered to events[0]."""
 
     async def one() -> None:
         scope: dict[str, Any] = {
@@ -75,7 +81,7 @@ async def drive(app: App, state: dict[str, Any], requests: int) -> int:
             "headers": [
                 (b"host", b"bench"),
                 (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(BODY)),
+                (b"content-length", b"%d" % len(body)),
             ],
             "client": ("127.0.0.1", 1),
             "server": ("127.0.0.1", 2),
@@ -89,11 +95,13 @@ async def drive(app: App, state: dict[str, Any], requests: int) -> int:
             if received:
                 await asyncio.Event().wait()  # no disconnect while the app works
             received = True
-            return {"type": "http.request", "body": BODY, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
 
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 statuses.append(message["status"])
+            elif events is not None:
+                events[0] += message.get("body", b"").count(b"data:")
 
         await app(scope, receive, send)
         if statuses != [200]:
@@ -116,19 +124,30 @@ async def drained(state: dict[str, Any]) -> None:
         await asyncio.sleep(0.005)
 
 
-async def measure(app: Any, requests: int, rounds: int, results: dict[str, list[dict[str, float]]], name: str) -> None:
+async def measure(
+    app: Any,
+    requests: int,
+    rounds: int,
+    results: dict[str, list[dict[str, float]]],
+    name: str,
+    body: bytes = BODY,
+) -> None:
     async with app.router.lifespan_context(app) as state:
-        await drive(app, state or {}, min(requests, 2000))  # warm-up: connections, caches, JIT-free paths
+        await drive(app, state or {}, min(requests, 2000 if body is BODY else 200), body)  # warm-up: connections
         clock = GcClock()
         gc.callbacks.append(clock)
         try:
             for _ in range(rounds):
                 clock.seconds = 0.0
+                events = [0]
                 cpu = time.process_time()
-                done = await drive(app, state or {}, requests)
+                done = await drive(app, state or {}, requests, body, events)
                 await drained(state or {})  # the writer's work for these requests is part of their cost
                 cpu = time.process_time() - cpu
-                results[name].append({"cpu_us": 1e6 * cpu / done, "gc_us": 1e6 * clock.seconds / done})
+                sample = {"cpu_us": 1e6 * cpu / done, "gc_us": 1e6 * clock.seconds / done}
+                if events[0]:
+                    sample["cpu_us_per_event"] = 1e6 * cpu / events[0]
+                results[name].append(sample)
         finally:
             gc.callbacks.remove(clock)
 
@@ -147,10 +166,15 @@ def variants(config_text: str, breakdown: bool) -> dict[str, tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.app_cost", description=__doc__.splitlines()[0])
-    p.add_argument("--requests", type=int, default=10_000, help="requests per round (default 10000)")
+    p.add_argument("--requests", type=int, default=None, help="requests per round (default 10000)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per app, alternating (default 3)")
     p.add_argument("--breakdown", action="store_true", help="also lsd without access log, recording, both")
+    p.add_argument("--stream", action="store_true", help="streamed requests (default 1000 a round), CPU per token too")
+    p.add_argument("--stream-tokens", type=int, default=100, help="tokens per stream (default 100)")
+    p.add_argument("--token-rate", type=float, default=500.0, help="tokens per second of each stream (default 500)")
     args = p.parse_args(argv)
+    requests = args.requests if args.requests is not None else (1_000 if args.stream else 10_000)
+    body = streams.body_for("lsd") if args.stream else BODY
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="lsd-bench-app-"))
     cluster = Cluster(workdir / "postgres")
@@ -161,19 +185,25 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start()
         database_url = cluster.create("bench_app", migrated=True)
         with Children(workdir) as children:
-            _, fake_url = start_fake(children, workdir, 0.0)
+            if args.stream:
+                url_file = workdir / "token-fake.url"
+                tokens = ("--tokens", str(args.stream_tokens), "--token-rate", str(args.token_rate))
+                fake = children.python("token-fake", "-m", "bench.token_fake", "--url-file", str(url_file), *tokens)
+                fake_url = wait_for_file(url_file, fake)
+            else:
+                _, fake_url = start_fake(children, workdir, 0.0)
             config_text = LSD_CONFIG.format(spool_dir=workdir / "spool", model=MODEL, api_base=f"{fake_url}/v1/")
             runs = variants(config_text, args.breakdown)
             results = {name: [] for name in ("bare", *runs)}
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 2)
             for _ in range(args.rounds):
-                run_async(measure(build_bare_app(fake_url), args.requests, 1, results, "bare"))
+                run_async(measure(build_bare_app(fake_url), requests, 1, results, "bare", body))
                 for name, (text, level) in runs.items():
                     os.environ["LSD_LOG_LEVEL"] = level
                     lsd_logging.configure()  # as `lsd serve`: JSON access lines at INFO (to /dev/null here)
                     app = build_app(parse(text, base_dir=workdir), database_url)
-                    run_async(measure(app, args.requests, 1, results, name))
+                    run_async(measure(app, requests, 1, results, name, body))
     except KeyboardInterrupt:
         return 130
     finally:
@@ -181,16 +211,19 @@ def main(argv: list[str] | None = None) -> int:
         with shielded():
             cluster.stop()
             shutil.rmtree(workdir, ignore_errors=True)
+    keys = ("cpu_us", "gc_us", "cpu_us_per_event") if args.stream else ("cpu_us", "gc_us")
     summary = {
-        name: {key: statistics.median(r[key] for r in samples) for key in ("cpu_us", "gc_us")}
-        for name, samples in results.items()
+        name: {key: statistics.median(r[key] for r in samples) for key in keys} for name, samples in results.items()
     }
     bare = summary["bare"]["cpu_us"]
-    print("| app | CPU µs/request (median) | over bare | of which GC | rounds |")
-    print("|---|---:|---:|---:|---:|")
+    unit = "stream" if args.stream else "request"
+    token_head, token_rule = (" CPU µs/token (SSE event) |", "---:|") if args.stream else ("", "")
+    print(f"| app | CPU µs/{unit} (median) | over bare | of which GC | rounds |{token_head}")
+    print(f"|---|---:|---:|---:|---:|{token_rule}")
     for name, values in summary.items():
         over = f"+{values['cpu_us'] - bare:.1f}" if name != "bare" else ""
-        print(f"| {name} | {values['cpu_us']:.1f} | {over} | {values['gc_us']:.1f} | {len(results[name])} |")
+        token = f" {values['cpu_us_per_event']:.1f} |" if args.stream else ""
+        print(f"| {name} | {values['cpu_us']:.1f} | {over} | {values['gc_us']:.1f} | {len(results[name])} |{token}")
     saved = report.save({"machine": report.machine(), "app_cost": {"runs": results, "median": summary}})
     print(f"results: {saved}")
     return 0

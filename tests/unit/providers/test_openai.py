@@ -409,6 +409,36 @@ def test_stream_state_text_and_final_chunk() -> None:
     assert final.raw.split("\n") == [events[0], events[3], usage_event]
 
 
+@pytest.mark.parametrize(
+    ("event", "content", "finish", "usage"),
+    [
+        ({"choices": [{"index": 0, "delta": {"content": "a"}}]}, (Text("a"),), None, None),
+        ({"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]}, (Text("a"),), "stop", None),
+        (
+            {
+                "choices": [{"index": 0, "delta": {"content": "a"}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 2},
+            },
+            (Text("a"),),
+            None,
+            Usage(1, 2),
+        ),
+        ({"choices": [{"index": 1, "delta": {"content": "a"}}]}, None, None, None),
+        ({"choices": [{"index": 0, "delta": {"content": ""}}]}, None, None, None),
+        ({"choices": [{"index": 0, "delta": {"content": 5}}]}, None, None, None),
+        ({"choices": [{"delta": {"content": "no index"}}]}, (Text("no index"),), None, None),
+    ],
+)
+def test_stream_state_token_events(event: dict[str, Any], content: Any, finish: Any, usage: Any) -> None:
+    """A token's event and its near variants: the text, and whatever else the event holds (finish reason, usage)."""
+    state = StreamState()
+    data = orjson.dumps(event).decode()
+    got = state.feed(data)
+    assert (got.content if got is not None else None) == content
+    assert got is None or got.raw == data
+    assert (state.finish_reason, state.usage) == (finish, usage)
+
+
 def test_stream_state_tool_call_deltas_carry_their_id() -> None:
     state = StreamState()
     events = [
