@@ -158,6 +158,11 @@ class Committer:
         self._loop: asyncio.AbstractEventLoop | None = None  # the committer's own, run by `_thread`
         self._thread: threading.Thread | None = None
 
+    @property
+    def copied(self) -> bool:
+        """The last direct flush went by COPY (lsd.store.bulk): read on the gateway's loop once the flush is over."""
+        return self._bulk.copied
+
     def encode(self, records: Sequence[Record]) -> list[bytes] | None:
         """On the gateway's loop, as a group is queued for a flush that will be a COPY: its rows as binary COPY
         writes them, so that the flush sends bytes instead of encoding them on the committer's thread; None until

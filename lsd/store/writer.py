@@ -91,7 +91,7 @@ class Writer:
         batch = config.batch_writes
         self._interval = batch.flush_interval_ms / 1000 if batch.enabled else 0.0
         self._max_rows = batch.max_rows if batch.enabled else 1
-        self._copying = False  # the last flush was a COPY (bulk.by_copy)
+        self._copying = False  # the last flush was a COPY (Committer.copied)
         self._max_queue = config.max_queue_rows
         self._max_queue_bytes = config.max_queue_bytes
         self._unmeasured = False  # some queued entries have no size yet (queued while the queue was short)
@@ -325,7 +325,7 @@ class Writer:
             rows += len(entry.records)
         if not await self._committer.commit(entries):
             return
-        self._copying = bulk.by_copy(rows)
+        self._copying = self._committer.copied
         # Only this task removes from the left, and it did not spill during the commit: these are the same entries.
         for _ in entries:
             self._queue.popleft()

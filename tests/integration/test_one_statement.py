@@ -113,3 +113,38 @@ def test_only_plain_column_types_take_the_one_statement_path() -> None:
     )
     assert one_statement.select_list(["uuid", "bytea"]) is None
     assert one_statement.select_list(["text[]"]) is None
+
+
+async def test_a_short_batch_of_long_rows_goes_by_copy(
+    conn: psycopg.AsyncConnection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Few rows but many bytes (long streams' raw responses): COPY, not JSON that PostgreSQL would parse; the
+    inserter says which way the batch went, and rows encoded beforehand past the limit skip the JSON attempt."""
+    inserter = BulkInserter()
+    short = inference("short")
+    assert await inserter.insert(conn, short, idempotent=False) == count_by_table([short])
+    assert not inserter.copied
+    long_text = "x" * (bulk.SMALL_BATCH_CHARS + 1)
+    group = inference(long_text)
+    attempts: list[bool] = []
+    encode = one_statement.encode
+    monkeypatch.setattr(one_statement, "encode", lambda rows: attempts.append(True) or encode(rows))
+    assert await inserter.insert(conn, group, idempotent=False) == count_by_table([group])
+    assert inserter.copied and attempts  # tried in JSON, too long: sent nothing that way, then COPY
+    cur = await conn.execute("SELECT output FROM chat_inferences WHERE id = %s", (group[0].id,))
+    row = await cur.fetchone()
+    assert row is not None and row[0] == [{"type": "text", "text": long_text[::-1]}]
+    # Encoded beforehand (the writer does it once a flush went by COPY): their length alone decides.
+    attempts.clear()
+    again = inference(long_text)
+    encoded: list[bytes | None] = []
+    for record in again:
+        encode_row = inserter.specs[type(record)].encode
+        assert encode_row is not None
+        encoded.append(encode_row(record))
+    assert await inserter.insert(conn, again, idempotent=False, encoded=encoded) == count_by_table([again])
+    assert inserter.copied and not attempts
+    # A short batch again: back to one statement.
+    small = inference("small again")
+    await inserter.insert(conn, small, idempotent=False)
+    assert not inserter.copied and attempts
