@@ -1,11 +1,11 @@
 """Bulk insert of records with binary COPY, all tables in one transaction: direct, or idempotent through staging.
 
-The direct path COPYs straight into each table; a batch of at most SMALL_BATCH_ROWS rows goes in one statement
-instead when its values allow and it is short in bytes too (lsd.store.one_statement: one round trip instead of one per
-COPY). The idempotent path
-COPYs into a temporary staging table and then runs `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, so rows already
-present (same primary key) are skipped: the writer takes it for every batch retried after a failed flush, whose rows
-may already have been committed, and for a replayed chunk that a primary key refused on the direct path.
+The direct path COPYs straight into each table; a batch of at most SMALL_BATCH_ROWS rows and SMALL_BATCH_CHARS of
+JSON goes in one statement instead when its values allow (lsd.store.one_statement: one round trip instead of one per
+COPY). The idempotent path COPYs into a temporary staging table and then runs `INSERT ... SELECT ... ON CONFLICT DO
+NOTHING`, so rows already present (same primary key) are skipped: the writer takes it for every batch retried after a
+failed flush, whose rows may already have been committed, and for a replayed chunk that a primary key refused on the
+direct path.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ SMALL_BATCH_ROWS = 100
 # ... and at most this many characters of JSON: PostgreSQL parses the statement's JSON, every string unescaped and
 # copied again by `->>`, where COPY's binary rows go in as they are. A few long streams (a 100-token stream stores its
 # ~18 KB of provider events as the raw response) made each flush cost PostgreSQL milliseconds of CPU: at 250
-# concurrent streams on two cores, COPY for every flush cut lsd's TTFT p99 from 2.1-3.5 to 1.4-1.9 ms.
+# concurrent streams on two cores, this bound took lsd's per-token delay p99 from 1.13-1.48 to 1.07-1.28 ms and its
+# TTFT p99 from 2.1-3.1 to 1.5-3.4 ms (three alternating pairs; docs/performance.md, session 10).
 SMALL_BATCH_CHARS = 64 * 1024
 # Binary COPY's framing around rows encoded beforehand (TableSpec.encode): the signature, flags and header
 # extension length (PostgreSQL's COPY docs, "Binary Format"), and the trailer.
