@@ -35,7 +35,7 @@ from typing import Any
 
 from bench import report, streams
 from bench.bare_proxy import build_app as build_bare_app
-from bench.children import Children, shielded, wait_for_file
+from bench.children import Children, shielded
 from bench.database import Cluster
 from bench.gateway import BODY, LSD_CONFIG, MODEL, start_fake
 from bench.loop import run as run_async
@@ -131,9 +131,10 @@ async def measure(
     results: dict[str, list[dict[str, float]]],
     name: str,
     body: bytes = BODY,
+    warmup: int = 2000,
 ) -> None:
     async with app.router.lifespan_context(app) as state:
-        await drive(app, state or {}, min(requests, 2000 if body is BODY else 200), body)  # warm-up: connections
+        await drive(app, state or {}, min(requests, warmup), body)  # warm-up: connections, caches
         clock = GcClock()
         gc.callbacks.append(clock)
         try:
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token-rate", type=float, default=500.0, help="tokens per second of each stream (default 500)")
     args = p.parse_args(argv)
     requests = args.requests if args.requests is not None else (1_000 if args.stream else 10_000)
-    body = streams.body_for("lsd") if args.stream else BODY
+    body, warmup = (streams.body_for("lsd"), 200) if args.stream else (BODY, 2000)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="lsd-bench-app-"))
     cluster = Cluster(workdir / "postgres")
@@ -186,10 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         database_url = cluster.create("bench_app", migrated=True)
         with Children(workdir) as children:
             if args.stream:
-                url_file = workdir / "token-fake.url"
                 tokens = ("--tokens", str(args.stream_tokens), "--token-rate", str(args.token_rate))
-                fake = children.python("token-fake", "-m", "bench.token_fake", "--url-file", str(url_file), *tokens)
-                fake_url = wait_for_file(url_file, fake)
+                _, fake_url = children.fake("token-fake", "bench.token_fake", *tokens)
             else:
                 _, fake_url = start_fake(children, workdir, 0.0)
             config_text = LSD_CONFIG.format(spool_dir=workdir / "spool", model=MODEL, api_base=f"{fake_url}/v1/")
@@ -198,12 +197,12 @@ def main(argv: list[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 2)
             for _ in range(args.rounds):
-                run_async(measure(build_bare_app(fake_url), requests, 1, results, "bare", body))
+                run_async(measure(build_bare_app(fake_url), requests, 1, results, "bare", body, warmup))
                 for name, (text, level) in runs.items():
                     os.environ["LSD_LOG_LEVEL"] = level
                     lsd_logging.configure()  # as `lsd serve`: JSON access lines at INFO (to /dev/null here)
                     app = build_app(parse(text, base_dir=workdir), database_url)
-                    run_async(measure(app, requests, 1, results, name, body))
+                    run_async(measure(app, requests, 1, results, name, body, warmup))
     except KeyboardInterrupt:
         return 130
     finally:

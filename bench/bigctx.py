@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from bench.children import Child, Children, wait_for_file, wait_for_http
+from bench.children import Child, Children, wait_for_http
 from bench.cpu import machine_cpu_s, tree_cpu_s
 from bench.database import Cluster
 from bench.gateway import LSD_CONFIG, MODEL, drain, writer_backlog
@@ -128,17 +128,7 @@ def _start(name: str, children: Children, workdir: Path, fake_url: str, database
 
 def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path) -> dict[str, Any]:
     print(f"\n## Part bigctx: {settings.prompt_kib} KiB prompts, {settings.answer_bytes} B answers")
-    url_file = workdir / "bigctx-fake.url"
-    fake = children.python(
-        "bigctx-fake",
-        "-m",
-        "bench.token_fake",
-        "--url-file",
-        str(url_file),
-        "--answer-bytes",
-        str(settings.answer_bytes),
-    )
-    fake_url = wait_for_file(url_file, fake)
+    fake, fake_url = children.fake("bigctx-fake", "bench.token_fake", "--answer-bytes", str(settings.answer_bytes))
     database_url = cluster.create("bench_bigctx")
     payload = body(settings.prompt_kib)
     results: dict[str, Any] = {}

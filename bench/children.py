@@ -82,6 +82,12 @@ class Children:
     def python(self, name: str, *args: str, env: dict[str, str] | None = None) -> Child:
         return self.start(name, [sys.executable, *args], env)
 
+    def fake(self, name: str, module: str, *options: str) -> tuple[Child, str]:
+        """One of bench's fake servers, `python -m <module> --url-file F <options>`, and the root URL it writes to F."""
+        url_file = self.log_dir / f"{name}.url"
+        child = self.python(name, "-m", module, "--url-file", str(url_file), *options)
+        return child, wait_for_file(url_file, child)
+
     def stop(self, child: Child, timeout_s: float = 30.0) -> int:
         """SIGTERM, wait up to `timeout_s`, then SIGKILL the process group. Returns the exit code."""
         if child.alive():

@@ -104,11 +104,7 @@ class Settings:
 
 def start_fake(children: Children, workdir: Path, latency_ms: float) -> tuple[Child, str]:
     """The fake OpenAI server in its own process; returns it and its root URL."""
-    url_file = workdir / "fake.url"
-    fake = children.python(
-        "fake", "-m", "bench.fake_openai", "--url-file", str(url_file), "--latency-ms", str(latency_ms)
-    )
-    return fake, wait_for_file(url_file, fake)
+    return children.fake("fake", "bench.fake_openai", "--latency-ms", str(latency_ms))
 
 
 def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from bench.children import Child, Children, rss_kib, wait_for_file, wait_for_http
+from bench.children import Child, Children, rss_kib, wait_for_http
 from bench.cpu import tree_cpu_s
 from bench.database import Cluster
 from bench.gateway import LSD_CONFIG, MODEL
@@ -204,19 +204,9 @@ def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path)
         f"\n## Part streams: {settings.tokens} tokens at {settings.token_rate:g} tokens/s ({stream_s:.1f} s a stream), "
         f"{settings.window_s:g} s at each level"
     )
-    url_file = workdir / "token-fake.url"
-    fake = children.python(
-        "token-fake",
-        "-m",
-        "bench.token_fake",
-        "--url-file",
-        str(url_file),
-        "--tokens",
-        str(settings.tokens),
-        "--token-rate",
-        str(settings.token_rate),
+    fake, fake_url = children.fake(
+        "token-fake", "bench.token_fake", "--tokens", str(settings.tokens), "--token-rate", str(settings.token_rate)
     )
-    fake_url = wait_for_file(url_file, fake)
     results: dict[str, dict[str, Any]] = {name: {} for name in settings.targets}
     started: dict[str, tuple[Child | None, str, str]] = {}
     try:
