@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 tokens = ("--tokens", str(args.stream_tokens), "--token-rate", str(args.token_rate))
                 _, fake_url = children.fake("token-fake", "bench.token_fake", *tokens)
             else:
-                _, fake_url = start_fake(children, workdir, 0.0)
+                _, fake_url = start_fake(children, 0.0)
             config_text = LSD_CONFIG.format(spool_dir=workdir / "spool", model=MODEL, api_base=f"{fake_url}/v1/")
             runs = variants(config_text, args.breakdown)
             results = {name: [] for name in ("bare", *runs)}

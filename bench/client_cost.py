@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="lsd-bench-client-"))
     try:
         with Children(workdir) as children:
-            _, fake_url = start_fake(children, workdir, 0.0)
+            _, fake_url = start_fake(children, 0.0)
             results = run_async(measure(f"{fake_url}/v1/chat/completions", args.requests, args.rounds))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

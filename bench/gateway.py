@@ -102,7 +102,7 @@ class Settings:
         )
 
 
-def start_fake(children: Children, workdir: Path, latency_ms: float) -> tuple[Child, str]:
+def start_fake(children: Children, latency_ms: float) -> tuple[Child, str]:
     """The fake OpenAI server in its own process; returns it and its root URL."""
     return children.fake("fake", "bench.fake_openai", "--latency-ms", str(latency_ms))
 
@@ -111,7 +111,7 @@ def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path)
     print(f"\n## Part 1: gateway overhead ({'wrk' if have_wrk() else 'aiohttp closed loop: wrk not found'})")
     if not have_wrk():
         print("  (install wrk for the closed-loop runs: apt-get install -y wrk; the aiohttp fallback takes more CPU)")
-    fake, _ = start_fake(children, workdir, settings.latency_ms)
+    fake, _ = start_fake(children, settings.latency_ms)
     results: dict[str, Any] = {}
     try:
         for name in settings.targets:

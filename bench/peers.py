@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start()
         pinning.move_self(args.pin, "load")
         with Children(workdir, args.pin) as children:
-            fake, _ = gateway.start_fake(children, workdir, settings.latency_ms)
+            fake, _ = gateway.start_fake(children, settings.latency_ms)
             for name in settings.targets:
                 print(f"- {gateway_report.describe(name)}")
                 if name == "litellm-db":
