@@ -58,6 +58,11 @@ class StreamState:
                 raw_request=self.raw_request,
                 raw_response=self.raw_response(),
             )
+        choices = event.get("choices")
+        if type(choices) is list and len(choices) == 1 and event.get("usage") is None and event.get("error") is None:
+            text = _text_delta(choices[0])
+            if text is not None:  # a token: what the general walk below makes of it, for a third of its cost
+                return StreamChunk((Text(text),), None, None, None, data)
         if event.get("error") is not None:
             # An error event does not end the stream: the client is told, and later events are read on.
             return StreamChunk(error=f"provider {self.provider!r} sent an error mid-stream: {data[:500]}", raw=data)
@@ -66,7 +71,6 @@ class StreamState:
             self.usage = parse_usage(usage)
             self.reported_cost = reported_cost(usage)
         blocks: list[OutputBlock] = []
-        choices = event.get("choices")
         if choices:
             for choice in choices:
                 if isinstance(choice, dict) and choice.get("index", 0) == 0:
@@ -127,3 +131,15 @@ class StreamState:
         return StreamChunk(
             usage=self.usage or Usage(), finish_reason=reason, raw="\n".join(self._held), cost=self.reported_cost
         )
+
+
+def _text_delta(choice: Any) -> str | None:
+    """The text of a choice that is one plain text delta of the first choice (`{"index": 0, "delta": {"content":
+    "..."}, "finish_reason": null}`, a `role` beside it allowed), else None."""
+    if type(choice) is not dict or choice.get("finish_reason") is not None or choice.get("index", 0) != 0:
+        return None
+    delta = choice.get("delta")
+    if type(delta) is not dict or not (len(delta) == 1 or (len(delta) == 2 and "role" in delta)):
+        return None
+    text = delta.get("content")
+    return text if type(text) is str and text else None

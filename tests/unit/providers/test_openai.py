@@ -427,6 +427,21 @@ def test_stream_state_text_and_final_chunk() -> None:
         ({"choices": [{"index": 0, "delta": {"content": ""}}]}, None, None, None),
         ({"choices": [{"index": 0, "delta": {"content": 5}}]}, None, None, None),
         ({"choices": [{"delta": {"content": "no index"}}]}, (Text("no index"),), None, None),
+        ({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "a"}}]}, (Text("a"),), None, None),
+        ({"choices": [{"index": 0, "delta": {"content": "a", "refusal": "r"}}]}, (Text("a"), Text("r")), None, None),
+        (
+            {"choices": [{"index": 0, "delta": {"content": "a"}}], "usage": None, "error": None},
+            (Text("a"),),
+            None,
+            None,
+        ),
+        (
+            {"choices": [{"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {"content": "b"}}]},
+            (Text("a"),),
+            None,
+            None,
+        ),
+        ({"choices": [{"index": 0, "delta": {"content": "a", "tool_calls": None}}]}, (Text("a"),), None, None),
     ],
 )
 def test_stream_state_token_events(event: dict[str, Any], content: Any, finish: Any, usage: Any) -> None:
