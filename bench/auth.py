@@ -31,7 +31,7 @@ import orjson
 import psycopg
 
 from bench import report
-from bench.children import Children, shielded, wait_for_file, wait_for_http
+from bench.children import Children, shielded, wait_for_http
 from bench.database import Cluster
 from bench.gateway import LSD_CONFIG, MODEL
 from bench.load import closed_loop, have_wrk
@@ -143,9 +143,7 @@ async def _micro(url: str, settings: Settings) -> dict[str, Any]:
 
 
 def _e2e(settings: Settings, children: Children, cluster: Cluster, workdir: Path) -> dict[str, Any]:
-    url_file = workdir / "fake-auth.url"
-    fake = children.python("fake", "-m", "bench.fake_openai", "--url-file", str(url_file))
-    fake_url = wait_for_file(url_file, fake)
+    fake, fake_url = children.fake("fake-auth", "bench.fake_openai")
     results: dict[str, Any] = {}
     try:
         for round_, variant in ((r, v) for r in range(settings.rounds) for v in ("off", "on")):

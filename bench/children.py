@@ -83,8 +83,10 @@ class Children:
         return self.start(name, [sys.executable, *args], env)
 
     def fake(self, name: str, module: str, *options: str) -> tuple[Child, str]:
-        """One of bench's fake servers, `python -m <module> --url-file F <options>`, and the root URL it writes to F."""
+        """One of bench's fake servers, `python -m <module> --url-file F <options>`, and the root URL it writes to F
+        (an earlier fake's F, of the same name, is removed first: its URL would be read as this one's)."""
         url_file = self.log_dir / f"{name}.url"
+        url_file.unlink(missing_ok=True)
         child = self.python(name, "-m", module, "--url-file", str(url_file), *options)
         return child, wait_for_file(url_file, child)
 

@@ -75,7 +75,6 @@ def _start(app: str, server: str, children: Children, workdir: Path, fake_url: s
 
 def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path) -> dict[str, Any]:
     print("\n## Part front-door: lsd and the bare proxy under each HTTP server (wrk, closed loop)")
-    (workdir / "fake.url").unlink(missing_ok=True)  # part gateway's fake wrote it: wait for this fake's own
     fake, fake_url = start_fake(children, 0.0)
     database_url = cluster.create("bench_front_door")
     samples: dict[str, list[dict[str, float]]] = {f"{a}-{s}": [] for a, s in servers()}
