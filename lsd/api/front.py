@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.routing import Route
@@ -115,14 +116,14 @@ class _Answer:
         self.status = 500
         self.started = False
 
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            if self.started:  # a second start (an error after a started response) is the server's to refuse
-                await self._send(message)
-                return
+    def send(self, message: Message) -> Awaitable[None]:
+        # Not a coroutine: it hands back the server's own awaitable, so a stream's every token goes out without a
+        # coroutine frame of this layer in between.
+        if message["type"] == "http.response.start" and not self.started:
+            # (A second start, an error after a started response, goes as it is: the server's to refuse.)
             self.started = True
             self.status = message["status"]
             message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, self._request_id)]
             if self._deadlines is not None and self.task is not None:
                 self._deadlines.stop(self.task)
-        await self._send(message)
+        return self._send(message)

@@ -266,16 +266,13 @@ class Connection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
-    async def _wait(self) -> None:
+    def _wait(self) -> asyncio.Future[None]:
+        """A future for the server's next news: bytes or the end (its result), or the error that ends the exchange
+        (its exception). Not a coroutine: each streamed token's read awaits the future itself, one frame less."""
         if self._error is not None:
             raise self._error
-        self._waiter = self.pool.loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-        if self._error is not None:
-            raise self._error
+        waiter = self._waiter = self.pool.loop.create_future()
+        return waiter
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -285,7 +282,9 @@ class Connection(asyncio.Protocol):
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc
-        self._wake()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(self._error)
 
     def abort(self) -> None:
         self.closed = True

@@ -11,7 +11,7 @@ with the payloads received so far; one that ends without the provider's end mark
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import replace
 from typing import Any, Protocol
@@ -102,6 +102,20 @@ class Exchange:
     @property
     def raw_request(self) -> str:
         return self.call.raw_request
+
+
+class EventDecoder(Protocol):
+    """What HttpProvider.stream needs of a stream's framing: SseParser, or Bedrock's EventStreamDecoder."""
+
+    def feed(self, data: bytes) -> Iterable[SseEvent]:
+        """The events completed by `data` (the body's bytes as they arrive, split anywhere)."""
+
+    def close(self) -> Iterable[SseEvent]:
+        """The events the body's end completes."""
+
+    @property
+    def pending_bytes(self) -> int:
+        """The bytes of an incomplete event held back (a stream whose pending event passes MAX_LINE is cut off)."""
 
 
 class StreamParser(Protocol):
@@ -378,18 +392,50 @@ class HttpProvider(Provider):
         # The list form of `cost` reads the events themselves; only then are they decoded a second time.
         events_seen: list[Any] | None = [] if isinstance(self.pricing, PointerPricing) else None
         scrubber = call.scrubber if call.scrubber else None  # a call without secrets: no scrub call per event
+
+        def chunk_of(event: SseEvent) -> StreamChunk | None:
+            if scrubber is not None:
+                event = _scrubbed_event(event, scrubber)
+            chunk = parser.feed_event(event)
+            if events_seen is not None:
+                _keep_json(events_seen, event.data)
+            if chunk is not None and chunk.usage is not None:
+                return self._last(chunk, call, events_seen)
+            return chunk
+
+        decoder = self.decoder()
+        source = ctx.transport.stream_bytes(
+            call.url,
+            call.body,
+            call.headers,
+            provider=self.name,
+            timeout_s=ctx.timeout_s,
+            ttft_timeout_s=call.ttft_timeout_s,
+            proxy=self.proxy,
+        )
         try:
-            # Closing the generator releases the connection now, also when our consumer stops early.
-            async with aclosing(self.events(call, ctx)) as events:
-                async for event in events:
-                    started = True
-                    if scrubber is not None:
-                        event = _scrubbed_event(event, scrubber)
-                    chunk = parser.feed_event(event)
-                    if events_seen is not None:
-                        _keep_json(events_seen, event.data)
-                    if chunk is not None:
-                        yield self._last(chunk, call, events_seen) if chunk.usage is not None else chunk
+            # The bytes are decoded here, not in a generator of their own: one layer less for every token.
+            # Closing the source releases the connection now, also when our consumer stops early.
+            async with aclosing(source):
+                async for data in source:
+                    if isinstance(data, HttpResponse):  # a non-2xx answer, which comes instead of any event
+                        raise self.status_error(self.scrubbed(data, call.scrubber), call.raw_request)
+                    for event in decoder.feed(data):
+                        started = True
+                        chunk = chunk_of(event)
+                        if chunk is not None:
+                            yield chunk
+                    if decoder.pending_bytes > MAX_LINE:
+                        raise ProviderError(
+                            f"connection error: a streamed line is longer than {MAX_LINE} bytes",
+                            provider=self.name,
+                            kind="connection",
+                        )
+            for event in decoder.close():
+                started = True
+                chunk = chunk_of(event)
+                if chunk is not None:
+                    yield chunk
         except ProviderError as exc:
             exc.raw_request = exc.raw_request or call.raw_request
             call.scrubber.error(exc)
@@ -403,34 +449,10 @@ class HttpProvider(Provider):
         if last is not None:
             yield self._last(last, call, events_seen)
 
-    async def events(self, call: Call, ctx: CallContext) -> AsyncGenerator[SseEvent, None]:
-        """The stream's events as they arrive: server-sent events here; a provider with another framing (Bedrock's
-        binary event stream) overrides this and yields each of its messages as an SseEvent. A non-2xx answer
-        (which comes instead of any event) raises."""
-        source = ctx.transport.stream_bytes(
-            call.url,
-            call.body,
-            call.headers,
-            provider=self.name,
-            timeout_s=ctx.timeout_s,
-            ttft_timeout_s=call.ttft_timeout_s,
-            proxy=self.proxy,
-        )
-        parser = SseParser()
-        async with aclosing(source):
-            async for item in source:
-                if isinstance(item, HttpResponse):
-                    raise self.status_error(self.scrubbed(item, call.scrubber), call.raw_request)
-                for event in parser.feed(item):
-                    yield event
-                if parser.pending_bytes > MAX_LINE:
-                    raise ProviderError(
-                        f"connection error: a streamed line is longer than {MAX_LINE} bytes",
-                        provider=self.name,
-                        kind="connection",
-                    )
-        for event in parser.close():
-            yield event
+    def decoder(self) -> EventDecoder:
+        """How the stream's body becomes events: server-sent events here; a provider with another framing
+        (Bedrock's binary event stream) returns its own decoder, whose messages come out as SseEvents."""
+        return SseParser()
 
     def _last(self, chunk: StreamChunk, call: Call, events: Sequence[Any] | None = None) -> StreamChunk:
         """The chunk with usage, completed as a ProviderResponse would be (its `cost`, if any, is reported;

@@ -22,7 +22,6 @@ from lsd.providers.http import USER_AGENT, Call, HttpProvider, check_url
 from lsd.providers.patches import apply_body_patches, apply_header_patches
 from lsd.providers.proxies import ProxyChoice, proxy_option
 from lsd.providers.scrubber import Scrubber
-from lsd.providers.sse import SseEvent
 from lsd.providers.transport import HttpResponse
 from lsd.types import ProviderRequest, ProviderResponse, StreamChunk
 
@@ -151,21 +150,6 @@ class BedrockProvider(HttpProvider):
         call = self.prepare(url, body, ctx, stream=True, ttft_timeout_s=ttft_ms / 1000 if ttft_ms else None)
         return call, StreamState(self.name, json_tool=uses_json_tool(request), raw_request=call.raw_request)
 
-    async def events(self, call: Call, ctx: CallContext) -> AsyncGenerator[SseEvent, None]:
+    def decoder(self) -> EventStreamDecoder:
         """ConverseStream's binary event-stream messages, each as an SseEvent (see `stream`)."""
-        decoder = EventStreamDecoder(self.name)
-        source = ctx.transport.stream_bytes(
-            call.url,
-            call.body,
-            call.headers,
-            provider=self.name,
-            timeout_s=ctx.timeout_s,
-            ttft_timeout_s=call.ttft_timeout_s,
-            proxy=self.proxy,
-        )
-        async with aclosing(source):
-            async for data in source:
-                if isinstance(data, HttpResponse):
-                    raise self.status_error(self.scrubbed(data, call.scrubber), call.raw_request)
-                for event in decoder.feed(data):
-                    yield event
+        return EventStreamDecoder(self.name)

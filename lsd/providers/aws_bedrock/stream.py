@@ -51,6 +51,15 @@ class EventStreamDecoder:
         except eventstream.ParserError as exc:  # a bad length, a checksum that does not match
             raise malformed(f"an event-stream frame is broken: {exc}", provider=self.provider) from None
 
+    def close(self) -> tuple[SseEvent, ...]:
+        """Nothing: a message is complete when its frame is (a stream cut inside one ends without its end event)."""
+        return ()
+
+    @property
+    def pending_bytes(self) -> int:
+        """0: the frame parser bounds a pending frame itself (its prelude's lengths are checked as it arrives)."""
+        return 0
+
 
 class StreamState:
     """Turns the events of one ConverseStream call into StreamChunk deltas. The stream ends with messageStop

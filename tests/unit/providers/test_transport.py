@@ -13,6 +13,7 @@ import pytest
 import trustme
 
 from lsd.errors import ProviderError, ProviderTimeout
+from lsd.providers.connections import Connection, Pool
 from lsd.providers.transport import HttpResponse, Transport
 from tests.fakes.scripted_server import OK, Handler, Server, answer_ok
 
@@ -209,6 +210,21 @@ async def test_broken_answers_are_connection_errors(transport: Transport) -> Non
     with pytest.raises(ProviderError) as refused:
         await post(transport, "http://127.0.0.1:1/v1/chat/completions")
     assert refused.value.kind == "connection"
+
+
+async def test_bytes_that_arrive_with_the_break_are_handed_out_before_the_error() -> None:
+    """A chunk and the connection's end in the same pass of the loop (the protocol told of both before the reader
+    runs): read_some hands out the chunk, and the next read raises; the deltas that did arrive are relayed."""
+    conn = Connection(Pool(limit_per_host=1))
+    conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await conn.read_head()
+    reading = asyncio.ensure_future(conn.read_some())
+    await asyncio.sleep(0)  # the reader now waits for bytes
+    conn.data_received(b'f\r\ndata: {"a":1}\n\n\r\n')
+    conn.connection_lost(ConnectionResetError("reset by peer"))
+    assert await reading == b'data: {"a":1}\n\n'
+    with pytest.raises(ConnectionResetError):
+        await conn.read_some()
 
 
 async def test_a_connection_the_server_closed_while_idle_is_not_reused(transport: Transport) -> None:
