@@ -75,7 +75,8 @@ class EventStreamResponse(StreamingResponse):
 
 class JsonEventStream(EventStreamResponse):
     """The event stream of `events`, written straight from them (no generator between the events and the
-    socket): `encode` gives each event's JSON and whether it only trails the content (None: nothing to send).
+    socket): `encode` gives each event's line (`data: <JSON>\\n\\n`, made in one piece by the encoder) and whether
+    it only trails the content (None: nothing to send).
     A trailing event (usage and finish reason, no new content) is held back and sent with `data: [DONE]`: the
     stream's last three messages become one. Content is never held."""
 
@@ -90,8 +91,7 @@ class JsonEventStream(EventStreamResponse):
             encoded = encode(event)
             if encoded is None:
                 continue
-            data, trailing = encoded
-            line = b"data: " + data + b"\n\n"
+            line, trailing = encoded
             if trailing:
                 held += line
             else:
@@ -102,7 +102,7 @@ class JsonEventStream(EventStreamResponse):
 
 def json_pair(item: tuple[dict[str, Any], bool]) -> tuple[bytes, bool]:
     """The `encode` of a stream of (JSON object, trailing) pairs."""
-    return orjson.dumps(item[0]), item[1]
+    return b"data: " + orjson.dumps(item[0]) + b"\n\n", item[1]
 
 
 async def _client_gone(receive: Receive) -> None:

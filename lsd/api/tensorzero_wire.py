@@ -119,30 +119,31 @@ def chunk_json(
 
 
 class ChunkEncoder:
-    """The JSON of each `chunk_json` of one stream as bytes, and whether it only trails the content: the
-    `encode` of its JsonEventStream. A content chunk is its head encoded once with the deltas after it (a text
-    delta's text is the only value encoded per token), byte for byte what orjson makes of `chunk_json`."""
+    """The SSE line (`data: <JSON>\\n\\n`) of each `chunk_json` of one stream, and whether it only trails the
+    content: the `encode` of its JsonEventStream. A content chunk is its head encoded once with the deltas after it
+    (a text delta's text is the only value encoded per token), byte for byte what orjson makes of `chunk_json`."""
 
-    __slots__ = ("_head", "_json", "_prefix", "_stream", "_with_error_json")
+    __slots__ = ("_head", "_json", "_prefix", "_stream", "_text_prefix", "_with_error_json")
 
     def __init__(self, stream: InferenceStream, *, with_error_json: bool = False) -> None:
         self._stream = stream
         self._with_error_json = with_error_json
         self._head = chunk_head(stream)
         self._json = stream.function_type == "json"
-        self._prefix = orjson.dumps(self._head)[:-1] + (b',"raw":' if self._json else b',"content":[')
+        self._prefix = b"data: " + orjson.dumps(self._head)[:-1] + (b',"raw":' if self._json else b',"content":[')
+        self._text_prefix = self._prefix + _TEXT_DELTA
 
     def __call__(self, event: StreamEvent) -> tuple[bytes, bool]:
         if event.error is not None or event.usage is not None or event.finish_reason is not None:
             chunk = chunk_json(self._stream, event, with_error_json=self._with_error_json, head=self._head)
-            return orjson.dumps(chunk), event.trailing
+            return b"data: " + orjson.dumps(chunk) + b"\n\n", event.trailing
         content = event.content
         if self._json:
             raw = "".join(b.text for b in content if isinstance(b, Text))
-            return self._prefix + orjson.dumps(raw) + b"}", False
+            return self._prefix + orjson.dumps(raw) + b"}\n\n", False
         if len(content) == 1 and type(content[0]) is Text:
-            return self._prefix + _TEXT_DELTA + orjson.dumps(content[0].text) + b"}]}", False
-        return self._prefix + b",".join([orjson.dumps(delta_json(b)) for b in content]) + b"]}", False
+            return self._text_prefix + orjson.dumps(content[0].text) + b"}]}\n\n", False
+        return self._prefix + b",".join([orjson.dumps(delta_json(b)) for b in content]) + b"]}\n\n", False
 
 
 _TEXT_DELTA = b'{"type":"text","id":"0","text":'  # delta_json of a Text, up to its text

@@ -19,6 +19,7 @@ priced by the provider's `cost` table.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -205,6 +206,9 @@ class InferenceStream:
         rest = opened.rest
         untimed = self.total_deadline is None  # no limit: no timer, and no coroutine, per chunk
         thoughts = self.function_type != "json"  # a JSON function streams no thought deltas
+        # The next chunk: the provider generator's own awaitable when the stream has no time limit (no wrapper
+        # object per chunk), else under the limit's timer. Either raises StopAsyncIteration at the end.
+        following = rest.__anext__ if untimed else functools.partial(self._next, rest)
         try:
             chunk = opened.first
             while chunk is not None:
@@ -213,8 +217,11 @@ class InferenceStream:
                     aggregate.errors += 1
                     yield StreamEvent(error=ProviderError(chunk.error, provider=self.provider.name))
                 elif content := chunk.content if thoughts else self._client_content(chunk):
-                    yield StreamEvent(content=content)
-                chunk = await anext(rest, None) if untimed else await self._next(rest)
+                    yield StreamEvent(content)
+                try:
+                    chunk = await following()
+                except StopAsyncIteration:
+                    chunk = None
         except ProviderError as exc:
             error = exc
         except BaseException as exc:
@@ -266,14 +273,13 @@ class InferenceStream:
         )
         await self.cache.put(key, self.model_name, self.provider.name, response)
 
-    async def _next(self, rest: AsyncIterator[StreamChunk]) -> StreamChunk | None:
+    async def _next(self, rest: AsyncIterator[StreamChunk]) -> StreamChunk:
+        """The next chunk within the stream's total time limit; StopAsyncIteration at the end."""
+        deadline = self.total_deadline
+        assert deadline is not None  # only a stream with a limit reads its chunks here
         try:
-            if self.total_deadline is None:  # no limit: no timer per chunk
+            async with asyncio.timeout(deadline - time.perf_counter()):
                 return await anext(rest)
-            async with asyncio.timeout(self.total_deadline - time.perf_counter()):
-                return await anext(rest)
-        except StopAsyncIteration:
-            return None
         except TimeoutError:
             raise ProviderTimeout(
                 "stream exceeded its total time limit", provider=self.provider.name, kind="timeout"

@@ -123,8 +123,8 @@ EVENTS = [
 
 @pytest.mark.parametrize("function_type", ["chat", "json"])
 @pytest.mark.parametrize("event", EVENTS)
-def test_chunk_encoder_writes_what_orjson_makes_of_chunk_json(function_type: str, event: StreamEvent) -> None:
+def test_chunk_encoder_writes_the_sse_line_of_chunk_json(function_type: str, event: StreamEvent) -> None:
     stream = stream_of(function_type)
     for with_error_json in (False, True):
         encoded = ChunkEncoder(stream, with_error_json=with_error_json)(event)
-        assert encoded == (orjson.dumps(chunk_json(stream, event, with_error_json=with_error_json)), event.trailing)
+        assert encoded == (line(chunk_json(stream, event, with_error_json=with_error_json)), event.trailing)
