@@ -3,6 +3,7 @@ TensorZero names that LSD refuses by name. The wire itself is covered by the con
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ from lsd.config.model import ProviderConfig
 from lsd.config.reader import ErrorSink
 from lsd.errors import ConfigError, ProviderError
 from lsd.inference.models import ModelTable
+from lsd.providers import http
 from lsd.providers.base import CallContext, KeyLocation
 from lsd.providers.openai.compatible import COMPATIBLE_TYPES, CompatibleProvider
 from lsd.providers.registry import PROVIDER_TYPES, build_provider
 from lsd.providers.transport import Transport
 from lsd.types import Message, ProviderRequest, Text
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.scripted_server import Server
 
 # What TensorZero's docs and code say of each type: default api_base (None: required), default key location.
 TENSORZERO_DEFAULTS = {
@@ -158,6 +161,35 @@ async def test_a_server_without_a_key(transport: Transport, monkeypatch: pytest.
         deepseek, _ = build("deepseek", {"model_name": "m", "api_base": fake.api_base})
         with pytest.raises(ProviderError, match="DEEPSEEK_API_KEY is not set"):
             await deepseek.infer(ask("hi"), ctx)
+
+
+async def test_a_streamed_line_past_the_limit_cuts_the_stream(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider that never ends its SSE line is cut off once the line passes MAX_LINE (16 MiB; 64 bytes here),
+    after the events that did arrive, as a broken stream."""
+    monkeypatch.setattr(http, "MAX_LINE", 64)
+    token = b'data: {"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}\n\n'
+    endless = b"data: " + b"x" * 100
+
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> None:
+        body = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (token, endless))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(body)
+        await writer.drain()
+        await asyncio.sleep(5)  # the line never ends
+
+    async with Server(handler) as server:
+        provider, _ = build(
+            "vllm", {"model_name": "m", "api_base": server.url.split("chat/")[0], "api_key_location": "none"}
+        )
+        texts: list[str] = []
+        with pytest.raises(ProviderError) as caught:
+            async for chunk in provider.stream(ask("hi"), CallContext(transport=transport)):
+                texts.extend(block.text for block in chunk.content if isinstance(block, Text))
+    assert texts == ["a"]
+    assert caught.value.kind == "stream_interrupted"
+    assert "longer than 64 bytes" in caught.value.message
 
 
 def test_a_tensorzero_config_loads_through_the_real_loader() -> None:
