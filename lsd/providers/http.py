@@ -11,7 +11,7 @@ with the payloads received so far; one that ends without the provider's end mark
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import replace
 from typing import Any, Protocol
@@ -38,7 +38,7 @@ from lsd.providers.cost import Cost, PointerPricing
 from lsd.providers.patches import apply_body_patches, apply_header_patches
 from lsd.providers.proxies import ProxyChoice
 from lsd.providers.scrubber import NO_SECRETS, Scrubber
-from lsd.providers.sse import SseEvent, SseParser
+from lsd.providers.sse import EventDecoder, SseEvent, SseParser
 from lsd.providers.transport import MAX_LINE, HttpResponse
 from lsd.types import (
     EmbeddingResponse,
@@ -102,20 +102,6 @@ class Exchange:
     @property
     def raw_request(self) -> str:
         return self.call.raw_request
-
-
-class EventDecoder(Protocol):
-    """What HttpProvider.stream needs of a stream's framing: SseParser, or Bedrock's EventStreamDecoder."""
-
-    def feed(self, data: bytes) -> Iterable[SseEvent]:
-        """The events completed by `data` (the body's bytes as they arrive, split anywhere)."""
-
-    def close(self) -> Iterable[SseEvent]:
-        """The events the body's end completes."""
-
-    @property
-    def pending_bytes(self) -> int:
-        """The bytes of an incomplete event held back (a stream whose pending event passes MAX_LINE is cut off)."""
 
 
 class StreamParser(Protocol):

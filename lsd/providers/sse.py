@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Protocol
+
 from lsd.immutable import immutable
 
 
@@ -9,6 +12,21 @@ from lsd.immutable import immutable
 class SseEvent:
     event: str | None
     data: str
+
+
+class EventDecoder(Protocol):
+    """What HttpProvider.stream needs of a stream's framing (HttpProvider.decoder): SseParser below, or Bedrock's
+    EventStreamDecoder."""
+
+    def feed(self, data: bytes) -> Iterable[SseEvent]:
+        """The events completed by `data` (the body's bytes as they arrive, split anywhere)."""
+
+    def close(self) -> Iterable[SseEvent]:
+        """The events the body's end completes."""
+
+    @property
+    def pending_bytes(self) -> int:
+        """The bytes of an incomplete event held back (a stream whose pending event passes MAX_LINE is cut off)."""
 
 
 class SseParser:
