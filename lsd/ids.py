@@ -8,6 +8,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import orjson
+
 # Monotonic within a process: the 12-bit rand_a field is a counter for ids made in the same millisecond.
 _lock = threading.Lock()
 _state = [0, 0]  # [last_ms, counter]
@@ -76,6 +78,13 @@ def _uuid(value: int) -> uuid.UUID:
     return made
 
 
+def text(value: uuid.UUID) -> str:
+    """`str(value)` for less: orjson formats a UUID in native code (~0.16 us), uuid.UUID.__str__ in Python (~0.57
+    us); a request formats four or five (its request id, the answer's ids, the access log's)."""
+    return _dumps(value)[1:-1].decode()
+
+
+_dumps = orjson.dumps
 _new = object.__new__
 _set = object.__setattr__
 _UNKNOWN_SAFETY = uuid.SafeUUID.unknown

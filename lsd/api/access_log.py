@@ -14,7 +14,7 @@ from starlette.types import Scope
 
 from lsd.api.auth import KEY_SCOPE
 from lsd.api.metrics import observe_http
-from lsd.ids import uuid7
+from lsd.ids import text, uuid7
 from lsd.telemetry.logging import LineSink
 
 _FIELDS = "lsd.log_fields"
@@ -33,7 +33,7 @@ class AccessLog:
     def start(self, scope: Scope) -> str:
         """The request's id (the caller's `x-request-id`, else a new one); opens its log fields."""
         scope[_FIELDS] = {}
-        return _header(scope, b"x-request-id") or str(uuid7())
+        return _header(scope, b"x-request-id") or text(uuid7())
 
     def finish(self, scope: Scope, request_id: str, status: int, started: float) -> None:
         """Count the answered request (lsd_http_requests_total) and write its line."""

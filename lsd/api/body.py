@@ -51,7 +51,7 @@ async def receive_json(scope: Scope, receive: Receive, max_bytes: int) -> Any:
         deep = raw.count(b"[") + raw.count(b"{") > max_depth and too_deep(value, max_depth)
         # PostgreSQL cannot store U+0000, which JSON can only spell as the escape \u0000: one scan of the raw bytes,
         # and a walk only when it is there (docs/api.md#nul). Refused before any provider is called.
-        if not deep and b"\\u0000" in raw and (path := nul_path(value)) is not None:
+        if not deep and raw.find(b"\\u0000") >= 0 and (path := nul_path(value)) is not None:
             raise InvalidRequest.at(path, "contains U+0000 (NUL), which cannot be stored; remove it or encode it")
     if deep:
         raise InvalidRequest(f"body: JSON nested deeper than gateway.max_json_depth ({max_depth})", field="body")

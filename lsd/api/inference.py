@@ -7,6 +7,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from lsd import ids
 from lsd.api.access_log import scope_fields
 from lsd.api.auth import identify
 from lsd.api.body import json_response_bytes, receive_json
@@ -22,7 +23,7 @@ from lsd.inference.streaming import start_stream
 async def stream_response(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> Response:
     stream = await start_stream(state["services"].engine, parsed)
     fields.update(
-        inference_id=str(stream.inference_id),
+        inference_id=ids.text(stream.inference_id),
         function=stream.prepared.function.name,
         variant=stream.variant_name,
         model=stream.model_name,
@@ -37,7 +38,7 @@ async def answer(state: AppState, parsed: InferenceRequest, fields: dict[str, An
     """A non-streamed inference's JSON body."""
     result = await state["services"].engine.infer(parsed)
     fields.update(
-        inference_id=str(result.inference_id),
+        inference_id=ids.text(result.inference_id),
         function=result.function_name,
         variant=result.variant_name,
         model=result.model_name,

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from lsd import ids
 from lsd.api.openai_request import ChatCompletionRequest
 from lsd.api.tensorzero_wire import error_json
 from lsd.errors import InternalError, LsdError, RateLimited
@@ -94,8 +95,8 @@ def completion_json(call: ChatCompletionRequest, result: InferenceResult) -> dic
     if extra:
         message["tensorzero_extra_content"] = extra
     body: dict[str, Any] = {
-        "id": str(result.inference_id),
-        "episode_id": str(result.episode_id),
+        "id": ids.text(result.inference_id),
+        "episode_id": ids.text(result.episode_id),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": response_model(call, result.variant_name),
@@ -167,8 +168,8 @@ class ChunkWriter:
         if not delta and finish is None:
             return None
         return {
-            "id": str(self.stream.inference_id),
-            "episode_id": str(self.stream.episode_id),
+            "id": ids.text(self.stream.inference_id),
+            "episode_id": ids.text(self.stream.episode_id),
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": response_model(self.call, self.stream.variant_name),

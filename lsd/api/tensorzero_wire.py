@@ -10,6 +10,7 @@ from uuid import UUID
 
 import orjson
 
+from lsd import ids
 from lsd.errors import (
     AllAttemptsFailed,
     BatchNotFound,
@@ -58,8 +59,8 @@ def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
 def inference_json(result: InferenceResult) -> dict[str, Any]:
     """A non-streamed `/inference` answer."""
     body: dict[str, Any] = {
-        "inference_id": str(result.inference_id),
-        "episode_id": str(result.episode_id),
+        "inference_id": ids.text(result.inference_id),
+        "episode_id": ids.text(result.episode_id),
         "variant_name": result.variant_name,
     }
     if result.output is not None:
@@ -88,8 +89,8 @@ def delta_json(block: OutputBlock) -> dict[str, Any]:
 def chunk_head(stream: InferenceStream) -> dict[str, Any]:
     """The fields every chunk of `stream` starts with (made once per stream, copied into each chunk)."""
     return {
-        "inference_id": str(stream.inference_id),
-        "episode_id": str(stream.episode_id),
+        "inference_id": ids.text(stream.inference_id),
+        "episode_id": ids.text(stream.episode_id),
         "variant_name": stream.variant_name,
     }
 
@@ -169,8 +170,8 @@ def submission_json(submitted: BatchSubmitted) -> dict[str, Any]:
 def stored_result_json(result: StoredResult) -> dict[str, Any]:
     """A recorded batch inference in the shape of a non-streaming `/inference` response."""
     body: dict[str, Any] = {
-        "inference_id": str(result.inference_id),
-        "episode_id": str(result.episode_id),
+        "inference_id": ids.text(result.inference_id),
+        "episode_id": ids.text(result.episode_id),
         "variant_name": result.variant_name,
     }
     body["output" if result.function_type == "json" else "content"] = result.output

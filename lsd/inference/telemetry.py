@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from lsd import ids
 from lsd.inference.recording import Attempt, messages_to_json
 from lsd.telemetry.metrics import Metrics
 from lsd.telemetry.tracing import Clock, Tracing
@@ -96,10 +97,10 @@ class InferenceTelemetry:
         embedding = done.kind == "embedding"
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "embeddings" if embedding else "chat",
-            "lsd.inference_id": str(done.inference_id),
+            "lsd.inference_id": ids.text(done.inference_id),
         }
         if done.episode_id is not None:
-            attributes["lsd.episode_id"] = str(done.episode_id)
+            attributes["lsd.episode_id"] = ids.text(done.episode_id)
         if not embedding:
             attributes["lsd.function_name"] = done.function_name
             attributes["lsd.function_type"] = done.kind

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from lsd import ids
 from lsd.ids import timestamp_of, uuid7, uuid7_floor, validate_episode_id
 
 
@@ -46,3 +47,9 @@ def test_ids_behave_as_uuids_built_by_the_uuid_module() -> None:
     assert value.is_safe is same.is_safe and pickle.loads(pickle.dumps(value)) == value
     at = uuid7(1_700_000_000_123)
     assert at.version == 7 and at.variant == uuid.RFC_4122 and at.int >> 80 == 1_700_000_000_123
+
+
+def test_text_is_str_of_any_uuid() -> None:
+    made = [uuid7() for _ in range(100)] + [uuid.uuid4(), uuid.UUID(int=0), uuid.UUID(int=(1 << 128) - 1)]
+    for value in made:
+        assert ids.text(value) == str(value)
