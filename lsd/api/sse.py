@@ -52,10 +52,8 @@ class EventStreamResponse(StreamingResponse):
         try:
             async with asyncio.TaskGroup() as group:
                 listener = group.create_task(_client_gone(receive))
-                # The stream in a task of its own: a token wakes only its frames (the response, the events'
-                # generators), not the server's and the app's frames around this one, which wait for the group.
-                streamer = group.create_task(self.stream_response(send))
-                streamer.add_done_callback(lambda _: listener.cancel())
+                await self.stream_response(send)
+                listener.cancel()
         except BaseExceptionGroup as errors:
             # The listener's _ClientGone cancelled the stream: the response is over. Anything else is raised
             # alone, as starlette's collapsing task group does.
