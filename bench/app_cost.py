@@ -153,15 +153,21 @@ async def measure(
             gc.callbacks.remove(clock)
 
 
+def unrecorded(config_text: str) -> str:
+    """The bench's lsd config with `[gateway.observability] enabled = false`."""
+    text = config_text.replace("enabled = true\nasync_writes", "enabled = false\nasync_writes", 1)
+    assert text != config_text
+    return text
+
+
 def variants(config_text: str, breakdown: bool) -> dict[str, tuple[str, str]]:
     """lsd's variants to run: name -> (config text, LSD_LOG_LEVEL)."""
-    unrecorded = config_text.replace("enabled = true\nasync_writes", "enabled = false\nasync_writes", 1)
-    assert unrecorded != config_text
+    unrecorded_text = unrecorded(config_text)
     runs = {"lsd": (config_text, "INFO")}
     if breakdown:
         runs["lsd, access log off"] = (config_text, "WARNING")
-        runs["lsd, recording off"] = (unrecorded, "INFO")
-        runs["lsd, both off"] = (unrecorded, "WARNING")
+        runs["lsd, recording off"] = (unrecorded_text, "INFO")
+        runs["lsd, both off"] = (unrecorded_text, "WARNING")
     return runs
 
 

@@ -13,6 +13,12 @@ over the difference in tokens (or requests): the per-token (per-request) cost, t
 cancelled out. It counts the gateway's process only (the committer's thread included), not PostgreSQL, and
 instructions, not cache misses or syscalls: compare trees with it, not gateways. Needs valgrind (Debian's
 `valgrind`); about two minutes per measure, the two runs side by side.
+
+`--no-recording` runs lsd with `[gateway.observability] enabled = false`: the per-request count with recording
+moves by ~2 % with the writer's batching (how many rows each flush carries, which path encodes them), without it
+by ~0.3 %. `--callgrind-out DIR` keeps each run's callgrind file (`DIR/<measure>-<size>.out`): `callgrind_annotate`
+on the two sizes of a measure, their difference over the tokens (requests) between them, gives the cost of each C
+function per token (request), which shows what no Python profiler does (docs/performance.md, session 13).
 """
 
 from __future__ import annotations
@@ -94,7 +100,7 @@ def _canned_transport(tokens: int) -> None:
     transport.Transport.post = post  # type: ignore[method-assign]
 
 
-def child(kind: str, count: int, size: int) -> None:
+def child(kind: str, count: int, size: int, recording: bool = True) -> None:
     """One run, to be counted: `count` requests (streamed with `size` tokens each when kind is "stream")."""
     _canned_transport(size)
     workdir = Path(tempfile.mkdtemp(prefix="lsd-bench-instr-"))
@@ -104,6 +110,8 @@ def child(kind: str, count: int, size: int) -> None:
         cluster.start()
         url = cluster.create("bench_instructions", migrated=True)
         text = LSD_CONFIG.format(spool_dir=workdir / "spool", model=MODEL, api_base="http://127.0.0.1:9/v1/")
+        if not recording:
+            text = app_cost.unrecorded(text)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)  # the access log (INFO, as `lsd serve`) goes nowhere
         os.environ["LSD_LOG_LEVEL"] = "INFO"
@@ -118,16 +126,17 @@ def child(kind: str, count: int, size: int) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _start(kind: str, count: int, size: int) -> subprocess.Popen[str]:
+def _start(kind: str, count: int, size: int, recording: bool, out: Path | None) -> subprocess.Popen[str]:
+    target = out / f"{kind}-{size or count}.out" if out is not None else "/dev/null"
     command = [
         "valgrind",
         "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
+        f"--callgrind-out-file={target}",
         sys.executable,
         "-m",
         "bench.instructions",
         "--child",
-        f"{kind},{count},{size}",
+        f"{kind},{count},{size},{int(recording)}",
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
@@ -141,9 +150,15 @@ def _collected(process: subprocess.Popen[str]) -> int:
     return int(found.group(1))
 
 
-def measure(kind: str, runs: tuple[tuple[int, int], tuple[int, int]], per: int) -> float:
+def measure(
+    kind: str,
+    runs: tuple[tuple[int, int], tuple[int, int]],
+    per: int,
+    recording: bool = True,
+    out: Path | None = None,
+) -> float:
     """Instructions per unit: two runs (count, size) side by side, their difference over `per` units."""
-    first, second = (_start(kind, count, size) for count, size in runs)
+    first, second = (_start(kind, count, size, recording, out) for count, size in runs)
     return (_collected(second) - _collected(first)) / per
 
 
@@ -153,27 +168,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", default="20,220", help="tokens per stream in the two runs (default 20,220)")
     p.add_argument("--requests", default="64,320", help="plain requests in the two runs (default 64,320)")
     p.add_argument("--skip", choices=("stream", "plain"), help="leave one measure out")
+    p.add_argument("--no-recording", action="store_true", help="lsd with [gateway.observability] enabled = false")
+    p.add_argument("--callgrind-out", type=Path, help="keep each run's callgrind file in this folder")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        kind, count, size = args.child.split(",")
-        child(kind, int(count), int(size))
+        kind, count, size, recording = args.child.split(",")
+        child(kind, int(count), int(size), recording == "1")
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install -y valgrind)", file=sys.stderr)
         return 1
     if args.streams % app_cost.CONCURRENCY:
         p.error(f"--streams must be a multiple of {app_cost.CONCURRENCY}")
+    recording, out = not args.no_recording, args.callgrind_out
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        out = out.resolve()
+    unrecorded = ", recording off" if args.no_recording else ""
     print("| measure | instructions | runs |")
     print("|---|---:|---|")
     if args.skip != "stream":
         t1, t2 = (int(v) for v in args.tokens.split(","))
-        per_token = measure("stream", ((args.streams, t1), (args.streams, t2)), args.streams * (t2 - t1))
-        print(f"| per streamed token | {per_token:,.0f} | {args.streams} streams of {t1} and of {t2} tokens |")
+        per_token = measure(
+            "stream", ((args.streams, t1), (args.streams, t2)), args.streams * (t2 - t1), recording, out
+        )
+        print(
+            f"| per streamed token | {per_token:,.0f} | {args.streams} streams of {t1} and of {t2} tokens{unrecorded} |"
+        )
     if args.skip != "plain":
         r1, r2 = (int(v) for v in args.requests.split(","))
-        per_request = measure("plain", ((r1, 0), (r2, 0)), r2 - r1)
-        print(f"| per request (not streamed) | {per_request:,.0f} | {r1} and {r2} requests |")
+        per_request = measure("plain", ((r1, 0), (r2, 0)), r2 - r1, recording, out)
+        print(f"| per request (not streamed) | {per_request:,.0f} | {r1} and {r2} requests{unrecorded} |")
     return 0
 
 
