@@ -37,7 +37,7 @@ from bench import report, streams
 from bench.bare_proxy import build_app as build_bare_app
 from bench.children import Children, shielded
 from bench.database import Cluster
-from bench.gateway import BODY, LSD_CONFIG, MODEL, start_fake
+from bench.gateway import BODY, LSD_CONFIG, MODEL, start_fake, unrecorded
 from bench.loop import run as run_async
 from lsd.app import build_app
 from lsd.config import parse
@@ -151,13 +151,6 @@ async def measure(
                 results[name].append(sample)
         finally:
             gc.callbacks.remove(clock)
-
-
-def unrecorded(config_text: str) -> str:
-    """The bench's lsd config with `[gateway.observability] enabled = false`."""
-    text = config_text.replace("enabled = true\nasync_writes", "enabled = false\nasync_writes", 1)
-    assert text != config_text
-    return text
 
 
 def variants(config_text: str, breakdown: bool) -> dict[str, tuple[str, str]]:

@@ -102,6 +102,13 @@ class Settings:
         )
 
 
+def unrecorded(config_text: str) -> str:
+    """LSD_CONFIG's text with `[gateway.observability] enabled = false`: the same gateway recording nothing."""
+    text = config_text.replace("[gateway.observability]\nenabled = true", "[gateway.observability]\nenabled = false", 1)
+    assert text != config_text
+    return text
+
+
 def start_fake(children: Children, latency_ms: float) -> tuple[Child, str]:
     """The fake OpenAI server in its own process; returns it and its root URL."""
     return children.fake("fake", "bench.fake_openai", "--latency-ms", str(latency_ms))
@@ -147,7 +154,7 @@ def _start(
     config = workdir / f"{name}.toml"
     text = LSD_CONFIG.format(spool_dir=workdir / f"spool-{name}", model=MODEL, api_base=f"{fake_url}/v1/")
     if name == "lsd-norec":  # the same gateway recording nothing: what recording adds to the latency
-        text = text.replace("[gateway.observability]\nenabled = true", "[gateway.observability]\nenabled = false", 1)
+        text = unrecorded(text)
     config.write_text(text)
     workers = ["--workers", "2"] if name == "lsd2" else []
     module = "bench.gc_trace" if gc_trace and name == "lsd" else "lsd"

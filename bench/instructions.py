@@ -16,7 +16,7 @@ instructions, not cache misses or syscalls: compare trees with it, not gateways.
 
 `--no-recording` runs lsd with `[gateway.observability] enabled = false`: the per-request count with recording
 moves by ~2 % with the writer's batching (how many rows each flush carries, which path encodes them), without it
-by ~0.3 %. `--callgrind-out DIR` keeps each run's callgrind file (`DIR/<measure>-<size>.out`): `callgrind_annotate`
+by ~0.5 %. `--callgrind-out DIR` keeps each run's callgrind file (`DIR/<measure>-<size>.out`): `callgrind_annotate`
 on the two sizes of a measure, their difference over the tokens (requests) between them, gives the cost of each C
 function per token (request), which shows what no Python profiler does (docs/performance.md, session 13).
 """
@@ -39,7 +39,7 @@ import orjson
 
 from bench import app_cost, streams
 from bench.database import Cluster
-from bench.gateway import BODY, LSD_CONFIG, MODEL
+from bench.gateway import BODY, LSD_CONFIG, MODEL, unrecorded
 from bench.loop import run as run_async
 from lsd.app import build_app
 from lsd.config import parse
@@ -111,7 +111,7 @@ def child(kind: str, count: int, size: int, recording: bool = True) -> None:
         url = cluster.create("bench_instructions", migrated=True)
         text = LSD_CONFIG.format(spool_dir=workdir / "spool", model=MODEL, api_base="http://127.0.0.1:9/v1/")
         if not recording:
-            text = app_cost.unrecorded(text)
+            text = unrecorded(text)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)  # the access log (INFO, as `lsd serve`) goes nowhere
         os.environ["LSD_LOG_LEVEL"] = "INFO"
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         out = out.resolve()
-    unrecorded = ", recording off" if args.no_recording else ""
+    label = ", recording off" if args.no_recording else ""
     print("| measure | instructions | runs |")
     print("|---|---:|---|")
     if args.skip != "stream":
@@ -193,13 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         per_token = measure(
             "stream", ((args.streams, t1), (args.streams, t2)), args.streams * (t2 - t1), recording, out
         )
-        print(
-            f"| per streamed token | {per_token:,.0f} | {args.streams} streams of {t1} and of {t2} tokens{unrecorded} |"
-        )
+        print(f"| per streamed token | {per_token:,.0f} | {args.streams} streams of {t1} and of {t2} tokens{label} |")
     if args.skip != "plain":
         r1, r2 = (int(v) for v in args.requests.split(","))
         per_request = measure("plain", ((r1, 0), (r2, 0)), r2 - r1, recording, out)
-        print(f"| per request (not streamed) | {per_request:,.0f} | {r1} and {r2} requests{unrecorded} |")
+        print(f"| per request (not streamed) | {per_request:,.0f} | {r1} and {r2} requests{label} |")
     return 0
 
 

@@ -31,7 +31,7 @@ import orjson
 from bench.children import Child, Children, rss_kib, wait_for_http
 from bench.cpu import tree_cpu_s
 from bench.database import Cluster
-from bench.gateway import LSD_CONFIG, MODEL
+from bench.gateway import LSD_CONFIG, MODEL, unrecorded
 from bench.load import percentile
 from bench.loop import run as run_async
 from bench.report import table
@@ -182,7 +182,7 @@ def _start(
     config = workdir / f"streams-{name}.toml"
     text = LSD_CONFIG.format(spool_dir=workdir / f"spool-streams-{name}", model=MODEL, api_base=f"{fake_url}/v1/")
     if name == "lsd-norec":  # the same gateway recording nothing: what recording costs a stream
-        text = text.replace("[gateway.observability]\nenabled = true", "[gateway.observability]\nenabled = false", 1)
+        text = unrecorded(text)
     config.write_text(text)
     database = cluster.create(f"bench_streams_{name.replace('-', '_')}")
     env = {"LSD_DATABASE_URL": database, "LSD_LOG_FORMAT": "json", "LSD_LOG_LEVEL": "INFO"}
