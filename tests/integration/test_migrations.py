@@ -82,6 +82,41 @@ def test_partitions_exist_for_today_and_the_next_days(database_url: str) -> None
         assert report.problems == []
 
 
+def test_a_new_partition_waits_for_no_reader_or_writer_of_its_table(database_url: str) -> None:
+    """Partitions are attached (SHARE UPDATE EXCLUSIVE on the parent), not created with PARTITION OF (ACCESS
+    EXCLUSIVE): an open transaction that reads the table, or one that writes it, does not hold up the upkeep, and
+    the upkeep, queued, would not hold up the next reader. The new partitions match the old ones."""
+    with (
+        psycopg.connect(database_url) as reader,
+        psycopg.connect(database_url) as writer,
+        psycopg.connect(database_url, autocommit=True) as upkeep,
+    ):
+        reader.execute("SELECT count(*) FROM chat_inferences")  # the transaction stays open
+        writer.execute("LOCK TABLE chat_inferences, model_inferences IN ROW EXCLUSIVE MODE")
+        upkeep.execute("SET lock_timeout = '5s'")
+        last = upkeep.execute("SELECT max(day) FROM lsd_partitions").fetchone()[0]  # type: ignore[index]
+        tables = upkeep.execute("SELECT count(*) FROM lsd_partitioned_tables").fetchone()[0]  # type: ignore[index]
+        created = upkeep.execute("SELECT lsd_ensure_partitions(%s::date + 1, 0)", (last,)).fetchone()
+        assert created == (tables,)
+        reader.rollback()
+        writer.rollback()
+
+        def shape(partition: str) -> tuple[object, ...]:
+            indexes = upkeep.execute(
+                "SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass", (partition,)
+            ).fetchone()
+            columns = upkeep.execute(
+                "SELECT array_agg((attname, attnotnull, attcompression, attstorage) ORDER BY attnum)"
+                " FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (partition,),
+            ).fetchone()
+            return (indexes, columns)
+
+        for table in ("chat_inferences", "chat_inference_data", "model_inferences"):
+            old, new = (f"{table}_p{day:%Y%m%d}" for day in (last, last + timedelta(days=1)))
+            assert shape(new) == shape(old), table
+
+
 def test_every_documented_table_exists(database_url: str) -> None:
     expected = {
         "chat_inferences",
