@@ -6,6 +6,10 @@
 -- empty, so attaching it scans nothing. The parent's indexes and primary key are built on the partition by the
 -- attach, as PARTITION OF built them; LIKE copies the columns' defaults, NOT NULL and CHECK constraints, storage
 -- and compression (lz4 on the payload columns). Existing partitions are left as they are.
+--
+-- Concurrent calls (replicas starting together, `lsd migrate` beside a gateway's hourly upkeep) now take turns on a
+-- transaction advisory lock, the key of the upkeep's own ('LSD' + 'part'): before, the second of two calls that
+-- found the same partition missing failed on the catalog's unique index when the first committed.
 
 CREATE OR REPLACE FUNCTION lsd_ensure_partitions(first_day date, days integer) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -15,6 +19,7 @@ DECLARE
     part text;
     created integer := 0;
 BEGIN
+    PERFORM pg_advisory_xact_lock(21483651638325876);  -- lsd.store.admin.PARTITION_LOCK_KEY
     FOR t IN SELECT table_name FROM lsd_partitioned_tables ORDER BY table_name LOOP
         FOR i IN 0..days LOOP
             d := first_day + i;

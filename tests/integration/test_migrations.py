@@ -117,6 +117,33 @@ def test_a_new_partition_waits_for_no_reader_or_writer_of_its_table(database_url
             assert shape(new) == shape(old), table
 
 
+def test_concurrent_upkeeps_take_turns(database_url: str) -> None:
+    """Three callers find the same day missing at once: one creates it, the others wait and find it there."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        last = conn.execute("SELECT max(day) FROM lsd_partitions").fetchone()[0]  # type: ignore[index]
+        tables = conn.execute("SELECT count(*) FROM lsd_partitioned_tables").fetchone()[0]  # type: ignore[index]
+    created: list[int] = []
+    errors: list[BaseException] = []
+
+    def upkeep() -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                row = conn.execute("SELECT lsd_ensure_partitions(%s::date + 1, 0)", (last,)).fetchone()
+                created.append(row[0])  # type: ignore[index]
+        except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upkeep) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(created) == [0, 0, tables]
+    # the SQL function's lock is the upkeep job's (lsd.store.admin): a job that holds it skips, never waits
+    assert str(admin.PARTITION_LOCK_KEY) in (migrate.migrations_dir() / "0016_partition_attach.sql").read_text()
+
+
 def test_every_documented_table_exists(database_url: str) -> None:
     expected = {
         "chat_inferences",
