@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 import pytest
 
 from lsd.ids import uuid7
 from lsd.store import admin, migrate
+
+T = TypeVar("T")
 
 
 def test_apply_is_idempotent(empty_database_url: str) -> None:
@@ -23,25 +27,35 @@ def test_apply_is_idempotent(empty_database_url: str) -> None:
         assert state.pending == () and state.edited == ()
 
 
-def test_concurrent_migrations_apply_once(empty_database_url: str) -> None:
-    results: list[list[str]] = []
-    errors: list[psycopg.Error] = []
-    barrier = threading.Barrier(4)
+def together(count: int, work: Callable[[], T]) -> list[T]:
+    """`work` in `count` threads released at once; their results, or the first thread's error raised."""
+    results: list[T] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(count)
 
     def run() -> None:
         try:
-            with psycopg.connect(empty_database_url, autocommit=True) as conn:
-                barrier.wait()
-                results.append(migrate.apply(conn))
+            barrier.wait()
+            results.append(work())
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_concurrent_migrations_apply_once(empty_database_url: str) -> None:
+    def apply() -> list[str]:
+        with psycopg.connect(empty_database_url, autocommit=True) as conn:
+            return migrate.apply(conn)
+
+    results = together(4, apply)
     assert sorted(len(r) for r in results) == [0, 0, 0, len(migrate.load_migrations())]
     with psycopg.connect(empty_database_url) as conn:
         rows = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
@@ -122,24 +136,13 @@ def test_concurrent_upkeeps_take_turns(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         last = conn.execute("SELECT max(day) FROM lsd_partitions").fetchone()[0]  # type: ignore[index]
         tables = conn.execute("SELECT count(*) FROM lsd_partitioned_tables").fetchone()[0]  # type: ignore[index]
-    created: list[int] = []
-    errors: list[psycopg.Error] = []
 
-    def upkeep() -> None:
-        try:
-            with psycopg.connect(database_url, autocommit=True) as conn:
-                row = conn.execute("SELECT lsd_ensure_partitions(%s::date + 1, 0)", (last,)).fetchone()
-                created.append(row[0])  # type: ignore[index]
-        except psycopg.Error as exc:  # reported by the assertion below
-            errors.append(exc)
+    def upkeep() -> int:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            row = conn.execute("SELECT lsd_ensure_partitions(%s::date + 1, 0)", (last,)).fetchone()
+            return int(row[0])  # type: ignore[index]
 
-    threads = [threading.Thread(target=upkeep) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert sorted(created) == [0, 0, tables]
+    assert sorted(together(3, upkeep)) == [0, 0, tables]
     # the SQL function's lock is the upkeep job's (lsd.store.admin): a job that holds it skips, never waits
     assert str(admin.PARTITION_LOCK_KEY) in (migrate.migrations_dir() / "0016_partition_attach.sql").read_text()
 
