@@ -132,13 +132,23 @@ class AuthService:
     def forget(self, public_id: str) -> None:
         self._cache.pop(public_id, None)
 
-    def _listening(self) -> None:
-        self._cache.clear()  # notices sent while nobody listened are lost: start afresh
+    def _listening(self, current: dict[str, StoredKey | None]) -> None:
+        """LISTEN is in place and `current` holds the ids cached when it began, read again after it. Notices sent
+        while nobody listened are lost, so the cache becomes exactly that: entries added while the read ran are
+        dropped (their own read may predate LISTEN). Clearing it instead would leave the keys just seen with no
+        verdict to fall back on if PostgreSQL went away right after the listener (re)connected."""
+        expires = self.clock() + self._ttl_s
+        self._cache = {public_id: _Entry(key, expires) for public_id, key in current.items()}
         self.listening = True
+
+    def _cached_ids(self) -> list[str]:
+        return list(self._cache)
 
     def _lost(self) -> None:
         self.listening = False
 
     async def listen(self) -> None:
         """The revocation listener (a job: run again by the job runner whenever its connection is lost)."""
-        await listen_for_revocations(self.database.session_url, self._listening, self.forget, self._lost)
+        await listen_for_revocations(
+            self.database.session_url, self._cached_ids, self._listening, self.forget, self._lost
+        )

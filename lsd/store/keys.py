@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +13,7 @@ from lsd.store.database import Database
 
 CHANNEL = "lsd_api_keys"  # sql/migrations/0004_auth.sql notifies it with the public id of a changed key
 HEARTBEAT_S = 1.0  # how often the listener proves its connection is alive while no notice arrives
+REREAD_BATCH = 10_000  # cached keys read again per statement when the listener (re)connects
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ _INSERT = (
     f"VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}"
 )
 _LIST = f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, public_id"
+_REREAD = f"SELECT {_COLUMNS} FROM api_keys WHERE public_id = ANY(%s)"
 _DISABLE = f"UPDATE api_keys SET disabled_at = coalesce(disabled_at, now()) WHERE public_id = %s RETURNING {_COLUMNS}"
 
 
@@ -131,18 +133,29 @@ async def find_key(database: Database, public_id: str) -> StoredKey | None:
 
 
 async def listen_for_revocations(
-    url: str, on_listening: Callable[[], None], on_revoked: Callable[[str], None], on_lost: Callable[[], None]
+    url: str,
+    cached: Callable[[], Collection[str]],
+    on_listening: Callable[[dict[str, StoredKey | None]], None],
+    on_revoked: Callable[[str], None],
+    on_lost: Callable[[], None],
 ) -> None:
     """Hold a dedicated connection that LISTENs on the key channel; returns or raises only when it is lost.
 
-    `on_listening` runs once LISTEN is in place (notices missed before it are the caller's to forget: it clears
-    its cache), `on_revoked(public_id)` for each notice, `on_lost` when the connection ends for any reason.
-    A `SELECT 1` every HEARTBEAT_S finds a dead connection that would otherwise wait silently forever.
+    Once LISTEN is in place, the keys named by `cached()` are read again and `on_listening(current)` gets each of
+    them (None for an id no longer in the table): a change committed before that read is in it and one committed
+    after LISTEN arrives as a notice, so a cache rebuilt from `current` has missed nothing while nobody listened.
+    `on_revoked(public_id)` runs for each notice, `on_lost` when the connection ends for any reason. A `SELECT 1`
+    every HEARTBEAT_S finds a dead connection that would otherwise wait silently forever.
     """
     try:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=5) as conn:
             await conn.execute(f"LISTEN {CHANNEL}")
-            on_listening()
+            ids = list(cached())
+            current: dict[str, StoredKey | None] = dict.fromkeys(ids)
+            for start in range(0, len(ids), REREAD_BATCH):
+                cur = await conn.execute(_REREAD, (ids[start : start + REREAD_BATCH],))
+                current.update((key.public_id, key) for key in map(_key, await cur.fetchall()))
+            on_listening(current)
             while True:
                 async for notice in conn.notifies(timeout=HEARTBEAT_S):
                     on_revoked(notice.payload)

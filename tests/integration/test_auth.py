@@ -113,6 +113,28 @@ async def test_without_the_listener_the_cache_is_not_trusted(database: Database,
         await auth.verify(f"Bearer {token}")
 
 
+async def test_the_listener_keeps_the_cache_it_reads_again_and_misses_no_revocation(
+    database: Database, database_url: str
+) -> None:
+    """Keys cached before LISTEN are read again once it is in place, not dropped: those still valid stay cached (a
+    fallback if PostgreSQL goes away right after), and a key disabled or deleted while nobody listened is refused."""
+    (kept_id, kept), (disabled_id, disabled), (deleted_id, deleted) = (create_key(database_url) for _ in range(3))
+    auth = AuthService(AuthConfig(enabled=True, cache_ttl_ms=3_600_000), database)
+    for token in (kept, disabled, deleted):
+        await auth.verify(f"Bearer {token}")
+    with psycopg.connect(database_url, autocommit=True) as conn:  # no listener yet: these notices are lost
+        keys.disable_key(conn, disabled_id)
+        conn.execute("DELETE FROM api_keys WHERE public_id = %s", (deleted_id,))
+    assert auth.cache_misses == 3
+    async with listening(auth):
+        assert (await auth.verify(f"Bearer {kept}")).public_id == kept_id
+        for token in (disabled, deleted):
+            with pytest.raises(Unauthorized):
+                await auth.verify(f"Bearer {token}")
+        assert (auth.cache_hits, auth.cache_misses) == (3, 3)  # all three answered from the re-read cache
+        assert auth.failures == {"disabled": 1, "unknown": 1}
+
+
 async def test_the_cache_expires_after_its_ttl(database: Database, database_url: str) -> None:
     now = [100.0]
     _, token = create_key(database_url)
