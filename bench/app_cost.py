@@ -13,6 +13,8 @@ Rounds alternate between the apps; the table shows medians. Use it to see what a
 `--stream` does the same with streamed requests against bench/token_fake.py (`--stream-tokens` tokens at
 `--token-rate` tokens/s each, every token in a read of its own as from a real provider) and also reports CPU per token:
 what a change to the streaming path costs, without the HTTP server's write per token that both apps pay alike.
+`--prompt-kib K` sends part bigctx's request instead (a K KiB prompt; 2 KiB answers from bench/token_fake.py, 2,000
+requests a round): what a change costs a big context, without the HTTP server's reads of the body.
 `--breakdown` adds lsd with its access log off, with recording off (`[gateway.observability] enabled = false`),
 and with both off: what each costs, and what the engine alone costs over the bare proxy.
 """
@@ -33,7 +35,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from bench import report, streams
+from bench import bigctx, report, streams
 from bench.bare_proxy import build_app as build_bare_app
 from bench.children import Children, shielded
 from bench.database import Cluster
@@ -172,9 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stream", action="store_true", help="streamed requests (default 1000 a round), CPU per token too")
     p.add_argument("--stream-tokens", type=int, default=100, help="tokens per stream (default 100)")
     p.add_argument("--token-rate", type=float, default=500.0, help="tokens per second of each stream (default 500)")
+    p.add_argument("--prompt-kib", type=int, default=0, help="part bigctx's request with a prompt of this size")
+    p.add_argument("--answer-bytes", type=int, default=2048, help="with --prompt-kib: the answer's size")
     args = p.parse_args(argv)
-    requests = args.requests if args.requests is not None else (1_000 if args.stream else 10_000)
-    body, warmup = (streams.body_for("lsd"), 200) if args.stream else (BODY, 2000)
+    if args.stream and args.prompt_kib:
+        p.error("--stream and --prompt-kib are separate measures")
+    default_requests = 1_000 if args.stream else 2_000 if args.prompt_kib else 10_000
+    requests = args.requests if args.requests is not None else default_requests
+    if args.stream:
+        body, warmup = streams.body_for("lsd"), 200
+    elif args.prompt_kib:
+        body, warmup = bigctx.body(args.prompt_kib), 200
+    else:
+        body, warmup = BODY, 2000
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="lsd-bench-app-"))
     cluster = Cluster(workdir / "postgres")
@@ -188,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.stream:
                 tokens = ("--tokens", str(args.stream_tokens), "--token-rate", str(args.token_rate))
                 _, fake_url = children.fake("token-fake", "bench.token_fake", *tokens)
+            elif args.prompt_kib:
+                answer = ("--answer-bytes", str(args.answer_bytes))
+                _, fake_url = children.fake("bigctx-fake", "bench.token_fake", *answer)
             else:
                 _, fake_url = start_fake(children, 0.0)
             config_text = LSD_CONFIG.format(spool_dir=workdir / "spool", model=MODEL, api_base=f"{fake_url}/v1/")
