@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,27 +17,10 @@ from lsd.ids import uuid7
 from lsd.store import admin, migrate
 from lsd.store.database import Database
 from lsd.store.local import LocalServer
+from tests.support.clusters import cluster_folder
 from tests.support.gateway import Daemons
 
 ROOT = Path(__file__).resolve().parents[1]
-# The session's cluster lives in memory when it can: every test copies the template (~1,200 files) and drops its copy,
-# and on ext4 each copy got slower as the deleted files piled up (0.05 s a copy at first, 0.8 s after 150 copies, a
-# core busy in the kernel's inode allocator), where tmpfs stays at ~0.03 s. Set LSD_TEST_PG_DIR to choose the folder.
-SHM = Path("/dev/shm")
-SHM_NEEDED_BYTES = 4 * 1024**3
-
-
-def cluster_parent() -> str | None:
-    """Where the session's cluster goes: $LSD_TEST_PG_DIR, else /dev/shm when it is a big enough tmpfs, else the
-    system's temporary folder (None)."""
-    chosen = os.environ.get("LSD_TEST_PG_DIR")
-    if chosen:
-        return chosen
-    try:
-        usage = shutil.disk_usage(SHM)
-    except OSError:
-        return None
-    return str(SHM) if usage.free >= SHM_NEEDED_BYTES and os.access(SHM, os.W_OK) else None
 
 
 class PgCluster:
@@ -96,7 +78,7 @@ def pg() -> Iterator[PgCluster]:
         yield cluster
         cluster.close()
         return
-    tmp = Path(tempfile.mkdtemp(prefix="lsd-test-pg-", dir=cluster_parent()))
+    tmp = cluster_folder("lsd-test-pg-")  # in /dev/shm when it can (tests.support.clusters)
     server = LocalServer(tmp, fast_unsafe=True)
     try:
         cluster = PgCluster(server.start(), server)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from uuid import UUID
@@ -15,6 +14,7 @@ import psycopg
 import pytest
 
 from lsd.store.local import LocalServer
+from tests.support.clusters import cluster_folder
 from tests.support.configs import echo_chat
 from tests.support.gateway import Daemon, Daemons
 from tests.support.polling import count, eventually
@@ -168,7 +168,7 @@ def test_one_json_log_line_per_request_without_prompts(daemon_factory) -> None: 
 
 
 def test_workers_spool_at_sigterm_while_the_database_is_down_and_replay_later(tmp_path: Path) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="lsd-e2e-pg-"))
+    folder = cluster_folder("lsd-e2e-pg-")
     server = LocalServer(folder, fast_unsafe=True)
     url = server.start()
     try:

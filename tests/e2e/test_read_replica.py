@@ -8,11 +8,9 @@ shows where each request read from.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +22,7 @@ from lsd.ids import uuid7
 from lsd.store import admin, migrate
 from lsd.store.database import DatabaseUrls
 from lsd.store.local import LocalServer
+from tests.support.clusters import cluster_folder
 from tests.support.configs import boolean_metric, echo_chat
 from tests.support.gateway import Daemon, Daemons
 from tests.support.polling import count, eventually
@@ -83,7 +82,7 @@ def _create_migrated(server: LocalServer, dbname: str) -> None:
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
-    folder = Path(tempfile.mkdtemp(prefix="lsd-replica-pg-"))
+    folder = cluster_folder("lsd-replica-pg-")
     primary = LocalServer(folder / "primary", fast_unsafe=True)
     replica = LocalServer(folder / "replica", fast_unsafe=True)
     try:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -13,13 +11,14 @@ from psycopg import sql
 from lsd.ids import uuid7
 from lsd.store import migrate
 from lsd.store.local import LocalServer
+from tests.support.clusters import cluster_folder
 
 
 def private_server(prefix: str, template: str) -> Iterator[LocalServer]:
     """Start the server and create `template`, migrated; stop and remove it after. (A fixture's body.)
 
     Its data lives outside pytest's basetemp, which a concurrent pytest session may prune while this one runs."""
-    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    data_dir = cluster_folder(prefix)
     local = LocalServer(data_dir, fast_unsafe=True)
     try:
         local.start()
