@@ -12,10 +12,14 @@ from lsd.errors import InvalidOpenAIRequest, InvalidRequest
 from lsd.immutable import immutable
 from lsd.inference.request import (
     InferenceRequest,
+    check_tag_keys,
+    parse_body_patch,
     parse_cache_options,
+    parse_episode_id,
+    parse_header_patch,
     parse_params,
     parse_tool,
-    parse_uuid,
+    parsed_list,
 )
 from lsd.types import (
     ContentBlock,
@@ -42,6 +46,69 @@ def _extra(body: Mapping[str, Any], name: str) -> Any:
 
 
 extension = _extra  # the same, for the other OpenAI-shaped endpoint (lsd.api.responses_request)
+
+
+def extension_key(body: Mapping[str, Any], name: str) -> str:
+    """The key an extension was sent under (`lsd::` or `tensorzero::`), for error paths; TensorZero's when absent."""
+    for prefix in PREFIXES:
+        if f"{prefix}{name}" in body:
+            return f"{prefix}{name}"
+    return f"tensorzero::{name}"
+
+
+# Chat Completions keys TensorZero's endpoint knows; `tensorzero::deny_unknown_fields` refuses any other.
+CHAT_KEYS = frozenset(
+    (
+        *("messages", "model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop"),
+        *("presence_penalty", "frequency_penalty", "reasoning_effort", "service_tier", "verbosity"),
+        *("parallel_tool_calls", "tools", "tool_choice", "response_format", "stream", "stream_options", "n"),
+    )
+)
+EXTENSIONS = frozenset(
+    (
+        *("episode_id", "variant_name", "tags", "dryrun", "namespace", "cache_options", "credentials", "params"),
+        *("extra_body", "extra_headers", "provider_tools", "include_raw_response", "include_raw_usage"),
+        *("include_original_response", "deny_unknown_fields", "internal_dynamic_variant_config"),
+    )
+)
+
+
+def deny_unknown_fields(body: Mapping[str, Any], known: frozenset[str]) -> None:
+    """400 naming the first key that is neither in `known` nor an extension, when the body asks for it."""
+    if _extra(body, "deny_unknown_fields") is not True:
+        return
+    for key in sorted(body):
+        name = next((key[len(p) :] for p in PREFIXES if key.startswith(p)), None)
+        if key not in known and name not in EXTENSIONS:
+            raise InvalidRequest.at(key, "unknown field (tensorzero::deny_unknown_fields is true)")
+
+
+def common_extensions(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The InferenceRequest fields of the extensions both OpenAI-shaped routes take: the episode (a UUIDv7), tags
+    (no reserved keys: `internal` is always false here) with the namespace, and the per-request provider patches."""
+    tags_key = extension_key(body, "tags")
+    tags = body.get(tags_key) or {}
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise InvalidRequest.at(tags_key, "expected an object of strings")
+    check_tag_keys(tags, tags_key)
+    namespace_key = extension_key(body, "namespace")
+    namespace = body.get(namespace_key)
+    if namespace is not None:
+        if not isinstance(namespace, str) or not namespace:
+            raise InvalidRequest.at(namespace_key, "expected a non-empty string")
+        tags = {**tags, "tensorzero::namespace": namespace}
+    episode_key = extension_key(body, "episode_id")
+    episode = body.get(episode_key)
+    provider_tools_key = extension_key(body, "provider_tools")
+    if body.get(provider_tools_key) is not None and not isinstance(body[provider_tools_key], list):
+        raise InvalidRequest.at(provider_tools_key, "expected an array")
+    extra_body_key, extra_headers_key = extension_key(body, "extra_body"), extension_key(body, "extra_headers")
+    return {
+        "episode_id": None if episode is None else parse_episode_id(episode, episode_key),
+        "tags": tags,
+        "extra_body": parsed_list(body, extra_body_key, parse_body_patch),
+        "extra_headers": parsed_list(body, extra_headers_key, parse_header_patch),
+    }
 
 
 MODEL_PREFIX_HINT = (
@@ -324,10 +391,7 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         choice = {"specific": str(function.get("name", ""))}
     elif choice is not None and choice not in ("none", "auto", "required"):
         raise InvalidRequest.at("tool_choice", "must be none, auto, required or {type: function, function: {name}}")
-    episode = _extra(body, "episode_id")
-    tags = _extra(body, "tags") or {}
-    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
-        raise InvalidRequest.at("lsd::tags", "expected an object of strings")
+    deny_unknown_fields(body, CHAT_KEYS)
     dryrun = bool(_extra(body, "dryrun"))
     stream = bool(body.get("stream"))
     stream_options = body.get("stream_options") or {}
@@ -347,12 +411,10 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         input=parse_messages(body.get("messages")),
         function_name=name if kind == "function_name" else None,
         model_name=name if kind == "model_name" else None,
-        episode_id=parse_uuid(episode, "lsd::episode_id") if episode is not None else None,
         variant_name=variant_name,
         stream=stream,
         dryrun=dryrun,
         params=params,
-        tags=tags,
         credentials=credentials,
         output_schema=output_schema,
         additional_tools=tools,
@@ -360,6 +422,7 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         parallel_tool_calls=parallel,
         cache=parse_cache_options(_extra(body, "cache_options"), "lsd::cache_options", dryrun),
         include_original_response=bool(_extra(body, "include_original_response")),
+        **common_extensions(body),
     )
     if request.function_name is None and request.variant_name is not None:
         request = replace(request, variant_name=None)

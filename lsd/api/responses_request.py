@@ -16,7 +16,7 @@ from uuid import UUID
 
 import orjson
 
-from lsd.api.openai_request import ModelRef, extension, parse_model
+from lsd.api.openai_request import ModelRef, common_extensions, extension, parse_model
 from lsd.errors import InvalidRequest
 from lsd.immutable import immutable
 from lsd.inference.request import (
@@ -132,30 +132,26 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     credentials = extension(body, "credentials") or {}
     if not isinstance(credentials, dict) or not all(isinstance(v, str) for v in credentials.values()):
         raise InvalidRequest.at("lsd::credentials", "expected an object of strings")
-    tags = extension(body, "tags") or {}
-    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
-        raise InvalidRequest.at("lsd::tags", "expected an object of strings")
+    extensions = common_extensions(body)
     store = _flag(body, "store", True)
-    tags = {**(metadata or {}), **tags, **({} if store else {STORE_TAG: "false"})}
+    extensions["tags"] = {**(metadata or {}), **extensions["tags"], **({} if store else {STORE_TAG: "false"})}
     previous = body.get("previous_response_id")
-    episode = extension(body, "episode_id")
     dryrun = bool(extension(body, "dryrun"))
     request = InferenceRequest(
         input=Input(system=system, messages=tuple(messages)),
         function_name=model.name if model.kind == "function_name" else None,
         model_name=model.name if model.kind == "model_name" else None,
-        episode_id=parse_uuid(episode, "lsd::episode_id") if episode is not None else None,
         variant_name=variant if model.kind == "function_name" else None,
         stream=_flag(body, "stream", False),
         dryrun=dryrun,
         params=params,
-        tags=tags,
         credentials=credentials,
         output_schema=output_schema,
         additional_tools=specs,
         tool_choice=choice,
         parallel_tool_calls=body.get("parallel_tool_calls"),
         cache=parse_cache_options(extension(body, "cache_options"), "lsd::cache_options", dryrun),
+        **extensions,
     )
     return ResponsesRequest(
         request=request,

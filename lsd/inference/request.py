@@ -170,6 +170,23 @@ def parse_uuid(value: Any, path: str) -> UUID:
         raise InvalidRequest.at(path, f"invalid UUID {value!r}") from None
 
 
+def parse_episode_id(value: Any, path: str) -> UUID:
+    """A client-supplied episode id: a UUIDv7 that is not from the future (400 in TensorZero's words otherwise)."""
+    episode_id = parse_uuid(value, path)
+    try:
+        validate_episode_id(episode_id)
+    except ValueError as exc:
+        raise InvalidRequest.at(path, f"Invalid Episode ID: {exc}") from None
+    return episode_id
+
+
+def check_tag_keys(tags: Mapping[str, str], path: str) -> None:
+    """400 for a tag key in LSD's and TensorZero's reserved namespaces (allowed only for `internal` requests)."""
+    for key in tags:
+        if key.startswith("tensorzero::") or key.startswith("lsd::"):
+            raise InvalidRequest.at(f"{path}.{key}", "tag keys starting with 'tensorzero::' or 'lsd::' are reserved")
+
+
 def parse_inference_request(body: Any) -> InferenceRequest:
     _expect(body, dict, "body", "a JSON object")
     unknown = sorted(set(body) - _TOP_LEVEL)
@@ -181,18 +198,12 @@ def parse_inference_request(body: Any) -> InferenceRequest:
         raise InvalidRequest.at("function_name", "exactly one of function_name and model_name is required")
     episode_id = None
     if body.get("episode_id") is not None:
-        episode_id = parse_uuid(body["episode_id"], "episode_id")
-        try:
-            validate_episode_id(episode_id)
-        except ValueError as exc:
-            raise InvalidRequest.at("episode_id", f"Invalid Episode ID: {exc}") from None
+        episode_id = parse_episode_id(body["episode_id"], "episode_id")
     if body.get("input") is None:
         raise InvalidRequest.at("input", "missing required field")
     tags = _string_map(body.get("tags"), "tags")
-    internal = _bool(body, "internal", "internal")
-    for key in tags:
-        if (key.startswith("tensorzero::") or key.startswith("lsd::")) and not internal:
-            raise InvalidRequest.at(f"tags.{key}", "tag keys starting with 'tensorzero::' or 'lsd::' are reserved")
+    if not _bool(body, "internal", "internal"):
+        check_tag_keys(tags, "tags")
     namespace = _str(body, "namespace", "namespace")
     if namespace is not None:
         if not namespace:
@@ -230,11 +241,11 @@ def parse_inference_request(body: Any) -> InferenceRequest:
         tags=tags,
         credentials=_string_map(body.get("credentials"), "credentials"),
         output_schema=output_schema,
-        extra_body=_parsed_list(body, "extra_body", parse_body_patch),
-        extra_headers=_parsed_list(body, "extra_headers", parse_header_patch),
+        extra_body=parsed_list(body, "extra_body", parse_body_patch),
+        extra_headers=parsed_list(body, "extra_headers", parse_header_patch),
         include_original_response=_bool(body, "include_original_response", "include_original_response"),
         allowed_tools=tuple(allowed) if allowed is not None else None,
-        additional_tools=_parsed_list(body, "additional_tools", parse_tool),
+        additional_tools=parsed_list(body, "additional_tools", parse_tool),
         tool_choice=parse_tool_choice(body.get("tool_choice"), "tool_choice"),
         parallel_tool_calls=None
         if body.get("parallel_tool_calls") is None
@@ -244,7 +255,7 @@ def parse_inference_request(body: Any) -> InferenceRequest:
     )
 
 
-def _parsed_list(body: Mapping[str, Any], key: str, parse: Callable[[Any, str], T]) -> tuple[T, ...]:
+def parsed_list(body: Mapping[str, Any], key: str, parse: Callable[[Any, str], T]) -> tuple[T, ...]:
     """`body[key]`, an array, each item parsed with its path (`key[i]`); () when absent."""
     value = body.get(key)
     if value is None:
@@ -258,11 +269,24 @@ _FILTERS = ("variant_name", "model_name", "provider_name", "model_provider_name"
 
 def _filters(value: Mapping[str, Any], path: str) -> dict[str, str | None]:
     found = {k: _str(value, k, f"{path}.{k}") for k in _FILTERS}
-    return {
-        "variant_name": found["variant_name"],
-        "model_name": found["model_name"],
-        "provider_name": found["provider_name"] or found["model_provider_name"],
-    }
+    model, provider = found["model_name"], found["provider_name"]
+    if found["model_provider_name"] is not None:
+        qualified = model_provider(found["model_provider_name"])
+        model, provider = (model, found["model_provider_name"]) if qualified is None else qualified
+    return {"variant_name": found["variant_name"], "model_name": model, "provider_name": provider}
+
+
+MODEL_PROVIDER_PREFIX = "tensorzero::model_name::"
+MODEL_PROVIDER_SEPARATOR = "::provider_name::"
+
+
+def model_provider(name: str) -> tuple[str, str] | None:
+    """(model, provider) of TensorZero's fully qualified `tensorzero::model_name::M::provider_name::P`; None for
+    another string (LSD also takes a bare provider name there)."""
+    if not name.startswith(MODEL_PROVIDER_PREFIX) or MODEL_PROVIDER_SEPARATOR not in name:
+        return None
+    model, _, provider = name[len(MODEL_PROVIDER_PREFIX) :].rpartition(MODEL_PROVIDER_SEPARATOR)
+    return (model, provider) if model and provider else None
 
 
 def parse_body_patch(value: Any, path: str) -> BodyPatch:
@@ -463,9 +487,9 @@ def parse_block(value: Any, path: str) -> ContentBlock:
     if kind == "thought":
         return Thought(text=value.get("text"), signature=value.get("signature"))
     if kind == "unknown":
-        return Unknown(
-            data=value.get("data"),
-            model_name=value.get("model_name"),
-            provider_name=value.get("provider_name"),
-        )
+        model, provider = value.get("model_name"), value.get("provider_name")
+        qualified = value.get("model_provider_name")  # TensorZero's older form of the two
+        if isinstance(qualified, str):
+            model, provider = model_provider(qualified) or (model, qualified)
+        return Unknown(data=value.get("data"), model_name=model, provider_name=provider)
     raise InvalidRequest.at(f"{path}.type", f"unknown content block type {kind!r}")

@@ -377,3 +377,91 @@ async def test_a_custom_credential_header_is_stored_redacted(
         inference_id,
     )
     assert len(stored) == 3 and not any(secret in text for (text,) in stored)
+
+
+async def test_a_qualified_model_provider_name_filters_patches_and_unknown_blocks(
+    fakes, client: httpx.AsyncClient
+) -> None:  # type: ignore[no-untyped-def]
+    """TensorZero's `tensorzero::model_name::M::provider_name::P` names a provider of a model in extra_body,
+    extra_headers and unknown blocks: it matches that provider only."""
+    openai = fakes[0]
+    this, other = "tensorzero::model_name::gpt::provider_name::openai", "tensorzero::model_name::gpt::provider_name::x"
+    blocks = [
+        {"type": "text", "text": "hi"},
+        {"type": "unknown", "data": {"type": "text", "text": "mine"}, "model_provider_name": this},
+        {"type": "unknown", "data": {"type": "text", "text": "theirs"}, "model_provider_name": other},
+    ]
+    r = await client.post(
+        "/inference",
+        json={
+            "model_name": "gpt",
+            "input": {"messages": [{"role": "user", "content": blocks}]},
+            "extra_body": [
+                {"pointer": "/metadata/a", "value": 1, "model_provider_name": this},
+                {"pointer": "/metadata/b", "value": 2, "model_provider_name": other},
+            ],
+            "extra_headers": [{"name": "X-Mine", "value": "1", "model_provider_name": this}],
+        },
+    )
+    assert r.status_code == 200, r.text
+    sent = openai.requests[-1]
+    assert sent.body["metadata"] == {"a": 1} and sent.headers.get("X-Mine") == "1"
+    texts = [part.get("text") for part in sent.body["messages"][-1]["content"]]
+    assert texts == ["hi", "mine"]
+
+
+async def test_the_openai_route_applies_tensorzero_extensions(fakes, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    openai = fakes[0]
+    body = {
+        "model": "tensorzero::model_name::gpt",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tensorzero::extra_body": [{"pointer": "/metadata/team", "value": "search"}],
+        "tensorzero::extra_headers": [{"name": "X-Trace", "value": "abc"}],
+        "tensorzero::namespace": "mobile",
+    }
+    r = await client.post("/openai/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    sent = openai.requests[-1]
+    assert sent.body["metadata"] == {"team": "search"} and sent.headers.get("X-Trace") == "abc"
+    responses = {
+        "model": "tensorzero::model_name::gpt",
+        "input": "hi",
+        "lsd::extra_headers": [{"name": "X-Trace", "value": "def"}],
+    }
+    r = await client.post("/openai/v1/responses", json=responses)
+    assert r.status_code == 200, r.text
+    assert openai.requests[-1].headers.get("X-Trace") == "def"
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "words"),
+    [
+        ({"tensorzero::episode_id": "00000000-0000-4000-8000-000000000000"}, "tensorzero::episode_id", "UUIDv7"),
+        ({"tensorzero::tags": {"tensorzero::x": "1"}}, "tensorzero::tags.tensorzero::x", "reserved"),
+        ({"lsd::tags": {"lsd::y": "1"}}, "lsd::tags.lsd::y", "reserved"),
+        ({"tensorzero::extra_body": [{"value": 1}]}, "tensorzero::extra_body[0].pointer", ""),
+        ({"bogus": 1, "tensorzero::deny_unknown_fields": True}, "bogus", "deny_unknown_fields"),
+    ],
+)
+async def test_the_openai_routes_refuse_what_inference_refuses(
+    client: httpx.AsyncClient, database_url: str, extra: dict[str, object], field: str, words: str
+) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    for path, body in (
+        ("/openai/v1/chat/completions", {"model": "tensorzero::model_name::gpt", "messages": messages, **extra}),
+        ("/openai/v1/responses", {"model": "tensorzero::model_name::gpt", "input": "hi", **extra}),
+    ):
+        if path.endswith("responses") and field == "bogus":
+            continue  # deny_unknown_fields is the Chat Completions route's
+        r = await client.post(path, json=body)
+        assert r.status_code == 400, (path, r.text)
+        assert field in r.text and words in r.text, (path, r.text)
+    assert rows(database_url, "SELECT count(*) FROM chat_inferences") == [(0,)]
+
+
+async def test_unknown_fields_pass_on_the_openai_route_unless_denied(client: httpx.AsyncClient) -> None:
+    body = {"model": "tensorzero::model_name::gpt", "messages": [{"role": "user", "content": "hi"}], "user": "u1"}
+    assert (await client.post("/openai/v1/chat/completions", json=body)).status_code == 200
+    allowed = {**body, "tensorzero::deny_unknown_fields": True, "temperature": 0.5, "tensorzero::dryrun": True}
+    allowed.pop("user")
+    assert (await client.post("/openai/v1/chat/completions", json=allowed)).status_code == 200
