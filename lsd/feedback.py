@@ -18,8 +18,9 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import jsonschema
+import orjson
 
-from lsd.config.model import Config
+from lsd.config.model import Config, ToolConfig
 from lsd.errors import DatabaseUnavailable, InvalidRequest, LsdError, NotFound, UnknownMetric
 from lsd.ids import is_workflow_episode, uuid7
 from lsd.records import (
@@ -146,6 +147,10 @@ class FeedbackService:
             tracing.record_span("feedback", tracing.parent(), clock.ns(started), end, attributes, error=error)
 
     async def _submit(self, request: FeedbackRequest) -> UUID:
+        if not self.config.gateway.observability.enabled:  # nothing would be stored: say so (as TensorZero does)
+            raise InvalidRequest(
+                "feedback is not accepted while gateway.observability.enabled is false: nothing would be stored"
+            )
         kind, level = self._metric(request.metric_name)
         target_id = self._target_id(request, kind, level)
         feedback_id = uuid7()
@@ -256,16 +261,55 @@ class FeedbackService:
             return [{"type": "text", "text": value}]
         if not isinstance(value, list):
             raise InvalidRequest.at("value", "a chat demonstration is a string or a list of text and tool_call blocks")
-        tools = {self.config.tools[t].name for t in function.tools} if function else set()
+        tools = {self.config.tools[t].name: self.config.tools[t] for t in function.tools} if function else {}
+        blocks: list[dict[str, Any]] = []
         for i, block in enumerate(value):
             kind = block.get("type") if isinstance(block, dict) else None
             if kind == "text" and isinstance(block.get("text"), str):
-                continue
-            if kind == "tool_call" and isinstance(block.get("name"), str):
-                if block["name"] not in tools:
-                    raise InvalidRequest.at(f"value[{i}].name", f"unknown tool {block['name']!r} for this function")
-                continue
-            raise InvalidRequest.at(
-                f"value[{i}]", "expected {type: text, text} or {type: tool_call, id, name, arguments}"
-            )
-        return value
+                blocks.append({"type": "text", "text": block["text"]})
+            elif kind == "tool_call" and isinstance(block.get("name"), str):
+                blocks.append(_demonstrated_call(block, tools, f"value[{i}]"))
+            else:
+                raise InvalidRequest.at(
+                    f"value[{i}]", "expected {type: text, text} or {type: tool_call, id, name, arguments}"
+                )
+        return blocks
+
+
+def _demonstrated_call(block: Mapping[str, Any], tools: Mapping[str, ToolConfig], path: str) -> dict[str, Any]:
+    """A demonstrated tool call as an inference's output holds one (TensorZero's shape: `raw_name` and
+    `raw_arguments` beside the checked `name` and `arguments`), once its tool and arguments are checked."""
+    name = block["name"]
+    tool = tools.get(name)
+    if tool is None:
+        raise InvalidRequest.at(f"{path}.name", f"unknown tool {name!r} for this function")
+    call_id = block.get("id")
+    if not isinstance(call_id, str):
+        raise InvalidRequest.at(f"{path}.id", "a tool call's id is a string")
+    arguments = block.get("arguments")
+    if isinstance(arguments, str):  # as a model writes them
+        try:
+            arguments = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            raise InvalidRequest.at(f"{path}.arguments", "not valid JSON") from None
+    if not isinstance(arguments, dict) or not _matches(arguments, tool.parameters):
+        raise InvalidRequest.at(f"{path}.arguments", f"do not match the parameters of tool {name!r}")
+    raw = orjson.dumps(arguments).decode()
+    return {
+        "type": "tool_call",
+        "id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "raw_name": name,
+        "raw_arguments": raw,
+    }
+
+
+def _matches(value: Any, schema: Mapping[str, Any]) -> bool:
+    """Whether `value` matches `schema` (the draft its `$schema` names, else the latest); an invalid schema matches
+    nothing."""
+    cls = jsonschema.validators.validator_for(schema)
+    try:
+        return bool(cls(schema).is_valid(value))
+    except jsonschema.SchemaError:
+        return False

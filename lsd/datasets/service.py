@@ -275,9 +275,7 @@ class DatasetService:
         function = self.config.functions.get(row.function_name)
         output: Any = None
         if request.output_source != "none":
-            output = row.output
-            if row.kind == "json" and request.output_source == "demonstration":  # a json demonstration is the value
-                output = {"raw": orjson.dumps(output).decode(), "parsed": output}
+            output = row.output  # a demonstration comes in an output's shape (lsd.store.queries)
         schema = row.output_schema if row.output_schema is not None else (function.output_schema if function else None)
         return DatapointRow(
             type="chat" if row.kind == "chat" else "json",

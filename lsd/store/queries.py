@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
 
@@ -162,6 +163,23 @@ QUERY_SETTINGS = (
 )
 
 
+def demonstration_output(kind: str, value: Any) -> Any:
+    """A stored demonstration in the shape of an inference's output: a json function's value as `{raw, parsed}`;
+    a chat function's tool calls with `raw_name` and `raw_arguments` (rows written before LSD stored them)."""
+    if kind == "json":
+        return {"raw": orjson.dumps(value).decode(), "parsed": value}
+    if not isinstance(value, list):
+        return value
+    out = []
+    for block in value:
+        if isinstance(block, dict) and block.get("type") == "tool_call" and "raw_name" not in block:
+            arguments = block.get("arguments")
+            raw = arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
+            block = {**block, "raw_name": block.get("name"), "raw_arguments": raw}
+        out.append(block)
+    return out
+
+
 def _row(r: dict[str, Any], source: OutputSource) -> StoredRow:
     demonstration = source == "demonstration"
     return StoredRow(
@@ -172,7 +190,7 @@ def _row(r: dict[str, Any], source: OutputSource) -> StoredRow:
         variant_name=r["variant_name"],
         created_at=r["created_at"],
         input=r["input"],
-        output=r["demonstration"] if demonstration else r["output"],
+        output=demonstration_output(r["kind"], r["demonstration"]) if demonstration else r["output"],
         dispreferred_output=r["output"] if demonstration else None,
         tags=r["tags"],
         inference_params=r["inference_params"],

@@ -29,8 +29,13 @@ type = "float"
 optimize = "min"
 level = "episode"
 
+[tools.lookup]
+description = "Look a word up"
+parameters = "{tool}"
+
 [functions.chat]
 type = "chat"
+tools = ["lookup"]
 [functions.chat.variants.a]
 type = "chat_completion"
 model = "dummy::echo"
@@ -49,7 +54,9 @@ MESSAGE = {"messages": [{"role": "user", "content": "hi"}]}
 
 async def gateway(database_url: str, tmp_path: Path, flush_ms: int) -> AsyncIterator[httpx.AsyncClient]:
     schema = write_answer_schema(tmp_path)
-    text = CONFIG.format(flush=flush_ms, schema=schema)
+    tool = tmp_path / "lookup.json"
+    tool.write_text(json.dumps({"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}))
+    text = CONFIG.format(flush=flush_ms, schema=schema, tool=tool)
     async with in_process_gateway(text, database_url) as url, httpx.AsyncClient(base_url=url) as http:
         yield http
 
@@ -155,6 +162,24 @@ async def test_feedback_right_after_inference_with_rows_still_queued(
             400,
             "value[0].name",
         ),
+        (
+            {
+                "metric_name": "demonstration",
+                "inference_id": "{inference}",
+                "value": [{"type": "tool_call", "id": "1", "name": "lookup", "arguments": {"bogus": 1}}],
+            },
+            400,
+            "value[0].arguments",
+        ),
+        (
+            {
+                "metric_name": "demonstration",
+                "inference_id": "{inference}",
+                "value": [{"type": "tool_call", "name": "lookup", "arguments": {"word": "x"}}],
+            },
+            400,
+            "value[0].id",
+        ),
         ({"metric_name": "accepted", "inference_id": "{unknown}", "value": True}, 404, "inference_id"),
         ({"metric_name": "edits", "episode_id": "{unknown}", "value": 1}, 404, "episode_id"),
         ({"metric_name": "accepted", "inference_id": "not-a-uuid", "value": True}, 400, "inference_id"),
@@ -195,3 +220,65 @@ async def test_dryrun_feedback_writes_nothing(client: httpx.AsyncClient, databas
     assert r.status_code == 200
     await asyncio.sleep(0.2)
     assert count(database_url, "boolean_metric_feedback") == 0
+
+
+async def test_demonstrations_are_listed_in_the_shape_of_an_output(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """As TensorZero stores them: a chat demonstration's tool calls carry raw_name and raw_arguments (also for rows
+    written before LSD stored them), and a json demonstration lists as {raw, parsed}."""
+    chat, older, extract = await infer(client), await infer(client), await infer(client, "extract")
+    call = {"type": "tool_call", "id": "c1", "name": "lookup", "arguments": '{"word": "gateway"}'}
+    for body in (
+        {"metric_name": "demonstration", "inference_id": chat["inference_id"], "value": [call]},
+        {"metric_name": "demonstration", "inference_id": extract["inference_id"], "value": {"answer": "x"}},
+    ):
+        r = await client.post("/feedback", json=body)
+        assert r.status_code == 200, r.text
+    await wait_rows(database_url, "demonstration_feedback", 2)
+    legacy = [{"type": "tool_call", "id": "c0", "name": "lookup", "arguments": {"word": "old"}}]
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO demonstration_feedback (id, created_at, inference_id, value) VALUES (%s, now(), %s, %s)",
+            (uuid7(), older["inference_id"], json.dumps(legacy)),
+        )
+    expected = {
+        chat["inference_id"]: [
+            {**call, "arguments": {"word": "gateway"}, "raw_name": "lookup", "raw_arguments": '{"word":"gateway"}'}
+        ],
+        older["inference_id"]: [{**legacy[0], "raw_name": "lookup", "raw_arguments": '{"word":"old"}'}],
+        extract["inference_id"]: {"raw": '{"answer":"x"}', "parsed": {"answer": "x"}},
+    }
+    seen = set()
+    for function in ("chat", "extract"):
+        r = await client.post(
+            "/v1/inferences/list_inferences", json={"function_name": function, "output_source": "demonstration"}
+        )
+        assert r.status_code == 200, r.text
+        for row in r.json()["inferences"]:
+            assert row["output"] == expected[row["inference_id"]], row
+            seen.add(row["inference_id"])
+    assert seen == set(expected)
+
+
+async def test_feedback_is_refused_when_observability_is_off(database_url: str) -> None:
+    """Nothing would be stored: a 400 saying so, not a feedback id for a row that never comes (TensorZero: 400)."""
+    text = """
+[gateway.observability]
+enabled = false
+[metrics.accepted]
+type = "boolean"
+optimize = "max"
+level = "inference"
+[functions.chat]
+type = "chat"
+[functions.chat.variants.a]
+type = "chat_completion"
+model = "dummy::echo"
+"""
+    async with in_process_gateway(text, database_url) as url, httpx.AsyncClient(base_url=url) as http:
+        inference = await infer(http)
+        r = await http.post(
+            "/feedback", json={"metric_name": "accepted", "inference_id": inference["inference_id"], "value": True}
+        )
+    assert r.status_code == 400 and "gateway.observability.enabled" in r.json()["error"], r.text
