@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 
+from lsd.api.status import ABSENT_STORES
 from lsd.store.local import LocalServer
 from tests.support.clusters import cluster_folder
 from tests.support.configs import echo_chat
@@ -74,7 +75,7 @@ def test_inference_over_http_writes_three_matching_rows(daemon_factory, database
 
 def test_health_and_status(daemon_factory) -> None:  # type: ignore[no-untyped-def]
     daemon = daemon_factory()
-    assert httpx.get(f"{daemon.base_url}/health").json() == {"gateway": "ok", "postgres": "ok"}
+    assert httpx.get(f"{daemon.base_url}/health").json() == {"gateway": "ok", "postgres": "ok", **ABSENT_STORES}
     status = httpx.get(f"{daemon.base_url}/status").json()
     assert status["status"] == "ok" and len(status["config_hash"]) == 64
 

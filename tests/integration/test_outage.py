@@ -12,6 +12,7 @@ import httpx
 import psycopg
 import pytest
 
+from lsd.api.status import ABSENT_STORES
 from lsd.store import migrate
 from lsd.store.local import LocalServer
 from tests.support.gateway import in_process_gateway
@@ -37,7 +38,7 @@ async def test_health_is_503_while_the_database_is_down(own_cluster: LocalServer
         await asyncio.to_thread(own_cluster.stop)
         down = await http.get("/health")
         assert down.status_code == 503
-        assert down.json() == {"gateway": "ok", "postgres": "error"}
+        assert down.json() == {"gateway": "ok", "postgres": "error", **ABSENT_STORES}
         await asyncio.to_thread(own_cluster.start)
         for _ in range(100):
             if (await http.get("/health")).status_code == 200:

@@ -12,6 +12,7 @@ import orjson
 import psycopg
 import pytest
 
+from lsd.api.status import ABSENT_STORES
 from lsd.ids import uuid7
 from lsd.records import Record
 from lsd.store.local import free_port
@@ -248,7 +249,7 @@ async def test_lsd_status_asks_a_running_gateway(database_url: str) -> None:
     first, second = result.stdout.splitlines()
     assert first.startswith(f"gateway {base_url}: ok, lsd ")
     assert second == "postgres: ok"
-    assert orjson.loads(as_json.stdout)["health"] == {"gateway": "ok", "postgres": "ok"}
+    assert orjson.loads(as_json.stdout)["health"] == {"gateway": "ok", "postgres": "ok", **ABSENT_STORES}
 
     gone = await asyncio.to_thread(run_lsd, "status", "--url", f"http://127.0.0.1:{free_port()}")
     assert gone.returncode == 6
