@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import field
 from typing import Any, Literal, TypeAlias
@@ -166,6 +167,10 @@ class BodyPatch:
     variant_name: str | None = None
     model_name: str | None = None
     provider_name: str | None = None
+
+
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+HEADER_VALUE_FORBIDDEN = re.compile(r"[\r\n\0]")
 
 
 @immutable

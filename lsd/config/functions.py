@@ -30,12 +30,12 @@ from lsd.config.variant_types import (
     dicl_from,
     variant_type,
 )
-from lsd.types import InferenceParams
+from lsd.types import HEADER_NAME, HEADER_VALUE_FORBIDDEN, BodyPatch, HeaderPatch, InferenceParams
 
 JSON_MODES = ("off", "on", "strict", "tool")
 ROLES = ("system", "user", "assistant")
 # chat_completion keys TensorZero applies that LSD parses but does not apply yet (documented as such).
-UNAPPLIED_VARIANT_KEYS = ("extra_body", "extra_headers", "reasoning_effort", "service_tier", "verbosity")
+UNAPPLIED_VARIANT_KEYS = ("reasoning_effort", "service_tier", "verbosity")
 
 
 def _timeouts(t: Table) -> TimeoutsConfig:
@@ -61,8 +61,17 @@ def model_from(name: str, t: Table, *, retries: bool = False) -> ModelConfig:
     for pname, p in t.subtables("providers"):
         ptype = p.str("type", "", required=True)
         timeouts = _timeouts(p.table("timeouts"))
+        body, headers = patches_from(p)
+        p.bool("discard_unknown_chunks", False)  # LSD's stream parsers always skip chunks they do not know
         providers[pname] = ProviderConfig(
-            name=pname, type=ptype, options=p.rest(), key_path=p.path, base_dir=p.base_dir, timeouts=timeouts
+            name=pname,
+            type=ptype,
+            options=p.rest(),
+            key_path=p.path,
+            base_dir=p.base_dir,
+            timeouts=timeouts,
+            extra_body=body,
+            extra_headers=headers,
         )
     for entry in routing:
         if entry not in providers:
@@ -77,6 +86,49 @@ def model_from(name: str, t: Table, *, retries: bool = False) -> ModelConfig:
     model = ModelConfig(name=name, routing=routing, providers=providers, timeouts=timeouts, retries=retry)
     t.finish()
     return model
+
+
+def patches_from(t: Table) -> tuple[tuple[BodyPatch, ...], tuple[HeaderPatch, ...]]:
+    """A provider's or a variant's `extra_body = [{pointer, value} | {pointer, delete = true}]` and `extra_headers =
+    [{name, value} | {name, delete = true}]`, each entry checked, errors naming it (`extra_body[0].pointer`)."""
+    body: list[BodyPatch] = []
+    headers: list[HeaderPatch] = []
+    for key, names in (("extra_body", ("pointer", "value", "delete")), ("extra_headers", ("name", "value", "delete"))):
+        entries = t.raw(key)
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            t.error(key, "expected an array of tables")
+            continue
+        for i, entry in enumerate(entries):
+            where = f"{key}[{i}]"
+            if not isinstance(entry, dict):
+                t.error(where, "expected a table")
+                continue
+            unknown = sorted(set(entry) - set(names))
+            if unknown:
+                t.error(f"{where}.{unknown[0]}", "unknown key")
+                continue
+            delete = entry.get("delete", False)
+            if not isinstance(delete, bool):
+                t.error(f"{where}.delete", "expected a boolean")
+            elif delete == ("value" in entry):
+                t.error(where, "give either a value or delete = true")
+            elif key == "extra_body":
+                pointer = entry.get("pointer")
+                if not isinstance(pointer, str) or not pointer.startswith("/"):
+                    t.error(f"{where}.pointer", "expected a JSON Pointer (a string starting with '/')")
+                else:
+                    body.append(BodyPatch(pointer, entry.get("value"), delete))
+            else:
+                name, value = entry.get("name"), entry.get("value")
+                if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
+                    t.error(f"{where}.name", "expected an HTTP header name")
+                elif not delete and (not isinstance(value, str) or HEADER_VALUE_FORBIDDEN.search(value)):
+                    t.error(f"{where}.value", "expected a string without CR, LF or NUL")
+                else:
+                    headers.append(HeaderPatch(name, None if delete else value, delete))
+    return tuple(body), tuple(headers)
 
 
 def _retries(t: Table) -> RetryConfig:
@@ -131,6 +183,7 @@ def _variant(
         outer = _timeouts(t.table("timeouts"))  # the whole variant's: bounds the wait for the candidates
         if candidates is not None and outer.non_streaming_total_ms is not None:
             candidates = replace(candidates, timeout_s=outer.non_streaming_total_ms / 1000)
+    body, headers = patches_from(s)
     variant = VariantConfig(
         name=name,
         type=kind,
@@ -141,6 +194,8 @@ def _variant(
         timeouts=timeouts,
         templates=templates,
         unapplied=_unapplied(s),
+        extra_body=body,
+        extra_headers=headers,
         candidates=candidates,
         dicl=dicl_from(t) if kind == "dicl" else None,
     )
@@ -153,12 +208,6 @@ def _variant(
 def _unapplied(t: Table) -> dict[str, Any]:
     """Keys TensorZero applies that LSD accepts without applying yet; checked for type only."""
     found: dict[str, Any] = {}
-    for key in ("extra_body", "extra_headers"):
-        value = t.raw(key)
-        if value is not None:
-            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                t.error(key, "expected an array of tables")
-            found[key] = value
     for key in ("reasoning_effort", "service_tier", "verbosity"):
         if t.has(key):
             found[key] = t.str(key, env=False)

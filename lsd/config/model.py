@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from lsd.config.auth import AuthConfig
 from lsd.config.inbound import InboundConfig
 from lsd.config.ratelimit import RateLimitingConfig
-from lsd.types import InferenceParams
+from lsd.types import BodyPatch, HeaderPatch, InferenceParams
 
 if TYPE_CHECKING:
     from lsd.config.evaluations import EvaluationConfig
@@ -147,6 +147,9 @@ class ProviderConfig:
     key_path: str
     base_dir: Path
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    # The provider's own edits to each request it sends (applied before its variant's and the request's).
+    extra_body: tuple[BodyPatch, ...] = ()
+    extra_headers: tuple[HeaderPatch, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +213,11 @@ class VariantConfig:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     # Templates by role name ("system", "user", "assistant") or by a named template.
     templates: Mapping[str, TemplateConfig] = field(default_factory=dict)
-    # TensorZero variant keys LSD accepts but does not apply yet (extra_body, reasoning_effort, ...), as written.
+    # TensorZero variant keys LSD accepts but does not apply yet (reasoning_effort, ...), as written.
     unapplied: Mapping[str, Any] = field(default_factory=dict)
+    # Edits to each provider request the variant makes (after the provider's own, before the request's).
+    extra_body: tuple[BodyPatch, ...] = ()
+    extra_headers: tuple[HeaderPatch, ...] = ()
     candidates: CandidatesConfig | None = None  # best_of_n_sampling and mixture_of_n only
     dicl: DiclConfig | None = None  # dicl only
 

@@ -97,9 +97,10 @@ class BatchService:
                 field="variant_name",
             )
         location = getattr(provider, "key_location", None)
-        if isinstance(location, KeyLocation) and location.kind == "dynamic":
+        last = (location.fallback or location) if isinstance(location, KeyLocation) else None
+        if last is not None and last.kind == "dynamic":  # no key of the gateway's to fall back on
             raise InvalidRequest(
-                f"credentials: provider {provider.name!r} reads its key from the request (dynamic::{location.name}); "
+                f"credentials: provider {provider.name!r} reads its key from the request (dynamic::{last.name}); "
                 "batches are polled later without the request, so they need a key the gateway holds (env::VAR)",
                 field="credentials",
             )

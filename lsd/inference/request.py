@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import field
 from typing import Any, TypeVar
@@ -18,6 +17,8 @@ from lsd.immutable import immutable
 from lsd.inference.dynamic_variant import FIELD as DYNAMIC_VARIANT
 from lsd.inference.dynamic_variant import parse_dynamic_variant
 from lsd.types import (
+    HEADER_NAME,
+    HEADER_VALUE_FORBIDDEN,
     BodyPatch,
     ContentBlock,
     File,
@@ -311,15 +312,11 @@ def parse_header_patch(value: Any, path: str) -> HeaderPatch:
     delete = _bool(value, "delete", f"{path}.delete")
     header_value = None if delete else _req_str(value, "value", path)
     name = _req_str(value, "name", path)
-    if not _HEADER_NAME.fullmatch(name):
+    if not HEADER_NAME.fullmatch(name):
         raise InvalidRequest.at(f"{path}.name", "not a valid HTTP header name")
-    if header_value is not None and _HEADER_VALUE_FORBIDDEN.search(header_value):
+    if header_value is not None and HEADER_VALUE_FORBIDDEN.search(header_value):
         raise InvalidRequest.at(f"{path}.value", "a header value must not contain CR, LF or NUL")
     return HeaderPatch(name, header_value, delete, **_filters(value, path))
-
-
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
-_HEADER_VALUE_FORBIDDEN = re.compile(r"[\r\n\0]")
 
 
 def parse_tool(value: Any, path: str) -> ToolSpec:

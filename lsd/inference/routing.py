@@ -104,6 +104,10 @@ class Step(Protocol):
     def backoff_s(self) -> float: ...
     @property
     def timeouts(self) -> TimeoutsConfig | None: ...
+    @property
+    def extra_body(self) -> tuple[BodyPatch, ...]: ...  # the variant's own edits (config)
+    @property
+    def extra_headers(self) -> tuple[HeaderPatch, ...]: ...
 
 
 S = TypeVar("S", bound=Step)
@@ -118,6 +122,8 @@ class ModelStep:
     backoff_s: float
     variant_name: str = ""
     timeouts: TimeoutsConfig | None = None
+    extra_body: tuple[BodyPatch, ...] = ()
+    extra_headers: tuple[HeaderPatch, ...] = ()
 
 
 @dataclass(slots=True)
@@ -132,10 +138,21 @@ class Routed(Generic[S, T]):
     value: T
 
 
-def for_call(ctx: CallContext, variant: str, model: Model, provider: Provider) -> CallContext:
-    """The context narrowed to the extra_body/extra_headers entries that apply to this provider call."""
-    if not ctx.extra_body and not ctx.extra_headers:
+def for_call(ctx: CallContext, step: Step, model: Model, provider: Provider) -> CallContext:
+    """The context with this provider call's extra_body/extra_headers edits, in the order they apply (a later edit
+    of the same place wins): the provider's (config), its variant's (config), then the request's entries whose
+    filters match the call."""
+    config = provider.config
+    if not (
+        ctx.extra_body
+        or ctx.extra_headers
+        or config.extra_body
+        or config.extra_headers
+        or step.extra_body
+        or step.extra_headers
+    ):
         return ctx
+    variant = step.variant_name
 
     def applies(p: BodyPatch | HeaderPatch) -> bool:
         return (
@@ -146,8 +163,8 @@ def for_call(ctx: CallContext, variant: str, model: Model, provider: Provider) -
 
     return replace(
         ctx,
-        extra_body=tuple(p for p in ctx.extra_body if applies(p)),
-        extra_headers=tuple(p for p in ctx.extra_headers if applies(p)),
+        extra_body=(*config.extra_body, *step.extra_body, *(p for p in ctx.extra_body if applies(p))),
+        extra_headers=(*config.extra_headers, *step.extra_headers, *(p for p in ctx.extra_headers if applies(p))),
     )
 
 
@@ -187,7 +204,7 @@ async def route(
             timeout_ms = timeout_of(model, provider, step.timeouts, timeout_kind)
             try:
                 async with asyncio.timeout(timeout_ms / 1000) if timeout_ms else _NO_TIMEOUT:
-                    value = await call(step, provider, for_call(ctx, step.variant_name, model, provider))
+                    value = await call(step, provider, for_call(ctx, step, model, provider))
             except TimeoutError:
                 error: ProviderError = ProviderTimeout(
                     _TIMEOUT_MESSAGES[timeout_kind].format(timeout_ms), provider=provider.name, kind="timeout"

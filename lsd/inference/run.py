@@ -54,7 +54,7 @@ from lsd.ratelimit.rules import LimitRequest
 from lsd.records import Record
 from lsd.store.database import Database
 from lsd.store.recent import InferenceTarget, RecentInferences
-from lsd.types import InferenceParams, OutputBlock, ProviderRequest, ProviderResponse, Usage
+from lsd.types import BodyPatch, HeaderPatch, InferenceParams, OutputBlock, ProviderRequest, ProviderResponse, Usage
 
 __all__ = ["Engine", "InferenceResult", "Prepared", "Recorder"]
 
@@ -107,6 +107,14 @@ class ChatStep:
     @property
     def timeouts(self) -> TimeoutsConfig:
         return self.variant.timeouts
+
+    @property
+    def extra_body(self) -> tuple[BodyPatch, ...]:
+        return self.variant.extra_body
+
+    @property
+    def extra_headers(self) -> tuple[HeaderPatch, ...]:
+        return self.variant.extra_headers
 
 
 @dataclass

@@ -6,7 +6,7 @@ import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import field
+from dataclasses import field, replace
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -44,17 +44,31 @@ class CallContext:
 
 @immutable
 class KeyLocation:
-    """Where a provider's API key comes from: `env::VAR`, `dynamic::NAME` (request credentials) or `none`."""
+    """Where a provider's API key comes from: `env::VAR`, `dynamic::NAME` (request credentials) or `none`; or
+    TensorZero's `{default = ..., fallback = ...}`: the default, and the fallback when the default has no key (its
+    variable unset, its credential missing from the request)."""
 
     kind: str  # env | dynamic | none
     name: str = ""
     # An unset variable sends no key instead of failing the attempt: the default of a type whose servers often
     # run without one (vllm's `env::VLLM_API_KEY`).
     optional: bool = False
+    fallback: KeyLocation | None = None
 
     @staticmethod
     def parse(table: Table, key: str, default: str) -> KeyLocation:
-        raw = table.str(key, default, env=False)  # resolved per call, so keys never sit in config
+        raw = table.raw(key, default)  # resolved per call, so keys never sit in config
+        if isinstance(raw, dict):
+            unknown = sorted(set(raw) - {"default", "fallback"})
+            if unknown or not {"default", "fallback"} <= set(raw):
+                table.error(key, "expected a string, or a table with exactly `default` and `fallback`")
+                return KeyLocation("none")
+            first = KeyLocation._one(table, f"{key}.default", raw["default"])
+            return replace(first, fallback=KeyLocation._one(table, f"{key}.fallback", raw["fallback"]))
+        return KeyLocation._one(table, key, raw)
+
+    @staticmethod
+    def _one(table: Table, key: str, raw: Any) -> KeyLocation:
         if raw == "none":
             return KeyLocation("none")
         for kind in ("env", "dynamic"):
@@ -65,7 +79,16 @@ class KeyLocation:
 
     def resolve(self, credentials: Mapping[str, str], provider: str = "") -> str | None:
         """The key for this call. A missing dynamic credential is the caller's error (400); a missing
-        environment variable fails the attempt (not retryable), so routing falls back to the next provider."""
+        environment variable fails the attempt (not retryable), so routing falls back to the next provider.
+        With a fallback, either goes to the fallback instead."""
+        if self.fallback is None:
+            return self._own(credentials, provider)
+        try:
+            return self._own(credentials, provider)
+        except (ProviderError, InvalidRequest):
+            return self.fallback.resolve(credentials, provider)
+
+    def _own(self, credentials: Mapping[str, str], provider: str) -> str | None:
         if self.kind == "env":
             if self.name not in os.environ:
                 if self.optional:

@@ -120,6 +120,24 @@ retries = {{ num_retries = 2, max_delay_s = 0.01 }}
 [functions.resilient.variants.good]
 type = "chat_completion"
 model = "gpt"
+
+[models.patched]
+routing = ["openai"]
+[models.patched.providers.openai]
+type = "openai"
+model_name = "gpt-4o-mini"
+api_base = "{openai.api_base}"
+api_key_location = {{ default = "dynamic::openai_key", fallback = "env::LSD_TEST_OPENAI_KEY" }}
+extra_body = [{{ pointer = "/metadata/by", value = "provider" }}, {{ pointer = "/metadata/p", value = 1 }}]
+extra_headers = [{{ name = "X-By", value = "provider" }}]
+
+[functions.patched]
+type = "chat"
+[functions.patched.variants.v]
+type = "chat_completion"
+model = "patched"
+extra_body = [{{ pointer = "/metadata/by", value = "variant" }}, {{ pointer = "/metadata/v", value = 2 }}]
+extra_headers = [{{ name = "X-By", value = "variant" }}]
 """
 
 
@@ -465,3 +483,25 @@ async def test_unknown_fields_pass_on_the_openai_route_unless_denied(client: htt
     allowed = {**body, "tensorzero::deny_unknown_fields": True, "temperature": 0.5, "tensorzero::dryrun": True}
     allowed.pop("user")
     assert (await client.post("/openai/v1/chat/completions", json=allowed)).status_code == 200
+
+
+async def test_config_patches_apply_provider_then_variant_then_request(fakes, client: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
+    """TensorZero's provider- and variant-level extra_body / extra_headers: each later edit of the same place wins;
+    and api_key_location's {default, fallback}: the environment's key when the request brings none."""
+    openai = fakes[0]
+    r = await client.post("/inference", json={"function_name": "patched", "input": USER})
+    assert r.status_code == 200, r.text
+    sent = openai.requests[-1]
+    assert sent.body["metadata"] == {"by": "variant", "p": 1, "v": 2} and sent.headers.get("X-By") == "variant"
+    assert sent.headers.get("Authorization") == f"Bearer {KEY}"
+    r = await client.post(
+        "/inference",
+        json={
+            "function_name": "patched",
+            "input": USER,
+            "extra_body": [{"pointer": "/metadata/by", "value": "request"}],
+            "credentials": {"openai_key": KEY},
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert openai.requests[-1].body["metadata"] == {"by": "request", "p": 1, "v": 2}

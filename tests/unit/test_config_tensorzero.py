@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from lsd.config import load, load_many
-from lsd.errors import ConfigError, InvalidRequest
+from lsd.errors import ConfigError, InvalidRequest, ProviderError
+from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
+from lsd.providers.base import KeyLocation
 from lsd.types import Input, Message, Template, Text
 from tests.support.tensorzero_config import write_tensorzero_config
 
@@ -199,3 +201,73 @@ def test_an_input_wrapper_and_a_schema_of_its_role_conflict(tmp_path: Path) -> N
     )
     errors = errors_of([str(tmp_path / "lsd.toml")])
     assert errors[0].startswith("functions.f.variants.a.input_wrappers.user: cannot be used with the function's")
+
+
+PROVIDER_KEYS = """
+[models.m]
+routing = ["p"]
+[models.m.providers.p]
+type = "openai"
+model_name = "gpt-4o-mini"
+api_type = "chat_completions"
+discard_unknown_chunks = true
+api_key_location = { default = "dynamic::k", fallback = "env::OPENAI_API_KEY" }
+extra_body = [{ pointer = "/service_tier", value = "flex" }, { pointer = "/user", delete = true }]
+extra_headers = [{ name = "anthropic-beta", value = "x" }, { name = "X-Drop", delete = true }]
+
+[functions.f]
+type = "chat"
+[functions.f.variants.v]
+type = "chat_completion"
+model = "m"
+extra_body = [{ pointer = "/temperature", value = 0.1 }]
+extra_headers = [{ name = "X-Variant", value = "v" }]
+"""
+
+
+def test_tensorzero_provider_keys_load(tmp_path: Path) -> None:
+    """extra_body / extra_headers on providers and variants, discard_unknown_chunks, api_type and the
+    {default, fallback} form of api_key_location, as TensorZero's configuration reference writes them."""
+    (tmp_path / "lsd.toml").write_text(PROVIDER_KEYS)
+    config = load(tmp_path / "lsd.toml")
+    provider = config.models["m"].providers["p"]
+    assert [(p.pointer, p.value, p.delete) for p in provider.extra_body] == [
+        ("/service_tier", "flex", False),
+        ("/user", None, True),
+    ]
+    assert [(h.name, h.value, h.delete) for h in provider.extra_headers] == [
+        ("anthropic-beta", "x", False),
+        ("X-Drop", None, True),
+    ]
+    variant = config.functions["f"].variants["v"]
+    assert [p.pointer for p in variant.extra_body] == ["/temperature"] and not variant.unapplied
+    assert [h.name for h in variant.extra_headers] == ["X-Variant"]
+
+
+@pytest.mark.parametrize(
+    ("replace", "error"),
+    [
+        (('api_type = "chat_completions"', 'api_type = "responses"'), "api_type: LSD calls OpenAI through Chat"),
+        (('{ pointer = "/service_tier", value = "flex" }', '{ pointer = "x", value = 1 }'), "extra_body[0].pointer:"),
+        (('{ pointer = "/user", delete = true }', '{ pointer = "/user" }'), "extra_body[1]: give either a value"),
+        (('{ name = "anthropic-beta", value = "x" }', '{ name = "a b", value = "x" }'), "extra_headers[0].name:"),
+        (('{ name = "X-Drop", delete = true }', '{ name = "X-Drop", value = "x", bogus = 1 }'), "[1].bogus: unknown"),
+        (('fallback = "env::OPENAI_API_KEY" }', 'other = "x" }'), "api_key_location: expected a string, or a table"),
+    ],
+)
+def test_bad_provider_keys_are_named(tmp_path: Path, replace: tuple[str, str], error: str) -> None:
+    """Named at load, or (the provider plugin's own keys) when the models are built at start-up."""
+    (tmp_path / "lsd.toml").write_text(PROVIDER_KEYS.replace(*replace))
+    with pytest.raises(ConfigError) as caught:
+        ModelTable.from_config(load_many([str(tmp_path / "lsd.toml")]))
+    assert error in str(caught.value), caught.value
+
+
+def test_a_key_location_falls_back_when_its_default_has_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    location = KeyLocation("dynamic", "k", fallback=KeyLocation("env", "LSD_TEST_FALLBACK_KEY"))
+    monkeypatch.setenv("LSD_TEST_FALLBACK_KEY", "from-env")
+    assert location.resolve({"k": "from-request"}) == "from-request"
+    assert location.resolve({}) == "from-env"
+    monkeypatch.delenv("LSD_TEST_FALLBACK_KEY")
+    with pytest.raises(ProviderError):
+        location.resolve({})

@@ -124,6 +124,12 @@ class OpenAIProvider(ChatCompletionsProvider):
     def from_config(cls, config: ProviderConfig, options: Table) -> OpenAIProvider:
         model_name = options.str("model_name", required=True)
         api_base = check_url(options, "api_base", options.str("api_base", DEFAULT_API_BASE)) or DEFAULT_API_BASE
+        if options.choice("api_type", ("chat_completions", "responses"), "chat_completions") == "responses":
+            options.error(
+                "api_type",
+                "LSD calls OpenAI through Chat Completions only: set api_type = \"chat_completions\" or leave it "
+                "out (OpenAI's Responses API is served to clients at /openai/v1/responses, not called upstream)",
+            )
         pricing = parse_cost(options)
         return cls(
             config,
