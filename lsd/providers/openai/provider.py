@@ -127,7 +127,7 @@ class OpenAIProvider(ChatCompletionsProvider):
         if options.choice("api_type", ("chat_completions", "responses"), "chat_completions") == "responses":
             options.error(
                 "api_type",
-                "LSD calls OpenAI through Chat Completions only: set api_type = \"chat_completions\" or leave it "
+                'LSD calls OpenAI through Chat Completions only: set api_type = "chat_completions" or leave it '
                 "out (OpenAI's Responses API is served to clients at /openai/v1/responses, not called upstream)",
             )
         pricing = parse_cost(options)
