@@ -28,6 +28,7 @@ from lsd.config.model import Config, ObservabilityConfig
 from lsd.exits import EXIT_DATABASE, EXIT_OK
 from lsd.startup import database_urls
 from lsd.store.database import connect_with_retry, prepare_threshold
+from lsd.store.journal import JOURNAL_DIR
 from lsd.store.spool import FOREIGN_DIR, REJECTED_DIR, SUFFIX, Survey, survey
 from lsd.store.spool_format import MAX_HEADER, SpoolHeaderError, iter_frames, read_header
 from lsd.store.writer import Writer
@@ -103,6 +104,7 @@ def _status(directory: Path, *, as_json: bool) -> int:
         "spool": survey(directory),
         "foreign": survey(directory / FOREIGN_DIR),
         "rejected": survey(directory / REJECTED_DIR),
+        "journal": survey(directory / JOURNAL_DIR),
     }
     if as_json:
         sys.stdout.write(orjson.dumps({name: _json(found) for name, found in folders.items()}).decode() + "\n")
@@ -111,6 +113,8 @@ def _status(directory: Path, *, as_json: bool) -> int:
         "spool": "waiting to be replayed",
         "foreign": "of another database (not replayed here)",
         "rejected": "refused by PostgreSQL (never replayed)",
+        "journal": "journaled (durability = \"journal\"): a running gateway's, or a crashed one's, which the next "
+        "gateway start or `lsd spool replay` replays",
     }
     lines: list[str] = []
     for name, found in folders.items():
@@ -248,7 +252,7 @@ def _replay(directory: Path, config: Config | None, observability: Observability
     database = config.gateway.database if config else None
     # Fail at once, with the reason, when PostgreSQL does not answer (the writer would only log and back off).
     connect_with_retry(url, database.connect_timeout_s if database else 10.0).close()
-    before = survey(directory)
+    before = survey(directory).files + survey(directory / JOURNAL_DIR).files  # a crashed gateway's journal too
     observability = dataclasses.replace(
         observability, enabled=True, async_writes=True, shutdown_flush_timeout_s=timeout_s
     )
@@ -264,7 +268,7 @@ def _replay(directory: Path, config: Config | None, observability: Observability
         f"({written} written, {stats.replayed_rows - written - rejected} already there); "
         f"{rejected} rejected (kept in {directory / REJECTED_DIR}); "
         f"{_files(stats.spool_foreign_files)} of another database set aside; "
-        f"{_files(after.files)} left of {before.files}\n"
+        f"{_files(after.files)} left of {before}\n"
     )
     if writer.unavailable and after.files:
         sys.stderr.write(f"lsd: PostgreSQL went away during the replay; {_files(after.files)} left in {directory}\n")

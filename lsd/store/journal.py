@@ -82,28 +82,8 @@ class Journal:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="lsd-journal")
 
     def recover(self) -> int:
-        """Blocking: move the journal files no live process holds into the spool directory (where the writer
-        replays them); returns how many."""
-        try:
-            names = sorted(n for n in os.listdir(self.directory) if n.endswith(SUFFIX) and not n.startswith("."))
-        except FileNotFoundError:
-            return 0
-        moved = 0
-        for name in names:
-            fd = lock_existing(self.directory / name)
-            if fd is None:
-                continue  # a live process's (this one's included)
-            try:
-                self.spool_dir.mkdir(parents=True, exist_ok=True)
-                (self.directory / name).rename(self.spool_dir / name)
-                fsync_directory(self.spool_dir)
-                fsync_directory(self.directory)
-                moved += 1
-            except OSError as exc:
-                log.error("cannot move journal file %s to %s: %s", name, self.spool_dir, exc.strerror)
-            finally:
-                os.close(fd)  # the spool's adoption locks it next
-        return moved
+        """Blocking: move the journal files no live process holds into the spool directory; returns how many."""
+        return recover_journal(self.spool_dir)
 
     def append(self, records: Sequence[Record]) -> asyncio.Future[Segment | None]:
         """Journal one group; the future resolves once it is fsync'd: to its file, or None when it could not be
@@ -195,3 +175,30 @@ class Journal:
         self._outstanding.pop(segment, None)
         if self._executor is not None:
             self._executor.submit(self._files.discard, segment)
+
+
+def recover_journal(spool_dir: Path) -> int:
+    """Blocking: move the journal files in `<spool_dir>/journal` that no live process holds into `spool_dir`, where
+    a writer adopts and replays them; returns how many. Whatever the durability mode of the caller: a gateway
+    restarted without `durability = "journal"` (or `lsd spool replay`) still replays what a crashed one journaled."""
+    directory = spool_dir / JOURNAL_DIR
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX) and not n.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    moved = 0
+    for name in names:
+        fd = lock_existing(directory / name)
+        if fd is None:
+            continue  # a live process's (this one's included)
+        try:
+            spool_dir.mkdir(parents=True, exist_ok=True)
+            (directory / name).rename(spool_dir / name)
+            fsync_directory(spool_dir)
+            fsync_directory(directory)
+            moved += 1
+        except OSError as exc:
+            log.error("cannot move journal file %s to %s: %s", name, spool_dir, exc.strerror)
+        finally:
+            os.close(fd)  # the spool's adoption locks it next
+    return moved

@@ -42,7 +42,7 @@ from lsd.records import Record
 from lsd.store import bulk
 from lsd.store.committer import Committer, Entry, WriterStats, count_by_table
 from lsd.store.footprint import footprint
-from lsd.store.journal import Journal
+from lsd.store.journal import Journal, recover_journal
 from lsd.store.spool import Chunk, DatabaseIdentity, Segment, Spool
 from lsd.telemetry.metrics import Metrics
 
@@ -341,11 +341,11 @@ class Writer:
     # -- the spool -----------------------------------------------------------------------------------------
 
     async def _adopt_orphans(self) -> None:
-        if self._journal is not None:
-            # A dead process's journal becomes spool files, replayed (idempotently) like any other.
-            moved = await asyncio.to_thread(self._journal.recover)
-            if moved:
-                log.info("replaying %d journal files left by an earlier process", moved)
+        # A dead process's journal becomes spool files, replayed (idempotently) like any other: whatever this
+        # writer's own durability mode (a gateway restarted without the journal must not leave it unreplayed).
+        moved = await asyncio.to_thread(recover_journal, self._spool.directory)
+        if moved:
+            log.info("replaying %d journal files left by an earlier process", moved)
         try:
             adopted = await asyncio.to_thread(self._spool.adopt_orphans)
         except OSError as exc:

@@ -53,10 +53,13 @@ def present(database_url: str, inference_id: UUID) -> int:
         return int(row[0])
 
 
-@pytest.mark.parametrize("durability", ["journal", "queue"])
+@pytest.mark.parametrize(
+    ("durability", "restarted_with"), [("journal", "journal"), ("queue", "queue"), ("journal", "queue")]
+)
 async def test_an_acknowledged_inference_survives_a_sigkill_only_with_the_journal(
-    database_url: str, tmp_path: Path, daemons: Daemons, durability: str
+    database_url: str, tmp_path: Path, daemons: Daemons, durability: str, restarted_with: str
 ) -> None:
+    """... and the journal a crashed gateway left is replayed by the next one whatever its own durability mode."""
     config = gateway_config(tmp_path / "spool", durability)
     daemon = daemons.start(config, database_url)
     async with httpx.AsyncClient(base_url=daemon.base_url, timeout=30) as http:
@@ -67,7 +70,7 @@ async def test_an_acknowledged_inference_survives_a_sigkill_only_with_the_journa
     assert daemon.process.wait(30) == -signal.SIGKILL
     assert present(database_url, inference_id) == 0  # the writer never flushed: the row was in memory only
 
-    restarted = daemons.start(config, database_url)
+    restarted = daemons.start(gateway_config(tmp_path / "spool", restarted_with), database_url)
     if durability == "journal":
         await eventually(lambda: present(database_url, inference_id) == 1)
         await eventually(lambda: not list((tmp_path / "spool").glob("*.spool")))  # replayed, then deleted

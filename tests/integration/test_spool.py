@@ -15,6 +15,7 @@ import pytest
 from lsd.api.status import ABSENT_STORES
 from lsd.ids import uuid7
 from lsd.records import Record
+from lsd.store.journal import JOURNAL_DIR
 from lsd.store.local import free_port
 from lsd.store.spool import DatabaseIdentity, Spool, survey
 from lsd.store.spool_format import (
@@ -199,6 +200,7 @@ async def test_lsd_spool_status_and_replay(database_url: str, tmp_path: Path) ->
     v1_file(spool, inferences(1))
     older_file(spool / "foreign", inferences(2), database=DatabaseIdentity("1", "elsewhere"))
     v1_file(spool / "rejected", [inference()])
+    v1_file(spool / JOURNAL_DIR, inferences(1))  # a crashed durability = "journal" gateway's
 
     status = await asyncio.to_thread(run_lsd, "spool", "status", "--dir", str(spool))
     assert status.returncode == 0, status.stderr
@@ -208,6 +210,7 @@ async def test_lsd_spool_status_and_replay(database_url: str, tmp_path: Path) ->
     assert f"  database {here}: 1 file" in lines
     assert any(line.startswith(f"{spool / 'foreign'}: 1 file, 4 rows") for line in lines)
     assert any(line.startswith(f"{spool / 'rejected'}: 1 file, 2 rows") for line in lines)
+    assert any(line.startswith(f"{spool / JOURNAL_DIR}: 1 file, 2 rows") for line in lines)
 
     status = await asyncio.to_thread(run_lsd, "spool", "status", "--dir", str(spool), "--json")
     report = orjson.loads(status.stdout)
@@ -215,14 +218,15 @@ async def test_lsd_spool_status_and_replay(database_url: str, tmp_path: Path) ->
     assert report["spool"]["versions"] == {"1": 1, "2": 1}
     assert report["foreign"]["databases"] == {str(DatabaseIdentity("1", "elsewhere")): 1}
     assert report["rejected"]["files"] == 1
+    assert report["journal"]["files"] == 1
 
     env = {"LSD_DATABASE_URL": database_url}
     replayed = await asyncio.to_thread(run_lsd, "spool", "replay", "--dir", str(spool), env=env)
     assert replayed.returncode == 0, replayed.stderr
-    assert replayed.stdout.startswith(f"replayed 8 rows from {spool} into database {here} (8 written")
-    assert "0 files left of 2" in replayed.stdout
-    assert len(chat_ids(database_url)) == 4
-    assert survey(spool).files == 0
+    assert replayed.stdout.startswith(f"replayed 10 rows from {spool} into database {here} (10 written")
+    assert "0 files left of 3" in replayed.stdout
+    assert len(chat_ids(database_url)) == 5
+    assert survey(spool).files == 0 and survey(spool / JOURNAL_DIR).files == 0
     assert survey(spool / "foreign").files == 1  # never replayed into the wrong database
     assert survey(spool / "rejected").files == 1  # for an operator, never replayed
 
