@@ -81,7 +81,7 @@ def parse_feedback_request(body: Any) -> FeedbackRequest:
         raise InvalidRequest.at("metric_name", "expected a non-empty string")
     if "value" not in body:
         raise InvalidRequest.at("value", "missing required field")
-    tags = body.get("tags") or {}
+    tags = body["tags"] if body.get("tags") is not None else {}
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
         raise InvalidRequest.at("tags", "expected an object of strings")
     dryrun = body.get("dryrun")

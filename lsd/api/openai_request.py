@@ -87,7 +87,7 @@ def common_extensions(body: Mapping[str, Any]) -> dict[str, Any]:
     """The InferenceRequest fields of the extensions both OpenAI-shaped routes take: the episode (a UUIDv7), tags
     (no reserved keys: `internal` is always false here) with the namespace, and the per-request provider patches."""
     tags_key = extension_key(body, "tags")
-    tags = body.get(tags_key) or {}
+    tags = body[tags_key] if body.get(tags_key) is not None else {}
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
         raise InvalidRequest.at(tags_key, "expected an object of strings")
     check_tag_keys(tags, tags_key)
@@ -393,15 +393,19 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         raise InvalidRequest.at("tool_choice", "must be none, auto, required or {type: function, function: {name}}")
     deny_unknown_fields(body, CHAT_KEYS)
     dryrun = bool(_extra(body, "dryrun"))
-    stream = bool(body.get("stream"))
-    stream_options = body.get("stream_options") or {}
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest.at("stream", "expected a boolean")
+    stream = bool(stream)
+    stream_options = body["stream_options"] if body.get("stream_options") is not None else {}
     if not isinstance(stream_options, dict):
         raise InvalidRequest.at("stream_options", "expected an object")
     include_usage = bool(stream_options.get("include_usage"))
     variant_name = _extra(body, "variant_name")
     if variant_name is not None and not isinstance(variant_name, str):
         raise InvalidRequest.at("lsd::variant_name", "expected a string")
-    credentials = _extra(body, "credentials") or {}
+    credentials = _extra(body, "credentials")
+    credentials = {} if credentials is None else credentials
     if not isinstance(credentials, dict) or not all(isinstance(v, str) for v in credentials.values()):
         raise InvalidRequest.at("lsd::credentials", "expected an object of strings")
     parallel = body.get("parallel_tool_calls")

@@ -129,7 +129,8 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     variant = extension(body, "variant_name")
     if variant is not None and not isinstance(variant, str):
         raise InvalidRequest.at("lsd::variant_name", "expected a string")
-    credentials = extension(body, "credentials") or {}
+    credentials = extension(body, "credentials")
+    credentials = {} if credentials is None else credentials
     if not isinstance(credentials, dict) or not all(isinstance(v, str) for v in credentials.values()):
         raise InvalidRequest.at("lsd::credentials", "expected an object of strings")
     extensions = common_extensions(body)
@@ -255,8 +256,8 @@ def parse_items(raw: Any) -> tuple[list[Message], str | None]:
     """`input` (a string, or an array of items) as messages, and the text of its system/developer messages."""
     if isinstance(raw, str):
         return [Message("user", (Text(raw),))], None
-    if not isinstance(raw, list):
-        raise InvalidRequest.at("input", "expected a string or an array of input items")
+    if not isinstance(raw, list) or not raw:
+        raise InvalidRequest.at("input", "expected a string or a non-empty array of input items")
     messages: list[Message] = []
     system: list[str] = []
     tool_names: dict[str, str] = {}

@@ -164,7 +164,7 @@ def parse_inference_filter(value: Any) -> InferenceFilter:
     limit = value.get("limit", DEFAULT_INFERENCE_LIMIT)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise _fail("limit", "expected a positive integer")
-    tags = value.get("tags") or {}
+    tags = value["tags"] if value.get("tags") is not None else {}
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
         raise _fail("tags", "expected an object of strings")
     return InferenceFilter(names["function_name"], names["variant_name"], tags, limit)

@@ -97,7 +97,7 @@ def parse_batch_request(body: Any) -> BatchRequest:
             requests.append(parse_inference_request(single))
         except InvalidRequest as exc:
             raise reindexed(exc, i) from None
-    credentials = body.get("credentials") or {}
+    credentials = body["credentials"] if body.get("credentials") is not None else {}
     if not isinstance(credentials, dict) or not all(isinstance(v, str) for v in credentials.values()):
         raise InvalidRequest.at("credentials", "expected an object of strings")
     dryrun = body.get("dryrun")

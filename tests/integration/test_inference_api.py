@@ -211,3 +211,37 @@ async def test_a_gateway_that_records_nothing_still_answers(database_url: str) -
         streamed = await http.post("/inference", json={"function_name": "chat", "input": MESSAGE, "stream": True})
         assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
     assert set(count_rows(database_url).values()) == {0}
+
+
+CHAT_MODEL = "tensorzero::function_name::chat"
+HI = [{"role": "user", "content": "hi"}]
+CHAT = "/openai/v1/chat/completions"
+FALSY = ("", [], 0, False)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        *(("/inference", {"function_name": "chat", "input": {"messages": v}}, "input.messages")
+          for v in ("", 0, False, {})),
+        *((CHAT, {"model": CHAT_MODEL, "messages": HI, "stream": v}, "stream") for v in ("no", 5, "", [])),
+        *((CHAT, {"model": CHAT_MODEL, "messages": HI, "lsd::tags": v}, "lsd::tags") for v in FALSY),
+        (CHAT, {"model": CHAT_MODEL, "messages": HI, "tensorzero::credentials": []}, "credentials"),
+        (CHAT, {"model": CHAT_MODEL, "messages": HI, "stream_options": ""}, "stream_options"),
+        ("/openai/v1/responses", {"model": CHAT_MODEL, "input": []}, "input"),
+        ("/openai/v1/responses", {"model": CHAT_MODEL, "input": "hi", "lsd::credentials": ""}, "credentials"),
+        *(("/feedback", {"metric_name": "comment", "inference_id": "{inference}", "value": "x", "tags": v}, "tags")
+          for v in FALSY),
+    ],
+)  # fmt: skip
+async def test_falsy_values_of_the_wrong_type_are_refused(
+    client: httpx.AsyncClient, database_url: str, path: str, body: dict[str, object], field: str
+) -> None:
+    """A wrong type is a 400 naming the field even when it is falsy ("", 0, false, [] and {} are not "absent")."""
+    if body.get("inference_id") == "{inference}":
+        answered = await client.post("/inference", json={"function_name": "chat", "input": MESSAGE})
+        body = {**body, "inference_id": answered.json()["inference_id"]}
+    before = count_rows(database_url)
+    r = await client.post(path, json=body)
+    assert r.status_code == 400 and field in r.text, r.text
+    assert count_rows(database_url) == before
