@@ -8,7 +8,7 @@ Lines go through a `LineSink` (buffered JSON lines). Prompts, outputs and secret
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
 
@@ -17,6 +17,10 @@ from lsd.api.metrics import observe_http
 from lsd.ids import text, uuid7
 from lsd.telemetry.logging import LineSink
 
+if TYPE_CHECKING:
+    from lsd.inference.result import InferenceResult
+    from lsd.inference.streaming import InferenceStream
+
 _FIELDS = "lsd.log_fields"
 
 
@@ -24,6 +28,29 @@ def scope_fields(scope: Scope) -> dict[str, Any]:
     """The dict this request's log line is built from; handlers add their fields to it."""
     fields: dict[str, Any] = scope.setdefault(_FIELDS, {})
     return fields
+
+
+def note_result(scope: Scope, result: InferenceResult) -> None:
+    """Name an answered inference in the request's log line (every route that runs one)."""
+    scope_fields(scope).update(
+        inference_id=text(result.inference_id),
+        function=result.function_name,
+        variant=result.variant_name,
+        model=result.model_name,
+        provider=result.provider_name,
+    )
+
+
+def note_stream(scope: Scope, stream: InferenceStream) -> None:
+    """Name a started stream's inference in the request's log line."""
+    scope_fields(scope).update(
+        inference_id=text(stream.inference_id),
+        function=stream.prepared.function.name,
+        variant=stream.variant_name,
+        model=stream.model_name,
+        provider=stream.provider.name,
+        stream=True,
+    )
 
 
 class AccessLog:

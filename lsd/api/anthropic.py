@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lsd.api.access_log import note_result, note_stream
 from lsd.api.anthropic_request import (
     ANTHROPIC_BODY_TYPES,
     MessagesRequest,
@@ -50,8 +51,10 @@ async def messages(request: Request[AppState]) -> Response:
     call = replace(call, request=identify(request.scope, call.request))
     if call.request.stream:
         stream = await start_stream(services.engine, call.request)
+        note_stream(request.scope, stream)
         return EventStreamResponse(_sse(StreamWriter(call, stream), stream))
     result = await services.engine.infer(call.request)
+    note_result(request.scope, result)
     return Response(json_response_bytes(message_json(call, result)), media_type="application/json")
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from lsd import ids
-from lsd.api.access_log import scope_fields
+from lsd.api.access_log import note_result, note_stream
 from lsd.api.auth import identify
 from lsd.api.body import json_response_bytes, receive_json
 from lsd.api.errors import error_response
@@ -20,30 +17,17 @@ from lsd.inference.request import InferenceRequest, parse_inference_request
 from lsd.inference.streaming import start_stream
 
 
-async def stream_response(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> Response:
+async def stream_response(state: AppState, parsed: InferenceRequest, scope: Scope) -> Response:
     stream = await start_stream(state["services"].engine, parsed)
-    fields.update(
-        inference_id=ids.text(stream.inference_id),
-        function=stream.prepared.function.name,
-        variant=stream.variant_name,
-        model=stream.model_name,
-        provider=stream.provider.name,
-        stream=True,
-    )
+    note_stream(scope, stream)
     with_error_json = state["services"].config.gateway.unstable_error_json
     return JsonEventStream(stream.events(), ChunkEncoder(stream, with_error_json=with_error_json))
 
 
-async def answer(state: AppState, parsed: InferenceRequest, fields: dict[str, Any]) -> bytes:
+async def answer(state: AppState, parsed: InferenceRequest, scope: Scope) -> bytes:
     """A non-streamed inference's JSON body."""
     result = await state["services"].engine.infer(parsed)
-    fields.update(
-        inference_id=ids.text(result.inference_id),
-        function=result.function_name,
-        variant=result.variant_name,
-        model=result.model_name,
-        provider=result.provider_name,
-    )
+    note_result(scope, result)
     return json_response_bytes(inference_json(result))
 
 
@@ -55,12 +39,12 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         body = await receive_json(scope, receive, state["services"].config.gateway.max_body_bytes)
         parsed = identify(scope, parse_inference_request(body))
         if not parsed.stream:
-            content = await answer(state, parsed, scope_fields(scope))
+            content = await answer(state, parsed, scope)
             headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": content})
             return
-        response = await stream_response(state, parsed, scope_fields(scope))
+        response = await stream_response(state, parsed, scope)
     except LsdError as exc:
         response = error_response(exc, scope)
     await response(scope, receive, send)

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lsd.api.access_log import note_result, note_stream
 from lsd.api.auth import KEY_SCOPE, identify
 from lsd.api.body import json_response_bytes, read_json
 from lsd.api.openai_request import parse_chat_request, parse_model
@@ -27,9 +28,11 @@ async def chat_completions(request: Request[AppState]) -> Response:
     call = replace(call, request=identify(request.scope, call.request))
     if call.request.stream:
         stream = await start_stream(state["services"].engine, call.request)
+        note_stream(request.scope, stream)
         writer = ChunkWriter(call, stream, with_error_json=state["services"].config.gateway.unstable_error_json)
         return JsonEventStream(_sse(writer, stream), json_pair)
     result = await state["services"].engine.infer(call.request)
+    note_result(request.scope, result)
     return Response(json_response_bytes(completion_json(call, result)), media_type="application/json")
 
 

@@ -13,6 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lsd.api.access_log import note_result, note_stream
 from lsd.api.auth import identify
 from lsd.api.body import json_response_bytes, read_json
 from lsd.api.responses_request import (
@@ -45,8 +46,10 @@ async def responses(request: Request[AppState]) -> Response:
         call = await continued(services, call, call.previous_response_id)
     if call.request.stream:
         stream = await start_stream(services.engine, call.request)
+        note_stream(request.scope, stream)
         return EventStreamResponse(_sse(ResponseEvents(call, stream), stream))
     result = await services.engine.infer(call.request)
+    note_result(request.scope, result)
     return Response(json_response_bytes(completed_json(call, result)), media_type="application/json")
 
 

@@ -156,6 +156,14 @@ def test_one_json_log_line_per_request_without_prompts(daemon_factory) -> None: 
         headers={"x-request-id": "req-123"},
     )
     assert r.headers["x-request-id"] == "req-123"
+    messages = [{"role": "user", "content": "top secret prompt"}]
+    other_routes = {  # every route that runs an inference names it in its line, streamed or not
+        "/openai/v1/chat/completions": {"model": "lsd::function_name::chat", "messages": messages},
+        "/openai/v1/responses": {"model": "lsd::function_name::chat", "input": "top secret prompt", "stream": True},
+        "/anthropic/v1/messages": {"model": "lsd::function_name::chat", "max_tokens": 10, "messages": messages},
+    }
+    for path, body in other_routes.items():
+        assert httpx.post(f"{daemon.base_url}{path}", json=body).status_code == 200
     daemon.terminate()
     lines = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
     access = [e for e in lines if e["logger"] == "lsd.access" and e.get("route") == "/inference"]
@@ -165,6 +173,10 @@ def test_one_json_log_line_per_request_without_prompts(daemon_factory) -> None: 
     assert entry["inference_id"] == r.json()["inference_id"]
     assert (entry["function"], entry["variant"], entry["model"], entry["provider"]) == ("chat", "only", "echo", "dummy")
     assert entry["latency_ms"] >= 0
+    for path in other_routes:
+        [line] = [e for e in lines if e["logger"] == "lsd.access" and e.get("route") == path]
+        assert line["inference_id"] and (line["function"], line["provider"]) == ("chat", "dummy"), line
+    assert [e.get("stream") for e in lines if e.get("route") == "/openai/v1/responses"] == [True]
     assert "top secret" not in daemon.log()
 
 
