@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -106,6 +107,12 @@ def scrub(message: str, url: str) -> str:
     return message.replace(str(password), "***") if password else message
 
 
+# libpq's words for an option value it cannot use ('invalid integer value "x" for connection option "port"',
+# 'invalid sslmode value: "x"', 'invalid port number'), and the server's for a bad `options` setting ('invalid value
+# for parameter "TimeZone"'): the URL is wrong, and retrying only delays saying so.
+_MISCONFIGURED = re.compile(r"\binvalid (?:[\w ]* value\b|port number|value for parameter)")
+
+
 def connect_with_retry(url: str, timeout_s: float, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """Connect, retrying with exponential backoff for up to `timeout_s`; then raise DatabaseUnreachable."""
     deadline = time.monotonic() + timeout_s
@@ -116,6 +123,8 @@ def connect_with_retry(url: str, timeout_s: float, *, autocommit: bool = True) -
             return psycopg.connect(url, autocommit=autocommit, connect_timeout=max(2, int(min(remaining, 10))))
         except psycopg.OperationalError as exc:
             last = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc), url)
+            if _MISCONFIGURED.search(last):  # waiting will not fix it
+                raise DatabaseUnreachable(f"invalid LSD_DATABASE_URL: {last}") from None
         except psycopg.ProgrammingError as exc:
             raise DatabaseUnreachable(f"invalid LSD_DATABASE_URL: {scrub(str(exc), url)}") from None
         if time.monotonic() + delay > deadline:
