@@ -47,10 +47,19 @@ def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
     for name, value in scope["headers"]:
         if name.startswith(TAG_HEADER) and len(name) > len(TAG_HEADER):
             # A header name cannot hold ':', so a reserved `lsd::`/`tensorzero::` key cannot come this way.
-            header_tags[name[len(TAG_HEADER) :].decode("latin-1")] = value.decode("latin-1")
+            header_tags[name[len(TAG_HEADER) :].decode("latin-1")] = _header_text(value)
     if not header_tags and key_id is None:
         return parsed
     tags = {**header_tags, **parsed.tags}
     if key_id is not None:
         tags[KEY_TAG] = key_id
     return dataclasses.replace(parsed, tags=tags, api_key_public_id=key_id)
+
+
+def _header_text(value: bytes) -> str:
+    """A header value as text: UTF-8, as clients send non-ASCII text today; else its bytes as Latin-1 (HTTP's old
+    rule), so that no value is refused."""
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value.decode("latin-1")

@@ -357,7 +357,7 @@ def route_not_found_body(method: str, path: str, status: int, *, with_error_json
         body: dict[str, Any] = {"error": f"Route not found: {method} {path}"}
         if with_error_json:
             body["error_json"] = {"RouteNotFound": {"path": path, "method": method}}
+        body["error_code"] = "not_found"
     else:
-        body = {"error": f"method not allowed: {method} {path}"}
-    body["error_code"] = "not_found"
+        body = {"error": f"method not allowed: {method} {path}", "error_code": "method_not_allowed"}
     return orjson.dumps(body)

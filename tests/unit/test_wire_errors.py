@@ -127,3 +127,9 @@ def test_token_limits_of_another_type_are_a_400_naming_the_field() -> None:
         with pytest.raises(InvalidRequest) as raised:
             parse_chat_request({**base, "max_tokens": 50, key: value})
         assert raised.value.field == key
+
+
+def test_a_method_not_allowed_says_so() -> None:
+    body = orjson.loads(route_not_found_body("GET", "/inference", 405))
+    assert body == {"error": "method not allowed: GET /inference", "error_code": "method_not_allowed"}
+    assert orjson.loads(route_not_found_body("GET", "/nope", 404))["error_code"] == "not_found"
