@@ -12,6 +12,7 @@ from lsd.errors import InvalidOpenAIRequest, InvalidRequest
 from lsd.immutable import immutable
 from lsd.inference.request import (
     InferenceRequest,
+    check_schema,
     check_tag_keys,
     parse_body_patch,
     parse_cache_options,
@@ -368,6 +369,10 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
             if not isinstance(schema, dict):
                 raise InvalidRequest.at("response_format.json_schema", "expected an object")
             output_schema = schema.get("schema")
+            if output_schema is not None:
+                if not isinstance(output_schema, dict):
+                    raise InvalidRequest.at("response_format.json_schema.schema", "expected an object")
+                check_schema(output_schema, "response_format.json_schema.schema")
         elif fmt.get("type") == "json_object":
             values["json_mode"] = "on"
         elif fmt.get("type") == "text":

@@ -21,6 +21,7 @@ from lsd.errors import InvalidRequest
 from lsd.immutable import immutable
 from lsd.inference.request import (
     InferenceRequest,
+    check_schema,
     parse_cache_options,
     parse_input,
     parse_params,
@@ -193,6 +194,7 @@ def _text_format(text: Any, values: dict[str, Any]) -> tuple[Mapping[str, Json] 
         schema = fmt.get("schema")
         if not isinstance(schema, dict):
             raise InvalidRequest.at("text.format.schema", "expected a JSON Schema object")
+        check_schema(schema, "text.format.schema")
         values["json_mode"] = "strict"
         return fmt, schema
     raise InvalidRequest.at("text.format.type", f"must be text, json_object or json_schema, got {kind!r}")

@@ -16,6 +16,7 @@ from lsd.ids import validate_episode_id
 from lsd.immutable import immutable
 from lsd.inference.dynamic_variant import FIELD as DYNAMIC_VARIANT
 from lsd.inference.dynamic_variant import parse_dynamic_variant
+from lsd.inference.schemas import schema_error
 from lsd.types import (
     HEADER_NAME,
     HEADER_VALUE_FORBIDDEN,
@@ -171,6 +172,13 @@ def parse_uuid(value: Any, path: str) -> UUID:
         raise InvalidRequest.at(path, f"invalid UUID {value!r}") from None
 
 
+def check_schema(schema: Mapping[str, Any], path: str) -> None:
+    """400 naming `path` for a request's JSON Schema that is not one (every answer would otherwise fail it)."""
+    error = schema_error(schema)
+    if error is not None:
+        raise InvalidRequest.at(path, f"not a valid JSON Schema: {error}")
+
+
 def parse_episode_id(value: Any, path: str) -> UUID:
     """A client-supplied episode id: a UUIDv7 that is not from the future (400 in TensorZero's words otherwise)."""
     episode_id = parse_uuid(value, path)
@@ -213,6 +221,7 @@ def parse_inference_request(body: Any) -> InferenceRequest:
     output_schema = body.get("output_schema")
     if output_schema is not None:
         _expect(output_schema, dict, "output_schema", "a JSON Schema object")
+        check_schema(output_schema, "output_schema")
     if body.get("provider_tools") is not None:
         _expect(body["provider_tools"], list, "provider_tools", "an array")
     allowed = body.get("allowed_tools")

@@ -23,6 +23,18 @@ def conforms(value: Any, schema: Mapping[str, Any]) -> bool:
     return validator is not None and validator.is_valid(value)
 
 
+def schema_error(schema: Mapping[str, Any]) -> str | None:
+    """Why `schema` is not a valid JSON Schema (of the draft its `$schema` names, else the latest); None when it is.
+    Valid schemas are compiled once, as for `conforms`."""
+    if _compiled(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)) is not None:
+        return None
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(dict(schema))
+    except jsonschema.SchemaError as exc:
+        return exc.message
+    return "not a valid JSON Schema"
+
+
 @functools.lru_cache(maxsize=CACHED_SCHEMAS)
 def _compiled(canonical: bytes) -> Validator | None:
     schema = orjson.loads(canonical)

@@ -215,8 +215,10 @@ async def test_a_gateway_that_records_nothing_still_answers(database_url: str) -
 
 CHAT_MODEL = "tensorzero::function_name::chat"
 HI = [{"role": "user", "content": "hi"}]
-CHAT = "/openai/v1/chat/completions"
+CHAT, RESPONSES = "/openai/v1/chat/completions", "/openai/v1/responses"
 FALSY = ("", [], 0, False)
+BAD_SCHEMA = {"type": "bogus"}
+SCHEMA, FORMAT = {"schema": BAD_SCHEMA}, {"type": "json_schema", "schema": BAD_SCHEMA}
 
 
 @pytest.mark.parametrize(
@@ -229,15 +231,21 @@ FALSY = ("", [], 0, False)
         (CHAT, {"model": CHAT_MODEL, "messages": HI, "tensorzero::credentials": []}, "credentials"),
         (CHAT, {"model": CHAT_MODEL, "messages": HI, "stream_options": ""}, "stream_options"),
         ("/openai/v1/responses", {"model": CHAT_MODEL, "input": []}, "input"),
+        # A schema that is not one: every answer would fail it.
+        ("/inference", {"function_name": "extract", "input": MESSAGE, "output_schema": BAD_SCHEMA}, "output_schema"),
+        (CHAT, {"model": CHAT_MODEL, "messages": HI, "response_format": {"type": "json_schema", "json_schema": SCHEMA}},
+         "response_format.json_schema.schema"),
+        (RESPONSES, {"model": CHAT_MODEL, "input": "hi", "text": {"format": FORMAT}}, "text.format.schema"),
         ("/openai/v1/responses", {"model": CHAT_MODEL, "input": "hi", "lsd::credentials": ""}, "credentials"),
         *(("/feedback", {"metric_name": "comment", "inference_id": "{inference}", "value": "x", "tags": v}, "tags")
           for v in FALSY),
     ],
 )  # fmt: skip
-async def test_falsy_values_of_the_wrong_type_are_refused(
+async def test_values_of_the_wrong_type_are_refused(
     client: httpx.AsyncClient, database_url: str, path: str, body: dict[str, object], field: str
 ) -> None:
-    """A wrong type is a 400 naming the field even when it is falsy ("", 0, false, [] and {} are not "absent")."""
+    """A wrong type is a 400 naming the field, also when it is falsy ("", 0, false, [] and {} are not "absent"), and
+    no row is written."""
     if body.get("inference_id") == "{inference}":
         answered = await client.post("/inference", json={"function_name": "chat", "input": MESSAGE})
         body = {**body, "inference_id": answered.json()["inference_id"]}
