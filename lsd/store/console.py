@@ -38,7 +38,7 @@ class TrafficPoint:
     failed_attempts: int
     input_tokens: int
     output_tokens: int
-    cost: float
+    cost: float | None  # None: no priced inference (unknown, not free)
     mean_ms: float | None
 
 
@@ -58,7 +58,7 @@ class ProviderRow:
     failures: int
     input_tokens: int
     output_tokens: int
-    cost: float
+    cost: float | None  # None: no priced attempt
     mean_ms: float | None
     p50_ms: float | None
     p99_ms: float | None
@@ -126,7 +126,7 @@ def _ids_floor(target: UUID) -> UUID:
 
 _TRAFFIC_COLUMNS = """
     sum(inference_count)::bigint, sum(failed_attempts)::bigint, sum(input_tokens)::bigint,
-    sum(output_tokens)::bigint, sum(cost)::float8,
+    sum(output_tokens)::bigint, CASE WHEN sum(priced_count) > 0 THEN sum(cost)::float8 END,
     sum(processing_time_ms_sum)::float8 / nullif(sum(processing_time_ms_count), 0)
 """
 _TRAFFIC_SERIES = f"""
@@ -153,7 +153,8 @@ GROUP BY t ORDER BY t
 """
 _PROVIDERS = """
 SELECT s.model_name, s.model_provider_name, sum(s.attempts)::bigint, sum(s.failures)::bigint,
-       sum(s.input_tokens)::bigint, sum(s.output_tokens)::bigint, sum(s.cost)::float8,
+       sum(s.input_tokens)::bigint, sum(s.output_tokens)::bigint,
+       CASE WHEN sum(s.priced_count) > 0 THEN sum(s.cost)::float8 END,
        sum(s.latency_ms_sum)::float8 / nullif(sum(s.latency_ms_count), 0), q.p50_ms, q.p99_ms
 FROM model_provider_statistics s
 LEFT JOIN lsd_model_latency_quantiles(%(since)s, %(until)s) q
@@ -164,7 +165,7 @@ GROUP BY 1, 2, q.p50_ms, q.p99_ms ORDER BY 3 DESC, 1, 2 LIMIT %(limit)s
 
 
 def _traffic(label: str, row: tuple[Any, ...]) -> TrafficPoint:
-    return TrafficPoint(label, row[1] or 0, row[2] or 0, row[3] or 0, row[4] or 0, row[5] or 0.0, row[6])
+    return TrafficPoint(label, row[1] or 0, row[2] or 0, row[3] or 0, row[4] or 0, row[5], row[6])
 
 
 async def traffic_series(

@@ -78,16 +78,17 @@ WITH d AS MATERIALIZED (
 by_bucket AS (
     INSERT INTO inference_by_function_statistics AS s (
         function_name, variant_name, bucket_start, inference_count, input_tokens, output_tokens, cost,
-        processing_time_ms_sum, processing_time_ms_count)
+        processing_time_ms_sum, processing_time_ms_count, priced_count)
     SELECT function_name, variant_name, date_trunc('hour', created_at, 'UTC'), count(*),
            coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost), 0),
-           coalesce(sum(processing_time_ms), 0), count(processing_time_ms)
+           coalesce(sum(processing_time_ms), 0), count(processing_time_ms), count(cost)
     FROM d GROUP BY 1, 2, 3
     ON CONFLICT (function_name, variant_name, bucket_start) DO UPDATE SET
         inference_count = s.inference_count + EXCLUDED.inference_count,
         input_tokens = s.input_tokens + EXCLUDED.input_tokens,
         output_tokens = s.output_tokens + EXCLUDED.output_tokens,
         cost = s.cost + EXCLUDED.cost,
+        priced_count = s.priced_count + EXCLUDED.priced_count,
         processing_time_ms_sum = s.processing_time_ms_sum + EXCLUDED.processing_time_ms_sum,
         processing_time_ms_count = s.processing_time_ms_count + EXCLUDED.processing_time_ms_count
 ),
@@ -157,10 +158,10 @@ WITH d AS MATERIALIZED (
 by_model AS (
     INSERT INTO model_provider_statistics AS s (
         model_name, model_provider_name, bucket_start, attempts, failures, input_tokens, output_tokens, cost,
-        latency_ms_sum, latency_ms_count)
+        latency_ms_sum, latency_ms_count, priced_count)
     SELECT model_name, model_provider_name, date_trunc('hour', created_at, 'UTC'), count(*),
            count(*) FILTER (WHERE status <> 'ok'), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
-           coalesce(sum(cost), 0), coalesce(sum(latency_ms), 0), count(latency_ms)
+           coalesce(sum(cost), 0), coalesce(sum(latency_ms), 0), count(latency_ms), count(cost)
     FROM d GROUP BY 1, 2, 3
     ON CONFLICT (model_name, model_provider_name, bucket_start) DO UPDATE SET
         attempts = s.attempts + EXCLUDED.attempts,
@@ -168,6 +169,7 @@ by_model AS (
         input_tokens = s.input_tokens + EXCLUDED.input_tokens,
         output_tokens = s.output_tokens + EXCLUDED.output_tokens,
         cost = s.cost + EXCLUDED.cost,
+        priced_count = s.priced_count + EXCLUDED.priced_count,
         latency_ms_sum = s.latency_ms_sum + EXCLUDED.latency_ms_sum,
         latency_ms_count = s.latency_ms_count + EXCLUDED.latency_ms_count
 ),

@@ -372,3 +372,29 @@ def test_least_privilege_daemon_role_signs_in_but_cannot_write_keys(database_url
         assert refused.status_code == 403 and "lsd keys" in refused.text
         assert client.post(f"/ui/keys/{admin_id}/disable", data={"csrf": csrf}).status_code == 403
     assert count(database_url, "SELECT count(*) FROM api_keys") == 1
+
+
+def test_feedback_filter_and_cost_say_what_is_stored(database_url: str) -> None:
+    """Episode-level feedback from an inference's page goes to that inference's episode whatever the form says; a
+    boolean metric filter honours `!=` (and refuses `<`); a cost no provider priced shows as unknown, not $0."""
+    config = CONFIG + '\n[metrics.resolved]\ntype = "boolean"\noptimize = "max"\nlevel = "episode"\n'
+    with client_for(config, database_url) as client:
+        traffic = send_traffic(client, database_url)
+        target = traffic.inference_ids[0]
+        token = csrf_of(client.get(f"/ui/inferences/{target}").text)
+        forged = "01890000-0000-7000-8000-000000000000"
+        form = {"csrf": token, "kind": "boolean", "metric_name": "resolved", "value": "true", "episode_id": forged}
+        assert client.post(f"/ui/inferences/{target}/feedback", data=form).status_code == 303
+        query = "SELECT target_id::text FROM boolean_metric_feedback WHERE metric_name = 'resolved'"
+        assert eventually(lambda: count(database_url, query.replace("target_id::text", "count(*)")) == 1)
+        with psycopg.connect(database_url) as conn:
+            assert conn.execute(query).fetchall() == [(str(traffic.episode_id),)]
+
+        listed = client.get("/ui/inferences?function=chat&metric=thumbs&op=%21%3D&value=true").text
+        shown = set(re.findall(r'href="/ui/inferences/([0-9a-f-]{36})"', listed))
+        assert shown == {str(traffic.inference_ids[1])}  # the one rated false
+        assert client.get("/ui/inferences?metric=thumbs&op=%3C&value=true").status_code == 400
+
+        overview = client.get("/ui/?range=24h").text
+        tile = overview[overview.index("<span>cost</span>") - 80 : overview.index("<span>cost</span>")]
+        assert tile.endswith("<b>\N{EN DASH}</b>"), tile  # an unpriced model's cost is unknown, not $0

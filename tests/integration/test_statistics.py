@@ -35,15 +35,15 @@ _FEEDBACK = """
 FROM_SCRATCH = {
     "inference_by_function_statistics": f"""
         SELECT function_name, variant_name, bucket_start, sum(n)::bigint, sum(failed)::bigint, sum(it)::bigint,
-               sum(ot)::bigint, sum(cost), sum(pt)::bigint, sum(ptc)::bigint
+               sum(ot)::bigint, sum(cost), sum(pt)::bigint, sum(ptc)::bigint, sum(priced)::bigint
         FROM (
             SELECT function_name, variant_name, date_trunc('hour', created_at, 'UTC') AS bucket_start, 1 AS n,
                    0 AS failed, coalesce(input_tokens, 0) AS it, coalesce(output_tokens, 0) AS ot,
                    coalesce(cost, 0) AS cost, coalesce(processing_time_ms, 0) AS pt,
-                   (processing_time_ms IS NOT NULL)::int AS ptc
+                   (processing_time_ms IS NOT NULL)::int AS ptc, (cost IS NOT NULL)::int AS priced
             FROM ({_INFERENCES}) i
             UNION ALL
-            SELECT function_name, variant_name, date_trunc('hour', created_at, 'UTC'), 0, 1, 0, 0, 0, 0, 0
+            SELECT function_name, variant_name, date_trunc('hour', created_at, 'UTC'), 0, 1, 0, 0, 0, 0, 0, 0
             FROM model_inferences
             WHERE status <> 'ok' AND function_name IS NOT NULL AND variant_name IS NOT NULL
         ) x
@@ -74,7 +74,7 @@ FROM_SCRATCH = {
     "model_provider_statistics": """
         SELECT model_name, model_provider_name, date_trunc('hour', created_at, 'UTC'), count(*),
                count(*) FILTER (WHERE status <> 'ok'), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
-               coalesce(sum(cost), 0), coalesce(sum(latency_ms), 0), count(latency_ms)
+               coalesce(sum(cost), 0), coalesce(sum(latency_ms), 0), count(latency_ms), count(cost)
         FROM model_inferences GROUP BY 1, 2, 3""",
     "model_latency_histogram_minute": """
         SELECT model_name, model_provider_name, date_trunc('minute', created_at, 'UTC'), lsd_latency_bucket(latency_ms),

@@ -27,6 +27,7 @@ from lsd.errors import InvalidRequest, NotFound
 from lsd.feedback import parse_feedback_request
 from lsd.inference import listing
 from lsd.store import console
+from lsd.store.feedback import find_inference
 
 PAGE_SIZE = 50
 DEFAULT_SPAN = dt.timedelta(days=7)
@@ -81,7 +82,9 @@ def _metric_filter(params: dict[str, str], metric_types: Mapping[str, str]) -> d
     if boolean:
         if text not in ("true", "false"):
             raise InvalidRequest.at("value", f"metric {name!r} is boolean: expected true or false")
-        return {"type": "boolean_metric", "metric_name": name, "value": text == "true"}
+        if op not in ("=", "!="):
+            raise InvalidRequest.at("op", f"metric {name!r} is boolean: compare with = or !=")
+        return {"type": "boolean_metric", "metric_name": name, "value": (text == "true") == (op == "=")}
     try:
         number = float(text)
     except ValueError:
@@ -174,7 +177,13 @@ async def add_feedback(request: Request[Any], viewer: Viewer) -> Response:
     form = await read_form(request)
     access.check_form(viewer, form, admin=True)
     levels = {m: c.level for m, c in rt.config.metrics.items()}
-    body = feedback_body(form, inference_id, form.get("episode_id", ""), levels)
+    episode_id = ""
+    if levels.get(form.get("metric_name", "")) == "episode":  # the inference's own episode, never the form's word
+        target = rt.recent.inference(inference_id) or await find_inference(rt.database, inference_id)
+        if target is None:
+            raise NotFound(f"unknown inference {inference_id}", field="inference_id")
+        episode_id = str(target.episode_id)
+    body = feedback_body(form, inference_id, episode_id, levels)
     parsed = dataclasses.replace(parse_feedback_request(body), api_key_public_id=viewer.public_id)
     feedback_id = await rt.feedback.submit(parsed)
     return redirect(f"/ui/inferences/{inference_id}?added={feedback_id}")

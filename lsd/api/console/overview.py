@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.requests import Request
@@ -54,7 +55,7 @@ async def overview(request: Request[Any], viewer: Viewer) -> Response:
         "failed_attempts": sum(p.failed_attempts for p in traffic),
         "input_tokens": sum(p.input_tokens for p in traffic),
         "output_tokens": sum(p.output_tokens for p in traffic),
-        "cost": sum(p.cost for p in traffic),
+        "cost": known_sum(p.cost for p in found),  # the buckets with inferences (empty ones spent nothing)
     }
     charts = [
         line_chart(
@@ -99,3 +100,9 @@ async def overview(request: Request[Any], viewer: Viewer) -> Response:
         functions=functions,
         providers=providers,
     )
+
+
+def known_sum(values: Iterable[float | None]) -> float | None:
+    """The sum of the known values; None when none is known (an unpriced model's cost is unknown, not zero)."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
