@@ -46,6 +46,10 @@ log = logging.getLogger("lsd.store")
 
 SESSION_CONNECT_TIMEOUT_S = 10
 ACQUIRE_TIMEOUT_S = 2.0  # gateway.database.acquire_timeout_s's default
+# After a pool could not give a connection, callers are told "unavailable" at once for this long instead of each
+# waiting acquire_timeout_s (during an outage a known API key was answered after 2 s of auth wait plus 2 s of rate
+# limiter wait, every request); then one caller probes (waits as before) while the others still fail fast.
+FAST_FAIL_S = 1.0
 # SQLSTATE classes of a server that cannot serve now: connection exception, insufficient resources (too many
 # connections, disk full), operator intervention (shutdown, starting up, statement timeout), system error.
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
@@ -187,6 +191,8 @@ class Database:
             if read_url
             else None
         )
+        # Per pool (by id): until when callers fail fast; 0.0 while the pool gives connections.
+        self._down_until: dict[int, float] = {}
 
     @classmethod
     def from_urls(
@@ -237,13 +243,27 @@ class Database:
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         timeout = self.acquire_timeout_s if timeout_s is None else timeout_s
         started = time.monotonic()
+        down_until = self._down_until.get(id(pool), 0.0)
+        if down_until:
+            if started < down_until:  # the pool failed moments ago: no wait, the caller's fallback at once
+                if self.metrics is not None:
+                    self.metrics.observe_database_unavailable(purpose)
+                raise DatabaseUnavailable(f"the database is unavailable ({purpose}); try again later")
+            # This caller probes; the others keep failing fast until it knows.
+            self._down_until[id(pool)] = started + (deadline_s or timeout) + FAST_FAIL_S
+        acquired = False
         try:
             # asyncio.timeout cancels this task, which runs both this generator and the caller's block.
             async with asyncio.timeout(deadline_s), pool.connection(timeout=timeout) as conn:
+                acquired = True
+                if down_until:
+                    self._down_until[id(pool)] = 0.0
                 yield conn
         except (psycopg.OperationalError, TimeoutError, OSError) as exc:
             if not unavailable(exc):
                 raise
+            if not acquired:  # no connection to be had: not a slow or cancelled statement on a good one
+                self._down_until[id(pool)] = time.monotonic() + FAST_FAIL_S
             if self.metrics is not None:
                 self.metrics.observe_database_unavailable(purpose)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

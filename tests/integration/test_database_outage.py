@@ -144,6 +144,45 @@ async def test_a_stopped_server_is_unavailable_within_the_acquire_timeout(
             pass
 
 
+async def test_callers_fail_fast_while_the_pool_is_known_down_and_one_probes(
+    own_url: str, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the pool could not give a connection, the next callers are told at once (their fallbacks answer without
+    waiting acquire_timeout_s each); after FAST_FAIL_S one caller probes; the pool is used again once it is back."""
+    monkeypatch.setattr("lsd.store.database.FAST_FAIL_S", 0.5)
+    database = Database(own_url, min_size=1, max_size=2, acquire_timeout_s=0.4)
+    await database.open()
+
+    async def timed() -> tuple[bool, float]:
+        started = time.monotonic()
+        try:
+            async with database.connection("auth") as conn:
+                await conn.execute("SELECT 1")
+            return True, time.monotonic() - started
+        except DatabaseUnavailable:
+            return False, time.monotonic() - started
+
+    try:
+        await asyncio.to_thread(server.stop)
+        while (await timed())[1] < 0.3:  # dead pooled connections fail quickly; then the pool has none to give
+            pass
+        quick = [await timed() for _ in range(5)]
+        assert all(not ok and took < 0.1 for ok, took in quick), quick
+        await asyncio.sleep(0.5)
+        ok, took = await timed()  # the probe waits, as before
+        assert not ok and took >= 0.3
+        await asyncio.to_thread(server.start)
+        for _ in range(100):
+            if (await timed())[0]:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the pool did not come back")
+        assert all([(await timed())[0] for _ in range(3)])
+    finally:
+        await database.close()
+
+
 def test_acquire_timeout_is_parsed_and_checked(tmp_path: Path) -> None:
     assert parse("", base_dir=tmp_path).gateway.database.acquire_timeout_s == 2.0
     text = "[gateway.database]\nacquire_timeout_s = 0.25\n"
