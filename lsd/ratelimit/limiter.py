@@ -48,6 +48,13 @@ class _Need:
     amount: float
 
 
+_WHY = {
+    "tokens": "its prompt's estimated tokens plus max_tokens: lower max_tokens",
+    "cost": "the rule's default_cost",
+    "model_inferences": "one model inference",
+}
+
+
 class Reservation:
     """What one admitted request took; `settle` once with the real usage (None: keep the estimate)."""
 
@@ -107,6 +114,15 @@ class RateLimiter:
             for rule, key in applied
             for limit in rule.limits
         ]
+        for n in needs:
+            if n.amount > n.limit.capacity:  # waiting would never help: not a 429 whose Retry-After never comes
+                self.refusals[n.rule.name] += 1
+                scope = f" for {n.bucket[1]}" if n.bucket[1] else ""
+                raise InvalidRequest(
+                    f"rate limit {n.rule.name} ({n.limit.name}{scope}) holds at most {n.limit.capacity:g} and this "
+                    f"request needs {math.ceil(n.amount)} ({_WHY.get(n.limit.resource, n.limit.resource)}): it can "
+                    "never be admitted"
+                )
         lease = self.config.lease
         if lease > 0 and any(lease * n.limit.capacity > n.amount for n in needs):
             if self._spend_locally(needs):

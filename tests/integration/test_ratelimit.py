@@ -193,6 +193,14 @@ async def test_tokens_reserve_the_estimate_and_reconcile(database: Database) -> 
         await lim.acquire(LimitRequest({}, tokens=None))
 
 
+async def test_a_request_larger_than_a_bucket_is_refused_as_unadmittable(database: Database) -> None:
+    """Not a 429 whose Retry-After never comes (SDKs retry 429s): a 400 saying it can never be admitted."""
+    lim = limiter(database, "[[rate_limiting.rules]]\ntokens_per_hour = 300\nalways = true\n")
+    with pytest.raises(InvalidRequest, match=r"holds at most 300 and this request needs 1001 .* never be admitted"):
+        await lim.acquire(LimitRequest({}, tokens=1001))
+    assert await lim.acquire(LimitRequest({}, tokens=300)) is not None  # the whole bucket is fine
+
+
 async def test_cost_reserves_default_cost_and_reconciles(database: Database, database_url: str) -> None:
     lim = limiter(
         database, "[rate_limiting]\ndefault_cost = 1.0\n[[rate_limiting.rules]]\ncost_per_day = 2\nalways = true\n"
