@@ -130,7 +130,16 @@ class AuthService:
     # -- revocation ---------------------------------------------------------------------------------------------
 
     def forget(self, public_id: str) -> None:
-        self._cache.pop(public_id, None)
+        """A notice: the key's row changed. An active verdict is dropped (during an outage that key then gets 503,
+        never a pass it may no longer deserve); a refusal (disabled, unknown) stays as the outage fallback, expired
+        so that the next check reads the row again."""
+        entry = self._cache.get(public_id)
+        if entry is None:
+            return
+        if entry.key is None or entry.key.disabled_at is not None:
+            self._cache[public_id] = _Entry(entry.key, 0.0)
+        else:
+            del self._cache[public_id]
 
     def _listening(self, current: dict[str, StoredKey | None]) -> None:
         """LISTEN is in place and `current` holds the ids cached when it began, read again after it. Notices sent

@@ -35,7 +35,12 @@ _INSERT = (
 )
 _LIST = f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, public_id"
 _REREAD = f"SELECT {_COLUMNS} FROM api_keys WHERE public_id = ANY(%s)"
-_DISABLE = f"UPDATE api_keys SET disabled_at = coalesce(disabled_at, now()) WHERE public_id = %s RETURNING {_COLUMNS}"
+# A key already disabled is not updated again (no change, so no notice to every replica); either way its row.
+_DISABLE = (
+    f"WITH changed AS (UPDATE api_keys SET disabled_at = now() WHERE public_id = %(id)s AND disabled_at IS NULL "
+    f"RETURNING {_COLUMNS}) SELECT {_COLUMNS} FROM changed UNION ALL SELECT {_COLUMNS} FROM api_keys "
+    f"WHERE public_id = %(id)s AND NOT EXISTS (SELECT 1 FROM changed)"
+)
 
 
 class NotMigrated(RuntimeError):
@@ -75,7 +80,7 @@ def list_keys(conn: psycopg.Connection[Any]) -> list[StoredKey]:
 
 def disable_key(conn: psycopg.Connection[Any], public_id: str) -> StoredKey | None:
     """Disable a key (its trigger tells every replica); None when there is no such key. Idempotent."""
-    row = conn.execute(_DISABLE, (public_id,)).fetchone()
+    row = conn.execute(_DISABLE, {"id": public_id}).fetchone()
     return _key(row) if row else None
 
 
@@ -115,7 +120,7 @@ async def disable_key_async(database: Database, public_id: str) -> StoredKey | N
     """As disable_key; raises NoWritePrivilege where the daemon's role may not write keys."""
     try:
         async with database.connection("auth") as conn:
-            cur = await conn.execute(_DISABLE, (public_id,))
+            cur = await conn.execute(_DISABLE, {"id": public_id})
             row = await cur.fetchone()
     except psycopg.errors.InsufficientPrivilege as exc:
         raise NoWritePrivilege(str(exc)) from None

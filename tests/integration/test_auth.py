@@ -17,6 +17,7 @@ from lsd.config.auth import AuthConfig
 from lsd.errors import DatabaseUnavailable, Unauthorized
 from lsd.store import keys
 from lsd.store.database import Database
+from lsd.store.keys import StoredKey
 from tests.support.configs import echo_chat
 from tests.support.gateway import in_process_gateway
 
@@ -133,6 +134,38 @@ async def test_the_listener_keeps_the_cache_it_reads_again_and_misses_no_revocat
                 await auth.verify(f"Bearer {token}")
         assert (auth.cache_hits, auth.cache_misses) == (3, 3)  # all three answered from the re-read cache
         assert auth.failures == {"disabled": 1, "unknown": 1}
+
+
+async def test_a_notice_keeps_a_refusal_as_the_outage_fallback_and_drops_a_pass(
+    database: Database, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row change re-reads the key next time; meanwhile a cached refusal (disabled) still answers 401 if the
+    database is down, while a cached pass is dropped (503 then, never a pass the change may have ended). Disabling
+    a disabled key changes nothing, so it sends no notice."""
+    (active_id, active), (disabled_id, disabled) = create_key(database_url), create_key(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        keys.disable_key(conn, disabled_id)
+        first = keys.disable_key(conn, disabled_id)
+        again = keys.disable_key(conn, disabled_id)
+    assert first is not None and again is not None and again.disabled_at == first.disabled_at
+    auth = AuthService(AuthConfig(enabled=True, cache_ttl_ms=3_600_000), database)
+    async with listening(auth):
+        await auth.verify(f"Bearer {active}")
+        with pytest.raises(Unauthorized):
+            await auth.verify(f"Bearer {disabled}")
+        auth.forget(active_id)
+        auth.forget(disabled_id)
+
+        async def down(database: Database, public_id: str) -> StoredKey | None:
+            raise DatabaseUnavailable("the database is unavailable (auth); try again later")
+
+        with monkeypatch.context() as patched:
+            patched.setattr("lsd.auth.find_key", down)
+            with pytest.raises(Unauthorized):
+                await auth.verify(f"Bearer {disabled}")  # the refusal stands
+            with pytest.raises(DatabaseUnavailable):
+                await auth.verify(f"Bearer {active}")  # no pass on a verdict a change may have ended
+        assert (await auth.verify(f"Bearer {active}")).public_id == active_id
 
 
 async def test_the_cache_expires_after_its_ttl(database: Database, database_url: str) -> None:
