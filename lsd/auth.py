@@ -29,6 +29,14 @@ _PUBLIC_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _SECRET_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 MAX_CACHED = 100_000  # entries; past it the cache starts afresh (bounds memory under a flood of unknown keys)
 # One message for every refusal: it must not reveal whether the key was missing, unknown or disabled.
+_KEY_IN_TEXT = re.compile(r"sk-lsd-[A-Za-z0-9-]*")
+
+
+def redact_keys(text: str) -> str:
+    """`text` with anything that looks like an LSD key replaced (a client that put its key in a URL)."""
+    return _KEY_IN_TEXT.sub("sk-lsd-[REDACTED]", text) if PREFIX in text else text
+
+
 REFUSED = "missing or invalid API key: send Authorization: Bearer sk-lsd-..."
 
 

@@ -14,6 +14,7 @@ from starlette.types import Scope
 
 from lsd.api.auth import KEY_SCOPE
 from lsd.api.metrics import observe_http
+from lsd.auth import redact_keys
 from lsd.ids import text, uuid7
 from lsd.telemetry.logging import LineSink
 
@@ -68,7 +69,7 @@ class AccessLog:
         observe_http(scope, status, elapsed)
         if self.sink.enabled():
             route = scope.get("route")
-            method, path = scope["method"], scope["path"]
+            method, path = scope["method"], redact_keys(scope["path"])
             entry = {
                 "request_id": request_id,
                 "method": method,

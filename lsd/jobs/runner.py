@@ -22,6 +22,19 @@ class Job:
     run: Callable[[], Awaitable[object]]
 
 
+REPEAT_LOG_S = 60.0
+MAX_RETRY_DELAY_S = 5.0
+
+
+def retry_delay(interval_s: float, failing: int) -> float:
+    """The wait before the next run: the job's interval, doubled with each failure in a row up to 5 s (or the
+    interval, when that is longer), so a job that runs often does not hammer a database that is down."""
+    if not failing:
+        return interval_s
+    backoff: float = interval_s * 2.0 ** min(failing - 1, 32)
+    return min(backoff, max(interval_s, MAX_RETRY_DELAY_S))
+
+
 @dataclass
 class JobStats:
     runs: int = 0
@@ -43,6 +56,8 @@ class JobRunner:
 
     async def _loop(self, job: Job) -> None:
         stats = self.stats[job.name]
+        failing = 0  # failures in a row
+        logged_at = 0.0
         while True:
             started = time.perf_counter()
             try:
@@ -53,14 +68,22 @@ class JobRunner:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise  # a driver turned our cancellation into its own error: stop anyway
+                failing += 1
                 stats.failures += 1
                 stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("job %s failed: %s", job.name, stats.last_error)
+                # One line when a streak starts, then one a minute: an outage must not flood the log.
+                if failing == 1 or time.monotonic() - logged_at >= REPEAT_LOG_S:
+                    streak = f" ({failing} times in a row)" if failing > 1 else ""
+                    log.warning("job %s failed%s: %s", job.name, streak, stats.last_error)
+                    logged_at = time.monotonic()
             else:
+                if failing:
+                    log.info("job %s runs again after %d failures", job.name, failing)
+                failing = 0
                 stats.runs += 1
                 stats.last_error = None
             stats.last_duration_s = time.perf_counter() - started
-            await asyncio.sleep(job.interval_s)
+            await asyncio.sleep(retry_delay(job.interval_s, failing))
 
     async def close(self) -> None:
         for task in self._tasks:
