@@ -351,7 +351,8 @@ def test_ui_without_a_slash_and_unknown_console_paths(database_url: str) -> None
         assert bare.status_code in (307, 308) and bare.headers["location"].endswith("/ui/")
         assert client.get("/ui/").status_code == 303  # to sign in
         assert client.get("/ui/static/console.css").status_code == 200
-        assert client.get("/ui/no-such-page").status_code == 404
+        unknown = client.get("/ui/no-such-page")
+        assert unknown.status_code == 404 and unknown.headers["content-type"].startswith("text/html")
         assert client.get("/no-such-route").status_code == 401  # outside /ui the API's rule stands
 
 
@@ -398,3 +399,15 @@ def test_feedback_filter_and_cost_say_what_is_stored(database_url: str) -> None:
         overview = client.get("/ui/?range=24h").text
         tile = overview[overview.index("<span>cost</span>") - 80 : overview.index("<span>cost</span>")]
         assert tile.endswith("<b>\N{EN DASH}</b>"), tile  # an unpriced model's cost is unknown, not $0
+
+
+def test_captions_ids_and_the_episode_feedback_notice(open_console: tuple[TestClient, Traffic]) -> None:
+    """The range picker says which buckets it draws; ids in lists end with their random part (a UUIDv7 starts with
+    its timestamp); an expired sign-out form answers a console page, not JSON."""
+    client, traffic = open_console
+    assert "UTC 6-hour buckets" in client.get("/ui/?range=7d").text
+    assert "traffic in UTC hours, latency in 5-minute buckets" in client.get("/ui/?range=1h").text
+    listed = client.get("/ui/inferences?function=chat").text
+    assert f">\N{HORIZONTAL ELLIPSIS}{str(traffic.inference_ids[0])[-12:]}</a>" in listed
+    gone = client.post("/ui/logout", data={"csrf": "x" * 43})
+    assert gone.status_code in (303, 403) and "application/json" not in gone.headers["content-type"]

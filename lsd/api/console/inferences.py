@@ -134,6 +134,7 @@ async def inference(request: Request[Any], viewer: Viewer) -> Response:
         metrics=sorted(rt.config.metrics.values(), key=lambda m: m.name),
         kinds=FEEDBACK_KINDS,
         added=request.query_params.get("added"),
+        added_on_episode=request.query_params.get("on") == "episode",
     )
 
 
@@ -186,7 +187,8 @@ async def add_feedback(request: Request[Any], viewer: Viewer) -> Response:
     body = feedback_body(form, inference_id, episode_id, levels)
     parsed = dataclasses.replace(parse_feedback_request(body), api_key_public_id=viewer.public_id)
     feedback_id = await rt.feedback.submit(parsed)
-    return redirect(f"/ui/inferences/{inference_id}?added={feedback_id}")
+    where = "&on=episode" if episode_id else ""  # shown on the episode's page, not this one
+    return redirect(f"/ui/inferences/{inference_id}?added={feedback_id}{where}")
 
 
 async def episode(request: Request[Any], viewer: Viewer) -> Response:

@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from lsd.api.console import access
 from lsd.api.console.access import Viewer
 from lsd.api.console.render import render
-from lsd.errors import InvalidRequest, LsdError, PayloadTooLarge
+from lsd.errors import InvalidRequest, LsdError, NotFound, PayloadTooLarge
 from lsd.runtime import Runtime
 
 log = logging.getLogger("lsd.api")
@@ -60,6 +60,13 @@ def error_page(request: Request[Any], viewer: Viewer, exc: LsdError) -> Response
     return render(request, "error.html", viewer, exc.http_status, message=exc.message)
 
 
+async def unknown_page(request: Request[Any]) -> Response:
+    """Any other path under /ui: the console's own 404 page (no session needed: the console's paths are public)."""
+    if not services(request).config.gateway.ui.enabled:
+        raise HTTPException(404)
+    return error_page(request, access.anonymous(request), NotFound(f"no console page at {request.url.path}"))
+
+
 async def read_form(request: Request[Any]) -> dict[str, str]:
     """An application/x-www-form-urlencoded body (the console's forms) as a dict; the last value of a name wins."""
     body = b""
@@ -85,6 +92,21 @@ class TimeRange:
     since: dt.datetime
     until: dt.datetime
     step: dt.timedelta
+
+    @property
+    def buckets(self) -> str:
+        """What the charts' buckets are, for the picker's caption (traffic is counted in UTC hours at least)."""
+        if self.step < dt.timedelta(hours=1):
+            return f"traffic in UTC hours, latency in {_duration(self.step)} buckets"
+        return f"UTC {_duration(self.step)} buckets"
+
+
+def _duration(step: dt.timedelta) -> str:
+    seconds = int(step.total_seconds())
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}-{unit}"
+    return f"{seconds}-second"
 
 
 RANGES = {

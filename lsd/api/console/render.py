@@ -33,6 +33,13 @@ def money(value: Any) -> str:
     return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
 
 
+def short_id(value: Any) -> str:
+    """An id shortened for a list: its last 12 characters (a UUIDv7 starts with its timestamp, which rows made in
+    the same moment share)."""
+    text = str(value)
+    return text if len(text) <= 13 else f"\N{HORIZONTAL ELLIPSIS}{text[-12:]}"
+
+
 def when(value: dt.datetime | None) -> str:
     return DASH if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -56,7 +63,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(number=number, money=money, when=when, pretty=pretty, percent=percent)
+    env.filters.update(number=number, money=money, when=when, pretty=pretty, percent=percent, short_id=short_id)
     return env
 
 

@@ -8,7 +8,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from lsd.api.console import batches, datasets, evaluations, functions, inferences, keys, overview, signin
-from lsd.api.console.page import page
+from lsd.api.console.page import page, unknown_page
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -33,4 +33,5 @@ ROUTES = [
     Route("/keys", page(keys.create), methods=["POST"]),
     Route("/keys/{public_id}/disable", page(keys.disable), methods=["POST"]),
     Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="console-static"),
+    Route("/{rest:path}", unknown_page, methods=["GET", "POST"]),  # last: every other path, as an HTML 404
 ]

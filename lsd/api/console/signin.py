@@ -10,8 +10,9 @@ from starlette.responses import Response
 
 from lsd.api.console import access
 from lsd.api.console.access import Forbidden
-from lsd.api.console.page import read_form, redirect, services
+from lsd.api.console.page import error_page, read_form, redirect, services
 from lsd.api.console.render import render
+from lsd.errors import LsdError
 
 HOME = "/ui/"
 
@@ -56,7 +57,10 @@ async def logout(request: Request[Any]) -> Response:
     viewer = await access.viewer(request)
     form = await read_form(request)
     if viewer is not None:
-        access.check_form(viewer, form)
+        try:
+            access.check_form(viewer, form)
+        except LsdError as exc:  # an old tab's expired form: the console's page saying so, not JSON
+            return error_page(request, viewer, exc)
     response = redirect("/ui/login" if services(request).auth.enabled else HOME)
     await access.sign_out(request, response)
     return response
