@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from lsd.ids import uuid7
-from tests.support.configs import write_answer_schema
+from tests.support.configs import boolean_metric, echo_chat, write_answer_schema
 from tests.support.gateway import in_process_gateway
 
 CONFIG = """
@@ -263,19 +263,7 @@ async def test_demonstrations_are_listed_in_the_shape_of_an_output(
 
 async def test_feedback_is_refused_when_observability_is_off(database_url: str) -> None:
     """Nothing would be stored: a 400 saying so, not a feedback id for a row that never comes (TensorZero: 400)."""
-    text = """
-[gateway.observability]
-enabled = false
-[metrics.accepted]
-type = "boolean"
-optimize = "max"
-level = "inference"
-[functions.chat]
-type = "chat"
-[functions.chat.variants.a]
-type = "chat_completion"
-model = "dummy::echo"
-"""
+    text = "[gateway.observability]\nenabled = false\n" + boolean_metric("accepted") + echo_chat()
     async with in_process_gateway(text, database_url) as url, httpx.AsyncClient(base_url=url) as http:
         inference = await infer(http)
         r = await http.post(
