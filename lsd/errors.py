@@ -30,6 +30,7 @@ their subject (a name, an id) let lsd.api.tensorzero_wire build TensorZero's `er
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -189,6 +190,8 @@ class ProviderError(LsdError):
         # What crossed the wire, for the failed attempt's model_inference_data row (never holds keys).
         self.raw_request = raw_request
         self.raw_response = raw_response
+        # A stream cut short: the token counts its provider had reported before it broke (a lsd.types.Usage).
+        self.reported_usage: Any = None
 
 
 class ProviderTimeout(ProviderError):

@@ -155,18 +155,24 @@ class StreamWriter:
         return out
 
     def _thought(self, block: Thought) -> list[Event]:
+        """A thought delta (lsd.inference.streaming's convention): `text` None is a block of its own (a redacted
+        thought, as the non-streamed answer shows it); otherwise thinking text for the open thinking block (a new
+        one after a signature), and its signature ends it."""
         out: list[Event] = []
+        if block.text is None:
+            if block.signature:
+                out += self._open("redacted_thinking", {"type": "redacted_thinking", "data": block.signature}, True)
+                out += self._close()
+            return out
         if block.text:
             if self.open != "thinking" or self.signed:
                 out += self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, force=True)
             out.append(self._delta({"type": "thinking_delta", "thinking": block.text}))
         if block.signature:
-            if self.open == "thinking" and not self.signed:
-                self.signed = True
-                out.append(self._delta({"type": "signature_delta", "signature": block.signature}))
-            elif not block.text:  # a signature with no thinking block to end: a redacted one
-                out += self._open("redacted_thinking", {"type": "redacted_thinking", "data": block.signature}, True)
-                out += self._close()
+            if self.open != "thinking" or self.signed:
+                out += self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, force=True)
+            self.signed = True
+            out.append(self._delta({"type": "signature_delta", "signature": block.signature}))
         return out
 
     def _tool_call(self, block: ToolCall) -> list[Event]:

@@ -124,7 +124,7 @@ class ChunkEncoder:
     content: the `encode` of its JsonEventStream. A content chunk is its head encoded once with the deltas after it
     (a text delta's text is the only value encoded per token), byte for byte what orjson makes of `chunk_json`."""
 
-    __slots__ = ("_head", "_json", "_prefix", "_stream", "_text_prefix", "_with_error_json")
+    __slots__ = ("_head", "_json", "_prefix", "_stream", "_text_prefix", "_thought", "_with_error_json")
 
     def __init__(self, stream: InferenceStream, *, with_error_json: bool = False) -> None:
         self._stream = stream
@@ -133,6 +133,7 @@ class ChunkEncoder:
         self._json = stream.function_type == "json"
         self._prefix = b"data: " + orjson.dumps(self._head)[:-1] + (b',"raw":' if self._json else b',"content":[')
         self._text_prefix = self._prefix + _TEXT_DELTA
+        self._thought = [0, False]  # the current thought block's id, and whether it is still open
 
     def __call__(self, event: StreamEvent) -> tuple[bytes, bool]:
         if event.error is not None or event.usage is not None or event.finish_reason is not None:
@@ -144,7 +145,20 @@ class ChunkEncoder:
             return self._prefix + orjson.dumps(raw) + b"}\n\n", False
         if len(content) == 1 and type(content[0]) is Text:
             return self._text_prefix + orjson.dumps(content[0].text) + b"}]}\n\n", False
-        return self._prefix + b",".join([orjson.dumps(delta_json(b)) for b in content]) + b"]}\n\n", False
+        return self._prefix + b",".join([orjson.dumps(self._delta(b)) for b in content]) + b"]}\n\n", False
+
+    def _delta(self, block: OutputBlock) -> dict[str, Any]:
+        """delta_json, with each thought block's own id: the pieces of one thinking block share it, and a new block
+        (after a signature closed the last, or a block of its own such as a redacted thought) gets the next one, as
+        lsd.inference.streaming puts them together for the stored answer."""
+        delta = delta_json(block)
+        if isinstance(block, Thought):
+            state = self._thought
+            if block.text is None or not state[1]:
+                state[0] += 1
+            state[1] = block.text is not None and not block.signature
+            delta["id"] = str(state[0] - 1)
+        return delta
 
 
 _TEXT_DELTA = b'{"type":"text","id":"0","text":'  # delta_json of a Text, up to its text

@@ -100,13 +100,32 @@ class StreamEvent:
 
 
 @dataclass
-class _Aggregate:
-    """The whole answer, put back together from deltas."""
+class _Slot:
+    """One block of the answer being put back together: text, a thought, or a tool call."""
 
-    text: list[str] = field(default_factory=list)
-    thought: list[str] = field(default_factory=list)
-    signature: str | None = None  # the thought's (Anthropic's signature_delta), sent back with it in a later turn
-    tool_calls: dict[str, list[str]] = field(default_factory=dict)  # id -> [name, arguments...]
+    __slots__ = ("closed", "kind", "name", "parts", "signature")
+
+    def __init__(self, kind: str, name: str = "") -> None:
+        self.kind = kind  # "text" | "thought" | "tool:<id>"
+        self.parts: list[str] = []
+        self.signature: str | None = None
+        self.closed = False  # a thought that got its signature: the next thought text starts another
+        self.name = name  # a tool call's
+
+
+@dataclass
+class _Aggregate:
+    """The whole answer, put back together from deltas, its blocks in the order the provider sent them.
+
+    Thoughts follow the parsers' convention: `Thought(text)` continues the open thought (or opens one);
+    `Thought("", signature)` is the open thought's signature (Anthropic's signature_delta), which closes it;
+    `Thought(None, signature)` is a block of its own (a redacted thought, or Gemini's signature of the part after it).
+    So several thinking blocks, a redacted one between them, and a signature on a function call stay as they came,
+    as in the non-streamed answer."""
+
+    slots: list[_Slot] = field(default_factory=list)
+    calls: dict[str, _Slot] = field(default_factory=dict)  # tool call id -> its slot
+    chars: int = 0  # text, thoughts, tool names and arguments streamed so far
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     cost: float | None = None
@@ -119,23 +138,16 @@ class _Aggregate:
 
     def answer_chars(self) -> int:
         """The characters streamed so far (text, thoughts, tool names and arguments)."""
-        calls = sum(len(part) for parts in self.tool_calls.values() for part in parts)
-        return sum(map(len, self.text)) + sum(map(len, self.thought)) + calls
+        return self.chars
 
     def add(self, chunk: StreamChunk) -> None:
         for block in chunk.content:
             if isinstance(block, Text):
-                self.text.append(block.text)
+                self._text(block.text)
             elif isinstance(block, ToolCall):
-                parts = self.tool_calls.setdefault(block.id, [block.name])
-                if block.name and not parts[0]:
-                    parts[0] = block.name
-                parts.append(block.arguments)
+                self._call(block)
             elif isinstance(block, Thought):
-                if block.text:
-                    self.thought.append(block.text)
-                if block.signature:
-                    self.signature = block.signature
+                self._thought(block)
         if chunk.usage is not None:
             self.usage = self.usage + chunk.usage
         if chunk.finish_reason is not None:
@@ -151,13 +163,50 @@ class _Aggregate:
         if chunk.api_key_sha256 is not None:
             self.api_key_sha256 = chunk.api_key_sha256
 
+    def _text(self, text: str) -> None:
+        last = self.slots[-1] if self.slots else None
+        if last is None or last.kind != "text":
+            last = _Slot("text")
+            self.slots.append(last)
+        last.parts.append(text)
+        self.chars += len(text)
+
+    def _call(self, block: ToolCall) -> None:
+        slot = self.calls.get(block.id)
+        if slot is None:
+            slot = self.calls[block.id] = _Slot(f"tool:{block.id}", block.name)
+            self.slots.append(slot)
+        elif block.name and not slot.name:
+            slot.name = block.name
+        slot.parts.append(block.arguments)
+        self.chars += len(block.name) + len(block.arguments)
+
+    def _thought(self, block: Thought) -> None:
+        last = self.slots[-1] if self.slots else None
+        open_thought = last if last is not None and last.kind == "thought" and not last.closed else None
+        if block.text is None:  # a block of its own
+            slot = _Slot("thought")
+            slot.signature, slot.closed = block.signature, True
+            self.slots.append(slot)
+            return
+        if open_thought is None:
+            open_thought = _Slot("thought")
+            self.slots.append(open_thought)
+        if block.text:
+            open_thought.parts.append(block.text)
+            self.chars += len(block.text)
+        if block.signature:
+            open_thought.signature, open_thought.closed = block.signature, True
+
     def blocks(self) -> tuple[OutputBlock, ...]:
         out: list[OutputBlock] = []
-        if self.thought:
-            out.append(Thought("".join(self.thought), self.signature))
-        if self.text:
-            out.append(Text("".join(self.text)))
-        out.extend(ToolCall(id, parts[0], "".join(parts[1:])) for id, parts in self.tool_calls.items())
+        for slot in self.slots:
+            if slot.kind == "text":
+                out.append(Text("".join(slot.parts)))
+            elif slot.kind == "thought":
+                out.append(Thought("".join(slot.parts) if slot.parts else None, slot.signature))
+            else:
+                out.append(ToolCall(slot.kind[5:], slot.name, "".join(slot.parts)))
         return tuple(out)
 
 
@@ -313,6 +362,10 @@ class InferenceStream:
     def _done(self, aggregate: _Aggregate, error: ProviderError | None) -> Done:
         p, step, engine = self.prepared, self.step, self.engine
         if error is not None and not aggregate.estimated:  # ended early: priced from what it used
+            if aggregate.usage == Usage() and isinstance(error.reported_usage, Usage):
+                # The input the provider counted before the stream broke (its output count then is a start
+                # value, such as Anthropic's 1 in message_start: the answer's characters estimate it better).
+                aggregate.usage = replace(error.reported_usage, output_tokens=None)
             aggregate.usage, aggregate.estimated = estimated_usage(
                 aggregate.usage, step.request, aggregate.answer_chars()
             )

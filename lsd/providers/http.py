@@ -470,6 +470,9 @@ class HttpProvider(Provider):
             raw_request=call.raw_request,
             raw_response=parser.raw_response(),
         )
+        usage = getattr(parser, "usage", None)  # what the provider had counted (Anthropic's message_start)
+        if isinstance(usage, Usage) and usage != Usage():
+            error.reported_usage = usage
         return call.scrubber.error(error)
 
 

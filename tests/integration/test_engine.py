@@ -505,3 +505,25 @@ async def test_config_patches_apply_provider_then_variant_then_request(fakes, cl
     )
     assert r.status_code == 200, r.text
     assert openai.requests[-1].body["metadata"] == {"by": "request", "p": 1, "v": 2}
+
+
+async def test_a_cut_stream_keeps_the_input_its_provider_counted(
+    fakes, client: httpx.AsyncClient, database_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Anthropic counts the input in message_start: a stream cut after it stores that count, not an estimate
+    (only the output is estimated, and tagged so)."""
+    body = {"model_name": "claude", "stream": True, "input": {"messages": [{"role": "user", "content": "truncated"}]}}
+    async with client.stream("POST", "/inference", json=body) as r:
+        assert r.status_code == 200
+        async for _ in r.aiter_lines():
+            pass
+    for _ in range(100):
+        found = rows(database_url, "SELECT input_tokens, status FROM model_inferences")
+        if found:
+            break
+        await asyncio.sleep(0.05)
+    [(input_tokens, status)] = found
+    # The fake counts the prompt's words (1); the estimate from characters would be ceil(9 / 4) = 3.
+    assert status == "error" and input_tokens == 1
+    [(tags,)] = rows(database_url, "SELECT tags FROM chat_inferences")
+    assert tags["lsd::usage_estimated"] == "output_tokens"  # type: ignore[index]

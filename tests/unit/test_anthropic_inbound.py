@@ -417,7 +417,7 @@ def test_stream_writer_opens_feeds_and_closes_blocks(config: Config) -> None:
     for event in [
         StreamEvent(content=(Thought("Let me "),)),
         StreamEvent(content=(Thought("think."),)),
-        StreamEvent(content=(Thought(None, "sig"),)),
+        StreamEvent(content=(Thought("", "sig"),)),  # the open thought's signature
         StreamEvent(content=(Thought(None, "redacted"),)),
         StreamEvent(content=(Text("Hi"),)),
         StreamEvent(content=(Text(" there"), ToolCall("t1", "weather", '{"ci'))),

@@ -119,8 +119,8 @@ class StreamState:
             return (Text(str_field(delta, "text")),) if delta["text"] else ()
         if kind == "thinking_delta":
             return (Thought(str_field(delta, "thinking")),) if delta["thinking"] else ()
-        if kind == "signature_delta":
-            return (Thought(None, signature=str_field(delta, "signature")),)
+        if kind == "signature_delta":  # "" text: the signature of the thinking block being streamed
+            return (Thought("", signature=str_field(delta, "signature")),)
         if kind != "input_json_delta":
             return ()  # citations and delta types Anthropic may add later
         fragment = str_field(delta, "partial_json")

@@ -212,15 +212,19 @@ def parse_usage(usage: object, previous: Usage | None = None) -> Usage:
     before = previous or Usage()
     if not isinstance(usage, dict):
         return before
-    parts = [usage.get(k) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
-    counted = [p for p in parts if isinstance(p, int)]
-    output, written, read = usage.get("output_tokens"), parts[1], parts[2]
-    return Usage(
-        sum(counted) if counted else before.input_tokens,
-        output if isinstance(output, int) else before.output_tokens,
-        read if isinstance(read, int) else before.cache_read_input_tokens,
-        written if isinstance(written, int) else before.cache_write_input_tokens,
+    fresh, written, read = (
+        usage.get(k) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
     )
+    output = usage.get("output_tokens")
+    # A cache count this object leaves out (absent or null) keeps its earlier value, and is part of the input either
+    # way: `input_tokens` beside it counts only the uncached tokens.
+    written = written if isinstance(written, int) else before.cache_write_input_tokens
+    read = read if isinstance(read, int) else before.cache_read_input_tokens
+    if isinstance(fresh, int):
+        inputs: int | None = fresh + (written or 0) + (read or 0)
+    else:
+        inputs = before.input_tokens
+    return Usage(inputs, output if isinstance(output, int) else before.output_tokens, read, written)
 
 
 def parse_response(

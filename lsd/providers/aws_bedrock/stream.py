@@ -149,9 +149,10 @@ class StreamState:
         if isinstance(reasoning, dict):
             if isinstance(reasoning.get("text"), str):
                 return (Thought(reasoning["text"]),) if reasoning["text"] else ()
-            for key in ("signature", "redactedContent"):
-                if isinstance(reasoning.get(key), str):
-                    return (Thought(None, signature=reasoning[key]),)
+            if isinstance(reasoning.get("signature"), str):  # the signature of the reasoning being streamed
+                return (Thought("", signature=reasoning["signature"]),)
+            if isinstance(reasoning.get("redactedContent"), str):  # a redacted block of its own
+                return (Thought(None, signature=reasoning["redactedContent"]),)
         return ()  # delta kinds Bedrock may add later
 
     def _exception(self, name: str, data: str) -> ProviderError:

@@ -35,6 +35,7 @@ class StreamState:
         self._ids: dict[int, str] = {}
         self._names: dict[int, str] = {}
         self._answered_with_tool = False
+        self._refused = False
 
     def raw_response(self) -> str:
         return "\n".join(self.payloads)
@@ -101,6 +102,7 @@ class StreamState:
             blocks.append(Text(text))
         text = delta.get("refusal")
         if text and isinstance(text, str):
+            self._refused = True
             blocks.append(Text(text))
         calls = delta.get("tool_calls")
         if calls:
@@ -133,6 +135,8 @@ class StreamState:
         reason = self.finish_reason
         if self.json_tool and reason == "tool_call" and not self._answered_with_tool:
             reason = "stop"
+        if self._refused and reason == "stop":
+            reason = "content_filter"  # as parse_response maps a refusal
         return StreamChunk(
             usage=self.usage or Usage(), finish_reason=reason, raw="\n".join(self._held), cost=self.reported_cost
         )

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from lsd.errors import InvalidRequest
+from lsd.providers.anthropic.wire import JSON_INSTRUCTION
 from lsd.providers.base import malformed, mapped_reason
 from lsd.types import (
     File,
@@ -70,6 +71,8 @@ def build_body(
     if params.stop_sequences:
         body["stop"] = list(params.stop_sequences)
     _add_tools(body, request)
+    if body.get("response_format") == {"type": "json_object"}:
+        _say_json(body["messages"])
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -166,6 +169,21 @@ def _tool_choice(choice: str | Mapping[str, str]) -> str | dict[str, Any]:
     )
 
 
+def _say_json(messages: list[dict[str, Any]]) -> None:
+    """OpenAI refuses `json_object` unless a message says "json": when none does, the instruction other providers
+    get is added to the system message (one is added when there is none)."""
+    for message in messages:
+        content = message.get("content")
+        texts = [content] if isinstance(content, str) else [p.get("text") for p in content or () if isinstance(p, dict)]
+        if any(isinstance(t, str) and "json" in t.lower() for t in texts):
+            return
+    first = messages[0] if messages else None
+    if first is not None and first.get("role") == "system" and isinstance(first.get("content"), str):
+        first["content"] = f"{first['content']}\n\n{JSON_INSTRUCTION}"
+    else:
+        messages.insert(0, {"role": "system", "content": JSON_INSTRUCTION})
+
+
 def _add_tools(body: dict[str, Any], request: ProviderRequest) -> None:
     mode = request.params.json_mode
     if mode == "tool":
@@ -244,6 +262,8 @@ def parse_response(body: Any, *, json_tool: bool = False) -> tuple[tuple[OutputB
     reason = finish_reason(choice.get("finish_reason"))
     if json_tool and reason == "tool_call" and not any(isinstance(b, ToolCall) for b in content):
         reason = "stop"
+    if message.get("refusal") and reason == "stop":
+        reason = "content_filter"  # the model refused: its text is the refusal, as Anthropic's refusal maps
     return tuple(content), parse_usage(body.get("usage")), reason
 
 

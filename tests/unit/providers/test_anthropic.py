@@ -18,6 +18,7 @@ from lsd.providers.anthropic import (
     build_body,
     finish_reason,
     parse_response,
+    parse_usage,
 )
 from lsd.providers.base import CallContext
 from lsd.providers.transport import Transport
@@ -376,7 +377,7 @@ def test_stream_state_turns_events_into_deltas() -> None:
     )
     assert [c.content for c in chunks[:-1]] == [
         (Thought("Hm"),),
-        (Thought(None, signature="sig"),),
+        (Thought("", signature="sig"),),  # the signature of the thought being streamed
         (Text("Hi"),),
         (ToolCall("toolu_1", "weather", ""),),
         (ToolCall("toolu_1", "", '{"q":'),),
@@ -528,6 +529,16 @@ async def test_stream_ending_without_message_stop_is_interrupted(fake: FakeAnthr
     assert isinstance(error, ProviderError) and error.kind == "stream_interrupted"
     assert error.retryable and error.raw_request
     assert error.raw_response and "content_block_delta" in error.raw_response  # the events received
+    # What message_start had counted is kept for the inference's row, not replaced by an estimate.
+    assert error.reported_usage is not None and error.reported_usage.input_tokens
+
+
+def test_a_usage_object_without_cache_counts_keeps_the_earlier_ones_in_the_input() -> None:
+    start = parse_usage({"input_tokens": 10, "cache_read_input_tokens": 30, "output_tokens": 1})
+    assert start == Usage(40, 1, cache_read_input_tokens=30)
+    assert parse_usage({"output_tokens": 7}, start) == Usage(40, 7, cache_read_input_tokens=30)
+    nulls = {"input_tokens": 10, "cache_read_input_tokens": None, "cache_creation_input_tokens": None}
+    assert parse_usage({**nulls, "output_tokens": 9}, start) == Usage(40, 9, cache_read_input_tokens=30)
 
 
 async def test_abandoned_stream_can_be_closed(fake: FakeAnthropic, transport: Transport) -> None:

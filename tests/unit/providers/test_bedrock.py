@@ -293,7 +293,7 @@ async def test_streamed_text_thinking_and_cache_usage(fake: FakeBedrock, ctx: Ca
     chunks, error = await collect(provider_for(fake, "thinking").stream(ask("hi you"), ctx))
     assert error is None
     blocks = [b for c in chunks for b in c.content]
-    assert blocks[:2] == [Thought("The user said hi you."), Thought(None, signature=SIGNATURE)]
+    assert blocks[:2] == [Thought("The user said hi you."), Thought("", signature=SIGNATURE)]
     assert "".join(b.text for b in blocks if isinstance(b, Text)) == "echo: hi you"
     assert chunks[-1].finish_reason == "stop" and chunks[-1].raw_request is not None
     assert fake.requests[-1].path.endswith("/converse-stream")

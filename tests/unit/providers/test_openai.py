@@ -293,6 +293,30 @@ def test_json_modes(mode: Any, schema: Any, response_format: Any) -> None:
     assert "tools" not in body
 
 
+def test_json_object_mode_makes_sure_a_message_says_json() -> None:
+    """OpenAI answers 400 to `json_object` unless a message contains "json": the instruction is added when none does."""
+    on = InferenceParams(json_mode="on")
+    body = build_body(ask("hello", params=on), "m", False)
+    assert body["messages"][0]["role"] == "system" and "JSON" in body["messages"][0]["content"]
+    body = build_body(ProviderRequest(system="Be brief.", messages=ask("hello").messages, params=on), "m", False)
+    assert body["messages"][0]["content"].startswith("Be brief.\n\n") and "JSON" in body["messages"][0]["content"]
+    said = build_body(ask("Answer in json please", params=on), "m", False)
+    assert [m["role"] for m in said["messages"]] == ["user"]  # already said: the prompt is left as it is
+
+
+def test_a_refusal_is_its_text_with_finish_reason_content_filter() -> None:
+    body = {"choices": [{"message": {"content": None, "refusal": "I can't help."}, "finish_reason": "stop"}]}
+    content, _, reason = parse_response(body)
+    assert content == (Text("I can't help."),) and reason == "content_filter"
+    state = StreamState()
+    for event in (
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "refusal": "I can't"}}]},
+        {"choices": [{"index": 0, "delta": {"refusal": " help."}, "finish_reason": "stop"}]},
+    ):
+        state.feed(orjson.dumps(event).decode())
+    assert state.finish().finish_reason == "content_filter"
+
+
 def test_json_mode_tool_forces_the_respond_tool() -> None:
     request = ask("x", params=InferenceParams(json_mode="tool"), output_schema=SCHEMA, tools=(WEATHER,))
     body = build_body(request, "m", False)
