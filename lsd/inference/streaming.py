@@ -125,7 +125,7 @@ class _Aggregate:
 
     slots: list[_Slot] = field(default_factory=list)
     calls: dict[str, _Slot] = field(default_factory=dict)  # tool call id -> its slot
-    chars: int = 0  # text, thoughts, tool names and arguments streamed so far
+    open_text: list[str] | None = None  # the parts of the last slot while it is text: a token's whole work
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     cost: float | None = None
@@ -138,12 +138,20 @@ class _Aggregate:
 
     def answer_chars(self) -> int:
         """The characters streamed so far (text, thoughts, tool names and arguments)."""
-        return self.chars
+        return sum(len(part) for slot in self.slots for part in slot.parts) + sum(
+            len(s.name) for s in self.calls.values()
+        )
 
     def add(self, chunk: StreamChunk) -> None:
         for block in chunk.content:
-            if isinstance(block, Text):
-                self._text(block.text)
+            if type(block) is Text:
+                if self.open_text is not None:
+                    self.open_text.append(block.text)
+                else:
+                    slot = _Slot("text")
+                    slot.parts.append(block.text)
+                    self.slots.append(slot)
+                    self.open_text = slot.parts
             elif isinstance(block, ToolCall):
                 self._call(block)
             elif isinstance(block, Thought):
@@ -163,27 +171,20 @@ class _Aggregate:
         if chunk.api_key_sha256 is not None:
             self.api_key_sha256 = chunk.api_key_sha256
 
-    def _text(self, text: str) -> None:
-        last = self.slots[-1] if self.slots else None
-        if last is None or last.kind != "text":
-            last = _Slot("text")
-            self.slots.append(last)
-        last.parts.append(text)
-        self.chars += len(text)
-
     def _call(self, block: ToolCall) -> None:
         slot = self.calls.get(block.id)
         if slot is None:
             slot = self.calls[block.id] = _Slot(f"tool:{block.id}", block.name)
             self.slots.append(slot)
+            self.open_text = None
         elif block.name and not slot.name:
             slot.name = block.name
         slot.parts.append(block.arguments)
-        self.chars += len(block.name) + len(block.arguments)
 
     def _thought(self, block: Thought) -> None:
         last = self.slots[-1] if self.slots else None
         open_thought = last if last is not None and last.kind == "thought" and not last.closed else None
+        self.open_text = None
         if block.text is None:  # a block of its own
             slot = _Slot("thought")
             slot.signature, slot.closed = block.signature, True
@@ -194,7 +195,6 @@ class _Aggregate:
             self.slots.append(open_thought)
         if block.text:
             open_thought.parts.append(block.text)
-            self.chars += len(block.text)
         if block.signature:
             open_thought.signature, open_thought.closed = block.signature, True
 
