@@ -78,8 +78,9 @@ class TableWriter:
         self._format = format
         self._writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
         if format != "jsonl":
-            # CSV has no map type: tags are JSON text there, as nested values are.
-            types = {**_ARROW, "tags": pa.string()} if format == "csv" else _ARROW
+            # CSV has no map type: tags are JSON text there, as nested values are; and timestamps are written as the
+            # RFC 3339 text of JSON Lines (pyarrow's CSV writer would put a space in place of the `T`).
+            types = {**_ARROW, "tags": pa.string(), "timestamp": pa.string()} if format == "csv" else _ARROW
             self.schema = pa.schema([(name, types[kind]) for name, kind in self._columns])
             if format == "parquet":
                 self._writer = pq.ParquetWriter(sink, self.schema, compression="zstd")
@@ -104,6 +105,8 @@ class TableWriter:
                 values = [None if v is None else str(v) for v in values]
             elif kind == "float":
                 values = [None if v is None else float(v) for v in values]
+            elif kind == "timestamp" and csv:
+                values = [_rfc3339(v) for v in values]
             arrays[name] = values
         self._writer.write_batch(pa.RecordBatch.from_pydict(arrays, schema=self.schema))
 

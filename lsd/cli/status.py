@@ -7,6 +7,7 @@ The one command that talks to a gateway rather than to PostgreSQL; httpx stays o
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any
@@ -35,6 +36,7 @@ def add_parser(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     base = args.url.rstrip("/")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO line per request is noise on a CLI's stderr
     with httpx.Client(timeout=args.timeout) as client:
         status = _get(client, f"{base}/status", ok=(200,))
         health = _get(client, f"{base}/health", ok=(200, 503))  # 503: the gateway answers, PostgreSQL does not

@@ -148,6 +148,7 @@ async def test_csv_and_jsonl_hold_the_same_rows(client: httpx.AsyncClient, datab
     assert lines[0]["timestamp"].endswith("Z")
     with csv_file.open(newline="") as f:
         table = list(csv.DictReader(f))
+    assert [r["timestamp"] for r in table] == [line["timestamp"] for line in lines]  # RFC 3339, the same text
     # CSV writes null as an empty field.
     exported = [
         decoded(
