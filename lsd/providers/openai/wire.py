@@ -131,6 +131,12 @@ def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]] | None:
 
 def _file_part(block: File) -> dict[str, Any]:
     mime = block.mime_type or ""
+    if block.url is not None and mime and not mime.startswith("image/"):
+        # Chat Completions takes a document inline only (`file_data`); image_url would be refused as no image.
+        raise InvalidRequest(
+            f"a {mime} file given by URL cannot be sent to an OpenAI-style provider: send its data (base64) instead",
+            field="messages",
+        )
     if block.url is not None:
         url = block.url
     elif block.data is not None:

@@ -293,6 +293,16 @@ def test_json_modes(mode: Any, schema: Any, response_format: Any) -> None:
     assert "tools" not in body
 
 
+def test_a_document_by_url_is_refused_rather_than_sent_as_an_image() -> None:
+    pdf = File(url="https://example.com/doc.pdf", mime_type="application/pdf")
+    request = ProviderRequest(system=None, messages=(Message("user", (pdf,)),))
+    with pytest.raises(InvalidRequest, match="application/pdf file given by URL"):
+        build_body(request, "m", False)
+    image = File(url="https://example.com/cat.png", mime_type="image/png")
+    body = build_body(ProviderRequest(system=None, messages=(Message("user", (image,)),)), "m", False)
+    assert body["messages"][0]["content"][0]["type"] == "image_url"
+
+
 def test_json_object_mode_makes_sure_a_message_says_json() -> None:
     """OpenAI answers 400 to `json_object` unless a message contains "json": the instruction is added when none does."""
     on = InferenceParams(json_mode="on")
