@@ -81,7 +81,15 @@ class Attempt:
         )
 
     @classmethod
-    def failed(cls, names: tuple[str, str, str, str], started_ms: int, t0: float, error: ProviderError) -> Attempt:
+    def failed(
+        cls,
+        names: tuple[str, str, str, str],
+        started_ms: int,
+        t0: float,
+        error: ProviderError,
+        *,
+        streamed: bool = False,
+    ) -> Attempt:
         elapsed = time.perf_counter() - t0
         return cls(
             *names,
@@ -90,6 +98,7 @@ class Attempt:
             raw_request=error.raw_request,
             raw_response=error.raw_response,
             error=error,
+            streamed=streamed,
             t0=t0,
             elapsed_s=elapsed,
         )

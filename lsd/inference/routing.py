@@ -191,6 +191,7 @@ async def route(
     there, lsd.inference.variant_types.runs); False skips the step.
 
     Raises AllAttemptsFailed when every call failed. InvalidRequest (a caller mistake) propagates at once."""
+    streamed = timeout_kind == STREAMING_TTFT  # the failed attempts of a stream are recorded as streamed
     for step in steps:
         if before is not None and not await before(step):
             continue
@@ -215,11 +216,11 @@ async def route(
                 # The request was cancelled during the call (gateway.request_timeout_s, or the client went away):
                 # the call is abandoned. Recorded as a timeout for the caller's finishing step; cancellation goes on.
                 abandoned = ProviderTimeout(ABANDONED, provider=provider.name, kind="timeout")
-                attempts.append(Attempt.failed(names, started, t0, abandoned))
+                attempts.append(Attempt.failed(names, started, t0, abandoned, streamed=streamed))
                 raise
             else:
                 return Routed(step, provider, names, started, t0, value)
-            attempts.append(Attempt.failed(names, started, t0, error))
+            attempts.append(Attempt.failed(names, started, t0, error, streamed=streamed))
     raise AllAttemptsFailed(summarise(attempts))
 
 

@@ -119,6 +119,19 @@ async def test_fallback_to_next_provider_records_both_attempts(client: httpx.Asy
     assert rows == [(1, "bad", "error"), (2, "good", "ok")]
 
 
+async def test_a_streams_failed_attempts_are_recorded_as_streamed(client: httpx.AsyncClient, database_url: str) -> None:
+    async with client.stream(
+        "POST", "/inference", json={"model_name": "broken", "input": MESSAGE, "stream": True}
+    ) as r:
+        assert r.status_code == 200
+        await r.aread()
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT attempt, model_provider_name, status, streamed FROM model_inferences ORDER BY attempt"
+        ).fetchall()
+    assert rows == [(1, "bad", "error", True), (2, "good", "ok", True)]
+
+
 async def test_all_attempts_failing_is_a_502_summarising_each(client: httpx.AsyncClient, database_url: str) -> None:
     r = await client.post("/inference", json={"function_name": "failing", "input": MESSAGE})
     assert r.status_code == 502
