@@ -81,6 +81,11 @@ def _candidates(t: Table, variants: Mapping[str, Any], *, required: bool) -> dic
         return {}
     weights: dict[str, float] = {}
     if isinstance(raw, list) and all(isinstance(v, str) for v in raw):
+        if not raw:
+            t.error("candidate_variants", "an empty list names no variant: leave the key out, or name some")
+        repeated = sorted({v for v in raw if raw.count(v) > 1})
+        if repeated:
+            t.error("candidate_variants", f"names {repeated[0]!r} more than once (a list weighs each variant once)")
         weights = dict.fromkeys(raw, 1.0)
     elif isinstance(raw, dict):
         for name, weight in raw.items():

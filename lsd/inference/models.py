@@ -55,6 +55,16 @@ class ModelTable:
                         f"embedding_models.{name}.providers.{provider.name}.type",
                         f"provider type {provider.type_name!r} does not support embeddings",
                     )
+        # A dicl variant's shorthand embedding model (`openai::text-embedding-3-small`) must embed too.
+        for function in config.functions.values():
+            for variant in function.variants.values():
+                name = variant.dicl.embedding_model if variant.dicl is not None else ""
+                if name in models or "::" not in name:
+                    continue
+                key = f"functions.{function.name}.variants.{variant.name}.embedding_model"
+                models[name] = model = _shorthand(name, sink, key)
+                if any(not p.supports_embeddings for p in model.providers):
+                    sink.add(key, f"provider type {name.split('::', 1)[0]!r} does not support embeddings")
         if sink.errors:
             raise ConfigError(sink.errors)
         return cls(models)

@@ -271,3 +271,18 @@ def test_a_key_location_falls_back_when_its_default_has_no_key(monkeypatch: pyte
     monkeypatch.delenv("LSD_TEST_FALLBACK_KEY")
     with pytest.raises(ProviderError):
         location.resolve({})
+
+
+def test_a_dicl_shorthand_embedding_model_must_embed(tmp_path: Path) -> None:
+    """As an [embedding_models] table of a type that cannot embed is refused at start-up, so is a dicl variant's
+    shorthand (`dummy::echo`), naming the variant's key, instead of failing at `lsd dicl add`."""
+    (tmp_path / "lsd.toml").write_text(
+        MODEL
+        + '[functions.f]\ntype = "chat"\n[functions.f.variants.d]\ntype = "experimental_dynamic_in_context_learning"\n'
+        + 'model = "echo"\nembedding_model = "dummy::echo"\nk = 3\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        ModelTable.embeddings_from_config(load_many([str(tmp_path / "lsd.toml")]))
+    assert "functions.f.variants.d.embedding_model: provider type 'dummy' does not support embeddings" in str(
+        caught.value
+    )

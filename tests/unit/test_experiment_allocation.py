@@ -252,6 +252,14 @@ model = "dummy::echo"
             'type = "track_and_stop"\nmetric = "success"\ncandidate_variants = ["a", "b"]\ndelta = 1.5\n',
             "functions.f.experimentation.delta: must be between 0 and 1",
         ),
+        (
+            'type = "adaptive"\nmetric = "success"\ncandidate_variants = []\n',
+            "functions.f.experimentation.candidate_variants: an empty list names no variant",
+        ),
+        (
+            'type = "static"\ncandidate_variants = ["a", "a", "b"]\n',
+            "functions.f.experimentation.candidate_variants: names 'a' more than once",
+        ),
     ],
 )
 def test_experimentation_keys_lsd_cannot_honour_are_refused(table: str, error: str) -> None:
