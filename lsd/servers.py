@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
-from collections.abc import Generator
+import threading
+import time
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any, Literal
@@ -205,3 +208,23 @@ def uvicorn_worker(settings: ServerSettings, sock: socket.socket, shutdown_event
     server.run(sockets=[sock])
     if not server.started:
         raise SystemExit(3)
+
+
+PARENT_CHECK_S = 1.0
+
+
+def run_worker(target: Callable[..., object], kwargs: dict[str, object], parent: int, shutdown: Any) -> None:
+    """A worker process: `target(**kwargs)`, with a thread that sets the shutdown event if the supervisor dies
+    (the worker's parent changes), so the worker drains and flushes as on SIGTERM."""
+    watch = threading.Thread(target=_watch_parent, args=(parent, shutdown), name="lsd-parent-watch", daemon=True)
+    watch.start()
+    target(**kwargs)
+
+
+def _watch_parent(parent: int, shutdown: Any) -> None:
+    while not shutdown.is_set():
+        if os.getppid() != parent:
+            logging.getLogger("lsd.supervisor").error("the supervisor (pid %d) is gone: shutting down", parent)
+            shutdown.set()
+            return
+        time.sleep(PARENT_CHECK_S)

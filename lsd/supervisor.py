@@ -1,8 +1,12 @@
 """`lsd serve --workers N`: start N worker processes on shared sockets and stop them without losing rows.
 
 hypercorn's own supervisor returns as soon as one worker exits and terminates the others, which would kill
-workers still flushing their write queues. This one forwards SIGTERM/SIGINT as a shutdown event and waits for
-every worker to finish its lifespan (drain requests, flush or spool rows) on its own.
+workers still flushing their write queues. This one forwards SIGTERM, SIGINT and SIGHUP as a shutdown event, stops
+listening at once (new connections are refused, not left waiting for the drain), and waits for every worker to
+finish its lifespan (drain requests, flush or spool rows) on its own. A worker that dies meanwhile is replaced (its
+journal, with `durability = "journal"`, is replayed by the replacement); more than RESTART_LIMIT deaths within
+RESTART_WINDOW_S stop the gateway instead of looping. Workers watch their parent: if the supervisor itself is killed
+they shut down as on SIGTERM instead of serving on, unstoppable, holding the port.
 
 `lsd serve` prepares the database with all of lsd imported, then `exec`s this module (`handover`): the process
 that only starts and waits for workers keeps its PID but holds ~20 MiB instead of ~66.
@@ -15,13 +19,16 @@ import os
 import signal
 import socket
 import sys
+import time
+from collections import deque
 from collections.abc import Callable
 from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from hypercorn.asyncio.run import asyncio_worker, uvloop_worker
 
-from lsd.servers import ServerSettings, hypercorn_config, listening_socket, uvicorn_worker
+from lsd.servers import ServerSettings, hypercorn_config, listening_socket, run_worker, uvicorn_worker
 from lsd.telemetry import logging as lsd_logging
 from lsd.telemetry.metrics import (
     MULTIPROC_ENV,
@@ -55,6 +62,11 @@ def supervise(settings: ServerSettings, workers: int) -> int:
             remove_multiprocess_dir(metrics_dir)
 
 
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 60.0
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def _supervise(settings: ServerSettings, workers: int) -> int:
     ctx = get_context("spawn")
     shutdown = ctx.Event()
@@ -70,12 +82,21 @@ def _supervise(settings: ServerSettings, workers: int) -> int:
         sockets = [listening_socket(settings)]
         kwargs = {"settings": settings, "sock": sockets[0], "shutdown_event": shutdown}
         target = uvicorn_worker
-    # Children inherit ignored signals across exec: only this process reacts to SIGTERM/SIGINT.
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
-    processes = [ctx.Process(target=target, kwargs=kwargs) for _ in range(workers)]
+    # Children inherit ignored signals across exec: only this process reacts to them (a terminal's hangup sent to
+    # the whole group must not kill workers with rows in their queues).
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in SIGNALS}
+
+    def spawn() -> BaseProcess:
+        process = ctx.Process(target=run_worker, args=(target, kwargs, os.getpid(), shutdown))
+        process.start()
+        return process
+
+    def stop_listening() -> None:
+        for sock in sockets:
+            sock.close()  # the workers close theirs as they shut down: then the port refuses connections
+
+    processes = [spawn() for _ in range(workers)]
     try:
-        for process in processes:
-            process.start()
 
         def stop(signum: int, frame: FrameType | None) -> None:
             shutdown.set()
@@ -83,19 +104,37 @@ def _supervise(settings: ServerSettings, workers: int) -> int:
         for sig in previous:
             signal.signal(sig, stop)
         failed = False
-        while any(p.is_alive() for p in processes):
-            for process in processes:
+        deaths: deque[float] = deque()
+        while not shutdown.is_set():
+            for i, process in enumerate(processes):
                 process.join(timeout=0.2)
-                if process.exitcode not in (None, 0) and not shutdown.is_set():
-                    log.error("worker %s exited with %s; stopping the others", process.pid, process.exitcode)
+                if process.exitcode is None or shutdown.is_set():
+                    continue
+                now = time.monotonic()
+                deaths.append(now)
+                while deaths and deaths[0] < now - RESTART_WINDOW_S:
+                    deaths.popleft()
+                if len(deaths) > RESTART_LIMIT:
+                    log.error(
+                        "worker %s exited with %s, the %d-th worker to die within %g s: stopping the gateway",
+                        process.pid,
+                        process.exitcode,
+                        len(deaths),
+                        RESTART_WINDOW_S,
+                    )
                     failed = True
                     shutdown.set()
+                    break
+                log.error("worker %s exited with %s; starting another in its place", process.pid, process.exitcode)
+                processes[i] = spawn()
+        stop_listening()
+        for process in processes:
+            process.join()
         return 1 if failed or any(p.exitcode != 0 for p in processes) else 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for sock in sockets:
-            sock.close()
+        stop_listening()
 
 
 def main(argv: list[str]) -> int:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import shutil
+import signal
 import time
 from pathlib import Path
 from uuid import UUID
 
 import httpx
+import psutil
 import psycopg
 import pytest
 
@@ -178,6 +181,59 @@ def test_one_json_log_line_per_request_without_prompts(daemon_factory) -> None: 
         assert line["inference_id"] and (line["function"], line["provider"]) == ("chat", "dummy"), line
     assert [e.get("stream") for e in lines if e.get("route") == "/openai/v1/responses"] == [True]
     assert "top secret" not in daemon.log()
+
+
+def _workers(daemon: Daemon) -> list[psutil.Process]:
+    """The supervisor's worker processes (multiprocessing also starts a resource tracker beside them)."""
+    workers = []
+    for child in psutil.Process(daemon.process.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and any("spawn_main" in part for part in child.cmdline()):
+                workers.append(child)
+        except psutil.Error:
+            continue  # gone, or a zombie not reaped yet
+    return workers
+
+
+def test_a_dead_worker_is_replaced_and_a_dead_supervisor_stops_its_workers(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+    """One worker killed: another starts in its place and the gateway serves on (it used to stop every worker).
+    The supervisor killed: its workers notice, drain and exit, freeing the port (they used to serve on, deaf to
+    SIGTERM)."""
+    daemon = daemon_factory(args=("--workers", "2"))
+    body = {"function_name": "chat", "input": {"messages": [{"role": "user", "content": "w"}]}}
+    first = _workers(daemon)
+    assert len(first) == 2
+    first[0].kill()
+    assert eventually(lambda: len(_workers(daemon)) == 2 and first[0].pid not in {p.pid for p in _workers(daemon)}, 30)
+    assert eventually(lambda: daemon.log().count("Running on") >= 3, 30)  # the replacement's lifespan is up
+    assert all(httpx.post(f"{daemon.base_url}/inference", json=body).status_code == 200 for _ in range(10))
+    assert "starting another in its place" in daemon.log()
+    survivors = _workers(daemon)
+    daemon.process.kill()
+    daemon.process.wait(10)
+    _, alive = psutil.wait_procs(survivors, timeout=30)
+    assert not alive, daemon.log()
+    assert "the supervisor" in daemon.log() and "is gone: shutting down" in daemon.log()
+
+
+def test_workers_stop_listening_at_sigterm_while_they_drain(database_url: str, daemons: Daemons) -> None:
+    """A connection made during the drain is refused at once (the supervisor's own copy of the socket kept it
+    accepting connections nobody would serve until the drain ended)."""
+    text = config(100) + '[models.slow]\nrouting = ["d"]\n[models.slow.providers.d]\ntype = "dummy"\n'
+    text += 'model_name = "slow"\nlatency_ms = 3000\n'
+    daemon = daemons.start(text, database_url, args=("--workers", "2"))
+    slow = {"model_name": "slow", "input": {"messages": [{"role": "user", "content": "x"}]}}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(httpx.post, f"{daemon.base_url}/inference", json=slow, timeout=30)
+        time.sleep(0.5)
+        daemon.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        started = time.monotonic()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{daemon.base_url}/health", timeout=5)
+        assert time.monotonic() - started < 1
+        assert in_flight.result().status_code == 200  # the request in flight is still answered
+    assert daemon.process.wait(30) == 0
 
 
 def test_workers_spool_at_sigterm_while_the_database_is_down_and_replay_later(tmp_path: Path) -> None:
