@@ -27,6 +27,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from hypercorn.asyncio.run import asyncio_worker, uvloop_worker
+from prometheus_client.multiprocess import mark_process_dead
 
 from lsd.servers import ServerSettings, hypercorn_config, listening_socket, run_worker, uvicorn_worker
 from lsd.telemetry import logging as lsd_logging
@@ -126,6 +127,8 @@ def _supervise(settings: ServerSettings, workers: int) -> int:
                     shutdown.set()
                     break
                 log.error("worker %s exited with %s; starting another in its place", process.pid, process.exitcode)
+                if process.pid is not None:
+                    mark_process_dead(process.pid)  # type: ignore[no-untyped-call]  # its gauges stop; counters stay
                 processes[i] = spawn()
         stop_listening()
         for process in processes:

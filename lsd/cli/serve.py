@@ -17,6 +17,7 @@ from lsd.exits import EXIT_USAGE, CommandExit
 from lsd.servers import ServerSettings, serve
 from lsd.startup import database_urls, prepare
 from lsd.supervisor import handover
+from lsd.telemetry.metrics import configured_multiprocess_dir, prepare_multiprocess_dir
 
 log = logging.getLogger("lsd")
 
@@ -46,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         os.environ["LSD_CONFIG"] = os.pathsep.join(str(p.resolve()) for p in config.paths)
         settings = replace(settings, application_path="lsd.app:from_environment")
         handover(settings, args.workers)  # this process becomes the slim supervisor; never returns
+    configured = configured_multiprocess_dir()
+    if configured:  # one process, values in the operator's folder: a previous run's must not be summed with ours
+        prepare_multiprocess_dir(configured)
     app = build_app(config, url)
     uvloop.run(serve(app, settings))
     log.info("lsd stopped")

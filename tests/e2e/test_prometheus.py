@@ -175,6 +175,23 @@ def test_two_workers_sum_exactly(daemon_factory: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_one_process_with_the_operators_folder_counts_only_its_own_run(daemon_factory: Any, tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR set and one process, a restart starts from zero (a previous run's files were
+    summed with the new ones: counters doubled, gauges such as the pool size too)."""
+    metrics_dir = tmp_path / "prometheus-multiproc"
+    http_labels = frozenset({"route": "/inference", "method": "POST", "status": "200"}.items())
+    for _ in range(2):
+        daemon = daemon_factory(env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+        for _ in range(3):
+            assert httpx.post(f"{daemon.base_url}/inference", json=MESSAGE, timeout=10).status_code == 200
+        time.sleep(1.5)  # the pending counts are flushed every second
+        samples = scrape(daemon.base_url)
+        assert samples[("lsd_http_requests_total", http_labels)] == 3
+        assert samples[("lsd_db_pool_max_connections", frozenset())] == 20
+        assert daemon.terminate() == 0
+
+
+@pytest.mark.e2e
 def test_workers_use_a_temporary_folder_removed_at_exit(daemon_factory: Any, tmp_path: Path) -> None:
     tmp = tmp_path / "tmp"
     tmp.mkdir()
