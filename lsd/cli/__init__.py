@@ -90,9 +90,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit status."""
     args = parser().parse_args(argv)
-    lsd_logging.configure()
     command = COMMANDS[args.command]
     try:
+        lsd_logging.configure()
         return command.run(args)
     except KeyboardInterrupt:
         if command.interrupted is None:

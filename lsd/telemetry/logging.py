@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from lsd.errors import ConfigError
+
 
 def json_line(logger: str, level: str, message: str, fields: dict[str, Any] | None, created: float) -> bytes:
     """One JSON log line (without the newline): time, level, logger, message, then the fields."""
@@ -45,16 +47,33 @@ def json_format() -> bool:
     return os.environ.get("LSD_LOG_FORMAT", "json") != "text"
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def configure() -> None:
     level = os.environ.get("LSD_LOG_LEVEL", "INFO").upper()
+    if level not in LEVELS:
+        raise ConfigError([f"LSD_LOG_LEVEL: expected one of {', '.join(LEVELS)}, got {level.lower()!r}"])
     handler = logging.StreamHandler(sys.stderr)
     if json_format():
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format: the message, then a record's structured fields (an access line's request id, latency,
+    inference...) as `key=value` pairs, which the JSON format writes as keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and fields:
+            line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        return line
 
 
 class LineSink:
