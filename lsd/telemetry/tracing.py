@@ -10,7 +10,9 @@ traced unless the caller's `traceparent` says it is not sampled.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -22,6 +24,7 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 SHUTDOWN_TIMEOUT_MS = 5000
+log = logging.getLogger("lsd.tracing")
 _PROPAGATOR = TraceContextTextMapPropagator()
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
@@ -67,11 +70,27 @@ class Tracing:
         self._open = True
 
     async def close(self) -> None:
-        """Export what is queued (bounded by SHUTDOWN_TIMEOUT_MS), off the event loop."""
-        if self._open:
-            self._open = False
-            await asyncio.to_thread(self.pipeline.force_flush, SHUTDOWN_TIMEOUT_MS)
-            await asyncio.to_thread(self.pipeline.shutdown)
+        """Export what is queued and shut the exporter down, off the event loop, giving up after
+        SHUTDOWN_TIMEOUT_MS in all: a collector that accepts a connection and never answers held a worker's exit for
+        the exporter's own timeouts (10 s and more). The work goes on in a daemon thread, which exit ends."""
+        if not self._open:
+            return
+        self._open = False
+        done = threading.Event()
+
+        def finish() -> None:
+            try:
+                self.pipeline.force_flush(SHUTDOWN_TIMEOUT_MS)
+                self.pipeline.shutdown()
+            finally:
+                done.set()
+
+        threading.Thread(target=finish, name="lsd-trace-shutdown", daemon=True).start()
+        if not await asyncio.to_thread(done.wait, SHUTDOWN_TIMEOUT_MS / 1000):
+            log.warning(
+                "tracing: spans not exported within %d ms at shutdown (the collector did not answer)",
+                SHUTDOWN_TIMEOUT_MS,
+            )
 
     def force_flush(self, timeout_ms: int = SHUTDOWN_TIMEOUT_MS) -> bool:
         return self.pipeline.force_flush(timeout_ms) if self._open else True
