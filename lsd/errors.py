@@ -226,6 +226,7 @@ class AllAttemptsFailed(LsdError):
         )
         super().__init__(f"All variants failed with errors: {summary}")
         self.failures = list(failures)
+        self.inference: tuple[str, str] | None = None  # (inference id, function) once the engine knows them
         # A single client-side cause (e.g. 400 from every provider) keeps its status; else 502.
         statuses = {f.kind for f in failures}
         if statuses == {"timeout"}:

@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from lsd.inference.streaming import InferenceStream
 
 _FIELDS = "lsd.log_fields"
+_REQUEST_ID = "lsd.request_id"
+
+
+def request_id(scope: Scope) -> str | None:
+    """The request's id, as its access line and `x-request-id` give it (None before the front door saw it)."""
+    value: str | None = scope.get(_REQUEST_ID)
+    return value
 
 
 def scope_fields(scope: Scope) -> dict[str, Any]:
@@ -61,7 +68,8 @@ class AccessLog:
     def start(self, scope: Scope) -> str:
         """The request's id (the caller's `x-request-id`, else a new one); opens its log fields."""
         scope[_FIELDS] = {}
-        return _header(scope, b"x-request-id") or text(uuid7())
+        scope[_REQUEST_ID] = request = _header(scope, b"x-request-id") or text(uuid7())
+        return request
 
     def finish(self, scope: Scope, request_id: str, status: int, started: float) -> None:
         """Count the answered request (lsd_http_requests_total) and write its line."""

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from lsd.api.access_log import request_id, scope_fields
 from lsd.api.anthropic_wire import anthropic_error_body
 from lsd.api.openai_wire import openai_error_body
 from lsd.api.tensorzero_wire import error_body, route_not_found_body
@@ -64,8 +65,11 @@ def internal_error(exc: BaseException, scope: Scope) -> InternalError:
 
 
 def error_response(exc: LsdError, scope: Scope) -> Response:
+    failed = getattr(exc, "inference", None)
+    if failed is not None:  # an inference whose every attempt failed: its rows exist, its id is worth logging
+        scope_fields(scope).update(inference_id=failed[0], function=failed[1])
     if exc.http_status >= 500 and not isinstance(exc, InternalError):
-        log.warning("request failed: %s %s", exc.error_code, exc.message)
+        log.warning("request %s failed: %s %s", request_id(scope), exc.error_code, exc.message)
     body = error_bytes(exc, scope)
     return Response(body, status_code=exc.http_status, media_type="application/json", headers=error_headers(exc))
 

@@ -17,6 +17,7 @@ from uuid import UUID
 
 import orjson
 
+from lsd import ids
 from lsd.config.model import Config, FunctionConfig, TimeoutsConfig, VariantConfig
 from lsd.errors import AllAttemptsFailed, ConfigError, InvalidRequest, NotFound, UnknownFunction
 from lsd.ids import uuid7
@@ -339,7 +340,8 @@ class Engine:
             routed = await route(
                 self.plan(p, tools, stream=False), NON_STREAMING, call, ctx, attempts, runs.before if runs else None
             )
-        except AllAttemptsFailed:
+        except AllAttemptsFailed as exc:
+            exc.inference = (ids.text(p.inference_id), p.function.name)  # the access log names it (its rows exist)
             await self.finisher.finish(p.done(attempts, reservation, error="all attempts failed"))
             raise
         except asyncio.CancelledError:

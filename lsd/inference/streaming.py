@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+from lsd import ids
 from lsd.errors import AllAttemptsFailed, LsdError, ProviderError, ProviderTimeout
 from lsd.immutable import immutable
 from lsd.inference.cache import Cache, cache_key
@@ -523,7 +524,8 @@ async def start_stream(engine: Engine, request: InferenceRequest) -> InferenceSt
             engine.plan(p, tools, stream=True), STREAMING_TTFT, _opener(cache, runs), ctx, attempts,
             runs.before if runs else None,
         )  # fmt: skip
-    except AllAttemptsFailed:
+    except AllAttemptsFailed as exc:
+        exc.inference = (ids.text(p.inference_id), p.function.name)
         engine.finisher.finish_now(p.done(attempts, reservation, stream=True, error="all attempts failed"))
         raise
     except asyncio.CancelledError:  # cut before the first chunk: route recorded the abandoned call

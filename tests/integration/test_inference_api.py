@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -130,6 +131,24 @@ async def test_a_streams_failed_attempts_are_recorded_as_streamed(client: httpx.
             "SELECT attempt, model_provider_name, status, streamed FROM model_inferences ORDER BY attempt"
         ).fetchall()
     assert rows == [(1, "bad", "error", True), (2, "good", "ok", True)]
+
+
+async def test_a_failed_inference_is_named_in_its_access_line_and_warning(
+    client: httpx.AsyncClient, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every attempt failed, the rows are written: the access line names the inference (to find its rows) and the
+    warning carries the request id (to pair the two lines)."""
+    with caplog.at_level(logging.INFO):
+        r = await client.post("/inference", json={"function_name": "failing", "input": MESSAGE})
+        assert r.status_code == 502
+    request_id = r.headers["x-request-id"]
+    [access] = [rec for rec in caplog.records if rec.name == "lsd.access" and rec.fields["request_id"] == request_id]  # type: ignore[attr-defined]
+    fields = access.fields  # type: ignore[attr-defined]
+    assert fields["function"] == "failing" and fields["status"] == 502
+    with psycopg.connect(database_url) as conn:
+        [(stored,)] = conn.execute("SELECT DISTINCT inference_id::text FROM model_inferences").fetchall()
+    assert fields["inference_id"] == stored
+    assert any(request_id in rec.getMessage() for rec in caplog.records if rec.name == "lsd.api")
 
 
 async def test_all_attempts_failing_is_a_502_summarising_each(client: httpx.AsyncClient, database_url: str) -> None:
