@@ -8,6 +8,7 @@
     │   ├── PayloadTooLarge       413 payload_too_large
     │   └── HeadersTooLarge       431 headers_too_large
     ├── Unauthorized              401 unauthorized
+    ├── Forbidden                 403 forbidden
     ├── NotFound                  404 not_found           (an inference, a run, a datapoint)
     │   ├── UnknownFunction       404 not_found
     │   ├── UnknownVariant        404 not_found
@@ -100,6 +101,14 @@ class PayloadTooLarge(InvalidRequest):
 class Unauthorized(LsdError):
     error_code = "unauthorized"
     http_status = 401
+
+
+class Forbidden(LsdError):
+    """Understood and refused: a console action the viewer's role does not allow, a form without its CSRF token, a
+    feature this gateway keeps off (dynamic variants with auth on)."""
+
+    error_code = "forbidden"
+    http_status = 403
 
 
 class NotFound(LsdError):

@@ -7,6 +7,7 @@ Lines go through a `LineSink` (buffered JSON lines). Prompts, outputs and secret
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from lsd.inference.streaming import InferenceStream
 
 _FIELDS = "lsd.log_fields"
+_REQUEST_ID_TEXT = re.compile(r"[!-~]{1,200}")
 _REQUEST_ID = "lsd.request_id"
 
 
@@ -68,7 +70,12 @@ class AccessLog:
     def start(self, scope: Scope) -> str:
         """The request's id (the caller's `x-request-id`, else a new one); opens its log fields."""
         scope[_FIELDS] = {}
-        scope[_REQUEST_ID] = request = _header(scope, b"x-request-id") or text(uuid7())
+        given = _header(scope, b"x-request-id")
+        # A caller's id is echoed and logged: only visible ASCII (no spaces or line breaks that would forge fields
+        # or lines), else a new one.
+        scope[_REQUEST_ID] = request = (
+            given if given is not None and _REQUEST_ID_TEXT.fullmatch(given) else text(uuid7())
+        )
         return request
 
     def finish(self, scope: Scope, request_id: str, status: int, started: float) -> None:

@@ -111,7 +111,9 @@ def _tool_input(block: ToolCallOutput) -> Any:
 class StreamWriter:
     """Turns one stream's events into Anthropic's SSE events: `message_start` and a `ping`, content blocks opened,
     fed and closed as the deltas change kind (`text_delta`, `thinking_delta`, `signature_delta`,
-    `input_json_delta`), then `message_delta` (stop reason, usage) and `message_stop`; errors as `error` events."""
+    `input_json_delta`), then `message_delta` (stop reason, usage) and `message_stop`. An error is an `error` event
+    that ends the stream, as at Anthropic: no `message_delta` or `message_stop` after it, which would make a cut
+    answer read as a finished one (`end_turn`)."""
 
     def __init__(self, call: MessagesRequest, stream: InferenceStream) -> None:
         self.call = call
@@ -120,6 +122,7 @@ class StreamWriter:
         self.open: str | None = None  # the kind of the block open at `index`
         self.signed = False  # the open thinking block has had its signature
         self.tool_index: dict[str, int] = {}
+        self.failed = False
 
     def start(self) -> list[Event]:
         message: dict[str, Any] = {
@@ -135,7 +138,10 @@ class StreamWriter:
         return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
 
     def events(self, event: StreamEvent) -> list[Event]:
+        if self.failed:
+            return []
         if event.error is not None:
+            self.failed = True
             return [("error", error_object(event.error))]
         out: list[Event] = []
         for block in event.content:

@@ -17,7 +17,7 @@ from lsd.api.access_log import request_id, scope_fields
 from lsd.api.anthropic_wire import anthropic_error_body
 from lsd.api.openai_wire import openai_error_body
 from lsd.api.tensorzero_wire import error_body, route_not_found_body
-from lsd.errors import InternalError, LsdError, RateLimited
+from lsd.errors import InternalError, LsdError, NotFound, RateLimited
 from lsd.ids import uuid7
 
 log = logging.getLogger("lsd.api")
@@ -86,7 +86,19 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 
 async def handle_not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
+    path = request.url.path
+    if path.startswith(("/anthropic/", "/openai/")):  # in the shape of the API the client's SDK speaks
+        error = NotFound(f"Route not found: {request.method} {path}") if status == 404 else MethodNotAllowed(path)
+        return Response(error_bytes(error, request.scope), status_code=status, media_type="application/json")
     body = route_not_found_body(
         request.method, request.url.path, status, with_error_json=wants_error_json(request.scope)
     )
     return Response(body, status_code=status, media_type="application/json")
+
+
+class MethodNotAllowed(LsdError):
+    error_code = "method_not_allowed"
+    http_status = 405
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"method not allowed on {path}")

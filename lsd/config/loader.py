@@ -137,6 +137,7 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
     bind = t.str("bind_address", "127.0.0.1:3000")
     if isinstance(bind, str) and ":" not in bind:
         t.error("bind_address", f"expected HOST:PORT, got {bind!r}")
+    auth = auth_from(t.table("auth"))
     gateway = GatewayConfig(
         bind_address=bind,
         max_body_bytes=t.int("max_body_bytes", 10 * 1024 * 1024, minimum=1),
@@ -144,7 +145,7 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
         http_server=t.choice("http_server", ("uvicorn", "hypercorn"), "uvicorn"),
         observability=observability,
         database=database,
-        auth=auth_from(t.table("auth")),
+        auth=auth,
         max_json_depth=t.int("max_json_depth", 64, minimum=1),
         max_header_count=t.int("max_header_count", 100, minimum=1),
         max_header_bytes=t.int("max_header_bytes", 16 * 1024, minimum=1024),
@@ -161,6 +162,7 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
         fetch_and_encode_input_files_before_inference=t.bool("fetch_and_encode_input_files_before_inference", False),
         global_outbound_http_timeout_ms=t.int("global_outbound_http_timeout_ms", 900_000, minimum=1),
         ui=_ui(t.table("ui")),
+        allow_dynamic_variants=t.bool("allow_dynamic_variants", not auth.enabled),
     )
     base_path = t.str("base_path", "/")
     if isinstance(base_path, str) and base_path.strip("/"):

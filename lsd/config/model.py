@@ -128,6 +128,9 @@ class GatewayConfig:
     fetch_and_encode_input_files_before_inference: bool = False
     global_outbound_http_timeout_ms: int = 900_000
     ui: UiConfig = field(default_factory=UiConfig)
+    # Requests may carry `internal_dynamic_variant_config` (templates and model run in the gateway): by default
+    # only while auth is off (a development gateway whose callers are trusted).
+    allow_dynamic_variants: bool = True
 
 
 @dataclass(frozen=True, slots=True)

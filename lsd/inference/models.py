@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lsd.config.model import Config, ModelConfig, ProviderConfig, RetryConfig, TimeoutsConfig
 from lsd.config.reader import ErrorSink
-from lsd.errors import ConfigError, NotFound, UnknownModel
+from lsd.errors import ConfigError, InvalidRequest, NotFound, UnknownModel
 from lsd.immutable import immutable
 from lsd.providers.base import Provider
 from lsd.providers.registry import PROVIDER_TYPES, build_provider
@@ -22,11 +22,18 @@ class Model:
     retries: RetryConfig = field(default_factory=RetryConfig)  # embedding models only: variants retry chat models
 
 
+# Shorthand model names from requests (`openai::gpt-4o-mini`): at most this long, and at most this many remembered
+# (a caller inventing names must not grow the process for good; past the bound each is built for its request).
+MAX_SHORTHAND_CHARS = 256
+MAX_INVENTED_MODELS = 1000
+
+
 class ModelTable:
-    """Every model by name. Shorthand names (`type::model_name`) are built on first use and kept."""
+    """Every model by name. Shorthand names (`type::model_name`) are built on first use and kept (up to a bound)."""
 
     def __init__(self, models: Mapping[str, Model]) -> None:
         self._models = dict(models)
+        self._invented = 0
 
     @classmethod
     def from_config(cls, config: Config) -> ModelTable:
@@ -74,11 +81,16 @@ class ModelTable:
         if model is None:
             if "::" not in name:
                 raise UnknownModel(name, field=field_name)
+            if len(name) > MAX_SHORTHAND_CHARS:
+                raise InvalidRequest.at(field_name, f"a model name is at most {MAX_SHORTHAND_CHARS} characters")
             sink = ErrorSink()
             model = _shorthand(name, sink, field_name)
             if sink.errors:
                 raise NotFound(f"invalid model name {name!r}: {sink.errors[0]}", field=field_name)
-            self._models[name] = model
+            # Names callers invent are remembered up to a bound: each is a provider object kept for good.
+            if self._invented < MAX_INVENTED_MODELS:
+                self._invented += 1
+                self._models[name] = model
         return model
 
     def names(self) -> list[str]:

@@ -19,7 +19,7 @@ import orjson
 
 from lsd import ids
 from lsd.config.model import Config, FunctionConfig, TimeoutsConfig, VariantConfig
-from lsd.errors import AllAttemptsFailed, ConfigError, InvalidRequest, NotFound, UnknownFunction
+from lsd.errors import AllAttemptsFailed, ConfigError, Forbidden, InvalidRequest, NotFound, UnknownFunction
 from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.cache import Cache, cache_key
@@ -170,6 +170,12 @@ class Engine:
         function = self.resolve_function(request)
         templates = None
         if request.dynamic_variant is not None:  # it replaces the function's variants for this request
+            if not self.config.gateway.allow_dynamic_variants:
+                raise Forbidden(
+                    "internal_dynamic_variant_config: dynamic variants are off on this gateway (their templates and "
+                    "model run in it): set gateway.allow_dynamic_variants = true to let callers send them",
+                    field="internal_dynamic_variant_config",
+                )
             function = with_dynamic_variant(function, request.dynamic_variant)
             templates = self.dynamic_templates(function)
         return Prepared(request, function, uuid7(), request.episode_id or uuid7(), time.perf_counter(), templates)

@@ -7,11 +7,12 @@ template they name (by a literal name) is loaded at start, so a missing one is a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jsonschema
-from jinja2 import BaseLoader, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound, meta
+from jinja2 import BaseLoader, Environment, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from lsd.config.model import Config, FunctionConfig, TemplateConfig, VariantConfig
@@ -19,12 +20,27 @@ from lsd.errors import ConfigError, InvalidRequest, SchemaValidation
 from lsd.types import ContentBlock, Input, Message, RawText, Template, Text
 
 
+class ContainedLoader(FileSystemLoader):
+    """FileSystemLoader that also refuses a file whose real path (symbolic links followed) leaves the base folder:
+    a link inside base_path must not hand `{% include %}` a file outside it (/etc/passwd)."""
+
+    def __init__(self, base: str | os.PathLike[str]) -> None:
+        super().__init__(base)
+        self._root = os.path.realpath(base)
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        if os.path.commonpath([self._root, os.path.realpath(filename)]) != self._root:
+            raise TemplateNotFound(template)
+        return source, filename, uptodate
+
+
 class Templates:
     """Every variant's templates, compiled once at start (a syntax error is a ConfigError naming the file)."""
 
     def __init__(self, config: Config) -> None:
         base = config.gateway.template_filesystem_access.base_path
-        loader: BaseLoader | None = FileSystemLoader(base) if base is not None else None
+        loader: BaseLoader | None = ContainedLoader(base) if base is not None else None
         self._env = SandboxedEnvironment(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, loader=loader
         )

@@ -69,11 +69,18 @@ class TextFormatter(logging.Formatter):
     inference...) as `key=value` pairs, which the JSON format writes as keys."""
 
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if "\n" in message or "\r" in message:  # a line break from a request (a %0a path) must not forge a line
+            record = logging.makeLogRecord({**record.__dict__, "msg": _one_line(message), "args": None})
         line = super().format(record)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict) and fields:
-            line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+            line += " " + " ".join(f"{key}={_one_line(str(value))}" for key, value in fields.items())
         return line
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class LineSink:

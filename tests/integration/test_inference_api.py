@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
+from lsd.config import parse
 from tests.support.configs import dummy_fallback_model, echo_chat
 from tests.support.gateway import in_process_gateway
 
@@ -285,3 +287,25 @@ async def test_values_of_the_wrong_type_are_refused(
     r = await client.post(path, json=body)
     assert r.status_code == 400 and field in r.text, r.text
     assert count_rows(database_url) == before
+
+
+DYNAMIC = {
+    "function_name": "chat",
+    "input": MESSAGE,
+    "dryrun": True,
+    "internal_dynamic_variant_config": {"type": "chat_completion", "model": "dummy::echo"},
+}
+
+
+async def test_dynamic_variants_can_be_turned_off_and_are_off_with_auth_by_default(database_url: str) -> None:
+    """A caller's dynamic variant runs its templates in the gateway: a gateway can refuse them (403 naming the key
+    and the setting), and does by default once auth is on."""
+    off = CONFIG.replace("[gateway]\n", "[gateway]\nallow_dynamic_variants = false\n", 1)
+    async with in_process_gateway(off, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        r = await http.post("/inference", json=DYNAMIC)
+    assert r.status_code == 403 and "gateway.allow_dynamic_variants" in r.text
+    async with in_process_gateway(CONFIG, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        assert (await http.post("/inference", json=DYNAMIC)).status_code == 200  # auth off: allowed
+    assert parse("[gateway.auth]\nenabled = true\n", base_dir=Path(".")).gateway.allow_dynamic_variants is False
+    on = "[gateway]\nallow_dynamic_variants = true\n[gateway.auth]\nenabled = true\n"
+    assert parse(on, base_dir=Path(".")).gateway.allow_dynamic_variants is True

@@ -422,7 +422,6 @@ def test_stream_writer_opens_feeds_and_closes_blocks(config: Config) -> None:
         StreamEvent(content=(Text("Hi"),)),
         StreamEvent(content=(Text(" there"), ToolCall("t1", "weather", '{"ci'))),
         StreamEvent(content=(ToolCall("t1", "", 'ty":"Oslo"}'), ToolCall("t2", "time", ""))),
-        StreamEvent(error=AllAttemptsFailed([])),
         StreamEvent(usage=Usage(20, 7, cache_read_input_tokens=5), finish_reason="tool_call"),
     ]:
         events += writer.events(event)
@@ -435,7 +434,6 @@ def test_stream_writer_opens_feeds_and_closes_blocks(config: Config) -> None:
         *("content_block_start", "content_block_delta", "content_block_delta", "content_block_stop"),
         *("content_block_start", "content_block_delta", "content_block_delta"),
         *("content_block_stop", "content_block_start"),  # t2 opens, with no arguments yet
-        "error",
         *("content_block_stop", "message_delta", "message_stop"),
     ]
     data = [payload for _, payload in events]
@@ -450,8 +448,8 @@ def test_stream_writer_opens_feeds_and_closes_blocks(config: Config) -> None:
     assert data[11]["delta"] == {"type": "text_delta", "text": " there"} and data[11]["index"] == 2
     assert data[13]["content_block"] == {"type": "tool_use", "id": "t1", "name": "weather", "input": {}}
     assert [d["delta"]["partial_json"] for d in data[14:16]] == ['{"ci', 'ty":"Oslo"}']
-    assert data[17]["content_block"]["id"] == "t2" and data[18]["error"]["type"] == "api_error"
-    assert data[20] == {
+    assert data[17]["content_block"]["id"] == "t2"
+    assert data[19] == {
         "type": "message_delta",
         "delta": {"stop_reason": "tool_use", "stop_sequence": None},
         "usage": {
@@ -464,6 +462,22 @@ def test_stream_writer_opens_feeds_and_closes_blocks(config: Config) -> None:
     encoded = sse_bytes(events[:1])
     assert encoded.startswith(b"event: message_start\ndata: {") and encoded.endswith(b"}\n\n")
     assert orjson.loads(encoded.split(b"data: ", 1)[1]) == data[0]
+
+
+def test_an_error_ends_the_anthropic_stream(config: Config) -> None:
+    """As at Anthropic, the error event is the stream's last: no message_delta (end_turn) makes a cut answer look
+    finished."""
+    writer = StreamWriter(call(config), SimpleNamespace(inference_id=INFERENCE_ID))  # type: ignore[arg-type]
+    events = writer.start()
+    for event in (
+        StreamEvent(content=(Text("Hi"),)),
+        StreamEvent(error=AllAttemptsFailed([])),
+        StreamEvent(usage=Usage(20, 7), finish_reason="stop"),
+    ):
+        events += writer.events(event)
+    names = [name for name, _ in events]
+    assert names[-1] == "error" and "message_delta" not in names and "message_stop" not in names
+    assert events[-1][1]["error"]["type"] == "api_error"
 
 
 @pytest.mark.parametrize(

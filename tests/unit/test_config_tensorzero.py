@@ -129,6 +129,26 @@ def test_an_include_cannot_leave_base_path(tmp_path: Path) -> None:
     assert "cannot load included template '../system.minijinja'" in error
 
 
+def test_an_include_cannot_follow_a_link_out_of_base_path(tmp_path: Path) -> None:
+    """A symbolic link inside base_path to a file outside it is refused like `../` (it read /etc/passwd)."""
+    (tmp_path / "inside").mkdir()
+    (tmp_path / "secret.txt").write_text("not for templates")
+    (tmp_path / "inside" / "link.minijinja").symlink_to(tmp_path / "secret.txt")
+    (tmp_path / "inside" / "ok.minijinja").write_text("fine")
+    gateway = '[gateway.template_filesystem_access]\nbase_path = "inside"\n'
+    [error] = errors_of([_function_with(tmp_path, "{% include 'link.minijinja' %}", gateway)])
+    assert "cannot load included template 'link.minijinja'" in error
+    assert not errors_of_or_none(_function_with(tmp_path, "{% include 'ok.minijinja' %}", gateway))
+
+
+def errors_of_or_none(path: str) -> list[str]:
+    try:
+        Templates(load_many([path]))
+    except ConfigError as exc:
+        return exc.errors
+    return []
+
+
 @pytest.mark.parametrize(
     ("vtype", "judge", "canonical"),
     [
@@ -286,3 +306,14 @@ def test_a_dicl_shorthand_embedding_model_must_embed(tmp_path: Path) -> None:
     assert "functions.f.variants.d.embedding_model: provider type 'dummy' does not support embeddings" in str(
         caught.value
     )
+
+
+def test_invented_shorthand_model_names_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each `type::name` a caller invents used to be kept for good (a way to grow the process without limit)."""
+    monkeypatch.setattr("lsd.inference.models.MAX_INVENTED_MODELS", 3)
+    table = ModelTable({})
+    for i in range(10):
+        assert table.get(f"dummy::echo-{i}").name == f"dummy::echo-{i}"
+    assert len(table.names()) == 3
+    with pytest.raises(InvalidRequest, match="at most 256 characters"):
+        table.get("dummy::" + "x" * 300)

@@ -22,7 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lsd.errors import LsdError
+from lsd.errors import Forbidden, LsdError
 from lsd.runtime import Runtime
 from lsd.store import console_sessions
 
@@ -33,13 +33,6 @@ ADMIN = "admin"
 READ_ONLY = "read-only"
 ROLES = (READ_ONLY, ADMIN)
 REFUSED = "this key cannot sign in to the console (missing, invalid, disabled, or without a console role)"
-
-
-class Forbidden(LsdError):
-    """A console action the viewer's role does not allow, or a form without its CSRF token."""
-
-    error_code = "forbidden"
-    http_status = 403
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lsd.api.console import access
-from lsd.api.console.access import Forbidden, Viewer
+from lsd.api.console.access import Viewer
 from lsd.api.console.page import read_form, redirect, services
 from lsd.api.console.render import render
 from lsd.auth import PREFIX, new_key
-from lsd.errors import InvalidRequest, NotFound
+from lsd.errors import Forbidden, InvalidRequest, NotFound
 from lsd.store import console, keys
 
 MAX_KEYS = 500

@@ -9,10 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lsd.api.console import access
-from lsd.api.console.access import Forbidden
 from lsd.api.console.page import error_page, read_form, redirect, services
 from lsd.api.console.render import render
-from lsd.errors import LsdError
+from lsd.errors import Forbidden, LsdError
 
 HOME = "/ui/"
 
