@@ -309,3 +309,14 @@ async def test_dynamic_variants_can_be_turned_off_and_are_off_with_auth_by_defau
     assert parse("[gateway.auth]\nenabled = true\n", base_dir=Path(".")).gateway.allow_dynamic_variants is False
     on = "[gateway]\nallow_dynamic_variants = true\n[gateway.auth]\nenabled = true\n"
     assert parse(on, base_dir=Path(".")).gateway.allow_dynamic_variants is True
+
+
+async def test_unknown_routes_answer_in_the_shape_of_their_api(client: httpx.AsyncClient) -> None:
+    """An SDK reads a 404 under /anthropic/ or /openai/ in its own API's error shape (was TensorZero's)."""
+    anthropic = await client.get("/anthropic/v1/models")
+    assert anthropic.status_code == 404 and anthropic.json()["type"] == "error"
+    assert anthropic.json()["error"]["type"] == "not_found_error"
+    openai = await client.get("/openai/v1/responses/resp_123/input_items")
+    assert openai.status_code == 404 and "Route not found" in openai.json()["error"]["message"]
+    native = await client.get("/nothing/here")
+    assert native.status_code == 404 and native.json()["error"] == "Route not found: GET /nothing/here"
