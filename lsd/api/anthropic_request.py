@@ -180,6 +180,8 @@ def parse_messages(value: Any) -> tuple[Message, ...]:
             continue
         if not isinstance(content, list):
             raise InvalidRequest.at(f"{path}.content", "expected a string or an array of content blocks")
+        if not content and not (role == "assistant" and i == len(value) - 1):  # as Anthropic refuses it
+            raise InvalidRequest.at(f"{path}.content", "an empty array: a message needs at least one content block")
         blocks: list[ContentBlock] = []
         for j, block in enumerate(content):
             blocks.extend(_block(block, f"{path}.content[{j}]", tool_names))

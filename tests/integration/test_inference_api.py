@@ -265,6 +265,8 @@ SCHEMA, FORMAT = {"schema": BAD_SCHEMA}, {"type": "json_schema", "schema": BAD_S
         (CHAT, {"model": CHAT_MODEL, "messages": HI, "tensorzero::credentials": []}, "credentials"),
         (CHAT, {"model": CHAT_MODEL, "messages": HI, "stream_options": ""}, "stream_options"),
         ("/openai/v1/responses", {"model": CHAT_MODEL, "input": []}, "input"),
+        ("/anthropic/v1/messages", {"model": CHAT_MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": []}]},  # noqa: E501
+         "messages[0].content"),
         # A schema that is not one: every answer would fail it.
         ("/inference", {"function_name": "extract", "input": MESSAGE, "output_schema": BAD_SCHEMA}, "output_schema"),
         (CHAT, {"model": CHAT_MODEL, "messages": HI, "response_format": {"type": "json_schema", "json_schema": SCHEMA}},
