@@ -31,7 +31,7 @@ from lsd.errors import InvalidRequest
 from lsd.inference.streaming import InferenceStream, start_stream
 from lsd.providers.base import CallContext, Provider
 from lsd.runtime import Runtime
-from lsd.types import Json
+from lsd.types import HeaderPatch, Json
 
 BETA_HEADER = b"anthropic-beta"
 
@@ -93,7 +93,9 @@ async def count_tokens(request: Request[AppState]) -> Response:
     if not isinstance(credentials, dict) or not all(isinstance(v, str) for v in credentials.values()):
         raise InvalidRequest.at("lsd::credentials", "expected an object of strings")
     passed = {k: v for k, v in body.items() if not k.startswith(("lsd::", "tensorzero::"))}
-    ctx = CallContext(transport=services.transport, credentials=credentials)
+    beta = _header(request, BETA_HEADER)  # forwarded as /messages forwards it (a beta's tokens count too)
+    headers = (HeaderPatch("anthropic-beta", beta),) if beta else ()
+    ctx = CallContext(transport=services.transport, credentials=credentials, extra_headers=headers)
     answer = await provider.count_tokens(passed, ctx)
     return Response(json_response_bytes(answer), media_type="application/json")
 

@@ -359,6 +359,12 @@ async def test_count_tokens_and_errors(client: AsyncAnthropic, fakes: tuple[Fake
     )
     assert counted.input_tokens == 5
     assert claude.last.path == "/v1/messages/count_tokens" and claude.last.json["model"] == "claude-fake"
+    await client.messages.count_tokens(
+        model="claude-sonnet-4-5",
+        messages=[{"role": "user", "content": "x"}],
+        extra_headers={"anthropic-beta": "token-counting-2024-11-01"},
+    )
+    assert claude.last.headers.get("anthropic-beta") == "token-counting-2024-11-01"  # forwarded, as /messages does
 
     with pytest.raises(anthropic.BadRequestError) as refused:
         await client.messages.count_tokens(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
