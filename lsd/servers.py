@@ -215,7 +215,11 @@ PARENT_CHECK_S = 1.0
 
 def run_worker(target: Callable[..., object], kwargs: dict[str, object], parent: int, shutdown: Any) -> None:
     """A worker process: `target(**kwargs)`, with a thread that sets the shutdown event if the supervisor dies
-    (the worker's parent changes), so the worker drains and flushes as on SIGTERM."""
+    (the worker's parent changes), so the worker drains and flushes as on SIGTERM. The stop signals are ignored
+    here: the supervisor turns them into the shutdown event (a worker started after the supervisor installed its
+    handlers does not inherit the ignored dispositions the first ones got)."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     watch = threading.Thread(target=_watch_parent, args=(parent, shutdown), name="lsd-parent-watch", daemon=True)
     watch.start()
     target(**kwargs)

@@ -209,6 +209,10 @@ def test_a_dead_worker_is_replaced_and_a_dead_supervisor_stops_its_workers(daemo
     assert all(httpx.post(f"{daemon.base_url}/inference", json=body).status_code == 200 for _ in range(10))
     assert "starting another in its place" in daemon.log()
     survivors = _workers(daemon)
+    for worker in survivors:  # the replacement too ignores the stop signals: only the supervisor turns them
+        ignored = int(next(line for line in Path(f"/proc/{worker.pid}/status").read_text().splitlines()
+                           if line.startswith("SigIgn:")).split()[1], 16)  # fmt: skip
+        assert all(ignored >> (sig - 1) & 1 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     daemon.process.kill()
     daemon.process.wait(10)
     _, alive = psutil.wait_procs(survivors, timeout=30)
