@@ -193,6 +193,7 @@ class Database:
         )
         # Per pool (by id): until when callers fail fast; 0.0 while the pool gives connections.
         self._down_until: dict[int, float] = {}
+        self._lent: dict[int, int] = {}  # per pool: connections the door's callers hold now
 
     @classmethod
     def from_urls(
@@ -256,13 +257,19 @@ class Database:
             # asyncio.timeout cancels this task, which runs both this generator and the caller's block.
             async with asyncio.timeout(deadline_s), pool.connection(timeout=timeout) as conn:
                 acquired = True
+                self._lent[id(pool)] = self._lent.get(id(pool), 0) + 1
                 if down_until:
                     self._down_until[id(pool)] = 0.0
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    self._lent[id(pool)] -= 1
         except (psycopg.OperationalError, TimeoutError, OSError) as exc:
             if not unavailable(exc):
                 raise
-            if not acquired:  # no connection to be had: not a slow or cancelled statement on a good one
+            if not acquired and self._lent.get(id(pool), 0) < pool.max_size:
+                # No connection to be had, and not because every one is in use (a busy pool is not a down database,
+                # and a slow or cancelled statement on a good connection is neither): tell the next callers at once.
                 self._down_until[id(pool)] = time.monotonic() + FAST_FAIL_S
             if self.metrics is not None:
                 self.metrics.observe_database_unavailable(purpose)

@@ -183,6 +183,33 @@ async def test_callers_fail_fast_while_the_pool_is_known_down_and_one_probes(
         await database.close()
 
 
+async def test_a_busy_pool_is_not_taken_for_a_down_database(database_url: str) -> None:
+    """A wait that timed out because every connection was lent out (load) leaves the next callers to wait as
+    before: failing them fast would turn a busy second into a second of 503s."""
+    database = Database(database_url, min_size=1, max_size=1, acquire_timeout_s=0.2)
+    await database.open()
+    try:
+        held = asyncio.Event()
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with database.connection("query"):
+                held.set()
+                await release.wait()
+
+        holder = asyncio.create_task(hold())
+        await held.wait()
+        with pytest.raises(DatabaseUnavailable):  # the only connection is lent out
+            async with database.connection("query"):
+                pass
+        release.set()
+        await holder
+        async with database.connection("query") as conn:  # at once, not refused for a second
+            assert await (await conn.execute("SELECT 1")).fetchone() == (1,)
+    finally:
+        await database.close()
+
+
 def test_acquire_timeout_is_parsed_and_checked(tmp_path: Path) -> None:
     assert parse("", base_dir=tmp_path).gateway.database.acquire_timeout_s == 2.0
     text = "[gateway.database]\nacquire_timeout_s = 0.25\n"
