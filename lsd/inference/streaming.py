@@ -183,6 +183,8 @@ class _Aggregate:
         slot.parts.append(block.arguments)
 
     def _thought(self, block: Thought) -> None:
+        if not block.text and not block.signature:
+            return  # nothing (a part with neither text nor signature)
         last = self.slots[-1] if self.slots else None
         open_thought = last if last is not None and last.kind == "thought" and not last.closed else None
         self.open_text = None

@@ -50,6 +50,7 @@ def test_a_gemini_signature_stays_before_the_call_it_signs_and_order_is_kept() -
         Text("Done"),
         Text("."),
         Thought(None, "sig-last"),  # on the last, empty text part
+        Thought(None),  # a part with neither: nothing
     ) == (
         Thought("Planning.", None),
         Thought(None, "sig-call"),
