@@ -14,6 +14,7 @@ from lsd import ids
 from lsd.api.openai_request import ChatCompletionRequest
 from lsd.api.tensorzero_wire import error_json
 from lsd.errors import InternalError, LsdError, RateLimited
+from lsd.inference.raw_entries import entries_json
 from lsd.inference.recording import block_to_json
 from lsd.inference.result import EmbeddingResult, InferenceResult, ResultBlock, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
@@ -114,6 +115,10 @@ def completion_json(call: ChatCompletionRequest, result: InferenceResult) -> dic
     }
     if result.original_response is not None:
         body["tensorzero_original_response"] = result.original_response
+    if result.raw_usage is not None:
+        body["tensorzero_raw_usage"] = entries_json(result.raw_usage)
+    if result.raw_response is not None:
+        body["tensorzero_raw_response"] = entries_json(result.raw_response)
     return body
 
 
@@ -167,7 +172,7 @@ class ChunkWriter:
             delta["content"] = ""
         if not delta and finish is None:
             return None
-        return {
+        chunk = {
             "id": ids.text(self.stream.inference_id),
             "episode_id": ids.text(self.stream.episode_id),
             "object": "chat.completion.chunk",
@@ -180,6 +185,13 @@ class ChunkWriter:
             if event.usage is not None and self.call.include_usage
             else None,
         }
+        if event.raw_chunk is not None:
+            chunk["tensorzero_raw_chunk"] = event.raw_chunk
+        if event.raw_usage is not None:
+            chunk["tensorzero_raw_usage"] = entries_json(event.raw_usage)
+        if event.raw_response is not None:
+            chunk["tensorzero_raw_response"] = entries_json(event.raw_response)
+        return chunk
 
 
 def embeddings_json(result: EmbeddingResult, encoding: str, prefix: str = "tensorzero::") -> dict[str, Any]:

@@ -35,6 +35,7 @@ from lsd.errors import (
 )
 from lsd.inference.batch import BatchSubmitted, BatchView
 from lsd.inference.listing import InferencePage
+from lsd.inference.raw_entries import entries_json
 from lsd.inference.recording import block_to_json
 from lsd.inference.result import InferenceResult
 from lsd.inference.streaming import InferenceStream, StreamEvent
@@ -72,6 +73,10 @@ def inference_json(result: InferenceResult) -> dict[str, Any]:
         body["finish_reason"] = result.finish_reason
     if result.original_response is not None:
         body["original_response"] = result.original_response
+    if result.raw_usage is not None:
+        body["raw_usage"] = entries_json(result.raw_usage)
+    if result.raw_response is not None:
+        body["raw_response"] = entries_json(result.raw_response)
     return body
 
 
@@ -114,8 +119,14 @@ def chunk_json(
         chunk["content"] = [delta_json(b) for b in event.content]
     if event.usage is not None:
         chunk["usage"] = usage_json(event.usage, event.cost)
+    if event.raw_usage is not None:
+        chunk["raw_usage"] = entries_json(event.raw_usage)
+    if event.raw_response is not None:
+        chunk["raw_response"] = entries_json(event.raw_response)
     if event.finish_reason is not None:
         chunk["finish_reason"] = event.finish_reason
+    if event.raw_chunk is not None:
+        chunk["raw_chunk"] = event.raw_chunk
     return chunk
 
 
@@ -124,7 +135,7 @@ class ChunkEncoder:
     content: the `encode` of its JsonEventStream. A content chunk is its head encoded once with the deltas after it
     (a text delta's text is the only value encoded per token), byte for byte what orjson makes of `chunk_json`."""
 
-    __slots__ = ("_head", "_json", "_prefix", "_stream", "_text_prefix", "_thought", "_with_error_json")
+    __slots__ = ("_head", "_json", "_prefix", "_raw", "_stream", "_text_prefix", "_thought", "_with_error_json")
 
     def __init__(self, stream: InferenceStream, *, with_error_json: bool = False) -> None:
         self._stream = stream
@@ -134,12 +145,21 @@ class ChunkEncoder:
         self._prefix = b"data: " + orjson.dumps(self._head)[:-1] + (b',"raw":' if self._json else b',"content":[')
         self._text_prefix = self._prefix + _TEXT_DELTA
         self._thought = [0, False]  # the current thought block's id, and whether it is still open
+        self._raw = stream.raw_chunks  # each chunk carries its raw_chunk: the general path
 
     def __call__(self, event: StreamEvent) -> tuple[bytes, bool]:
         if event.error is not None or event.usage is not None or event.finish_reason is not None:
-            chunk = chunk_json(self._stream, event, with_error_json=self._with_error_json, head=self._head)
-            return b"data: " + orjson.dumps(chunk) + b"\n\n", event.trailing
+            last = chunk_json(self._stream, event, with_error_json=self._with_error_json, head=self._head)
+            return b"data: " + orjson.dumps(last) + b"\n\n", event.trailing
         content = event.content
+        if self._raw:
+            chunk: dict[str, Any] = dict(self._head)
+            if self._json:
+                chunk["raw"] = "".join(b.text for b in content if isinstance(b, Text))
+            else:
+                chunk["content"] = [self._delta(b) for b in content]
+            chunk["raw_chunk"] = event.raw_chunk
+            return b"data: " + orjson.dumps(chunk) + b"\n\n", False
         if self._json:
             raw = "".join(b.text for b in content if isinstance(b, Text))
             return self._prefix + orjson.dumps(raw) + b"}\n\n", False

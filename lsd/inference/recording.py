@@ -52,6 +52,7 @@ class Attempt:
     streamed: bool = False
     t0: float = 0.0  # perf_counter() at the start, and seconds taken: telemetry's precise timings
     elapsed_s: float = 0.0
+    row_id: UUID | None = None  # its model_inferences id, when the answer names it (raw_entries); else made below
 
     @classmethod
     def succeeded(
@@ -402,7 +403,7 @@ def attempt_records(
                 raw_request, raw_response = request or raw_request, response or raw_response
         if isinstance(raw_request, bytes):  # not referenced: stored whole, as text
             raw_request = raw_request.decode("utf-8", "replace")
-        model_inference_id = uuid7(attempt.started_ms)
+        model_inference_id = attempt.row_id or uuid7(attempt.started_ms)
         created = datetime.fromtimestamp(attempt.started_ms / 1000, tz=UTC)
         error = attempt.error
         usage = attempt.usage

@@ -100,6 +100,8 @@ class InferenceRequest:
     extra_body: tuple[BodyPatch, ...] = ()
     extra_headers: tuple[HeaderPatch, ...] = ()
     include_original_response: bool = False
+    include_raw_usage: bool = False  # each model inference's usage object, as its provider sent it (raw_entries)
+    include_raw_response: bool = False  # each model inference's raw answer (a stream: each chunk's raw_chunk)
     allowed_tools: tuple[str, ...] | None = None
     additional_tools: tuple[ToolSpec, ...] = ()
     tool_choice: str | Mapping[str, str] | None = None
@@ -254,6 +256,8 @@ def parse_inference_request(body: Any) -> InferenceRequest:
         extra_body=parsed_list(body, "extra_body", parse_body_patch),
         extra_headers=parsed_list(body, "extra_headers", parse_header_patch),
         include_original_response=_bool(body, "include_original_response", "include_original_response"),
+        include_raw_usage=_bool(body, "include_raw_usage", "include_raw_usage"),
+        include_raw_response=_bool(body, "include_raw_response", "include_raw_response"),
         allowed_tools=tuple(allowed) if allowed is not None else None,
         additional_tools=parsed_list(body, "additional_tools", parse_tool),
         tool_choice=parse_tool_choice(body.get("tool_choice"), "tool_choice"),

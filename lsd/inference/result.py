@@ -19,6 +19,7 @@ from lsd.types import OutputBlock, Text, Thought, ToolCall, Unknown, Usage
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from lsd.inference.raw_entries import RawEntry
     from lsd.inference.recording import Attempt
     from lsd.inference.tools import ToolParams
 
@@ -66,6 +67,8 @@ class InferenceResult:
     cached: bool = False
     original_response: str | None = None  # only when the request asked for it
     attempts: tuple[Attempt, ...] = ()
+    raw_usage: tuple[RawEntry, ...] | None = None  # include_raw_usage
+    raw_response: tuple[RawEntry, ...] | None = None  # include_raw_response
 
     @property
     def text(self) -> str:

@@ -29,6 +29,7 @@ from lsd.inference.episode_variants import sticky_variant
 from lsd.inference.experiment import NAMESPACE_TAG, Allocations
 from lsd.inference.finish import Done, Finisher, Recorder
 from lsd.inference.models import Model, ModelTable
+from lsd.inference.raw_entries import raw_responses, raw_usage, with_row_ids
 from lsd.inference.recording import (
     Attempt,
     InferenceRow,
@@ -372,6 +373,8 @@ class Engine:
                 )
             )  # fmt: skip
 
+        if request.include_raw_usage or request.include_raw_response:
+            with_row_ids(attempts)  # the answer names the rows
         await self.finisher.finish(
             p.done(
                 attempts, reservation, usage=response.usage, cost=response.cost, finish_reason=response.finish_reason,
@@ -395,6 +398,8 @@ class Engine:
             cached=cached,
             original_response=response.raw_response if request.include_original_response else None,
             attempts=tuple(attempts),
+            raw_usage=raw_usage(attempts) if request.include_raw_usage else None,
+            raw_response=raw_responses(attempts) if request.include_raw_response else None,
         )
 
 

@@ -30,6 +30,7 @@ from lsd.errors import AllAttemptsFailed, LsdError, ProviderError, ProviderTimeo
 from lsd.immutable import immutable
 from lsd.inference.cache import Cache, cache_key
 from lsd.inference.finish import Done
+from lsd.inference.raw_entries import RawEntry, raw_responses, raw_usage, with_row_ids
 from lsd.inference.recording import Attempt, inference_records, output_to_json
 from lsd.inference.request import InferenceRequest
 from lsd.inference.routing import (
@@ -93,6 +94,9 @@ class StreamEvent:
     finish_reason: str | None = None
     cost: float | None = None
     error: LsdError | None = None
+    raw_chunk: str | None = None  # include_raw_response: the provider's chunk these deltas came from
+    raw_usage: tuple[RawEntry, ...] | None = None  # include_raw_usage (the last event)
+    raw_response: tuple[RawEntry, ...] | None = None  # include_raw_response: earlier model inferences (last event)
 
     @property
     def trailing(self) -> bool:
@@ -244,6 +248,8 @@ class InferenceStream:
         self.model_name = self.step.model.name
         self.function_type = prepared.function.type
         self.cached = routed.value.cached
+        self.raw_chunks = prepared.request.include_raw_response
+        self.raw_entries: tuple[tuple[RawEntry, ...] | None, tuple[RawEntry, ...] | None] = (None, None)
 
     def _client_content(self, chunk: StreamChunk) -> tuple[OutputBlock, ...]:
         """A chunk's deltas as the client sees them: a JSON function streams no thought deltas."""
@@ -261,6 +267,7 @@ class InferenceStream:
         # The next chunk: the provider generator's own awaitable when the stream has no time limit (no wrapper
         # object per chunk), else under the limit's timer. Either raises StopAsyncIteration at the end.
         following = rest.__anext__ if untimed else functools.partial(self._next, rest)
+        raw_chunks = self.raw_chunks
         try:
             chunk = opened.first
             while chunk is not None:
@@ -269,7 +276,7 @@ class InferenceStream:
                     aggregate.errors += 1
                     yield StreamEvent(error=ProviderError(chunk.error, provider=self.provider.name))
                 elif content := chunk.content if thoughts else self._client_content(chunk):
-                    yield StreamEvent(content)
+                    yield StreamEvent(content, raw_chunk=chunk.raw) if raw_chunks else StreamEvent(content)
                 try:
                     chunk = await following()
                 except StopAsyncIteration:
@@ -309,7 +316,11 @@ class InferenceStream:
             await self._cache_put(aggregate)
         if error is not None:
             yield StreamEvent(error=error)
-        yield StreamEvent(usage=aggregate.usage, finish_reason=aggregate.finish_reason, cost=aggregate.cost)
+        raw_usage_entries, raw_response_entries = self.raw_entries
+        yield StreamEvent(
+            usage=aggregate.usage, finish_reason=aggregate.finish_reason, cost=aggregate.cost,
+            raw_usage=raw_usage_entries, raw_response=raw_response_entries,
+        )  # fmt: skip
 
     async def _cache_put(self, aggregate: _Aggregate) -> None:
         """Write a complete streamed answer to the cache (when the request writes it and it did not come from it)."""
@@ -389,8 +400,16 @@ class InferenceStream:
             )  # fmt: skip
             return inference_records(row)
 
+        attempts = [*self.attempts, attempt]
+        request = p.request
+        if request.include_raw_usage or request.include_raw_response:
+            with_row_ids(attempts)  # the last event names the rows
+            self.raw_entries = (
+                raw_usage(attempts) if request.include_raw_usage else None,
+                raw_responses(attempts[:-1]) if request.include_raw_response else None,  # the stream's: raw_chunk
+            )
         return p.done(
-            [*self.attempts, attempt],
+            attempts,
             self.reservation,
             usage=aggregate.usage,
             cost=aggregate.cost,

@@ -97,7 +97,10 @@ class DummyProvider(Provider):
         content = self._answer(request)
         usage = Usage(input_tokens=_count_tokens(request), output_tokens=sum(_block_tokens(b) for b in content))
         raw_response = orjson.dumps(
-            {"content": [getattr(b, "text", None) or getattr(b, "name", "") for b in content]}
+            {
+                "content": [getattr(b, "text", None) or getattr(b, "name", "") for b in content],
+                "usage": _usage_json(usage),
+            }
         ).decode()
         return ProviderResponse(
             content=content,
@@ -176,7 +179,12 @@ class DummyProvider(Provider):
                 await asyncio.sleep(0)
         else:
             yield StreamChunk(content=(block,))
-        yield StreamChunk(usage=response.usage, finish_reason=response.finish_reason)
+        raw = orjson.dumps({"usage": _usage_json(response.usage)}).decode()
+        yield StreamChunk(usage=response.usage, finish_reason=response.finish_reason, raw=raw)
+
+
+def _usage_json(usage: Usage) -> dict[str, int | None]:
+    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
 
 
 def _last_user_text(request: ProviderRequest) -> str:
