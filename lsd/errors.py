@@ -217,25 +217,36 @@ class AttemptFailure:
     provider: str
     kind: str
     message: str
+    retryable: bool = True  # the provider's error may pass if the call is made again (ProviderError.retryable)
 
 
 class AllAttemptsFailed(LsdError):
     error_code = "all_attempts_failed"
     http_status = 502
 
-    def __init__(self, failures: Sequence[AttemptFailure]) -> None:
-        # TensorZero's wording: each variant's model providers, in the order they were tried.
+    def __init__(self, failures: Sequence[AttemptFailure], *, skipped: Sequence[str] = ()) -> None:
+        # TensorZero's wording: each variant's model providers, in the order they were tried. `skipped`: variants
+        # never called because none of their candidates answered (best_of_n_sampling, mixture_of_n; the
+        # candidates' failures are listed under the candidates' names).
         by_variant: dict[str, list[AttemptFailure]] = {}
         for f in failures:
             by_variant.setdefault(f.variant, []).append(f)
         summary = "\n".join(
-            f"{variant}: All model providers failed to infer with errors: "
-            + ", ".join(f"{f.provider}: {f.message}" for f in tried)
-            for variant, tried in by_variant.items()
+            [
+                *(
+                    f"{variant}: All model providers failed to infer with errors: "
+                    + ", ".join(f"{f.provider}: {f.message}" for f in tried)
+                    for variant, tried in by_variant.items()
+                ),
+                *(f"{variant}: not called: none of its candidates answered" for variant in skipped),
+            ]
         )
         super().__init__(f"All variants failed with errors: {summary}")
         self.failures = list(failures)
         self.inference: tuple[str, str] | None = None  # (inference id, function) once the engine knows them
+        # False when every failure was one a new call would meet again (a provider's 400, 401, 403, 404): the
+        # answer then says `x-should-retry: false`, which the OpenAI and Anthropic SDKs obey instead of retrying.
+        self.retryable = not failures or any(f.retryable for f in failures)
         # A single client-side cause (e.g. 400 from every provider) keeps its status; else 502.
         statuses = {f.kind for f in failures}
         if statuses == {"timeout"}:

@@ -17,7 +17,7 @@ from lsd.api.access_log import request_id, scope_fields
 from lsd.api.anthropic_wire import anthropic_error_body
 from lsd.api.openai_wire import openai_error_body
 from lsd.api.tensorzero_wire import error_body, route_not_found_body
-from lsd.errors import InternalError, LsdError, NotFound, RateLimited
+from lsd.errors import AllAttemptsFailed, InternalError, LsdError, NotFound, RateLimited
 from lsd.ids import uuid7
 
 log = logging.getLogger("lsd.api")
@@ -49,6 +49,8 @@ def error_headers(exc: LsdError) -> dict[str, str]:
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["retry-after"] = str(exc.retry_after_s)
+    if isinstance(exc, AllAttemptsFailed) and not exc.retryable:
+        headers["x-should-retry"] = "false"  # the OpenAI and Anthropic SDKs retry a 502 unless told not to
     if exc.http_status in (413, 431):
         headers["connection"] = "close"
     if exc.http_status == 401:

@@ -16,7 +16,7 @@ from lsd.api.openai_request import parse_chat_request, parse_model
 from lsd.api.openai_wire import ChunkWriter, completion_json, embeddings_json
 from lsd.api.sse import JsonEventStream, json_pair
 from lsd.api.state import AppState
-from lsd.errors import InvalidRequest
+from lsd.errors import InvalidRequest, NotFound
 from lsd.inference.embeddings import EmbeddingRequest
 from lsd.inference.streaming import InferenceStream, start_stream
 
@@ -52,8 +52,8 @@ async def embeddings(request: Request[AppState]) -> Response:
     model = parse_model(body.get("model"), "embedding_model_name")
     raw = body.get("input")
     inputs = [raw] if isinstance(raw, str) else raw
-    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
-        raise InvalidRequest("input: expected a string or a non-empty array of strings", field="input")
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) and i for i in inputs):
+        raise InvalidRequest("input: expected a non-empty string or a non-empty array of them", field="input")
     dimensions = body.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1):
         raise InvalidRequest("dimensions: expected a positive integer", field="dimensions")
@@ -76,10 +76,28 @@ async def embeddings(request: Request[AppState]) -> Response:
     return Response(json_response_bytes(body), media_type="application/json")
 
 
-async def models(request: Request[AppState]) -> Response:
+def _model_ids(request: Request[AppState]) -> list[str]:
     config = request.state["services"].config
     ids = [f"lsd::function_name::{f}" for f in sorted(config.functions)]
     ids += [f"lsd::model_name::{m}" for m in sorted(config.models)]
     ids += [f"lsd::embedding_model_name::{e}" for e in sorted(config.embedding_models)]
-    data = [{"id": i, "object": "model", "created": 0, "owned_by": "lsd"} for i in ids]
+    return ids
+
+
+def _model_object(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "lsd"}
+
+
+async def models(request: Request[AppState]) -> Response:
+    data = [_model_object(i) for i in _model_ids(request)]
     return Response(json_response_bytes({"object": "list", "data": data}), media_type="application/json")
+
+
+async def model(request: Request[AppState]) -> Response:
+    """One model object (`client.models.retrieve`), by any id the list gives, or with `tensorzero::` for `lsd::`."""
+    asked: str = request.path_params["model"]
+    listed = "lsd::" + asked.removeprefix("tensorzero::") if asked.startswith("tensorzero::") else asked
+    if listed not in _model_ids(request):
+        raise NotFound(f"The model `{asked}` does not exist")
+    body = json_response_bytes(_model_object(asked))
+    return Response(body, media_type="application/json")

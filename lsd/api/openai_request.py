@@ -49,6 +49,37 @@ def _extra(body: Mapping[str, Any], name: str) -> Any:
 extension = _extra  # the same, for the other OpenAI-shaped endpoint (lsd.api.responses_request)
 
 
+def _with_parameters(function: Any) -> Any:
+    """A function tool as OpenAI reads it: without `parameters`, a function of no arguments."""
+    if isinstance(function, dict) and function.get("parameters") is None:
+        return {**function, "parameters": {"type": "object", "properties": {}}}
+    return function
+
+
+def parse_metadata(raw: Any) -> dict[str, str] | None:
+    """OpenAI's `metadata` (strings by string keys), kept as the inference's tags."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidRequest.at("metadata", "expected an object of strings")
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            raise InvalidRequest.at(f"metadata.{key}", "expected a string")
+        if key.startswith(("lsd::", "tensorzero::")):
+            raise InvalidRequest.at(f"metadata.{key}", "keys starting with 'lsd::' or 'tensorzero::' are reserved")
+    return dict(raw)
+
+
+def _flag(body: Mapping[str, Any], name: str) -> bool:
+    """A boolean extension (absent or null: false)."""
+    value = _extra(body, name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidRequest.at(extension_key(body, name), "expected a boolean")
+    return value
+
+
 def extension_key(body: Mapping[str, Any], name: str) -> str:
     """The key an extension was sent under (`lsd::` or `tensorzero::`), for error paths; TensorZero's when absent."""
     for prefix in PREFIXES:
@@ -63,6 +94,7 @@ CHAT_KEYS = frozenset(
         *("messages", "model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop"),
         *("presence_penalty", "frequency_penalty", "reasoning_effort", "service_tier", "verbosity"),
         *("parallel_tool_calls", "tools", "tool_choice", "response_format", "stream", "stream_options", "n"),
+        *("user", "metadata"),  # LSD's: kept as tags
     )
 )
 EXTENSIONS = frozenset(
@@ -120,6 +152,12 @@ MODEL_PREFIX_HINT = (
 )
 
 
+EMBEDDING_MODEL_HINT = (
+    "`model` field must be `tensorzero::embedding_model_name::my_model` (or `lsd::embedding_model_name::...`, or "
+    "the bare name) for an embedding model `my_model` defined in your config's `[embedding_models]`"
+)
+
+
 @immutable
 class ModelRef:
     """A parsed `model` field: the prefix the client used (echoed in answers), the kind and the name."""
@@ -145,8 +183,10 @@ def parse_model(model: Any, kind: str = "function_name") -> ModelRef:
                         f'{key} (passed in model field after "{marker}") cannot be empty', field="model"
                     )
                 return ModelRef(prefix, key, name)
-    if kind == "embedding_model_name" and not model.startswith(PREFIXES):
-        return ModelRef("tensorzero::", kind, model)  # TensorZero accepts a bare name here (deprecated)
+    if kind == "embedding_model_name":
+        if not model.startswith(PREFIXES):
+            return ModelRef("tensorzero::", kind, model)  # TensorZero accepts a bare name here (deprecated)
+        raise InvalidOpenAIRequest(EMBEDDING_MODEL_HINT, field="model")
     raise InvalidOpenAIRequest(MODEL_PREFIX_HINT, field="model")
 
 
@@ -385,7 +425,7 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     if not isinstance(raw_tools, list):
         raise InvalidRequest.at("tools", "expected an array")
     tools = tuple(
-        parse_tool(t.get("function") if isinstance(t, dict) else t, f"tools[{i}].function")
+        parse_tool(_with_parameters(t.get("function") if isinstance(t, dict) else t), f"tools[{i}].function")
         for i, t in enumerate(raw_tools)
     )
     choice = body.get("tool_choice")
@@ -416,6 +456,14 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     parallel = body.get("parallel_tool_calls")
     if parallel is not None and not isinstance(parallel, bool):
         raise InvalidRequest.at("parallel_tool_calls", "expected a boolean")
+    extensions = common_extensions(body)
+    # OpenAI's `metadata` and `user` are kept as tags (a `user` tag is what per-user rate limits scope on); the
+    # extension's tags win over them.
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise InvalidRequest.at("user", "expected a string")
+    metadata = parse_metadata(body.get("metadata")) or {}
+    extensions["tags"] = {**metadata, **({"user": user} if user else {}), **extensions["tags"]}
     request = InferenceRequest(
         input=parse_messages(body.get("messages")),
         function_name=name if kind == "function_name" else None,
@@ -431,7 +479,9 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
         parallel_tool_calls=parallel,
         cache=parse_cache_options(_extra(body, "cache_options"), "lsd::cache_options", dryrun),
         include_original_response=bool(_extra(body, "include_original_response")),
-        **common_extensions(body),
+        include_raw_usage=_flag(body, "include_raw_usage"),
+        include_raw_response=_flag(body, "include_raw_response"),
+        **extensions,
     )
     if request.function_name is None and request.variant_name is not None:
         request = replace(request, variant_name=None)

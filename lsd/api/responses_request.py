@@ -16,7 +16,7 @@ from uuid import UUID
 
 import orjson
 
-from lsd.api.openai_request import ModelRef, common_extensions, extension, parse_model
+from lsd.api.openai_request import ModelRef, common_extensions, extension, parse_metadata, parse_model
 from lsd.errors import InvalidRequest
 from lsd.immutable import immutable
 from lsd.inference.request import (
@@ -126,7 +126,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     tools, specs = _tools(body.get("tools"))
     choice, choice_echo = _tool_choice(body.get("tool_choice"))
     parallel = _flag(body, "parallel_tool_calls", True)
-    metadata = _metadata(body.get("metadata"))
+    metadata = parse_metadata(body.get("metadata"))
     variant = extension(body, "variant_name")
     if variant is not None and not isinstance(variant, str):
         raise InvalidRequest.at("lsd::variant_name", "expected a string")
@@ -236,19 +236,6 @@ def _tool_choice(raw: Any) -> tuple[str | dict[str, str] | None, Json]:
     if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("name"), str):
         return {"specific": raw["name"]}, raw
     raise InvalidRequest.at("tool_choice", "must be none, auto, required or {type: function, name}")
-
-
-def _metadata(raw: Any) -> dict[str, str] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise InvalidRequest.at("metadata", "expected an object of strings")
-    for key, value in raw.items():
-        if not isinstance(value, str):
-            raise InvalidRequest.at(f"metadata.{key}", "expected a string")
-        if key.startswith(("lsd::", "tensorzero::")):
-            raise InvalidRequest.at(f"metadata.{key}", "keys starting with 'lsd::' or 'tensorzero::' are reserved")
-    return dict(raw)
 
 
 # -- input items ---------------------------------------------------------------------------------------------

@@ -120,6 +120,8 @@ def response_json(
     reason = INCOMPLETE.get(finish_reason or "")
     if status == "completed" and reason is not None:
         status = "incomplete"
+    if status in ("incomplete", "failed") and output and "status" in output[-1]:
+        output = [*output[:-1], {**output[-1], "status": "incomplete"}]  # the item the answer was cut in
     previous = call.previous_response_id
     return {
         "id": response_id(inference_id),

@@ -20,7 +20,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from lsd.api.tensorzero_wire import batch_view_json, submission_json
+from lsd.api.tensorzero_wire import batch_view_json, stored_result_json, submission_json
 from lsd.cli.options import Subparsers, add_config_argument, load_checked
 from lsd.config.model import Config
 from lsd.errors import LsdError
@@ -180,14 +180,16 @@ async def _wait(
 
 
 def _write_results(view: BatchView, output: Path | None) -> None:
-    """One line per input: its inference (TensorZero's /inference shape), or {inference_id, error}."""
-    lines = [orjson.dumps(i) for i in view.inferences]
+    """One line per input, in the inputs' order: its inference (TensorZero's /inference shape, as
+    `GET /batch_inference/{id}` gives it), or {inference_id, error}."""
+    lines = [(str(i.inference_id), stored_result_json(i)) for i in view.inferences]
     lines += [
-        orjson.dumps({"inference_id": e["inference_id"], "error": e["message"]})
+        (str(e["inference_id"]), {"inference_id": str(e["inference_id"]), "error": e["message"]})
         for e in view.errors
         if "inference_id" in e
     ]
-    data = b"".join(line + b"\n" for line in lines)
+    lines.sort(key=lambda line: line[0])  # UUIDv7s, made in the inputs' order
+    data = b"".join(orjson.dumps(line) + b"\n" for _, line in lines)
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

@@ -10,6 +10,7 @@ cluster (a claim in the database), and records the results exactly once (lsd.sto
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from lsd.config.model import FunctionConfig, VariantConfig
-from lsd.errors import BatchNotFound, InvalidRequest, NotFound, ProviderError, UnknownFunction
+from lsd.errors import BatchNotFound, DatabaseUnavailable, InvalidRequest, NotFound, ProviderError, UnknownFunction
 from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.batch_request import BatchRequest, reindexed
@@ -36,6 +37,9 @@ from lsd.telemetry.tracing import Clock, Tracing
 from lsd.types import ProviderRequest
 
 log = logging.getLogger("lsd.batch")
+
+# How long a started provider batch waits for the database to record it (a billed batch is not given up lightly).
+RECORD_RETRY_S = 30.0
 
 
 @immutable
@@ -193,8 +197,36 @@ class BatchService:
         event = store.BatchEvent(
             uuid7(), created, batch_id, "pending", start.provider_status, start.raw_request, start.raw_response, None
         )
-        await store.insert_batch(self.database, row, items, event)
+        await self._record(row, items, event, provider)
         return submitted
+
+    async def _record(
+        self, row: store.BatchRow, items: list[store.BatchItemRow], event: store.BatchEvent, provider: Provider
+    ) -> None:
+        """Commit a batch the provider has started (and bills): through a database outage of up to RECORD_RETRY_S,
+        retrying; past it, the provider batch is named in the error log and in the 503, so that nobody resubmits it
+        blind (a resubmission is a second, billed batch) and it can be cancelled at the provider."""
+        delay, deadline = 0.25, time.monotonic() + RECORD_RETRY_S
+        while True:
+            try:
+                await store.insert_batch(self.database, row, items, event)
+                return
+            except DatabaseUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    message = (
+                        f"the database is unavailable (batch): provider {provider.name!r} started batch "
+                        f"{row.provider_batch_id!r}, which LSD could not record and will not poll; cancel it at the "
+                        "provider before you submit these inputs again"
+                    )
+                    log.error("%s (LSD batch id %s, %d inputs)", message, row.id, len(items))
+                    raise DatabaseUnavailable(message) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 4.0)
+            try:  # the commit may have landed before the connection broke: then it is recorded
+                if await store.get_batch(self.database, row.id) is not None:
+                    return
+            except DatabaseUnavailable:
+                continue
 
     # -- polling --------------------------------------------------------------------------------------------
 

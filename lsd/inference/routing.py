@@ -192,8 +192,10 @@ async def route(
 
     Raises AllAttemptsFailed when every call failed. InvalidRequest (a caller mistake) propagates at once."""
     streamed = timeout_kind == STREAMING_TTFT  # the failed attempts of a stream are recorded as streamed
+    skipped: dict[str, None] = {}  # variants `before` skipped (their candidates' failures are in attempts)
     for step in steps:
         if before is not None and not await before(step):
+            skipped[step.variant_name] = None
             continue
         if step.backoff_s:
             await asyncio.sleep(step.backoff_s)
@@ -221,7 +223,7 @@ async def route(
             else:
                 return Routed(step, provider, names, started, t0, value)
             attempts.append(Attempt.failed(names, started, t0, error, streamed=streamed))
-    raise AllAttemptsFailed(summarise(attempts))
+    raise AllAttemptsFailed(summarise(attempts), skipped=tuple(skipped))
 
 
 def timeout_of(model: Model, provider: Provider, variant: TimeoutsConfig | None, kind: str) -> int | None:
@@ -251,7 +253,7 @@ def backoff_s(attempt: int, max_delay_s: float) -> float:
 
 def summarise(attempts: Sequence[Attempt]) -> list[AttemptFailure]:
     return [
-        AttemptFailure(a.variant_name, a.model_name, a.provider_name, a.error.kind, a.error.message)
+        AttemptFailure(a.variant_name, a.model_name, a.provider_name, a.error.kind, a.error.message, a.error.retryable)
         for a in attempts
         if a.error is not None
     ]

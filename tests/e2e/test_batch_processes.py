@@ -115,7 +115,9 @@ def test_two_replicas_and_the_cli_record_a_batch_once(tmp_path: Path, database_u
 
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert len(lines) == INPUTS
-    assert {line["inference_id"] for line in lines} == set(batch["inference_ids"])
+    assert [line["inference_id"] for line in lines] == batch["inference_ids"]  # one line per input, in order
+    answered = [line for line in lines if "error" not in line]
+    assert answered and all({"content", "usage"} <= set(line) and "output" not in line for line in answered)
     with psycopg.connect(database_url) as conn:
         counts = conn.execute(
             "SELECT (SELECT count(*) FROM chat_inferences), (SELECT count(DISTINCT id) FROM chat_inferences), "

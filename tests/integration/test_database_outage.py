@@ -333,3 +333,47 @@ async def test_auth_serves_known_keys_and_answers_503_for_unknown_ones(
         )
         assert_unavailable(refused, elapsed)
         await asyncio.to_thread(server.start)
+
+
+BATCH = {"function_name": "chat", "inputs": [{"messages": [{"role": "user", "content": "one"}]}]}
+
+
+async def test_a_started_batch_waits_for_the_database_to_record_it(own_url: str, server: LocalServer) -> None:
+    """A provider batch is billed once started: a short outage delays its recording, it does not lose it."""
+    async with (
+        in_process_gateway(GATEWAY.format(spool_dir="/nonexistent"), own_url) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=60) as http,
+    ):
+        await asyncio.to_thread(server.stop)
+        try:
+            submitted = asyncio.create_task(http.post("/batch_inference", json=BATCH))
+            await asyncio.sleep(BOUND_S + 0.5)  # past the acquire timeout: a single try would have failed by now
+            assert not submitted.done()  # waiting for the database, not refused
+        finally:
+            await asyncio.to_thread(server.start)
+        answer = await submitted
+    assert answer.status_code == 200, answer.text
+    with psycopg.connect(own_url) as conn:
+        row = conn.execute(
+            "SELECT provider_batch_id FROM batch_requests WHERE id = %s", (answer.json()["batch_id"],)
+        ).fetchone()
+    assert row is not None and row[0].startswith("dummy-batch-")
+
+
+async def test_a_batch_that_cannot_be_recorded_names_its_provider_batch(
+    own_url: str, server: LocalServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("lsd.inference.batch.RECORD_RETRY_S", 1.0)
+    async with (
+        in_process_gateway(GATEWAY.format(spool_dir="/nonexistent"), own_url) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=60) as http,
+    ):
+        await asyncio.to_thread(server.stop)
+        try:
+            answer = await http.post("/batch_inference", json=BATCH)
+        finally:
+            await asyncio.to_thread(server.start)
+    assert answer.status_code == 503, answer.text
+    message = answer.json()["error"]
+    assert "started batch 'dummy-batch-" in message and "cancel it at the provider" in message
+    assert any("dummy-batch-" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)

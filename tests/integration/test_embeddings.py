@@ -158,3 +158,12 @@ async def test_embeddings_are_counted_like_inferences(client: httpx.AsyncClient)
     labels = {"function": "", "variant": "", "model": "fallback", "provider": "good", "stream": "false"}
     assert value(samples, "lsd_inferences_total", **labels, outcome="ok") == 1
     assert value(samples, "lsd_provider_attempts_total", model="fallback", provider="broken", outcome="error") == 1
+
+
+async def test_an_empty_input_is_a_400_and_reaches_no_provider(client: httpx.AsyncClient, database_url: str) -> None:
+    for text in ("", ["ok", ""]):
+        r = await client.post(
+            "/openai/v1/embeddings", json={"model": "lsd::embedding_model_name::plain", "input": text}
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "input", r.text
+    assert rows(database_url, "SELECT count(*) FROM embedding_inferences") == [(0,)]

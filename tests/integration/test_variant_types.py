@@ -222,6 +222,7 @@ async def test_best_of_n_with_every_candidate_failing_is_a_provider_error_naming
     )
     assert r.status_code >= 500, r.text
     assert not any(b["model"] == "choose-1" for b in chats(fake))  # no candidate: the evaluator is never called
+    assert "hopeless: not called: none of its candidates answered" in r.json()["error"]  # the variant asked for
 
 
 async def test_best_of_n_leaves_out_a_candidate_still_running_at_timeout_s(

@@ -16,7 +16,14 @@ from lsd.api.responses_request import (
     response_id,
     with_history,
 )
-from lsd.api.responses_wire import ResponseEvents, output_items, response_json, usage_json
+from lsd.api.responses_wire import (
+    ResponseEvents,
+    message_item,
+    output_items,
+    reasoning_item,
+    response_json,
+    usage_json,
+)
 from lsd.errors import InvalidRequest, ProviderError
 from lsd.inference.result import ToolCallOutput
 from lsd.inference.streaming import StreamEvent
@@ -180,6 +187,9 @@ def test_a_cut_answer_is_incomplete() -> None:
     assert body["status"] == "incomplete" and body["incomplete_details"] == {"reason": "max_output_tokens"}
     assert body["usage"]["total_tokens"] == 8 and body["usage"]["input_tokens_details"] == {"cached_tokens": 0}
     assert body["model"] == "lsd::model_name::gpt" and body["max_output_tokens"] == 5
+    reasoning, message = reasoning_item("rs_0", "hmm", None), message_item("msg_1", "cut sho")
+    cut = response_json(call, ID, "gpt", created_at=1, output=[reasoning, message], finish_reason="length")
+    assert [item.get("status") for item in cut["output"]] == [None, "incomplete"]  # the item it was cut in
 
 
 def test_cache_reads_and_writes_are_in_the_usage_details() -> None:

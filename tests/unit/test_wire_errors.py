@@ -129,6 +129,32 @@ def test_token_limits_of_another_type_are_a_400_naming_the_field() -> None:
         assert raised.value.field == key
 
 
+def test_a_function_tool_without_parameters_takes_no_arguments_as_at_openai() -> None:
+    base = {"model": "tensorzero::model_name::m", "messages": [{"role": "user", "content": "x"}]}
+    for function in ({"name": "ping"}, {"name": "ping", "parameters": None}):
+        request = parse_chat_request({**base, "tools": [{"type": "function", "function": function}]}).request
+        assert request.additional_tools[0].parameters == {"type": "object", "properties": {}}
+    with pytest.raises(InvalidRequest) as raised:
+        parse_chat_request({**base, "tools": [{"type": "function", "function": {"name": "p", "parameters": 3}}]})
+    assert raised.value.field == "tools[0].function.parameters"
+
+
+def test_openai_user_and_metadata_are_tags_under_the_extension_tags() -> None:
+    base = {"model": "tensorzero::model_name::m", "messages": [{"role": "user", "content": "x"}]}
+    body = {**base, "user": "u-1", "metadata": {"team": "a", "env": "dev"}, "tensorzero::tags": {"env": "prod"}}
+    assert parse_chat_request(body).request.tags == {"team": "a", "env": "prod", "user": "u-1"}
+    for bad, field in (({"user": 3}, "user"), ({"metadata": {"k": 1}}, "metadata.k")):
+        with pytest.raises(InvalidRequest) as raised:
+            parse_chat_request({**base, **bad})
+        assert raised.value.field == field
+
+
+def test_a_chat_model_name_on_the_embeddings_route_is_told_the_embedding_form() -> None:
+    with pytest.raises(InvalidOpenAIRequest, match="tensorzero::embedding_model_name::my_model"):
+        parse_model("tensorzero::model_name::oai", "embedding_model_name")
+    assert parse_model("small", "embedding_model_name") == ModelRef("tensorzero::", "embedding_model_name", "small")
+
+
 def test_a_method_not_allowed_says_so() -> None:
     body = orjson.loads(route_not_found_body("GET", "/inference", 405))
     assert body == {"error": "method not allowed: GET /inference", "error_code": "method_not_allowed"}

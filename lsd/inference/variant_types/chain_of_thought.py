@@ -30,8 +30,8 @@ def request_with_thinking(request: ProviderRequest) -> ProviderRequest:
 
 def unwrapped(content: tuple[OutputBlock, ...]) -> tuple[OutputBlock, ...]:
     """The answer as the json function's: the thinking as a Thought block, the response as the JSON text. An
-    answer that is not the wrapper object is kept as it came (its output then fails to parse, like any json
-    function's bad answer)."""
+    answer that is not the wrapper object is kept as it came: it is then checked against the function's own schema,
+    like any json answer (docs/experiments.md)."""
     text = "".join(b.text for b in content if isinstance(b, Text))
     try:
         answer = orjson.loads(text)

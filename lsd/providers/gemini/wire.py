@@ -23,9 +23,11 @@ Mapping choices:
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -151,8 +153,10 @@ def _arguments_object(call: ToolCall) -> Any:
 def _file_part(block: File) -> dict[str, Any]:
     if block.url is not None:
         file_data = {"fileUri": block.url}
-        if block.mime_type:
-            file_data["mimeType"] = block.mime_type
+        # Gemini wants the type of a file given by URI: the block's, else guessed from the URL's path (.jpg, .pdf)
+        mime_type = block.mime_type or mimetypes.guess_type(urlsplit(block.url).path)[0]
+        if mime_type:
+            file_data["mimeType"] = mime_type
         return {"fileData": file_data}
     if block.data is not None:
         return {"inlineData": {"mimeType": block.mime_type or "application/octet-stream", "data": block.data}}

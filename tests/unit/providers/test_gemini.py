@@ -165,6 +165,15 @@ def test_option_errors_name_the_key() -> None:
 # ---- request mapping -----------------------------------------------------------------------------------------
 
 
+def test_a_file_by_url_gets_the_mime_type_of_its_path_when_the_block_has_none() -> None:
+    blocks = (File(None, url="https://example.com/a/cat.JPG?x=1"), File(None, url="https://example.com/blob"))
+    body = build_body(ProviderRequest(system=None, messages=(user(*blocks),)), False)
+    assert body["contents"][0]["parts"] == [
+        {"fileData": {"fileUri": "https://example.com/a/cat.JPG?x=1", "mimeType": "image/jpeg"}},
+        {"fileData": {"fileUri": "https://example.com/blob"}},  # nothing to go by: Gemini decides
+    ]
+
+
 def test_build_body_maps_messages_and_parameters() -> None:
     request = ProviderRequest(
         system="Be brief.",
