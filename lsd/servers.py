@@ -1,7 +1,7 @@
 """The HTTP servers `lsd serve` runs the app under: uvicorn (httptools, the default) or hypercorn (HTTP/2).
 
 Both are configured here, in code, from LSD's own `[gateway]` settings (never from their own config files), and
-both are stopped by LSD: SIGTERM/SIGINT (or the supervisor's shutdown event) stop accepting connections, let
+both are stopped by LSD: SIGTERM/SIGINT/SIGHUP (or the supervisor's shutdown event) stop accepting connections, let
 in-flight requests finish for up to `graceful_timeout_s`, then run the lifespan's exit, which flushes the writer.
 
 Why uvicorn by default: under the same load it spends about half the CPU per request that hypercorn does in front of
@@ -172,17 +172,22 @@ def hypercorn_config(settings: ServerSettings) -> HypercornConfig:
     return hconfig
 
 
+# What stops `lsd serve` (draining, then flushing): SIGHUP too, as the supervisor of --workers N takes it; left at
+# its default, a closed terminal or a `kill -HUP` meant as a reload killed the process with its write queue.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 async def serve(app: Any, settings: ServerSettings) -> None:
-    """Serve `app` in this process until SIGTERM or SIGINT, then drain and run the lifespan's exit."""
+    """Serve `app` in this process until SIGTERM, SIGINT or SIGHUP, then drain and run the lifespan's exit."""
     loop = asyncio.get_running_loop()
     if settings.kind == "hypercorn":
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
         await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)
         return
     server = UvicornServer(uvicorn_config(app, settings), settings.bind)
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, server.stop)
     await server.serve()
     if not server.started:

@@ -83,8 +83,10 @@ def test_health_and_status(daemon_factory) -> None:  # type: ignore[no-untyped-d
     assert status["status"] == "ok" and len(status["config_hash"]) == 64
 
 
-def test_sigterm_during_load_loses_no_accepted_row(daemon_factory, database_url: str) -> None:  # type: ignore[no-untyped-def]
-    # A long flush interval keeps accepted rows queued in memory when SIGTERM arrives.
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_during_load_loses_no_accepted_row(daemon_factory, database_url: str, stop_signal: int) -> None:  # type: ignore[no-untyped-def]
+    # A long flush interval keeps accepted rows queued in memory when the signal arrives. SIGHUP too: left at its
+    # default, it killed the one-process gateway with its queue (a closed terminal, a `kill -HUP` meant as reload).
     daemon = daemon_factory(flush_ms=60_000)
     accepted: list[str] = []
 
@@ -111,7 +113,7 @@ def test_sigterm_during_load_loses_no_accepted_row(daemon_factory, database_url:
             workers = [asyncio.ensure_future(worker(client)) for _ in range(8)]
             while len(accepted) < 200:
                 await asyncio.sleep(0.01)
-            daemon.process.send_signal(15)
+            daemon.process.send_signal(stop_signal)
             await asyncio.wait_for(asyncio.gather(*workers), 30)
 
     asyncio.run(load())
