@@ -124,9 +124,11 @@ def _ids_floor(target: UUID) -> UUID:
 
 # -- aggregates: statistics tables only --------------------------------------------------------------------
 
+# A cost is known when some inference had a price (priced_count), or when a bucket holds a cost that a replica older
+# than migration 17 folded without counting it (a rolling deploy): unknown only when neither.
 _TRAFFIC_COLUMNS = """
     sum(inference_count)::bigint, sum(failed_attempts)::bigint, sum(input_tokens)::bigint,
-    sum(output_tokens)::bigint, CASE WHEN sum(priced_count) > 0 THEN sum(cost)::float8 END,
+    sum(output_tokens)::bigint, CASE WHEN sum(priced_count) > 0 OR sum(cost) <> 0 THEN sum(cost)::float8 END,
     sum(processing_time_ms_sum)::float8 / nullif(sum(processing_time_ms_count), 0)
 """
 _TRAFFIC_SERIES = f"""
@@ -154,7 +156,7 @@ GROUP BY t ORDER BY t
 _PROVIDERS = """
 SELECT s.model_name, s.model_provider_name, sum(s.attempts)::bigint, sum(s.failures)::bigint,
        sum(s.input_tokens)::bigint, sum(s.output_tokens)::bigint,
-       CASE WHEN sum(s.priced_count) > 0 THEN sum(s.cost)::float8 END,
+       CASE WHEN sum(s.priced_count) > 0 OR sum(s.cost) <> 0 THEN sum(s.cost)::float8 END,
        sum(s.latency_ms_sum)::float8 / nullif(sum(s.latency_ms_count), 0), q.p50_ms, q.p99_ms
 FROM model_provider_statistics s
 LEFT JOIN lsd_model_latency_quantiles(%(since)s, %(until)s) q

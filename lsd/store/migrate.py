@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+
+log = logging.getLogger("lsd.migrate")
 
 # pg_advisory_lock key shared by every LSD process: 'LSD' + 'mig'.
 MIGRATION_LOCK_KEY = 0x4C5344_6D6967
@@ -89,7 +93,7 @@ def apply(conn: psycopg.Connection, migrations: list[Migration] | None = None) -
     the others wait and then find nothing to do. An applied migration whose file changed is refused.
     """
     files = migrations if migrations is not None else load_migrations()
-    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+    _take_migration_lock(conn)
     try:
         conn.execute(_CREATE_TABLE)
         current = state(conn, files)
@@ -103,16 +107,72 @@ def apply(conn: psycopg.Connection, migrations: list[Migration] | None = None) -
         for migration in files:
             if migration.version not in current.pending:
                 continue
+            _apply_one(conn, migration)
+            done.append(migration.name)
+        return done
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+
+
+# A migration asks for each table lock for at most LOCK_TIMEOUT, then lets go and tries again after LOCK_RETRY_S: an
+# ALTER TABLE queued behind a long reader would otherwise block every later read and write of that table for as
+# long as the reader runs (the convoy migration 16 describes for partitions). Past LOCK_GIVE_UP_S it fails.
+LOCK_TIMEOUT = "2s"
+LOCK_RETRY_S = 1.0
+LOCK_GIVE_UP_S = 600.0
+WAIT_LOG_S = 10.0  # how often a wait says so
+
+_HOLDERS = """
+SELECT a.pid, coalesce(nullif(a.application_name, ''), '?'), a.state, coalesce(a.client_addr::text, 'local'),
+       date_trunc('second', now() - a.xact_start)
+FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+WHERE l.granted AND l.pid <> pg_backend_pid() AND {where}
+"""
+_LOCK_HOLDER = _HOLDERS.format(
+    where="l.locktype = 'advisory' AND l.classid::bigint = %s AND l.objid::bigint = %s AND l.objsubid = 1"
+)
+
+
+def _describe(rows: list[tuple[object, ...]]) -> str:
+    return "; ".join(f"pid {r[0]} ({r[1]}, {r[2]}, from {r[3]}, in a transaction for {r[4]})" for r in rows) or "?"
+
+
+def _take_migration_lock(conn: psycopg.Connection) -> None:
+    """The migration lock, saying who holds it while it waits (another `lsd migrate`, a starting replica, or the
+    orphaned backend of a migration whose process was killed: PostgreSQL ends it when its wait ends)."""
+    said = 0.0
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)).fetchone()
+        if row is not None and row[0]:
+            return
+        if time.monotonic() - said >= WAIT_LOG_S:
+            holders = conn.execute(_LOCK_HOLDER, (MIGRATION_LOCK_KEY >> 32, MIGRATION_LOCK_KEY & 0xFFFFFFFF))
+            log.warning("waiting for the migration lock, held by %s", _describe(holders.fetchall()))
+            said = time.monotonic()
+        time.sleep(0.25)
+
+
+def _apply_one(conn: psycopg.Connection, migration: Migration) -> None:
+    """One migration in its own transaction, each lock it needs asked for under LOCK_TIMEOUT (retried)."""
+    started = time.monotonic()
+    while True:
+        try:
             with conn.transaction():
+                conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
                 conn.execute(migration.sql.encode())
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                     (migration.version, migration.name, migration.checksum),
                 )
-            done.append(migration.name)
-        return done
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            return
+        except psycopg.errors.LockNotAvailable as exc:
+            if time.monotonic() - started > LOCK_GIVE_UP_S:
+                raise MigrationError(
+                    f"{migration.name}: a table it changes stayed locked for {LOCK_GIVE_UP_S:.0f} s ({exc}); "
+                    "end the session holding it and run lsd migrate again"
+                ) from exc
+            log.warning("%s waits for a table lock (%s); retrying in %.0f s", migration.name, exc, LOCK_RETRY_S)
+            time.sleep(LOCK_RETRY_S)
 
 
 def check(conn: psycopg.Connection) -> MigrationState:

@@ -196,3 +196,48 @@ def test_lookup_by_id_prunes_to_one_partition(database_url: str) -> None:
         plan = conn.execute("EXPLAIN SELECT * FROM chat_inferences WHERE id = %s", (uuid7(),)).fetchall()
         text = "\n".join(r[0] for r in plan)
         assert len(set(re.findall(r"chat_inferences_p\d{8}\b", text))) == 1, text
+
+
+def test_a_migration_queued_behind_a_reader_lets_other_sessions_through_and_then_applies(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration waits for a table lock for at most LOCK_TIMEOUT at a time: a long reader delays it, but the
+    readers after it are not queued behind its ACCESS EXCLUSIVE request for as long as that reader runs."""
+    monkeypatch.setattr(migrate, "LOCK_TIMEOUT", "200ms")
+    monkeypatch.setattr(migrate, "LOCK_RETRY_S", 0.3)
+    alter = migrate.Migration(9001, "9001_test_alter.sql", "ALTER TABLE api_keys ADD COLUMN test_note text")
+    applied: list[list[str]] = []
+    with psycopg.connect(database_url) as reader, psycopg.connect(database_url, autocommit=True) as later:
+        reader.execute("SELECT count(*) FROM api_keys")  # holds ACCESS SHARE until it commits
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            thread = threading.Thread(target=lambda: applied.append(migrate.apply(conn, [alter])))
+            thread.start()
+            for _ in range(5):  # another session's reads keep going while the migration waits
+                later.execute("SET statement_timeout = '1500ms'")
+                assert later.execute("SELECT count(*) FROM api_keys").fetchone() is not None
+            assert thread.is_alive() and not applied
+            reader.commit()
+            thread.join(30)
+    assert applied == [["9001_test_alter.sql"]]
+
+
+def test_a_wait_for_the_migration_lock_says_who_holds_it(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(migrate, "WAIT_LOG_S", 0.2)
+    with (
+        psycopg.connect(database_url, autocommit=True) as holder,
+        psycopg.connect(database_url, autocommit=True) as conn,
+    ):
+        holder.execute("SET application_name = 'the-other-migrate'")
+        holder.execute("SELECT pg_advisory_lock(%s)", (migrate.MIGRATION_LOCK_KEY,))
+        holder_pid = holder.info.backend_pid
+        thread = threading.Thread(target=lambda: migrate.apply(conn, []))
+        thread.start()
+        deadline = datetime.now(UTC) + timedelta(seconds=10)
+        while not any("the-other-migrate" in r.getMessage() for r in caplog.records) and datetime.now(UTC) < deadline:
+            thread.join(0.1)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (migrate.MIGRATION_LOCK_KEY,))
+        thread.join(30)
+    waits = [r.getMessage() for r in caplog.records if "waiting for the migration lock" in r.getMessage()]
+    assert waits and f"pid {holder_pid} (the-other-migrate" in waits[0]
