@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, cast
 from uuid import UUID
@@ -102,11 +103,15 @@ async def test_a_stream_that_fails_raises_its_own_error() -> None:
         await JsonEventStream(failing(), json_pair)(scope, receive, send)
 
 
-def stream_of(function_type: str) -> InferenceStream:
+def stream_of(function_type: str, *, raw_chunks: bool = False) -> InferenceStream:
     return cast(
         InferenceStream,
         SimpleNamespace(
-            inference_id=UUID(int=1), episode_id=UUID(int=2), variant_name="v", function_type=function_type
+            inference_id=UUID(int=1),
+            episode_id=UUID(int=2),
+            variant_name="v",
+            function_type=function_type,
+            raw_chunks=raw_chunks,
         ),
     )
 
@@ -128,3 +133,7 @@ def test_chunk_encoder_writes_the_sse_line_of_chunk_json(function_type: str, eve
     for with_error_json in (False, True):
         encoded = ChunkEncoder(stream, with_error_json=with_error_json)(event)
         assert encoded == (line(chunk_json(stream, event, with_error_json=with_error_json)), event.trailing)
+    # include_raw_response: each content chunk also carries the provider's raw chunk
+    raw_stream = stream_of(function_type, raw_chunks=True)
+    raw_event = replace(event, raw_chunk='{"raw": 1}') if event.content else event
+    assert ChunkEncoder(raw_stream)(raw_event) == (line(chunk_json(raw_stream, raw_event)), event.trailing)

@@ -62,7 +62,7 @@ def test_a_gemini_signature_stays_before_the_call_it_signs_and_order_is_kept() -
 
 def test_tensorzero_thought_chunks_have_one_id_per_thinking_block() -> None:
     stream: Any = SimpleNamespace(
-        inference_id=UUID(int=1), episode_id=UUID(int=2), variant_name="v", function_type="chat"
+        inference_id=UUID(int=1), episode_id=UUID(int=2), variant_name="v", function_type="chat", raw_chunks=False
     )
     encode = ChunkEncoder(stream)
     ids = []
