@@ -8,7 +8,7 @@ import asyncio
 from lsd.cli.options import Subparsers, add_config_argument, load_checked
 from lsd.config.model import Config
 from lsd.startup import database_urls
-from lsd.store import admin
+from lsd.store import admin, migrate
 from lsd.store.database import Database, PoolStats, connect_with_retry
 
 
@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
         out.append(f"partitions {table}: {span}")
     pool = asyncio.run(_pool_stats(url, config))
     out.append(f"pool: size={pool.size} available={pool.available} waiting={pool.waiting} max={pool.max_size}")
+    if report.migrations.unknown:
+        out.append(f"WARNING: {migrate.unknown_message(report.migrations)}")
     for problem in report.problems:
         out.append(f"PROBLEM: {problem}")
     print("\n".join(out))  # noqa: T201

@@ -39,6 +39,8 @@ class MigrationState:
     applied: tuple[int, ...]
     pending: tuple[int, ...]
     edited: tuple[int, ...]  # applied, but the file changed since
+    # applied by a newer LSD: this build has no file for them (a rollback, or an old replica in a rolling deploy)
+    unknown: tuple[int, ...] = ()
 
 
 def migrations_dir() -> Path:
@@ -83,6 +85,7 @@ def state(conn: psycopg.Connection, migrations: list[Migration] | None = None) -
         applied=tuple(sorted(applied)),
         pending=tuple(m.version for m in files if m.version not in applied),
         edited=tuple(m.version for m in files if m.version in applied and applied[m.version] != m.checksum),
+        unknown=tuple(sorted(set(applied) - {m.version for m in files})),
     )
 
 
@@ -97,6 +100,7 @@ def apply(conn: psycopg.Connection, migrations: list[Migration] | None = None) -
     try:
         conn.execute(_CREATE_TABLE)
         current = state(conn, files)
+        warn_unknown(current)
         if current.edited:
             raise MigrationError(
                 "already-applied migration(s) changed on disk: "
@@ -175,9 +179,23 @@ def _apply_one(conn: psycopg.Connection, migration: Migration) -> None:
             time.sleep(LOCK_RETRY_S)
 
 
+def warn_unknown(current: MigrationState) -> None:
+    if current.unknown:
+        log.warning("%s", unknown_message(current))
+
+
+def unknown_message(current: MigrationState) -> str:
+    return (
+        f"the database has migration(s) {list(current.unknown)} that this build of LSD does not know: a newer LSD "
+        "migrated it. This build runs on it (a rolling deploy, a rollback), but what those migrations added is "
+        "unknown to it: see docs/upgrading.md"
+    )
+
+
 def check(conn: psycopg.Connection) -> MigrationState:
     """For disable_automatic_migrations: raise unless every migration is applied and unchanged."""
     current = state(conn)
+    warn_unknown(current)
     if current.edited:
         raise MigrationError(f"applied migrations changed on disk: {list(current.edited)}")
     if current.pending:

@@ -241,3 +241,14 @@ def test_a_wait_for_the_migration_lock_says_who_holds_it(
         thread.join(30)
     waits = [r.getMessage() for r in caplog.records if "waiting for the migration lock" in r.getMessage()]
     assert waits and f"pid {holder_pid} (the-other-migrate" in waits[0]
+
+
+def test_a_database_a_newer_lsd_migrated_is_named_so(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A rollback (or an old replica in a rolling deploy) runs on migrations it has no file for: it says so."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, '9999_future.sql', 'x')")
+        current = migrate.check(conn)
+        assert current.unknown == (9999,) and current.pending == ()
+        assert migrate.apply(conn) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and all("[9999] that this build of LSD does not know" in w for w in warnings)
