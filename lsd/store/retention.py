@@ -49,8 +49,14 @@ _PRUNE = (
     f"DELETE FROM statistics_feedback_by_target WHERE target_id < lsd_uuid7_floor({_CUTOFF})",
     f"DELETE FROM model_latency_histogram_minute WHERE bucket_start < {_CUTOFF}",
     f"DELETE FROM model_ttft_histogram_minute WHERE bucket_start < {_CUTOFF}",
-    f"DELETE FROM boolean_metric_latest WHERE target_id < lsd_uuid7_floor({_CUTOFF})",
-    f"DELETE FROM float_metric_latest WHERE target_id < lsd_uuid7_floor({_CUTOFF})",
+    # The latest value of a metric goes with its feedback row (dropped with the feedback's own partition) or, for
+    # an inference-level target, with the inference. Not by an episode's id: an episode that began before the
+    # cutoff has inferences, and feedback, kept after it (an episode-level filter would lose them).
+    *(
+        f"DELETE FROM {table} WHERE feedback_id < lsd_uuid7_floor({_CUTOFF}) "
+        f"OR (target_level = 'inference' AND target_id < lsd_uuid7_floor({_CUTOFF}))"
+        for table in ("boolean_metric_latest", "float_metric_latest")
+    ),
 )
 
 

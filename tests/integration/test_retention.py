@@ -152,3 +152,25 @@ async def test_maintenance_jobs_follow_the_config(database_url: str) -> None:
     assert [(j.name, j.interval_s) for j in maintenance_jobs(ObservabilityConfig(), database)] == [("statistics", 10.0)]
     configured = SimpleNamespace(statistics_refresh_interval_s=0, retention_days=30)
     assert [(j.name, j.interval_s) for j in maintenance_jobs(configured, database)] == [("retention", 3600.0)]  # type: ignore[arg-type]
+
+
+def test_the_latest_metric_values_go_with_their_feedback_not_with_an_old_episode_id(database_url: str) -> None:
+    """An episode that began before the cutoff keeps its kept inferences' episode-level feedback (list_inferences
+    filters read it from *_metric_latest); a value goes when its feedback row or its inference goes."""
+    today = datetime.now(tz=UTC).date()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT lsd_ensure_partitions(%s, 10)", (today - timedelta(days=10),))
+        long_episode = uuid7(noon(today - timedelta(days=6)))  # began before the cutoff, still going
+        rows.inference(conn, episode_id=long_episode)
+        rows.feedback(conn, long_episode, "solved", True, level="episode")  # given now
+        rows.feedback(conn, long_episode, "rating", 4.0, level="episode")
+        gone_episode = uuid7(noon(today - timedelta(days=8)))
+        rows.feedback(conn, gone_episode, "solved", False, level="episode", id=uuid7(noon(today - timedelta(days=8))))
+        gone_inference = rows.inference(conn, id=uuid7(noon(today - timedelta(days=8))))
+        rows.feedback(conn, gone_inference, "ok", True)  # recent feedback on an inference retention drops
+
+        apply_retention_sync(conn, 5)
+
+        kept = {(m, t) for m, t in conn.execute("SELECT metric_name, target_id FROM boolean_metric_latest")}
+        assert kept == {("solved", long_episode)}
+        assert conn.execute("SELECT target_id FROM float_metric_latest").fetchall() == [(long_episode,)]

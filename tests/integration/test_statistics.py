@@ -313,9 +313,10 @@ def test_ttft_histograms_of_streamed_attempts(database_url: str) -> None:
 
 
 def test_the_sql_examples_in_the_docs_run(database_url: str) -> None:
-    text = (Path(__file__).resolve().parents[2] / "docs" / "querying.md").read_text()
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    text = (docs / "querying.md").read_text() + (docs / "feedback.md").read_text()
     examples = re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)
-    assert len(examples) >= 6
+    assert len(examples) >= 7
     with psycopg.connect(database_url, autocommit=True) as conn:
         episode = uuid7()
         for variant in ("a", "b"):
@@ -328,6 +329,11 @@ def test_the_sql_examples_in_the_docs_run(database_url: str) -> None:
             conn.execute(example.encode()).fetchall()
         (summary,) = [examples.index(e) for e in examples if "variant_metric_summary" in e]
         assert [r[0] for r in conn.execute(examples[summary].encode()).fetchall()] == ["a", "b"]
+        (unfolded,) = [e for e in examples if "'0'::xid8" in e]
+        assert conn.execute(unfolded.encode()).fetchall() == [(0,)]  # refreshed just now
+        (acceptance,) = [e for e in examples if "acceptance rate per variant" in e]
+        answer = sorted(conn.execute(acceptance.encode()).fetchall())
+        assert answer == [("a", 1, 1), ("b", 1, 1)]  # each inference's latest value, once
 
 
 def test_rows_written_before_the_migration_are_counted_once(empty_database_url: str) -> None:
