@@ -163,7 +163,8 @@ async def open_runtime(
             pool = database.stats()
             metrics.set_pool(pool.size, pool.size - pool.available, pool.waiting, pool.max_size)
             stats = writer.stats
-            metrics.set_writer_state(stats.queued_rows, stats.spool_bytes, stats.queued_bytes)
+            totals = {name: getattr(stats, name) for name in metrics.writer_totals}
+            metrics.set_writer_state(stats.queued_rows, stats.spool_bytes, stats.queued_bytes, totals)
 
         metrics.add_sampler(sample)
         await writer.open()

@@ -16,7 +16,7 @@ from uuid import UUID
 
 from lsd.errors import ProviderError
 from lsd.ids import uuid7
-from lsd.inference.recording import InferenceRow, inference_records, money, output_to_json
+from lsd.inference.recording import InferenceRow, inference_records, money, output_to_json, storable
 from lsd.inference.result import typed_output
 from lsd.inference.tools import ToolParams
 from lsd.providers.base import BatchPoll
@@ -99,7 +99,7 @@ def _model_records(
 ) -> list[Record]:
     model_inference_id = uuid7()
     created = datetime.fromtimestamp((model_inference_id.int >> 80) / 1000, tz=UTC)
-    usage = response.usage if response is not None else Usage()
+    usage = storable(response.usage) if response is not None else Usage()
     return [
         ModelInferenceRecord(
             id=model_inference_id,

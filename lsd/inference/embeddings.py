@@ -14,7 +14,7 @@ from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.finish import Done, Finisher
 from lsd.inference.models import ModelTable
-from lsd.inference.recording import Attempt, money, time_of
+from lsd.inference.recording import Attempt, money, storable, time_of
 from lsd.inference.result import EmbeddingResult
 from lsd.inference.routing import ABANDONED, NON_STREAMING, ModelStep, model_steps, route
 from lsd.providers.base import CallContext, Provider
@@ -87,7 +87,7 @@ class Embedder:
                 embeddings=[list(v) for v in vectors],
                 tags=dict(request.tags),
                 processing_time_ms=int((time.perf_counter() - started) * 1000),
-                input_tokens=response.usage.input_tokens,
+                input_tokens=storable(response.usage).input_tokens,
                 cost=money(response.cost),
                 cached=False,
                 config_hash=self.config.source_hash,

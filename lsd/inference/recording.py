@@ -105,6 +105,18 @@ class Attempt:
         )
 
 
+INT4_MAX = 2**31 - 1  # the token columns are integer: binary COPY would wrap a larger count into another number
+
+
+def storable(usage: Usage) -> Usage:
+    """`usage` as its columns can hold it: a count outside 0..INT4_MAX (a provider's bug: negative, or billions) is
+    stored as NULL, never as a different number (the answer still says what the provider said)."""
+    counts = (usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens, usage.cache_write_input_tokens)
+    if all(c is None or 0 <= c <= INT4_MAX for c in counts):
+        return usage
+    return Usage(*(c if c is None or 0 <= c <= INT4_MAX else None for c in counts))
+
+
 def money(value: float | None) -> Decimal | None:
     """A cost for a numeric column (via str, so 0.1 stays 0.1)."""
     return None if value is None else Decimal(str(value))
@@ -208,7 +220,7 @@ def inference_records(row: InferenceRow) -> list[Record]:
     # Every record built by one direct call (no dict of keyword arguments unpacked into it): this runs on the event
     # loop for every inference.
     now = time_of(row.inference_id)
-    usage = row.usage
+    usage = storable(row.usage)
     json = row.function_type == "json"
     cls: type[ChatInferenceRecord | JsonInferenceRecord] = JsonInferenceRecord if json else ChatInferenceRecord
     schema_or_tools = (dict(row.output_schema) if row.output_schema else None) if json else row.tool_params
@@ -406,7 +418,7 @@ def attempt_records(
         model_inference_id = attempt.row_id or uuid7(attempt.started_ms)
         created = datetime.fromtimestamp(attempt.started_ms / 1000, tz=UTC)
         error = attempt.error
-        usage = attempt.usage
+        usage = storable(attempt.usage)
         # By position (lsd.records keeps the order): a keyword call of 23 fields costs ~0.8 us more, per attempt.
         records.append(
             ModelInferenceRecord(

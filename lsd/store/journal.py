@@ -19,6 +19,7 @@ import asyncio
 import functools
 import logging
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from lsd.records import Record
 from lsd.store.spool import SUFFIX, DatabaseIdentity, Segment, Spool, encode_frame, fsync_directory, lock_existing
 
 log = logging.getLogger("lsd.journal")
+
+FAILURE_LOG_S = 60.0  # rows that cannot be journaled are logged at most this often
 
 JOURNAL_DIR = "journal"  # beside the spool's files
 SEGMENT_BYTES = 4 * 1024 * 1024  # start a new file past this size, so that committed files can be deleted
@@ -67,7 +70,7 @@ class Journal:
         self._writing: asyncio.Future[_Written] | None = None
         self._outstanding: dict[Segment, int] = {}  # groups not yet safe in PostgreSQL or the spool, per file
         self._current: Segment | None = None  # the file the last append went to
-        self._failing = False
+        self._logged_at = -FAILURE_LOG_S  # when a failure to journal was last logged
 
     @property
     def identity(self) -> DatabaseIdentity | None:
@@ -163,9 +166,17 @@ class Journal:
             if not written.done():
                 written.set_result(segment)
         self.stats.journal_failed_rows += failed
-        if failed and not self._failing:
-            log.error("cannot journal %d rows (%s): they are kept in memory only", failed, result.reason)
-        self._failing = failed > 0
+        # Logged at most once a minute (a disk that stays full fails every group commit, at request rate): the
+        # count is lsd_writer_journal_failed_rows_total.
+        if failed and time.monotonic() - self._logged_at >= FAILURE_LOG_S:
+            log.error(
+                "cannot journal %d rows (%s): they are kept in memory only (%d such rows since start; logged at most "
+                "once a minute)",
+                failed,
+                result.reason,
+                self.stats.journal_failed_rows,
+            )
+            self._logged_at = time.monotonic()
         if previous is not None and previous is not self._current and self._outstanding.get(previous, 0) <= 0:
             self._discard(previous)  # sealed by this append, with every group already safe
         if self._pending:

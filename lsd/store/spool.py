@@ -4,8 +4,9 @@ The file format (a header naming the version, the database and each table's colu
 lsd.store.spool_format's; this module owns the directory: which process holds which file, appending, adopting the
 files of dead processes, replaying them oldest first, and setting aside the files of another database.
 
-A crash while appending leaves a torn last frame: the reader detects it (short read or CRC mismatch), skips the rest
-of that file and counts it in `torn_frames`; it is never fatal.
+A crash while appending leaves a torn last frame: the reader detects it (short read or CRC mismatch), skips it and
+counts it in `torn_frames`; it is never fatal. A frame damaged inside a file (its checksum fails, its length fits) is
+skipped alone, the frames after it are replayed, and the file is kept as `.corrupt` once replayed.
 
 Files are named `<UUIDv7 hex>.spool`, so sorting names sorts them by creation time. The process that owns a file
 (the one that wrote it, or the one that adopted it after its writer died) holds an exclusive `flock` on it until it
@@ -86,6 +87,7 @@ class Segment:
     layout: Layout  # from its header: how to read its frames, and the database it was written for
     read_offset: int = 0  # the header's end until its replay begins
     data: bytes | None = None  # the whole file, loaded when its replay begins
+    damaged: bool = False  # a frame inside it failed its checksum (skipped): keep the file when done
 
     def __post_init__(self) -> None:
         self.read_offset = self.read_offset or self.layout.size
@@ -304,12 +306,23 @@ class Spool:
         for end, payload in iter_frames(segment.data, offset):
             if payload is None:
                 self.torn_frames += 1
-                log.warning(
-                    "spool file %s: torn frame at byte %d (%d bytes skipped): a crash cut the last write short",
-                    segment.path,
-                    offset,
-                    end - offset,
-                )
+                if end < len(segment.data):  # inside the file: damaged, not cut short; the file is kept (release)
+                    segment.damaged = True
+                    log.error(
+                        "spool file %s: damaged frame at byte %d (%d bytes, its rows lost) skipped; the frames "
+                        "after it are replayed and the file is kept as %s.corrupt",
+                        segment.path,
+                        offset,
+                        end - offset,
+                        segment.name,
+                    )
+                else:
+                    log.warning(
+                        "spool file %s: torn frame at byte %d (%d bytes skipped): a crash cut the last write short",
+                        segment.path,
+                        offset,
+                        end - offset,
+                    )
             else:
                 try:
                     group = segment.layout.decode(payload)
@@ -358,12 +371,16 @@ class Spool:
         )
 
     def release(self, chunk: Chunk) -> None:
-        """Call once `chunk`'s rows are committed: deletes its file when the chunk was the file's last."""
+        """Call once `chunk`'s rows are committed: deletes its file when the chunk was the file's last (one that
+        held a damaged frame is kept, renamed `.corrupt`, for whoever wants to look at it)."""
         if not chunk.last:
             return
         segment = chunk.segment
         with contextlib.suppress(FileNotFoundError):
-            segment.path.unlink()
+            if segment.damaged:
+                segment.path.rename(segment.path.with_name(f"{segment.name}.corrupt"))
+            else:
+                segment.path.unlink()
         os.close(segment.fd)
         self._segments.remove(segment)
 

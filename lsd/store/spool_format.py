@@ -311,7 +311,11 @@ def count_rows(payload: bytes) -> int:
 
 
 def iter_frames(data: bytes | memoryview, offset: int) -> Iterator[tuple[int, bytes | None]]:
-    """(end offset, payload) for each frame from `offset`; a last item with payload None marks a torn frame."""
+    """(end offset, payload) for each frame from `offset`. Payload None: a frame that cannot be read, skipped to
+    its end offset. A torn tail (a crash cut the last append short: too few bytes for the length it names) is one
+    such item ending the file. A frame whose checksum fails but whose length fits (damaged on disk or in a copy) is
+    skipped alone and the frames after it are read on; if its length field was the damaged part, the next frame
+    is misread too and, past a length that does not fit, the rest counts as torn."""
     view = memoryview(data)
     while offset < len(view):
         if len(view) - offset < _FRAME.size:
@@ -323,8 +327,5 @@ def iter_frames(data: bytes | memoryview, offset: int) -> Iterator[tuple[int, by
             yield len(view), None
             return
         payload = bytes(view[start : start + length])
-        if zlib.crc32(payload) != crc:
-            yield len(view), None
-            return
         offset = start + length
-        yield offset, payload
+        yield offset, payload if zlib.crc32(payload) == crc else None

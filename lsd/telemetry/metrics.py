@@ -233,6 +233,22 @@ class Metrics:
             ("table", "reason"),
         )
         self.writer_flush_failures = counter("lsd_writer_flush_failures_total", "Failed flush attempts")
+        # The writer's cumulative counts that are not per table, brought up to date at each scrape (set_writer_state).
+        self.writer_totals = {
+            "replayed_rows": counter("lsd_writer_rows_replayed_total", "Rows read back from the spool and committed"),
+            "spool_torn_frames": counter(
+                "lsd_writer_spool_torn_frames_total", "Spool/journal frames skipped on replay: torn or damaged"
+            ),
+            "spool_foreign_files": counter(
+                "lsd_writer_spool_foreign_files_total", "Spool files of another database set aside, not replayed"
+            ),
+            "journaled_rows": counter("lsd_writer_rows_journaled_total", "Rows fsync'd to the journal before answers"),
+            "journal_failed_rows": counter(
+                "lsd_writer_journal_failed_rows_total",
+                "Rows that could not be journaled (disk full, spool_max_bytes): answered with the queue's guarantee",
+            ),
+        }
+        self._writer_seen: dict[str, int] = dict.fromkeys(self.writer_totals, 0)
         self.writer_flush = histogram("lsd_writer_flush_duration_seconds", "Flush (COPY) latency", (), FLUSH_BUCKETS_S)
         self.pool_size = gauge("lsd_db_pool_connections", "Open connections in the request pool")
         self.pool_in_use = gauge("lsd_db_pool_in_use_connections", "Pool connections lent out")
@@ -396,10 +412,19 @@ class Metrics:
         for table, count in rows.items():
             self.writer_rejected.labels(table, reason).inc(count)
 
-    def set_writer_state(self, queued_rows: int, spool_bytes: int, queued_bytes: int) -> None:
+    def set_writer_state(
+        self, queued_rows: int, spool_bytes: int, queued_bytes: int, totals: Mapping[str, int] | None = None
+    ) -> None:
+        """The writer's gauges, and its cumulative `totals` (WriterStats fields named in writer_totals): each counter
+        goes up by what the total grew since the last call."""
         self.writer_queue.set(queued_rows)
         self.writer_queue_bytes.set(queued_bytes)
         self.writer_spool_bytes.set(spool_bytes)
+        for name, total in (totals or {}).items():
+            grown = total - self._writer_seen[name]
+            if grown > 0:
+                self.writer_totals[name].inc(grown)
+                self._writer_seen[name] = total
 
     def set_pool(self, size: int, in_use: int, waiting: int, max_size: int) -> None:
         self.pool_size.set(size)

@@ -35,6 +35,7 @@ from lsd.records import (
 )
 from lsd.store.local import LocalServer, free_port
 from lsd.store.spool import Spool, decode_payload, encode_frame, iter_frames
+from lsd.store.spool_format import MAX_HEADER, read_header
 from lsd.store.writer import Writer
 from tests.integration.test_writer import chat_ids, count, eventually, ids_of, inference, inferences, observability
 from tests.support.gateway import ROOT, in_process_gateway
@@ -61,8 +62,8 @@ def nowhere() -> str:
     return f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
 
 
-def spool_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.spool"))
+def spool_files(directory: Path, pattern: str = "*.spool") -> list[Path]:
+    return sorted(directory.glob(pattern))
 
 
 def spool_rows(groups: list[list[Record]]) -> int:
@@ -148,6 +149,10 @@ def test_a_torn_frame_is_detected() -> None:
     assert [payload is not None for _, payload in iter_frames(frames[:-3], 0)] == [True, False]
     flipped = frames[:-1] + bytes([frames[-1] ^ 1])
     assert [payload is not None for _, payload in iter_frames(flipped, 0)] == [True, False]
+    # A frame damaged inside the file is skipped alone: the frames after it are read on.
+    first = encode_frame(inference())
+    damaged = bytes([first[0], *first[1:-1], first[-1] ^ 1]) + encode_frame(inference()) + encode_frame(inference())
+    assert [payload is not None for _, payload in iter_frames(damaged, 0)] == [False, True, True]
 
 
 def test_only_one_process_holds_a_spool_file(tmp_path: Path) -> None:
@@ -307,6 +312,30 @@ async def test_a_torn_final_frame_is_skipped_and_counted(database_url: str, tmp_
     assert set(chat_ids(database_url)) == ids_of(groups)
     assert writer.stats.spool_torn_frames == 1
     assert writer.stats.replayed_rows == 20
+
+
+async def test_a_frame_damaged_inside_a_spool_file_costs_its_rows_only(database_url: str, tmp_path: Path) -> None:
+    """One bit flipped in the 5th of 10 frames: that frame's rows are lost, the 5 after it are replayed (they were
+    all skipped as 'torn' before), and the file is kept as .corrupt rather than deleted."""
+    groups = inferences(10)
+    spool = Spool(tmp_path, 1 << 20)
+    spool.append([encode_frame(group) for group in groups])
+    spool.close()
+    [path] = spool_files(tmp_path)
+    data = bytearray(path.read_bytes())
+    frame_ends = [end for end, _ in iter_frames(bytes(data), read_header(bytes(data[:MAX_HEADER])).size)]
+    data[frame_ends[4] - 1] ^= 0x01  # the last payload byte of the 5th frame
+    path.write_bytes(bytes(data))
+
+    writer = Writer(database_url, observability(tmp_path))
+    await writer.open()
+    try:
+        await eventually(lambda: not spool_files(tmp_path))
+    finally:
+        await writer.close()
+    assert set(chat_ids(database_url)) == ids_of(groups[:4] + groups[5:])
+    assert writer.stats.spool_torn_frames == 1
+    assert [p.name for p in spool_files(tmp_path, "*.corrupt")] == [f"{path.name}.corrupt"]
 
 
 async def test_a_replay_after_a_partial_success_writes_no_duplicates(database_url: str, tmp_path: Path) -> None:
