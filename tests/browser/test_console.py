@@ -172,6 +172,10 @@ def test_every_page_links_and_feedback(browser: Any, daemons: Daemons, database_
     page.fill("#create-key input[name=description]", "made in a browser")
     page.click("#create-key button")
     assert page.locator("#new-key").inner_text().startswith("sk-lsd-")
+    page.reload()  # does not post the form again: no second key, no secret shown again
+    assert page.locator("#new-key").count() == 0
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM api_keys WHERE description = 'made in a browser'").fetchone() == (1,)
     pages.goto("/ui/keys")
     assert page.locator("#new-key").count() == 0
     assert pages.errors == []

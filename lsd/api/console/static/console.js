@@ -1,11 +1,16 @@
-// The LSD console's only script: confirmation before disabling a key, and the feedback form's hint. Pages work
-// without it.
+// The LSD console's only script: confirmation before disabling a key, the feedback form's hint, and a page answering a
+// form (a new key's) made a plain visit, so that reloading it does not post the form again. Pages work without it.
 "use strict";
 document.addEventListener("submit", (event) => {
   const form = event.target;
   const question = form instanceof HTMLFormElement ? form.dataset.confirm : undefined;
   if (question && !window.confirm(question)) {
     event.preventDefault();
+  }
+});
+document.addEventListener("DOMContentLoaded", () => {
+  if (document.getElementById("new-key")) {
+    window.history.replaceState(null, "", window.location.pathname); // a reload asks for the page, creates no key
   }
 });
 document.addEventListener("DOMContentLoaded", () => {
