@@ -3,6 +3,7 @@ in it, human feedback through the form, the CSRF and role refusals, sign-in with
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -416,3 +417,22 @@ def test_captions_ids_and_the_episode_feedback_notice(open_console: tuple[TestCl
     assert f">\N{HORIZONTAL ELLIPSIS}{str(traffic.inference_ids[0])[-12:]}</a>" in listed
     gone = client.post("/ui/logout", data={"csrf": "x" * 43})
     assert gone.status_code in (303, 403) and "application/json" not in gone.headers["content-type"]
+
+
+def test_a_feedback_form_that_cannot_be_recorded_keeps_what_was_typed(open_console: tuple[TestClient, Traffic]) -> None:
+    """A bad value (malformed JSON in a long demonstration, a boolean that is not true/false) answers the inference's
+    own page, 400, with the message above the form and the form filled as it was, not a dead-end error page."""
+    client, traffic = open_console
+    target = traffic.inference_ids[0]
+    token = csrf_of(client.get(f"/ui/inferences/{target}").text)
+    typed = "{not json, but a long demonstration I do not want to type again"
+    form = {"csrf": token, "kind": "demonstration", "metric_name": "", "value": typed}
+    answer = client.post(f"/ui/inferences/{target}/feedback", data=form)
+    assert answer.status_code == 400
+    assert f'action="/ui/inferences/{target}/feedback"' in answer.text, answer.text[-3000:]
+    assert "Not recorded: value: malformed JSON" in answer.text
+    assert html.escape(typed, quote=False) in answer.text and '<option value="demonstration" selected>' in answer.text
+    form = {"csrf": token, "kind": "boolean", "metric_name": "thumbs", "value": "TRUE"}
+    answer = client.post(f"/ui/inferences/{target}/feedback", data=form)
+    assert answer.status_code == 400 and "a boolean metric takes true or false" in answer.text
+    assert '<option value="thumbs" data-type="boolean" selected>' in answer.text

@@ -118,8 +118,20 @@ async def inferences(request: Request[Any], viewer: Viewer) -> Response:
 
 
 async def inference(request: Request[Any], viewer: Viewer) -> Response:
+    return await _inference_page(request, viewer, _uuid(request.path_params["inference_id"], "inference_id"))
+
+
+async def _inference_page(
+    request: Request[Any],
+    viewer: Viewer,
+    inference_id: UUID,
+    *,
+    form_error: str | None = None,
+    form_values: Mapping[str, str] | None = None,
+) -> Response:
+    """The inference's page; with `form_error`, answering its feedback form that could not be recorded (400): the
+    message above the form, and the form filled with what was typed."""
     rt = services(request)
-    inference_id = _uuid(request.path_params["inference_id"], "inference_id")
     found = await listing.get_inferences(rt.database, {"ids": [str(inference_id)], "include_model_inferences": True})
     if not found.rows:
         raise NotFound(f"unknown inference {inference_id}", field="inference_id")
@@ -128,6 +140,9 @@ async def inference(request: Request[Any], viewer: Viewer) -> Response:
         request,
         "inference.html",
         viewer,
+        400 if form_error else 200,
+        form_error=form_error,
+        form_values=form_values,
         row=row,
         attempts=row.model_inferences,
         feedback=await console.feedback_for(rt.database, inference_id),
@@ -184,9 +199,13 @@ async def add_feedback(request: Request[Any], viewer: Viewer) -> Response:
         if target is None:
             raise NotFound(f"unknown inference {inference_id}", field="inference_id")
         episode_id = str(target.episode_id)
-    body = feedback_body(form, inference_id, episode_id, levels)
-    parsed = dataclasses.replace(parse_feedback_request(body), api_key_public_id=viewer.public_id)
-    feedback_id = await rt.feedback.submit(parsed)
+    try:
+        body = feedback_body(form, inference_id, episode_id, levels)
+        parsed = dataclasses.replace(parse_feedback_request(body), api_key_public_id=viewer.public_id)
+        feedback_id = await rt.feedback.submit(parsed)
+    except InvalidRequest as exc:  # back to the page, with what was typed
+        values = {k: form.get(k, "") for k in ("kind", "metric_name", "value")}
+        return await _inference_page(request, viewer, inference_id, form_error=exc.message, form_values=values)
     where = "&on=episode" if episode_id else ""  # shown on the episode's page, not this one
     return redirect(f"/ui/inferences/{inference_id}?added={feedback_id}{where}")
 
