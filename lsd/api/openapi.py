@@ -255,6 +255,7 @@ OPERATIONS: tuple[tuple[str, str, str, Schema | None, tuple[tuple[str, Schema], 
     ("POST", "/openai/v1/embeddings", "OpenAI-compatible embeddings", EMBEDDINGS, ()),
     ("POST", "/openai/v1/responses", "OpenAI's Responses API (streamed too)", RESPONSES, ()),
     ("GET", "/openai/v1/models", "the functions and models, OpenAI's list shape", None, ()),
+    ("GET", "/openai/v1/models/{model}", "one of them by its id (models.retrieve)", None, ()),
     ("POST", "/anthropic/v1/messages", "Anthropic's Messages API (streamed too)", ANTHROPIC_MESSAGES, ()),
     (
         "POST",
@@ -271,6 +272,7 @@ PATH_PARAMETERS: dict[str, Schema] = {
     "run_id": UUID,
     "dataset_name": STRING,
     "function_name": STRING,
+    "model": STRING,
 }
 
 ERROR: Schema = {

@@ -57,7 +57,7 @@ ROUTES = [
     Route("/openai/v1/embeddings", openai.embeddings, methods=["POST"]),
     Route("/openai/v1/responses", openai_responses.responses, methods=["POST"]),
     Route("/openai/v1/models", openai.models, methods=["GET"]),
-    Route("/openai/v1/models/{model:path}", openai.model, methods=["GET"]),
+    Route("/openai/v1/models/{model}", openai.model, methods=["GET"]),
     Route("/anthropic/v1/messages", anthropic.messages, methods=["POST"]),
     Route("/anthropic/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
 ]
