@@ -40,8 +40,9 @@ flaky-<n> (the first <n> calls of that model answer 503, the later ones succeed)
 
 Streamed answers are sent one word (or argument fragment) per `chat.completion.chunk` event, then a
 chunk with the finish_reason, then (with stream_options.include_usage) a usage-only chunk with empty
-choices, then `data: [DONE]`. Usage counts words: prompt_tokens over all message text, completion_tokens
-over the answer.
+choices, then `data: [DONE]`. A request with no `stream_options` key at all gets its usage on the finish_reason
+chunk instead, as Mistral (which refuses the key) sends it. Usage counts words: prompt_tokens over all message
+text, completion_tokens over the answer.
 """
 
 from __future__ import annotations
@@ -295,6 +296,8 @@ class FakeOpenAI(FakeServer):
                 "model": call.model,
                 "choices": [choice],
             }
+            if finish_reason is not None and "stream_options" not in call.body:
+                chunk["usage"] = _usage(call.body, message)  # Mistral's way: on the last chunk, unasked
             return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
         if call.directive == "malformed":

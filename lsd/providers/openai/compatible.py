@@ -40,6 +40,9 @@ class CompatibleType:
     body_options: tuple[str, ...] = ()  # string options sent as body fields of the same name
     # Boolean options TensorZero has that LSD accepts only as false (what LSD does), naming what true would do.
     unsupported_flags: tuple[tuple[str, str], ...] = ()
+    # Where the vendor departs from OpenAI's body: fields it names otherwise, and fields it refuses (422).
+    renamed: tuple[tuple[str, str], ...] = ()
+    dropped: tuple[str, ...] = ()
 
 
 _THINK_BLOCKS = (("parse_think_blocks", "parsing <think> blocks into thoughts"),)
@@ -51,7 +54,16 @@ COMPATIBLE_TYPES: tuple[CompatibleType, ...] = (
     ),
     CompatibleType("groq", "https://api.groq.com/openai/v1/", "env::GROQ_API_KEY", body_options=("reasoning_format",)),
     CompatibleType("hyperbolic", "https://api.hyperbolic.xyz/v1/", "env::HYPERBOLIC_API_KEY"),
-    CompatibleType("mistral", "https://api.mistral.ai/v1/", "env::MISTRAL_API_KEY", body_options=("prompt_mode",)),
+    # Mistral validates bodies strictly: `stream_options` is a 422 (it sends the usage on the last chunk anyway),
+    # and its seed is `random_seed`, as TensorZero's MistralRequest sends it.
+    CompatibleType(
+        "mistral",
+        "https://api.mistral.ai/v1/",
+        "env::MISTRAL_API_KEY",
+        body_options=("prompt_mode",),
+        renamed=(("seed", "random_seed"),),
+        dropped=("stream_options",),
+    ),
     CompatibleType("openrouter", "https://openrouter.ai/api/v1/", "env::OPENROUTER_API_KEY"),
     CompatibleType("sglang", None, "none", key_required=False),
     CompatibleType("tgi", None, "none", key_required=False, model_name="tgi"),
@@ -119,7 +131,13 @@ class CompatibleProvider(ChatCompletionsProvider):
         )
 
     def build_body(self, request: ProviderRequest, stream: bool) -> dict[str, Any]:
-        return {**super().build_body(request, stream), **self.body_fields}
+        body = {**super().build_body(request, stream), **self.body_fields}
+        for name, vendors in self.spec.renamed:
+            if name in body:
+                body[vendors] = body.pop(name)
+        for name in self.spec.dropped:
+            body.pop(name, None)
+        return body
 
 
 def provider_class(spec: CompatibleType) -> type[CompatibleProvider]:

@@ -34,6 +34,7 @@ class StreamState:
         self._held: list[str] = []
         self._ids: dict[int, str] = {}
         self._names: dict[int, str] = {}
+        self._slots: dict[int | None, int] = {}  # a delta's `index` (None: it had none): the call it continues
         self._answered_with_tool = False
         self._refused = False
 
@@ -94,7 +95,8 @@ class StreamState:
         delta = choice.get("delta")
         if not isinstance(delta, dict):
             return
-        reasoning = delta.get("reasoning_content")
+        # `reasoning_content` (DeepSeek, older vLLM), else `reasoning` (OpenRouter, Groq's parsed, newer vLLM)
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if reasoning and isinstance(reasoning, str):
             blocks.append(Thought(reasoning))
         text = delta.get("content")
@@ -113,14 +115,21 @@ class StreamState:
                         blocks.append(block)
 
     def _tool_delta(self, call: Mapping[str, Any]) -> OutputBlock | None:
-        index = call.get("index", 0)
-        index = index if isinstance(index, int) else 0
+        # A call's slot: by its `index` (OpenAI's), and a new one when a delta brings an id other than the one its
+        # index (or, without `index`, the last call) has: servers that give no index, or index 0 to every call
+        # with a new id each (Mistral), would otherwise have their calls merged into one.
+        raw = call.get("index")
+        raw = raw if isinstance(raw, int) else None
+        call_id = call.get("id")
+        index = self._slots.get(raw)
+        if index is None or (call_id and self._ids[index] != call_id):
+            index = self._slots[raw] = len(self._ids)
         function = call.get("function")
         function = function if isinstance(function, dict) else {}
         arguments = arguments_text(function)
         first = index not in self._ids
         if first:
-            self._ids[index] = str(call.get("id") or f"call_{index}")
+            self._ids[index] = str(call_id or f"call_{index}")
             name = function.get("name")
             self._names[index] = name if isinstance(name, str) else ""
         if self.json_tool and self._names[index] == JSON_TOOL_NAME:

@@ -37,6 +37,7 @@ _FINISH_REASONS: Mapping[str, FinishReason] = MappingProxyType(
         "tool_calls": "tool_call",
         "function_call": "tool_call",
         "content_filter": "content_filter",
+        "model_length": "length",  # Mistral's, when the context is full
     }
 )
 _TOOL_CHOICES = ("none", "auto", "required")
@@ -250,7 +251,8 @@ def parse_response(body: Any, *, json_tool: bool = False) -> tuple[tuple[OutputB
     if not isinstance(message, dict):
         raise malformed("choices[0].message is missing")
     content: list[OutputBlock] = []
-    reasoning = message.get("reasoning_content")  # DeepSeek, vLLM and others
+    # DeepSeek and older vLLM say `reasoning_content`; OpenRouter, Groq (reasoning_format "parsed"), newer vLLM
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
         content.append(Thought(reasoning))
     for key in ("content", "refusal"):

@@ -20,7 +20,7 @@ from lsd.providers.base import CallContext, KeyLocation
 from lsd.providers.openai.compatible import COMPATIBLE_TYPES, CompatibleProvider
 from lsd.providers.registry import PROVIDER_TYPES, build_provider
 from lsd.providers.transport import Transport
-from lsd.types import Message, ProviderRequest, Text
+from lsd.types import InferenceParams, Message, ProviderRequest, Text
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.scripted_server import Server
 
@@ -229,3 +229,16 @@ reasoning_format = "parsed"
     fixed = text.split("[models.ds]")[1].replace('pointer = "usage"', 'pointer = "/usage/cost"')
     models = ModelTable.from_config(parse("[models.ds]" + fixed, base_dir=Path(".")))
     assert [p.type_name for p in models.get("ds").providers] == ["deepseek", "groq"]
+
+
+def test_mistral_gets_random_seed_and_no_stream_options() -> None:
+    """Mistral refuses unknown body fields (422): its seed is `random_seed`, and `stream_options` is not sent (it
+    puts the usage on the last chunk unasked)."""
+    provider, errors = build("mistral", {"model_name": "mistral-small-latest", "api_key_location": "none"})
+    assert errors == []
+    request = ProviderRequest(system=None, messages=(Message("user", (Text("hi"),)),),
+                              params=InferenceParams(seed=42))  # fmt: skip
+    body = provider.build_body(request, True)
+    assert body["random_seed"] == 42 and "seed" not in body and "stream_options" not in body and body["stream"]
+    other, _ = build("groq", {"model_name": "m", "api_key_location": "none"})
+    assert other.build_body(request, True)["seed"] == 42 and "stream_options" in other.build_body(request, True)

@@ -683,3 +683,28 @@ async def test_embeddings(fake: FakeOpenAI, ctx: CallContext) -> None:
     with pytest.raises(ProviderError) as info:
         await openai(fake, "error-500").embed(["x"], ctx)
     assert (info.value.kind, info.value.retryable) == ("server_error", True)
+
+
+def test_stream_state_tool_calls_without_index_or_reusing_one_stay_apart() -> None:
+    """Servers that give no `index` (or index 0 to every call, with a new id each) stream two calls as two."""
+    for index in ({}, {"index": 0}):
+        state = StreamState()
+        events = [
+            chunk({"tool_calls": [{**index, "id": "call_a", "function": {"name": "f", "arguments": '{"x":'}}]}),
+            chunk({"tool_calls": [{**index, "function": {"arguments": "1}"}}]}),
+            chunk({"tool_calls": [{**index, "id": "call_b", "function": {"name": "g", "arguments": "{}"}}]}),
+            chunk({"tool_calls": [{**index, "id": "call_b", "function": {"arguments": ""}}]}),  # repeats its id
+        ]
+        blocks = [b for c in map(state.feed, events) if c is not None for b in c.content]
+        assert blocks == [ToolCall("call_a", "f", '{"x":'), ToolCall("call_a", "", "1}"), ToolCall("call_b", "g", "{}")]
+
+
+def test_reasoning_in_a_reasoning_field_is_a_thought() -> None:
+    """OpenRouter, Groq (reasoning_format "parsed") and newer vLLM say `reasoning`, not `reasoning_content`."""
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "reasoning": "step", "content": "42"},
+                         "finish_reason": "model_length"}]}  # fmt: skip
+    content, _, finish = parse_response(body)
+    assert content == (Thought("step"), Text("42")) and finish == "length"  # Mistral's model_length
+    state = StreamState()
+    got = state.feed(chunk({"reasoning": "hmm"}))
+    assert got is not None and got.content == (Thought("hmm"),)
