@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -132,6 +133,11 @@ class LlmJudge:
     def _score(self, result: InferenceResult) -> tuple[bool | float | None, str | None]:
         if self.judge_type == "json":
             parsed = result.output.parsed if result.output else None
+            if parsed is None and result.output is not None and result.output.raw:
+                # Off the judge's output schema ({"score": "yes"} for a boolean score): the score is still read
+                # from the answer, as leniently as a chat judge's.
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    parsed = orjson.loads(result.output.raw)
             if not isinstance(parsed, dict) or self.config.output_field not in parsed:
                 raw = result.output.raw if result.output else None
                 return None, f"the judge's answer has no {self.config.output_field!r}: {raw!r}"

@@ -197,13 +197,15 @@ async def select_inferences(
     tags: Mapping[str, str],
     limit: int,
 ) -> list[StoredInference]:
-    """A function's stored inferences, newest first, each with its latest demonstration."""
+    """A function's stored inferences, newest first, each with its latest demonstration. The inferences evaluation
+    runs made (tagged `lsd::evaluation_run_id`) are left out: they carry their datapoint's tags, so a selection by
+    tags would otherwise take in the outputs of its own earlier runs."""
     query = sql.SQL(
         "SELECT i.id, i.input, i.output, i.tags, d.value AS demonstration, d.id IS NOT NULL AS has_demonstration "
         "FROM {} i LEFT JOIN LATERAL (SELECT id, value FROM demonstration_feedback "
         "WHERE inference_id = i.id ORDER BY id DESC LIMIT 1) d ON true "
         "WHERE i.function_name = %(function)s AND (%(variant)s::text IS NULL OR i.variant_name = %(variant)s) "
-        "AND i.tags @> %(tags)s ORDER BY i.id DESC LIMIT %(limit)s"
+        "AND i.tags @> %(tags)s AND NOT i.tags ? 'lsd::evaluation_run_id' ORDER BY i.id DESC LIMIT %(limit)s"
     ).format(sql.Identifier(_INFERENCE_TABLES[function_type]))
     params = {"function": function_name, "variant": variant_name, "tags": Jsonb(dict(tags)), "limit": limit}
     async with database.reading("evaluations") as conn, conn.cursor(row_factory=class_row(StoredInference)) as cur:

@@ -369,3 +369,7 @@ async def test_stored_inferences_as_a_dataset_with_demonstrations_as_references(
     summary = await evaluate(config, database_url, data)
     exact = by_name(summary)["exact"]
     assert (exact.n, exact.mean, exact.failures) == (1, 1.0, 2)  # only the demonstrated inference has a reference
+    # The run's own inferences carry the datapoints' tags (set=golden): the same selection again leaves them out.
+    async with open_runtime(config, database_url) as rt:
+        again = await from_inferences(rt.database, function, parse_inference_filter({"tags": {"set": "golden"}}))
+    assert sorted(d.id for d in again.datapoints) == sorted(ids)
