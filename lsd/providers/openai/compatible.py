@@ -43,6 +43,8 @@ class CompatibleType:
     # Where the vendor departs from OpenAI's body: fields it names otherwise, and fields it refuses (422).
     renamed: tuple[tuple[str, str], ...] = ()
     dropped: tuple[str, ...] = ()
+    # Reasoning tokens counted outside `completion_tokens` (billed as output): added to the output count.
+    reasoning_apart: bool = False
 
 
 _THINK_BLOCKS = (("parse_think_blocks", "parsing <think> blocks into thoughts"),)
@@ -71,7 +73,8 @@ COMPATIBLE_TYPES: tuple[CompatibleType, ...] = (
         "together", "https://api.together.xyz/v1/", "env::TOGETHER_API_KEY", unsupported_flags=_THINK_BLOCKS
     ),
     CompatibleType("vllm", "http://localhost:8000/v1/", "env::VLLM_API_KEY", key_required=False),
-    CompatibleType("xai", "https://api.x.ai/v1/", "env::XAI_API_KEY"),
+    # xAI bills reasoning tokens as output but leaves them out of completion_tokens (only total_tokens has them).
+    CompatibleType("xai", "https://api.x.ai/v1/", "env::XAI_API_KEY", reasoning_apart=True),
 )
 
 
@@ -104,6 +107,7 @@ class CompatibleProvider(ChatCompletionsProvider):
             proxy=proxy,
         )
         self.body_fields = dict(body_fields or {})
+        self.reasoning_apart = self.spec.reasoning_apart
 
     @classmethod
     def from_config(cls, config: ProviderConfig, options: Table) -> CompatibleProvider:

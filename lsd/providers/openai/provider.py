@@ -58,6 +58,7 @@ class ChatCompletionsProvider(HttpProvider):
         self.chat_url = chat_url
         self.max_tokens_field = max_tokens_field
         self.batch_api = batch_api
+        self.reasoning_apart = False  # the vendor counts reasoning tokens outside completion_tokens (wire.parse_usage)
 
     def build_body(self, request: ProviderRequest, stream: bool) -> dict[str, Any]:
         return build_body(
@@ -67,7 +68,9 @@ class ChatCompletionsProvider(HttpProvider):
     async def infer(self, request: ProviderRequest, ctx: CallContext) -> ProviderResponse:
         exchange = await self.post_json(self.chat_url, self.build_body(request, stream=False), ctx)
         try:
-            content, usage, reason = parse_response(exchange.data, json_tool=request.params.json_mode == "tool")
+            content, usage, reason = parse_response(
+                exchange.data, json_tool=request.params.json_mode == "tool", reasoning_apart=self.reasoning_apart
+            )
         except ProviderError as exc:
             raise self.attach(exc, exchange) from None
         return self.response(exchange, content, usage, reason, reported_cost(exchange.data.get("usage")))
@@ -86,7 +89,10 @@ class ChatCompletionsProvider(HttpProvider):
     def stream_call(self, request: ProviderRequest, ctx: CallContext) -> tuple[Call, StreamState]:
         call = self.prepare(self.chat_url, self.build_body(request, stream=True), ctx, stream=True)
         json_tool = request.params.json_mode == "tool"
-        return call, StreamState(json_tool=json_tool, provider=self.name, raw_request=call.raw_request)
+        state = StreamState(
+            json_tool=json_tool, provider=self.name, raw_request=call.raw_request, reasoning_apart=self.reasoning_apart
+        )
+        return call, state
 
 
 class OpenAIProvider(ChatCompletionsProvider):

@@ -22,8 +22,16 @@ class StreamState:
     call's id only on its first delta, keyed by `index`; every ToolCall delta here carries it.
     """
 
-    def __init__(self, *, json_tool: bool = False, provider: str = "", raw_request: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        json_tool: bool = False,
+        provider: str = "",
+        raw_request: str | None = None,
+        reasoning_apart: bool = False,
+    ) -> None:
         self.json_tool = json_tool
+        self.reasoning_apart = reasoning_apart  # parse_usage's: xAI counts reasoning outside completion_tokens
         self.provider = provider
         self.raw_request = raw_request
         self.done = False
@@ -75,7 +83,7 @@ class StreamState:
             return StreamChunk(error=f"provider {self.provider!r} sent an error mid-stream: {data[:500]}", raw=data)
         usage = event.get("usage")
         if usage is not None and isinstance(usage, dict):
-            self.usage = parse_usage(usage)
+            self.usage = parse_usage(usage, reasoning_apart=self.reasoning_apart)
             self.reported_cost = reported_cost(usage)
         blocks: list[OutputBlock] = []
         if choices:

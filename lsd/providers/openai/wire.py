@@ -220,15 +220,23 @@ def finish_reason(value: Any) -> FinishReason | None:
     return mapped_reason(_FINISH_REASONS, value)
 
 
-def parse_usage(usage: Any) -> Usage:
+def parse_usage(usage: Any, *, reasoning_apart: bool = False) -> Usage:
+    """`reasoning_apart`: the vendor counts reasoning tokens outside `completion_tokens` (xAI: they are billed as
+    output, and only `total_tokens` includes them), so they are added to the output here."""
     if not isinstance(usage, dict):
         return Usage()
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    output = completion if isinstance(completion, int) else None
+    if reasoning_apart and output is not None:
+        completion_details = usage.get("completion_tokens_details")
+        reasoning = completion_details.get("reasoning_tokens") if isinstance(completion_details, dict) else None
+        if isinstance(reasoning, int) and not isinstance(reasoning, bool):
+            output += reasoning
     return Usage(
         prompt if isinstance(prompt, int) else None,
-        completion if isinstance(completion, int) else None,
+        output,
         cache_read_input_tokens=cached if isinstance(cached, int) and not isinstance(cached, bool) else None,
     )
 
@@ -239,7 +247,9 @@ def reported_cost(usage: Any) -> float | None:
     return float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None
 
 
-def parse_response(body: Any, *, json_tool: bool = False) -> tuple[tuple[OutputBlock, ...], Usage, FinishReason | None]:
+def parse_response(
+    body: Any, *, json_tool: bool = False, reasoning_apart: bool = False
+) -> tuple[tuple[OutputBlock, ...], Usage, FinishReason | None]:
     """Content blocks, usage and finish reason of a chat.completion object. With `json_tool` (json_mode
     "tool") a call to the `respond` tool becomes a Text block holding its arguments. Raises ProviderError
     (kind "malformed", without provider or raw fields: the caller adds them) when the shape is wrong."""
@@ -272,7 +282,7 @@ def parse_response(body: Any, *, json_tool: bool = False) -> tuple[tuple[OutputB
         reason = "stop"
     if message.get("refusal") and reason == "stop":
         reason = "content_filter"  # the model refused: its text is the refusal, as Anthropic's refusal maps
-    return tuple(content), parse_usage(body.get("usage")), reason
+    return tuple(content), parse_usage(body.get("usage"), reasoning_apart=reasoning_apart), reason
 
 
 def _parse_tool_call(call: Any) -> ToolCall:

@@ -242,3 +242,16 @@ def test_mistral_gets_random_seed_and_no_stream_options() -> None:
     assert body["random_seed"] == 42 and "seed" not in body and "stream_options" not in body and body["stream"]
     other, _ = build("groq", {"model_name": "m", "api_key_location": "none"})
     assert other.build_body(request, True)["seed"] == 42 and "stream_options" in other.build_body(request, True)
+
+
+def test_xai_counts_its_reasoning_tokens_as_output() -> None:
+    """xAI leaves reasoning tokens out of completion_tokens (only total_tokens has them) and bills them as output."""
+    from lsd.providers.openai.wire import parse_usage
+
+    usage = {"prompt_tokens": 13, "completion_tokens": 1, "total_tokens": 400,
+             "completion_tokens_details": {"reasoning_tokens": 386}}  # fmt: skip
+    xai, _ = build("xai", {"model_name": "grok-3-mini", "api_key_location": "none"})
+    groq, _ = build("groq", {"model_name": "m", "api_key_location": "none"})
+    assert (xai.reasoning_apart, groq.reasoning_apart) == (True, False)
+    assert parse_usage(usage, reasoning_apart=True).output_tokens == 387
+    assert parse_usage(usage).output_tokens == 1  # OpenAI, DeepSeek: reasoning is inside completion_tokens
