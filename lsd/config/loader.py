@@ -100,8 +100,13 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
     batch.finish()
     obs.choice("backend", ("auto", "clickhouse", "postgres"))  # TensorZero's: LSD writes PostgreSQL only
     legacy_no_migrations = obs.bool("disable_automatic_migrations", None)  # TensorZero's older place for it
+    # TensorZero's gateway.disable_observability (its provider guides use it): [gateway.observability] enabled = false
+    disabled = t.bool("disable_observability", False)
+    enabled = obs.bool("enabled", not disabled)
+    if disabled and enabled:
+        obs.error("enabled", "contradicts gateway.disable_observability = true: keep one of the two")
     observability = ObservabilityConfig(
-        enabled=obs.bool("enabled", True),
+        enabled=enabled,
         async_writes=obs.bool("async_writes", True),
         batch_writes=batch_writes,
         max_queue_rows=obs.int("max_queue_rows", 100_000, minimum=1),

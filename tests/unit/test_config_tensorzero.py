@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lsd.config import load, load_many
+from lsd.config import load, load_many, parse
 from lsd.errors import ConfigError, InvalidRequest, ProviderError
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
@@ -317,3 +317,11 @@ def test_invented_shorthand_model_names_are_bounded(monkeypatch: pytest.MonkeyPa
     assert len(table.names()) == 3
     with pytest.raises(InvalidRequest, match="at most 256 characters"):
         table.get("dummy::" + "x" * 300)
+
+
+def test_disable_observability_is_observability_off(tmp_path: Path) -> None:
+    """TensorZero's provider guides set gateway.disable_observability = true."""
+    assert parse("[gateway]\ndisable_observability = true\n", base_dir=tmp_path).gateway.observability.enabled is False
+    assert parse("", base_dir=tmp_path).gateway.observability.enabled is True
+    with pytest.raises(ConfigError, match="contradicts gateway.disable_observability"):
+        parse("[gateway]\ndisable_observability = true\n[gateway.observability]\nenabled = true\n", base_dir=tmp_path)

@@ -45,6 +45,9 @@ class CompatibleType:
     dropped: tuple[str, ...] = ()
     # Reasoning tokens counted outside `completion_tokens` (billed as output): added to the output count.
     reasoning_apart: bool = False
+    # A path the OpenAI-compatible endpoint lives under, added to an `api_base` that does not end with it (Ollama:
+    # TensorZero's `api_base` is the server's root, whose native API it speaks; LSD speaks its /v1/ endpoint).
+    openai_path: str = ""
 
 
 _THINK_BLOCKS = (("parse_think_blocks", "parsing <think> blocks into thoughts"),)
@@ -66,6 +69,8 @@ COMPATIBLE_TYPES: tuple[CompatibleType, ...] = (
         renamed=(("seed", "random_seed"),),
         dropped=("stream_options",),
     ),
+    CompatibleType("nvidia_nim", "https://integrate.api.nvidia.com/v1/", "env::NVIDIA_API_KEY"),
+    CompatibleType("ollama", "http://localhost:11434/", "none", key_required=False, openai_path="v1/"),
     CompatibleType("openrouter", "https://openrouter.ai/api/v1/", "env::OPENROUTER_API_KEY"),
     CompatibleType("sglang", None, "none", key_required=False),
     CompatibleType("tgi", None, "none", key_required=False, model_name="tgi"),
@@ -115,6 +120,8 @@ class CompatibleProvider(ChatCompletionsProvider):
         model_name = options.str("model_name", spec.model_name, required=spec.model_name is None)
         raw_base = options.str("api_base", spec.api_base, required=spec.api_base is None)
         api_base = check_url(options, "api_base", raw_base)
+        if spec.openai_path and api_base and not api_base.rstrip("/").endswith("/" + spec.openai_path.rstrip("/")):
+            api_base = api_base.rstrip("/") + "/" + spec.openai_path
         key_location = KeyLocation.parse(options, "api_key_location", spec.api_key_location)
         if not spec.key_required and not options.has("api_key_location"):
             key_location = KeyLocation(key_location.kind, key_location.name, optional=True)

@@ -31,6 +31,8 @@ TENSORZERO_DEFAULTS = {
     "groq": ("https://api.groq.com/openai/v1/", "env::GROQ_API_KEY"),
     "hyperbolic": ("https://api.hyperbolic.xyz/v1/", "env::HYPERBOLIC_API_KEY"),
     "mistral": ("https://api.mistral.ai/v1/", "env::MISTRAL_API_KEY"),
+    "nvidia_nim": ("https://integrate.api.nvidia.com/v1/", "env::NVIDIA_API_KEY"),
+    "ollama": ("http://localhost:11434/", "none"),  # TensorZero's root URL; LSD calls its /v1/ endpoint
     "openrouter": ("https://openrouter.ai/api/v1/", "env::OPENROUTER_API_KEY"),
     "sglang": (None, "none"),
     "tgi": (None, "none"),
@@ -76,7 +78,8 @@ def test_defaults(type_name: str) -> None:
         options["api_base"] = api_base = "http://localhost:30000/v1/"
     provider, errors = build(type_name, options)
     assert errors == []
-    assert provider.chat_url == f"{api_base}chat/completions"
+    openai_path = "v1/" if type_name == "ollama" else ""  # Ollama's OpenAI endpoint, under its root
+    assert provider.chat_url == f"{api_base}{openai_path}chat/completions"
     assert provider.model_name == "some-model"
     kind, _, name = key.partition("::")
     assert (provider.key_location.kind, provider.key_location.name) == (kind, name)
@@ -255,3 +258,11 @@ def test_xai_counts_its_reasoning_tokens_as_output() -> None:
     assert (xai.reasoning_apart, groq.reasoning_apart) == (True, False)
     assert parse_usage(usage, reasoning_apart=True).output_tokens == 387
     assert parse_usage(usage).output_tokens == 1  # OpenAI, DeepSeek: reasoning is inside completion_tokens
+
+
+def test_ollama_calls_the_openai_endpoint_under_its_root() -> None:
+    for base in ("http://gpu:11434", "http://gpu:11434/", "http://gpu:11434/v1/"):
+        provider, errors = build("ollama", {"model_name": "llama3.2", "api_base": base})
+        assert errors == [] and provider.chat_url == "http://gpu:11434/v1/chat/completions"
+    default, _ = build("ollama", {"model_name": "llama3.2"})
+    assert default.chat_url == "http://localhost:11434/v1/chat/completions"
