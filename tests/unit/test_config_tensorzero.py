@@ -323,5 +323,5 @@ def test_disable_observability_is_observability_off(tmp_path: Path) -> None:
     """TensorZero's provider guides set gateway.disable_observability = true."""
     assert parse("[gateway]\ndisable_observability = true\n", base_dir=tmp_path).gateway.observability.enabled is False
     assert parse("", base_dir=tmp_path).gateway.observability.enabled is True
-    with pytest.raises(ConfigError, match="contradicts gateway.disable_observability"):
+    with pytest.raises(ConfigError, match=r"contradicts gateway\.disable_observability"):
         parse("[gateway]\ndisable_observability = true\n[gateway.observability]\nenabled = true\n", base_dir=tmp_path)
