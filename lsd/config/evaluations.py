@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from lsd.config.functions import _json_file, _template_file
-from lsd.config.model import FunctionConfig, TemplateConfig
+from lsd.config.functions import _json_file, _template_file, _variant
+from lsd.config.model import FunctionConfig, ModelConfig, TemplateConfig
 from lsd.config.reader import Table
 
 EVALUATOR_TYPES = ("exact_match", "json_schema", "regex", "llm_judge")
@@ -83,7 +83,16 @@ class EvaluationConfig:
     description: str | None = None
 
 
-def evaluation_from(name: str, t: Table, functions: Mapping[str, FunctionConfig]) -> EvaluationConfig:
+def evaluation_from(
+    name: str,
+    t: Table,
+    functions: Mapping[str, FunctionConfig],
+    models: dict[str, ModelConfig] | None = None,
+    generated: dict[str, FunctionConfig] | None = None,
+) -> EvaluationConfig:
+    """One `[evaluations.NAME]`. A TensorZero-form llm_judge (its judge's variants inline) adds its judge function
+    to `generated` (see _tensorzero_judge)."""
+    t.choice("type", ("inference", "static"), "inference")  # TensorZero's kinds: both score a function's outputs
     function_name = t.str("function_name", "", required=True)
     function = functions.get(function_name)
     if function_name and function is None:
@@ -92,7 +101,11 @@ def evaluation_from(name: str, t: Table, functions: Mapping[str, FunctionConfig]
     for ename, e in t.subtables("evaluators"):
         if "::" in ename:
             e.error("", "an evaluator name must not contain '::'")
-        evaluator = _evaluator(ename, e, function, functions)
+        e.str("description")  # TensorZero's: documentation only
+        if e.has("variants") and e.str("type") == "llm_judge":
+            evaluator: EvaluatorConfig | None = _tensorzero_judge(name, ename, e, models or {}, generated)
+        else:
+            evaluator = _evaluator(ename, e, function, functions)
         e.finish()
         if evaluator is not None:
             evaluators[ename] = evaluator
@@ -161,6 +174,71 @@ def _judge(name: str, t: Table, functions: Mapping[str, FunctionConfig]) -> LlmJ
         output_type=output_type,
         optimize=t.choice("optimize", ("max", "min"), "max", required=True),
         output_field=t.str("output_field", "score"),
+        cutoff=_cutoff(t, output_type),
+    )
+
+
+def judge_function_name(evaluation: str, evaluator: str) -> str:
+    """The function LSD makes of a TensorZero-form llm_judge's inline variants (TensorZero's own name for it)."""
+    return f"tensorzero::llm_judge::{evaluation}::{evaluator}"
+
+
+# The judge's user message for a TensorZero-form llm_judge: the datapoint's input, the output being judged, and
+# (include.reference_output) the reference output, each under a heading.
+_JUDGE_PROMPT = (
+    "# Input\n\n{{ input | tojson }}\n\n# Generated Output\n\n{{ output_text }}"
+    "{% if reference is not none %}\n\n# Reference Output\n\n{{ reference | tojson }}{% endif %}"
+)
+
+
+def _tensorzero_judge(
+    evaluation: str, name: str, t: Table, models: dict[str, ModelConfig], generated: dict[str, FunctionConfig] | None
+) -> LlmJudgeConfig:
+    """TensorZero's llm_judge: its judge variants inline (`variants.V`: a variant's keys plus `system_instructions`,
+    a file of plain text, and `active`), `include.reference_output`, `input_format`. LSD makes them a json function
+    (judge_function_name) whose answer is {"score": boolean | number}, asked with _JUDGE_PROMPT, and uses the
+    active variant (or the only one)."""
+    output_type = t.choice("output_type", ("boolean", "float"), "boolean", required=True)
+    include = t.table("include")
+    with_reference = include.bool("reference_output", False)
+    include.finish()
+    t.choice("input_format", ("serialized", "messages"), "serialized")  # both: the input as JSON in the prompt
+    variants = {}
+    active: list[str] = []
+    for vname, v in t.subtables("variants"):
+        if v.bool("active", False):
+            active.append(vname)
+        instructions = _template_file(v, "system_instructions")
+        variant = _variant(vname, v, "json", models, {})
+        if variant is None:
+            continue
+        if instructions is not None:  # plain text, not a template: kept as written
+            text = instructions.source.replace("{% endraw %}", "{% endraw %}{{ '{% endraw %}' }}{% raw %}")
+            system = TemplateConfig("{% raw %}" + text + "{% endraw %}", instructions.path, instructions.key_path)
+            variant = replace(variant, templates={**variant.templates, "system": system})
+        variants[vname] = variant
+    chosen = active[0] if len(active) == 1 else next(iter(variants)) if len(variants) == 1 and not active else ""
+    if variants and not chosen:
+        t.error("variants", "mark exactly one judge variant active = true (or give one variant)")
+    score: dict[str, Any] = {"type": "boolean" if output_type == "boolean" else "number"}
+    function = FunctionConfig(
+        name=judge_function_name(evaluation, name),
+        type="json",
+        variants=variants,
+        description=f"the llm_judge {name!r} of evaluation {evaluation!r}",
+        output_schema={"type": "object", "properties": {"score": score}, "required": ["score"]},
+    )
+    if generated is not None:
+        generated[function.name] = function
+    prompt = _JUDGE_PROMPT if with_reference else _JUDGE_PROMPT.split("{% if reference")[0]
+    return LlmJudgeConfig(
+        name=name,
+        function_name=function.name,
+        variant_name=chosen,
+        prompt=TemplateConfig(prompt, t.base_dir / f"<{t.key_path('variants')}>"),
+        output_type=output_type,
+        optimize=t.choice("optimize", ("max", "min"), "max", required=True),
+        output_field="score",
         cutoff=_cutoff(t, output_type),
     )
 

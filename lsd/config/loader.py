@@ -17,6 +17,7 @@ from lsd.config.model import (
     BatchWritesConfig,
     Config,
     DatabaseConfig,
+    FunctionConfig,
     GatewayConfig,
     ObservabilityConfig,
     TemplateFilesystemAccess,
@@ -59,7 +60,11 @@ def _build(sources: Sources, base_dir: Path) -> Config:
     metrics = {name: metric_from(name, t) for name, t in root.subtables("metrics")}
     functions = {name: function_from(name, t, models, tools, metrics) for name, t in root.subtables("functions")}
     check_embedding_models(sink, functions, embedding_models)
-    evaluations = {name: evaluation_from(name, t, functions) for name, t in root.subtables("evaluations")}
+    judges: dict[str, FunctionConfig] = {}  # TensorZero-form llm_judges' inline variants, as functions
+    evaluations = {
+        name: evaluation_from(name, t, functions, models, judges) for name, t in root.subtables("evaluations")
+    }
+    functions = {**functions, **judges}
     rate_limiting = rate_limiting_from(root.table("rate_limiting"), auth_enabled=gateway.auth.enabled)
     inbound = inbound_from(root.table("inbound"), models, functions)
     accepted = accepted_tables(root)

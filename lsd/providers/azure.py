@@ -41,7 +41,15 @@ class AzureProvider(ChatCompletionsProvider):
     @classmethod
     def from_config(cls, config: ProviderConfig, options: Table) -> AzureProvider:
         deployment_id = options.str("deployment_id", required=True) or ""
-        endpoint = check_url(options, "endpoint", options.str("endpoint", required=True))
+        raw_endpoint = options.str("endpoint", required=True)
+        if isinstance(raw_endpoint, str) and raw_endpoint.startswith("dynamic::"):  # TensorZero's per-request form
+            options.error(
+                "endpoint",
+                "a dynamic endpoint (read from each request's credentials) is not supported by LSD yet: give the "
+                "URL, or env::VARIABLE",
+            )
+            raw_endpoint = None
+        endpoint = check_url(options, "endpoint", raw_endpoint)
         api_version = options.str("api_version", DEFAULT_API_VERSION) or DEFAULT_API_VERSION
         pricing = parse_cost(options)
         return cls(

@@ -21,6 +21,7 @@ otherwise a request whose tool_choice forces a function gets a call to it; other
     json             the text {"answer": "<text>"}
     choose-<n>       the text {"thinking": "...", "answer_choice": <n>} (a best_of_n evaluator's choice)
     cot              the text {"thinking": "...", "response": {"answer": "<text>"}} (a chain_of_thought answer)
+    score-<json>     the text {"score": <json>} (an llm_judge's verdict: score-true, score-0.25)
     error-<status>   HTTP <status> with {"error": {"message", "type", "param", "code"}} (e.g. error-429)
     slow, slow-<ms>  sleeps `delay_s` (or <ms>), then echoes; for exercising timeouts
     hold             streams the first delta, then waits for `fake.release` (an asyncio.Event) to be set
@@ -359,6 +360,7 @@ def _is_directive(name: str) -> bool:
         "nul",
         "choose",
         "cot",
+        "score",
     )
 
 
@@ -389,6 +391,8 @@ def _message(call: _Call) -> tuple[dict[str, Any], str]:
         content = orjson.dumps({"thinking": "the fake judge chose", "answer_choice": int(directive[7:])}).decode()
     if directive == "cot":
         content = orjson.dumps({"thinking": "step by step", "response": {"answer": call.text}}).decode()
+    if directive.startswith("score-"):
+        content = orjson.dumps({"score": orjson.loads(directive[6:])}).decode()
     if directive == "nul":
         content = f"nul\x00: {call.text} \ue0000"
     finish = directive[7:] if directive.startswith("finish-") else "stop"

@@ -136,6 +136,10 @@ class OpenAIProvider(ChatCompletionsProvider):
                 'LSD calls OpenAI through Chat Completions only: set api_type = "chat_completions" or leave it '
                 "out (OpenAI's Responses API is served to clients at /openai/v1/responses, not called upstream)",
             )
+        for key in ("include_encrypted_reasoning", "provider_tools"):  # TensorZero's, for its Responses API calls
+            if options.has(key):
+                options.raw(key)
+                options.error(key, 'only means something with api_type = "responses", which LSD does not call')
         pricing = parse_cost(options)
         return cls(
             config,

@@ -266,3 +266,11 @@ def test_ollama_calls_the_openai_endpoint_under_its_root() -> None:
         assert errors == [] and provider.chat_url == "http://gpu:11434/v1/chat/completions"
     default, _ = build("ollama", {"model_name": "llama3.2"})
     assert default.chat_url == "http://localhost:11434/v1/chat/completions"
+
+
+def test_tensorzero_keys_lsd_refuses_say_why() -> None:
+    """TensorZero keys LSD does not implement are refused with the reason, not as unknown keys."""
+    _, errors = build("openai", {"model_name": "m", "include_encrypted_reasoning": True, "provider_tools": []})
+    assert all('only means something with api_type = "responses"' in e for e in errors) and len(errors) == 2
+    _, errors = build("azure", {"deployment_id": "d", "endpoint": "dynamic::AZURE_BASE", "api_key_location": "none"})
+    assert any("a dynamic endpoint" in e for e in errors)
