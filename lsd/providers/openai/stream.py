@@ -55,7 +55,9 @@ class StreamState:
         return None if self.done else self.feed(event.data)
 
     def missing_end(self) -> str | None:
-        return None if self.done else "[DONE]"
+        # A stream that gave its finish reason is whole even if the server closed it without `data: [DONE]` (some
+        # self-hosted servers and proxies do): only one cut before its finish reason was interrupted.
+        return None if self.done or self.finish_reason is not None else "[DONE]"
 
     def feed(self, data: str) -> StreamChunk | None:
         if data == "[DONE]":

@@ -708,3 +708,12 @@ def test_reasoning_in_a_reasoning_field_is_a_thought() -> None:
     state = StreamState()
     got = state.feed(chunk({"reasoning": "hmm"}))
     assert got is not None and got.content == (Thought("hmm"),)
+
+
+def test_a_stream_with_its_finish_reason_is_whole_without_done() -> None:
+    """Some servers close a finished stream without `data: [DONE]`: only one cut before its finish reason is cut."""
+    state = StreamState()
+    state.feed(chunk({"content": "hi"}))
+    assert state.missing_end() == "[DONE]"
+    state.feed(chunk({}, "stop"))
+    assert state.missing_end() is None
