@@ -215,6 +215,9 @@ class Connection(asyncio.Protocol):
         (loop time), after which they raise TimeoutError."""
         if self.closed or self.transport is None:
             raise ConnectionClosed("the connection was closed before the request was sent")
+        # A stream whose answer ended in the read that paused it (its reader lagging, then gone) came back to the
+        # pool with reading paused: resume it, or this answer is never read (the call hangs to its deadline).
+        self._resume()
         self._reset()
         self.arm(deadline)
         self.transport.writelines((head, body) if body else (head,))
@@ -256,6 +259,8 @@ class Connection(asyncio.Protocol):
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
+
+    resume = _resume
 
     def finished(self) -> bool:
         """The response was read in full and the connection can carry another request."""
@@ -430,6 +435,7 @@ class Pool:
         conn.disarm()
         key = origin.key
         if conn.finished() and not self._closed:
+            conn.resume()  # an idle connection reads: a server's close is seen before the connection is reused
             conn.idle_since = time.monotonic()
             self._idle.setdefault(key, []).append(conn)
         else:

@@ -13,7 +13,7 @@ import pytest
 import trustme
 
 from lsd.errors import ProviderError, ProviderTimeout
-from lsd.providers.connections import Connection, Pool
+from lsd.providers.connections import PAUSE_AT, Connection, Pool
 from lsd.providers.transport import HttpResponse, Transport
 from tests.fakes.scripted_server import OK, Handler, Server, answer_ok
 
@@ -342,3 +342,33 @@ async def test_a_host_that_never_completes_the_connection_fails_after_the_connec
             assert not isinstance(caught.value, ProviderTimeout)  # the provider did not time out: it never answered
     finally:
         await t.close()
+
+
+async def test_a_connection_pooled_while_its_reading_was_paused_reads_its_next_answer(
+    one_connection: Transport,
+) -> None:
+    """A stream whose answer ended while its reader lagged (reading paused past PAUSE_AT in the read that ended it)
+    and whose reader then left goes back to the pool finished: the next call on it must read its answer, not hang
+    with reading still paused."""
+    first, rest = b"data: start\n\n", b"data: " + b"x" * (PAUSE_AT + 1000) + b"\n\n"
+    calls = 0
+
+    async def answers(request: bytes, writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            writer.write(OK)
+            return await writer.drain()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (len(first) + len(rest)) + first)
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the reader has its first piece and lags
+        writer.write(rest)
+        await writer.drain()
+
+    async with Server(answers) as server:
+        async with aclosing(one_connection.stream_bytes(server.url, b"{}", {}, provider="p")) as pieces:
+            async for _ in pieces:
+                await asyncio.sleep(0.3)  # the rest arrives meanwhile: reading pauses in the read that ends it
+                break  # the reader leaves
+        reply = await asyncio.wait_for(post(one_connection, server.url, timeout_s=5), 3)
+    assert reply.status == 200 and reply.body == b'{"ok":true}'
