@@ -35,6 +35,7 @@ from lsd.config.model import GatewayConfig
 log = logging.getLogger("lsd")
 
 KEEP_ALIVE_S = 75  # longer than the usual load balancer's idle timeout (60 s), so the balancer closes first
+HEAD_TIMEOUT_S = 60.0  # a new connection's first request line and headers must arrive within this (HeadLimitedProtocol)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,32 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     that, stops a client from making the server buffer an unbounded head before the app ever sees it."""
 
     head_limit = 2 * 16 * 1024  # replaced per server by `_protocol_class`
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # A connection must send its first request's head within HEAD_TIMEOUT_S: one that sends nothing, or stops
+        # in its headers, would otherwise hold its file descriptor forever (uvicorn's keep-alive timer only starts
+        # after a response). Once per connection, not per request: a kept-alive connection's silence is the
+        # keep-alive timer's.
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
+
+    def on_headers_complete(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         self._head_bytes = 0
