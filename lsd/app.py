@@ -47,12 +47,19 @@ def build_app(config: Config, database_url: str | DatabaseUrls, *, models: Model
     embedding_models = ModelTable.embeddings_from_config(config)
     templates = Templates(config)
     access_log = LineSink("lsd.access")
+    doors: list[FrontDoor] = []  # the app's front door, once starlette has built its stack (at its first call)
+
+    def front(app: ASGIApp) -> FrontDoor:
+        door = FrontDoor(app, Guard(config.gateway), AccessLog(access_log), tracing=config.gateway.otlp_traces.enabled)
+        doors[:] = [door]
+        return door
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
         async with open_runtime(
             config, database_url, models=model_table, embedding_models=embedding_models, templates=templates
         ) as rt:
+            rt.metrics.add_sampler(lambda: rt.metrics.set_in_flight(sum(door.in_flight for door in doors)))
             ahead = config.gateway.database.partitions_ahead_days
             jobs = JobRunner(
                 [
@@ -79,9 +86,7 @@ def build_app(config: Config, database_url: str | DatabaseUrls, *, models: Model
                 access_log.flush()
 
     return Gateway(
-        front=lambda app: FrontDoor(
-            app, Guard(config.gateway), AccessLog(access_log), tracing=config.gateway.otlp_traces.enabled
-        ),
+        front=front,
         routes=_routes(config),
         lifespan=lifespan,
         exception_handlers={

@@ -38,6 +38,9 @@ REQUEST_ID_HEADER = b"x-request-id"
 class FrontDoor:
     def __init__(self, app: ASGIApp, guard: Guard, access_log: AccessLog, *, tracing: bool = False) -> None:
         self.app = app
+        # HTTP requests between arrival and their last byte answered (a stream until it ends): the metrics job
+        # reads it into lsd_http_requests_in_flight.
+        self.in_flight = 0
         self.guard = guard
         self.access_log = access_log
         self.tracing = tracing
@@ -53,9 +56,11 @@ class FrontDoor:
         request_id = self.access_log.start(scope)
         answer = _Answer(send, request_id.encode(), self.deadlines)
         token = continue_trace(scope) if self.tracing else None
+        self.in_flight += 1
         try:
             await self._handle(scope, receive, answer)
         finally:
+            self.in_flight -= 1
             if token is not None:
                 detach(token)
             self.access_log.finish(scope, request_id, answer.status, started)

@@ -421,7 +421,7 @@ def parse_input(value: Any, path: str) -> Input:
     system = value.get("system")
     if system is not None:
         _expect(system, (str, dict), f"{path}.system", "a string or an object")
-    raw_messages = value["messages"] if value.get("messages") is not None else []
+    raw_messages = value.get("messages", [])  # absent: none; null is not an array (TensorZero refuses it too)
     _expect(raw_messages, list, f"{path}.messages", "an array")
     messages = tuple(parse_message(m, f"{path}.messages[{i}]") for i, m in enumerate(raw_messages))
     return Input(system=system, messages=messages)

@@ -163,6 +163,9 @@ class Metrics:
         inference = ("function", "variant", "model", "provider", "outcome", "stream")
         by_model = ("function", "variant", "model", "provider")
         self.http_requests = counter("lsd_http_requests_total", "HTTP requests answered", ("route", "method", "status"))
+        self.http_in_flight = gauge(
+            "lsd_http_requests_in_flight", "HTTP requests received and not yet fully answered (open streams included)"
+        )
         self.http_latency = histogram(
             "lsd_http_request_duration_seconds", "HTTP request latency", ("route", "method"), latency_buckets
         )
@@ -425,6 +428,9 @@ class Metrics:
             if grown > 0:
                 self.writer_totals[name].inc(grown)
                 self._writer_seen[name] = total
+
+    def set_in_flight(self, requests: int) -> None:
+        self.http_in_flight.set(requests)
 
     def set_pool(self, size: int, in_use: int, waiting: int, max_size: int) -> None:
         self.pool_size.set(size)

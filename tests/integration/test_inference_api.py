@@ -259,7 +259,7 @@ SCHEMA, FORMAT = {"schema": BAD_SCHEMA}, {"type": "json_schema", "schema": BAD_S
     ("path", "body", "field"),
     [
         *(("/inference", {"function_name": "chat", "input": {"messages": v}}, "input.messages")
-          for v in ("", 0, False, {})),
+          for v in ("", 0, False, {}, None)),
         *((CHAT, {"model": CHAT_MODEL, "messages": HI, "stream": v}, "stream") for v in ("no", 5, "", [])),
         *((CHAT, {"model": CHAT_MODEL, "messages": HI, "lsd::tags": v}, "lsd::tags") for v in FALSY),
         (CHAT, {"model": CHAT_MODEL, "messages": HI, "tensorzero::credentials": []}, "credentials"),

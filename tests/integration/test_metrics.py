@@ -129,6 +129,19 @@ async def test_metrics_needs_no_credentials_and_counts_itself(client: httpx.Asyn
     assert value(samples, "lsd_http_requests_total", route="/metrics", method="GET", status="200") == 1
 
 
+async def test_requests_in_flight_include_an_open_inference_and_the_scrape(client: httpx.AsyncClient) -> None:
+    samples, _, _ = await scrape(client)
+    assert value(samples, "lsd_http_requests_in_flight") == 1  # the scrape itself
+    body = {"model_name": "dummy::slow", "input": MESSAGE, "stream": True}
+    async with client.stream("POST", "/inference", json=body) as r:  # the dummy answers after 1 s
+        assert r.status_code == 200
+        samples, _, _ = await scrape(client)
+        assert value(samples, "lsd_http_requests_in_flight") == 2
+        assert "[DONE]" in (await r.aread()).decode()
+    samples, _, _ = await scrape(client)
+    assert value(samples, "lsd_http_requests_in_flight") == 1
+
+
 def test_bucket_config_is_checked() -> None:
     with pytest.raises(ConfigError) as info:
         parse("[gateway.metrics]\nlatency_buckets = [1, 0.5]\nttft_bucket = [1]\n", base_dir=ROOT)
