@@ -84,6 +84,9 @@ class StreamState:
             # An error event does not end the stream: the client is told, and later events are read on.
             return StreamChunk(error=f"provider {self.provider!r} sent an error mid-stream: {data[:500]}", raw=data)
         usage = event.get("usage")
+        if usage is None:  # Groq gives a stream's usage in its last chunk's `x_groq` (no stream_options needed)
+            extension = event.get("x_groq")
+            usage = extension.get("usage") if isinstance(extension, dict) else None
         if usage is not None and isinstance(usage, dict):
             self.usage = parse_usage(usage, reasoning_apart=self.reasoning_apart)
             self.reported_cost = reported_cost(usage)

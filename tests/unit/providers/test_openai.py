@@ -488,6 +488,18 @@ def test_stream_state_token_events(event: dict[str, Any], content: Any, finish: 
     assert (state.finish_reason, state.usage) == (finish, usage)
 
 
+def test_stream_state_reads_groqs_usage_in_x_groq() -> None:
+    state = StreamState()
+    assert state.feed(orjson.dumps({"choices": [{"index": 0, "delta": {"content": "hi"}}]}).decode()) is not None
+    last = {
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "x_groq": {"id": "req_1", "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}},
+    }
+    assert state.feed(orjson.dumps(last).decode()) is None
+    assert state.usage is not None and (state.usage.input_tokens, state.usage.output_tokens) == (12, 3)
+    assert state.finish_reason == "stop"
+
+
 def test_stream_state_tool_call_deltas_carry_their_id() -> None:
     state = StreamState()
     events = [
