@@ -8,7 +8,9 @@ Options (besides type and timeouts):
     cost              optional inline table {input_per_million, output_per_million}
     batch_cost        optional, the same shape: the Batch API price (default: `cost` at half price)
 
-The output token limit is sent as "max_tokens", which every GA api-version accepts.
+The output token limit is sent as "max_completion_tokens" from api-version 2024-09-01 on (the default among them:
+o-series and GPT-5 deployments refuse "max_tokens"), and as "max_tokens" to older api-versions, which do not know
+the other key.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ from lsd.providers.openai.provider import ChatCompletionsProvider
 from lsd.providers.proxies import proxy_option
 
 DEFAULT_API_VERSION = "2024-10-21"
+FIRST_COMPLETION_TOKENS_VERSION = "2024-09-01"  # the first api-version (a preview) that takes max_completion_tokens
+
+
+def max_tokens_field(api_version: str) -> str:
+    """The body key for the output token limit: dated api-versions before 2024-09-01 know only "max_tokens"; later
+    ones, and the undated ones ("preview", "latest", "v1"), take "max_completion_tokens", which every model does."""
+    dated = len(api_version) >= 10 and api_version[:4].isdigit() and api_version[4] == "-"
+    return "max_tokens" if dated and api_version[:10] < FIRST_COMPLETION_TOKENS_VERSION else "max_completion_tokens"
 
 
 def chat_url(endpoint: str, deployment_id: str, api_version: str) -> str:
@@ -59,7 +69,7 @@ class AzureProvider(ChatCompletionsProvider):
             key_location=KeyLocation.parse(options, "api_key_location", "env::AZURE_OPENAI_API_KEY"),
             key_header="api-key",
             key_prefix="",
-            max_tokens_field="max_tokens",
+            max_tokens_field=max_tokens_field(api_version),
             pricing=pricing,
             batch_pricing=parse_batch_cost(options, pricing),
             batch_api=azure_api(endpoint, quote(api_version, safe="")) if endpoint else None,

@@ -138,6 +138,17 @@ def test_azure_config() -> None:
     assert (provider.key_header, provider.key_prefix) == ("api-key", "")
     assert provider.key_location.name == "AZURE_OPENAI_API_KEY"
     assert not provider.supports_embeddings
+    # o-series and GPT-5 deployments refuse max_tokens; api-versions before 2024-09-01 know only max_tokens
+    assert provider.max_tokens_field == "max_completion_tokens"
+    for version, field in [
+        ("2024-06-01", "max_tokens"),
+        ("2024-08-01-preview", "max_tokens"),
+        ("2024-09-01-preview", "max_completion_tokens"),
+        ("2025-04-01-preview", "max_completion_tokens"),
+        ("preview", "max_completion_tokens"),
+    ]:
+        options = {"deployment_id": "o3", "endpoint": "https://x.openai.azure.com/", "api_version": version}
+        assert make(AzureProvider, options).max_tokens_field == field, version
     _, errors = build(AzureProvider, {})
     assert sorted(errors) == [
         "models.m.providers.p.deployment_id: missing required key",
@@ -663,6 +674,7 @@ async def test_azure(fake: FakeOpenAI, ctx: CallContext) -> None:
     assert response.content == (Text("echo: hi"),)
     sent = fake.requests[-1]
     assert (sent.path, sent.query) == ("/openai/deployments/dep/chat/completions", {"api-version": "2024-06-01"})
+    assert "max_completion_tokens" not in sent.body
     assert sent.headers["api-key"] == KEY and "Authorization" not in sent.headers
     assert sent.body["max_tokens"] == 5
     assert response.request_headers["api-key"] == "[REDACTED]"
