@@ -242,6 +242,11 @@ class StreamChunk:
     api_key_sha256: str | None = None
 
 
+# One embedding input: a text, or the token ids of a text already tokenized for the model (OpenAI's API takes both;
+# LangChain's OpenAIEmbeddings sends token ids by default).
+EmbeddingInput = str | tuple[int, ...]
+
+
 @immutable
 class EmbeddingResponse:
     embeddings: tuple[tuple[float, ...], ...]

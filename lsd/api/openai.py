@@ -12,7 +12,7 @@ from starlette.responses import Response
 from lsd.api.access_log import note_result, note_stream
 from lsd.api.auth import KEY_SCOPE, identify
 from lsd.api.body import json_response_bytes, read_json
-from lsd.api.openai_request import parse_chat_request, parse_model
+from lsd.api.openai_request import embedding_inputs, parse_chat_request, parse_model
 from lsd.api.openai_wire import ChunkWriter, completion_json, embeddings_json
 from lsd.api.sse import JsonEventStream, json_pair
 from lsd.api.state import AppState
@@ -50,10 +50,7 @@ async def embeddings(request: Request[AppState]) -> Response:
     if not isinstance(body, dict):
         raise InvalidRequest("body: expected a JSON object", field="body")
     model = parse_model(body.get("model"), "embedding_model_name")
-    raw = body.get("input")
-    inputs = [raw] if isinstance(raw, str) else raw
-    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) and i for i in inputs):
-        raise InvalidRequest("input: expected a non-empty string or a non-empty array of them", field="input")
+    inputs = embedding_inputs(body.get("input"))
     dimensions = body.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1):
         raise InvalidRequest("dimensions: expected a positive integer", field="dimensions")
@@ -65,7 +62,7 @@ async def embeddings(request: Request[AppState]) -> Response:
     result = await state["services"].embedder.embed(
         EmbeddingRequest(
             model_name=model.name,
-            inputs=tuple(inputs),
+            inputs=inputs,
             dimensions=dimensions,
             credentials=credentials,
             dryrun=dryrun,

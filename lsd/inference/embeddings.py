@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from lsd.config.model import Config
-from lsd.errors import AllAttemptsFailed, NotFound, UnknownEmbeddingModel
+from lsd.errors import AllAttemptsFailed, InvalidRequest, NotFound, UnknownEmbeddingModel
 from lsd.ids import uuid7
 from lsd.immutable import immutable
 from lsd.inference.finish import Done, Finisher
@@ -20,7 +20,7 @@ from lsd.inference.routing import ABANDONED, NON_STREAMING, ModelStep, model_ste
 from lsd.providers.base import CallContext, Provider
 from lsd.providers.transport import Transport
 from lsd.records import EmbeddingInferenceRecord, Record
-from lsd.types import EmbeddingResponse
+from lsd.types import EmbeddingInput, EmbeddingResponse
 
 __all__ = ["Embedder", "EmbeddingRequest", "EmbeddingResult"]
 
@@ -28,7 +28,7 @@ __all__ = ["Embedder", "EmbeddingRequest", "EmbeddingResult"]
 @immutable
 class EmbeddingRequest:
     model_name: str
-    inputs: tuple[str, ...]
+    inputs: tuple[EmbeddingInput, ...]  # texts, or token ids: never both
     dimensions: int | None = None
     credentials: Mapping[str, str] = field(default_factory=dict)
     dryrun: bool = False
@@ -50,13 +50,24 @@ class Embedder:
             model = self.models.get(request.model_name)
         except NotFound:
             raise UnknownEmbeddingModel(request.model_name) from None
+        texts = tuple(i for i in request.inputs if isinstance(i, str))
+        tokens = tuple(i for i in request.inputs if isinstance(i, tuple))  # token ids: the API layer never mixes them
+        if tokens and not any(p.embeds_tokens for p in model.providers):
+            types = ", ".join(sorted({p.type_name for p in model.providers}))
+            raise InvalidRequest.at(
+                "input",
+                f"token ids as input: embedding model {model.name!r} has no provider that takes them (its provider "
+                f"types: {types}; the openai type does): send the texts",
+            )
         inference_id = uuid7()
         started = time.perf_counter()
         ctx = CallContext(transport=self.transport, credentials=request.credentials)
         attempts: list[Attempt] = []
 
         async def call(step: ModelStep, provider: Provider, ctx: CallContext) -> EmbeddingResponse:
-            return await provider.embed(request.inputs, ctx, dimensions=request.dimensions)
+            if tokens:
+                return await provider.embed_tokens(tokens, ctx, dimensions=request.dimensions)
+            return await provider.embed(texts, ctx, dimensions=request.dimensions)
 
         done = partial(
             Done, inference_id, "embedding", "", started, attempts, dryrun=request.dryrun, model_name=model.name

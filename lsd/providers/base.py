@@ -313,6 +313,7 @@ class Provider(ABC):
     # conformance suite checks that every header carrying the key is declared.
     credential_headers: ClassVar[frozenset[str]] = frozenset()
     supports_embeddings: ClassVar[bool] = False
+    embeds_tokens: ClassVar[bool] = False  # embed_tokens is implemented: inputs as token ids
     supports_batch: ClassVar[bool] = False
 
     def __init__(self, config: ProviderConfig) -> None:
@@ -341,6 +342,17 @@ class Provider(ABC):
         """Embed each input; providers that support embeddings override this and set supports_embeddings."""
         raise ProviderError(
             f"provider type {self.type_name!r} does not support embeddings",
+            provider=self.name,
+            retryable=False,
+            kind="unsupported",
+        )
+
+    async def embed_tokens(
+        self, inputs: Sequence[tuple[int, ...]], ctx: CallContext, *, dimensions: int | None = None
+    ) -> EmbeddingResponse:
+        """Embed inputs given as token ids; providers whose API takes them override this and set embeds_tokens."""
+        raise ProviderError(
+            f"provider type {self.type_name!r} does not take token ids as embedding input",
             provider=self.name,
             retryable=False,
             kind="unsupported",

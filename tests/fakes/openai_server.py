@@ -211,13 +211,18 @@ class FakeOpenAI(FakeServer):
                 return _error(503)
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else inputs
-        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-            return _error(400, "'input' must be a string or a list of strings (fake).")
+        if isinstance(inputs, list) and inputs and all(type(i) is int for i in inputs):
+            inputs = [inputs]  # one input's token ids
+        if not isinstance(inputs, list) or not all(
+            isinstance(i, str) or (isinstance(i, list) and all(type(t) is int for t in i)) for i in inputs
+        ):
+            return _error(400, "'input' must be a string, a list of strings, or token ids (fake).")
         dimensions = body.get("dimensions") or 8
         data = [
-            {"object": "embedding", "index": i, "embedding": _vector(text, dimensions)} for i, text in enumerate(inputs)
+            {"object": "embedding", "index": i, "embedding": _vector(str(text), dimensions)}
+            for i, text in enumerate(inputs)
         ]
-        tokens = sum(_words(text) for text in inputs)
+        tokens = sum(_words(text) if isinstance(text, str) else len(text) for text in inputs)
         answer = {
             "object": "list",
             "data": data,

@@ -49,6 +49,14 @@ retries = {{ num_retries = 2, max_delay_s = 0.01 }}
 routing = ["flaky"]
 {entry("unretried", "flaky", "flaky-1")}
 
+[embedding_models.gem]
+routing = ["gemini"]
+[embedding_models.gem.providers.gemini]
+type = "google_ai_studio_gemini"
+model_name = "text-embedding-004"
+api_base = "http://127.0.0.1:9/"
+api_key_location = "env::LSD_TEST_OPENAI_KEY"
+
 [embedding_models.timed]
 routing = ["slow", "good"]
 {entry("timed", "slow", "slow-3000", "timeouts = { non_streaming = { total_ms = 200 } }")}
@@ -57,18 +65,25 @@ routing = ["slow", "good"]
 
 
 @pytest.fixture
-async def client(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
-    monkeypatch.setenv("LSD_TEST_OPENAI_KEY", KEY)
-    openai = FakeOpenAI(api_key=KEY)
-    await openai.start()
+async def openai() -> AsyncIterator[FakeOpenAI]:
+    fake = FakeOpenAI(api_key=KEY)
+    await fake.start()
     try:
-        async with (
-            in_process_gateway(config(openai), database_url) as base_url,
-            httpx.AsyncClient(base_url=base_url, timeout=30) as http,
-        ):
-            yield http
+        yield fake
     finally:
-        await openai.stop()
+        await fake.stop()
+
+
+@pytest.fixture
+async def client(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, openai: FakeOpenAI
+) -> AsyncIterator[httpx.AsyncClient]:
+    monkeypatch.setenv("LSD_TEST_OPENAI_KEY", KEY)
+    async with (
+        in_process_gateway(config(openai), database_url) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=30) as http,
+    ):
+        yield http
 
 
 def rows(database_url: str, query: str, *params: object) -> list[tuple[object, ...]]:
@@ -166,4 +181,31 @@ async def test_an_empty_input_is_a_400_and_reaches_no_provider(client: httpx.Asy
             "/openai/v1/embeddings", json={"model": "lsd::embedding_model_name::plain", "input": text}
         )
         assert r.status_code == 400 and r.json()["error"]["param"] == "input", r.text
+    assert rows(database_url, "SELECT count(*) FROM embedding_inferences") == [(0,)]
+
+
+async def test_token_ids_go_to_an_openai_provider_as_given(
+    client: httpx.AsyncClient, openai: FakeOpenAI, database_url: str
+) -> None:
+    """LangChain's OpenAIEmbeddings sends token ids by default: one input's, or several inputs'."""
+    for given, sent in [([15339, 1917], [[15339, 1917]]), ([[15339], [1917, 0]], [[15339], [1917, 0]])]:
+        r = await client.post(
+            "/openai/v1/embeddings", json={"model": "lsd::embedding_model_name::plain", "input": given}
+        )
+        assert r.status_code == 200, r.text
+        assert len(r.json()["data"]) == len(sent)
+        assert openai.requests[-1].body["input"] == sent
+    stored = rows(database_url, "SELECT input, num_inputs FROM embedding_inferences ORDER BY id")
+    assert stored == [([[15339, 1917]], 1), ([[15339], [1917, 0]], 2)]
+
+
+async def test_token_ids_for_a_model_without_a_provider_taking_them_are_a_400(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    r = await client.post("/openai/v1/embeddings", json={"model": "lsd::embedding_model_name::gem", "input": [1, 2]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input", r.text
+    assert "google_ai_studio_gemini" in r.json()["error"]["message"]
+    for bad in ([1, "a"], [[1], []], [[1], "a"], [-1], [1.5], [True]):
+        r = await client.post("/openai/v1/embeddings", json={"model": "lsd::embedding_model_name::plain", "input": bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "input", (bad, r.text)
     assert rows(database_url, "SELECT count(*) FROM embedding_inferences") == [(0,)]

@@ -99,6 +99,7 @@ class OpenAIProvider(ChatCompletionsProvider):
     type_name: ClassVar[str] = "openai"
     credential_headers: ClassVar[frozenset[str]] = frozenset({"Authorization"})
     supports_embeddings: ClassVar[bool] = True
+    embeds_tokens: ClassVar[bool] = True
     supports_batch: ClassVar[bool] = True
 
     def __init__(
@@ -154,7 +155,15 @@ class OpenAIProvider(ChatCompletionsProvider):
     async def embed(
         self, inputs: Sequence[str], ctx: CallContext, *, dimensions: int | None = None
     ) -> EmbeddingResponse:
-        body: dict[str, Any] = {"model": self._model_name, "input": list(inputs), "encoding_format": "float"}
+        return await self._embed(list(inputs), ctx, dimensions)
+
+    async def embed_tokens(
+        self, inputs: Sequence[tuple[int, ...]], ctx: CallContext, *, dimensions: int | None = None
+    ) -> EmbeddingResponse:
+        return await self._embed([list(tokens) for tokens in inputs], ctx, dimensions)
+
+    async def _embed(self, inputs: list[Any], ctx: CallContext, dimensions: int | None) -> EmbeddingResponse:
+        body: dict[str, Any] = {"model": self._model_name, "input": inputs, "encoding_format": "float"}
         if dimensions is not None:
             body["dimensions"] = dimensions
         exchange = await self.post_json(self.embeddings_url, body, ctx)
