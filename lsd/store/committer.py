@@ -251,8 +251,10 @@ class Committer:
         self._succeeded()
         return True
 
-    def reject(self, entry: Entry, exc: BaseException) -> None:
-        """Count `entry` as refused and fail its waiter; logs the tables, counts and SQLSTATE, never the rows."""
+    def reject(self, entry: Entry, exc: BaseException, *, kept: bool = False) -> None:
+        """Count `entry` as refused and fail its waiter; logs the tables, counts and SQLSTATE, never the rows.
+        `kept`: the rows are in the rejected spool, which `lsd spool retry-rejected` may store later: the waiter's
+        error says so, as a caller that sends the same request again would have it stored twice."""
         tables = count_by_table([entry.records])
         for table, count in tables.items():
             self._stats.rejected_rows[table] += count
@@ -262,7 +264,13 @@ class Committer:
         # Never the rows nor the server's message (it may quote them): the tables, counts and SQLSTATE only.
         log.error("PostgreSQL rejected rows %s (SQLSTATE %s, %s)", tables, sqlstate, type(exc).__name__)
         if entry.waiter is not None and not entry.waiter.done():
-            entry.waiter.set_exception(LsdError(f"PostgreSQL rejected the rows (SQLSTATE {sqlstate})"))
+            message = f"PostgreSQL rejected the rows (SQLSTATE {sqlstate})"
+            if kept:
+                message += (
+                    f"; they are kept in {self._rejects.directory} and `lsd spool retry-rejected` stores them once "
+                    "the cause is fixed: do not send this request again, or it will be stored twice"
+                )
+            entry.waiter.set_exception(LsdError(message))
 
     async def close(self) -> None:
         """Close the connection, stop the committer's thread and release the rejected rows' spool."""
@@ -319,8 +327,8 @@ class Committer:
             if not idempotent:  # perhaps only rows already present (a primary key conflict): skip those
                 return await self._commit(entries, idempotent=True)
             if len(entries) == 1:
-                self.reject(entries[0], exc.__cause__ or exc)
-                await self._keep_rejected(entries[0])
+                kept = await self._keep_rejected(entries[0])
+                self.reject(entries[0], exc.__cause__ or exc, kept=kept)
                 return True
             middle = len(entries) // 2
             return await self._commit(entries[:middle], idempotent=True) and await self._commit(
@@ -382,16 +390,18 @@ class Committer:
         finally:
             self._attempt_timeout = None
 
-    async def _keep_rejected(self, entry: Entry) -> None:
+    async def _keep_rejected(self, entry: Entry) -> bool:
+        """Keep a rejected group in the rejected spool; whether it could be."""
         try:
             frame = encode_frame(entry.records)
         except (TypeError, ValueError):
-            return  # not even JSON: nothing can keep it
+            return False  # not even JSON: nothing can keep it
         stored, reason = await asyncio.to_thread(self._rejects.append, [frame])
         if stored:
             log.error("the rejected rows are kept in %s", self._rejects.directory)
         else:
             log.error("the rejected rows are dropped: %s", reason)
+        return bool(stored)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(

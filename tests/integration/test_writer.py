@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from lsd.config.model import BatchWritesConfig, ObservabilityConfig
+from lsd.errors import LsdError
 from lsd.ids import uuid7
 from lsd.records import ChatInferenceRecord, ModelInferenceRecord, Record
 from lsd.store import bulk
@@ -209,6 +210,23 @@ async def test_a_rejected_row_does_not_block_the_others(
     data = kept.read_bytes()
     [(_, payload)] = list(iter_frames(data, read_header(data).size))
     assert payload is not None and decode_payload(payload) == bad
+
+
+async def test_a_rejected_write_says_its_rows_are_kept_for_retry_rejected(database_url: str, tmp_path: Path) -> None:
+    """async_writes = false: the caller told its rows were refused learns they are kept (and may be stored later by
+    `lsd spool retry-rejected`), so that it does not send the same request again."""
+    bad = [dataclasses.replace(inference()[0], function_name="nul \x00")]  # type: ignore[type-var]
+    writer = Writer(database_url, observability(tmp_path))
+    await writer.open()
+    try:
+        with pytest.raises(LsdError) as info:
+            await writer.write(bad)
+    finally:
+        await writer.close()
+    message = str(info.value)
+    assert message.startswith("PostgreSQL rejected the rows (SQLSTATE 22021); they are kept in ")
+    assert "lsd spool retry-rejected" in message and "stored twice" in message
+    assert len(list((tmp_path / "rejected").glob("*.spool"))) == 1
 
 
 async def test_duplicate_rows_are_written_once(database_url: str, tmp_path: Path) -> None:
