@@ -24,6 +24,7 @@ Usage: Converse's `inputTokens` leaves the prompt-cache tokens out; ours counts 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -63,6 +64,21 @@ _STOP_REASONS: Mapping[str, FinishReason] = MappingProxyType(
     }
 )
 _IMAGE_FORMATS = frozenset({"png", "jpeg", "gif", "webp"})
+# Converse's DocumentBlock formats, by mime type.
+_DOCUMENT_FORMATS: Mapping[str, str] = MappingProxyType(
+    {
+        "application/pdf": "pdf",
+        "text/plain": "txt",
+        "text/csv": "csv",
+        "text/markdown": "md",
+        "text/html": "html",
+        "application/msword": "doc",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+        "application/vnd.ms-excel": "xls",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    }
+)
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9\-()\[\] ]+")  # what a document name may hold; runs of others become a space
 # Bedrock's exception names (the x-amzn-ErrorType header, a stream's :exception-type) and their HTTP statuses.
 EXCEPTION_STATUSES: Mapping[str, int] = MappingProxyType(
     {
@@ -74,6 +90,7 @@ EXCEPTION_STATUSES: Mapping[str, int] = MappingProxyType(
         "modelTimeoutException": 408,
         "modelNotReadyException": 429,
         "throttlingException": 429,
+        "serviceQuotaExceededException": 429,
         "modelErrorException": 424,
         "modelStreamErrorException": 424,
         "internalServerException": 500,
@@ -113,9 +130,31 @@ def build_body(request: ProviderRequest, *, provider_name: str | None = None) ->
 
 def build_messages(messages: Sequence[Message], *, provider_name: str | None = None) -> list[dict[str, Json]]:
     """Converse's alternating messages: every block placed by its role, consecutive same-role runs merged."""
-    return alternating_turns(
+    turns = alternating_turns(
         messages, lambda block, role: _block(block, role, provider_name), lambda part: "toolResult" in part
     )
+    _name_documents(turns)
+    return turns
+
+
+def _name_documents(turns: list[dict[str, Json]]) -> None:
+    """Give every document block of the conversation a name Converse takes: its file name without the extension,
+    reduced to letters, digits, single spaces, hyphens, parentheses and brackets ("document" when nothing is left),
+    and unique in the request (Converse refuses two documents of one name, even turns apart): " (2)", " (3)"..."""
+    taken: set[str] = set()
+    for turn in turns:
+        for part in turn["content"]:
+            document = part.get("document") if isinstance(part, dict) else None
+            if not isinstance(document, dict):
+                continue
+            stem = str(document.get("name") or "").rpartition(".")[0] or str(document.get("name") or "")
+            base = " ".join(_NAME_CHARS.sub(" ", stem).split())[:180] or "document"
+            name, number = base, 1
+            while name.lower() in taken:
+                number += 1
+                name = f"{base} ({number})"
+            taken.add(name.lower())
+            document["name"] = name
 
 
 def _block(block: ContentBlock, role: str, provider_name: str | None) -> tuple[str, dict[str, Json]] | None:
@@ -149,11 +188,16 @@ def _file(file: File) -> dict[str, Json]:
         mime = mime or header.split(";")[0] or None
     if data is None:
         raise InvalidRequest("Bedrock takes files as inline data, not URLs", field="messages")
-    if mime == "application/pdf":
-        return {"document": {"format": "pdf", "name": "document", "source": {"bytes": data}}}
+    document_format = _DOCUMENT_FORMATS.get(mime or "")
+    if document_format is not None:  # named by _name_documents once the whole conversation is built
+        return {"document": {"format": document_format, "name": file.filename or "", "source": {"bytes": data}}}
     image_format = (mime or "").removeprefix("image/")
     if not (mime or "").startswith("image/") or image_format not in _IMAGE_FORMATS:
-        raise InvalidRequest(f"Bedrock accepts png, jpeg, gif and webp images and PDFs, not {mime!r}", field="messages")
+        raise InvalidRequest(
+            f"Bedrock accepts png, jpeg, gif and webp images and documents ({', '.join(_DOCUMENT_FORMATS.values())}), "
+            f"not {mime!r}",
+            field="messages",
+        )
     return {"image": {"format": image_format, "source": {"bytes": data}}}
 
 
@@ -281,6 +325,9 @@ def status_error(
     if name in _AUTH_EXCEPTIONS or (status == 403 and isinstance(message, str) and "signature" in message.lower()):
         exc.kind = "auth"
         exc.retryable = False
+    elif name == "serviceQuotaExceededException":  # a 400 for a quota (tokens a day...): "resubmit later", AWS says
+        exc.kind = "rate_limited"
+        exc.retryable = True
     if name:
         exc.message = f"{exc.message} ({name})"
         exc.args = (exc.message,)

@@ -20,7 +20,7 @@ from lsd.errors import InvalidRequest, LsdError, ProviderError
 from lsd.providers.aws_bedrock import provider as bedrock_provider
 from lsd.providers.aws_bedrock.provider import BedrockProvider
 from lsd.providers.aws_bedrock.stream import EventStreamDecoder, StreamState
-from lsd.providers.aws_bedrock.wire import build_body, parse_response, parse_usage
+from lsd.providers.aws_bedrock.wire import build_body, parse_response, parse_usage, status_error
 from lsd.providers.base import REDACTED, CallContext, key_fingerprint
 from lsd.providers.transport import Transport
 from lsd.types import (
@@ -203,6 +203,36 @@ def test_files() -> None:
         )
 
 
+def test_documents_get_unique_names_converse_takes_across_the_conversation() -> None:
+    """Converse refuses two documents of one name in a request (turns apart too) and names with dots."""
+
+    def doc(name: str | None, mime: str = "application/pdf") -> File:
+        return File(mime, data="JVBERi0=", filename=name)
+
+    messages = (
+        Message("user", (doc("report.v2.pdf"), doc(None), doc(None))),
+        Message("assistant", (Text("ok"),)),
+        Message("user", (doc("Report.v2.pdf"), doc("notes.txt", "text/plain"), doc("ünïcode §.csv", "text/csv"))),
+    )
+    body = build_body(ProviderRequest(system=None, messages=messages))
+    documents = [
+        (part["document"]["name"], part["document"]["format"])
+        for message in body["messages"]  # type: ignore[attr-defined]
+        for part in message["content"]
+        if "document" in part
+    ]
+    assert documents == [
+        ("report v2", "pdf"),
+        ("document", "pdf"),
+        ("document (2)", "pdf"),
+        ("Report v2 (2)", "pdf"),
+        ("notes", "txt"),
+        ("n code", "csv"),
+    ]
+    with pytest.raises(InvalidRequest, match="documents"):
+        build_body(ProviderRequest(system=None, messages=(Message("user", (doc("a.bin", "application/zip"),)),)))
+
+
 def test_response_with_reasoning_tool_use_and_cache_usage() -> None:
     answer = {
         "output": {
@@ -352,6 +382,14 @@ async def test_errors_mid_stream_and_broken_frames(fake: FakeBedrock, ctx: CallC
         await provider_for(fake, "error-400").infer(ask("hi"), ctx)
     assert (caught.value.status, caught.value.kind) == (400, "bad_request")
     assert "validationException" in caught.value.message
+
+
+def test_a_service_quota_is_a_retryable_rate_limit_not_a_bad_request() -> None:
+    body = b'{"message": "Your request exceeds the service quota for your account."}'
+    quota = status_error("p", 400, body, "ServiceQuotaExceededException:http://internal.amazon.com/x")
+    assert (quota.kind, quota.retryable) == ("rate_limited", True)
+    invalid = status_error("p", 400, b'{"message": "bad"}', "ValidationException")
+    assert (invalid.kind, invalid.retryable) == ("bad_request", False)
 
 
 def test_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
