@@ -61,6 +61,7 @@ _STOP_REASONS: Mapping[str, FinishReason] = MappingProxyType(
         "end_turn": "stop",
         "stop_sequence": "stop_sequence",
         "max_tokens": "length",
+        "model_context_window_exceeded": "length",  # the answer was cut by the context window, not max_tokens
         "tool_use": "tool_call",
         "refusal": "content_filter",
     }

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
+from lsd.errors import InvalidRequest
 from lsd.providers.anthropic.provider import AnthropicProvider
 from lsd.providers.anthropic.stream import StreamState as AnthropicStreamState
 from lsd.providers.anthropic.wire import DEFAULT_MAX_TOKENS, uses_json_tool
@@ -19,7 +20,7 @@ from lsd.providers.gcp_vertex.credentials import GCP_EXTRA_MISSING, CredentialLo
 from lsd.providers.gemini.provider import GeminiProvider
 from lsd.providers.http import Call, HttpProvider, check_url
 from lsd.providers.proxies import ProxyChoice, proxy_option
-from lsd.types import EmbeddingResponse, Json, ProviderRequest, ProviderResponse, StreamChunk
+from lsd.types import EmbeddingResponse, File, Json, ProviderRequest, ProviderResponse, StreamChunk
 
 AUTHORIZATION = "Authorization"
 ANTHROPIC_VERTEX_VERSION = "vertex-2023-10-16"  # sent in the body, which names no model (the URL does)
@@ -153,6 +154,11 @@ class VertexAnthropicProvider(AnthropicProvider):
         return self._token
 
     def _body(self, request: ProviderRequest, stream: bool) -> dict[str, Json]:
+        for message in request.messages:
+            for block in message.content:
+                if isinstance(block, File) and block.data is None and not (block.url or "").startswith("data:"):
+                    # Claude on Vertex answers 400 "URL sources are not supported": said before the call, as Bedrock
+                    raise InvalidRequest("Claude on Vertex AI takes files as inline data, not URLs", field="messages")
         body = super()._body(request, stream)
         del body["model"]
         return {"anthropic_version": ANTHROPIC_VERTEX_VERSION, **body}

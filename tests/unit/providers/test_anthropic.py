@@ -330,6 +330,7 @@ def test_parse_response_json_tool_answer_becomes_text() -> None:
         ("max_tokens", "length"),
         ("tool_use", "tool_call"),
         ("refusal", "content_filter"),
+        ("model_context_window_exceeded", "length"),
         ("pause_turn", "unknown"),
         (None, None),
     ],

@@ -14,12 +14,12 @@ from google.oauth2 import service_account
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import ErrorSink, Table
-from lsd.errors import LsdError, ProviderError
+from lsd.errors import InvalidRequest, LsdError, ProviderError
 from lsd.providers.base import REDACTED, CallContext, key_fingerprint
 from lsd.providers.gcp_vertex import provider as vertex_provider
 from lsd.providers.registry import PROVIDER_TYPES
 from lsd.providers.transport import Transport
-from lsd.types import Message, ProviderRequest, StreamChunk, Text, ToolCall, ToolSpec
+from lsd.types import File, Message, ProviderRequest, StreamChunk, Text, ToolCall, ToolSpec
 from tests.fakes.anthropic_server import CACHE_READ, CACHE_WRITE
 from tests.fakes.vertex_server import CLIENT_EMAIL, CLOUD_PLATFORM, FakeVertex
 
@@ -166,6 +166,21 @@ async def test_anthropic_at_vertex(fake: FakeVertex, ctx: CallContext) -> None:
     assert fake.requests[-1].json["model"] == "claude-sonnet-4-5@20250929"
     cached = await provider_for("gcp_vertex_anthropic", fake, "cached").infer(ask("hi"), ctx)
     assert (cached.usage.cache_read_input_tokens, cached.usage.cache_write_input_tokens) == (CACHE_READ, CACHE_WRITE)
+
+
+@pytest.mark.usefixtures("key_in_env")
+async def test_claude_at_vertex_takes_no_file_urls(fake: FakeVertex, ctx: CallContext) -> None:
+    """Vertex answers 400 "URL sources are not supported" to Claude files by URL: LSD says so before the call."""
+    provider = provider_for("gcp_vertex_anthropic", fake, "claude-sonnet-4-5@20250929")
+    before = len(fake.requests)
+    by_url = File("image/png", url="https://example.com/cat.png")
+    with pytest.raises(InvalidRequest, match="inline data, not URLs"):
+        await provider.infer(ProviderRequest(system=None, messages=(Message("user", (by_url,)),)), ctx)
+    assert len(fake.requests) == before
+    inline = File(None, url="data:image/png;base64,aGVsbG8=")
+    await provider.infer(ProviderRequest(system=None, messages=(Message("user", (Text("hi"), inline)),)), ctx)
+    [part] = [p for p in fake.requests[-1].json["messages"][0]["content"] if p["type"] == "image"]
+    assert part["source"]["type"] == "base64"
 
 
 @pytest.mark.usefixtures("key_in_env")
