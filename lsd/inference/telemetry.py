@@ -72,6 +72,7 @@ class InferenceTelemetry:
         reading = done.cache_read
         function = done.function_name
         previous: Attempt | None = None
+        tried: set[tuple[str, str]] = set()  # the current try of the current variant: (model, provider) called
         for a in done.attempts:
             if a.cached:
                 metrics.observe_cache(True)
@@ -81,13 +82,21 @@ class InferenceTelemetry:
                 metrics.observe_provider_attempt(
                     a.model_name, a.provider_name, a.error.kind if a.error is not None else None, a.elapsed_s
                 )
-            if previous is not None:
+            called = (a.model_name, a.provider_name)
+            # Only a call after a failure is a fallback or a retry: calls after a success are a variant's other
+            # work (mixture and best-of-n candidates, DICL's embedding then its model).
+            if previous is not None and previous.error is not None:
                 if previous.variant_name != a.variant_name:
                     metrics.observe_fallback(function, "variant")
-                elif previous.model_name == a.model_name and previous.provider_name != a.provider_name:
-                    metrics.observe_fallback(function, "provider")
-                else:
+                    tried.clear()
+                elif called in tried:  # every provider failed and the variant starts over: the same as the spans
                     metrics.observe_retry(function, a.variant_name)
+                    tried.clear()
+                else:
+                    metrics.observe_fallback(function, "provider")
+            elif previous is not None and previous.variant_name != a.variant_name:
+                tried.clear()
+            tried.add(called)
             previous = a
 
     def _spans(self, tracing: Tracing, done: Done, end: float) -> None:

@@ -34,6 +34,39 @@ type = "chat"
 type = "chat_completion"
 model = "dummy::error"
 retries = {{ num_retries = 1, max_delay_s = 0.01 }}
+
+[models.twofail]
+routing = ["x", "y"]
+[models.twofail.providers.x]
+type = "dummy"
+model_name = "error"
+[models.twofail.providers.y]
+type = "dummy"
+model_name = "error"
+
+[functions.twice]
+type = "chat"
+[functions.twice.variants.a]
+type = "chat_completion"
+model = "twofail"
+retries = {{ num_retries = 1, max_delay_s = 0.01 }}
+
+[functions.mixed]
+type = "chat"
+[functions.mixed.variants.c1]
+type = "chat_completion"
+model = "echo"
+weight = 0
+[functions.mixed.variants.c2]
+type = "chat_completion"
+model = "echo"
+weight = 0
+[functions.mixed.variants.mix]
+type = "experimental_mixture_of_n"
+candidates = ["c1", "c2"]
+weight = 1
+[functions.mixed.variants.mix.fuser]
+model = "echo"
 {boolean_metric("thumbs_up")}
 """
 
@@ -121,6 +154,19 @@ async def test_counters_follow_known_traffic(client: httpx.AsyncClient) -> None:
         "lsd_statistics_refresh_duration_seconds",
     ):
         assert family in families, family
+
+
+async def test_retries_and_fallbacks_count_calls_after_a_failure_only(client: httpx.AsyncClient) -> None:
+    """A variant whose two providers fail, tried twice: x, y, then x, y again is two provider fallbacks and one retry.
+    A mixture's candidate and fuser calls, none failing, are no fallback."""
+    assert (await client.post("/inference", json={"function_name": "twice", "input": MESSAGE})).status_code == 502
+    assert (await client.post("/inference", json={"function_name": "mixed", "input": MESSAGE})).status_code == 200
+    samples, _, _ = await scrape(client)
+    assert value(samples, "lsd_provider_attempts_total", model="twofail", provider="x", outcome="error") == 2
+    assert value(samples, "lsd_fallbacks_total", function="twice", kind="provider") == 2
+    assert value(samples, "lsd_retries_total", function="twice", variant="a") == 1
+    assert ("lsd_fallbacks_total", frozenset({"function": "twice", "kind": "variant"}.items())) not in samples
+    assert not any(name == "lsd_fallbacks_total" and ("function", "mixed") in labels for name, labels in samples)
 
 
 async def test_metrics_needs_no_credentials_and_counts_itself(client: httpx.AsyncClient) -> None:
