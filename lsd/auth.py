@@ -90,6 +90,7 @@ class AuthService:
         self.stale_hits = 0  # checks answered from an expired entry while PostgreSQL was unreachable
         self._cache: dict[str, _Entry] = {}
         self._ttl_s = config.cache_ttl_ms / 1000
+        self._notices = 0  # revocation notices handled so far: a read that saw one arrive is not cached
 
     @property
     def enabled(self) -> bool:
@@ -110,6 +111,7 @@ class AuthService:
             key = entry.key
         else:
             self.cache_misses += 1
+            notices = self._notices
             try:
                 key = await find_key(self.database, public_id)
             except DatabaseUnavailable:
@@ -119,7 +121,9 @@ class AuthService:
                 self.stale_hits += 1
                 key = entry.key
             else:
-                if self.config.cache_enabled and self._ttl_s > 0:
+                # A notice that came while the row was read may be this key's, and the read may predate the change
+                # it announces: the verdict then serves this request only, and the next check reads the row again.
+                if self.config.cache_enabled and self._ttl_s > 0 and notices == self._notices:
                     if len(self._cache) >= MAX_CACHED:
                         self._cache.clear()
                     self._cache[public_id] = _Entry(key, self.clock() + self._ttl_s)
@@ -140,7 +144,8 @@ class AuthService:
     def forget(self, public_id: str) -> None:
         """A notice: the key's row changed. An active verdict is dropped (during an outage that key then gets 503,
         never a pass it may no longer deserve); a refusal (disabled, unknown) stays as the outage fallback, expired
-        so that the next check reads the row again."""
+        so that the next check reads the row again. A read of any key in flight meanwhile will not be cached."""
+        self._notices += 1
         entry = self._cache.get(public_id)
         if entry is None:
             return

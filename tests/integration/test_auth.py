@@ -12,6 +12,7 @@ import httpx
 import psycopg
 import pytest
 
+from lsd import auth as lsd_auth
 from lsd.auth import AuthService, new_key, parse_key
 from lsd.config.auth import AuthConfig
 from lsd.errors import DatabaseUnavailable, Unauthorized
@@ -100,6 +101,47 @@ async def test_disable_reaches_a_warm_cache_through_notify(database: Database, d
                 break
             assert time.monotonic() - started < 1.0, "the disabled key was still accepted after 1 s"
             await asyncio.sleep(0.01)
+
+
+async def test_a_read_in_flight_when_the_notice_comes_is_not_cached(
+    database: Database, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that read the row before `lsd keys disable` committed, and finished after its notice was handled,
+    must not keep the old verdict for the cache's TTL (an hour here): a replica admitted a revoked key for minutes."""
+    public_id, token = create_key(database_url)
+    auth = AuthService(AuthConfig(enabled=True, cache_ttl_ms=3_600_000), database)
+    read, resume = asyncio.Event(), asyncio.Event()
+    real_find_key = lsd_auth.find_key
+    notified: list[str] = []
+    real_forget = auth.forget
+
+    def forget(key_id: str) -> None:
+        real_forget(key_id)
+        notified.append(key_id)
+
+    monkeypatch.setattr(auth, "forget", forget)  # before the listener starts: it is handed `auth.forget`
+
+    async def slow_return(db: Database, key_id: str) -> StoredKey | None:
+        found = await real_find_key(db, key_id)  # the row as it was: active
+        read.set()
+        await resume.wait()  # ...and the answer travels back while the key is disabled and its notice handled
+        return found
+
+    async with listening(auth):
+        monkeypatch.setattr(lsd_auth, "find_key", slow_return)
+        check = asyncio.create_task(auth.verify(f"Bearer {token}"))
+        await read.wait()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            keys.disable_key(conn, public_id)
+        started = time.monotonic()
+        while public_id not in notified and time.monotonic() - started < 2:
+            await asyncio.sleep(0.01)
+        assert notified == [public_id]
+        resume.set()
+        assert (await check).public_id == public_id  # concurrent with the disable: this one request passes
+        monkeypatch.setattr(lsd_auth, "find_key", real_find_key)
+        with pytest.raises(Unauthorized):
+            await auth.verify(f"Bearer {token}")  # the next check reads the row again
 
 
 async def test_without_the_listener_the_cache_is_not_trusted(database: Database, database_url: str) -> None:
