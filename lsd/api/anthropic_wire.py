@@ -122,6 +122,9 @@ class StreamWriter:
         self.open: str | None = None  # the kind of the block open at `index`
         self.signed = False  # the open thinking block has had its signature
         self.tool_index: dict[str, int] = {}
+        # Tool calls that began while another was open (parallel calls, whose argument deltas may interleave):
+        # sent whole once that one is done, as a block must end before the next starts. id -> (name, arguments).
+        self.held: dict[str, tuple[str, list[str]]] = {}
         self.failed = False
 
     def start(self) -> list[Event]:
@@ -154,6 +157,7 @@ class StreamWriter:
             elif isinstance(block, ToolCall):
                 out += self._tool_call(block)
         if event.usage is not None:
+            out += self._release_held()
             out += self._close()
             delta = {"stop_reason": stop_reason(event.finish_reason), "stop_sequence": None}
             out.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": usage_json(event.usage)}))
@@ -183,8 +187,15 @@ class StreamWriter:
 
     def _tool_call(self, block: ToolCall) -> list[Event]:
         out: list[Event] = []
+        held = self.held.get(block.id)
+        if held is not None:
+            held[1].append(block.arguments)
+            return out
         index = self.tool_index.get(block.id)
         if index is None:
+            if self.open == "tool_use" or self.held:  # another call is open: this one waits its turn, whole
+                self.held[block.id] = (block.name, [block.arguments])
+                return out
             start = {"type": "tool_use", "id": block.id, "name": block.name, "input": {}}
             out += self._open("tool_use", start, force=True)
             self.tool_index[block.id] = index = self.index
@@ -193,11 +204,23 @@ class StreamWriter:
             out.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
         return out
 
+    def _release_held(self) -> list[Event]:
+        """The held tool calls, each a whole block, after the open one: before any other block, and at the end."""
+        out: list[Event] = []
+        held, self.held = self.held, {}
+        for call_id, (name, parts) in held.items():
+            out += self._open("tool_use", {"type": "tool_use", "id": call_id, "name": name, "input": {}}, force=True)
+            self.tool_index[call_id] = self.index
+            if any(parts):
+                out.append(self._delta({"type": "input_json_delta", "partial_json": "".join(parts)}))
+        return out
+
     def _open(self, kind: str, start: dict[str, Any], force: bool = False) -> list[Event]:
         """Open a block of `kind` unless one is open already (`force`: always a new one)."""
         if self.open == kind and not force:
             return []
-        out = self._close()
+        out = self._release_held() if kind != "tool_use" and self.held else []
+        out += self._close()
         self.index += 1
         self.open, self.signed = kind, False
         out.append(

@@ -464,6 +464,45 @@ def test_stream_writer_opens_feeds_and_closes_blocks(config: Config) -> None:
     assert orjson.loads(encoded.split(b"data: ", 1)[1]) == data[0]
 
 
+def test_interleaved_parallel_tool_calls_never_feed_a_closed_block(config: Config) -> None:
+    """OpenAI-bodied providers address each tool call's argument fragments by index, and may interleave them; an
+    Anthropic stream's blocks run start, deltas, stop one after another. The first call streams; the others are
+    held and sent whole when it is done (before a text block, or at the end)."""
+    writer = StreamWriter(call(config), SimpleNamespace(inference_id=INFERENCE_ID))  # type: ignore[arg-type]
+    events = writer.start()
+    for event in [
+        StreamEvent(content=(ToolCall("A", "bash", '{"comm'),)),
+        StreamEvent(content=(ToolCall("B", "read", '{"pa'),)),
+        StreamEvent(content=(ToolCall("A", "", 'and": "ls"}'),)),
+        StreamEvent(content=(ToolCall("B", "", 'th": "x"}'),)),
+        StreamEvent(content=(ToolCall("C", "noop", ""),)),
+        StreamEvent(usage=Usage(20, 7), finish_reason="tool_call"),
+    ]:
+        events += writer.events(event)
+    blocks: dict[int, dict[str, Any]] = {}
+    closed: set[int] = set()
+    for name, data in events:
+        if name == "content_block_start":
+            assert not blocks or max(blocks) in closed, "a block opened before the previous one stopped"
+            blocks[data["index"]] = {**data["content_block"], "json": ""}
+        elif name == "content_block_delta":
+            assert data["index"] not in closed, f"a delta for block {data['index']} after its content_block_stop"
+            blocks[data["index"]]["json"] += data["delta"]["partial_json"]
+        elif name == "content_block_stop":
+            closed.add(data["index"])
+    assert [(b["id"], b["name"], b["json"]) for b in blocks.values()] == [
+        ("A", "bash", '{"command": "ls"}'),
+        ("B", "read", '{"path": "x"}'),
+        ("C", "noop", ""),
+    ]
+    assert closed == set(blocks) and [name for name, _ in events][-2:] == ["message_delta", "message_stop"]
+    texts = StreamWriter(call(config), SimpleNamespace(inference_id=INFERENCE_ID))  # type: ignore[arg-type]
+    out = texts.events(StreamEvent(content=(ToolCall("A", "a", "{"), ToolCall("B", "b", "{}"))))
+    out += texts.events(StreamEvent(content=(Text("done"),)))  # a text block: the held call goes out first
+    starts = [d["content_block"].get("id", d["content_block"]["type"]) for n, d in out if n == "content_block_start"]
+    assert starts == ["A", "B", "text"]
+
+
 def test_an_error_ends_the_anthropic_stream(config: Config) -> None:
     """As at Anthropic, the error event is the stream's last: no message_delta (end_turn) makes a cut answer look
     finished."""
