@@ -240,6 +240,9 @@ class StreamChunk:
     raw_request: str | None = None
     request_headers: Mapping[str, str] | None = None
     api_key_sha256: str | None = None
+    # The provider's counts so far, on the first content chunk after it gave them (Anthropic's message_start: the
+    # input and cache counts): what a stream that ends early (the client gone, an error event) is priced from.
+    counted: Usage | None = None
 
 
 # One embedding input: a text, or the token ids of a text already tokenized for the model (OpenAI's API takes both;

@@ -140,6 +140,7 @@ class _Aggregate:
     api_key_sha256: str | None = None
     errors: int = 0  # the provider's error events that did not end the stream
     estimated: tuple[str, ...] = ()  # usage counts estimated for a stream that ended early
+    counted: Usage | None = None  # the provider's counts so far (StreamChunk.counted)
 
     def answer_chars(self) -> int:
         """The characters streamed so far (text, thoughts, tool names and arguments)."""
@@ -163,6 +164,8 @@ class _Aggregate:
                 self._thought(block)
         if chunk.usage is not None:
             self.usage = self.usage + chunk.usage
+        if chunk.counted is not None:
+            self.counted = chunk.counted
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
         if chunk.cost is not None:
@@ -376,10 +379,12 @@ class InferenceStream:
     def _done(self, aggregate: _Aggregate, error: ProviderError | None) -> Done:
         p, step, engine = self.prepared, self.step, self.engine
         if error is not None and not aggregate.estimated:  # ended early: priced from what it used
-            if aggregate.usage == Usage() and isinstance(error.reported_usage, Usage):
-                # The input the provider counted before the stream broke (its output count then is a start
-                # value, such as Anthropic's 1 in message_start: the answer's characters estimate it better).
-                aggregate.usage = replace(error.reported_usage, output_tokens=None)
+            reported = error.reported_usage if isinstance(error.reported_usage, Usage) else aggregate.counted
+            if aggregate.usage == Usage() and reported is not None:
+                # The input the provider counted before the stream broke, or before the client went away (its
+                # output count then is a start value, such as Anthropic's 1 in message_start: the answer's
+                # characters estimate it better).
+                aggregate.usage = replace(reported, output_tokens=None)
             aggregate.usage, aggregate.estimated = estimated_usage(
                 aggregate.usage, step.request, aggregate.answer_chars()
             )

@@ -24,6 +24,7 @@ a forced tool (`tool_choice` {"type": "tool"}) is always called, with {"answer":
   malformed     a 200 whose body (or first event) is not JSON
   stream-error  streams part of the echo, then `event: error` (overloaded_error) and ends
   cutoff        streams part of the echo, then closes the connection mid-response
+  hold          like cached, but streams only part of the echo, then waits for the client to go away
   truncated     streams part of the echo, then ends the response cleanly without message_stop
   leak-401      HTTP 401 whose message repeats the x-api-key received (whole, masked and cut short)
   leak          the echo, ending with the x-api-key received (streamed as one delta)
@@ -53,7 +54,7 @@ ERROR_TYPES = {
 }
 BEHAVIOURS = frozenset(
     {"echo", "tool", "thinking", "cached", "json", "length", "refusal", "slow", "malformed"}
-    | {"stream-error", "cutoff", "truncated", "leak", "leak-401"}
+    | {"stream-error", "cutoff", "truncated", "leak", "leak-401", "hold"}
     | {f"error-{status}" for status in ERROR_TYPES}
 )
 SIGNATURE = "c2lnbmF0dXJl"
@@ -167,7 +168,7 @@ class FakeAnthropic(FakeServer):
                 thought = {"type": "thinking", "thinking": f"The user said {text}.", "signature": SIGNATURE}
                 content.insert(0, thought)
         usage = {"input_tokens": _count_input(body), "output_tokens": max(_count_output(content), 1)}
-        if behaviour == "cached":
+        if behaviour in ("cached", "hold"):
             usage.update(cache_read_input_tokens=CACHE_READ, cache_creation_input_tokens=CACHE_WRITE)
         return {
             "id": f"msg_{next(self._ids):06d}",
@@ -295,7 +296,7 @@ async def _stream(request: web.Request, message: dict[str, Any], behaviour: str)
         await response.write_eof()
         return response
     events = _events(message, 1000 if behaviour == "leak" else 6)
-    if behaviour in ("stream-error", "cutoff", "truncated"):
+    if behaviour in ("stream-error", "cutoff", "truncated", "hold"):
         events = events[:4]  # message_start, ping, content_block_start, the first text delta
     for event in events:
         # Each event goes out in two writes, so the client sees lines split across TCP reads.
@@ -303,6 +304,8 @@ async def _stream(request: web.Request, message: dict[str, Any], behaviour: str)
         await response.write(event[:half])
         await asyncio.sleep(0)
         await response.write(event[half:])
+    if behaviour == "hold":
+        await asyncio.sleep(60)  # cancelled when the client goes away (or by stop())
     if behaviour == "stream-error":
         error = {"error": {"type": "overloaded_error", "message": "Overloaded"}}
         await response.write(_sse("error", error))

@@ -13,7 +13,7 @@ import orjson
 import psycopg
 import pytest
 
-from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.anthropic_server import CACHE_READ, CACHE_WRITE, FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.gateway import in_process_gateway
 
@@ -125,6 +125,33 @@ async def test_a_cut_anthropic_stream_is_priced_at_its_own_rates(client: httpx.A
     assert kind == "stream_interrupted"
     assert inputs > 0 and outputs > 0
     assert float(cost) == pytest.approx((inputs * 3.0 + outputs * 15.0) / 1e6)
+
+
+async def test_a_cut_anthropic_stream_keeps_the_counts_of_its_message_start(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """Anthropic counts the input (and the cache) in message_start: a stream the client hangs up on, or that ends in an
+    error event, is priced from those counts; only its output is estimated (a cached prompt was stored as 1 token)."""
+    async with client.stream("POST", "/inference", json=stream_body("claude", "hold one two three")) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                break  # the first delta arrived; hang up
+    found: list[tuple[Any, ...]] = []
+    for _ in range(100):
+        found = rows(database_url, "SELECT error_kind, input_tokens, cache_read_input_tokens FROM model_inferences")
+        if found:
+            break
+        await asyncio.sleep(0.05)
+    # the fake counts words (4) and reports 1,000 cache reads and 100 cache writes, in the input
+    assert found == [("client_disconnected", 4 + CACHE_READ + CACHE_WRITE, CACHE_READ)]
+    async with client.stream("POST", "/inference", json=stream_body("claude", "stream-error one two three")) as r:
+        [line async for line in r.aiter_lines()]
+    found = rows(
+        database_url, "SELECT error_kind, input_tokens FROM model_inferences WHERE error_kind <> 'client_disconnected'"
+    )
+    assert found == [("server_error", 4)]
+    [tags] = rows(database_url, "SELECT DISTINCT tags FROM chat_inferences")
+    assert tags == ({"lsd::usage_estimated": "output_tokens"},)
 
 
 async def test_a_complete_stream_keeps_the_reported_usage(client: httpx.AsyncClient, database_url: str) -> None:

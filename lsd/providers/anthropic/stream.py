@@ -41,6 +41,7 @@ class StreamState:
         self.raw_request = raw_request
         self.done = False
         self.usage = Usage()
+        self._uncounted = False  # message_start's counts are not on a chunk yet
         self.payloads: list[str] = []
         self._tool_ids: dict[int, str | None] = {}  # open tool_use blocks by index; None: the JSON answer
 
@@ -81,6 +82,7 @@ class StreamState:
         content: tuple[OutputBlock, ...] = ()
         if name == "message_start":
             self.usage = parse_usage(payload["message"].get("usage"), self.usage)
+            self._uncounted = True
         elif name == "content_block_start":
             content = self._start(int(payload["index"]), payload["content_block"])
         elif name == "content_block_delta":
@@ -94,7 +96,12 @@ class StreamState:
         elif name == "message_stop":
             self.done = True
         # ping and event types Anthropic may add later carry nothing
-        return StreamChunk(content=content, raw=data) if content else None
+        if not content:
+            return None
+        if self._uncounted:  # the counts of message_start ride on the first content chunk (StreamChunk.counted)
+            self._uncounted = False
+            return StreamChunk(content=content, raw=data, counted=self.usage)
+        return StreamChunk(content=content, raw=data)
 
     def _start(self, index: int, block: dict[str, Json]) -> tuple[OutputBlock, ...]:
         kind = block.get("type")
@@ -134,4 +141,7 @@ class StreamState:
     def _error(self, payload: dict[str, Json], data: str) -> ProviderError:
         error = payload.get("error")
         status = ERROR_STATUSES.get(str(error.get("type")), 500) if isinstance(error, dict) else 500
-        return error_from_status(self.provider, status, data, raw_request=self.raw_request)
+        exc = error_from_status(self.provider, status, data, raw_request=self.raw_request)
+        if self.usage != Usage():  # what message_start counted: the cut stream is priced from it
+            exc.reported_usage = self.usage
+        return exc
