@@ -111,7 +111,7 @@ class _Slot:
     __slots__ = ("closed", "kind", "name", "parts", "signature")
 
     def __init__(self, kind: str, name: str = "") -> None:
-        self.kind = kind  # "text" | "thought" | "tool:<id>"
+        self.kind = kind  # "text" | "thought" | "signed" (a thought block of its own: no text) | "tool:<id>"
         self.parts: list[str] = []
         self.signature: str | None = None
         self.closed = False  # a thought that got its signature: the next thought text starts another
@@ -196,7 +196,7 @@ class _Aggregate:
         open_thought = last if last is not None and last.kind == "thought" and not last.closed else None
         self.open_text = None
         if block.text is None:  # a block of its own
-            slot = _Slot("thought")
+            slot = _Slot("signed")
             slot.signature, slot.closed = block.signature, True
             self.slots.append(slot)
             return
@@ -213,8 +213,10 @@ class _Aggregate:
         for slot in self.slots:
             if slot.kind == "text":
                 out.append(Text("".join(slot.parts)))
-            elif slot.kind == "thought":
-                out.append(Thought("".join(slot.parts) if slot.parts else None, slot.signature))
+            elif slot.kind == "thought":  # "" when only its signature came (Claude 4 with the thinking omitted)
+                out.append(Thought("".join(slot.parts), slot.signature))
+            elif slot.kind == "signed":  # a redacted thought, or Gemini's signature of the part after it
+                out.append(Thought(None, slot.signature))
             else:
                 out.append(ToolCall(slot.kind[5:], slot.name, "".join(slot.parts)))
         return tuple(out)

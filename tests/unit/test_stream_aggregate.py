@@ -42,6 +42,12 @@ def test_anthropic_thinking_blocks_keep_their_own_signatures_and_the_redacted_on
     )
 
 
+def test_a_signed_thinking_block_without_text_stays_a_thinking_block_not_a_redacted_one() -> None:
+    """Claude 4 with the thinking display omitted: a thinking block of "" and its signature_delta. Stored as a
+    redacted thought, it would go back to Anthropic as redacted_thinking carrying the signature."""
+    assert aggregate(Thought("", "SIG_EMPTY"), Text("Hi")) == (Thought("", "SIG_EMPTY"), Text("Hi"))
+
+
 def test_a_gemini_signature_stays_before_the_call_it_signs_and_order_is_kept() -> None:
     assert aggregate(
         Thought("Planning."),
