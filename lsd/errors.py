@@ -201,6 +201,9 @@ class ProviderError(LsdError):
         self.raw_response = raw_response
         # A stream cut short: the token counts its provider had reported before it broke (a lsd.types.Usage).
         self.reported_usage: Any = None
+        # An HTTP answer's `Retry-After` (seconds), and the provider's own error message from its body.
+        self.retry_after_s: float | None = None
+        self.provider_message: str | None = None
 
 
 class ProviderTimeout(ProviderError):
@@ -218,6 +221,9 @@ class AttemptFailure:
     kind: str
     message: str
     retryable: bool = True  # the provider's error may pass if the call is made again (ProviderError.retryable)
+    status: int | None = None  # the provider's HTTP status, its Retry-After and its own message (ProviderError's)
+    retry_after_s: float | None = None
+    provider_message: str | None = None
 
 
 class AllAttemptsFailed(LsdError):

@@ -8,13 +8,14 @@ and answered as a JSON 500 carrying that id (`internal_error`), never starlette'
 from __future__ import annotations
 
 import logging
+import math
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
 from lsd.api.access_log import request_id, scope_fields
-from lsd.api.anthropic_wire import anthropic_error_body
+from lsd.api.anthropic_wire import ProviderAnswer, anthropic_error_body, passed_on
 from lsd.api.openai_wire import openai_error_body
 from lsd.api.tensorzero_wire import error_body, route_not_found_body
 from lsd.errors import AllAttemptsFailed, InternalError, LsdError, NotFound, RateLimited
@@ -49,6 +50,8 @@ def error_headers(exc: LsdError) -> dict[str, str]:
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["retry-after"] = str(exc.retry_after_s)
+    if isinstance(exc, ProviderAnswer) and exc.retry_after_s is not None:
+        headers["retry-after"] = str(math.ceil(exc.retry_after_s))
     if isinstance(exc, AllAttemptsFailed) and not exc.retryable:
         headers["x-should-retry"] = "false"  # the OpenAI and Anthropic SDKs retry a 502 unless told not to
     if exc.http_status in (413, 431):
@@ -72,6 +75,8 @@ def error_response(exc: LsdError, scope: Scope) -> Response:
         scope_fields(scope).update(inference_id=failed[0], function=failed[1])
     if exc.http_status >= 500 and not isinstance(exc, InternalError):
         log.warning("request %s failed: %s %s", request_id(scope), exc.error_code, exc.message)
+    if scope["path"].startswith("/anthropic/"):
+        exc = passed_on(exc)  # a provider's 400, 413, 429 or 529 as the provider gave it
     body = error_bytes(exc, scope)
     return Response(body, status_code=exc.http_status, media_type="application/json", headers=error_headers(exc))
 

@@ -252,8 +252,18 @@ def backoff_s(attempt: int, max_delay_s: float) -> float:
 
 
 def summarise(attempts: Sequence[Attempt]) -> list[AttemptFailure]:
-    return [
-        AttemptFailure(a.variant_name, a.model_name, a.provider_name, a.error.kind, a.error.message, a.error.retryable)
-        for a in attempts
-        if a.error is not None
-    ]
+    return [_failure(a, a.error) for a in attempts if a.error is not None]
+
+
+def _failure(a: Attempt, error: ProviderError) -> AttemptFailure:
+    return AttemptFailure(
+        a.variant_name,
+        a.model_name,
+        a.provider_name,
+        error.kind,
+        error.message,
+        error.retryable,
+        error.status,
+        error.retry_after_s,
+        error.provider_message,
+    )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import hashlib
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import field, replace
@@ -217,7 +220,7 @@ def error_from_status(
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     kind = _STATUS_KINDS.get(status, "server_error" if status >= 500 else "bad_request")
     retryable = status in (408, 429) or status >= 500
-    return ProviderError(
+    error = ProviderError(
         f"provider {provider!r} answered HTTP {status}: {text[:500]}",
         provider=provider,
         status=status,
@@ -226,6 +229,37 @@ def error_from_status(
         raw_request=raw_request,
         raw_response=text,
     )
+    error.provider_message = _error_message(text)
+    return error
+
+
+def _error_message(body: str) -> str | None:
+    """The message of an error body in OpenAI's or Anthropic's shape (`{"error": {"message"}}`) or Bedrock's and
+    Google's (`{"message"}`, `{"error": {"message"}}`); None for any other body."""
+    data = json_object(body)
+    if data is None:
+        return None
+    error = data.get("error")
+    message = error.get("message") if isinstance(error, dict) else data.get("message") or data.get("Message")
+    return message if isinstance(message, str) and message else None
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """An answer's `retry-after-ms` or `retry-after` (seconds, or an HTTP date) as seconds; None without one."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(value) / 1000)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    return None
 
 
 def malformed(

@@ -33,6 +33,7 @@ from lsd.providers.base import (
     malformed,
     redact_headers,
     redact_url,
+    retry_after_s,
 )
 from lsd.providers.cost import Cost, PointerPricing
 from lsd.providers.patches import apply_body_patches, apply_header_patches
@@ -205,6 +206,12 @@ class HttpProvider(Provider):
         """A non-2xx answer as a ProviderError (providers refine the kind from their error bodies)."""
         return error_from_status(self.name, response.status, response.body, raw_request=raw_request)
 
+    def answered_error(self, response: HttpResponse, raw_request: str) -> ProviderError:
+        """`status_error`, with the answer's Retry-After (passed on to clients where the route's API has one)."""
+        error = self.status_error(response, raw_request)
+        error.retry_after_s = retry_after_s(response.headers)
+        return error
+
     def cost(
         self,
         usage: Usage,
@@ -241,7 +248,7 @@ class HttpProvider(Provider):
             raise scrubber.error(exc) from None
         response = self.scrubbed(response, scrubber)
         if not 200 <= response.status < 300:
-            raise scrubber.error(self.status_error(response, f"GET {redact_url(url)}"))
+            raise scrubber.error(self.answered_error(response, f"GET {redact_url(url)}"))
         return response.body
 
     async def get_json(self, url: str, ctx: CallContext) -> Exchange:
@@ -268,7 +275,7 @@ class HttpProvider(Provider):
             raise call.scrubber.error(exc) from None
         response = self.scrubbed(response, call.scrubber)
         if not 200 <= response.status < 300:
-            raise call.scrubber.error(self.status_error(response, call.raw_request))
+            raise call.scrubber.error(self.answered_error(response, call.raw_request))
         data = json_object(response.body)
         raw = response.body.decode("utf-8", "replace")
         if data is None:
@@ -308,7 +315,7 @@ class HttpProvider(Provider):
             exc.raw_request = exc.raw_request or call.raw_request
             raise call.scrubber.error(exc) from None
         if not 200 <= response.status < 300:
-            raise call.scrubber.error(self.status_error(self.scrubbed(response, call.scrubber), call.raw_request))
+            raise call.scrubber.error(self.answered_error(self.scrubbed(response, call.scrubber), call.raw_request))
         received = response.body.decode("utf-8", "replace")
         # The answer is decoded from the scrubbed text: its content (what the client gets and what is stored)
         # holds no secret either. Only a body that held one is decoded from text.
@@ -405,7 +412,7 @@ class HttpProvider(Provider):
             async with aclosing(source):
                 async for data in source:
                     if isinstance(data, HttpResponse):  # a non-2xx answer, which comes instead of any event
-                        raise self.status_error(self.scrubbed(data, call.scrubber), call.raw_request)
+                        raise self.answered_error(self.scrubbed(data, call.scrubber), call.raw_request)
                     for event in decoder.feed(data):
                         started = True
                         chunk = chunk_of(event)

@@ -106,6 +106,7 @@ class Scrubber:
             exc.args = (exc.message,)
             exc.raw_request = self.optional(exc.raw_request)
             exc.raw_response = self.optional(exc.raw_response)
+            exc.provider_message = self.optional(exc.provider_message)
         return exc
 
     def _masked(self, match: re.Match[str]) -> str:

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from anthropic import AsyncAnthropic
 
-from tests.fakes.anthropic_server import CACHE_READ, CACHE_WRITE, SIGNATURE, FakeAnthropic
+from tests.fakes.anthropic_server import CACHE_READ, CACHE_WRITE, RETRY_AFTER_S, SIGNATURE, FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.gateway import Daemon, run_lsd
 
@@ -392,6 +392,34 @@ async def test_count_tokens_and_errors(client: AsyncAnthropic, fakes: tuple[Fake
         )
     assert failed.value.body["type"] == "error"  # type: ignore[index]
     await asyncio.sleep(0)
+
+
+async def test_a_providers_answers_a_client_acts_on_are_passed_on(client: AsyncAnthropic) -> None:
+    """Every attempt failed, the last with 400, 429 or 529: the Claude client gets that status, the provider's error
+    type and message and its retry-after (Claude Code compacts on 400 "prompt is too long", backs off on 429/529);
+    a provider's 401 stays the gateway's 502 (its key, not the client's)."""
+    cases: list[tuple[str, type[anthropic.APIStatusError], int, str]] = [
+        ("error-400", anthropic.BadRequestError, 400, "invalid_request_error"),
+        ("error-429", anthropic.RateLimitError, 429, "rate_limit_error"),
+        ("error-529", anthropic.APIStatusError, 529, "overloaded_error"),
+        ("error-401", anthropic.InternalServerError, 502, "api_error"),
+    ]
+    for text, error_class, status, kind in cases:
+        with pytest.raises(error_class) as info:
+            await client.messages.create(
+                model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": f"{text} now"}]
+            )
+        assert info.value.status_code == status, text
+        assert info.value.body["error"]["type"] == kind  # type: ignore[index]
+        if status != 502:
+            assert info.value.body["error"]["message"] == f"fake error {status}"  # type: ignore[index]
+        expected_retry_after = str(RETRY_AFTER_S) if status == 429 else None
+        assert info.value.response.headers.get("retry-after") == expected_retry_after
+    with pytest.raises(anthropic.RateLimitError):  # a stream whose provider answered before any event: the same
+        async with client.messages.stream(
+            model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "error-429 streamed"}]
+        ) as stream:
+            await stream.get_final_message()
 
 
 async def test_gateway_auth_takes_the_sdks_x_api_key(

@@ -19,7 +19,7 @@ a forced tool (`tool_choice` {"type": "tool"}) is always called, with {"answer":
   json          text '{"answer": "<last user text>"}'
   length        "echo" text cut short: stop_reason max_tokens
   refusal       stop_reason refusal
-  error-NNN     HTTP NNN (400 401 403 404 429 500 529) with Anthropic's error body
+  error-NNN     HTTP NNN (400 401 403 404 429 500 529) with Anthropic's error body (429: retry-after 17)
   slow          echo after `delay_s` seconds (cut short by stop())
   malformed     a 200 whose body (or first event) is not JSON
   stream-error  streams part of the echo, then `event: error` (overloaded_error) and ends
@@ -59,6 +59,7 @@ BEHAVIOURS = frozenset(
 )
 SIGNATURE = "c2lnbmF0dXJl"
 CACHE_READ, CACHE_WRITE = 1000, 100
+RETRY_AFTER_S = 17
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,8 @@ class FakeAnthropic(FakeServer):
 
 def _error(status: int, message: str) -> web.Response:
     body = {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+    headers = {"retry-after": str(RETRY_AFTER_S)} if status == 429 else None  # as Anthropic's rate limit answers
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
 
 
 def _validate(request: web.Request, body: Any) -> str | None:

@@ -25,6 +25,7 @@ from lsd.errors import (
     ConfigError,
     InvalidRequest,
     LsdError,
+    ProviderError,
     RateLimited,
     Unauthorized,
     UnknownFunction,
@@ -517,6 +518,8 @@ def test_an_error_ends_the_anthropic_stream(config: Config) -> None:
     names = [name for name, _ in events]
     assert names[-1] == "error" and "message_delta" not in names and "message_stop" not in names
     assert events[-1][1]["error"]["type"] == "api_error"
+    overloaded = ProviderError("provider 'p' answered HTTP 529: ...", provider="p", status=529)
+    assert error_object(overloaded)["error"]["type"] == "overloaded_error"  # a stream's error event keeps its kind
 
 
 @pytest.mark.parametrize(
