@@ -74,6 +74,9 @@ class Thought:
     signature: str | None = None
     summary: tuple[Json, ...] | None = None
     type: Literal["thought"] = "thought"
+    # The provider type that wrote it (TensorZero's field): its signature is that vendor's, so it goes back only to
+    # a provider of that type (lsd.inference.routing). None: not known, sent to any.
+    provider_type: str | None = None
 
 
 @immutable

@@ -329,7 +329,13 @@ def _with_extra_content(blocks: list[ContentBlock], message: Mapping[str, Any], 
         block: ContentBlock
         if item.get("type") == "thought":
             summary = item.get("summary")
-            block = Thought(item.get("text"), item.get("signature"), tuple(summary) if summary else None)
+            provider_type = item.get("provider_type")
+            block = Thought(
+                item.get("text"),
+                item.get("signature"),
+                tuple(summary) if summary else None,
+                provider_type=provider_type if isinstance(provider_type, str) else None,
+            )
         elif item.get("type") == "unknown":
             block = Unknown(item.get("data"), item.get("model_name"), item.get("provider_name"))
         else:

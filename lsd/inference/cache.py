@@ -40,7 +40,7 @@ def blocks_from_json(blocks: Sequence[dict[str, Any]]) -> tuple[OutputBlock, ...
         elif kind == "tool_call":
             out.append(ToolCall(b["id"], b["name"], b["arguments"]))
         elif kind == "thought":
-            out.append(Thought(b.get("text"), b.get("signature")))
+            out.append(Thought(b.get("text"), b.get("signature"), provider_type=b.get("provider_type")))
         else:
             out.append(Unknown(b.get("data"), b.get("model_name"), b.get("provider_name")))
     return tuple(out)

@@ -495,7 +495,10 @@ def parse_block(value: Any, path: str) -> ContentBlock:
             )
         raise InvalidRequest.at(f"{path}.file_type", "must be 'url' or 'base64'")
     if kind == "thought":
-        return Thought(text=value.get("text"), signature=value.get("signature"))
+        provider_type = value.get("provider_type")
+        if provider_type is not None:
+            _expect(provider_type, str, f"{path}.provider_type", "a string")
+        return Thought(text=value.get("text"), signature=value.get("signature"), provider_type=provider_type)
     if kind == "unknown":
         model, provider = value.get("model_name"), value.get("provider_name")
         qualified = value.get("model_provider_name")  # TensorZero's older form of the two

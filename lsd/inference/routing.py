@@ -18,7 +18,7 @@ from lsd.inference.experiment import Allocation, sampling_plan
 from lsd.inference.models import Model, ModelTable
 from lsd.inference.recording import Attempt
 from lsd.providers.base import CallContext, Provider
-from lsd.types import BodyPatch, HeaderPatch, StreamChunk
+from lsd.types import BodyPatch, HeaderPatch, Message, ProviderRequest, ProviderResponse, StreamChunk, Thought
 
 
 def order_variants(
@@ -207,7 +207,7 @@ async def route(
             timeout_ms = timeout_of(model, provider, step.timeouts, timeout_kind)
             try:
                 async with asyncio.timeout(timeout_ms / 1000) if timeout_ms else _NO_TIMEOUT:
-                    value = await call(step, provider, for_call(ctx, step, model, provider))
+                    value = await call(for_provider(step, provider), provider, for_call(ctx, step, model, provider))
             except TimeoutError:
                 error: ProviderError = ProviderTimeout(
                     _TIMEOUT_MESSAGES[timeout_kind].format(timeout_ms), provider=provider.name, kind="timeout"
@@ -224,6 +224,35 @@ async def route(
                 return Routed(step, provider, names, started, t0, value)
             attempts.append(Attempt.failed(names, started, t0, error, streamed=streamed))
     raise AllAttemptsFailed(summarise(attempts), skipped=tuple(skipped))
+
+
+def for_provider(step: S, provider: Provider) -> S:
+    """`step` as `provider` is sent it: thoughts another provider type wrote (their `provider_type`) are left out,
+    as their signatures are that vendor's (Anthropic refuses a signature it did not issue, Gemini checks its own)."""
+    request: ProviderRequest | None = getattr(step, "request", None)
+    if request is None or not any(
+        type(b) is Thought and b.provider_type not in (None, provider.type_name)
+        for m in request.messages
+        for b in m.content
+    ):
+        return step
+    own = (provider.type_name, None)
+    messages = tuple(
+        Message(m.role, tuple(b for b in m.content if type(b) is not Thought or b.provider_type in own))
+        for m in request.messages
+    )
+    return replace(step, request=replace(request, messages=messages))  # type: ignore[type-var]
+
+
+def tagged(response: ProviderResponse, provider_type: str) -> ProviderResponse:
+    """A provider's answer with its thoughts marked as written by `provider_type` (Thought.provider_type)."""
+    if not any(type(b) is Thought for b in response.content):
+        return response
+    content = tuple(
+        replace(b, provider_type=provider_type) if type(b) is Thought and b.provider_type is None else b
+        for b in response.content
+    )
+    return replace(response, content=content)
 
 
 def timeout_of(model: Model, provider: Provider, variant: TimeoutsConfig | None, kind: str) -> int | None:

@@ -41,7 +41,7 @@ from lsd.inference.recording import (
 )
 from lsd.inference.request import InferenceRequest
 from lsd.inference.result import InferenceResult, JsonOutput, ResultBlock, typed_output
-from lsd.inference.routing import ABANDONED, NON_STREAMING, route, tries
+from lsd.inference.routing import ABANDONED, NON_STREAMING, route, tagged, tries
 from lsd.inference.routing import backoff_s as retry_backoff_s
 from lsd.inference.telemetry import InferenceTelemetry
 from lsd.inference.templates import Templates
@@ -357,6 +357,7 @@ class Engine:
             self.finisher.finish_now(p.done(attempts, reservation, error=ABANDONED))
             raise
         step, (response, key, cached) = routed.step, routed.value
+        response = tagged(response, routed.provider.type_name)  # its thoughts go back only to its provider type
         attempts.append(Attempt.succeeded(routed.names, routed.started_ms, routed.t0, response, cached=cached))
         sent = step.request
         if runs is not None and step.variant.type != "chat_completion":

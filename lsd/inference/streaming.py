@@ -208,15 +208,16 @@ class _Aggregate:
         if block.signature:
             open_thought.signature, open_thought.closed = block.signature, True
 
-    def blocks(self) -> tuple[OutputBlock, ...]:
+    def blocks(self, provider_type: str | None = None) -> tuple[OutputBlock, ...]:
+        """The answer's blocks; its thoughts marked as `provider_type`'s (Thought.provider_type)."""
         out: list[OutputBlock] = []
         for slot in self.slots:
             if slot.kind == "text":
                 out.append(Text("".join(slot.parts)))
             elif slot.kind == "thought":  # "" when only its signature came (Claude 4 with the thinking omitted)
-                out.append(Thought("".join(slot.parts), slot.signature))
+                out.append(Thought("".join(slot.parts), slot.signature, provider_type=provider_type))
             elif slot.kind == "signed":  # a redacted thought, or Gemini's signature of the part after it
-                out.append(Thought(None, slot.signature))
+                out.append(Thought(None, slot.signature, provider_type=provider_type))
             else:
                 out.append(ToolCall(slot.kind[5:], slot.name, "".join(slot.parts)))
         return tuple(out)
@@ -333,7 +334,7 @@ class InferenceStream:
         if self.cache is None or key is None or self.cached or not self.cache.options.write:
             return
         response = ProviderResponse(
-            content=aggregate.blocks(),
+            content=aggregate.blocks(self.provider.type_name),
             usage=aggregate.usage,
             finish_reason=aggregate.finish_reason,  # type: ignore[arg-type]
             raw_request=aggregate.raw_request or "",
@@ -398,7 +399,7 @@ class InferenceStream:
         attempt = self._attempt(aggregate, error)
 
         def output() -> object:
-            return output_to_json(*engine.output(p, aggregate.blocks(), self.tools))
+            return output_to_json(*engine.output(p, aggregate.blocks(self.provider.type_name), self.tools))
 
         def rows() -> list[Record]:
             row = engine.row(

@@ -312,7 +312,12 @@ async def test_thinking_with_signature_passes_through_plain_and_streamed(
     assert again.content[-1].text == "echo: and then"  # type: ignore[union-attr]
     assert claude.last.json["messages"][1]["content"][0]["signature"] == SIGNATURE
     (output,) = row(db_url, "SELECT output FROM chat_inferences WHERE id = %s", inference_id(plain.id))
-    assert output[0] == {"type": "thought", "text": "The user said thinking about it.", "signature": SIGNATURE}
+    assert output[0] == {
+        "type": "thought",
+        "text": "The user said thinking about it.",
+        "signature": SIGNATURE,
+        "provider_type": "anthropic",  # its signature goes back only to an anthropic provider
+    }
 
 
 async def test_openai_provider_behind_is_translated(
