@@ -44,6 +44,7 @@ from tests.fakes.serving import FakeServer
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # the audience google-auth puts in every grant
 CLIENT_EMAIL = "lsd-test@fake-project.iam.gserviceaccount.com"
+USER_REFRESH_TOKEN = "1//fake-user-refresh-token"
 GEMINI_METHODS = frozenset({"generateContent", "streamGenerateContent"})
 ANTHROPIC_METHODS = frozenset({"rawPredict", "streamRawPredict"})
 
@@ -114,10 +115,25 @@ class FakeVertex(FakeServer):
             "token_uri": f"{self.url}/token",
         }
 
+    def authorized_user_info(self, quota_project: str | None = None) -> dict[str, Any]:
+        """gcloud's user credentials (`gcloud auth application-default login`), refreshed here."""
+        info = {
+            "type": "authorized_user",
+            "client_id": "fake-client.apps.googleusercontent.com",
+            "client_secret": "fake-client-secret",
+            "refresh_token": USER_REFRESH_TOKEN,
+            "token_uri": f"{self.url}/token",
+        }
+        return {**info, "quota_project_id": quota_project} if quota_project else info
+
     # ---- the token endpoint ------------------------------------------------------------------------------
 
     async def _token(self, request: web.Request) -> web.Response:
         form = {k: v[0] for k, v in parse_qs((await request.read()).decode()).items()}
+        if form.get("grant_type") == "refresh_token":  # user credentials
+            if form.get("refresh_token") != USER_REFRESH_TOKEN:
+                return _grant_error("invalid_grant", "Token has been expired or revoked.")
+            return self._issue()
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return _grant_error("unsupported_grant_type", "Invalid grant_type.")
         claims = self._verified_claims(form.get("assertion", ""))
@@ -130,6 +146,9 @@ class FakeVertex(FakeServer):
         if not isinstance(claims.get("exp"), int) or claims["exp"] < time.time():
             return _grant_error("invalid_grant", "Invalid JWT: Token must be a short-lived token.")
         self.token_requests.append(claims)
+        return self._issue()
+
+    def _issue(self) -> web.Response:
         token = self.token or f"ya29.fake-{next(self._numbers)}"
         self.issued.append(token)
         answer = {"access_token": token, "expires_in": self.token_lifetime_s, "token_type": "Bearer"}

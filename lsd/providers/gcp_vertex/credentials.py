@@ -90,6 +90,13 @@ class GcpTokens:
                 await asyncio.to_thread(self._refresh, credentials, request)
             return str(credentials.token)
 
+    @property
+    def quota_project(self) -> str | None:
+        """The credentials' quota project (gcloud's user credentials name one; a key file may): Google bills and
+        checks quota against it when calls carry it as `x-goog-user-project`, as google-auth's own requests do."""
+        project = getattr(self._credentials, "quota_project_id", None)
+        return project if isinstance(project, str) and project else None
+
     def _load(self) -> Any:
         """On a worker thread: the credentials `location` names."""
         kind, name = self.location.kind, self.location.name

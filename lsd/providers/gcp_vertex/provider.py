@@ -86,6 +86,9 @@ class VertexGeminiProvider(GeminiProvider):
     def url(self, method: str) -> str:
         return f"{self.target.resource_url}:{method}"
 
+    def headers(self, key: str | None, *, stream: bool = False) -> dict[str, str]:
+        return _with_quota_project(super().headers(key, stream=stream), self.target.tokens)
+
     def resolve_key(self, ctx: CallContext) -> str | None:
         return self._token
 
@@ -148,7 +151,7 @@ class VertexAnthropicProvider(AnthropicProvider):
         headers = HttpProvider.headers(self, key)  # no anthropic-version header: the body carries Vertex's
         if stream:
             headers["accept"] = "text/event-stream"
-        return headers
+        return _with_quota_project(headers, self.target.tokens)
 
     def resolve_key(self, ctx: CallContext) -> str | None:
         return self._token
@@ -199,3 +202,11 @@ class VertexAnthropicProvider(AnthropicProvider):
 def _generator(chunks: AsyncIterator[StreamChunk]) -> AsyncGenerator[StreamChunk, None]:
     """HttpProvider.stream's iterator, which is an async generator (closed with ours, it releases the connection)."""
     return cast(AsyncGenerator[StreamChunk, None], chunks)
+
+
+def _with_quota_project(headers: dict[str, str], tokens: GcpTokens) -> dict[str, str]:
+    """`headers` with the credentials' quota project, when they name one (GcpTokens.quota_project)."""
+    project = tokens.quota_project
+    if project is not None:
+        headers["x-goog-user-project"] = project
+    return headers

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import google.auth
 import orjson
 import pytest
+from google.oauth2 import credentials as google_credentials
 from google.oauth2 import service_account
 
 from lsd.config.model import ProviderConfig
@@ -247,6 +249,26 @@ async def test_credential_locations(
         assert errors == []
         assert (await provider.infer(ask("hi"), ctx)).content == (Text("echo: hi"),), location
     assert len(fake.issued) == len(locations)
+    assert "x-goog-user-project" not in fake.requests[-1].headers
+
+
+async def test_the_quota_project_of_the_credentials_is_sent(
+    fake: FakeVertex, ctx: CallContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gcloud's user credentials (and a key file that names one) carry a quota project: Google bills and checks
+    quota against it only when calls send it as x-goog-user-project, as google-auth's own requests do."""
+    info = fake.authorized_user_info(quota_project="my-billing-project")
+    # google.auth.default() reads such a file but always refreshes at Google's own token endpoint: the discovery
+    # is replaced by the credentials it makes, pointed at the fake's (the refresh and the header are LSD's).
+    user = google_credentials.Credentials.from_authorized_user_info(info)  # type: ignore[no-untyped-call]
+    assert user.quota_project_id == "my-billing-project"
+    user._token_uri = info["token_uri"]
+    monkeypatch.setattr(google.auth, "default", lambda **_: (user, None))
+    for type_name, model in (("gcp_vertex_gemini", "gemini-2.5-flash"), ("gcp_vertex_anthropic", "claude-x@1")):
+        provider, errors = build(type_name, {**options(fake, credential_location="sdk"), "model_id": model})
+        assert errors == []
+        await provider.infer(ask("hi"), ctx)
+        assert fake.requests[-1].headers["x-goog-user-project"] == "my-billing-project", type_name
 
 
 async def test_credentials_that_cannot_be_used(
