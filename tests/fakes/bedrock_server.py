@@ -115,8 +115,10 @@ class FakeBedrock(FakeServer):
         token: str | None = None,
         region: str = "us-east-1",
         delay_s: float = 5.0,
+        api_key: str | None = None,
     ) -> None:
         super().__init__()
+        self.api_key = api_key  # a Bedrock API key this fake takes as `Authorization: Bearer`, instead of SigV4
         self.access_key = access_key
         self.secret_key = secret_key
         self.token = token
@@ -135,6 +137,12 @@ class FakeBedrock(FakeServer):
 
     def _check_signature(self, request: web.Request, body: bytes) -> web.Response | None:
         authorization = request.headers.get("Authorization", "")
+        if authorization.startswith("Bearer "):
+            if self.api_key is None or authorization.removeprefix("Bearer ") != self.api_key:
+                return self._refuse(
+                    "UnrecognizedClientException", "Invalid API Key format: Must start with pre-defined prefix"
+                )
+            return None
         fields = dict(
             part.strip().split("=", 1)
             for part in authorization.removeprefix("AWS4-HMAC-SHA256 ").split(",")

@@ -37,6 +37,9 @@ SIGNING_NAME = "bedrock"  # bedrock-runtime signs as "bedrock"
 # whatever LSD_LOG_LEVEL says (tests/integration/test_bedrock_vertex.py checks the log).
 logging.getLogger("botocore.auth").setLevel(logging.INFO)
 CHAIN = "the environment, the shared profile, web identity, the container role or the instance role"
+# A Bedrock API key (AWS's, for Bedrock alone): sent as `Authorization: Bearer`, instead of a SigV4 signature, when
+# this variable is set, as botocore does for Bedrock.
+BEARER_TOKEN_ENV = "AWS_BEARER_TOKEN_BEDROCK"
 
 
 @immutable
@@ -48,6 +51,7 @@ class AwsIdentity:
     region: str
     secret_key: str = field(repr=False)
     token: str | None = field(repr=False)
+    bearer: str | None = field(default=None, repr=False)  # a Bedrock API key (BEARER_TOKEN_ENV): no signature
 
 
 class AwsCredentials:
@@ -64,6 +68,9 @@ class AwsCredentials:
     async def current(self) -> AwsIdentity:
         """Fresh credentials and the region; resolving or refreshing them on a worker thread when needed.
         Raises ProviderError(kind="auth", not retryable) when the chain finds none or cannot refresh them."""
+        bearer = os.environ.get(BEARER_TOKEN_ENV)
+        if bearer:
+            return AwsIdentity("", self._bearer_region(), secret_key="", token=None, bearer=bearer)
         credentials = self._credentials
         if credentials is None or _refresh_needed(credentials):
             async with self._lock:
@@ -74,6 +81,16 @@ class AwsCredentials:
                     frozen = await asyncio.to_thread(self._frozen, credentials)
                     return self._identity(frozen)
         return self._identity(credentials.get_frozen_credentials())
+
+    def _bearer_region(self) -> str:
+        """The region of a call made with a Bedrock API key: the option, else (auto-detected) AWS_REGION or
+        AWS_DEFAULT_REGION (a profile's region is not read for it)."""
+        region = self.region
+        if region is None and self.auto_detect_region:
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if not region:
+            raise self._failed("allow_auto_detect_region is set but neither AWS_REGION nor AWS_DEFAULT_REGION is")
+        return region
 
     def _identity(self, frozen: Any) -> AwsIdentity:
         region = self._region or ""

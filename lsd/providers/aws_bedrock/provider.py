@@ -108,13 +108,19 @@ class BedrockProvider(HttpProvider):
             headers["Accept"] = EVENT_STREAM
         if ctx.extra_headers:
             headers = apply_header_patches(headers, ctx.extra_headers)
+        if identity.bearer is not None:  # a Bedrock API key: the key is the credential, nothing is signed
+            headers[AUTHORIZATION] = f"Bearer {identity.bearer}"
+            return self.call(url, encoded, encoded, headers, identity.bearer, ttft_timeout_s)
         signed = sign(identity, url, encoded, headers)
         return self.call(url, encoded, encoded, signed, identity.access_key, ttft_timeout_s)
 
     def scrubber(self, key: str | None, headers: Mapping[str, str]) -> Scrubber:
         """The access key id, the session token and the signature; not the Authorization header's other words
         ("Credential=", "SignedHeaders="), which would redact ordinary words that begin like them."""
-        signature = headers.get(AUTHORIZATION, "").rpartition("Signature=")[2]
+        authorization = headers.get(AUTHORIZATION, "")
+        if authorization.startswith("Bearer "):  # a Bedrock API key, which is `key`
+            return super().scrubber(key, headers)
+        signature = authorization.rpartition("Signature=")[2]
         rest = {name: value for name, value in headers.items() if name != AUTHORIZATION}
         return super().scrubber(key, {**rest, "X-Amz-Signature": signature})
 

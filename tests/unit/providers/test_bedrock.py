@@ -58,6 +58,7 @@ AWS_VARIABLES = (
     "AWS_ROLE_ARN",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_BEARER_TOKEN_BEDROCK",
 )
 
 
@@ -368,6 +369,30 @@ async def test_a_bad_signature_is_refused_with_a_clear_error(
         )
         assert "not-the-right-secret" not in repr(vars(error)) and TOKEN not in repr(vars(error))
     assert fake.refused[-1].startswith("InvalidSignatureException")
+
+
+async def test_a_bedrock_api_key_is_sent_as_a_bearer_token_instead_of_a_signature(
+    ctx: CallContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS_BEARER_TOKEN_BEDROCK (a Bedrock API key, which botocore reads for Bedrock): `Authorization: Bearer`, no
+    SigV4, even with IAM keys in the environment; the key is fingerprinted, never stored, and scrubbed."""
+    api_key = "ABSKQmVkcm9ja0FQSUtleS1mYWtlLTAxMjM0NTY3ODk="
+    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", api_key)
+    async with FakeBedrock(access_key=ACCESS_KEY, secret_key=SECRET_KEY, api_key=api_key) as server:
+        provider = provider_for(server)
+        response = await provider.infer(ask("hi"), ctx)
+        assert response.content == (Text("echo: hi"),)
+        sent = server.requests[-1].headers
+        assert sent["Authorization"] == f"Bearer {api_key}" and "X-Amz-Date" not in sent
+        assert response.api_key_sha256 == key_fingerprint(api_key)
+        assert api_key not in repr(response.request_headers) and api_key not in str(response.raw_request)
+        chunks, error = await collect(provider.stream(ask("a b"), ctx))
+        assert error is None and chunks[-1].finish_reason == "stop"
+        monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "ABSK-revoked-key-000000000000")
+        with pytest.raises(ProviderError) as refused:
+            await provider.infer(ask("hi"), ctx)
+        assert (refused.value.kind, refused.value.retryable) == ("auth", False)
+        assert "ABSK-revoked" not in repr(vars(refused.value))
 
 
 async def test_errors_mid_stream_and_broken_frames(fake: FakeBedrock, ctx: CallContext) -> None:
