@@ -54,6 +54,9 @@ class ToolResult:
     name: str
     result: str
     type: Literal["tool_result"] = "tool_result"
+    # The tool failed (Anthropic's `is_error`, Bedrock's status "error"); None, not False, when it did not say, so
+    # that the stored block has no key for it.
+    is_error: bool | None = None
 
 
 @immutable

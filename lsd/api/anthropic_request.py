@@ -253,7 +253,10 @@ def _tool_result(block: Mapping[str, Any], path: str, tool_names: Mapping[str, s
         text = "\n".join(parts)
     else:
         raise InvalidRequest.at(f"{path}.content", "expected a string or an array of content blocks")
-    return [ToolResult(call_id, tool_names.get(call_id, ""), text), *files]
+    is_error = block.get("is_error")
+    if is_error is not None and not isinstance(is_error, bool):
+        raise InvalidRequest.at(f"{path}.is_error", "expected a boolean")
+    return [ToolResult(call_id, tool_names.get(call_id, ""), text, is_error=True if is_error else None), *files]
 
 
 def _system(value: Any) -> str | None:

@@ -474,7 +474,15 @@ def parse_block(value: Any, path: str) -> ContentBlock:
         _expect(raw, str, f"{path}.arguments", "a JSON string or object")
         return ToolCall(id=_req_str(value, "id", path), name=name, arguments=raw)
     if kind == "tool_result":
-        return ToolResult(_req_str(value, "id", path), _req_str(value, "name", path), _req_str(value, "result", path))
+        is_error = value.get("is_error")
+        if is_error is not None:
+            _expect(is_error, bool, f"{path}.is_error", "a boolean")
+        return ToolResult(
+            _req_str(value, "id", path),
+            _req_str(value, "name", path),
+            _req_str(value, "result", path),
+            is_error=True if is_error else None,
+        )
     if kind in ("file", "image"):
         file_type = value.get("file_type")
         url = value.get("url")

@@ -194,6 +194,22 @@ def test_a_refused_request_names_its_field(config: Config, fields: dict[str, Any
     assert shape["error"]["message"].startswith(f"{field}:")
 
 
+def test_a_failed_tool_result_keeps_is_error(config: Config) -> None:
+    messages = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_2", "name": "weather", "input": {}}]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "content": "x", "is_error": True}],
+        },
+    ]
+    call = parse_messages_request(body(model="claude-haiku-4-5", messages=messages), config)
+    assert call.request.input.messages[2].content == (ToolResult("toolu_2", "weather", "x", is_error=True),)
+    messages[2]["content"][0]["is_error"] = "yes"  # type: ignore[index]
+    with pytest.raises(InvalidRequest, match="is_error"):
+        parse_messages_request(body(model="claude-haiku-4-5", messages=messages), config)
+
+
 def test_a_full_request_becomes_the_engines_request(config: Config) -> None:
     call = parse_messages_request(
         body(

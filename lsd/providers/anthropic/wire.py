@@ -125,7 +125,10 @@ def _block(block: ContentBlock, role: str, provider_name: str | None) -> tuple[s
         part["input"] = tool_arguments(block)
         return "assistant", part
     if isinstance(block, ToolResult):
-        return "user", {"type": "tool_result", "tool_use_id": block.id, "content": block.result}
+        result: dict[str, Json] = {"type": "tool_result", "tool_use_id": block.id, "content": block.result}
+        if block.is_error:
+            result["is_error"] = True
+        return "user", result
     if isinstance(block, File):
         return role, _file(block)
     if isinstance(block, Thought):

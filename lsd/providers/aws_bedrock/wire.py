@@ -164,7 +164,10 @@ def _block(block: ContentBlock, role: str, provider_name: str | None) -> tuple[s
     if isinstance(block, ToolCall):
         return "assistant", {"toolUse": {"toolUseId": block.id, "name": block.name, "input": tool_arguments(block)}}
     if isinstance(block, ToolResult):
-        return "user", {"toolResult": {"toolUseId": block.id, "content": [{"text": block.result}]}}
+        result: dict[str, Json] = {"toolUseId": block.id, "content": [{"text": block.result}]}
+        if block.is_error:
+            result["status"] = "error"
+        return "user", {"toolResult": result}
     if isinstance(block, File):
         return role, _file(block)
     if isinstance(block, Thought):

@@ -20,6 +20,7 @@ from lsd.providers.anthropic import (
     parse_response,
     parse_usage,
 )
+from lsd.providers.aws_bedrock.wire import build_body as bedrock_body
 from lsd.providers.base import CallContext
 from lsd.providers.transport import Transport
 from lsd.types import (
@@ -187,6 +188,20 @@ def test_tool_results_in_an_assistant_message_still_go_to_the_user() -> None:
     assert build_body(request, "m", stream=False)["messages"][1:] == [
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "weather", "input": {}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]},
+    ]
+
+
+def test_a_failed_tool_result_keeps_is_error() -> None:
+    """Claude Code marks a failed tool's result is_error: without it the model reads the failure as a success."""
+    call = ToolCall(id="t1", name="bash", arguments="{}")
+    failed = ToolResult("t1", "bash", "command not found", is_error=True)
+    request = ProviderRequest(system=None, messages=(user("go"), assistant(call), user(failed)))
+    assert build_body(request, "m", stream=False)["messages"][2]["content"] == [  # type: ignore[index]
+        {"type": "tool_result", "tool_use_id": "t1", "content": "command not found", "is_error": True}
+    ]
+    bedrock = bedrock_body(request)["messages"][2]["content"]  # type: ignore[index]
+    assert bedrock == [
+        {"toolResult": {"toolUseId": "t1", "content": [{"text": "command not found"}], "status": "error"}}
     ]
 
 
