@@ -1,4 +1,4 @@
-"""Anthropic's Messages API under /anthropic/v1: messages (streaming too) and count_tokens.
+"""Anthropic's Messages API under /anthropic/v1: messages (streaming too), count_tokens and the models list.
 
 A Messages request is an ordinary LSD inference: parsed into the engine's request (lsd.api.anthropic_request), run
 by `engine.infer` or `start_stream`, answered from the typed result (lsd.api.anthropic_wire).
@@ -27,7 +27,7 @@ from lsd.api.body import json_response_bytes, read_json
 from lsd.api.sse import EventStreamResponse, Final
 from lsd.api.state import AppState
 from lsd.config.inbound import InboundTarget
-from lsd.errors import InvalidRequest
+from lsd.errors import InvalidRequest, LsdError, NotFound
 from lsd.inference.streaming import InferenceStream, start_stream
 from lsd.providers.base import CallContext, Provider
 from lsd.runtime import Runtime
@@ -133,3 +133,65 @@ def _header(request: Request[AppState], name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+# -- models (the SDK's client.models.list / retrieve) ----------------------------------------------------------------
+
+EPOCH = "1970-01-01T00:00:00Z"  # LSD's models have no creation date: Anthropic's shape requires one
+MAX_PAGE = 1000
+
+
+def _model_ids(services: Runtime) -> list[str]:
+    """Every `model` the Messages API takes, as a Claude client would pick one: the `[inbound.anthropic.models]`
+    names, then LSD's models and functions."""
+    config = services.config
+    ids = sorted(config.inbound.anthropic.models)
+    ids += [m for m in sorted(config.models) if m not in config.inbound.anthropic.models]
+    ids += [f"lsd::function_name::{f}" for f in sorted(config.functions)]
+    return ids
+
+
+def _model_object(model_id: str) -> dict[str, Json]:
+    return {"type": "model", "id": model_id, "display_name": model_id, "created_at": EPOCH}
+
+
+async def models(request: Request[AppState]) -> Response:
+    """`GET /anthropic/v1/models`: Anthropic's page shape (`limit`, `after_id`, `before_id`)."""
+    ids = _model_ids(request.state["services"])
+    query = request.query_params
+    raw_limit = query.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise InvalidRequest.at("limit", f"expected an integer from 1 to {MAX_PAGE}")
+    limit = int(raw_limit)
+    start, end = 0, len(ids)
+    if "after_id" in query:
+        start = _position(ids, query["after_id"], "after_id") + 1
+    if "before_id" in query:
+        end = _position(ids, query["before_id"], "before_id")
+    window = ids[start:end]
+    page = window[-limit:] if "before_id" in query and "after_id" not in query else window[:limit]
+    body = {
+        "data": [_model_object(i) for i in page],
+        "has_more": len(page) < len(window),
+        "first_id": page[0] if page else None,
+        "last_id": page[-1] if page else None,
+    }
+    return Response(json_response_bytes(body), media_type="application/json")
+
+
+async def model(request: Request[AppState]) -> Response:
+    """`GET /anthropic/v1/models/{model_id}`: one model, by any name the Messages API takes."""
+    services = request.state["services"]
+    asked: str = request.path_params["model_id"]
+    try:
+        resolve_model(asked, services.config)
+    except LsdError:
+        raise NotFound(f"model: {asked}") from None
+    return Response(json_response_bytes(_model_object(asked)), media_type="application/json")
+
+
+def _position(ids: list[str], model_id: str, name: str) -> int:
+    try:
+        return ids.index(model_id)
+    except ValueError:
+        raise InvalidRequest.at(name, f"unknown model id {model_id!r}") from None

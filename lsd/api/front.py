@@ -33,6 +33,9 @@ log = logging.getLogger("lsd.api")
 
 INFERENCE_PATH = "/inference"
 REQUEST_ID_HEADER = b"x-request-id"
+# Anthropic's SDK reads a response's id from `request-id` (`message._request_id`): its routes send both.
+ANTHROPIC_PREFIX = "/anthropic/"
+ANTHROPIC_REQUEST_ID_HEADER = b"request-id"
 
 
 class FrontDoor:
@@ -54,7 +57,7 @@ class FrontDoor:
             return
         started = time.perf_counter()
         request_id = self.access_log.start(scope)
-        answer = _Answer(send, request_id.encode(), self.deadlines)
+        answer = _Answer(send, request_id.encode(), self.deadlines, scope["path"].startswith(ANTHROPIC_PREFIX))
         token = continue_trace(scope) if self.tracing else None
         self.in_flight += 1
         try:
@@ -111,11 +114,12 @@ class _Answer:
     """The request's `send`: notes the status, adds `x-request-id`, and ends the deadline once the response
     starts (a started response, such as a long stream, is not cut)."""
 
-    __slots__ = ("_deadlines", "_request_id", "_send", "started", "status", "task")
+    __slots__ = ("_anthropic", "_deadlines", "_request_id", "_send", "started", "status", "task")
 
-    def __init__(self, send: Send, request_id: bytes, deadlines: Deadlines | None) -> None:
+    def __init__(self, send: Send, request_id: bytes, deadlines: Deadlines | None, anthropic: bool = False) -> None:
         self._send = send
         self._request_id = request_id
+        self._anthropic = anthropic
         self._deadlines = deadlines
         self.task: asyncio.Task[Any] | None = None
         self.status = 500
@@ -129,6 +133,8 @@ class _Answer:
             self.started = True
             self.status = message["status"]
             message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, self._request_id)]
+            if self._anthropic:
+                message["headers"].append((ANTHROPIC_REQUEST_ID_HEADER, self._request_id))
             if self._deadlines is not None and self.task is not None:
                 self._deadlines.stop(self.task)
         return self._send(message)

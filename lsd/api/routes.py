@@ -60,4 +60,6 @@ ROUTES = [
     Route("/openai/v1/models/{model}", openai.model, methods=["GET"]),
     Route("/anthropic/v1/messages", anthropic.messages, methods=["POST"]),
     Route("/anthropic/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
+    Route("/anthropic/v1/models", anthropic.models, methods=["GET"]),
+    Route("/anthropic/v1/models/{model_id:path}", anthropic.model, methods=["GET"]),
 ]

@@ -427,6 +427,25 @@ async def test_a_providers_answers_a_client_acts_on_are_passed_on(client: AsyncA
             await stream.get_final_message()
 
 
+async def test_the_models_list_and_the_request_id(client: AsyncAnthropic) -> None:
+    """client.models.list() / retrieve() list what `model` takes (the inbound names first); every answer carries
+    `request-id`, which the SDK reads as `_request_id`."""
+    listed = [m.id async for m in client.models.list()]
+    assert listed == ["claude-haiku-4-5", "claude-sonnet-4-5", "gpt-4o-mini", "claude", "gpt"] + [
+        "lsd::function_name::assistant"
+    ]
+    first = await client.models.list(limit=2)
+    assert [m.id for m in first.data] == listed[:2] and first.has_more and first.last_id == listed[1]
+    model = await client.models.retrieve("claude-sonnet-4-5")
+    assert (model.id, model.type) == ("claude-sonnet-4-5", "model")
+    with pytest.raises(anthropic.NotFoundError):
+        await client.models.retrieve("claude-nope")
+    message = await client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert message._request_id  # the gateway's request id, also in x-request-id
+
+
 async def test_gateway_auth_takes_the_sdks_x_api_key(
     fakes: tuple[FakeAnthropic, FakeOpenAI], tmp_path: Path, database_url: str
 ) -> None:
