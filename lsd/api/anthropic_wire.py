@@ -19,7 +19,7 @@ from lsd.api.anthropic_request import MessagesRequest
 from lsd.errors import AllAttemptsFailed, InternalError, LsdError, ProviderError
 from lsd.inference.result import InferenceResult, ResultBlock, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
-from lsd.types import Text, Thought, ToolCall, Unknown, Usage
+from lsd.types import StreamChunk, Text, Thought, ToolCall, Unknown, Usage
 
 STOP_REASONS: Mapping[str, str] = MappingProxyType(
     {
@@ -128,6 +128,14 @@ class StreamWriter:
         self.failed = False
 
     def start(self) -> list[Event]:
+        # The input and cache counts an Anthropic-bodied provider gave in its own message_start (StreamChunk.counted,
+        # on the first chunk): a client shows the context's size from the start, as with Anthropic itself.
+        opened = getattr(getattr(self.stream, "routed", None), "value", None)
+        first = getattr(opened, "first", None)
+        counted = first.counted if isinstance(first, StreamChunk) else None
+        usage = usage_json(counted) if counted is not None else {"input_tokens": 0, "output_tokens": 0}
+        if counted is not None:
+            usage["output_tokens"] = counted.output_tokens or 1
         message: dict[str, Any] = {
             "id": message_id(self.stream),
             "type": "message",
@@ -136,7 +144,7 @@ class StreamWriter:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": usage,
         }
         return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
 

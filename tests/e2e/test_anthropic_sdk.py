@@ -427,6 +427,20 @@ async def test_a_providers_answers_a_client_acts_on_are_passed_on(client: AsyncA
             await stream.get_final_message()
 
 
+async def test_message_start_carries_the_providers_input_and_cache_counts(client: AsyncAnthropic) -> None:
+    async with client.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "cached please"}]
+    ) as stream:
+        events = [event async for event in stream]
+    start = events[0]
+    assert start.type == "message_start"
+    usage = start.message.usage
+    assert (usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (CACHE_READ, CACHE_WRITE)
+    assert usage.input_tokens == 2  # the fake counts words; the cache counts are apart, as Anthropic reports them
+    final = events[-1]
+    assert final.type == "message_stop" and final.message.usage.cache_read_input_tokens == CACHE_READ
+
+
 async def test_the_models_list_and_the_request_id(client: AsyncAnthropic) -> None:
     """client.models.list() / retrieve() list what `model` takes (the inbound names first); every answer carries
     `request-id`, which the SDK reads as `_request_id`."""
