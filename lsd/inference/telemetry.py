@@ -203,11 +203,16 @@ def _attempt_spans(tracing: Tracing, clock: Clock, root: SpanContext, done: Done
                     clock.ns(a.t0 + a.elapsed_s),
                     attributes,
                     error=_error(a),
+                    client=True,
                 )
 
 
 def _error(a: Attempt) -> str | None:
-    return f"{a.error.kind}: {a.error.message}" if a.error is not None else None
+    """A failed attempt's span status: its kind and the provider's HTTP status, never the provider's message (an
+    error body may quote the prompt, which spans hold only with include_content; the row keeps the message)."""
+    if a.error is None:
+        return None
+    return f"{a.error.kind}: HTTP {a.error.status}" if a.error.status is not None else a.error.kind
 
 
 def _usage_attributes(attributes: dict[str, Any], usage: Usage | None, finish_reason: str | None) -> None:

@@ -111,6 +111,7 @@ class Tracing:
         *,
         error: str | None = None,
         kind: SpanKind = SpanKind.INTERNAL,
+        client: bool = False,
     ) -> SpanContext | None:
         """Queue a finished span for export; returns its context (the parent of its children), or None when
         tracing is closed or the parent is not sampled."""
@@ -118,7 +119,10 @@ class Tracing:
             return None
         trace_id = parent.trace_id if parent is not None else random.getrandbits(128)
         span_context = SpanContext(trace_id, random.getrandbits(64), False, _SAMPLED)
-        self.pipeline.export(name, span_context, parent, start_ns, end_ns, attributes, error, kind)
+        # `client`: a call out of the process (a provider's API), which the GenAI conventions make a CLIENT span.
+        self.pipeline.export(
+            name, span_context, parent, start_ns, end_ns, attributes, error, SpanKind.CLIENT if client else kind
+        )
         return span_context
 
 

@@ -72,6 +72,8 @@ class Span:
     error: bool
     start_ns: int
     end_ns: int
+    kind: int = 0  # OTLP's SpanKind: 1 internal, 3 client
+    status_message: str = ""
 
 
 @dataclass
@@ -107,6 +109,8 @@ class Receiver:
                             error=s.status.code == 2,
                             start_ns=s.start_time_unix_nano,
                             end_ns=s.end_time_unix_nano,
+                            kind=s.kind,
+                            status_message=s.status.message,
                         )
                     )
 
@@ -193,6 +197,10 @@ async def test_span_tree_under_the_callers_trace(receiver: tuple[Receiver, str],
         "provider_error",
     )
     assert (good.attributes["lsd.model_provider_name"], good.error) == ("good", False)
+    # A provider call is a CLIENT span (the GenAI conventions); a failure's status names its kind, never the
+    # provider's message (which may quote the prompt).
+    assert (bad.kind, good.kind, model.kind, variant.kind) == (3, 3, 1, 1)
+    assert bad.status_message == "provider_error: HTTP 500"
     assert good.attributes["gen_ai.usage.output_tokens"] == r.json()["usage"]["output_tokens"]
     # children sit inside their parents
     assert root.start_ns <= variant.start_ns <= bad.start_ns <= bad.end_ns <= good.start_ns <= good.end_ns
