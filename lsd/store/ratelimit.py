@@ -9,6 +9,15 @@ from datetime import datetime
 from lsd.store.database import Database
 
 _TAKE = "SELECT ok, taken, balances FROM lsd_rate_limit_take(%s, %s, %s, %s, %s, %s, %s, %s)"
+# A bucket that has refilled to its capacity is what lsd_rate_limit_take makes of a missing one (a full bucket): it
+# can go. Only those untouched for an hour, so that the busy ones are not deleted and made again all the time. A
+# take that updates a row meanwhile makes PostgreSQL check the condition again on the new row.
+_PRUNE = """
+DELETE FROM rate_limit_buckets
+WHERE updated_at < now() - make_interval(secs => %s)
+  AND balance + refill_per_s * extract(epoch FROM now() - updated_at) >= capacity
+"""
+PRUNE_IDLE_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +61,11 @@ async def take(database: Database, changes: Sequence[BucketChange], at: datetime
         row = await cur.fetchone()
     assert row is not None
     return TakeResult(bool(row[0]), tuple(row[1]), tuple(row[2]))
+
+
+async def prune(database: Database, idle_s: float = PRUNE_IDLE_S) -> int:
+    """Delete the buckets that are full again and untouched for `idle_s` (every user tag value or API key a rule
+    met, and every rule edit, leaves one); the rows deleted."""
+    async with database.connection("ratelimit") as conn:
+        cur = await conn.execute(_PRUNE, (idle_s,))
+        return cur.rowcount

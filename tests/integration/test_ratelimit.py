@@ -15,6 +15,7 @@ from lsd.errors import DatabaseUnavailable, InvalidRequest, RateLimited
 from lsd.ratelimit.limiter import RateLimiter
 from lsd.ratelimit.rules import LimitRequest
 from lsd.store.database import Database
+from lsd.store.ratelimit import prune
 from tests.support.configs import echo_chat
 from tests.support.gateway import in_process_gateway
 
@@ -174,6 +175,28 @@ always = true
     # ann's three refusals took nothing from the shared bucket.
     assert rows[""] == pytest.approx(9, abs=0.01)
     assert rows["tag:user=ann"] == pytest.approx(0, abs=0.01)
+
+
+async def test_idle_buckets_that_refilled_are_pruned(database: Database, database_url: str) -> None:
+    """A full bucket is what a missing one becomes (lsd_rate_limit_take makes it full): pruned once idle an hour;
+    one still refilling, or touched lately, stays."""
+    rows = [
+        ("full-idle", 10.0, 10.0, 1.0, "2 hours"),  # full, idle: pruned
+        ("refilled-idle", 0.0, 10.0, 1.0, "2 hours"),  # empty then, refilled since (7,200 s x 1/s): pruned
+        ("refilling-idle", 0.0, 100000.0, 1.0, "2 hours"),  # not full yet: kept
+        ("full-recent", 10.0, 10.0, 1.0, "10 minutes"),  # full but touched lately: kept
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for scope, balance, capacity, refill, age in rows:
+            conn.execute(
+                "INSERT INTO rate_limit_buckets (rule_key, scope_key, balance, capacity, refill_per_s, updated_at)"
+                " VALUES ('prune-test', %s, %s, %s, %s, now() - %s::interval)",
+                (scope, balance, capacity, refill, age),
+            )
+    assert await prune(database) == 2
+    with psycopg.connect(database_url) as conn:
+        left = conn.execute("SELECT scope_key FROM rate_limit_buckets WHERE rule_key = 'prune-test' ORDER BY 1")
+        assert [r[0] for r in left.fetchall()] == ["full-recent", "refilling-idle"]
 
 
 async def test_tokens_reserve_the_estimate_and_reconcile(database: Database) -> None:
