@@ -116,6 +116,15 @@ def access_sampler(metrics: Metrics, auth: AuthService, limiter: RateLimiter) ->
                 if new > 0:
                     counter.labels(label).inc(new)
                     exported[(kind, label)] = count
+        # Requests admitted during an outage: with a stale key verdict, or with no rate limit at all (fail_open).
+        for key, total, plain in (
+            (("auth", "stale"), auth.stale_hits, metrics.auth_stale_verdicts),
+            (("limit", "failed_open"), limiter.failed_open, metrics.rate_limit_failed_open),
+        ):
+            new = total - exported.get(key, 0)
+            if new > 0:
+                plain.inc(new)
+                exported[key] = total
 
     return sample
 

@@ -210,6 +210,14 @@ class Metrics:
             "lsd_rate_limit_refusals_total", "Requests refused by a rate limit", ("rule",)
         )
         self.auth_failures = counter("lsd_auth_failures_total", "Requests refused by authentication", ("reason",))
+        self.auth_stale_verdicts = counter(
+            "lsd_auth_stale_verdicts_total",
+            "Key checks answered from a cached verdict because PostgreSQL was unreachable",
+        )
+        self.rate_limit_failed_open = counter(
+            "lsd_rate_limit_failed_open_total",
+            "Requests admitted without their rate limits because PostgreSQL was unreachable (fail_open)",
+        )
         self.feedback = counter("lsd_feedback_total", "Feedback requests by kind and outcome", ("kind", "outcome"))
         self.batches = counter(
             "lsd_batches_total",

@@ -8,14 +8,19 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from prometheus_client import generate_latest
 
+from lsd.auth import AuthService
 from lsd.config import parse
+from lsd.config.auth import AuthConfig
 from lsd.config.ratelimit import RateLimitingConfig
 from lsd.errors import DatabaseUnavailable, InvalidRequest, RateLimited
 from lsd.ratelimit.limiter import RateLimiter
 from lsd.ratelimit.rules import LimitRequest
+from lsd.runtime import access_sampler
 from lsd.store.database import Database
 from lsd.store.ratelimit import prune
+from lsd.telemetry.metrics import Metrics
 from tests.support.configs import echo_chat
 from tests.support.gateway import in_process_gateway
 
@@ -342,5 +347,14 @@ async def test_a_database_outage_fails_open_or_closed_as_configured(database_url
     await database.close()
     assert await open_limiter.acquire(LimitRequest({})) is None  # admitted without limits
     assert open_limiter.failed_open == 1
+    # ... and /metrics says so (the sampler the metrics job runs), with the auth checks answered from a stale verdict
+    metrics = Metrics(latency_buckets=(1.0,), overhead_buckets=(1.0,), ttft_buckets=(1.0,))
+    auth = AuthService(AuthConfig(enabled=True), database)
+    auth.stale_hits = 4
+    sample = access_sampler(metrics, auth, open_limiter)
+    sample()
+    sample()  # counted once
+    text = generate_latest(metrics.registry).decode()
+    assert "lsd_rate_limit_failed_open_total 1.0" in text and "lsd_auth_stale_verdicts_total 4.0" in text
     with pytest.raises(DatabaseUnavailable):
         await closed_limiter.acquire(LimitRequest({}))
