@@ -329,6 +329,10 @@ def _anthropic_fields(body: Mapping[str, Any]) -> dict[str, Json]:
         if not _is_int(top_k) or top_k < 0:
             raise InvalidRequest.at("top_k", "expected a non-negative integer")
         fields["/top_k"] = top_k
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
+        # Anthropic's abuse detection reads it: passed on as given (also kept as the inference's `user_id` tag)
+        fields["/metadata"] = {"user_id": metadata["user_id"]}
     return fields
 
 

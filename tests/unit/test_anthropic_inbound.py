@@ -289,7 +289,11 @@ def test_a_full_request_becomes_the_engines_request(config: Config) -> None:
     )
     assert results.content == (ToolResult("toolu_1", "weather", "sunny\n12C"), File(mime_type="image/png", data="BBBB"))
     # A function's system and tools are its own (templates, config tools): the client's cache marks stay behind.
-    assert call.anthropic_fields == {"/thinking": {"type": "enabled", "budget_tokens": 2048}, "/top_k": 40}
+    assert call.anthropic_fields == {
+        "/thinking": {"type": "enabled", "budget_tokens": 2048},
+        "/top_k": 40,
+        "/metadata": {"user_id": "u-1"},  # Anthropic's abuse detection reads it: passed on
+    }
     assert call.model == "claude-haiku-4-5" and call.target == InboundTarget("function_name", "assistant")
 
 
