@@ -1,6 +1,7 @@
-"""Thoughts carry the provider type that wrote them (TensorZero's `provider_type`): the answer and the stored row
-name it, and a conversation sent back gives each provider only the thoughts of its own type (or of none), as a
-signature is its vendor's: Anthropic refuses one it did not issue."""
+"""What a provider said, carried back and forth on /inference: thoughts name the provider type that wrote them
+(TensorZero's `provider_type`) and a conversation sent back gives each provider only the thoughts of its own type
+(or of none), as a signature is its vendor's: Anthropic refuses one it did not issue; a provider's Retry-After comes
+with the 502 when every attempt failed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.anthropic_server import SIGNATURE, FakeAnthropic
+from tests.fakes.anthropic_server import RETRY_AFTER_S, SIGNATURE, FakeAnthropic
 from tests.support.gateway import in_process_gateway
 
 KEY = "sk-ant-fake-thoughts"
@@ -85,3 +86,14 @@ async def test_answers_name_the_provider_type_and_foreign_thoughts_stay_home(
         json={"model_name": "claude", "input": {"messages": [{"role": "user", "content": [thought("s", 5)]}]}},  # type: ignore[arg-type]
     )
     assert r.status_code == 400 and "provider_type" in r.text
+
+
+async def test_a_providers_retry_after_comes_with_the_502(client: httpx.AsyncClient) -> None:
+    """Every attempt failed, the last with a Retry-After: the 502 says it too (the OpenAI and Anthropic SDKs, and
+    TensorZero clients' own retries, wait that long)."""
+    body = {"model_name": "claude", "input": {"messages": [{"role": "user", "content": "error-429 now"}]}}
+    r = await client.post("/inference", json=body)
+    assert r.status_code == 502 and r.headers["retry-after"] == str(RETRY_AFTER_S)
+    body["input"]["messages"][0]["content"] = "error-400 now"  # type: ignore[index]
+    r = await client.post("/inference", json=body)
+    assert r.status_code == 502 and "retry-after" not in r.headers
