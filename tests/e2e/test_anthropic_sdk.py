@@ -445,9 +445,8 @@ async def test_the_models_list_and_the_request_id(client: AsyncAnthropic) -> Non
     """client.models.list() / retrieve() list what `model` takes (the inbound names first); every answer carries
     `request-id`, which the SDK reads as `_request_id`."""
     listed = [m.id async for m in client.models.list()]
-    assert listed == ["claude-haiku-4-5", "claude-sonnet-4-5", "gpt-4o-mini", "claude", "gpt"] + [
-        "lsd::function_name::assistant"
-    ]
+    inbound, models = ["claude-haiku-4-5", "claude-sonnet-4-5", "gpt-4o-mini"], ["claude", "gpt"]
+    assert listed == [*inbound, *models, "lsd::function_name::assistant"]
     first = await client.models.list(limit=2)
     assert [m.id for m in first.data] == listed[:2] and first.has_more and first.last_id == listed[1]
     model = await client.models.retrieve("claude-sonnet-4-5")
