@@ -90,7 +90,9 @@ class AuthService:
         self.stale_hits = 0  # checks answered from an expired entry while PostgreSQL was unreachable
         self._cache: dict[str, _Entry] = {}
         self._ttl_s = config.cache_ttl_ms / 1000
-        self._notices = 0  # revocation notices handled so far: a read that saw one arrive is not cached
+        # Revocation notices handled, and listener (re)connections and losses, so far: a read that saw the count move
+        # is not cached (it may predate a change whose notice came, or went unheard, meanwhile).
+        self._notices = 0
 
     @property
     def enabled(self) -> bool:
@@ -161,12 +163,14 @@ class AuthService:
         verdict to fall back on if PostgreSQL went away right after the listener (re)connected."""
         expires = self.clock() + self._ttl_s
         self._cache = {public_id: _Entry(key, expires) for public_id, key in current.items()}
+        self._notices += 1  # a check whose read began before LISTEN may have missed a change: not cached
         self.listening = True
 
     def _cached_ids(self) -> list[str]:
         return list(self._cache)
 
     def _lost(self) -> None:
+        self._notices += 1  # notices may be lost from now on: a read in flight is not cached
         self.listening = False
 
     async def listen(self) -> None:

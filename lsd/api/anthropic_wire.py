@@ -125,6 +125,7 @@ class StreamWriter:
         # Tool calls that began while another was open (parallel calls, whose argument deltas may interleave):
         # sent whole once that one is done, as a block must end before the next starts. id -> (name, arguments).
         self.held: dict[str, tuple[str, list[str]]] = {}
+        self.deferred: list[object] = []  # text and thoughts that came after a tool call: sent at the end
         self.failed = False
 
     def start(self) -> list[Event]:
@@ -152,24 +153,50 @@ class StreamWriter:
         if self.failed:
             return []
         if event.error is not None:
-            self.failed = True
-            return [("error", error_object(event.error))]
+            self.failed = True  # what arrived goes out first, then the error ends the stream
+            return [
+                *self._release_held(),
+                *self._release_deferred(),
+                *self._close(),
+                ("error", error_object(event.error)),
+            ]
         out: list[Event] = []
         for block in event.content:
-            if isinstance(block, Text):
-                if block.text:
-                    out += self._open("text", {"type": "text", "text": ""})
-                    out.append(self._delta({"type": "text_delta", "text": block.text}))
-            elif isinstance(block, Thought):
-                out += self._thought(block)
-            elif isinstance(block, ToolCall):
+            if isinstance(block, ToolCall):
                 out += self._tool_call(block)
+            elif self.tool_index or self.held:
+                # After a tool call began, its argument fragments may still come (an OpenAI-bodied provider sends
+                # them by index, in any order): nothing else opens a block until the end.
+                self.deferred.append(block)
+            else:
+                out += self._block(block)
         if event.usage is not None:
             out += self._release_held()
+            out += self._release_deferred()
             out += self._close()
             delta = {"stop_reason": stop_reason(event.finish_reason), "stop_sequence": None}
             out.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": usage_json(event.usage)}))
             out.append(("message_stop", {"type": "message_stop"}))
+        return out
+
+    def _block(self, block: object) -> list[Event]:
+        """A text or thought delta's events."""
+        if isinstance(block, Text):
+            if not block.text:
+                return []
+            return [
+                *self._open("text", {"type": "text", "text": ""}),
+                self._delta({"type": "text_delta", "text": block.text}),
+            ]
+        if isinstance(block, Thought):
+            return self._thought(block)
+        return []
+
+    def _release_deferred(self) -> list[Event]:
+        out: list[Event] = []
+        deferred, self.deferred = self.deferred, []
+        for block in deferred:
+            out += self._block(block)
         return out
 
     def _thought(self, block: Thought) -> list[Event]:
@@ -227,8 +254,7 @@ class StreamWriter:
         """Open a block of `kind` unless one is open already (`force`: always a new one)."""
         if self.open == kind and not force:
             return []
-        out = self._release_held() if kind != "tool_use" and self.held else []
-        out += self._close()
+        out = self._close()
         self.index += 1
         self.open, self.signed = kind, False
         out.append(

@@ -226,22 +226,37 @@ async def route(
     raise AllAttemptsFailed(summarise(attempts), skipped=tuple(skipped))
 
 
+# Provider types that take each other's thought signatures: Claude's are valid on Anthropic's API, Vertex and Bedrock
+# (Anthropic's docs), Gemini's on AI Studio and Vertex.
+_SIGNATURE_FAMILIES: dict[str, frozenset[str]] = {
+    **dict.fromkeys(claude := ("anthropic", "gcp_vertex_anthropic", "aws_bedrock"), frozenset(claude)),
+    **dict.fromkeys(gemini := ("google_ai_studio_gemini", "gcp_vertex_gemini"), frozenset(gemini)),
+}
+
+
 def for_provider(step: S, provider: Provider) -> S:
-    """`step` as `provider` is sent it: thoughts another provider type wrote (their `provider_type`) are left out,
-    as their signatures are that vendor's (Anthropic refuses a signature it did not issue, Gemini checks its own)."""
+    """`step` as `provider` is sent it: thoughts another vendor's provider type wrote (their `provider_type`) are left
+    out, as their signatures are that vendor's (Anthropic refuses a signature it did not issue, Gemini checks its
+    own); a thought of the same family (_SIGNATURE_FAMILIES) or of no known type goes. Plain loops over the assistant
+    turns only: this runs for every provider call, on conversations of hundreds of messages."""
     request: ProviderRequest | None = getattr(step, "request", None)
-    if request is None or not any(
-        type(b) is Thought and b.provider_type not in (None, provider.type_name)
-        for m in request.messages
-        for b in m.content
-    ):
+    if request is None:
         return step
-    own = (provider.type_name, None)
-    messages = tuple(
-        Message(m.role, tuple(b for b in m.content if type(b) is not Thought or b.provider_type in own))
-        for m in request.messages
-    )
-    return replace(step, request=replace(request, messages=messages))  # type: ignore[type-var]
+    own = _SIGNATURE_FAMILIES.get(provider.type_name) or frozenset((provider.type_name,))
+    for m in request.messages:
+        if m.role == "assistant":
+            for b in m.content:
+                if type(b) is Thought and b.provider_type is not None and b.provider_type not in own:
+                    messages = tuple(
+                        Message(kept.role, tuple(c for c in kept.content if not _foreign(c, own)))
+                        for kept in request.messages
+                    )
+                    return replace(step, request=replace(request, messages=messages))  # type: ignore[type-var]
+    return step
+
+
+def _foreign(block: object, own: frozenset[str]) -> bool:
+    return type(block) is Thought and block.provider_type is not None and block.provider_type not in own
 
 
 def tagged(response: ProviderResponse, provider_type: str) -> ProviderResponse:

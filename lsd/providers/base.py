@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import hashlib
+import math
 import os
 import time
 from abc import ABC, abstractmethod
@@ -244,22 +245,32 @@ def _error_message(body: str) -> str | None:
     return message if isinstance(message, str) and message else None
 
 
+MAX_RETRY_AFTER_S = 86_400.0  # a day: a longer (or not finite) wait a provider asks for is passed on as this
+
+
 def retry_after_s(headers: Mapping[str, str]) -> float | None:
-    """An answer's `retry-after-ms` or `retry-after` (seconds, or an HTTP date) as seconds; None without one."""
+    """An answer's `retry-after-ms` or `retry-after` (seconds, or an HTTP date) as seconds from 0 to a day; None
+    without one, or with one that is not a number or a date."""
     value = headers.get("retry-after-ms")
     if value is not None:
         with contextlib.suppress(ValueError):
-            return max(0.0, float(value) / 1000)
+            return _bounded(float(value) / 1000)
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        return _bounded(float(value))
     except ValueError:
-        with contextlib.suppress(TypeError, ValueError, IndexError):
+        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
             when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
+            return _bounded(when.timestamp() - time.time())
     return None
+
+
+def _bounded(seconds: float) -> float | None:
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def malformed(

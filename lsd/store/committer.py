@@ -265,10 +265,10 @@ class Committer:
         log.error("PostgreSQL rejected rows %s (SQLSTATE %s, %s)", tables, sqlstate, type(exc).__name__)
         if entry.waiter is not None and not entry.waiter.done():
             message = f"PostgreSQL rejected the rows (SQLSTATE {sqlstate})"
-            if kept:
+            if kept:  # the place and the command are the operator's (logged above), not the API client's
                 message += (
-                    f"; they are kept in {self._rejects.directory} and `lsd spool retry-rejected` stores them once "
-                    "the cause is fixed: do not send this request again, or it will be stored twice"
+                    "; the gateway keeps them, and an operator can store them once the cause is fixed: do not send "
+                    "this request again, or it may be stored twice"
                 )
             entry.waiter.set_exception(LsdError(message))
 

@@ -144,6 +144,34 @@ async def test_a_read_in_flight_when_the_notice_comes_is_not_cached(
             await auth.verify(f"Bearer {token}")  # the next check reads the row again
 
 
+async def test_a_read_spanning_a_listener_reconnect_is_not_cached(
+    database: Database, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change committed while nobody listened sends no notice, and the listener's re-read after LISTEN covers only
+    the keys cached then: a read in flight across the reconnect must not be cached either."""
+    public_id, token = create_key(database_url)
+    auth = AuthService(AuthConfig(enabled=True, cache_ttl_ms=3_600_000), database)
+    read, resume = asyncio.Event(), asyncio.Event()
+    real_find_key = lsd_auth.find_key
+
+    async def slow_return(db: Database, key_id: str) -> StoredKey | None:
+        found = await real_find_key(db, key_id)
+        read.set()
+        await resume.wait()
+        return found
+
+    monkeypatch.setattr(lsd_auth, "find_key", slow_return)
+    check = asyncio.create_task(auth.verify(f"Bearer {token}"))
+    await read.wait()
+    auth._lost()  # the listener's connection is gone...
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        keys.disable_key(conn, public_id)  # ...so this change's notice is heard by nobody
+    auth._listening({})  # back, re-reading the keys cached now: not this one, whose read is in flight
+    resume.set()
+    await check
+    assert public_id not in auth._cached_ids()
+
+
 async def test_without_the_listener_the_cache_is_not_trusted(database: Database, database_url: str) -> None:
     public_id, token = create_key(database_url)
     auth = AuthService(AuthConfig(enabled=True, cache_ttl_ms=3_600_000), database)

@@ -69,6 +69,7 @@ async def test_answers_name_the_provider_type_and_foreign_thoughts_stay_home(
     cases = [
         (thought(SIGNATURE, "anthropic"), 1),  # its own type: sent back
         (thought(SIGNATURE, None), 1),  # no type (a client that drops it): sent, as before
+        (thought(SIGNATURE, "gcp_vertex_anthropic"), 1),  # Claude's signatures are valid on Vertex and Bedrock too
         (thought("CiQB-gemini-signature", "google_ai_studio_gemini"), 0),  # another vendor's: left out
     ]
     for block, sent in cases:

@@ -517,11 +517,26 @@ def test_interleaved_parallel_tool_calls_never_feed_a_closed_block(config: Confi
         ("C", "noop", ""),
     ]
     assert closed == set(blocks) and [name for name, _ in events][-2:] == ["message_delta", "message_stop"]
+    # Text after tool calls waits for the end: a call's fragments may still come after it (reproduced by the diff
+    # review: A and B fragments, text, then more of both).
     texts = StreamWriter(call(config), SimpleNamespace(inference_id=INFERENCE_ID))  # type: ignore[arg-type]
-    out = texts.events(StreamEvent(content=(ToolCall("A", "a", "{"), ToolCall("B", "b", "{}"))))
-    out += texts.events(StreamEvent(content=(Text("done"),)))  # a text block: the held call goes out first
+    out = texts.events(StreamEvent(content=(ToolCall("A", "a", '{"x'), ToolCall("B", "b", '{"y'))))
+    out += texts.events(StreamEvent(content=(Text("done"),)))
+    out += texts.events(StreamEvent(content=(ToolCall("A", "", '": 1}'), ToolCall("B", "", '": 2}'))))
+    out += texts.events(StreamEvent(usage=Usage(1, 1), finish_reason="tool_call"))
     starts = [d["content_block"].get("id", d["content_block"]["type"]) for n, d in out if n == "content_block_start"]
     assert starts == ["A", "B", "text"]
+    stopped: set[int] = set()
+    for name, data in out:
+        if name == "content_block_stop":
+            stopped.add(data["index"])
+        elif name == "content_block_delta":
+            assert data["index"] not in stopped
+    error_case = StreamWriter(call(config), SimpleNamespace(inference_id=INFERENCE_ID))  # type: ignore[arg-type]
+    out = error_case.events(StreamEvent(content=(ToolCall("A", "a", "{}"), Text("after"))))
+    out += error_case.events(StreamEvent(error=AllAttemptsFailed([])))
+    assert [n for n, _ in out][-2:] == ["content_block_stop", "error"]  # what arrived went out before the error
+    assert any(n == "content_block_delta" and d["delta"].get("text") == "after" for n, d in out)
 
 
 def test_an_error_ends_the_anthropic_stream(config: Config) -> None:

@@ -23,6 +23,7 @@ from lsd.errors import (
     UnknownModel,
     UnknownVariant,
 )
+from lsd.providers.base import MAX_RETRY_AFTER_S, retry_after_s
 
 
 @pytest.mark.parametrize(
@@ -159,3 +160,22 @@ def test_a_method_not_allowed_says_so() -> None:
     body = orjson.loads(route_not_found_body("GET", "/inference", 405))
     assert body == {"error": "method not allowed: GET /inference", "error_code": "method_not_allowed"}
     assert orjson.loads(route_not_found_body("GET", "/nope", 404))["error_code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "17"}, 17.0),
+        ({"retry-after": "2.5"}, 2.5),
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+        ({"retry-after": "-5"}, 0.0),
+        ({"retry-after": "inf"}, MAX_RETRY_AFTER_S),  # math.ceil(inf) raised inside the error handler: a 500
+        ({"retry-after": "1e400"}, MAX_RETRY_AFTER_S),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "soon"}, None),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date passed
+        ({}, None),
+    ],
+)
+def test_a_providers_retry_after_is_read_within_bounds(headers: dict[str, str], seconds: float | None) -> None:
+    assert retry_after_s(headers) == seconds

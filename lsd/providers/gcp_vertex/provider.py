@@ -10,7 +10,6 @@ from urllib.parse import quote
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
-from lsd.errors import InvalidRequest
 from lsd.providers.anthropic.provider import AnthropicProvider
 from lsd.providers.anthropic.stream import StreamState as AnthropicStreamState
 from lsd.providers.anthropic.wire import DEFAULT_MAX_TOKENS, uses_json_tool
@@ -160,8 +159,9 @@ class VertexAnthropicProvider(AnthropicProvider):
         for message in request.messages:
             for block in message.content:
                 if isinstance(block, File) and block.data is None and not (block.url or "").startswith("data:"):
-                    # Claude on Vertex answers 400 "URL sources are not supported": said before the call, as Bedrock
-                    raise InvalidRequest("Claude on Vertex AI takes files as inline data, not URLs", field="messages")
+                    # Claude on Vertex answers 400 "URL sources are not supported": said before the call, as a
+                    # failure of this provider alone, so that routing can fall back to one that takes URLs
+                    raise self.unsupported("files by URL (Claude on Vertex AI takes them as inline data)")
         body = super()._body(request, stream)
         del body["model"]
         return {"anthropic_version": ANTHROPIC_VERTEX_VERSION, **body}

@@ -16,7 +16,7 @@ from google.oauth2 import service_account
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import ErrorSink, Table
-from lsd.errors import InvalidRequest, LsdError, ProviderError
+from lsd.errors import LsdError, ProviderError
 from lsd.providers.base import REDACTED, CallContext, key_fingerprint
 from lsd.providers.gcp_vertex import provider as vertex_provider
 from lsd.providers.registry import PROVIDER_TYPES
@@ -176,8 +176,9 @@ async def test_claude_at_vertex_takes_no_file_urls(fake: FakeVertex, ctx: CallCo
     provider = provider_for("gcp_vertex_anthropic", fake, "claude-sonnet-4-5@20250929")
     before = len(fake.requests)
     by_url = File("image/png", url="https://example.com/cat.png")
-    with pytest.raises(InvalidRequest, match="inline data, not URLs"):
+    with pytest.raises(ProviderError, match="files by URL") as refused:  # this provider's failure: routing falls back
         await provider.infer(ProviderRequest(system=None, messages=(Message("user", (by_url,)),)), ctx)
+    assert (refused.value.kind, refused.value.retryable) == ("unsupported", False)
     assert len(fake.requests) == before
     inline = File(None, url="data:image/png;base64,aGVsbG8=")
     await provider.infer(ProviderRequest(system=None, messages=(Message("user", (Text("hi"), inline)),)), ctx)
