@@ -26,7 +26,7 @@ from lsd.records import (
     Record,
 )
 from lsd.store.escaping import ESCAPE, NUL
-from lsd.types import EmbeddingResponse, InferenceParams, Input, Message, ProviderResponse, Text, Usage
+from lsd.types import EmbeddingResponse, InferenceParams, Input, Message, ProviderResponse, Text, ToolResult, Usage
 
 
 @immutable
@@ -131,6 +131,8 @@ def block_to_json(block: Any) -> dict[str, Any]:
     its null name/arguments)."""
     if type(block) is Text:  # the common block, without the generic walk over its fields
         return {"type": "text", "text": block.text}
+    if type(block) is ToolResult:  # is_error stays out: TensorZero's clients refuse a field they do not know
+        return {"type": "tool_result", "id": block.id, "name": block.name, "result": block.result}
     if type(block) is ToolCallOutput:
         return {
             "type": "tool_call",
