@@ -180,9 +180,9 @@ async def models(request: Request[AppState]) -> Response:
 
 
 async def model(request: Request[AppState]) -> Response:
-    """`GET /anthropic/v1/models/{model_id}`: one model, by any name the Messages API takes."""
+    """`GET /anthropic/v1/models/{model}`: one model, by any name the Messages API takes."""
     services = request.state["services"]
-    asked: str = request.path_params["model_id"]
+    asked: str = request.path_params["model"]
     try:
         resolve_model(asked, services.config)
     except LsdError:

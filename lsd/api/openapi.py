@@ -265,7 +265,7 @@ OPERATIONS: tuple[tuple[str, str, str, Schema | None, tuple[tuple[str, Schema], 
         (),
     ),
     ("GET", "/anthropic/v1/models", "the model names the Messages API takes, Anthropic's page shape", None, ()),
-    ("GET", "/anthropic/v1/models/{model_id}", "one of them by its id (models.retrieve)", None, ()),
+    ("GET", "/anthropic/v1/models/{model}", "one of them by its id (models.retrieve)", None, ()),
 )
 
 PATH_PARAMETERS: dict[str, Schema] = {
@@ -275,7 +275,6 @@ PATH_PARAMETERS: dict[str, Schema] = {
     "dataset_name": STRING,
     "function_name": STRING,
     "model": STRING,
-    "model_id": STRING,
 }
 
 ERROR: Schema = {

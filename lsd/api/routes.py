@@ -61,5 +61,5 @@ ROUTES = [
     Route("/anthropic/v1/messages", anthropic.messages, methods=["POST"]),
     Route("/anthropic/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
     Route("/anthropic/v1/models", anthropic.models, methods=["GET"]),
-    Route("/anthropic/v1/models/{model_id:path}", anthropic.model, methods=["GET"]),
+    Route("/anthropic/v1/models/{model}", anthropic.model, methods=["GET"]),
 ]

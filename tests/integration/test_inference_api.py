@@ -315,7 +315,7 @@ async def test_dynamic_variants_can_be_turned_off_and_are_off_with_auth_by_defau
 
 async def test_unknown_routes_answer_in_the_shape_of_their_api(client: httpx.AsyncClient) -> None:
     """An SDK reads a 404 under /anthropic/ or /openai/ in its own API's error shape (was TensorZero's)."""
-    anthropic = await client.get("/anthropic/v1/models")
+    anthropic = await client.get("/anthropic/v1/files")
     assert anthropic.status_code == 404 and anthropic.json()["type"] == "error"
     assert anthropic.json()["error"]["type"] == "not_found_error"
     openai = await client.get("/openai/v1/responses/resp_123/input_items")
