@@ -47,10 +47,16 @@ T = TypeVar("T")
 
 # Provider types whose request body is Anthropic's Messages body: the Anthropic-only fields go to these alone.
 ANTHROPIC_BODY_TYPES = frozenset({"anthropic", "gcp_vertex_anthropic"})
+# Anthropic's own fields LSD does not model: passed on as given to Anthropic-bodied providers, left out for the others
+# (Claude Code sends `context_management` and `output_config` with every request).
+PASSED_ON_FIELDS = frozenset(
+    {"context_management", "output_config", "container", "inference_geo", "speed", "cache_control"}
+)
 _FIELDS = frozenset(
     {
         *("model", "max_tokens", "messages", "system", "temperature", "top_p", "top_k", "stop_sequences"),
         *("stream", "tools", "tool_choice", "metadata", "thinking", "service_tier"),
+        *PASSED_ON_FIELDS,
     }
 )
 _EXTENSIONS = frozenset(
@@ -329,6 +335,9 @@ def _anthropic_fields(body: Mapping[str, Any]) -> dict[str, Json]:
         if not _is_int(top_k) or top_k < 0:
             raise InvalidRequest.at("top_k", "expected a non-negative integer")
         fields["/top_k"] = top_k
+    for name in sorted(PASSED_ON_FIELDS & body.keys()):
+        if body[name] is not None:
+            fields[f"/{name}"] = body[name]
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
         # Anthropic's abuse detection reads it: passed on as given (also kept as the inference's `user_id` tag)

@@ -315,8 +315,11 @@ def error_type(exc: LsdError) -> str:
 
 
 def error_object(exc: LsdError) -> dict[str, Any]:
-    """Anthropic's error shape, `{"type": "error", "error": {"type", "message"}}`; the message names the field."""
+    """Anthropic's error shape, `{"type": "error", "error": {"type", "message"}}`; the message names the field (a
+    provider's error passed on keeps the provider's own message, as Anthropic would have written it)."""
     message = exc.message
+    if isinstance(exc, ProviderError) and exc.status in PASSED_ON and exc.provider_message:
+        message = exc.provider_message
     if exc.field and not message.startswith(exc.field):
         message = f"{exc.field}: {message}"
     error: dict[str, Any] = {"type": error_type(exc), "message": message}

@@ -31,6 +31,7 @@ WEATHER = {
     "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}},
 }
 PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really-a-png").decode()
+CONTEXT_MANAGEMENT = {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}
 # Anthropic's prices for the claude model below (USD per million tokens).
 INPUT, OUTPUT, CACHE_READ_PRICE, CACHE_WRITE_PRICE = 3.0, 15.0, 0.30, 3.75
 
@@ -518,10 +519,15 @@ async def test_a_claude_code_shaped_request_through_the_beta_client(
         system=[{"type": "text", "text": "You are a coding agent.", "cache_control": ephemeral}],  # type: ignore[list-item]
         tools=[{**WEATHER, "cache_control": ephemeral}],  # type: ignore[list-item]
         messages=[{"role": "user", "content": [{"type": "text", "text": "hello agent", "cache_control": ephemeral}]}],  # type: ignore[list-item]
+        # What Claude Code 2.1 sends with every request (a 400 "unknown field" before): passed on to Anthropic.
+        extra_body={"context_management": CONTEXT_MANAGEMENT, "output_config": {"effort": "high"}},
     ) as stream:
         text = "".join([piece async for piece in stream.text_stream])
         final = await stream.get_final_message()
     assert text == "echo: hello agent" and final.stop_reason == "end_turn"
+    assert claude.last.json["context_management"] == CONTEXT_MANAGEMENT
+    assert claude.last.json["output_config"] == {"effort": "high"}
+    assert claude.last.json["metadata"] == {"user_id": "user_abc_session_1"}
     assert (
         claude.last.headers["anthropic-beta"]
         == "interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"

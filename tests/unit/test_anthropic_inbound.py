@@ -179,7 +179,7 @@ def test_inbound_config_errors_name_the_key() -> None:
         ({"stop_sequences": "END"}, "stop_sequences"),
         ({"metadata": {"user_id": 3}}, "metadata.user_id"),
         ({"stream": "yes"}, "stream"),
-        ({"container": "c"}, "container"),
+        ({"frobnicate": "c"}, "frobnicate"),
         ({"lsd::tags": {"a": 1}}, "lsd::tags"),
         ({"lsd::episode_id": "nope"}, "lsd::episode_id"),
         ({"tensorzero::dryrun": "yes"}, "tensorzero::dryrun"),
@@ -208,6 +208,20 @@ def test_a_failed_tool_result_keeps_is_error(config: Config) -> None:
     messages[2]["content"][0]["is_error"] = "yes"  # type: ignore[index]
     with pytest.raises(InvalidRequest, match="is_error"):
         parse_messages_request(body(model="claude-haiku-4-5", messages=messages), config)
+
+
+def test_anthropics_own_fields_go_on_to_anthropic_bodied_providers(config: Config) -> None:
+    """Claude Code sends context_management and output_config (effort, a structured-output format) with its
+    requests: they went to a 400; now they travel, as thinking does, to the providers whose body is Anthropic's."""
+    fields = {
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": {"type": "object"}}},
+    }
+    call = parse_messages_request(body(model="claude-haiku-4-5", **fields), config)
+    assert call.anthropic_fields == {
+        "/context_management": fields["context_management"],
+        "/output_config": fields["output_config"],
+    }
 
 
 def test_a_full_request_becomes_the_engines_request(config: Config) -> None:
