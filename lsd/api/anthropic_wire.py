@@ -153,13 +153,10 @@ class StreamWriter:
         if self.failed:
             return []
         if event.error is not None:
-            self.failed = True  # what arrived goes out first, then the error ends the stream
-            return [
-                *self._release_held(),
-                *self._release_deferred(),
-                *self._close(),
-                ("error", error_object(event.error)),
-            ]
+            # What arrived goes out first, then the error ends the stream, the last block left open as Anthropic
+            # leaves it (a client that completes blocks on content_block_stop must not take a cut one as whole).
+            self.failed = True
+            return [*self._release_held(), *self._release_deferred(), ("error", error_object(event.error))]
         out: list[Event] = []
         for block in event.content:
             if isinstance(block, ToolCall):
