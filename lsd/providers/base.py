@@ -385,23 +385,13 @@ class Provider(ABC):
         self, inputs: Sequence[str], ctx: CallContext, *, dimensions: int | None = None
     ) -> EmbeddingResponse:
         """Embed each input; providers that support embeddings override this and set supports_embeddings."""
-        raise ProviderError(
-            f"provider type {self.type_name!r} does not support embeddings",
-            provider=self.name,
-            retryable=False,
-            kind="unsupported",
-        )
+        raise self.unsupported("embeddings")
 
     async def embed_tokens(
         self, inputs: Sequence[tuple[int, ...]], ctx: CallContext, *, dimensions: int | None = None
     ) -> EmbeddingResponse:
         """Embed inputs given as token ids; providers whose API takes them override this and set embeds_tokens."""
-        raise ProviderError(
-            f"provider type {self.type_name!r} does not take token ids as embedding input",
-            provider=self.name,
-            retryable=False,
-            kind="unsupported",
-        )
+        raise self.unsupported("token ids as embedding input")
 
     async def start_batch(self, items: Sequence[tuple[str, ProviderRequest]], ctx: CallContext) -> BatchSubmission:
         """Submit `items` (custom id, request) as one provider batch; providers with a batch API override this,
