@@ -261,7 +261,10 @@ def _foreign(block: object, own: frozenset[str]) -> bool:
 
 def tagged(response: ProviderResponse, provider_type: str) -> ProviderResponse:
     """A provider's answer with its thoughts marked as written by `provider_type` (Thought.provider_type)."""
-    if not any(type(b) is Thought for b in response.content):
+    for block in response.content:  # a plain loop, not any(): this runs for every answer
+        if type(block) is Thought:
+            break
+    else:
         return response
     content = tuple(
         replace(b, provider_type=provider_type) if type(b) is Thought and b.provider_type is None else b

@@ -70,9 +70,6 @@ class InferenceTelemetry:
 
     def _attempt_metrics(self, done: Done, metrics: Metrics) -> None:
         reading = done.cache_read
-        function = done.function_name
-        previous: Attempt | None = None
-        tried: set[tuple[str, str]] = set()  # the current try of the current variant: (model, provider) called
         for a in done.attempts:
             if a.cached:
                 metrics.observe_cache(True)
@@ -82,6 +79,15 @@ class InferenceTelemetry:
                 metrics.observe_provider_attempt(
                     a.model_name, a.provider_name, a.error.kind if a.error is not None else None, a.elapsed_s
                 )
+        if len(done.attempts) > 1:  # one call (most inferences): no retry, no fallback
+            self._fallbacks(done, metrics)
+
+    @staticmethod
+    def _fallbacks(done: Done, metrics: Metrics) -> None:
+        function = done.function_name
+        previous: Attempt | None = None
+        tried: set[tuple[str, str]] = set()  # the current try of the current variant: (model, provider) called
+        for a in done.attempts:
             called = (a.model_name, a.provider_name)
             # Only a call after a failure is a fallback or a retry: calls after a success are a variant's other
             # work (mixture and best-of-n candidates, DICL's embedding then its model).
