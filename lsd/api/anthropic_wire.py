@@ -237,7 +237,7 @@ class StreamWriter:
         return out
 
     def _release_held(self) -> list[Event]:
-        """The held tool calls, each a whole block, after the open one: before any other block, and at the end."""
+        """The held tool calls, each a whole block, after the open one: at the end (or before an error)."""
         out: list[Event] = []
         held, self.held = self.held, {}
         for call_id, (name, parts) in held.items():
