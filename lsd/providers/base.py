@@ -24,6 +24,7 @@ from lsd.providers.transport import Transport
 from lsd.types import (
     BodyPatch,
     EmbeddingResponse,
+    File,
     FinishReason,
     HeaderPatch,
     Message,
@@ -284,6 +285,16 @@ def malformed(
         kind="malformed",
         raw_request=raw_request,
         raw_response=raw_response,
+    )
+
+
+def has_file_urls(request: ProviderRequest) -> bool:
+    """Whether a message holds a file given by URL (not inline data, nor a data: URL): what a provider that takes
+    files inline only refuses, as its own failure (`Provider.unsupported`), so that routing can fall back."""
+    return any(
+        type(block) is File and block.data is None and not (block.url or "").startswith("data:")
+        for message in request.messages
+        for block in message.content
     )
 
 

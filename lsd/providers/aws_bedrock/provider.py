@@ -16,7 +16,7 @@ from lsd.providers.anthropic.wire import uses_json_tool
 from lsd.providers.aws_bedrock.credentials import AWS_EXTRA_MISSING, AwsCredentials, AwsIdentity, sign
 from lsd.providers.aws_bedrock.stream import EventStreamDecoder, StreamState
 from lsd.providers.aws_bedrock.wire import build_body, parse_response, status_error
-from lsd.providers.base import CallContext, KeyLocation, malformed
+from lsd.providers.base import CallContext, KeyLocation, has_file_urls, malformed
 from lsd.providers.cost import Cost, parse_cost
 from lsd.providers.http import USER_AGENT, Call, HttpProvider, check_url
 from lsd.providers.patches import apply_body_patches, apply_header_patches
@@ -130,7 +130,7 @@ class BedrockProvider(HttpProvider):
 
     async def infer(self, request: ProviderRequest, ctx: CallContext) -> ProviderResponse:
         identity = await self.ready()
-        body = build_body(request, provider_name=self.name)
+        body = self._body(request)
         exchange = await self.post_json(self.url(identity, "converse"), body, ctx)
         try:
             content, usage, reason = parse_response(exchange.data, json_tool=uses_json_tool(request))
@@ -151,10 +151,15 @@ class BedrockProvider(HttpProvider):
         if identity is None:
             raise RuntimeError("BedrockProvider.stream_call() before ready()")
         ttft_ms = self.config.timeouts.streaming_ttft_ms
-        body = build_body(request, provider_name=self.name)
+        body = self._body(request)
         url = self.url(identity, "converse-stream")
         call = self.prepare(url, body, ctx, stream=True, ttft_timeout_s=ttft_ms / 1000 if ttft_ms else None)
         return call, StreamState(self.name, json_tool=uses_json_tool(request), raw_request=call.raw_request)
+
+    def _body(self, request: ProviderRequest) -> dict[str, Any]:
+        if has_file_urls(request):  # Bedrock takes files as inline data: this provider's failure, routing falls back
+            raise self.unsupported("files by URL (Bedrock takes them as inline data)")
+        return build_body(request, provider_name=self.name)
 
     def decoder(self) -> EventStreamDecoder:
         """ConverseStream's binary event-stream messages, each as an SseEvent (see `stream`)."""

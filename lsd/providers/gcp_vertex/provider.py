@@ -13,13 +13,13 @@ from lsd.config.reader import Table
 from lsd.providers.anthropic.provider import AnthropicProvider
 from lsd.providers.anthropic.stream import StreamState as AnthropicStreamState
 from lsd.providers.anthropic.wire import DEFAULT_MAX_TOKENS, uses_json_tool
-from lsd.providers.base import BatchPoll, BatchSubmission, CallContext, KeyLocation
+from lsd.providers.base import BatchPoll, BatchSubmission, CallContext, KeyLocation, has_file_urls
 from lsd.providers.cost import Cost, parse_cost
 from lsd.providers.gcp_vertex.credentials import GCP_EXTRA_MISSING, CredentialLocation, GcpTokens
 from lsd.providers.gemini.provider import GeminiProvider
 from lsd.providers.http import Call, HttpProvider, check_url
 from lsd.providers.proxies import ProxyChoice, proxy_option
-from lsd.types import EmbeddingResponse, File, Json, ProviderRequest, ProviderResponse, StreamChunk
+from lsd.types import EmbeddingResponse, Json, ProviderRequest, ProviderResponse, StreamChunk
 
 AUTHORIZATION = "Authorization"
 ANTHROPIC_VERTEX_VERSION = "vertex-2023-10-16"  # sent in the body, which names no model (the URL does)
@@ -156,12 +156,8 @@ class VertexAnthropicProvider(AnthropicProvider):
         return self._token
 
     def _body(self, request: ProviderRequest, stream: bool) -> dict[str, Json]:
-        for message in request.messages:
-            for block in message.content:
-                if isinstance(block, File) and block.data is None and not (block.url or "").startswith("data:"):
-                    # Claude on Vertex answers 400 "URL sources are not supported": said before the call, as a
-                    # failure of this provider alone, so that routing can fall back to one that takes URLs
-                    raise self.unsupported("files by URL (Claude on Vertex AI takes them as inline data)")
+        if has_file_urls(request):  # Vertex answers 400 "URL sources are not supported": said before the call
+            raise self.unsupported("files by URL (Claude on Vertex AI takes them as inline data)")
         body = super()._body(request, stream)
         del body["model"]
         return {"anthropic_version": ANTHROPIC_VERTEX_VERSION, **body}

@@ -395,6 +395,18 @@ async def test_a_bedrock_api_key_is_sent_as_a_bearer_token_instead_of_a_signatur
         assert "ABSK-revoked" not in repr(vars(refused.value))
 
 
+async def test_a_file_by_url_fails_the_attempt_so_routing_can_fall_back(fake: FakeBedrock, ctx: CallContext) -> None:
+    provider = provider_for(fake)
+    before = len(fake.requests)
+    by_url = ProviderRequest(system=None, messages=(Message("user", (File("image/png", url="https://x/y.png"),)),))
+    with pytest.raises(ProviderError, match="files by URL") as refused:
+        await provider.infer(by_url, ctx)
+    assert (refused.value.kind, refused.value.retryable) == ("unsupported", False)
+    chunks, error = await collect(provider.stream(by_url, ctx))
+    assert chunks == [] and isinstance(error, ProviderError) and error.kind == "unsupported"
+    assert len(fake.requests) == before  # nothing was sent
+
+
 async def test_errors_mid_stream_and_broken_frames(fake: FakeBedrock, ctx: CallContext) -> None:
     chunks, error = await collect(provider_for(fake, "stream-error").stream(ask("a b c"), ctx))
     assert [b.text for c in chunks for b in c.content if isinstance(b, Text)] == ["echo:"]
