@@ -228,12 +228,17 @@ class StreamWriter:
             if self.open == "tool_use" or self.held:  # another call is open: this one waits its turn, whole
                 self.held[block.id] = (block.name, [block.arguments])
                 return out
-            start = {"type": "tool_use", "id": block.id, "name": block.name, "input": {}}
-            out += self._open("tool_use", start, force=True)
-            self.tool_index[block.id] = index = self.index
+            out += self._start_tool(block.id, block.name)
+            index = self.index
         if block.arguments:
             delta = {"type": "input_json_delta", "partial_json": block.arguments}
             out.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+        return out
+
+    def _start_tool(self, call_id: str, name: str) -> list[Event]:
+        """Open a tool call's block (closing the one open) and note its index."""
+        out = self._open("tool_use", {"type": "tool_use", "id": call_id, "name": name, "input": {}}, force=True)
+        self.tool_index[call_id] = self.index
         return out
 
     def _release_held(self) -> list[Event]:
@@ -241,8 +246,7 @@ class StreamWriter:
         out: list[Event] = []
         held, self.held = self.held, {}
         for call_id, (name, parts) in held.items():
-            out += self._open("tool_use", {"type": "tool_use", "id": call_id, "name": name, "input": {}}, force=True)
-            self.tool_index[call_id] = self.index
+            out += self._start_tool(call_id, name)
             if any(parts):
                 out.append(self._delta({"type": "input_json_delta", "partial_json": "".join(parts)}))
         return out

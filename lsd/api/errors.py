@@ -50,13 +50,14 @@ def error_headers(exc: LsdError) -> dict[str, str]:
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["retry-after"] = str(exc.retry_after_s)
-    if isinstance(exc, ProviderAnswer) and exc.retry_after_s is not None:
-        headers["retry-after"] = str(math.ceil(exc.retry_after_s))
     if isinstance(exc, AllAttemptsFailed) and not exc.retryable:
         headers["x-should-retry"] = "false"  # the OpenAI and Anthropic SDKs retry a 502 unless told not to
-    if isinstance(exc, AllAttemptsFailed) and exc.failures and exc.failures[-1].retry_after_s is not None:
-        # The last provider said when to try again (a 429, a 503): the SDKs wait that long before their retry.
-        headers["retry-after"] = str(math.ceil(exc.failures[-1].retry_after_s))
+    # The last provider said when to try again (a 429, a 503): the SDKs wait that long before their retry.
+    wait = exc.retry_after_s if isinstance(exc, ProviderAnswer) else None
+    if isinstance(exc, AllAttemptsFailed) and exc.failures:
+        wait = exc.failures[-1].retry_after_s
+    if wait is not None:
+        headers["retry-after"] = str(math.ceil(wait))
     if exc.http_status in (413, 431):
         headers["connection"] = "close"
     if exc.http_status == 401:

@@ -12,13 +12,38 @@ from starlette.responses import Response
 from lsd.api.access_log import note_result, note_stream
 from lsd.api.auth import KEY_SCOPE, identify
 from lsd.api.body import json_response_bytes, read_json
-from lsd.api.openai_request import embedding_inputs, parse_chat_request, parse_model
+from lsd.api.openai_request import parse_chat_request, parse_model
 from lsd.api.openai_wire import ChunkWriter, completion_json, embeddings_json
 from lsd.api.sse import JsonEventStream, json_pair
 from lsd.api.state import AppState
 from lsd.errors import InvalidRequest, NotFound
 from lsd.inference.embeddings import EmbeddingRequest
 from lsd.inference.streaming import InferenceStream, start_stream
+from lsd.types import EmbeddingInput
+
+EMBEDDING_INPUT = (
+    "input: expected a non-empty string, a non-empty array of them, an array of token ids (integers), or an array "
+    "of non-empty arrays of token ids"
+)
+
+
+def embedding_inputs(raw: Any) -> tuple[EmbeddingInput, ...]:
+    """OpenAI's four forms of embedding input: a text, texts, one input's token ids, several inputs' token ids."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise InvalidRequest(EMBEDDING_INPUT, field="input")
+    if all(isinstance(i, str) and i for i in raw):
+        return tuple(raw)
+    if _token_ids(raw):
+        return (tuple(raw),)
+    if all(isinstance(i, list) and i and _token_ids(i) for i in raw):
+        return tuple(tuple(i) for i in raw)
+    raise InvalidRequest(EMBEDDING_INPUT, field="input")
+
+
+def _token_ids(values: list[Any]) -> bool:
+    return all(type(v) is int and v >= 0 for v in values)
 
 
 async def chat_completions(request: Request[AppState]) -> Response:

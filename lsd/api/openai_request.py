@@ -24,7 +24,6 @@ from lsd.inference.request import (
 )
 from lsd.types import (
     ContentBlock,
-    EmbeddingInput,
     File,
     Input,
     Message,
@@ -189,31 +188,6 @@ def parse_model(model: Any, kind: str = "function_name") -> ModelRef:
             return ModelRef("tensorzero::", kind, model)  # TensorZero accepts a bare name here (deprecated)
         raise InvalidOpenAIRequest(EMBEDDING_MODEL_HINT, field="model")
     raise InvalidOpenAIRequest(MODEL_PREFIX_HINT, field="model")
-
-
-EMBEDDING_INPUT = (
-    "input: expected a non-empty string, a non-empty array of them, an array of token ids (integers), or an array "
-    "of non-empty arrays of token ids"
-)
-
-
-def embedding_inputs(raw: Any) -> tuple[EmbeddingInput, ...]:
-    """OpenAI's four forms of embedding input: a text, texts, one input's token ids, several inputs' token ids."""
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw:
-        raise InvalidRequest(EMBEDDING_INPUT, field="input")
-    if all(isinstance(i, str) and i for i in raw):
-        return tuple(raw)
-    if _token_ids(raw):
-        return (tuple(raw),)
-    if all(isinstance(i, list) and i and _token_ids(i) for i in raw):
-        return tuple(tuple(i) for i in raw)
-    raise InvalidRequest(EMBEDDING_INPUT, field="input")
-
-
-def _token_ids(values: list[Any]) -> bool:
-    return all(type(v) is int and v >= 0 for v in values)
 
 
 def _text_of(content: Any, path: str, *, system: bool = False) -> str:
