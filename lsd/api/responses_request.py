@@ -19,11 +19,11 @@ import orjson
 from lsd.api.openai_request import ModelRef, common_extensions, extension, parse_metadata, parse_model
 from lsd.errors import InvalidRequest
 from lsd.immutable import immutable
+from lsd.inference.input_request import parse_input
 from lsd.inference.request import (
     InferenceRequest,
     check_schema,
     parse_cache_options,
-    parse_input,
     parse_params,
     parse_tool,
     parse_uuid,

@@ -23,8 +23,8 @@ from lsd.errors import InvalidRequest
 from lsd.exits import EXIT_USAGE, CommandExit
 from lsd.ids import uuid7
 from lsd.inference.embeddings import EmbeddingRequest
+from lsd.inference.input_request import parse_input
 from lsd.inference.recording import input_to_json
-from lsd.inference.request import parse_input
 from lsd.inference.variant_types.dicl import input_text
 from lsd.runtime import Runtime, open_runtime
 from lsd.startup import database_urls, prepare

@@ -29,8 +29,9 @@ from lsd.exits import EXIT_DATABASE, EXIT_OK
 from lsd.startup import database_urls
 from lsd.store.database import connect_with_retry, prepare_threshold
 from lsd.store.journal import JOURNAL_DIR
-from lsd.store.spool import FOREIGN_DIR, REJECTED_DIR, SUFFIX, Survey, survey
+from lsd.store.spool import FOREIGN_DIR, REJECTED_DIR, SUFFIX
 from lsd.store.spool_format import MAX_HEADER, SpoolHeaderError, iter_frames, read_header
+from lsd.store.spool_survey import Survey, survey
 from lsd.store.writer import Writer
 
 DEFAULT_REPLAY_TIMEOUT_S = 600.0

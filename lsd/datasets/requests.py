@@ -16,9 +16,10 @@ from uuid import UUID
 import orjson
 
 from lsd.errors import InvalidRequest
+from lsd.inference.input_request import parse_input
 from lsd.inference.listing import parse_filter
 from lsd.inference.recording import input_to_json
-from lsd.inference.request import parse_input, parse_tool, parse_tool_choice, parse_uuid
+from lsd.inference.request import parse_tool, parse_tool_choice, parse_uuid
 from lsd.store.datasets import DatapointType
 from lsd.store.queries import AndFilter, Filter, NotFilter, OrFilter, TagFilter, TimeFilter
 

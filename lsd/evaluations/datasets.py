@@ -13,8 +13,8 @@ import orjson
 
 from lsd.config.model import FunctionConfig
 from lsd.errors import InvalidRequest
+from lsd.inference.input_request import parse_input
 from lsd.inference.recording import input_to_json
-from lsd.inference.request import parse_input
 from lsd.store.database import Database
 from lsd.store.datasets import DatapointQuery, list_rows
 from lsd.store.evaluations import select_inferences

@@ -16,6 +16,7 @@ from uuid import UUID
 from lsd.config.model import MetricConfig
 from lsd.errors import InvalidRequest
 from lsd.immutable import immutable
+from lsd.inference.input_request import json_type
 from lsd.store import queries
 from lsd.store.database import Database
 from lsd.store.queries import (
@@ -84,17 +85,9 @@ _CURSOR_VERSION = b"lsd1"
 # -- parsing -----------------------------------------------------------------------------------------------
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    return {dict: "object", list: "array", str: "string", int: "number", float: "number"}.get(type(value), "value")
-
-
 def _object(value: Any, path: str, allowed: set[str] | frozenset[str]) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise InvalidRequest.at(path, f"expected an object, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected an object, got {json_type(value)}")
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise InvalidRequest.at(f"{path}.{unknown[0]}" if path != "body" else unknown[0], "unknown field")
@@ -108,7 +101,7 @@ def _str(body: Mapping[str, Any], key: str, path: str, *, required: bool = False
             raise InvalidRequest.at(path, "missing required field")
         return None
     if not isinstance(value, str):
-        raise InvalidRequest.at(path, f"expected a string, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected a string, got {json_type(value)}")
     return value
 
 
@@ -117,7 +110,7 @@ def _bool(body: Mapping[str, Any], key: str, path: str, *, required: bool = Fals
     if value is None and not required:
         return False
     if not isinstance(value, bool):
-        raise InvalidRequest.at(path, f"expected a boolean, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected a boolean, got {json_type(value)}")
     return value
 
 
@@ -126,7 +119,7 @@ def _int(body: Mapping[str, Any], key: str, default: int, maximum: int | None = 
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest.at(key, f"expected a non-negative integer, got {_json_type(value)}")
+        raise InvalidRequest.at(key, f"expected a non-negative integer, got {json_type(value)}")
     if value < 0:
         raise InvalidRequest.at(key, "must be >= 0")
     if maximum is not None and value > maximum:
@@ -136,7 +129,7 @@ def _int(body: Mapping[str, Any], key: str, default: int, maximum: int | None = 
 
 def _uuid(value: Any, path: str) -> UUID:
     if not isinstance(value, str):
-        raise InvalidRequest.at(path, f"expected a UUID string, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected a UUID string, got {json_type(value)}")
     try:
         return UUID(value)
     except ValueError:
@@ -145,7 +138,7 @@ def _uuid(value: Any, path: str) -> UUID:
 
 def _time(value: Any, path: str) -> dt.datetime:
     if not isinstance(value, str):
-        raise InvalidRequest.at(path, f"expected an RFC 3339 timestamp, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected an RFC 3339 timestamp, got {json_type(value)}")
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
@@ -173,13 +166,13 @@ def _output_source(body: Mapping[str, Any]) -> queries.OutputSource:
 
 def parse_filter(value: Any, path: str) -> Filter:
     if not isinstance(value, dict):
-        raise InvalidRequest.at(path, f"expected an object, got {_json_type(value)}")
+        raise InvalidRequest.at(path, f"expected an object, got {json_type(value)}")
     kind = _choice(value, "type", f"{path}.type", tuple(_FILTER_FIELDS), None)
     node = _object(value, path, _FILTER_FIELDS[kind] | {"type"})
     if kind in ("and", "or"):
         children = node.get("children")
         if not isinstance(children, list):
-            raise InvalidRequest.at(f"{path}.children", f"expected an array, got {_json_type(children)}")
+            raise InvalidRequest.at(f"{path}.children", f"expected an array, got {json_type(children)}")
         parsed = tuple(parse_filter(c, f"{path}.children[{i}]") for i, c in enumerate(children))
         return AndFilter(parsed) if kind == "and" else OrFilter(parsed)
     if kind == "not":
@@ -199,7 +192,7 @@ def parse_filter(value: Any, path: str) -> Filter:
         assert name is not None
         number = node.get("value")
         if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
-            raise InvalidRequest.at(f"{path}.value", f"expected a finite number, got {_json_type(number)}")
+            raise InvalidRequest.at(f"{path}.value", f"expected a finite number, got {json_type(number)}")
         op = _choice(node, "comparison_operator", f"{path}.comparison_operator", COMPARISONS, None)
         return FloatMetricFilter(name, float(number), op, f"{path}.metric_name")  # type: ignore[arg-type]
     if kind == "time":
@@ -212,7 +205,7 @@ def _order_by(value: Any) -> tuple[OrderBy, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise InvalidRequest.at("order_by", f"expected an array, got {_json_type(value)}")
+        raise InvalidRequest.at("order_by", f"expected an array, got {json_type(value)}")
     terms = []
     for i, item in enumerate(value):
         path = f"order_by[{i}]"
@@ -233,7 +226,7 @@ def encode_cursor(op: Literal["<", ">"], id: UUID) -> str:
 
 def decode_cursor(value: Any) -> tuple[Literal["<", ">"], UUID]:
     if not isinstance(value, str):
-        raise InvalidRequest.at("cursor", f"expected a cursor string, got {_json_type(value)}")
+        raise InvalidRequest.at("cursor", f"expected a cursor string, got {json_type(value)}")
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except (binascii.Error, ValueError):
@@ -307,7 +300,7 @@ def parse_get_request(body: Any) -> ListQuery:
     if not isinstance(raw_ids, list):
         raise InvalidRequest.at(
             "ids",
-            "missing required field" if raw_ids is None else f"expected an array of UUIDs, got {_json_type(raw_ids)}",
+            "missing required field" if raw_ids is None else f"expected an array of UUIDs, got {json_type(raw_ids)}",
         )
     if len(raw_ids) > MAX_IDS:
         raise InvalidRequest.at("ids", f"at most {MAX_IDS} ids per request, got {len(raw_ids)}")

@@ -8,34 +8,23 @@ from dataclasses import field
 from typing import Any, TypeVar
 from uuid import UUID
 
-import orjson
-
 from lsd.config.model import VariantConfig
 from lsd.errors import InvalidRequest
 from lsd.ids import validate_episode_id
 from lsd.immutable import immutable
 from lsd.inference.dynamic_variant import FIELD as DYNAMIC_VARIANT
 from lsd.inference.dynamic_variant import parse_dynamic_variant
+from lsd.inference.input_request import expect, model_provider, parse_input, required_str
 from lsd.inference.schemas import schema_error
 from lsd.types import (
     HEADER_NAME,
     HEADER_VALUE_FORBIDDEN,
     BodyPatch,
-    ContentBlock,
-    File,
     HeaderPatch,
     InferenceParams,
     Input,
     Json,
-    Message,
-    RawText,
-    Template,
-    Text,
-    Thought,
-    ToolCall,
-    ToolResult,
     ToolSpec,
-    Unknown,
 )
 
 # Keys the tensorzero client sends that LSD accepts; null always means "absent".
@@ -128,46 +117,27 @@ class CacheOptions:
         return self.enabled in ("on", "write_only")
 
 
-def _expect(value: Any, kinds: type | tuple[type, ...], path: str, what: str) -> Any:
-    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-        raise InvalidRequest.at(path, f"expected {what}, got boolean")
-    if not isinstance(value, kinds):
-        raise InvalidRequest.at(path, f"expected {what}, got {_json_type(value)}")
-    return value
-
-
-def _json_type(value: Any) -> str:
-    return {
-        dict: "object",
-        list: "array",
-        str: "string",
-        bool: "boolean",
-        int: "number",
-        float: "number",
-    }.get(type(value), "null" if value is None else type(value).__name__)
-
-
 def _str(body: Mapping[str, Any], key: str, path: str) -> str | None:
     value = body.get(key)
-    return None if value is None else _expect(value, str, path, "a string")
+    return None if value is None else expect(value, str, path, "a string")
 
 
 def _bool(body: Mapping[str, Any], key: str, path: str) -> bool:
     value = body.get(key)
-    return False if value is None else bool(_expect(value, bool, path, "a boolean"))
+    return False if value is None else bool(expect(value, bool, path, "a boolean"))
 
 
 def _string_map(value: Any, path: str) -> dict[str, str]:
     if value is None:
         return {}
-    _expect(value, dict, path, "an object of strings")
+    expect(value, dict, path, "an object of strings")
     for k, v in value.items():
-        _expect(v, str, f"{path}.{k}", "a string")
+        expect(v, str, f"{path}.{k}", "a string")
     return dict(value)
 
 
 def parse_uuid(value: Any, path: str) -> UUID:
-    _expect(value, str, path, "a UUID string")
+    expect(value, str, path, "a UUID string")
     try:
         return UUID(value)
     except ValueError:
@@ -199,7 +169,7 @@ def check_tag_keys(tags: Mapping[str, str], path: str) -> None:
 
 
 def parse_inference_request(body: Any) -> InferenceRequest:
-    _expect(body, dict, "body", "a JSON object")
+    expect(body, dict, "body", "a JSON object")
     unknown = sorted(set(body) - _TOP_LEVEL)
     if unknown:
         raise InvalidRequest.at(unknown[0], "unknown field")
@@ -222,15 +192,15 @@ def parse_inference_request(body: Any) -> InferenceRequest:
         tags = {**tags, "tensorzero::namespace": namespace}
     output_schema = body.get("output_schema")
     if output_schema is not None:
-        _expect(output_schema, dict, "output_schema", "a JSON Schema object")
+        expect(output_schema, dict, "output_schema", "a JSON Schema object")
         check_schema(output_schema, "output_schema")
     if body.get("provider_tools") is not None:
-        _expect(body["provider_tools"], list, "provider_tools", "an array")
+        expect(body["provider_tools"], list, "provider_tools", "an array")
     allowed = body.get("allowed_tools")
     if allowed is not None:
-        _expect(allowed, list, "allowed_tools", "an array of tool names")
+        expect(allowed, list, "allowed_tools", "an array of tool names")
         for i, name in enumerate(allowed):
-            _expect(name, str, f"allowed_tools[{i}]", "a string")
+            expect(name, str, f"allowed_tools[{i}]", "a string")
     dryrun = _bool(body, "dryrun", "dryrun")
     dynamic_variant = None
     if body.get(DYNAMIC_VARIANT) is not None:
@@ -274,7 +244,7 @@ def parsed_list(body: Mapping[str, Any], key: str, parse: Callable[[Any, str], T
     value = body.get(key)
     if value is None:
         return ()
-    _expect(value, list, key, "an array")
+    expect(value, list, key, "an array")
     return tuple(parse(item, f"{key}[{i}]") for i, item in enumerate(value))
 
 
@@ -290,25 +260,12 @@ def _filters(value: Mapping[str, Any], path: str) -> dict[str, str | None]:
     return {"variant_name": found["variant_name"], "model_name": model, "provider_name": provider}
 
 
-MODEL_PROVIDER_PREFIX = "tensorzero::model_name::"
-MODEL_PROVIDER_SEPARATOR = "::provider_name::"
-
-
-def model_provider(name: str) -> tuple[str, str] | None:
-    """(model, provider) of TensorZero's fully qualified `tensorzero::model_name::M::provider_name::P`; None for
-    another string (LSD also takes a bare provider name there)."""
-    if not name.startswith(MODEL_PROVIDER_PREFIX) or MODEL_PROVIDER_SEPARATOR not in name:
-        return None
-    model, _, provider = name[len(MODEL_PROVIDER_PREFIX) :].rpartition(MODEL_PROVIDER_SEPARATOR)
-    return (model, provider) if model and provider else None
-
-
 def parse_body_patch(value: Any, path: str) -> BodyPatch:
-    _expect(value, dict, path, "an object {pointer, value} or {pointer, delete: true}")
+    expect(value, dict, path, "an object {pointer, value} or {pointer, delete: true}")
     unknown = sorted(set(value) - {"pointer", "value", "delete", *_FILTERS})
     if unknown:
         raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
-    pointer = _req_str(value, "pointer", path)
+    pointer = required_str(value, "pointer", path)
     if not pointer.startswith("/"):
         raise InvalidRequest.at(f"{path}.pointer", "a JSON Pointer starts with '/'")
     delete = _bool(value, "delete", f"{path}.delete")
@@ -318,13 +275,13 @@ def parse_body_patch(value: Any, path: str) -> BodyPatch:
 
 
 def parse_header_patch(value: Any, path: str) -> HeaderPatch:
-    _expect(value, dict, path, "an object {name, value} or {name, delete: true}")
+    expect(value, dict, path, "an object {name, value} or {name, delete: true}")
     unknown = sorted(set(value) - {"name", "value", "delete", *_FILTERS})
     if unknown:
         raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
     delete = _bool(value, "delete", f"{path}.delete")
-    header_value = None if delete else _req_str(value, "value", path)
-    name = _req_str(value, "name", path)
+    header_value = None if delete else required_str(value, "value", path)
+    name = required_str(value, "name", path)
     if not HEADER_NAME.fullmatch(name):
         raise InvalidRequest.at(f"{path}.name", "not a valid HTTP header name")
     if header_value is not None and HEADER_VALUE_FORBIDDEN.search(header_value):
@@ -333,14 +290,14 @@ def parse_header_patch(value: Any, path: str) -> HeaderPatch:
 
 
 def parse_tool(value: Any, path: str) -> ToolSpec:
-    _expect(value, dict, path, "an object")
+    expect(value, dict, path, "an object")
     unknown = sorted(set(value) - {"name", "description", "parameters", "strict", "type"})
     if unknown:
         raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
     parameters = value.get("parameters")
-    _expect(parameters, dict, f"{path}.parameters", "a JSON Schema object")
+    expect(parameters, dict, f"{path}.parameters", "a JSON Schema object")
     return ToolSpec(
-        name=_req_str(value, "name", path),
+        name=required_str(value, "name", path),
         description=_str(value, "description", f"{path}.description") or "",
         parameters=parameters,
         strict=_bool(value, "strict", f"{path}.strict"),
@@ -358,7 +315,7 @@ def parse_tool_choice(value: Any, path: str) -> str | dict[str, str] | None:
 def parse_cache_options(value: Any, path: str, dryrun: bool) -> CacheOptions:
     if value is None:
         return CacheOptions()
-    _expect(value, dict, path, "an object")
+    expect(value, dict, path, "an object")
     unknown = sorted(set(value) - {"enabled", "max_age_s"})
     if unknown:
         raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
@@ -366,7 +323,7 @@ def parse_cache_options(value: Any, path: str, dryrun: bool) -> CacheOptions:
     if enabled not in ("on", "off", "read_only", "write_only"):
         raise InvalidRequest.at(f"{path}.enabled", f"must be on, off, read_only or write_only, got {enabled!r}")
     max_age = value.get("max_age_s")
-    if max_age is not None and (_expect(max_age, int, f"{path}.max_age_s", "an integer") < 0):
+    if max_age is not None and (expect(max_age, int, f"{path}.max_age_s", "an integer") < 0):
         raise InvalidRequest.at(f"{path}.max_age_s", "must be >= 0")
     if dryrun:  # a dry run never writes: on reads only, write_only does nothing
         enabled = {"on": "read_only", "write_only": "off"}.get(enabled, enabled)
@@ -376,7 +333,7 @@ def parse_cache_options(value: Any, path: str, dryrun: bool) -> CacheOptions:
 def parse_params(value: Any, path: str) -> InferenceParams:
     if value is None:
         return InferenceParams()
-    _expect(value, dict, path, "an object")
+    expect(value, dict, path, "an object")
     unknown = sorted(set(value) - {"chat_completion"})
     if unknown:
         raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
@@ -384,133 +341,30 @@ def parse_params(value: Any, path: str) -> InferenceParams:
     if chat is None:
         return InferenceParams()
     cpath = f"{path}.chat_completion"
-    _expect(chat, dict, cpath, "an object")
+    expect(chat, dict, cpath, "an object")
     unknown = sorted(set(chat) - set(_PARAMS) - set(_IGNORED_PARAMS))
     if unknown:
         raise InvalidRequest.at(f"{cpath}.{unknown[0]}", "unknown field")
     values: dict[str, Any] = {}
     for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         if chat.get(key) is not None:
-            number = _expect(chat[key], (int, float), f"{cpath}.{key}", "a number")
+            number = expect(chat[key], (int, float), f"{cpath}.{key}", "a number")
             if not math.isfinite(number):
                 raise InvalidRequest.at(f"{cpath}.{key}", "must be finite")
             values[key] = float(number)
     for key in ("max_tokens", "seed"):
         if chat.get(key) is not None:
-            values[key] = _expect(chat[key], int, f"{cpath}.{key}", "an integer")
+            values[key] = expect(chat[key], int, f"{cpath}.{key}", "an integer")
     if values.get("max_tokens") is not None and values["max_tokens"] < 1:
         raise InvalidRequest.at(f"{cpath}.max_tokens", "must be >= 1")
     if chat.get("stop_sequences") is not None:
-        stops = _expect(chat["stop_sequences"], list, f"{cpath}.stop_sequences", "an array of strings")
+        stops = expect(chat["stop_sequences"], list, f"{cpath}.stop_sequences", "an array of strings")
         for i, s in enumerate(stops):
-            _expect(s, str, f"{cpath}.stop_sequences[{i}]", "a string")
+            expect(s, str, f"{cpath}.stop_sequences[{i}]", "a string")
         values["stop_sequences"] = tuple(stops)
     if chat.get("json_mode") is not None:
-        mode = _expect(chat["json_mode"], str, f"{cpath}.json_mode", "a string")
+        mode = expect(chat["json_mode"], str, f"{cpath}.json_mode", "a string")
         if mode not in ("off", "on", "strict", "tool"):
             raise InvalidRequest.at(f"{cpath}.json_mode", f"must be off, on, strict or tool, got {mode!r}")
         values["json_mode"] = mode
     return InferenceParams(**values)
-
-
-def parse_input(value: Any, path: str) -> Input:
-    _expect(value, dict, path, "an object")
-    unknown = sorted(set(value) - {"system", "messages"})
-    if unknown:
-        raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
-    system = value.get("system")
-    if system is not None:
-        _expect(system, (str, dict), f"{path}.system", "a string or an object")
-    raw_messages = value.get("messages", [])  # absent: none; null is not an array (TensorZero refuses it too)
-    _expect(raw_messages, list, f"{path}.messages", "an array")
-    messages = tuple(parse_message(m, f"{path}.messages[{i}]") for i, m in enumerate(raw_messages))
-    return Input(system=system, messages=messages)
-
-
-def parse_message(value: Any, path: str) -> Message:
-    _expect(value, dict, path, "an object")
-    unknown = sorted(set(value) - {"role", "content"})
-    if unknown:
-        raise InvalidRequest.at(f"{path}.{unknown[0]}", "unknown field")
-    role = value.get("role")
-    if role not in ("user", "assistant"):
-        raise InvalidRequest.at(f"{path}.role", f"must be 'user' or 'assistant', got {role!r}")
-    content = value.get("content")
-    if isinstance(content, str):
-        return Message(role=role, content=(Text(content),))
-    if isinstance(content, dict):  # arguments for the role's schema'd template
-        return Message(role=role, content=(Template(name=role, arguments=content),))
-    _expect(content, list, f"{path}.content", "a string or an array of content blocks")
-    blocks = tuple(parse_block(b, f"{path}.content[{i}]") for i, b in enumerate(content))
-    return Message(role=role, content=blocks)
-
-
-def _req_str(block: Mapping[str, Any], key: str, path: str) -> str:
-    if block.get(key) is None:
-        raise InvalidRequest.at(f"{path}.{key}", "missing required field")
-    return str(_expect(block[key], str, f"{path}.{key}", "a string"))
-
-
-def parse_block(value: Any, path: str) -> ContentBlock:
-    _expect(value, dict, path, "an object")
-    kind = value.get("type")
-    if kind == "text":
-        if "arguments" in value and "text" not in value:
-            arguments = _expect(value["arguments"], dict, f"{path}.arguments", "an object")
-            return Template(name="", arguments=arguments)
-        return Text(_req_str(value, "text", path))
-    if kind == "raw_text":
-        return RawText(_req_str(value, "value", path))
-    if kind == "template":
-        arguments = _expect(value.get("arguments"), dict, f"{path}.arguments", "an object")
-        return Template(_req_str(value, "name", path), arguments)
-    if kind == "tool_call":
-        arguments = value.get("arguments")
-        if isinstance(arguments, dict):
-            arguments = orjson.dumps(arguments).decode()
-        raw = value.get("raw_arguments") if arguments is None else arguments
-        name = value.get("name") or value.get("raw_name")
-        _expect(name, str, f"{path}.name", "a string")
-        _expect(raw, str, f"{path}.arguments", "a JSON string or object")
-        return ToolCall(id=_req_str(value, "id", path), name=name, arguments=raw)
-    if kind == "tool_result":
-        is_error = value.get("is_error")
-        if is_error is not None:
-            _expect(is_error, bool, f"{path}.is_error", "a boolean")
-        return ToolResult(
-            _req_str(value, "id", path),
-            _req_str(value, "name", path),
-            _req_str(value, "result", path),
-            is_error=True if is_error else None,
-        )
-    if kind in ("file", "image"):
-        file_type = value.get("file_type")
-        url = value.get("url")
-        data = value.get("data")
-        if file_type == "url" or (file_type is None and url is not None):
-            return File(
-                mime_type=value.get("mime_type"),
-                url=_req_str(value, "url", path),
-                detail=value.get("detail"),
-                filename=value.get("filename"),
-            )
-        if file_type == "base64" or data is not None:
-            return File(
-                mime_type=value.get("mime_type"),
-                data=_req_str(value, "data", path),
-                detail=value.get("detail"),
-                filename=value.get("filename"),
-            )
-        raise InvalidRequest.at(f"{path}.file_type", "must be 'url' or 'base64'")
-    if kind == "thought":
-        provider_type = value.get("provider_type")
-        if provider_type is not None:
-            _expect(provider_type, str, f"{path}.provider_type", "a string")
-        return Thought(text=value.get("text"), signature=value.get("signature"), provider_type=provider_type)
-    if kind == "unknown":
-        model, provider = value.get("model_name"), value.get("provider_name")
-        qualified = value.get("model_provider_name")  # TensorZero's older form of the two
-        if isinstance(qualified, str):
-            model, provider = model_provider(qualified) or (model, qualified)
-        return Unknown(data=value.get("data"), model_name=model, provider_name=provider)
-    raise InvalidRequest.at(f"{path}.type", f"unknown content block type {kind!r}")

@@ -17,7 +17,7 @@ from lsd.ids import uuid7
 from lsd.records import Record
 from lsd.store.journal import JOURNAL_DIR
 from lsd.store.local import free_port
-from lsd.store.spool import DatabaseIdentity, Spool, survey
+from lsd.store.spool import DatabaseIdentity, Spool
 from lsd.store.spool_format import (
     CURRENT_COLUMNS,
     HEADER_V1,
@@ -27,6 +27,7 @@ from lsd.store.spool_format import (
     encode_payload,
     read_header,
 )
+from lsd.store.spool_survey import survey
 from lsd.store.writer import Writer
 from tests.integration.test_writer import chat_ids, eventually, ids_of, inference, inferences, observability
 from tests.support.configs import echo_chat

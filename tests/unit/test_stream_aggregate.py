@@ -11,12 +11,13 @@ from uuid import UUID
 import orjson
 
 from lsd.api.tensorzero_wire import ChunkEncoder
-from lsd.inference.streaming import StreamEvent, _Aggregate
+from lsd.inference.stream_answer import Aggregate
+from lsd.inference.streaming import StreamEvent
 from lsd.types import OutputBlock, StreamChunk, Text, Thought, ToolCall
 
 
 def aggregate(*blocks: OutputBlock) -> tuple[OutputBlock, ...]:
-    whole = _Aggregate()
+    whole = Aggregate()
     for block in blocks:
         whole.add(StreamChunk(content=(block,)))
     return whole.blocks()
