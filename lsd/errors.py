@@ -224,6 +224,9 @@ class AttemptFailure:
     status: int | None = None  # the provider's HTTP status, its Retry-After and its own message (ProviderError's)
     retry_after_s: float | None = None
     provider_message: str | None = None
+    provider_type: str = ""  # the provider's type (`openai`), for TensorZero's error_json
+    raw_request: str | None = None  # what crossed the wire (never keys), for TensorZero's error_json
+    raw_response: str | None = None
 
 
 class AllAttemptsFailed(LsdError):

@@ -13,6 +13,7 @@ import orjson
 from lsd import ids
 from lsd.errors import (
     AllAttemptsFailed,
+    AttemptFailure,
     BatchNotFound,
     ConfigError,
     DatabaseUnavailable,
@@ -290,17 +291,19 @@ def page_json(page: InferencePage) -> dict[str, Any]:
 # -- errors ----------------------------------------------------------------------------------------------------
 
 
-def _provider_error_json(exc: ProviderError) -> dict[str, Any]:
-    """A failed provider call as TensorZero's InferenceClient (the provider answered 4xx) or InferenceServer."""
+def _provider_error_json(exc: ProviderError, failure: AttemptFailure | None = None) -> dict[str, Any]:
+    """A failed provider call as TensorZero's ModelProviderTimeout, InferenceClient (the provider answered 4xx) or
+    InferenceServer; `failure`, when the error is one attempt of several, adds the provider's type and what
+    crossed the wire."""
+    if isinstance(exc, ProviderTimeout) or exc.kind == "timeout":
+        return {"ModelProviderTimeout": {"provider_name": exc.provider, "timeout": None, "kind": None}}
     fields: dict[str, Any] = {
         "message": exc.message,
-        "provider_type": exc.provider,
+        "provider_type": failure.provider_type if failure is not None and failure.provider_type else exc.provider,
         "api_type": "chat_completions",
-        "raw_request": None,
-        "raw_response": None,
+        "raw_request": failure.raw_request if failure is not None else exc.raw_request,
+        "raw_response": failure.raw_response if failure is not None else exc.raw_response,
     }
-    if isinstance(exc, ProviderTimeout):
-        return {"ModelProviderTimeout": {"provider_name": exc.provider, "timeout": None, "kind": None}}
     if exc.status is not None and 400 <= exc.status < 500:
         return {"InferenceClient": {**fields, "status_code": exc.status}}
     return {"InferenceServer": fields}
@@ -311,8 +314,8 @@ def _attempts_json(exc: AllAttemptsFailed) -> dict[str, Any]:
     variants: dict[str, dict[str, Any]] = {}
     for f in exc.failures:
         providers = variants.setdefault(f.variant, {})
-        failure = ProviderError(f.message, provider=f.provider, kind=f.kind)
-        providers[f.provider] = _provider_error_json(failure)
+        failure = ProviderError(f.message, provider=f.provider, kind=f.kind, status=f.status)
+        providers[f.provider] = _provider_error_json(failure, f)
     return {
         "AllVariantsFailed": {
             "errors": {v: {"AllModelProvidersFailed": {"provider_errors": p}} for v, p in variants.items()}

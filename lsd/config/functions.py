@@ -61,6 +61,9 @@ def model_from(name: str, t: Table, *, retries: bool = False) -> ModelConfig:
     for pname, p in t.subtables("providers"):
         ptype = p.str("type", "", required=True)
         timeouts = _timeouts(p.table("timeouts"))
+        provider_timeout_ms = p.int("timeout_ms", None, minimum=1) if retries else None  # an embedding provider's
+        if provider_timeout_ms is not None and timeouts.non_streaming_total_ms is None:
+            timeouts = replace(timeouts, non_streaming_total_ms=provider_timeout_ms)
         body, headers = patches_from(p)
         p.bool("discard_unknown_chunks", False)  # LSD's stream parsers always skip chunks they do not know
         providers[pname] = ProviderConfig(
@@ -266,7 +269,7 @@ def function_from(
         output_schema=output_schema,
         schemas=schemas,
         tools=function_tools,
-        tool_choice=tool_choice_from(t, "tool_choice", tuple(function_tools)),
+        tool_choice=tool_choice_from(t, "tool_choice"),
         parallel_tool_calls=t.bool("parallel_tool_calls"),
         experimentation=experimentation,
         evaluators=evaluators,
@@ -296,13 +299,13 @@ def _schemas(t: Table) -> dict[str, dict[str, Any]]:
     return schemas
 
 
-def tool_choice_from(t: Table, key: str, tools: tuple[str, ...]) -> ToolChoice:
+def tool_choice_from(t: Table, key: str) -> ToolChoice:
+    """`tool_choice`. A `specific` tool need not be among the function's `tools` (as in TensorZero): a request may
+    offer it (`additional_tools`, `allowed_tools`); a request that does not is a 400 naming `tool_choice`."""
     raw = t.raw(key, "auto")
     if isinstance(raw, str) and raw in ("none", "auto", "required"):
         return raw
     if isinstance(raw, dict) and set(raw) == {"specific"} and isinstance(raw["specific"], str):
-        if raw["specific"] not in tools:
-            t.error(key, f"names tool {raw['specific']!r}, which is not in this function's tools")
         return {"specific": raw["specific"]}
     t.error(key, "must be 'none', 'auto', 'required' or { specific = \"TOOL\" }")
     return "auto"

@@ -313,4 +313,7 @@ def _failure(a: Attempt, error: ProviderError) -> AttemptFailure:
         error.status,
         error.retry_after_s,
         error.provider_message,
+        a.provider_type,
+        a.raw_request.decode(errors="replace") if isinstance(a.raw_request, bytes) else a.raw_request,
+        a.raw_response,
     )

@@ -51,6 +51,10 @@ def resolve_tools(
         raise InvalidRequest("additional_tools: json functions take no tools", field="additional_tools")
     choice = tool_choice if tool_choice is not None else function.tool_choice
     if isinstance(choice, Mapping) and choice.get("specific") not in {s.name for s in specs}:
-        raise InvalidRequest(f"tool_choice: unknown tool {choice.get('specific')!r}", field="tool_choice")
+        whose = "" if tool_choice is not None else f" (function {function.name!r}'s tool_choice)"
+        raise InvalidRequest(
+            f"tool_choice: unknown tool {choice.get('specific')!r}{whose}: the request offers no tool of that name",
+            field="tool_choice",
+        )
     parallel = parallel_tool_calls if parallel_tool_calls is not None else function.parallel_tool_calls
     return ToolParams(tuple(specs), choice, parallel)

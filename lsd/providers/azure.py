@@ -8,6 +8,8 @@ Options (besides type and timeouts):
     cost              optional inline table {input_per_million, output_per_million}
     batch_cost        optional, the same shape: the Batch API price (default: `cost` at half price)
 
+As an `[embedding_models]` provider it calls the deployment's `embeddings` operation (the `openai` type's body).
+
 The output token limit is sent as "max_completion_tokens" from api-version 2024-09-01 on (the default among them:
 o-series and GPT-5 deployments refuse "max_tokens"), and as "max_tokens" to older api-versions, which do not know
 the other key.
@@ -38,15 +40,17 @@ def max_tokens_field(api_version: str) -> str:
     return "max_tokens" if dated and api_version[:10] < FIRST_COMPLETION_TOKENS_VERSION else "max_completion_tokens"
 
 
-def chat_url(endpoint: str, deployment_id: str, api_version: str) -> str:
+def deployment_url(endpoint: str, deployment_id: str, api_version: str, path: str) -> str:
+    """The URL of one of the deployment's operations (`chat/completions`, `embeddings`)."""
     deployment, version = quote(deployment_id, safe=""), quote(api_version, safe="")
-    return f"{endpoint.rstrip('/')}/openai/deployments/{deployment}/chat/completions?api-version={version}"
+    return f"{endpoint.rstrip('/')}/openai/deployments/{deployment}/{path}?api-version={version}"
 
 
 class AzureProvider(ChatCompletionsProvider):
     type_name: ClassVar[str] = "azure"
     credential_headers: ClassVar[frozenset[str]] = frozenset({"api-key"})
     supports_batch: ClassVar[bool] = True
+    supports_embeddings: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, config: ProviderConfig, options: Table) -> AzureProvider:
@@ -65,7 +69,8 @@ class AzureProvider(ChatCompletionsProvider):
         return cls(
             config,
             model_name=deployment_id,
-            chat_url=chat_url(endpoint, deployment_id, api_version),
+            chat_url=deployment_url(endpoint, deployment_id, api_version, "chat/completions"),
+            embeddings_url=deployment_url(endpoint, deployment_id, api_version, "embeddings"),
             key_location=KeyLocation.parse(options, "api_key_location", "env::AZURE_OPENAI_API_KEY"),
             key_header="api-key",
             key_prefix="",

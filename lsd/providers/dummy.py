@@ -10,6 +10,12 @@
   tool   answers with a tool call to the first offered tool, arguments {}
 anything else answers "Hello from LSD's dummy provider (<model_name>)".
 
+Embeddings (an `[embedding_models]` provider, any `model_name`; `error` and `flaky` fail as above): each input's
+vector is a unit vector of `dimensions` (the request's, else 16) numbers drawn from its text's SHA-256, so equal
+texts embed equally. `cost` (either form, as for HTTP providers) prices the answers: the list form reads the
+dummy's raw response (`/usage/input_tokens`, `/usage/output_tokens`). `api_key_location` is read as for HTTP
+providers: a `dynamic::NAME` key missing from the request's `credentials` is a 400, as it is for them.
+
 Batches run in-process: `start_batch` answers every request at once and `poll_batch` reports the batch pending
 until `batch_delay_ms` (default 1000) has passed since it started. The answers travel in the batch's stored
 `data`, so any process can poll it. With `error` every request fails; with `flaky` every other one does.
@@ -19,7 +25,10 @@ until `batch_delay_ms` (default 1000) has passed since it started. The answers t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
+import math
+import struct
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -30,20 +39,44 @@ from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.errors import ProviderError, ProviderTimeout
 from lsd.ids import uuid7
-from lsd.providers.base import BatchItemResult, BatchPoll, BatchSubmission, CallContext, Provider
-from lsd.types import OutputBlock, ProviderRequest, ProviderResponse, StreamChunk, Text, ToolCall, Usage
+from lsd.providers.base import BatchItemResult, BatchPoll, BatchSubmission, CallContext, KeyLocation, Provider
+from lsd.providers.cost import Cost, parse_cost
+from lsd.types import (
+    EmbeddingResponse,
+    OutputBlock,
+    ProviderRequest,
+    ProviderResponse,
+    StreamChunk,
+    Text,
+    ToolCall,
+    Usage,
+)
+
+DEFAULT_DIMENSIONS = 16
 
 
 class DummyProvider(Provider):
     type_name = "dummy"
     credential_headers: ClassVar[frozenset[str]] = frozenset()  # it sends nothing anywhere
     supports_batch: ClassVar[bool] = True
+    supports_embeddings: ClassVar[bool] = True
 
-    def __init__(self, config: ProviderConfig, model_name: str, latency_ms: int, batch_delay_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        config: ProviderConfig,
+        model_name: str,
+        latency_ms: int,
+        batch_delay_ms: int = 1000,
+        *,
+        pricing: Cost | None = None,
+        key_location: KeyLocation | None = None,
+    ) -> None:
         super().__init__(config)
         self._model_name = model_name
         self.latency_ms = latency_ms
         self.batch_delay_ms = batch_delay_ms
+        self.pricing = pricing
+        self.key_location = key_location or KeyLocation("none")
         self._calls = itertools.count()
 
     @classmethod
@@ -51,8 +84,10 @@ class DummyProvider(Provider):
         model_name = options.str("model_name", "echo")
         latency = options.int("latency_ms", 1000 if model_name == "slow" else 0, minimum=0)
         batch_delay = options.int("batch_delay_ms", 1000, minimum=0)
-        options.str("api_key_location", "none")  # accepted for symmetry; the dummy needs no key
-        return cls(config, model_name, latency, batch_delay)
+        key_location = KeyLocation.parse(options, "api_key_location", "none")
+        if key_location.kind == "env":  # the dummy sends nothing anywhere: an unset variable is not a failure
+            key_location = KeyLocation("none")
+        return cls(config, model_name, latency, batch_delay, pricing=parse_cost(options), key_location=key_location)
 
     @property
     def model_name(self) -> str:
@@ -79,9 +114,33 @@ class DummyProvider(Provider):
         return orjson.dumps({"model": self._model_name, "system": request.system, "messages": messages}).decode()
 
     async def infer(self, request: ProviderRequest, ctx: CallContext) -> ProviderResponse:
+        self.key_location.resolve(ctx.credentials, self.name)
         if self.latency_ms:
             await self._wait(self.latency_ms / 1000, ctx)
         return self._respond(request)
+
+    async def embed(
+        self, inputs: Sequence[str], ctx: CallContext, *, dimensions: int | None = None
+    ) -> EmbeddingResponse:
+        self.key_location.resolve(ctx.credentials, self.name)
+        if self.latency_ms:
+            await self._wait(self.latency_ms / 1000, ctx)
+        call = next(self._calls)
+        if self._model_name == "error" or (self._model_name == "flaky" and call % 2 == 0):
+            raise self.error(f"dummy provider {self._model_name!r} failed as configured", status=500)
+        vectors = tuple(_vector(text, dimensions or DEFAULT_DIMENSIONS) for text in inputs)
+        usage = Usage(input_tokens=sum(max(len(text.split()), 1) for text in inputs), output_tokens=None)
+        answer = {"usage": _usage_json(usage)}
+        return EmbeddingResponse(
+            embeddings=vectors,
+            usage=usage,
+            raw_request=orjson.dumps({"model": self._model_name, "input": list(inputs)}).decode(),
+            raw_response=orjson.dumps(answer).decode(),
+            cost=self._price(usage, answer),
+        )
+
+    def _price(self, usage: Usage, answer: Mapping[str, Any], *, streamed: bool = False) -> float | None:
+        return None if self.pricing is None else self.pricing.price(usage, (answer,), streamed=streamed)
 
     async def _wait(self, seconds: float, ctx: CallContext) -> None:
         """Sleep `seconds`, or fail as an HTTP provider would when the call's timeout comes first."""
@@ -96,18 +155,17 @@ class DummyProvider(Provider):
     def _respond(self, request: ProviderRequest) -> ProviderResponse:
         content = self._answer(request)
         usage = Usage(input_tokens=_count_tokens(request), output_tokens=sum(_block_tokens(b) for b in content))
-        raw_response = orjson.dumps(
-            {
-                "content": [getattr(b, "text", None) or getattr(b, "name", "") for b in content],
-                "usage": _usage_json(usage),
-            }
-        ).decode()
+        answer = {
+            "content": [getattr(b, "text", None) or getattr(b, "name", "") for b in content],
+            "usage": _usage_json(usage),
+        }
         return ProviderResponse(
             content=content,
             usage=usage,
             finish_reason="tool_call" if isinstance(content[0], ToolCall) else "stop",
             raw_request=self._raw_request(request),
-            raw_response=raw_response,
+            raw_response=orjson.dumps(answer).decode(),
+            cost=self._price(usage, answer),
         )
 
     async def start_batch(self, items: Sequence[tuple[str, ProviderRequest]], ctx: CallContext) -> BatchSubmission:
@@ -179,8 +237,24 @@ class DummyProvider(Provider):
                 await asyncio.sleep(0)
         else:
             yield StreamChunk(content=(block,))
-        raw = orjson.dumps({"usage": _usage_json(response.usage)}).decode()
-        yield StreamChunk(usage=response.usage, finish_reason=response.finish_reason, raw=raw)
+        last = {"usage": _usage_json(response.usage)}
+        cost = self._price(response.usage, last, streamed=True)
+        yield StreamChunk(
+            usage=response.usage, finish_reason=response.finish_reason, raw=orjson.dumps(last).decode(), cost=cost
+        )
+
+
+def _vector(text: str, dimensions: int) -> tuple[float, ...]:
+    """A unit vector of `dimensions` numbers in [-1, 1) drawn from SHA-256 blocks of `text`."""
+    numbers: list[float] = []
+    block = 0
+    while len(numbers) < dimensions:
+        digest = hashlib.sha256(f"{block}:{text}".encode()).digest()
+        numbers.extend(n / 2**31 for n in struct.unpack(">8i", digest))
+        block += 1
+    del numbers[dimensions:]
+    norm = math.sqrt(sum(n * n for n in numbers)) or 1.0
+    return tuple(n / norm for n in numbers)
 
 
 def _usage_json(usage: Usage) -> dict[str, int | None]:

@@ -6,8 +6,9 @@
         fake.requests        # every request received: RecordedRequest(method, path, query, headers, body)
 
 Routes: POST /v1/chat/completions (plain and `"stream": true`), POST /v1/embeddings and Azure's
-POST /openai/deployments/{deployment}/chat/completions?api-version=... . With `api_key` set, a request
-without `Authorization: Bearer <key>` (Azure: `api-key: <key>`) gets OpenAI's 401 error JSON.
+POST /openai/deployments/{deployment}/chat/completions?api-version=... and .../embeddings?api-version=... .
+With `api_key` set, a request without `Authorization: Bearer <key>` (Azure: `api-key: <key>`) gets OpenAI's 401
+error JSON.
 
 The behaviour is steered by a directive: the last user message may start with "[fake:<directive>]" (the
 rest of the message is the text the answer uses); otherwise a model name that is a directive applies;
@@ -152,6 +153,7 @@ class FakeOpenAI(FakeServer):
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
+        app.router.add_post("/openai/deployments/{deployment}/embeddings", self._azure_embeddings)
         return app
 
     @property
@@ -200,7 +202,18 @@ class FakeOpenAI(FakeServer):
             body = await self._receive(request, "Authorization")
         except _HttpError as exc:
             return exc.response
-        model = str(body.get("model", ""))
+        return await self._embed(body, str(body.get("model", "")))
+
+    async def _azure_embeddings(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await self._receive(request, "api-key")
+        except _HttpError as exc:
+            return exc.response
+        if "api-version" not in request.query:
+            return _error(400, "Missing required query parameter: api-version (fake).")
+        return await self._embed(body, request.match_info["deployment"])
+
+    async def _embed(self, body: dict[str, Any], model: str) -> web.StreamResponse:
         if model.startswith("error-") and model[6:].isdigit():
             return _error(int(model[6:]))
         if model.startswith("slow"):

@@ -61,6 +61,41 @@ api_key_location = "env::LSD_TEST_OPENAI_KEY"
 routing = ["slow", "good"]
 {entry("timed", "slow", "slow-3000", "timeouts = { non_streaming = { total_ms = 200 } }")}
 {entry("timed", "good", "text-embedding-3-small")}
+
+# TensorZero's form of a provider's limit: `timeout_ms` on the provider
+[embedding_models.tz_timed]
+routing = ["slow", "good"]
+{entry("tz_timed", "slow", "slow-3000", "timeout_ms = 200")}
+{entry("tz_timed", "good", "text-embedding-3-small")}
+
+[embedding_models.azure]
+routing = ["azure"]
+[embedding_models.azure.providers.azure]
+type = "azure"
+deployment_id = "my-embedder"
+endpoint = "{openai.url}"
+api_key_location = "env::LSD_TEST_OPENAI_KEY"
+
+[embedding_models.router]
+routing = ["openrouter"]
+[embedding_models.router.providers.openrouter]
+type = "openrouter"
+model_name = "openai/text-embedding-3-small"
+api_base = "{openai.api_base}"
+api_key_location = "env::LSD_TEST_OPENAI_KEY"
+
+[embedding_models.dummy]
+routing = ["dummy"]
+[embedding_models.dummy.providers.dummy]
+type = "dummy"
+model_name = "test-embeddings"
+cost = {{ input_per_million = 2.0, output_per_million = 0.0 }}
+
+[embedding_models.dummy_keyed]
+routing = ["dummy"]
+[embedding_models.dummy_keyed.providers.dummy]
+type = "dummy"
+api_key_location = "dynamic::dummy_key"
 """
 
 
@@ -209,3 +244,47 @@ async def test_token_ids_for_a_model_without_a_provider_taking_them_are_a_400(
         r = await client.post("/openai/v1/embeddings", json={"model": "lsd::embedding_model_name::plain", "input": bad})
         assert r.status_code == 400 and r.json()["error"]["param"] == "input", (bad, r.text)
     assert rows(database_url, "SELECT count(*) FROM embedding_inferences") == [(0,)]
+
+
+async def test_timeout_ms_on_an_embedding_provider_is_its_limit(client: httpx.AsyncClient, database_url: str) -> None:
+    r = await embed(client, "tz_timed")
+    assert r.status_code == 200, r.text
+    assert attempts(database_url, inference_id_of(database_url, "tz_timed")) == [
+        (1, "slow", "error", "timeout", "embedding"),
+        (2, "good", "ok", None, "embedding"),
+    ]
+
+
+async def test_azure_and_openrouter_providers_embed(client: httpx.AsyncClient, openai: FakeOpenAI) -> None:
+    for model in ("azure", "router"):
+        r = await embed(client, model, "one two")
+        assert r.status_code == 200, r.text
+        assert len(r.json()["data"][0]["embedding"]) == 8
+        assert r.json()["usage"]["prompt_tokens"] == 2
+    azure, router = openai.requests[-2:]
+    assert azure.path == "/openai/deployments/my-embedder/embeddings" and "api-version" in azure.query
+    assert azure.headers["api-key"] == KEY
+    assert router.path == "/v1/embeddings" and router.body["model"] == "openai/text-embedding-3-small"
+
+
+async def test_the_dummy_embeds_deterministically_and_prices_by_its_cost(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    r = await client.post(
+        "/openai/v1/embeddings",
+        json={"model": "lsd::embedding_model_name::dummy", "input": ["a b c", "a b c", "d"], "dimensions": 4},
+    )
+    assert r.status_code == 200, r.text
+    vectors = [d["embedding"] for d in r.json()["data"]]
+    assert len(vectors[0]) == 4 and vectors[0] == vectors[1] != vectors[2]
+    assert abs(sum(x * x for x in vectors[0]) - 1) < 1e-9  # unit vectors
+    assert r.json()["usage"]["prompt_tokens"] == 7  # words, at least one an input
+    assert r.json()["usage"]["tensorzero_cost"] == pytest.approx(7 * 2.0 / 1e6)
+
+
+async def test_a_dynamic_key_on_the_dummy_is_required_as_on_http_providers(client: httpx.AsyncClient) -> None:
+    body = {"model": "lsd::embedding_model_name::dummy_keyed", "input": "hi"}
+    missing = await client.post("/openai/v1/embeddings", json=body)
+    assert missing.status_code == 400 and "dummy_key" in missing.text
+    given = await client.post("/openai/v1/embeddings", json={**body, "tensorzero::credentials": {"dummy_key": "k"}})
+    assert given.status_code == 200, given.text

@@ -11,8 +11,9 @@ from lsd.config import load, load_many, parse
 from lsd.errors import ConfigError, InvalidRequest, ProviderError
 from lsd.inference.models import ModelTable
 from lsd.inference.templates import Templates
+from lsd.inference.tools import resolve_tools
 from lsd.providers.base import KeyLocation
-from lsd.types import Input, Message, Template, Text
+from lsd.types import Input, Message, Template, Text, ToolSpec
 from tests.support.tensorzero_config import write_tensorzero_config
 
 MODEL = """
@@ -295,15 +296,15 @@ def test_a_key_location_falls_back_when_its_default_has_no_key(monkeypatch: pyte
 
 def test_a_dicl_shorthand_embedding_model_must_embed(tmp_path: Path) -> None:
     """As an [embedding_models] table of a type that cannot embed is refused at start-up, so is a dicl variant's
-    shorthand (`dummy::echo`), naming the variant's key, instead of failing at `lsd dicl add`."""
+    shorthand (`anthropic::claude-sonnet-4-5`), naming the variant's key, instead of failing at `lsd dicl add`."""
     (tmp_path / "lsd.toml").write_text(
         MODEL
         + '[functions.f]\ntype = "chat"\n[functions.f.variants.d]\ntype = "experimental_dynamic_in_context_learning"\n'
-        + 'model = "echo"\nembedding_model = "dummy::echo"\nk = 3\n'
+        + 'model = "echo"\nembedding_model = "anthropic::claude-sonnet-4-5"\nk = 3\n'
     )
     with pytest.raises(ConfigError) as caught:
         ModelTable.embeddings_from_config(load_many([str(tmp_path / "lsd.toml")]))
-    assert "functions.f.variants.d.embedding_model: provider type 'dummy' does not support embeddings" in str(
+    assert "functions.f.variants.d.embedding_model: provider type 'anthropic' does not support embeddings" in str(
         caught.value
     )
 
@@ -325,3 +326,29 @@ def test_disable_observability_is_observability_off(tmp_path: Path) -> None:
     assert parse("", base_dir=tmp_path).gateway.observability.enabled is True
     with pytest.raises(ConfigError, match=r"contradicts gateway\.disable_observability"):
         parse("[gateway]\ndisable_observability = true\n[gateway.observability]\nenabled = true\n", base_dir=tmp_path)
+
+
+def test_a_specific_tool_choice_may_name_a_tool_the_function_does_not_list(tmp_path: Path) -> None:
+    (tmp_path / "t.json").write_text('{"type": "object"}')
+    (tmp_path / "lsd.toml").write_text(
+        MODEL
+        + """
+[tools.get_temperature]
+description = "t"
+parameters = "t.json"
+
+[functions.specific_tool]
+type = "chat"
+tool_choice = { specific = "get_temperature" }
+[functions.specific_tool.variants.a]
+type = "chat_completion"
+model = "echo"
+"""
+    )
+    config = load(tmp_path / "lsd.toml")  # TensorZero loads it: the request may offer the tool
+    function = config.functions["specific_tool"]
+    with pytest.raises(InvalidRequest, match=r"function 'specific_tool'.s tool_choice") as caught:
+        resolve_tools(config, function, None, (ToolSpec("other", "", {"type": "object"}),), None, None)
+    assert caught.value.field == "tool_choice"
+    offered = resolve_tools(config, function, ["get_temperature"], (), None, None)
+    assert offered is not None and offered.tool_choice == {"specific": "get_temperature"}

@@ -84,6 +84,19 @@ def test_all_attempts_failed_in_tensorzero_terms() -> None:
     errors = error_json(exc)["AllVariantsFailed"]["errors"]
     providers = errors["a"]["AllModelProvidersFailed"]["provider_errors"]
     assert set(providers) == {"p1", "p2"} and "InferenceServer" in providers["p1"]
+    assert "ModelProviderTimeout" in providers["p2"]  # a timeout, as TensorZero names it
+
+
+def test_attempt_errors_name_the_provider_type_and_carry_the_raw_exchange() -> None:
+    failures = [
+        AttemptFailure("a", "m", "p1", "server_error", "down", status=503, provider_type="openai", raw_request="{}"),
+        AttemptFailure("a", "m", "p2", "bad_request", "no", status=400, provider_type="anthropic", raw_response="x"),
+    ]
+    providers = error_json(AllAttemptsFailed(failures))["AllVariantsFailed"]["errors"]["a"]["AllModelProvidersFailed"]
+    server = providers["provider_errors"]["p1"]["InferenceServer"]
+    assert (server["provider_type"], server["raw_request"], server["raw_response"]) == ("openai", "{}", None)
+    client = providers["provider_errors"]["p2"]["InferenceClient"]
+    assert (client["provider_type"], client["status_code"], client["raw_response"]) == ("anthropic", 400, "x")
 
 
 def test_provider_error_kinds() -> None:

@@ -5,7 +5,8 @@ A row names the type, its default `api_base` (None: the type has none and `api_b
 `api_key_location` (TensorZero's), whether a key is required (a type that may run without one sends none when
 its default variable is unset), a default model name (TGI serves the one model it was started with) and the
 type's own string options, sent as body fields of the same name (groq's `reasoning_format`, mistral's
-`prompt_mode`).
+`prompt_mode`). The types whose servers also answer OpenAI's /embeddings at that base (openrouter, as in
+TensorZero; vllm and ollama) may be `[embedding_models]` providers.
 
 Options of every row (besides type and timeouts): model_name, api_base, api_key_location, cost, batch_cost,
 proxy, and the row's own options. `api_base` is accepted by every row (TensorZero accepts it only for sglang,
@@ -48,6 +49,8 @@ class CompatibleType:
     # A path the OpenAI-compatible endpoint lives under, added to an `api_base` that does not end with it (Ollama:
     # TensorZero's `api_base` is the server's root, whose native API it speaks; LSD speaks its /v1/ endpoint).
     openai_path: str = ""
+    # Serves OpenAI's /embeddings at the same base: the type may be an `[embedding_models]` provider.
+    embeddings: bool = False
 
 
 _THINK_BLOCKS = (("parse_think_blocks", "parsing <think> blocks into thoughts"),)
@@ -70,14 +73,14 @@ COMPATIBLE_TYPES: tuple[CompatibleType, ...] = (
         dropped=("stream_options",),
     ),
     CompatibleType("nvidia_nim", "https://integrate.api.nvidia.com/v1/", "env::NVIDIA_API_KEY"),
-    CompatibleType("ollama", "http://localhost:11434/", "none", key_required=False, openai_path="v1/"),
-    CompatibleType("openrouter", "https://openrouter.ai/api/v1/", "env::OPENROUTER_API_KEY"),
+    CompatibleType("ollama", "http://localhost:11434/", "none", key_required=False, openai_path="v1/", embeddings=True),
+    CompatibleType("openrouter", "https://openrouter.ai/api/v1/", "env::OPENROUTER_API_KEY", embeddings=True),
     CompatibleType("sglang", None, "none", key_required=False),
     CompatibleType("tgi", None, "none", key_required=False, model_name="tgi"),
     CompatibleType(
         "together", "https://api.together.xyz/v1/", "env::TOGETHER_API_KEY", unsupported_flags=_THINK_BLOCKS
     ),
-    CompatibleType("vllm", "http://localhost:8000/v1/", "env::VLLM_API_KEY", key_required=False),
+    CompatibleType("vllm", "http://localhost:8000/v1/", "env::VLLM_API_KEY", key_required=False, embeddings=True),
     # xAI bills reasoning tokens as output but leaves them out of completion_tokens (only total_tokens has them).
     CompatibleType("xai", "https://api.x.ai/v1/", "env::XAI_API_KEY", reasoning_apart=True),
 )
@@ -105,6 +108,7 @@ class CompatibleProvider(ChatCompletionsProvider):
             config,
             model_name=model_name,
             chat_url=f"{api_base.rstrip('/')}/chat/completions",
+            embeddings_url=f"{api_base.rstrip('/')}/embeddings" if self.spec.embeddings else None,
             key_location=key_location,
             max_tokens_field=max_tokens_field(api_base),
             pricing=pricing,
@@ -154,7 +158,8 @@ class CompatibleProvider(ChatCompletionsProvider):
 def provider_class(spec: CompatibleType) -> type[CompatibleProvider]:
     """The provider class of one row: CompatibleProvider with the row's `type_name` and `spec`."""
     name = "".join(part.capitalize() for part in spec.name.split("_")) + "Provider"
-    return type(name, (CompatibleProvider,), {"type_name": spec.name, "spec": spec, "__module__": __name__})
+    attributes = {"type_name": spec.name, "spec": spec, "supports_embeddings": spec.embeddings, "__module__": __name__}
+    return type(name, (CompatibleProvider,), attributes)
 
 
 OPENAI_COMPATIBLE: tuple[type[CompatibleProvider], ...] = tuple(provider_class(spec) for spec in COMPATIBLE_TYPES)

@@ -44,6 +44,7 @@ class ChatCompletionsProvider(HttpProvider):
         batch_pricing: Cost | None = None,
         batch_api: batch.BatchApi | None = None,
         proxy: ProxyChoice = None,
+        embeddings_url: str | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -56,6 +57,7 @@ class ChatCompletionsProvider(HttpProvider):
             proxy=proxy,
         )
         self.chat_url = chat_url
+        self.embeddings_url = embeddings_url  # the types whose class sets supports_embeddings give one
         self.max_tokens_field = max_tokens_field
         self.batch_api = batch_api
         self.reasoning_apart = False  # the vendor counts reasoning tokens outside completion_tokens (wire.parse_usage)
@@ -94,6 +96,29 @@ class ChatCompletionsProvider(HttpProvider):
         )
         return call, state
 
+    async def embed(
+        self, inputs: Sequence[str], ctx: CallContext, *, dimensions: int | None = None
+    ) -> EmbeddingResponse:
+        return await self._embed(list(inputs), ctx, dimensions)
+
+    async def embed_tokens(
+        self, inputs: Sequence[tuple[int, ...]], ctx: CallContext, *, dimensions: int | None = None
+    ) -> EmbeddingResponse:
+        return await self._embed([list(tokens) for tokens in inputs], ctx, dimensions)
+
+    async def _embed(self, inputs: list[Any], ctx: CallContext, dimensions: int | None) -> EmbeddingResponse:
+        if self.embeddings_url is None:
+            raise self.unsupported("embeddings")
+        body: dict[str, Any] = {"model": self._model_name, "input": inputs, "encoding_format": "float"}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        exchange = await self.post_json(self.embeddings_url, body, ctx)
+        try:
+            embeddings, usage = parse_embeddings(exchange.data, len(inputs))
+        except ProviderError as exc:
+            raise self.attach(exc, exchange) from None
+        return self.embedding_response(exchange, embeddings, usage, reported_cost(exchange.data.get("usage")))
+
 
 class OpenAIProvider(ChatCompletionsProvider):
     type_name: ClassVar[str] = "openai"
@@ -124,8 +149,8 @@ class OpenAIProvider(ChatCompletionsProvider):
             batch_pricing=batch_pricing,
             batch_api=batch.openai_api(api_base),
             proxy=proxy,
+            embeddings_url=f"{base}/embeddings",
         )
-        self.embeddings_url = f"{base}/embeddings"
 
     @classmethod
     def from_config(cls, config: ProviderConfig, options: Table) -> OpenAIProvider:
@@ -151,24 +176,3 @@ class OpenAIProvider(ChatCompletionsProvider):
             batch_pricing=parse_batch_cost(options, pricing),
             proxy=proxy_option(options),
         )
-
-    async def embed(
-        self, inputs: Sequence[str], ctx: CallContext, *, dimensions: int | None = None
-    ) -> EmbeddingResponse:
-        return await self._embed(list(inputs), ctx, dimensions)
-
-    async def embed_tokens(
-        self, inputs: Sequence[tuple[int, ...]], ctx: CallContext, *, dimensions: int | None = None
-    ) -> EmbeddingResponse:
-        return await self._embed([list(tokens) for tokens in inputs], ctx, dimensions)
-
-    async def _embed(self, inputs: list[Any], ctx: CallContext, dimensions: int | None) -> EmbeddingResponse:
-        body: dict[str, Any] = {"model": self._model_name, "input": inputs, "encoding_format": "float"}
-        if dimensions is not None:
-            body["dimensions"] = dimensions
-        exchange = await self.post_json(self.embeddings_url, body, ctx)
-        try:
-            embeddings, usage = parse_embeddings(exchange.data, len(inputs))
-        except ProviderError as exc:
-            raise self.attach(exc, exchange) from None
-        return self.embedding_response(exchange, embeddings, usage, reported_cost(exchange.data.get("usage")))

@@ -84,7 +84,9 @@ def test_defaults(type_name: str) -> None:
     kind, _, name = key.partition("::")
     assert (provider.key_location.kind, provider.key_location.name) == (kind, name)
     assert provider.max_tokens_field == "max_tokens"
-    assert not provider.supports_batch and not provider.supports_embeddings
+    assert not provider.supports_batch
+    assert provider.supports_embeddings == (type_name in ("openrouter", "vllm", "ollama"))  # OpenAI's /embeddings
+    assert provider.embeddings_url == (f"{api_base}{openai_path}embeddings" if provider.supports_embeddings else None)
 
 
 def test_model_name_is_required_except_for_tgi() -> None:

@@ -251,3 +251,20 @@ def test_the_table_form_prices_cache_tokens_at_their_own_rates() -> None:
     assert priced.scaled(0.5).price(usage) == pytest.approx(priced.price(usage) / 2)  # type: ignore[operator]
     errors = errors_of({**table, "cache_read_per_million": -1})
     assert len(errors) == 1 and "models.m.providers.p.cost.cache_read_per_million: must be >= 0" in errors[0]
+
+
+async def test_the_dummy_takes_cost_in_either_form_and_prices_plain_and_streamed_answers(ctx: CallContext) -> None:
+    table, errors = build(
+        "dummy", {"model_name": "echo", "cost": {"input_per_million": 1.0, "output_per_million": 2.0}}
+    )
+    assert errors == []
+    plain = await table.infer(ask("one two three"), ctx)
+    assert plain.usage == Usage(3, 4) and plain.cost == pytest.approx((3 * 1.0 + 4 * 2.0) / 1e6)
+    pointers = [
+        {"pointer": "/usage/input_tokens", "cost_per_million": 1.0, "required": True},
+        {"pointer": "/usage/output_tokens", "cost_per_million": 2.0},
+    ]
+    listed, errors = build("dummy", {"model_name": "echo", "cost": pointers})
+    assert errors == []
+    chunks = [chunk async for chunk in listed.stream(ask("one two three"), ctx)]
+    assert chunks[-1].cost == pytest.approx((3 * 1.0 + 4 * 2.0) / 1e6)

@@ -137,7 +137,11 @@ def test_azure_config() -> None:
     )
     assert (provider.key_header, provider.key_prefix) == ("api-key", "")
     assert provider.key_location.name == "AZURE_OPENAI_API_KEY"
-    assert not provider.supports_embeddings
+    assert provider.supports_embeddings  # the deployment's embeddings operation
+    assert (
+        provider.embeddings_url
+        == "https://x.openai.azure.com/openai/deployments/gpt4o/embeddings?api-version=2024-10-21"
+    )
     # o-series and GPT-5 deployments refuse max_tokens; api-versions before 2024-09-01 know only max_tokens
     assert provider.max_tokens_field == "max_completion_tokens"
     for version, field in [
@@ -681,9 +685,10 @@ async def test_azure(fake: FakeOpenAI, ctx: CallContext) -> None:
     assert_no_key(response)
     chunks = await collect(provider.stream(ask("hi there"), ctx))
     assert text_of(chunks) == "echo: hi there"
-    with pytest.raises(ProviderError) as info:
-        await provider.embed(["x"], ctx)
-    assert info.value.kind == "unsupported"
+    embedded = await provider.embed(["x"], ctx)
+    assert len(embedded.embeddings) == 1
+    assert fake.requests[-1].path == "/openai/deployments/dep/embeddings"
+    assert_no_key(embedded)
 
 
 async def test_embeddings(fake: FakeOpenAI, ctx: CallContext) -> None:
