@@ -188,8 +188,10 @@ class _Item:
 class ResponseEvents:
     """Turns one stream's events into the Responses API's events, each a (type, JSON object) pair numbered by
     `sequence_number`. `start()` gives the opening events; `events(event)` those of each engine event; the last
-    engine event (usage) closes the open item and ends with `response.completed` (or `response.failed` when the
-    stream broke: its last error came after all of its content)."""
+    engine event (usage) closes the open item and ends with `response.completed` (`response.incomplete`, the item
+    done as `incomplete`, when a limit cut it), or `response.failed` when the stream broke (its last error came
+    after all of its content): the item it broke in then gets no `.done` events, so no client acts on a cut tool
+    call or reads cut text as finished; the failed response lists it as `incomplete`)."""
 
     def __init__(self, call: ResponsesRequest, stream: InferenceStream) -> None:
         self.call = call
@@ -230,7 +232,10 @@ class ResponseEvents:
             self.error = None  # content after an error: the stream went on
             out.extend(self._delta(block))
         if event.usage is not None:
-            out.extend(self._close())
+            if self.error is not None:  # broken: the item it was cut in is never done (response.failed holds it)
+                self.open = None
+            else:  # cut by a limit, as OpenAI sends it: done, `incomplete`
+                out.extend(self._close("incomplete" if event.finish_reason in INCOMPLETE else "completed"))
             usage = usage_json(event.usage, event.cost)
             if self.error is not None:
                 error = {"code": self.error.error_code, "message": self.error.message}
@@ -291,8 +296,8 @@ class ResponseEvents:
                 out.append(self._ids("response.reasoning_text.delta", item, content_index=0, delta=block.text))
         return out
 
-    def _close(self) -> list[tuple[str, dict[str, Any]]]:
-        """The `.done` events of the open item."""
+    def _close(self, status: str = "completed") -> list[tuple[str, dict[str, Any]]]:
+        """The `.done` events of the open item, which ends with `status`."""
         item, self.open = self.open, None
         if item is None:
             return []
@@ -306,5 +311,5 @@ class ResponseEvents:
             out.append(self._ids("response.function_call_arguments.done", item, name=item.name, arguments=text))
         elif text:
             out.append(self._ids("response.reasoning_text.done", item, content_index=0, text=text))
-        out.append(self._event("response.output_item.done", output_index=item.index, item=item.json("completed")))
+        out.append(self._event("response.output_item.done", output_index=item.index, item=item.json(status)))
         return out

@@ -250,10 +250,33 @@ def test_a_broken_stream_fails_but_an_error_it_goes_on_after_does_not() -> None:
     events = events_of(
         parse(), [StreamEvent(content=(Text("a"),)), StreamEvent(error=broken), StreamEvent(usage=Usage(1, 1))]
     )
-    assert [kind for kind, _ in events][-2:] == ["response.output_item.done", "response.failed"]
+    # the item the stream broke in is never done: clients (Codex) act on a done item as complete
+    assert [kind for kind, _ in events][-3:] == ["response.output_text.delta", "error", "response.failed"]
     assert events[-1][1]["response"]["error"]["message"] == "cut"
+    assert events[-1][1]["response"]["output"][0]["status"] == "incomplete"
     assert any(kind == "error" for kind, _ in events)
     went_on = events_of(
         parse(), [StreamEvent(error=broken), StreamEvent(content=(Text("a"),)), StreamEvent(usage=Usage(1, 1))]
     )
     assert went_on[-1][0] == "response.completed"
+
+
+def test_a_tool_call_cut_mid_arguments_is_never_done_and_one_cut_by_a_limit_is_done_incomplete() -> None:
+    broken = ProviderError("cut", provider="p", kind="stream_interrupted")
+    events = events_of(
+        parse(),
+        [StreamEvent(content=(ToolCall("call_1", "shell", '{"cmd":'),)), StreamEvent(error=broken),
+         StreamEvent(usage=Usage(1, 1))],
+    )  # fmt: skip
+    kinds = [kind for kind, _ in events]
+    assert "response.function_call_arguments.done" not in kinds and "response.output_item.done" not in kinds
+    assert kinds[-1] == "response.failed"
+    limited = events_of(
+        parse(),
+        [StreamEvent(content=(ToolCall("call_1", "shell", '{"cmd": "ls"'),)),
+         StreamEvent(usage=Usage(1, 1), finish_reason="length")],
+    )  # fmt: skip
+    done = [data for kind, data in limited if kind == "response.output_item.done"]
+    assert [d["item"]["status"] for d in done] == ["incomplete"]
+    assert limited[-1][0] == "response.incomplete"
+    assert limited[-1][1]["response"]["output"][0]["status"] == "incomplete"
