@@ -28,11 +28,17 @@ from lsd.inference.request import (
     parse_tool,
     parse_uuid,
 )
-from lsd.types import ContentBlock, File, Input, Json, Message, Role, Text, Thought, ToolCall, ToolResult
+from lsd.types import ContentBlock, File, Input, Json, Message, Role, Text, Thought, ToolCall, ToolResult, ToolSpec
 
 RESPONSE_ID_PREFIX = "resp_"
 # Tool types OpenAI runs on its side (web search, file search, code interpreter...): no LSD provider serves them.
-SERVED_TOOL_TYPES = ("function",)
+# A `namespace` groups function tools: they are served as plain functions, their calls answered with the namespace.
+SERVED_TOOL_TYPES = ("function", "namespace")
+# Hosted tools that only widen what the model may do (it answers without them): left out of the provider's request
+# and named in the inference's DROPPED_TOOLS_TAG, where another hosted tool is a 400. Codex offers web search by
+# default.
+DROPPED_TOOL_PREFIXES = ("web_search",)
+DROPPED_TOOLS_TAG = "lsd::dropped_tools"
 STORE_TAG = "lsd::store"  # "false" on an inference made with `store: false`: not usable as previous_response_id
 _REFUSED = {
     "background": "background responses are not supported: leave `background` false",
@@ -59,6 +65,7 @@ class ResponsesRequest:
     max_output_tokens: int | None = None
     parallel_tool_calls: bool = True
     metadata: Mapping[str, str] | None = None
+    tool_namespaces: Mapping[str, str] | None = None  # a namespaced function tool's name: its namespace
 
 
 def response_id(inference_id: UUID) -> str:
@@ -123,7 +130,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     override = extension(body, "params")
     if override is not None:
         params = params.merged(parse_params(override, "lsd::params"))
-    tools, specs = _tools(body.get("tools"))
+    tools, specs, namespaces, dropped = _tools(body.get("tools"))
     choice, choice_echo = _tool_choice(body.get("tool_choice"))
     parallel = _flag(body, "parallel_tool_calls", True)
     metadata = parse_metadata(body.get("metadata"))
@@ -137,6 +144,8 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
     extensions = common_extensions(body)
     store = _flag(body, "store", True)
     extensions["tags"] = {**(metadata or {}), **extensions["tags"], **({} if store else {STORE_TAG: "false"})}
+    if dropped:
+        extensions["tags"][DROPPED_TOOLS_TAG] = ",".join(dropped)
     previous = body.get("previous_response_id")
     dryrun = bool(extension(body, "dryrun"))
     request = InferenceRequest(
@@ -169,6 +178,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         max_output_tokens=max_output,
         parallel_tool_calls=parallel,
         metadata=metadata,
+        tool_namespaces=namespaces or None,
     )
 
 
@@ -200,31 +210,64 @@ def _text_format(text: Any, values: dict[str, Any]) -> tuple[Mapping[str, Json] 
     raise InvalidRequest.at("text.format.type", f"must be text, json_object or json_schema, got {kind!r}")
 
 
-def _tools(raw: Any) -> tuple[tuple[Mapping[str, Json], ...], tuple[Any, ...]]:
-    """`tools`: (as echoed, as the engine's ToolSpecs). Only function tools: a tool OpenAI runs itself is a 400."""
+def _tools(
+    raw: Any,
+) -> tuple[tuple[Mapping[str, Json], ...], tuple[ToolSpec, ...], dict[str, str], list[str]]:
+    """`tools`: (as echoed, as the engine's ToolSpecs, each namespaced function's namespace, the hosted tool types
+    left out). Function tools, and those grouped in a `namespace`; web search is left out (DROPPED_TOOL_PREFIXES);
+    another tool OpenAI runs itself is a 400."""
     if raw is None:
-        return (), ()
+        return (), (), {}, []
     if not isinstance(raw, list):
         raise InvalidRequest.at("tools", "expected an array")
-    specs = []
+    specs: list[ToolSpec] = []
+    namespaces: dict[str, str] = {}
+    dropped: list[str] = []
     for i, tool in enumerate(raw):
         path = f"tools[{i}]"
         if not isinstance(tool, dict):
             raise InvalidRequest.at(path, "expected an object")
         kind = tool.get("type")
+        if isinstance(kind, str) and kind.startswith(DROPPED_TOOL_PREFIXES):
+            dropped.append(kind)
+            continue
         if kind not in SERVED_TOOL_TYPES:
             raise InvalidRequest.at(
-                f"{path}.type", f"tool type {kind!r} is not supported by LSD: only function tools are served"
+                f"{path}.type",
+                f"tool type {kind!r} is not supported by LSD: only function tools (also in a namespace) are served",
             )
-        parameters = tool.get("parameters")
-        function = {
-            "name": tool.get("name"),
-            "description": tool.get("description"),
-            "parameters": {"type": "object", "properties": {}} if parameters is None else parameters,
-            "strict": tool.get("strict"),
-        }
-        specs.append(parse_tool({k: v for k, v in function.items() if v is not None}, path))
-    return tuple(raw), tuple(specs)
+        if kind == "function":
+            specs.append(_function_tool(tool, path))
+            continue
+        namespace, grouped = tool.get("name"), tool.get("tools")
+        if not isinstance(namespace, str) or not namespace:
+            raise InvalidRequest.at(f"{path}.name", "expected a non-empty string")
+        if not isinstance(grouped, list):
+            raise InvalidRequest.at(f"{path}.tools", "expected an array of function tools")
+        for j, inner in enumerate(grouped):
+            ipath = f"{path}.tools[{j}]"
+            if not isinstance(inner, dict) or inner.get("type") != "function":
+                raise InvalidRequest.at(f"{ipath}.type", "a namespace's tools must be function tools")
+            spec = _function_tool(inner, ipath)
+            namespaces[spec.name] = namespace
+            specs.append(spec)
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise InvalidRequest.at("tools", f"two tools are named {spec.name!r} (namespaces are served flat)")
+        seen.add(spec.name)
+    return tuple(raw), tuple(specs), namespaces, dropped
+
+
+def _function_tool(tool: Mapping[str, Any], path: str) -> ToolSpec:
+    parameters = tool.get("parameters")
+    function = {
+        "name": tool.get("name"),
+        "description": tool.get("description"),
+        "parameters": {"type": "object", "properties": {}} if parameters is None else parameters,
+        "strict": tool.get("strict"),
+    }
+    return parse_tool({k: v for k, v in function.items() if v is not None}, path)
 
 
 def _tool_choice(raw: Any) -> tuple[str | dict[str, str] | None, Json]:
@@ -272,9 +315,7 @@ def parse_items(raw: Any) -> tuple[list[Message], str | None]:
             _add(messages, "assistant", [ToolCall(call_id, name, arguments)])
         elif kind == "function_call_output":
             call_id = _string(item, "call_id", path)
-            output = item.get("output")
-            text = output if isinstance(output, str) else _text(output, f"{path}.output")
-            _add(messages, "user", [ToolResult(call_id, tool_names.get(call_id, ""), text)])
+            _add(messages, "user", _tool_output(item.get("output"), call_id, tool_names.get(call_id, ""), path))
         elif kind == "reasoning":
             _add(messages, "assistant", [_reasoning(item, path)])
         else:
@@ -284,6 +325,19 @@ def parse_items(raw: Any) -> tuple[list[Message], str | None]:
                 "or reasoning",
             )
     return messages, "\n".join(system) or None
+
+
+def _tool_output(output: Any, call_id: str, name: str, path: str) -> list[ContentBlock]:
+    """A function_call_output's `output`: a string, or parts (text, images, files). Its text is the tool result;
+    images and files follow it as blocks of their own (Codex's view_image answers with an image)."""
+    if isinstance(output, str):
+        return [ToolResult(call_id, name, output)]
+    if not isinstance(output, list):
+        raise InvalidRequest.at(f"{path}.output", "expected a string or an array of content parts")
+    parts = [{**p, "type": "input_text"} if isinstance(p, dict) and p.get("type") == "text" else p for p in output]
+    blocks = _content(parts, f"{path}.output")
+    text = "".join(b.text for b in blocks if isinstance(b, Text))
+    return [ToolResult(call_id, name, text), *(b for b in blocks if not isinstance(b, Text))]
 
 
 def _add(messages: list[Message], role: Role, blocks: Sequence[ContentBlock]) -> None:

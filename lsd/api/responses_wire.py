@@ -9,7 +9,7 @@ A response's `id` is `resp_` and the inference id's hex; its output items' ids a
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -56,9 +56,10 @@ def message_item(item_id: str, text: str, status: str = "completed") -> dict[str
 
 
 def function_call_item(
-    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed", namespace: str | None = None
 ) -> dict[str, Any]:
-    return {
+    """A function call; `namespace` for a function the request offered in a `namespace` tool."""
+    item = {
         "type": "function_call",
         "id": item_id,
         "call_id": call_id,
@@ -66,6 +67,9 @@ def function_call_item(
         "arguments": arguments,
         "status": status,
     }
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
 
 
 def reasoning_item(item_id: str, text: str | None, signature: str | None) -> dict[str, Any]:
@@ -77,7 +81,12 @@ def reasoning_item(item_id: str, text: str | None, signature: str | None) -> dic
     return item
 
 
-def output_items(inference_id: UUID, content: Sequence[ResultBlock], json_raw: str | None) -> list[dict[str, Any]]:
+def output_items(
+    inference_id: UUID,
+    content: Sequence[ResultBlock],
+    json_raw: str | None,
+    namespaces: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """The `output` items of an answer: a reasoning item per thought, a message per run of text, a function_call
     per tool call, in the answer's order (a json function's answer: one message with its raw text)."""
     base = inference_id.hex
@@ -97,7 +106,10 @@ def output_items(inference_id: UUID, content: Sequence[ResultBlock], json_raw: s
             continue
         close_text()
         if isinstance(block, ToolCallOutput):
-            items.append(function_call_item(f"fc_{base}_{len(items)}", block.id, block.raw_name, block.raw_arguments))
+            namespace = (namespaces or {}).get(block.raw_name)
+            item_id = f"fc_{base}_{len(items)}"
+            call = function_call_item(item_id, block.id, block.raw_name, block.raw_arguments, namespace=namespace)
+            items.append(call)
         elif isinstance(block, Thought):
             items.append(reasoning_item(f"rs_{base}_{len(items)}", block.text, block.signature))
     close_text()
@@ -158,7 +170,7 @@ def completed_json(call: ResponsesRequest, result: InferenceResult) -> dict[str,
         result.inference_id,
         result.variant_name,
         created_at=int(time.time()),
-        output=output_items(result.inference_id, result.content, json_raw),
+        output=output_items(result.inference_id, result.content, json_raw, call.tool_namespaces),
         usage=usage_json(result.usage, result.cost),
         finish_reason=result.finish_reason,
     )
@@ -175,13 +187,15 @@ class _Item:
     name: str = ""
     parts: list[str] = field(default_factory=list)
     signature: str | None = None
+    namespaces: Mapping[str, str] | None = None  # the request's namespaced functions (ResponsesRequest)
 
     def json(self, status: str) -> dict[str, Any]:
         text = "".join(self.parts)
         if self.kind == "message":
             return message_item(self.item_id, text, status)
         if self.kind == "function_call":
-            return function_call_item(self.item_id, self.call_id, self.name, text, status)
+            namespace = (self.namespaces or {}).get(self.name)
+            return function_call_item(self.item_id, self.call_id, self.name, text, status, namespace)
         return reasoning_item(self.item_id, text, self.signature)
 
 
@@ -276,7 +290,11 @@ class ResponseEvents:
             out.append(self._ids("response.output_text.delta", item, content_index=0, delta=block.text, logprobs=[]))
         elif isinstance(block, ToolCall):
             if item is None or item.kind != "function_call" or (block.id and block.id != item.call_id):
-                out.extend(self._item("function_call", "fc", call_id=block.id, name=block.name))
+                out.extend(
+                    self._item(
+                        "function_call", "fc", call_id=block.id, name=block.name, namespaces=self.call.tool_namespaces
+                    )
+                )
                 item = self.open
             assert item is not None
             if block.name and not item.name:

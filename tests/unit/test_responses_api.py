@@ -10,6 +10,7 @@ from uuid import UUID
 import pytest
 
 from lsd.api.responses_request import (
+    DROPPED_TOOLS_TAG,
     STORE_TAG,
     parse_response_id,
     parse_responses_request,
@@ -50,7 +51,24 @@ def parse(**body: Any) -> Any:
             {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
             "input[0].content[0].file_id",
         ),
-        ({"tools": [{"type": "function", "name": "f"}, {"type": "web_search"}]}, "tools[1].type"),
+        ({"tools": [{"type": "function", "name": "f"}, {"type": "file_search"}]}, "tools[1].type"),
+        (
+            {"tools": [{"type": "namespace", "name": "n", "tools": [{"type": "custom", "name": "c"}]}]},
+            "tools[0].tools[0].type",
+        ),
+        (
+            {
+                "tools": [
+                    {"type": "function", "name": "f"},
+                    {"type": "namespace", "name": "n", "tools": [{"type": "function", "name": "f"}]},
+                ]
+            },
+            "tools",
+        ),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "c", "output": [{"type": "input_audio"}]}]},
+            "input[0].output[0].type",
+        ),
         ({"tools": [{"type": "function", "parameters": {}}]}, "tools[0].name"),
         ({"tool_choice": {"type": "web_search"}}, "tool_choice"),
         ({"text": {"format": {"type": "json_schema", "name": "a"}}}, "text.format.schema"),
@@ -280,3 +298,47 @@ def test_a_tool_call_cut_mid_arguments_is_never_done_and_one_cut_by_a_limit_is_d
     assert [d["item"]["status"] for d in done] == ["incomplete"]
     assert limited[-1][0] == "response.incomplete"
     assert limited[-1][1]["response"]["output"][0]["status"] == "incomplete"
+
+
+def test_a_namespace_is_served_flat_and_its_calls_answer_with_it_and_web_search_is_left_out() -> None:
+    """Codex's default tools: functions, a `namespace` of functions, and web search (it used to be a 400)."""
+    tool = {"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}
+    call = parse(
+        tools=[
+            {"type": "function", "name": "shell"},
+            {"type": "namespace", "name": "multi_agent_v1", "description": "agents", "tools": [tool]},
+            {"type": "web_search", "external_web_access": True},
+        ]
+    )
+    assert [spec.name for spec in call.request.additional_tools] == ["shell", "spawn_agent"]
+    assert call.request.tags[DROPPED_TOOLS_TAG] == "web_search"
+    assert len(call.tools) == 3  # echoed as sent
+    answer = [
+        ToolCallOutput("c1", "spawn_agent", {}, "spawn_agent", "{}"),
+        ToolCallOutput("c2", "shell", {}, "shell", "{}"),
+    ]
+    items = output_items(ID, answer, None, call.tool_namespaces)
+    assert items[0]["namespace"] == "multi_agent_v1" and "namespace" not in items[1]
+    events = events_of(
+        call, [StreamEvent(content=(ToolCall("c1", "spawn_agent", "{}"),)), StreamEvent(usage=Usage(1, 1))]
+    )
+    done = [data["item"] for kind, data in events if kind == "response.output_item.done"]
+    assert done[0]["namespace"] == "multi_agent_v1"
+
+
+def test_a_function_call_output_with_an_image_is_the_tool_result_then_the_image() -> None:
+    """Codex's view_image answers with an image part (it was a 400, and the session's every later request too)."""
+    output = [
+        {"type": "input_text", "text": "the picture:"},
+        {"type": "input_image", "image_url": "data:image/png;base64,iVBO"},
+    ]
+    call = parse(
+        input=[
+            {"type": "function_call", "call_id": "c1", "name": "view_image", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": output},
+        ]
+    )
+    user = call.request.input.messages[-1]
+    assert user.role == "user"
+    assert user.content[0] == ToolResult("c1", "view_image", "the picture:")
+    assert isinstance(user.content[1], File) and user.content[1].mime_type == "image/png"
