@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from lsd.api.anthropic_request import MessagesRequest
-from lsd.errors import AllAttemptsFailed, InternalError, LsdError, ProviderError
+from lsd.errors import InternalError, LsdError, ProviderError
 from lsd.inference.result import InferenceResult, ResultBlock, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
 from lsd.types import StreamChunk, Text, Thought, ToolCall, Unknown, Usage
@@ -282,31 +282,6 @@ def sse_bytes(events: list[Event]) -> bytes:
 PASSED_ON: Mapping[int, str] = MappingProxyType(
     {400: "invalid_request_error", 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
 )
-
-
-class ProviderAnswer(LsdError):
-    """On the Anthropic route, the last provider's answer (a status of PASSED_ON) when every attempt failed."""
-
-    error_code = "provider_error"
-
-    def __init__(self, status: int, message: str, retry_after_s: float | None) -> None:
-        super().__init__(message)
-        self.http_status = status
-        self.retry_after_s = retry_after_s
-
-
-def passed_on(exc: LsdError) -> LsdError:
-    """`exc` as the Anthropic route answers it: an inference whose last failed attempt (or a token count that) got
-    a status of PASSED_ON answers that status, with the provider's message and Retry-After; anything else as is
-    (a provider's 401, 403, 404 or 5xx is the gateway's problem, not the client's: 502)."""
-    if isinstance(exc, AllAttemptsFailed) and exc.failures and exc.failures[-1].status in PASSED_ON:
-        last = exc.failures[-1]
-        assert last.status is not None
-        return ProviderAnswer(last.status, last.provider_message or last.message, last.retry_after_s)
-    if isinstance(exc, ProviderError) and exc.status in PASSED_ON:
-        assert exc.status is not None
-        return ProviderAnswer(exc.status, exc.provider_message or exc.message, exc.retry_after_s)
-    return exc
 
 
 def error_type(exc: LsdError) -> str:

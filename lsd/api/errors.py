@@ -15,8 +15,9 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from lsd.api.access_log import request_id, scope_fields
-from lsd.api.anthropic_wire import ProviderAnswer, anthropic_error_body, passed_on
+from lsd.api.anthropic_wire import anthropic_error_body
 from lsd.api.openai_wire import openai_error_body
+from lsd.api.provider_answer import ProviderAnswer, passed_on
 from lsd.api.tensorzero_wire import error_body, route_not_found_body
 from lsd.errors import AllAttemptsFailed, InternalError, LsdError, NotFound, RateLimited
 from lsd.ids import uuid7
@@ -26,6 +27,9 @@ log = logging.getLogger("lsd.api")
 # Set in the scope once an unexpected exception has been logged and answered, so the front door does not log it
 # again when starlette's error middleware re-raises it.
 ANSWERED_KEY = "lsd.internal_error_id"
+# The routes whose clients act on a provider's own 400, 413, 429 or 529 (lsd.api.provider_answer): Claude clients,
+# and the Responses API's (Codex, the Agents SDK). The TensorZero and Chat Completions routes keep TensorZero's 502.
+PASSING_ON_PATHS = ("/anthropic/", "/openai/v1/responses")
 
 
 def wants_error_json(scope: Scope) -> bool:
@@ -79,7 +83,7 @@ def error_response(exc: LsdError, scope: Scope) -> Response:
         scope_fields(scope).update(inference_id=failed[0], function=failed[1])
     if exc.http_status >= 500 and not isinstance(exc, InternalError):
         log.warning("request %s failed: %s %s", request_id(scope), exc.error_code, exc.message)
-    if scope["path"].startswith("/anthropic/"):
+    if scope["path"].startswith(PASSING_ON_PATHS):
         exc = passed_on(exc)  # a provider's 400, 413, 429 or 529 as the provider gave it
     body = error_bytes(exc, scope)
     return Response(body, status_code=exc.http_status, media_type="application/json", headers=error_headers(exc))

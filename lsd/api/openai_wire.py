@@ -12,6 +12,7 @@ import orjson
 
 from lsd import ids
 from lsd.api.openai_request import ChatCompletionRequest
+from lsd.api.provider_answer import ProviderAnswer
 from lsd.api.tensorzero_wire import error_json
 from lsd.errors import InternalError, LsdError, RateLimited
 from lsd.inference.raw_entries import entries_json
@@ -213,6 +214,8 @@ def embeddings_json(result: EmbeddingResult, encoding: str, prefix: str = "tenso
 def openai_error_object(exc: LsdError, *, with_error_json: bool = False) -> dict[str, Any]:
     """TensorZero's OpenAI-compatible error, `{"error": {"message", "error_json"?, "tensorzero_error_json"?}}`,
     plus OpenAI's `type`, `code` and `param` (LSD's error code and field) so the OpenAI SDK reads it."""
+    if isinstance(exc, ProviderAnswer):
+        return {"error": _provider_answer(exc)}
     error: dict[str, Any] = {"message": exc.message}
     if with_error_json:
         details = error_json(exc)
@@ -224,6 +227,23 @@ def openai_error_object(exc: LsdError, *, with_error_json: bool = False) -> dict
     if isinstance(exc, RateLimited):
         error["rule"] = exc.rule
     return {"error": error}
+
+
+# A passed-on answer's `type` when the provider's body names none (an Anthropic-bodied provider's 529, a plain body).
+_ANSWER_TYPES = {400: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def _provider_answer(exc: ProviderAnswer) -> dict[str, Any]:
+    """A provider's answer passed on (the Responses API): its own message, `type`, `code` and `param` when its
+    body is OpenAI's (`context_length_exceeded`, `rate_limit_exceeded`)."""
+    own = exc.provider_error()
+    kind = own.get("type") if isinstance(own.get("type"), str) else None
+    return {
+        "message": exc.message,
+        "type": kind or _ANSWER_TYPES.get(exc.http_status, "server_error"),
+        "code": own.get("code") if isinstance(own.get("code"), str | int) else None,
+        "param": own.get("param") if isinstance(own.get("param"), str) else None,
+    }
 
 
 def openai_error_body(exc: LsdError, *, with_error_json: bool = False) -> bytes:

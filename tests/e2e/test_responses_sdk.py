@@ -170,7 +170,7 @@ async def test_responses_with_an_openai_provider(daemon: Daemon, database_url: s
             await client.responses.create(
                 model="lsd::model_name::gpt",
                 input="x",
-                tools=[{"type": "web_search"}],  # type: ignore[list-item]
+                tools=[{"type": "file_search", "vector_store_ids": ["v"]}],  # type: ignore[list-item]
             )
         assert refused.value.body["param"] == "tools[0].type"  # type: ignore[index]
 
@@ -281,3 +281,32 @@ async def test_responses_with_an_anthropic_provider(
     assert rows(database_url, "SELECT DISTINCT model_provider_name, status FROM model_inferences") == [
         ("anthropic", "ok")
     ]
+
+
+async def test_a_providers_400_and_429_reach_the_client_as_given(daemon: Daemon) -> None:
+    """Codex and the Agents SDK act on a provider's 400 (context window) and 429 (back off): the Responses API
+    passes them on in OpenAI's shape (type, code, Retry-After); a 5xx stays the gateway's 502, and Chat Completions
+    keeps TensorZero's 502 for all."""
+    client = AsyncOpenAI(base_url=f"{daemon.base_url}/openai/v1", api_key="unused", max_retries=0)
+    try:
+        with pytest.raises(openai.RateLimitError) as limited:
+            await client.responses.create(model="lsd::model_name::gpt", input="[fake:error-429] hi")
+        assert limited.value.code == "rate_limit_exceeded" and limited.value.type == "requests"
+        assert limited.value.body["message"] == "Rate limit reached (fake)."  # type: ignore[index]
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.responses.create(model="lsd::model_name::gpt", input="[fake:error-400] hi", stream=stream)
+            assert (
+                refused.value.type == "invalid_request_error"
+                and refused.value.body["message"] == "Invalid request (fake)."
+            )  # type: ignore[index]
+        with pytest.raises(openai.InternalServerError) as failed:
+            await client.responses.create(model="lsd::model_name::gpt", input="[fake:error-500] hi")
+        assert failed.value.status_code == 502
+        with pytest.raises(openai.InternalServerError) as chat:
+            await client.chat.completions.create(
+                model="lsd::model_name::gpt", messages=[{"role": "user", "content": "[fake:error-429] hi"}]
+            )
+        assert chat.value.status_code == 502
+    finally:
+        await client.close()

@@ -1,0 +1,56 @@
+"""A provider's answer a client acts on, passed on instead of the gateway's 502 when every attempt failed.
+
+Claude clients compact the conversation on 400 "prompt is too long" and back off on 429 and 529 as Retry-After
+says; OpenAI clients (Codex, the Agents SDK) read a 400's `code` (`context_length_exceeded`) and a 429 as a rate
+limit. The routes that pass such answers on (the Anthropic route, the Responses API) turn the error into a
+ProviderAnswer here and write it in their wire's shape; a provider's 401, 403, 404 or 5xx is the gateway's problem
+(its key, its config), not the client's, and stays a 502.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from lsd.errors import AllAttemptsFailed, LsdError, ProviderError
+
+PASSED_ON_STATUSES = frozenset({400, 413, 429, 529})
+
+
+class ProviderAnswer(LsdError):
+    """The last provider's answer (a status of PASSED_ON_STATUSES) when every attempt failed: its status, its own
+    message, its Retry-After and its error body (`raw_response`, when the attempt kept it)."""
+
+    error_code = "provider_error"
+
+    def __init__(self, status: int, message: str, retry_after_s: float | None, raw_response: str | None = None) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.retry_after_s = retry_after_s
+        self.raw_response = raw_response
+
+    def provider_error(self) -> dict[str, Any]:
+        """The `error` object of the provider's body (OpenAI's and Anthropic's shape), or {}."""
+        try:
+            body = orjson.loads(self.raw_response or "")
+        except orjson.JSONDecodeError:
+            return {}
+        error = body.get("error") if isinstance(body, dict) else None
+        return error if isinstance(error, dict) else {}
+
+
+def passed_on(exc: LsdError) -> LsdError:
+    """`exc` as a passing-on route answers it: an inference whose last failed attempt (or a call that) got a status
+    of PASSED_ON_STATUSES answers that status, with the provider's message, Retry-After and body; anything else as
+    is."""
+    if isinstance(exc, AllAttemptsFailed) and exc.failures and exc.failures[-1].status in PASSED_ON_STATUSES:
+        last = exc.failures[-1]
+        assert last.status is not None
+        message = last.provider_message or last.message
+        return ProviderAnswer(last.status, message, last.retry_after_s, last.raw_response)
+    if isinstance(exc, ProviderError) and exc.status in PASSED_ON_STATUSES:
+        assert exc.status is not None
+        message = exc.provider_message or exc.message
+        return ProviderAnswer(exc.status, message, exc.retry_after_s, exc.raw_response)
+    return exc
