@@ -143,6 +143,11 @@ class InferenceParams:
     frequency_penalty: float | None = None
     stop_sequences: tuple[str, ...] | None = None
     json_mode: JsonMode | None = None
+    # TensorZero's reasoning and serving controls; each provider type sends those it has (docs/configuration.md)
+    reasoning_effort: str | None = None
+    service_tier: str | None = None
+    thinking_budget_tokens: int | None = None
+    verbosity: str | None = None
 
     def merged(self, override: InferenceParams) -> InferenceParams:
         """`override`'s set fields win over ours."""

@@ -88,6 +88,8 @@ def extension_key(body: Mapping[str, Any], name: str) -> str:
     return f"tensorzero::{name}"
 
 
+# The reasoning and serving controls, sent to the providers that take them (InferenceParams).
+CONTROLS = ("reasoning_effort", "service_tier", "verbosity")
 # Chat Completions keys TensorZero's endpoint knows; `tensorzero::deny_unknown_fields` refuses any other.
 CHAT_KEYS = frozenset(
     (
@@ -390,7 +392,7 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     if body.get("n") not in (None, 1):
         raise InvalidRequest.at("n", "only n = 1 is supported")
     values: dict[str, Any] = {}
-    for key in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
+    for key in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", *CONTROLS):
         if body.get(key) is not None:
             values[key] = body[key]
     limits = []

@@ -126,6 +126,7 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
             raise InvalidRequest.at("max_output_tokens", "expected a positive integer")
         values["max_tokens"] = max_output
     text_format, output_schema = _text_format(body.get("text"), values)
+    _controls(body, values)
     params = parse_params({"chat_completion": values}, "params")
     override = extension(body, "params")
     if override is not None:
@@ -180,6 +181,24 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
         metadata=metadata,
         tool_namespaces=namespaces or None,
     )
+
+
+def _controls(body: Mapping[str, Any], values: dict[str, Any]) -> None:
+    """`reasoning.effort`, `service_tier` and `text.verbosity` as the engine's params of those names (sent to the
+    providers that take them); `reasoning.summary` is not (Chat Completions has no summaries)."""
+    reasoning = body.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, dict):
+        raise InvalidRequest.at("reasoning", "expected an object")
+    text = body.get("text")
+    for path, key, value in (
+        ("reasoning.effort", "reasoning_effort", (reasoning or {}).get("effort")),
+        ("service_tier", "service_tier", body.get("service_tier")),
+        ("text.verbosity", "verbosity", text.get("verbosity") if isinstance(text, dict) else None),
+    ):
+        if value is not None:
+            if not isinstance(value, str):
+                raise InvalidRequest.at(path, "expected a string")
+            values[key] = value
 
 
 def _text_format(text: Any, values: dict[str, Any]) -> tuple[Mapping[str, Json] | None, Mapping[str, Json] | None]:

@@ -148,7 +148,7 @@ def response_json(
         "output": output,
         "parallel_tool_calls": call.parallel_tool_calls,
         "previous_response_id": response_id(previous) if previous is not None else None,
-        "reasoning": {"effort": None, "summary": None},
+        "reasoning": {"effort": call.request.params.reasoning_effort, "summary": None},
         "store": call.store,
         "temperature": call.temperature,
         "text": {"format": dict(call.text_format) if call.text_format else {"type": "text"}},

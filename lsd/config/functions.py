@@ -34,8 +34,6 @@ from lsd.types import HEADER_NAME, HEADER_VALUE_FORBIDDEN, BodyPatch, HeaderPatc
 
 JSON_MODES = ("off", "on", "strict", "tool")
 ROLES = ("system", "user", "assistant")
-# chat_completion keys TensorZero applies that LSD parses but does not apply yet (documented as such).
-UNAPPLIED_VARIANT_KEYS = ("reasoning_effort", "service_tier", "verbosity")
 
 
 def _timeouts(t: Table) -> TimeoutsConfig:
@@ -155,6 +153,10 @@ def params_from(t: Table) -> InferenceParams:
         frequency_penalty=t.float("frequency_penalty"),
         stop_sequences=t.str_list("stop_sequences"),
         json_mode=t.choice("json_mode", JSON_MODES),
+        reasoning_effort=t.str("reasoning_effort", env=False),
+        service_tier=t.str("service_tier", env=False),
+        thinking_budget_tokens=t.int("thinking_budget_tokens", minimum=1),
+        verbosity=t.str("verbosity", env=False),
     )
 
 
@@ -196,7 +198,6 @@ def _variant(
         retries=retries,
         timeouts=timeouts,
         templates=templates,
-        unapplied=_unapplied(s),
         extra_body=body,
         extra_headers=headers,
         candidates=candidates,
@@ -206,18 +207,6 @@ def _variant(
         s.finish()
     t.finish()
     return variant
-
-
-def _unapplied(t: Table) -> dict[str, Any]:
-    """Keys TensorZero applies that LSD accepts without applying yet; checked for type only."""
-    found: dict[str, Any] = {}
-    for key in ("reasoning_effort", "service_tier", "verbosity"):
-        if t.has(key):
-            found[key] = t.str(key, env=False)
-    budget = t.int("thinking_budget_tokens")
-    if budget is not None:
-        found["thinking_budget_tokens"] = budget
-    return found
 
 
 def function_from(

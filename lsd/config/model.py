@@ -216,8 +216,6 @@ class VariantConfig:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     # Templates by role name ("system", "user", "assistant") or by a named template.
     templates: Mapping[str, TemplateConfig] = field(default_factory=dict)
-    # TensorZero variant keys LSD accepts but does not apply yet (reasoning_effort, ...), as written.
-    unapplied: Mapping[str, Any] = field(default_factory=dict)
     # Edits to each provider request the variant makes (after the provider's own, before the request's).
     extra_body: tuple[BodyPatch, ...] = ()
     extra_headers: tuple[HeaderPatch, ...] = ()

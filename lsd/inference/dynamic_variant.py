@@ -22,9 +22,9 @@ DYNAMIC_VARIANT_NAME = "tensorzero::dynamic_variant"  # the response's variant_n
 
 _ROLES = ("system", "user", "assistant")
 _FLOATS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
-_INTS = ("max_tokens", "seed")
-# Accepted like the request's params of the same names, and not sent (as for `params.chat_completion`).
-_IGNORED = ("weight", "reasoning_effort", "service_tier", "thinking_budget_tokens", "verbosity")
+_INTS = ("max_tokens", "seed", "thinking_budget_tokens")
+_STRINGS = ("reasoning_effort", "service_tier", "verbosity")
+_IGNORED = ("weight",)  # a dynamic variant is the only one: its weight means nothing
 # TensorZero's keys that LSD cannot honour in a dynamic variant: refused unless null or empty.
 _UNSUPPORTED = ("extra_body", "extra_headers", "input_wrappers")
 _KNOWN = frozenset(
@@ -32,6 +32,7 @@ _KNOWN = frozenset(
     | {f"{role}_template" for role in _ROLES}
     | set(_FLOATS)
     | set(_INTS)
+    | set(_STRINGS)
     | set(_IGNORED)
     | set(_UNSUPPORTED)
 )
@@ -96,8 +97,15 @@ def _params(table: Mapping[str, Any], path: str) -> InferenceParams:
         if isinstance(number, bool) or not isinstance(number, int):
             raise InvalidRequest.at(f"{path}.{key}", "expected an integer")
         values[key] = number
-    if values.get("max_tokens") is not None and values["max_tokens"] < 1:
-        raise InvalidRequest.at(f"{path}.max_tokens", "must be >= 1")
+    for key in ("max_tokens", "thinking_budget_tokens"):
+        if values.get(key) is not None and values[key] < 1:
+            raise InvalidRequest.at(f"{path}.{key}", "must be >= 1")
+    for key in _STRINGS:
+        text = table.get(key)
+        if text is not None:
+            if not isinstance(text, str):
+                raise InvalidRequest.at(f"{path}.{key}", "expected a string")
+            values[key] = text
     stops = table.get("stop_sequences")
     if stops is not None:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):

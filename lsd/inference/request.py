@@ -69,8 +69,11 @@ _PARAMS = (
     "frequency_penalty",
     "stop_sequences",
     "json_mode",
+    "reasoning_effort",
+    "service_tier",
+    "thinking_budget_tokens",
+    "verbosity",
 )
-_IGNORED_PARAMS = ("reasoning_effort", "service_tier", "thinking_budget_tokens", "verbosity")
 
 
 @immutable
@@ -342,7 +345,7 @@ def parse_params(value: Any, path: str) -> InferenceParams:
         return InferenceParams()
     cpath = f"{path}.chat_completion"
     expect(chat, dict, cpath, "an object")
-    unknown = sorted(set(chat) - set(_PARAMS) - set(_IGNORED_PARAMS))
+    unknown = sorted(set(chat) - set(_PARAMS))
     if unknown:
         raise InvalidRequest.at(f"{cpath}.{unknown[0]}", "unknown field")
     values: dict[str, Any] = {}
@@ -352,11 +355,15 @@ def parse_params(value: Any, path: str) -> InferenceParams:
             if not math.isfinite(number):
                 raise InvalidRequest.at(f"{cpath}.{key}", "must be finite")
             values[key] = float(number)
-    for key in ("max_tokens", "seed"):
+    for key in ("max_tokens", "seed", "thinking_budget_tokens"):
         if chat.get(key) is not None:
             values[key] = expect(chat[key], int, f"{cpath}.{key}", "an integer")
-    if values.get("max_tokens") is not None and values["max_tokens"] < 1:
-        raise InvalidRequest.at(f"{cpath}.max_tokens", "must be >= 1")
+    for key in ("max_tokens", "thinking_budget_tokens"):
+        if values.get(key) is not None and values[key] < 1:
+            raise InvalidRequest.at(f"{cpath}.{key}", "must be >= 1")
+    for key in ("reasoning_effort", "service_tier", "verbosity"):
+        if chat.get(key) is not None:
+            values[key] = expect(chat[key], str, f"{cpath}.{key}", "a string")
     if chat.get("stop_sequences") is not None:
         stops = expect(chat["stop_sequences"], list, f"{cpath}.stop_sequences", "an array of strings")
         for i, s in enumerate(stops):

@@ -1,7 +1,7 @@
 """What a provider said, carried back and forth on /inference: thoughts name the provider type that wrote them
 (TensorZero's `provider_type`) and a conversation sent back gives each provider only the thoughts of its own type
 (or of none), as a signature is its vendor's: Anthropic refuses one it did not issue; a provider's Retry-After comes
-with the 502 when every attempt failed."""
+with the 502 when every attempt failed; a variant's thinking budget reaches Anthropic as its `thinking`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.fakes.anthropic_server import RETRY_AFTER_S, SIGNATURE, FakeAnthropic
@@ -43,6 +44,14 @@ type = "anthropic"
 model_name = "claude-fake"
 api_base = "{claude.base_url}"
 api_key_location = "env::LSD_TEST_THOUGHTS_KEY"
+
+[functions.thinker]
+type = "chat"
+[functions.thinker.variants.deep]
+type = "chat_completion"
+model = "claude"
+max_tokens = 4096
+thinking_budget_tokens = 1024
 """
     async with in_process_gateway(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
         yield http
@@ -98,3 +107,18 @@ async def test_a_providers_retry_after_comes_with_the_502(client: httpx.AsyncCli
     body["input"]["messages"][0]["content"] = "error-400 now"  # type: ignore[index]
     r = await client.post("/inference", json=body)
     assert r.status_code == 502 and "retry-after" not in r.headers
+
+
+async def test_a_variants_thinking_budget_is_sent_and_recorded(
+    client: httpx.AsyncClient, claude: FakeAnthropic, database_url: str
+) -> None:
+    r = await client.post(
+        "/inference", json={"function_name": "thinker", "input": {"messages": [{"role": "user", "content": "hi"}]}}
+    )
+    assert r.status_code == 200, r.text
+    sent = claude.requests[-1].json
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 1024} and sent["max_tokens"] == 4096
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT inference_params FROM chat_inferences WHERE id = %s", (r.json()["inference_id"],))
+        params = row.fetchone()
+    assert params is not None and params[0]["chat_completion"]["thinking_budget_tokens"] == 1024

@@ -97,6 +97,8 @@ def build_body(
         body["top_p"] = params.top_p
     if params.stop_sequences:
         body["stop_sequences"] = list(params.stop_sequences)
+    if params.thinking_budget_tokens is not None:  # extended thinking (a `thinking` in extra_body still wins)
+        body["thinking"] = {"type": "enabled", "budget_tokens": params.thinking_budget_tokens}
     tools, tool_choice = _tools(request)
     if tools:
         body["tools"] = tools

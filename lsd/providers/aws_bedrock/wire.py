@@ -122,6 +122,10 @@ def build_body(request: ProviderRequest, *, provider_name: str | None = None) ->
         config["stopSequences"] = list(params.stop_sequences)
     if config:
         body["inferenceConfig"] = config
+    if params.thinking_budget_tokens is not None:  # Claude's extended thinking, in the model's own fields
+        body["additionalModelRequestFields"] = {
+            "thinking": {"type": "enabled", "budget_tokens": params.thinking_budget_tokens}
+        }
     tool_config = _tool_config(request, _has_tool_blocks(messages))
     if tool_config is not None:
         body["toolConfig"] = tool_config

@@ -178,6 +178,8 @@ def _generation_config(request: ProviderRequest) -> dict[str, Any]:
             config[key] = value
     if params.stop_sequences:
         config["stopSequences"] = list(params.stop_sequences)
+    if params.thinking_budget_tokens is not None:
+        config["thinkingConfig"] = {"thinkingBudget": params.thinking_budget_tokens}
     if params.json_mode in ("on", "strict"):
         config["responseMimeType"] = "application/json"
         if params.json_mode == "strict" and request.output_schema is not None:

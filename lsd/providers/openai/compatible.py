@@ -51,6 +51,8 @@ class CompatibleType:
     openai_path: str = ""
     # Serves OpenAI's /embeddings at the same base: the type may be an `[embedding_models]` provider.
     embeddings: bool = False
+    # Takes OpenAI's `reasoning_effort` (the params' reasoning_effort is sent; service_tier and verbosity never are).
+    reasoning_effort: bool = False
 
 
 _THINK_BLOCKS = (("parse_think_blocks", "parsing <think> blocks into thoughts"),)
@@ -58,9 +60,19 @@ _THINK_BLOCKS = (("parse_think_blocks", "parsing <think> blocks into thoughts"),
 COMPATIBLE_TYPES: tuple[CompatibleType, ...] = (
     CompatibleType("deepseek", "https://api.deepseek.com/v1/", "env::DEEPSEEK_API_KEY"),
     CompatibleType(
-        "fireworks", "https://api.fireworks.ai/inference/v1/", "env::FIREWORKS_API_KEY", unsupported_flags=_THINK_BLOCKS
+        "fireworks",
+        "https://api.fireworks.ai/inference/v1/",
+        "env::FIREWORKS_API_KEY",
+        unsupported_flags=_THINK_BLOCKS,
+        reasoning_effort=True,
     ),
-    CompatibleType("groq", "https://api.groq.com/openai/v1/", "env::GROQ_API_KEY", body_options=("reasoning_format",)),
+    CompatibleType(
+        "groq",
+        "https://api.groq.com/openai/v1/",
+        "env::GROQ_API_KEY",
+        body_options=("reasoning_format",),
+        reasoning_effort=True,
+    ),
     CompatibleType("hyperbolic", "https://api.hyperbolic.xyz/v1/", "env::HYPERBOLIC_API_KEY"),
     # Mistral validates bodies strictly: `stream_options` is a 422 (it sends the usage on the last chunk anyway),
     # and its seed is `random_seed`, as TensorZero's MistralRequest sends it.
@@ -73,16 +85,37 @@ COMPATIBLE_TYPES: tuple[CompatibleType, ...] = (
         dropped=("stream_options",),
     ),
     CompatibleType("nvidia_nim", "https://integrate.api.nvidia.com/v1/", "env::NVIDIA_API_KEY"),
-    CompatibleType("ollama", "http://localhost:11434/", "none", key_required=False, openai_path="v1/", embeddings=True),
-    CompatibleType("openrouter", "https://openrouter.ai/api/v1/", "env::OPENROUTER_API_KEY", embeddings=True),
-    CompatibleType("sglang", None, "none", key_required=False),
+    CompatibleType(
+        "ollama",
+        "http://localhost:11434/",
+        "none",
+        key_required=False,
+        openai_path="v1/",
+        embeddings=True,
+        reasoning_effort=True,
+    ),
+    CompatibleType(
+        "openrouter", "https://openrouter.ai/api/v1/", "env::OPENROUTER_API_KEY", embeddings=True, reasoning_effort=True
+    ),
+    CompatibleType("sglang", None, "none", key_required=False, reasoning_effort=True),
     CompatibleType("tgi", None, "none", key_required=False, model_name="tgi"),
     CompatibleType(
-        "together", "https://api.together.xyz/v1/", "env::TOGETHER_API_KEY", unsupported_flags=_THINK_BLOCKS
+        "together",
+        "https://api.together.xyz/v1/",
+        "env::TOGETHER_API_KEY",
+        unsupported_flags=_THINK_BLOCKS,
+        reasoning_effort=True,
     ),
-    CompatibleType("vllm", "http://localhost:8000/v1/", "env::VLLM_API_KEY", key_required=False, embeddings=True),
+    CompatibleType(
+        "vllm",
+        "http://localhost:8000/v1/",
+        "env::VLLM_API_KEY",
+        key_required=False,
+        embeddings=True,
+        reasoning_effort=True,
+    ),
     # xAI bills reasoning tokens as output but leaves them out of completion_tokens (only total_tokens has them).
-    CompatibleType("xai", "https://api.x.ai/v1/", "env::XAI_API_KEY", reasoning_apart=True),
+    CompatibleType("xai", "https://api.x.ai/v1/", "env::XAI_API_KEY", reasoning_apart=True, reasoning_effort=True),
 )
 
 
@@ -158,7 +191,13 @@ class CompatibleProvider(ChatCompletionsProvider):
 def provider_class(spec: CompatibleType) -> type[CompatibleProvider]:
     """The provider class of one row: CompatibleProvider with the row's `type_name` and `spec`."""
     name = "".join(part.capitalize() for part in spec.name.split("_")) + "Provider"
-    attributes = {"type_name": spec.name, "spec": spec, "supports_embeddings": spec.embeddings, "__module__": __name__}
+    attributes = {
+        "type_name": spec.name,
+        "spec": spec,
+        "supports_embeddings": spec.embeddings,
+        "controls": ("reasoning_effort",) if spec.reasoning_effort else (),
+        "__module__": __name__,
+    }
     return type(name, (CompatibleProvider,), attributes)
 
 

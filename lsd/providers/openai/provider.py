@@ -30,6 +30,9 @@ class ChatCompletionsProvider(HttpProvider):
     """The I/O shell around the pure functions of `wire` and `stream`, shared by the `openai` and `azure`
     types; they differ only in URL, credential header and token-limit key, all fixed by `from_config`."""
 
+    # The reasoning and serving params the vendor takes, sent under their own names (OpenAI's and Azure's: all).
+    controls: ClassVar[tuple[str, ...]] = ("reasoning_effort", "service_tier", "verbosity")
+
     def __init__(
         self,
         config: ProviderConfig,
@@ -64,7 +67,12 @@ class ChatCompletionsProvider(HttpProvider):
 
     def build_body(self, request: ProviderRequest, stream: bool) -> dict[str, Any]:
         return build_body(
-            request, self._model_name, stream, max_tokens_field=self.max_tokens_field, provider_name=self.name
+            request,
+            self._model_name,
+            stream,
+            max_tokens_field=self.max_tokens_field,
+            provider_name=self.name,
+            controls=self.controls,
         )
 
     async def infer(self, request: ProviderRequest, ctx: CallContext) -> ProviderResponse:

@@ -53,8 +53,10 @@ def build_body(
     *,
     max_tokens_field: str = "max_tokens",
     provider_name: str = "",
+    controls: tuple[str, ...] = ("reasoning_effort", "service_tier", "verbosity"),
 ) -> dict[str, Any]:
-    """The Chat Completions request body. `Unknown` blocks are passed through verbatim when they name no
+    """The Chat Completions request body. `controls`: which of `reasoning_effort`, `service_tier` and `verbosity`
+    the vendor takes (OpenAI and Azure all three). `Unknown` blocks are passed through verbatim when they name no
     provider or `provider_name`. Raises InvalidRequest for blocks a provider cannot send (unrendered
     templates, files without data) and for an invalid tool_choice."""
     body: dict[str, Any] = {"model": model_name, "messages": build_messages(request, provider_name)}
@@ -71,6 +73,10 @@ def build_body(
             body[key] = value
     if params.stop_sequences:
         body["stop"] = list(params.stop_sequences)
+    for key in controls:  # the reasoning and serving controls this vendor takes (the same names as the params)
+        value = getattr(params, key)
+        if value is not None:
+            body[key] = value
     _add_tools(body, request)
     if body.get("response_format") == {"type": "json_object"}:
         _say_json(body["messages"])

@@ -1,0 +1,118 @@
+"""TensorZero's reasoning and serving params (`reasoning_effort`, `service_tier`, `thinking_budget_tokens`,
+`verbosity`): parsed from variants, requests, the OpenAI routes and dynamic variants, and sent by each provider type
+under its own name where it has one (docs/configuration.md, "Reasoning and serving params")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lsd.api.openai_request import parse_chat_request
+from lsd.api.responses_request import parse_responses_request
+from lsd.config import load
+from lsd.config.model import ProviderConfig
+from lsd.config.reader import ErrorSink, Table
+from lsd.errors import InvalidRequest
+from lsd.inference.dynamic_variant import parse_dynamic_variant
+from lsd.inference.request import parse_params
+from lsd.providers.anthropic.wire import build_body as anthropic_body
+from lsd.providers.aws_bedrock.wire import build_body as bedrock_body
+from lsd.providers.gemini.wire import build_body as gemini_body
+from lsd.providers.registry import PROVIDER_TYPES
+from lsd.types import InferenceParams, Message, ProviderRequest, Text
+
+ALL = InferenceParams(reasoning_effort="high", service_tier="flex", thinking_budget_tokens=2048, verbosity="low")
+
+
+def ask(params: InferenceParams) -> ProviderRequest:
+    return ProviderRequest(system=None, messages=(Message("user", (Text("hi"),)),), params=params)
+
+
+def body_of(type_name: str, params: InferenceParams, **options: Any) -> dict[str, Any]:
+    config = ProviderConfig(name="p", type=type_name, options=options, key_path="models.m.providers.p", base_dir=Path())
+    sink = ErrorSink()
+    provider = PROVIDER_TYPES[type_name].from_config(config, Table(options, config.key_path, sink, Path()))
+    assert sink.errors == []
+    return provider.build_body(ask(params), stream=False)  # type: ignore[attr-defined,no-any-return]
+
+
+def test_openai_and_azure_send_effort_tier_and_verbosity() -> None:
+    for type_name, options in (
+        ("openai", {"model_name": "o3"}),
+        ("azure", {"deployment_id": "d", "endpoint": "https://x.openai.azure.com"}),
+    ):
+        body = body_of(type_name, ALL, **options)
+        assert (body["reasoning_effort"], body["service_tier"], body["verbosity"]) == ("high", "flex", "low")
+        assert "thinking_budget_tokens" not in body and "thinking" not in body
+    assert "reasoning_effort" not in body_of("openai", InferenceParams(), model_name="o3")
+
+
+def test_openai_compatible_types_send_the_effort_only_where_the_vendor_takes_it() -> None:
+    groq = body_of("groq", ALL, model_name="m")
+    assert groq["reasoning_effort"] == "high" and "service_tier" not in groq and "verbosity" not in groq
+    mistral = body_of("mistral", ALL, model_name="m")  # Mistral refuses fields it does not know (422)
+    assert not {"reasoning_effort", "service_tier", "verbosity"} & set(mistral)
+
+
+def test_thinking_budgets_become_each_vendors_thinking_setting() -> None:
+    assert anthropic_body(ask(ALL), "claude", False)["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert "thinking" not in anthropic_body(ask(InferenceParams()), "claude", False)
+    assert gemini_body(ask(ALL))["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 2048}
+    assert bedrock_body(ask(ALL))["additionalModelRequestFields"] == {
+        "thinking": {"type": "enabled", "budget_tokens": 2048}
+    }
+
+
+def test_requests_and_dynamic_variants_take_them_typed() -> None:
+    params = parse_params({"chat_completion": {"reasoning_effort": "low", "thinking_budget_tokens": 10}}, "params")
+    assert (params.reasoning_effort, params.thinking_budget_tokens) == ("low", 10)
+    with pytest.raises(InvalidRequest, match=r"params\.chat_completion\.reasoning_effort"):
+        parse_params({"chat_completion": {"reasoning_effort": 3}}, "params")
+    with pytest.raises(InvalidRequest, match=r"thinking_budget_tokens: must be >= 1"):
+        parse_params({"chat_completion": {"thinking_budget_tokens": 0}}, "params")
+    variant = parse_dynamic_variant(
+        {"type": "chat_completion", "model": "dummy::echo", "reasoning_effort": "minimal", "verbosity": "high"}
+    )
+    assert (variant.params.reasoning_effort, variant.params.verbosity) == ("minimal", "high")
+
+
+def test_the_openai_routes_read_them_where_openai_puts_them() -> None:
+    chat = parse_chat_request(
+        {"model": "lsd::model_name::m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "low"}
+    )
+    assert chat.request.params.reasoning_effort == "low"
+    call = parse_responses_request(
+        {
+            "model": "lsd::model_name::m",
+            "input": "hi",
+            "reasoning": {"effort": "high", "summary": "auto"},
+            "service_tier": "priority",
+            "text": {"verbosity": "low"},
+        }
+    )
+    params = call.request.params
+    assert (params.reasoning_effort, params.service_tier, params.verbosity) == ("high", "priority", "low")
+    with pytest.raises(InvalidRequest, match=r"reasoning\.effort"):
+        parse_responses_request({"model": "lsd::model_name::m", "input": "hi", "reasoning": {"effort": 1}})
+
+
+def test_a_variants_keys_are_its_params(tmp_path: Path) -> None:
+    (tmp_path / "lsd.toml").write_text(
+        """
+[functions.f]
+type = "chat"
+[functions.f.variants.v]
+type = "chat_completion"
+model = "dummy::echo"
+reasoning_effort = "medium"
+service_tier = "flex"
+thinking_budget_tokens = 1024
+verbosity = "low"
+"""
+    )
+    params = load(tmp_path / "lsd.toml").functions["f"].variants["v"].params
+    assert params == InferenceParams(
+        reasoning_effort="medium", service_tier="flex", thinking_budget_tokens=1024, verbosity="low"
+    )
