@@ -49,7 +49,7 @@ def _token_ids(values: list[Any]) -> bool:
 async def chat_completions(request: Request[AppState]) -> Response:
     state = request.state
     body = await read_json(request, state["services"].config.gateway.max_body_bytes)
-    call = parse_chat_request(body)
+    call = parse_chat_request(body, state["services"].config.inbound.openai.models)
     call = replace(call, request=identify(request.scope, call.request))
     if call.request.stream:
         stream = await start_stream(state["services"].engine, call.request)
@@ -100,7 +100,8 @@ async def embeddings(request: Request[AppState]) -> Response:
 
 def _model_ids(request: Request[AppState]) -> list[str]:
     config = request.state["services"].config
-    ids = [f"lsd::function_name::{f}" for f in sorted(config.functions)]
+    ids = sorted(config.inbound.openai.models)  # the plain names an OpenAI client may send ([inbound.openai])
+    ids += [f"lsd::function_name::{f}" for f in sorted(config.functions)]
     ids += [f"lsd::model_name::{m}" for m in sorted(config.models)]
     ids += [f"lsd::embedding_model_name::{e}" for e in sorted(config.embedding_models)]
     return ids

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from lsd.config.inbound import InboundTarget
 from lsd.errors import InvalidOpenAIRequest, InvalidRequest
 from lsd.immutable import immutable
 from lsd.inference.request import (
@@ -167,13 +168,20 @@ class ModelRef:
     prefix: str  # "tensorzero::" or "lsd::"
     kind: str  # function_name | model_name | embedding_model_name
     name: str
+    alias: str | None = None  # the client's plain name, mapped by [inbound.openai] models (echoed as sent)
 
 
-def parse_model(model: Any, kind: str = "function_name") -> ModelRef:
-    """`tensorzero::function_name::F` / `tensorzero::model_name::M` (or `lsd::`) for chat, where any other value
-    is a 400 as in TensorZero; `tensorzero::embedding_model_name::E` (or a bare name) for embeddings."""
+def parse_model(
+    model: Any, kind: str = "function_name", aliases: Mapping[str, InboundTarget] | None = None
+) -> ModelRef:
+    """`tensorzero::function_name::F` / `tensorzero::model_name::M` (or `lsd::`) for chat, or a plain name
+    `aliases` (`[inbound.openai] models`) maps, where any other value is a 400 as in TensorZero;
+    `tensorzero::embedding_model_name::E` (or a bare name) for embeddings."""
     if not isinstance(model, str) or not model:
         raise InvalidOpenAIRequest(MODEL_PREFIX_HINT, field="model")
+    target = (aliases or {}).get(model) if kind != "embedding_model_name" else None
+    if target is not None:
+        return ModelRef("lsd::", target.kind, target.name, alias=model)
     kinds = ("embedding_model_name",) if kind == "embedding_model_name" else ("function_name", "model_name")
     for prefix in PREFIXES:
         for key in kinds:
@@ -383,11 +391,12 @@ class ChatCompletionRequest:
     include_usage: bool = False
 
 
-def parse_chat_request(body: Any) -> ChatCompletionRequest:
-    """The engine request for an OpenAI chat completion (400 as TensorZero answers for a `model` it refuses)."""
+def parse_chat_request(body: Any, aliases: Mapping[str, InboundTarget] | None = None) -> ChatCompletionRequest:
+    """The engine request for an OpenAI chat completion (400 as TensorZero answers for a `model` it refuses);
+    `aliases`: `[inbound.openai] models`."""
     if not isinstance(body, dict):
         raise InvalidRequest.at("body", "expected a JSON object")
-    model = parse_model(body.get("model"))
+    model = parse_model(body.get("model"), aliases=aliases)
     kind, name = model.kind, model.name
     if body.get("n") not in (None, 1):
         raise InvalidRequest.at("n", "only n = 1 is supported")

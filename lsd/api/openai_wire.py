@@ -42,6 +42,8 @@ def response_model(call: ChatCompletionRequest, variant_name: str) -> str:
     """The answer's `model`, in the prefix the request used: `<prefix>function_name::F::variant_name::V` or
     `<prefix>model_name::M`."""
     ref = call.model
+    if ref.alias is not None:
+        return ref.alias
     if ref.kind == "function_name":
         return f"{ref.prefix}function_name::{ref.name}::variant_name::{variant_name}"
     return f"{ref.prefix}{ref.kind}::{ref.name}"

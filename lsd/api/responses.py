@@ -40,7 +40,7 @@ COMMIT_POLL_S = (0.01, 0.02, 0.05, 0.1, 0.2)
 async def responses(request: Request[AppState]) -> Response:
     services = request.state["services"]
     body = await read_json(request, services.config.gateway.max_body_bytes)
-    call = parse_responses_request(body)
+    call = parse_responses_request(body, services.config.inbound.openai.models)
     call = replace(call, request=identify(request.scope, call.request))
     if call.previous_response_id is not None:
         call = await continued(services, call, call.previous_response_id)

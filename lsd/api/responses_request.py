@@ -17,6 +17,7 @@ from uuid import UUID
 import orjson
 
 from lsd.api.openai_request import ModelRef, common_extensions, extension, parse_metadata, parse_model
+from lsd.config.inbound import InboundTarget
 from lsd.errors import InvalidRequest
 from lsd.immutable import immutable
 from lsd.inference.input_request import parse_input
@@ -101,11 +102,12 @@ def _flag(body: Mapping[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def parse_responses_request(body: Any) -> ResponsesRequest:
-    """The engine request for a Responses API call; InvalidRequest (400) naming the field otherwise."""
+def parse_responses_request(body: Any, aliases: Mapping[str, InboundTarget] | None = None) -> ResponsesRequest:
+    """The engine request for a Responses API call; InvalidRequest (400) naming the field otherwise. `aliases`:
+    `[inbound.openai] models`."""
     if not isinstance(body, dict):
         raise InvalidRequest.at("body", "expected a JSON object")
-    model = parse_model(body.get("model"))
+    model = parse_model(body.get("model"), aliases=aliases)
     for key, why in _REFUSED.items():
         if body.get(key) not in (None, False):
             raise InvalidRequest.at(key, why)

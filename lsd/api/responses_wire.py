@@ -28,6 +28,8 @@ INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 def model_label(ref: ModelRef, variant_name: str) -> str:
     """The response's `model`, as the chat endpoint names it (lsd.api.openai_wire.response_model)."""
+    if ref.alias is not None:
+        return ref.alias
     if ref.kind == "function_name":
         return f"{ref.prefix}function_name::{ref.name}::variant_name::{variant_name}"
     return f"{ref.prefix}{ref.kind}::{ref.name}"

@@ -1,4 +1,5 @@
-"""`[inbound.*]`: how the foreign-shaped inbound APIs name LSD's functions and models (`[inbound.anthropic]`)."""
+"""`[inbound.*]`: how the foreign-shaped inbound APIs name LSD's functions and models (`[inbound.anthropic]`,
+`[inbound.openai]`)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,17 @@ class AnthropicInboundConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenAIInboundConfig:
+    """`[inbound.openai]`: `models` maps a plain model name an OpenAI client sends (`gpt-5-codex`) on the Chat
+    Completions and Responses routes to an LSD model or `lsd::function_name::F`."""
+
+    models: Mapping[str, InboundTarget] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class InboundConfig:
     anthropic: AnthropicInboundConfig = field(default_factory=AnthropicInboundConfig)
+    openai: OpenAIInboundConfig = field(default_factory=OpenAIInboundConfig)
 
 
 def parse_target(value: str) -> InboundTarget | None:
@@ -48,8 +58,15 @@ def parse_target(value: str) -> InboundTarget | None:
 def inbound_from(t: Table, models: Mapping[str, Any], functions: Mapping[str, Any]) -> InboundConfig:
     """`[inbound]`; every mapped name must be a configured model, a `type::model` shorthand, or a configured
     function (errors name the key, e.g. `inbound.anthropic.models.claude-sonnet-4-5`)."""
-    anthropic = t.table("anthropic")
-    table = anthropic.table("models")
+    anthropic = _mapped(t.table("anthropic"), models, functions)
+    openai = _mapped(t.table("openai"), models, functions)
+    t.finish()
+    return InboundConfig(anthropic=AnthropicInboundConfig(models=anthropic), openai=OpenAIInboundConfig(models=openai))
+
+
+def _mapped(api: Table, models: Mapping[str, Any], functions: Mapping[str, Any]) -> dict[str, InboundTarget]:
+    """One API's `models` table: each client name's target."""
+    table = api.table("models")
     mapped: dict[str, InboundTarget] = {}
     for name in list(table.data):
         value = table.str(name, env=False)
@@ -59,9 +76,8 @@ def inbound_from(t: Table, models: Mapping[str, Any], functions: Mapping[str, An
         if target is not None:
             mapped[name] = target
     table.finish()
-    anthropic.finish()
-    t.finish()
-    return InboundConfig(anthropic=AnthropicInboundConfig(models=mapped))
+    api.finish()
+    return mapped
 
 
 def _target(

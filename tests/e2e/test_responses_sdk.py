@@ -69,6 +69,10 @@ type = "chat"
 type = "chat_completion"
 model = "gpt"
 
+[inbound.openai.models]
+gpt-5-codex = "gpt"
+my-assistant = "lsd::function_name::assistant"
+
 [functions.claude_assistant]
 type = "chat"
 [functions.claude_assistant.variants.claude]
@@ -310,3 +314,31 @@ async def test_a_providers_400_and_429_reach_the_client_as_given(daemon: Daemon)
         assert chat.value.status_code == 502
     finally:
         await client.close()
+
+
+async def test_plain_openai_model_names_mapped_in_inbound_openai(daemon: Daemon, database_url: str) -> None:
+    """Codex and other OpenAI clients send names like `gpt-5-codex`: [inbound.openai] models maps them on both
+    routes, the answers echo them, and the models list offers them first."""
+    client = AsyncOpenAI(base_url=f"{daemon.base_url}/openai/v1", api_key="unused", max_retries=0)
+    try:
+        answer = await client.responses.create(model="gpt-5-codex", input="mapped name")
+        assert answer.output_text == "echo: mapped name" and answer.model == "gpt-5-codex"
+        chat = await client.chat.completions.create(
+            model="my-assistant", messages=[{"role": "user", "content": "mapped function"}]
+        )
+        assert chat.choices[0].message.content == "echo: mapped function" and chat.model == "my-assistant"
+        listed = [m.id async for m in client.models.list()]
+        assert listed[:2] == ["gpt-5-codex", "my-assistant"]
+        with pytest.raises(openai.BadRequestError):
+            await client.responses.create(model="gpt-4o", input="unmapped")
+    finally:
+        await client.close()
+    row = None
+    for _ in range(100):  # the writer flushes every 20 ms
+        with psycopg.connect(database_url) as conn:
+            query = "SELECT function_name, variant_name FROM chat_inferences WHERE id = %s"
+            row = conn.execute(query, (chat.id,)).fetchone()
+        if row is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert row == ("assistant", "gpt")

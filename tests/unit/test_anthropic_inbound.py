@@ -112,7 +112,7 @@ def test_inbound_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError) as info:
         parse(
             CONFIG.replace('"claude-sonnet-4-5" = "claude"', '"claude-x" = "nope"\n"y" = "lsd::function_name::g"')
-            + '"z" = 3\n"w" = "lsd::model_name::"\n[inbound.openai]\n',
+            + '"z" = 3\n"w" = "lsd::model_name::"\n[inbound.openai.models]\ngpt-5 = "nope"\n[inbound.gemini]\n',
             base_dir=Path("."),
         )
     assert sorted(info.value.errors) == [
@@ -121,7 +121,8 @@ def test_inbound_config_errors_name_the_key() -> None:
         "got 'lsd::model_name::'",
         "inbound.anthropic.models.y: unknown function 'g': define [functions.g]",
         "inbound.anthropic.models.z: expected a string, got int",
-        "inbound.openai: unknown key",
+        "inbound.gemini: unknown key",
+        "inbound.openai.models.gpt-5: unknown model 'nope': define [models.nope] or use a shorthand",
     ]
 
 
