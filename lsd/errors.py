@@ -206,6 +206,11 @@ class ProviderError(LsdError):
         self.provider_message: str | None = None
 
 
+# The kind of a stream's ProviderError when its client went away mid-way: the provider did not fail (metrics count
+# it as `cancelled`, not as an error).
+CLIENT_GONE = "client_disconnected"
+
+
 class ProviderTimeout(ProviderError):
     error_code = "provider_timeout"
     http_status = 408

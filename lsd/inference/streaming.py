@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 from lsd import ids
-from lsd.errors import AllAttemptsFailed, LsdError, ProviderError, ProviderTimeout
+from lsd.errors import CLIENT_GONE, AllAttemptsFailed, LsdError, ProviderError, ProviderTimeout
 from lsd.immutable import immutable
 from lsd.inference.cache import Cache, cache_key
 from lsd.inference.finish import Done
@@ -174,7 +174,7 @@ class InferenceStream:
             ended = ProviderError(
                 message,
                 provider=self.provider.name,
-                kind="client_disconnected" if gone else "internal",
+                kind=CLIENT_GONE if gone else "internal",
                 retryable=False,
             )
             self.engine.finisher.finish_now(self._done(aggregate, ended))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lsd import ids
+from lsd.errors import CLIENT_GONE
 from lsd.inference.recording import Attempt, messages_to_json
 from lsd.telemetry.metrics import Metrics
 from lsd.telemetry.tracing import Clock, Tracing
@@ -54,7 +55,7 @@ class InferenceTelemetry:
                     variant,
                     model,
                     provider,
-                    "error" if done.error else "ok",
+                    _outcome(done),
                     "true" if done.stream else "false",
                 ),
                 seconds,
@@ -233,3 +234,11 @@ def _usage_attributes(attributes: dict[str, Any], usage: Usage | None, finish_re
 
 def _json(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
+
+
+def _outcome(done: Done) -> str:
+    """`ok`, `error`, or `cancelled` for a stream its client left mid-way (nothing failed: not an error to alert on)."""
+    if not done.error:
+        return "ok"
+    last = done.attempts[-1].error if done.attempts else None
+    return "cancelled" if last is not None and last.kind == CLIENT_GONE else "error"

@@ -183,10 +183,17 @@ class Database:
         self.acquire_timeout_s = acquire_timeout_s
         self.metrics = metrics
         kwargs = {"autocommit": True, "prepare_threshold": self.prepare_threshold}
-        self._pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False, kwargs=kwargs)
+        self._pool = AsyncConnectionPool(
+            url, min_size=min_size, max_size=max_size, open=False, kwargs={**kwargs, **_named(url, "lsd")}
+        )
         self._read_pool = (
             AsyncConnectionPool(
-                read_url, min_size=min_size, max_size=max_size, open=False, kwargs=kwargs, name="lsd-read"
+                read_url,
+                min_size=min_size,
+                max_size=max_size,
+                open=False,
+                kwargs={**kwargs, **_named(read_url, "lsd-read")},
+                name="lsd-read",
             )
             if read_url
             else None
@@ -332,3 +339,12 @@ class Database:
             waiting=s.get("requests_waiting", 0),
             max_size=s.get("pool_max", self._pool.max_size),
         )
+
+
+def _named(url: str, name: str) -> dict[str, str]:
+    """`application_name` for a pool's connections (what pg_stat_activity shows), unless the URL sets its own."""
+    try:
+        given = conninfo_to_dict(url).get("application_name")
+    except psycopg.ProgrammingError:
+        given = None
+    return {} if given else {"application_name": name}

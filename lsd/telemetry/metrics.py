@@ -30,6 +30,8 @@ from prometheus_client import (
     values,
 )
 
+from lsd.errors import CLIENT_GONE
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REFRESH_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -338,13 +340,17 @@ class Metrics:
             c.cost.value += cost
 
     def observe_provider_attempt(self, model: str, provider: str, error_kind: str | None, seconds: float) -> None:
+        """One provider call; `error_kind` None for a success, CLIENT_GONE for a stream its client left (outcome
+        `cancelled`: the provider did not fail, so no provider error is counted)."""
         key = (model, provider, error_kind)
         children = self._attempt_children.get(key)
         if children is None:
+            gone = error_kind == CLIENT_GONE
+            outcome = "cancelled" if gone else "error" if error_kind else "ok"
             children = (
-                _Counter(self.provider_attempts.labels(model, provider, "error" if error_kind else "ok")),
+                _Counter(self.provider_attempts.labels(model, provider, outcome)),
                 _Histogram(self.provider_latency.labels(model, provider), self.latency_buckets),
-                _Counter(self.provider_errors.labels(model, provider, error_kind)) if error_kind else None,
+                _Counter(self.provider_errors.labels(model, provider, error_kind)) if error_kind and not gone else None,
             )
             self._attempt_children[key] = children
             self._pending.extend(c for c in children if c is not None)

@@ -16,6 +16,7 @@ import pytest
 from tests.fakes.anthropic_server import CACHE_READ, CACHE_WRITE, FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.gateway import in_process_gateway
+from tests.support.prometheus import scrape
 
 KEY = "sk-fake-priced"
 
@@ -114,6 +115,15 @@ async def test_a_client_that_hangs_up_still_leaves_a_priced_row(
     assert inputs > 0 and outputs > 0 and cost is not None and float(cost) > 0
     [(tags, row_cost)] = rows(database_url, "SELECT tags, cost FROM chat_inferences")
     assert tags == {"lsd::usage_estimated": "input_tokens,output_tokens"} and row_cost == cost
+    # nothing failed: the metrics say cancelled, so the error-ratio alerts do not fire on clients that hang up
+    samples, _, _ = await scrape(client)
+    attempts = {
+        dict(labels)["outcome"]: n for (name, labels), n in samples.items() if name == "lsd_provider_attempts_total"
+    }
+    assert attempts == {"cancelled": 1}
+    assert not [name for name, _ in samples if name == "lsd_provider_errors_total"]
+    inferences = {dict(labels)["outcome"] for (name, labels), _ in samples.items() if name == "lsd_inferences_total"}
+    assert inferences == {"cancelled"}
 
 
 async def test_a_cut_anthropic_stream_is_priced_at_its_own_rates(client: httpx.AsyncClient, database_url: str) -> None:
