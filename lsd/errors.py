@@ -204,6 +204,7 @@ class ProviderError(LsdError):
         # An HTTP answer's `Retry-After` (seconds), and the provider's own error message from its body.
         self.retry_after_s: float | None = None
         self.provider_message: str | None = None
+        self.provider_type: str | None = None  # where known (a stream's error event): for TensorZero's error_json
 
 
 # The kind of a stream's ProviderError when its client went away mid-way: the provider did not fail (metrics count

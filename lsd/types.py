@@ -131,6 +131,11 @@ class Usage:
         )
 
 
+# InferenceParams' reasoning and serving controls given as strings, sent under these names by the Chat Completions
+# providers that take them (OpenAI and Azure all three).
+CONTROL_PARAMS = ("reasoning_effort", "service_tier", "verbosity")
+
+
 @immutable
 class InferenceParams:
     """Sampling parameters; None means 'not set' (the provider's default applies)."""

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from lsd.api.anthropic_request import MessagesRequest
+from lsd.api.provider_answer import PASSED_ON_STATUSES
 from lsd.errors import InternalError, LsdError, ProviderError
 from lsd.inference.result import InferenceResult, ResultBlock, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
@@ -277,11 +278,11 @@ def sse_bytes(events: list[Event]) -> bytes:
     return b"".join(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n" for name, data in events)
 
 
-# A provider's answers a Claude client acts on (Claude Code compacts on 400 "prompt is too long", backs off on 429
-# and 529 as Retry-After says): passed on as the provider gave them, status and message, instead of a 502.
+# The error kind of each provider answer passed on (lsd.api.provider_answer.PASSED_ON_STATUSES), as Anthropic names it.
 PASSED_ON: Mapping[int, str] = MappingProxyType(
     {400: "invalid_request_error", 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
 )
+assert set(PASSED_ON) == PASSED_ON_STATUSES
 
 
 def error_type(exc: LsdError) -> str:

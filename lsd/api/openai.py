@@ -12,7 +12,8 @@ from starlette.responses import Response
 from lsd.api.access_log import note_result, note_stream
 from lsd.api.auth import KEY_SCOPE, identify
 from lsd.api.body import json_response_bytes, read_json
-from lsd.api.openai_request import parse_chat_request, parse_model
+from lsd.api.openai_model import parse_model
+from lsd.api.openai_request import parse_chat_request
 from lsd.api.openai_wire import ChunkWriter, completion_json, embeddings_json
 from lsd.api.sse import JsonEventStream, json_pair
 from lsd.api.state import AppState

@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from lsd.config.inbound import InboundTarget
+from lsd.api.openai_model import ModelRef, parse_model
+from lsd.config.inbound import PREFIXES, InboundTarget
 from lsd.errors import InvalidOpenAIRequest, InvalidRequest
 from lsd.immutable import immutable
 from lsd.inference.request import (
@@ -24,6 +25,7 @@ from lsd.inference.request import (
     parsed_list,
 )
 from lsd.types import (
+    CONTROL_PARAMS,
     ContentBlock,
     File,
     Input,
@@ -35,8 +37,6 @@ from lsd.types import (
     ToolResult,
     Unknown,
 )
-
-PREFIXES = ("lsd::", "tensorzero::")
 
 
 def _extra(body: Mapping[str, Any], name: str) -> Any:
@@ -89,13 +89,11 @@ def extension_key(body: Mapping[str, Any], name: str) -> str:
     return f"tensorzero::{name}"
 
 
-# The reasoning and serving controls, sent to the providers that take them (InferenceParams).
-CONTROLS = ("reasoning_effort", "service_tier", "verbosity")
 # Chat Completions keys TensorZero's endpoint knows; `tensorzero::deny_unknown_fields` refuses any other.
 CHAT_KEYS = frozenset(
     (
         *("messages", "model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop"),
-        *("presence_penalty", "frequency_penalty", "reasoning_effort", "service_tier", "verbosity"),
+        *("presence_penalty", "frequency_penalty", *CONTROL_PARAMS),
         *("parallel_tool_calls", "tools", "tool_choice", "response_format", "stream", "stream_options", "n"),
         *("user", "metadata"),  # LSD's: kept as tags
     )
@@ -145,59 +143,6 @@ def common_extensions(body: Mapping[str, Any]) -> dict[str, Any]:
         "extra_body": parsed_list(body, extra_body_key, parse_body_patch),
         "extra_headers": parsed_list(body, extra_headers_key, parse_header_patch),
     }
-
-
-MODEL_PREFIX_HINT = (
-    "`model` field must start with `tensorzero::function_name::` or `tensorzero::model_name::`. For example, "
-    "`tensorzero::function_name::my_function` for a function `my_function` defined in your config, "
-    "`tensorzero::model_name::my_model` for a model `my_model` defined in your config, or default functions like "
-    "`tensorzero::model_name::openai::gpt-4o-mini`."
-)
-
-
-EMBEDDING_MODEL_HINT = (
-    "`model` field must be `tensorzero::embedding_model_name::my_model` (or `lsd::embedding_model_name::...`, or "
-    "the bare name) for an embedding model `my_model` defined in your config's `[embedding_models]`"
-)
-
-
-@immutable
-class ModelRef:
-    """A parsed `model` field: the prefix the client used (echoed in answers), the kind and the name."""
-
-    prefix: str  # "tensorzero::" or "lsd::"
-    kind: str  # function_name | model_name | embedding_model_name
-    name: str
-    alias: str | None = None  # the client's plain name, mapped by [inbound.openai] models (echoed as sent)
-
-
-def parse_model(
-    model: Any, kind: str = "function_name", aliases: Mapping[str, InboundTarget] | None = None
-) -> ModelRef:
-    """`tensorzero::function_name::F` / `tensorzero::model_name::M` (or `lsd::`) for chat, or a plain name
-    `aliases` (`[inbound.openai] models`) maps, where any other value is a 400 as in TensorZero;
-    `tensorzero::embedding_model_name::E` (or a bare name) for embeddings."""
-    if not isinstance(model, str) or not model:
-        raise InvalidOpenAIRequest(MODEL_PREFIX_HINT, field="model")
-    target = (aliases or {}).get(model) if kind != "embedding_model_name" else None
-    if target is not None:
-        return ModelRef("lsd::", target.kind, target.name, alias=model)
-    kinds = ("embedding_model_name",) if kind == "embedding_model_name" else ("function_name", "model_name")
-    for prefix in PREFIXES:
-        for key in kinds:
-            marker = f"{prefix}{key}::"
-            if model.startswith(marker):
-                name = model[len(marker) :]
-                if not name:
-                    raise InvalidOpenAIRequest(
-                        f'{key} (passed in model field after "{marker}") cannot be empty', field="model"
-                    )
-                return ModelRef(prefix, key, name)
-    if kind == "embedding_model_name":
-        if not model.startswith(PREFIXES):
-            return ModelRef("tensorzero::", kind, model)  # TensorZero accepts a bare name here (deprecated)
-        raise InvalidOpenAIRequest(EMBEDDING_MODEL_HINT, field="model")
-    raise InvalidOpenAIRequest(MODEL_PREFIX_HINT, field="model")
 
 
 def _text_of(content: Any, path: str, *, system: bool = False) -> str:
@@ -401,7 +346,7 @@ def parse_chat_request(body: Any, aliases: Mapping[str, InboundTarget] | None = 
     if body.get("n") not in (None, 1):
         raise InvalidRequest.at("n", "only n = 1 is supported")
     values: dict[str, Any] = {}
-    for key in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", *CONTROLS):
+    for key in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", *CONTROL_PARAMS):
         if body.get(key) is not None:
             values[key] = body[key]
     limits = []

@@ -1,22 +1,23 @@
 """OpenAI's Responses API request (`POST /openai/v1/responses`), parsed into the engine's InferenceRequest; a
 `previous_response_id`'s stored conversation put in front of it (its answers: lsd.api.responses_wire).
 
-`model` is read as on the chat endpoint (lsd.api.openai_request.parse_model). `input` items become an Input:
-`message` items by role (`system`/`developer` ones join `instructions` as the system text), `function_call` and
-`reasoning` items go into the assistant's message, `function_call_output` items into the user's, consecutive
-items of one role make one message. Every error is a 400 naming the field (`input[2].content[0].type`).
+`model` is read as on the chat endpoint (lsd.api.openai_model.parse_model); `input` items become the engine's
+messages (lsd.api.responses_items; `system`/`developer` messages join `instructions` as the system text); `tools`
+are served as functions where they can be. Every error is a 400 naming the field (`input[2].content[0].type`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
 import orjson
 
-from lsd.api.openai_request import ModelRef, common_extensions, extension, parse_metadata, parse_model
+from lsd.api.openai_model import ModelRef, parse_model
+from lsd.api.openai_request import common_extensions, extension, parse_metadata
+from lsd.api.responses_items import add_blocks, parse_items
 from lsd.config.inbound import InboundTarget
 from lsd.errors import InvalidRequest
 from lsd.immutable import immutable
@@ -29,16 +30,16 @@ from lsd.inference.request import (
     parse_tool,
     parse_uuid,
 )
-from lsd.types import ContentBlock, File, Input, Json, Message, Role, Text, Thought, ToolCall, ToolResult, ToolSpec
+from lsd.types import ContentBlock, Input, Json, Text, Thought, ToolCall, ToolResult, ToolSpec
 
 RESPONSE_ID_PREFIX = "resp_"
 # Tool types OpenAI runs on its side (web search, file search, code interpreter...): no LSD provider serves them.
 # A `namespace` groups function tools: they are served as plain functions, their calls answered with the namespace.
 SERVED_TOOL_TYPES = ("function", "namespace")
-# Hosted tools that only widen what the model may do (it answers without them): left out of the provider's request
-# and named in the inference's DROPPED_TOOLS_TAG, where another hosted tool is a 400. Codex offers web search by
-# default.
-DROPPED_TOOL_PREFIXES = ("web_search",)
+# Tools that only widen what the model may do (it answers without them): left out of the provider's request and
+# named in the inference's DROPPED_TOOLS_TAG, where another hosted tool is a 400. Codex offers web search and
+# tool search (its deferred tools) by default (lsd.api.responses_items leaves web search calls out of the history).
+DROPPED_TOOL_PREFIXES = ("web_search", "tool_search")
 DROPPED_TOOLS_TAG = "lsd::dropped_tools"
 STORE_TAG = "lsd::store"  # "false" on an inference made with `store: false`: not usable as previous_response_id
 _REFUSED = {
@@ -135,6 +136,10 @@ def parse_responses_request(body: Any, aliases: Mapping[str, InboundTarget] | No
         params = params.merged(parse_params(override, "lsd::params"))
     tools, specs, namespaces, dropped = _tools(body.get("tools"))
     choice, choice_echo = _tool_choice(body.get("tool_choice"))
+    if choice == "required" and dropped and not specs:
+        raise InvalidRequest.at(
+            "tool_choice", f"required, but the only tools offered ({', '.join(dropped)}) are left out by LSD"
+        )
     parallel = _flag(body, "parallel_tool_calls", True)
     metadata = parse_metadata(body.get("metadata"))
     variant = extension(body, "variant_name")
@@ -302,171 +307,6 @@ def _tool_choice(raw: Any) -> tuple[str | dict[str, str] | None, Json]:
     raise InvalidRequest.at("tool_choice", "must be none, auto, required or {type: function, name}")
 
 
-# -- input items ---------------------------------------------------------------------------------------------
-
-
-def parse_items(raw: Any) -> tuple[list[Message], str | None]:
-    """`input` (a string, or an array of items) as messages, and the text of its system/developer messages."""
-    if isinstance(raw, str):
-        return [Message("user", (Text(raw),))], None
-    if not isinstance(raw, list) or not raw:
-        raise InvalidRequest.at("input", "expected a string or a non-empty array of input items")
-    messages: list[Message] = []
-    system: list[str] = []
-    tool_names: dict[str, str] = {}
-    for i, item in enumerate(raw):
-        path = f"input[{i}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest.at(path, "expected an object")
-        kind = item.get("type", "message" if "role" in item else None)
-        if kind == "message":
-            role = item.get("role")
-            if role in ("system", "developer"):
-                system.append(_text(item.get("content"), f"{path}.content"))
-                continue
-            if role not in ("user", "assistant"):
-                raise InvalidRequest.at(f"{path}.role", f"must be user, assistant, system or developer, got {role!r}")
-            _add(messages, role, _content(item.get("content"), f"{path}.content"))
-        elif kind == "function_call":
-            call_id, name = _string(item, "call_id", path), _string(item, "name", path)
-            arguments = item.get("arguments", "")
-            if not isinstance(arguments, str):
-                raise InvalidRequest.at(f"{path}.arguments", "expected a JSON string")
-            tool_names[call_id] = name
-            _add(messages, "assistant", [ToolCall(call_id, name, arguments)])
-        elif kind == "function_call_output":
-            call_id = _string(item, "call_id", path)
-            _add(messages, "user", _tool_output(item.get("output"), call_id, tool_names.get(call_id, ""), path))
-        elif kind == "reasoning":
-            _add(messages, "assistant", [_reasoning(item, path)])
-        else:
-            raise InvalidRequest.at(
-                f"{path}.type",
-                f"input item type {kind!r} is not supported: use message, function_call, function_call_output "
-                "or reasoning",
-            )
-    return messages, "\n".join(system) or None
-
-
-def _tool_output(output: Any, call_id: str, name: str, path: str) -> list[ContentBlock]:
-    """A function_call_output's `output`: a string, or parts (text, images, files). Its text is the tool result;
-    images and files follow it as blocks of their own (Codex's view_image answers with an image)."""
-    if isinstance(output, str):
-        return [ToolResult(call_id, name, output)]
-    if not isinstance(output, list):
-        raise InvalidRequest.at(f"{path}.output", "expected a string or an array of content parts")
-    parts = [{**p, "type": "input_text"} if isinstance(p, dict) and p.get("type") == "text" else p for p in output]
-    blocks = _content(parts, f"{path}.output")
-    text = "".join(b.text for b in blocks if isinstance(b, Text))
-    return [ToolResult(call_id, name, text), *(b for b in blocks if not isinstance(b, Text))]
-
-
-def _add(messages: list[Message], role: Role, blocks: Sequence[ContentBlock]) -> None:
-    """Append `blocks` as a message of `role`, joined to the last message when it has that role."""
-    if messages and messages[-1].role == role:
-        messages[-1] = Message(role, (*messages[-1].content, *blocks))
-    else:
-        messages.append(Message(role, tuple(blocks)))
-
-
-def _string(item: Mapping[str, Any], key: str, path: str) -> str:
-    value = item.get(key)
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest.at(f"{path}.{key}", "expected a non-empty string")
-    return value
-
-
-def _text(content: Any, path: str) -> str:
-    """Content that must be text: a string, or an array of text parts."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise InvalidRequest.at(path, "expected a string or an array of text parts")
-    texts = []
-    for i, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text", "text"):
-            raise InvalidRequest.at(f"{path}[{i}]", "expected a text part")
-        texts.append(str(part.get("text", "")))
-    return "".join(texts)
-
-
-def _content(content: Any, path: str) -> list[ContentBlock]:
-    if isinstance(content, str):
-        return [Text(content)]
-    if not isinstance(content, list):
-        raise InvalidRequest.at(path, "expected a string or an array of content parts")
-    blocks: list[ContentBlock] = []
-    for i, part in enumerate(content):
-        ppath = f"{path}[{i}]"
-        if not isinstance(part, dict):
-            raise InvalidRequest.at(ppath, "expected an object")
-        kind = part.get("type")
-        if kind in ("input_text", "output_text"):
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise InvalidRequest.at(f"{ppath}.text", "expected a string")
-            blocks.append(Text(text))
-        elif kind == "refusal":
-            blocks.append(Text(str(part.get("refusal", ""))))
-        elif kind == "input_image":
-            blocks.append(_image(part, ppath))
-        elif kind == "input_file":
-            blocks.append(_file(part, ppath))
-        else:
-            raise InvalidRequest.at(
-                f"{ppath}.type",
-                f"content part type {kind!r} is not supported: use input_text, input_image, input_file or output_text",
-            )
-    return blocks
-
-
-def _data_url(url: str, detail: Any = None, filename: Any = None) -> File:
-    name = filename if isinstance(filename, str) else None
-    level = detail if isinstance(detail, str) else None
-    if url.startswith("data:") and ";base64," in url:
-        mime, _, data = url[5:].partition(";base64,")
-        return File(mime_type=mime or None, data=data, detail=level, filename=name)
-    return File(mime_type=None, url=url, detail=level, filename=name)
-
-
-def _image(part: Mapping[str, Any], path: str) -> File:
-    url = part.get("image_url")
-    if isinstance(url, str):
-        return _data_url(url, part.get("detail"))
-    if part.get("file_id") is not None:
-        raise InvalidRequest.at(f"{path}.file_id", "file ids are not supported: send the image in `image_url`")
-    raise InvalidRequest.at(f"{path}.image_url", "expected a URL or a data URL")
-
-
-def _file(part: Mapping[str, Any], path: str) -> File:
-    data, url, filename = part.get("file_data"), part.get("file_url"), part.get("filename")
-    if isinstance(data, str):
-        if data.startswith("data:"):
-            return _data_url(data, filename=filename)
-        return File(mime_type=None, data=data, filename=filename if isinstance(filename, str) else None)
-    if isinstance(url, str):
-        return _data_url(url, filename=filename)
-    if part.get("file_id") is not None:
-        raise InvalidRequest.at(f"{path}.file_id", "file ids are not supported: send the file in `file_data`")
-    raise InvalidRequest.at(f"{path}.file_data", "expected file_data or file_url")
-
-
-def _reasoning(item: Mapping[str, Any], path: str) -> Thought:
-    """A reasoning item as a thought: its text (content, else summary) and its encrypted content as signature."""
-    texts = []
-    for key in ("content", "summary"):
-        parts = item.get(key)
-        if parts is None:
-            continue
-        if not isinstance(parts, list):
-            raise InvalidRequest.at(f"{path}.{key}", "expected an array")
-        texts = [str(p.get("text", "")) for p in parts if isinstance(p, dict)]
-        if texts:
-            break
-    signature = item.get("encrypted_content")
-    return Thought("".join(texts) or None, signature if isinstance(signature, str) else None)
-
-
 # -- previous_response_id ---------------------------------------------------------------------------------------
 
 
@@ -492,10 +332,10 @@ def with_history(
             if block is not None:
                 answer.append(block)
     if answer:
-        _add(messages, "assistant", answer)
+        add_blocks(messages, "assistant", answer)
     names = {b.id: b.name for m in messages for b in m.content if isinstance(b, ToolCall)}
     for message in call.request.input.messages:  # a tool result names the call it answers (Gemini needs it)
-        _add(messages, message.role, [_named(b, names) for b in message.content])
+        add_blocks(messages, message.role, [_named(b, names) for b in message.content])
     request = replace(
         call.request,
         input=Input(system=call.request.input.system, messages=tuple(messages)),

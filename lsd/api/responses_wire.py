@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from lsd.api.openai_request import ModelRef
+from lsd.api.openai_model import ModelRef
 from lsd.api.openai_wire import openai_error_object
 from lsd.api.responses_request import ResponsesRequest, response_id
 from lsd.errors import LsdError

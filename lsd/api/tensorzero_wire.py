@@ -290,6 +290,8 @@ def page_json(page: InferencePage) -> dict[str, Any]:
 
 # -- errors ----------------------------------------------------------------------------------------------------
 
+RAW_ERROR_CHARS = 16384  # of a raw request or response in error_json
+
 
 def _provider_error_json(exc: ProviderError, failure: AttemptFailure | None = None) -> dict[str, Any]:
     """A failed provider call as TensorZero's ModelProviderTimeout, InferenceClient (the provider answered 4xx) or
@@ -297,16 +299,25 @@ def _provider_error_json(exc: ProviderError, failure: AttemptFailure | None = No
     crossed the wire."""
     if isinstance(exc, ProviderTimeout) or exc.kind == "timeout":
         return {"ModelProviderTimeout": {"provider_name": exc.provider, "timeout": None, "kind": None}}
+    provider_type = failure.provider_type if failure is not None else exc.provider_type
     fields: dict[str, Any] = {
         "message": exc.message,
-        "provider_type": failure.provider_type if failure is not None and failure.provider_type else exc.provider,
+        "provider_type": provider_type or exc.provider,  # the provider's name where its type is not known
         "api_type": "chat_completions",
-        "raw_request": failure.raw_request if failure is not None else exc.raw_request,
-        "raw_response": failure.raw_response if failure is not None else exc.raw_response,
+        "raw_request": _capped(failure.raw_request if failure is not None else exc.raw_request),
+        "raw_response": _capped(failure.raw_response if failure is not None else exc.raw_response),
     }
     if exc.status is not None and 400 <= exc.status < 500:
         return {"InferenceClient": {**fields, "status_code": exc.status}}
     return {"InferenceServer": fields}
+
+
+def _capped(raw: str | None) -> str | None:
+    """A raw request or response for an error body: its first RAW_ERROR_CHARS characters (a 300 kB prompt would
+    otherwise be copied into the error once per attempt); the whole is in the attempt's model_inference_data row."""
+    if raw is None or len(raw) <= RAW_ERROR_CHARS:
+        return raw
+    return f"{raw[:RAW_ERROR_CHARS]}... [{len(raw) - RAW_ERROR_CHARS} more characters in model_inference_data]"
 
 
 def _attempts_json(exc: AllAttemptsFailed) -> dict[str, Any]:

@@ -72,6 +72,9 @@ def _mapped(api: Table, models: Mapping[str, Any], functions: Mapping[str, Any])
         value = table.str(name, env=False)
         if not isinstance(value, str):
             continue
+        if name.startswith(PREFIXES):  # read as LSD's own name before any mapping: the entry would be dead
+            table.error(name, "a client's model name cannot start with lsd:: or tensorzero:: (those are LSD's names)")
+            continue
         target = _target(table, name, value, models, functions)
         if target is not None:
             mapped[name] = target

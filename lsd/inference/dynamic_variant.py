@@ -15,7 +15,7 @@ from typing import Any
 
 from lsd.config.model import FunctionConfig, RetryConfig, TemplateConfig, TimeoutsConfig, VariantConfig
 from lsd.errors import InvalidRequest
-from lsd.types import InferenceParams
+from lsd.types import CONTROL_PARAMS, InferenceParams
 
 FIELD = "internal_dynamic_variant_config"
 DYNAMIC_VARIANT_NAME = "tensorzero::dynamic_variant"  # the response's variant_name, as TensorZero's
@@ -23,7 +23,7 @@ DYNAMIC_VARIANT_NAME = "tensorzero::dynamic_variant"  # the response's variant_n
 _ROLES = ("system", "user", "assistant")
 _FLOATS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _INTS = ("max_tokens", "seed", "thinking_budget_tokens")
-_STRINGS = ("reasoning_effort", "service_tier", "verbosity")
+_STRINGS = CONTROL_PARAMS
 _IGNORED = ("weight",)  # a dynamic variant is the only one: its weight means nothing
 # TensorZero's keys that LSD cannot honour in a dynamic variant: refused unless null or empty.
 _UNSUPPORTED = ("extra_body", "extra_headers", "input_wrappers")

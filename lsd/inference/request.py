@@ -17,6 +17,7 @@ from lsd.inference.dynamic_variant import parse_dynamic_variant
 from lsd.inference.input_request import expect, model_provider, parse_input, required_str
 from lsd.inference.schemas import schema_error
 from lsd.types import (
+    CONTROL_PARAMS,
     HEADER_NAME,
     HEADER_VALUE_FORBIDDEN,
     BodyPatch,
@@ -361,7 +362,7 @@ def parse_params(value: Any, path: str) -> InferenceParams:
     for key in ("max_tokens", "thinking_budget_tokens"):
         if values.get(key) is not None and values[key] < 1:
             raise InvalidRequest.at(f"{cpath}.{key}", "must be >= 1")
-    for key in ("reasoning_effort", "service_tier", "verbosity"):
+    for key in CONTROL_PARAMS:
         if chat.get(key) is not None:
             values[key] = expect(chat[key], str, f"{cpath}.{key}", "a string")
     if chat.get("stop_sequences") is not None:

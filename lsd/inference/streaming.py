@@ -156,7 +156,9 @@ class InferenceStream:
                 aggregate.add(chunk)
                 if chunk.error is not None:
                     aggregate.errors += 1
-                    yield StreamEvent(error=ProviderError(chunk.error, provider=self.provider.name))
+                    event_error = ProviderError(chunk.error, provider=self.provider.name)
+                    event_error.provider_type = self.provider.type_name
+                    yield StreamEvent(error=event_error)
                 elif content := chunk.content if thoughts else self._client_content(chunk):
                     yield StreamEvent(content, raw_chunk=chunk.raw) if raw_chunks else StreamEvent(content)
                 try:
@@ -197,6 +199,7 @@ class InferenceStream:
         if error is None and aggregate.errors == 0:
             await self._cache_put(aggregate)
         if error is not None:
+            error.provider_type = self.provider.type_name
             yield StreamEvent(error=error)
         raw_usage_entries, raw_response_entries = self.raw_entries
         yield StreamEvent(

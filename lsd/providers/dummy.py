@@ -31,13 +31,14 @@ import math
 import struct
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import orjson
 
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
-from lsd.errors import ProviderError, ProviderTimeout
+from lsd.errors import InvalidRequest, ProviderError, ProviderTimeout
 from lsd.ids import uuid7
 from lsd.providers.base import BatchItemResult, BatchPoll, BatchSubmission, CallContext, KeyLocation, Provider
 from lsd.providers.cost import Cost, parse_cost
@@ -53,6 +54,7 @@ from lsd.types import (
 )
 
 DEFAULT_DIMENSIONS = 16
+MAX_DIMENSIONS = 8192  # above any real model's; the vectors are made on the event loop
 
 
 class DummyProvider(Provider):
@@ -84,9 +86,7 @@ class DummyProvider(Provider):
         model_name = options.str("model_name", "echo")
         latency = options.int("latency_ms", 1000 if model_name == "slow" else 0, minimum=0)
         batch_delay = options.int("batch_delay_ms", 1000, minimum=0)
-        key_location = KeyLocation.parse(options, "api_key_location", "none")
-        if key_location.kind == "env":  # the dummy sends nothing anywhere: an unset variable is not a failure
-            key_location = KeyLocation("none")
+        key_location = _without_env(KeyLocation.parse(options, "api_key_location", "none"))
         return cls(config, model_name, latency, batch_delay, pricing=parse_cost(options), key_location=key_location)
 
     @property
@@ -128,6 +128,8 @@ class DummyProvider(Provider):
         call = next(self._calls)
         if self._model_name == "error" or (self._model_name == "flaky" and call % 2 == 0):
             raise self.error(f"dummy provider {self._model_name!r} failed as configured", status=500)
+        if dimensions is not None and dimensions > MAX_DIMENSIONS:
+            raise InvalidRequest.at("dimensions", f"the dummy provider makes at most {MAX_DIMENSIONS} dimensions")
         vectors = tuple(_vector(text, dimensions or DEFAULT_DIMENSIONS) for text in inputs)
         usage = Usage(input_tokens=sum(max(len(text.split()), 1) for text in inputs), output_tokens=None)
         answer = {"usage": _usage_json(usage)}
@@ -242,6 +244,16 @@ class DummyProvider(Provider):
         yield StreamChunk(
             usage=response.usage, finish_reason=response.finish_reason, raw=orjson.dumps(last).decode(), cost=cost
         )
+
+
+def _without_env(location: KeyLocation) -> KeyLocation:
+    """`location` with its `env::` parts as `none`: the dummy sends nothing anywhere, so an unset variable is no
+    failure; a `dynamic::` credential stays required."""
+    if location.kind == "env":
+        return KeyLocation("none")
+    if location.fallback is not None:
+        return replace(location, fallback=_without_env(location.fallback))
+    return location
 
 
 def _vector(text: str, dimensions: int) -> tuple[float, ...]:

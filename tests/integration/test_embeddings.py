@@ -96,6 +96,12 @@ routing = ["dummy"]
 [embedding_models.dummy_keyed.providers.dummy]
 type = "dummy"
 api_key_location = "dynamic::dummy_key"
+
+[embedding_models.dummy_fallback]
+routing = ["dummy"]
+[embedding_models.dummy_fallback.providers.dummy]
+type = "dummy"
+api_key_location = {{ default = "dynamic::dummy_key", fallback = "env::LSD_TEST_UNSET_VARIABLE" }}
 """
 
 
@@ -288,3 +294,12 @@ async def test_a_dynamic_key_on_the_dummy_is_required_as_on_http_providers(clien
     assert missing.status_code == 400 and "dummy_key" in missing.text
     given = await client.post("/openai/v1/embeddings", json={**body, "tensorzero::credentials": {"dummy_key": "k"}})
     assert given.status_code == 200, given.text
+
+
+async def test_the_dummy_needs_no_environment_variable_and_bounds_its_dimensions(client: httpx.AsyncClient) -> None:
+    body = {"model": "lsd::embedding_model_name::dummy_fallback", "input": "hi"}
+    assert (await client.post("/openai/v1/embeddings", json=body)).status_code == 200  # the env fallback: no key
+    huge = await client.post(
+        "/openai/v1/embeddings", json={"model": "lsd::embedding_model_name::dummy", "input": "hi", "dimensions": 10**8}
+    )
+    assert huge.status_code == 400 and "dimensions" in huge.text

@@ -112,7 +112,7 @@ def test_inbound_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError) as info:
         parse(
             CONFIG.replace('"claude-sonnet-4-5" = "claude"', '"claude-x" = "nope"\n"y" = "lsd::function_name::g"')
-            + '"z" = 3\n"w" = "lsd::model_name::"\n[inbound.openai.models]\ngpt-5 = "nope"\n[inbound.gemini]\n',
+            + '"z" = 3\n"w" = "lsd::model_name::"\n[inbound.openai.models]\ngpt-5 = "nope"\n"lsd::model_name::claude" = "claude"\n[inbound.gemini]\n',
             base_dir=Path("."),
         )
     assert sorted(info.value.errors) == [
@@ -123,6 +123,8 @@ def test_inbound_config_errors_name_the_key() -> None:
         "inbound.anthropic.models.z: expected a string, got int",
         "inbound.gemini: unknown key",
         "inbound.openai.models.gpt-5: unknown model 'nope': define [models.nope] or use a shorthand",
+        "inbound.openai.models.lsd::model_name::claude: a client's model name cannot start with lsd:: or "
+        "tensorzero:: (those are LSD's names)",
     ]
 
 

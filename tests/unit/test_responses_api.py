@@ -342,3 +342,18 @@ def test_a_function_call_output_with_an_image_is_the_tool_result_then_the_image(
     assert user.role == "user"
     assert user.content[0] == ToolResult("c1", "view_image", "the picture:")
     assert isinstance(user.content[1], File) and user.content[1].mime_type == "image/png"
+
+
+def test_tool_search_and_web_search_history_are_left_out_and_a_required_choice_of_nothing_is_a_400() -> None:
+    call = parse(
+        tools=[{"type": "function", "name": "f"}, {"type": "tool_search", "execution": "client", "parameters": {}}],
+        input=[
+            {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search"}},
+            {"role": "user", "content": "hi"},
+        ],
+    )
+    assert call.request.tags[DROPPED_TOOLS_TAG] == "tool_search"
+    assert [m.role for m in call.request.input.messages] == ["user"]
+    with pytest.raises(InvalidRequest) as refused:
+        parse(tools=[{"type": "web_search"}], tool_choice="required")
+    assert refused.value.field == "tool_choice"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from lsd.api.openai_request import ModelRef, parse_chat_request, parse_model
+from lsd.api.openai_model import ModelRef, parse_model
+from lsd.api.openai_request import parse_chat_request
 from lsd.api.openai_wire import openai_error_body
 from lsd.api.tensorzero_wire import error_body, error_json, route_not_found_body
 from lsd.errors import (
@@ -192,3 +193,14 @@ def test_a_method_not_allowed_says_so() -> None:
 )
 def test_a_providers_retry_after_is_read_within_bounds(headers: dict[str, str], seconds: float | None) -> None:
     assert retry_after_s(headers) == seconds
+
+
+def test_error_json_caps_raw_exchanges_and_names_a_stream_errors_provider_type() -> None:
+    big = "x" * 100_000
+    failure = AttemptFailure("a", "m", "p", "server_error", "down", status=500, provider_type="openai", raw_request=big)
+    server = error_json(AllAttemptsFailed([failure]))["AllVariantsFailed"]["errors"]["a"]["AllModelProvidersFailed"]
+    raw = server["provider_errors"]["p"]["InferenceServer"]["raw_request"]
+    assert raw.startswith("x" * 16384) and raw.endswith("[83616 more characters in model_inference_data]")
+    event = ProviderError("cut", provider="my_openai", status=500)
+    event.provider_type = "openai"  # a stream's error event knows its provider's type
+    assert error_json(event)["InferenceServer"]["provider_type"] == "openai"

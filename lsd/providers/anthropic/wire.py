@@ -55,6 +55,7 @@ from lsd.types import (
 DEFAULT_MAX_TOKENS = 4096
 JSON_TOOL_NAME = "respond"
 JSON_INSTRUCTION = "Respond with one valid JSON value only: no prose and no code fences."
+JSON_TOOL_INSTRUCTION = f"Give your answer by calling the `{JSON_TOOL_NAME}` tool."
 
 _STOP_REASONS: Mapping[str, FinishReason] = MappingProxyType(
     {
@@ -97,12 +98,22 @@ def build_body(
         body["top_p"] = params.top_p
     if params.stop_sequences:
         body["stop_sequences"] = list(params.stop_sequences)
-    if params.thinking_budget_tokens is not None:  # extended thinking (a `thinking` in extra_body still wins)
-        body["thinking"] = {"type": "enabled", "budget_tokens": params.thinking_budget_tokens}
+    budget = params.thinking_budget_tokens
+    if budget is not None:  # extended thinking (a `thinking` in extra_body still wins), within Anthropic's rules
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        if params.max_tokens is None and max_tokens <= budget:
+            body["max_tokens"] = budget + max_tokens  # the limit must exceed the budget: the default on top of it
+        body.pop("temperature", None)  # refused while thinking (only 1 is taken: its default)
+        body.pop("top_p", None)
     tools, tool_choice = _tools(request)
     if tools:
         body["tools"] = tools
         if tool_choice is not None:
+            if budget is not None and tool_choice.get("type") in ("any", "tool"):
+                # Anthropic refuses a forced tool while thinking: the model is asked (auto), a JSON function's
+                # instruction says to answer with `respond`, and an answer in text is read as the JSON.
+                tool_choice = {**tool_choice, "type": "auto"}
+                tool_choice.pop("name", None)
             body["tool_choice"] = tool_choice
     if stream:
         body["stream"] = True
@@ -166,9 +177,12 @@ def _file(file: File) -> dict[str, Json]:
 
 def _system(request: ProviderRequest) -> str | None:
     mode = request.params.json_mode
-    if mode not in ("on", "tool", "strict") or uses_json_tool(request):
+    if uses_json_tool(request) and request.params.thinking_budget_tokens is not None:
+        instruction = JSON_TOOL_INSTRUCTION  # thinking: the `respond` tool is offered, not forced
+    elif mode not in ("on", "tool", "strict") or uses_json_tool(request):
         return request.system
-    instruction = JSON_INSTRUCTION
+    else:
+        instruction = JSON_INSTRUCTION
     if request.output_schema is not None:
         schema = orjson.dumps(request.output_schema, option=orjson.OPT_SORT_KEYS).decode()
         instruction += f" The JSON must match this JSON Schema: {schema}"

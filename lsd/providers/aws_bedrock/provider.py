@@ -159,7 +159,7 @@ class BedrockProvider(HttpProvider):
     def _body(self, request: ProviderRequest) -> dict[str, Any]:
         if has_file_urls(request):  # Bedrock takes files as inline data: this provider's failure, routing falls back
             raise self.unsupported("files by URL (Bedrock takes them as inline data)")
-        return build_body(request, provider_name=self.name)
+        return build_body(request, provider_name=self.name, model_id=self._model_name)
 
     def decoder(self) -> EventStreamDecoder:
         """ConverseStream's binary event-stream messages, each as an SseEvent (see `stream`)."""

@@ -106,7 +106,7 @@ _AUTH_EXCEPTIONS = frozenset(
 # ---- request mapping ---------------------------------------------------------------------------------------
 
 
-def build_body(request: ProviderRequest, *, provider_name: str | None = None) -> dict[str, Json]:
+def build_body(request: ProviderRequest, *, provider_name: str | None = None, model_id: str = "") -> dict[str, Json]:
     """The Converse (and ConverseStream) request body; raises InvalidRequest for content Converse cannot take."""
     params = request.params
     messages = build_messages(request.messages, provider_name=provider_name)
@@ -122,7 +122,7 @@ def build_body(request: ProviderRequest, *, provider_name: str | None = None) ->
         config["stopSequences"] = list(params.stop_sequences)
     if config:
         body["inferenceConfig"] = config
-    if params.thinking_budget_tokens is not None:  # Claude's extended thinking, in the model's own fields
+    if params.thinking_budget_tokens is not None and "claude" in model_id:  # Claude's thinking: its own fields
         body["additionalModelRequestFields"] = {
             "thinking": {"type": "enabled", "budget_tokens": params.thinking_budget_tokens}
         }

@@ -16,7 +16,7 @@ from lsd.providers.openai import batch
 from lsd.providers.openai.stream import StreamState
 from lsd.providers.openai.wire import build_body, parse_embeddings, parse_response, reported_cost
 from lsd.providers.proxies import ProxyChoice, proxy_option
-from lsd.types import EmbeddingResponse, ProviderRequest, ProviderResponse
+from lsd.types import CONTROL_PARAMS, EmbeddingResponse, ProviderRequest, ProviderResponse
 
 DEFAULT_API_BASE = "https://api.openai.com/v1/"
 
@@ -31,7 +31,7 @@ class ChatCompletionsProvider(HttpProvider):
     types; they differ only in URL, credential header and token-limit key, all fixed by `from_config`."""
 
     # The reasoning and serving params the vendor takes, sent under their own names (OpenAI's and Azure's: all).
-    controls: ClassVar[tuple[str, ...]] = ("reasoning_effort", "service_tier", "verbosity")
+    controls: ClassVar[tuple[str, ...]] = CONTROL_PARAMS
 
     def __init__(
         self,

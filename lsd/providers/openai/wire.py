@@ -12,6 +12,7 @@ from lsd.errors import InvalidRequest
 from lsd.providers.anthropic.wire import JSON_INSTRUCTION
 from lsd.providers.base import malformed, mapped_reason
 from lsd.types import (
+    CONTROL_PARAMS,
     File,
     FinishReason,
     Message,
@@ -53,7 +54,7 @@ def build_body(
     *,
     max_tokens_field: str = "max_tokens",
     provider_name: str = "",
-    controls: tuple[str, ...] = ("reasoning_effort", "service_tier", "verbosity"),
+    controls: tuple[str, ...] = CONTROL_PARAMS,
 ) -> dict[str, Any]:
     """The Chat Completions request body. `controls`: which of `reasoning_effort`, `service_tier` and `verbosity`
     the vendor takes (OpenAI and Azure all three). `Unknown` blocks are passed through verbatim when they name no

@@ -60,9 +60,40 @@ def test_thinking_budgets_become_each_vendors_thinking_setting() -> None:
     assert anthropic_body(ask(ALL), "claude", False)["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert "thinking" not in anthropic_body(ask(InferenceParams()), "claude", False)
     assert gemini_body(ask(ALL))["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 2048}
-    assert bedrock_body(ask(ALL))["additionalModelRequestFields"] == {
+    assert bedrock_body(ask(ALL), model_id="anthropic.claude-sonnet-4-5")["additionalModelRequestFields"] == {
         "thinking": {"type": "enabled", "budget_tokens": 2048}
     }
+    assert "additionalModelRequestFields" not in bedrock_body(ask(ALL), model_id="amazon.nova-pro-v1:0")
+
+
+def test_anthropic_thinking_keeps_to_anthropics_rules() -> None:
+    """A budget at or above the default max_tokens raises the limit above it; temperature and top_p (refused while
+    thinking) are not sent; a forced tool (a JSON function's `respond`, `required`) is offered instead, as Anthropic
+    refuses forcing one while thinking."""
+    params = InferenceParams(thinking_budget_tokens=8000, temperature=0.7, top_p=0.9, json_mode="strict")
+    request = ProviderRequest(
+        system="Be exact.",
+        messages=(Message("user", (Text("hi"),)),),
+        params=params,
+        output_schema={"type": "object"},
+    )
+    body = anthropic_body(request, "claude", False)
+    assert body["max_tokens"] == 8000 + 4096 and "temperature" not in body and "top_p" not in body
+    assert body["tool_choice"] == {"type": "auto"} and body["tools"][-1]["name"] == "respond"
+    assert "`respond` tool" in body["system"]
+    explicit = InferenceParams(thinking_budget_tokens=2048, max_tokens=3000)
+    assert anthropic_body(ask(explicit), "claude", False)["max_tokens"] == 3000  # as set: Anthropic judges it
+    plain = anthropic_body(
+        ProviderRequest(
+            system=None,
+            messages=request.messages,
+            params=InferenceParams(json_mode="strict"),
+            output_schema={"type": "object"},
+        ),
+        "claude",
+        False,
+    )
+    assert plain["tool_choice"] == {"type": "tool", "name": "respond"}  # without thinking: forced, as before
 
 
 def test_requests_and_dynamic_variants_take_them_typed() -> None:
