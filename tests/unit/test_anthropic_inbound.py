@@ -112,7 +112,8 @@ def test_inbound_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError) as info:
         parse(
             CONFIG.replace('"claude-sonnet-4-5" = "claude"', '"claude-x" = "nope"\n"y" = "lsd::function_name::g"')
-            + '"z" = 3\n"w" = "lsd::model_name::"\n[inbound.openai.models]\ngpt-5 = "nope"\n"lsd::model_name::claude" = "claude"\n[inbound.gemini]\n',
+            + '"z" = 3\n"w" = "lsd::model_name::"\n[inbound.openai.models]\ngpt-5 = "nope"\n'
+            + '"lsd::model_name::claude" = "claude"\n[inbound.gemini]\n',
             base_dir=Path("."),
         )
     assert sorted(info.value.errors) == [
