@@ -1,8 +1,9 @@
 """The Responses API's `input`: its items (messages, function calls and their outputs, reasoning) as the engine's
 messages, each error a 400 naming its path (`input[2].content[0].type`).
 
-`message` items by role (`system`/`developer` ones are the system text), `function_call` and `reasoning` items go
-into the assistant's message, `function_call_output` items into the user's; consecutive items of one role make one
+`message` items by role (`system`/`developer` ones are the system text), `function_call`, `custom_tool_call` and
+`reasoning` items go into the assistant's message, `function_call_output` and `custom_tool_call_output` items into
+the user's; consecutive items of one role make one
 message. Web search calls (a hosted tool LSD leaves out) are left out of the history.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lsd.api.responses_tools import custom_arguments
 from lsd.errors import InvalidRequest
 from lsd.types import ContentBlock, File, Message, Role, Text, Thought, ToolCall, ToolResult
 
@@ -46,7 +48,14 @@ def parse_items(raw: Any) -> tuple[list[Message], str | None]:
                 raise InvalidRequest.at(f"{path}.arguments", "expected a JSON string")
             tool_names[call_id] = name
             add_blocks(messages, "assistant", [ToolCall(call_id, name, arguments)])
-        elif kind == "function_call_output":
+        elif kind == "custom_tool_call":  # a freeform tool's call: the function standing in for it (responses_tools)
+            call_id, name = _string(item, "call_id", path), _string(item, "name", path)
+            text = item.get("input", "")
+            if not isinstance(text, str):
+                raise InvalidRequest.at(f"{path}.input", "expected a string")
+            tool_names[call_id] = name
+            add_blocks(messages, "assistant", [ToolCall(call_id, name, custom_arguments(text))])
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = _string(item, "call_id", path)
             add_blocks(messages, "user", _tool_output(item.get("output"), call_id, tool_names.get(call_id, ""), path))
         elif kind == "reasoning":
@@ -56,8 +65,8 @@ def parse_items(raw: Any) -> tuple[list[Message], str | None]:
         else:
             raise InvalidRequest.at(
                 f"{path}.type",
-                f"input item type {kind!r} is not supported: use message, function_call, function_call_output "
-                "or reasoning",
+                f"input item type {kind!r} is not supported: use message, function_call, function_call_output, "
+                "custom_tool_call, custom_tool_call_output or reasoning",
             )
     return messages, "\n".join(system) or None
 

@@ -18,6 +18,7 @@ import orjson
 from lsd.api.openai_model import ModelRef, parse_model
 from lsd.api.openai_request import common_extensions, extension, parse_metadata
 from lsd.api.responses_items import add_blocks, parse_items
+from lsd.api.responses_tools import DROPPED_TOOLS_TAG, parse_tool_choice, parse_tools
 from lsd.config.inbound import InboundTarget
 from lsd.errors import InvalidRequest
 from lsd.immutable import immutable
@@ -27,20 +28,11 @@ from lsd.inference.request import (
     check_schema,
     parse_cache_options,
     parse_params,
-    parse_tool,
     parse_uuid,
 )
-from lsd.types import ContentBlock, Input, Json, Text, Thought, ToolCall, ToolResult, ToolSpec
+from lsd.types import ContentBlock, Input, Json, Text, Thought, ToolCall, ToolResult
 
 RESPONSE_ID_PREFIX = "resp_"
-# Tool types OpenAI runs on its side (web search, file search, code interpreter...): no LSD provider serves them.
-# A `namespace` groups function tools: they are served as plain functions, their calls answered with the namespace.
-SERVED_TOOL_TYPES = ("function", "namespace")
-# Tools that only widen what the model may do (it answers without them): left out of the provider's request and
-# named in the inference's DROPPED_TOOLS_TAG, where another hosted tool is a 400. Codex offers web search and
-# tool search (its deferred tools) by default (lsd.api.responses_items leaves web search calls out of the history).
-DROPPED_TOOL_PREFIXES = ("web_search", "tool_search")
-DROPPED_TOOLS_TAG = "lsd::dropped_tools"
 STORE_TAG = "lsd::store"  # "false" on an inference made with `store: false`: not usable as previous_response_id
 _REFUSED = {
     "background": "background responses are not supported: leave `background` false",
@@ -68,6 +60,7 @@ class ResponsesRequest:
     parallel_tool_calls: bool = True
     metadata: Mapping[str, str] | None = None
     tool_namespaces: Mapping[str, str] | None = None  # a namespaced function tool's name: its namespace
+    custom_tools: frozenset[str] | None = None  # the names of the `custom` (freeform) tools, served as functions
 
 
 def response_id(inference_id: UUID) -> str:
@@ -134,12 +127,8 @@ def parse_responses_request(body: Any, aliases: Mapping[str, InboundTarget] | No
     override = extension(body, "params")
     if override is not None:
         params = params.merged(parse_params(override, "lsd::params"))
-    tools, specs, namespaces, dropped = _tools(body.get("tools"))
-    choice, choice_echo = _tool_choice(body.get("tool_choice"))
-    if choice == "required" and dropped and not specs:
-        raise InvalidRequest.at(
-            "tool_choice", f"required, but the only tools offered ({', '.join(dropped)}) are left out by LSD"
-        )
+    offered = parse_tools(body.get("tools"))
+    choice, choice_echo = parse_tool_choice(body.get("tool_choice"), offered)
     parallel = _flag(body, "parallel_tool_calls", True)
     metadata = parse_metadata(body.get("metadata"))
     variant = extension(body, "variant_name")
@@ -152,8 +141,8 @@ def parse_responses_request(body: Any, aliases: Mapping[str, InboundTarget] | No
     extensions = common_extensions(body)
     store = _flag(body, "store", True)
     extensions["tags"] = {**(metadata or {}), **extensions["tags"], **({} if store else {STORE_TAG: "false"})}
-    if dropped:
-        extensions["tags"][DROPPED_TOOLS_TAG] = ",".join(dropped)
+    if offered.dropped:
+        extensions["tags"][DROPPED_TOOLS_TAG] = ",".join(offered.dropped)
     previous = body.get("previous_response_id")
     dryrun = bool(extension(body, "dryrun"))
     request = InferenceRequest(
@@ -166,7 +155,7 @@ def parse_responses_request(body: Any, aliases: Mapping[str, InboundTarget] | No
         params=params,
         credentials=credentials,
         output_schema=output_schema,
-        additional_tools=specs,
+        additional_tools=offered.specs,
         tool_choice=choice,
         parallel_tool_calls=body.get("parallel_tool_calls"),
         cache=parse_cache_options(extension(body, "cache_options"), "lsd::cache_options", dryrun),
@@ -178,7 +167,7 @@ def parse_responses_request(body: Any, aliases: Mapping[str, InboundTarget] | No
         previous_response_id=None if previous is None else parse_response_id(previous, "previous_response_id"),
         store=store,
         instructions=instructions,
-        tools=tools,
+        tools=offered.echo,
         tool_choice=choice_echo,
         text_format=text_format,
         temperature=temperature,
@@ -186,7 +175,8 @@ def parse_responses_request(body: Any, aliases: Mapping[str, InboundTarget] | No
         max_output_tokens=max_output,
         parallel_tool_calls=parallel,
         metadata=metadata,
-        tool_namespaces=namespaces or None,
+        tool_namespaces=offered.namespaces or None,
+        custom_tools=offered.custom or None,
     )
 
 
@@ -234,77 +224,6 @@ def _text_format(text: Any, values: dict[str, Any]) -> tuple[Mapping[str, Json] 
         values["json_mode"] = "strict"
         return fmt, schema
     raise InvalidRequest.at("text.format.type", f"must be text, json_object or json_schema, got {kind!r}")
-
-
-def _tools(
-    raw: Any,
-) -> tuple[tuple[Mapping[str, Json], ...], tuple[ToolSpec, ...], dict[str, str], list[str]]:
-    """`tools`: (as echoed, as the engine's ToolSpecs, each namespaced function's namespace, the hosted tool types
-    left out). Function tools, and those grouped in a `namespace`; web search is left out (DROPPED_TOOL_PREFIXES);
-    another tool OpenAI runs itself is a 400."""
-    if raw is None:
-        return (), (), {}, []
-    if not isinstance(raw, list):
-        raise InvalidRequest.at("tools", "expected an array")
-    specs: list[ToolSpec] = []
-    namespaces: dict[str, str] = {}
-    dropped: list[str] = []
-    for i, tool in enumerate(raw):
-        path = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise InvalidRequest.at(path, "expected an object")
-        kind = tool.get("type")
-        if isinstance(kind, str) and kind.startswith(DROPPED_TOOL_PREFIXES):
-            dropped.append(kind)
-            continue
-        if kind not in SERVED_TOOL_TYPES:
-            raise InvalidRequest.at(
-                f"{path}.type",
-                f"tool type {kind!r} is not supported by LSD: only function tools (also in a namespace) are served",
-            )
-        if kind == "function":
-            specs.append(_function_tool(tool, path))
-            continue
-        namespace, grouped = tool.get("name"), tool.get("tools")
-        if not isinstance(namespace, str) or not namespace:
-            raise InvalidRequest.at(f"{path}.name", "expected a non-empty string")
-        if not isinstance(grouped, list):
-            raise InvalidRequest.at(f"{path}.tools", "expected an array of function tools")
-        for j, inner in enumerate(grouped):
-            ipath = f"{path}.tools[{j}]"
-            if not isinstance(inner, dict) or inner.get("type") != "function":
-                raise InvalidRequest.at(f"{ipath}.type", "a namespace's tools must be function tools")
-            spec = _function_tool(inner, ipath)
-            namespaces[spec.name] = namespace
-            specs.append(spec)
-    seen: set[str] = set()
-    for spec in specs:
-        if spec.name in seen:
-            raise InvalidRequest.at("tools", f"two tools are named {spec.name!r} (namespaces are served flat)")
-        seen.add(spec.name)
-    return tuple(raw), tuple(specs), namespaces, dropped
-
-
-def _function_tool(tool: Mapping[str, Any], path: str) -> ToolSpec:
-    parameters = tool.get("parameters")
-    function = {
-        "name": tool.get("name"),
-        "description": tool.get("description"),
-        "parameters": {"type": "object", "properties": {}} if parameters is None else parameters,
-        "strict": tool.get("strict"),
-    }
-    return parse_tool({k: v for k, v in function.items() if v is not None}, path)
-
-
-def _tool_choice(raw: Any) -> tuple[str | dict[str, str] | None, Json]:
-    """`tool_choice`: (the engine's, as echoed)."""
-    if raw is None:
-        return None, "auto"
-    if raw in ("none", "auto", "required"):
-        return raw, raw
-    if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("name"), str):
-        return {"specific": raw["name"]}, raw
-    raise InvalidRequest.at("tool_choice", "must be none, auto, required or {type: function, name}")
 
 
 # -- previous_response_id ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ A response's `id` is `resp_` and the inference id's hex; its output items' ids a
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -17,6 +17,7 @@ from uuid import UUID
 from lsd.api.openai_model import ModelRef
 from lsd.api.openai_wire import openai_error_object
 from lsd.api.responses_request import ResponsesRequest, response_id
+from lsd.api.responses_tools import custom_input
 from lsd.errors import LsdError
 from lsd.inference.result import InferenceResult, ResultBlock, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
@@ -74,6 +75,30 @@ def function_call_item(
     return item
 
 
+def custom_tool_call_item(
+    item_id: str, call_id: str, name: str, text: str, status: str = "completed"
+) -> dict[str, Any]:
+    """A call of a `custom` (freeform) tool: its free text as `input`."""
+    return {
+        "type": "custom_tool_call",
+        "id": item_id,
+        "call_id": call_id,
+        "name": name,
+        "input": text,
+        "status": status,
+    }
+
+
+def tool_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, call: ResponsesRequest | None, status: str = "completed"
+) -> dict[str, Any]:
+    """A tool call as the request offered the tool: a function (in its namespace, if any), or a custom tool."""
+    if call is not None and call.custom_tools and name in call.custom_tools:
+        return custom_tool_call_item(item_id, call_id, name, custom_input(arguments), status)
+    namespace = (call.tool_namespaces or {}).get(name) if call is not None else None
+    return function_call_item(item_id, call_id, name, arguments, status, namespace)
+
+
 def reasoning_item(item_id: str, text: str | None, signature: str | None) -> dict[str, Any]:
     item: dict[str, Any] = {"type": "reasoning", "id": item_id, "summary": []}
     if text:
@@ -84,13 +109,11 @@ def reasoning_item(item_id: str, text: str | None, signature: str | None) -> dic
 
 
 def output_items(
-    inference_id: UUID,
-    content: Sequence[ResultBlock],
-    json_raw: str | None,
-    namespaces: Mapping[str, str] | None = None,
+    inference_id: UUID, content: Sequence[ResultBlock], json_raw: str | None, call: ResponsesRequest | None = None
 ) -> list[dict[str, Any]]:
     """The `output` items of an answer: a reasoning item per thought, a message per run of text, a function_call
-    per tool call, in the answer's order (a json function's answer: one message with its raw text)."""
+    (or custom_tool_call, as `call` offered the tool) per tool call, in the answer's order (a json function's
+    answer: one message with its raw text)."""
     base = inference_id.hex
     if json_raw is not None:
         return [message_item(f"msg_{base}_0", json_raw)]
@@ -108,10 +131,8 @@ def output_items(
             continue
         close_text()
         if isinstance(block, ToolCallOutput):
-            namespace = (namespaces or {}).get(block.raw_name)
             item_id = f"fc_{base}_{len(items)}"
-            call = function_call_item(item_id, block.id, block.raw_name, block.raw_arguments, namespace=namespace)
-            items.append(call)
+            items.append(tool_call_item(item_id, block.id, block.raw_name, block.raw_arguments, call))
         elif isinstance(block, Thought):
             items.append(reasoning_item(f"rs_{base}_{len(items)}", block.text, block.signature))
     close_text()
@@ -172,7 +193,7 @@ def completed_json(call: ResponsesRequest, result: InferenceResult) -> dict[str,
         result.inference_id,
         result.variant_name,
         created_at=int(time.time()),
-        output=output_items(result.inference_id, result.content, json_raw, call.tool_namespaces),
+        output=output_items(result.inference_id, result.content, json_raw, call),
         usage=usage_json(result.usage, result.cost),
         finish_reason=result.finish_reason,
     )
@@ -189,15 +210,14 @@ class _Item:
     name: str = ""
     parts: list[str] = field(default_factory=list)
     signature: str | None = None
-    namespaces: Mapping[str, str] | None = None  # the request's namespaced functions (ResponsesRequest)
+    call: ResponsesRequest | None = None  # how the request offered the tool called (ResponsesRequest)
 
     def json(self, status: str) -> dict[str, Any]:
         text = "".join(self.parts)
         if self.kind == "message":
             return message_item(self.item_id, text, status)
         if self.kind == "function_call":
-            namespace = (self.namespaces or {}).get(self.name)
-            return function_call_item(self.item_id, self.call_id, self.name, text, status, namespace)
+            return tool_call_item(self.item_id, self.call_id, self.name, text, self.call, status)
         return reasoning_item(self.item_id, text, self.signature)
 
 
@@ -292,18 +312,15 @@ class ResponseEvents:
             out.append(self._ids("response.output_text.delta", item, content_index=0, delta=block.text, logprobs=[]))
         elif isinstance(block, ToolCall):
             if item is None or item.kind != "function_call" or (block.id and block.id != item.call_id):
-                out.extend(
-                    self._item(
-                        "function_call", "fc", call_id=block.id, name=block.name, namespaces=self.call.tool_namespaces
-                    )
-                )
+                out.extend(self._item("function_call", "fc", call_id=block.id, name=block.name, call=self.call))
                 item = self.open
             assert item is not None
             if block.name and not item.name:
                 item.name = block.name
             if block.arguments:
                 item.parts.append(block.arguments)
-                out.append(self._ids("response.function_call_arguments.delta", item, delta=block.arguments))
+                if not self._custom(item):  # a custom tool's text is known once its arguments are whole
+                    out.append(self._ids("response.function_call_arguments.delta", item, delta=block.arguments))
         elif isinstance(block, Thought):
             if item is None or item.kind != "reasoning":
                 out.extend(self._item("reasoning", "rs"))
@@ -316,6 +333,10 @@ class ResponseEvents:
                 out.append(self._ids("response.reasoning_text.delta", item, content_index=0, delta=block.text))
         return out
 
+    def _custom(self, item: _Item) -> bool:
+        """Whether the open function item is a call of a custom tool (answered as a custom_tool_call)."""
+        return item.kind == "function_call" and item.name in (self.call.custom_tools or ())
+
     def _close(self, status: str = "completed") -> list[tuple[str, dict[str, Any]]]:
         """The `.done` events of the open item, which ends with `status`."""
         item, self.open = self.open, None
@@ -327,6 +348,10 @@ class ResponseEvents:
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
             out.append(self._ids("response.output_text.done", item, content_index=0, text=text, logprobs=[]))
             out.append(self._ids("response.content_part.done", item, content_index=0, part=part))
+        elif self._custom(item):
+            text = custom_input(text)
+            out.append(self._ids("response.custom_tool_call_input.delta", item, delta=text))
+            out.append(self._ids("response.custom_tool_call_input.done", item, input=text))
         elif item.kind == "function_call":
             out.append(self._ids("response.function_call_arguments.done", item, name=item.name, arguments=text))
         elif text:

@@ -342,3 +342,44 @@ async def test_plain_openai_model_names_mapped_in_inbound_openai(daemon: Daemon,
             break
         await asyncio.sleep(0.05)
     assert row == ("assistant", "gpt")
+
+
+async def test_a_custom_tool_through_the_sdk(daemon: Daemon, fakes: tuple[FakeOpenAI, FakeAnthropic]) -> None:
+    """A freeform tool (Codex's apply_patch) reaches the provider as a function of one string and comes back as a
+    custom_tool_call the SDK reads, streamed or not."""
+    fake, _ = fakes
+    tool = {"type": "custom", "name": "apply_patch", "description": "Edit files."}
+    client = AsyncOpenAI(base_url=f"{daemon.base_url}/openai/v1", api_key="unused", max_retries=0)
+    try:
+        answer = await client.responses.create(
+            model="lsd::model_name::gpt",
+            input="[fake:tool] patch",
+            tools=[tool],  # type: ignore[list-item]
+        )
+        [item] = answer.output
+        assert item.type == "custom_tool_call" and item.name == "apply_patch"
+        sent = fake.requests[-1].body["tools"][0]["function"]
+        assert sent["name"] == "apply_patch" and sent["parameters"]["required"] == ["input"]
+        stream = await client.responses.create(
+            model="lsd::model_name::gpt",
+            input="[fake:tool] patch",
+            tools=[tool],  # type: ignore[list-item]
+            stream=True,
+        )
+        done = [event.item async for event in stream if event.type == "response.output_item.done"]
+        assert [d.type for d in done] == ["custom_tool_call"]
+        followed = await client.responses.create(
+            model="lsd::model_name::gpt",
+            tools=[tool],  # type: ignore[list-item]
+            input=[
+                {"role": "user", "content": "patch"},
+                {"type": "custom_tool_call", "call_id": item.call_id, "name": "apply_patch", "input": "*** Begin"},
+                {"type": "custom_tool_call_output", "call_id": item.call_id, "output": "Done!"},
+            ],
+        )
+        assert followed.status == "completed"
+        messages = fake.requests[-1].body["messages"]
+        assert messages[1]["tool_calls"][0]["function"]["arguments"] == '{"input":"*** Begin"}'
+        assert messages[2] == {"role": "tool", "tool_call_id": item.call_id, "content": "Done!"}
+    finally:
+        await client.close()

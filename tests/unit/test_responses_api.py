@@ -314,10 +314,10 @@ def test_a_namespace_is_served_flat_and_its_calls_answer_with_it_and_web_search_
     assert call.request.tags[DROPPED_TOOLS_TAG] == "web_search"
     assert len(call.tools) == 3  # echoed as sent
     answer = [
-        ToolCallOutput("c1", "spawn_agent", {}, "spawn_agent", "{}"),
-        ToolCallOutput("c2", "shell", {}, "shell", "{}"),
+        ToolCallOutput("c1", "spawn_agent", "{}", "spawn_agent", {}),
+        ToolCallOutput("c2", "shell", "{}", "shell", {}),
     ]
-    items = output_items(ID, answer, None, call.tool_namespaces)
+    items = output_items(ID, answer, None, call)
     assert items[0]["namespace"] == "multi_agent_v1" and "namespace" not in items[1]
     events = events_of(
         call, [StreamEvent(content=(ToolCall("c1", "spawn_agent", "{}"),)), StreamEvent(usage=Usage(1, 1))]
@@ -357,3 +357,42 @@ def test_tool_search_and_web_search_history_are_left_out_and_a_required_choice_o
     with pytest.raises(InvalidRequest) as refused:
         parse(tools=[{"type": "web_search"}], tool_choice="required")
     assert refused.value.field == "tool_choice"
+
+
+APPLY_PATCH = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Edit files.",
+    "format": {"type": "grammar", "syntax": "lark", "definition": "start: patch"},
+}
+
+
+def test_a_custom_tool_is_a_function_of_one_string_and_its_calls_are_custom_tool_calls() -> None:
+    """Codex offers apply_patch as a freeform tool with every model it knows (it was a 400)."""
+    call = parse(
+        tools=[APPLY_PATCH],
+        input=[
+            {"role": "user", "content": "fix it"},
+            {"type": "custom_tool_call", "call_id": "c0", "name": "apply_patch", "input": "*** Begin Patch"},
+            {"type": "custom_tool_call_output", "call_id": "c0", "output": "Done!"},
+        ],
+    )
+    [spec] = call.request.additional_tools
+    assert spec.name == "apply_patch" and spec.parameters["required"] == ["input"]
+    assert "lark grammar:\nstart: patch" in spec.description
+    assistant, user = call.request.input.messages[1:]
+    assert assistant.content == (ToolCall("c0", "apply_patch", '{"input":"*** Begin Patch"}'),)
+    assert user.content == (ToolResult("c0", "apply_patch", "Done!"),)
+    answer = [ToolCallOutput("c1", "apply_patch", '{"input":"patch text"}', "apply_patch", {"input": "patch text"})]
+    [item] = output_items(ID, answer, None, call)
+    assert item["type"] == "custom_tool_call" and item["input"] == "patch text" and item["call_id"] == "c1"
+    events = events_of(
+        call,
+        [StreamEvent(content=(ToolCall("c1", "apply_patch", '{"input": "pa'),)),
+         StreamEvent(content=(ToolCall("c1", "", 'tch text"}'),)), StreamEvent(usage=Usage(1, 1))],
+    )  # fmt: skip
+    kinds = [kind for kind, _ in events]
+    assert "response.function_call_arguments.delta" not in kinds
+    done = dict(events)["response.custom_tool_call_input.done"]
+    assert done["input"] == "patch text"
+    assert dict(events)["response.output_item.done"]["item"]["type"] == "custom_tool_call"

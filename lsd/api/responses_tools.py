@@ -1,0 +1,151 @@
+"""The Responses API's `tools` and `tool_choice`, as the engine's tool specs.
+
+Function tools are served as they are, and so are those grouped in a `namespace` (flat: their calls are answered
+with the namespace). A `custom` (freeform) tool, which the model calls with free text (Codex's `apply_patch`), is
+served as a function taking one string, `input`, its grammar or format in the description; its calls are answered
+as `custom_tool_call` items carrying that text. Web search and tool search only widen what the model may do: they
+are left out of the provider's request and named in the inference's DROPPED_TOOLS_TAG. Another tool OpenAI runs on
+its side (file search, code interpreter, ...) is a 400 naming `tools[i].type`, as no LSD provider runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from lsd.errors import InvalidRequest
+from lsd.immutable import immutable
+from lsd.inference.request import parse_tool
+from lsd.types import Json, ToolSpec
+
+DROPPED_TOOL_PREFIXES = ("web_search", "tool_search")
+DROPPED_TOOLS_TAG = "lsd::dropped_tools"
+CUSTOM_INPUT = "input"  # a custom tool's one parameter, as served to the provider
+
+
+@immutable
+class OfferedTools:
+    """What a request's `tools` offer: as echoed, as the engine's specs, each namespaced function's namespace, the
+    custom tools' names and the tool types left out."""
+
+    echo: tuple[Mapping[str, Json], ...] = ()
+    specs: tuple[ToolSpec, ...] = ()
+    namespaces: Mapping[str, str] | None = None
+    custom: frozenset[str] = frozenset()
+    dropped: tuple[str, ...] = ()
+
+
+def parse_tools(raw: Any) -> OfferedTools:
+    if raw is None:
+        return OfferedTools()
+    if not isinstance(raw, list):
+        raise InvalidRequest.at("tools", "expected an array")
+    specs: list[ToolSpec] = []
+    namespaces: dict[str, str] = {}
+    custom: set[str] = set()
+    dropped: list[str] = []
+    for i, tool in enumerate(raw):
+        path = f"tools[{i}]"
+        if not isinstance(tool, dict):
+            raise InvalidRequest.at(path, "expected an object")
+        kind = tool.get("type")
+        if isinstance(kind, str) and kind.startswith(DROPPED_TOOL_PREFIXES):
+            dropped.append(kind)
+        elif kind == "function":
+            specs.append(_function_tool(tool, path))
+        elif kind == "custom":
+            spec = _custom_tool(tool, path)
+            custom.add(spec.name)
+            specs.append(spec)
+        elif kind == "namespace":
+            for spec in _namespace(tool, path):
+                namespaces[spec.name] = str(tool["name"])
+                specs.append(spec)
+        else:
+            raise InvalidRequest.at(
+                f"{path}.type",
+                f"tool type {kind!r} is not supported by LSD: function, custom and namespace tools are served",
+            )
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise InvalidRequest.at("tools", f"two tools are named {spec.name!r} (namespaces are served flat)")
+        seen.add(spec.name)
+    return OfferedTools(tuple(raw), tuple(specs), namespaces, frozenset(custom), tuple(dropped))
+
+
+def parse_tool_choice(raw: Any, offered: OfferedTools) -> tuple[str | dict[str, str] | None, Json]:
+    """`tool_choice`: (the engine's, as echoed)."""
+    if raw is None:
+        return None, "auto"
+    if raw == "required" and offered.dropped and not offered.specs:
+        raise InvalidRequest.at(
+            "tool_choice", f"required, but the only tools offered ({', '.join(offered.dropped)}) are left out by LSD"
+        )
+    if raw in ("none", "auto", "required"):
+        return raw, raw
+    if isinstance(raw, dict) and raw.get("type") in ("function", "custom") and isinstance(raw.get("name"), str):
+        return {"specific": raw["name"]}, raw
+    raise InvalidRequest.at("tool_choice", "must be none, auto, required or {type: function | custom, name}")
+
+
+def custom_input(arguments: str) -> str:
+    """The free text of a custom tool's call, from the arguments the provider gave the function standing in for it
+    (`{"input": ...}`); the arguments as they are when they hold no such string."""
+    try:
+        parsed = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return arguments
+    value = parsed.get(CUSTOM_INPUT) if isinstance(parsed, dict) else None
+    return value if isinstance(value, str) else arguments
+
+
+def custom_arguments(text: str) -> str:
+    """A custom tool call's free text as the arguments of the function standing in for it."""
+    return orjson.dumps({CUSTOM_INPUT: text}).decode()
+
+
+def _function_tool(tool: Mapping[str, Any], path: str) -> ToolSpec:
+    parameters = tool.get("parameters")
+    function = {
+        "name": tool.get("name"),
+        "description": tool.get("description"),
+        "parameters": {"type": "object", "properties": {}} if parameters is None else parameters,
+        "strict": tool.get("strict"),
+    }
+    return parse_tool({k: v for k, v in function.items() if v is not None}, path)
+
+
+def _custom_tool(tool: Mapping[str, Any], path: str) -> ToolSpec:
+    """A freeform tool as a function of one string; a grammar `format` goes into the description for the model."""
+    description = tool.get("description")
+    if description is not None and not isinstance(description, str):
+        raise InvalidRequest.at(f"{path}.description", "expected a string")
+    text = description or ""
+    fmt = tool.get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
+        syntax = fmt.get("syntax") if isinstance(fmt.get("syntax"), str) else "the"
+        text += f"\n\nThe input must follow this {syntax} grammar:\n{fmt['definition']}"
+    parameters = {
+        "type": "object",
+        "properties": {CUSTOM_INPUT: {"type": "string", "description": "The tool's input, as free text."}},
+        "required": [CUSTOM_INPUT],
+    }
+    return parse_tool({"name": tool.get("name"), "description": text.strip(), "parameters": parameters}, path)
+
+
+def _namespace(tool: Mapping[str, Any], path: str) -> list[ToolSpec]:
+    namespace, grouped = tool.get("name"), tool.get("tools")
+    if not isinstance(namespace, str) or not namespace:
+        raise InvalidRequest.at(f"{path}.name", "expected a non-empty string")
+    if not isinstance(grouped, list):
+        raise InvalidRequest.at(f"{path}.tools", "expected an array of function tools")
+    specs = []
+    for j, inner in enumerate(grouped):
+        ipath = f"{path}.tools[{j}]"
+        if not isinstance(inner, dict) or inner.get("type") != "function":
+            raise InvalidRequest.at(f"{ipath}.type", "a namespace's tools must be function tools")
+        specs.append(_function_tool(inner, ipath))
+    return specs
