@@ -396,3 +396,12 @@ def test_a_custom_tool_is_a_function_of_one_string_and_its_calls_are_custom_tool
     done = dict(events)["response.custom_tool_call_input.done"]
     assert done["input"] == "patch text"
     assert dict(events)["response.output_item.done"]["item"]["type"] == "custom_tool_call"
+
+
+def test_the_prompt_cache_key_is_a_tag() -> None:
+    """Codex sends its session id as prompt_cache_key and no previous_response_id: the tag finds a session."""
+    call = parse(prompt_cache_key="019a0000-0000-7000-8000-000000000abc")
+    assert call.request.tags["lsd::prompt_cache_key"] == "019a0000-0000-7000-8000-000000000abc"
+    with pytest.raises(InvalidRequest) as refused:
+        parse(prompt_cache_key=7)
+    assert refused.value.field == "prompt_cache_key"
