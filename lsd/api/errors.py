@@ -30,6 +30,7 @@ ANSWERED_KEY = "lsd.internal_error_id"
 # The routes whose clients act on a provider's own 400, 413, 429 or 529 (lsd.api.provider_answer): Claude clients,
 # and the Responses API's (Codex, the Agents SDK). The TensorZero and Chat Completions routes keep TensorZero's 502.
 PASSING_ON_PATHS = ("/anthropic/", "/openai/v1/responses")
+LOGGED_MESSAGE_CHARS = 2000
 
 
 def wants_error_json(scope: Scope) -> bool:
@@ -82,7 +83,11 @@ def error_response(exc: LsdError, scope: Scope) -> Response:
     if failed is not None:  # an inference whose every attempt failed: its rows exist, its id is worth logging
         scope_fields(scope).update(inference_id=failed[0], function=failed[1])
     if exc.http_status >= 500 and not isinstance(exc, InternalError):
-        log.warning("request %s failed: %s %s", request_id(scope), exc.error_code, exc.message)
+        # The message may quote providers' error bodies: cut, so a provider echoing a long prompt does not fill logs.
+        message = (
+            exc.message if len(exc.message) <= LOGGED_MESSAGE_CHARS else exc.message[:LOGGED_MESSAGE_CHARS] + "..."
+        )
+        log.warning("request %s failed: %s %s", request_id(scope), exc.error_code, message)
     if scope["path"].startswith(PASSING_ON_PATHS):
         exc = passed_on(exc)  # a provider's 400, 413, 429 or 529 as the provider gave it
     body = error_bytes(exc, scope)

@@ -11,6 +11,7 @@ its side (file search, code interpreter, ...) is a 400 naming `tools[i].type`, a
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -142,10 +143,14 @@ def _namespace(tool: Mapping[str, Any], path: str) -> list[ToolSpec]:
         raise InvalidRequest.at(f"{path}.name", "expected a non-empty string")
     if not isinstance(grouped, list):
         raise InvalidRequest.at(f"{path}.tools", "expected an array of function tools")
+    about = tool.get("description")
     specs = []
     for j, inner in enumerate(grouped):
         ipath = f"{path}.tools[{j}]"
         if not isinstance(inner, dict) or inner.get("type") != "function":
             raise InvalidRequest.at(f"{ipath}.type", "a namespace's tools must be function tools")
-        specs.append(_function_tool(inner, ipath))
+        spec = _function_tool(inner, ipath)
+        if isinstance(about, str) and about:  # served flat: each function carries what the namespace is for
+            spec = replace(spec, description=f"({namespace}: {about})\n{spec.description}".strip())
+        specs.append(spec)
     return specs

@@ -311,6 +311,7 @@ def test_a_namespace_is_served_flat_and_its_calls_answer_with_it_and_web_search_
         ]
     )
     assert [spec.name for spec in call.request.additional_tools] == ["shell", "spawn_agent"]
+    assert call.request.additional_tools[1].description == "(multi_agent_v1: agents)"
     assert call.request.tags[DROPPED_TOOLS_TAG] == "web_search"
     assert len(call.tools) == 3  # echoed as sent
     answer = [
