@@ -125,6 +125,7 @@ def _custom_tool(tool: Mapping[str, Any], path: str) -> ToolSpec:
     if description is not None and not isinstance(description, str):
         raise InvalidRequest.at(f"{path}.description", "expected a string")
     text = description or ""
+    text += f"\n\n(This tool is called as a function: give its whole input as the string `{CUSTOM_INPUT}`.)"
     fmt = tool.get("format")
     if isinstance(fmt, dict) and fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
         syntax = fmt.get("syntax") if isinstance(fmt.get("syntax"), str) else "the"

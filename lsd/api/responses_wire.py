@@ -99,6 +99,11 @@ def tool_call_item(
     return function_call_item(item_id, call_id, name, arguments, status, namespace)
 
 
+def _call_prefix(call: ResponsesRequest | None, name: str) -> str:
+    """The item id's prefix of a call of tool `name`: OpenAI's `ctc` for a custom tool's, else `fc`."""
+    return "ctc" if call is not None and name in (call.custom_tools or ()) else "fc"
+
+
 def reasoning_item(item_id: str, text: str | None, signature: str | None) -> dict[str, Any]:
     item: dict[str, Any] = {"type": "reasoning", "id": item_id, "summary": []}
     if text:
@@ -131,7 +136,7 @@ def output_items(
             continue
         close_text()
         if isinstance(block, ToolCallOutput):
-            item_id = f"fc_{base}_{len(items)}"
+            item_id = f"{_call_prefix(call, block.raw_name)}_{base}_{len(items)}"
             items.append(tool_call_item(item_id, block.id, block.raw_name, block.raw_arguments, call))
         elif isinstance(block, Thought):
             items.append(reasoning_item(f"rs_{base}_{len(items)}", block.text, block.signature))
@@ -312,7 +317,8 @@ class ResponseEvents:
             out.append(self._ids("response.output_text.delta", item, content_index=0, delta=block.text, logprobs=[]))
         elif isinstance(block, ToolCall):
             if item is None or item.kind != "function_call" or (block.id and block.id != item.call_id):
-                out.extend(self._item("function_call", "fc", call_id=block.id, name=block.name, call=self.call))
+                prefix = _call_prefix(self.call, block.name)
+                out.extend(self._item("function_call", prefix, call_id=block.id, name=block.name, call=self.call))
                 item = self.open
             assert item is not None
             if block.name and not item.name:

@@ -387,6 +387,7 @@ def test_a_custom_tool_is_a_function_of_one_string_and_its_calls_are_custom_tool
     answer = [ToolCallOutput("c1", "apply_patch", '{"input":"patch text"}', "apply_patch", {"input": "patch text"})]
     [item] = output_items(ID, answer, None, call)
     assert item["type"] == "custom_tool_call" and item["input"] == "patch text" and item["call_id"] == "c1"
+    assert item["id"].startswith("ctc_")
     events = events_of(
         call,
         [StreamEvent(content=(ToolCall("c1", "apply_patch", '{"input": "pa'),)),
