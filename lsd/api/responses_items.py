@@ -12,21 +12,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lsd.api.responses_tools import custom_arguments
+import orjson
+
+from lsd.api.responses_tools import TOOL_SEARCH, custom_arguments
 from lsd.errors import InvalidRequest
 from lsd.types import ContentBlock, File, Message, Role, Text, Thought, ToolCall, ToolResult
 
 DROPPED_ITEM_TYPES = ("web_search_call",)
 
 
-def parse_items(raw: Any) -> tuple[list[Message], str | None]:
-    """`input` (a string, or an array of items) as messages, and the text of its system/developer messages."""
+def parse_items(raw: Any) -> tuple[list[Message], str | None, list[Any]]:
+    """`input` (a string, or an array of items) as messages, the text of its system/developer messages, and the
+    tool definitions its tool searches found (`tool_search_output` items' `tools`)."""
     if isinstance(raw, str):
-        return [Message("user", (Text(raw),))], None
+        return [Message("user", (Text(raw),))], None, []
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest.at("input", "expected a string or a non-empty array of input items")
     messages: list[Message] = []
     system: list[str] = []
+    found: list[Any] = []
     tool_names: dict[str, str] = {}
     for i, item in enumerate(raw):
         path = f"input[{i}]"
@@ -55,6 +59,20 @@ def parse_items(raw: Any) -> tuple[list[Message], str | None]:
                 raise InvalidRequest.at(f"{path}.input", "expected a string")
             tool_names[call_id] = name
             add_blocks(messages, "assistant", [ToolCall(call_id, name, custom_arguments(text))])
+        elif kind == "tool_search_call":  # a client-run tool search: the function standing in for it
+            call_id = _string(item, "call_id", path)
+            arguments = item.get("arguments") or {}
+            if not isinstance(arguments, dict):
+                raise InvalidRequest.at(f"{path}.arguments", "expected an object")
+            tool_names[call_id] = TOOL_SEARCH
+            add_blocks(messages, "assistant", [ToolCall(call_id, TOOL_SEARCH, orjson.dumps(arguments).decode())])
+        elif kind == "tool_search_output":  # the tools found: the call's result, and offered from now on
+            call_id = _string(item, "call_id", path)
+            tools = item.get("tools") or []
+            if not isinstance(tools, list):
+                raise InvalidRequest.at(f"{path}.tools", "expected an array of tools")
+            found.extend(tools)
+            add_blocks(messages, "user", [ToolResult(call_id, TOOL_SEARCH, orjson.dumps(tools).decode())])
         elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = _string(item, "call_id", path)
             add_blocks(messages, "user", _tool_output(item.get("output"), call_id, tool_names.get(call_id, ""), path))
@@ -66,9 +84,9 @@ def parse_items(raw: Any) -> tuple[list[Message], str | None]:
             raise InvalidRequest.at(
                 f"{path}.type",
                 f"input item type {kind!r} is not supported: use message, function_call, function_call_output, "
-                "custom_tool_call, custom_tool_call_output or reasoning",
+                "custom_tool_call, custom_tool_call_output, tool_search_call, tool_search_output or reasoning",
             )
-    return messages, "\n".join(system) or None
+    return messages, "\n".join(system) or None, found
 
 
 def _tool_output(output: Any, call_id: str, name: str, path: str) -> list[ContentBlock]:

@@ -3,9 +3,12 @@
 Function tools are served as they are, and so are those grouped in a `namespace` (flat: their calls are answered
 with the namespace). A `custom` (freeform) tool, which the model calls with free text (Codex's `apply_patch`), is
 served as a function taking one string, `input`, its grammar or format in the description; its calls are answered
-as `custom_tool_call` items carrying that text. Web search and tool search only widen what the model may do: they
-are left out of the provider's request and named in the inference's DROPPED_TOOLS_TAG. Another tool OpenAI runs on
-its side (file search, code interpreter, ...) is a 400 naming `tools[i].type`, as no LSD provider runs it.
+as `custom_tool_call` items carrying that text. A tool search the client runs (`execution: "client"`, Codex's way to
+offer its deferred tools) is served as the function `tool_search`, answered as `tool_search_call` items; the tools a
+`tool_search_output` in the input brought are offered too. Web search and a tool search OpenAI would run only widen
+what the model may do: they are left out of the provider's request and named in the inference's DROPPED_TOOLS_TAG.
+Another tool OpenAI runs on its side (file search, code interpreter, ...) is a 400 naming `tools[i].type`, as no LSD
+provider runs it.
 """
 
 from __future__ import annotations
@@ -21,9 +24,15 @@ from lsd.immutable import immutable
 from lsd.inference.request import parse_tool
 from lsd.types import Json, ToolSpec
 
-DROPPED_TOOL_PREFIXES = ("web_search", "tool_search")
+DROPPED_TOOL_PREFIXES = ("web_search", "tool_search")  # tool search run by OpenAI; the client-run one is served
 DROPPED_TOOLS_TAG = "lsd::dropped_tools"
 CUSTOM_INPUT = "input"  # a custom tool's one parameter, as served to the provider
+TOOL_SEARCH = "tool_search"  # the function standing in for a client-run tool search
+_SEARCH_PARAMETERS: Mapping[str, Json] = {
+    "type": "object",
+    "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
+    "required": ["query"],
+}
 
 
 @immutable
@@ -36,6 +45,21 @@ class OfferedTools:
     namespaces: Mapping[str, str] | None = None
     custom: frozenset[str] = frozenset()
     dropped: tuple[str, ...] = ()
+    tool_search: bool = False  # a client-run tool search is offered (served as the function TOOL_SEARCH)
+
+    def joined(self, found: OfferedTools) -> OfferedTools:
+        """These tools and those a tool search found earlier in the conversation (not echoed; ours win a name)."""
+        names = {spec.name for spec in self.specs}
+        extra = tuple(spec for spec in found.specs if spec.name not in names)
+        namespaces = {**(found.namespaces or {}), **(self.namespaces or {})}
+        return OfferedTools(
+            self.echo,
+            self.specs + extra,
+            namespaces or None,
+            self.custom | found.custom,
+            self.dropped,
+            self.tool_search,
+        )
 
 
 def parse_tools(raw: Any) -> OfferedTools:
@@ -47,12 +71,16 @@ def parse_tools(raw: Any) -> OfferedTools:
     namespaces: dict[str, str] = {}
     custom: set[str] = set()
     dropped: list[str] = []
+    searched = False
     for i, tool in enumerate(raw):
         path = f"tools[{i}]"
         if not isinstance(tool, dict):
             raise InvalidRequest.at(path, "expected an object")
         kind = tool.get("type")
-        if isinstance(kind, str) and kind.startswith(DROPPED_TOOL_PREFIXES):
+        if kind == TOOL_SEARCH and tool.get("execution") == "client":
+            specs.append(_tool_search(tool, path))
+            searched = True
+        elif isinstance(kind, str) and kind.startswith(DROPPED_TOOL_PREFIXES):
             dropped.append(kind)
         elif kind == "function":
             specs.append(_function_tool(tool, path))
@@ -74,7 +102,19 @@ def parse_tools(raw: Any) -> OfferedTools:
         if spec.name in seen:
             raise InvalidRequest.at("tools", f"two tools are named {spec.name!r} (namespaces are served flat)")
         seen.add(spec.name)
-    return OfferedTools(tuple(raw), tuple(specs), namespaces, frozenset(custom), tuple(dropped))
+    return OfferedTools(tuple(raw), tuple(specs), namespaces, frozenset(custom), tuple(dropped), searched)
+
+
+def parse_found(raw: list[Any]) -> OfferedTools:
+    """The tools earlier tool searches found (tool_search_output items), each parsed as a request's tool; one LSD
+    cannot serve is left out (the client offered it, not this request: refusing it would refuse every later turn)."""
+    found = OfferedTools()
+    for tool in raw:
+        try:
+            found = parse_tools([tool]).joined(found)
+        except InvalidRequest:
+            continue
+    return OfferedTools(specs=found.specs, namespaces=found.namespaces, custom=found.custom)
 
 
 def parse_tool_choice(raw: Any, offered: OfferedTools) -> tuple[str | dict[str, str] | None, Json]:
@@ -136,6 +176,30 @@ def _custom_tool(tool: Mapping[str, Any], path: str) -> ToolSpec:
         "required": [CUSTOM_INPUT],
     }
     return parse_tool({"name": tool.get("name"), "description": text.strip(), "parameters": parameters}, path)
+
+
+def _tool_search(tool: Mapping[str, Any], path: str) -> ToolSpec:
+    """A client-run tool search as a function: the model calls it, the client searches its deferred tools and
+    answers with their definitions (a tool_search_output item), which the next requests offer."""
+    description = tool.get("description")
+    parameters = tool.get("parameters")
+    return parse_tool(
+        {
+            "name": TOOL_SEARCH,
+            "description": description if isinstance(description, str) else "Search for more tools to use.",
+            "parameters": parameters if isinstance(parameters, dict) else _SEARCH_PARAMETERS,
+        },
+        path,
+    )
+
+
+def search_arguments(arguments: str) -> dict[str, Json]:
+    """A tool search call's arguments as the object a tool_search_call item carries ({} when not a JSON object)."""
+    try:
+        parsed = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _namespace(tool: Mapping[str, Any], path: str) -> list[ToolSpec]:

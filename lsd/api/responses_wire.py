@@ -17,7 +17,7 @@ from uuid import UUID
 from lsd.api.openai_model import ModelRef
 from lsd.api.openai_wire import openai_error_object
 from lsd.api.responses_request import ResponsesRequest, response_id
-from lsd.api.responses_tools import custom_input
+from lsd.api.responses_tools import TOOL_SEARCH, custom_input, search_arguments
 from lsd.errors import LsdError
 from lsd.inference.result import InferenceResult, ResultBlock, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
@@ -95,13 +95,26 @@ def tool_call_item(
     """A tool call as the request offered the tool: a function (in its namespace, if any), or a custom tool."""
     if call is not None and call.custom_tools and name in call.custom_tools:
         return custom_tool_call_item(item_id, call_id, name, custom_input(arguments), status)
+    if call is not None and call.tool_search and name == TOOL_SEARCH:  # the client runs it: Codex's deferred tools
+        arguments_json = search_arguments(arguments)
+        return {
+            "type": "tool_search_call",
+            "id": item_id,
+            "call_id": call_id,
+            "execution": "client",
+            "arguments": arguments_json,
+            "status": status,
+        }
     namespace = (call.tool_namespaces or {}).get(name) if call is not None else None
     return function_call_item(item_id, call_id, name, arguments, status, namespace)
 
 
 def _call_prefix(call: ResponsesRequest | None, name: str) -> str:
-    """The item id's prefix of a call of tool `name`: OpenAI's `ctc` for a custom tool's, else `fc`."""
-    return "ctc" if call is not None and name in (call.custom_tools or ()) else "fc"
+    """The item id's prefix of a call of tool `name`: OpenAI's `ctc` for a custom tool's, `ts` for a tool search,
+    else `fc`."""
+    if call is not None and name in (call.custom_tools or ()):
+        return "ctc"
+    return "ts" if call is not None and call.tool_search and name == TOOL_SEARCH else "fc"
 
 
 def reasoning_item(item_id: str, text: str | None, signature: str | None) -> dict[str, Any]:
@@ -325,7 +338,7 @@ class ResponseEvents:
                 item.name = block.name
             if block.arguments:
                 item.parts.append(block.arguments)
-                if not self._custom(item):  # a custom tool's text is known once its arguments are whole
+                if not self._held(item):  # a custom tool's text is known once its arguments are whole
                     out.append(self._ids("response.function_call_arguments.delta", item, delta=block.arguments))
         elif isinstance(block, Thought):
             if item is None or item.kind != "reasoning":
@@ -343,6 +356,12 @@ class ResponseEvents:
         """Whether the open function item is a call of a custom tool (answered as a custom_tool_call)."""
         return item.kind == "function_call" and item.name in (self.call.custom_tools or ())
 
+    def _held(self, item: _Item) -> bool:
+        """Whether the open function item's arguments go out whole at its end, not as deltas: a custom tool's call
+        (its text), or a tool search's (an object)."""
+        searching = self.call.tool_search and item.kind == "function_call" and item.name == TOOL_SEARCH
+        return searching or self._custom(item)
+
     def _close(self, status: str = "completed") -> list[tuple[str, dict[str, Any]]]:
         """The `.done` events of the open item, which ends with `status`."""
         item, self.open = self.open, None
@@ -359,7 +378,8 @@ class ResponseEvents:
             out.append(self._ids("response.custom_tool_call_input.delta", item, delta=text))
             out.append(self._ids("response.custom_tool_call_input.done", item, input=text))
         elif item.kind == "function_call":
-            out.append(self._ids("response.function_call_arguments.done", item, name=item.name, arguments=text))
+            if not self._held(item):  # a tool search's call goes out whole, in its output_item.done
+                out.append(self._ids("response.function_call_arguments.done", item, name=item.name, arguments=text))
         elif text:
             out.append(self._ids("response.reasoning_text.done", item, content_index=0, text=text))
         out.append(self._event("response.output_item.done", output_index=item.index, item=item.json(status)))

@@ -347,7 +347,7 @@ def test_a_function_call_output_with_an_image_is_the_tool_result_then_the_image(
 
 def test_tool_search_and_web_search_history_are_left_out_and_a_required_choice_of_nothing_is_a_400() -> None:
     call = parse(
-        tools=[{"type": "function", "name": "f"}, {"type": "tool_search", "execution": "client", "parameters": {}}],
+        tools=[{"type": "function", "name": "f"}, {"type": "tool_search", "execution": "server"}],
         input=[
             {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search"}},
             {"role": "user", "content": "hi"},
@@ -407,3 +407,55 @@ def test_the_prompt_cache_key_is_a_tag() -> None:
     with pytest.raises(InvalidRequest) as refused:
         parse(prompt_cache_key=7)
     assert refused.value.field == "prompt_cache_key"
+
+
+SEARCH = {
+    "type": "tool_search",
+    "execution": "client",
+    "description": "Find deferred tools.",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}}},
+}
+FOUND = {
+    "type": "namespace",
+    "name": "multi_agent_v1",
+    "tools": [{"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}],
+}
+
+
+def test_a_client_run_tool_search_is_served_and_what_it_found_is_offered() -> None:
+    """Codex's catalogued models keep their multi-agent and MCP tools behind a tool search Codex runs itself."""
+    call = parse(tools=[SEARCH])
+    [spec] = call.request.additional_tools
+    assert spec.name == "tool_search" and spec.description == "Find deferred tools."
+    answer = [ToolCallOutput("s1", "tool_search", '{"query": "agents", "limit": 2}', "tool_search", {})]
+    [item] = output_items(ID, answer, None, call)
+    assert item == {
+        "type": "tool_search_call",
+        "id": item["id"],
+        "call_id": "s1",
+        "execution": "client",
+        "arguments": {"query": "agents", "limit": 2},
+        "status": "completed",
+    }
+    events = events_of(
+        call,
+        [StreamEvent(content=(ToolCall("s1", "tool_search", '{"query": "agents"}'),)), StreamEvent(usage=Usage(1, 1))],
+    )
+    kinds = [kind for kind, _ in events]
+    assert "response.function_call_arguments.delta" not in kinds and "response.reasoning_text.done" not in kinds
+    assert dict(events)["response.output_item.done"]["item"]["arguments"] == {"query": "agents"}
+    later = parse(
+        tools=[SEARCH],
+        input=[
+            {"role": "user", "content": "spawn a helper"},
+            {"type": "tool_search_call", "call_id": "s1", "execution": "client", "arguments": {"query": "agents"}},
+            {"type": "tool_search_output", "call_id": "s1", "status": "completed", "execution": "client",
+             "tools": [FOUND, {"type": "computer_use_preview"}]},
+        ],
+    )  # fmt: skip
+    assert [spec.name for spec in later.request.additional_tools] == ["tool_search", "spawn_agent"]
+    assert later.tool_namespaces == {"spawn_agent": "multi_agent_v1"}
+    assert len(later.tools) == 1  # the echo is the request's own tools
+    searched, found = later.request.input.messages[1:]
+    assert searched.content == (ToolCall("s1", "tool_search", '{"query":"agents"}'),)
+    assert isinstance(found.content[0], ToolResult) and "spawn_agent" in found.content[0].result
