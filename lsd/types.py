@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import field
+from dataclasses import field, replace
 from typing import Any, Literal, TypeAlias
 
 from lsd.immutable import immutable
@@ -155,13 +155,12 @@ class InferenceParams:
     verbosity: str | None = None
 
     def merged(self, override: InferenceParams) -> InferenceParams:
-        """`override`'s set fields win over ours."""
-        return InferenceParams(
-            **{
-                name: getattr(override, name) if getattr(override, name) is not None else getattr(self, name)
-                for name in self.__dataclass_fields__
-            }
-        )
+        """`override`'s set fields win over ours (ourselves, not a copy, when it sets none: most requests)."""
+        changes = {name: value for name in _PARAM_FIELDS if (value := getattr(override, name)) is not None}
+        return replace(self, **changes) if changes else self
+
+
+_PARAM_FIELDS = tuple(InferenceParams.__dataclass_fields__)
 
 
 @immutable
