@@ -44,12 +44,17 @@ def passed_on(exc: LsdError) -> LsdError:
     """`exc` as a passing-on route answers it: an inference whose last failed attempt (or a call that) got a status
     of PASSED_ON_STATUSES answers that status, with the provider's message, Retry-After and body; anything else as
     is."""
-    if isinstance(exc, AllAttemptsFailed) and exc.failures and exc.failures[-1].status in PASSED_ON_STATUSES:
+    if (
+        isinstance(exc, AllAttemptsFailed)
+        and exc.failures
+        and exc.failures[-1].status in PASSED_ON_STATUSES
+        and exc.failures[-1].kind != "auth"  # Google answers a bad key 400: the gateway's problem all the same
+    ):
         last = exc.failures[-1]
         assert last.status is not None
         message = last.provider_message or last.message
         return ProviderAnswer(last.status, message, last.retry_after_s, last.raw_response)
-    if isinstance(exc, ProviderError) and exc.status in PASSED_ON_STATUSES:
+    if isinstance(exc, ProviderError) and exc.status in PASSED_ON_STATUSES and exc.kind != "auth":
         assert exc.status is not None
         message = exc.provider_message or exc.message
         return ProviderAnswer(exc.status, message, exc.retry_after_s, exc.raw_response)

@@ -8,6 +8,7 @@ import pytest
 from lsd.api.openai_model import ModelRef, parse_model
 from lsd.api.openai_request import parse_chat_request
 from lsd.api.openai_wire import openai_error_body
+from lsd.api.provider_answer import passed_on
 from lsd.api.tensorzero_wire import error_body, error_json, route_not_found_body
 from lsd.errors import (
     AllAttemptsFailed,
@@ -204,3 +205,11 @@ def test_error_json_caps_raw_exchanges_and_names_a_stream_errors_provider_type()
     event = ProviderError("cut", provider="my_openai", status=500)
     event.provider_type = "openai"  # a stream's error event knows its provider's type
     assert error_json(event)["InferenceServer"]["provider_type"] == "openai"
+
+
+def test_a_provider_answer_about_the_gateways_key_is_not_passed_on() -> None:
+    """Google answers a bad key with 400 (kind auth): the gateway's problem, a 502, not the client's 400."""
+    bad_key = AttemptFailure("a", "m", "gemini", "auth", "API key not valid", status=400)
+    assert passed_on(AllAttemptsFailed([bad_key])).http_status == 502
+    overflow = AttemptFailure("a", "m", "gemini", "bad_request", "too long", status=400)
+    assert passed_on(AllAttemptsFailed([overflow])).http_status == 400
