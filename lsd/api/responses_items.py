@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from lsd.api.responses_tools import TOOL_SEARCH, custom_arguments
+from lsd.api.responses_tools import TOOL_SEARCH, custom_arguments, qualified
 from lsd.errors import InvalidRequest
 from lsd.types import ContentBlock, File, Message, Role, Text, Thought, ToolCall, ToolResult
 
@@ -47,6 +47,9 @@ def parse_items(raw: Any) -> tuple[list[Message], str | None, list[Any]]:
             add_blocks(messages, role, _content(item.get("content"), f"{path}.content"))
         elif kind == "function_call":
             call_id, name = _string(item, "call_id", path), _string(item, "name", path)
+            namespace = item.get("namespace")
+            if isinstance(namespace, str) and namespace:  # as the provider was offered it (responses_tools)
+                name = qualified(namespace, name)
             arguments = item.get("arguments", "")
             if not isinstance(arguments, str):
                 raise InvalidRequest.at(f"{path}.arguments", "expected a JSON string")
@@ -72,7 +75,8 @@ def parse_items(raw: Any) -> tuple[list[Message], str | None, list[Any]]:
             if not isinstance(tools, list):
                 raise InvalidRequest.at(f"{path}.tools", "expected an array of tools")
             found.extend(tools)
-            add_blocks(messages, "user", [ToolResult(call_id, TOOL_SEARCH, orjson.dumps(tools).decode())])
+            # The definitions themselves are offered as tools: the result names them only (not everything twice).
+            add_blocks(messages, "user", [ToolResult(call_id, TOOL_SEARCH, _found_names(tools))])
         elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = _string(item, "call_id", path)
             add_blocks(messages, "user", _tool_output(item.get("output"), call_id, tool_names.get(call_id, ""), path))
@@ -206,3 +210,21 @@ def _reasoning(item: Mapping[str, Any], path: str) -> Thought:
             break
     signature = item.get("encrypted_content")
     return Thought("".join(texts) or None, signature if isinstance(signature, str) else None)
+
+
+def _found_names(tools: list[Any]) -> str:
+    """A tool search's result for the model: the tools it found, by the names it may now call them by."""
+    names: list[str] = []
+    for tool in tools:
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            continue
+        inner = tool.get("tools") if tool.get("type") == "namespace" else None
+        if isinstance(inner, list):
+            names += [
+                qualified(tool["name"], t["name"])
+                for t in inner
+                if isinstance(t, dict) and isinstance(t.get("name"), str)
+            ]
+        else:
+            names.append(tool["name"])
+    return "Found tools, now offered: " + ", ".join(names) if names else "No tools found."

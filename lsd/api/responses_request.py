@@ -60,7 +60,8 @@ class ResponsesRequest:
     max_output_tokens: int | None = None
     parallel_tool_calls: bool = True
     metadata: Mapping[str, str] | None = None
-    tool_namespaces: Mapping[str, str] | None = None  # a namespaced function tool's name: its namespace
+    # a namespaced function's name as the provider sees it: (its namespace, its own name)
+    tool_namespaces: Mapping[str, tuple[str, str]] | None = None
     custom_tools: frozenset[str] | None = None  # the names of the `custom` (freeform) tools, served as functions
     tool_search: bool = False  # a client-run tool search is offered: calls of TOOL_SEARCH are tool_search_call items
 

@@ -1,14 +1,15 @@
 """The Responses API's `tools` and `tool_choice`, as the engine's tool specs.
 
-Function tools are served as they are, and so are those grouped in a `namespace` (flat: their calls are answered
-with the namespace). A `custom` (freeform) tool, which the model calls with free text (Codex's `apply_patch`), is
-served as a function taking one string, `input`, its grammar or format in the description; its calls are answered
-as `custom_tool_call` items carrying that text. A tool search the client runs (`execution: "client"`, Codex's way to
-offer its deferred tools) is served as the function `tool_search`, answered as `tool_search_call` items; the tools a
-`tool_search_output` in the input brought are offered too. Web search and a tool search OpenAI would run only widen
-what the model may do: they are left out of the provider's request and named in the inference's DROPPED_TOOLS_TAG.
-Another tool OpenAI runs on its side (file search, code interpreter, ...) is a 400 naming `tools[i].type`, as no LSD
-provider runs it.
+Function tools are served as they are, and so are those grouped in a `namespace`, named `<namespace>__<name>` for
+the provider (two namespaces, or a namespace and the request's own functions, may use one name: Codex's MCP servers
+do) and answered with their own name and the namespace. A `custom` (freeform) tool, which the model calls with free
+text (Codex's `apply_patch`), is served as a function taking one string, `input`, its grammar or format in the
+description; its calls are answered as `custom_tool_call` items carrying that text. A tool search the client runs
+(`execution: "client"`, Codex's way to offer its deferred tools) is served as the function `tool_search`, answered
+as `tool_search_call` items; the tools a `tool_search_output` in the input brought are offered too. Web search and a
+tool search OpenAI would run only widen what the model may do: they are left out of the provider's request and
+named in the inference's DROPPED_TOOLS_TAG. Another tool OpenAI runs on its side (file search, code interpreter,
+...) is a 400 naming `tools[i].type`, as no LSD provider runs it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ DROPPED_TOOL_PREFIXES = ("web_search", "tool_search")  # tool search run by Open
 DROPPED_TOOLS_TAG = "lsd::dropped_tools"
 CUSTOM_INPUT = "input"  # a custom tool's one parameter, as served to the provider
 TOOL_SEARCH = "tool_search"  # the function standing in for a client-run tool search
+NAMESPACE_SEPARATOR = "__"  # a namespaced function's name for the provider: <namespace>__<name>
 _SEARCH_PARAMETERS: Mapping[str, Json] = {
     "type": "object",
     "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
@@ -37,12 +39,13 @@ _SEARCH_PARAMETERS: Mapping[str, Json] = {
 
 @immutable
 class OfferedTools:
-    """What a request's `tools` offer: as echoed, as the engine's specs, each namespaced function's namespace, the
+    """What a request's `tools` offer: as echoed, as the engine's specs, each namespaced function's namespace and own
+    name, the
     custom tools' names and the tool types left out."""
 
     echo: tuple[Mapping[str, Json], ...] = ()
     specs: tuple[ToolSpec, ...] = ()
-    namespaces: Mapping[str, str] | None = None
+    namespaces: Mapping[str, tuple[str, str]] | None = None  # qualified name: (namespace, the function's own name)
     custom: frozenset[str] = frozenset()
     dropped: tuple[str, ...] = ()
     tool_search: bool = False  # a client-run tool search is offered (served as the function TOOL_SEARCH)
@@ -51,12 +54,13 @@ class OfferedTools:
         """These tools and those a tool search found earlier in the conversation (not echoed; ours win a name)."""
         names = {spec.name for spec in self.specs}
         extra = tuple(spec for spec in found.specs if spec.name not in names)
-        namespaces = {**(found.namespaces or {}), **(self.namespaces or {})}
+        kept = {spec.name for spec in extra}
+        namespaces = {**{n: v for n, v in (found.namespaces or {}).items() if n in kept}, **(self.namespaces or {})}
         return OfferedTools(
             self.echo,
             self.specs + extra,
             namespaces or None,
-            self.custom | found.custom,
+            self.custom | (found.custom & kept),
             self.dropped,
             self.tool_search,
         )
@@ -68,7 +72,7 @@ def parse_tools(raw: Any) -> OfferedTools:
     if not isinstance(raw, list):
         raise InvalidRequest.at("tools", "expected an array")
     specs: list[ToolSpec] = []
-    namespaces: dict[str, str] = {}
+    namespaces: dict[str, tuple[str, str]] = {}
     custom: set[str] = set()
     dropped: list[str] = []
     searched = False
@@ -89,8 +93,8 @@ def parse_tools(raw: Any) -> OfferedTools:
             custom.add(spec.name)
             specs.append(spec)
         elif kind == "namespace":
-            for spec in _namespace(tool, path):
-                namespaces[spec.name] = str(tool["name"])
+            for own, spec in _namespace(tool, path):
+                namespaces[spec.name] = (str(tool["name"]), own)
                 specs.append(spec)
         else:
             raise InvalidRequest.at(
@@ -100,7 +104,7 @@ def parse_tools(raw: Any) -> OfferedTools:
     seen: set[str] = set()
     for spec in specs:
         if spec.name in seen:
-            raise InvalidRequest.at("tools", f"two tools are named {spec.name!r} (namespaces are served flat)")
+            raise InvalidRequest.at("tools", f"two tools are named {spec.name!r}")
         seen.add(spec.name)
     return OfferedTools(tuple(raw), tuple(specs), namespaces, frozenset(custom), tuple(dropped), searched)
 
@@ -202,7 +206,12 @@ def search_arguments(arguments: str) -> dict[str, Json]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _namespace(tool: Mapping[str, Any], path: str) -> list[ToolSpec]:
+def qualified(namespace: str, name: str) -> str:
+    """A namespaced function's name as the provider sees it."""
+    return f"{namespace}{NAMESPACE_SEPARATOR}{name}"
+
+
+def _namespace(tool: Mapping[str, Any], path: str) -> list[tuple[str, ToolSpec]]:
     namespace, grouped = tool.get("name"), tool.get("tools")
     if not isinstance(namespace, str) or not namespace:
         raise InvalidRequest.at(f"{path}.name", "expected a non-empty string")
@@ -215,7 +224,8 @@ def _namespace(tool: Mapping[str, Any], path: str) -> list[ToolSpec]:
         if not isinstance(inner, dict) or inner.get("type") != "function":
             raise InvalidRequest.at(f"{ipath}.type", "a namespace's tools must be function tools")
         spec = _function_tool(inner, ipath)
-        if isinstance(about, str) and about:  # served flat: each function carries what the namespace is for
-            spec = replace(spec, description=f"({namespace}: {about})\n{spec.description}".strip())
-        specs.append(spec)
+        name = spec.name
+        description = f"({namespace}: {about})\n{spec.description}" if isinstance(about, str) and about else None
+        spec = replace(spec, name=qualified(namespace, name), description=(description or spec.description).strip())
+        specs.append((name, spec))
     return specs

@@ -105,8 +105,10 @@ def tool_call_item(
             "arguments": arguments_json,
             "status": status,
         }
-    namespace = (call.tool_namespaces or {}).get(name) if call is not None else None
-    return function_call_item(item_id, call_id, name, arguments, status, namespace)
+    found = (call.tool_namespaces or {}).get(name) if call is not None else None
+    if found is not None:  # a namespaced function: its own name, in its namespace
+        return function_call_item(item_id, call_id, found[1], arguments, status, found[0])
+    return function_call_item(item_id, call_id, name, arguments, status)
 
 
 def _call_prefix(call: ResponsesRequest | None, name: str) -> str:

@@ -59,7 +59,7 @@ def parse(**body: Any) -> Any:
         (
             {
                 "tools": [
-                    {"type": "function", "name": "f"},
+                    {"type": "function", "name": "n__f"},
                     {"type": "namespace", "name": "n", "tools": [{"type": "function", "name": "f"}]},
                 ]
             },
@@ -310,18 +310,22 @@ def test_a_namespace_is_served_flat_and_its_calls_answer_with_it_and_web_search_
             {"type": "web_search", "external_web_access": True},
         ]
     )
-    assert [spec.name for spec in call.request.additional_tools] == ["shell", "spawn_agent"]
+    # the provider sees the namespace in the name (two namespaces, or one and the request's functions, may share a
+    # name: Codex's MCP servers do); the answer names the function and its namespace apart
+    assert [spec.name for spec in call.request.additional_tools] == ["shell", "multi_agent_v1__spawn_agent"]
     assert call.request.additional_tools[1].description == "(multi_agent_v1: agents)"
     assert call.request.tags[DROPPED_TOOLS_TAG] == "web_search"
     assert len(call.tools) == 3  # echoed as sent
     answer = [
-        ToolCallOutput("c1", "spawn_agent", "{}", "spawn_agent", {}),
+        ToolCallOutput("c1", "multi_agent_v1__spawn_agent", "{}", "multi_agent_v1__spawn_agent", {}),
         ToolCallOutput("c2", "shell", "{}", "shell", {}),
     ]
     items = output_items(ID, answer, None, call)
-    assert items[0]["namespace"] == "multi_agent_v1" and "namespace" not in items[1]
+    assert (items[0]["name"], items[0]["namespace"]) == ("spawn_agent", "multi_agent_v1")
+    assert "namespace" not in items[1]
     events = events_of(
-        call, [StreamEvent(content=(ToolCall("c1", "spawn_agent", "{}"),)), StreamEvent(usage=Usage(1, 1))]
+        call,
+        [StreamEvent(content=(ToolCall("c1", "multi_agent_v1__spawn_agent", "{}"),)), StreamEvent(usage=Usage(1, 1))],
     )
     done = [data["item"] for kind, data in events if kind == "response.output_item.done"]
     assert done[0]["namespace"] == "multi_agent_v1"
@@ -453,9 +457,31 @@ def test_a_client_run_tool_search_is_served_and_what_it_found_is_offered() -> No
              "tools": [FOUND, {"type": "computer_use_preview"}]},
         ],
     )  # fmt: skip
-    assert [spec.name for spec in later.request.additional_tools] == ["tool_search", "spawn_agent"]
-    assert later.tool_namespaces == {"spawn_agent": "multi_agent_v1"}
+    assert [spec.name for spec in later.request.additional_tools] == ["tool_search", "multi_agent_v1__spawn_agent"]
+    assert later.tool_namespaces == {"multi_agent_v1__spawn_agent": ("multi_agent_v1", "spawn_agent")}
     assert len(later.tools) == 1  # the echo is the request's own tools
     searched, found = later.request.input.messages[1:]
     assert searched.content == (ToolCall("s1", "tool_search", '{"query":"agents"}'),)
-    assert isinstance(found.content[0], ToolResult) and "spawn_agent" in found.content[0].result
+    assert found.content[0] == ToolResult("s1", "tool_search", "Found tools, now offered: multi_agent_v1__spawn_agent")
+
+
+def test_namespaced_names_never_take_over_another_tool() -> None:
+    """An MCP server's `exec_command` (found by a tool search) and Codex's own `exec_command` stay two tools; a call
+    sent back with its namespace reaches the provider by the name it was offered (codex4 review)."""
+    mcp = {"type": "namespace", "name": "mcp__box", "tools": [{"type": "function", "name": "exec_command"}]}
+    call = parse(
+        tools=[{"type": "function", "name": "exec_command"}, SEARCH],
+        input=[
+            {"role": "user", "content": "run ls"},
+            {"type": "tool_search_call", "call_id": "s1", "execution": "client", "arguments": {"query": "exec"}},
+            {"type": "tool_search_output", "call_id": "s1", "status": "completed", "execution": "client", "tools": [mcp]},
+            {"type": "function_call", "call_id": "c1", "name": "exec_command", "namespace": "mcp__box", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "done"},
+        ],
+    )  # fmt: skip
+    names = [spec.name for spec in call.request.additional_tools]
+    assert names == ["exec_command", "tool_search", "mcp__box__exec_command"]
+    own = [ToolCallOutput("c2", "exec_command", "{}", "exec_command", {})]
+    assert "namespace" not in output_items(ID, own, None, call)[0]  # Codex's shell stays Codex's shell
+    assert call.request.input.messages[3].content == (ToolCall("c1", "mcp__box__exec_command", "{}"),)
+    assert call.request.input.messages[4].content == (ToolResult("c1", "mcp__box__exec_command", "done"),)
