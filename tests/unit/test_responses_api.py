@@ -474,8 +474,10 @@ def test_namespaced_names_never_take_over_another_tool() -> None:
         input=[
             {"role": "user", "content": "run ls"},
             {"type": "tool_search_call", "call_id": "s1", "execution": "client", "arguments": {"query": "exec"}},
-            {"type": "tool_search_output", "call_id": "s1", "status": "completed", "execution": "client", "tools": [mcp]},
-            {"type": "function_call", "call_id": "c1", "name": "exec_command", "namespace": "mcp__box", "arguments": "{}"},
+            {"type": "tool_search_output", "call_id": "s1", "status": "completed", "execution": "client",
+             "tools": [mcp]},
+            {"type": "function_call", "call_id": "c1", "name": "exec_command", "namespace": "mcp__box",
+             "arguments": "{}"},
             {"type": "function_call_output", "call_id": "c1", "output": "done"},
         ],
     )  # fmt: skip
