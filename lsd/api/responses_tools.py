@@ -14,6 +14,7 @@ named in the inference's DROPPED_TOOLS_TAG. Another tool OpenAI runs on its side
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -30,6 +31,7 @@ DROPPED_TOOLS_TAG = "lsd::dropped_tools"
 CUSTOM_INPUT = "input"  # a custom tool's one parameter, as served to the provider
 TOOL_SEARCH = "tool_search"  # the function standing in for a client-run tool search
 NAMESPACE_SEPARATOR = "__"  # a namespaced function's name for the provider: <namespace>__<name>
+MAX_TOOL_NAME = 64  # OpenAI's (and Anthropic's) limit on a function's name
 _SEARCH_PARAMETERS: Mapping[str, Json] = {
     "type": "object",
     "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
@@ -207,8 +209,13 @@ def search_arguments(arguments: str) -> dict[str, Json]:
 
 
 def qualified(namespace: str, name: str) -> str:
-    """A namespaced function's name as the provider sees it."""
-    return f"{namespace}{NAMESPACE_SEPARATOR}{name}"
+    """A namespaced function's name as the provider sees it: `<namespace>__<name>`, cut to MAX_TOOL_NAME characters
+    (OpenAI's limit for a function name) with a hash of the whole when longer, so it stays unique."""
+    whole = f"{namespace}{NAMESPACE_SEPARATOR}{name}"
+    if len(whole) <= MAX_TOOL_NAME:
+        return whole
+    digest = hashlib.sha256(whole.encode()).hexdigest()[:8]
+    return f"{whole[: MAX_TOOL_NAME - 9]}_{digest}"
 
 
 def _namespace(tool: Mapping[str, Any], path: str) -> list[tuple[str, ToolSpec]]:

@@ -487,3 +487,13 @@ def test_namespaced_names_never_take_over_another_tool() -> None:
     assert "namespace" not in output_items(ID, own, None, call)[0]  # Codex's shell stays Codex's shell
     assert call.request.input.messages[3].content == (ToolCall("c1", "mcp__box__exec_command", "{}"),)
     assert call.request.input.messages[4].content == (ToolResult("c1", "mcp__box__exec_command", "done"),)
+
+
+def test_a_long_qualified_name_keeps_to_the_function_name_limit() -> None:
+    namespace = "mcp__" + "a_very_long_server_name" * 3
+    call = parse(tools=[{"type": "namespace", "name": namespace, "tools": [{"type": "function", "name": "lookup"}]}])
+    [spec] = call.request.additional_tools
+    assert len(spec.name) == 64 and spec.name.startswith("mcp__a_very_long")
+    answer = [ToolCallOutput("c1", spec.name, "{}", spec.name, {})]
+    item = output_items(ID, answer, None, call)[0]
+    assert (item["name"], item["namespace"]) == ("lookup", namespace)
