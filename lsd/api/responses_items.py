@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from lsd.api.responses_tools import TOOL_SEARCH, custom_arguments, qualified
+from lsd.api.responses_tools import TOOL_SEARCH, custom_arguments, parse_found, qualified
 from lsd.errors import InvalidRequest
 from lsd.types import ContentBlock, File, Message, Role, Text, Thought, ToolCall, ToolResult
 
@@ -213,18 +213,7 @@ def _reasoning(item: Mapping[str, Any], path: str) -> Thought:
 
 
 def _found_names(tools: list[Any]) -> str:
-    """A tool search's result for the model: the tools it found, by the names it may now call them by."""
-    names: list[str] = []
-    for tool in tools:
-        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
-            continue
-        inner = tool.get("tools") if tool.get("type") == "namespace" else None
-        if isinstance(inner, list):
-            names += [
-                qualified(tool["name"], t["name"])
-                for t in inner
-                if isinstance(t, dict) and isinstance(t.get("name"), str)
-            ]
-        else:
-            names.append(tool["name"])
+    """A tool search's result for the model: the tools it found that are offered (one LSD cannot serve is not), by
+    the names the model may now call them by."""
+    names = [spec.name for spec in parse_found(tools).specs]
     return "Found tools, now offered: " + ", ".join(names) if names else "No tools found."

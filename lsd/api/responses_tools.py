@@ -117,7 +117,7 @@ def parse_found(raw: list[Any]) -> OfferedTools:
     found = OfferedTools()
     for tool in raw:
         try:
-            found = parse_tools([tool]).joined(found)
+            found = found.joined(parse_tools([tool]))
         except InvalidRequest:
             continue
     return OfferedTools(specs=found.specs, namespaces=found.namespaces, custom=found.custom)
@@ -134,8 +134,19 @@ def parse_tool_choice(raw: Any, offered: OfferedTools) -> tuple[str | dict[str, 
     if raw in ("none", "auto", "required"):
         return raw, raw
     if isinstance(raw, dict) and raw.get("type") in ("function", "custom") and isinstance(raw.get("name"), str):
-        return {"specific": raw["name"]}, raw
+        return {"specific": _provider_name(raw["name"], raw.get("namespace"), offered)}, raw
     raise InvalidRequest.at("tool_choice", "must be none, auto, required or {type: function | custom, name}")
+
+
+def _provider_name(name: str, namespace: Any, offered: OfferedTools) -> str:
+    """The name the provider knows a chosen tool by: a namespaced function's qualified name (by its namespace, or by
+    its own name when one namespace has it), else `name`."""
+    if isinstance(namespace, str) and namespace:
+        return qualified(namespace, name)
+    if any(spec.name == name for spec in offered.specs):
+        return name
+    matches = [q for q, (_, own) in (offered.namespaces or {}).items() if own == name]
+    return matches[0] if len(matches) == 1 else name
 
 
 def custom_input(arguments: str) -> str:

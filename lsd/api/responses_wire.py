@@ -381,7 +381,8 @@ class ResponseEvents:
             out.append(self._ids("response.custom_tool_call_input.done", item, input=text))
         elif item.kind == "function_call":
             if not self._held(item):  # a tool search's call goes out whole, in its output_item.done
-                out.append(self._ids("response.function_call_arguments.done", item, name=item.name, arguments=text))
+                own = (self.call.tool_namespaces or {}).get(item.name, ("", item.name))[1]  # a namespaced one's
+                out.append(self._ids("response.function_call_arguments.done", item, name=own, arguments=text))
         elif text:
             out.append(self._ids("response.reasoning_text.done", item, content_index=0, text=text))
         out.append(self._event("response.output_item.done", output_index=item.index, item=item.json(status)))

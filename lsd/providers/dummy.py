@@ -14,7 +14,8 @@ Embeddings (an `[embedding_models]` provider, any `model_name`; `error` and `fla
 vector is a unit vector of `dimensions` (the request's, else 16) numbers drawn from its text's SHA-256, so equal
 texts embed equally. `cost` (either form, as for HTTP providers) prices the answers: the list form reads the
 dummy's raw response (`/usage/input_tokens`, `/usage/output_tokens`). `api_key_location` is read as for HTTP
-providers: a `dynamic::NAME` key missing from the request's `credentials` is a 400, as it is for them.
+providers, its `env::` parts as `none` (the dummy sends nothing): a `dynamic::NAME` key missing from the request's
+`credentials` is a 400 unless a fallback stands in, as for them.
 
 Batches run in-process: `start_batch` answers every request at once and `poll_batch` reports the batch pending
 until `batch_delay_ms` (default 1000) has passed since it started. The answers travel in the batch's stored

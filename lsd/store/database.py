@@ -342,9 +342,10 @@ class Database:
 
 
 def _named(url: str, name: str) -> dict[str, str]:
-    """`application_name` for a pool's connections (what pg_stat_activity shows), unless the URL sets its own."""
+    """`application_name` for a pool's connections (what pg_stat_activity shows), unless the URL or PGAPPNAME sets
+    one."""
     try:
-        given = conninfo_to_dict(url).get("application_name")
+        given = conninfo_to_dict(url).get("application_name") or os.environ.get("PGAPPNAME")
     except psycopg.ProgrammingError:
         given = None
     return {} if given else {"application_name": name}

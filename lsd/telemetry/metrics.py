@@ -171,7 +171,7 @@ class Metrics:
         self.http_latency = histogram(
             "lsd_http_request_duration_seconds", "HTTP request latency", ("route", "method"), latency_buckets
         )
-        self.inferences = counter("lsd_inferences_total", "Inferences by outcome (ok, error)", inference)
+        self.inferences = counter("lsd_inferences_total", "Inferences by outcome (ok, error, cancelled)", inference)
         self.inference_latency = histogram(
             "lsd_inference_duration_seconds", "Inference latency inside the gateway", inference, latency_buckets
         )
@@ -322,7 +322,8 @@ class Metrics:
         output_tokens: int | None,
         cost: float | None,
     ) -> None:
-        """One finished inference. `labels`: function, variant, model, provider, outcome ("ok"/"error"), stream."""
+        """One finished inference. `labels`: function, variant, model, provider, outcome ("ok", "error",
+        "cancelled"), stream."""
         c = self._inference_children.get(labels)
         if c is None:
             c = self._inference_children[labels] = _InferenceChildren(self, labels)

@@ -89,7 +89,7 @@ def build_body(
         "max_tokens": params.max_tokens if params.max_tokens is not None else max_tokens,
         "messages": build_messages(request.messages, provider_name=provider_name),
     }
-    system = _system(request)
+    system = system_text(request)
     if system:
         body["system"] = system
     if params.temperature is not None:
@@ -175,7 +175,8 @@ def _file(file: File) -> dict[str, Json]:
     raise InvalidRequest("a file needs a url or data", field="messages")
 
 
-def _system(request: ProviderRequest) -> str | None:
+def system_text(request: ProviderRequest) -> str | None:
+    """The system text with JSON mode's instruction (shared by Converse, whose JSON mode is the same)."""
     mode = request.params.json_mode
     if uses_json_tool(request) and request.params.thinking_budget_tokens is not None:
         instruction = JSON_TOOL_INSTRUCTION  # thinking: the `respond` tool is offered, not forced

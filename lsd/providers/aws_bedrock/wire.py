@@ -32,7 +32,12 @@ from typing import Any
 import orjson
 
 from lsd.errors import InvalidRequest, ProviderError
-from lsd.providers.anthropic.wire import JSON_INSTRUCTION, JSON_TOOL_NAME, uses_json_tool
+from lsd.providers.anthropic.wire import (
+    DEFAULT_MAX_TOKENS,
+    JSON_TOOL_NAME,
+    system_text,
+    uses_json_tool,
+)
 from lsd.providers.base import alternating_turns, error_from_status, json_object, mapped_reason, tool_arguments
 from lsd.types import (
     ContentBlock,
@@ -111,7 +116,7 @@ def build_body(request: ProviderRequest, *, provider_name: str | None = None, mo
     params = request.params
     messages = build_messages(request.messages, provider_name=provider_name)
     body: dict[str, Json] = {"messages": messages}
-    system = _system(request)
+    system = system_text(request)
     if system:
         body["system"] = [{"text": system}]
     config: dict[str, Json] = {}
@@ -120,14 +125,19 @@ def build_body(request: ProviderRequest, *, provider_name: str | None = None, mo
             config[key] = value
     if params.stop_sequences:
         config["stopSequences"] = list(params.stop_sequences)
+    budget = params.thinking_budget_tokens if "claude" in model_id else None
+    if budget is not None:  # Claude's thinking, in its own fields, within Anthropic's rules (as its own wire keeps)
+        body["additionalModelRequestFields"] = {"thinking": {"type": "enabled", "budget_tokens": budget}}
+        config.pop("temperature", None)
+        config.pop("topP", None)
+        if params.max_tokens is None:
+            config["maxTokens"] = budget + DEFAULT_MAX_TOKENS  # the limit must exceed the budget
     if config:
         body["inferenceConfig"] = config
-    if params.thinking_budget_tokens is not None and "claude" in model_id:  # Claude's thinking: its own fields
-        body["additionalModelRequestFields"] = {
-            "thinking": {"type": "enabled", "budget_tokens": params.thinking_budget_tokens}
-        }
     tool_config = _tool_config(request, _has_tool_blocks(messages))
     if tool_config is not None:
+        if budget is not None and "auto" not in tool_config.get("toolChoice", {"auto": {}}):
+            tool_config["toolChoice"] = {"auto": {}}  # a forced tool is refused while thinking: offered instead
         body["toolConfig"] = tool_config
     return body
 
@@ -206,17 +216,6 @@ def _file(file: File) -> dict[str, Json]:
             field="messages",
         )
     return {"image": {"format": image_format, "source": {"bytes": data}}}
-
-
-def _system(request: ProviderRequest) -> str | None:
-    mode = request.params.json_mode
-    if mode not in ("on", "tool", "strict") or uses_json_tool(request):
-        return request.system
-    instruction = JSON_INSTRUCTION
-    if request.output_schema is not None:
-        schema = orjson.dumps(request.output_schema, option=orjson.OPT_SORT_KEYS).decode()
-        instruction += f" The JSON must match this JSON Schema: {schema}"
-    return f"{request.system}\n\n{instruction}" if request.system else instruction
 
 
 def _tool(name: str, description: str, schema: Mapping[str, Any]) -> dict[str, Json]:

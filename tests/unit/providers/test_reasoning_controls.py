@@ -64,6 +64,13 @@ def test_thinking_budgets_become_each_vendors_thinking_setting() -> None:
         "thinking": {"type": "enabled", "budget_tokens": 2048}
     }
     assert "additionalModelRequestFields" not in bedrock_body(ask(ALL), model_id="amazon.nova-pro-v1:0")
+    hot = InferenceParams(thinking_budget_tokens=8000, temperature=0.7, top_p=0.9, json_mode="strict")
+    request = ProviderRequest(
+        system=None, messages=(Message("user", (Text("hi"),)),), params=hot, output_schema={"type": "object"}
+    )
+    converse = bedrock_body(request, model_id="anthropic.claude-sonnet-4-5")
+    assert converse["inferenceConfig"] == {"maxTokens": 8000 + 4096}  # no temperature or topP while thinking
+    assert converse["toolConfig"]["toolChoice"] == {"auto": {}} and "`respond` tool" in converse["system"][0]["text"]
 
 
 def test_anthropic_thinking_keeps_to_anthropics_rules() -> None:
