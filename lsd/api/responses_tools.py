@@ -42,8 +42,7 @@ _SEARCH_PARAMETERS: Mapping[str, Json] = {
 @immutable
 class OfferedTools:
     """What a request's `tools` offer: as echoed, as the engine's specs, each namespaced function's namespace and own
-    name, the
-    custom tools' names and the tool types left out."""
+    name, the custom tools' names, the tool types left out, and whether a client-run tool search is among them."""
 
     echo: tuple[Mapping[str, Json], ...] = ()
     specs: tuple[ToolSpec, ...] = ()
@@ -69,6 +68,7 @@ class OfferedTools:
 
 
 def parse_tools(raw: Any) -> OfferedTools:
+    """A request's `tools` (see the module's docstring); a 400 naming `tools[i]...` for one LSD cannot serve."""
     if raw is None:
         return OfferedTools()
     if not isinstance(raw, list):
@@ -101,7 +101,8 @@ def parse_tools(raw: Any) -> OfferedTools:
         else:
             raise InvalidRequest.at(
                 f"{path}.type",
-                f"tool type {kind!r} is not supported by LSD: function, custom and namespace tools are served",
+                f"tool type {kind!r} is not supported by LSD: function, custom, namespace and client-run tool_search "
+                "tools are served",
             )
     seen: set[str] = set()
     for spec in specs:
