@@ -178,8 +178,11 @@ def parse_messages(value: Any) -> tuple[Message, ...]:
         if not isinstance(message, dict):
             raise InvalidRequest.at(path, "expected an object")
         role = message.get("role")
+        if role == "system":  # a mid-conversation system message (Claude Code's newer models send one)
+            out.append(Message("user", (Text(_system_reminder(message.get("content"), path)),)))
+            continue
         if role not in ("user", "assistant"):
-            raise InvalidRequest.at(f"{path}.role", f"must be 'user' or 'assistant', got {role!r}")
+            raise InvalidRequest.at(f"{path}.role", f"must be 'user', 'assistant' or 'system', got {role!r}")
         content = message.get("content")
         if isinstance(content, str):
             out.append(Message(role, (Text(content),)))
@@ -193,6 +196,18 @@ def parse_messages(value: Any) -> tuple[Message, ...]:
             blocks.extend(_block(block, f"{path}.content[{j}]", tool_names))
         out.append(Message(role, tuple(blocks)))
     return tuple(out)
+
+
+def _system_reminder(content: Any, path: str) -> str:
+    """A mid-conversation system message's text, as a user-turn `<system-reminder>` (what Claude Code itself sends
+    to an API that takes no such message): LSD's messages are user and assistant turns."""
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in content):
+        text = "\n\n".join(_required_str(b, "text", f"{path}.content[{j}]") for j, b in enumerate(content))
+    else:
+        raise InvalidRequest.at(f"{path}.content", "a system message holds a string or text blocks")
+    return f"<system-reminder>\n{text}\n</system-reminder>"
 
 
 def _block(block: Any, path: str, tool_names: dict[str, str]) -> list[ContentBlock]:

@@ -138,7 +138,8 @@ def test_inbound_config_errors_name_the_key() -> None:
         ({"max_tokens": None}, "max_tokens"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "system", "content": [{"type": "image"}]}]}, "messages[0].content"),
         ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
         ({"messages": [{"role": "user", "content": [{"type": "search_result"}]}]}, "messages[0].content[0].type"),
         ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text"),
@@ -642,3 +643,15 @@ def test_providers_report_cache_tokens_and_the_wires_answer_them() -> None:
     assert openai_usage_json(cached, None)["tensorzero_provider_cache_write_input_tokens"] == 10
     assert "prompt_tokens_details" not in openai_usage_json(Usage(1, 2), None)
     assert Usage(1, 2, 3, None) + Usage(1, None, 1, 4) == Usage(2, 2, 4, 4)
+
+
+def test_a_mid_conversation_system_message_is_a_system_reminder(config: Config) -> None:
+    """Claude Code's default model sends one (beta mid-conversation-system); it was a 400 that ended the session."""
+    messages = [
+        {"role": "user", "content": "list the files"},
+        {"role": "system", "content": [{"type": "text", "text": "Available agent types: Explore"}]},
+    ]
+    call = parse_messages_request(body(model="claude-haiku-4-5", messages=messages), config)
+    second = call.request.input.messages[1]
+    assert second.role == "user"
+    assert second.content == (Text("<system-reminder>\nAvailable agent types: Explore\n</system-reminder>"),)

@@ -101,8 +101,9 @@ def build_body(
     budget = params.thinking_budget_tokens
     if budget is not None:  # extended thinking (a `thinking` in extra_body still wins), within Anthropic's rules
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        if params.max_tokens is None and max_tokens <= budget:
-            body["max_tokens"] = budget + max_tokens  # the limit must exceed the budget: the default on top of it
+        limit = params.max_tokens if params.max_tokens is not None else max_tokens
+        if limit <= budget:  # the limit must exceed the budget: the answer's limit (or the default) on top of it
+            body["max_tokens"] = budget + limit
         body.pop("temperature", None)  # refused while thinking (only 1 is taken: its default)
         body.pop("top_p", None)
     tools, tool_choice = _tools(request)

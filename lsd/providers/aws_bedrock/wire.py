@@ -130,8 +130,9 @@ def build_body(request: ProviderRequest, *, provider_name: str | None = None, mo
         body["additionalModelRequestFields"] = {"thinking": {"type": "enabled", "budget_tokens": budget}}
         config.pop("temperature", None)
         config.pop("topP", None)
-        if params.max_tokens is None:
-            config["maxTokens"] = budget + DEFAULT_MAX_TOKENS  # the limit must exceed the budget
+        limit = params.max_tokens if params.max_tokens is not None else DEFAULT_MAX_TOKENS
+        if params.max_tokens is None or limit <= budget:  # the limit must exceed the budget: the answer's on top
+            config["maxTokens"] = budget + limit
     if config:
         body["inferenceConfig"] = config
     tool_config = _tool_config(request, _has_tool_blocks(messages))

@@ -89,7 +89,9 @@ def test_anthropic_thinking_keeps_to_anthropics_rules() -> None:
     assert body["tool_choice"] == {"type": "auto"} and body["tools"][-1]["name"] == "respond"
     assert "`respond` tool" in body["system"]
     explicit = InferenceParams(thinking_budget_tokens=2048, max_tokens=3000)
-    assert anthropic_body(ask(explicit), "claude", False)["max_tokens"] == 3000  # as set: Anthropic judges it
+    assert anthropic_body(ask(explicit), "claude", False)["max_tokens"] == 3000  # above the budget: as set
+    short = InferenceParams(thinking_budget_tokens=2048, max_tokens=1024)  # a client's limit for its answer
+    assert anthropic_body(ask(short), "claude", False)["max_tokens"] == 2048 + 1024
     plain = anthropic_body(
         ProviderRequest(
             system=None,
