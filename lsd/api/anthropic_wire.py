@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from lsd.api.anthropic_request import MessagesRequest
-from lsd.api.provider_answer import PASSED_ON_STATUSES
+from lsd.api.provider_answer import PASSED_ON_STATUSES, ProviderAnswer
 from lsd.errors import InternalError, LsdError, ProviderError
 from lsd.inference.result import InferenceResult, ResultBlock, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
@@ -297,6 +297,8 @@ def error_object(exc: LsdError) -> dict[str, Any]:
     message = exc.message
     if isinstance(exc, ProviderError) and exc.status in PASSED_ON and exc.provider_message:
         message = exc.provider_message
+    if isinstance(exc, ProviderAnswer) and exc.context_overflow and not message.startswith("prompt is too long"):
+        message = f"prompt is too long: {message}"  # Claude clients compact on these words (another vendor's overflow)
     if exc.field and not message.startswith(exc.field):
         message = f"{exc.field}: {message}"
     error: dict[str, Any] = {"type": error_type(exc), "message": message}

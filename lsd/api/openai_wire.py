@@ -240,10 +240,13 @@ def _provider_answer(exc: ProviderAnswer) -> dict[str, Any]:
     body is OpenAI's (`context_length_exceeded`, `rate_limit_exceeded`)."""
     own = exc.provider_error()
     kind = own.get("type") if isinstance(own.get("type"), str) else None
+    code = own.get("code") if isinstance(own.get("code"), str) else None  # (Google's is its HTTP status: not one)
+    if code is None and exc.context_overflow:  # another vendor's overflow, in the code OpenAI clients act on
+        code = "context_length_exceeded"
     return {
         "message": exc.message,
         "type": kind or _ANSWER_TYPES.get(exc.http_status, "server_error"),
-        "code": own.get("code") if isinstance(own.get("code"), str | int) else None,
+        "code": code,
         "param": own.get("param") if isinstance(own.get("param"), str) else None,
     }
 

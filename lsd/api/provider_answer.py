@@ -9,6 +9,7 @@ ProviderAnswer here and write it in their wire's shape; a provider's 401, 403, 4
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -16,6 +17,11 @@ import orjson
 from lsd.errors import AllAttemptsFailed, LsdError, ProviderError
 
 PASSED_ON_STATUSES = frozenset({400, 413, 429, 529})
+# How providers word a prompt over the model's context window (OpenAI, vLLM, Mistral, Gemini, Bedrock, Anthropic).
+_OVERFLOW = re.compile(
+    r"prompt is too long|context[ _](length|window)|maximum context|input token count .*exceeds|input is too long",
+    re.IGNORECASE,
+)
 
 
 class ProviderAnswer(LsdError):
@@ -29,6 +35,14 @@ class ProviderAnswer(LsdError):
         self.http_status = status
         self.retry_after_s = retry_after_s
         self.raw_response = raw_response
+
+    @property
+    def context_overflow(self) -> bool:
+        """Whether the answer says the prompt is over the model's context window (OpenAI's `context_length_exceeded`
+        code, or the wording of the others): each client API has its own sign for it, which the routes give."""
+        if self.http_status not in (400, 413):
+            return False
+        return self.provider_error().get("code") == "context_length_exceeded" or bool(_OVERFLOW.search(self.message))
 
     def provider_error(self) -> dict[str, Any]:
         """The `error` object of the provider's body (OpenAI's and Anthropic's shape), or {}."""

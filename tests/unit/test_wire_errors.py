@@ -5,10 +5,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from lsd.api.anthropic_wire import anthropic_error_body
 from lsd.api.openai_model import ModelRef, parse_model
 from lsd.api.openai_request import parse_chat_request
 from lsd.api.openai_wire import openai_error_body
-from lsd.api.provider_answer import passed_on
+from lsd.api.provider_answer import ProviderAnswer, passed_on
 from lsd.api.tensorzero_wire import error_body, error_json, route_not_found_body
 from lsd.errors import (
     AllAttemptsFailed,
@@ -213,3 +214,31 @@ def test_a_provider_answer_about_the_gateways_key_is_not_passed_on() -> None:
     assert passed_on(AllAttemptsFailed([bad_key])).http_status == 502
     overflow = AttemptFailure("a", "m", "gemini", "bad_request", "too long", status=400)
     assert passed_on(AllAttemptsFailed([overflow])).http_status == 400
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "overflow"),
+    [
+        (400, '{"error": {"message": "too long", "code": "context_length_exceeded"}}', True),  # OpenAI, Groq
+        (400, '{"error": {"code": 400, "message": "The input token count (1048577) exceeds the maximum number of '
+         'tokens allowed (1048576).", "status": "INVALID_ARGUMENT"}}', True),  # Gemini
+        (400, '{"message": "Input is too long for requested model."}', True),  # Bedrock
+        (400, '{"error": {"message": "This model\'s maximum context length is 4096 tokens."}}', True),  # vLLM
+        (400, '{"error": {"message": "messages: field required"}}', False),
+        (429, '{"error": {"message": "maximum context of rate limits"}}', False),
+    ],
+)  # fmt: skip
+def test_another_vendors_context_overflow_reads_as_each_clients_sign_for_it(
+    status: int, body: str, overflow: bool
+) -> None:
+    """Claude Code compacts on 400 "prompt is too long", Codex on the code context_length_exceeded: an overflow from
+    a provider of another vendor is given in those words (claudecode2 review: Gemini's was passed on as it was)."""
+    failure = ProviderError("failed", provider="p", status=status)
+    failure.raw_response = body
+    failure.provider_message = str(orjson.loads(body).get("error", orjson.loads(body)).get("message"))
+    answer = passed_on(failure)
+    assert isinstance(answer, ProviderAnswer) and answer.context_overflow is overflow
+    anthropic = orjson.loads(anthropic_error_body(answer))["error"]["message"]
+    assert anthropic.startswith("prompt is too long") is overflow
+    code = orjson.loads(openai_error_body(answer))["error"]["code"]
+    assert (code == "context_length_exceeded") is overflow
