@@ -18,7 +18,7 @@ import orjson
 from lsd.api.openai_model import ModelRef, parse_model
 from lsd.api.openai_request import common_extensions, extension, parse_metadata
 from lsd.api.responses_items import add_blocks, parse_items
-from lsd.api.responses_tools import DROPPED_TOOLS_TAG, parse_found, parse_tool_choice, parse_tools
+from lsd.api.responses_tools import DROPPED_TOOLS_TAG, TOOL_SEARCH, parse_found, parse_tool_choice, parse_tools
 from lsd.config.inbound import InboundTarget
 from lsd.errors import InvalidRequest
 from lsd.immutable import immutable
@@ -64,6 +64,18 @@ class ResponsesRequest:
     tool_namespaces: Mapping[str, tuple[str, str]] | None = None
     custom_tools: frozenset[str] | None = None  # the names of the `custom` (freeform) tools, served as functions
     tool_search: bool = False  # a client-run tool search is offered: calls of TOOL_SEARCH are tool_search_call items
+
+    def call_kind(self, name: str) -> str:
+        """How a call of the tool the provider knows as `name` is answered: `custom` (a custom_tool_call),
+        `tool_search` (a tool_search_call) or `function` (a function_call)."""
+        if self.custom_tools and name in self.custom_tools:
+            return "custom"
+        return "tool_search" if self.tool_search and name == TOOL_SEARCH else "function"
+
+    def function_name(self, name: str) -> tuple[str | None, str]:
+        """The namespace and own name of the function the provider knows as `name` (None: it has no namespace)."""
+        found = (self.tool_namespaces or {}).get(name)
+        return found if found is not None else (None, name)
 
 
 def response_id(inference_id: UUID) -> str:

@@ -17,7 +17,7 @@ from uuid import UUID
 from lsd.api.openai_model import ModelRef
 from lsd.api.openai_wire import openai_error_object
 from lsd.api.responses_request import ResponsesRequest, response_id
-from lsd.api.responses_tools import TOOL_SEARCH, custom_input, search_arguments
+from lsd.api.responses_tools import custom_input, search_arguments
 from lsd.errors import LsdError
 from lsd.inference.result import InferenceResult, ResultBlock, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
@@ -92,31 +92,30 @@ def custom_tool_call_item(
 def tool_call_item(
     item_id: str, call_id: str, name: str, arguments: str, call: ResponsesRequest | None, status: str = "completed"
 ) -> dict[str, Any]:
-    """A tool call as the request offered the tool: a function (in its namespace, if any), or a custom tool."""
-    if call is not None and call.custom_tools and name in call.custom_tools:
+    """A tool call as the request offered the tool: a function (in its namespace, if any), a custom tool or a tool
+    search the client runs (Codex's deferred tools)."""
+    kind = _call_kind(call, name)
+    if kind == "custom":
         return custom_tool_call_item(item_id, call_id, name, custom_input(arguments), status)
-    if call is not None and call.tool_search and name == TOOL_SEARCH:  # the client runs it: Codex's deferred tools
-        arguments_json = search_arguments(arguments)
+    if kind == "tool_search":
         return {
             "type": "tool_search_call",
             "id": item_id,
             "call_id": call_id,
             "execution": "client",
-            "arguments": arguments_json,
+            "arguments": search_arguments(arguments),
             "status": status,
         }
-    found = (call.tool_namespaces or {}).get(name) if call is not None else None
-    if found is not None:  # a namespaced function: its own name, in its namespace
-        return function_call_item(item_id, call_id, found[1], arguments, status, found[0])
-    return function_call_item(item_id, call_id, name, arguments, status)
+    namespace, own = call.function_name(name) if call is not None else (None, name)
+    return function_call_item(item_id, call_id, own, arguments, status, namespace)
 
 
-def _call_prefix(call: ResponsesRequest | None, name: str) -> str:
-    """The item id's prefix of a call of tool `name`: OpenAI's `ctc` for a custom tool's, `ts` for a tool search,
-    else `fc`."""
-    if call is not None and name in (call.custom_tools or ()):
-        return "ctc"
-    return "ts" if call is not None and call.tool_search and name == TOOL_SEARCH else "fc"
+# A call's item id prefix by how it is answered (ResponsesRequest.call_kind), as OpenAI's ids begin.
+_CALL_PREFIXES = {"custom": "ctc", "tool_search": "ts", "function": "fc"}
+
+
+def _call_kind(call: ResponsesRequest | None, name: str) -> str:
+    return call.call_kind(name) if call is not None else "function"
 
 
 def reasoning_item(item_id: str, text: str | None, signature: str | None) -> dict[str, Any]:
@@ -151,7 +150,7 @@ def output_items(
             continue
         close_text()
         if isinstance(block, ToolCallOutput):
-            item_id = f"{_call_prefix(call, block.raw_name)}_{base}_{len(items)}"
+            item_id = f"{_CALL_PREFIXES[_call_kind(call, block.raw_name)]}_{base}_{len(items)}"
             items.append(tool_call_item(item_id, block.id, block.raw_name, block.raw_arguments, call))
         elif isinstance(block, Thought):
             items.append(reasoning_item(f"rs_{base}_{len(items)}", block.text, block.signature))
@@ -332,7 +331,7 @@ class ResponseEvents:
             out.append(self._ids("response.output_text.delta", item, content_index=0, delta=block.text, logprobs=[]))
         elif isinstance(block, ToolCall):
             if item is None or item.kind != "function_call" or (block.id and block.id != item.call_id):
-                prefix = _call_prefix(self.call, block.name)
+                prefix = _CALL_PREFIXES[self.call.call_kind(block.name)]
                 out.extend(self._item("function_call", prefix, call_id=block.id, name=block.name, call=self.call))
                 item = self.open
             assert item is not None
@@ -356,13 +355,12 @@ class ResponseEvents:
 
     def _custom(self, item: _Item) -> bool:
         """Whether the open function item is a call of a custom tool (answered as a custom_tool_call)."""
-        return item.kind == "function_call" and item.name in (self.call.custom_tools or ())
+        return item.kind == "function_call" and self.call.call_kind(item.name) == "custom"
 
     def _held(self, item: _Item) -> bool:
         """Whether the open function item's arguments go out whole at its end, not as deltas: a custom tool's call
         (its text), or a tool search's (an object)."""
-        searching = self.call.tool_search and item.kind == "function_call" and item.name == TOOL_SEARCH
-        return searching or self._custom(item)
+        return item.kind == "function_call" and self.call.call_kind(item.name) != "function"
 
     def _close(self, status: str = "completed") -> list[tuple[str, dict[str, Any]]]:
         """The `.done` events of the open item, which ends with `status`."""
@@ -381,7 +379,7 @@ class ResponseEvents:
             out.append(self._ids("response.custom_tool_call_input.done", item, input=text))
         elif item.kind == "function_call":
             if not self._held(item):  # a tool search's call goes out whole, in its output_item.done
-                own = (self.call.tool_namespaces or {}).get(item.name, ("", item.name))[1]  # a namespaced one's
+                own = self.call.function_name(item.name)[1]  # a namespaced one's own name
                 out.append(self._ids("response.function_call_arguments.done", item, name=own, arguments=text))
         elif text:
             out.append(self._ids("response.reasoning_text.done", item, content_index=0, text=text))
