@@ -14,23 +14,23 @@ from typing import Any
 
 import orjson
 
-from lsd.api.responses_tools import TOOL_SEARCH, custom_arguments, parse_found, qualified
+from lsd.api.responses_tools import TOOL_SEARCH, OfferedTools, custom_arguments, parse_found, qualified
 from lsd.errors import InvalidRequest
 from lsd.types import ContentBlock, File, Message, Role, Text, Thought, ToolCall, ToolResult
 
 DROPPED_ITEM_TYPES = ("web_search_call",)
 
 
-def parse_items(raw: Any) -> tuple[list[Message], str | None, list[Any]]:
+def parse_items(raw: Any) -> tuple[list[Message], str | None, OfferedTools]:
     """`input` (a string, or an array of items) as messages, the text of its system/developer messages, and the
-    tool definitions its tool searches found (`tool_search_output` items' `tools`)."""
+    tools its tool searches found (`tool_search_output` items' `tools`, those LSD can serve)."""
     if isinstance(raw, str):
-        return [Message("user", (Text(raw),))], None, []
+        return [Message("user", (Text(raw),))], None, OfferedTools()
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest.at("input", "expected a string or a non-empty array of input items")
     messages: list[Message] = []
     system: list[str] = []
-    found: list[Any] = []
+    found = OfferedTools()
     tool_names: dict[str, str] = {}
     for i, item in enumerate(raw):
         path = f"input[{i}]"
@@ -74,9 +74,10 @@ def parse_items(raw: Any) -> tuple[list[Message], str | None, list[Any]]:
             tools = item.get("tools") or []
             if not isinstance(tools, list):
                 raise InvalidRequest.at(f"{path}.tools", "expected an array of tools")
-            found.extend(tools)
+            searched = parse_found(tools)
+            found = found.joined(searched)
             # The definitions themselves are offered as tools: the result names them only (not everything twice).
-            add_blocks(messages, "user", [ToolResult(call_id, TOOL_SEARCH, _found_names(tools))])
+            add_blocks(messages, "user", [ToolResult(call_id, TOOL_SEARCH, _found_names(searched))])
         elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id = _string(item, "call_id", path)
             add_blocks(messages, "user", _tool_output(item.get("output"), call_id, tool_names.get(call_id, ""), path))
@@ -212,8 +213,8 @@ def _reasoning(item: Mapping[str, Any], path: str) -> Thought:
     return Thought("".join(texts) or None, signature if isinstance(signature, str) else None)
 
 
-def _found_names(tools: list[Any]) -> str:
+def _found_names(searched: OfferedTools) -> str:
     """A tool search's result for the model: the tools it found that are offered (one LSD cannot serve is not), by
     the names the model may now call them by."""
-    names = [spec.name for spec in parse_found(tools).specs]
+    names = [spec.name for spec in searched.specs]
     return "Found tools, now offered: " + ", ".join(names) if names else "No tools found."

@@ -18,7 +18,7 @@ import orjson
 from lsd.api.openai_model import ModelRef, parse_model
 from lsd.api.openai_request import common_extensions, extension, parse_metadata
 from lsd.api.responses_items import add_blocks, parse_items
-from lsd.api.responses_tools import DROPPED_TOOLS_TAG, TOOL_SEARCH, parse_found, parse_tool_choice, parse_tools
+from lsd.api.responses_tools import DROPPED_TOOLS_TAG, TOOL_SEARCH, parse_tool_choice, parse_tools
 from lsd.config.inbound import InboundTarget
 from lsd.errors import InvalidRequest
 from lsd.immutable import immutable
@@ -123,7 +123,7 @@ def parse_responses_request(body: Any, aliases: Mapping[str, InboundTarget] | No
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise InvalidRequest.at("instructions", "expected a string")
-    messages, system, found_tools = parse_items(body.get("input"))
+    messages, system, found = parse_items(body.get("input"))
     system = "\n".join(s for s in (instructions, system) if s) or None
     values: dict[str, Any] = {}
     temperature, top_p = _number(body, "temperature"), _number(body, "top_p")
@@ -143,8 +143,8 @@ def parse_responses_request(body: Any, aliases: Mapping[str, InboundTarget] | No
     if override is not None:
         params = params.merged(parse_params(override, "lsd::params"))
     offered = parse_tools(body.get("tools"))
-    if found_tools:  # what earlier tool searches found is offered too
-        offered = offered.joined(parse_found(found_tools))
+    if found.specs:  # what earlier tool searches found is offered too
+        offered = offered.joined(found)
     choice, choice_echo = parse_tool_choice(body.get("tool_choice"), offered)
     parallel = _flag(body, "parallel_tool_calls", True)
     metadata = parse_metadata(body.get("metadata"))
