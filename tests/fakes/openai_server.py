@@ -188,13 +188,18 @@ class FakeOpenAI(FakeServer):
             return exc.response
         return await self._answer(request, body, str(body.get("model", "")))
 
+    async def _azure_receive(self, request: web.Request) -> Any:
+        """As `_receive` for an Azure deployment's route: its key header, and the api-version it requires."""
+        body = await self._receive(request, "api-key")
+        if "api-version" not in request.query:
+            raise _HttpError(_error(400, "Missing required query parameter: api-version (fake)."))
+        return body
+
     async def _azure_chat(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = await self._receive(request, "api-key")
+            body = await self._azure_receive(request)
         except _HttpError as exc:
             return exc.response
-        if "api-version" not in request.query:
-            return _error(400, "Missing required query parameter: api-version (fake).")
         return await self._answer(request, body, str(body.get("model") or request.match_info["deployment"]))
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
@@ -206,11 +211,9 @@ class FakeOpenAI(FakeServer):
 
     async def _azure_embeddings(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = await self._receive(request, "api-key")
+            body = await self._azure_receive(request)
         except _HttpError as exc:
             return exc.response
-        if "api-version" not in request.query:
-            return _error(400, "Missing required query parameter: api-version (fake).")
         return await self._embed(body, request.match_info["deployment"])
 
     async def _embed(self, body: dict[str, Any], model: str) -> web.StreamResponse:
