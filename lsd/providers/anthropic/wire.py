@@ -69,6 +69,12 @@ _STOP_REASONS: Mapping[str, FinishReason] = MappingProxyType(
 )
 
 
+def thinking_max_tokens(budget: int, limit: int) -> int:
+    """The output limit to send while thinking: Claude counts its thinking in it and refuses one not above the
+    budget, so a limit at or below the budget (the answer's, or the default) gets the budget on top."""
+    return budget + limit if limit <= budget else limit
+
+
 def uses_json_tool(request: ProviderRequest) -> bool:
     """Whether the request's JSON mode is served by the forced `respond` tool."""
     return request.params.json_mode in ("tool", "strict") and request.output_schema is not None
@@ -101,9 +107,9 @@ def build_body(
     budget = params.thinking_budget_tokens
     if budget is not None:  # extended thinking (a `thinking` in extra_body still wins), within Anthropic's rules
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        limit = params.max_tokens if params.max_tokens is not None else max_tokens
-        if limit <= budget:  # the limit must exceed the budget: the answer's limit (or the default) on top of it
-            body["max_tokens"] = budget + limit
+        body["max_tokens"] = thinking_max_tokens(
+            budget, params.max_tokens if params.max_tokens is not None else max_tokens
+        )
         body.pop("temperature", None)  # refused while thinking (only 1 is taken: its default)
         body.pop("top_p", None)
     tools, tool_choice = _tools(request)

@@ -36,6 +36,7 @@ from lsd.providers.anthropic.wire import (
     DEFAULT_MAX_TOKENS,
     JSON_TOOL_NAME,
     system_text,
+    thinking_max_tokens,
     uses_json_tool,
 )
 from lsd.providers.base import alternating_turns, error_from_status, json_object, mapped_reason, tool_arguments
@@ -130,9 +131,9 @@ def build_body(request: ProviderRequest, *, provider_name: str | None = None, mo
         body["additionalModelRequestFields"] = {"thinking": {"type": "enabled", "budget_tokens": budget}}
         config.pop("temperature", None)
         config.pop("topP", None)
-        limit = params.max_tokens if params.max_tokens is not None else DEFAULT_MAX_TOKENS
-        if params.max_tokens is None or limit <= budget:  # the limit must exceed the budget: the answer's on top
-            config["maxTokens"] = budget + limit
+        # Converse sends no limit of its own: without one, the default on top of the budget
+        limit = params.max_tokens
+        config["maxTokens"] = budget + DEFAULT_MAX_TOKENS if limit is None else thinking_max_tokens(budget, limit)
     if config:
         body["inferenceConfig"] = config
     tool_config = _tool_config(request, _has_tool_blocks(messages))
