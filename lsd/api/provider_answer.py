@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from lsd.errors import AllAttemptsFailed, LsdError, ProviderError
+from lsd.errors import AllAttemptsFailed, AttemptFailure, LsdError, ProviderError
 
 PASSED_ON_STATUSES = frozenset({400, 413, 429, 529})
 # How providers word a prompt over the model's context window (OpenAI, vLLM, Mistral, Gemini, Bedrock, Anthropic).
@@ -58,18 +58,14 @@ def passed_on(exc: LsdError) -> LsdError:
     """`exc` as a passing-on route answers it: an inference whose last failed attempt (or a call that) got a status
     of PASSED_ON_STATUSES answers that status, with the provider's message, Retry-After and body; anything else as
     is."""
-    if (
-        isinstance(exc, AllAttemptsFailed)
-        and exc.failures
-        and exc.failures[-1].status in PASSED_ON_STATUSES
-        and exc.failures[-1].kind != "auth"  # Google answers a bad key 400: the gateway's problem all the same
-    ):
-        last = exc.failures[-1]
-        assert last.status is not None
-        message = last.provider_message or last.message
-        return ProviderAnswer(last.status, message, last.retry_after_s, last.raw_response)
-    if isinstance(exc, ProviderError) and exc.status in PASSED_ON_STATUSES and exc.kind != "auth":
-        assert exc.status is not None
-        message = exc.provider_message or exc.message
-        return ProviderAnswer(exc.status, message, exc.retry_after_s, exc.raw_response)
-    return exc
+    answered: AttemptFailure | ProviderError | None = None  # the provider's answer: the last attempt's, or the call's
+    if isinstance(exc, AllAttemptsFailed) and exc.failures:
+        answered = exc.failures[-1]
+    elif isinstance(exc, ProviderError):
+        answered = exc
+    # Google answers a bad key 400 (kind auth): the gateway's problem all the same, not passed on.
+    if answered is None or answered.status not in PASSED_ON_STATUSES or answered.kind == "auth":
+        return exc
+    assert answered.status is not None
+    message = answered.provider_message or answered.message
+    return ProviderAnswer(answered.status, message, answered.retry_after_s, answered.raw_response)
