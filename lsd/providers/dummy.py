@@ -94,11 +94,22 @@ class DummyProvider(Provider):
     def model_name(self) -> str:
         return self._model_name
 
-    def _answer(self, request: ProviderRequest) -> tuple[OutputBlock, ...]:
+    def _next_call(self) -> int:
+        """This call's number; `error` fails every call and `flaky` every other one, the first included."""
         call = next(self._calls)
+        if self._model_name == "error" or (self._model_name == "flaky" and call % 2 == 0):
+            raise self.error(f"dummy provider {self._model_name!r} failed as configured", status=500)
+        return call
+
+    async def _begin(self, ctx: CallContext) -> None:
+        """What a call does before answering: the key check, as HTTP providers make it, then the latency."""
+        self.key_location.resolve(ctx.credentials, self.name)
+        if self.latency_ms:
+            await self._wait(self.latency_ms / 1000, ctx)
+
+    def _answer(self, request: ProviderRequest) -> tuple[OutputBlock, ...]:
+        call = self._next_call()
         behaviour = self._model_name
-        if behaviour == "error" or (behaviour == "flaky" and call % 2 == 0):
-            raise self.error(f"dummy provider {behaviour!r} failed as configured", status=500)
         last_text = _last_user_text(request)
         if behaviour in ("echo", "slow"):
             return (Text(f"echo: {last_text}" if last_text else "echo"),)
@@ -115,20 +126,14 @@ class DummyProvider(Provider):
         return orjson.dumps({"model": self._model_name, "system": request.system, "messages": messages}).decode()
 
     async def infer(self, request: ProviderRequest, ctx: CallContext) -> ProviderResponse:
-        self.key_location.resolve(ctx.credentials, self.name)
-        if self.latency_ms:
-            await self._wait(self.latency_ms / 1000, ctx)
+        await self._begin(ctx)
         return self._respond(request)
 
     async def embed(
         self, inputs: Sequence[str], ctx: CallContext, *, dimensions: int | None = None
     ) -> EmbeddingResponse:
-        self.key_location.resolve(ctx.credentials, self.name)
-        if self.latency_ms:
-            await self._wait(self.latency_ms / 1000, ctx)
-        call = next(self._calls)
-        if self._model_name == "error" or (self._model_name == "flaky" and call % 2 == 0):
-            raise self.error(f"dummy provider {self._model_name!r} failed as configured", status=500)
+        await self._begin(ctx)
+        self._next_call()
         if dimensions is not None and dimensions > MAX_DIMENSIONS:
             raise InvalidRequest.at("dimensions", f"the dummy provider makes at most {MAX_DIMENSIONS} dimensions")
         vectors = tuple(_vector(text, dimensions or DEFAULT_DIMENSIONS) for text in inputs)
