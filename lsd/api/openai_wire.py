@@ -128,7 +128,9 @@ def completion_json(call: ChatCompletionRequest, result: InferenceResult) -> dic
 class ChunkWriter:
     """Turns one stream's events into `chat.completion.chunk` objects (tool call indexes, first-delta role, the
     answer's `model` in the request's prefix). The last chunk carries the finish reason and, with
-    `stream_options.include_usage`, the usage; a JSON function's has `content: ""`."""
+    `stream_options.include_usage`, the usage; a JSON function's has `content: ""`. A stream that broke (its last
+    error came after all of its content) gets no finish reason, so no client reads a cut answer as finished: only
+    the usage, with `include_usage`, in a chunk with no choices (as OpenAI sends usage)."""
 
     def __init__(self, call: ChatCompletionRequest, stream: InferenceStream, *, with_error_json: bool = False) -> None:
         self.call = call
@@ -138,10 +140,14 @@ class ChunkWriter:
         self.first = True
         self.tool_index: dict[str, int] = {}
         self.extra_index = 0
+        self.broken = False  # the last event was an error (content after one: the stream went on)
 
     def chunk(self, event: StreamEvent) -> dict[str, Any] | None:
         if event.error is not None:
+            self.broken = True
             return openai_error_object(event.error, with_error_json=self.with_error_json)
+        if event.content:
+            self.broken = False
         delta: dict[str, Any] = {}
         if self.first:
             delta["role"] = "assistant"
@@ -170,24 +176,16 @@ class ChunkWriter:
         if extra:
             delta["tensorzero_extra_content"] = extra
         last = event.usage is not None
+        if last and self.broken:
+            return self._chunk([], usage_json(event.usage, event.cost)) if self.call.include_usage else None
         finish = FINISH.get(event.finish_reason or "stop", "stop") if last else None
         if last and self.stream.function_type == "json":
             delta["content"] = ""
         if not delta and finish is None:
             return None
-        chunk = {
-            "id": ids.text(self.stream.inference_id),
-            "episode_id": ids.text(self.stream.episode_id),
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": response_model(self.call, self.stream.variant_name),
-            "system_fingerprint": "",
-            "service_tier": None,
-            "choices": [{"index": 0, "finish_reason": finish, "logprobs": None, "delta": delta}],
-            "usage": usage_json(event.usage, event.cost)
-            if event.usage is not None and self.call.include_usage
-            else None,
-        }
+        choice = {"index": 0, "finish_reason": finish, "logprobs": None, "delta": delta}
+        usage = usage_json(event.usage, event.cost) if event.usage is not None and self.call.include_usage else None
+        chunk = self._chunk([choice], usage)
         if event.raw_chunk is not None:
             chunk["tensorzero_raw_chunk"] = event.raw_chunk
         if event.raw_usage is not None:
@@ -195,6 +193,19 @@ class ChunkWriter:
         if event.raw_response is not None:
             chunk["tensorzero_raw_response"] = entries_json(event.raw_response)
         return chunk
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "id": ids.text(self.stream.inference_id),
+            "episode_id": ids.text(self.stream.episode_id),
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": response_model(self.call, self.stream.variant_name),
+            "system_fingerprint": "",
+            "service_tier": None,
+            "choices": choices,
+            "usage": usage,
+        }
 
 
 def embeddings_json(result: EmbeddingResult, encoding: str, prefix: str = "tensorzero::") -> dict[str, Any]:

@@ -188,3 +188,37 @@ async def test_a_broken_responses_stream_fails_with_its_priced_usage(
     [(inputs, outputs, cost)] = rows(database_url, "SELECT input_tokens, output_tokens, cost FROM chat_inferences")
     assert (usage["input_tokens"], usage["output_tokens"]) == (inputs, outputs) == (9, 3)
     assert usage["tensorzero_cost"] == pytest.approx(float(cost))
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+async def test_a_broken_chat_completions_stream_gets_no_finish_reason(
+    client: httpx.AsyncClient, database_url: str, include_usage: bool
+) -> None:
+    """A cut answer never reads as finished: the error event, then (with include_usage) the priced usage in a chunk
+    with no choices, then [DONE]: no chunk says `finish_reason: "stop"` (the AI SDK took that as a whole answer)."""
+    body = {
+        "model": "lsd::model_name::gpt",
+        "messages": [{"role": "user", "content": "[fake:broken] alpha beta gamma delta"}],
+        "stream": True,
+        "stream_options": {"include_usage": include_usage},
+    }
+    async with client.stream("POST", "/openai/v1/chat/completions", json=body) as r:
+        lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [orjson.loads(line[6:]) for line in lines[:-1]]
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")] == [None] * len(
+        [c for c in chunks if c.get("choices")]
+    )
+    errors = [c for c in chunks if "error" in c]
+    assert len(errors) == 1
+    after = chunks[chunks.index(errors[0]) + 1 :]
+    [(inputs, outputs, cost)] = rows(database_url, "SELECT input_tokens, output_tokens, cost FROM chat_inferences")
+    if include_usage:
+        [last] = after
+        assert last["choices"] == [] and (last["usage"]["prompt_tokens"], last["usage"]["completion_tokens"]) == (
+            inputs,
+            outputs,
+        )
+        assert last["usage"]["tensorzero_cost"] == pytest.approx(float(cost))
+    else:
+        assert after == []
