@@ -176,7 +176,7 @@ class ChunkWriter:
         if extra:
             delta["tensorzero_extra_content"] = extra
         last = event.usage is not None
-        if last and self.broken:
+        if event.usage is not None and self.broken:
             return self._chunk([], usage_json(event.usage, event.cost)) if self.call.include_usage else None
         finish = FINISH.get(event.finish_reason or "stop", "stop") if last else None
         if last and self.stream.function_type == "json":

@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lsd.api.access_log import note_result, note_stream
-from lsd.api.auth import identify
+from lsd.api.auth import KEY_SCOPE, identify
 from lsd.api.body import json_response_bytes, read_json
+from lsd.api.responses_references import references, resolved
 from lsd.api.responses_request import (
     STORE_TAG,
     ResponsesRequest,
@@ -29,7 +30,7 @@ from lsd.api.state import AppState
 from lsd.errors import NotFound
 from lsd.inference.streaming import InferenceStream, start_stream
 from lsd.runtime import Runtime
-from lsd.store.conversations import find_conversation
+from lsd.store.conversations import StoredConversation, find_conversation
 
 # A previous response this process just answered (or one made moments ago, maybe by another process) may not be
 # committed yet under async_writes: its rows are waited for this long before the id is called unknown.
@@ -40,6 +41,13 @@ COMMIT_POLL_S = (0.01, 0.02, 0.05, 0.1, 0.2)
 async def responses(request: Request[AppState]) -> Response:
     services = request.state["services"]
     body = await read_json(request, services.config.gateway.max_body_bytes)
+    if isinstance(body, dict) and (refs := references(body.get("input"))):
+        key_id = request.scope.get(KEY_SCOPE)
+
+        async def lookup(inference_id: UUID, field: str, label: str) -> StoredConversation:
+            return await stored_inference(services, inference_id, key_id, field, label)
+
+        body = {**body, "input": await resolved(body["input"], refs, lookup)}
     call = parse_responses_request(body, services.config.inbound.openai.models)
     call = replace(call, request=identify(request.scope, call.request))
     if call.previous_response_id is not None:
@@ -69,33 +77,40 @@ def _line(kind: str, data: dict[str, object]) -> bytes:
 
 
 async def continued(services: Runtime, call: ResponsesRequest, previous_id: UUID) -> ResponsesRequest:
-    """`call` after the conversation of the inference `previous_id`, read from the store (waiting a moment for
-    rows not committed yet); 404 naming `previous_response_id` when there is none, it was made with `store: false`,
-    or by another API key than the caller's (gateway auth)."""
+    """`call` after the conversation of the inference `previous_id` (stored_inference)."""
+    found = await stored_inference(
+        services, previous_id, call.request.api_key_public_id, "previous_response_id",
+        f"previous response with id {response_id(previous_id)!r}",
+    )  # fmt: skip
+    return with_history(call, found.input, found.output, found.kind, found.episode_id)
+
+
+async def stored_inference(
+    services: Runtime, inference_id: UUID, key_id: str | None, field: str, label: str
+) -> StoredConversation:
+    """The inference `inference_id` as stored, waiting a moment for rows not committed yet; 404 naming `field`
+    ("<label> not found") when there is none, it was made with `store: false`, or by another API key than the
+    caller's `key_id` (gateway auth)."""
     if not services.engine.recorder.enabled:
         raise NotFound(
-            "previous_response_id: this gateway records no inferences ([gateway.observability] enabled = false)",
-            field="previous_response_id",
+            f"{field}: this gateway records no inferences ([gateway.observability] enabled = false)", field=field
         )
     deadline: float | None = None
     polls = iter(COMMIT_POLL_S)
     while True:
-        found = await find_conversation(services.database, previous_id)
+        found = await find_conversation(services.database, inference_id)
         if found is not None:
-            if found.tags.get(STORE_TAG) == "false" or found.api_key_public_id != call.request.api_key_public_id:
+            if found.tags.get(STORE_TAG) == "false" or found.api_key_public_id != key_id:
                 break
-            return with_history(call, found.input, found.output, found.kind, found.episode_id)
+            return found
         if deadline is None:
-            if not _recent(services, previous_id):
+            if not _recent(services, inference_id):
                 break
             deadline = time.monotonic() + COMMIT_WAIT_S
         if time.monotonic() >= deadline:
             break
         await asyncio.sleep(next(polls, COMMIT_POLL_S[-1]))
-    raise NotFound(
-        f"previous_response_id: previous response with id {response_id(previous_id)!r} not found",
-        field="previous_response_id",
-    )
+    raise NotFound(f"{field}: {label} not found", field=field)
 
 
 def _recent(services: Runtime, inference_id: UUID) -> bool:

@@ -30,7 +30,7 @@ from lsd.inference.request import (
     parse_params,
     parse_uuid,
 )
-from lsd.types import ContentBlock, Input, Json, Text, Thought, ToolCall, ToolResult
+from lsd.types import ContentBlock, Input, Json, Text, Thought, ToolCall, ToolResult, Unknown
 
 RESPONSE_ID_PREFIX = "resp_"
 PROMPT_CACHE_KEY_TAG = "lsd::prompt_cache_key"  # the request's prompt_cache_key (Codex: its session id)
@@ -263,16 +263,7 @@ def with_history(
     except InvalidRequest:
         raise InvalidRequest.at("previous_response_id", "the stored response cannot be continued") from None
     messages = list(previous.messages)
-    answer: list[ContentBlock] = []
-    if kind == "json":
-        raw = stored_output.get("raw") if isinstance(stored_output, dict) else None
-        if isinstance(raw, str):
-            answer.append(Text(raw))
-    elif isinstance(stored_output, list):
-        for stored in stored_output:
-            block = _stored_block(stored) if isinstance(stored, dict) else None
-            if block is not None:
-                answer.append(block)
+    answer = [b for b in stored_answer(stored_output, kind) if not isinstance(b, Unknown)]
     if answer:
         add_blocks(messages, "assistant", answer)
     names = {b.id: b.name for m in messages for b in m.content if isinstance(b, ToolCall)}
@@ -292,9 +283,19 @@ def _named(block: ContentBlock, names: Mapping[str, str]) -> ContentBlock:
     return block
 
 
-def _stored_block(block: Mapping[str, Any]) -> ContentBlock | None:
-    """An output block as stored (lsd.inference.recording.block_to_json) back into an input block (None for a
-    provider's unknown block)."""
+def stored_answer(stored_output: Any, kind: str) -> list[Text | ToolCall | Thought | Unknown]:
+    """An inference's answer as stored (lsd.inference.recording.output_to_json) back into blocks: a json function's
+    raw text, or a chat function's blocks (a provider's unknown block as an empty Unknown, where it stood)."""
+    if kind == "json":
+        raw = stored_output.get("raw") if isinstance(stored_output, dict) else None
+        return [Text(raw)] if isinstance(raw, str) else []
+    if not isinstance(stored_output, list):
+        return []
+    return [_stored_block(b) for b in stored_output if isinstance(b, dict)]
+
+
+def _stored_block(block: Mapping[str, Any]) -> Text | ToolCall | Thought | Unknown:
+    """An output block as stored (lsd.inference.recording.block_to_json) back into an input block."""
     kind = block.get("type")
     if kind == "tool_call":
         arguments = block.get("raw_arguments")
@@ -305,4 +306,4 @@ def _stored_block(block: Mapping[str, Any]) -> ContentBlock | None:
         return Thought(block.get("text"), block.get("signature"))
     if kind == "text":
         return Text(str(block.get("text", "")))
-    return None
+    return Unknown(None)
