@@ -29,7 +29,7 @@ log = logging.getLogger("lsd.api")
 ANSWERED_KEY = "lsd.internal_error_id"
 # The routes whose clients act on a provider's own 400, 413, 429 or 529 (lsd.api.provider_answer): Claude clients,
 # and the Responses API's (Codex, the Agents SDK). The TensorZero and Chat Completions routes keep TensorZero's 502.
-PASSING_ON_PATHS = ("/anthropic/", "/openai/v1/responses")
+PASSING_ON_PATHS = ("/anthropic/", "/openai/")
 LOGGED_MESSAGE_CHARS = 2000
 
 

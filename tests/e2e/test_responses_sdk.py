@@ -289,8 +289,8 @@ async def test_responses_with_an_anthropic_provider(
 
 async def test_a_providers_400_and_429_reach_the_client_as_given(daemon: Daemon) -> None:
     """Codex and the Agents SDK act on a provider's 400 (context window) and 429 (back off): the Responses API
-    passes them on in OpenAI's shape (type, code, Retry-After); a 5xx stays the gateway's 502, and Chat Completions
-    keeps TensorZero's 502 for all."""
+    passes them on in OpenAI's shape (type, code, Retry-After), as Chat Completions does; a 5xx stays the gateway's
+    502."""
     client = AsyncOpenAI(base_url=f"{daemon.base_url}/openai/v1", api_key="unused", max_retries=0)
     try:
         with pytest.raises(openai.RateLimitError) as limited:
@@ -307,11 +307,11 @@ async def test_a_providers_400_and_429_reach_the_client_as_given(daemon: Daemon)
         with pytest.raises(openai.InternalServerError) as failed:
             await client.responses.create(model="lsd::model_name::gpt", input="[fake:error-500] hi")
         assert failed.value.status_code == 502
-        with pytest.raises(openai.InternalServerError) as chat:
+        with pytest.raises(openai.RateLimitError) as chat:
             await client.chat.completions.create(
                 model="lsd::model_name::gpt", messages=[{"role": "user", "content": "[fake:error-429] hi"}]
             )
-        assert chat.value.status_code == 502
+        assert chat.value.code == "rate_limit_exceeded"
     finally:
         await client.close()
 

@@ -1,6 +1,7 @@
-"""The OpenAI SDK against the OpenAI-compatible routes: a provider error a new call would meet again (its 400, 401,
-404) is answered with `x-should-retry: false`, so the SDK, which retries every 502, makes one call, not three (a
-retryable one, 429 or 5xx, is left to retry); `models.retrieve` finds what `models.list` lists."""
+"""The OpenAI SDK against the OpenAI-compatible routes: a provider's 400 and 429 reach it as given; a provider error
+that is the gateway's (its 401, 404) and that a new call would meet again is a 502 with `x-should-retry: false`, so the
+SDK, which retries every 502, makes one call, not three (a 5xx is left to retry); `models.retrieve` finds what
+`models.list` lists."""
 
 from __future__ import annotations
 
@@ -24,16 +25,20 @@ api_key_location = "none"
 """
 
 
-@pytest.mark.parametrize(("status", "calls", "header"), [(400, 1, "false"), (404, 1, "false"), (429, 3, None)])
+@pytest.mark.parametrize(
+    ("status", "answered", "calls", "header"), [(400, 400, 1, None), (404, 502, 1, "false"), (429, 429, 3, None)]
+)
 async def test_the_sdk_retries_only_what_may_pass(
-    database_url: str, status: int, calls: int, header: str | None
+    database_url: str, status: int, answered: int, calls: int, header: str | None
 ) -> None:
+    """A provider's 400 and 429 reach the SDK as given (BadRequestError, not retried; RateLimitError, retried as
+    OpenAI's would be); its 404 is the gateway's problem, a 502 the SDK does not retry."""
     async with FakeOpenAI() as fake, in_process_gateway(config(fake), database_url) as base_url:
         async with httpx.AsyncClient() as http:
             raw = await http.post(
                 f"{base_url}/openai/v1/chat/completions",
                 json={"model": "tensorzero::model_name::gpt",
-                      "messages": [{"role": "user", "content": "[fake:error-400]"}]},
+                      "messages": [{"role": "user", "content": "[fake:error-404]"}]},
             )  # fmt: skip
         assert raw.status_code == 502 and raw.headers.get("x-should-retry") == "false"
         before = len(fake.requests)
@@ -44,9 +49,11 @@ async def test_the_sdk_retries_only_what_may_pass(
                 messages=[{"role": "user", "content": f"[fake:error-{status}]"}],
             )
         await client.close()
-        assert raised.value.status_code == 502
+        assert raised.value.status_code == answered
         assert raised.value.response.headers.get("x-should-retry") == header
         assert len(fake.requests) - before == calls
+        if status != 404:  # OpenAI's own error, code and all
+            assert raised.value.body["message"].endswith("(fake).")  # type: ignore[index]
 
 
 async def test_models_retrieve_finds_what_the_list_lists(database_url: str) -> None:
