@@ -48,9 +48,10 @@ T = TypeVar("T")
 # Provider types whose request body is Anthropic's Messages body: the Anthropic-only fields go to these alone.
 ANTHROPIC_BODY_TYPES = frozenset({"anthropic", "gcp_vertex_anthropic"})
 # Anthropic's own fields LSD does not model: passed on as given to Anthropic-bodied providers, left out for the others
-# (Claude Code sends `context_management` and `output_config` with every request).
+# (Claude Code sends `context_management` and `output_config` with every request; LiteLLM sends structured output as
+# the beta's `output_format`).
 PASSED_ON_FIELDS = frozenset(
-    {"context_management", "output_config", "container", "inference_geo", "speed", "cache_control"}
+    {"context_management", "output_config", "output_format", "container", "inference_geo", "speed", "cache_control"}
 )
 _FIELDS = frozenset(
     {

@@ -29,11 +29,19 @@ from lsd.providers.proxies import Proxy
 
 IDLE_S = 15.0  # a pooled connection idle for longer is closed rather than reused (servers drop idle ones)
 PAUSE_AT = 1 << 18  # a stream's unread bytes above which reading from the socket pauses
+# The most one response's body may hold once decoded (gzip/deflate included): no provider answers anywhere near it,
+# and a larger one (a decompression bomb, a server gone wrong) would take the process's memory and then a row
+# PostgreSQL cannot hold. The call fails (error_kind `response_too_large`) and the connection is closed.
+MAX_RESPONSE_BYTES = 64 << 20
 _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "host", "keep-alive"})
 
 
 class ConnectionClosed(ConnectionError):
     """The server closed the connection before the response was complete."""
+
+
+class ResponseTooLarge(ConnectionError):
+    """A response whose body, decoded, is over MAX_RESPONSE_BYTES."""
 
 
 class HeaderRejected(ValueError):
@@ -138,6 +146,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False
         self._chunks: list[bytes] = []
         self._buffered = 0
+        self._received = 0  # the body's bytes so far, decoded
         self._head_done = False
         self._complete = False
         self._error: BaseException | None = None
@@ -186,10 +195,17 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self._error is not None:  # over the limit already: the rest of this read is dropped
+            return
+        room = MAX_RESPONSE_BYTES - self._received
         if self._decoder is not None:
-            body = self._decoder.decompress(body)
+            body = self._decoder.decompress(body, room + 1)  # never inflated past the limit
             if not body:
                 return
+        if len(body) > room:
+            self._too_large()
+            return
+        self._received += len(body)
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > PAUSE_AT and self._may_pause and not self._paused and self.transport is not None:
@@ -202,7 +218,10 @@ class Connection(asyncio.Protocol):
             self.status, self.headers = 0, {}
             return
         if self._decoder is not None:
-            rest = self._decoder.flush()
+            rest = self._decoder.flush(MAX_RESPONSE_BYTES - self._received + 1)
+            if len(rest) > MAX_RESPONSE_BYTES - self._received:
+                self._too_large()
+                return
             if rest:
                 self._chunks.append(rest)
         self.keep_alive = self._parser.should_keep_alive()
@@ -283,6 +302,11 @@ class Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _too_large(self) -> None:
+        self._chunks.clear()
+        self._fail(ResponseTooLarge(f"the response's body is over {MAX_RESPONSE_BYTES >> 20} MiB (decoded)"))
+        self.abort()
 
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:

@@ -21,6 +21,7 @@ from lsd.providers.connections import (
     Pool,
     PoolKey,
     ProxyRefused,
+    ResponseTooLarge,
     origin_of,
     proxied_origin,
     request_head,
@@ -221,6 +222,8 @@ def _mapped_errors(provider: str, timeout_message: str) -> Iterator[None]:
         raise ProviderTimeout(timeout_message, provider=provider, kind="timeout") from exc
     except HeaderRejected as exc:
         raise ProviderError(str(exc), provider=provider, retryable=False, kind="request") from exc
+    except ResponseTooLarge as exc:
+        raise ProviderError(str(exc), provider=provider, retryable=False, kind="response_too_large") from exc
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise ProviderError(
             f"connection error: {type(exc).__name__}: {exc}", provider=provider, kind="connection"

@@ -6,7 +6,7 @@ transaction with lsd.store.bulk, and tells the two ways a flush fails apart:
 - unavailable (connection, timeout, server state): nothing is written, `commit()` returns False and the next try
   waits out an exponential backoff (`retry_at`, up to 5 s); a retried batch takes the idempotent path, as a flush
   whose COMMIT succeeded but whose reply was lost must not be written twice.
-- rejected as data (a NUL byte in text, a missing partition): the batch is bisected, every group that commits alone
+- rejected as data (a NUL byte in text, a missing partition, a value over PostgreSQL's limits): the batch is bisected, every group that commits alone
   is written, and each group refused alone is counted in `rejected_rows`, its waiter failed, and its rows kept in
   `<spool_dir>/rejected/` for an operator (never replayed).
 
@@ -46,7 +46,18 @@ FIRST_RETRY_DELAY_S = 0.05
 MAX_RETRY_DELAY_S = 5.0
 CONNECT_TIMEOUT_S = 5
 ATTEMPT_TIMEOUT_S = 30.0  # one flush (connect, COPY, COMMIT) gives up after this and counts as failed
-_REJECTED = (psycopg.DataError, psycopg.IntegrityError, TypeError, ValueError)
+# Errors about the rows themselves, not the server's state: the batch is bisected and the refused group kept apart.
+# A value over PostgreSQL's own limits (54000, `program_limit_exceeded`; 53200, `out_of_memory`, which a COPY of a
+# value near 1 GB raises: "Cannot enlarge string buffer") would otherwise be retried for ever, with every row
+# queued behind it.
+_REJECTED = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    psycopg.errors.ProgramLimitExceeded,
+    psycopg.errors.OutOfMemory,
+    TypeError,
+    ValueError,
+)
 THREAD_NAME = "lsd-writer-copy"
 
 T = TypeVar("T")

@@ -13,6 +13,7 @@ import pytest
 import trustme
 
 from lsd.errors import ProviderError, ProviderTimeout
+from lsd.providers import connections
 from lsd.providers.connections import PAUSE_AT, Connection, Pool
 from lsd.providers.transport import HttpResponse, Transport
 from tests.fakes.scripted_server import OK, Handler, Server, answer_ok
@@ -98,6 +99,31 @@ async def test_chunked_gzip_and_close_delimited_bodies(transport: Transport) -> 
         assert (await post(transport, server.url)).body == b"all of it"
         assert (await post(transport, server.url)).body == b"all of it"
         assert server.connections == 2  # Connection: close is not reused
+
+
+async def test_a_body_over_the_limit_once_decoded_fails_the_call_without_inflating_it(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decompression bomb (a small gzip body that inflates past MAX_RESPONSE_BYTES), or a plain body that large:
+    the call fails as response_too_large, and no more than the limit is ever held."""
+    monkeypatch.setattr(connections, "MAX_RESPONSE_BYTES", 1 << 20)
+    bomb = gzip.compress(b"0" * (64 << 20))  # 64 MiB of zeros: 64 KiB on the wire
+
+    async def gzipped(request: bytes, writer: asyncio.StreamWriter) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb)
+        writer.write(head + bomb)
+        await writer.drain()
+
+    async def plain(request: bytes, writer: asyncio.StreamWriter) -> None:
+        size = (1 << 20) + 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+        await writer.drain()
+
+    for handler in (gzipped, plain):
+        async with Server(handler) as server:
+            with pytest.raises(ProviderError) as failed:
+                await post(transport, server.url)
+            assert failed.value.kind == "response_too_large" and "over 1 MiB" in failed.value.message
 
 
 async def test_interim_answers_are_skipped(transport: Transport) -> None:
