@@ -24,10 +24,14 @@ from lsd.types import OutputBlock, ProviderRequest, ProviderResponse, Text, Thou
 
 
 def cache_key(provider: Provider, request: ProviderRequest, ctx: CallContext) -> bytes:
-    """SHA-256 of the provider's identity, the normalised request and the extra_body/extra_headers edits that
-    apply to it (orjson serialises the dataclasses)."""
+    """SHA-256 of the provider's identity, the normalised request, the extra_body/extra_headers edits that apply
+    to it (orjson serialises the dataclasses) and the request's dynamic credentials: a caller with another tenant's
+    key (or a wrong one) never gets an answer the provider gave that tenant, as the provider would have refused
+    it. (Only the digest is stored.)"""
     identity = {"type": provider.type_name, "model": provider.model_name, "provider": provider.config.key_path}
-    parts = [identity, request, ctx.extra_body, ctx.extra_headers]
+    parts: list[Any] = [identity, request, ctx.extra_body, ctx.extra_headers]
+    if ctx.credentials:
+        parts.append(dict(ctx.credentials))
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).digest()
 
 

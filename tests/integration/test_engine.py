@@ -312,6 +312,18 @@ async def test_cache_hit_and_miss(client: httpx.AsyncClient, database_url: str) 
     assert other.json()["usage"]["input_tokens"] > 0
 
 
+async def test_the_cache_never_answers_a_caller_whose_dynamic_key_the_provider_would_refuse(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"model_name": "dynamic", "input": USER, "cache_options": {"enabled": "on", "max_age_s": None}}
+    first = await client.post("/inference", json={**body, "credentials": {"openai_key": KEY}})
+    assert first.status_code == 200, first.text
+    again = await client.post("/inference", json={**body, "credentials": {"openai_key": KEY}})
+    assert again.json()["usage"]["input_tokens"] == 0  # the same tenant's key: a hit
+    wrong = await client.post("/inference", json={**body, "credentials": {"openai_key": "someone-elses"}})
+    assert wrong.status_code == 502  # asked the provider, which refused the key
+
+
 async def test_cost_from_config(client: httpx.AsyncClient, database_url: str) -> None:
     r = await client.post("/inference", json={"model_name": "gpt", "input": USER})
     usage = r.json()["usage"]
