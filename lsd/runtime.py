@@ -82,6 +82,7 @@ def build_metrics(config: Config) -> Metrics:
         latency_buckets=buckets.latency_buckets,
         overhead_buckets=buckets.overhead_buckets,
         ttft_buckets=buckets.ttft_buckets,
+        configured_models=frozenset(config.models),
     )
 
 

@@ -106,6 +106,13 @@ class _Histogram:
         self.child._sum.inc(total)
 
 
+# A model named in the request (a shorthand such as `openai::gpt-4o`, which is also the default function's variant)
+# gets a label of its own for the first this many distinct names; later ones are counted as OTHER_LABEL, so a
+# client inventing names cannot grow the series (and /metrics) without bound.
+NAMED_SHORTHANDS = 100
+OTHER_LABEL = "other"
+
+
 class _InferenceChildren:
     """What one (function, variant, model, provider, outcome, stream) combination records to."""
 
@@ -136,8 +143,11 @@ class Metrics:
         latency_buckets: Sequence[float],
         overhead_buckets: Sequence[float],
         ttft_buckets: Sequence[float],
+        configured_models: frozenset[str] = frozenset(),
     ) -> None:
         self.multiprocess = multiprocess_mode()
+        self.configured_models = configured_models
+        self._named: set[str] = set()  # shorthand model names given labels of their own (NAMED_SHORTHANDS at most)
         self.latency_buckets = tuple(latency_buckets)
         self.overhead_buckets = tuple(overhead_buckets)
         self.ttft_buckets = tuple(ttft_buckets)
@@ -326,8 +336,7 @@ class Metrics:
         "cancelled"), stream."""
         c = self._inference_children.get(labels)
         if c is None:
-            c = self._inference_children[labels] = _InferenceChildren(self, labels)
-            self._pending.append(c)
+            c = self._inference_children_of(labels)
         c.count.value += 1
         c.latency.observe(seconds)
         c.overhead.observe(overhead_seconds)
@@ -340,11 +349,35 @@ class Metrics:
         if cost:
             c.cost.value += cost
 
+    def _inference_children_of(self, labels: tuple[str, str, str, str, str, str]) -> _InferenceChildren:
+        """The children of a label tuple not seen yet, its model and variant names bounded (`label`): kept under
+        the tuple as given only when it is its own label tuple, so invented names do not grow the map either."""
+        function, variant, model, *rest = labels
+        bounded = (function, self.label(variant), self.label(model), *rest)
+        c = self._inference_children.get(bounded)
+        if c is None:
+            c = self._inference_children[bounded] = _InferenceChildren(self, bounded)
+            self._pending.append(c)
+        return c
+
+    def label(self, name: str) -> str:
+        """A model (or variant) name as a label value: a configured model's, any name not a shorthand (`::`-free:
+        a configured variant's), and the first NAMED_SHORTHANDS shorthand names as they are; OTHER_LABEL after."""
+        if name in self.configured_models or "::" not in name or name in self._named:
+            return name
+        if len(self._named) < NAMED_SHORTHANDS:
+            self._named.add(name)
+            return name
+        return OTHER_LABEL
+
     def observe_provider_attempt(self, model: str, provider: str, error_kind: str | None, seconds: float) -> None:
         """One provider call; `error_kind` None for a success, CLIENT_GONE for a stream its client left (outcome
         `cancelled`: the provider did not fail, so no provider error is counted)."""
         key = (model, provider, error_kind)
         children = self._attempt_children.get(key)
+        if children is None and (model := self.label(model)) != key[0]:
+            key = (model, provider, error_kind)  # a name past the bound: its series (and this map) are `other`'s
+            children = self._attempt_children.get(key)
         if children is None:
             gone = error_kind == CLIENT_GONE
             outcome = "cancelled" if gone else "error" if error_kind else "ok"
@@ -361,7 +394,7 @@ class Metrics:
             children[2].value += 1
 
     def observe_retry(self, function: str, variant: str) -> None:
-        self.retries.labels(function, variant).inc()
+        self.retries.labels(function, self.label(variant)).inc()
 
     def observe_fallback(self, function: str, kind: str) -> None:
         """`kind`: "provider" (next provider of the model) or "variant" (next variant of the function)."""
@@ -385,7 +418,7 @@ class Metrics:
 
     def observe_batch(self, function: str, model: str, provider: str, status: str) -> None:
         """A provider batch ended and this process recorded its results (once per cluster)."""
-        self.batches.labels(function, model, provider, status).inc()
+        self.batches.labels(function, self.label(model), provider, status).inc()
 
     def observe_batch_result(
         self,
@@ -396,6 +429,8 @@ class Metrics:
         cost: float | None,
     ) -> None:
         """One batch input's recorded result; its tokens and cost go to the same counters as live inferences."""
+        function, variant, model, provider = by_model
+        by_model = (function, self.label(variant), self.label(model), provider)
         self.batch_inferences.labels(*by_model, "ok" if ok else "error").inc()
         if input_tokens:
             self.input_tokens.labels(*by_model).inc(input_tokens)
