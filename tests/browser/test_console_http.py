@@ -15,6 +15,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 from starlette.testclient import TestClient
 
+from lsd.api.console.signin import _next
 from lsd.app import build_app
 from lsd.auth import new_key
 from lsd.config import parse
@@ -129,6 +130,7 @@ def test_human_feedback_form_stores_through_the_feedback_path(
         ("float", "score", "0.25"),
         ("comment", "", "looks right <b>"),
         ("demonstration", "", "the ideal answer"),
+        ("demonstration", "", "[Draft] a text that starts with a bracket"),
     ):
         form = {
             "csrf": token,
@@ -147,8 +149,18 @@ def test_human_feedback_form_stores_through_the_feedback_path(
     assert eventually(
         lambda: count(database_url, "SELECT count(*) FROM demonstration_feedback WHERE inference_id = %s", target)
     )
+    assert eventually(
+        lambda: count(
+            database_url,
+            "SELECT count(*) FROM demonstration_feedback WHERE inference_id = %s AND value::text LIKE '%%[Draft]%%'",
+            target,
+        )
+    )
     shown = client.get(f"/ui/inferences/{target}").text
     assert "looks right &lt;b&gt;" in shown and "the ideal answer" in shown
+    # The notice after a form names the feedback id it got, never a link's own text.
+    notice = client.get(f"/ui/inferences/{target}?added=Your+session+expired:+sign+in+at+evil.example").text
+    assert "evil.example" not in notice and 'class="ok"' not in notice
     # No CSRF token, or another one: refused, nothing stored.
     for bad in ({}, {"csrf": "x" * 43}):
         form = {**bad, "kind": "boolean", "metric_name": "thumbs", "value": "false"}
@@ -436,3 +448,20 @@ def test_a_feedback_form_that_cannot_be_recorded_keeps_what_was_typed(open_conso
     answer = client.post(f"/ui/inferences/{target}/feedback", data=form)
     assert answer.status_code == 400 and "a boolean metric takes true or false" in answer.text
     assert '<option value="thumbs" data-type="boolean" selected>' in answer.text
+
+
+@pytest.mark.parametrize(
+    ("asked", "goes"),
+    [
+        ("/ui/functions?range=7d", "/ui/functions?range=7d"),
+        ("/ui", "/ui"),
+        ("/ui/../../etc", "/ui/"),
+        ("/ui/%2e%2e/metrics", "/ui/"),
+        ("/uix", "/ui/"),
+        ("//evil.example/ui/", "/ui/"),
+        ("https://evil.example/ui/", "/ui/"),
+        (None, "/ui/"),
+    ],
+)
+def test_after_signing_in_only_console_paths_are_followed(asked: str | None, goes: str) -> None:
+    assert _next(asked) == goes

@@ -8,6 +8,7 @@ cluster, with errors PostgreSQL raises on demand.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
@@ -332,6 +333,13 @@ async def test_auth_serves_known_keys_and_answers_503_for_unknown_ones(
             http.post("/inference", json=body, headers={"authorization": f"Bearer {unseen}"})
         )
         assert_unavailable(refused, elapsed)
+        # Signing in to the console needs the database too: its page says so, not JSON.
+        form = await http.get("/ui/login")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert token is not None, form.text
+        signin = await http.post("/ui/login", data={"csrf": token[1], "key": unseen, "next": "/ui/"})
+        assert signin.status_code == 503 and signin.headers["content-type"].startswith("text/html"), signin.text
+        assert "database is unavailable" in signin.text
         await asyncio.to_thread(server.start)
 
 

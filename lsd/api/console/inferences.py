@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -148,9 +149,17 @@ async def _inference_page(
         feedback=await console.feedback_for(rt.database, inference_id),
         metrics=sorted(rt.config.metrics.values(), key=lambda m: m.name),
         kinds=FEEDBACK_KINDS,
-        added=request.query_params.get("added"),
+        added=_feedback_id(request.query_params.get("added")),
         added_on_episode=request.query_params.get("on") == "episode",
     )
+
+
+def _feedback_id(value: str | None) -> str | None:
+    """The `added` notice's feedback id, shown only when it is one (never a link's text on the console's page)."""
+    try:
+        return str(UUID(value)) if value else None
+    except ValueError:
+        return None
 
 
 def feedback_body(
@@ -162,10 +171,14 @@ def feedback_body(
     if kind == "comment":
         return {"metric_name": "comment", "inference_id": str(inference_id), "value": text}
     if kind == "demonstration":
-        try:
-            value: Any = orjson.loads(text) if text.lstrip()[:1] in ("[", "{") else text
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest.at("value", f"malformed JSON: {exc}") from None
+        # JSON when it starts as an object (a json function's output) or an array of them (content blocks); any
+        # other text is the demonstration's text, "[Draft] ..." included.
+        value: Any = text
+        if re.match(r"\s*(\{|\[\s*\{)", text):
+            try:
+                value = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidRequest.at("value", f"malformed JSON: {exc}") from None
         return {"metric_name": "demonstration", "inference_id": str(inference_id), "value": value}
     if kind not in ("boolean", "float"):
         raise InvalidRequest.at("kind", f"must be one of {', '.join(FEEDBACK_KINDS)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -17,10 +18,12 @@ HOME = "/ui/"
 
 
 def _next(value: str | None) -> str:
-    """Where to go after signing in: a console path only (never another site)."""
-    if value and value.startswith("/ui") and not value.startswith("//") and "\\" not in value:
-        return value
-    return HOME
+    """Where to go after signing in: a console path only (never another site, nor `/ui/../..` out of it: a
+    browser resolves dot segments, `%2e%2e` among them)."""
+    if not value or "\\" in value or not (value == "/ui" or value.startswith(("/ui/", "/ui?"))):
+        return HOME
+    segments = unquote(value.split("?", 1)[0]).split("/")
+    return HOME if ".." in segments or "." in segments else value
 
 
 async def login_form(request: Request[Any]) -> Response:
@@ -45,6 +48,8 @@ async def login(request: Request[Any]) -> Response:
         token = await access.sign_in(request, form.get("key", ""))
     except Forbidden as exc:
         return render(request, "login.html", viewer, 401, next=target, message=exc.message)
+    except LsdError as exc:  # the database down, an expired form: the console's page saying so, not JSON
+        return error_page(request, viewer, exc)
     response = redirect(target)
     access.set_session_cookie(request, response, token)
     return response
