@@ -465,3 +465,17 @@ def test_a_feedback_form_that_cannot_be_recorded_keeps_what_was_typed(open_conso
 )
 def test_after_signing_in_only_console_paths_are_followed(asked: str | None, goes: str) -> None:
     assert _next(asked) == goes
+
+
+def test_an_evaluators_boolean_metric_gets_its_wilson_interval(database_url: str) -> None:
+    """`lsd evaluate` records each evaluator under a metric of its own (not in [metrics]): six passes of six are
+    [0.610, 1.000], as the run page says, not a certain [1.000, 1.000]."""
+    evaluation = '\n[evaluations.qa]\nfunction_name = "chat"\n[evaluations.qa.evaluators.exact]\ntype = "exact_match"\n'
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO variant_metric_statistics (function_name, variant_name, metric_name, feedback_count, "
+            "value_sum, value_sum_squares) VALUES ('chat', 'a', 'lsd::evaluation::qa::evaluator::exact', 6, 6, 6)"
+        )
+    with client_for(CONFIG + evaluation, database_url) as client:
+        page = client.get("/ui/functions/chat").text
+    assert "[0.610, 1.000]" in page, page[page.find("Metrics") :][:2000]

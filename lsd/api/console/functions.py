@@ -14,6 +14,7 @@ from lsd.api.console.access import Viewer
 from lsd.api.console.charts import bar_chart
 from lsd.api.console.page import RANGES, services, time_range
 from lsd.api.console.render import render
+from lsd.config.evaluations import metric_name as evaluator_metric
 from lsd.errors import UnknownFunction
 from lsd.evaluations.summary import Z_95
 from lsd.store import console
@@ -77,6 +78,9 @@ async def function(request: Request[Any], viewer: Viewer) -> Response:
         for v in variant_names
     ]
     metric_types = {m: c.type for m, c in rt.config.metrics.items()}
+    for evaluation in rt.config.evaluations.values():  # the metrics `lsd evaluate` records its evaluators under
+        for evaluator in evaluation.evaluators.values():
+            metric_types[evaluator_metric(evaluation.name, evaluator.name)] = evaluator.output_type
     metrics = [
         interval(row, metric_types.get(row.metric_name) == "boolean")
         for row in await console.variant_metrics(rt.database, name)
