@@ -6,9 +6,9 @@ transaction with lsd.store.bulk, and tells the two ways a flush fails apart:
 - unavailable (connection, timeout, server state): nothing is written, `commit()` returns False and the next try
   waits out an exponential backoff (`retry_at`, up to 5 s); a retried batch takes the idempotent path, as a flush
   whose COMMIT succeeded but whose reply was lost must not be written twice.
-- rejected as data (a NUL byte in text, a missing partition, a value over PostgreSQL's limits): the batch is bisected, every group that commits alone
-  is written, and each group refused alone is counted in `rejected_rows`, its waiter failed, and its rows kept in
-  `<spool_dir>/rejected/` for an operator (never replayed).
+- rejected as data (a NUL byte in text, a missing partition, a value over PostgreSQL's limits): the batch is
+  bisected, every group that commits alone is written, and each group refused alone is counted in `rejected_rows`,
+  its waiter failed, and its rows kept in `<spool_dir>/rejected/` for an operator (never replayed).
 
 On each connection it reads which database it reached (`identity`: PostgreSQL's system identifier and the database
 name), which the spool files it writes name, and against which the writer checks a spool file before replaying it.

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from lsd.errors import CLIENT_GONE
 from lsd.store.database import Database
 
 # pg_try_advisory_lock key for the cluster-wide statistics refresh: 'LSD' + 'stat'.
@@ -147,11 +148,16 @@ _HISTOGRAMS = "".join(
     for grain in ("minute", "hour")
 )
 
-# New provider attempts: per-model buckets, latency and TTFT histograms, and failed attempts per function.
+# New provider attempts: per-model buckets, latency and TTFT histograms, and failed attempts per function. A stream
+# its client left (error_kind CLIENT_GONE) is an attempt, not a failure: nothing failed (as in /metrics, where its
+# outcome is `cancelled`).
+assert CLIENT_GONE == "client_disconnected"  # as the SQL below names it
 _ATTEMPTS = sql.SQL(
     """
 WITH d AS MATERIALIZED (
-    SELECT m.model_name, m.model_provider_name, m.function_name, m.variant_name, m.created_at, m.status,
+    SELECT m.model_name, m.model_provider_name, m.function_name, m.variant_name, m.created_at,
+           CASE WHEN m.status <> 'ok' AND m.error_kind = 'client_disconnected' THEN 'cancelled' ELSE m.status END
+               AS status,
            m.latency_ms, m.ttft_ms, m.input_tokens, m.output_tokens, m.cost
     FROM model_inferences m WHERE {model_new}
 ),
@@ -160,7 +166,8 @@ by_model AS (
         model_name, model_provider_name, bucket_start, attempts, failures, input_tokens, output_tokens, cost,
         latency_ms_sum, latency_ms_count, priced_count)
     SELECT model_name, model_provider_name, date_trunc('hour', created_at, 'UTC'), count(*),
-           count(*) FILTER (WHERE status <> 'ok'), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
+           count(*) FILTER (WHERE status NOT IN ('ok', 'cancelled')), coalesce(sum(input_tokens), 0),
+           coalesce(sum(output_tokens), 0),
            coalesce(sum(cost), 0), coalesce(sum(latency_ms), 0), count(latency_ms), count(cost)
     FROM d GROUP BY 1, 2, 3
     ON CONFLICT (model_name, model_provider_name, bucket_start) DO UPDATE SET
@@ -178,7 +185,8 @@ by_model AS (
     + """failures AS (
     INSERT INTO inference_by_function_statistics AS s (function_name, variant_name, bucket_start, failed_attempts)
     SELECT function_name, variant_name, date_trunc('hour', created_at, 'UTC'), count(*)
-    FROM d WHERE status <> 'ok' AND function_name IS NOT NULL AND variant_name IS NOT NULL GROUP BY 1, 2, 3
+    FROM d WHERE status NOT IN ('ok', 'cancelled') AND function_name IS NOT NULL AND variant_name IS NOT NULL
+    GROUP BY 1, 2, 3
     ON CONFLICT (function_name, variant_name, bucket_start) DO UPDATE SET
         failed_attempts = s.failed_attempts + EXCLUDED.failed_attempts
 )

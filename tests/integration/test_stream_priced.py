@@ -13,6 +13,8 @@ import orjson
 import psycopg
 import pytest
 
+from lsd.store.database import Database
+from lsd.store.statistics import refresh_statistics
 from tests.fakes.anthropic_server import CACHE_READ, CACHE_WRITE, FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.gateway import in_process_gateway
@@ -97,7 +99,7 @@ async def test_a_provider_stream_that_breaks_is_priced_from_an_estimate(
 
 
 async def test_a_client_that_hangs_up_still_leaves_a_priced_row(
-    fakes: tuple[FakeOpenAI, FakeAnthropic], client: httpx.AsyncClient, database_url: str
+    fakes: tuple[FakeOpenAI, FakeAnthropic], client: httpx.AsyncClient, database_url: str, database: Database
 ) -> None:
     async with client.stream("POST", "/inference", json=stream_body("gpt", "[fake:hold] one two three")) as r:
         async for line in r.aiter_lines():
@@ -124,6 +126,13 @@ async def test_a_client_that_hangs_up_still_leaves_a_priced_row(
     assert not [name for name, _ in samples if name == "lsd_provider_errors_total"]
     inferences = {dict(labels)["outcome"] for (name, labels), _ in samples.items() if name == "lsd_inferences_total"}
     assert inferences == {"cancelled"}
+    # ... and so say the statistics the console shows: an attempt, not a failure
+    await refresh_statistics(database)
+    assert rows(database_url, "SELECT attempts, failures FROM model_provider_statistics") == [(1, 0)]
+    assert rows(database_url, "SELECT sum(failed_attempts) FROM inference_by_function_statistics") == [(0,)]
+    [(inference_id,)] = rows(database_url, "SELECT id FROM chat_inferences")
+    page = (await client.get(f"/ui/inferences/{inference_id}")).text
+    assert "cancelled by the client" in page and "partial: the client left mid-stream" in page
 
 
 async def test_a_cut_anthropic_stream_is_priced_at_its_own_rates(client: httpx.AsyncClient, database_url: str) -> None:
