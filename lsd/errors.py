@@ -246,17 +246,21 @@ class AllAttemptsFailed(LsdError):
         by_variant: dict[str, list[AttemptFailure]] = {}
         for f in failures:
             by_variant.setdefault(f.variant, []).append(f)
-        summary = "\n".join(
-            [
-                *(
-                    f"{variant}: All model providers failed to infer with errors: "
-                    + ", ".join(f"{f.provider}: {f.message}" for f in tried)
-                    for variant, tried in by_variant.items()
-                ),
-                *(f"{variant}: not called: none of its candidates answered" for variant in skipped),
-            ]
-        )
-        super().__init__(f"All variants failed with errors: {summary}")
+        lines = [
+            "All model providers failed to infer with errors: " + ", ".join(f"{f.provider}: {f.message}" for f in tried)
+            for tried in by_variant.values()
+        ]
+        if set(by_variant) == {""} and not skipped:  # a call with no variants (embeddings): the model's alone
+            message = lines[0]
+        else:
+            summary = "\n".join(
+                [
+                    *(f"{variant}: {line}" for variant, line in zip(by_variant, lines, strict=True)),
+                    *(f"{variant}: not called: none of its candidates answered" for variant in skipped),
+                ]
+            )
+            message = f"All variants failed with errors: {summary}"
+        super().__init__(message)
         self.failures = list(failures)
         self.inference: tuple[str, str] | None = None  # (inference id, function) once the engine knows them
         # False when every failure was one a new call would meet again (a provider's 400, 401, 403, 404): the

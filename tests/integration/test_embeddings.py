@@ -193,6 +193,8 @@ async def test_without_retries_a_failure_is_a_502_with_its_attempt_recorded(
     r = await embed(client, "unretried")
     assert r.status_code == 502, r.text
     assert r.json()["error"]["code"] == "all_attempts_failed"
+    # the model's providers alone (an embedding call has no variants: no "All variants failed with errors: : ")
+    assert r.json()["error"]["message"].startswith("All model providers failed to infer with errors: ")
     found = rows(database_url, "SELECT status, inference_kind FROM model_inferences WHERE model_name = 'unretried'")
     assert found == [("error", "embedding")]
     assert rows(database_url, "SELECT count(*) FROM embedding_inferences") == [(0,)]
