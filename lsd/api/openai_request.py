@@ -311,7 +311,13 @@ def parse_messages(messages: Any) -> Input:
                         call["id"], name, arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
                     )
                 )
-            out.append(Message("assistant", tuple(_with_extra_content(blocks, m, path))))
+            blocks = _with_extra_content(blocks, m, path)
+            reasoning = m.get("reasoning_content")
+            if reasoning is not None and not isinstance(reasoning, str):
+                raise InvalidRequest.at(f"{path}.reasoning_content", "expected a string")
+            if reasoning and not any(isinstance(b, Thought) for b in blocks):  # not twice: LSD answers both fields
+                blocks.insert(0, Thought(reasoning))  # DeepSeek's, vLLM's reasoning, as clients send it back
+            out.append(Message("assistant", tuple(blocks)))
         elif role == "tool":
             call_id = m.get("tool_call_id")
             if not isinstance(call_id, str):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import struct
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -94,6 +95,9 @@ def completion_json(call: ChatCompletionRequest, result: InferenceResult) -> dic
             if entry is not None:
                 extra.append(entry)
     message: dict[str, Any] = {"role": "assistant", "content": content}
+    reasoning = _reasoning_text(result.content) if result.output is None else None
+    if reasoning:
+        message["reasoning_content"] = reasoning
     if tool_calls:
         message["tool_calls"] = tool_calls
     if extra:
@@ -123,6 +127,13 @@ def completion_json(call: ChatCompletionRequest, result: InferenceResult) -> dic
     if result.raw_response is not None:
         body["tensorzero_raw_response"] = entries_json(result.raw_response)
     return body
+
+
+def _reasoning_text(content: Sequence[Any]) -> str:
+    """The text of an answer's thoughts, as `reasoning_content` (DeepSeek's and vLLM's field, which the clients of
+    OpenAI-compatible servers read: the AI SDK, opencode, aider); the whole thought, signature and all, stays in
+    `tensorzero_extra_content`."""
+    return "".join(b.text for b in content if isinstance(b, Thought) and b.text)
 
 
 class ChunkWriter:
@@ -171,6 +182,9 @@ class ChunkWriter:
                 calls.append(call)
             elif (entry := extra_content_json(block, None)) is not None:
                 extra.append({**entry, "id": "0"})
+        reasoning = _reasoning_text(event.content)
+        if reasoning:
+            delta["reasoning_content"] = reasoning
         if calls:
             delta["tool_calls"] = calls
         if extra:

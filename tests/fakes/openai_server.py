@@ -36,6 +36,8 @@ otherwise a request whose tool_choice forces a function gets a call to it; other
                      (without streaming: echoes)
     leak-401         HTTP 401 whose message repeats the key received, whole, masked and cut short (`leaked`)
     leak             echoes, the answer ending with the key received (a provider that repeats it in a 200)
+    reasoning        echoes after `reasoning_content` "pondering <text>" (DeepSeek's, vLLM's field; streamed as
+                     one reasoning delta first)
 
 Embeddings take the model name as their directive: error-<status>, slow/slow-<ms> (then answer), and
 flaky-<n> (the first <n> calls of that model answer 503, the later ones succeed).
@@ -382,6 +384,7 @@ def _is_directive(name: str) -> bool:
         "choose",
         "cot",
         "score",
+        "reasoning",
     )
 
 
@@ -417,6 +420,8 @@ def _message(call: _Call) -> tuple[dict[str, Any], str]:
     if directive == "nul":
         content = f"nul\x00: {call.text} \ue0000"
     finish = directive[7:] if directive.startswith("finish-") else "stop"
+    if directive == "reasoning":
+        return {"role": "assistant", "reasoning_content": f"pondering {call.text}", "content": content}, finish
     return {"role": "assistant", "content": content, "refusal": None}, finish
 
 
@@ -439,7 +444,8 @@ def _deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
                 deltas.append({"tool_calls": [piece]})
         return deltas
     words = str(message.get("content") or "").split(" ")
-    return [{"content": word if i == 0 else " " + word} for i, word in enumerate(words)]
+    reasoning = [{"reasoning_content": message["reasoning_content"]}] if message.get("reasoning_content") else []
+    return reasoning + [{"content": word if i == 0 else " " + word} for i, word in enumerate(words)]
 
 
 def _usage(body: dict[str, Any], message: dict[str, Any]) -> dict[str, int]:

@@ -66,3 +66,37 @@ async def test_models_retrieve_finds_what_the_list_lists(database_url: str) -> N
         with pytest.raises(openai.NotFoundError):
             await client.models.retrieve("tensorzero::model_name::nope")
         await client.close()
+
+
+async def test_reasoning_reaches_the_client_as_reasoning_content_and_goes_back_to_the_provider(
+    database_url: str,
+) -> None:
+    """A reasoning model behind a `deepseek` provider: its reasoning reaches the client as `reasoning_content`
+    (message and stream deltas, what the AI SDK, opencode and aider read), and the client's `reasoning_content` on an
+    assistant message goes back to the provider (DeepSeek requires it in a tool loop while thinking)."""
+    async with FakeOpenAI() as fake:
+        deepseek = f"""
+[models.ds]
+routing = ["deepseek"]
+[models.ds.providers.deepseek]
+type = "deepseek"
+model_name = "deepseek-reasoner"
+api_base = "{fake.url}/v1/"
+api_key_location = "none"
+"""
+        async with in_process_gateway(deepseek, database_url) as base_url:
+            client = openai.AsyncOpenAI(base_url=f"{base_url}/openai/v1", api_key="unused", max_retries=0)
+            ask = [{"role": "user", "content": "[fake:reasoning] why"}]
+            answer = await client.chat.completions.create(model="lsd::model_name::ds", messages=ask)  # type: ignore[arg-type]
+            message = answer.choices[0].message.model_dump()
+            assert (message["content"], message["reasoning_content"]) == ("echo: why", "pondering why")
+            stream = await client.chat.completions.create(model="lsd::model_name::ds", messages=ask, stream=True)  # type: ignore[arg-type]
+            deltas = [c.choices[0].delta.model_dump() async for c in stream if c.choices]
+            assert "".join(d.get("reasoning_content") or "" for d in deltas) == "pondering why"
+            assert "".join(d.get("content") or "" for d in deltas) == "echo: why"
+            back = [*ask, {"role": "assistant", "content": "echo: why", "reasoning_content": "pondering why"},
+                    {"role": "user", "content": "and then?"}]  # fmt: skip
+            await client.chat.completions.create(model="lsd::model_name::ds", messages=back)  # type: ignore[arg-type]
+            await client.close()
+        sent = fake.requests[-1].body["messages"]
+        assert sent[1] == {"role": "assistant", "content": "echo: why", "reasoning_content": "pondering why"}

@@ -53,12 +53,15 @@ class CompatibleType:
     embeddings: bool = False
     # Takes OpenAI's `reasoning_effort` (the params' reasoning_effort is sent; service_tier and verbosity never are).
     reasoning_effort: bool = False
+    # Takes the reasoning it answered back as an assistant message's `reasoning_content` (DeepSeek requires it in a
+    # tool loop while thinking; vLLM and SGLang chat templates read it).
+    reasoning_input: bool = False
 
 
 _THINK_BLOCKS = (("parse_think_blocks", "parsing <think> blocks into thoughts"),)
 
 COMPATIBLE_TYPES: tuple[CompatibleType, ...] = (
-    CompatibleType("deepseek", "https://api.deepseek.com/v1/", "env::DEEPSEEK_API_KEY"),
+    CompatibleType("deepseek", "https://api.deepseek.com/v1/", "env::DEEPSEEK_API_KEY", reasoning_input=True),
     CompatibleType(
         "fireworks",
         "https://api.fireworks.ai/inference/v1/",
@@ -97,7 +100,7 @@ COMPATIBLE_TYPES: tuple[CompatibleType, ...] = (
     CompatibleType(
         "openrouter", "https://openrouter.ai/api/v1/", "env::OPENROUTER_API_KEY", embeddings=True, reasoning_effort=True
     ),
-    CompatibleType("sglang", None, "none", key_required=False, reasoning_effort=True),
+    CompatibleType("sglang", None, "none", key_required=False, reasoning_effort=True, reasoning_input=True),
     CompatibleType("tgi", None, "none", key_required=False, model_name="tgi"),
     CompatibleType(
         "together",
@@ -113,6 +116,7 @@ COMPATIBLE_TYPES: tuple[CompatibleType, ...] = (
         key_required=False,
         embeddings=True,
         reasoning_effort=True,
+        reasoning_input=True,
     ),
     # xAI bills reasoning tokens as output but leaves them out of completion_tokens (only total_tokens has them).
     CompatibleType("xai", "https://api.x.ai/v1/", "env::XAI_API_KEY", reasoning_apart=True, reasoning_effort=True),
@@ -196,6 +200,7 @@ def provider_class(spec: CompatibleType) -> type[CompatibleProvider]:
         "spec": spec,
         "supports_embeddings": spec.embeddings,
         "controls": ("reasoning_effort",) if spec.reasoning_effort else (),
+        "reasoning_input": spec.reasoning_input,
         "__module__": __name__,
     }
     return type(name, (CompatibleProvider,), attributes)

@@ -32,6 +32,8 @@ class ChatCompletionsProvider(HttpProvider):
 
     # The reasoning and serving params the vendor takes, sent under their own names (OpenAI's and Azure's: all).
     controls: ClassVar[tuple[str, ...]] = CONTROL_PARAMS
+    # Takes an assistant message's reasoning back as `reasoning_content` (DeepSeek, vLLM, SGLang; not OpenAI).
+    reasoning_input: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -73,6 +75,7 @@ class ChatCompletionsProvider(HttpProvider):
             max_tokens_field=self.max_tokens_field,
             provider_name=self.name,
             controls=self.controls,
+            reasoning_input=self.reasoning_input,
         )
 
     async def infer(self, request: ProviderRequest, ctx: CallContext) -> ProviderResponse:

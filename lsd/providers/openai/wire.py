@@ -55,12 +55,16 @@ def build_body(
     max_tokens_field: str = "max_tokens",
     provider_name: str = "",
     controls: tuple[str, ...] = CONTROL_PARAMS,
+    reasoning_input: bool = False,
 ) -> dict[str, Any]:
     """The Chat Completions request body. `controls`: which of `reasoning_effort`, `service_tier` and `verbosity`
     the vendor takes (OpenAI and Azure all three). `Unknown` blocks are passed through verbatim when they name no
-    provider or `provider_name`. Raises InvalidRequest for blocks a provider cannot send (unrendered
-    templates, files without data) and for an invalid tool_choice."""
-    body: dict[str, Any] = {"model": model_name, "messages": build_messages(request, provider_name)}
+    provider or `provider_name`. `reasoning_input`: the vendor takes an assistant message's reasoning back as
+    `reasoning_content` (DeepSeek requires it in a tool loop while thinking); else thoughts are left out. Raises
+    InvalidRequest for blocks a provider cannot send (unrendered templates, files without data) and for an invalid
+    tool_choice."""
+    messages = build_messages(request, provider_name, reasoning_input=reasoning_input)
+    body: dict[str, Any] = {"model": model_name, "messages": messages}
     params = request.params
     for key, value in (
         ("temperature", params.temperature),
@@ -87,21 +91,24 @@ def build_body(
     return body
 
 
-def build_messages(request: ProviderRequest, provider_name: str = "") -> list[dict[str, Any]]:
+def build_messages(
+    request: ProviderRequest, provider_name: str = "", *, reasoning_input: bool = False
+) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": request.system})
     for message in request.messages:
-        messages.extend(_convert_message(message, provider_name))
+        messages.extend(_convert_message(message, provider_name, reasoning_input))
     return messages
 
 
-def _convert_message(message: Message, provider_name: str) -> list[dict[str, Any]]:
+def _convert_message(message: Message, provider_name: str, reasoning_input: bool = False) -> list[dict[str, Any]]:
     """One of our messages as OpenAI messages: its tool results first (each its own "tool" message, which
     must directly follow the assistant's tool_calls), then the message itself when anything is left."""
     converted: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     tool_calls: list[dict[str, Any]] = []
+    reasoning: list[str] = []
     for block in message.content:
         if isinstance(block, Text):
             parts.append({"type": "text", "text": block.text})
@@ -119,10 +126,15 @@ def _convert_message(message: Message, provider_name: str) -> list[dict[str, Any
                 parts.append(block.data)
         elif isinstance(block, Template):
             raise InvalidRequest(f"template {block.name!r} was not rendered", field="messages")
-        # Thought blocks are dropped: Chat Completions takes no reasoning input.
+        elif isinstance(block, Thought) and reasoning_input and block.text and not block.signature:
+            reasoning.append(block.text)  # unsigned reasoning text, as these vendors answer it
+        # Other thoughts are left out: OpenAI's Chat Completions takes no reasoning input (nor another vendor's
+        # signed thinking).
     if not parts and not tool_calls:
         return converted
     out: dict[str, Any] = {"role": message.role, "content": _content(parts)}
+    if reasoning and message.role == "assistant":
+        out["reasoning_content"] = "".join(reasoning)
     if tool_calls:
         out["tool_calls"] = tool_calls
     converted.append(out)

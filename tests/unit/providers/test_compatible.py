@@ -20,7 +20,7 @@ from lsd.providers.base import CallContext, KeyLocation
 from lsd.providers.openai.compatible import COMPATIBLE_TYPES, CompatibleProvider
 from lsd.providers.registry import PROVIDER_TYPES, build_provider
 from lsd.providers.transport import Transport
-from lsd.types import InferenceParams, Message, ProviderRequest, Text
+from lsd.types import InferenceParams, Message, ProviderRequest, Text, Thought, ToolCall, ToolResult
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.scripted_server import Server
 
@@ -276,3 +276,26 @@ def test_tensorzero_keys_lsd_refuses_say_why() -> None:
     assert all('only means something with api_type = "responses"' in e for e in errors) and len(errors) == 2
     _, errors = build("azure", {"deployment_id": "d", "endpoint": "dynamic::AZURE_BASE", "api_key_location": "none"})
     assert any("a dynamic endpoint" in e for e in errors)
+
+
+def test_deepseek_gets_its_reasoning_back_and_openai_does_not() -> None:
+    """DeepSeek requires an assistant message's reasoning back as `reasoning_content` in a tool loop while thinking
+    (vLLM and SGLang chat templates read it too); OpenAI's Chat Completions takes none, nor does any vendor take
+    another's signed thinking."""
+    answered = Message(
+        "assistant",
+        (Thought("first I look"), Thought("signed", "c2ln"), ToolCall("call_1", "look", "{}")),
+    )
+    request = ProviderRequest(
+        system=None,
+        messages=(Message("user", (Text("hi"),)), answered, Message("user", (ToolResult("call_1", "look", "ok"),))),
+    )
+    for type_name in ("deepseek", "vllm", "sglang"):
+        provider, errors = build(type_name, {"model_name": "m", "api_key_location": "none", "api_base": "http://x/"})
+        assert errors == []
+        [assistant] = [m for m in provider.build_body(request, False)["messages"] if m["role"] == "assistant"]
+        assert assistant["reasoning_content"] == "first I look" and assistant["tool_calls"][0]["id"] == "call_1"
+    for type_name in ("openai", "groq", "mistral"):
+        provider, _ = build(type_name, {"model_name": "m", "api_key_location": "none", "api_base": "http://x/"})
+        [assistant] = [m for m in provider.build_body(request, False)["messages"] if m["role"] == "assistant"]
+        assert "reasoning_content" not in assistant
