@@ -53,6 +53,9 @@ ANTHROPIC_BODY_TYPES = frozenset({"anthropic", "gcp_vertex_anthropic"})
 PASSED_ON_FIELDS = frozenset(
     {"context_management", "output_config", "output_format", "container", "inference_geo", "speed", "cache_control"}
 )
+# A tool's own Anthropic-only keys, passed on with it (the AI SDK, and so opencode, sets eager_input_streaming on
+# every tool: Anthropic's fine-grained tool input streaming).
+TOOL_FIELDS = ("cache_control", "eager_input_streaming")
 _FIELDS = frozenset(
     {
         *("model", "max_tokens", "messages", "system", "temperature", "top_p", "top_k", "stop_sequences"),
@@ -379,8 +382,9 @@ def _cache_marks(body: Mapping[str, Any], messages: tuple[Message, ...]) -> dict
         keep = ("type", "text", "cache_control")
         marks["/system"] = [{k: block[k] for k in keep if k in block} for block in system]
     for i, tool in enumerate(body.get("tools") or ()):
-        if tool.get("cache_control") is not None:
-            marks[f"/tools/{i}/cache_control"] = tool["cache_control"]
+        for name in TOOL_FIELDS:
+            if tool.get(name) is not None:
+                marks[f"/tools/{i}/{name}"] = tool[name]
     return marks
 
 

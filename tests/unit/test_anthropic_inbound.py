@@ -221,11 +221,14 @@ def test_anthropics_own_fields_go_on_to_anthropic_bodied_providers(config: Confi
     fields = {
         "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
         "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": {"type": "object"}}},
+        # LiteLLM's response_format on anthropic/... models: the structured-outputs beta's field
+        "output_format": {"type": "json_schema", "schema": {"type": "object"}},
     }
     call = parse_messages_request(body(model="claude-haiku-4-5", **fields), config)
     assert call.anthropic_fields == {
         "/context_management": fields["context_management"],
         "/output_config": fields["output_config"],
+        "/output_format": fields["output_format"],
     }
 
 
@@ -320,6 +323,7 @@ def test_a_models_cache_marks_on_system_and_tools_go_to_anthropic_bodied_provide
     mark = {"type": "ephemeral"}
     tools = [{"name": f"t{i}", "input_schema": {"type": "object"}} for i in range(3)]
     tools[2]["cache_control"] = mark
+    tools[1]["eager_input_streaming"] = True  # the AI SDK's (opencode's) fine-grained tool input streaming
     call = parse_messages_request(
         body(system=[{"type": "text", "text": "a"}, {"type": "text", "text": "b", "cache_control": mark}], tools=tools),
         config,
@@ -327,6 +331,7 @@ def test_a_models_cache_marks_on_system_and_tools_go_to_anthropic_bodied_provide
     assert call.anthropic_fields == {
         "/system": [{"type": "text", "text": "a"}, {"type": "text", "text": "b", "cache_control": mark}],
         "/tools/2/cache_control": mark,
+        "/tools/1/eager_input_streaming": True,
     }
     assert parse_messages_request(body(system=[{"type": "text", "text": "a"}]), config).anthropic_fields == {}
     # A mark on the last message lands on the last block of the last message Anthropic is sent (tool results first).
