@@ -16,6 +16,9 @@ from lsd.inference.request import InferenceRequest
 OPEN_PATHS = frozenset({"/health", "/status"})
 METRICS_PATH = "/metrics"
 TAG_HEADER = b"lsd-tag-"
+# A client's session id header (opencode sends its session's on every request): kept as this tag, so that
+# list_inferences with a tag filter (or SQL on `tags`) finds a session's inferences.
+SESSION_HEADER, SESSION_TAG = b"x-session-id", "lsd::session_id"
 KEY_SCOPE = "lsd.api_key_public_id"  # where the verified key's public id waits for the handler
 KEY_TAG = "tensorzero::api_key_public_id"  # TensorZero's tag for it, added to the inference's tags
 
@@ -41,13 +44,16 @@ async def authenticate(auth: AuthService, scope: Scope) -> None:
 
 
 def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
-    """The request with `lsd-tag-*` header tags (body tags win on a clash) and the caller's key id."""
+    """The request with `lsd-tag-*` header tags and an `x-session-id` as the tag `lsd::session_id` (body tags win on
+    a clash), and the caller's key id."""
     key_id: str | None = scope.get(KEY_SCOPE)
     header_tags: dict[str, str] = {}
     for name, value in scope["headers"]:
         if name.startswith(TAG_HEADER) and len(name) > len(TAG_HEADER):
             # A header name cannot hold ':', so a reserved `lsd::`/`tensorzero::` key cannot come this way.
             header_tags[name[len(TAG_HEADER) :].decode("latin-1")] = _header_text(value)
+        elif name == SESSION_HEADER and value:
+            header_tags[SESSION_TAG] = _header_text(value)
     if not header_tags and key_id is None:
         return parsed
     tags = {**header_tags, **parsed.tags}

@@ -95,9 +95,33 @@ CHAT_KEYS = frozenset(
         *("messages", "model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop"),
         *("presence_penalty", "frequency_penalty", *CONTROL_PARAMS),
         *("parallel_tool_calls", "tools", "tool_choice", "response_format", "stream", "stream_options", "n"),
-        *("user", "metadata"),  # LSD's: kept as tags
+        *("user", "metadata", "safety_identifier", "prompt_cache_key"),  # kept as tags (request_identifiers)
     )
 )
+PROMPT_CACHE_KEY_TAG = "lsd::prompt_cache_key"  # the request's prompt_cache_key (Codex: its session id)
+
+
+def request_identifiers(body: Mapping[str, Any]) -> dict[str, str]:
+    """OpenAI's identifiers of a request's end user and session, kept as the inference's tags: `user` (what per-user
+    rate limits scope on), `safety_identifier` (OpenAI's successor to `user`) and `prompt_cache_key` (as
+    `lsd::prompt_cache_key`: Codex and the AI SDK send a session id there, and the tag finds a session's
+    inferences)."""
+    tags: dict[str, str] = {}
+    for key, tag in (
+        ("user", "user"),
+        ("safety_identifier", "safety_identifier"),
+        ("prompt_cache_key", PROMPT_CACHE_KEY_TAG),
+    ):
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InvalidRequest.at(key, "expected a string")
+        if value:
+            tags[tag] = value
+    return tags
+
+
 EXTENSIONS = frozenset(
     (
         *("episode_id", "variant_name", "tags", "dryrun", "namespace", "cache_options", "credentials", "params"),
@@ -425,13 +449,9 @@ def parse_chat_request(body: Any, aliases: Mapping[str, InboundTarget] | None = 
     if parallel is not None and not isinstance(parallel, bool):
         raise InvalidRequest.at("parallel_tool_calls", "expected a boolean")
     extensions = common_extensions(body)
-    # OpenAI's `metadata` and `user` are kept as tags (a `user` tag is what per-user rate limits scope on); the
-    # extension's tags win over them.
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise InvalidRequest.at("user", "expected a string")
+    # OpenAI's `metadata` and identifiers are kept as tags; the extension's tags win over them.
     metadata = parse_metadata(body.get("metadata")) or {}
-    extensions["tags"] = {**metadata, **({"user": user} if user else {}), **extensions["tags"]}
+    extensions["tags"] = {**metadata, **request_identifiers(body), **extensions["tags"]}
     request = InferenceRequest(
         input=parse_messages(body.get("messages")),
         function_name=name if kind == "function_name" else None,

@@ -16,7 +16,7 @@ from uuid import UUID
 import orjson
 
 from lsd.api.openai_model import ModelRef, parse_model
-from lsd.api.openai_request import common_extensions, extension, parse_metadata
+from lsd.api.openai_request import common_extensions, extension, parse_metadata, request_identifiers
 from lsd.api.responses_items import add_blocks, parse_items
 from lsd.api.responses_tools import DROPPED_TOOLS_TAG, TOOL_SEARCH, parse_tool_choice, parse_tools
 from lsd.config.inbound import InboundTarget
@@ -33,7 +33,6 @@ from lsd.inference.request import (
 from lsd.types import ContentBlock, Input, Json, Text, Thought, ToolCall, ToolResult, Unknown
 
 RESPONSE_ID_PREFIX = "resp_"
-PROMPT_CACHE_KEY_TAG = "lsd::prompt_cache_key"  # the request's prompt_cache_key (Codex: its session id)
 STORE_TAG = "lsd::store"  # "false" on an inference made with `store: false`: not usable as previous_response_id
 _REFUSED = {
     "background": "background responses are not supported: leave `background` false",
@@ -157,12 +156,12 @@ def parse_responses_request(body: Any, aliases: Mapping[str, InboundTarget] | No
         raise InvalidRequest.at("lsd::credentials", "expected an object of strings")
     extensions = common_extensions(body)
     store = _flag(body, "store", True)
-    extensions["tags"] = {**(metadata or {}), **extensions["tags"], **({} if store else {STORE_TAG: "false"})}
-    cache_key = body.get("prompt_cache_key")
-    if cache_key is not None:  # Codex sends its session id: the tag finds a session's inferences
-        if not isinstance(cache_key, str):
-            raise InvalidRequest.at("prompt_cache_key", "expected a string")
-        extensions["tags"][PROMPT_CACHE_KEY_TAG] = cache_key
+    extensions["tags"] = {
+        **(metadata or {}),
+        **request_identifiers(body),
+        **extensions["tags"],
+        **({} if store else {STORE_TAG: "false"}),
+    }
     if offered.dropped:
         extensions["tags"][DROPPED_TOOLS_TAG] = ",".join(offered.dropped)
     previous = body.get("previous_response_id")

@@ -5,8 +5,11 @@ SDK, which retries every 502, makes one call, not three (a 5xx is left to retry)
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import openai
+import psycopg
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
@@ -100,3 +103,36 @@ api_key_location = "none"
             await client.close()
         sent = fake.requests[-1].body["messages"]
         assert sent[1] == {"role": "assistant", "content": "echo: why", "reasoning_content": "pondering why"}
+
+
+async def test_a_sessions_identifiers_are_kept_as_tags(database_url: str) -> None:
+    """opencode's `x-session-id` header, and OpenAI's `prompt_cache_key` (a session id: Codex, the AI SDK),
+    `safety_identifier` and `user`, on both OpenAI routes: a session's inferences are found by its tags."""
+    async with FakeOpenAI() as fake, in_process_gateway(config(fake), database_url) as base_url:
+        client = openai.AsyncOpenAI(
+            base_url=f"{base_url}/openai/v1",
+            api_key="unused",
+            max_retries=0,
+            default_headers={"x-session-id": "ses_opencode_1"},
+        )
+        ids = {"prompt_cache_key": "ses_cache_1", "safety_identifier": "hashed-user-7", "user": "ann"}
+        await client.chat.completions.create(
+            model="lsd::model_name::gpt",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body=ids,
+        )
+        await client.responses.create(model="lsd::model_name::gpt", input="hi", extra_body=ids)
+        await client.close()
+    expected = {
+        "lsd::session_id": "ses_opencode_1",
+        "lsd::prompt_cache_key": "ses_cache_1",
+        "safety_identifier": "hashed-user-7",
+        "user": "ann",
+    }
+    for _ in range(100):
+        with psycopg.connect(database_url) as conn:
+            tags = [row[0] for row in conn.execute("SELECT tags FROM chat_inferences ORDER BY id")]
+        if len(tags) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert tags == [expected, expected]
