@@ -288,6 +288,8 @@ def parse_header_patch(value: Any, path: str) -> HeaderPatch:
     name = required_str(value, "name", path)
     if not HEADER_NAME.fullmatch(name):
         raise InvalidRequest.at(f"{path}.name", "not a valid HTTP header name")
+    if name.lower() == "host":  # where the request goes is the config's (a vhost on a shared origin or proxy)
+        raise InvalidRequest.at(f"{path}.name", "the Host header is the gateway's: set it in the config if needed")
     if header_value is not None and HEADER_VALUE_FORBIDDEN.search(header_value):
         raise InvalidRequest.at(f"{path}.value", "a header value must not contain CR, LF or NUL")
     return HeaderPatch(name, header_value, delete, **_filters(value, path))

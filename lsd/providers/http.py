@@ -58,8 +58,12 @@ def check_url(options: Table, key: str, value: str | None) -> str:
     """`value` if it is an http(s) URL, else "" with the error reported on `key`."""
     if value is None:
         return ""
-    if not value.startswith(("http://", "https://")) or not urlsplit(value).hostname:
+    parts = urlsplit(value) if value.startswith(("http://", "https://")) else None
+    if parts is None or not parts.hostname:
         options.error(key, f"expected an http:// or https:// URL, got {value!r}")
+        return ""
+    if parts.username is not None or parts.password is not None:  # the message never quotes them
+        options.error(key, "a user or password in the URL is not sent: give the key with api_key_location")
         return ""
     return value
 

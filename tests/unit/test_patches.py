@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from lsd.errors import InvalidRequest
+from lsd.inference.request import parse_header_patch
 from lsd.providers.patches import apply_body_patches, apply_header_patches
 from lsd.types import BodyPatch, HeaderPatch
 
@@ -31,3 +35,12 @@ def test_header_patches_are_case_insensitive() -> None:
         [HeaderPatch("content-type", "text/plain"), HeaderPatch("x-old", delete=True), HeaderPatch("X-New", "v")],
     )
     assert out == {"Content-Type": "text/plain", "X-New": "v"}
+
+
+def test_a_request_cannot_set_where_its_provider_call_goes() -> None:
+    """A request's extra_headers may not name Host (a vhost on a shared origin or proxy: the config's to choose)."""
+    for name in ("Host", "host"):
+        with pytest.raises(InvalidRequest) as refused:
+            parse_header_patch({"name": name, "value": "169.254.169.254"}, "extra_headers[0]")
+        assert refused.value.field == "extra_headers[0].name"
+    assert parse_header_patch({"name": "X-Hosted-By", "value": "v"}, "extra_headers[0]").name == "X-Hosted-By"

@@ -111,6 +111,12 @@ def test_type_errors_name_the_key_path() -> None:
     assert build("groq", {"model_name": "m", "prompt_mode": "reasoning"})[1] == [
         "models.m.providers.p.prompt_mode: unknown key"
     ]
+    # a user and password in the URL would be dropped unsaid (and the TOML kept in config_snapshots): refused,
+    # without quoting them
+    _, errors = build("vllm", {"model_name": "m", "api_base": "http://me:sk-SECRET@gpu:8000/v1/"})
+    assert errors == [
+        "models.m.providers.p.api_base: a user or password in the URL is not sent: give the key with api_key_location"
+    ]
 
 
 @pytest.mark.parametrize("type_name", ["aws_sagemaker"])
