@@ -63,6 +63,9 @@ class ResponsesRequest:
     tool_namespaces: Mapping[str, tuple[str, str]] | None = None
     custom_tools: frozenset[str] | None = None  # the names of the `custom` (freeform) tools, served as functions
     tool_search: bool = False  # a client-run tool search is offered: calls of TOOL_SEARCH are tool_search_call items
+    # `reasoning.summary` as asked (auto, concise, detailed): the thoughts' text is then answered as the reasoning
+    # items' summary (what the Vercel AI SDK and OpenAI's own reasoning models answer), else as their content.
+    reasoning_summary: str | None = None
 
     def call_kind(self, name: str) -> str:
         """How a call of the tool the provider knows as `name` is answered: `custom` (a custom_tool_call),
@@ -199,12 +202,22 @@ def parse_responses_request(body: Any, aliases: Mapping[str, InboundTarget] | No
         tool_namespaces=offered.namespaces or None,
         custom_tools=offered.custom or None,
         tool_search=offered.tool_search,
+        reasoning_summary=_reasoning_summary(body),
     )
+
+
+def _reasoning_summary(body: Mapping[str, Any]) -> str | None:
+    reasoning = body.get("reasoning")
+    summary = reasoning.get("summary") if isinstance(reasoning, dict) else None
+    if summary is not None and summary not in ("auto", "concise", "detailed"):
+        raise InvalidRequest.at("reasoning.summary", f"must be auto, concise or detailed, got {summary!r}")
+    return summary
 
 
 def _controls(body: Mapping[str, Any], values: dict[str, Any]) -> None:
     """`reasoning.effort`, `service_tier` and `text.verbosity` as the engine's params of those names (sent to the
-    providers that take them); `reasoning.summary` is not (Chat Completions has no summaries)."""
+    providers that take them); `reasoning.summary` is not (the thoughts' text is answered as the summary:
+    `ResponsesRequest.reasoning_summary`)."""
     reasoning = body.get("reasoning")
     if reasoning is not None and not isinstance(reasoning, dict):
         raise InvalidRequest.at("reasoning", "expected an object")

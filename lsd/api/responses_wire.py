@@ -118,9 +118,13 @@ def _call_kind(call: ResponsesRequest | None, name: str) -> str:
     return call.call_kind(name) if call is not None else "function"
 
 
-def reasoning_item(item_id: str, text: str | None, signature: str | None) -> dict[str, Any]:
+def reasoning_item(item_id: str, text: str | None, signature: str | None, summary: bool = False) -> dict[str, Any]:
+    """A thought as a reasoning item: its text as the item's `content`, or, when the request asked for a summary
+    (`summary`), as its `summary`."""
     item: dict[str, Any] = {"type": "reasoning", "id": item_id, "summary": []}
-    if text:
+    if text and summary:
+        item["summary"] = [{"type": "summary_text", "text": text}]
+    elif text:
         item["content"] = [{"type": "reasoning_text", "text": text}]
     if signature:
         item["encrypted_content"] = signature
@@ -153,7 +157,8 @@ def output_items(
             item_id = f"{_CALL_PREFIXES[_call_kind(call, block.raw_name)]}_{base}_{len(items)}"
             items.append(tool_call_item(item_id, block.id, block.raw_name, block.raw_arguments, call))
         elif isinstance(block, Thought):
-            items.append(reasoning_item(f"rs_{base}_{len(items)}", block.text, block.signature))
+            summary = call is not None and call.reasoning_summary is not None
+            items.append(reasoning_item(f"rs_{base}_{len(items)}", block.text, block.signature, summary))
     close_text()
     return items
 
@@ -190,7 +195,7 @@ def response_json(
         "output": output,
         "parallel_tool_calls": call.parallel_tool_calls,
         "previous_response_id": response_id(previous) if previous is not None else None,
-        "reasoning": {"effort": call.request.params.reasoning_effort, "summary": None},
+        "reasoning": {"effort": call.request.params.reasoning_effort, "summary": call.reasoning_summary},
         "store": call.store,
         "temperature": call.temperature,
         "text": {"format": dict(call.text_format) if call.text_format else {"type": "text"}},
@@ -237,7 +242,9 @@ class _Item:
             return message_item(self.item_id, text, status)
         if self.kind == "function_call":
             return tool_call_item(self.item_id, self.call_id, self.name, text, self.call, status)
-        return reasoning_item(self.item_id, text, self.signature)
+        return reasoning_item(
+            self.item_id, text, self.signature, self.call is not None and self.call.reasoning_summary is not None
+        )
 
 
 class ResponseEvents:
@@ -256,6 +263,7 @@ class ResponseEvents:
         self.items: list[_Item] = []
         self.open: _Item | None = None
         self.error: LsdError | None = None
+        self._summary = call.reasoning_summary is not None  # thoughts as summaries (reasoning_item)
 
     def _event(self, kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
         event = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -343,14 +351,21 @@ class ResponseEvents:
                     out.append(self._ids("response.function_call_arguments.delta", item, delta=block.arguments))
         elif isinstance(block, Thought):
             if item is None or item.kind != "reasoning":
-                out.extend(self._item("reasoning", "rs"))
+                out.extend(self._item("reasoning", "rs", call=self.call))
                 item = self.open
             assert item is not None
             if block.signature:
                 item.signature = block.signature
             if block.text:
+                if not self._summary:
+                    out.append(self._ids("response.reasoning_text.delta", item, content_index=0, delta=block.text))
+                else:
+                    if not item.parts:
+                        part = {"type": "summary_text", "text": ""}
+                        out.append(self._ids("response.reasoning_summary_part.added", item, summary_index=0, part=part))
+                    delta = block.text
+                    out.append(self._ids("response.reasoning_summary_text.delta", item, summary_index=0, delta=delta))
                 item.parts.append(block.text)
-                out.append(self._ids("response.reasoning_text.delta", item, content_index=0, delta=block.text))
         return out
 
     def _custom(self, item: _Item) -> bool:
@@ -381,6 +396,10 @@ class ResponseEvents:
             if not self._held(item):  # a tool search's call goes out whole, in its output_item.done
                 own = self.call.function_name(item.name)[1]  # a namespaced one's own name
                 out.append(self._ids("response.function_call_arguments.done", item, name=own, arguments=text))
+        elif text and self._summary:
+            part = {"type": "summary_text", "text": text}
+            out.append(self._ids("response.reasoning_summary_text.done", item, summary_index=0, text=text))
+            out.append(self._ids("response.reasoning_summary_part.done", item, summary_index=0, part=part))
         elif text:
             out.append(self._ids("response.reasoning_text.done", item, content_index=0, text=text))
         out.append(self._event("response.output_item.done", output_index=item.index, item=item.json(status)))

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.fakes.anthropic_server import SIGNATURE, FakeAnthropic
@@ -105,3 +106,30 @@ async def test_a_reference_to_what_cannot_be_read_back_names_the_item(client: ht
     assert r.status_code == 404 and r.json()["error"]["param"] == "input[1].id", r.text
     r = await client.post("/openai/v1/responses", json=ask(user("hello"), ref("msg_abc")))
     assert r.status_code == 400 and r.json()["error"]["param"] == "input[1].id", r.text
+
+
+async def test_a_summary_asked_for_carries_the_thoughts_text(client: httpx.AsyncClient, fake: FakeAnthropic) -> None:
+    """With `reasoning.summary` the thought's text is the reasoning item's summary (the Vercel AI SDK reads only
+    that, as OpenAI's reasoning models answer), streamed as reasoning_summary events; sent back, it is the same
+    signed thought."""
+    body = ask(user("thinking about it"), reasoning={"effort": "low", "summary": "auto"})
+    answer = (await client.post("/openai/v1/responses", json=body)).json()
+    reasoning = answer["output"][0]
+    assert reasoning["summary"][0]["type"] == "summary_text" and reasoning["summary"][0]["text"]
+    assert "content" not in reasoning and answer["reasoning"] == {"effort": "low", "summary": "auto"}
+    async with client.stream("POST", "/openai/v1/responses", json={**body, "stream": True}) as r:
+        lines = [line async for line in r.aiter_lines()]
+    events = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    assert "response.reasoning_summary_text.delta" in events and "response.reasoning_text.delta" not in events
+    at = events.index("response.reasoning_summary_part.added")
+    assert events.index("response.reasoning_summary_text.done") > at
+    last = orjson.loads([line for line in lines if line.startswith("data: ")][-1][6:])
+    assert last["response"]["output"][0]["summary"] == reasoning["summary"]
+    follow = await client.post(
+        "/openai/v1/responses", json=ask(user("thinking about it"), reasoning, answer["output"][1], user("and?"))
+    )
+    assert follow.status_code == 200, follow.text
+    thought = fake.last.json["messages"][1]["content"][0]
+    assert thought == {"type": "thinking", "thinking": reasoning["summary"][0]["text"], "signature": SIGNATURE}
+    bad = await client.post("/openai/v1/responses", json=ask(user("hi"), reasoning={"summary": "long"}))
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "reasoning.summary"
