@@ -15,7 +15,7 @@ from typing import Any, TypeGuard, TypeVar
 
 import orjson
 
-from lsd.config.inbound import PREFIXES, InboundTarget, parse_target
+from lsd.config.inbound import MODEL_ALIAS_TAG, PREFIXES, InboundTarget, parse_target
 from lsd.config.model import Config
 from lsd.errors import InvalidRequest, UnknownFunction, UnknownModel
 from lsd.immutable import immutable
@@ -105,6 +105,7 @@ def parse_messages_request(body: Any, config: Config) -> MessagesRequest:
         if key not in _FIELDS and bare not in _EXTENSIONS:
             raise InvalidRequest.at(key, "unknown field")
     target = resolve_model(body.get("model"), config)
+    aliased = body["model"] in config.inbound.anthropic.models and not body["model"].startswith(PREFIXES)
     max_tokens = body.get("max_tokens")
     if not _is_int(max_tokens) or max_tokens < 1:
         raise InvalidRequest.at("max_tokens", "required: a positive integer")
@@ -125,6 +126,8 @@ def parse_messages_request(body: Any, config: Config) -> MessagesRequest:
             raise InvalidRequest.at("metadata.user_id", "expected a string")
         if user:
             tags.setdefault("user_id", user)
+    if aliased:
+        tags[MODEL_ALIAS_TAG] = body["model"]
     episode = _extension(body, "episode_id", parse_uuid)
     dryrun = bool(_extension(body, "dryrun", _bool))
     stream = body.get("stream")

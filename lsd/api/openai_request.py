@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from lsd.api.openai_model import ModelRef, parse_model
-from lsd.config.inbound import PREFIXES, InboundTarget
+from lsd.config.inbound import MODEL_ALIAS_TAG, PREFIXES, InboundTarget
 from lsd.errors import InvalidOpenAIRequest, InvalidRequest
 from lsd.immutable import immutable
 from lsd.inference.request import (
@@ -99,6 +99,11 @@ CHAT_KEYS = frozenset(
     )
 )
 PROMPT_CACHE_KEY_TAG = "lsd::prompt_cache_key"  # the request's prompt_cache_key (Codex: its session id)
+
+
+def alias_tag(model: ModelRef) -> dict[str, str]:
+    """The `lsd::model_alias` tag of a model named by an `[inbound.openai] models` alias."""
+    return {MODEL_ALIAS_TAG: model.alias} if model.alias is not None else {}
 
 
 def request_identifiers(body: Mapping[str, Any]) -> dict[str, str]:
@@ -451,7 +456,7 @@ def parse_chat_request(body: Any, aliases: Mapping[str, InboundTarget] | None = 
     extensions = common_extensions(body)
     # OpenAI's `metadata` and identifiers are kept as tags; the extension's tags win over them.
     metadata = parse_metadata(body.get("metadata")) or {}
-    extensions["tags"] = {**metadata, **request_identifiers(body), **extensions["tags"]}
+    extensions["tags"] = {**metadata, **request_identifiers(body), **extensions["tags"], **alias_tag(model)}
     request = InferenceRequest(
         input=parse_messages(body.get("messages")),
         function_name=name if kind == "function_name" else None,

@@ -11,6 +11,9 @@ from lsd.config.reader import Table
 
 TargetKind = Literal["function_name", "model_name"]
 PREFIXES = ("lsd::", "tensorzero::")
+# The model name a client sent when `[inbound.*] models` mapped it (`claude-sonnet-4-5`, `gpt-5.5`), kept as this tag:
+# which client tool sent what, where the function and variant alone cannot tell it from any other route's.
+MODEL_ALIAS_TAG = "lsd::model_alias"
 
 
 @dataclass(frozen=True, slots=True)

@@ -336,12 +336,12 @@ async def test_plain_openai_model_names_mapped_in_inbound_openai(daemon: Daemon,
     row = None
     for _ in range(100):  # the writer flushes every 20 ms
         with psycopg.connect(database_url) as conn:
-            query = "SELECT function_name, variant_name FROM chat_inferences WHERE id = %s"
+            query = "SELECT function_name, variant_name, tags FROM chat_inferences WHERE id = %s"
             row = conn.execute(query, (chat.id,)).fetchone()
         if row is not None:
             break
         await asyncio.sleep(0.05)
-    assert row == ("assistant", "gpt")
+    assert row == ("assistant", "gpt", {"lsd::model_alias": "my-assistant"})  # who sent what: the name it used
 
 
 async def test_a_custom_tool_through_the_sdk(daemon: Daemon, fakes: tuple[FakeOpenAI, FakeAnthropic]) -> None:

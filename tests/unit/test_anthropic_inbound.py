@@ -294,7 +294,8 @@ def test_a_full_request_becomes_the_engines_request(config: Config) -> None:
     assert request.stream and request.input.system == "Be brief.\n\nBe kind."
     assert request.params.max_tokens == 64 and request.params.temperature == 0.5 and request.params.top_p == 0.9
     assert request.params.stop_sequences == ("END",)
-    assert request.tags == {"team": "search", "user_id": "u-1"}
+    # the alias the client named (claude-haiku-4-5, mapped by [inbound.anthropic] models): who sent what
+    assert request.tags == {"team": "search", "user_id": "u-1", "lsd::model_alias": "claude-haiku-4-5"}
     assert request.tool_choice == "required" and request.parallel_tool_calls is False
     assert [t.name for t in request.additional_tools] == ["weather"]
     user, assistant, results = request.input.messages
