@@ -212,6 +212,7 @@ class ProviderRequest:
     parallel_tool_calls: bool | None = None
     output_schema: Mapping[str, Json] | None = None
     stream: bool = False
+    schema_strict: bool = True  # OpenAI's `strict` for the schema (InferenceRequest.output_schema_strict)
 
 
 @immutable

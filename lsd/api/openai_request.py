@@ -398,6 +398,7 @@ def parse_chat_request(body: Any, aliases: Mapping[str, InboundTarget] | None = 
     if stop is not None:
         values["stop_sequences"] = [stop] if isinstance(stop, str) else stop
     output_schema = None
+    strict = True
     fmt = body.get("response_format")
     if isinstance(fmt, dict):
         if fmt.get("type") == "json_schema":
@@ -405,6 +406,7 @@ def parse_chat_request(body: Any, aliases: Mapping[str, InboundTarget] | None = 
             schema = fmt.get("json_schema") or {}
             if not isinstance(schema, dict):
                 raise InvalidRequest.at("response_format.json_schema", "expected an object")
+            strict = schema.get("strict") is True  # OpenAI's default is false: strict mode refuses many schemas
             output_schema = schema.get("schema")
             if output_schema is not None:
                 if not isinstance(output_schema, dict):
@@ -467,6 +469,7 @@ def parse_chat_request(body: Any, aliases: Mapping[str, InboundTarget] | None = 
         params=params,
         credentials=credentials,
         output_schema=output_schema,
+        output_schema_strict=strict,
         additional_tools=tools,
         tool_choice=choice,
         parallel_tool_calls=parallel,

@@ -180,6 +180,7 @@ def parse_responses_request(body: Any, aliases: Mapping[str, InboundTarget] | No
         params=params,
         credentials=credentials,
         output_schema=output_schema,
+        output_schema_strict=text_format is None or text_format.get("strict") is True,
         additional_tools=offered.specs,
         tool_choice=choice,
         parallel_tool_calls=body.get("parallel_tool_calls"),

@@ -90,6 +90,10 @@ class InferenceRequest:
     tags: Mapping[str, str] = field(default_factory=dict)
     credentials: Mapping[str, str] = field(default_factory=dict)
     output_schema: Mapping[str, Json] | None = None
+    # Whether the schema must hold strictly (OpenAI's `strict`): false for an OpenAI client's `json_schema` that
+    # did not ask for it (OpenAI's default), whose schema strict mode may refuse (optional properties, no
+    # `additionalProperties: false`).
+    output_schema_strict: bool = True
     extra_body: tuple[BodyPatch, ...] = ()
     extra_headers: tuple[HeaderPatch, ...] = ()
     include_original_response: bool = False

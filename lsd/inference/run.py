@@ -223,6 +223,7 @@ class Engine:
             parallel_tool_calls=tools.parallel_tool_calls if tools else None,
             output_schema=p.request.output_schema or p.function.output_schema,
             stream=stream,
+            schema_strict=p.request.output_schema_strict or p.request.output_schema is None,
         )
 
     def plan(self, p: Prepared, tools: ToolParams | None, *, stream: bool) -> Iterator[ChatStep]:

@@ -136,3 +136,30 @@ async def test_a_sessions_identifiers_are_kept_as_tags(database_url: str) -> Non
             break
         await asyncio.sleep(0.05)
     assert tags == [expected, expected]
+
+
+async def test_a_json_schema_is_strict_only_when_the_client_asks(database_url: str) -> None:
+    """OpenAI's `strict` defaults to false, and strict mode refuses many schemas (optional properties, no
+    `additionalProperties: false`: instructor's JSON_SCHEMA mode sends such): the provider gets the client's."""
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a"]}
+    async with FakeOpenAI() as fake, in_process_gateway(config(fake), database_url) as base_url:
+        client = openai.AsyncOpenAI(base_url=f"{base_url}/openai/v1", api_key="unused", max_retries=0)
+        sent = []
+        for strict in (None, False, True):
+            named = {"name": "User", "schema": schema, **({} if strict is None else {"strict": strict})}
+            await client.chat.completions.create(
+                model="lsd::model_name::gpt",
+                messages=[{"role": "user", "content": "hi"}],
+                response_format={"type": "json_schema", "json_schema": named},  # type: ignore[typeddict-item]
+            )
+            sent.append(fake.requests[-1].body["response_format"]["json_schema"]["strict"])
+            fmt = {
+                "type": "json_schema",
+                "name": "User",
+                "schema": schema,
+                **({} if strict is None else {"strict": strict}),
+            }
+            await client.responses.create(model="lsd::model_name::gpt", input="hi", text={"format": fmt})  # type: ignore[typeddict-item]
+            sent.append(fake.requests[-1].body["response_format"]["json_schema"]["strict"])
+        await client.close()
+    assert sent == [False, False, False, False, True, True]

@@ -226,7 +226,7 @@ def _add_tools(body: dict[str, Any], request: ProviderRequest) -> None:
         if request.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = request.parallel_tool_calls
     if mode == "strict" and request.output_schema is not None:
-        schema_format = {"name": "response", "strict": True, "schema": dict(request.output_schema)}
+        schema_format = {"name": "response", "strict": request.schema_strict, "schema": dict(request.output_schema)}
         body["response_format"] = {"type": "json_schema", "json_schema": schema_format}
     elif mode in ("on", "strict"):
         body["response_format"] = {"type": "json_object"}
