@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from psycopg.rows import class_row
+from psycopg.rows import class_row, dict_row
 
 from lsd.store.batch import BatchRow
 from lsd.store.database import Database
 from lsd.store.escaping import unescape_optional
 from lsd.store.experiments import AllocationRow
-from lsd.store.queries import uuid7_floor_ms
+from lsd.store.queries import attempts_statement, uuid7_floor_ms
 
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # date_bin's origin: buckets line up with UTC hours and days
 # Feedback ids are made after their target's id: a target's feedback lies in partitions from its day on.
@@ -261,6 +261,38 @@ SELECT * FROM (
      FROM demonstration_feedback WHERE inference_id = %(t)s AND id >= %(floor)s ORDER BY id DESC LIMIT %(limit)s)
 ) f ORDER BY id DESC LIMIT %(limit)s
 """
+
+
+@dataclass(frozen=True, slots=True)
+class FailedInference:
+    """An inference whose every attempt failed: no inference row was written, its attempts are all there is."""
+
+    id: UUID
+    function_name: str | None
+    variant_name: str | None
+    attempts: list[dict[str, Any]]
+
+
+_FAILED_NAMES = (
+    "SELECT function_name, variant_name FROM model_inferences WHERE inference_id = %(ids)s[1] AND id >= %(floor)s "
+    "ORDER BY id DESC LIMIT 1"
+)
+
+
+async def failed_inference(database: Database, inference_id: UUID) -> FailedInference | None:
+    """The attempts of an inference that has no row (every attempt failed), or None when it has none either."""
+    text, params = attempts_statement([inference_id])
+    async with database.reading("console") as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(text, params)
+        attempts = await cur.fetchall()
+        if not attempts:
+            return None
+        await cur.execute(_FAILED_NAMES, params)
+        names = await cur.fetchone() or {}
+    for attempt in attempts:
+        for column in ("error", "raw_request", "raw_response"):  # text as stored (lsd.store.escaping)
+            attempt[column] = unescape_optional(attempt[column])
+    return FailedInference(inference_id, names.get("function_name"), names.get("variant_name"), attempts)
 
 
 async def feedback_for(database: Database, target_id: UUID) -> list[FeedbackRow]:

@@ -479,3 +479,30 @@ def test_an_evaluators_boolean_metric_gets_its_wilson_interval(database_url: str
     with client_for(CONFIG + evaluation, database_url) as client:
         page = client.get("/ui/functions/chat").text
     assert "[0.610, 1.000]" in page, page[page.find("Metrics") :][:2000]
+
+
+def test_an_inference_whose_every_attempt_failed_shows_its_errors(database_url: str) -> None:
+    """No inference row is written when every attempt fails: its page shows the attempts and their errors (it was a
+    404, so a failure in the overview could not be read anywhere in the console)."""
+    failing = (
+        '\n[models.down]\nrouting = ["broken"]\n[models.down.providers.broken]\ntype = "dummy"\nmodel_name = "error"\n'
+    )
+    with client_for(CONFIG + failing, database_url) as client:
+        answer = client.post(
+            "/inference", json={"model_name": "down", "input": {"messages": [{"role": "user", "content": "hi"}]}}
+        )
+        assert answer.status_code == 502, answer.text
+        [[inference_id]] = eventually(
+            lambda: query_rows(
+                database_url, "SELECT DISTINCT inference_id FROM model_inferences WHERE model_name = 'down'"
+            )
+        )
+        page = client.get(f"/ui/inferences/{inference_id}")
+    assert page.status_code == 200, page.text
+    assert "every attempt failed" in page.text and "tensorzero::default" in page.text
+    assert "broken" in page.text and 'class="attempt status-error"' in page.text
+
+
+def query_rows(database_url: str, statement: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(statement).fetchall()

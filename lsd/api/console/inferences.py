@@ -135,7 +135,10 @@ async def _inference_page(
     rt = services(request)
     found = await listing.get_inferences(rt.database, {"ids": [str(inference_id)], "include_model_inferences": True})
     if not found.rows:
-        raise NotFound(f"unknown inference {inference_id}", field="inference_id")
+        failed = await console.failed_inference(rt.database, inference_id)
+        if failed is None or form_error is not None:
+            raise NotFound(f"unknown inference {inference_id}", field="inference_id")
+        return render(request, "failed_inference.html", viewer, failed=failed)
     row = found.rows[0]
     return render(
         request,
