@@ -75,6 +75,23 @@ def thinking_max_tokens(budget: int, limit: int) -> int:
     return budget + limit if limit <= budget else limit
 
 
+def thinking_budget(request: ProviderRequest) -> int | None:
+    """The thinking budget to ask for: the params', unless the last assistant turn calls a tool without a signed
+    thought before it. Claude refuses that while thinking (a final assistant turn must start with its thinking),
+    and a client of another API (Chat Completions: the AI SDK, opencode) cannot send the signature back, so that
+    turn is answered without thinking rather than refused."""
+    budget = request.params.thinking_budget_tokens
+    if budget is None:
+        return None
+    for message in reversed(request.messages):
+        if message.role != "assistant":
+            continue
+        calls = any(isinstance(b, ToolCall) for b in message.content)
+        signed = any(isinstance(b, Thought) and b.signature for b in message.content)
+        return None if calls and not signed else budget
+    return budget
+
+
 def uses_json_tool(request: ProviderRequest) -> bool:
     """Whether the request's JSON mode is served by the forced `respond` tool."""
     return request.params.json_mode in ("tool", "strict") and request.output_schema is not None
@@ -104,7 +121,7 @@ def build_body(
         body["top_p"] = params.top_p
     if params.stop_sequences:
         body["stop_sequences"] = list(params.stop_sequences)
-    budget = params.thinking_budget_tokens
+    budget = thinking_budget(request)
     if budget is not None:  # extended thinking (a `thinking` in extra_body still wins), within Anthropic's rules
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}
         body["max_tokens"] = thinking_max_tokens(
@@ -185,7 +202,7 @@ def _file(file: File) -> dict[str, Json]:
 def system_text(request: ProviderRequest) -> str | None:
     """The system text with JSON mode's instruction (shared by Converse, whose JSON mode is the same)."""
     mode = request.params.json_mode
-    if uses_json_tool(request) and request.params.thinking_budget_tokens is not None:
+    if uses_json_tool(request) and thinking_budget(request) is not None:
         instruction = JSON_TOOL_INSTRUCTION  # thinking: the `respond` tool is offered, not forced
     elif mode not in ("on", "tool", "strict") or uses_json_tool(request):
         return request.system

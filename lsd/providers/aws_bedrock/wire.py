@@ -36,6 +36,7 @@ from lsd.providers.anthropic.wire import (
     DEFAULT_MAX_TOKENS,
     JSON_TOOL_NAME,
     system_text,
+    thinking_budget,
     thinking_max_tokens,
     uses_json_tool,
 )
@@ -126,7 +127,7 @@ def build_body(request: ProviderRequest, *, provider_name: str | None = None, mo
             config[key] = value
     if params.stop_sequences:
         config["stopSequences"] = list(params.stop_sequences)
-    budget = params.thinking_budget_tokens if "claude" in model_id else None
+    budget = thinking_budget(request) if "claude" in model_id else None
     if budget is not None:  # Claude's thinking, in its own fields, within Anthropic's rules (as its own wire keeps)
         body["additionalModelRequestFields"] = {"thinking": {"type": "enabled", "budget_tokens": budget}}
         config.pop("temperature", None)

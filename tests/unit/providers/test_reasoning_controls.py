@@ -21,7 +21,7 @@ from lsd.providers.anthropic.wire import build_body as anthropic_body
 from lsd.providers.aws_bedrock.wire import build_body as bedrock_body
 from lsd.providers.gemini.wire import build_body as gemini_body
 from lsd.providers.registry import PROVIDER_TYPES
-from lsd.types import InferenceParams, Message, ProviderRequest, Text
+from lsd.types import InferenceParams, Message, ProviderRequest, Text, Thought, ToolCall, ToolResult
 
 ALL = InferenceParams(reasoning_effort="high", service_tier="flex", thinking_budget_tokens=2048, verbosity="low")
 
@@ -103,6 +103,35 @@ def test_anthropic_thinking_keeps_to_anthropics_rules() -> None:
         False,
     )
     assert plain["tool_choice"] == {"type": "tool", "name": "respond"}  # without thinking: forced, as before
+
+
+def test_a_tool_turn_without_its_signed_thought_is_answered_without_thinking() -> None:
+    """Claude refuses a final assistant tool-use turn that does not start with its signed thinking while thinking
+    is on; a Chat Completions client (the AI SDK, opencode) cannot send the signature back. That turn is asked
+    without thinking (Anthropic and Bedrock alike) instead of refused; a turn with its signed thought keeps it."""
+    call = ToolCall("toolu_1", "look", "{}")
+    result = Message("user", (ToolResult("toolu_1", "look", "ok"),))
+
+    def loop(*assistant: Any) -> ProviderRequest:
+        turns = (Message("user", (Text("hi"),)), Message("assistant", assistant), result)
+        return ProviderRequest(system=None, messages=turns, params=ALL)
+
+    for unsigned in (loop(call), loop(Thought("only its text"), call)):
+        assert "thinking" not in anthropic_body(unsigned, "claude", False)
+        assert "additionalModelRequestFields" not in bedrock_body(unsigned, model_id="anthropic.claude-sonnet-4-5")
+    signed = loop(Thought("thought", "c2ln"), call)
+    assert anthropic_body(signed, "claude", False)["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert "additionalModelRequestFields" in bedrock_body(signed, model_id="anthropic.claude-sonnet-4-5")
+    text_turn = ProviderRequest(
+        system=None,
+        messages=(
+            Message("user", (Text("hi"),)),
+            Message("assistant", (Text("hello"),)),
+            Message("user", (Text("?"),)),
+        ),
+        params=ALL,
+    )
+    assert "thinking" in anthropic_body(text_turn, "claude", False)  # no tool call: nothing to refuse
 
 
 def test_requests_and_dynamic_variants_take_them_typed() -> None:
