@@ -9,6 +9,7 @@ message. Web search calls (a hosted tool LSD leaves out) are left out of the his
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -197,8 +198,34 @@ def _file(part: Mapping[str, Any], path: str) -> File:
     raise InvalidRequest.at(f"{path}.file_data", "expected file_data or file_url")
 
 
+# A reasoning item's `encrypted_content` for a thought with both text and a signature: the two sealed together, so
+# that a client that keeps only `encrypted_content` (the Vercel AI SDK with `store: false` and no summary) still
+# sends back a whole signed thought, not a signature taken for redacted thinking. Opaque to clients, as at OpenAI.
+SEALED_PREFIX = "lsd1."
+
+
+def seal_thought(text: str, signature: str) -> str:
+    packed = orjson.dumps({"text": text, "signature": signature})
+    return SEALED_PREFIX + base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+
+def open_thought(value: str) -> tuple[str | None, str]:
+    """(text, signature) of an `encrypted_content`: sealed by seal_thought, or a signature alone (text None)."""
+    if value.startswith(SEALED_PREFIX):
+        body = value[len(SEALED_PREFIX) :]
+        try:
+            packed = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            text, signature = packed["text"], packed["signature"]
+            if isinstance(text, str) and isinstance(signature, str):
+                return text, signature
+        except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+            pass
+    return None, value
+
+
 def _reasoning(item: Mapping[str, Any], path: str) -> Thought:
-    """A reasoning item as a thought: its text (content, else summary) and its encrypted content as signature."""
+    """A reasoning item as a thought: its text (content, else summary, else what its sealed encrypted content
+    holds) and its encrypted content as signature."""
     texts = []
     for key in ("content", "summary"):
         parts = item.get(key)
@@ -209,8 +236,11 @@ def _reasoning(item: Mapping[str, Any], path: str) -> Thought:
         texts = [str(p.get("text", "")) for p in parts if isinstance(p, dict)]
         if texts:
             break
-    signature = item.get("encrypted_content")
-    return Thought("".join(texts) or None, signature if isinstance(signature, str) else None)
+    encrypted = item.get("encrypted_content")
+    if not isinstance(encrypted, str):
+        return Thought("".join(texts) or None, None)
+    sealed_text, signature = open_thought(encrypted)
+    return Thought("".join(texts) or sealed_text, signature)
 
 
 def _found_names(searched: OfferedTools) -> str:

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from lsd.api.openai_model import ModelRef
 from lsd.api.openai_wire import openai_error_object
+from lsd.api.responses_items import seal_thought
 from lsd.api.responses_request import ResponsesRequest, response_id
 from lsd.api.responses_tools import custom_input, search_arguments
 from lsd.errors import LsdError
@@ -127,7 +128,7 @@ def reasoning_item(item_id: str, text: str | None, signature: str | None, summar
     elif text:
         item["content"] = [{"type": "reasoning_text", "text": text}]
     if signature:
-        item["encrypted_content"] = signature
+        item["encrypted_content"] = seal_thought(text, signature) if text else signature
     return item
 
 

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from openai import AsyncOpenAI
 
+from lsd.api.responses_items import open_thought
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.configs import openai_model
@@ -271,7 +272,9 @@ async def test_responses_with_an_anthropic_provider(
         )
         sent = fakes[1].last.json["messages"]
         assert sent[1]["role"] == "assistant" and sent[1]["content"][0]["type"] == "thinking"
-        assert sent[1]["content"][0]["signature"] == reasoning.encrypted_content
+        assert (sent[1]["content"][0]["thinking"], sent[1]["content"][0]["signature"]) == open_thought(
+            reasoning.encrypted_content or ""
+        )  # the thought's text sealed with its signature
     finally:
         await client.close()
     await asyncio.sleep(0.5)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from lsd.api.responses_items import open_thought
 from lsd.api.responses_request import (
     STORE_TAG,
     parse_response_id,
@@ -165,7 +166,13 @@ def test_output_items_keep_the_answer_order() -> None:
     )
     items = output_items(ID, content, None)
     assert [i["type"] for i in items] == ["reasoning", "message", "function_call"]
-    assert items[0]["content"] == [{"type": "reasoning_text", "text": "hmm"}] and items[0]["encrypted_content"] == "sig"
+    assert items[0]["content"] == [{"type": "reasoning_text", "text": "hmm"}]
+    # the text sealed with the signature: a client that keeps only encrypted_content sends back the whole thought
+    assert open_thought(items[0]["encrypted_content"]) == ("hmm", "sig")
+    kept = parse(input=[{"type": "reasoning", "summary": [], "encrypted_content": items[0]["encrypted_content"]}])
+    assert kept.request.input.messages[0].content == (Thought("hmm", "sig"),)
+    redacted = output_items(ID, (Thought(None, "opaque"),), None)[0]
+    assert redacted["encrypted_content"] == "opaque" and open_thought("opaque") == (None, "opaque")
     assert items[1]["content"][0]["text"] == "ab" and items[1]["id"] == f"msg_{ID.hex}_1"
     assert (items[2]["call_id"], items[2]["name"], items[2]["arguments"]) == ("call_9", "weather", '{"x": 1}')
     assert output_items(ID, (), '{"a": 1}')[0]["content"][0]["text"] == '{"a": 1}'
