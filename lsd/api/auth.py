@@ -10,6 +10,7 @@ import dataclasses
 
 from starlette.types import Scope
 
+from lsd.api.request_headers import OPTION_HEADERS, with_header_options
 from lsd.auth import AuthService
 from lsd.inference.request import InferenceRequest
 
@@ -45,15 +46,20 @@ async def authenticate(auth: AuthService, scope: Scope) -> None:
 
 def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
     """The request with `lsd-tag-*` header tags and an `x-session-id` as the tag `lsd::session_id` (body tags win on
-    a clash), and the caller's key id."""
+    a clash), the extensions given as headers (lsd.api.request_headers), and the caller's key id."""
     key_id: str | None = scope.get(KEY_SCOPE)
     header_tags: dict[str, str] = {}
+    options: dict[bytes, str] = {}
     for name, value in scope["headers"]:
         if name.startswith(TAG_HEADER) and len(name) > len(TAG_HEADER):
             # A header name cannot hold ':', so a reserved `lsd::`/`tensorzero::` key cannot come this way.
             header_tags[name[len(TAG_HEADER) :].decode("latin-1")] = _header_text(value)
         elif name == SESSION_HEADER and value:
             header_tags[SESSION_TAG] = _header_text(value)
+        elif name in OPTION_HEADERS:
+            options[name] = _header_text(value).strip()
+    if options:
+        parsed = with_header_options(parsed, options)
     if not header_tags and key_id is None:
         return parsed
     tags = {**header_tags, **parsed.tags}

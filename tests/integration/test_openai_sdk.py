@@ -12,6 +12,7 @@ import openai
 import psycopg
 import pytest
 
+from lsd.ids import uuid7
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.gateway import in_process_gateway
 
@@ -163,3 +164,39 @@ async def test_a_json_schema_is_strict_only_when_the_client_asks(database_url: s
             sent.append(fake.requests[-1].body["response_format"]["json_schema"]["strict"])
         await client.close()
     assert sent == [False, False, False, False, True, True]
+
+
+async def test_lsds_extensions_as_headers(database_url: str) -> None:
+    """For SDKs that send no extra body keys (the AI SDK's own providers drop unknown options): lsd-episode-id,
+    lsd-cache, lsd-dryrun and lsd-variant-name headers; the body's own wins; a bad value is a 400 naming the header."""
+    episode = "0192f000-0000-7000-8000-000000000001"
+    async with (
+        FakeOpenAI() as fake,
+        in_process_gateway(config(fake), database_url) as base_url,
+        httpx.AsyncClient(base_url=f"{base_url}/openai/v1") as http,
+    ):
+        body = {"model": "lsd::model_name::gpt", "messages": [{"role": "user", "content": "cache me"}]}
+        headers = {"lsd-episode-id": episode, "lsd-cache": "on"}
+        first = await http.post("/chat/completions", json=body, headers=headers)
+        second = await http.post("/chat/completions", json=body, headers=headers)
+        assert first.status_code == second.status_code == 200, first.text
+        assert first.json()["episode_id"] == second.json()["episode_id"] == episode
+        assert second.json()["usage"]["prompt_tokens"] == 0  # answered from the cache
+        calls = len(fake.requests)
+        own = await http.post("/chat/completions", json={**body, "lsd::episode_id": str(uuid7())}, headers=headers)
+        assert own.json()["episode_id"] != episode  # the body's wins
+        dry = await http.post("/chat/completions", json={**body, "messages": [{"role": "user", "content": "x"}]},
+                              headers={"lsd-dryrun": "true"})  # fmt: skip
+        assert dry.status_code == 200 and len(fake.requests) == calls + 1
+        for name, value in (("lsd-episode-id", "nope"), ("lsd-cache", "always"), ("lsd-dryrun", "yes")):
+            bad = await http.post("/chat/completions", json=body, headers={name: value})
+            assert bad.status_code == 400 and bad.json()["error"]["param"] == name, bad.text
+    for _ in range(100):
+        with psycopg.connect(database_url) as conn:
+            stored = conn.execute("SELECT count(*) FROM chat_inferences WHERE episode_id = %s", (episode,)).fetchone()
+        if stored == (2,):
+            break
+        await asyncio.sleep(0.05)
+    assert stored == (2,)
+    with psycopg.connect(database_url) as conn:  # the dry run wrote nothing: two cached, one of its own
+        assert conn.execute("SELECT count(*) FROM chat_inferences").fetchone() == (3,)
