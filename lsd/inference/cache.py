@@ -2,8 +2,9 @@
 
 A hit costs one primary-key read, is marked `cached` in the rows, and reports zero usage and cost.
 Streamed and non-streamed calls are cached apart (`stream` is part of the provider request hashed): a hit is
-replayed as a stream to a streamed call (lsd.inference.streaming). The cache never fails an inference: when PostgreSQL cannot answer (within
-lsd.store.cache.timeout_s), a read is a miss and a write is skipped, each counted in `lsd_cache_errors_total`.
+replayed as a stream to a streamed call (lsd.inference.streaming). The cache never fails an inference: when
+PostgreSQL cannot answer (within lsd.store.cache.timeout_s), a read is a miss and a write is skipped, each counted
+in `lsd_cache_errors_total`.
 """
 
 from __future__ import annotations
