@@ -285,8 +285,8 @@ async def failed_inference(database: Database, inference_id: UUID) -> FailedInfe
     async with database.reading("console") as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(text, params)
         attempts = await cur.fetchall()
-        if not attempts:
-            return None
+        if not attempts or any(a["status"] == "ok" for a in attempts):
+            return None  # none, or an answer whose inference row is not readable yet: not a failed inference
         await cur.execute(_FAILED_NAMES, params)
         names = await cur.fetchone() or {}
     for attempt in attempts:

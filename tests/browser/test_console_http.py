@@ -3,6 +3,7 @@ in it, human feedback through the form, the CSRF and role refusals, sign-in with
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -506,3 +507,22 @@ def test_an_inference_whose_every_attempt_failed_shows_its_errors(database_url: 
 def query_rows(database_url: str, statement: str) -> list[tuple[object, ...]]:
     with psycopg.connect(database_url) as conn:
         return conn.execute(statement).fetchall()
+
+
+def test_images_in_an_input_are_a_note_of_their_size(database_url: str) -> None:
+    """An image's base64 (in the input and in each attempt's raw request) is shown as its size, not as megabytes of
+    text: the page stays light whatever the photos."""
+    image = base64.b64encode(bytes(range(256)) * 200).decode()  # 50 KiB
+    content = [{"type": "text", "text": "what is this?"}, {"type": "file", "mime_type": "image/png", "data": image}]
+    with client_for(CONFIG, database_url) as client:
+        answer = client.post(
+            "/inference", json={"function_name": "chat", "input": {"messages": [{"role": "user", "content": content}]}}
+        )
+        assert answer.status_code == 200, answer.text
+        page = eventually(
+            lambda: (r := client.get(f"/ui/inferences/{answer.json()['inference_id']}")).status_code == 200 and r.text
+        )
+    at = page.find(image[:2000])
+    assert at < 0, page[max(0, at - 300) : at + 100]
+    assert "(base64 data, 50 KiB: not shown)" in page
+    assert "what is this?" in page

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,43 @@ def when(value: dt.datetime | None) -> str:
     return DASH if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+# Base64 payloads (images and files in an input, as data or data URLs) above this many characters are shown as a
+# note of their size: a page holding a few photos would otherwise weigh megabytes of text no one reads.
+LONG_BASE64 = 1024
+_BASE64 = re.compile(r"(data:[\w.+-]+/[\w.+-]+;base64,)?[A-Za-z0-9+/_-]+=*")
+
+
 def pretty(value: Any) -> str:
-    """JSON as indented text (the template escapes it)."""
+    """JSON as indented text (the template escapes it), long base64 payloads as a note of their size."""
     if value is None:
         return "null"
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
+    return orjson.dumps(_short(value), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
+
+
+_BASE64_RUN = re.compile(rf"[A-Za-z0-9+/]{{{LONG_BASE64},}}={{0,2}}")
+
+
+def raw(text: str | None) -> str | None:
+    """A raw request or response as stored, its long base64 runs (images, files) as a note of their size."""
+    if text is None or len(text) <= LONG_BASE64:
+        return text
+    return _BASE64_RUN.sub(lambda m: f"(base64 data, {len(m[0]) * 3 // 4 / 1024:,.0f} KiB: not shown)", text)
+
+
+_PAYLOAD_KEYS = frozenset({"data", "url", "file_data", "image_url"})  # where a file block holds its bytes
+
+
+def _short(value: Any, key: str | None = None) -> Any:
+    if isinstance(value, str):
+        payload = key in _PAYLOAD_KEYS or value.startswith("data:")
+        if payload and len(value) > LONG_BASE64 and _BASE64.fullmatch(value):
+            return f"(base64 data, {len(value) * 3 // 4 / 1024:,.0f} KiB: not shown)"
+        return value
+    if isinstance(value, dict):
+        return {k: _short(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_short(v) for v in value]
+    return value
 
 
 def percent(value: float | None) -> str:
@@ -63,7 +96,9 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(number=number, money=money, when=when, pretty=pretty, percent=percent, short_id=short_id)
+    env.filters.update(
+        number=number, money=money, when=when, pretty=pretty, raw=raw, percent=percent, short_id=short_id
+    )
     return env
 
 
