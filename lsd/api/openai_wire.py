@@ -182,13 +182,13 @@ class ChunkWriter:
                 calls.append(call)
             elif (entry := extra_content_json(block, None)) is not None:
                 extra.append({**entry, "id": "0"})
-        reasoning = _reasoning_text(event.content)
-        if reasoning:
-            delta["reasoning_content"] = reasoning
         if calls:
             delta["tool_calls"] = calls
-        if extra:
+        if extra:  # thoughts are among them: their text also as reasoning_content (a text delta needs no look)
             delta["tensorzero_extra_content"] = extra
+            reasoning = _reasoning_text(event.content)
+            if reasoning:
+                delta["reasoning_content"] = reasoning
         last = event.usage is not None
         if event.usage is not None and self.broken:
             return self._chunk([], usage_json(event.usage, event.cost)) if self.call.include_usage else None
