@@ -26,7 +26,7 @@ from lsd.api.auth import identify
 from lsd.api.body import json_response_bytes, read_json
 from lsd.api.sse import EventStreamResponse, Final
 from lsd.api.state import AppState
-from lsd.config.inbound import InboundTarget
+from lsd.config.inbound import ANY_MODEL, InboundTarget
 from lsd.errors import InvalidRequest, LsdError, NotFound
 from lsd.inference.streaming import InferenceStream, start_stream
 from lsd.providers.base import CallContext, Provider
@@ -145,7 +145,7 @@ def _model_ids(services: Runtime) -> list[str]:
     """Every `model` the Messages API takes, as a Claude client would pick one: the `[inbound.anthropic.models]`
     names, then LSD's models and functions."""
     config = services.config
-    ids = sorted(config.inbound.anthropic.models)
+    ids = sorted(set(config.inbound.anthropic.models) - {ANY_MODEL})
     ids += [m for m in sorted(config.models) if m not in config.inbound.anthropic.models]
     ids += [f"lsd::function_name::{f}" for f in sorted(config.functions)]
     return ids

@@ -15,7 +15,7 @@ from typing import Any, TypeGuard, TypeVar
 
 import orjson
 
-from lsd.config.inbound import MODEL_ALIAS_TAG, PREFIXES, InboundTarget, parse_target
+from lsd.config.inbound import MODEL_ALIAS_TAG, PREFIXES, InboundTarget, mapped, parse_target
 from lsd.config.model import Config
 from lsd.errors import InvalidRequest, UnknownFunction, UnknownModel
 from lsd.immutable import immutable
@@ -87,12 +87,23 @@ def resolve_model(model: Any, config: Config) -> InboundTarget:
     if target is None:
         if model.startswith(PREFIXES):
             raise InvalidRequest.at("model", f"expected lsd::function_name::F or lsd::model_name::M, got {model!r}")
-        target = config.inbound.anthropic.models.get(model) or InboundTarget("model_name", model)
+        target = aliased_target(model, config) or InboundTarget("model_name", model)
     if target.kind == "function_name" and target.name not in config.functions:
         raise UnknownFunction(target.name, field="model")
     if target.kind == "model_name" and target.name not in config.models and "::" not in target.name:
         raise UnknownModel(target.name, field="model")
     return target
+
+
+def aliased_target(model: str, config: Config) -> InboundTarget | None:
+    """What `[inbound.anthropic] models` maps a plain name to: its own entry, else — for a name that is not a model
+    of the config nor a shorthand — the `*` entry."""
+    models = config.inbound.anthropic.models
+    if model in models:
+        return models[model]
+    if model in config.models or "::" in model:
+        return None
+    return mapped(models, model)
 
 
 def parse_messages_request(body: Any, config: Config) -> MessagesRequest:
@@ -105,7 +116,7 @@ def parse_messages_request(body: Any, config: Config) -> MessagesRequest:
         if key not in _FIELDS and bare not in _EXTENSIONS:
             raise InvalidRequest.at(key, "unknown field")
     target = resolve_model(body.get("model"), config)
-    aliased = body["model"] in config.inbound.anthropic.models and not body["model"].startswith(PREFIXES)
+    aliased = not body["model"].startswith(PREFIXES) and aliased_target(body["model"], config) is not None
     max_tokens = body.get("max_tokens")
     if not _is_int(max_tokens) or max_tokens < 1:
         raise InvalidRequest.at("max_tokens", "required: a positive integer")

@@ -17,6 +17,7 @@ from lsd.api.openai_request import parse_chat_request
 from lsd.api.openai_wire import ChunkWriter, completion_json, embeddings_json
 from lsd.api.sse import JsonEventStream, json_pair
 from lsd.api.state import AppState
+from lsd.config.inbound import ANY_MODEL
 from lsd.errors import InvalidRequest, NotFound
 from lsd.inference.embeddings import EmbeddingRequest
 from lsd.inference.streaming import InferenceStream, start_stream
@@ -101,7 +102,7 @@ async def embeddings(request: Request[AppState]) -> Response:
 
 def _model_ids(request: Request[AppState]) -> list[str]:
     config = request.state["services"].config
-    ids = sorted(config.inbound.openai.models)  # the plain names an OpenAI client may send ([inbound.openai])
+    ids = sorted(set(config.inbound.openai.models) - {ANY_MODEL})  # the plain names an OpenAI client may send
     ids += [f"lsd::function_name::{f}" for f in sorted(config.functions)]
     ids += [f"lsd::model_name::{m}" for m in sorted(config.models)]
     ids += [f"lsd::embedding_model_name::{e}" for e in sorted(config.embedding_models)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lsd.config.inbound import PREFIXES, InboundTarget
+from lsd.config.inbound import PREFIXES, InboundTarget, mapped
 from lsd.errors import InvalidOpenAIRequest
 from lsd.immutable import immutable
 
@@ -43,7 +43,7 @@ def parse_model(
     `tensorzero::embedding_model_name::E` (or a bare name) for embeddings."""
     if not isinstance(model, str) or not model:
         raise InvalidOpenAIRequest(MODEL_PREFIX_HINT, field="model")
-    target = (aliases or {}).get(model) if kind != "embedding_model_name" else None
+    target = mapped(aliases or {}, model) if kind != "embedding_model_name" else None
     if target is not None:
         return ModelRef("lsd::", target.kind, target.name, alias=model)
     kinds = ("embedding_model_name",) if kind == "embedding_model_name" else ("function_name", "model_name")

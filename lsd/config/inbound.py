@@ -14,6 +14,7 @@ PREFIXES = ("lsd::", "tensorzero::")
 # The model name a client sent when `[inbound.*] models` mapped it (`claude-sonnet-4-5`, `gpt-5.5`), kept as this tag:
 # which client tool sent what, where the function and variant alone cannot tell it from any other route's.
 MODEL_ALIAS_TAG = "lsd::model_alias"
+ANY_MODEL = "*"  # a `models` entry for every other plain name (a client's side model: aider's gpt-4o-mini)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,14 @@ def parse_target(value: str) -> InboundTarget | None:
                 name = value[len(marker) :]
                 return InboundTarget(kind, name) if name else None
     return None
+
+
+def mapped(models: Mapping[str, InboundTarget], name: str) -> InboundTarget | None:
+    """What `models` maps a client's model name to: its own entry, else (a plain name) the `*` entry, else None."""
+    found = models.get(name)
+    if found is None and not name.startswith(PREFIXES):
+        found = models.get(ANY_MODEL)
+    return found
 
 
 def inbound_from(t: Table, models: Mapping[str, Any], functions: Mapping[str, Any]) -> InboundConfig:

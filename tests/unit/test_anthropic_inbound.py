@@ -15,6 +15,7 @@ import pytest
 from lsd.api.anthropic_request import MessagesRequest, parse_messages_request, provider_extras, resolve_model
 from lsd.api.anthropic_wire import StreamWriter, error_object, message_json, sse_bytes, usage_json
 from lsd.api.auth import authenticate
+from lsd.api.openai_model import ModelRef, parse_model
 from lsd.api.openai_wire import usage_json as openai_usage_json
 from lsd.api.tensorzero_wire import usage_json as tensorzero_usage_json
 from lsd.config.inbound import InboundTarget
@@ -73,6 +74,28 @@ def body(**fields: Any) -> dict[str, Any]:
 
 
 # ---- model resolution --------------------------------------------------------------------------------------
+
+
+def test_a_star_entry_takes_every_other_plain_name_on_both_apis() -> None:
+    """`"*"` in `[inbound.*] models`: every plain name with no entry of its own (a client's side model, such as
+    aider's `gpt-4o-mini`) goes there, tagged as the name it came by; configured models, shorthands and LSD's own
+    names keep their meaning."""
+    star = parse(
+        CONFIG + '"*" = "gpt"\n[inbound.openai.models]\n"gpt-5.5" = "claude"\n"*" = "gpt"\n', base_dir=Path(".")
+    )
+    assert resolve_model("claude-3-haiku", star) == InboundTarget("model_name", "gpt")
+    assert resolve_model("claude-sonnet-4-5", star) == InboundTarget("model_name", "claude")  # its own entry
+    assert resolve_model("claude", star) == InboundTarget("model_name", "claude")  # a configured model
+    assert resolve_model("anthropic::claude-opus-4", star) == InboundTarget("model_name", "anthropic::claude-opus-4")
+    assert parse_messages_request(body(model="claude-3-haiku"), star).request.tags == {
+        "lsd::model_alias": "claude-3-haiku"
+    }
+    aliases = star.inbound.openai.models
+    assert parse_model("gpt-4o-mini", aliases=aliases) == ModelRef("lsd::", "model_name", "gpt", alias="gpt-4o-mini")
+    assert parse_model("gpt-5.5", aliases=aliases).name == "claude"
+    assert parse_model("lsd::model_name::claude", aliases=aliases) == ModelRef("lsd::", "model_name", "claude")
+    with pytest.raises(InvalidRequest):  # TensorZero's prefixes stay TensorZero's
+        parse_model("tensorzero::nonsense", aliases=aliases)
 
 
 @pytest.mark.parametrize(
