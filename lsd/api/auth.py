@@ -20,6 +20,7 @@ TAG_HEADER = b"lsd-tag-"
 # A client's session id header (opencode sends its session's on every request): kept as this tag, so that
 # list_inferences with a tag filter (or SQL on `tags`) finds a session's inferences.
 SESSION_HEADER, SESSION_TAG = b"x-session-id", "lsd::session_id"
+PARENT_SESSION_HEADER, PARENT_SESSION_TAG = b"x-parent-session-id", "lsd::parent_session_id"  # its subagents
 KEY_SCOPE = "lsd.api_key_public_id"  # where the verified key's public id waits for the handler
 KEY_TAG = "tensorzero::api_key_public_id"  # TensorZero's tag for it, added to the inference's tags
 
@@ -56,6 +57,8 @@ def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
             header_tags[name[len(TAG_HEADER) :].decode("latin-1")] = _header_text(value)
         elif name == SESSION_HEADER and value:
             header_tags[SESSION_TAG] = _header_text(value)
+        elif name == PARENT_SESSION_HEADER and value:
+            header_tags[PARENT_SESSION_TAG] = _header_text(value)
         elif name in OPTION_HEADERS:
             options[name] = _header_text(value).strip()
     if options:

@@ -198,9 +198,10 @@ def _file(part: Mapping[str, Any], path: str) -> File:
     raise InvalidRequest.at(f"{path}.file_data", "expected file_data or file_url")
 
 
-# A reasoning item's `encrypted_content` for a thought with both text and a signature: the two sealed together, so
-# that a client that keeps only `encrypted_content` (the Vercel AI SDK with `store: false` and no summary) still
-# sends back a whole signed thought, not a signature taken for redacted thinking. Opaque to clients, as at OpenAI.
+# A reasoning item's `encrypted_content` for a thought with text: the text sealed with its signature (none for an
+# unsigned thought: DeepSeek's, vLLM's), so that a client that keeps only `encrypted_content` (the Vercel AI SDK
+# and opencode with `store: false` and no summary) still sends back the whole thought, not a signature taken for
+# redacted thinking, nor nothing (DeepSeek refuses a tool loop's next step without it). Opaque, as at OpenAI.
 SEALED_PREFIX = "lsd1."
 
 
@@ -209,15 +210,16 @@ def seal_thought(text: str, signature: str) -> str:
     return SEALED_PREFIX + base64.urlsafe_b64encode(packed).decode().rstrip("=")
 
 
-def open_thought(value: str) -> tuple[str | None, str]:
-    """(text, signature) of an `encrypted_content`: sealed by seal_thought, or a signature alone (text None)."""
+def open_thought(value: str) -> tuple[str | None, str | None]:
+    """(text, signature) of an `encrypted_content`: sealed by seal_thought (an unsigned thought's signature None),
+    or a signature alone (text None)."""
     if value.startswith(SEALED_PREFIX):
         body = value[len(SEALED_PREFIX) :]
         try:
             packed = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
             text, signature = packed["text"], packed["signature"]
             if isinstance(text, str) and isinstance(signature, str):
-                return text, signature
+                return text, signature or None
         except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
             pass
     return None, value

@@ -127,8 +127,10 @@ def reasoning_item(item_id: str, text: str | None, signature: str | None, summar
         item["summary"] = [{"type": "summary_text", "text": text}]
     elif text:
         item["content"] = [{"type": "reasoning_text", "text": text}]
-    if signature:
-        item["encrypted_content"] = seal_thought(text, signature) if text else signature
+    if text:
+        item["encrypted_content"] = seal_thought(text, signature or "")
+    elif signature:
+        item["encrypted_content"] = signature
     return item
 
 

@@ -114,7 +114,7 @@ async def test_a_sessions_identifiers_are_kept_as_tags(database_url: str) -> Non
             base_url=f"{base_url}/openai/v1",
             api_key="unused",
             max_retries=0,
-            default_headers={"x-session-id": "ses_opencode_1"},
+            default_headers={"x-session-id": "ses_opencode_1", "x-parent-session-id": "ses_opencode_0"},
         )
         ids = {"prompt_cache_key": "ses_cache_1", "safety_identifier": "hashed-user-7", "user": "ann"}
         await client.chat.completions.create(
@@ -126,6 +126,7 @@ async def test_a_sessions_identifiers_are_kept_as_tags(database_url: str) -> Non
         await client.close()
     expected = {
         "lsd::session_id": "ses_opencode_1",
+        "lsd::parent_session_id": "ses_opencode_0",  # a subagent's: found by its parent session
         "lsd::prompt_cache_key": "ses_cache_1",
         "safety_identifier": "hashed-user-7",
         "user": "ann",

@@ -173,6 +173,11 @@ def test_output_items_keep_the_answer_order() -> None:
     assert kept.request.input.messages[0].content == (Thought("hmm", "sig"),)
     redacted = output_items(ID, (Thought(None, "opaque"),), None)[0]
     assert redacted["encrypted_content"] == "opaque" and open_thought("opaque") == (None, "opaque")
+    # an unsigned thought (DeepSeek's) is sealed too: opencode with store: false keeps only encrypted_content
+    unsigned = output_items(ID, (Thought("pondering", None),), None)[0]
+    assert open_thought(unsigned["encrypted_content"]) == ("pondering", None)
+    back = parse(input=[{"type": "reasoning", "summary": [], "encrypted_content": unsigned["encrypted_content"]}])
+    assert back.request.input.messages[0].content == (Thought("pondering", None),)
     assert items[1]["content"][0]["text"] == "ab" and items[1]["id"] == f"msg_{ID.hex}_1"
     assert (items[2]["call_id"], items[2]["name"], items[2]["arguments"]) == ("call_9", "weather", '{"x": 1}')
     assert output_items(ID, (), '{"a": 1}')[0]["content"][0]["text"] == '{"a": 1}'
