@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import field
@@ -278,16 +279,25 @@ _REF_UTF8 = REF.encode()
 MIN_REF_CHARS = 256  # a shorter text is left in place: its reference would save too little
 
 
+# Where a stored input block keeps its long text: a text block's text, a tool result's result (an agent's tool loop
+# is mostly tool results), and a file's base64 `data` (an image a provider gets as a data URL: looked for bare).
+_BLOCK_TEXTS = {"text": "text", "tool_result": "result", "file": "data"}
+
+
 def _input_texts(input: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """(reference, text) of each long text of a stored input: its system, its messages' text blocks."""
+    """(reference, text) of each long text of a stored input: its system, its messages' text blocks, tool results
+    and files' data."""
     system = input.get("system")
     if isinstance(system, str) and len(system) >= MIN_REF_CHARS:
         yield "isystem", system
     for i, message in enumerate(input.get("messages") or ()):
         for j, block in enumerate(message.get("content") or ()):
-            text = block.get("text") if isinstance(block, dict) else None
+            if not isinstance(block, dict):
+                continue
+            key = _BLOCK_TEXTS.get(str(block.get("type")), "text")
+            text = block.get(key)
             if isinstance(text, str) and len(text) >= MIN_REF_CHARS:
-                yield f"imessages,{i},content,{j},text", text
+                yield f"imessages,{i},content,{j},{key}", text
 
 
 def _output_texts(output: Any) -> Iterator[tuple[str, str]]:
@@ -312,22 +322,36 @@ def _referenced(raw: str | bytes | None, texts: Sequence[tuple[str, str]]) -> st
     replaced texts hold none, instead of a search of the whole of `raw`."""
     if raw is None:
         return None
-    kept: list[tuple[str, bytes]] = []  # (reference, the text as a JSON string)
+    kept: list[tuple[str, bytes]] = []  # (reference, the text as a JSON string, or bare: a file's base64)
     for ref, text in texts:
+        if ref.endswith(",data"):  # base64, sent inside a data URL too: found bare (JSON escapes none of it)
+            if _BASE64.fullmatch(text):
+                kept.append((ref, text.encode()))
+            continue
         # Encoded first: that reads the text once, from memory, and the checks below find it in the cache.
         encoded = orjson.dumps(text)
         # A text stored escaped in jsonb is not the text to_json gives: left in place.
         if NUL not in text and ESCAPE not in text and REF not in text:
             kept.append((ref, encoded))
+    markers = [_marker(ref) for ref, _ in kept]
     if isinstance(raw, bytes):
-        out = _replaced(raw, [e for _, e in kept], [f'"{REF}{ref}{REF}"'.encode() for ref, _ in kept])
+        out = _replaced(raw, [e for _, e in kept], [m.encode() for m in markers])
         if out is None or out[0].count(_REF_UTF8) != 2 * out[1]:
             return None
         return out[0].decode("utf-8", "replace")
-    replaced = _replaced(raw, [e.decode() for _, e in kept], [f'"{REF}{ref}{REF}"' for ref, _ in kept])
+    replaced = _replaced(raw, [e.decode() for _, e in kept], markers)
     if replaced is None or replaced[0].count(REF) != 2 * replaced[1]:
         return None
     return replaced[0]
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+=*")
+
+
+def _marker(ref: str) -> str:
+    """A reference as it stands in a raw payload: for a JSON string, in its place, quotes kept; for a file's bare
+    base64, in place of the base64 alone (lsd_expand_payload puts the text back between the two delimiters)."""
+    return f"{REF}{ref}{REF}" if ref.endswith(",data") else f'"{REF}{ref}{REF}"'
 
 
 def _replaced(raw: AnyStr, quoted_texts: Sequence[AnyStr], markers: Sequence[AnyStr]) -> tuple[AnyStr, int] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -301,3 +302,33 @@ async def test_the_gateway_stores_a_long_prompt_once(database_url: str, tmp_path
     assert stored is not None and stored[2] is True
     assert prompt not in json.loads(stored[0])["messages"][0]["content"]  # a reference, not the prompt
     assert len(stored[1]) < len(prompt)
+
+
+async def test_tool_results_and_images_are_stored_once_too(database_url: str) -> None:
+    """An agent's tool loop is mostly tool results, and a screenshot is sent on every later step: both are stored in
+    the inference's input and referred to from the raw request (the image inside its data URL), which reads back
+    byte for byte as it was sent."""
+    result = "file contents: " + TRICKY
+    image = base64.b64encode(bytes(range(256)) * 40).decode()  # 13 KiB of base64
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "look"},
+                                     {"type": "file", "mime_type": "image/png", "data": image}]},
+        {"role": "assistant", "content": [{"type": "tool_call", "id": "call_1", "name": "read", "arguments": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "id": "call_1", "name": "read", "result": result}]},
+    ]  # fmt: skip
+    async with FakeOpenAI() as fake, in_process_gateway(openai_config(fake), database_url) as base_url:
+        async with httpx.AsyncClient(base_url=base_url) as http:
+            r = await http.post("/inference", json={"model_name": "gpt", "input": {"messages": messages}})
+            assert r.status_code == 200, r.text
+            got = await http.post(
+                "/v1/inferences/get_inferences",
+                json={"ids": [r.json()["inference_id"]], "include_model_inferences": True},
+            )
+        sent = orjson.dumps(fake.requests[-1].body).decode()
+    assert image in sent and orjson.dumps(result).decode() in sent  # as a data URL, and as the tool message
+    [model_inference] = got.json()["inferences"][0]["model_inferences"]
+    assert model_inference["raw_request"] == sent
+    with psycopg.connect(database_url) as conn:
+        stored, refs = conn.execute("SELECT raw_request, payload_refs FROM model_inference_data").fetchone()  # type: ignore[misc]
+    assert refs is True and image not in stored and result not in stored
+    assert len(stored) < 1000
