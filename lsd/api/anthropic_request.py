@@ -27,6 +27,7 @@ from lsd.inference.request import (
     parse_uuid,
 )
 from lsd.providers.anthropic.wire import build_messages
+from lsd.providers.openai.compatible import CHAT_COMPLETIONS_TYPES
 from lsd.types import (
     BodyPatch,
     ContentBlock,
@@ -77,6 +78,9 @@ class MessagesRequest:
     model: str
     target: InboundTarget
     anthropic_fields: Mapping[str, Json]  # JSON pointer -> value, for Anthropic-bodied providers (thinking, top_k)
+    # A model's structured output (`output_config.format`, `output_format`) as Chat Completions' `response_format`,
+    # for the providers with that body (a `claude-*` name mapped to an OpenAI model, a fallback to one)
+    response_format: Mapping[str, Json] | None = None
 
 
 def resolve_model(model: Any, config: Config) -> InboundTarget:
@@ -164,19 +168,36 @@ def parse_messages_request(body: Any, config: Config) -> MessagesRequest:
         cache=parse_cache_options(_raw_extension(body, "cache_options"), "lsd::cache_options", dryrun),
     )
     fields = _anthropic_fields(body)
+    response_format = None
     if target.kind == "model_name":  # no templates, no config tools: the provider's system and tools are the client's
         fields.update(_cache_marks(body, request.input.messages))
-    return MessagesRequest(request, body["model"], target, fields)
+        response_format = _response_format(body)
+    return MessagesRequest(request, body["model"], target, fields, response_format)
+
+
+def _response_format(body: Mapping[str, Any]) -> dict[str, Json] | None:
+    """The JSON schema a request's structured output asks for (`output_config.format`, or the beta's
+    `output_format`), as Chat Completions' `response_format` (not strict: the schema guides, as Anthropic's does
+    without its own strict rules being OpenAI's)."""
+    config = body.get("output_config")
+    for fmt in (config.get("format") if isinstance(config, dict) else None, body.get("output_format")):
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+            schema = {"name": "response", "strict": False, "schema": fmt["schema"]}
+            return {"type": "json_schema", "json_schema": schema}
+    return None
 
 
 def provider_extras(
     call: MessagesRequest, providers: Iterable[tuple[str, str, str]], beta: str | None
 ) -> tuple[tuple[BodyPatch, ...], tuple[HeaderPatch, ...]]:
     """The Anthropic-only fields (and the client's `anthropic-beta` header) as extra_body/extra_headers entries for
-    each (model, provider, provider type) that takes Anthropic's body, so that no other provider sees them."""
+    each (model, provider, provider type) that takes Anthropic's body, so that no other provider sees them; a
+    structured output's schema as `response_format` for each that takes Chat Completions' body."""
     bodies: list[BodyPatch] = []
     headers: list[HeaderPatch] = []
     for model, provider, provider_type in providers:
+        if provider_type in CHAT_COMPLETIONS_TYPES and call.response_format is not None:
+            bodies.append(BodyPatch("/response_format", call.response_format, model_name=model, provider_name=provider))
         if provider_type not in ANTHROPIC_BODY_TYPES:
             continue
         for pointer, value in call.anthropic_fields.items():

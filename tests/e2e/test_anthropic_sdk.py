@@ -336,6 +336,15 @@ async def test_openai_provider_behind_is_translated(
     body = gpt.requests[-1].body
     assert "thinking" not in body and body["messages"][0] == {"role": "system", "content": "Be brief."}
     assert body["max_tokens"] == 100 or body.get("max_completion_tokens") == 100
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    await client.messages.create(  # structured output: asked of OpenAI as its response_format
+        model="gpt-4o-mini",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "[fake:json] structured"}],
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+    )
+    assert gpt.requests[-1].body["response_format"]["json_schema"]["schema"] == schema
+    assert "output_config" not in gpt.requests[-1].body
 
     async with client.messages.stream(
         model="lsd::model_name::gpt",

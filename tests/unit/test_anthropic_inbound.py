@@ -405,6 +405,33 @@ def test_anthropic_only_fields_reach_anthropic_bodied_providers_only(config: Con
     assert provider_extras(parse_messages_request(body(), config), routes, None) == ((), ())
 
 
+def test_a_models_structured_output_is_asked_of_chat_completions_providers_too(config: Config) -> None:
+    """`output_config.format` (pydantic-ai's NativeOutput, LangChain's default) and the beta's `output_format`
+    (LiteLLM) go to Anthropic-bodied providers as they are, and to a Chat Completions provider (a fallback, or a
+    claude-* name mapped to one) as its `response_format`: it was asked for nothing and answered prose."""
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    wanted = {"type": "json_schema", "json_schema": {"name": "response", "strict": False, "schema": schema}}
+    routes = [
+        ("claude", "anthropic", "anthropic"),
+        ("claude", "backup", "openai"),
+        ("claude", "g", "google_ai_studio_gemini"),
+    ]
+    for fields in (
+        {"output_config": {"effort": "low", "format": {"type": "json_schema", "schema": schema}}},
+        {"output_format": {"type": "json_schema", "schema": schema}},
+    ):
+        bodies, _ = provider_extras(parse_messages_request(body(**fields), config), routes, None)
+        assert [b for b in bodies if b.provider_name == "backup"] == [
+            BodyPatch("/response_format", wanted, model_name="claude", provider_name="backup")
+        ]
+        assert all(b.pointer != "/response_format" for b in bodies if b.provider_name != "backup")
+    # a function's own output is its config's: nothing added
+    function = parse_messages_request(
+        body(model="claude-haiku-4-5", output_format={"type": "json_schema", "schema": schema}), config
+    )
+    assert function.response_format is None
+
+
 # ---- answers -----------------------------------------------------------------------------------------------
 
 

@@ -207,3 +207,5 @@ def provider_class(spec: CompatibleType) -> type[CompatibleProvider]:
 
 
 OPENAI_COMPATIBLE: tuple[type[CompatibleProvider], ...] = tuple(provider_class(spec) for spec in COMPATIBLE_TYPES)
+# The provider types whose request body is OpenAI's Chat Completions body (its `response_format` and all).
+CHAT_COMPLETIONS_TYPES = frozenset({"openai", "azure", *(spec.name for spec in COMPATIBLE_TYPES)})
