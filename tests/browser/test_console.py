@@ -178,6 +178,13 @@ def test_every_page_links_and_feedback(browser: Any, daemons: Daemons, database_
         assert conn.execute("SELECT count(*) FROM api_keys WHERE description = 'made in a browser'").fetchone() == (1,)
     pages.goto("/ui/keys")
     assert page.locator("#new-key").count() == 0
+    # On a phone (400 px) the links wrap in a row of their own under the brand, not in a tall column beside it.
+    narrow = browser.new_page(viewport={"width": 400, "height": 800})
+    narrow.goto(f"{daemon.base_url}/ui/functions")
+    header, nav = narrow.locator("header").bounding_box(), narrow.locator("header nav").bounding_box()
+    assert header is not None and nav is not None
+    assert header["height"] < 160 and nav["width"] > 300, (header, nav)
+    narrow.close()
     assert pages.errors == []
     assert sorted(p.name for p in tmp_path.glob("console-*.png")) == sorted(
         f"console-{n}.png"
