@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from lsd.errors import InvalidRequest
-from lsd.inference.request import InferenceRequest, parse_cache_options, parse_uuid
+from lsd.inference.request import InferenceRequest, parse_cache_options, parse_episode_id
 
 OPTION_HEADERS = frozenset(
     {b"lsd-episode-id", b"lsd-variant-name", b"lsd-cache", b"lsd-cache-max-age-s", b"lsd-dryrun"}
@@ -28,7 +28,7 @@ def with_header_options(parsed: InferenceRequest, options: Mapping[bytes, str]) 
         changes["dryrun"] = dryrun
     episode = options.get(b"lsd-episode-id")
     if episode is not None and parsed.episode_id is None:
-        changes["episode_id"] = parse_uuid(episode, "lsd-episode-id")
+        changes["episode_id"] = parse_episode_id(episode, "lsd-episode-id")  # the body's own checks
     variant = options.get(b"lsd-variant-name")
     if variant is not None and parsed.variant_name is None and parsed.function_name is not None:
         changes["variant_name"] = variant

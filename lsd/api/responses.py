@@ -47,7 +47,8 @@ async def responses(request: Request[AppState]) -> Response:
         async def lookup(inference_id: UUID, field: str, label: str) -> StoredConversation:
             return await stored_inference(services, inference_id, key_id, field, label)
 
-        body = {**body, "input": await resolved(body["input"], refs, lookup)}
+        room = services.config.gateway.max_body_bytes - len(orjson.dumps(body))
+        body = {**body, "input": await resolved(body["input"], refs, lookup, room)}
     call = parse_responses_request(body, services.config.inbound.openai.models)
     call = replace(call, request=identify(request.scope, call.request))
     if call.previous_response_id is not None:

@@ -242,6 +242,8 @@ def _reasoning(item: Mapping[str, Any], path: str) -> Thought:
     if not isinstance(encrypted, str):
         return Thought("".join(texts) or None, None)
     sealed_text, signature = open_thought(encrypted)
+    if sealed_text is None and encrypted.startswith(SEALED_PREFIX):  # not as LSD sealed it: no signature to send
+        raise InvalidRequest.at(f"{path}.encrypted_content", "not an encrypted_content LSD answered")
     return Thought("".join(texts) or sealed_text, signature)
 
 

@@ -15,14 +15,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from lsd.api.responses_request import stored_answer
 from lsd.api.responses_wire import output_items
-from lsd.errors import InvalidRequest, NotFound
+from lsd.errors import InvalidRequest, NotFound, PayloadTooLarge
 from lsd.inference.result import ResultBlock, ToolCallOutput
 from lsd.store.conversations import StoredConversation
 from lsd.types import Text, ToolCall
 
-ITEM_ID = re.compile(r"(?:msg|fc|ctc|ts|rs)_([0-9a-f]{32})_(\d+)")
+ITEM_ID = re.compile(r"(?:msg|fc|ctc|ts|rs)_([0-9a-f]{32})_(\d{1,6})")
 
 # How a referenced inference is read: (its id, the field to name in a 404, what to call it there) → it as stored.
 Lookup = Callable[[UUID, str, str], Awaitable[StoredConversation]]
@@ -46,12 +48,19 @@ def references(raw_input: Any) -> dict[int, tuple[UUID, int]]:
     return found
 
 
-async def resolved(raw_input: list[Any], refs: Mapping[int, tuple[UUID, int]], lookup: Lookup) -> list[Any]:
-    """`input` with each reference replaced by the item it names, each referenced response read once."""
+async def resolved(raw_input: list[Any], refs: Mapping[int, tuple[UUID, int]], lookup: Lookup, room: int) -> list[Any]:
+    """`input` with each reference replaced by the item it names, each referenced response read once. The items
+    put in may hold at most `room` bytes (as JSON): what the request could have sent whole within the body limit,
+    so that small references never build an unbounded request (413 naming `input`); an item referenced twice is a
+    400 (a copy of the same answer, which no client sends)."""
     answers: dict[UUID, list[dict[str, Any]]] = {}
     out = list(raw_input)
+    seen: set[tuple[UUID, int]] = set()
     for i, (inference_id, index) in refs.items():
         field = f"input[{i}].id"
+        if (inference_id, index) in seen:
+            raise InvalidRequest.at(field, f"item {raw_input[i]['id']!r} is referenced twice")
+        seen.add((inference_id, index))
         if inference_id not in answers:
             stored = await lookup(inference_id, field, f"item {raw_input[i]['id']!r}")
             answers[inference_id] = stored_items(inference_id, stored)
@@ -59,6 +68,11 @@ async def resolved(raw_input: list[Any], refs: Mapping[int, tuple[UUID, int]], l
         if index >= len(items):
             raise NotFound(f"{field}: item {raw_input[i]['id']!r} not found", field=field)
         out[i] = items[index]
+        room -= len(orjson.dumps(out[i]))
+        if room < 0:
+            raise PayloadTooLarge(
+                "input: the items referenced make the request larger than gateway.max_body_bytes", field="input"
+            )
     return out
 
 

@@ -15,6 +15,7 @@ PREFIXES = ("lsd::", "tensorzero::")
 # which client tool sent what, where the function and variant alone cannot tell it from any other route's.
 MODEL_ALIAS_TAG = "lsd::model_alias"
 ANY_MODEL = "*"  # a `models` entry for every other plain name (a client's side model: aider's gpt-4o-mini)
+MAX_ANY_NAME_CHARS = 256  # a longer name is not taken by `*` (it would be echoed and tagged on every row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ def parse_target(value: str) -> InboundTarget | None:
 def mapped(models: Mapping[str, InboundTarget], name: str) -> InboundTarget | None:
     """What `models` maps a client's model name to: its own entry, else (a plain name) the `*` entry, else None."""
     found = models.get(name)
-    if found is None and not name.startswith(PREFIXES):
+    if found is None and not name.startswith(PREFIXES) and len(name) <= MAX_ANY_NAME_CHARS:
         found = models.get(ANY_MODEL)
     return found
 

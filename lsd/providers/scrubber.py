@@ -6,7 +6,7 @@ are the key and the value of every header sent that is stored redacted (`redact_
 whitespace-separated word of such a value (the key of "Bearer <key>"). The rule, for any text:
 
 1. every secret of at least MIN_SCRUBBED_KEY_LENGTH characters is replaced, wherever it appears (also in its
-   JSON-escaped form);
+   JSON-escaped form; the API key also without its vendor prefix, `sk-` or `sk-ant-`);
 2. a word (a run of letters, digits, `_`, `-`, dots inside it, and mask characters) that begins with a secret's
    first PREFIX_LENGTH characters is replaced whole: a key cut short or masked after its start ("sk-proj-abc…");
 3. a masked word (three or more `*` in it) is replaced whole when the visible part before the mask begins the
@@ -62,7 +62,7 @@ class Scrubber:
     ) -> Scrubber:
         """The scrubber of a call sending `headers` with `key`: the key, and every header value stored redacted
         (a value that holds the key, such as "Bearer <key>", adds nothing: the key is replaced inside it)."""
-        secrets = [] if key is None else [key]
+        secrets = [] if key is None else [key, *_without_prefix(key)]
         declared = {name.lower() for name in credential_headers}
         for name, value in headers.items():
             if (key is None or key not in value) and (name.lower() in declared or is_secret_header(name, value)):
@@ -118,6 +118,18 @@ class Scrubber:
             if (len(start) >= 3 and secret.startswith(start)) or (len(end) >= 4 and secret.endswith(end)):
                 return REDACTED
         return word
+
+
+def _without_prefix(secret: str) -> Iterable[str]:
+    """The API key after each vendor prefix it starts with (`sk-`, `sk-ant-`, `sk-proj-`: a `-` in its first 12
+    characters): a provider that echoes the key without it still echoes the secret part. (A key only: a header
+    value's words after a `-` may be ordinary ones.)"""
+    at = secret.find("-")
+    while 0 <= at < 12:
+        tail = secret[at + 1 :]
+        if len(tail) >= MIN_SCRUBBED_KEY_LENGTH:
+            yield tail
+        at = secret.find("-", at + 1)
 
 
 def _json_escaped(secret: str) -> str:

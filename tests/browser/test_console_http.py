@@ -16,6 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 from starlette.testclient import TestClient
 
+from lsd.api.console.render import raw
 from lsd.api.console.signin import _next
 from lsd.app import build_app
 from lsd.auth import new_key
@@ -526,3 +527,15 @@ def test_images_in_an_input_are_a_note_of_their_size(database_url: str) -> None:
     assert at < 0, page[max(0, at - 300) : at + 100]
     assert "(base64 data, 50 KiB: not shown)" in page
     assert "what is this?" in page
+
+
+def test_a_long_run_of_letters_is_text_not_a_file() -> None:
+    """Only base64 of binary data (it holds `+` or `/`) is shortened: a long token a model was asked to repeat
+    stays readable in the raw payloads."""
+    token = "EXFIL" + "a1B2c3" * 400
+    assert raw(f'{{"content": "{token}"}}') == f'{{"content": "{token}"}}'
+    image = base64.b64encode(bytes(range(256)) * 8).decode()
+    assert (
+        raw(f'{{"url": "data:image/png;base64,{image}"}}')
+        == '{"url": "data:image/png;base64,(base64 data, 2 KiB: not shown)"}'
+    )

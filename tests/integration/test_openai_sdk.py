@@ -6,6 +6,7 @@ SDK, which retries every 502, makes one call, not three (a 5xx is left to retry)
 from __future__ import annotations
 
 import asyncio
+from uuid import uuid4
 
 import httpx
 import openai
@@ -189,7 +190,13 @@ async def test_lsds_extensions_as_headers(database_url: str) -> None:
         dry = await http.post("/chat/completions", json={**body, "messages": [{"role": "user", "content": "x"}]},
                               headers={"lsd-dryrun": "true"})  # fmt: skip
         assert dry.status_code == 200 and len(fake.requests) == calls + 1
-        for name, value in (("lsd-episode-id", "nope"), ("lsd-cache", "always"), ("lsd-dryrun", "yes")):
+        checks = (
+            ("lsd-episode-id", "nope"),
+            ("lsd-episode-id", str(uuid4())),  # as the body's: a UUIDv7, not from the future
+            ("lsd-cache", "always"),
+            ("lsd-dryrun", "yes"),
+        )
+        for name, value in checks:
             bad = await http.post("/chat/completions", json=body, headers={name: value})
             assert bad.status_code == 400 and bad.json()["error"]["param"] == name, bad.text
     for _ in range(100):

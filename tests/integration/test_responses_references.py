@@ -133,3 +133,44 @@ async def test_a_summary_asked_for_carries_the_thoughts_text(client: httpx.Async
     assert thought == {"type": "thinking", "thinking": reasoning["summary"][0]["text"], "signature": SIGNATURE}
     bad = await client.post("/openai/v1/responses", json=ask(user("hi"), reasoning={"summary": "long"}))
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "reasoning.summary"
+
+
+async def test_references_cannot_build_an_unbounded_request(client: httpx.AsyncClient) -> None:
+    """Each reference copies a stored answer: the same item twice is a 400, items that would make the request
+    larger than gateway.max_body_bytes a 413, an index no answer has a 400 naming the item's id (not a 500)."""
+    first = (await client.post("/openai/v1/responses", json=ask(user("hello")))).json()
+    item = first["output"][0]["id"]
+    twice = await client.post("/openai/v1/responses", json=ask(user("hello"), ref(item), ref(item), user("again")))
+    assert twice.status_code == 400 and twice.json()["error"]["param"] == "input[2].id", twice.text
+    huge = item.rsplit("_", 1)[0] + "_" + "9" * 5000
+    r = await client.post("/openai/v1/responses", json=ask(user("hello"), ref(huge)))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input[1].id", r.text
+    sealed = {"type": "reasoning", "summary": [], "encrypted_content": "lsd1.not-json"}
+    r = await client.post("/openai/v1/responses", json=ask(user("hello"), sealed, user("and?")))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input[1].encrypted_content", r.text
+
+
+async def test_referenced_items_count_against_the_body_limit(
+    fake: FakeAnthropic, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LSD_TEST_REFERENCES_KEY", KEY)
+    config = f"""
+[gateway]
+max_body_bytes = 4000
+[gateway.observability]
+async_writes = false
+[models.claude]
+routing = ["anthropic"]
+[models.claude.providers.anthropic]
+type = "anthropic"
+model_name = "claude-test"
+api_base = "{fake.base_url}"
+api_key_location = "env::LSD_TEST_REFERENCES_KEY"
+"""
+    async with in_process_gateway(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        long = (await http.post("/openai/v1/responses", json=ask(user("x " * 1200)))).json()
+        [item] = long["output"]
+        small = await http.post("/openai/v1/responses", json=ask(user("x"), ref(item["id"])))
+        assert small.status_code == 200, small.text  # the answer alone fits
+        big = await http.post("/openai/v1/responses", json=ask(user("x " * 1200), ref(item["id"])))
+        assert big.status_code == 413 and big.json()["error"]["param"] == "input", big.text

@@ -65,7 +65,16 @@ def raw(text: str | None) -> str | None:
     """A raw request or response as stored, its long base64 runs (images, files) as a note of their size."""
     if text is None or len(text) <= LONG_BASE64:
         return text
-    return _BASE64_RUN.sub(lambda m: f"(base64 data, {len(m[0]) * 3 // 4 / 1024:,.0f} KiB: not shown)", text)
+    return _BASE64_RUN.sub(_noted, text)
+
+
+def _noted(match: re.Match[str]) -> str:
+    """A base64 run as a note of its size; a run of letters and digits alone (a hash, a long word) is not base64
+    of a file (1 KiB of random bytes' base64 holds a `+` or `/` but for a 1 in 10^14 chance): left as it is."""
+    run = match[0]
+    if "+" not in run and "/" not in run:
+        return run
+    return f"(base64 data, {len(run) * 3 // 4 / 1024:,.0f} KiB: not shown)"
 
 
 _PAYLOAD_KEYS = frozenset({"data", "url", "file_data", "image_url"})  # where a file block holds its bytes
@@ -74,7 +83,8 @@ _PAYLOAD_KEYS = frozenset({"data", "url", "file_data", "image_url"})  # where a 
 def _short(value: Any, key: str | None = None) -> Any:
     if isinstance(value, str):
         payload = key in _PAYLOAD_KEYS or value.startswith("data:")
-        if payload and len(value) > LONG_BASE64 and _BASE64.fullmatch(value):
+        binary = "+" in value or "/" in value.partition(",")[2 if value.startswith("data:") else 0]
+        if payload and len(value) > LONG_BASE64 and binary and _BASE64.fullmatch(value):
             return f"(base64 data, {len(value) * 3 // 4 / 1024:,.0f} KiB: not shown)"
         return value
     if isinstance(value, dict):

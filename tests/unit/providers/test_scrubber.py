@@ -36,6 +36,9 @@ SCRUBBER = Scrubber.for_call(KEY, HEADERS, frozenset({"Authorization"}))
         ("cut short: (sk-proj-abcd…)", f"cut short: ({REDACTED})"),
         ("a header secret: custom-secret-value!", f"a header secret: {REDACTED}!"),
         ("its start: custom-s and more", f"its start: {REDACTED} and more"),
+        # the key without its vendor prefix (a provider that strips `sk-`, or `sk-proj-`)
+        (f"key {KEY[3:]} is invalid", f"key {REDACTED} is invalid"),
+        (f"key {KEY[8:]} is invalid", f"key {REDACTED} is invalid"),
     ],
 )
 def test_secrets_and_their_echoes_are_replaced(text: str, expected: str) -> None:
@@ -50,6 +53,7 @@ def test_secrets_and_their_echoes_are_replaced(text: str, expected: str) -> None
         "a short start: sk-proj and ab***",
         "visible-trace-value application/json Bearer Basic",
         "the last four alone: 6789",
+        "a header value's words after a dash: secret-value and value",
     ],
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:
