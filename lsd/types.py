@@ -112,12 +112,14 @@ class Input:
 class Usage:
     """Token counts; None when the provider did not report one. `input_tokens` counts every input token, the
     cached ones included; the two cache counts are the parts of it read from / written to the provider's
-    prompt cache (priced apart)."""
+    prompt cache (priced apart). `reasoning_tokens`, the part of `output_tokens` the model spent thinking, is passed
+    on to the clients that show it (OpenAI's `reasoning_tokens`), not stored."""
 
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_input_tokens: int | None = None
     cache_write_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
     def __add__(self, other: Usage) -> Usage:
         def add(a: int | None, b: int | None) -> int | None:
@@ -128,6 +130,7 @@ class Usage:
             add(self.output_tokens, other.output_tokens),
             add(self.cache_read_input_tokens, other.cache_read_input_tokens),
             add(self.cache_write_input_tokens, other.cache_write_input_tokens),
+            add(self.reasoning_tokens, other.reasoning_tokens),
         )
 
 

@@ -73,6 +73,8 @@ def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
         out["prompt_tokens_details"] = {"cached_tokens": usage.cache_read_input_tokens}
     if usage.cache_write_input_tokens is not None:
         out["tensorzero_provider_cache_write_input_tokens"] = usage.cache_write_input_tokens
+    if usage.reasoning_tokens is not None:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     out["tensorzero_cost"] = cost
     return out
 

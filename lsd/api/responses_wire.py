@@ -48,7 +48,7 @@ def usage_json(usage: Usage, cost: float | None) -> dict[str, Any]:
         "input_tokens": inputs,
         "input_tokens_details": cached,
         "output_tokens": outputs,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
         "total_tokens": inputs + outputs,
         "tensorzero_cost": cost,
     }

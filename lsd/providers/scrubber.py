@@ -39,9 +39,12 @@ _VISIBLE = re.compile(r"[\w\-]+")
 class Scrubber:
     """Replaces the secrets of one call in text (see the module docstring for the rule). Immutable once built."""
 
-    __slots__ = ("_by_prefix", "_marks", "_secrets", "_words")
+    __slots__ = ("_by_prefix", "_marks", "_secrets", "_tails", "_words")
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, secrets: Iterable[str] = (), tails: Iterable[str] = ()) -> None:
+        # `tails`: the key without its vendor prefix, replaced only whole (their starts are ordinary words: a
+        # `conformance-...` key's tail must not take every word that starts `conforma`).
+        self._tails = tuple(sorted({t for t in tails if len(t) >= MIN_SCRUBBED_KEY_LENGTH}, key=len, reverse=True))
         found = {s for s in secrets if len(s) >= MIN_SCRUBBED_KEY_LENGTH}
         found |= {_json_escaped(s) for s in found if not s.isprintable() or '"' in s or "\\" in s}
         # Longest first, so a secret goes before a shorter one inside it.
@@ -54,7 +57,8 @@ class Scrubber:
         self._by_prefix = tuple((prefix, tuple(group)) for prefix, group in by_prefix.items())
         # The same starts and the mask as UTF-8: a body whose bytes hold none of them holds no secret, and is not
         # decoded to be searched (a 100 KiB request body: its decode was most of its scrub).
-        self._marks = (*(prefix.encode() for prefix in by_prefix), _MASK.encode())
+        starts = {*by_prefix, *(tail[:PREFIX_LENGTH] for tail in self._tails)}
+        self._marks = (*(start.encode() for start in starts), _MASK.encode())
 
     @classmethod
     def for_call(
@@ -62,20 +66,20 @@ class Scrubber:
     ) -> Scrubber:
         """The scrubber of a call sending `headers` with `key`: the key, and every header value stored redacted
         (a value that holds the key, such as "Bearer <key>", adds nothing: the key is replaced inside it)."""
-        secrets = [] if key is None else [key, *_without_prefix(key)]
+        secrets = [] if key is None else [key]
         declared = {name.lower() for name in credential_headers}
         for name, value in headers.items():
             if (key is None or key not in value) and (name.lower() in declared or is_secret_header(name, value)):
                 secrets.append(value)
                 secrets.extend(value.split())
-        return cls(secrets) if secrets else NO_SECRETS
+        return cls(secrets, () if key is None else _without_prefix(key)) if secrets else NO_SECRETS
 
     def __bool__(self) -> bool:
-        return bool(self._secrets)
+        return bool(self._secrets or self._tails)
 
     def text(self, text: str) -> str:
         """`text` with every secret, and every echo of one the rule recognises, replaced by [REDACTED]."""
-        if not self._secrets:
+        if not self._secrets and not self._tails:
             return text
         for prefix, secrets in self._by_prefix:
             if prefix in text:
@@ -86,6 +90,9 @@ class Scrubber:
                     text = re.sub(re.escape(prefix) + _WORD_TAIL, REDACTED, text)
         if _MASK in text:
             text = _MASKED.sub(self._masked, text)
+        for tail in self._tails:
+            if tail in text:
+                text = text.replace(tail, REDACTED)
         return text
 
     def optional(self, text: str | None) -> str | None:
@@ -93,7 +100,7 @@ class Scrubber:
 
     def body(self, data: bytes) -> bytes:
         """A response body (bytes) scrubbed; the same object when it holds nothing to replace."""
-        if not self._secrets or not any(mark in data for mark in self._marks):
+        if not self or not any(mark in data for mark in self._marks):
             return data
         text = data.decode("utf-8", "replace")
         scrubbed = self.text(text)
@@ -101,7 +108,7 @@ class Scrubber:
 
     def error(self, exc: ProviderError) -> ProviderError:
         """`exc` with its message and what it carries of the exchange scrubbed (in place; returned)."""
-        if self._secrets:
+        if self:
             exc.message = self.text(exc.message)
             exc.args = (exc.message,)
             exc.raw_request = self.optional(exc.raw_request)

@@ -448,12 +448,21 @@ def _deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
     return reasoning + [{"content": word if i == 0 else " " + word} for i, word in enumerate(words)]
 
 
-def _usage(body: dict[str, Any], message: dict[str, Any]) -> dict[str, int]:
+def _usage(body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
     prompt = sum(_words(_text_of(m.get("content"))) for m in body.get("messages") or () if isinstance(m, dict))
     completion = _words(str(message.get("content") or ""))
     for call in message.get("tool_calls") or ():
         completion += _words(call["function"]["arguments"])
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if message.get("reasoning_content"):  # counted in completion_tokens too, as OpenAI and DeepSeek count it
+        reasoning = _words(message["reasoning_content"])
+        usage.update(completion_tokens=completion + reasoning, total_tokens=prompt + completion + reasoning)
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return usage
 
 
 def _vector(text: str, dimensions: int) -> list[float]:

@@ -95,6 +95,19 @@ api_key_location = "none"
             answer = await client.chat.completions.create(model="lsd::model_name::ds", messages=ask)  # type: ignore[arg-type]
             message = answer.choices[0].message.model_dump()
             assert (message["content"], message["reasoning_content"]) == ("echo: why", "pondering why")
+            assert answer.usage is not None and answer.usage.completion_tokens_details is not None
+            assert answer.usage.completion_tokens_details.reasoning_tokens == 2  # "pondering why", passed on
+            counted = await client.chat.completions.create(
+                model="lsd::model_name::ds",
+                messages=ask,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            usages = [c.usage async for c in counted if c.usage is not None]
+            assert usages[-1].completion_tokens_details is not None
+            assert usages[-1].completion_tokens_details.reasoning_tokens == 2
+            response = await client.responses.create(model="lsd::model_name::ds", input="[fake:reasoning] why")
+            assert response.usage is not None and response.usage.output_tokens_details.reasoning_tokens == 2
             stream = await client.chat.completions.create(model="lsd::model_name::ds", messages=ask, stream=True)  # type: ignore[arg-type]
             deltas = [c.choices[0].delta.model_dump() async for c in stream if c.choices]
             assert "".join(d.get("reasoning_content") or "" for d in deltas) == "pondering why"

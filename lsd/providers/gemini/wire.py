@@ -245,6 +245,7 @@ def parse_usage(metadata: Any) -> Usage:
         prompt if isinstance(prompt, int) else None,
         output,
         cache_read_input_tokens=cached if isinstance(cached, int) else None,
+        reasoning_tokens=thoughts if isinstance(thoughts, int) else None,
     )
 
 

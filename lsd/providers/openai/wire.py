@@ -248,15 +248,17 @@ def parse_usage(usage: Any, *, reasoning_apart: bool = False) -> Usage:
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     output = completion if isinstance(completion, int) else None
-    if reasoning_apart and output is not None:
-        completion_details = usage.get("completion_tokens_details")
-        reasoning = completion_details.get("reasoning_tokens") if isinstance(completion_details, dict) else None
-        if isinstance(reasoning, int) and not isinstance(reasoning, bool):
-            output += reasoning
+    completion_details = usage.get("completion_tokens_details")
+    reasoning = completion_details.get("reasoning_tokens") if isinstance(completion_details, dict) else None
+    if not isinstance(reasoning, int) or isinstance(reasoning, bool):
+        reasoning = None
+    if reasoning_apart and output is not None and reasoning is not None:
+        output += reasoning
     return Usage(
         prompt if isinstance(prompt, int) else None,
         output,
         cache_read_input_tokens=cached if isinstance(cached, int) and not isinstance(cached, bool) else None,
+        reasoning_tokens=reasoning,
     )
 
 

@@ -376,7 +376,7 @@ def test_parse_response_maps_parts() -> None:
         ToolCall("call_1", "get_time", "{}"),
         Unknown({"executableCode": {"language": "PYTHON", "code": "1"}}),
     )
-    assert usage == Usage(10, 8)  # thinking tokens are billed as output
+    assert usage == Usage(10, 8, reasoning_tokens=3)  # thinking tokens are billed as output, and told apart
     assert reason == "tool_call"
 
 
@@ -546,7 +546,7 @@ async def test_thoughts_and_usage(fake: FakeGemini, ctx: CallContext) -> None:
     provider = provider_for(fake, "thought")
     response = await provider.infer(ask("why"), ctx)
     assert response.content == (Thought("Let me think."), Thought(None, "sig-1"), Text("echo: why"))
-    assert response.usage == Usage(input_tokens=1, output_tokens=2 + 3)
+    assert response.usage == Usage(input_tokens=1, output_tokens=2 + 3, reasoning_tokens=3)
 
 
 async def test_cost_from_the_cost_option(fake: FakeGemini, ctx: CallContext) -> None:
@@ -595,7 +595,7 @@ async def test_stream_function_calls_and_thoughts(fake: FakeGemini, ctx: CallCon
     chunks, error = await collect(provider_for(fake, "thought").stream(ask("x"), ctx))
     assert error is None
     assert [c.content for c in chunks[:2]] == [(Thought("Let me think."),), (Thought(None, "sig-1"), Text("echo: x"))]
-    assert chunks[-1].usage == Usage(1, 5)
+    assert chunks[-1].usage == Usage(1, 5, reasoning_tokens=3)
 
 
 async def test_stream_ending_without_a_finish_reason_is_interrupted(fake: FakeGemini, ctx: CallContext) -> None:
