@@ -15,7 +15,7 @@ from typing import Any, TypeGuard, TypeVar
 
 import orjson
 
-from lsd.config.inbound import MODEL_ALIAS_TAG, PREFIXES, InboundTarget, mapped, parse_target
+from lsd.config.inbound import ANY_MODEL, MODEL_ALIAS_TAG, PREFIXES, InboundTarget, mapped, parse_target
 from lsd.config.model import Config
 from lsd.errors import InvalidRequest, UnknownFunction, UnknownModel
 from lsd.immutable import immutable
@@ -103,7 +103,7 @@ def aliased_target(model: str, config: Config) -> InboundTarget | None:
     """What `[inbound.anthropic] models` maps a plain name to: its own entry, else — for a name that is not a model
     of the config nor a shorthand — the `*` entry."""
     models = config.inbound.anthropic.models
-    if model in models:
+    if model in models and model != ANY_MODEL:
         return models[model]
     if model in config.models or "::" in model:
         return None

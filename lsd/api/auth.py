@@ -17,9 +17,10 @@ from lsd.inference.request import InferenceRequest
 OPEN_PATHS = frozenset({"/health", "/status"})
 METRICS_PATH = "/metrics"
 TAG_HEADER = b"lsd-tag-"
-# A client's session id header (opencode sends its session's on every request): kept as this tag, so that
-# list_inferences with a tag filter (or SQL on `tags`) finds a session's inferences.
-SESSION_HEADER, SESSION_TAG = b"x-session-id", "lsd::session_id"
+# A client's session id header, kept as this tag, so that list_inferences with a tag filter (or SQL on `tags`)
+# finds a session's inferences: opencode's `x-session-id`, Codex's `session-id`, Claude Code's own.
+SESSION_HEADERS = frozenset({b"x-session-id", b"session-id", b"x-claude-code-session-id"})
+SESSION_TAG = "lsd::session_id"
 PARENT_SESSION_HEADER, PARENT_SESSION_TAG = b"x-parent-session-id", "lsd::parent_session_id"  # its subagents
 KEY_SCOPE = "lsd.api_key_public_id"  # where the verified key's public id waits for the handler
 KEY_TAG = "tensorzero::api_key_public_id"  # TensorZero's tag for it, added to the inference's tags
@@ -55,7 +56,7 @@ def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
         if name.startswith(TAG_HEADER) and len(name) > len(TAG_HEADER):
             # A header name cannot hold ':', so a reserved `lsd::`/`tensorzero::` key cannot come this way.
             header_tags[name[len(TAG_HEADER) :].decode("latin-1")] = _header_text(value)
-        elif name == SESSION_HEADER and value:
+        elif name in SESSION_HEADERS and value:
             header_tags[SESSION_TAG] = _header_text(value)
         elif name == PARENT_SESSION_HEADER and value:
             header_tags[PARENT_SESSION_TAG] = _header_text(value)

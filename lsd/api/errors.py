@@ -28,8 +28,14 @@ log = logging.getLogger("lsd.api")
 # again when starlette's error middleware re-raises it.
 ANSWERED_KEY = "lsd.internal_error_id"
 # The routes whose clients act on a provider's own 400, 413, 429 or 529 (lsd.api.provider_answer): Claude clients,
-# and the Responses API's (Codex, the Agents SDK). The TensorZero and Chat Completions routes keep TensorZero's 502.
-PASSING_ON_PATHS = ("/anthropic/", "/openai/")
+# and OpenAI's (Codex, the Agents SDK, the AI SDK, LangChain). `/inference` keeps TensorZero's 502. Named one by one:
+# a new route passes answers on only when it is decided to.
+PASSING_ON_PATHS = (
+    "/anthropic/v1/messages",
+    "/openai/v1/chat/completions",
+    "/openai/v1/responses",
+    "/openai/v1/embeddings",
+)
 LOGGED_MESSAGE_CHARS = 2000
 
 

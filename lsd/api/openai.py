@@ -17,7 +17,7 @@ from lsd.api.openai_request import parse_chat_request
 from lsd.api.openai_wire import ChunkWriter, completion_json, embeddings_json
 from lsd.api.sse import JsonEventStream, json_pair
 from lsd.api.state import AppState
-from lsd.config.inbound import ANY_MODEL
+from lsd.config.inbound import ANY_MODEL, mapped
 from lsd.errors import InvalidRequest, NotFound
 from lsd.inference.embeddings import EmbeddingRequest
 from lsd.inference.streaming import InferenceStream, start_stream
@@ -122,7 +122,8 @@ async def model(request: Request[AppState]) -> Response:
     """One model object (`client.models.retrieve`), by any id the list gives, or with `tensorzero::` for `lsd::`."""
     asked: str = request.path_params["model"]
     listed = "lsd::" + asked.removeprefix("tensorzero::") if asked.startswith("tensorzero::") else asked
-    if listed not in _model_ids(request):
+    aliases = request.state["services"].config.inbound.openai.models
+    if listed not in _model_ids(request) and mapped(aliases, asked) is None:  # a name `*` takes is one too
         raise NotFound(f"The model `{asked}` does not exist")
     body = json_response_bytes(_model_object(asked))
     return Response(body, media_type="application/json")

@@ -119,6 +119,11 @@ def _call_kind(call: ResponsesRequest | None, name: str) -> str:
     return call.call_kind(name) if call is not None else "function"
 
 
+def _summarized(call: ResponsesRequest | None) -> bool:
+    """Whether the request asked for reasoning summaries: its thoughts' text is then each item's summary."""
+    return call is not None and call.reasoning_summary is not None
+
+
 def reasoning_item(item_id: str, text: str | None, signature: str | None, summary: bool = False) -> dict[str, Any]:
     """A thought as a reasoning item: its text as the item's `content`, or, when the request asked for a summary
     (`summary`), as its `summary`."""
@@ -160,7 +165,7 @@ def output_items(
             item_id = f"{_CALL_PREFIXES[_call_kind(call, block.raw_name)]}_{base}_{len(items)}"
             items.append(tool_call_item(item_id, block.id, block.raw_name, block.raw_arguments, call))
         elif isinstance(block, Thought):
-            summary = call is not None and call.reasoning_summary is not None
+            summary = _summarized(call)
             items.append(reasoning_item(f"rs_{base}_{len(items)}", block.text, block.signature, summary))
     close_text()
     return items
@@ -245,9 +250,7 @@ class _Item:
             return message_item(self.item_id, text, status)
         if self.kind == "function_call":
             return tool_call_item(self.item_id, self.call_id, self.name, text, self.call, status)
-        return reasoning_item(
-            self.item_id, text, self.signature, self.call is not None and self.call.reasoning_summary is not None
-        )
+        return reasoning_item(self.item_id, text, self.signature, _summarized(self.call))
 
 
 class ResponseEvents:
@@ -266,7 +269,7 @@ class ResponseEvents:
         self.items: list[_Item] = []
         self.open: _Item | None = None
         self.error: LsdError | None = None
-        self._summary = call.reasoning_summary is not None  # thoughts as summaries (reasoning_item)
+        self._summary = _summarized(call)  # thoughts as summaries (reasoning_item)
 
     def _event(self, kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
         event = {"type": kind, "sequence_number": self.sequence, **fields}

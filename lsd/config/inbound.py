@@ -62,6 +62,8 @@ def parse_target(value: str) -> InboundTarget | None:
 
 def mapped(models: Mapping[str, InboundTarget], name: str) -> InboundTarget | None:
     """What `models` maps a client's model name to: its own entry, else (a plain name) the `*` entry, else None."""
+    if name == ANY_MODEL:  # the entry's own key is no model's name
+        return None
     found = models.get(name)
     if found is None and not name.startswith(PREFIXES) and len(name) <= MAX_ANY_NAME_CHARS:
         found = models.get(ANY_MODEL)

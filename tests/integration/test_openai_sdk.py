@@ -138,6 +138,14 @@ async def test_a_sessions_identifiers_are_kept_as_tags(database_url: str) -> Non
         )
         await client.responses.create(model="lsd::model_name::gpt", input="hi", extra_body=ids)
         await client.close()
+        async with httpx.AsyncClient(base_url=f"{base_url}/openai/v1") as http:  # Codex's and Claude Code's headers
+            for header in ("session-id", "X-Claude-Code-Session-Id"):
+                r = await http.post(
+                    "/chat/completions",
+                    json={"model": "lsd::model_name::gpt", "messages": [{"role": "user", "content": header}]},
+                    headers={header: f"ses_{header}"},
+                )
+                assert r.status_code == 200, r.text
     expected = {
         "lsd::session_id": "ses_opencode_1",
         "lsd::parent_session_id": "ses_opencode_0",  # a subagent's: found by its parent session
@@ -148,10 +156,11 @@ async def test_a_sessions_identifiers_are_kept_as_tags(database_url: str) -> Non
     for _ in range(100):
         with psycopg.connect(database_url) as conn:
             tags = [row[0] for row in conn.execute("SELECT tags FROM chat_inferences ORDER BY id")]
-        if len(tags) == 2:
+        if len(tags) == 4:
             break
         await asyncio.sleep(0.05)
-    assert tags == [expected, expected]
+    assert tags[:2] == [expected, expected]
+    assert [t["lsd::session_id"] for t in tags[2:]] == ["ses_session-id", "ses_X-Claude-Code-Session-Id"]
 
 
 async def test_a_json_schema_is_strict_only_when_the_client_asks(database_url: str) -> None:
@@ -203,10 +212,22 @@ async def test_lsds_extensions_as_headers(database_url: str) -> None:
         dry = await http.post("/chat/completions", json={**body, "messages": [{"role": "user", "content": "x"}]},
                               headers={"lsd-dryrun": "true"})  # fmt: skip
         assert dry.status_code == 200 and len(fake.requests) == calls + 1
+        # a dry run by header never writes the cache, even when the body asks to write it
+        fresh = {**body, "messages": [{"role": "user", "content": "dry, then real"}]}
+        dry_writer = {**fresh, "tensorzero::cache_options": {"enabled": "on"}}
+        await http.post("/chat/completions", json=dry_writer, headers={"lsd-dryrun": "true"})
+        real = await http.post("/chat/completions", json=fresh, headers={"lsd-cache": "read_only"})
+        assert real.json()["usage"]["prompt_tokens"] > 0  # not answered from what the dry run got
+        # the body's cache options win over the header's
+        off = await http.post(
+            "/chat/completions", json={**body, "tensorzero::cache_options": {"enabled": "write_only"}}, headers=headers
+        )
+        assert off.json()["usage"]["prompt_tokens"] > 0  # write_only reads nothing: the header's `on` did not win
         checks = (
             ("lsd-episode-id", "nope"),
             ("lsd-episode-id", str(uuid4())),  # as the body's: a UUIDv7, not from the future
             ("lsd-cache", "always"),
+            ("lsd-cache-max-age-s", "10"),  # without lsd-cache
             ("lsd-dryrun", "yes"),
         )
         for name, value in checks:
@@ -215,9 +236,9 @@ async def test_lsds_extensions_as_headers(database_url: str) -> None:
     for _ in range(100):
         with psycopg.connect(database_url) as conn:
             stored = conn.execute("SELECT count(*) FROM chat_inferences WHERE episode_id = %s", (episode,)).fetchone()
-        if stored == (2,):
+        if stored == (3,):
             break
         await asyncio.sleep(0.05)
-    assert stored == (2,)
-    with psycopg.connect(database_url) as conn:  # the dry run wrote nothing: two cached, one of its own
-        assert conn.execute("SELECT count(*) FROM chat_inferences").fetchone() == (3,)
+    assert stored == (3,)  # first, second and the write_only one, by the header
+    with psycopg.connect(database_url) as conn:  # the dry runs wrote nothing: two cached, three of their own
+        assert conn.execute("SELECT count(*) FROM chat_inferences").fetchone() == (5,)

@@ -100,6 +100,10 @@ def test_a_star_entry_takes_every_other_plain_name_on_both_apis() -> None:
         parse_model("g" * 257, aliases=aliases)
     with pytest.raises(UnknownModel):
         resolve_model("c" * 257, star)
+    with pytest.raises(UnknownModel):  # the entry's own key is no model's name
+        resolve_model("*", star)
+    with pytest.raises(InvalidRequest):
+        parse_model("*", aliases=aliases)
 
 
 @pytest.mark.parametrize(

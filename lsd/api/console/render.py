@@ -58,7 +58,9 @@ def pretty(value: Any) -> str:
     return orjson.dumps(_short(value), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
 
 
-_BASE64_RUN = re.compile(rf"[A-Za-z0-9+/]{{{LONG_BASE64},}}={{0,2}}")
+# A long run, tried only where a run starts (the look-behind): each character is read about once, not once per
+# start inside a run just short of the length.
+_BASE64_RUN = re.compile(rf"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{{{LONG_BASE64},}}={{0,2}}")
 
 
 def raw(text: str | None) -> str | None:
@@ -72,7 +74,7 @@ def _noted(match: re.Match[str]) -> str:
     """A base64 run as a note of its size; a run of letters and digits alone (a hash, a long word) is not base64
     of a file (1 KiB of random bytes' base64 holds a `+` or `/` but for a 1 in 10^14 chance): left as it is."""
     run = match[0]
-    if "+" not in run and "/" not in run:
+    if len(run) < LONG_BASE64 or ("+" not in run and "/" not in run):
         return run
     return f"(base64 data, {len(run) * 3 // 4 / 1024:,.0f} KiB: not shown)"
 

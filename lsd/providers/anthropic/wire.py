@@ -76,20 +76,23 @@ def thinking_max_tokens(budget: int, limit: int) -> int:
 
 
 def thinking_budget(request: ProviderRequest) -> int | None:
-    """The thinking budget to ask for: the params', unless the last assistant turn calls a tool without a signed
-    thought before it. Claude refuses that while thinking (a final assistant turn must start with its thinking),
-    and a client of another API (Chat Completions: the AI SDK, opencode) cannot send the signature back, so that
-    turn is answered without thinking rather than refused."""
+    """The thinking budget to ask for: the params', unless the assistant turn under way (since the user's last own
+    words) calls tools without starting with a signed thought. Claude refuses that while thinking (the turn must
+    start with its thinking; its later tool calls need none), and a client of another API (Chat Completions: the AI
+    SDK, opencode) cannot send the signature back, so that turn is answered without thinking rather than refused."""
     budget = request.params.thinking_budget_tokens
     if budget is None:
         return None
+    turn: list[Message] = []  # the assistant messages since the last user message with more than tool results
     for message in reversed(request.messages):
-        if message.role != "assistant":
-            continue
-        calls = any(isinstance(b, ToolCall) for b in message.content)
-        signed = any(isinstance(b, Thought) and b.signature for b in message.content)
-        return None if calls and not signed else budget
-    return budget
+        if message.role == "assistant":
+            turn.append(message)
+        elif any(not isinstance(b, ToolResult) for b in message.content):
+            break
+    if not turn or not any(isinstance(b, ToolCall) for m in turn for b in m.content):
+        return budget
+    first = turn[-1].content
+    return budget if first and isinstance(first[0], Thought) and first[0].signature else None
 
 
 def uses_json_tool(request: ProviderRequest) -> bool:

@@ -122,6 +122,30 @@ def test_a_tool_turn_without_its_signed_thought_is_answered_without_thinking() -
     signed = loop(Thought("thought", "c2ln"), call)
     assert anthropic_body(signed, "claude", False)["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert "additionalModelRequestFields" in bedrock_body(signed, model_id="anthropic.claude-sonnet-4-5")
+    # A turn's later tool calls need no thought of their own (Codex's loop): the turn started with its thinking.
+    second = ToolCall("toolu_2", "look", "{}")
+    later = ProviderRequest(
+        system=None,
+        messages=(
+            *signed.messages,
+            Message("assistant", (second,)),
+            Message("user", (ToolResult("toolu_2", "look", "ok"),)),
+        ),
+        params=ALL,
+    )
+    assert "thinking" in anthropic_body(later, "claude", False)
+    # A new turn (the user's own words) that calls a tool without its thought: off again for that turn.
+    new_turn = ProviderRequest(
+        system=None,
+        messages=(
+            *later.messages,
+            Message("user", (Text("and now?"),)),
+            Message("assistant", (ToolCall("toolu_3", "look", "{}"),)),
+            Message("user", (ToolResult("toolu_3", "look", "ok"),)),
+        ),
+        params=ALL,
+    )
+    assert "thinking" not in anthropic_body(new_turn, "claude", False)
     text_turn = ProviderRequest(
         system=None,
         messages=(
