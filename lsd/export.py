@@ -231,12 +231,13 @@ async def stream_inferences(
 # -- the request ---------------------------------------------------------------------------------------------
 
 _FILTER_FIELDS = ("function_name", "variant_name", "since", "until")
-_EXPORT_FIELDS = frozenset({*_FILTER_FIELDS, "with_feedback", "format"})
+_EXPORT_FIELDS = frozenset({*_FILTER_FIELDS, "with_feedback", "format", "tags"})
 
 
 def parse_export_request(body: Any) -> tuple[ExportQuery, Format]:
     """A POST /v1/inferences/export body: list_inferences' function_name, variant_name, since and until (parsed as
-    list_inferences parses them), `with_feedback` and `format`. Raises InvalidRequest naming the field."""
+    list_inferences parses them), `tags` (each key with its value), `with_feedback` and `format`. Raises
+    InvalidRequest naming the field."""
     if not isinstance(body, dict):
         raise InvalidRequest.at("body", "expected a JSON object")
     unknown = sorted(set(body) - _EXPORT_FIELDS)
@@ -249,5 +250,12 @@ def parse_export_request(body: Any) -> tuple[ExportQuery, Format]:
     format = body.get("format", "jsonl")
     if format not in FORMATS:
         raise InvalidRequest.at("format", f"expected one of {', '.join(FORMATS)}, got {format!r}")
-    query = ExportQuery(filters.function_name, filters.variant_name, filters.since, filters.until, with_feedback)
+    tags = body.get("tags")
+    if tags is not None and (
+        not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+    ):
+        raise InvalidRequest.at("tags", "expected an object of strings")
+    query = ExportQuery(
+        filters.function_name, filters.variant_name, filters.since, filters.until, with_feedback, tags or None
+    )
     return query, format

@@ -35,6 +35,13 @@ def add_parser(subparsers: Subparsers) -> None:
     inferences.add_argument("--since", help="RFC 3339 time: inferences at or after it (e.g. 2026-12-01T00:00:00Z)")
     inferences.add_argument("--until", help="RFC 3339 time: inferences before it")
     inferences.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only inferences with this tag (repeat for several), e.g. --tag lsd::session_id=ses_123",
+    )
+    inferences.add_argument(
         "--with-feedback", action="store_true", help="add each inference's latest metric values and demonstration"
     )
     inferences.add_argument("--format", choices=FORMATS, required=True)
@@ -42,6 +49,16 @@ def add_parser(subparsers: Subparsers) -> None:
     inferences.add_argument(
         "--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, help=f"rows per batch (default {DEFAULT_BATCH_ROWS})"
     )
+
+
+def _tags(values: list[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for value in values:
+        key, sep, tag = value.partition("=")
+        if not sep or not key:
+            raise CommandExit(EXIT_USAGE, f"--tag: expected KEY=VALUE, got {value!r}")
+        tags[key] = tag
+    return tags
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         "until": args.until,
         "with_feedback": args.with_feedback,
         "format": args.format,
+        "tags": _tags(args.tag) or None,
     }
     try:
         query, format = parse_export_request({k: v for k, v in body.items() if v is not None})

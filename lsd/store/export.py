@@ -8,12 +8,13 @@ so PostgreSQL prunes the daily partitions outside it. The rows come in id (= tim
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import orjson
 from psycopg import sql
 
 from lsd.store.database import Database
@@ -31,6 +32,7 @@ class ExportQuery:
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     with_feedback: bool = False
+    tags: Mapping[str, str] | None = None  # each of these tags, with this value (an agent session's, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,8 @@ def export_statement(query: ExportQuery) -> tuple[sql.Composed, dict[str, Any]]:
         conds.append(sql.SQL("i.function_name = {}").format(params(query.function_name)))
     if query.variant_name is not None:
         conds.append(sql.SQL("i.variant_name = {}").format(params(query.variant_name)))
+    if query.tags:  # containment: the tags' GIN index (jsonb_path_ops) finds the rows
+        conds.append(sql.SQL("i.tags @> {}::jsonb").format(params(orjson.dumps(dict(query.tags)).decode())))
     if query.since is not None:
         conds.append(time_condition(">=", query.since, sql.SQL("i.id"), params))
     if query.until is not None:

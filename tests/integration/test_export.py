@@ -188,6 +188,7 @@ async def test_the_http_endpoint_streams_each_format(client: httpx.AsyncClient) 
         ({"format": "xlsx"}, "format"),
         ({"since": "yesterday"}, "since"),
         ({"with_feedback": "yes"}, "with_feedback"),
+        ({"tags": {"a": 1}}, "tags"),
         ({"limit": 5}, "limit"),
         ([], "body"),
     ],
@@ -205,7 +206,7 @@ async def test_filters_are_honoured(database_url: str, database: Database) -> No
         old = rows.inference(conn, function_name="f", variant_name="a", id=uuid7(rows.ms_of(now - day)))
         new_a = rows.inference(conn, function_name="f", variant_name="a")
         new_b = rows.inference(conn, function_name="f", variant_name="b", kind="json")
-        other = rows.inference(conn, function_name="g", variant_name="a")
+        other = rows.inference(conn, function_name="g", variant_name="a", tags={"lsd::session_id": "s1", "team": "x"})
 
     async def ids(**filters: Any) -> list[str]:
         data = b"".join([c async for c in stream_inferences(database, ExportQuery(**filters), "jsonl")])
@@ -217,6 +218,9 @@ async def test_filters_are_honoured(database_url: str, database: Database) -> No
     assert await ids(since=now - day / 2) == [str(i) for i in (new_a, new_b, other)]
     assert await ids(until=now - day / 2) == [str(old)]
     assert await ids(function_name="nobody") == []
+    # an agent session's inferences, by its tag (each tag given, with its value)
+    assert await ids(tags={"lsd::session_id": "s1"}) == [str(other)]
+    assert await ids(tags={"lsd::session_id": "s1", "team": "y"}) == []
 
 
 async def test_memory_stays_one_batch_whatever_the_rows(database_url: str, database: Database) -> None:
@@ -257,3 +261,5 @@ def test_cli_usage_errors_name_the_option(database_url: str, tmp_path: Path) -> 
     assert done.returncode == 2 and "--since: invalid RFC 3339 timestamp" in done.stderr
     done = run_lsd("export", "inferences", "--format", "xlsx", "--out", str(tmp_path / "x"), env=env)
     assert done.returncode == 2 and "invalid choice" in done.stderr
+    done = run_lsd("export", "inferences", "--tag", "novalue", "--format", "csv", "--out", "-", env=env)
+    assert done.returncode == 2 and "--tag: expected KEY=VALUE" in done.stderr
