@@ -433,6 +433,10 @@ def test_a_models_structured_output_is_asked_of_chat_completions_providers_too(c
             BodyPatch("/response_format", wanted, model_name="claude", provider_name="backup")
         ]
         assert all(b.pointer != "/response_format" for b in bodies if b.provider_name != "backup")
+        assert [(b.pointer, b.value) for b in bodies if b.provider_name == "g"] == [
+            ("/generationConfig/responseMimeType", "application/json"),
+            ("/generationConfig/responseJsonSchema", schema),  # Gemini's JSON schema, as its own wire sends it
+        ]
     # a function's own output is its config's: nothing added
     function = parse_messages_request(
         body(model="claude-haiku-4-5", output_format={"type": "json_schema", "schema": schema}), config
