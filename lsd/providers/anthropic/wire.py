@@ -76,18 +76,18 @@ def thinking_max_tokens(budget: int, limit: int) -> int:
 
 
 def thinking_budget(request: ProviderRequest) -> int | None:
-    """The thinking budget to ask for: the params', unless the assistant turn under way (since the user's last own
-    words) calls tools without starting with a signed thought. Claude refuses that while thinking (the turn must
+    """The thinking budget to ask for: the params', unless the assistant turn under way (since the user's last
+    message that is not a tool's answer) calls tools without starting with a signed thought. Claude refuses that while thinking (the turn must
     start with its thinking; its later tool calls need none), and a client of another API (Chat Completions: the AI
     SDK, opencode) cannot send the signature back, so that turn is answered without thinking rather than refused."""
     budget = request.params.thinking_budget_tokens
     if budget is None:
         return None
-    turn: list[Message] = []  # the assistant messages since the last user message with more than tool results
+    turn: list[Message] = []  # the assistant messages since the user's last message that answers no tool call
     for message in reversed(request.messages):
         if message.role == "assistant":
             turn.append(message)
-        elif any(not isinstance(b, ToolResult) for b in message.content):
+        elif not any(isinstance(b, ToolResult) for b in message.content):  # (a tool's image rides with its result)
             break
     if not turn or not any(isinstance(b, ToolCall) for m in turn for b in m.content):
         return budget

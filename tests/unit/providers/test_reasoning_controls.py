@@ -21,7 +21,7 @@ from lsd.providers.anthropic.wire import build_body as anthropic_body
 from lsd.providers.aws_bedrock.wire import build_body as bedrock_body
 from lsd.providers.gemini.wire import build_body as gemini_body
 from lsd.providers.registry import PROVIDER_TYPES
-from lsd.types import InferenceParams, Message, ProviderRequest, Text, Thought, ToolCall, ToolResult
+from lsd.types import File, InferenceParams, Message, ProviderRequest, Text, Thought, ToolCall, ToolResult
 
 ALL = InferenceParams(reasoning_effort="high", service_tier="flex", thinking_budget_tokens=2048, verbosity="low")
 
@@ -129,7 +129,10 @@ def test_a_tool_turn_without_its_signed_thought_is_answered_without_thinking() -
         messages=(
             *signed.messages,
             Message("assistant", (second,)),
-            Message("user", (ToolResult("toolu_2", "look", "ok"),)),
+            # a tool's image rides with its result (Codex's view_image): still the same turn
+            Message("user", (ToolResult("toolu_2", "look", "ok"), File(mime_type="image/png", data="aGk="))),
+            Message("assistant", (ToolCall("toolu_4", "look", "{}"),)),
+            Message("user", (ToolResult("toolu_4", "look", "ok"),)),
         ),
         params=ALL,
     )
