@@ -77,9 +77,10 @@ def thinking_max_tokens(budget: int, limit: int) -> int:
 
 def thinking_budget(request: ProviderRequest) -> int | None:
     """The thinking budget to ask for: the params', unless the assistant turn under way (since the user's last
-    message that is not a tool's answer) calls tools without starting with a signed thought. Claude refuses that while thinking (the turn must
-    start with its thinking; its later tool calls need none), and a client of another API (Chat Completions: the AI
-    SDK, opencode) cannot send the signature back, so that turn is answered without thinking rather than refused."""
+    message that is not a tool's answer) calls tools without starting with a signed thought. Claude refuses that
+    while thinking (the turn must start with its thinking; its later tool calls need none), and a client of another
+    API (Chat Completions: the AI SDK, opencode) cannot send the signature back, so that turn is answered without
+    thinking rather than refused."""
     budget = request.params.thinking_budget_tokens
     if budget is None:
         return None
