@@ -65,7 +65,7 @@ def mapped(models: Mapping[str, InboundTarget], name: str) -> InboundTarget | No
     if name == ANY_MODEL:  # the entry's own key is no model's name
         return None
     found = models.get(name)
-    if found is None and not name.startswith(PREFIXES) and len(name) <= MAX_ANY_NAME_CHARS:
+    if found is None and "::" not in name and len(name) <= MAX_ANY_NAME_CHARS:  # not LSD's, nor a shorthand
         found = models.get(ANY_MODEL)
     return found
 

@@ -96,6 +96,8 @@ def test_a_star_entry_takes_every_other_plain_name_on_both_apis() -> None:
     assert parse_model("lsd::model_name::claude", aliases=aliases) == ModelRef("lsd::", "model_name", "claude")
     with pytest.raises(InvalidRequest):  # TensorZero's prefixes stay TensorZero's
         parse_model("tensorzero::nonsense", aliases=aliases)
+    with pytest.raises(InvalidRequest):  # a shorthand is not a plain name for `*` to take
+        parse_model("openai::gpt-4o", aliases=aliases)
     with pytest.raises(InvalidRequest):  # a name too long to echo and tag on every row: not taken by `*`
         parse_model("g" * 257, aliases=aliases)
     with pytest.raises(UnknownModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,13 @@ def number(value: Any, digits: int = 0) -> str:
 
 
 def money(value: Any) -> str:
+    """A cost: cents above $100, four decimals below, and a priced call under $0.0001 with its two significant
+    digits ($0.000011), not as a free one."""
     if value is None:
         return DASH
+    if 0 < value < 0.0001:
+        decimals = min(12, 1 - math.floor(math.log10(float(value))))
+        return f"${float(value):.{decimals}f}"
     return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
 
 
