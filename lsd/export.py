@@ -177,6 +177,8 @@ INFERENCE_COLUMNS: tuple[tuple[str, Kind], ...] = (
     ("output_tokens", "int"),
     ("cost", "float"),
     ("finish_reason", "string"),
+    ("model_name", "string"),
+    ("model_provider_name", "string"),
 )
 FEEDBACK_COLUMNS: tuple[tuple[str, Kind], ...] = (("feedback", "json"), ("demonstration", "json"))
 
@@ -207,6 +209,8 @@ def inference_values(row: ExportRow) -> dict[str, Any]:
         "output_tokens": row.output_tokens,
         "cost": row.cost,
         "finish_reason": row.finish_reason,
+        "model_name": row.model_name,
+        "model_provider_name": row.model_provider_name,
         "feedback": row.feedback,
         "demonstration": row.demonstration,
     }

@@ -58,6 +58,8 @@ class ExportRow:
     output_tokens: int | None
     cost: Decimal | None
     finish_reason: str | None
+    model_name: str | None  # the model and provider that answered (its successful attempt's)
+    model_provider_name: str | None
     feedback: dict[str, Any] | None = None  # the latest value of each boolean and float metric, by name
     demonstration: Any = None  # the latest demonstration's value
 
@@ -66,8 +68,17 @@ _BRANCH = sql.SQL("""
     SELECT {kind}::text AS kind, i.id, i.episode_id, i.function_name, i.variant_name, i.created_at, i.input, i.output,
            {tool_params} AS tool_params, {output_schema} AS output_schema, i.inference_params,
            (SELECT d.extra_body FROM {data} d WHERE d.inference_id = i.id) AS extra_body,
-           i.tags, i.processing_time_ms, i.ttft_ms, i.input_tokens, i.output_tokens, i.cost, i.finish_reason
-    FROM {table} i WHERE {where}""")
+           i.tags, i.processing_time_ms, i.ttft_ms, i.input_tokens, i.output_tokens, i.cost, i.finish_reason,
+           a.model_name, a.model_provider_name
+    FROM {table} i
+    LEFT JOIN LATERAL (
+        -- the answering attempt: attempt ids are UUIDv7s made after the inference's (an hour of margin prunes)
+        SELECT m.model_name, m.model_provider_name FROM model_inferences m
+        WHERE m.inference_id = i.id AND m.status = 'ok'
+          AND m.id >= lsd_uuid7_floor(lsd_uuid7_time(i.id) - interval '1 hour')
+        ORDER BY m.attempt DESC LIMIT 1
+    ) a ON TRUE
+    WHERE {where}""")
 
 # The latest value of each metric given on the inference (or, for an episode-level metric, on its episode), and
 # the latest demonstration: feedback is partitioned by its own id, so each is an index probe per partition.

@@ -177,7 +177,10 @@ async def test_the_http_endpoint_streams_each_format(client: httpx.AsyncClient) 
     ]
     check_rows(exported, api)
     r = await client.post("/v1/inferences/export", json={**body, "format": "jsonl"})
-    check_rows([json.loads(line) for line in r.text.splitlines()], api)
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    check_rows(lines, api)
+    # the model and provider that answered each (which models did a session use?)
+    assert {(row["model_name"], row["model_provider_name"]) for row in lines} == {("echo", "dummy")}
     r = await client.post("/v1/inferences/export", json={**body, "format": "csv"})
     assert r.headers["content-type"].startswith("text/csv") and len(list(csv.DictReader(io.StringIO(r.text)))) == 3
 
