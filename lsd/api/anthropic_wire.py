@@ -38,6 +38,7 @@ _ERROR_TYPES: Mapping[int, str] = MappingProxyType(
         401: "authentication_error",
         403: "permission_error",
         404: "not_found_error",
+        408: "timeout_error",  # every attempt timed out: the providers' fault, not the client's request
         413: "request_too_large",
         429: "rate_limit_error",
         431: "invalid_request_error",

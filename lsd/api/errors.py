@@ -88,7 +88,8 @@ def error_response(exc: LsdError, scope: Scope) -> Response:
     failed = getattr(exc, "inference", None)
     if failed is not None:  # an inference whose every attempt failed: its rows exist, its id is worth logging
         scope_fields(scope).update(inference_id=failed[0], function=failed[1])
-    if exc.http_status >= 500 and not isinstance(exc, InternalError):
+    if (exc.http_status >= 500 or isinstance(exc, AllAttemptsFailed)) and not isinstance(exc, InternalError):
+        # (every provider failure, a 408 when all timed out included: a hanging provider is worth a line)
         # The message may quote providers' error bodies: cut, so a provider echoing a long prompt does not fill logs.
         message = (
             exc.message if len(exc.message) <= LOGGED_MESSAGE_CHARS else exc.message[:LOGGED_MESSAGE_CHARS] + "..."

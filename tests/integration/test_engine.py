@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -277,10 +278,13 @@ async def test_retries_then_fallback_variant(client: httpx.AsyncClient, database
     assert attempts == [("bad", "error")] * 3 + [("good", "ok")]
 
 
-async def test_timeout(client: httpx.AsyncClient, database_url: str) -> None:
-    r = await client.post("/inference", json={"model_name": "slow", "input": USER})
+async def test_timeout(client: httpx.AsyncClient, database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="lsd.api"):
+        r = await client.post("/inference", json={"model_name": "slow", "input": USER})
     assert r.status_code == 408
     assert rows(database_url, "SELECT error_kind FROM model_inferences") == [("timeout",)]
+    # a hanging provider is worth a line, as any other provider failure (a 408 was not logged: < 500)
+    assert any("all_attempts_failed" in record.getMessage() for record in caplog.records), caplog.text
 
 
 async def test_credentials_dynamic(client: httpx.AsyncClient) -> None:

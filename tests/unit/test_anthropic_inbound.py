@@ -23,6 +23,7 @@ from lsd.config.loader import parse
 from lsd.config.model import Config
 from lsd.errors import (
     AllAttemptsFailed,
+    AttemptFailure,
     ConfigError,
     InvalidRequest,
     LsdError,
@@ -725,3 +726,8 @@ def test_a_mid_conversation_system_message_is_a_system_reminder(config: Config) 
     second = call.request.input.messages[1]
     assert second.role == "user"
     assert second.content == (Text("<system-reminder>\nAvailable agent types: Explore\n</system-reminder>"),)
+
+
+def test_a_timeout_of_every_attempt_is_a_timeout_error_not_the_clients_fault() -> None:
+    failures = [AttemptFailure("v", "claude", "anthropic", "timeout", "timed out")]
+    assert error_object(AllAttemptsFailed(failures))["error"]["type"] == "timeout_error"
