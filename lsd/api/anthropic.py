@@ -14,13 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lsd.api.access_log import note_result, note_stream
-from lsd.api.anthropic_request import (
-    ANTHROPIC_BODY_TYPES,
-    MessagesRequest,
-    parse_messages_request,
-    provider_extras,
-    resolve_model,
-)
+from lsd.api.anthropic_extras import provider_extras
+from lsd.api.anthropic_request import ANTHROPIC_BODY_TYPES, MessagesRequest, parse_messages_request, resolve_model
 from lsd.api.anthropic_wire import StreamWriter, message_json, sse_bytes
 from lsd.api.auth import identify
 from lsd.api.body import json_response_bytes, read_json

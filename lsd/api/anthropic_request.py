@@ -10,7 +10,7 @@ body, so other providers never see them. Every error names its field (`messages[
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard, TypeVar
 
 import orjson
@@ -27,12 +27,9 @@ from lsd.inference.request import (
     parse_uuid,
 )
 from lsd.providers.anthropic.wire import build_messages
-from lsd.providers.openai.compatible import CHAT_COMPLETIONS_TYPES
 from lsd.types import (
-    BodyPatch,
     ContentBlock,
     File,
-    HeaderPatch,
     InferenceParams,
     Input,
     Json,
@@ -48,7 +45,6 @@ T = TypeVar("T")
 
 # Provider types whose request body is Anthropic's Messages body: the Anthropic-only fields go to these alone.
 ANTHROPIC_BODY_TYPES = frozenset({"anthropic", "gcp_vertex_anthropic"})
-GEMINI_BODY_TYPES = frozenset({"google_ai_studio_gemini", "gcp_vertex_gemini"})
 # Anthropic's own fields LSD does not model: passed on as given to Anthropic-bodied providers, left out for the others
 # (Claude Code sends `context_management` and `output_config` with every request; LiteLLM sends structured output as
 # the beta's `output_format`).
@@ -186,45 +182,6 @@ def _response_format(body: Mapping[str, Any]) -> dict[str, Json] | None:
             schema = {"name": "response", "strict": False, "schema": fmt["schema"]}
             return {"type": "json_schema", "json_schema": schema}
     return None
-
-
-def provider_extras(
-    call: MessagesRequest, providers: Iterable[tuple[str, str, str]], beta: str | None
-) -> tuple[tuple[BodyPatch, ...], tuple[HeaderPatch, ...]]:
-    """The Anthropic-only fields (and the client's `anthropic-beta` header) as extra_body/extra_headers entries for
-    each (model, provider, provider type) that takes Anthropic's body, so that no other provider sees them; a
-    structured output's schema as `response_format` for each that takes Chat Completions' body."""
-    bodies: list[BodyPatch] = []
-    headers: list[HeaderPatch] = []
-    for model, provider, provider_type in providers:
-        if call.response_format is not None:
-            bodies.extend(_structured_output(call.response_format, model, provider, provider_type))
-        if provider_type not in ANTHROPIC_BODY_TYPES:
-            continue
-        for pointer, value in call.anthropic_fields.items():
-            bodies.append(BodyPatch(pointer, value, model_name=model, provider_name=provider))
-        if beta:
-            headers.append(HeaderPatch("anthropic-beta", beta, model_name=model, provider_name=provider))
-    return tuple(bodies), tuple(headers)
-
-
-def _structured_output(
-    response_format: Mapping[str, Json], model: str, provider: str, provider_type: str
-) -> list[BodyPatch]:
-    """A model's structured output in the body of a provider that is not Anthropic's: Chat Completions'
-    `response_format`, or Gemini's JSON schema (`responseJsonSchema`, JSON Schema as is, as its own wire sends
-    a strict output schema); nothing for the others (Bedrock's Converse has no such field)."""
-    if provider_type in CHAT_COMPLETIONS_TYPES:
-        return [BodyPatch("/response_format", response_format, model_name=model, provider_name=provider)]
-    if provider_type in GEMINI_BODY_TYPES:
-        schema = response_format["json_schema"]["schema"]
-        return [
-            BodyPatch(
-                "/generationConfig/responseMimeType", "application/json", model_name=model, provider_name=provider
-            ),
-            BodyPatch("/generationConfig/responseJsonSchema", schema, model_name=model, provider_name=provider),
-        ]
-    return []
 
 
 def parse_messages(value: Any) -> tuple[Message, ...]:

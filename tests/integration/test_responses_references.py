@@ -32,7 +32,13 @@ async def client(
     fake: FakeAnthropic, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[httpx.AsyncClient]:
     monkeypatch.setenv("LSD_TEST_REFERENCES_KEY", KEY)
-    config = f"""
+    async with in_process_gateway(claude(fake), database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        yield http
+
+
+def claude(fake: FakeAnthropic, gateway: str = "") -> str:
+    """The model `claude` on the fake Anthropic, after `gateway` settings."""
+    return f"""{gateway}
 [models.claude]
 routing = ["anthropic"]
 [models.claude.providers.anthropic]
@@ -41,8 +47,6 @@ model_name = "claude-test"
 api_base = "{fake.base_url}"
 api_key_location = "env::LSD_TEST_REFERENCES_KEY"
 """
-    async with in_process_gateway(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
-        yield http
 
 
 def ask(*items: Any, **more: Any) -> dict[str, Any]:
@@ -154,19 +158,7 @@ async def test_referenced_items_count_against_the_body_limit(
     fake: FakeAnthropic, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LSD_TEST_REFERENCES_KEY", KEY)
-    config = f"""
-[gateway]
-max_body_bytes = 4000
-[gateway.observability]
-async_writes = false
-[models.claude]
-routing = ["anthropic"]
-[models.claude.providers.anthropic]
-type = "anthropic"
-model_name = "claude-test"
-api_base = "{fake.base_url}"
-api_key_location = "env::LSD_TEST_REFERENCES_KEY"
-"""
+    config = claude(fake, "[gateway]\nmax_body_bytes = 4000\n[gateway.observability]\nasync_writes = false\n")
     async with in_process_gateway(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
         long = (await http.post("/openai/v1/responses", json=ask(user("x " * 1200)))).json()
         [item] = long["output"]

@@ -12,7 +12,8 @@ from uuid import UUID
 import orjson
 import pytest
 
-from lsd.api.anthropic_request import MessagesRequest, parse_messages_request, provider_extras, resolve_model
+from lsd.api.anthropic_extras import provider_extras
+from lsd.api.anthropic_request import MessagesRequest, parse_messages_request, resolve_model
 from lsd.api.anthropic_wire import StreamWriter, error_object, message_json, sse_bytes, usage_json
 from lsd.api.auth import authenticate
 from lsd.api.openai_model import ModelRef, parse_model
