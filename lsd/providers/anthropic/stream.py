@@ -44,6 +44,7 @@ class StreamState:
         self._uncounted = False  # message_start's counts are not on a chunk yet
         self.payloads: list[str] = []
         self._tool_ids: dict[int, str | None] = {}  # open tool_use blocks by index; None: the JSON answer
+        self._called = False  # a tool other than the JSON answer's was called
 
     def raw_response(self) -> str:
         return "\n".join(self.payloads)
@@ -91,7 +92,7 @@ class StreamState:
             self._tool_ids.pop(int(payload["index"]), None)
         elif name == "message_delta":
             self.usage = parse_usage(payload.get("usage"), self.usage)
-            reason = finish_reason(payload["delta"].get("stop_reason"), json_tool=self.json_tool)
+            reason = finish_reason(payload["delta"].get("stop_reason"), json_tool=self.json_tool and not self._called)
             return StreamChunk(usage=self.usage, finish_reason=reason, raw=data)
         elif name == "message_stop":
             self.done = True
@@ -118,6 +119,7 @@ class StreamState:
             self._tool_ids[index] = None
             return (Text(arguments),) if arguments else ()
         self._tool_ids[index] = str_field(block, "id")
+        self._called = True
         return (ToolCall(id=str_field(block, "id"), name=str_field(block, "name"), arguments=arguments),)
 
     def _delta(self, index: int, delta: dict[str, Json]) -> tuple[OutputBlock, ...]:

@@ -13,10 +13,13 @@ penalties have no Anthropic equivalent and are dropped.
 
 JSON mode: "tool" and "strict" with an output schema add a tool named `respond` whose input_schema is the
 output schema and force it with tool_choice; its `tool_use` input comes back as one Text block holding the
-JSON (streamed as Text deltas) and the finish reason "tool_call" becomes "stop". Such a request's own
-tool_choice is overridden (and a request tool named `respond` would clash). "on" (and "tool"/"strict"
-without a schema) appends an instruction to answer with JSON only to the system prompt (quoting the schema
-when there is one).
+JSON (streamed as Text deltas) and the finish reason "tool_call" becomes "stop" (when no other tool was
+called). Beside tools of the request's own (and tool_choice other than "none") `respond` is offered, not
+forced: the request's tool_choice stands and the system prompt asks for the answer through `respond`, so the
+model may call the other tools first, as OpenAI's response_format allows (an agent with tools and a
+structured output); so it is while thinking, when Anthropic refuses a forced tool. A request tool named
+`respond` would clash. "on" (and "tool"/"strict" without a schema) appends an instruction to answer with JSON
+only to the system prompt (quoting the schema when there is one).
 
 Usage: input_tokens counts every prompt token, cache reads and writes included (Anthropic reports those
 separately); cache_read_input_tokens and cache_write_input_tokens (Anthropic's cache_creation_input_tokens)
@@ -97,8 +100,13 @@ def thinking_budget(request: ProviderRequest) -> int | None:
 
 
 def uses_json_tool(request: ProviderRequest) -> bool:
-    """Whether the request's JSON mode is served by the forced `respond` tool."""
+    """Whether the request's JSON mode is served by the `respond` tool."""
     return request.params.json_mode in ("tool", "strict") and request.output_schema is not None
+
+
+def json_tool_beside_tools(request: ProviderRequest) -> bool:
+    """Whether `respond` is offered beside tools the model may call first (see the module docstring)."""
+    return uses_json_tool(request) and bool(request.tools) and request.tool_choice != "none"
 
 
 def build_body(
@@ -206,8 +214,8 @@ def _file(file: File) -> dict[str, Json]:
 def system_text(request: ProviderRequest) -> str | None:
     """The system text with JSON mode's instruction (shared by Converse, whose JSON mode is the same)."""
     mode = request.params.json_mode
-    if uses_json_tool(request) and thinking_budget(request) is not None:
-        instruction = JSON_TOOL_INSTRUCTION  # thinking: the `respond` tool is offered, not forced
+    if uses_json_tool(request) and (thinking_budget(request) is not None or json_tool_beside_tools(request)):
+        instruction = JSON_TOOL_INSTRUCTION  # the `respond` tool is offered, not forced
     elif mode not in ("on", "tool", "strict") or uses_json_tool(request):
         return request.system
     else:
@@ -227,7 +235,8 @@ def _tools(request: ProviderRequest) -> tuple[list[dict[str, Json]], dict[str, J
     if uses_json_tool(request):
         schema = dict(request.output_schema or {})
         tools.append({"name": JSON_TOOL_NAME, "description": "Respond with the answer.", "input_schema": schema})
-        return tools, {"type": "tool", "name": JSON_TOOL_NAME}
+        if not json_tool_beside_tools(request):
+            return tools, {"type": "tool", "name": JSON_TOOL_NAME}
     if not tools:
         return [], None
     choice = _tool_choice(request.tool_choice)
@@ -285,7 +294,8 @@ def parse_response(
     if not isinstance(data, dict) or not isinstance(data.get("content"), list):
         raise ValueError("expected a message object with a `content` list")
     blocks = tuple(_output_block(block, json_tool) for block in data["content"])
-    return blocks, parse_usage(data.get("usage")), finish_reason(data.get("stop_reason"), json_tool=json_tool)
+    answered = json_tool and not any(isinstance(block, ToolCall) for block in blocks)  # `respond`, no other tool
+    return blocks, parse_usage(data.get("usage")), finish_reason(data.get("stop_reason"), json_tool=answered)
 
 
 def _output_block(block: object, json_tool: bool) -> OutputBlock:

@@ -75,6 +75,7 @@ class StreamState:
         self.payloads: list[str] = []
         self._held: list[str] = []
         self._tool_ids: dict[int, str | None] = {}  # open toolUse blocks by index; None: the JSON answer
+        self._called = False  # a tool other than the JSON answer's was called
 
     def raw_response(self) -> str:
         return "\n".join(self.payloads)
@@ -119,6 +120,7 @@ class StreamState:
                 self._tool_ids[index] = None
                 return ()
             self._tool_ids[index] = tool_id
+            self._called = True
             return (ToolCall(id=tool_id, name=tool_name, arguments=""),)
         if name == "contentBlockDelta":
             return self._delta(int(payload["contentBlockIndex"]), payload["delta"])
@@ -126,7 +128,7 @@ class StreamState:
             self._tool_ids.pop(int(payload["contentBlockIndex"]), None)
         elif name == "messageStop":
             self.stopped = True
-            self.finish_reason = finish_reason(payload.get("stopReason"), json_tool=self.json_tool)
+            self.finish_reason = finish_reason(payload.get("stopReason"), json_tool=self.json_tool and not self._called)
         elif name == "metadata":
             self.usage = parse_usage(payload.get("usage"))
         # messageStart and event types Bedrock may add later carry nothing

@@ -16,7 +16,8 @@ conversation holds tool blocks, which Converse refuses without one: then the too
 
 JSON mode, as for Anthropic: "tool"/"strict" with an output schema force a tool `respond` whose input is the
 answer (returned as one Text block, finish reason "stop"; Bedrock allows forcing a tool for Anthropic and
-Mistral Large models); "on" (and "tool"/"strict" without a schema) adds a JSON-only instruction to the system.
+Mistral Large models), offered instead of forced beside the request's own tools; "on" (and "tool"/"strict"
+without a schema) adds a JSON-only instruction to the system.
 
 Usage: Converse's `inputTokens` leaves the prompt-cache tokens out; ours counts them, with the two cache counts
 (`cacheReadInputTokens`, `cacheWriteInputTokens`) as parts of it.
@@ -35,6 +36,7 @@ from lsd.errors import InvalidRequest, ProviderError
 from lsd.providers.anthropic.wire import (
     DEFAULT_MAX_TOKENS,
     JSON_TOOL_NAME,
+    json_tool_beside_tools,
     system_text,
     thinking_budget,
     thinking_max_tokens,
@@ -238,7 +240,8 @@ def _tool_config(request: ProviderRequest, history_has_tools: bool) -> dict[str,
     tools = [_tool(spec.name, spec.description, spec.parameters) for spec in request.tools]
     if uses_json_tool(request):
         tools.append(_tool(JSON_TOOL_NAME, "Respond with the answer.", request.output_schema or {}))
-        return {"tools": list(tools), "toolChoice": {"tool": {"name": JSON_TOOL_NAME}}}
+        if not json_tool_beside_tools(request):  # else offered under the request's choice (anthropic.wire)
+            return {"tools": list(tools), "toolChoice": {"tool": {"name": JSON_TOOL_NAME}}}
     if not tools:
         return None
     choice = request.tool_choice
@@ -286,7 +289,8 @@ def parse_response(
     if not isinstance(content, list):
         raise ValueError("expected output.message.content to be a list")
     blocks = tuple(_output_block(block, json_tool) for block in content)
-    return blocks, parse_usage(body.get("usage")), finish_reason(body.get("stopReason"), json_tool=json_tool)
+    answered = json_tool and not any(isinstance(block, ToolCall) for block in blocks)  # `respond`, no other tool
+    return blocks, parse_usage(body.get("usage")), finish_reason(body.get("stopReason"), json_tool=answered)
 
 
 def _output_block(block: object, json_tool: bool) -> OutputBlock:

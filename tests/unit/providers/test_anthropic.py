@@ -20,6 +20,7 @@ from lsd.providers.anthropic import (
     parse_response,
     parse_usage,
 )
+from lsd.providers.anthropic.wire import JSON_TOOL_INSTRUCTION
 from lsd.providers.aws_bedrock.wire import build_body as bedrock_body
 from lsd.providers.base import CallContext
 from lsd.providers.transport import Transport
@@ -280,6 +281,83 @@ def test_json_tool_mode_forces_a_respond_tool(mode: Any) -> None:
     assert body["system"] == "S"
     assert body["tools"][-1] == {"name": "respond", "description": "Respond with the answer.", "input_schema": SCHEMA}
     assert body["tool_choice"] == {"type": "tool", "name": "respond"}
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        (None, None),
+        ("auto", {"type": "auto"}),
+        ("required", {"type": "any"}),
+        ({"specific": "weather"}, {"type": "tool", "name": "weather"}),
+        ("none", {"type": "tool", "name": "respond"}),  # no other tool may be called: the answer is forced
+    ],
+)
+def test_json_tool_beside_the_requests_own_tools_is_offered_under_its_choice(choice: Any, expected: Any) -> None:
+    """An agent with tools and a structured output (OpenAI's Agents SDK): the model may call the tools first, as
+    OpenAI's response_format allows; forcing `respond` made every answer a made-up structured output."""
+    request = ask(
+        "hi",
+        system="S",
+        tools=(WEATHER,),
+        tool_choice=choice,
+        params=InferenceParams(json_mode="strict"),
+        output_schema=SCHEMA,
+    )
+    for body in (build_body(request, "m", stream=False), anthropic_shaped(bedrock_body(request))):
+        assert [t["name"] for t in body["tools"]] == ["weather", "respond"]
+        assert body.get("tool_choice") in (expected, {"type": "auto"} if expected is None else expected)
+        if choice == "none":
+            assert body["system"] == "S"
+        else:
+            assert body["system"].startswith(f"S\n\n{JSON_TOOL_INSTRUCTION} The JSON must match this JSON Schema:")
+
+
+def anthropic_shaped(converse: dict[str, Any]) -> dict[str, Any]:
+    """A Converse body's tools, choice and system text in Anthropic's shape, to assert both wires at once."""
+    config = converse["toolConfig"]
+    choice = config.get("toolChoice")
+    mapped = None
+    if choice is not None:
+        (kind, value), *_ = choice.items()
+        mapped = {"type": kind, **({"name": value["name"]} if kind == "tool" else {})}
+    return {
+        "tools": [t["toolSpec"] for t in config["tools"]],
+        "tool_choice": mapped,
+        "system": converse["system"][0]["text"],
+    }
+
+
+def test_a_json_answer_with_another_tool_called_finishes_as_a_tool_call() -> None:
+    body: dict[str, Any] = {
+        "content": [{"type": "tool_use", "id": "t", "name": "weather", "input": {"query": "Oslo"}}],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 1, "output_tokens": 2},
+    }
+    content, _, reason = parse_response(orjson.dumps(body), json_tool=True)
+    assert content == (ToolCall(id="t", name="weather", arguments='{"query":"Oslo"}'),) and reason == "tool_call"
+    state = StreamState("p", json_tool=True)
+    tool = {"type": "tool_use", "id": "t", "name": "weather", "input": {}}
+    chunks = feed(
+        state,
+        [
+            ("content_block_start", {"index": 0, "content_block": tool}),
+            ("content_block_stop", {"index": 0}),
+            ("message_delta", {"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 3}}),
+        ],
+    )
+    assert chunks[-1].finish_reason == "tool_call"
+    answered = StreamState("p", json_tool=True)
+    respond = {"type": "tool_use", "id": "r", "name": "respond", "input": {}}
+    chunks = feed(
+        answered,
+        [
+            ("content_block_start", {"index": 0, "content_block": respond}),
+            ("content_block_stop", {"index": 0}),
+            ("message_delta", {"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 3}}),
+        ],
+    )
+    assert chunks[-1].finish_reason == "stop"
 
 
 def test_json_on_mode_instructs_in_the_system_prompt() -> None:
