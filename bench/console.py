@@ -113,6 +113,7 @@ def pages(url: str) -> dict[str, str]:
         f"inferences {FLOAT_METRIC}>0.5": f"/ui/inferences?function=fn0&metric={FLOAT_METRIC}&op=%3E&value=0.5",
         "inference": f"/ui/inferences/{inference_id}",
         "episode": f"/ui/episodes/{episode_id}",
+        "sessions": "/ui/sessions",
         "evaluations": "/ui/evaluations",
         "datasets": "/ui/datasets",
         "batches": "/ui/batches",

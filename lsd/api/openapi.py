@@ -227,6 +227,18 @@ OPERATIONS: tuple[tuple[str, str, str, Schema | None, tuple[tuple[str, Schema], 
         EXPORT_INFERENCES,
         (),
     ),
+    (
+        "GET",
+        "/v1/sessions",
+        "agent sessions' totals, newest first",
+        None,
+        (
+            ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+            ("cursor", STRING),
+            ("api_key_public_id", STRING),
+        ),
+    ),
+    ("GET", "/v1/sessions/{session_id}", "one agent session's totals and its subagents' sessions", None, ()),
     ("POST", "/v1/evaluations/human_feedback", "a person's judgement of an evaluation result", ANY_OBJECT, ()),
     (
         "GET",
@@ -275,6 +287,7 @@ PATH_PARAMETERS: dict[str, Schema] = {
     "dataset_name": STRING,
     "function_name": STRING,
     "model": STRING,
+    "session_id": STRING,
 }
 
 ERROR: Schema = {

@@ -17,6 +17,7 @@ from lsd.api import (
     metrics,
     openai,
     openapi,
+    sessions,
     status,
 )
 from lsd.api import responses as openai_responses
@@ -35,6 +36,8 @@ ROUTES = [
     Route("/v1/inferences/list_inferences", inferences.list_inferences, methods=["POST"]),
     Route("/v1/inferences/get_inferences", inferences.get_inferences, methods=["POST"]),
     Route("/v1/inferences/export", export.export_inferences, methods=["POST"]),
+    Route("/v1/sessions", sessions.list_sessions, methods=["GET"]),
+    Route("/v1/sessions/{session_id}", sessions.get_session, methods=["GET"]),
     Route("/v1/evaluations/human_feedback", evaluations.human_feedback, methods=["POST"]),
     Route("/v1/evaluations/runs", evaluations.list_runs, methods=["GET"]),
     Route("/v1/evaluations/runs/{run_id}", evaluations.get_run, methods=["GET"]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
@@ -144,6 +145,9 @@ class StoredRow:
     output_schema: Any
     extra_body: Any
     model_inferences: list[dict[str, Any]] = field(default_factory=list)
+    input_tokens: int | None = None  # read by the console (the query API's answer leaves them out: TensorZero's)
+    output_tokens: int | None = None
+    cost: Decimal | None = None
 
 
 # -- time as id bounds -------------------------------------------------------------------------------------

@@ -199,6 +199,9 @@ def _row(r: dict[str, Any], source: OutputSource) -> StoredRow:
         tool_params=r["tool_params"],
         output_schema=r["output_schema"],
         extra_body=r["extra_body"],
+        input_tokens=r["input_tokens"],
+        output_tokens=r["output_tokens"],
+        cost=r["cost"],
     )
 
 

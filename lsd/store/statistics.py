@@ -69,12 +69,37 @@ def _old(alias: str, snapshot: str | None) -> sql.Composable:
 _INFERENCES = sql.SQL("""
 WITH d AS MATERIALIZED (
     SELECT 'chat' AS src, c.id, c.episode_id, c.function_name, c.variant_name, c.created_at, c.input_tokens,
-           c.output_tokens, c.cost, c.processing_time_ms
+           c.output_tokens, c.cost, c.processing_time_ms, c.tags ->> 'lsd::session_id' AS session_id,
+           c.tags ->> 'lsd::parent_session_id' AS parent_session_id, c.api_key_public_id
     FROM chat_inferences c WHERE {chat_new}
     UNION ALL
     SELECT 'json', j.id, j.episode_id, j.function_name, j.variant_name, j.created_at, j.input_tokens,
-           j.output_tokens, j.cost, j.processing_time_ms
+           j.output_tokens, j.cost, j.processing_time_ms, j.tags ->> 'lsd::session_id',
+           j.tags ->> 'lsd::parent_session_id', j.api_key_public_id
     FROM json_inferences j WHERE {json_new}
+),
+by_session AS (
+    INSERT INTO session_statistics AS s (
+        session_id, parent_session_id, first_seen, last_seen, inference_count, input_tokens, output_tokens, cost,
+        priced_count, processing_time_ms_sum, models, api_key_public_ids)
+    SELECT session_id, max(parent_session_id), min(created_at), max(created_at), count(*),
+           coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost), 0), count(cost),
+           coalesce(sum(processing_time_ms), 0),
+           lsd_sorted_union(array_agg(lsd_session_model(function_name, variant_name)), '{{}}'),
+           lsd_sorted_union(array_agg(api_key_public_id), '{{}}')
+    FROM d WHERE session_id IS NOT NULL GROUP BY 1
+    ON CONFLICT (session_id) DO UPDATE SET
+        parent_session_id = greatest(s.parent_session_id, EXCLUDED.parent_session_id),
+        first_seen = least(s.first_seen, EXCLUDED.first_seen),
+        last_seen = greatest(s.last_seen, EXCLUDED.last_seen),
+        inference_count = s.inference_count + EXCLUDED.inference_count,
+        input_tokens = s.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = s.output_tokens + EXCLUDED.output_tokens,
+        cost = s.cost + EXCLUDED.cost,
+        priced_count = s.priced_count + EXCLUDED.priced_count,
+        processing_time_ms_sum = s.processing_time_ms_sum + EXCLUDED.processing_time_ms_sum,
+        models = lsd_sorted_union(s.models, EXCLUDED.models),
+        api_key_public_ids = lsd_sorted_union(s.api_key_public_ids, EXCLUDED.api_key_public_ids)
 ),
 by_bucket AS (
     INSERT INTO inference_by_function_statistics AS s (

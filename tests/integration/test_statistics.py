@@ -71,6 +71,20 @@ FROM_SCRATCH = {
     "statistics_feedback_by_target": f"""
         SELECT target_id, target_level, metric_name, count(*), sum(v), sum(v * v)
         FROM ({_FEEDBACK}) f WHERE target_level IN ('inference', 'episode') GROUP BY 1, 2, 3""",
+    "session_statistics": """
+        SELECT tags ->> 'lsd::session_id', max(tags ->> 'lsd::parent_session_id'), min(created_at), max(created_at),
+               count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost), 0),
+               count(cost), coalesce(sum(processing_time_ms), 0),
+               array_agg(DISTINCT lsd_session_model(function_name, variant_name)
+                         ORDER BY lsd_session_model(function_name, variant_name)),
+               coalesce(array_agg(DISTINCT api_key_public_id ORDER BY api_key_public_id)
+                        FILTER (WHERE api_key_public_id IS NOT NULL), '{}')
+        FROM (SELECT tags, function_name, variant_name, created_at, input_tokens, output_tokens, cost,
+                     processing_time_ms, api_key_public_id FROM chat_inferences
+              UNION ALL
+              SELECT tags, function_name, variant_name, created_at, input_tokens, output_tokens, cost,
+                     processing_time_ms, api_key_public_id FROM json_inferences) i
+        WHERE tags ? 'lsd::session_id' GROUP BY 1""",
     "model_provider_statistics": """
         SELECT model_name, model_provider_name, date_trunc('hour', created_at, 'UTC'), count(*),
                count(*) FILTER (WHERE status <> 'ok'), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
@@ -113,6 +127,7 @@ class Generator:
 
     def __init__(self, seed: int) -> None:
         self.random = random.Random(seed)
+        self.sessions = random.Random(seed + 1)
         self.episodes = [uuid7() for _ in range(8)]
         self.pending_ids: list[UUID] = []  # inference ids that feedback already names but that are not written yet
         self.inference_ids: list[UUID] = []
@@ -130,6 +145,16 @@ class Generator:
                 id = self.old_id() if r.random() < 0.25 else uuid7()
             kind, function = r.choice([("chat", "chat_fn"), ("json", "json_fn")])
             variant = r.choice(["a", "b", "c"])
+            # Sessions draw from their own generator: the draws above keep the rounds' feedback free of lock waits
+            # between the two connections (feedback on one target from both would wait on the slow transaction).
+            s = self.sessions
+            if kind == "chat" and s.random() < 0.3:
+                function = "tensorzero::default"
+            tags = {}
+            if s.random() < 0.6:  # an agent session's step, some of them a subagent's
+                tags["lsd::session_id"] = f"s{s.randint(1, 5)}"
+                if s.random() < 0.2:
+                    tags["lsd::parent_session_id"] = f"s{s.randint(1, 5)}"
             rows.inference(
                 conn,
                 kind=kind,
@@ -137,6 +162,8 @@ class Generator:
                 variant_name=variant,
                 id=id,
                 episode_id=r.choice(self.episodes),
+                tags=tags,
+                api_key_public_id=s.choice([None, "key_a", "key_b"]),
                 input_tokens=r.choice([None, r.randint(1, 500)]),
                 cost=r.choice([None, round(r.random(), 4)]),
                 processing_time_ms=r.choice([None, r.randint(1, 5000)]),
@@ -206,6 +233,8 @@ def test_incremental_refresh_equals_from_scratch_with_late_rows(database_url: st
         refresh(conn)
         assert_exact(conn)
         assert conn.execute("SELECT count(*) FROM variant_metric_statistics").fetchone()[0] > 10  # type: ignore[index]
+        sessions = conn.execute("SELECT count(*), bool_or('a' = ANY(models)) FROM session_statistics").fetchone()
+        assert sessions == (5, True)  # every session, a default-function inference under its model's name
         again = refresh(conn)
         assert again.total_rows == 0
         assert_exact(conn)

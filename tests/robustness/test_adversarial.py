@@ -48,7 +48,13 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
 USER_HI = {"role": "user", "content": "hi"}
 CHAT = "tensorzero::function_name::chat"
 EMB = "tensorzero::model_name::emb"
-PATH_VALUES = {"batch_id": str(uuid7()), "inference_id": str(uuid7()), "run_id": str(uuid7()), "dataset_name": "ds"}
+PATH_VALUES = {
+    "batch_id": str(uuid7()),
+    "inference_id": str(uuid7()),
+    "run_id": str(uuid7()),
+    "dataset_name": "ds",
+    "session_id": "s1",
+}
 
 # A value of every JSON type, and the edges of each: what a wrong-typed key receives.
 WRONG_VALUES: list[Any] = [

@@ -31,6 +31,7 @@ def inference(
     processing_time_ms: int | None = 100,
     output: Any = None,
     extra_body: Any = None,
+    api_key_public_id: str | None = None,
 ) -> UUID:
     """One chat or json inference row and its *_inference_data row; returns the id."""
     id = id or uuid7()
@@ -40,8 +41,8 @@ def inference(
     extra = "tool_params" if kind == "chat" else "output_schema"
     conn.execute(
         f"INSERT INTO {kind}_inferences (id, created_at, function_name, variant_name, episode_id, input, output, "
-        f"{extra}, inference_params, tags, processing_time_ms, ttft_ms, input_tokens, output_tokens, cost) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, NULL, %s, %s, %s)",
+        f"{extra}, inference_params, tags, processing_time_ms, ttft_ms, input_tokens, output_tokens, cost, "
+        "api_key_public_id) VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, NULL, %s, %s, %s, %s)",
         (
             id,
             created,
@@ -56,6 +57,7 @@ def inference(
             input_tokens,
             output_tokens,
             cost,
+            api_key_public_id,
         ),
     )
     conn.execute(

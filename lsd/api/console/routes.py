@@ -7,7 +7,17 @@ from pathlib import Path
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from lsd.api.console import batches, datasets, evaluations, functions, inferences, keys, overview, signin
+from lsd.api.console import (
+    batches,
+    datasets,
+    evaluations,
+    functions,
+    inferences,
+    keys,
+    overview,
+    sessions,
+    signin,
+)
 from lsd.api.console.page import page, unknown_page
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -23,6 +33,8 @@ ROUTES = [
     Route("/inferences/{inference_id}", page(inferences.inference), methods=["GET"]),
     Route("/inferences/{inference_id}/feedback", page(inferences.add_feedback), methods=["POST"]),
     Route("/episodes/{episode_id}", page(inferences.episode), methods=["GET"]),
+    Route("/sessions", page(sessions.sessions), methods=["GET"]),
+    Route("/sessions/{session_id}", page(sessions.session), methods=["GET"]),
     Route("/evaluations", page(evaluations.runs), methods=["GET"]),
     Route("/evaluations/{run_id}", page(evaluations.run), methods=["GET"]),
     Route("/datasets", page(datasets.datasets), methods=["GET"]),

@@ -1,0 +1,67 @@
+"""The session pages: agent sessions by their latest inference (keyset paging), and one session with its totals,
+its subagents' sessions and its inferences (lsd.sessions; the inferences through the query API's list)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lsd.api.console.access import Viewer
+from lsd.api.console.page import services
+from lsd.api.console.render import render
+from lsd.errors import NotFound
+from lsd.inference import listing
+from lsd.sessions import MAX_SESSION_ID_CHARS, decode_cursor, encode_cursor
+from lsd.store import sessions as store
+
+PAGE_SIZE = 50
+MAX_INFERENCES = 500
+SESSION_TAG = "lsd::session_id"
+MARGIN = dt.timedelta(minutes=1)  # around a session's first and last inference: bounds its inferences' list
+
+
+async def sessions(request: Request[Any], viewer: Viewer) -> Response:
+    params = request.query_params
+    before = decode_cursor(params["cursor"]) if params.get("cursor") else None
+    key = params.get("key", "").strip() or None
+    rows = await store.list_sessions(
+        services(request).database, limit=PAGE_SIZE, before=before, api_key_public_id=key, purpose="console"
+    )
+    kept = {"key": key} if key else {}
+    next_url = None
+    if len(rows) == PAGE_SIZE:
+        next_url = "/ui/sessions?" + urlencode({**kept, "cursor": encode_cursor(rows[-1])})
+    first_url = "/ui/sessions?" + urlencode(kept) if before else None
+    return render(request, "sessions.html", viewer, rows=rows, key=key or "", next_url=next_url, first_url=first_url)
+
+
+async def session(request: Request[Any], viewer: Viewer) -> Response:
+    rt = services(request)
+    session_id = request.path_params["session_id"]
+    row = None
+    if len(session_id) <= MAX_SESSION_ID_CHARS:
+        row = await store.get_session(rt.database, session_id, purpose="console")
+    if row is None:
+        raise NotFound(f"unknown session {session_id!r} (or not counted yet)", field="session_id")
+    children = await store.subsessions(rt.database, session_id, purpose="console")
+    body = {
+        "tags": {SESSION_TAG: session_id},
+        "since": (row.first_seen - MARGIN).isoformat(),
+        "until": (row.last_seen + MARGIN).isoformat(),
+        "limit": MAX_INFERENCES,
+        "order_by": [{"by": "timestamp", "direction": "ascending"}],
+    }
+    found = await listing.list_inferences(rt.database, body, rt.config.metrics)
+    return render(
+        request,
+        "session.html",
+        viewer,
+        session=row,
+        children=children,
+        rows=found.rows,
+        truncated=len(found.rows) == MAX_INFERENCES,
+    )

@@ -1,0 +1,123 @@
+"""Agent sessions: inferences tagged by a coding agent's session header are totalled per session by the statistics
+refresh, listed newest first (`GET /v1/sessions`, keyset pages), read one at a time with their subagents' sessions
+(`GET /v1/sessions/{id}`), and shown by the console (/ui/sessions)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from lsd.app import build_app
+from lsd.config import parse
+from lsd.store.statistics import refresh_statistics_sync
+from tests.support import rows
+from tests.support.configs import echo_chat
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = f"""
+[gateway.observability]
+async_writes = false
+{echo_chat()}
+"""
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient]:
+    with TestClient(build_app(parse(CONFIG, base_dir=ROOT), database_url)) as test_client:
+        yield test_client
+
+
+def chat(client: TestClient, model: str, text: str, headers: dict[str, str]) -> dict[str, Any]:
+    r = client.post(
+        "/openai/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": text}]},
+        headers=headers,
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def refresh(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert refresh_statistics_sync(conn) is not None
+
+
+def test_sessions_are_totalled_listed_and_shown(client: TestClient, database_url: str) -> None:
+    opencode = {"x-session-id": "ses_parent"}
+    subagent = {"x-session-id": "ses_child", "x-parent-session-id": "ses_parent"}
+    codex = {"session-id": "0199-codex"}
+    answers = [
+        chat(client, "tensorzero::model_name::echo", "one", opencode),
+        chat(client, "tensorzero::function_name::chat", "two", opencode),
+        chat(client, "tensorzero::model_name::echo", "three", subagent),
+        chat(client, "tensorzero::model_name::echo", "four", codex),
+        chat(client, "tensorzero::model_name::echo", "no session", {}),
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn:  # a session spread over a later transaction
+        rows.inference(conn, tags={"lsd::session_id": "0199-codex"}, cost=0.25, input_tokens=7, output_tokens=3)
+    refresh(database_url)
+
+    listed = client.get("/v1/sessions").json()
+    assert [s["session_id"] for s in listed["sessions"]] == ["0199-codex", "ses_child", "ses_parent"]
+    assert listed["next_cursor"] is None
+    parent = client.get("/v1/sessions/ses_parent").json()
+    usage = [a["usage"] for a in answers[:2]]
+    assert parent["inference_count"] == 2
+    assert parent["input_tokens"] == sum(u["prompt_tokens"] for u in usage)
+    assert parent["output_tokens"] == sum(u["completion_tokens"] for u in usage)
+    assert parent["models"] == ["chat/a", "echo"]  # the default function's model by name, a function's variant
+    assert parent["parent_session_id"] is None and parent["first_seen"] <= parent["last_seen"]
+    assert [c["session_id"] for c in parent["subsessions"]] == ["ses_child"]
+    assert parent["subsessions"][0]["parent_session_id"] == "ses_parent"
+    codex_session = client.get("/v1/sessions/0199-codex").json()
+    assert codex_session["inference_count"] == 2 and codex_session["priced_inference_count"] == 1  # echo: no price
+    assert codex_session["cost"] == 0.25 and parent["cost"] is None  # unknown, not free
+
+    # Pages follow one another by cursor, each session once.
+    first = client.get("/v1/sessions", params={"limit": 2}).json()
+    second = client.get("/v1/sessions", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert [s["session_id"] for s in first["sessions"] + second["sessions"]] == [
+        "0199-codex",
+        "ses_child",
+        "ses_parent",
+    ]
+    assert second["next_cursor"] is None
+
+    # A refresh adds new steps to the session's totals.
+    chat(client, "tensorzero::model_name::echo", "five", opencode)
+    refresh(database_url)
+    assert client.get("/v1/sessions/ses_parent").json()["inference_count"] == 3
+    assert client.get("/v1/sessions").json()["sessions"][0]["session_id"] == "ses_parent"
+
+    # The console: the list, one session with its subagent and its inferences.
+    page = client.get("/ui/sessions")
+    assert page.status_code == 200 and page.text.count('class="session-row"') == 3
+    assert 'href="/ui/sessions/ses_parent"' in page.text
+    detail = client.get("/ui/sessions/ses_parent")
+    assert detail.status_code == 200
+    assert 'href="/ui/sessions/ses_child"' in detail.text  # the subagent's session
+    for answer in answers[:2]:
+        assert f"/ui/inferences/{answer['id']}" in detail.text
+    assert f"/ui/inferences/{answers[2]['id']}" not in detail.text  # the subagent's own inference is on its page
+    assert "echo" in html.unescape(detail.text)
+    assert client.get("/ui/sessions/unknown").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"limit": "0"}, "limit"), ({"limit": "²"}, "limit"), ({"cursor": "%%%"}, "cursor"), ({"x": "1"}, "x")],
+)
+def test_bad_listing_parameters_are_400s_naming_them(client: TestClient, params: dict[str, str], field: str) -> None:
+    r = client.get("/v1/sessions", params=params)
+    assert r.status_code == 400 and r.json()["field"] == field, r.text
+
+
+def test_an_unknown_session_is_a_404(client: TestClient) -> None:
+    r = client.get("/v1/sessions/nobody")
+    assert r.status_code == 404 and r.json()["field"] == "session_id", r.text
