@@ -309,6 +309,7 @@ def parse_messages(messages: Any) -> Input:
     system: str | dict[str, Any] | None = None
     out: list[Message] = []
     tool_names: dict[str, str] = {}
+    tool_turn = -1  # the index in `out` of the user message the latest tool messages made
     for i, m in enumerate(messages):
         path = f"messages[{i}]"
         if not isinstance(m, dict):
@@ -351,14 +352,33 @@ def parse_messages(messages: Any) -> Input:
             call_id = m.get("tool_call_id")
             if not isinstance(call_id, str):
                 raise InvalidRequest.at(f"{path}.tool_call_id", "required for tool messages")
-            result = ToolResult(call_id, tool_names.get(call_id, ""), _text_of(content, f"{path}.content"))
-            if out and out[-1].role == "user" and all(isinstance(b, ToolResult) for b in out[-1].content):
-                out[-1] = Message("user", (*out[-1].content, result))
+            result = _tool_result(call_id, tool_names.get(call_id, ""), content, f"{path}.content")
+            if out and tool_turn == len(out) - 1:  # the tool messages of one turn: one user message
+                out[-1] = Message("user", (*out[-1].content, *result))
             else:
-                out.append(Message("user", (result,)))
+                out.append(Message("user", result))
+                tool_turn = len(out) - 1
         else:
             raise InvalidRequest.at(f"{path}.role", f"must be system, developer, user, assistant or tool, got {role!r}")
     return Input(system=system, messages=tuple(out))
+
+
+def _tool_result(call_id: str, name: str, content: Any, path: str) -> tuple[ContentBlock, ...]:
+    """A tool message: its text as the ToolResult; images and files among its parts follow it as their own blocks
+    (Qwen Code's read_file answers an image so), as on the Anthropic route. An OpenAI-style provider gets them in a
+    user message after the tool messages, Anthropic in the tool results' user turn."""
+    if not isinstance(content, list) or all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return (ToolResult(call_id, name, _text_of(content, path)),)
+    texts: list[str] = []
+    files: list[ContentBlock] = []
+    for i, part in enumerate(content):
+        if isinstance(part, dict) and part.get("type") == "text":
+            texts.append(_part_text(part, f"{path}[{i}]", False))
+        elif isinstance(part, dict) and part.get("type") in ("image_url", "file"):
+            files.extend(_parts([part], "user", f"{path}[{i}]"))
+        else:
+            raise InvalidRequest.at(f"{path}[{i}]", "expected a text, image_url or file part")
+    return (ToolResult(call_id, name, "".join(texts)), *files)
 
 
 @immutable
