@@ -69,6 +69,8 @@ class RateLimitingConfig:
     lease: float = 0.0  # share of a bucket's capacity a replica may take at once and spend locally; 0 is exact
     lease_ttl_ms: int = 1000  # unspent leased capacity goes back to the shared bucket after this long
     fail_open: bool = True  # PostgreSQL unreachable: admit without limits (true) or answer 503 (false)
+    # output tokens a tokens_* limit reserves for a request that sets no max_tokens (nor its variants); None: a 400
+    default_max_tokens: int | None = None
 
 
 def rate_limiting_from(t: Table, *, auth_enabled: bool) -> RateLimitingConfig:
@@ -80,6 +82,7 @@ def rate_limiting_from(t: Table, *, auth_enabled: bool) -> RateLimitingConfig:
         lease = 0.0
     lease_ttl_ms = t.int("lease_ttl_ms", 1000, minimum=1)
     fail_open = t.bool("fail_open", True)
+    default_max_tokens = t.int("default_max_tokens", None, minimum=1)
     raw_rules = t.raw("rules", [])
     rules: list[RuleConfig] = []
     if not isinstance(raw_rules, list):
@@ -94,7 +97,7 @@ def rate_limiting_from(t: Table, *, auth_enabled: bool) -> RateLimitingConfig:
         if rule is not None:
             rules.append(rule)
     t.finish()
-    return RateLimitingConfig(enabled, tuple(rules), default_cost, lease, lease_ttl_ms, fail_open)
+    return RateLimitingConfig(enabled, tuple(rules), default_cost, lease, lease_ttl_ms, fail_open, default_max_tokens)
 
 
 def _rule(t: Table, index: int, raw: dict[str, Any], auth_enabled: bool) -> RuleConfig | None:

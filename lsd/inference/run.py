@@ -316,7 +316,7 @@ class Engine:
         if self.limiter is None or not self.limiter.active:
             return None
         r = p.request
-        tokens = token_estimate(p) if self.limiter.needs_tokens else None
+        tokens = token_estimate(p, self.limiter.config.default_max_tokens) if self.limiter.needs_tokens else None
         return await self.limiter.acquire(LimitRequest(r.tags, r.api_key_public_id, tokens))
 
     # -- non-streaming ------------------------------------------------------------------------------------------
@@ -405,15 +405,18 @@ class Engine:
         )
 
 
-def token_estimate(p: Prepared) -> float | None:
-    """Tokens reserved before the call: the prompt (about 4 bytes a token) plus max_tokens, from the request or
-    else the largest of the function's variants (None when some variant has none)."""
+def token_estimate(p: Prepared, default_max_tokens: int | None = None) -> float | None:
+    """Tokens reserved before the call: the prompt (about 4 bytes a token) plus max_tokens, from the request, else
+    the largest of the function's variants, else `default_max_tokens` ([rate_limiting]; None when none is set)."""
     max_tokens = p.request.params.max_tokens
     if max_tokens is None:
         limits = [v.params.max_tokens for v in p.function.variants.values()]
-        if not limits or any(m is None for m in limits):
+        if limits and all(m is not None for m in limits):
+            max_tokens = max(m for m in limits if m is not None)
+        elif default_max_tokens is None:
             return None
-        max_tokens = max(m for m in limits if m is not None)
+        else:
+            max_tokens = default_max_tokens
     return len(orjson.dumps(input_to_json(p.request.input))) / 4 + max_tokens
 
 

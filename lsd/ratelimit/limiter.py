@@ -153,7 +153,8 @@ class RateLimiter:
             return self.config.default_cost
         if request.tokens is None:
             raise InvalidRequest(
-                f"params.chat_completion.max_tokens: required by the token limit of {rule.name}",
+                f"params.chat_completion.max_tokens: required by the token limit of {rule.name} (or set "
+                "[rate_limiting] default_max_tokens)",
                 field="params.chat_completion.max_tokens",
             )
         return request.tokens

@@ -337,6 +337,21 @@ async def test_http_429_names_the_rule_and_makes_no_provider_call(database_url: 
     assert all(t[0]["user"] == "ann" for t in tags)
 
 
+async def test_default_max_tokens_admits_a_chat_ui_turn_without_max_tokens(database_url: str) -> None:
+    """Open WebUI sends no max_tokens on a chat turn: with `default_max_tokens` a tokens_* limit reserves that many
+    output tokens instead of refusing every turn (400), and settles on the reported usage as ever."""
+    config = "[rate_limiting]\ndefault_max_tokens = 200\n" + CONFIG
+    async with in_process_gateway(config, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        body = {"model": "lsd::function_name::chat", "messages": MESSAGE["messages"]}
+        for _ in range(2):  # settled on its few real tokens: the next turn fits again
+            answer = await http.post("/openai/v1/chat/completions", json=body, headers={"lsd-tag-tokens": "x"})
+            assert answer.status_code == 200, answer.text
+        too_big = config.replace("default_max_tokens = 200", "default_max_tokens = 2000", 1)
+    async with in_process_gateway(too_big, database_url) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        refused = await http.post("/openai/v1/chat/completions", json=body, headers={"lsd-tag-tokens": "x"})
+        assert refused.status_code == 400 and "never be admitted" in refused.text  # 2000 > the bucket's 1000
+
+
 async def test_a_database_outage_fails_open_or_closed_as_configured(database_url: str) -> None:
     database = Database(database_url, min_size=1, max_size=2)
     await database.open()
