@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+import orjson
+
 from lsd.types import OutputBlock, ProviderRequest, StreamChunk, Text, Thought, ToolCall, ToolResult, Usage
 
 CHARS_PER_TOKEN = 4  # the estimate's rule of thumb for English text (OpenAI's: ~4 characters a token)
@@ -146,7 +148,13 @@ def estimated_usage(usage: Usage, request: ProviderRequest, answer_chars: int) -
 
 
 def prompt_chars(request: ProviderRequest) -> int:
+    """The prompt's size in characters: system, message text, tool calls and results, thoughts, and the tool
+    definitions and output schema a provider bills as prompt too (a chat UI sends dozens of tools each turn)."""
     chars = len(request.system or "")
+    for tool in request.tools:
+        chars += len(tool.name) + len(tool.description) + len(orjson.dumps(tool.parameters))
+    if request.output_schema is not None:
+        chars += len(orjson.dumps(request.output_schema))
     for message in request.messages:
         for block in message.content:
             if isinstance(block, Text):

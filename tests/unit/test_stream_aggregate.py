@@ -11,9 +11,9 @@ from uuid import UUID
 import orjson
 
 from lsd.api.tensorzero_wire import ChunkEncoder
-from lsd.inference.stream_answer import Aggregate
+from lsd.inference.stream_answer import Aggregate, prompt_chars
 from lsd.inference.streaming import StreamEvent
-from lsd.types import OutputBlock, StreamChunk, Text, Thought, ToolCall
+from lsd.types import Message, OutputBlock, ProviderRequest, StreamChunk, Text, Thought, ToolCall, ToolSpec
 
 
 def aggregate(*blocks: OutputBlock) -> tuple[OutputBlock, ...]:
@@ -77,3 +77,12 @@ def test_tensorzero_thought_chunks_have_one_id_per_thinking_block() -> None:
         line, _ = encode(StreamEvent(content=(block,)))
         ids.append(orjson.loads(line[len(b"data: ") :])["content"][0]["id"])
     assert ids == ["0", "0", "0", "1", "2", "2"]
+
+
+def test_a_stopped_streams_prompt_estimate_counts_tool_definitions_and_the_output_schema() -> None:
+    """A chat UI sends dozens of tools each turn; a provider bills them as prompt (5 tokens were stored for 6,500)."""
+    tools = tuple(ToolSpec(f"tool_{i}", "d" * 100, {"type": "object", "properties": {}}) for i in range(30))
+    bare = ProviderRequest(system=None, messages=(Message("user", (Text("hi"),)),))
+    with_tools = ProviderRequest(system=None, messages=bare.messages, tools=tools, output_schema={"type": "object"})
+    assert prompt_chars(bare) == 2
+    assert prompt_chars(with_tools) > 30 * 100 + prompt_chars(bare)
