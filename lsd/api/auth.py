@@ -18,9 +18,12 @@ OPEN_PATHS = frozenset({"/health", "/status"})
 METRICS_PATH = "/metrics"
 TAG_HEADER = b"lsd-tag-"
 # A client's session id header, kept as this tag, so that list_inferences with a tag filter (or SQL on `tags`)
-# finds a session's inferences: opencode's `x-session-id`, Codex's `session-id`, Claude Code's own.
-SESSION_HEADERS = frozenset({b"x-session-id", b"session-id", b"x-claude-code-session-id"})
+# finds a session's inferences: opencode's `x-session-id`, Codex's `session-id`, Claude Code's own, and the chat id
+# Open WebUI forwards (ENABLE_FORWARD_USER_INFO_HEADERS).
+SESSION_HEADERS = frozenset({b"x-session-id", b"session-id", b"x-claude-code-session-id", b"x-openwebui-chat-id"})
 SESSION_TAG = "lsd::session_id"
+# The end user a chat UI forwards, kept as the tag `user` (as the body's `user`; per-user rate limits scope on it).
+USER_HEADERS, USER_TAG = frozenset({b"x-openwebui-user-id"}), "user"
 PARENT_SESSION_HEADER, PARENT_SESSION_TAG = b"x-parent-session-id", "lsd::parent_session_id"  # its subagents
 KEY_SCOPE = "lsd.api_key_public_id"  # where the verified key's public id waits for the handler
 KEY_TAG = "tensorzero::api_key_public_id"  # TensorZero's tag for it, added to the inference's tags
@@ -60,6 +63,8 @@ def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
             header_tags[SESSION_TAG] = _header_text(value)
         elif name == PARENT_SESSION_HEADER and value:
             header_tags[PARENT_SESSION_TAG] = _header_text(value)
+        elif name in USER_HEADERS and value:
+            header_tags.setdefault(USER_TAG, _header_text(value))  # an `lsd-tag-user` header wins
         elif name in OPTION_HEADERS:
             options[name] = _header_text(value).strip()
     if options:

@@ -15,3 +15,20 @@ def test_header_tag_values_are_read_as_utf8_else_latin1() -> None:
     ]
     tagged = identify({"headers": headers}, parsed)
     assert tagged.tags == {"city": "Zürich ☕", "legacy": "café", "team": "body"}
+
+
+def test_open_webui_forwarded_chat_and_user_headers_become_the_session_and_user_tags() -> None:
+    """Open WebUI (ENABLE_FORWARD_USER_INFO_HEADERS=true) on one shared key: its chat id groups a conversation as a
+    session and its user id is the `user` per-user rate limits scope on (an `lsd-tag-user` header or the body wins)."""
+    parsed = parse_inference_request({"function_name": "f", "input": {"messages": []}})
+    headers = [
+        (b"x-openwebui-user-name", b"Alice"),
+        (b"x-openwebui-user-id", b"8a1f-alice"),
+        (b"x-openwebui-user-email", b"alice@team.example"),  # not kept: an address is not needed to tell users apart
+        (b"x-openwebui-chat-id", b"chat-42"),
+    ]
+    assert identify({"headers": headers}, parsed).tags == {"user": "8a1f-alice", "lsd::session_id": "chat-42"}
+    chosen = [(b"lsd-tag-user", b"alice@team.example"), *headers]
+    assert identify({"headers": chosen}, parsed).tags["user"] == "alice@team.example"
+    in_body = parse_inference_request({"function_name": "f", "input": {"messages": []}, "tags": {"user": "body"}})
+    assert identify({"headers": headers}, in_body).tags["user"] == "body"
