@@ -156,6 +156,8 @@ class InferenceParams:
     service_tier: str | None = None
     thinking_budget_tokens: int | None = None
     verbosity: str | None = None
+    # OpenAI's prompt-cache routing hint (Codex: its session id); sent to `openai` providers only, never a cache key
+    prompt_cache_key: str | None = None
 
     def merged(self, override: InferenceParams) -> InferenceParams:
         """`override`'s set fields win over ours (ourselves, not a copy, when it sets none: most requests)."""

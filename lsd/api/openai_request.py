@@ -404,6 +404,8 @@ def parse_chat_request(body: Any, aliases: Mapping[str, InboundTarget] | None = 
     for key in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", *CONTROL_PARAMS):
         if body.get(key) is not None:
             values[key] = body[key]
+    if isinstance(body.get("prompt_cache_key"), str) and body["prompt_cache_key"]:  # also a tag (request_identifiers)
+        values["prompt_cache_key"] = body["prompt_cache_key"]
     limits = []
     for key in ("max_tokens", "max_completion_tokens"):
         limit = body.get(key)

@@ -228,6 +228,7 @@ def _controls(body: Mapping[str, Any], values: dict[str, Any]) -> None:
         ("reasoning.effort", "reasoning_effort", (reasoning or {}).get("effort")),
         ("service_tier", "service_tier", body.get("service_tier")),
         ("text.verbosity", "verbosity", text.get("verbosity") if isinstance(text, dict) else None),
+        ("prompt_cache_key", "prompt_cache_key", body.get("prompt_cache_key") or None),
     ):
         if value is not None:
             if not isinstance(value, str):

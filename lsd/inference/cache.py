@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -31,6 +32,8 @@ def cache_key(provider: Provider, request: ProviderRequest, ctx: CallContext) ->
     key (or a wrong one) never gets an answer the provider gave that tenant, as the provider would have refused
     it. (Only the digest is stored.)"""
     identity = {"type": provider.type_name, "model": provider.model_name, "provider": provider.config.key_path}
+    if request.params.prompt_cache_key is not None:  # a routing hint (a session id): the same answer for everyone
+        request = replace(request, params=replace(request.params, prompt_cache_key=None))
     parts: list[Any] = [identity, request, ctx.extra_body, ctx.extra_headers]
     if ctx.credentials:
         parts.append(dict(ctx.credentials))

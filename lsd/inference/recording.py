@@ -170,7 +170,8 @@ def input_to_json(input: Input) -> dict[str, Any]:
     return out
 
 
-_PARAMS = tuple(InferenceParams.__dataclass_fields__)
+# prompt_cache_key is kept as the tag lsd::prompt_cache_key; TensorZero's stored params have no such key.
+_PARAMS = tuple(k for k in InferenceParams.__dataclass_fields__ if k != "prompt_cache_key")
 
 
 def params_to_json(params: InferenceParams) -> dict[str, Any]:

@@ -74,6 +74,7 @@ _PARAMS = (
     "service_tier",
     "thinking_budget_tokens",
     "verbosity",
+    "prompt_cache_key",
 )
 
 
@@ -368,7 +369,7 @@ def parse_params(value: Any, path: str) -> InferenceParams:
     for key in ("max_tokens", "thinking_budget_tokens"):
         if values.get(key) is not None and values[key] < 1:
             raise InvalidRequest.at(f"{cpath}.{key}", "must be >= 1")
-    for key in CONTROL_PARAMS:
+    for key in (*CONTROL_PARAMS, "prompt_cache_key"):
         if chat.get(key) is not None:
             values[key] = expect(chat[key], str, f"{cpath}.{key}", "a string")
     if chat.get("stop_sequences") is not None:

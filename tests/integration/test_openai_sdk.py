@@ -138,6 +138,10 @@ async def test_a_sessions_identifiers_are_kept_as_tags(database_url: str) -> Non
         )
         await client.responses.create(model="lsd::model_name::gpt", input="hi", extra_body=ids)
         await client.close()
+        # OpenAI's prompt-cache routing hint reaches an `openai` provider from both routes; the end-user ids stay tags.
+        for request in fake.requests[-2:]:
+            assert request.body["prompt_cache_key"] == "ses_cache_1"
+            assert "user" not in request.body and "safety_identifier" not in request.body
         async with httpx.AsyncClient(base_url=f"{base_url}/openai/v1") as http:  # Codex's and Claude Code's headers
             for header in ("session-id", "X-Claude-Code-Session-Id"):
                 r = await http.post(
@@ -206,6 +210,9 @@ async def test_lsds_extensions_as_headers(database_url: str) -> None:
         assert first.status_code == second.status_code == 200, first.text
         assert first.json()["episode_id"] == second.json()["episode_id"] == episode
         assert second.json()["usage"]["prompt_tokens"] == 0  # answered from the cache
+        # a prompt_cache_key (a session id) is a routing hint, not part of the cache key: another session hits
+        keyed = await http.post("/chat/completions", json={**body, "prompt_cache_key": "ses_9"}, headers=headers)
+        assert keyed.json()["usage"]["prompt_tokens"] == 0
         calls = len(fake.requests)
         own = await http.post("/chat/completions", json={**body, "lsd::episode_id": str(uuid7())}, headers=headers)
         assert own.json()["episode_id"] != episode  # the body's wins
@@ -236,9 +243,9 @@ async def test_lsds_extensions_as_headers(database_url: str) -> None:
     for _ in range(100):
         with psycopg.connect(database_url) as conn:
             stored = conn.execute("SELECT count(*) FROM chat_inferences WHERE episode_id = %s", (episode,)).fetchone()
-        if stored == (3,):
+        if stored == (4,):
             break
         await asyncio.sleep(0.05)
-    assert stored == (3,)  # first, second and the write_only one, by the header
-    with psycopg.connect(database_url) as conn:  # the dry runs wrote nothing: two cached, three of their own
-        assert conn.execute("SELECT count(*) FROM chat_inferences").fetchone() == (5,)
+    assert stored == (4,)  # first, second, the keyed one and the write_only one, by the header
+    with psycopg.connect(database_url) as conn:  # the dry runs wrote nothing: three cached, three of their own
+        assert conn.execute("SELECT count(*) FROM chat_inferences").fetchone() == (6,)

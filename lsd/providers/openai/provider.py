@@ -133,6 +133,8 @@ class ChatCompletionsProvider(HttpProvider):
 
 class OpenAIProvider(ChatCompletionsProvider):
     type_name: ClassVar[str] = "openai"
+    # OpenAI's prompt-cache routing hint goes on too (Azure, the compatible types: CONTROL_PARAMS or fewer)
+    controls: ClassVar[tuple[str, ...]] = (*CONTROL_PARAMS, "prompt_cache_key")
     credential_headers: ClassVar[frozenset[str]] = frozenset({"Authorization"})
     supports_embeddings: ClassVar[bool] = True
     embeds_tokens: ClassVar[bool] = True
