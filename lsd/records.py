@@ -124,6 +124,7 @@ class ModelInferenceRecord:
     streamed: bool
     cache_read_input_tokens: int | None = None  # parts of input_tokens (0008_cache_tokens.sql)
     cache_write_input_tokens: int | None = None
+    tags: Json | None = None  # an unanswered inference's tags: it has no inference row (0019_failed_tags.sql)
 
 
 @immutable

@@ -1,8 +1,9 @@
 """Agent sessions: what `GET /v1/sessions` and `GET /v1/sessions/{session_id}` take and answer (docs/api.md#sessions).
 
 A session is every inference tagged `lsd::session_id` with one value (the OpenAI and Anthropic routes tag Codex's,
-Claude Code's and opencode's session headers so; any client may set the tag). Its totals come from the statistics
-table session_statistics, which the statistics refresh keeps (as fresh as its last run: 10 s by default).
+Claude Code's, opencode's and Open WebUI's session headers so; any client may send x-session-id). Its totals come
+from the statistics table session_statistics, which the statistics refresh keeps (as fresh as its last run: 10 s by
+default).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from lsd.store.sessions import SessionRow
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
-MAX_SESSION_ID_CHARS = 1000
+# A session id (the tag lsd::session_id, lsd::parent_session_id) is at most this long: a longer header is a 400, and
+# the statistics refresh leaves a longer tag out (PostgreSQL's btree keys hold at most 2,704 bytes: 512 characters of
+# UTF-8 fit, whatever they are). Keep sql/migrations/0018_session_statistics.sql and lsd/store/statistics.py in step.
+MAX_SESSION_ID_CHARS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +35,14 @@ class SessionListing:
     limit: int = DEFAULT_LIMIT
     before: tuple[dt.datetime, str] | None = None
     api_key_public_id: str | None = None
+    session_id: str | None = None  # that session only: any id, `/` and `..` included, which a path cannot carry
+    parent_session_id: str | None = None  # its subagents' sessions
 
 
 def parse_session_listing(params: Mapping[str, str]) -> SessionListing:
-    """Query parameters of `GET /v1/sessions`: limit, cursor (a page's `next_cursor`), api_key_public_id."""
-    unknown = sorted(set(params) - {"limit", "cursor", "api_key_public_id"})
+    """Query parameters of `GET /v1/sessions`: limit, cursor (a page's `next_cursor`), api_key_public_id,
+    session_id, parent_session_id."""
+    unknown = sorted(set(params) - {"limit", "cursor", "api_key_public_id", "session_id", "parent_session_id"})
     if unknown:
         raise InvalidRequest.at(unknown[0], "unknown query parameter")
     limit = DEFAULT_LIMIT
@@ -45,7 +52,14 @@ def parse_session_listing(params: Mapping[str, str]) -> SessionListing:
             raise InvalidRequest.at("limit", f"expected an integer from 1 to {MAX_LIMIT}")
         limit = int(text)
     before = decode_cursor(params["cursor"]) if "cursor" in params else None
-    return SessionListing(limit, before, params.get("api_key_public_id") or None)
+    ids = {key: _session_id(params[key], key) for key in ("session_id", "parent_session_id") if key in params}
+    return SessionListing(limit, before, params.get("api_key_public_id") or None, **ids)
+
+
+def _session_id(value: str, field: str) -> str:
+    if not value or len(value) > MAX_SESSION_ID_CHARS:
+        raise InvalidRequest.at(field, f"expected 1 to {MAX_SESSION_ID_CHARS} characters")
+    return value
 
 
 def encode_cursor(row: SessionRow) -> str:
@@ -72,6 +86,7 @@ def session_json(row: SessionRow) -> dict[str, Any]:
         "first_seen": row.first_seen.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
         "last_seen": row.last_seen.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
         "inference_count": row.inference_count,
+        "failed_inference_count": row.failed_inference_count,
         "input_tokens": row.input_tokens,
         "output_tokens": row.output_tokens,
         "cost": float(row.cost) if row.cost is not None else None,
@@ -85,7 +100,12 @@ def session_json(row: SessionRow) -> dict[str, Any]:
 async def list_sessions(database: Database, listing: SessionListing) -> dict[str, Any]:
     """`{"sessions": [...], "next_cursor": str | null}`, newest activity first."""
     rows = await store.list_sessions(
-        database, limit=listing.limit, before=listing.before, api_key_public_id=listing.api_key_public_id
+        database,
+        limit=listing.limit,
+        before=listing.before,
+        api_key_public_id=listing.api_key_public_id,
+        session_id=listing.session_id,
+        parent_session_id=listing.parent_session_id,
     )
     next_cursor = encode_cursor(rows[-1]) if len(rows) == listing.limit else None
     return {"sessions": [session_json(r) for r in rows], "next_cursor": next_cursor}
@@ -93,9 +113,7 @@ async def list_sessions(database: Database, listing: SessionListing) -> dict[str
 
 async def get_session(database: Database, session_id: str) -> dict[str, Any]:
     """One session's totals and its subagents' sessions (`subsessions`, oldest first); NotFound when it has none."""
-    if not session_id or len(session_id) > MAX_SESSION_ID_CHARS:
-        raise InvalidRequest.at("session_id", f"expected 1 to {MAX_SESSION_ID_CHARS} characters")
-    row = await store.get_session(database, session_id)
+    row = await store.get_session(database, _session_id(session_id, "session_id"))
     if row is None:
         raise NotFound(f"unknown session {session_id!r} (or not counted yet)", field="session_id")
     children = await store.subsessions(database, session_id)

@@ -12,7 +12,9 @@ from starlette.types import Scope
 
 from lsd.api.request_headers import OPTION_HEADERS, with_header_options
 from lsd.auth import AuthService
+from lsd.errors import InvalidRequest
 from lsd.inference.request import InferenceRequest
+from lsd.sessions import MAX_SESSION_ID_CHARS
 
 OPEN_PATHS = frozenset({"/health", "/status"})
 METRICS_PATH = "/metrics"
@@ -60,9 +62,9 @@ def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
             # A header name cannot hold ':', so a reserved `lsd::`/`tensorzero::` key cannot come this way.
             header_tags[name[len(TAG_HEADER) :].decode("latin-1")] = _header_text(value)
         elif name in SESSION_HEADERS and value:
-            header_tags[SESSION_TAG] = _header_text(value)
+            header_tags[SESSION_TAG] = _session_id(name, value)
         elif name == PARENT_SESSION_HEADER and value:
-            header_tags[PARENT_SESSION_TAG] = _header_text(value)
+            header_tags[PARENT_SESSION_TAG] = _session_id(name, value)
         elif name in USER_HEADERS and value:
             header_tags.setdefault(USER_TAG, _header_text(value))  # an `lsd-tag-user` header wins
         elif name in OPTION_HEADERS:
@@ -75,6 +77,14 @@ def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
     if key_id is not None:
         tags[KEY_TAG] = key_id
     return dataclasses.replace(parsed, tags=tags, api_key_public_id=key_id)
+
+
+def _session_id(name: bytes, value: bytes) -> str:
+    """A session header's value: at most MAX_SESSION_ID_CHARS (a session's statistics row is keyed by it)."""
+    text = _header_text(value)
+    if len(text) > MAX_SESSION_ID_CHARS:
+        raise InvalidRequest.at(name.decode("latin-1"), f"a session id has at most {MAX_SESSION_ID_CHARS} characters")
+    return text
 
 
 def _header_text(value: bytes) -> str:

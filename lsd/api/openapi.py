@@ -25,6 +25,7 @@ Schema = dict[str, Any]
 
 STRING: Schema = {"type": "string"}
 UUID: Schema = {"type": "string", "format": "uuid"}
+SESSION_ID: Schema = {"type": "string", "minLength": 1, "maxLength": 512}  # lsd.sessions.MAX_SESSION_ID_CHARS
 TAGS: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
 TEXT_BLOCK: Schema = {
     "type": "object",
@@ -236,6 +237,8 @@ OPERATIONS: tuple[tuple[str, str, str, Schema | None, tuple[tuple[str, Schema], 
             ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
             ("cursor", STRING),
             ("api_key_public_id", STRING),
+            ("session_id", SESSION_ID),
+            ("parent_session_id", SESSION_ID),
         ),
     ),
     ("GET", "/v1/sessions/{session_id}", "one agent session's totals and its subagents' sessions", None, ()),
@@ -287,7 +290,7 @@ PATH_PARAMETERS: dict[str, Schema] = {
     "dataset_name": STRING,
     "function_name": STRING,
     "model": STRING,
-    "session_id": STRING,
+    "session_id": SESSION_ID,
 }
 
 ERROR: Schema = {

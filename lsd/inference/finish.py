@@ -10,7 +10,7 @@ functions (lsd.inference.recording) but not queued here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
@@ -60,6 +60,7 @@ class Done:
     request: ProviderRequest | None = None  # for spans
     output: Callable[[], Any] | None = None  # the stored output, for spans that include content
     model_name: str | None = None  # telemetry's labels when no attempt names them (an embedding's model)
+    tags: Mapping[str, str] | None = None  # the request's: kept on the attempts when no inference row holds them
 
 
 @dataclass
@@ -101,7 +102,12 @@ class Finisher:
         rows = done.rows() if done.rows is not None else []
         # rows[0] is the inference's own row: its input and output texts are stored once (payload_refs)
         return rows + attempt_records(
-            done.inference_id, done.kind, function_name, done.attempts, rows[0] if rows else None
+            done.inference_id,
+            done.kind,
+            function_name,
+            done.attempts,
+            rows[0] if rows else None,
+            None if rows else done.tags,  # unanswered: its session and user are found by its attempts
         )
 
 

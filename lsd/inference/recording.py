@@ -414,9 +414,12 @@ def attempt_records(
     function_name: str | None,
     attempts: Sequence[Attempt],
     inference: Record | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> list[Record]:
     """The two rows of each attempt. With the `inference` row (chat or json), the long texts of its input and
-    output are stored once: each attempt's raw_request/raw_response refers to them (payload_refs)."""
+    output are stored once: each attempt's raw_request/raw_response refers to them (payload_refs). `tags`: those of
+    an inference that got no answer (no inference row holds them), kept on each of its attempts."""
+    attempt_tags = dict(tags) if tags else None
     records: list[Record] = []
     inputs: list[tuple[str, str]] | None = None  # the long texts, found on first need
     outputs: list[tuple[str, str]] | None = None
@@ -472,6 +475,7 @@ def attempt_records(
                 attempt.streamed,
                 usage.cache_read_input_tokens,
                 usage.cache_write_input_tokens,
+                attempt_tags,
             )
         )
         records.append(

@@ -88,6 +88,7 @@ class Prepared:
             episode_id=self.episode_id,
             reservation=reservation,
             cache_read=r.cache.read,
+            tags=r.tags,
             **outcome,
         )
 

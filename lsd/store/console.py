@@ -271,11 +271,12 @@ class FailedInference:
     function_name: str | None
     variant_name: str | None
     attempts: list[dict[str, Any]]
+    tags: dict[str, str] | None = None  # the request's (schema 19 on): its session, user and key
 
 
 _FAILED_NAMES = (
-    "SELECT function_name, variant_name FROM model_inferences WHERE inference_id = %(ids)s[1] AND id >= %(floor)s "
-    "ORDER BY id DESC LIMIT 1"
+    "SELECT function_name, variant_name, tags FROM model_inferences WHERE inference_id = %(ids)s[1] "
+    "AND id >= %(floor)s ORDER BY id DESC LIMIT 1"
 )
 
 
@@ -292,7 +293,9 @@ async def failed_inference(database: Database, inference_id: UUID) -> FailedInfe
     for attempt in attempts:
         for column in ("error", "raw_request", "raw_response"):  # text as stored (lsd.store.escaping)
             attempt[column] = unescape_optional(attempt[column])
-    return FailedInference(inference_id, names.get("function_name"), names.get("variant_name"), attempts)
+    return FailedInference(
+        inference_id, names.get("function_name"), names.get("variant_name"), attempts, names.get("tags")
+    )
 
 
 async def feedback_for(database: Database, target_id: UUID) -> list[FeedbackRow]:

@@ -6,16 +6,21 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
+from uuid import UUID
 
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 
 from lsd.store.database import Database
+from lsd.store.list_query import uuid7_floor_ms
 
 MAX_CHILDREN = 200
+SESSION_TAG = "lsd::session_id"
+MARGIN_MS = 60_000  # around a session's first and last inference: its attempts' ids lie within
 _COLUMNS = (
     "session_id, parent_session_id, first_seen, last_seen, inference_count, input_tokens, output_tokens, "
     "CASE WHEN priced_count > 0 THEN cost END AS cost, priced_count, processing_time_ms_sum, models, "
-    "api_key_public_ids"
+    "api_key_public_ids, failed_inference_count"
 )
 
 
@@ -35,6 +40,19 @@ class SessionRow:
     processing_time_ms_sum: int
     models: list[str]
     api_key_public_ids: list[str]
+    failed_inference_count: int  # inferences that got no answer (every attempt failed, or the client left first)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRow:
+    """An inference of a session that got no answer: its first attempt."""
+
+    inference_id: UUID
+    created_at: dt.datetime
+    function_name: str | None
+    variant_name: str | None
+    model_name: str
+    error_kind: str | None
 
 
 async def list_sessions(
@@ -43,17 +61,26 @@ async def list_sessions(
     limit: int,
     before: tuple[dt.datetime, str] | None = None,
     api_key_public_id: str | None = None,
+    session_id: str | None = None,
+    parent_session_id: str | None = None,
     purpose: str = "query",
 ) -> list[SessionRow]:
-    """Sessions by their latest inference, newest first; `before` is the (last_seen, session_id) a page ended at."""
+    """Sessions by their latest inference, newest first; `before` is the (last_seen, session_id) a page ended at.
+    Filters: one key's (its sessions by the GIN index, then sorted), one session, one session's subagents'."""
     where: list[str] = []
     params: list[object] = []
     if before is not None:
         where.append("(last_seen, session_id) < (%s, %s)")
         params.extend(before)
     if api_key_public_id is not None:
-        where.append("%s = ANY(api_key_public_ids)")
+        where.append("api_key_public_ids @> ARRAY[%s]::text[]")
         params.append(api_key_public_id)
+    if session_id is not None:
+        where.append("session_id = %s")
+        params.append(session_id)
+    if parent_session_id is not None:
+        where.append("parent_session_id = %s")
+        params.append(parent_session_id)
     condition = f"WHERE {' AND '.join(where)} " if where else ""
     statement = (
         f"SELECT {_COLUMNS} FROM session_statistics {condition}ORDER BY last_seen DESC, session_id DESC LIMIT %s"
@@ -78,3 +105,27 @@ async def subsessions(database: Database, session_id: str, *, purpose: str = "qu
             (session_id, MAX_CHILDREN),
         )
         return await cur.fetchall()
+
+
+async def failed_inferences(
+    database: Database, session: SessionRow, *, limit: int, purpose: str = "query"
+) -> list[FailedRow]:
+    """A session's inferences that got no answer, oldest first: the first attempt of each, found by the session's
+    tag through the index of the attempts that hold tags, within its first and last inference."""
+    async with database.reading(purpose) as conn, conn.cursor(row_factory=class_row(FailedRow)) as cur:
+        await cur.execute(
+            "SELECT inference_id, created_at, function_name, variant_name, model_name, error_kind "
+            "FROM model_inferences WHERE tags IS NOT NULL AND tags @> %s AND attempt = 1 AND id >= %s AND id < %s "
+            "ORDER BY id LIMIT %s",
+            (
+                Jsonb({SESSION_TAG: session.session_id}),
+                uuid7_floor_ms(_ms(session.first_seen) - MARGIN_MS),
+                uuid7_floor_ms(_ms(session.last_seen) + MARGIN_MS),
+                limit,
+            ),
+        )
+        return await cur.fetchall()
+
+
+def _ms(at: dt.datetime) -> int:
+    return int(at.timestamp() * 1000)

@@ -69,13 +69,13 @@ def _old(alias: str, snapshot: str | None) -> sql.Composable:
 _INFERENCES = sql.SQL("""
 WITH d AS MATERIALIZED (
     SELECT 'chat' AS src, c.id, c.episode_id, c.function_name, c.variant_name, c.created_at, c.input_tokens,
-           c.output_tokens, c.cost, c.processing_time_ms, c.tags ->> 'lsd::session_id' AS session_id,
-           c.tags ->> 'lsd::parent_session_id' AS parent_session_id, c.api_key_public_id
+           c.output_tokens, c.cost, c.processing_time_ms, lsd_session_tag(c.tags, 'lsd::session_id') AS session_id,
+           lsd_session_tag(c.tags, 'lsd::parent_session_id') AS parent_session_id, c.api_key_public_id
     FROM chat_inferences c WHERE {chat_new}
     UNION ALL
     SELECT 'json', j.id, j.episode_id, j.function_name, j.variant_name, j.created_at, j.input_tokens,
-           j.output_tokens, j.cost, j.processing_time_ms, j.tags ->> 'lsd::session_id',
-           j.tags ->> 'lsd::parent_session_id', j.api_key_public_id
+           j.output_tokens, j.cost, j.processing_time_ms, lsd_session_tag(j.tags, 'lsd::session_id'),
+           lsd_session_tag(j.tags, 'lsd::parent_session_id'), j.api_key_public_id
     FROM json_inferences j WHERE {json_new}
 ),
 by_session AS (
@@ -183,8 +183,25 @@ WITH d AS MATERIALIZED (
     SELECT m.model_name, m.model_provider_name, m.function_name, m.variant_name, m.created_at,
            CASE WHEN m.status <> 'ok' AND m.error_kind = 'client_disconnected' THEN 'cancelled' ELSE m.status END
                AS status,
-           m.latency_ms, m.ttft_ms, m.input_tokens, m.output_tokens, m.cost
+           m.latency_ms, m.ttft_ms, m.input_tokens, m.output_tokens, m.cost, m.attempt,
+           lsd_session_tag(m.tags, 'lsd::session_id') AS session_id,
+           lsd_session_tag(m.tags, 'lsd::parent_session_id') AS parent_session_id,
+           m.tags ->> 'tensorzero::api_key_public_id' AS api_key_public_id
     FROM model_inferences m WHERE {model_new}
+),
+session_failures AS (
+    INSERT INTO session_statistics AS s (
+        session_id, parent_session_id, first_seen, last_seen, inference_count, input_tokens, output_tokens, cost,
+        priced_count, processing_time_ms_sum, models, api_key_public_ids, failed_inference_count)
+    SELECT session_id, max(parent_session_id), min(created_at), max(created_at), 0, 0, 0, 0, 0, 0, '{{}}',
+           lsd_sorted_union(array_agg(api_key_public_id), '{{}}'), count(*)
+    FROM d WHERE session_id IS NOT NULL AND attempt = 1 GROUP BY 1
+    ON CONFLICT (session_id) DO UPDATE SET
+        parent_session_id = greatest(s.parent_session_id, EXCLUDED.parent_session_id),
+        first_seen = least(s.first_seen, EXCLUDED.first_seen),
+        last_seen = greatest(s.last_seen, EXCLUDED.last_seen),
+        api_key_public_ids = lsd_sorted_union(s.api_key_public_ids, EXCLUDED.api_key_public_ids),
+        failed_inference_count = s.failed_inference_count + EXCLUDED.failed_inference_count
 ),
 by_model AS (
     INSERT INTO model_provider_statistics AS s (

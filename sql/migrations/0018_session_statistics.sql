@@ -25,6 +25,15 @@ CREATE TABLE session_statistics (
 CREATE INDEX session_statistics_last_seen ON session_statistics (last_seen DESC, session_id DESC);
 CREATE INDEX session_statistics_parent ON session_statistics (parent_session_id, first_seen)
     WHERE parent_session_id IS NOT NULL;
+CREATE INDEX session_statistics_keys ON session_statistics USING gin (api_key_public_ids);
+
+-- A session tag's value as a session id: NULL when longer than 512 characters (lsd.sessions.MAX_SESSION_ID_CHARS;
+-- the gateway refuses such a header), as a btree key holds at most 2,704 bytes: such an inference is in no session
+-- (or has no parent) rather than stopping every statistics refresh.
+CREATE FUNCTION lsd_session_tag(tags jsonb, tag text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN length(tags ->> tag) <= 512 THEN tags ->> tag END
+$$;
 
 -- A session's model name for one inference (see above).
 CREATE FUNCTION lsd_session_model(function_name text, variant_name text) RETURNS text
@@ -43,7 +52,8 @@ $$;
 -- next refresh folds in the rest. Nothing is counted when the statistics were never refreshed: the first refresh
 -- counts everything.
 INSERT INTO session_statistics
-SELECT i.tags ->> 'lsd::session_id', max(i.tags ->> 'lsd::parent_session_id'), min(i.created_at), max(i.created_at),
+SELECT lsd_session_tag(i.tags, 'lsd::session_id'), max(lsd_session_tag(i.tags, 'lsd::parent_session_id')),
+       min(i.created_at), max(i.created_at),
        count(*), coalesce(sum(i.input_tokens), 0), coalesce(sum(i.output_tokens), 0), coalesce(sum(i.cost), 0),
        count(i.cost), coalesce(sum(i.processing_time_ms), 0),
        array_agg(DISTINCT lsd_session_model(i.function_name, i.variant_name) ORDER BY
@@ -55,12 +65,12 @@ FROM (
            c.processing_time_ms, c.api_key_public_id
     FROM chat_inferences c, statistics_watermarks w
     WHERE w.source_table = 'chat_inferences' AND pg_visible_in_snapshot(c.ingest_xid, w.last_snapshot)
-      AND c.tags ? 'lsd::session_id'
+      AND lsd_session_tag(c.tags, 'lsd::session_id') IS NOT NULL
     UNION ALL
     SELECT j.tags, j.function_name, j.variant_name, j.created_at, j.input_tokens, j.output_tokens, j.cost,
            j.processing_time_ms, j.api_key_public_id
     FROM json_inferences j, statistics_watermarks w
     WHERE w.source_table = 'json_inferences' AND pg_visible_in_snapshot(j.ingest_xid, w.last_snapshot)
-      AND j.tags ? 'lsd::session_id'
+      AND lsd_session_tag(j.tags, 'lsd::session_id') IS NOT NULL
 ) i
 GROUP BY 1;

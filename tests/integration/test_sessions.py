@@ -5,7 +5,8 @@ refresh, listed newest first (`GET /v1/sessions`, keyset pages), read one at a t
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,11 @@ CONFIG = f"""
 [gateway.observability]
 async_writes = false
 {echo_chat()}
+[models.broken]
+routing = ["down"]
+[models.broken.providers.down]
+type = "dummy"
+model_name = "error"
 """
 
 
@@ -33,11 +39,11 @@ def client(database_url: str) -> Iterator[TestClient]:
         yield test_client
 
 
-def chat(client: TestClient, model: str, text: str, headers: dict[str, str]) -> dict[str, Any]:
+def chat(client: TestClient, model: str, text: str, headers: Mapping[str, str | bytes]) -> dict[str, Any]:
     r = client.post(
         "/openai/v1/chat/completions",
         json={"model": model, "messages": [{"role": "user", "content": text}]},
-        headers=headers,
+        headers=dict(headers),
     )
     assert r.status_code == 200, r.text
     return dict(r.json())
@@ -59,16 +65,23 @@ def test_sessions_are_totalled_listed_and_shown(client: TestClient, database_url
         chat(client, "tensorzero::model_name::echo", "four", codex),
         chat(client, "tensorzero::model_name::echo", "no session", {}),
     ]
+    failed = client.post(
+        "/openai/v1/chat/completions",
+        json={"model": "tensorzero::model_name::broken", "messages": [{"role": "user", "content": "fail"}]},
+        headers=opencode,
+    )
+    assert failed.status_code >= 500
     with psycopg.connect(database_url, autocommit=True) as conn:  # a session spread over a later transaction
         rows.inference(conn, tags={"lsd::session_id": "0199-codex"}, cost=0.25, input_tokens=7, output_tokens=3)
     refresh(database_url)
 
     listed = client.get("/v1/sessions").json()
-    assert [s["session_id"] for s in listed["sessions"]] == ["0199-codex", "ses_child", "ses_parent"]
+    # by latest activity: the parent's last was its failed turn, after its subagent's
+    assert [s["session_id"] for s in listed["sessions"]] == ["0199-codex", "ses_parent", "ses_child"]
     assert listed["next_cursor"] is None
     parent = client.get("/v1/sessions/ses_parent").json()
     usage = [a["usage"] for a in answers[:2]]
-    assert parent["inference_count"] == 2
+    assert parent["inference_count"] == 2 and parent["failed_inference_count"] == 1  # no answer: no inference row
     assert parent["input_tokens"] == sum(u["prompt_tokens"] for u in usage)
     assert parent["output_tokens"] == sum(u["completion_tokens"] for u in usage)
     assert parent["models"] == ["chat/a", "echo"]  # the default function's model by name, a function's variant
@@ -84,8 +97,8 @@ def test_sessions_are_totalled_listed_and_shown(client: TestClient, database_url
     second = client.get("/v1/sessions", params={"limit": 2, "cursor": first["next_cursor"]}).json()
     assert [s["session_id"] for s in first["sessions"] + second["sessions"]] == [
         "0199-codex",
-        "ses_child",
         "ses_parent",
+        "ses_child",
     ]
     assert second["next_cursor"] is None
 
@@ -98,15 +111,21 @@ def test_sessions_are_totalled_listed_and_shown(client: TestClient, database_url
     # The console: the list, one session with its subagent and its inferences.
     page = client.get("/ui/sessions")
     assert page.status_code == 200 and page.text.count('class="session-row"') == 3
-    assert 'href="/ui/sessions/ses_parent"' in page.text
-    detail = client.get("/ui/sessions/ses_parent")
+    assert 'href="/ui/session?id=ses_parent"' in page.text
+    detail = client.get("/ui/session", params={"id": "ses_parent"})
     assert detail.status_code == 200
-    assert 'href="/ui/sessions/ses_child"' in detail.text  # the subagent's session
+    assert 'href="/ui/session?id=ses_child"' in detail.text  # the subagent's session
     for answer in answers[:2]:
         assert f"/ui/inferences/{answer['id']}" in detail.text
     assert f"/ui/inferences/{answers[2]['id']}" not in detail.text  # the subagent's own inference is on its page
     assert "echo" in html.unescape(detail.text)
-    assert client.get("/ui/sessions/unknown").status_code == 404
+    assert client.get("/ui/session", params={"id": "unknown"}).status_code == 404
+    # The unanswered inference is listed on its session's page, and its own page names its session and tags.
+    unanswered = re.findall(r'class="failed-row"><td><a class="mono" href="(/ui/inferences/[0-9a-f-]+)"', detail.text)
+    assert len(unanswered) == 1
+    page = client.get(unanswered[0])
+    assert page.status_code == 200 and "every attempt failed" in page.text
+    assert 'href="/ui/session?id=ses_parent"' in page.text and "lsd::session_id=ses_parent" in html.unescape(page.text)
 
 
 @pytest.mark.parametrize(
@@ -121,3 +140,33 @@ def test_bad_listing_parameters_are_400s_naming_them(client: TestClient, params:
 def test_an_unknown_session_is_a_404(client: TestClient) -> None:
     r = client.get("/v1/sessions/nobody")
     assert r.status_code == 404 and r.json()["field"] == "session_id", r.text
+
+
+def test_any_session_id_is_reachable_and_an_overlong_one_is_refused(client: TestClient, database_url: str) -> None:
+    """Session ids are the client's: `/`, `..` and the like are listed and read through the query form (a path
+    cannot carry them), HTML in them is escaped, and one longer than a statistics key can hold is a 400 naming its
+    header (it once stopped every statistics refresh)."""
+    odd = ["a/b", "..", "<script>x</script>", "ünï cødé"]
+    for session_id in odd:
+        chat(client, "tensorzero::model_name::echo", "hi", {"x-session-id": session_id.encode()})  # UTF-8
+    chat(client, "tensorzero::model_name::echo", "sub", {"x-session-id": "kid", "x-parent-session-id": "a/b"})
+    long = client.post(
+        "/openai/v1/chat/completions",
+        json={"model": "tensorzero::model_name::echo", "messages": [{"role": "user", "content": "x"}]},
+        headers={"x-session-id": "s" * 513},
+    )
+    assert long.status_code == 400 and long.json()["error"]["param"] == "x-session-id", long.text
+    with psycopg.connect(database_url, autocommit=True) as conn:  # one written another way: left out, not fatal
+        rows.inference(conn, tags={"lsd::session_id": "z" * 3000, "lsd::parent_session_id": "p" * 3000})
+    refresh(database_url)
+    refresh(database_url)  # the refresh goes on
+    listed = {s["session_id"] for s in client.get("/v1/sessions", params={"limit": 100}).json()["sessions"]}
+    assert listed == {*odd, "kid"}
+    for session_id in odd:
+        one = client.get("/v1/sessions", params={"session_id": session_id}).json()["sessions"]
+        assert [s["session_id"] for s in one] == [session_id]
+        page = client.get("/ui/session", params={"id": session_id})
+        assert page.status_code == 200 and "<script>x" not in page.text
+    kids = client.get("/v1/sessions", params={"parent_session_id": "a/b"}).json()["sessions"]
+    assert [s["session_id"] for s in kids] == ["kid"]
+    assert 'href="/ui/session?id=a%2Fb"' in client.get("/ui/sessions").text

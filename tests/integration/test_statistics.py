@@ -72,19 +72,25 @@ FROM_SCRATCH = {
         SELECT target_id, target_level, metric_name, count(*), sum(v), sum(v * v)
         FROM ({_FEEDBACK}) f WHERE target_level IN ('inference', 'episode') GROUP BY 1, 2, 3""",
     "session_statistics": """
-        SELECT tags ->> 'lsd::session_id', max(tags ->> 'lsd::parent_session_id'), min(created_at), max(created_at),
-               count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost), 0),
-               count(cost), coalesce(sum(processing_time_ms), 0),
-               array_agg(DISTINCT lsd_session_model(function_name, variant_name)
-                         ORDER BY lsd_session_model(function_name, variant_name)),
+        SELECT tags ->> 'lsd::session_id', max(lsd_session_tag(tags, 'lsd::parent_session_id')), min(created_at),
+               max(created_at),
+               count(*) FILTER (WHERE answered), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
+               coalesce(sum(cost), 0), count(cost), coalesce(sum(processing_time_ms), 0),
+               coalesce(array_agg(DISTINCT lsd_session_model(function_name, variant_name)
+                                  ORDER BY lsd_session_model(function_name, variant_name)) FILTER (WHERE answered),
+                        '{}'),
                coalesce(array_agg(DISTINCT api_key_public_id ORDER BY api_key_public_id)
-                        FILTER (WHERE api_key_public_id IS NOT NULL), '{}')
+                        FILTER (WHERE api_key_public_id IS NOT NULL), '{}'),
+               count(*) FILTER (WHERE NOT answered)
         FROM (SELECT tags, function_name, variant_name, created_at, input_tokens, output_tokens, cost,
-                     processing_time_ms, api_key_public_id FROM chat_inferences
+                     processing_time_ms, api_key_public_id, true AS answered FROM chat_inferences
               UNION ALL
               SELECT tags, function_name, variant_name, created_at, input_tokens, output_tokens, cost,
-                     processing_time_ms, api_key_public_id FROM json_inferences) i
-        WHERE tags ? 'lsd::session_id' GROUP BY 1""",
+                     processing_time_ms, api_key_public_id, true FROM json_inferences
+              UNION ALL  -- an unanswered inference: its first attempt, which holds its tags
+              SELECT tags, NULL, NULL, created_at, NULL, NULL, NULL, NULL, tags ->> 'tensorzero::api_key_public_id',
+                     false FROM model_inferences WHERE tags IS NOT NULL AND attempt = 1) i
+        WHERE length(tags ->> 'lsd::session_id') <= 512 GROUP BY 1""",
     "model_provider_statistics": """
         SELECT model_name, model_provider_name, date_trunc('hour', created_at, 'UTC'), count(*),
                count(*) FILTER (WHERE status <> 'ok'), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
@@ -181,6 +187,12 @@ class Generator:
                     attempt_number=number + 1,
                 )
             self.inference_ids.append(id)
+            if tags and s.random() < 0.2:  # one of the session's inferences got no answer: its attempts hold its tags
+                unanswered = self.old_id() if s.random() < 0.25 else uuid7()
+                key = s.choice([None, "key_c"])
+                failed_tags = {**tags, **({"tensorzero::api_key_public_id": key} if key else {})}
+                for number in range(s.randint(1, 2)):
+                    rows.attempt(conn, unanswered, status="error", attempt_number=number + 1, tags=failed_tags)
         return count
 
     def feedback(self, conn: psycopg.Connection[Any], count: int) -> None:

@@ -80,13 +80,15 @@ def attempt(
     id: UUID | None = None,
     attempt_number: int = 1,
     ttft_ms: int | None = None,
+    tags: dict[str, str] | None = None,
 ) -> UUID:
     id = id or uuid7(ms_of(timestamp_of(inference_id)))
     conn.execute(
         "INSERT INTO model_inferences (id, created_at, inference_id, inference_kind, attempt, function_name, "
         "variant_name, model_name, model_provider_name, provider_type, status, error, latency_ms, input_tokens, "
-        "output_tokens, cost, ttft_ms) "
-        "VALUES (%s, %s, %s, 'chat', %s, %s, %s, %s, %s, 'dummy', %s, %s, %s, %s, %s, %s, %s)",
+        f"output_tokens, cost, ttft_ms{', tags' if tags is not None else ''}) "
+        "VALUES (%s, %s, %s, 'chat', %s, %s, %s, %s, %s, 'dummy', %s, %s, %s, %s, %s, %s, %s"
+        f"{', %s' if tags is not None else ''})",
         (
             id,
             timestamp_of(id),
@@ -103,6 +105,7 @@ def attempt(
             5 if status == "ok" else None,
             0.5 if status == "ok" else None,
             ttft_ms,
+            *((Jsonb(tags),) if tags is not None else ()),  # the column of schema version 19
         ),
     )
     conn.execute(

@@ -34,7 +34,7 @@ ROUTES = [
     Route("/inferences/{inference_id}/feedback", page(inferences.add_feedback), methods=["POST"]),
     Route("/episodes/{episode_id}", page(inferences.episode), methods=["GET"]),
     Route("/sessions", page(sessions.sessions), methods=["GET"]),
-    Route("/sessions/{session_id}", page(sessions.session), methods=["GET"]),
+    Route("/session", page(sessions.session), methods=["GET"]),  # ?id=: any session id, `/` and `..` included
     Route("/evaluations", page(evaluations.runs), methods=["GET"]),
     Route("/evaluations/{run_id}", page(evaluations.run), methods=["GET"]),
     Route("/datasets", page(datasets.datasets), methods=["GET"]),

@@ -41,7 +41,7 @@ async def sessions(request: Request[Any], viewer: Viewer) -> Response:
 
 async def session(request: Request[Any], viewer: Viewer) -> Response:
     rt = services(request)
-    session_id = request.path_params["session_id"]
+    session_id = request.query_params.get("id", "")
     row = None
     if len(session_id) <= MAX_SESSION_ID_CHARS:
         row = await store.get_session(rt.database, session_id, purpose="console")
@@ -56,6 +56,9 @@ async def session(request: Request[Any], viewer: Viewer) -> Response:
         "order_by": [{"by": "timestamp", "direction": "ascending"}],
     }
     found = await listing.list_inferences(rt.database, body, rt.config.metrics)
+    failed = []
+    if row.failed_inference_count:
+        failed = await store.failed_inferences(rt.database, row, limit=MAX_INFERENCES, purpose="console")
     return render(
         request,
         "session.html",
@@ -64,4 +67,5 @@ async def session(request: Request[Any], viewer: Viewer) -> Response:
         children=children,
         rows=found.rows,
         truncated=len(found.rows) == MAX_INFERENCES,
+        failed=failed,
     )
