@@ -270,6 +270,8 @@ def _provider_answer(exc: ProviderAnswer) -> dict[str, Any]:
     code = own.get("code") if isinstance(own.get("code"), str) else None  # (Google's is its HTTP status: not one)
     if code is None and exc.context_overflow:  # another vendor's overflow, in the code OpenAI clients act on
         code = "context_length_exceeded"
+    elif code is None and exc.http_status == 429:  # another vendor's rate limit (Anthropic's names no code)
+        code = "rate_limit_exceeded"
     return {
         "message": exc.message,
         "type": kind or _ANSWER_TYPES.get(exc.http_status, "server_error"),
