@@ -100,9 +100,13 @@ async def embeddings(request: Request[AppState]) -> Response:
     return Response(json_response_bytes(body), media_type="application/json")
 
 
-def _model_ids(request: Request[AppState]) -> list[str]:
+def _model_ids(request: Request[AppState], *, every: bool = False) -> list[str]:
+    """The listed ids: the aliases, then (unless `[inbound.openai] list_models = "aliases"`, or `every`) every
+    function and model by its `lsd::` name."""
     config = request.state["services"].config
     ids = sorted(set(config.inbound.openai.models) - {ANY_MODEL})  # the plain names an OpenAI client may send
+    if config.inbound.openai.list_models == "aliases" and not every:
+        return ids
     ids += [f"lsd::function_name::{f}" for f in sorted(config.functions)]
     ids += [f"lsd::model_name::{m}" for m in sorted(config.models)]
     ids += [f"lsd::embedding_model_name::{e}" for e in sorted(config.embedding_models)]
@@ -123,7 +127,7 @@ async def model(request: Request[AppState]) -> Response:
     asked: str = request.path_params["model"]
     listed = "lsd::" + asked.removeprefix("tensorzero::") if asked.startswith("tensorzero::") else asked
     aliases = request.state["services"].config.inbound.openai.models
-    if listed not in _model_ids(request) and mapped(aliases, asked) is None:  # a name `*` takes is one too
+    if listed not in _model_ids(request, every=True) and mapped(aliases, asked) is None:  # a `*` name is one too
         raise NotFound(f"The model `{asked}` does not exist")
     body = json_response_bytes(_model_object(asked))
     return Response(body, media_type="application/json")

@@ -40,6 +40,9 @@ class OpenAIInboundConfig:
     Completions and Responses routes to an LSD model or `lsd::function_name::F`."""
 
     models: Mapping[str, InboundTarget] = field(default_factory=dict)
+    # what GET /openai/v1/models lists: "all" (the aliases, then every function and model by its lsd:: name) or
+    # "aliases" (only the plain names of `models`: what a chat UI's model picker should offer its users)
+    list_models: str = "all"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +77,14 @@ def inbound_from(t: Table, models: Mapping[str, Any], functions: Mapping[str, An
     """`[inbound]`; every mapped name must be a configured model, a `type::model` shorthand, or a configured
     function (errors name the key, e.g. `inbound.anthropic.models.claude-sonnet-4-5`)."""
     anthropic = _mapped(t.table("anthropic"), models, functions)
-    openai = _mapped(t.table("openai"), models, functions)
+    openai_table = t.table("openai")
+    list_models = openai_table.choice("list_models", ("all", "aliases"), "all")
+    openai = _mapped(openai_table, models, functions)
     t.finish()
-    return InboundConfig(anthropic=AnthropicInboundConfig(models=anthropic), openai=OpenAIInboundConfig(models=openai))
+    return InboundConfig(
+        anthropic=AnthropicInboundConfig(models=anthropic),
+        openai=OpenAIInboundConfig(models=openai, list_models=list_models),
+    )
 
 
 def _mapped(api: Table, models: Mapping[str, Any], functions: Mapping[str, Any]) -> dict[str, InboundTarget]:

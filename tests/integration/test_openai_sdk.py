@@ -73,6 +73,18 @@ async def test_models_retrieve_finds_what_the_list_lists(database_url: str) -> N
         await client.close()
 
 
+async def test_a_chat_ui_can_be_offered_the_aliases_only(database_url: str) -> None:
+    """`[inbound.openai] list_models = "aliases"`: Open WebUI's model picker lists what GET /models lists; LSD's own
+    names stay retrievable and usable."""
+    async with FakeOpenAI() as fake:
+        aliases = '[inbound.openai]\nlist_models = "aliases"\nmodels = { "gpt-4o" = "gpt" }\n'
+        async with in_process_gateway(config(fake) + aliases, database_url) as base_url:
+            client = openai.AsyncOpenAI(base_url=f"{base_url}/openai/v1", api_key="unused", max_retries=0)
+            assert [m.id async for m in client.models.list()] == ["gpt-4o"]
+            assert (await client.models.retrieve("lsd::model_name::gpt")).id == "lsd::model_name::gpt"
+            await client.close()
+
+
 async def test_reasoning_reaches_the_client_as_reasoning_content_and_goes_back_to_the_provider(
     database_url: str,
 ) -> None:
