@@ -85,8 +85,10 @@ by_session AS (
     SELECT session_id, max(parent_session_id), min(created_at), max(created_at), count(*),
            coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost), 0), count(cost),
            coalesce(sum(processing_time_ms), 0),
-           lsd_sorted_union(array_agg(lsd_session_model(function_name, variant_name)), '{{}}'),
-           lsd_sorted_union(array_agg(api_key_public_id), '{{}}')
+           array_agg(DISTINCT lsd_session_model(function_name, variant_name)
+                     ORDER BY lsd_session_model(function_name, variant_name)),
+           coalesce(array_agg(DISTINCT api_key_public_id ORDER BY api_key_public_id)
+                    FILTER (WHERE api_key_public_id IS NOT NULL), '{{}}')
     FROM d WHERE session_id IS NOT NULL GROUP BY 1
     ON CONFLICT (session_id) DO UPDATE SET
         parent_session_id = greatest(s.parent_session_id, EXCLUDED.parent_session_id),
@@ -98,8 +100,11 @@ by_session AS (
         cost = s.cost + EXCLUDED.cost,
         priced_count = s.priced_count + EXCLUDED.priced_count,
         processing_time_ms_sum = s.processing_time_ms_sum + EXCLUDED.processing_time_ms_sum,
-        models = lsd_sorted_union(s.models, EXCLUDED.models),
-        api_key_public_ids = lsd_sorted_union(s.api_key_public_ids, EXCLUDED.api_key_public_ids)
+        -- (a session's next steps mostly add no model or key: the union only when they do)
+        models = CASE WHEN EXCLUDED.models <@ s.models THEN s.models
+                      ELSE lsd_sorted_union(s.models, EXCLUDED.models) END,
+        api_key_public_ids = CASE WHEN EXCLUDED.api_key_public_ids <@ s.api_key_public_ids THEN s.api_key_public_ids
+                                  ELSE lsd_sorted_union(s.api_key_public_ids, EXCLUDED.api_key_public_ids) END
 ),
 by_bucket AS (
     INSERT INTO inference_by_function_statistics AS s (
@@ -194,13 +199,15 @@ session_failures AS (
         session_id, parent_session_id, first_seen, last_seen, inference_count, input_tokens, output_tokens, cost,
         priced_count, processing_time_ms_sum, models, api_key_public_ids, failed_inference_count)
     SELECT session_id, max(parent_session_id), min(created_at), max(created_at), 0, 0, 0, 0, 0, 0, '{{}}',
-           lsd_sorted_union(array_agg(api_key_public_id), '{{}}'), count(*)
+           coalesce(array_agg(DISTINCT api_key_public_id ORDER BY api_key_public_id)
+                    FILTER (WHERE api_key_public_id IS NOT NULL), '{{}}'), count(*)
     FROM d WHERE session_id IS NOT NULL AND attempt = 1 GROUP BY 1
     ON CONFLICT (session_id) DO UPDATE SET
         parent_session_id = greatest(s.parent_session_id, EXCLUDED.parent_session_id),
         first_seen = least(s.first_seen, EXCLUDED.first_seen),
         last_seen = greatest(s.last_seen, EXCLUDED.last_seen),
-        api_key_public_ids = lsd_sorted_union(s.api_key_public_ids, EXCLUDED.api_key_public_ids),
+        api_key_public_ids = CASE WHEN EXCLUDED.api_key_public_ids <@ s.api_key_public_ids THEN s.api_key_public_ids
+                                  ELSE lsd_sorted_union(s.api_key_public_ids, EXCLUDED.api_key_public_ids) END,
         failed_inference_count = s.failed_inference_count + EXCLUDED.failed_inference_count
 ),
 by_model AS (
