@@ -96,6 +96,15 @@ def rate_limiting_from(t: Table, *, auth_enabled: bool) -> RateLimitingConfig:
         rule = _rule(Table(raw, path, t.sink, t.base_dir), index, raw, auth_enabled)
         if rule is not None:
             rules.append(rule)
+    if default_max_tokens is not None:
+        for rule in rules:
+            for limit in rule.limits:
+                if limit.resource == "tokens" and default_max_tokens >= limit.capacity:
+                    t.error(
+                        "default_max_tokens",
+                        f"{default_max_tokens} is not below the capacity of {rule.name}'s {limit.name} "
+                        f"({limit.capacity:g}): every request without max_tokens would be refused",
+                    )
     t.finish()
     return RateLimitingConfig(enabled, tuple(rules), default_cost, lease, lease_ttl_ms, fail_open, default_max_tokens)
 

@@ -49,7 +49,8 @@ class _Need:
 
 
 _WHY = {
-    "tokens": "its prompt's estimated tokens plus max_tokens: lower max_tokens",
+    "tokens": "its prompt's estimated tokens plus max_tokens (the request's, else its variants', else "
+    "[rate_limiting] default_max_tokens): lower max_tokens, or shorten the prompt",
     "cost": "the rule's default_cost",
     "model_inferences": "one model inference",
 }
