@@ -35,14 +35,16 @@ class SessionListing:
     limit: int = DEFAULT_LIMIT
     before: tuple[dt.datetime, str] | None = None
     api_key_public_id: str | None = None
+    user: str | None = None  # the sessions with inferences tagged `user` with this value
     session_id: str | None = None  # that session only: any id, `/` and `..` included, which a path cannot carry
     parent_session_id: str | None = None  # its subagents' sessions
 
 
 def parse_session_listing(params: Mapping[str, str]) -> SessionListing:
-    """Query parameters of `GET /v1/sessions`: limit, cursor (a page's `next_cursor`), api_key_public_id,
+    """Query parameters of `GET /v1/sessions`: limit, cursor (a page's `next_cursor`), api_key_public_id, user,
     session_id, parent_session_id."""
-    unknown = sorted(set(params) - {"limit", "cursor", "api_key_public_id", "session_id", "parent_session_id"})
+    known = {"limit", "cursor", "api_key_public_id", "user", "session_id", "parent_session_id"}
+    unknown = sorted(set(params) - known)
     if unknown:
         raise InvalidRequest.at(unknown[0], "unknown query parameter")
     limit = DEFAULT_LIMIT
@@ -53,7 +55,7 @@ def parse_session_listing(params: Mapping[str, str]) -> SessionListing:
         limit = int(text)
     before = decode_cursor(params["cursor"]) if "cursor" in params else None
     ids = {key: _session_id(params[key], key) for key in ("session_id", "parent_session_id") if key in params}
-    return SessionListing(limit, before, params.get("api_key_public_id") or None, **ids)
+    return SessionListing(limit, before, params.get("api_key_public_id") or None, params.get("user") or None, **ids)
 
 
 def _session_id(value: str, field: str) -> str:
@@ -94,6 +96,7 @@ def session_json(row: SessionRow) -> dict[str, Any]:
         "processing_time_ms": row.processing_time_ms_sum,
         "models": row.models,
         "api_key_public_ids": row.api_key_public_ids,
+        "users": row.users,
     }
 
 
@@ -104,6 +107,7 @@ async def list_sessions(database: Database, listing: SessionListing) -> dict[str
         limit=listing.limit,
         before=listing.before,
         api_key_public_id=listing.api_key_public_id,
+        user=listing.user,
         session_id=listing.session_id,
         parent_session_id=listing.parent_session_id,
     )

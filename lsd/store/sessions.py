@@ -20,7 +20,7 @@ MARGIN_MS = 60_000  # around a session's first and last inference: its attempts'
 _COLUMNS = (
     "session_id, parent_session_id, first_seen, last_seen, inference_count, input_tokens, output_tokens, "
     "CASE WHEN priced_count > 0 THEN cost END AS cost, priced_count, processing_time_ms_sum, models, "
-    "api_key_public_ids, failed_inference_count"
+    "api_key_public_ids, users, failed_inference_count"
 )
 
 
@@ -40,6 +40,7 @@ class SessionRow:
     processing_time_ms_sum: int
     models: list[str]
     api_key_public_ids: list[str]
+    users: list[str]  # the tag `user` (the body's `user`; Open WebUI's forwarded user id)
     failed_inference_count: int  # inferences that got no answer (every attempt failed, or the client left first)
 
 
@@ -61,12 +62,14 @@ async def list_sessions(
     limit: int,
     before: tuple[dt.datetime, str] | None = None,
     api_key_public_id: str | None = None,
+    user: str | None = None,
     session_id: str | None = None,
     parent_session_id: str | None = None,
     purpose: str = "query",
 ) -> list[SessionRow]:
     """Sessions by their latest inference, newest first; `before` is the (last_seen, session_id) a page ended at.
-    Filters: one key's (its sessions by the GIN index, then sorted), one session, one session's subagents'."""
+    Filters: one key's or one user's (their sessions by a GIN index, then sorted), one session, one session's
+    subagents'."""
     where: list[str] = []
     params: list[object] = []
     if before is not None:
@@ -75,6 +78,9 @@ async def list_sessions(
     if api_key_public_id is not None:
         where.append("api_key_public_ids @> ARRAY[%s]::text[]")
         params.append(api_key_public_id)
+    if user is not None:
+        where.append("users @> ARRAY[%s]::text[]")
+        params.append(user)
     if session_id is not None:
         where.append("session_id = %s")
         params.append(session_id)

@@ -20,16 +20,18 @@ CREATE TABLE session_statistics (
     priced_count bigint NOT NULL,                   -- inferences with a cost (0: the cost is unknown, not zero)
     processing_time_ms_sum bigint NOT NULL,
     models text[] NOT NULL,                         -- sorted, distinct (see above)
-    api_key_public_ids text[] NOT NULL              -- sorted, distinct; empty without authentication
+    api_key_public_ids text[] NOT NULL,             -- sorted, distinct; empty without authentication
+    users text[] NOT NULL                           -- the tag `user` (the body's `user`, a chat UI's user id)
 );
 CREATE INDEX session_statistics_last_seen ON session_statistics (last_seen DESC, session_id DESC);
 CREATE INDEX session_statistics_parent ON session_statistics (parent_session_id, first_seen)
     WHERE parent_session_id IS NOT NULL;
 CREATE INDEX session_statistics_keys ON session_statistics USING gin (api_key_public_ids);
+CREATE INDEX session_statistics_users ON session_statistics USING gin (users);
 
--- A session tag's value as a session id: NULL when longer than 512 characters (lsd.sessions.MAX_SESSION_ID_CHARS;
--- the gateway refuses such a header), as a btree key holds at most 2,704 bytes: such an inference is in no session
--- (or has no parent) rather than stopping every statistics refresh.
+-- A session tag's value as a session id (or a user): NULL when longer than 512 characters
+-- (lsd.sessions.MAX_SESSION_ID_CHARS; the gateway refuses such a session header), as a btree key holds at most 2,704
+-- bytes: such an inference is in no session (or has no parent, or no user) rather than stopping every refresh.
 CREATE FUNCTION lsd_session_tag(tags jsonb, tag text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN length(tags ->> tag) <= 512 THEN tags ->> tag END
@@ -59,7 +61,9 @@ SELECT lsd_session_tag(i.tags, 'lsd::session_id'), max(lsd_session_tag(i.tags, '
        array_agg(DISTINCT lsd_session_model(i.function_name, i.variant_name) ORDER BY
                  lsd_session_model(i.function_name, i.variant_name)),
        coalesce(array_agg(DISTINCT i.api_key_public_id ORDER BY i.api_key_public_id)
-                FILTER (WHERE i.api_key_public_id IS NOT NULL), '{}')
+                FILTER (WHERE i.api_key_public_id IS NOT NULL), '{}'),
+       coalesce(array_agg(DISTINCT lsd_session_tag(i.tags, 'user') ORDER BY lsd_session_tag(i.tags, 'user'))
+                FILTER (WHERE lsd_session_tag(i.tags, 'user') IS NOT NULL), '{}')
 FROM (
     SELECT c.tags, c.function_name, c.variant_name, c.created_at, c.input_tokens, c.output_tokens, c.cost,
            c.processing_time_ms, c.api_key_public_id

@@ -55,7 +55,7 @@ def refresh(database_url: str) -> None:
 
 
 def test_sessions_are_totalled_listed_and_shown(client: TestClient, database_url: str) -> None:
-    opencode = {"x-session-id": "ses_parent"}
+    opencode = {"x-session-id": "ses_parent", "x-openwebui-user-id": "u-ann"}
     subagent = {"x-session-id": "ses_child", "x-parent-session-id": "ses_parent"}
     codex = {"session-id": "0199-codex"}
     answers = [
@@ -86,6 +86,9 @@ def test_sessions_are_totalled_listed_and_shown(client: TestClient, database_url
     assert parent["output_tokens"] == sum(u["completion_tokens"] for u in usage)
     assert parent["models"] == ["chat/a", "echo"]  # the default function's model by name, a function's variant
     assert parent["parent_session_id"] is None and parent["first_seen"] <= parent["last_seen"]
+    assert parent["users"] == ["u-ann"]
+    by_user = client.get("/v1/sessions", params={"user": "u-ann"}).json()["sessions"]
+    assert [s["session_id"] for s in by_user] == ["ses_parent"]
     assert [c["session_id"] for c in parent["subsessions"]] == ["ses_child"]
     assert parent["subsessions"][0]["parent_session_id"] == "ses_parent"
     codex_session = client.get("/v1/sessions/0199-codex").json()

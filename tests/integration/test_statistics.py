@@ -81,6 +81,8 @@ FROM_SCRATCH = {
                         '{}'),
                coalesce(array_agg(DISTINCT api_key_public_id ORDER BY api_key_public_id)
                         FILTER (WHERE api_key_public_id IS NOT NULL), '{}'),
+               coalesce(array_agg(DISTINCT tags ->> 'user' ORDER BY tags ->> 'user')
+                        FILTER (WHERE tags ? 'user'), '{}'),
                count(*) FILTER (WHERE NOT answered)
         FROM (SELECT tags, function_name, variant_name, created_at, input_tokens, output_tokens, cost,
                      processing_time_ms, api_key_public_id, true AS answered FROM chat_inferences
@@ -157,8 +159,10 @@ class Generator:
             if kind == "chat" and s.random() < 0.3:
                 function = "tensorzero::default"
             tags = {}
-            if s.random() < 0.6:  # an agent session's step, some of them a subagent's
+            if s.random() < 0.6:  # an agent session's step, some of them a subagent's, some a named user's
                 tags["lsd::session_id"] = f"s{s.randint(1, 5)}"
+                if s.random() < 0.5:
+                    tags["user"] = s.choice(["ann", "bob"])
                 if s.random() < 0.2:
                     tags["lsd::parent_session_id"] = f"s{s.randint(1, 5)}"
             rows.inference(

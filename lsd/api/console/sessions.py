@@ -28,15 +28,30 @@ async def sessions(request: Request[Any], viewer: Viewer) -> Response:
     params = request.query_params
     before = decode_cursor(params["cursor"]) if params.get("cursor") else None
     key = params.get("key", "").strip() or None
+    user = params.get("user", "").strip() or None
     rows = await store.list_sessions(
-        services(request).database, limit=PAGE_SIZE, before=before, api_key_public_id=key, purpose="console"
+        services(request).database,
+        limit=PAGE_SIZE,
+        before=before,
+        api_key_public_id=key,
+        user=user,
+        purpose="console",
     )
-    kept = {"key": key} if key else {}
+    kept = {k: v for k, v in (("key", key), ("user", user)) if v}
     next_url = None
     if len(rows) == PAGE_SIZE:
         next_url = "/ui/sessions?" + urlencode({**kept, "cursor": encode_cursor(rows[-1])})
     first_url = "/ui/sessions?" + urlencode(kept) if before else None
-    return render(request, "sessions.html", viewer, rows=rows, key=key or "", next_url=next_url, first_url=first_url)
+    return render(
+        request,
+        "sessions.html",
+        viewer,
+        rows=rows,
+        key=key or "",
+        user=user or "",
+        next_url=next_url,
+        first_url=first_url,
+    )
 
 
 async def session(request: Request[Any], viewer: Viewer) -> Response:
