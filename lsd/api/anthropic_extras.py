@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import orjson
+
 from lsd.api.anthropic_request import ANTHROPIC_BODY_TYPES, MessagesRequest
 from lsd.providers.openai.compatible import CHAT_COMPLETIONS_TYPES
 from lsd.types import BodyPatch, HeaderPatch, Json
@@ -38,8 +40,8 @@ def _structured_output(
     response_format: Mapping[str, Json], model: str, provider: str, provider_type: str
 ) -> list[BodyPatch]:
     """A model's structured output in the body of a provider that is not Anthropic's: Chat Completions'
-    `response_format`, or Gemini's JSON schema (`responseJsonSchema`, JSON Schema as is, as its own wire sends
-    a strict output schema); nothing for the others (Bedrock's Converse has no such field)."""
+    `response_format`, Gemini's JSON schema (`responseJsonSchema`, JSON Schema as is, as its own wire sends a
+    strict output schema), or Converse's `outputConfig.textFormat` (Bedrock: the schema as a JSON string)."""
     if provider_type in CHAT_COMPLETIONS_TYPES:
         return [BodyPatch("/response_format", response_format, model_name=model, provider_name=provider)]
     if provider_type in GEMINI_BODY_TYPES:
@@ -50,4 +52,8 @@ def _structured_output(
             ),
             BodyPatch("/generationConfig/responseJsonSchema", schema, model_name=model, provider_name=provider),
         ]
+    if provider_type == "aws_bedrock":
+        definition = {"schema": orjson.dumps(response_format["json_schema"]["schema"]).decode(), "name": "response"}
+        text_format = {"type": "json_schema", "structure": {"jsonSchema": definition}}
+        return [BodyPatch("/outputConfig/textFormat", text_format, model_name=model, provider_name=provider)]
     return []

@@ -427,6 +427,7 @@ def test_a_models_structured_output_is_asked_of_chat_completions_providers_too(c
         ("claude", "anthropic", "anthropic"),
         ("claude", "backup", "openai"),
         ("claude", "g", "google_ai_studio_gemini"),
+        ("claude", "b", "aws_bedrock"),
     ]
     for fields in (
         {"output_config": {"effort": "low", "format": {"type": "json_schema", "schema": schema}}},
@@ -440,6 +441,11 @@ def test_a_models_structured_output_is_asked_of_chat_completions_providers_too(c
         assert [(b.pointer, b.value) for b in bodies if b.provider_name == "g"] == [
             ("/generationConfig/responseMimeType", "application/json"),
             ("/generationConfig/responseJsonSchema", schema),  # Gemini's JSON schema, as its own wire sends it
+        ]
+        converse = {"type": "json_schema", "structure": {"jsonSchema": {"schema": orjson.dumps(schema).decode(),
+                                                                        "name": "response"}}}  # fmt: skip
+        assert [(b.pointer, b.value) for b in bodies if b.provider_name == "b"] == [
+            ("/outputConfig/textFormat", converse)  # Bedrock's structured output, the schema as a JSON string
         ]
     # a function's own output is its config's: nothing added
     function = parse_messages_request(
