@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
@@ -49,10 +50,22 @@ def build_app(config: Config, database_url: str | DatabaseUrls, *, models: Model
     access_log = LineSink("lsd.access")
     doors: list[FrontDoor] = []  # the app's front door, once starlette has built its stack (at its first call)
 
-    def front(app: ASGIApp) -> FrontDoor:
+    def front(app: ASGIApp) -> ASGIApp:
         door = FrontDoor(app, Guard(config.gateway), AccessLog(access_log), tracing=config.gateway.otlp_traces.enabled)
         doors[:] = [door]
-        return door
+        origins = config.gateway.cors_allowed_origins
+        if not origins:
+            return door
+        # Outside the front door: a browser's preflight carries no key and is answered here, before the Guard.
+        # Keys go in a header, never cookies: no credentials mode (the console's session cookie stays same-origin).
+        return CORSMiddleware(
+            door,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["*"],
+            expose_headers=["retry-after", "x-request-id"],
+            max_age=600,
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:

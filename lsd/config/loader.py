@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -161,6 +162,7 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
         max_header_bytes=t.int("max_header_bytes", 16 * 1024, minimum=1024),
         request_timeout_s=t.float("request_timeout_s", 300.0, minimum=0),
         trusted_proxies=_networks(t, "trusted_proxies"),
+        cors_allowed_origins=_origins(t, "cors_allowed_origins"),
         batch=batch_config,
         metrics=metrics_from(t.table("metrics")),  # telemetry: [gateway.metrics]
         otlp_traces=otlp_traces_from(t.table("export")),  # telemetry: [gateway.export.otlp.traces]
@@ -215,6 +217,15 @@ def _cache(t: Table) -> None:
     valkey.int("ttl_s", 86400, minimum=1)
     valkey.finish()
     t.finish()
+
+
+def _origins(t: Table, key: str) -> tuple[str, ...]:
+    """Web origins (`scheme://host[:port]`, as a browser sends `Origin`), or "*"."""
+    origins = t.str_list(key) or ()
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s?#]+", origin):
+            t.error(key, f'expected origins such as https://chat.example.com (no path), or "*"; got {origin!r}')
+    return tuple(origins)
 
 
 def _networks(t: Table, key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

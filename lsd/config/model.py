@@ -115,6 +115,8 @@ class GatewayConfig:
     request_timeout_s: float = 300.0  # until the response starts; 0 turns it off
     # Peers whose X-Forwarded-For/-Proto are believed (networks, e.g. "10.0.0.0/8"); others' are ignored.
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Web origins whose pages may call the API from the browser with their own key (CORS); "*" for any.
+    cors_allowed_origins: tuple[str, ...] = ()
     batch: BatchConfig = field(default_factory=BatchConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     otlp_traces: OtlpTracesConfig = field(default_factory=OtlpTracesConfig)
