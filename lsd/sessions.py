@@ -55,7 +55,10 @@ def parse_session_listing(params: Mapping[str, str]) -> SessionListing:
         limit = int(text)
     before = decode_cursor(params["cursor"]) if "cursor" in params else None
     ids = {key: _session_id(params[key], key) for key in ("session_id", "parent_session_id") if key in params}
-    return SessionListing(limit, before, params.get("api_key_public_id") or None, params.get("user") or None, **ids)
+    key = params.get("api_key_public_id") or None
+    if key is not None and "\x00" in key:  # a key id is plain text (a tag's value is stored escaped: any will do)
+        raise InvalidRequest.at("api_key_public_id", "must not contain U+0000")
+    return SessionListing(limit, before, key, params.get("user") or None, **ids)
 
 
 def _session_id(value: str, field: str) -> str:

@@ -156,7 +156,7 @@ class InferenceParams:
     service_tier: str | None = None
     thinking_budget_tokens: int | None = None
     verbosity: str | None = None
-    # OpenAI's prompt-cache routing hint (Codex: its session id); sent to `openai` providers only, never a cache key
+    # OpenAI's prompt-cache routing hint (Codex: its session id); sent to OpenAI's own API only, never a cache key
     prompt_cache_key: str | None = None
 
     def merged(self, override: InferenceParams) -> InferenceParams:

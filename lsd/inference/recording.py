@@ -170,7 +170,8 @@ def input_to_json(input: Input) -> dict[str, Any]:
     return out
 
 
-# prompt_cache_key is kept as the tag lsd::prompt_cache_key; TensorZero's stored params have no such key.
+# prompt_cache_key is not stored here (TensorZero's stored params have no such key): the OpenAI routes keep it as the
+# tag lsd::prompt_cache_key; given as a param on /inference it is sent on only (a routing hint).
 _PARAMS = tuple(k for k in InferenceParams.__dataclass_fields__ if k != "prompt_cache_key")
 
 

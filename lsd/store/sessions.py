@@ -4,7 +4,7 @@ session's subagents. Every read is an index read with a LIMIT; the statistics re
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from uuid import UUID
 
@@ -12,6 +12,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from lsd.store.database import Database
+from lsd.store.escaping import escape_text, needs_escape, unescape_optional, unescape_text
 from lsd.store.list_query import uuid7_floor_ms
 
 MAX_CHILDREN = 200
@@ -74,32 +75,35 @@ async def list_sessions(
     params: list[object] = []
     if before is not None:
         where.append("(last_seen, session_id) < (%s, %s)")
-        params.extend(before)
+        params.extend((before[0], escape_text(before[1])))
     if api_key_public_id is not None:
         where.append("api_key_public_ids @> ARRAY[%s]::text[]")
         params.append(api_key_public_id)
     if user is not None:
         where.append("users @> ARRAY[%s]::text[]")
-        params.append(user)
+        params.append(escape_text(user))
     if session_id is not None:
         where.append("session_id = %s")
-        params.append(session_id)
+        params.append(escape_text(session_id))
     if parent_session_id is not None:
         where.append("parent_session_id = %s")
-        params.append(parent_session_id)
+        params.append(escape_text(parent_session_id))
     condition = f"WHERE {' AND '.join(where)} " if where else ""
     statement = (
         f"SELECT {_COLUMNS} FROM session_statistics {condition}ORDER BY last_seen DESC, session_id DESC LIMIT %s"
     )
     async with database.reading(purpose) as conn, conn.cursor(row_factory=class_row(SessionRow)) as cur:
         await cur.execute(statement, (*params, limit))
-        return await cur.fetchall()
+        return [_unescaped(r) for r in await cur.fetchall()]
 
 
 async def get_session(database: Database, session_id: str, *, purpose: str = "query") -> SessionRow | None:
     async with database.reading(purpose) as conn, conn.cursor(row_factory=class_row(SessionRow)) as cur:
-        await cur.execute(f"SELECT {_COLUMNS} FROM session_statistics WHERE session_id = %s", (session_id,))
-        return await cur.fetchone()
+        await cur.execute(
+            f"SELECT {_COLUMNS} FROM session_statistics WHERE session_id = %s", (escape_text(session_id),)
+        )
+        row = await cur.fetchone()
+        return None if row is None else _unescaped(row)
 
 
 async def subsessions(database: Database, session_id: str, *, purpose: str = "query") -> list[SessionRow]:
@@ -108,9 +112,9 @@ async def subsessions(database: Database, session_id: str, *, purpose: str = "qu
         await cur.execute(
             f"SELECT {_COLUMNS} FROM session_statistics WHERE parent_session_id = %s "
             "ORDER BY first_seen, session_id LIMIT %s",
-            (session_id, MAX_CHILDREN),
+            (escape_text(session_id), MAX_CHILDREN),
         )
-        return await cur.fetchall()
+        return [_unescaped(r) for r in await cur.fetchall()]
 
 
 async def failed_inferences(
@@ -131,6 +135,19 @@ async def failed_inferences(
             ),
         )
         return await cur.fetchall()
+
+
+def _unescaped(row: SessionRow) -> SessionRow:
+    """A row's ids as the client sent them: tag values are stored escaped (lsd.store.escaping), and so are the ids
+    the refresh copies from them."""
+    if not any(needs_escape(t) for t in (row.session_id, row.parent_session_id or "", *row.users)):
+        return row
+    return replace(
+        row,
+        session_id=unescape_text(row.session_id),
+        parent_session_id=unescape_optional(row.parent_session_id),
+        users=[unescape_text(u) for u in row.users],
+    )
 
 
 def _ms(at: dt.datetime) -> int:

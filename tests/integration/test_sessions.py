@@ -133,7 +133,13 @@ def test_sessions_are_totalled_listed_and_shown(client: TestClient, database_url
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"limit": "0"}, "limit"), ({"limit": "²"}, "limit"), ({"cursor": "%%%"}, "cursor"), ({"x": "1"}, "x")],
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "²"}, "limit"),
+        ({"cursor": "%%%"}, "cursor"),
+        ({"x": "1"}, "x"),
+        ({"api_key_public_id": "k\x00"}, "api_key_public_id"),
+    ],
 )
 def test_bad_listing_parameters_are_400s_naming_them(client: TestClient, params: dict[str, str], field: str) -> None:
     r = client.get("/v1/sessions", params=params)
@@ -149,7 +155,7 @@ def test_any_session_id_is_reachable_and_an_overlong_one_is_refused(client: Test
     """Session ids are the client's: `/`, `..` and the like are listed and read through the query form (a path
     cannot carry them), HTML in them is escaped, and one longer than a statistics key can hold is a 400 naming its
     header (it once stopped every statistics refresh)."""
-    odd = ["a/b", "..", "<script>x</script>", "ünï cødé"]
+    odd = ["a/b", "..", "<script>x</script>", "ünï cødé", "private \ue000 use"]  # U+E000: stored escaped
     for session_id in odd:
         chat(client, "tensorzero::model_name::echo", "hi", {"x-session-id": session_id.encode()})  # UTF-8
     chat(client, "tensorzero::model_name::echo", "sub", {"x-session-id": "kid", "x-parent-session-id": "a/b"})
@@ -170,6 +176,18 @@ def test_any_session_id_is_reachable_and_an_overlong_one_is_refused(client: Test
         assert [s["session_id"] for s in one] == [session_id]
         page = client.get("/ui/session", params={"id": session_id})
         assert page.status_code == 200 and "<script>x" not in page.text
+        assert page.text.count('href="/ui/inferences/') == 1  # its inference, found by its tag
+    assert client.get("/v1/sessions/private \ue000 use").json()["session_id"] == "private \ue000 use"
+    nul = client.get("/v1/sessions", params={"session_id": "a\x00", "user": "\x00"})
+    assert nul.status_code == 200 and nul.json()["sessions"] == []  # a U+0000 matches nothing, and is no 500
     kids = client.get("/v1/sessions", params={"parent_session_id": "a/b"}).json()["sessions"]
     assert [s["session_id"] for s in kids] == ["kid"]
     assert 'href="/ui/session?id=a%2Fb"' in client.get("/ui/sessions").text
+
+
+@pytest.mark.parametrize(
+    "path", ["/ui/sessions?user=a%00b", "/ui/sessions?key=%00", "/ui/session?id=a%00b", "/ui/functions/a%00b"]
+)
+def test_a_console_page_asked_for_u0000_is_a_400(client: TestClient, path: str) -> None:
+    """PostgreSQL's text holds no U+0000: a page asked for one answers 400, not the database's 500 (diff4 review)."""
+    assert client.get(path).status_code == 400

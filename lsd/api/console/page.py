@@ -47,11 +47,20 @@ def page(handler: Handler) -> Callable[[Request[Any]], Awaitable[Response]]:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/ui/login?next={quote(target, safe='')}", status_code=303)
         try:
+            _check_no_nul(request)
             return await handler(request, viewer)
         except LsdError as exc:
             return error_page(request, viewer, exc)
 
     return endpoint
+
+
+def _check_no_nul(request: Request[Any]) -> None:
+    """No page names a function, dataset, key or anything else with U+0000, which PostgreSQL's text refuses (a 500
+    from the database, before): a 400 naming the parameter."""
+    for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidRequest.at(name, "must not contain U+0000")
 
 
 def error_page(request: Request[Any], viewer: Viewer, exc: LsdError) -> Response:

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from lsd.api.console.access import Viewer
 from lsd.api.console.page import services
 from lsd.api.console.render import render
-from lsd.errors import NotFound
+from lsd.errors import InvalidRequest, NotFound
 from lsd.inference import listing
 from lsd.sessions import MAX_SESSION_ID_CHARS, decode_cursor, encode_cursor
 from lsd.store import sessions as store
@@ -28,6 +28,8 @@ async def sessions(request: Request[Any], viewer: Viewer) -> Response:
     params = request.query_params
     before = decode_cursor(params["cursor"]) if params.get("cursor") else None
     key = params.get("key", "").strip() or None
+    if key is not None and "\x00" in key:
+        raise InvalidRequest.at("key", "must not contain U+0000")
     user = params.get("user", "").strip() or None
     rows = await store.list_sessions(
         services(request).database,

@@ -131,10 +131,13 @@ class ChatCompletionsProvider(HttpProvider):
         return self.embedding_response(exchange, embeddings, usage, reported_cost(exchange.data.get("usage")))
 
 
+# OpenAI's own API also takes its prompt-cache routing hint (other servers behind the `openai` type may refuse an
+# unknown field; Azure and the compatible types take CONTROL_PARAMS or fewer)
+OPENAI_CONTROLS = (*CONTROL_PARAMS, "prompt_cache_key")
+
+
 class OpenAIProvider(ChatCompletionsProvider):
     type_name: ClassVar[str] = "openai"
-    # OpenAI's prompt-cache routing hint goes on too (Azure, the compatible types: CONTROL_PARAMS or fewer)
-    controls: ClassVar[tuple[str, ...]] = (*CONTROL_PARAMS, "prompt_cache_key")
     credential_headers: ClassVar[frozenset[str]] = frozenset({"Authorization"})
     supports_embeddings: ClassVar[bool] = True
     embeds_tokens: ClassVar[bool] = True
@@ -164,6 +167,8 @@ class OpenAIProvider(ChatCompletionsProvider):
             proxy=proxy,
             embeddings_url=f"{base}/embeddings",
         )
+        if urlsplit(api_base).hostname == "api.openai.com":
+            self.controls = OPENAI_CONTROLS  # type: ignore[misc]
 
     @classmethod
     def from_config(cls, config: ProviderConfig, options: Table) -> OpenAIProvider:

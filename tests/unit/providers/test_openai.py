@@ -109,6 +109,15 @@ def test_defaults_point_at_openai() -> None:
     assert (provider.key_location.kind, provider.key_location.name) == ("env", "OPENAI_API_KEY")
     assert provider.max_tokens_field == "max_completion_tokens"
     assert provider.pricing is None
+    # OpenAI's prompt-cache routing hint goes to OpenAI's own API only: another server may refuse an unknown field
+    assert "prompt_cache_key" in provider.controls
+    other = make(OpenAIProvider, {"model_name": "m", "api_base": "http://localhost:11434/v1/"})
+    assert "prompt_cache_key" not in other.controls and "service_tier" in other.controls
+    request = ProviderRequest(
+        system=None, messages=(Message("user", (Text("hi"),)),), params=InferenceParams(prompt_cache_key="ses_1")
+    )
+    assert build_body(request, "m", False, controls=provider.controls)["prompt_cache_key"] == "ses_1"
+    assert "prompt_cache_key" not in build_body(request, "m", False, controls=other.controls)
 
 
 @pytest.mark.parametrize(
