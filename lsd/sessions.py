@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,9 +119,29 @@ async def list_sessions(database: Database, listing: SessionListing) -> dict[str
 
 
 async def get_session(database: Database, session_id: str) -> dict[str, Any]:
-    """One session's totals and its subagents' sessions (`subsessions`, oldest first); NotFound when it has none."""
+    """One session's totals, its subagents' sessions (`subsessions`, oldest first) and the sum of both
+    (`with_subsessions`); NotFound when it has none."""
     row = await store.get_session(database, _session_id(session_id, "session_id"))
     if row is None:
         raise NotFound(f"unknown session {session_id!r} (or not counted yet)", field="session_id")
     children = await store.subsessions(database, session_id)
-    return {**session_json(row), "subsessions": [session_json(c) for c in children]}
+    return {
+        **session_json(row),
+        "subsessions": [session_json(c) for c in children],
+        "with_subsessions": with_subsessions(row, children),
+    }
+
+
+def with_subsessions(row: SessionRow, children: Sequence[SessionRow]) -> dict[str, Any]:
+    """A session's totals with its subagents' added: what an opencode session cost in all (one level down, as
+    `subsessions` lists them)."""
+    rows = (row, *children)
+    priced = [r.cost for r in rows if r.cost is not None]
+    return {
+        "inference_count": sum(r.inference_count for r in rows),
+        "failed_inference_count": sum(r.failed_inference_count for r in rows),
+        "input_tokens": sum(r.input_tokens for r in rows),
+        "output_tokens": sum(r.output_tokens for r in rows),
+        "cost": float(sum(priced)) if priced else None,
+        "priced_inference_count": sum(r.priced_count for r in rows),
+    }

@@ -90,6 +90,9 @@ def test_sessions_are_totalled_listed_and_shown(client: TestClient, database_url
     by_user = client.get("/v1/sessions", params={"user": "u-ann"}).json()["sessions"]
     assert [s["session_id"] for s in by_user] == ["ses_parent"]
     assert [c["session_id"] for c in parent["subsessions"]] == ["ses_child"]
+    child = parent["subsessions"][0]
+    assert parent["with_subsessions"]["inference_count"] == 3  # its own two and its subagent's one
+    assert parent["with_subsessions"]["input_tokens"] == parent["input_tokens"] + child["input_tokens"]
     assert parent["subsessions"][0]["parent_session_id"] == "ses_parent"
     codex_session = client.get("/v1/sessions/0199-codex").json()
     assert codex_session["inference_count"] == 2 and codex_session["priced_inference_count"] == 1  # echo: no price
@@ -118,6 +121,7 @@ def test_sessions_are_totalled_listed_and_shown(client: TestClient, database_url
     detail = client.get("/ui/session", params={"id": "ses_parent"})
     assert detail.status_code == 200
     assert 'href="/ui/session?id=ses_child"' in detail.text  # the subagent's session
+    assert 'id="with-subsessions">4 inferences' in detail.text  # after "five": three of its own and the child's
     for answer in answers[:2]:
         assert f"/ui/inferences/{answer['id']}" in detail.text
     assert f"/ui/inferences/{answers[2]['id']}" not in detail.text  # the subagent's own inference is on its page

@@ -15,7 +15,7 @@ from lsd.api.console.page import services
 from lsd.api.console.render import render
 from lsd.errors import InvalidRequest, NotFound
 from lsd.inference import listing
-from lsd.sessions import MAX_SESSION_ID_CHARS, decode_cursor, encode_cursor
+from lsd.sessions import MAX_SESSION_ID_CHARS, decode_cursor, encode_cursor, with_subsessions
 from lsd.store import sessions as store
 
 PAGE_SIZE = 50
@@ -82,6 +82,7 @@ async def session(request: Request[Any], viewer: Viewer) -> Response:
         viewer,
         session=row,
         children=children,
+        total=with_subsessions(row, children) if children else None,
         rows=found.rows,
         truncated=len(found.rows) == MAX_INFERENCES,
         failed=failed,
