@@ -27,6 +27,9 @@ SESSION_TAG = "lsd::session_id"
 # The end user a chat UI forwards, kept as the tag `user` (as the body's `user`; per-user rate limits scope on it).
 USER_HEADERS, USER_TAG = frozenset({b"x-openwebui-user-id"}), "user"
 PARENT_SESSION_HEADER, PARENT_SESSION_TAG = b"x-parent-session-id", "lsd::parent_session_id"  # its subagents
+# A Codex sub-agent sends its root's `session-id`, its own `thread-id` and `x-codex-parent-thread-id`: it is a session
+# of its own (its thread) whose parent is that thread, as opencode's subagents are.
+CODEX_THREAD_HEADER, CODEX_PARENT_HEADER = b"thread-id", b"x-codex-parent-thread-id"
 KEY_SCOPE = "lsd.api_key_public_id"  # where the verified key's public id waits for the handler
 KEY_TAG = "tensorzero::api_key_public_id"  # TensorZero's tag for it, added to the inference's tags
 
@@ -57,6 +60,7 @@ def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
     key_id: str | None = scope.get(KEY_SCOPE)
     header_tags: dict[str, str] = {}
     options: dict[bytes, str] = {}
+    thread: tuple[bytes, bytes] | None = None  # a Codex sub-agent's own thread and its parent's
     for name, value in scope["headers"]:
         if name.startswith(TAG_HEADER) and len(name) > len(TAG_HEADER):
             # A header name cannot hold ':', so a reserved `lsd::`/`tensorzero::` key cannot come this way.
@@ -67,8 +71,15 @@ def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
             header_tags[PARENT_SESSION_TAG] = _session_id(name, value)
         elif name in USER_HEADERS and value:
             header_tags.setdefault(USER_TAG, _header_text(value))  # an `lsd-tag-user` header wins
+        elif name == CODEX_THREAD_HEADER and value:
+            thread = (value, thread[1] if thread else b"")
+        elif name == CODEX_PARENT_HEADER and value:
+            thread = (thread[0] if thread else b"", value)
         elif name in OPTION_HEADERS:
             options[name] = _header_text(value).strip()
+    if thread is not None and thread[0] and thread[1]:
+        header_tags[SESSION_TAG] = _session_id(CODEX_THREAD_HEADER, thread[0])
+        header_tags[PARENT_SESSION_TAG] = _session_id(CODEX_PARENT_HEADER, thread[1])
     if options:
         parsed = with_header_options(parsed, options)
     if not header_tags and key_id is None:

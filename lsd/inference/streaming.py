@@ -63,6 +63,9 @@ from lsd.types import (
 STREAMED_TYPES = ("chat_completion", "dicl")
 # The tag an inference gets when a stream that ended early had its usage (partly) estimated: the estimated counts.
 USAGE_ESTIMATED_TAG = "lsd::usage_estimated"
+# A stream its provider cut (not one its client left): the inference has a row, with a partial answer; the tag names
+# the error's kind, and a session counts the inference as failed (lsd.store.statistics).
+STREAM_ERROR_TAG = "lsd::stream_error"
 
 
 @immutable
@@ -272,9 +275,11 @@ class InferenceStream:
             )
             if aggregate.cost is None:
                 aggregate.cost = early_cost(self.provider, aggregate.usage)
-        if aggregate.estimated:
-            tags = {**p.request.tags, USAGE_ESTIMATED_TAG: ",".join(aggregate.estimated)}
-            p = replace(p, request=replace(p.request, tags=tags))
+        marks = {USAGE_ESTIMATED_TAG: ",".join(aggregate.estimated)} if aggregate.estimated else {}
+        if error is not None and error.kind != CLIENT_GONE:
+            marks[STREAM_ERROR_TAG] = error.kind
+        if marks:
+            p = replace(p, request=replace(p.request, tags={**p.request.tags, **marks}))
         attempt = self._attempt(aggregate, error)
 
         def output() -> object:

@@ -71,18 +71,19 @@ WITH d AS MATERIALIZED (
     SELECT 'chat' AS src, c.id, c.episode_id, c.function_name, c.variant_name, c.created_at, c.input_tokens,
            c.output_tokens, c.cost, c.processing_time_ms, lsd_session_tag(c.tags, 'lsd::session_id') AS session_id,
            lsd_session_tag(c.tags, 'lsd::parent_session_id') AS parent_session_id, c.api_key_public_id,
-           lsd_session_tag(c.tags, 'user') AS end_user
+           lsd_session_tag(c.tags, 'user') AS end_user, c.tags ? 'lsd::stream_error' AS cut
     FROM chat_inferences c WHERE {chat_new}
     UNION ALL
     SELECT 'json', j.id, j.episode_id, j.function_name, j.variant_name, j.created_at, j.input_tokens,
            j.output_tokens, j.cost, j.processing_time_ms, lsd_session_tag(j.tags, 'lsd::session_id'),
-           lsd_session_tag(j.tags, 'lsd::parent_session_id'), j.api_key_public_id, lsd_session_tag(j.tags, 'user')
+           lsd_session_tag(j.tags, 'lsd::parent_session_id'), j.api_key_public_id, lsd_session_tag(j.tags, 'user'),
+           j.tags ? 'lsd::stream_error'
     FROM json_inferences j WHERE {json_new}
 ),
 by_session AS (
     INSERT INTO session_statistics AS s (
         session_id, parent_session_id, first_seen, last_seen, inference_count, input_tokens, output_tokens, cost,
-        priced_count, processing_time_ms_sum, models, api_key_public_ids, users)
+        priced_count, processing_time_ms_sum, models, api_key_public_ids, users, failed_inference_count)
     SELECT session_id, max(parent_session_id), min(created_at), max(created_at), count(*),
            coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost), 0), count(cost),
            coalesce(sum(processing_time_ms), 0),
@@ -90,7 +91,8 @@ by_session AS (
                      ORDER BY lsd_session_model(function_name, variant_name)),
            coalesce(array_agg(DISTINCT api_key_public_id ORDER BY api_key_public_id)
                     FILTER (WHERE api_key_public_id IS NOT NULL), '{{}}'),
-           coalesce(array_agg(DISTINCT end_user ORDER BY end_user) FILTER (WHERE end_user IS NOT NULL), '{{}}')
+           coalesce(array_agg(DISTINCT end_user ORDER BY end_user) FILTER (WHERE end_user IS NOT NULL), '{{}}'),
+           count(*) FILTER (WHERE cut)  -- a stream its provider cut: a row, but no whole answer
     FROM d WHERE session_id IS NOT NULL GROUP BY 1
     ON CONFLICT (session_id) DO UPDATE SET
         parent_session_id = greatest(s.parent_session_id, EXCLUDED.parent_session_id),
@@ -107,7 +109,8 @@ by_session AS (
                       ELSE lsd_sorted_union(s.models, EXCLUDED.models) END,
         api_key_public_ids = CASE WHEN EXCLUDED.api_key_public_ids <@ s.api_key_public_ids THEN s.api_key_public_ids
                                   ELSE lsd_sorted_union(s.api_key_public_ids, EXCLUDED.api_key_public_ids) END,
-        users = CASE WHEN EXCLUDED.users <@ s.users THEN s.users ELSE lsd_sorted_union(s.users, EXCLUDED.users) END
+        users = CASE WHEN EXCLUDED.users <@ s.users THEN s.users ELSE lsd_sorted_union(s.users, EXCLUDED.users) END,
+        failed_inference_count = s.failed_inference_count + EXCLUDED.failed_inference_count
 ),
 by_bucket AS (
     INSERT INTO inference_by_function_statistics AS s (

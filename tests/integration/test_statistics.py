@@ -83,7 +83,7 @@ FROM_SCRATCH = {
                         FILTER (WHERE api_key_public_id IS NOT NULL), '{}'),
                coalesce(array_agg(DISTINCT tags ->> 'user' ORDER BY tags ->> 'user')
                         FILTER (WHERE tags ? 'user'), '{}'),
-               count(*) FILTER (WHERE NOT answered)
+               count(*) FILTER (WHERE NOT answered OR tags ? 'lsd::stream_error')
         FROM (SELECT tags, function_name, variant_name, created_at, input_tokens, output_tokens, cost,
                      processing_time_ms, api_key_public_id, true AS answered FROM chat_inferences
               UNION ALL
@@ -163,6 +163,8 @@ class Generator:
                 tags["lsd::session_id"] = f"s{s.randint(1, 5)}"
                 if s.random() < 0.5:
                     tags["user"] = s.choice(["ann", "bob"])
+                if s.random() < 0.1:  # a stream its provider cut: a row, counted as failed
+                    tags["lsd::stream_error"] = "stream_broken"
                 if s.random() < 0.2:
                     tags["lsd::parent_session_id"] = f"s{s.randint(1, 5)}"
             rows.inference(

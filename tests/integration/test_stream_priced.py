@@ -93,7 +93,8 @@ async def test_a_provider_stream_that_breaks_is_priced_from_an_estimate(
     [(tags, row_inputs, row_outputs, row_cost, output)] = rows(
         database_url, "SELECT tags, input_tokens, output_tokens, cost, output FROM chat_inferences"
     )
-    assert tags == {"lsd::usage_estimated": "input_tokens,output_tokens"}
+    # cut by its provider: marked so (a session counts it as failed), as a stream its client left is not (below)
+    assert tags == {"lsd::usage_estimated": "input_tokens,output_tokens", "lsd::stream_error": "stream_interrupted"}
     assert (row_inputs, row_outputs, row_cost) == (inputs, outputs, cost)
     assert output == [{"type": "text", "text": "echo: alpha"}]
 
@@ -169,8 +170,11 @@ async def test_a_cut_anthropic_stream_keeps_the_counts_of_its_message_start(
         database_url, "SELECT error_kind, input_tokens FROM model_inferences WHERE error_kind <> 'client_disconnected'"
     )
     assert found == [("server_error", 4)]
-    [tags] = rows(database_url, "SELECT DISTINCT tags FROM chat_inferences")
-    assert tags == ({"lsd::usage_estimated": "output_tokens"},)
+    tags = rows(database_url, "SELECT tags FROM chat_inferences ORDER BY id")
+    assert tags == [  # the client that left, then the stream its provider's error event cut
+        ({"lsd::usage_estimated": "output_tokens"},),
+        ({"lsd::usage_estimated": "output_tokens", "lsd::stream_error": "server_error"},),
+    ]
 
 
 async def test_a_complete_stream_keeps_the_reported_usage(client: httpx.AsyncClient, database_url: str) -> None:

@@ -32,3 +32,15 @@ def test_open_webui_forwarded_chat_and_user_headers_become_the_session_and_user_
     assert identify({"headers": chosen}, parsed).tags["user"] == "alice@team.example"
     in_body = parse_inference_request({"function_name": "f", "input": {"messages": []}, "tags": {"user": "body"}})
     assert identify({"headers": headers}, in_body).tags["user"] == "body"
+
+
+def test_a_codex_sub_agent_is_a_session_of_its_own_under_its_parent_thread() -> None:
+    """Codex's sub-agent sends its root's session-id, its own thread-id and x-codex-parent-thread-id (regress2)."""
+    parsed = parse_inference_request({"function_name": "f", "input": {"messages": []}})
+    root = [(b"session-id", b"t-root"), (b"thread-id", b"t-root")]
+    assert identify({"headers": root}, parsed).tags == {"lsd::session_id": "t-root"}  # a top thread: as before
+    sub = [(b"session-id", b"t-root"), (b"thread-id", b"t-sub"), (b"x-codex-parent-thread-id", b"t-root")]
+    assert identify({"headers": sub}, parsed).tags == {
+        "lsd::session_id": "t-sub",
+        "lsd::parent_session_id": "t-root",
+    }
