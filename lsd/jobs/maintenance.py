@@ -29,6 +29,11 @@ def maintenance_jobs(
 
 
 async def _refresh(database: Database, metrics: Metrics | None) -> None:
-    result = await refresh_statistics(database)
+    try:
+        result = await refresh_statistics(database)
+    except Exception:
+        if metrics is not None:  # telemetry: a failing refresh (the job runner logs it) is counted, not only absent
+            metrics.count_statistics_refresh_failure()
+        raise
     if result is not None and metrics is not None:  # telemetry: None means another process ran it
         metrics.observe_statistics_refresh(result.duration_s)

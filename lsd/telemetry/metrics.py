@@ -283,6 +283,10 @@ class Metrics:
         self.statistics_refresh = histogram(
             "lsd_statistics_refresh_duration_seconds", "Statistics refresh duration", (), REFRESH_BUCKETS_S
         )
+        self.statistics_refresh_failures = counter(
+            "lsd_statistics_refresh_failures_total",
+            "Statistics refreshes that failed (the job retries at its interval)",
+        )
 
     # -- exposition --------------------------------------------------------------------------------------------
 
@@ -493,6 +497,9 @@ class Metrics:
 
     def observe_statistics_refresh(self, seconds: float) -> None:
         self.statistics_refresh.observe(seconds)
+
+    def count_statistics_refresh_failure(self) -> None:
+        self.statistics_refresh_failures.inc()
 
 
 def configured_multiprocess_dir() -> str | None:

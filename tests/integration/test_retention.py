@@ -16,6 +16,7 @@ from lsd.jobs.maintenance import maintenance_jobs
 from lsd.store.database import Database
 from lsd.store.retention import RETENTION_LOCK_KEY, apply_retention, apply_retention_sync
 from lsd.store.statistics import refresh_statistics_sync
+from lsd.telemetry.metrics import Metrics
 from tests.support import rows
 
 
@@ -152,6 +153,19 @@ async def test_maintenance_jobs_follow_the_config(database_url: str) -> None:
     assert [(j.name, j.interval_s) for j in maintenance_jobs(ObservabilityConfig(), database)] == [("statistics", 10.0)]
     configured = SimpleNamespace(statistics_refresh_interval_s=0, retention_days=30)
     assert [(j.name, j.interval_s) for j in maintenance_jobs(configured, database)] == [("retention", 3600.0)]  # type: ignore[arg-type]
+
+
+async def test_a_failing_statistics_refresh_is_counted(database_url: str) -> None:
+    """Only successful refreshes are timed: a failing one (PostgreSQL down) adds to a counter an operator can alert
+    on, instead of a histogram that merely stops counting (soak3 review)."""
+    metrics = Metrics(latency_buckets=(1.0,), overhead_buckets=(1.0,), ttft_buckets=(1.0,))
+    database = Database("postgresql://postgres@127.0.0.1:1/none")  # nothing listens there
+    [job] = maintenance_jobs(ObservabilityConfig(), database, metrics)
+    for _ in range(2):
+        with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises: the job runner logs it
+            await job.run()
+    assert metrics.statistics_refresh_failures._value.get() == 2
+    assert metrics.statistics_refresh._sum.get() == 0
 
 
 def test_the_latest_metric_values_go_with_their_feedback_not_with_an_old_episode_id(database_url: str) -> None:
