@@ -15,8 +15,9 @@ from uuid import UUID
 
 import orjson
 
+from lsd.api.openai_messages import extension
 from lsd.api.openai_model import ModelRef, parse_model
-from lsd.api.openai_request import alias_tag, common_extensions, extension, parse_metadata, request_identifiers
+from lsd.api.openai_request import alias_tag, common_extensions, parse_metadata, request_identifiers
 from lsd.api.responses_items import add_blocks, parse_items
 from lsd.api.responses_tools import DROPPED_TOOLS_TAG, TOOL_SEARCH, parse_tool_choice, parse_tools
 from lsd.config.inbound import InboundTarget

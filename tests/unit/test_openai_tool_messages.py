@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lsd.api.openai_request import parse_messages
+from lsd.api.openai_messages import parse_messages
 from lsd.errors import InvalidRequest
 from lsd.providers.anthropic.wire import build_messages as anthropic_messages
 from lsd.providers.openai.wire import build_messages as openai_messages
