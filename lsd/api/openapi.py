@@ -112,6 +112,7 @@ LIST_INFERENCES: Schema = {
         "filters": {"type": "object"},
         "order_by": {"type": "array", "items": {"type": "object"}},
         "include_model_inferences": {"type": "boolean"},
+        "include_usage": {"type": "boolean"},
     },
     "additionalProperties": False,
 }

@@ -246,8 +246,10 @@ def _attempt_json(a: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def stored_inference_json(row: StoredRow, *, include_model_inferences: bool = False) -> dict[str, Any]:
-    """One row as TensorZero's StoredInference (plus `model_inferences` when asked for)."""
+def stored_inference_json(
+    row: StoredRow, *, include_model_inferences: bool = False, include_usage: bool = False
+) -> dict[str, Any]:
+    """One row as TensorZero's StoredInference (plus `model_inferences` and `usage` when asked for)."""
     out: dict[str, Any] = {
         "type": row.kind,
         "function_name": row.function_name,
@@ -273,6 +275,9 @@ def stored_inference_json(row: StoredRow, *, include_model_inferences: bool = Fa
         out["output_schema"] = row.output_schema
     if include_model_inferences:
         out["model_inferences"] = [_attempt_json(a) for a in row.model_inferences]
+    if include_usage:
+        cost = float(row.cost) if row.cost is not None else None
+        out["usage"] = {"input_tokens": row.input_tokens, "output_tokens": row.output_tokens, "cost": cost}
     return out
 
 
@@ -280,7 +285,10 @@ def page_json(page: InferencePage) -> dict[str, Any]:
     """`{"inferences": [...], "next_cursor": ...}` (list_inferences) or `{"inferences": [...]}` (get_inferences)."""
     body: dict[str, Any] = {
         "inferences": [
-            stored_inference_json(r, include_model_inferences=page.include_model_inferences) for r in page.rows
+            stored_inference_json(
+                r, include_model_inferences=page.include_model_inferences, include_usage=page.include_usage
+            )
+            for r in page.rows
         ]
     }
     if page.paged:

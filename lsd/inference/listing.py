@@ -66,9 +66,10 @@ _LIST_FIELDS = frozenset(
         "until",
         "cursor",
         "include_model_inferences",
+        "include_usage",
     }
 )
-_GET_FIELDS = frozenset({"ids", "function_name", "output_source", "include_model_inferences"})
+_GET_FIELDS = frozenset({"ids", "function_name", "output_source", "include_model_inferences", "include_usage"})
 _FILTER_FIELDS = {
     "and": {"children"},
     "or": {"children"},
@@ -290,6 +291,7 @@ def parse_list_request(body: Any) -> ListQuery:
         keyset=keyset,
         reverse=after is not None,
         include_model_inferences=_bool(body, "include_model_inferences", "include_model_inferences"),
+        include_usage=_bool(body, "include_usage", "include_usage"),
     )
 
 
@@ -311,6 +313,7 @@ def parse_get_request(body: Any) -> ListQuery:
         output_source=_output_source(body),
         limit=len(ids),
         include_model_inferences=_bool(body, "include_model_inferences", "include_model_inferences"),
+        include_usage=_bool(body, "include_usage", "include_usage"),
     )
 
 
@@ -329,6 +332,7 @@ class InferencePage:
     include_model_inferences: bool
     paged: bool
     next_cursor: str | None = None
+    include_usage: bool = False
 
 
 async def list_inferences(
@@ -345,7 +349,7 @@ async def list_inferences(
             else not query.order_by or query.order_by[0].direction == "descending"
         )
         next_cursor = encode_cursor("<" if descending else ">", found[-1].id)
-    return InferencePage(tuple(found), query.include_model_inferences, True, next_cursor)
+    return InferencePage(tuple(found), query.include_model_inferences, True, next_cursor, query.include_usage)
 
 
 async def get_inferences(database: Database, body: Any) -> InferencePage:
@@ -354,4 +358,4 @@ async def get_inferences(database: Database, body: Any) -> InferencePage:
     found = await queries.list_inferences(database, query) if query.ids else []
     by_id = {r.id: r for r in found}
     ordered = [by_id[i] for i in query.ids or () if i in by_id]
-    return InferencePage(tuple(ordered), query.include_model_inferences, False)
+    return InferencePage(tuple(ordered), query.include_model_inferences, False, include_usage=query.include_usage)

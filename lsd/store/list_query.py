@@ -115,6 +115,7 @@ class ListQuery:
     keyset: tuple[Literal["<", ">"], UUID] | None = None
     reverse: bool = False  # TensorZero's `after`: query in the opposite order, then reverse the page
     include_model_inferences: bool = False
+    include_usage: bool = False  # the answer's concern (the tokens and cost are always read)
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,6 +141,15 @@ async def test_shapes_and_default_order(client: httpx.AsyncClient, conn: Any) ->
     assert await list_ids(client, function_name="f", variant_name="b") == []
     assert await list_ids(client, episode_id=str(episode), limit=1, offset=1) == [str(chat)]
     assert await list_ids(client, order_by=[{"by": "timestamp", "direction": "ascending"}]) == [str(chat), str(json)]
+    # LSD's include_usage: each inference's tokens and cost, without every attempt's payloads; TensorZero's shape
+    # (above) has no `usage` unless asked
+    usage = {"input_tokens": 10, "output_tokens": 5, "cost": 0.25}
+    r = await client.post("/v1/inferences/list_inferences", json={"include_usage": True})
+    assert [i["usage"] for i in r.json()["inferences"]] == [usage, usage]
+    r = await client.post("/v1/inferences/get_inferences", json={"ids": [str(chat)], "include_usage": True})
+    assert r.json()["inferences"][0]["usage"] == usage
+    bad = await client.post("/v1/inferences/list_inferences", json={"include_usage": "yes"})
+    assert bad.status_code == 400 and bad.json()["field"] == "include_usage"
 
 
 async def test_tags_time_and_model_filters(client: httpx.AsyncClient, conn: Any) -> None:
