@@ -20,6 +20,7 @@ import orjson
 from lsd.errors import InvalidRequest, NotFound
 from lsd.store import sessions as store
 from lsd.store.database import Database
+from lsd.store.sessions import SESSION_TAG as SESSION_TAG  # the tag the routes set and the console filters on
 from lsd.store.sessions import SessionRow
 
 DEFAULT_LIMIT = 20

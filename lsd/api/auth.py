@@ -14,7 +14,7 @@ from lsd.api.request_headers import OPTION_HEADERS, with_header_options
 from lsd.auth import AuthService
 from lsd.errors import InvalidRequest
 from lsd.inference.request import InferenceRequest
-from lsd.sessions import MAX_SESSION_ID_CHARS
+from lsd.sessions import MAX_SESSION_ID_CHARS, SESSION_TAG
 
 OPEN_PATHS = frozenset({"/health", "/status"})
 METRICS_PATH = "/metrics"
@@ -23,7 +23,6 @@ TAG_HEADER = b"lsd-tag-"
 # finds a session's inferences: opencode's `x-session-id`, Codex's `session-id`, Claude Code's own, and the chat id
 # Open WebUI forwards (ENABLE_FORWARD_USER_INFO_HEADERS).
 SESSION_HEADERS = frozenset({b"x-session-id", b"session-id", b"x-claude-code-session-id", b"x-openwebui-chat-id"})
-SESSION_TAG = "lsd::session_id"
 # The end user a chat UI forwards, kept as the tag `user` (as the body's `user`; per-user rate limits scope on it).
 USER_HEADERS, USER_TAG = frozenset({b"x-openwebui-user-id"}), "user"
 PARENT_SESSION_HEADER, PARENT_SESSION_TAG = b"x-parent-session-id", "lsd::parent_session_id"  # its subagents
@@ -60,7 +59,7 @@ def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
     key_id: str | None = scope.get(KEY_SCOPE)
     header_tags: dict[str, str] = {}
     options: dict[bytes, str] = {}
-    thread: tuple[bytes, bytes] | None = None  # a Codex sub-agent's own thread and its parent's
+    thread = parent_thread = b""  # a Codex sub-agent's own thread and its parent's
     for name, value in scope["headers"]:
         if name.startswith(TAG_HEADER) and len(name) > len(TAG_HEADER):
             # A header name cannot hold ':', so a reserved `lsd::`/`tensorzero::` key cannot come this way.
@@ -71,15 +70,15 @@ def identify(scope: Scope, parsed: InferenceRequest) -> InferenceRequest:
             header_tags[PARENT_SESSION_TAG] = _session_id(name, value)
         elif name in USER_HEADERS and value:
             header_tags.setdefault(USER_TAG, _header_text(value))  # an `lsd-tag-user` header wins
-        elif name == CODEX_THREAD_HEADER and value:
-            thread = (value, thread[1] if thread else b"")
-        elif name == CODEX_PARENT_HEADER and value:
-            thread = (thread[0] if thread else b"", value)
+        elif name == CODEX_THREAD_HEADER:
+            thread = value
+        elif name == CODEX_PARENT_HEADER:
+            parent_thread = value
         elif name in OPTION_HEADERS:
             options[name] = _header_text(value).strip()
-    if thread is not None and thread[0] and thread[1]:
-        header_tags[SESSION_TAG] = _session_id(CODEX_THREAD_HEADER, thread[0])
-        header_tags[PARENT_SESSION_TAG] = _session_id(CODEX_PARENT_HEADER, thread[1])
+    if thread and parent_thread:
+        header_tags[SESSION_TAG] = _session_id(CODEX_THREAD_HEADER, thread)
+        header_tags[PARENT_SESSION_TAG] = _session_id(CODEX_PARENT_HEADER, parent_thread)
     if options:
         parsed = with_header_options(parsed, options)
     if not header_tags and key_id is None:

@@ -16,8 +16,8 @@ from lsd.store.escaping import escape_text, needs_escape, unescape_optional, une
 from lsd.store.list_query import uuid7_floor_ms
 
 MAX_CHILDREN = 200
-SESSION_TAG = "lsd::session_id"
-MARGIN_MS = 60_000  # around a session's first and last inference: its attempts' ids lie within
+SESSION_TAG = "lsd::session_id"  # what makes an inference a session's (the refresh's SQL names it too)
+MARGIN = dt.timedelta(minutes=1)  # around a session's first and last inference: its inferences' and attempts' ids
 _COLUMNS = (
     "session_id, parent_session_id, first_seen, last_seen, inference_count, input_tokens, output_tokens, "
     "CASE WHEN priced_count > 0 THEN cost END AS cost, priced_count, processing_time_ms_sum, models, "
@@ -42,7 +42,8 @@ class SessionRow:
     models: list[str]
     api_key_public_ids: list[str]
     users: list[str]  # the tag `user` (the body's `user`; Open WebUI's forwarded user id)
-    failed_inference_count: int  # inferences that got no answer (every attempt failed, or the client left first)
+    # inferences with no whole answer: every attempt failed, the client left first, or the provider cut the stream
+    failed_inference_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +130,8 @@ async def failed_inferences(
             "ORDER BY id LIMIT %s",
             (
                 Jsonb({SESSION_TAG: session.session_id}),
-                uuid7_floor_ms(_ms(session.first_seen) - MARGIN_MS),
-                uuid7_floor_ms(_ms(session.last_seen) + MARGIN_MS),
+                uuid7_floor_ms(_ms(session.first_seen - MARGIN)),
+                uuid7_floor_ms(_ms(session.last_seen + MARGIN)),
                 limit,
             ),
         )

@@ -3,7 +3,6 @@ its subagents' sessions and its inferences (lsd.sessions; the inferences through
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,13 +14,12 @@ from lsd.api.console.page import services
 from lsd.api.console.render import render
 from lsd.errors import InvalidRequest, NotFound
 from lsd.inference import listing
-from lsd.sessions import MAX_SESSION_ID_CHARS, decode_cursor, encode_cursor, with_subsessions
+from lsd.sessions import MAX_SESSION_ID_CHARS, SESSION_TAG, decode_cursor, encode_cursor, with_subsessions
 from lsd.store import sessions as store
+from lsd.store.sessions import MARGIN
 
 PAGE_SIZE = 50
 MAX_INFERENCES = 500
-SESSION_TAG = "lsd::session_id"
-MARGIN = dt.timedelta(minutes=1)  # around a session's first and last inference: bounds its inferences' list
 
 
 async def sessions(request: Request[Any], viewer: Viewer) -> Response:
