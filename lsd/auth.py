@@ -37,7 +37,10 @@ def redact_keys(text: str) -> str:
     return _KEY_IN_TEXT.sub("sk-lsd-[REDACTED]", text) if PREFIX in text else text
 
 
-REFUSED = "missing or invalid API key: send Authorization: Bearer sk-lsd-... (or x-api-key: sk-lsd-...)"
+REFUSED = (
+    "missing or invalid API key: send Authorization: Bearer sk-lsd-... (or x-api-key: sk-lsd-..., "
+    "x-goog-api-key: sk-lsd-...)"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ by `engine.infer` or `start_stream`, answered from the typed result (lsd.api.ant
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
@@ -19,12 +19,13 @@ from lsd.api.anthropic_request import ANTHROPIC_BODY_TYPES, MessagesRequest, par
 from lsd.api.anthropic_wire import StreamWriter, message_json, sse_bytes
 from lsd.api.auth import identify
 from lsd.api.body import json_response_bytes, read_json
+from lsd.api.inbound import providers
 from lsd.api.sse import EventStreamResponse, Final
 from lsd.api.state import AppState
-from lsd.config.inbound import ANY_MODEL, InboundTarget
+from lsd.config.inbound import ANY_MODEL
 from lsd.errors import InvalidRequest, LsdError, NotFound
 from lsd.inference.streaming import InferenceStream, start_stream
-from lsd.providers.base import CallContext, Provider
+from lsd.providers.base import CallContext
 from lsd.runtime import Runtime
 from lsd.types import HeaderPatch, Json
 
@@ -75,7 +76,7 @@ async def count_tokens(request: Request[AppState]) -> Response:
     if not isinstance(body, dict):
         raise InvalidRequest.at("body", "expected a JSON object")
     target = resolve_model(body.get("model"), services.config)
-    counters = (p for _, p in _providers(services, target) if p.type_name in ANTHROPIC_BODY_TYPES)
+    counters = (p for _, p in providers(services, target) if p.type_name in ANTHROPIC_BODY_TYPES)
     provider = next((p for p in counters if isinstance(p, TokenCounter)), None)
     if provider is None:
         raise InvalidRequest.at(
@@ -95,23 +96,10 @@ async def count_tokens(request: Request[AppState]) -> Response:
     return Response(json_response_bytes(answer), media_type="application/json")
 
 
-def _providers(services: Runtime, target: InboundTarget) -> Iterator[tuple[str, Provider]]:
-    """(model name, provider) for every provider the target may route to: its variants' models in config order,
-    each model's providers in routing order."""
-    if target.kind == "model_name":
-        names = [target.name]
-    else:
-        names = list(dict.fromkeys(v.model for v in services.config.functions[target.name].variants.values()))
-    for name in names:
-        model = services.engine.models.get(name, field_name="model")
-        for provider in model.providers:
-            yield model.name, provider
-
-
 def _with_provider_extras(call: MessagesRequest, services: Runtime, beta: str | None) -> MessagesRequest:
     if not call.anthropic_fields and not beta:
         return call
-    routes = ((model, p.name, p.type_name) for model, p in _providers(services, call.target))
+    routes = ((model, p.name, p.type_name) for model, p in providers(services, call.target))
     bodies, headers = provider_extras(call, routes, beta)
     if not bodies and not headers:
         return call

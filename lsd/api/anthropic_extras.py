@@ -10,10 +10,9 @@ from collections.abc import Iterable, Mapping
 import orjson
 
 from lsd.api.anthropic_request import ANTHROPIC_BODY_TYPES, MessagesRequest
+from lsd.api.gemini_signatures import GEMINI_BODY_TYPES
 from lsd.providers.openai.compatible import CHAT_COMPLETIONS_TYPES
 from lsd.types import BodyPatch, HeaderPatch, Json
-
-GEMINI_BODY_TYPES = frozenset({"google_ai_studio_gemini", "gcp_vertex_gemini"})
 
 
 def provider_extras(

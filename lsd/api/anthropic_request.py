@@ -10,14 +10,29 @@ body, so other providers never see them. Every error names its field (`messages[
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
-from typing import Any, TypeGuard, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
-from lsd.config.inbound import ANY_MODEL, MODEL_ALIAS_TAG, PREFIXES, InboundTarget, mapped, parse_target
+from lsd.api.inbound import (
+    aliased_target,
+    boolean,
+    extension,
+    is_int,
+    number,
+    patches,
+    raw_extension,
+    required_str,
+    resolve_target,
+    string,
+    string_map,
+    strings,
+    unknown_keys,
+)
+from lsd.config.inbound import MODEL_ALIAS_TAG, PREFIXES, InboundTarget
 from lsd.config.model import Config
-from lsd.errors import InvalidRequest, UnknownFunction, UnknownModel
+from lsd.errors import InvalidRequest
 from lsd.immutable import immutable
 from lsd.inference.request import (
     InferenceRequest,
@@ -41,8 +56,6 @@ from lsd.types import (
     ToolSpec,
 )
 
-T = TypeVar("T")
-
 # Provider types whose request body is Anthropic's Messages body: the Anthropic-only fields go to these alone.
 ANTHROPIC_BODY_TYPES = frozenset({"anthropic", "gcp_vertex_anthropic"})
 # Anthropic's own fields LSD does not model: passed on as given to Anthropic-bodied providers, left out for the others
@@ -61,9 +74,6 @@ _FIELDS = frozenset(
         *PASSED_ON_FIELDS,
     }
 )
-_EXTENSIONS = frozenset(
-    {"tags", "episode_id", "variant_name", "dryrun", "cache_options", "credentials", "extra_body", "extra_headers"}
-)
 
 
 @immutable
@@ -81,30 +91,8 @@ class MessagesRequest:
 
 
 def resolve_model(model: Any, config: Config) -> InboundTarget:
-    """What `model` names; InvalidRequest (400) or UnknownFunction/UnknownModel (404), both naming `model`."""
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest.at("model", "expected a non-empty string")
-    target = parse_target(model)
-    if target is None:
-        if model.startswith(PREFIXES):
-            raise InvalidRequest.at("model", f"expected lsd::function_name::F or lsd::model_name::M, got {model!r}")
-        target = aliased_target(model, config) or InboundTarget("model_name", model)
-    if target.kind == "function_name" and target.name not in config.functions:
-        raise UnknownFunction(target.name, field="model")
-    if target.kind == "model_name" and target.name not in config.models and "::" not in target.name:
-        raise UnknownModel(target.name, field="model")
-    return target
-
-
-def aliased_target(model: str, config: Config) -> InboundTarget | None:
-    """What `[inbound.anthropic] models` maps a plain name to: its own entry, else — for a name that is not a model
-    of the config nor a shorthand — the `*` entry."""
-    models = config.inbound.anthropic.models
-    if model in models and model != ANY_MODEL:
-        return models[model]
-    if model in config.models or "::" in model:
-        return None
-    return mapped(models, model)
+    """What `model` names on the Messages API (lsd.api.inbound.resolve_target with `[inbound.anthropic] models`)."""
+    return resolve_target(model, config, config.inbound.anthropic.models)
 
 
 def parse_messages_request(body: Any, config: Config) -> MessagesRequest:
@@ -112,23 +100,23 @@ def parse_messages_request(body: Any, config: Config) -> MessagesRequest:
     would refuse or LSD cannot carry."""
     if not isinstance(body, dict):
         raise InvalidRequest.at("body", "expected a JSON object")
-    for key in body:
-        bare = key.split("::", 1)[1] if key.startswith(PREFIXES) else None
-        if key not in _FIELDS and bare not in _EXTENSIONS:
-            raise InvalidRequest.at(key, "unknown field")
+    unknown_keys(body, _FIELDS)
     target = resolve_model(body.get("model"), config)
-    aliased = not body["model"].startswith(PREFIXES) and aliased_target(body["model"], config) is not None
+    aliased = (
+        not body["model"].startswith(PREFIXES)
+        and aliased_target(body["model"], config, config.inbound.anthropic.models) is not None
+    )
     max_tokens = body.get("max_tokens")
-    if not _is_int(max_tokens) or max_tokens < 1:
+    if not is_int(max_tokens) or max_tokens < 1:
         raise InvalidRequest.at("max_tokens", "required: a positive integer")
     params = InferenceParams(
         max_tokens=max_tokens,
-        temperature=_number(body, "temperature"),
-        top_p=_number(body, "top_p"),
-        stop_sequences=_strings(body.get("stop_sequences"), "stop_sequences"),
+        temperature=number(body, "temperature"),
+        top_p=number(body, "top_p"),
+        stop_sequences=strings(body.get("stop_sequences"), "stop_sequences"),
     )
     tool_choice, parallel = _tool_choice(body.get("tool_choice"))
-    tags = dict(_extension(body, "tags", _string_map) or {})
+    tags = dict(extension(body, "tags", string_map) or {})
     metadata = body.get("metadata")
     if metadata is not None:
         if not isinstance(metadata, dict):
@@ -140,12 +128,12 @@ def parse_messages_request(body: Any, config: Config) -> MessagesRequest:
             tags.setdefault("user_id", user)
     if aliased:
         tags[MODEL_ALIAS_TAG] = body["model"]
-    episode = _extension(body, "episode_id", parse_uuid)
-    dryrun = bool(_extension(body, "dryrun", _bool))
+    episode = extension(body, "episode_id", parse_uuid)
+    dryrun = bool(extension(body, "dryrun", boolean))
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest.at("stream", "expected a boolean")
-    variant = _extension(body, "variant_name", _string)
+    variant = extension(body, "variant_name", string)
     request = InferenceRequest(
         input=Input(system=_system(body.get("system")), messages=parse_messages(body.get("messages"))),
         function_name=target.name if target.kind == "function_name" else None,
@@ -156,13 +144,13 @@ def parse_messages_request(body: Any, config: Config) -> MessagesRequest:
         dryrun=dryrun,
         params=params,
         tags=tags,
-        credentials=_extension(body, "credentials", _string_map) or {},
-        extra_body=tuple(_extension(body, "extra_body", _patches(parse_body_patch)) or ()),
-        extra_headers=tuple(_extension(body, "extra_headers", _patches(parse_header_patch)) or ()),
+        credentials=extension(body, "credentials", string_map) or {},
+        extra_body=tuple(extension(body, "extra_body", patches(parse_body_patch)) or ()),
+        extra_headers=tuple(extension(body, "extra_headers", patches(parse_header_patch)) or ()),
         additional_tools=_tools(body.get("tools")),
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
-        cache=parse_cache_options(_raw_extension(body, "cache_options"), "lsd::cache_options", dryrun),
+        cache=parse_cache_options(raw_extension(body, "cache_options"), "lsd::cache_options", dryrun),
     )
     fields = _anthropic_fields(body)
     response_format = None
@@ -220,7 +208,7 @@ def _system_reminder(content: Any, path: str) -> str:
     if isinstance(content, str):
         text = content
     elif isinstance(content, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in content):
-        text = "\n\n".join(_required_str(b, "text", f"{path}.content[{j}]") for j, b in enumerate(content))
+        text = "\n\n".join(required_str(b, "text", f"{path}.content[{j}]") for j, b in enumerate(content))
     else:
         raise InvalidRequest.at(f"{path}.content", "a system message holds a string or text blocks")
     return f"<system-reminder>\n{text}\n</system-reminder>"
@@ -231,11 +219,11 @@ def _block(block: Any, path: str, tool_names: dict[str, str]) -> list[ContentBlo
         raise InvalidRequest.at(path, "expected an object")
     kind = block.get("type")
     if kind == "text":
-        return [Text(_required_str(block, "text", path))]
+        return [Text(required_str(block, "text", path))]
     if kind in ("image", "document"):
         return [_source(block, kind, path)]
     if kind == "tool_use":
-        call_id, name = _required_str(block, "id", path), _required_str(block, "name", path)
+        call_id, name = required_str(block, "id", path), required_str(block, "name", path)
         arguments = block.get("input", {})
         if not isinstance(arguments, dict):
             raise InvalidRequest.at(f"{path}.input", "expected an object")
@@ -244,9 +232,9 @@ def _block(block: Any, path: str, tool_names: dict[str, str]) -> list[ContentBlo
     if kind == "tool_result":
         return _tool_result(block, path, tool_names)
     if kind == "thinking":
-        return [Thought(_required_str(block, "thinking", path), _required_str(block, "signature", path))]
+        return [Thought(required_str(block, "thinking", path), required_str(block, "signature", path))]
     if kind == "redacted_thinking":
-        return [Thought(None, _required_str(block, "data", path))]
+        return [Thought(None, required_str(block, "data", path))]
     raise InvalidRequest.at(
         f"{path}.type",
         f"unsupported content block type {kind!r}: expected text, image, document, tool_use, tool_result, "
@@ -261,18 +249,18 @@ def _source(block: Mapping[str, Any], kind: str, path: str) -> ContentBlock:
     spath = f"{path}.source"
     source_type = source.get("type")
     if source_type == "base64":
-        return File(mime_type=_required_str(source, "media_type", spath), data=_required_str(source, "data", spath))
+        return File(mime_type=required_str(source, "media_type", spath), data=required_str(source, "data", spath))
     if source_type == "url":
         mime = "application/pdf" if kind == "document" else None
-        return File(mime_type=mime, url=_required_str(source, "url", spath))
+        return File(mime_type=mime, url=required_str(source, "url", spath))
     if source_type == "text" and kind == "document":
-        return Text(_required_str(source, "data", spath))
+        return Text(required_str(source, "data", spath))
     raise InvalidRequest.at(f"{spath}.type", f"unsupported source type {source_type!r}: expected base64 or url")
 
 
 def _tool_result(block: Mapping[str, Any], path: str, tool_names: Mapping[str, str]) -> list[ContentBlock]:
     """A tool_result: its text as the ToolResult; images it holds follow it as their own blocks."""
-    call_id = _required_str(block, "tool_use_id", path)
+    call_id = required_str(block, "tool_use_id", path)
     content = block.get("content")
     files: list[ContentBlock] = []
     if content is None or isinstance(content, str):
@@ -282,7 +270,7 @@ def _tool_result(block: Mapping[str, Any], path: str, tool_names: Mapping[str, s
         for k, part in enumerate(content):
             ppath = f"{path}.content[{k}]"
             if isinstance(part, dict) and part.get("type") == "text":
-                parts.append(_required_str(part, "text", ppath))
+                parts.append(required_str(part, "text", ppath))
             elif isinstance(part, dict) and part.get("type") in ("image", "document"):
                 files.append(_source(part, str(part["type"]), ppath))
             else:
@@ -306,7 +294,7 @@ def _system(value: Any) -> str | None:
     for i, block in enumerate(value):
         if not isinstance(block, dict) or block.get("type") != "text":
             raise InvalidRequest.at(f"system[{i}]", "expected a text block {type: text, text}")
-        texts.append(_required_str(block, "text", f"system[{i}]"))
+        texts.append(required_str(block, "text", f"system[{i}]"))
     return "\n\n".join(texts)
 
 
@@ -328,7 +316,7 @@ def _tools(value: Any) -> tuple[ToolSpec, ...]:
         description = tool.get("description")
         if description is not None and not isinstance(description, str):
             raise InvalidRequest.at(f"{path}.description", "expected a string")
-        tools.append(ToolSpec(_required_str(tool, "name", path), description or "", schema))
+        tools.append(ToolSpec(required_str(tool, "name", path), description or "", schema))
     return tuple(tools)
 
 
@@ -344,7 +332,7 @@ def _tool_choice(value: Any) -> tuple[str | dict[str, str] | None, bool | None]:
     parallel = None if disable is None else not disable
     kind = value.get("type")
     if kind == "tool":
-        return {"specific": _required_str(value, "name", "tool_choice")}, parallel
+        return {"specific": required_str(value, "name", "tool_choice")}, parallel
     choice = {"auto": "auto", "any": "required", "none": "none"}.get(kind) if isinstance(kind, str) else None
     if choice is None:
         raise InvalidRequest.at("tool_choice.type", f"must be auto, any, tool or none, got {kind!r}")
@@ -358,12 +346,12 @@ def _anthropic_fields(body: Mapping[str, Any]) -> dict[str, Json]:
         if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled", "adaptive"):
             raise InvalidRequest.at("thinking", "expected {type: enabled, budget_tokens} or {type: disabled}")
         budget = thinking.get("budget_tokens")
-        if thinking["type"] == "enabled" and (not _is_int(budget) or budget < 1):
+        if thinking["type"] == "enabled" and (not is_int(budget) or budget < 1):
             raise InvalidRequest.at("thinking.budget_tokens", "required: a positive integer")
         fields["/thinking"] = thinking
     top_k = body.get("top_k")
     if top_k is not None:
-        if not _is_int(top_k) or top_k < 0:
+        if not is_int(top_k) or top_k < 0:
             raise InvalidRequest.at("top_k", "expected a non-negative integer")
         fields["/top_k"] = top_k
     for name in sorted(PASSED_ON_FIELDS & body.keys()):
@@ -398,77 +386,3 @@ def _cache_marks(body: Mapping[str, Any], messages: tuple[Message, ...]) -> dict
             if tool.get(name) is not None:
                 marks[f"/tools/{i}/{name}"] = tool[name]
     return marks
-
-
-# ---- small readers, each naming its field ----------------------------------------------------------------------
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(body: Mapping[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequest.at(key, "expected a number")
-    return float(value)
-
-
-def _strings(value: Any, path: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-        raise InvalidRequest.at(path, "expected an array of strings")
-    return tuple(value)
-
-
-def _required_str(obj: Mapping[str, Any], key: str, path: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise InvalidRequest.at(f"{path}.{key}", "required: a string")
-    return value
-
-
-def _raw_extension(body: Mapping[str, Any], name: str) -> Any:
-    for prefix in PREFIXES:
-        if body.get(f"{prefix}{name}") is not None:
-            return body[f"{prefix}{name}"]
-    return None
-
-
-def _extension(body: Mapping[str, Any], name: str, parse: Callable[[Any, str], T]) -> T | None:
-    """The `lsd::<name>` (or `tensorzero::<name>`) extension key, parsed with its path; None when absent."""
-    for prefix in PREFIXES:
-        value = body.get(f"{prefix}{name}")
-        if value is not None:
-            return parse(value, f"{prefix}{name}")
-    return None
-
-
-def _string(value: Any, path: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidRequest.at(path, "expected a string")
-    return value
-
-
-def _bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidRequest.at(path, "expected a boolean")
-    return value
-
-
-def _string_map(value: Any, path: str) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise InvalidRequest.at(path, "expected an object of strings")
-    return dict(value)
-
-
-def _patches(parse: Callable[[Any, str], T]) -> Callable[[Any, str], list[T]]:
-    def parse_all(value: Any, path: str) -> list[T]:
-        if not isinstance(value, list):
-            raise InvalidRequest.at(path, "expected an array")
-        return [parse(item, f"{path}[{i}]") for i, item in enumerate(value)]
-
-    return parse_all

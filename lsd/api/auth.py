@@ -7,6 +7,7 @@ adds the verified key's public id and the `lsd-tag-<key>` headers to the parsed 
 from __future__ import annotations
 
 import dataclasses
+from urllib.parse import parse_qs
 
 from starlette.types import Scope
 
@@ -17,6 +18,8 @@ from lsd.inference.request import InferenceRequest
 from lsd.sessions import MAX_SESSION_ID_CHARS, SESSION_TAG
 
 OPEN_PATHS = frozenset({"/health", "/status"})
+KEY_HEADERS = frozenset({b"x-api-key", b"x-goog-api-key"})  # the key without `Authorization: Bearer`
+GEMINI_PREFIX = "/gemini/"
 METRICS_PATH = "/metrics"
 TAG_HEADER = b"lsd-tag-"
 # A client's session id header, kept as this tag, so that list_inferences with a tag filter (or SQL on `tags`)
@@ -41,14 +44,20 @@ def needs_key(auth: AuthService, path: str) -> bool:
 
 async def authenticate(auth: AuthService, scope: Scope) -> None:
     """Verify the bearer key of a request that needs one; raises Unauthorized (401). Without an Authorization
-    header, an `x-api-key` header (what Anthropic's clients send) carries the key."""
+    header, an `x-api-key` header (what Anthropic's clients send) or `x-goog-api-key` (Gemini's) carries the key;
+    under /gemini/, so does a `key` query parameter (Google's API takes it; it is never logged: the access log
+    and traces record the path alone)."""
     authorization = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             authorization = value.decode("latin-1")
             break
-        if name == b"x-api-key" and authorization is None:
+        if name in KEY_HEADERS and authorization is None:
             authorization = "Bearer " + value.decode("latin-1")
+    if authorization is None and scope.get("path", "").startswith(GEMINI_PREFIX):
+        given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("key")
+        if given:
+            authorization = "Bearer " + given[0]
     key = await auth.verify(authorization)
     scope[KEY_SCOPE] = key.public_id
 

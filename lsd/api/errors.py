@@ -1,5 +1,6 @@
 """The one place an LsdError becomes an HTTP response: its status, and its body in the wire format of the route
-(lsd.api.tensorzero_wire, lsd.api.openai_wire under /openai/, lsd.api.anthropic_wire under /anthropic/), with
+(lsd.api.tensorzero_wire, lsd.api.openai_wire under /openai/, lsd.api.anthropic_wire under /anthropic/,
+lsd.api.gemini_wire under /gemini/), with
 TensorZero's `error_json` when `gateway.unstable_error_json` is on.
 
 An exception outside the tree on a request path is a bug: it is logged with its traceback under a fresh error id
@@ -16,6 +17,7 @@ from starlette.types import Scope
 
 from lsd.api.access_log import request_id, scope_fields
 from lsd.api.anthropic_wire import anthropic_error_body
+from lsd.api.gemini_wire import gemini_error_body
 from lsd.api.openai_wire import openai_error_body
 from lsd.api.provider_answer import ProviderAnswer, passed_on
 from lsd.api.tensorzero_wire import error_body, route_not_found_body
@@ -28,10 +30,11 @@ log = logging.getLogger("lsd.api")
 # again when starlette's error middleware re-raises it.
 ANSWERED_KEY = "lsd.internal_error_id"
 # The routes whose clients act on a provider's own 400, 413, 429 or 529 (lsd.api.provider_answer): Claude clients,
-# and OpenAI's (Codex, the Agents SDK, the AI SDK, LangChain). `/inference` keeps TensorZero's 502. Named one by one:
-# a new route passes answers on only when it is decided to.
+# OpenAI's (Codex, the Agents SDK, the AI SDK, LangChain), and Gemini's (Gemini CLI backs off on a 429). `/inference`
+# keeps TensorZero's 502. Named one by one: a new route passes answers on only when it is decided to.
 PASSING_ON_PATHS = (
     "/anthropic/v1/messages",
+    "/gemini/",
     "/openai/v1/chat/completions",
     "/openai/v1/responses",
     "/openai/v1/embeddings",
@@ -52,6 +55,8 @@ def error_bytes(exc: LsdError, scope: Scope) -> bytes:
         return openai_error_body(exc, with_error_json=with_error_json)
     if scope["path"].startswith("/anthropic/"):
         return anthropic_error_body(exc)
+    if scope["path"].startswith("/gemini/"):
+        return gemini_error_body(exc)
     return error_body(exc, with_error_json=with_error_json)
 
 
@@ -114,7 +119,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 async def handle_not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
     path = request.url.path
-    if path.startswith(("/anthropic/", "/openai/")):  # in the shape of the API the client's SDK speaks
+    if path.startswith(("/anthropic/", "/openai/", "/gemini/")):  # in the shape of the API the client's SDK speaks
         error = NotFound(f"Route not found: {request.method} {path}") if status == 404 else MethodNotAllowed(path)
         return Response(error_bytes(error, request.scope), status_code=status, media_type="application/json")
     body = route_not_found_body(

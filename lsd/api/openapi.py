@@ -283,6 +283,22 @@ OPERATIONS: tuple[tuple[str, str, str, Schema | None, tuple[tuple[str, Schema], 
     ),
     ("GET", "/anthropic/v1/models", "the model names the Messages API takes, Anthropic's page shape", None, ()),
     ("GET", "/anthropic/v1/models/{model}", "one of them by its id (models.retrieve)", None, ()),
+    (
+        "GET",
+        "/gemini/{version}/models",
+        "the model names the Gemini route takes, Google's page shape",
+        None,
+        (("pageSize", {"type": "integer", "minimum": 1, "maximum": 1000}), ("pageToken", STRING)),
+    ),
+    ("GET", "/gemini/{version}/models/{model}", "one of them by its name (models.get)", None, ()),
+    (
+        "POST",
+        "/gemini/{version}/models/{call}",
+        "Gemini's API: `{call}` is MODEL:METHOD, METHOD one of generateContent, streamGenerateContent (with "
+        "alt=sse), countTokens, embedContent, batchEmbedContents",
+        ANY_OBJECT,
+        (("alt", STRING),),
+    ),
 )
 
 PATH_PARAMETERS: dict[str, Schema] = {
@@ -293,12 +309,15 @@ PATH_PARAMETERS: dict[str, Schema] = {
     "function_name": STRING,
     "model": STRING,
     "session_id": SESSION_ID,
+    "version": STRING,
+    "call": STRING,
 }
 
 ERROR: Schema = {
     "type": "object",
     "description": "An error (under /openai/: nested in `error`, OpenAI's shape; under /anthropic/: Anthropic's, "
-    "`{type: error, error: {type, message}}`). A 500 carries `error_id`, the id logged with its traceback.",
+    "`{type: error, error: {type, message}}`; under /gemini/: Google's, `{error: {code, message, status}}`). "
+    "A 500 carries `error_id`, the id logged with its traceback.",
     "properties": {
         "error": {},
         "error_code": STRING,

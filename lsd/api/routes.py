@@ -12,6 +12,7 @@ from lsd.api import (
     experiments,
     export,
     feedback,
+    gemini,
     inference,
     inferences,
     metrics,
@@ -65,4 +66,7 @@ ROUTES = [
     Route("/anthropic/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
     Route("/anthropic/v1/models", anthropic.models, methods=["GET"]),
     Route("/anthropic/v1/models/{model}", anthropic.model, methods=["GET"]),
+    Route("/gemini/{version}/models", gemini.models, methods=["GET"]),
+    Route("/gemini/{version}/models/{model}", gemini.model, methods=["GET"]),
+    Route("/gemini/{version}/models/{call}", gemini.model_call, methods=["POST"]),
 ]

@@ -1,5 +1,5 @@
 """`[inbound.*]`: how the foreign-shaped inbound APIs name LSD's functions and models (`[inbound.anthropic]`,
-`[inbound.openai]`)."""
+`[inbound.openai]`, `[inbound.gemini]`)."""
 
 from __future__ import annotations
 
@@ -46,9 +46,18 @@ class OpenAIInboundConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GeminiInboundConfig:
+    """`[inbound.gemini]`: `models` maps the model name a Gemini client puts in its URL (`gemini-2.5-pro`) to an
+    LSD model or `lsd::function_name::F`."""
+
+    models: Mapping[str, InboundTarget] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class InboundConfig:
     anthropic: AnthropicInboundConfig = field(default_factory=AnthropicInboundConfig)
     openai: OpenAIInboundConfig = field(default_factory=OpenAIInboundConfig)
+    gemini: GeminiInboundConfig = field(default_factory=GeminiInboundConfig)
 
 
 def parse_target(value: str) -> InboundTarget | None:
@@ -80,10 +89,12 @@ def inbound_from(t: Table, models: Mapping[str, Any], functions: Mapping[str, An
     openai_table = t.table("openai")
     list_models = openai_table.choice("list_models", ("all", "aliases"), "all")
     openai = _mapped(openai_table, models, functions)
+    gemini = _mapped(t.table("gemini"), models, functions)
     t.finish()
     return InboundConfig(
         anthropic=AnthropicInboundConfig(models=anthropic),
         openai=OpenAIInboundConfig(models=openai, list_models=list_models),
+        gemini=GeminiInboundConfig(models=gemini),
     )
 
 

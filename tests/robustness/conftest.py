@@ -50,7 +50,13 @@ api_key_location = "none"
 
 # Requests that may add rows, by route: a refused (4xx) request must add none.
 INFERENCE_ROUTES = frozenset(
-    {"/inference", "/openai/v1/chat/completions", "/openai/v1/embeddings", "/anthropic/v1/messages"}
+    {
+        "/inference",
+        "/openai/v1/chat/completions",
+        "/openai/v1/embeddings",
+        "/anthropic/v1/messages",
+        "/gemini/{version}/models/{call}",
+    }
 )
 FEEDBACK_ROUTES = frozenset({"/feedback", "/v1/evaluations/human_feedback"})
 

@@ -148,7 +148,8 @@ def test_inbound_config_errors_name_the_key() -> None:
         parse(
             CONFIG.replace('"claude-sonnet-4-5" = "claude"', '"claude-x" = "nope"\n"y" = "lsd::function_name::g"')
             + '"z" = 3\n"w" = "lsd::model_name::"\n[inbound.openai.models]\ngpt-5 = "nope"\n'
-            + '"lsd::model_name::claude" = "claude"\n[inbound.gemini]\n',
+            + '"lsd::model_name::claude" = "claude"\n[inbound.gemini.models]\n"gemini-2.5-pro" = "nope"\n'
+            + "[inbound.mistral]\n",
             base_dir=Path("."),
         )
     assert sorted(info.value.errors) == [
@@ -157,7 +158,8 @@ def test_inbound_config_errors_name_the_key() -> None:
         "got 'lsd::model_name::'",
         "inbound.anthropic.models.y: unknown function 'g': define [functions.g]",
         "inbound.anthropic.models.z: expected a string, got int",
-        "inbound.gemini: unknown key",
+        "inbound.gemini.models.gemini-2.5-pro: unknown model 'nope': define [models.nope] or use a shorthand",
+        "inbound.mistral: unknown key",
         "inbound.openai.models.gpt-5: unknown model 'nope': define [models.nope] or use a shorthand",
         "inbound.openai.models.lsd::model_name::claude: a client's model name cannot start with lsd:: or "
         "tensorzero:: (those are LSD's names)",

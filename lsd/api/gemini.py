@@ -1,0 +1,266 @@
+"""Gemini's API under /gemini/{v1beta,v1}: generateContent, streamGenerateContent (SSE), countTokens, embedContent,
+batchEmbedContents and the models list — what Gemini CLI (`GOOGLE_GEMINI_BASE_URL`) and the google-genai SDKs
+(`http_options.base_url`) call.
+
+A generateContent request is an ordinary LSD inference: parsed into the engine's request (lsd.api.gemini_request),
+run by `engine.infer` or `start_stream`, answered from the typed result (lsd.api.gemini_wire).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lsd.api.access_log import note_result, note_stream
+from lsd.api.auth import KEY_SCOPE, identify
+from lsd.api.body import json_response_bytes, read_json
+from lsd.api.gemini_request import GenerateRequest, camel, parse_contents, parse_generate_request, resolve_model
+from lsd.api.gemini_signatures import GEMINI_BODY_TYPES
+from lsd.api.gemini_wire import StreamWriter, response_json, sse_line
+from lsd.api.inbound import is_int, providers
+from lsd.api.sse import EventStreamResponse, Final
+from lsd.api.state import AppState
+from lsd.config.inbound import ANY_MODEL, PREFIXES
+from lsd.errors import InvalidRequest, LsdError, NotFound
+from lsd.inference.embeddings import EmbeddingRequest
+from lsd.inference.stream_answer import CHARS_PER_TOKEN, prompt_chars
+from lsd.inference.streaming import InferenceStream, start_stream
+from lsd.runtime import Runtime
+from lsd.types import BodyPatch, Json, ProviderRequest
+
+VERSIONS = frozenset({"v1beta", "v1", "v1alpha"})
+EMBEDDING_PREFIXES = tuple(f"{p}embedding_model_name::" for p in PREFIXES)
+MAX_PAGE = 1000
+
+
+async def model_call(request: Request[AppState]) -> Response:
+    """`POST /gemini/{version}/models/{model}:{method}`: the method after the model's last colon."""
+    _version(request)
+    model, _, method = str(request.path_params["call"]).rpartition(":")
+    model = model.removeprefix("models/")
+    handler = _METHODS.get(method)
+    if handler is None or not model:
+        raise NotFound(f"Method not found: {method!r} (generateContent, streamGenerateContent, countTokens, ...)")
+    return await handler(request, model)
+
+
+async def _generate(request: Request[AppState], model: str, stream: bool = False) -> Response:
+    services = request.state["services"]
+    body = await read_json(request, services.config.gateway.max_body_bytes)
+    call = parse_generate_request(body, model, services.config, stream)
+    call = _with_provider_extras(call, services)
+    call = replace(call, request=identify(request.scope, call.request))
+    if stream:
+        opened = await start_stream(services.engine, call.request)
+        note_stream(request.scope, opened)
+        return EventStreamResponse(_sse(StreamWriter(call, opened), opened))
+    result = await services.engine.infer(call.request)
+    note_result(request.scope, result)
+    return Response(json_response_bytes(response_json(call, result)), media_type="application/json")
+
+
+async def _stream(request: Request[AppState], model: str) -> Response:
+    return await _generate(request, model, stream=True)
+
+
+async def _sse(writer: StreamWriter, stream: InferenceStream) -> AsyncIterator[bytes]:
+    """The stream's chunks as `data:` lines; the last chunk (finish reason, usage) ends the body."""
+    async for event in stream.events():
+        chunk = writer.chunk(event)
+        if chunk is None:
+            continue
+        if event.usage is not None or event.error is not None:
+            yield Final(sse_line(chunk))
+            return
+        yield sse_line(chunk)
+    yield Final(b"")
+
+
+def _with_provider_extras(call: GenerateRequest, services: Runtime) -> GenerateRequest:
+    """The Gemini-only fields as extra_body entries for each Gemini-bodied provider the model routes to; a request
+    with Google's own tools needs one."""
+    if not call.gemini_fields:
+        return call
+    routes = [(model, p.name) for model, p in providers(services, call.target) if p.type_name in GEMINI_BODY_TYPES]
+    if call.google_tool is not None and not routes:
+        message = f"a tool only Google serves: {call.model!r} routes to no Gemini model"
+        raise InvalidRequest.at(call.google_tool, message)
+    bodies = tuple(
+        BodyPatch(pointer, value, model_name=model, provider_name=provider)
+        for model, provider in routes
+        for pointer, value in call.gemini_fields.items()
+    )
+    return replace(call, request=replace(call.request, extra_body=(*call.request.extra_body, *bodies)))
+
+
+async def _count_tokens(request: Request[AppState], model: str) -> Response:
+    """An estimate, at CHARS_PER_TOKEN characters a token, of the prompt's text (system, messages, tools): LSD's
+    providers have no common token counter. `contents`, or a whole `generateContentRequest`."""
+    services = request.state["services"]
+    body = await read_json(request, services.config.gateway.max_body_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest.at("body", "expected a JSON object")
+    resolve_model(model, services.config)
+    body = camel(body)
+    inner = body.get("generateContentRequest")
+    if inner is not None:
+        call = parse_generate_request(inner, model, services.config, stream=False).request
+        prompt = ProviderRequest(
+            call.input.system if isinstance(call.input.system, str) else None,
+            call.input.messages,
+            tools=call.additional_tools,
+            output_schema=call.output_schema,
+        )
+    else:
+        prompt = ProviderRequest(None, parse_contents(body.get("contents")))
+    tokens = math.ceil(prompt_chars(prompt) / CHARS_PER_TOKEN)
+    return Response(json_response_bytes({"totalTokens": tokens}), media_type="application/json")
+
+
+# -- embeddings ------------------------------------------------------------------------------------------------------
+
+
+def _embedding_model(model: str, services: Runtime) -> str:
+    name = next((model[len(p) :] for p in EMBEDDING_PREFIXES if model.startswith(p)), model)
+    if name not in services.config.embedding_models:
+        raise NotFound(f"embedding model {name!r}: define [embedding_models.{name}]", field="model")
+    return name
+
+
+def _embedding_text(request: Any, path: str) -> tuple[str, int | None]:
+    """An EmbedContentRequest's text (its parts' texts joined) and outputDimensionality."""
+    if not isinstance(request, dict):
+        raise InvalidRequest.at(path, "expected an object")
+    request = camel(request)
+    content = request.get("content")
+    parts = camel(content).get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list) or not parts:
+        raise InvalidRequest.at(f"{path}.content.parts", "required: a non-empty array of text parts")
+    texts = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict) or not isinstance(part.get("text"), str):
+            raise InvalidRequest.at(f"{path}.content.parts[{i}].text", "required: a string")
+        texts.append(part["text"])
+    dimensions = request.get("outputDimensionality")
+    if dimensions is not None and (not is_int(dimensions) or dimensions < 1):
+        raise InvalidRequest.at(f"{path}.outputDimensionality", "expected a positive integer")
+    text = "\n".join(texts)
+    if not text:
+        raise InvalidRequest.at(f"{path}.content.parts", "the text to embed is empty")
+    return text, dimensions
+
+
+async def _embed(request: Request[AppState], model: str, batch: bool) -> Response:
+    services = request.state["services"]
+    body = await read_json(request, services.config.gateway.max_body_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest.at("body", "expected a JSON object")
+    name = _embedding_model(model, services)
+    if batch:
+        requests = camel(body).get("requests")
+        if not isinstance(requests, list) or not requests:
+            raise InvalidRequest.at("requests", "required: a non-empty array")
+        items = [_embedding_text(r, f"requests[{i}]") for i, r in enumerate(requests)]
+    else:
+        items = [_embedding_text(body, "body")]
+    dimensions = {d for _, d in items}
+    if len(dimensions) > 1:
+        raise InvalidRequest.at("requests", "every request needs the same outputDimensionality")
+    result = await services.embedder.embed(
+        EmbeddingRequest(
+            model_name=name,
+            inputs=tuple(text for text, _ in items),
+            dimensions=dimensions.pop(),
+            api_key_public_id=request.scope.get(KEY_SCOPE),
+        )
+    )
+    vectors = [{"values": list(v)} for v in result.embeddings]
+    answer: dict[str, Json] = {"embeddings": vectors} if batch else {"embedding": vectors[0]}
+    return Response(json_response_bytes(answer), media_type="application/json")
+
+
+async def _embed_one(request: Request[AppState], model: str) -> Response:
+    return await _embed(request, model, batch=False)
+
+
+async def _embed_batch(request: Request[AppState], model: str) -> Response:
+    return await _embed(request, model, batch=True)
+
+
+_METHODS = {
+    "generateContent": _generate,
+    "streamGenerateContent": _stream,
+    "countTokens": _count_tokens,
+    "embedContent": _embed_one,
+    "batchEmbedContents": _embed_batch,
+}
+
+
+# -- models (the SDKs' models.list / models.get) ---------------------------------------------------------------------
+
+
+def _model_ids(services: Runtime) -> list[tuple[str, list[str]]]:
+    """Every model name the route takes, with its methods: the `[inbound.gemini] models` names, then LSD's models,
+    functions and embedding models."""
+    config = services.config
+    chat = ["generateContent", "streamGenerateContent", "countTokens"]
+    ids = sorted(set(config.inbound.gemini.models) - {ANY_MODEL})
+    ids += [m for m in sorted(config.models) if m not in config.inbound.gemini.models]
+    ids += [f"lsd::function_name::{f}" for f in sorted(config.functions)]
+    listed = [(i, chat) for i in ids]
+    listed += [(e, ["embedContent", "batchEmbedContents"]) for e in sorted(config.embedding_models)]
+    return listed
+
+
+def _model_object(model_id: str, methods: list[str]) -> dict[str, Json]:
+    return {
+        "name": f"models/{model_id}",
+        "version": "lsd",
+        "displayName": model_id,
+        "supportedGenerationMethods": methods,
+    }
+
+
+async def models(request: Request[AppState]) -> Response:
+    """`GET /gemini/{version}/models`: Google's page shape (`pageSize`, `pageToken`: the offset)."""
+    _version(request)
+    listed = _model_ids(request.state["services"])
+    query = request.query_params
+    size = query.get("pageSize", "50")
+    if not size.isdigit() or not 1 <= int(size) <= MAX_PAGE:
+        raise InvalidRequest.at("pageSize", f"expected an integer from 1 to {MAX_PAGE}")
+    token = query.get("pageToken") or "0"
+    if not token.isdigit():
+        raise InvalidRequest.at("pageToken", "expected a token from an earlier page")
+    start, end = int(token), int(token) + int(size)
+    body: dict[str, Json] = {"models": [_model_object(i, m) for i, m in listed[start:end]]}
+    if end < len(listed):
+        body["nextPageToken"] = str(end)
+    return Response(json_response_bytes(body), media_type="application/json")
+
+
+async def model(request: Request[AppState]) -> Response:
+    """`GET /gemini/{version}/models/{model}`: one model, by any name the route takes."""
+    _version(request)
+    services = request.state["services"]
+    asked = str(request.path_params["model"]).removeprefix("models/")
+    if asked in services.config.embedding_models:
+        methods = ["embedContent", "batchEmbedContents"]
+    else:
+        try:
+            resolve_model(asked, services.config)
+        except LsdError:
+            raise NotFound(f"model: {asked}") from None
+        methods = ["generateContent", "streamGenerateContent", "countTokens"]
+    return Response(json_response_bytes(_model_object(asked, methods)), media_type="application/json")
+
+
+def _version(request: Request[AppState]) -> None:
+    version = request.path_params["version"]
+    if version not in VERSIONS:
+        raise NotFound(f"API version {version!r}: expected v1beta or v1")
