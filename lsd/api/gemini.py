@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from lsd.api.access_log import note_result, note_stream
 from lsd.api.auth import KEY_SCOPE, identify
@@ -58,6 +59,8 @@ async def _generate(request: Request[AppState], model: str, stream: bool = False
     if stream:
         opened = await start_stream(services.engine, call.request)
         note_stream(request.scope, opened)
+        if request.query_params.get("alt") != "sse":  # Google's other stream: one JSON array, sent as it grows
+            return StreamingResponse(_array(StreamWriter(call, opened), opened), media_type="application/json")
         return EventStreamResponse(_sse(StreamWriter(call, opened), opened))
     result = await services.engine.infer(call.request)
     note_result(request.scope, result)
@@ -79,6 +82,19 @@ async def _sse(writer: StreamWriter, stream: InferenceStream) -> AsyncIterator[b
             return
         yield sse_line(chunk)
     yield Final(b"")
+
+
+async def _array(writer: StreamWriter, stream: InferenceStream) -> AsyncIterator[bytes]:
+    """The stream's chunks as the elements of one JSON array (streamGenerateContent without `alt=sse`)."""
+    separator = b"["
+    async for event in stream.events():
+        chunk = writer.chunk(event)
+        if chunk is not None:
+            yield separator + orjson.dumps(chunk)
+            separator = b",\r\n"
+            if event.usage is not None or event.error is not None:
+                break
+    yield b"[]" if separator == b"[" else b"]"
 
 
 def _with_provider_extras(call: GenerateRequest, services: Runtime) -> GenerateRequest:

@@ -367,3 +367,18 @@ async def test_count_tokens_models_and_embeddings(client: genai.Client) -> None:
     assert found.name == "models/gemini-2.5-flash" and found.supported_actions
     embedded = await client.aio.models.embed_content(model="embed", contents=["one", "two"])
     assert embedded.embeddings and len(embedded.embeddings) == 2 and embedded.embeddings[0].values
+
+
+async def test_a_stream_without_alt_sse_is_one_json_array(daemon: Daemon) -> None:
+    async with httpx.AsyncClient(base_url=f"{daemon.base_url}/gemini/v1beta") as http:
+        answer = await http.post(
+            "/models/gpt-like:streamGenerateContent", json={"contents": [{"parts": [{"text": "an array please"}]}]}
+        )
+        failed = await http.post(
+            "/models/gpt-like:streamGenerateContent", json={"contents": [{"parts": [{"text": "[fake:error-400] x"}]}]}
+        )
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/json")
+    chunks = answer.json()
+    assert "".join(p["text"] for c in chunks for p in c["candidates"][0]["content"]["parts"]) == "echo: an array please"
+    assert chunks[-1]["candidates"][0]["finishReason"] == "STOP" and "usageMetadata" in chunks[-1]
+    assert failed.status_code == 400 and failed.json()["error"]["status"] == "INVALID_ARGUMENT"
