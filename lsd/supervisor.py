@@ -31,7 +31,7 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from lsd.servers import ServerSettings, hypercorn_config, listening_socket, run_worker, uvicorn_worker
 from lsd.telemetry import logging as lsd_logging
-from lsd.telemetry.metrics import (
+from lsd.telemetry.metrics_dir import (
     MULTIPROC_ENV,
     configured_multiprocess_dir,
     prepare_multiprocess_dir,

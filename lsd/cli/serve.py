@@ -17,7 +17,7 @@ from lsd.exits import EXIT_USAGE, CommandExit
 from lsd.servers import ServerSettings, serve
 from lsd.startup import database_urls, prepare
 from lsd.supervisor import handover
-from lsd.telemetry.metrics import configured_multiprocess_dir, prepare_multiprocess_dir
+from lsd.telemetry.metrics_dir import configured_multiprocess_dir, prepare_multiprocess_dir
 
 log = logging.getLogger("lsd")
 

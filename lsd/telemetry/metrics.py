@@ -11,12 +11,8 @@ Recording an inference costs a dict lookup and a few additions (see `bench/telem
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -32,7 +28,6 @@ from prometheus_client import (
 
 from lsd.errors import CLIENT_GONE
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REFRESH_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -40,22 +35,6 @@ REFRESH_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
 def multiprocess_mode() -> bool:
     """True when prometheus-client was imported with PROMETHEUS_MULTIPROC_DIR set (its values are mmap files)."""
     return bool(getattr(values.ValueClass, "_multiprocess", False))
-
-
-def prepare_multiprocess_dir(configured: str | None) -> tuple[Path, bool]:
-    """The folder the workers write to, emptied of a previous run's files: `configured` (the operator's
-    PROMETHEUS_MULTIPROC_DIR) or a new temporary one. Returns it and whether it is ours to remove."""
-    if configured:
-        path = Path(configured)
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob("*.db"):
-            stale.unlink()
-        return path, False
-    return Path(tempfile.mkdtemp(prefix="lsd-metrics-")), True
-
-
-def remove_multiprocess_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class _Counter:
@@ -500,7 +479,3 @@ class Metrics:
 
     def count_statistics_refresh_failure(self) -> None:
         self.statistics_refresh_failures.inc()
-
-
-def configured_multiprocess_dir() -> str | None:
-    return os.environ.get(MULTIPROC_ENV) or None
