@@ -19,9 +19,9 @@ from lsd.api.access_log import request_id, scope_fields
 from lsd.api.anthropic_wire import anthropic_error_body
 from lsd.api.gemini_wire import gemini_error_body
 from lsd.api.openai_wire import openai_error_body
-from lsd.api.provider_answer import ProviderAnswer, passed_on
+from lsd.api.provider_answer import passed_on, retry_after_s
 from lsd.api.tensorzero_wire import error_body, route_not_found_body
-from lsd.errors import AllAttemptsFailed, InternalError, LsdError, NotFound, RateLimited
+from lsd.errors import AllAttemptsFailed, InternalError, LsdError, NotFound
 from lsd.ids import uuid7
 
 log = logging.getLogger("lsd.api")
@@ -64,14 +64,10 @@ def error_headers(exc: LsdError) -> dict[str, str]:
     """The headers an error answer carries beside its body. A 413 or 431 may leave part of the request unread, so
     the server closes the connection after it: `Connection: close` tells a keep-alive client not to reuse it."""
     headers: dict[str, str] = {}
-    if isinstance(exc, RateLimited):
-        headers["retry-after"] = str(exc.retry_after_s)
     if isinstance(exc, AllAttemptsFailed) and not exc.retryable:
         headers["x-should-retry"] = "false"  # the OpenAI and Anthropic SDKs retry a 502 unless told not to
-    # The last provider said when to try again (a 429, a 503): the SDKs wait that long before their retry.
-    wait = exc.retry_after_s if isinstance(exc, ProviderAnswer) else None
-    if isinstance(exc, AllAttemptsFailed) and exc.failures:
-        wait = exc.failures[-1].retry_after_s
+    # The gateway's rate limit, or the last provider, said when to try again: the SDKs wait that long.
+    wait = retry_after_s(exc)
     if wait is not None:
         headers["retry-after"] = str(math.ceil(wait))
     if exc.http_status in (413, 431):

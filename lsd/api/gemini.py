@@ -20,22 +20,32 @@ from starlette.responses import Response, StreamingResponse
 from lsd.api.access_log import note_result, note_stream
 from lsd.api.auth import KEY_SCOPE, identify
 from lsd.api.body import json_response_bytes, read_json
-from lsd.api.gemini_request import GenerateRequest, camel, parse_contents, parse_generate_request, resolve_model
+from lsd.api.gemini_request import (
+    GenerateRequest,
+    camel,
+    check_model_name,
+    embedding_model,
+    parse_contents,
+    parse_generate_request,
+    resolve_model,
+)
 from lsd.api.gemini_signatures import GEMINI_BODY_TYPES
-from lsd.api.gemini_wire import StreamWriter, response_json, sse_line
-from lsd.api.inbound import is_int, providers
+from lsd.api.gemini_wire import StreamWriter, blocked_json, response_json, sse_line
+from lsd.api.inbound import MAX_SHOWN_CHARS, is_int, providers
 from lsd.api.sse import EventStreamResponse, Final
 from lsd.api.state import AppState
-from lsd.config.inbound import ANY_MODEL, PREFIXES
-from lsd.errors import InvalidRequest, LsdError, NotFound
+from lsd.config.inbound import ANY_MODEL
+from lsd.errors import AllAttemptsFailed, InvalidRequest, LsdError, NotFound
 from lsd.inference.embeddings import EmbeddingRequest
 from lsd.inference.stream_answer import CHARS_PER_TOKEN, prompt_chars
 from lsd.inference.streaming import InferenceStream, start_stream
+from lsd.providers.gemini.wire import BLOCKED
 from lsd.runtime import Runtime
-from lsd.types import BodyPatch, Json, ProviderRequest
+from lsd.types import BodyPatch, File, Json, ProviderRequest
 
 VERSIONS = frozenset({"v1beta", "v1", "v1alpha"})
-EMBEDDING_PREFIXES = tuple(f"{p}embedding_model_name::" for p in PREFIXES)
+EMBEDDING_METHODS = ["embedContent", "batchEmbedContents"]
+FILE_TOKENS = 258  # countTokens' estimate of an image or other file: what Gemini counts for an image up to 384 px
 MAX_PAGE = 1000
 
 
@@ -43,11 +53,10 @@ async def model_call(request: Request[AppState]) -> Response:
     """`POST /gemini/{version}/models/{model}:{method}`: the method after the model's last colon."""
     _version(request)
     model, _, method = str(request.path_params["call"]).rpartition(":")
-    model = model.removeprefix("models/")
     handler = _METHODS.get(method)
     if handler is None or not model:
-        raise NotFound(f"Method not found: {method!r} (generateContent, streamGenerateContent, countTokens, ...)")
-    return await handler(request, model)
+        raise NotFound(f"Method not found: {method[:MAX_SHOWN_CHARS]!r} (generateContent, streamGenerateContent, ...)")
+    return await handler(request, check_model_name(model))
 
 
 async def _generate(request: Request[AppState], model: str, stream: bool = False) -> Response:
@@ -56,15 +65,35 @@ async def _generate(request: Request[AppState], model: str, stream: bool = False
     call = parse_generate_request(body, model, services.config, stream)
     call = _with_provider_extras(call, services)
     call = replace(call, request=identify(request.scope, call.request))
-    if stream:
-        opened = await start_stream(services.engine, call.request)
-        note_stream(request.scope, opened)
-        if request.query_params.get("alt") != "sse":  # Google's other stream: one JSON array, sent as it grows
-            return StreamingResponse(_array(StreamWriter(call, opened), opened), media_type="application/json")
-        return EventStreamResponse(_sse(StreamWriter(call, opened), opened))
-    result = await services.engine.infer(call.request)
+    sse = request.query_params.get("alt") == "sse"
+    try:
+        if stream:
+            opened = await start_stream(services.engine, call.request)
+            note_stream(request.scope, opened)
+            if not sse:  # Google's other stream: one JSON array, sent as it grows
+                return StreamingResponse(_array(StreamWriter(call, opened), opened), media_type="application/json")
+            return EventStreamResponse(_sse(StreamWriter(call, opened), opened))
+        result = await services.engine.infer(call.request)
+    except AllAttemptsFailed as exc:
+        reason = _blocked(exc)
+        if reason is None:
+            raise
+        answer = blocked_json(call, reason, exc.inference[0] if exc.inference else None)
+        if not stream:
+            return Response(json_response_bytes(answer), media_type="application/json")
+        body = sse_line(answer) if sse else orjson.dumps([answer])
+        return Response(body, media_type="text/event-stream" if sse else "application/json")
     note_result(request.scope, result)
     return Response(json_response_bytes(response_json(call, result)), media_type="application/json")
+
+
+def _blocked(exc: AllAttemptsFailed) -> str | None:
+    """The reason Gemini blocked the prompt, when that is why the last attempt failed: Google answers it as a 200
+    with `promptFeedback` (a client must not retry it, as it would a 5xx)."""
+    last = exc.failures[-1] if exc.failures else None
+    if last is None or last.kind != "content_filter" or not last.message.startswith(BLOCKED):
+        return None
+    return last.message.removeprefix(BLOCKED)
 
 
 async def _stream(request: Request[AppState], model: str) -> Response:
@@ -77,7 +106,12 @@ async def _sse(writer: StreamWriter, stream: InferenceStream) -> AsyncIterator[b
         chunk = writer.chunk(event)
         if chunk is None:
             continue
-        if event.usage is not None or event.error is not None:
+        if event.error is not None:
+            # Google's own form: the error object alone, not a `data:` event (Gemini CLI's SDK raises only that; a
+            # `data:` error would read as a stream cut short, which it retries showing the partial text again)
+            yield Final(orjson.dumps(chunk) + b"\n")
+            return
+        if event.usage is not None:
             yield Final(sse_line(chunk))
             return
         yield sse_line(chunk)
@@ -115,8 +149,9 @@ def _with_provider_extras(call: GenerateRequest, services: Runtime) -> GenerateR
 
 
 async def _count_tokens(request: Request[AppState], model: str) -> Response:
-    """An estimate, at CHARS_PER_TOKEN characters a token, of the prompt's text (system, messages, tools): LSD's
-    providers have no common token counter. `contents`, or a whole `generateContentRequest`."""
+    """An estimate, at CHARS_PER_TOKEN characters a token, of the prompt's text (system, messages, tools), and
+    FILE_TOKENS a file: LSD's providers have no common token counter. `contents`, or a whole
+    `generateContentRequest`."""
     services = request.state["services"]
     body = await read_json(request, services.config.gateway.max_body_bytes)
     if not isinstance(body, dict):
@@ -134,7 +169,8 @@ async def _count_tokens(request: Request[AppState], model: str) -> Response:
         )
     else:
         prompt = ProviderRequest(None, parse_contents(body.get("contents")))
-    tokens = math.ceil(prompt_chars(prompt) / CHARS_PER_TOKEN)
+    files = sum(isinstance(b, File) for m in prompt.messages for b in m.content)
+    tokens = math.ceil(prompt_chars(prompt) / CHARS_PER_TOKEN) + files * FILE_TOKENS
     return Response(json_response_bytes({"totalTokens": tokens}), media_type="application/json")
 
 
@@ -142,9 +178,10 @@ async def _count_tokens(request: Request[AppState], model: str) -> Response:
 
 
 def _embedding_model(model: str, services: Runtime) -> str:
-    name = next((model[len(p) :] for p in EMBEDDING_PREFIXES if model.startswith(p)), model)
-    if name not in services.config.embedding_models:
-        raise NotFound(f"embedding model {name!r}: define [embedding_models.{name}]", field="model")
+    name = embedding_model(model, services.config)
+    if name is None:
+        message = f"{model[:MAX_SHOWN_CHARS]!r} is no embedding model: map it in [inbound.gemini] models or name one"
+        raise NotFound(message, field="model")
     return name
 
 
@@ -181,6 +218,10 @@ async def _embed(request: Request[AppState], model: str, batch: bool) -> Respons
         requests = camel(body).get("requests")
         if not isinstance(requests, list) or not requests:
             raise InvalidRequest.at("requests", "required: a non-empty array")
+        for i, item in enumerate(requests):
+            named = camel(item).get("model") if isinstance(item, dict) else None
+            if named is not None and named.removeprefix("models/") != model:
+                raise InvalidRequest.at(f"requests[{i}].model", f"must be the URL's model, models/{model}")
         items = [_embedding_text(r, f"requests[{i}]") for i, r in enumerate(requests)]
     else:
         items = [_embedding_text(body, "body")]
@@ -229,7 +270,9 @@ def _model_ids(services: Runtime) -> list[tuple[str, list[str]]]:
     ids += [m for m in sorted(config.models) if m not in config.inbound.gemini.models]
     ids += [f"lsd::function_name::{f}" for f in sorted(config.functions)]
     listed = [(i, chat) for i in ids]
-    listed += [(e, ["embedContent", "batchEmbedContents"]) for e in sorted(config.embedding_models)]
+    embedding_ids = sorted(config.inbound.gemini.embedding_models)
+    embedding_ids += [e for e in sorted(config.embedding_models) if e not in config.inbound.gemini.embedding_models]
+    listed += [(e, EMBEDDING_METHODS) for e in embedding_ids]
     return listed
 
 
@@ -264,14 +307,14 @@ async def model(request: Request[AppState]) -> Response:
     """`GET /gemini/{version}/models/{model}`: one model, by any name the route takes."""
     _version(request)
     services = request.state["services"]
-    asked = str(request.path_params["model"]).removeprefix("models/")
-    if asked in services.config.embedding_models:
-        methods = ["embedContent", "batchEmbedContents"]
+    asked = check_model_name(str(request.path_params["model"]))
+    if embedding_model(asked, services.config) is not None:
+        methods = EMBEDDING_METHODS
     else:
         try:
             resolve_model(asked, services.config)
         except LsdError:
-            raise NotFound(f"model: {asked}") from None
+            raise NotFound(f"model: {asked[:MAX_SHOWN_CHARS]}") from None
         methods = ["generateContent", "streamGenerateContent", "countTokens"]
     return Response(json_response_bytes(_model_object(asked, methods)), media_type="application/json")
 

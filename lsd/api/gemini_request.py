@@ -11,13 +11,15 @@ carry (`topK`, `thinkingConfig` as given, `safetySettings`, `cachedContent`, Goo
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from lsd.api.gemini_signatures import unwrapped
+from lsd.api.gemini_signatures import GEMINI_TYPE, unwrapped
 from lsd.api.inbound import (
+    MAX_SHOWN_CHARS,
     aliased_target,
     boolean,
     extension,
@@ -31,9 +33,9 @@ from lsd.api.inbound import (
     strings,
     unknown_keys,
 )
-from lsd.config.inbound import MODEL_ALIAS_TAG, PREFIXES, InboundTarget
+from lsd.config.inbound import EMBEDDING_PREFIXES, MODEL_ALIAS_TAG, PREFIXES, InboundTarget
 from lsd.config.model import Config
-from lsd.errors import InvalidRequest
+from lsd.errors import InvalidRequest, NotFound
 from lsd.immutable import immutable
 from lsd.inference.request import (
     InferenceRequest,
@@ -66,6 +68,7 @@ _GEMINI_CONFIG = frozenset(
         *("imageConfig", "enableEnhancedCivicAnswers", "routingConfig", "modelSelectionConfig", "audioTimestamp"),
     }
 )
+_URLSAFE = str.maketrans("-_", "+/")  # the google-genai SDKs send bytes in base64url; other vendors take base64
 _PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse")
 # OpenAPI-subset types of a `parameters`/`responseSchema` Schema, as JSON Schema names them.
 _SCHEMA_TYPES = {
@@ -94,8 +97,39 @@ class GenerateRequest:
 
 
 def resolve_model(model: Any, config: Config) -> InboundTarget:
-    """What the URL's model names on the Gemini route (`[inbound.gemini] models`)."""
+    """What the URL's model names on the Gemini route (`[inbound.gemini] models`). An embedding model's name is a
+    404 here (it takes embedContent), as at Google, rather than a chat with the `*` entry's model."""
+    if embedding_model(model, config) is not None:
+        raise NotFound(f"{model!r} is an embedding model: it takes embedContent and batchEmbedContents", field="model")
     return resolve_target(model, config, config.inbound.gemini.models)
+
+
+def embedding_model(model: Any, config: Config) -> str | None:
+    """The `[embedding_models]` key `model` names on the Gemini route: an `[inbound.gemini] models` entry mapped to
+    one, `lsd::embedding_model_name::E`, or the key itself; None for any other name."""
+    if not isinstance(model, str):
+        return None
+    mapped_to = config.inbound.gemini.embedding_models.get(model)
+    if mapped_to is not None:
+        return mapped_to
+    name = next((model[len(p) :] for p in EMBEDDING_PREFIXES if model.startswith(p)), None)
+    if name is not None:
+        if name not in config.embedding_models:
+            raise NotFound(f"embedding model {name!r}: define [embedding_models.{name}]", field="model")
+        return name
+    if model in config.embedding_models and model not in config.models and model not in config.inbound.gemini.models:
+        return model
+    return None
+
+
+def check_model_name(model: str) -> str:
+    """The URL's model name, refused when no client would send it: control characters (a 400), or a `:` that is not
+    part of LSD's `::` (a method name left in it: a 404, as Google answers `models/m:generateContent:x`)."""
+    if not model or any(ord(c) < 0x20 or ord(c) == 0x7F for c in model):
+        raise InvalidRequest.at("model", "expected a model name without control characters")
+    if ":" in model.replace("::", ""):
+        raise NotFound(f"model {model[:MAX_SHOWN_CHARS]!r}: a model name holds no single ':'", field="model")
+    return model
 
 
 def camel(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,8 +263,9 @@ def _part(
 
 def _signed(signature: str, text: str | None = None) -> list[Thought]:
     """The thoughts a part's signature stands for: those LSD wrapped (another vendor's), or Gemini's own signature
-    (of the thought part's `text`, or of the part it is on)."""
-    return unwrapped(signature) or [Thought(text, signature)]
+    (of the thought part's `text`, or of the part it is on) — marked as Gemini's, so that it goes to Gemini's
+    providers alone (Gemini CLI puts `skip_thought_signature_validator` on calls that came without one)."""
+    return unwrapped(signature) or [Thought(text, signature, provider_type=GEMINI_TYPE)]
 
 
 def _file(value: Any, kind: str, path: str) -> File:
@@ -244,11 +279,21 @@ def _file(value: Any, kind: str, path: str) -> File:
             raise InvalidRequest.at(f"{path}.data", "required: base64 data")
         if not mime:
             raise InvalidRequest.at(f"{path}.mimeType", "required: a string")
-        return File(mime_type=mime, data=payload)
+        return File(mime_type=mime, data=_base64(payload, f"{path}.data"))
     uri = data.get("fileUri")
     if not isinstance(uri, str) or not uri:
         raise InvalidRequest.at(f"{path}.fileUri", "required: a string")
     return File(mime_type=mime or None, url=uri)
+
+
+def _base64(payload: str, path: str) -> str:
+    """Inline data as standard, padded base64 (what every vendor takes), from base64 or base64url; 400 otherwise."""
+    payload = payload.translate(_URLSAFE) + "=" * (-len(payload) % 4)
+    try:
+        binascii.a2b_base64(payload, strict_mode=True)
+    except binascii.Error:
+        raise InvalidRequest.at(path, "expected base64 data") from None
+    return payload
 
 
 def _function_call(value: Any, path: str, content_index: int, n: int, unanswered: list[tuple[str, str]]) -> ToolCall:
@@ -405,7 +450,7 @@ def _output_schema(config: Mapping[str, Any]) -> dict[str, Json] | None:
         value = config.get(key)
         if value is not None:
             path = f"generationConfig.{key}"
-            schema = _object(value, path) if key == "responseJsonSchema" else json_schema(_object(value, path))
+            schema = json_schema(_object(value, path))  # Gemini CLI's router sends upper-case types in either
             check_schema(schema, path)
             return schema
     return None
@@ -413,10 +458,16 @@ def _output_schema(config: Mapping[str, Any]) -> dict[str, Json] | None:
 
 def json_schema(schema: Mapping[str, Any]) -> dict[str, Json]:
     """A Schema of Gemini's OpenAPI subset (`{"type": "OBJECT", "nullable": true, ...}`) as JSON Schema: types in
-    lower case, `nullable` as a "null" type, `propertyOrdering` left out; the rest (properties, items, enum,
-    anyOf, ...) converted the same way inside."""
+    lower case, `nullable` as a "null" type, `propertyOrdering` as the order of `properties` (Gemini answers in
+    a JSON schema's key order); the rest (properties, items, enum, anyOf, ...) converted the same way inside."""
     out: dict[str, Json] = {}
-    for key, value in camel(schema).items():
+    schema = camel(schema)
+    ordering = schema.get("propertyOrdering")
+    properties = schema.get("properties")
+    if isinstance(ordering, list) and isinstance(properties, dict):  # the order Gemini would answer in, as key order
+        first = {k: properties[k] for k in ordering if isinstance(k, str) and k in properties}
+        schema = {**schema, "properties": {**first, **properties}}
+    for key, value in schema.items():
         if key == "type" and isinstance(value, str):
             if value.upper() != "TYPE_UNSPECIFIED":
                 out["type"] = _SCHEMA_TYPES.get(value.upper(), value.lower())
@@ -471,7 +522,7 @@ def _declaration(value: Any, path: str) -> Tool:
     if description is not None and not isinstance(description, str):
         raise InvalidRequest.at(f"{path}.description", "expected a string")
     if declaration.get("parametersJsonSchema") is not None:
-        parameters = _object(declaration["parametersJsonSchema"], f"{path}.parametersJsonSchema")
+        parameters = json_schema(_object(declaration["parametersJsonSchema"], f"{path}.parametersJsonSchema"))
     elif declaration.get("parameters") is not None:
         parameters = json_schema(_object(declaration["parameters"], f"{path}.parameters"))
     else:

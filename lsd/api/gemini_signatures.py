@@ -19,6 +19,7 @@ import orjson
 from lsd.types import Thought
 
 GEMINI_BODY_TYPES = frozenset({"google_ai_studio_gemini", "gcp_vertex_gemini"})
+GEMINI_TYPE = "google_ai_studio_gemini"  # a signature a Gemini client sent back is Gemini's (its family)
 _MARK = b'{"lsd":1,'  # a wrapped signature's decoded bytes begin with it (Gemini's own are binary)
 
 

@@ -12,6 +12,7 @@ is every input token (cachedContentTokenCount the cached part), candidatesTokenC
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -20,7 +21,7 @@ import orjson
 
 from lsd.api.gemini_request import GenerateRequest
 from lsd.api.gemini_signatures import is_geminis, wrapped
-from lsd.api.provider_answer import ProviderAnswer
+from lsd.api.provider_answer import ProviderAnswer, retry_after_s
 from lsd.errors import InternalError, LsdError
 from lsd.inference.result import InferenceResult, ResultBlock, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
@@ -99,6 +100,18 @@ def response_json(call: GenerateRequest, result: InferenceResult) -> dict[str, A
         "modelVersion": call.model,
         "responseId": result.inference_id.hex,
     }
+
+
+def blocked_json(call: GenerateRequest, reason: str, inference_id: str | None) -> dict[str, Any]:
+    """A prompt Gemini blocked, as Google answers it: no candidates, `promptFeedback.blockReason`."""
+    answer: dict[str, Any] = {
+        "promptFeedback": {"blockReason": reason},
+        "usageMetadata": {"promptTokenCount": 0, "totalTokenCount": 0},
+        "modelVersion": call.model,
+    }
+    if inference_id is not None:
+        answer["responseId"] = inference_id.replace("-", "")
+    return answer
 
 
 class Parts:
@@ -245,6 +258,9 @@ def error_object(exc: LsdError) -> dict[str, Any]:
     error: dict[str, Any] = {"code": status, "message": message, "status": _STATUSES.get(status, "UNKNOWN")}
     if isinstance(exc, InternalError):
         error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": exc.error_id}]
+    wait = retry_after_s(exc)
+    if wait is not None:  # Gemini CLI waits by RetryInfo, not by the Retry-After header
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{math.ceil(wait)}s"}]
     return {"error": error}
 
 

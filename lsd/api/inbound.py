@@ -18,6 +18,7 @@ from lsd.providers.base import Provider
 from lsd.runtime import Runtime
 
 T = TypeVar("T")
+MAX_SHOWN_CHARS = 256
 
 # The `lsd::<name>` (or `tensorzero::<name>`) keys a foreign-shaped body may carry beside the API's own fields.
 EXTENSIONS = frozenset(
@@ -35,10 +36,15 @@ def resolve_target(model: Any, config: Config, aliases: Mapping[str, InboundTarg
             raise InvalidRequest.at("model", f"expected lsd::function_name::F or lsd::model_name::M, got {model!r}")
         target = aliased_target(model, config, aliases) or InboundTarget("model_name", model)
     if target.kind == "function_name" and target.name not in config.functions:
-        raise UnknownFunction(target.name, field="model")
+        raise UnknownFunction(_shown(target.name), field="model")
     if target.kind == "model_name" and target.name not in config.models and "::" not in target.name:
-        raise UnknownModel(target.name, field="model")
+        raise UnknownModel(_shown(target.name), field="model")
     return target
+
+
+def _shown(name: str) -> str:
+    """A name as an error repeats it: a client's 5,000-character name is not echoed whole."""
+    return name if len(name) <= MAX_SHOWN_CHARS else name[:MAX_SHOWN_CHARS] + "…"
 
 
 def aliased_target(model: str, config: Config, aliases: Mapping[str, InboundTarget]) -> InboundTarget | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from lsd.errors import AllAttemptsFailed, AttemptFailure, LsdError, ProviderError
+from lsd.errors import AllAttemptsFailed, AttemptFailure, LsdError, ProviderError, RateLimited
 
 PASSED_ON_STATUSES = frozenset({400, 413, 429, 529})
 # How providers word a prompt over the model's context window (OpenAI, vLLM, Mistral, Gemini, Bedrock, Anthropic).
@@ -69,3 +69,13 @@ def passed_on(exc: LsdError) -> LsdError:
     assert answered.status is not None
     message = answered.provider_message or answered.message
     return ProviderAnswer(answered.status, message, answered.retry_after_s, answered.raw_response)
+
+
+def retry_after_s(exc: LsdError) -> float | None:
+    """When the client may try again, as the gateway's rate limit or the last provider (a 429, a 503) said."""
+    if isinstance(exc, RateLimited):
+        return float(exc.retry_after_s)
+    wait = exc.retry_after_s if isinstance(exc, ProviderAnswer) else None
+    if isinstance(exc, AllAttemptsFailed) and exc.failures:
+        wait = exc.failures[-1].retry_after_s
+    return wait

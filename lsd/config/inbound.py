@@ -51,6 +51,9 @@ class GeminiInboundConfig:
     LSD model or `lsd::function_name::F`."""
 
     models: Mapping[str, InboundTarget] = field(default_factory=dict)
+    # client embedding model name (`gemini-embedding-001`) -> an `[embedding_models]` key: the `models` entries
+    # whose value names an embedding model (bare, or `lsd::embedding_model_name::E`), for embedContent
+    embedding_models: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,24 +85,38 @@ def mapped(models: Mapping[str, InboundTarget], name: str) -> InboundTarget | No
     return found
 
 
-def inbound_from(t: Table, models: Mapping[str, Any], functions: Mapping[str, Any]) -> InboundConfig:
+def inbound_from(
+    t: Table, models: Mapping[str, Any], functions: Mapping[str, Any], embedding_models: Mapping[str, Any]
+) -> InboundConfig:
     """`[inbound]`; every mapped name must be a configured model, a `type::model` shorthand, or a configured
-    function (errors name the key, e.g. `inbound.anthropic.models.claude-sonnet-4-5`)."""
+    function — on the Gemini route also an embedding model (errors name the key, e.g.
+    `inbound.anthropic.models.claude-sonnet-4-5`)."""
     anthropic = _mapped(t.table("anthropic"), models, functions)
     openai_table = t.table("openai")
     list_models = openai_table.choice("list_models", ("all", "aliases"), "all")
     openai = _mapped(openai_table, models, functions)
-    gemini = _mapped(t.table("gemini"), models, functions)
+    embeddings: dict[str, str] = {}
+    gemini = _mapped(t.table("gemini"), models, functions, embedding_models, embeddings)
     t.finish()
     return InboundConfig(
         anthropic=AnthropicInboundConfig(models=anthropic),
         openai=OpenAIInboundConfig(models=openai, list_models=list_models),
-        gemini=GeminiInboundConfig(models=gemini),
+        gemini=GeminiInboundConfig(models=gemini, embedding_models=embeddings),
     )
 
 
-def _mapped(api: Table, models: Mapping[str, Any], functions: Mapping[str, Any]) -> dict[str, InboundTarget]:
-    """One API's `models` table: each client name's target."""
+EMBEDDING_PREFIXES = tuple(f"{p}embedding_model_name::" for p in PREFIXES)
+
+
+def _mapped(
+    api: Table,
+    models: Mapping[str, Any],
+    functions: Mapping[str, Any],
+    embedding_models: Mapping[str, Any] | None = None,
+    embeddings: dict[str, str] | None = None,
+) -> dict[str, InboundTarget]:
+    """One API's `models` table: each client name's target. With `embeddings`, the entries naming an embedding
+    model go there instead."""
     table = api.table("models")
     mapped: dict[str, InboundTarget] = {}
     for name in list(table.data):
@@ -109,6 +126,14 @@ def _mapped(api: Table, models: Mapping[str, Any], functions: Mapping[str, Any])
         if name.startswith(PREFIXES):  # read as LSD's own name before any mapping: the entry would be dead
             table.error(name, "a client's model name cannot start with lsd:: or tensorzero:: (those are LSD's names)")
             continue
+        if embeddings is not None and embedding_models is not None:
+            embedding = next((value[len(p) :] for p in EMBEDDING_PREFIXES if value.startswith(p)), value)
+            if embedding in embedding_models and value not in models and name != ANY_MODEL:
+                embeddings[name] = embedding
+                continue
+            if value.startswith(EMBEDDING_PREFIXES):
+                table.error(name, f"unknown embedding model {embedding!r}: define [embedding_models.{embedding}]")
+                continue
         target = _target(table, name, value, models, functions)
         if target is not None:
             mapped[name] = target

@@ -67,7 +67,7 @@ def _build(sources: Sources, base_dir: Path) -> Config:
     }
     functions = {**functions, **judges}
     rate_limiting = rate_limiting_from(root.table("rate_limiting"), auth_enabled=gateway.auth.enabled)
-    inbound = inbound_from(root.table("inbound"), models, functions)
+    inbound = inbound_from(root.table("inbound"), models, functions, embedding_models)
     accepted = accepted_tables(root)
     root.finish()
     if sink.errors:

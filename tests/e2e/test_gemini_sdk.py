@@ -108,6 +108,7 @@ api_key_location = "env::FAKE_OPENAI_KEY"
 "gemini-2.5-flash" = "gemini"
 "gemini-2.5-pro" = "claude"
 "gemini-2.5-flash-lite" = "lsd::function_name::assistant"
+"text-embedding-004" = "embed"
 "*" = "gpt"
 """
     )
@@ -382,3 +383,43 @@ async def test_a_stream_without_alt_sse_is_one_json_array(daemon: Daemon) -> Non
     assert "".join(p["text"] for c in chunks for p in c["candidates"][0]["content"]["parts"]) == "echo: an array please"
     assert chunks[-1]["candidates"][0]["finishReason"] == "STOP" and "usageMetadata" in chunks[-1]
     assert failed.status_code == 400 and failed.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+async def test_a_prompt_gemini_blocks_is_a_200_with_its_reason(client: genai.Client) -> None:
+    """As Google answers it: no candidates, promptFeedback.blockReason (a 5xx would be retried)."""
+    response = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="blocked words")
+    assert response.prompt_feedback is not None and response.prompt_feedback.block_reason == "SAFETY"
+    assert not response.candidates and response.text is None
+    chunks = [
+        c async for c in await client.aio.models.generate_content_stream(model="gemini-2.5-flash", contents="blocked")
+    ]
+    assert [c.prompt_feedback.block_reason for c in chunks if c.prompt_feedback] == ["SAFETY"]
+
+
+async def test_an_error_mid_stream_is_raised_by_the_sdk(client: genai.Client) -> None:
+    received = []
+    with pytest.raises(errors.APIError) as raised:
+        async for chunk in await client.aio.models.generate_content_stream(
+            model="gemini-2.5-pro", contents="stream-error please"
+        ):
+            received.append(chunk.text)
+    assert received and raised.value.code in (529, 503, 502)
+
+
+async def test_embedding_names_take_embeddings_only(client: genai.Client) -> None:
+    with pytest.raises(errors.ClientError) as raised:
+        await client.aio.models.generate_content(model="text-embedding-004", contents="chat with an embedder")
+    assert raised.value.code == 404 and "embedContent" in (raised.value.message or "")
+    embedded = await client.aio.models.embed_content(model="text-embedding-004", contents="mapped by [inbound.gemini]")
+    assert embedded.embeddings and embedded.embeddings[0].values
+    names = {m.name: m.supported_actions async for m in await client.aio.models.list()}
+    assert names["models/text-embedding-004"] == ["embedContent", "batchEmbedContents"]
+
+
+async def test_a_batch_names_one_model(daemon: Daemon) -> None:
+    async with httpx.AsyncClient(base_url=f"{daemon.base_url}/gemini/v1beta") as http:
+        answer = await http.post(
+            "/models/embed:batchEmbedContents",
+            json={"requests": [{"model": "models/other", "content": {"parts": [{"text": "x"}]}}]},
+        )
+    assert answer.status_code == 400 and answer.json()["error"]["message"].startswith("requests[0].model")

@@ -12,15 +12,16 @@ from uuid import UUID
 import pytest
 
 from lsd.api.auth import authenticate
-from lsd.api.gemini_request import json_schema, parse_generate_request
+from lsd.api.gemini_request import check_model_name, json_schema, parse_generate_request
 from lsd.api.gemini_signatures import unwrapped, wrapped
 from lsd.api.gemini_wire import Parts, StreamWriter, error_object, response_json, usage_json
 from lsd.config.loader import parse
 from lsd.config.model import Config
-from lsd.errors import InvalidRequest, UnknownModel
+from lsd.errors import InvalidRequest, NotFound, RateLimited, UnknownModel
 from lsd.inference.result import InferenceResult, ToolCallOutput
 from lsd.inference.streaming import StreamEvent
-from lsd.types import File, Text, Thought, ToolCall, ToolResult, Usage
+from lsd.providers.gemini.wire import build_contents
+from lsd.types import File, Message, Text, Thought, ToolCall, ToolResult, Usage
 
 CONFIG = """
 [models.claude]
@@ -140,6 +141,34 @@ def test_geminis_schema_subset_becomes_json_schema() -> None:
     }
 
 
+def test_schemas_and_inline_data_are_normalised(config: Config) -> None:
+    """Gemini CLI's router sends upper-case types in responseJsonSchema; the SDKs send bytes in base64url."""
+    body = {
+        "contents": [user({"inlineData": {"mimeType": "image/png", "data": "-_8"}})],
+        "generationConfig": {
+            "responseMimeType": "application/json",
+            "responseJsonSchema": {"type": "OBJECT", "properties": {"score": {"type": "INTEGER"}}},
+        },
+    }
+    parsed = parse_generate_request(body, "gemini-2.5-pro", config, stream=False).request
+    assert parsed.output_schema == {"type": "object", "properties": {"score": {"type": "integer"}}}
+    assert parsed.params.json_mode == "strict" and parsed.input.messages[0].content == (
+        File(mime_type="image/png", data="+/8="),
+    )
+    bad = {"contents": [user({"inlineData": {"mimeType": "image/png", "data": "!!not base64$$"}})]}
+    assert refused(config, bad) == "contents[0].parts[0].inlineData.data"
+    ordered = json_schema({"type": "OBJECT", "properties": {"b": {}, "a": {}}, "propertyOrdering": ["a", "b"]})
+    assert list(ordered["properties"]) == ["a", "b"]
+
+
+def test_model_names_no_client_would_send(config: Config) -> None:
+    with pytest.raises(InvalidRequest):
+        check_model_name("gemini-2.5-pro\x00")
+    with pytest.raises(NotFound):
+        check_model_name("gemini-2.5-pro:generateContent")
+    assert check_model_name("lsd::model_name::openai::gpt-5") == "lsd::model_name::openai::gpt-5"
+
+
 def test_function_responses_pair_with_their_calls(config: Config) -> None:
     contents = [
         user({"text": "weather twice"}),
@@ -213,9 +242,10 @@ def test_geminis_own_signatures_go_out_and_back_unchanged(config: Config) -> Non
     ]
     history = {"contents": [user({"text": "q"}), {"role": "model", "parts": parts}]}
     messages = parse_generate_request(history, "flash", config, stream=False).request.input.messages
+    gemini = "google_ai_studio_gemini"  # a signature a Gemini client sends back goes to Gemini's providers alone
     assert messages[1].content == (
-        Thought("pondering", "g-sig-1"),
-        Thought(None, "g-sig-2"),
+        Thought("pondering", "g-sig-1", provider_type=gemini),
+        Thought(None, "g-sig-2", provider_type=gemini),
         ToolCall("call_0", "weather", '{"city":"Oslo"}'),
     )
     unsigned = {"contents": [user({"text": "q"}), {"role": "model", "parts": [{"text": "x", "thought": True}]}]}
@@ -293,6 +323,30 @@ def test_error_shape() -> None:
     assert error_object(UnknownModel("m", field="model")) == {
         "error": {"code": 404, "message": "model: Unknown model: m", "status": "NOT_FOUND"}
     }
+    limited = error_object(RateLimited("too many", rule="r", retry_after_s=7))["error"]
+    assert limited["status"] == "RESOURCE_EXHAUSTED"  # Gemini CLI waits by RetryInfo, not by Retry-After
+    assert limited["details"] == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}]
+
+
+def test_a_gemini_provider_gets_structured_function_responses_back() -> None:
+    messages = (
+        Message("user", (Text("q"),)),
+        Message("assistant", (ToolCall("a", "f", "{}"), ToolCall("b", "g", "{}"), ToolCall("c", "h", "{}"))),
+        Message(
+            "user",
+            (
+                ToolResult("a", "f", '{"result": {"forecast": "sunny"}}'),
+                ToolResult("b", "g", "no such city", is_error=True),
+                ToolResult("c", "h", "plain text"),
+            ),
+        ),
+    )
+    parts = build_contents(messages)[2]["parts"]
+    assert [p["functionResponse"]["response"] for p in parts] == [
+        {"result": {"forecast": "sunny"}},
+        {"error": "no such city"},
+        {"result": "plain text"},
+    ]
 
 
 class RecordingAuth:

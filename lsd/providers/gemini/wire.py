@@ -10,8 +10,10 @@ Mapping choices:
 - tool_choice "auto"/"none"/"required" -> functionCallingConfig mode AUTO/NONE/ANY; {"specific": name} -> ANY
   with allowedFunctionNames [name]. Gemini has no switch for parallel_tool_calls; it is ignored.
 - Gemini gives function calls no ids: each gets "call_<n>", n counting the calls of one response from 0.
-  Tool results go back as user-role `functionResponse` parts {"name", "response": {"result": <string>}};
-  Gemini pairs them with calls by name and order.
+  Tool results go back as user-role `functionResponse` parts {"name", "response": ...}: a result that is a JSON
+  object as that object (Gemini reads a response's fields; a Gemini client's structured response comes back as it
+  was sent), a failed call's as {"error": <string>}, any other as {"result": <string>}. Gemini pairs them with
+  calls by name and order.
 - Thinking: parts marked `thought: true` become Thought blocks. A `thoughtSignature` on any other part becomes
   a Thought(text=None, signature=...) block just before that part's block; on input the signature is put back
   on the part that follows it (Gemini 3 rejects function calls sent back without their signatures).
@@ -50,6 +52,8 @@ from lsd.types import (
     Usage,
 )
 
+# The message of a prompt Gemini blocked (promptFeedback.blockReason), the reason after it.
+BLOCKED = "the prompt was blocked: "
 # json_mode = "tool" forces a call to this function; its arguments are the answer.
 JSON_TOOL_NAME = "respond"
 _FINISH_REASONS: Mapping[str, FinishReason] = MappingProxyType(
@@ -90,6 +94,19 @@ def build_body(request: ProviderRequest, stream: bool = False, *, provider_name:
     return body
 
 
+def _function_response(block: ToolResult) -> dict[str, Any]:
+    if block.is_error:
+        return {"error": block.result}
+    if block.result.startswith("{"):
+        try:
+            value = orjson.loads(block.result)
+        except orjson.JSONDecodeError:
+            value = None
+        if isinstance(value, dict):
+            return value
+    return {"result": block.result}
+
+
 def build_contents(messages: Sequence[Message], provider_name: str = "") -> list[dict[str, Any]]:
     contents: list[dict[str, Any]] = []
     for message in messages:
@@ -113,7 +130,7 @@ def _convert_message(message: Message, provider_name: str) -> list[dict[str, Any
         elif isinstance(block, ToolCall):
             part = {"functionCall": {"name": block.name, "args": _arguments_object(block)}}
         elif isinstance(block, ToolResult):
-            response = {"functionResponse": {"name": block.name, "response": {"result": block.result}}}
+            response = {"functionResponse": {"name": block.name, "response": _function_response(block)}}
             (parts if message.role == "user" else responses).append(response)
         elif isinstance(block, Thought) and message.role == "assistant":
             if block.text is not None:
@@ -254,7 +271,7 @@ def blocked_error(body: Mapping[str, Any]) -> ProviderError | None:
     reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
     if reason is None:
         return None
-    return ProviderError(f"the prompt was blocked: {reason}", retryable=False, kind="content_filter")
+    return ProviderError(f"{BLOCKED}{reason}", retryable=False, kind="content_filter")
 
 
 class Parts:
