@@ -107,9 +107,11 @@ async def _sse(writer: StreamWriter, stream: InferenceStream) -> AsyncIterator[b
         if chunk is None:
             continue
         if event.error is not None:
-            # Google's own form: the error object alone, not a `data:` event (Gemini CLI's SDK raises only that; a
-            # `data:` error would read as a stream cut short, which it retries showing the partial text again)
-            yield Final(orjson.dumps(chunk) + b"\n")
+            # Google's own form first, the error object alone on its line (Gemini CLI's SDK raises only that: a
+            # `data:` error reads to it as a stream cut short, which it retries showing the partial text again),
+            # then as a `data:` event, for the clients that read events only (the AI SDK's @ai-sdk/google)
+            yield orjson.dumps(chunk) + b"\r\n\r\n"  # an event of its own, which event readers leave aside
+            yield Final(sse_line(chunk))
             return
         if event.usage is not None:
             yield Final(sse_line(chunk))
