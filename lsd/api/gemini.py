@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -20,9 +19,10 @@ from starlette.responses import Response, StreamingResponse
 from lsd.api.access_log import note_result, note_stream
 from lsd.api.auth import KEY_SCOPE, identify
 from lsd.api.body import json_response_bytes, read_json
+from lsd.api.gemini_embed import parse_embed_request
+from lsd.api.gemini_fields import camel
 from lsd.api.gemini_request import (
     GenerateRequest,
-    camel,
     check_model_name,
     embedding_model,
     parse_contents,
@@ -30,8 +30,9 @@ from lsd.api.gemini_request import (
     resolve_model,
 )
 from lsd.api.gemini_signatures import GEMINI_BODY_TYPES
-from lsd.api.gemini_wire import StreamWriter, blocked_json, response_json, sse_line
-from lsd.api.inbound import MAX_SHOWN_CHARS, is_int, providers
+from lsd.api.gemini_wire import StreamWriter, Unservable, blocked_json, response_json, sse_line
+from lsd.api.inbound import MAX_SHOWN_CHARS, providers
+from lsd.api.provider_answer import passed_on
 from lsd.api.sse import EventStreamResponse, Final
 from lsd.api.state import AppState
 from lsd.config.inbound import ANY_MODEL
@@ -77,8 +78,10 @@ async def _generate(request: Request[AppState], model: str, stream: bool = False
     except AllAttemptsFailed as exc:
         reason = _blocked(exc)
         if reason is None:
-            raise
-        answer = blocked_json(call, reason, exc.inference[0] if exc.inference else None)
+            if exc.retryable or passed_on(exc) is not exc:
+                raise
+            raise Unservable.of(exc) from None
+        answer = blocked_json(call, reason)
         if not stream:
             return Response(json_response_bytes(answer), media_type="application/json")
         body = sse_line(answer) if sse else orjson.dumps([answer])
@@ -187,54 +190,16 @@ def _embedding_model(model: str, services: Runtime) -> str:
     return name
 
 
-def _embedding_text(request: Any, path: str) -> tuple[str, int | None]:
-    """An EmbedContentRequest's text (its parts' texts joined) and outputDimensionality."""
-    if not isinstance(request, dict):
-        raise InvalidRequest.at(path, "expected an object")
-    request = camel(request)
-    content = request.get("content")
-    parts = camel(content).get("parts") if isinstance(content, dict) else None
-    if not isinstance(parts, list) or not parts:
-        raise InvalidRequest.at(f"{path}.content.parts", "required: a non-empty array of text parts")
-    texts = []
-    for i, part in enumerate(parts):
-        if not isinstance(part, dict) or not isinstance(part.get("text"), str):
-            raise InvalidRequest.at(f"{path}.content.parts[{i}].text", "required: a string")
-        texts.append(part["text"])
-    dimensions = request.get("outputDimensionality")
-    if dimensions is not None and (not is_int(dimensions) or dimensions < 1):
-        raise InvalidRequest.at(f"{path}.outputDimensionality", "expected a positive integer")
-    text = "\n".join(texts)
-    if not text:
-        raise InvalidRequest.at(f"{path}.content.parts", "the text to embed is empty")
-    return text, dimensions
-
-
 async def _embed(request: Request[AppState], model: str, batch: bool) -> Response:
     services = request.state["services"]
     body = await read_json(request, services.config.gateway.max_body_bytes)
-    if not isinstance(body, dict):
-        raise InvalidRequest.at("body", "expected a JSON object")
     name = _embedding_model(model, services)
-    if batch:
-        requests = camel(body).get("requests")
-        if not isinstance(requests, list) or not requests:
-            raise InvalidRequest.at("requests", "required: a non-empty array")
-        for i, item in enumerate(requests):
-            named = camel(item).get("model") if isinstance(item, dict) else None
-            if named is not None and named.removeprefix("models/") != model:
-                raise InvalidRequest.at(f"requests[{i}].model", f"must be the URL's model, models/{model}")
-        items = [_embedding_text(r, f"requests[{i}]") for i, r in enumerate(requests)]
-    else:
-        items = [_embedding_text(body, "body")]
-    dimensions = {d for _, d in items}
-    if len(dimensions) > 1:
-        raise InvalidRequest.at("requests", "every request needs the same outputDimensionality")
+    texts, dimensions = parse_embed_request(body, model, batch)
     result = await services.embedder.embed(
         EmbeddingRequest(
             model_name=name,
-            inputs=tuple(text for text, _ in items),
-            dimensions=dimensions.pop(),
+            inputs=texts,
+            dimensions=dimensions,
             api_key_public_id=request.scope.get(KEY_SCOPE),
         )
     )
@@ -293,10 +258,10 @@ async def models(request: Request[AppState]) -> Response:
     listed = _model_ids(request.state["services"])
     query = request.query_params
     size = query.get("pageSize", "50")
-    if not size.isdigit() or not 1 <= int(size) <= MAX_PAGE:
+    if not (size.isascii() and size.isdigit() and len(size) <= 4) or not 1 <= int(size) <= MAX_PAGE:
         raise InvalidRequest.at("pageSize", f"expected an integer from 1 to {MAX_PAGE}")
     token = query.get("pageToken") or "0"
-    if not token.isdigit():
+    if not (token.isascii() and token.isdigit() and len(token) <= 9):
         raise InvalidRequest.at("pageToken", "expected a token from an earlier page")
     start, end = int(token), int(token) + int(size)
     body: dict[str, Json] = {"models": [_model_object(i, m) for i, m in listed[start:end]]}

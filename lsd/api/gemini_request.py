@@ -17,7 +17,9 @@ from typing import Any
 
 import orjson
 
+from lsd.api.gemini_fields import camel, object_at
 from lsd.api.gemini_signatures import GEMINI_TYPE, unwrapped
+from lsd.api.gemini_tools import output_schema, parse_tool_choice, parse_tools
 from lsd.api.inbound import (
     MAX_SHOWN_CHARS,
     aliased_target,
@@ -39,14 +41,12 @@ from lsd.errors import InvalidRequest, NotFound
 from lsd.immutable import immutable
 from lsd.inference.request import (
     InferenceRequest,
-    check_schema,
     parse_body_patch,
     parse_cache_options,
     parse_header_patch,
     parse_uuid,
 )
 from lsd.types import ContentBlock, File, InferenceParams, Input, Json, Message, Text, Thought, ToolCall, ToolResult
-from lsd.types import ToolSpec as Tool
 
 _FIELDS = frozenset(
     {
@@ -70,16 +70,6 @@ _GEMINI_CONFIG = frozenset(
 )
 _URLSAFE = str.maketrans("-_", "+/")  # the google-genai SDKs send bytes in base64url; other vendors take base64
 _PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse")
-# OpenAPI-subset types of a `parameters`/`responseSchema` Schema, as JSON Schema names them.
-_SCHEMA_TYPES = {
-    "STRING": "string",
-    "NUMBER": "number",
-    "INTEGER": "integer",
-    "BOOLEAN": "boolean",
-    "ARRAY": "array",
-    "OBJECT": "object",
-    "NULL": "null",
-}
 _THINKING_LEVELS = {"MINIMAL": "minimal", "LOW": "low", "MEDIUM": "medium", "HIGH": "high"}
 
 
@@ -132,18 +122,6 @@ def check_model_name(model: str) -> str:
     return model
 
 
-def camel(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """An object of Google's API with its snake_case keys (`function_declarations`) in lowerCamelCase, as the JSON
-    API takes both; `lsd::` keys are left as they are."""
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        if "_" in key and "::" not in key:
-            head, *rest = key.split("_")
-            key = head + "".join(word[:1].upper() + word[1:] for word in rest)
-        out[key] = value
-    return out
-
-
 def parse_generate_request(raw: Any, model: str, config: Config, stream: bool) -> GenerateRequest:
     """The engine request for a generateContent body; InvalidRequest (400) naming the field for a body Google
     would refuse or LSD cannot carry."""
@@ -154,10 +132,10 @@ def parse_generate_request(raw: Any, model: str, config: Config, stream: bool) -
     target = resolve_model(model, config)
     aliased = not model.startswith(PREFIXES) and aliased_target(model, config, config.inbound.gemini.models)
     fields: dict[str, Json] = {}
-    generation = _object(body.get("generationConfig"), "generationConfig")
+    generation = object_at(body.get("generationConfig"), "generationConfig")
     params, output_schema = _params(generation, fields)
-    tools, google_tool = _tools(body.get("tools"), target, fields)
-    tool_choice = _tool_choice(body.get("toolConfig"))
+    tools, google_tool = parse_tools(body.get("tools"), target, fields)
+    tool_choice = parse_tool_choice(body.get("toolConfig"))
     tags = dict(extension(body, "tags", string_map) or {})
     if aliased:
         tags[MODEL_ALIAS_TAG] = model
@@ -269,7 +247,7 @@ def _signed(signature: str, text: str | None = None) -> list[Thought]:
 
 
 def _file(value: Any, kind: str, path: str) -> File:
-    data = camel(_object(value, path))
+    data = camel(object_at(value, path))
     mime = data.get("mimeType")
     if mime is not None and not isinstance(mime, str):
         raise InvalidRequest.at(f"{path}.mimeType", "expected a string")
@@ -291,13 +269,13 @@ def _base64(payload: str, path: str) -> str:
     payload = payload.translate(_URLSAFE) + "=" * (-len(payload) % 4)
     try:
         binascii.a2b_base64(payload, strict_mode=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: a character outside ASCII
         raise InvalidRequest.at(path, "expected base64 data") from None
     return payload
 
 
 def _function_call(value: Any, path: str, content_index: int, n: int, unanswered: list[tuple[str, str]]) -> ToolCall:
-    call = _object(value, path)
+    call = object_at(value, path)
     name = call.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidRequest.at(f"{path}.name", "required: a string")
@@ -317,7 +295,7 @@ def _function_call(value: Any, path: str, content_index: int, n: int, unanswered
 def _function_response(value: Any, path: str, unanswered: list[tuple[str, str]]) -> list[ContentBlock]:
     """A function's answer as a ToolResult: its `response` object's `output` (or `result`, `content`) when that is
     its only string, else the object as JSON; a lone `error` string is a failed call. Files in its `parts` follow."""
-    answer = _object(value, path)
+    answer = object_at(value, path)
     name = answer.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidRequest.at(f"{path}.name", "required: a string")
@@ -348,7 +326,7 @@ def _function_response(value: Any, path: str, unanswered: list[tuple[str, str]])
             raise InvalidRequest.at(f"{path}.parts", "expected an array")
         for k, item in enumerate(parts):
             ppath = f"{path}.parts[{k}]"
-            part = camel(_object(item, ppath))
+            part = camel(object_at(item, ppath))
             kind = next((k2 for k2 in ("inlineData", "fileData") if part.get(k2) is not None), None)
             if kind is None:
                 raise InvalidRequest.at(ppath, "a function response's part holds inlineData or fileData")
@@ -361,7 +339,7 @@ def _system(value: Any) -> str | None:
     string)."""
     if value is None or isinstance(value, str):
         return value
-    content = camel(_object(value, "systemInstruction"))
+    content = camel(object_at(value, "systemInstruction"))
     parts = content.get("parts")
     if not isinstance(parts, list):
         raise InvalidRequest.at("systemInstruction.parts", "required: an array of text parts")
@@ -400,7 +378,7 @@ def _params(generation: Mapping[str, Any], fields: dict[str, Json]) -> tuple[Inf
         "stop_sequences": strings(config.get("stopSequences"), "generationConfig.stopSequences") or None,
     }
     values.update(_thinking(config.get("thinkingConfig"), fields))
-    schema = _output_schema(config)
+    schema = output_schema(config)
     mime = config.get("responseMimeType")
     if mime is not None and not isinstance(mime, str):
         raise InvalidRequest.at("generationConfig.responseMimeType", "expected a string")
@@ -421,7 +399,7 @@ def _thinking(value: Any, fields: dict[str, Json]) -> dict[str, Any]:
     (for every provider); the object as given for Gemini-bodied providers (`includeThoughts`, a budget of -1)."""
     if value is None:
         return {}
-    config = camel(_object(value, "generationConfig.thinkingConfig"))
+    config = camel(object_at(value, "generationConfig.thinkingConfig"))
     fields["/generationConfig/thinkingConfig"] = config
     out: dict[str, Any] = {}
     budget = config.get("thinkingBudget")
@@ -441,120 +419,3 @@ def _thinking(value: Any, fields: dict[str, Json]) -> dict[str, Any]:
     if include is not None and not isinstance(include, bool):
         raise InvalidRequest.at("generationConfig.thinkingConfig.includeThoughts", "expected a boolean")
     return out
-
-
-def _output_schema(config: Mapping[str, Any]) -> dict[str, Json] | None:
-    """The answer's JSON schema: `responseJsonSchema` as is, or `responseSchema` (Gemini's OpenAPI subset) as JSON
-    Schema."""
-    for key in ("responseJsonSchema", "responseSchema"):
-        value = config.get(key)
-        if value is not None:
-            path = f"generationConfig.{key}"
-            schema = json_schema(_object(value, path))  # Gemini CLI's router sends upper-case types in either
-            check_schema(schema, path)
-            return schema
-    return None
-
-
-def json_schema(schema: Mapping[str, Any]) -> dict[str, Json]:
-    """A Schema of Gemini's OpenAPI subset (`{"type": "OBJECT", "nullable": true, ...}`) as JSON Schema: types in
-    lower case, `nullable` as a "null" type, `propertyOrdering` as the order of `properties` (Gemini answers in
-    a JSON schema's key order); the rest (properties, items, enum, anyOf, ...) converted the same way inside."""
-    out: dict[str, Json] = {}
-    schema = camel(schema)
-    ordering = schema.get("propertyOrdering")
-    properties = schema.get("properties")
-    if isinstance(ordering, list) and isinstance(properties, dict):  # the order Gemini would answer in, as key order
-        first = {k: properties[k] for k in ordering if isinstance(k, str) and k in properties}
-        schema = {**schema, "properties": {**first, **properties}}
-    for key, value in schema.items():
-        if key == "type" and isinstance(value, str):
-            if value.upper() != "TYPE_UNSPECIFIED":
-                out["type"] = _SCHEMA_TYPES.get(value.upper(), value.lower())
-        elif key in ("properties", "$defs", "definitions") and isinstance(value, dict):
-            out[key] = {k: json_schema(v) if isinstance(v, dict) else v for k, v in value.items()}
-        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
-            out[key] = json_schema(value)
-        elif key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(value, list):
-            out[key] = [json_schema(v) if isinstance(v, dict) else v for v in value]
-        elif key not in ("nullable", "propertyOrdering"):
-            out[key] = value
-    if schema.get("nullable") is True and isinstance(out.get("type"), str):
-        out["type"] = [out["type"], "null"]
-    return out
-
-
-def _tools(value: Any, target: InboundTarget, fields: dict[str, Json]) -> tuple[tuple[Tool, ...], str | None]:
-    """functionDeclarations as tools; Google's own tools (googleSearch, codeExecution, urlContext, ...) for a
-    model's Gemini-bodied providers only, the client's `tools` as given (their field is returned: a model that
-    routes to no Gemini-bodied provider cannot serve them)."""
-    if value is None:
-        return (), None
-    if not isinstance(value, list):
-        raise InvalidRequest.at("tools", "expected an array")
-    tools: list[Tool] = []
-    google_tool = None
-    for i, raw in enumerate(value):
-        path = f"tools[{i}]"
-        tool = camel(_object(raw, path))
-        for key, item in tool.items():
-            if key != "functionDeclarations":
-                if item is not None and google_tool is None:
-                    google_tool = f"{path}.{key}"
-                continue
-            if not isinstance(item, list):
-                raise InvalidRequest.at(f"{path}.functionDeclarations", "expected an array")
-            for j, declaration in enumerate(item):
-                tools.append(_declaration(declaration, f"{path}.functionDeclarations[{j}]"))
-    if google_tool is not None:
-        if target.kind != "model_name":
-            raise InvalidRequest.at(google_tool, "Google's own tools need a model (with a Gemini provider)")
-        fields["/tools"] = value
-    return tuple(tools), google_tool
-
-
-def _declaration(value: Any, path: str) -> Tool:
-    declaration = camel(_object(value, path))
-    name = declaration.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidRequest.at(f"{path}.name", "required: a string")
-    description = declaration.get("description")
-    if description is not None and not isinstance(description, str):
-        raise InvalidRequest.at(f"{path}.description", "expected a string")
-    if declaration.get("parametersJsonSchema") is not None:
-        parameters = json_schema(_object(declaration["parametersJsonSchema"], f"{path}.parametersJsonSchema"))
-    elif declaration.get("parameters") is not None:
-        parameters = json_schema(_object(declaration["parameters"], f"{path}.parameters"))
-    else:
-        parameters = {"type": "object", "properties": {}}
-    return Tool(name, description or "", parameters)
-
-
-def _tool_choice(value: Any) -> str | dict[str, str] | None:
-    """toolConfig.functionCallingConfig: AUTO (and VALIDATED) as auto, NONE as none, ANY as required — or, with one
-    allowed function name, that function."""
-    if value is None:
-        return None
-    config = camel(_object(value, "toolConfig"))
-    calling = config.get("functionCallingConfig")
-    if calling is None:
-        return None
-    calling = camel(_object(calling, "toolConfig.functionCallingConfig"))
-    mode = calling.get("mode", "AUTO")
-    names = strings(calling.get("allowedFunctionNames"), "toolConfig.functionCallingConfig.allowedFunctionNames")
-    if not isinstance(mode, str) or mode.upper() not in ("AUTO", "ANY", "NONE", "VALIDATED", "MODE_UNSPECIFIED"):
-        raise InvalidRequest.at("toolConfig.functionCallingConfig.mode", "must be AUTO, ANY, NONE or VALIDATED")
-    mode = mode.upper()
-    if mode == "NONE":
-        return "none"
-    if mode == "ANY":
-        return {"specific": names[0]} if names and len(names) == 1 else "required"
-    return "auto"
-
-
-def _object(value: Any, path: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidRequest.at(path, "expected an object")
-    return value

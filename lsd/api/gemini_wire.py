@@ -22,9 +22,10 @@ import orjson
 from lsd.api.gemini_request import GenerateRequest
 from lsd.api.gemini_signatures import is_geminis, wrapped
 from lsd.api.provider_answer import ProviderAnswer, retry_after_s
-from lsd.errors import InternalError, LsdError
+from lsd.errors import AllAttemptsFailed, InternalError, LsdError
 from lsd.inference.result import InferenceResult, ResultBlock, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
+from lsd.providers.gemini.wire import GROUNDING
 from lsd.types import Text, Thought, ToolCall, Unknown, Usage
 
 FINISH_REASONS: Mapping[str, str] = MappingProxyType(
@@ -62,6 +63,7 @@ _STATUSES: Mapping[int, str] = MappingProxyType(
 
 
 OVERFLOW_WORDS = "exceeds the maximum number of tokens"
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 
 
 def finish_reason(reason: str | None) -> str:
@@ -85,15 +87,26 @@ def usage_json(usage: Usage) -> dict[str, int]:
 
 def response_json(call: GenerateRequest, result: InferenceResult) -> dict[str, Any]:
     """The whole answer as a GenerateContentResponse."""
+    grounding = None
     if result.output is not None:
         parts: list[dict[str, Any]] = [{"text": result.output.raw or ""}]
     else:
-        parts = Parts().blocks(result.content)
-    candidate = {
+        blocks = result.content
+        if (
+            blocks
+            and type(blocks[-1]) is Unknown
+            and isinstance(blocks[-1].data, dict)
+            and GROUNDING in blocks[-1].data
+        ):
+            grounding, blocks = blocks[-1].data[GROUNDING], blocks[:-1]  # the candidate's, not a part
+        parts = Parts().blocks(blocks)
+    candidate: dict[str, Any] = {
         "content": {"role": "model", "parts": parts},
         "finishReason": finish_reason(result.finish_reason),
         "index": 0,
     }
+    if grounding is not None:
+        candidate["groundingMetadata"] = grounding
     return {
         "candidates": [candidate],
         "usageMetadata": usage_json(result.usage),
@@ -102,16 +115,28 @@ def response_json(call: GenerateRequest, result: InferenceResult) -> dict[str, A
     }
 
 
-def blocked_json(call: GenerateRequest, reason: str, inference_id: str | None) -> dict[str, Any]:
-    """A prompt Gemini blocked, as Google answers it: no candidates, `promptFeedback.blockReason`."""
-    answer: dict[str, Any] = {
+class Unservable(AllAttemptsFailed):
+    """Every attempt failed for a reason a new call would meet again (a provider refusing the gateway's key, a key
+    not set): a 400 FAILED_PRECONDITION on the Gemini route, since Gemini's clients retry any 5xx, ten times over
+    minutes, and read no `x-should-retry`."""
+
+    http_status = 400
+
+    @classmethod
+    def of(cls, exc: AllAttemptsFailed) -> Unservable:
+        unservable = cls(exc.failures)
+        unservable.inference = exc.inference
+        return unservable
+
+
+def blocked_json(call: GenerateRequest, reason: str) -> dict[str, Any]:
+    """A prompt Gemini blocked, as Google answers it: no candidates, `promptFeedback.blockReason`. No `responseId`:
+    the inference has no answer to give feedback on (its failed attempt is recorded)."""
+    return {
         "promptFeedback": {"blockReason": reason},
         "usageMetadata": {"promptTokenCount": 0, "totalTokenCount": 0},
         "modelVersion": call.model,
     }
-    if inference_id is not None:
-        answer["responseId"] = inference_id.replace("-", "")
-    return answer
 
 
 class Parts:
@@ -248,19 +273,25 @@ def error_object(exc: LsdError) -> dict[str, Any]:
     message = exc.message
     if exc.field and not message.startswith(exc.field):
         message = f"{exc.field}: {message}"
-    if (
-        isinstance(exc, ProviderAnswer)
-        and exc.context_overflow
-        and "exceeds the maximum number of tokens" not in message
-    ):
-        message = f"The input token count exceeds the maximum number of tokens allowed: {message}"
+    if isinstance(exc, ProviderAnswer) and exc.context_overflow and OVERFLOW_WORDS not in message:
+        message = f"The input token count {OVERFLOW_WORDS} allowed: {message}"  # Gemini's words for it
     status = exc.http_status
-    error: dict[str, Any] = {"code": status, "message": message, "status": _STATUSES.get(status, "UNKNOWN")}
+    name = "FAILED_PRECONDITION" if isinstance(exc, Unservable) else _STATUSES.get(status, "UNKNOWN")
+    error: dict[str, Any] = {"code": status, "message": message, "status": name}
+    details: list[Any] = []
     if isinstance(exc, InternalError):
-        error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": exc.error_id}]
+        details.append({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": exc.error_id})
+    if isinstance(exc, ProviderAnswer):  # a Gemini provider's own answer: its status and details as Google gave them
+        given = exc.provider_error()
+        if isinstance(given.get("status"), str) and given["status"].isupper():
+            error["status"] = given["status"]
+        if isinstance(given.get("details"), list):
+            details += given["details"]  # QuotaFailure (a daily quota: Gemini CLI stops), RetryInfo, ErrorInfo
     wait = retry_after_s(exc)
-    if wait is not None:  # Gemini CLI waits by RetryInfo, not by the Retry-After header
-        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{math.ceil(wait)}s"}]
+    if wait is not None and not any(isinstance(d, dict) and d.get("@type") == RETRY_INFO for d in details):
+        details.append({"@type": RETRY_INFO, "retryDelay": f"{math.ceil(wait)}s"})  # Gemini CLI reads no Retry-After
+    if details:
+        error["details"] = details
     return {"error": error}
 
 

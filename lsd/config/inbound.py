@@ -128,8 +128,11 @@ def _mapped(
             continue
         if embeddings is not None and embedding_models is not None:
             embedding = next((value[len(p) :] for p in EMBEDDING_PREFIXES if value.startswith(p)), value)
-            if embedding in embedding_models and value not in models and name != ANY_MODEL:
-                embeddings[name] = embedding
+            if embedding in embedding_models and value not in models:
+                if name == ANY_MODEL:
+                    table.error(name, "the `*` entry takes chat names only: map each embedding name on its own")
+                else:
+                    embeddings[name] = embedding
                 continue
             if value.startswith(EMBEDDING_PREFIXES):
                 table.error(name, f"unknown embedding model {embedding!r}: define [embedding_models.{embedding}]")

@@ -153,15 +153,16 @@ class InferenceStream:
         # object per chunk), else under the limit's timer. Either raises StopAsyncIteration at the end.
         following = rest.__anext__ if untimed else functools.partial(self._next, rest)
         raw_chunks = self.raw_chunks
+        in_band: ProviderError | None = None  # the provider's last error event that did not end its stream
         try:
             chunk = opened.first
             while chunk is not None:
                 aggregate.add(chunk)
                 if chunk.error is not None:
                     aggregate.errors += 1
-                    event_error = ProviderError(chunk.error, provider=self.provider.name)
-                    event_error.provider_type = self.provider.type_name
-                    yield StreamEvent(error=event_error)
+                    in_band = ProviderError(chunk.error, provider=self.provider.name, retryable=False)
+                    in_band.provider_type = self.provider.type_name
+                    yield StreamEvent(error=in_band)
                 elif content := chunk.content if thoughts else self._client_content(chunk):
                     yield StreamEvent(content, raw_chunk=chunk.raw) if raw_chunks else StreamEvent(content)
                 try:
@@ -182,6 +183,10 @@ class InferenceStream:
                 kind=CLIENT_GONE if gone else "internal",
                 retryable=False,
             )
+            if gone and in_band is not None:
+                # The client left after the provider's error event (the Anthropic and Gemini routes end their
+                # stream on one): the provider cut the answer, and the inference counts as failed.
+                ended = in_band
             self.engine.finisher.finish_now(self._done(aggregate, ended))
             raise
         # The stream ended, complete or broken at the provider: finish before the last event, so that with

@@ -1,7 +1,8 @@
 """The folder `lsd serve --workers N` shares between its workers' Prometheus values (PROMETHEUS_MULTIPROC_DIR).
 
-Kept apart from lsd.telemetry.metrics, which imports prometheus-client: the supervisor sets the variable before any
-worker imports it (prometheus-client picks its value class when first imported), and needs no metrics of its own.
+The folder's life (made, emptied of a previous run's files, removed), apart from the metrics themselves
+(lsd.telemetry.metrics): the supervisor sets the variable before it starts the workers, which pick their value class
+when they first import prometheus-client.
 """
 
 from __future__ import annotations

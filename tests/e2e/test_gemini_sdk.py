@@ -5,6 +5,7 @@ rows each call leaves are checked."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -74,6 +75,14 @@ model_name = "gemini-fake"
 api_base = "{gemini.base_url}"
 api_key_location = "env::FAKE_GEMINI_KEY"
 
+[models.badkey]
+routing = ["google"]
+[models.badkey.providers.google]
+type = "google_ai_studio_gemini"
+model_name = "gemini-fake"
+api_base = "{gemini.base_url}"
+api_key_location = "env::FAKE_WRONG_KEY"
+
 [models.claude]
 routing = ["anthropic"]
 [models.claude.providers.anthropic]
@@ -109,10 +118,12 @@ api_key_location = "env::FAKE_OPENAI_KEY"
 "gemini-2.5-pro" = "claude"
 "gemini-2.5-flash-lite" = "lsd::function_name::assistant"
 "text-embedding-004" = "embed"
+"gemini-badkey" = "badkey"
 "*" = "gpt"
 """
     )
     env = {"FAKE_ANTHROPIC_KEY": ANTHROPIC_KEY, "FAKE_OPENAI_KEY": OPENAI_KEY, "FAKE_GEMINI_KEY": GEMINI_KEY}
+    env["FAKE_WRONG_KEY"] = "not-the-providers-key"
     running = Daemon(config, db_url, env=env)
     running.wait_ready()
     yield running
@@ -423,3 +434,33 @@ async def test_a_batch_names_one_model(daemon: Daemon) -> None:
             json={"requests": [{"model": "models/other", "content": {"parts": [{"text": "x"}]}}]},
         )
     assert answer.status_code == 400 and answer.json()["error"]["message"].startswith("requests[0].model")
+
+
+async def test_a_stream_the_provider_broke_counts_as_failed(client: genai.Client, db_url: str) -> None:
+    """An OpenAI provider's error event: the route ends the client's stream on it, and the row says why."""
+    ids = []
+    with pytest.raises(errors.APIError):
+        async for chunk in await client.aio.models.generate_content_stream(
+            model="gpt-like", contents="[fake:midstream-error] cut me"
+        ):
+            ids.append(chunk.response_id)
+    assert ids
+    for _ in range(100):  # written once the gateway sees the client gone (after the error it sent)
+        with psycopg.connect(db_url) as conn:
+            found = conn.execute("SELECT tags FROM chat_inferences WHERE id = %s", (UUID(hex=ids[0]),)).fetchone()
+        if found is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert found is not None and found[0]["lsd::stream_error"] == "provider_error"
+
+
+async def test_a_failure_no_retry_can_mend_is_not_a_5xx(client: genai.Client, daemon: Daemon) -> None:
+    """Gemini CLI retries any 5xx ten times over minutes and reads no x-should-retry: a provider refusing the
+    gateway's key is a 400 FAILED_PRECONDITION on this route."""
+    with pytest.raises(errors.ClientError) as raised:
+        await client.aio.models.generate_content(model="gemini-badkey", contents="hi")
+    assert raised.value.code == 400 and raised.value.status == "FAILED_PRECONDITION"
+    async with httpx.AsyncClient(base_url=f"{daemon.base_url}/gemini/v1beta") as http:
+        for query in ({"pageSize": "²"}, {"pageToken": "²"}, {"pageToken": "9" * 5000}):
+            answer = await http.get("/models", params=query)
+            assert answer.status_code == 400, (query, answer.text)

@@ -9,19 +9,23 @@ from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
+import orjson
 import pytest
 
 from lsd.api.auth import authenticate
-from lsd.api.gemini_request import check_model_name, json_schema, parse_generate_request
+from lsd.api.gemini_embed import parse_embed_request
+from lsd.api.gemini_request import check_model_name, parse_generate_request
 from lsd.api.gemini_signatures import unwrapped, wrapped
+from lsd.api.gemini_tools import json_schema
 from lsd.api.gemini_wire import Parts, StreamWriter, error_object, response_json, usage_json
+from lsd.api.provider_answer import ProviderAnswer
 from lsd.config.loader import parse
 from lsd.config.model import Config
-from lsd.errors import InvalidRequest, NotFound, RateLimited, UnknownModel
+from lsd.errors import ConfigError, InvalidRequest, NotFound, RateLimited, UnknownModel
 from lsd.inference.result import InferenceResult, ToolCallOutput
 from lsd.inference.streaming import StreamEvent
-from lsd.providers.gemini.wire import build_contents
-from lsd.types import File, Message, Text, Thought, ToolCall, ToolResult, Usage
+from lsd.providers.gemini.wire import build_contents, parse_response
+from lsd.types import File, Message, Text, Thought, ToolCall, ToolResult, Unknown, Usage
 
 CONFIG = """
 [models.claude]
@@ -378,3 +382,75 @@ async def test_the_key_headers(path: str, headers: dict[str, str], query: bytes,
     }
     await authenticate(auth, scope)  # type: ignore[arg-type]
     assert auth.seen == [sent]
+
+
+def test_a_gemini_providers_error_details_go_out_as_google_gave_them() -> None:
+    """A daily quota's QuotaFailure makes Gemini CLI stop instead of retrying for minutes; its RetryInfo is kept."""
+    body = {
+        "error": {
+            "code": 429,
+            "message": "You exceeded your current quota.",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaId": "PerDay"}]},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "38s"},
+            ],
+        }
+    }
+    answer = ProviderAnswer(429, "You exceeded your current quota.", 40.0, orjson.dumps(body).decode())
+    error = error_object(answer)["error"]
+    assert error["status"] == "RESOURCE_EXHAUSTED" and error["details"] == body["error"]["details"]
+
+
+def test_google_searchs_sources_stay_on_the_candidate() -> None:
+    grounding = {"groundingChunks": [{"web": {"uri": "https://example.com/lsd", "title": "example.com"}}]}
+    body = {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": "LSD is a gateway."}]},
+                "finishReason": "STOP",
+                "groundingMetadata": grounding,
+            }
+        ]
+    }
+    blocks, _, _ = parse_response(body, provider_name="google")
+    assert blocks[-1] == Unknown({"groundingMetadata": grounding}, provider_name="google")
+    history = (Message("user", (Text("q"),)), Message("assistant", blocks))
+    assert build_contents(history, "google")[1]["parts"] == [{"text": "LSD is a gateway."}]  # never sent back
+    config = parse(CONFIG, base_dir=Path("."))
+    call = parse_generate_request({"contents": [user({"text": "q"})]}, "flash", config, stream=False)
+    candidate = response_json(call, result(*blocks, usage=Usage(1, 1)))["candidates"][0]
+    assert candidate["groundingMetadata"] == grounding
+    assert candidate["content"]["parts"] == [{"text": "LSD is a gateway."}]
+
+
+def test_odd_embedding_bodies_and_page_tokens_are_400s_naming_the_field() -> None:
+    def field(body: Any, batch: bool = True) -> str | None:
+        with pytest.raises(InvalidRequest) as info:
+            parse_embed_request(body, "embed", batch)
+        return info.value.field
+
+    text = {"content": {"parts": [{"text": "x"}]}}
+    assert field({"requests": [{**text, "model": 5}]}) == "requests[0].model"
+    assert field({"requests": [{**text, "colour": "red"}]}) == "requests[0].colour"
+    assert field({**text, "colour": "red"}, batch=False) == "colour"
+    assert parse_embed_request({**text, "taskType": "RETRIEVAL_QUERY"}, "embed", False) == (("x",), None)
+    config = parse(CONFIG, base_dir=Path("."))
+    bad = {"contents": [user({"inlineData": {"mimeType": "image/png", "data": "é"}})]}
+    assert refused(config, bad) == "contents[0].parts[0].inlineData.data"
+
+
+def test_the_star_entry_takes_chat_names_only() -> None:
+    embedder = '\n[embedding_models.emb]\nrouting = ["o"]\n[embedding_models.emb.providers.o]\ntype = "openai"\n'
+    embedder += 'model_name = "text-embedding-3-small"\n'
+    with pytest.raises(ConfigError) as info:
+        parse(CONFIG + '"*" = "lsd::embedding_model_name::emb"\n' + embedder, base_dir=Path("."))
+    assert info.value.errors == [
+        "inbound.gemini.models.*: the `*` entry takes chat names only: map each embedding name on its own"
+    ]
+
+
+def test_an_unknown_name_is_repeated_at_most_256_characters(config: Config) -> None:
+    with pytest.raises(UnknownModel) as info:
+        parse_generate_request({"contents": [user({"text": "a"})]}, "lsd::model_name::" + "m" * 5000, config, False)
+    assert len(info.value.message) < 300 and info.value.message.endswith("…")

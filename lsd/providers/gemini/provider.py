@@ -69,7 +69,8 @@ class GeminiProvider(HttpProvider):
         body = build_body(request, stream=False, provider_name=self.name)
         exchange = await self.post_json(self.url("generateContent"), body, ctx)
         try:
-            content, usage, reason = parse_response(exchange.data, json_tool=request.params.json_mode == "tool")
+            json_tool = request.params.json_mode == "tool"
+            content, usage, reason = parse_response(exchange.data, json_tool=json_tool, provider_name=self.name)
         except ProviderError as exc:
             raise self.attach(exc, exchange) from None
         return self.response(exchange, content, usage, reason)

@@ -52,6 +52,8 @@ from lsd.types import (
     Usage,
 )
 
+# The key of the Unknown block that holds a candidate's groundingMetadata (Google Search's sources and citations).
+GROUNDING = "groundingMetadata"
 # The message of a prompt Gemini blocked (promptFeedback.blockReason), the reason after it.
 BLOCKED = "the prompt was blocked: "
 # json_mode = "tool" forces a call to this function; its arguments are the answer.
@@ -141,7 +143,7 @@ def _convert_message(message: Message, provider_name: str) -> list[dict[str, Any
                 signature = block.signature
         elif isinstance(block, Unknown):
             if block.provider_name in (None, provider_name) and isinstance(block.data, Mapping):
-                part = dict(block.data)
+                part = dict(block.data) if GROUNDING not in block.data else None  # an answer's sources: no part
         elif isinstance(block, Template):
             raise InvalidRequest(f"template {block.name!r} was not rendered", field="messages")
         if part is not None:
@@ -337,11 +339,14 @@ def first_candidate(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return candidates[0]
 
 
-def parse_response(body: Any, *, json_tool: bool = False) -> tuple[tuple[OutputBlock, ...], Usage, FinishReason | None]:
+def parse_response(
+    body: Any, *, json_tool: bool = False, provider_name: str | None = None
+) -> tuple[tuple[OutputBlock, ...], Usage, FinishReason | None]:
     """Content blocks, usage and finish reason of a GenerateContentResponse. With `json_tool` (json_mode
-    "tool") a call to `respond` becomes a Text block holding its arguments. Raises ProviderError without
-    provider or raw fields (the caller adds them): kind "content_filter" for a blocked prompt, "malformed" when
-    the shape is wrong."""
+    "tool") a call to `respond` becomes a Text block holding its arguments. A candidate's `groundingMetadata`
+    (Google Search's sources) is kept as a last Unknown block {GROUNDING: ...} of `provider_name`'s, which no
+    provider is sent back. Raises ProviderError without provider or raw fields (the caller adds them): kind
+    "content_filter" for a blocked prompt, "malformed" when the shape is wrong."""
     if not isinstance(body, dict):
         raise malformed("the body is not a JSON object")
     candidate = first_candidate(body)
@@ -349,6 +354,9 @@ def parse_response(body: Any, *, json_tool: bool = False) -> tuple[tuple[OutputB
         raise blocked_error(body) or malformed("no candidates")
     parts = Parts(json_tool=json_tool)
     blocks = parts.blocks(candidate)
+    grounding = candidate.get("groundingMetadata")
+    if isinstance(grounding, dict):
+        blocks.append(Unknown({GROUNDING: grounding}, provider_name=provider_name))
     return tuple(blocks), parse_usage(body.get("usageMetadata")), parts.finish_reason(candidate.get("finishReason"))
 
 
