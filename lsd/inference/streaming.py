@@ -193,7 +193,7 @@ class InferenceStream:
         # async_writes = false its rows are committed before the client reads the end of the stream. Finishing
         # (the rows, the metrics) is the longest the loop stays in one stream: the other streams' tokens that
         # arrived meanwhile go out before it and after it, not behind it.
-        done = self._done(aggregate, error)
+        done = self._done(aggregate, error, in_band)
         try:
             await let_reads_through()
         except asyncio.CancelledError:  # the client went away just now: the answer is whole, record it so
@@ -266,7 +266,9 @@ class InferenceStream:
             elapsed_s=elapsed,
         )
 
-    def _done(self, aggregate: Aggregate, error: ProviderError | None) -> Done:
+    def _done(self, aggregate: Aggregate, error: ProviderError | None, in_band: ProviderError | None = None) -> Done:
+        """The rows of the stream as it ended: `error` the error that ended it, `in_band` the provider's last error
+        event it read on after (the inference is marked `lsd::stream_error` for either: its client saw an error)."""
         p, step, engine = self.prepared, self.step, self.engine
         if error is not None and not aggregate.estimated:  # ended early: priced from what it used
             reported = error.reported_usage if isinstance(error.reported_usage, Usage) else aggregate.counted
@@ -283,6 +285,8 @@ class InferenceStream:
         marks = {USAGE_ESTIMATED_TAG: ",".join(aggregate.estimated)} if aggregate.estimated else {}
         if error is not None and error.kind != CLIENT_GONE:
             marks[STREAM_ERROR_TAG] = error.kind
+        elif in_band is not None:
+            marks[STREAM_ERROR_TAG] = in_band.kind
         if marks:
             p = replace(p, request=replace(p.request, tags={**p.request.tags, **marks}))
         attempt = self._attempt(aggregate, error)

@@ -326,10 +326,21 @@ async def test_streamed_answer_chunk_by_chunk(daemon: Daemon) -> None:
         assert all(e["usage"] is None for e in openai_events[:-2])
 
 
-async def test_a_provider_error_mid_stream_is_an_event_and_the_stream_goes_on(daemon: Daemon) -> None:
+async def test_a_provider_error_mid_stream_is_an_event_and_the_stream_goes_on(
+    daemon: Daemon, database_url: str
+) -> None:
     async with httpx.AsyncClient(base_url=daemon.base_url, timeout=30) as client:
         body = {"function_name": "chat", "input": user("[fake:midstream-error] one two three"), "stream": True}
         events = (await sse(client, "/inference", body))[:-1]
+        found = None
+        for _ in range(100):  # the client saw an error: the inference says so (written in the background)
+            with psycopg.connect(database_url) as conn:
+                query = "SELECT tags FROM chat_inferences WHERE id = %s"
+                found = conn.execute(query, (events[0]["inference_id"],)).fetchone()
+            if found is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert found is not None and found[0]["lsd::stream_error"] == "provider_error"
         errors = [i for i, e in enumerate(events) if "error" in e]
         assert len(errors) == 1
         error = events[errors[0]]
