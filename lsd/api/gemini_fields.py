@@ -28,3 +28,11 @@ def object_at(value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidRequest.at(path, "expected an object")
     return value
+
+
+def name_at(obj: Mapping[str, Any], path: str) -> str:
+    """`obj`'s `name` (a function's, a declaration's): a non-empty string, else a 400 naming `path.name`."""
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest.at(f"{path}.name", "required: a string")
+    return name

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from lsd.api.gemini_fields import camel, object_at
+from lsd.api.gemini_fields import camel, name_at, object_at
 from lsd.api.gemini_signatures import GEMINI_TYPE, unwrapped
 from lsd.api.gemini_tools import output_schema, parse_tool_choice, parse_tools
 from lsd.api.inbound import (
@@ -276,9 +276,7 @@ def _base64(payload: str, path: str) -> str:
 
 def _function_call(value: Any, path: str, content_index: int, n: int, unanswered: list[tuple[str, str]]) -> ToolCall:
     call = object_at(value, path)
-    name = call.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidRequest.at(f"{path}.name", "required: a string")
+    name = name_at(call, path)
     args = call.get("args", {})
     if args is None:
         args = {}
@@ -296,9 +294,7 @@ def _function_response(value: Any, path: str, unanswered: list[tuple[str, str]])
     """A function's answer as a ToolResult: its `response` object's `output` (or `result`, `content`) when that is
     its only string, else the object as JSON; a lone `error` string is a failed call. Files in its `parts` follow."""
     answer = object_at(value, path)
-    name = answer.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidRequest.at(f"{path}.name", "required: a string")
+    name = name_at(answer, path)
     call_id = answer.get("id")
     if call_id is not None and not isinstance(call_id, str):
         raise InvalidRequest.at(f"{path}.id", "expected a string")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lsd.api.gemini_fields import camel, object_at
+from lsd.api.gemini_fields import camel, name_at, object_at
 from lsd.api.inbound import strings
 from lsd.config.inbound import InboundTarget
 from lsd.errors import InvalidRequest
@@ -99,9 +99,7 @@ def parse_tools(value: Any, target: InboundTarget, fields: dict[str, Json]) -> t
 
 def _declaration(value: Any, path: str) -> Tool:
     declaration = camel(object_at(value, path))
-    name = declaration.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidRequest.at(f"{path}.name", "required: a string")
+    name = name_at(declaration, path)
     description = declaration.get("description")
     if description is not None and not isinstance(description, str):
         raise InvalidRequest.at(f"{path}.description", "expected a string")
