@@ -1,6 +1,7 @@
 """Gemini's API under /gemini/{v1beta,v1}: generateContent, streamGenerateContent (SSE), countTokens, embedContent,
 batchEmbedContents and the models list — what Gemini CLI (`GOOGLE_GEMINI_BASE_URL`) and the google-genai SDKs
-(`http_options.base_url`) call.
+(`http_options.base_url`) call; the same methods under Vertex AI's paths (`.../publishers/google/models/...`, with or
+without `projects/P/locations/L/`), for the SDKs' `vertexai=True`.
 
 A generateContent request is an ordinary LSD inference: parsed into the engine's request (lsd.api.gemini_request),
 run by `engine.infer` or `start_stream`, answered from the typed result (lsd.api.gemini_wire).
@@ -44,7 +45,7 @@ from lsd.providers.gemini.wire import BLOCKED
 from lsd.runtime import Runtime
 from lsd.types import BodyPatch, File, Json, ProviderRequest
 
-VERSIONS = frozenset({"v1beta", "v1", "v1alpha"})
+VERSIONS = frozenset({"v1beta", "v1", "v1alpha", "v1beta1"})  # v1beta1: Vertex AI's, as the SDKs send it
 EMBEDDING_METHODS = ["embedContent", "batchEmbedContents"]
 FILE_TOKENS = 258  # countTokens' estimate of an image or other file: what Gemini counts for an image up to 384 px
 MAX_PAGE = 1000

@@ -299,6 +299,20 @@ OPERATIONS: tuple[tuple[str, str, str, Schema | None, tuple[tuple[str, Schema], 
         ANY_OBJECT,
         (("alt", STRING),),
     ),
+    (
+        "POST",
+        "/gemini/{version}/publishers/google/models/{call}",
+        "the same under Vertex AI's path (express mode: an API key)",
+        ANY_OBJECT,
+        (("alt", STRING),),
+    ),
+    (
+        "POST",
+        "/gemini/{version}/projects/{project}/locations/{location}/publishers/google/models/{call}",
+        "the same under Vertex AI's path with a project (the project and location are not used)",
+        ANY_OBJECT,
+        (("alt", STRING),),
+    ),
 )
 
 PATH_PARAMETERS: dict[str, Schema] = {
@@ -311,6 +325,8 @@ PATH_PARAMETERS: dict[str, Schema] = {
     "session_id": SESSION_ID,
     "version": STRING,
     "call": STRING,
+    "project": STRING,
+    "location": STRING,
 }
 
 ERROR: Schema = {

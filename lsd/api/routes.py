@@ -69,4 +69,10 @@ ROUTES = [
     Route("/gemini/{version}/models", gemini.models, methods=["GET"]),
     Route("/gemini/{version}/models/{model}", gemini.model, methods=["GET"]),
     Route("/gemini/{version}/models/{call}", gemini.model_call, methods=["POST"]),
+    Route("/gemini/{version}/publishers/google/models/{call}", gemini.model_call, methods=["POST"]),
+    Route(
+        "/gemini/{version}/projects/{project}/locations/{location}/publishers/google/models/{call}",
+        gemini.model_call,
+        methods=["POST"],
+    ),
 ]

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from google import genai
 from google.genai import errors, types
+from google.oauth2.credentials import Credentials
 
 from tests.fakes.anthropic_server import SIGNATURE, FakeAnthropic
 from tests.fakes.gemini_server import FakeGemini
@@ -464,3 +465,17 @@ async def test_a_failure_no_retry_can_mend_is_not_a_5xx(client: genai.Client, da
         for query in ({"pageSize": "²"}, {"pageToken": "²"}, {"pageToken": "9" * 5000}):
             answer = await http.get("/models", params=query)
             assert answer.status_code == 400, (query, answer.text)
+
+
+async def test_the_sdks_vertex_ai_mode(daemon: Daemon) -> None:
+    """`vertexai=True`: express mode (an API key) and a project's path, the same methods behind them."""
+    options = types.HttpOptions(base_url=f"{daemon.base_url}/gemini", retry_options=types.HttpRetryOptions(attempts=1))
+    express = genai.Client(vertexai=True, api_key="unused-lsd-key", http_options=options)
+    answer = await express.aio.models.generate_content(model="gemini-2.5-pro", contents="hello vertex")
+    assert answer.text == "echo: hello vertex"
+    token = Credentials(token="unused-lsd-key")  # what a Vertex client sends as its bearer token (LSD's key)
+    project = genai.Client(vertexai=True, project="p1", location="us-central1", credentials=token, http_options=options)
+    chunks = [
+        c async for c in await project.aio.models.generate_content_stream(model="gpt-like", contents="hello project")
+    ]
+    assert "".join(c.text or "" for c in chunks) == "echo: hello project"

@@ -56,6 +56,8 @@ INFERENCE_ROUTES = frozenset(
         "/openai/v1/embeddings",
         "/anthropic/v1/messages",
         "/gemini/{version}/models/{call}",
+        "/gemini/{version}/publishers/google/models/{call}",
+        "/gemini/{version}/projects/{project}/locations/{location}/publishers/google/models/{call}",
     }
 )
 FEEDBACK_ROUTES = frozenset({"/feedback", "/v1/evaluations/human_feedback"})
