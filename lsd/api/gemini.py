@@ -9,6 +9,7 @@ run by `engine.infer` or `start_stream`, answered from the typed result (lsd.api
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -49,6 +50,7 @@ VERSIONS = frozenset({"v1beta", "v1", "v1alpha", "v1beta1"})  # v1beta1: Vertex 
 EMBEDDING_METHODS = ["embedContent", "batchEmbedContents"]
 FILE_TOKENS = 258  # countTokens' estimate of an image or other file: what Gemini counts for an image up to 384 px
 MAX_PAGE = 1000
+ERROR_APART_S = 0.1  # the gap around a stream's bare error object, so that a client reads it on its own
 
 
 async def model_call(request: Request[AppState]) -> Response:
@@ -111,10 +113,12 @@ async def _sse(writer: StreamWriter, stream: InferenceStream) -> AsyncIterator[b
         if chunk is None:
             continue
         if event.error is not None:
-            # Google's own form first, the error object alone on its line (Gemini CLI's SDK raises only that: a
-            # `data:` error reads to it as a stream cut short, which it retries showing the partial text again),
-            # then as a `data:` event, for the clients that read events only (the AI SDK's @ai-sdk/google)
+            # Google's own form first, the error object alone (Gemini CLI's SDK raises it only when one read of the
+            # socket holds it and nothing else: apart in time from what came before and after), then as a `data:`
+            # event, for the clients that read events only (@google/genai 2.x, the AI SDK's @ai-sdk/google)
+            await asyncio.sleep(ERROR_APART_S)
             yield orjson.dumps(chunk) + b"\r\n\r\n"  # an event of its own, which event readers leave aside
+            await asyncio.sleep(ERROR_APART_S)
             yield Final(sse_line(chunk))
             return
         if event.usage is not None:
