@@ -356,7 +356,10 @@ class ResponseEvents:
                 if not self._held(item):  # a custom tool's text is known once its arguments are whole
                     out.append(self._ids("response.function_call_arguments.delta", item, delta=block.arguments))
         elif isinstance(block, Thought):
-            if item is None or item.kind != "reasoning":
+            # A thought without text is a block of its own (lsd.inference.streaming): a redacted thought, or Gemini's
+            # signature of the part after it, which must go back apart from the thought before it (Gemini 3 refuses
+            # a function call that comes back without its signature)
+            if item is None or item.kind != "reasoning" or (block.text is None and (item.parts or item.signature)):
                 out.extend(self._item("reasoning", "rs", call=self.call))
                 item = self.open
             assert item is not None

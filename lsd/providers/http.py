@@ -213,7 +213,7 @@ class HttpProvider(Provider):
     def answered_error(self, response: HttpResponse, raw_request: str) -> ProviderError:
         """`status_error`, with the answer's Retry-After (passed on to clients where the route's API has one)."""
         error = self.status_error(response, raw_request)
-        error.retry_after_s = retry_after_s(response.headers)
+        error.retry_after_s = retry_after_s(response.headers) or error.retry_after_s  # (Gemini's: in its body)
         return error
 
     def cost(

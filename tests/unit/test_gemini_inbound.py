@@ -24,7 +24,8 @@ from lsd.config.model import Config
 from lsd.errors import ConfigError, InvalidRequest, NotFound, RateLimited, UnknownModel
 from lsd.inference.result import InferenceResult, ToolCallOutput
 from lsd.inference.streaming import StreamEvent
-from lsd.providers.gemini.wire import build_contents, parse_response
+from lsd.providers.gemini.wire import build_contents, parse_response, status_error
+from lsd.providers.transport import HttpResponse
 from lsd.types import File, Message, Text, Thought, ToolCall, ToolResult, Unknown, Usage
 
 CONFIG = """
@@ -454,3 +455,17 @@ def test_an_unknown_name_is_repeated_at_most_256_characters(config: Config) -> N
     with pytest.raises(UnknownModel) as info:
         parse_generate_request({"contents": [user({"text": "a"})]}, "lsd::model_name::" + "m" * 5000, config, False)
     assert len(info.value.message) < 300 and info.value.message.endswith("…")
+
+
+def test_geminis_calls_get_ids_unique_across_turns_and_its_retry_delay_is_read() -> None:
+    """Claude Code drops a call whose id it has seen before: every Gemini answer's `call_0` looped it without end."""
+    body = {"candidates": [{"content": {"parts": [{"functionCall": {"name": "ls", "args": {}}}]}}]}
+    first, second = (parse_response(body)[0][0] for _ in range(2))
+    assert isinstance(first, ToolCall) and isinstance(second, ToolCall) and first.id != second.id
+    given = {"candidates": [{"content": {"parts": [{"functionCall": {"id": "g-1", "name": "ls", "args": {}}}]}}]}
+    assert parse_response(given)[0] == (ToolCall("g-1", "ls", "{}"),)  # Gemini's own id, kept
+    quota = {
+        "error": {"code": 429, "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "38s"}]}
+    }
+    response = HttpResponse(429, orjson.dumps(quota), {})
+    assert status_error("google", response, "").retry_after_s == 38.0  # Google's wait, in its body

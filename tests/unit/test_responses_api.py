@@ -291,3 +291,20 @@ def test_a_tool_call_cut_mid_arguments_is_never_done_and_one_cut_by_a_limit_is_d
     assert [d["item"]["status"] for d in done] == ["incomplete"]
     assert limited[-1][0] == "response.incomplete"
     assert limited[-1][1]["response"]["output"][0]["status"] == "incomplete"
+
+
+def test_a_signature_alone_is_a_reasoning_item_of_its_own() -> None:
+    """Gemini 3 signs the function call after its thought: the signature goes back apart from the thought, so that
+    the Gemini wire puts it on the call again (a call sent back without it is refused)."""
+    events = events_of(
+        parse(),
+        [
+            StreamEvent(content=(Thought("let me look"),)),
+            StreamEvent(content=(Thought(None, "gemini-sig"), ToolCall("call_1", "f", "{}"))),
+            StreamEvent(usage=Usage(2, 3), finish_reason="tool_call"),
+        ],
+    )
+    output = events[-1][1]["response"]["output"]
+    assert [item["type"] for item in output] == ["reasoning", "reasoning", "function_call"]
+    back = parse(input=[{"role": "user", "content": "hi"}, *output]).request.input.messages[-1].content
+    assert back[:2] == (Thought("let me look", None), Thought(None, "gemini-sig"))

@@ -9,7 +9,8 @@ Mapping choices:
   and returns its arguments as a Text block of JSON with finish reason "stop".
 - tool_choice "auto"/"none"/"required" -> functionCallingConfig mode AUTO/NONE/ANY; {"specific": name} -> ANY
   with allowedFunctionNames [name]. Gemini has no switch for parallel_tool_calls; it is ignored.
-- Gemini gives function calls no ids: each gets "call_<n>", n counting the calls of one response from 0.
+- Gemini gives function calls no ids (or its own, kept): each gets "call_<12 random hex>_<n>", n counting the calls
+  of one response from 0 — unique across a conversation's turns, as clients expect of every vendor's ids.
   Tool results go back as user-role `functionResponse` parts {"name", "response": ...}: a result that is a JSON
   object as that object (Gemini reads a response's fields; a Gemini client's structured response comes back as it
   was sent), a failed call's as {"error": <string>}, any other as {"result": <string>}. Gemini pairs them with
@@ -26,6 +27,7 @@ Mapping choices:
 from __future__ import annotations
 
 import mimetypes
+import secrets
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -283,6 +285,9 @@ class Parts:
         self.json_tool = json_tool
         self.calls = 0  # function calls seen, answers to json_mode "tool" excluded
         self._next_id = 0
+        # Gemini's calls come without ids (or with its own, kept): each gets `call_<random>_<n>`, unique across a
+        # conversation's turns as every other vendor's are (Claude Code drops a call whose id it has seen before).
+        self._prefix = secrets.token_hex(6)
 
     def blocks(self, candidate: Mapping[str, Any]) -> list[OutputBlock]:
         content = candidate.get("content")
@@ -320,7 +325,9 @@ class Parts:
         arguments = orjson.dumps(call.get("args") or {}).decode()
         if self.json_tool and call["name"] == JSON_TOOL_NAME:
             return Text(arguments)
-        block = ToolCall(id=f"call_{self._next_id}", name=call["name"], arguments=arguments)
+        given = call.get("id")
+        call_id = given if isinstance(given, str) and given else f"call_{self._prefix}_{self._next_id}"
+        block = ToolCall(id=call_id, name=call["name"], arguments=arguments)
         self._next_id += 1
         self.calls += 1
         return block
@@ -382,4 +389,18 @@ def status_error(provider: str, response: HttpResponse, raw_request: str) -> Pro
     reasons = {d.get("reason") for d in details if isinstance(d, dict)} if isinstance(details, list) else set()
     if "API_KEY_INVALID" in reasons or (isinstance(error, dict) and error.get("status") == "UNAUTHENTICATED"):
         exc.kind = "auth"
+    exc.retry_after_s = _retry_delay(details)  # Google says when to retry in a RetryInfo detail, not a header
     return exc
+
+
+def _retry_delay(details: Any) -> float | None:
+    """The seconds of a RetryInfo detail's `retryDelay` ("38s", "1.5s"), or None."""
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            delay = detail.get("retryDelay")
+            if isinstance(delay, str) and delay.endswith("s"):
+                try:
+                    return max(float(delay[:-1]), 0.0)
+                except ValueError:
+                    return None
+    return None

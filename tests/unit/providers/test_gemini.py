@@ -21,6 +21,7 @@ from lsd.providers.gemini import (
     parse_embeddings,
     parse_response,
     status_error,
+    wire,
 )
 from lsd.providers.transport import HttpResponse, Transport
 from lsd.types import (
@@ -95,6 +96,12 @@ def text_of(chunks: list[StreamChunk]) -> str:
 
 
 # ---- fixtures ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def call_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gemini's calls get `call_<random>_<n>` ids: here the random part is `t`."""
+    monkeypatch.setattr(wire.secrets, "token_hex", lambda _n: "t")
 
 
 @pytest.fixture(autouse=True)
@@ -372,8 +379,8 @@ def test_parse_response_maps_parts() -> None:
         Thought("Thinking about it."),
         Thought(None, "sig"),
         Text("Here you go."),
-        ToolCall("call_0", "get_weather", '{"city":"Oslo"}'),
-        ToolCall("call_1", "get_time", "{}"),
+        ToolCall("call_t_0", "get_weather", '{"city":"Oslo"}'),
+        ToolCall("call_t_1", "get_time", "{}"),
         Unknown({"executableCode": {"language": "PYTHON", "code": "1"}}),
     )
     assert usage == Usage(10, 8, reasoning_tokens=3)  # thinking tokens are billed as output, and told apart
@@ -403,7 +410,7 @@ def test_json_tool_answer_becomes_text() -> None:
     content, _, reason = parse_response(body, json_tool=True)
     assert content == (Text('{"answer":"42"}'),)
     assert reason == "stop"
-    assert parse_response(body)[0] == (ToolCall("call_0", "respond", '{"answer":"42"}'),)
+    assert parse_response(body)[0] == (ToolCall("call_t_0", "respond", '{"answer":"42"}'),)
 
 
 def test_blocked_prompt_is_a_content_filter_error() -> None:
@@ -454,7 +461,7 @@ def test_stream_state_turns_events_into_deltas() -> None:
     chunks = [state.feed(orjson.dumps(e).decode()) for e in events]
     assert chunks[0] == StreamChunk((Thought("Hmm"),), raw=orjson.dumps(events[0]).decode())
     assert chunks[1] is not None and chunks[1].content == (Text("Hel"),)
-    assert chunks[2] is not None and chunks[2].content == (ToolCall("call_0", "get_time", "{}"),)
+    assert chunks[2] is not None and chunks[2].content == (ToolCall("call_t_0", "get_time", "{}"),)
     assert chunks[3] is None  # nothing new: its payload rides on the last chunk
     last = state.finish()
     assert (last.usage, last.finish_reason, last.raw) == (Usage(4, 3), "tool_call", orjson.dumps(events[3]).decode())
@@ -504,8 +511,8 @@ async def test_function_calls_out_and_back_in(fake: FakeGemini, ctx: CallContext
     request = ask("weather in Paris", tools=(WEATHER, TIME), tool_choice="auto")
     first = await provider.infer(request, ctx)
     assert first.content == (
-        ToolCall("call_0", "get_weather", '{"query":"weather in Paris"}'),
-        ToolCall("call_1", "get_time", '{"query":"weather in Paris"}'),
+        ToolCall("call_t_0", "get_weather", '{"query":"weather in Paris"}'),
+        ToolCall("call_t_1", "get_time", '{"query":"weather in Paris"}'),
     )
     assert first.finish_reason == "tool_call"
     followup = ProviderRequest(
@@ -513,7 +520,7 @@ async def test_function_calls_out_and_back_in(fake: FakeGemini, ctx: CallContext
         (
             request.messages[0],
             Message("assistant", first.content),
-            user(ToolResult("call_0", "get_weather", "sunny"), ToolResult("call_1", "get_time", "noon")),
+            user(ToolResult("call_t_0", "get_weather", "sunny"), ToolResult("call_t_1", "get_time", "noon")),
         ),
         tools=request.tools,
     )
@@ -531,7 +538,7 @@ async def test_function_calls_out_and_back_in(fake: FakeGemini, ctx: CallContext
 async def test_specific_tool_choice_reaches_gemini(fake: FakeGemini, ctx: CallContext) -> None:
     provider = provider_for(fake)
     response = await provider.infer(ask("now?", tools=(WEATHER, TIME), tool_choice={"specific": "get_time"}), ctx)
-    assert response.content == (ToolCall("call_0", "get_time", '{"query":"now?"}'),)
+    assert response.content == (ToolCall("call_t_0", "get_time", '{"query":"now?"}'),)
 
 
 async def test_json_mode_on(fake: FakeGemini, ctx: CallContext) -> None:
@@ -590,7 +597,7 @@ async def test_stream_is_incremental(fake: FakeGemini, ctx: CallContext) -> None
 async def test_stream_function_calls_and_thoughts(fake: FakeGemini, ctx: CallContext) -> None:
     chunks, error = await collect(provider_for(fake, "function").stream(ask("x", tools=(TIME,)), ctx))
     assert error is None
-    assert chunks[0].content == (ToolCall("call_0", "get_time", '{"query":"x"}'),)
+    assert chunks[0].content == (ToolCall("call_t_0", "get_time", '{"query":"x"}'),)
     assert chunks[-1].finish_reason == "tool_call"
     chunks, error = await collect(provider_for(fake, "thought").stream(ask("x"), ctx))
     assert error is None
