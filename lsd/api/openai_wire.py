@@ -152,8 +152,27 @@ class ChunkWriter:
         self.created = int(time.time())
         self.first = True
         self.tool_index: dict[str, int] = {}
-        self.extra_index = 0
+        # Where each thought goes back: the answer's blocks so far (a text run, a tool call, a thought each), as the
+        # whole answer's `insert_index` counts them; and the open thought's entry id and index (its text deltas
+        # share them until its signature; a thought with no text, such as Gemini's signature of the call after
+        # it, is a block of its own, so that it goes back apart from the thought before it).
+        self.blocks = 0
+        self.in_text = False
+        self.thought: tuple[str, int] | None = None
         self.broken = False  # the last event was an error (content after one: the stream went on)
+
+    def _extra(self, block: Thought | Unknown) -> dict[str, Any]:
+        """A thought or unknown delta's `tensorzero_extra_content` entry, with its block's id and insert_index."""
+        self.in_text = False
+        if self.thought is None or not isinstance(block, Thought) or block.text is None:
+            self.thought = (str(self.blocks), self.blocks)
+            self.blocks += 1
+        entry_id, insert_index = self.thought
+        if not isinstance(block, Thought) or block.text is None or block.signature:
+            self.thought = None  # the block is whole: the next thought starts another
+        entry = extra_content_json(block, insert_index)
+        assert entry is not None
+        return {**entry, "id": entry_id}
 
     def chunk(self, event: StreamEvent) -> dict[str, Any] | None:
         if event.error is not None:
@@ -171,7 +190,10 @@ class ChunkWriter:
         calls = []
         extra = []
         for block in event.content:
-            if isinstance(block, ToolCall):
+            if isinstance(block, Text):
+                if block.text and not self.in_text:
+                    self.blocks, self.in_text, self.thought = self.blocks + 1, True, None
+            elif isinstance(block, ToolCall):
                 new = block.id not in self.tool_index
                 index = self.tool_index.setdefault(block.id, len(self.tool_index))
                 call: dict[str, Any] = {
@@ -181,9 +203,10 @@ class ChunkWriter:
                 }
                 if new:
                     call["id"] = block.id
+                    self.blocks, self.in_text, self.thought = self.blocks + 1, False, None
                 calls.append(call)
-            elif (entry := extra_content_json(block, None)) is not None:
-                extra.append({**entry, "id": "0"})
+            elif isinstance(block, Thought | Unknown):
+                extra.append(self._extra(block))
         if calls:
             delta["tool_calls"] = calls
         if extra:  # thoughts are among them: their text also as reasoning_content (a text delta needs no look)

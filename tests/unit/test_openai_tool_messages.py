@@ -3,15 +3,20 @@ read_file answers an image so) follow the result, and reach each provider type i
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
+from uuid import UUID
 
 import pytest
 
 from lsd.api.openai_messages import parse_messages
+from lsd.api.openai_request import parse_chat_request
+from lsd.api.openai_wire import ChunkWriter
 from lsd.errors import InvalidRequest
+from lsd.inference.streaming import StreamEvent
 from lsd.providers.anthropic.wire import build_messages as anthropic_messages
 from lsd.providers.openai.wire import build_messages as openai_messages
-from lsd.types import File, Message, ProviderRequest, Text, ToolCall, ToolResult
+from lsd.types import File, Message, ProviderRequest, Text, Thought, ToolCall, ToolResult
 
 PNG = "iVBORw0KGgo="
 CALLS = {
@@ -70,3 +75,39 @@ def test_other_parts_in_a_tool_message_are_400s_naming_them(part: Any, field: st
     with pytest.raises(InvalidRequest) as raised:
         parse_messages([{"role": "user", "content": "look"}, CALLS, message])
     assert raised.value.field == field
+
+
+def test_streamed_thoughts_go_back_where_they_were_and_a_lone_signature_apart() -> None:
+    """Gemini 3 signs the function call after its thought: the streamed entries keep the signature a block of its
+    own, at its place, so that the Gemini wire puts it on the call again."""
+    call = parse_chat_request(
+        {"model": "tensorzero::model_name::m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    )
+    writer = ChunkWriter(
+        call,
+        SimpleNamespace(
+            inference_id=UUID(int=1), episode_id=UUID(int=2), model_name="m", variant_name="m", function_type="chat"
+        ),
+    )  # type: ignore[arg-type]
+    events = [
+        StreamEvent(content=(Thought("let "),)),
+        StreamEvent(content=(Thought("me look"),)),
+        StreamEvent(content=(Thought(None, "gemini-sig"), ToolCall("call_1", "ls", "{}"))),
+    ]
+    entries = [
+        e for ev in events for e in (writer.chunk(ev) or {})["choices"][0]["delta"].get("tensorzero_extra_content", [])
+    ]
+    assert [(e["id"], e["insert_index"]) for e in entries] == [("0", 0), ("0", 0), ("1", 1)]
+    merged: dict[str, dict[str, Any]] = {}  # as a client puts a streamed message back together: entries by id
+    for entry in entries:
+        whole = merged.setdefault(entry["id"], {k: v for k, v in entry.items() if k != "text"})
+        whole["text"] = (whole.get("text") or "") + (entry.get("text") or "") if "text" in entry else whole.get("text")
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "ls", "arguments": "{}"}}],
+        "tensorzero_extra_content": list(merged.values()),
+    }
+    parsed = parse_messages([{"role": "user", "content": "hi"}, message]).messages[1].content
+    assert [type(b).__name__ for b in parsed] == ["Thought", "Thought", "ToolCall"]
+    assert parsed[0] == Thought("let me look") and parsed[1] == Thought(None, "gemini-sig")
