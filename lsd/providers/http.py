@@ -14,7 +14,7 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -22,23 +22,21 @@ import orjson
 from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.errors import ProviderError
-from lsd.immutable import immutable
 from lsd.providers.base import (
     CallContext,
     KeyLocation,
     Provider,
     error_from_status,
     json_object,
-    key_fingerprint,
     malformed,
-    redact_headers,
     redact_url,
     retry_after_s,
 )
+from lsd.providers.calls import Call, Exchange, StreamParser
 from lsd.providers.cost import Cost, PointerPricing
 from lsd.providers.patches import apply_body_patches, apply_header_patches
 from lsd.providers.proxies import ProxyChoice
-from lsd.providers.scrubber import NO_SECRETS, Scrubber
+from lsd.providers.scrubber import Scrubber
 from lsd.providers.sse import EventDecoder, SseEvent, SseParser
 from lsd.providers.transport import MAX_LINE, HttpResponse
 from lsd.types import (
@@ -66,63 +64,6 @@ def check_url(options: Table, key: str, value: str | None) -> str:
         options.error(key, "a user or password in the URL is not sent: give the key with api_key_location")
         return ""
     return value
-
-
-@immutable
-class Call:
-    """One prepared POST, before any I/O: where it goes, the body as sent, its headers and the key they carry
-    (never stored: rows get `request_headers` and `api_key_sha256`)."""
-
-    url: str
-    body: bytes
-    raw: str | bytes  # the request as stored: a JSON body's bytes (decoded where needed), or text ("GET <url>")
-    headers: dict[str, str]
-    key: str | None
-    ttft_timeout_s: float | None = None
-    credential_headers: frozenset[str] = frozenset()  # the provider's, redacted in `request_headers`
-    scrubber: Scrubber = NO_SECRETS  # the key and credential header values, removed from what comes back
-
-    @property
-    def raw_request(self) -> str:
-        raw = self.raw
-        return raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-
-    @property
-    def request_headers(self) -> dict[str, str]:
-        return redact_headers(self.headers, self.credential_headers, key=self.key)
-
-    @property
-    def api_key_sha256(self) -> str | None:
-        return key_fingerprint(self.key)
-
-
-@immutable
-class Exchange:
-    """One successful JSON POST: the call and the answer, as received and decoded."""
-
-    call: Call
-    raw_response: str
-    data: dict[str, Any]
-
-    @property
-    def raw_request(self) -> str:
-        return self.call.raw_request
-
-
-class StreamParser(Protocol):
-    """What HttpProvider.stream needs of a provider's stream state (each provider's `stream.StreamState`)."""
-
-    def feed_event(self, event: SseEvent) -> StreamChunk | None:
-        """The chunk for one event, or None; raises ProviderError for an error event or a malformed one."""
-
-    def raw_response(self) -> str:
-        """The payloads received so far, for the error row of a stream that breaks."""
-
-    def missing_end(self) -> str | None:
-        """What a stream that stops here lacks (such as "[DONE]"); None once it has ended properly."""
-
-    def finish(self) -> StreamChunk | None:
-        """The chunk that closes a properly ended stream (None when its last chunk was already fed out)."""
 
 
 class HttpProvider(Provider):

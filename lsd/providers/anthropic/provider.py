@@ -11,8 +11,9 @@ from lsd.providers.anthropic import batch
 from lsd.providers.anthropic.stream import StreamState
 from lsd.providers.anthropic.wire import DEFAULT_MAX_TOKENS, build_body, parse_response, uses_json_tool
 from lsd.providers.base import BatchPoll, BatchSubmission, CallContext, KeyLocation, malformed
+from lsd.providers.calls import Call
 from lsd.providers.cost import Cost, parse_batch_cost, parse_cost
-from lsd.providers.http import Call, HttpProvider
+from lsd.providers.http import HttpProvider
 from lsd.providers.proxies import ProxyChoice, proxy_option
 from lsd.types import Json, ProviderRequest, ProviderResponse
 

@@ -17,8 +17,9 @@ from lsd.providers.aws_bedrock.credentials import AWS_EXTRA_MISSING, AwsCredenti
 from lsd.providers.aws_bedrock.stream import EventStreamDecoder, StreamState
 from lsd.providers.aws_bedrock.wire import build_body, parse_response, status_error
 from lsd.providers.base import CallContext, KeyLocation, has_file_urls, malformed
+from lsd.providers.calls import Call
 from lsd.providers.cost import Cost, parse_cost
-from lsd.providers.http import USER_AGENT, Call, HttpProvider, check_url
+from lsd.providers.http import USER_AGENT, HttpProvider, check_url
 from lsd.providers.patches import apply_body_patches, apply_header_patches
 from lsd.providers.proxies import ProxyChoice, proxy_option
 from lsd.providers.scrubber import Scrubber

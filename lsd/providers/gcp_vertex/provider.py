@@ -14,10 +14,11 @@ from lsd.providers.anthropic.provider import AnthropicProvider
 from lsd.providers.anthropic.stream import StreamState as AnthropicStreamState
 from lsd.providers.anthropic.wire import DEFAULT_MAX_TOKENS, uses_json_tool
 from lsd.providers.base import BatchPoll, BatchSubmission, CallContext, KeyLocation, has_file_urls
+from lsd.providers.calls import Call
 from lsd.providers.cost import Cost, parse_cost
 from lsd.providers.gcp_vertex.credentials import GCP_EXTRA_MISSING, CredentialLocation, GcpTokens
 from lsd.providers.gemini.provider import GeminiProvider
-from lsd.providers.http import Call, HttpProvider, check_url
+from lsd.providers.http import HttpProvider, check_url
 from lsd.providers.proxies import ProxyChoice, proxy_option
 from lsd.types import EmbeddingResponse, Json, ProviderRequest, ProviderResponse, StreamChunk
 

@@ -9,10 +9,11 @@ from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.errors import ProviderError
 from lsd.providers.base import CallContext, KeyLocation
+from lsd.providers.calls import Call
 from lsd.providers.cost import Cost, parse_cost
 from lsd.providers.gemini.stream import StreamState
 from lsd.providers.gemini.wire import build_body, model_resource, parse_embeddings, parse_response, status_error
-from lsd.providers.http import Call, HttpProvider, check_url
+from lsd.providers.http import HttpProvider, check_url
 from lsd.providers.proxies import ProxyChoice, proxy_option
 from lsd.providers.transport import HttpResponse
 from lsd.types import EmbeddingResponse, ProviderRequest, ProviderResponse, Usage

@@ -10,8 +10,9 @@ from lsd.config.model import ProviderConfig
 from lsd.config.reader import Table
 from lsd.errors import ProviderError
 from lsd.providers.base import BatchPoll, BatchSubmission, CallContext, KeyLocation
+from lsd.providers.calls import Call
 from lsd.providers.cost import Cost, parse_batch_cost, parse_cost
-from lsd.providers.http import Call, HttpProvider, check_url
+from lsd.providers.http import HttpProvider, check_url
 from lsd.providers.openai import batch
 from lsd.providers.openai.stream import StreamState
 from lsd.providers.openai.wire import build_body, parse_embeddings, parse_response, reported_cost
