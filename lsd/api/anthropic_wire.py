@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from lsd.api.anthropic_request import MessagesRequest
+from lsd.api.inbound import tool_input
 from lsd.api.provider_answer import PASSED_ON_STATUSES, ProviderAnswer
 from lsd.errors import InternalError, LsdError, ProviderError
 from lsd.inference.result import InferenceResult, ResultBlock, ToolCallOutput
@@ -90,7 +91,7 @@ def block_json(block: ResultBlock) -> dict[str, Any] | None:
     if isinstance(block, Text):
         return {"type": "text", "text": block.text}
     if isinstance(block, ToolCallOutput):
-        return {"type": "tool_use", "id": block.id, "name": block.raw_name, "input": _tool_input(block)}
+        return {"type": "tool_use", "id": block.id, "name": block.raw_name, "input": tool_input(block)}
     if isinstance(block, Thought):
         if block.text is None:
             return {"type": "redacted_thinking", "data": block.signature} if block.signature else None
@@ -98,16 +99,6 @@ def block_json(block: ResultBlock) -> dict[str, Any] | None:
     if isinstance(block, Unknown) and isinstance(block.data, dict) and isinstance(block.data.get("type"), str):
         return dict(block.data)  # a block the provider sent that LSD does not model (server_tool_use, ...)
     return None
-
-
-def _tool_input(block: ToolCallOutput) -> Any:
-    if isinstance(block.arguments, dict):
-        return block.arguments
-    try:
-        value = orjson.loads(block.raw_arguments or "{}")
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 class StreamWriter:

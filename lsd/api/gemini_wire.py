@@ -21,10 +21,12 @@ import orjson
 
 from lsd.api.gemini_request import GenerateRequest
 from lsd.api.gemini_signatures import is_geminis, wrapped
+from lsd.api.inbound import tool_input
 from lsd.api.provider_answer import ProviderAnswer, retry_after_s
 from lsd.errors import AllAttemptsFailed, InternalError, LsdError
 from lsd.inference.result import InferenceResult, ResultBlock, ToolCallOutput
 from lsd.inference.streaming import InferenceStream, StreamEvent
+from lsd.providers.base import json_object
 from lsd.providers.gemini.wire import GROUNDING
 from lsd.types import Text, Thought, ToolCall, Unknown, Usage
 
@@ -159,8 +161,8 @@ class Parts:
         if isinstance(block, Text):
             return [self.signed({"text": block.text})] if block.text or self.waiting else []
         if isinstance(block, ToolCallOutput):
-            args = block.arguments if isinstance(block.arguments, dict) else _arguments(block.raw_arguments)
-            return [self.signed({"functionCall": {"id": block.id, "name": block.raw_name, "args": args}})]
+            call = {"id": block.id, "name": block.raw_name, "args": tool_input(block)}
+            return [self.signed({"functionCall": call})]
         if isinstance(block, Thought):
             return self.thought(block)
         if isinstance(block, Unknown) and isinstance(block.data, dict):
@@ -190,14 +192,6 @@ class Parts:
     def rest(self) -> list[dict[str, Any]]:
         """A signature no part came after: on an empty text part, as Gemini sends one."""
         return [self.signed({"text": ""})] if self.waiting else []
-
-
-def _arguments(raw: str | None) -> dict[str, Any]:
-    try:
-        value = orjson.loads(raw or "{}")
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 class StreamWriter:
@@ -235,7 +229,7 @@ class StreamWriter:
         if event.usage is None:
             return self._chunk(parts) if parts else None
         for call_id, (name, fragments) in self.calls.items():
-            call = {"id": call_id, "name": name, "args": _arguments("".join(fragments))}
+            call = {"id": call_id, "name": name, "args": json_object("".join(fragments) or "{}") or {}}
             parts.append(self.parts.signed({"functionCall": call}))
         parts += self.parts.rest()
         chunk = self._chunk(parts, finish_reason(event.finish_reason))

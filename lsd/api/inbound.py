@@ -14,8 +14,10 @@ from typing import Any, TypeGuard, TypeVar
 from lsd.config.inbound import ANY_MODEL, PREFIXES, InboundTarget, mapped, parse_target
 from lsd.config.model import Config
 from lsd.errors import InvalidRequest, UnknownFunction, UnknownModel
-from lsd.providers.base import Provider
+from lsd.inference.result import ToolCallOutput
+from lsd.providers.base import Provider, json_object
 from lsd.runtime import Runtime
+from lsd.types import Json
 
 T = TypeVar("T")
 MAX_SHOWN_CHARS = 256
@@ -68,6 +70,14 @@ def providers(services: Runtime, target: InboundTarget) -> Iterator[tuple[str, P
         model = services.engine.models.get(name, field_name="model")
         for provider in model.providers:
             yield model.name, provider
+
+
+def tool_input(block: ToolCallOutput) -> dict[str, Json]:
+    """A tool call's arguments as the object the foreign APIs answer with (Anthropic's `input`, Gemini's `args`):
+    the checked arguments, else the raw ones when they are a JSON object, else {}."""
+    if isinstance(block.arguments, dict):
+        return block.arguments
+    return json_object(block.raw_arguments or "{}") or {}
 
 
 def unknown_keys(body: Mapping[str, Any], fields: frozenset[str]) -> None:

@@ -101,14 +101,8 @@ def build_body(request: ProviderRequest, stream: bool = False, *, provider_name:
 def _function_response(block: ToolResult) -> dict[str, Any]:
     if block.is_error:
         return {"error": block.result}
-    if block.result.startswith("{"):
-        try:
-            value = orjson.loads(block.result)
-        except orjson.JSONDecodeError:
-            value = None
-        if isinstance(value, dict):
-            return value
-    return {"result": block.result}
+    value = json_object(block.result) if block.result.startswith("{") else None
+    return value if value is not None else {"result": block.result}
 
 
 def build_contents(messages: Sequence[Message], provider_name: str = "") -> list[dict[str, Any]]:
