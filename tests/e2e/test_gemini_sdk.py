@@ -5,7 +5,6 @@ rows each call leaves are checked."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -22,6 +21,7 @@ from tests.fakes.anthropic_server import SIGNATURE, FakeAnthropic
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.gateway import Daemon
+from tests.support.polling import count, eventually
 
 # The SDK's async client subclasses aiohttp's ClientSession when aiohttp is installed (as the fakes need it).
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
@@ -446,13 +446,9 @@ async def test_a_stream_the_provider_broke_counts_as_failed(client: genai.Client
         ):
             ids.append(chunk.response_id)
     assert ids
-    for _ in range(100):  # written once the gateway sees the client gone (after the error it sent)
-        with psycopg.connect(db_url) as conn:
-            found = conn.execute("SELECT tags FROM chat_inferences WHERE id = %s", (UUID(hex=ids[0]),)).fetchone()
-        if found is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert found is not None and found[0]["lsd::stream_error"] == "provider_error"
+    query = "SELECT count(*) FROM chat_inferences WHERE id = %s AND tags->>'lsd::stream_error' = 'provider_error'"
+    # written once the gateway sees the client gone (after the error it sent)
+    assert eventually(lambda: count(db_url, query, UUID(hex=ids[0])), timeout=5) == 1
 
 
 async def test_a_failure_no_retry_can_mend_is_not_a_5xx(client: genai.Client, daemon: Daemon) -> None:

@@ -19,6 +19,7 @@ from tensorzero import AsyncTensorZeroGateway, TensorZeroError
 from tests.fakes.openai_server import FakeOpenAI
 from tests.support.configs import openai_model, write_answer_schema
 from tests.support.gateway import Daemon
+from tests.support.polling import count, eventually
 
 KEY = "sk-fake-provider-key"
 HINT = (
@@ -332,15 +333,9 @@ async def test_a_provider_error_mid_stream_is_an_event_and_the_stream_goes_on(
     async with httpx.AsyncClient(base_url=daemon.base_url, timeout=30) as client:
         body = {"function_name": "chat", "input": user("[fake:midstream-error] one two three"), "stream": True}
         events = (await sse(client, "/inference", body))[:-1]
-        found = None
-        for _ in range(100):  # the client saw an error: the inference says so (written in the background)
-            with psycopg.connect(database_url) as conn:
-                query = "SELECT tags FROM chat_inferences WHERE id = %s"
-                found = conn.execute(query, (events[0]["inference_id"],)).fetchone()
-            if found is not None:
-                break
-            await asyncio.sleep(0.05)
-        assert found is not None and found[0]["lsd::stream_error"] == "provider_error"
+        # the client saw an error: the inference says so (written in the background)
+        query = "SELECT count(*) FROM chat_inferences WHERE id = %s AND tags->>'lsd::stream_error' = 'provider_error'"
+        assert eventually(lambda: count(database_url, query, events[0]["inference_id"]), timeout=5) == 1
         errors = [i for i, e in enumerate(events) if "error" in e]
         assert len(errors) == 1
         error = events[errors[0]]

@@ -39,6 +39,7 @@ from lsd.inference.streaming import StreamEvent
 from lsd.providers.gemini.wire import parse_usage as gemini_usage
 from lsd.providers.openai.wire import parse_usage as openai_usage
 from lsd.types import BodyPatch, File, HeaderPatch, Text, Thought, ToolCall, ToolResult, Usage
+from tests.support.auth import RecordingAuth
 
 CONFIG = """
 [models.claude]
@@ -673,15 +674,6 @@ def test_errors_in_anthropics_shape(error: LsdError, kind: str, status: int) -> 
 
 
 # ---- auth and usage ----------------------------------------------------------------------------------------
-
-
-class RecordingAuth:
-    def __init__(self) -> None:
-        self.seen: list[str | None] = []
-
-    async def verify(self, authorization: str | None) -> Any:
-        self.seen.append(authorization)
-        return SimpleNamespace(public_id="pub123456789")
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from lsd.inference.streaming import StreamEvent
 from lsd.providers.gemini.wire import build_contents, parse_response, status_error
 from lsd.providers.transport import HttpResponse
 from lsd.types import File, Message, Text, Thought, ToolCall, ToolResult, Unknown, Usage
+from tests.support.auth import RecordingAuth
 
 CONFIG = """
 [models.claude]
@@ -352,17 +353,6 @@ def test_a_gemini_provider_gets_structured_function_responses_back() -> None:
         {"error": "no such city"},
         {"result": "plain text"},
     ]
-
-
-class RecordingAuth:
-    enabled = True
-
-    def __init__(self) -> None:
-        self.seen: list[str | None] = []
-
-    async def verify(self, authorization: str | None) -> Any:
-        self.seen.append(authorization)
-        return SimpleNamespace(public_id="pub123456789")
 
 
 @pytest.mark.parametrize(
