@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    agents,
     auth,
     bigctx,
     console,
@@ -42,10 +43,10 @@ from bench.children import Children, shielded
 from bench.database import Cluster
 from lsd.store.local import LocalServerError
 
-PARTS = ("gateway", "writer", "auth", "front-door", "streams", "bigctx", "console", "scale", "variants")
+PARTS = ("gateway", "writer", "auth", "front-door", "streams", "bigctx", "agents", "console", "scale", "variants")
 # The parts that load a large history (console, scale: 1M inferences by default) or 100k embeddings (variants) take
 # 5-15 minutes each: asked for by name, so that `make bench` stays under 15 minutes.
-DEFAULT_PARTS = ("gateway", "writer", "auth", "front-door", "streams", "bigctx")
+DEFAULT_PARTS = ("gateway", "writer", "auth", "front-door", "streams", "bigctx", "agents")
 
 
 def csv_list(kind: type, choices: tuple[str, ...] | None = None):  # type: ignore[no-untyped-def]
@@ -134,6 +135,10 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--prompt-kib", type=int, default=100, help="prompt size in KiB (default 100)")
     bc.add_argument("--answer-bytes", type=int, default=2048, help="answer size in bytes (default 2048)")
     bc.add_argument("--bigctx-rates", type=csv_list(float), default=(50.0, 100.0, 200.0), help="open-loop req/s")
+    ag = p.add_argument_group("part agents: agent sessions resending their conversation (bench/agents.py)")
+    ag.add_argument("--agent-sessions", type=int, default=48, help="sessions (default 48)")
+    ag.add_argument("--agent-steps", type=int, default=10, help="steps per session (default 10)")
+    ag.add_argument("--agent-concurrency", type=int, default=16, help="sessions at once (default 16)")
     cg = p.add_argument_group("part console: every console page over a large history (bench/console.py)")
     cg.add_argument("--console-inferences", type=int, default=1_000_000, help="inferences loaded (default 1M)")
     cg.add_argument("--console-days", type=int, default=30, help="days they are spread over (default 30)")
@@ -206,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["streams"] = streams.run(streams.Settings.from_args(args), children, cluster, workdir)
             if "bigctx" in args.parts:
                 results["bigctx"] = bigctx.run(bigctx.Settings.from_args(args), children, cluster, workdir)
+            if "agents" in args.parts:
+                results["agents"] = agents.run(agents.Settings.from_args(args), children, cluster, workdir)
             if "auth" in args.parts:
                 asettings = auth.Settings(
                     calls=2_000 if args.quick else 20_000,
@@ -266,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {line}")
     if any(
         part in results
-        for part in ("gateway", "writer", "auth", "front_door", "streams", "bigctx", "console", "scale", "variants")
+        for part in (
+            *("gateway", "writer", "auth", "front_door", "streams", "bigctx", "agents", "console", "scale", "variants"),
+        )
     ):
         path = report.save(results)
         print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")

@@ -1,3 +1,3 @@
 """LSD, the LLM Service Daemon: an LLM gateway that records every inference in PostgreSQL."""
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"

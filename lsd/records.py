@@ -41,6 +41,8 @@ class ChatInferenceRecord:
     api_key_public_id: str | None
     cache_read_input_tokens: int | None = None  # parts of input_tokens (0008_cache_tokens.sql)
     cache_write_input_tokens: int | None = None
+    # The paths in `input` whose string is stored in input_strings, its key in its place (0020_input_strings.sql)
+    input_refs: list[str] | None = None
 
 
 @immutable
@@ -67,6 +69,7 @@ class JsonInferenceRecord:
     api_key_public_id: str | None
     cache_read_input_tokens: int | None = None  # parts of input_tokens (0008_cache_tokens.sql)
     cache_write_input_tokens: int | None = None
+    input_refs: list[str] | None = None  # as ChatInferenceRecord's
 
 
 @immutable
@@ -210,6 +213,16 @@ class DemonstrationFeedbackRecord:
     api_key_public_id: str | None
 
 
+@immutable
+class InputStringRecord:
+    """A long string of an inference's input, stored once a day (0020_input_strings.sql, lsd.store.input_strings)."""
+
+    TABLE: ClassVar[str] = "input_strings"
+    hash: UUID  # the first 16 bytes of the string's SHA-256 (UTF-8)
+    inference_id: UUID  # the first inference of the day to refer to it: its partition
+    value: str
+
+
 Record = (
     EmbeddingInferenceRecord
     | ChatInferenceRecord
@@ -222,4 +235,5 @@ Record = (
     | FloatMetricFeedbackRecord
     | CommentFeedbackRecord
     | DemonstrationFeedbackRecord
+    | InputStringRecord
 )

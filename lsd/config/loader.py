@@ -124,6 +124,7 @@ def _gateway(t: Table, postgres: Table) -> GatewayConfig:
         durability=obs.choice("durability", ("queue", "journal"), "queue"),
         retention_days=obs.int("retention_days", None, minimum=1),
         statistics_refresh_interval_s=obs.float("statistics_refresh_interval_s", 10.0, minimum=0),
+        input_strings_once=obs.bool("input_strings_once", True),
     )
     obs.finish()
     db = t.table("database")

@@ -11,9 +11,10 @@ from lsd.store.database import Database
 # `id = %s` prunes to the one daily partition the UUIDv7 falls in. Read from the primary: a follow-up comes
 # right after its previous response, faster than a replica may catch up.
 _CONVERSATION = (
-    "SELECT 'chat', episode_id, input, output, tags, api_key_public_id FROM chat_inferences WHERE id = %(id)s "
-    "UNION ALL SELECT 'json', episode_id, input, output, tags, api_key_public_id FROM json_inferences "
-    "WHERE id = %(id)s "
+    "SELECT 'chat', episode_id, lsd_input(input, input_refs, id), output, tags, api_key_public_id "
+    "FROM chat_inferences WHERE id = %(id)s "
+    "UNION ALL SELECT 'json', episode_id, lsd_input(input, input_refs, id), output, tags, api_key_public_id "
+    "FROM json_inferences WHERE id = %(id)s "
     "LIMIT 1"
 )
 

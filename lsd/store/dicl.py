@@ -198,7 +198,7 @@ async def demonstrated(database: Database, function_name: str, function_type: st
     (a json function's as {"raw", "parsed"})."""
     table = sql.Identifier("json_inferences" if function_type == "json" else "chat_inferences")
     query = sql.SQL(
-        "SELECT i.id, i.input, d.value FROM {} i"
+        "SELECT i.id, lsd_input(i.input, i.input_refs, i.id) AS input, d.value FROM {} i"
         " JOIN LATERAL (SELECT value FROM demonstration_feedback WHERE inference_id = i.id ORDER BY id DESC LIMIT 1)"
         " d ON true WHERE i.function_name = %s ORDER BY i.id DESC LIMIT %s"
     ).format(table)
@@ -218,7 +218,8 @@ async def rated(
     table = sql.Identifier("json_inferences" if function_type == "json" else "chat_inferences")
     target = sql.Identifier("episode_id" if level == "episode" else "id")
     query = sql.SQL(
-        "SELECT i.id, i.input, i.output FROM {} i WHERE i.function_name = %s AND (SELECT f.value"
+        "SELECT i.id, lsd_input(i.input, i.input_refs, i.id) AS input, i.output FROM {} i"
+        " WHERE i.function_name = %s AND (SELECT f.value"
         " FROM boolean_metric_feedback f WHERE f.target_id = i.{} AND f.metric_name = %s ORDER BY f.id DESC LIMIT 1)"
         " ORDER BY i.id DESC LIMIT %s"
     ).format(table, target)

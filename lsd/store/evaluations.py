@@ -201,7 +201,8 @@ async def select_inferences(
     runs made (tagged `lsd::evaluation_run_id`) are left out: they carry their datapoint's tags, so a selection by
     tags would otherwise take in the outputs of its own earlier runs."""
     query = sql.SQL(
-        "SELECT i.id, i.input, i.output, i.tags, d.value AS demonstration, d.id IS NOT NULL AS has_demonstration "
+        "SELECT i.id, lsd_input(i.input, i.input_refs, i.id) AS input, i.output, i.tags, d.value AS demonstration, "
+        "d.id IS NOT NULL AS has_demonstration "
         "FROM {} i LEFT JOIN LATERAL (SELECT id, value FROM demonstration_feedback "
         "WHERE inference_id = i.id ORDER BY id DESC LIMIT 1) d ON true "
         "WHERE i.function_name = %(function)s AND (%(variant)s::text IS NULL OR i.variant_name = %(variant)s) "

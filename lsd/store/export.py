@@ -65,7 +65,8 @@ class ExportRow:
 
 
 _BRANCH = sql.SQL("""
-    SELECT {kind}::text AS kind, i.id, i.episode_id, i.function_name, i.variant_name, i.created_at, i.input, i.output,
+    SELECT {kind}::text AS kind, i.id, i.episode_id, i.function_name, i.variant_name, i.created_at,
+           lsd_input(i.input, i.input_refs, i.id) AS input, i.output,
            {tool_params} AS tool_params, {output_schema} AS output_schema, i.inference_params,
            (SELECT d.extra_body FROM {data} d WHERE d.inference_id = i.id) AS extra_body,
            i.tags, i.processing_time_ms, i.ttft_ms, i.input_tokens, i.output_tokens, i.cost, i.finish_reason,

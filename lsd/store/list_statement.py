@@ -210,7 +210,8 @@ class _Builder:
 
 
 _COLUMNS = sql.SQL(
-    "{kind} AS kind, i.id, i.episode_id, i.function_name, i.variant_name, i.created_at, i.input, i.output, "
+    "{kind} AS kind, i.id, i.episode_id, i.function_name, i.variant_name, i.created_at, "
+    "lsd_input(i.input, i.input_refs, i.id) AS input, i.output, "
     "i.tags, i.inference_params, i.processing_time_ms, i.ttft_ms, {tool_params} AS tool_params, "
     "{output_schema} AS output_schema, i.input_tokens, i.output_tokens, i.cost"
 )

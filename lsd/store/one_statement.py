@@ -38,6 +38,7 @@ PLAIN_TYPES = frozenset(
         "double precision",
         "real",
         "jsonb",
+        "text[]",
     }
 )
 _SCALARS = frozenset((int, bool, type(None), UUID, Decimal))
@@ -49,9 +50,18 @@ def select_list(types: Sequence[str]) -> str | None:
     if any(t not in PLAIN_TYPES for t in types):
         return None
     # A JSON null in a jsonb column is SQL NULL, as None is through COPY.
-    return ", ".join(
-        f"NULLIF(e->{i}, 'null'::jsonb)" if t == "jsonb" else f"(e->>{i})::{t}" for i, t in enumerate(types)
-    )
+    return ", ".join(_select(i, t) for i, t in enumerate(types))
+
+
+def _select(i: int, column_type: str) -> str:
+    if column_type == "jsonb":
+        return f"NULLIF(e->{i}, 'null'::jsonb)"
+    if column_type == "text[]":  # a JSON array of strings, or null (an empty array reads as NULL: none is written)
+        return (
+            f"(SELECT array_agg(x ORDER BY n) FROM jsonb_array_elements_text(NULLIF(e->{i}, 'null'::jsonb))"
+            " WITH ORDINALITY AS a(x, n))"
+        )
+    return f"(e->>{i})::{column_type}"
 
 
 def statement(tables: Sequence[tuple[str, str, str]]) -> str:

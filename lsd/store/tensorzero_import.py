@@ -51,9 +51,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from lsd.ids import uuid7_floor
-from lsd.records import (
-    Record,
-)
+from lsd.records import InputStringRecord, Record
 from lsd.store.bulk import BulkInserter, configure
 from lsd.store.database import DatabaseUnreachable, describe, scrub
 from lsd.store.keys import NotMigrated
@@ -340,7 +338,9 @@ class _Importer:
             read[record.TABLE] = read.get(record.TABLE, 0) + 1
         inserted: dict[str, int] = {}
         if records and not self.report.dry_run:
-            await self._ensure_partitions({r.created_at.date() for r in records})
+            await self._ensure_partitions(
+                {r.created_at.date() for r in records if not isinstance(r, InputStringRecord)}
+            )
             inserted = await self.inserter.insert(self.dst, records, idempotent=True, cooperative=False)
         for table, n in read.items():
             count = self.report.count(table)

@@ -42,6 +42,7 @@ from lsd.records import Record
 from lsd.store import bulk
 from lsd.store.committer import Committer, Entry, WriterStats, count_by_table
 from lsd.store.footprint import footprint
+from lsd.store.input_strings import InputStrings
 from lsd.store.journal import Journal, recover_journal
 from lsd.store.spool import Chunk, DatabaseIdentity, Segment, Spool
 from lsd.telemetry.metrics import Metrics
@@ -111,6 +112,8 @@ class Writer:
         self._closing = False
         self._closed = False
         self._deadline = math.inf
+        # An input's long strings seen before are stored once a day (0020_input_strings.sql).
+        self._strings = InputStrings() if config.input_strings_once else None
 
     @property
     def database(self) -> DatabaseIdentity | None:
@@ -166,6 +169,8 @@ class Writer:
         if self._closed:
             self._drop([records], "the writer is closed")
             return
+        if self._strings is not None:
+            records = self._strings.dedupe(records)
         if self._journal is not None:
             self._journaled(records)
             return
@@ -181,6 +186,8 @@ class Writer:
             return
         if self._closed:
             raise DatabaseUnavailable("the observability writer is closed")
+        if self._strings is not None:
+            records = self._strings.dedupe(records)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(Entry(records, waiter))
         await waiter
@@ -191,6 +198,8 @@ class Writer:
         if not self.config.async_writes:
             await self.write(records)  # committed: the journal would add nothing
         elif self._journal is not None and self.enabled and records and not self._closed:
+            if self._strings is not None:
+                records = self._strings.dedupe(records)
             await asyncio.shield(self._journaled(records))  # cancelled, the rows are still journaled and queued
         else:
             self.submit(records)

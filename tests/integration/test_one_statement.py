@@ -112,7 +112,12 @@ def test_only_plain_column_types_take_the_one_statement_path() -> None:
         "(e->>0)::uuid, NULLIF(e->1, 'null'::jsonb), (e->>2)::numeric"
     )
     assert one_statement.select_list(["uuid", "bytea"]) is None
-    assert one_statement.select_list(["text[]"]) is None
+    assert one_statement.select_list(["integer[]"]) is None
+    # text[] (input_refs): a JSON array of strings, or null
+    assert one_statement.select_list(["text[]"]) == (
+        "(SELECT array_agg(x ORDER BY n) FROM jsonb_array_elements_text(NULLIF(e->0, 'null'::jsonb))"
+        " WITH ORDINALITY AS a(x, n))"
+    )
 
 
 async def test_a_short_batch_of_long_rows_goes_by_copy(

@@ -1,0 +1,128 @@
+-- LSD schema, version 20: an input's long strings stored once a day, across inferences. See docs/schema.md#input-strings.
+--
+-- An agent sends its whole conversation again at every step: step 10 of a tool loop holds the system prompt, the
+-- first screenshot and every tool result of steps 1-9, and until now each step's `input` stored all of it again
+-- (a 10-step loop with a 600 KB screenshot stored it ten times). From this version the gateway keeps, per worker,
+-- a fingerprint of the long strings it recorded recently (1,024 characters or more: a system prompt, a text block's
+-- text, a tool result, a file's base64 data). The first time it sees one, it stores it inline as before; from the
+-- second time on, it stores the string once a UTC day in `input_strings`, keyed by its SHA-256, and the input holds
+-- the key in the string's place:
+--
+-- - input_strings: (hash, inference_id, value). `hash` is the first 16 bytes of the string's SHA-256 (its UTF-8) as a
+--   uuid; `inference_id` the first inference of that day to refer to it, which puts the row in that day's
+--   partition, dropped by retention with the inferences that refer to it.
+-- - chat_inferences.input_refs / json_inferences.input_refs: NULL, or the paths in `input` (comma-separated, as
+--   jsonb's #> takes them after string_to_array: 'messages,3,content,0,result') whose value is such a key.
+--
+-- Read `input` through lsd_input(input, input_refs, id), which puts the strings back; rows with input_refs NULL
+-- (all rows written before this version) read back as they are. `lsd_attempt_payload` and the view
+-- `inference_payloads` read it so already.
+
+CREATE TABLE input_strings (
+    hash uuid NOT NULL,                 -- the first 16 bytes of the string's SHA-256
+    inference_id uuid NOT NULL,         -- the first inference of the (UTC) day that referred to it: the partition key
+    value text NOT NULL,
+    PRIMARY KEY (hash, inference_id)
+) PARTITION BY RANGE (inference_id);
+
+DO $$
+BEGIN
+    ALTER TABLE input_strings ALTER COLUMN value SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
+    RAISE NOTICE 'lz4 not available; input_strings keeps the default compression';
+END
+$$;
+
+INSERT INTO lsd_partitioned_tables (table_name) VALUES ('input_strings');
+
+-- The same days as the inference tables already have (retention keeps them in step from now on).
+DO $$
+DECLARE
+    first date;
+    last date;
+BEGIN
+    SELECT min(day), max(day) INTO first, last FROM lsd_partitions WHERE table_name = 'chat_inferences';
+    IF first IS NULL THEN
+        PERFORM lsd_ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1, 8);
+    ELSE
+        PERFORM lsd_ensure_partitions(first, last - first);
+    END IF;
+END
+$$;
+
+ALTER TABLE chat_inferences ADD COLUMN input_refs text[];
+ALTER TABLE json_inferences ADD COLUMN input_refs text[];
+
+-- `input` with each key at a path of `refs` replaced by its string. A string looked for in the referring row's own
+-- day first (one partition), then in any day (a row whose string went to another day's partition: never written
+-- so by the gateway, but a hand-made row may be). A key whose string is gone stays as it is.
+CREATE FUNCTION lsd_expand_input(input jsonb, refs text[], inference uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+DECLARE
+    ref text;
+    path text[];
+    key uuid;
+    found text;
+    day_start timestamptz := date_trunc('day', lsd_uuid7_time(inference) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    low uuid := lsd_uuid7_floor(day_start);
+    high uuid := lsd_uuid7_floor(day_start + interval '1 day');
+BEGIN
+    FOREACH ref IN ARRAY refs LOOP
+        path := string_to_array(ref, ',');
+        BEGIN
+            key := (input #>> path)::uuid;
+        EXCEPTION WHEN invalid_text_representation THEN
+            CONTINUE;
+        END;
+        found := NULL;
+        SELECT s.value INTO found FROM input_strings s
+        WHERE s.hash = key AND s.inference_id >= low AND s.inference_id < high LIMIT 1;
+        IF found IS NULL THEN
+            SELECT s.value INTO found FROM input_strings s WHERE s.hash = key LIMIT 1;
+        END IF;
+        IF found IS NOT NULL THEN
+            input := jsonb_set(input, path, to_jsonb(found));
+        END IF;
+    END LOOP;
+    RETURN input;
+END
+$$;
+
+-- An inference's input as it was sent: what every reader of chat_inferences.input / json_inferences.input uses.
+CREATE FUNCTION lsd_input(input jsonb, refs text[], inference uuid) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN refs IS NULL THEN input ELSE lsd_expand_input(input, refs, inference) END
+$$;
+
+-- As in version 12, the raw payload's references resolved against the input with its strings put back.
+CREATE OR REPLACE FUNCTION lsd_attempt_payload(raw text, refs boolean, inference uuid) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN NOT refs OR raw IS NULL THEN raw ELSE (
+        SELECT lsd_expand_payload(raw, i.input, i.output) FROM (
+            SELECT lsd_input(c.input, c.input_refs, c.id) AS input, c.output FROM chat_inferences c WHERE c.id = inference
+            UNION ALL
+            SELECT lsd_input(j.input, j.input_refs, j.id), j.output FROM json_inferences j WHERE j.id = inference
+        ) i LIMIT 1)
+    END
+$$;
+
+CREATE OR REPLACE VIEW inference_payloads AS
+SELECT 'chat'::text AS kind, i.id AS inference_id, i.created_at,
+       CASE WHEN d.inference_id IS NULL OR d.rendered_input_is_input
+            THEN (SELECT jsonb_build_object('system', x.input -> 'system', 'messages', x.input -> 'messages')
+                  FROM (SELECT lsd_input(i.input, i.input_refs, i.id) AS input) x)
+            ELSE d.rendered_input END AS rendered_input,
+       d.extra_body, d.extra_headers,
+       CASE WHEN d.inference_id IS NULL OR d.original_response_is_raw THEN lsd_successful_raw_response(i.id)
+            ELSE d.original_response END AS original_response
+FROM chat_inferences i LEFT JOIN chat_inference_data d ON d.inference_id = i.id
+UNION ALL
+SELECT 'json'::text AS kind, i.id AS inference_id, i.created_at,
+       CASE WHEN d.inference_id IS NULL OR d.rendered_input_is_input
+            THEN (SELECT jsonb_build_object('system', x.input -> 'system', 'messages', x.input -> 'messages')
+                  FROM (SELECT lsd_input(i.input, i.input_refs, i.id) AS input) x)
+            ELSE d.rendered_input END AS rendered_input,
+       d.extra_body, d.extra_headers,
+       CASE WHEN d.inference_id IS NULL OR d.original_response_is_raw THEN lsd_successful_raw_response(i.id)
+            ELSE d.original_response END AS original_response
+FROM json_inferences i LEFT JOIN json_inference_data d ON d.inference_id = i.id;
