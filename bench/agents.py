@@ -2,7 +2,7 @@
 input's repeated long strings once (`input_strings_once = true`, the default) and `lsd serve` storing every input
 whole (`false`): throughput, CPU per request of the server and of PostgreSQL, and bytes stored per inference.
 
-    python -m bench.run --parts agents [--agent-sessions 48 --agent-steps 10 --prompt-kib 100]
+    python -m bench.run --parts agents [--agent-sessions 160 --agent-steps 10 --prompt-kib 100]
 
 Each session opens with a shared system prompt (8 KiB: an agent's instructions, the same for every session) and a
 user message of `--prompt-kib` KiB of its own (a file or screenshot the agent reads); every step adds a tool call and
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ RESULT_KIB = 4
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    sessions: int = 48
+    sessions: int = 160
     steps: int = 10
     concurrency: int = 16
     prompt_kib: int = 100
@@ -55,36 +56,45 @@ class Settings:
         )
 
 
-def session_bodies(settings: Settings, session: int) -> list[bytes]:
-    """The body of each step of one session: the whole conversation so far."""
-    system = prompt(SYSTEM_KIB, seed=1)
-    messages: list[dict[str, Any]] = [{"role": "user", "content": prompt(settings.prompt_kib, seed=10_000 + session)}]
-    bodies = []
-    for step in range(settings.steps):
-        body = {"model_name": MODEL, "input": {"system": system, "messages": messages}}
-        bodies.append(orjson.dumps(body))
-        call = f"call_{session}_{step}"
-        messages = [
-            *messages,
-            {"role": "assistant", "content": [{"type": "tool_call", "id": call, "name": "read", "arguments": {}}]},
-            {"role": "user", "content": [{"type": "tool_result", "id": call, "name": "read",
-                                          "result": prompt(RESULT_KIB, seed=session * 1_000 + step)}]},
-        ]  # fmt: skip
-    return bodies
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One session's texts, made before the load; each step's body is built when it is sent."""
+
+    system: str
+    first: str
+    results: tuple[str, ...]
+
+    @classmethod
+    def make(cls, settings: Settings, session: int, system: str) -> Session:
+        first = prompt(settings.prompt_kib, seed=10_000 + session)
+        results = tuple(prompt(RESULT_KIB, seed=session * 1_000 + step) for step in range(settings.steps - 1))
+        return cls(system, first, results)
+
+    def bodies(self) -> Iterator[bytes]:
+        """The body of each step: the whole conversation so far."""
+        messages: list[dict[str, Any]] = [{"role": "user", "content": self.first}]
+        yield orjson.dumps({"model_name": MODEL, "input": {"system": self.system, "messages": messages}})
+        for step, result in enumerate(self.results):
+            call = f"call_{step}"
+            messages += [
+                {"role": "assistant", "content": [{"type": "tool_call", "id": call, "name": "read", "arguments": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "id": call, "name": "read", "result": result}]},
+            ]
+            yield orjson.dumps({"model_name": MODEL, "input": {"system": self.system, "messages": messages}})
 
 
-async def load(url: str, sessions: list[list[bytes]], concurrency: int) -> dict[str, Any]:
+async def load(url: str, sessions: list[Session], concurrency: int) -> dict[str, Any]:
     """Every session's steps in order, `concurrency` sessions at once: requests, errors, seconds, latencies."""
-    queue: asyncio.Queue[list[bytes]] = asyncio.Queue()
-    for bodies in sessions:
-        queue.put_nowait(bodies)
+    queue: asyncio.Queue[Session] = asyncio.Queue()
+    for session in sessions:
+        queue.put_nowait(session)
     latencies: list[float] = []
     errors = 0
 
     async def worker(http: aiohttp.ClientSession) -> None:
         nonlocal errors
         while not queue.empty():
-            for body in queue.get_nowait():
+            for body in queue.get_nowait().bodies():
                 start = time.perf_counter()
                 async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as reply:
                     await reply.read()
@@ -131,9 +141,10 @@ def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path)
         f"{SYSTEM_KIB} KiB system prompt, {settings.prompt_kib} KiB first message, {RESULT_KIB} KiB per tool result"
     )
     fake, fake_url = children.fake("agents-fake", "bench.token_fake", "--answer-bytes", "512")
-    sessions = [session_bodies(settings, s) for s in range(settings.sessions)]
-    warm = [session_bodies(settings, 1_000_000 + s) for s in range(settings.concurrency)]
-    sent = sum(len(b) for bodies in sessions for b in bodies)
+    system = prompt(SYSTEM_KIB, seed=1)  # the same instructions for every session
+    sessions = [Session.make(settings, s, system) for s in range(settings.sessions)]
+    warm = [Session.make(settings, 1_000_000 + s, system) for s in range(settings.concurrency)]
+    sent = sum(len(b) for b in sessions[0].bodies()) * len(sessions)
     results: dict[str, Any] = {}
     try:
         for name in TARGETS:
@@ -142,7 +153,8 @@ def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path)
             run_async(load(url, warm, settings.concurrency))  # connections, caches: recorded too, counted apart
             if name != "bare":
                 drain(url)
-            before, recorded_before = stored_bytes(database_url), count_inferences(database_url)
+            before = stored_bytes(database_url)
+            recorded_before = count_inferences(database_url) if name != "bare" else 0
             roles = {"server": child.pid, "postgres": cluster.postmaster_pid(), "fake": fake.pid}
             cpu0 = {role: tree_cpu_s(pid) for role, pid in roles.items()}
             machine0 = machine_cpu_s()

@@ -14,7 +14,9 @@ Rounds alternate between the apps; the table shows medians. Use it to see what a
 `--token-rate` tokens/s each, every token in a read of its own as from a real provider) and also reports CPU per token:
 what a change to the streaming path costs, without the HTTP server's write per token that both apps pay alike.
 `--prompt-kib K` sends part bigctx's request instead (a K KiB prompt; 2 KiB answers from bench/token_fake.py, 2,000
-requests a round): what a change costs a big context, without the HTTP server's reads of the body.
+requests a round): what a change costs a big context, without the HTTP server's reads of the body. Part bigctx's
+prompt is the same in every request (an agent's or an app's fixed context); `--unique` gives each request a prompt of
+its own (a counter in front of it), which no store-once can save.
 `--breakdown` adds lsd with its access log off, with recording off (`[gateway.observability] enabled = false`),
 and with both off: what each costs, and what the engine alone costs over the bare proxy.
 """
@@ -64,12 +66,17 @@ class GcClock:
 
 
 async def drive(
-    app: App, state: dict[str, Any], requests: int, body: bytes = BODY, events: list[int] | None = None
+    app: App,
+    state: dict[str, Any],
+    requests: int,
+    body: bytes | Callable[[], bytes] = BODY,
+    events: list[int] | None = None,
 ) -> int:
     """`requests` POST /inference calls, CONCURRENCY at a time; every answer must be a 200. `events`: add the
-    number of SSE `data:` lines answered to events[0]."""
+    number of SSE `data:` lines answered to events[0]. `body`: the body, or a function making each request's."""
 
     async def one() -> None:
+        sent = body() if callable(body) else body
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -83,7 +90,7 @@ async def drive(
             "headers": [
                 (b"host", b"bench"),
                 (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
+                (b"content-length", b"%d" % len(sent)),
             ],
             "client": ("127.0.0.1", 1),
             "server": ("127.0.0.1", 2),
@@ -97,7 +104,7 @@ async def drive(
             if received:
                 await asyncio.Event().wait()  # no disconnect while the app works
             received = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": sent, "more_body": False}
 
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -132,7 +139,7 @@ async def measure(
     rounds: int,
     results: dict[str, list[dict[str, float]]],
     name: str,
-    body: bytes = BODY,
+    body: bytes | Callable[[], bytes] = BODY,
     warmup: int = 2000,
 ) -> None:
     async with app.router.lifespan_context(app) as state:
@@ -176,15 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token-rate", type=float, default=500.0, help="tokens per second of each stream (default 500)")
     p.add_argument("--prompt-kib", type=int, default=0, help="part bigctx's request with a prompt of this size")
     p.add_argument("--answer-bytes", type=int, default=2048, help="with --prompt-kib: the answer's size")
+    p.add_argument("--unique", action="store_true", help="with --prompt-kib: a prompt of its own in every request")
     args = p.parse_args(argv)
     if args.stream and args.prompt_kib:
         p.error("--stream and --prompt-kib are separate measures")
+    if args.unique and not args.prompt_kib:
+        p.error("--unique goes with --prompt-kib")
     default_requests = 1_000 if args.stream else 2_000 if args.prompt_kib else 10_000
     requests = args.requests if args.requests is not None else default_requests
+    body: bytes | Callable[[], bytes]
     if args.stream:
         body, warmup = streams.body_for("lsd"), 200
     elif args.prompt_kib:
-        body, warmup = bigctx.body(args.prompt_kib), 200
+        body, warmup = (bigctx.unique_bodies(args.prompt_kib) if args.unique else bigctx.body(args.prompt_kib)), 200
     else:
         body, warmup = BODY, 2000
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -12,7 +12,9 @@ recorded; the by-column table shows which stored copies take them.
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,18 @@ def prompt(kib: int, seed: int = 7) -> str:
 
 def body(kib: int) -> bytes:
     return orjson.dumps({"model_name": MODEL, "input": {"messages": [{"role": "user", "content": prompt(kib)}]}})
+
+
+def unique_bodies(kib: int) -> Callable[[], bytes]:
+    """A function making part bigctx's body with a prompt of its own each call (a counter in front of the text)."""
+    text = prompt(kib)
+    count = itertools.count()
+
+    def make() -> bytes:
+        unique = f"{next(count)} {text}"[: kib * 1024]
+        return orjson.dumps({"model_name": MODEL, "input": {"messages": [{"role": "user", "content": unique}]}})
+
+    return make
 
 
 def stored_bytes(url: str) -> int:

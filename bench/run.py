@@ -136,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--answer-bytes", type=int, default=2048, help="answer size in bytes (default 2048)")
     bc.add_argument("--bigctx-rates", type=csv_list(float), default=(50.0, 100.0, 200.0), help="open-loop req/s")
     ag = p.add_argument_group("part agents: agent sessions resending their conversation (bench/agents.py)")
-    ag.add_argument("--agent-sessions", type=int, default=48, help="sessions (default 48)")
+    ag.add_argument("--agent-sessions", type=int, default=160, help="sessions (default 160)")
     ag.add_argument("--agent-steps", type=int, default=10, help="steps per session (default 10)")
     ag.add_argument("--agent-concurrency", type=int, default=16, help="sessions at once (default 16)")
     cg = p.add_argument_group("part console: every console page over a large history (bench/console.py)")

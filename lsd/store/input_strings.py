@@ -2,15 +2,16 @@
 
 An agent sends its whole conversation again at every step, so the same system prompt, screenshots and tool results
 reach the gateway many times. The writer runs each group of records through `InputStrings.dedupe` before queueing
-it: a long string of a chat or json inference's input (a string system prompt, a text block's text, a tool result, a
-file's data; MIN_CHARS characters or more) that this worker has recorded before is stored once a UTC day in
-`input_strings`, keyed by its SHA-256, and the input holds the key in its place, its path in `input_refs`.
-Readers put the strings back with the SQL function `lsd_input(input, input_refs, id)`.
+it: each long string of a chat or json inference's input (a string system prompt, a text block's text, a tool
+result, a file's data; MIN_CHARS characters or more) is stored once a UTC day in `input_strings`, keyed by its
+SHA-256, and the input holds the key in its place, its path in `input_refs`. Readers put the strings back with the
+SQL function `lsd_input(input, input_refs, id)`.
 
-The first time a string is seen it stays inline: a prompt sent once (most plain requests) costs a fingerprint (its
-length and three 64-character samples) and nothing else; only a string seen again is hashed. The key is the SHA-256
-of the whole string, never the fingerprint, so no two strings share a key. Both memories are per writer, bounded,
-and forget the oldest first: what they forget is at worst stored inline, or stored again.
+Every long string is hashed (SHA-256: ~75 us for 100 KiB here), the first time too: storing a string's first sight
+inline, hashing only those seen again, was measured to store 1.7x the bytes of an agent session (every string twice)
+and to cost the server and PostgreSQL more CPU per step, for ~5 % of a unique 100 KiB prompt's cost saved
+(docs/performance.md, session 23). The memory of (day, key) pairs stored is per writer, bounded, and forgets the
+oldest first: what it forgets is at worst stored again.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from uuid import UUID
 from lsd.records import ChatInferenceRecord, InputStringRecord, JsonInferenceRecord, Record
 
 MIN_CHARS = 1024  # a shorter string stays inline: its key and path would save too little
-CAPACITY = 65_536  # fingerprints remembered, and (day, key) pairs stored, per writer
+CAPACITY = 65_536  # (day, key) pairs remembered as stored, per writer
 _DAY_MS = 86_400_000
-_SAMPLE = 64
 # Where a stored input block keeps its long string (as lsd.inference.recording's payload references).
 _BLOCK_STRINGS = {"text": "text", "tool_result": "result", "file": "data"}
 
@@ -51,12 +51,6 @@ def long_strings(input: Mapping[str, Any]) -> Iterator[tuple[Path, str]]:
                 yield ("messages", i, "content", j, key), text
 
 
-def fingerprint(text: str) -> int:
-    """A cheap identity of a long string: its length and three samples (a filter only; keys are SHA-256)."""
-    middle = len(text) // 2
-    return hash((len(text), text[:_SAMPLE], text[middle : middle + _SAMPLE], text[-_SAMPLE:]))
-
-
 def key_of(text: str) -> UUID:
     """The string's key in input_strings: the first 16 bytes of the SHA-256 of its UTF-8."""
     return UUID(bytes=sha256(text.encode()).digest()[:16])
@@ -68,17 +62,15 @@ def day_of(inference_id: UUID) -> int:
 
 
 class InputStrings:
-    """One writer's memory of the long strings it recorded: fingerprints seen, and the (day, key) pairs stored."""
+    """One writer's memory of the long strings it stored: the (day, key) pairs."""
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity
-        self._seen: dict[int, None] = {}
         self._stored: dict[tuple[int, UUID], None] = {}
 
     def dedupe(self, records: Sequence[Record]) -> Sequence[Record]:
-        """`records`, with each chat or json inference's input holding keys in place of the long strings seen
-        before, preceded by the input_strings rows not yet stored that day. The same sequence when nothing
-        changed."""
+        """`records`, with each chat or json inference's input holding keys in place of its long strings, preceded
+        by the input_strings rows not yet stored that day. The same sequence when nothing changed."""
         out: list[Record] | None = None
         for index, record in enumerate(records):
             if isinstance(record, ChatInferenceRecord | JsonInferenceRecord) and record.input_refs is None:
@@ -100,10 +92,6 @@ class InputStrings:
         rows: list[Record] = []
         keys: list[tuple[Path, str]] = []
         for path, text in found:
-            mark = fingerprint(text)
-            if mark not in self._seen:
-                _remember(self._seen, mark, self.capacity)
-                continue
             if "\ue000" in text or "\x00" in text:  # jsonb's escapes (lsd.store.escaping): left inline
                 continue
             key = key_of(text)

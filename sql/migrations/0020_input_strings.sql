@@ -2,11 +2,9 @@
 --
 -- An agent sends its whole conversation again at every step: step 10 of a tool loop holds the system prompt, the
 -- first screenshot and every tool result of steps 1-9, and until now each step's `input` stored all of it again
--- (a 10-step loop with a 600 KB screenshot stored it ten times). From this version the gateway keeps, per worker,
--- a fingerprint of the long strings it recorded recently (1,024 characters or more: a system prompt, a text block's
--- text, a tool result, a file's base64 data). The first time it sees one, it stores it inline as before; from the
--- second time on, it stores the string once a UTC day in `input_strings`, keyed by its SHA-256, and the input holds
--- the key in the string's place:
+-- (a 10-step loop with a 600 KB screenshot stored it ten times). From this version the gateway stores each long
+-- string of an input (1,024 characters or more: a system prompt, a text block's text, a tool result, a file's base64
+-- data) once a UTC day in `input_strings`, keyed by its SHA-256, and the input holds the key in the string's place:
 --
 -- - input_strings: (hash, inference_id, value). `hash` is the first 16 bytes of the string's SHA-256 (its UTF-8) as a
 --   uuid; `inference_id` the first inference of that day to refer to it, which puts the row in that day's

@@ -109,14 +109,13 @@ async def test_an_agents_repeated_strings_are_stored_once_and_read_back_whole(da
             )
     assert got.status_code == 200, got.text
     rows_ = stored(database_url, ids)
-    # Step 1 is the first sight of every string: inline. Step 2 sees the system prompt and the screenshot again,
-    # step 3 those and the tool's page.
+    # Every long string is stored once and keyed in each input that holds it: the system prompt and the screenshot
+    # from step 1 on, the tool's page from step 2.
     assert [refs for _, refs, _ in rows_] == [
-        None,
         ["system", "messages,0,content,1,data"],
         ["system", "messages,0,content,1,data", "messages,2,content,0,result"],
+        ["system", "messages,0,content,1,data", "messages,2,content,0,result"],
     ]
-    assert rows_[0][1] is None
     assert rows_[2][0]["system"] == str(key_of(SYSTEM))
     assert rows_[2][0]["messages"][2]["content"][0]["result"] == str(key_of(PAGE))
     # lsd_input puts every string back: each input reads as a gateway storing them inline stored it.
@@ -125,7 +124,7 @@ async def test_an_agents_repeated_strings_are_stored_once_and_read_back_whole(da
         strings = conn.execute("SELECT hash, inference_id, value FROM input_strings ORDER BY inference_id").fetchall()
     # Each string once, in the partition of the first inference that referred to it.
     assert sorted((h, i) for h, i, _ in strings) == sorted(
-        [(key_of(SYSTEM), ids[1]), (key_of(SCREENSHOT), ids[1]), (key_of(PAGE), ids[2])]
+        [(key_of(SYSTEM), ids[0]), (key_of(SCREENSHOT), ids[0]), (key_of(PAGE), ids[1])]
     )
     assert {h: v for h, _, v in strings} == {key_of(SYSTEM): SYSTEM, key_of(SCREENSHOT): SCREENSHOT, key_of(PAGE): PAGE}
     # The query API answers the inputs whole, and each attempt's raw request (whose long texts refer to the input)

@@ -39,8 +39,10 @@ async def test_big_rows_spill_past_max_queue_bytes_and_are_replayed(database_url
             await asyncio.sleep(0)  # the writer task spills between submissions
         await eventually(lambda: writer.stats.queued_bytes <= limit and sum(writer.stats.spooled_rows.values()) > 0)
         queued, spooled = writer.stats.queued_rows, sum(writer.stats.spooled_rows.values())
-        assert queued + spooled == 2 * (len(small) + len(groups))  # two rows per inference: none lost
-        assert queued < 2 * (len(small) + len(groups))  # far below max_queue_rows (100,000): the bytes decided
+        # Two rows per inference, and an input_strings row for each big prompt (lsd.store.input_strings): none lost
+        rows = 2 * len(small) + 3 * len(groups)
+        assert queued + spooled == rows
+        assert queued < rows  # far below max_queue_rows (100,000): the bytes decided
         assert writer.stats.queued_bytes <= limit
         assert sum(writer.stats.dropped_rows.values()) == 0
     finally:

@@ -41,30 +41,29 @@ def inference_of(records: list[Record] | tuple[Record, ...]) -> ChatInferenceRec
     return found[0]
 
 
-def test_a_string_stays_inline_the_first_time_and_is_stored_once_after() -> None:
+def test_a_string_is_stored_once_a_day_and_keyed_in_every_input() -> None:
     strings = InputStrings()
-    first = [chat(agent_input())]
-    assert strings.dedupe(first) is first  # nothing changed: the same sequence
-    second = list(strings.dedupe([chat(agent_input())]))
-    assert [type(r) for r in second] == [InputStringRecord, InputStringRecord, ChatInferenceRecord]
-    record = inference_of(second)
+    first = list(strings.dedupe([chat(agent_input())]))
+    assert [type(r) for r in first] == [InputStringRecord, InputStringRecord, ChatInferenceRecord]
+    record = inference_of(first)
     assert record.input_refs == ["system", "messages,1,content,0,result"]
     assert record.input["system"] == str(key_of(LONG))
     assert record.input["messages"][1]["content"][0]["result"] == str(key_of(RESULT))
     assert record.input["messages"][0] == agent_input()["messages"][0]
-    assert {(r.hash, r.value, r.inference_id) for r in second if isinstance(r, InputStringRecord)} == {
+    assert {(r.hash, r.value, r.inference_id) for r in first if isinstance(r, InputStringRecord)} == {
         (key_of(LONG), LONG, record.id),
         (key_of(RESULT), RESULT, record.id),
     }
-    third = list(strings.dedupe([chat(agent_input())]))  # stored that day already: only the keys
-    assert [type(r) for r in third] == [ChatInferenceRecord]
-    assert inference_of(third).input_refs == ["system", "messages,1,content,0,result"]
+    again = list(strings.dedupe([chat(agent_input())]))  # stored that day already: only the keys
+    assert [type(r) for r in again] == [ChatInferenceRecord]
+    assert inference_of(again).input_refs == ["system", "messages,1,content,0,result"]
+    short = list(strings.dedupe([chat(agent_input(short=True))]))  # a short result stays inline
+    assert inference_of(short).input_refs == ["system"]
 
 
 def test_the_next_day_stores_the_string_again_in_its_own_partition() -> None:
     strings = InputStrings()
     today = uuid7().int >> 80
-    strings.dedupe([chat(agent_input(), today)])
     strings.dedupe([chat(agent_input(), today)])
     tomorrow = list(strings.dedupe([chat(agent_input(), today + DAY_MS)]))
     record = inference_of(tomorrow)
@@ -78,16 +77,14 @@ def test_short_strings_escaped_strings_and_other_records_are_left_alone() -> Non
     escaped = "\ue000" + LONG  # stored escaped in jsonb: left inline
     input = {"system": escaped, "messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 100}]}]}
     data = ModelInferenceDataRecord(uuid7(), NOW, uuid7(), "raw " * 500, None, None, None)
-    for _ in range(3):
-        group = [chat(input), data]
-        assert strings.dedupe(group) is group
+    group = [chat(input), data]
+    assert strings.dedupe(group) is group  # nothing changed: the same sequence
 
 
 def test_the_callers_input_is_not_changed() -> None:
     strings = InputStrings()
     input = agent_input()
     before = copy.deepcopy(input)
-    strings.dedupe([chat(input)])
     out = strings.dedupe([chat(input)])
     assert input == before
     assert inference_of(list(out)).input != before
@@ -108,7 +105,6 @@ def test_a_json_inference_and_a_file_and_text_blocks() -> None:
             None, "stop", False, None, None,
         )  # fmt: skip
 
-    strings.dedupe([json_record()])
     out = list(strings.dedupe([json_record()]))
     assert inference_of(out).input_refs == ["messages,0,content,0,text", "messages,0,content,1,data"]
 
@@ -116,12 +112,12 @@ def test_a_json_inference_and_a_file_and_text_blocks() -> None:
 def test_memory_is_bounded_and_forgets_the_oldest() -> None:
     strings = InputStrings(capacity=2)
     texts = [f"{n} " + "z" * MIN_CHARS for n in range(3)]
-    for text in texts:  # three fingerprints: the first is forgotten
+    for text in texts:  # three (day, key) pairs: the first is forgotten
         strings.dedupe([chat({"system": text, "messages": []})])
     first_again = list(strings.dedupe([chat({"system": texts[0], "messages": []})]))
-    assert [type(r) for r in first_again] == [ChatInferenceRecord]  # forgotten: inline again
+    assert [type(r) for r in first_again] == [InputStringRecord, ChatInferenceRecord]  # stored again
     last_again = list(strings.dedupe([chat({"system": texts[2], "messages": []})]))
-    assert [type(r) for r in last_again] == [InputStringRecord, ChatInferenceRecord]
+    assert [type(r) for r in last_again] == [ChatInferenceRecord]
 
 
 def test_keys_are_sha256_prefixes() -> None:
