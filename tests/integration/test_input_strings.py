@@ -199,3 +199,44 @@ async def test_rows_retried_through_staging_and_a_big_batch_by_copy(database_url
             "SELECT lsd_input(input, input_refs, id) ->> 'system' FROM chat_inferences ORDER BY id"
         ).fetchall()
     assert [r[0] for r in read] == [f"{n} " + "x" * 2000 for n in range(60)]
+
+
+async def test_lsd_input_rebuilds_every_path_shape(database_url: str) -> None:
+    """The system, a message's blocks (beside an empty message and untouched blocks), and a path of another shape."""
+    values = {name: f"{name} " + "v" * 2000 for name in ("system", "text", "note")}
+    keys = {name: str(key_of(value)) for name, value in values.items()}
+    stored_input = {
+        "system": keys["system"],
+        "messages": [
+            {"role": "user", "content": []},
+            {"role": "user", "content": [{"type": "text", "text": keys["text"]}, {"type": "text", "text": "plain"}]},
+        ],
+        "notes": [keys["note"]],
+    }
+    with psycopg.connect(database_url) as conn:
+        inference_id = rows.inference(conn)
+        for value in values.values():
+            conn.execute(
+                "INSERT INTO input_strings (hash, inference_id, value) VALUES (%s, %s, %s)",
+                (key_of(value), inference_id, value),
+            )
+        conn.execute(
+            "UPDATE chat_inferences SET input = %s, input_refs = %s WHERE id = %s",
+            (Jsonb(stored_input), ["system", "messages,1,content,0,text", "notes,0"], inference_id),
+        )
+        found = conn.execute(
+            "SELECT lsd_input(input, input_refs, id) FROM chat_inferences WHERE id = %s", (inference_id,)
+        ).fetchone()
+    assert found == (
+        {
+            "system": values["system"],
+            "messages": [
+                {"role": "user", "content": []},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": values["text"]}, {"type": "text", "text": "plain"}],
+                },
+            ],
+            "notes": [values["note"]],
+        },
+    )
