@@ -34,7 +34,7 @@ import uvloop
 
 from lsd.config.model import ObservabilityConfig
 from lsd.errors import LsdError
-from lsd.records import Record
+from lsd.records import InputStringRecord, Record
 from lsd.store.bulk import BulkInserter, configure
 from lsd.store.database import scrub
 from lsd.store.spool import REJECTED_DIR, DatabaseIdentity, Segment, Spool, encode_frame
@@ -338,6 +338,7 @@ class Committer:
             if not idempotent:  # perhaps only rows already present (a primary key conflict): skip those
                 return await self._commit(entries, idempotent=True)
             if len(entries) == 1:
+                await self._commit_strings(entries[0])
                 kept = await self._keep_rejected(entries[0])
                 self.reject(entries[0], exc.__cause__ or exc, kept=kept)
                 return True
@@ -346,6 +347,18 @@ class Committer:
                 entries[middle:], idempotent=True
             )
         return True
+
+    async def _commit_strings(self, entry: Entry) -> None:
+        """The input strings of a rejected group, committed alone: the writer remembers them as stored for the day,
+        and later inferences hold only their keys (lsd.store.input_strings). Valid by construction (no U+0000); a
+        failure here leaves the rejected group as it is."""
+        strings = [record for record in entry.records if isinstance(record, InputStringRecord)]
+        if not strings or len(strings) == len(entry.records):
+            return
+        try:
+            await self._attempt(list(strings), None, idempotent=True)
+        except (_Unavailable, _Rejected):
+            log.error("the input strings of the rejected rows could not be stored either")
 
     async def _attempt(self, records: list[Record], encoded: list[bytes | None] | None, *, idempotent: bool) -> None:
         started = time.perf_counter()

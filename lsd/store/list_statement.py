@@ -211,7 +211,7 @@ class _Builder:
 
 _COLUMNS = sql.SQL(
     "{kind} AS kind, i.id, i.episode_id, i.function_name, i.variant_name, i.created_at, "
-    "lsd_input(i.input, i.input_refs, i.id) AS input, i.output, "
+    "i.input AS input_stored, i.input_refs, i.output, "
     "i.tags, i.inference_params, i.processing_time_ms, i.ttft_ms, {tool_params} AS tool_params, "
     "{output_schema} AS output_schema, i.input_tokens, i.output_tokens, i.cost"
 )
@@ -243,6 +243,7 @@ _UNVALUED_BRANCH = sql.SQL("""
 
 _OUTER = sql.SQL("""
 {with_ctes}SELECT p.*,
+       lsd_input(p.input_stored, p.input_refs, p.id) AS input,
        CASE p.kind
            WHEN 'chat' THEN (SELECT d.extra_body FROM chat_inference_data d WHERE d.inference_id = p.id)
            ELSE (SELECT d.extra_body FROM json_inference_data d WHERE d.inference_id = p.id)

@@ -33,31 +33,22 @@ $$;
 
 INSERT INTO lsd_partitioned_tables (table_name) VALUES ('input_strings');
 
--- The same days as the inference tables already have (retention keeps them in step from now on).
-DO $$
-DECLARE
-    first date;
-    last date;
-BEGIN
-    SELECT min(day), max(day) INTO first, last FROM lsd_partitions WHERE table_name = 'chat_inferences';
-    IF first IS NULL THEN
-        PERFORM lsd_ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1, 8);
-    ELSE
-        PERFORM lsd_ensure_partitions(first, last - first);
-    END IF;
-END
-$$;
+-- Yesterday through a week ahead, as for every table (the hourly upkeep goes on from there). Older days need none:
+-- every row written before this version holds its strings inline, and a row that refers to a string finds it in
+-- its own day. (lsd_ensure_partitions loops over every partitioned table: the others have these days already.)
+SELECT lsd_ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1, 8);
 
 ALTER TABLE chat_inferences ADD COLUMN input_refs text[];
 ALTER TABLE json_inferences ADD COLUMN input_refs text[];
 
--- `input` with each key at a path of `refs` replaced by its string. A string is looked for in the referring row's own
--- day first (one partition), then in any day (a row whose string went to another day's partition: never written so
--- by the gateway, but a hand-made row may be). A key whose string is gone, or a value at a path that is not a key,
--- stays as it is. The messages are rebuilt in one pass (a jsonb_set of the whole input per key made a 300-step
--- agent session's input take 140 ms to read); a path of another shape is set on its own.
+-- `input` with each key at a path of `refs` replaced by its string, found in the referring row's own day (one
+-- partition: the gateway stores a string in the day of the first inference that refers to it, and only that day's
+-- inferences refer to it there). A key whose string is not found, or a value at a path that is not a key, stays as
+-- it is. The messages are rebuilt in one pass (a jsonb_set of the whole input per key made a 300-step agent
+-- session's input take 140 ms to read); a path of another shape is set on its own. Custom plans: the day's bounds
+-- prune to one partition at planning (a generic plan initialised a scan of every day's partition).
 CREATE FUNCTION lsd_expand_input(input jsonb, refs text[], inference uuid) RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
     day_start timestamptz := date_trunc('day', lsd_uuid7_time(inference) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
     low uuid := lsd_uuid7_floor(day_start);
@@ -76,10 +67,8 @@ BEGIN
                     THEN k.text::uuid END AS key
     ) h
     CROSS JOIN LATERAL (
-        SELECT coalesce(
-            (SELECT s.value FROM input_strings s
-             WHERE s.hash = h.key AND s.inference_id >= low AND s.inference_id < high LIMIT 1),
-            (SELECT s.value FROM input_strings s WHERE s.hash = h.key LIMIT 1)) AS value
+        SELECT s.value FROM input_strings s
+        WHERE s.hash = h.key AND s.inference_id >= low AND s.inference_id < high LIMIT 1
     ) v
     WHERE v.value IS NOT NULL;
     IF found IS NULL THEN
@@ -123,14 +112,19 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN refs IS NULL THEN input ELSE lsd_expand_input(input, refs, inference) END
 $$;
 
--- As in version 12, the raw payload's references resolved against the input with its strings put back.
+-- As in version 12, the raw payload's references resolved against the input with its strings put back: only when
+-- the payload refers to the input (U+E001 'i'...); a raw response's references are to the output.
 CREATE OR REPLACE FUNCTION lsd_attempt_payload(raw text, refs boolean, inference uuid) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN NOT refs OR raw IS NULL THEN raw ELSE (
         SELECT lsd_expand_payload(raw, i.input, i.output) FROM (
-            SELECT lsd_input(c.input, c.input_refs, c.id) AS input, c.output FROM chat_inferences c WHERE c.id = inference
+            SELECT CASE WHEN strpos(raw, U&'\E001i') > 0 THEN lsd_input(c.input, c.input_refs, c.id) ELSE c.input END
+                   AS input, c.output
+            FROM chat_inferences c WHERE c.id = inference
             UNION ALL
-            SELECT lsd_input(j.input, j.input_refs, j.id), j.output FROM json_inferences j WHERE j.id = inference
+            SELECT CASE WHEN strpos(raw, U&'\E001i') > 0 THEN lsd_input(j.input, j.input_refs, j.id) ELSE j.input END,
+                   j.output
+            FROM json_inferences j WHERE j.id = inference
         ) i LIMIT 1)
     END
 $$;

@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 
 from lsd.config.model import ObservabilityConfig
 from lsd.ids import uuid7
-from lsd.records import ChatInferenceRecord, InputStringRecord
+from lsd.records import ChatInferenceRecord, InputStringRecord, ModelInferenceRecord
 from lsd.store import queries
 from lsd.store.conversations import find_conversation
 from lsd.store.database import Database
@@ -240,3 +240,36 @@ async def test_lsd_input_rebuilds_every_path_shape(database_url: str) -> None:
             "notes": [values["note"]],
         },
     )
+
+
+async def test_a_rejected_group_still_stores_the_strings_later_inferences_refer_to(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The first group holding a string is refused by PostgreSQL (a U+0000 in a text column): its string is stored
+    alone, so the later inferences, which hold only its key, read back whole."""
+    system = "You are a careful agent. " * 80
+
+    def chat() -> ChatInferenceRecord:
+        return ChatInferenceRecord(
+            uuid7(), rows.now(), "f", "v", uuid7(), {"system": system, "messages": []}, [], None, {}, {}, 1, None,
+            None, None, None, "stop", False, None, None,
+        )  # fmt: skip
+
+    first = chat()
+    refused = ModelInferenceRecord(
+        uuid7(), rows.now(), first.id, "chat", 1, "f", "v", "m\x00", "p", "openai", "ok", None, None, 1, None, 1, 1,
+        None, "stop", False, False,
+    )  # fmt: skip
+    writer = Writer(database_url, ObservabilityConfig(spool_dir=tmp_path / "spool"))
+    await writer.open()
+    writer.submit([first, refused])
+    later = [chat() for _ in range(3)]
+    for record in later:
+        writer.submit([record])
+    await writer.close()
+    assert writer.stats.rejected_rows["chat_inferences"] == 1
+    with psycopg.connect(database_url) as conn:
+        read = conn.execute(
+            "SELECT input_refs, lsd_input(input, input_refs, id) ->> 'system' FROM chat_inferences ORDER BY id"
+        ).fetchall()
+    assert read == [(["system"], system)] * 3
