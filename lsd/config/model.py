@@ -40,7 +40,7 @@ class ObservabilityConfig:
     durability: Literal["queue", "journal"] = "queue"
     retention_days: int | None = None  # drop daily partitions wholly older than this; None keeps everything
     statistics_refresh_interval_s: float = 10.0  # 0 turns the statistics job off
-    # An input's long strings seen again stored once a day in input_strings (lsd.store.input_strings); false: inline
+    # An input's long strings stored once a day in input_strings (lsd.store.input_strings); false: kept inline
     input_strings_once: bool = True
 
 

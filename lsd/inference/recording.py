@@ -27,6 +27,7 @@ from lsd.records import (
     Record,
 )
 from lsd.store.escaping import ESCAPE, NUL
+from lsd.store.input_strings import long_strings
 from lsd.types import EmbeddingResponse, InferenceParams, Input, Message, ProviderResponse, Text, ToolResult, Usage
 
 
@@ -281,25 +282,11 @@ _REF_UTF8 = REF.encode()
 MIN_REF_CHARS = 256  # a shorter text is left in place: its reference would save too little
 
 
-# Where a stored input block keeps its long text: a text block's text, a tool result's result (an agent's tool loop
-# is mostly tool results), and a file's base64 `data` (an image a provider gets as a data URL: looked for bare).
-_BLOCK_TEXTS = {"text": "text", "tool_result": "result", "file": "data"}
-
-
 def _input_texts(input: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """(reference, text) of each long text of a stored input: its system, its messages' text blocks, tool results
-    and files' data."""
-    system = input.get("system")
-    if isinstance(system, str) and len(system) >= MIN_REF_CHARS:
-        yield "isystem", system
-    for i, message in enumerate(input.get("messages") or ()):
-        for j, block in enumerate(message.get("content") or ()):
-            if not isinstance(block, dict):
-                continue
-            key = _BLOCK_TEXTS.get(str(block.get("type")), "text")
-            text = block.get(key)
-            if isinstance(text, str) and len(text) >= MIN_REF_CHARS:
-                yield f"imessages,{i},content,{j},{key}", text
+    and files' data (lsd.store.input_strings walks them)."""
+    for path, text in long_strings(input, MIN_REF_CHARS):
+        yield "i" + ",".join(map(str, path)), text
 
 
 def _output_texts(output: Any) -> Iterator[tuple[str, str]]:

@@ -352,11 +352,11 @@ class Committer:
         """The input strings of a rejected group, committed alone: the writer remembers them as stored for the day,
         and later inferences hold only their keys (lsd.store.input_strings). Valid by construction (no U+0000); a
         failure here leaves the rejected group as it is."""
-        strings = [record for record in entry.records if isinstance(record, InputStringRecord)]
+        strings: list[Record] = [record for record in entry.records if isinstance(record, InputStringRecord)]
         if not strings or len(strings) == len(entry.records):
             return
         try:
-            await self._attempt(list(strings), None, idempotent=True)
+            await self._attempt(strings, None, idempotent=True)
         except (_Unavailable, _Rejected):
             log.error("the input strings of the rejected rows could not be stored either")
 

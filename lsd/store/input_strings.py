@@ -27,17 +27,19 @@ from lsd.records import ChatInferenceRecord, InputStringRecord, JsonInferenceRec
 MIN_CHARS = 1024  # a shorter string stays inline: its key and path would save too little
 CAPACITY = 65_536  # (day, key) pairs remembered as stored, per writer
 _DAY_MS = 86_400_000
-# Where a stored input block keeps its long string (as lsd.inference.recording's payload references).
+# Where a stored input block keeps its long string: a text block's text, a tool result's result (an agent's tool loop
+# is mostly tool results), and a file's base64 `data` (an image a provider gets as a data URL).
 _BLOCK_STRINGS = {"text": "text", "tool_result": "result", "file": "data"}
 
 Path = tuple[str | int, ...]
 
 
-def long_strings(input: Mapping[str, Any]) -> Iterator[tuple[Path, str]]:
-    """(path, string) of each string of a stored input that may be stored once: its system when a string, and each
-    message block's text, tool result or file data, of MIN_CHARS characters or more."""
+def long_strings(input: Mapping[str, Any], min_chars: int = MIN_CHARS) -> Iterator[tuple[Path, str]]:
+    """(path, string) of each long string of a stored input: its system when a string, and each message block's
+    text, tool result or file data, of `min_chars` characters or more (also the texts lsd.inference.recording's
+    payload references point at)."""
     system = input.get("system")
-    if type(system) is str and len(system) >= MIN_CHARS:
+    if type(system) is str and len(system) >= min_chars:
         yield ("system",), system
     for i, message in enumerate(input.get("messages") or ()):
         if type(message) is not dict:
@@ -47,7 +49,7 @@ def long_strings(input: Mapping[str, Any]) -> Iterator[tuple[Path, str]]:
                 continue
             key = _BLOCK_STRINGS.get(str(block.get("type")), "text")
             text = block.get(key)
-            if type(text) is str and len(text) >= MIN_CHARS:
+            if type(text) is str and len(text) >= min_chars:
                 yield ("messages", i, "content", j, key), text
 
 

@@ -112,7 +112,7 @@ class Writer:
         self._closing = False
         self._closed = False
         self._deadline = math.inf
-        # An input's long strings seen before are stored once a day (0020_input_strings.sql).
+        # An input's long strings are stored once a day (0020_input_strings.sql, lsd.store.input_strings).
         self._strings = InputStrings() if config.input_strings_once else None
 
     @property
