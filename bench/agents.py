@@ -24,14 +24,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.bigctx import count_inferences, prompt, stored_bytes
-from bench.children import Child, Children, wait_for_http
+from bench.bigctx import count_inferences, prompt, start_target, stored_bytes
+from bench.children import Children
 from bench.cpu import machine_cpu_s, tree_cpu_s
 from bench.database import Cluster
-from bench.gateway import LSD_CONFIG, MODEL, drain
+from bench.gateway import MODEL, drain
 from bench.loop import run as run_async
 from bench.report import table
-from lsd.store.local import free_port
 
 TARGETS = ("bare", "lsd", "lsd-inline")
 SYSTEM_KIB = 8
@@ -117,24 +116,6 @@ async def load(url: str, sessions: list[Session], concurrency: int) -> dict[str,
     }
 
 
-def _start(name: str, children: Children, workdir: Path, fake_url: str, database_url: str) -> tuple[Child, str]:
-    bind = f"127.0.0.1:{free_port()}"
-    if name == "bare":
-        child = children.python("agents-bare", "-m", "bench.bare_proxy", "--bind", bind, "--upstream", fake_url)
-        wait_for_http(f"http://{bind}/inference", child, any_status=True)
-        return child, f"http://{bind}/inference"
-    config = workdir / f"{name}.toml"
-    text = LSD_CONFIG.format(spool_dir=workdir / f"spool-{name}", model=MODEL, api_base=f"{fake_url}/v1/")
-    once = "false" if name == "lsd-inline" else "true"
-    config.write_text(
-        text.replace("[gateway.observability]\n", f"[gateway.observability]\ninput_strings_once = {once}\n")
-    )
-    env = {"LSD_DATABASE_URL": database_url, "LSD_LOG_FORMAT": "json", "LSD_LOG_LEVEL": "INFO"}
-    child = children.python(f"agents-{name}", "-m", "lsd", "serve", "--config", str(config), "--bind", bind, env=env)
-    wait_for_http(f"http://{bind}/health", child, timeout_s=120)
-    return child, f"http://{bind}/inference"
-
-
 def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path) -> dict[str, Any]:
     print(
         f"\n## Part agents: {settings.sessions} sessions of {settings.steps} steps, {settings.concurrency} at once; "
@@ -149,7 +130,11 @@ def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path)
     try:
         for name in TARGETS:
             database_url = cluster.create(f"bench_agents_{name.replace('-', '_')}")
-            child, url = _start(name, children, workdir, fake_url, database_url)
+            once = "false" if name == "lsd-inline" else "true"
+            child, url = start_target(
+                name, children, workdir, fake_url, database_url,
+                part="agents", observability=f"input_strings_once = {once}\n",
+            )  # fmt: skip
             run_async(load(url, warm, settings.concurrency))  # connections, caches: recorded too, counted apart
             if name != "bare":
                 drain(url)

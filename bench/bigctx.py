@@ -126,16 +126,28 @@ def count_inferences(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _start(name: str, children: Children, workdir: Path, fake_url: str, database_url: str) -> tuple[Child, str]:
+def start_target(
+    name: str,
+    children: Children,
+    workdir: Path,
+    fake_url: str,
+    database_url: str,
+    *,
+    part: str = "bigctx",
+    observability: str = "",
+) -> tuple[Child, str]:
+    """The bare proxy (`name` "bare") or `lsd serve` (any other name) in front of the fake; its /inference URL.
+    `observability`: lines added to lsd's `[gateway.observability]` (part agents: `input_strings_once`)."""
     bind = f"127.0.0.1:{free_port()}"
     if name == "bare":
-        child = children.python("bigctx-bare", "-m", "bench.bare_proxy", "--bind", bind, "--upstream", fake_url)
+        child = children.python(f"{part}-bare", "-m", "bench.bare_proxy", "--bind", bind, "--upstream", fake_url)
         wait_for_http(f"http://{bind}/inference", child, any_status=True)
         return child, f"http://{bind}/inference"
-    config = workdir / "bigctx.toml"
-    config.write_text(LSD_CONFIG.format(spool_dir=workdir / "spool-bigctx", model=MODEL, api_base=f"{fake_url}/v1/"))
+    config = workdir / f"{part}-{name}.toml"
+    text = LSD_CONFIG.format(spool_dir=workdir / f"spool-{part}-{name}", model=MODEL, api_base=f"{fake_url}/v1/")
+    config.write_text(text.replace("[gateway.observability]\n", f"[gateway.observability]\n{observability}"))
     env = {"LSD_DATABASE_URL": database_url, "LSD_LOG_FORMAT": "json", "LSD_LOG_LEVEL": "INFO"}
-    child = children.python("bigctx-lsd", "-m", "lsd", "serve", "--config", str(config), "--bind", bind, env=env)
+    child = children.python(f"{part}-{name}", "-m", "lsd", "serve", "--config", str(config), "--bind", bind, env=env)
     wait_for_http(f"http://{bind}/health", child, timeout_s=120)
     return child, f"http://{bind}/inference"
 
@@ -149,7 +161,7 @@ def run(settings: Settings, children: Children, cluster: Cluster, workdir: Path)
     try:
         for name in ("bare", "lsd"):
             before = stored_bytes(database_url)
-            child, url = _start(name, children, workdir, fake_url, database_url)
+            child, url = start_target(name, children, workdir, fake_url, database_url)
             closed_loop(
                 url, payload, connections=settings.connections, duration_s=settings.warmup_s, script_dir=workdir
             )
